@@ -1,0 +1,84 @@
+# retrlm.h - make targets (GNU make). `make help` lists them.
+CC      ?= cc
+STB_INC ?= /usr/include/stb
+CFLAGS  ?= -std=c99 -O2 -Wall -Wextra -pedantic
+BENCH_CFLAGS ?= -std=c99 -O3 -march=native -fopenmp
+SRC     := $(wildcard retrlm_impl/*.h retrlm_impl/*.c retrlm_impl/*.awk)
+BENCHES := $(patsubst bench/%.c,%,$(wildcard bench/*.c))
+FUZZERS := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
+# Debian packages the tests need; `make deps` installs the missing ones
+DEPS_PKGS := libstb-dev clang libomp-dev libclang-rt-14-dev g++
+
+.PHONY: all help deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation clean
+all: retrlm.h examples
+
+help:
+	@echo "make               regenerate retrlm.h from retrlm_impl/, build examples/"
+	@echo "make test          the test matrix: {gcc,clang} x {serial,-fopenmp}, C++, 2 TUs, static, fuzz replay"
+	@echo "make test-quick    gcc serial only"
+	@echo "make sanitize      the tests under ASan + UBSan (clang)"
+	@echo "make fuzz          libFuzzer targets in build/fuzz/; make fuzz-run RUNS=1000000"
+	@echo "make bench         every bench/*.c; make bench-NAME for one"
+	@echo "make check-amalgamation   fails if the committed retrlm.h differs from retrlm_impl/"
+	@echo "make deps          install what the tests need (Debian: $(DEPS_PKGS))"
+
+# The only place the header is made. Content, not timestamps, decides staleness (check below).
+retrlm.h: $(SRC)
+	awk -f retrlm_impl/amalgamate.awk retrlm_impl/retrlm.h > retrlm.h.tmp && mv retrlm.h.tmp retrlm.h
+
+check-amalgamation:
+	@awk -f retrlm_impl/amalgamate.awk retrlm_impl/retrlm.h | cmp -s - retrlm.h || \
+	  { echo "retrlm.h does not match retrlm_impl/: run 'make retrlm.h' and commit both"; exit 1; }
+	@echo "retrlm.h matches retrlm_impl/"
+
+# Installs missing Debian packages as root or through sudo; elsewhere says what to do.
+deps:
+	@missing=""; \
+	if command -v dpkg >/dev/null 2>&1; then \
+	  for p in $(DEPS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	elif [ ! -f $(STB_INC)/stb_ds.h ]; then \
+	  echo "stb_ds.h not found in $(STB_INC): put stb_ds.h (github.com/nothings/stb) there or run make STB_INC=dir"; exit 1; \
+	fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "run as root: apt-get install -y$$missing"; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq$$missing >/dev/null || \
+	    { echo "failed: apt-get install -y$$missing"; exit 1; }; \
+	fi
+
+test: deps retrlm.h
+	@STB_INC=$(STB_INC) sh tests/run.sh full
+
+test-quick: deps retrlm.h
+	@STB_INC=$(STB_INC) sh tests/run.sh quick
+
+sanitize: deps retrlm.h
+	@STB_INC=$(STB_INC) sh tests/run.sh sanitize
+
+# libFuzzer targets (clang); each fuzz/fuzz_NAME.c has its seed corpus in fuzz/corpus/NAME/
+fuzz: deps retrlm.h $(patsubst %,build/fuzz/%,$(FUZZERS))
+build/fuzz/%: fuzz/fuzz_%.c retrlm.h
+	@mkdir -p build/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -I$(STB_INC) $< -lm -o $@
+RUNS ?= 1000000
+fuzz-run: fuzz
+	@for f in $(FUZZERS); do mkdir -p build/fuzz/corpus-$$f; \
+	  build/fuzz/$$f -runs=$(RUNS) build/fuzz/corpus-$$f fuzz/corpus/$$f || exit 1; done
+
+examples: $(patsubst %,build/examples/%,$(EXAMPLES))
+build/examples/%: examples/%.c retrlm.h
+	@mkdir -p build/examples
+	$(CC) $(CFLAGS) -I. -I$(STB_INC) $< -lm -o $@
+
+# Benchmarks: each bench/NAME.c prints a table, then name=value lines. Peers are optional:
+# bench/peers.sh NAME prints the flags for the peers of NAME that are installed.
+bench: $(patsubst %,bench-%,$(BENCHES))
+bench-%: bench/%.c retrlm.h
+	@mkdir -p build/bench
+	$(CC) $(BENCH_CFLAGS) -I. -I$(STB_INC) bench/$*.c -o build/bench/$* $$(sh bench/peers.sh $*) -lm
+	build/bench/$*
+
+clean:
+	rm -rf build retrlm.h.tmp

@@ -1,0 +1,230 @@
+#include "internal.h"
+
+// ---------------------------------------------------------------------------------------------
+// results and the per-thread detail message
+
+#define RETRLM__STRING(name, msg) msg,
+static const char *const retrlm__result_strings[] = {RETRLM__RESULTS(RETRLM__STRING)};
+#undef RETRLM__STRING
+
+RETRLM_API const char *retrlm_result_string(retrlm_result r) {
+    if ((int)r < 0 || (int)r >= (int)RETRLM_RESULT_COUNT) return "unknown result code";
+    return retrlm__result_strings[r];
+}
+
+static RETRLM__TLS char retrlm__error_detail[512];
+
+RETRLM_API const char *retrlm_last_error(void) { return retrlm__error_detail; }
+
+static void retrlm__clear_error(void) { retrlm__error_detail[0] = '\0'; }
+
+static retrlm_result retrlm__fail(retrlm_result r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(retrlm__error_detail, sizeof retrlm__error_detail, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the allocation funnel: every byte the library owns comes through here
+
+static int retrlm__mul_overflows(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return 1;
+    *out = a * b;
+    return 0;
+}
+
+static void *retrlm__alloc(size_t count, size_t elem) {
+    size_t n;
+    if (retrlm__mul_overflows(count, elem, &n)) return NULL;
+    return RETRLM_MALLOC(n ? n : 1);
+}
+
+static void *retrlm__calloc(size_t count, size_t elem) {
+    void *p = retrlm__alloc(count, elem);
+    if (p) memset(p, 0, count * elem);
+    return p;
+}
+
+static void *retrlm__realloc(void *p, size_t count, size_t elem) {
+    size_t n;
+    if (retrlm__mul_overflows(count, elem, &n)) return NULL;
+    return RETRLM_REALLOC(p, n ? n : 1);
+}
+
+RETRLM_API void retrlm_free(void *p) {
+    if (p) RETRLM_FREE(p);
+}
+
+// stb_ds has no error path (it writes through the result of realloc), so running out of memory
+// while building is fatal: report and abort rather than corrupt the heap.
+static void *retrlm__stbds_realloc(void *p, size_t n) {
+    void *q;
+    if (n == 0) {
+        RETRLM_FREE(p);
+        return NULL;
+    }
+    q = RETRLM_REALLOC(p, n);
+    if (!q) {
+        fprintf(stderr, "retrlm: out of memory growing a build-time array (%lu bytes)\n",
+                (unsigned long)n);
+        abort();
+    }
+    return q;
+}
+
+static int retrlm__max_threads(void) {
+#ifdef RETRLM__OMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// RNG: xoshiro256** (Blackman and Vigna, "Scrambled linear pseudorandom number generators",
+// 2018), state filled by splitmix64 so that any 64-bit seed gives a good state.
+
+static uint64_t retrlm__splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t retrlm__rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+RETRLM_API void retrlm_rng_seed(retrlm_rng *r, uint64_t seed) {
+    int i;
+    RETRLM_ASSERT(r);
+    for (i = 0; i < 4; i++) r->s[i] = retrlm__splitmix64(&seed);
+    if ((r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0) r->s[0] = 1; // cannot happen, but cheap
+}
+
+RETRLM_API uint64_t retrlm_rng_u64(retrlm_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = retrlm__rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = retrlm__rotl(s[3], 45);
+    return result;
+}
+
+RETRLM_API uint32_t retrlm_rng_u32(retrlm_rng *r) { return (uint32_t)(retrlm_rng_u64(r) >> 32); }
+
+RETRLM_API uint64_t retrlm_rng_below(retrlm_rng *r, uint64_t n) {
+    // rejection sampling on the top of the range: unbiased for every n
+    uint64_t limit, x;
+    RETRLM_ASSERT(n > 0);
+    limit = UINT64_MAX - UINT64_MAX % n; // multiples of n below this are accepted
+    do { x = retrlm_rng_u64(r); } while (x >= limit);
+    return x % n;
+}
+
+RETRLM_API float retrlm_rng_float(retrlm_rng *r) {
+    return (float)(retrlm_rng_u64(r) >> 40) * (1.0f / 16777216.0f);
+}
+
+RETRLM_API double retrlm_rng_double(retrlm_rng *r) {
+    return (double)(retrlm_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+RETRLM_API float retrlm_rng_normal(retrlm_rng *r) {
+    // Box-Muller; u1 in (0, 1] so the log is finite
+    double u1 = 1.0 - retrlm_rng_double(r);
+    double u2 = retrlm_rng_double(r);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+RETRLM_API void retrlm_rng_jump(retrlm_rng *r) {
+    static const uint64_t jump[4] = {0x180ec6d33cfd0abaull, 0xd5a61266f0c9392cull,
+                                     0xa9582618e03fc9aaull, 0x39abdc4529b1661cull};
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int i, b;
+    for (i = 0; i < 4; i++) {
+        for (b = 0; b < 64; b++) {
+            if (jump[i] & ((uint64_t)1 << b)) {
+                s0 ^= r->s[0];
+                s1 ^= r->s[1];
+                s2 ^= r->s[2];
+                s3 ^= r->s[3];
+            }
+            retrlm_rng_u64(r);
+        }
+    }
+    r->s[0] = s0;
+    r->s[1] = s1;
+    r->s[2] = s2;
+    r->s[3] = s3;
+}
+
+// ---------------------------------------------------------------------------------------------
+// progress and time
+
+static retrlm_result retrlm__progress(retrlm_progress_fn fn, void *user, const char *stage,
+                                      double done, double total) {
+    if (fn && fn(user, stage, done, total))
+        return retrlm__fail(RETRLM_ERR_CANCELLED, "%s: cancelled by the progress callback at %.0f of %.0f",
+                            stage, done, total);
+    return RETRLM_OK;
+}
+
+RETRLM_API double retrlm_time_seconds(void) {
+#if defined(RETRLM__POSIX) && defined(CLOCK_MONOTONIC)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#elif defined(RETRLM__OMP)
+    return omp_get_wtime();
+#else
+    return (double)clock() / (double)CLOCKS_PER_SEC; // processor time: the best plain C99 has
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// little-endian fields and byte order
+
+static void retrlm__put_u32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+static void retrlm__put_u64(unsigned char *p, uint64_t v) {
+    retrlm__put_u32(p, (uint32_t)v);
+    retrlm__put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint32_t retrlm__get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t retrlm__get_u64(const unsigned char *p) {
+    return (uint64_t)retrlm__get_u32(p) | (uint64_t)retrlm__get_u32(p + 4) << 32;
+}
+
+static int retrlm__host_is_le(void) {
+    const uint32_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+static void retrlm__byteswap(void *p, size_t n, size_t elem) {
+    unsigned char *b = (unsigned char *)p, t;
+    size_t i, j;
+    if (elem < 2) return;
+    for (i = 0; i < n; i++, b += elem) {
+        for (j = 0; j < elem / 2; j++) {
+            t = b[j];
+            b[j] = b[elem - 1 - j];
+            b[elem - 1 - j] = t;
+        }
+    }
+}

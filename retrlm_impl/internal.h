@@ -1,0 +1,139 @@
+/* internal.h - configuration, portability, OpenMP macros and the private declarations every
+   fragment may use. It is the implementation's table of contents. */
+#ifndef RETRLM__INTERNAL_H
+#define RETRLM__INTERNAL_H
+#include "retrlm.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define RETRLM__POSIX 1
+#endif
+
+#if defined(_OPENMP) && !defined(RETRLM_NO_OPENMP)
+#include <omp.h>
+#endif
+
+#ifndef RETRLM_ASSERT
+#define RETRLM_ASSERT(x) assert(x)
+#endif
+
+#if defined(RETRLM_MALLOC) && defined(RETRLM_REALLOC) && defined(RETRLM_FREE)
+/* ok: all three */
+#elif !defined(RETRLM_MALLOC) && !defined(RETRLM_REALLOC) && !defined(RETRLM_FREE)
+#define RETRLM_MALLOC(n) malloc(n)
+#define RETRLM_REALLOC(p, n) realloc(p, n)
+#define RETRLM_FREE(p) free(p)
+#else
+#error "Define all or none of RETRLM_MALLOC, RETRLM_REALLOC and RETRLM_FREE."
+#endif
+
+/* Internal functions shared between fragments: static, and quiet when a build does not use one */
+#if defined(__GNUC__) || defined(__clang__)
+#define RETRLM__PRIVATE static __attribute__((unused))
+#else
+#define RETRLM__PRIVATE static
+#endif
+
+/* ---- stb_ds, routed through the allocation funnel ------------------------------------------ */
+RETRLM__PRIVATE void *retrlm__stbds_realloc(void *p, size_t n);
+#define STBDS_NO_SHORT_NAMES
+#define STBDS_REALLOC(ctx, p, n) retrlm__stbds_realloc(p, n)
+#define STBDS_FREE(ctx, p) RETRLM_FREE(p)
+#if !defined(RETRLM_NO_STB_DS_IMPLEMENTATION) && !defined(STB_DS_IMPLEMENTATION)
+#define STB_DS_IMPLEMENTATION
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-conversion"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+#include "stb_ds.h"
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+/* ---- OpenMP through _Pragma, so builds without it are clean (STYLE.md S6.4) ---------------- */
+#define RETRLM__PRAGMA(x) _Pragma(#x)
+#if defined(_OPENMP) && !defined(RETRLM_NO_OPENMP)
+#define RETRLM__OMP 1
+/* dynamic: a thread that another process starves takes fewer chunks (DESIGN.md §3) */
+#define RETRLM__PARALLEL_FOR RETRLM__PRAGMA(omp parallel for schedule(dynamic, 1))
+#define RETRLM__PARALLEL_FOR_STATIC RETRLM__PRAGMA(omp parallel for schedule(static))
+#define RETRLM__PARALLEL_FOR_IF(c) RETRLM__PRAGMA(omp parallel for schedule(dynamic, 1) if (c))
+#else
+#define RETRLM__PARALLEL_FOR
+#define RETRLM__PARALLEL_FOR_STATIC
+#define RETRLM__PARALLEL_FOR_IF(c)
+#endif
+#if ((defined(_OPENMP) && _OPENMP >= 201307) || defined(RETRLM_OPENMP_SIMD)) && \
+    !defined(RETRLM_NO_OPENMP)
+#define RETRLM__SIMD RETRLM__PRAGMA(omp simd)
+#define RETRLM__SIMD_SUM(acc) RETRLM__PRAGMA(omp simd reduction(+ : acc))
+#else
+#define RETRLM__SIMD
+#define RETRLM__SIMD_SUM(acc)
+#endif
+
+/* Number of threads a parallel region may use (1 without OpenMP). */
+RETRLM__PRIVATE int retrlm__max_threads(void);
+
+/* ---- thread-local storage for the error detail --------------------------------------------- */
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#define RETRLM__TLS thread_local
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && !defined(__STDC_NO_THREADS__)
+#define RETRLM__TLS _Thread_local
+#elif defined(__GNUC__) || defined(__clang__)
+#define RETRLM__TLS __thread
+#elif defined(_MSC_VER)
+#define RETRLM__TLS __declspec(thread)
+#else
+#define RETRLM__TLS
+#endif
+
+/* ---- core (core.c) ----------------------------------------------------------------------- */
+/* Records a detail message (printf-style) for this thread and returns r: `return retrlm__fail(...)` */
+RETRLM__PRIVATE retrlm_result retrlm__fail(retrlm_result r, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+RETRLM__PRIVATE void retrlm__clear_error(void);
+/* count * elem bytes, NULL on overflow or failure; never returns NULL for 0 bytes */
+RETRLM__PRIVATE void *retrlm__alloc(size_t count, size_t elem);
+RETRLM__PRIVATE void *retrlm__calloc(size_t count, size_t elem); /* zeroed */
+RETRLM__PRIVATE void *retrlm__realloc(void *p, size_t count, size_t elem);
+RETRLM__PRIVATE int   retrlm__mul_overflows(size_t a, size_t b, size_t *out); /* 1 if a*b overflows */
+/* Calls the progress callback if any; RETRLM_ERR_CANCELLED (with detail) if it says stop. */
+RETRLM__PRIVATE retrlm_result retrlm__progress(retrlm_progress_fn fn, void *user, const char *stage,
+                                      double done, double total);
+
+/* Little-endian encoding of fixed-width fields, whatever the host. */
+RETRLM__PRIVATE void     retrlm__put_u32(unsigned char *p, uint32_t v);
+RETRLM__PRIVATE void     retrlm__put_u64(unsigned char *p, uint64_t v);
+RETRLM__PRIVATE uint32_t retrlm__get_u32(const unsigned char *p);
+RETRLM__PRIVATE uint64_t retrlm__get_u64(const unsigned char *p);
+RETRLM__PRIVATE int      retrlm__host_is_le(void);
+/* Reverses each elem-byte element of n in place (elem 1, 2, 4 or 8). */
+RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
+
+#define RETRLM__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define RETRLM__MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#endif /* RETRLM__INTERNAL_H */

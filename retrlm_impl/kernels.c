@@ -1,0 +1,338 @@
+#include "internal.h"
+
+// Dimension legend: M, N output rows and columns, K the shared (inner) dimension.
+// MR x NR is the register tile, MC x KC the packed block of A, KC x NC the packed block of B.
+
+#if defined(__cplusplus)
+#define RETRLM__RESTRICT __restrict
+#else
+#define RETRLM__RESTRICT restrict
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// vector kernels
+
+RETRLM_API float retrlm_dot(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    int i;
+    RETRLM__SIMD_SUM(s)
+    for (i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+RETRLM_API void retrlm_axpy(float *y, float alpha, const float *x, int n) {
+    int i;
+    RETRLM__SIMD
+    for (i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+RETRLM_API void retrlm_scale(float *x, float alpha, int n) {
+    int i;
+    RETRLM__SIMD
+    for (i = 0; i < n; i++) x[i] *= alpha;
+}
+
+static float retrlm__max(const float *x, int n) {
+    float m = -INFINITY;
+    int i;
+    for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+RETRLM_API float retrlm_logsumexp(const float *x, int n) {
+    // logsumexp(x) = max + log(sum exp(x - max)): no overflow, and the largest term is exp(0)
+    float m = retrlm__max(x, n), s = 0.0f;
+    int i;
+    if (m == -INFINITY) return -INFINITY;
+    if (m == INFINITY) return INFINITY;
+    // no simd pragma: a loop calling expf vectorizes only with a vector math library
+    for (i = 0; i < n; i++) s += expf(x[i] - m);
+    return m + logf(s);
+}
+
+RETRLM_API void retrlm_softmax(float *out, const float *x, int n) {
+    float m = retrlm__max(x, n), s = 0.0f, inv;
+    int i;
+    if (n <= 0) return;
+    if (m == -INFINITY) { // nothing is allowed: the only finite answer is uniform
+        for (i = 0; i < n; i++) out[i] = 1.0f / (float)n;
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        out[i] = expf(x[i] - m);
+        s += out[i];
+    }
+    inv = 1.0f / s;
+    RETRLM__SIMD
+    for (i = 0; i < n; i++) out[i] *= inv;
+}
+
+RETRLM_API void retrlm_log_softmax(float *out, const float *x, int n) {
+    float lse = retrlm_logsumexp(x, n);
+    int i;
+    RETRLM__SIMD
+    for (i = 0; i < n; i++) out[i] = x[i] - lse;
+}
+
+// ---------------------------------------------------------------------------------------------
+// top-k: a min-heap whose root is the worst pair kept; "worse" is lower score, then larger id
+
+static int retrlm__worse(float sa, int64_t ia, float sb, int64_t ib) {
+    return sa < sb || (sa == sb && ia > ib);
+}
+
+RETRLM_API void retrlm_topk_init(retrlm_topk *h, int k, int64_t *ids, float *scores) {
+    RETRLM_ASSERT(h && k >= 0 && (k == 0 || (ids && scores)));
+    h->k = k;
+    h->n = 0;
+    h->ids = ids;
+    h->scores = scores;
+}
+
+static void retrlm__topk_sift_down(int64_t *ids, float *sc, int n, int i) {
+    int64_t id = ids[i];
+    float s = sc[i];
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && retrlm__worse(sc[c + 1], ids[c + 1], sc[c], ids[c])) c++;
+        if (!retrlm__worse(sc[c], ids[c], s, id)) break;
+        ids[i] = ids[c];
+        sc[i] = sc[c];
+        i = c;
+    }
+    ids[i] = id;
+    sc[i] = s;
+}
+
+RETRLM_API void retrlm_topk_push(retrlm_topk *h, int64_t id, float score) {
+    int i;
+    if (score != score || h->k == 0) return; // NaN is never kept
+    if (h->n == h->k) {
+        if (!retrlm__worse(h->scores[0], h->ids[0], score, id)) return;
+        h->ids[0] = id;
+        h->scores[0] = score;
+        retrlm__topk_sift_down(h->ids, h->scores, h->n, 0);
+        return;
+    }
+    i = h->n++;
+    while (i > 0) { // sift up
+        int p = (i - 1) / 2;
+        if (!retrlm__worse(score, id, h->scores[p], h->ids[p])) break;
+        h->ids[i] = h->ids[p];
+        h->scores[i] = h->scores[p];
+        i = p;
+    }
+    h->ids[i] = id;
+    h->scores[i] = score;
+}
+
+RETRLM_API int retrlm_topk_sort(retrlm_topk *h) {
+    // heapsort: move the worst to the end repeatedly, which leaves the array best first
+    int n = h->n, end;
+    for (end = n - 1; end > 0; end--) {
+        int64_t ti = h->ids[0];
+        float ts = h->scores[0];
+        h->ids[0] = h->ids[end];
+        h->scores[0] = h->scores[end];
+        h->ids[end] = ti;
+        h->scores[end] = ts;
+        retrlm__topk_sift_down(h->ids, h->scores, end, 0);
+    }
+    return n;
+}
+
+RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *ids,
+                                  float *out_scores) {
+    retrlm_topk h;
+    float *tmp = out_scores;
+    int i, got;
+    RETRLM_ASSERT(ids && k >= 0);
+    if (!tmp) tmp = (float *)retrlm__alloc((size_t)(k > 0 ? k : 1), sizeof(float));
+    if (!tmp) return 0;
+    retrlm_topk_init(&h, k, ids, tmp);
+    for (i = 0; i < n; i++) retrlm_topk_push(&h, i, scores[i]);
+    got = retrlm_topk_sort(&h);
+    if (!out_scores) RETRLM_FREE(tmp);
+    return got;
+}
+
+// ---------------------------------------------------------------------------------------------
+// matrix multiply, GotoBLAS-style: C is cut into MC x NC tiles, each computed by one thread
+// (threads never share a write, and every C element sums its K terms in the same order, so
+// results do not depend on the thread count). Inside a tile, KC-deep slices of A and B are
+// packed into MR-row and NR-column panels so that the micro-kernel reads both at unit stride
+// and keeps its MR x NR accumulators in registers.
+
+#if defined(__AVX512F__)
+#define RETRLM__MR 8 // 8 rows x 2 zmm: 16 accumulators of 32
+#define RETRLM__NR 32
+#else
+#define RETRLM__MR 6 // 6 rows x 2 ymm (or 4 NEON q): 12-24 accumulators, no spills
+#define RETRLM__NR 16
+#endif
+#define RETRLM__KC 256
+#define RETRLM__MC (RETRLM__MR * 16)
+#define RETRLM__NC (RETRLM__NR * 8)
+
+typedef struct retrlm__mat { // element (r, c) is p[r * sr + c * sc]
+    const float *p;
+    size_t sr, sc;
+} retrlm__mat;
+
+// packs rows [m0, m0+mc) x depth [k0, k0+kc) of A into panels of MR rows: dst (panels, kc, MR),
+// zero-padded past the last row
+static void retrlm__pack_a(float *dst, retrlm__mat A, int M, int m0, int mc, int k0, int kc) {
+    int ir, i, p;
+    for (ir = 0; ir < mc; ir += RETRLM__MR) {
+        for (i = 0; i < RETRLM__MR; i++) {
+            int m = m0 + ir + i;
+            if (ir + i < mc && m < M) {
+                const float *src = A.p + (size_t)m * A.sr + (size_t)k0 * A.sc;
+                for (p = 0; p < kc; p++) dst[(size_t)p * RETRLM__MR + i] = src[(size_t)p * A.sc];
+            } else {
+                for (p = 0; p < kc; p++) dst[(size_t)p * RETRLM__MR + i] = 0.0f;
+            }
+        }
+        dst += (size_t)kc * RETRLM__MR;
+    }
+}
+
+// packs depth [k0, k0+kc) x columns [n0, n0+nc) of B (viewed as (K,N)) into panels of NR
+// columns: dst (panels, kc, NR), zero-padded past the last column
+static void retrlm__pack_b(float *dst, retrlm__mat B, int N, int n0, int nc, int k0, int kc) {
+    int jr, j, p;
+    for (jr = 0; jr < nc; jr += RETRLM__NR) {
+        for (j = 0; j < RETRLM__NR; j++) {
+            int n = n0 + jr + j;
+            if (jr + j < nc && n < N) {
+                const float *src = B.p + (size_t)n * B.sc + (size_t)k0 * B.sr;
+                for (p = 0; p < kc; p++) dst[(size_t)p * RETRLM__NR + j] = src[(size_t)p * B.sr];
+            } else {
+                for (p = 0; p < kc; p++) dst[(size_t)p * RETRLM__NR + j] = 0.0f;
+            }
+        }
+        dst += (size_t)kc * RETRLM__NR;
+    }
+}
+
+// a (kc, MR), b (kc, NR) packed -> the mr x nr corner of the tile at c (row stride ldc).
+// first: this is the first K slice, so C is set (or accumulated, with acc_c) and bias added.
+static void retrlm__micro(int kc, const float *RETRLM__RESTRICT a, const float *RETRLM__RESTRICT b,
+                          float *RETRLM__RESTRICT c, size_t ldc, int mr, int nr,
+                          const float *bias, int first, int acc_c) {
+    float acc[RETRLM__MR][RETRLM__NR];
+    int i, j, p;
+    for (i = 0; i < RETRLM__MR; i++) {
+        RETRLM__SIMD
+        for (j = 0; j < RETRLM__NR; j++) acc[i][j] = 0.0f;
+    }
+    // the whole cost of the multiply is here: MR broadcasts of a against NR-wide rows of b,
+    // MR*NR independent accumulators so the FMA units never wait on one another
+    for (p = 0; p < kc; p++) {
+        const float *ap = a + (size_t)p * RETRLM__MR;
+        const float *bp = b + (size_t)p * RETRLM__NR;
+        for (i = 0; i < RETRLM__MR; i++) {
+            float ai = ap[i];
+            RETRLM__SIMD
+            for (j = 0; j < RETRLM__NR; j++) acc[i][j] += ai * bp[j];
+        }
+    }
+    for (i = 0; i < mr; i++) {
+        float *ci = c + (size_t)i * ldc;
+        if (first && !acc_c) {
+            for (j = 0; j < nr; j++) ci[j] = acc[i][j];
+        } else {
+            for (j = 0; j < nr; j++) ci[j] += acc[i][j];
+        }
+        if (first && bias)
+            for (j = 0; j < nr; j++) ci[j] += bias[j];
+    }
+}
+
+// small M with the default layouts: each C element is one unit-stride dot product; this is the
+// generation case (M = 1), bound by reading B once
+static void retrlm__matmul_rows(float *C, const float *A, const float *B, const float *bias,
+                                int M, int N, int K, int acc_c) {
+    int nb, nblocks = (N + 63) / 64;
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)K > 65536)
+    for (nb = 0; nb < nblocks; nb++) {
+        int n, m, n1 = RETRLM__MIN(N, nb * 64 + 64);
+        for (m = 0; m < M; m++) {
+            const float *a = A + (size_t)m * K;
+            float *c = C + (size_t)m * N;
+            for (n = nb * 64; n < n1; n++) {
+                float v = retrlm_dot(a, B + (size_t)n * K, K) + (bias ? bias[n] : 0.0f);
+                c[n] = acc_c ? c[n] + v : v;
+            }
+        }
+    }
+}
+
+RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
+                                       const float *bias, int M, int N, int K, int flags) {
+    retrlm__mat a, b;
+    const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
+    int mtiles, ntiles, ntiles_all, nthreads, t;
+    size_t per_thread;
+    float *work;
+    RETRLM_ASSERT(M >= 0 && N >= 0 && K >= 0 && (flags & ~7) == 0);
+    if (M == 0 || N == 0) return RETRLM_OK;
+    RETRLM_ASSERT(C && (K == 0 || (A && B)));
+    if (K == 0) {
+        for (t = 0; t < M; t++) {
+            float *c = C + (size_t)t * N;
+            int n;
+            for (n = 0; n < N; n++) c[n] = (acc_c ? c[n] : 0.0f) + (bias ? bias[n] : 0.0f);
+        }
+        return RETRLM_OK;
+    }
+    if (M < RETRLM__MR && !(flags & (RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN))) {
+        retrlm__matmul_rows(C, A, B, bias, M, N, K, acc_c);
+        return RETRLM_OK;
+    }
+    // views: A as (M,K), B as (K,N)
+    a.p = A;
+    if (flags & RETRLM_MATMUL_A_KM) { a.sr = 1; a.sc = (size_t)M; }
+    else { a.sr = (size_t)K; a.sc = 1; }
+    b.p = B;
+    if (flags & RETRLM_MATMUL_B_KN) { b.sr = (size_t)N; b.sc = 1; }
+    else { b.sr = 1; b.sc = (size_t)K; }
+
+    mtiles = (M + RETRLM__MC - 1) / RETRLM__MC;
+    ntiles = (N + RETRLM__NC - 1) / RETRLM__NC;
+    ntiles_all = mtiles * ntiles;
+    nthreads = RETRLM__MIN(retrlm__max_threads(), ntiles_all);
+    per_thread = (size_t)RETRLM__MC * RETRLM__KC + (size_t)RETRLM__KC * RETRLM__NC;
+    work = (float *)retrlm__alloc((size_t)nthreads * per_thread, sizeof(float));
+    if (!work) return retrlm__fail(RETRLM_ERR_NOMEM, "matmul: no memory for packing buffers");
+
+    RETRLM__PARALLEL_FOR_IF(nthreads > 1 && (double)M * N * K > 2e5)
+    for (t = 0; t < ntiles_all; t++) {
+        int tid = 0;
+        float *pa, *pb;
+        int m0 = (t / ntiles) * RETRLM__MC, n0 = (t % ntiles) * RETRLM__NC;
+        int mc = RETRLM__MIN(RETRLM__MC, M - m0), nc = RETRLM__MIN(RETRLM__NC, N - n0);
+        int k0;
+#ifdef RETRLM__OMP
+        tid = omp_get_thread_num();
+#endif
+        pa = work + (size_t)tid * per_thread;
+        pb = pa + (size_t)RETRLM__MC * RETRLM__KC;
+        for (k0 = 0; k0 < K; k0 += RETRLM__KC) {
+            int kc = RETRLM__MIN(RETRLM__KC, K - k0), ir, jr;
+            retrlm__pack_a(pa, a, M, m0, mc, k0, kc);
+            retrlm__pack_b(pb, b, N, n0, nc, k0, kc);
+            for (jr = 0; jr < nc; jr += RETRLM__NR) {
+                for (ir = 0; ir < mc; ir += RETRLM__MR) {
+                    retrlm__micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc,
+                                  C + (size_t)(m0 + ir) * N + (n0 + jr), (size_t)N,
+                                  RETRLM__MIN(RETRLM__MR, mc - ir), RETRLM__MIN(RETRLM__NR, nc - jr),
+                                  bias ? bias + n0 + jr : NULL, k0 == 0, acc_c);
+                }
+            }
+        }
+    }
+    RETRLM_FREE(work);
+    return RETRLM_OK;
+}

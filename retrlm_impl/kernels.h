@@ -1,0 +1,49 @@
+/* ---- kernels: the hot loops every module shares -------------------------------------------
+   Vectors are float arrays of n elements (n >= 0). With OpenMP the larger kernels split work
+   over independent outputs, so each output is computed by one thread in a fixed order and
+   results are identical for any OMP_NUM_THREADS. */
+
+RETRLM_API float retrlm_dot(const float *a, const float *b, int n);       /* sum a[i]*b[i] */
+RETRLM_API void  retrlm_axpy(float *y, float alpha, const float *x, int n); /* y += alpha*x */
+RETRLM_API void  retrlm_scale(float *x, float alpha, int n);               /* x *= alpha */
+/* out = softmax(x), max-subtracted; out may be x. If every x is -inf, out is uniform. */
+RETRLM_API void  retrlm_softmax(float *out, const float *x, int n);
+/* out = log softmax(x) = x - logsumexp(x); out may be x. */
+RETRLM_API void  retrlm_log_softmax(float *out, const float *x, int n);
+/* log(sum exp(x)), max-subtracted; -inf for n == 0 or when every x is -inf. */
+RETRLM_API float retrlm_logsumexp(const float *x, int n);
+
+/* ---- top-k: the k best (id, score) pairs of a stream, in caller buffers.
+   Higher score is better (negate distances); ties go to the smaller id; NaN scores are never
+   kept. A bounded heap: O(log k) per accepted push, O(1) per rejected one. */
+typedef struct retrlm_topk {
+    int      k;      /* capacity */
+    int      n;      /* pairs held, <= k */
+    int64_t *ids;    /* (k) borrowed; heap order until retrlm_topk_sort */
+    float   *scores; /* (k) borrowed */
+} retrlm_topk;
+
+RETRLM_API void retrlm_topk_init(retrlm_topk *h, int k, int64_t *ids, float *scores); /* borrows */
+RETRLM_API void retrlm_topk_push(retrlm_topk *h, int64_t id, float score);
+/* Sorts best first (score descending, id ascending) and returns n. The heap is spent: init
+   again before the next push. */
+RETRLM_API int  retrlm_topk_sort(retrlm_topk *h);
+/* The k best of scores[0..n) by index: ids (k), out_scores (k) may be NULL; returns how many
+   were written, min(k, number of non-NaN scores). */
+RETRLM_API int  retrlm_topk_select(const float *scores, int n, int k, int64_t *ids,
+                                   float *out_scores);
+
+/* ---- matrix multiply: C (M,N) = A·Bᵀ (+ bias), blocked, packed and register-tiled.
+   Default layouts are the transformer's: A (M,K) row-major (activations), B (N,K) row-major
+   (a weight stored (out, in)), bias (N) or NULL. Flags choose the other layouts the backward
+   pass needs:
+     RETRLM_MATMUL_A_KM        A is stored (K,M): C = Aᵀ·Bᵀ     (dW = doutᵀ · inp)
+     RETRLM_MATMUL_B_KN        B is stored (K,N): C = A·B       (dinp = dout · W)
+     RETRLM_MATMUL_ACCUMULATE  C += product instead of C = product
+   Returns RETRLM_ERR_NOMEM if its packing buffers (about 0.5 MB a thread) cannot be had;
+   M, N, K >= 0 and C must not overlap A, B or bias. */
+#define RETRLM_MATMUL_A_KM 1
+#define RETRLM_MATMUL_B_KN 2
+#define RETRLM_MATMUL_ACCUMULATE 4
+RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
+                                       const float *bias, int M, int N, int K, int flags);

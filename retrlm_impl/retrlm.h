@@ -1,0 +1,124 @@
+/* retrlm.h - v0.1.0 - retrieval-based language models in one C99 header
+
+   Assembled from retrlm_impl/ by `make retrlm.h`: edit the sources there, never this file.
+
+   USAGE
+     #define RETRLM_IMPLEMENTATION     before  #include "retrlm.h"  in ONE C or C++ file
+                                       (make it the first include of that file: see POSIX);
+     every other file just includes it. The implementation needs stb_ds.h (Debian: libstb-dev,
+     /usr/include/stb) on the include path:
+       cc -std=c99 -O2 -I/usr/include/stb app.c -lm -o app           one thread
+       cc -std=c99 -O3 -fopenmp -I/usr/include/stb app.c -lm -o app  OpenMP; OMP_NUM_THREADS=2
+
+   OPTIONS (define before the implementation include; none changes a struct or a prototype)
+     RETRLM_STATIC          every function static; only together with RETRLM_IMPLEMENTATION
+     RETRLM_API             linkage of public functions (default extern)
+     RETRLM_ASSERT(x)       guards programmer misuse only, never data (default assert(x))
+     RETRLM_MALLOC(n) RETRLM_REALLOC(p,n) RETRLM_FREE(p)     all three or none (default libc)
+     RETRLM_NO_STDIO        no path-based load/save; the _memory variants stay
+     RETRLM_NO_OPENMP       serial even under -fopenmp
+     RETRLM_OPENMP_SIMD     `omp simd` hints in a -fopenmp-simd build (which has no _OPENMP)
+     RETRLM_NO_STB_DS_IMPLEMENTATION   stb_ds.h is instantiated in another file of yours
+                            (then its allocations use that file's STBDS_REALLOC, not RETRLM_*)
+
+   CONTENTS (public sections below, in the order data flows through them)
+     core      results and error detail, allocation, RNG, progress callback, timer
+     kernels   dot, axpy, scale, softmax, log-softmax, log-sum-exp, top-k, matrix multiply
+     io        the container file format: sections, CRC32, 64-byte alignment, atomic save, mmap
+
+   CONVENTIONS
+     - Every fallible call returns retrlm_result; RETRLM_OK is 0. After a failure,
+       retrlm_last_error() gives this thread's detail message (file, section, offset, expected).
+       Nothing aborts or prints on bad input.
+     - You own every retrlm_* struct. x_init zeroes the object first, so x_free is always safe:
+       on a zeroed, failed or already freed object it does nothing.
+     - Inputs are copied unless the declaration says "borrows". Outputs go into your buffers;
+       where a size depends on the data, passing NULL returns the size needed.
+     - Dimensions are int, byte sizes and offsets size_t; sizes are overflow-checked.
+
+   POSIX
+     On POSIX systems the implementation uses open/fsync/rename/mmap/clock_gettime. It defines
+     _POSIX_C_SOURCE itself when retrlm.h is the first include of the implementation file; if
+     another system header comes first under -std=c99, compile with -D_POSIX_C_SOURCE=200809L.
+     Without those declarations it still works: saves skip fsync, loads read instead of mapping.
+
+   THREADS
+     Functions taking a const object may run concurrently on it; mutating calls need exclusive
+     access; there are no global mutable state and no locks. With OpenMP, kernels split work
+     over independent outputs, so results do not depend on OMP_NUM_THREADS.
+
+   FILES
+     Everything is saved in one container format, little-endian on every host (see io below).
+
+   LICENSE: MIT, at the end of this file.
+*/
+#if defined(RETRLM_IMPLEMENTATION) && !defined(_WIN32) && !defined(_POSIX_C_SOURCE) && \
+    !defined(_GNU_SOURCE) && !defined(_XOPEN_SOURCE) && !defined(_DEFAULT_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#ifndef RETRLM_H
+#define RETRLM_H
+#include <stddef.h> /* size_t */
+#include <stdint.h> /* uint64_t, int64_t */
+
+#define RETRLM_VERSION_MAJOR 0
+#define RETRLM_VERSION_MINOR 1
+
+#if defined(RETRLM_STATIC) && !defined(RETRLM_IMPLEMENTATION)
+#error "RETRLM_STATIC needs RETRLM_IMPLEMENTATION in the same file"
+#endif
+#ifndef RETRLM_API
+#if defined(RETRLM_STATIC) && (defined(__GNUC__) || defined(__clang__))
+#define RETRLM_API static __attribute__((unused))
+#elif defined(RETRLM_STATIC)
+#define RETRLM_API static
+#else
+#define RETRLM_API extern
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "core.h"
+#include "kernels.h"
+#include "io.h"
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RETRLM_H */
+
+/* ============================================================================================
+   Stop here if you only want the API. Below is the implementation.
+   ============================================================================================ */
+#if defined(RETRLM_IMPLEMENTATION) && !defined(RETRLM__IMPLEMENTATION_DONE)
+#define RETRLM__IMPLEMENTATION_DONE
+#include "internal.h"
+#include "core.c"
+#include "kernels.c"
+#include "io.c"
+#endif /* RETRLM_IMPLEMENTATION */
+
+/*
+   MIT License
+
+   Copyright (c) 2026 the retrlm.h authors
+
+   Permission is hereby granted, free of charge, to any person obtaining a copy of this software
+   and associated documentation files (the "Software"), to deal in the Software without
+   restriction, including without limitation the rights to use, copy, modify, merge, publish,
+   distribute, sublicense, and/or sell copies of the Software, and to permit persons to whom the
+   Software is furnished to do so, subject to the following conditions:
+
+   The above copyright notice and this permission notice shall be included in all copies or
+   substantial portions of the Software.
+
+   THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING
+   BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND
+   NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM,
+   DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+   OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+*/

@@ -1,0 +1,140 @@
+#!/bin/sh
+# tests/run.sh - builds and runs every tests/test_*.c in each cell of the build matrix, plus
+# the compile checks (C++, two translation units, RETRLM_STATIC) and the fuzz corpus replay.
+# The last line is "N passed, M failed"; the exit status is nonzero on any failure.
+#   sh tests/run.sh            the full matrix: {gcc, clang} x {serial, -fopenmp}
+#   sh tests/run.sh quick      gcc serial only
+#   sh tests/run.sh sanitize   clang -fsanitize=address,undefined (serial and -fopenmp)
+# Environment: STB_INC (default /usr/include/stb), RETRLM_DATA (default ../shared/data),
+# TESTS (space-separated names such as "core io", default all).
+set -u
+mode=${1:-full}
+STB_INC=${STB_INC:-/usr/include/stb}
+out=build/tests
+mkdir -p "$out"
+STRICT="-std=c99 -Wall -Wextra -pedantic -Werror -Wshadow -Wstrict-prototypes"
+passed=0 failed=0 skipped=0
+
+if [ -n "${TESTS:-}" ]; then
+    list=""
+    for t in $TESTS; do list="$list tests/test_$t.c"; done
+else
+    list=$(ls tests/test_*.c)
+fi
+
+fail() { echo "FAIL $1"; failed=$((failed + 1)); }
+pass() { passed=$((passed + 1)); }
+
+# run_bin NAME BINARY [ARGS...]: runs it; adds its "N passed, M failed[, K skipped]" to the totals
+run_bin() {
+    rname=$1 rbin=$2
+    shift 2
+    log="$out/$rname.log"
+    "$rbin" "$@" >"$log" 2>&1
+    rc=$?
+    set -- "$rname"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -z "$line" ]; then
+        cat "$log" | tail -n 20
+        fail "$1 (exit $rc, no summary line)"
+        return
+    fi
+    p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
+    f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
+    s=$(echo "$line" | sed -nE 's/.*, ([0-9]+) skipped.*/\1/p')
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + ${s:-0}))
+    if [ "$f" != 0 ] || [ "$rc" != 0 ]; then
+        grep -v '^skip ' "$log" | tail -n 30
+        [ "$f" = 0 ] && fail "$1 (exit $rc)"
+        echo "  $1: $line"
+    else
+        echo "  $1: $line"
+    fi
+}
+
+# cell NAME CC FLAGS...: every test in one build configuration
+cell() {
+    name=$1 cc=$2
+    shift 2
+    if ! command -v "$cc" >/dev/null 2>&1; then fail "$name: $cc not installed (make deps)"; return; fi
+    echo "== $name: $cc $*"
+    for src in $list; do
+        t=$(basename "$src" .c)
+        bin="$out/$name-$t"
+        if $cc $STRICT "$@" -I. -I"$STB_INC" -Itests "$src" -lm -o "$bin" 2>"$bin.err"; then
+            OMP_NUM_THREADS=2 run_bin "$name-$t" "$bin"
+        else
+            head -n 30 "$bin.err"
+            fail "$name-$t: does not compile"
+        fi
+    done
+}
+
+# compile checks: the header as C++, two translation units, RETRLM_STATIC
+compile_checks() {
+    cc=$1
+    echo "== compile checks ($cc)"
+    if command -v g++ >/dev/null 2>&1; then
+        if g++ -std=c++11 -Wall -Wextra -pedantic -Werror -O1 -I. -I"$STB_INC" -Itests \
+            -x c++ tests/test_core.c -o "$out/cpp-core" 2>"$out/cpp.err"; then
+            run_bin cpp-core "$out/cpp-core"
+        else head -n 30 "$out/cpp.err"; fail "g++: header does not compile as C++"; fi
+    else fail "g++ not installed"; fi
+    if $cc $STRICT -O1 -I. -I"$STB_INC" -Itests tests/compile/two_tu_main.c \
+        tests/compile/two_tu_impl.c -lm -o "$out/two-tu" 2>"$out/two-tu.err"; then
+        run_bin two-tu "$out/two-tu"
+    else head -n 30 "$out/two-tu.err"; fail "two translation units do not link"; fi
+    if $cc $STRICT -O1 -I. -I"$STB_INC" -Itests tests/compile/static.c -lm -o "$out/static" \
+        2>"$out/static.err"; then
+        run_bin static "$out/static"
+    else head -n 30 "$out/static.err"; fail "RETRLM_STATIC does not compile cleanly"; fi
+    if $cc -std=c99 -Wall -Wextra -pedantic -Werror -O1 -Iretrlm_impl -I. -I"$STB_INC" -Itests \
+        tests/test_core.c -lm -o "$out/dev-core" 2>"$out/dev.err"; then
+        run_bin dev-core "$out/dev-core"
+    else head -n 30 "$out/dev.err"; fail "dev mode (-Iretrlm_impl) does not compile"; fi
+}
+
+# replays every fuzz/corpus/<target>/ file through fuzz/<target>.c with a plain main
+fuzz_replay() {
+    cc=$1
+    shift
+    for src in fuzz/fuzz_*.c; do
+        [ -f "$src" ] || continue
+        t=$(basename "$src" .c)
+        t=${t#fuzz_}
+        echo "== fuzz corpus replay: $t"
+        if $cc $STRICT "$@" -DRETRLM_FUZZ_REPLAY -I. -I"$STB_INC" "$src" -lm -o "$out/replay-$t" \
+            2>"$out/replay-$t.err"; then
+            run_bin "replay-$t" "$out/replay-$t" "fuzz/corpus/$t"
+        else head -n 30 "$out/replay-$t.err"; fail "fuzz/$t: replay driver does not compile"; fi
+    done
+}
+
+case $mode in
+quick)
+    cell gcc gcc -O2
+    ;;
+sanitize)
+    SAN="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+    export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+    cell asan clang $SAN
+    cell asan-omp clang $SAN -fopenmp
+    fuzz_replay clang $SAN
+    ;;
+full)
+    cell gcc gcc -O2
+    cell gcc-omp gcc -O2 -fopenmp
+    cell clang clang -O2
+    cell clang-omp clang -O2 -fopenmp
+    compile_checks gcc
+    fuzz_replay gcc -O1
+    ;;
+*)
+    echo "usage: sh tests/run.sh [full|quick|sanitize]" >&2
+    exit 2
+    ;;
+esac
+
+if [ "$skipped" != 0 ]; then echo "$passed passed, $failed failed, $skipped skipped"
+else echo "$passed passed, $failed failed"; fi
+[ "$failed" = 0 ]

@@ -1,0 +1,130 @@
+// core: results, error detail, allocation funnel, RNG, progress, timer
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+#include "test.h"
+
+static void test_result_strings(void) {
+    int i;
+    CHECK(RETRLM_OK == 0);
+    for (i = 0; i < RETRLM_RESULT_COUNT; i++) CHECK(retrlm_result_string((retrlm_result)i)[0] != 0);
+    CHECK(!strcmp(retrlm_result_string((retrlm_result)999), "unknown result code"));
+    CHECK(!strcmp(retrlm_result_string(RETRLM_ERR_NOMEM), "out of memory"));
+}
+
+static void test_error_detail(void) {
+    retrlm__clear_error();
+    CHECK(retrlm_last_error()[0] == 0);
+    CHECK(retrlm__fail(RETRLM_ERR_ARG, "x=%d", 42) == RETRLM_ERR_ARG);
+    CHECK(!strcmp(retrlm_last_error(), "x=42"));
+}
+
+static void test_alloc_overflow(void) {
+    size_t n;
+    void *p;
+    CHECK(retrlm__alloc(SIZE_MAX / 2, 4) == NULL);
+    CHECK(retrlm__realloc(NULL, SIZE_MAX, 2) == NULL);
+    CHECK(retrlm__mul_overflows(SIZE_MAX, 2, &n));
+    CHECK(!retrlm__mul_overflows(1000, 1000, &n) && n == 1000000);
+    p = retrlm__alloc(0, 8); // never NULL for zero bytes
+    CHECK(p != NULL);
+    retrlm_free(p);
+    p = retrlm__calloc(100, 4);
+    CHECK(p && ((int *)p)[99] == 0);
+    retrlm_free(p);
+    retrlm_free(NULL);
+}
+
+static void test_stbds_routed(void) {
+    int *a = NULL, i;
+    for (i = 0; i < 1000; i++) stbds_arrput(a, i);
+    CHECK(stbds_arrlen(a) == 1000 && a[999] == 999);
+    stbds_arrfree(a);
+    CHECK(a == NULL);
+}
+
+static void test_rng(void) {
+    retrlm_rng a, b, saved;
+    double mean = 0, var = 0;
+    int i, counts[10] = {0}, ok = 1;
+    retrlm_rng_seed(&a, 1337);
+    retrlm_rng_seed(&b, 1337);
+    for (i = 0; i < 100; i++) ok &= retrlm_rng_u64(&a) == retrlm_rng_u64(&b);
+    CHECK(ok);
+    saved = a; // the state is plain data: a copy resumes the stream exactly
+    {
+        uint64_t x = retrlm_rng_u64(&a);
+        CHECK(retrlm_rng_u64(&saved) == x);
+    }
+    retrlm_rng_seed(&b, 1338);
+    CHECK(retrlm_rng_u64(&a) != retrlm_rng_u64(&b));
+    retrlm_rng_seed(&a, 0); // seed 0 is a fine seed
+    CHECK((a.s[0] | a.s[1] | a.s[2] | a.s[3]) != 0);
+    for (i = 0; i < 100000; i++) {
+        float f = retrlm_rng_float(&a);
+        uint64_t k = retrlm_rng_below(&a, 10);
+        ok &= f >= 0.0f && f < 1.0f && k < 10;
+        counts[k]++;
+    }
+    CHECK(ok);
+    for (i = 0; i < 10; i++) CHECK(counts[i] > 9500 && counts[i] < 10500);
+    for (i = 0; i < 100000; i++) {
+        double z = retrlm_rng_normal(&a);
+        mean += z;
+        var += z * z;
+    }
+    mean /= 100000;
+    var = var / 100000 - mean * mean;
+    CHECK_NEAR(mean, 0.0, 0.02);
+    CHECK_NEAR(var, 1.0, 0.03);
+    b = a;
+    retrlm_rng_jump(&b);
+    CHECK(retrlm_rng_u64(&a) != retrlm_rng_u64(&b));
+}
+
+static int cancel_at_3(void *user, const char *stage, double done, double total) {
+    (void)stage;
+    (void)total;
+    ++*(int *)user;
+    return done >= 3;
+}
+
+static void test_progress(void) {
+    int calls = 0, i;
+    retrlm_result r = RETRLM_OK;
+    for (i = 0; i < 10 && !r; i++) r = retrlm__progress(cancel_at_3, &calls, "count", i, 10);
+    CHECK(r == RETRLM_ERR_CANCELLED && calls == 4);
+    CHECK(strstr(retrlm_last_error(), "count") != NULL);
+    CHECK(retrlm__progress(NULL, NULL, "x", 1, 1) == RETRLM_OK);
+}
+
+static void test_timer(void) {
+    double t0 = retrlm_time_seconds(), t1;
+    volatile double x = 0;
+    int i;
+    for (i = 0; i < 1000000; i++) x += i;
+    t1 = retrlm_time_seconds();
+    CHECK(t1 >= t0 && x > 0);
+}
+
+static void test_endian_helpers(void) {
+    unsigned char b[8];
+    uint32_t v[2] = {0x01020304u, 0xA0B0C0D0u};
+    retrlm__put_u64(b, 0x0807060504030201ull);
+    CHECK(b[0] == 1 && b[7] == 8);
+    CHECK(retrlm__get_u64(b) == 0x0807060504030201ull);
+    CHECK(retrlm__get_u32(b + 4) == 0x08070605u);
+    retrlm__byteswap(v, 2, 4);
+    CHECK(v[0] == 0x04030201u && v[1] == 0xD0C0B0A0u);
+}
+
+int main(void) {
+    RUN(test_result_strings);
+    RUN(test_error_detail);
+    RUN(test_alloc_overflow);
+    RUN(test_stbds_routed);
+    RUN(test_rng);
+    RUN(test_progress);
+    RUN(test_timer);
+    RUN(test_endian_helpers);
+    return test_report();
+}
