@@ -48,6 +48,12 @@
 #define RETRLM__PRIVATE static
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define RETRLM__NOINLINE __attribute__((noinline))
+#else
+#define RETRLM__NOINLINE
+#endif
+
 /* ---- stb_ds, routed through the allocation funnel ------------------------------------------ */
 RETRLM__PRIVATE void *retrlm__stbds_realloc(void *p, size_t n);
 #define STBDS_NO_SHORT_NAMES
