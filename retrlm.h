@@ -983,14 +983,14 @@ static void retrlm__micro(int kc, const float *RETRLM__RESTRICT a, const float *
 static void retrlm__matmul_rows(float *C, const float *A, const float *B, const float *bias,
                                 int M, int N, int K, int acc_c) {
     // about 32 chunks: enough for a starved thread to hand work over, few enough to be cheap
-    int nb, rows = RETRLM__MAX(64, (N / 32 + 3) & ~3), nblocks = (N + rows - 1) / rows;
+    int nb, chunk = RETRLM__MAX(64, (N / 32 + 3) & ~3), nblocks = (N + chunk - 1) / chunk;
     RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)K > 65536)
     for (nb = 0; nb < nblocks; nb++) {
-        int n, m, n1 = RETRLM__MIN(N, nb * rows + rows);
+        int n, m, n1 = RETRLM__MIN(N, nb * chunk + chunk);
         for (m = 0; m < M; m++) {
             const float *a = A + (size_t)m * K;
             float *c = C + (size_t)m * N, v[4];
-            for (n = nb * rows; n < n1; n += 4) {
+            for (n = nb * chunk; n < n1; n += 4) {
                 const float *b0 = B + (size_t)n * K;
                 int j, rows = RETRLM__MIN(4, n1 - n);
                 if (rows == 4) retrlm__dot4(v, a, b0, (size_t)K, K);
