@@ -356,6 +356,14 @@ RETRLM_API uint32_t retrlm_crc32(uint32_t crc, const void *buf, size_t n);
 #error "Define all or none of RETRLM_MALLOC, RETRLM_REALLOC and RETRLM_FREE."
 #endif
 
+/* clang reports an `omp simd` loop it does not vectorize (at -O1, under sanitizers) as a
+   warning, an error under -Werror: the hint is only a hint here. Popped at the end of the
+   implementation (retrlm.h template). */
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpass-failed"
+#endif
+
 /* Internal functions shared between fragments: static, and quiet when a build does not use one */
 #if defined(__GNUC__) || defined(__clang__)
 #define RETRLM__PRIVATE static __attribute__((unused))
@@ -1236,7 +1244,7 @@ typedef struct retrlm__sink {
 
 static int retrlm__sink_memory(retrlm__sink *s, const void *p, size_t n) {
     if (n > s->cap - s->pos) return 1;
-    memcpy(s->buf + s->pos, p, n);
+    if (n) memcpy(s->buf + s->pos, p, n); // p may be NULL for an empty section
     s->pos += n;
     return 0;
 }
@@ -1724,6 +1732,9 @@ RETRLM_API retrlm_result retrlm_reader_read(const retrlm_reader *r, const char *
     if (n) memcpy(out, p, n * retrlm_dtype_size(type));
     return RETRLM_OK;
 }
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#endif
 #endif /* RETRLM_IMPLEMENTATION */
 
 /*

@@ -162,7 +162,7 @@ typedef struct retrlm__sink {
 
 static int retrlm__sink_memory(retrlm__sink *s, const void *p, size_t n) {
     if (n > s->cap - s->pos) return 1;
-    memcpy(s->buf + s->pos, p, n);
+    if (n) memcpy(s->buf + s->pos, p, n); // p may be NULL for an empty section
     s->pos += n;
     return 0;
 }

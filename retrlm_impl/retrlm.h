@@ -100,6 +100,9 @@ extern "C" {
 #include "core.c"
 #include "kernels.c"
 #include "io.c"
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#endif
 #endif /* RETRLM_IMPLEMENTATION */
 
 /*
