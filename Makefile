@@ -10,7 +10,7 @@ EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 # Debian packages the tests need; `make deps` installs the missing ones
 DEPS_PKGS := libstb-dev clang libomp-dev libclang-rt-14-dev g++
 
-.PHONY: all help deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation clean
+.PHONY: all help deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation cross clean
 all: retrlm.h examples
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make sanitize      the tests under ASan + UBSan (clang)"
 	@echo "make fuzz          libFuzzer targets in build/fuzz/; make fuzz-run RUNS=1000000"
 	@echo "make bench         every bench/*.c; make bench-NAME for one"
+	@echo "make cross         the tests on s390x (big-endian), aarch64 and armhf under qemu-user"
 	@echo "make check-amalgamation   fails if the committed retrlm.h differs from retrlm_impl/"
 	@echo "make deps          install what the tests need (Debian: $(DEPS_PKGS))"
 
@@ -79,6 +80,19 @@ bench-%: bench/%.c retrlm.h
 	@mkdir -p build/bench
 	$(CC) $(BENCH_CFLAGS) -I. -I$(STB_INC) bench/$*.c -o build/bench/$* $$(sh bench/peers.sh $*) -lm
 	build/bench/$*
+
+# Other architectures under qemu-user: s390x is the big-endian check, aarch64 and armhf the
+# boards. Needs gcc-s390x-linux-gnu gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user.
+CROSS ?= s390x-linux-gnu aarch64-linux-gnu arm-linux-gnueabihf
+cross: retrlm.h
+	@fail=0; for t in $(CROSS); do \
+	  command -v $$t-gcc >/dev/null || { echo "$$t-gcc missing: apt-get install -y gcc-$$t qemu-user"; exit 1; }; \
+	  for src in $(if $(TESTS),$(patsubst %,tests/test_%.c,$(TESTS)),$(wildcard tests/test_*.c)); do \
+	    mkdir -p build/cross; bin=build/cross/$$t-$$(basename $$src .c); \
+	    $$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -Itests $$src -lm -o $$bin || { fail=1; continue; }; \
+	    last=$$(QEMU_LD_PREFIX=/usr/$$t qemu-$${t%%-*} $$bin 2>&1 | tail -n 1); echo "$$t $$src: $$last"; \
+	    case "$$last" in *" 0 failed"*) ;; *) fail=1 ;; esac; \
+	  done; done; exit $$fail
 
 clean:
 	rm -rf build retrlm.h.tmp
