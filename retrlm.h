@@ -908,12 +908,17 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 // packed into MR-row and NR-column panels so that the micro-kernel reads both at unit stride
 // and keeps its MR x NR accumulators in registers.
 
+// The register tile follows the vector registers the compiler may use: MR x NR accumulators
+// plus one row of b and one broadcast of a must fit, or the tile spills and runs 10x slower.
 #if defined(__AVX512F__)
-#define RETRLM__MR 8 // 8 rows x 2 zmm: 16 accumulators of 32
+#define RETRLM__MR 8 // 32 zmm: 8 rows x 2 zmm = 16 accumulators
 #define RETRLM__NR 32
-#else
-#define RETRLM__MR 6 // 6 rows x 2 ymm (or 4 NEON q): 12-24 accumulators, no spills
+#elif defined(__AVX__) || defined(__aarch64__)
+#define RETRLM__MR 6 // 16 ymm (AVX) or 32 q (NEON): 6 x 2 ymm = 12, 6 x 4 q = 24 accumulators
 #define RETRLM__NR 16
+#else
+#define RETRLM__MR 4 // SSE2, 32-bit ARM and the rest: 4 x 2 xmm = 8 accumulators of 16 registers
+#define RETRLM__NR 8
 #endif
 #define RETRLM__KC 256
 #define RETRLM__MC (RETRLM__MR * 16)
@@ -953,36 +958,46 @@ static void retrlm__pack(float *dst, retrlm__mat X, int R, int r0, int rc, int k
 
 // a (kc, MR), b (kc, NR) packed -> the mr x nr corner of the tile at c (row stride ldc).
 // first: this is the first K slice, so C is set (or accumulated, with acc_c) and bias added.
+// Each row of accumulators is its own array and every row is written out by a macro, not a
+// loop: the compiler then keeps them all in vector registers even at -O2 (a 2-D array indexed
+// in a loop stays in memory, 10x slower).
+#define RETRLM__ACC_DECL(r) float acc##r[RETRLM__NR] = {0};
+#define RETRLM__ACC_ROW(r)                                                     \
+    {                                                                         \
+        const float ar = ap[r];                                               \
+        RETRLM__SIMD for (j = 0; j < RETRLM__NR; j++) acc##r[j] += ar * bp[j]; \
+    }
+#define RETRLM__ACC_STORE(r)                                                   \
+    if (r < mr) {                                                             \
+        float *cr = c + (size_t)r * ldc;                                      \
+        if (first && !acc_c)                                                  \
+            for (j = 0; j < nr; j++) cr[j] = acc##r[j];                       \
+        else                                                                  \
+            for (j = 0; j < nr; j++) cr[j] += acc##r[j];                      \
+        if (first && bias)                                                    \
+            for (j = 0; j < nr; j++) cr[j] += bias[j];                        \
+    }
+#if RETRLM__MR == 8
+#define RETRLM__ACC_ALL(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#elif RETRLM__MR == 6
+#define RETRLM__ACC_ALL(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#else
+#define RETRLM__ACC_ALL(X) X(0) X(1) X(2) X(3)
+#endif
+
 static void retrlm__micro(int kc, const float *RETRLM__RESTRICT a, const float *RETRLM__RESTRICT b,
                           float *RETRLM__RESTRICT c, size_t ldc, int mr, int nr,
                           const float *bias, int first, int acc_c) {
-    float acc[RETRLM__MR][RETRLM__NR];
-    int i, j, p;
-    for (i = 0; i < RETRLM__MR; i++) {
-        RETRLM__SIMD
-        for (j = 0; j < RETRLM__NR; j++) acc[i][j] = 0.0f;
-    }
+    int j, p;
+    RETRLM__ACC_ALL(RETRLM__ACC_DECL)
     // the whole cost of the multiply is here: MR broadcasts of a against NR-wide rows of b,
     // MR*NR independent accumulators so the FMA units never wait on one another
     for (p = 0; p < kc; p++) {
         const float *ap = a + (size_t)p * RETRLM__MR;
         const float *bp = b + (size_t)p * RETRLM__NR;
-        for (i = 0; i < RETRLM__MR; i++) {
-            float ai = ap[i];
-            RETRLM__SIMD
-            for (j = 0; j < RETRLM__NR; j++) acc[i][j] += ai * bp[j];
-        }
+        RETRLM__ACC_ALL(RETRLM__ACC_ROW)
     }
-    for (i = 0; i < mr; i++) {
-        float *ci = c + (size_t)i * ldc;
-        if (first && !acc_c) {
-            for (j = 0; j < nr; j++) ci[j] = acc[i][j];
-        } else {
-            for (j = 0; j < nr; j++) ci[j] += acc[i][j];
-        }
-        if (first && bias)
-            for (j = 0; j < nr; j++) ci[j] += bias[j];
-    }
+    RETRLM__ACC_ALL(RETRLM__ACC_STORE)
 }
 
 // small M with the default layouts: each C element is one unit-stride dot product; this is the
