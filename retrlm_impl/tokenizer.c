@@ -254,6 +254,41 @@ RETRLM_API int retrlm_tokenizer_is_special(const retrlm_tokenizer *tok, int id) 
     return retrlm__is_special(tok, id);
 }
 
+// ---- growable buffers for building (report OOM, unlike stb_ds) ----------------------------
+typedef struct retrlm__buf {
+    unsigned char *p; // (cap) bytes, from retrlm__realloc
+    size_t n, cap;    // bytes used, allocated
+} retrlm__buf;
+
+// appends size bytes of x (x NULL: zeroes); 0 on overflow or OOM
+static int retrlm__buf_push(retrlm__buf *b, const void *x, size_t size) {
+    if (size > (size_t)-1 - b->n) return 0;
+    if (b->n + size > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        void *q;
+        while (cap < b->n + size) {
+            if (cap > (size_t)-1 / 2) return 0;
+            cap *= 2;
+        }
+        q = retrlm__realloc(b->p, cap, 1);
+        if (!q) return 0;
+        b->p = (unsigned char *)q;
+        b->cap = cap;
+    }
+    if (x) memcpy(b->p + b->n, x, size);
+    else memset(b->p + b->n, 0, size);
+    b->n += size;
+    return 1;
+}
+
+static int retrlm__buf_push_int(retrlm__buf *b, int v) { return retrlm__buf_push(b, &v, sizeof v); }
+
+// a piece of text
+typedef struct retrlm__span {
+    const unsigned char *p; // (n) bytes
+    size_t n;
+} retrlm__span;
+
 // ---- encoding ------------------------------------------------------------------------------
 typedef struct retrlm__cache_entry {
     uint32_t len;                             // bytes of the pre-token; 0 = empty slot
@@ -483,11 +518,128 @@ static retrlm_result retrlm__encode_text(retrlm__enc *e, const unsigned char *s,
     return retrlm__encode_plain(e, s + seg, n - seg);
 }
 
-RETRLM_API retrlm_result retrlm_tokenizer_encode(const retrlm_tokenizer *tok, const char *text, size_t len,
-                                      int flags, int *out, size_t cap, size_t *n_out) {
+static int retrlm__thread_num(void) {
+#ifdef RETRLM__OMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// A cut before s[p] leaves every pre-token as it is when s[p-1] is '\n' and s[p-2], s[p] are
+// ASCII non-spaces: the newline is then a one-character whitespace run followed by a non-space.
+static int retrlm__safe_cut(const unsigned char *s, size_t p) {
+    return p >= 2 && s[p - 1] == '\n' && s[p - 2] < 0x80 && s[p] < 0x80 &&
+           retrlm__uc_ascii[s[p - 2]] != RETRLM__UC_SPACE &&
+           retrlm__uc_ascii[s[p]] != RETRLM__UC_SPACE;
+}
+
+// Encodes n spans in parallel (each by one thread, in order, into its own array) and joins
+// them in order into out; offsets (n + 1) may be NULL. The ids do not depend on the thread
+// count: the per-thread cache only saves work.
+static retrlm_result retrlm__encode_spans(const retrlm_tokenizer *tok, const retrlm__span *sp,
+                                          int n, int flags, int *out, size_t cap,
+                                          size_t *offsets, size_t *n_out) {
+    int nt = retrlm__max_threads(), i;
+    retrlm__enc *encs;
+    int **ids;   // (n) each span's ids (when out is given)
+    size_t *cnt; // (n) each span's id count; (size_t)-1 when it failed
+    size_t total = 0;
+    retrlm_result r = RETRLM_OK;
+    *n_out = 0;
+    encs = (retrlm__enc *)retrlm__calloc((size_t)nt, sizeof(retrlm__enc));
+    ids = (int **)retrlm__calloc((size_t)n, sizeof(int *));
+    cnt = (size_t *)retrlm__calloc((size_t)n, sizeof(size_t));
+    if (!encs || !ids || !cnt) {
+        RETRLM_FREE(encs);
+        RETRLM_FREE(ids);
+        RETRLM_FREE(cnt);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer: encoding %d texts", n);
+    }
+    for (i = 0; i < nt; i++) {
+        encs[i].tok = tok;
+        encs[i].cache = (retrlm__cache_entry *)retrlm__calloc(RETRLM__CACHE_SLOTS,
+                                                              sizeof(retrlm__cache_entry));
+    }
+    RETRLM__PARALLEL_FOR
+    for (i = 0; i < n; i++) {
+        retrlm__enc *e = &encs[retrlm__thread_num()];
+        e->n = 0;
+        e->out = NULL;
+        e->cap = 0;
+        if (out) {
+            // every id covers at least one byte: sp[i].n ids are enough
+            e->out = ids[i] = (int *)retrlm__alloc(sp[i].n, sizeof(int));
+            e->cap = sp[i].n;
+            if (!ids[i]) {
+                cnt[i] = (size_t)-1;
+                continue;
+            }
+        }
+        cnt[i] = retrlm__encode_text(e, sp[i].p, sp[i].n, flags) == RETRLM_OK ? e->n : (size_t)-1;
+    }
+    for (i = 0; i < n; i++)
+        if (cnt[i] == (size_t)-1)
+            r = retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer: encode: out of memory on text %d", i);
+    for (i = 0; i < n && !r; i++) {
+        if (offsets) offsets[i] = total;
+        if (out && total < cap)
+            memcpy(out + total, ids[i], RETRLM__MIN(cnt[i], cap - total) * sizeof(int));
+        total += cnt[i];
+    }
+    if (!r) {
+        if (offsets) offsets[n] = total;
+        *n_out = total;
+        if (out && total > cap)
+            r = retrlm__fail(RETRLM_ERR_RANGE, "tokenizer: encode needs %lu ids, the buffer holds "
+                             "%lu", (unsigned long)total, (unsigned long)cap);
+    }
+    for (i = 0; i < nt; i++) {
+        encs[i].out = NULL;
+        retrlm__enc_free(&encs[i]);
+    }
+    for (i = 0; i < n; i++) RETRLM_FREE(ids[i]);
+    RETRLM_FREE(encs);
+    RETRLM_FREE(ids);
+    RETRLM_FREE(cnt);
+    return r;
+}
+
+#define RETRLM__PAR_PIECE (256u << 10) // a long text is encoded in pieces of at least this size
+
+RETRLM_API retrlm_result retrlm_tokenizer_encode(const retrlm_tokenizer *tok, const char *text,
+                                                 size_t len, int flags, int *out, size_t cap,
+                                                 size_t *n_out) {
+    const unsigned char *s = (const unsigned char *)text;
     retrlm__enc e;
     retrlm_result r;
+    int nt = retrlm__max_threads();
     RETRLM_ASSERT(tok && tok->n_vocab && (text || !len) && n_out);
+    if (nt > 1 && len >= 2 * RETRLM__PAR_PIECE &&
+        (!(flags & RETRLM_TOKENIZE_SPECIAL) || !tok->n_special)) {
+        // threads take pieces cut where pre-tokens cannot straddle: same ids as one piece
+        retrlm__buf spans = {0, 0, 0};
+        size_t piece = RETRLM__MAX(len / ((size_t)nt * 8), (size_t)RETRLM__PAR_PIECE), at = 0;
+        int ok = 1;
+        while (ok && at < len) {
+            retrlm__span sp;
+            size_t cut = len - at > piece ? at + piece : len;
+            while (cut < len && !retrlm__safe_cut(s, cut)) cut++;
+            sp.p = s + at;
+            sp.n = cut - at;
+            ok = retrlm__buf_push(&spans, &sp, sizeof sp);
+            at = cut;
+        }
+        if (ok && spans.n / sizeof(retrlm__span) > 1 &&
+            spans.n / sizeof(retrlm__span) < (size_t)INT_MAX) {
+            r = retrlm__encode_spans(tok, (const retrlm__span *)spans.p,
+                                     (int)(spans.n / sizeof(retrlm__span)), flags, out, cap, NULL,
+                                     n_out);
+            RETRLM_FREE(spans.p);
+            return r;
+        }
+        RETRLM_FREE(spans.p);
+    }
     memset(&e, 0, sizeof e);
     e.tok = tok;
     e.out = out;
@@ -496,7 +648,7 @@ RETRLM_API retrlm_result retrlm_tokenizer_encode(const retrlm_tokenizer *tok, co
     if (len >= 8192)
         e.cache = (retrlm__cache_entry *)retrlm__calloc(RETRLM__CACHE_SLOTS,
                                                         sizeof(retrlm__cache_entry));
-    r = retrlm__encode_text(&e, (const unsigned char *)text, len, flags);
+    r = retrlm__encode_text(&e, s, len, flags);
     retrlm__enc_free(&e);
     *n_out = e.n;
     if (r) return r;
@@ -506,84 +658,28 @@ RETRLM_API retrlm_result retrlm_tokenizer_encode(const retrlm_tokenizer *tok, co
     return RETRLM_OK;
 }
 
-static int retrlm__thread_num(void) {
-#ifdef RETRLM__OMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-RETRLM_API retrlm_result retrlm_tokenizer_encode_batch(const retrlm_tokenizer *tok, const char *const *texts,
-                                            const size_t *lens, int n_texts, int flags, int *out,
-                                            size_t cap, size_t *offsets, size_t *n_out) {
-    int nt = retrlm__max_threads(), i;
-    retrlm__enc *encs;
-    int **ids;   // (n_texts) each document's ids (when out is given)
-    size_t *cnt; // (n_texts) each document's id count
-    size_t total = 0;
-    retrlm_result r = RETRLM_OK;
+RETRLM_API retrlm_result retrlm_tokenizer_encode_batch(const retrlm_tokenizer *tok,
+                                                       const char *const *texts,
+                                                       const size_t *lens, int n_texts, int flags,
+                                                       int *out, size_t cap, size_t *offsets,
+                                                       size_t *n_out) {
+    retrlm__buf spans = {0, 0, 0};
+    retrlm_result r;
+    int i;
     RETRLM_ASSERT(tok && tok->n_vocab && n_texts >= 0 && (texts || !n_texts) && n_out);
     *n_out = 0;
-    encs = (retrlm__enc *)retrlm__calloc((size_t)nt, sizeof(retrlm__enc));
-    ids = (int **)retrlm__calloc((size_t)n_texts, sizeof(int *));
-    cnt = (size_t *)retrlm__calloc((size_t)n_texts, sizeof(size_t));
-    if (!encs || !ids || !cnt) {
-        RETRLM_FREE(encs);
-        RETRLM_FREE(ids);
-        RETRLM_FREE(cnt);
-        return retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer: encode_batch of %d texts", n_texts);
-    }
-    for (i = 0; i < nt; i++) {
-        encs[i].tok = tok;
-        encs[i].cache = (retrlm__cache_entry *)retrlm__calloc(RETRLM__CACHE_SLOTS,
-                                                              sizeof(retrlm__cache_entry));
-    }
-    // each document is encoded by one thread, in order, into its own array: the ids do not
-    // depend on the thread count (the cache only saves work)
-    RETRLM__PARALLEL_FOR
     for (i = 0; i < n_texts; i++) {
-        retrlm__enc *e = &encs[retrlm__thread_num()];
-        const unsigned char *s = (const unsigned char *)texts[i];
-        size_t n = lens ? lens[i] : strlen(texts[i]);
-        e->n = 0;
-        e->out = NULL;
-        e->cap = 0;
-        if (out) {
-            // every id covers at least one byte: n ids are enough
-            e->out = ids[i] = (int *)retrlm__alloc(n, sizeof(int));
-            e->cap = n;
-            if (!ids[i]) {
-                cnt[i] = (size_t)-1; // failed; checked below, outside the parallel loop
-                continue;
-            }
+        retrlm__span sp;
+        sp.p = (const unsigned char *)texts[i];
+        sp.n = lens ? lens[i] : strlen(texts[i]);
+        if (!retrlm__buf_push(&spans, &sp, sizeof sp)) {
+            RETRLM_FREE(spans.p);
+            return retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer: encode_batch of %d texts", n_texts);
         }
-        cnt[i] = retrlm__encode_text(e, s, n, flags) == RETRLM_OK ? e->n : (size_t)-1;
     }
-    for (i = 0; i < n_texts; i++)
-        if (cnt[i] == (size_t)-1) r = retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer: encode_batch: "
-                                                   "out of memory on text %d", i);
-    for (i = 0; i < n_texts && !r; i++) {
-        if (offsets) offsets[i] = total;
-        if (out && total < cap)
-            memcpy(out + total, ids[i], RETRLM__MIN(cnt[i], cap - total) * sizeof(int));
-        total += cnt[i];
-    }
-    if (!r) {
-        if (offsets) offsets[n_texts] = total;
-        *n_out = total;
-        if (out && total > cap)
-            r = retrlm__fail(RETRLM_ERR_RANGE, "tokenizer: encode_batch needs %lu ids, the buffer "
-                             "holds %lu", (unsigned long)total, (unsigned long)cap);
-    }
-    for (i = 0; i < nt; i++) {
-        encs[i].out = NULL;
-        retrlm__enc_free(&encs[i]);
-    }
-    for (i = 0; i < n_texts; i++) RETRLM_FREE(ids[i]);
-    RETRLM_FREE(encs);
-    RETRLM_FREE(ids);
-    RETRLM_FREE(cnt);
+    r = retrlm__encode_spans(tok, (const retrlm__span *)spans.p, n_texts, flags, out, cap,
+                             offsets, n_out);
+    RETRLM_FREE(spans.p);
     return r;
 }
 
@@ -608,35 +704,6 @@ RETRLM_API retrlm_result retrlm_tokenizer_decode(const retrlm_tokenizer *tok, co
                             "%lu", (unsigned long)total, (unsigned long)cap);
     return RETRLM_OK;
 }
-
-// ---- growable buffers for building (report OOM, unlike stb_ds) ----------------------------
-typedef struct retrlm__buf {
-    unsigned char *p; // (cap) bytes, from retrlm__realloc
-    size_t n, cap;    // bytes used, allocated
-} retrlm__buf;
-
-// appends size bytes of x (x NULL: zeroes); 0 on overflow or OOM
-static int retrlm__buf_push(retrlm__buf *b, const void *x, size_t size) {
-    if (size > (size_t)-1 - b->n) return 0;
-    if (b->n + size > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        void *q;
-        while (cap < b->n + size) {
-            if (cap > (size_t)-1 / 2) return 0;
-            cap *= 2;
-        }
-        q = retrlm__realloc(b->p, cap, 1);
-        if (!q) return 0;
-        b->p = (unsigned char *)q;
-        b->cap = cap;
-    }
-    if (x) memcpy(b->p + b->n, x, size);
-    else memset(b->p + b->n, 0, size);
-    b->n += size;
-    return 1;
-}
-
-static int retrlm__buf_push_int(retrlm__buf *b, int v) { return retrlm__buf_push(b, &v, sizeof v); }
 
 // ---- GPT-2's files: encoder.json + vocab.bpe ------------------------------------------------
 // GPT-2 writes each byte as a visible character: bytes ! .. ~, 0xA1 .. 0xAC and 0xAE .. 0xFF
@@ -970,7 +1037,7 @@ RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer 
     RETRLM_ASSERT(tok && (data || !size) && n_special >= 0 && (specials || !n_special));
     memset(tok, 0, sizeof *tok);
     for (i = 0; i < size; i = nl) {
-        size_t e = i, sp, at = arena.n;
+        size_t e = i, sp, at = arena.n, q;
         long v = 0;
         int digits = 0;
         while (e < size && s[e] != '\n') e++;
@@ -979,12 +1046,12 @@ RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer 
         if (e > i && s[e - 1] == '\r') e--;
         if (e == i) continue;
         for (sp = i; sp < e && s[sp] != ' ';) sp++;
-        for (k = (int)(sp + 1); sp < e && (size_t)k < e && s[k] >= '0' && s[k] <= '9'; k++) {
-            v = v * 10 + (s[k] - '0');
+        for (q = sp + 1; sp < e && q < e && s[q] >= '0' && s[q] <= '9'; q++) {
+            v = v * 10 + (s[q] - '0');
             digits++;
             if (v > INT_MAX - 1 - n_special) break;
         }
-        if (sp >= e || !digits || (size_t)k != e || sp == i ||
+        if (sp >= e || !digits || q != e || sp == i ||
             !retrlm__b64_decode(s + i, sp - i, &arena) || arena.n == at) {
             r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: line %d: expected \"base64-token rank\" with "
                              "a non-empty token and a rank below %d", src, line, INT_MAX - n_special);
@@ -1323,7 +1390,7 @@ static int retrlm__wmap_add(retrlm__wmap *m, const unsigned char *s, size_t n, u
     return 1;
 }
 
-static int retrlm__wmap_count_text(retrlm__wmap *m, const unsigned char *s, size_t n) {
+static int retrlm__wmap_count_plain(retrlm__wmap *m, const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         size_t len = retrlm__pretoken(s + i, n - i);
@@ -1333,25 +1400,31 @@ static int retrlm__wmap_count_text(retrlm__wmap *m, const unsigned char *s, size
     return 1;
 }
 
-// A cut before s[p] leaves every pre-token as it is when s[p-1] is '\n' and s[p-2], s[p] are
-// ASCII non-spaces: the newline is then a one-character whitespace run followed by a non-space.
-static int retrlm__safe_cut(const unsigned char *s, size_t p) {
-    return p >= 2 && s[p - 1] == '\n' && s[p - 2] < 0x80 && s[p] < 0x80 &&
-           retrlm__uc_ascii[s[p - 2]] != RETRLM__UC_SPACE &&
-           retrlm__uc_ascii[s[p]] != RETRLM__UC_SPACE;
+// counts the pre-tokens of s[0..n), leaving out the special tokens' text (sp, nsp)
+static int retrlm__wmap_count_text(retrlm__wmap *m, const unsigned char *s, size_t n,
+                                   const char *const *sp, int nsp) {
+    size_t i, seg = 0;
+    int k;
+    for (i = 0; nsp && i < n; i++)
+        for (k = 0; k < nsp; k++) {
+            size_t len = strlen(sp[k]);
+            if (s[i] == (unsigned char)sp[k][0] && len <= n - i && !memcmp(s + i, sp[k], len)) {
+                if (!retrlm__wmap_count_plain(m, s + seg, i - seg)) return 0;
+                i += len - 1;
+                seg = i + 1;
+                break;
+            }
+        }
+    return retrlm__wmap_count_plain(m, s + seg, n - seg);
 }
-
-typedef struct retrlm__span {
-    const unsigned char *p; // (n) bytes
-    size_t n;
-} retrlm__span;
 
 #define RETRLM__CHUNK (1u << 20) // bytes of text a counting task takes
 
 // Counts the pre-tokens of texts (n) into m. Texts are cut into pieces of about RETRLM__CHUNK
 // bytes at safe cuts; pieces are counted in parallel into maps merged in piece order, so the
 // result does not depend on the thread count.
-static retrlm_result retrlm__count_texts(retrlm__wmap *m, const retrlm__span *texts, size_t n) {
+static retrlm_result retrlm__count_texts(retrlm__wmap *m, const retrlm__span *texts, size_t n,
+                                         const char *const *specials, int nsp) {
     retrlm__buf pieces = {0, 0, 0}, chunk_start = {0, 0, 0};
     retrlm__wmap *maps = NULL;
     retrlm__span *pc;
@@ -1401,7 +1474,7 @@ static retrlm_result retrlm__count_texts(retrlm__wmap *m, const retrlm__span *te
         const size_t *cs = (const size_t *)chunk_start.p;
         size_t j;
         for (j = cs[c]; j < cs[c + 1]; j++)
-            if (!retrlm__wmap_count_text(&maps[c], pc[j].p, pc[j].n)) {
+            if (!retrlm__wmap_count_text(&maps[c], pc[j].p, pc[j].n, specials, nsp)) {
                 maps[c].n = (size_t)-1; // failed: checked below
                 break;
             }
@@ -1768,7 +1841,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_train(retrlm_tokenizer *tok,
             sp.n = lens ? lens[i] : strlen(texts[i]);
             if (!retrlm__buf_push(&spans, &sp, sizeof sp)) goto nomem;
         }
-        r = retrlm__count_texts(&words, (const retrlm__span *)spans.p, (size_t)n_texts);
+        r = retrlm__count_texts(&words, (const retrlm__span *)spans.p, (size_t)n_texts,
+                                c.special_tokens, c.n_special);
         if (r) goto done;
     } else if (next) {
         int more = 1;
@@ -1795,7 +1869,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_train(retrlm_tokenizer *tok,
                     prev = ((size_t *)doc_end.p)[k];
                     if (!retrlm__buf_push(&spans, &sp, sizeof sp)) goto nomem;
                 }
-                if ((r = retrlm__count_texts(&words, (const retrlm__span *)spans.p, nd)) != RETRLM_OK)
+                if ((r = retrlm__count_texts(&words, (const retrlm__span *)spans.p, nd,
+                                            c.special_tokens, c.n_special)) != RETRLM_OK)
                     goto done;
                 done_bytes += (double)batch.n;
                 batch.n = doc_end.n = 0;

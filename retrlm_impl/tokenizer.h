@@ -66,7 +66,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer 
                                                                int n_special);
 
 /* Trains a byte-level BPE vocabulary on n_texts documents texts[i] (lens[i] bytes; lens NULL:
-   NUL-terminated), or, when texts is NULL, on the documents next(user) yields. Pre-tokens are
+   NUL-terminated), or, when texts is NULL, on the documents next(user) yields. Special-token
+   text in the corpus is left out of the counts (it stays whole when encoding). Pre-tokens are
    counted in parallel; merges pick the most frequent pair (ties: smallest left id, then right id),
    with incremental pair counts and a priority queue. Deterministic for any thread count. */
 RETRLM_API retrlm_result retrlm_tokenizer_train(retrlm_tokenizer *tok,

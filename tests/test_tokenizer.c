@@ -155,6 +155,18 @@ static void test_kjv_count(void) {
            (unsigned long)n1, len / 1e6 / (retrlm_time_seconds() - t0));
     CHECK_OK(retrlm_tokenizer_encode(&g_tik, t, len, 0, NULL, 0, &n2));
     CHECK(n1 == 1024541 && n2 == 1024541);
+#ifdef RETRLM__OMP
+    { // a long text is cut into pieces for the threads: the ids are those of one thread
+        int *a = (int *)malloc(n1 * sizeof(int)), *b = (int *)malloc(n1 * sizeof(int));
+        omp_set_num_threads(1);
+        CHECK_OK(retrlm_tokenizer_encode(&g_json, t, len, 0, a, n1, &n2));
+        omp_set_num_threads(2);
+        CHECK_OK(retrlm_tokenizer_encode(&g_json, t, len, 0, b, n1, &n2));
+        CHECK(n2 == n1 && !memcmp(a, b, n1 * sizeof(int)));
+        free(a);
+        free(b);
+    }
+#endif
     free(t);
 }
 
@@ -411,6 +423,18 @@ static void test_train_small(void) {
     cfg.vocab_size = 100;
     CHECK(retrlm_tokenizer_train(&a, &cfg, docs, NULL, 4, NULL, NULL) == RETRLM_ERR_ARG);
     CHECK(a.n_vocab == 0);
+    { // special-token text is not learned from, and stays whole when allowed
+        const char *sp[1] = {"<|doc|>"};
+        const char *d2[3] = {"one<|doc|>two<|doc|>", "<|doc|><|doc|>one", "two<|doc|>"};
+        cfg.vocab_size = 400;
+        cfg.special_tokens = sp;
+        cfg.n_special = 1;
+        CHECK_OK(retrlm_tokenizer_train(&a, &cfg, d2, NULL, 3, NULL, NULL));
+        CHECK(retrlm_tokenizer_find(&a, "<|", 2) < 0 && retrlm_tokenizer_find(&a, "one", 3) >= 256);
+        CHECK_OK(retrlm_tokenizer_encode(&a, d2[0], strlen(d2[0]), RETRLM_TOKENIZE_SPECIAL, ids, 64, &n));
+        CHECK(n == 4 && ids[1] == a.n_vocab - 1 && ids[3] == a.n_vocab - 1);
+        retrlm_tokenizer_free(&a);
+    }
 }
 
 // bad inputs fail with a code and a message, never crash
