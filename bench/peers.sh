@@ -9,4 +9,9 @@ matmul)
         if have_header "$d/cblas.h"; then echo "-DRETRLM_BENCH_OPENBLAS -I$d -lopenblas"; break; fi
     done
     ;;
+tokenizer)
+    # tiktoken runs in node (installed with npm into build/npm on first use); sentencepiece's CLI
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then echo "-DRETRLM_BENCH_NODE"; fi
+    if command -v spm_train >/dev/null 2>&1; then echo "-DRETRLM_BENCH_SPM"; fi
+    ;;
 esac

@@ -25,6 +25,7 @@
      core      results and error detail, allocation, RNG, progress callback, timer
      kernels   dot, axpy, scale, softmax, log-softmax, log-sum-exp, top-k, matrix multiply
      io        the container file format: sections, CRC32, 64-byte alignment, atomic save, mmap
+     tokenizer byte-level BPE: GPT-2 exact encoding, encoder.json/vocab.bpe/.tiktoken, training
 
    CONVENTIONS
      - Every fallible call returns retrlm_result; RETRLM_OK is 0. After a failure,
@@ -85,6 +86,7 @@ extern "C" {
 #include "core.h"
 #include "kernels.h"
 #include "io.h"
+#include "tokenizer.h"
 
 #ifdef __cplusplus
 }
@@ -100,6 +102,8 @@ extern "C" {
 #include "core.c"
 #include "kernels.c"
 #include "io.c"
+#include "unicode.c"
+#include "tokenizer.c"
 #if defined(__clang__)
 #pragma clang diagnostic pop
 #endif
