@@ -25,6 +25,9 @@
      core      results and error detail, allocation, RNG, progress callback, timer
      kernels   dot, axpy, scale, softmax, log-softmax, log-sum-exp, top-k, matrix multiply
      io        the container file format: sections, CRC32, 64-byte alignment, atomic save, mmap
+     analyzer  text -> terms: Unicode lower-casing, letter/digit tokens, stop words, Porter stemmer
+     bm25      inverted index: compressed postings, BM25 top-k with block-max pruning, updates, files
+     eval      retrieval metrics: MRR@k, nDCG@k, Recall@k against graded judgments
 
    CONVENTIONS
      - Every fallible call returns retrlm_result; RETRLM_OK is 0. After a failure,
@@ -85,6 +88,9 @@ extern "C" {
 #include "core.h"
 #include "kernels.h"
 #include "io.h"
+#include "analyzer.h"
+#include "bm25.h"
+#include "eval.h"
 
 #ifdef __cplusplus
 }
@@ -100,6 +106,9 @@ extern "C" {
 #include "core.c"
 #include "kernels.c"
 #include "io.c"
+#include "analyzer.c"
+#include "bm25.c"
+#include "eval.c"
 #endif /* RETRLM_IMPLEMENTATION */
 
 /*
