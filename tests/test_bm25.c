@@ -149,7 +149,7 @@ static void test_analyzer(void) {
     CHECK_OK(retrlm_analyzer_init(&a, NULL));
     CHECK(a.stem == 1 && a.n_stopwords == 33);
     CHECK(!strcmp(analyze(&a, "The QUICK brown foxes were running; it's John's dog!", &tl),
-                  "quick brown fox were run dog"));
+                  "quick brown fox were run john dog"));
     CHECK(!strcmp(analyze(&a, "node.js v8 x86_64 IPv6 2024-11-23", &tl), "node js v8 x86 64 ipv6 2024 11 23"));
     // Latin-1 / Latin Extended / Greek / Cyrillic lower-casing; non-ASCII terms are not stemmed
     CHECK(!strcmp(analyze(&a, "\xC3\x89\x43OLE \xC5\x81\xC3\x93\x44\xC5\xB9 \xCE\x91\xCE\x98\xCE\x97\xCE\x9D\xCE\x91 \xD0\x9C\xD0\x9E\xD0\xA1\xD0\x9A\xD0\x92\xD0\x90", &tl),
