@@ -170,13 +170,16 @@ static int retrlm__p_cvc(const retrlm__porter *z, int i) {
     return ch != 'w' && ch != 'x' && ch != 'y';
 }
 
-// does b[0..k] end with s? If so, j = k - strlen(s)
-static int retrlm__p_ends(retrlm__porter *z, const char *s) {
-    int len = (int)strlen(s);
-    if (len > z->k + 1 || memcmp(z->b + z->k - len + 1, s, (size_t)len) != 0) return 0;
+// does b[0..k] end with s (len bytes)? If so, j = k - len
+static int retrlm__p_ends_n(retrlm__porter *z, const char *s, int len) {
+    int i;
+    if (s[len - 1] != z->b[z->k] || len > z->k + 1) return 0; // last letter first: cheap
+    for (i = 0; i < len - 1; i++)
+        if (z->b[z->k - len + 1 + i] != s[i]) return 0;
     z->j = z->k - len;
     return 1;
 }
+#define retrlm__p_ends(z, lit) retrlm__p_ends_n(z, lit, (int)sizeof(lit) - 1)
 
 static void retrlm__p_setto(retrlm__porter *z, const char *s) {
     int len = (int)strlen(s);
@@ -184,13 +187,18 @@ static void retrlm__p_setto(retrlm__porter *z, const char *s) {
     z->k = z->j + len;
 }
 
-// tries the rules {suffix, replacement} in order; the first suffix that matches decides, and
-// the replacement happens when m() > min_m
-static void retrlm__p_rules(retrlm__porter *z, const char *const *rules, int n, int min_m) {
+typedef struct retrlm__p_rule {
+    const char *suffix, *repl;
+    int         len; // of suffix
+} retrlm__p_rule;
+
+// tries the rules in order; the first suffix that matches decides, and the replacement happens
+// when m() > 0
+static void retrlm__p_rules(retrlm__porter *z, const retrlm__p_rule *rules, int n) {
     int i;
     for (i = 0; i < n; i++)
-        if (retrlm__p_ends(z, rules[2 * i])) {
-            if (retrlm__p_m(z) > min_m) retrlm__p_setto(z, rules[2 * i + 1]);
+        if (retrlm__p_ends_n(z, rules[i].suffix, rules[i].len)) {
+            if (retrlm__p_m(z) > 0) retrlm__p_setto(z, rules[i].repl);
             return;
         }
 }
@@ -216,25 +224,35 @@ static void retrlm__p_step1ab(retrlm__porter *z) {
     }
 }
 
-static const char *const retrlm__p_step2_rules[] = {
-    "ational", "ate", "tional", "tion", "enci", "ence", "anci", "ance", "izer", "ize",
-    "bli", "ble", "alli", "al", "entli", "ent", "eli", "e", "ousli", "ous",
-    "ization", "ize", "ation", "ate", "ator", "ate", "alism", "al", "iveness", "ive",
-    "fulness", "ful", "ousness", "ous", "aliti", "al", "iviti", "ive", "biliti", "ble",
-    "logi", "log"};
-static const char *const retrlm__p_step3_rules[] = {
-    "icate", "ic", "ative", "", "alize", "al", "iciti", "ic", "ical", "ic", "ful", "", "ness", ""};
-static const char *const retrlm__p_step4_suffixes[] = {
-    "al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent",
-    "ion", "ou", "ism", "ate", "iti", "ous", "ive", "ize"};
+#define RETRLM__R(suf, rep) {suf, rep, (int)sizeof(suf) - 1}
+static const retrlm__p_rule retrlm__p_step2_rules[] = {
+    RETRLM__R("ational", "ate"), RETRLM__R("tional", "tion"), RETRLM__R("enci", "ence"),
+    RETRLM__R("anci", "ance"),   RETRLM__R("izer", "ize"),    RETRLM__R("bli", "ble"),
+    RETRLM__R("alli", "al"),     RETRLM__R("entli", "ent"),   RETRLM__R("eli", "e"),
+    RETRLM__R("ousli", "ous"),   RETRLM__R("ization", "ize"), RETRLM__R("ation", "ate"),
+    RETRLM__R("ator", "ate"),    RETRLM__R("alism", "al"),    RETRLM__R("iveness", "ive"),
+    RETRLM__R("fulness", "ful"), RETRLM__R("ousness", "ous"), RETRLM__R("aliti", "al"),
+    RETRLM__R("iviti", "ive"),   RETRLM__R("biliti", "ble"),  RETRLM__R("logi", "log")};
+static const retrlm__p_rule retrlm__p_step3_rules[] = {
+    RETRLM__R("icate", "ic"), RETRLM__R("ative", ""), RETRLM__R("alize", "al"), RETRLM__R("iciti", "ic"),
+    RETRLM__R("ical", "ic"),  RETRLM__R("ful", ""),   RETRLM__R("ness", "")};
+static const retrlm__p_rule retrlm__p_step4_suffixes[] = {
+    RETRLM__R("al", ""),   RETRLM__R("ance", ""), RETRLM__R("ence", ""), RETRLM__R("er", ""),
+    RETRLM__R("ic", ""),   RETRLM__R("able", ""), RETRLM__R("ible", ""), RETRLM__R("ant", ""),
+    RETRLM__R("ement", ""), RETRLM__R("ment", ""), RETRLM__R("ent", ""), RETRLM__R("ion", ""),
+    RETRLM__R("ou", ""),   RETRLM__R("ism", ""),  RETRLM__R("ate", ""),  RETRLM__R("iti", ""),
+    RETRLM__R("ous", ""),  RETRLM__R("ive", ""),  RETRLM__R("ize", "")};
+#undef RETRLM__R
 
 static void retrlm__p_step4(retrlm__porter *z) {
     int i, n = (int)(sizeof retrlm__p_step4_suffixes / sizeof retrlm__p_step4_suffixes[0]);
     for (i = 0; i < n; i++) {
-        const char *s = retrlm__p_step4_suffixes[i];
-        if (!retrlm__p_ends(z, s)) continue;
+        const retrlm__p_rule *r = &retrlm__p_step4_suffixes[i];
+        if (!retrlm__p_ends_n(z, r->suffix, r->len)) continue;
         // "ion" only after s or t; otherwise the next suffix ("ou") gets its chance
-        if (!strcmp(s, "ion") && !(z->j >= 0 && (z->b[z->j] == 's' || z->b[z->j] == 't'))) continue;
+        if (r->len == 3 && r->suffix[0] == 'i' && r->suffix[1] == 'o' &&
+            !(z->j >= 0 && (z->b[z->j] == 's' || z->b[z->j] == 't')))
+            continue;
         if (retrlm__p_m(z) > 1) z->k = z->j;
         return;
     }
@@ -254,8 +272,8 @@ RETRLM_API int retrlm_porter_stem(char *w, int len) {
         if (retrlm__p_ends(&z, "y")) { // step 1c
             if (retrlm__p_vowel_in_stem(&z)) z.b[z.k] = 'i';
         }
-        retrlm__p_rules(&z, retrlm__p_step2_rules, (int)(sizeof retrlm__p_step2_rules / sizeof(char *) / 2), 0);
-        retrlm__p_rules(&z, retrlm__p_step3_rules, (int)(sizeof retrlm__p_step3_rules / sizeof(char *) / 2), 0);
+        retrlm__p_rules(&z, retrlm__p_step2_rules, (int)(sizeof retrlm__p_step2_rules / sizeof retrlm__p_step2_rules[0]));
+        retrlm__p_rules(&z, retrlm__p_step3_rules, (int)(sizeof retrlm__p_step3_rules / sizeof retrlm__p_step3_rules[0]));
         retrlm__p_step4(&z);
         z.j = z.k; // step 5
         if (z.b[z.k] == 'e') {
@@ -314,6 +332,7 @@ RETRLM_API retrlm_result retrlm_analyzer_init(retrlm_analyzer *a, const retrlm_a
     for (i = 0; i < n; i++) {
         size_t l = strlen(words[i]) + 1;
         memcpy(a->stop_text_ + at, words[i], l);
+        if (l - 1 > a->stop_max_) a->stop_max_ = l - 1;
         a->stop_[i] = a->stop_text_ + at;
         at += l;
     }
@@ -332,8 +351,9 @@ RETRLM_API void retrlm_analyzer_free(retrlm_analyzer *a) {
     memset(a, 0, sizeof *a);
 }
 
-static int retrlm__is_stop(const retrlm_analyzer *a, const char *t) {
+static int retrlm__is_stop(const retrlm_analyzer *a, const char *t, int len) {
     int lo = 0, hi = a->n_stopwords - 1;
+    if ((size_t)len > a->stop_max_) return 0;
     while (lo <= hi) {
         int mid = (lo + hi) / 2, c = strcmp(t, a->stop_[mid]);
         if (c == 0) return 1;
@@ -403,7 +423,7 @@ RETRLM_API void retrlm_analyze(const retrlm_analyzer *a, const char *text, size_
                 i = q + 1;
         }
         term[tl] = 0;
-        if (a->n_stopwords && retrlm__is_stop(a, term)) {
+        if (a->n_stopwords && retrlm__is_stop(a, term, tl)) {
             pos++;
             continue;
         }
