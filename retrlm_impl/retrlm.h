@@ -26,6 +26,9 @@
      kernels   dot, axpy, scale, softmax, log-softmax, log-sum-exp, top-k, matrix multiply
      io        the container file format: sections, CRC32, 64-byte alignment, atomic save, mmap
      tokenizer byte-level BPE: GPT-2 exact encoding, encoder.json/vocab.bpe/.tiktoken, training
+     analyzer  text -> terms: Unicode lower-casing, letter/digit tokens, stop words, Porter stemmer
+     bm25      inverted index: compressed postings, BM25 top-k with block-max pruning, updates, files
+     eval      retrieval metrics: MRR@k, nDCG@k, Recall@k against graded judgments
 
    CONVENTIONS
      - Every fallible call returns retrlm_result; RETRLM_OK is 0. After a failure,
@@ -87,6 +90,9 @@ extern "C" {
 #include "kernels.h"
 #include "io.h"
 #include "tokenizer.h"
+#include "analyzer.h"
+#include "bm25.h"
+#include "eval.h"
 
 #ifdef __cplusplus
 }
@@ -104,6 +110,9 @@ extern "C" {
 #include "io.c"
 #include "unicode.c"
 #include "tokenizer.c"
+#include "analyzer.c"
+#include "bm25.c"
+#include "eval.c"
 #if defined(__clang__)
 #pragma clang diagnostic pop
 #endif

@@ -1,0 +1,1389 @@
+#include "internal.h"
+
+// Block layout in post_ (all little-endian): u32 last doc, f32 best f(tf, norm) in the block,
+// u8 gap bits, u8 tf bits, then the gaps (doc - previous doc - 1; the first relative to the
+// previous block's last doc, or -1) packed LSB-first, then tf - 1 packed the same way.
+// Every block of a term holds RETRLM_BM25_BLOCK postings except the last.
+#define RETRLM__BM25_HDR 10
+#define RETRLM__BM25_LAYOUT 1
+
+typedef struct retrlm__bm25_triple {
+    uint32_t term, doc, tf; // pending term index, pending document index, frequency
+} retrlm__bm25_triple;
+
+typedef struct retrlm__bm25_pterm {
+    char *key;
+    int   value;
+} retrlm__bm25_pterm;
+
+// int64 id -> int value, open addressing; value -1 marks a removed entry
+typedef struct retrlm__idmap {
+    int64_t       *keys; // (cap)
+    int           *vals; // (cap)
+    unsigned char *used; // (cap)
+    size_t         cap, n_used, n_live;
+} retrlm__idmap;
+
+static size_t retrlm__idmap_slot(const retrlm__idmap *m, int64_t key) {
+    uint64_t h = (uint64_t)key + 0x9E3779B97F4A7C15ull;
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+    h ^= h >> 31;
+    return (size_t)h & (m->cap - 1);
+}
+
+static int retrlm__idmap_get(const retrlm__idmap *m, int64_t key) {
+    size_t i;
+    if (!m->cap) return -1;
+    for (i = retrlm__idmap_slot(m, key); m->used[i]; i = (i + 1) & (m->cap - 1))
+        if (m->keys[i] == key) return m->vals[i];
+    return -1;
+}
+
+static void retrlm__idmap_free(retrlm__idmap *m) {
+    RETRLM_FREE(m->keys);
+    RETRLM_FREE(m->vals);
+    RETRLM_FREE(m->used);
+    memset(m, 0, sizeof *m);
+}
+
+// sets key to val (val -1 removes); 0 when out of memory
+static int retrlm__idmap_put(retrlm__idmap *m, int64_t key, int val) {
+    size_t i;
+    if ((m->n_used + 1) * 2 > m->cap) {
+        retrlm__idmap big;
+        size_t j;
+        memset(&big, 0, sizeof big);
+        big.cap = m->cap ? m->cap * 2 : 64;
+        big.keys = (int64_t *)retrlm__alloc(big.cap, sizeof(int64_t));
+        big.vals = (int *)retrlm__alloc(big.cap, sizeof(int));
+        big.used = (unsigned char *)retrlm__calloc(big.cap, 1);
+        if (!big.keys || !big.vals || !big.used) {
+            retrlm__idmap_free(&big);
+            return 0;
+        }
+        for (j = 0; j < m->cap; j++)
+            if (m->used[j] && m->vals[j] >= 0) {
+                size_t k = retrlm__idmap_slot(&big, m->keys[j]);
+                while (big.used[k]) k = (k + 1) & (big.cap - 1);
+                big.used[k] = 1;
+                big.keys[k] = m->keys[j];
+                big.vals[k] = m->vals[j];
+                big.n_used++;
+                big.n_live++;
+            }
+        retrlm__idmap_free(m);
+        *m = big;
+    }
+    for (i = retrlm__idmap_slot(m, key); m->used[i]; i = (i + 1) & (m->cap - 1))
+        if (m->keys[i] == key) {
+            m->n_live += (val >= 0) - (m->vals[i] >= 0);
+            m->vals[i] = val;
+            return 1;
+        }
+    if (val < 0) return 1;
+    m->used[i] = 1;
+    m->keys[i] = key;
+    m->vals[i] = val;
+    m->n_used++;
+    m->n_live++;
+    return 1;
+}
+
+struct retrlm__bm25_pending {
+    retrlm__bm25_pterm  *terms;   // stb_ds string hash: term -> pending term index
+    char               **tstr;    // stb_ds: pending term index -> its key (arena, stable)
+    retrlm__bm25_triple *post;    // stb_ds: postings in document order
+    int64_t             *ids;     // stb_ds: pending documents' user ids
+    uint32_t            *lens;    // stb_ds: their lengths
+    unsigned char       *dead;    // stb_ds: 1 if deleted again before the commit
+    retrlm__idmap        live;    // live pending id -> pending index
+    retrlm__idmap        del;     // committed ids to delete -> 1
+};
+
+static void retrlm__bm25_pending_free(struct retrlm__bm25_pending *p) {
+    if (!p) return;
+    stbds_shfree(p->terms);
+    stbds_arrfree(p->tstr);
+    stbds_arrfree(p->post);
+    stbds_arrfree(p->ids);
+    stbds_arrfree(p->lens);
+    stbds_arrfree(p->dead);
+    retrlm__idmap_free(&p->live);
+    retrlm__idmap_free(&p->del);
+    RETRLM_FREE(p);
+}
+
+static void retrlm__bm25_release(retrlm_bm25 *bm) { // the committed arrays
+    if (bm->owned_) {
+        RETRLM_FREE((void *)bm->term_text_);
+        RETRLM_FREE((void *)bm->term_off_);
+        RETRLM_FREE((void *)bm->post_off_);
+        RETRLM_FREE((void *)bm->df_);
+        RETRLM_FREE((void *)bm->post_);
+        RETRLM_FREE((void *)bm->doc_len_);
+        RETRLM_FREE((void *)bm->doc_id_);
+        RETRLM_FREE((void *)bm->id_order_);
+    }
+    if (bm->loaded_) retrlm_reader_close(&bm->reader_);
+    RETRLM_FREE(bm->norm_);
+    bm->term_text_ = NULL;
+    bm->term_off_ = NULL;
+    bm->post_off_ = NULL;
+    bm->df_ = NULL;
+    bm->post_ = NULL;
+    bm->doc_len_ = NULL;
+    bm->doc_id_ = NULL;
+    bm->id_order_ = NULL;
+    bm->norm_ = NULL;
+    bm->owned_ = bm->loaded_ = 0;
+    bm->n_docs = bm->n_terms = 0;
+    bm->total_len = 0;
+    bm->postings_bytes = 0;
+    bm->avgdl = 1.0;
+}
+
+RETRLM_API retrlm_result retrlm_bm25_init(retrlm_bm25 *bm, const retrlm_bm25_config *cfg) {
+    retrlm_bm25_config def;
+    retrlm_result r;
+    memset(bm, 0, sizeof *bm);
+    if (!cfg) {
+        memset(&def, 0, sizeof def);
+        cfg = &def;
+    }
+    bm->k1 = cfg->k1 == 0 ? 0.9f : cfg->k1;
+    bm->b = cfg->b == 0 ? 0.4f : cfg->b < 0 ? 0.0f : cfg->b;
+    bm->avgdl = 1.0;
+    if (!(bm->k1 > 0 && bm->k1 < 1e6f) || !(bm->b <= 1))
+        return retrlm__fail(RETRLM_ERR_ARG, "bm25: k1 %g must be > 0 and b %g in [0, 1]",
+                            (double)cfg->k1, (double)cfg->b);
+    r = retrlm_analyzer_init(&bm->analyzer, &cfg->analyzer);
+    return r;
+}
+
+RETRLM_API void retrlm_bm25_free(retrlm_bm25 *bm) {
+    if (!bm) return;
+    retrlm__bm25_release(bm);
+    retrlm__bm25_pending_free(bm->pending_);
+    retrlm_analyzer_free(&bm->analyzer);
+    memset(bm, 0, sizeof *bm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// lookups in the committed index
+
+static int retrlm__bm25_find_term(const retrlm_bm25 *bm, const char *t, size_t len) {
+    int lo = 0, hi = bm->n_terms - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        size_t ml = bm->term_off_[mid + 1] - bm->term_off_[mid];
+        int c = memcmp(t, bm->term_text_ + bm->term_off_[mid], RETRLM__MIN(len, ml));
+        if (c == 0) c = len < ml ? -1 : len > ml ? 1 : 0;
+        if (c == 0) return mid;
+        if (c < 0) hi = mid - 1;
+        else lo = mid + 1;
+    }
+    return -1;
+}
+
+static int retrlm__bm25_find_doc(const retrlm_bm25 *bm, int64_t id) {
+    int lo = 0, hi = bm->n_docs - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        int64_t v = bm->doc_id_[bm->id_order_[mid]];
+        if (v == id) return (int)bm->id_order_[mid];
+        if (v < id) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+RETRLM_API int retrlm_bm25_term_df(const retrlm_bm25 *bm, const char *term, size_t len) {
+    int t = retrlm__bm25_find_term(bm, term, len);
+    return t < 0 ? 0 : (int)bm->df_[t];
+}
+
+RETRLM_API int retrlm_bm25_doc_length(const retrlm_bm25 *bm, int64_t id, int *len) {
+    int d = retrlm__bm25_find_doc(bm, id);
+    if (d < 0) return 0;
+    if (len) *len = (int)bm->doc_len_[d];
+    return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// bit packing
+
+static int retrlm__bits(uint32_t v) {
+    int b = 0;
+    while (v) {
+        b++;
+        v >>= 1;
+    }
+    return b;
+}
+
+static unsigned char *retrlm__pack(unsigned char *p, const uint32_t *v, int n, int bits) {
+    uint64_t acc = 0;
+    int have = 0, i;
+    if (bits == 0) return p;
+    for (i = 0; i < n; i++) {
+        acc |= (uint64_t)v[i] << have;
+        have += bits;
+        while (have >= 8) {
+            *p++ = (unsigned char)acc;
+            acc >>= 8;
+            have -= 8;
+        }
+    }
+    if (have > 0) *p++ = (unsigned char)acc;
+    return p;
+}
+
+static const unsigned char *retrlm__unpack(const unsigned char *p, uint32_t *v, int n, int bits) {
+    uint64_t acc = 0;
+    uint32_t mask = bits == 32 ? 0xFFFFFFFFu : ((1u << bits) - 1);
+    int have = 0, i;
+    if (bits == 0) {
+        for (i = 0; i < n; i++) v[i] = 0;
+        return p;
+    }
+    for (i = 0; i < n; i++) {
+        while (have < bits) {
+            acc |= (uint64_t)(*p++) << have;
+            have += 8;
+        }
+        v[i] = (uint32_t)acc & mask;
+        acc >>= bits;
+        have -= bits;
+    }
+    return p;
+}
+
+static size_t retrlm__packed_bytes(int n, int bits) { return ((size_t)n * (size_t)bits + 7) / 8; }
+
+static float retrlm__get_f32(const unsigned char *p) {
+    uint32_t u = retrlm__get_u32(p);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// BM25 saturation of one posting (without idf): the same expression everywhere, so that block
+// maxima, pruned and exhaustive scores agree to the bit
+static float retrlm__bm25_f(uint32_t tf, float norm, float k1p1) {
+    float t = (float)tf;
+    float num = t * k1p1;
+    float den = t + norm;
+    return num / den;
+}
+
+static double retrlm__bm25_idf(int n_docs, uint32_t df) {
+    return log(1.0 + ((double)n_docs - (double)df + 0.5) / ((double)df + 0.5));
+}
+
+// norm[d] = k1 (1 - b + b |d| / avgdl)
+static retrlm_result retrlm__bm25_norms(retrlm_bm25 *bm) {
+    int d;
+    RETRLM_FREE(bm->norm_);
+    bm->norm_ = (float *)retrlm__alloc((size_t)bm->n_docs, sizeof(float));
+    if (!bm->norm_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25: norms of %d documents", bm->n_docs);
+    bm->avgdl = bm->n_docs ? (double)bm->total_len / (double)bm->n_docs : 1.0;
+    if (bm->avgdl <= 0) bm->avgdl = 1.0;
+    for (d = 0; d < bm->n_docs; d++)
+        bm->norm_[d] = (float)((double)bm->k1 *
+                               (1.0 - (double)bm->b + (double)bm->b * (double)bm->doc_len_[d] / bm->avgdl));
+    return RETRLM_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// adding documents
+
+typedef struct retrlm__bm25_doc_terms { // one analysed document
+    char     *text; // stb_ds: terms, each NUL-terminated
+    uint32_t *offs; // stb_ds: start of each term occurrence in text
+    uint32_t  len;  // terms in the document
+    int       sorted; // 0 if sorting ran out of memory
+} retrlm__bm25_doc_terms;
+
+static int retrlm__bm25_collect(void *user, const char *term, int len, int position) {
+    retrlm__bm25_doc_terms *dt = (retrlm__bm25_doc_terms *)user;
+    uint32_t at = (uint32_t)stbds_arrlen(dt->text);
+    (void)position;
+    stbds_arrput(dt->offs, at);
+    memcpy(stbds_arraddnptr(dt->text, len + 1), term, (size_t)len + 1);
+    dt->len++;
+    return 0;
+}
+
+// Stable merge sort of n indices with a comparator and its context (no globals, thread-safe).
+// Returns 0 when the scratch array cannot be had.
+typedef int (*retrlm__cmp_ctx)(uint32_t x, uint32_t y, const void *ctx);
+static int retrlm__msort_u32(uint32_t *v, size_t n, retrlm__cmp_ctx cmp, const void *ctx) {
+    uint32_t *tmp, *src, *dst;
+    size_t w, i;
+    if (n <= 16) { // insertion sort
+        for (i = 1; i < n; i++) {
+            uint32_t x = v[i];
+            size_t j = i;
+            while (j > 0 && cmp(v[j - 1], x, ctx) > 0) {
+                v[j] = v[j - 1];
+                j--;
+            }
+            v[j] = x;
+        }
+        return 1;
+    }
+    tmp = (uint32_t *)retrlm__alloc(n, sizeof(uint32_t));
+    if (!tmp) return 0;
+    src = v;
+    dst = tmp;
+    for (w = 1; w < n; w *= 2) {
+        size_t lo;
+        for (lo = 0; lo < n; lo += 2 * w) {
+            size_t mid = RETRLM__MIN(lo + w, n), hi = RETRLM__MIN(lo + 2 * w, n), a = lo, b = mid, o = lo;
+            while (a < mid && b < hi) dst[o++] = cmp(src[a], src[b], ctx) <= 0 ? src[a++] : src[b++];
+            while (a < mid) dst[o++] = src[a++];
+            while (b < hi) dst[o++] = src[b++];
+        }
+        {
+            uint32_t *t = src;
+            src = dst;
+            dst = t;
+        }
+    }
+    if (src != v) memcpy(v, src, n * sizeof(uint32_t));
+    RETRLM_FREE(tmp);
+    return 1;
+}
+
+static int retrlm__cmp_text_off(uint32_t x, uint32_t y, const void *ctx) {
+    const char *base = (const char *)ctx;
+    return strcmp(base + x, base + y);
+}
+static int retrlm__cmp_by_id(uint32_t x, uint32_t y, const void *ctx) {
+    const int64_t *ids = (const int64_t *)ctx;
+    return ids[x] < ids[y] ? -1 : ids[x] > ids[y];
+}
+static int retrlm__cmp_pterm(uint32_t x, uint32_t y, const void *ctx) {
+    const char *const *strs = (const char *const *)ctx;
+    return strcmp(strs[x], strs[y]);
+}
+
+static retrlm_result retrlm__bm25_pending_get(retrlm_bm25 *bm) {
+    if (bm->pending_) return RETRLM_OK;
+    bm->pending_ = (struct retrlm__bm25_pending *)retrlm__calloc(1, sizeof(struct retrlm__bm25_pending));
+    if (!bm->pending_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25: update buffer");
+    stbds_sh_new_arena(bm->pending_->terms);
+    return RETRLM_OK;
+}
+
+static int retrlm__bm25_is_live(const retrlm_bm25 *bm, int64_t id) {
+    const struct retrlm__bm25_pending *p = bm->pending_;
+    if (p && retrlm__idmap_get(&p->live, id) >= 0) return 1;
+    if (retrlm__bm25_find_doc(bm, id) < 0) return 0;
+    return !(p && retrlm__idmap_get(&p->del, id) >= 0);
+}
+
+RETRLM_API retrlm_result retrlm_bm25_add_batch(retrlm_bm25 *bm, int n, const int64_t *ids,
+                                               const char *const *texts, const size_t *lens) {
+    enum { CHUNK = 2048 };
+    retrlm__bm25_doc_terms *dts;
+    struct retrlm__bm25_pending *p;
+    retrlm_result r;
+    int start, i;
+    if (n < 0 || (n > 0 && (!ids || !texts)))
+        return retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: n %d, ids and texts must be given", n);
+    for (i = 0; i < n; i++) {
+        int j;
+        if (!texts[i]) return retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: text %d is NULL", i);
+        if (retrlm__bm25_is_live(bm, ids[i]))
+            return retrlm__fail(RETRLM_ERR_ARG, "bm25_add: id %lld is already in the index", (long long)ids[i]);
+        for (j = 0; j < i && j < 64; j++) // cheap check of near duplicates in the batch
+            if (ids[i - 1 - j] == ids[i])
+                return retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: id %lld given twice", (long long)ids[i]);
+    }
+    if ((r = retrlm__bm25_pending_get(bm)) != RETRLM_OK) return r;
+    p = bm->pending_;
+    if ((size_t)stbds_arrlen(p->ids) + (size_t)n > (size_t)INT_MAX - (size_t)bm->n_docs)
+        return retrlm__fail(RETRLM_ERR_RANGE, "bm25_add: more than %d documents", INT_MAX);
+    dts = (retrlm__bm25_doc_terms *)retrlm__calloc(CHUNK, sizeof *dts);
+    if (!dts) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: analysis buffers");
+    for (start = 0; start < n; start += CHUNK) {
+        int m = RETRLM__MIN(CHUNK, n - start);
+        // analysis in parallel: each document by one thread into its own buffers
+        RETRLM__PARALLEL_FOR_IF(m > 16)
+        for (i = 0; i < m; i++) {
+            const char *t = texts[start + i];
+            size_t l = lens ? lens[start + i] : strlen(t);
+            retrlm__bm25_doc_terms *dt = &dts[i];
+            if (dt->text) stbds_header(dt->text)->length = 0;
+            if (dt->offs) stbds_header(dt->offs)->length = 0;
+            dt->len = 0;
+            retrlm_analyze(&bm->analyzer, t, l, retrlm__bm25_collect, dt);
+            dt->sorted = retrlm__msort_u32(dt->offs, (size_t)stbds_arrlen(dt->offs), retrlm__cmp_text_off, dt->text);
+        }
+        // the dictionary in document order
+        for (i = 0; i < m; i++) {
+            retrlm__bm25_doc_terms *dt = &dts[i];
+            int64_t id = ids[start + i];
+            uint32_t doc = (uint32_t)stbds_arrlen(p->ids);
+            size_t j, nt = (size_t)stbds_arrlen(dt->offs);
+            if (!dt->sorted) {
+                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: sorting the terms of document %lld", (long long)id);
+                goto done;
+            }
+            if (retrlm__idmap_get(&p->live, id) >= 0) { // a duplicate further apart in the batch
+                r = retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: id %lld given twice", (long long)id);
+                goto done;
+            }
+            for (j = 0; j < nt;) {
+                const char *term = dt->text + dt->offs[j];
+                size_t e = j + 1;
+                ptrdiff_t ti;
+                retrlm__bm25_triple tr;
+                while (e < nt && !strcmp(dt->text + dt->offs[e], term)) e++;
+                ti = stbds_shgeti(p->terms, term);
+                if (ti < 0) {
+                    int idx = (int)stbds_arrlen(p->tstr);
+                    stbds_shput(p->terms, term, idx);
+                    ti = stbds_shgeti(p->terms, term);
+                    stbds_arrput(p->tstr, p->terms[ti].key);
+                }
+                tr.term = (uint32_t)p->terms[ti].value;
+                tr.doc = doc;
+                tr.tf = (uint32_t)(e - j);
+                stbds_arrput(p->post, tr);
+                j = e;
+            }
+            stbds_arrput(p->ids, id);
+            stbds_arrput(p->lens, dt->len);
+            stbds_arrput(p->dead, 0);
+            if (!retrlm__idmap_put(&p->live, id, (int)doc)) {
+                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: id table");
+                goto done;
+            }
+        }
+    }
+    r = RETRLM_OK;
+done:
+    for (i = 0; i < CHUNK; i++) {
+        stbds_arrfree(dts[i].text);
+        stbds_arrfree(dts[i].offs);
+    }
+    RETRLM_FREE(dts);
+    bm->n_pending = (int)p->live.n_live;
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_bm25_add(retrlm_bm25 *bm, int64_t id, const char *text, size_t len) {
+    return retrlm_bm25_add_batch(bm, 1, &id, &text, &len);
+}
+
+RETRLM_API retrlm_result retrlm_bm25_delete(retrlm_bm25 *bm, int64_t id) {
+    struct retrlm__bm25_pending *p;
+    retrlm_result r;
+    int i;
+    if ((r = retrlm__bm25_pending_get(bm)) != RETRLM_OK) return r;
+    p = bm->pending_;
+    i = retrlm__idmap_get(&p->live, id);
+    if (i >= 0) {
+        p->dead[i] = 1;
+        retrlm__idmap_put(&p->live, id, -1);
+        bm->n_pending = (int)p->live.n_live;
+        return RETRLM_OK;
+    }
+    if (retrlm__bm25_find_doc(bm, id) < 0 || retrlm__idmap_get(&p->del, id) >= 0)
+        return retrlm__fail(RETRLM_ERR_NOT_FOUND, "bm25_delete: no document with id %lld", (long long)id);
+    if (!retrlm__idmap_put(&p->del, id, 1)) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_delete: id table");
+    bm->n_pending_deletes = (int)p->del.n_live;
+    return RETRLM_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// commit: merge the committed index, deletions and pending documents into a new index
+
+typedef struct retrlm__bytes { // a growing byte buffer
+    unsigned char *p;
+    size_t n, cap;
+} retrlm__bytes;
+
+static int retrlm__bytes_reserve(retrlm__bytes *b, size_t extra) {
+    if (b->n + extra > b->cap) {
+        size_t cap = RETRLM__MAX(b->cap * 2, b->n + extra + 4096);
+        unsigned char *q = (unsigned char *)retrlm__realloc(b->p, cap, 1);
+        if (!q) return 0;
+        b->p = q;
+        b->cap = cap;
+    }
+    return 1;
+}
+
+// appends the blocks of one term's postings docs[0..n), tfs[0..n)
+static int retrlm__bm25_encode(retrlm__bytes *out, const uint32_t *docs, const uint32_t *tfs, int n,
+                               const float *norm, float k1p1) {
+    uint32_t gaps[RETRLM_BM25_BLOCK], tf1[RETRLM_BM25_BLOCK];
+    int64_t prev = -1;
+    int s;
+    for (s = 0; s < n; s += RETRLM_BM25_BLOCK) {
+        int m = RETRLM__MIN(RETRLM_BM25_BLOCK, n - s), i, gb, tb;
+        uint32_t gmax = 0, tmax = 0, fb;
+        float best = 0;
+        unsigned char *q;
+        for (i = 0; i < m; i++) {
+            float f = retrlm__bm25_f(tfs[s + i], norm[docs[s + i]], k1p1);
+            gaps[i] = (uint32_t)((int64_t)docs[s + i] - prev - 1);
+            prev = docs[s + i];
+            tf1[i] = tfs[s + i] - 1;
+            gmax |= gaps[i];
+            tmax |= tf1[i];
+            if (f > best) best = f;
+        }
+        gb = retrlm__bits(gmax);
+        tb = retrlm__bits(tmax);
+        if (!retrlm__bytes_reserve(out, RETRLM__BM25_HDR + retrlm__packed_bytes(m, gb) + retrlm__packed_bytes(m, tb)))
+            return 0;
+        q = out->p + out->n;
+        retrlm__put_u32(q, docs[s + m - 1]);
+        memcpy(&fb, &best, 4);
+        retrlm__put_u32(q + 4, fb);
+        q[8] = (unsigned char)gb;
+        q[9] = (unsigned char)tb;
+        q = retrlm__pack(q + RETRLM__BM25_HDR, gaps, m, gb);
+        q = retrlm__pack(q, tf1, m, tb);
+        out->n = (size_t)(q - out->p);
+    }
+    return 1;
+}
+
+// decodes all blocks of committed term t, appending (remapped) postings; returns the new count
+static int retrlm__bm25_decode_term(const retrlm_bm25 *bm, int t, const uint32_t *remap,
+                                    uint32_t *docs, uint32_t *tfs, int n) {
+    const unsigned char *q = bm->post_ + bm->post_off_[t];
+    int left = (int)bm->df_[t];
+    uint32_t gaps[RETRLM_BM25_BLOCK], tf1[RETRLM_BM25_BLOCK];
+    int64_t prev = -1;
+    while (left > 0) {
+        int m = RETRLM__MIN(RETRLM_BM25_BLOCK, left), i;
+        int gb = q[8], tb = q[9];
+        q = retrlm__unpack(q + RETRLM__BM25_HDR, gaps, m, gb);
+        q = retrlm__unpack(q, tf1, m, tb);
+        for (i = 0; i < m; i++) {
+            uint32_t d = (uint32_t)(prev + 1 + gaps[i]);
+            prev = d;
+            if (remap) {
+                if (remap[d] == 0xFFFFFFFFu) continue;
+                d = remap[d];
+            }
+            docs[n] = d;
+            tfs[n++] = tf1[i] + 1;
+        }
+        left -= m;
+    }
+    return n;
+}
+
+RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
+    struct retrlm__bm25_pending *p = bm->pending_;
+    retrlm_bm25 nb; // the new committed index, fields filled below
+    uint32_t *remap = NULL, *pmap = NULL, *pstart = NULL, *pdoc = NULL, *ptf = NULL, *porder = NULL;
+    uint32_t *docs = NULL, *tfs = NULL, *doc_len = NULL, *id_order = NULL, *term_off = NULL, *df = NULL;
+    uint64_t *post_off = NULL;
+    int64_t *doc_id = NULL;
+    retrlm__bytes post = {NULL, 0, 0}, text = {NULL, 0, 0};
+    size_t n_pp, n_pt, i, cap_terms;
+    int n_new, d, a, b, nt;
+    float k1p1 = bm->k1 + 1.0f;
+    retrlm_result r = RETRLM_ERR_NOMEM;
+    if (!p) return RETRLM_OK;
+    memset(&nb, 0, sizeof nb);
+    n_pp = (size_t)stbds_arrlen(p->ids);
+    n_pt = (size_t)stbds_arrlen(p->tstr);
+    // new numbering: live committed documents in order, then live pending ones
+    remap = (uint32_t *)retrlm__alloc((size_t)bm->n_docs, sizeof(uint32_t));
+    pmap = (uint32_t *)retrlm__alloc(n_pp, sizeof(uint32_t));
+    if (!remap || !pmap) goto fail;
+    n_new = 0;
+    for (d = 0; d < bm->n_docs; d++)
+        remap[d] = retrlm__idmap_get(&p->del, bm->doc_id_[d]) >= 0 ? 0xFFFFFFFFu : (uint32_t)n_new++;
+    for (i = 0; i < n_pp; i++) pmap[i] = p->dead[i] ? 0xFFFFFFFFu : (uint32_t)n_new++;
+    nb.k1 = bm->k1;
+    nb.b = bm->b;
+    nb.n_docs = n_new;
+    doc_len = (uint32_t *)retrlm__alloc((size_t)n_new, sizeof(uint32_t));
+    doc_id = (int64_t *)retrlm__alloc((size_t)n_new, sizeof(int64_t));
+    id_order = (uint32_t *)retrlm__alloc((size_t)n_new, sizeof(uint32_t));
+    docs = (uint32_t *)retrlm__alloc((size_t)n_new + 1, sizeof(uint32_t));
+    tfs = (uint32_t *)retrlm__alloc((size_t)n_new + 1, sizeof(uint32_t));
+    if (!doc_len || !doc_id || !id_order || !docs || !tfs) goto fail;
+    for (d = 0; d < bm->n_docs; d++)
+        if (remap[d] != 0xFFFFFFFFu) {
+            doc_len[remap[d]] = bm->doc_len_[d];
+            doc_id[remap[d]] = bm->doc_id_[d];
+        }
+    for (i = 0; i < n_pp; i++)
+        if (pmap[i] != 0xFFFFFFFFu) {
+            doc_len[pmap[i]] = p->lens[i];
+            doc_id[pmap[i]] = p->ids[i];
+        }
+    for (d = 0; d < n_new; d++) {
+        id_order[d] = (uint32_t)d;
+        nb.total_len += doc_len[d];
+    }
+    if (!retrlm__msort_u32(id_order, (size_t)n_new, retrlm__cmp_by_id, doc_id)) goto fail;
+    nb.doc_len_ = doc_len;
+    if (retrlm__bm25_norms(&nb) != RETRLM_OK) goto fail;
+    // pending postings grouped by term (counting sort keeps document order), terms sorted
+    pstart = (uint32_t *)retrlm__calloc(n_pt + 1, sizeof(uint32_t));
+    porder = (uint32_t *)retrlm__alloc(n_pt, sizeof(uint32_t));
+    pdoc = (uint32_t *)retrlm__alloc((size_t)stbds_arrlen(p->post), sizeof(uint32_t));
+    ptf = (uint32_t *)retrlm__alloc((size_t)stbds_arrlen(p->post), sizeof(uint32_t));
+    if (!pstart || !porder || !pdoc || !ptf) goto fail;
+    for (i = 0; i < (size_t)stbds_arrlen(p->post); i++) pstart[p->post[i].term + 1]++;
+    for (i = 0; i < n_pt; i++) {
+        pstart[i + 1] += pstart[i];
+        porder[i] = (uint32_t)i;
+    }
+    {
+        uint32_t *fill = (uint32_t *)retrlm__alloc(n_pt, sizeof(uint32_t));
+        if (!fill) goto fail;
+        memcpy(fill, pstart, n_pt * sizeof(uint32_t));
+        for (i = 0; i < (size_t)stbds_arrlen(p->post); i++) {
+            uint32_t at = fill[p->post[i].term]++;
+            pdoc[at] = p->post[i].doc;
+            ptf[at] = p->post[i].tf;
+        }
+        RETRLM_FREE(fill);
+    }
+    if (!retrlm__msort_u32(porder, n_pt, retrlm__cmp_pterm, p->tstr)) goto fail;
+    // merge the two sorted dictionaries
+    cap_terms = (size_t)bm->n_terms + n_pt + 1;
+    term_off = (uint32_t *)retrlm__alloc(cap_terms, sizeof(uint32_t));
+    post_off = (uint64_t *)retrlm__alloc(cap_terms, sizeof(uint64_t));
+    df = (uint32_t *)retrlm__alloc(cap_terms, sizeof(uint32_t));
+    if (!term_off || !post_off || !df) goto fail;
+    nt = 0;
+    a = 0;
+    b = 0;
+    while (a < bm->n_terms || b < (int)n_pt) {
+        const char *ta = NULL, *tb = NULL;
+        size_t la = 0, lb = 0;
+        int c, n = 0;
+        if (a < bm->n_terms) {
+            ta = bm->term_text_ + bm->term_off_[a];
+            la = bm->term_off_[a + 1] - bm->term_off_[a];
+        }
+        if (b < (int)n_pt) {
+            tb = p->tstr[porder[b]];
+            lb = strlen(tb);
+        }
+        if (!ta) c = 1;
+        else if (!tb) c = -1;
+        else {
+            c = memcmp(ta, tb, RETRLM__MIN(la, lb));
+            if (c == 0) c = la < lb ? -1 : la > lb ? 1 : 0;
+        }
+        if (c <= 0) n = retrlm__bm25_decode_term(bm, a, p->del.n_live ? remap : NULL, docs, tfs, n);
+        if (c >= 0) {
+            uint32_t pt = porder[b], j;
+            for (j = pstart[pt]; j < pstart[pt + 1]; j++)
+                if (pmap[pdoc[j]] != 0xFFFFFFFFu) {
+                    docs[n] = pmap[pdoc[j]];
+                    tfs[n++] = ptf[j];
+                }
+        }
+        if (n > 0) {
+            const char *t = c <= 0 ? ta : tb;
+            size_t l = c <= 0 ? la : lb;
+            if (text.n + l > 0xFFFFFFFFu) {
+                r = retrlm__fail(RETRLM_ERR_RANGE, "bm25_commit: term dictionary over 4 GiB");
+                goto fail;
+            }
+            if (!retrlm__bytes_reserve(&text, l)) goto fail;
+            term_off[nt] = (uint32_t)text.n;
+            memcpy(text.p + text.n, t, l);
+            text.n += l;
+            post_off[nt] = post.n;
+            df[nt] = (uint32_t)n;
+            if (!retrlm__bm25_encode(&post, docs, tfs, n, nb.norm_, k1p1)) goto fail;
+            nt++;
+        }
+        if (c <= 0) a++;
+        if (c >= 0) b++;
+    }
+    term_off[nt] = (uint32_t)text.n;
+    post_off[nt] = post.n;
+    if (!retrlm__bytes_reserve(&text, 1) || !retrlm__bytes_reserve(&post, 1)) goto fail;
+    // install
+    {
+        float *norm = nb.norm_;
+        uint64_t total = nb.total_len;
+        double avgdl = nb.avgdl;
+        nb.norm_ = NULL;
+        retrlm__bm25_release(bm);
+        bm->n_docs = n_new;
+        bm->n_terms = nt;
+        bm->total_len = total;
+        bm->avgdl = avgdl;
+        bm->norm_ = norm;
+        bm->postings_bytes = post.n;
+        bm->term_text_ = (const char *)text.p;
+        bm->term_off_ = term_off;
+        bm->post_off_ = post_off;
+        bm->df_ = df;
+        bm->post_ = post.p;
+        bm->doc_len_ = doc_len;
+        bm->doc_id_ = doc_id;
+        bm->id_order_ = id_order;
+        bm->owned_ = 1;
+    }
+    retrlm__bm25_pending_free(p);
+    bm->pending_ = NULL;
+    bm->n_pending = bm->n_pending_deletes = 0;
+    RETRLM_FREE(remap);
+    RETRLM_FREE(pmap);
+    RETRLM_FREE(pstart);
+    RETRLM_FREE(porder);
+    RETRLM_FREE(pdoc);
+    RETRLM_FREE(ptf);
+    RETRLM_FREE(docs);
+    RETRLM_FREE(tfs);
+    return RETRLM_OK;
+fail:
+    RETRLM_FREE(nb.norm_);
+    RETRLM_FREE(remap);
+    RETRLM_FREE(pmap);
+    RETRLM_FREE(pstart);
+    RETRLM_FREE(porder);
+    RETRLM_FREE(pdoc);
+    RETRLM_FREE(ptf);
+    RETRLM_FREE(docs);
+    RETRLM_FREE(tfs);
+    RETRLM_FREE(doc_len);
+    RETRLM_FREE(doc_id);
+    RETRLM_FREE(id_order);
+    RETRLM_FREE(term_off);
+    RETRLM_FREE(post_off);
+    RETRLM_FREE(df);
+    RETRLM_FREE(post.p);
+    RETRLM_FREE(text.p);
+    if (r == RETRLM_ERR_NOMEM) return retrlm__fail(r, "bm25_commit: out of memory merging %d documents", bm->n_docs);
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// search
+
+typedef struct retrlm__bm25_cursor {
+    const unsigned char *blk;  // header of the current block
+    int      left;             // postings in the current block and those after it
+    int      n;                // postings in the current block
+    uint32_t last;             // last doc of the current block
+    uint32_t prev;             // last doc of the block before (UINT32_MAX for none)
+    float    maxf;             // best f of the current block
+    int      decoded;          // docs/tfs hold the current block
+    int      pos;              // next posting of the decoded block
+    int      done;             // no blocks left
+    float    w;                // qtf * idf
+    int      qi;               // index of the term in query order
+    uint32_t docs[RETRLM_BM25_BLOCK], tfs[RETRLM_BM25_BLOCK];
+} retrlm__bm25_cursor;
+
+static void retrlm__cur_start(retrlm__bm25_cursor *c, const unsigned char *blk, int df) {
+    c->blk = blk;
+    c->left = df;
+    c->n = RETRLM__MIN(df, RETRLM_BM25_BLOCK);
+    c->last = retrlm__get_u32(blk);
+    c->maxf = retrlm__get_f32(blk + 4);
+    c->prev = 0xFFFFFFFFu;
+    c->decoded = 0;
+    c->pos = 0;
+    c->done = 0;
+}
+
+static void retrlm__cur_next_block(retrlm__bm25_cursor *c) {
+    const unsigned char *q = c->blk;
+    c->left -= c->n;
+    if (c->left <= 0) {
+        c->done = 1;
+        return;
+    }
+    q += RETRLM__BM25_HDR + retrlm__packed_bytes(c->n, q[8]) + retrlm__packed_bytes(c->n, q[9]);
+    c->prev = c->last;
+    c->blk = q;
+    c->n = RETRLM__MIN(c->left, RETRLM_BM25_BLOCK);
+    c->last = retrlm__get_u32(q);
+    c->maxf = retrlm__get_f32(q + 4);
+    c->decoded = 0;
+    c->pos = 0;
+}
+
+// moves to the first block whose last doc is >= target (no decoding)
+static void retrlm__cur_shallow(retrlm__bm25_cursor *c, uint32_t target) {
+    while (!c->done && c->last < target) retrlm__cur_next_block(c);
+}
+
+static void retrlm__cur_decode(retrlm__bm25_cursor *c) {
+    const unsigned char *q = c->blk;
+    uint32_t d = c->prev;
+    int i;
+    q = retrlm__unpack(q + RETRLM__BM25_HDR, c->docs, c->n, q[8]);
+    retrlm__unpack(q, c->tfs, c->n, c->blk[9]);
+    for (i = 0; i < c->n; i++) {
+        d = d + 1 + c->docs[i]; // prev = UINT32_MAX wraps to the first doc
+        c->docs[i] = d;
+        c->tfs[i] += 1;
+    }
+    c->decoded = 1;
+    c->pos = 0;
+}
+
+// within the current block (last >= target): first posting >= target, or UINT32_MAX
+static uint32_t retrlm__cur_seek(retrlm__bm25_cursor *c, uint32_t target) {
+    if (!c->decoded) retrlm__cur_decode(c);
+    while (c->pos < c->n && c->docs[c->pos] < target) c->pos++;
+    return c->pos < c->n ? c->docs[c->pos] : 0xFFFFFFFFu;
+}
+
+typedef struct retrlm__bm25_qterm {
+    int t, qtf;
+} retrlm__bm25_qterm;
+
+typedef struct retrlm__bm25_qcollect {
+    const retrlm_bm25 *bm;
+    retrlm__bm25_qterm *terms; // stb_ds
+} retrlm__bm25_qcollect;
+
+static int retrlm__bm25_qterm_cb(void *user, const char *term, int len, int position) {
+    retrlm__bm25_qcollect *qc = (retrlm__bm25_qcollect *)user;
+    int t = retrlm__bm25_find_term(qc->bm, term, (size_t)len), i;
+    (void)position;
+    if (t < 0) return 0;
+    for (i = 0; i < (int)stbds_arrlen(qc->terms); i++)
+        if (qc->terms[i].t == t) {
+            qc->terms[i].qtf++;
+            return 0;
+        }
+    {
+        retrlm__bm25_qterm q;
+        q.t = t;
+        q.qtf = 1;
+        stbds_arrput(qc->terms, q);
+    }
+    return 0;
+}
+
+static int retrlm__cmp_qterm(const void *a, const void *b) {
+    int x = ((const retrlm__bm25_qterm *)a)->t, y = ((const retrlm__bm25_qterm *)b)->t;
+    return x < y ? -1 : x > y;
+}
+
+static retrlm_result retrlm__bm25_exhaustive(const retrlm_bm25 *bm, const retrlm__bm25_qterm *qt,
+                                            int nq, const float *w, retrlm_topk *h) {
+    float *acc = (float *)retrlm__calloc((size_t)bm->n_docs, sizeof(float));
+    unsigned char *hit = (unsigned char *)retrlm__calloc((size_t)bm->n_docs, 1);
+    float k1p1 = bm->k1 + 1.0f;
+    int i, d;
+    if (!acc || !hit) {
+        RETRLM_FREE(acc);
+        RETRLM_FREE(hit);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_search: exhaustive accumulators");
+    }
+    for (i = 0; i < nq; i++) { // term at a time, in query order: the same sum order as below
+        retrlm__bm25_cursor c;
+        retrlm__cur_start(&c, bm->post_ + bm->post_off_[qt[i].t], (int)bm->df_[qt[i].t]);
+        while (!c.done) {
+            int j;
+            retrlm__cur_decode(&c);
+            for (j = 0; j < c.n; j++) {
+                uint32_t dd = c.docs[j];
+                float s = w[i] * retrlm__bm25_f(c.tfs[j], bm->norm_[dd], k1p1);
+                acc[dd] += s;
+                hit[dd] = 1;
+            }
+            retrlm__cur_next_block(&c);
+        }
+    }
+    for (d = 0; d < bm->n_docs; d++)
+        if (hit[d]) retrlm_topk_push(h, bm->doc_id_[d], acc[d]);
+    RETRLM_FREE(acc);
+    RETRLM_FREE(hit);
+    return RETRLM_OK;
+}
+
+// Block-max MaxScore over windows. A window [lo, hi] ends at the smallest last doc among the
+// terms' current blocks, so inside it every term has one block and one bound w * maxf. Windows
+// whose bounds cannot beat the k-th score are skipped without decoding; inside a window, terms
+// whose bounds together cannot beat it are non-essential: only probed for candidates of the
+// others, and only while the bound of what is left can still win.
+static retrlm_result retrlm__bm25_pruned(const retrlm_bm25 *bm, const retrlm__bm25_qterm *qt,
+                                        int nq, const float *w, retrlm_topk *h) {
+    retrlm__bm25_cursor *cur, **ord;
+    float *contrib, k1p1 = bm->k1 + 1.0f;
+    double *wm, *cum;
+    unsigned char *has;
+    double slack = 1.0 + 1e-6 * (double)(nq + 2); // covers float rounding of the sums
+    uint32_t lo = 0;
+    int i;
+    cur = (retrlm__bm25_cursor *)retrlm__alloc((size_t)nq, sizeof *cur);
+    ord = (retrlm__bm25_cursor **)retrlm__alloc((size_t)nq, sizeof *ord);
+    contrib = (float *)retrlm__alloc((size_t)nq, sizeof(float));
+    wm = (double *)retrlm__alloc((size_t)nq, sizeof(double));
+    cum = (double *)retrlm__alloc((size_t)nq + 1, sizeof(double));
+    has = (unsigned char *)retrlm__alloc((size_t)nq, 1);
+    if (!cur || !ord || !contrib || !wm || !cum || !has) {
+        RETRLM_FREE(cur);
+        RETRLM_FREE(ord);
+        RETRLM_FREE(contrib);
+        RETRLM_FREE(wm);
+        RETRLM_FREE(cum);
+        RETRLM_FREE(has);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_search: %d query terms", nq);
+    }
+    for (i = 0; i < nq; i++) {
+        retrlm__cur_start(&cur[i], bm->post_ + bm->post_off_[qt[i].t], (int)bm->df_[qt[i].t]);
+        cur[i].w = w[i];
+        cur[i].qi = i;
+    }
+    for (;;) {
+        uint32_t hi = 0xFFFFFFFFu;
+        int na = 0, ne; // active terms; ord[0..ne) non-essential
+        double theta, total;
+        for (i = 0; i < nq; i++) {
+            retrlm__bm25_cursor *c = &cur[i];
+            if (c->done) continue;
+            retrlm__cur_shallow(c, lo);
+            if (c->done) continue;
+            if (c->last < hi) hi = c->last;
+            ord[na++] = c;
+        }
+        if (na == 0) break;
+        // sort active terms by window bound, ascending (insertion sort: queries are short)
+        for (i = 0; i < na; i++) {
+            retrlm__bm25_cursor *c = ord[i];
+            double v = (double)(c->w * c->maxf);
+            int j = i;
+            while (j > 0 && wm[j - 1] > v) {
+                wm[j] = wm[j - 1];
+                ord[j] = ord[j - 1];
+                j--;
+            }
+            wm[j] = v;
+            ord[j] = c;
+        }
+        cum[0] = 0;
+        for (i = 0; i < na; i++) cum[i + 1] = cum[i] + wm[i];
+        total = cum[na];
+        theta = h->n == h->k ? (double)h->scores[0] : -1.0;
+        if (total * slack < theta) goto next_window;
+        ne = 0;
+        while (ne < na && cum[ne + 1] * slack < theta) ne++;
+        for (;;) {
+            uint32_t d = 0xFFFFFFFFu;
+            double part = 0;
+            float s;
+            int complete = 1, j;
+            for (i = ne; i < na; i++) { // the next candidate among essential terms
+                uint32_t x = retrlm__cur_seek(ord[i], lo);
+                if (x < d) d = x;
+            }
+            if (d > hi) break;
+            memset(has, 0, (size_t)nq);
+            for (i = ne; i < na; i++) {
+                retrlm__bm25_cursor *c = ord[i];
+                if (c->pos < c->n && c->docs[c->pos] == d) {
+                    float v = c->w * retrlm__bm25_f(c->tfs[c->pos], bm->norm_[d], k1p1);
+                    contrib[c->qi] = v;
+                    has[c->qi] = 1;
+                    part += (double)v;
+                    c->pos++;
+                }
+            }
+            for (j = ne - 1; j >= 0; j--) { // non-essential, best bound first
+                retrlm__bm25_cursor *c = ord[j];
+                if ((part + cum[j + 1]) * slack < theta) {
+                    complete = 0;
+                    break;
+                }
+                if (retrlm__cur_seek(c, d) == d) {
+                    float v = c->w * retrlm__bm25_f(c->tfs[c->pos], bm->norm_[d], k1p1);
+                    contrib[c->qi] = v;
+                    has[c->qi] = 1;
+                    part += (double)v;
+                }
+            }
+            lo = d + 1;
+            if (!complete) continue;
+            s = 0.0f;
+            for (i = 0; i < nq; i++) // query order, as the exhaustive sum
+                if (has[i]) s += contrib[i];
+            retrlm_topk_push(h, bm->doc_id_[d], s);
+            if (h->n == h->k && (double)h->scores[0] > theta) {
+                theta = (double)h->scores[0];
+                if (total * slack < theta) break;
+                while (ne < na && cum[ne + 1] * slack < theta) ne++;
+            }
+            if (d == hi) break;
+        }
+    next_window:
+        if (hi == 0xFFFFFFFFu || hi + 1 >= (uint32_t)bm->n_docs) break;
+        lo = hi + 1;
+    }
+    RETRLM_FREE(cur);
+    RETRLM_FREE(ord);
+    RETRLM_FREE(contrib);
+    RETRLM_FREE(wm);
+    RETRLM_FREE(cum);
+    RETRLM_FREE(has);
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_bm25_search(const retrlm_bm25 *bm, const char *query, size_t len,
+                                            int k, int flags, int64_t *ids, float *scores,
+                                            int *n_found) {
+    retrlm__bm25_qcollect qc;
+    retrlm_topk h;
+    float *w = NULL, *sc = scores;
+    int nq, i;
+    retrlm_result r = RETRLM_OK;
+    if (n_found) *n_found = 0;
+    if (k <= 0 || !ids || (!query && len))
+        return retrlm__fail(RETRLM_ERR_ARG, "bm25_search: k %d must be > 0, ids and query given", k);
+    qc.bm = bm;
+    qc.terms = NULL;
+    if (bm->n_docs > 0) retrlm_analyze(&bm->analyzer, query, len, retrlm__bm25_qterm_cb, &qc);
+    nq = (int)stbds_arrlen(qc.terms);
+    if (nq == 0) {
+        stbds_arrfree(qc.terms);
+        return RETRLM_OK;
+    }
+    qsort(qc.terms, (size_t)nq, sizeof(retrlm__bm25_qterm), retrlm__cmp_qterm);
+    w = (float *)retrlm__alloc((size_t)nq, sizeof(float));
+    if (!sc) sc = (float *)retrlm__alloc((size_t)k, sizeof(float));
+    if (!w || !sc) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_search: k %d", k);
+        goto out;
+    }
+    for (i = 0; i < nq; i++)
+        w[i] = (float)((double)qc.terms[i].qtf * retrlm__bm25_idf(bm->n_docs, bm->df_[qc.terms[i].t]));
+    retrlm_topk_init(&h, k, ids, sc);
+    r = (flags & RETRLM_BM25_EXHAUSTIVE) ? retrlm__bm25_exhaustive(bm, qc.terms, nq, w, &h)
+                                         : retrlm__bm25_pruned(bm, qc.terms, nq, w, &h);
+    if (r == RETRLM_OK) {
+        int n = retrlm_topk_sort(&h);
+        if (n_found) *n_found = n;
+    }
+out:
+    if (sc != scores) RETRLM_FREE(sc);
+    RETRLM_FREE(w);
+    stbds_arrfree(qc.terms);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_bm25_search_batch(const retrlm_bm25 *bm, int n_queries,
+                                                  const char *const *queries, const size_t *lens,
+                                                  int k, int flags, int64_t *ids, float *scores,
+                                                  int *n_found) {
+    unsigned char *res;
+    int q;
+    if (n_queries < 0 || k <= 0 || (n_queries > 0 && (!queries || !ids || !n_found)))
+        return retrlm__fail(RETRLM_ERR_ARG, "bm25_search_batch: %d queries, k %d", n_queries, k);
+    res = (unsigned char *)retrlm__alloc((size_t)n_queries, 1);
+    if (!res) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_search_batch: %d queries", n_queries);
+    RETRLM__PARALLEL_FOR
+    for (q = 0; q < n_queries; q++) { // each query by one thread, into its own output rows
+        const char *t = queries[q] ? queries[q] : "";
+        size_t l = lens ? lens[q] : strlen(t);
+        res[q] = (unsigned char)retrlm_bm25_search(bm, t, l, k, flags, ids + (size_t)q * (size_t)k,
+                                                   scores ? scores + (size_t)q * (size_t)k : NULL,
+                                                   &n_found[q]);
+    }
+    for (q = 0; q < n_queries; q++)
+        if (res[q] != RETRLM_OK) {
+            retrlm_result r = (retrlm_result)res[q];
+            RETRLM_FREE(res);
+            return retrlm__fail(r, "bm25_search_batch: query %d failed (%s)", q, retrlm_result_string(r));
+        }
+    RETRLM_FREE(res);
+    return RETRLM_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// persistence
+
+static retrlm_result retrlm__bm25_writer(retrlm_bm25 *bm, retrlm_writer *w, uint64_t *meta,
+                                        double *params, char **stop) {
+    retrlm_result r;
+    size_t sb = 0;
+    int i;
+    if ((r = retrlm_bm25_commit(bm)) != RETRLM_OK) return r;
+    meta[0] = RETRLM__BM25_LAYOUT;
+    meta[1] = (uint64_t)bm->n_docs;
+    meta[2] = (uint64_t)bm->n_terms;
+    meta[3] = bm->total_len;
+    meta[4] = (uint64_t)bm->analyzer.stem;
+    meta[5] = RETRLM_BM25_BLOCK;
+    meta[6] = meta[7] = 0;
+    params[0] = bm->k1;
+    params[1] = bm->b;
+    for (i = 0; i < bm->analyzer.n_stopwords; i++) sb += strlen(bm->analyzer.stop_[i]) + 1;
+    *stop = (char *)retrlm__alloc(sb, 1);
+    if (!*stop) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_save: stop list");
+    sb = 0;
+    for (i = 0; i < bm->analyzer.n_stopwords; i++) {
+        size_t l = strlen(bm->analyzer.stop_[i]) + 1;
+        memcpy(*stop + sb, bm->analyzer.stop_[i], l);
+        sb += l;
+    }
+    if ((r = retrlm_writer_init(w, "bm25")) != RETRLM_OK) return r;
+    if ((r = retrlm_writer_add(w, "meta", RETRLM_DTYPE_U64, meta, 8)) ||
+        (r = retrlm_writer_add(w, "params", RETRLM_DTYPE_F64, params, 2)) ||
+        (r = retrlm_writer_add(w, "stopwords", RETRLM_DTYPE_U8, *stop, sb)) ||
+        (r = retrlm_writer_add(w, "term_text", RETRLM_DTYPE_U8, bm->term_text_, bm->n_terms ? bm->term_off_[bm->n_terms] : 0)) ||
+        (r = retrlm_writer_add(w, "term_off", RETRLM_DTYPE_U32, bm->term_off_, bm->term_off_ ? (size_t)bm->n_terms + 1 : 0)) ||
+        (r = retrlm_writer_add(w, "post_off", RETRLM_DTYPE_U64, bm->post_off_, bm->post_off_ ? (size_t)bm->n_terms + 1 : 0)) ||
+        (r = retrlm_writer_add(w, "df", RETRLM_DTYPE_U32, bm->df_, (size_t)bm->n_terms)) ||
+        (r = retrlm_writer_add(w, "postings", RETRLM_DTYPE_U8, bm->post_, bm->postings_bytes)) ||
+        (r = retrlm_writer_add(w, "doc_len", RETRLM_DTYPE_U32, bm->doc_len_, (size_t)bm->n_docs)) ||
+        (r = retrlm_writer_add(w, "doc_id", RETRLM_DTYPE_I64, bm->doc_id_, (size_t)bm->n_docs)) ||
+        (r = retrlm_writer_add(w, "id_order", RETRLM_DTYPE_U32, bm->id_order_, (size_t)bm->n_docs)))
+        return r;
+    return RETRLM_OK;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_bm25_save(retrlm_bm25 *bm, const char *path) {
+    retrlm_writer w;
+    uint64_t meta[8];
+    double params[2];
+    char *stop = NULL;
+    retrlm_result r;
+    memset(&w, 0, sizeof w);
+    r = retrlm__bm25_writer(bm, &w, meta, params, &stop);
+    if (r == RETRLM_OK) r = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    RETRLM_FREE(stop);
+    return r;
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_bm25_save_memory(retrlm_bm25 *bm, void *buf, size_t cap, size_t *size) {
+    retrlm_writer w;
+    uint64_t meta[8];
+    double params[2];
+    char *stop = NULL;
+    retrlm_result r;
+    memset(&w, 0, sizeof w);
+    r = retrlm__bm25_writer(bm, &w, meta, params, &stop);
+    if (r == RETRLM_OK) r = retrlm_writer_save_memory(&w, buf, cap, size);
+    retrlm_writer_free(&w);
+    RETRLM_FREE(stop);
+    return r;
+}
+
+#define RETRLM__BM25_BAD(...) retrlm__fail(RETRLM_ERR_CORRUPT, __VA_ARGS__)
+
+// every block of every term: sizes inside the term's range, gaps leading exactly to the stored
+// last doc, documents below n_docs, stored bounds >= the real ones, per-document tf sums equal
+// to the stored lengths
+static retrlm_result retrlm__bm25_check_postings(retrlm_bm25 *bm, const char *src) {
+    uint32_t *sum = (uint32_t *)retrlm__calloc((size_t)bm->n_docs + 1, sizeof(uint32_t));
+    uint32_t gaps[RETRLM_BM25_BLOCK], tf1[RETRLM_BM25_BLOCK];
+    float k1p1 = bm->k1 + 1.0f;
+    int t, d;
+    retrlm_result r = RETRLM_OK;
+    if (!sum) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: %s: check buffers", src);
+    for (t = 0; t < bm->n_terms && !r; t++) {
+        const unsigned char *q = bm->post_ + bm->post_off_[t], *end = bm->post_ + bm->post_off_[t + 1];
+        int left = (int)bm->df_[t], blk = 0;
+        int64_t prev = -1;
+        while (left > 0) {
+            int m = RETRLM__MIN(RETRLM_BM25_BLOCK, left), gb, tb, i;
+            uint32_t last;
+            float maxf, best = 0;
+            if ((size_t)(end - q) < RETRLM__BM25_HDR) {
+                r = RETRLM__BM25_BAD("bm25_load: %s: term %d block %d header past the term's postings", src, t, blk);
+                break;
+            }
+            last = retrlm__get_u32(q);
+            maxf = retrlm__get_f32(q + 4);
+            gb = q[8];
+            tb = q[9];
+            if (gb > 32 || tb > 32 ||
+                (size_t)(end - q) - RETRLM__BM25_HDR < retrlm__packed_bytes(m, gb) + retrlm__packed_bytes(m, tb)) {
+                r = RETRLM__BM25_BAD("bm25_load: %s: term %d block %d: bit widths %d/%d or size out of range", src, t, blk, gb, tb);
+                break;
+            }
+            q = retrlm__unpack(q + RETRLM__BM25_HDR, gaps, m, gb);
+            q = retrlm__unpack(q, tf1, m, tb);
+            for (i = 0; i < m; i++) {
+                int64_t dd = prev + 1 + (int64_t)gaps[i];
+                uint32_t tf = tf1[i] + 1;
+                if (dd >= bm->n_docs || tf == 0) break;
+                prev = dd;
+                if (sum[dd] + tf < sum[dd]) break;
+                sum[dd] += tf;
+                {
+                    float f = retrlm__bm25_f(tf, bm->norm_[dd], k1p1);
+                    if (f > best) best = f;
+                }
+            }
+            if (i < m || prev != (int64_t)last || !(maxf >= best) || !(maxf <= k1p1)) {
+                r = RETRLM__BM25_BAD("bm25_load: %s: term %d block %d: documents, last doc %u or bound %g inconsistent",
+                                     src, t, blk, last, (double)maxf);
+                break;
+            }
+            left -= m;
+            blk++;
+        }
+        if (!r && q != end)
+            r = RETRLM__BM25_BAD("bm25_load: %s: term %d: postings end at %lld, expected %lld", src, t,
+                                 (long long)(q - bm->post_), (long long)(end - bm->post_));
+    }
+    for (d = 0; d < bm->n_docs && !r; d++)
+        if (sum[d] != bm->doc_len_[d])
+            r = RETRLM__BM25_BAD("bm25_load: %s: document %d has length %u but its postings sum to %u", src, d,
+                                 bm->doc_len_[d], sum[d]);
+    RETRLM_FREE(sum);
+    return r;
+}
+
+static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
+    const retrlm_reader *rd = &bm->reader_;
+    const char *src = rd->source_;
+    const uint64_t *meta;
+    const double *params;
+    const char *stop;
+    size_t n, nstop, n_text, i;
+    uint64_t total = 0;
+    int nd, nt;
+    retrlm_result r;
+    retrlm_analyzer_config acfg;
+    const char **words = NULL;
+    int nw = 0;
+    if ((r = retrlm_reader_get(rd, "meta", RETRLM_DTYPE_U64, (const void **)&meta, &n))) return r;
+    if (n != 8) return RETRLM__BM25_BAD("bm25_load: %s: section 'meta' has %zu values, expected 8", src, n);
+    if (meta[0] != RETRLM__BM25_LAYOUT || meta[5] != RETRLM_BM25_BLOCK)
+        return retrlm__fail(RETRLM_ERR_UNSUPPORTED, "bm25_load: %s: layout %llu / block %llu, expected %d / %d", src,
+                            (unsigned long long)meta[0], (unsigned long long)meta[5], RETRLM__BM25_LAYOUT, RETRLM_BM25_BLOCK);
+    if (meta[1] > (uint64_t)INT_MAX - 1 || meta[2] > (uint64_t)INT_MAX - 1 || meta[4] > 1)
+        return RETRLM__BM25_BAD("bm25_load: %s: %llu documents, %llu terms, stem flag %llu out of range", src,
+                                (unsigned long long)meta[1], (unsigned long long)meta[2], (unsigned long long)meta[4]);
+    nd = (int)meta[1];
+    nt = (int)meta[2];
+    if ((r = retrlm_reader_get(rd, "params", RETRLM_DTYPE_F64, (const void **)&params, &n))) return r;
+    if (n != 2 || !(params[0] > 0 && params[0] < 1e6) || !(params[1] >= 0 && params[1] <= 1))
+        return RETRLM__BM25_BAD("bm25_load: %s: section 'params' must hold k1 > 0 and b in [0, 1]", src);
+    bm->k1 = (float)params[0];
+    bm->b = (float)params[1];
+    // analyzer: stem flag and the stop list (NUL-terminated words)
+    if ((r = retrlm_reader_get(rd, "stopwords", RETRLM_DTYPE_U8, (const void **)&stop, &nstop))) return r;
+    if (nstop && stop[nstop - 1] != 0)
+        return RETRLM__BM25_BAD("bm25_load: %s: section 'stopwords' does not end with NUL", src);
+    for (i = 0; i < nstop; i++)
+        if (!stop[i]) {
+            if (i == 0 || !stop[i - 1])
+                return RETRLM__BM25_BAD("bm25_load: %s: empty stop word at byte %zu", src, i);
+            nw++;
+        }
+    words = (const char **)retrlm__alloc((size_t)nw, sizeof(char *));
+    if (!words) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: stop list");
+    nw = 0;
+    for (i = 0; i < nstop; i++)
+        if (i == 0 || !stop[i - 1]) words[nw++] = stop + i;
+    memset(&acfg, 0, sizeof acfg);
+    acfg.no_stem = meta[4] == 0;
+    acfg.no_stopwords = nw == 0;
+    acfg.stopwords = words;
+    acfg.n_stopwords = nw;
+    retrlm_analyzer_free(&bm->analyzer);
+    r = retrlm_analyzer_init(&bm->analyzer, &acfg);
+    RETRLM_FREE((void *)words);
+    if (r) return r;
+    // dictionary
+    if ((r = retrlm_reader_get(rd, "term_text", RETRLM_DTYPE_U8, (const void **)&bm->term_text_, &n_text)) ||
+        (r = retrlm_reader_get(rd, "term_off", RETRLM_DTYPE_U32, (const void **)&bm->term_off_, &n)))
+        return r;
+    if (n != (nt ? (size_t)nt + 1 : 0) && !(nt == 0 && n == 1))
+        return RETRLM__BM25_BAD("bm25_load: %s: 'term_off' has %zu entries, expected %d", src, n, nt + 1);
+    if (nt) {
+        if (bm->term_off_[0] != 0 || bm->term_off_[nt] != n_text)
+            return RETRLM__BM25_BAD("bm25_load: %s: 'term_off' must run from 0 to %zu", src, n_text);
+        for (i = 0; i < (size_t)nt; i++) {
+            uint32_t a = bm->term_off_[i], b = bm->term_off_[i + 1];
+            if (b <= a || b - a > RETRLM_ANALYZER_MAX_TERM)
+                return RETRLM__BM25_BAD("bm25_load: %s: term %zu has length %lld", src, i, (long long)b - (long long)a);
+            if (i > 0) {
+                uint32_t pa = bm->term_off_[i - 1];
+                size_t la = a - pa, lb = b - a;
+                int c = memcmp(bm->term_text_ + pa, bm->term_text_ + a, RETRLM__MIN(la, lb));
+                if (c > 0 || (c == 0 && la >= lb))
+                    return RETRLM__BM25_BAD("bm25_load: %s: terms %zu and %zu are not in strictly increasing order", src, i - 1, i);
+            }
+        }
+    }
+    if ((r = retrlm_reader_get(rd, "post_off", RETRLM_DTYPE_U64, (const void **)&bm->post_off_, &n))) return r;
+    if (n != (nt ? (size_t)nt + 1 : 0) && !(nt == 0 && n == 1))
+        return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' has %zu entries, expected %d", src, n, nt + 1);
+    if ((r = retrlm_reader_get(rd, "df", RETRLM_DTYPE_U32, (const void **)&bm->df_, &n))) return r;
+    if (n != (size_t)nt) return RETRLM__BM25_BAD("bm25_load: %s: 'df' has %zu entries, expected %d", src, n, nt);
+    if ((r = retrlm_reader_get(rd, "postings", RETRLM_DTYPE_U8, (const void **)&bm->post_, &bm->postings_bytes))) return r;
+    if (nt) {
+        if (bm->post_off_[0] != 0 || bm->post_off_[nt] != bm->postings_bytes)
+            return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' must run from 0 to %zu", src, bm->postings_bytes);
+        for (i = 0; i < (size_t)nt; i++) {
+            if (bm->post_off_[i + 1] <= bm->post_off_[i])
+                return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' not increasing at term %zu", src, i);
+            if (bm->df_[i] == 0 || bm->df_[i] > (uint32_t)nd)
+                return RETRLM__BM25_BAD("bm25_load: %s: term %zu has df %u with %d documents", src, i, bm->df_[i], nd);
+        }
+    }
+    // documents
+    if ((r = retrlm_reader_get(rd, "doc_len", RETRLM_DTYPE_U32, (const void **)&bm->doc_len_, &n))) return r;
+    if (n != (size_t)nd) return RETRLM__BM25_BAD("bm25_load: %s: 'doc_len' has %zu entries, expected %d", src, n, nd);
+    if ((r = retrlm_reader_get(rd, "doc_id", RETRLM_DTYPE_I64, (const void **)&bm->doc_id_, &n))) return r;
+    if (n != (size_t)nd) return RETRLM__BM25_BAD("bm25_load: %s: 'doc_id' has %zu entries, expected %d", src, n, nd);
+    if ((r = retrlm_reader_get(rd, "id_order", RETRLM_DTYPE_U32, (const void **)&bm->id_order_, &n))) return r;
+    if (n != (size_t)nd) return RETRLM__BM25_BAD("bm25_load: %s: 'id_order' has %zu entries, expected %d", src, n, nd);
+    for (i = 0; i < (size_t)nd; i++) {
+        if (bm->id_order_[i] >= (uint32_t)nd)
+            return RETRLM__BM25_BAD("bm25_load: %s: 'id_order'[%zu] = %u out of range", src, i, bm->id_order_[i]);
+        if (i > 0 && !(bm->doc_id_[bm->id_order_[i - 1]] < bm->doc_id_[bm->id_order_[i]]))
+            return RETRLM__BM25_BAD("bm25_load: %s: document ids not unique or 'id_order' not sorted at %zu", src, i);
+        total += bm->doc_len_[i];
+    }
+    if (total != meta[3])
+        return RETRLM__BM25_BAD("bm25_load: %s: document lengths sum to %llu, meta says %llu", src,
+                                (unsigned long long)total, (unsigned long long)meta[3]);
+    bm->n_docs = nd;
+    bm->n_terms = nt;
+    bm->total_len = total;
+    if ((r = retrlm__bm25_norms(bm))) return r;
+    return retrlm__bm25_check_postings(bm, src);
+}
+
+static retrlm_result retrlm__bm25_load_common(retrlm_bm25 *bm) {
+    retrlm_result r = retrlm__bm25_from_reader(bm);
+    if (r != RETRLM_OK) {
+        bm->n_docs = bm->n_terms = 0; // the arrays may not agree: release them as they are
+        retrlm_bm25_free(bm);
+    }
+    return r;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_bm25_load(retrlm_bm25 *bm, const char *path) {
+    retrlm_result r;
+    memset(bm, 0, sizeof *bm);
+    if ((r = retrlm_reader_open(&bm->reader_, path, "bm25", 0)) != RETRLM_OK) return r;
+    bm->loaded_ = 1;
+    return retrlm__bm25_load_common(bm);
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_bm25_load_memory(retrlm_bm25 *bm, const void *data, size_t size) {
+    retrlm_result r;
+    memset(bm, 0, sizeof *bm);
+    if ((r = retrlm_reader_open_memory(&bm->reader_, data, size, "bm25", 0)) != RETRLM_OK) return r;
+    bm->loaded_ = 1;
+    return retrlm__bm25_load_common(bm);
+}
