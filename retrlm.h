@@ -500,11 +500,25 @@ RETRLM_API retrlm_result retrlm_npy_write(const char *path, const float *x, size
 #error "Define all or none of RETRLM_MALLOC, RETRLM_REALLOC and RETRLM_FREE."
 #endif
 
+/* clang reports an `omp simd` loop it does not vectorize (at -O1, under sanitizers) as a
+   warning, an error under -Werror: the hint is only a hint here. Popped at the end of the
+   implementation (retrlm.h template). */
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpass-failed"
+#endif
+
 /* Internal functions shared between fragments: static, and quiet when a build does not use one */
 #if defined(__GNUC__) || defined(__clang__)
 #define RETRLM__PRIVATE static __attribute__((unused))
 #else
 #define RETRLM__PRIVATE static
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define RETRLM__NOINLINE __attribute__((noinline))
+#else
+#define RETRLM__NOINLINE
 #endif
 
 /* ---- stb_ds, routed through the allocation funnel ------------------------------------------ */
@@ -840,12 +854,58 @@ static void retrlm__byteswap(void *p, size_t n, size_t elem) {
 // ---------------------------------------------------------------------------------------------
 // vector kernels
 
+// Sums run in RETRLM__LANES independent partial sums (one vector register, or a few), added up
+// in a fixed order at the end: the loop vectorizes without -ffast-math or OpenMP, is not bound
+// by the latency of one add chain, and gives the same bits on every run. No `omp simd` here:
+// gcc then keeps the lane arrays in memory ("simd arrays") and runs at half the speed.
+#define RETRLM__LANES 16
+
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n) {
-    float s = 0.0f;
-    int i;
-    RETRLM__SIMD_SUM(s)
-    for (i = 0; i < n; i++) s += a[i] * b[i];
+    float acc[RETRLM__LANES] = {0}, s = 0.0f;
+    int i = 0, j;
+    for (; i + RETRLM__LANES <= n; i += RETRLM__LANES) {
+        for (j = 0; j < RETRLM__LANES; j++) acc[j] += a[i + j] * b[i + j];
+    }
+    for (j = 0; j < RETRLM__LANES; j++) s += acc[j];
+    for (; i < n; i++) s += a[i] * b[i];
     return s;
+}
+
+// out[r] = dot(a, b + r*ldb) for r < 4: four rows of b against one a, sharing the loads of a.
+// Four separate lane arrays (not one 2-D array) so the compiler keeps each in a register.
+RETRLM__NOINLINE static void retrlm__dot4(float *out, const float *a, const float *b, size_t ldb, int n) {
+    float c0[RETRLM__LANES] = {0}, c1[RETRLM__LANES] = {0}, c2[RETRLM__LANES] = {0},
+          c3[RETRLM__LANES] = {0};
+    const float *b0 = b, *b1 = b + ldb, *b2 = b + 2 * ldb, *b3 = b + 3 * ldb;
+    float s0, s1, s2, s3;
+    int i = 0, j, w;
+    for (; i + RETRLM__LANES <= n; i += RETRLM__LANES) {
+        for (j = 0; j < RETRLM__LANES; j++) {
+            float aj = a[i + j];
+            c0[j] += aj * b0[i + j];
+            c1[j] += aj * b1[i + j];
+            c2[j] += aj * b2[i + j];
+            c3[j] += aj * b3[i + j];
+        }
+    }
+    for (w = RETRLM__LANES / 2; w > 0; w /= 2) // a fixed tree: vector adds, not 64 scalar ones
+        for (j = 0; j < w; j++) {
+            c0[j] += c0[j + w];
+            c1[j] += c1[j + w];
+            c2[j] += c2[j + w];
+            c3[j] += c3[j + w];
+        }
+    s0 = c0[0], s1 = c1[0], s2 = c2[0], s3 = c3[0];
+    for (j = i; j < n; j++) {
+        s0 += a[j] * b0[j];
+        s1 += a[j] * b1[j];
+        s2 += a[j] * b2[j];
+        s3 += a[j] * b3[j];
+    }
+    out[0] = s0;
+    out[1] = s1;
+    out[2] = s2;
+    out[3] = s3;
 }
 
 RETRLM_API void retrlm_axpy(float *y, float alpha, const float *x, int n) {
@@ -1008,39 +1068,30 @@ typedef struct retrlm__mat { // element (r, c) is p[r * sr + c * sc]
     size_t sr, sc;
 } retrlm__mat;
 
-// packs rows [m0, m0+mc) x depth [k0, k0+kc) of A into panels of MR rows: dst (panels, kc, MR),
-// zero-padded past the last row
-static void retrlm__pack_a(float *dst, retrlm__mat A, int M, int m0, int mc, int k0, int kc) {
-    int ir, i, p;
-    for (ir = 0; ir < mc; ir += RETRLM__MR) {
-        for (i = 0; i < RETRLM__MR; i++) {
-            int m = m0 + ir + i;
-            if (ir + i < mc && m < M) {
-                const float *src = A.p + (size_t)m * A.sr + (size_t)k0 * A.sc;
-                for (p = 0; p < kc; p++) dst[(size_t)p * RETRLM__MR + i] = src[(size_t)p * A.sc];
-            } else {
-                for (p = 0; p < kc; p++) dst[(size_t)p * RETRLM__MR + i] = 0.0f;
+// Packs a block of X into panels of W lanes: dst (panels, kc, W), zero-padded past the last
+// lane. Lane l of panel q is X's row r0 + q*W + l (rows < R exist), depth k0..k0+kc; element
+// (r, k) is X.p[r * X.sr + k * X.sc]. The loop order follows the stride-1 direction so that
+// reads are sequential whichever way the operand is stored.
+static void retrlm__pack(float *dst, retrlm__mat X, int R, int r0, int rc, int k0, int kc, int W) {
+    int q, l, p;
+    for (q = 0; q < rc; q += W) {
+        int lanes = RETRLM__MIN(W, RETRLM__MIN(rc - q, R - r0 - q));
+        const float *base = X.p + (size_t)(r0 + q) * X.sr + (size_t)k0 * X.sc;
+        if (lanes < 0) lanes = 0;
+        if (X.sc == 1) { // rows are contiguous: read a row, scatter into its lane
+            for (l = 0; l < lanes; l++) {
+                const float *src = base + (size_t)l * X.sr;
+                for (p = 0; p < kc; p++) dst[(size_t)p * W + l] = src[p];
+            }
+        } else { // lanes are contiguous (X.sr == 1): copy W at a time
+            for (p = 0; p < kc; p++) {
+                const float *src = base + (size_t)p * X.sc;
+                for (l = 0; l < lanes; l++) dst[(size_t)p * W + l] = src[l];
             }
         }
-        dst += (size_t)kc * RETRLM__MR;
-    }
-}
-
-// packs depth [k0, k0+kc) x columns [n0, n0+nc) of B (viewed as (K,N)) into panels of NR
-// columns: dst (panels, kc, NR), zero-padded past the last column
-static void retrlm__pack_b(float *dst, retrlm__mat B, int N, int n0, int nc, int k0, int kc) {
-    int jr, j, p;
-    for (jr = 0; jr < nc; jr += RETRLM__NR) {
-        for (j = 0; j < RETRLM__NR; j++) {
-            int n = n0 + jr + j;
-            if (jr + j < nc && n < N) {
-                const float *src = B.p + (size_t)n * B.sc + (size_t)k0 * B.sr;
-                for (p = 0; p < kc; p++) dst[(size_t)p * RETRLM__NR + j] = src[(size_t)p * B.sr];
-            } else {
-                for (p = 0; p < kc; p++) dst[(size_t)p * RETRLM__NR + j] = 0.0f;
-            }
-        }
-        dst += (size_t)kc * RETRLM__NR;
+        for (l = lanes; l < W; l++)
+            for (p = 0; p < kc; p++) dst[(size_t)p * W + l] = 0.0f;
+        dst += (size_t)kc * W;
     }
 }
 
@@ -1079,19 +1130,28 @@ static void retrlm__micro(int kc, const float *RETRLM__RESTRICT a, const float *
 }
 
 // small M with the default layouts: each C element is one unit-stride dot product; this is the
-// generation case (M = 1), bound by reading B once
+// generation case (M = 1), bound by reading B once. Four rows of B at a time give four
+// independent accumulators, so the loop is not bound by the latency of one FMA chain.
 static void retrlm__matmul_rows(float *C, const float *A, const float *B, const float *bias,
                                 int M, int N, int K, int acc_c) {
-    int nb, nblocks = (N + 63) / 64;
+    // about 32 chunks: enough for a starved thread to hand work over, few enough to be cheap
+    int nb, chunk = RETRLM__MAX(64, (N / 32 + 3) & ~3), nblocks = (N + chunk - 1) / chunk;
     RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)K > 65536)
     for (nb = 0; nb < nblocks; nb++) {
-        int n, m, n1 = RETRLM__MIN(N, nb * 64 + 64);
+        int n, m, n1 = RETRLM__MIN(N, nb * chunk + chunk);
         for (m = 0; m < M; m++) {
             const float *a = A + (size_t)m * K;
-            float *c = C + (size_t)m * N;
-            for (n = nb * 64; n < n1; n++) {
-                float v = retrlm_dot(a, B + (size_t)n * K, K) + (bias ? bias[n] : 0.0f);
-                c[n] = acc_c ? c[n] + v : v;
+            float *c = C + (size_t)m * N, v[4];
+            for (n = nb * chunk; n < n1; n += 4) {
+                const float *b0 = B + (size_t)n * K;
+                int j, rows = RETRLM__MIN(4, n1 - n);
+                if (rows == 4) retrlm__dot4(v, a, b0, (size_t)K, K);
+                else
+                    for (j = 0; j < rows; j++) v[j] = retrlm_dot(a, b0 + (size_t)j * K, K);
+                for (j = 0; j < rows; j++) {
+                    float x = v[j] + (bias ? bias[n + j] : 0.0f);
+                    c[n + j] = acc_c ? c[n + j] + x : x;
+                }
             }
         }
     }
@@ -1099,7 +1159,7 @@ static void retrlm__matmul_rows(float *C, const float *A, const float *B, const 
 
 RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
                                        const float *bias, int M, int N, int K, int flags) {
-    retrlm__mat a, b;
+    retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
     int mtiles, ntiles, ntiles_all, nthreads, t;
     size_t per_thread;
@@ -1119,13 +1179,13 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
         retrlm__matmul_rows(C, A, B, bias, M, N, K, acc_c);
         return RETRLM_OK;
     }
-    // views: A as (M,K), B as (K,N)
+    // views: A as (M,K), Bᵀ as (N,K); both are packed the same way
     a.p = A;
     if (flags & RETRLM_MATMUL_A_KM) { a.sr = 1; a.sc = (size_t)M; }
     else { a.sr = (size_t)K; a.sc = 1; }
-    b.p = B;
-    if (flags & RETRLM_MATMUL_B_KN) { b.sr = (size_t)N; b.sc = 1; }
-    else { b.sr = 1; b.sc = (size_t)K; }
+    bt.p = B;
+    if (flags & RETRLM_MATMUL_B_KN) { bt.sr = 1; bt.sc = (size_t)N; }
+    else { bt.sr = (size_t)K; bt.sc = 1; }
 
     mtiles = (M + RETRLM__MC - 1) / RETRLM__MC;
     ntiles = (N + RETRLM__NC - 1) / RETRLM__NC;
@@ -1149,8 +1209,8 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
         pb = pa + (size_t)RETRLM__MC * RETRLM__KC;
         for (k0 = 0; k0 < K; k0 += RETRLM__KC) {
             int kc = RETRLM__MIN(RETRLM__KC, K - k0), ir, jr;
-            retrlm__pack_a(pa, a, M, m0, mc, k0, kc);
-            retrlm__pack_b(pb, b, N, n0, nc, k0, kc);
+            retrlm__pack(pa, a, M, m0, mc, k0, kc, RETRLM__MR);
+            retrlm__pack(pb, bt, N, n0, nc, k0, kc, RETRLM__NR);
             for (jr = 0; jr < nc; jr += RETRLM__NR) {
                 for (ir = 0; ir < mc; ir += RETRLM__MR) {
                     retrlm__micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc,
@@ -1328,7 +1388,7 @@ typedef struct retrlm__sink {
 
 static int retrlm__sink_memory(retrlm__sink *s, const void *p, size_t n) {
     if (n > s->cap - s->pos) return 1;
-    memcpy(s->buf + s->pos, p, n);
+    if (n) memcpy(s->buf + s->pos, p, n); // p may be NULL for an empty section
     s->pos += n;
     return 0;
 }
@@ -1583,7 +1643,7 @@ static retrlm_result retrlm__reader_check(retrlm_reader *r, const char *kind, in
         return retrlm__fail(RETRLM_ERR_FORMAT, "%s: header: section table at offset %llu, expected %d",
                             src, (unsigned long long)table_off, RETRLM__HEADER);
     if (n_sections > (r->size - RETRLM__HEADER) / RETRLM__ENTRY)
-        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section table: %lu sections do not fit in a %lu-byte file (truncated?)",
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: header: %lu sections do not fit in a %lu-byte file (corrupt header or truncated file)",
                             src, (unsigned long)n_sections, (unsigned long)r->size);
     table_end = RETRLM__HEADER + (size_t)n_sections * RETRLM__ENTRY;
     memcpy(head, h, sizeof head);
@@ -3499,6 +3559,9 @@ RETRLM_API retrlm_result retrlm_npy_write(const char *path, const float *x, size
     head[9] = (char)((total - 10) >> 8);
     return retrlm__write_file(path, head, (size_t)total, x, n, dim, 0);
 }
+#endif
+#if defined(__clang__)
+#pragma clang diagnostic pop
 #endif
 #endif /* RETRLM_IMPLEMENTATION */
 

@@ -162,7 +162,7 @@ typedef struct retrlm__sink {
 
 static int retrlm__sink_memory(retrlm__sink *s, const void *p, size_t n) {
     if (n > s->cap - s->pos) return 1;
-    memcpy(s->buf + s->pos, p, n);
+    if (n) memcpy(s->buf + s->pos, p, n); // p may be NULL for an empty section
     s->pos += n;
     return 0;
 }
@@ -417,7 +417,7 @@ static retrlm_result retrlm__reader_check(retrlm_reader *r, const char *kind, in
         return retrlm__fail(RETRLM_ERR_FORMAT, "%s: header: section table at offset %llu, expected %d",
                             src, (unsigned long long)table_off, RETRLM__HEADER);
     if (n_sections > (r->size - RETRLM__HEADER) / RETRLM__ENTRY)
-        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section table: %lu sections do not fit in a %lu-byte file (truncated?)",
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: header: %lu sections do not fit in a %lu-byte file (corrupt header or truncated file)",
                             src, (unsigned long)n_sections, (unsigned long)r->size);
     table_end = RETRLM__HEADER + (size_t)n_sections * RETRLM__ENTRY;
     memcpy(head, h, sizeof head);

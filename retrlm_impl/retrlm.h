@@ -103,6 +103,9 @@ extern "C" {
 #include "kernels.c"
 #include "io.c"
 #include "index.c"
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#endif
 #endif /* RETRLM_IMPLEMENTATION */
 
 /*
