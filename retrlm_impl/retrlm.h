@@ -28,6 +28,7 @@
      tokenizer byte-level BPE: GPT-2 exact encoding, encoder.json/vocab.bpe/.tiktoken, training
      analyzer  text -> terms: Unicode lower-casing, letter/digit tokens, stop words, Porter stemmer
      bm25      inverted index: compressed postings, BM25 top-k with block-max pruning, updates, files
+     index     flat and IVF vector indexes (IP, L2, cosine; f32, SQ8), k-means, .fvecs/.npy
      eval      retrieval metrics: MRR@k, nDCG@k, Recall@k against graded judgments
 
    CONVENTIONS
@@ -92,6 +93,7 @@ extern "C" {
 #include "tokenizer.h"
 #include "analyzer.h"
 #include "bm25.h"
+#include "index.h"
 #include "eval.h"
 
 #ifdef __cplusplus
@@ -112,6 +114,7 @@ extern "C" {
 #include "tokenizer.c"
 #include "analyzer.c"
 #include "bm25.c"
+#include "index.c"
 #include "eval.c"
 #if defined(__clang__)
 #pragma clang diagnostic pop
