@@ -25,6 +25,7 @@
      core      results and error detail, allocation, RNG, progress callback, timer
      kernels   dot, axpy, scale, softmax, log-softmax, log-sum-exp, top-k, matrix multiply
      io        the container file format: sections, CRC32, 64-byte alignment, atomic save, mmap
+     model     transformer LM / encoder, forward, backward, AdamW, training, generation, safetensors
 
    CONVENTIONS
      - Every fallible call returns retrlm_result; RETRLM_OK is 0. After a failure,
@@ -85,6 +86,7 @@ extern "C" {
 #include "core.h"
 #include "kernels.h"
 #include "io.h"
+#include "model.h"
 
 #ifdef __cplusplus
 }
@@ -100,6 +102,7 @@ extern "C" {
 #include "core.c"
 #include "kernels.c"
 #include "io.c"
+#include "model.c"
 #endif /* RETRLM_IMPLEMENTATION */
 
 /*
