@@ -29,6 +29,7 @@
      analyzer  text -> terms: Unicode lower-casing, letter/digit tokens, stop words, Porter stemmer
      bm25      inverted index: compressed postings, BM25 top-k with block-max pruning, updates, files
      index     flat and IVF vector indexes (IP, L2, cosine; f32, SQ8), k-means, .fvecs/.npy
+     model     transformer LM / encoder, forward, backward, AdamW, training, generation, safetensors
      eval      retrieval metrics: MRR@k, nDCG@k, Recall@k against graded judgments
 
    CONVENTIONS
@@ -94,6 +95,7 @@ extern "C" {
 #include "analyzer.h"
 #include "bm25.h"
 #include "index.h"
+#include "model.h"
 #include "eval.h"
 
 #ifdef __cplusplus
@@ -115,6 +117,7 @@ extern "C" {
 #include "analyzer.c"
 #include "bm25.c"
 #include "index.c"
+#include "model.c"
 #include "eval.c"
 #if defined(__clang__)
 #pragma clang diagnostic pop

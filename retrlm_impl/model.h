@@ -1,0 +1,265 @@
+/* ---- model: the transformer (causal LM and bidirectional encoder), AdamW, training, generation
+   A decoder-only transformer in the modern small-LM shape: token embedding, n_layers blocks of
+   x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x)), a final RMSNorm and an output projection (the
+   embedding itself when tied). Rotary position embeddings in the Hugging Face Llama convention
+   (dimension i pairs with i + head_dim/2), no biases. With bidirectional = 1 the same code has
+   no causal mask and serves as an encoder (mean pooling below).
+
+   Memory (llm.c's layout): the parameters are one float block, the gradients another of the
+   same size, each tensor a slice of it in the order of retrlm_model_tensor; all activations
+   for max_batch x max_seq_len tokens are allocated once by init, so forward and backward never
+   allocate (retrlm_matmul allocates its packing buffers). Results are identical for any number
+   of OpenMP threads.
+
+   Shapes: B sequences of T tokens (B <= max_batch, T <= max_seq_len), N = B*T tokens, row-major;
+   V vocabulary, D dim, F ffn_dim, L n_layers, H n_heads. */
+
+typedef struct retrlm_model_config {
+    int      vocab_size;    /* V tokens; required */
+    int      dim;           /* D model width; default 256; a multiple of 2*n_heads */
+    int      n_layers;      /* L blocks; default 4 */
+    int      n_heads;       /* H attention heads; default 4 */
+    int      ffn_dim;       /* F SwiGLU hidden width; default 8/3 D rounded up to a multiple of 32 */
+    int      max_seq_len;   /* positions; default 256 */
+    int      max_batch;     /* sequences per forward; default 1 */
+    int      untied;        /* 1: separate output matrix; 0: logits use the embedding */
+    int      bidirectional; /* 1: encoder, no causal mask; 0: causal LM */
+    float    rope_theta;    /* rotary base; default 10000 */
+    float    norm_eps;      /* RMSNorm epsilon; default 1e-5 */
+    float    init_std;      /* std of the normal weight init; default 0.02 */
+    uint64_t seed;          /* weight init seed (0 is a seed) */
+} retrlm_model_config;
+
+/* The parameter tensors, in the order they lie in the parameter block: the matrices (weight
+   decay applies) first, then the RMSNorm gains. Per-layer tensors are stacked over layers. */
+typedef enum retrlm_model_tensor {
+    RETRLM_T_EMBED = 0,    /* (V, D) token embedding */
+    RETRLM_T_LM_HEAD,      /* (V, D) output matrix when untied; 0 elements when tied */
+    RETRLM_T_WQ,           /* (L, D, D) query projection, (out, in) */
+    RETRLM_T_WK,           /* (L, D, D) */
+    RETRLM_T_WV,           /* (L, D, D) */
+    RETRLM_T_WO,           /* (L, D, D) attention output projection */
+    RETRLM_T_W_GATE,       /* (L, F, D) SwiGLU gate */
+    RETRLM_T_W_UP,         /* (L, F, D) SwiGLU up */
+    RETRLM_T_W_DOWN,       /* (L, D, F) SwiGLU down */
+    RETRLM_T_ATTN_NORM,    /* (L, D) RMSNorm gain before attention */
+    RETRLM_T_FFN_NORM,     /* (L, D) RMSNorm gain before the feed-forward */
+    RETRLM_T_FINAL_NORM,   /* (D) final RMSNorm gain */
+    RETRLM_T_COUNT
+} retrlm_model_tensor;
+
+typedef struct retrlm_model {
+    retrlm_model_config config;          /* resolved: defaults filled in */
+    size_t n_params;                     /* floats in the parameter block */
+    size_t n_decay;                      /* params[0, n_decay) are matrices, the rest norm gains */
+    size_t tensor_size[RETRLM_T_COUNT];  /* floats in each tensor */
+    float *params;                       /* (n_params) owned; tensors in retrlm_model_tensor order */
+    float *grads;                        /* (n_params) owned; same layout; backward adds to it */
+    float *param[RETRLM_T_COUNT];        /* into params */
+    float *grad[RETRLM_T_COUNT];         /* into grads */
+    /* after retrlm_model_forward, read-only: */
+    int          B, T;                   /* shape of the last forward */
+    const float *logits;                 /* (B, T, V) unless RETRLM_FORWARD_NO_LOGITS */
+    const float *hidden;                 /* (B, T, D) final hidden states, after the last norm */
+    const int   *lengths;                /* (B) valid tokens of each sequence */
+    /* after retrlm_model_decode, read-only: */
+    const float *step_logits;            /* (V) logits of the last decoded position */
+    const float *step_hidden;            /* (D) its final hidden state */
+    /* private */
+    float  *acts_;                       /* (n_acts_) all activations, one block */
+    size_t  n_acts_;
+    float  *work_;                       /* backward and decode scratch, one block */
+    int    *tokens_;                     /* (max_batch * max_seq_len) inputs of the last forward */
+    int    *lengths_;                    /* (max_batch) */
+    int64_t *ids_;                       /* (V) sampling scratch */
+} retrlm_model;
+
+/* Fills in defaults, checks the shapes, allocates everything and initialises the weights
+   (normal(0, init_std); wo and w_down scaled by 1/sqrt(2L); gains 1). ERR_ARG on bad shapes. */
+RETRLM_API retrlm_result retrlm_model_init(retrlm_model *m, const retrlm_model_config *cfg);
+RETRLM_API void retrlm_model_free(retrlm_model *m);
+/* Per-layer view of a stacked tensor: its layer-l slice in params (or grads with grad = 1). */
+RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_tensor t, int layer,
+                                          int grad);
+
+#define RETRLM_FORWARD_NO_LOGITS 1 /* skip the output projection (encoders, hidden states only) */
+/* Runs the model on tokens (B, T), ids in [0, V). lengths (B) or NULL (= T): positions at and
+   past lengths[b] are padding, never attended to (their outputs are computed but meaningless).
+   Keeps everything backward needs. ERR_ARG for a bad shape or token id. */
+RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens, int B, int T,
+                                              const int *lengths, int flags);
+/* Layer l's feed-forward input (after its RMSNorm), (B, T, D), read-only after forward: the
+   kNN-LM key for l = L-1. */
+RETRLM_API const float *retrlm_model_ffn_input(const retrlm_model *m, int layer);
+
+/* Mean cross-entropy (nats) of the last forward's logits against targets (B, T); a target < 0
+   is ignored. Overwrites m->logits with d(mean loss)/d(logits), ready for backward
+   (grad.dlogits = m->logits). *loss may be NULL; *count gets the targets counted (may be NULL). */
+RETRLM_API retrlm_result retrlm_model_lm_loss(retrlm_model *m, const int *targets, float *loss,
+                                              int *count);
+/* Summed negative log-likelihood (nats, double) of targets (B, T) under the last forward's
+   logits, leaving them intact; targets < 0 ignored. */
+RETRLM_API double retrlm_model_nll(retrlm_model *m, const int *targets, int *count);
+
+/* Gradients entering backward; every pointer may be NULL (no gradient there). */
+typedef struct retrlm_model_grad_in {
+    const float *dlogits;        /* (B, T, V); may be m->logits after retrlm_model_lm_loss */
+    const float *dhidden;        /* (B, T, D) at m->hidden */
+    const float *const *dffn_in; /* (L) pointers, each (B, T, D) or NULL, at ffn_input(l) */
+} retrlm_model_grad_in;
+/* Adds the parameter gradients of the last forward to m->grads (zero them first with
+   retrlm_model_zero_grad). */
+RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_model_grad_in *g);
+RETRLM_API void retrlm_model_zero_grad(retrlm_model *m);
+
+/* Encoder pooling: out (B, D) = mean of m->hidden over each sequence's valid tokens. */
+RETRLM_API void retrlm_model_mean_pool(const retrlm_model *m, float *out);
+/* Its backward: dhidden (B, T, D) = dout (B, D) spread evenly over the valid tokens (0 past). */
+RETRLM_API void retrlm_model_mean_pool_backward(const retrlm_model *m, const float *dout,
+                                                float *dhidden);
+
+/* ---- AdamW with decoupled weight decay, global-norm clipping, warmup + cosine schedule */
+typedef struct retrlm_adamw_config {
+    float beta1;        /* default 0.9 */
+    float beta2;        /* default 0.95 */
+    float eps;          /* default 1e-8 */
+    float clip_norm;    /* clip the global gradient norm to this; default 1; < 0: never clip */
+    int   warmup_steps; /* linear warmup from lr/warmup to lr; default 0 */
+    int   total_steps;  /* cosine decay to min_lr_ratio*lr at this step; 0: constant after warmup */
+    float min_lr_ratio; /* floor of the cosine; default 0.1; < 0 means 0 */
+} retrlm_adamw_config;
+
+/* A parameter group: n floats at params with their gradients, learning rate and decay. */
+typedef struct retrlm_adamw_group {
+    float *params;       /* (n) borrowed */
+    float *grads;        /* (n) borrowed */
+    size_t n;            /* floats */
+    float  lr;           /* peak learning rate */
+    float  weight_decay; /* decoupled: p -= lr_t * weight_decay * p */
+} retrlm_adamw_group;
+
+typedef struct retrlm_adamw {
+    retrlm_adamw_config config;  /* resolved */
+    int     n_groups;
+    retrlm_adamw_group *groups;  /* (n_groups) owned copy */
+    size_t  n;                   /* floats over all groups */
+    float  *m;                   /* (n) first moments; m and v are one block */
+    float  *v;                   /* (n) second moments */
+    int64_t step;                /* updates done */
+    float   last_grad_norm;      /* global norm before clipping, of the last step */
+    float   last_lr_scale;       /* schedule factor of the last step */
+    /* private */
+    double *partial_;            /* (n_chunks_) per-chunk sums of squares */
+    size_t  n_chunks_;
+} retrlm_adamw;
+
+RETRLM_API retrlm_result retrlm_adamw_init(retrlm_adamw *o, const retrlm_adamw_config *cfg,
+                                           const retrlm_adamw_group *groups, int n_groups);
+RETRLM_API void  retrlm_adamw_free(retrlm_adamw *o);
+/* Schedule factor in (0, 1] at update number step (0-based): warmup, then cosine. */
+RETRLM_API float retrlm_adamw_lr_scale(const retrlm_adamw_config *cfg, int64_t step);
+/* One update of every group from its gradients (clipped by global norm); step += 1. */
+RETRLM_API void  retrlm_adamw_step(retrlm_adamw *o);
+/* The model's two groups: out[0] matrices (weight_decay), out[1] norm gains (no decay);
+   returns 2 (1 if the model has no gains). */
+RETRLM_API int retrlm_model_param_groups(const retrlm_model *m, float lr, float weight_decay,
+                                         retrlm_adamw_group out[2]);
+
+/* ---- plain language-model training */
+typedef struct retrlm_lm_train_state {
+    int64_t    step;            /* training steps done */
+    retrlm_rng rng;             /* batch sampling stream */
+    float      last_loss;       /* train loss of the last step (nats/token) */
+    double     last_valid_bpb;  /* bits per byte of the last evaluation, 0 before any */
+} retrlm_lm_train_state;
+
+typedef struct retrlm_lm_train_config {
+    const int *train;           /* (n_train) token stream, borrowed */
+    size_t     n_train;         /* > seq_len */
+    const int *valid;           /* (n_valid) validation stream or NULL */
+    size_t     n_valid;
+    size_t     valid_bytes;     /* UTF-8 bytes of the text valid encodes (bits per byte) */
+    int        batch;           /* sequences a step; default m->config.max_batch */
+    int        seq_len;         /* tokens a sequence; default m->config.max_seq_len */
+    int64_t    steps;           /* train until state->step == steps */
+    int        eval_every;      /* steps between evaluations; 0: only at the end */
+    const char *checkpoint;     /* path or NULL: saved every checkpoint_every steps and at the end */
+    int        checkpoint_every;
+    float     *losses;          /* (steps) or NULL: losses[s] = train loss of step s */
+    retrlm_progress_fn progress; /* stage "train" after every step, "valid" after an eval */
+    void      *user;
+} retrlm_lm_train_config;
+
+/* Seeds a fresh state (step 0). */
+RETRLM_API void retrlm_lm_train_state_init(retrlm_lm_train_state *s, uint64_t seed);
+/* Trains from state->step to cfg->steps: each step draws batch random windows of seq_len+1
+   tokens from the stream, does forward, loss, backward and an AdamW update. Resuming from a
+   checkpoint continues exactly as if never stopped. */
+RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
+                                         const retrlm_lm_train_config *cfg,
+                                         retrlm_lm_train_state *state);
+/* Bits per byte of a token stream: total nats of every token given the ones before it (in
+   windows of seq_len, each window conditioned on the last token of the one before; the first
+   token costs ln V) / ln 2 / n_bytes. */
+RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tokens, size_t n,
+                                                 size_t n_bytes, int seq_len, double *bpb);
+
+/* ---- checkpoints: container kind "model"; sections config, params, and when saved with an
+   optimiser and state: adamw_m, adamw_v, adamw_step, train_step, rng */
+#ifndef RETRLM_NO_STDIO
+/* opt and state may be NULL (weights only). */
+RETRLM_API retrlm_result retrlm_model_save(const retrlm_model *m, const retrlm_adamw *opt,
+                                           const retrlm_lm_train_state *state, const char *path);
+/* Initialises m from the file (its config; cfg_over's nonzero max_batch and max_seq_len replace
+   the saved ones when cfg_over is not NULL) and loads the parameters. */
+RETRLM_API retrlm_result retrlm_model_load(retrlm_model *m, const char *path,
+                                           const retrlm_model_config *cfg_over);
+/* Restores an optimiser made for this model (same sizes) and the training state. */
+RETRLM_API retrlm_result retrlm_model_load_state(retrlm_adamw *opt, retrlm_lm_train_state *state,
+                                                 const char *path);
+#endif
+/* The same on a file image: save to a buffer (buf NULL: *size only), load from memory. */
+RETRLM_API retrlm_result retrlm_model_save_memory(const retrlm_model *m, const retrlm_adamw *opt,
+                                                  const retrlm_lm_train_state *state, void *buf,
+                                                  size_t cap, size_t *size);
+RETRLM_API retrlm_result retrlm_model_load_memory(retrlm_model *m, const void *buf, size_t size,
+                                                  const retrlm_model_config *cfg_over);
+RETRLM_API retrlm_result retrlm_model_load_state_memory(retrlm_adamw *opt,
+                                                        retrlm_lm_train_state *state,
+                                                        const void *buf, size_t size);
+
+/* ---- generation with a KV cache (batch 1) */
+typedef struct retrlm_sampler {
+    float temperature; /* 0: greedy (argmax, ties to the smaller id) */
+    int   top_k;       /* keep the k most likely; 0: all */
+    float top_p;       /* keep the smallest set with probability >= top_p; 0 or >= 1: all */
+} retrlm_sampler;
+
+/* Runs one token at position pos (0 <= pos < max_seq_len) against the cache of positions
+   [0, pos) and stores its keys/values at pos: m->step_logits, m->step_hidden. */
+RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos);
+/* Draws a token from logits (V) (not modified). */
+RETRLM_API int retrlm_model_sample(retrlm_model *m, const float *logits,
+                                   const retrlm_sampler *s, retrlm_rng *rng);
+/* Feeds prompt (n_prompt >= 1), then samples n_new tokens into out; stops early at max_seq_len.
+   *n_out (may be NULL) gets the number generated. */
+RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *prompt, int n_prompt,
+                                               int n_new, const retrlm_sampler *s,
+                                               retrlm_rng *rng, int *out, int *n_out);
+
+/* ---- safetensors with Hugging Face Llama names (model.embed_tokens.weight,
+   model.layers.N.self_attn.q_proj.weight, ..., model.norm.weight, lm_head.weight), F32.
+   The metadata holds the config (num_attention_heads, rope_theta, rms_norm_eps, ...). */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_model_save_safetensors(const retrlm_model *m, const char *path);
+RETRLM_API retrlm_result retrlm_model_load_safetensors(retrlm_model *m, const char *path,
+                                                       const retrlm_model_config *hint);
+#endif
+/* buf NULL: *size only. */
+RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model *m, void *buf,
+                                                              size_t cap, size_t *size);
+/* Shapes come from the tensors; n_heads, rope_theta and norm_eps from the metadata or from hint
+   (hint's nonzero fields win; hint may be NULL); max_seq_len, max_batch from hint. */
+RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, const void *buf,
+                                                              size_t size,
+                                                              const retrlm_model_config *hint);
