@@ -81,26 +81,6 @@ static int retrlm__is_word_cp(uint32_t c) {
     return 1;
 }
 
-// Decodes one UTF-8 sequence at s (n > 0 bytes available); returns its length (>= 1) and the
-// code point, or 0xFFFFFFFF for an invalid, overlong, surrogate or truncated sequence (length 1).
-static int retrlm__utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
-    uint32_t c = s[0], min;
-    int len, i;
-    if (c < 0x80) { *cp = c; return 1; }
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; c &= 0x1F; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; c &= 0x0F; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; c &= 0x07; min = 0x10000; }
-    else { *cp = 0xFFFFFFFFu; return 1; }
-    if ((size_t)len > n) { *cp = 0xFFFFFFFFu; return 1; }
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) { *cp = 0xFFFFFFFFu; return 1; }
-        c = (c << 6) | (s[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) { *cp = 0xFFFFFFFFu; return 1; }
-    *cp = c;
-    return len;
-}
-
 static int retrlm__utf8_encode(uint32_t c, char *out) {
     if (c < 0x80) { out[0] = (char)c; return 1; }
     if (c < 0x800) {
@@ -402,7 +382,7 @@ RETRLM_API void retrlm_analyze(const retrlm_analyzer *a, const char *text, size_
             } else {
                 uint32_t c;
                 char enc[4];
-                int n = retrlm__utf8_decode(s + i, len - i, &c), m;
+                int n = (int)retrlm__utf8_decode(s + i, len - i, &c), m;
                 if (c == 0xFFFFFFFFu || !retrlm__is_word_cp(c)) break;
                 m = retrlm__utf8_encode(retrlm_unicode_lower(c), enc);
                 if (!full && tl + m <= RETRLM_ANALYZER_MAX_TERM) {
