@@ -235,7 +235,7 @@ typedef struct retrlm__mat { // element (r, c) is p[r * sr + c * sc]
 // lane. Lane l of panel q is X's row r0 + q*W + l (rows < R exist), depth k0..k0+kc; element
 // (r, k) is X.p[r * X.sr + k * X.sc]. The loop order follows the stride-1 direction so that
 // reads are sequential whichever way the operand is stored.
-static void retrlm__pack(float *dst, retrlm__mat X, int R, int r0, int rc, int k0, int kc, int W) {
+static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc, int k0, int kc, int W) {
     int q, l, p;
     for (q = 0; q < rc; q += W) {
         int lanes = RETRLM__MIN(W, RETRLM__MIN(rc - q, R - r0 - q));
@@ -382,8 +382,8 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
         pb = pa + (size_t)RETRLM__MC * RETRLM__KC;
         for (k0 = 0; k0 < K; k0 += RETRLM__KC) {
             int kc = RETRLM__MIN(RETRLM__KC, K - k0), ir, jr;
-            retrlm__pack(pa, a, M, m0, mc, k0, kc, RETRLM__MR);
-            retrlm__pack(pb, bt, N, n0, nc, k0, kc, RETRLM__NR);
+            retrlm__matmul_pack(pa, a, M, m0, mc, k0, kc, RETRLM__MR);
+            retrlm__matmul_pack(pb, bt, N, n0, nc, k0, kc, RETRLM__NR);
             for (jr = 0; jr < nc; jr += RETRLM__NR) {
                 for (ir = 0; ir < mc; ir += RETRLM__MR) {
                     retrlm__micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc,
