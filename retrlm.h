@@ -30,6 +30,8 @@
      bm25      inverted index: compressed postings, BM25 top-k with block-max pruning, updates, files
      index     flat and IVF vector indexes (IP, L2, cosine; f32, SQ8), k-means, .fvecs/.npy
      model     transformer LM / encoder, forward, backward, AdamW, training, generation, safetensors
+     datastore a corpus as retrieval units: text, tokens, source documents, BM25 over them
+     ralm      retrieval-augmented scoring: in-context RALM, REPLUG ensemble; bits per byte
      eval      retrieval metrics: MRR@k, nDCG@k, Recall@k against graded judgments
 
    CONVENTIONS
@@ -980,6 +982,115 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
 RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, const void *buf,
                                                               size_t size,
                                                               const retrlm_model_config *hint);
+/* ---- retrlm_impl/datastore.h ---- */
+/* ---- datastore: a corpus cut into retrieval units, with their text, tokens and BM25 index ---
+   A unit is what retrieval returns and what retrieval-augmented inference prepends: a passage
+   given as it is, or a chunk of chunk_tokens tokens of a longer document. Each unit keeps the
+   id of the document it came from (so that text being scored can exclude its own document:
+   leakage control), its exact text (the bytes its tokens decode to) and its token ids. Units
+   are numbered 0..n_units-1 in the order they were added; the BM25 index uses those numbers as
+   document ids. Build with add (any number of times), then commit; the datastore is read-only
+   after that and may be searched from many threads. */
+
+typedef struct retrlm_datastore_config {
+    int                chunk_tokens; /* tokens per chunk for RETRLM_DATASTORE_CHUNK; default 64 */
+    retrlm_bm25_config bm25;         /* the lexical index over the units' text */
+} retrlm_datastore_config;
+
+#define RETRLM_DATASTORE_CHUNK 1 /* add: cut the document into chunk_tokens-token units */
+#define RETRLM_NO_DOC INT64_MIN  /* search: exclude no document */
+
+typedef struct retrlm_datastore {
+    int             chunk_tokens; /* in use */
+    int             n_units;      /* committed units */
+    const int64_t  *unit_doc;     /* (n_units) document id of each unit */
+    const uint64_t *text_off;     /* (n_units + 1) byte offsets of each unit's text in text */
+    const char     *text;         /* (text_off[n_units]) the units' text, concatenated */
+    const uint64_t *tok_off;      /* (n_units + 1) offsets of each unit's tokens in tokens */
+    const int      *tokens;       /* (tok_off[n_units]) the units' token ids */
+    retrlm_bm25     bm25;         /* over the units' text; ids are unit numbers */
+    /* private */
+    int64_t  *doc_b_;             /* stb_ds growth arrays while building, NULL after commit */
+    uint64_t *text_off_b_, *tok_off_b_;
+    char     *text_b_;
+    int      *tokens_b_;
+    int       committed_;
+    void     *owned_;             /* committed arrays (one block) when built here */
+    retrlm_reader reader_;        /* the loaded file, when loaded */
+} retrlm_datastore;
+
+RETRLM_API retrlm_result retrlm_datastore_init(retrlm_datastore *ds, const retrlm_datastore_config *cfg);
+RETRLM_API void retrlm_datastore_free(retrlm_datastore *ds);
+/* Adds document doc_id (len bytes of text): tokenised with tok, then one unit, or with flags
+   RETRLM_DATASTORE_CHUNK as many units of chunk_tokens tokens as it takes (the last may be
+   shorter). ERR_ARG after commit. */
+RETRLM_API retrlm_result retrlm_datastore_add(retrlm_datastore *ds, const retrlm_tokenizer *tok,
+                                              int64_t doc_id, const char *text, size_t len,
+                                              int flags);
+/* Freezes the units into flat arrays and builds the BM25 index over their text. */
+RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds);
+/* The k best units for query (len bytes) by BM25, skipping units of document exclude_doc
+   (RETRLM_NO_DOC: none): units (k), scores (k) or NULL, *n_found (<= k). */
+RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, const char *query,
+                                                 size_t len, int k, int64_t exclude_doc,
+                                                 int *units, float *scores, int *n_found);
+/* Unit u's text (*len bytes, not NUL-terminated) and tokens (*n_tokens); borrowed from ds. */
+RETRLM_API const char *retrlm_datastore_text(const retrlm_datastore *ds, int u, size_t *len);
+RETRLM_API const int  *retrlm_datastore_tokens(const retrlm_datastore *ds, int u, int *n_tokens);
+
+/* Files: container kind "datastore" (the BM25 index inside it, used in place). */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_datastore_save(const retrlm_datastore *ds, const char *path);
+RETRLM_API retrlm_result retrlm_datastore_load(retrlm_datastore *ds, const char *path);
+#endif
+/* buf NULL: *size only. load_memory borrows data until free as retrlm_reader_open_memory does. */
+RETRLM_API retrlm_result retrlm_datastore_save_memory(const retrlm_datastore *ds, void *buf,
+                                                      size_t cap, size_t *size);
+RETRLM_API retrlm_result retrlm_datastore_load_memory(retrlm_datastore *ds, const void *data,
+                                                      size_t size);
+/* ---- retrlm_impl/ralm.h ---- */
+/* ---- ralm: retrieval-augmented inference, measured in bits per byte -----------------------
+   Scores a token stream with a causal LM the way retrieval-augmented LMs read text: every
+   `stride` tokens, the text of the last `query_tokens` tokens is a query to the datastore, and
+   the next `stride` tokens are predicted from the retrieved units followed by the text's own
+   last `context_tokens` tokens.
+     RETRLM_RALM_NONE       the LM alone, on exactly the same windows (the fair baseline)
+     RETRLM_RALM_INCONTEXT  In-Context RALM (Ram et al., 2023): the top k units (default 1) are
+                            placed before the context, the best one nearest to it
+     RETRLM_RALM_REPLUG     REPLUG ensemble (Shi et al., 2023): each of the top k units (default
+                            4) is prepended on its own and the next-token distributions are mixed,
+                            p(y) = sum_j softmax(score / temperature)_j p(y | unit_j, context)
+   The first token of the stream has no context and costs ln V, as in retrlm_lm_bits_per_byte.
+   Bits per byte = total nats / ln 2 / the UTF-8 bytes of the text the tokens encode. */
+
+typedef enum retrlm_ralm_mode {
+    RETRLM_RALM_NONE = 0,
+    RETRLM_RALM_INCONTEXT,
+    RETRLM_RALM_REPLUG
+} retrlm_ralm_mode;
+
+typedef struct retrlm_ralm_config {
+    retrlm_ralm_mode mode;
+    int   stride;          /* s: tokens predicted per retrieval; default 16 */
+    int   query_tokens;    /* l: the query is the text of the last l tokens; default 32 */
+    int   k;               /* units prepended (in-context, default 1) or mixed (REPLUG, default 4) */
+    float temperature;     /* REPLUG weights softmax(score / temperature); default 1 */
+    int   unit_tokens;     /* tokens of a unit used at most; default the datastore's chunk size */
+    int   context_tokens;  /* tokens of the text's own prefix; default what max_seq_len leaves */
+    int   exclude;         /* 1: never retrieve units of document exclude_doc (leakage control) */
+    int64_t exclude_doc;
+    retrlm_progress_fn progress; /* stage "ralm", done/total in tokens; may cancel */
+    void *progress_user;
+} retrlm_ralm_config;
+
+/* Bits per byte of tokens (n) whose text is n_bytes long. ds may be NULL for RETRLM_RALM_NONE.
+   token_nats (n) or NULL gets each token's cost in nats. The model's max_batch sequences are
+   scored per forward; m must be causal. */
+RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm_tokenizer *tok,
+                                                   const retrlm_datastore *ds, const int *tokens,
+                                                   size_t n, size_t n_bytes,
+                                                   const retrlm_ralm_config *cfg, double *bpb,
+                                                   float *token_nats);
 /* ---- retrlm_impl/eval.h ---- */
 /* ---- eval: retrieval metrics against graded relevance judgments ---------------------------
    A judgment (qrel) says document docid has grade g for query qid (TREC qrels without the
@@ -10145,6 +10256,511 @@ RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *promp
         if ((r = retrlm_model_decode(m, tok, pos++))) return r;
     }
     return RETRLM_OK;
+}
+/* ---- retrlm_impl/datastore.c ---- */
+
+RETRLM_API retrlm_result retrlm_datastore_init(retrlm_datastore *ds, const retrlm_datastore_config *cfg) {
+    retrlm_datastore_config def;
+    retrlm_result res;
+    RETRLM_ASSERT(ds);
+    memset(ds, 0, sizeof *ds);
+    memset(&def, 0, sizeof def);
+    if (!cfg) cfg = &def;
+    if (cfg->chunk_tokens < 0) return retrlm__fail(RETRLM_ERR_ARG, "datastore: chunk_tokens %d < 0", cfg->chunk_tokens);
+    ds->chunk_tokens = cfg->chunk_tokens ? cfg->chunk_tokens : 64;
+    res = retrlm_bm25_init(&ds->bm25, &cfg->bm25);
+    if (res) return res;
+    stbds_arrput(ds->text_off_b_, 0);
+    stbds_arrput(ds->tok_off_b_, 0);
+    return RETRLM_OK;
+}
+
+static void retrlm__datastore_free_build(retrlm_datastore *ds) {
+    stbds_arrfree(ds->doc_b_);
+    stbds_arrfree(ds->text_off_b_);
+    stbds_arrfree(ds->tok_off_b_);
+    stbds_arrfree(ds->text_b_);
+    stbds_arrfree(ds->tokens_b_);
+}
+
+RETRLM_API void retrlm_datastore_free(retrlm_datastore *ds) {
+    if (!ds) return;
+    retrlm__datastore_free_build(ds);
+    retrlm_bm25_free(&ds->bm25);
+    if (ds->owned_) RETRLM_FREE(ds->owned_);
+    retrlm_reader_close(&ds->reader_);
+    memset(ds, 0, sizeof *ds);
+}
+
+// one unit: its tokens and the bytes they decode to
+static retrlm_result retrlm__datastore_unit(retrlm_datastore *ds, const retrlm_tokenizer *tok,
+                                            int64_t doc_id, const int *ids, size_t n) {
+    size_t bytes = 0, at;
+    retrlm_result res = retrlm_tokenizer_decode(tok, ids, n, NULL, 0, &bytes);
+    if (res) return res;
+    if (ds->n_units == INT_MAX - 1) return retrlm__fail(RETRLM_ERR_RANGE, "datastore: too many units");
+    at = (size_t)stbds_arrlen(ds->text_b_);
+    stbds_arraddnptr(ds->text_b_, bytes + 1); // + 1: decode writes a NUL when there is room
+    res = retrlm_tokenizer_decode(tok, ids, n, ds->text_b_ + at, bytes + 1, &bytes);
+    if (res) return res;
+    stbds_arrsetlen(ds->text_b_, at + bytes);
+    memcpy(stbds_arraddnptr(ds->tokens_b_, n), ids, n * sizeof(int));
+    stbds_arrput(ds->doc_b_, doc_id);
+    stbds_arrput(ds->text_off_b_, (uint64_t)stbds_arrlen(ds->text_b_));
+    stbds_arrput(ds->tok_off_b_, (uint64_t)stbds_arrlen(ds->tokens_b_));
+    ds->n_units++;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_datastore_add(retrlm_datastore *ds, const retrlm_tokenizer *tok,
+                                              int64_t doc_id, const char *text, size_t len,
+                                              int flags) {
+    size_t n = 0, at, step;
+    int *ids;
+    retrlm_result res;
+    RETRLM_ASSERT(ds && tok && (text || !len));
+    if (ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: add after commit");
+    res = retrlm_tokenizer_encode(tok, text, len, 0, NULL, 0, &n);
+    if (res) return res;
+    if (n == 0) return RETRLM_OK; // nothing to retrieve
+    ids = (int *)retrlm__alloc(n, sizeof(int));
+    if (!ids) return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory for %lu tokens", (unsigned long)n);
+    res = retrlm_tokenizer_encode(tok, text, len, 0, ids, n, &n);
+    step = (flags & RETRLM_DATASTORE_CHUNK) ? (size_t)ds->chunk_tokens : n;
+    for (at = 0; !res && at < n; at += step) res = retrlm__datastore_unit(ds, tok, doc_id, ids + at, RETRLM__MIN(step, n - at));
+    RETRLM_FREE(ids);
+    return res;
+}
+
+RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds) {
+    size_t nu, nt, nb, total;
+    char *block;
+    const char **texts;
+    size_t *lens;
+    int64_t *uids;
+    int u;
+    retrlm_result res;
+    RETRLM_ASSERT(ds);
+    if (ds->committed_) return RETRLM_OK;
+    nu = (size_t)ds->n_units;
+    nt = (size_t)stbds_arrlen(ds->tokens_b_);
+    nb = (size_t)stbds_arrlen(ds->text_b_);
+    // one block: unit_doc, text_off, tok_off (8-byte fields first), tokens, then text
+    total = nu * 8 + 2 * (nu + 1) * 8 + nt * sizeof(int) + nb + 1;
+    block = (char *)retrlm__alloc(total, 1);
+    texts = (const char **)retrlm__alloc(nu ? nu : 1, sizeof *texts);
+    lens = (size_t *)retrlm__alloc(nu ? nu : 1, sizeof *lens);
+    uids = (int64_t *)retrlm__alloc(nu ? nu : 1, sizeof *uids);
+    if (!block || !texts || !lens || !uids) {
+        RETRLM_FREE(block), RETRLM_FREE(texts), RETRLM_FREE(lens), RETRLM_FREE(uids);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to commit %lu units", (unsigned long)nu);
+    }
+    ds->owned_ = block;
+    ds->unit_doc = (const int64_t *)memcpy(block, ds->doc_b_, nu * 8);
+    ds->text_off = (const uint64_t *)memcpy(block + nu * 8, ds->text_off_b_, (nu + 1) * 8);
+    ds->tok_off = (const uint64_t *)memcpy(block + nu * 8 + (nu + 1) * 8, ds->tok_off_b_, (nu + 1) * 8);
+    ds->tokens = (const int *)(block + nu * 8 + 2 * (nu + 1) * 8);
+    if (nt) memcpy((void *)ds->tokens, ds->tokens_b_, nt * sizeof(int));
+    ds->text = block + nu * 8 + 2 * (nu + 1) * 8 + nt * sizeof(int);
+    if (nb) memcpy((void *)ds->text, ds->text_b_, nb);
+    ((char *)ds->text)[nb] = '\0';
+    retrlm__datastore_free_build(ds);
+    ds->committed_ = 1;
+    for (u = 0; u < ds->n_units; u++) {
+        texts[u] = ds->text + ds->text_off[u];
+        lens[u] = (size_t)(ds->text_off[u + 1] - ds->text_off[u]);
+        uids[u] = u;
+    }
+    res = retrlm_bm25_add_batch(&ds->bm25, ds->n_units, uids, texts, lens);
+    if (!res) res = retrlm_bm25_commit(&ds->bm25);
+    RETRLM_FREE(texts), RETRLM_FREE(lens), RETRLM_FREE(uids);
+    return res;
+}
+
+RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, const char *query,
+                                                 size_t len, int k, int64_t exclude_doc,
+                                                 int *units, float *scores, int *n_found) {
+    // search a few more than k and drop the excluded document's units; if that leaves too
+    // few while more matched, search again wider
+    int want = k + 8, found, i, got;
+    retrlm_result res = RETRLM_OK;
+    RETRLM_ASSERT(ds && k >= 0 && units && n_found);
+    *n_found = 0;
+    if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: search before commit");
+    if (k == 0 || ds->n_units == 0) return RETRLM_OK;
+    for (;;) {
+        int64_t *ids;
+        float *sc;
+        if (want > ds->n_units) want = ds->n_units;
+        ids = (int64_t *)retrlm__alloc((size_t)want, sizeof *ids);
+        sc = (float *)retrlm__alloc((size_t)want, sizeof *sc);
+        if (!ids || !sc) {
+            RETRLM_FREE(ids), RETRLM_FREE(sc);
+            return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to search");
+        }
+        res = retrlm_bm25_search(&ds->bm25, query, len, want, 0, ids, sc, &found);
+        for (i = 0, got = 0; !res && i < found && got < k; i++) {
+            if (ds->unit_doc[ids[i]] == exclude_doc && exclude_doc != RETRLM_NO_DOC) continue;
+            units[got] = (int)ids[i];
+            if (scores) scores[got] = sc[i];
+            got++;
+        }
+        RETRLM_FREE(ids), RETRLM_FREE(sc);
+        if (res) return res;
+        if (got == k || found < want || want == ds->n_units) {
+            *n_found = got;
+            return RETRLM_OK;
+        }
+        want = want > INT_MAX / 4 ? ds->n_units : want * 4;
+    }
+}
+
+RETRLM_API const char *retrlm_datastore_text(const retrlm_datastore *ds, int u, size_t *len) {
+    RETRLM_ASSERT(ds && ds->committed_ && u >= 0 && u < ds->n_units);
+    if (len) *len = (size_t)(ds->text_off[u + 1] - ds->text_off[u]);
+    return ds->text + ds->text_off[u];
+}
+
+RETRLM_API const int *retrlm_datastore_tokens(const retrlm_datastore *ds, int u, int *n_tokens) {
+    RETRLM_ASSERT(ds && ds->committed_ && u >= 0 && u < ds->n_units);
+    if (n_tokens) *n_tokens = (int)(ds->tok_off[u + 1] - ds->tok_off[u]);
+    return ds->tokens + ds->tok_off[u];
+}
+
+// ---------------------------------------------------------------------------------------------
+// files
+
+// writes the datastore into w; *bm25_image gets an allocation the caller frees after saving
+static retrlm_result retrlm__datastore_writer(const retrlm_datastore *ds, retrlm_writer *w,
+                                              void **bm25_image) {
+    int32_t head[2];
+    size_t n = 0;
+    // bm25 save commits pending updates first: the committed index has none, so it is not
+    // changed and the cast is safe
+    retrlm_bm25 *bm = (retrlm_bm25 *)&ds->bm25;
+    retrlm_result res;
+    *bm25_image = NULL;
+    if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: save before commit");
+    res = retrlm_bm25_save_memory(bm, NULL, 0, &n);
+    if (res) return res;
+    *bm25_image = retrlm__alloc(n, 1);
+    if (!*bm25_image) return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory for the BM25 image");
+    res = retrlm_bm25_save_memory(bm, *bm25_image, n, &n);
+    head[0] = ds->chunk_tokens;
+    head[1] = ds->n_units;
+    if (!res) res = retrlm_writer_init(w, "datastore");
+    if (!res) res = retrlm_writer_add_copy(w, "head", RETRLM_DTYPE_I32, head, 2);
+    if (!res) res = retrlm_writer_add(w, "unit_doc", RETRLM_DTYPE_I64, ds->unit_doc, (size_t)ds->n_units);
+    if (!res) res = retrlm_writer_add(w, "text_off", RETRLM_DTYPE_U64, ds->text_off, (size_t)ds->n_units + 1);
+    if (!res) res = retrlm_writer_add(w, "text", RETRLM_DTYPE_U8, ds->text, (size_t)ds->text_off[ds->n_units]);
+    if (!res) res = retrlm_writer_add(w, "tok_off", RETRLM_DTYPE_U64, ds->tok_off, (size_t)ds->n_units + 1);
+    if (!res) res = retrlm_writer_add(w, "tokens", RETRLM_DTYPE_I32, ds->tokens, (size_t)ds->tok_off[ds->n_units]);
+    if (!res) res = retrlm_writer_add(w, "bm25", RETRLM_DTYPE_U8, *bm25_image, n);
+    return res;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_datastore_save(const retrlm_datastore *ds, const char *path) {
+    retrlm_writer w;
+    void *image;
+    retrlm_result res;
+    memset(&w, 0, sizeof w);
+    res = retrlm__datastore_writer(ds, &w, &image);
+    if (!res) res = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    RETRLM_FREE(image);
+    return res;
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_datastore_save_memory(const retrlm_datastore *ds, void *buf,
+                                                      size_t cap, size_t *size) {
+    retrlm_writer w;
+    void *image;
+    retrlm_result res;
+    memset(&w, 0, sizeof w);
+    res = retrlm__datastore_writer(ds, &w, &image);
+    if (!res) res = retrlm_writer_save_memory(&w, buf, cap, size);
+    retrlm_writer_free(&w);
+    RETRLM_FREE(image);
+    return res;
+}
+
+// checks the opened file against itself before anything is used
+static retrlm_result retrlm__datastore_from_reader(retrlm_datastore *ds) {
+    const retrlm_reader *r = &ds->reader_;
+    const int32_t *head;
+    const void *bm;
+    size_t n, nbm, n_text, n_tok;
+    int u;
+    retrlm_result res;
+    if ((res = retrlm_reader_get(r, "head", RETRLM_DTYPE_I32, (const void **)&head, &n))) return res;
+    if (n != 2 || head[0] <= 0 || head[1] < 0)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'head': bad chunk size or unit count", r->source_);
+    ds->chunk_tokens = head[0];
+    ds->n_units = head[1];
+    if ((res = retrlm_reader_get(r, "unit_doc", RETRLM_DTYPE_I64, (const void **)&ds->unit_doc, &n))) return res;
+    if (n != (size_t)ds->n_units) return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'unit_doc': %lu units, head says %d", r->source_, (unsigned long)n, ds->n_units);
+    if ((res = retrlm_reader_get(r, "text", RETRLM_DTYPE_U8, (const void **)&ds->text, &n_text))) return res;
+    if ((res = retrlm_reader_get(r, "tokens", RETRLM_DTYPE_I32, (const void **)&ds->tokens, &n_tok))) return res;
+    if ((res = retrlm_reader_get(r, "text_off", RETRLM_DTYPE_U64, (const void **)&ds->text_off, &n))) return res;
+    if (n != (size_t)ds->n_units + 1) return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'text_off': %lu offsets for %d units", r->source_, (unsigned long)n, ds->n_units);
+    if ((res = retrlm_reader_get(r, "tok_off", RETRLM_DTYPE_U64, (const void **)&ds->tok_off, &n))) return res;
+    if (n != (size_t)ds->n_units + 1) return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'tok_off': %lu offsets for %d units", r->source_, (unsigned long)n, ds->n_units);
+    if (ds->text_off[0] != 0 || ds->tok_off[0] != 0 || ds->text_off[ds->n_units] != n_text || ds->tok_off[ds->n_units] != n_tok)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: unit offsets do not span the text and token sections", r->source_);
+    for (u = 0; u < ds->n_units; u++)
+        if (ds->text_off[u + 1] < ds->text_off[u] || ds->tok_off[u + 1] < ds->tok_off[u])
+            return retrlm__fail(RETRLM_ERR_FORMAT, "%s: offsets of unit %d decrease", r->source_, u);
+    for (n = 0; n < n_tok; n++)
+        if (ds->tokens[n] < 0) return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'tokens': negative id at %lu", r->source_, (unsigned long)n);
+    if ((res = retrlm_reader_get(r, "bm25", RETRLM_DTYPE_U8, &bm, &nbm))) return res;
+    if ((res = retrlm_bm25_load_memory(&ds->bm25, bm, nbm))) return res;
+    if (ds->bm25.n_docs != ds->n_units)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: the BM25 index holds %d documents for %d units", r->source_, ds->bm25.n_docs, ds->n_units);
+    for (u = 0; u < ds->n_units; u++)
+        if (!retrlm_bm25_doc_length(&ds->bm25, u, NULL))
+            return retrlm__fail(RETRLM_ERR_FORMAT, "%s: the BM25 index lacks unit %d", r->source_, u);
+    ds->committed_ = 1;
+    return RETRLM_OK;
+}
+
+static retrlm_result retrlm__datastore_finish_load(retrlm_datastore *ds, retrlm_result res) {
+    if (!res) res = retrlm__datastore_from_reader(ds);
+    if (res) { // keep the detail: free does not touch it
+        retrlm_bm25_free(&ds->bm25);
+        retrlm_reader_close(&ds->reader_);
+        memset(ds, 0, sizeof *ds);
+    }
+    return res;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_datastore_load(retrlm_datastore *ds, const char *path) {
+    RETRLM_ASSERT(ds);
+    memset(ds, 0, sizeof *ds);
+    return retrlm__datastore_finish_load(ds, retrlm_reader_open(&ds->reader_, path, "datastore", 0));
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_datastore_load_memory(retrlm_datastore *ds, const void *data,
+                                                      size_t size) {
+    RETRLM_ASSERT(ds);
+    memset(ds, 0, sizeof *ds);
+    return retrlm__datastore_finish_load(ds, retrlm_reader_open_memory(&ds->reader_, data, size, "datastore", 0));
+}
+/* ---- retrlm_impl/ralm.c ---- */
+
+// One sequence to score: a retrieval prefix (units) and the text window [ctx, end) whose tokens
+// [start, end) are predicted. A block of the stream has one job (none, in-context) or one per
+// retrieved unit (REPLUG), each with its mixing weight.
+typedef struct retrlm__ralm_job {
+    int    block;   // index into the block table of this round
+    int    units[16]; // units prepended, in order (in-context may take several)
+    int    n_units;
+    float  logw;    // log mixing weight
+    int    len;     // tokens in the sequence
+    float *lp;      // (end - start) log-probabilities of the predicted tokens, filled by scoring
+} retrlm__ralm_job;
+
+typedef struct retrlm__ralm_block {
+    size_t ctx, start, end; // stream offsets: context from ctx, predicted [start, end)
+    int    first_job, n_jobs;
+} retrlm__ralm_block;
+
+static int retrlm__ralm_unit_len(const retrlm_datastore *ds, int u, int cap) {
+    int n;
+    retrlm_datastore_tokens(ds, u, &n);
+    return n < cap ? n : cap;
+}
+
+// writes job j's tokens into seq (its len), units first
+static void retrlm__ralm_fill(const retrlm_datastore *ds, const retrlm__ralm_job *j,
+                              const retrlm__ralm_block *b, const int *tokens, int unit_cap,
+                              int *seq) {
+    int i, at = 0;
+    for (i = 0; i < j->n_units; i++) {
+        int len = retrlm__ralm_unit_len(ds, j->units[i], unit_cap);
+        memcpy(seq + at, retrlm_datastore_tokens(ds, j->units[i], NULL), (size_t)len * sizeof(int));
+        at += len;
+    }
+    memcpy(seq + at, tokens + b->ctx, (b->end - b->ctx) * sizeof(int));
+}
+
+// runs jobs [j0, j1) through the model, batch by batch, and fills their lp
+static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore *ds,
+                                        const int *tokens, int unit_cap, retrlm__ralm_job *jobs,
+                                        const retrlm__ralm_block *blocks, int j0, int j1,
+                                        int *inputs, int *lengths) {
+    const int B = m->config.max_batch, V = m->config.vocab_size;
+    int j, r;
+    retrlm_result res;
+    for (j = j0; j < j1; j += B) {
+        int rows = RETRLM__MIN(B, j1 - j), T = 1;
+        for (r = 0; r < rows; r++) T = RETRLM__MAX(T, jobs[j + r].len - 1);
+        for (r = 0; r < rows; r++) { // inputs are each sequence but its last token, padded
+            retrlm__ralm_job *jb = &jobs[j + r];
+            int *row = inputs + (size_t)r * T;
+            retrlm__ralm_fill(ds, jb, &blocks[jb->block], tokens, unit_cap, row);
+            lengths[r] = jb->len - 1;
+            if (lengths[r] < T) memset(row + lengths[r], 0, (size_t)(T - lengths[r]) * sizeof(int));
+        }
+        res = retrlm_model_forward(m, inputs, rows, T, lengths, 0);
+        if (res) return res;
+        for (r = 0; r < rows; r++) {
+            retrlm__ralm_job *jb = &jobs[j + r];
+            const retrlm__ralm_block *b = &blocks[jb->block];
+            int n_pred = (int)(b->end - b->start), p;
+            // the predicted tokens are the last n_pred of the sequence: token at sequence index
+            // q is predicted by the logits at q - 1
+            for (p = 0; p < n_pred; p++) {
+                int q = jb->len - n_pred + p;
+                const float *logits = m->logits + ((size_t)r * T + (size_t)(q - 1)) * V;
+                jb->lp[p] = logits[tokens[b->start + p]] - retrlm_logsumexp(logits, V);
+            }
+        }
+    }
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm_tokenizer *tok,
+                                                   const retrlm_datastore *ds, const int *tokens,
+                                                   size_t n, size_t n_bytes,
+                                                   const retrlm_ralm_config *cfg_in, double *bpb,
+                                                   float *token_nats) {
+    retrlm_ralm_config cfg;
+    const int Tmax = m->config.max_seq_len, V = m->config.vocab_size;
+    int prefix_units, round_blocks, max_jobs, i;
+    size_t pos;
+    double nats = 0.0;
+    retrlm__ralm_job *jobs = NULL;
+    retrlm__ralm_block *blocks = NULL;
+    float *lp = NULL, *scores = NULL;
+    int *inputs = NULL, *lengths = NULL, *units = NULL;
+    char *query = NULL;
+    size_t query_cap = 0;
+    retrlm_result res = RETRLM_OK;
+
+    RETRLM_ASSERT(m && cfg_in && bpb && (tokens || n == 0));
+    cfg = *cfg_in;
+    *bpb = 0.0;
+    if (m->config.bidirectional) return retrlm__fail(RETRLM_ERR_ARG, "ralm: the model is an encoder, not a causal LM");
+    if (cfg.mode != RETRLM_RALM_NONE && (!ds || !tok))
+        return retrlm__fail(RETRLM_ERR_ARG, "ralm: retrieval needs a tokenizer and a committed datastore");
+    if (cfg.mode != RETRLM_RALM_NONE && !ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "ralm: the datastore is not committed");
+    if (n_bytes == 0) return retrlm__fail(RETRLM_ERR_ARG, "ralm: zero bytes of text");
+    if (!cfg.stride) cfg.stride = 16;
+    if (!cfg.query_tokens) cfg.query_tokens = 32;
+    if (!cfg.k) cfg.k = cfg.mode == RETRLM_RALM_REPLUG ? 4 : 1;
+    if (cfg.temperature == 0.0f) cfg.temperature = 1.0f;
+    if (!cfg.unit_tokens) cfg.unit_tokens = ds ? ds->chunk_tokens : 0;
+    if (cfg.stride < 1 || cfg.query_tokens < 1 || cfg.k < 1 || cfg.k > 16 || cfg.unit_tokens < 0 ||
+        cfg.context_tokens < 0 || !(cfg.temperature > 0.0f))
+        return retrlm__fail(RETRLM_ERR_ARG, "ralm: stride, query_tokens, k (1..16), unit_tokens, context_tokens or temperature out of range");
+    prefix_units = cfg.mode == RETRLM_RALM_INCONTEXT ? cfg.k : cfg.mode == RETRLM_RALM_REPLUG ? 1 : 0;
+    if (!cfg.context_tokens) cfg.context_tokens = Tmax - prefix_units * cfg.unit_tokens - cfg.stride;
+    if (cfg.context_tokens < 1 || prefix_units * cfg.unit_tokens + cfg.context_tokens + cfg.stride > Tmax)
+        return retrlm__fail(RETRLM_ERR_ARG, "ralm: %d unit(s) of %d tokens + %d context + %d stride exceed the model's %d positions",
+                            prefix_units, cfg.unit_tokens, cfg.context_tokens, cfg.stride, Tmax);
+    for (pos = 0; pos < n; pos++)
+        if (tokens[pos] < 0 || tokens[pos] >= V)
+            return retrlm__fail(RETRLM_ERR_RANGE, "ralm: token %d at %lu outside the model's vocabulary of %d", tokens[pos], (unsigned long)pos, V);
+    if (n == 0) return RETRLM_OK;
+
+    // a round is enough blocks to fill a few batches; jobs of a round are scored together
+    round_blocks = RETRLM__MAX(1, 4 * m->config.max_batch / (cfg.mode == RETRLM_RALM_REPLUG ? cfg.k : 1));
+    max_jobs = round_blocks * (cfg.mode == RETRLM_RALM_REPLUG ? cfg.k : 1);
+    jobs = (retrlm__ralm_job *)retrlm__calloc((size_t)max_jobs, sizeof *jobs);
+    blocks = (retrlm__ralm_block *)retrlm__calloc((size_t)round_blocks, sizeof *blocks);
+    lp = (float *)retrlm__alloc((size_t)max_jobs * cfg.stride, sizeof(float));
+    inputs = (int *)retrlm__alloc((size_t)m->config.max_batch * Tmax, sizeof(int));
+    lengths = (int *)retrlm__alloc((size_t)m->config.max_batch, sizeof(int));
+    units = (int *)retrlm__alloc((size_t)cfg.k, sizeof(int));
+    scores = (float *)retrlm__alloc((size_t)cfg.k, sizeof(float));
+    if (!jobs || !blocks || !lp || !inputs || !lengths || !units || !scores) {
+        res = retrlm__fail(RETRLM_ERR_NOMEM, "ralm: no memory for the scoring buffers");
+        goto done;
+    }
+    for (i = 0; i < max_jobs; i++) jobs[i].lp = lp + (size_t)i * cfg.stride;
+
+    // the first token has nothing before it: ln V, as retrlm_lm_bits_per_byte counts it
+    nats = log((double)V);
+    if (token_nats) token_nats[0] = (float)log((double)V);
+    pos = 1;
+    while (pos < n && !res) {
+        int nb = 0, nj = 0, b, j;
+        // plan a round: blocks, their retrievals and jobs
+        while (nb < round_blocks && pos < n) {
+            retrlm__ralm_block *bl = &blocks[nb];
+            int found = 0;
+            bl->start = pos;
+            bl->end = RETRLM__MIN(n, pos + (size_t)cfg.stride);
+            bl->ctx = pos > (size_t)cfg.context_tokens ? pos - (size_t)cfg.context_tokens : 0;
+            bl->first_job = nj;
+            if (cfg.mode != RETRLM_RALM_NONE) {
+                size_t q0 = pos > (size_t)cfg.query_tokens ? pos - (size_t)cfg.query_tokens : 0, qlen = 0;
+                res = retrlm_tokenizer_decode(tok, tokens + q0, pos - q0, NULL, 0, &qlen);
+                if (!res && qlen + 1 > query_cap) {
+                    char *q = (char *)retrlm__realloc(query, qlen + 1, 1);
+                    if (!q) res = retrlm__fail(RETRLM_ERR_NOMEM, "ralm: no memory for a query");
+                    else query = q, query_cap = qlen + 1;
+                }
+                if (!res) res = retrlm_tokenizer_decode(tok, tokens + q0, pos - q0, query, query_cap, &qlen);
+                if (!res) res = retrlm_datastore_search(ds, query, qlen, cfg.k, cfg.exclude ? cfg.exclude_doc : RETRLM_NO_DOC,
+                                                        units, scores, &found);
+                if (res) goto done;
+            }
+            if (cfg.mode == RETRLM_RALM_REPLUG && found > 0) {
+                float mx = scores[0], lse = 0.0f; // scores come best first
+                for (j = 0; j < found; j++) lse += expf((scores[j] - mx) / cfg.temperature);
+                lse = logf(lse);
+                for (j = 0; j < found; j++) {
+                    retrlm__ralm_job *jb = &jobs[nj++];
+                    jb->block = nb;
+                    jb->n_units = 1;
+                    jb->units[0] = units[j];
+                    jb->logw = (scores[j] - mx) / cfg.temperature - lse;
+                }
+            } else {
+                retrlm__ralm_job *jb = &jobs[nj++];
+                jb->block = nb;
+                jb->n_units = found;
+                for (j = 0; j < found; j++) jb->units[j] = units[found - 1 - j]; // best last
+                jb->logw = 0.0f;
+            }
+            bl->n_jobs = nj - bl->first_job;
+            for (j = bl->first_job; j < nj; j++) {
+                int u;
+                jobs[j].len = (int)(bl->end - bl->ctx);
+                for (u = 0; u < jobs[j].n_units; u++) jobs[j].len += retrlm__ralm_unit_len(ds, jobs[j].units[u], cfg.unit_tokens);
+            }
+            nb++;
+            pos = bl->end;
+        }
+        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, jobs, blocks, 0, nj, inputs, lengths);
+        if (res) goto done;
+        // mix each block's jobs per token: log sum_j w_j p_j(y)
+        for (b = 0; b < nb; b++) {
+            const retrlm__ralm_block *bl = &blocks[b];
+            int p, n_pred = (int)(bl->end - bl->start);
+            for (p = 0; p < n_pred; p++) {
+                double mx = -INFINITY, s = 0.0, l;
+                for (j = bl->first_job; j < bl->first_job + bl->n_jobs; j++)
+                    mx = RETRLM__MAX(mx, (double)jobs[j].logw + jobs[j].lp[p]);
+                for (j = bl->first_job; j < bl->first_job + bl->n_jobs; j++)
+                    s += exp((double)jobs[j].logw + jobs[j].lp[p] - mx);
+                l = mx + log(s);
+                nats -= l;
+                if (token_nats) token_nats[bl->start + (size_t)p] = (float)-l;
+            }
+        }
+        res = retrlm__progress(cfg.progress, cfg.progress_user, "ralm", (double)pos, (double)n);
+    }
+    if (!res) *bpb = nats / log(2.0) / (double)n_bytes;
+done:
+    RETRLM_FREE(jobs), RETRLM_FREE(blocks), RETRLM_FREE(lp), RETRLM_FREE(inputs);
+    RETRLM_FREE(lengths), RETRLM_FREE(units), RETRLM_FREE(scores), RETRLM_FREE(query);
+    return res;
 }
 /* ---- retrlm_impl/eval.c ---- */
 

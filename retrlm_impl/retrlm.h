@@ -30,6 +30,8 @@
      bm25      inverted index: compressed postings, BM25 top-k with block-max pruning, updates, files
      index     flat and IVF vector indexes (IP, L2, cosine; f32, SQ8), k-means, .fvecs/.npy
      model     transformer LM / encoder, forward, backward, AdamW, training, generation, safetensors
+     datastore a corpus as retrieval units: text, tokens, source documents, BM25 over them
+     ralm      retrieval-augmented scoring: in-context RALM, REPLUG ensemble; bits per byte
      eval      retrieval metrics: MRR@k, nDCG@k, Recall@k against graded judgments
 
    CONVENTIONS
@@ -96,6 +98,8 @@ extern "C" {
 #include "bm25.h"
 #include "index.h"
 #include "model.h"
+#include "datastore.h"
+#include "ralm.h"
 #include "eval.h"
 
 #ifdef __cplusplus
@@ -118,6 +122,8 @@ extern "C" {
 #include "bm25.c"
 #include "index.c"
 #include "model.c"
+#include "datastore.c"
+#include "ralm.c"
 #include "eval.c"
 #if defined(__clang__)
 #pragma clang diagnostic pop

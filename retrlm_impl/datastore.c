@@ -1,0 +1,292 @@
+#include "internal.h"
+
+RETRLM_API retrlm_result retrlm_datastore_init(retrlm_datastore *ds, const retrlm_datastore_config *cfg) {
+    retrlm_datastore_config def;
+    retrlm_result res;
+    RETRLM_ASSERT(ds);
+    memset(ds, 0, sizeof *ds);
+    memset(&def, 0, sizeof def);
+    if (!cfg) cfg = &def;
+    if (cfg->chunk_tokens < 0) return retrlm__fail(RETRLM_ERR_ARG, "datastore: chunk_tokens %d < 0", cfg->chunk_tokens);
+    ds->chunk_tokens = cfg->chunk_tokens ? cfg->chunk_tokens : 64;
+    res = retrlm_bm25_init(&ds->bm25, &cfg->bm25);
+    if (res) return res;
+    stbds_arrput(ds->text_off_b_, 0);
+    stbds_arrput(ds->tok_off_b_, 0);
+    return RETRLM_OK;
+}
+
+static void retrlm__datastore_free_build(retrlm_datastore *ds) {
+    stbds_arrfree(ds->doc_b_);
+    stbds_arrfree(ds->text_off_b_);
+    stbds_arrfree(ds->tok_off_b_);
+    stbds_arrfree(ds->text_b_);
+    stbds_arrfree(ds->tokens_b_);
+}
+
+RETRLM_API void retrlm_datastore_free(retrlm_datastore *ds) {
+    if (!ds) return;
+    retrlm__datastore_free_build(ds);
+    retrlm_bm25_free(&ds->bm25);
+    if (ds->owned_) RETRLM_FREE(ds->owned_);
+    retrlm_reader_close(&ds->reader_);
+    memset(ds, 0, sizeof *ds);
+}
+
+// one unit: its tokens and the bytes they decode to
+static retrlm_result retrlm__datastore_unit(retrlm_datastore *ds, const retrlm_tokenizer *tok,
+                                            int64_t doc_id, const int *ids, size_t n) {
+    size_t bytes = 0, at;
+    retrlm_result res = retrlm_tokenizer_decode(tok, ids, n, NULL, 0, &bytes);
+    if (res) return res;
+    if (ds->n_units == INT_MAX - 1) return retrlm__fail(RETRLM_ERR_RANGE, "datastore: too many units");
+    at = (size_t)stbds_arrlen(ds->text_b_);
+    stbds_arraddnptr(ds->text_b_, bytes + 1); // + 1: decode writes a NUL when there is room
+    res = retrlm_tokenizer_decode(tok, ids, n, ds->text_b_ + at, bytes + 1, &bytes);
+    if (res) return res;
+    stbds_arrsetlen(ds->text_b_, at + bytes);
+    memcpy(stbds_arraddnptr(ds->tokens_b_, n), ids, n * sizeof(int));
+    stbds_arrput(ds->doc_b_, doc_id);
+    stbds_arrput(ds->text_off_b_, (uint64_t)stbds_arrlen(ds->text_b_));
+    stbds_arrput(ds->tok_off_b_, (uint64_t)stbds_arrlen(ds->tokens_b_));
+    ds->n_units++;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_datastore_add(retrlm_datastore *ds, const retrlm_tokenizer *tok,
+                                              int64_t doc_id, const char *text, size_t len,
+                                              int flags) {
+    size_t n = 0, at, step;
+    int *ids;
+    retrlm_result res;
+    RETRLM_ASSERT(ds && tok && (text || !len));
+    if (ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: add after commit");
+    res = retrlm_tokenizer_encode(tok, text, len, 0, NULL, 0, &n);
+    if (res) return res;
+    if (n == 0) return RETRLM_OK; // nothing to retrieve
+    ids = (int *)retrlm__alloc(n, sizeof(int));
+    if (!ids) return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory for %lu tokens", (unsigned long)n);
+    res = retrlm_tokenizer_encode(tok, text, len, 0, ids, n, &n);
+    step = (flags & RETRLM_DATASTORE_CHUNK) ? (size_t)ds->chunk_tokens : n;
+    for (at = 0; !res && at < n; at += step) res = retrlm__datastore_unit(ds, tok, doc_id, ids + at, RETRLM__MIN(step, n - at));
+    RETRLM_FREE(ids);
+    return res;
+}
+
+RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds) {
+    size_t nu, nt, nb, total;
+    char *block;
+    const char **texts;
+    size_t *lens;
+    int64_t *uids;
+    int u;
+    retrlm_result res;
+    RETRLM_ASSERT(ds);
+    if (ds->committed_) return RETRLM_OK;
+    nu = (size_t)ds->n_units;
+    nt = (size_t)stbds_arrlen(ds->tokens_b_);
+    nb = (size_t)stbds_arrlen(ds->text_b_);
+    // one block: unit_doc, text_off, tok_off (8-byte fields first), tokens, then text
+    total = nu * 8 + 2 * (nu + 1) * 8 + nt * sizeof(int) + nb + 1;
+    block = (char *)retrlm__alloc(total, 1);
+    texts = (const char **)retrlm__alloc(nu ? nu : 1, sizeof *texts);
+    lens = (size_t *)retrlm__alloc(nu ? nu : 1, sizeof *lens);
+    uids = (int64_t *)retrlm__alloc(nu ? nu : 1, sizeof *uids);
+    if (!block || !texts || !lens || !uids) {
+        RETRLM_FREE(block), RETRLM_FREE(texts), RETRLM_FREE(lens), RETRLM_FREE(uids);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to commit %lu units", (unsigned long)nu);
+    }
+    ds->owned_ = block;
+    ds->unit_doc = (const int64_t *)memcpy(block, ds->doc_b_, nu * 8);
+    ds->text_off = (const uint64_t *)memcpy(block + nu * 8, ds->text_off_b_, (nu + 1) * 8);
+    ds->tok_off = (const uint64_t *)memcpy(block + nu * 8 + (nu + 1) * 8, ds->tok_off_b_, (nu + 1) * 8);
+    ds->tokens = (const int *)(block + nu * 8 + 2 * (nu + 1) * 8);
+    if (nt) memcpy((void *)ds->tokens, ds->tokens_b_, nt * sizeof(int));
+    ds->text = block + nu * 8 + 2 * (nu + 1) * 8 + nt * sizeof(int);
+    if (nb) memcpy((void *)ds->text, ds->text_b_, nb);
+    ((char *)ds->text)[nb] = '\0';
+    retrlm__datastore_free_build(ds);
+    ds->committed_ = 1;
+    for (u = 0; u < ds->n_units; u++) {
+        texts[u] = ds->text + ds->text_off[u];
+        lens[u] = (size_t)(ds->text_off[u + 1] - ds->text_off[u]);
+        uids[u] = u;
+    }
+    res = retrlm_bm25_add_batch(&ds->bm25, ds->n_units, uids, texts, lens);
+    if (!res) res = retrlm_bm25_commit(&ds->bm25);
+    RETRLM_FREE(texts), RETRLM_FREE(lens), RETRLM_FREE(uids);
+    return res;
+}
+
+RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, const char *query,
+                                                 size_t len, int k, int64_t exclude_doc,
+                                                 int *units, float *scores, int *n_found) {
+    // search a few more than k and drop the excluded document's units; if that leaves too
+    // few while more matched, search again wider
+    int want = k + 8, found, i, got;
+    retrlm_result res = RETRLM_OK;
+    RETRLM_ASSERT(ds && k >= 0 && units && n_found);
+    *n_found = 0;
+    if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: search before commit");
+    if (k == 0 || ds->n_units == 0) return RETRLM_OK;
+    for (;;) {
+        int64_t *ids;
+        float *sc;
+        if (want > ds->n_units) want = ds->n_units;
+        ids = (int64_t *)retrlm__alloc((size_t)want, sizeof *ids);
+        sc = (float *)retrlm__alloc((size_t)want, sizeof *sc);
+        if (!ids || !sc) {
+            RETRLM_FREE(ids), RETRLM_FREE(sc);
+            return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to search");
+        }
+        res = retrlm_bm25_search(&ds->bm25, query, len, want, 0, ids, sc, &found);
+        for (i = 0, got = 0; !res && i < found && got < k; i++) {
+            if (ds->unit_doc[ids[i]] == exclude_doc && exclude_doc != RETRLM_NO_DOC) continue;
+            units[got] = (int)ids[i];
+            if (scores) scores[got] = sc[i];
+            got++;
+        }
+        RETRLM_FREE(ids), RETRLM_FREE(sc);
+        if (res) return res;
+        if (got == k || found < want || want == ds->n_units) {
+            *n_found = got;
+            return RETRLM_OK;
+        }
+        want = want > INT_MAX / 4 ? ds->n_units : want * 4;
+    }
+}
+
+RETRLM_API const char *retrlm_datastore_text(const retrlm_datastore *ds, int u, size_t *len) {
+    RETRLM_ASSERT(ds && ds->committed_ && u >= 0 && u < ds->n_units);
+    if (len) *len = (size_t)(ds->text_off[u + 1] - ds->text_off[u]);
+    return ds->text + ds->text_off[u];
+}
+
+RETRLM_API const int *retrlm_datastore_tokens(const retrlm_datastore *ds, int u, int *n_tokens) {
+    RETRLM_ASSERT(ds && ds->committed_ && u >= 0 && u < ds->n_units);
+    if (n_tokens) *n_tokens = (int)(ds->tok_off[u + 1] - ds->tok_off[u]);
+    return ds->tokens + ds->tok_off[u];
+}
+
+// ---------------------------------------------------------------------------------------------
+// files
+
+// writes the datastore into w; *bm25_image gets an allocation the caller frees after saving
+static retrlm_result retrlm__datastore_writer(const retrlm_datastore *ds, retrlm_writer *w,
+                                              void **bm25_image) {
+    int32_t head[2];
+    size_t n = 0;
+    // bm25 save commits pending updates first: the committed index has none, so it is not
+    // changed and the cast is safe
+    retrlm_bm25 *bm = (retrlm_bm25 *)&ds->bm25;
+    retrlm_result res;
+    *bm25_image = NULL;
+    if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: save before commit");
+    res = retrlm_bm25_save_memory(bm, NULL, 0, &n);
+    if (res) return res;
+    *bm25_image = retrlm__alloc(n, 1);
+    if (!*bm25_image) return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory for the BM25 image");
+    res = retrlm_bm25_save_memory(bm, *bm25_image, n, &n);
+    head[0] = ds->chunk_tokens;
+    head[1] = ds->n_units;
+    if (!res) res = retrlm_writer_init(w, "datastore");
+    if (!res) res = retrlm_writer_add_copy(w, "head", RETRLM_DTYPE_I32, head, 2);
+    if (!res) res = retrlm_writer_add(w, "unit_doc", RETRLM_DTYPE_I64, ds->unit_doc, (size_t)ds->n_units);
+    if (!res) res = retrlm_writer_add(w, "text_off", RETRLM_DTYPE_U64, ds->text_off, (size_t)ds->n_units + 1);
+    if (!res) res = retrlm_writer_add(w, "text", RETRLM_DTYPE_U8, ds->text, (size_t)ds->text_off[ds->n_units]);
+    if (!res) res = retrlm_writer_add(w, "tok_off", RETRLM_DTYPE_U64, ds->tok_off, (size_t)ds->n_units + 1);
+    if (!res) res = retrlm_writer_add(w, "tokens", RETRLM_DTYPE_I32, ds->tokens, (size_t)ds->tok_off[ds->n_units]);
+    if (!res) res = retrlm_writer_add(w, "bm25", RETRLM_DTYPE_U8, *bm25_image, n);
+    return res;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_datastore_save(const retrlm_datastore *ds, const char *path) {
+    retrlm_writer w;
+    void *image;
+    retrlm_result res;
+    memset(&w, 0, sizeof w);
+    res = retrlm__datastore_writer(ds, &w, &image);
+    if (!res) res = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    RETRLM_FREE(image);
+    return res;
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_datastore_save_memory(const retrlm_datastore *ds, void *buf,
+                                                      size_t cap, size_t *size) {
+    retrlm_writer w;
+    void *image;
+    retrlm_result res;
+    memset(&w, 0, sizeof w);
+    res = retrlm__datastore_writer(ds, &w, &image);
+    if (!res) res = retrlm_writer_save_memory(&w, buf, cap, size);
+    retrlm_writer_free(&w);
+    RETRLM_FREE(image);
+    return res;
+}
+
+// checks the opened file against itself before anything is used
+static retrlm_result retrlm__datastore_from_reader(retrlm_datastore *ds) {
+    const retrlm_reader *r = &ds->reader_;
+    const int32_t *head;
+    const void *bm;
+    size_t n, nbm, n_text, n_tok;
+    int u;
+    retrlm_result res;
+    if ((res = retrlm_reader_get(r, "head", RETRLM_DTYPE_I32, (const void **)&head, &n))) return res;
+    if (n != 2 || head[0] <= 0 || head[1] < 0)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'head': bad chunk size or unit count", r->source_);
+    ds->chunk_tokens = head[0];
+    ds->n_units = head[1];
+    if ((res = retrlm_reader_get(r, "unit_doc", RETRLM_DTYPE_I64, (const void **)&ds->unit_doc, &n))) return res;
+    if (n != (size_t)ds->n_units) return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'unit_doc': %lu units, head says %d", r->source_, (unsigned long)n, ds->n_units);
+    if ((res = retrlm_reader_get(r, "text", RETRLM_DTYPE_U8, (const void **)&ds->text, &n_text))) return res;
+    if ((res = retrlm_reader_get(r, "tokens", RETRLM_DTYPE_I32, (const void **)&ds->tokens, &n_tok))) return res;
+    if ((res = retrlm_reader_get(r, "text_off", RETRLM_DTYPE_U64, (const void **)&ds->text_off, &n))) return res;
+    if (n != (size_t)ds->n_units + 1) return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'text_off': %lu offsets for %d units", r->source_, (unsigned long)n, ds->n_units);
+    if ((res = retrlm_reader_get(r, "tok_off", RETRLM_DTYPE_U64, (const void **)&ds->tok_off, &n))) return res;
+    if (n != (size_t)ds->n_units + 1) return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'tok_off': %lu offsets for %d units", r->source_, (unsigned long)n, ds->n_units);
+    if (ds->text_off[0] != 0 || ds->tok_off[0] != 0 || ds->text_off[ds->n_units] != n_text || ds->tok_off[ds->n_units] != n_tok)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: unit offsets do not span the text and token sections", r->source_);
+    for (u = 0; u < ds->n_units; u++)
+        if (ds->text_off[u + 1] < ds->text_off[u] || ds->tok_off[u + 1] < ds->tok_off[u])
+            return retrlm__fail(RETRLM_ERR_FORMAT, "%s: offsets of unit %d decrease", r->source_, u);
+    for (n = 0; n < n_tok; n++)
+        if (ds->tokens[n] < 0) return retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'tokens': negative id at %lu", r->source_, (unsigned long)n);
+    if ((res = retrlm_reader_get(r, "bm25", RETRLM_DTYPE_U8, &bm, &nbm))) return res;
+    if ((res = retrlm_bm25_load_memory(&ds->bm25, bm, nbm))) return res;
+    if (ds->bm25.n_docs != ds->n_units)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: the BM25 index holds %d documents for %d units", r->source_, ds->bm25.n_docs, ds->n_units);
+    for (u = 0; u < ds->n_units; u++)
+        if (!retrlm_bm25_doc_length(&ds->bm25, u, NULL))
+            return retrlm__fail(RETRLM_ERR_FORMAT, "%s: the BM25 index lacks unit %d", r->source_, u);
+    ds->committed_ = 1;
+    return RETRLM_OK;
+}
+
+static retrlm_result retrlm__datastore_finish_load(retrlm_datastore *ds, retrlm_result res) {
+    if (!res) res = retrlm__datastore_from_reader(ds);
+    if (res) { // keep the detail: free does not touch it
+        retrlm_bm25_free(&ds->bm25);
+        retrlm_reader_close(&ds->reader_);
+        memset(ds, 0, sizeof *ds);
+    }
+    return res;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_datastore_load(retrlm_datastore *ds, const char *path) {
+    RETRLM_ASSERT(ds);
+    memset(ds, 0, sizeof *ds);
+    return retrlm__datastore_finish_load(ds, retrlm_reader_open(&ds->reader_, path, "datastore", 0));
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_datastore_load_memory(retrlm_datastore *ds, const void *data,
+                                                      size_t size) {
+    RETRLM_ASSERT(ds);
+    memset(ds, 0, sizeof *ds);
+    return retrlm__datastore_finish_load(ds, retrlm_reader_open_memory(&ds->reader_, data, size, "datastore", 0));
+}
