@@ -36,12 +36,40 @@ static void retrlm__ralm_fill(const retrlm_datastore *ds, const retrlm__ralm_job
     memcpy(seq + at, tokens + b->ctx, (b->end - b->ctx) * sizeof(int));
 }
 
+// kNN-LM interpolation settings and scratch for one batch
+typedef struct retrlm__knn_ctx {
+    const retrlm_knnlm *kn;
+    int    k;
+    float  log_lambda, log_1m_lambda, inv_temp;
+    float *queries;  // (max_batch * stride, D)
+    int64_t *ids;    // (max_batch * stride, k)
+    float *dist;     // (max_batch * stride, k)
+    int   *where;    // (max_batch * stride) job row * stride + p of each query
+} retrlm__knn_ctx;
+
+// log p_kNN(y) from the k neighbours of one query: log sum_{i: value_i = y} softmax(-d/T)_i
+static float retrlm__knn_logp(const retrlm__knn_ctx *kc, const int64_t *ids, const float *dist, int y) {
+    float mx = -INFINITY, all = 0.0f, hit = 0.0f;
+    int i;
+    for (i = 0; i < kc->k; i++)
+        if (ids[i] >= 0) mx = RETRLM__MAX(mx, -dist[i] * kc->inv_temp);
+    if (mx == -INFINITY) return -INFINITY;
+    for (i = 0; i < kc->k; i++) {
+        float e;
+        if (ids[i] < 0) continue;
+        e = expf(-dist[i] * kc->inv_temp - mx);
+        all += e;
+        if (kc->kn->values[ids[i]] == y) hit += e;
+    }
+    return hit > 0.0f ? logf(hit / all) : -INFINITY;
+}
+
 // runs jobs [j0, j1) through the model, batch by batch, and fills their lp
 static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore *ds,
                                         const int *tokens, int unit_cap, retrlm__ralm_job *jobs,
                                         const retrlm__ralm_block *blocks, int j0, int j1,
-                                        int *inputs, int *lengths) {
-    const int B = m->config.max_batch, V = m->config.vocab_size;
+                                        int *inputs, int *lengths, const retrlm__knn_ctx *kc) {
+    const int B = m->config.max_batch, V = m->config.vocab_size, D = m->config.dim;
     int j, r;
     retrlm_result res;
     for (j = j0; j < j1; j += B) {
@@ -56,16 +84,36 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
         }
         res = retrlm_model_forward(m, inputs, rows, T, lengths, 0);
         if (res) return res;
+        int nq = 0;
         for (r = 0; r < rows; r++) {
             retrlm__ralm_job *jb = &jobs[j + r];
             const retrlm__ralm_block *b = &blocks[jb->block];
             int n_pred = (int)(b->end - b->start), p;
             // the predicted tokens are the last n_pred of the sequence: token at sequence index
-            // q is predicted by the logits at q - 1
+            // q is predicted by the logits (and the kNN key) at q - 1
             for (p = 0; p < n_pred; p++) {
                 int q = jb->len - n_pred + p;
-                const float *logits = m->logits + ((size_t)r * T + (size_t)(q - 1)) * V;
+                size_t at = (size_t)r * T + (size_t)(q - 1);
+                const float *logits = m->logits + at * V;
                 jb->lp[p] = logits[tokens[b->start + p]] - retrlm_logsumexp(logits, V);
+                if (kc) {
+                    memcpy(kc->queries + (size_t)nq * D, retrlm_model_ffn_input(m, m->config.n_layers - 1) + at * D,
+                           (size_t)D * sizeof(float));
+                    kc->where[nq++] = r * 65536 + p;
+                }
+            }
+        }
+        if (kc && nq) {
+            int i;
+            res = retrlm_index_search(&kc->kn->index, kc->queries, nq, D, kc->k, NULL, kc->ids, kc->dist);
+            if (res) return res;
+            for (i = 0; i < nq; i++) {
+                retrlm__ralm_job *jb = &jobs[j + kc->where[i] / 65536];
+                int p = kc->where[i] % 65536;
+                const retrlm__ralm_block *b = &blocks[jb->block];
+                float lk = retrlm__knn_logp(kc, kc->ids + (size_t)i * kc->k, kc->dist + (size_t)i * kc->k, tokens[b->start + p]);
+                float a = kc->log_1m_lambda + jb->lp[p], c = kc->log_lambda + lk, hi = RETRLM__MAX(a, c);
+                jb->lp[p] = c == -INFINITY ? a : hi + logf(expf(a - hi) + expf(c - hi));
             }
         }
     }
@@ -88,6 +136,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     int *inputs = NULL, *lengths = NULL, *units = NULL;
     char *query = NULL;
     size_t query_cap = 0;
+    retrlm__knn_ctx knn, *kc = NULL;
     retrlm_result res = RETRLM_OK;
 
     RETRLM_ASSERT(m && cfg_in && bpb && (tokens || n == 0));
@@ -111,6 +160,23 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     if (cfg.context_tokens < 1 || prefix_units * cfg.unit_tokens + cfg.context_tokens + cfg.stride > Tmax)
         return retrlm__fail(RETRLM_ERR_ARG, "ralm: %d unit(s) of %d tokens + %d context + %d stride exceed the model's %d positions",
                             prefix_units, cfg.unit_tokens, cfg.context_tokens, cfg.stride, Tmax);
+    memset(&knn, 0, sizeof knn);
+    if (cfg.knnlm) {
+        if (!cfg.knn_k) cfg.knn_k = 64;
+        if (cfg.lambda == 0.0f) cfg.lambda = 0.25f;
+        if (cfg.knn_temperature == 0.0f) cfg.knn_temperature = 1.0f;
+        if (cfg.knn_k < 1 || !(cfg.lambda > 0.0f && cfg.lambda < 1.0f) || !(cfg.knn_temperature > 0.0f))
+            return retrlm__fail(RETRLM_ERR_ARG, "ralm: knn_k >= 1, lambda in (0, 1) and knn_temperature > 0 are needed");
+        if (cfg.knnlm->index.dim != m->config.dim)
+            return retrlm__fail(RETRLM_ERR_ARG, "ralm: kNN-LM keys have %d dimensions, the model %d", cfg.knnlm->index.dim, m->config.dim);
+        if (cfg.stride > 65535) return retrlm__fail(RETRLM_ERR_ARG, "ralm: stride above 65535 with kNN-LM");
+        knn.kn = cfg.knnlm;
+        knn.k = cfg.knn_k;
+        knn.log_lambda = logf(cfg.lambda);
+        knn.log_1m_lambda = logf(1.0f - cfg.lambda);
+        knn.inv_temp = 1.0f / cfg.knn_temperature;
+        kc = &knn;
+    }
     for (pos = 0; pos < n; pos++)
         if (tokens[pos] < 0 || tokens[pos] >= V)
             return retrlm__fail(RETRLM_ERR_RANGE, "ralm: token %d at %lu outside the model's vocabulary of %d", tokens[pos], (unsigned long)pos, V);
@@ -126,6 +192,14 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     lengths = (int *)retrlm__alloc((size_t)m->config.max_batch, sizeof(int));
     units = (int *)retrlm__alloc((size_t)cfg.k, sizeof(int));
     scores = (float *)retrlm__alloc((size_t)cfg.k, sizeof(float));
+    if (kc) {
+        size_t nq = (size_t)m->config.max_batch * cfg.stride;
+        knn.queries = (float *)retrlm__alloc(nq * m->config.dim, sizeof(float));
+        knn.ids = (int64_t *)retrlm__alloc(nq * knn.k, sizeof(int64_t));
+        knn.dist = (float *)retrlm__alloc(nq * knn.k, sizeof(float));
+        knn.where = (int *)retrlm__alloc(nq, sizeof(int));
+        if (!knn.queries || !knn.ids || !knn.dist || !knn.where) scores = (RETRLM_FREE(scores), (float *)NULL);
+    }
     if (!jobs || !blocks || !lp || !inputs || !lengths || !units || !scores) {
         res = retrlm__fail(RETRLM_ERR_NOMEM, "ralm: no memory for the scoring buffers");
         goto done;
@@ -186,7 +260,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
             nb++;
             pos = bl->end;
         }
-        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, jobs, blocks, 0, nj, inputs, lengths);
+        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, jobs, blocks, 0, nj, inputs, lengths, kc);
         if (res) goto done;
         // mix each block's jobs per token: log sum_j w_j p_j(y)
         for (b = 0; b < nb; b++) {
@@ -209,5 +283,96 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
 done:
     RETRLM_FREE(jobs), RETRLM_FREE(blocks), RETRLM_FREE(lp), RETRLM_FREE(inputs);
     RETRLM_FREE(lengths), RETRLM_FREE(units), RETRLM_FREE(scores), RETRLM_FREE(query);
+    RETRLM_FREE(knn.queries), RETRLM_FREE(knn.ids), RETRLM_FREE(knn.dist), RETRLM_FREE(knn.where);
+    return res;
+}
+
+// ---------------------------------------------------------------------------------------------
+// kNN-LM datastore
+
+RETRLM_API void retrlm_knnlm_free(retrlm_knnlm *kn) {
+    if (!kn) return;
+    retrlm_index_free(&kn->index);
+    RETRLM_FREE(kn->values);
+    memset(kn, 0, sizeof *kn);
+}
+
+RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, const int *tokens,
+                                            size_t n, int seq_len,
+                                            const retrlm_index_config *index_config) {
+    const int D = m->config.dim, B = m->config.max_batch, V = m->config.vocab_size;
+    retrlm_index_config icfg;
+    size_t nk, start, half, p, done = 0;
+    float *keys = NULL;
+    int *inputs = NULL, *lengths = NULL;
+    retrlm_result res = RETRLM_OK;
+    RETRLM_ASSERT(kn && m && (tokens || n == 0));
+    memset(kn, 0, sizeof *kn);
+    if (m->config.bidirectional) return retrlm__fail(RETRLM_ERR_ARG, "knnlm: the model is an encoder, not a causal LM");
+    if (!seq_len) seq_len = m->config.max_seq_len;
+    if (seq_len < 2 || seq_len > m->config.max_seq_len)
+        return retrlm__fail(RETRLM_ERR_ARG, "knnlm: seq_len %d outside 2..%d", seq_len, m->config.max_seq_len);
+    if (n < 2) return retrlm__fail(RETRLM_ERR_ARG, "knnlm: %lu tokens make no key", (unsigned long)n);
+    for (p = 0; p < n; p++)
+        if (tokens[p] < 0 || tokens[p] >= V)
+            return retrlm__fail(RETRLM_ERR_RANGE, "knnlm: token %d at %lu outside the vocabulary of %d", tokens[p], (unsigned long)p, V);
+    nk = n - 1; // key p is the state at p, value the token at p + 1
+    half = (size_t)seq_len / 2;
+    keys = (float *)retrlm__alloc(nk, (size_t)D * sizeof(float));
+    kn->values = (int *)retrlm__alloc(nk, sizeof(int));
+    inputs = (int *)retrlm__alloc((size_t)B * seq_len, sizeof(int));
+    lengths = (int *)retrlm__alloc((size_t)B, sizeof(int));
+    if (!keys || !kn->values || !inputs || !lengths) {
+        res = retrlm__fail(RETRLM_ERR_NOMEM, "knnlm: no memory for %lu keys of %d floats", (unsigned long)nk, D);
+        goto done;
+    }
+    memcpy(kn->values, tokens + 1, nk * sizeof(int));
+    // windows [start, start + seq_len) at a stride of half; window w keeps the keys from
+    // start + half on (all of them in the first window), so each position is keyed once
+    for (start = 0; done < nk && !res;) {
+        int rows = 0, r, T = 0;
+        size_t s0 = start;
+        for (r = 0; r < B && start < nk && (r == 0 || start + half <= nk); r++, start += half) {
+            size_t len = RETRLM__MIN((size_t)seq_len, nk - start);
+            memcpy(inputs + (size_t)r * seq_len, tokens + start, len * sizeof(int));
+            lengths[r] = (int)len;
+            T = RETRLM__MAX(T, (int)len);
+            rows++;
+        }
+        for (r = 0; r < rows; r++) // repack to stride T and pad
+            if (T != seq_len) memmove(inputs + (size_t)r * T, inputs + (size_t)r * seq_len, (size_t)lengths[r] * sizeof(int));
+        for (r = 0; r < rows; r++)
+            if (lengths[r] < T) memset(inputs + (size_t)r * T + lengths[r], 0, (size_t)(T - lengths[r]) * sizeof(int));
+        res = retrlm_model_forward(m, inputs, rows, T, lengths, RETRLM_FORWARD_NO_LOGITS);
+        if (res) break;
+        for (r = 0; r < rows; r++) {
+            size_t w0 = s0 + (size_t)r * half, from = w0 == 0 ? 0 : half, t;
+            const float *h = retrlm_model_ffn_input(m, m->config.n_layers - 1) + (size_t)r * T * D;
+            for (t = from; t < (size_t)lengths[r]; t++) {
+                if (w0 + t < done) continue; // keyed by an earlier window already
+                memcpy(keys + (w0 + t) * D, h + t * D, (size_t)D * sizeof(float));
+                done = w0 + t + 1;
+            }
+        }
+        res = retrlm__progress(index_config ? index_config->progress : NULL,
+                               index_config ? index_config->progress_user : NULL, "knnlm keys",
+                               (double)done, (double)nk);
+    }
+    if (res) goto done;
+    if (index_config) icfg = *index_config;
+    else memset(&icfg, 0, sizeof icfg);
+    icfg.dim = D;
+    icfg.metric = RETRLM_METRIC_L2;
+    res = retrlm_index_init(&kn->index, &icfg);
+    if (!res && (icfg.nlist > 0 || icfg.storage == RETRLM_STORAGE_SQ8)) res = retrlm_index_train(&kn->index, keys, nk, D);
+    if (!res) res = retrlm_index_add(&kn->index, keys, nk, D, NULL);
+    kn->n = nk;
+done:
+    RETRLM_FREE(keys), RETRLM_FREE(inputs), RETRLM_FREE(lengths);
+    if (res) {
+        retrlm_index_free(&kn->index);
+        RETRLM_FREE(kn->values);
+        memset(kn, 0, sizeof *kn);
+    }
     return res;
 }

@@ -9,8 +9,27 @@
      RETRLM_RALM_REPLUG     REPLUG ensemble (Shi et al., 2023): each of the top k units (default
                             4) is prepended on its own and the next-token distributions are mixed,
                             p(y) = sum_j softmax(score / temperature)_j p(y | unit_j, context)
+   With cfg->knnlm set, the result is further interpolated with the kNN-LM distribution.
    The first token of the stream has no context and costs ln V, as in retrlm_lm_bits_per_byte.
    Bits per byte = total nats / ln 2 / the UTF-8 bytes of the text the tokens encode. */
+
+/* ---- kNN-LM datastore (Khandelwal et al., 2020): for every position of a corpus, the key is
+   the LM's hidden state at the last layer's feed-forward input and the value is the next token.
+   Keys live in a vector index (L2; flat or IVF, f32 or SQ8 from index_config). */
+typedef struct retrlm_knnlm {
+    retrlm_index index;   /* keys; ids are positions into values */
+    int         *values;  /* (n) the token that followed each key */
+    size_t       n;       /* keys */
+} retrlm_knnlm;
+
+/* Runs m over tokens (n) in windows of seq_len (default max_seq_len) that overlap by half, so
+   every key but those of the first window sees at least seq_len/2 tokens of context, and adds
+   one key per position. index_config: dim and metric are set here (L2); the rest is yours
+   (NULL: flat f32). IVF or SQ8 storage is trained on the keys first. Progress "knnlm keys". */
+RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, const int *tokens,
+                                            size_t n, int seq_len,
+                                            const retrlm_index_config *index_config);
+RETRLM_API void retrlm_knnlm_free(retrlm_knnlm *kn);
 
 typedef enum retrlm_ralm_mode {
     RETRLM_RALM_NONE = 0,
@@ -27,6 +46,12 @@ typedef struct retrlm_ralm_config {
     int   unit_tokens;     /* tokens of a unit used at most; default the datastore's chunk size */
     int   context_tokens;  /* tokens of the text's own prefix; default what max_seq_len leaves */
     int   exclude;         /* 1: never retrieve units of document exclude_doc (leakage control) */
+    /* kNN-LM on top of any mode: p = lambda p_kNN + (1 - lambda) p, in log space, with
+       p_kNN(y) = sum over the knn_k nearest keys with value y of softmax(-distance / knn_temperature) */
+    const retrlm_knnlm *knnlm; /* NULL: no kNN-LM */
+    int   knn_k;           /* neighbours; default 64 */
+    float lambda;          /* interpolation weight in (0, 1); default 0.25 */
+    float knn_temperature; /* default 1 */
     int64_t exclude_doc;
     retrlm_progress_fn progress; /* stage "ralm", done/total in tokens; may cancel */
     void *progress_user;

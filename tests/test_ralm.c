@@ -181,11 +181,42 @@ static void test_ralm_matches_direct(void) {
     retrlm_datastore_free(&ds);
 }
 
+// kNN-LM over the very text being scored: every query finds its own key at distance 0 whose
+// value is the right next token, so the interpolated cost must fall well below the LM's.
+static void test_knnlm(void) {
+    static const char *text = "And Hezekiah prayed before the LORD, and said, O LORD God of Israel, which dwellest between the cherubims, thou art the God, even thou alone, of all the kingdoms of the earth.";
+    retrlm_knnlm kn;
+    retrlm_ralm_config rc;
+    size_t n, i;
+    int *ids = encode_all(text, &n), ok = 1;
+    double lm, knn;
+    CHECK_OK(retrlm_knnlm_build(&kn, &model, ids, n, 16, NULL));
+    CHECK(kn.n == n - 1 && kn.index.n == n - 1);
+    for (i = 0; i + 1 < n; i++) ok &= kn.values[i] == ids[i + 1];
+    CHECK(ok);
+    memset(&rc, 0, sizeof rc);
+    rc.stride = 8;
+    rc.context_tokens = 16;
+    CHECK_OK(retrlm_ralm_bits_per_byte(&model, NULL, NULL, ids, n, strlen(text), &rc, &lm, NULL));
+    rc.knnlm = &kn;
+    rc.knn_k = 4;
+    rc.lambda = 0.5f;
+    CHECK_OK(retrlm_ralm_bits_per_byte(&model, NULL, NULL, ids, n, strlen(text), &rc, &knn, NULL));
+    CHECK(knn < 0.5 * lm);
+    rc.lambda = 1.5f;
+    CHECK(retrlm_ralm_bits_per_byte(&model, NULL, NULL, ids, n, strlen(text), &rc, &knn, NULL) == RETRLM_ERR_ARG);
+    retrlm_knnlm_free(&kn);
+    retrlm_knnlm_free(&kn);
+    CHECK(retrlm_knnlm_build(&kn, &model, ids, 1, 16, NULL) == RETRLM_ERR_ARG);
+    free(ids);
+}
+
 int main(void) {
     setup();
     RUN(test_datastore_units);
     RUN(test_datastore_files);
     RUN(test_ralm_matches_direct);
+    RUN(test_knnlm);
     retrlm_model_free(&model);
     retrlm_tokenizer_free(&tok);
     return test_report();
