@@ -625,6 +625,8 @@ RETRLM_API retrlm_result retrlm_reader_get(const retrlm_reader *r, const char *n
     retrlm_section_info info;
     int i;
     RETRLM_ASSERT(r && name);
+    if (data) *data = NULL; // set on every path: callers (and gcc -O3's analysis) rely on it
+    if (count) *count = 0;
     for (i = 0; i < r->n_sections; i++) {
         if (strncmp((const char *)retrlm__entry(r, i), name, 32)) continue;
         retrlm_reader_section(r, i, &info);
@@ -640,8 +642,8 @@ RETRLM_API retrlm_result retrlm_reader_get(const retrlm_reader *r, const char *n
 
 RETRLM_API retrlm_result retrlm_reader_read(const retrlm_reader *r, const char *name,
                                             retrlm_dtype type, void *out, size_t count) {
-    const void *p;
-    size_t n;
+    const void *p = NULL;
+    size_t n = 0;
     retrlm_result res = retrlm_reader_get(r, name, type, &p, &n);
     if (res) return res;
     if (n != count)

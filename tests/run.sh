@@ -88,6 +88,12 @@ compile_checks() {
         2>"$out/static.err"; then
         run_bin static "$out/static"
     else head -n 30 "$out/static.err"; fail "RETRLM_STATIC does not compile cleanly"; fi
+    # -O3 inlines across modules and finds warnings (maybe-uninitialized) -O2 does not
+    for opt in "-O3" "-O3 -march=native -fopenmp"; do
+        if printf '#define RETRLM_IMPLEMENTATION\n#include "retrlm.h"\n' | $cc $STRICT $opt -I. -I"$STB_INC" \
+            -x c -c - -o /dev/null 2>"$out/o3.err"; then pass; echo "  $cc $opt: implementation compiles clean"
+        else head -n 30 "$out/o3.err"; fail "$cc $opt: warnings in the implementation"; fi
+    done
     if $cc -std=c99 -Wall -Wextra -pedantic -Werror -O1 -Iretrlm_impl -I. -I"$STB_INC" -Itests \
         tests/test_core.c -lm -o "$out/dev-core" 2>"$out/dev.err"; then
         run_bin dev-core "$out/dev-core"
