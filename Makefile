@@ -10,11 +10,12 @@ EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 # Debian packages the tests need; `make deps` installs the missing ones
 DEPS_PKGS := libstb-dev clang libomp-dev libclang-rt-14-dev g++
 
-.PHONY: all help deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation cross clean
+.PHONY: all help demo deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation cross clean
 all: retrlm.h examples
 
 help:
 	@echo "make               regenerate retrlm.h from retrlm_impl/, build examples/"
+	@echo "make demo          the demo: tokenizer, LM, BM25 datastore, retrieval-augmented bits per byte"
 	@echo "make test          the test matrix: {gcc,clang} x {serial,-fopenmp}, C++, 2 TUs, static, fuzz replay"
 	@echo "make test-quick    gcc serial only"
 	@echo "make sanitize      the tests under ASan + UBSan (clang)"
@@ -27,6 +28,14 @@ help:
 # The only place the header is made. Content, not timestamps, decides staleness (check below).
 retrlm.h: $(SRC)
 	awk -f retrlm_impl/amalgamate.awk retrlm_impl/retrlm.h > retrlm.h.tmp && mv retrlm.h.tmp retrlm.h
+
+# The demo: trains a tokenizer and a small LM on examples/data, builds a datastore and prints
+# bits per byte with and without retrieval. DEMO_STEPS sets the LM's training steps.
+DEMO_STEPS ?= 700
+demo: deps retrlm.h
+	@mkdir -p build
+	$(CC) -std=c99 -O3 -march=native -fopenmp -I. -I$(STB_INC) examples/demo.c -lm -o build/demo
+	build/demo $(DEMO_STEPS)
 
 check-amalgamation:
 	@awk -f retrlm_impl/amalgamate.awk retrlm_impl/retrlm.h | cmp -s - retrlm.h || \

@@ -1,0 +1,235 @@
+// bench/ralm_kjv - strategy 1 on the King James Bible: an LM and a retriever trained
+// independently, combined at inference. Tokenizer and LM are trained on kjv/train.txt; the
+// datastore is the train split's 5-verse passages (kjv/passages.tsv, split = train) for BM25,
+// and the LM's hidden states over train.txt for kNN-LM; everything is scored on kjv/test.txt
+// (chapters never seen in training or in the datastore). kNN-LM's lambda and temperature are
+// chosen on kjv/valid.txt. Prints a table, then name=value lines.
+//   make bench-ralm_kjv                 (RETRLM_DATA=../shared/data by default)
+//   build/bench/ralm_kjv [steps] [out_dir]
+// Trained artifacts are kept in out_dir (default build/kjv): a second run reuses them.
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void die(const char *what) {
+    fprintf(stderr, "ralm_kjv: %s: %s\n", what, retrlm_last_error());
+    exit(1);
+}
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    char *s;
+    long n;
+    if (!f) { fprintf(stderr, "ralm_kjv: cannot open %s\n", path); exit(1); }
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    s = (char *)malloc((size_t)n + 1);
+    if (fread(s, 1, (size_t)n, f) != (size_t)n) { fprintf(stderr, "ralm_kjv: cannot read %s\n", path); exit(1); }
+    s[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return s;
+}
+
+static int *encode(const retrlm_tokenizer *tok, const char *s, size_t len, size_t *n) {
+    int *ids;
+    if (retrlm_tokenizer_encode(tok, s, len, 0, NULL, 0, n)) die("encode");
+    ids = (int *)malloc(sizeof(int) * (*n + 1));
+    if (retrlm_tokenizer_encode(tok, s, len, 0, ids, *n, n)) die("encode");
+    return ids;
+}
+
+static int progress(void *user, const char *stage, double done, double total) {
+    static double last;
+    double now = retrlm_time_seconds();
+    (void)user;
+    if (now - last > 10 || done >= total) {
+        fprintf(stderr, "  %s %.0f / %.0f\n", stage, done, total);
+        last = now;
+    }
+    return 0;
+}
+
+// unescapes a TSV field in place (\\ \t \n \r)
+static void unescape(char *s) {
+    char *w = s;
+    for (; *s; s++) {
+        if (*s == '\\' && s[1]) {
+            s++;
+            *w++ = *s == 't' ? '\t' : *s == 'n' ? '\n' : *s == 'r' ? '\r' : *s;
+        } else
+            *w++ = *s;
+    }
+    *w = '\0';
+}
+
+int main(int argc, char **argv) {
+    int steps = argc > 1 ? atoi(argv[1]) : 1500;
+    const char *out = argc > 2 ? argv[2] : "build/kjv";
+    const char *root = getenv("RETRLM_DATA") ? getenv("RETRLM_DATA") : "../shared/data";
+    char path[1024], tok_path[1024], lm_path[1024], line[65536];
+    size_t train_len, valid_len, test_len, n_train, n_valid, n_test;
+    char *train, *valid, *test;
+    int *train_ids, *valid_ids, *test_ids, i, n_units = 0;
+    retrlm_tokenizer tok;
+    retrlm_model model;
+    retrlm_datastore ds;
+    retrlm_datastore_config dc;
+    retrlm_knnlm knn;
+    retrlm_ralm_config rc;
+    double t0, bpb[4], best_valid = 1e9, secs[4];
+    float best_lambda = 0.25f, best_temp = 1.0f;
+    FILE *f;
+
+    snprintf(path, sizeof path, "mkdir -p '%s'", out);
+    if (system(path) != 0) return 1;
+    snprintf(path, sizeof path, "%s/kjv/train.txt", root);
+    train = slurp(path, &train_len);
+    snprintf(path, sizeof path, "%s/kjv/valid.txt", root);
+    valid = slurp(path, &valid_len);
+    snprintf(path, sizeof path, "%s/kjv/test.txt", root);
+    test = slurp(path, &test_len);
+
+    // tokenizer: BPE 8192 on the train split
+    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.rlm", out);
+    if (retrlm_tokenizer_load(&tok, tok_path)) {
+        retrlm_tokenizer_train_config tc;
+        memset(&tc, 0, sizeof tc);
+        tc.vocab_size = 8192;
+        t0 = retrlm_time_seconds();
+        if (retrlm_tokenizer_train(&tok, &tc, (const char *const *)&train, &train_len, 1, NULL, NULL)) die("tokenizer");
+        if (retrlm_tokenizer_save(&tok, tok_path)) die("save tokenizer");
+        fprintf(stderr, "tokenizer trained in %.1f s\n", retrlm_time_seconds() - t0);
+    }
+    train_ids = encode(&tok, train, train_len, &n_train);
+    valid_ids = encode(&tok, valid, valid_len, &n_valid);
+    test_ids = encode(&tok, test, test_len, &n_test);
+
+    // LM: 4 layers, dim 256, context 256, trained on train.txt (or loaded from out_dir)
+    snprintf(lm_path, sizeof lm_path, "%s/lm-%d.rlm", out, steps);
+    if (retrlm_model_load(&model, lm_path, NULL)) {
+        retrlm_model_config mc;
+        retrlm_adamw opt;
+        retrlm_adamw_config oc;
+        retrlm_adamw_group groups[2];
+        retrlm_lm_train_config lc;
+        retrlm_lm_train_state st;
+        memset(&mc, 0, sizeof mc);
+        mc.vocab_size = tok.n_vocab;
+        mc.dim = 256;
+        mc.n_layers = 4;
+        mc.n_heads = 4;
+        mc.max_seq_len = 256;
+        mc.max_batch = 8;
+        mc.seed = 1;
+        if (retrlm_model_init(&model, &mc)) die("model");
+        memset(&oc, 0, sizeof oc);
+        oc.warmup_steps = 100;
+        oc.total_steps = steps;
+        i = retrlm_model_param_groups(&model, 1e-3f, 0.1f, groups);
+        if (retrlm_adamw_init(&opt, &oc, groups, i)) die("optimizer");
+        memset(&lc, 0, sizeof lc);
+        lc.train = train_ids;
+        lc.n_train = n_train;
+        lc.valid = valid_ids;
+        lc.n_valid = n_valid;
+        lc.valid_bytes = valid_len;
+        lc.batch = 8;
+        lc.seq_len = 256;
+        lc.steps = steps;
+        lc.eval_every = steps / 4;
+        lc.progress = progress;
+        retrlm_lm_train_state_init(&st, 1);
+        t0 = retrlm_time_seconds();
+        if (retrlm_lm_train(&model, &opt, &lc, &st)) die("training");
+        fprintf(stderr, "LM trained: %d steps in %.0f s, valid bpb %.4f\n", steps, retrlm_time_seconds() - t0, st.last_valid_bpb);
+        if (retrlm_model_save(&model, NULL, NULL, lm_path)) die("save LM");
+        retrlm_adamw_free(&opt);
+    }
+
+    // datastore: the train split's passages as units (BM25)
+    memset(&dc, 0, sizeof dc);
+    dc.chunk_tokens = 128;
+    if (retrlm_datastore_init(&ds, &dc)) die("datastore");
+    snprintf(path, sizeof path, "%s/kjv/passages.tsv", root);
+    if (!(f = fopen(path, "rb"))) die("passages.tsv");
+    if (!fgets(line, sizeof line, f)) die("passages.tsv header");
+    while (fgets(line, sizeof line, f)) { // id, book, chapter, verse_start, verse_end, split, text
+        char *col[7], *p = line;
+        int c;
+        for (c = 0; c < 7 && p; c++) {
+            col[c] = p;
+            p = strchr(p, c < 6 ? '\t' : '\n');
+            if (p) *p++ = '\0';
+        }
+        if (c < 7 || strcmp(col[5], "train")) continue;
+        unescape(col[6]);
+        if (retrlm_datastore_add(&ds, &tok, n_units++, col[6], strlen(col[6]), RETRLM_DATASTORE_CHUNK)) die("datastore add");
+    }
+    fclose(f);
+    if (retrlm_datastore_commit(&ds)) die("datastore commit");
+    fprintf(stderr, "datastore: %d passages, %d units\n", n_units, ds.n_units);
+
+    // kNN-LM keys over train.txt
+    t0 = retrlm_time_seconds();
+    {
+        retrlm_index_config ic; // IVF: the valid grid and the test pass search 1M keys many times
+        memset(&ic, 0, sizeof ic);
+        ic.nlist = 1024;
+        ic.nprobe = 32;
+        ic.progress = progress;
+        if (retrlm_knnlm_build(&knn, &model, train_ids, n_train, 256, &ic)) die("kNN-LM");
+    }
+    fprintf(stderr, "kNN-LM: %lu keys in %.0f s\n", (unsigned long)knn.n, retrlm_time_seconds() - t0);
+
+    // kNN-LM lambda and temperature on valid
+    {
+        static const float lambdas[] = {0.1f, 0.25f, 0.4f}, temps[] = {1.0f, 10.0f, 50.0f};
+        int a, b;
+        for (a = 0; a < 3; a++)
+            for (b = 0; b < 3; b++) {
+                double v;
+                memset(&rc, 0, sizeof rc);
+                rc.stride = 64;
+                rc.context_tokens = 192;
+                rc.knnlm = &knn;
+                rc.lambda = lambdas[a];
+                rc.knn_temperature = temps[b];
+                if (retrlm_ralm_bits_per_byte(&model, &tok, &ds, valid_ids, n_valid, valid_len, &rc, &v, NULL)) die("valid");
+                fprintf(stderr, "  valid kNN-LM lambda %.2f temperature %.0f: %.4f\n", lambdas[a], temps[b], v);
+                if (v < best_valid) best_valid = v, best_lambda = lambdas[a], best_temp = temps[b];
+            }
+    }
+
+    for (i = 0; i < 4; i++) {
+        memset(&rc, 0, sizeof rc);
+        rc.mode = i == 1 ? RETRLM_RALM_INCONTEXT : i == 2 ? RETRLM_RALM_REPLUG : RETRLM_RALM_NONE;
+        rc.stride = 64;
+        rc.query_tokens = 32;
+        rc.unit_tokens = 128;
+        rc.context_tokens = 256 - 128 - 64 > 0 ? 256 - 128 - 64 : 1;
+        if (i == 3) rc.knnlm = &knn, rc.lambda = best_lambda, rc.knn_temperature = best_temp;
+        t0 = retrlm_time_seconds();
+        if (retrlm_ralm_bits_per_byte(&model, &tok, &ds, test_ids, n_test, test_len, &rc, &bpb[i], NULL)) die("test");
+        secs[i] = retrlm_time_seconds() - t0;
+    }
+    printf("KJV test (%lu bytes, %lu tokens); LM %d layers dim %d, %d steps; context 64 of own text + 128 retrieved, stride 64\n",
+           (unsigned long)test_len, (unsigned long)n_test, model.config.n_layers, model.config.dim, steps);
+    printf("| %-34s | bits/byte | vs LM  | seconds |\n|---|---:|---:|---:|\n", "system");
+    {
+        static const char *names[4] = {"LM alone", "+ in-context (BM25 passage)", "+ REPLUG (BM25, top 4)", "+ kNN-LM"};
+        for (i = 0; i < 4; i++)
+            printf("| %-34s | %.4f | %+.1f%% | %.0f |\n", names[i], bpb[i], 100.0 * (bpb[i] / bpb[0] - 1), secs[i]);
+    }
+    printf("knnlm: lambda %.2f, temperature %.0f (chosen on valid: %.4f)\n", best_lambda, best_temp, best_valid);
+    printf("kjv.lm.bpb=%.4f\nkjv.incontext_bm25.bpb=%.4f\nkjv.replug_bm25.bpb=%.4f\nkjv.knnlm.bpb=%.4f\n", bpb[0], bpb[1], bpb[2], bpb[3]);
+    retrlm_knnlm_free(&knn);
+    retrlm_datastore_free(&ds);
+    retrlm_model_free(&model);
+    retrlm_tokenizer_free(&tok);
+    free(train), free(valid), free(test), free(train_ids), free(valid_ids), free(test_ids);
+    return 0;
+}
