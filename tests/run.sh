@@ -88,6 +88,16 @@ compile_checks() {
         2>"$out/static.err"; then
         run_bin static "$out/static"
     else head -n 30 "$out/static.err"; fail "RETRLM_STATIC does not compile cleanly"; fi
+    # every example builds with the strict flags; the quick one also runs
+    for src in examples/*.c; do
+        ex=$(basename "$src" .c)
+        if $cc $STRICT -O2 -I. -I"$STB_INC" "$src" -lm -o "$out/example-$ex" 2>"$out/example-$ex.err"; then
+            if [ "$ex" = first ]; then
+                if (cd "$out" && ./example-first >/dev/null 2>&1); then pass; echo "  examples/first.c builds and runs"
+                else fail "examples/first.c fails when run"; fi
+            else pass; echo "  examples/$ex.c builds"; fi
+        else head -n 30 "$out/example-$ex.err"; fail "examples/$ex.c does not compile"; fi
+    done
     # -O3 inlines across modules and finds warnings (maybe-uninitialized) -O2 does not
     for opt in "-O3" "-O3 -march=native -fopenmp"; do
         if printf '#define RETRLM_IMPLEMENTATION\n#include "retrlm.h"\n' | $cc $STRICT $opt -I. -I"$STB_INC" \
