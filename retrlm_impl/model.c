@@ -12,6 +12,10 @@
 // A forward of B x T tokens uses the first B*T rows of every (Nm, .) slot.
 
 #define RETRLM__MAX_DIM (1 << 24)
+// Parallel regions cost a barrier each, and on a shared machine a barrier can wait a whole
+// scheduler slice for a starved thread (DESIGN.md 3): cheap element-wise loops stay serial
+// unless they are big; attention, the loss and the matmuls carry the parallelism.
+#define RETRLM__PAR_ELEMS ((size_t)1 << 21)
 
 typedef struct retrlm__acts {
     float *ln1, *rstd1, *q, *k, *v, *att, *atty, *mid, *ln2, *rstd2, *gate, *up, *act;
@@ -285,7 +289,7 @@ RETRLM_API void retrlm_model_zero_grad(retrlm_model *m) {
 static void retrlm__rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N,
                                     int D, float eps) {
     int i;
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > RETRLM__PAR_ELEMS)
     for (i = 0; i < N; i++) {
         const float *xi = x + (size_t)i * D;
         float *oi = out + (size_t)i * D, ss = 0.0f, r;
@@ -303,7 +307,7 @@ static void retrlm__rmsnorm_forward(float *out, float *rstd, const float *x, con
 static void retrlm__rmsnorm_backward(float *dx, float *dw_rows, const float *dy, const float *x,
                                      const float *w, const float *rstd, int N, int D, int acc) {
     int i;
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > RETRLM__PAR_ELEMS)
     for (i = 0; i < N; i++) {
         const float *xi = x + (size_t)i * D, *dyi = dy + (size_t)i * D;
         float *dxi = dx + (size_t)i * D, *dwi = dw_rows + (size_t)i * D;
@@ -327,7 +331,7 @@ static void retrlm__rmsnorm_backward(float *dx, float *dw_rows, const float *dy,
 // out (D) += sum over the N rows of rows (N, D), rows in order: the same sum for any thread count
 static void retrlm__sum_rows(float *out, const float *rows, int N, int D) {
     int c, nchunks = (D + 63) / 64;
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > RETRLM__PAR_ELEMS)
     for (c = 0; c < nchunks; c++) {
         int d0 = c * 64, d1 = RETRLM__MIN(D, d0 + 64), i, d;
         for (i = 0; i < N; i++) {
@@ -342,7 +346,7 @@ static void retrlm__sum_rows(float *out, const float *rows, int N, int D) {
 static void retrlm__rope(float *x, int N, int T, int pos0, int H, int hd, const float *cosT,
                          const float *sinT, int inverse) {
     int i, hd2 = hd / 2;
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)H * (size_t)hd > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)H * (size_t)hd > RETRLM__PAR_ELEMS)
     for (i = 0; i < N; i++) {
         int pos = pos0 + i % T, h, j;
         const float *cs = cosT + (size_t)pos * hd2, *sn = sinT + (size_t)pos * hd2;
@@ -372,7 +376,7 @@ static void retrlm__attention_forward(float *y, float *att, const float *q, cons
     int bh;
     const int D = H * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 1e5)
+    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 4e6)
     for (bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H, t, j, d;
         for (t = 0; t < T; t++) {
@@ -413,7 +417,7 @@ static void retrlm__attention_backward(float *dq, float *dk, float *dv, float *d
     int bh;
     const int D = H * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 1e5)
+    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 4e6)
     for (bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H, t, j, d;
         for (t = 0; t < T; t++) {
@@ -455,7 +459,7 @@ static void retrlm__attention_backward(float *dq, float *dk, float *dv, float *d
 // act = silu(gate) * up, n elements
 static void retrlm__swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_IF(n > 65536)
+    RETRLM__PARALLEL_FOR_IF(n > RETRLM__PAR_ELEMS / 2)
     for (i = 0; i < nn; i++) {
         float g = gate[i];
         act[i] = g / (1.0f + expf(-g)) * up[i];
@@ -466,7 +470,7 @@ static void retrlm__swiglu_forward(float *act, const float *gate, const float *u
 static void retrlm__swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
                                     const float *up, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_IF(n > 65536)
+    RETRLM__PARALLEL_FOR_IF(n > RETRLM__PAR_ELEMS / 2)
     for (i = 0; i < nn; i++) {
         float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), da = dact[i];
         dgate[i] = da * up[i] * sg * (1.0f + g * (1.0f - sg));
@@ -639,7 +643,7 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
         int nchunks = (D + 63) / 64, ch;
         float *gw = m->grad[RETRLM_T_EMBED];
         const int *tok = m->tokens_;
-        RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > 65536)
+        RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > RETRLM__PAR_ELEMS)
         for (ch = 0; ch < nchunks; ch++) {
             int d0 = ch * 64, d1 = RETRLM__MIN(D, d0 + 64), t, d;
             for (t = 0; t < N; t++) {
@@ -667,7 +671,7 @@ RETRLM_API retrlm_result retrlm_model_lm_loss(retrlm_model *m, const int *target
         n += targets[i] >= 0;
     }
     inv = n ? 1.0f / (float)n : 0.0f;
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)V > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)V > RETRLM__PAR_ELEMS / 8)
     for (i = 0; i < N; i++) {
         float *z = logits + (size_t)i * V;
         int tg = targets[i], j;
@@ -694,7 +698,7 @@ RETRLM_API double retrlm_model_nll(retrlm_model *m, const int *targets, int *cou
     int i, n = 0;
     double sum = 0.0;
     RETRLM_ASSERT(logits);
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)V > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)V > RETRLM__PAR_ELEMS / 8)
     for (i = 0; i < N; i++) {
         const float *z = logits + (size_t)i * V;
         int tg = targets[i];
@@ -810,7 +814,7 @@ RETRLM_API void retrlm_adamw_step(retrlm_adamw *o) {
         const float *g = o->groups[gi].grads;
         size_t n = o->groups[gi].n;
         ptrdiff_t ch, nch = (ptrdiff_t)((n + RETRLM__ADAM_CHUNK - 1) / RETRLM__ADAM_CHUNK);
-        RETRLM__PARALLEL_FOR_IF(nch > 1)
+        RETRLM__PARALLEL_FOR_IF(nch > 16)
         for (ch = 0; ch < nch; ch++) {
             size_t i0 = (size_t)ch * RETRLM__ADAM_CHUNK, i1 = RETRLM__MIN(n, i0 + RETRLM__ADAM_CHUNK), i;
             float s = 0.0f;
@@ -835,7 +839,7 @@ RETRLM_API void retrlm_adamw_step(retrlm_adamw *o) {
         const float *gr = g->grads;
         size_t n = g->n;
         ptrdiff_t ch, nch = (ptrdiff_t)((n + RETRLM__ADAM_CHUNK - 1) / RETRLM__ADAM_CHUNK);
-        RETRLM__PARALLEL_FOR_IF(nch > 1)
+        RETRLM__PARALLEL_FOR_IF(nch > 16)
         for (ch = 0; ch < nch; ch++) {
             size_t i0 = (size_t)ch * RETRLM__ADAM_CHUNK, i1 = RETRLM__MIN(n, i0 + RETRLM__ADAM_CHUNK), i;
             for (i = i0; i < i1; i++) {

@@ -1,0 +1,30 @@
+// Fuzz target: the checkpoint loader (retrlm_model_load_memory, retrlm_model_load_state_memory);
+// a model it accepts must run a forward pass and take an optimiser state of its size.
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    retrlm_model m;
+    retrlm_model_config over;
+    memset(&over, 0, sizeof over);
+    over.max_seq_len = 4; // keep activations small whatever the file says
+    over.max_batch = 1;
+    if (retrlm_model_load_memory(&m, data, size, &over) == RETRLM_OK) {
+        int tok[4] = {0, 0, 0, 0};
+        retrlm_adamw o;
+        retrlm_adamw_group g[2];
+        retrlm_lm_train_state st;
+        int ng = retrlm_model_param_groups(&m, 1e-3f, 0.0f, g);
+        tok[1] = m.config.vocab_size - 1;
+        if (retrlm_model_forward(&m, tok, 1, 4, NULL, 0) != RETRLM_OK) __builtin_trap();
+        if (retrlm_adamw_init(&o, NULL, g, ng) == RETRLM_OK) {
+            retrlm_lm_train_state_init(&st, 0);
+            (void)retrlm_model_load_state_memory(&o, &st, data, size);
+            retrlm_adamw_free(&o);
+        }
+    }
+    retrlm_model_free(&m);
+    return 0;
+}
+#include "fuzz/fuzz.h"
