@@ -2994,8 +2994,8 @@ static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
     if (over && over->max_batch > 0) c.max_batch = over->max_batch;
     {
         // the parameter count must match before anything big is allocated
-        const void *p;
-        size_t n, sz[RETRLM_T_COUNT], tot = 0;
+        const void *p = NULL;
+        size_t n = 0, sz[RETRLM_T_COUNT], tot = 0;
         int t;
         retrlm_model_config c2 = c;
         if ((r = retrlm__resolve_config(&c2))) return r == RETRLM_ERR_ARG ? RETRLM_ERR_FORMAT : r;
@@ -3026,9 +3026,9 @@ static retrlm_result retrlm__state_load(retrlm_adamw *opt, retrlm_lm_train_state
                                         const retrlm_reader *rd) {
     retrlm_result r;
     if (opt) {
-        const void *pm, *pv;
-        size_t nm, nv;
-        int64_t s;
+        const void *pm = NULL, *pv = NULL;
+        size_t nm = 0, nv = 0;
+        int64_t s = 0;
         if ((r = retrlm_reader_get(rd, "adamw_m", RETRLM_DTYPE_F32, &pm, &nm)) ||
             (r = retrlm_reader_get(rd, "adamw_v", RETRLM_DTYPE_F32, &pv, &nv)) ||
             (r = retrlm_reader_read(rd, "adamw_step", RETRLM_DTYPE_I64, &s, 1)))
