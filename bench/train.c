@@ -1,9 +1,9 @@
 // bench/train.c - a transformer training step (forward, loss, backward, AdamW) in tokens/s and
 // GFLOP/s at two shapes, batch 4 x 64 and 4 x 256, on 1 and 2 threads, with OpenBLAS sgemm
 // GFLOP/s of the same run beside it (the ceiling); then generation tokens/s at a stories15M-like
-// shape. FLOPs counted: 6 x tokens x (matrix parameters incl. the output layer) for the
-// matmuls + 6 x B x T^2 x D x L / 2... precisely: attention scores and mixing, forward 4 B T^2 D
-// per layer (causal: half of it), backward twice that.
+// shape. FLOPs counted: 6 x tokens x (matrix parameters, output layer included) for the
+// matmuls, plus attention scores and mixing: 4 B T^2 D a layer forward, halved for the causal
+// mask, three times that for forward + backward. Figures on a shared machine vary by 2x.
 //   make bench-train            (BENCH_QUICK=1 in the environment: the small shape only)
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
