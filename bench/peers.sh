@@ -4,7 +4,7 @@
 # still builds, measures retrlm and says which peer is missing.
 have_header() { [ -f "$1" ]; }
 case $1 in
-matmul)
+matmul|train)
     for d in /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/aarch64-linux-gnu/openblas-pthread /usr/include/openblas; do
         if have_header "$d/cblas.h"; then echo "-DRETRLM_BENCH_OPENBLAS -I$d -lopenblas"; break; fi
     done

@@ -12,6 +12,10 @@
 // A forward of B x T tokens uses the first B*T rows of every (Nm, .) slot.
 
 #define RETRLM__MAX_DIM (1 << 24)
+// Parallel regions cost a barrier each, and on a shared machine a barrier can wait a whole
+// scheduler slice for a starved thread (DESIGN.md 3): cheap element-wise loops stay serial
+// unless they are big; attention, the loss and the matmuls carry the parallelism.
+#define RETRLM__PAR_ELEMS ((size_t)1 << 21)
 
 typedef struct retrlm__acts {
     float *ln1, *rstd1, *q, *k, *v, *att, *atty, *mid, *ln2, *rstd2, *gate, *up, *act;
@@ -91,10 +95,10 @@ static size_t retrlm__acts_size(const retrlm_model_config *c) {
 static size_t retrlm__work_layout(const retrlm_model_config *c, float *base, retrlm__work *w) {
     size_t nm = retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
     size_t cache = (size_t)c->n_layers * (size_t)c->max_seq_len * d, v = (size_t)c->vocab_size;
-    float *p = base;
+    size_t off = 0;
     retrlm__work tmp;
     if (!w) w = &tmp;
-#define RETRLM__TAKE(field, n) (w->field = p, p += (n))
+#define RETRLM__TAKE(field, n) (w->field = base ? base + off : NULL, off += (n))
     RETRLM__TAKE(dx, nm * d);
     RETRLM__TAKE(dln, nm * d);
     RETRLM__TAKE(datty, nm * d);
@@ -120,7 +124,7 @@ static size_t retrlm__work_layout(const retrlm_model_config *c, float *base, ret
     RETRLM__TAKE(probs, v);
     RETRLM__TAKE(scores, v);
 #undef RETRLM__TAKE
-    return (size_t)(p - base);
+    return off;
 }
 
 static void retrlm__get_work(const retrlm_model *m, retrlm__work *w) {
@@ -285,7 +289,7 @@ RETRLM_API void retrlm_model_zero_grad(retrlm_model *m) {
 static void retrlm__rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N,
                                     int D, float eps) {
     int i;
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > RETRLM__PAR_ELEMS)
     for (i = 0; i < N; i++) {
         const float *xi = x + (size_t)i * D;
         float *oi = out + (size_t)i * D, ss = 0.0f, r;
@@ -303,7 +307,7 @@ static void retrlm__rmsnorm_forward(float *out, float *rstd, const float *x, con
 static void retrlm__rmsnorm_backward(float *dx, float *dw_rows, const float *dy, const float *x,
                                      const float *w, const float *rstd, int N, int D, int acc) {
     int i;
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > RETRLM__PAR_ELEMS)
     for (i = 0; i < N; i++) {
         const float *xi = x + (size_t)i * D, *dyi = dy + (size_t)i * D;
         float *dxi = dx + (size_t)i * D, *dwi = dw_rows + (size_t)i * D;
@@ -327,7 +331,7 @@ static void retrlm__rmsnorm_backward(float *dx, float *dw_rows, const float *dy,
 // out (D) += sum over the N rows of rows (N, D), rows in order: the same sum for any thread count
 static void retrlm__sum_rows(float *out, const float *rows, int N, int D) {
     int c, nchunks = (D + 63) / 64;
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > RETRLM__PAR_ELEMS)
     for (c = 0; c < nchunks; c++) {
         int d0 = c * 64, d1 = RETRLM__MIN(D, d0 + 64), i, d;
         for (i = 0; i < N; i++) {
@@ -342,7 +346,7 @@ static void retrlm__sum_rows(float *out, const float *rows, int N, int D) {
 static void retrlm__rope(float *x, int N, int T, int pos0, int H, int hd, const float *cosT,
                          const float *sinT, int inverse) {
     int i, hd2 = hd / 2;
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)H * (size_t)hd > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)H * (size_t)hd > RETRLM__PAR_ELEMS)
     for (i = 0; i < N; i++) {
         int pos = pos0 + i % T, h, j;
         const float *cs = cosT + (size_t)pos * hd2, *sn = sinT + (size_t)pos * hd2;
@@ -372,7 +376,7 @@ static void retrlm__attention_forward(float *y, float *att, const float *q, cons
     int bh;
     const int D = H * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 1e5)
+    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 4e6)
     for (bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H, t, j, d;
         for (t = 0; t < T; t++) {
@@ -413,7 +417,7 @@ static void retrlm__attention_backward(float *dq, float *dk, float *dv, float *d
     int bh;
     const int D = H * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 1e5)
+    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 4e6)
     for (bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H, t, j, d;
         for (t = 0; t < T; t++) {
@@ -455,7 +459,7 @@ static void retrlm__attention_backward(float *dq, float *dk, float *dv, float *d
 // act = silu(gate) * up, n elements
 static void retrlm__swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_IF(n > 65536)
+    RETRLM__PARALLEL_FOR_IF(n > RETRLM__PAR_ELEMS / 2)
     for (i = 0; i < nn; i++) {
         float g = gate[i];
         act[i] = g / (1.0f + expf(-g)) * up[i];
@@ -466,7 +470,7 @@ static void retrlm__swiglu_forward(float *act, const float *gate, const float *u
 static void retrlm__swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
                                     const float *up, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_IF(n > 65536)
+    RETRLM__PARALLEL_FOR_IF(n > RETRLM__PAR_ELEMS / 2)
     for (i = 0; i < nn; i++) {
         float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), da = dact[i];
         dgate[i] = da * up[i] * sg * (1.0f + g * (1.0f - sg));
@@ -639,7 +643,7 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
         int nchunks = (D + 63) / 64, ch;
         float *gw = m->grad[RETRLM_T_EMBED];
         const int *tok = m->tokens_;
-        RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > 65536)
+        RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)D > RETRLM__PAR_ELEMS)
         for (ch = 0; ch < nchunks; ch++) {
             int d0 = ch * 64, d1 = RETRLM__MIN(D, d0 + 64), t, d;
             for (t = 0; t < N; t++) {
@@ -667,7 +671,7 @@ RETRLM_API retrlm_result retrlm_model_lm_loss(retrlm_model *m, const int *target
         n += targets[i] >= 0;
     }
     inv = n ? 1.0f / (float)n : 0.0f;
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)V > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)V > RETRLM__PAR_ELEMS / 8)
     for (i = 0; i < N; i++) {
         float *z = logits + (size_t)i * V;
         int tg = targets[i], j;
@@ -694,7 +698,7 @@ RETRLM_API double retrlm_model_nll(retrlm_model *m, const int *targets, int *cou
     int i, n = 0;
     double sum = 0.0;
     RETRLM_ASSERT(logits);
-    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)V > 65536)
+    RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)V > RETRLM__PAR_ELEMS / 8)
     for (i = 0; i < N; i++) {
         const float *z = logits + (size_t)i * V;
         int tg = targets[i];
@@ -810,7 +814,7 @@ RETRLM_API void retrlm_adamw_step(retrlm_adamw *o) {
         const float *g = o->groups[gi].grads;
         size_t n = o->groups[gi].n;
         ptrdiff_t ch, nch = (ptrdiff_t)((n + RETRLM__ADAM_CHUNK - 1) / RETRLM__ADAM_CHUNK);
-        RETRLM__PARALLEL_FOR_IF(nch > 1)
+        RETRLM__PARALLEL_FOR_IF(nch > 16)
         for (ch = 0; ch < nch; ch++) {
             size_t i0 = (size_t)ch * RETRLM__ADAM_CHUNK, i1 = RETRLM__MIN(n, i0 + RETRLM__ADAM_CHUNK), i;
             float s = 0.0f;
@@ -835,7 +839,7 @@ RETRLM_API void retrlm_adamw_step(retrlm_adamw *o) {
         const float *gr = g->grads;
         size_t n = g->n;
         ptrdiff_t ch, nch = (ptrdiff_t)((n + RETRLM__ADAM_CHUNK - 1) / RETRLM__ADAM_CHUNK);
-        RETRLM__PARALLEL_FOR_IF(nch > 1)
+        RETRLM__PARALLEL_FOR_IF(nch > 16)
         for (ch = 0; ch < nch; ch++) {
             size_t i0 = (size_t)ch * RETRLM__ADAM_CHUNK, i1 = RETRLM__MIN(n, i0 + RETRLM__ADAM_CHUNK), i;
             for (i = i0; i < i1; i++) {
@@ -1049,8 +1053,8 @@ static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
     if (over && over->max_batch > 0) c.max_batch = over->max_batch;
     {
         // the parameter count must match before anything big is allocated
-        const void *p;
-        size_t n, sz[RETRLM_T_COUNT], tot = 0;
+        const void *p = NULL;
+        size_t n = 0, sz[RETRLM_T_COUNT], tot = 0;
         int t;
         retrlm_model_config c2 = c;
         if ((r = retrlm__resolve_config(&c2))) return r == RETRLM_ERR_ARG ? RETRLM_ERR_FORMAT : r;
@@ -1081,9 +1085,9 @@ static retrlm_result retrlm__state_load(retrlm_adamw *opt, retrlm_lm_train_state
                                         const retrlm_reader *rd) {
     retrlm_result r;
     if (opt) {
-        const void *pm, *pv;
-        size_t nm, nv;
-        int64_t s;
+        const void *pm = NULL, *pv = NULL;
+        size_t nm = 0, nv = 0;
+        int64_t s = 0;
         if ((r = retrlm_reader_get(rd, "adamw_m", RETRLM_DTYPE_F32, &pm, &nm)) ||
             (r = retrlm_reader_get(rd, "adamw_v", RETRLM_DTYPE_F32, &pv, &nv)) ||
             (r = retrlm_reader_read(rd, "adamw_step", RETRLM_DTYPE_I64, &s, 1)))
@@ -1307,3 +1311,561 @@ RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *promp
     }
     return RETRLM_OK;
 }
+
+// ---------------------------------------------------------------------------------------------
+// safetensors: 8-byte little-endian header length, a JSON header, then the tensor bytes.
+// Names and layout follow Hugging Face's LlamaForCausalLM; our rotary convention is theirs, so
+// the matrices map one to one.
+
+#define RETRLM__ST_PER_LAYER 9
+static const char *const retrlm__st_layer_names[RETRLM__ST_PER_LAYER] = {
+    "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight", "mlp.gate_proj.weight",    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",    "input_layernorm.weight",  "post_attention_layernorm.weight"};
+static const retrlm_model_tensor retrlm__st_layer_tensor[RETRLM__ST_PER_LAYER] = {
+    RETRLM_T_WQ,     RETRLM_T_WK,   RETRLM_T_WV,        RETRLM_T_WO,      RETRLM_T_W_GATE,
+    RETRLM_T_W_UP,   RETRLM_T_W_DOWN, RETRLM_T_ATTN_NORM, RETRLM_T_FFN_NORM};
+
+// rows x cols of tensor t (cols 0: a vector of rows)
+static void retrlm__st_shape(const retrlm_model_config *c, retrlm_model_tensor t, int64_t *rows,
+                             int64_t *cols) {
+    int64_t v = c->vocab_size, d = c->dim, f = c->ffn_dim;
+    switch (t) {
+    case RETRLM_T_EMBED: case RETRLM_T_LM_HEAD: *rows = v; *cols = d; break;
+    case RETRLM_T_W_GATE: case RETRLM_T_W_UP: *rows = f; *cols = d; break;
+    case RETRLM_T_W_DOWN: *rows = d; *cols = f; break;
+    case RETRLM_T_ATTN_NORM: case RETRLM_T_FFN_NORM: case RETRLM_T_FINAL_NORM: *rows = d; *cols = 0; break;
+    default: *rows = d; *cols = d; break;
+    }
+}
+
+static void retrlm__st_append(char **s, const char *fmt, ...) {
+    char tmp[512];
+    va_list ap;
+    int n, i;
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    for (i = 0; i < n && i < (int)sizeof tmp - 1; i++) stbds_arrput(*s, tmp[i]);
+}
+
+// one tensor of the file: its name, source floats and shape
+typedef struct retrlm__st_item {
+    char name[64];
+    const float *data;
+    int64_t rows, cols;
+} retrlm__st_item;
+
+RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model *m, void *buf,
+                                                              size_t cap, size_t *size) {
+    const retrlm_model_config *c = &m->config;
+    retrlm__st_item *items = NULL, it;
+    char *js = NULL;
+    size_t off = 0, hlen, total, i, k;
+    int l, j;
+    RETRLM_ASSERT(m && m->params && size);
+    memset(&it, 0, sizeof it);
+    strcpy(it.name, "model.embed_tokens.weight");
+    it.data = m->param[RETRLM_T_EMBED];
+    retrlm__st_shape(c, RETRLM_T_EMBED, &it.rows, &it.cols);
+    stbds_arrput(items, it);
+    for (l = 0; l < c->n_layers; l++)
+        for (j = 0; j < RETRLM__ST_PER_LAYER; j++) {
+            retrlm_model_tensor t = retrlm__st_layer_tensor[j];
+            snprintf(it.name, sizeof it.name, "model.layers.%d.%s", l, retrlm__st_layer_names[j]);
+            it.data = retrlm_model_tensor_ptr(m, t, l, 0);
+            retrlm__st_shape(c, t, &it.rows, &it.cols);
+            stbds_arrput(items, it);
+        }
+    strcpy(it.name, "model.norm.weight");
+    it.data = m->param[RETRLM_T_FINAL_NORM];
+    retrlm__st_shape(c, RETRLM_T_FINAL_NORM, &it.rows, &it.cols);
+    stbds_arrput(items, it);
+    if (c->untied) {
+        strcpy(it.name, "lm_head.weight");
+        it.data = m->param[RETRLM_T_LM_HEAD];
+        retrlm__st_shape(c, RETRLM_T_LM_HEAD, &it.rows, &it.cols);
+        stbds_arrput(items, it);
+    }
+    retrlm__st_append(&js, "{\"__metadata__\":{\"format\":\"pt\",\"model_type\":\"llama\","
+                      "\"vocab_size\":\"%d\",\"hidden_size\":\"%d\",\"intermediate_size\":\"%d\","
+                      "\"num_hidden_layers\":\"%d\",\"num_attention_heads\":\"%d\","
+                      "\"num_key_value_heads\":\"%d\",\"max_position_embeddings\":\"%d\",",
+                      c->vocab_size, c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_heads,
+                      c->max_seq_len);
+    retrlm__st_append(&js, "\"rope_theta\":\"%.9g\",\"rms_norm_eps\":\"%.9g\","
+                      "\"tie_word_embeddings\":\"%s\",\"bidirectional\":\"%d\"}",
+                      (double)c->rope_theta, (double)c->norm_eps, c->untied ? "false" : "true",
+                      c->bidirectional);
+    for (i = 0; i < (size_t)stbds_arrlen(items); i++) {
+        size_t n = (size_t)items[i].rows * (size_t)(items[i].cols ? items[i].cols : 1);
+        if (items[i].cols)
+            retrlm__st_append(&js, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],"
+                              "\"data_offsets\":[%lu,%lu]}", items[i].name, (long long)items[i].rows,
+                              (long long)items[i].cols, (unsigned long)off,
+                              (unsigned long)(off + 4 * n));
+        else
+            retrlm__st_append(&js, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],"
+                              "\"data_offsets\":[%lu,%lu]}", items[i].name, (long long)items[i].rows,
+                              (unsigned long)off, (unsigned long)(off + 4 * n));
+        off += 4 * n;
+    }
+    stbds_arrput(js, '}');
+    while (stbds_arrlen(js) % 8) stbds_arrput(js, ' ');
+    hlen = (size_t)stbds_arrlen(js);
+    total = 8 + hlen + off;
+    *size = total;
+    if (buf) {
+        unsigned char *p = (unsigned char *)buf;
+        if (cap < total) {
+            stbds_arrfree(js);
+            stbds_arrfree(items);
+            return retrlm__fail(RETRLM_ERR_RANGE, "safetensors: buffer of %lu bytes, need %lu",
+                                (unsigned long)cap, (unsigned long)total);
+        }
+        retrlm__put_u64(p, (uint64_t)hlen);
+        memcpy(p + 8, js, hlen);
+        p += 8 + hlen;
+        for (i = 0; i < (size_t)stbds_arrlen(items); i++) {
+            size_t n = (size_t)items[i].rows * (size_t)(items[i].cols ? items[i].cols : 1);
+            if (retrlm__host_is_le()) memcpy(p, items[i].data, 4 * n);
+            else
+                for (k = 0; k < n; k++) {
+                    uint32_t u;
+                    memcpy(&u, items[i].data + k, 4);
+                    retrlm__put_u32(p + 4 * k, u);
+                }
+            p += 4 * n;
+        }
+    }
+    stbds_arrfree(js);
+    stbds_arrfree(items);
+    return RETRLM_OK;
+}
+
+// ---- a small JSON reader for the header: objects, arrays, strings, non-negative integers
+typedef struct retrlm__js {
+    const char *p, *end;
+} retrlm__js;
+
+static void retrlm__js_ws(retrlm__js *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+static int retrlm__js_char(retrlm__js *j, char c) {
+    retrlm__js_ws(j);
+    if (j->p < j->end && *j->p == c) {
+        j->p++;
+        return 1;
+    }
+    return 0;
+}
+
+// a string into out (NUL-terminated, at most cap-1 bytes); 0 on bad syntax or overflow.
+// Escapes are decoded; \u escapes outside ASCII become '?' (tensor names are ASCII).
+static int retrlm__js_string(retrlm__js *j, char *out, size_t cap) {
+    size_t n = 0;
+    if (!retrlm__js_char(j, '"')) return 0;
+    while (j->p < j->end && *j->p != '"') {
+        char c = *j->p++;
+        if ((unsigned char)c < 0x20) return 0;
+        if (c == '\\') {
+            if (j->p >= j->end) return 0;
+            c = *j->p++;
+            switch (c) {
+            case 'n': c = '\n'; break;
+            case 't': c = '\t'; break;
+            case 'r': c = '\r'; break;
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            case '"': case '\\': case '/': break;
+            case 'u': {
+                int k, v = 0;
+                if (j->end - j->p < 4) return 0;
+                for (k = 0; k < 4; k++) {
+                    char h = *j->p++;
+                    v = v * 16 + (h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                                  : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1000000);
+                }
+                if (v < 0) return 0;
+                c = v > 0 && v < 0x80 ? (char)v : '?';
+                break;
+            }
+            default: return 0;
+            }
+        }
+        if (n + 1 >= cap) return 0;
+        out[n++] = c;
+    }
+    if (j->p >= j->end) return 0;
+    j->p++;
+    out[n] = 0;
+    return 1;
+}
+
+static int retrlm__js_uint(retrlm__js *j, uint64_t *v) {
+    int digits = 0;
+    retrlm__js_ws(j);
+    *v = 0;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
+        uint64_t d = (uint64_t)(*j->p++ - '0');
+        if (*v > (UINT64_MAX - d) / 10) return 0;
+        *v = *v * 10 + d;
+        digits++;
+    }
+    return digits > 0;
+}
+
+// skips any value (depth-limited)
+static int retrlm__js_skip(retrlm__js *j, int depth) {
+    retrlm__js_ws(j);
+    if (j->p >= j->end || depth > 32) return 0;
+    if (*j->p == '"') {
+        j->p++;
+        while (j->p < j->end && *j->p != '"') {
+            if (*j->p == '\\' && j->p + 1 < j->end) j->p++;
+            j->p++;
+        }
+        if (j->p >= j->end) return 0;
+        j->p++;
+        return 1;
+    }
+    if (*j->p == '{' || *j->p == '[') {
+        char close = *j->p == '{' ? '}' : ']';
+        int first = 1;
+        j->p++;
+        if (retrlm__js_char(j, close)) return 1;
+        while (1) {
+            if (!first && !retrlm__js_char(j, ',')) return retrlm__js_char(j, close);
+            first = 0;
+            if (close == '}') {
+                if (!retrlm__js_skip(j, depth + 1) || !retrlm__js_char(j, ':')) return 0;
+            }
+            if (!retrlm__js_skip(j, depth + 1)) return 0;
+        }
+    }
+    // number, true, false, null
+    {
+        const char *s = j->p;
+        while (j->p < j->end && (strchr("+-.eE0123456789", *j->p) || (*j->p >= 'a' && *j->p <= 'z')))
+            j->p++;
+        return j->p > s;
+    }
+}
+
+typedef struct retrlm__st_entry {
+    char     name[128];
+    int      f32;           /* dtype is F32 */
+    int      ndim;
+    int64_t  shape[8];
+    uint64_t off0, off1;
+    int      tensor, layer;  /* what it is; tensor -1 if unknown */
+} retrlm__st_entry;
+
+// parses one tensor description {"dtype":..., "shape":[...], "data_offsets":[a,b]}
+static int retrlm__st_parse_tensor(retrlm__js *j, retrlm__st_entry *e) {
+    char key[32], val[32];
+    int first = 1, have = 0;
+    if (!retrlm__js_char(j, '{')) return 0;
+    if (retrlm__js_char(j, '}')) return 0;
+    while (1) {
+        if (!first && !retrlm__js_char(j, ',')) break;
+        first = 0;
+        if (!retrlm__js_string(j, key, sizeof key) || !retrlm__js_char(j, ':')) return 0;
+        if (!strcmp(key, "dtype")) {
+            if (!retrlm__js_string(j, val, sizeof val)) return 0;
+            e->f32 = !strcmp(val, "F32");
+            have |= 1;
+        } else if (!strcmp(key, "shape")) {
+            uint64_t v;
+            if (!retrlm__js_char(j, '[')) return 0;
+            e->ndim = 0;
+            if (!retrlm__js_char(j, ']')) {
+                do {
+                    if (e->ndim >= 8 || !retrlm__js_uint(j, &v) || v > ((uint64_t)1 << 40)) return 0;
+                    e->shape[e->ndim++] = (int64_t)v;
+                } while (retrlm__js_char(j, ','));
+                if (!retrlm__js_char(j, ']')) return 0;
+            }
+            have |= 2;
+        } else if (!strcmp(key, "data_offsets")) {
+            if (!retrlm__js_char(j, '[') || !retrlm__js_uint(j, &e->off0) ||
+                !retrlm__js_char(j, ',') || !retrlm__js_uint(j, &e->off1) || !retrlm__js_char(j, ']'))
+                return 0;
+            have |= 4;
+        } else if (!retrlm__js_skip(j, 1))
+            return 0;
+    }
+    return retrlm__js_char(j, '}') && have == 7;
+}
+
+// which of our tensors a Llama name is: sets e->tensor and e->layer
+static void retrlm__st_classify(retrlm__st_entry *e) {
+    const char *n = e->name;
+    e->tensor = -1;
+    e->layer = 0;
+    if (!strcmp(n, "model.embed_tokens.weight")) e->tensor = RETRLM_T_EMBED;
+    else if (!strcmp(n, "lm_head.weight")) e->tensor = RETRLM_T_LM_HEAD;
+    else if (!strcmp(n, "model.norm.weight")) e->tensor = RETRLM_T_FINAL_NORM;
+    else if (!strncmp(n, "model.layers.", 13)) {
+        const char *p = n + 13;
+        long l = 0;
+        int k, digits = 0;
+        while (*p >= '0' && *p <= '9' && digits < 6) {
+            l = l * 10 + (*p++ - '0');
+            digits++;
+        }
+        if (!digits || *p != '.' || l >= 65536 || (digits > 1 && n[13] == '0')) return;
+        p++;
+        for (k = 0; k < RETRLM__ST_PER_LAYER; k++)
+            if (!strcmp(p, retrlm__st_layer_names[k])) {
+                e->tensor = (int)retrlm__st_layer_tensor[k];
+                e->layer = (int)l;
+            }
+    }
+}
+
+RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, const void *buf,
+                                                              size_t size,
+                                                              const retrlm_model_config *hint) {
+    const unsigned char *b = (const unsigned char *)buf;
+    retrlm__st_entry *ents = NULL, e;
+    retrlm__js j;
+    retrlm_model_config c;
+    retrlm_result r = RETRLM_OK;
+    uint64_t hlen;
+    size_t dsize, i, ne;
+    int first = 1, L = 0, F = 0, found_embed = -1, untied = 0, k;
+    unsigned char *seen = NULL;
+    char meta_heads[32] = "", meta_theta[32] = "", meta_eps[32] = "", meta_seq[32] = "",
+         meta_bidir[32] = "";
+    RETRLM_ASSERT(m && (buf || !size));
+    memset(m, 0, sizeof *m);
+    memset(&c, 0, sizeof c);
+    if (size < 8) return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: %lu bytes, no header",
+                                      (unsigned long)size);
+    hlen = retrlm__get_u64(b);
+    if (hlen < 2 || hlen > size - 8 || hlen > ((uint64_t)100 << 20))
+        return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: header length %llu in a file of %lu "
+                            "bytes", (unsigned long long)hlen, (unsigned long)size);
+    dsize = size - 8 - (size_t)hlen;
+    j.p = (const char *)b + 8;
+    j.end = j.p + hlen;
+#define RETRLM__ST_BAD(what)                                                                   \
+    do {                                                                                        \
+        r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: %s at header byte %ld", what,         \
+                         (long)(j.p - (const char *)b - 8));                                    \
+        goto done;                                                                              \
+    } while (0)
+    if (!retrlm__js_char(&j, '{')) RETRLM__ST_BAD("header is not a JSON object");
+    if (!retrlm__js_char(&j, '}'))
+        while (1) {
+            if (!first && !retrlm__js_char(&j, ',')) {
+                if (!retrlm__js_char(&j, '}')) RETRLM__ST_BAD("expected ',' or '}'");
+                break;
+            }
+            first = 0;
+            memset(&e, 0, sizeof e);
+            if (!retrlm__js_string(&j, e.name, sizeof e.name) || !retrlm__js_char(&j, ':'))
+                RETRLM__ST_BAD("bad key");
+            if (!strcmp(e.name, "__metadata__")) {
+                char key[64], val[32];
+                int f2 = 1;
+                if (!retrlm__js_char(&j, '{')) RETRLM__ST_BAD("__metadata__ is not an object");
+                if (!retrlm__js_char(&j, '}'))
+                    while (1) {
+                        if (!f2 && !retrlm__js_char(&j, ',')) {
+                            if (!retrlm__js_char(&j, '}')) RETRLM__ST_BAD("bad __metadata__");
+                            break;
+                        }
+                        f2 = 0;
+                        if (!retrlm__js_string(&j, key, sizeof key) || !retrlm__js_char(&j, ':'))
+                            RETRLM__ST_BAD("bad __metadata__ key");
+                        retrlm__js_ws(&j);
+                        if (j.p < j.end && *j.p == '"' && retrlm__js_string(&j, val, sizeof val)) {
+                            if (!strcmp(key, "num_attention_heads")) strcpy(meta_heads, val);
+                            else if (!strcmp(key, "rope_theta")) strcpy(meta_theta, val);
+                            else if (!strcmp(key, "rms_norm_eps")) strcpy(meta_eps, val);
+                            else if (!strcmp(key, "max_position_embeddings")) strcpy(meta_seq, val);
+                            else if (!strcmp(key, "bidirectional")) strcpy(meta_bidir, val);
+                        } else if (!retrlm__js_skip(&j, 1))
+                            RETRLM__ST_BAD("bad __metadata__ value");
+                    }
+                continue;
+            }
+            if (!retrlm__st_parse_tensor(&j, &e)) RETRLM__ST_BAD("bad tensor description");
+            retrlm__st_classify(&e);
+            stbds_arrput(ents, e);
+        }
+    retrlm__js_ws(&j);
+    if (j.p != j.end) RETRLM__ST_BAD("bytes after the header object");
+    ne = (size_t)stbds_arrlen(ents);
+    // shapes: embedding gives V and D, gate gives F, the layer count is the largest index + 1
+    for (i = 0; i < ne; i++) {
+        retrlm__st_entry *x = &ents[i];
+        uint64_t n = 1;
+        for (k = 0; k < x->ndim; k++) {
+            if (x->shape[k] && n > UINT64_MAX / 8 / (uint64_t)x->shape[k]) RETRLM__ST_BAD("shape overflows");
+            n *= (uint64_t)x->shape[k];
+        }
+        if (x->off0 > x->off1 || x->off1 > dsize)
+            RETRLM__ST_BAD("data_offsets outside the data");
+        if (x->tensor < 0) continue;
+        if (!x->f32) {
+            r = retrlm__fail(RETRLM_ERR_UNSUPPORTED, "safetensors: tensor '%s' is not F32", x->name);
+            goto done;
+        }
+        if (x->off1 - x->off0 != 4 * n) RETRLM__ST_BAD("data_offsets disagree with the shape");
+        if (x->tensor == RETRLM_T_EMBED) found_embed = (int)i;
+        if (x->tensor == RETRLM_T_LM_HEAD) untied = 1;
+        if (x->tensor == RETRLM_T_W_GATE && x->ndim == 2 && x->shape[0] <= RETRLM__MAX_DIM) F = (int)x->shape[0];
+        if (x->tensor != RETRLM_T_EMBED && x->tensor != RETRLM_T_LM_HEAD &&
+            x->tensor != RETRLM_T_FINAL_NORM && x->layer + 1 > L)
+            L = x->layer + 1;
+    }
+    if (found_embed < 0 || ents[found_embed].ndim != 2 || ents[found_embed].shape[0] < 1 ||
+        ents[found_embed].shape[1] < 1 || ents[found_embed].shape[0] > RETRLM__MAX_DIM ||
+        ents[found_embed].shape[1] > RETRLM__MAX_DIM)
+        RETRLM__ST_BAD("no 2-d model.embed_tokens.weight");
+    c.vocab_size = (int)ents[found_embed].shape[0];
+    c.dim = (int)ents[found_embed].shape[1];
+    c.n_layers = L;
+    c.ffn_dim = F;
+    c.untied = untied;
+    c.bidirectional = meta_bidir[0] == '1';
+    if (hint && hint->n_heads > 0) c.n_heads = hint->n_heads;
+    else if (meta_heads[0]) c.n_heads = atoi(meta_heads) > 0 ? atoi(meta_heads) : -1;
+    else RETRLM__ST_BAD("no num_attention_heads in the metadata or the hint");
+    c.rope_theta = hint && hint->rope_theta > 0.0f ? hint->rope_theta
+                   : meta_theta[0] ? (float)strtod(meta_theta, NULL) : 10000.0f;
+    c.norm_eps = hint && hint->norm_eps > 0.0f ? hint->norm_eps
+                 : meta_eps[0] ? (float)strtod(meta_eps, NULL) : 1e-5f;
+    if (hint && hint->max_seq_len > 0) c.max_seq_len = hint->max_seq_len;
+    else if (meta_seq[0] && atoi(meta_seq) > 0) c.max_seq_len = atoi(meta_seq);
+    c.max_batch = hint && hint->max_batch > 0 ? hint->max_batch : 1;
+    if (hint) c.bidirectional = c.bidirectional || hint->bidirectional;
+    if (L < 1 || F < 1 || c.n_heads < 1 || !(c.rope_theta > 0.0f) || !(c.norm_eps > 0.0f))
+        RETRLM__ST_BAD("missing layers, gate projection, heads, rope_theta or rms_norm_eps");
+    {
+        retrlm_model_config c2 = c;
+        if ((r = retrlm__resolve_config(&c2)) != RETRLM_OK) {
+            if (r == RETRLM_ERR_ARG) r = RETRLM_ERR_FORMAT;
+            goto done;
+        }
+    }
+    // every tensor present once, with the shape this config needs
+    seen = (unsigned char *)retrlm__calloc((size_t)L * RETRLM__ST_PER_LAYER + RETRLM_T_COUNT, 1);
+    if (!seen) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: no memory");
+        goto done;
+    }
+    for (i = 0; i < ne; i++) {
+        retrlm__st_entry *x = &ents[i];
+        int64_t rows, cols;
+        size_t slot;
+        if (x->tensor < 0) continue;
+        retrlm__st_shape(&c, (retrlm_model_tensor)x->tensor, &rows, &cols);
+        if (cols ? (x->ndim != 2 || x->shape[0] != rows || x->shape[1] != cols)
+                 : (x->ndim != 1 || x->shape[0] != rows)) {
+            r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor '%s' has the wrong shape",
+                             x->name);
+            goto done;
+        }
+        slot = x->tensor >= RETRLM_T_WQ && x->tensor <= RETRLM_T_FFN_NORM
+                   ? RETRLM_T_COUNT + (size_t)x->layer * RETRLM__ST_PER_LAYER +
+                         (size_t)(x->tensor - RETRLM_T_WQ)
+                   : (size_t)x->tensor;
+        if (seen[slot]++) {
+            r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor '%s' appears twice", x->name);
+            goto done;
+        }
+    }
+    for (i = 0; i < (size_t)L * RETRLM__ST_PER_LAYER + RETRLM_T_COUNT; i++)
+        if (!seen[i] && !(i == RETRLM_T_LM_HEAD && !untied) &&
+            (i >= RETRLM_T_COUNT || i == RETRLM_T_EMBED || i == RETRLM_T_LM_HEAD ||
+             i == RETRLM_T_FINAL_NORM)) {
+            r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor %lu of the Llama layout is "
+                             "missing", (unsigned long)i);
+            goto done;
+        }
+    if ((r = retrlm__model_alloc(m, &c)) != RETRLM_OK) goto done;
+    for (i = 0; i < ne; i++) {
+        retrlm__st_entry *x = &ents[i];
+        const unsigned char *src;
+        float *dst;
+        size_t n, q;
+        if (x->tensor < 0) continue;
+        src = b + 8 + hlen + x->off0;
+        n = (size_t)((x->off1 - x->off0) / 4);
+        dst = retrlm_model_tensor_ptr(m, (retrlm_model_tensor)x->tensor, x->layer, 0);
+        for (q = 0; q < n; q++) {
+            uint32_t u = retrlm__get_u32(src + 4 * q);
+            memcpy(dst + q, &u, 4);
+        }
+    }
+done:
+#undef RETRLM__ST_BAD
+    RETRLM_FREE(seen);
+    stbds_arrfree(ents);
+    if (r) retrlm_model_free(m);
+    return r;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_model_save_safetensors(const retrlm_model *m, const char *path) {
+    size_t size = 0;
+    void *buf;
+    char tmp[1024];
+    FILE *f;
+    retrlm_result r = retrlm_model_save_safetensors_memory(m, NULL, 0, &size);
+    if (r) return r;
+    if (strlen(path) + 16 > sizeof tmp)
+        return retrlm__fail(RETRLM_ERR_ARG, "safetensors: path too long");
+    buf = retrlm__alloc(size, 1);
+    if (!buf) return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: no memory for %lu bytes",
+                                  (unsigned long)size);
+    if ((r = retrlm_model_save_safetensors_memory(m, buf, size, &size)) == RETRLM_OK) {
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        f = fopen(tmp, "wb");
+        if (!f) r = retrlm__fail(RETRLM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        else {
+            int bad = fwrite(buf, 1, size, f) != size;
+            bad |= fclose(f) != 0;
+            if (bad || rename(tmp, path) != 0) {
+                remove(tmp);
+                r = retrlm__fail(RETRLM_ERR_IO, "%s: write failed", path);
+            }
+        }
+    }
+    RETRLM_FREE(buf);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_model_load_safetensors(retrlm_model *m, const char *path,
+                                                       const retrlm_model_config *hint) {
+    FILE *f = fopen(path, "rb");
+    long n;
+    void *buf;
+    retrlm_result r;
+    memset(m, 0, sizeof *m);
+    if (!f) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return retrlm__fail(RETRLM_ERR_IO, "%s: cannot size", path);
+    }
+    buf = retrlm__alloc((size_t)n + 1, 1);
+    if (!buf) {
+        fclose(f);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %ld bytes", path, n);
+    }
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        fclose(f);
+        RETRLM_FREE(buf);
+        return retrlm__fail(RETRLM_ERR_IO, "%s: read failed", path);
+    }
+    fclose(f);
+    r = retrlm_model_load_safetensors_memory(m, buf, (size_t)n, hint);
+    RETRLM_FREE(buf);
+    return r;
+}
+#endif

@@ -187,7 +187,10 @@ static double model_loss(void *p) {
     return loss;
 }
 
-static void check_model_grads(int bidirectional, int untied, int use_logits, int use_hidden,
+// B sequences of T tokens with B*T < 6, which keeps every forward matmul on the small-M path
+// (no packing buffers: thousands of forwards stay fast under the sanitizers); padding in the
+// bidirectional mode (lengths 3 for B = 1, 2 and 1 for B = 2)
+static void check_model_grads(int B, int T, int bidirectional, int untied, int use_logits, int use_hidden,
                               int use_ffn, int use_pool) {
     retrlm_model_config cfg;
     retrlm_model m;
@@ -197,9 +200,11 @@ static void check_model_grads(int bidirectional, int untied, int use_logits, int
     const float *dffn[4];
     float *pool_buf, *dh;
     int tok[10], tgt[10], len[2] = {5, 3}, i, l, t;
+    if (B == 1) len[0] = 3;
+    else len[0] = T, len[1] = T - 1;
     size_t nd;
     memset(&cfg, 0, sizeof cfg);
-    cfg.vocab_size = 13; cfg.dim = 8; cfg.n_layers = 2; cfg.n_heads = 2; cfg.ffn_dim = 12;
+    cfg.vocab_size = 7; cfg.dim = 4; cfg.n_layers = 2; cfg.n_heads = 2; cfg.ffn_dim = 6;
     cfg.max_seq_len = 5; cfg.max_batch = 2; cfg.untied = untied; cfg.bidirectional = bidirectional;
     cfg.init_std = 0.4f; cfg.seed = 99;
     CHECK_OK(retrlm_model_init(&m, &cfg));
@@ -208,23 +213,23 @@ static void check_model_grads(int bidirectional, int untied, int use_logits, int
     retrlm_rng_seed(&rng, 5);
     for (i = (int)m.n_decay; i < (int)m.n_params; i++) m.params[i] = 1.0f + 0.3f * retrlm_rng_normal(&rng);
     for (i = 0; i < 10; i++) {
-        tok[i] = (int)retrlm_rng_below(&rng, 13);
-        tgt[i] = (int)retrlm_rng_below(&rng, 13);
+        tok[i] = (int)retrlm_rng_below(&rng, 7);
+        tgt[i] = (int)retrlm_rng_below(&rng, 7);
     }
     tgt[3] = -1; // ignored target
-    nd = (size_t)10 * 8;
+    nd = (size_t)B * T * 4;
     memset(&c, 0, sizeof c);
-    c.m = &m; c.tok = tok; c.tgt = tgt; c.B = 2; c.T = 5; c.len = bidirectional ? len : NULL;
+    c.m = &m; c.tok = tok; c.tgt = tgt; c.B = B; c.T = T; c.len = bidirectional ? len : NULL;
     c.use_logits = use_logits; c.use_hidden = use_hidden; c.use_ffn = use_ffn; c.use_pool = use_pool;
     c.rh = (float *)malloc(nd * sizeof(float));
-    c.rp = (float *)malloc(16 * sizeof(float));
-    c.pool = (float *)malloc(16 * sizeof(float));
+    c.rp = (float *)malloc(8 * sizeof(float));
+    c.pool = (float *)malloc(8 * sizeof(float));
     dh = (float *)calloc(nd, sizeof(float));
     pool_buf = (float *)malloc(nd * 2 * sizeof(float));
     c.rf[0] = pool_buf;
     c.rf[1] = pool_buf + nd;
     fill_normal(c.rh, nd, 1.0f, &rng);
-    fill_normal(c.rp, 16, 1.0f, &rng);
+    fill_normal(c.rp, 8, 1.0f, &rng);
     fill_normal(pool_buf, 2 * nd, 1.0f, &rng);
     // analytic
     model_loss(&c);
@@ -251,9 +256,9 @@ static void check_model_grads(int bidirectional, int untied, int use_logits, int
         memcpy(g, m.grads, m.n_params * sizeof(float));
         worst = grad_check(model_loss, &c, m.params, g, (int)m.n_params, 1e-2f);
         if (!(worst < 0.1))
-            fprintf(stderr, "model grads (bidir %d untied %d logits %d hidden %d ffn %d pool %d): "
-                    "worst %g\n", bidirectional, untied, use_logits, use_hidden, use_ffn, use_pool,
-                    worst);
+            fprintf(stderr, "model grads (B %d bidir %d untied %d logits %d hidden %d ffn %d pool "
+                    "%d): worst %g\n", B, bidirectional, untied, use_logits, use_hidden, use_ffn,
+                    use_pool, worst);
         CHECK(worst < 0.1);
         free(g);
     }
@@ -262,17 +267,14 @@ static void check_model_grads(int bidirectional, int untied, int use_logits, int
 }
 
 static void test_model_grads_causal(void) {
-    check_model_grads(0, 0, 1, 0, 0, 0);
-    check_model_grads(0, 1, 1, 0, 0, 0);
+    check_model_grads(1, 5, 0, 0, 1, 0, 0, 0); // tied embedding, cross-entropy at the logits
 }
 static void test_model_grads_bidirectional(void) {
-    check_model_grads(1, 1, 1, 0, 0, 0);
-    check_model_grads(1, 0, 0, 0, 0, 1); // encoder: mean pooling only
+    check_model_grads(1, 5, 1, 0, 0, 0, 0, 1); // encoder: mean pooling over 3 of 5 tokens
+    check_model_grads(2, 2, 1, 1, 1, 1, 1, 0); // batch of 2, padded, all three entry points
 }
 static void test_model_grads_hidden(void) {
-    check_model_grads(0, 1, 0, 1, 0, 0); // final hidden states only
-    check_model_grads(0, 0, 0, 0, 1, 0); // feed-forward inputs only
-    check_model_grads(1, 1, 1, 1, 1, 0); // all three at once
+    check_model_grads(1, 5, 0, 1, 0, 1, 1, 0); // final hidden states and feed-forward inputs only
 }
 
 // ---- encoder padding, AdamW, training, checkpoints, generation
@@ -656,6 +658,83 @@ static void test_generate(void) {
     retrlm_model_free(&m);
 }
 
+static void test_safetensors(void) {
+    retrlm_model_config cfg, hint;
+    retrlm_model a, b;
+    int tok[32], i, untied;
+    size_t size = 0, size2 = 0;
+    unsigned char *img, *img2;
+    float *la = (float *)malloc(32 * 70 * sizeof(float));
+    for (i = 0; i < 32; i++) tok[i] = (i * 5) % 70;
+    for (untied = 0; untied < 2; untied++) {
+        small_config(&cfg, 70);
+        cfg.untied = untied;
+        cfg.rope_theta = 500.0f;
+        CHECK_OK(retrlm_model_init(&a, &cfg));
+        CHECK_OK(retrlm_model_forward(&a, tok, 1, 32, NULL, 0));
+        memcpy(la, a.logits, 32 * 70 * sizeof(float));
+        CHECK_OK(retrlm_model_save_safetensors_memory(&a, NULL, 0, &size));
+        img = (unsigned char *)malloc(size);
+        CHECK_OK(retrlm_model_save_safetensors_memory(&a, img, size, &size));
+        CHECK(strstr((const char *)img + 8, "\"model.layers.1.mlp.down_proj.weight\":{\"dtype\":\"F32\",\"shape\":[32,64]") != NULL);
+        CHECK((strstr((const char *)img + 8, "\"lm_head.weight\"") != NULL) == untied);
+        memset(&hint, 0, sizeof hint);
+        hint.max_seq_len = 32;
+        CHECK_OK(retrlm_model_load_safetensors_memory(&b, img, size, &hint));
+        CHECK(b.n_params == a.n_params && b.config.untied == untied && b.config.n_heads == 2 &&
+              b.config.rope_theta == 500.0f && b.config.ffn_dim == 64 && b.config.n_layers == 2);
+        CHECK(b.params && !memcmp(a.params, b.params, a.n_params * sizeof(float)));
+        CHECK_OK(retrlm_model_forward(&b, tok, 1, 32, NULL, 0));
+        CHECK(!memcmp(la, b.logits, 32 * 70 * sizeof(float)));
+        // export again: the same bytes
+        CHECK_OK(retrlm_model_save_safetensors_memory(&b, NULL, 0, &size2));
+        img2 = (unsigned char *)malloc(size2);
+        CHECK_OK(retrlm_model_save_safetensors_memory(&b, img2, size2, &size2));
+        CHECK(size == size2 && !memcmp(img, img2, size));
+        free(img2);
+        retrlm_model_free(&b);
+        // damage: truncations and flipped header bytes fail cleanly or load a consistent model
+        for (i = 0; i < 400; i++) {
+            size_t cut = (size_t)i * 37 % size;
+            if (retrlm_model_load_safetensors_memory(&b, img, cut, &hint) == RETRLM_OK) CHECK(0);
+            retrlm_model_free(&b);
+        }
+        for (i = 8; i < 1200; i++) {
+            img[i] ^= 0x11;
+            if (retrlm_model_load_safetensors_memory(&b, img, size, &hint) == RETRLM_OK)
+                CHECK(b.n_params > 0);
+            retrlm_model_free(&b);
+            img[i] ^= 0x11;
+        }
+#ifndef RETRLM_NO_STDIO
+        CHECK_OK(retrlm_model_save_safetensors(&a, "build/tests/model.safetensors"));
+        CHECK_OK(retrlm_model_load_safetensors(&b, "build/tests/model.safetensors", &hint));
+        CHECK(b.params && !memcmp(a.params, b.params, a.n_params * sizeof(float)));
+        retrlm_model_free(&b);
+        remove("build/tests/model.safetensors");
+#endif
+        free(img);
+        retrlm_model_free(&a);
+    }
+    {
+        // a hand-written file: extra keys, an unknown tensor, escapes; no heads anywhere -> error
+        const char *h = "{\"model.embed_tokens.weight\":{\"shape\":[1,2],\"dtype\":\"F32\","
+                        "\"data_offsets\":[0,8]},\"x\\u0041\":{\"dtype\":\"BF16\",\"shape\":[],"
+                        "\"data_offsets\":[0,0],\"extra\":[1,{\"a\":null}]}}";
+        unsigned char f[400];
+        size_t hl = strlen(h);
+        memset(f, 0, sizeof f);
+        retrlm__put_u64(f, hl);
+        memcpy(f + 8, h, hl);
+        CHECK(retrlm_model_load_safetensors_memory(&b, f, 8 + hl + 8, NULL) == RETRLM_ERR_FORMAT);
+        CHECK(strstr(retrlm_last_error(), "heads") != NULL);
+        hint.n_heads = 1;
+        CHECK(retrlm_model_load_safetensors_memory(&b, f, 8 + hl + 8, &hint) == RETRLM_ERR_FORMAT);
+        retrlm_model_free(&b);
+    }
+    free(la);
+}
+
 int main(void) {
     RUN(test_layer_grads);
     RUN(test_model_grads_causal);
@@ -669,5 +748,6 @@ int main(void) {
     RUN(test_train_cancel_and_bpb);
     RUN(test_save_load_forward);
     RUN(test_generate);
+    RUN(test_safetensors);
     return test_report();
 }

@@ -1,0 +1,195 @@
+// bench/train.c - a transformer training step (forward, loss, backward, AdamW) in tokens/s and
+// GFLOP/s at two shapes, batch 4 x 64 and 4 x 256, on 1 and 2 threads, with OpenBLAS sgemm
+// GFLOP/s of the same run beside it (the ceiling); then generation tokens/s at a stories15M-like
+// shape. FLOPs counted: 6 x tokens x (matrix parameters, output layer included) for the
+// matmuls, plus attention scores and mixing: 4 B T^2 D a layer forward, halved for the causal
+// mask, three times that for forward + backward. Figures on a shared machine vary by 2x.
+//   make bench-train            (BENCH_QUICK=1 in the environment: the small shape only)
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+#include <stdio.h>
+#include <stdlib.h>
+#ifdef RETRLM_BENCH_OPENBLAS
+#include <cblas.h>
+void openblas_set_num_threads(int);
+#endif
+
+typedef struct shape {
+    const char *name;
+    int layers, dim, heads, vocab;
+} shape;
+
+static double train_flops(const retrlm_model *m, int B, int T) {
+    const retrlm_model_config *c = &m->config;
+    double mat = (double)c->n_layers * (4.0 * c->dim * c->dim + 3.0 * c->dim * c->ffn_dim) +
+                 (double)c->vocab_size * c->dim;
+    double att = 4.0 * B * (double)T * T * c->dim * c->n_layers / 2.0; // causal: half the pairs
+    return 6.0 * B * T * mat + 3.0 * att;
+}
+
+static double sgemm_gflops(int threads) {
+#ifdef RETRLM_BENCH_OPENBLAS
+    // the transformer's biggest product at the GPT-2-small-like shape: (1024 x 768) x (768 x 2048)
+    const int M = 1024, N = 2048, K = 768;
+    float *a = (float *)calloc((size_t)M * K, 4), *b = (float *)calloc((size_t)N * K, 4);
+    float *c = (float *)calloc((size_t)M * N, 4);
+    double t, best = 1e30;
+    int i;
+    for (i = 0; i < M * K; i++) a[i] = (float)(i % 7) * 0.1f;
+    for (i = 0; i < N * K; i++) b[i] = (float)(i % 5) * 0.1f;
+    openblas_set_num_threads(threads);
+    for (i = 0; i < 4; i++) {
+        t = retrlm_time_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+        t = retrlm_time_seconds() - t;
+        if (t < best) best = t;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * M * N * K / best / 1e9;
+#else
+    (void)threads;
+    return 0.0;
+#endif
+}
+
+static double retrlm_gflops(int threads) {
+    const int M = 1024, N = 2048, K = 768;
+    float *a = (float *)calloc((size_t)M * K, 4), *b = (float *)calloc((size_t)N * K, 4);
+    float *c = (float *)calloc((size_t)M * N, 4);
+    double t, best = 1e30;
+    int i;
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    for (i = 0; i < 4; i++) {
+        t = retrlm_time_seconds();
+        retrlm_matmul(c, a, b, NULL, M, N, K, 0);
+        t = retrlm_time_seconds() - t;
+        if (t < best) best = t;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * M * N * K / best / 1e9;
+}
+
+int main(void) {
+    static const shape shapes[2] = {{"small", 4, 256, 4, 8192}, {"gpt2s", 12, 768, 12, 8192}};
+    static const int seqs[2] = {64, 256};
+    const int quick = getenv("BENCH_QUICK") != NULL;
+    char lines[64][160];
+    int nl = 0, s, q, th, i;
+    printf("training step (forward + loss + backward + AdamW), batch 4; shared 2-core machine\n");
+    printf("| shape | B x T | threads | step ms | tokens/s | GFLOP/s | OpenBLAS sgemm GFLOP/s | "
+           "retrlm_matmul GFLOP/s | %% of OpenBLAS |\n|---|---|---|---|---|---|---|---|---|\n");
+#ifndef RETRLM_BENCH_OPENBLAS
+    printf("(OpenBLAS not found: its column is 0)\n");
+#endif
+    for (s = 0; s < (quick ? 1 : 2); s++)
+        for (q = 0; q < 2; q++)
+            for (th = 1; th <= 2; th++) {
+                retrlm_model_config mc;
+                retrlm_model m;
+                retrlm_adamw o;
+                retrlm_adamw_group g[2];
+                retrlm_adamw_config oc;
+                retrlm_model_grad_in gin;
+                int B = 4, T = seqs[q], *tok, *tgt, reps = (s == 1 && T == 256) ? 2 : 3, ng;
+                double t, best = 1e30, fl, gf, blas, mine;
+#ifdef _OPENMP
+                omp_set_num_threads(th);
+#else
+                if (th == 2) continue;
+#endif
+                memset(&mc, 0, sizeof mc);
+                mc.vocab_size = shapes[s].vocab;
+                mc.dim = shapes[s].dim;
+                mc.n_layers = shapes[s].layers;
+                mc.n_heads = shapes[s].heads;
+                mc.max_seq_len = T;
+                mc.max_batch = B;
+                if (retrlm_model_init(&m, &mc)) {
+                    printf("init failed: %s\n", retrlm_last_error());
+                    return 1;
+                }
+                memset(&oc, 0, sizeof oc);
+                ng = retrlm_model_param_groups(&m, 1e-3f, 0.1f, g);
+                retrlm_adamw_init(&o, &oc, g, ng);
+                tok = (int *)malloc((size_t)B * T * 2 * sizeof(int));
+                tgt = tok + B * T;
+                for (i = 0; i < B * T; i++) {
+                    tok[i] = (i * 7919) % mc.vocab_size;
+                    tgt[i] = (i * 104729 + 1) % mc.vocab_size;
+                }
+                memset(&gin, 0, sizeof gin);
+                for (i = 0; i < reps + 1; i++) { // the first is a warm-up
+                    t = retrlm_time_seconds();
+                    retrlm_model_forward(&m, tok, B, T, NULL, 0);
+                    retrlm_model_lm_loss(&m, tgt, NULL, NULL);
+                    retrlm_model_zero_grad(&m);
+                    gin.dlogits = m.logits;
+                    retrlm_model_backward(&m, &gin);
+                    retrlm_adamw_step(&o);
+                    t = retrlm_time_seconds() - t;
+                    if (i > 0 && t < best) best = t;
+                }
+                fl = train_flops(&m, B, T);
+                gf = fl / best / 1e9;
+                blas = sgemm_gflops(th);
+                mine = retrlm_gflops(th);
+                printf("| %s | %d x %d | %d | %.1f | %.0f | %.1f | %.1f | %.1f | %.0f%% |\n",
+                       shapes[s].name, B, T, th, best * 1e3, B * T / best, gf, blas, mine,
+                       blas > 0 ? 100.0 * gf / blas : 0.0);
+                fflush(stdout);
+                snprintf(lines[nl++], sizeof lines[0], "train_%s_%dx%d_t%d_tokens_per_s=%.0f",
+                         shapes[s].name, B, T, th, B * T / best);
+                snprintf(lines[nl++], sizeof lines[0], "train_%s_%dx%d_t%d_gflops=%.2f",
+                         shapes[s].name, B, T, th, gf);
+                snprintf(lines[nl++], sizeof lines[0], "train_%s_%dx%d_t%d_openblas_gflops=%.2f",
+                         shapes[s].name, B, T, th, blas);
+                snprintf(lines[nl++], sizeof lines[0], "train_%s_%dx%d_t%d_pct_of_openblas=%.1f",
+                         shapes[s].name, B, T, th, blas > 0 ? 100.0 * gf / blas : 0.0);
+                free(tok);
+                retrlm_adamw_free(&o);
+                retrlm_model_free(&m);
+            }
+    // generation at a stories15M-like shape: dim 288, 6 layers, 6 heads, vocab 32000
+    printf("\ngeneration (KV cache, greedy, 256 positions), dim 288, 6 layers, 6 heads, vocab 32000\n"
+           "| threads | tokens/s |\n|---|---|\n");
+    for (th = 1; th <= 2; th++) {
+        retrlm_model_config mc;
+        retrlm_model m;
+        retrlm_sampler sp;
+        int prompt[1] = {1}, *out = (int *)malloc(255 * sizeof(int)), got = 0;
+        double t;
+#ifdef _OPENMP
+        omp_set_num_threads(th);
+#else
+        if (th == 2) continue;
+#endif
+        memset(&mc, 0, sizeof mc);
+        mc.vocab_size = 32000;
+        mc.dim = 288;
+        mc.n_layers = 6;
+        mc.n_heads = 6;
+        mc.ffn_dim = 768;
+        mc.max_seq_len = 256;
+        retrlm_model_init(&m, &mc);
+        memset(&sp, 0, sizeof sp);
+        t = retrlm_time_seconds();
+        retrlm_model_generate(&m, prompt, 1, 255, &sp, NULL, out, &got);
+        t = retrlm_time_seconds() - t;
+        printf("| %d | %.0f |\n", th, (got + 1) / t);
+        snprintf(lines[nl++], sizeof lines[0], "generate_stories15m_t%d_tokens_per_s=%.0f", th,
+                 (got + 1) / t);
+        free(out);
+        retrlm_model_free(&m);
+    }
+    printf("\n");
+    for (i = 0; i < nl; i++) printf("%s\n", lines[i]);
+    return 0;
+}
