@@ -1892,7 +1892,7 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
     int mtiles, ntiles, ntiles_all, nthreads, t;
-    size_t per_thread;
+    size_t per_thread, a_size;
     float *work;
     RETRLM_ASSERT(M >= 0 && N >= 0 && K >= 0 && (flags & ~7) == 0);
     if (M == 0 || N == 0) return RETRLM_OK;
@@ -1921,7 +1921,14 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
     ntiles = (N + RETRLM__NC - 1) / RETRLM__NC;
     ntiles_all = mtiles * ntiles;
     nthreads = RETRLM__MIN(retrlm__max_threads(), ntiles_all);
-    per_thread = (size_t)RETRLM__MC * RETRLM__KC + (size_t)RETRLM__KC * RETRLM__NC;
+    { // packing buffers sized to this product, not to the largest block: small matmuls (the
+      // model's many) then take a small allocation that malloc serves from its free lists
+        size_t mc = (size_t)RETRLM__MIN(RETRLM__MC, (M + RETRLM__MR - 1) / RETRLM__MR * RETRLM__MR);
+        size_t nc = (size_t)RETRLM__MIN(RETRLM__NC, (N + RETRLM__NR - 1) / RETRLM__NR * RETRLM__NR);
+        size_t kc = (size_t)RETRLM__MIN(RETRLM__KC, K);
+        a_size = mc * kc;
+        per_thread = a_size + kc * nc;
+    }
     work = (float *)retrlm__alloc((size_t)nthreads * per_thread, sizeof(float));
     if (!work) return retrlm__fail(RETRLM_ERR_NOMEM, "matmul: no memory for packing buffers");
 
@@ -1936,7 +1943,7 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
         tid = omp_get_thread_num();
 #endif
         pa = work + (size_t)tid * per_thread;
-        pb = pa + (size_t)RETRLM__MC * RETRLM__KC;
+        pb = pa + a_size;
         for (k0 = 0; k0 < K; k0 += RETRLM__KC) {
             int kc = RETRLM__MIN(RETRLM__KC, K - k0), ir, jr;
             retrlm__matmul_pack(pa, a, M, m0, mc, k0, kc, RETRLM__MR);
