@@ -3300,11 +3300,15 @@ static retrlm_result retrlm__encode_spans(const retrlm_tokenizer *tok, const ret
         RETRLM_FREE(cnt);
         return retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer: encoding %d texts", n);
     }
+    for (i = 0; i < n; i++) total += sp[i].n;
     for (i = 0; i < nt; i++) {
         encs[i].tok = tok;
-        encs[i].cache = (retrlm__cache_entry *)retrlm__calloc(RETRLM__CACHE_SLOTS,
-                                                              sizeof(retrlm__cache_entry));
+        // many bytes repeat their pre-tokens: then a cache per thread pays for its allocation
+        if (total >= 65536)
+            encs[i].cache = (retrlm__cache_entry *)retrlm__calloc(RETRLM__CACHE_SLOTS,
+                                                                  sizeof(retrlm__cache_entry));
     }
+    total = 0;
     RETRLM__PARALLEL_FOR
     for (i = 0; i < n; i++) {
         retrlm__enc *e = &encs[retrlm__thread_num()];
@@ -3974,7 +3978,7 @@ RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *to
 static retrlm_result retrlm__tok_read(retrlm_tokenizer *tok, const retrlm_reader *rd) {
     const char *src = rd->source_;
     uint32_t meta[4];
-    const void *p;
+    const void *p, *pm, *ps;
     size_t n, nbytes, nm;
     size_t *off = NULL;
     unsigned char *bytes = NULL;
@@ -4006,28 +4010,33 @@ static retrlm_result retrlm__tok_read(retrlm_tokenizer *tok, const retrlm_reader
         if (o64[i + 1] <= o64[i])
             return retrlm__fail(RETRLM_ERR_FORMAT, "%s: token_offsets: token %d is empty or its "
                                 "offset decreases", src, i);
-    off = (size_t *)retrlm__alloc(n, sizeof(size_t));
-    bytes = (unsigned char *)retrlm__alloc(nbytes, 1);
+    // every count is checked against the file before anything is allocated for it
     nm = (size_t)meta[2] * 4;
+    if ((r = retrlm_reader_get(rd, "merges", RETRLM_DTYPE_I32, &pm, &n)) != RETRLM_OK) return r;
+    if (n != nm)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: merges has %lu entries, meta says %u merges "
+                            "(x4)", src, (unsigned long)n, (unsigned)meta[2]);
+    if ((r = retrlm_reader_get(rd, "specials", RETRLM_DTYPE_I32, &ps, &n)) != RETRLM_OK) return r;
+    if (n != meta[3])
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: specials has %lu entries, meta says %u", src,
+                            (unsigned long)n, (unsigned)meta[3]);
+    off = (size_t *)retrlm__alloc((size_t)meta[1] + 1, sizeof(size_t));
+    bytes = (unsigned char *)retrlm__alloc(nbytes, 1);
     merges = (int *)retrlm__alloc(nm, sizeof(int));
     special = (int *)retrlm__alloc(meta[3], sizeof(int));
     if (!off || !bytes || !merges || !special) {
-        r = retrlm__fail(RETRLM_ERR_NOMEM, "%s: tokenizer arrays", src);
-        goto fail;
+        RETRLM_FREE(off);
+        RETRLM_FREE(bytes);
+        RETRLM_FREE(merges);
+        RETRLM_FREE(special);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "%s: tokenizer arrays", src);
     }
     for (i = 0; i <= (int)meta[1]; i++) off[i] = (size_t)o64[i];
     if (nbytes) memcpy(bytes, p, nbytes);
-    if ((r = retrlm_reader_read(rd, "merges", RETRLM_DTYPE_I32, merges, nm)) != RETRLM_OK ||
-        (r = retrlm_reader_read(rd, "specials", RETRLM_DTYPE_I32, special, meta[3])) != RETRLM_OK)
-        goto fail;
+    if (nm) memcpy(merges, pm, nm * sizeof(int));
+    if (meta[3]) memcpy(special, ps, (size_t)meta[3] * sizeof(int));
     return retrlm__tok_build(tok, (int)meta[1], off, bytes, (int)meta[2], merges, (int)meta[3],
                              special, src);
-fail:
-    RETRLM_FREE(off);
-    RETRLM_FREE(bytes);
-    RETRLM_FREE(merges);
-    RETRLM_FREE(special);
-    return r;
 }
 
 RETRLM_API retrlm_result retrlm_tokenizer_load_memory(retrlm_tokenizer *tok, const void *data, size_t size) {
