@@ -46,6 +46,17 @@ static void set_threads(int n) {
 #endif
 }
 
+// the 1-minute load average (-1 where /proc/loadavg is missing): other work on a shared machine
+static double loadavg(void) {
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -123,6 +134,8 @@ int main(void) {
     int nv = 0, vocab = 0, cores = 1;
     double w1, w2, b1, b2, v1, tr1, tr2, tt_whole = -1, tt_verse = -1, spm1 = -1, spm2 = -1;
     long tt_count = -1;
+    char tt_version[32] = "?";
+    double load0 = loadavg(), load1;
     snprintf(data_dir, sizeof data_dir, "%s", env ? env : "../shared/data");
 #ifdef _OPENMP
     cores = omp_get_num_procs();
@@ -184,6 +197,7 @@ int main(void) {
             sscanf(line, "tiktoken_whole_mbps=%lf", &tt_whole);
             sscanf(line, "tiktoken_per_verse_mbps=%lf", &tt_verse);
             sscanf(line, "tiktoken_kjv_tokens=%ld", &tt_count);
+            sscanf(line, "tiktoken_version=%31s", tt_version);
         }
         if (pp) pclose(pp);
         if (tt_whole < 0) printf("tiktoken: node run failed; not measured\n");
@@ -215,10 +229,13 @@ int main(void) {
     printf("spm_train: not installed (Debian: sentencepiece); not measured\n");
 #endif
 
-    printf("\nGPT-2 BPE encode, KJV (%d verses + \"\\n\" each, %.2f MB, %lu tokens); %d cores, shared machine\n",
-           nv, g_len / 1e6, (unsigned long)g_n, cores);
+    load1 = loadavg();
+    printf("\nGPT-2 BPE encode, KJV (%d verses + \"\\n\" each, %.2f MB, %lu tokens); %d cores, shared "
+           "machine, load average %.1f before, %.1f after\n", nv, g_len / 1e6, (unsigned long)g_n,
+           cores, load0, load1);
     printf("%-44s %10s %10s\n", "what", "MB/s", "vs tiktoken");
     printf("%-44s %10.2f %10s\n", "tiktoken (node, WASM), one call, whole text", tt_whole, "1.00");
+    printf("  (tiktoken %s, its KJV count %ld)\n", tt_version, tt_count);
     printf("%-44s %10.2f %10s\n", "tiktoken (node, WASM), one call per verse", tt_verse, "-");
 #define ROW(name, v) printf("%-44s %10.2f %10.2f\n", name, v, tt_whole > 0 ? (v) / tt_whole : 0.0)
     ROW("retrlm, whole text, 1 thread", w1);
@@ -233,6 +250,7 @@ int main(void) {
     printf("%-44s %10.2f\n", "retrlm, 1 thread", tr1);
     printf("%-44s %10.2f\n", "retrlm, 2 threads", tr2);
     printf("\n");
+    printf("loadavg_before=%.2f\nloadavg_after=%.2f\n", load0, load1);
     printf("kjv_bytes=%lu\nkjv_tokens=%lu\n", (unsigned long)g_len, (unsigned long)g_n);
     printf("tiktoken_kjv_tokens=%ld\n", tt_count);
     printf("tiktoken_whole_mbps=%.2f\ntiktoken_per_verse_mbps=%.2f\n", tt_whole, tt_verse);
