@@ -335,7 +335,7 @@ static void test_train_kjv(void) {
     text = read_all(test_data("kjv/train.txt", path, sizeof path), &size);
     if (!text) SKIP("../shared/data/kjv missing");
     memset(&cfg, 0, sizeof cfg);
-    cfg.vocab_size = 4096;
+    cfg.vocab_size = 8192;
     cfg.special_tokens = sp;
     cfg.n_special = 2;
     cfg.progress = count_cb;
@@ -355,12 +355,12 @@ static void test_train_kjv(void) {
         texts[0] = text;
         CHECK_OK(retrlm_tokenizer_train(&b, &cfg, texts, &size, 1, NULL, NULL));
     }
-    CHECK(a.n_vocab == 4096 && calls > 0);
-    CHECK(retrlm_tokenizer_find(&a, "<|sep|>", 7) == 4095);
+    CHECK(a.n_vocab == 8192 && calls > 0);
+    CHECK(retrlm_tokenizer_find(&a, "<|sep|>", 7) == 8191);
     CHECK(same_tokenizer(&a, &b));
     retrlm_tokenizer_free(&b);
-    CHECK_OK(retrlm_tokenizer_save(&a, "build/tests/kjv4096.tok"));
-    CHECK_OK(retrlm_tokenizer_load(&b, "build/tests/kjv4096.tok"));
+    CHECK_OK(retrlm_tokenizer_save(&a, "build/tests/kjv8192.tok"));
+    CHECK_OK(retrlm_tokenizer_load(&b, "build/tests/kjv8192.tok"));
     CHECK(same_tokenizer(&a, &b));
     // save_memory + load_memory
     CHECK_OK(retrlm_tokenizer_save_memory(&a, NULL, 0, &k));
