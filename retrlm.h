@@ -2702,7 +2702,8 @@ RETRLM__PRIVATE size_t retrlm__pretoken(const unsigned char *s, size_t n) {
         if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
         if (n >= 3) {
             unsigned char b = s[2];
-            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+                return 3;
         }
     }
     len = retrlm__uc_next(s, n, &cls);
@@ -2950,7 +2951,8 @@ static retrlm_result retrlm__tok_build(retrlm_tokenizer *tok, int n_vocab, size_
     }
     for (i = 0; i < n_special; i++) {
         unsigned char b = tok->tok_bytes_[off[special[i]]];
-        tok->special_first_[b >> 3] = (unsigned char)(tok->special_first_[b >> 3] | (1u << (b & 7)));
+        tok->special_first_[b >> 3] =
+            (unsigned char)(tok->special_first_[b >> 3] | (1u << (b & 7)));
     }
     return RETRLM_OK;
 fail:
@@ -3401,16 +3403,16 @@ RETRLM_API retrlm_result retrlm_tokenizer_encode(const retrlm_tokenizer *tok, co
     *n_out = e.n;
     if (r) return r;
     if (out && e.n > cap)
-        return retrlm__fail(RETRLM_ERR_RANGE, "tokenizer: encode needs %lu ids, the buffer holds %lu",
+        return retrlm__fail(RETRLM_ERR_RANGE,
+                            "tokenizer: encode needs %lu ids, the buffer holds %lu",
                             (unsigned long)e.n, (unsigned long)cap);
     return RETRLM_OK;
 }
 
 RETRLM_API retrlm_result retrlm_tokenizer_encode_batch(const retrlm_tokenizer *tok,
-                                                       const char *const *texts,
-                                                       const size_t *lens, int n_texts, int flags,
-                                                       int *out, size_t cap, size_t *offsets,
-                                                       size_t *n_out) {
+                                                       const char *const *texts, const size_t *lens,
+                                                       int n_texts, int flags, int *out, size_t cap,
+                                                       size_t *offsets, size_t *n_out) {
     retrlm__buf spans = {0, 0, 0};
     retrlm_result r;
     int i;
@@ -3431,8 +3433,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_encode_batch(const retrlm_tokenizer *t
     return r;
 }
 
-RETRLM_API retrlm_result retrlm_tokenizer_decode(const retrlm_tokenizer *tok, const int *ids, size_t n,
-                                      char *out, size_t cap, size_t *n_out) {
+RETRLM_API retrlm_result retrlm_tokenizer_decode(const retrlm_tokenizer *tok, const int *ids,
+                                                 size_t n, char *out, size_t cap, size_t *n_out) {
     size_t i, total = 0, len;
     RETRLM_ASSERT(tok && (ids || !n) && n_out);
     *n_out = 0;
@@ -3555,7 +3557,8 @@ static retrlm_result retrlm__tok_finish(retrlm_tokenizer *tok, retrlm__buf *merg
     size_t *off = tok->tok_off_;
     unsigned char *bytes = tok->tok_bytes_;
     int *m = (int *)merges->p, *sp = (int *)special->p;
-    int n_merges = (int)(merges->n / (4 * sizeof(int))), n_special = (int)(special->n / sizeof(int));
+    int n_merges = (int)(merges->n / (4 * sizeof(int))),
+        n_special = (int)(special->n / sizeof(int));
     if (!m) m = (int *)retrlm__alloc(0, sizeof(int));
     if (!sp) sp = (int *)retrlm__alloc(0, sizeof(int));
     memset(merges, 0, sizeof *merges);
@@ -3616,8 +3619,8 @@ static retrlm_result retrlm__tok_arrays(retrlm_tokenizer *tok, const retrlm__buf
 }
 
 RETRLM_API retrlm_result retrlm_tokenizer_load_gpt2_memory(retrlm_tokenizer *tok, const char *json,
-                                                size_t json_size, const char *bpe,
-                                                size_t bpe_size) {
+                                                           size_t json_size, const char *bpe,
+                                                           size_t bpe_size) {
     const char *src = "encoder.json";
     const unsigned char *s = (const unsigned char *)json, *b = (const unsigned char *)bpe;
     retrlm__buf arena = {0, 0, 0}, starts = {0, 0, 0}, lens = {0, 0, 0}, ids = {0, 0, 0};
@@ -3772,9 +3775,10 @@ static int retrlm__b64_decode(const unsigned char *s, size_t n, retrlm__buf *out
     return 1;
 }
 
-RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer *tok, const char *data,
-                                                    size_t size, const char *const *specials,
-                                                    int n_special) {
+RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer *tok,
+                                                               const char *data, size_t size,
+                                                               const char *const *specials,
+                                                               int n_special) {
     const char *src = "tiktoken";
     const unsigned char *s = (const unsigned char *)data;
     retrlm__buf arena = {0, 0, 0}, starts = {0, 0, 0}, lens = {0, 0, 0}, ids = {0, 0, 0};
@@ -3801,8 +3805,10 @@ RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer 
         }
         if (sp >= e || !digits || q != e || sp == i ||
             !retrlm__b64_decode(s + i, sp - i, &arena) || arena.n == at) {
-            r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: line %d: expected \"base64-token rank\" with "
-                             "a non-empty token and a rank below %d", src, line, INT_MAX - n_special);
+            r = retrlm__fail(RETRLM_ERR_FORMAT,
+                             "%s: line %d: expected \"base64-token rank\" with "
+                             "a non-empty token and a rank below %d",
+                             src, line, INT_MAX - n_special);
             goto done;
         }
         len = arena.n - at;
@@ -3845,7 +3851,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer 
         for (cut = 1; cut < len; cut++) {
             int a = retrlm__vocab_find(tok, p, cut, retrlm__hash_bytes(p, cut)), bb, m[4];
             if (a < 0) continue;
-            bb = retrlm__vocab_find(tok, p + cut, len - cut, retrlm__hash_bytes(p + cut, len - cut));
+            bb =
+                retrlm__vocab_find(tok, p + cut, len - cut, retrlm__hash_bytes(p + cut, len - cut));
             if (bb < 0) continue;
             m[0] = a, m[1] = bb, m[2] = id, m[3] = id;
             if (!retrlm__buf_push(&merges, m, sizeof m)) {
@@ -3899,7 +3906,7 @@ static retrlm_result retrlm__read_file(const char *path, char **data, size_t *si
 }
 
 RETRLM_API retrlm_result retrlm_tokenizer_load_gpt2(retrlm_tokenizer *tok, const char *encoder_json,
-                                         const char *vocab_bpe) {
+                                                    const char *vocab_bpe) {
     char *j = NULL, *b = NULL;
     size_t jn, bn;
     retrlm_result r;
@@ -3914,7 +3921,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_load_gpt2(retrlm_tokenizer *tok, const
 }
 
 RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken(retrlm_tokenizer *tok, const char *path,
-                                             const char *const *specials, int n_special) {
+                                                        const char *const *specials,
+                                                        int n_special) {
     char *d = NULL;
     size_t n;
     retrlm_result r;
@@ -3962,8 +3970,8 @@ static retrlm_result retrlm__tok_writer(const retrlm_tokenizer *tok, retrlm_writ
     return RETRLM_OK;
 }
 
-RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *tok, void *buf, size_t cap,
-                                           size_t *size) {
+RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *tok, void *buf,
+                                                      size_t cap, size_t *size) {
     retrlm_writer w;
     uint64_t *off64 = NULL;
     retrlm_result r;
@@ -4039,7 +4047,8 @@ static retrlm_result retrlm__tok_read(retrlm_tokenizer *tok, const retrlm_reader
                              special, src);
 }
 
-RETRLM_API retrlm_result retrlm_tokenizer_load_memory(retrlm_tokenizer *tok, const void *data, size_t size) {
+RETRLM_API retrlm_result retrlm_tokenizer_load_memory(retrlm_tokenizer *tok, const void *data,
+                                                      size_t size) {
     retrlm_reader rd;
     retrlm_result r;
     RETRLM_ASSERT(tok);
@@ -4136,7 +4145,8 @@ static int retrlm__wmap_add(retrlm__wmap *m, const unsigned char *s, size_t n, u
     nw.len = (uint32_t)n;
     nw.count = count;
     nw.hash = h;
-    if (!retrlm__buf_push(&m->arena, s, n) || !retrlm__buf_push(&m->words, &nw, sizeof nw)) return 0;
+    if (!retrlm__buf_push(&m->arena, s, n) || !retrlm__buf_push(&m->words, &nw, sizeof nw))
+        return 0;
     for (i = (size_t)h & (m->cap - 1); m->slots[i];) i = (i + 1) & (m->cap - 1);
     m->slots[i] = (uint32_t)m->n + 1;
     m->n++;
@@ -4370,7 +4380,8 @@ static long retrlm__pairs_get(retrlm__pairs *p, int a, int b) {
 static long retrlm__pairs_find(const retrlm__pairs *p, int a, int b) {
     size_t i;
     if (!p->cap) return -1;
-    for (i = (size_t)retrlm__hash_pair(a, b) & (p->cap - 1); p->slots[i]; i = (i + 1) & (p->cap - 1)) {
+    for (i = (size_t)retrlm__hash_pair(a, b) & (p->cap - 1); p->slots[i];
+         i = (i + 1) & (p->cap - 1)) {
         size_t k = p->slots[i] - 1;
         if (p->ab[2 * k] == a && p->ab[2 * k + 1] == b) return (long)k;
     }
@@ -4400,7 +4411,8 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
     retrlm_result r = RETRLM_OK;
     memset(&pairs, 0, sizeof pairs);
     memset(&vocab, 0, sizeof vocab);
-    if (nw > (size_t)INT_MAX) return retrlm__fail(RETRLM_ERR_RANGE, "tokenizer train: too many words");
+    if (nw > (size_t)INT_MAX)
+        return retrlm__fail(RETRLM_ERR_RANGE, "tokenizer train: too many words");
     for (k = 0; k < nw; k++) total += words[k].len;
     sym = (int *)retrlm__alloc(total, sizeof(int));
     woff = (size_t *)retrlm__alloc(nw, sizeof(size_t));
@@ -4436,7 +4448,8 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
         }
     }
     for (k = 0; k < pairs.n; k++)
-        if (!retrlm__pq_push(&heap, pairs.count[k], pairs.ab[2 * k], pairs.ab[2 * k + 1])) goto nomem;
+        if (!retrlm__pq_push(&heap, pairs.count[k], pairs.ab[2 * k], pairs.ab[2 * k + 1]))
+            goto nomem;
     while (n_tok < target && heap.n) {
         retrlm__pq_item top = retrlm__pq_pop(&heap);
         long pi = retrlm__pairs_find(&pairs, top.a, top.b), j;
@@ -4500,7 +4513,8 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
             mark[w] = step;
             for (q = 0; q + 1 < wlen[w] && !hit; q++) hit = s[q] == a && s[q + 1] == b;
             if (!hit) continue;
-            for (q = 0; q + 1 < wlen[w]; q++) pairs.count[retrlm__pairs_find(&pairs, s[q], s[q + 1])] -= c;
+            for (q = 0; q + 1 < wlen[w]; q++)
+                pairs.count[retrlm__pairs_find(&pairs, s[q], s[q + 1])] -= c;
             for (q = 0, o = 0; q < wlen[w]; o++) {
                 if (q + 1 < wlen[w] && s[q] == a && s[q + 1] == b) s[o] = z, q += 2;
                 else s[o] = s[q++];
@@ -4642,7 +4656,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_train(retrlm_tokenizer *tok,
         size_t o;
         if (!retrlm__buf_push(&bytes, c.special_tokens[i], strlen(c.special_tokens[i]))) goto nomem;
         o = bytes.n;
-        if (!retrlm__buf_push(&off, &o, sizeof o) || !retrlm__buf_push_int(&special, id)) goto nomem;
+        if (!retrlm__buf_push(&off, &o, sizeof o) || !retrlm__buf_push_int(&special, id))
+            goto nomem;
     }
     tok->n_vocab = n_tokens + c.n_special;
     tok->tok_off_ = (size_t *)off.p;

@@ -201,7 +201,8 @@ static void test_round_trip(void) {
         size_t n = random_text(&rng, text, sizeof text), k, nd;
         int flags = it & 1 ? RETRLM_TOKENIZE_SPECIAL : 0;
         const retrlm_tokenizer *tok = it & 2 ? &g_tik : &g_json;
-        if (retrlm_tokenizer_encode(tok, (const char *)text, n, flags, ids, 2048, &k) != RETRLM_OK ||
+        if (retrlm_tokenizer_encode(tok, (const char *)text, n, flags, ids, 2048, &k) !=
+                RETRLM_OK ||
             retrlm_tokenizer_decode(tok, ids, k, back, sizeof back, &nd) != RETRLM_OK || nd != n ||
             memcmp(back, text, n))
             bad++;
@@ -222,8 +223,9 @@ static void test_small_large_agree(void) {
         const retrlm_tokenizer *tok = it & 1 ? &g_tik : &g_json;
         size_t n = 1 + (size_t)retrlm_rng_below(&rng, RETRLM__TOK_SMALL), k;
         for (k = 0; k < n; k++) // letters and spaces make long merges likely
-            text[k] = (unsigned char)(retrlm_rng_below(&rng, 4) ? "etaoinshrdlu"[retrlm_rng_below(&rng, 12)]
-                                                                 : " ,.'"[retrlm_rng_below(&rng, 4)]);
+            text[k] = (unsigned char)(retrlm_rng_below(&rng, 4)
+                                          ? "etaoinshrdlu"[retrlm_rng_below(&rng, 12)]
+                                          : " ,.'"[retrlm_rng_below(&rng, 4)]);
         m = retrlm__bpe_small(tok, text, n, a);
         e.tok = tok;
         e.out = b;
@@ -431,7 +433,8 @@ static void test_train_small(void) {
         cfg.n_special = 1;
         CHECK_OK(retrlm_tokenizer_train(&a, &cfg, d2, NULL, 3, NULL, NULL));
         CHECK(retrlm_tokenizer_find(&a, "<|", 2) < 0 && retrlm_tokenizer_find(&a, "one", 3) >= 256);
-        CHECK_OK(retrlm_tokenizer_encode(&a, d2[0], strlen(d2[0]), RETRLM_TOKENIZE_SPECIAL, ids, 64, &n));
+        CHECK_OK(retrlm_tokenizer_encode(&a, d2[0], strlen(d2[0]), RETRLM_TOKENIZE_SPECIAL, ids, 64,
+                                         &n));
         CHECK(n == 4 && ids[1] == a.n_vocab - 1 && ids[3] == a.n_vocab - 1);
         retrlm_tokenizer_free(&a);
     }
