@@ -3986,14 +3986,19 @@ RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *to
 static retrlm_result retrlm__tok_read(retrlm_tokenizer *tok, const retrlm_reader *rd) {
     const char *src = rd->source_;
     uint32_t meta[4];
-    const void *p, *pm, *ps;
-    size_t n, nbytes, nm;
+    const void *p = NULL, *pm = NULL, *ps = NULL;
+    size_t n = 0, nbytes = 0, nm;
     size_t *off = NULL;
     unsigned char *bytes = NULL;
     int *merges = NULL, *special = NULL, i;
     retrlm_result r;
     const uint64_t *o64;
-    if ((r = retrlm_reader_read(rd, "meta", RETRLM_DTYPE_U32, meta, 4)) != RETRLM_OK) return r;
+    // retrlm_reader_get, not _read: gcc -O3 inlines _read and warns (maybe-uninitialized)
+    if ((r = retrlm_reader_get(rd, "meta", RETRLM_DTYPE_U32, &p, &n)) != RETRLM_OK) return r;
+    if (n != 4)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: meta has %lu entries, expected 4", src,
+                            (unsigned long)n);
+    memcpy(meta, p, sizeof meta);
     if (meta[0] != RETRLM__TOK_FORMAT)
         return retrlm__fail(RETRLM_ERR_UNSUPPORTED, "%s: tokenizer format %u, this build reads %d",
                             src, (unsigned)meta[0], RETRLM__TOK_FORMAT);
