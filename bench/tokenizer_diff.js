@@ -6,8 +6,11 @@ const { get_encoding } = require('tiktoken');
 
 const enc = get_encoding('gpt2');
 const n = Number(process.argv[3] || 20000);
-let seed = 12345;
-function rnd(k) { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % k; }
+let x = 2463534242; // xorshift32: every string differs (an LCG's low bits repeat quickly)
+function rnd(k) {
+  x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+  return x % k;
+}
 function cp(lo, span) { return () => String.fromCodePoint(lo + rnd(span)); }
 const pieces = [
   () => String.fromCharCode(32 + rnd(95)), () => ' ', () => '  ', () => '\n', () => '\t',

@@ -60,6 +60,13 @@ static void test_gpt2_files(void) {
     CHECK(retrlm_tokenizer_find(&g_tik, "<|endoftext|>", 13) == 50256);
     CHECK(retrlm_tokenizer_is_special(&g_json, 50256) && !retrlm_tokenizer_is_special(&g_json, 0));
     CHECK(retrlm_tokenizer_find(&g_json, " the", 4) == 262);
+    { // U+2EE00 (Unicode 15.1, tools/unicode_supplement.txt) is a letter, as for tiktoken
+        static const int ref[5] = {172, 106, 116, 222, 1183};
+        int ids[8];
+        size_t n;
+        CHECK_OK(retrlm_tokenizer_encode(&g_json, "\xf0\xae\xb8\x80'll", 7, 0, ids, 8, &n));
+        CHECK(n == 5 && !memcmp(ids, ref, sizeof ref));
+    }
 }
 
 // every vector of vectors.tsv encodes to its ids with both tokenizers and decodes back
