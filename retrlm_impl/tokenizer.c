@@ -1871,6 +1871,9 @@ RETRLM_API retrlm_result retrlm_tokenizer_train(retrlm_tokenizer *tok,
         r = retrlm__count_texts(&words, (const retrlm__span *)spans.p, (size_t)n_texts,
                                 c.special_tokens, c.n_special);
         if (r) goto done;
+        for (i = 0; i < n_texts; i++) done_bytes += (double)((retrlm__span *)spans.p)[i].n;
+        r = retrlm__progress(c.progress, c.progress_user, "bpe count", done_bytes, done_bytes);
+        if (r) goto done;
     } else if (next) {
         int more = 1;
         while (more) {

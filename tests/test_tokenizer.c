@@ -398,6 +398,11 @@ static void test_train_kjv(void) {
     free(text);
 }
 
+static int cancel_cb(void *user, const char *stage, double done, double total) {
+    (void)user, (void)done, (void)total;
+    return !strcmp(stage, "bpe count"); // stop after counting
+}
+
 // list of texts, and the callback stream, train the same vocabulary; min_frequency stops early
 struct stream { const char *const *t; int i, n; };
 static int stream_next(void *user, const char **text, size_t *len) {
@@ -429,6 +434,10 @@ static void test_train_small(void) {
     CHECK(nd == strlen(docs[0]) && !strcmp(out, docs[0]));
     retrlm_tokenizer_free(&a);
     retrlm_tokenizer_free(&b);
+    cfg.progress = cancel_cb;
+    CHECK(retrlm_tokenizer_train(&a, &cfg, docs, NULL, 4, NULL, NULL) == RETRLM_ERR_CANCELLED);
+    CHECK(a.n_vocab == 0);
+    cfg.progress = NULL;
     cfg.vocab_size = 100;
     CHECK(retrlm_tokenizer_train(&a, &cfg, docs, NULL, 4, NULL, NULL) == RETRLM_ERR_ARG);
     CHECK(a.n_vocab == 0);
