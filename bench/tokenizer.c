@@ -4,6 +4,7 @@
 // Run from the repository root: make bench-tokenizer. Data: $RETRLM_DATA or ../shared/data.
 // Peers (bench/peers.sh): -DRETRLM_BENCH_NODE (node + npm: tiktoken is installed into build/npm
 // on first use) and -DRETRLM_BENCH_SPM (spm_train). A missing peer is reported, not fatal.
+// With node, 20,000 random multi-script strings are also encoded by both and compared.
 // MB = 10^6 bytes; each encode figure is the median of RUNS timed runs after a warm-up.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
@@ -46,6 +47,17 @@ static void set_threads(int n) {
 #endif
 }
 
+// the 1-minute load average (-1 where /proc/loadavg is missing): other work on a shared machine
+static double loadavg(void) {
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -60,6 +72,37 @@ static size_t *g_lens;
 static int g_nd;
 static int *g_ids;
 static size_t g_n;
+
+// Compares retrlm with tiktoken's ids in path (lines: hex text TAB ids); mismatches, -1 on error.
+static long diff_check(const char *path, long *rows) {
+    FILE *f = fopen(path, "r");
+    static char line[1 << 16];
+    static unsigned char text[1 << 15];
+    static int ref[1 << 14], got[1 << 14];
+    long bad = 0;
+    *rows = 0;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f)) {
+        char *tab = strchr(line, '\t'), *p;
+        size_t n = 0, nr = 0, k;
+        if (!tab) continue;
+        for (p = line; p + 1 < tab && n < sizeof text; p += 2) {
+            unsigned v = 0;
+            if (sscanf(p, "%2x", &v) != 1) break;
+            text[n++] = (unsigned char)v;
+        }
+        for (p = tab + 1; *p && *p != '\n' && nr < sizeof ref / sizeof ref[0];) {
+            ref[nr++] = (int)strtol(p, &p, 10);
+            while (*p == ' ') p++;
+        }
+        (*rows)++;
+        if (retrlm_tokenizer_encode(g_tok, (const char *)text, n, 0, got, sizeof got / sizeof got[0],
+                                    &k) != RETRLM_OK || k != nr || memcmp(got, ref, k * sizeof(int)))
+            bad++;
+    }
+    fclose(f);
+    return bad;
+}
 
 enum { WHOLE, BATCH, PER_VERSE };
 
@@ -122,7 +165,9 @@ int main(void) {
     char *tsv;
     int nv = 0, vocab = 0, cores = 1;
     double w1, w2, b1, b2, v1, tr1, tr2, tt_whole = -1, tt_verse = -1, spm1 = -1, spm2 = -1;
-    long tt_count = -1;
+    long tt_count = -1, diff_rows = 0, diff_bad = -1;
+    char tt_version[32] = "?";
+    double load0 = loadavg(), load1;
     snprintf(data_dir, sizeof data_dir, "%s", env ? env : "../shared/data");
 #ifdef _OPENMP
     cores = omp_get_num_procs();
@@ -184,9 +229,13 @@ int main(void) {
             sscanf(line, "tiktoken_whole_mbps=%lf", &tt_whole);
             sscanf(line, "tiktoken_per_verse_mbps=%lf", &tt_verse);
             sscanf(line, "tiktoken_kjv_tokens=%ld", &tt_count);
+            sscanf(line, "tiktoken_version=%31s", tt_version);
         }
         if (pp) pclose(pp);
         if (tt_whole < 0) printf("tiktoken: node run failed; not measured\n");
+        if (system("mkdir -p build/bench && NODE_PATH=build/npm/node_modules node "
+                   "bench/tokenizer_diff.js build/bench/tiktoken_diff.tsv 20000") == 0)
+            diff_bad = diff_check("build/bench/tiktoken_diff.tsv", &diff_rows);
     }
 #else
     printf("tiktoken: node/npm not installed; not measured\n");
@@ -215,10 +264,13 @@ int main(void) {
     printf("spm_train: not installed (Debian: sentencepiece); not measured\n");
 #endif
 
-    printf("\nGPT-2 BPE encode, KJV (%d verses + \"\\n\" each, %.2f MB, %lu tokens); %d cores, shared machine\n",
-           nv, g_len / 1e6, (unsigned long)g_n, cores);
+    load1 = loadavg();
+    printf("\nGPT-2 BPE encode, KJV (%d verses + \"\\n\" each, %.2f MB, %lu tokens); %d cores, shared "
+           "machine, load average %.1f before, %.1f after\n", nv, g_len / 1e6, (unsigned long)g_n,
+           cores, load0, load1);
     printf("%-44s %10s %10s\n", "what", "MB/s", "vs tiktoken");
     printf("%-44s %10.2f %10s\n", "tiktoken (node, WASM), one call, whole text", tt_whole, "1.00");
+    printf("  (tiktoken %s, its KJV count %ld)\n", tt_version, tt_count);
     printf("%-44s %10.2f %10s\n", "tiktoken (node, WASM), one call per verse", tt_verse, "-");
 #define ROW(name, v) printf("%-44s %10.2f %10.2f\n", name, v, tt_whole > 0 ? (v) / tt_whole : 0.0)
     ROW("retrlm, whole text, 1 thread", w1);
@@ -226,6 +278,9 @@ int main(void) {
     ROW("retrlm, encode_batch of verses, 1 thread", b1);
     ROW("retrlm, encode_batch of verses, 2 threads", b2);
     ROW("retrlm, one call per verse, 1 thread", v1);
+    if (diff_bad >= 0)
+        printf("differential check: %ld random multi-script strings, %ld differ from tiktoken\n",
+               diff_rows, diff_bad);
     printf("\nBPE training, vocabulary 8192, KJV train split (%s)\n", p2);
     printf("%-44s %10s\n", "what", "seconds");
     printf("%-44s %10.2f\n", "spm_train --model_type=bpe, 1 thread", spm1);
@@ -233,8 +288,10 @@ int main(void) {
     printf("%-44s %10.2f\n", "retrlm, 1 thread", tr1);
     printf("%-44s %10.2f\n", "retrlm, 2 threads", tr2);
     printf("\n");
+    printf("loadavg_before=%.2f\nloadavg_after=%.2f\n", load0, load1);
     printf("kjv_bytes=%lu\nkjv_tokens=%lu\n", (unsigned long)g_len, (unsigned long)g_n);
     printf("tiktoken_kjv_tokens=%ld\n", tt_count);
+    printf("tiktoken_diff_strings=%ld\ntiktoken_diff_mismatches=%ld\n", diff_rows, diff_bad);
     printf("tiktoken_whole_mbps=%.2f\ntiktoken_per_verse_mbps=%.2f\n", tt_whole, tt_verse);
     printf("retrlm_whole_1t_mbps=%.2f\nretrlm_whole_2t_mbps=%.2f\n", w1, w2);
     printf("retrlm_batch_1t_mbps=%.2f\nretrlm_batch_2t_mbps=%.2f\n", b1, b2);

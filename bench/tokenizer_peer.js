@@ -2,6 +2,7 @@
 // run by bench/tokenizer.c. Prints name=value lines (MB = 10^6 bytes). Needs the npm package
 // tiktoken on NODE_PATH (bench/tokenizer.c installs it into build/npm).
 const fs = require('fs');
+const path = require('path');
 const { get_encoding } = require('tiktoken');
 
 const runs = Number(process.argv[3] || 5);
@@ -30,7 +31,8 @@ function time(fn) {
 let count = 0;
 const whole = time(() => { count = enc.encode(text).length; });
 const perVerse = time(() => { for (const v of verses) enc.encode(v + '\n'); });
-console.log(`tiktoken_version=${require('tiktoken/package.json').version}`);
+const pkg = path.join(path.dirname(require.resolve('tiktoken')), 'package.json');
+console.log(`tiktoken_version=${JSON.parse(fs.readFileSync(pkg, 'utf8')).version}`);
 console.log(`tiktoken_kjv_tokens=${count}`);
 console.log(`tiktoken_whole_mbps=${(bytes / 1e6 / whole).toFixed(2)}`);
 console.log(`tiktoken_per_verse_mbps=${(bytes / 1e6 / perVerse).toFixed(2)}`);

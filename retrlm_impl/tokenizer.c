@@ -206,7 +206,8 @@ static retrlm_result retrlm__tok_build(retrlm_tokenizer *tok, int n_vocab, size_
     }
     for (i = 0; i < n_special; i++) {
         unsigned char b = tok->tok_bytes_[off[special[i]]];
-        tok->special_first_[b >> 3] = (unsigned char)(tok->special_first_[b >> 3] | (1u << (b & 7)));
+        tok->special_first_[b >> 3] =
+            (unsigned char)(tok->special_first_[b >> 3] | (1u << (b & 7)));
     }
     return RETRLM_OK;
 fail:
@@ -556,11 +557,15 @@ static retrlm_result retrlm__encode_spans(const retrlm_tokenizer *tok, const ret
         RETRLM_FREE(cnt);
         return retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer: encoding %d texts", n);
     }
+    for (i = 0; i < n; i++) total += sp[i].n;
     for (i = 0; i < nt; i++) {
         encs[i].tok = tok;
-        encs[i].cache = (retrlm__cache_entry *)retrlm__calloc(RETRLM__CACHE_SLOTS,
-                                                              sizeof(retrlm__cache_entry));
+        // many bytes repeat their pre-tokens: then a cache per thread pays for its allocation
+        if (total >= 65536)
+            encs[i].cache = (retrlm__cache_entry *)retrlm__calloc(RETRLM__CACHE_SLOTS,
+                                                                  sizeof(retrlm__cache_entry));
     }
+    total = 0;
     RETRLM__PARALLEL_FOR
     for (i = 0; i < n; i++) {
         retrlm__enc *e = &encs[retrlm__thread_num()];
@@ -653,16 +658,16 @@ RETRLM_API retrlm_result retrlm_tokenizer_encode(const retrlm_tokenizer *tok, co
     *n_out = e.n;
     if (r) return r;
     if (out && e.n > cap)
-        return retrlm__fail(RETRLM_ERR_RANGE, "tokenizer: encode needs %lu ids, the buffer holds %lu",
+        return retrlm__fail(RETRLM_ERR_RANGE,
+                            "tokenizer: encode needs %lu ids, the buffer holds %lu",
                             (unsigned long)e.n, (unsigned long)cap);
     return RETRLM_OK;
 }
 
 RETRLM_API retrlm_result retrlm_tokenizer_encode_batch(const retrlm_tokenizer *tok,
-                                                       const char *const *texts,
-                                                       const size_t *lens, int n_texts, int flags,
-                                                       int *out, size_t cap, size_t *offsets,
-                                                       size_t *n_out) {
+                                                       const char *const *texts, const size_t *lens,
+                                                       int n_texts, int flags, int *out, size_t cap,
+                                                       size_t *offsets, size_t *n_out) {
     retrlm__buf spans = {0, 0, 0};
     retrlm_result r;
     int i;
@@ -683,8 +688,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_encode_batch(const retrlm_tokenizer *t
     return r;
 }
 
-RETRLM_API retrlm_result retrlm_tokenizer_decode(const retrlm_tokenizer *tok, const int *ids, size_t n,
-                                      char *out, size_t cap, size_t *n_out) {
+RETRLM_API retrlm_result retrlm_tokenizer_decode(const retrlm_tokenizer *tok, const int *ids,
+                                                 size_t n, char *out, size_t cap, size_t *n_out) {
     size_t i, total = 0, len;
     RETRLM_ASSERT(tok && (ids || !n) && n_out);
     *n_out = 0;
@@ -807,7 +812,8 @@ static retrlm_result retrlm__tok_finish(retrlm_tokenizer *tok, retrlm__buf *merg
     size_t *off = tok->tok_off_;
     unsigned char *bytes = tok->tok_bytes_;
     int *m = (int *)merges->p, *sp = (int *)special->p;
-    int n_merges = (int)(merges->n / (4 * sizeof(int))), n_special = (int)(special->n / sizeof(int));
+    int n_merges = (int)(merges->n / (4 * sizeof(int))),
+        n_special = (int)(special->n / sizeof(int));
     if (!m) m = (int *)retrlm__alloc(0, sizeof(int));
     if (!sp) sp = (int *)retrlm__alloc(0, sizeof(int));
     memset(merges, 0, sizeof *merges);
@@ -868,8 +874,8 @@ static retrlm_result retrlm__tok_arrays(retrlm_tokenizer *tok, const retrlm__buf
 }
 
 RETRLM_API retrlm_result retrlm_tokenizer_load_gpt2_memory(retrlm_tokenizer *tok, const char *json,
-                                                size_t json_size, const char *bpe,
-                                                size_t bpe_size) {
+                                                           size_t json_size, const char *bpe,
+                                                           size_t bpe_size) {
     const char *src = "encoder.json";
     const unsigned char *s = (const unsigned char *)json, *b = (const unsigned char *)bpe;
     retrlm__buf arena = {0, 0, 0}, starts = {0, 0, 0}, lens = {0, 0, 0}, ids = {0, 0, 0};
@@ -1024,9 +1030,10 @@ static int retrlm__b64_decode(const unsigned char *s, size_t n, retrlm__buf *out
     return 1;
 }
 
-RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer *tok, const char *data,
-                                                    size_t size, const char *const *specials,
-                                                    int n_special) {
+RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer *tok,
+                                                               const char *data, size_t size,
+                                                               const char *const *specials,
+                                                               int n_special) {
     const char *src = "tiktoken";
     const unsigned char *s = (const unsigned char *)data;
     retrlm__buf arena = {0, 0, 0}, starts = {0, 0, 0}, lens = {0, 0, 0}, ids = {0, 0, 0};
@@ -1053,8 +1060,10 @@ RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer 
         }
         if (sp >= e || !digits || q != e || sp == i ||
             !retrlm__b64_decode(s + i, sp - i, &arena) || arena.n == at) {
-            r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: line %d: expected \"base64-token rank\" with "
-                             "a non-empty token and a rank below %d", src, line, INT_MAX - n_special);
+            r = retrlm__fail(RETRLM_ERR_FORMAT,
+                             "%s: line %d: expected \"base64-token rank\" with "
+                             "a non-empty token and a rank below %d",
+                             src, line, INT_MAX - n_special);
             goto done;
         }
         len = arena.n - at;
@@ -1097,7 +1106,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken_memory(retrlm_tokenizer 
         for (cut = 1; cut < len; cut++) {
             int a = retrlm__vocab_find(tok, p, cut, retrlm__hash_bytes(p, cut)), bb, m[4];
             if (a < 0) continue;
-            bb = retrlm__vocab_find(tok, p + cut, len - cut, retrlm__hash_bytes(p + cut, len - cut));
+            bb =
+                retrlm__vocab_find(tok, p + cut, len - cut, retrlm__hash_bytes(p + cut, len - cut));
             if (bb < 0) continue;
             m[0] = a, m[1] = bb, m[2] = id, m[3] = id;
             if (!retrlm__buf_push(&merges, m, sizeof m)) {
@@ -1151,7 +1161,7 @@ static retrlm_result retrlm__read_file(const char *path, char **data, size_t *si
 }
 
 RETRLM_API retrlm_result retrlm_tokenizer_load_gpt2(retrlm_tokenizer *tok, const char *encoder_json,
-                                         const char *vocab_bpe) {
+                                                    const char *vocab_bpe) {
     char *j = NULL, *b = NULL;
     size_t jn, bn;
     retrlm_result r;
@@ -1166,7 +1176,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_load_gpt2(retrlm_tokenizer *tok, const
 }
 
 RETRLM_API retrlm_result retrlm_tokenizer_load_tiktoken(retrlm_tokenizer *tok, const char *path,
-                                             const char *const *specials, int n_special) {
+                                                        const char *const *specials,
+                                                        int n_special) {
     char *d = NULL;
     size_t n;
     retrlm_result r;
@@ -1214,8 +1225,8 @@ static retrlm_result retrlm__tok_writer(const retrlm_tokenizer *tok, retrlm_writ
     return RETRLM_OK;
 }
 
-RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *tok, void *buf, size_t cap,
-                                           size_t *size) {
+RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *tok, void *buf,
+                                                      size_t cap, size_t *size) {
     retrlm_writer w;
     uint64_t *off64 = NULL;
     retrlm_result r;
@@ -1230,14 +1241,19 @@ RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *to
 static retrlm_result retrlm__tok_read(retrlm_tokenizer *tok, const retrlm_reader *rd) {
     const char *src = rd->source_;
     uint32_t meta[4];
-    const void *p;
-    size_t n, nbytes, nm;
+    const void *p = NULL, *pm = NULL, *ps = NULL;
+    size_t n = 0, nbytes = 0, nm;
     size_t *off = NULL;
     unsigned char *bytes = NULL;
     int *merges = NULL, *special = NULL, i;
     retrlm_result r;
     const uint64_t *o64;
-    if ((r = retrlm_reader_read(rd, "meta", RETRLM_DTYPE_U32, meta, 4)) != RETRLM_OK) return r;
+    // retrlm_reader_get, not _read: gcc -O3 inlines _read and warns (maybe-uninitialized)
+    if ((r = retrlm_reader_get(rd, "meta", RETRLM_DTYPE_U32, &p, &n)) != RETRLM_OK) return r;
+    if (n != 4)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: meta has %lu entries, expected 4", src,
+                            (unsigned long)n);
+    memcpy(meta, p, sizeof meta);
     if (meta[0] != RETRLM__TOK_FORMAT)
         return retrlm__fail(RETRLM_ERR_UNSUPPORTED, "%s: tokenizer format %u, this build reads %d",
                             src, (unsigned)meta[0], RETRLM__TOK_FORMAT);
@@ -1262,31 +1278,37 @@ static retrlm_result retrlm__tok_read(retrlm_tokenizer *tok, const retrlm_reader
         if (o64[i + 1] <= o64[i])
             return retrlm__fail(RETRLM_ERR_FORMAT, "%s: token_offsets: token %d is empty or its "
                                 "offset decreases", src, i);
-    off = (size_t *)retrlm__alloc(n, sizeof(size_t));
-    bytes = (unsigned char *)retrlm__alloc(nbytes, 1);
+    // every count is checked against the file before anything is allocated for it
     nm = (size_t)meta[2] * 4;
+    if ((r = retrlm_reader_get(rd, "merges", RETRLM_DTYPE_I32, &pm, &n)) != RETRLM_OK) return r;
+    if (n != nm)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: merges has %lu entries, meta says %u merges "
+                            "(x4)", src, (unsigned long)n, (unsigned)meta[2]);
+    if ((r = retrlm_reader_get(rd, "specials", RETRLM_DTYPE_I32, &ps, &n)) != RETRLM_OK) return r;
+    if (n != meta[3])
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: specials has %lu entries, meta says %u", src,
+                            (unsigned long)n, (unsigned)meta[3]);
+    off = (size_t *)retrlm__alloc((size_t)meta[1] + 1, sizeof(size_t));
+    bytes = (unsigned char *)retrlm__alloc(nbytes, 1);
     merges = (int *)retrlm__alloc(nm, sizeof(int));
     special = (int *)retrlm__alloc(meta[3], sizeof(int));
     if (!off || !bytes || !merges || !special) {
-        r = retrlm__fail(RETRLM_ERR_NOMEM, "%s: tokenizer arrays", src);
-        goto fail;
+        RETRLM_FREE(off);
+        RETRLM_FREE(bytes);
+        RETRLM_FREE(merges);
+        RETRLM_FREE(special);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "%s: tokenizer arrays", src);
     }
     for (i = 0; i <= (int)meta[1]; i++) off[i] = (size_t)o64[i];
     if (nbytes) memcpy(bytes, p, nbytes);
-    if ((r = retrlm_reader_read(rd, "merges", RETRLM_DTYPE_I32, merges, nm)) != RETRLM_OK ||
-        (r = retrlm_reader_read(rd, "specials", RETRLM_DTYPE_I32, special, meta[3])) != RETRLM_OK)
-        goto fail;
+    if (nm) memcpy(merges, pm, nm * sizeof(int));
+    if (meta[3]) memcpy(special, ps, (size_t)meta[3] * sizeof(int));
     return retrlm__tok_build(tok, (int)meta[1], off, bytes, (int)meta[2], merges, (int)meta[3],
                              special, src);
-fail:
-    RETRLM_FREE(off);
-    RETRLM_FREE(bytes);
-    RETRLM_FREE(merges);
-    RETRLM_FREE(special);
-    return r;
 }
 
-RETRLM_API retrlm_result retrlm_tokenizer_load_memory(retrlm_tokenizer *tok, const void *data, size_t size) {
+RETRLM_API retrlm_result retrlm_tokenizer_load_memory(retrlm_tokenizer *tok, const void *data,
+                                                      size_t size) {
     retrlm_reader rd;
     retrlm_result r;
     RETRLM_ASSERT(tok);
@@ -1383,7 +1405,8 @@ static int retrlm__wmap_add(retrlm__wmap *m, const unsigned char *s, size_t n, u
     nw.len = (uint32_t)n;
     nw.count = count;
     nw.hash = h;
-    if (!retrlm__buf_push(&m->arena, s, n) || !retrlm__buf_push(&m->words, &nw, sizeof nw)) return 0;
+    if (!retrlm__buf_push(&m->arena, s, n) || !retrlm__buf_push(&m->words, &nw, sizeof nw))
+        return 0;
     for (i = (size_t)h & (m->cap - 1); m->slots[i];) i = (i + 1) & (m->cap - 1);
     m->slots[i] = (uint32_t)m->n + 1;
     m->n++;
@@ -1617,7 +1640,8 @@ static long retrlm__pairs_get(retrlm__pairs *p, int a, int b) {
 static long retrlm__pairs_find(const retrlm__pairs *p, int a, int b) {
     size_t i;
     if (!p->cap) return -1;
-    for (i = (size_t)retrlm__hash_pair(a, b) & (p->cap - 1); p->slots[i]; i = (i + 1) & (p->cap - 1)) {
+    for (i = (size_t)retrlm__hash_pair(a, b) & (p->cap - 1); p->slots[i];
+         i = (i + 1) & (p->cap - 1)) {
         size_t k = p->slots[i] - 1;
         if (p->ab[2 * k] == a && p->ab[2 * k + 1] == b) return (long)k;
     }
@@ -1647,7 +1671,8 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
     retrlm_result r = RETRLM_OK;
     memset(&pairs, 0, sizeof pairs);
     memset(&vocab, 0, sizeof vocab);
-    if (nw > (size_t)INT_MAX) return retrlm__fail(RETRLM_ERR_RANGE, "tokenizer train: too many words");
+    if (nw > (size_t)INT_MAX)
+        return retrlm__fail(RETRLM_ERR_RANGE, "tokenizer train: too many words");
     for (k = 0; k < nw; k++) total += words[k].len;
     sym = (int *)retrlm__alloc(total, sizeof(int));
     woff = (size_t *)retrlm__alloc(nw, sizeof(size_t));
@@ -1683,7 +1708,8 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
         }
     }
     for (k = 0; k < pairs.n; k++)
-        if (!retrlm__pq_push(&heap, pairs.count[k], pairs.ab[2 * k], pairs.ab[2 * k + 1])) goto nomem;
+        if (!retrlm__pq_push(&heap, pairs.count[k], pairs.ab[2 * k], pairs.ab[2 * k + 1]))
+            goto nomem;
     while (n_tok < target && heap.n) {
         retrlm__pq_item top = retrlm__pq_pop(&heap);
         long pi = retrlm__pairs_find(&pairs, top.a, top.b), j;
@@ -1747,7 +1773,8 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
             mark[w] = step;
             for (q = 0; q + 1 < wlen[w] && !hit; q++) hit = s[q] == a && s[q + 1] == b;
             if (!hit) continue;
-            for (q = 0; q + 1 < wlen[w]; q++) pairs.count[retrlm__pairs_find(&pairs, s[q], s[q + 1])] -= c;
+            for (q = 0; q + 1 < wlen[w]; q++)
+                pairs.count[retrlm__pairs_find(&pairs, s[q], s[q + 1])] -= c;
             for (q = 0, o = 0; q < wlen[w]; o++) {
                 if (q + 1 < wlen[w] && s[q] == a && s[q + 1] == b) s[o] = z, q += 2;
                 else s[o] = s[q++];
@@ -1844,6 +1871,9 @@ RETRLM_API retrlm_result retrlm_tokenizer_train(retrlm_tokenizer *tok,
         r = retrlm__count_texts(&words, (const retrlm__span *)spans.p, (size_t)n_texts,
                                 c.special_tokens, c.n_special);
         if (r) goto done;
+        for (i = 0; i < n_texts; i++) done_bytes += (double)((retrlm__span *)spans.p)[i].n;
+        r = retrlm__progress(c.progress, c.progress_user, "bpe count", done_bytes, done_bytes);
+        if (r) goto done;
     } else if (next) {
         int more = 1;
         while (more) {
@@ -1889,7 +1919,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_train(retrlm_tokenizer *tok,
         size_t o;
         if (!retrlm__buf_push(&bytes, c.special_tokens[i], strlen(c.special_tokens[i]))) goto nomem;
         o = bytes.n;
-        if (!retrlm__buf_push(&off, &o, sizeof o) || !retrlm__buf_push_int(&special, id)) goto nomem;
+        if (!retrlm__buf_push(&off, &o, sizeof o) || !retrlm__buf_push_int(&special, id))
+            goto nomem;
     }
     tok->n_vocab = n_tokens + c.n_special;
     tok->tok_off_ = (size_t *)off.p;

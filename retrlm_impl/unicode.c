@@ -90,7 +90,8 @@ RETRLM__PRIVATE size_t retrlm__pretoken(const unsigned char *s, size_t n) {
         if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
         if (n >= 3) {
             unsigned char b = s[2];
-            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+                return 3;
         }
     }
     len = retrlm__uc_next(s, n, &cls);
