@@ -10,7 +10,7 @@ EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 # Debian packages the tests need; `make deps` installs the missing ones
 DEPS_PKGS := libstb-dev clang libomp-dev libclang-rt-14-dev g++
 
-.PHONY: all help deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation clean
+.PHONY: all help deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation clean bm25-peers
 all: retrlm.h examples
 
 help:
@@ -79,6 +79,10 @@ bench-%: bench/%.c retrlm.h
 	@mkdir -p build/bench
 	$(CC) $(BENCH_CFLAGS) -I. -I$(STB_INC) bench/$*.c -o build/bench/$* $$(sh bench/peers.sh $*) -lm
 	build/bench/$*
+
+# bench-bm25 also builds its C++ and Java peers (bench/bm25_peers.sh skips missing ones)
+bench-bm25: bm25-peers
+bm25-peers: ; @sh bench/bm25_peers.sh
 
 clean:
 	rm -rf build retrlm.h.tmp
