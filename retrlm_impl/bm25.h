@@ -44,8 +44,10 @@ typedef struct retrlm_bm25 {
     const uint32_t      *df_;         /* (n_terms) documents per term */
     const unsigned char *post_;       /* (postings_bytes) blocks */
     const uint32_t      *doc_len_;    /* (n_docs) terms per document */
-    const int64_t       *doc_id_;     /* (n_docs) user id per internal document */
-    const uint32_t      *id_order_;   /* (n_docs) internal documents sorted by user id */
+    const int64_t       *doc_id_;     /* (n_docs) user id per internal document; NULL: 0..n-1 */
+    const uint32_t      *id_order_;   /* (n_docs) internal documents sorted by user id, or NULL */
+    uint32_t            *heap_len_;   /* (n_docs) doc_len_ widened from a file's u16, or NULL */
+    uint64_t            *heap_off_;   /* (n_terms + 1) post_off_ widened from a file's u32, or NULL */
     float               *norm_;       /* (n_docs) k1 (1 - b + b |d| / avgdl), heap */
     int                  owned_;      /* 1: the arrays above are heap allocations */
     int                  loaded_;     /* 1: reader_ holds them */
