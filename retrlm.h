@@ -354,7 +354,8 @@ RETRLM_API uint32_t retrlm_unicode_lower(uint32_t c);
 /* ---- bm25: inverted index with BM25 ranking -----------------------------------------------
    Documents (a user id and UTF-8 text) are added, then committed into a compact index: a
    sorted term dictionary, and per term its postings (document-id gaps and term frequencies,
-   bit-packed in blocks of 128, each block headed by its last document and its best score).
+   Rice-coded in blocks of 128, each block headed by its last document and a bound of its best
+   score).
    Scoring is BM25 with Lucene's idf:
        score(d, q) = sum over distinct query terms t in d of
                      qtf(t) * idf(t) * tf (k1 + 1) / (tf + k1 (1 - b + b |d| / avgdl))
@@ -401,6 +402,8 @@ typedef struct retrlm_bm25 {
     const uint32_t      *id_order_;   /* (n_docs) internal documents sorted by user id, or NULL */
     uint32_t            *heap_len_;   /* (n_docs) doc_len_ widened from a file's u16, or NULL */
     uint64_t            *heap_off_;   /* (n_terms + 1) post_off_ widened from a file's u32, or NULL */
+    uint32_t            *heap_df_;    /* (n_terms) df_ of a loaded file (read from the postings) */
+    uint32_t            *heap_toff_;  /* (n_terms + 1) term_off_ of a loaded file (from lengths) */
     float               *norm_;       /* (n_docs) k1 (1 - b + b |d| / avgdl), heap */
     int                  owned_;      /* 1: the arrays above are heap allocations */
     int                  loaded_;     /* 1: reader_ holds them */
@@ -2424,8 +2427,12 @@ static void retrlm__bm25_release(retrlm_bm25 *bm) { // the committed arrays
     if (bm->loaded_) retrlm_reader_close(&bm->reader_);
     RETRLM_FREE(bm->heap_len_);
     RETRLM_FREE(bm->heap_off_);
+    RETRLM_FREE(bm->heap_df_);
+    RETRLM_FREE(bm->heap_toff_);
     bm->heap_len_ = NULL;
     bm->heap_off_ = NULL;
+    bm->heap_df_ = NULL;
+    bm->heap_toff_ = NULL;
     RETRLM_FREE(bm->norm_);
     bm->term_text_ = NULL;
     bm->term_off_ = NULL;
@@ -2970,6 +2977,8 @@ static int retrlm__bm25_encode(retrlm__bytes *out, const uint32_t *docs, const u
     unsigned char pay[RETRLM_BM25_BLOCK * 16 + 64];
     int64_t prev = -1;
     int s;
+    if (!retrlm__bytes_reserve(out, 10)) return 0;
+    out->n = (size_t)(retrlm__put_varint(out->p + out->n, (uint64_t)n) - out->p); // df
     for (s = 0; s < n; s += RETRLM_BM25_BLOCK) {
         int m = RETRLM__MIN(RETRLM_BM25_BLOCK, n - s), i, gk, tk, q;
         int64_t p = prev;
@@ -3011,10 +3020,17 @@ static int retrlm__bm25_encode(retrlm__bytes *out, const uint32_t *docs, const u
     return 1;
 }
 
+// the first block of term t (after its df varint, checked at load)
+static const unsigned char *retrlm__term_blocks(const retrlm_bm25 *bm, int t) {
+    const unsigned char *q = bm->post_ + bm->post_off_[t];
+    while (*q & 0x80) q++;
+    return q + 1;
+}
+
 // decodes all blocks of committed term t, appending (remapped) postings; returns the new count
 static int retrlm__bm25_decode_term(const retrlm_bm25 *bm, int t, const uint32_t *remap,
                                     uint32_t *docs, uint32_t *tfs, int n) {
-    const unsigned char *q = bm->post_ + bm->post_off_[t], *end = bm->post_ + bm->post_off_[t + 1];
+    const unsigned char *q = retrlm__term_blocks(bm, t), *end = bm->post_ + bm->post_off_[t + 1];
     int left = (int)bm->df_[t];
     uint32_t d[RETRLM_BM25_BLOCK], f[RETRLM_BM25_BLOCK];
     int64_t prev = -1;
@@ -3261,7 +3277,7 @@ static void retrlm__cur_start(retrlm__bm25_cursor *c, const retrlm_bm25 *bm, int
     c->left = (int)bm->df_[t];
     c->n = RETRLM__MIN(c->left, RETRLM_BM25_BLOCK);
     c->prev = -1;
-    retrlm__blk_parse(bm->post_ + bm->post_off_[t], c->end, -1, c->left <= RETRLM_BM25_BLOCK, c->k1p1, &c->b);
+    retrlm__blk_parse(retrlm__term_blocks(bm, t), c->end, -1, c->left <= RETRLM_BM25_BLOCK, c->k1p1, &c->b);
     c->last = c->b.last;
     c->maxf = c->b.bound;
     c->decoded = 0;
@@ -3571,6 +3587,7 @@ RETRLM_API retrlm_result retrlm_bm25_search_batch(const retrlm_bm25 *bm, int n_q
 // narrow copies of arrays for the file (freed by the caller)
 typedef struct retrlm__bm25_narrow {
     char     *stop;    // stop words, NUL-terminated
+    unsigned char *tlen; // term lengths
     uint16_t *len16;   // doc lengths when all < 65536
     uint32_t *off32;   // postings offsets when the postings are < 4 GiB
 } retrlm__bm25_narrow;
@@ -3594,6 +3611,9 @@ static retrlm_result retrlm__bm25_writer(retrlm_bm25 *bm, retrlm_writer *w, uint
     for (i = 0; i < bm->analyzer.n_stopwords; i++) sb += strlen(bm->analyzer.stop_[i]) + 1;
     for (i = 0; i < bm->n_docs; i++) narrow_len &= bm->doc_len_[i] < 65536;
     nw->stop = (char *)retrlm__alloc(sb, 1);
+    nw->tlen = (unsigned char *)retrlm__alloc((size_t)bm->n_terms, 1);
+    if (!nw->tlen) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_save: term lengths");
+    for (i = 0; i < bm->n_terms; i++) nw->tlen[i] = (unsigned char)(bm->term_off_[i + 1] - bm->term_off_[i]);
     nw->len16 = narrow_len ? (uint16_t *)retrlm__alloc((size_t)bm->n_docs, sizeof(uint16_t)) : NULL;
     nw->off32 = bm->postings_bytes < 0xFFFFFFFFu ? (uint32_t *)retrlm__alloc(n_off, sizeof(uint32_t)) : NULL;
     if (!nw->stop || (narrow_len && !nw->len16) || (bm->postings_bytes < 0xFFFFFFFFu && !nw->off32))
@@ -3615,10 +3635,9 @@ static retrlm_result retrlm__bm25_writer(retrlm_bm25 *bm, retrlm_writer *w, uint
         (r = retrlm_writer_add(w, "params", RETRLM_DTYPE_F64, params, 2)) ||
         (r = retrlm_writer_add(w, "stopwords", RETRLM_DTYPE_U8, RETRLM__NZ(nw->stop), sb)) ||
         (r = retrlm_writer_add(w, "term_text", RETRLM_DTYPE_U8, RETRLM__NZ(bm->term_text_), bm->n_terms ? bm->term_off_[bm->n_terms] : 0)) ||
-        (r = retrlm_writer_add(w, "term_off", RETRLM_DTYPE_U32, RETRLM__NZ(bm->term_off_), bm->term_off_ ? (size_t)bm->n_terms + 1 : 0)) ||
+        (r = retrlm_writer_add(w, "term_len", RETRLM_DTYPE_U8, RETRLM__NZ(nw->tlen), (size_t)bm->n_terms)) ||
         (r = nw->off32 ? retrlm_writer_add(w, "post_off", RETRLM_DTYPE_U32, RETRLM__NZ(nw->off32), n_off)
                        : retrlm_writer_add(w, "post_off", RETRLM_DTYPE_U64, RETRLM__NZ(bm->post_off_), n_off)) ||
-        (r = retrlm_writer_add(w, "df", RETRLM_DTYPE_U32, RETRLM__NZ(bm->df_), (size_t)bm->n_terms)) ||
         (r = retrlm_writer_add(w, "postings", RETRLM_DTYPE_U8, RETRLM__NZ(bm->post_), bm->postings_bytes)) ||
         (r = nw->len16 ? retrlm_writer_add(w, "doc_len", RETRLM_DTYPE_U16, RETRLM__NZ(nw->len16), (size_t)bm->n_docs)
                        : retrlm_writer_add(w, "doc_len", RETRLM_DTYPE_U32, RETRLM__NZ(bm->doc_len_), (size_t)bm->n_docs)) ||
@@ -3631,6 +3650,7 @@ static retrlm_result retrlm__bm25_writer(retrlm_bm25 *bm, retrlm_writer *w, uint
 
 static void retrlm__bm25_narrow_free(retrlm__bm25_narrow *nw) {
     RETRLM_FREE(nw->stop);
+    RETRLM_FREE(nw->tlen);
     RETRLM_FREE(nw->len16);
     RETRLM_FREE(nw->off32);
 }
@@ -3680,7 +3700,7 @@ static retrlm_result retrlm__bm25_check_postings(retrlm_bm25 *bm, const char *sr
     retrlm_result r = RETRLM_OK;
     if (!sum) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: %s: check buffers", src);
     for (t = 0; t < bm->n_terms && !r; t++) {
-        const unsigned char *q = bm->post_ + bm->post_off_[t], *end = bm->post_ + bm->post_off_[t + 1];
+        const unsigned char *q = retrlm__term_blocks(bm, t), *end = bm->post_ + bm->post_off_[t + 1];
         int left = (int)bm->df_[t], blk = 0;
         int64_t prev = -1;
         while (left > 0) {
@@ -3738,6 +3758,7 @@ static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
     const double *params;
     const char *stop;
     size_t n, m, nstop, n_text, i;
+    const unsigned char *tlen;
     uint64_t total = 0;
     int nd, nt;
     retrlm_result r;
@@ -3783,28 +3804,31 @@ static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
     r = retrlm_analyzer_init(&bm->analyzer, &acfg);
     RETRLM_FREE((void *)words);
     if (r) return r;
-    // dictionary
+    // dictionary: term lengths widen into offsets in memory
     if ((r = retrlm_reader_get(rd, "term_text", RETRLM_DTYPE_U8, (const void **)&bm->term_text_, &n_text)) ||
-        (r = retrlm_reader_get(rd, "term_off", RETRLM_DTYPE_U32, (const void **)&bm->term_off_, &n)))
+        (r = retrlm_reader_get(rd, "term_len", RETRLM_DTYPE_U8, (const void **)&tlen, &n)))
         return r;
-    if (n != (nt ? (size_t)nt + 1 : 0) && !(nt == 0 && n == 1))
-        return RETRLM__BM25_BAD("bm25_load: %s: 'term_off' has %zu entries, expected %d", src, n, nt + 1);
-    if (nt) {
-        if (bm->term_off_[0] != 0 || bm->term_off_[nt] != n_text)
-            return RETRLM__BM25_BAD("bm25_load: %s: 'term_off' must run from 0 to %zu", src, n_text);
-        for (i = 0; i < (size_t)nt; i++) {
-            uint32_t a = bm->term_off_[i], b = bm->term_off_[i + 1];
-            if (b <= a || b - a > RETRLM_ANALYZER_MAX_TERM)
-                return RETRLM__BM25_BAD("bm25_load: %s: term %zu has length %lld", src, i, (long long)b - (long long)a);
-            if (i > 0) {
-                uint32_t pa = bm->term_off_[i - 1];
-                size_t la = a - pa, lb = b - a;
-                int c = memcmp(bm->term_text_ + pa, bm->term_text_ + a, RETRLM__MIN(la, lb));
-                if (c > 0 || (c == 0 && la >= lb))
-                    return RETRLM__BM25_BAD("bm25_load: %s: terms %zu and %zu are not in strictly increasing order", src, i - 1, i);
-            }
+    if (n != (size_t)nt) return RETRLM__BM25_BAD("bm25_load: %s: 'term_len' has %zu entries, expected %d", src, n, nt);
+    bm->heap_toff_ = (uint32_t *)retrlm__alloc((size_t)nt + 1, sizeof(uint32_t));
+    bm->heap_df_ = (uint32_t *)retrlm__alloc((size_t)nt + 1, sizeof(uint32_t));
+    if (!bm->heap_toff_ || !bm->heap_df_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: %s: dictionary of %d terms", src, nt);
+    bm->heap_toff_[0] = 0;
+    for (i = 0; i < (size_t)nt; i++) {
+        uint32_t a = bm->heap_toff_[i];
+        if (tlen[i] == 0 || tlen[i] > RETRLM_ANALYZER_MAX_TERM || (size_t)a + tlen[i] > n_text)
+            return RETRLM__BM25_BAD("bm25_load: %s: term %zu: length %u out of range or past 'term_text'", src, i, tlen[i]);
+        bm->heap_toff_[i + 1] = a + tlen[i];
+        if (i > 0) {
+            uint32_t pa = bm->heap_toff_[i - 1];
+            size_t la = a - pa, lb = tlen[i];
+            int c = memcmp(bm->term_text_ + pa, bm->term_text_ + a, RETRLM__MIN(la, lb));
+            if (c > 0 || (c == 0 && la >= lb))
+                return RETRLM__BM25_BAD("bm25_load: %s: terms %zu and %zu are not in strictly increasing order", src, i - 1, i);
         }
     }
+    if (bm->heap_toff_[nt] != n_text)
+        return RETRLM__BM25_BAD("bm25_load: %s: term lengths sum to %u, 'term_text' has %zu bytes", src, bm->heap_toff_[nt], n_text);
+    bm->term_off_ = bm->heap_toff_;
     if (retrlm__bm25_section_type(rd, "post_off") == RETRLM_DTYPE_U32) { // widened in memory
         const uint32_t *o32;
         if ((r = retrlm_reader_get(rd, "post_off", RETRLM_DTYPE_U32, (const void **)&o32, &n))) return r;
@@ -3816,19 +3840,21 @@ static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
         return r;
     if (n != (nt ? (size_t)nt + 1 : 0) && !(nt == 0 && n == 1))
         return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' has %zu entries, expected %d", src, n, nt + 1);
-    if ((r = retrlm_reader_get(rd, "df", RETRLM_DTYPE_U32, (const void **)&bm->df_, &n))) return r;
-    if (n != (size_t)nt) return RETRLM__BM25_BAD("bm25_load: %s: 'df' has %zu entries, expected %d", src, n, nt);
     if ((r = retrlm_reader_get(rd, "postings", RETRLM_DTYPE_U8, (const void **)&bm->post_, &bm->postings_bytes))) return r;
-    if (nt) {
+    if (nt) { // offsets, and each term's df (a varint at its start)
         if (bm->post_off_[0] != 0 || bm->post_off_[nt] != bm->postings_bytes)
             return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' must run from 0 to %zu", src, bm->postings_bytes);
         for (i = 0; i < (size_t)nt; i++) {
+            const unsigned char *q = bm->post_ + bm->post_off_[i];
+            uint64_t df;
             if (bm->post_off_[i + 1] <= bm->post_off_[i])
                 return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' not increasing at term %zu", src, i);
-            if (bm->df_[i] == 0 || bm->df_[i] > (uint32_t)nd)
-                return RETRLM__BM25_BAD("bm25_load: %s: term %zu has df %u with %d documents", src, i, bm->df_[i], nd);
+            if (!retrlm__varint(&q, bm->post_ + bm->post_off_[i + 1], &df) || df == 0 || df > (uint64_t)nd)
+                return RETRLM__BM25_BAD("bm25_load: %s: term %zu: df missing or out of range with %d documents", src, i, nd);
+            bm->heap_df_[i] = (uint32_t)df;
         }
     }
+    bm->df_ = bm->heap_df_;
     // documents
     if (retrlm__bm25_section_type(rd, "doc_len") == RETRLM_DTYPE_U16) { // widened in memory
         const uint16_t *l16;

@@ -1,7 +1,8 @@
 /* ---- bm25: inverted index with BM25 ranking -----------------------------------------------
    Documents (a user id and UTF-8 text) are added, then committed into a compact index: a
    sorted term dictionary, and per term its postings (document-id gaps and term frequencies,
-   bit-packed in blocks of 128, each block headed by its last document and its best score).
+   Rice-coded in blocks of 128, each block headed by its last document and a bound of its best
+   score).
    Scoring is BM25 with Lucene's idf:
        score(d, q) = sum over distinct query terms t in d of
                      qtf(t) * idf(t) * tf (k1 + 1) / (tf + k1 (1 - b + b |d| / avgdl))
@@ -48,6 +49,8 @@ typedef struct retrlm_bm25 {
     const uint32_t      *id_order_;   /* (n_docs) internal documents sorted by user id, or NULL */
     uint32_t            *heap_len_;   /* (n_docs) doc_len_ widened from a file's u16, or NULL */
     uint64_t            *heap_off_;   /* (n_terms + 1) post_off_ widened from a file's u32, or NULL */
+    uint32_t            *heap_df_;    /* (n_terms) df_ of a loaded file (read from the postings) */
+    uint32_t            *heap_toff_;  /* (n_terms + 1) term_off_ of a loaded file (from lengths) */
     float               *norm_;       /* (n_docs) k1 (1 - b + b |d| / avgdl), heap */
     int                  owned_;      /* 1: the arrays above are heap allocations */
     int                  loaded_;     /* 1: reader_ holds them */

@@ -480,8 +480,8 @@ static void test_malformed(void) {
 static void test_inconsistent_sections(void) {
     retrlm_bm25 bm, back;
     retrlm_reader rd;
-    static const char *const names[] = {"meta", "params", "stopwords", "term_text", "term_off", "post_off",
-                                        "df", "postings", "doc_len", "doc_id", "id_order"};
+    static const char *const names[] = {"meta", "params", "stopwords", "term_text", "term_len", "post_off",
+                                        "postings", "doc_len", "doc_id", "id_order"};
     unsigned char *img;
     size_t size;
     int s, caught = 0, total = 0;
@@ -490,7 +490,7 @@ static void test_inconsistent_sections(void) {
     for (s = 0; s < 300; s++) {
         char t[64];
         snprintf(t, sizeof t, "w%d x%d common y%d", s % 17, s % 5, s);
-        CHECK_OK(retrlm_bm25_add(&bm, s, t, strlen(t)));
+        CHECK_OK(retrlm_bm25_add(&bm, 2 * s + 1, t, strlen(t)));
     }
     CHECK_OK(retrlm_bm25_save_memory(&bm, NULL, 0, &size));
     img = (unsigned char *)malloc(size);
@@ -572,6 +572,26 @@ static void test_empty_and_errors(void) {
     CHECK(back.n_docs == 3 && retrlm_bm25_doc_length(&back, 1, &n) && n == 0);
     retrlm_bm25_free(&back);
     CHECK(retrlm_bm25_load_memory(&back, buf, 10) != RETRLM_OK);
+    // ids 0..n-1 in order are stored without id arrays; adding id 7 brings them back
+    retrlm_bm25_free(&bm);
+    CHECK_OK(retrlm_bm25_init(&bm, NULL));
+    CHECK_OK(retrlm_bm25_add(&bm, 0, "red apple", 9));
+    CHECK_OK(retrlm_bm25_add(&bm, 1, "green apple", 11));
+    CHECK_OK(retrlm_bm25_add(&bm, 2, "red", 3));
+    CHECK_OK(retrlm_bm25_save_memory(&bm, buf, sizeof buf, &size));
+    CHECK(bm.doc_id_ == NULL);
+    CHECK_OK(retrlm_bm25_load_memory(&back, buf, size));
+    CHECK_OK(retrlm_bm25_search(&back, "red", 3, 3, 0, ids, NULL, &n));
+    CHECK(n == 2 && ids[0] == 2 && ids[1] == 0); // the shorter document first
+    CHECK(retrlm_bm25_doc_length(&back, 1, &n) && n == 2 && !retrlm_bm25_doc_length(&back, 3, &n));
+    CHECK(retrlm_bm25_add(&back, 1, "x", 1) == RETRLM_ERR_ARG);
+    CHECK_OK(retrlm_bm25_delete(&back, 0));
+    CHECK_OK(retrlm_bm25_add(&back, 7, "red red", 7));
+    CHECK_OK(retrlm_bm25_commit(&back));
+    CHECK(back.doc_id_ != NULL && back.n_docs == 3);
+    CHECK_OK(retrlm_bm25_search(&back, "red", 3, 3, 0, ids, NULL, &n));
+    CHECK(n == 2 && ids[0] == 7 && ids[1] == 2);
+    retrlm_bm25_free(&back);
     CHECK(retrlm_bm25_load(&back, "build/tests/no-such-file.rlm") != RETRLM_OK);
     retrlm_bm25_free(&back);
     memset(&cfg, 0, sizeof cfg);
