@@ -1541,11 +1541,12 @@ static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
     if (nt) { // offsets, and each term's df (a varint at its start)
         if (bm->post_off_[0] != 0 || bm->post_off_[nt] != bm->postings_bytes)
             return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' must run from 0 to %zu", src, bm->postings_bytes);
+        for (i = 0; i < (size_t)nt; i++) // all offsets first: then each term's range is inside
+            if (bm->post_off_[i + 1] <= bm->post_off_[i])
+                return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' not increasing at term %zu", src, i);
         for (i = 0; i < (size_t)nt; i++) {
             const unsigned char *q = bm->post_ + bm->post_off_[i];
             uint64_t df;
-            if (bm->post_off_[i + 1] <= bm->post_off_[i])
-                return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' not increasing at term %zu", src, i);
             if (!retrlm__varint(&q, bm->post_ + bm->post_off_[i + 1], &df) || df == 0 || df > (uint64_t)nd)
                 return RETRLM__BM25_BAD("bm25_load: %s: term %zu: df missing or out of range with %d documents", src, i, nd);
             bm->heap_df_[i] = (uint32_t)df;
