@@ -535,6 +535,15 @@ typedef struct retrlm__bitr { // bit reader; never reads past end, counts what i
 } retrlm__bitr;
 
 static void retrlm__bitr_fill(retrlm__bitr *r) {
+    if (r->n > 56) return;
+    if (r->end - r->p >= 8) { // 8 bytes at once, keeping the whole bytes that fit (n < 64)
+        int take = (63 - r->n) >> 3;
+        r->buf |= retrlm__get_u64(r->p) << r->n;
+        r->p += take;
+        r->n += take * 8;
+        r->buf &= (1ull << r->n) - 1; // bits of the next byte come back with the next fill
+        return;
+    }
     while (r->n <= 56) {
         uint64_t byte = r->p < r->end ? *r->p++ : 0;
         r->buf |= byte << r->n;
@@ -564,6 +573,16 @@ static void retrlm__bitr_skip(retrlm__bitr *r, int nbits) { // nbits <= r->n
 static uint32_t retrlm__bitr_rice(retrlm__bitr *r, int k) {
     uint64_t q = 0, v;
     int tz;
+    retrlm__bitr_fill(r);
+    if (r->buf) { // the usual case: quotient and remainder are both in the buffer
+        tz = retrlm__ctz64(r->buf);
+        if (tz + 1 + k <= r->n) {
+            v = ((uint64_t)tz << k) | ((r->buf >> tz >> 1) & ((1ull << k) - 1));
+            retrlm__bitr_skip(r, tz + 1 + k);
+            if (r->used > r->limit || v > 0xFFFFFFFFull) r->bad = 1;
+            return (uint32_t)v;
+        }
+    }
     for (;;) {
         retrlm__bitr_fill(r);
         if (r->buf) break;
