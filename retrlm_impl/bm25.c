@@ -343,14 +343,24 @@ RETRLM_API retrlm_result retrlm_bm25_add_batch(retrlm_bm25 *bm, int n, const int
     int start, i;
     if (n < 0 || (n > 0 && (!ids || !texts)))
         return retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: n %d, ids and texts must be given", n);
-    for (i = 0; i < n; i++) {
-        int j;
-        if (!texts[i]) return retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: text %d is NULL", i);
-        if (retrlm__bm25_is_live(bm, ids[i]))
-            return retrlm__fail(RETRLM_ERR_ARG, "bm25_add: id %lld is already in the index", (long long)ids[i]);
-        for (j = 0; j < i && j < 64; j++) // cheap check of near duplicates in the batch
-            if (ids[i - 1 - j] == ids[i])
-                return retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: id %lld given twice", (long long)ids[i]);
+    { // all checks first, so that a failing batch adds nothing
+        retrlm__idmap seen;
+        memset(&seen, 0, sizeof seen);
+        for (i = 0; i < n; i++) {
+            const char *why = NULL;
+            if (!texts[i]) why = "text is NULL";
+            else if (retrlm__bm25_is_live(bm, ids[i])) why = "id is already in the index";
+            else if (n > 1 && retrlm__idmap_get(&seen, ids[i]) >= 0) why = "id given twice";
+            else if (n > 1 && !retrlm__idmap_put(&seen, ids[i], i)) {
+                retrlm__idmap_free(&seen);
+                return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add_batch: id table");
+            }
+            if (why) {
+                retrlm__idmap_free(&seen);
+                return retrlm__fail(RETRLM_ERR_ARG, "bm25_add: document %d (id %lld): %s", i, (long long)ids[i], why);
+            }
+        }
+        retrlm__idmap_free(&seen);
     }
     if ((r = retrlm__bm25_pending_get(bm)) != RETRLM_OK) return r;
     p = bm->pending_;

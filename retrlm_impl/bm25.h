@@ -60,11 +60,12 @@ typedef struct retrlm_bm25 {
 
 RETRLM_API retrlm_result retrlm_bm25_init(retrlm_bm25 *bm, const retrlm_bm25_config *cfg);
 RETRLM_API void retrlm_bm25_free(retrlm_bm25 *bm);
-/* Buffers document id with len bytes of text (copied analysed terms, not the text).
+/* Buffers document id with len bytes of text (keeps its analysed terms, not the text).
    RETRLM_ERR_ARG if id is already live. */
 RETRLM_API retrlm_result retrlm_bm25_add(retrlm_bm25 *bm, int64_t id, const char *text, size_t len);
 /* The same for n documents: ids (n), texts (n), lens (n) or NULL for NUL-terminated texts.
-   Analysis runs in parallel; the result equals n calls of retrlm_bm25_add. */
+   Analysis runs in parallel; the result equals n calls of retrlm_bm25_add. A batch with a bad
+   or repeated id adds nothing. */
 RETRLM_API retrlm_result retrlm_bm25_add_batch(retrlm_bm25 *bm, int n, const int64_t *ids,
                                                const char *const *texts, const size_t *lens);
 /* Deletes a live document (committed or pending); RETRLM_ERR_NOT_FOUND if there is none. */
@@ -91,8 +92,9 @@ RETRLM_API int retrlm_bm25_doc_length(const retrlm_bm25 *bm, int64_t id, int *le
 
 /* Files: container kind "bm25". Save commits pending updates first. Load checks every array
    against the others (sorted terms, offsets, every block decoded, lengths, ids) before use and
-   then uses the postings in place (memory-mapped); load_memory borrows data until free when it
-   is 64-byte aligned on a little-endian host and copies it otherwise. */
+   then uses the postings and term text in place (memory-mapped); what it builds in memory is
+   about 16 bytes a term (offsets, df) and 8 a document (length, norm). load_memory borrows data
+   until free when it is 64-byte aligned on a little-endian host and copies it otherwise. */
 #ifndef RETRLM_NO_STDIO
 RETRLM_API retrlm_result retrlm_bm25_save(retrlm_bm25 *bm, const char *path);
 RETRLM_API retrlm_result retrlm_bm25_load(retrlm_bm25 *bm, const char *path);

@@ -594,6 +594,23 @@ static void test_empty_and_errors(void) {
     retrlm_bm25_free(&back);
     CHECK(retrlm_bm25_load(&back, "build/tests/no-such-file.rlm") != RETRLM_OK);
     retrlm_bm25_free(&back);
+    { // a batch with a repeated id adds nothing
+        int64_t bid[200];
+        const char *bt[200];
+        int j;
+        for (j = 0; j < 200; j++) {
+            bid[j] = 1000 + j;
+            bt[j] = "some text";
+        }
+        bid[199] = 1000;
+        CHECK_OK(retrlm_bm25_init(&back, NULL));
+        CHECK(retrlm_bm25_add_batch(&back, 200, bid, bt, NULL) == RETRLM_ERR_ARG);
+        CHECK(back.n_pending == 0);
+        bid[199] = 5000;
+        CHECK_OK(retrlm_bm25_add_batch(&back, 200, bid, bt, NULL));
+        CHECK(back.n_pending == 200);
+        retrlm_bm25_free(&back);
+    }
     memset(&cfg, 0, sizeof cfg);
     cfg.b = 2;
     CHECK(retrlm_bm25_init(&back, &cfg) == RETRLM_ERR_ARG);
