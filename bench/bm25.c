@@ -52,6 +52,10 @@ static int run_retrlm(const debpkg *d, const char *runfile) {
         ids[i] = atoll(tsv_get(&d->docs, i, 0));
         texts[i] = tsv_get(&d->docs, i, 3);
     }
+    // a first build warms the allocator (page faults), then 2 threads, then 1 thread (kept)
+    retrlm_bm25_init(&bm, NULL);
+    if (retrlm_bm25_add_batch(&bm, nd, ids, texts, NULL) || retrlm_bm25_commit(&bm)) return 1;
+    retrlm_bm25_free(&bm);
 #ifdef _OPENMP
     omp_set_num_threads(2);
 #endif
