@@ -15,7 +15,7 @@ int main(void) {
     retrlm_qrel *qrels;
     int64_t *ids, *qids, *ranked;
     const char **texts, **queries;
-    int *nf, i, nq, K = 1000;
+    int *nf, i, nq, K = 1000, mismatches[2] = {0, 0};
     double t0, t_build, t_search;
     if (!debpkg_load(&d, root)) {
         printf("debpkg data not found under %s\n", root);
@@ -49,6 +49,28 @@ int main(void) {
     t0 = retrlm_time_seconds();
     if (retrlm_bm25_search_batch(&bm, nq, queries, NULL, K, 0, ranked, NULL, nf)) return 1;
     t_search = retrlm_time_seconds() - t0;
+    { // the pruned top k must be exactly the exhaustive top k (ids and scores, bit for bit)
+        int64_t *ex = (int64_t *)malloc(sizeof(int64_t) * (size_t)nq * (size_t)K);
+        float *s1 = (float *)malloc(sizeof(float) * (size_t)nq * (size_t)K), *s2 = (float *)malloc(sizeof(float) * (size_t)nq * (size_t)K);
+        int *nf2 = (int *)malloc(sizeof(int) * (size_t)nq), kk;
+        static const int ks[2] = {10, 1000};
+        for (kk = 0; kk < 2; kk++) {
+            int k = ks[kk], q, j;
+            retrlm_bm25_search_batch(&bm, nq, queries, NULL, k, 0, ranked, s1, nf);
+            retrlm_bm25_search_batch(&bm, nq, queries, NULL, k, RETRLM_BM25_EXHAUSTIVE, ex, s2, nf2);
+            for (q = 0; q < nq; q++) {
+                int same = nf[q] == nf2[q];
+                for (j = 0; same && j < nf[q]; j++)
+                    same = ranked[(size_t)q * k + j] == ex[(size_t)q * k + j] && !memcmp(&s1[(size_t)q * k + j], &s2[(size_t)q * k + j], sizeof(float));
+                mismatches[kk] += !same;
+            }
+        }
+        free(ex);
+        free(s1);
+        free(s2);
+        free(nf2);
+        retrlm_bm25_search_batch(&bm, nq, queries, NULL, K, 0, ranked, NULL, nf);
+    }
     qrels = (retrlm_qrel *)malloc(sizeof(retrlm_qrel) * (size_t)d.qrels.n_rows);
     for (i = 0; i < d.qrels.n_rows; i++) {
         qrels[i].qid = atoll(tsv_get(&d.qrels, i, 0));
@@ -59,7 +81,8 @@ int main(void) {
     retrlm_eval_retrieval(nq, qids, ranked, nf, K, qrels, (size_t)d.qrels.n_rows, 2, &strict);
     printf("BM25 on debpkg dev (%d documents, %d terms, %d queries; k1 %.2f, b %.2f, EnglishAnalyzer chain)\n",
            bm.n_docs, bm.n_terms, nq, (double)bm.k1, (double)bm.b);
-    printf("  build %.2f s; top-%d search of all queries %.2f s\n\n", t_build, K, t_search);
+    printf("  build %.2f s; top-%d search of all queries %.2f s\n", t_build, K, t_search);
+    printf("  pruned vs exhaustive top 10 / top 1000: %d / %d queries differ\n\n", mismatches[0], mismatches[1]);
     printf("  %-9s %8s %8s %8s %8s %8s %8s\n", "judgment", "queries", "MRR@10", "nDCG@10", "R@10", "R@100", "R@1000");
     printf("  %-9s %8d %8.4f %8.4f %8.4f %8.4f %8.4f\n", "lenient", lenient.n_queries, lenient.mrr10, lenient.ndcg10,
            lenient.recall10, lenient.recall100, lenient.recall1000);
@@ -69,6 +92,7 @@ int main(void) {
            lenient.recall10, lenient.recall100, lenient.recall1000);
     printf("strict_mrr10=%.4f\nstrict_ndcg10=%.4f\nstrict_recall10=%.4f\nstrict_recall100=%.4f\nstrict_recall1000=%.4f\n",
            strict.mrr10, strict.ndcg10, strict.recall10, strict.recall100, strict.recall1000);
+    printf("pruned_mismatch_top10=%d\npruned_mismatch_top1000=%d\n", mismatches[0], mismatches[1]);
     printf("build_s=%.3f\nn_terms=%d\npostings_bytes=%zu\n", t_build, bm.n_terms, bm.postings_bytes);
     retrlm_bm25_free(&bm);
     free(ids);

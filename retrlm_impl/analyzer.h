@@ -20,8 +20,8 @@ typedef struct retrlm_analyzer {
     int stem;          /* 1 if Porter stemming is on */
     int n_stopwords;   /* words in the stop list */
     /* private */
-    char *stop_text_;  /* (stop_bytes_) the stop words, sorted, each NUL-terminated */
-    size_t stop_bytes_;
+    char *stop_text_;  /* (stop_bytes_) the stop words, each NUL-terminated */
+    size_t stop_bytes_;  /* bytes of stop_text_ */
     size_t stop_max_;  /* bytes of the longest stop word */
     const char **stop_;/* (n_stopwords) pointers into stop_text_, sorted by strcmp */
 } retrlm_analyzer;

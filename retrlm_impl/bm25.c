@@ -1,11 +1,7 @@
 #include "internal.h"
 
-// Block layout in post_ (all little-endian): u32 last doc, f32 best f(tf, norm) in the block,
-// u8 gap bits, u8 tf bits, then the gaps (doc - previous doc - 1; the first relative to the
-// previous block's last doc, or -1) packed LSB-first, then tf - 1 packed the same way.
-// Every block of a term holds RETRLM_BM25_BLOCK postings except the last.
-#define RETRLM__BM25_HDR 10
-#define RETRLM__BM25_LAYOUT 1
+// The layout of the postings is described at the codec below.
+#define RETRLM__BM25_LAYOUT 2
 
 typedef struct retrlm__bm25_triple {
     uint32_t term, doc, tf; // pending term index, pending document index, frequency
@@ -92,7 +88,7 @@ static int retrlm__idmap_put(retrlm__idmap *m, int64_t key, int val) {
 
 struct retrlm__bm25_pending {
     retrlm__bm25_pterm  *terms;   // stb_ds string hash: term -> pending term index
-    char               **tstr;    // stb_ds: pending term index -> its key (arena, stable)
+    char               **tstr;    // stb_ds: pending term index -> its key (strdup'ed, stable)
     retrlm__bm25_triple *post;    // stb_ds: postings in document order
     int64_t             *ids;     // stb_ds: pending documents' user ids
     uint32_t            *lens;    // stb_ds: their lengths
@@ -126,6 +122,14 @@ static void retrlm__bm25_release(retrlm_bm25 *bm) { // the committed arrays
         RETRLM_FREE((void *)bm->id_order_);
     }
     if (bm->loaded_) retrlm_reader_close(&bm->reader_);
+    RETRLM_FREE(bm->heap_len_);
+    RETRLM_FREE(bm->heap_off_);
+    RETRLM_FREE(bm->heap_df_);
+    RETRLM_FREE(bm->heap_toff_);
+    bm->heap_len_ = NULL;
+    bm->heap_off_ = NULL;
+    bm->heap_df_ = NULL;
+    bm->heap_toff_ = NULL;
     RETRLM_FREE(bm->norm_);
     bm->term_text_ = NULL;
     bm->term_off_ = NULL;
@@ -186,8 +190,12 @@ static int retrlm__bm25_find_term(const retrlm_bm25 *bm, const char *t, size_t l
     return -1;
 }
 
+// user id of internal document d (no id arrays: ids are 0..n_docs-1 in order)
+#define RETRLM__UID(bm, d) ((bm)->doc_id_ ? (bm)->doc_id_[d] : (int64_t)(d))
+
 static int retrlm__bm25_find_doc(const retrlm_bm25 *bm, int64_t id) {
     int lo = 0, hi = bm->n_docs - 1;
+    if (!bm->doc_id_) return id >= 0 && id < bm->n_docs ? (int)id : -1;
     while (lo <= hi) {
         int mid = lo + (hi - lo) / 2;
         int64_t v = bm->doc_id_[bm->id_order_[mid]];
@@ -208,64 +216,6 @@ RETRLM_API int retrlm_bm25_doc_length(const retrlm_bm25 *bm, int64_t id, int *le
     if (d < 0) return 0;
     if (len) *len = (int)bm->doc_len_[d];
     return 1;
-}
-
-// ---------------------------------------------------------------------------------------------
-// bit packing
-
-static int retrlm__bits(uint32_t v) {
-    int b = 0;
-    while (v) {
-        b++;
-        v >>= 1;
-    }
-    return b;
-}
-
-static unsigned char *retrlm__pack(unsigned char *p, const uint32_t *v, int n, int bits) {
-    uint64_t acc = 0;
-    int have = 0, i;
-    if (bits == 0) return p;
-    for (i = 0; i < n; i++) {
-        acc |= (uint64_t)v[i] << have;
-        have += bits;
-        while (have >= 8) {
-            *p++ = (unsigned char)acc;
-            acc >>= 8;
-            have -= 8;
-        }
-    }
-    if (have > 0) *p++ = (unsigned char)acc;
-    return p;
-}
-
-static const unsigned char *retrlm__unpack(const unsigned char *p, uint32_t *v, int n, int bits) {
-    uint64_t acc = 0;
-    uint32_t mask = bits == 32 ? 0xFFFFFFFFu : ((1u << bits) - 1);
-    int have = 0, i;
-    if (bits == 0) {
-        for (i = 0; i < n; i++) v[i] = 0;
-        return p;
-    }
-    for (i = 0; i < n; i++) {
-        while (have < bits) {
-            acc |= (uint64_t)(*p++) << have;
-            have += 8;
-        }
-        v[i] = (uint32_t)acc & mask;
-        acc >>= bits;
-        have -= bits;
-    }
-    return p;
-}
-
-static size_t retrlm__packed_bytes(int n, int bits) { return ((size_t)n * (size_t)bits + 7) / 8; }
-
-static float retrlm__get_f32(const unsigned char *p) {
-    uint32_t u = retrlm__get_u32(p);
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 }
 
 // BM25 saturation of one posting (without idf): the same expression everywhere, so that block
@@ -373,7 +323,7 @@ static retrlm_result retrlm__bm25_pending_get(retrlm_bm25 *bm) {
     if (bm->pending_) return RETRLM_OK;
     bm->pending_ = (struct retrlm__bm25_pending *)retrlm__calloc(1, sizeof(struct retrlm__bm25_pending));
     if (!bm->pending_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25: update buffer");
-    stbds_sh_new_arena(bm->pending_->terms);
+    stbds_sh_new_strdup(bm->pending_->terms); // (the arena mode trips UBSan inside stb_ds)
     return RETRLM_OK;
 }
 
@@ -393,14 +343,24 @@ RETRLM_API retrlm_result retrlm_bm25_add_batch(retrlm_bm25 *bm, int n, const int
     int start, i;
     if (n < 0 || (n > 0 && (!ids || !texts)))
         return retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: n %d, ids and texts must be given", n);
-    for (i = 0; i < n; i++) {
-        int j;
-        if (!texts[i]) return retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: text %d is NULL", i);
-        if (retrlm__bm25_is_live(bm, ids[i]))
-            return retrlm__fail(RETRLM_ERR_ARG, "bm25_add: id %lld is already in the index", (long long)ids[i]);
-        for (j = 0; j < i && j < 64; j++) // cheap check of near duplicates in the batch
-            if (ids[i - 1 - j] == ids[i])
-                return retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: id %lld given twice", (long long)ids[i]);
+    { // all checks first, so that a failing batch adds nothing
+        retrlm__idmap seen;
+        memset(&seen, 0, sizeof seen);
+        for (i = 0; i < n; i++) {
+            const char *why = NULL;
+            if (!texts[i]) why = "text is NULL";
+            else if (retrlm__bm25_is_live(bm, ids[i])) why = "id is already in the index";
+            else if (n > 1 && retrlm__idmap_get(&seen, ids[i]) >= 0) why = "id given twice";
+            else if (n > 1 && !retrlm__idmap_put(&seen, ids[i], i)) {
+                retrlm__idmap_free(&seen);
+                return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add_batch: id table");
+            }
+            if (why) {
+                retrlm__idmap_free(&seen);
+                return retrlm__fail(RETRLM_ERR_ARG, "bm25_add: document %d (id %lld): %s", i, (long long)ids[i], why);
+            }
+        }
+        retrlm__idmap_free(&seen);
     }
     if ((r = retrlm__bm25_pending_get(bm)) != RETRLM_OK) return r;
     p = bm->pending_;
@@ -518,65 +478,305 @@ static int retrlm__bytes_reserve(retrlm__bytes *b, size_t extra) {
     return 1;
 }
 
+// ---------------------------------------------------------------------------------------------
+// postings codec: Rice codes in blocks
+//
+// A term's postings are blocks of RETRLM_BM25_BLOCK postings (the last block may be shorter).
+// Block: varint (last doc - previous block's last doc - 1, the first block counting from -1),
+// u8 bound (q: the block's best f is <= q * (k1 + 1) / 255, q = 255 meaning k1 + 1), u8 Rice
+// parameters (gaps: k in the low 5 bits; tf - 1: the high 3 bits index retrlm__tk_map), varint payload bytes (absent in a term's
+// last block, whose payload runs to the end of the term), payload. Payload, a bit stream LSB
+// first: the gaps (doc - previous doc - 1) of all postings but the last (its doc is the block's
+// last doc), then tf - 1 of every posting; a Rice code is q zero bits, a one, then k low bits.
+
+typedef struct retrlm__bitw { // bit writer into a byte buffer
+    unsigned char *p;         // next byte
+    uint64_t       buf;
+    int            n;
+} retrlm__bitw;
+
+static void retrlm__bitw_put(retrlm__bitw *w, uint32_t v, int nbits) { // nbits <= 32
+    w->buf |= (uint64_t)v << w->n;
+    w->n += nbits;
+    while (w->n >= 8) {
+        *w->p++ = (unsigned char)w->buf;
+        w->buf >>= 8;
+        w->n -= 8;
+    }
+}
+
+static void retrlm__bitw_rice(retrlm__bitw *w, uint32_t v, int k) {
+    uint32_t q = v >> k;
+    while (q >= 32) {
+        retrlm__bitw_put(w, 0, 32);
+        q -= 32;
+    }
+    retrlm__bitw_put(w, 1u << q, (int)q + 1);
+    if (k) retrlm__bitw_put(w, v & ((1u << k) - 1), k);
+}
+
+// Rice parameter of tf - 1 by its 3-bit code: small k for the usual small counts, 31 so that
+// no count, however large, costs more than 33 bits
+static const int retrlm__tk_map[8] = {0, 1, 2, 3, 4, 5, 8, 31};
+
+// the index in ks[0..nk) of the k that codes v[0..n) in the fewest bits
+static int retrlm__rice_k(const uint32_t *v, int n, const int *ks, int nk) {
+    uint64_t best = UINT64_MAX;
+    int j, bj = 0, i;
+    for (j = 0; j < nk; j++) {
+        int k = ks[j];
+        uint64_t bits = (uint64_t)n * (uint64_t)(k + 1);
+        for (i = 0; i < n; i++) bits += v[i] >> k;
+        if (bits < best) {
+            best = bits;
+            bj = j;
+        }
+    }
+    return bj;
+}
+
+typedef struct retrlm__bitr { // bit reader; never reads past end, counts what it consumed
+    const unsigned char *p, *end;
+    uint64_t buf;
+    int      n;
+    size_t   used;  // bits consumed
+    size_t   limit; // bits available
+    int      bad;   // a code ran past the payload or overflowed 32 bits
+} retrlm__bitr;
+
+static void retrlm__bitr_fill(retrlm__bitr *r) {
+    if (r->n > 56) return;
+    if (r->end - r->p >= 8) { // 8 bytes at once, keeping the whole bytes that fit (n < 64)
+        int take = (63 - r->n) >> 3;
+        r->buf |= retrlm__get_u64(r->p) << r->n;
+        r->p += take;
+        r->n += take * 8;
+        r->buf &= (1ull << r->n) - 1; // bits of the next byte come back with the next fill
+        return;
+    }
+    while (r->n <= 56) {
+        uint64_t byte = r->p < r->end ? *r->p++ : 0;
+        r->buf |= byte << r->n;
+        r->n += 8;
+    }
+}
+
+static int retrlm__ctz64(uint64_t x) { // x != 0
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(x);
+#else
+    int n = 0;
+    while (!(x & 1)) {
+        x >>= 1;
+        n++;
+    }
+    return n;
+#endif
+}
+
+static void retrlm__bitr_skip(retrlm__bitr *r, int nbits) { // nbits <= r->n
+    r->buf = nbits >= 64 ? 0 : r->buf >> nbits;
+    r->n -= nbits;
+    r->used += (size_t)nbits;
+}
+
+static uint32_t retrlm__bitr_rice(retrlm__bitr *r, int k) {
+    uint64_t q = 0, v;
+    int tz;
+    retrlm__bitr_fill(r);
+    if (r->buf) { // the usual case: quotient and remainder are both in the buffer
+        tz = retrlm__ctz64(r->buf);
+        if (tz + 1 + k <= r->n) {
+            v = ((uint64_t)tz << k) | ((r->buf >> tz >> 1) & ((1ull << k) - 1));
+            retrlm__bitr_skip(r, tz + 1 + k);
+            if (r->used > r->limit || v > 0xFFFFFFFFull) r->bad = 1;
+            return (uint32_t)v;
+        }
+    }
+    for (;;) {
+        retrlm__bitr_fill(r);
+        if (r->buf) break;
+        q += (uint64_t)r->n;
+        retrlm__bitr_skip(r, r->n);
+        if (r->used > r->limit) {
+            r->bad = 1;
+            return 0;
+        }
+    }
+    tz = retrlm__ctz64(r->buf);
+    q += (uint64_t)tz;
+    retrlm__bitr_skip(r, tz + 1);
+    v = q << k;
+    if (k) {
+        retrlm__bitr_fill(r);
+        v |= r->buf & ((1ull << k) - 1);
+        retrlm__bitr_skip(r, k);
+    }
+    if (q > (0xFFFFFFFFull >> k) || r->used > r->limit) r->bad = 1;
+    return (uint32_t)v;
+}
+
+// reads a varint (LEB128, at most 10 bytes) at *p before end; 0 if truncated or too long
+static int retrlm__varint(const unsigned char **p, const unsigned char *end, uint64_t *v) {
+    uint64_t x = 0;
+    int shift = 0;
+    while (*p < end && shift < 64) {
+        unsigned char b = *(*p)++;
+        x |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 1;
+        }
+        shift += 7;
+    }
+    return 0;
+}
+
+static unsigned char *retrlm__put_varint(unsigned char *p, uint64_t v) {
+    while (v >= 0x80) {
+        *p++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (unsigned char)v;
+    return p;
+}
+
+// the bound a quantized byte stands for: never below the f values it was made from
+static float retrlm__bm25_bound(int q, float k1p1) {
+    return q >= 255 ? k1p1 : (float)q * (k1p1 / 255.0f);
+}
+
+typedef struct retrlm__blk { // a parsed block header
+    uint32_t last;           // last doc of the block
+    float    bound;          // upper bound of f in the block
+    int      gk, tk;         // Rice parameters of gaps and tf - 1
+    const unsigned char *pay, *next; // payload, and where it ends (the next block)
+} retrlm__blk;
+
+// parses the header at q; the term's data ends at end; prev is the previous block's last doc
+// (-1 for the first); last_block: no length field. 0 if malformed (only file data can be).
+static int retrlm__blk_parse(const unsigned char *q, const unsigned char *end, int64_t prev,
+                             int last_block, float k1p1, retrlm__blk *b) {
+    uint64_t delta, len;
+    if (!retrlm__varint(&q, end, &delta) || delta > 0xFFFFFFFFull || end - q < 2) return 0;
+    if (prev + 1 + (int64_t)delta > (int64_t)0xFFFFFFFEu) return 0;
+    b->last = (uint32_t)(prev + 1 + (int64_t)delta);
+    b->bound = retrlm__bm25_bound(q[0], k1p1);
+    b->gk = q[1] & 31;
+    b->tk = retrlm__tk_map[q[1] >> 5];
+    q += 2;
+    if (last_block) len = (uint64_t)(end - q);
+    else if (!retrlm__varint(&q, end, &len) || len > (uint64_t)(end - q)) return 0;
+    b->pay = q;
+    b->next = q + len;
+    return 1;
+}
+
+// decodes the m postings of a block; 0 if the payload does not hold exactly them in order
+static int retrlm__blk_decode(const retrlm__blk *b, int m, int64_t prev, uint32_t *docs, uint32_t *tfs) {
+    retrlm__bitr r;
+    int64_t d = prev;
+    int i;
+    r.p = b->pay;
+    r.end = b->next;
+    r.buf = 0;
+    r.n = 0;
+    r.used = 0;
+    r.limit = (size_t)(b->next - b->pay) * 8;
+    r.bad = 0;
+    for (i = 0; i < m - 1; i++) {
+        d += 1 + (int64_t)retrlm__bitr_rice(&r, b->gk);
+        docs[i] = (uint32_t)d;
+        if (d >= (int64_t)b->last) r.bad = 1;
+    }
+    docs[m - 1] = b->last;
+    for (i = 0; i < m; i++) tfs[i] = retrlm__bitr_rice(&r, b->tk) + 1;
+    for (i = 0; i < m; i++)
+        if (tfs[i] == 0) r.bad = 1; // tf - 1 was 0xFFFFFFFF
+    return !r.bad && (r.used + 7) / 8 == r.limit / 8;
+}
+
 // appends the blocks of one term's postings docs[0..n), tfs[0..n)
 static int retrlm__bm25_encode(retrlm__bytes *out, const uint32_t *docs, const uint32_t *tfs, int n,
                                const float *norm, float k1p1) {
     uint32_t gaps[RETRLM_BM25_BLOCK], tf1[RETRLM_BM25_BLOCK];
+    unsigned char pay[RETRLM_BM25_BLOCK * 16 + 64];
     int64_t prev = -1;
     int s;
+    if (!retrlm__bytes_reserve(out, 10)) return 0;
+    out->n = (size_t)(retrlm__put_varint(out->p + out->n, (uint64_t)n) - out->p); // df
     for (s = 0; s < n; s += RETRLM_BM25_BLOCK) {
-        int m = RETRLM__MIN(RETRLM_BM25_BLOCK, n - s), i, gb, tb;
-        uint32_t gmax = 0, tmax = 0, fb;
+        int m = RETRLM__MIN(RETRLM_BM25_BLOCK, n - s), i, gk, tk, q;
+        int64_t p = prev;
         float best = 0;
-        unsigned char *q;
+        retrlm__bitw w;
+        size_t plen;
+        unsigned char *h;
         for (i = 0; i < m; i++) {
             float f = retrlm__bm25_f(tfs[s + i], norm[docs[s + i]], k1p1);
-            gaps[i] = (uint32_t)((int64_t)docs[s + i] - prev - 1);
-            prev = docs[s + i];
+            gaps[i] = (uint32_t)((int64_t)docs[s + i] - p - 1);
+            p = docs[s + i];
             tf1[i] = tfs[s + i] - 1;
-            gmax |= gaps[i];
-            tmax |= tf1[i];
             if (f > best) best = f;
         }
-        gb = retrlm__bits(gmax);
-        tb = retrlm__bits(tmax);
-        if (!retrlm__bytes_reserve(out, RETRLM__BM25_HDR + retrlm__packed_bytes(m, gb) + retrlm__packed_bytes(m, tb)))
-            return 0;
-        q = out->p + out->n;
-        retrlm__put_u32(q, docs[s + m - 1]);
-        memcpy(&fb, &best, 4);
-        retrlm__put_u32(q + 4, fb);
-        q[8] = (unsigned char)gb;
-        q[9] = (unsigned char)tb;
-        q = retrlm__pack(q + RETRLM__BM25_HDR, gaps, m, gb);
-        q = retrlm__pack(q, tf1, m, tb);
-        out->n = (size_t)(q - out->p);
+        {
+            static const int gks[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                        16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+            gk = retrlm__rice_k(gaps, m - 1, gks, 32);
+            tk = retrlm__rice_k(tf1, m, retrlm__tk_map, 8);
+        }
+        w.p = pay;
+        w.buf = 0;
+        w.n = 0;
+        for (i = 0; i < m - 1; i++) retrlm__bitw_rice(&w, gaps[i], gk);
+        for (i = 0; i < m; i++) retrlm__bitw_rice(&w, tf1[i], retrlm__tk_map[tk]);
+        if (w.n) retrlm__bitw_put(&w, 0, 8 - w.n);
+        plen = (size_t)(w.p - pay);
+        q = (int)(best / (k1p1 / 255.0f));
+        while (q < 255 && retrlm__bm25_bound(q, k1p1) < best) q++;
+        if (!retrlm__bytes_reserve(out, 24 + plen)) return 0;
+        h = retrlm__put_varint(out->p + out->n, (uint64_t)((int64_t)docs[s + m - 1] - prev - 1));
+        *h++ = (unsigned char)q;
+        *h++ = (unsigned char)(gk | (tk << 5));
+        if (s + m < n) h = retrlm__put_varint(h, plen);
+        memcpy(h, pay, plen);
+        out->n = (size_t)(h + plen - out->p);
+        prev = docs[s + m - 1];
     }
     return 1;
+}
+
+// the first block of term t (after its df varint, checked at load)
+static const unsigned char *retrlm__term_blocks(const retrlm_bm25 *bm, int t) {
+    const unsigned char *q = bm->post_ + bm->post_off_[t];
+    while (*q & 0x80) q++;
+    return q + 1;
 }
 
 // decodes all blocks of committed term t, appending (remapped) postings; returns the new count
 static int retrlm__bm25_decode_term(const retrlm_bm25 *bm, int t, const uint32_t *remap,
                                     uint32_t *docs, uint32_t *tfs, int n) {
-    const unsigned char *q = bm->post_ + bm->post_off_[t];
+    const unsigned char *q = retrlm__term_blocks(bm, t), *end = bm->post_ + bm->post_off_[t + 1];
     int left = (int)bm->df_[t];
-    uint32_t gaps[RETRLM_BM25_BLOCK], tf1[RETRLM_BM25_BLOCK];
+    uint32_t d[RETRLM_BM25_BLOCK], f[RETRLM_BM25_BLOCK];
     int64_t prev = -1;
+    float k1p1 = bm->k1 + 1.0f;
     while (left > 0) {
         int m = RETRLM__MIN(RETRLM_BM25_BLOCK, left), i;
-        int gb = q[8], tb = q[9];
-        q = retrlm__unpack(q + RETRLM__BM25_HDR, gaps, m, gb);
-        q = retrlm__unpack(q, tf1, m, tb);
+        retrlm__blk b;
+        retrlm__blk_parse(q, end, prev, left <= RETRLM_BM25_BLOCK, k1p1, &b); // checked at load
+        retrlm__blk_decode(&b, m, prev, d, f);
         for (i = 0; i < m; i++) {
-            uint32_t d = (uint32_t)(prev + 1 + gaps[i]);
-            prev = d;
+            uint32_t x = d[i];
             if (remap) {
-                if (remap[d] == 0xFFFFFFFFu) continue;
-                d = remap[d];
+                if (remap[x] == 0xFFFFFFFFu) continue;
+                x = remap[x];
             }
-            docs[n] = d;
-            tfs[n++] = tf1[i] + 1;
+            docs[n] = x;
+            tfs[n++] = f[i];
         }
+        prev = b.last;
+        q = b.next;
         left -= m;
     }
     return n;
@@ -604,7 +804,7 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     if (!remap || !pmap) goto fail;
     n_new = 0;
     for (d = 0; d < bm->n_docs; d++)
-        remap[d] = retrlm__idmap_get(&p->del, bm->doc_id_[d]) >= 0 ? 0xFFFFFFFFu : (uint32_t)n_new++;
+        remap[d] = retrlm__idmap_get(&p->del, RETRLM__UID(bm, d)) >= 0 ? 0xFFFFFFFFu : (uint32_t)n_new++;
     for (i = 0; i < n_pp; i++) pmap[i] = p->dead[i] ? 0xFFFFFFFFu : (uint32_t)n_new++;
     nb.k1 = bm->k1;
     nb.b = bm->b;
@@ -618,7 +818,7 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     for (d = 0; d < bm->n_docs; d++)
         if (remap[d] != 0xFFFFFFFFu) {
             doc_len[remap[d]] = bm->doc_len_[d];
-            doc_id[remap[d]] = bm->doc_id_[d];
+            doc_id[remap[d]] = RETRLM__UID(bm, d);
         }
     for (i = 0; i < n_pp; i++)
         if (pmap[i] != 0xFFFFFFFFu) {
@@ -713,7 +913,14 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     term_off[nt] = (uint32_t)text.n;
     post_off[nt] = post.n;
     if (!retrlm__bytes_reserve(&text, 1) || !retrlm__bytes_reserve(&post, 1)) goto fail;
-    // install
+    // install; ids 0..n-1 in order need no id arrays
+    for (d = 0; d < n_new && doc_id[d] == d; d++) {}
+    if (d == n_new) {
+        RETRLM_FREE(doc_id);
+        RETRLM_FREE(id_order);
+        doc_id = NULL;
+        id_order = NULL;
+    }
     {
         float *norm = nb.norm_;
         uint64_t total = nb.total_len;
@@ -774,45 +981,47 @@ fail:
 // search
 
 typedef struct retrlm__bm25_cursor {
-    const unsigned char *blk;  // header of the current block
+    retrlm__blk b;             // the current block
+    const unsigned char *end;  // end of the term's postings
     int      left;             // postings in the current block and those after it
     int      n;                // postings in the current block
-    uint32_t last;             // last doc of the current block
-    uint32_t prev;             // last doc of the block before (UINT32_MAX for none)
-    float    maxf;             // best f of the current block
+    int64_t  prev;             // last doc of the block before (-1 for none)
+    float    maxf;             // bound of f in the current block
+    float    k1p1;
     int      decoded;          // docs/tfs hold the current block
     int      pos;              // next posting of the decoded block
     int      done;             // no blocks left
     float    w;                // qtf * idf
     int      qi;               // index of the term in query order
+    uint32_t last;             // b.last
     uint32_t docs[RETRLM_BM25_BLOCK], tfs[RETRLM_BM25_BLOCK];
 } retrlm__bm25_cursor;
 
-static void retrlm__cur_start(retrlm__bm25_cursor *c, const unsigned char *blk, int df) {
-    c->blk = blk;
-    c->left = df;
-    c->n = RETRLM__MIN(df, RETRLM_BM25_BLOCK);
-    c->last = retrlm__get_u32(blk);
-    c->maxf = retrlm__get_f32(blk + 4);
-    c->prev = 0xFFFFFFFFu;
+static void retrlm__cur_start(retrlm__bm25_cursor *c, const retrlm_bm25 *bm, int t) {
+    c->end = bm->post_ + bm->post_off_[t + 1];
+    c->k1p1 = bm->k1 + 1.0f;
+    c->left = (int)bm->df_[t];
+    c->n = RETRLM__MIN(c->left, RETRLM_BM25_BLOCK);
+    c->prev = -1;
+    retrlm__blk_parse(retrlm__term_blocks(bm, t), c->end, -1, c->left <= RETRLM_BM25_BLOCK, c->k1p1, &c->b);
+    c->last = c->b.last;
+    c->maxf = c->b.bound;
     c->decoded = 0;
     c->pos = 0;
     c->done = 0;
 }
 
 static void retrlm__cur_next_block(retrlm__bm25_cursor *c) {
-    const unsigned char *q = c->blk;
     c->left -= c->n;
     if (c->left <= 0) {
         c->done = 1;
         return;
     }
-    q += RETRLM__BM25_HDR + retrlm__packed_bytes(c->n, q[8]) + retrlm__packed_bytes(c->n, q[9]);
-    c->prev = c->last;
-    c->blk = q;
+    c->prev = c->b.last;
     c->n = RETRLM__MIN(c->left, RETRLM_BM25_BLOCK);
-    c->last = retrlm__get_u32(q);
-    c->maxf = retrlm__get_f32(q + 4);
+    retrlm__blk_parse(c->b.next, c->end, c->prev, c->left <= RETRLM_BM25_BLOCK, c->k1p1, &c->b);
+    c->last = c->b.last;
+    c->maxf = c->b.bound;
     c->decoded = 0;
     c->pos = 0;
 }
@@ -823,16 +1032,7 @@ static void retrlm__cur_shallow(retrlm__bm25_cursor *c, uint32_t target) {
 }
 
 static void retrlm__cur_decode(retrlm__bm25_cursor *c) {
-    const unsigned char *q = c->blk;
-    uint32_t d = c->prev;
-    int i;
-    q = retrlm__unpack(q + RETRLM__BM25_HDR, c->docs, c->n, q[8]);
-    retrlm__unpack(q, c->tfs, c->n, c->blk[9]);
-    for (i = 0; i < c->n; i++) {
-        d = d + 1 + c->docs[i]; // prev = UINT32_MAX wraps to the first doc
-        c->docs[i] = d;
-        c->tfs[i] += 1;
-    }
+    retrlm__blk_decode(&c->b, c->n, c->prev, c->docs, c->tfs); // checked at load
     c->decoded = 1;
     c->pos = 0;
 }
@@ -890,7 +1090,7 @@ static retrlm_result retrlm__bm25_exhaustive(const retrlm_bm25 *bm, const retrlm
     }
     for (i = 0; i < nq; i++) { // term at a time, in query order: the same sum order as below
         retrlm__bm25_cursor c;
-        retrlm__cur_start(&c, bm->post_ + bm->post_off_[qt[i].t], (int)bm->df_[qt[i].t]);
+        retrlm__cur_start(&c, bm, qt[i].t);
         while (!c.done) {
             int j;
             retrlm__cur_decode(&c);
@@ -904,7 +1104,7 @@ static retrlm_result retrlm__bm25_exhaustive(const retrlm_bm25 *bm, const retrlm
         }
     }
     for (d = 0; d < bm->n_docs; d++)
-        if (hit[d]) retrlm_topk_push(h, bm->doc_id_[d], acc[d]);
+        if (hit[d]) retrlm_topk_push(h, RETRLM__UID(bm, d), acc[d]);
     RETRLM_FREE(acc);
     RETRLM_FREE(hit);
     return RETRLM_OK;
@@ -940,7 +1140,7 @@ static retrlm_result retrlm__bm25_pruned(const retrlm_bm25 *bm, const retrlm__bm
         return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_search: %d query terms", nq);
     }
     for (i = 0; i < nq; i++) {
-        retrlm__cur_start(&cur[i], bm->post_ + bm->post_off_[qt[i].t], (int)bm->df_[qt[i].t]);
+        retrlm__cur_start(&cur[i], bm, qt[i].t);
         cur[i].w = w[i];
         cur[i].qi = i;
     }
@@ -1016,7 +1216,7 @@ static retrlm_result retrlm__bm25_pruned(const retrlm_bm25 *bm, const retrlm__bm
             s = 0.0f;
             for (i = 0; i < nq; i++) // query order, as the exhaustive sum
                 if (has[i]) s += contrib[i];
-            retrlm_topk_push(h, bm->doc_id_[d], s);
+            retrlm_topk_push(h, RETRLM__UID(bm, d), s);
             if (h->n == h->k && (double)h->scores[0] > theta) {
                 theta = (double)h->scores[0];
                 if (total * slack < theta) break;
@@ -1110,12 +1310,21 @@ RETRLM_API retrlm_result retrlm_bm25_search_batch(const retrlm_bm25 *bm, int n_q
 // ---------------------------------------------------------------------------------------------
 // persistence
 
+// narrow copies of arrays for the file (freed by the caller)
+typedef struct retrlm__bm25_narrow {
+    char     *stop;    // stop words, NUL-terminated
+    unsigned char *tlen; // term lengths
+    uint16_t *len16;   // doc lengths when all < 65536
+    uint32_t *off32;   // postings offsets when the postings are < 4 GiB
+} retrlm__bm25_narrow;
+
 static retrlm_result retrlm__bm25_writer(retrlm_bm25 *bm, retrlm_writer *w, uint64_t *meta,
-                                        double *params, char **stop) {
+                                        double *params, retrlm__bm25_narrow *nw) {
     retrlm_result r;
-    size_t sb = 0;
-    int i;
+    size_t sb = 0, n_off;
+    int i, narrow_len = 1;
     if ((r = retrlm_bm25_commit(bm)) != RETRLM_OK) return r;
+    n_off = bm->post_off_ ? (size_t)bm->n_terms + 1 : 0;
     meta[0] = RETRLM__BM25_LAYOUT;
     meta[1] = (uint64_t)bm->n_docs;
     meta[2] = (uint64_t)bm->n_terms;
@@ -1126,28 +1335,50 @@ static retrlm_result retrlm__bm25_writer(retrlm_bm25 *bm, retrlm_writer *w, uint
     params[0] = bm->k1;
     params[1] = bm->b;
     for (i = 0; i < bm->analyzer.n_stopwords; i++) sb += strlen(bm->analyzer.stop_[i]) + 1;
-    *stop = (char *)retrlm__alloc(sb, 1);
-    if (!*stop) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_save: stop list");
+    for (i = 0; i < bm->n_docs; i++) narrow_len &= bm->doc_len_[i] < 65536;
+    nw->stop = (char *)retrlm__alloc(sb, 1);
+    nw->tlen = (unsigned char *)retrlm__alloc((size_t)bm->n_terms, 1);
+    if (!nw->tlen) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_save: term lengths");
+    for (i = 0; i < bm->n_terms; i++) nw->tlen[i] = (unsigned char)(bm->term_off_[i + 1] - bm->term_off_[i]);
+    nw->len16 = narrow_len ? (uint16_t *)retrlm__alloc((size_t)bm->n_docs, sizeof(uint16_t)) : NULL;
+    nw->off32 = bm->postings_bytes < 0xFFFFFFFFu ? (uint32_t *)retrlm__alloc(n_off, sizeof(uint32_t)) : NULL;
+    if (!nw->stop || (narrow_len && !nw->len16) || (bm->postings_bytes < 0xFFFFFFFFu && !nw->off32))
+        return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_save: file arrays");
     sb = 0;
     for (i = 0; i < bm->analyzer.n_stopwords; i++) {
         size_t l = strlen(bm->analyzer.stop_[i]) + 1;
-        memcpy(*stop + sb, bm->analyzer.stop_[i], l);
+        memcpy(nw->stop + sb, bm->analyzer.stop_[i], l);
         sb += l;
     }
+    if (nw->len16)
+        for (i = 0; i < bm->n_docs; i++) nw->len16[i] = (uint16_t)bm->doc_len_[i];
+    if (nw->off32)
+        for (i = 0; i < (int)n_off; i++) nw->off32[i] = (uint32_t)bm->post_off_[i];
     if ((r = retrlm_writer_init(w, "bm25")) != RETRLM_OK) return r;
+    // empty sections get a valid pointer: io's memory sink passes it to memcpy even for 0 bytes
+#define RETRLM__NZ(p) ((p) ? (const void *)(p) : (const void *)meta)
     if ((r = retrlm_writer_add(w, "meta", RETRLM_DTYPE_U64, meta, 8)) ||
         (r = retrlm_writer_add(w, "params", RETRLM_DTYPE_F64, params, 2)) ||
-        (r = retrlm_writer_add(w, "stopwords", RETRLM_DTYPE_U8, *stop, sb)) ||
-        (r = retrlm_writer_add(w, "term_text", RETRLM_DTYPE_U8, bm->term_text_, bm->n_terms ? bm->term_off_[bm->n_terms] : 0)) ||
-        (r = retrlm_writer_add(w, "term_off", RETRLM_DTYPE_U32, bm->term_off_, bm->term_off_ ? (size_t)bm->n_terms + 1 : 0)) ||
-        (r = retrlm_writer_add(w, "post_off", RETRLM_DTYPE_U64, bm->post_off_, bm->post_off_ ? (size_t)bm->n_terms + 1 : 0)) ||
-        (r = retrlm_writer_add(w, "df", RETRLM_DTYPE_U32, bm->df_, (size_t)bm->n_terms)) ||
-        (r = retrlm_writer_add(w, "postings", RETRLM_DTYPE_U8, bm->post_, bm->postings_bytes)) ||
-        (r = retrlm_writer_add(w, "doc_len", RETRLM_DTYPE_U32, bm->doc_len_, (size_t)bm->n_docs)) ||
-        (r = retrlm_writer_add(w, "doc_id", RETRLM_DTYPE_I64, bm->doc_id_, (size_t)bm->n_docs)) ||
-        (r = retrlm_writer_add(w, "id_order", RETRLM_DTYPE_U32, bm->id_order_, (size_t)bm->n_docs)))
+        (r = retrlm_writer_add(w, "stopwords", RETRLM_DTYPE_U8, RETRLM__NZ(nw->stop), sb)) ||
+        (r = retrlm_writer_add(w, "term_text", RETRLM_DTYPE_U8, RETRLM__NZ(bm->term_text_), bm->n_terms ? bm->term_off_[bm->n_terms] : 0)) ||
+        (r = retrlm_writer_add(w, "term_len", RETRLM_DTYPE_U8, RETRLM__NZ(nw->tlen), (size_t)bm->n_terms)) ||
+        (r = nw->off32 ? retrlm_writer_add(w, "post_off", RETRLM_DTYPE_U32, RETRLM__NZ(nw->off32), n_off)
+                       : retrlm_writer_add(w, "post_off", RETRLM_DTYPE_U64, RETRLM__NZ(bm->post_off_), n_off)) ||
+        (r = retrlm_writer_add(w, "postings", RETRLM_DTYPE_U8, RETRLM__NZ(bm->post_), bm->postings_bytes)) ||
+        (r = nw->len16 ? retrlm_writer_add(w, "doc_len", RETRLM_DTYPE_U16, RETRLM__NZ(nw->len16), (size_t)bm->n_docs)
+                       : retrlm_writer_add(w, "doc_len", RETRLM_DTYPE_U32, RETRLM__NZ(bm->doc_len_), (size_t)bm->n_docs)) ||
+        (r = retrlm_writer_add(w, "doc_id", RETRLM_DTYPE_I64, RETRLM__NZ(bm->doc_id_), bm->doc_id_ ? (size_t)bm->n_docs : 0)) ||
+        (r = retrlm_writer_add(w, "id_order", RETRLM_DTYPE_U32, RETRLM__NZ(bm->id_order_), bm->doc_id_ ? (size_t)bm->n_docs : 0)))
         return r;
+#undef RETRLM__NZ
     return RETRLM_OK;
+}
+
+static void retrlm__bm25_narrow_free(retrlm__bm25_narrow *nw) {
+    RETRLM_FREE(nw->stop);
+    RETRLM_FREE(nw->tlen);
+    RETRLM_FREE(nw->len16);
+    RETRLM_FREE(nw->off32);
 }
 
 #ifndef RETRLM_NO_STDIO
@@ -1155,13 +1386,14 @@ RETRLM_API retrlm_result retrlm_bm25_save(retrlm_bm25 *bm, const char *path) {
     retrlm_writer w;
     uint64_t meta[8];
     double params[2];
-    char *stop = NULL;
+    retrlm__bm25_narrow nw;
     retrlm_result r;
     memset(&w, 0, sizeof w);
-    r = retrlm__bm25_writer(bm, &w, meta, params, &stop);
+    memset(&nw, 0, sizeof nw);
+    r = retrlm__bm25_writer(bm, &w, meta, params, &nw);
     if (r == RETRLM_OK) r = retrlm_writer_save(&w, path);
     retrlm_writer_free(&w);
-    RETRLM_FREE(stop);
+    retrlm__bm25_narrow_free(&nw);
     return r;
 }
 #endif
@@ -1170,68 +1402,57 @@ RETRLM_API retrlm_result retrlm_bm25_save_memory(retrlm_bm25 *bm, void *buf, siz
     retrlm_writer w;
     uint64_t meta[8];
     double params[2];
-    char *stop = NULL;
+    retrlm__bm25_narrow nw;
     retrlm_result r;
     memset(&w, 0, sizeof w);
-    r = retrlm__bm25_writer(bm, &w, meta, params, &stop);
+    memset(&nw, 0, sizeof nw);
+    r = retrlm__bm25_writer(bm, &w, meta, params, &nw);
     if (r == RETRLM_OK) r = retrlm_writer_save_memory(&w, buf, cap, size);
     retrlm_writer_free(&w);
-    RETRLM_FREE(stop);
+    retrlm__bm25_narrow_free(&nw);
     return r;
 }
 
 #define RETRLM__BM25_BAD(...) retrlm__fail(RETRLM_ERR_CORRUPT, __VA_ARGS__)
 
-// every block of every term: sizes inside the term's range, gaps leading exactly to the stored
-// last doc, documents below n_docs, stored bounds >= the real ones, per-document tf sums equal
-// to the stored lengths
+// every block of every term: headers and payloads inside the term's range, documents strictly
+// increasing below n_docs, bounds >= the real best f, per-document tf sums equal to the stored
+// lengths
 static retrlm_result retrlm__bm25_check_postings(retrlm_bm25 *bm, const char *src) {
     uint32_t *sum = (uint32_t *)retrlm__calloc((size_t)bm->n_docs + 1, sizeof(uint32_t));
-    uint32_t gaps[RETRLM_BM25_BLOCK], tf1[RETRLM_BM25_BLOCK];
+    uint32_t docs[RETRLM_BM25_BLOCK], tfs[RETRLM_BM25_BLOCK];
     float k1p1 = bm->k1 + 1.0f;
     int t, d;
     retrlm_result r = RETRLM_OK;
     if (!sum) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: %s: check buffers", src);
     for (t = 0; t < bm->n_terms && !r; t++) {
-        const unsigned char *q = bm->post_ + bm->post_off_[t], *end = bm->post_ + bm->post_off_[t + 1];
+        const unsigned char *q = retrlm__term_blocks(bm, t), *end = bm->post_ + bm->post_off_[t + 1];
         int left = (int)bm->df_[t], blk = 0;
         int64_t prev = -1;
         while (left > 0) {
-            int m = RETRLM__MIN(RETRLM_BM25_BLOCK, left), gb, tb, i;
-            uint32_t last;
-            float maxf, best = 0;
-            if ((size_t)(end - q) < RETRLM__BM25_HDR) {
-                r = RETRLM__BM25_BAD("bm25_load: %s: term %d block %d header past the term's postings", src, t, blk);
+            int m = RETRLM__MIN(RETRLM_BM25_BLOCK, left), i;
+            float best = 0;
+            retrlm__blk b;
+            if (!retrlm__blk_parse(q, end, prev, left <= RETRLM_BM25_BLOCK, k1p1, &b) ||
+                b.last >= (uint32_t)bm->n_docs || !retrlm__blk_decode(&b, m, prev, docs, tfs)) {
+                r = RETRLM__BM25_BAD("bm25_load: %s: term %d block %d: header or postings malformed", src, t, blk);
                 break;
             }
-            last = retrlm__get_u32(q);
-            maxf = retrlm__get_f32(q + 4);
-            gb = q[8];
-            tb = q[9];
-            if (gb > 32 || tb > 32 ||
-                (size_t)(end - q) - RETRLM__BM25_HDR < retrlm__packed_bytes(m, gb) + retrlm__packed_bytes(m, tb)) {
-                r = RETRLM__BM25_BAD("bm25_load: %s: term %d block %d: bit widths %d/%d or size out of range", src, t, blk, gb, tb);
-                break;
-            }
-            q = retrlm__unpack(q + RETRLM__BM25_HDR, gaps, m, gb);
-            q = retrlm__unpack(q, tf1, m, tb);
             for (i = 0; i < m; i++) {
-                int64_t dd = prev + 1 + (int64_t)gaps[i];
-                uint32_t tf = tf1[i] + 1;
-                if (dd >= bm->n_docs || tf == 0) break;
-                prev = dd;
-                if (sum[dd] + tf < sum[dd]) break;
-                sum[dd] += tf;
-                {
-                    float f = retrlm__bm25_f(tf, bm->norm_[dd], k1p1);
-                    if (f > best) best = f;
-                }
+                uint32_t dd = docs[i];
+                float f;
+                if (sum[dd] + tfs[i] < sum[dd]) break;
+                sum[dd] += tfs[i];
+                f = retrlm__bm25_f(tfs[i], bm->norm_[dd], k1p1);
+                if (f > best) best = f;
             }
-            if (i < m || prev != (int64_t)last || !(maxf >= best) || !(maxf <= k1p1)) {
-                r = RETRLM__BM25_BAD("bm25_load: %s: term %d block %d: documents, last doc %u or bound %g inconsistent",
-                                     src, t, blk, last, (double)maxf);
+            if (i < m || !(b.bound >= best)) {
+                r = RETRLM__BM25_BAD("bm25_load: %s: term %d block %d: bound %g below the block's best %g or tf overflow",
+                                     src, t, blk, (double)b.bound, (double)best);
                 break;
             }
+            prev = b.last;
+            q = b.next;
             left -= m;
             blk++;
         }
@@ -1247,13 +1468,23 @@ static retrlm_result retrlm__bm25_check_postings(retrlm_bm25 *bm, const char *sr
     return r;
 }
 
+static int retrlm__bm25_section_type(const retrlm_reader *rd, const char *name) {
+    int i;
+    for (i = 0; i < rd->n_sections; i++) {
+        retrlm_section_info info;
+        if (retrlm_reader_section(rd, i, &info) == RETRLM_OK && !strcmp(info.name, name)) return (int)info.type;
+    }
+    return 0;
+}
+
 static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
     const retrlm_reader *rd = &bm->reader_;
     const char *src = rd->source_;
     const uint64_t *meta;
     const double *params;
     const char *stop;
-    size_t n, nstop, n_text, i;
+    size_t n, m, nstop, n_text, i;
+    const unsigned char *tlen;
     uint64_t total = 0;
     int nd, nt;
     retrlm_result r;
@@ -1299,57 +1530,84 @@ static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
     r = retrlm_analyzer_init(&bm->analyzer, &acfg);
     RETRLM_FREE((void *)words);
     if (r) return r;
-    // dictionary
+    // dictionary: term lengths widen into offsets in memory
     if ((r = retrlm_reader_get(rd, "term_text", RETRLM_DTYPE_U8, (const void **)&bm->term_text_, &n_text)) ||
-        (r = retrlm_reader_get(rd, "term_off", RETRLM_DTYPE_U32, (const void **)&bm->term_off_, &n)))
+        (r = retrlm_reader_get(rd, "term_len", RETRLM_DTYPE_U8, (const void **)&tlen, &n)))
+        return r;
+    if (n != (size_t)nt) return RETRLM__BM25_BAD("bm25_load: %s: 'term_len' has %zu entries, expected %d", src, n, nt);
+    bm->heap_toff_ = (uint32_t *)retrlm__alloc((size_t)nt + 1, sizeof(uint32_t));
+    bm->heap_df_ = (uint32_t *)retrlm__alloc((size_t)nt + 1, sizeof(uint32_t));
+    if (!bm->heap_toff_ || !bm->heap_df_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: %s: dictionary of %d terms", src, nt);
+    bm->heap_toff_[0] = 0;
+    for (i = 0; i < (size_t)nt; i++) {
+        uint32_t a = bm->heap_toff_[i];
+        if (tlen[i] == 0 || tlen[i] > RETRLM_ANALYZER_MAX_TERM || (size_t)a + tlen[i] > n_text)
+            return RETRLM__BM25_BAD("bm25_load: %s: term %zu: length %u out of range or past 'term_text'", src, i, tlen[i]);
+        bm->heap_toff_[i + 1] = a + tlen[i];
+        if (i > 0) {
+            uint32_t pa = bm->heap_toff_[i - 1];
+            size_t la = a - pa, lb = tlen[i];
+            int c = memcmp(bm->term_text_ + pa, bm->term_text_ + a, RETRLM__MIN(la, lb));
+            if (c > 0 || (c == 0 && la >= lb))
+                return RETRLM__BM25_BAD("bm25_load: %s: terms %zu and %zu are not in strictly increasing order", src, i - 1, i);
+        }
+    }
+    if (bm->heap_toff_[nt] != n_text)
+        return RETRLM__BM25_BAD("bm25_load: %s: term lengths sum to %u, 'term_text' has %zu bytes", src, bm->heap_toff_[nt], n_text);
+    bm->term_off_ = bm->heap_toff_;
+    if (retrlm__bm25_section_type(rd, "post_off") == RETRLM_DTYPE_U32) { // widened in memory
+        const uint32_t *o32;
+        if ((r = retrlm_reader_get(rd, "post_off", RETRLM_DTYPE_U32, (const void **)&o32, &n))) return r;
+        bm->heap_off_ = (uint64_t *)retrlm__alloc(n, sizeof(uint64_t));
+        if (!bm->heap_off_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: %s: offsets", src);
+        for (i = 0; i < n; i++) bm->heap_off_[i] = o32[i];
+        bm->post_off_ = bm->heap_off_;
+    } else if ((r = retrlm_reader_get(rd, "post_off", RETRLM_DTYPE_U64, (const void **)&bm->post_off_, &n)))
         return r;
     if (n != (nt ? (size_t)nt + 1 : 0) && !(nt == 0 && n == 1))
-        return RETRLM__BM25_BAD("bm25_load: %s: 'term_off' has %zu entries, expected %d", src, n, nt + 1);
-    if (nt) {
-        if (bm->term_off_[0] != 0 || bm->term_off_[nt] != n_text)
-            return RETRLM__BM25_BAD("bm25_load: %s: 'term_off' must run from 0 to %zu", src, n_text);
-        for (i = 0; i < (size_t)nt; i++) {
-            uint32_t a = bm->term_off_[i], b = bm->term_off_[i + 1];
-            if (b <= a || b - a > RETRLM_ANALYZER_MAX_TERM)
-                return RETRLM__BM25_BAD("bm25_load: %s: term %zu has length %lld", src, i, (long long)b - (long long)a);
-            if (i > 0) {
-                uint32_t pa = bm->term_off_[i - 1];
-                size_t la = a - pa, lb = b - a;
-                int c = memcmp(bm->term_text_ + pa, bm->term_text_ + a, RETRLM__MIN(la, lb));
-                if (c > 0 || (c == 0 && la >= lb))
-                    return RETRLM__BM25_BAD("bm25_load: %s: terms %zu and %zu are not in strictly increasing order", src, i - 1, i);
-            }
-        }
-    }
-    if ((r = retrlm_reader_get(rd, "post_off", RETRLM_DTYPE_U64, (const void **)&bm->post_off_, &n))) return r;
-    if (n != (nt ? (size_t)nt + 1 : 0) && !(nt == 0 && n == 1))
         return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' has %zu entries, expected %d", src, n, nt + 1);
-    if ((r = retrlm_reader_get(rd, "df", RETRLM_DTYPE_U32, (const void **)&bm->df_, &n))) return r;
-    if (n != (size_t)nt) return RETRLM__BM25_BAD("bm25_load: %s: 'df' has %zu entries, expected %d", src, n, nt);
     if ((r = retrlm_reader_get(rd, "postings", RETRLM_DTYPE_U8, (const void **)&bm->post_, &bm->postings_bytes))) return r;
-    if (nt) {
+    if (nt) { // offsets, and each term's df (a varint at its start)
         if (bm->post_off_[0] != 0 || bm->post_off_[nt] != bm->postings_bytes)
             return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' must run from 0 to %zu", src, bm->postings_bytes);
-        for (i = 0; i < (size_t)nt; i++) {
+        for (i = 0; i < (size_t)nt; i++) // all offsets first: then each term's range is inside
             if (bm->post_off_[i + 1] <= bm->post_off_[i])
                 return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' not increasing at term %zu", src, i);
-            if (bm->df_[i] == 0 || bm->df_[i] > (uint32_t)nd)
-                return RETRLM__BM25_BAD("bm25_load: %s: term %zu has df %u with %d documents", src, i, bm->df_[i], nd);
+        for (i = 0; i < (size_t)nt; i++) {
+            const unsigned char *q = bm->post_ + bm->post_off_[i];
+            uint64_t df;
+            if (!retrlm__varint(&q, bm->post_ + bm->post_off_[i + 1], &df) || df == 0 || df > (uint64_t)nd)
+                return RETRLM__BM25_BAD("bm25_load: %s: term %zu: df missing or out of range with %d documents", src, i, nd);
+            bm->heap_df_[i] = (uint32_t)df;
         }
     }
+    bm->df_ = bm->heap_df_;
     // documents
-    if ((r = retrlm_reader_get(rd, "doc_len", RETRLM_DTYPE_U32, (const void **)&bm->doc_len_, &n))) return r;
+    if (retrlm__bm25_section_type(rd, "doc_len") == RETRLM_DTYPE_U16) { // widened in memory
+        const uint16_t *l16;
+        if ((r = retrlm_reader_get(rd, "doc_len", RETRLM_DTYPE_U16, (const void **)&l16, &n))) return r;
+        bm->heap_len_ = (uint32_t *)retrlm__alloc(n, sizeof(uint32_t));
+        if (!bm->heap_len_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: %s: lengths", src);
+        for (i = 0; i < n; i++) bm->heap_len_[i] = l16[i];
+        bm->doc_len_ = bm->heap_len_;
+    } else if ((r = retrlm_reader_get(rd, "doc_len", RETRLM_DTYPE_U32, (const void **)&bm->doc_len_, &n)))
+        return r;
     if (n != (size_t)nd) return RETRLM__BM25_BAD("bm25_load: %s: 'doc_len' has %zu entries, expected %d", src, n, nd);
     if ((r = retrlm_reader_get(rd, "doc_id", RETRLM_DTYPE_I64, (const void **)&bm->doc_id_, &n))) return r;
-    if (n != (size_t)nd) return RETRLM__BM25_BAD("bm25_load: %s: 'doc_id' has %zu entries, expected %d", src, n, nd);
-    if ((r = retrlm_reader_get(rd, "id_order", RETRLM_DTYPE_U32, (const void **)&bm->id_order_, &n))) return r;
-    if (n != (size_t)nd) return RETRLM__BM25_BAD("bm25_load: %s: 'id_order' has %zu entries, expected %d", src, n, nd);
-    for (i = 0; i < (size_t)nd; i++) {
+    if (n != (size_t)nd && n != 0)
+        return RETRLM__BM25_BAD("bm25_load: %s: 'doc_id' has %zu entries, expected %d or 0", src, n, nd);
+    if ((r = retrlm_reader_get(rd, "id_order", RETRLM_DTYPE_U32, (const void **)&bm->id_order_, &m))) return r;
+    if (m != n) return RETRLM__BM25_BAD("bm25_load: %s: 'id_order' has %zu entries, expected %zu", src, m, n);
+    if (n == 0) { // ids are 0..nd-1
+        bm->doc_id_ = NULL;
+        bm->id_order_ = NULL;
+    }
+    for (i = 0; i < (size_t)nd; i++) total += bm->doc_len_[i];
+    for (i = 0; i < n; i++) {
         if (bm->id_order_[i] >= (uint32_t)nd)
             return RETRLM__BM25_BAD("bm25_load: %s: 'id_order'[%zu] = %u out of range", src, i, bm->id_order_[i]);
         if (i > 0 && !(bm->doc_id_[bm->id_order_[i - 1]] < bm->doc_id_[bm->id_order_[i]]))
             return RETRLM__BM25_BAD("bm25_load: %s: document ids not unique or 'id_order' not sorted at %zu", src, i);
-        total += bm->doc_len_[i];
     }
     if (total != meta[3])
         return RETRLM__BM25_BAD("bm25_load: %s: document lengths sum to %llu, meta says %llu", src,

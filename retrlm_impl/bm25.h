@@ -1,7 +1,8 @@
 /* ---- bm25: inverted index with BM25 ranking -----------------------------------------------
    Documents (a user id and UTF-8 text) are added, then committed into a compact index: a
    sorted term dictionary, and per term its postings (document-id gaps and term frequencies,
-   bit-packed in blocks of 128, each block headed by its last document and its best score).
+   Rice-coded in blocks of 128, each block headed by its last document and a bound of its best
+   score).
    Scoring is BM25 with Lucene's idf:
        score(d, q) = sum over distinct query terms t in d of
                      qtf(t) * idf(t) * tf (k1 + 1) / (tf + k1 (1 - b + b |d| / avgdl))
@@ -44,8 +45,12 @@ typedef struct retrlm_bm25 {
     const uint32_t      *df_;         /* (n_terms) documents per term */
     const unsigned char *post_;       /* (postings_bytes) blocks */
     const uint32_t      *doc_len_;    /* (n_docs) terms per document */
-    const int64_t       *doc_id_;     /* (n_docs) user id per internal document */
-    const uint32_t      *id_order_;   /* (n_docs) internal documents sorted by user id */
+    const int64_t       *doc_id_;     /* (n_docs) user id per internal document; NULL: 0..n-1 */
+    const uint32_t      *id_order_;   /* (n_docs) internal documents sorted by user id, or NULL */
+    uint32_t            *heap_len_;   /* (n_docs) doc_len_ widened from a file's u16, or NULL */
+    uint64_t            *heap_off_;   /* (n_terms + 1) post_off_ widened from a file's u32, or NULL */
+    uint32_t            *heap_df_;    /* (n_terms) df_ of a loaded file (read from the postings) */
+    uint32_t            *heap_toff_;  /* (n_terms + 1) term_off_ of a loaded file (from lengths) */
     float               *norm_;       /* (n_docs) k1 (1 - b + b |d| / avgdl), heap */
     int                  owned_;      /* 1: the arrays above are heap allocations */
     int                  loaded_;     /* 1: reader_ holds them */
@@ -55,11 +60,12 @@ typedef struct retrlm_bm25 {
 
 RETRLM_API retrlm_result retrlm_bm25_init(retrlm_bm25 *bm, const retrlm_bm25_config *cfg);
 RETRLM_API void retrlm_bm25_free(retrlm_bm25 *bm);
-/* Buffers document id with len bytes of text (copied analysed terms, not the text).
+/* Buffers document id with len bytes of text (keeps its analysed terms, not the text).
    RETRLM_ERR_ARG if id is already live. */
 RETRLM_API retrlm_result retrlm_bm25_add(retrlm_bm25 *bm, int64_t id, const char *text, size_t len);
 /* The same for n documents: ids (n), texts (n), lens (n) or NULL for NUL-terminated texts.
-   Analysis runs in parallel; the result equals n calls of retrlm_bm25_add. */
+   Analysis runs in parallel; the result equals n calls of retrlm_bm25_add. A batch with a bad
+   or repeated id adds nothing. */
 RETRLM_API retrlm_result retrlm_bm25_add_batch(retrlm_bm25 *bm, int n, const int64_t *ids,
                                                const char *const *texts, const size_t *lens);
 /* Deletes a live document (committed or pending); RETRLM_ERR_NOT_FOUND if there is none. */
@@ -86,8 +92,9 @@ RETRLM_API int retrlm_bm25_doc_length(const retrlm_bm25 *bm, int64_t id, int *le
 
 /* Files: container kind "bm25". Save commits pending updates first. Load checks every array
    against the others (sorted terms, offsets, every block decoded, lengths, ids) before use and
-   then uses the postings in place (memory-mapped); load_memory borrows data until free when it
-   is 64-byte aligned on a little-endian host and copies it otherwise. */
+   then uses the postings and term text in place (memory-mapped); what it builds in memory is
+   about 16 bytes a term (offsets, df) and 8 a document (length, norm). load_memory borrows data
+   until free when it is 64-byte aligned on a little-endian host and copies it otherwise. */
 #ifndef RETRLM_NO_STDIO
 RETRLM_API retrlm_result retrlm_bm25_save(retrlm_bm25 *bm, const char *path);
 RETRLM_API retrlm_result retrlm_bm25_load(retrlm_bm25 *bm, const char *path);
