@@ -1061,7 +1061,9 @@ static int retrlm__finish(const retrlm_index *ix, const float *q, retrlm_topk *h
 }
 
 // One query over a set of row ranges, the ranges in parallel, each with its own heap; the
-// merge is exact, so the result does not depend on how the ranges went to threads.
+// merge is exact, so the result does not depend on how the ranges went to threads. Small
+// scans stay on one thread: waking a second one costs more than it saves, and on a busy
+// machine a descheduled helper stalls the query by a whole time slice.
 static retrlm_result retrlm__search_one(const retrlm_index *ix, const float *q, int k, int kk,
                                         int by_row, const size_t *r0, const size_t *r1, int nr,
                                         int64_t *oid, float *osc) {
@@ -1080,7 +1082,7 @@ static retrlm_result retrlm__search_one(const retrlm_index *ix, const float *q, 
             rows += r1[a] - r0[a];
         }
         (void)rows; // only the OpenMP build looks at it
-        RETRLM__PARALLEL_FOR_IF(rows * (size_t)ix->dim > 2000000 && nr > 1)
+        RETRLM__PARALLEL_FOR_IF(rows * (size_t)ix->dim > 8000000 && nr > 1)
         for (a = 0; a < nr; a++) retrlm__scan(ix, &qc, r0[a], r1[a], &h[a], by_row);
         fail = retrlm__finish(ix, q, h, nr, kk, k, by_row, oid, osc);
     }
@@ -1218,7 +1220,21 @@ static retrlm_result retrlm__search_ivf(const retrlm_index *ix, const float *Q, 
     for (c0 = 0; c0 < nq && !res; c0 += chunk) {
         const int cm = RETRLM__MIN(chunk, nq - c0);
         long qi;
-        if ((res = retrlm_matmul(cs, Q + (size_t)c0 * (size_t)d, ix->centroids, NULL, cm, L, d, 0)) != RETRLM_OK) break;
+        if (cm >= 8) {
+            if ((res = retrlm_matmul(cs, Q + (size_t)c0 * (size_t)d, ix->centroids, NULL, cm, L, d, 0)) != RETRLM_OK)
+                break;
+        } else { // a few queries: the row kernel on one thread, no parallel region to wake
+            for (qi = 0; qi < cm; qi++) {
+                const float *q = Q + (size_t)(c0 + qi) * (size_t)d, *rows[4];
+                float *row = cs + (size_t)qi * (size_t)L, o[4];
+                int c, rr;
+                for (c = 0; c < L; c += 4) {
+                    for (rr = 0; rr < 4; rr++) rows[rr] = ix->centroids + (size_t)(c + rr < L ? c + rr : c) * (size_t)d;
+                    retrlm__ip4_f32(o, q, rows, d);
+                    for (rr = 0; rr < 4 && c + rr < L; rr++) row[c + rr] = o[rr];
+                }
+            }
+        }
         for (qi = 0; qi < cm; qi++) { // the probes, best first, ties to the lower list
             float *row = cs + (size_t)qi * (size_t)L;
             int c;
