@@ -3078,6 +3078,123 @@ done:
     return fail ? retrlm__fail(RETRLM_ERR_NOMEM, "index search: no memory for a batch of %d queries", nq) : RETRLM_OK;
 }
 
+// IVF, many queries: list by list. Each probed list is read once for all the queries that
+// probe it (f32: one small matrix multiply, queries x rows; SQ8: the row kernel on a list in
+// cache), into one heap per (query, probe); the heaps of a query are then merged in probe
+// order. Every heap is written by one thread, so the result does not depend on the threads.
+static int retrlm__ivf_by_list(const retrlm_index *ix, const float *Q, int cm, const int64_t *probe,
+                               int nprobe, int k, int kk, int by_row, int64_t *oid, float *osc) {
+    const int d = ix->dim, L = ix->nlist, l2 = ix->metric == RETRLM_METRIC_L2;
+    const int sq8 = ix->storage == RETRLM_STORAGE_SQ8;
+    const size_t slots = (size_t)cm * (size_t)nprobe;
+    size_t *start = (size_t *)retrlm__calloc((size_t)L + 1, sizeof(size_t));
+    size_t *who = (size_t *)retrlm__alloc(slots, sizeof(size_t)); // slot q * nprobe + p, by list
+    int64_t *hid = (int64_t *)retrlm__alloc(slots, (size_t)kk * sizeof(int64_t));
+    float *hsc = (float *)retrlm__alloc(slots, (size_t)kk * sizeof(float));
+    retrlm_topk *h = (retrlm_topk *)retrlm__alloc(slots, sizeof(retrlm_topk));
+    float *qn = l2 && !sq8 ? (float *)retrlm__alloc((size_t)cm, sizeof(float)) : NULL;
+    float *qt = sq8 ? (float *)retrlm__alloc((size_t)cm, (size_t)d * sizeof(float)) : NULL;
+    float *c0 = sq8 ? (float *)retrlm__alloc((size_t)cm, sizeof(float)) : NULL;
+    size_t sl;
+    long l, qi;
+    int fail = 0;
+    if (!start || !who || !hid || !hsc || !h || (l2 && !sq8 && !qn) || (sq8 && (!qt || !c0))) {
+        fail = 1;
+        goto done;
+    }
+    for (sl = 0; sl < slots; sl++) {
+        retrlm_topk_init(&h[sl], kk, hid + sl * (size_t)kk, hsc + sl * (size_t)kk);
+        start[probe[sl] + 1]++;
+    }
+    for (l = 0; l < L; l++) start[l + 1] += start[l];
+    for (sl = 0; sl < slots; sl++) who[start[probe[sl]]++] = sl; // slots ascending within a list
+    for (l = L; l > 0; l--) start[l] = start[l - 1];
+    start[0] = 0;
+    if (qn) retrlm__sq_norms(Q, (size_t)cm, d, qn);
+    if (sq8)
+        for (qi = 0; qi < cm; qi++) {
+            retrlm__qctx qc;
+            retrlm__prep(ix, Q + (size_t)qi * (size_t)d, qt + (size_t)qi * (size_t)d, &qc);
+            c0[qi] = qc.c0;
+        }
+    RETRLM__PARALLEL_FOR
+    for (l = 0; l < L; l++) {
+        const size_t r0 = (size_t)ix->list_offsets[l], r1 = (size_t)ix->list_offsets[l + 1];
+        const int mq = (int)(start[l + 1] - start[l]);
+        float *A = NULL, *C = NULL, *xn = NULL, buf[RETRLM__IDX_NB];
+        size_t b;
+        int i, j;
+        if (!mq || r0 == r1) continue;
+        if (!sq8) {
+            A = (float *)retrlm__alloc((size_t)mq, (size_t)d * sizeof(float));
+            C = (float *)retrlm__alloc((size_t)mq, RETRLM__IDX_NB * sizeof(float));
+            xn = l2 ? (float *)retrlm__alloc(RETRLM__IDX_NB, sizeof(float)) : NULL;
+            if (!A || !C || (l2 && !xn)) {
+                fail = 1; // benign race: every writer stores 1
+                RETRLM_FREE(A);
+                RETRLM_FREE(C);
+                RETRLM_FREE(xn);
+                continue;
+            }
+            for (i = 0; i < mq; i++)
+                memcpy(A + (size_t)i * (size_t)d, Q + (who[start[l] + (size_t)i] / (size_t)nprobe) * (size_t)d,
+                       (size_t)d * sizeof(float));
+        }
+        for (b = r0; b < r1; b += RETRLM__IDX_NB) {
+            const int m = (int)RETRLM__MIN((size_t)RETRLM__IDX_NB, r1 - b);
+            const int64_t *bid = by_row ? NULL : ix->ids + b;
+            if (sq8) {
+                for (i = 0; i < mq; i++) {
+                    const size_t slot = who[start[l] + (size_t)i], q = slot / (size_t)nprobe;
+                    retrlm__qctx qc;
+                    qc.q = NULL;
+                    qc.t = qt + q * (size_t)d;
+                    qc.c0 = c0[q];
+                    retrlm__score_rows(ix, &qc, b, m, buf);
+                    retrlm__push_block(&h[slot], buf, m, bid, b);
+                }
+                continue;
+            }
+            if (retrlm_matmul(C, A, ix->vectors + b * (size_t)d, NULL, mq, m, d, 0) != RETRLM_OK) {
+                fail = 1;
+                break;
+            }
+            if (l2) retrlm__sq_norms(ix->vectors + b * (size_t)d, (size_t)m, d, xn);
+            for (i = 0; i < mq; i++) {
+                const size_t slot = who[start[l] + (size_t)i];
+                float *row = C + (size_t)i * (size_t)m;
+                if (l2) {
+                    float qq = qn[slot / (size_t)nprobe];
+                    for (j = 0; j < m; j++) {
+                        float dist = qq + xn[j] - 2.0f * row[j];
+                        row[j] = dist > 0.0f ? -dist : -0.0f;
+                    }
+                }
+                retrlm__push_block(&h[slot], row, m, bid, b);
+            }
+        }
+        RETRLM_FREE(A);
+        RETRLM_FREE(C);
+        RETRLM_FREE(xn);
+    }
+    if (fail) goto done;
+    RETRLM__PARALLEL_FOR
+    for (qi = 0; qi < cm; qi++)
+        if (retrlm__finish(ix, Q + (size_t)qi * (size_t)d, h + (size_t)qi * (size_t)nprobe, nprobe, kk, k, by_row,
+                           oid + (size_t)qi * (size_t)k, osc ? osc + (size_t)qi * (size_t)k : NULL))
+            fail = 1;
+done:
+    RETRLM_FREE(start);
+    RETRLM_FREE(who);
+    RETRLM_FREE(hid);
+    RETRLM_FREE(hsc);
+    RETRLM_FREE(h);
+    RETRLM_FREE(qn);
+    RETRLM_FREE(qt);
+    RETRLM_FREE(c0);
+    return fail;
+}
+
 // IVF: the nprobe best lists of each query (coarse scores through the matrix multiply), then
 // the lists scanned: one query's lists in parallel, or several queries in parallel.
 static retrlm_result retrlm__search_ivf(const retrlm_index *ix, const float *Q, int nq, int k,
@@ -3129,6 +3246,12 @@ static retrlm_result retrlm__search_ivf(const retrlm_index *ix, const float *Q, 
             }
             res = retrlm__search_one(ix, Q + (size_t)c0 * (size_t)d, k, kk, by_row, r0, r1, nprobe,
                                      oid + (size_t)c0 * (size_t)k, osc ? osc + (size_t)c0 * (size_t)k : NULL);
+            continue;
+        }
+        if (cm >= 8) {
+            if (retrlm__ivf_by_list(ix, Q + (size_t)c0 * (size_t)d, cm, probe, nprobe, k, kk, by_row,
+                                    oid + (size_t)c0 * (size_t)k, osc ? osc + (size_t)c0 * (size_t)k : NULL))
+                res = retrlm__fail(RETRLM_ERR_NOMEM, "index search: no memory for a batch of %d queries", cm);
             continue;
         }
         RETRLM__PARALLEL_FOR
