@@ -2907,8 +2907,9 @@ static void retrlm__pad(const retrlm_index *ix, int from, int k, int64_t *oid, f
 // candidates exactly when by_row, and writes the k results. 0 on success, 1 without memory.
 static int retrlm__finish(const retrlm_index *ix, const float *q, retrlm_topk *h, int nh, int kk,
                           int k, int by_row, int64_t *oid, float *osc) {
-    int64_t *mi = (int64_t *)retrlm__alloc((size_t)kk + (size_t)k, sizeof(int64_t));
-    float *ms = (float *)retrlm__alloc((size_t)kk + (size_t)k, sizeof(float));
+    const int kf = RETRLM__MIN(k, kk); // kk is capped at n, and so is what can be found
+    int64_t *mi = (int64_t *)retrlm__alloc((size_t)kk + (size_t)kf, sizeof(int64_t));
+    float *ms = (float *)retrlm__alloc((size_t)kk + (size_t)kf, sizeof(float));
     retrlm_topk m, f, *res = &m;
     int a, e, got;
     if (!mi || !ms) {
@@ -2920,7 +2921,7 @@ static int retrlm__finish(const retrlm_index *ix, const float *q, retrlm_topk *h
     for (a = 0; a < nh; a++)
         for (e = 0; e < h[a].n; e++) retrlm_topk_push(&m, h[a].ids[e], h[a].scores[e]);
     if (by_row) {
-        retrlm_topk_init(&f, k, mi + kk, ms + kk);
+        retrlm_topk_init(&f, kf, mi + kk, ms + kk);
         for (e = 0; e < m.n; e++) {
             size_t row = (size_t)m.ids[e];
             retrlm_topk_push(&f, ix->ids[row], retrlm__exact(ix, q, row));
@@ -2979,6 +2980,8 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
                                                int k, int kk, int by_row, int64_t *oid,
                                                float *osc) {
     const int d = ix->dim, l2 = ix->metric == RETRLM_METRIC_L2, sq8 = ix->storage == RETRLM_STORAGE_SQ8;
+    // SQ8 blocks are widened to floats once per query block and go through the multiply too
+    const int widen = sq8 && d <= 4096, mm = !sq8 || widen;
     const long qblocks = (nq + RETRLM__IDX_QB - 1) / RETRLM__IDX_QB;
     const size_t nblocks = (ix->n + RETRLM__IDX_NB - 1) / RETRLM__IDX_NB;
     long dsegs = qblocks >= 8 ? 1 : (8 + qblocks - 1) / qblocks, tasks, t, qi;
@@ -2994,12 +2997,12 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
     hid = (int64_t *)retrlm__alloc(nh, (size_t)kk * sizeof(int64_t));
     hsc = (float *)retrlm__alloc(nh, (size_t)kk * sizeof(float));
     h = (retrlm_topk *)retrlm__alloc(nh, sizeof(retrlm_topk));
-    if (l2 && !sq8) qn = (float *)retrlm__alloc((size_t)nq, sizeof(float));
+    if (l2 && mm) qn = (float *)retrlm__alloc((size_t)nq, sizeof(float));
     if (sq8) {
         qt = (float *)retrlm__alloc((size_t)nq, (size_t)d * sizeof(float));
         c0 = (float *)retrlm__alloc((size_t)nq, sizeof(float));
     }
-    if (!hid || !hsc || !h || (l2 && !sq8 && !qn) || (sq8 && (!qt || !c0))) {
+    if (!hid || !hsc || !h || (l2 && mm && !qn) || (sq8 && (!qt || !c0))) {
         fail = 1;
         goto done;
     }
@@ -3017,21 +3020,24 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
         const long qb = t / dsegs, ds = t % dsegs;
         const int q0 = (int)(qb * RETRLM__IDX_QB), qm = RETRLM__MIN(RETRLM__IDX_QB, nq - q0);
         const size_t s0 = (size_t)ds * seg, s1 = RETRLM__MIN(ix->n, s0 + seg);
-        float *C = sq8 ? NULL : (float *)retrlm__alloc((size_t)qm * RETRLM__IDX_NB, sizeof(float));
-        float *xn = l2 && !sq8 ? (float *)retrlm__alloc(RETRLM__IDX_NB, sizeof(float)) : NULL;
+        float *C = mm ? (float *)retrlm__alloc((size_t)qm * RETRLM__IDX_NB, sizeof(float)) : NULL;
+        float *xn = l2 && mm ? (float *)retrlm__alloc(RETRLM__IDX_NB, sizeof(float)) : NULL;
+        float *X = widen ? (float *)retrlm__alloc(RETRLM__IDX_NB, (size_t)d * sizeof(float)) : NULL;
         float buf[RETRLM__IDX_NB];
         size_t b;
         int i, j;
-        if ((!sq8 && !C) || (l2 && !sq8 && !xn)) {
+        if ((mm && !C) || (l2 && mm && !xn) || (widen && !X)) {
             fail = 1; // benign race: every writer stores 1
             RETRLM_FREE(C);
             RETRLM_FREE(xn);
+            RETRLM_FREE(X);
             continue;
         }
         for (b = s0; b < s1; b += RETRLM__IDX_NB) {
             const int m = (int)RETRLM__MIN((size_t)RETRLM__IDX_NB, s1 - b);
             const int64_t *bid = by_row ? NULL : ix->ids + b;
-            if (sq8) {
+            const float *xb = ix->vectors + b * (size_t)d;
+            if (sq8 && !widen) {
                 for (i = 0; i < qm; i++) {
                     retrlm__qctx qc;
                     qc.q = NULL;
@@ -3042,11 +3048,20 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
                 }
                 continue;
             }
-            if (retrlm_matmul(C, Q + (size_t)q0 * (size_t)d, ix->vectors + b * (size_t)d, NULL, qm, m, d, 0) != RETRLM_OK) {
+            if (widen) { // x = min + (code + 0.5) step, as the codes mean
+                const uint8_t *cb = ix->codes + b * (size_t)d;
+                for (i = 0; i < m; i++) {
+                    const uint8_t *ci = cb + (size_t)i * (size_t)d;
+                    float *xi = X + (size_t)i * (size_t)d;
+                    for (j = 0; j < d; j++) xi[j] = ix->sq_min[j] + ((float)ci[j] + 0.5f) * ix->sq_step[j];
+                }
+                xb = X;
+            }
+            if (retrlm_matmul(C, Q + (size_t)q0 * (size_t)d, xb, NULL, qm, m, d, 0) != RETRLM_OK) {
                 fail = 1;
                 break;
             }
-            if (l2) retrlm__sq_norms(ix->vectors + b * (size_t)d, (size_t)m, d, xn);
+            if (l2) retrlm__sq_norms(xb, (size_t)m, d, xn);
             for (i = 0; i < qm; i++) {
                 float *row = C + (size_t)i * (size_t)m;
                 if (l2) { // |q - x|^2 = |q|^2 + |x|^2 - 2 q.x, never below 0
@@ -3061,6 +3076,7 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
         }
         RETRLM_FREE(C);
         RETRLM_FREE(xn);
+        RETRLM_FREE(X);
     }
     if (fail) goto done;
     RETRLM__PARALLEL_FOR_IF(nq > 16)
@@ -3085,29 +3101,30 @@ done:
 static int retrlm__ivf_by_list(const retrlm_index *ix, const float *Q, int cm, const int64_t *probe,
                                int nprobe, int k, int kk, int by_row, int64_t *oid, float *osc) {
     const int d = ix->dim, L = ix->nlist, l2 = ix->metric == RETRLM_METRIC_L2;
-    const int sq8 = ix->storage == RETRLM_STORAGE_SQ8;
+    const int sq8 = ix->storage == RETRLM_STORAGE_SQ8, widen = sq8 && d <= 4096, mm = !sq8 || widen;
     const size_t slots = (size_t)cm * (size_t)nprobe;
     size_t *start = (size_t *)retrlm__calloc((size_t)L + 1, sizeof(size_t));
     size_t *who = (size_t *)retrlm__alloc(slots, sizeof(size_t)); // slot q * nprobe + p, by list
     int64_t *hid = (int64_t *)retrlm__alloc(slots, (size_t)kk * sizeof(int64_t));
     float *hsc = (float *)retrlm__alloc(slots, (size_t)kk * sizeof(float));
     retrlm_topk *h = (retrlm_topk *)retrlm__alloc(slots, sizeof(retrlm_topk));
-    float *qn = l2 && !sq8 ? (float *)retrlm__alloc((size_t)cm, sizeof(float)) : NULL;
+    float *qn = l2 && mm ? (float *)retrlm__alloc((size_t)cm, sizeof(float)) : NULL;
     float *qt = sq8 ? (float *)retrlm__alloc((size_t)cm, (size_t)d * sizeof(float)) : NULL;
     float *c0 = sq8 ? (float *)retrlm__alloc((size_t)cm, sizeof(float)) : NULL;
     size_t sl;
     long l, qi;
     int fail = 0;
-    if (!start || !who || !hid || !hsc || !h || (l2 && !sq8 && !qn) || (sq8 && (!qt || !c0))) {
+    if (!start || !who || !hid || !hsc || !h || (l2 && mm && !qn) || (sq8 && (!qt || !c0))) {
         fail = 1;
         goto done;
     }
     for (sl = 0; sl < slots; sl++) {
         retrlm_topk_init(&h[sl], kk, hid + sl * (size_t)kk, hsc + sl * (size_t)kk);
-        start[probe[sl] + 1]++;
+        if (probe[sl] >= 0) start[probe[sl] + 1]++; // -1: no list (NaN coarse scores)
     }
     for (l = 0; l < L; l++) start[l + 1] += start[l];
-    for (sl = 0; sl < slots; sl++) who[start[probe[sl]]++] = sl; // slots ascending within a list
+    for (sl = 0; sl < slots; sl++)
+        if (probe[sl] >= 0) who[start[probe[sl]]++] = sl; // slots ascending within a list
     for (l = L; l > 0; l--) start[l] = start[l - 1];
     start[0] = 0;
     if (qn) retrlm__sq_norms(Q, (size_t)cm, d, qn);
@@ -3121,19 +3138,21 @@ static int retrlm__ivf_by_list(const retrlm_index *ix, const float *Q, int cm, c
     for (l = 0; l < L; l++) {
         const size_t r0 = (size_t)ix->list_offsets[l], r1 = (size_t)ix->list_offsets[l + 1];
         const int mq = (int)(start[l + 1] - start[l]);
-        float *A = NULL, *C = NULL, *xn = NULL, buf[RETRLM__IDX_NB];
+        float *A = NULL, *C = NULL, *xn = NULL, *X = NULL, buf[RETRLM__IDX_NB];
         size_t b;
         int i, j;
         if (!mq || r0 == r1) continue;
-        if (!sq8) {
+        if (mm) {
             A = (float *)retrlm__alloc((size_t)mq, (size_t)d * sizeof(float));
             C = (float *)retrlm__alloc((size_t)mq, RETRLM__IDX_NB * sizeof(float));
             xn = l2 ? (float *)retrlm__alloc(RETRLM__IDX_NB, sizeof(float)) : NULL;
-            if (!A || !C || (l2 && !xn)) {
+            X = widen ? (float *)retrlm__alloc(RETRLM__IDX_NB, (size_t)d * sizeof(float)) : NULL;
+            if (!A || !C || (l2 && !xn) || (widen && !X)) {
                 fail = 1; // benign race: every writer stores 1
                 RETRLM_FREE(A);
                 RETRLM_FREE(C);
                 RETRLM_FREE(xn);
+                RETRLM_FREE(X);
                 continue;
             }
             for (i = 0; i < mq; i++)
@@ -3143,7 +3162,8 @@ static int retrlm__ivf_by_list(const retrlm_index *ix, const float *Q, int cm, c
         for (b = r0; b < r1; b += RETRLM__IDX_NB) {
             const int m = (int)RETRLM__MIN((size_t)RETRLM__IDX_NB, r1 - b);
             const int64_t *bid = by_row ? NULL : ix->ids + b;
-            if (sq8) {
+            const float *xb = ix->vectors + b * (size_t)d;
+            if (!mm) {
                 for (i = 0; i < mq; i++) {
                     const size_t slot = who[start[l] + (size_t)i], q = slot / (size_t)nprobe;
                     retrlm__qctx qc;
@@ -3155,11 +3175,20 @@ static int retrlm__ivf_by_list(const retrlm_index *ix, const float *Q, int cm, c
                 }
                 continue;
             }
-            if (retrlm_matmul(C, A, ix->vectors + b * (size_t)d, NULL, mq, m, d, 0) != RETRLM_OK) {
+            if (widen) { // x = min + (code + 0.5) step, as in the flat batch
+                const uint8_t *cb = ix->codes + b * (size_t)d;
+                for (i = 0; i < m; i++) {
+                    const uint8_t *ci = cb + (size_t)i * (size_t)d;
+                    float *xi = X + (size_t)i * (size_t)d;
+                    for (j = 0; j < d; j++) xi[j] = ix->sq_min[j] + ((float)ci[j] + 0.5f) * ix->sq_step[j];
+                }
+                xb = X;
+            }
+            if (retrlm_matmul(C, A, xb, NULL, mq, m, d, 0) != RETRLM_OK) {
                 fail = 1;
                 break;
             }
-            if (l2) retrlm__sq_norms(ix->vectors + b * (size_t)d, (size_t)m, d, xn);
+            if (l2) retrlm__sq_norms(xb, (size_t)m, d, xn);
             for (i = 0; i < mq; i++) {
                 const size_t slot = who[start[l] + (size_t)i];
                 float *row = C + (size_t)i * (size_t)m;
@@ -3176,6 +3205,7 @@ static int retrlm__ivf_by_list(const retrlm_index *ix, const float *Q, int cm, c
         RETRLM_FREE(A);
         RETRLM_FREE(C);
         RETRLM_FREE(xn);
+        RETRLM_FREE(X);
     }
     if (fail) goto done;
     RETRLM__PARALLEL_FOR
@@ -3235,14 +3265,16 @@ static retrlm_result retrlm__search_ivf(const retrlm_index *ix, const float *Q, 
             int c;
             if (l2)
                 for (c = 0; c < L; c++) row[c] = 2.0f * row[c] - ix->cnorms_[c];
-            retrlm_topk_select(row, L, nprobe, probe + (size_t)qi * (size_t)nprobe, psc + (size_t)qi * (size_t)nprobe);
+            int got = retrlm_topk_select(row, L, nprobe, probe + (size_t)qi * (size_t)nprobe,
+                                         psc + (size_t)qi * (size_t)nprobe);
+            for (; got < nprobe; got++) probe[(size_t)qi * (size_t)nprobe + (size_t)got] = -1; // NaN scores
         }
         if (cm == 1) {
             size_t *r1 = r0 + nprobe;
             int p;
-            for (p = 0; p < nprobe; p++) {
-                r0[p] = (size_t)ix->list_offsets[probe[p]];
-                r1[p] = (size_t)ix->list_offsets[probe[p] + 1];
+            for (p = 0; p < nprobe; p++) { // a missing probe (-1) scans nothing
+                r0[p] = probe[p] < 0 ? 0 : (size_t)ix->list_offsets[probe[p]];
+                r1[p] = probe[p] < 0 ? 0 : (size_t)ix->list_offsets[probe[p] + 1];
             }
             res = retrlm__search_one(ix, Q + (size_t)c0 * (size_t)d, k, kk, by_row, r0, r1, nprobe,
                                      oid + (size_t)c0 * (size_t)k, osc ? osc + (size_t)c0 * (size_t)k : NULL);
@@ -3268,6 +3300,7 @@ static retrlm_result retrlm__search_ivf(const retrlm_index *ix, const float *Q, 
                 retrlm__prep(ix, q, t, &qc);
                 for (p = 0; p < nprobe; p++) {
                     int64_t l = probe[(size_t)qi * (size_t)nprobe + (size_t)p];
+                    if (l < 0) continue;
                     retrlm__scan(ix, &qc, (size_t)ix->list_offsets[l], (size_t)ix->list_offsets[l + 1], &h, by_row);
                 }
                 if (retrlm__finish(ix, q, &h, 1, kk, k, by_row, oid + (size_t)(c0 + qi) * (size_t)k,
@@ -3315,6 +3348,7 @@ RETRLM_API retrlm_result retrlm_index_search(const retrlm_index *ix, const float
             return retrlm__fail(RETRLM_ERR_ARG, "index search: rerank %d * k %d is too many candidates", rr, k);
         kk = rr * k;
     }
+    if ((size_t)kk > ix->n) kk = (int)ix->n; // no heap needs to hold more than there is
     if (ix->n == 0 || !ix->trained) { // nothing to find
         for (qi = 0; qi < nq; qi++)
             retrlm__pad(ix, 0, k, out_ids + (size_t)qi * (size_t)k, out_scores ? out_scores + (size_t)qi * (size_t)k : NULL);
@@ -3342,7 +3376,10 @@ RETRLM_API retrlm_result retrlm_index_search(const retrlm_index *ix, const float
             RETRLM_FREE(r0);
         }
     } else {
-        r = retrlm__search_flat_batch(ix, Q, nq, k, kk, by_row, out_ids, out_scores);
+        for (qi = 0, r = RETRLM_OK; qi < nq && !r; qi += 8192) // bounded scratch for any nq
+            r = retrlm__search_flat_batch(ix, Q + (size_t)qi * (size_t)d, RETRLM__MIN(8192, nq - qi), k, kk, by_row,
+                                          out_ids + (size_t)qi * (size_t)k,
+                                          out_scores ? out_scores + (size_t)qi * (size_t)k : NULL);
     }
     RETRLM_FREE(qn);
     return r;

@@ -333,7 +333,7 @@ int main(int argc, char **argv) {
             snprintf(cmd, sizeof cmd,
                      "gnuplot -e \"set terminal png size 900,600; set output 'build/bench/index_recall_qps.png'; "
                      "set datafile separator ','; set logscale y; set key bottom left; set grid; "
-                     "set xlabel 'recall@10'; set ylabel 'queries/s (batch of %d, 2 threads)'; "
+                     "set xlabel 'recall at 10'; set ylabel 'queries/s (batch of %d, 2 threads)'; "
                      "set title 'N = %lu, d = %d, nlist %d'; "
                      "plot '< grep ^retrlm,IVF build/bench/index_recall_qps.csv' u 4:5 w lp t 'retrlm IVF', "
                      "'< grep ^faiss,IVF build/bench/index_recall_qps.csv' u 4:5 w lp t 'FAISS IVFFlat', "
