@@ -1158,7 +1158,7 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
         for (b = s0; b < s1; b += RETRLM__IDX_NB) {
             const int m = (int)RETRLM__MIN((size_t)RETRLM__IDX_NB, s1 - b);
             const int64_t *bid = by_row ? NULL : ix->ids + b;
-            const float *xb = ix->vectors + b * (size_t)d;
+            const float *xb = ix->vectors ? ix->vectors + b * (size_t)d : NULL;
             if (sq8 && !widen) {
                 for (i = 0; i < qm; i++) {
                     retrlm__qctx qc;
@@ -1284,7 +1284,7 @@ static int retrlm__ivf_by_list(const retrlm_index *ix, const float *Q, int cm, c
         for (b = r0; b < r1; b += RETRLM__IDX_NB) {
             const int m = (int)RETRLM__MIN((size_t)RETRLM__IDX_NB, r1 - b);
             const int64_t *bid = by_row ? NULL : ix->ids + b;
-            const float *xb = ix->vectors + b * (size_t)d;
+            const float *xb = ix->vectors ? ix->vectors + b * (size_t)d : NULL;
             if (!mm) {
                 for (i = 0; i < mq; i++) {
                     const size_t slot = who[start[l] + (size_t)i], q = slot / (size_t)nprobe;
