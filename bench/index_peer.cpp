@@ -69,6 +69,7 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "usage: index_peer DIR NLIST NSINGLE_FLAT NSINGLE_IVF\n");
         return 2;
     }
+    std::setvbuf(stdout, nullptr, _IOLBF, 0); // figures appear as they are taken
     std::string dir = argv[1];
     int nlist = std::atoi(argv[2]), ns_flat = std::atoi(argv[3]), ns_ivf = std::atoi(argv[4]);
     std::vector<float> xb, xq, gtf;
