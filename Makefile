@@ -86,3 +86,9 @@ bm25-peers: ; @sh bench/bm25_peers.sh
 
 clean:
 	rm -rf build retrlm.h.tmp
+
+# bench/index also runs its C++ peer (FAISS, hnswlib: bench/index_peer.cpp) on the same vectors
+bench-index: build/bench/index_peer
+build/bench/index_peer: bench/index_peer.cpp
+	@mkdir -p build/bench
+	g++ -std=c++17 -O3 -march=native -fopenmp $< -o $@ $$(sh bench/peers.sh index_peer)

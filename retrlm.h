@@ -7637,48 +7637,192 @@ RETRLM_API retrlm_result retrlm_bm25_load_memory(retrlm_bm25 *bm, const void *da
 #define RETRLM__IDX_FORMAT 1     // version of the index sections inside the container
 
 // ---------------------------------------------------------------------------------------------
-// row kernels: one query against one stored row. Plain loops with a simd reduction: the
-// compiler keeps a vector accumulator and reduces it once per row.
+// row kernels: one query against four stored rows at a time (rows may repeat: a lone row is
+// passed four times, so every row's score comes from the same code and the same bits whatever
+// the grouping). Each sum runs in LANES partial sums, reduced by a fixed tree: the loops
+// vectorize without -ffast-math, no single add chain limits them, and the query is loaded once
+// for four rows.
 
-static float retrlm__ip_f32(const float *q, const float *x, int d) {
-    float s = 0.0f;
-    int j;
-    RETRLM__SIMD_SUM(s)
-    for (j = 0; j < d; j++) s += q[j] * x[j];
-    return s;
+#define RETRLM__IDX_LANES 16
+
+// halves the lanes four times, each step a loop of constant length (one vector add each)
+#define RETRLM__IDX_HALVE(a0, a1, a2, a3, h)                                               \
+    for (j = 0; j < h; j++) {                                                               \
+        a0[j] += a0[j + h];                                                                 \
+        a1[j] += a1[j + h];                                                                 \
+        a2[j] += a2[j + h];                                                                 \
+        a3[j] += a3[j + h];                                                                 \
+    }
+#define RETRLM__IDX_TREE(a0, a1, a2, a3)                                                   \
+    RETRLM__IDX_HALVE(a0, a1, a2, a3, 8)                                                    \
+    RETRLM__IDX_HALVE(a0, a1, a2, a3, 4)                                                    \
+    RETRLM__IDX_HALVE(a0, a1, a2, a3, 2)                                                    \
+    RETRLM__IDX_HALVE(a0, a1, a2, a3, 1)
+
+// out[r] = q . x[r]
+static void retrlm__ip4_f32(float *out, const float *q, const float *const *x, int d) {
+    float a0[RETRLM__IDX_LANES] = {0}, a1[RETRLM__IDX_LANES] = {0}, a2[RETRLM__IDX_LANES] = {0},
+          a3[RETRLM__IDX_LANES] = {0};
+    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];
+    int i = 0, j;
+    for (; i + RETRLM__IDX_LANES <= d; i += RETRLM__IDX_LANES)
+        for (j = 0; j < RETRLM__IDX_LANES; j++) {
+            float qj = q[i + j];
+            a0[j] += qj * x0[i + j];
+            a1[j] += qj * x1[i + j];
+            a2[j] += qj * x2[i + j];
+            a3[j] += qj * x3[i + j];
+        }
+    RETRLM__IDX_TREE(a0, a1, a2, a3)
+    for (; i < d; i++) {
+        a0[0] += q[i] * x0[i];
+        a1[0] += q[i] * x1[i];
+        a2[0] += q[i] * x2[i];
+        a3[0] += q[i] * x3[i];
+    }
+    out[0] = a0[0];
+    out[1] = a1[0];
+    out[2] = a2[0];
+    out[3] = a3[0];
 }
 
-static float retrlm__l2_f32(const float *q, const float *x, int d) {
-    float s = 0.0f;
-    int j;
-    RETRLM__SIMD_SUM(s)
-    for (j = 0; j < d; j++) {
-        float t = q[j] - x[j];
-        s += t * t;
+// out[r] = |q - x[r]|^2
+static void retrlm__l24_f32(float *out, const float *q, const float *const *x, int d) {
+    float a0[RETRLM__IDX_LANES] = {0}, a1[RETRLM__IDX_LANES] = {0}, a2[RETRLM__IDX_LANES] = {0},
+          a3[RETRLM__IDX_LANES] = {0}, t0, t1, t2, t3;
+    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];
+    int i = 0, j;
+    for (; i + RETRLM__IDX_LANES <= d; i += RETRLM__IDX_LANES)
+        for (j = 0; j < RETRLM__IDX_LANES; j++) {
+            float qj = q[i + j];
+            t0 = qj - x0[i + j];
+            t1 = qj - x1[i + j];
+            t2 = qj - x2[i + j];
+            t3 = qj - x3[i + j];
+            a0[j] += t0 * t0;
+            a1[j] += t1 * t1;
+            a2[j] += t2 * t2;
+            a3[j] += t3 * t3;
+        }
+    RETRLM__IDX_TREE(a0, a1, a2, a3)
+    for (; i < d; i++) {
+        t0 = q[i] - x0[i];
+        t1 = q[i] - x1[i];
+        t2 = q[i] - x2[i];
+        t3 = q[i] - x3[i];
+        a0[0] += t0 * t0;
+        a1[0] += t1 * t1;
+        a2[0] += t2 * t2;
+        a3[0] += t3 * t3;
     }
-    return s;
+    out[0] = a0[0];
+    out[1] = a1[0];
+    out[2] = a2[0];
+    out[3] = a3[0];
 }
 
 // SQ8: x[j] = min[j] + (c[j] + 0.5) step[j]. With w[j] = q[j] step[j] the inner product is a
-// per-query constant plus sum w[j] c[j]: one convert and one multiply-add a component.
-static float retrlm__ip_sq8(const float *w, const uint8_t *c, int d) {
-    float s = 0.0f;
-    int j;
-    RETRLM__SIMD_SUM(s)
-    for (j = 0; j < d; j++) s += w[j] * (float)c[j];
-    return s;
+// per-query constant plus sum w[j] c[j]. The codes of the four rows are first widened to
+// floats, a block of dimensions at a time, in a plain loop that compiles to wide converts;
+// the sums then run as in the f32 kernels, on data in L1.
+#define RETRLM__IDX_DB 256 // dimensions widened at a time (a multiple of the lanes)
+
+static void retrlm__widen4(float (*f)[RETRLM__IDX_DB], const uint8_t *const *c, int i0, int nb) {
+    int r, j;
+    for (r = 0; r < 4; r++) {
+        const uint8_t *cr = c[r] + i0;
+        float *fr = f[r];
+        for (j = 0; j < nb; j++) fr[j] = (float)cr[j];
+    }
+}
+
+static void retrlm__ip4_sq8(float *out, const float *wq, const uint8_t *const *c, int d) {
+    float a0[RETRLM__IDX_LANES] = {0}, a1[RETRLM__IDX_LANES] = {0}, a2[RETRLM__IDX_LANES] = {0},
+          a3[RETRLM__IDX_LANES] = {0}, f[4][RETRLM__IDX_DB];
+    const int dv = d - d % RETRLM__IDX_LANES;
+    int i0, i, j;
+    for (i0 = 0; i0 < dv; i0 += RETRLM__IDX_DB) {
+        const int nb = RETRLM__MIN(RETRLM__IDX_DB, dv - i0);
+        const float *q = wq + i0;
+        retrlm__widen4(f, c, i0, nb);
+        for (i = 0; i < nb; i += RETRLM__IDX_LANES)
+            for (j = 0; j < RETRLM__IDX_LANES; j++) {
+                float qj = q[i + j];
+                a0[j] += qj * f[0][i + j];
+                a1[j] += qj * f[1][i + j];
+                a2[j] += qj * f[2][i + j];
+                a3[j] += qj * f[3][i + j];
+            }
+    }
+    RETRLM__IDX_TREE(a0, a1, a2, a3)
+    for (i = dv; i < d; i++) {
+        a0[0] += wq[i] * (float)c[0][i];
+        a1[0] += wq[i] * (float)c[1][i];
+        a2[0] += wq[i] * (float)c[2][i];
+        a3[0] += wq[i] * (float)c[3][i];
+    }
+    out[0] = a0[0];
+    out[1] = a1[0];
+    out[2] = a2[0];
+    out[3] = a3[0];
 }
 
 // with a[j] = q[j] - min[j] - 0.5 step[j]: |q - x|^2 = sum (a[j] - step[j] c[j])^2
-static float retrlm__l2_sq8(const float *a, const float *step, const uint8_t *c, int d) {
-    float s = 0.0f;
-    int j;
-    RETRLM__SIMD_SUM(s)
-    for (j = 0; j < d; j++) {
-        float t = a[j] - step[j] * (float)c[j];
-        s += t * t;
+static void retrlm__l24_sq8(float *out, const float *aq, const float *step, const uint8_t *const *c,
+                            int d) {
+    float a0[RETRLM__IDX_LANES] = {0}, a1[RETRLM__IDX_LANES] = {0}, a2[RETRLM__IDX_LANES] = {0},
+          a3[RETRLM__IDX_LANES] = {0}, f[4][RETRLM__IDX_DB], t0, t1, t2, t3;
+    const int dv = d - d % RETRLM__IDX_LANES;
+    int i0, i, j;
+    for (i0 = 0; i0 < dv; i0 += RETRLM__IDX_DB) {
+        const int nb = RETRLM__MIN(RETRLM__IDX_DB, dv - i0);
+        const float *q = aq + i0, *s = step + i0;
+        retrlm__widen4(f, c, i0, nb);
+        for (i = 0; i < nb; i += RETRLM__IDX_LANES)
+            for (j = 0; j < RETRLM__IDX_LANES; j++) {
+                float qj = q[i + j], sj = s[i + j];
+                t0 = qj - sj * f[0][i + j];
+                t1 = qj - sj * f[1][i + j];
+                t2 = qj - sj * f[2][i + j];
+                t3 = qj - sj * f[3][i + j];
+                a0[j] += t0 * t0;
+                a1[j] += t1 * t1;
+                a2[j] += t2 * t2;
+                a3[j] += t3 * t3;
+            }
     }
-    return s;
+    RETRLM__IDX_TREE(a0, a1, a2, a3)
+    for (i = dv; i < d; i++) {
+        t0 = aq[i] - step[i] * (float)c[0][i];
+        t1 = aq[i] - step[i] * (float)c[1][i];
+        t2 = aq[i] - step[i] * (float)c[2][i];
+        t3 = aq[i] - step[i] * (float)c[3][i];
+        a0[0] += t0 * t0;
+        a1[0] += t1 * t1;
+        a2[0] += t2 * t2;
+        a3[0] += t3 * t3;
+    }
+    out[0] = a0[0];
+    out[1] = a1[0];
+    out[2] = a2[0];
+    out[3] = a3[0];
+}
+
+// one f32 row, through the four-row kernel (so its bits match a row scored in a group)
+static float retrlm__ip_f32(const float *q, const float *x, int d) {
+    const float *rows[4];
+    float out[4];
+    rows[0] = rows[1] = rows[2] = rows[3] = x;
+    retrlm__ip4_f32(out, q, rows, d);
+    return out[0];
+}
+
+static float retrlm__l2_f32(const float *q, const float *x, int d) {
+    const float *rows[4];
+    float out[4];
+    rows[0] = rows[1] = rows[2] = rows[3] = x;
+    retrlm__l24_f32(out, q, rows, d);
+    return out[0];
 }
 
 static int retrlm__all_finite(const float *x, size_t count, size_t *bad) {
@@ -8446,19 +8590,25 @@ static void retrlm__prep(const retrlm_index *ix, const float *q, float *t, retrl
 static void retrlm__score_rows(const retrlm_index *ix, const retrlm__qctx *qc, size_t r0, int m,
                                float *out) {
     const int d = ix->dim, l2 = ix->metric == RETRLM_METRIC_L2;
-    int i;
+    int i, r;
     if (ix->storage == RETRLM_STORAGE_SQ8) {
-        const uint8_t *c = ix->codes + r0 * (size_t)d;
-        if (l2)
-            for (i = 0; i < m; i++) out[i] = -retrlm__l2_sq8(qc->t, ix->sq_step, c + (size_t)i * (size_t)d, d);
-        else
-            for (i = 0; i < m; i++) out[i] = qc->c0 + retrlm__ip_sq8(qc->t, c + (size_t)i * (size_t)d, d);
+        const uint8_t *c = ix->codes + r0 * (size_t)d, *rows[4];
+        for (i = 0; i < m; i += 4) {
+            float o[4];
+            for (r = 0; r < 4; r++) rows[r] = c + (size_t)(i + r < m ? i + r : i) * (size_t)d;
+            if (l2) retrlm__l24_sq8(o, qc->t, ix->sq_step, rows, d);
+            else retrlm__ip4_sq8(o, qc->t, rows, d);
+            for (r = 0; r < 4 && i + r < m; r++) out[i + r] = l2 ? -o[r] : qc->c0 + o[r];
+        }
     } else {
-        const float *x = ix->vectors + r0 * (size_t)d;
-        if (l2)
-            for (i = 0; i < m; i++) out[i] = -retrlm__l2_f32(qc->q, x + (size_t)i * (size_t)d, d);
-        else
-            for (i = 0; i < m; i++) out[i] = retrlm__ip_f32(qc->q, x + (size_t)i * (size_t)d, d);
+        const float *x = ix->vectors + r0 * (size_t)d, *rows[4];
+        for (i = 0; i < m; i += 4) {
+            float o[4];
+            for (r = 0; r < 4; r++) rows[r] = x + (size_t)(i + r < m ? i + r : i) * (size_t)d;
+            if (l2) retrlm__l24_f32(o, qc->q, rows, d);
+            else retrlm__ip4_f32(o, qc->q, rows, d);
+            for (r = 0; r < 4 && i + r < m; r++) out[i + r] = l2 ? -o[r] : o[r];
+        }
     }
 }
 
@@ -8502,8 +8652,9 @@ static void retrlm__pad(const retrlm_index *ix, int from, int k, int64_t *oid, f
 // candidates exactly when by_row, and writes the k results. 0 on success, 1 without memory.
 static int retrlm__finish(const retrlm_index *ix, const float *q, retrlm_topk *h, int nh, int kk,
                           int k, int by_row, int64_t *oid, float *osc) {
-    int64_t *mi = (int64_t *)retrlm__alloc((size_t)kk + (size_t)k, sizeof(int64_t));
-    float *ms = (float *)retrlm__alloc((size_t)kk + (size_t)k, sizeof(float));
+    const int kf = RETRLM__MIN(k, kk); // kk is capped at n, and so is what can be found
+    int64_t *mi = (int64_t *)retrlm__alloc((size_t)kk + (size_t)kf, sizeof(int64_t));
+    float *ms = (float *)retrlm__alloc((size_t)kk + (size_t)kf, sizeof(float));
     retrlm_topk m, f, *res = &m;
     int a, e, got;
     if (!mi || !ms) {
@@ -8515,7 +8666,7 @@ static int retrlm__finish(const retrlm_index *ix, const float *q, retrlm_topk *h
     for (a = 0; a < nh; a++)
         for (e = 0; e < h[a].n; e++) retrlm_topk_push(&m, h[a].ids[e], h[a].scores[e]);
     if (by_row) {
-        retrlm_topk_init(&f, k, mi + kk, ms + kk);
+        retrlm_topk_init(&f, kf, mi + kk, ms + kk);
         for (e = 0; e < m.n; e++) {
             size_t row = (size_t)m.ids[e];
             retrlm_topk_push(&f, ix->ids[row], retrlm__exact(ix, q, row));
@@ -8534,7 +8685,9 @@ static int retrlm__finish(const retrlm_index *ix, const float *q, retrlm_topk *h
 }
 
 // One query over a set of row ranges, the ranges in parallel, each with its own heap; the
-// merge is exact, so the result does not depend on how the ranges went to threads.
+// merge is exact, so the result does not depend on how the ranges went to threads. Small
+// scans stay on one thread: waking a second one costs more than it saves, and on a busy
+// machine a descheduled helper stalls the query by a whole time slice.
 static retrlm_result retrlm__search_one(const retrlm_index *ix, const float *q, int k, int kk,
                                         int by_row, const size_t *r0, const size_t *r1, int nr,
                                         int64_t *oid, float *osc) {
@@ -8553,7 +8706,7 @@ static retrlm_result retrlm__search_one(const retrlm_index *ix, const float *q, 
             rows += r1[a] - r0[a];
         }
         (void)rows; // only the OpenMP build looks at it
-        RETRLM__PARALLEL_FOR_IF(rows * (size_t)ix->dim > 2000000 && nr > 1)
+        RETRLM__PARALLEL_FOR_IF(rows * (size_t)ix->dim > 8000000 && nr > 1)
         for (a = 0; a < nr; a++) retrlm__scan(ix, &qc, r0[a], r1[a], &h[a], by_row);
         fail = retrlm__finish(ix, q, h, nr, kk, k, by_row, oid, osc);
     }
@@ -8572,6 +8725,8 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
                                                int k, int kk, int by_row, int64_t *oid,
                                                float *osc) {
     const int d = ix->dim, l2 = ix->metric == RETRLM_METRIC_L2, sq8 = ix->storage == RETRLM_STORAGE_SQ8;
+    // SQ8 blocks are widened to floats once per query block and go through the multiply too
+    const int widen = sq8 && d <= 4096, mm = !sq8 || widen;
     const long qblocks = (nq + RETRLM__IDX_QB - 1) / RETRLM__IDX_QB;
     const size_t nblocks = (ix->n + RETRLM__IDX_NB - 1) / RETRLM__IDX_NB;
     long dsegs = qblocks >= 8 ? 1 : (8 + qblocks - 1) / qblocks, tasks, t, qi;
@@ -8587,12 +8742,12 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
     hid = (int64_t *)retrlm__alloc(nh, (size_t)kk * sizeof(int64_t));
     hsc = (float *)retrlm__alloc(nh, (size_t)kk * sizeof(float));
     h = (retrlm_topk *)retrlm__alloc(nh, sizeof(retrlm_topk));
-    if (l2 && !sq8) qn = (float *)retrlm__alloc((size_t)nq, sizeof(float));
+    if (l2 && mm) qn = (float *)retrlm__alloc((size_t)nq, sizeof(float));
     if (sq8) {
         qt = (float *)retrlm__alloc((size_t)nq, (size_t)d * sizeof(float));
         c0 = (float *)retrlm__alloc((size_t)nq, sizeof(float));
     }
-    if (!hid || !hsc || !h || (l2 && !sq8 && !qn) || (sq8 && (!qt || !c0))) {
+    if (!hid || !hsc || !h || (l2 && mm && !qn) || (sq8 && (!qt || !c0))) {
         fail = 1;
         goto done;
     }
@@ -8610,21 +8765,24 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
         const long qb = t / dsegs, ds = t % dsegs;
         const int q0 = (int)(qb * RETRLM__IDX_QB), qm = RETRLM__MIN(RETRLM__IDX_QB, nq - q0);
         const size_t s0 = (size_t)ds * seg, s1 = RETRLM__MIN(ix->n, s0 + seg);
-        float *C = sq8 ? NULL : (float *)retrlm__alloc((size_t)qm * RETRLM__IDX_NB, sizeof(float));
-        float *xn = l2 && !sq8 ? (float *)retrlm__alloc(RETRLM__IDX_NB, sizeof(float)) : NULL;
+        float *C = mm ? (float *)retrlm__alloc((size_t)qm * RETRLM__IDX_NB, sizeof(float)) : NULL;
+        float *xn = l2 && mm ? (float *)retrlm__alloc(RETRLM__IDX_NB, sizeof(float)) : NULL;
+        float *X = widen ? (float *)retrlm__alloc(RETRLM__IDX_NB, (size_t)d * sizeof(float)) : NULL;
         float buf[RETRLM__IDX_NB];
         size_t b;
         int i, j;
-        if ((!sq8 && !C) || (l2 && !sq8 && !xn)) {
+        if ((mm && !C) || (l2 && mm && !xn) || (widen && !X)) {
             fail = 1; // benign race: every writer stores 1
             RETRLM_FREE(C);
             RETRLM_FREE(xn);
+            RETRLM_FREE(X);
             continue;
         }
         for (b = s0; b < s1; b += RETRLM__IDX_NB) {
             const int m = (int)RETRLM__MIN((size_t)RETRLM__IDX_NB, s1 - b);
             const int64_t *bid = by_row ? NULL : ix->ids + b;
-            if (sq8) {
+            const float *xb = ix->vectors ? ix->vectors + b * (size_t)d : NULL;
+            if (sq8 && !widen) {
                 for (i = 0; i < qm; i++) {
                     retrlm__qctx qc;
                     qc.q = NULL;
@@ -8635,11 +8793,20 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
                 }
                 continue;
             }
-            if (retrlm_matmul(C, Q + (size_t)q0 * (size_t)d, ix->vectors + b * (size_t)d, NULL, qm, m, d, 0) != RETRLM_OK) {
+            if (widen) { // x = min + (code + 0.5) step, as the codes mean
+                const uint8_t *cb = ix->codes + b * (size_t)d;
+                for (i = 0; i < m; i++) {
+                    const uint8_t *ci = cb + (size_t)i * (size_t)d;
+                    float *xi = X + (size_t)i * (size_t)d;
+                    for (j = 0; j < d; j++) xi[j] = ix->sq_min[j] + ((float)ci[j] + 0.5f) * ix->sq_step[j];
+                }
+                xb = X;
+            }
+            if (retrlm_matmul(C, Q + (size_t)q0 * (size_t)d, xb, NULL, qm, m, d, 0) != RETRLM_OK) {
                 fail = 1;
                 break;
             }
-            if (l2) retrlm__sq_norms(ix->vectors + b * (size_t)d, (size_t)m, d, xn);
+            if (l2) retrlm__sq_norms(xb, (size_t)m, d, xn);
             for (i = 0; i < qm; i++) {
                 float *row = C + (size_t)i * (size_t)m;
                 if (l2) { // |q - x|^2 = |q|^2 + |x|^2 - 2 q.x, never below 0
@@ -8654,6 +8821,7 @@ static retrlm_result retrlm__search_flat_batch(const retrlm_index *ix, const flo
         }
         RETRLM_FREE(C);
         RETRLM_FREE(xn);
+        RETRLM_FREE(X);
     }
     if (fail) goto done;
     RETRLM__PARALLEL_FOR_IF(nq > 16)
@@ -8669,6 +8837,137 @@ done:
     RETRLM_FREE(qt);
     RETRLM_FREE(c0);
     return fail ? retrlm__fail(RETRLM_ERR_NOMEM, "index search: no memory for a batch of %d queries", nq) : RETRLM_OK;
+}
+
+// IVF, many queries: list by list. Each probed list is read once for all the queries that
+// probe it (f32: one small matrix multiply, queries x rows; SQ8: the row kernel on a list in
+// cache), into one heap per (query, probe); the heaps of a query are then merged in probe
+// order. Every heap is written by one thread, so the result does not depend on the threads.
+static int retrlm__ivf_by_list(const retrlm_index *ix, const float *Q, int cm, const int64_t *probe,
+                               int nprobe, int k, int kk, int by_row, int64_t *oid, float *osc) {
+    const int d = ix->dim, L = ix->nlist, l2 = ix->metric == RETRLM_METRIC_L2;
+    const int sq8 = ix->storage == RETRLM_STORAGE_SQ8, widen = sq8 && d <= 4096, mm = !sq8 || widen;
+    const size_t slots = (size_t)cm * (size_t)nprobe;
+    size_t *start = (size_t *)retrlm__calloc((size_t)L + 1, sizeof(size_t));
+    size_t *who = (size_t *)retrlm__alloc(slots, sizeof(size_t)); // slot q * nprobe + p, by list
+    int64_t *hid = (int64_t *)retrlm__alloc(slots, (size_t)kk * sizeof(int64_t));
+    float *hsc = (float *)retrlm__alloc(slots, (size_t)kk * sizeof(float));
+    retrlm_topk *h = (retrlm_topk *)retrlm__alloc(slots, sizeof(retrlm_topk));
+    float *qn = l2 && mm ? (float *)retrlm__alloc((size_t)cm, sizeof(float)) : NULL;
+    float *qt = sq8 ? (float *)retrlm__alloc((size_t)cm, (size_t)d * sizeof(float)) : NULL;
+    float *c0 = sq8 ? (float *)retrlm__alloc((size_t)cm, sizeof(float)) : NULL;
+    size_t sl;
+    long l, qi;
+    int fail = 0;
+    if (!start || !who || !hid || !hsc || !h || (l2 && mm && !qn) || (sq8 && (!qt || !c0))) {
+        fail = 1;
+        goto done;
+    }
+    for (sl = 0; sl < slots; sl++) {
+        retrlm_topk_init(&h[sl], kk, hid + sl * (size_t)kk, hsc + sl * (size_t)kk);
+        if (probe[sl] >= 0) start[probe[sl] + 1]++; // -1: no list (NaN coarse scores)
+    }
+    for (l = 0; l < L; l++) start[l + 1] += start[l];
+    for (sl = 0; sl < slots; sl++)
+        if (probe[sl] >= 0) who[start[probe[sl]]++] = sl; // slots ascending within a list
+    for (l = L; l > 0; l--) start[l] = start[l - 1];
+    start[0] = 0;
+    if (qn) retrlm__sq_norms(Q, (size_t)cm, d, qn);
+    if (sq8)
+        for (qi = 0; qi < cm; qi++) {
+            retrlm__qctx qc;
+            retrlm__prep(ix, Q + (size_t)qi * (size_t)d, qt + (size_t)qi * (size_t)d, &qc);
+            c0[qi] = qc.c0;
+        }
+    RETRLM__PARALLEL_FOR
+    for (l = 0; l < L; l++) {
+        const size_t r0 = (size_t)ix->list_offsets[l], r1 = (size_t)ix->list_offsets[l + 1];
+        const int mq = (int)(start[l + 1] - start[l]);
+        float *A = NULL, *C = NULL, *xn = NULL, *X = NULL, buf[RETRLM__IDX_NB];
+        size_t b;
+        int i, j;
+        if (!mq || r0 == r1) continue;
+        if (mm) {
+            A = (float *)retrlm__alloc((size_t)mq, (size_t)d * sizeof(float));
+            C = (float *)retrlm__alloc((size_t)mq, RETRLM__IDX_NB * sizeof(float));
+            xn = l2 ? (float *)retrlm__alloc(RETRLM__IDX_NB, sizeof(float)) : NULL;
+            X = widen ? (float *)retrlm__alloc(RETRLM__IDX_NB, (size_t)d * sizeof(float)) : NULL;
+            if (!A || !C || (l2 && !xn) || (widen && !X)) {
+                fail = 1; // benign race: every writer stores 1
+                RETRLM_FREE(A);
+                RETRLM_FREE(C);
+                RETRLM_FREE(xn);
+                RETRLM_FREE(X);
+                continue;
+            }
+            for (i = 0; i < mq; i++)
+                memcpy(A + (size_t)i * (size_t)d, Q + (who[start[l] + (size_t)i] / (size_t)nprobe) * (size_t)d,
+                       (size_t)d * sizeof(float));
+        }
+        for (b = r0; b < r1; b += RETRLM__IDX_NB) {
+            const int m = (int)RETRLM__MIN((size_t)RETRLM__IDX_NB, r1 - b);
+            const int64_t *bid = by_row ? NULL : ix->ids + b;
+            const float *xb = ix->vectors ? ix->vectors + b * (size_t)d : NULL;
+            if (!mm) {
+                for (i = 0; i < mq; i++) {
+                    const size_t slot = who[start[l] + (size_t)i], q = slot / (size_t)nprobe;
+                    retrlm__qctx qc;
+                    qc.q = NULL;
+                    qc.t = qt + q * (size_t)d;
+                    qc.c0 = c0[q];
+                    retrlm__score_rows(ix, &qc, b, m, buf);
+                    retrlm__push_block(&h[slot], buf, m, bid, b);
+                }
+                continue;
+            }
+            if (widen) { // x = min + (code + 0.5) step, as in the flat batch
+                const uint8_t *cb = ix->codes + b * (size_t)d;
+                for (i = 0; i < m; i++) {
+                    const uint8_t *ci = cb + (size_t)i * (size_t)d;
+                    float *xi = X + (size_t)i * (size_t)d;
+                    for (j = 0; j < d; j++) xi[j] = ix->sq_min[j] + ((float)ci[j] + 0.5f) * ix->sq_step[j];
+                }
+                xb = X;
+            }
+            if (retrlm_matmul(C, A, xb, NULL, mq, m, d, 0) != RETRLM_OK) {
+                fail = 1;
+                break;
+            }
+            if (l2) retrlm__sq_norms(xb, (size_t)m, d, xn);
+            for (i = 0; i < mq; i++) {
+                const size_t slot = who[start[l] + (size_t)i];
+                float *row = C + (size_t)i * (size_t)m;
+                if (l2) {
+                    float qq = qn[slot / (size_t)nprobe];
+                    for (j = 0; j < m; j++) {
+                        float dist = qq + xn[j] - 2.0f * row[j];
+                        row[j] = dist > 0.0f ? -dist : -0.0f;
+                    }
+                }
+                retrlm__push_block(&h[slot], row, m, bid, b);
+            }
+        }
+        RETRLM_FREE(A);
+        RETRLM_FREE(C);
+        RETRLM_FREE(xn);
+        RETRLM_FREE(X);
+    }
+    if (fail) goto done;
+    RETRLM__PARALLEL_FOR
+    for (qi = 0; qi < cm; qi++)
+        if (retrlm__finish(ix, Q + (size_t)qi * (size_t)d, h + (size_t)qi * (size_t)nprobe, nprobe, kk, k, by_row,
+                           oid + (size_t)qi * (size_t)k, osc ? osc + (size_t)qi * (size_t)k : NULL))
+            fail = 1;
+done:
+    RETRLM_FREE(start);
+    RETRLM_FREE(who);
+    RETRLM_FREE(hid);
+    RETRLM_FREE(hsc);
+    RETRLM_FREE(h);
+    RETRLM_FREE(qn);
+    RETRLM_FREE(qt);
+    RETRLM_FREE(c0);
+    return fail;
 }
 
 // IVF: the nprobe best lists of each query (coarse scores through the matrix multiply), then
@@ -8691,23 +8990,45 @@ static retrlm_result retrlm__search_ivf(const retrlm_index *ix, const float *Q, 
     for (c0 = 0; c0 < nq && !res; c0 += chunk) {
         const int cm = RETRLM__MIN(chunk, nq - c0);
         long qi;
-        if ((res = retrlm_matmul(cs, Q + (size_t)c0 * (size_t)d, ix->centroids, NULL, cm, L, d, 0)) != RETRLM_OK) break;
+        if (cm >= 8) {
+            if ((res = retrlm_matmul(cs, Q + (size_t)c0 * (size_t)d, ix->centroids, NULL, cm, L, d, 0)) != RETRLM_OK)
+                break;
+        } else { // a few queries: the row kernel on one thread, no parallel region to wake
+            for (qi = 0; qi < cm; qi++) {
+                const float *q = Q + (size_t)(c0 + qi) * (size_t)d, *rows[4];
+                float *row = cs + (size_t)qi * (size_t)L, o[4];
+                int c, rr;
+                for (c = 0; c < L; c += 4) {
+                    for (rr = 0; rr < 4; rr++) rows[rr] = ix->centroids + (size_t)(c + rr < L ? c + rr : c) * (size_t)d;
+                    retrlm__ip4_f32(o, q, rows, d);
+                    for (rr = 0; rr < 4 && c + rr < L; rr++) row[c + rr] = o[rr];
+                }
+            }
+        }
         for (qi = 0; qi < cm; qi++) { // the probes, best first, ties to the lower list
             float *row = cs + (size_t)qi * (size_t)L;
             int c;
             if (l2)
                 for (c = 0; c < L; c++) row[c] = 2.0f * row[c] - ix->cnorms_[c];
-            retrlm_topk_select(row, L, nprobe, probe + (size_t)qi * (size_t)nprobe, psc + (size_t)qi * (size_t)nprobe);
+            int got = retrlm_topk_select(row, L, nprobe, probe + (size_t)qi * (size_t)nprobe,
+                                         psc + (size_t)qi * (size_t)nprobe);
+            for (; got < nprobe; got++) probe[(size_t)qi * (size_t)nprobe + (size_t)got] = -1; // NaN scores
         }
         if (cm == 1) {
             size_t *r1 = r0 + nprobe;
             int p;
-            for (p = 0; p < nprobe; p++) {
-                r0[p] = (size_t)ix->list_offsets[probe[p]];
-                r1[p] = (size_t)ix->list_offsets[probe[p] + 1];
+            for (p = 0; p < nprobe; p++) { // a missing probe (-1) scans nothing
+                r0[p] = probe[p] < 0 ? 0 : (size_t)ix->list_offsets[probe[p]];
+                r1[p] = probe[p] < 0 ? 0 : (size_t)ix->list_offsets[probe[p] + 1];
             }
             res = retrlm__search_one(ix, Q + (size_t)c0 * (size_t)d, k, kk, by_row, r0, r1, nprobe,
                                      oid + (size_t)c0 * (size_t)k, osc ? osc + (size_t)c0 * (size_t)k : NULL);
+            continue;
+        }
+        if (cm >= 8) {
+            if (retrlm__ivf_by_list(ix, Q + (size_t)c0 * (size_t)d, cm, probe, nprobe, k, kk, by_row,
+                                    oid + (size_t)c0 * (size_t)k, osc ? osc + (size_t)c0 * (size_t)k : NULL))
+                res = retrlm__fail(RETRLM_ERR_NOMEM, "index search: no memory for a batch of %d queries", cm);
             continue;
         }
         RETRLM__PARALLEL_FOR
@@ -8724,6 +9045,7 @@ static retrlm_result retrlm__search_ivf(const retrlm_index *ix, const float *Q, 
                 retrlm__prep(ix, q, t, &qc);
                 for (p = 0; p < nprobe; p++) {
                     int64_t l = probe[(size_t)qi * (size_t)nprobe + (size_t)p];
+                    if (l < 0) continue;
                     retrlm__scan(ix, &qc, (size_t)ix->list_offsets[l], (size_t)ix->list_offsets[l + 1], &h, by_row);
                 }
                 if (retrlm__finish(ix, q, &h, 1, kk, k, by_row, oid + (size_t)(c0 + qi) * (size_t)k,
@@ -8771,6 +9093,7 @@ RETRLM_API retrlm_result retrlm_index_search(const retrlm_index *ix, const float
             return retrlm__fail(RETRLM_ERR_ARG, "index search: rerank %d * k %d is too many candidates", rr, k);
         kk = rr * k;
     }
+    if ((size_t)kk > ix->n) kk = (int)ix->n; // no heap needs to hold more than there is
     if (ix->n == 0 || !ix->trained) { // nothing to find
         for (qi = 0; qi < nq; qi++)
             retrlm__pad(ix, 0, k, out_ids + (size_t)qi * (size_t)k, out_scores ? out_scores + (size_t)qi * (size_t)k : NULL);
@@ -8798,7 +9121,10 @@ RETRLM_API retrlm_result retrlm_index_search(const retrlm_index *ix, const float
             RETRLM_FREE(r0);
         }
     } else {
-        r = retrlm__search_flat_batch(ix, Q, nq, k, kk, by_row, out_ids, out_scores);
+        for (qi = 0, r = RETRLM_OK; qi < nq && !r; qi += 8192) // bounded scratch for any nq
+            r = retrlm__search_flat_batch(ix, Q + (size_t)qi * (size_t)d, RETRLM__MIN(8192, nq - qi), k, kk, by_row,
+                                          out_ids + (size_t)qi * (size_t)k,
+                                          out_scores ? out_scores + (size_t)qi * (size_t)k : NULL);
     }
     RETRLM_FREE(qn);
     return r;

@@ -23,3 +23,15 @@ bm25)
     fi
     ;;
 esac
+# bench/index.c runs build/bench/index_peer (bench/index_peer.cpp) when it exists; these are
+# the flags of that C++ program: FAISS (static libfaiss.a + its BLAS) and header-only hnswlib
+case $1 in
+index_peer)
+    for l in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib /usr/local/lib; do
+        if have_header /usr/include/faiss/IndexIVFFlat.h && { [ -f $l/libfaiss.a ] || [ -f $l/libfaiss.so ]; }; then
+            echo "-DRETRLM_BENCH_FAISS -lfaiss -lblas -llapack"; break
+        fi
+    done
+    if have_header /usr/include/hnswlib/hnswlib.h; then echo "-DRETRLM_BENCH_HNSWLIB"; fi
+    ;;
+esac

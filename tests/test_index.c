@@ -178,8 +178,9 @@ static void test_ivf_full_probe_equals_flat(void) {
             }
             for (i = 0; i < nq * k; i++) same &= a[i] == b[i] && sa[i] == sb[i];
             CHECK(same);
-            // a batch through IVF (per-query scans) equals the single-query results
-            CHECK_OK(retrlm_index_search(&ivf, q, nq, d, k, &p, a, sa));
+            // batches: both go through the same matrix multiply (f32) or row kernel (SQ8)
+            CHECK_OK(retrlm_index_search(&flat, q, nq, d, k, NULL, a, sa));
+            CHECK_OK(retrlm_index_search(&ivf, q, nq, d, k, &p, b, sb));
             for (i = 0; i < nq * k; i++) same &= a[i] == b[i] && sa[i] == sb[i];
             CHECK(same);
             retrlm_index_free(&flat);
