@@ -10,22 +10,32 @@ EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 # Debian packages the tests need; `make deps` installs the missing ones
 DEPS_PKGS := libstb-dev clang libomp-dev libclang-rt-14-dev g++
 
-.PHONY: all help deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation clean bm25-peers
+.PHONY: all help demo deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation cross clean bm25-peers
 all: retrlm.h examples
 
 help:
 	@echo "make               regenerate retrlm.h from retrlm_impl/, build examples/"
+	@echo "make demo          the demo: tokenizer, LM, BM25 datastore, retrieval-augmented bits per byte"
 	@echo "make test          the test matrix: {gcc,clang} x {serial,-fopenmp}, C++, 2 TUs, static, fuzz replay"
 	@echo "make test-quick    gcc serial only"
 	@echo "make sanitize      the tests under ASan + UBSan (clang)"
 	@echo "make fuzz          libFuzzer targets in build/fuzz/; make fuzz-run RUNS=1000000"
 	@echo "make bench         every bench/*.c; make bench-NAME for one"
+	@echo "make cross         the tests on s390x (big-endian), aarch64 and armhf under qemu-user"
 	@echo "make check-amalgamation   fails if the committed retrlm.h differs from retrlm_impl/"
 	@echo "make deps          install what the tests need (Debian: $(DEPS_PKGS))"
 
 # The only place the header is made. Content, not timestamps, decides staleness (check below).
 retrlm.h: $(SRC)
 	awk -f retrlm_impl/amalgamate.awk retrlm_impl/retrlm.h > retrlm.h.tmp && mv retrlm.h.tmp retrlm.h
+
+# The demo: trains a tokenizer and a small LM on examples/data, builds a datastore and prints
+# bits per byte with and without retrieval. DEMO_STEPS sets the LM's training steps.
+DEMO_STEPS ?= 700
+demo: deps retrlm.h
+	@mkdir -p build
+	$(CC) -std=c99 -O3 -march=native -fopenmp -I. -I$(STB_INC) examples/demo.c -lm -o build/demo
+	build/demo $(DEMO_STEPS)
 
 check-amalgamation:
 	@awk -f retrlm_impl/amalgamate.awk retrlm_impl/retrlm.h | cmp -s - retrlm.h || \
@@ -80,15 +90,28 @@ bench-%: bench/%.c retrlm.h
 	$(CC) $(BENCH_CFLAGS) -I. -I$(STB_INC) bench/$*.c -o build/bench/$* $$(sh bench/peers.sh $*) -lm
 	build/bench/$*
 
+# Other architectures under qemu-user: s390x is the big-endian check, aarch64 and armhf the
+# boards. Needs gcc-s390x-linux-gnu gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user.
+CROSS ?= s390x-linux-gnu aarch64-linux-gnu arm-linux-gnueabihf
+cross: retrlm.h
+	@fail=0; for t in $(CROSS); do \
+	  command -v $$t-gcc >/dev/null || { echo "$$t-gcc missing: apt-get install -y gcc-$$t qemu-user"; exit 1; }; \
+	  for src in $(if $(TESTS),$(patsubst %,tests/test_%.c,$(TESTS)),$(wildcard tests/test_*.c)); do \
+	    mkdir -p build/cross; bin=build/cross/$$t-$$(basename $$src .c); \
+	    $$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -Itests $$src -lm -o $$bin || { fail=1; continue; }; \
+	    last=$$(QEMU_LD_PREFIX=/usr/$$t qemu-$${t%%-*} $$bin 2>&1 | tail -n 1); echo "$$t $$src: $$last"; \
+	    case "$$last" in *" 0 failed"*) ;; *) fail=1 ;; esac; \
+	  done; done; exit $$fail
+
 # bench-bm25 also builds its C++ and Java peers (bench/bm25_peers.sh skips missing ones)
 bench-bm25: bm25-peers
 bm25-peers: ; @sh bench/bm25_peers.sh
-
-clean:
-	rm -rf build retrlm.h.tmp
 
 # bench/index also runs its C++ peer (FAISS, hnswlib: bench/index_peer.cpp) on the same vectors
 bench-index: build/bench/index_peer
 build/bench/index_peer: bench/index_peer.cpp
 	@mkdir -p build/bench
 	g++ -std=c++17 -O3 -march=native -fopenmp $< -o $@ $$(sh bench/peers.sh index_peer)
+
+clean:
+	rm -rf build retrlm.h.tmp

@@ -4,10 +4,15 @@
 # still builds, measures retrlm and says which peer is missing.
 have_header() { [ -f "$1" ]; }
 case $1 in
-matmul)
+matmul|train)
     for d in /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/aarch64-linux-gnu/openblas-pthread /usr/include/openblas; do
         if have_header "$d/cblas.h"; then echo "-DRETRLM_BENCH_OPENBLAS -I$d -lopenblas"; break; fi
     done
+    ;;
+tokenizer)
+    # tiktoken runs in node (installed with npm into build/npm on first use); sentencepiece's CLI
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then echo "-DRETRLM_BENCH_NODE"; fi
+    if command -v spm_train >/dev/null 2>&1; then echo "-DRETRLM_BENCH_SPM"; fi
     ;;
 bm25-lucene-cp) # the class path of Lucene 8 (Debian liblucene8-java), empty if missing
     core=$(ls /usr/share/java/lucene-core-8*.jar 2>/dev/null | head -n 1)
@@ -25,7 +30,6 @@ bm25)
 esac
 # bench/index.c runs build/bench/index_peer (bench/index_peer.cpp) when it exists; these are
 # the flags of that C++ program: FAISS (static libfaiss.a + its BLAS) and header-only hnswlib
-case $1 in
 index_peer)
     for l in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib /usr/local/lib; do
         if have_header /usr/include/faiss/IndexIVFFlat.h && { [ -f $l/libfaiss.a ] || [ -f $l/libfaiss.so ]; }; then
