@@ -27,7 +27,6 @@ bm25)
         echo "-DRETRLM_BENCH_LUCENE=\"$cp\""
     fi
     ;;
-esac
 # bench/index.c runs build/bench/index_peer (bench/index_peer.cpp) when it exists; these are
 # the flags of that C++ program: FAISS (static libfaiss.a + its BLAS) and header-only hnswlib
 index_peer)
