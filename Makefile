@@ -31,7 +31,7 @@ retrlm.h: $(SRC)
 
 # The demo: trains a tokenizer and a small LM on examples/data, builds a datastore and prints
 # bits per byte with and without retrieval. DEMO_STEPS sets the LM's training steps.
-DEMO_STEPS ?= 700
+DEMO_STEPS ?= 400
 demo: deps retrlm.h
 	@mkdir -p build
 	$(CC) -std=c99 -O3 -march=native -fopenmp -I. -I$(STB_INC) examples/demo.c -lm -o build/demo

@@ -8,7 +8,7 @@
 //   5. generates a continuation of a held-out verse, with the retrieved passage shown.
 // Held out: Isaiah 36-39 (told again in 2 Kings 18-20) and 2 Chronicles 34-35 (2 Kings 22-23).
 //   cc -std=c99 -O3 -fopenmp -I. -I/usr/include/stb examples/demo.c -lm -o demo && ./demo
-// Options: ./demo [steps] [data.tsv]. About 3 minutes on 2 cores with the default 700 steps.
+// Options: ./demo [steps] [data.tsv]; make demo runs 400 steps.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include <stdio.h>
@@ -94,7 +94,7 @@ static int *encode(const retrlm_tokenizer *tok, const char *s, size_t len, size_
 }
 
 int main(int argc, char **argv) {
-    int steps = argc > 1 ? atoi(argv[1]) : 700, n_ch, i;
+    int steps = argc > 1 ? atoi(argv[1]) : 400, n_ch, i;
     const char *path = argc > 2 ? argv[2] : "examples/data/kjv-excerpt.tsv";
     chapter *ch = read_chapters(path, &n_ch);
     retrlm_tokenizer tok;
