@@ -112,7 +112,7 @@ static int *encode_all(const char *text, size_t *n) {
 static double direct_nats(const int *prefix, int np, const int *tokens, size_t ctx, size_t start, size_t end) {
     int seq[64], len = np, t, V = model.config.vocab_size;
     double nats = 0;
-    memcpy(seq, prefix, sizeof(int) * np);
+    if (np) memcpy(seq, prefix, sizeof(int) * np);
     for (t = (int)ctx; t < (int)end; t++) seq[len++] = tokens[t];
     CHECK_OK(retrlm_model_forward(&model, seq, 1, len - 1, NULL, 0));
     for (t = len - (int)(end - start); t < len; t++) {
