@@ -750,6 +750,8 @@ typedef struct retrlm_model_config {
     int      max_batch;     /* sequences per forward; default 1 */
     int      untied;        /* 1: separate output matrix; 0: logits use the embedding */
     int      bidirectional; /* 1: encoder, no causal mask; 0: causal LM */
+    int      no_logits;     /* 1: never computes logits (an encoder): saves the (max_batch,
+                               max_seq_len, V) activation block; not stored in checkpoints */
     float    rope_theta;    /* rotary base; default 10000 */
     float    norm_eps;      /* RMSNorm epsilon; default 1e-5 */
     float    init_std;      /* std of the normal weight init; default 0.02 */
@@ -798,12 +800,19 @@ typedef struct retrlm_model {
     int    *tokens_;                     /* (max_batch * max_seq_len) inputs of the last forward */
     int    *lengths_;                    /* (max_batch) */
     int64_t *ids_;                       /* (V) sampling scratch */
+    int     view_;                       /* 1: params and grads belong to another model */
 } retrlm_model;
 
 /* Fills in defaults, checks the shapes, allocates everything and initialises the weights
    (normal(0, init_std); wo and w_down scaled by 1/sqrt(2L); gains 1). ERR_ARG on bad shapes. */
 RETRLM_API retrlm_result retrlm_model_init(retrlm_model *m, const retrlm_model_config *cfg);
 RETRLM_API void retrlm_model_free(retrlm_model *m);
+/* A second set of activations for src's weights: m shares src's params and grads (backward on
+   either adds to the same gradients) but has its own max_batch, max_seq_len and no_logits
+   (over's fields when > 0 / set, else src's). Use it to run two batches of different shapes
+   through one model and backpropagate through both (a shared bi-encoder). Free m before src. */
+RETRLM_API retrlm_result retrlm_model_init_view(retrlm_model *m, const retrlm_model *src,
+                                                const retrlm_model_config *over);
 /* Per-layer view of a stacked tensor: its layer-l slice in params (or grads with grad = 1). */
 RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_tensor t, int layer,
                                           int grad);
@@ -811,7 +820,8 @@ RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_te
 #define RETRLM_FORWARD_NO_LOGITS 1 /* skip the output projection (encoders, hidden states only) */
 /* Runs the model on tokens (B, T), ids in [0, V). lengths (B) or NULL (= T): positions at and
    past lengths[b] are padding, never attended to (their outputs are computed but meaningless).
-   Keeps everything backward needs. ERR_ARG for a bad shape or token id. */
+   Keeps everything backward needs. ERR_ARG for a bad shape or token id. A model made with
+   no_logits behaves as if RETRLM_FORWARD_NO_LOGITS were always given. */
 RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens, int B, int T,
                                               const int *lengths, int flags);
 /* Layer l's feed-forward input (after its RMSNorm), (B, T, D), read-only after forward: the
@@ -937,7 +947,8 @@ RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tok
 RETRLM_API retrlm_result retrlm_model_save(const retrlm_model *m, const retrlm_adamw *opt,
                                            const retrlm_lm_train_state *state, const char *path);
 /* Initialises m from the file (its config; cfg_over's nonzero max_batch and max_seq_len replace
-   the saved ones when cfg_over is not NULL) and loads the parameters. */
+   the saved ones, and its no_logits applies, when cfg_over is not NULL) and loads the
+   parameters. */
 RETRLM_API retrlm_result retrlm_model_load(retrlm_model *m, const char *path,
                                            const retrlm_model_config *cfg_over);
 /* Restores an optimiser made for this model (same sizes) and the training state. */
@@ -989,6 +1000,88 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
 RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, const void *buf,
                                                               size_t size,
                                                               const retrlm_model_config *hint);
+
+/* ---- bi-encoder: dense retrieval embeddings (DPR, Contriever) -----------------------------
+   A query encoder and a document encoder, each the bidirectional transformer with mean pooling
+   over the valid tokens, then an optional linear projection (no bias) to proj_dim and an
+   optional L2 normalisation. The two sides share one set of weights (Contriever's choice; the
+   document side is then a retrlm_model_init_view of the query side) or have their own (DPR).
+   Relevance is the dot product of a query and a document embedding (cosine when normalised);
+   training divides it by a temperature (retrlm_contrastive_loss). Texts longer than a side's
+   max tokens are cut to their first tokens; an empty text is the single token 0. */
+#define RETRLM_QUERY 0
+#define RETRLM_DOC 1
+
+typedef struct retrlm_encoder_config {
+    retrlm_model_config model; /* vocab_size required; bidirectional and no_logits are set here;
+                                  max_seq_len and max_batch come from the fields below */
+    int separate;         /* 1: the document side has its own weights (DPR); 0: shared */
+    int proj_dim;         /* > 0: project the pooled vector to proj_dim; 0: embeddings are dim wide */
+    int normalize;        /* 1: L2-normalise the embeddings */
+    int max_query_tokens; /* default 32 */
+    int max_doc_tokens;   /* default 128 */
+    int max_batch;        /* texts a forward on the query side; the document side takes twice as
+                             many (a positive and a hard negative per query); default 32 */
+} retrlm_encoder_config;
+
+typedef struct retrlm_encoder {
+    retrlm_encoder_config config; /* resolved */
+    int           dim;            /* embedding width: proj_dim, or the model's dim */
+    retrlm_model  side[2];        /* [RETRLM_QUERY], [RETRLM_DOC] */
+    float        *proj[2];        /* (dim, model dim) projections; proj[DOC] == proj[QUERY] when
+                                     shared; NULL without projection */
+    float        *proj_grad[2];   /* their gradients */
+    /* private */
+    float *block_;                /* everything below, one allocation */
+    float *pooled_[2], *raw_[2], *norm_[2], *out_[2], *dpool_[2], *dhid_[2], *draw_[2];
+} retrlm_encoder;
+
+RETRLM_API retrlm_result retrlm_encoder_init(retrlm_encoder *e, const retrlm_encoder_config *cfg);
+RETRLM_API void retrlm_encoder_free(retrlm_encoder *e);
+/* Embeds B token sequences (B, T) of side (RETRLM_QUERY or RETRLM_DOC) into out (B, e->dim);
+   lengths (B) or NULL as in retrlm_model_forward. Keeps what backward needs for that side. */
+RETRLM_API retrlm_result retrlm_encoder_forward(retrlm_encoder *e, int side, const int *tokens,
+                                                int B, int T, const int *lengths, float *out);
+/* Adds to the gradients the effect of dout (B, e->dim) at the last forward's embeddings of
+   side: normalisation, projection, pooling and the transformer. */
+RETRLM_API retrlm_result retrlm_encoder_backward(retrlm_encoder *e, int side, const float *dout);
+RETRLM_API void retrlm_encoder_zero_grad(retrlm_encoder *e);
+/* AdamW groups of every trainable tensor (out has room for 6); returns how many. */
+RETRLM_API int retrlm_encoder_param_groups(const retrlm_encoder *e, float lr, float weight_decay,
+                                           retrlm_adamw_group out[6]);
+/* Embeds n texts (lens (n) or NULL for NUL-terminated) on side with tok into out (n, e->dim),
+   batch after batch; the operation to call again whenever the weights change (re-indexing).
+   progress: stage "encode", done/total in texts; may cancel (RETRLM_ERR_CANCELLED). */
+RETRLM_API retrlm_result retrlm_encoder_encode_texts(retrlm_encoder *e,
+                                                     const retrlm_tokenizer *tok, int side,
+                                                     const char *const *texts,
+                                                     const size_t *lens, size_t n, float *out,
+                                                     retrlm_progress_fn progress, void *user);
+/* Files: container kind "encoder" (sections enc_config, q.*, d.* when separate, proj.q,
+   proj.d). Weights only. */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_encoder_save(const retrlm_encoder *e, const char *path);
+RETRLM_API retrlm_result retrlm_encoder_load(retrlm_encoder *e, const char *path);
+#endif
+RETRLM_API retrlm_result retrlm_encoder_save_memory(const retrlm_encoder *e, void *buf,
+                                                    size_t cap, size_t *size);
+RETRLM_API retrlm_result retrlm_encoder_load_memory(retrlm_encoder *e, const void *buf,
+                                                    size_t size);
+/* ---- retrlm_impl/losses.h ---- */
+/* ---- losses: training objectives over embeddings and distributions ----------------------
+   In-batch contrastive loss (DPR; Contriever's in-batch variant): the scores of nq queries
+   against nd candidate documents are S = Q Dᵀ / temperature (nq, nd); query i's positive is
+   candidate pos[i] and every other candidate is a negative (the other queries' positives, hard
+   negatives). loss = mean over queries of -log softmax(S_i)[pos[i]]. Gradients are those of
+   that mean, ready for retrlm_encoder_backward. */
+
+/* q (nq, dim), d (nd, dim), pos (nq) in [0, nd). dq (nq, dim) and dd (nd, dim) get the
+   gradients (either may be NULL); *loss the mean in nats (may be NULL); *correct (may be NULL)
+   how many queries rank their positive first. ERR_ARG on bad sizes or a NaN score. */
+RETRLM_API retrlm_result retrlm_contrastive_loss(const float *q, int nq, const float *d, int nd,
+                                                 int dim, const int *pos, float temperature,
+                                                 float *loss, float *dq, float *dd,
+                                                 int *correct);
 /* ---- retrlm_impl/datastore.h ---- */
 /* ---- datastore: a corpus cut into retrieval units, with their text, tokens and BM25 index ---
    A unit is what retrieval returns and what retrieval-augmented inference prepends: a passage
@@ -1016,6 +1109,9 @@ typedef struct retrlm_datastore {
     const uint64_t *tok_off;      /* (n_units + 1) offsets of each unit's tokens in tokens */
     const int      *tokens;       /* (tok_off[n_units]) the units' token ids */
     retrlm_bm25     bm25;         /* over the units' text; ids are unit numbers */
+    retrlm_index    dense;        /* after retrlm_datastore_embed: unit embeddings, ids = units */
+    retrlm_encoder *encoder;      /* borrowed by retrlm_datastore_embed: embeds dense queries */
+    const retrlm_tokenizer *encoder_tok; /* borrowed: the encoder's tokenizer */
     /* private */
     int64_t  *doc_b_;             /* stb_ds growth arrays while building, NULL after commit */
     uint64_t *text_off_b_, *tok_off_b_;
@@ -1036,11 +1132,60 @@ RETRLM_API retrlm_result retrlm_datastore_add(retrlm_datastore *ds, const retrlm
                                               int flags);
 /* Freezes the units into flat arrays and builds the BM25 index over their text. */
 RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds);
-/* The k best units for query (len bytes) by BM25, skipping units of document exclude_doc
-   (RETRLM_NO_DOC: none): units (k), scores (k) or NULL, *n_found (<= k). */
+/* retrlm_datastore_retrieve by BM25. */
 RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, const char *query,
                                                  size_t len, int k, int64_t exclude_doc,
                                                  int *units, float *scores, int *n_found);
+/* Dense retrieval: embeds every unit's text with the document side of enc (tokenised with
+   enc_tok) into ds->dense; index_config NULL means flat f32, else its nlist / storage / ... are
+   used (dim and metric are set here: inner product); IVF and SQ8 train on the embeddings.
+   Calling it again (new weights: re-indexing, as strategies 2-4 do every T steps) rebuilds the
+   index. enc and enc_tok stay borrowed for dense queries; a dense query runs the encoder, so
+   dense retrieval from one datastore must not run on two threads at once. The dense index is
+   not part of retrlm_datastore_save: save it with retrlm_index_save. progress: "encode", then
+   the index's stages. */
+RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_encoder *enc,
+                                                const retrlm_tokenizer *enc_tok,
+                                                const retrlm_index_config *index_config,
+                                                retrlm_progress_fn progress, void *user);
+
+/* How retrlm_datastore_retrieve ranks units:
+     RETRLM_RETRIEVE_BM25     lexical (the default)
+     RETRLM_RETRIEVE_DENSE    inner product of encoder embeddings (needs retrlm_datastore_embed)
+     RETRLM_RETRIEVE_RRF      reciprocal-rank fusion of both: sum over lists of 1 / (rrf_k + rank)
+     RETRLM_RETRIEVE_LINEAR   weight * dense + (1 - weight) * BM25, each min-max normalised over
+                              its top `depth` (a unit missing from a list scores 0 there) */
+typedef enum retrlm_retrieve_mode {
+    RETRLM_RETRIEVE_BM25 = 0,
+    RETRLM_RETRIEVE_DENSE,
+    RETRLM_RETRIEVE_RRF,
+    RETRLM_RETRIEVE_LINEAR
+} retrlm_retrieve_mode;
+
+typedef struct retrlm_retrieve_params {
+    retrlm_retrieve_mode mode;
+    int   depth;  /* hybrid: candidates taken from each list; default 100 (at least k) */
+    int   rrf_k;  /* RRF constant; default 60 (Cormack et al., 2009) */
+    float weight; /* LINEAR: weight of the dense score in [0, 1]; default 0.5 */
+    int   nprobe; /* dense IVF: lists to scan, 0: the index's nprobe */
+} retrlm_retrieve_params;
+
+/* Fuses two ranked lists, a (na ids best first, scores) and b, the way mode says (RRF or
+   LINEAR, with a as the BM25 list for weight) into the k best: out_ids (k), out_scores (k) or
+   NULL, ties by ascending id; returns how many were written. ERR-free: mode BM25 copies a,
+   DENSE copies b. */
+RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids,
+                           const float *a_scores, int na, const int64_t *b_ids,
+                           const float *b_scores, int nb, int k, int64_t *out_ids,
+                           float *out_scores);
+
+/* The k best units for query (len bytes) ranked as params says (NULL: BM25), skipping units of
+   document exclude_doc (RETRLM_NO_DOC: none): units (k), scores (k) or NULL, *n_found (<= k). */
+RETRLM_API retrlm_result retrlm_datastore_retrieve(const retrlm_datastore *ds,
+                                                   const retrlm_retrieve_params *params,
+                                                   const char *query, size_t len, int k,
+                                                   int64_t exclude_doc, int *units,
+                                                   float *scores, int *n_found);
 /* Unit u's text (*len bytes, not NUL-terminated) and tokens (*n_tokens); borrowed from ds. */
 RETRLM_API const char *retrlm_datastore_text(const retrlm_datastore *ds, int u, size_t *len);
 RETRLM_API const int  *retrlm_datastore_tokens(const retrlm_datastore *ds, int u, int *n_tokens);
@@ -1104,6 +1249,7 @@ typedef struct retrlm_ralm_config {
     int   unit_tokens;     /* tokens of a unit used at most; default the datastore's chunk size */
     int   context_tokens;  /* tokens of the text's own prefix; default what max_seq_len leaves */
     int   exclude;         /* 1: never retrieve units of document exclude_doc (leakage control) */
+    const retrlm_retrieve_params *retrieve; /* how units are ranked; NULL: BM25 */
     /* kNN-LM on top of any mode: p = lambda p_kNN + (1 - lambda) p, in log space, with
        p_kNN(y) = sum over the knn_k nearest keys with value y of softmax(-distance / knn_temperature) */
     const retrlm_knnlm *knnlm; /* NULL: no kNN-LM */
@@ -1123,6 +1269,74 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
                                                    size_t n, size_t n_bytes,
                                                    const retrlm_ralm_config *cfg, double *bpb,
                                                    float *token_nats);
+/* ---- retrlm_impl/train.h ---- */
+/* ---- train: the training strategies --------------------------------------------------------
+   Strategy 1 (independent training), the retriever side: a bi-encoder trained on its own,
+     DPR        (Karpukhin et al., 2020) supervised: each query's positive, the other queries'
+                positives and one hard negative per query (a BM25 result that is not relevant)
+                are the candidates; softmax cross-entropy over dot products (temperature 1)
+     Contriever (Izacard et al., 2022) unsupervised: two independent random crops of one
+                document, each with random token deletion, are a positive pair; the other
+                documents' crops in the batch are the negatives; temperature 0.05
+   Both run forward, loss (retrlm_contrastive_loss), backward through both encoder sides and an
+   AdamW update a step, and give the same results for any number of threads. Texts come
+   tokenised, as CSR arrays: text i is ids[off[i] .. off[i+1]) (retrlm_tokenizer_encode_batch
+   writes exactly that), cut to the side's max tokens. */
+
+typedef struct retrlm_token_texts {
+    const int    *ids; /* all texts' token ids, concatenated */
+    const size_t *off; /* (n + 1) where each text starts */
+    size_t        n;   /* texts */
+} retrlm_token_texts;
+
+typedef struct retrlm_retriever_train_state {
+    int64_t    step;      /* steps done */
+    retrlm_rng rng;       /* batch sampling, crops, deletions */
+    float      last_loss; /* mean contrastive loss of the last step (nats) */
+    float      last_acc;  /* fraction of the last step's queries that ranked their positive first */
+} retrlm_retriever_train_state;
+RETRLM_API void retrlm_retriever_train_state_init(retrlm_retriever_train_state *s, uint64_t seed);
+
+typedef struct retrlm_dpr_config {
+    retrlm_token_texts queries;  /* query texts */
+    retrlm_token_texts docs;     /* document texts */
+    const int *pair_query;       /* (n_pairs) a training pair: query index ... */
+    const int *pair_doc;         /* (n_pairs) ... and its relevant document's index */
+    const int *hard_negative;    /* (n_pairs) a non-relevant document per pair, -1 for none; or NULL */
+    size_t     n_pairs;
+    int        batch;            /* pairs a step, default the encoder's max_batch (at most it) */
+    float      temperature;      /* scores are dot products / temperature; default 1 */
+    int64_t    steps;            /* train until state->step == steps */
+    float     *losses;           /* (steps) or NULL: the loss of each step */
+    retrlm_progress_fn progress; /* stage "dpr" after every step; may cancel */
+    void      *user;
+} retrlm_dpr_config;
+
+/* A step draws batch pairs at random whose documents are all different; a hard negative that
+   is some pair's positive in the batch (or another's hard negative) is dropped, so no
+   candidate appears twice. */
+RETRLM_API retrlm_result retrlm_dpr_train(retrlm_encoder *e, retrlm_adamw *opt,
+                                          const retrlm_dpr_config *cfg,
+                                          retrlm_retriever_train_state *state);
+
+typedef struct retrlm_contriever_config {
+    retrlm_token_texts docs;     /* the unlabelled corpus */
+    int        batch;            /* documents a step, default the encoder's max_batch (at most it) */
+    float      temperature;      /* default 0.05 */
+    float      crop_min;         /* a crop keeps a fraction in [crop_min, crop_max] of the      */
+    float      crop_max;         /* document's tokens, default 0.1 and 0.5 (Contriever's r)   */
+    float      delete_prob;      /* each token of a crop is deleted with this probability, default 0.1; < 0: none */
+    int64_t    steps;
+    float     *losses;           /* (steps) or NULL */
+    retrlm_progress_fn progress; /* stage "contriever" after every step; may cancel */
+    void      *user;
+} retrlm_contriever_config;
+
+/* The first crop goes through the query side, the second through the document side (one
+   encoder when shared). Documents shorter than 2 tokens are never drawn. */
+RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw *opt,
+                                                 const retrlm_contriever_config *cfg,
+                                                 retrlm_retriever_train_state *state);
 /* ---- retrlm_impl/eval.h ---- */
 /* ---- eval: retrieval metrics against graded relevance judgments ---------------------------
    A judgment (qrel) says document docid has grade g for query qid (TREC qrels without the
@@ -9722,7 +9936,7 @@ static size_t retrlm__acts_size(const retrlm_model_config *c) {
     return 2 * (size_t)c->max_seq_len * (size_t)(c->dim / c->n_heads / 2) +
            (size_t)(c->n_layers + 1) * nm * (size_t)c->dim +
            (size_t)c->n_layers * retrlm__layer_stride(c) + nm * (size_t)c->dim + 2 * nm +
-           nm * (size_t)c->vocab_size;
+           (c->no_logits ? 0 : nm * (size_t)c->vocab_size);
 }
 
 static size_t retrlm__work_layout(const retrlm_model_config *c, float *base, retrlm__work *w) {
@@ -9790,6 +10004,7 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
     if (c->init_std == 0.0f) c->init_std = 0.02f;
     c->untied = c->untied != 0;
     c->bidirectional = c->bidirectional != 0;
+    c->no_logits = c->no_logits != 0;
     if (c->vocab_size < 1 || c->vocab_size > RETRLM__MAX_DIM || c->dim < 2 ||
         c->dim > RETRLM__MAX_DIM || c->n_layers < 1 || c->n_layers > 65536 || c->n_heads < 1 ||
         c->dim % c->n_heads || (c->dim / c->n_heads) % 2 || c->ffn_dim < 1 ||
@@ -9832,8 +10047,10 @@ RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_te
 
 RETRLM_API void retrlm_model_free(retrlm_model *m) {
     if (!m) return;
-    RETRLM_FREE(m->params);
-    RETRLM_FREE(m->grads);
+    if (!m->view_) {
+        RETRLM_FREE(m->params);
+        RETRLM_FREE(m->grads);
+    }
     RETRLM_FREE(m->acts_);
     RETRLM_FREE(m->work_);
     RETRLM_FREE(m->tokens_);
@@ -9842,8 +10059,10 @@ RETRLM_API void retrlm_model_free(retrlm_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-// allocates everything for a resolved config; weights left zero
-static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg) {
+// allocates everything for a config (weights left zero), or only the activations when the
+// parameters and gradients are src's
+static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
+                                         const retrlm_model *src) {
     retrlm_model_config c = *cfg;
     retrlm_result r;
     size_t off = 0, nwork;
@@ -9857,8 +10076,15 @@ static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_con
         off += m->tensor_size[t];
     }
     m->n_params = off;
-    m->params = (float *)retrlm__calloc(m->n_params, sizeof(float));
-    m->grads = (float *)retrlm__calloc(m->n_params, sizeof(float));
+    if (src) {
+        RETRLM_ASSERT(src->n_params == off);
+        m->view_ = 1;
+        m->params = src->params;
+        m->grads = src->grads;
+    } else {
+        m->params = (float *)retrlm__calloc(m->n_params, sizeof(float));
+        m->grads = (float *)retrlm__calloc(m->n_params, sizeof(float));
+    }
     m->n_acts_ = retrlm__acts_size(&c);
     m->acts_ = (float *)retrlm__calloc(m->n_acts_, sizeof(float));
     nwork = retrlm__work_layout(&c, NULL, NULL);
@@ -9896,7 +10122,7 @@ RETRLM_API retrlm_result retrlm_model_init(retrlm_model *m, const retrlm_model_c
     size_t i;
     int t;
     RETRLM_ASSERT(m && cfg);
-    if ((r = retrlm__model_alloc(m, cfg)) != RETRLM_OK) return r;
+    if ((r = retrlm__model_alloc(m, cfg, NULL)) != RETRLM_OK) return r;
     retrlm_rng_seed(&rng, m->config.seed);
     for (t = 0; t < RETRLM_T_COUNT; t++) {
         float std = m->config.init_std, *p = m->param[t];
@@ -9909,6 +10135,17 @@ RETRLM_API retrlm_result retrlm_model_init(retrlm_model *m, const retrlm_model_c
         for (i = 0; i < m->tensor_size[t]; i++) p[i] = std * retrlm_rng_normal(&rng);
     }
     return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_model_init_view(retrlm_model *m, const retrlm_model *src,
+                                                const retrlm_model_config *over) {
+    retrlm_model_config c;
+    RETRLM_ASSERT(m && src && src->params);
+    c = src->config;
+    if (over && over->max_batch > 0) c.max_batch = over->max_batch;
+    if (over && over->max_seq_len > 0) c.max_seq_len = over->max_seq_len;
+    if (over) c.no_logits = over->no_logits;
+    return retrlm__model_alloc(m, &c, src);
 }
 
 RETRLM_API void retrlm_model_zero_grad(retrlm_model *m) {
@@ -10181,7 +10418,7 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
     }
     retrlm__rmsnorm_forward(retrlm__lnf(m), retrlm__rstdf(m), retrlm__resid(m, c->n_layers),
                             m->param[RETRLM_T_FINAL_NORM], N, D, c->norm_eps);
-    if (!(flags & RETRLM_FORWARD_NO_LOGITS)) {
+    if (!(flags & RETRLM_FORWARD_NO_LOGITS) && !c->no_logits) {
         const float *wout = c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED];
         if ((r = retrlm_matmul(retrlm__logits(m), retrlm__lnf(m), wout, NULL, N, V, D, 0))) return r;
         m->logits = retrlm__logits(m);
@@ -10612,21 +10849,38 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
 #define RETRLM__CKPT_KIND "model"
 #define RETRLM__CKPT_NCFG 9
 
-static retrlm_result retrlm__ckpt_writer(const retrlm_model *m, const retrlm_adamw *opt,
-                                         const retrlm_lm_train_state *st, retrlm_writer *w) {
+// section name prefix + name, for files holding more than one model (an encoder's two sides)
+static const char *retrlm__ckpt_name(char *buf, const char *prefix, const char *name) {
+    snprintf(buf, RETRLM_IO_NAME_MAX + 1, "%s%s", prefix, name);
+    return buf;
+}
+
+// adds m's config and weights to w as sections prefix + "config", "config_f", "params"
+static retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer *w,
+                                            const char *prefix) {
     const retrlm_model_config *c = &m->config;
     int32_t ci[RETRLM__CKPT_NCFG];
     float cf[3];
+    char name[RETRLM_IO_NAME_MAX + 1];
     retrlm_result r;
     ci[0] = c->vocab_size; ci[1] = c->dim; ci[2] = c->n_layers; ci[3] = c->n_heads;
     ci[4] = c->ffn_dim; ci[5] = c->max_seq_len; ci[6] = c->max_batch; ci[7] = c->untied;
     ci[8] = c->bidirectional;
     cf[0] = c->rope_theta; cf[1] = c->norm_eps; cf[2] = c->init_std;
-    if ((r = retrlm_writer_init(w, RETRLM__CKPT_KIND))) return r;
-    if ((r = retrlm_writer_add_copy(w, "config", RETRLM_DTYPE_I32, ci, RETRLM__CKPT_NCFG)) ||
-        (r = retrlm_writer_add_copy(w, "config_f", RETRLM_DTYPE_F32, cf, 3)) ||
-        (r = retrlm_writer_add(w, "params", RETRLM_DTYPE_F32, m->params, m->n_params)))
+    if ((r = retrlm_writer_add_copy(w, retrlm__ckpt_name(name, prefix, "config"), RETRLM_DTYPE_I32,
+                                    ci, RETRLM__CKPT_NCFG)) ||
+        (r = retrlm_writer_add_copy(w, retrlm__ckpt_name(name, prefix, "config_f"),
+                                    RETRLM_DTYPE_F32, cf, 3)))
         return r;
+    return retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
+                             m->params, m->n_params);
+}
+
+static retrlm_result retrlm__ckpt_writer(const retrlm_model *m, const retrlm_adamw *opt,
+                                         const retrlm_lm_train_state *st, retrlm_writer *w) {
+    retrlm_result r;
+    if ((r = retrlm_writer_init(w, RETRLM__CKPT_KIND))) return r;
+    if ((r = retrlm__ckpt_add_model(m, w, ""))) return r;
     if (opt) {
         int64_t s = opt->step;
         if (opt->n != m->n_params)
@@ -10661,14 +10915,17 @@ RETRLM_API retrlm_result retrlm_model_save_memory(const retrlm_model *m, const r
 }
 
 static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
-                                       const retrlm_model_config *over) {
+                                       const retrlm_model_config *over, const char *prefix) {
     int32_t ci[RETRLM__CKPT_NCFG];
     float cf[3];
+    char name[RETRLM_IO_NAME_MAX + 1];
     retrlm_model_config c;
     retrlm_result r;
     memset(m, 0, sizeof *m);
-    if ((r = retrlm_reader_read(rd, "config", RETRLM_DTYPE_I32, ci, RETRLM__CKPT_NCFG)) ||
-        (r = retrlm_reader_read(rd, "config_f", RETRLM_DTYPE_F32, cf, 3)))
+    if ((r = retrlm_reader_read(rd, retrlm__ckpt_name(name, prefix, "config"), RETRLM_DTYPE_I32,
+                                ci, RETRLM__CKPT_NCFG)) ||
+        (r = retrlm_reader_read(rd, retrlm__ckpt_name(name, prefix, "config_f"), RETRLM_DTYPE_F32,
+                                cf, 3)))
         return r;
     memset(&c, 0, sizeof c);
     c.vocab_size = ci[0]; c.dim = ci[1]; c.n_layers = ci[2]; c.n_heads = ci[3];
@@ -10693,11 +10950,14 @@ static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
         if ((r = retrlm__resolve_config(&c2))) return r == RETRLM_ERR_ARG ? RETRLM_ERR_FORMAT : r;
         retrlm__tensor_sizes(&c2, sz);
         for (t = 0; t < RETRLM_T_COUNT; t++) tot += sz[t];
-        if ((r = retrlm_reader_get(rd, "params", RETRLM_DTYPE_F32, &p, &n))) return r;
+        if ((r = retrlm_reader_get(rd, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
+                                   &p, &n)))
+            return r;
         if (n != tot)
             return retrlm__fail(RETRLM_ERR_FORMAT, "model: 'params' holds %lu floats, the config "
                                 "needs %lu", (unsigned long)n, (unsigned long)tot);
-        if ((r = retrlm__model_alloc(m, &c))) return r;
+        if (over) c.no_logits = over->no_logits;
+        if ((r = retrlm__model_alloc(m, &c, NULL))) return r;
         if (n) memcpy(m->params, p, n * sizeof(float));
     }
     return RETRLM_OK;
@@ -10709,7 +10969,7 @@ RETRLM_API retrlm_result retrlm_model_load_memory(retrlm_model *m, const void *b
     retrlm_result r = retrlm_reader_open_memory(&rd, buf, size, RETRLM__CKPT_KIND, 0);
     memset(m, 0, sizeof *m);
     if (r) return r;
-    r = retrlm__ckpt_load(m, &rd, over);
+    r = retrlm__ckpt_load(m, &rd, over, "");
     retrlm_reader_close(&rd);
     return r;
 }
@@ -10781,7 +11041,7 @@ RETRLM_API retrlm_result retrlm_model_load(retrlm_model *m, const char *path,
     retrlm_result r = retrlm_reader_open(&rd, path, RETRLM__CKPT_KIND, 0);
     memset(m, 0, sizeof *m);
     if (r) return r;
-    r = retrlm__ckpt_load(m, &rd, over);
+    r = retrlm__ckpt_load(m, &rd, over, "");
     retrlm_reader_close(&rd);
     return r;
 }
@@ -11421,7 +11681,7 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, c
                              "missing", (unsigned long)i);
             goto done;
         }
-    if ((r = retrlm__model_alloc(m, &c)) != RETRLM_OK) goto done;
+    if ((r = retrlm__model_alloc(m, &c, NULL)) != RETRLM_OK) goto done;
     for (i = 0; i < ne; i++) {
         retrlm__st_entry *x = &ents[i];
         const unsigned char *src;
@@ -11502,6 +11762,444 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors(retrlm_model *m, const ch
     return r;
 }
 #endif
+
+// ---------------------------------------------------------------------------------------------
+// bi-encoder
+
+#define RETRLM__ENC_KIND "encoder"
+#define RETRLM__ENC_NCFG 6
+
+// per-side scratch: pooled, raw (before normalisation), norm, out, dpool, draw, dhidden
+static retrlm_result retrlm__encoder_alloc(retrlm_encoder *e) {
+    const int D = e->side[0].config.dim, P = e->dim;
+    size_t nproj = e->config.proj_dim ? (size_t)P * D : 0, total, off = 0;
+    size_t nb[2], nt[2];
+    int s;
+    for (s = 0; s < 2; s++) {
+        nb[s] = (size_t)e->side[s].config.max_batch;
+        nt[s] = nb[s] * (size_t)e->side[s].config.max_seq_len;
+    }
+    total = 2 * 2 * nproj;
+    for (s = 0; s < 2; s++)
+        total += nb[s] * (2 * (size_t)D + 2 * (size_t)P + (size_t)RETRLM__MAX(P, D) + 1) +
+                 nt[s] * D;
+    e->block_ = (float *)retrlm__calloc(total, sizeof(float));
+    if (!e->block_)
+        return retrlm__fail(RETRLM_ERR_NOMEM, "encoder: no memory for %lu floats of scratch",
+                            (unsigned long)total);
+    for (s = 0; s < 2; s++) {
+        if (nproj && (s == 0 || e->config.separate)) {
+            e->proj[s] = e->block_ + off, off += nproj;
+            e->proj_grad[s] = e->block_ + off, off += nproj;
+        } else if (nproj) {
+            e->proj[s] = e->proj[0];
+            e->proj_grad[s] = e->proj_grad[0];
+        }
+    }
+    off = 4 * nproj;
+    for (s = 0; s < 2; s++) {
+        e->pooled_[s] = e->block_ + off, off += nb[s] * D;
+        e->dpool_[s] = e->block_ + off, off += nb[s] * D;
+        e->raw_[s] = e->block_ + off, off += nb[s] * P;
+        e->out_[s] = e->block_ + off, off += nb[s] * P;
+        e->draw_[s] = e->block_ + off, off += nb[s] * RETRLM__MAX(P, D);
+        e->norm_[s] = e->block_ + off, off += nb[s];
+        e->dhid_[s] = e->block_ + off, off += nt[s] * D;
+    }
+    RETRLM_ASSERT(off <= total);
+    return RETRLM_OK;
+}
+
+static retrlm_result retrlm__encoder_resolve(retrlm_encoder_config *c) {
+    if (!c->max_query_tokens) c->max_query_tokens = 32;
+    if (!c->max_doc_tokens) c->max_doc_tokens = 128;
+    if (!c->max_batch) c->max_batch = 32;
+    c->separate = c->separate != 0;
+    c->normalize = c->normalize != 0;
+    if (c->max_query_tokens < 1 || c->max_doc_tokens < 1 || c->max_batch < 1 ||
+        c->max_batch > RETRLM__MAX_DIM / 2 || c->proj_dim < 0 || c->proj_dim > RETRLM__MAX_DIM)
+        return retrlm__fail(RETRLM_ERR_ARG, "encoder: max_query_tokens %d, max_doc_tokens %d, "
+                            "max_batch %d and proj_dim %d must be positive (proj_dim may be 0)",
+                            c->max_query_tokens, c->max_doc_tokens, c->max_batch, c->proj_dim);
+    return RETRLM_OK;
+}
+
+// the document side: its own model (separate), or a view of the query side
+static retrlm_result retrlm__encoder_doc_side(retrlm_encoder *e, const retrlm_model_config *mc) {
+    retrlm_model_config dc = *mc;
+    dc.max_seq_len = e->config.max_doc_tokens;
+    dc.max_batch = 2 * e->config.max_batch;
+    dc.no_logits = 1;
+    dc.bidirectional = 1;
+    if (e->config.separate) {
+        dc.seed = mc->seed + 1;
+        return retrlm_model_init(&e->side[RETRLM_DOC], &dc);
+    }
+    return retrlm_model_init_view(&e->side[RETRLM_DOC], &e->side[RETRLM_QUERY], &dc);
+}
+
+RETRLM_API retrlm_result retrlm_encoder_init(retrlm_encoder *e, const retrlm_encoder_config *cfg) {
+    retrlm_model_config qc;
+    retrlm_result r;
+    retrlm_rng rng;
+    size_t i, np;
+    RETRLM_ASSERT(e && cfg);
+    memset(e, 0, sizeof *e);
+    e->config = *cfg;
+    if ((r = retrlm__encoder_resolve(&e->config))) return r;
+    qc = cfg->model;
+    qc.bidirectional = 1;
+    qc.no_logits = 1;
+    qc.max_seq_len = e->config.max_query_tokens;
+    qc.max_batch = e->config.max_batch;
+    if ((r = retrlm_model_init(&e->side[RETRLM_QUERY], &qc)) ||
+        (r = retrlm__encoder_doc_side(e, &qc))) {
+        retrlm_encoder_free(e);
+        return r;
+    }
+    e->config.model = e->side[RETRLM_QUERY].config;
+    e->dim = e->config.proj_dim ? e->config.proj_dim : e->config.model.dim;
+    if ((r = retrlm__encoder_alloc(e))) {
+        retrlm_encoder_free(e);
+        return r;
+    }
+    // projections: normal(0, 1/sqrt(dim)), so that they keep the scale of the pooled vector
+    retrlm_rng_seed(&rng, e->config.model.seed ^ 0x70726f6aULL);
+    np = (size_t)e->dim * e->config.model.dim;
+    if (e->config.proj_dim)
+        for (i = 0; i < np; i++) {
+            e->proj[0][i] = retrlm_rng_normal(&rng) / (float)sqrt((double)e->config.model.dim);
+            if (e->config.separate) e->proj[1][i] = e->proj[0][i];
+        }
+    return RETRLM_OK;
+}
+
+RETRLM_API void retrlm_encoder_free(retrlm_encoder *e) {
+    if (!e) return;
+    retrlm_model_free(&e->side[RETRLM_DOC]); // a view goes before the model it borrows from
+    retrlm_model_free(&e->side[RETRLM_QUERY]);
+    RETRLM_FREE(e->block_);
+    memset(e, 0, sizeof *e);
+}
+
+RETRLM_API retrlm_result retrlm_encoder_forward(retrlm_encoder *e, int side, const int *tokens,
+                                                int B, int T, const int *lengths, float *out) {
+    retrlm_model *m;
+    const int D = e->config.model.dim, P = e->dim;
+    retrlm_result r;
+    int b;
+    RETRLM_ASSERT(e && (side == RETRLM_QUERY || side == RETRLM_DOC) && out);
+    m = &e->side[side];
+    if ((r = retrlm_model_forward(m, tokens, B, T, lengths, RETRLM_FORWARD_NO_LOGITS))) return r;
+    retrlm_model_mean_pool(m, e->pooled_[side]);
+    if (e->config.proj_dim) {
+        if ((r = retrlm_matmul(e->raw_[side], e->pooled_[side], e->proj[side], NULL, B, P, D, 0)))
+            return r;
+    } else
+        memcpy(e->raw_[side], e->pooled_[side], (size_t)B * D * sizeof(float));
+    for (b = 0; b < B; b++) {
+        const float *x = e->raw_[side] + (size_t)b * P;
+        float *y = e->out_[side] + (size_t)b * P, inv = 1.0f;
+        int i;
+        if (e->config.normalize) {
+            double ss = 0.0;
+            for (i = 0; i < P; i++) ss += (double)x[i] * x[i];
+            e->norm_[side][b] = (float)sqrt(ss > 1e-24 ? ss : 1e-24);
+            inv = 1.0f / e->norm_[side][b];
+        }
+        for (i = 0; i < P; i++) y[i] = x[i] * inv;
+    }
+    memcpy(out, e->out_[side], (size_t)B * P * sizeof(float));
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_encoder_backward(retrlm_encoder *e, int side, const float *dout) {
+    retrlm_model *m;
+    retrlm_model_grad_in g;
+    const int D = e->config.model.dim, P = e->dim;
+    float *draw;
+    retrlm_result r;
+    int b, B;
+    RETRLM_ASSERT(e && (side == RETRLM_QUERY || side == RETRLM_DOC) && dout);
+    m = &e->side[side];
+    B = m->B;
+    RETRLM_ASSERT(B > 0);
+    // d raw = (dout - y (y . dout)) / |raw| through the normalisation, y = raw / |raw|
+    draw = e->draw_[side];
+    for (b = 0; b < B; b++) {
+        const float *go = dout + (size_t)b * P, *y = e->out_[side] + (size_t)b * P;
+        float *gr = draw + (size_t)b * P;
+        int i;
+        if (e->config.normalize) {
+            double dot = 0.0;
+            float inv = 1.0f / e->norm_[side][b];
+            for (i = 0; i < P; i++) dot += (double)y[i] * go[i];
+            for (i = 0; i < P; i++) gr[i] = (go[i] - y[i] * (float)dot) * inv;
+        } else
+            memcpy(gr, go, (size_t)P * sizeof(float));
+    }
+    if (e->config.proj_dim) {
+        // d proj (P, D) += drawᵀ · pooled; d pooled (B, D) = draw · proj
+        if ((r = retrlm_matmul(e->proj_grad[side], draw, e->pooled_[side], NULL, P, D, B,
+                               RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)) ||
+            (r = retrlm_matmul(e->dpool_[side], draw, e->proj[side], NULL, B, D, P,
+                               RETRLM_MATMUL_B_KN)))
+            return r;
+    } else
+        memcpy(e->dpool_[side], draw, (size_t)B * D * sizeof(float));
+    retrlm_model_mean_pool_backward(m, e->dpool_[side], e->dhid_[side]);
+    memset(&g, 0, sizeof g);
+    g.dhidden = e->dhid_[side];
+    return retrlm_model_backward(m, &g);
+}
+
+RETRLM_API void retrlm_encoder_zero_grad(retrlm_encoder *e) {
+    retrlm_model_zero_grad(&e->side[RETRLM_QUERY]);
+    if (e->config.separate) retrlm_model_zero_grad(&e->side[RETRLM_DOC]);
+    if (e->config.proj_dim) {
+        size_t np = (size_t)e->dim * e->config.model.dim;
+        memset(e->proj_grad[0], 0, np * sizeof(float));
+        if (e->config.separate) memset(e->proj_grad[1], 0, np * sizeof(float));
+    }
+}
+
+RETRLM_API int retrlm_encoder_param_groups(const retrlm_encoder *e, float lr, float weight_decay,
+                                           retrlm_adamw_group out[6]) {
+    int n = retrlm_model_param_groups(&e->side[RETRLM_QUERY], lr, weight_decay, out);
+    if (e->config.separate) n += retrlm_model_param_groups(&e->side[RETRLM_DOC], lr, weight_decay,
+                                                           out + n);
+    if (e->config.proj_dim) {
+        out[n].params = e->proj[0];
+        out[n].grads = e->proj_grad[0];
+        out[n].n = (size_t)e->dim * e->config.model.dim;
+        out[n].lr = lr;
+        out[n].weight_decay = weight_decay;
+        n++;
+        if (e->config.separate) {
+            out[n] = out[n - 1];
+            out[n].params = e->proj[1];
+            out[n].grads = e->proj_grad[1];
+            n++;
+        }
+    }
+    return n;
+}
+
+// n rows of token ids written stride apart, row i valid for len[i] tokens: moves them to be T
+// apart (T = the longest), pads with token 0 and returns T
+static int retrlm__compact_rows(int *ids, const int *len, int n, int stride) {
+    int i, t, T = 1;
+    for (i = 0; i < n; i++) T = RETRLM__MAX(T, len[i]);
+    for (i = 0; i < n; i++) {
+        if (i) memmove(ids + (size_t)i * T, ids + (size_t)i * stride, (size_t)len[i] * sizeof(int));
+        for (t = len[i]; t < T; t++) ids[(size_t)i * T + t] = 0;
+    }
+    return T;
+}
+
+RETRLM_API retrlm_result retrlm_encoder_encode_texts(retrlm_encoder *e,
+                                                     const retrlm_tokenizer *tok, int side,
+                                                     const char *const *texts,
+                                                     const size_t *lens, size_t n, float *out,
+                                                     retrlm_progress_fn progress, void *user) {
+    retrlm_model *m;
+    int *ids = NULL, *len = NULL, maxb, maxt;
+    retrlm_result r = RETRLM_OK;
+    size_t i0;
+    RETRLM_ASSERT(e && tok && (side == RETRLM_QUERY || side == RETRLM_DOC) && (texts || !n));
+    m = &e->side[side];
+    maxb = m->config.max_batch;
+    maxt = m->config.max_seq_len;
+    ids = (int *)retrlm__alloc((size_t)maxb * maxt, sizeof(int));
+    len = (int *)retrlm__alloc((size_t)maxb, sizeof(int));
+    if (!ids || !len) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "encoder: no memory for a batch of %d x %d", maxb, maxt);
+        goto done;
+    }
+    for (i0 = 0; i0 < n; i0 += (size_t)maxb) {
+        int B = (int)RETRLM__MIN((size_t)maxb, n - i0), T, b;
+        for (b = 0; b < B; b++) {
+            const char *t = texts[i0 + b];
+            size_t got = 0, l = lens ? lens[i0 + b] : (t ? strlen(t) : 0);
+            int *row = ids + (size_t)b * maxt;
+            r = retrlm_tokenizer_encode(tok, t ? t : "", l, 0, row, (size_t)maxt, &got);
+            if (r != RETRLM_OK && r != RETRLM_ERR_RANGE) goto done; // RANGE: cut to maxt
+            r = RETRLM_OK;
+            len[b] = (int)RETRLM__MIN(got, (size_t)maxt);
+            if (len[b] == 0) row[0] = 0, len[b] = 1;
+        }
+        T = retrlm__compact_rows(ids, len, B, maxt);
+        if ((r = retrlm_encoder_forward(e, side, ids, B, T, len, out + i0 * (size_t)e->dim))) goto done;
+        if (progress && progress(user, "encode", (double)(i0 + B), (double)n)) {
+            r = retrlm__fail(RETRLM_ERR_CANCELLED, "encoder: cancelled after %lu texts",
+                             (unsigned long)(i0 + B));
+            goto done;
+        }
+    }
+done:
+    RETRLM_FREE(ids);
+    RETRLM_FREE(len);
+    return r;
+}
+
+static retrlm_result retrlm__encoder_writer(const retrlm_encoder *e, retrlm_writer *w) {
+    int32_t ci[RETRLM__ENC_NCFG];
+    size_t np = e->config.proj_dim ? (size_t)e->dim * e->config.model.dim : 0;
+    retrlm_result r;
+    ci[0] = e->config.separate; ci[1] = e->config.proj_dim; ci[2] = e->config.normalize;
+    ci[3] = e->config.max_query_tokens; ci[4] = e->config.max_doc_tokens;
+    ci[5] = e->config.max_batch;
+    if ((r = retrlm_writer_init(w, RETRLM__ENC_KIND)) ||
+        (r = retrlm_writer_add_copy(w, "enc_config", RETRLM_DTYPE_I32, ci, RETRLM__ENC_NCFG)) ||
+        (r = retrlm__ckpt_add_model(&e->side[RETRLM_QUERY], w, "q.")))
+        return r;
+    if (e->config.separate && (r = retrlm__ckpt_add_model(&e->side[RETRLM_DOC], w, "d.")))
+        return r;
+    if (np && ((r = retrlm_writer_add(w, "proj.q", RETRLM_DTYPE_F32, e->proj[0], np)) ||
+               (e->config.separate &&
+                (r = retrlm_writer_add(w, "proj.d", RETRLM_DTYPE_F32, e->proj[1], np)))))
+        return r;
+    return RETRLM_OK;
+}
+
+static retrlm_result retrlm__encoder_read(retrlm_encoder *e, const retrlm_reader *rd) {
+    int32_t ci[RETRLM__ENC_NCFG];
+    retrlm_model_config over;
+    retrlm_result r;
+    size_t np;
+    int s;
+    if ((r = retrlm_reader_read(rd, "enc_config", RETRLM_DTYPE_I32, ci, RETRLM__ENC_NCFG))) return r;
+    if ((ci[0] != 0 && ci[0] != 1) || (ci[2] != 0 && ci[2] != 1) || ci[1] < 0 || ci[3] < 1 ||
+        ci[4] < 1 || ci[5] < 1)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "encoder: bad enc_config %d %d %d %d %d %d", ci[0],
+                            ci[1], ci[2], ci[3], ci[4], ci[5]);
+    e->config.separate = ci[0]; e->config.proj_dim = ci[1]; e->config.normalize = ci[2];
+    e->config.max_query_tokens = ci[3]; e->config.max_doc_tokens = ci[4];
+    e->config.max_batch = ci[5];
+    if ((r = retrlm__encoder_resolve(&e->config))) return RETRLM_ERR_FORMAT;
+    memset(&over, 0, sizeof over);
+    over.no_logits = 1;
+    over.max_seq_len = e->config.max_query_tokens;
+    over.max_batch = e->config.max_batch;
+    if ((r = retrlm__ckpt_load(&e->side[RETRLM_QUERY], rd, &over, "q."))) return r;
+    if (!e->side[RETRLM_QUERY].config.bidirectional)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "encoder: the query model is causal");
+    e->config.model = e->side[RETRLM_QUERY].config;
+    if (e->config.separate) {
+        over.max_seq_len = e->config.max_doc_tokens;
+        over.max_batch = 2 * e->config.max_batch;
+        if ((r = retrlm__ckpt_load(&e->side[RETRLM_DOC], rd, &over, "d."))) return r;
+        if (!e->side[RETRLM_DOC].config.bidirectional ||
+            e->side[RETRLM_DOC].config.dim != e->config.model.dim)
+            return retrlm__fail(RETRLM_ERR_FORMAT, "encoder: the document model is causal or of "
+                                "another width");
+    } else if ((r = retrlm__encoder_doc_side(e, &e->config.model)))
+        return r;
+    e->dim = e->config.proj_dim ? e->config.proj_dim : e->config.model.dim;
+    if ((r = retrlm__encoder_alloc(e))) return r;
+    np = e->config.proj_dim ? (size_t)e->dim * e->config.model.dim : 0;
+    for (s = 0; np && s < 1 + e->config.separate; s++)
+        if ((r = retrlm_reader_read(rd, s ? "proj.d" : "proj.q", RETRLM_DTYPE_F32, e->proj[s], np)))
+            return r;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_encoder_save_memory(const retrlm_encoder *e, void *buf,
+                                                    size_t cap, size_t *size) {
+    retrlm_writer w;
+    retrlm_result r = retrlm__encoder_writer(e, &w);
+    if (!r) r = retrlm_writer_save_memory(&w, buf, cap, size);
+    retrlm_writer_free(&w);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_encoder_load_memory(retrlm_encoder *e, const void *buf,
+                                                    size_t size) {
+    retrlm_reader rd;
+    retrlm_result r;
+    memset(e, 0, sizeof *e);
+    if ((r = retrlm_reader_open_memory(&rd, buf, size, RETRLM__ENC_KIND, 0))) return r;
+    if ((r = retrlm__encoder_read(e, &rd))) retrlm_encoder_free(e);
+    retrlm_reader_close(&rd);
+    return r;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_encoder_save(const retrlm_encoder *e, const char *path) {
+    retrlm_writer w;
+    retrlm_result r = retrlm__encoder_writer(e, &w);
+    if (!r) r = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_encoder_load(retrlm_encoder *e, const char *path) {
+    retrlm_reader rd;
+    retrlm_result r;
+    memset(e, 0, sizeof *e);
+    if ((r = retrlm_reader_open(&rd, path, RETRLM__ENC_KIND, 0))) return r;
+    if ((r = retrlm__encoder_read(e, &rd))) retrlm_encoder_free(e);
+    retrlm_reader_close(&rd);
+    return r;
+}
+#endif
+/* ---- retrlm_impl/losses.c ---- */
+// ---------------------------------------------------------------------------------------------
+// losses
+
+RETRLM_API retrlm_result retrlm_contrastive_loss(const float *q, int nq, const float *d, int nd,
+                                                 int dim, const int *pos, float temperature,
+                                                 float *loss, float *dq, float *dd,
+                                                 int *correct) {
+    float *s;
+    double total = 0.0;
+    int i, j, right = 0;
+    retrlm_result r;
+    RETRLM_ASSERT(q && d && pos);
+    if (nq < 1 || nd < 1 || dim < 1 || !(temperature > 0.0f) ||
+        (size_t)nq * (size_t)nd > ((size_t)1 << 28))
+        return retrlm__fail(RETRLM_ERR_ARG, "contrastive_loss: %d queries x %d candidates of dim "
+                            "%d at temperature %g", nq, nd, dim, (double)temperature);
+    for (i = 0; i < nq; i++)
+        if (pos[i] < 0 || pos[i] >= nd)
+            return retrlm__fail(RETRLM_ERR_ARG, "contrastive_loss: positive %d of query %d is "
+                                "outside [0, %d)", pos[i], i, nd);
+    s = (float *)retrlm__alloc((size_t)nq * nd, sizeof(float));
+    if (!s) return retrlm__fail(RETRLM_ERR_NOMEM, "contrastive_loss: no memory for %d x %d scores",
+                                nq, nd);
+    if ((r = retrlm_matmul(s, q, d, NULL, nq, nd, dim, 0))) {
+        RETRLM_FREE(s);
+        return r;
+    }
+    // row by row: scores -> probabilities -> (p - onehot) / (nq * temperature)
+    for (i = 0; i < nq; i++) {
+        float *row = s + (size_t)i * nd, lse;
+        int best = 0;
+        for (j = 0; j < nd; j++) {
+            row[j] /= temperature;
+            if (row[j] != row[j]) {
+                RETRLM_FREE(s);
+                return retrlm__fail(RETRLM_ERR_ARG, "contrastive_loss: score of query %d and "
+                                    "candidate %d is NaN", i, j);
+            }
+            if (row[j] > row[best]) best = j;
+        }
+        right += best == pos[i];
+        lse = retrlm_logsumexp(row, nd);
+        total += (double)lse - row[pos[i]];
+        for (j = 0; j < nd; j++) row[j] = expf(row[j] - lse) / ((float)nq * temperature);
+        row[pos[i]] -= 1.0f / ((float)nq * temperature);
+    }
+    // dQ (nq, dim) = G · D; dD (nd, dim) = Gᵀ · Q
+    r = RETRLM_OK;
+    if (dq) r = retrlm_matmul(dq, s, d, NULL, nq, dim, nd, RETRLM_MATMUL_B_KN);
+    if (!r && dd)
+        r = retrlm_matmul(dd, s, q, NULL, nd, dim, nq, RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN);
+    RETRLM_FREE(s);
+    if (loss) *loss = (float)(total / nq);
+    if (correct) *correct = right;
+    return r;
+}
 /* ---- retrlm_impl/datastore.c ---- */
 
 RETRLM_API retrlm_result retrlm_datastore_init(retrlm_datastore *ds, const retrlm_datastore_config *cfg) {
@@ -11532,6 +12230,7 @@ RETRLM_API void retrlm_datastore_free(retrlm_datastore *ds) {
     if (!ds) return;
     retrlm__datastore_free_build(ds);
     retrlm_bm25_free(&ds->bm25);
+    retrlm_index_free(&ds->dense);
     if (ds->owned_) RETRLM_FREE(ds->owned_);
     retrlm_reader_close(&ds->reader_);
     memset(ds, 0, sizeof *ds);
@@ -11622,9 +12321,156 @@ RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds) {
     return res;
 }
 
-RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, const char *query,
-                                                 size_t len, int k, int64_t exclude_doc,
-                                                 int *units, float *scores, int *n_found) {
+RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_encoder *enc,
+                                                const retrlm_tokenizer *enc_tok,
+                                                const retrlm_index_config *index_config,
+                                                retrlm_progress_fn progress, void *user) {
+    retrlm_index_config ic;
+    const char **texts = NULL;
+    size_t *lens = NULL;
+    float *emb = NULL;
+    retrlm_result res;
+    int u;
+    RETRLM_ASSERT(ds && enc && enc_tok);
+    if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: embed before commit");
+    retrlm_index_free(&ds->dense);
+    ds->encoder = NULL;
+    ds->encoder_tok = NULL;
+    memset(&ic, 0, sizeof ic);
+    if (index_config) ic = *index_config;
+    ic.dim = enc->dim;
+    ic.metric = RETRLM_METRIC_IP;
+    if (!ic.progress) ic.progress = progress, ic.progress_user = user;
+    texts = (const char **)retrlm__alloc((size_t)ds->n_units + 1, sizeof *texts);
+    lens = (size_t *)retrlm__alloc((size_t)ds->n_units + 1, sizeof *lens);
+    emb = (float *)retrlm__alloc((size_t)ds->n_units + 1, (size_t)enc->dim * sizeof(float));
+    if (!texts || !lens || !emb) {
+        res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to embed %d units", ds->n_units);
+        goto done;
+    }
+    for (u = 0; u < ds->n_units; u++) texts[u] = retrlm_datastore_text(ds, u, &lens[u]);
+    if ((res = retrlm_encoder_encode_texts(enc, enc_tok, RETRLM_DOC, texts, lens,
+                                           (size_t)ds->n_units, emb, progress, user)) ||
+        (res = retrlm_index_init(&ds->dense, &ic)))
+        goto done;
+    if ((ic.nlist > 0 || ic.storage == RETRLM_STORAGE_SQ8) &&
+        (res = retrlm_index_train(&ds->dense, emb, (size_t)ds->n_units, enc->dim)))
+        goto done;
+    if ((res = retrlm_index_add(&ds->dense, emb, (size_t)ds->n_units, enc->dim, NULL))) goto done;
+    ds->encoder = enc;
+    ds->encoder_tok = enc_tok;
+done:
+    if (res) retrlm_index_free(&ds->dense);
+    RETRLM_FREE(texts), RETRLM_FREE(lens), RETRLM_FREE(emb);
+    return res;
+}
+
+// min-max normalisation of a list's scores into [0, 1] (all 1 when they are equal)
+static float retrlm__minmax(const float *s, int n, int i) {
+    float lo = s[n - 1], hi = s[0]; // best first
+    return hi > lo ? (s[i] - lo) / (hi - lo) : 1.0f;
+}
+
+RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids,
+                           const float *a_scores, int na, const int64_t *b_ids,
+                           const float *b_scores, int nb, int k, int64_t *out_ids,
+                           float *out_scores) {
+    retrlm_retrieve_mode mode = p ? p->mode : RETRLM_RETRIEVE_BM25;
+    float w = p && p->weight > 0.0f ? RETRLM__MIN(p->weight, 1.0f) : 0.5f; // 0: the default
+    float rk = p && p->rrf_k > 0 ? (float)p->rrf_k : 60.0f, *sc;
+    int64_t *ids;
+    retrlm_topk h;
+    int i, j, n;
+    if (mode == RETRLM_RETRIEVE_BM25 || mode == RETRLM_RETRIEVE_DENSE) {
+        const int64_t *xi = mode == RETRLM_RETRIEVE_BM25 ? a_ids : b_ids;
+        const float *xs = mode == RETRLM_RETRIEVE_BM25 ? a_scores : b_scores;
+        n = RETRLM__MIN(k, mode == RETRLM_RETRIEVE_BM25 ? na : nb);
+        memcpy(out_ids, xi, (size_t)n * sizeof *out_ids);
+        if (out_scores) memcpy(out_scores, xs, (size_t)n * sizeof *out_scores);
+        return n;
+    }
+    sc = (float *)retrlm__alloc((size_t)k + 1, sizeof *sc);
+    ids = out_ids;
+    if (!sc) return 0;
+    retrlm_topk_init(&h, k, ids, sc);
+    // every id of a, then the ids of b not in a
+    for (i = 0; i < na + nb; i++) {
+        int64_t id = i < na ? a_ids[i] : b_ids[i - na];
+        int ia = i < na ? i : -1, ib = -1;
+        float f;
+        if (i >= na) {
+            for (j = 0; j < na && a_ids[j] != id; j++) {}
+            if (j < na) continue;
+            ib = i - na;
+        } else
+            for (j = 0; j < nb; j++)
+                if (b_ids[j] == id) { ib = j; break; }
+        if (mode == RETRLM_RETRIEVE_RRF)
+            f = (ia >= 0 ? 1.0f / (rk + (float)(ia + 1)) : 0.0f) +
+                (ib >= 0 ? 1.0f / (rk + (float)(ib + 1)) : 0.0f);
+        else
+            f = (1.0f - w) * (ia >= 0 ? retrlm__minmax(a_scores, na, ia) : 0.0f) +
+                w * (ib >= 0 ? retrlm__minmax(b_scores, nb, ib) : 0.0f);
+        retrlm_topk_push(&h, id, f);
+    }
+    n = retrlm_topk_sort(&h);
+    if (out_scores) memcpy(out_scores, sc, (size_t)n * sizeof *sc);
+    RETRLM_FREE(sc);
+    return n;
+}
+
+// the want best units by params' ranking, before exclusion
+static retrlm_result retrlm__datastore_rank(const retrlm_datastore *ds,
+                                            const retrlm_retrieve_params *p, const char *query,
+                                            size_t len, int want, int64_t *ids, float *sc,
+                                            int *found) {
+    retrlm_retrieve_mode mode = p ? p->mode : RETRLM_RETRIEVE_BM25;
+    int depth = mode == RETRLM_RETRIEVE_RRF || mode == RETRLM_RETRIEVE_LINEAR
+                    ? RETRLM__MIN(ds->n_units, RETRLM__MAX(want, p->depth > 0 ? p->depth : 100))
+                    : want;
+    int64_t *bi = NULL;
+    float *bs = NULL, *q = NULL;
+    int nb = 0, na = 0;
+    retrlm_result res = RETRLM_OK;
+    if ((unsigned)mode > RETRLM_RETRIEVE_LINEAR)
+        return retrlm__fail(RETRLM_ERR_ARG, "datastore: retrieve mode %d", (int)mode);
+    if (mode == RETRLM_RETRIEVE_BM25) return retrlm_bm25_search(&ds->bm25, query, len, want, 0, ids, sc, found);
+    if (!ds->encoder || !ds->dense.n)
+        return retrlm__fail(RETRLM_ERR_ARG, "datastore: dense retrieval needs retrlm_datastore_embed first");
+    bi = (int64_t *)retrlm__alloc(2 * (size_t)depth, sizeof *bi);
+    bs = (float *)retrlm__alloc(2 * (size_t)depth, sizeof *bs);
+    q = (float *)retrlm__alloc((size_t)ds->encoder->dim, sizeof *q);
+    if (!bi || !bs || !q) {
+        res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to search");
+        goto done;
+    }
+    {
+        retrlm_search_params sp;
+        memset(&sp, 0, sizeof sp);
+        sp.nprobe = p->nprobe;
+        if ((res = retrlm_encoder_encode_texts(ds->encoder, ds->encoder_tok, RETRLM_QUERY, &query,
+                                               &len, 1, q, NULL, NULL)) ||
+            (res = retrlm_index_search(&ds->dense, q, 1, ds->dense.dim, depth, &sp, bi + depth,
+                                       bs + depth)))
+            goto done;
+        for (nb = 0; nb < depth && bi[depth + nb] >= 0; nb++) {}
+    }
+    if (mode == RETRLM_RETRIEVE_DENSE) {
+        *found = retrlm_fuse(p, NULL, NULL, 0, bi + depth, bs + depth, nb, want, ids, sc);
+        goto done;
+    }
+    if ((res = retrlm_bm25_search(&ds->bm25, query, len, depth, 0, bi, bs, &na))) goto done;
+    *found = retrlm_fuse(p, bi, bs, na, bi + depth, bs + depth, nb, want, ids, sc);
+done:
+    RETRLM_FREE(bi), RETRLM_FREE(bs), RETRLM_FREE(q);
+    return res;
+}
+
+RETRLM_API retrlm_result retrlm_datastore_retrieve(const retrlm_datastore *ds,
+                                                   const retrlm_retrieve_params *params,
+                                                   const char *query, size_t len, int k,
+                                                   int64_t exclude_doc, int *units,
+                                                   float *scores, int *n_found) {
     // search a few more than k and drop the excluded document's units; if that leaves too
     // few while more matched, search again wider
     int want = k + 8, found, i, got;
@@ -11643,7 +12489,8 @@ RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, con
             RETRLM_FREE(ids), RETRLM_FREE(sc);
             return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to search");
         }
-        res = retrlm_bm25_search(&ds->bm25, query, len, want, 0, ids, sc, &found);
+        found = 0;
+        res = retrlm__datastore_rank(ds, params, query, len, want, ids, sc, &found);
         for (i = 0, got = 0; !res && i < found && got < k; i++) {
             if (ds->unit_doc[ids[i]] == exclude_doc && exclude_doc != RETRLM_NO_DOC) continue;
             units[got] = (int)ids[i];
@@ -11658,6 +12505,12 @@ RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, con
         }
         want = want > INT_MAX / 4 ? ds->n_units : want * 4;
     }
+}
+
+RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, const char *query,
+                                                 size_t len, int k, int64_t exclude_doc,
+                                                 int *units, float *scores, int *n_found) {
+    return retrlm_datastore_retrieve(ds, NULL, query, len, k, exclude_doc, units, scores, n_found);
 }
 
 RETRLM_API const char *retrlm_datastore_text(const retrlm_datastore *ds, int u, size_t *len) {
@@ -12025,8 +12878,9 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
                     else query = q, query_cap = qlen + 1;
                 }
                 if (!res) res = retrlm_tokenizer_decode(tok, tokens + q0, pos - q0, query, query_cap, &qlen);
-                if (!res) res = retrlm_datastore_search(ds, query, qlen, cfg.k, cfg.exclude ? cfg.exclude_doc : RETRLM_NO_DOC,
-                                                        units, scores, &found);
+                if (!res) res = retrlm_datastore_retrieve(ds, cfg.retrieve, query, qlen, cfg.k,
+                                                          cfg.exclude ? cfg.exclude_doc : RETRLM_NO_DOC,
+                                                          units, scores, &found);
                 if (res) goto done;
             }
             if (cfg.mode == RETRLM_RALM_REPLUG && found > 0) {
@@ -12171,6 +13025,244 @@ done:
         memset(kn, 0, sizeof *kn);
     }
     return res;
+}
+/* ---- retrlm_impl/train.c ---- */
+// ---------------------------------------------------------------------------------------------
+// train: retriever training (DPR, Contriever)
+
+#define RETRLM__MAX_DPR_BATCH 1024 // queries a step (candidates up to twice that)
+
+RETRLM_API void retrlm_retriever_train_state_init(retrlm_retriever_train_state *s, uint64_t seed) {
+    memset(s, 0, sizeof *s);
+    retrlm_rng_seed(&s->rng, seed);
+}
+
+// buffers of one contrastive step: nq query rows, up to nd document rows
+typedef struct retrlm__cbatch {
+    int   *qtok, *dtok, *qlen, *dlen, *pos;
+    float *qemb, *demb, *dq, *dd;
+    int   *tmp;   // (max tokens) a crop being built
+    void  *block;
+} retrlm__cbatch;
+
+static retrlm_result retrlm__cbatch_init(retrlm__cbatch *b, const retrlm_encoder *e) {
+    size_t nq = (size_t)e->side[RETRLM_QUERY].config.max_batch;
+    size_t nd = (size_t)e->side[RETRLM_DOC].config.max_batch;
+    size_t tq = (size_t)e->side[RETRLM_QUERY].config.max_seq_len;
+    size_t td = (size_t)e->side[RETRLM_DOC].config.max_seq_len;
+    size_t P = (size_t)e->dim, ni, nf;
+    ni = nq * tq + nd * td + nq + nd + nq + RETRLM__MAX(tq, td);
+    nf = 2 * nq * P + 2 * nd * P;
+    memset(b, 0, sizeof *b);
+    b->block = retrlm__alloc(ni * sizeof(int) + nf * sizeof(float), 1);
+    if (!b->block)
+        return retrlm__fail(RETRLM_ERR_NOMEM, "train: no memory for a batch of %lu + %lu texts",
+                            (unsigned long)nq, (unsigned long)nd);
+    b->qemb = (float *)b->block;
+    b->demb = b->qemb + nq * P;
+    b->dq = b->demb + nd * P;
+    b->dd = b->dq + nq * P;
+    b->qtok = (int *)(b->dd + nd * P);
+    b->dtok = b->qtok + nq * tq;
+    b->qlen = b->dtok + nd * td;
+    b->dlen = b->qlen + nq;
+    b->pos = b->dlen + nd;
+    b->tmp = b->pos + nq;
+    return RETRLM_OK;
+}
+
+// packs n token lists (src[i], len[i] tokens, cut to maxt; an empty one becomes token 0) into
+// rows of the longest length; returns that length
+static int retrlm__pack(int *dst, int *lens, const int *const *src, const int *len, int n, int maxt) {
+    int i, t, T = 1;
+    for (i = 0; i < n; i++) {
+        lens[i] = RETRLM__MAX(1, RETRLM__MIN(len[i], maxt));
+        T = RETRLM__MAX(T, lens[i]);
+    }
+    for (i = 0; i < n; i++)
+        for (t = 0; t < T; t++)
+            dst[(size_t)i * T + t] = t < len[i] && t < maxt ? src[i][t] : 0;
+    return T;
+}
+
+// forward both sides, loss, backward both, one AdamW update
+static retrlm_result retrlm__contrastive_step(retrlm_encoder *e, retrlm_adamw *opt,
+                                              retrlm__cbatch *b, int nq, int Tq, int nd, int Td,
+                                              float temperature,
+                                              retrlm_retriever_train_state *st) {
+    retrlm_result r;
+    int correct = 0;
+    if ((r = retrlm_encoder_forward(e, RETRLM_QUERY, b->qtok, nq, Tq, b->qlen, b->qemb)) ||
+        (r = retrlm_encoder_forward(e, RETRLM_DOC, b->dtok, nd, Td, b->dlen, b->demb)) ||
+        (r = retrlm_contrastive_loss(b->qemb, nq, b->demb, nd, e->dim, b->pos, temperature,
+                                     &st->last_loss, b->dq, b->dd, &correct)))
+        return r;
+    retrlm_encoder_zero_grad(e);
+    if ((r = retrlm_encoder_backward(e, RETRLM_DOC, b->dd)) ||
+        (r = retrlm_encoder_backward(e, RETRLM_QUERY, b->dq)))
+        return r;
+    retrlm_adamw_step(opt);
+    st->last_acc = (float)correct / (float)nq;
+    return RETRLM_OK;
+}
+
+static retrlm_result retrlm__check_texts(const retrlm_token_texts *t, const char *what) {
+    size_t i;
+    if (t->n && (!t->ids || !t->off))
+        return retrlm__fail(RETRLM_ERR_ARG, "train: %s has no ids or offsets", what);
+    for (i = 0; i < t->n; i++)
+        if (t->off[i + 1] < t->off[i] || t->off[i + 1] - t->off[i] > (size_t)INT32_MAX)
+            return retrlm__fail(RETRLM_ERR_ARG, "train: %s offsets decrease at text %lu", what,
+                                (unsigned long)i);
+    return RETRLM_OK;
+}
+
+static int retrlm__in_list(const int *xs, int n, int x) {
+    int i;
+    for (i = 0; i < n; i++)
+        if (xs[i] == x) return 1;
+    return 0;
+}
+
+RETRLM_API retrlm_result retrlm_dpr_train(retrlm_encoder *e, retrlm_adamw *opt,
+                                          const retrlm_dpr_config *cfg,
+                                          retrlm_retriever_train_state *st) {
+    const int maxb = e->config.max_batch;
+    const int *qsrc[RETRLM__MAX_DPR_BATCH], *dsrc[2 * RETRLM__MAX_DPR_BATCH];
+    int qn[RETRLM__MAX_DPR_BATCH], dn[2 * RETRLM__MAX_DPR_BATCH];
+    int docs[2 * RETRLM__MAX_DPR_BATCH], pick[RETRLM__MAX_DPR_BATCH];
+    int batch = cfg->batch ? cfg->batch : maxb;
+    float temperature = cfg->temperature > 0.0f ? cfg->temperature : 1.0f;
+    retrlm__cbatch b;
+    retrlm_result r;
+    size_t i;
+    RETRLM_ASSERT(e && opt && cfg && st);
+    if ((r = retrlm__check_texts(&cfg->queries, "queries")) ||
+        (r = retrlm__check_texts(&cfg->docs, "docs")))
+        return r;
+    if (batch < 1 || batch > maxb || batch > RETRLM__MAX_DPR_BATCH || cfg->n_pairs < 1 ||
+        !cfg->pair_query || !cfg->pair_doc || cfg->temperature < 0.0f)
+        return retrlm__fail(RETRLM_ERR_ARG, "dpr_train: batch %d must be in [1, %d] (the "
+                            "encoder's max_batch), with pairs (%lu) and temperature >= 0", batch,
+                            RETRLM__MIN(maxb, RETRLM__MAX_DPR_BATCH), (unsigned long)cfg->n_pairs);
+    for (i = 0; i < cfg->n_pairs; i++) {
+        int hn = cfg->hard_negative ? cfg->hard_negative[i] : -1;
+        if (cfg->pair_query[i] < 0 || (size_t)cfg->pair_query[i] >= cfg->queries.n ||
+            cfg->pair_doc[i] < 0 || (size_t)cfg->pair_doc[i] >= cfg->docs.n || hn < -1 ||
+            (hn >= 0 && (size_t)hn >= cfg->docs.n))
+            return retrlm__fail(RETRLM_ERR_ARG, "dpr_train: pair %lu (query %d, document %d, hard "
+                                "negative %d) is out of range (%lu queries, %lu documents)",
+                                (unsigned long)i, cfg->pair_query[i], cfg->pair_doc[i], hn,
+                                (unsigned long)cfg->queries.n, (unsigned long)cfg->docs.n);
+    }
+    if ((r = retrlm__cbatch_init(&b, e))) return r;
+    while (st->step < cfg->steps) {
+        int n = 0, nd, tries, j, Tq, Td;
+        // distinct positives; a pair whose document is taken is skipped
+        for (tries = 0; n < batch && tries < 16 * batch; tries++) {
+            int p = (int)retrlm_rng_below(&st->rng, cfg->n_pairs);
+            if (retrlm__in_list(docs, n, cfg->pair_doc[p])) continue;
+            pick[n] = p;
+            docs[n++] = cfg->pair_doc[p];
+        }
+        nd = n;
+        for (j = 0; j < n; j++) {
+            int hn = cfg->hard_negative ? cfg->hard_negative[pick[j]] : -1;
+            if (hn >= 0 && !retrlm__in_list(docs, nd, hn)) docs[nd++] = hn;
+        }
+        for (j = 0; j < n; j++) {
+            int qi = cfg->pair_query[pick[j]];
+            qsrc[j] = cfg->queries.ids + cfg->queries.off[qi];
+            qn[j] = (int)(cfg->queries.off[qi + 1] - cfg->queries.off[qi]);
+            b.pos[j] = j;
+        }
+        for (j = 0; j < nd; j++) {
+            dsrc[j] = cfg->docs.ids + cfg->docs.off[docs[j]];
+            dn[j] = (int)(cfg->docs.off[docs[j] + 1] - cfg->docs.off[docs[j]]);
+        }
+        Tq = retrlm__pack(b.qtok, b.qlen, qsrc, qn, n, e->config.max_query_tokens);
+        Td = retrlm__pack(b.dtok, b.dlen, dsrc, dn, nd, e->config.max_doc_tokens);
+        if ((r = retrlm__contrastive_step(e, opt, &b, n, Tq, nd, Td, temperature, st))) break;
+        if (cfg->losses) cfg->losses[st->step] = st->last_loss;
+        st->step++;
+        if (cfg->progress && cfg->progress(cfg->user, "dpr", (double)st->step, (double)cfg->steps)) {
+            r = retrlm__fail(RETRLM_ERR_CANCELLED, "dpr_train: cancelled at step %lld",
+                             (long long)st->step);
+            break;
+        }
+    }
+    RETRLM_FREE(b.block);
+    return r;
+}
+
+// a random crop of n tokens (fraction in [lo, hi]) with each token deleted with probability p
+// (at least one kept), cut to maxt; into out, returns its length
+static int retrlm__crop(int *out, const int *src, int n, float lo, float hi, float p, int maxt,
+                        retrlm_rng *rng) {
+    float ratio = lo + (hi - lo) * retrlm_rng_float(rng);
+    int len = RETRLM__MAX(1, (int)(ratio * (float)n)), start, i, k = 0;
+    len = RETRLM__MIN(len, n);
+    start = (int)retrlm_rng_below(rng, (uint64_t)(n - len + 1));
+    for (i = 0; i < len && k < maxt; i++)
+        if (!(p > 0.0f && retrlm_rng_float(rng) < p)) out[k++] = src[start + i];
+    if (k == 0) out[k++] = src[start];
+    return k;
+}
+
+RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw *opt,
+                                                 const retrlm_contriever_config *cfg,
+                                                 retrlm_retriever_train_state *st) {
+    const int maxb = e->config.max_batch;
+    const int Tq = e->config.max_query_tokens, Td = e->config.max_doc_tokens;
+    int batch = cfg->batch ? cfg->batch : maxb;
+    float temperature = cfg->temperature > 0.0f ? cfg->temperature : 0.05f;
+    float lo = cfg->crop_min > 0.0f ? cfg->crop_min : 0.1f;
+    float hi = cfg->crop_max > 0.0f ? cfg->crop_max : 0.5f;
+    float p = cfg->delete_prob == 0.0f ? 0.1f : cfg->delete_prob;
+    int picked[RETRLM__MAX_DPR_BATCH];
+    retrlm__cbatch b;
+    retrlm_result r;
+    size_t i, eligible = 0;
+    RETRLM_ASSERT(e && opt && cfg && st);
+    if ((r = retrlm__check_texts(&cfg->docs, "docs"))) return r;
+    for (i = 0; i < cfg->docs.n; i++) eligible += cfg->docs.off[i + 1] - cfg->docs.off[i] >= 2;
+    if (batch < 1 || batch > maxb || batch > RETRLM__MAX_DPR_BATCH || !(lo <= hi) || hi > 1.0f ||
+        p >= 1.0f || cfg->temperature < 0.0f || eligible < (size_t)batch)
+        return retrlm__fail(RETRLM_ERR_ARG, "contriever_train: batch %d must be in [1, %d] and "
+                            "at most the %lu documents of 2 tokens or more; crops %g..%g within "
+                            "(0, 1]; delete_prob < 1", batch, RETRLM__MIN(maxb, RETRLM__MAX_DPR_BATCH),
+                            (unsigned long)eligible, (double)lo, (double)hi);
+    if ((r = retrlm__cbatch_init(&b, e))) return r;
+    while (st->step < cfg->steps) {
+        int j, n = 0;
+        // distinct documents of at least 2 tokens, padded rows first filled at stride T
+        while (n < batch) {
+            int d = (int)retrlm_rng_below(&st->rng, cfg->docs.n);
+            if (cfg->docs.off[d + 1] - cfg->docs.off[d] < 2 || retrlm__in_list(picked, n, d)) continue;
+            picked[n++] = d;
+        }
+        for (j = 0; j < n; j++) {
+            const int *src = cfg->docs.ids + cfg->docs.off[picked[j]];
+            int len = (int)(cfg->docs.off[picked[j] + 1] - cfg->docs.off[picked[j]]);
+            b.qlen[j] = retrlm__crop(b.qtok + (size_t)j * Tq, src, len, lo, hi, p, Tq, &st->rng);
+            b.dlen[j] = retrlm__crop(b.dtok + (size_t)j * Td, src, len, lo, hi, p, Td, &st->rng);
+            b.pos[j] = j;
+        }
+        if ((r = retrlm__contrastive_step(e, opt, &b, n, retrlm__compact_rows(b.qtok, b.qlen, n, Tq),
+                                          n, retrlm__compact_rows(b.dtok, b.dlen, n, Td),
+                                          temperature, st)))
+            break;
+        if (cfg->losses) cfg->losses[st->step] = st->last_loss;
+        st->step++;
+        if (cfg->progress &&
+            cfg->progress(cfg->user, "contriever", (double)st->step, (double)cfg->steps)) {
+            r = retrlm__fail(RETRLM_ERR_CANCELLED, "contriever_train: cancelled at step %lld",
+                             (long long)st->step);
+            break;
+        }
+    }
+    RETRLM_FREE(b.block);
+    return r;
 }
 /* ---- retrlm_impl/eval.c ---- */
 

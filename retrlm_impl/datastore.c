@@ -28,6 +28,7 @@ RETRLM_API void retrlm_datastore_free(retrlm_datastore *ds) {
     if (!ds) return;
     retrlm__datastore_free_build(ds);
     retrlm_bm25_free(&ds->bm25);
+    retrlm_index_free(&ds->dense);
     if (ds->owned_) RETRLM_FREE(ds->owned_);
     retrlm_reader_close(&ds->reader_);
     memset(ds, 0, sizeof *ds);
@@ -118,9 +119,156 @@ RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds) {
     return res;
 }
 
-RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, const char *query,
-                                                 size_t len, int k, int64_t exclude_doc,
-                                                 int *units, float *scores, int *n_found) {
+RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_encoder *enc,
+                                                const retrlm_tokenizer *enc_tok,
+                                                const retrlm_index_config *index_config,
+                                                retrlm_progress_fn progress, void *user) {
+    retrlm_index_config ic;
+    const char **texts = NULL;
+    size_t *lens = NULL;
+    float *emb = NULL;
+    retrlm_result res;
+    int u;
+    RETRLM_ASSERT(ds && enc && enc_tok);
+    if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: embed before commit");
+    retrlm_index_free(&ds->dense);
+    ds->encoder = NULL;
+    ds->encoder_tok = NULL;
+    memset(&ic, 0, sizeof ic);
+    if (index_config) ic = *index_config;
+    ic.dim = enc->dim;
+    ic.metric = RETRLM_METRIC_IP;
+    if (!ic.progress) ic.progress = progress, ic.progress_user = user;
+    texts = (const char **)retrlm__alloc((size_t)ds->n_units + 1, sizeof *texts);
+    lens = (size_t *)retrlm__alloc((size_t)ds->n_units + 1, sizeof *lens);
+    emb = (float *)retrlm__alloc((size_t)ds->n_units + 1, (size_t)enc->dim * sizeof(float));
+    if (!texts || !lens || !emb) {
+        res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to embed %d units", ds->n_units);
+        goto done;
+    }
+    for (u = 0; u < ds->n_units; u++) texts[u] = retrlm_datastore_text(ds, u, &lens[u]);
+    if ((res = retrlm_encoder_encode_texts(enc, enc_tok, RETRLM_DOC, texts, lens,
+                                           (size_t)ds->n_units, emb, progress, user)) ||
+        (res = retrlm_index_init(&ds->dense, &ic)))
+        goto done;
+    if ((ic.nlist > 0 || ic.storage == RETRLM_STORAGE_SQ8) &&
+        (res = retrlm_index_train(&ds->dense, emb, (size_t)ds->n_units, enc->dim)))
+        goto done;
+    if ((res = retrlm_index_add(&ds->dense, emb, (size_t)ds->n_units, enc->dim, NULL))) goto done;
+    ds->encoder = enc;
+    ds->encoder_tok = enc_tok;
+done:
+    if (res) retrlm_index_free(&ds->dense);
+    RETRLM_FREE(texts), RETRLM_FREE(lens), RETRLM_FREE(emb);
+    return res;
+}
+
+// min-max normalisation of a list's scores into [0, 1] (all 1 when they are equal)
+static float retrlm__minmax(const float *s, int n, int i) {
+    float lo = s[n - 1], hi = s[0]; // best first
+    return hi > lo ? (s[i] - lo) / (hi - lo) : 1.0f;
+}
+
+RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids,
+                           const float *a_scores, int na, const int64_t *b_ids,
+                           const float *b_scores, int nb, int k, int64_t *out_ids,
+                           float *out_scores) {
+    retrlm_retrieve_mode mode = p ? p->mode : RETRLM_RETRIEVE_BM25;
+    float w = p && p->weight > 0.0f ? RETRLM__MIN(p->weight, 1.0f) : 0.5f; // 0: the default
+    float rk = p && p->rrf_k > 0 ? (float)p->rrf_k : 60.0f, *sc;
+    int64_t *ids;
+    retrlm_topk h;
+    int i, j, n;
+    if (mode == RETRLM_RETRIEVE_BM25 || mode == RETRLM_RETRIEVE_DENSE) {
+        const int64_t *xi = mode == RETRLM_RETRIEVE_BM25 ? a_ids : b_ids;
+        const float *xs = mode == RETRLM_RETRIEVE_BM25 ? a_scores : b_scores;
+        n = RETRLM__MIN(k, mode == RETRLM_RETRIEVE_BM25 ? na : nb);
+        memcpy(out_ids, xi, (size_t)n * sizeof *out_ids);
+        if (out_scores) memcpy(out_scores, xs, (size_t)n * sizeof *out_scores);
+        return n;
+    }
+    sc = (float *)retrlm__alloc((size_t)k + 1, sizeof *sc);
+    ids = out_ids;
+    if (!sc) return 0;
+    retrlm_topk_init(&h, k, ids, sc);
+    // every id of a, then the ids of b not in a
+    for (i = 0; i < na + nb; i++) {
+        int64_t id = i < na ? a_ids[i] : b_ids[i - na];
+        int ia = i < na ? i : -1, ib = -1;
+        float f;
+        if (i >= na) {
+            for (j = 0; j < na && a_ids[j] != id; j++) {}
+            if (j < na) continue;
+            ib = i - na;
+        } else
+            for (j = 0; j < nb; j++)
+                if (b_ids[j] == id) { ib = j; break; }
+        if (mode == RETRLM_RETRIEVE_RRF)
+            f = (ia >= 0 ? 1.0f / (rk + (float)(ia + 1)) : 0.0f) +
+                (ib >= 0 ? 1.0f / (rk + (float)(ib + 1)) : 0.0f);
+        else
+            f = (1.0f - w) * (ia >= 0 ? retrlm__minmax(a_scores, na, ia) : 0.0f) +
+                w * (ib >= 0 ? retrlm__minmax(b_scores, nb, ib) : 0.0f);
+        retrlm_topk_push(&h, id, f);
+    }
+    n = retrlm_topk_sort(&h);
+    if (out_scores) memcpy(out_scores, sc, (size_t)n * sizeof *sc);
+    RETRLM_FREE(sc);
+    return n;
+}
+
+// the want best units by params' ranking, before exclusion
+static retrlm_result retrlm__datastore_rank(const retrlm_datastore *ds,
+                                            const retrlm_retrieve_params *p, const char *query,
+                                            size_t len, int want, int64_t *ids, float *sc,
+                                            int *found) {
+    retrlm_retrieve_mode mode = p ? p->mode : RETRLM_RETRIEVE_BM25;
+    int depth = mode == RETRLM_RETRIEVE_RRF || mode == RETRLM_RETRIEVE_LINEAR
+                    ? RETRLM__MIN(ds->n_units, RETRLM__MAX(want, p->depth > 0 ? p->depth : 100))
+                    : want;
+    int64_t *bi = NULL;
+    float *bs = NULL, *q = NULL;
+    int nb = 0, na = 0;
+    retrlm_result res = RETRLM_OK;
+    if ((unsigned)mode > RETRLM_RETRIEVE_LINEAR)
+        return retrlm__fail(RETRLM_ERR_ARG, "datastore: retrieve mode %d", (int)mode);
+    if (mode == RETRLM_RETRIEVE_BM25) return retrlm_bm25_search(&ds->bm25, query, len, want, 0, ids, sc, found);
+    if (!ds->encoder || !ds->dense.n)
+        return retrlm__fail(RETRLM_ERR_ARG, "datastore: dense retrieval needs retrlm_datastore_embed first");
+    bi = (int64_t *)retrlm__alloc(2 * (size_t)depth, sizeof *bi);
+    bs = (float *)retrlm__alloc(2 * (size_t)depth, sizeof *bs);
+    q = (float *)retrlm__alloc((size_t)ds->encoder->dim, sizeof *q);
+    if (!bi || !bs || !q) {
+        res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to search");
+        goto done;
+    }
+    {
+        retrlm_search_params sp;
+        memset(&sp, 0, sizeof sp);
+        sp.nprobe = p->nprobe;
+        if ((res = retrlm_encoder_encode_texts(ds->encoder, ds->encoder_tok, RETRLM_QUERY, &query,
+                                               &len, 1, q, NULL, NULL)) ||
+            (res = retrlm_index_search(&ds->dense, q, 1, ds->dense.dim, depth, &sp, bi + depth,
+                                       bs + depth)))
+            goto done;
+        for (nb = 0; nb < depth && bi[depth + nb] >= 0; nb++) {}
+    }
+    if (mode == RETRLM_RETRIEVE_DENSE) {
+        *found = retrlm_fuse(p, NULL, NULL, 0, bi + depth, bs + depth, nb, want, ids, sc);
+        goto done;
+    }
+    if ((res = retrlm_bm25_search(&ds->bm25, query, len, depth, 0, bi, bs, &na))) goto done;
+    *found = retrlm_fuse(p, bi, bs, na, bi + depth, bs + depth, nb, want, ids, sc);
+done:
+    RETRLM_FREE(bi), RETRLM_FREE(bs), RETRLM_FREE(q);
+    return res;
+}
+
+RETRLM_API retrlm_result retrlm_datastore_retrieve(const retrlm_datastore *ds,
+                                                   const retrlm_retrieve_params *params,
+                                                   const char *query, size_t len, int k,
+                                                   int64_t exclude_doc, int *units,
+                                                   float *scores, int *n_found) {
     // search a few more than k and drop the excluded document's units; if that leaves too
     // few while more matched, search again wider
     int want = k + 8, found, i, got;
@@ -139,7 +287,8 @@ RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, con
             RETRLM_FREE(ids), RETRLM_FREE(sc);
             return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to search");
         }
-        res = retrlm_bm25_search(&ds->bm25, query, len, want, 0, ids, sc, &found);
+        found = 0;
+        res = retrlm__datastore_rank(ds, params, query, len, want, ids, sc, &found);
         for (i = 0, got = 0; !res && i < found && got < k; i++) {
             if (ds->unit_doc[ids[i]] == exclude_doc && exclude_doc != RETRLM_NO_DOC) continue;
             units[got] = (int)ids[i];
@@ -154,6 +303,12 @@ RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, con
         }
         want = want > INT_MAX / 4 ? ds->n_units : want * 4;
     }
+}
+
+RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, const char *query,
+                                                 size_t len, int k, int64_t exclude_doc,
+                                                 int *units, float *scores, int *n_found) {
+    return retrlm_datastore_retrieve(ds, NULL, query, len, k, exclude_doc, units, scores, n_found);
 }
 
 RETRLM_API const char *retrlm_datastore_text(const retrlm_datastore *ds, int u, size_t *len) {

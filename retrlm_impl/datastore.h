@@ -24,6 +24,9 @@ typedef struct retrlm_datastore {
     const uint64_t *tok_off;      /* (n_units + 1) offsets of each unit's tokens in tokens */
     const int      *tokens;       /* (tok_off[n_units]) the units' token ids */
     retrlm_bm25     bm25;         /* over the units' text; ids are unit numbers */
+    retrlm_index    dense;        /* after retrlm_datastore_embed: unit embeddings, ids = units */
+    retrlm_encoder *encoder;      /* borrowed by retrlm_datastore_embed: embeds dense queries */
+    const retrlm_tokenizer *encoder_tok; /* borrowed: the encoder's tokenizer */
     /* private */
     int64_t  *doc_b_;             /* stb_ds growth arrays while building, NULL after commit */
     uint64_t *text_off_b_, *tok_off_b_;
@@ -44,11 +47,60 @@ RETRLM_API retrlm_result retrlm_datastore_add(retrlm_datastore *ds, const retrlm
                                               int flags);
 /* Freezes the units into flat arrays and builds the BM25 index over their text. */
 RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds);
-/* The k best units for query (len bytes) by BM25, skipping units of document exclude_doc
-   (RETRLM_NO_DOC: none): units (k), scores (k) or NULL, *n_found (<= k). */
+/* retrlm_datastore_retrieve by BM25. */
 RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, const char *query,
                                                  size_t len, int k, int64_t exclude_doc,
                                                  int *units, float *scores, int *n_found);
+/* Dense retrieval: embeds every unit's text with the document side of enc (tokenised with
+   enc_tok) into ds->dense; index_config NULL means flat f32, else its nlist / storage / ... are
+   used (dim and metric are set here: inner product); IVF and SQ8 train on the embeddings.
+   Calling it again (new weights: re-indexing, as strategies 2-4 do every T steps) rebuilds the
+   index. enc and enc_tok stay borrowed for dense queries; a dense query runs the encoder, so
+   dense retrieval from one datastore must not run on two threads at once. The dense index is
+   not part of retrlm_datastore_save: save it with retrlm_index_save. progress: "encode", then
+   the index's stages. */
+RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_encoder *enc,
+                                                const retrlm_tokenizer *enc_tok,
+                                                const retrlm_index_config *index_config,
+                                                retrlm_progress_fn progress, void *user);
+
+/* How retrlm_datastore_retrieve ranks units:
+     RETRLM_RETRIEVE_BM25     lexical (the default)
+     RETRLM_RETRIEVE_DENSE    inner product of encoder embeddings (needs retrlm_datastore_embed)
+     RETRLM_RETRIEVE_RRF      reciprocal-rank fusion of both: sum over lists of 1 / (rrf_k + rank)
+     RETRLM_RETRIEVE_LINEAR   weight * dense + (1 - weight) * BM25, each min-max normalised over
+                              its top `depth` (a unit missing from a list scores 0 there) */
+typedef enum retrlm_retrieve_mode {
+    RETRLM_RETRIEVE_BM25 = 0,
+    RETRLM_RETRIEVE_DENSE,
+    RETRLM_RETRIEVE_RRF,
+    RETRLM_RETRIEVE_LINEAR
+} retrlm_retrieve_mode;
+
+typedef struct retrlm_retrieve_params {
+    retrlm_retrieve_mode mode;
+    int   depth;  /* hybrid: candidates taken from each list; default 100 (at least k) */
+    int   rrf_k;  /* RRF constant; default 60 (Cormack et al., 2009) */
+    float weight; /* LINEAR: weight of the dense score in [0, 1]; default 0.5 */
+    int   nprobe; /* dense IVF: lists to scan, 0: the index's nprobe */
+} retrlm_retrieve_params;
+
+/* Fuses two ranked lists, a (na ids best first, scores) and b, the way mode says (RRF or
+   LINEAR, with a as the BM25 list for weight) into the k best: out_ids (k), out_scores (k) or
+   NULL, ties by ascending id; returns how many were written. ERR-free: mode BM25 copies a,
+   DENSE copies b. */
+RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids,
+                           const float *a_scores, int na, const int64_t *b_ids,
+                           const float *b_scores, int nb, int k, int64_t *out_ids,
+                           float *out_scores);
+
+/* The k best units for query (len bytes) ranked as params says (NULL: BM25), skipping units of
+   document exclude_doc (RETRLM_NO_DOC: none): units (k), scores (k) or NULL, *n_found (<= k). */
+RETRLM_API retrlm_result retrlm_datastore_retrieve(const retrlm_datastore *ds,
+                                                   const retrlm_retrieve_params *params,
+                                                   const char *query, size_t len, int k,
+                                                   int64_t exclude_doc, int *units,
+                                                   float *scores, int *n_found);
 /* Unit u's text (*len bytes, not NUL-terminated) and tokens (*n_tokens); borrowed from ds. */
 RETRLM_API const char *retrlm_datastore_text(const retrlm_datastore *ds, int u, size_t *len);
 RETRLM_API const int  *retrlm_datastore_tokens(const retrlm_datastore *ds, int u, int *n_tokens);

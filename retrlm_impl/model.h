@@ -24,6 +24,8 @@ typedef struct retrlm_model_config {
     int      max_batch;     /* sequences per forward; default 1 */
     int      untied;        /* 1: separate output matrix; 0: logits use the embedding */
     int      bidirectional; /* 1: encoder, no causal mask; 0: causal LM */
+    int      no_logits;     /* 1: never computes logits (an encoder): saves the (max_batch,
+                               max_seq_len, V) activation block; not stored in checkpoints */
     float    rope_theta;    /* rotary base; default 10000 */
     float    norm_eps;      /* RMSNorm epsilon; default 1e-5 */
     float    init_std;      /* std of the normal weight init; default 0.02 */
@@ -72,12 +74,19 @@ typedef struct retrlm_model {
     int    *tokens_;                     /* (max_batch * max_seq_len) inputs of the last forward */
     int    *lengths_;                    /* (max_batch) */
     int64_t *ids_;                       /* (V) sampling scratch */
+    int     view_;                       /* 1: params and grads belong to another model */
 } retrlm_model;
 
 /* Fills in defaults, checks the shapes, allocates everything and initialises the weights
    (normal(0, init_std); wo and w_down scaled by 1/sqrt(2L); gains 1). ERR_ARG on bad shapes. */
 RETRLM_API retrlm_result retrlm_model_init(retrlm_model *m, const retrlm_model_config *cfg);
 RETRLM_API void retrlm_model_free(retrlm_model *m);
+/* A second set of activations for src's weights: m shares src's params and grads (backward on
+   either adds to the same gradients) but has its own max_batch, max_seq_len and no_logits
+   (over's fields when > 0 / set, else src's). Use it to run two batches of different shapes
+   through one model and backpropagate through both (a shared bi-encoder). Free m before src. */
+RETRLM_API retrlm_result retrlm_model_init_view(retrlm_model *m, const retrlm_model *src,
+                                                const retrlm_model_config *over);
 /* Per-layer view of a stacked tensor: its layer-l slice in params (or grads with grad = 1). */
 RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_tensor t, int layer,
                                           int grad);
@@ -85,7 +94,8 @@ RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_te
 #define RETRLM_FORWARD_NO_LOGITS 1 /* skip the output projection (encoders, hidden states only) */
 /* Runs the model on tokens (B, T), ids in [0, V). lengths (B) or NULL (= T): positions at and
    past lengths[b] are padding, never attended to (their outputs are computed but meaningless).
-   Keeps everything backward needs. ERR_ARG for a bad shape or token id. */
+   Keeps everything backward needs. ERR_ARG for a bad shape or token id. A model made with
+   no_logits behaves as if RETRLM_FORWARD_NO_LOGITS were always given. */
 RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens, int B, int T,
                                               const int *lengths, int flags);
 /* Layer l's feed-forward input (after its RMSNorm), (B, T, D), read-only after forward: the
@@ -211,7 +221,8 @@ RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tok
 RETRLM_API retrlm_result retrlm_model_save(const retrlm_model *m, const retrlm_adamw *opt,
                                            const retrlm_lm_train_state *state, const char *path);
 /* Initialises m from the file (its config; cfg_over's nonzero max_batch and max_seq_len replace
-   the saved ones when cfg_over is not NULL) and loads the parameters. */
+   the saved ones, and its no_logits applies, when cfg_over is not NULL) and loads the
+   parameters. */
 RETRLM_API retrlm_result retrlm_model_load(retrlm_model *m, const char *path,
                                            const retrlm_model_config *cfg_over);
 /* Restores an optimiser made for this model (same sizes) and the training state. */
@@ -263,3 +274,70 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
 RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, const void *buf,
                                                               size_t size,
                                                               const retrlm_model_config *hint);
+
+/* ---- bi-encoder: dense retrieval embeddings (DPR, Contriever) -----------------------------
+   A query encoder and a document encoder, each the bidirectional transformer with mean pooling
+   over the valid tokens, then an optional linear projection (no bias) to proj_dim and an
+   optional L2 normalisation. The two sides share one set of weights (Contriever's choice; the
+   document side is then a retrlm_model_init_view of the query side) or have their own (DPR).
+   Relevance is the dot product of a query and a document embedding (cosine when normalised);
+   training divides it by a temperature (retrlm_contrastive_loss). Texts longer than a side's
+   max tokens are cut to their first tokens; an empty text is the single token 0. */
+#define RETRLM_QUERY 0
+#define RETRLM_DOC 1
+
+typedef struct retrlm_encoder_config {
+    retrlm_model_config model; /* vocab_size required; bidirectional and no_logits are set here;
+                                  max_seq_len and max_batch come from the fields below */
+    int separate;         /* 1: the document side has its own weights (DPR); 0: shared */
+    int proj_dim;         /* > 0: project the pooled vector to proj_dim; 0: embeddings are dim wide */
+    int normalize;        /* 1: L2-normalise the embeddings */
+    int max_query_tokens; /* default 32 */
+    int max_doc_tokens;   /* default 128 */
+    int max_batch;        /* texts a forward on the query side; the document side takes twice as
+                             many (a positive and a hard negative per query); default 32 */
+} retrlm_encoder_config;
+
+typedef struct retrlm_encoder {
+    retrlm_encoder_config config; /* resolved */
+    int           dim;            /* embedding width: proj_dim, or the model's dim */
+    retrlm_model  side[2];        /* [RETRLM_QUERY], [RETRLM_DOC] */
+    float        *proj[2];        /* (dim, model dim) projections; proj[DOC] == proj[QUERY] when
+                                     shared; NULL without projection */
+    float        *proj_grad[2];   /* their gradients */
+    /* private */
+    float *block_;                /* everything below, one allocation */
+    float *pooled_[2], *raw_[2], *norm_[2], *out_[2], *dpool_[2], *dhid_[2], *draw_[2];
+} retrlm_encoder;
+
+RETRLM_API retrlm_result retrlm_encoder_init(retrlm_encoder *e, const retrlm_encoder_config *cfg);
+RETRLM_API void retrlm_encoder_free(retrlm_encoder *e);
+/* Embeds B token sequences (B, T) of side (RETRLM_QUERY or RETRLM_DOC) into out (B, e->dim);
+   lengths (B) or NULL as in retrlm_model_forward. Keeps what backward needs for that side. */
+RETRLM_API retrlm_result retrlm_encoder_forward(retrlm_encoder *e, int side, const int *tokens,
+                                                int B, int T, const int *lengths, float *out);
+/* Adds to the gradients the effect of dout (B, e->dim) at the last forward's embeddings of
+   side: normalisation, projection, pooling and the transformer. */
+RETRLM_API retrlm_result retrlm_encoder_backward(retrlm_encoder *e, int side, const float *dout);
+RETRLM_API void retrlm_encoder_zero_grad(retrlm_encoder *e);
+/* AdamW groups of every trainable tensor (out has room for 6); returns how many. */
+RETRLM_API int retrlm_encoder_param_groups(const retrlm_encoder *e, float lr, float weight_decay,
+                                           retrlm_adamw_group out[6]);
+/* Embeds n texts (lens (n) or NULL for NUL-terminated) on side with tok into out (n, e->dim),
+   batch after batch; the operation to call again whenever the weights change (re-indexing).
+   progress: stage "encode", done/total in texts; may cancel (RETRLM_ERR_CANCELLED). */
+RETRLM_API retrlm_result retrlm_encoder_encode_texts(retrlm_encoder *e,
+                                                     const retrlm_tokenizer *tok, int side,
+                                                     const char *const *texts,
+                                                     const size_t *lens, size_t n, float *out,
+                                                     retrlm_progress_fn progress, void *user);
+/* Files: container kind "encoder" (sections enc_config, q.*, d.* when separate, proj.q,
+   proj.d). Weights only. */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_encoder_save(const retrlm_encoder *e, const char *path);
+RETRLM_API retrlm_result retrlm_encoder_load(retrlm_encoder *e, const char *path);
+#endif
+RETRLM_API retrlm_result retrlm_encoder_save_memory(const retrlm_encoder *e, void *buf,
+                                                    size_t cap, size_t *size);
+RETRLM_API retrlm_result retrlm_encoder_load_memory(retrlm_encoder *e, const void *buf,
+                                                    size_t size);

@@ -229,8 +229,9 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
                     else query = q, query_cap = qlen + 1;
                 }
                 if (!res) res = retrlm_tokenizer_decode(tok, tokens + q0, pos - q0, query, query_cap, &qlen);
-                if (!res) res = retrlm_datastore_search(ds, query, qlen, cfg.k, cfg.exclude ? cfg.exclude_doc : RETRLM_NO_DOC,
-                                                        units, scores, &found);
+                if (!res) res = retrlm_datastore_retrieve(ds, cfg.retrieve, query, qlen, cfg.k,
+                                                          cfg.exclude ? cfg.exclude_doc : RETRLM_NO_DOC,
+                                                          units, scores, &found);
                 if (res) goto done;
             }
             if (cfg.mode == RETRLM_RALM_REPLUG && found > 0) {

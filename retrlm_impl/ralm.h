@@ -46,6 +46,7 @@ typedef struct retrlm_ralm_config {
     int   unit_tokens;     /* tokens of a unit used at most; default the datastore's chunk size */
     int   context_tokens;  /* tokens of the text's own prefix; default what max_seq_len leaves */
     int   exclude;         /* 1: never retrieve units of document exclude_doc (leakage control) */
+    const retrlm_retrieve_params *retrieve; /* how units are ranked; NULL: BM25 */
     /* kNN-LM on top of any mode: p = lambda p_kNN + (1 - lambda) p, in log space, with
        p_kNN(y) = sum over the knn_k nearest keys with value y of softmax(-distance / knn_temperature) */
     const retrlm_knnlm *knnlm; /* NULL: no kNN-LM */

@@ -98,8 +98,10 @@ extern "C" {
 #include "bm25.h"
 #include "index.h"
 #include "model.h"
+#include "losses.h"
 #include "datastore.h"
 #include "ralm.h"
+#include "train.h"
 #include "eval.h"
 
 #ifdef __cplusplus
@@ -122,8 +124,10 @@ extern "C" {
 #include "bm25.c"
 #include "index.c"
 #include "model.c"
+#include "losses.c"
 #include "datastore.c"
 #include "ralm.c"
+#include "train.c"
 #include "eval.c"
 #if defined(__clang__)
 #pragma clang diagnostic pop

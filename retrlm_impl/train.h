@@ -1,0 +1,67 @@
+/* ---- train: the training strategies --------------------------------------------------------
+   Strategy 1 (independent training), the retriever side: a bi-encoder trained on its own,
+     DPR        (Karpukhin et al., 2020) supervised: each query's positive, the other queries'
+                positives and one hard negative per query (a BM25 result that is not relevant)
+                are the candidates; softmax cross-entropy over dot products (temperature 1)
+     Contriever (Izacard et al., 2022) unsupervised: two independent random crops of one
+                document, each with random token deletion, are a positive pair; the other
+                documents' crops in the batch are the negatives; temperature 0.05
+   Both run forward, loss (retrlm_contrastive_loss), backward through both encoder sides and an
+   AdamW update a step, and give the same results for any number of threads. Texts come
+   tokenised, as CSR arrays: text i is ids[off[i] .. off[i+1]) (retrlm_tokenizer_encode_batch
+   writes exactly that), cut to the side's max tokens. */
+
+typedef struct retrlm_token_texts {
+    const int    *ids; /* all texts' token ids, concatenated */
+    const size_t *off; /* (n + 1) where each text starts */
+    size_t        n;   /* texts */
+} retrlm_token_texts;
+
+typedef struct retrlm_retriever_train_state {
+    int64_t    step;      /* steps done */
+    retrlm_rng rng;       /* batch sampling, crops, deletions */
+    float      last_loss; /* mean contrastive loss of the last step (nats) */
+    float      last_acc;  /* fraction of the last step's queries that ranked their positive first */
+} retrlm_retriever_train_state;
+RETRLM_API void retrlm_retriever_train_state_init(retrlm_retriever_train_state *s, uint64_t seed);
+
+typedef struct retrlm_dpr_config {
+    retrlm_token_texts queries;  /* query texts */
+    retrlm_token_texts docs;     /* document texts */
+    const int *pair_query;       /* (n_pairs) a training pair: query index ... */
+    const int *pair_doc;         /* (n_pairs) ... and its relevant document's index */
+    const int *hard_negative;    /* (n_pairs) a non-relevant document per pair, -1 for none; or NULL */
+    size_t     n_pairs;
+    int        batch;            /* pairs a step, default the encoder's max_batch (at most it) */
+    float      temperature;      /* scores are dot products / temperature; default 1 */
+    int64_t    steps;            /* train until state->step == steps */
+    float     *losses;           /* (steps) or NULL: the loss of each step */
+    retrlm_progress_fn progress; /* stage "dpr" after every step; may cancel */
+    void      *user;
+} retrlm_dpr_config;
+
+/* A step draws batch pairs at random whose documents are all different; a hard negative that
+   is some pair's positive in the batch (or another's hard negative) is dropped, so no
+   candidate appears twice. */
+RETRLM_API retrlm_result retrlm_dpr_train(retrlm_encoder *e, retrlm_adamw *opt,
+                                          const retrlm_dpr_config *cfg,
+                                          retrlm_retriever_train_state *state);
+
+typedef struct retrlm_contriever_config {
+    retrlm_token_texts docs;     /* the unlabelled corpus */
+    int        batch;            /* documents a step, default the encoder's max_batch (at most it) */
+    float      temperature;      /* default 0.05 */
+    float      crop_min;         /* a crop keeps a fraction in [crop_min, crop_max] of the      */
+    float      crop_max;         /* document's tokens, default 0.1 and 0.5 (Contriever's r)   */
+    float      delete_prob;      /* each token of a crop is deleted with this probability, default 0.1; < 0: none */
+    int64_t    steps;
+    float     *losses;           /* (steps) or NULL */
+    retrlm_progress_fn progress; /* stage "contriever" after every step; may cancel */
+    void      *user;
+} retrlm_contriever_config;
+
+/* The first crop goes through the query side, the second through the document side (one
+   encoder when shared). Documents shorter than 2 tokens are never drawn. */
+RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw *opt,
+                                                 const retrlm_contriever_config *cfg,
+                                                 retrlm_retriever_train_state *state);

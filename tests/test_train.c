@@ -1,0 +1,435 @@
+// train: the bi-encoder (gradients through pooling, projection and normalisation into the
+// contrastive loss), DPR and Contriever training (determinism across threads, learning a task
+// that needs it), encoder files, fusion and dense / hybrid retrieval from a datastore
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+#include "test.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static void tiny_encoder(retrlm_encoder *e, int separate, int proj, int normalize, int batch) {
+    retrlm_encoder_config c;
+    memset(&c, 0, sizeof c);
+    c.model.vocab_size = 11;
+    c.model.dim = 8;
+    c.model.n_layers = 1;
+    c.model.n_heads = 2;
+    c.model.ffn_dim = 12;
+    c.model.init_std = 0.3f;
+    c.model.seed = 7;
+    c.separate = separate;
+    c.proj_dim = proj;
+    c.normalize = normalize;
+    c.max_query_tokens = 4;
+    c.max_doc_tokens = 5;
+    c.max_batch = batch;
+    CHECK_OK(retrlm_encoder_init(e, &c));
+}
+
+// ---- the contrastive loss by itself, against a double reference
+static void test_contrastive_loss(void) {
+    float q[6] = {1, 0, 0.5f, -1, 2, 0.25f}, d[9] = {0.5f, 1, -1, 0, 1, 2, -0.5f, 0.5f, 0};
+    float dq[6], dd[9], loss;
+    int pos[2] = {2, 0}, correct = -1, i, j;
+    double ref = 0.0;
+    const float T = 0.5f;
+    CHECK_OK(retrlm_contrastive_loss(q, 2, d, 3, 3, pos, T, &loss, dq, dd, &correct));
+    for (i = 0; i < 2; i++) {
+        double s[3], mx = -1e30, lse = 0.0;
+        for (j = 0; j < 3; j++) {
+            s[j] = (q[i * 3] * d[j * 3] + q[i * 3 + 1] * d[j * 3 + 1] + q[i * 3 + 2] * d[j * 3 + 2]) / T;
+            if (s[j] > mx) mx = s[j];
+        }
+        for (j = 0; j < 3; j++) lse += exp(s[j] - mx);
+        ref += mx + log(lse) - s[pos[i]];
+    }
+    CHECK_NEAR(loss, ref / 2, 1e-5);
+    CHECK(correct >= 0 && correct <= 2);
+    pos[1] = 3;
+    CHECK(retrlm_contrastive_loss(q, 2, d, 3, 3, pos, T, &loss, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+    pos[1] = 0;
+    CHECK(retrlm_contrastive_loss(q, 2, d, 3, 3, pos, 0.0f, &loss, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+}
+
+// ---- gradient check: loss = contrastive(Q(qtok), D(dtok)) w.r.t. every parameter
+typedef struct enc_ctx {
+    retrlm_encoder *e;
+    int qtok[8], dtok[15], qlen[2], dlen[3], pos[2];
+    float T;
+} enc_ctx;
+
+static double enc_loss(void *p) {
+    enc_ctx *c = (enc_ctx *)p;
+    float q[2 * 16], d[3 * 16], loss = 0.0f;
+    retrlm_encoder_forward(c->e, RETRLM_QUERY, c->qtok, 2, 4, c->qlen, q);
+    retrlm_encoder_forward(c->e, RETRLM_DOC, c->dtok, 3, 5, c->dlen, d);
+    retrlm_contrastive_loss(q, 2, d, 3, c->e->dim, c->pos, c->T, &loss, NULL, NULL, NULL);
+    return loss;
+}
+
+static double central(enc_ctx *c, float *x, float eps) {
+    float save = *x;
+    double lp, lm;
+    *x = save + eps;
+    lp = enc_loss(c);
+    *x = save - eps;
+    lm = enc_loss(c);
+    *x = save;
+    return (lp - lm) / ((double)(save + eps) - (double)(save - eps));
+}
+
+// worst scaled error over x[0..n) (Richardson-combined central differences)
+static double check_block(enc_ctx *c, float *x, const float *g, size_t n) {
+    double worst = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double d1 = central(c, x + i, 1e-2f), d2 = central(c, x + i, 5e-3f), num = (4 * d2 - d1) / 3;
+        double err = fabs(num - g[i]) / (1e-3 + 0.05 * (fabs(num) > fabs(g[i]) ? fabs(num) : fabs(g[i])));
+        if (err > worst) worst = err;
+    }
+    return worst;
+}
+
+static void grad_case(int separate, int proj, int normalize) {
+    retrlm_encoder e;
+    enc_ctx c;
+    float q[2 * 16], d[3 * 16], dq[2 * 16], dd[3 * 16], loss, *g;
+    retrlm_rng rng;
+    int i, s;
+    tiny_encoder(&e, separate, proj, normalize, 2);
+    if (!e.side[0].params) return;
+    memset(&c, 0, sizeof c);
+    c.e = &e;
+    c.T = normalize ? 0.2f : 1.0f;
+    retrlm_rng_seed(&rng, 3);
+    for (i = 0; i < 8; i++) c.qtok[i] = (int)retrlm_rng_below(&rng, 11);
+    for (i = 0; i < 15; i++) c.dtok[i] = (int)retrlm_rng_below(&rng, 11);
+    c.qlen[0] = 4, c.qlen[1] = 2;
+    c.dlen[0] = 5, c.dlen[1] = 3, c.dlen[2] = 1;
+    c.pos[0] = 1, c.pos[1] = 2;
+    // gains away from 1 so their gradients are tested in general position
+    for (s = 0; s < 1 + separate; s++)
+        for (i = (int)e.side[s].n_decay; i < (int)e.side[s].n_params; i++)
+            e.side[s].params[i] = 1.0f + 0.3f * retrlm_rng_normal(&rng);
+    CHECK_OK(retrlm_encoder_forward(&e, RETRLM_QUERY, c.qtok, 2, 4, c.qlen, q));
+    CHECK_OK(retrlm_encoder_forward(&e, RETRLM_DOC, c.dtok, 3, 5, c.dlen, d));
+    CHECK_OK(retrlm_contrastive_loss(q, 2, d, 3, e.dim, c.pos, c.T, &loss, dq, dd, NULL));
+    retrlm_encoder_zero_grad(&e);
+    CHECK_OK(retrlm_encoder_backward(&e, RETRLM_DOC, dd));
+    CHECK_OK(retrlm_encoder_backward(&e, RETRLM_QUERY, dq));
+    for (s = 0; s < 1 + separate; s++) {
+        retrlm_model *m = &e.side[s];
+        double worst;
+        g = (float *)malloc(m->n_params * sizeof(float));
+        memcpy(g, m->grads, m->n_params * sizeof(float));
+        worst = check_block(&c, m->params, g, m->n_params);
+        if (!(worst < 1.0)) fprintf(stderr, "encoder side %d (separate %d proj %d norm %d): worst %g\n", s, separate, proj, normalize, worst);
+        CHECK(worst < 1.0);
+        free(g);
+        if (proj) {
+            size_t np = (size_t)e.dim * e.config.model.dim;
+            g = (float *)malloc(np * sizeof(float));
+            memcpy(g, e.proj_grad[s], np * sizeof(float));
+            worst = check_block(&c, e.proj[s], g, np);
+            if (!(worst < 1.0)) fprintf(stderr, "projection %d: worst %g\n", s, worst);
+            CHECK(worst < 1.0);
+            free(g);
+        }
+    }
+    retrlm_encoder_free(&e);
+}
+
+static void test_encoder_grads(void) {
+    grad_case(1, 6, 1); // DPR-like: two encoders, projection, normalised
+    grad_case(0, 0, 1); // Contriever-like: one shared encoder (gradients from both sides add up)
+    grad_case(0, 5, 0); // shared, projected, raw dot product
+}
+
+// ---- a synthetic retrieval task: document i is 6 tokens from its own little vocabulary
+// slice; its query is 3 of them in another order. Learnable, and only by training.
+#define N_DOCS 24
+#define VOCAB 40
+static void make_task(int *doc_ids, size_t *doc_off, int *q_ids, size_t *q_off, retrlm_rng *rng) {
+    int i, t;
+    doc_off[0] = q_off[0] = 0;
+    for (i = 0; i < N_DOCS; i++) {
+        for (t = 0; t < 6; t++) doc_ids[i * 6 + t] = 1 + (int)retrlm_rng_below(rng, VOCAB - 1);
+        for (t = 0; t < 3; t++) q_ids[i * 3 + t] = doc_ids[i * 6 + (2 * t + 3) % 6];
+        doc_off[i + 1] = (size_t)(i + 1) * 6;
+        q_off[i + 1] = (size_t)(i + 1) * 3;
+    }
+}
+
+typedef struct dpr_run {
+    retrlm_encoder e;
+    retrlm_adamw opt;
+    retrlm_retriever_train_state st;
+    float losses[120];
+} dpr_run;
+
+static void dpr_setup(dpr_run *r, int separate) {
+    retrlm_encoder_config c;
+    retrlm_adamw_config oc;
+    retrlm_adamw_group g[6];
+    int n;
+    memset(&c, 0, sizeof c);
+    c.model.vocab_size = VOCAB;
+    c.model.dim = 16;
+    c.model.n_layers = 1;
+    c.model.n_heads = 2;
+    c.model.seed = 11;
+    c.separate = separate;
+    c.normalize = 1;
+    c.max_query_tokens = 8;
+    c.max_doc_tokens = 8;
+    c.max_batch = 8;
+    CHECK_OK(retrlm_encoder_init(&r->e, &c));
+    memset(&oc, 0, sizeof oc);
+    n = retrlm_encoder_param_groups(&r->e, 3e-3f, 0.0f, g);
+    CHECK_OK(retrlm_adamw_init(&r->opt, &oc, g, n));
+    retrlm_retriever_train_state_init(&r->st, 5);
+}
+
+static void dpr_free(dpr_run *r) {
+    retrlm_adamw_free(&r->opt);
+    retrlm_encoder_free(&r->e);
+}
+
+// recall@1 of all queries against all documents
+static double task_accuracy(retrlm_encoder *e, const int *doc_ids, const int *q_ids) {
+    float *qe = (float *)malloc(sizeof(float) * N_DOCS * e->dim), *de = (float *)malloc(sizeof(float) * N_DOCS * e->dim);
+    int i, j, right = 0, qlen[8], dlen[16];
+    for (i = 0; i < N_DOCS; i += 8) {
+        for (j = 0; j < 8; j++) qlen[j] = 3;
+        for (j = 0; j < 8; j++) dlen[j] = 6;
+        retrlm_encoder_forward(e, RETRLM_QUERY, q_ids + i * 3, 8, 3, qlen, qe + (size_t)i * e->dim);
+        retrlm_encoder_forward(e, RETRLM_DOC, doc_ids + i * 6, 8, 6, dlen, de + (size_t)i * e->dim);
+    }
+    for (i = 0; i < N_DOCS; i++) {
+        int best = 0;
+        float bs = -1e30f;
+        for (j = 0; j < N_DOCS; j++) {
+            float s = retrlm_dot(qe + (size_t)i * e->dim, de + (size_t)j * e->dim, e->dim);
+            if (s > bs) bs = s, best = j;
+        }
+        right += best == i;
+    }
+    free(qe), free(de);
+    return (double)right / N_DOCS;
+}
+
+static void test_dpr_learns(void) {
+    int doc_ids[N_DOCS * 6], q_ids[N_DOCS * 3], pq[N_DOCS], pd[N_DOCS], hn[N_DOCS], i;
+    size_t doc_off[N_DOCS + 1], q_off[N_DOCS + 1];
+    retrlm_rng rng;
+    retrlm_dpr_config dc;
+    dpr_run *r = (dpr_run *)calloc(1, sizeof *r);
+    double before, after;
+    retrlm_rng_seed(&rng, 21);
+    make_task(doc_ids, doc_off, q_ids, q_off, &rng);
+    for (i = 0; i < N_DOCS; i++) pq[i] = i, pd[i] = i, hn[i] = (i + 1) % N_DOCS;
+    dpr_setup(r, 1);
+    memset(&dc, 0, sizeof dc);
+    dc.queries.ids = q_ids, dc.queries.off = q_off, dc.queries.n = N_DOCS;
+    dc.docs.ids = doc_ids, dc.docs.off = doc_off, dc.docs.n = N_DOCS;
+    dc.pair_query = pq, dc.pair_doc = pd, dc.hard_negative = hn, dc.n_pairs = N_DOCS;
+    dc.temperature = 0.1f;
+    dc.steps = 120;
+    dc.losses = r->losses;
+    before = task_accuracy(&r->e, doc_ids, q_ids);
+    CHECK_OK(retrlm_dpr_train(&r->e, &r->opt, &dc, &r->st));
+    after = task_accuracy(&r->e, doc_ids, q_ids);
+    if (!(after >= 0.75 && after > before + 0.3)) fprintf(stderr, "dpr: accuracy %.3f -> %.3f\n", before, after);
+    CHECK(after >= 0.75 && after > before + 0.3);
+    CHECK(r->losses[119] < r->losses[0]);
+    // bad input: a pair outside the queries
+    pq[3] = N_DOCS;
+    dc.steps = 121;
+    CHECK(retrlm_dpr_train(&r->e, &r->opt, &dc, &r->st) == RETRLM_ERR_ARG);
+    dpr_free(r);
+    free(r);
+}
+
+static void run_dpr(dpr_run *r, const retrlm_dpr_config *dc) {
+    dpr_setup(r, 1);
+    CHECK_OK(retrlm_dpr_train(&r->e, &r->opt, dc, &r->st));
+}
+
+static void test_dpr_threads_and_files(void) {
+    int doc_ids[N_DOCS * 6], q_ids[N_DOCS * 3], pq[N_DOCS], pd[N_DOCS], i;
+    size_t doc_off[N_DOCS + 1], q_off[N_DOCS + 1], size = 0;
+    retrlm_rng rng;
+    retrlm_dpr_config dc;
+    dpr_run *a = (dpr_run *)calloc(1, sizeof *a), *b = (dpr_run *)calloc(1, sizeof *b);
+    retrlm_encoder l;
+    void *buf;
+    retrlm_rng_seed(&rng, 22);
+    make_task(doc_ids, doc_off, q_ids, q_off, &rng);
+    for (i = 0; i < N_DOCS; i++) pq[i] = i, pd[i] = i;
+    memset(&dc, 0, sizeof dc);
+    dc.queries.ids = q_ids, dc.queries.off = q_off, dc.queries.n = N_DOCS;
+    dc.docs.ids = doc_ids, dc.docs.off = doc_off, dc.docs.n = N_DOCS;
+    dc.pair_query = pq, dc.pair_doc = pd, dc.n_pairs = N_DOCS;
+    dc.steps = 10;
+#ifdef _OPENMP
+    {
+        int saved = omp_get_max_threads();
+        omp_set_num_threads(1);
+        dc.losses = a->losses;
+        run_dpr(a, &dc);
+        omp_set_num_threads(2);
+        dc.losses = b->losses;
+        run_dpr(b, &dc);
+        omp_set_num_threads(saved);
+    }
+#else
+    dc.losses = a->losses;
+    run_dpr(a, &dc);
+    dc.losses = b->losses;
+    run_dpr(b, &dc);
+#endif
+    CHECK(!memcmp(a->losses, b->losses, 10 * sizeof(float)));
+    CHECK(!memcmp(a->e.side[1].params, b->e.side[1].params, a->e.side[1].n_params * sizeof(float)));
+    // save -> load -> the same embeddings, bit for bit
+    CHECK_OK(retrlm_encoder_save_memory(&a->e, NULL, 0, &size));
+    buf = malloc(size);
+    CHECK_OK(retrlm_encoder_save_memory(&a->e, buf, size, &size));
+    if (retrlm_encoder_load_memory(&l, buf, size) == RETRLM_OK) {
+        float x[16 * 8], y[16 * 8];
+        int len[8] = {6, 5, 4, 3, 6, 6, 1, 2};
+        CHECK(l.dim == a->e.dim && l.config.separate == 1 && l.config.normalize == 1);
+        CHECK_OK(retrlm_encoder_forward(&a->e, RETRLM_DOC, doc_ids, 8, 6, len, x));
+        CHECK_OK(retrlm_encoder_forward(&l, RETRLM_DOC, doc_ids, 8, 6, len, y));
+        CHECK(!memcmp(x, y, sizeof(float) * 8 * (size_t)l.dim));
+        CHECK_OK(retrlm_encoder_forward(&a->e, RETRLM_QUERY, q_ids, 8, 3, NULL, x));
+        CHECK_OK(retrlm_encoder_forward(&l, RETRLM_QUERY, q_ids, 8, 3, NULL, y));
+        CHECK(!memcmp(x, y, sizeof(float) * 8 * (size_t)l.dim));
+        retrlm_encoder_free(&l);
+    } else
+        CHECK(0);
+    // a corrupt file: every truncation fails cleanly
+    for (i = 0; i < (int)size; i += 97) CHECK(retrlm_encoder_load_memory(&l, buf, (size_t)i) != RETRLM_OK);
+    free(buf);
+    dpr_free(a), dpr_free(b);
+    free(a), free(b);
+}
+
+static void test_contriever(void) {
+    int doc_ids[N_DOCS * 6], q_ids[N_DOCS * 3], i;
+    size_t doc_off[N_DOCS + 1], q_off[N_DOCS + 1];
+    retrlm_rng rng;
+    retrlm_contriever_config cc;
+    dpr_run *r = (dpr_run *)calloc(1, sizeof *r);
+    double early = 0, late = 0;
+    retrlm_rng_seed(&rng, 23);
+    make_task(doc_ids, doc_off, q_ids, q_off, &rng);
+    dpr_setup(r, 0);
+    memset(&cc, 0, sizeof cc);
+    cc.docs.ids = doc_ids, cc.docs.off = doc_off, cc.docs.n = N_DOCS;
+    cc.crop_min = 0.5f, cc.crop_max = 1.0f;
+    cc.steps = 120;
+    cc.losses = r->losses;
+    CHECK_OK(retrlm_contriever_train(&r->e, &r->opt, &cc, &r->st));
+    for (i = 0; i < 20; i++) early += r->losses[i], late += r->losses[100 + i];
+    if (!(late < 0.5 * early)) fprintf(stderr, "contriever: loss %.3f -> %.3f\n", early / 20, late / 20);
+    CHECK(late < 0.5 * early);
+    cc.batch = N_DOCS + 1; // more than the encoder's max_batch
+    CHECK(retrlm_contriever_train(&r->e, &r->opt, &cc, &r->st) == RETRLM_ERR_ARG);
+    dpr_free(r);
+    free(r);
+}
+
+static void test_fuse(void) {
+    int64_t a[3] = {5, 2, 9}, b[3] = {2, 7, 5}, out[5];
+    float as[3] = {3.0f, 2.0f, 1.0f}, bs[3] = {0.9f, 0.5f, 0.1f}, os[5];
+    retrlm_retrieve_params p;
+    int n;
+    memset(&p, 0, sizeof p);
+    p.mode = RETRLM_RETRIEVE_RRF;
+    n = retrlm_fuse(&p, a, as, 3, b, bs, 3, 5, out, os);
+    // 2: 1/62 + 1/61, 5: 1/61 + 1/63, 9: 1/63, 7: 1/62
+    CHECK(n == 4 && out[0] == 2 && out[1] == 5 && out[2] == 7 && out[3] == 9);
+    CHECK_NEAR(os[0], 1.0 / 62 + 1.0 / 61, 1e-6);
+    p.mode = RETRLM_RETRIEVE_LINEAR;
+    p.weight = 0.5f;
+    n = retrlm_fuse(&p, a, as, 3, b, bs, 3, 2, out, os);
+    // 5: 0.5*1 + 0.5*0 = 0.5, 2: 0.5*0.5 + 0.5*1 = 0.75
+    CHECK(n == 2 && out[0] == 2 && out[1] == 5);
+    CHECK_NEAR(os[0], 0.75, 1e-6);
+    p.mode = RETRLM_RETRIEVE_DENSE;
+    n = retrlm_fuse(&p, a, as, 3, b, bs, 3, 2, out, os);
+    CHECK(n == 2 && out[0] == 2 && out[1] == 7);
+}
+
+// dense retrieval from a datastore equals brute force over the encoder's embeddings
+static void test_datastore_dense(void) {
+    static const char *texts[6] = {"the cat sat on the mat", "a dog barks at night", "sailing ships at sea",
+                                   "the quick brown fox", "compilers translate code", "bread and butter"};
+    const char *train = "the cat sat on the mat a dog barks at night sailing ships at sea";
+    size_t tl = strlen(train), lens[6];
+    retrlm_tokenizer tok;
+    retrlm_tokenizer_train_config tc;
+    retrlm_datastore ds;
+    retrlm_datastore_config dc;
+    retrlm_encoder e;
+    retrlm_encoder_config ec;
+    retrlm_retrieve_params p;
+    float emb[6 * 16], q[16], sc[6];
+    int units[6], found = 0, i, best = 0;
+    memset(&tc, 0, sizeof tc);
+    tc.vocab_size = 300;
+    CHECK_OK(retrlm_tokenizer_train(&tok, &tc, &train, &tl, 1, NULL, NULL));
+    memset(&dc, 0, sizeof dc);
+    CHECK_OK(retrlm_datastore_init(&ds, &dc));
+    for (i = 0; i < 6; i++) CHECK_OK(retrlm_datastore_add(&ds, &tok, i, texts[i], strlen(texts[i]), 0));
+    CHECK_OK(retrlm_datastore_commit(&ds));
+    memset(&ec, 0, sizeof ec);
+    ec.model.vocab_size = tok.n_vocab;
+    ec.model.dim = 16;
+    ec.model.n_layers = 1;
+    ec.model.n_heads = 2;
+    ec.model.init_std = 0.5f;
+    ec.normalize = 1;
+    ec.max_batch = 2; // several batches
+    CHECK_OK(retrlm_encoder_init(&e, &ec));
+    memset(&p, 0, sizeof p);
+    p.mode = RETRLM_RETRIEVE_DENSE;
+    CHECK(retrlm_datastore_retrieve(&ds, &p, "cat", 3, 3, RETRLM_NO_DOC, units, sc, &found) == RETRLM_ERR_ARG);
+    CHECK_OK(retrlm_datastore_embed(&ds, &e, &tok, NULL, NULL, NULL));
+    for (i = 0; i < 6; i++) lens[i] = strlen(texts[i]);
+    CHECK_OK(retrlm_encoder_encode_texts(&e, &tok, RETRLM_DOC, texts, lens, 6, emb, NULL, NULL));
+    {
+        const char *qt = "a cat on a mat";
+        CHECK_OK(retrlm_encoder_encode_texts(&e, &tok, RETRLM_QUERY, &qt, NULL, 1, q, NULL, NULL));
+        for (i = 1; i < 6; i++)
+            if (retrlm_dot(q, emb + i * 16, 16) > retrlm_dot(q, emb + best * 16, 16)) best = i;
+        CHECK_OK(retrlm_datastore_retrieve(&ds, &p, qt, strlen(qt), 6, RETRLM_NO_DOC, units, sc, &found));
+        CHECK(found == 6 && units[0] == best);
+        CHECK_NEAR(sc[0], retrlm_dot(q, emb + best * 16, 16), 1e-4);
+        // exclusion: the best unit's document never comes back
+        CHECK_OK(retrlm_datastore_retrieve(&ds, &p, qt, strlen(qt), 6, best, units, sc, &found));
+        CHECK(found == 5);
+        for (i = 0; i < found; i++) CHECK(units[i] != best);
+        p.mode = RETRLM_RETRIEVE_RRF;
+        CHECK_OK(retrlm_datastore_retrieve(&ds, &p, qt, strlen(qt), 3, RETRLM_NO_DOC, units, sc, &found));
+        CHECK(found == 3);
+        p.mode = RETRLM_RETRIEVE_LINEAR;
+        CHECK_OK(retrlm_datastore_retrieve(&ds, &p, qt, strlen(qt), 3, RETRLM_NO_DOC, units, sc, &found));
+        CHECK(found == 3 && sc[0] <= 1.0f + 1e-6f);
+    }
+    retrlm_datastore_free(&ds);
+    retrlm_encoder_free(&e);
+    retrlm_tokenizer_free(&tok);
+}
+
+int main(void) {
+    RUN(test_contrastive_loss);
+    RUN(test_encoder_grads);
+    RUN(test_dpr_learns);
+    RUN(test_dpr_threads_and_files);
+    RUN(test_contriever);
+    RUN(test_fuse);
+    RUN(test_datastore_dense);
+    return test_report();
+}
