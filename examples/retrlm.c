@@ -522,7 +522,7 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
         {"--train", "FILE", OPT_STR | OPT_NEED, &train, 0, 0, "training text"},
         {"--valid", "FILE", OPT_STR, &valid, 0, 0, "validation text: bits per byte now and then"},
         {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the checkpoint to write (weights and optimiser)"},
-        {"--resume", NULL, OPT_FLAG, &resume, 0, 0, "continue from the checkpoint at -o (its shape wins)"},
+        {"--resume", NULL, OPT_FLAG, &resume, 0, 0, "continue the checkpoint at -o: its shape wins; exact with the same --steps --lr --wd --warmup"},
         {"--dim", "N", OPT_INT, &dim, 2, 8192, "model width, a multiple of 2 x heads"},
         {"--layers", "N", OPT_INT, &layers, 1, 256, "transformer blocks"},
         {"--heads", "N", OPT_INT, &heads, 1, 256, "attention heads"},
@@ -627,7 +627,7 @@ static int cmd_datastore(const cli_cmd *self, int argc, char **argv, cli_state *
     cli_opt opts[] = {
         CLI_TOKENIZER_OPTS(tok_path, gpt2),
         {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the datastore file to write"},
-        {"--chunk", "N", OPT_INT, &chunk, -1, 1 << 20, "tokens a unit; 0: a document is one unit (-1: 64 for files, 0 for --tsv)"},
+        {"--chunk", "N", OPT_INT, &chunk, -1, 1 << 20, "tokens a unit, 0: a whole document (-1: 64 for files, 0 for --tsv)"},
         {"--tsv", "FILE", OPT_STR, &tsv, 0, 0, "one document a line, instead of one a file"},
         {"--col", "N", OPT_INT, &col, 0, 1 << 20, "--tsv: the column of the text, from 1 (0: the last)"},
         {"--header", NULL, OPT_FLAG, &header, 0, 0, "--tsv: skip the first line"},
