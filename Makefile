@@ -10,12 +10,13 @@ EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 # Debian packages the tests need; `make deps` installs the missing ones
 DEPS_PKGS := libstb-dev clang libomp-dev libclang-rt-14-dev g++
 
-.PHONY: all help demo deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation cross clean bm25-peers
+.PHONY: all help demo retrlm deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation cross clean bm25-peers
 all: retrlm.h examples
 
 help:
 	@echo "make               regenerate retrlm.h from retrlm_impl/, build examples/"
 	@echo "make demo          the demo: tokenizer, LM, BM25 datastore, retrieval-augmented bits per byte"
+	@echo "make retrlm        the command-line tool, build/retrlm (README: Command-line tool)"
 	@echo "make test          the test matrix: {gcc,clang} x {serial,-fopenmp}, C++, 2 TUs, static, fuzz replay"
 	@echo "make test-quick    gcc serial only"
 	@echo "make sanitize      the tests under ASan + UBSan (clang)"
@@ -36,6 +37,12 @@ demo: deps retrlm.h
 	@mkdir -p build
 	$(CC) -std=c99 -O3 -march=native -fopenmp -I. -I$(STB_INC) examples/demo.c -lm -o build/demo
 	build/demo $(DEMO_STEPS)
+
+# The command-line tool (examples/retrlm.c), with OpenMP
+retrlm: build/retrlm
+build/retrlm: examples/retrlm.c retrlm.h
+	@mkdir -p build
+	$(CC) $(CFLAGS) -fopenmp -I. -I$(STB_INC) examples/retrlm.c -lm -o $@
 
 check-amalgamation:
 	@awk -f retrlm_impl/amalgamate.awk retrlm_impl/retrlm.h | cmp -s - retrlm.h || \

@@ -129,6 +129,7 @@ fuzz_replay() {
 case $mode in
 quick)
     cell gcc gcc -O2
+    run_bin cli sh tests/test_cli.sh
     ;;
 sanitize)
     SAN="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
@@ -143,6 +144,7 @@ full)
     cell clang clang -O2
     cell clang-omp clang -O2 -fopenmp
     compile_checks gcc
+    run_bin cli sh tests/test_cli.sh
     fuzz_replay gcc -O1
     ;;
 *)

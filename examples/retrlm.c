@@ -1,0 +1,875 @@
+// examples/retrlm.c - the retrlm command-line tool: one subcommand per step of a retrieval-based
+// language model (tokenizer, LM, datastore, kNN-LM keys, search, evaluation, generation), each
+// reading and writing the library's container files.
+//   cc -std=c99 -O2 -fopenmp -I. -I/usr/include/stb examples/retrlm.c -lm -o retrlm
+//   ./retrlm tokenizer-train --vocab 1024 -o tok.rlm train.txt
+//   ./retrlm lm-train -t tok.rlm --train train.txt --steps 400 -o lm.rlm
+//   ./retrlm datastore -t tok.rlm -o ds.rlm train.txt
+//   ./retrlm eval -m lm.rlm -t tok.rlm --text test.txt -d ds.rlm --mode incontext
+// `retrlm --help` lists the commands, `retrlm COMMAND --help` the options of one.
+// Exit status: 0 done, 1 failed (the message says why), 2 a bad command line.
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(_POSIX_C_SOURCE)
+#include <unistd.h> // isatty: the progress bar is drawn only on a terminal
+#define CLI_IS_TTY(f) isatty(fileno(f))
+#else
+#define CLI_IS_TTY(f) 0 // elsewhere: plain progress lines
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// messages
+
+// prints "retrlm: <message>" on stderr and returns 1, the exit status of a failure
+static int say(const char *fmt, ...) {
+    va_list ap;
+    fputs("retrlm: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+// a failed library call: what was being done, then the library's detail message
+static int fail(retrlm_result r, const char *what) {
+    const char *detail = retrlm_last_error();
+    return say("%s: %s", what, detail[0] ? detail : retrlm_result_string(r));
+}
+
+// the whole file at path ("-": standard input), NUL-terminated; NULL after a message
+static char *read_all(const char *path, size_t *len) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    char *buf = NULL, *grown;
+    size_t cap = 0, n = 0, got = 1;
+    if (!f) {
+        say("cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    while (got > 0) {
+        if (cap - n < 4096) {
+            if (!(grown = (char *)realloc(buf, 2 * cap + 65536 + 1))) break;
+            buf = grown;
+            cap = 2 * cap + 65536;
+        }
+        n += got = fread(buf + n, 1, cap - n, f);
+    }
+    if (got > 0 || ferror(f)) { // out of memory, or a read error
+        if (got > 0) say("%s: out of memory", path);
+        else say("cannot read %s: %s", path, strerror(errno));
+        free(buf);
+        buf = NULL;
+    } else
+        buf[n] = '\0', *len = n;
+    if (f != stdin) fclose(f);
+    return buf;
+}
+
+// ---------------------------------------------------------------------------------------------
+// what a command holds: zeroed before it runs, freed after it returns, whatever happened
+
+typedef struct cli_progress {
+    int    tty;       // stderr is a terminal: one line redrawn in place
+    char   stage[32]; // the stage on show ("" before any, and after one ends)
+    double t0, done0; // when the stage started, and its count then (for the rate)
+    double last;      // when a line was last written
+    int    width;     // characters of the line on the terminal; 0 when none is open
+    const retrlm_lm_train_state *train; // lm-train: the loss and validation to show
+} cli_progress;
+
+typedef struct cli_text {
+    char  *bytes; // (len + 1) NUL-terminated
+    size_t len;
+    int   *ids;   // (n) its tokens
+    size_t n;
+} cli_text;
+
+typedef struct cli_state {
+    retrlm_tokenizer tok;
+    retrlm_model     lm;
+    retrlm_adamw     opt;
+    retrlm_datastore ds;
+    retrlm_knnlm     knn;      // kNN-LM keys, built here or loaded from a keys file
+    retrlm_reader    knn_file; // the keys file, open while knn.index uses it in place
+    cli_text         text[2];  // the command's texts (train and valid, test and kNN-LM text)
+    char           **docs;     // (n_docs) whole input files
+    size_t          *doc_len;  // (n_docs)
+    int              n_docs;
+    cli_progress     prog;
+} cli_state;
+
+static void state_free(cli_state *s) {
+    int i;
+    retrlm_tokenizer_free(&s->tok);
+    retrlm_model_free(&s->lm);
+    retrlm_adamw_free(&s->opt);
+    retrlm_datastore_free(&s->ds);
+    if (s->knn_file.size) { // loaded: the values are ours, the index borrows the file
+        retrlm_index_free(&s->knn.index);
+        free(s->knn.values);
+        retrlm_reader_close(&s->knn_file);
+    } else
+        retrlm_knnlm_free(&s->knn);
+    for (i = 0; i < 2; i++) free(s->text[i].bytes), free(s->text[i].ids);
+    for (i = 0; i < s->n_docs; i++) free(s->docs[i]);
+    free(s->docs), free(s->doc_len);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the command line: every command describes its options in a table and calls parse_args
+
+enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_STR, OPT_STR2, OPT_NEED = 16 /* or-ed: required */ };
+
+typedef struct cli_opt {
+    const char *names; // "-o|--output"
+    const char *meta;  // what the value is ("FILE"); NULL for a flag
+    int         kind;  // OPT_*, | OPT_NEED when the option must be given
+    void       *dst;   // int *, float *, const char ** (two of them for OPT_STR2)
+    double      lo, hi; // the numbers accepted
+    const char *help;
+} cli_opt;
+#define CLI_END {NULL, NULL, 0, NULL, 0, 0, NULL}
+#define CLI_TOKENIZER_OPTS(path, gpt2)                                                          \
+    {"-t|--tokenizer", "FILE", OPT_STR, &path, 0, 0, "the tokenizer (from tokenizer-train)"},   \
+    {"--gpt2", "ENCODER.JSON VOCAB.BPE", OPT_STR2, gpt2, 0, 0, "or GPT-2's tokenizer files"}
+
+typedef struct cli_cmd {
+    const char *name, *synopsis, *summary;
+    int (*run)(const struct cli_cmd *self, int argc, char **argv, cli_state *s);
+} cli_cmd;
+
+static void print_help(const cli_cmd *c, const cli_opt *opts) {
+    char head[64];
+    printf("usage: retrlm %s %s\n%s\n\noptions:\n", c->name, c->synopsis, c->summary);
+    for (; opts->names; opts++) {
+        int kind = opts->kind & ~OPT_NEED;
+        snprintf(head, sizeof head, "%s%s%s", opts->names, opts->meta ? " " : "", opts->meta ? opts->meta : "");
+        printf("  %-30s %s", head, opts->help);
+        if (opts->kind & OPT_NEED) printf(" (required)");
+        else if (kind == OPT_INT && *(int *)opts->dst) printf(" (default %d)", *(int *)opts->dst);
+        else if (kind == OPT_FLOAT && *(float *)opts->dst != 0.0f) printf(" (default %g)", *(float *)opts->dst);
+        else if (kind == OPT_STR && *(const char **)opts->dst) printf(" (default %s)", *(const char **)opts->dst);
+        printf("\n");
+    }
+    printf("  %-30s %s\n", "-h|--help", "this help");
+}
+
+// a bad command line: the message, a pointer to the help, and exit status 2
+static int bad_usage(const cli_cmd *c, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "retrlm %s: ", c->name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see 'retrlm %s --help')\n", c->name);
+    return 2;
+}
+
+// the option of the table called arg[0..len), or NULL
+static const cli_opt *find_opt(const cli_opt *opts, const char *arg, size_t len) {
+    for (; opts->names; opts++) {
+        const char *p = opts->names;
+        while (*p) {
+            size_t n = strcspn(p, "|");
+            if (n == len && !strncmp(p, arg, len)) return opts;
+            p += n + (p[n] == '|');
+        }
+    }
+    return NULL;
+}
+
+// stores the value text v (and v2) of option o; 0, or 2 after a message
+static int set_opt(const cli_cmd *c, const cli_opt *o, const char *v, const char *v2) {
+    int kind = o->kind & ~OPT_NEED;
+    char *end;
+    double x;
+    if (kind == OPT_STR) *(const char **)o->dst = v;
+    if (kind == OPT_STR2) ((const char **)o->dst)[0] = v, ((const char **)o->dst)[1] = v2;
+    if (kind != OPT_INT && kind != OPT_FLOAT) return 0;
+    errno = 0;
+    x = strtod(v, &end);
+    if (end == v || *end || errno || !(x >= o->lo && x <= o->hi) || (kind == OPT_INT && x != floor(x)))
+        return bad_usage(c, "%s takes %s from %.10g to %.10g, not '%s'", o->names,
+                         kind == OPT_INT ? "a whole number" : "a number", o->lo, o->hi, v);
+    if (kind == OPT_INT) *(int *)o->dst = (int)x;
+    else *(float *)o->dst = (float)x;
+    return 0;
+}
+
+// Parses argv[1..argc) into the options of the table (CLI_END-terminated), "--name value" or
+// "--name=value"; "--" ends the options. Moves the positional arguments to argv[1..] and returns
+// their count. Prints the help and exits 0 on -h/--help; exits 2 after a message on bad input.
+static int parse_args(const cli_cmd *c, const cli_opt *opts, int argc, char **argv) {
+    int i, n_pos = 0;
+    const cli_opt *o;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *eq, *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) print_help(c, opts), exit(0);
+        if (!strcmp(a, "--")) {
+            while (++i < argc) argv[++n_pos] = argv[i];
+            break;
+        }
+        if (a[0] != '-' || !a[1]) { // a positional argument ("-" is standard input)
+            argv[++n_pos] = argv[i];
+            continue;
+        }
+        eq = strncmp(a, "--", 2) ? NULL : strchr(a, '=');
+        if (!(o = find_opt(opts, a, eq ? (size_t)(eq - a) : strlen(a)))) exit(bad_usage(c, "unknown option %s", a));
+        if ((o->kind & ~OPT_NEED) == OPT_FLAG) {
+            if (eq) exit(bad_usage(c, "%s takes no value", o->names));
+            *(int *)o->dst = 1;
+            continue;
+        }
+        if (!eq && i + 1 >= argc) exit(bad_usage(c, "%s needs %s", o->names, o->meta));
+        v = eq ? eq + 1 : argv[++i];
+        if ((o->kind & ~OPT_NEED) == OPT_STR2 && i + 1 >= argc) exit(bad_usage(c, "%s needs %s", o->names, o->meta));
+        if (set_opt(c, o, v, (o->kind & ~OPT_NEED) == OPT_STR2 ? argv[++i] : NULL)) exit(2);
+    }
+    for (o = opts; o->names; o++)
+        if ((o->kind & OPT_NEED) && !*(const char **)o->dst) exit(bad_usage(c, "%s %s is required", o->names, o->meta));
+    return n_pos;
+}
+
+// ---------------------------------------------------------------------------------------------
+// progress: a bar redrawn at most 10 times a second on a terminal, else a line every 10 s and
+// one when a stage ends. progress_fn is the library's retrlm_progress_fn; user is a cli_progress.
+
+static void progress_init(cli_progress *p) {
+    memset(p, 0, sizeof *p);
+    p->tty = CLI_IS_TTY(stderr);
+}
+
+// ends the terminal line being redrawn, if there is one
+static void progress_end(cli_progress *p) {
+    if (p->width) fputc('\n', stderr);
+    p->width = 0;
+}
+
+// 950, 12.3k, 4.5M, 6.7G
+static void fmt_count(char *buf, size_t cap, double x) {
+    static const char unit[] = " kMG";
+    int u = 0;
+    while (x >= 9999.5 && u < 3) x /= 1000.0, u++;
+    if (u) snprintf(buf, cap, "%.1f%c", x, unit[u]);
+    else snprintf(buf, cap, "%.0f", x);
+}
+
+// 0:07, 12:34, 1:02:03
+static void fmt_time(char *buf, size_t cap, double secs) {
+    int s = secs > 0.0 && secs < 1e8 ? (int)(secs + 0.5) : 0;
+    if (s >= 3600) snprintf(buf, cap, "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
+    else snprintf(buf, cap, "%d:%02d", s / 60, s % 60);
+}
+
+// appends to the line of *n characters (cap bytes), never past its end
+static void append(char *line, size_t cap, int *n, const char *fmt, ...) {
+    va_list ap;
+    int k;
+    va_start(ap, fmt);
+    k = vsnprintf(line + *n, cap - (size_t)*n, fmt, ap);
+    va_end(ap);
+    *n = k < 0 ? *n : *n + k < (int)cap ? *n + k : (int)cap - 1;
+}
+
+// the status of a stage: "train  45% |#########...........| 90/200 3.1/s ETA 0:35 loss 3.214"
+static int progress_line(const cli_progress *p, char *line, size_t cap, const char *stage,
+                         double done, double total, double now) {
+    char a[32], b[32], bar[21];
+    double secs = now - p->t0, rate = secs > 0.2 ? (done - p->done0) / secs : 0.0; // 0: none yet
+    int n = 0, i, final = total > 0.0 && done >= total;
+    line[0] = '\0';
+    append(line, cap, &n, "%-10s", stage);
+    fmt_count(a, sizeof a, done);
+    if (total > 0.0) {
+        for (i = 0; i < 20; i++) bar[i] = i < (int)(20.0 * done / total) ? '#' : '.';
+        bar[20] = '\0';
+        fmt_count(b, sizeof b, total);
+        append(line, cap, &n, " %3.0f%%%s%s%s %s/%s", 100.0 * done / total, p->tty ? " |" : "", p->tty ? bar : "",
+               p->tty ? "|" : "", a, b);
+    } else
+        append(line, cap, &n, " %s", a);
+    if (rate > 0.0) fmt_count(a, sizeof a, rate), append(line, cap, &n, " %s/s", a);
+    if (final) fmt_time(a, sizeof a, secs), append(line, cap, &n, " in %s", a);
+    else if (total > 0.0 && rate > 0.0) fmt_time(a, sizeof a, (total - done) / rate), append(line, cap, &n, " ETA %s", a);
+    if (p->train && !strcmp(stage, "train")) append(line, cap, &n, " loss %.3f", p->train->last_loss);
+    return n;
+}
+
+static int progress_fn(void *user, const char *stage, double done, double total) {
+    cli_progress *p = (cli_progress *)user;
+    double now = retrlm_time_seconds();
+    int final = total > 0.0 && done >= total, n;
+    char line[160];
+    if (p->train && !strcmp(stage, "valid")) { // lm-train's evaluation: a line of its own
+        progress_end(p);
+        fprintf(stderr, "step %.0f: valid %.4f bits per byte\n", done, p->train->last_valid_bpb);
+        return 0;
+    }
+    if (strcmp(stage, p->stage)) { // a new stage
+        progress_end(p);
+        snprintf(p->stage, sizeof p->stage, "%s", stage);
+        p->t0 = now;
+        p->done0 = done;
+        p->last = p->tty ? 0.0 : now;
+    }
+    if (!final && now - p->last < (p->tty ? 0.1 : 10.0)) return 0;
+    p->last = now;
+    n = progress_line(p, line, sizeof line, stage, done, total, now);
+    if (p->tty) {
+        fprintf(stderr, "\r%s%*s", line, p->width > n ? p->width - n : 0, "");
+        p->width = n > 0 ? n : 1;
+        if (final) progress_end(p);
+    } else
+        fprintf(stderr, "%s\n", line);
+    if (final) p->stage[0] = '\0';
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the library's objects from files
+
+// GPT-2's files when gpt2[0] is set, else the tokenizer file at path
+static int load_tokenizer(cli_state *s, const char *path, const char *const *gpt2) {
+    retrlm_result r;
+    if (gpt2[0]) {
+        if ((r = retrlm_tokenizer_load_gpt2(&s->tok, gpt2[0], gpt2[1]))) return fail(r, "cannot load the tokenizer");
+    } else if (!path)
+        return say("no tokenizer: give -t FILE or --gpt2 ENCODER.JSON VOCAB.BPE");
+    else if ((r = retrlm_tokenizer_load(&s->tok, path)))
+        return fail(r, "cannot load the tokenizer");
+    return 0;
+}
+
+// text -> a malloc'd array of its token ids (the library has the two-call size query only)
+static int *encode_text(const retrlm_tokenizer *tok, const char *text, size_t len, int flags, size_t *n) {
+    retrlm_result r;
+    int *ids;
+    if ((r = retrlm_tokenizer_encode(tok, text, len, flags, NULL, 0, n))) return fail(r, "encode"), (int *)NULL;
+    if (!(ids = (int *)malloc(sizeof(int) * (*n + 1)))) return say("out of memory for %lu tokens", (unsigned long)*n), (int *)NULL;
+    if ((r = retrlm_tokenizer_encode(tok, text, len, flags, ids, *n, n))) return free(ids), fail(r, "encode"), (int *)NULL;
+    return ids;
+}
+
+// reads path ("-": standard input) into s->text[i] and encodes it with s->tok
+static int load_text(cli_state *s, int i, const char *path) {
+    cli_text *t = &s->text[i];
+    if (!(t->bytes = read_all(path, &t->len))) return 1;
+    return (t->ids = encode_text(&s->tok, t->bytes, t->len, 0, &t->n)) ? 0 : 1;
+}
+
+// the LM at path, checked against the tokenizer already loaded
+static int load_model(cli_state *s, const char *path) {
+    retrlm_result r;
+    if ((r = retrlm_model_load(&s->lm, path, NULL))) return fail(r, "cannot load the model");
+    if (s->lm.config.vocab_size != s->tok.n_vocab)
+        return say("%s has a vocabulary of %d tokens, the tokenizer %d: not the tokenizer it was trained with",
+                   path, s->lm.config.vocab_size, s->tok.n_vocab);
+    return 0;
+}
+
+// reads the files paths (n) into s->docs
+static int load_docs(cli_state *s, char **paths, int n) {
+    s->docs = (char **)calloc((size_t)n, sizeof(char *));
+    s->doc_len = (size_t *)calloc((size_t)n, sizeof(size_t));
+    if (!s->docs || !s->doc_len) return say("out of memory");
+    for (s->n_docs = 0; s->n_docs < n; s->n_docs++)
+        if (!(s->docs[s->n_docs] = read_all(paths[s->n_docs], &s->doc_len[s->n_docs]))) return 1;
+    return 0;
+}
+
+// ---- kNN-LM keys files: container kind "knnlm", sections "index" (the vector index's own file
+// image, u8) and "values" (i32, the token after each key). The library saves the index only.
+
+static retrlm_result save_keys(const retrlm_knnlm *kn, const char *path) {
+    retrlm_writer w;
+    void *image = NULL;
+    size_t size;
+    retrlm_result r;
+    if ((r = retrlm_index_save_memory(&kn->index, &image, &size))) return r;
+    if (!(r = retrlm_writer_init(&w, "knnlm"))) {
+        if (!(r = retrlm_writer_add(&w, "index", RETRLM_DTYPE_U8, image, size)) &&
+            !(r = retrlm_writer_add(&w, "values", RETRLM_DTYPE_I32, kn->values, kn->n)))
+            r = retrlm_writer_save(&w, path);
+        retrlm_writer_free(&w);
+    }
+    retrlm_free(image);
+    return r;
+}
+
+// loads keys for s->lm; every value and id is checked, so a bad file is an error, not a crash
+static int load_keys(cli_state *s, const char *path) {
+    const void *image, *values;
+    size_t size, n, i;
+    retrlm_result r;
+    if ((r = retrlm_reader_open(&s->knn_file, path, "knnlm", 0)) ||
+        (r = retrlm_reader_get(&s->knn_file, "index", RETRLM_DTYPE_U8, &image, &size)) ||
+        (r = retrlm_reader_get(&s->knn_file, "values", RETRLM_DTYPE_I32, &values, &n)) ||
+        (r = retrlm_index_load_memory(&s->knn.index, image, size)))
+        return fail(r, "cannot load the kNN-LM keys");
+    if (n != s->knn.index.n) return say("%s: %lu values for %lu keys", path, (unsigned long)n, (unsigned long)s->knn.index.n);
+    for (i = 0; i < n; i++)
+        if (s->knn.index.ids[i] < 0 || (size_t)s->knn.index.ids[i] >= n || ((const int *)values)[i] < 0 ||
+            ((const int *)values)[i] >= s->lm.config.vocab_size)
+            return say("%s: key %lu has id %lld and value %d: not keys of this model", path, (unsigned long)i,
+                       (long long)s->knn.index.ids[i], ((const int *)values)[i]);
+    if (!(s->knn.values = (int *)malloc(sizeof(int) * (n + 1)))) return say("out of memory");
+    if (n) memcpy(s->knn.values, values, sizeof(int) * n);
+    s->knn.n = n;
+    return 0;
+}
+
+// 1 if the file at path starts with the container's magic, 0 if not, -1 if it cannot be read
+static int is_container(const char *path) {
+    static const char magic[8] = {'\x89', 'R', 'L', 'M', '\r', '\n', '\x1a', '\n'};
+    char head[8];
+    FILE *f = fopen(path, "rb");
+    int yes;
+    if (!f) return say("cannot open %s: %s", path, strerror(errno)), -1;
+    yes = fread(head, 1, 8, f) == 8 && !memcmp(head, magic, 8);
+    fclose(f);
+    return yes;
+}
+
+// the kNN-LM keys for eval: a keys file, or built now from a text (flat, or IVF / SQ8)
+static int get_keys(cli_state *s, const char *path, int nlist, int sq8) {
+    retrlm_index_config ic;
+    retrlm_result r;
+    int kind = is_container(path);
+    if (kind) return kind < 0 ? 1 : load_keys(s, path);
+    if (load_text(s, 1, path)) return 1;
+    memset(&ic, 0, sizeof ic);
+    ic.nlist = nlist;
+    ic.storage = sq8 ? RETRLM_STORAGE_SQ8 : RETRLM_STORAGE_F32;
+    ic.progress = progress_fn;
+    ic.progress_user = &s->prog;
+    r = retrlm_knnlm_build(&s->knn, &s->lm, s->text[1].ids, s->text[1].n, 0, &ic);
+    progress_end(&s->prog);
+    return r ? fail(r, "kNN-LM keys") : 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the commands
+
+static int cmd_tokenizer_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *out = NULL, *gpt2[2] = {NULL, NULL};
+    int vocab = 1024, min_freq = 0, n;
+    retrlm_tokenizer_train_config tc;
+    retrlm_result r;
+    cli_opt opts[] = {
+        {"--vocab", "N", OPT_INT, &vocab, 257, 1 << 20, "tokens in all: the 256 bytes and the merges"},
+        {"--min-freq", "N", OPT_INT, &min_freq, 0, 1e9, "pairs seen fewer times are never merged (0: 2)"},
+        {"--gpt2", "ENCODER.JSON VOCAB.BPE", OPT_STR2, gpt2, 0, 0, "convert GPT-2's files instead of training"},
+        {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the tokenizer file to write"},
+        CLI_END};
+    n = parse_args(self, opts, argc, argv);
+    if (!n == !gpt2[0]) return bad_usage(self, "give text files to train on, or --gpt2");
+    if (gpt2[0]) {
+        if (load_tokenizer(s, NULL, gpt2)) return 1;
+    } else {
+        if (load_docs(s, argv + 1, n)) return 1;
+        memset(&tc, 0, sizeof tc);
+        tc.vocab_size = vocab;
+        tc.min_frequency = min_freq;
+        tc.progress = progress_fn;
+        tc.progress_user = &s->prog;
+        r = retrlm_tokenizer_train(&s->tok, &tc, (const char *const *)s->docs, s->doc_len, n, NULL, NULL);
+        progress_end(&s->prog);
+        if (r) return fail(r, "training the tokenizer");
+    }
+    if ((r = retrlm_tokenizer_save(&s->tok, out))) return fail(r, "cannot save");
+    printf("%s: %d tokens (%d merges, %d special)\n", out, s->tok.n_vocab, s->tok.n_merges, s->tok.n_special);
+    return 0;
+}
+
+static int cmd_tokenize(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *tok_path = NULL, *gpt2[2] = {NULL, NULL};
+    int special = 0, n;
+    size_t i;
+    cli_text *t = &s->text[0];
+    cli_opt opts[] = {
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"--special", NULL, OPT_FLAG, &special, 0, 0, "special-token text (<|endoftext|>) becomes its id"},
+        CLI_END};
+    n = parse_args(self, opts, argc, argv);
+    if (n > 1) return bad_usage(self, "one input at most");
+    if (load_tokenizer(s, tok_path, gpt2) || !(t->bytes = read_all(n ? argv[1] : "-", &t->len)) ||
+        !(t->ids = encode_text(&s->tok, t->bytes, t->len, special ? RETRLM_TOKENIZE_SPECIAL : 0, &t->n)))
+        return 1;
+    for (i = 0; i < t->n; i++) printf(i ? " %d" : "%d", t->ids[i]);
+    printf("\n");
+    return 0;
+}
+
+static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *train = NULL, *valid = NULL, *out = NULL;
+    int dim = 128, layers = 4, heads = 4, ctx = 128, batch = 8, steps = 400, seed = 1, warmup = -1;
+    int eval_every = 0, save_every = 100, resume = 0, n_groups;
+    float lr = 3e-3f, wd = 0.1f;
+    retrlm_model_config mc;
+    retrlm_adamw_config oc;
+    retrlm_adamw_group groups[2];
+    retrlm_lm_train_config lc;
+    retrlm_lm_train_state st;
+    retrlm_result r;
+    cli_opt opts[] = {
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"--train", "FILE", OPT_STR | OPT_NEED, &train, 0, 0, "training text"},
+        {"--valid", "FILE", OPT_STR, &valid, 0, 0, "validation text: bits per byte now and then"},
+        {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the checkpoint to write (weights and optimiser)"},
+        {"--resume", NULL, OPT_FLAG, &resume, 0, 0, "continue the checkpoint at -o: its shape wins; exact with the same --steps --lr --wd --warmup"},
+        {"--dim", "N", OPT_INT, &dim, 2, 8192, "model width, a multiple of 2 x heads"},
+        {"--layers", "N", OPT_INT, &layers, 1, 256, "transformer blocks"},
+        {"--heads", "N", OPT_INT, &heads, 1, 256, "attention heads"},
+        {"--ctx", "N", OPT_INT, &ctx, 2, 1 << 16, "context: tokens a sequence"},
+        {"--batch", "N", OPT_INT, &batch, 1, 4096, "sequences a step"},
+        {"--steps", "N", OPT_INT, &steps, 0, 1e9, "train until this step"},
+        {"--lr", "X", OPT_FLOAT, &lr, 1e-9, 10, "peak learning rate"},
+        {"--wd", "X", OPT_FLOAT, &wd, 0, 10, "weight decay of the matrices"},
+        {"--warmup", "N", OPT_INT, &warmup, -1, 1e9, "warmup steps (-1: steps / 10), then cosine decay"},
+        {"--eval-every", "N", OPT_INT, &eval_every, 0, 1e9, "steps between validations (0: at the end)"},
+        {"--save-every", "N", OPT_INT, &save_every, 0, 1e9, "steps between checkpoints (0: at the end)"},
+        {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights and batches"},
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (load_tokenizer(s, tok_path, gpt2) || load_text(s, 0, train) || (valid && load_text(s, 1, valid))) return 1;
+    if (resume) {
+        if (load_model(s, out)) return 1;
+    } else {
+        memset(&mc, 0, sizeof mc);
+        mc.vocab_size = s->tok.n_vocab;
+        mc.dim = dim, mc.n_layers = layers, mc.n_heads = heads;
+        mc.max_seq_len = ctx, mc.max_batch = batch;
+        mc.seed = (uint64_t)seed;
+        if ((r = retrlm_model_init(&s->lm, &mc))) return fail(r, "cannot make the model");
+    }
+    memset(&oc, 0, sizeof oc);
+    oc.warmup_steps = warmup < 0 ? steps / 10 : warmup;
+    oc.total_steps = steps;
+    n_groups = retrlm_model_param_groups(&s->lm, lr, wd, groups);
+    if ((r = retrlm_adamw_init(&s->opt, &oc, groups, n_groups))) return fail(r, "optimiser");
+    retrlm_lm_train_state_init(&st, (uint64_t)seed);
+    if (resume && (r = retrlm_model_load_state(&s->opt, &st, out))) return fail(r, "cannot load the training state");
+    memset(&lc, 0, sizeof lc);
+    lc.train = s->text[0].ids, lc.n_train = s->text[0].n;
+    lc.valid = s->text[1].ids, lc.n_valid = s->text[1].n, lc.valid_bytes = s->text[1].len;
+    lc.steps = steps;
+    lc.eval_every = eval_every;
+    lc.checkpoint = out;
+    lc.checkpoint_every = save_every;
+    lc.progress = progress_fn;
+    lc.user = &s->prog;
+    s->prog.train = &st;
+    fprintf(stderr, "%s %.2fM parameters (dim %d, %d layers, %d heads, ctx %d, batch %d) from step %lld; %lu training tokens\n",
+            resume ? "resuming:" : "training:", (double)s->lm.n_params / 1e6, s->lm.config.dim, s->lm.config.n_layers,
+            s->lm.config.n_heads, s->lm.config.max_seq_len, s->lm.config.max_batch, (long long)st.step,
+            (unsigned long)lc.n_train);
+    r = retrlm_lm_train(&s->lm, &s->opt, &lc, &st);
+    progress_end(&s->prog);
+    if (r) return fail(r, "training");
+    printf("%s: step %lld, loss %.4f", out, (long long)st.step, st.last_loss);
+    if (valid) printf(", valid %.4f bits per byte", st.last_valid_bpb);
+    printf("\n");
+    return 0;
+}
+
+// the field col (1-based; 0: the last) of the tab-separated line [p, end): 1 and the field, or 0
+static int tsv_field(const char *p, const char *end, int col, const char **field, size_t *len) {
+    const char *tab;
+    int i;
+    for (i = 1; (tab = (const char *)memchr(p, '\t', (size_t)(end - p))) && i != col; i++) p = tab + 1;
+    if (col && i != col) return 0;
+    *field = p;
+    *len = (size_t)((tab && col ? tab : end) - p);
+    return 1;
+}
+
+// one document a line of a TSV file, its text in column col, its id the line number
+static int add_tsv(cli_state *s, const char *path, int col, int header, int flags) {
+    cli_text *t = &s->text[0];
+    const char *p, *end, *field;
+    size_t len;
+    long line = 0, skipped = 0;
+    retrlm_result r;
+    if (!(t->bytes = read_all(path, &t->len))) return 1;
+    for (p = t->bytes, end = p + t->len; p < end;) {
+        const char *nl = (const char *)memchr(p, '\n', (size_t)(end - p)), *eol = nl ? nl : end, *start = p;
+        p = nl ? nl + 1 : end;
+        if (eol > start && eol[-1] == '\r') eol--;
+        if (++line == 1 && header) continue;
+        if (!tsv_field(start, eol, col, &field, &len) || !len) {
+            skipped++;
+            continue;
+        }
+        if ((r = retrlm_datastore_add(&s->ds, &s->tok, line, field, len, flags))) {
+            progress_end(&s->prog);
+            return fail(r, path);
+        }
+        progress_fn(&s->prog, "datastore", (double)(p - t->bytes), (double)t->len);
+    }
+    if (skipped) {
+        progress_end(&s->prog);
+        say("%s: %ld lines without text in column %d skipped", path, skipped, col);
+    }
+    return 0;
+}
+
+static int cmd_datastore(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *out = NULL, *tsv = NULL;
+    int chunk = -1, col = 0, header = 0, n, i;
+    retrlm_datastore_config dc;
+    retrlm_result r;
+    cli_opt opts[] = {
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the datastore file to write"},
+        {"--chunk", "N", OPT_INT, &chunk, -1, 1 << 20, "tokens a unit, 0: a whole document (-1: 64 for files, 0 for --tsv)"},
+        {"--tsv", "FILE", OPT_STR, &tsv, 0, 0, "one document a line, instead of one a file"},
+        {"--col", "N", OPT_INT, &col, 0, 1 << 20, "--tsv: the column of the text, from 1 (0: the last)"},
+        {"--header", NULL, OPT_FLAG, &header, 0, 0, "--tsv: skip the first line"},
+        CLI_END};
+    n = parse_args(self, opts, argc, argv);
+    if (!n == !tsv) return bad_usage(self, "give the documents as files or as --tsv FILE");
+    if (chunk < 0) chunk = tsv ? 0 : 64;
+    if (load_tokenizer(s, tok_path, gpt2)) return 1;
+    memset(&dc, 0, sizeof dc);
+    dc.chunk_tokens = chunk;
+    if ((r = retrlm_datastore_init(&s->ds, &dc))) return fail(r, "datastore");
+    if (tsv && add_tsv(s, tsv, col, header, chunk ? RETRLM_DATASTORE_CHUNK : 0)) return 1;
+    if (!tsv && load_docs(s, argv + 1, n)) return 1;
+    for (i = 0; i < s->n_docs; i++) {
+        if ((r = retrlm_datastore_add(&s->ds, &s->tok, i, s->docs[i], s->doc_len[i], chunk ? RETRLM_DATASTORE_CHUNK : 0))) {
+            progress_end(&s->prog);
+            return fail(r, argv[i + 1]);
+        }
+        progress_fn(&s->prog, "datastore", i + 1, n);
+    }
+    if ((r = retrlm_datastore_commit(&s->ds))) return fail(r, "datastore");
+    if (!s->ds.n_units) return say("no text to make units of");
+    if ((r = retrlm_datastore_save(&s->ds, out))) return fail(r, "cannot save");
+    printf("%s: %d units, BM25 over %d terms\n", out, s->ds.n_units, s->ds.bm25.n_terms);
+    return 0;
+}
+
+static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *text = NULL, *out = NULL;
+    int nlist = 0, sq8 = 0;
+    retrlm_result r;
+    cli_opt opts[] = {
+        {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the LM (from lm-train)"},
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"--text", "FILE", OPT_STR | OPT_NEED, &text, 0, 0, "the text whose positions become keys"},
+        {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the keys file to write"},
+        {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "IVF lists (0: a flat index)"},
+        {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "store keys in 8 bits a dimension"},
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) || get_keys(s, text, nlist, sq8)) return 1;
+    if (s->knn_file.size) return say("%s is a keys file already; give a text", text);
+    if ((r = save_keys(&s->knn, out))) return fail(r, "cannot save");
+    printf("%s: %lu keys of %d dimensions, %.1f MB\n", out, (unsigned long)s->knn.n, s->knn.index.dim,
+           (double)retrlm_index_bytes(&s->knn.index) / 1e6);
+    return 0;
+}
+
+// unit u's text on one line: at most width bytes, whitespace as spaces, whole UTF-8 characters
+static void print_snippet(const retrlm_datastore *ds, int u, int width) {
+    size_t len, i;
+    const char *t = retrlm_datastore_text(ds, u, &len);
+    int cut = len > (size_t)width;
+    if (cut) {
+        len = (size_t)width;
+        while (len > 0 && (t[len] & 0xC0) == 0x80) len--;
+    }
+    for (i = 0; i < len; i++) putchar(t[i] == '\n' || t[i] == '\t' || t[i] == '\r' ? ' ' : t[i]);
+    printf("%s\n", cut ? "..." : "");
+}
+
+static int cmd_search(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *ds_path = NULL;
+    int k = 10, width = 100, n, i, found, units[1000];
+    float scores[1000];
+    char *q;
+    size_t len = 0;
+    retrlm_result r;
+    cli_opt opts[] = {
+        {"-d|--datastore", "FILE", OPT_STR | OPT_NEED, &ds_path, 0, 0, "the datastore (from datastore)"},
+        {"-k", "N", OPT_INT, &k, 1, 1000, "units to show"},
+        {"--width", "N", OPT_INT, &width, 10, 1 << 20, "bytes of each unit's text to show"},
+        CLI_END};
+    n = parse_args(self, opts, argc, argv);
+    if (!n) return bad_usage(self, "no query");
+    for (i = 1; i <= n; i++) len += strlen(argv[i]) + 1;
+    if (!(q = s->text[0].bytes = (char *)malloc(len))) return say("out of memory");
+    for (i = 1, len = 0; i <= n; i++) { // the words of the query, joined by spaces
+        size_t w = strlen(argv[i]);
+        memcpy(q + len, argv[i], w);
+        len += w;
+        q[len++] = i < n ? ' ' : '\0';
+    }
+    if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
+    if ((r = retrlm_datastore_search(&s->ds, q, len - 1, k, RETRLM_NO_DOC, units, scores, &found))) return fail(r, "search");
+    if (!found) fprintf(stderr, "retrlm: no unit matches '%s'\n", q);
+    for (i = 0; i < found; i++) {
+        printf("%d\t%.3f\t%lld\t", units[i], scores[i], (long long)s->ds.unit_doc[units[i]]);
+        print_snippet(&s->ds, units[i], width);
+    }
+    return 0;
+}
+
+static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    static const char *const mode_names[] = {"none", "incontext", "replug"};
+    const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *text = NULL, *ds_path = NULL;
+    const char *mode = "none", *knn = NULL;
+    int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = 0, nlist = 0, sq8 = 0, m;
+    float lambda = 0.0f, knn_temp = 0.0f, temperature = 0.0f;
+    double bpb, t0;
+    retrlm_ralm_config rc;
+    retrlm_result r;
+    cli_opt opts[] = {
+        {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the LM (from lm-train)"},
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"--text", "FILE", OPT_STR | OPT_NEED, &text, 0, 0, "the text to score"},
+        {"-d|--datastore", "FILE", OPT_STR, &ds_path, 0, 0, "units to retrieve from (incontext, replug)"},
+        {"--mode", "MODE", OPT_STR, &mode, 0, 0, "none, incontext or replug"},
+        {"--k", "N", OPT_INT, &k, 0, 16, "units prepended (incontext, 0: 1) or mixed (replug, 0: 4)"},
+        {"--stride", "N", OPT_INT, &stride, 0, 1 << 20, "tokens predicted per retrieval (0: 16)"},
+        {"--query-tokens", "N", OPT_INT, &query, 0, 1 << 20, "the query is the text of the last N tokens (0: 32)"},
+        {"--unit-tokens", "N", OPT_INT, &unit, 0, 1 << 20, "tokens of a unit used at most (0: the chunk size)"},
+        {"--context-tokens", "N", OPT_INT, &context, 0, 1 << 20, "tokens of the text's own prefix (0: what fits)"},
+        {"--temperature", "X", OPT_FLOAT, &temperature, 0, 1e6, "replug: weights softmax(score / X) (0: 1)"},
+        {"--knnlm", "FILE", OPT_STR, &knn, 0, 0, "kNN-LM: a keys file (from knnlm), or a text to key now"},
+        {"--knn-k", "N", OPT_INT, &knn_k, 0, 1 << 16, "kNN-LM neighbours (0: 64)"},
+        {"--lambda", "X", OPT_FLOAT, &lambda, 0, 1, "kNN-LM weight, in (0, 1) (0: 0.25)"},
+        {"--knn-temp", "X", OPT_FLOAT, &knn_temp, 0, 1e6, "kNN-LM softmax temperature (0: 1)"},
+        {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "keys built from a text: IVF lists (0: flat)"},
+        {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "keys built from a text: 8 bits a dimension"},
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    for (m = 0; m < 3 && strcmp(mode, mode_names[m]); m++) {}
+    if (m == 3) return bad_usage(self, "--mode is none, incontext or replug, not '%s'", mode);
+    if (m && !ds_path) return bad_usage(self, "--mode %s needs -d DATASTORE", mode);
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) || load_text(s, 0, text)) return 1;
+    if (!s->text[0].n) return say("%s: no text to score", text);
+    if (ds_path && (r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
+    if (knn && get_keys(s, knn, nlist, sq8)) return 1;
+    memset(&rc, 0, sizeof rc);
+    rc.mode = (retrlm_ralm_mode)m;
+    rc.k = k, rc.stride = stride, rc.query_tokens = query, rc.unit_tokens = unit, rc.context_tokens = context;
+    rc.temperature = temperature;
+    rc.knnlm = knn ? &s->knn : NULL;
+    rc.knn_k = knn_k, rc.lambda = lambda, rc.knn_temperature = knn_temp;
+    rc.progress = progress_fn;
+    rc.progress_user = &s->prog;
+    t0 = retrlm_time_seconds();
+    r = retrlm_ralm_bits_per_byte(&s->lm, &s->tok, ds_path ? &s->ds : NULL, s->text[0].ids, s->text[0].n,
+                                  s->text[0].len, &rc, &bpb, NULL);
+    progress_end(&s->prog);
+    if (r) return fail(r, "eval");
+    printf("%.4f bits per byte: %s, mode %s%s, %lu tokens, %lu bytes, %.1f s\n", bpb, text, mode,
+           knn ? " + kNN-LM" : "", (unsigned long)s->text[0].n, (unsigned long)s->text[0].len,
+           retrlm_time_seconds() - t0);
+    return 0;
+}
+
+static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *ds_path = NULL, *prompt = NULL;
+    int tokens = 64, top_k = 0, seed = 1, T, n_ctx = 0, n_out, unit = 0, found = 0;
+    float temp = 0.8f, top_p = 0.0f, score = 0.0f;
+    size_t n_p, skip = 0, len;
+    int *ctx;
+    retrlm_sampler smp;
+    retrlm_rng rng;
+    retrlm_result r;
+    cli_opt opts[] = {
+        {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the LM (from lm-train)"},
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"-d|--datastore", "FILE", OPT_STR, &ds_path, 0, 0, "prepend the unit that best matches the prompt"},
+        {"--prompt", "TEXT", OPT_STR | OPT_NEED, &prompt, 0, 0, "the text to continue"},
+        {"--tokens", "N", OPT_INT, &tokens, 1, 1 << 20, "tokens to generate (fewer when the context is full)"},
+        {"--temp", "X", OPT_FLOAT, &temp, 0, 100, "sampling temperature (0: greedy)"},
+        {"--top-k", "N", OPT_INT, &top_k, 0, 1 << 30, "sample from the k most likely (0: all)"},
+        {"--top-p", "X", OPT_FLOAT, &top_p, 0, 1, "sample from the smallest set this likely (0: all)"},
+        {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "sampling"},
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) ||
+        !(s->text[0].ids = encode_text(&s->tok, prompt, strlen(prompt), 0, &n_p)))
+        return 1;
+    if (!n_p) return say("the prompt is empty");
+    T = s->lm.config.max_seq_len;
+    if (n_p > (size_t)T - 1) { // the model sees T tokens: keep the end of the prompt
+        skip = n_p - ((size_t)T - 1);
+        fprintf(stderr, "retrlm: the prompt is cut to its last %d tokens (the model's context is %d)\n", T - 1, T);
+    }
+    if (!(ctx = s->text[1].ids = (int *)malloc(sizeof(int) * ((size_t)T + (size_t)tokens)))) return say("out of memory");
+    if (ds_path) {
+        if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
+        if ((r = retrlm_datastore_search(&s->ds, prompt, strlen(prompt), 1, RETRLM_NO_DOC, &unit, &score, &found)))
+            return fail(r, "search");
+        if (!found) printf("--- retrieved: nothing matches the prompt\n");
+    }
+    if (found) { // the unit first (as much of it as leaves room for the prompt and the tokens)
+        const int *ut = retrlm_datastore_tokens(&s->ds, unit, &n_ctx);
+        const char *text = retrlm_datastore_text(&s->ds, unit, &len);
+        long room = (long)T - (long)(n_p - skip) - tokens;
+        if (n_ctx > room) n_ctx = room > 0 ? (int)room : 0;
+        memcpy(ctx, ut, sizeof(int) * (size_t)n_ctx);
+        printf("--- retrieved: unit %d (document %lld, BM25 %.2f), %d tokens of it used\n%.*s\n", unit,
+               (long long)s->ds.unit_doc[unit], score, n_ctx, (int)len, text);
+    }
+    memcpy(ctx + n_ctx, s->text[0].ids + skip, sizeof(int) * (n_p - skip));
+    n_ctx += (int)(n_p - skip);
+    memset(&smp, 0, sizeof smp);
+    smp.temperature = temp, smp.top_k = top_k, smp.top_p = top_p;
+    retrlm_rng_seed(&rng, (uint64_t)seed);
+    if ((r = retrlm_model_generate(&s->lm, ctx, n_ctx, tokens, &smp, &rng, ctx + T, &n_out))) return fail(r, "generate");
+    if ((r = retrlm_tokenizer_decode(&s->tok, ctx + T, (size_t)n_out, NULL, 0, &len)) ||
+        !(s->text[1].bytes = (char *)malloc(len + 1)) ||
+        (r = retrlm_tokenizer_decode(&s->tok, ctx + T, (size_t)n_out, s->text[1].bytes, len + 1, &len)))
+        return r ? fail(r, "decode") : say("out of memory");
+    printf("%s%s%s\n", ds_path ? "--- generation\n" : "", prompt, s->text[1].bytes);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static const cli_cmd commands[] = {
+    {"tokenizer-train", "[options] -o TOK FILE...", "Trains a byte-level BPE tokenizer on the files (or converts GPT-2's).",
+     cmd_tokenizer_train},
+    {"tokenize", "[options] [FILE|-]", "Prints the token ids of a file (or of standard input).", cmd_tokenize},
+    {"lm-train", "[options] -t TOK --train FILE -o LM", "Trains a transformer LM (or resumes its training).",
+     cmd_lm_train},
+    {"datastore", "[options] -t TOK -o DS (FILE... | --tsv FILE)",
+     "Cuts documents into retrieval units and indexes them with BM25.", cmd_datastore},
+    {"knnlm", "[options] -m LM -t TOK --text FILE -o KEYS", "Keys a text for kNN-LM: the LM's hidden states and next tokens.",
+     cmd_knnlm},
+    {"search", "[options] -d DS QUERY...", "Prints the best units for a query: unit, score, document, text.",
+     cmd_search},
+    {"eval", "[options] -m LM -t TOK --text FILE", "Prints the bits per byte of a text, with or without retrieval.",
+     cmd_eval},
+    {"generate", "[options] -m LM -t TOK --prompt TEXT", "Continues a prompt, after the best unit of a datastore with -d.",
+     cmd_generate},
+};
+
+int main(int argc, char **argv) {
+    const int n = (int)(sizeof commands / sizeof commands[0]);
+    int i, rc, help = argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help"));
+    cli_state s;
+    for (i = 0; argc > 1 && i < n; i++)
+        if (!strcmp(argv[1], commands[i].name)) {
+            memset(&s, 0, sizeof s);
+            progress_init(&s.prog);
+            rc = commands[i].run(&commands[i], argc - 1, argv + 1, &s);
+            state_free(&s);
+            return rc;
+        }
+    if (argc > 1 && !help) fprintf(stderr, "retrlm: unknown command '%s'\n", argv[1]);
+    fprintf(help ? stdout : stderr, "usage: retrlm COMMAND [options] ...   (retrlm COMMAND --help: its options)\ncommands:\n");
+    for (i = 0; i < n; i++) fprintf(help ? stdout : stderr, "  %-16s %s\n", commands[i].name, commands[i].summary);
+    return help ? 0 : 2;
+}

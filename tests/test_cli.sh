@@ -1,0 +1,105 @@
+#!/bin/sh
+# tests/test_cli.sh - builds the command-line tool (examples/retrlm.c) and runs a short session
+# on examples/data/kjv-excerpt.tsv: tokenizer, a tiny LM, a datastore, search, eval (none,
+# in-context, kNN-LM), generation; then bad input, which must fail with a message, never crash.
+# The last line is "N passed, M failed"; the exit status is nonzero on any failure.
+#   sh tests/test_cli.sh              (from the repository root; CC, STB_INC as in tests/run.sh)
+#   RETRLM_BIN=path sh tests/test_cli.sh     tests an already built binary (e.g. a sanitizer build)
+set -u
+CC=${CC:-cc}
+STB_INC=${STB_INC:-/usr/include/stb}
+out=build/tests/cli
+data=examples/data/kjv-excerpt.tsv
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+passed=0 failed=0
+mkdir -p "$out"
+rm -f "$out"/*.rlm
+
+ok() { passed=$((passed + 1)); echo "  ok   $1"; }
+no() { failed=$((failed + 1)); echo "FAIL $1"; sed 's/^/     | /' "$out/log" | tail -n 15; }
+
+# run NAME COMMAND...: must exit 0
+run() {
+    n=$1
+    shift
+    if "$@" >"$out/log" 2>&1; then ok "$n"; else no "$n (exit $?)"; fi
+}
+
+# bad NAME COMMAND...: must exit 1 or 2 with a "retrlm" message (a crash exits with a signal's status)
+bad() {
+    n=$1
+    shift
+    "$@" >"$out/log" 2>&1
+    rc=$?
+    if { [ $rc = 1 ] || [ $rc = 2 ]; } && grep -q '^retrlm' "$out/log"; then ok "$n: $(grep '^retrlm' "$out/log" | head -n 1)"
+    else no "$n (exit $rc)"; fi
+}
+
+# has NAME PATTERN: the last command's output matches the extended regular expression
+has() {
+    if grep -Eq "$2" "$out/log"; then ok "$1"; else no "$1: no /$2/ in the output"; fi
+}
+
+R=${RETRLM_BIN:-$out/retrlm}
+if [ -z "${RETRLM_BIN:-}" ]; then
+    run "builds" $CC -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I"$STB_INC" examples/retrlm.c -lm -o "$R"
+fi
+
+# the texts: 2 Kings to train on, Isaiah 36 (which 2 Kings 18 retells) to score
+awk -F'\t' 'NR > 1 && $1 == "2 Kings" && $2 <= 12 { print $4 }' "$data" >"$out/train.txt"
+awk -F'\t' 'NR > 1 && $1 == "Isaiah" && $2 == 36 { print $4 }' "$data" >"$out/test.txt"
+
+T="-t $out/tok.rlm"
+M="-m $out/lm.rlm"
+run "tokenizer-train" "$R" tokenizer-train --vocab 300 -o "$out/tok.rlm" "$out/train.txt"
+has "tokenizer-train: 300 tokens" "300 tokens"
+echo "Then Rabshakeh stood" >"$out/prompt.txt"
+run "tokenize" "$R" tokenize $T - <"$out/prompt.txt"
+has "tokenize: prints ids" "^[0-9]+( [0-9]+)+$"
+run "lm-train" "$R" lm-train $T --train "$out/train.txt" --valid "$out/test.txt" --dim 32 --layers 1 \
+    --heads 2 --ctx 96 --batch 4 --steps 20 -o "$out/lm.rlm"
+has "lm-train: reaches step 20" "step 20, loss [0-9.]+, valid [0-9.]+ bits per byte"
+run "lm-train --resume" "$R" lm-train $T --train "$out/train.txt" --steps 25 --resume -o "$out/lm.rlm"
+has "lm-train --resume: continues to step 25" "step 25, loss"
+run "datastore --tsv" "$R" datastore $T -o "$out/ds.rlm" --tsv "$data" --col 4 --header --chunk 32
+has "datastore: units and terms" "[0-9]+ units, BM25 over [0-9]+ terms"
+run "datastore FILE" "$R" datastore $T -o "$out/ds-files.rlm" --chunk 32 "$out/train.txt" "$out/test.txt"
+run "search" "$R" search -d "$out/ds.rlm" -k 3 Rabshakeh cried with a loud voice
+has "search: finds Rabshakeh" "^[0-9]+	[0-9.]+	[0-9]+	.*Rabshakeh"
+for mode in none incontext; do
+    run "eval --mode $mode" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" --mode $mode --unit-tokens 32
+    has "eval --mode $mode: bits per byte" "^[0-9]+\.[0-9]+ bits per byte"
+done
+run "knnlm" "$R" knnlm $M $T --text "$out/train.txt" -o "$out/keys.rlm"
+run "eval --knnlm keys" "$R" eval $M $T --text "$out/test.txt" --knnlm "$out/keys.rlm" --stride 32
+has "eval --knnlm keys: bits per byte" "bits per byte: .* \+ kNN-LM"
+run "eval --knnlm text" "$R" eval $M $T --text "$out/test.txt" --knnlm "$out/train.txt" --nlist 16 --sq8 --stride 32
+run "generate -d" "$R" generate $M $T -d "$out/ds.rlm" --prompt "Then Rabshakeh stood and cried" --tokens 8 --temp 0
+has "generate: shows the retrieved unit" "^--- retrieved: unit [0-9]+"
+has "generate: continues the prompt" "^Then Rabshakeh stood and cried"
+
+# bad input: exit 1 or 2 with a message
+bad "missing file" "$R" tokenize $T "$out/no-such-file.txt"
+bad "missing tokenizer" "$R" tokenize -t "$out/no-such.rlm" "$out/test.txt"
+bad "unknown flag" "$R" eval --frobnicate
+bad "unknown command" "$R" frobnicate
+bad "flag without its value" "$R" search -d
+bad "not a number" "$R" lm-train $T --train "$out/train.txt" -o "$out/x.rlm" --steps many
+bad "bad mode" "$R" eval $M $T --text "$out/test.txt" --mode sideways
+bad "model file as a tokenizer" "$R" tokenize -t "$out/lm.rlm" "$out/test.txt"
+head -c 3000 "$out/lm.rlm" >"$out/cut.rlm"
+bad "truncated model" "$R" eval -m "$out/cut.rlm" $T --text "$out/test.txt"
+cp "$out/lm.rlm" "$out/flip.rlm"
+printf 'X' | dd of="$out/flip.rlm" bs=1 seek=2000 conv=notrunc 2>/dev/null
+bad "corrupt model" "$R" generate -m "$out/flip.rlm" $T --prompt "And"
+head -c 5000 /dev/urandom >"$out/noise.rlm" 2>/dev/null || head -c 5000 "$data" >"$out/noise.rlm"
+bad "garbage datastore" "$R" search -d "$out/noise.rlm" king
+cp "$out/keys.rlm" "$out/keys-flip.rlm"
+printf 'X' | dd of="$out/keys-flip.rlm" bs=1 seek=100000 conv=notrunc 2>/dev/null
+bad "corrupt keys" "$R" eval $M $T --text "$out/test.txt" --knnlm "$out/keys-flip.rlm"
+bad "empty text" "$R" eval $M $T --text /dev/null
+bad "empty prompt" "$R" generate $M $T --prompt ""
+bad "context too small" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" --mode incontext --unit-tokens 96
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
