@@ -1223,6 +1223,8 @@ typedef struct retrlm_knnlm {
     retrlm_index index;   /* keys; ids are positions into values */
     int         *values;  /* (n) the token that followed each key */
     size_t       n;       /* keys */
+    /* private */
+    retrlm_reader reader_; /* the loaded file, while the index borrows from it */
 } retrlm_knnlm;
 
 /* Runs m over tokens (n) in windows of seq_len (default max_seq_len) that overlap by half, so
@@ -1233,6 +1235,19 @@ RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, c
                                             size_t n, int seq_len,
                                             const retrlm_index_config *index_config);
 RETRLM_API void retrlm_knnlm_free(retrlm_knnlm *kn);
+/* Files: container kind "knnlm" (sections "index", the index's own file image, and "values").
+   Load checks every id against the values and every value against vocab_size (the model the
+   keys are for), so a file of other keys is an error, never a read out of bounds; the index is
+   used in place (memory-mapped) when the file is big. */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_knnlm_save(const retrlm_knnlm *kn, const char *path);
+RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, int vocab_size);
+#endif
+/* buf NULL: *size only. load_memory borrows data until free. */
+RETRLM_API retrlm_result retrlm_knnlm_save_memory(const retrlm_knnlm *kn, void *buf, size_t cap,
+                                                  size_t *size);
+RETRLM_API retrlm_result retrlm_knnlm_load_memory(retrlm_knnlm *kn, const void *data, size_t size,
+                                                  int vocab_size);
 
 typedef enum retrlm_ralm_mode {
     RETRLM_RALM_NONE = 0,
@@ -12944,8 +12959,94 @@ RETRLM_API void retrlm_knnlm_free(retrlm_knnlm *kn) {
     if (!kn) return;
     retrlm_index_free(&kn->index);
     RETRLM_FREE(kn->values);
+    retrlm_reader_close(&kn->reader_);
     memset(kn, 0, sizeof *kn);
 }
+
+#define RETRLM__KNNLM_KIND "knnlm"
+
+// the writer holds the index image (owned by *image: free it after saving)
+static retrlm_result retrlm__knnlm_writer(const retrlm_knnlm *kn, retrlm_writer *w, void **image) {
+    size_t size = 0;
+    retrlm_result r;
+    *image = NULL;
+    if ((r = retrlm_writer_init(w, RETRLM__KNNLM_KIND))) return r;
+    if ((r = retrlm_index_save_memory(&kn->index, image, &size))) return r;
+    if ((r = retrlm_writer_add(w, "index", RETRLM_DTYPE_U8, *image, size)) ||
+        (r = retrlm_writer_add(w, "values", RETRLM_DTYPE_I32, kn->values, kn->n)))
+        return r;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_knnlm_save_memory(const retrlm_knnlm *kn, void *buf, size_t cap,
+                                                  size_t *size) {
+    retrlm_writer w;
+    void *image;
+    retrlm_result r = retrlm__knnlm_writer(kn, &w, &image);
+    if (!r) r = retrlm_writer_save_memory(&w, buf, cap, size);
+    retrlm_writer_free(&w);
+    retrlm_free(image);
+    return r;
+}
+
+// kn->reader_ is open: the index borrows from it, the values are copied and checked
+static retrlm_result retrlm__knnlm_read(retrlm_knnlm *kn, int vocab_size) {
+    const void *image = NULL, *values = NULL;
+    size_t isize = 0, n = 0, i;
+    retrlm_result r;
+    if ((r = retrlm_reader_get(&kn->reader_, "index", RETRLM_DTYPE_U8, &image, &isize)) ||
+        (r = retrlm_reader_get(&kn->reader_, "values", RETRLM_DTYPE_I32, &values, &n)) ||
+        (r = retrlm_index_load_memory(&kn->index, image, isize)))
+        return r;
+    if (n != kn->index.n || kn->index.metric != RETRLM_METRIC_L2)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "knnlm: %lu values for %lu keys, metric %d (L2 "
+                            "expected)", (unsigned long)n, (unsigned long)kn->index.n,
+                            kn->index.metric);
+    kn->values = (int *)retrlm__alloc(n + 1, sizeof(int));
+    if (!kn->values) return retrlm__fail(RETRLM_ERR_NOMEM, "knnlm: no memory for %lu values", (unsigned long)n);
+    if (n) memcpy(kn->values, values, n * sizeof(int));
+    for (i = 0; i < n; i++) {
+        int64_t id = kn->index.ids[i];
+        int v = kn->values[i];
+        if (id < 0 || (uint64_t)id >= n || v < 0 || v >= vocab_size)
+            return retrlm__fail(RETRLM_ERR_FORMAT, "knnlm: key %lu has id %lld and value %d: not "
+                                "keys of a %d-token model", (unsigned long)i, (long long)id, v,
+                                vocab_size);
+    }
+    kn->n = n;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_knnlm_load_memory(retrlm_knnlm *kn, const void *data, size_t size,
+                                                  int vocab_size) {
+    retrlm_result r;
+    memset(kn, 0, sizeof *kn);
+    if ((r = retrlm_reader_open_memory(&kn->reader_, data, size, RETRLM__KNNLM_KIND, 0)) ||
+        (r = retrlm__knnlm_read(kn, vocab_size)))
+        retrlm_knnlm_free(kn);
+    return r;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_knnlm_save(const retrlm_knnlm *kn, const char *path) {
+    retrlm_writer w;
+    void *image;
+    retrlm_result r = retrlm__knnlm_writer(kn, &w, &image);
+    if (!r) r = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    retrlm_free(image);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, int vocab_size) {
+    retrlm_result r;
+    memset(kn, 0, sizeof *kn);
+    if ((r = retrlm_reader_open(&kn->reader_, path, RETRLM__KNNLM_KIND, 0)) ||
+        (r = retrlm__knnlm_read(kn, vocab_size)))
+        retrlm_knnlm_free(kn);
+    return r;
+}
+#endif
 
 RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, const int *tokens,
                                             size_t n, int seq_len,

@@ -96,7 +96,7 @@ typedef struct cli_state {
     retrlm_adamw     opt;
     retrlm_datastore ds;
     retrlm_knnlm     knn;      // kNN-LM keys, built here or loaded from a keys file
-    retrlm_reader    knn_file; // the keys file, open while knn.index uses it in place
+    int              knn_loaded; // 1: knn came from a keys file
     cli_text         text[2];  // the command's texts (train and valid, test and kNN-LM text)
     char           **docs;     // (n_docs) whole input files
     size_t          *doc_len;  // (n_docs)
@@ -110,12 +110,7 @@ static void state_free(cli_state *s) {
     retrlm_model_free(&s->lm);
     retrlm_adamw_free(&s->opt);
     retrlm_datastore_free(&s->ds);
-    if (s->knn_file.size) { // loaded: the values are ours, the index borrows the file
-        retrlm_index_free(&s->knn.index);
-        free(s->knn.values);
-        retrlm_reader_close(&s->knn_file);
-    } else
-        retrlm_knnlm_free(&s->knn);
+    retrlm_knnlm_free(&s->knn);
     for (i = 0; i < 2; i++) free(s->text[i].bytes), free(s->text[i].ids);
     for (i = 0; i < s->n_docs; i++) free(s->docs[i]);
     free(s->docs), free(s->doc_len);
@@ -386,41 +381,11 @@ static int load_docs(cli_state *s, char **paths, int n) {
 // ---- kNN-LM keys files: container kind "knnlm", sections "index" (the vector index's own file
 // image, u8) and "values" (i32, the token after each key). The library saves the index only.
 
-static retrlm_result save_keys(const retrlm_knnlm *kn, const char *path) {
-    retrlm_writer w;
-    void *image = NULL;
-    size_t size;
-    retrlm_result r;
-    if ((r = retrlm_index_save_memory(&kn->index, &image, &size))) return r;
-    if (!(r = retrlm_writer_init(&w, "knnlm"))) {
-        if (!(r = retrlm_writer_add(&w, "index", RETRLM_DTYPE_U8, image, size)) &&
-            !(r = retrlm_writer_add(&w, "values", RETRLM_DTYPE_I32, kn->values, kn->n)))
-            r = retrlm_writer_save(&w, path);
-        retrlm_writer_free(&w);
-    }
-    retrlm_free(image);
-    return r;
-}
-
 // loads keys for s->lm; every value and id is checked, so a bad file is an error, not a crash
 static int load_keys(cli_state *s, const char *path) {
-    const void *image, *values;
-    size_t size, n, i;
-    retrlm_result r;
-    if ((r = retrlm_reader_open(&s->knn_file, path, "knnlm", 0)) ||
-        (r = retrlm_reader_get(&s->knn_file, "index", RETRLM_DTYPE_U8, &image, &size)) ||
-        (r = retrlm_reader_get(&s->knn_file, "values", RETRLM_DTYPE_I32, &values, &n)) ||
-        (r = retrlm_index_load_memory(&s->knn.index, image, size)))
-        return fail(r, "cannot load the kNN-LM keys");
-    if (n != s->knn.index.n) return say("%s: %lu values for %lu keys", path, (unsigned long)n, (unsigned long)s->knn.index.n);
-    for (i = 0; i < n; i++)
-        if (s->knn.index.ids[i] < 0 || (size_t)s->knn.index.ids[i] >= n || ((const int *)values)[i] < 0 ||
-            ((const int *)values)[i] >= s->lm.config.vocab_size)
-            return say("%s: key %lu has id %lld and value %d: not keys of this model", path, (unsigned long)i,
-                       (long long)s->knn.index.ids[i], ((const int *)values)[i]);
-    if (!(s->knn.values = (int *)malloc(sizeof(int) * (n + 1)))) return say("out of memory");
-    if (n) memcpy(s->knn.values, values, sizeof(int) * n);
-    s->knn.n = n;
+    retrlm_result r = retrlm_knnlm_load(&s->knn, path, s->lm.config.vocab_size);
+    if (r) return fail(r, "cannot load the kNN-LM keys");
+    s->knn_loaded = 1;
     return 0;
 }
 
@@ -669,8 +634,8 @@ static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) || get_keys(s, text, nlist, sq8)) return 1;
-    if (s->knn_file.size) return say("%s is a keys file already; give a text", text);
-    if ((r = save_keys(&s->knn, out))) return fail(r, "cannot save");
+    if (s->knn_loaded) return say("%s is a keys file already; give a text", text);
+    if ((r = retrlm_knnlm_save(&s->knn, out))) return fail(r, "cannot save");
     printf("%s: %lu keys of %d dimensions, %.1f MB\n", out, (unsigned long)s->knn.n, s->knn.index.dim,
            (double)retrlm_index_bytes(&s->knn.index) / 1e6);
     return 0;

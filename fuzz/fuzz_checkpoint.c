@@ -6,23 +6,7 @@
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include <stdlib.h>
-
-static void fix_container(unsigned char *b, size_t size) {
-    unsigned char head[64];
-    uint64_t n, i;
-    if (size < 64 || memcmp(b, "\x89RLM\r\n\x1a\n", 8)) return;
-    retrlm__put_u64(b + 32, (uint64_t)size);
-    n = retrlm__get_u32(b + 12);
-    if (n > (size - 64) / 64) return;
-    for (i = 0; i < n; i++) {
-        unsigned char *e = b + 64 + i * 64;
-        uint64_t off = retrlm__get_u64(e + 32), bytes = retrlm__get_u64(e + 40);
-        if (off <= size && bytes <= size - off) retrlm__put_u32(e + 48, retrlm_crc32(0, b + off, (size_t)bytes));
-    }
-    memcpy(head, b, 64);
-    retrlm__put_u32(head + 48, 0);
-    retrlm__put_u32(b + 48, retrlm_crc32(retrlm_crc32(0, head, 64), b + 64, (size_t)n * 64));
-}
+#include "fuzz/repair.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
@@ -31,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
     unsigned char *data = (unsigned char *)malloc(size ? size : 1);
     if (!data) return 0;
     memcpy(data, input, size);
-    fix_container(data, size);
+    fuzz_repair_container(data, size);
     memset(&over, 0, sizeof over);
     over.max_seq_len = 4; // keep activations small whatever the file says
     over.max_batch = 1;

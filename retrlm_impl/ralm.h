@@ -20,6 +20,8 @@ typedef struct retrlm_knnlm {
     retrlm_index index;   /* keys; ids are positions into values */
     int         *values;  /* (n) the token that followed each key */
     size_t       n;       /* keys */
+    /* private */
+    retrlm_reader reader_; /* the loaded file, while the index borrows from it */
 } retrlm_knnlm;
 
 /* Runs m over tokens (n) in windows of seq_len (default max_seq_len) that overlap by half, so
@@ -30,6 +32,19 @@ RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, c
                                             size_t n, int seq_len,
                                             const retrlm_index_config *index_config);
 RETRLM_API void retrlm_knnlm_free(retrlm_knnlm *kn);
+/* Files: container kind "knnlm" (sections "index", the index's own file image, and "values").
+   Load checks every id against the values and every value against vocab_size (the model the
+   keys are for), so a file of other keys is an error, never a read out of bounds; the index is
+   used in place (memory-mapped) when the file is big. */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_knnlm_save(const retrlm_knnlm *kn, const char *path);
+RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, int vocab_size);
+#endif
+/* buf NULL: *size only. load_memory borrows data until free. */
+RETRLM_API retrlm_result retrlm_knnlm_save_memory(const retrlm_knnlm *kn, void *buf, size_t cap,
+                                                  size_t *size);
+RETRLM_API retrlm_result retrlm_knnlm_load_memory(retrlm_knnlm *kn, const void *data, size_t size,
+                                                  int vocab_size);
 
 typedef enum retrlm_ralm_mode {
     RETRLM_RALM_NONE = 0,

@@ -205,6 +205,27 @@ static void test_knnlm(void) {
     CHECK(knn < 0.5 * lm);
     rc.lambda = 1.5f;
     CHECK(retrlm_ralm_bits_per_byte(&model, NULL, NULL, ids, n, strlen(text), &rc, &knn, NULL) == RETRLM_ERR_ARG);
+    { // save -> load -> the same bits per byte; files of other keys are errors
+        retrlm_knnlm kl;
+        size_t size = 0;
+        unsigned char *buf;
+        double again, ref;
+        rc.lambda = 0.5f;
+        CHECK_OK(retrlm_ralm_bits_per_byte(&model, NULL, NULL, ids, n, strlen(text), &rc, &ref, NULL));
+        CHECK_OK(retrlm_knnlm_save_memory(&kn, NULL, 0, &size));
+        buf = (unsigned char *)malloc(size);
+        CHECK_OK(retrlm_knnlm_save_memory(&kn, buf, size, &size));
+        CHECK(retrlm_knnlm_load_memory(&kl, buf, size, 2) == RETRLM_ERR_FORMAT); // values >= 2
+        if (retrlm_knnlm_load_memory(&kl, buf, size, model.config.vocab_size) == RETRLM_OK) {
+            rc.knnlm = &kl;
+            CHECK_OK(retrlm_ralm_bits_per_byte(&model, NULL, NULL, ids, n, strlen(text), &rc, &again, NULL));
+            CHECK(again == ref);
+            retrlm_knnlm_free(&kl);
+        } else
+            CHECK(0);
+        for (i = 0; i < size; i += 61) CHECK(retrlm_knnlm_load_memory(&kl, buf, i, model.config.vocab_size) != RETRLM_OK);
+        free(buf);
+    }
     retrlm_knnlm_free(&kn);
     retrlm_knnlm_free(&kn);
     CHECK(retrlm_knnlm_build(&kn, &model, ids, 1, 16, NULL) == RETRLM_ERR_ARG);

@@ -1,0 +1,28 @@
+// Fuzz target: the bi-encoder loader (retrlm_encoder_load_memory); an encoder it accepts must
+// embed a query and a document. Container size field and CRCs are repaired first (repair.h).
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+#include <stdlib.h>
+#include "fuzz/repair.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
+    retrlm_encoder e;
+    unsigned char *data = (unsigned char *)malloc(size ? size : 1);
+    if (!data) return 0;
+    memcpy(data, input, size);
+    fuzz_repair_container(data, size);
+    if (retrlm_encoder_load_memory(&e, data, size) == RETRLM_OK) {
+        int tok[2] = {0, 0};
+        float *out = (float *)malloc(sizeof(float) * (size_t)e.dim);
+        tok[1] = e.config.model.vocab_size - 1;
+        if (!out || retrlm_encoder_forward(&e, RETRLM_QUERY, tok, 1, 1, NULL, out) != RETRLM_OK ||
+            retrlm_encoder_forward(&e, RETRLM_DOC, tok + 1, 1, 1, NULL, out) != RETRLM_OK)
+            __builtin_trap();
+        free(out);
+        retrlm_encoder_free(&e);
+    }
+    free(data);
+    return 0;
+}
+#include "fuzz/fuzz.h"
