@@ -400,6 +400,10 @@ RETRLM_API retrlm_result retrlm_tokenizer_train_file(retrlm_tokenizer *tok,
 RETRLM_API retrlm_result retrlm_tokenizer_encode(const retrlm_tokenizer *tok, const char *text,
                                                  size_t len, int flags, int *out, size_t cap,
                                                  size_t *n_out);
+/* The same into a new array: *ids (*n_out ids; free it with retrlm_free), one call. */
+RETRLM_API retrlm_result retrlm_tokenizer_encode_alloc(const retrlm_tokenizer *tok,
+                                                       const char *text, size_t len, int flags,
+                                                       int **ids, size_t *n_out);
 /* Encodes n_texts documents in parallel, concatenated in order into out (cap ids); offsets
    (n_texts + 1, may be NULL) gets where each document's ids start; *n_out the total. out NULL:
    the size query. lens NULL: NUL-terminated texts. Same ids as encoding each one alone. */
@@ -4491,6 +4495,25 @@ RETRLM_API retrlm_result retrlm_tokenizer_encode(const retrlm_tokenizer *tok, co
                             "tokenizer: encode needs %lu ids, the buffer holds %lu",
                             (unsigned long)e.n, (unsigned long)cap);
     return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_tokenizer_encode_alloc(const retrlm_tokenizer *tok,
+                                                       const char *text, size_t len, int flags,
+                                                       int **ids, size_t *n_out) {
+    retrlm_result r;
+    size_t n = 0;
+    RETRLM_ASSERT(ids && n_out);
+    *ids = NULL;
+    *n_out = 0;
+    if ((r = retrlm_tokenizer_encode(tok, text, len, flags, NULL, 0, &n))) return r;
+    if (!(*ids = (int *)retrlm__alloc(n + 1, sizeof(int))))
+        return retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer: no memory for %lu ids", (unsigned long)n);
+    if ((r = retrlm_tokenizer_encode(tok, text, len, flags, *ids, n + 1, n_out))) {
+        RETRLM_FREE(*ids);
+        *ids = NULL;
+        *n_out = 0;
+    }
+    return r;
 }
 
 RETRLM_API retrlm_result retrlm_tokenizer_encode_batch(const retrlm_tokenizer *tok,

@@ -1,11 +1,13 @@
 // bench/ralm_kjv - strategy 1 on the King James Bible: an LM and a retriever trained
 // independently, combined at inference. Tokenizer and LM are trained on kjv/train.txt; the
-// datastore is the train split's 5-verse passages (kjv/passages.tsv, split = train) for BM25,
-// and the LM's hidden states over train.txt for kNN-LM; everything is scored on kjv/test.txt
-// (chapters never seen in training or in the datastore). kNN-LM's lambda and temperature are
-// chosen on kjv/valid.txt. Prints a table, then name=value lines.
+// datastore is the train split's 5-verse passages (kjv/passages.tsv, split = train) for BM25
+// and for a dense retriever trained on them without labels (Contriever: two random crops of a
+// passage are a positive pair), and the LM's hidden states over train.txt for kNN-LM;
+// everything is scored on kjv/test.txt (chapters never seen in training or in the datastore).
+// kNN-LM's lambda and temperature are chosen on kjv/valid.txt. Prints a table, then name=value
+// lines.
 //   make bench-ralm_kjv                 (RETRLM_DATA=../shared/data by default)
-//   build/bench/ralm_kjv [steps] [out_dir]
+//   build/bench/ralm_kjv [steps] [out_dir] [contriever_steps]
 // Trained artifacts are kept in out_dir (default build/kjv): a second run reuses them.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
@@ -36,9 +38,7 @@ static char *slurp(const char *path, size_t *len) {
 
 static int *encode(const retrlm_tokenizer *tok, const char *s, size_t len, size_t *n) {
     int *ids;
-    if (retrlm_tokenizer_encode(tok, s, len, 0, NULL, 0, n)) die("encode");
-    ids = (int *)malloc(sizeof(int) * (*n + 1));
-    if (retrlm_tokenizer_encode(tok, s, len, 0, ids, *n, n)) die("encode");
+    if (retrlm_tokenizer_encode_alloc(tok, s, len, 0, &ids, n)) die("encode");
     return ids;
 }
 
@@ -69,6 +69,7 @@ static void unescape(char *s) {
 int main(int argc, char **argv) {
     int steps = argc > 1 ? atoi(argv[1]) : 1500;
     const char *out = argc > 2 ? argv[2] : "build/kjv";
+    int ctr_steps = argc > 3 ? atoi(argv[3]) : 1000;
     const char *root = getenv("RETRLM_DATA") ? getenv("RETRLM_DATA") : "../shared/data";
     char path[1024], tok_path[1024], lm_path[1024], line[65536];
     size_t train_len, valid_len, test_len, n_train, n_valid, n_test;
@@ -80,7 +81,9 @@ int main(int argc, char **argv) {
     retrlm_datastore_config dc;
     retrlm_knnlm knn;
     retrlm_ralm_config rc;
-    double t0, bpb[4], best_valid = 1e9, secs[4];
+    retrlm_encoder enc;
+    retrlm_retrieve_params dense;
+    double t0, bpb[5], best_valid = 1e9, secs[5], t_ctr = 0;
     float best_lambda = 0.25f, best_temp = 1.0f;
     FILE *f;
 
@@ -173,6 +176,49 @@ int main(int argc, char **argv) {
     if (retrlm_datastore_commit(&ds)) die("datastore commit");
     fprintf(stderr, "datastore: %d passages, %d units\n", n_units, ds.n_units);
 
+    // dense retriever: Contriever on the passages' tokens (no labels), then every unit embedded
+    snprintf(path, sizeof path, "%s/encoder-%d.rlm", out, ctr_steps);
+    if (retrlm_encoder_load(&enc, path)) {
+        retrlm_encoder_config ec;
+        retrlm_contriever_config cc;
+        retrlm_adamw opt;
+        retrlm_adamw_config oc;
+        retrlm_adamw_group g[6];
+        retrlm_retriever_train_state st;
+        size_t *off = (size_t *)malloc(sizeof(size_t) * ((size_t)ds.n_units + 1));
+        for (i = 0; i <= ds.n_units; i++) off[i] = (size_t)ds.tok_off[i];
+        memset(&ec, 0, sizeof ec);
+        ec.model.vocab_size = tok.n_vocab;
+        ec.model.dim = 128;
+        ec.model.n_layers = 2;
+        ec.model.n_heads = 4;
+        ec.model.seed = 3;
+        ec.normalize = 1;
+        ec.max_query_tokens = 32;
+        ec.max_doc_tokens = 128;
+        ec.max_batch = 64;
+        if (retrlm_encoder_init(&enc, &ec)) die("encoder");
+        memset(&oc, 0, sizeof oc);
+        oc.warmup_steps = ctr_steps / 20;
+        oc.total_steps = ctr_steps;
+        if (retrlm_adamw_init(&opt, &oc, g, retrlm_encoder_param_groups(&enc, 1e-3f, 0.01f, g))) die("optimizer");
+        memset(&cc, 0, sizeof cc);
+        cc.docs.ids = ds.tokens, cc.docs.off = off, cc.docs.n = (size_t)ds.n_units;
+        cc.steps = ctr_steps;
+        cc.progress = progress;
+        retrlm_retriever_train_state_init(&st, 4);
+        t0 = retrlm_time_seconds();
+        if (retrlm_contriever_train(&enc, &opt, &cc, &st)) die("contriever");
+        t_ctr = retrlm_time_seconds() - t0;
+        fprintf(stderr, "Contriever: %d steps in %.0f s, last loss %.3f\n", ctr_steps, t_ctr, st.last_loss);
+        if (retrlm_encoder_save(&enc, path)) die("save encoder");
+        retrlm_adamw_free(&opt);
+        free(off);
+    }
+    if (retrlm_datastore_embed(&ds, &enc, &tok, NULL, progress, NULL)) die("embed");
+    memset(&dense, 0, sizeof dense);
+    dense.mode = RETRLM_RETRIEVE_DENSE;
+
     // kNN-LM keys over train.txt
     t0 = retrlm_time_seconds();
     {
@@ -204,14 +250,15 @@ int main(int argc, char **argv) {
             }
     }
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         memset(&rc, 0, sizeof rc);
-        rc.mode = i == 1 ? RETRLM_RALM_INCONTEXT : i == 2 ? RETRLM_RALM_REPLUG : RETRLM_RALM_NONE;
+        rc.mode = i == 1 || i == 2 ? RETRLM_RALM_INCONTEXT : i == 3 ? RETRLM_RALM_REPLUG : RETRLM_RALM_NONE;
+        if (i == 2) rc.retrieve = &dense;
         rc.stride = 64;
         rc.query_tokens = 32;
         rc.unit_tokens = 128;
         rc.context_tokens = 256 - 128 - 64 > 0 ? 256 - 128 - 64 : 1;
-        if (i == 3) rc.knnlm = &knn, rc.lambda = best_lambda, rc.knn_temperature = best_temp;
+        if (i == 4) rc.knnlm = &knn, rc.lambda = best_lambda, rc.knn_temperature = best_temp;
         t0 = retrlm_time_seconds();
         if (retrlm_ralm_bits_per_byte(&model, &tok, &ds, test_ids, n_test, test_len, &rc, &bpb[i], NULL)) die("test");
         secs[i] = retrlm_time_seconds() - t0;
@@ -220,16 +267,20 @@ int main(int argc, char **argv) {
            (unsigned long)test_len, (unsigned long)n_test, model.config.n_layers, model.config.dim, steps);
     printf("| %-34s | bits/byte | vs LM  | seconds |\n|---|---:|---:|---:|\n", "system");
     {
-        static const char *names[4] = {"LM alone", "+ in-context (BM25 passage)", "+ REPLUG (BM25, top 4)", "+ kNN-LM"};
-        for (i = 0; i < 4; i++)
+        static const char *names[5] = {"LM alone", "+ in-context (BM25 passage)", "+ in-context (dense passage)", "+ REPLUG (BM25, top 4)",
+                                       "+ kNN-LM"};
+        for (i = 0; i < 5; i++)
             printf("| %-34s | %.4f | %+.1f%% | %.0f |\n", names[i], bpb[i], 100.0 * (bpb[i] / bpb[0] - 1), secs[i]);
     }
     printf("knnlm: lambda %.2f, temperature %.0f (chosen on valid: %.4f)\n", best_lambda, best_temp, best_valid);
-    printf("kjv.lm.bpb=%.4f\nkjv.incontext_bm25.bpb=%.4f\nkjv.replug_bm25.bpb=%.4f\nkjv.knnlm.bpb=%.4f\n", bpb[0], bpb[1], bpb[2], bpb[3]);
+    printf("dense retriever: Contriever, %d steps (%.0f s; 0: loaded), 2 layers dim 128, shared, normalised\n", ctr_steps, t_ctr);
+    printf("kjv.lm.bpb=%.4f\nkjv.incontext_bm25.bpb=%.4f\nkjv.incontext_dense.bpb=%.4f\nkjv.replug_bm25.bpb=%.4f\nkjv.knnlm.bpb=%.4f\n", bpb[0], bpb[1],
+           bpb[2], bpb[3], bpb[4]);
     retrlm_knnlm_free(&knn);
     retrlm_datastore_free(&ds);
+    retrlm_encoder_free(&enc);
     retrlm_model_free(&model);
     retrlm_tokenizer_free(&tok);
-    free(train), free(valid), free(test), free(train_ids), free(valid_ids), free(test_ids);
+    free(train), free(valid), free(test), retrlm_free(train_ids), retrlm_free(valid_ids), retrlm_free(test_ids);
     return 0;
 }

@@ -87,9 +87,7 @@ static char *join(const chapter *ch, int n, int test, size_t *len) {
 
 static int *encode(const retrlm_tokenizer *tok, const char *s, size_t len, size_t *n) {
     int *ids;
-    if (retrlm_tokenizer_encode(tok, s, len, 0, NULL, 0, n)) die("encode");
-    ids = (int *)malloc(sizeof(int) * (*n + 1));
-    if (retrlm_tokenizer_encode(tok, s, len, 0, ids, *n, n)) die("encode");
+    if (retrlm_tokenizer_encode_alloc(tok, s, len, 0, &ids, n)) die("encode");
     return ids;
 }
 
@@ -228,6 +226,6 @@ int main(int argc, char **argv) {
     retrlm_model_free(&model);
     retrlm_tokenizer_free(&tok);
     for (i = 0; i < n_ch; i++) free(ch[i].text);
-    free(ch), free(train_text), free(test_text), free(train_ids), free(test_ids);
+    free(ch), free(train_text), free(test_text), retrlm_free(train_ids), retrlm_free(test_ids);
     return 0;
 }

@@ -111,7 +111,7 @@ static void state_free(cli_state *s) {
     retrlm_adamw_free(&s->opt);
     retrlm_datastore_free(&s->ds);
     retrlm_knnlm_free(&s->knn);
-    for (i = 0; i < 2; i++) free(s->text[i].bytes), free(s->text[i].ids);
+    for (i = 0; i < 2; i++) free(s->text[i].bytes), retrlm_free(s->text[i].ids);
     for (i = 0; i < s->n_docs; i++) free(s->docs[i]);
     free(s->docs), free(s->doc_len);
 }
@@ -341,14 +341,11 @@ static int load_tokenizer(cli_state *s, const char *path, const char *const *gpt
     return 0;
 }
 
-// text -> a malloc'd array of its token ids (the library has the two-call size query only)
+// text -> a new array of its token ids (free with retrlm_free)
 static int *encode_text(const retrlm_tokenizer *tok, const char *text, size_t len, int flags, size_t *n) {
-    retrlm_result r;
     int *ids;
-    if ((r = retrlm_tokenizer_encode(tok, text, len, flags, NULL, 0, n))) return fail(r, "encode"), (int *)NULL;
-    if (!(ids = (int *)malloc(sizeof(int) * (*n + 1)))) return say("out of memory for %lu tokens", (unsigned long)*n), (int *)NULL;
-    if ((r = retrlm_tokenizer_encode(tok, text, len, flags, ids, *n, n))) return free(ids), fail(r, "encode"), (int *)NULL;
-    return ids;
+    retrlm_result r = retrlm_tokenizer_encode_alloc(tok, text, len, flags, &ids, n);
+    return r ? fail(r, "encode"), (int *)NULL : ids;
 }
 
 // reads path ("-": standard input) into s->text[i] and encodes it with s->tok

@@ -664,6 +664,25 @@ RETRLM_API retrlm_result retrlm_tokenizer_encode(const retrlm_tokenizer *tok, co
     return RETRLM_OK;
 }
 
+RETRLM_API retrlm_result retrlm_tokenizer_encode_alloc(const retrlm_tokenizer *tok,
+                                                       const char *text, size_t len, int flags,
+                                                       int **ids, size_t *n_out) {
+    retrlm_result r;
+    size_t n = 0;
+    RETRLM_ASSERT(ids && n_out);
+    *ids = NULL;
+    *n_out = 0;
+    if ((r = retrlm_tokenizer_encode(tok, text, len, flags, NULL, 0, &n))) return r;
+    if (!(*ids = (int *)retrlm__alloc(n + 1, sizeof(int))))
+        return retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer: no memory for %lu ids", (unsigned long)n);
+    if ((r = retrlm_tokenizer_encode(tok, text, len, flags, *ids, n + 1, n_out))) {
+        RETRLM_FREE(*ids);
+        *ids = NULL;
+        *n_out = 0;
+    }
+    return r;
+}
+
 RETRLM_API retrlm_result retrlm_tokenizer_encode_batch(const retrlm_tokenizer *tok,
                                                        const char *const *texts, const size_t *lens,
                                                        int n_texts, int flags, int *out, size_t cap,

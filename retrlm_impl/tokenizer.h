@@ -87,6 +87,10 @@ RETRLM_API retrlm_result retrlm_tokenizer_train_file(retrlm_tokenizer *tok,
 RETRLM_API retrlm_result retrlm_tokenizer_encode(const retrlm_tokenizer *tok, const char *text,
                                                  size_t len, int flags, int *out, size_t cap,
                                                  size_t *n_out);
+/* The same into a new array: *ids (*n_out ids; free it with retrlm_free), one call. */
+RETRLM_API retrlm_result retrlm_tokenizer_encode_alloc(const retrlm_tokenizer *tok,
+                                                       const char *text, size_t len, int flags,
+                                                       int **ids, size_t *n_out);
 /* Encodes n_texts documents in parallel, concatenated in order into out (cap ids); offsets
    (n_texts + 1, may be NULL) gets where each document's ids start; *n_out the total. out NULL:
    the size query. lens NULL: NUL-terminated texts. Same ids as encoding each one alone. */

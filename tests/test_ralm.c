@@ -101,10 +101,8 @@ static void test_datastore_files(void) {
 
 // the text to score, and its tokens
 static int *encode_all(const char *text, size_t *n) {
-    int *ids;
-    retrlm_tokenizer_encode(&tok, text, strlen(text), 0, NULL, 0, n);
-    ids = (int *)malloc(sizeof(int) * (*n + 1));
-    retrlm_tokenizer_encode(&tok, text, strlen(text), 0, ids, *n, n);
+    int *ids = NULL;
+    CHECK_OK(retrlm_tokenizer_encode_alloc(&tok, text, strlen(text), 0, &ids, n));
     return ids;
 }
 
@@ -175,7 +173,7 @@ static void test_ralm_matches_direct(void) {
     rc.context_tokens = 5;
     ids[3] = 99999;
     CHECK(retrlm_ralm_bits_per_byte(&model, &tok, &ds, ids, n, strlen(text), &rc, &bpb, NULL) == RETRLM_ERR_RANGE);
-    free(ids);
+    retrlm_free(ids);
     free(tn);
     free(tn2);
     retrlm_datastore_free(&ds);
@@ -229,7 +227,7 @@ static void test_knnlm(void) {
     retrlm_knnlm_free(&kn);
     retrlm_knnlm_free(&kn);
     CHECK(retrlm_knnlm_build(&kn, &model, ids, 1, 16, NULL) == RETRLM_ERR_ARG);
-    free(ids);
+    retrlm_free(ids);
 }
 
 int main(void) {

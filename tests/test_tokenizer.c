@@ -162,6 +162,15 @@ static void test_kjv_count(void) {
            (unsigned long)n1, len / 1e6 / (retrlm_time_seconds() - t0));
     CHECK_OK(retrlm_tokenizer_encode(&g_tik, t, len, 0, NULL, 0, &n2));
     CHECK(n1 == 1024541 && n2 == 1024541);
+    { // one call into a new array: the same ids
+        int *a = NULL, *b = (int *)malloc(n1 * sizeof(int));
+        size_t na = 0;
+        CHECK_OK(retrlm_tokenizer_encode_alloc(&g_json, t, len, 0, &a, &na));
+        CHECK_OK(retrlm_tokenizer_encode(&g_json, t, len, 0, b, n1, &n2));
+        CHECK(a && na == n1 && !memcmp(a, b, n1 * sizeof(int)));
+        retrlm_free(a);
+        free(b);
+    }
 #ifdef RETRLM__OMP
     { // a long text is cut into pieces for the threads: the ids are those of one thread
         int *a = (int *)malloc(n1 * sizeof(int)), *b = (int *)malloc(n1 * sizeof(int));
