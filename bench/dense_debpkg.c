@@ -7,7 +7,9 @@
 //   make bench-dense_debpkg        (RETRLM_DATA=../shared/data by default)
 //   build/bench/dense_debpkg [dpr_steps] [contriever_steps] [out_dir]
 // Environment: DIM (128), LAYERS (2), BATCH (64 queries a step), DOC_TOKENS (64), LR (1e-3).
-// The trained encoder is kept in out_dir (default build/debpkg): a second run reuses it.
+// The trained encoder is kept in out_dir (default build/debpkg): a second run reuses it. The
+// document and dev query embeddings are written there as docs.fvecs and queries_dev.fvecs
+// (bench/index reads them: RETRLM_BENCH_BASE, RETRLM_BENCH_QUERY).
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "bm25_data.h"
@@ -297,6 +299,8 @@ int main(int argc, char **argv) {
         if (retrlm_encoder_encode_texts(&enc, &tok, RETRLM_DOC, doc_text, NULL, (size_t)n_docs, emb, progress, NULL)) die("encode corpus");
         t_encode = retrlm_time_seconds() - t0;
     }
+    snprintf(path, sizeof path, "%s/docs.fvecs", out); // for bench/index on real embeddings
+    if (retrlm_fvecs_write(path, emb, (size_t)n_docs, enc.dim)) die("write docs.fvecs");
     memset(&ic, 0, sizeof ic);
     ic.dim = enc.dim;
     ic.metric = RETRLM_METRIC_IP;
@@ -329,6 +333,13 @@ int main(int argc, char **argv) {
         dev.text[i] = tsv_get(&d.queries, i, 1);
     }
     retrieve(&dev, &bm, &enc, &tok, &ix);
+    {
+        float *qe = (float *)malloc(sizeof(float) * (size_t)dev.n * (size_t)enc.dim);
+        if (retrlm_encoder_encode_texts(&enc, &tok, RETRLM_QUERY, dev.text, NULL, (size_t)dev.n, qe, NULL, NULL)) die("encode dev");
+        snprintf(path, sizeof path, "%s/queries_dev.fvecs", out);
+        if (retrlm_fvecs_write(path, qe, (size_t)dev.n, enc.dim)) die("write queries_dev.fvecs");
+        free(qe);
+    }
     qrels_dev = read_qrels(&d.qrels);
     memset(modes, 0, sizeof modes);
     modes[0].mode = RETRLM_RETRIEVE_BM25;

@@ -5,6 +5,9 @@
 //   build/bench/index 1000000 128             (N = 10^6, d = 128)
 //   build/bench/index 100000 384              (N = 10^5, d = 384)
 // Environment: RETRLM_BENCH_N, RETRLM_BENCH_D, RETRLM_BENCH_NLIST (1024), RETRLM_BENCH_NQ (1000).
+// Real embeddings instead of the mixture: RETRLM_BENCH_BASE=base.fvecs RETRLM_BENCH_QUERY=q.fvecs
+// (bench/dense_debpkg writes build/debpkg/docs.fvecs and queries_dev.fvecs: the trained
+// encoder's embeddings of the 59,993 debpkg documents and the 2,000 dev queries).
 //
 // Data: a Gaussian mixture (1,000 centres N(0, I), noise sigma = 1.75, every vector normalised
 // to unit length), 1,000 queries from the same mixture; metric inner product; k = 10; recall@10
@@ -156,18 +159,35 @@ int main(int argc, char **argv) {
     ns_flat = (int)(4e6 / (double)n_base * 128.0 / dim);
     ns_flat = ns_flat < 10 ? 10 : ns_flat > nq ? nq : ns_flat;
     ns_ivf = nq;
+    if ((e = getenv("RETRLM_BENCH_BASE")) != NULL) {
+        size_t nqf = 0;
+        int dq = 0;
+        must(retrlm_fvecs_read(e, &xb, &n_base, &dim), "read RETRLM_BENCH_BASE");
+        if (!getenv("RETRLM_BENCH_QUERY")) { fprintf(stderr, "bench/index: RETRLM_BENCH_QUERY is needed with RETRLM_BENCH_BASE\n"); return 1; }
+        must(retrlm_fvecs_read(getenv("RETRLM_BENCH_QUERY"), &xq, &nqf, &dq), "read RETRLM_BENCH_QUERY");
+        if (dq != dim) { fprintf(stderr, "bench/index: queries of dim %d for a base of dim %d\n", dq, dim); return 1; }
+        nq = (int)nqf;
+        ns_flat = nq;
+    }
+    ns_ivf = nq;
     printf("bench/index: N = %lu, d = %d, %d queries, k = %d, nlist = %d, metric IP, %d threads\n",
            (unsigned long)n_base, dim, nq, K, nlist, retrlm__max_threads());
-    printf("data: 1,000 Gaussian clusters, sigma 1.75, unit-normalised; single-query QPS over %d (flat) / %d (IVF) queries\n",
-           ns_flat, ns_ivf);
+    if (getenv("RETRLM_BENCH_BASE"))
+        printf("data: %s, queries %s; single-query QPS over %d (flat) / %d (IVF) queries\n", getenv("RETRLM_BENCH_BASE"),
+               getenv("RETRLM_BENCH_QUERY"), ns_flat, ns_ivf);
+    else
+        printf("data: 1,000 Gaussian clusters, sigma 1.75, unit-normalised; single-query QPS over %d (flat) / %d (IVF) queries\n",
+               ns_flat, ns_ivf);
     printf("figures from a shared 2-core machine (other engineers compile and test on it): expect noise\n\n");
 
     // ---- data
     centres = (float *)malloc(sizeof(float) * 1000 * (size_t)dim);
     retrlm_rng_seed(&r, 42);
     for (i = 0; i < 1000 * dim; i++) centres[i] = retrlm_rng_normal(&r);
-    xb = mixture(n_base, dim, centres, 1000, 1.75f, 1);
-    xq = mixture((size_t)nq, dim, centres, 1000, 1.75f, 2);
+    if (!getenv("RETRLM_BENCH_BASE")) {
+        xb = mixture(n_base, dim, centres, 1000, 1.75f, 1);
+        xq = mixture((size_t)nq, dim, centres, 1000, 1.75f, 2);
+    }
     truth = (int64_t *)malloc(sizeof(int64_t) * (size_t)nq * K);
     ids = (int64_t *)malloc(sizeof(int64_t) * (size_t)nq * K);
     sc = (float *)malloc(sizeof(float) * (size_t)nq * K);
@@ -376,8 +396,8 @@ int main(int argc, char **argv) {
     retrlm_index_free(&sq8r);
     retrlm_index_free(&ivf);
     free(centres);
-    free(xb);
-    free(xq);
+    if (getenv("RETRLM_BENCH_BASE")) retrlm_free(xb), retrlm_free(xq); // from retrlm_fvecs_read
+    else free(xb), free(xq);
     free(truth);
     free(ids);
     free(sc);
