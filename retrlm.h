@@ -1061,6 +1061,12 @@ RETRLM_API retrlm_result retrlm_encoder_encode_texts(retrlm_encoder *e,
                                                      const char *const *texts,
                                                      const size_t *lens, size_t n, float *out,
                                                      retrlm_progress_fn progress, void *user);
+/* Embeds one text (len bytes) on side into out (e->dim) without touching e's buffers: it makes
+   its own activations (a retrlm_model_init_view of the side's weights) for the call, so any
+   number of threads may embed through one encoder at once, as long as none trains it. */
+RETRLM_API retrlm_result retrlm_encoder_embed(const retrlm_encoder *e,
+                                              const retrlm_tokenizer *tok, int side,
+                                              const char *text, size_t len, float *out);
 /* Files: container kind "encoder" (sections enc_config, q.*, d.* when separate, proj.q,
    proj.d). Weights only. */
 #ifndef RETRLM_NO_STDIO
@@ -1114,7 +1120,7 @@ typedef struct retrlm_datastore {
     const int      *tokens;       /* (tok_off[n_units]) the units' token ids */
     retrlm_bm25     bm25;         /* over the units' text; ids are unit numbers */
     retrlm_index    dense;        /* after retrlm_datastore_embed: unit embeddings, ids = units */
-    retrlm_encoder *encoder;      /* borrowed by retrlm_datastore_embed: embeds dense queries */
+    const retrlm_encoder *encoder; /* borrowed by retrlm_datastore_embed: embeds dense queries */
     const retrlm_tokenizer *encoder_tok; /* borrowed: the encoder's tokenizer */
     /* private */
     int64_t  *doc_b_;             /* stb_ds growth arrays while building, NULL after commit */
@@ -1144,10 +1150,10 @@ RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, con
    enc_tok) into ds->dense; index_config NULL means flat f32, else its nlist / storage / ... are
    used (dim and metric are set here: inner product); IVF and SQ8 train on the embeddings.
    Calling it again (new weights: re-indexing, as strategies 2-4 do every T steps) rebuilds the
-   index. enc and enc_tok stay borrowed for dense queries; a dense query runs the encoder, so
-   dense retrieval from one datastore must not run on two threads at once. The dense index is
-   not part of retrlm_datastore_save: save it with retrlm_index_save. progress: "encode", then
-   the index's stages. */
+   index. enc and enc_tok stay borrowed for dense queries (retrlm_encoder_embed: searches may
+   run on many threads at once, but not while enc trains). The dense index is not part of
+   retrlm_datastore_save: save it with retrlm_index_save. progress: "encode", then the index's
+   stages. */
 RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_encoder *enc,
                                                 const retrlm_tokenizer *enc_tok,
                                                 const retrlm_index_config *index_config,
@@ -12080,6 +12086,57 @@ done:
     return r;
 }
 
+RETRLM_API retrlm_result retrlm_encoder_embed(const retrlm_encoder *e,
+                                              const retrlm_tokenizer *tok, int side,
+                                              const char *text, size_t len, float *out) {
+    const retrlm_model *src;
+    const int D = e->config.model.dim, P = e->dim;
+    retrlm_model v;
+    retrlm_model_config over;
+    retrlm_result r;
+    float *pooled = NULL;
+    int *ids = NULL, maxt, n, i;
+    size_t got = 0;
+    RETRLM_ASSERT(e && tok && (side == RETRLM_QUERY || side == RETRLM_DOC) && (text || !len) && out);
+    src = &e->side[side];
+    maxt = src->config.max_seq_len;
+    memset(&v, 0, sizeof v);
+    ids = (int *)retrlm__alloc((size_t)maxt, sizeof(int));
+    pooled = (float *)retrlm__alloc((size_t)D, sizeof(float));
+    if (!ids || !pooled) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "encoder: no memory to embed a text");
+        goto done;
+    }
+    r = retrlm_tokenizer_encode(tok, text ? text : "", len, 0, ids, (size_t)maxt, &got);
+    if (r != RETRLM_OK && r != RETRLM_ERR_RANGE) goto done; // RANGE: cut to maxt
+    n = (int)RETRLM__MIN(got, (size_t)maxt);
+    if (n == 0) ids[0] = 0, n = 1;
+    memset(&over, 0, sizeof over);
+    over.max_batch = 1;
+    over.max_seq_len = n;
+    over.no_logits = 1;
+    if ((r = retrlm_model_init_view(&v, src, &over)) ||
+        (r = retrlm_model_forward(&v, ids, 1, n, NULL, RETRLM_FORWARD_NO_LOGITS)))
+        goto done;
+    retrlm_model_mean_pool(&v, pooled);
+    if (e->config.proj_dim)
+        for (i = 0; i < P; i++) out[i] = retrlm_dot(e->proj[side] + (size_t)i * D, pooled, D);
+    else
+        memcpy(out, pooled, (size_t)D * sizeof(float));
+    if (e->config.normalize) {
+        double ss = 0.0;
+        float inv;
+        for (i = 0; i < P; i++) ss += (double)out[i] * out[i];
+        inv = 1.0f / (float)sqrt(ss > 1e-24 ? ss : 1e-24);
+        for (i = 0; i < P; i++) out[i] *= inv;
+    }
+done:
+    retrlm_model_free(&v);
+    RETRLM_FREE(ids);
+    RETRLM_FREE(pooled);
+    return r;
+}
+
 static retrlm_result retrlm__encoder_writer(const retrlm_encoder *e, retrlm_writer *w) {
     int32_t ci[RETRLM__ENC_NCFG];
     size_t np = e->config.proj_dim ? (size_t)e->dim * e->config.model.dim : 0;
@@ -12486,8 +12543,7 @@ static retrlm_result retrlm__datastore_rank(const retrlm_datastore *ds,
         retrlm_search_params sp;
         memset(&sp, 0, sizeof sp);
         sp.nprobe = p->nprobe;
-        if ((res = retrlm_encoder_encode_texts(ds->encoder, ds->encoder_tok, RETRLM_QUERY, &query,
-                                               &len, 1, q, NULL, NULL)) ||
+        if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_QUERY, query, len, q)) ||
             (res = retrlm_index_search(&ds->dense, q, 1, ds->dense.dim, depth, &sp, bi + depth,
                                        bs + depth)))
             goto done;

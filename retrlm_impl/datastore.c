@@ -246,8 +246,7 @@ static retrlm_result retrlm__datastore_rank(const retrlm_datastore *ds,
         retrlm_search_params sp;
         memset(&sp, 0, sizeof sp);
         sp.nprobe = p->nprobe;
-        if ((res = retrlm_encoder_encode_texts(ds->encoder, ds->encoder_tok, RETRLM_QUERY, &query,
-                                               &len, 1, q, NULL, NULL)) ||
+        if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_QUERY, query, len, q)) ||
             (res = retrlm_index_search(&ds->dense, q, 1, ds->dense.dim, depth, &sp, bi + depth,
                                        bs + depth)))
             goto done;

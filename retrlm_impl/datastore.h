@@ -25,7 +25,7 @@ typedef struct retrlm_datastore {
     const int      *tokens;       /* (tok_off[n_units]) the units' token ids */
     retrlm_bm25     bm25;         /* over the units' text; ids are unit numbers */
     retrlm_index    dense;        /* after retrlm_datastore_embed: unit embeddings, ids = units */
-    retrlm_encoder *encoder;      /* borrowed by retrlm_datastore_embed: embeds dense queries */
+    const retrlm_encoder *encoder; /* borrowed by retrlm_datastore_embed: embeds dense queries */
     const retrlm_tokenizer *encoder_tok; /* borrowed: the encoder's tokenizer */
     /* private */
     int64_t  *doc_b_;             /* stb_ds growth arrays while building, NULL after commit */
@@ -55,10 +55,10 @@ RETRLM_API retrlm_result retrlm_datastore_search(const retrlm_datastore *ds, con
    enc_tok) into ds->dense; index_config NULL means flat f32, else its nlist / storage / ... are
    used (dim and metric are set here: inner product); IVF and SQ8 train on the embeddings.
    Calling it again (new weights: re-indexing, as strategies 2-4 do every T steps) rebuilds the
-   index. enc and enc_tok stay borrowed for dense queries; a dense query runs the encoder, so
-   dense retrieval from one datastore must not run on two threads at once. The dense index is
-   not part of retrlm_datastore_save: save it with retrlm_index_save. progress: "encode", then
-   the index's stages. */
+   index. enc and enc_tok stay borrowed for dense queries (retrlm_encoder_embed: searches may
+   run on many threads at once, but not while enc trains). The dense index is not part of
+   retrlm_datastore_save: save it with retrlm_index_save. progress: "encode", then the index's
+   stages. */
 RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_encoder *enc,
                                                 const retrlm_tokenizer *enc_tok,
                                                 const retrlm_index_config *index_config,

@@ -2195,6 +2195,57 @@ done:
     return r;
 }
 
+RETRLM_API retrlm_result retrlm_encoder_embed(const retrlm_encoder *e,
+                                              const retrlm_tokenizer *tok, int side,
+                                              const char *text, size_t len, float *out) {
+    const retrlm_model *src;
+    const int D = e->config.model.dim, P = e->dim;
+    retrlm_model v;
+    retrlm_model_config over;
+    retrlm_result r;
+    float *pooled = NULL;
+    int *ids = NULL, maxt, n, i;
+    size_t got = 0;
+    RETRLM_ASSERT(e && tok && (side == RETRLM_QUERY || side == RETRLM_DOC) && (text || !len) && out);
+    src = &e->side[side];
+    maxt = src->config.max_seq_len;
+    memset(&v, 0, sizeof v);
+    ids = (int *)retrlm__alloc((size_t)maxt, sizeof(int));
+    pooled = (float *)retrlm__alloc((size_t)D, sizeof(float));
+    if (!ids || !pooled) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "encoder: no memory to embed a text");
+        goto done;
+    }
+    r = retrlm_tokenizer_encode(tok, text ? text : "", len, 0, ids, (size_t)maxt, &got);
+    if (r != RETRLM_OK && r != RETRLM_ERR_RANGE) goto done; // RANGE: cut to maxt
+    n = (int)RETRLM__MIN(got, (size_t)maxt);
+    if (n == 0) ids[0] = 0, n = 1;
+    memset(&over, 0, sizeof over);
+    over.max_batch = 1;
+    over.max_seq_len = n;
+    over.no_logits = 1;
+    if ((r = retrlm_model_init_view(&v, src, &over)) ||
+        (r = retrlm_model_forward(&v, ids, 1, n, NULL, RETRLM_FORWARD_NO_LOGITS)))
+        goto done;
+    retrlm_model_mean_pool(&v, pooled);
+    if (e->config.proj_dim)
+        for (i = 0; i < P; i++) out[i] = retrlm_dot(e->proj[side] + (size_t)i * D, pooled, D);
+    else
+        memcpy(out, pooled, (size_t)D * sizeof(float));
+    if (e->config.normalize) {
+        double ss = 0.0;
+        float inv;
+        for (i = 0; i < P; i++) ss += (double)out[i] * out[i];
+        inv = 1.0f / (float)sqrt(ss > 1e-24 ? ss : 1e-24);
+        for (i = 0; i < P; i++) out[i] *= inv;
+    }
+done:
+    retrlm_model_free(&v);
+    RETRLM_FREE(ids);
+    RETRLM_FREE(pooled);
+    return r;
+}
+
 static retrlm_result retrlm__encoder_writer(const retrlm_encoder *e, retrlm_writer *w) {
     int32_t ci[RETRLM__ENC_NCFG];
     size_t np = e->config.proj_dim ? (size_t)e->dim * e->config.model.dim : 0;

@@ -331,6 +331,12 @@ RETRLM_API retrlm_result retrlm_encoder_encode_texts(retrlm_encoder *e,
                                                      const char *const *texts,
                                                      const size_t *lens, size_t n, float *out,
                                                      retrlm_progress_fn progress, void *user);
+/* Embeds one text (len bytes) on side into out (e->dim) without touching e's buffers: it makes
+   its own activations (a retrlm_model_init_view of the side's weights) for the call, so any
+   number of threads may embed through one encoder at once, as long as none trains it. */
+RETRLM_API retrlm_result retrlm_encoder_embed(const retrlm_encoder *e,
+                                              const retrlm_tokenizer *tok, int side,
+                                              const char *text, size_t len, float *out);
 /* Files: container kind "encoder" (sections enc_config, q.*, d.* when separate, proj.q,
    proj.d). Weights only. */
 #ifndef RETRLM_NO_STDIO

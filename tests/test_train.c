@@ -401,7 +401,10 @@ static void test_datastore_dense(void) {
     CHECK_OK(retrlm_encoder_encode_texts(&e, &tok, RETRLM_DOC, texts, lens, 6, emb, NULL, NULL));
     {
         const char *qt = "a cat on a mat";
+        float q1[16];
         CHECK_OK(retrlm_encoder_encode_texts(&e, &tok, RETRLM_QUERY, &qt, NULL, 1, q, NULL, NULL));
+        CHECK_OK(retrlm_encoder_embed(&e, &tok, RETRLM_QUERY, qt, strlen(qt), q1)); // its own activations
+        for (i = 0; i < 16; i++) CHECK_NEAR(q1[i], q[i], 1e-5);
         for (i = 1; i < 6; i++)
             if (retrlm_dot(q, emb + i * 16, 16) > retrlm_dot(q, emb + best * 16, 16)) best = i;
         CHECK_OK(retrlm_datastore_retrieve(&ds, &p, qt, strlen(qt), 6, RETRLM_NO_DOC, units, sc, &found));
