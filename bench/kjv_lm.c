@@ -7,26 +7,40 @@
 // STEPS fixes the schedule's length (the run is then reproducible bit for bit whatever the
 // machine's speed, until the time budget cancels it); without it the program times 3 steps,
 // fits the schedule to the budget and refits it after 50 steps.
+// VOCAB=N (environment): tokens are a byte-level BPE vocabulary of N trained on train.txt
+// (its training time counts in the budget); bits per byte still divide by the text's bytes.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include <stdio.h>
 #include <stdlib.h>
 
-static int *read_bytes(const char *path, size_t *n) {
+static unsigned char *read_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     long len;
     unsigned char *b;
-    int *t;
-    size_t i;
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
     len = ftell(f);
     fseek(f, 0, SEEK_SET);
-    b = (unsigned char *)malloc((size_t)len);
-    t = (int *)malloc((size_t)len * sizeof(int));
+    b = (unsigned char *)malloc((size_t)len + 1);
     *n = fread(b, 1, (size_t)len, f);
     fclose(f);
-    for (i = 0; i < *n; i++) t[i] = b[i];
+    return b;
+}
+
+// a split's tokens (its bytes, or BPE ids when tok is set); *bytes gets its length in bytes
+static int *read_tokens(const char *path, const retrlm_tokenizer *tok, size_t *n, size_t *bytes) {
+    unsigned char *b = read_file(path, bytes);
+    int *t = NULL;
+    size_t i;
+    if (!b) return NULL;
+    if (tok) {
+        if (retrlm_tokenizer_encode_alloc(tok, (const char *)b, *bytes, 0, &t, n)) t = NULL;
+    } else {
+        t = (int *)malloc((*bytes + 1) * sizeof(int));
+        for (i = 0; i < *bytes; i++) t[i] = b[i];
+        *n = *bytes;
+    }
     free(b);
     return t;
 }
@@ -67,21 +81,36 @@ int main(int argc, char **argv) {
     retrlm_adamw_group g[2];
     retrlm_lm_train_state st;
     retrlm_lm_train_config tc;
-    size_t ntr = 0, nva = 0, nte = 0;
-    int *tr = read_bytes("../shared/data/kjv/train.txt", &ntr);
-    int *va = read_bytes("../shared/data/kjv/valid.txt", &nva);
-    int *te = read_bytes("../shared/data/kjv/test.txt", &nte);
+    size_t ntr = 0, nva = 0, nte = 0, btr = 0, bva = 0, bte = 0;
+    int vocab = getenv("VOCAB") ? atoi(getenv("VOCAB")) : 0, *tr, *va, *te;
     int ng, seq, batch;
     float lr;
-    double bpb_valid = 0, bpb_test = 0, t_train;
+    double bpb_valid = 0, bpb_test = 0, t_train, t_start = retrlm_time_seconds(), t_tok = 0;
+    retrlm_tokenizer tok;
     run r;
     retrlm_result res;
+    if (vocab > 256) { // BPE on the train split, inside the time budget
+        unsigned char *text = read_file("../shared/data/kjv/train.txt", &btr);
+        retrlm_tokenizer_train_config tkc;
+        const char *tp = (const char *)text;
+        memset(&tkc, 0, sizeof tkc);
+        tkc.vocab_size = vocab;
+        if (!text || retrlm_tokenizer_train(&tok, &tkc, &tp, &btr, 1, NULL, NULL)) {
+            printf("kjv_lm: tokenizer: %s\n", retrlm_last_error());
+            return 1;
+        }
+        free(text);
+        t_tok = retrlm_time_seconds() - t_start;
+    }
+    tr = read_tokens("../shared/data/kjv/train.txt", vocab > 256 ? &tok : NULL, &ntr, &btr);
+    va = read_tokens("../shared/data/kjv/valid.txt", vocab > 256 ? &tok : NULL, &nva, &bva);
+    te = read_tokens("../shared/data/kjv/test.txt", vocab > 256 ? &tok : NULL, &nte, &bte);
     if (!tr || !va || !te) {
         printf("kjv_lm: ../shared/data/kjv/{train,valid,test}.txt not found\n");
         return 1;
     }
     memset(&mc, 0, sizeof mc);
-    mc.vocab_size = 256;
+    mc.vocab_size = vocab > 256 ? tok.n_vocab : 256;
     mc.dim = argc > 2 ? atoi(argv[2]) : 192;
     mc.n_layers = argc > 3 ? atoi(argv[3]) : 4;
     mc.n_heads = argc > 4 ? atoi(argv[4]) : 3;
@@ -104,8 +133,13 @@ int main(int argc, char **argv) {
     tc.train = tr;
     tc.n_train = ntr;
     tc.valid = va;
-    tc.n_valid = nva < 50000 ? nva : 50000; // the curve on the first 50 kB of valid
-    tc.valid_bytes = tc.n_valid;
+    if (vocab > 256) { // the curve on all of valid
+        tc.n_valid = nva;
+        tc.valid_bytes = bva;
+    } else { // the curve on the first 50 kB of valid
+        tc.n_valid = nva < 50000 ? nva : 50000;
+        tc.valid_bytes = tc.n_valid;
+    }
     tc.batch = batch;
     tc.seq_len = seq;
     if (argc > 8) tc.steps = atol(argv[8]);
@@ -133,22 +167,24 @@ int main(int argc, char **argv) {
     if (r.refit) tc.steps *= 10; // the time budget ends the run
     tc.progress = progress;
     r.t0 = retrlm_time_seconds();
-    r.budget = minutes * 60.0;
+    r.budget = minutes * 60.0 - (r.t0 - t_start); // the tokenizer and encoding count too
     r.st = &st;
     r.opt = &o;
     tc.user = &r;
-    printf("model: vocab 256 (bytes), dim %d, layers %d, heads %d, ffn %d, %lu parameters; "
+    if (vocab > 256) printf("tokenizer: BPE %d trained on train.txt in %.1f s; %lu train tokens (%.2f bytes a token)\n", tok.n_vocab, t_tok,
+                            (unsigned long)ntr, (double)btr / (double)ntr);
+    printf("model: vocab %d, dim %d, layers %d, heads %d, ffn %d, %lu parameters; "
            "batch %d x %d, lr %g, warmup 100, cosine to 0.1 over %lld steps, weight decay 0.1\n",
-           m.config.dim, m.config.n_layers, m.config.n_heads, m.config.ffn_dim,
+           m.config.vocab_size, m.config.dim, m.config.n_layers, m.config.n_heads, m.config.ffn_dim,
            (unsigned long)m.n_params, batch, seq, (double)lr, (long long)o.config.total_steps);
     res = retrlm_lm_train(&m, &o, &tc, &st);
-    t_train = retrlm_time_seconds() - r.t0;
+    t_train = retrlm_time_seconds() - t_start;
     if (res == RETRLM_ERR_CANCELLED) printf("time budget reached at step %lld\n", (long long)st.step);
     else if (res) printf("kjv_lm: %s: %s\n", retrlm_result_string(res), retrlm_last_error());
-    retrlm_lm_bits_per_byte(&m, va, nva, nva, seq, &bpb_valid);
-    retrlm_lm_bits_per_byte(&m, te, nte, nte, seq, &bpb_test);
+    retrlm_lm_bits_per_byte(&m, va, nva, bva, seq, &bpb_valid);
+    retrlm_lm_bits_per_byte(&m, te, nte, bte, seq, &bpb_test);
     printf("\n| split | bytes | bits per byte |\n|---|---|---|\n| valid | %lu | %.4f |\n"
-           "| test | %lu | %.4f |\n", (unsigned long)nva, bpb_valid, (unsigned long)nte, bpb_test);
+           "| test | %lu | %.4f |\n", (unsigned long)bva, bpb_valid, (unsigned long)bte, bpb_test);
     printf("(xz -9e: 1.663, PPMd order 6: 1.464; %lld steps, %.0f tokens, %.1f s of training)\n",
            (long long)st.step, (double)st.step * batch * seq, t_train);
     printf("kjv_steps=%lld\nkjv_train_seconds=%.1f\nkjv_valid_bpb=%.4f\nkjv_test_bpb=%.4f\n",
@@ -156,8 +192,10 @@ int main(int argc, char **argv) {
     retrlm_model_save(&m, NULL, NULL, "build/bench/kjv_lm.rlm");
     retrlm_adamw_free(&o);
     retrlm_model_free(&m);
-    free(tr);
-    free(va);
-    free(te);
+    if (vocab > 256) {
+        retrlm_free(tr), retrlm_free(va), retrlm_free(te);
+        retrlm_tokenizer_free(&tok);
+    } else
+        free(tr), free(va), free(te);
     return 0;
 }
