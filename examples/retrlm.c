@@ -197,6 +197,13 @@ static int set_opt(const cli_cmd *c, const cli_opt *o, const char *v, const char
     return 0;
 }
 
+// the index of name in names (n), or n when it is none of them
+static int name_index(const char *const *names, int n, const char *name) {
+    int i;
+    for (i = 0; i < n && strcmp(name, names[i]); i++) {}
+    return i;
+}
+
 // Parses argv[1..argc) into the options of the table (CLI_END-terminated), "--name value" or
 // "--name=value"; "--" ends the options. Moves the positional arguments to argv[1..] and returns
 // their count. Prints the help and exits 0 on -h/--help; exits 2 after a message on bad input.
@@ -551,18 +558,28 @@ static int tsv_field(const char *p, const char *end, int col, const char **field
     return 1;
 }
 
+// the next line of [*p, end) as [*start, *eol), without its "\n" or "\r\n"; moves *p past it.
+// 0 at the end.
+static int next_line(const char **p, const char *end, const char **start, const char **eol) {
+    const char *nl;
+    if (*p >= end) return 0;
+    nl = (const char *)memchr(*p, '\n', (size_t)(end - *p));
+    *start = *p;
+    *eol = nl ? nl : end;
+    *p = nl ? nl + 1 : end;
+    if (*eol > *start && (*eol)[-1] == '\r') --*eol;
+    return 1;
+}
+
 // one document a line of a TSV file, its text in column col, its id the line number
 static int add_tsv(cli_state *s, const char *path, int col, int header, int flags) {
     cli_text *t = &s->text[0];
-    const char *p, *end, *field;
+    const char *p, *end, *field, *start, *eol;
     size_t len;
     long line = 0, skipped = 0;
     retrlm_result r;
     if (!(t->bytes = read_all(path, &t->len))) return 1;
-    for (p = t->bytes, end = p + t->len; p < end;) {
-        const char *nl = (const char *)memchr(p, '\n', (size_t)(end - p)), *eol = nl ? nl : end, *start = p;
-        p = nl ? nl + 1 : end;
-        if (eol > start && eol[-1] == '\r') eol--;
+    for (p = t->bytes, end = p + t->len; next_line(&p, end, &start, &eol);) {
         if (++line == 1 && header) continue;
         if (!tsv_field(start, eol, col, &field, &len) || !len) {
             skipped++;
@@ -712,8 +729,8 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "keys built from a text: 8 bits a dimension"},
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
-    for (m = 0; m < 3 && strcmp(mode, mode_names[m]); m++) {}
-    if (m == 3) return bad_usage(self, "--mode is none, incontext or replug, not '%s'", mode);
+    if ((m = name_index(mode_names, 3, mode)) == 3)
+        return bad_usage(self, "--mode is none, incontext or replug, not '%s'", mode);
     if (m && !ds_path) return bad_usage(self, "--mode %s needs -d DATASTORE", mode);
     if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) || load_text(s, 0, text)) return 1;
     if (!s->text[0].n) return say("%s: no text to score", text);
