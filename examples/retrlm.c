@@ -1,16 +1,18 @@
 // examples/retrlm.c - the retrlm command-line tool: one subcommand per step of a retrieval-based
-// language model (tokenizer, LM, datastore, kNN-LM keys, search, evaluation, generation), each
-// reading and writing the library's container files.
+// language model (tokenizer, LM, datastore, kNN-LM keys, dense retriever, search, evaluation,
+// generation), each reading and writing the library's container files.
 //   cc -std=c99 -O2 -fopenmp -I. -I/usr/include/stb examples/retrlm.c -lm -o retrlm
 //   ./retrlm tokenizer-train --vocab 1024 -o tok.rlm train.txt
 //   ./retrlm lm-train -t tok.rlm --train train.txt --steps 400 -o lm.rlm
 //   ./retrlm datastore -t tok.rlm -o ds.rlm train.txt
+//   ./retrlm encoder-train -t tok.rlm -d ds.rlm --steps 500 -o enc.rlm
 //   ./retrlm eval -m lm.rlm -t tok.rlm --text test.txt -d ds.rlm --mode incontext
 // `retrlm --help` lists the commands, `retrlm COMMAND --help` the options of one.
 // Exit status: 0 done, 1 failed (the message says why), 2 a bad command line.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -81,6 +83,7 @@ typedef struct cli_progress {
     double last;      // when a line was last written
     int    width;     // characters of the line on the terminal; 0 when none is open
     const retrlm_lm_train_state *train; // lm-train: the loss and validation to show
+    const retrlm_retriever_train_state *retr; // encoder-train: the loss and in-batch accuracy
 } cli_progress;
 
 typedef struct cli_text {
@@ -90,6 +93,20 @@ typedef struct cli_text {
     size_t n;
 } cli_text;
 
+// encoder-train --pairs: a query, its positive and maybe a hard negative a line. The texts are
+// fields of the file's bytes (s->text[0].bytes), each NUL-terminated where it stood.
+typedef struct cli_pairs {
+    size_t       n, n_docs;   // pairs (a query each), distinct documents
+    const char **query;       // (n)
+    const char **doc;         // (2n) positives and hard negatives, sorted; the first n_docs distinct
+    const char **pos, **neg;  // (n) each pair's texts; neg[i] NULL for none
+    int         *pair_query;  // (n) for retrlm_dpr_config: 0, 1, ... n-1
+    int         *pair_doc;    // (n) index of pos[i] in doc
+    int         *hard;        // (n) index of neg[i] in doc, or -1
+    int         *q_ids, *d_ids; // the tokens of query and of doc, as CSR ...
+    size_t      *q_off, *d_off; // ... (n + 1), (n_docs + 1)
+} cli_pairs;
+
 typedef struct cli_state {
     retrlm_tokenizer tok;
     retrlm_model     lm;
@@ -97,6 +114,9 @@ typedef struct cli_state {
     retrlm_datastore ds;
     retrlm_knnlm     knn;      // kNN-LM keys, built here or loaded from a keys file
     int              knn_loaded; // 1: knn came from a keys file
+    retrlm_encoder   enc;      // the bi-encoder: trained here, or loaded for dense retrieval
+    cli_pairs        pairs;    // encoder-train --pairs
+    size_t          *unit_off; // encoder-train -d: (n_units + 1) the units' token offsets
     cli_text         text[2];  // the command's texts (train and valid, test and kNN-LM text)
     char           **docs;     // (n_docs) whole input files
     size_t          *doc_len;  // (n_docs)
@@ -109,8 +129,12 @@ static void state_free(cli_state *s) {
     retrlm_tokenizer_free(&s->tok);
     retrlm_model_free(&s->lm);
     retrlm_adamw_free(&s->opt);
-    retrlm_datastore_free(&s->ds);
+    retrlm_datastore_free(&s->ds); // before the encoder it borrows
+    retrlm_encoder_free(&s->enc);
     retrlm_knnlm_free(&s->knn);
+    free(s->pairs.query), free(s->pairs.pair_query); // the pointer block and the int block
+    free(s->pairs.q_ids), free(s->pairs.d_ids), free(s->pairs.q_off), free(s->pairs.d_off);
+    free(s->unit_off);
     for (i = 0; i < 2; i++) free(s->text[i].bytes), retrlm_free(s->text[i].ids);
     for (i = 0; i < s->n_docs; i++) free(s->docs[i]);
     free(s->docs), free(s->doc_len);
@@ -300,6 +324,8 @@ static int progress_line(const cli_progress *p, char *line, size_t cap, const ch
     if (final) fmt_time(a, sizeof a, secs), append(line, cap, &n, " in %s", a);
     else if (total > 0.0 && rate > 0.0) fmt_time(a, sizeof a, (total - done) / rate), append(line, cap, &n, " ETA %s", a);
     if (p->train && !strcmp(stage, "train")) append(line, cap, &n, " loss %.3f", p->train->last_loss);
+    if (p->retr && (!strcmp(stage, "contriever") || !strcmp(stage, "dpr")))
+        append(line, cap, &n, " loss %.3f acc %.2f", p->retr->last_loss, p->retr->last_acc);
     return n;
 }
 
@@ -420,6 +446,17 @@ static int get_keys(cli_state *s, const char *path, int nlist, int sq8) {
     r = retrlm_knnlm_build(&s->knn, &s->lm, s->text[1].ids, s->text[1].n, 0, &ic);
     progress_end(&s->prog);
     return r ? fail(r, "kNN-LM keys") : 0;
+}
+
+// ---- dense retrieval: a bi-encoder, checked against the tokenizer
+
+static int load_encoder(cli_state *s, const char *path) {
+    retrlm_result r;
+    if ((r = retrlm_encoder_load(&s->enc, path))) return fail(r, "cannot load the encoder");
+    if (s->enc.config.model.vocab_size < s->tok.n_vocab)
+        return say("%s has a vocabulary of %d tokens, the tokenizer %d: not an encoder for this tokenizer",
+                   path, s->enc.config.model.vocab_size, s->tok.n_vocab);
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -655,6 +692,177 @@ static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     return 0;
 }
 
+// ---- encoder-train
+
+// texts (n) -> their tokens as CSR arrays: *ids, and *off (n + 1) where each text's start
+static int encode_csr(const retrlm_tokenizer *tok, const char *const *texts, size_t n, int **ids,
+                      size_t **off) {
+    size_t total;
+    retrlm_result r = retrlm_tokenizer_encode_batch(tok, texts, NULL, (int)n, 0, NULL, 0, NULL, &total);
+    if (r) return fail(r, "encode");
+    if (!(*off = (size_t *)malloc(sizeof(size_t) * (n + 1)))) return say("out of memory");
+    if (!(*ids = (int *)malloc(sizeof(int) * (total + 1)))) return say("out of memory");
+    r = retrlm_tokenizer_encode_batch(tok, texts, NULL, (int)n, 0, *ids, total, *off, &total);
+    return r ? fail(r, "encode") : 0;
+}
+
+static int cmp_text(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+// the index of text among the distinct documents of pp (sorted), where it is
+static int doc_index(const cli_pairs *pp, const char *text) {
+    const char **hit = (const char **)bsearch(&text, pp->doc, pp->n_docs, sizeof *pp->doc, cmp_text);
+    return (int)(hit - pp->doc);
+}
+
+// room for n pairs: one block of text pointers, one of ints
+static int alloc_pairs(cli_pairs *pp, size_t n) {
+    pp->query = (const char **)malloc(sizeof(char *) * 5 * n);
+    pp->pair_query = (int *)malloc(sizeof(int) * 3 * n);
+    if (!pp->query || !pp->pair_query) return say("out of memory");
+    pp->doc = pp->query + n, pp->pos = pp->doc + 2 * n, pp->neg = pp->pos + n;
+    pp->pair_doc = pp->pair_query + n, pp->hard = pp->pair_doc + n;
+    return 0;
+}
+
+// the pairs file at path into s->pairs: its texts, the documents made distinct, all tokenised
+static int read_pairs(cli_state *s, const char *path) {
+    cli_text *t = &s->text[0];
+    cli_pairs *pp = &s->pairs;
+    const char *p, *end, *start, *eol, *f[4];
+    size_t len[4], n_max = 1, i, nd = 0;
+    long line = 0;
+    int k, j;
+    if (!(t->bytes = read_all(path, &t->len))) return 1;
+    for (i = 0; i < t->len; i++) n_max += t->bytes[i] == '\n';
+    if (n_max > INT_MAX / 2) return say("%s: more than %d lines", path, INT_MAX / 2);
+    if (alloc_pairs(pp, n_max)) return 1;
+    for (p = t->bytes, end = p + t->len; next_line(&p, end, &start, &eol);) {
+        line++;
+        if (eol == start) continue; // a blank line
+        for (k = 0; k < 4 && tsv_field(start, eol, k + 1, &f[k], &len[k]); k++) {}
+        if (k < 2 || k > 3 || !len[0] || !len[1])
+            return say("%s line %ld: %s; a line is query<TAB>positive text[<TAB>hard negative text]", path, line,
+                       k < 2 ? "one column" : k > 3 ? "more than 3 columns" : "an empty query or positive");
+        for (j = 0; j < k; j++) ((char *)f[j])[len[j]] = '\0'; // our buffer: over the tab or newline
+        pp->query[pp->n] = f[0];
+        pp->pos[pp->n] = pp->doc[nd++] = f[1];
+        pp->neg[pp->n++] = k == 3 && len[2] ? (pp->doc[nd++] = f[2]) : NULL;
+    }
+    if (!pp->n) return say("%s: no pairs", path);
+    qsort(pp->doc, nd, sizeof *pp->doc, cmp_text);
+    for (i = 0; i < nd; i++)
+        if (!pp->n_docs || strcmp(pp->doc[i], pp->doc[pp->n_docs - 1])) pp->doc[pp->n_docs++] = pp->doc[i];
+    for (i = 0; i < pp->n; i++) {
+        pp->pair_query[i] = (int)i;
+        pp->pair_doc[i] = doc_index(pp, pp->pos[i]);
+        pp->hard[i] = pp->neg[i] ? doc_index(pp, pp->neg[i]) : -1;
+    }
+    return encode_csr(&s->tok, pp->query, pp->n, &pp->q_ids, &pp->q_off) ||
+           encode_csr(&s->tok, pp->doc, pp->n_docs, &pp->d_ids, &pp->d_off);
+}
+
+// what both training methods take from the command line
+typedef struct cli_enc_train {
+    int   batch, steps; // 0: the encoder's max_batch
+    float temperature;
+    retrlm_retriever_train_state *state;
+} cli_enc_train;
+
+// Contriever on the units of the datastore at path: their tokens as CSR
+static int train_contriever(cli_state *s, const char *path, const cli_enc_train *et) {
+    retrlm_contriever_config cc;
+    retrlm_result r;
+    int i;
+    if ((r = retrlm_datastore_load(&s->ds, path))) return fail(r, "cannot load the datastore");
+    s->unit_off = (size_t *)malloc(sizeof(size_t) * ((size_t)s->ds.n_units + 1));
+    if (!s->unit_off) return say("out of memory");
+    for (i = 0; i <= s->ds.n_units; i++) s->unit_off[i] = (size_t)s->ds.tok_off[i];
+    memset(&cc, 0, sizeof cc);
+    cc.docs.ids = s->ds.tokens, cc.docs.off = s->unit_off, cc.docs.n = (size_t)s->ds.n_units;
+    cc.batch = et->batch, cc.temperature = et->temperature, cc.steps = et->steps;
+    cc.progress = progress_fn, cc.user = &s->prog;
+    fprintf(stderr, "Contriever on %d units\n", s->ds.n_units);
+    r = retrlm_contriever_train(&s->enc, &s->opt, &cc, et->state);
+    progress_end(&s->prog);
+    return r ? fail(r, "training") : 0;
+}
+
+// DPR on the pairs file at path, with in-batch negatives and the file's hard negatives
+static int train_dpr(cli_state *s, const char *path, const cli_enc_train *et) {
+    cli_pairs *pp = &s->pairs;
+    retrlm_dpr_config dc;
+    retrlm_result r;
+    if (read_pairs(s, path)) return 1;
+    memset(&dc, 0, sizeof dc);
+    dc.queries.ids = pp->q_ids, dc.queries.off = pp->q_off, dc.queries.n = pp->n;
+    dc.docs.ids = pp->d_ids, dc.docs.off = pp->d_off, dc.docs.n = pp->n_docs;
+    dc.pair_query = pp->pair_query, dc.pair_doc = pp->pair_doc, dc.hard_negative = pp->hard;
+    dc.n_pairs = pp->n;
+    dc.batch = et->batch, dc.temperature = et->temperature, dc.steps = et->steps;
+    dc.progress = progress_fn, dc.user = &s->prog;
+    fprintf(stderr, "DPR on %lu pairs, %lu distinct documents\n", (unsigned long)pp->n, (unsigned long)pp->n_docs);
+    r = retrlm_dpr_train(&s->enc, &s->opt, &dc, et->state);
+    progress_end(&s->prog);
+    return r ? fail(r, "training") : 0;
+}
+
+static int cmd_encoder_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *ds_path = NULL, *pairs = NULL, *init = NULL, *out = NULL;
+    int dim = 128, layers = 2, heads = 4, doc_tokens = 128, query_tokens = 32, seed = 1, separate = 0, proj = 0;
+    float lr = 1e-3f;
+    cli_enc_train et = {0, 200, 0.05f, NULL};
+    retrlm_encoder_config ec;
+    retrlm_adamw_config oc;
+    retrlm_adamw_group groups[6];
+    retrlm_retriever_train_state st;
+    retrlm_result r;
+    cli_opt opts[] = {
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"-d|--datastore", "FILE", OPT_STR, &ds_path, 0, 0, "Contriever (no labels): the datastore's units are the documents"},
+        {"--pairs", "FILE", OPT_STR, &pairs, 0, 0, "DPR: lines of query<TAB>positive text[<TAB>hard negative text]"},
+        {"--init", "FILE", OPT_STR, &init, 0, 0, "continue training this encoder: its shape wins"},
+        {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the encoder file to write"},
+        {"--steps", "N", OPT_INT, &et.steps, 1, 1e9, "training steps"},
+        {"--batch", "N", OPT_INT, &et.batch, 0, 1024, "queries or documents a step (0: the encoder's batch, 32 when new)"},
+        {"--dim", "N", OPT_INT, &dim, 2, 8192, "model width, a multiple of 2 x heads"},
+        {"--layers", "N", OPT_INT, &layers, 1, 256, "transformer blocks"},
+        {"--heads", "N", OPT_INT, &heads, 1, 256, "attention heads"},
+        {"--doc-tokens", "N", OPT_INT, &doc_tokens, 1, 1 << 16, "documents are cut to their first N tokens"},
+        {"--query-tokens", "N", OPT_INT, &query_tokens, 1, 1 << 16, "queries are cut to their first N tokens"},
+        {"--separate", NULL, OPT_FLAG, &separate, 0, 0, "documents get weights of their own (default: shared)"},
+        {"--proj", "N", OPT_INT, &proj, 0, 8192, "project the embeddings to N dimensions (0: none)"},
+        {"--lr", "X", OPT_FLOAT, &lr, 1e-9, 10, "peak learning rate"},
+        {"--temperature", "X", OPT_FLOAT, &et.temperature, 1e-6, 1e6, "scores are cosines / X"},
+        {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights, batches and crops"},
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (!ds_path == !pairs) return bad_usage(self, "give one of -d DATASTORE (Contriever) and --pairs FILE (DPR)");
+    if (load_tokenizer(s, tok_path, gpt2) || (init && load_encoder(s, init))) return 1;
+    if (!init) {
+        memset(&ec, 0, sizeof ec);
+        ec.model.vocab_size = s->tok.n_vocab;
+        ec.model.dim = dim, ec.model.n_layers = layers, ec.model.n_heads = heads;
+        ec.model.seed = (uint64_t)seed;
+        ec.separate = separate, ec.proj_dim = proj, ec.normalize = 1;
+        ec.max_query_tokens = query_tokens, ec.max_doc_tokens = doc_tokens, ec.max_batch = et.batch;
+        if ((r = retrlm_encoder_init(&s->enc, &ec))) return fail(r, "cannot make the encoder");
+    }
+    memset(&oc, 0, sizeof oc);
+    oc.warmup_steps = et.steps / 20;
+    oc.total_steps = et.steps;
+    r = retrlm_adamw_init(&s->opt, &oc, groups, retrlm_encoder_param_groups(&s->enc, lr, 0.01f, groups));
+    if (r) return fail(r, "optimiser");
+    retrlm_retriever_train_state_init(&st, (uint64_t)seed);
+    s->prog.retr = et.state = &st;
+    if (ds_path ? train_contriever(s, ds_path, &et) : train_dpr(s, pairs, &et)) return 1;
+    if ((r = retrlm_encoder_save(&s->enc, out))) return fail(r, "cannot save");
+    printf("%s: %s, step %lld, loss %.4f, in-batch accuracy %.2f; embeddings %d wide\n", out,
+           ds_path ? "Contriever" : "DPR", (long long)st.step, st.last_loss, st.last_acc, s->enc.dim);
+    return 0;
+}
+
 // unit u's text on one line: at most width bytes, whitespace as spaces, whole UTF-8 characters
 static void print_snippet(const retrlm_datastore *ds, int u, int width) {
     size_t len, i;
@@ -827,6 +1035,8 @@ static const cli_cmd commands[] = {
      "Cuts documents into retrieval units and indexes them with BM25.", cmd_datastore},
     {"knnlm", "[options] -m LM -t TOK --text FILE -o KEYS", "Keys a text for kNN-LM: the LM's hidden states and next tokens.",
      cmd_knnlm},
+    {"encoder-train", "[options] -t TOK (-d DS | --pairs FILE) -o ENC",
+     "Trains a bi-encoder for dense retrieval: Contriever on a datastore, or DPR on pairs.", cmd_encoder_train},
     {"search", "[options] -d DS QUERY...", "Prints the best units for a query: unit, score, document, text.",
      cmd_search},
     {"eval", "[options] -m LM -t TOK --text FILE", "Prints the bits per byte of a text, with or without retrieval.",
