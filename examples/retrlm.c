@@ -158,6 +158,22 @@ typedef struct cli_opt {
     {"-t|--tokenizer", "FILE", OPT_STR, &path, 0, 0, "the tokenizer (from tokenizer-train)"},   \
     {"--gpt2", "ENCODER.JSON VOCAB.BPE", OPT_STR2, gpt2, 0, 0, "or GPT-2's tokenizer files"}
 
+// how search, eval and generate find units: BM25, or with a bi-encoder dense or hybrid
+typedef struct cli_retrieval {
+    const char *encoder; // --encoder FILE, or NULL
+    const char *mode;    // --retrieve: a name of retrieve_names, or NULL
+    float       weight;  // --weight
+    int         depth;   // --depth
+    retrlm_retrieve_params params; // from the above, by check_retrieval
+} cli_retrieval;
+#define CLI_RETRIEVAL_BM25 {NULL, NULL, 0.0f, 0, {RETRLM_RETRIEVE_BM25, 0, 0, 0.0f, 0}}
+static const char *const retrieve_names[] = {"bm25", "dense", "rrf", "linear"}; // retrlm_retrieve_mode
+#define CLI_RETRIEVE_OPTS(rv)                                                                   \
+    {"--encoder", "FILE", OPT_STR, &rv.encoder, 0, 0, "a bi-encoder (from encoder-train) for dense retrieval"}, \
+    {"--retrieve", "MODE", OPT_STR, &rv.mode, 0, 0, "bm25, dense, rrf or linear (default dense with --encoder, else bm25)"}, \
+    {"--weight", "X", OPT_FLOAT, &rv.weight, 0, 1, "linear: the dense score's weight (0: 0.5)"},                  \
+    {"--depth", "N", OPT_INT, &rv.depth, 0, 1 << 20, "rrf, linear: candidates from each list (0: 100)"}
+
 typedef struct cli_cmd {
     const char *name, *synopsis, *summary;
     int (*run)(const struct cli_cmd *self, int argc, char **argv, cli_state *s);
@@ -448,7 +464,7 @@ static int get_keys(cli_state *s, const char *path, int nlist, int sq8) {
     return r ? fail(r, "kNN-LM keys") : 0;
 }
 
-// ---- dense retrieval: a bi-encoder, checked against the tokenizer
+// ---- dense retrieval: a bi-encoder, checked against the tokenizer; the datastore's units embedded
 
 static int load_encoder(cli_state *s, const char *path) {
     retrlm_result r;
@@ -457,6 +473,32 @@ static int load_encoder(cli_state *s, const char *path) {
         return say("%s has a vocabulary of %d tokens, the tokenizer %d: not an encoder for this tokenizer",
                    path, s->enc.config.model.vocab_size, s->tok.n_vocab);
     return 0;
+}
+
+// the retrieval options of command c, whose datastore is ds_path: 0, or 2 after a message
+static int check_retrieval(const cli_cmd *c, cli_retrieval *rv, const char *ds_path) {
+    int m;
+    if (!rv->mode) rv->mode = rv->encoder ? "dense" : "bm25";
+    if ((m = name_index(retrieve_names, 4, rv->mode)) == 4)
+        return bad_usage(c, "--retrieve is bm25, dense, rrf or linear, not '%s'", rv->mode);
+    if (m != RETRLM_RETRIEVE_BM25 && !rv->encoder)
+        return bad_usage(c, "--retrieve %s needs --encoder FILE (a bi-encoder from encoder-train)", rv->mode);
+    if (rv->encoder && !ds_path) return bad_usage(c, "--encoder needs -d DATASTORE");
+    memset(&rv->params, 0, sizeof rv->params);
+    rv->params.mode = (retrlm_retrieve_mode)m;
+    rv->params.weight = rv->weight;
+    rv->params.depth = rv->depth;
+    return 0;
+}
+
+// after the tokenizer and the datastore: loads the encoder and embeds every unit with it
+static int load_retrieval(cli_state *s, const cli_retrieval *rv) {
+    retrlm_result r;
+    if (rv->params.mode == RETRLM_RETRIEVE_BM25) return 0;
+    if (load_encoder(s, rv->encoder)) return 1;
+    r = retrlm_datastore_embed(&s->ds, &s->enc, &s->tok, NULL, progress_fn, &s->prog);
+    progress_end(&s->prog);
+    return r ? fail(r, "cannot embed the datastore") : 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -877,7 +919,8 @@ static void print_snippet(const retrlm_datastore *ds, int u, int width) {
 }
 
 static int cmd_search(const cli_cmd *self, int argc, char **argv, cli_state *s) {
-    const char *ds_path = NULL;
+    const char *ds_path = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL};
+    cli_retrieval rv = CLI_RETRIEVAL_BM25;
     int k = 10, width = 100, n, i, found, units[1000];
     float scores[1000];
     char *q;
@@ -887,9 +930,13 @@ static int cmd_search(const cli_cmd *self, int argc, char **argv, cli_state *s) 
         {"-d|--datastore", "FILE", OPT_STR | OPT_NEED, &ds_path, 0, 0, "the datastore (from datastore)"},
         {"-k", "N", OPT_INT, &k, 1, 1000, "units to show"},
         {"--width", "N", OPT_INT, &width, 10, 1 << 20, "bytes of each unit's text to show"},
+        CLI_RETRIEVE_OPTS(rv),
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
         CLI_END};
     n = parse_args(self, opts, argc, argv);
     if (!n) return bad_usage(self, "no query");
+    if (check_retrieval(self, &rv, ds_path)) return 2;
+    if (rv.encoder && !tok_path && !gpt2[0]) return bad_usage(self, "--encoder needs the tokenizer: -t FILE or --gpt2");
     for (i = 1; i <= n; i++) len += strlen(argv[i]) + 1;
     if (!(q = s->text[0].bytes = (char *)malloc(len))) return say("out of memory");
     for (i = 1, len = 0; i <= n; i++) { // the words of the query, joined by spaces
@@ -899,7 +946,9 @@ static int cmd_search(const cli_cmd *self, int argc, char **argv, cli_state *s) 
         q[len++] = i < n ? ' ' : '\0';
     }
     if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
-    if ((r = retrlm_datastore_search(&s->ds, q, len - 1, k, RETRLM_NO_DOC, units, scores, &found))) return fail(r, "search");
+    if (rv.encoder && (load_tokenizer(s, tok_path, gpt2) || load_retrieval(s, &rv))) return 1;
+    r = retrlm_datastore_retrieve(&s->ds, &rv.params, q, len - 1, k, RETRLM_NO_DOC, units, scores, &found);
+    if (r) return fail(r, "search");
     if (!found) fprintf(stderr, "retrlm: no unit matches '%s'\n", q);
     for (i = 0; i < found; i++) {
         printf("%d\t%.3f\t%lld\t", units[i], scores[i], (long long)s->ds.unit_doc[units[i]]);
@@ -915,6 +964,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = 0, nlist = 0, sq8 = 0, m;
     float lambda = 0.0f, knn_temp = 0.0f, temperature = 0.0f;
     double bpb, t0;
+    cli_retrieval rv = CLI_RETRIEVAL_BM25;
     retrlm_ralm_config rc;
     retrlm_result r;
     cli_opt opts[] = {
@@ -935,19 +985,22 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--knn-temp", "X", OPT_FLOAT, &knn_temp, 0, 1e6, "kNN-LM softmax temperature (0: 1)"},
         {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "keys built from a text: IVF lists (0: flat)"},
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "keys built from a text: 8 bits a dimension"},
+        CLI_RETRIEVE_OPTS(rv),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (check_retrieval(self, &rv, ds_path)) return 2;
     if ((m = name_index(mode_names, 3, mode)) == 3)
         return bad_usage(self, "--mode is none, incontext or replug, not '%s'", mode);
     if (m && !ds_path) return bad_usage(self, "--mode %s needs -d DATASTORE", mode);
     if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) || load_text(s, 0, text)) return 1;
     if (!s->text[0].n) return say("%s: no text to score", text);
     if (ds_path && (r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
-    if (knn && get_keys(s, knn, nlist, sq8)) return 1;
+    if ((m && load_retrieval(s, &rv)) || (knn && get_keys(s, knn, nlist, sq8))) return 1; // none: no units
     memset(&rc, 0, sizeof rc);
     rc.mode = (retrlm_ralm_mode)m;
     rc.k = k, rc.stride = stride, rc.query_tokens = query, rc.unit_tokens = unit, rc.context_tokens = context;
     rc.temperature = temperature;
+    rc.retrieve = &rv.params;
     rc.knnlm = knn ? &s->knn : NULL;
     rc.knn_k = knn_k, rc.lambda = lambda, rc.knn_temperature = knn_temp;
     rc.progress = progress_fn;
@@ -957,9 +1010,9 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
                                   s->text[0].len, &rc, &bpb, NULL);
     progress_end(&s->prog);
     if (r) return fail(r, "eval");
-    printf("%.4f bits per byte: %s, mode %s%s, %lu tokens, %lu bytes, %.1f s\n", bpb, text, mode,
-           knn ? " + kNN-LM" : "", (unsigned long)s->text[0].n, (unsigned long)s->text[0].len,
-           retrlm_time_seconds() - t0);
+    printf("%.4f bits per byte: %s, mode %s%s%s%s, %lu tokens, %lu bytes, %.1f s\n", bpb, text, mode,
+           m ? " by " : "", m ? rv.mode : "", knn ? " + kNN-LM" : "", (unsigned long)s->text[0].n,
+           (unsigned long)s->text[0].len, retrlm_time_seconds() - t0);
     return 0;
 }
 
@@ -969,6 +1022,7 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
     float temp = 0.8f, top_p = 0.0f, score = 0.0f;
     size_t n_p, skip = 0, len;
     int *ctx;
+    cli_retrieval rv = CLI_RETRIEVAL_BM25;
     retrlm_sampler smp;
     retrlm_rng rng;
     retrlm_result r;
@@ -982,8 +1036,10 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
         {"--top-k", "N", OPT_INT, &top_k, 0, 1 << 30, "sample from the k most likely (0: all)"},
         {"--top-p", "X", OPT_FLOAT, &top_p, 0, 1, "sample from the smallest set this likely (0: all)"},
         {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "sampling"},
+        CLI_RETRIEVE_OPTS(rv),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (check_retrieval(self, &rv, ds_path)) return 2;
     if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) ||
         !(s->text[0].ids = encode_text(&s->tok, prompt, strlen(prompt), 0, &n_p)))
         return 1;
@@ -996,8 +1052,10 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
     if (!(ctx = s->text[1].ids = (int *)malloc(sizeof(int) * ((size_t)T + (size_t)tokens)))) return say("out of memory");
     if (ds_path) {
         if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
-        if ((r = retrlm_datastore_search(&s->ds, prompt, strlen(prompt), 1, RETRLM_NO_DOC, &unit, &score, &found)))
-            return fail(r, "search");
+        if (load_retrieval(s, &rv)) return 1;
+        r = retrlm_datastore_retrieve(&s->ds, &rv.params, prompt, strlen(prompt), 1, RETRLM_NO_DOC, &unit, &score,
+                                      &found);
+        if (r) return fail(r, "search");
         if (!found) printf("--- retrieved: nothing matches the prompt\n");
     }
     if (found) { // the unit first (as much of it as leaves room for the prompt and the tokens)
@@ -1006,8 +1064,8 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
         long room = (long)T - (long)(n_p - skip) - tokens;
         if (n_ctx > room) n_ctx = room > 0 ? (int)room : 0;
         memcpy(ctx, ut, sizeof(int) * (size_t)n_ctx);
-        printf("--- retrieved: unit %d (document %lld, BM25 %.2f), %d tokens of it used\n%.*s\n", unit,
-               (long long)s->ds.unit_doc[unit], score, n_ctx, (int)len, text);
+        printf("--- retrieved: unit %d (document %lld, %s %.3f), %d tokens of it used\n%.*s\n", unit,
+               (long long)s->ds.unit_doc[unit], rv.mode, score, n_ctx, (int)len, text);
     }
     memcpy(ctx + n_ctx, s->text[0].ids + skip, sizeof(int) * (n_p - skip));
     n_ctx += (int)(n_p - skip);
