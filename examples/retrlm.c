@@ -1,16 +1,18 @@
 // examples/retrlm.c - the retrlm command-line tool: one subcommand per step of a retrieval-based
-// language model (tokenizer, LM, datastore, kNN-LM keys, search, evaluation, generation), each
-// reading and writing the library's container files.
+// language model (tokenizer, LM, datastore, kNN-LM keys, dense retriever, search, evaluation,
+// generation), each reading and writing the library's container files.
 //   cc -std=c99 -O2 -fopenmp -I. -I/usr/include/stb examples/retrlm.c -lm -o retrlm
 //   ./retrlm tokenizer-train --vocab 1024 -o tok.rlm train.txt
 //   ./retrlm lm-train -t tok.rlm --train train.txt --steps 400 -o lm.rlm
 //   ./retrlm datastore -t tok.rlm -o ds.rlm train.txt
+//   ./retrlm encoder-train -t tok.rlm -d ds.rlm --steps 500 -o enc.rlm
 //   ./retrlm eval -m lm.rlm -t tok.rlm --text test.txt -d ds.rlm --mode incontext
 // `retrlm --help` lists the commands, `retrlm COMMAND --help` the options of one.
 // Exit status: 0 done, 1 failed (the message says why), 2 a bad command line.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -81,6 +83,7 @@ typedef struct cli_progress {
     double last;      // when a line was last written
     int    width;     // characters of the line on the terminal; 0 when none is open
     const retrlm_lm_train_state *train; // lm-train: the loss and validation to show
+    const retrlm_retriever_train_state *retr; // encoder-train: the loss and in-batch accuracy
 } cli_progress;
 
 typedef struct cli_text {
@@ -90,6 +93,20 @@ typedef struct cli_text {
     size_t n;
 } cli_text;
 
+// encoder-train --pairs: a query, its positive and maybe a hard negative a line. The texts are
+// fields of the file's bytes (s->text[0].bytes), each NUL-terminated where it stood.
+typedef struct cli_pairs {
+    size_t       n, n_docs;   // pairs (a query each), distinct documents
+    const char **query;       // (n)
+    const char **doc;         // (2n) positives and hard negatives, sorted; the first n_docs distinct
+    const char **pos, **neg;  // (n) each pair's texts; neg[i] NULL for none
+    int         *pair_query;  // (n) for retrlm_dpr_config: 0, 1, ... n-1
+    int         *pair_doc;    // (n) index of pos[i] in doc
+    int         *hard;        // (n) index of neg[i] in doc, or -1
+    int         *q_ids, *d_ids; // the tokens of query and of doc, as CSR ...
+    size_t      *q_off, *d_off; // ... (n + 1), (n_docs + 1)
+} cli_pairs;
+
 typedef struct cli_state {
     retrlm_tokenizer tok;
     retrlm_model     lm;
@@ -97,6 +114,9 @@ typedef struct cli_state {
     retrlm_datastore ds;
     retrlm_knnlm     knn;      // kNN-LM keys, built here or loaded from a keys file
     int              knn_loaded; // 1: knn came from a keys file
+    retrlm_encoder   enc;      // the bi-encoder: trained here, or loaded for dense retrieval
+    cli_pairs        pairs;    // encoder-train --pairs
+    size_t          *unit_off; // encoder-train -d: (n_units + 1) the units' token offsets
     cli_text         text[2];  // the command's texts (train and valid, test and kNN-LM text)
     char           **docs;     // (n_docs) whole input files
     size_t          *doc_len;  // (n_docs)
@@ -109,8 +129,12 @@ static void state_free(cli_state *s) {
     retrlm_tokenizer_free(&s->tok);
     retrlm_model_free(&s->lm);
     retrlm_adamw_free(&s->opt);
-    retrlm_datastore_free(&s->ds);
+    retrlm_datastore_free(&s->ds); // before the encoder it borrows
+    retrlm_encoder_free(&s->enc);
     retrlm_knnlm_free(&s->knn);
+    free(s->pairs.query), free(s->pairs.pair_query); // the pointer block and the int block
+    free(s->pairs.q_ids), free(s->pairs.d_ids), free(s->pairs.q_off), free(s->pairs.d_off);
+    free(s->unit_off);
     for (i = 0; i < 2; i++) free(s->text[i].bytes), retrlm_free(s->text[i].ids);
     for (i = 0; i < s->n_docs; i++) free(s->docs[i]);
     free(s->docs), free(s->doc_len);
@@ -133,6 +157,22 @@ typedef struct cli_opt {
 #define CLI_TOKENIZER_OPTS(path, gpt2)                                                          \
     {"-t|--tokenizer", "FILE", OPT_STR, &path, 0, 0, "the tokenizer (from tokenizer-train)"},   \
     {"--gpt2", "ENCODER.JSON VOCAB.BPE", OPT_STR2, gpt2, 0, 0, "or GPT-2's tokenizer files"}
+
+// how search, eval and generate find units: BM25, or with a bi-encoder dense or hybrid
+typedef struct cli_retrieval {
+    const char *encoder; // --encoder FILE, or NULL
+    const char *mode;    // --retrieve: a name of retrieve_names, or NULL
+    float       weight;  // --weight
+    int         depth;   // --depth
+    retrlm_retrieve_params params; // from the above, by check_retrieval
+} cli_retrieval;
+#define CLI_RETRIEVAL_BM25 {NULL, NULL, 0.0f, 0, {RETRLM_RETRIEVE_BM25, 0, 0, 0.0f, 0}}
+static const char *const retrieve_names[] = {"bm25", "dense", "rrf", "linear"}; // retrlm_retrieve_mode
+#define CLI_RETRIEVE_OPTS(rv)                                                                   \
+    {"--encoder", "FILE", OPT_STR, &rv.encoder, 0, 0, "a bi-encoder (from encoder-train) for dense retrieval"}, \
+    {"--retrieve", "MODE", OPT_STR, &rv.mode, 0, 0, "bm25, dense, rrf or linear (default dense with --encoder, else bm25)"}, \
+    {"--weight", "X", OPT_FLOAT, &rv.weight, 0, 1, "linear: the dense score's weight (0: 0.5)"},                  \
+    {"--depth", "N", OPT_INT, &rv.depth, 0, 1 << 20, "rrf, linear: candidates from each list (0: 100)"}
 
 typedef struct cli_cmd {
     const char *name, *synopsis, *summary;
@@ -195,6 +235,13 @@ static int set_opt(const cli_cmd *c, const cli_opt *o, const char *v, const char
     if (kind == OPT_INT) *(int *)o->dst = (int)x;
     else *(float *)o->dst = (float)x;
     return 0;
+}
+
+// the index of name in names (n), or n when it is none of them
+static int name_index(const char *const *names, int n, const char *name) {
+    int i;
+    for (i = 0; i < n && strcmp(name, names[i]); i++) {}
+    return i;
 }
 
 // Parses argv[1..argc) into the options of the table (CLI_END-terminated), "--name value" or
@@ -293,6 +340,8 @@ static int progress_line(const cli_progress *p, char *line, size_t cap, const ch
     if (final) fmt_time(a, sizeof a, secs), append(line, cap, &n, " in %s", a);
     else if (total > 0.0 && rate > 0.0) fmt_time(a, sizeof a, (total - done) / rate), append(line, cap, &n, " ETA %s", a);
     if (p->train && !strcmp(stage, "train")) append(line, cap, &n, " loss %.3f", p->train->last_loss);
+    if (p->retr && (!strcmp(stage, "contriever") || !strcmp(stage, "dpr")))
+        append(line, cap, &n, " loss %.3f acc %.2f", p->retr->last_loss, p->retr->last_acc);
     return n;
 }
 
@@ -413,6 +462,43 @@ static int get_keys(cli_state *s, const char *path, int nlist, int sq8) {
     r = retrlm_knnlm_build(&s->knn, &s->lm, s->text[1].ids, s->text[1].n, 0, &ic);
     progress_end(&s->prog);
     return r ? fail(r, "kNN-LM keys") : 0;
+}
+
+// ---- dense retrieval: a bi-encoder, checked against the tokenizer; the datastore's units embedded
+
+static int load_encoder(cli_state *s, const char *path) {
+    retrlm_result r;
+    if ((r = retrlm_encoder_load(&s->enc, path))) return fail(r, "cannot load the encoder");
+    if (s->enc.config.model.vocab_size < s->tok.n_vocab)
+        return say("%s has a vocabulary of %d tokens, the tokenizer %d: not an encoder for this tokenizer",
+                   path, s->enc.config.model.vocab_size, s->tok.n_vocab);
+    return 0;
+}
+
+// the retrieval options of command c, whose datastore is ds_path: 0, or 2 after a message
+static int check_retrieval(const cli_cmd *c, cli_retrieval *rv, const char *ds_path) {
+    int m;
+    if (!rv->mode) rv->mode = rv->encoder ? "dense" : "bm25";
+    if ((m = name_index(retrieve_names, 4, rv->mode)) == 4)
+        return bad_usage(c, "--retrieve is bm25, dense, rrf or linear, not '%s'", rv->mode);
+    if (m != RETRLM_RETRIEVE_BM25 && !rv->encoder)
+        return bad_usage(c, "--retrieve %s needs --encoder FILE (a bi-encoder from encoder-train)", rv->mode);
+    if (rv->encoder && !ds_path) return bad_usage(c, "--encoder needs -d DATASTORE");
+    memset(&rv->params, 0, sizeof rv->params);
+    rv->params.mode = (retrlm_retrieve_mode)m;
+    rv->params.weight = rv->weight;
+    rv->params.depth = rv->depth;
+    return 0;
+}
+
+// after the tokenizer and the datastore: loads the encoder and embeds every unit with it
+static int load_retrieval(cli_state *s, const cli_retrieval *rv) {
+    retrlm_result r;
+    if (rv->params.mode == RETRLM_RETRIEVE_BM25) return 0;
+    if (load_encoder(s, rv->encoder)) return 1;
+    r = retrlm_datastore_embed(&s->ds, &s->enc, &s->tok, NULL, progress_fn, &s->prog);
+    progress_end(&s->prog);
+    return r ? fail(r, "cannot embed the datastore") : 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -551,18 +637,28 @@ static int tsv_field(const char *p, const char *end, int col, const char **field
     return 1;
 }
 
+// the next line of [*p, end) as [*start, *eol), without its "\n" or "\r\n"; moves *p past it.
+// 0 at the end.
+static int next_line(const char **p, const char *end, const char **start, const char **eol) {
+    const char *nl;
+    if (*p >= end) return 0;
+    nl = (const char *)memchr(*p, '\n', (size_t)(end - *p));
+    *start = *p;
+    *eol = nl ? nl : end;
+    *p = nl ? nl + 1 : end;
+    if (*eol > *start && (*eol)[-1] == '\r') --*eol;
+    return 1;
+}
+
 // one document a line of a TSV file, its text in column col, its id the line number
 static int add_tsv(cli_state *s, const char *path, int col, int header, int flags) {
     cli_text *t = &s->text[0];
-    const char *p, *end, *field;
+    const char *p, *end, *field, *start, *eol;
     size_t len;
     long line = 0, skipped = 0;
     retrlm_result r;
     if (!(t->bytes = read_all(path, &t->len))) return 1;
-    for (p = t->bytes, end = p + t->len; p < end;) {
-        const char *nl = (const char *)memchr(p, '\n', (size_t)(end - p)), *eol = nl ? nl : end, *start = p;
-        p = nl ? nl + 1 : end;
-        if (eol > start && eol[-1] == '\r') eol--;
+    for (p = t->bytes, end = p + t->len; next_line(&p, end, &start, &eol);) {
         if (++line == 1 && header) continue;
         if (!tsv_field(start, eol, col, &field, &len) || !len) {
             skipped++;
@@ -638,6 +734,177 @@ static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     return 0;
 }
 
+// ---- encoder-train
+
+// texts (n) -> their tokens as CSR arrays: *ids, and *off (n + 1) where each text's start
+static int encode_csr(const retrlm_tokenizer *tok, const char *const *texts, size_t n, int **ids,
+                      size_t **off) {
+    size_t total;
+    retrlm_result r = retrlm_tokenizer_encode_batch(tok, texts, NULL, (int)n, 0, NULL, 0, NULL, &total);
+    if (r) return fail(r, "encode");
+    if (!(*off = (size_t *)malloc(sizeof(size_t) * (n + 1)))) return say("out of memory");
+    if (!(*ids = (int *)malloc(sizeof(int) * (total + 1)))) return say("out of memory");
+    r = retrlm_tokenizer_encode_batch(tok, texts, NULL, (int)n, 0, *ids, total, *off, &total);
+    return r ? fail(r, "encode") : 0;
+}
+
+static int cmp_text(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+// the index of text among the distinct documents of pp (sorted), where it is
+static int doc_index(const cli_pairs *pp, const char *text) {
+    const char **hit = (const char **)bsearch(&text, pp->doc, pp->n_docs, sizeof *pp->doc, cmp_text);
+    return (int)(hit - pp->doc);
+}
+
+// room for n pairs: one block of text pointers, one of ints
+static int alloc_pairs(cli_pairs *pp, size_t n) {
+    pp->query = (const char **)malloc(sizeof(char *) * 5 * n);
+    pp->pair_query = (int *)malloc(sizeof(int) * 3 * n);
+    if (!pp->query || !pp->pair_query) return say("out of memory");
+    pp->doc = pp->query + n, pp->pos = pp->doc + 2 * n, pp->neg = pp->pos + n;
+    pp->pair_doc = pp->pair_query + n, pp->hard = pp->pair_doc + n;
+    return 0;
+}
+
+// the pairs file at path into s->pairs: its texts, the documents made distinct, all tokenised
+static int read_pairs(cli_state *s, const char *path) {
+    cli_text *t = &s->text[0];
+    cli_pairs *pp = &s->pairs;
+    const char *p, *end, *start, *eol, *f[4];
+    size_t len[4], n_max = 1, i, nd = 0;
+    long line = 0;
+    int k, j;
+    if (!(t->bytes = read_all(path, &t->len))) return 1;
+    for (i = 0; i < t->len; i++) n_max += t->bytes[i] == '\n';
+    if (n_max > INT_MAX / 2) return say("%s: more than %d lines", path, INT_MAX / 2);
+    if (alloc_pairs(pp, n_max)) return 1;
+    for (p = t->bytes, end = p + t->len; next_line(&p, end, &start, &eol);) {
+        line++;
+        if (eol == start) continue; // a blank line
+        for (k = 0; k < 4 && tsv_field(start, eol, k + 1, &f[k], &len[k]); k++) {}
+        if (k < 2 || k > 3 || !len[0] || !len[1])
+            return say("%s line %ld: %s; a line is query<TAB>positive text[<TAB>hard negative text]", path, line,
+                       k < 2 ? "one column" : k > 3 ? "more than 3 columns" : "an empty query or positive");
+        for (j = 0; j < k; j++) ((char *)f[j])[len[j]] = '\0'; // our buffer: over the tab or newline
+        pp->query[pp->n] = f[0];
+        pp->pos[pp->n] = pp->doc[nd++] = f[1];
+        pp->neg[pp->n++] = k == 3 && len[2] ? (pp->doc[nd++] = f[2]) : NULL;
+    }
+    if (!pp->n) return say("%s: no pairs", path);
+    qsort(pp->doc, nd, sizeof *pp->doc, cmp_text);
+    for (i = 0; i < nd; i++)
+        if (!pp->n_docs || strcmp(pp->doc[i], pp->doc[pp->n_docs - 1])) pp->doc[pp->n_docs++] = pp->doc[i];
+    for (i = 0; i < pp->n; i++) {
+        pp->pair_query[i] = (int)i;
+        pp->pair_doc[i] = doc_index(pp, pp->pos[i]);
+        pp->hard[i] = pp->neg[i] ? doc_index(pp, pp->neg[i]) : -1;
+    }
+    return encode_csr(&s->tok, pp->query, pp->n, &pp->q_ids, &pp->q_off) ||
+           encode_csr(&s->tok, pp->doc, pp->n_docs, &pp->d_ids, &pp->d_off);
+}
+
+// what both training methods take from the command line
+typedef struct cli_enc_train {
+    int   batch, steps; // 0: the encoder's max_batch
+    float temperature;
+    retrlm_retriever_train_state *state;
+} cli_enc_train;
+
+// Contriever on the units of the datastore at path: their tokens as CSR
+static int train_contriever(cli_state *s, const char *path, const cli_enc_train *et) {
+    retrlm_contriever_config cc;
+    retrlm_result r;
+    int i;
+    if ((r = retrlm_datastore_load(&s->ds, path))) return fail(r, "cannot load the datastore");
+    s->unit_off = (size_t *)malloc(sizeof(size_t) * ((size_t)s->ds.n_units + 1));
+    if (!s->unit_off) return say("out of memory");
+    for (i = 0; i <= s->ds.n_units; i++) s->unit_off[i] = (size_t)s->ds.tok_off[i];
+    memset(&cc, 0, sizeof cc);
+    cc.docs.ids = s->ds.tokens, cc.docs.off = s->unit_off, cc.docs.n = (size_t)s->ds.n_units;
+    cc.batch = et->batch, cc.temperature = et->temperature, cc.steps = et->steps;
+    cc.progress = progress_fn, cc.user = &s->prog;
+    fprintf(stderr, "Contriever on %d units\n", s->ds.n_units);
+    r = retrlm_contriever_train(&s->enc, &s->opt, &cc, et->state);
+    progress_end(&s->prog);
+    return r ? fail(r, "training") : 0;
+}
+
+// DPR on the pairs file at path, with in-batch negatives and the file's hard negatives
+static int train_dpr(cli_state *s, const char *path, const cli_enc_train *et) {
+    cli_pairs *pp = &s->pairs;
+    retrlm_dpr_config dc;
+    retrlm_result r;
+    if (read_pairs(s, path)) return 1;
+    memset(&dc, 0, sizeof dc);
+    dc.queries.ids = pp->q_ids, dc.queries.off = pp->q_off, dc.queries.n = pp->n;
+    dc.docs.ids = pp->d_ids, dc.docs.off = pp->d_off, dc.docs.n = pp->n_docs;
+    dc.pair_query = pp->pair_query, dc.pair_doc = pp->pair_doc, dc.hard_negative = pp->hard;
+    dc.n_pairs = pp->n;
+    dc.batch = et->batch, dc.temperature = et->temperature, dc.steps = et->steps;
+    dc.progress = progress_fn, dc.user = &s->prog;
+    fprintf(stderr, "DPR on %lu pairs, %lu distinct documents\n", (unsigned long)pp->n, (unsigned long)pp->n_docs);
+    r = retrlm_dpr_train(&s->enc, &s->opt, &dc, et->state);
+    progress_end(&s->prog);
+    return r ? fail(r, "training") : 0;
+}
+
+static int cmd_encoder_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *ds_path = NULL, *pairs = NULL, *init = NULL, *out = NULL;
+    int dim = 128, layers = 2, heads = 4, doc_tokens = 128, query_tokens = 32, seed = 1, separate = 0, proj = 0;
+    float lr = 1e-3f;
+    cli_enc_train et = {0, 200, 0.05f, NULL};
+    retrlm_encoder_config ec;
+    retrlm_adamw_config oc;
+    retrlm_adamw_group groups[6];
+    retrlm_retriever_train_state st;
+    retrlm_result r;
+    cli_opt opts[] = {
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"-d|--datastore", "FILE", OPT_STR, &ds_path, 0, 0, "Contriever (no labels): the datastore's units are the documents"},
+        {"--pairs", "FILE", OPT_STR, &pairs, 0, 0, "DPR: lines of query<TAB>positive text[<TAB>hard negative text]"},
+        {"--init", "FILE", OPT_STR, &init, 0, 0, "continue training this encoder: its shape wins"},
+        {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the encoder file to write"},
+        {"--steps", "N", OPT_INT, &et.steps, 1, 1e9, "training steps"},
+        {"--batch", "N", OPT_INT, &et.batch, 0, 1024, "queries or documents a step (0: the encoder's batch, 32 when new)"},
+        {"--dim", "N", OPT_INT, &dim, 2, 8192, "model width, a multiple of 2 x heads"},
+        {"--layers", "N", OPT_INT, &layers, 1, 256, "transformer blocks"},
+        {"--heads", "N", OPT_INT, &heads, 1, 256, "attention heads"},
+        {"--doc-tokens", "N", OPT_INT, &doc_tokens, 1, 1 << 16, "documents are cut to their first N tokens"},
+        {"--query-tokens", "N", OPT_INT, &query_tokens, 1, 1 << 16, "queries are cut to their first N tokens"},
+        {"--separate", NULL, OPT_FLAG, &separate, 0, 0, "documents get weights of their own (default: shared)"},
+        {"--proj", "N", OPT_INT, &proj, 0, 8192, "project the embeddings to N dimensions (0: none)"},
+        {"--lr", "X", OPT_FLOAT, &lr, 1e-9, 10, "peak learning rate"},
+        {"--temperature", "X", OPT_FLOAT, &et.temperature, 1e-6, 1e6, "scores are cosines / X"},
+        {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights, batches and crops"},
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (!ds_path == !pairs) return bad_usage(self, "give one of -d DATASTORE (Contriever) and --pairs FILE (DPR)");
+    if (load_tokenizer(s, tok_path, gpt2) || (init && load_encoder(s, init))) return 1;
+    if (!init) {
+        memset(&ec, 0, sizeof ec);
+        ec.model.vocab_size = s->tok.n_vocab;
+        ec.model.dim = dim, ec.model.n_layers = layers, ec.model.n_heads = heads;
+        ec.model.seed = (uint64_t)seed;
+        ec.separate = separate, ec.proj_dim = proj, ec.normalize = 1;
+        ec.max_query_tokens = query_tokens, ec.max_doc_tokens = doc_tokens, ec.max_batch = et.batch;
+        if ((r = retrlm_encoder_init(&s->enc, &ec))) return fail(r, "cannot make the encoder");
+    }
+    memset(&oc, 0, sizeof oc);
+    oc.warmup_steps = et.steps / 20;
+    oc.total_steps = et.steps;
+    r = retrlm_adamw_init(&s->opt, &oc, groups, retrlm_encoder_param_groups(&s->enc, lr, 0.01f, groups));
+    if (r) return fail(r, "optimiser");
+    retrlm_retriever_train_state_init(&st, (uint64_t)seed);
+    s->prog.retr = et.state = &st;
+    if (ds_path ? train_contriever(s, ds_path, &et) : train_dpr(s, pairs, &et)) return 1;
+    if ((r = retrlm_encoder_save(&s->enc, out))) return fail(r, "cannot save");
+    printf("%s: %s, step %lld, loss %.4f, in-batch accuracy %.2f; embeddings %d wide\n", out,
+           ds_path ? "Contriever" : "DPR", (long long)st.step, st.last_loss, st.last_acc, s->enc.dim);
+    return 0;
+}
+
 // unit u's text on one line: at most width bytes, whitespace as spaces, whole UTF-8 characters
 static void print_snippet(const retrlm_datastore *ds, int u, int width) {
     size_t len, i;
@@ -652,7 +919,8 @@ static void print_snippet(const retrlm_datastore *ds, int u, int width) {
 }
 
 static int cmd_search(const cli_cmd *self, int argc, char **argv, cli_state *s) {
-    const char *ds_path = NULL;
+    const char *ds_path = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL};
+    cli_retrieval rv = CLI_RETRIEVAL_BM25;
     int k = 10, width = 100, n, i, found, units[1000];
     float scores[1000];
     char *q;
@@ -662,9 +930,13 @@ static int cmd_search(const cli_cmd *self, int argc, char **argv, cli_state *s) 
         {"-d|--datastore", "FILE", OPT_STR | OPT_NEED, &ds_path, 0, 0, "the datastore (from datastore)"},
         {"-k", "N", OPT_INT, &k, 1, 1000, "units to show"},
         {"--width", "N", OPT_INT, &width, 10, 1 << 20, "bytes of each unit's text to show"},
+        CLI_RETRIEVE_OPTS(rv),
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
         CLI_END};
     n = parse_args(self, opts, argc, argv);
     if (!n) return bad_usage(self, "no query");
+    if (check_retrieval(self, &rv, ds_path)) return 2;
+    if (rv.encoder && !tok_path && !gpt2[0]) return bad_usage(self, "--encoder needs the tokenizer: -t FILE or --gpt2");
     for (i = 1; i <= n; i++) len += strlen(argv[i]) + 1;
     if (!(q = s->text[0].bytes = (char *)malloc(len))) return say("out of memory");
     for (i = 1, len = 0; i <= n; i++) { // the words of the query, joined by spaces
@@ -674,7 +946,9 @@ static int cmd_search(const cli_cmd *self, int argc, char **argv, cli_state *s) 
         q[len++] = i < n ? ' ' : '\0';
     }
     if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
-    if ((r = retrlm_datastore_search(&s->ds, q, len - 1, k, RETRLM_NO_DOC, units, scores, &found))) return fail(r, "search");
+    if (rv.encoder && (load_tokenizer(s, tok_path, gpt2) || load_retrieval(s, &rv))) return 1;
+    r = retrlm_datastore_retrieve(&s->ds, &rv.params, q, len - 1, k, RETRLM_NO_DOC, units, scores, &found);
+    if (r) return fail(r, "search");
     if (!found) fprintf(stderr, "retrlm: no unit matches '%s'\n", q);
     for (i = 0; i < found; i++) {
         printf("%d\t%.3f\t%lld\t", units[i], scores[i], (long long)s->ds.unit_doc[units[i]]);
@@ -690,6 +964,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = 0, nlist = 0, sq8 = 0, m;
     float lambda = 0.0f, knn_temp = 0.0f, temperature = 0.0f;
     double bpb, t0;
+    cli_retrieval rv = CLI_RETRIEVAL_BM25;
     retrlm_ralm_config rc;
     retrlm_result r;
     cli_opt opts[] = {
@@ -710,19 +985,22 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--knn-temp", "X", OPT_FLOAT, &knn_temp, 0, 1e6, "kNN-LM softmax temperature (0: 1)"},
         {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "keys built from a text: IVF lists (0: flat)"},
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "keys built from a text: 8 bits a dimension"},
+        CLI_RETRIEVE_OPTS(rv),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
-    for (m = 0; m < 3 && strcmp(mode, mode_names[m]); m++) {}
-    if (m == 3) return bad_usage(self, "--mode is none, incontext or replug, not '%s'", mode);
+    if (check_retrieval(self, &rv, ds_path)) return 2;
+    if ((m = name_index(mode_names, 3, mode)) == 3)
+        return bad_usage(self, "--mode is none, incontext or replug, not '%s'", mode);
     if (m && !ds_path) return bad_usage(self, "--mode %s needs -d DATASTORE", mode);
     if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) || load_text(s, 0, text)) return 1;
     if (!s->text[0].n) return say("%s: no text to score", text);
     if (ds_path && (r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
-    if (knn && get_keys(s, knn, nlist, sq8)) return 1;
+    if ((m && load_retrieval(s, &rv)) || (knn && get_keys(s, knn, nlist, sq8))) return 1; // none: no units
     memset(&rc, 0, sizeof rc);
     rc.mode = (retrlm_ralm_mode)m;
     rc.k = k, rc.stride = stride, rc.query_tokens = query, rc.unit_tokens = unit, rc.context_tokens = context;
     rc.temperature = temperature;
+    rc.retrieve = &rv.params;
     rc.knnlm = knn ? &s->knn : NULL;
     rc.knn_k = knn_k, rc.lambda = lambda, rc.knn_temperature = knn_temp;
     rc.progress = progress_fn;
@@ -732,9 +1010,9 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
                                   s->text[0].len, &rc, &bpb, NULL);
     progress_end(&s->prog);
     if (r) return fail(r, "eval");
-    printf("%.4f bits per byte: %s, mode %s%s, %lu tokens, %lu bytes, %.1f s\n", bpb, text, mode,
-           knn ? " + kNN-LM" : "", (unsigned long)s->text[0].n, (unsigned long)s->text[0].len,
-           retrlm_time_seconds() - t0);
+    printf("%.4f bits per byte: %s, mode %s%s%s%s, %lu tokens, %lu bytes, %.1f s\n", bpb, text, mode,
+           m ? " by " : "", m ? rv.mode : "", knn ? " + kNN-LM" : "", (unsigned long)s->text[0].n,
+           (unsigned long)s->text[0].len, retrlm_time_seconds() - t0);
     return 0;
 }
 
@@ -744,6 +1022,7 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
     float temp = 0.8f, top_p = 0.0f, score = 0.0f;
     size_t n_p, skip = 0, len;
     int *ctx;
+    cli_retrieval rv = CLI_RETRIEVAL_BM25;
     retrlm_sampler smp;
     retrlm_rng rng;
     retrlm_result r;
@@ -757,8 +1036,10 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
         {"--top-k", "N", OPT_INT, &top_k, 0, 1 << 30, "sample from the k most likely (0: all)"},
         {"--top-p", "X", OPT_FLOAT, &top_p, 0, 1, "sample from the smallest set this likely (0: all)"},
         {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "sampling"},
+        CLI_RETRIEVE_OPTS(rv),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (check_retrieval(self, &rv, ds_path)) return 2;
     if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) ||
         !(s->text[0].ids = encode_text(&s->tok, prompt, strlen(prompt), 0, &n_p)))
         return 1;
@@ -771,8 +1052,10 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
     if (!(ctx = s->text[1].ids = (int *)malloc(sizeof(int) * ((size_t)T + (size_t)tokens)))) return say("out of memory");
     if (ds_path) {
         if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
-        if ((r = retrlm_datastore_search(&s->ds, prompt, strlen(prompt), 1, RETRLM_NO_DOC, &unit, &score, &found)))
-            return fail(r, "search");
+        if (load_retrieval(s, &rv)) return 1;
+        r = retrlm_datastore_retrieve(&s->ds, &rv.params, prompt, strlen(prompt), 1, RETRLM_NO_DOC, &unit, &score,
+                                      &found);
+        if (r) return fail(r, "search");
         if (!found) printf("--- retrieved: nothing matches the prompt\n");
     }
     if (found) { // the unit first (as much of it as leaves room for the prompt and the tokens)
@@ -781,8 +1064,8 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
         long room = (long)T - (long)(n_p - skip) - tokens;
         if (n_ctx > room) n_ctx = room > 0 ? (int)room : 0;
         memcpy(ctx, ut, sizeof(int) * (size_t)n_ctx);
-        printf("--- retrieved: unit %d (document %lld, BM25 %.2f), %d tokens of it used\n%.*s\n", unit,
-               (long long)s->ds.unit_doc[unit], score, n_ctx, (int)len, text);
+        printf("--- retrieved: unit %d (document %lld, %s %.3f), %d tokens of it used\n%.*s\n", unit,
+               (long long)s->ds.unit_doc[unit], rv.mode, score, n_ctx, (int)len, text);
     }
     memcpy(ctx + n_ctx, s->text[0].ids + skip, sizeof(int) * (n_p - skip));
     n_ctx += (int)(n_p - skip);
@@ -810,6 +1093,8 @@ static const cli_cmd commands[] = {
      "Cuts documents into retrieval units and indexes them with BM25.", cmd_datastore},
     {"knnlm", "[options] -m LM -t TOK --text FILE -o KEYS", "Keys a text for kNN-LM: the LM's hidden states and next tokens.",
      cmd_knnlm},
+    {"encoder-train", "[options] -t TOK (-d DS | --pairs FILE) -o ENC",
+     "Trains a bi-encoder for dense retrieval: Contriever on a datastore, or DPR on pairs.", cmd_encoder_train},
     {"search", "[options] -d DS QUERY...", "Prints the best units for a query: unit, score, document, text.",
      cmd_search},
     {"eval", "[options] -m LM -t TOK --text FILE", "Prints the bits per byte of a text, with or without retrieval.",

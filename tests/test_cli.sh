@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/test_cli.sh - builds the command-line tool (examples/retrlm.c) and runs a short session
 # on examples/data/kjv-excerpt.tsv: tokenizer, a tiny LM, a datastore, search, eval (none,
-# in-context, kNN-LM), generation; then bad input, which must fail with a message, never crash.
+# in-context, kNN-LM), generation, a tiny bi-encoder (Contriever, then DPR) and dense / hybrid
+# retrieval; then bad input, which must fail with a message, never crash.
 # The last line is "N passed, M failed"; the exit status is nonzero on any failure.
 #   sh tests/test_cli.sh              (from the repository root; CC, STB_INC as in tests/run.sh)
 #   RETRLM_BIN=path sh tests/test_cli.sh     tests an already built binary (e.g. a sanitizer build)
@@ -78,6 +79,28 @@ run "generate -d" "$R" generate $M $T -d "$out/ds.rlm" --prompt "Then Rabshakeh 
 has "generate: shows the retrieved unit" "^--- retrieved: unit [0-9]+"
 has "generate: continues the prompt" "^Then Rabshakeh stood and cried"
 
+# dense retrieval: Contriever on the datastore's units, then DPR on pairs (the last words of a
+# verse of Isaiah 36, the verse, the verse before it as the hard negative)
+E="--encoder $out/enc-dpr.rlm"
+run "encoder-train -d" "$R" encoder-train $T -d "$out/ds.rlm" --dim 16 --layers 1 --heads 2 --steps 20 -o "$out/enc.rlm"
+has "encoder-train -d: Contriever to step 20" "Contriever, step 20, loss [0-9.]+, in-batch accuracy [0-9.]+"
+awk -F'\t' 'NR > 1 && $1 == "Isaiah" && $2 == 36 { n = split($4, w, " "); q = w[n - 3] " " w[n - 2] " " w[n - 1] " " w[n]
+    print q "\t" $4 "\t" prev; prev = $4 }' "$data" >"$out/pairs.tsv"
+run "encoder-train --pairs --init" "$R" encoder-train $T --pairs "$out/pairs.tsv" --init "$out/enc.rlm" --steps 20 \
+    -o "$out/enc-dpr.rlm"
+has "encoder-train --pairs: DPR to step 20" "DPR, step 20, loss [0-9.]+, in-batch accuracy [0-9.]+"
+for mode in dense rrf; do
+    run "search --retrieve $mode" "$R" search -d "$out/ds.rlm" $T $E --retrieve $mode -k 3 Rabshakeh cried with a loud voice
+    has "search --retrieve $mode: 3 units" "^[0-9]+	[0-9.-]+	[0-9]+	"
+done
+has "search --retrieve rrf: finds Rabshakeh" "^[0-9]+	[0-9.]+	[0-9]+	.*Rabshakeh"
+run "eval --retrieve dense" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" --mode incontext --unit-tokens 32 $E \
+    --retrieve dense
+has "eval --retrieve dense: bits per byte" "^[0-9]+\.[0-9]+ bits per byte: .* by dense"
+run "generate --retrieve linear" "$R" generate $M $T -d "$out/ds.rlm" $E --retrieve linear --weight 0.3 --depth 50 \
+    --prompt "Then Rabshakeh stood and cried" --tokens 8 --temp 0
+has "generate --retrieve linear: shows the unit" "^--- retrieved: unit [0-9]+ \(document [0-9]+, linear"
+
 # bad input: exit 1 or 2 with a message
 bad "missing file" "$R" tokenize $T "$out/no-such-file.txt"
 bad "missing tokenizer" "$R" tokenize -t "$out/no-such.rlm" "$out/test.txt"
@@ -99,6 +122,16 @@ printf 'X' | dd of="$out/keys-flip.rlm" bs=1 seek=100000 conv=notrunc 2>/dev/nul
 bad "corrupt keys" "$R" eval $M $T --text "$out/test.txt" --knnlm "$out/keys-flip.rlm"
 bad "empty text" "$R" eval $M $T --text /dev/null
 bad "empty prompt" "$R" generate $M $T --prompt ""
+cp "$out/enc.rlm" "$out/enc-flip.rlm"
+printf 'X' | dd of="$out/enc-flip.rlm" bs=1 seek=1000 conv=notrunc 2>/dev/null
+bad "corrupt encoder to --init" "$R" encoder-train $T --pairs "$out/pairs.tsv" --init "$out/enc-flip.rlm" -o "$out/x.rlm"
+bad "--retrieve dense without --encoder" "$R" search -d "$out/ds.rlm" --retrieve dense king
+bad "corrupt encoder" "$R" search -d "$out/ds.rlm" $T --encoder "$out/enc-flip.rlm" king
+bad "LM file as an encoder" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" --mode incontext --encoder "$out/lm.rlm"
+cut -f 1 "$out/pairs.tsv" >"$out/pairs-1col.tsv"
+bad "pairs with one column" "$R" encoder-train $T --pairs "$out/pairs-1col.tsv" -o "$out/x.rlm"
+"$R" tokenizer-train --vocab 400 -o "$out/tok400.rlm" "$out/train.txt" >/dev/null 2>&1
+bad "encoder smaller than the tokenizer" "$R" search -d "$out/ds.rlm" -t "$out/tok400.rlm" $E king
 bad "context too small" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" --mode incontext --unit-tokens 96
 
 echo "$passed passed, $failed failed"
