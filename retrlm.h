@@ -1158,6 +1158,15 @@ RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_enc
                                                 const retrlm_tokenizer *enc_tok,
                                                 const retrlm_index_config *index_config,
                                                 retrlm_progress_fn progress, void *user);
+#ifndef RETRLM_NO_STDIO
+/* Instead of embedding again: loads a dense index saved from ds->dense (retrlm_index_save after
+   retrlm_datastore_embed) into ds->dense and borrows enc and enc_tok for queries, as embed
+   does. ERR_FORMAT unless it holds one vector of enc->dim per unit, with ids 0..n_units-1. */
+RETRLM_API retrlm_result retrlm_datastore_load_dense(retrlm_datastore *ds,
+                                                     const retrlm_encoder *enc,
+                                                     const retrlm_tokenizer *enc_tok,
+                                                     const char *index_path);
+#endif
 
 /* How retrlm_datastore_retrieve ranks units:
      RETRLM_RETRIEVE_BM25     lexical (the default)
@@ -12459,6 +12468,39 @@ done:
     RETRLM_FREE(texts), RETRLM_FREE(lens), RETRLM_FREE(emb);
     return res;
 }
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_datastore_load_dense(retrlm_datastore *ds,
+                                                     const retrlm_encoder *enc,
+                                                     const retrlm_tokenizer *enc_tok,
+                                                     const char *index_path) {
+    retrlm_result res;
+    size_t i;
+    RETRLM_ASSERT(ds && enc && enc_tok && index_path);
+    if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: load_dense before commit");
+    retrlm_index_free(&ds->dense);
+    ds->encoder = NULL;
+    ds->encoder_tok = NULL;
+    if ((res = retrlm_index_load(&ds->dense, index_path))) return res;
+    if (ds->dense.dim != enc->dim || ds->dense.n != (size_t)ds->n_units ||
+        ds->dense.metric != RETRLM_METRIC_IP)
+        res = retrlm__fail(RETRLM_ERR_FORMAT, "datastore: %s holds %lu vectors of dim %d (metric "
+                           "%d) for %d units of dim %d (inner product)", index_path,
+                           (unsigned long)ds->dense.n, ds->dense.dim, ds->dense.metric,
+                           ds->n_units, enc->dim);
+    for (i = 0; !res && i < ds->dense.n; i++)
+        if (ds->dense.ids[i] < 0 || ds->dense.ids[i] >= ds->n_units)
+            res = retrlm__fail(RETRLM_ERR_FORMAT, "datastore: %s has id %lld, not a unit",
+                               index_path, (long long)ds->dense.ids[i]);
+    if (res) {
+        retrlm_index_free(&ds->dense);
+        return res;
+    }
+    ds->encoder = enc;
+    ds->encoder_tok = enc_tok;
+    return RETRLM_OK;
+}
+#endif
 
 // min-max normalisation of a list's scores into [0, 1] (all 1 when they are equal)
 static float retrlm__minmax(const float *s, int n, int i) {

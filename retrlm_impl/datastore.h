@@ -63,6 +63,15 @@ RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_enc
                                                 const retrlm_tokenizer *enc_tok,
                                                 const retrlm_index_config *index_config,
                                                 retrlm_progress_fn progress, void *user);
+#ifndef RETRLM_NO_STDIO
+/* Instead of embedding again: loads a dense index saved from ds->dense (retrlm_index_save after
+   retrlm_datastore_embed) into ds->dense and borrows enc and enc_tok for queries, as embed
+   does. ERR_FORMAT unless it holds one vector of enc->dim per unit, with ids 0..n_units-1. */
+RETRLM_API retrlm_result retrlm_datastore_load_dense(retrlm_datastore *ds,
+                                                     const retrlm_encoder *enc,
+                                                     const retrlm_tokenizer *enc_tok,
+                                                     const char *index_path);
+#endif
 
 /* How retrlm_datastore_retrieve ranks units:
      RETRLM_RETRIEVE_BM25     lexical (the default)

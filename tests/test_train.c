@@ -420,6 +420,19 @@ static void test_datastore_dense(void) {
         p.mode = RETRLM_RETRIEVE_LINEAR;
         CHECK_OK(retrlm_datastore_retrieve(&ds, &p, qt, strlen(qt), 3, RETRLM_NO_DOC, units, sc, &found));
         CHECK(found == 3 && sc[0] <= 1.0f + 1e-6f);
+        { // the dense index saved and loaded back answers the same
+            int u2[6], f2 = 0;
+            float s2[6];
+            p.mode = RETRLM_RETRIEVE_DENSE;
+            CHECK_OK(retrlm_datastore_retrieve(&ds, &p, qt, strlen(qt), 4, RETRLM_NO_DOC, units, sc, &found));
+            CHECK_OK(retrlm_index_save(&ds.dense, "build/tests/dense.rlm"));
+            CHECK_OK(retrlm_datastore_load_dense(&ds, &e, &tok, "build/tests/dense.rlm"));
+            CHECK_OK(retrlm_datastore_retrieve(&ds, &p, qt, strlen(qt), 4, RETRLM_NO_DOC, u2, s2, &f2));
+            CHECK(f2 == found && !memcmp(u2, units, sizeof(int) * (size_t)found));
+            remove("build/tests/dense.rlm");
+            CHECK(retrlm_datastore_load_dense(&ds, &e, &tok, "build/tests/dense.rlm") != RETRLM_OK);
+            CHECK(retrlm_datastore_retrieve(&ds, &p, qt, strlen(qt), 4, RETRLM_NO_DOC, u2, s2, &f2) == RETRLM_ERR_ARG);
+        }
     }
     retrlm_datastore_free(&ds);
     retrlm_encoder_free(&e);
