@@ -12200,8 +12200,16 @@ static retrlm_result retrlm__encoder_read(retrlm_encoder *e, const retrlm_reader
     } else if ((r = retrlm__encoder_doc_side(e, &e->config.model)))
         return r;
     e->dim = e->config.proj_dim ? e->config.proj_dim : e->config.model.dim;
-    if ((r = retrlm__encoder_alloc(e))) return r;
     np = e->config.proj_dim ? (size_t)e->dim * e->config.model.dim : 0;
+    for (s = 0; np && s < 1 + e->config.separate; s++) { // sizes match before anything is allocated
+        const void *p = NULL;
+        size_t n = 0;
+        if ((r = retrlm_reader_get(rd, s ? "proj.d" : "proj.q", RETRLM_DTYPE_F32, &p, &n))) return r;
+        if (n != np)
+            return retrlm__fail(RETRLM_ERR_FORMAT, "encoder: projection of %lu floats, the config "
+                                "needs %lu", (unsigned long)n, (unsigned long)np);
+    }
+    if ((r = retrlm__encoder_alloc(e))) return r;
     for (s = 0; np && s < 1 + e->config.separate; s++)
         if ((r = retrlm_reader_read(rd, s ? "proj.d" : "proj.q", RETRLM_DTYPE_F32, e->proj[s], np)))
             return r;
