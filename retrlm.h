@@ -11935,6 +11935,26 @@ RETRLM_API void retrlm_encoder_free(retrlm_encoder *e) {
     memset(e, 0, sizeof *e);
 }
 
+// the Euclidean norm of x (n), floored at 1e-12 so that a zero vector divides safely
+static float retrlm__l2_norm(const float *x, int n) {
+    double ss = 0.0;
+    int i;
+    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    return (float)sqrt(ss > 1e-24 ? ss : 1e-24);
+}
+
+// text's first tokens, at most maxt of them, into ids; an empty text is the token 0. *n gets
+// how many (>= 1).
+static retrlm_result retrlm__encode_cut(const retrlm_tokenizer *tok, const char *text, size_t len,
+                                        int *ids, int maxt, int *n) {
+    size_t got = 0;
+    retrlm_result r = retrlm_tokenizer_encode(tok, text ? text : "", len, 0, ids, (size_t)maxt, &got);
+    if (r != RETRLM_OK && r != RETRLM_ERR_RANGE) return r; // RANGE: cut to maxt
+    *n = (int)RETRLM__MIN(got, (size_t)maxt);
+    if (*n == 0) ids[0] = 0, *n = 1;
+    return RETRLM_OK;
+}
+
 RETRLM_API retrlm_result retrlm_encoder_forward(retrlm_encoder *e, int side, const int *tokens,
                                                 int B, int T, const int *lengths, float *out) {
     retrlm_model *m;
@@ -11955,9 +11975,7 @@ RETRLM_API retrlm_result retrlm_encoder_forward(retrlm_encoder *e, int side, con
         float *y = e->out_[side] + (size_t)b * P, inv = 1.0f;
         int i;
         if (e->config.normalize) {
-            double ss = 0.0;
-            for (i = 0; i < P; i++) ss += (double)x[i] * x[i];
-            e->norm_[side][b] = (float)sqrt(ss > 1e-24 ? ss : 1e-24);
+            e->norm_[side][b] = retrlm__l2_norm(x, P);
             inv = 1.0f / e->norm_[side][b];
         }
         for (i = 0; i < P; i++) y[i] = x[i] * inv;
@@ -12073,13 +12091,8 @@ RETRLM_API retrlm_result retrlm_encoder_encode_texts(retrlm_encoder *e,
         int B = (int)RETRLM__MIN((size_t)maxb, n - i0), T, b;
         for (b = 0; b < B; b++) {
             const char *t = texts[i0 + b];
-            size_t got = 0, l = lens ? lens[i0 + b] : (t ? strlen(t) : 0);
-            int *row = ids + (size_t)b * maxt;
-            r = retrlm_tokenizer_encode(tok, t ? t : "", l, 0, row, (size_t)maxt, &got);
-            if (r != RETRLM_OK && r != RETRLM_ERR_RANGE) goto done; // RANGE: cut to maxt
-            r = RETRLM_OK;
-            len[b] = (int)RETRLM__MIN(got, (size_t)maxt);
-            if (len[b] == 0) row[0] = 0, len[b] = 1;
+            size_t l = lens ? lens[i0 + b] : (t ? strlen(t) : 0);
+            if ((r = retrlm__encode_cut(tok, t, l, ids + (size_t)b * maxt, maxt, &len[b]))) goto done;
         }
         T = retrlm__compact_rows(ids, len, B, maxt);
         if ((r = retrlm_encoder_forward(e, side, ids, B, T, len, out + i0 * (size_t)e->dim))) goto done;
@@ -12105,7 +12118,6 @@ RETRLM_API retrlm_result retrlm_encoder_embed(const retrlm_encoder *e,
     retrlm_result r;
     float *pooled = NULL;
     int *ids = NULL, maxt, n, i;
-    size_t got = 0;
     RETRLM_ASSERT(e && tok && (side == RETRLM_QUERY || side == RETRLM_DOC) && (text || !len) && out);
     src = &e->side[side];
     maxt = src->config.max_seq_len;
@@ -12116,10 +12128,7 @@ RETRLM_API retrlm_result retrlm_encoder_embed(const retrlm_encoder *e,
         r = retrlm__fail(RETRLM_ERR_NOMEM, "encoder: no memory to embed a text");
         goto done;
     }
-    r = retrlm_tokenizer_encode(tok, text ? text : "", len, 0, ids, (size_t)maxt, &got);
-    if (r != RETRLM_OK && r != RETRLM_ERR_RANGE) goto done; // RANGE: cut to maxt
-    n = (int)RETRLM__MIN(got, (size_t)maxt);
-    if (n == 0) ids[0] = 0, n = 1;
+    if ((r = retrlm__encode_cut(tok, text, len, ids, maxt, &n))) goto done;
     memset(&over, 0, sizeof over);
     over.max_batch = 1;
     over.max_seq_len = n;
@@ -12132,13 +12141,7 @@ RETRLM_API retrlm_result retrlm_encoder_embed(const retrlm_encoder *e,
         for (i = 0; i < P; i++) out[i] = retrlm_dot(e->proj[side] + (size_t)i * D, pooled, D);
     else
         memcpy(out, pooled, (size_t)D * sizeof(float));
-    if (e->config.normalize) {
-        double ss = 0.0;
-        float inv;
-        for (i = 0; i < P; i++) ss += (double)out[i] * out[i];
-        inv = 1.0f / (float)sqrt(ss > 1e-24 ? ss : 1e-24);
-        for (i = 0; i < P; i++) out[i] *= inv;
-    }
+    if (e->config.normalize) retrlm_scale(out, 1.0f / retrlm__l2_norm(out, P), P);
 done:
     retrlm_model_free(&v);
     RETRLM_FREE(ids);
