@@ -805,6 +805,9 @@ typedef struct retrlm_model {
     int    *lengths_;                    /* (max_batch) */
     int64_t *ids_;                       /* (V) sampling scratch */
     int     view_;                       /* 1: params and grads belong to another model */
+    float  *mmws_;                       /* (n_mmws_) the matmuls' packing buffers */
+    size_t  n_mmws_;
+    void   *own_[5];                     /* what to free: params grads acts_ work_ mmws_ */
 } retrlm_model;
 
 /* Fills in defaults, checks the shapes, allocates everything and initialises the weights
@@ -1520,11 +1523,20 @@ RETRLM__PRIVATE void *retrlm__stbds_realloc(void *p, size_t n);
 #define RETRLM__PARALLEL_FOR RETRLM__PRAGMA(omp parallel for schedule(dynamic, 1))
 #define RETRLM__PARALLEL_FOR_STATIC RETRLM__PRAGMA(omp parallel for schedule(static))
 #define RETRLM__PARALLEL_FOR_IF(c) RETRLM__PRAGMA(omp parallel for schedule(dynamic, 1) if (c))
+/* element-wise loops: chunks of n iterations (one iteration each would cost an atomic per
+   element and put two threads' writes in one cache line) */
+#define RETRLM__PARALLEL_FOR_CHUNK_IF(n, c) RETRLM__PRAGMA(omp parallel for schedule(dynamic, n) if (c))
+/* at most nt threads (when a thread number indexes per-thread buffers) */
+#define RETRLM__PARALLEL_FOR_N_IF(nt, c) \
+    RETRLM__PRAGMA(omp parallel for schedule(dynamic, 1) num_threads(nt) if (c))
 #else
 #define RETRLM__PARALLEL_FOR
 #define RETRLM__PARALLEL_FOR_STATIC
 #define RETRLM__PARALLEL_FOR_IF(c)
+#define RETRLM__PARALLEL_FOR_CHUNK_IF(n, c)
+#define RETRLM__PARALLEL_FOR_N_IF(nt, c)
 #endif
+#define RETRLM__ALIGN 64 /* bytes: a cache line, an AVX-512 vector, the container's alignment */
 #if ((defined(_OPENMP) && _OPENMP >= 201307) || defined(RETRLM_OPENMP_SIMD)) && \
     !defined(RETRLM_NO_OPENMP)
 #define RETRLM__SIMD RETRLM__PRAGMA(omp simd)
@@ -1627,6 +1639,20 @@ static void *retrlm__calloc(size_t count, size_t elem) {
     void *p = retrlm__alloc(count, elem);
     if (p) memset(p, 0, count * elem);
     return p;
+}
+
+// An owned, 64-byte (cache line, AVX-512 vector) aligned buffer of count * elem bytes: *owned is
+// what to free, the result where to write. Arrays that threads write side by side start on a
+// cache line, so that two threads never share one.
+static void *retrlm__alloc_aligned(size_t count, size_t elem, void **owned) {
+    unsigned char *p;
+    size_t n;
+    *owned = NULL;
+    if (retrlm__mul_overflows(count, elem, &n) || n > SIZE_MAX - RETRLM__ALIGN) return NULL;
+    p = (unsigned char *)retrlm__alloc(n + RETRLM__ALIGN, 1);
+    if (!p) return NULL;
+    *owned = p;
+    return p + (RETRLM__ALIGN - (uintptr_t)p % RETRLM__ALIGN) % RETRLM__ALIGN;
 }
 
 static void *retrlm__realloc(void *p, size_t count, size_t elem) {
@@ -2142,13 +2168,26 @@ static void retrlm__matmul_rows(float *C, const float *A, const float *B, const 
     }
 }
 
-RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
-                                       const float *bias, int M, int N, int K, int flags) {
+// Packing space (floats) one thread of retrlm__matmul_ws uses at most: a caller that keeps
+// retrlm__max_threads() times this (64-byte aligned) never makes the multiply allocate.
+static size_t retrlm__matmul_ws_floats(void) {
+    return (size_t)(RETRLM__MC + RETRLM__NC) * RETRLM__KC;
+}
+
+static size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+// retrlm_matmul with the packing buffers in ws (ws_floats floats, 64-byte aligned) when it is
+// big enough for one thread, else in a buffer of its own. A smaller ws runs fewer threads; the
+// result is the same.
+static retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
+                                       const float *bias, int M, int N, int K, int flags,
+                                       float *ws, size_t ws_floats) {
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
     int mtiles, ntiles, ntiles_all, nthreads, t;
     size_t per_thread, a_size;
     float *work;
+    void *owned = NULL;
     RETRLM_ASSERT(M >= 0 && N >= 0 && K >= 0 && (flags & ~7) == 0);
     if (M == 0 || N == 0) return RETRLM_OK;
     RETRLM_ASSERT(C && (K == 0 || (A && B)));
@@ -2181,13 +2220,19 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
         size_t mc = (size_t)RETRLM__MIN(RETRLM__MC, (M + RETRLM__MR - 1) / RETRLM__MR * RETRLM__MR);
         size_t nc = (size_t)RETRLM__MIN(RETRLM__NC, (N + RETRLM__NR - 1) / RETRLM__NR * RETRLM__NR);
         size_t kc = (size_t)RETRLM__MIN(RETRLM__KC, K);
-        a_size = mc * kc;
-        per_thread = a_size + kc * nc;
+        a_size = retrlm__round16(mc * kc); // panels start on a cache line
+        per_thread = a_size + retrlm__round16(kc * nc);
     }
-    work = (float *)retrlm__alloc((size_t)nthreads * per_thread, sizeof(float));
-    if (!work) return retrlm__fail(RETRLM_ERR_NOMEM, "matmul: no memory for packing buffers");
+    if (ws && ws_floats >= per_thread) {
+        nthreads = (int)RETRLM__MIN((size_t)nthreads, ws_floats / per_thread);
+        work = ws;
+    } else {
+        work = (float *)retrlm__alloc_aligned((size_t)nthreads * per_thread, sizeof(float), &owned);
+        if (!work) return retrlm__fail(RETRLM_ERR_NOMEM, "matmul: no memory for packing buffers");
+    }
 
-    RETRLM__PARALLEL_FOR_IF(nthreads > 1 && (double)M * N * K > 2e5)
+    // num_threads: a thread number indexes the packing buffers, so the team is no larger
+    RETRLM__PARALLEL_FOR_N_IF(nthreads, nthreads > 1 && (double)M * N * K > 2e5)
     for (t = 0; t < ntiles_all; t++) {
         int tid = 0;
         float *pa, *pb;
@@ -2213,8 +2258,13 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
             }
         }
     }
-    RETRLM_FREE(work);
+    RETRLM_FREE(owned);
     return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
+                                       const float *bias, int M, int N, int K, int flags) {
+    return retrlm__matmul_ws(C, A, B, bias, M, N, K, flags, NULL, 0);
 }
 /* ---- retrlm_impl/io.c ---- */
 
@@ -2275,7 +2325,6 @@ RETRLM_API const char *retrlm_dtype_name(retrlm_dtype t) {
 #define RETRLM__MAGIC "\x89RLM\r\n\x1a\n"
 #define RETRLM__HEADER 64
 #define RETRLM__ENTRY 64
-#define RETRLM__ALIGN 64
 
 static size_t retrlm__align64(size_t x) { return (x + (RETRLM__ALIGN - 1)) & ~(size_t)(RETRLM__ALIGN - 1); }
 
@@ -2714,17 +2763,6 @@ static retrlm_result retrlm__reader_check(retrlm_reader *r, const char *kind, in
     return RETRLM_OK;
 }
 
-// An owned, 64-byte aligned buffer of n bytes: *owned is what to free, the result where to write.
-static unsigned char *retrlm__alloc_aligned(size_t n, void **owned) {
-    unsigned char *p;
-    *owned = NULL;
-    if (n > SIZE_MAX - RETRLM__ALIGN) return NULL;
-    p = (unsigned char *)retrlm__alloc(n + RETRLM__ALIGN, 1);
-    if (!p) return NULL;
-    *owned = p;
-    return p + (RETRLM__ALIGN - (uintptr_t)p % RETRLM__ALIGN) % RETRLM__ALIGN;
-}
-
 RETRLM_API retrlm_result retrlm_reader_open_memory(retrlm_reader *r, const void *data,
                                                    size_t size, const char *kind, int flags) {
     retrlm_result res;
@@ -2736,7 +2774,7 @@ RETRLM_API retrlm_result retrlm_reader_open_memory(retrlm_reader *r, const void 
     if (retrlm__host_is_le() && (uintptr_t)data % RETRLM__ALIGN == 0) {
         r->base_ = (const unsigned char *)data;
     } else {
-        unsigned char *p = retrlm__alloc_aligned(size, &r->owned_);
+        unsigned char *p = (unsigned char *)retrlm__alloc_aligned(size, 1, &r->owned_);
         if (!p) return retrlm__fail(RETRLM_ERR_NOMEM, "<memory>: no memory to copy %lu bytes", (unsigned long)size);
         if (size) memcpy(p, data, size);
         r->base_ = p;
@@ -2780,7 +2818,7 @@ RETRLM_API retrlm_result retrlm_reader_open(retrlm_reader *r, const char *path, 
             }
         }
         if (!r->mapped_) {
-            p = retrlm__alloc_aligned(r->size, &r->owned_);
+            p = (unsigned char *)retrlm__alloc_aligned(r->size, 1, &r->owned_);
             if (!p) {
                 close(fd);
                 return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %lu bytes", r->source_, (unsigned long)r->size);
@@ -2806,7 +2844,7 @@ RETRLM_API retrlm_result retrlm_reader_open(retrlm_reader *r, const char *path, 
             return retrlm__fail(RETRLM_ERR_IO, "%s: cannot find its size", r->source_);
         }
         r->size = (size_t)len;
-        p = retrlm__alloc_aligned(r->size, &r->owned_);
+        p = (unsigned char *)retrlm__alloc_aligned(r->size, 1, &r->owned_);
         if (!p) {
             fclose(f);
             return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %lu bytes", r->source_, (unsigned long)r->size);
@@ -9909,7 +9947,10 @@ RETRLM_API retrlm_result retrlm_npy_write(const char *path, const float *x, size
 //   work_: backward dx dln datty dq dk dv dtmp (Nm,D) dact dgate (Nm,F) datt (as att) |
 //          decode kcache vcache (L, max_seq, D), x xn q y o hid (D), gate up (F),
 //          att (H, max_seq), logits probs scores (V)
-// A forward of B x T tokens uses the first B*T rows of every (Nm, .) slot.
+//   mmws_: the matmuls' packing buffers (retrlm__matmul_ws), so that forward never allocates.
+// A forward of B x T tokens uses the first B*T rows of every (Nm, .) slot. Every block is 64-byte
+// aligned and every array in it starts on a cache line (sizes rounded up to 16 floats): threads
+// that write neighbouring arrays, or neighbouring heads of one row, never share a line.
 
 #define RETRLM__MAX_DIM (1 << 24)
 // Parallel regions cost a barrier each, and on a shared machine a barrier can wait a whole
@@ -9935,60 +9976,62 @@ static size_t retrlm__att_size(const retrlm_model_config *c) {
            (size_t)c->max_seq_len;
 }
 
-static size_t retrlm__layer_stride(const retrlm_model_config *c) {
-    size_t nm = retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
-    return 7 * nm * d + 2 * nm + 3 * nm * f + retrlm__att_size(c);
+static size_t retrlm__rope_floats(const retrlm_model_config *c) {
+    return retrlm__round16((size_t)c->max_seq_len * (size_t)(c->dim / c->n_heads / 2));
 }
 
-static void retrlm__layer_acts(const retrlm_model *m, int l, retrlm__acts *a) {
-    const retrlm_model_config *c = &m->config;
+static size_t retrlm__layer_stride(const retrlm_model_config *c) {
     size_t nm = retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
-    size_t hd2 = (size_t)(c->dim / c->n_heads / 2);
-    float *p = m->acts_ + 2 * (size_t)c->max_seq_len * hd2 + (size_t)(c->n_layers + 1) * nm * d +
-               (size_t)l * retrlm__layer_stride(c);
-    a->ln1 = p; p += nm * d;
-    a->rstd1 = p; p += nm;
-    a->q = p; p += nm * d;
-    a->k = p; p += nm * d;
-    a->v = p; p += nm * d;
-    a->att = p; p += retrlm__att_size(c);
-    a->atty = p; p += nm * d;
-    a->mid = p; p += nm * d;
-    a->ln2 = p; p += nm * d;
-    a->rstd2 = p; p += nm;
-    a->gate = p; p += nm * f;
-    a->up = p; p += nm * f;
-    a->act = p;
+    return 7 * retrlm__round16(nm * d) + 2 * retrlm__round16(nm) + 3 * retrlm__round16(nm * f) +
+           retrlm__round16(retrlm__att_size(c));
 }
 
 static float *retrlm__rope_cos(const retrlm_model *m) { return m->acts_; }
 static float *retrlm__rope_sin(const retrlm_model *m) {
-    return m->acts_ + (size_t)m->config.max_seq_len * (size_t)(m->config.dim / m->config.n_heads / 2);
+    return m->acts_ + retrlm__rope_floats(&m->config);
 }
 static float *retrlm__resid(const retrlm_model *m, int l) {
     const retrlm_model_config *c = &m->config;
-    return m->acts_ + 2 * (size_t)c->max_seq_len * (size_t)(c->dim / c->n_heads / 2) +
-           (size_t)l * retrlm__nmax(c) * (size_t)c->dim;
+    return m->acts_ + 2 * retrlm__rope_floats(c) +
+           (size_t)l * retrlm__round16(retrlm__nmax(c) * (size_t)c->dim);
 }
 static float *retrlm__lnf(const retrlm_model *m) {
     const retrlm_model_config *c = &m->config;
-    return retrlm__resid(m, 0) + (size_t)(c->n_layers + 1) * retrlm__nmax(c) * (size_t)c->dim +
-           (size_t)c->n_layers * retrlm__layer_stride(c);
+    return retrlm__resid(m, c->n_layers + 1) + (size_t)c->n_layers * retrlm__layer_stride(c);
 }
 static float *retrlm__rstdf(const retrlm_model *m) {
-    return retrlm__lnf(m) + retrlm__nmax(&m->config) * (size_t)m->config.dim;
+    return retrlm__lnf(m) + retrlm__round16(retrlm__nmax(&m->config) * (size_t)m->config.dim);
 }
 static float *retrlm__tokloss(const retrlm_model *m) {
-    return retrlm__rstdf(m) + retrlm__nmax(&m->config);
+    return retrlm__rstdf(m) + retrlm__round16(retrlm__nmax(&m->config));
 }
 static float *retrlm__logits(const retrlm_model *m) {
-    return retrlm__tokloss(m) + retrlm__nmax(&m->config);
+    return retrlm__tokloss(m) + retrlm__round16(retrlm__nmax(&m->config));
 }
+static void retrlm__layer_acts(const retrlm_model *m, int l, retrlm__acts *a) {
+    const retrlm_model_config *c = &m->config;
+    size_t nm = retrlm__nmax(c), nd = retrlm__round16(nm * (size_t)c->dim);
+    size_t n1 = retrlm__round16(nm), nf = retrlm__round16(nm * (size_t)c->ffn_dim);
+    float *p = retrlm__resid(m, c->n_layers + 1) + (size_t)l * retrlm__layer_stride(c);
+    a->ln1 = p; p += nd;
+    a->rstd1 = p; p += n1;
+    a->q = p; p += nd;
+    a->k = p; p += nd;
+    a->v = p; p += nd;
+    a->att = p; p += retrlm__round16(retrlm__att_size(c));
+    a->atty = p; p += nd;
+    a->mid = p; p += nd;
+    a->ln2 = p; p += nd;
+    a->rstd2 = p; p += n1;
+    a->gate = p; p += nf;
+    a->up = p; p += nf;
+    a->act = p;
+}
+
 static size_t retrlm__acts_size(const retrlm_model_config *c) {
-    size_t nm = retrlm__nmax(c);
-    return 2 * (size_t)c->max_seq_len * (size_t)(c->dim / c->n_heads / 2) +
-           (size_t)(c->n_layers + 1) * nm * (size_t)c->dim +
-           (size_t)c->n_layers * retrlm__layer_stride(c) + nm * (size_t)c->dim + 2 * nm +
+    size_t nm = retrlm__nmax(c), nd = retrlm__round16(nm * (size_t)c->dim);
+    return 2 * retrlm__rope_floats(c) + (size_t)(c->n_layers + 2) * nd +
+           (size_t)c->n_layers * retrlm__layer_stride(c) + 2 * retrlm__round16(nm) +
            (c->no_logits ? 0 : nm * (size_t)c->vocab_size);
 }
 
@@ -9998,7 +10041,7 @@ static size_t retrlm__work_layout(const retrlm_model_config *c, float *base, ret
     size_t off = 0;
     retrlm__work tmp;
     if (!w) w = &tmp;
-#define RETRLM__TAKE(field, n) (w->field = base ? base + off : NULL, off += (n))
+#define RETRLM__TAKE(field, n) (w->field = base ? base + off : NULL, off += retrlm__round16(n))
     RETRLM__TAKE(dx, nm * d);
     RETRLM__TAKE(dln, nm * d);
     RETRLM__TAKE(datty, nm * d);
@@ -10099,17 +10142,26 @@ RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_te
 }
 
 RETRLM_API void retrlm_model_free(retrlm_model *m) {
+    int i;
     if (!m) return;
-    if (!m->view_) {
-        RETRLM_FREE(m->params);
-        RETRLM_FREE(m->grads);
-    }
-    RETRLM_FREE(m->acts_);
-    RETRLM_FREE(m->work_);
+    for (i = 0; i < 5; i++) RETRLM_FREE(m->own_[i]);
     RETRLM_FREE(m->tokens_);
     RETRLM_FREE(m->lengths_);
     RETRLM_FREE(m->ids_);
     memset(m, 0, sizeof *m);
+}
+
+// a zeroed, 64-byte aligned block of n floats; *owned is what to free
+static float *retrlm__model_block(size_t n, void **owned) {
+    float *p = (float *)retrlm__alloc_aligned(n, sizeof(float), owned);
+    if (p) memset(p, 0, n * sizeof(float));
+    return p;
+}
+
+// C = A B (retrlm_matmul) with the model's packing buffers
+static retrlm_result retrlm__mm(const retrlm_model *m, float *C, const float *A, const float *B,
+                                int M, int N, int K, int flags) {
+    return retrlm__matmul_ws(C, A, B, NULL, M, N, K, flags, m->mmws_, m->n_mmws_);
 }
 
 // allocates everything for a config (weights left zero), or only the activations when the
@@ -10135,18 +10187,20 @@ static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_con
         m->params = src->params;
         m->grads = src->grads;
     } else {
-        m->params = (float *)retrlm__calloc(m->n_params, sizeof(float));
-        m->grads = (float *)retrlm__calloc(m->n_params, sizeof(float));
+        m->params = retrlm__model_block(m->n_params, &m->own_[0]);
+        m->grads = retrlm__model_block(m->n_params, &m->own_[1]);
     }
     m->n_acts_ = retrlm__acts_size(&c);
-    m->acts_ = (float *)retrlm__calloc(m->n_acts_, sizeof(float));
+    m->acts_ = retrlm__model_block(m->n_acts_, &m->own_[2]);
     nwork = retrlm__work_layout(&c, NULL, NULL);
-    m->work_ = (float *)retrlm__calloc(nwork, sizeof(float));
+    m->work_ = retrlm__model_block(nwork, &m->own_[3]);
+    m->n_mmws_ = (size_t)retrlm__max_threads() * retrlm__matmul_ws_floats();
+    m->mmws_ = retrlm__model_block(m->n_mmws_, &m->own_[4]);
     m->tokens_ = (int *)retrlm__calloc(retrlm__nmax(&c), sizeof(int));
     m->lengths_ = (int *)retrlm__calloc((size_t)c.max_batch, sizeof(int));
     m->ids_ = (int64_t *)retrlm__calloc((size_t)c.vocab_size, sizeof(int64_t));
-    if (!m->params || !m->grads || !m->acts_ || !m->work_ || !m->tokens_ || !m->lengths_ ||
-        !m->ids_) {
+    if (!m->params || !m->grads || !m->acts_ || !m->work_ || !m->mmws_ || !m->tokens_ ||
+        !m->lengths_ || !m->ids_) {
         retrlm_model_free(m);
         return retrlm__fail(RETRLM_ERR_NOMEM, "model: no memory for %lu parameters and %lu "
                             "activations", (unsigned long)off, (unsigned long)nwork);
@@ -10382,7 +10436,7 @@ static void retrlm__attention_backward(float *dq, float *dk, float *dv, float *d
 // act = silu(gate) * up, n elements
 static void retrlm__swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_IF(n > RETRLM__PAR_ELEMS / 2)
+    RETRLM__PARALLEL_FOR_CHUNK_IF(16384, n > RETRLM__PAR_ELEMS / 2)
     for (i = 0; i < nn; i++) {
         float g = gate[i];
         act[i] = g / (1.0f + expf(-g)) * up[i];
@@ -10393,7 +10447,7 @@ static void retrlm__swiglu_forward(float *act, const float *gate, const float *u
 static void retrlm__swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
                                     const float *up, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_IF(n > RETRLM__PAR_ELEMS / 2)
+    RETRLM__PARALLEL_FOR_CHUNK_IF(16384, n > RETRLM__PAR_ELEMS / 2)
     for (i = 0; i < nn; i++) {
         float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), da = dact[i];
         dgate[i] = da * up[i] * sg * (1.0f + g * (1.0f - sg));
@@ -10444,28 +10498,28 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
         retrlm__layer_acts(m, l, &a);
         retrlm__rmsnorm_forward(a.ln1, a.rstd1, x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0),
                                 N, D, c->norm_eps);
-        if ((r = retrlm_matmul(a.q, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), NULL, N, D, D, 0)) ||
-            (r = retrlm_matmul(a.k, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0), NULL, N, D, D, 0)) ||
-            (r = retrlm_matmul(a.v, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0), NULL, N, D, D, 0)))
+        if ((r = retrlm__mm(m, a.q, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), N, D, D, 0)) ||
+            (r = retrlm__mm(m, a.k, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0), N, D, D, 0)) ||
+            (r = retrlm__mm(m, a.v, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0), N, D, D, 0)))
             return r;
         retrlm__rope(a.q, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         retrlm__rope(a.k, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         retrlm__attention_forward(a.atty, a.att, a.q, a.k, a.v, m->lengths_, B, T, H, hd,
                                   !c->bidirectional);
         memcpy(a.mid, x, (size_t)N * D * sizeof(float));
-        if ((r = retrlm_matmul(a.mid, a.atty, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), NULL, N, D,
+        if ((r = retrlm__mm(m, a.mid, a.atty, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), N, D,
                                D, RETRLM_MATMUL_ACCUMULATE)))
             return r;
         retrlm__rmsnorm_forward(a.ln2, a.rstd2, a.mid, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0),
                                 N, D, c->norm_eps);
-        if ((r = retrlm_matmul(a.gate, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), NULL, N,
+        if ((r = retrlm__mm(m, a.gate, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), N,
                                F, D, 0)) ||
-            (r = retrlm_matmul(a.up, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), NULL, N, F,
+            (r = retrlm__mm(m, a.up, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), N, F,
                                D, 0)))
             return r;
         retrlm__swiglu_forward(a.act, a.gate, a.up, (size_t)N * F);
         memcpy(xo, a.mid, (size_t)N * D * sizeof(float));
-        if ((r = retrlm_matmul(xo, a.act, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), NULL, N, D,
+        if ((r = retrlm__mm(m, xo, a.act, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), N, D,
                                F, RETRLM_MATMUL_ACCUMULATE)))
             return r;
     }
@@ -10473,7 +10527,7 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
                             m->param[RETRLM_T_FINAL_NORM], N, D, c->norm_eps);
     if (!(flags & RETRLM_FORWARD_NO_LOGITS) && !c->no_logits) {
         const float *wout = c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED];
-        if ((r = retrlm_matmul(retrlm__logits(m), retrlm__lnf(m), wout, NULL, N, V, D, 0))) return r;
+        if ((r = retrlm__mm(m, retrlm__logits(m), retrlm__lnf(m), wout, N, V, D, 0))) return r;
         m->logits = retrlm__logits(m);
     }
     return RETRLM_OK;
@@ -10501,8 +10555,8 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
     if (g->dlogits) {
         float *wout = c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED];
         float *gout = c->untied ? m->grad[RETRLM_T_LM_HEAD] : m->grad[RETRLM_T_EMBED];
-        if ((r = retrlm_matmul(w.dln, g->dlogits, wout, NULL, N, D, V, RETRLM_MATMUL_B_KN)) ||
-            (r = retrlm_matmul(gout, g->dlogits, retrlm__lnf(m), NULL, V, D, N, AB)))
+        if ((r = retrlm__mm(m, w.dln, g->dlogits, wout, N, D, V, RETRLM_MATMUL_B_KN)) ||
+            (r = retrlm__mm(m, gout, g->dlogits, retrlm__lnf(m), V, D, N, AB)))
             return r;
     }
     if (g->dhidden)
@@ -10515,19 +10569,19 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
         float *x = retrlm__resid(m, l);
         retrlm__layer_acts(m, l, &a);
         // feed-forward: xo = mid + act · Wdownᵀ
-        if ((r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 1), w.dx, a.act, NULL, D, F,
+        if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 1), w.dx, a.act, D, F,
                                N, AB)) ||
-            (r = retrlm_matmul(w.dact, w.dx, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), NULL, N, F,
+            (r = retrlm__mm(m, w.dact, w.dx, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), N, F,
                                D, RETRLM_MATMUL_B_KN)))
             return r;
         retrlm__swiglu_backward(w.dgate, w.dact, w.dact, a.gate, a.up, (size_t)N * F);
-        if ((r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 1), w.dgate, a.ln2, NULL, F,
+        if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 1), w.dgate, a.ln2, F,
                                D, N, AB)) ||
-            (r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 1), w.dact, a.ln2, NULL, F, D,
+            (r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 1), w.dact, a.ln2, F, D,
                                N, AB)) ||
-            (r = retrlm_matmul(w.dln, w.dgate, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), NULL, N,
+            (r = retrlm__mm(m, w.dln, w.dgate, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), N,
                                D, F, RETRLM_MATMUL_B_KN)) ||
-            (r = retrlm_matmul(w.dln, w.dact, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), NULL, N, D,
+            (r = retrlm__mm(m, w.dln, w.dact, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), N, D,
                                F, RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)))
             return r;
         if (g->dffn_in && g->dffn_in[l]) {
@@ -10538,23 +10592,23 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
                                  retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), a.rstd2, N, D, 1);
         retrlm__sum_rows(retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 1), w.dtmp, N, D);
         // attention: mid = x + atty · Woᵀ
-        if ((r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 1), w.dx, a.atty, NULL, D, D, N,
+        if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 1), w.dx, a.atty, D, D, N,
                                AB)) ||
-            (r = retrlm_matmul(w.datty, w.dx, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), NULL, N, D, D,
+            (r = retrlm__mm(m, w.datty, w.dx, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), N, D, D,
                                RETRLM_MATMUL_B_KN)))
             return r;
         retrlm__attention_backward(w.dq, w.dk, w.dv, w.datt, w.datty, a.att, a.q, a.k, a.v,
                                    m->lengths_, B, T, H, hd, !c->bidirectional);
         retrlm__rope(w.dq, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 1);
         retrlm__rope(w.dk, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 1);
-        if ((r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 1), w.dq, a.ln1, NULL, D, D, N, AB)) ||
-            (r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 1), w.dk, a.ln1, NULL, D, D, N, AB)) ||
-            (r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 1), w.dv, a.ln1, NULL, D, D, N, AB)) ||
-            (r = retrlm_matmul(w.dln, w.dq, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), NULL, N, D, D,
+        if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 1), w.dq, a.ln1, D, D, N, AB)) ||
+            (r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 1), w.dk, a.ln1, D, D, N, AB)) ||
+            (r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 1), w.dv, a.ln1, D, D, N, AB)) ||
+            (r = retrlm__mm(m, w.dln, w.dq, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), N, D, D,
                                RETRLM_MATMUL_B_KN)) ||
-            (r = retrlm_matmul(w.dln, w.dk, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0), NULL, N, D, D,
+            (r = retrlm__mm(m, w.dln, w.dk, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0), N, D, D,
                                RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)) ||
-            (r = retrlm_matmul(w.dln, w.dv, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0), NULL, N, D, D,
+            (r = retrlm__mm(m, w.dln, w.dv, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0), N, D, D,
                                RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)))
             return r;
         retrlm__rmsnorm_backward(w.dx, w.dtmp, w.dln, x,
@@ -11131,11 +11185,11 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
         float *kc = w.kc + ((size_t)l * c->max_seq_len) * D, *vc = w.vc + ((size_t)l * c->max_seq_len) * D;
         retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0), 1, D,
                                 c->norm_eps);
-        if ((r = retrlm_matmul(w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), NULL, 1, D, D, 0)) ||
-            (r = retrlm_matmul(kc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0),
-                               NULL, 1, D, D, 0)) ||
-            (r = retrlm_matmul(vc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0),
-                               NULL, 1, D, D, 0)))
+        if ((r = retrlm__mm(m, w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), 1, D, D, 0)) ||
+            (r = retrlm__mm(m, kc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0),
+                             1, D, D, 0)) ||
+            (r = retrlm__mm(m, vc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0),
+                             1, D, D, 0)))
             return r;
         retrlm__rope(w.q, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         retrlm__rope(kc + (size_t)pos * D, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
@@ -11160,23 +11214,23 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
                 for (d = 0; d < hd; d++) yh[d] += pj * vj[d];
             }
         }
-        if ((r = retrlm_matmul(w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), NULL, 1, D, D,
+        if ((r = retrlm__mm(m, w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), 1, D, D,
                                RETRLM_MATMUL_ACCUMULATE)))
             return r;
         retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), 1, D,
                                 c->norm_eps);
-        if ((r = retrlm_matmul(w.gate, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), NULL, 1, F,
+        if ((r = retrlm__mm(m, w.gate, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), 1, F,
                                D, 0)) ||
-            (r = retrlm_matmul(w.up, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), NULL, 1, F, D, 0)))
+            (r = retrlm__mm(m, w.up, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), 1, F, D, 0)))
             return r;
         retrlm__swiglu_forward(w.gate, w.gate, w.up, (size_t)F);
-        if ((r = retrlm_matmul(w.x, w.gate, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), NULL, 1, D,
+        if ((r = retrlm__mm(m, w.x, w.gate, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), 1, D,
                                F, RETRLM_MATMUL_ACCUMULATE)))
             return r;
     }
     retrlm__rmsnorm_forward(w.hid, &rstd, w.x, m->param[RETRLM_T_FINAL_NORM], 1, D, c->norm_eps);
-    if ((r = retrlm_matmul(w.logits, w.hid,
-                           c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED], NULL, 1,
+    if ((r = retrlm__mm(m, w.logits, w.hid,
+                           c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED], 1,
                            V, D, 0)))
         return r;
     m->step_logits = w.logits;
@@ -11966,7 +12020,7 @@ RETRLM_API retrlm_result retrlm_encoder_forward(retrlm_encoder *e, int side, con
     if ((r = retrlm_model_forward(m, tokens, B, T, lengths, RETRLM_FORWARD_NO_LOGITS))) return r;
     retrlm_model_mean_pool(m, e->pooled_[side]);
     if (e->config.proj_dim) {
-        if ((r = retrlm_matmul(e->raw_[side], e->pooled_[side], e->proj[side], NULL, B, P, D, 0)))
+        if ((r = retrlm__mm(m, e->raw_[side], e->pooled_[side], e->proj[side], B, P, D, 0)))
             return r;
     } else
         memcpy(e->raw_[side], e->pooled_[side], (size_t)B * D * sizeof(float));
@@ -12011,9 +12065,9 @@ RETRLM_API retrlm_result retrlm_encoder_backward(retrlm_encoder *e, int side, co
     }
     if (e->config.proj_dim) {
         // d proj (P, D) += drawᵀ · pooled; d pooled (B, D) = draw · proj
-        if ((r = retrlm_matmul(e->proj_grad[side], draw, e->pooled_[side], NULL, P, D, B,
+        if ((r = retrlm__mm(m, e->proj_grad[side], draw, e->pooled_[side], P, D, B,
                                RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)) ||
-            (r = retrlm_matmul(e->dpool_[side], draw, e->proj[side], NULL, B, D, P,
+            (r = retrlm__mm(m, e->dpool_[side], draw, e->proj[side], B, D, P,
                                RETRLM_MATMUL_B_KN)))
             return r;
     } else

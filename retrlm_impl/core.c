@@ -47,6 +47,20 @@ static void *retrlm__calloc(size_t count, size_t elem) {
     return p;
 }
 
+// An owned, 64-byte (cache line, AVX-512 vector) aligned buffer of count * elem bytes: *owned is
+// what to free, the result where to write. Arrays that threads write side by side start on a
+// cache line, so that two threads never share one.
+static void *retrlm__alloc_aligned(size_t count, size_t elem, void **owned) {
+    unsigned char *p;
+    size_t n;
+    *owned = NULL;
+    if (retrlm__mul_overflows(count, elem, &n) || n > SIZE_MAX - RETRLM__ALIGN) return NULL;
+    p = (unsigned char *)retrlm__alloc(n + RETRLM__ALIGN, 1);
+    if (!p) return NULL;
+    *owned = p;
+    return p + (RETRLM__ALIGN - (uintptr_t)p % RETRLM__ALIGN) % RETRLM__ALIGN;
+}
+
 static void *retrlm__realloc(void *p, size_t count, size_t elem) {
     size_t n;
     if (retrlm__mul_overflows(count, elem, &n)) return NULL;

@@ -91,11 +91,20 @@ RETRLM__PRIVATE void *retrlm__stbds_realloc(void *p, size_t n);
 #define RETRLM__PARALLEL_FOR RETRLM__PRAGMA(omp parallel for schedule(dynamic, 1))
 #define RETRLM__PARALLEL_FOR_STATIC RETRLM__PRAGMA(omp parallel for schedule(static))
 #define RETRLM__PARALLEL_FOR_IF(c) RETRLM__PRAGMA(omp parallel for schedule(dynamic, 1) if (c))
+/* element-wise loops: chunks of n iterations (one iteration each would cost an atomic per
+   element and put two threads' writes in one cache line) */
+#define RETRLM__PARALLEL_FOR_CHUNK_IF(n, c) RETRLM__PRAGMA(omp parallel for schedule(dynamic, n) if (c))
+/* at most nt threads (when a thread number indexes per-thread buffers) */
+#define RETRLM__PARALLEL_FOR_N_IF(nt, c) \
+    RETRLM__PRAGMA(omp parallel for schedule(dynamic, 1) num_threads(nt) if (c))
 #else
 #define RETRLM__PARALLEL_FOR
 #define RETRLM__PARALLEL_FOR_STATIC
 #define RETRLM__PARALLEL_FOR_IF(c)
+#define RETRLM__PARALLEL_FOR_CHUNK_IF(n, c)
+#define RETRLM__PARALLEL_FOR_N_IF(nt, c)
 #endif
+#define RETRLM__ALIGN 64 /* bytes: a cache line, an AVX-512 vector, the container's alignment */
 #if ((defined(_OPENMP) && _OPENMP >= 201307) || defined(RETRLM_OPENMP_SIMD)) && \
     !defined(RETRLM_NO_OPENMP)
 #define RETRLM__SIMD RETRLM__PRAGMA(omp simd)

@@ -57,7 +57,6 @@ RETRLM_API const char *retrlm_dtype_name(retrlm_dtype t) {
 #define RETRLM__MAGIC "\x89RLM\r\n\x1a\n"
 #define RETRLM__HEADER 64
 #define RETRLM__ENTRY 64
-#define RETRLM__ALIGN 64
 
 static size_t retrlm__align64(size_t x) { return (x + (RETRLM__ALIGN - 1)) & ~(size_t)(RETRLM__ALIGN - 1); }
 
@@ -496,17 +495,6 @@ static retrlm_result retrlm__reader_check(retrlm_reader *r, const char *kind, in
     return RETRLM_OK;
 }
 
-// An owned, 64-byte aligned buffer of n bytes: *owned is what to free, the result where to write.
-static unsigned char *retrlm__alloc_aligned(size_t n, void **owned) {
-    unsigned char *p;
-    *owned = NULL;
-    if (n > SIZE_MAX - RETRLM__ALIGN) return NULL;
-    p = (unsigned char *)retrlm__alloc(n + RETRLM__ALIGN, 1);
-    if (!p) return NULL;
-    *owned = p;
-    return p + (RETRLM__ALIGN - (uintptr_t)p % RETRLM__ALIGN) % RETRLM__ALIGN;
-}
-
 RETRLM_API retrlm_result retrlm_reader_open_memory(retrlm_reader *r, const void *data,
                                                    size_t size, const char *kind, int flags) {
     retrlm_result res;
@@ -518,7 +506,7 @@ RETRLM_API retrlm_result retrlm_reader_open_memory(retrlm_reader *r, const void 
     if (retrlm__host_is_le() && (uintptr_t)data % RETRLM__ALIGN == 0) {
         r->base_ = (const unsigned char *)data;
     } else {
-        unsigned char *p = retrlm__alloc_aligned(size, &r->owned_);
+        unsigned char *p = (unsigned char *)retrlm__alloc_aligned(size, 1, &r->owned_);
         if (!p) return retrlm__fail(RETRLM_ERR_NOMEM, "<memory>: no memory to copy %lu bytes", (unsigned long)size);
         if (size) memcpy(p, data, size);
         r->base_ = p;
@@ -562,7 +550,7 @@ RETRLM_API retrlm_result retrlm_reader_open(retrlm_reader *r, const char *path, 
             }
         }
         if (!r->mapped_) {
-            p = retrlm__alloc_aligned(r->size, &r->owned_);
+            p = (unsigned char *)retrlm__alloc_aligned(r->size, 1, &r->owned_);
             if (!p) {
                 close(fd);
                 return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %lu bytes", r->source_, (unsigned long)r->size);
@@ -588,7 +576,7 @@ RETRLM_API retrlm_result retrlm_reader_open(retrlm_reader *r, const char *path, 
             return retrlm__fail(RETRLM_ERR_IO, "%s: cannot find its size", r->source_);
         }
         r->size = (size_t)len;
-        p = retrlm__alloc_aligned(r->size, &r->owned_);
+        p = (unsigned char *)retrlm__alloc_aligned(r->size, 1, &r->owned_);
         if (!p) {
             fclose(f);
             return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %lu bytes", r->source_, (unsigned long)r->size);

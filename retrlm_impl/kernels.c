@@ -330,13 +330,26 @@ static void retrlm__matmul_rows(float *C, const float *A, const float *B, const 
     }
 }
 
-RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
-                                       const float *bias, int M, int N, int K, int flags) {
+// Packing space (floats) one thread of retrlm__matmul_ws uses at most: a caller that keeps
+// retrlm__max_threads() times this (64-byte aligned) never makes the multiply allocate.
+static size_t retrlm__matmul_ws_floats(void) {
+    return (size_t)(RETRLM__MC + RETRLM__NC) * RETRLM__KC;
+}
+
+static size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+// retrlm_matmul with the packing buffers in ws (ws_floats floats, 64-byte aligned) when it is
+// big enough for one thread, else in a buffer of its own. A smaller ws runs fewer threads; the
+// result is the same.
+static retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
+                                       const float *bias, int M, int N, int K, int flags,
+                                       float *ws, size_t ws_floats) {
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
     int mtiles, ntiles, ntiles_all, nthreads, t;
     size_t per_thread, a_size;
     float *work;
+    void *owned = NULL;
     RETRLM_ASSERT(M >= 0 && N >= 0 && K >= 0 && (flags & ~7) == 0);
     if (M == 0 || N == 0) return RETRLM_OK;
     RETRLM_ASSERT(C && (K == 0 || (A && B)));
@@ -369,13 +382,19 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
         size_t mc = (size_t)RETRLM__MIN(RETRLM__MC, (M + RETRLM__MR - 1) / RETRLM__MR * RETRLM__MR);
         size_t nc = (size_t)RETRLM__MIN(RETRLM__NC, (N + RETRLM__NR - 1) / RETRLM__NR * RETRLM__NR);
         size_t kc = (size_t)RETRLM__MIN(RETRLM__KC, K);
-        a_size = mc * kc;
-        per_thread = a_size + kc * nc;
+        a_size = retrlm__round16(mc * kc); // panels start on a cache line
+        per_thread = a_size + retrlm__round16(kc * nc);
     }
-    work = (float *)retrlm__alloc((size_t)nthreads * per_thread, sizeof(float));
-    if (!work) return retrlm__fail(RETRLM_ERR_NOMEM, "matmul: no memory for packing buffers");
+    if (ws && ws_floats >= per_thread) {
+        nthreads = (int)RETRLM__MIN((size_t)nthreads, ws_floats / per_thread);
+        work = ws;
+    } else {
+        work = (float *)retrlm__alloc_aligned((size_t)nthreads * per_thread, sizeof(float), &owned);
+        if (!work) return retrlm__fail(RETRLM_ERR_NOMEM, "matmul: no memory for packing buffers");
+    }
 
-    RETRLM__PARALLEL_FOR_IF(nthreads > 1 && (double)M * N * K > 2e5)
+    // num_threads: a thread number indexes the packing buffers, so the team is no larger
+    RETRLM__PARALLEL_FOR_N_IF(nthreads, nthreads > 1 && (double)M * N * K > 2e5)
     for (t = 0; t < ntiles_all; t++) {
         int tid = 0;
         float *pa, *pb;
@@ -401,6 +420,11 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
             }
         }
     }
-    RETRLM_FREE(work);
+    RETRLM_FREE(owned);
     return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
+                                       const float *bias, int M, int N, int K, int flags) {
+    return retrlm__matmul_ws(C, A, B, bias, M, N, K, flags, NULL, 0);
 }

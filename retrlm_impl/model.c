@@ -9,7 +9,10 @@
 //   work_: backward dx dln datty dq dk dv dtmp (Nm,D) dact dgate (Nm,F) datt (as att) |
 //          decode kcache vcache (L, max_seq, D), x xn q y o hid (D), gate up (F),
 //          att (H, max_seq), logits probs scores (V)
-// A forward of B x T tokens uses the first B*T rows of every (Nm, .) slot.
+//   mmws_: the matmuls' packing buffers (retrlm__matmul_ws), so that forward never allocates.
+// A forward of B x T tokens uses the first B*T rows of every (Nm, .) slot. Every block is 64-byte
+// aligned and every array in it starts on a cache line (sizes rounded up to 16 floats): threads
+// that write neighbouring arrays, or neighbouring heads of one row, never share a line.
 
 #define RETRLM__MAX_DIM (1 << 24)
 // Parallel regions cost a barrier each, and on a shared machine a barrier can wait a whole
@@ -35,60 +38,62 @@ static size_t retrlm__att_size(const retrlm_model_config *c) {
            (size_t)c->max_seq_len;
 }
 
-static size_t retrlm__layer_stride(const retrlm_model_config *c) {
-    size_t nm = retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
-    return 7 * nm * d + 2 * nm + 3 * nm * f + retrlm__att_size(c);
+static size_t retrlm__rope_floats(const retrlm_model_config *c) {
+    return retrlm__round16((size_t)c->max_seq_len * (size_t)(c->dim / c->n_heads / 2));
 }
 
-static void retrlm__layer_acts(const retrlm_model *m, int l, retrlm__acts *a) {
-    const retrlm_model_config *c = &m->config;
+static size_t retrlm__layer_stride(const retrlm_model_config *c) {
     size_t nm = retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
-    size_t hd2 = (size_t)(c->dim / c->n_heads / 2);
-    float *p = m->acts_ + 2 * (size_t)c->max_seq_len * hd2 + (size_t)(c->n_layers + 1) * nm * d +
-               (size_t)l * retrlm__layer_stride(c);
-    a->ln1 = p; p += nm * d;
-    a->rstd1 = p; p += nm;
-    a->q = p; p += nm * d;
-    a->k = p; p += nm * d;
-    a->v = p; p += nm * d;
-    a->att = p; p += retrlm__att_size(c);
-    a->atty = p; p += nm * d;
-    a->mid = p; p += nm * d;
-    a->ln2 = p; p += nm * d;
-    a->rstd2 = p; p += nm;
-    a->gate = p; p += nm * f;
-    a->up = p; p += nm * f;
-    a->act = p;
+    return 7 * retrlm__round16(nm * d) + 2 * retrlm__round16(nm) + 3 * retrlm__round16(nm * f) +
+           retrlm__round16(retrlm__att_size(c));
 }
 
 static float *retrlm__rope_cos(const retrlm_model *m) { return m->acts_; }
 static float *retrlm__rope_sin(const retrlm_model *m) {
-    return m->acts_ + (size_t)m->config.max_seq_len * (size_t)(m->config.dim / m->config.n_heads / 2);
+    return m->acts_ + retrlm__rope_floats(&m->config);
 }
 static float *retrlm__resid(const retrlm_model *m, int l) {
     const retrlm_model_config *c = &m->config;
-    return m->acts_ + 2 * (size_t)c->max_seq_len * (size_t)(c->dim / c->n_heads / 2) +
-           (size_t)l * retrlm__nmax(c) * (size_t)c->dim;
+    return m->acts_ + 2 * retrlm__rope_floats(c) +
+           (size_t)l * retrlm__round16(retrlm__nmax(c) * (size_t)c->dim);
 }
 static float *retrlm__lnf(const retrlm_model *m) {
     const retrlm_model_config *c = &m->config;
-    return retrlm__resid(m, 0) + (size_t)(c->n_layers + 1) * retrlm__nmax(c) * (size_t)c->dim +
-           (size_t)c->n_layers * retrlm__layer_stride(c);
+    return retrlm__resid(m, c->n_layers + 1) + (size_t)c->n_layers * retrlm__layer_stride(c);
 }
 static float *retrlm__rstdf(const retrlm_model *m) {
-    return retrlm__lnf(m) + retrlm__nmax(&m->config) * (size_t)m->config.dim;
+    return retrlm__lnf(m) + retrlm__round16(retrlm__nmax(&m->config) * (size_t)m->config.dim);
 }
 static float *retrlm__tokloss(const retrlm_model *m) {
-    return retrlm__rstdf(m) + retrlm__nmax(&m->config);
+    return retrlm__rstdf(m) + retrlm__round16(retrlm__nmax(&m->config));
 }
 static float *retrlm__logits(const retrlm_model *m) {
-    return retrlm__tokloss(m) + retrlm__nmax(&m->config);
+    return retrlm__tokloss(m) + retrlm__round16(retrlm__nmax(&m->config));
 }
+static void retrlm__layer_acts(const retrlm_model *m, int l, retrlm__acts *a) {
+    const retrlm_model_config *c = &m->config;
+    size_t nm = retrlm__nmax(c), nd = retrlm__round16(nm * (size_t)c->dim);
+    size_t n1 = retrlm__round16(nm), nf = retrlm__round16(nm * (size_t)c->ffn_dim);
+    float *p = retrlm__resid(m, c->n_layers + 1) + (size_t)l * retrlm__layer_stride(c);
+    a->ln1 = p; p += nd;
+    a->rstd1 = p; p += n1;
+    a->q = p; p += nd;
+    a->k = p; p += nd;
+    a->v = p; p += nd;
+    a->att = p; p += retrlm__round16(retrlm__att_size(c));
+    a->atty = p; p += nd;
+    a->mid = p; p += nd;
+    a->ln2 = p; p += nd;
+    a->rstd2 = p; p += n1;
+    a->gate = p; p += nf;
+    a->up = p; p += nf;
+    a->act = p;
+}
+
 static size_t retrlm__acts_size(const retrlm_model_config *c) {
-    size_t nm = retrlm__nmax(c);
-    return 2 * (size_t)c->max_seq_len * (size_t)(c->dim / c->n_heads / 2) +
-           (size_t)(c->n_layers + 1) * nm * (size_t)c->dim +
-           (size_t)c->n_layers * retrlm__layer_stride(c) + nm * (size_t)c->dim + 2 * nm +
+    size_t nm = retrlm__nmax(c), nd = retrlm__round16(nm * (size_t)c->dim);
+    return 2 * retrlm__rope_floats(c) + (size_t)(c->n_layers + 2) * nd +
+           (size_t)c->n_layers * retrlm__layer_stride(c) + 2 * retrlm__round16(nm) +
            (c->no_logits ? 0 : nm * (size_t)c->vocab_size);
 }
 
@@ -98,7 +103,7 @@ static size_t retrlm__work_layout(const retrlm_model_config *c, float *base, ret
     size_t off = 0;
     retrlm__work tmp;
     if (!w) w = &tmp;
-#define RETRLM__TAKE(field, n) (w->field = base ? base + off : NULL, off += (n))
+#define RETRLM__TAKE(field, n) (w->field = base ? base + off : NULL, off += retrlm__round16(n))
     RETRLM__TAKE(dx, nm * d);
     RETRLM__TAKE(dln, nm * d);
     RETRLM__TAKE(datty, nm * d);
@@ -199,17 +204,26 @@ RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_te
 }
 
 RETRLM_API void retrlm_model_free(retrlm_model *m) {
+    int i;
     if (!m) return;
-    if (!m->view_) {
-        RETRLM_FREE(m->params);
-        RETRLM_FREE(m->grads);
-    }
-    RETRLM_FREE(m->acts_);
-    RETRLM_FREE(m->work_);
+    for (i = 0; i < 5; i++) RETRLM_FREE(m->own_[i]);
     RETRLM_FREE(m->tokens_);
     RETRLM_FREE(m->lengths_);
     RETRLM_FREE(m->ids_);
     memset(m, 0, sizeof *m);
+}
+
+// a zeroed, 64-byte aligned block of n floats; *owned is what to free
+static float *retrlm__model_block(size_t n, void **owned) {
+    float *p = (float *)retrlm__alloc_aligned(n, sizeof(float), owned);
+    if (p) memset(p, 0, n * sizeof(float));
+    return p;
+}
+
+// C = A B (retrlm_matmul) with the model's packing buffers
+static retrlm_result retrlm__mm(const retrlm_model *m, float *C, const float *A, const float *B,
+                                int M, int N, int K, int flags) {
+    return retrlm__matmul_ws(C, A, B, NULL, M, N, K, flags, m->mmws_, m->n_mmws_);
 }
 
 // allocates everything for a config (weights left zero), or only the activations when the
@@ -235,18 +249,20 @@ static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_con
         m->params = src->params;
         m->grads = src->grads;
     } else {
-        m->params = (float *)retrlm__calloc(m->n_params, sizeof(float));
-        m->grads = (float *)retrlm__calloc(m->n_params, sizeof(float));
+        m->params = retrlm__model_block(m->n_params, &m->own_[0]);
+        m->grads = retrlm__model_block(m->n_params, &m->own_[1]);
     }
     m->n_acts_ = retrlm__acts_size(&c);
-    m->acts_ = (float *)retrlm__calloc(m->n_acts_, sizeof(float));
+    m->acts_ = retrlm__model_block(m->n_acts_, &m->own_[2]);
     nwork = retrlm__work_layout(&c, NULL, NULL);
-    m->work_ = (float *)retrlm__calloc(nwork, sizeof(float));
+    m->work_ = retrlm__model_block(nwork, &m->own_[3]);
+    m->n_mmws_ = (size_t)retrlm__max_threads() * retrlm__matmul_ws_floats();
+    m->mmws_ = retrlm__model_block(m->n_mmws_, &m->own_[4]);
     m->tokens_ = (int *)retrlm__calloc(retrlm__nmax(&c), sizeof(int));
     m->lengths_ = (int *)retrlm__calloc((size_t)c.max_batch, sizeof(int));
     m->ids_ = (int64_t *)retrlm__calloc((size_t)c.vocab_size, sizeof(int64_t));
-    if (!m->params || !m->grads || !m->acts_ || !m->work_ || !m->tokens_ || !m->lengths_ ||
-        !m->ids_) {
+    if (!m->params || !m->grads || !m->acts_ || !m->work_ || !m->mmws_ || !m->tokens_ ||
+        !m->lengths_ || !m->ids_) {
         retrlm_model_free(m);
         return retrlm__fail(RETRLM_ERR_NOMEM, "model: no memory for %lu parameters and %lu "
                             "activations", (unsigned long)off, (unsigned long)nwork);
@@ -482,7 +498,7 @@ static void retrlm__attention_backward(float *dq, float *dk, float *dv, float *d
 // act = silu(gate) * up, n elements
 static void retrlm__swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_IF(n > RETRLM__PAR_ELEMS / 2)
+    RETRLM__PARALLEL_FOR_CHUNK_IF(16384, n > RETRLM__PAR_ELEMS / 2)
     for (i = 0; i < nn; i++) {
         float g = gate[i];
         act[i] = g / (1.0f + expf(-g)) * up[i];
@@ -493,7 +509,7 @@ static void retrlm__swiglu_forward(float *act, const float *gate, const float *u
 static void retrlm__swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
                                     const float *up, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_IF(n > RETRLM__PAR_ELEMS / 2)
+    RETRLM__PARALLEL_FOR_CHUNK_IF(16384, n > RETRLM__PAR_ELEMS / 2)
     for (i = 0; i < nn; i++) {
         float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), da = dact[i];
         dgate[i] = da * up[i] * sg * (1.0f + g * (1.0f - sg));
@@ -544,28 +560,28 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
         retrlm__layer_acts(m, l, &a);
         retrlm__rmsnorm_forward(a.ln1, a.rstd1, x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0),
                                 N, D, c->norm_eps);
-        if ((r = retrlm_matmul(a.q, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), NULL, N, D, D, 0)) ||
-            (r = retrlm_matmul(a.k, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0), NULL, N, D, D, 0)) ||
-            (r = retrlm_matmul(a.v, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0), NULL, N, D, D, 0)))
+        if ((r = retrlm__mm(m, a.q, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), N, D, D, 0)) ||
+            (r = retrlm__mm(m, a.k, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0), N, D, D, 0)) ||
+            (r = retrlm__mm(m, a.v, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0), N, D, D, 0)))
             return r;
         retrlm__rope(a.q, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         retrlm__rope(a.k, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         retrlm__attention_forward(a.atty, a.att, a.q, a.k, a.v, m->lengths_, B, T, H, hd,
                                   !c->bidirectional);
         memcpy(a.mid, x, (size_t)N * D * sizeof(float));
-        if ((r = retrlm_matmul(a.mid, a.atty, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), NULL, N, D,
+        if ((r = retrlm__mm(m, a.mid, a.atty, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), N, D,
                                D, RETRLM_MATMUL_ACCUMULATE)))
             return r;
         retrlm__rmsnorm_forward(a.ln2, a.rstd2, a.mid, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0),
                                 N, D, c->norm_eps);
-        if ((r = retrlm_matmul(a.gate, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), NULL, N,
+        if ((r = retrlm__mm(m, a.gate, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), N,
                                F, D, 0)) ||
-            (r = retrlm_matmul(a.up, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), NULL, N, F,
+            (r = retrlm__mm(m, a.up, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), N, F,
                                D, 0)))
             return r;
         retrlm__swiglu_forward(a.act, a.gate, a.up, (size_t)N * F);
         memcpy(xo, a.mid, (size_t)N * D * sizeof(float));
-        if ((r = retrlm_matmul(xo, a.act, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), NULL, N, D,
+        if ((r = retrlm__mm(m, xo, a.act, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), N, D,
                                F, RETRLM_MATMUL_ACCUMULATE)))
             return r;
     }
@@ -573,7 +589,7 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
                             m->param[RETRLM_T_FINAL_NORM], N, D, c->norm_eps);
     if (!(flags & RETRLM_FORWARD_NO_LOGITS) && !c->no_logits) {
         const float *wout = c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED];
-        if ((r = retrlm_matmul(retrlm__logits(m), retrlm__lnf(m), wout, NULL, N, V, D, 0))) return r;
+        if ((r = retrlm__mm(m, retrlm__logits(m), retrlm__lnf(m), wout, N, V, D, 0))) return r;
         m->logits = retrlm__logits(m);
     }
     return RETRLM_OK;
@@ -601,8 +617,8 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
     if (g->dlogits) {
         float *wout = c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED];
         float *gout = c->untied ? m->grad[RETRLM_T_LM_HEAD] : m->grad[RETRLM_T_EMBED];
-        if ((r = retrlm_matmul(w.dln, g->dlogits, wout, NULL, N, D, V, RETRLM_MATMUL_B_KN)) ||
-            (r = retrlm_matmul(gout, g->dlogits, retrlm__lnf(m), NULL, V, D, N, AB)))
+        if ((r = retrlm__mm(m, w.dln, g->dlogits, wout, N, D, V, RETRLM_MATMUL_B_KN)) ||
+            (r = retrlm__mm(m, gout, g->dlogits, retrlm__lnf(m), V, D, N, AB)))
             return r;
     }
     if (g->dhidden)
@@ -615,19 +631,19 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
         float *x = retrlm__resid(m, l);
         retrlm__layer_acts(m, l, &a);
         // feed-forward: xo = mid + act · Wdownᵀ
-        if ((r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 1), w.dx, a.act, NULL, D, F,
+        if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 1), w.dx, a.act, D, F,
                                N, AB)) ||
-            (r = retrlm_matmul(w.dact, w.dx, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), NULL, N, F,
+            (r = retrlm__mm(m, w.dact, w.dx, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), N, F,
                                D, RETRLM_MATMUL_B_KN)))
             return r;
         retrlm__swiglu_backward(w.dgate, w.dact, w.dact, a.gate, a.up, (size_t)N * F);
-        if ((r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 1), w.dgate, a.ln2, NULL, F,
+        if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 1), w.dgate, a.ln2, F,
                                D, N, AB)) ||
-            (r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 1), w.dact, a.ln2, NULL, F, D,
+            (r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 1), w.dact, a.ln2, F, D,
                                N, AB)) ||
-            (r = retrlm_matmul(w.dln, w.dgate, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), NULL, N,
+            (r = retrlm__mm(m, w.dln, w.dgate, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), N,
                                D, F, RETRLM_MATMUL_B_KN)) ||
-            (r = retrlm_matmul(w.dln, w.dact, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), NULL, N, D,
+            (r = retrlm__mm(m, w.dln, w.dact, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), N, D,
                                F, RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)))
             return r;
         if (g->dffn_in && g->dffn_in[l]) {
@@ -638,23 +654,23 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
                                  retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), a.rstd2, N, D, 1);
         retrlm__sum_rows(retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 1), w.dtmp, N, D);
         // attention: mid = x + atty · Woᵀ
-        if ((r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 1), w.dx, a.atty, NULL, D, D, N,
+        if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 1), w.dx, a.atty, D, D, N,
                                AB)) ||
-            (r = retrlm_matmul(w.datty, w.dx, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), NULL, N, D, D,
+            (r = retrlm__mm(m, w.datty, w.dx, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), N, D, D,
                                RETRLM_MATMUL_B_KN)))
             return r;
         retrlm__attention_backward(w.dq, w.dk, w.dv, w.datt, w.datty, a.att, a.q, a.k, a.v,
                                    m->lengths_, B, T, H, hd, !c->bidirectional);
         retrlm__rope(w.dq, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 1);
         retrlm__rope(w.dk, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 1);
-        if ((r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 1), w.dq, a.ln1, NULL, D, D, N, AB)) ||
-            (r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 1), w.dk, a.ln1, NULL, D, D, N, AB)) ||
-            (r = retrlm_matmul(retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 1), w.dv, a.ln1, NULL, D, D, N, AB)) ||
-            (r = retrlm_matmul(w.dln, w.dq, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), NULL, N, D, D,
+        if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 1), w.dq, a.ln1, D, D, N, AB)) ||
+            (r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 1), w.dk, a.ln1, D, D, N, AB)) ||
+            (r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 1), w.dv, a.ln1, D, D, N, AB)) ||
+            (r = retrlm__mm(m, w.dln, w.dq, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), N, D, D,
                                RETRLM_MATMUL_B_KN)) ||
-            (r = retrlm_matmul(w.dln, w.dk, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0), NULL, N, D, D,
+            (r = retrlm__mm(m, w.dln, w.dk, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0), N, D, D,
                                RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)) ||
-            (r = retrlm_matmul(w.dln, w.dv, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0), NULL, N, D, D,
+            (r = retrlm__mm(m, w.dln, w.dv, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0), N, D, D,
                                RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)))
             return r;
         retrlm__rmsnorm_backward(w.dx, w.dtmp, w.dln, x,
@@ -1231,11 +1247,11 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
         float *kc = w.kc + ((size_t)l * c->max_seq_len) * D, *vc = w.vc + ((size_t)l * c->max_seq_len) * D;
         retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0), 1, D,
                                 c->norm_eps);
-        if ((r = retrlm_matmul(w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), NULL, 1, D, D, 0)) ||
-            (r = retrlm_matmul(kc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0),
-                               NULL, 1, D, D, 0)) ||
-            (r = retrlm_matmul(vc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0),
-                               NULL, 1, D, D, 0)))
+        if ((r = retrlm__mm(m, w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), 1, D, D, 0)) ||
+            (r = retrlm__mm(m, kc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0),
+                             1, D, D, 0)) ||
+            (r = retrlm__mm(m, vc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0),
+                             1, D, D, 0)))
             return r;
         retrlm__rope(w.q, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         retrlm__rope(kc + (size_t)pos * D, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
@@ -1260,23 +1276,23 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
                 for (d = 0; d < hd; d++) yh[d] += pj * vj[d];
             }
         }
-        if ((r = retrlm_matmul(w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), NULL, 1, D, D,
+        if ((r = retrlm__mm(m, w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), 1, D, D,
                                RETRLM_MATMUL_ACCUMULATE)))
             return r;
         retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), 1, D,
                                 c->norm_eps);
-        if ((r = retrlm_matmul(w.gate, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), NULL, 1, F,
+        if ((r = retrlm__mm(m, w.gate, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), 1, F,
                                D, 0)) ||
-            (r = retrlm_matmul(w.up, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), NULL, 1, F, D, 0)))
+            (r = retrlm__mm(m, w.up, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), 1, F, D, 0)))
             return r;
         retrlm__swiglu_forward(w.gate, w.gate, w.up, (size_t)F);
-        if ((r = retrlm_matmul(w.x, w.gate, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), NULL, 1, D,
+        if ((r = retrlm__mm(m, w.x, w.gate, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), 1, D,
                                F, RETRLM_MATMUL_ACCUMULATE)))
             return r;
     }
     retrlm__rmsnorm_forward(w.hid, &rstd, w.x, m->param[RETRLM_T_FINAL_NORM], 1, D, c->norm_eps);
-    if ((r = retrlm_matmul(w.logits, w.hid,
-                           c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED], NULL, 1,
+    if ((r = retrlm__mm(m, w.logits, w.hid,
+                           c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED], 1,
                            V, D, 0)))
         return r;
     m->step_logits = w.logits;
@@ -2066,7 +2082,7 @@ RETRLM_API retrlm_result retrlm_encoder_forward(retrlm_encoder *e, int side, con
     if ((r = retrlm_model_forward(m, tokens, B, T, lengths, RETRLM_FORWARD_NO_LOGITS))) return r;
     retrlm_model_mean_pool(m, e->pooled_[side]);
     if (e->config.proj_dim) {
-        if ((r = retrlm_matmul(e->raw_[side], e->pooled_[side], e->proj[side], NULL, B, P, D, 0)))
+        if ((r = retrlm__mm(m, e->raw_[side], e->pooled_[side], e->proj[side], B, P, D, 0)))
             return r;
     } else
         memcpy(e->raw_[side], e->pooled_[side], (size_t)B * D * sizeof(float));
@@ -2111,9 +2127,9 @@ RETRLM_API retrlm_result retrlm_encoder_backward(retrlm_encoder *e, int side, co
     }
     if (e->config.proj_dim) {
         // d proj (P, D) += drawᵀ · pooled; d pooled (B, D) = draw · proj
-        if ((r = retrlm_matmul(e->proj_grad[side], draw, e->pooled_[side], NULL, P, D, B,
+        if ((r = retrlm__mm(m, e->proj_grad[side], draw, e->pooled_[side], P, D, B,
                                RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)) ||
-            (r = retrlm_matmul(e->dpool_[side], draw, e->proj[side], NULL, B, D, P,
+            (r = retrlm__mm(m, e->dpool_[side], draw, e->proj[side], B, D, P,
                                RETRLM_MATMUL_B_KN)))
             return r;
     } else

@@ -75,6 +75,9 @@ typedef struct retrlm_model {
     int    *lengths_;                    /* (max_batch) */
     int64_t *ids_;                       /* (V) sampling scratch */
     int     view_;                       /* 1: params and grads belong to another model */
+    float  *mmws_;                       /* (n_mmws_) the matmuls' packing buffers */
+    size_t  n_mmws_;
+    void   *own_[5];                     /* what to free: params grads acts_ work_ mmws_ */
 } retrlm_model;
 
 /* Fills in defaults, checks the shapes, allocates everything and initialises the weights
