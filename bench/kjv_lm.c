@@ -66,7 +66,7 @@ static int progress(void *user, const char *stage, double done, double total) {
         printf("step %6.0f  %7.1f s  train loss %.4f  valid bpb %.4f\n", done, el, r->st->last_loss,
                r->st->last_valid_bpb);
     else if ((int64_t)done % 100 == 0)
-        printf("step %6.0f  %7.1f s  train loss %.4f (%.3f bits/byte)\n", done, el,
+        printf("step %6.0f  %7.1f s  train loss %.4f (%.3f bits a token)\n", done, el,
                r->st->last_loss, r->st->last_loss / log(2.0));
     fflush(stdout);
     return el > r->budget; // cancel when the time is up
