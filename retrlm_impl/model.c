@@ -245,7 +245,6 @@ static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_con
     m->n_params = off;
     if (src) {
         RETRLM_ASSERT(src->n_params == off);
-        m->view_ = 1;
         m->params = src->params;
         m->grads = src->grads;
     } else {
@@ -256,8 +255,10 @@ static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_con
     m->acts_ = retrlm__model_block(m->n_acts_, &m->own_[2]);
     nwork = retrlm__work_layout(&c, NULL, NULL);
     m->work_ = retrlm__model_block(nwork, &m->own_[3]);
+    // packing space is written before it is read: not zeroed, so a short-lived view (one
+    // retrlm_encoder_embed call) touches only the pages its small products use
     m->n_mmws_ = (size_t)retrlm__max_threads() * retrlm__matmul_ws_floats();
-    m->mmws_ = retrlm__model_block(m->n_mmws_, &m->own_[4]);
+    m->mmws_ = (float *)retrlm__alloc_aligned(m->n_mmws_, sizeof(float), &m->own_[4]);
     m->tokens_ = (int *)retrlm__calloc(retrlm__nmax(&c), sizeof(int));
     m->lengths_ = (int *)retrlm__calloc((size_t)c.max_batch, sizeof(int));
     m->ids_ = (int64_t *)retrlm__calloc((size_t)c.vocab_size, sizeof(int64_t));

@@ -74,10 +74,10 @@ typedef struct retrlm_model {
     int    *tokens_;                     /* (max_batch * max_seq_len) inputs of the last forward */
     int    *lengths_;                    /* (max_batch) */
     int64_t *ids_;                       /* (V) sampling scratch */
-    int     view_;                       /* 1: params and grads belong to another model */
     float  *mmws_;                       /* (n_mmws_) the matmuls' packing buffers */
     size_t  n_mmws_;
-    void   *own_[5];                     /* what to free: params grads acts_ work_ mmws_ */
+    void   *own_[5];                     /* what to free: params grads (NULL in a view: they
+                                            are another model's) acts_ work_ mmws_ */
 } retrlm_model;
 
 /* Fills in defaults, checks the shapes, allocates everything and initialises the weights
