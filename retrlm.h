@@ -1095,6 +1095,51 @@ RETRLM_API retrlm_result retrlm_contrastive_loss(const float *q, int nq, const f
                                                  int dim, const int *pos, float temperature,
                                                  float *loss, float *dq, float *dd,
                                                  int *correct);
+
+/* Distillation of a retriever from an LM (REPLUG LSR; Atlas's perplexity distillation). For
+   each of n queries and its k retrieved documents, the retriever's distribution
+   P_i = softmax(scores_i / tau_score) is pulled toward the LM's Q_i = softmax(gold_i / tau_gold):
+       loss = mean over queries of KL(Q_i || P_i) = sum_j Q_ij (log Q_ij - log P_ij)
+   gold (n, k) carries no gradient. REPLUG LSR: gold_ij = log p_LM(y | d_j, x), the whole
+   continuation's log-likelihood, tau 0.1 on both sides; Atlas PDist: the mean over y's tokens,
+   tau 0.01. A candidate that is absent (fewer than k retrieved) is -inf in both scores and
+   gold; each query needs one finite candidate. dscores (n, k) (may be NULL) gets
+   d loss / d scores = (P - Q) / (tau_score n); *loss (may be NULL) the mean in nats. */
+RETRLM_API retrlm_result retrlm_kl_distill_loss(const float *scores, const float *gold, int n,
+                                                int k, float tau_score, float tau_gold,
+                                                float *loss, float *dscores);
+
+/* Marginal likelihood over retrieved documents (REALM; Atlas's EMDR). For query i, its k
+   candidates (REALM puts a null document among them) and t target positions p:
+       log p(y_p | x_i) = logsumexp_j( log softmax(scores_i / temperature)_j + loglik[i, j, p] )
+   marginalised for each position separately, as REALM does for each masked token, and
+       loss = mean over queries of ( - mean over the query's valid positions of log p(y_p | x_i) )
+   loglik (n, k, t): log p(y_p | x_i, d_j) from the reader; mask (n, t): 1 where position p of
+   query i counts, 0 where not (NULL: all count); a query without a valid position adds nothing
+   and is not counted. Absent candidates are -inf in scores. Gradients (either may be NULL):
+   dscores (n, k) for the retriever and dloglik (n, k, t) for the reader, where dloglik[i,j,p] =
+   -posterior(j | x_i, y_p) / (queries counted * valid positions of i): the weight with which
+   the reader's cross-entropy of token p under document j flows back. */
+RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *loglik,
+                                              const unsigned char *mask, int n, int k, int t,
+                                              float temperature, float *loss, float *dscores,
+                                              float *dloglik);
+
+/* TRIME's objective (Zhong et al., 2022): one softmax over the vocabulary and an in-batch
+   memory. Position i has logits (V) and similarities sims_i (m) to m memory entries, entry j
+   followed by the token mem_tokens[j]; the probability of the target y = targets[i] is
+       p(y) = ( exp(logits_i[y]) + sum_{j: mem_tokens[j] == y} exp(sims_ij) )
+              / ( sum_v exp(logits_iv) + sum_j exp(sims_ij) )
+   and loss = mean over the positions with targets[i] >= 0 of -log p(y). TRIME's similarity is
+   h_i . h_j / sqrt(D) between last-layer FFN inputs (retrlm_model_ffn_input), masked causally
+   inside a segment: -inf leaves entry j out for position i (the caller scales and masks).
+   logits (n, V), sims (n, m), mem_tokens (m) in [0, V), targets (n). dlogits (n, V) and dsims
+   (n, m) get the gradients (either may be NULL, and each may be its input: written after it is
+   read); *loss (may be NULL) in nats; *count (may be NULL) the positions counted. */
+RETRLM_API retrlm_result retrlm_trime_loss(const float *logits, int n, int vocab,
+                                           const float *sims, int m, const int *mem_tokens,
+                                           const int *targets, float *loss, float *dlogits,
+                                           float *dsims, int *count);
 /* ---- retrlm_impl/datastore.h ---- */
 /* ---- datastore: a corpus cut into retrieval units, with their text, tokens and BM25 index ---
    A unit is what retrieval returns and what retrieval-augmented inference prepends: a passage
@@ -12369,6 +12414,219 @@ RETRLM_API retrlm_result retrlm_contrastive_loss(const float *q, int nq, const f
     if (loss) *loss = (float)(total / nq);
     if (correct) *correct = right;
     return r;
+}
+
+// log_softmax of x / temperature over the present entries (-inf: absent) into out (k); 0 when
+// every entry is absent
+static int retrlm__log_softmax_t(float *out, const float *x, int k, float temperature) {
+    int j, any = 0;
+    for (j = 0; j < k; j++) {
+        out[j] = x[j] == -INFINITY ? -INFINITY : x[j] / temperature;
+        any |= out[j] != -INFINITY;
+    }
+    if (any) retrlm_log_softmax(out, out, k);
+    return any;
+}
+
+// 1 when x is NaN or +inf: a value no distribution can take (-inf marks an absent entry)
+static int retrlm__bad_logit(float x) { return x != x || x == INFINITY; }
+
+RETRLM_API retrlm_result retrlm_kl_distill_loss(const float *scores, const float *gold, int n,
+                                                int k, float tau_score, float tau_gold,
+                                                float *loss, float *dscores) {
+    float *lp, *lq;
+    double total = 0.0;
+    int i, j;
+    RETRLM_ASSERT(scores && gold);
+    if (n < 1 || k < 1 || !(tau_score > 0.0f) || !(tau_gold > 0.0f) || tau_score == INFINITY ||
+        tau_gold == INFINITY)
+        return retrlm__fail(RETRLM_ERR_ARG, "kl_distill_loss: %d queries x %d candidates at "
+                            "temperatures %g / %g", n, k, (double)tau_score, (double)tau_gold);
+    for (i = 0; i < n; i++)
+        for (j = 0; j < k; j++) {
+            float s = scores[(size_t)i * k + j], g = gold[(size_t)i * k + j];
+            if (retrlm__bad_logit(s) || retrlm__bad_logit(g) || (s == -INFINITY) != (g == -INFINITY))
+                return retrlm__fail(RETRLM_ERR_ARG, "kl_distill_loss: query %d candidate %d has "
+                                    "score %g and gold %g (NaN, +inf, or absent in only one)",
+                                    i, j, (double)s, (double)g);
+        }
+    lp = (float *)retrlm__alloc(2 * (size_t)k, sizeof(float));
+    if (!lp) return retrlm__fail(RETRLM_ERR_NOMEM, "kl_distill_loss: no memory for %d candidates", k);
+    lq = lp + k;
+    for (i = 0; i < n; i++) {
+        const float *s = scores + (size_t)i * k, *g = gold + (size_t)i * k;
+        if (!retrlm__log_softmax_t(lp, s, k, tau_score)) {
+            RETRLM_FREE(lp);
+            return retrlm__fail(RETRLM_ERR_ARG, "kl_distill_loss: query %d has no candidate", i);
+        }
+        retrlm__log_softmax_t(lq, g, k, tau_gold);
+        for (j = 0; j < k; j++) {
+            float q = lq[j] == -INFINITY ? 0.0f : expf(lq[j]);
+            if (q > 0.0f) total += (double)q * ((double)lq[j] - (double)lp[j]);
+            if (dscores)
+                dscores[(size_t)i * k + j] = lp[j] == -INFINITY ? 0.0f
+                                           : (expf(lp[j]) - q) / (tau_score * (float)n);
+        }
+    }
+    RETRLM_FREE(lp);
+    if (loss) *loss = (float)(total / n);
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *loglik,
+                                              const unsigned char *mask, int n, int k, int t,
+                                              float temperature, float *loss, float *dscores,
+                                              float *dloglik) {
+    float *lp, *term;
+    double total = 0.0;
+    int i, j, p, counted = 0;
+    RETRLM_ASSERT(scores && loglik);
+    if (n < 1 || k < 1 || t < 1 || !(temperature > 0.0f) || temperature == INFINITY ||
+        (size_t)n * (size_t)k > ((size_t)1 << 40) / (size_t)t)
+        return retrlm__fail(RETRLM_ERR_ARG, "marginal_loss: %d queries x %d candidates x %d "
+                            "positions at temperature %g", n, k, t, (double)temperature);
+    for (i = 0; i < n; i++) {
+        int valid = 0;
+        for (p = 0; p < t; p++) valid += !mask || mask[(size_t)i * t + p];
+        counted += valid > 0;
+        for (j = 0; j < k; j++) {
+            float s = scores[(size_t)i * k + j];
+            if (retrlm__bad_logit(s))
+                return retrlm__fail(RETRLM_ERR_ARG, "marginal_loss: score of query %d candidate "
+                                    "%d is %g", i, j, (double)s);
+            for (p = 0; p < t && s != -INFINITY; p++) {
+                float l = loglik[((size_t)i * k + j) * t + p];
+                if ((!mask || mask[(size_t)i * t + p]) && !(l > -INFINITY && l < INFINITY))
+                    return retrlm__fail(RETRLM_ERR_ARG, "marginal_loss: log-likelihood of query "
+                                        "%d candidate %d position %d is %g", i, j, p, (double)l);
+            }
+        }
+    }
+    lp = (float *)retrlm__alloc(2 * (size_t)k, sizeof(float));
+    if (!lp) return retrlm__fail(RETRLM_ERR_NOMEM, "marginal_loss: no memory for %d candidates", k);
+    term = lp + k;
+    if (dscores) memset(dscores, 0, (size_t)n * k * sizeof(float));
+    if (dloglik) memset(dloglik, 0, (size_t)n * k * t * sizeof(float));
+    for (i = 0; i < n; i++) {
+        int valid = 0;
+        float w;
+        for (p = 0; p < t; p++) valid += !mask || mask[(size_t)i * t + p];
+        if (!valid) continue;
+        if (!retrlm__log_softmax_t(lp, scores + (size_t)i * k, k, temperature)) {
+            RETRLM_FREE(lp);
+            return retrlm__fail(RETRLM_ERR_ARG, "marginal_loss: query %d has no candidate", i);
+        }
+        w = 1.0f / ((float)valid * (float)counted);
+        for (p = 0; p < t; p++) {
+            float lse;
+            if (mask && !mask[(size_t)i * t + p]) continue;
+            for (j = 0; j < k; j++)
+                term[j] = lp[j] == -INFINITY ? -INFINITY
+                                             : lp[j] + loglik[((size_t)i * k + j) * t + p];
+            lse = retrlm_logsumexp(term, k);
+            total -= (double)lse / ((double)valid * counted);
+            // posterior(j) = exp(term_j - lse): d/dscores_j = -(post_j - P_j) / temperature
+            for (j = 0; j < k; j++) {
+                float post = term[j] == -INFINITY ? 0.0f : expf(term[j] - lse);
+                if (lp[j] == -INFINITY) continue;
+                if (dscores) dscores[(size_t)i * k + j] -= w * (post - expf(lp[j])) / temperature;
+                if (dloglik) dloglik[((size_t)i * k + j) * t + p] = -w * post;
+            }
+        }
+    }
+    RETRLM_FREE(lp);
+    if (loss) *loss = (float)total;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_trime_loss(const float *logits, int n, int vocab,
+                                           const float *sims, int m, const int *mem_tokens,
+                                           const int *targets, float *loss, float *dlogits,
+                                           float *dsims, int *count) {
+    double *row_loss, total = 0.0;
+    unsigned char *row_bad;
+    int i, j, cnt = 0, bad = -1;
+    RETRLM_ASSERT(logits && targets && (m == 0 || (sims && mem_tokens)));
+    if (n < 1 || vocab < 1 || m < 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "trime_loss: %d positions, vocabulary %d, memory %d",
+                            n, vocab, m);
+    for (j = 0; j < m; j++)
+        if (mem_tokens[j] < 0 || mem_tokens[j] >= vocab)
+            return retrlm__fail(RETRLM_ERR_ARG, "trime_loss: memory entry %d's token %d is outside "
+                                "[0, %d)", j, mem_tokens[j], vocab);
+    for (i = 0; i < n; i++) {
+        if (targets[i] >= vocab)
+            return retrlm__fail(RETRLM_ERR_ARG, "trime_loss: target %d of position %d is outside "
+                                "[0, %d)", targets[i], i, vocab);
+        cnt += targets[i] >= 0;
+    }
+    row_loss = (double *)retrlm__alloc((size_t)n, sizeof(double) + 1);
+    if (!row_loss) return retrlm__fail(RETRLM_ERR_NOMEM, "trime_loss: no memory for %d positions", n);
+    row_bad = (unsigned char *)(row_loss + n);
+    RETRLM__PARALLEL_FOR_IF((size_t)n * ((size_t)vocab + (size_t)m) > 200000)
+    for (i = 0; i < n; i++) {
+        const float *l = logits + (size_t)i * vocab, *s = m ? sims + (size_t)i * m : NULL;
+        float *dl = dlogits ? dlogits + (size_t)i * vocab : NULL, *ds = dsims ? dsims + (size_t)i * m : NULL;
+        const int y = targets[i];
+        float mx = -INFINITY, z, num, scale = cnt ? 1.0f / (float)cnt : 0.0f;
+        double sz = 0.0, sn = 0.0;
+        int v, e, ok = 1;
+        row_loss[i] = 0.0;
+        row_bad[i] = 0;
+        if (y < 0) {
+            if (dl) memset(dl, 0, (size_t)vocab * sizeof(float));
+            if (ds) memset(ds, 0, (size_t)m * sizeof(float));
+            continue;
+        }
+        // Z = logsumexp(logits ∪ sims), N = logsumexp(logit of y ∪ sims of entries followed by y)
+        for (v = 0; v < vocab; v++) {
+            ok &= !retrlm__bad_logit(l[v]);
+            mx = l[v] > mx ? l[v] : mx;
+        }
+        for (e = 0; e < m; e++) {
+            ok &= !retrlm__bad_logit(s[e]);
+            mx = s[e] > mx ? s[e] : mx;
+        }
+        if (!ok || mx == -INFINITY) {
+            row_bad[i] = 1;
+            continue;
+        }
+        for (v = 0; v < vocab; v++) sz += exp((double)(l[v] - mx));
+        sn = exp((double)(l[y] - mx));
+        for (e = 0; e < m; e++) {
+            double x = exp((double)(s[e] - mx));
+            sz += x;
+            if (mem_tokens[e] == y) sn += x;
+        }
+        if (!(sn > 0.0)) {
+            row_bad[i] = 1;
+            continue;
+        }
+        z = mx + (float)log(sz);
+        num = mx + (float)log(sn);
+        row_loss[i] = log(sz) - log(sn);
+        if (dl)
+            for (v = 0; v < vocab; v++) {
+                float g = expf(l[v] - z) - (v == y ? expf(l[v] - num) : 0.0f);
+                dl[v] = g * scale;
+            }
+        if (ds)
+            for (e = 0; e < m; e++) {
+                float g = expf(s[e] - z) - (mem_tokens[e] == y ? expf(s[e] - num) : 0.0f);
+                ds[e] = g * scale;
+            }
+    }
+    for (i = 0; i < n; i++) {
+        if (row_bad[i] && bad < 0) bad = i;
+        total += row_loss[i];
+    }
+    RETRLM_FREE(row_loss);
+    if (bad >= 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "trime_loss: position %d has a NaN or +inf logit or "
+                            "similarity, or its target has probability 0", bad);
+    if (loss) *loss = cnt ? (float)(total / cnt) : 0.0f;
+    if (count) *count = cnt;
+    return RETRLM_OK;
 }
 /* ---- retrlm_impl/datastore.c ---- */
 

@@ -12,3 +12,48 @@ RETRLM_API retrlm_result retrlm_contrastive_loss(const float *q, int nq, const f
                                                  int dim, const int *pos, float temperature,
                                                  float *loss, float *dq, float *dd,
                                                  int *correct);
+
+/* Distillation of a retriever from an LM (REPLUG LSR; Atlas's perplexity distillation). For
+   each of n queries and its k retrieved documents, the retriever's distribution
+   P_i = softmax(scores_i / tau_score) is pulled toward the LM's Q_i = softmax(gold_i / tau_gold):
+       loss = mean over queries of KL(Q_i || P_i) = sum_j Q_ij (log Q_ij - log P_ij)
+   gold (n, k) carries no gradient. REPLUG LSR: gold_ij = log p_LM(y | d_j, x), the whole
+   continuation's log-likelihood, tau 0.1 on both sides; Atlas PDist: the mean over y's tokens,
+   tau 0.01. A candidate that is absent (fewer than k retrieved) is -inf in both scores and
+   gold; each query needs one finite candidate. dscores (n, k) (may be NULL) gets
+   d loss / d scores = (P - Q) / (tau_score n); *loss (may be NULL) the mean in nats. */
+RETRLM_API retrlm_result retrlm_kl_distill_loss(const float *scores, const float *gold, int n,
+                                                int k, float tau_score, float tau_gold,
+                                                float *loss, float *dscores);
+
+/* Marginal likelihood over retrieved documents (REALM; Atlas's EMDR). For query i, its k
+   candidates (REALM puts a null document among them) and t target positions p:
+       log p(y_p | x_i) = logsumexp_j( log softmax(scores_i / temperature)_j + loglik[i, j, p] )
+   marginalised for each position separately, as REALM does for each masked token, and
+       loss = mean over queries of ( - mean over the query's valid positions of log p(y_p | x_i) )
+   loglik (n, k, t): log p(y_p | x_i, d_j) from the reader; mask (n, t): 1 where position p of
+   query i counts, 0 where not (NULL: all count); a query without a valid position adds nothing
+   and is not counted. Absent candidates are -inf in scores. Gradients (either may be NULL):
+   dscores (n, k) for the retriever and dloglik (n, k, t) for the reader, where dloglik[i,j,p] =
+   -posterior(j | x_i, y_p) / (queries counted * valid positions of i): the weight with which
+   the reader's cross-entropy of token p under document j flows back. */
+RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *loglik,
+                                              const unsigned char *mask, int n, int k, int t,
+                                              float temperature, float *loss, float *dscores,
+                                              float *dloglik);
+
+/* TRIME's objective (Zhong et al., 2022): one softmax over the vocabulary and an in-batch
+   memory. Position i has logits (V) and similarities sims_i (m) to m memory entries, entry j
+   followed by the token mem_tokens[j]; the probability of the target y = targets[i] is
+       p(y) = ( exp(logits_i[y]) + sum_{j: mem_tokens[j] == y} exp(sims_ij) )
+              / ( sum_v exp(logits_iv) + sum_j exp(sims_ij) )
+   and loss = mean over the positions with targets[i] >= 0 of -log p(y). TRIME's similarity is
+   h_i . h_j / sqrt(D) between last-layer FFN inputs (retrlm_model_ffn_input), masked causally
+   inside a segment: -inf leaves entry j out for position i (the caller scales and masks).
+   logits (n, V), sims (n, m), mem_tokens (m) in [0, V), targets (n). dlogits (n, V) and dsims
+   (n, m) get the gradients (either may be NULL, and each may be its input: written after it is
+   read); *loss (may be NULL) in nats; *count (may be NULL) the positions counted. */
+RETRLM_API retrlm_result retrlm_trime_loss(const float *logits, int n, int vocab,
+                                           const float *sims, int m, const int *mem_tokens,
+                                           const int *targets, float *loss, float *dlogits,
+                                           float *dsims, int *count);

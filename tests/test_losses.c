@@ -1,0 +1,323 @@
+// losses for strategies 2-4: KL distillation (REPLUG LSR, Atlas PDist), marginal likelihood
+// (REALM, EMDR), TRIME's joint softmax. Each against a double-precision reference written from
+// the formula, central differences of that reference for every gradient, the special cases
+// that pin the definition (k = 1, P == Q, no memory = cross-entropy, absent entries, masks),
+// bad input, and the same bits at 1 and 2 threads.
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+#include "test.h"
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static double lse_d(const double *x, int n) {
+    double m = -INFINITY, s = 0.0;
+    int i;
+    for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    if (m == -INFINITY) return m;
+    for (i = 0; i < n; i++) s += exp(x[i] - m);
+    return m + log(s);
+}
+
+// ---- references in double, straight from the formulas in losses.h
+static double kl_ref(const float *s, const float *g, int n, int k, double ts, double tg) {
+    double a[16], b[16], tot = 0.0;
+    int i, j;
+    for (i = 0; i < n; i++) {
+        double la, lb;
+        for (j = 0; j < k; j++) a[j] = s[i * k + j] / ts, b[j] = g[i * k + j] / tg;
+        la = lse_d(a, k);
+        lb = lse_d(b, k);
+        for (j = 0; j < k; j++)
+            if (b[j] != -INFINITY) tot += exp(b[j] - lb) * ((b[j] - lb) - (a[j] - la));
+    }
+    return tot / n;
+}
+
+static double marginal_ref(const float *s, const float *ll, const unsigned char *mask, int n, int k,
+                           int t, double temp) {
+    double a[16], term[16], tot = 0.0;
+    int i, j, p, counted = 0;
+    for (i = 0; i < n; i++) {
+        int valid = 0;
+        for (p = 0; p < t; p++) valid += !mask || mask[i * t + p];
+        counted += valid > 0;
+    }
+    for (i = 0; i < n; i++) {
+        int valid = 0;
+        double la, qi = 0.0;
+        for (p = 0; p < t; p++) valid += !mask || mask[i * t + p];
+        if (!valid) continue;
+        for (j = 0; j < k; j++) a[j] = s[i * k + j] / temp;
+        la = lse_d(a, k);
+        for (p = 0; p < t; p++) {
+            if (mask && !mask[i * t + p]) continue;
+            for (j = 0; j < k; j++)
+                term[j] = a[j] == -INFINITY ? -INFINITY : a[j] - la + ll[(i * k + j) * t + p];
+            qi -= lse_d(term, k);
+        }
+        tot += qi / valid;
+    }
+    return tot / counted;
+}
+
+static double trime_ref(const float *l, int n, int v, const float *s, int m, const int *mt,
+                        const int *y) {
+    double all[64], pos[64], tot = 0.0;
+    int i, j, cnt = 0;
+    for (i = 0; i < n; i++) {
+        int na = 0, np = 0;
+        if (y[i] < 0) continue;
+        cnt++;
+        for (j = 0; j < v; j++) all[na++] = l[i * v + j];
+        pos[np++] = l[i * v + y[i]];
+        for (j = 0; j < m; j++) {
+            all[na++] = s[i * m + j];
+            if (mt[j] == y[i]) pos[np++] = s[i * m + j];
+        }
+        tot += lse_d(all, na) - lse_d(pos, np);
+    }
+    return cnt ? tot / cnt : 0.0;
+}
+
+// central difference of f around x[i] (f reads x)
+#define FD(f, x, i, h, out)                                                                 \
+    do {                                                                                    \
+        float fd__keep = (x)[i];                                                            \
+        double fd__p, fd__m;                                                                \
+        (x)[i] = fd__keep + (h);                                                            \
+        fd__p = (f);                                                                        \
+        (x)[i] = fd__keep - (h);                                                            \
+        fd__m = (f);                                                                        \
+        (x)[i] = fd__keep;                                                                  \
+        (out) = (fd__p - fd__m) / (2.0 * (h));                                              \
+    } while (0)
+
+// ---- KL distillation
+static void test_kl_distill(void) {
+    float s[3 * 4] = {0.3f, -0.2f, 0.9f, 0.1f, 1.5f, 1.0f, -0.5f, 0.0f, 0.2f, 0.4f, -1.0f, 0.6f};
+    float g[3 * 4] = {-12.0f, -10.5f, -11.0f, -13.0f, -3.0f, -3.2f, -2.5f, -4.0f, -7.0f, -7.1f, -6.0f, -6.5f};
+    float ds[12], loss, ds2[12], same[4];
+    int i;
+    const float ts = 0.5f, tg = 2.0f;
+    CHECK_OK(retrlm_kl_distill_loss(s, g, 3, 4, ts, tg, &loss, ds));
+    CHECK_NEAR(loss, kl_ref(s, g, 3, 4, ts, tg), 1e-6);
+    CHECK(loss > 0.0f);
+    for (i = 0; i < 12; i++) {
+        double fd;
+        FD(kl_ref(s, g, 3, 4, ts, tg), s, i, 1e-3, fd);
+        CHECK_NEAR(ds[i], fd, 2e-5);
+    }
+    // the gold side has no gradient, and the gradients of one query sum to zero
+    CHECK_NEAR(ds[0] + ds[1] + ds[2] + ds[3], 0.0, 1e-7);
+    // P == Q: the loss is zero, and so is its gradient
+    for (i = 0; i < 4; i++) same[i] = g[i] * ts / tg;
+    CHECK_OK(retrlm_kl_distill_loss(same, g, 1, 4, ts, tg, &loss, ds2));
+    CHECK_NEAR(loss, 0.0, 1e-6);
+    for (i = 0; i < 4; i++) CHECK_NEAR(ds2[i], 0.0, 1e-6);
+    // an absent candidate (-inf on both sides) is the same as three candidates
+    {
+        float s4[4] = {0.3f, -0.2f, -INFINITY, 0.1f}, g4[4] = {-12.0f, -10.5f, -INFINITY, -13.0f};
+        float s3[3] = {0.3f, -0.2f, 0.1f}, g3[3] = {-12.0f, -10.5f, -13.0f}, l4, l3, d4[4], d3[3];
+        CHECK_OK(retrlm_kl_distill_loss(s4, g4, 1, 4, ts, tg, &l4, d4));
+        CHECK_OK(retrlm_kl_distill_loss(s3, g3, 1, 3, ts, tg, &l3, d3));
+        CHECK_NEAR(l4, l3, 1e-6);
+        CHECK(d4[2] == 0.0f);
+        CHECK_NEAR(d4[0], d3[0], 1e-6);
+        CHECK_NEAR(d4[3], d3[2], 1e-6);
+        // absent on one side only, all absent, NaN, zero temperature: errors
+        g4[2] = -1.0f;
+        CHECK(retrlm_kl_distill_loss(s4, g4, 1, 4, ts, tg, &l4, d4) == RETRLM_ERR_ARG);
+        for (i = 0; i < 4; i++) s4[i] = g4[i] = -INFINITY;
+        CHECK(retrlm_kl_distill_loss(s4, g4, 1, 4, ts, tg, &l4, d4) == RETRLM_ERR_ARG);
+        s3[1] = NAN;
+        CHECK(retrlm_kl_distill_loss(s3, g3, 1, 3, ts, tg, &l3, NULL) == RETRLM_ERR_ARG);
+        s3[1] = 0.0f;
+        CHECK(retrlm_kl_distill_loss(s3, g3, 1, 3, 0.0f, tg, &l3, NULL) == RETRLM_ERR_ARG);
+        CHECK(retrlm_kl_distill_loss(s3, g3, 0, 3, ts, tg, &l3, NULL) == RETRLM_ERR_ARG);
+    }
+}
+
+// ---- marginal likelihood
+static void test_marginal(void) {
+    enum { N = 2, K = 3, T = 4 };
+    float s[N * K] = {0.5f, -0.3f, 1.2f, 0.0f, 0.7f, -0.4f};
+    float ll[N * K * T], ds[N * K], dl[N * K * T], loss;
+    unsigned char mask[N * T] = {1, 1, 0, 1, 0, 1, 1, 1};
+    int i;
+    const float temp = 0.7f;
+    for (i = 0; i < N * K * T; i++) ll[i] = -0.5f - 0.37f * (float)((i * 7) % 11);
+    CHECK_OK(retrlm_marginal_loss(s, ll, mask, N, K, T, temp, &loss, ds, dl));
+    CHECK_NEAR(loss, marginal_ref(s, ll, mask, N, K, T, temp), 1e-5);
+    for (i = 0; i < N * K; i++) {
+        double fd;
+        FD(marginal_ref(s, ll, mask, N, K, T, temp), s, i, 1e-3, fd);
+        CHECK_NEAR(ds[i], fd, 3e-5);
+    }
+    for (i = 0; i < N * K * T; i++) {
+        double fd;
+        FD(marginal_ref(s, ll, mask, N, K, T, temp), ll, i, 1e-3, fd);
+        CHECK_NEAR(dl[i], fd, 3e-5);
+    }
+    // masked positions carry no gradient and do not move the loss
+    CHECK(dl[(0 * K + 1) * T + 2] == 0.0f);
+    {
+        float l2;
+        ll[(0 * K + 1) * T + 2] = -1e3f;
+        CHECK_OK(retrlm_marginal_loss(s, ll, mask, N, K, T, temp, &l2, NULL, NULL));
+        CHECK(l2 == loss);
+    }
+    // one candidate: the loss is the mean negative log-likelihood, and the retriever learns nothing
+    {
+        float s1[1] = {3.0f}, l1[3] = {-1.0f, -2.0f, -4.0f}, d1[1], dl1[3], lo;
+        CHECK_OK(retrlm_marginal_loss(s1, l1, NULL, 1, 1, 3, 1.0f, &lo, d1, dl1));
+        CHECK_NEAR(lo, 7.0 / 3.0, 1e-6);
+        CHECK_NEAR(d1[0], 0.0, 1e-7);
+        CHECK_NEAR(dl1[1], -1.0 / 3.0, 1e-7);
+    }
+    // a query without a valid position is not counted
+    {
+        unsigned char m2[N * T] = {0, 0, 0, 0, 1, 1, 1, 1};
+        float l2, ref;
+        CHECK_OK(retrlm_marginal_loss(s, ll, m2, N, K, T, temp, &l2, ds, NULL));
+        ref = (float)marginal_ref(s + K, ll + K * T, NULL, 1, K, T, temp);
+        CHECK_NEAR(l2, ref, 1e-5);
+        CHECK(ds[0] == 0.0f && ds[1] == 0.0f && ds[2] == 0.0f);
+    }
+    // an absent candidate (-inf score) is the same as leaving it out; its log-likelihoods are not read
+    {
+        float sa[3] = {0.5f, -INFINITY, 1.2f}, la[6] = {-1, -2, NAN, NAN, -0.5f, -3};
+        float sb[2] = {0.5f, 1.2f}, lb[4] = {-1, -2, -0.5f, -3}, loa, lob, da[3];
+        CHECK_OK(retrlm_marginal_loss(sa, la, NULL, 1, 3, 2, 1.0f, &loa, da, NULL));
+        CHECK_OK(retrlm_marginal_loss(sb, lb, NULL, 1, 2, 2, 1.0f, &lob, NULL, NULL));
+        CHECK_NEAR(loa, lob, 1e-6);
+        CHECK(da[1] == 0.0f);
+        // errors: NaN log-likelihood of a present candidate, NaN score, no candidate, bad sizes
+        la[0] = NAN;
+        CHECK(retrlm_marginal_loss(sa, la, NULL, 1, 3, 2, 1.0f, &loa, NULL, NULL) == RETRLM_ERR_ARG);
+        sb[0] = NAN;
+        CHECK(retrlm_marginal_loss(sb, lb, NULL, 1, 2, 2, 1.0f, &lob, NULL, NULL) == RETRLM_ERR_ARG);
+        sb[0] = sb[1] = -INFINITY;
+        CHECK(retrlm_marginal_loss(sb, lb, NULL, 1, 2, 2, 1.0f, &lob, NULL, NULL) == RETRLM_ERR_ARG);
+        sb[0] = 0.0f;
+        CHECK(retrlm_marginal_loss(sb, lb, NULL, 1, 2, 0, 1.0f, &lob, NULL, NULL) == RETRLM_ERR_ARG);
+        CHECK(retrlm_marginal_loss(sb, lb, NULL, 1, 2, 2, -1.0f, &lob, NULL, NULL) == RETRLM_ERR_ARG);
+    }
+}
+
+// ---- TRIME
+static void test_trime(void) {
+    enum { N = 4, V = 5, M = 6 };
+    float l[N * V], s[N * M], dl[N * V], ds[N * M], loss;
+    int mt[M] = {1, 3, 3, 0, 4, 2}, y[N] = {3, -1, 0, 2}, i, cnt = -1;
+    for (i = 0; i < N * V; i++) l[i] = 0.4f * (float)((i * 5) % 7) - 1.1f;
+    for (i = 0; i < N * M; i++) s[i] = 0.3f * (float)((i * 3) % 8) - 0.9f;
+    s[0 * M + 4] = -INFINITY; // entry 4 is left out for position 0 (a causal mask)
+    CHECK_OK(retrlm_trime_loss(l, N, V, s, M, mt, y, &loss, dl, ds, &cnt));
+    CHECK(cnt == 3);
+    CHECK_NEAR(loss, trime_ref(l, N, V, s, M, mt, y), 1e-5);
+    for (i = 0; i < N * V; i++) {
+        double fd;
+        FD(trime_ref(l, N, V, s, M, mt, y), l, i, 1e-3, fd);
+        CHECK_NEAR(dl[i], fd, 3e-5);
+    }
+    for (i = 0; i < N * M; i++) {
+        double fd;
+        if (s[i] == -INFINITY) {
+            CHECK(ds[i] == 0.0f);
+            continue;
+        }
+        FD(trime_ref(l, N, V, s, M, mt, y), s, i, 1e-3, fd);
+        CHECK_NEAR(ds[i], fd, 3e-5);
+    }
+    for (i = 0; i < V; i++) CHECK(dl[1 * V + i] == 0.0f); // position 1 has no target
+    // in place: the gradients overwrite their inputs and come out the same
+    {
+        float l2[N * V], s2[N * M], loss2;
+        memcpy(l2, l, sizeof l);
+        memcpy(s2, s, sizeof s);
+        CHECK_OK(retrlm_trime_loss(l2, N, V, s2, M, mt, y, &loss2, l2, s2, NULL));
+        CHECK(loss2 == loss);
+        CHECK(memcmp(l2, dl, sizeof l2) == 0);
+        CHECK(memcmp(s2, ds, sizeof s2) == 0);
+    }
+    // no memory: ordinary cross-entropy; every entry left out: the same
+    {
+        float ce = 0.0f, l0, sm[N * M];
+        double ref = 0.0;
+        int r, c = 0;
+        for (r = 0; r < N; r++) {
+            double row[V];
+            if (y[r] < 0) continue;
+            for (i = 0; i < V; i++) row[i] = l[r * V + i];
+            ref += lse_d(row, V) - row[y[r]];
+            c++;
+        }
+        CHECK_OK(retrlm_trime_loss(l, N, V, NULL, 0, NULL, y, &ce, NULL, NULL, NULL));
+        CHECK_NEAR(ce, ref / c, 1e-5);
+        for (i = 0; i < N * M; i++) sm[i] = -INFINITY;
+        CHECK_OK(retrlm_trime_loss(l, N, V, sm, M, mt, y, &l0, NULL, NULL, NULL));
+        CHECK_NEAR(l0, ce, 1e-6);
+    }
+    // a target only the memory can give: finite; one nothing can give: an error
+    {
+        float lz[V] = {0, 0, -INFINITY, 0, 0}, sz[2] = {0.5f, 0.1f}, lo;
+        int mz[2] = {2, 1}, yz = 2;
+        CHECK_OK(retrlm_trime_loss(lz, 1, V, sz, 2, mz, &yz, &lo, NULL, NULL, NULL));
+        CHECK(lo > 0.0f && lo < 10.0f);
+        mz[0] = 4;
+        CHECK(retrlm_trime_loss(lz, 1, V, sz, 2, mz, &yz, &lo, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+        mz[0] = V; // a memory token outside the vocabulary
+        CHECK(retrlm_trime_loss(lz, 1, V, sz, 2, mz, &yz, &lo, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+        mz[0] = 2;
+        yz = V;
+        CHECK(retrlm_trime_loss(lz, 1, V, sz, 2, mz, &yz, &lo, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+        yz = 2;
+        sz[1] = NAN;
+        CHECK(retrlm_trime_loss(lz, 1, V, sz, 2, mz, &yz, &lo, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+    }
+    // no target at all: loss 0, zero gradients
+    {
+        int none[N] = {-1, -1, -1, -1};
+        float lo = 1.0f;
+        CHECK_OK(retrlm_trime_loss(l, N, V, s, M, mt, none, &lo, dl, ds, &cnt));
+        CHECK(lo == 0.0f && cnt == 0 && dl[0] == 0.0f && ds[5] == 0.0f);
+    }
+}
+
+// ---- TRIME on a problem large enough to run in parallel: the same bits at 1 and 2 threads
+static void test_trime_threads(void) {
+    enum { N = 256, V = 512, M = 256 };
+    float *l = (float *)malloc(sizeof(float) * N * V), *s = (float *)malloc(sizeof(float) * N * M);
+    float *d1 = (float *)malloc(sizeof(float) * N * V), *d2 = (float *)malloc(sizeof(float) * N * V);
+    float *e1 = (float *)malloc(sizeof(float) * N * M), *e2 = (float *)malloc(sizeof(float) * N * M);
+    int mt[M], y[N], i;
+    float l1, l2;
+    retrlm_rng r;
+    retrlm_rng_seed(&r, 5);
+    for (i = 0; i < N * V; i++) l[i] = retrlm_rng_normal(&r);
+    for (i = 0; i < N * M; i++) s[i] = (i % M) < (i / M) ? retrlm_rng_normal(&r) : -INFINITY; // causal
+    for (i = 0; i < M; i++) mt[i] = (int)retrlm_rng_below(&r, V);
+    for (i = 0; i < N; i++) y[i] = i % 17 == 0 ? -1 : (int)retrlm_rng_below(&r, V);
+#ifdef _OPENMP
+    omp_set_num_threads(1);
+#endif
+    CHECK_OK(retrlm_trime_loss(l, N, V, s, M, mt, y, &l1, d1, e1, NULL));
+#ifdef _OPENMP
+    omp_set_num_threads(2);
+#endif
+    CHECK_OK(retrlm_trime_loss(l, N, V, s, M, mt, y, &l2, d2, e2, NULL));
+    CHECK(l1 == l2);
+    CHECK(memcmp(d1, d2, sizeof(float) * N * V) == 0);
+    CHECK(memcmp(e1, e2, sizeof(float) * N * M) == 0);
+    free(l), free(s), free(d1), free(d2), free(e1), free(e2);
+}
+
+int main(void) {
+    RUN(test_kl_distill);
+    RUN(test_marginal);
+    RUN(test_trime);
+    RUN(test_trime_threads);
+    return test_report();
+}
