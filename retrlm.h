@@ -1359,7 +1359,9 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
                 are the candidates; softmax cross-entropy over dot products (temperature 1)
      Contriever (Izacard et al., 2022) unsupervised: two independent random crops of one
                 document, each with random token deletion, are a positive pair; the other
-                documents' crops in the batch are the negatives; temperature 0.05
+                documents' crops in the batch are the negatives; temperature 0.05; with MoCo
+                (retrlm_moco) the keys come from a momentum encoder and a queue of past keys
+                adds negatives, as in Contriever's main recipe
    Both run forward, loss (retrlm_contrastive_loss), backward through both encoder sides and an
    AdamW update a step, and give the same results for any number of threads. Texts come
    tokenised, as CSR arrays: text i is ids[off[i] .. off[i+1]) (retrlm_tokenizer_encode_batch
@@ -1401,6 +1403,28 @@ RETRLM_API retrlm_result retrlm_dpr_train(retrlm_encoder *e, retrlm_adamw *opt,
                                           const retrlm_dpr_config *cfg,
                                           retrlm_retriever_train_state *state);
 
+/* MoCo (He et al., 2020), Contriever's main recipe: keys come from a momentum copy of the
+   encoder, updated after every step as theta_key <- m theta_key + (1 - m) theta, and a FIFO
+   queue of the last queue_size keys adds that many negatives to every query, far more than a
+   batch on a CPU can hold. Contriever: queue 131,072, m 0.9995 (its options' defaults: 65,536,
+   0.999). The batch's other keys stay negatives too, as in the in-batch variant. The key
+   encoder and the queue live only in memory: a run continued from saved weights starts them
+   again from those weights and an empty queue. */
+typedef struct retrlm_moco {
+    retrlm_encoder key;        /* the momentum encoder: same shape, never trained by gradients */
+    float         *queue;      /* (queue_size, key.dim) keys, a ring */
+    int            queue_size; /* capacity in keys */
+    int            n_queued;   /* keys held, <= queue_size */
+    int            head;       /* the ring slot the next key goes to */
+    float          momentum;   /* m */
+} retrlm_moco;
+/* Copies e's weights into the key encoder; e must be shared (config.separate 0), as
+   Contriever's is. queue_size >= 1, momentum in [0, 1] (0: the keys come from the current
+   weights; 1: from the weights e had here). */
+RETRLM_API retrlm_result retrlm_moco_init(retrlm_moco *mc, const retrlm_encoder *e,
+                                          int queue_size, float momentum);
+RETRLM_API void retrlm_moco_free(retrlm_moco *mc); /* zeroed, failed, freed: no-op */
+
 typedef struct retrlm_contriever_config {
     retrlm_token_texts docs;     /* the unlabelled corpus */
     int        batch;            /* documents a step, default the encoder's max_batch (at most it) */
@@ -1408,6 +1432,8 @@ typedef struct retrlm_contriever_config {
     float      crop_min;         /* a crop keeps a fraction in [crop_min, crop_max] of the      */
     float      crop_max;         /* document's tokens, default 0.1 and 0.5 (Contriever's r)   */
     float      delete_prob;      /* each token of a crop is deleted with this probability, default 0.1; < 0: none */
+    retrlm_moco *moco;           /* NULL: in-batch negatives; else keys from its momentum encoder
+                                    and its queue's keys as more negatives (made from this encoder) */
     int64_t    steps;
     float     *losses;           /* (steps) or NULL */
     retrlm_progress_fn progress; /* stage "contriever" after every step; may cancel */
@@ -1415,7 +1441,8 @@ typedef struct retrlm_contriever_config {
 } retrlm_contriever_config;
 
 /* The first crop goes through the query side, the second through the document side (one
-   encoder when shared). Documents shorter than 2 tokens are never drawn. */
+   encoder when shared), or with moco through the key encoder, so that only the query side's
+   path carries gradients. Documents shorter than 2 tokens are never drawn. */
 RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw *opt,
                                                  const retrlm_contriever_config *cfg,
                                                  retrlm_retriever_train_state *state);
@@ -13755,6 +13782,112 @@ static int retrlm__crop(int *out, const int *src, int n, float lo, float hi, flo
     return k;
 }
 
+// ---------------------------------------------------------------------------------------------
+// MoCo: the momentum key encoder and its queue
+
+// the key encoder's weights as (destination, source, count) runs over e's: the transformer's
+// parameter block, then the projection when there is one
+static int retrlm__moco_runs(retrlm_encoder *key, const retrlm_encoder *e, float **dst,
+                             const float **src, size_t *n) {
+    int runs = 0;
+    dst[runs] = key->side[RETRLM_QUERY].params;
+    src[runs] = e->side[RETRLM_QUERY].params;
+    n[runs++] = e->side[RETRLM_QUERY].n_params;
+    if (e->proj[RETRLM_QUERY]) {
+        dst[runs] = key->proj[RETRLM_QUERY];
+        src[runs] = e->proj[RETRLM_QUERY];
+        n[runs++] = (size_t)e->dim * (size_t)e->side[RETRLM_QUERY].config.dim;
+    }
+    return runs;
+}
+
+RETRLM_API retrlm_result retrlm_moco_init(retrlm_moco *mc, const retrlm_encoder *e,
+                                          int queue_size, float momentum) {
+    float *dst[2];
+    const float *src[2];
+    size_t n[2];
+    int runs, i;
+    retrlm_result r;
+    RETRLM_ASSERT(mc && e);
+    memset(mc, 0, sizeof *mc);
+    if (e->config.separate || queue_size < 1 || !(momentum >= 0.0f && momentum <= 1.0f))
+        return retrlm__fail(RETRLM_ERR_ARG, "moco_init: needs a shared encoder (separate %d), "
+                            "queue_size >= 1 (%d) and momentum in [0, 1] (%g)",
+                            e->config.separate, queue_size, (double)momentum);
+    if ((r = retrlm_encoder_init(&mc->key, &e->config))) return r;
+    mc->queue = (float *)retrlm__alloc((size_t)queue_size, (size_t)e->dim * sizeof(float));
+    if (!mc->queue) {
+        retrlm_moco_free(mc);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "moco_init: no memory for %d keys of dim %d",
+                            queue_size, e->dim);
+    }
+    runs = retrlm__moco_runs(&mc->key, e, dst, src, n);
+    for (i = 0; i < runs; i++) memcpy(dst[i], src[i], n[i] * sizeof(float));
+    mc->queue_size = queue_size;
+    mc->momentum = momentum;
+    return RETRLM_OK;
+}
+
+RETRLM_API void retrlm_moco_free(retrlm_moco *mc) {
+    if (!mc) return;
+    retrlm_encoder_free(&mc->key);
+    RETRLM_FREE(mc->queue);
+    memset(mc, 0, sizeof *mc);
+}
+
+// theta_key <- m theta_key + (1 - m) theta
+static void retrlm__moco_update(retrlm_moco *mc, const retrlm_encoder *e) {
+    float *dst[2];
+    const float *src[2];
+    size_t n[2];
+    const float m = mc->momentum, m1 = 1.0f - mc->momentum;
+    int runs = retrlm__moco_runs(&mc->key, e, dst, src, n), i;
+    for (i = 0; i < runs; i++) {
+        float *d = dst[i];
+        const float *s = src[i];
+        long j, nn = (long)n[i];
+        RETRLM__PARALLEL_FOR_CHUNK_IF(16384, nn > 65536)
+        for (j = 0; j < nn; j++) d[j] = m * d[j] + m1 * s[j];
+    }
+}
+
+// appends n keys (n, dim) to the ring, overwriting the oldest when full
+static void retrlm__moco_enqueue(retrlm_moco *mc, const float *keys, int n) {
+    const size_t dim = (size_t)mc->key.dim;
+    int i;
+    for (i = 0; i < n; i++) {
+        memcpy(mc->queue + (size_t)mc->head * dim, keys + (size_t)i * dim, dim * sizeof(float));
+        mc->head = (mc->head + 1) % mc->queue_size;
+        if (mc->n_queued < mc->queue_size) mc->n_queued++;
+    }
+}
+
+// one MoCo step: queries through e, keys through the key encoder, candidates = the batch's keys
+// then the queue (b->pos holds query i's positive, key i); only e gets gradients, through the
+// queries; then the average and the queue move on
+static retrlm_result retrlm__moco_step(retrlm_encoder *e, retrlm_adamw *opt, retrlm_moco *mc,
+                                       retrlm__cbatch *b, float *cand, int n, int Tq, int Td,
+                                       float temperature, retrlm_retriever_train_state *st) {
+    const size_t dim = (size_t)e->dim;
+    int correct = 0;
+    retrlm_result r;
+    if ((r = retrlm_encoder_forward(e, RETRLM_QUERY, b->qtok, n, Tq, b->qlen, b->qemb)) ||
+        (r = retrlm_encoder_forward(&mc->key, RETRLM_DOC, b->dtok, n, Td, b->dlen, cand)))
+        return r;
+    // the ring's order does not matter to the loss: it is a sum over candidates
+    memcpy(cand + (size_t)n * dim, mc->queue, (size_t)mc->n_queued * dim * sizeof(float));
+    if ((r = retrlm_contrastive_loss(b->qemb, n, cand, n + mc->n_queued, e->dim, b->pos,
+                                     temperature, &st->last_loss, b->dq, NULL, &correct)))
+        return r;
+    retrlm_encoder_zero_grad(e);
+    if ((r = retrlm_encoder_backward(e, RETRLM_QUERY, b->dq))) return r;
+    retrlm_adamw_step(opt);
+    retrlm__moco_update(mc, e);
+    retrlm__moco_enqueue(mc, cand, n);
+    st->last_acc = (float)correct / (float)n;
+    return RETRLM_OK;
+}
+
 RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw *opt,
                                                  const retrlm_contriever_config *cfg,
                                                  retrlm_retriever_train_state *st) {
@@ -13767,9 +13900,15 @@ RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw
     float p = cfg->delete_prob == 0.0f ? 0.1f : cfg->delete_prob;
     int picked[RETRLM__MAX_DPR_BATCH];
     retrlm__cbatch b;
+    retrlm_moco *mc = cfg->moco;
+    float *cand = NULL; // MoCo: (batch + queue_size, dim) candidates
     retrlm_result r;
     size_t i, eligible = 0;
     RETRLM_ASSERT(e && opt && cfg && st);
+    if (mc && (!mc->queue || e->config.separate || mc->key.dim != e->dim ||
+               mc->key.side[RETRLM_QUERY].n_params != e->side[RETRLM_QUERY].n_params))
+        return retrlm__fail(RETRLM_ERR_ARG, "contriever_train: the MoCo state was not made by "
+                            "retrlm_moco_init from this (shared) encoder");
     if ((r = retrlm__check_texts(&cfg->docs, "docs"))) return r;
     for (i = 0; i < cfg->docs.n; i++) eligible += cfg->docs.off[i + 1] - cfg->docs.off[i] >= 2;
     if (batch < 1 || batch > maxb || batch > RETRLM__MAX_DPR_BATCH || !(lo <= hi) || hi > 1.0f ||
@@ -13779,6 +13918,12 @@ RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw
                             "(0, 1]; delete_prob < 1", batch, RETRLM__MIN(maxb, RETRLM__MAX_DPR_BATCH),
                             (unsigned long)eligible, (double)lo, (double)hi);
     if ((r = retrlm__cbatch_init(&b, e))) return r;
+    if (mc && !(cand = (float *)retrlm__alloc((size_t)batch + (size_t)mc->queue_size,
+                                              (size_t)e->dim * sizeof(float)))) {
+        RETRLM_FREE(b.block);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "contriever_train: no memory for %d + %d candidates",
+                            batch, mc->queue_size);
+    }
     while (st->step < cfg->steps) {
         int j, n = 0;
         // distinct documents of at least 2 tokens, padded rows first filled at stride T
@@ -13794,10 +13939,14 @@ RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw
             b.dlen[j] = retrlm__crop(b.dtok + (size_t)j * Td, src, len, lo, hi, p, Td, &st->rng);
             b.pos[j] = j;
         }
-        if ((r = retrlm__contrastive_step(e, opt, &b, n, retrlm__compact_rows(b.qtok, b.qlen, n, Tq),
-                                          n, retrlm__compact_rows(b.dtok, b.dlen, n, Td),
-                                          temperature, st)))
-            break;
+        if (mc)
+            r = retrlm__moco_step(e, opt, mc, &b, cand, n, retrlm__compact_rows(b.qtok, b.qlen, n, Tq),
+                                  retrlm__compact_rows(b.dtok, b.dlen, n, Td), temperature, st);
+        else
+            r = retrlm__contrastive_step(e, opt, &b, n, retrlm__compact_rows(b.qtok, b.qlen, n, Tq),
+                                         n, retrlm__compact_rows(b.dtok, b.dlen, n, Td),
+                                         temperature, st);
+        if (r) break;
         if (cfg->losses) cfg->losses[st->step] = st->last_loss;
         st->step++;
         if (cfg->progress &&
@@ -13808,6 +13957,7 @@ RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw
         }
     }
     RETRLM_FREE(b.block);
+    RETRLM_FREE(cand);
     return r;
 }
 /* ---- retrlm_impl/eval.c ---- */

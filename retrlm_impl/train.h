@@ -5,7 +5,9 @@
                 are the candidates; softmax cross-entropy over dot products (temperature 1)
      Contriever (Izacard et al., 2022) unsupervised: two independent random crops of one
                 document, each with random token deletion, are a positive pair; the other
-                documents' crops in the batch are the negatives; temperature 0.05
+                documents' crops in the batch are the negatives; temperature 0.05; with MoCo
+                (retrlm_moco) the keys come from a momentum encoder and a queue of past keys
+                adds negatives, as in Contriever's main recipe
    Both run forward, loss (retrlm_contrastive_loss), backward through both encoder sides and an
    AdamW update a step, and give the same results for any number of threads. Texts come
    tokenised, as CSR arrays: text i is ids[off[i] .. off[i+1]) (retrlm_tokenizer_encode_batch
@@ -47,6 +49,28 @@ RETRLM_API retrlm_result retrlm_dpr_train(retrlm_encoder *e, retrlm_adamw *opt,
                                           const retrlm_dpr_config *cfg,
                                           retrlm_retriever_train_state *state);
 
+/* MoCo (He et al., 2020), Contriever's main recipe: keys come from a momentum copy of the
+   encoder, updated after every step as theta_key <- m theta_key + (1 - m) theta, and a FIFO
+   queue of the last queue_size keys adds that many negatives to every query, far more than a
+   batch on a CPU can hold. Contriever: queue 131,072, m 0.9995 (its options' defaults: 65,536,
+   0.999). The batch's other keys stay negatives too, as in the in-batch variant. The key
+   encoder and the queue live only in memory: a run continued from saved weights starts them
+   again from those weights and an empty queue. */
+typedef struct retrlm_moco {
+    retrlm_encoder key;        /* the momentum encoder: same shape, never trained by gradients */
+    float         *queue;      /* (queue_size, key.dim) keys, a ring */
+    int            queue_size; /* capacity in keys */
+    int            n_queued;   /* keys held, <= queue_size */
+    int            head;       /* the ring slot the next key goes to */
+    float          momentum;   /* m */
+} retrlm_moco;
+/* Copies e's weights into the key encoder; e must be shared (config.separate 0), as
+   Contriever's is. queue_size >= 1, momentum in [0, 1] (0: the keys come from the current
+   weights; 1: from the weights e had here). */
+RETRLM_API retrlm_result retrlm_moco_init(retrlm_moco *mc, const retrlm_encoder *e,
+                                          int queue_size, float momentum);
+RETRLM_API void retrlm_moco_free(retrlm_moco *mc); /* zeroed, failed, freed: no-op */
+
 typedef struct retrlm_contriever_config {
     retrlm_token_texts docs;     /* the unlabelled corpus */
     int        batch;            /* documents a step, default the encoder's max_batch (at most it) */
@@ -54,6 +78,8 @@ typedef struct retrlm_contriever_config {
     float      crop_min;         /* a crop keeps a fraction in [crop_min, crop_max] of the      */
     float      crop_max;         /* document's tokens, default 0.1 and 0.5 (Contriever's r)   */
     float      delete_prob;      /* each token of a crop is deleted with this probability, default 0.1; < 0: none */
+    retrlm_moco *moco;           /* NULL: in-batch negatives; else keys from its momentum encoder
+                                    and its queue's keys as more negatives (made from this encoder) */
     int64_t    steps;
     float     *losses;           /* (steps) or NULL */
     retrlm_progress_fn progress; /* stage "contriever" after every step; may cancel */
@@ -61,7 +87,8 @@ typedef struct retrlm_contriever_config {
 } retrlm_contriever_config;
 
 /* The first crop goes through the query side, the second through the document side (one
-   encoder when shared). Documents shorter than 2 tokens are never drawn. */
+   encoder when shared), or with moco through the key encoder, so that only the query side's
+   path carries gradients. Documents shorter than 2 tokens are never drawn. */
 RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw *opt,
                                                  const retrlm_contriever_config *cfg,
                                                  retrlm_retriever_train_state *state);

@@ -340,6 +340,104 @@ static void test_contriever(void) {
     free(r);
 }
 
+// MoCo: the key encoder is the average it should be (momentum 1: frozen; 0: a copy), the queue
+// is a ring, the task is learnt, and 1 and 2 threads give the same bits
+static void moco_run(dpr_run *r, retrlm_moco *mc, const int *doc_ids, const size_t *doc_off,
+                     int steps, float momentum, int queue) {
+    retrlm_contriever_config cc;
+    dpr_setup(r, 0);
+    CHECK_OK(retrlm_moco_init(mc, &r->e, queue, momentum));
+    memset(&cc, 0, sizeof cc);
+    cc.docs.ids = doc_ids, cc.docs.off = doc_off, cc.docs.n = N_DOCS;
+    cc.crop_min = 0.5f, cc.crop_max = 1.0f;
+    cc.batch = 8;
+    cc.steps = steps;
+    cc.losses = r->losses;
+    cc.moco = mc;
+    CHECK_OK(retrlm_contriever_train(&r->e, &r->opt, &cc, &r->st));
+}
+
+static void test_contriever_moco(void) {
+    int doc_ids[N_DOCS * 6], q_ids[N_DOCS * 3], i;
+    size_t doc_off[N_DOCS + 1], q_off[N_DOCS + 1], np;
+    retrlm_rng rng;
+    retrlm_moco mc, mc2;
+    dpr_run *r = (dpr_run *)calloc(1, sizeof *r), *r2 = (dpr_run *)calloc(1, sizeof *r2);
+    float *first;
+    double early = 0, late = 0, before;
+    retrlm_rng_seed(&rng, 23);
+    make_task(doc_ids, doc_off, q_ids, q_off, &rng);
+    // momentum 1: the keys come from the first weights forever; 5 steps of 8 keys in a ring of 12
+    dpr_setup(r2, 0);
+    np = r2->e.side[RETRLM_QUERY].n_params;
+    first = (float *)malloc(np * sizeof(float));
+    memcpy(first, r2->e.side[RETRLM_QUERY].params, np * sizeof(float));
+    dpr_free(r2);
+    moco_run(r, &mc, doc_ids, doc_off, 5, 1.0f, 12);
+    CHECK(memcmp(mc.key.side[RETRLM_QUERY].params, first, np * sizeof(float)) == 0);
+    CHECK(memcmp(r->e.side[RETRLM_QUERY].params, first, np * sizeof(float)) != 0);
+    CHECK(mc.n_queued == 12 && mc.head == 40 % 12);
+    retrlm_moco_free(&mc);
+    dpr_free(r);
+    // momentum 0: the key encoder is the encoder after every step
+    moco_run(r, &mc, doc_ids, doc_off, 3, 0.0f, 64);
+    CHECK(memcmp(mc.key.side[RETRLM_QUERY].params, r->e.side[RETRLM_QUERY].params, np * sizeof(float)) == 0);
+    CHECK(mc.n_queued == 24 && mc.head == 24);
+    retrlm_moco_free(&mc);
+    dpr_free(r);
+    // learning, and the same bits with 1 and 2 threads
+#ifdef _OPENMP
+    omp_set_num_threads(1);
+#endif
+    dpr_setup(r2, 0);
+    before = task_accuracy(&r2->e, doc_ids, q_ids);
+    dpr_free(r2);
+    moco_run(r, &mc, doc_ids, doc_off, 120, 0.9f, 48);
+    for (i = 0; i < 20; i++) early += r->losses[i], late += r->losses[100 + i];
+    if (!(late < 0.6 * early)) fprintf(stderr, "moco: loss %.3f -> %.3f\n", early / 20, late / 20);
+    CHECK(late < 0.6 * early);
+    {
+        double after = task_accuracy(&r->e, doc_ids, q_ids);
+        // the untrained encoder already finds most documents from their own words (0.875)
+        if (!(after > before)) fprintf(stderr, "moco: accuracy %.3f -> %.3f\n", before, after);
+        CHECK(after > before);
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(2);
+#endif
+    moco_run(r2, &mc2, doc_ids, doc_off, 120, 0.9f, 48);
+    CHECK(memcmp(r->losses, r2->losses, sizeof r->losses) == 0);
+    CHECK(memcmp(r->e.side[RETRLM_QUERY].params, r2->e.side[RETRLM_QUERY].params, np * sizeof(float)) == 0);
+    CHECK(memcmp(mc.queue, mc2.queue, (size_t)48 * mc.key.dim * sizeof(float)) == 0);
+    retrlm_moco_free(&mc2);
+    dpr_free(r2);
+    // bad input: a separate encoder, an empty queue, momentum outside [0, 1]; a state from
+    // another encoder; free twice is fine
+    dpr_setup(r2, 1);
+    CHECK(retrlm_moco_init(&mc2, &r2->e, 16, 0.9f) == RETRLM_ERR_ARG);
+    dpr_free(r2);
+    CHECK(retrlm_moco_init(&mc2, &r->e, 0, 0.9f) == RETRLM_ERR_ARG);
+    CHECK(retrlm_moco_init(&mc2, &r->e, 16, 1.5f) == RETRLM_ERR_ARG);
+    retrlm_moco_free(&mc2);
+    retrlm_moco_free(&mc2);
+    {
+        retrlm_encoder other;
+        retrlm_contriever_config cc;
+        tiny_encoder(&other, 0, 0, 1, 8);
+        memset(&cc, 0, sizeof cc);
+        cc.docs.ids = doc_ids, cc.docs.off = doc_off, cc.docs.n = N_DOCS;
+        cc.steps = r->st.step + 1;
+        cc.moco = &mc;
+        CHECK(retrlm_contriever_train(&other, &r->opt, &cc, &r->st) == RETRLM_ERR_ARG);
+        retrlm_encoder_free(&other);
+    }
+    retrlm_moco_free(&mc);
+    dpr_free(r);
+    free(first);
+    free(r);
+    free(r2);
+}
+
 static void test_fuse(void) {
     int64_t a[3] = {5, 2, 9}, b[3] = {2, 7, 5}, out[5];
     float as[3] = {3.0f, 2.0f, 1.0f}, bs[3] = {0.9f, 0.5f, 0.1f}, os[5];
@@ -445,6 +543,7 @@ int main(void) {
     RUN(test_dpr_learns);
     RUN(test_dpr_threads_and_files);
     RUN(test_contriever);
+    RUN(test_contriever_moco);
     RUN(test_fuse);
     RUN(test_datastore_dense);
     return test_report();
