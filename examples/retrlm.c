@@ -6,6 +6,7 @@
 //   ./retrlm lm-train -t tok.rlm --train train.txt --steps 400 -o lm.rlm
 //   ./retrlm datastore -t tok.rlm -o ds.rlm train.txt
 //   ./retrlm encoder-train -t tok.rlm -d ds.rlm --steps 500 -o enc.rlm
+//   ./retrlm embed -t tok.rlm -d ds.rlm --encoder enc.rlm -o dense.rlm
 //   ./retrlm eval -m lm.rlm -t tok.rlm --text test.txt -d ds.rlm --mode incontext
 // `retrlm --help` lists the commands, `retrlm COMMAND --help` the options of one.
 // Exit status: 0 done, 1 failed (the message says why), 2 a bad command line.
@@ -161,15 +162,17 @@ typedef struct cli_opt {
 // how search, eval and generate find units: BM25, or with a bi-encoder dense or hybrid
 typedef struct cli_retrieval {
     const char *encoder; // --encoder FILE, or NULL
+    const char *dense;   // --dense FILE: the units' embeddings saved by embed, or NULL
     const char *mode;    // --retrieve: a name of retrieve_names, or NULL
     float       weight;  // --weight
     int         depth;   // --depth
     retrlm_retrieve_params params; // from the above, by check_retrieval
 } cli_retrieval;
-#define CLI_RETRIEVAL_BM25 {NULL, NULL, 0.0f, 0, {RETRLM_RETRIEVE_BM25, 0, 0, 0.0f, 0}}
+#define CLI_RETRIEVAL_BM25 {NULL, NULL, NULL, 0.0f, 0, {RETRLM_RETRIEVE_BM25, 0, 0, 0.0f, 0}}
 static const char *const retrieve_names[] = {"bm25", "dense", "rrf", "linear"}; // retrlm_retrieve_mode
 #define CLI_RETRIEVE_OPTS(rv)                                                                   \
     {"--encoder", "FILE", OPT_STR, &rv.encoder, 0, 0, "a bi-encoder (from encoder-train) for dense retrieval"}, \
+    {"--dense", "FILE", OPT_STR, &rv.dense, 0, 0, "the units' embeddings by --encoder (from embed): no embedding now"}, \
     {"--retrieve", "MODE", OPT_STR, &rv.mode, 0, 0, "bm25, dense, rrf or linear (default dense with --encoder, else bm25)"}, \
     {"--weight", "X", OPT_FLOAT, &rv.weight, 0, 1, "linear: the dense score's weight (0: 0.5)"},                  \
     {"--depth", "N", OPT_INT, &rv.depth, 0, 1 << 20, "rrf, linear: candidates from each list (0: 100)"}
@@ -484,6 +487,7 @@ static int check_retrieval(const cli_cmd *c, cli_retrieval *rv, const char *ds_p
     if (m != RETRLM_RETRIEVE_BM25 && !rv->encoder)
         return bad_usage(c, "--retrieve %s needs --encoder FILE (a bi-encoder from encoder-train)", rv->mode);
     if (rv->encoder && !ds_path) return bad_usage(c, "--encoder needs -d DATASTORE");
+    if (rv->dense && !rv->encoder) return bad_usage(c, "--dense needs --encoder FILE (the encoder that made it)");
     memset(&rv->params, 0, sizeof rv->params);
     rv->params.mode = (retrlm_retrieve_mode)m;
     rv->params.weight = rv->weight;
@@ -491,14 +495,22 @@ static int check_retrieval(const cli_cmd *c, cli_retrieval *rv, const char *ds_p
     return 0;
 }
 
-// after the tokenizer and the datastore: loads the encoder and embeds every unit with it
+// embeds every unit of s->ds with s->enc into the dense index ic describes (NULL: flat f32)
+static int embed_units(cli_state *s, const retrlm_index_config *ic) {
+    retrlm_result r = retrlm_datastore_embed(&s->ds, &s->enc, &s->tok, ic, progress_fn, &s->prog);
+    progress_end(&s->prog);
+    return r ? fail(r, "cannot embed the datastore") : 0;
+}
+
+// after the tokenizer and the datastore: loads the encoder, then the units' embeddings from
+// --dense (checked against both) or by embedding every unit now
 static int load_retrieval(cli_state *s, const cli_retrieval *rv) {
     retrlm_result r;
     if (rv->params.mode == RETRLM_RETRIEVE_BM25) return 0;
     if (load_encoder(s, rv->encoder)) return 1;
-    r = retrlm_datastore_embed(&s->ds, &s->enc, &s->tok, NULL, progress_fn, &s->prog);
-    progress_end(&s->prog);
-    return r ? fail(r, "cannot embed the datastore") : 0;
+    if (!rv->dense) return embed_units(s, NULL);
+    r = retrlm_datastore_load_dense(&s->ds, &s->enc, &s->tok, rv->dense);
+    return r ? fail(r, "cannot load the dense index") : 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -905,6 +917,41 @@ static int cmd_encoder_train(const cli_cmd *self, int argc, char **argv, cli_sta
     return 0;
 }
 
+// ---- embed: the units' embeddings, made once and saved for --dense
+
+static int cmd_embed(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *ds_path = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *enc_path = NULL, *out = NULL;
+    int nlist = 0, nprobe = 0, sq8 = 0;
+    retrlm_index_config ic;
+    retrlm_result r;
+    cli_opt opts[] = {
+        {"-d|--datastore", "FILE", OPT_STR | OPT_NEED, &ds_path, 0, 0, "the datastore (from datastore)"},
+        {"--encoder", "FILE", OPT_STR | OPT_NEED, &enc_path, 0, 0, "the bi-encoder (from encoder-train): its document side"},
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the dense index to write (for --dense)"},
+        {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "IVF lists (0: a flat index)"},
+        {"--nprobe", "N", OPT_INT, &nprobe, 0, 1 << 24, "IVF: lists a search scans (0: 1)"},
+        {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "store the embeddings in 8 bits a dimension"},
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (!tok_path && !gpt2[0]) return bad_usage(self, "--encoder needs the tokenizer: -t FILE or --gpt2");
+    if (nprobe && !nlist) return bad_usage(self, "--nprobe needs --nlist N");
+    if (nprobe > nlist) return bad_usage(self, "--nprobe %d is more than the %d lists", nprobe, nlist);
+    if (load_tokenizer(s, tok_path, gpt2)) return 1;
+    if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
+    if (load_encoder(s, enc_path)) return 1;
+    memset(&ic, 0, sizeof ic);
+    ic.nlist = nlist, ic.nprobe = nprobe;
+    ic.storage = sq8 ? RETRLM_STORAGE_SQ8 : RETRLM_STORAGE_F32;
+    if (embed_units(s, &ic)) return 1;
+    if ((r = retrlm_index_save(&s->ds.dense, out))) return fail(r, "cannot save");
+    printf("%s: %d units, embeddings %d wide, ", out, s->ds.n_units, s->ds.dense.dim);
+    if (nlist) printf("IVF %d lists (nprobe %d)", s->ds.dense.nlist, s->ds.dense.nprobe);
+    else printf("flat");
+    printf(", %s, %.1f MB\n", sq8 ? "8 bits a dimension" : "f32", (double)retrlm_index_bytes(&s->ds.dense) / 1e6);
+    return 0;
+}
+
 // unit u's text on one line: at most width bytes, whitespace as spaces, whole UTF-8 characters
 static void print_snippet(const retrlm_datastore *ds, int u, int width) {
     size_t len, i;
@@ -1095,6 +1142,8 @@ static const cli_cmd commands[] = {
      cmd_knnlm},
     {"encoder-train", "[options] -t TOK (-d DS | --pairs FILE) -o ENC",
      "Trains a bi-encoder for dense retrieval: Contriever on a datastore, or DPR on pairs.", cmd_encoder_train},
+    {"embed", "[options] -d DS -t TOK --encoder ENC -o DENSE",
+     "Embeds the units of a datastore once, for --dense in search, eval and generate.", cmd_embed},
     {"search", "[options] -d DS QUERY...", "Prints the best units for a query: unit, score, document, text.",
      cmd_search},
     {"eval", "[options] -m LM -t TOK --text FILE", "Prints the bits per byte of a text, with or without retrieval.",

@@ -1,8 +1,9 @@
 #!/bin/sh
 # tests/test_cli.sh - builds the command-line tool (examples/retrlm.c) and runs a short session
 # on examples/data/kjv-excerpt.tsv: tokenizer, a tiny LM, a datastore, search, eval (none,
-# in-context, kNN-LM), generation, a tiny bi-encoder (Contriever, then DPR) and dense / hybrid
-# retrieval; then bad input, which must fail with a message, never crash.
+# in-context, kNN-LM), generation, a tiny bi-encoder (Contriever, then DPR), dense / hybrid
+# retrieval, and the units' embeddings saved by embed and loaded with --dense; then bad input,
+# which must fail with a message, never crash.
 # The last line is "N passed, M failed"; the exit status is nonzero on any failure.
 #   sh tests/test_cli.sh              (from the repository root; CC, STB_INC as in tests/run.sh)
 #   RETRLM_BIN=path sh tests/test_cli.sh     tests an already built binary (e.g. a sanitizer build)
@@ -34,6 +35,21 @@ bad() {
     rc=$?
     if { [ $rc = 1 ] || [ $rc = 2 ]; } && grep -q '^retrlm' "$out/log"; then ok "$n: $(grep '^retrlm' "$out/log" | head -n 1)"
     else no "$n (exit $rc)"; fi
+}
+
+# keep NAME FILE COMMAND...: as run, and the standard output alone goes to FILE too
+keep() {
+    n=$1 f=$2
+    shift 2
+    "$@" >"$f" 2>"$out/log"
+    rc=$?
+    cat "$f" >>"$out/log"
+    if [ $rc = 0 ]; then ok "$n"; else no "$n (exit $rc)"; fi
+}
+
+# same NAME FILE1 FILE2: the two files are identical and not empty
+same() {
+    if [ -s "$2" ] && cmp -s "$2" "$3"; then ok "$1"; else no "$1: $2 and $3 differ"; diff "$2" "$3" | head -n 10; fi
 }
 
 # has NAME PATTERN: the last command's output matches the extended regular expression
@@ -89,17 +105,39 @@ awk -F'\t' 'NR > 1 && $1 == "Isaiah" && $2 == 36 { n = split($4, w, " "); q = w[
 run "encoder-train --pairs --init" "$R" encoder-train $T --pairs "$out/pairs.tsv" --init "$out/enc.rlm" --steps 20 \
     -o "$out/enc-dpr.rlm"
 has "encoder-train --pairs: DPR to step 20" "DPR, step 20, loss [0-9.]+, in-batch accuracy [0-9.]+"
+
+# the units embedded once (embed), then loaded with --dense: the same results as embedding again
+D="--dense $out/dense.rlm"
+run "embed" "$R" embed $T -d "$out/ds.rlm" $E -o "$out/dense.rlm"
+has "embed: a flat index of the units" "dense.rlm: [0-9]+ units, embeddings 16 wide, flat, f32"
+run "embed --nlist --sq8" "$R" embed $T -d "$out/ds.rlm" $E -o "$out/dense-ivf.rlm" --nlist 16 --nprobe 4 --sq8
+has "embed --nlist: IVF" "dense-ivf.rlm: [0-9]+ units, embeddings 16 wide, IVF 16 lists \(nprobe 4\), 8 bits"
 for mode in dense rrf; do
-    run "search --retrieve $mode" "$R" search -d "$out/ds.rlm" $T $E --retrieve $mode -k 3 Rabshakeh cried with a loud voice
-    has "search --retrieve $mode: 3 units" "^[0-9]+	[0-9.-]+	[0-9]+	"
+    q="--retrieve $mode -k 5 Rabshakeh cried with a loud voice"
+    keep "search --retrieve $mode" "$out/search-$mode.txt" "$R" search -d "$out/ds.rlm" $T $E $q
+    has "search --retrieve $mode: units" "^[0-9]+	[0-9.-]+	[0-9]+	"
+    keep "search --retrieve $mode --dense" "$out/search-$mode-dense.txt" "$R" search -d "$out/ds.rlm" $T $E $D $q
+    if grep -q "^encode" "$out/log"; then no "search --retrieve $mode --dense: embeds the units again"
+    else ok "search --retrieve $mode --dense: no embedding"; fi
+    same "search --retrieve $mode --dense: the same units, order and scores" "$out/search-$mode.txt" \
+        "$out/search-$mode-dense.txt"
 done
 has "search --retrieve rrf: finds Rabshakeh" "^[0-9]+	[0-9.]+	[0-9]+	.*Rabshakeh"
-run "eval --retrieve dense" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" --mode incontext --unit-tokens 32 $E \
-    --retrieve dense
-has "eval --retrieve dense: bits per byte" "^[0-9]+\.[0-9]+ bits per byte: .* by dense"
-run "generate --retrieve linear" "$R" generate $M $T -d "$out/ds.rlm" $E --retrieve linear --weight 0.3 --depth 50 \
-    --prompt "Then Rabshakeh stood and cried" --tokens 8 --temp 0
-has "generate --retrieve linear: shows the unit" "^--- retrieved: unit [0-9]+ \(document [0-9]+, linear"
+run "search --dense IVF SQ8" "$R" search -d "$out/ds.rlm" $T $E --dense "$out/dense-ivf.rlm" -k 5 Rabshakeh cried
+has "search --dense IVF SQ8: units" "^[0-9]+	[0-9.-]+	[0-9]+	"
+for d in "" "$D"; do
+    keep "eval --retrieve dense${d:+ --dense}" "$out/eval-out.txt" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" \
+        --mode incontext --unit-tokens 32 $E $d --retrieve dense
+    has "eval --retrieve dense${d:+ --dense}: bits per byte" "^[0-9]+\.[0-9]+ bits per byte: .* by dense"
+    sed 's/, [0-9.]* s$//' "$out/eval-out.txt" >"$out/eval${d:+-dense}.txt" # without the time taken
+done
+same "eval --dense: the same bits per byte" "$out/eval.txt" "$out/eval-dense.txt"
+for d in "" "$D"; do
+    keep "generate --retrieve linear${d:+ --dense}" "$out/gen${d:+-dense}.txt" "$R" generate $M $T -d "$out/ds.rlm" $E $d \
+        --retrieve linear --weight 0.3 --depth 50 --prompt "Then Rabshakeh stood and cried" --tokens 8 --temp 0
+    has "generate --retrieve linear${d:+ --dense}: shows the unit" "^--- retrieved: unit [0-9]+ \(document [0-9]+, linear"
+done
+same "generate --dense: the same unit and continuation" "$out/gen.txt" "$out/gen-dense.txt"
 
 # bad input: exit 1 or 2 with a message
 bad "missing file" "$R" tokenize $T "$out/no-such-file.txt"
@@ -132,6 +170,18 @@ cut -f 1 "$out/pairs.tsv" >"$out/pairs-1col.tsv"
 bad "pairs with one column" "$R" encoder-train $T --pairs "$out/pairs-1col.tsv" -o "$out/x.rlm"
 "$R" tokenizer-train --vocab 400 -o "$out/tok400.rlm" "$out/train.txt" >/dev/null 2>&1
 bad "encoder smaller than the tokenizer" "$R" search -d "$out/ds.rlm" -t "$out/tok400.rlm" $E king
+bad "--dense without --encoder" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" --mode incontext $D
+bad "embed without a tokenizer" "$R" embed -d "$out/ds.rlm" $E -o "$out/x.rlm"
+bad "embed without an encoder" "$R" embed $T -d "$out/ds.rlm" -o "$out/x.rlm"
+bad "embed --nprobe without --nlist" "$R" embed $T -d "$out/ds.rlm" $E -o "$out/x.rlm" --nprobe 4
+bad "embed: more lists than units" "$R" embed $T -d "$out/ds-files.rlm" $E -o "$out/x.rlm" --nlist 100000
+"$R" embed $T -d "$out/ds-files.rlm" $E -o "$out/dense-files.rlm" >/dev/null 2>&1
+bad "--dense of another datastore" "$R" search -d "$out/ds.rlm" $T $E --dense "$out/dense-files.rlm" king
+"$R" encoder-train $T -d "$out/ds-files.rlm" --dim 8 --layers 1 --heads 2 --steps 1 -o "$out/enc8.rlm" >/dev/null 2>&1
+bad "--dense of another encoder width" "$R" generate $M $T -d "$out/ds.rlm" --encoder "$out/enc8.rlm" $D --prompt "And"
+bad "a datastore as --dense" "$R" search -d "$out/ds.rlm" $T $E --dense "$out/ds.rlm" king
+head -c 3000 "$out/dense.rlm" >"$out/dense-cut.rlm"
+bad "truncated --dense" "$R" search -d "$out/ds.rlm" $T $E --dense "$out/dense-cut.rlm" king
 bad "context too small" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" --mode incontext --unit-tokens 96
 
 echo "$passed passed, $failed failed"
