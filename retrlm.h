@@ -1446,6 +1446,58 @@ typedef struct retrlm_contriever_config {
 RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw *opt,
                                                  const retrlm_contriever_config *cfg,
                                                  retrlm_retriever_train_state *state);
+
+/* Strategy 2 (sequential), the retriever side: REPLUG LSR (Shi et al., 2023), "LM-supervised
+   retrieval". The LM is frozen; the retriever learns which units help it predict. An example
+   is a window of the training stream: x, context_tokens tokens whose last query_tokens are
+   the query (as in retrlm_ralm_bits_per_byte), and y, the continuation_tokens tokens after it. The k best units for x come from the
+   datastore's dense index (as stale as the last refresh); over them the retriever's
+       P(u | x) = softmax(q(x) . d(u) / temperature)
+   with both embeddings from the current weights, and the LM's
+       Q(u | x, y) = softmax(log p_LM(y | u, x) / temperature)
+   where the LM reads the unit's first unit_tokens tokens, then x, then y, and log p_LM(y | u, x)
+   sums over y's tokens. The loss is KL(Q || P) (retrlm_kl_distill_loss), averaged over the
+   batch and backpropagated through the query and the document sides; AdamW updates the
+   encoder. Every refresh_every steps the datastore's units are embedded again with the new
+   weights (retrlm_datastore_embed), as the paper re-indexes every 3k steps. The paper's
+   settings: x and y 128 tokens, k 20, temperature 0.1 on both sides, Adam lr 2e-5, batch 64,
+   25k steps; inference ensembles the top 10 (retrlm_ralm_bits_per_byte, RETRLM_RALM_REPLUG,
+   with a dense retrieve mode). */
+typedef struct retrlm_lsr_config {
+    retrlm_model *lm;               /* the frozen causal LM (its activations are used, its
+                                       weights never change); max_batch sequences a forward */
+    const retrlm_tokenizer *lm_tok; /* the LM's tokenizer: the stream and the units are in its
+                                       tokens, and x is decoded with it into the query text */
+    retrlm_datastore *ds;           /* committed, embedded with this encoder (retrlm_datastore_embed) */
+    const retrlm_index_config *index_config; /* what refreshes rebuild ds->dense as (NULL: flat) */
+    const int     *tokens;          /* (n_tokens) the training stream */
+    size_t         n_tokens;
+    const int64_t *token_doc;       /* (n_tokens) each token's document, or NULL: an example
+                                       never retrieves units of the document its x starts in */
+    int     context_tokens;         /* |x|, default 64 */
+    int     query_tokens;           /* the query is the text of x's last query_tokens tokens,
+                                       default 32 (as retrlm_ralm_config's), at most |x| */
+    int     continuation_tokens;    /* |y|, default 64 */
+    int     unit_tokens;            /* a unit's tokens the LM reads at most; default what the LM's
+                                       max_seq_len leaves after x and y, at most the chunk size */
+    int     k;                      /* units a query, default 8; at most the document side's
+                                       max_batch */
+    int     batch;                  /* examples a step, default 8 */
+    float   temperature;            /* default 0.1 */
+    int64_t steps;                  /* train until state->step == steps */
+    int64_t refresh_every;          /* re-embed the datastore every so many steps; 0: never */
+    float  *losses;                 /* (steps) or NULL: the mean KL of each step (nats) */
+    retrlm_progress_fn progress;    /* stage "lsr" after every step; may cancel */
+    void   *user;
+} retrlm_lsr_config;
+
+/* state->last_acc is the fraction of the last step's examples whose best unit by the retriever
+   is the LM's best. ERR_ARG when the pieces do not fit (a window longer than the stream, x and y
+   longer than the LM's max_seq_len, k above the document side's max_batch, a datastore with no
+   dense index, a stream token outside the LM's vocabulary). */
+RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
+                                          const retrlm_lsr_config *cfg,
+                                          retrlm_retriever_train_state *state);
 /* ---- retrlm_impl/eval.h ---- */
 /* ---- eval: retrieval metrics against graded relevance judgments ---------------------------
    A judgment (qrel) says document docid has grade g for query qid (TREC qrels without the
@@ -13958,6 +14010,266 @@ RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw
     }
     RETRLM_FREE(b.block);
     RETRLM_FREE(cand);
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// REPLUG LSR: the retriever learns from a frozen LM
+
+// Sums, for each of B rows of the LM's last forward (B, T), the log-probabilities of the
+// targets (B, T) that are >= 0 into out (B).
+static void retrlm__rows_loglik(const retrlm_model *lm, const int *targets, int B, int T,
+                                float *out) {
+    const int V = lm->config.vocab_size;
+    int b;
+    RETRLM__PARALLEL_FOR_IF(B > 1)
+    for (b = 0; b < B; b++) {
+        double s = 0.0;
+        int t;
+        for (t = 0; t < T; t++) {
+            const int y = targets[(size_t)b * T + t];
+            const float *l = lm->logits + ((size_t)b * T + t) * (size_t)V;
+            if (y >= 0) s += (double)l[y] - (double)retrlm_logsumexp(l, V);
+        }
+        out[b] = (float)s;
+    }
+}
+
+// the buffers of an LSR run, one allocation
+typedef struct retrlm__lsr {
+    int   *units;   // (batch, k) retrieved units, -1 past found
+    int   *found;   // (batch)
+    int   *qtok;    // (batch, Tq) query-side tokens, then compacted
+    int   *qlen;    // (batch)
+    int   *dtok;    // (k, Td)
+    int   *dlen;    // (k)
+    int   *seq;     // (lm max_batch, lm max_seq_len) LM inputs
+    int   *tgt;     // (lm max_batch, lm max_seq_len) LM targets, -1 outside y
+    int   *slen;    // (lm max_batch)
+    int   *row_ex;  // (batch * k) example of each LM row
+    int   *row_u;   // (batch * k) candidate slot of each LM row
+    float *gold;    // (batch, k) log p_LM(y | u, x), -inf past found
+    float *score;   // (k) one example's retriever scores
+    float *dscore;  // (k)
+    float *q, *dq;  // (batch, dim)
+    float *d, *dd;  // (k, dim)
+    char  *text;    // x's text
+    size_t text_cap;
+    void  *block;
+} retrlm__lsr;
+
+static retrlm_result retrlm__lsr_init(retrlm__lsr *w, const retrlm_encoder *e,
+                                      const retrlm_model *lm, int batch, int k) {
+    const size_t B = (size_t)batch, K = (size_t)k, P = (size_t)e->dim;
+    const size_t Tq = (size_t)e->config.max_query_tokens, Td = (size_t)e->config.max_doc_tokens;
+    const size_t LB = (size_t)lm->config.max_batch, LT = (size_t)lm->config.max_seq_len;
+    size_t ni = B * K + B + B * Tq + B + K * Td + K + 2 * LB * LT + LB + 2 * B * K;
+    size_t nf = B * K + 2 * K + 2 * B * P + 2 * K * P;
+    memset(w, 0, sizeof *w);
+    w->block = retrlm__alloc(nf * sizeof(float) + ni * sizeof(int), 1);
+    if (!w->block) return retrlm__fail(RETRLM_ERR_NOMEM, "lsr_train: no memory for a batch");
+    w->gold = (float *)w->block;
+    w->score = w->gold + B * K;
+    w->dscore = w->score + K;
+    w->q = w->dscore + K;
+    w->dq = w->q + B * P;
+    w->d = w->dq + B * P;
+    w->dd = w->d + K * P;
+    w->units = (int *)(w->dd + K * P);
+    w->found = w->units + B * K;
+    w->qtok = w->found + B;
+    w->qlen = w->qtok + B * Tq;
+    w->dtok = w->qlen + B;
+    w->dlen = w->dtok + K * Td;
+    w->seq = w->dlen + K;
+    w->tgt = w->seq + LB * LT;
+    w->slen = w->tgt + LB * LT;
+    w->row_ex = w->slen + LB;
+    w->row_u = w->row_ex + B * K;
+    return RETRLM_OK;
+}
+
+// x's text into w->text (NUL-terminated), *len its bytes
+static retrlm_result retrlm__lsr_text(retrlm__lsr *w, const retrlm_tokenizer *tok, const int *x,
+                                      int n, size_t *len) {
+    retrlm_result r = retrlm_tokenizer_decode(tok, x, (size_t)n, NULL, 0, len);
+    if (r) return r;
+    if (*len + 1 > w->text_cap) {
+        char *t = (char *)RETRLM_REALLOC(w->text, *len + 1);
+        if (!t) return retrlm__fail(RETRLM_ERR_NOMEM, "lsr_train: no memory for a query's text");
+        w->text = t;
+        w->text_cap = *len + 1;
+    }
+    return retrlm_tokenizer_decode(tok, x, (size_t)n, w->text, w->text_cap, len);
+}
+
+// The LM's log-likelihood of every example's y after each of its units and x, in rows of the
+// LM's max_batch: [unit's first ut tokens ; x ; y], targets on y.
+static retrlm_result retrlm__lsr_gold(retrlm__lsr *w, const retrlm_lsr_config *c, const size_t *start,
+                                      int batch, int k, int ut) {
+    retrlm_model *lm = c->lm;
+    const int cx = c->context_tokens, cy = c->continuation_tokens;
+    const int LB = RETRLM__MIN(lm->config.max_batch, 1024); // rows a forward, and ll's size
+    int rows = 0, i, j, r0;
+    float ll[1024];
+    for (i = 0; i < batch; i++)
+        for (j = 0; j < k; j++) {
+            w->gold[(size_t)i * k + j] = -INFINITY;
+            if (j < w->found[i]) w->row_ex[rows] = i, w->row_u[rows++] = j;
+        }
+    for (r0 = 0; r0 < rows; r0 += LB) {
+        int nr = RETRLM__MIN(LB, rows - r0), T = 0, b, t;
+        retrlm_result r;
+        for (b = 0; b < nr; b++) {
+            int un;
+            retrlm_datastore_tokens(c->ds, w->units[(size_t)w->row_ex[r0 + b] * k + w->row_u[r0 + b]], &un);
+            w->slen[b] = RETRLM__MIN(un, ut) + cx + cy;
+            T = RETRLM__MAX(T, w->slen[b]);
+        }
+        for (b = 0; b < nr; b++) {
+            int un, n0, *s = w->seq + (size_t)b * T, *g = w->tgt + (size_t)b * T;
+            const int ex = w->row_ex[r0 + b];
+            const int *ut_ids = retrlm_datastore_tokens(c->ds, w->units[(size_t)ex * k + w->row_u[r0 + b]], &un);
+            n0 = RETRLM__MIN(un, ut);
+            memcpy(s, ut_ids, (size_t)n0 * sizeof(int));
+            memcpy(s + n0, c->tokens + start[ex], (size_t)(cx + cy) * sizeof(int));
+            for (t = n0 + cx + cy; t < T; t++) s[t] = 0;
+            // position t predicts s[t + 1]: the targets of y's tokens sit one before them
+            for (t = 0; t < T; t++) g[t] = t >= n0 + cx - 1 && t < n0 + cx + cy - 1 ? s[t + 1] : -1;
+        }
+        if ((r = retrlm_model_forward(lm, w->seq, nr, T, w->slen, 0))) return r;
+        retrlm__rows_loglik(lm, w->tgt, nr, T, ll);
+        for (b = 0; b < nr; b++) w->gold[(size_t)w->row_ex[r0 + b] * k + w->row_u[r0 + b]] = ll[b];
+    }
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
+                                          const retrlm_lsr_config *cfg,
+                                          retrlm_retriever_train_state *st) {
+    retrlm_lsr_config c = *cfg;
+    retrlm__lsr w;
+    retrlm_retrieve_params rp;
+    retrlm_result r = RETRLM_OK;
+    const int P = e->dim, Tq = e->config.max_query_tokens, Td = e->config.max_doc_tokens;
+    size_t start[RETRLM__MAX_DPR_BATCH], span, t;
+    int ut, i, j;
+    RETRLM_ASSERT(e && opt && cfg && st);
+    if (!c.context_tokens) c.context_tokens = 64;
+    if (!c.continuation_tokens) c.continuation_tokens = 64;
+    if (!c.query_tokens) c.query_tokens = RETRLM__MIN(32, c.context_tokens);
+    if (!c.k) c.k = 8;
+    if (!c.batch) c.batch = 8;
+    if (c.temperature == 0.0f) c.temperature = 0.1f;
+    if (!c.lm || !c.lm_tok || !c.ds || !c.tokens || c.lm->config.no_logits ||
+        c.ds->encoder != e || c.ds->dense.n == 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: needs an LM with logits, its tokenizer, "
+                            "tokens, and a datastore embedded with this encoder "
+                            "(retrlm_datastore_embed)");
+    span = (size_t)c.context_tokens + (size_t)c.continuation_tokens;
+    ut = c.unit_tokens ? c.unit_tokens
+                       : RETRLM__MIN(c.ds->chunk_tokens, c.lm->config.max_seq_len - (int)span);
+    if (c.context_tokens < 1 || c.continuation_tokens < 1 || c.n_tokens < span || c.k < 1 ||
+        c.query_tokens < 1 || c.query_tokens > c.context_tokens ||
+        c.k > e->side[RETRLM_DOC].config.max_batch || c.k > 1024 || c.batch < 1 ||
+        c.batch > e->config.max_batch || c.batch > RETRLM__MAX_DPR_BATCH || ut < 1 ||
+        span + (size_t)ut > (size_t)c.lm->config.max_seq_len || !(c.temperature > 0.0f) ||
+        c.refresh_every < 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: x %d (query %d) + y %d + unit %d tokens "
+                            "(LM window %d, stream %lu), k %d (document side max_batch %d), batch %d "
+                            "(query side %d), temperature %g", c.context_tokens, c.query_tokens,
+                            c.continuation_tokens, ut,
+                            c.lm->config.max_seq_len, (unsigned long)c.n_tokens, c.k,
+                            e->side[RETRLM_DOC].config.max_batch, c.batch, e->config.max_batch,
+                            (double)c.temperature);
+    for (t = 0; t < c.n_tokens; t++)
+        if (c.tokens[t] < 0 || c.tokens[t] >= c.lm->config.vocab_size)
+            return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: token %d at %lu is outside the LM's "
+                                "vocabulary of %d", c.tokens[t], (unsigned long)t, c.lm->config.vocab_size);
+    if ((r = retrlm__lsr_init(&w, e, c.lm, c.batch, c.k))) return r;
+    memset(&rp, 0, sizeof rp);
+    rp.mode = RETRLM_RETRIEVE_DENSE;
+    while (st->step < c.steps) {
+        double total = 0.0;
+        int right = 0, T;
+        // examples: windows whose query finds at least one unit
+        for (i = 0; i < c.batch && !r; i++) {
+            int tries = 0;
+            do {
+                size_t len;
+                start[i] = (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_tokens - span + 1));
+                if ((r = retrlm__lsr_text(&w, c.lm_tok, c.tokens + start[i] + c.context_tokens -
+                                          c.query_tokens, c.query_tokens, &len)) ||
+                    (r = retrlm_datastore_retrieve(c.ds, &rp, w.text, len, c.k,
+                                                   c.token_doc ? c.token_doc[start[i]] : RETRLM_NO_DOC,
+                                                   w.units + (size_t)i * c.k, NULL, &w.found[i])))
+                    break;
+                if (!w.found[i] && ++tries == 100)
+                    r = retrlm__fail(RETRLM_ERR_ARG, "lsr_train: 100 queries found no unit (every "
+                                     "unit of the example's own document?)");
+                if (!r && w.found[i])
+                    r = retrlm__encode_cut(c.ds->encoder_tok, w.text, len, w.qtok + (size_t)i * Tq,
+                                           Tq, &w.qlen[i]);
+            } while (!r && !w.found[i]);
+        }
+        if (r || (r = retrlm__lsr_gold(&w, &c, start, c.batch, c.k, ut))) break;
+        // queries forward; then per example: its units forward, KL, document side backward
+        T = retrlm__compact_rows(w.qtok, w.qlen, c.batch, Tq);
+        if ((r = retrlm_encoder_forward(e, RETRLM_QUERY, w.qtok, c.batch, T, w.qlen, w.q))) break;
+        retrlm_encoder_zero_grad(e);
+        memset(w.dq, 0, (size_t)c.batch * P * sizeof(float));
+        for (i = 0; i < c.batch && !r; i++) {
+            const int nf = w.found[i];
+            const float *qi = w.q + (size_t)i * P, *gi = w.gold + (size_t)i * c.k;
+            float loss, *dqi = w.dq + (size_t)i * P;
+            int best_p = 0, best_q = 0, Tdd;
+            for (j = 0; j < nf && !r; j++) {
+                size_t len;
+                const char *txt = retrlm_datastore_text(c.ds, w.units[(size_t)i * c.k + j], &len);
+                r = retrlm__encode_cut(c.ds->encoder_tok, txt, len, w.dtok + (size_t)j * Td, Td, &w.dlen[j]);
+            }
+            if (r) break;
+            Tdd = retrlm__compact_rows(w.dtok, w.dlen, nf, Td);
+            if ((r = retrlm_encoder_forward(e, RETRLM_DOC, w.dtok, nf, Tdd, w.dlen, w.d))) break;
+            for (j = 0; j < c.k; j++)
+                w.score[j] = j < nf ? retrlm_dot(qi, w.d + (size_t)j * P, P) : -INFINITY;
+            if ((r = retrlm_kl_distill_loss(w.score, gi, 1, c.k, c.temperature, c.temperature,
+                                            &loss, w.dscore)))
+                break;
+            total += loss;
+            for (j = 1; j < nf; j++) {
+                best_p = w.score[j] > w.score[best_p] ? j : best_p;
+                best_q = gi[j] > gi[best_q] ? j : best_q;
+            }
+            right += best_p == best_q;
+            // s_ij = q_i . d_j: dd_j = ds_j q_i, dq_i = sum_j ds_j d_j (each / batch)
+            for (j = 0; j < nf; j++) {
+                const float g = w.dscore[j] / (float)c.batch;
+                int a;
+                for (a = 0; a < P; a++) {
+                    w.dd[(size_t)j * P + a] = g * qi[a];
+                    dqi[a] += g * w.d[(size_t)j * P + a];
+                }
+            }
+            r = retrlm_encoder_backward(e, RETRLM_DOC, w.dd);
+        }
+        if (r || (r = retrlm_encoder_backward(e, RETRLM_QUERY, w.dq))) break;
+        retrlm_adamw_step(opt);
+        st->last_loss = (float)(total / c.batch);
+        st->last_acc = (float)right / (float)c.batch;
+        if (c.losses) c.losses[st->step] = st->last_loss;
+        st->step++;
+        if (c.refresh_every && st->step % c.refresh_every == 0 &&
+            (r = retrlm_datastore_embed(c.ds, e, c.ds->encoder_tok, c.index_config, NULL, NULL)))
+            break;
+        if (c.progress && c.progress(c.user, "lsr", (double)st->step, (double)c.steps)) {
+            r = retrlm__fail(RETRLM_ERR_CANCELLED, "lsr_train: cancelled at step %lld",
+                             (long long)st->step);
+            break;
+        }
+    }
+    RETRLM_FREE(w.text);
+    RETRLM_FREE(w.block);
     return r;
 }
 /* ---- retrlm_impl/eval.c ---- */

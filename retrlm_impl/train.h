@@ -92,3 +92,55 @@ typedef struct retrlm_contriever_config {
 RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw *opt,
                                                  const retrlm_contriever_config *cfg,
                                                  retrlm_retriever_train_state *state);
+
+/* Strategy 2 (sequential), the retriever side: REPLUG LSR (Shi et al., 2023), "LM-supervised
+   retrieval". The LM is frozen; the retriever learns which units help it predict. An example
+   is a window of the training stream: x, context_tokens tokens whose last query_tokens are
+   the query (as in retrlm_ralm_bits_per_byte), and y, the continuation_tokens tokens after it. The k best units for x come from the
+   datastore's dense index (as stale as the last refresh); over them the retriever's
+       P(u | x) = softmax(q(x) . d(u) / temperature)
+   with both embeddings from the current weights, and the LM's
+       Q(u | x, y) = softmax(log p_LM(y | u, x) / temperature)
+   where the LM reads the unit's first unit_tokens tokens, then x, then y, and log p_LM(y | u, x)
+   sums over y's tokens. The loss is KL(Q || P) (retrlm_kl_distill_loss), averaged over the
+   batch and backpropagated through the query and the document sides; AdamW updates the
+   encoder. Every refresh_every steps the datastore's units are embedded again with the new
+   weights (retrlm_datastore_embed), as the paper re-indexes every 3k steps. The paper's
+   settings: x and y 128 tokens, k 20, temperature 0.1 on both sides, Adam lr 2e-5, batch 64,
+   25k steps; inference ensembles the top 10 (retrlm_ralm_bits_per_byte, RETRLM_RALM_REPLUG,
+   with a dense retrieve mode). */
+typedef struct retrlm_lsr_config {
+    retrlm_model *lm;               /* the frozen causal LM (its activations are used, its
+                                       weights never change); max_batch sequences a forward */
+    const retrlm_tokenizer *lm_tok; /* the LM's tokenizer: the stream and the units are in its
+                                       tokens, and x is decoded with it into the query text */
+    retrlm_datastore *ds;           /* committed, embedded with this encoder (retrlm_datastore_embed) */
+    const retrlm_index_config *index_config; /* what refreshes rebuild ds->dense as (NULL: flat) */
+    const int     *tokens;          /* (n_tokens) the training stream */
+    size_t         n_tokens;
+    const int64_t *token_doc;       /* (n_tokens) each token's document, or NULL: an example
+                                       never retrieves units of the document its x starts in */
+    int     context_tokens;         /* |x|, default 64 */
+    int     query_tokens;           /* the query is the text of x's last query_tokens tokens,
+                                       default 32 (as retrlm_ralm_config's), at most |x| */
+    int     continuation_tokens;    /* |y|, default 64 */
+    int     unit_tokens;            /* a unit's tokens the LM reads at most; default what the LM's
+                                       max_seq_len leaves after x and y, at most the chunk size */
+    int     k;                      /* units a query, default 8; at most the document side's
+                                       max_batch */
+    int     batch;                  /* examples a step, default 8 */
+    float   temperature;            /* default 0.1 */
+    int64_t steps;                  /* train until state->step == steps */
+    int64_t refresh_every;          /* re-embed the datastore every so many steps; 0: never */
+    float  *losses;                 /* (steps) or NULL: the mean KL of each step (nats) */
+    retrlm_progress_fn progress;    /* stage "lsr" after every step; may cancel */
+    void   *user;
+} retrlm_lsr_config;
+
+/* state->last_acc is the fraction of the last step's examples whose best unit by the retriever
+   is the LM's best. ERR_ARG when the pieces do not fit (a window longer than the stream, x and y
+   longer than the LM's max_seq_len, k above the document side's max_batch, a datastore with no
+   dense index, a stream token outside the LM's vocabulary). */
+RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
+                                          const retrlm_lsr_config *cfg,
+                                          retrlm_retriever_train_state *state);

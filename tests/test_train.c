@@ -438,6 +438,218 @@ static void test_contriever_moco(void) {
     free(r2);
 }
 
+// ---- REPLUG LSR -----------------------------------------------------------------------------
+typedef struct lsr_fix {
+    retrlm_tokenizer tok;
+    retrlm_model lm;
+    retrlm_datastore ds;
+    retrlm_encoder e;
+    retrlm_adamw opt;
+    retrlm_retriever_train_state st;
+    int *stream;
+    size_t n_stream;
+} lsr_fix;
+
+static const char *lsr_texts[6] = {"the cat sat on the mat and slept", "a dog barks at night in the yard",
+                                   "sailing ships at sea in a storm", "the quick brown fox jumps high",
+                                   "compilers translate code to machine words", "bread and butter on a plate"};
+
+// a tokenizer, a small random LM, six units (one per document), a shared encoder embedded into
+// the datastore; the stream is the text of `stream_text`
+static void lsr_setup(lsr_fix *f, const char *stream_text) {
+    const char *train = "the cat sat on the mat and slept a dog barks at night in the yard sailing "
+                        "ships at sea in a storm the quick brown fox jumps high compilers translate";
+    size_t tl = strlen(train);
+    retrlm_tokenizer_train_config tc;
+    retrlm_model_config mc;
+    retrlm_datastore_config dc;
+    retrlm_encoder_config ec;
+    retrlm_adamw_config oc;
+    retrlm_adamw_group g[6];
+    int i, ng;
+    memset(f, 0, sizeof *f);
+    memset(&tc, 0, sizeof tc);
+    tc.vocab_size = 300;
+    CHECK_OK(retrlm_tokenizer_train(&f->tok, &tc, &train, &tl, 1, NULL, NULL));
+    memset(&mc, 0, sizeof mc);
+    mc.vocab_size = f->tok.n_vocab;
+    mc.dim = 16;
+    mc.n_layers = 1;
+    mc.n_heads = 2;
+    mc.max_seq_len = 48;
+    mc.max_batch = 4; // several LM forwards a step
+    mc.init_std = 0.2f; // a random LM with mild preferences: Q is not one-hot
+    mc.seed = 3;
+    CHECK_OK(retrlm_model_init(&f->lm, &mc));
+    memset(&dc, 0, sizeof dc);
+    CHECK_OK(retrlm_datastore_init(&f->ds, &dc));
+    for (i = 0; i < 6; i++) CHECK_OK(retrlm_datastore_add(&f->ds, &f->tok, i, lsr_texts[i], strlen(lsr_texts[i]), 0));
+    CHECK_OK(retrlm_datastore_commit(&f->ds));
+    memset(&ec, 0, sizeof ec);
+    ec.model.vocab_size = f->tok.n_vocab;
+    ec.model.dim = 16;
+    ec.model.n_layers = 1;
+    ec.model.n_heads = 2;
+    ec.model.seed = 9;
+    ec.normalize = 1;
+    ec.max_batch = 4; // documents: 8
+    ec.max_query_tokens = 16;
+    ec.max_doc_tokens = 16;
+    CHECK_OK(retrlm_encoder_init(&f->e, &ec));
+    CHECK_OK(retrlm_datastore_embed(&f->ds, &f->e, &f->tok, NULL, NULL, NULL));
+    memset(&oc, 0, sizeof oc);
+    ng = retrlm_encoder_param_groups(&f->e, 3e-3f, 0.0f, g);
+    CHECK_OK(retrlm_adamw_init(&f->opt, &oc, g, ng));
+    retrlm_retriever_train_state_init(&f->st, 17);
+    CHECK_OK(retrlm_tokenizer_encode_alloc(&f->tok, stream_text, strlen(stream_text), 0, &f->stream, &f->n_stream));
+}
+
+static void lsr_free(lsr_fix *f) {
+    retrlm_adamw_free(&f->opt);
+    retrlm_datastore_free(&f->ds);
+    retrlm_encoder_free(&f->e);
+    retrlm_model_free(&f->lm);
+    retrlm_tokenizer_free(&f->tok);
+    retrlm_free(f->stream);
+}
+
+static void lsr_config(lsr_fix *f, retrlm_lsr_config *c, int cx, int cy, int k, int batch, int64_t steps) {
+    memset(c, 0, sizeof *c);
+    c->lm = &f->lm;
+    c->lm_tok = &f->tok;
+    c->ds = &f->ds;
+    c->tokens = f->stream;
+    c->n_tokens = f->n_stream;
+    c->context_tokens = cx;
+    c->continuation_tokens = cy;
+    c->k = k;
+    c->batch = batch;
+    c->unit_tokens = 12;
+    c->steps = steps;
+}
+
+// One example (the stream is exactly x + y) and every unit retrieved: the retriever must come
+// to rank first the unit after which the LM, asked directly here, finds y likeliest.
+static void test_lsr_fits_the_lm(void) {
+    lsr_fix *f = (lsr_fix *)calloc(1, sizeof *f);
+    retrlm_lsr_config c;
+    float losses[60], q[16], d[6 * 16], gold[6];
+    double best_ll = -1e30;
+    int lm_best = -1, ret_best = 0, u, cx, cy;
+    char *xtext;
+    size_t xlen;
+    lsr_setup(f, "a dog sat on the mat at sea in the yard");
+    cy = 3; // a short y: the LM's preferences are mild, so Q is not one-hot and its shape matters
+    cx = (int)f->n_stream - cy;
+    lsr_config(f, &c, cx, cy, 6, 1, 60);
+    c.losses = losses;
+    c.refresh_every = 10;
+    CHECK_OK(retrlm_lsr_train(&f->e, &f->opt, &c, &f->st));
+    if (!(losses[59] < 0.3f * losses[0])) fprintf(stderr, "lsr: KL %.4f -> %.4f\n", losses[0], losses[59]);
+    CHECK(losses[0] > 0.0f && losses[59] < 0.3f * losses[0]);
+    CHECK(f->st.last_acc == 1.0f);
+    // the LM's own preference, from forwards of [unit's first 12 tokens ; x ; y]
+    for (u = 0; u < 6; u++) {
+        int un, n0, T, t, seq[48], tgt[48], cnt;
+        const int *ids = retrlm_datastore_tokens(&f->ds, u, &un);
+        double nll;
+        n0 = un < 12 ? un : 12;
+        memcpy(seq, ids, sizeof(int) * (size_t)n0);
+        memcpy(seq + n0, f->stream, sizeof(int) * f->n_stream);
+        T = n0 + (int)f->n_stream;
+        for (t = 0; t < T; t++) tgt[t] = t + 1 >= n0 + cx && t + 1 < T ? seq[t + 1] : -1;
+        CHECK_OK(retrlm_model_forward(&f->lm, seq, 1, T, NULL, 0));
+        nll = retrlm_model_nll(&f->lm, tgt, &cnt);
+        CHECK(cnt == cy);
+        if (-nll > best_ll) best_ll = -nll, lm_best = u;
+        gold[u] = (float)-nll;
+    }
+    // the retriever's ranking with its final weights
+    CHECK_OK(retrlm_tokenizer_decode(&f->tok, f->stream, (size_t)cx, NULL, 0, &xlen));
+    xtext = (char *)malloc(xlen + 1);
+    CHECK_OK(retrlm_tokenizer_decode(&f->tok, f->stream, (size_t)cx, xtext, xlen + 1, &xlen));
+    CHECK_OK(retrlm_encoder_embed(&f->e, &f->tok, RETRLM_QUERY, xtext, xlen, q));
+    for (u = 0; u < 6; u++) {
+        size_t len;
+        const char *txt = retrlm_datastore_text(&f->ds, u, &len);
+        CHECK_OK(retrlm_encoder_embed(&f->e, &f->tok, RETRLM_DOC, txt, len, d + u * 16));
+        if (retrlm_dot(q, d + u * 16, 16) > retrlm_dot(q, d + ret_best * 16, 16)) ret_best = u;
+    }
+    if (ret_best != lm_best) fprintf(stderr, "lsr: retriever ranks unit %d first, the LM prefers %d\n", ret_best, lm_best);
+    CHECK(ret_best == lm_best);
+    // and the retriever's distribution is near the LM's, as the test computes it
+    {
+        float sc[6], kl;
+        for (u = 0; u < 6; u++) sc[u] = retrlm_dot(q, d + u * 16, 16);
+        CHECK_OK(retrlm_kl_distill_loss(sc, gold, 1, 6, 0.1f, 0.1f, &kl, NULL));
+        if (!(kl < 0.01f * losses[0]))
+            fprintf(stderr, "lsr: KL(LM || retriever) %.5f, training KL %.5f -> %.5f\n", kl, losses[0], losses[59]);
+        CHECK(kl < 0.01f * losses[0]); // an LM scored one token off gives 3.2 here
+
+    }
+    free(xtext);
+    lsr_free(f);
+    free(f);
+}
+
+// Many examples, refreshes, 1 and 2 threads: the same bits; and bad input
+static void test_lsr_threads_and_errors(void) {
+    const char *stream = "the cat sat at night in the yard and a dog barks at sea in a storm while the quick "
+                         "brown fox jumps high over bread and butter on a plate";
+    lsr_fix *f1 = (lsr_fix *)calloc(1, sizeof *f1), *f2 = (lsr_fix *)calloc(1, sizeof *f2);
+    retrlm_lsr_config c;
+    float l1[6], l2[6];
+    int64_t *doc;
+    size_t i;
+    int th;
+    for (th = 1; th <= 2; th++) {
+        lsr_fix *f = th == 1 ? f1 : f2;
+#ifdef _OPENMP
+        omp_set_num_threads(th);
+#endif
+        lsr_setup(f, stream);
+        lsr_config(f, &c, 8, 6, 3, 3, 6);
+        c.refresh_every = 2;
+        c.losses = th == 1 ? l1 : l2;
+        CHECK_OK(retrlm_lsr_train(&f->e, &f->opt, &c, &f->st));
+    }
+    CHECK(memcmp(l1, l2, sizeof l1) == 0);
+    CHECK(memcmp(f1->e.side[RETRLM_QUERY].params, f2->e.side[RETRLM_QUERY].params,
+                 f1->e.side[RETRLM_QUERY].n_params * sizeof(float)) == 0);
+    // bad input: k above the document side's max_batch (8), a window longer than the LM's, a
+    // window longer than the stream, an encoder the datastore was not embedded with, every unit
+    // excluded
+    lsr_config(f1, &c, 8, 6, 9, 3, 8);
+    CHECK(retrlm_lsr_train(&f1->e, &f1->opt, &c, &f1->st) == RETRLM_ERR_ARG);
+    lsr_config(f1, &c, 30, 20, 3, 3, 8);
+    CHECK(retrlm_lsr_train(&f1->e, &f1->opt, &c, &f1->st) == RETRLM_ERR_ARG);
+    lsr_config(f1, &c, (int)f1->n_stream, 1, 3, 3, 8);
+    c.unit_tokens = 1;
+    CHECK(retrlm_lsr_train(&f1->e, &f1->opt, &c, &f1->st) == RETRLM_ERR_ARG);
+    lsr_config(f1, &c, 8, 6, 3, 3, 8);
+    CHECK(retrlm_lsr_train(&f2->e, &f1->opt, &c, &f1->st) == RETRLM_ERR_ARG);
+    doc = (int64_t *)malloc(sizeof(int64_t) * f1->n_stream);
+    for (i = 0; i < f1->n_stream; i++) doc[i] = 0;
+    {
+        retrlm_datastore one;
+        retrlm_datastore_config dc;
+        memset(&dc, 0, sizeof dc);
+        CHECK_OK(retrlm_datastore_init(&one, &dc));
+        CHECK_OK(retrlm_datastore_add(&one, &f1->tok, 0, lsr_texts[0], strlen(lsr_texts[0]), 0));
+        CHECK_OK(retrlm_datastore_commit(&one));
+        CHECK_OK(retrlm_datastore_embed(&one, &f1->e, &f1->tok, NULL, NULL, NULL));
+        c.ds = &one;
+        c.token_doc = doc;
+        CHECK(retrlm_lsr_train(&f1->e, &f1->opt, &c, &f1->st) == RETRLM_ERR_ARG);
+        retrlm_datastore_free(&one);
+    }
+    free(doc);
+    lsr_free(f1);
+    lsr_free(f2);
+    free(f1);
+    free(f2);
+}
+
 static void test_fuse(void) {
     int64_t a[3] = {5, 2, 9}, b[3] = {2, 7, 5}, out[5];
     float as[3] = {3.0f, 2.0f, 1.0f}, bs[3] = {0.9f, 0.5f, 0.1f}, os[5];
@@ -544,6 +756,8 @@ int main(void) {
     RUN(test_dpr_threads_and_files);
     RUN(test_contriever);
     RUN(test_contriever_moco);
+    RUN(test_lsr_fits_the_lm);
+    RUN(test_lsr_threads_and_errors);
     RUN(test_fuse);
     RUN(test_datastore_dense);
     return test_report();
