@@ -11,9 +11,6 @@
 #include "retrlm.h"
 #include <ctype.h>
 #include "bm25_data.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #ifdef RETRLM_BENCH_FTS5
 #include <pthread.h>
 #include <sqlite3.h>
@@ -56,17 +53,13 @@ static int run_retrlm(const debpkg *d, const char *runfile) {
     retrlm_bm25_init(&bm, NULL);
     if (retrlm_bm25_add_batch(&bm, nd, ids, texts, NULL) || retrlm_bm25_commit(&bm)) return 1;
     retrlm_bm25_free(&bm);
-#ifdef _OPENMP
-    omp_set_num_threads(2);
-#endif
+    set_threads(2);
     retrlm_bm25_init(&bm, NULL);
     t0 = retrlm_time_seconds();
     if (retrlm_bm25_add_batch(&bm, nd, ids, texts, NULL) || retrlm_bm25_commit(&bm)) return 1;
     build2 = retrlm_time_seconds() - t0;
     retrlm_bm25_free(&bm);
-#ifdef _OPENMP
-    omp_set_num_threads(1);
-#endif
+    set_threads(1);
     retrlm_bm25_init(&bm, NULL);
     t0 = retrlm_time_seconds();
     if (retrlm_bm25_add_batch(&bm, nd, ids, texts, NULL) || retrlm_bm25_commit(&bm)) return 1;
@@ -83,9 +76,7 @@ static int run_retrlm(const debpkg *d, const char *runfile) {
     t0 = retrlm_time_seconds();
     for (i = 0; i < nq; i++) retrlm_bm25_search(&loaded, qs[i], strlen(qs[i]), TOPK, 0, out + i * TOPK, NULL, &nf[i]);
     qps1 = nq / (retrlm_time_seconds() - t0);
-#ifdef _OPENMP
-    omp_set_num_threads(2);
-#endif
+    set_threads(2);
     t0 = retrlm_time_seconds();
     retrlm_bm25_search_batch(&loaded, nq, qs, NULL, TOPK, 0, out, NULL, nf);
     qps2 = nq / (retrlm_time_seconds() - t0);

@@ -156,9 +156,9 @@ int main(int argc, char **argv) {
     if (system(path) != 0) return 1;
     if (!debpkg_load(&d, root)) { printf("debpkg data not found under %s\n", root); return 1; }
     snprintf(path, sizeof path, "%s/debpkg/queries_train.tsv", root);
-    if (!tsv_read(&tq, path) || tq.n_cols != 2) die("queries_train.tsv");
+    if (!tsv_read(&tq, path, 0) || tq.n_cols != 2) die("queries_train.tsv");
     snprintf(path, sizeof path, "%s/debpkg/qrels_train.tsv", root);
-    if (!tsv_read(&tr, path) || tr.n_cols != 3) die("qrels_train.tsv");
+    if (!tsv_read(&tr, path, 0) || tr.n_cols != 3) die("qrels_train.tsv");
     n_docs = d.docs.n_rows;
     doc_text = (const char **)malloc(sizeof(char *) * (size_t)n_docs);
     doc_id = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_docs);

@@ -13,32 +13,19 @@
 #include "retrlm.h"
 #include <stdio.h>
 #include <stdlib.h>
-
-static unsigned char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    long len;
-    unsigned char *b;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    b = (unsigned char *)malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
+#include "../tests/files.h"
 
 // a split's tokens (its bytes, or BPE ids when tok is set); *bytes gets its length in bytes
 static int *read_tokens(const char *path, const retrlm_tokenizer *tok, size_t *n, size_t *bytes) {
-    unsigned char *b = read_file(path, bytes);
+    char *b = read_all(path, bytes);
     int *t = NULL;
     size_t i;
     if (!b) return NULL;
     if (tok) {
-        if (retrlm_tokenizer_encode_alloc(tok, (const char *)b, *bytes, 0, &t, n)) t = NULL;
+        if (retrlm_tokenizer_encode_alloc(tok, b, *bytes, 0, &t, n)) t = NULL;
     } else {
         t = (int *)malloc((*bytes + 1) * sizeof(int));
-        for (i = 0; i < *bytes; i++) t[i] = b[i];
+        for (i = 0; i < *bytes; i++) t[i] = (unsigned char)b[i];
         *n = *bytes;
     }
     free(b);
@@ -90,9 +77,9 @@ int main(int argc, char **argv) {
     run r;
     retrlm_result res;
     if (vocab > 256) { // BPE on the train split, inside the time budget
-        unsigned char *text = read_file("../shared/data/kjv/train.txt", &btr);
+        char *text = read_all("../shared/data/kjv/train.txt", &btr);
         retrlm_tokenizer_train_config tkc;
-        const char *tp = (const char *)text;
+        const char *tp = text;
         memset(&tkc, 0, sizeof tkc);
         tkc.vocab_size = vocab;
         if (!text || retrlm_tokenizer_train(&tok, &tkc, &tp, &btr, 1, NULL, NULL)) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../tests/files.h"
 #ifdef RETRLM_BENCH_OPENBLAS
 #include <cblas.h>
 void openblas_set_num_threads(int);
@@ -25,14 +26,12 @@ static const shape shapes[] = {
 };
 #define NSHAPES (int)(sizeof shapes / sizeof shapes[0])
 
-static void set_threads(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
+// OpenMP's thread count and OpenBLAS's
+static void set_all_threads(int n) {
+    set_threads(n);
 #ifdef RETRLM_BENCH_OPENBLAS
     openblas_set_num_threads(n);
 #endif
-    (void)n;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -109,7 +108,7 @@ int main(int argc, char **argv) {
     if (blas_only) { // child run under OPENBLAS_CORETYPE=SkylakeX: one number per line
         for (si = 0; si < NSHAPES; si++)
             for (th = 1; th <= 2; th++) {
-                set_threads(th);
+                set_all_threads(th);
                 printf("%.1f\n", gflops(&shapes[si], timeit(run_blas, &shapes[si], A, B, C)));
             }
         return 0;
@@ -136,7 +135,7 @@ int main(int argc, char **argv) {
         const shape *s = &shapes[si];
         for (th = 1; th <= 2; th++) {
             double r, b = 0;
-            set_threads(th);
+            set_all_threads(th);
             r = gflops(s, timeit(run_retrlm, s, A, B, C));
 #ifdef RETRLM_BENCH_OPENBLAS
             b = gflops(s, timeit(run_blas, s, A, B, C));
@@ -157,7 +156,7 @@ int main(int argc, char **argv) {
         const shape *s = &gemv[si];
         for (th = 1; th <= 2; th++) {
             double r, b = 0, bytes = 4.0 * s->N * s->K;
-            set_threads(th);
+            set_all_threads(th);
             r = timeit(run_retrlm, s, A, B, C);
 #ifdef RETRLM_BENCH_OPENBLAS
             b = timeit(run_blas, s, A, B, C);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../tests/files.h"
 
 #define ROWS 6 // the test table
 
@@ -22,19 +23,10 @@ static void die(const char *what) {
     exit(1);
 }
 
+// the whole file (tests/files.h read_all), or the program ends
 static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    char *s;
-    long n;
-    if (!f) { fprintf(stderr, "ralm_kjv: cannot open %s\n", path); exit(1); }
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    s = (char *)malloc((size_t)n + 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n) { fprintf(stderr, "ralm_kjv: cannot read %s\n", path); exit(1); }
-    s[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
+    char *s = read_all(path, len);
+    if (!s) { fprintf(stderr, "ralm_kjv: cannot read %s\n", path); exit(1); }
     return s;
 }
 
@@ -53,19 +45,6 @@ static int progress(void *user, const char *stage, double done, double total) {
         last = now;
     }
     return 0;
-}
-
-// unescapes a TSV field in place (\\ \t \n \r)
-static void unescape(char *s) {
-    char *w = s;
-    for (; *s; s++) {
-        if (*s == '\\' && s[1]) {
-            s++;
-            *w++ = *s == 't' ? '\t' : *s == 'n' ? '\n' : *s == 'r' ? '\r' : *s;
-        } else
-            *w++ = *s;
-    }
-    *w = '\0';
 }
 
 int main(int argc, char **argv) {
@@ -171,7 +150,7 @@ int main(int argc, char **argv) {
             if (p) *p++ = '\0';
         }
         if (c < 7 || strcmp(col[5], "train")) continue;
-        unescape(col[6]);
+        col[6][tsv_unescape(col[6], strlen(col[6]))] = '\0';
         if (retrlm_datastore_add(&ds, &tok, n_units++, col[6], strlen(col[6]), RETRLM_DATASTORE_CHUNK)) die("datastore add");
     }
     fclose(f);

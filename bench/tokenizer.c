@@ -10,6 +10,7 @@
 #include "retrlm.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include "../tests/files.h"
 
 #define RUNS 5
 
@@ -18,44 +19,6 @@ static char data_dir[512];
 static const char *data_path(const char *rel, char *buf, size_t cap) {
     snprintf(buf, cap, "%s/%s", data_dir, rel);
     return buf;
-}
-
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    long len;
-    char *b;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    b = (char *)malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[len] = 0;
-    *n = (size_t)len;
-    return b;
-}
-
-static void set_threads(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
-// the 1-minute load average (-1 where /proc/loadavg is missing): other work on a shared machine
-static double loadavg(void) {
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = -1;
-        fclose(f);
-    }
-    return l;
 }
 
 static int cmp_double(const void *a, const void *b) {

@@ -9,6 +9,7 @@
 #include "retrlm.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include "../tests/files.h"
 #ifdef RETRLM_BENCH_OPENBLAS
 #include <cblas.h>
 void openblas_set_num_threads(int);
@@ -60,11 +61,7 @@ static double retrlm_gflops(int threads) {
     float *c = (float *)calloc((size_t)M * N, 4);
     double t, best = 1e30;
     int i;
-#ifdef _OPENMP
-    omp_set_num_threads(threads);
-#else
-    (void)threads;
-#endif
+    set_threads(threads);
     for (i = 0; i < 4; i++) {
         t = retrlm_time_seconds();
         retrlm_matmul(c, a, b, NULL, M, N, K, 0);

@@ -3,74 +3,7 @@
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
-
-// ---- a small reader for the data's TSV (escapes \\ \t \n \r) -------------------------------
-typedef struct tsv_file {
-    char  *buf;   // whole file, fields unescaped in place
-    char **field; // (n_rows, n_cols) NUL-terminated fields, header excluded
-    int    n_rows, n_cols;
-} tsv_file;
-
-static void tsv_free(tsv_file *t) {
-    free(t->buf);
-    free(t->field);
-    memset(t, 0, sizeof *t);
-}
-
-// reads at most max_rows rows (0: all); 0 when the file is missing
-static int tsv_read(tsv_file *t, const char *path, int max_rows) {
-    FILE *f = fopen(path, "rb");
-    long n;
-    char *p, *end;
-    int cols = 1, cap = 0;
-    memset(t, 0, sizeof *t);
-    if (!f) return 0;
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    t->buf = (char *)malloc((size_t)n + 1);
-    if (!t->buf || fread(t->buf, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        tsv_free(t);
-        return 0;
-    }
-    fclose(f);
-    t->buf[n] = 0;
-    end = t->buf + n;
-    for (p = t->buf; *p && *p != '\n'; p++) cols += *p == '\t';
-    t->n_cols = cols;
-    p = *p ? p + 1 : p;
-    while (p < end && (!max_rows || t->n_rows < max_rows)) {
-        int c = 0;
-        if (t->n_rows == cap) {
-            cap = cap ? 2 * cap : 1024;
-            t->field = (char **)realloc(t->field, (size_t)cap * (size_t)cols * sizeof(char *));
-        }
-        while (c < cols) {
-            char *w = p, *s = p;
-            t->field[(size_t)t->n_rows * (size_t)cols + (size_t)c] = w;
-            while (s < end && *s != '\t' && *s != '\n') {
-                if (*s == '\\' && s + 1 < end) {
-                    char e = s[1];
-                    *w++ = e == 't' ? '\t' : e == 'n' ? '\n' : e == 'r' ? '\r' : e;
-                    s += 2;
-                } else
-                    *w++ = *s++;
-            }
-            p = s < end ? s + 1 : s;
-            *w = 0;
-            c++;
-            if (s >= end || *s == '\n') break;
-        }
-        while (c < cols) t->field[(size_t)t->n_rows * (size_t)cols + (size_t)c++] = end;
-        t->n_rows++;
-    }
-    return 1;
-}
-
-static const char *tsv_get(const tsv_file *t, int row, int col) {
-    return t->field[(size_t)row * (size_t)t->n_cols + (size_t)col];
-}
+#include "files.h"
 
 // ---- analyzer --------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
+#include "files.h"
 
 static const int sizes[] = {1, 3, 17, 255, 1025};
 #define NSIZES (int)(sizeof sizes / sizeof sizes[0])
@@ -10,14 +11,6 @@ static const int sizes[] = {1, 3, 17, 255, 1025};
 static void fill(float *x, int n, retrlm_rng *r, float scale) {
     int i;
     for (i = 0; i < n; i++) x[i] = scale * (2.0f * retrlm_rng_float(r) - 1.0f);
-}
-
-static void set_threads(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
 }
 
 static void test_vector_kernels(void) {

@@ -3,42 +3,10 @@
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
+#include "files.h"
 
 static retrlm_tokenizer g_json, g_tik; // GPT-2 from encoder.json + vocab.bpe, from .tiktoken
 static int g_have;                     // 1 when both loaded
-
-// reads a whole file into a NUL-terminated malloc'd buffer; NULL if missing
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    long len;
-    char *b;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    b = (char *)malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[len] = 0;
-    if (n) *n = (size_t)len;
-    return b;
-}
-
-// unescapes a TSV field in place (\\ \t \n \r); returns its new length
-static size_t unescape(char *s, size_t n) {
-    size_t i, o = 0;
-    for (i = 0; i < n; i++) {
-        if (s[i] == '\\' && i + 1 < n) {
-            char c = s[++i];
-            s[o++] = c == 't' ? '\t' : c == 'n' ? '\n' : c == 'r' ? '\r' : c;
-        } else
-            s[o++] = s[i];
-    }
-    return o;
-}
 
 static void load_gpt2(void) {
     char a[512], b[512];
@@ -90,7 +58,7 @@ static void test_gpt2_vectors(void) {
         while (tab < size && data[tab] != '\t') tab++;
         end = tab;
         while (end < size && data[end] != '\n') end++;
-        tlen = unescape(data + i, tab - i);
+        tlen = tsv_unescape(data + i, tab - i);
         data[end] = 0;
         for (p = data + tab + 1; *p;) {
             ref[n_ref++] = (int)strtol(p, &p, 10);
@@ -138,7 +106,7 @@ static char *kjv_text(size_t *len, int *n_verses) {
             e++;
         }
         memmove(d + o, d + f, e - f);
-        o += unescape(d + o, e - f);
+        o += tsv_unescape(d + o, e - f);
         d[o++] = '\n';
         nv++;
         i = e + 1;
