@@ -101,7 +101,7 @@ bench-%: bench/%.c retrlm.h
 # boards. Needs gcc-s390x-linux-gnu gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user.
 CROSS ?= s390x-linux-gnu aarch64-linux-gnu arm-linux-gnueabihf
 cross: retrlm.h
-	@fail=0; for t in $(CROSS); do \
+	@mkdir -p build/tests; fail=0; for t in $(CROSS); do \
 	  command -v $$t-gcc >/dev/null || { echo "$$t-gcc missing: apt-get install -y gcc-$$t qemu-user"; exit 1; }; \
 	  for src in $(if $(TESTS),$(patsubst %,tests/test_%.c,$(TESTS)),$(wildcard tests/test_*.c)); do \
 	    mkdir -p build/cross; bin=build/cross/$$t-$$(basename $$src .c); \

@@ -953,12 +953,29 @@ RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tok
     return RETRLM_OK;
 }
 
+// One language-model update on inputs (B, T) with targets (-1: ignored) and lengths (or NULL):
+// forward, mean cross-entropy into *loss, backward, AdamW. Shared by every LM trainer.
+static retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
+                                     const int *tgt, int B, int T, const int *lengths,
+                                     float *loss) {
+    retrlm_model_grad_in gin;
+    retrlm_result r;
+    if ((r = retrlm_model_forward(m, inp, B, T, lengths, 0)) ||
+        (r = retrlm_model_lm_loss(m, tgt, loss, NULL)))
+        return r;
+    retrlm_model_zero_grad(m);
+    memset(&gin, 0, sizeof gin);
+    gin.dlogits = m->logits;
+    if ((r = retrlm_model_backward(m, &gin))) return r;
+    retrlm_adamw_step(opt);
+    return RETRLM_OK;
+}
+
 RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
                                          const retrlm_lm_train_config *cfg,
                                          retrlm_lm_train_state *st) {
     const int B = cfg->batch > 0 ? cfg->batch : m->config.max_batch;
     const int T = cfg->seq_len > 0 ? cfg->seq_len : m->config.max_seq_len;
-    retrlm_model_grad_in gin;
     retrlm_result r = RETRLM_OK;
     int *inp, *tgt;
     RETRLM_ASSERT(m && opt && cfg && st);
@@ -970,7 +987,6 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
     inp = (int *)retrlm__alloc((size_t)B * T, 2 * sizeof(int));
     if (!inp) return retrlm__fail(RETRLM_ERR_NOMEM, "lm_train: no memory");
     tgt = inp + (size_t)B * T;
-    memset(&gin, 0, sizeof gin);
     while (st->step < cfg->steps && !r) {
         int b, t, final;
         float loss = 0.0f;
@@ -981,13 +997,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
                 tgt[b * T + t] = cfg->train[off + (size_t)t + 1];
             }
         }
-        if ((r = retrlm_model_forward(m, inp, B, T, NULL, 0)) ||
-            (r = retrlm_model_lm_loss(m, tgt, &loss, NULL)))
-            break;
-        retrlm_model_zero_grad(m);
-        gin.dlogits = m->logits;
-        if ((r = retrlm_model_backward(m, &gin))) break;
-        retrlm_adamw_step(opt);
+        if ((r = retrlm__lm_step(m, opt, inp, tgt, B, T, NULL, &loss))) break;
         if (cfg->losses) cfg->losses[st->step] = loss;
         st->last_loss = loss;
         st->step++;

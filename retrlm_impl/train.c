@@ -618,3 +618,102 @@ RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
     RETRLM_FREE(w.block);
     return r;
 }
+
+// ---------------------------------------------------------------------------------------------
+// in-context retrieval-augmented LM training (strategy 2, the LM side)
+
+RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *opt,
+                                                const retrlm_incontext_train_config *cfg,
+                                                retrlm_lm_train_state *st) {
+    retrlm_incontext_train_config c = *cfg;
+    retrlm_result r = RETRLM_OK;
+    int *inp = NULL, *tgt = NULL, *lens = NULL, units[16], Tmax;
+    char *query = NULL;
+    size_t qcap = 0, t;
+    RETRLM_ASSERT(m && opt && cfg && st);
+    Tmax = m->config.max_seq_len;
+    if (!c.k) c.k = 1;
+    if (!c.unit_tokens) c.unit_tokens = c.ds ? c.ds->chunk_tokens : 0;
+    if (!c.query_tokens) c.query_tokens = 32;
+    if (!c.window_tokens) c.window_tokens = Tmax - c.k * c.unit_tokens;
+    if (!c.batch) c.batch = m->config.max_batch;
+    if (!c.tok || !c.ds || !c.ds->committed_ || !c.tokens || m->config.bidirectional ||
+        m->config.no_logits || c.k < 1 || c.k > 16 || c.unit_tokens < 1 || c.query_tokens < 1 ||
+        c.window_tokens <= c.query_tokens || c.k * c.unit_tokens + c.window_tokens > Tmax ||
+        c.n_tokens < (size_t)c.window_tokens + 1 || c.batch < 1 || c.batch > m->config.max_batch)
+        return retrlm__fail(RETRLM_ERR_ARG, "incontext_train: %d unit(s) of %d tokens + a window of "
+                            "%d (query %d) in the LM's %d positions, batch %d of %d, stream of %lu "
+                            "tokens; a causal LM, a tokenizer and a committed datastore", c.k,
+                            c.unit_tokens, c.window_tokens, c.query_tokens, Tmax, c.batch,
+                            m->config.max_batch, (unsigned long)c.n_tokens);
+    for (t = 0; t < c.n_tokens; t++)
+        if (c.tokens[t] < 0 || c.tokens[t] >= m->config.vocab_size)
+            return retrlm__fail(RETRLM_ERR_ARG, "incontext_train: token %d at %lu is outside the "
+                                "LM's vocabulary of %d", c.tokens[t], (unsigned long)t,
+                                m->config.vocab_size);
+    inp = (int *)retrlm__alloc((size_t)c.batch * Tmax, 2 * sizeof(int));
+    lens = (int *)retrlm__alloc((size_t)c.batch, sizeof(int));
+    if (!inp || !lens) {
+        RETRLM_FREE(inp);
+        RETRLM_FREE(lens);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "incontext_train: no memory");
+    }
+    tgt = inp + (size_t)c.batch * Tmax;
+    while (st->step < c.steps && !r) {
+        int b, j, T = 0, found = 0;
+        float loss = 0.0f;
+        // each window, its query, its units; sequences laid out at stride Tmax, then compacted
+        for (b = 0; b < c.batch && !r; b++) {
+            int *s = inp + (size_t)b * Tmax, *g = tgt + (size_t)b * Tmax, at = 0, i;
+            const size_t w0 = (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_tokens - (size_t)c.window_tokens));
+            const int *w = c.tokens + w0;
+            size_t qlen;
+            if ((r = retrlm_tokenizer_decode(c.tok, w, (size_t)c.query_tokens, NULL, 0, &qlen))) break;
+            if (qlen + 1 > qcap) {
+                char *q = (char *)RETRLM_REALLOC(query, qlen + 1);
+                if (!q) {
+                    r = retrlm__fail(RETRLM_ERR_NOMEM, "incontext_train: no memory for a query");
+                    break;
+                }
+                query = q;
+                qcap = qlen + 1;
+            }
+            if ((r = retrlm_tokenizer_decode(c.tok, w, (size_t)c.query_tokens, query, qcap, &qlen)) ||
+                (r = retrlm_datastore_retrieve(c.ds, c.retrieve, query, qlen, c.k,
+                                               c.token_doc ? c.token_doc[w0] : RETRLM_NO_DOC,
+                                               units, NULL, &found)))
+                break;
+            for (j = found - 1; j >= 0; j--) { // best last, nearest to the window
+                int len = retrlm__ralm_unit_len(c.ds, units[j], c.unit_tokens);
+                memcpy(s + at, retrlm_datastore_tokens(c.ds, units[j], NULL), (size_t)len * sizeof(int));
+                for (i = 0; i < len; i++) g[at + i] = -1;
+                at += len;
+            }
+            // w[i] at at + i predicts w[i + 1]; only the tokens after the query count
+            for (i = 0; i < c.window_tokens; i++) {
+                s[at + i] = w[i];
+                g[at + i] = i + 1 >= c.query_tokens ? w[i + 1] : -1;
+            }
+            lens[b] = at + c.window_tokens;
+            T = RETRLM__MAX(T, lens[b]);
+        }
+        if (r) break;
+        for (b = 0; b < c.batch; b++) { // compact the rows to stride T, padding with ignored 0s
+            int i;
+            if (b) {
+                memmove(inp + (size_t)b * T, inp + (size_t)b * Tmax, (size_t)lens[b] * sizeof(int));
+                memmove(tgt + (size_t)b * T, tgt + (size_t)b * Tmax, (size_t)lens[b] * sizeof(int));
+            }
+            for (i = lens[b]; i < T; i++) inp[(size_t)b * T + i] = 0, tgt[(size_t)b * T + i] = -1;
+        }
+        if ((r = retrlm__lm_step(m, opt, inp, tgt, c.batch, T, lens, &loss))) break;
+        if (c.losses) c.losses[st->step] = loss;
+        st->last_loss = loss;
+        st->step++;
+        r = retrlm__progress(c.progress, c.user, "incontext", (double)st->step, (double)c.steps);
+    }
+    RETRLM_FREE(inp);
+    RETRLM_FREE(lens);
+    RETRLM_FREE(query);
+    return r;
+}

@@ -144,3 +144,38 @@ typedef struct retrlm_lsr_config {
 RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
                                           const retrlm_lsr_config *cfg,
                                           retrlm_retriever_train_state *state);
+
+/* Strategy 2 (sequential), the LM side: the retriever is frozen and the LM learns to use what
+   it finds (RETRO's split of the work, Borgeaud et al., 2022, with the neighbours read in the
+   window, as In-Context RALM reads them, rather than through chunked cross-attention). Each
+   training sequence is a window w of window_tokens + 1 tokens of the stream, preceded by the
+   k best units for the text of w's first query_tokens tokens (each cut to its first
+   unit_tokens, the best one nearest to w, as retrlm_ralm_bits_per_byte's RETRLM_RALM_INCONTEXT
+   places them). The loss is the mean cross-entropy of w's tokens after the query, so no token
+   is predicted from units that its own text helped to choose. Units of the window's own
+   document are never retrieved (RETRO filters them too), or the LM would learn to copy text
+   it will not find at test time. Starting from a trained LM this is RETRO's "retrofitting". */
+typedef struct retrlm_incontext_train_config {
+    const retrlm_tokenizer *tok;    /* the LM's tokenizer: the query text is decoded with it */
+    const retrlm_datastore *ds;     /* committed; its units are in the LM's tokens */
+    const retrlm_retrieve_params *retrieve; /* NULL: BM25 */
+    const int     *tokens;          /* (n_tokens) the training stream */
+    size_t         n_tokens;
+    const int64_t *token_doc;       /* (n_tokens) each token's document, or NULL (no exclusion) */
+    int     k;                      /* units a window, default 1 (at most 16) */
+    int     unit_tokens;            /* default the datastore's chunk size */
+    int     query_tokens;           /* default 32 */
+    int     window_tokens;          /* default what the LM's max_seq_len leaves after the units */
+    int     batch;                  /* default the LM's max_batch */
+    int64_t steps;                  /* train until state->step == steps */
+    float  *losses;                 /* (steps) or NULL: mean loss of each step (nats/token) */
+    retrlm_progress_fn progress;    /* stage "incontext" after every step; may cancel */
+    void   *user;
+} retrlm_incontext_train_config;
+
+/* state: as retrlm_lm_train's (step, rng, last_loss). ERR_ARG when the units and the window
+   do not fit the LM's max_seq_len, the query is not shorter than the window, or the stream
+   is shorter than a window. */
+RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *opt,
+                                                const retrlm_incontext_train_config *cfg,
+                                                retrlm_lm_train_state *state);

@@ -650,6 +650,125 @@ static void test_lsr_threads_and_errors(void) {
     free(f2);
 }
 
+// ---- in-context retrieval-augmented LM training ---------------------------------------------
+static void ic_config(lsr_fix *f, retrlm_incontext_train_config *c, int k, int q, int w, int64_t steps) {
+    memset(c, 0, sizeof *c);
+    c->tok = &f->tok;
+    c->ds = &f->ds;
+    c->tokens = f->stream;
+    c->n_tokens = f->n_stream;
+    c->k = k;
+    c->unit_tokens = 10;
+    c->query_tokens = q;
+    c->window_tokens = w;
+    c->steps = steps;
+}
+
+static void lm_optimizer(retrlm_model *m, retrlm_adamw *opt) {
+    retrlm_adamw_config oc;
+    retrlm_adamw_group g[8];
+    int n;
+    memset(&oc, 0, sizeof oc);
+    n = retrlm_model_param_groups(m, 3e-3f, 0.0f, g);
+    CHECK_OK(retrlm_adamw_init(opt, &oc, g, n));
+}
+
+// The first step's loss equals a forward of [units, best last ; window] built here by hand,
+// scored on the window's tokens after the query; units of the window's document never come.
+static void test_incontext_exact(void) {
+    lsr_fix *f = (lsr_fix *)calloc(1, sizeof *f);
+    retrlm_incontext_train_config c;
+    retrlm_lm_train_state st;
+    retrlm_adamw opt;
+    float losses[1];
+    int64_t *doc;
+    int units[2], found = 0, seq[48], tgt[48], at = 0, j, i, cnt = 0, W, q = 12;
+    char text[256];
+    size_t tl, t;
+    double nll;
+    lsr_setup(f, "dog at sea and the quick fox on the mat at night");
+    if (f->n_stream > 29) f->n_stream = 29; // 2 units of 10 + a window of 28 fill the 48 positions
+    W = (int)f->n_stream - 1;
+    doc = (int64_t *)malloc(sizeof(int64_t) * f->n_stream);
+    for (t = 0; t < f->n_stream; t++) doc[t] = 0; // the cat's document: never retrieved
+    ic_config(f, &c, 2, q, W, 1);
+    c.token_doc = doc;
+    c.batch = 1;
+    c.losses = losses;
+    lm_optimizer(&f->lm, &opt);
+    retrlm_lm_train_state_init(&st, 1);
+    // by hand: the query, the units, the sequence, before training changes the LM
+    CHECK_OK(retrlm_tokenizer_decode(&f->tok, f->stream, (size_t)q, text, sizeof text, &tl));
+    CHECK_OK(retrlm_datastore_retrieve(&f->ds, NULL, text, tl, 2, 0, units, NULL, &found));
+    if (found != 2) fprintf(stderr, "incontext: query \"%.*s\" found %d units\n", (int)tl, text, found);
+    CHECK(found == 2 && units[0] != 0 && units[1] != 0);
+    for (j = found - 1; j >= 0; j--) {
+        int un;
+        const int *ids = retrlm_datastore_tokens(&f->ds, units[j], &un);
+        for (i = 0; i < un && i < 10; i++) seq[at] = ids[i], tgt[at++] = -1;
+    }
+    for (i = 0; i < W; i++) {
+        seq[at + i] = f->stream[i];
+        tgt[at + i] = i + 1 >= q ? f->stream[i + 1] : -1;
+    }
+    CHECK_OK(retrlm_model_forward(&f->lm, seq, 1, at + W, NULL, 0));
+    nll = retrlm_model_nll(&f->lm, tgt, &cnt);
+    CHECK(cnt == W + 1 - q);
+    CHECK_OK(retrlm_incontext_train(&f->lm, &opt, &c, &st));
+    CHECK(st.step == 1);
+    CHECK_NEAR(losses[0], nll / cnt, 1e-5);
+    // bad input: units and window past the LM's 48 positions, a query as long as the window, a
+    // stream shorter than a window, an encoder model
+    ic_config(f, &c, 4, q, 20, 2);
+    CHECK(retrlm_incontext_train(&f->lm, &opt, &c, &st) == RETRLM_ERR_ARG);
+    ic_config(f, &c, 1, W, W, 2);
+    CHECK(retrlm_incontext_train(&f->lm, &opt, &c, &st) == RETRLM_ERR_ARG);
+    ic_config(f, &c, 1, q, (int)f->n_stream, 2);
+    CHECK(retrlm_incontext_train(&f->lm, &opt, &c, &st) == RETRLM_ERR_ARG);
+    ic_config(f, &c, 1, q, 8, 2);
+    CHECK(retrlm_incontext_train(&f->e.side[RETRLM_QUERY], &opt, &c, &st) == RETRLM_ERR_ARG);
+    retrlm_adamw_free(&opt);
+    free(doc);
+    lsr_free(f);
+    free(f);
+}
+
+// Learning, and the same bits at 1 and 2 threads
+static void test_incontext_learns(void) {
+    const char *stream = "the cat sat on the mat and slept the quick brown fox jumps high a dog barks at "
+                         "night in the yard the cat sat on the mat and slept sailing ships at sea in a "
+                         "storm the quick brown fox jumps high bread and butter on a plate";
+    lsr_fix *f[2];
+    retrlm_incontext_train_config c;
+    retrlm_lm_train_state st[2];
+    retrlm_adamw opt[2];
+    float losses[2][80];
+    double early = 0, late = 0;
+    int th, i;
+    for (th = 0; th < 2; th++) {
+        f[th] = (lsr_fix *)calloc(1, sizeof *f[th]);
+#ifdef _OPENMP
+        omp_set_num_threads(th + 1);
+#endif
+        lsr_setup(f[th], stream);
+        lm_optimizer(&f[th]->lm, &opt[th]);
+        retrlm_lm_train_state_init(&st[th], 2);
+        ic_config(f[th], &c, 1, 4, 16, 80);
+        c.losses = losses[th];
+        CHECK_OK(retrlm_incontext_train(&f[th]->lm, &opt[th], &c, &st[th]));
+    }
+    CHECK(memcmp(losses[0], losses[1], sizeof losses[0]) == 0);
+    CHECK(memcmp(f[0]->lm.params, f[1]->lm.params, f[0]->lm.n_params * sizeof(float)) == 0);
+    for (i = 0; i < 10; i++) early += losses[0][i], late += losses[0][70 + i];
+    if (!(late < 0.5 * early)) fprintf(stderr, "incontext: loss %.3f -> %.3f\n", early / 10, late / 10);
+    CHECK(late < 0.5 * early);
+    for (th = 0; th < 2; th++) {
+        retrlm_adamw_free(&opt[th]);
+        lsr_free(f[th]);
+        free(f[th]);
+    }
+}
+
 static void test_fuse(void) {
     int64_t a[3] = {5, 2, 9}, b[3] = {2, 7, 5}, out[5];
     float as[3] = {3.0f, 2.0f, 1.0f}, bs[3] = {0.9f, 0.5f, 0.1f}, os[5];
@@ -758,6 +877,8 @@ int main(void) {
     RUN(test_contriever_moco);
     RUN(test_lsr_fits_the_lm);
     RUN(test_lsr_threads_and_errors);
+    RUN(test_incontext_exact);
+    RUN(test_incontext_learns);
     RUN(test_fuse);
     RUN(test_datastore_dense);
     return test_report();
