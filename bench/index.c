@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "../tests/files.h"
 
 #define K 10
 #define DIR "build/bench/index_data"
@@ -178,17 +179,9 @@ int main(int argc, char **argv) {
     else
         printf("data: 1,000 Gaussian clusters, sigma 1.75, unit-normalised; single-query QPS over %d (flat) / %d (IVF) queries\n",
                ns_flat, ns_ivf);
-    {
-        // a 2-core machine may be shared: say how busy it was when the run began
-        FILE *la = fopen("/proc/loadavg", "r");
-        double l1 = -1.0;
-        if (la) {
-            if (fscanf(la, "%lf", &l1) != 1) l1 = -1.0;
-            fclose(la);
-        }
-        if (l1 >= 0) printf("1-minute load average at the start: %.2f (more than ~0.3: other work shares the cores)\n", l1);
-        printf("\n");
-    }
+    if (loadavg() >= 0) // a 2-core machine may be shared: say how busy it was when the run began
+        printf("1-minute load average at the start: %.2f (more than ~0.3: other work shares the cores)\n", loadavg());
+    printf("\n");
 
     // ---- data
     centres = (float *)malloc(sizeof(float) * 1000 * (size_t)dim);
