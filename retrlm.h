@@ -14213,7 +14213,8 @@ RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
                             "(retrlm_datastore_embed)");
     span = (size_t)c.context_tokens + (size_t)c.continuation_tokens;
     ut = c.unit_tokens ? c.unit_tokens
-                       : RETRLM__MIN(c.ds->chunk_tokens, c.lm->config.max_seq_len - (int)span);
+         : span < (size_t)c.lm->config.max_seq_len
+             ? RETRLM__MIN(c.ds->chunk_tokens, c.lm->config.max_seq_len - (int)span) : 0;
     if (c.context_tokens < 1 || c.continuation_tokens < 1 || c.n_tokens < span || c.k < 1 ||
         c.query_tokens < 1 || c.query_tokens > c.context_tokens ||
         c.k > e->side[RETRLM_DOC].config.max_batch || c.k > 1024 || c.batch < 1 ||
@@ -14326,7 +14327,7 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
                                                 retrlm_lm_train_state *st) {
     retrlm_incontext_train_config c = *cfg;
     retrlm_result r = RETRLM_OK;
-    int *inp = NULL, *tgt = NULL, *lens = NULL, units[16], Tmax;
+    int *inp = NULL, *tgt = NULL, *lens = NULL, units[16], Tmax, bad;
     char *query = NULL;
     size_t qcap = 0, t;
     RETRLM_ASSERT(m && opt && cfg && st);
@@ -14334,11 +14335,13 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
     if (!c.k) c.k = 1;
     if (!c.unit_tokens) c.unit_tokens = c.ds ? c.ds->chunk_tokens : 0;
     if (!c.query_tokens) c.query_tokens = 32;
-    if (!c.window_tokens) c.window_tokens = Tmax - c.k * c.unit_tokens;
+    // k and unit_tokens first: no product of them may overflow on the way to the message
+    bad = c.k < 1 || c.k > 16 || c.unit_tokens < 1 || c.unit_tokens > Tmax;
+    if (!c.window_tokens && !bad) c.window_tokens = Tmax - c.k * c.unit_tokens;
     if (!c.batch) c.batch = m->config.max_batch;
     if (!c.tok || !c.ds || !c.ds->committed_ || !c.tokens || m->config.bidirectional ||
-        m->config.no_logits || c.k < 1 || c.k > 16 || c.unit_tokens < 1 || c.query_tokens < 1 ||
-        c.window_tokens <= c.query_tokens || c.k * c.unit_tokens + c.window_tokens > Tmax ||
+        m->config.no_logits || bad || c.query_tokens < 1 || c.window_tokens <= c.query_tokens ||
+        c.window_tokens > Tmax || c.k * c.unit_tokens + c.window_tokens > Tmax ||
         c.n_tokens < (size_t)c.window_tokens + 1 || c.batch < 1 || c.batch > m->config.max_batch)
         return retrlm__fail(RETRLM_ERR_ARG, "incontext_train: %d unit(s) of %d tokens + a window of "
                             "%d (query %d) in the LM's %d positions, batch %d of %d, stream of %lu "
