@@ -7,6 +7,8 @@
 //   ./retrlm datastore -t tok.rlm -o ds.rlm train.txt
 //   ./retrlm encoder-train -t tok.rlm -d ds.rlm --steps 500 -o enc.rlm
 //   ./retrlm embed -t tok.rlm -d ds.rlm --encoder enc.rlm -o dense.rlm
+//   ./retrlm lsr-train -m lm.rlm -t tok.rlm -d ds.rlm --encoder enc.rlm --train valid.txt -o lsr.rlm
+//   ./retrlm retrofit -m lm.rlm -t tok.rlm -d ds.rlm --train train.txt -o retro.rlm
 //   ./retrlm eval -m lm.rlm -t tok.rlm --text test.txt -d ds.rlm --mode incontext
 // `retrlm --help` lists the commands, `retrlm COMMAND --help` the options of one.
 // Exit status: 0 done, 1 failed (the message says why), 2 a bad command line.
@@ -83,8 +85,8 @@ typedef struct cli_progress {
     double t0, done0; // when the stage started, and its count then (for the rate)
     double last;      // when a line was last written
     int    width;     // characters of the line on the terminal; 0 when none is open
-    const retrlm_lm_train_state *train; // lm-train: the loss and validation to show
-    const retrlm_retriever_train_state *retr; // encoder-train: the loss and in-batch accuracy
+    const retrlm_lm_train_state *train; // lm-train, retrofit: the loss and validation to show
+    const retrlm_retriever_train_state *retr; // encoder-train: loss and accuracy; lsr-train: KL, agreement
 } cli_progress;
 
 typedef struct cli_text {
@@ -116,6 +118,7 @@ typedef struct cli_state {
     retrlm_knnlm     knn;      // kNN-LM keys, built here or loaded from a keys file
     int              knn_loaded; // 1: knn came from a keys file
     retrlm_encoder   enc;      // the bi-encoder: trained here, or loaded for dense retrieval
+    retrlm_moco      moco;     // encoder-train --moco: the key encoder and the queue
     cli_pairs        pairs;    // encoder-train --pairs
     size_t          *unit_off; // encoder-train -d: (n_units + 1) the units' token offsets
     cli_text         text[2];  // the command's texts (train and valid, test and kNN-LM text)
@@ -132,6 +135,7 @@ static void state_free(cli_state *s) {
     retrlm_adamw_free(&s->opt);
     retrlm_datastore_free(&s->ds); // before the encoder it borrows
     retrlm_encoder_free(&s->enc);
+    retrlm_moco_free(&s->moco);
     retrlm_knnlm_free(&s->knn);
     free(s->pairs.query), free(s->pairs.pair_query); // the pointer block and the int block
     free(s->pairs.q_ids), free(s->pairs.d_ids), free(s->pairs.q_off), free(s->pairs.d_off);
@@ -191,7 +195,8 @@ static void print_help(const cli_cmd *c, const cli_opt *opts) {
         printf("  %-30s %s", head, opts->help);
         if (opts->kind & OPT_NEED) printf(" (required)");
         else if (kind == OPT_INT && *(int *)opts->dst) printf(" (default %d)", *(int *)opts->dst);
-        else if (kind == OPT_FLOAT && *(float *)opts->dst != 0.0f) printf(" (default %g)", *(float *)opts->dst);
+        else if (kind == OPT_FLOAT && *(float *)opts->dst != 0.0f && *(float *)opts->dst >= opts->lo) // below: unset
+            printf(" (default %g)", *(float *)opts->dst);
         else if (kind == OPT_STR && *(const char **)opts->dst) printf(" (default %s)", *(const char **)opts->dst);
         printf("\n");
     }
@@ -342,9 +347,12 @@ static int progress_line(const cli_progress *p, char *line, size_t cap, const ch
     if (rate > 0.0) fmt_count(a, sizeof a, rate), append(line, cap, &n, " %s/s", a);
     if (final) fmt_time(a, sizeof a, secs), append(line, cap, &n, " in %s", a);
     else if (total > 0.0 && rate > 0.0) fmt_time(a, sizeof a, (total - done) / rate), append(line, cap, &n, " ETA %s", a);
-    if (p->train && !strcmp(stage, "train")) append(line, cap, &n, " loss %.3f", p->train->last_loss);
+    if (p->train && (!strcmp(stage, "train") || !strcmp(stage, "incontext")))
+        append(line, cap, &n, " loss %.3f", p->train->last_loss);
     if (p->retr && (!strcmp(stage, "contriever") || !strcmp(stage, "dpr")))
         append(line, cap, &n, " loss %.3f acc %.2f", p->retr->last_loss, p->retr->last_acc);
+    if (p->retr && !strcmp(stage, "lsr"))
+        append(line, cap, &n, " KL %.3f agree %.2f", p->retr->last_loss, p->retr->last_acc);
     return n;
 }
 
@@ -407,10 +415,14 @@ static int load_text(cli_state *s, int i, const char *path) {
     return (t->ids = encode_text(&s->tok, t->bytes, t->len, 0, &t->n)) ? 0 : 1;
 }
 
-// the LM at path, checked against the tokenizer already loaded
-static int load_model(cli_state *s, const char *path) {
+// the LM at path, checked against the tokenizer already loaded; max_batch: sequences a forward
+// (0: the saved number)
+static int load_model(cli_state *s, const char *path, int max_batch) {
+    retrlm_model_config over;
     retrlm_result r;
-    if ((r = retrlm_model_load(&s->lm, path, NULL))) return fail(r, "cannot load the model");
+    memset(&over, 0, sizeof over);
+    over.max_batch = max_batch;
+    if ((r = retrlm_model_load(&s->lm, path, max_batch ? &over : NULL))) return fail(r, "cannot load the model");
     if (s->lm.config.vocab_size != s->tok.n_vocab)
         return say("%s has a vocabulary of %d tokens, the tokenizer %d: not the tokenizer it was trained with",
                    path, s->lm.config.vocab_size, s->tok.n_vocab);
@@ -513,6 +525,16 @@ static int load_retrieval(cli_state *s, const cli_retrieval *rv) {
     return r ? fail(r, "cannot load the dense index") : 0;
 }
 
+// s->opt over the n parameter groups: a linear warmup of warmup steps, then cosine decay to step steps
+static int init_opt(cli_state *s, const retrlm_adamw_group *groups, int n, int steps, int warmup) {
+    retrlm_adamw_config oc;
+    retrlm_result r;
+    memset(&oc, 0, sizeof oc);
+    oc.warmup_steps = warmup;
+    oc.total_steps = steps;
+    return (r = retrlm_adamw_init(&s->opt, &oc, groups, n)) ? fail(r, "optimiser") : 0;
+}
+
 // ---------------------------------------------------------------------------------------------
 // the commands
 
@@ -569,10 +591,9 @@ static int cmd_tokenize(const cli_cmd *self, int argc, char **argv, cli_state *s
 static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *train = NULL, *valid = NULL, *out = NULL;
     int dim = 128, layers = 4, heads = 4, ctx = 128, batch = 8, steps = 400, seed = 1, warmup = -1;
-    int eval_every = 0, save_every = 100, resume = 0, n_groups;
+    int eval_every = 0, save_every = 100, resume = 0;
     float lr = 3e-3f, wd = 0.1f;
     retrlm_model_config mc;
-    retrlm_adamw_config oc;
     retrlm_adamw_group groups[2];
     retrlm_lm_train_config lc;
     retrlm_lm_train_state st;
@@ -599,7 +620,7 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (load_tokenizer(s, tok_path, gpt2) || load_text(s, 0, train) || (valid && load_text(s, 1, valid))) return 1;
     if (resume) {
-        if (load_model(s, out)) return 1;
+        if (load_model(s, out, 0)) return 1;
     } else {
         memset(&mc, 0, sizeof mc);
         mc.vocab_size = s->tok.n_vocab;
@@ -608,11 +629,8 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
         mc.seed = (uint64_t)seed;
         if ((r = retrlm_model_init(&s->lm, &mc))) return fail(r, "cannot make the model");
     }
-    memset(&oc, 0, sizeof oc);
-    oc.warmup_steps = warmup < 0 ? steps / 10 : warmup;
-    oc.total_steps = steps;
-    n_groups = retrlm_model_param_groups(&s->lm, lr, wd, groups);
-    if ((r = retrlm_adamw_init(&s->opt, &oc, groups, n_groups))) return fail(r, "optimiser");
+    if (init_opt(s, groups, retrlm_model_param_groups(&s->lm, lr, wd, groups), steps, warmup < 0 ? steps / 10 : warmup))
+        return 1;
     retrlm_lm_train_state_init(&st, (uint64_t)seed);
     if (resume && (r = retrlm_model_load_state(&s->opt, &st, out))) return fail(r, "cannot load the training state");
     memset(&lc, 0, sizeof lc);
@@ -738,7 +756,7 @@ static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "store keys in 8 bits a dimension"},
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) || get_keys(s, text, nlist, sq8)) return 1;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) || get_keys(s, text, nlist, sq8)) return 1;
     if (s->knn_loaded) return say("%s is a keys file already; give a text", text);
     if ((r = retrlm_knnlm_save(&s->knn, out))) return fail(r, "cannot save");
     printf("%s: %lu keys of %d dimensions, %.1f MB\n", out, (unsigned long)s->knn.n, s->knn.index.dim,
@@ -822,6 +840,7 @@ typedef struct cli_enc_train {
     int   batch, steps; // 0: the encoder's max_batch
     float temperature;
     retrlm_retriever_train_state *state;
+    retrlm_moco *moco; // Contriever with MoCo, or NULL
 } cli_enc_train;
 
 // Contriever on the units of the datastore at path: their tokens as CSR
@@ -836,8 +855,11 @@ static int train_contriever(cli_state *s, const char *path, const cli_enc_train 
     memset(&cc, 0, sizeof cc);
     cc.docs.ids = s->ds.tokens, cc.docs.off = s->unit_off, cc.docs.n = (size_t)s->ds.n_units;
     cc.batch = et->batch, cc.temperature = et->temperature, cc.steps = et->steps;
+    cc.moco = et->moco;
     cc.progress = progress_fn, cc.user = &s->prog;
-    fprintf(stderr, "Contriever on %d units\n", s->ds.n_units);
+    fprintf(stderr, "Contriever on %d units", s->ds.n_units);
+    if (et->moco) fprintf(stderr, ", MoCo: a queue of %d keys, momentum %g", et->moco->queue_size, (double)et->moco->momentum);
+    fprintf(stderr, "\n");
     r = retrlm_contriever_train(&s->enc, &s->opt, &cc, et->state);
     progress_end(&s->prog);
     return r ? fail(r, "training") : 0;
@@ -865,10 +887,10 @@ static int train_dpr(cli_state *s, const char *path, const cli_enc_train *et) {
 static int cmd_encoder_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *ds_path = NULL, *pairs = NULL, *init = NULL, *out = NULL;
     int dim = 128, layers = 2, heads = 4, doc_tokens = 128, query_tokens = 32, seed = 1, separate = 0, proj = 0;
-    float lr = 1e-3f;
-    cli_enc_train et = {0, 200, 0.05f, NULL};
+    int queue = 0;
+    float lr = 1e-3f, momentum = -1.0f; // below its range: not given
+    cli_enc_train et = {0, 200, 0.05f, NULL, NULL};
     retrlm_encoder_config ec;
-    retrlm_adamw_config oc;
     retrlm_adamw_group groups[6];
     retrlm_retriever_train_state st;
     retrlm_result r;
@@ -889,10 +911,16 @@ static int cmd_encoder_train(const cli_cmd *self, int argc, char **argv, cli_sta
         {"--proj", "N", OPT_INT, &proj, 0, 8192, "project the embeddings to N dimensions (0: none)"},
         {"--lr", "X", OPT_FLOAT, &lr, 1e-9, 10, "peak learning rate"},
         {"--temperature", "X", OPT_FLOAT, &et.temperature, 1e-6, 1e6, "scores are cosines / X"},
+        {"--moco", "QUEUE", OPT_INT, &queue, 0, 1 << 24, "Contriever with MoCo: keys by a momentum encoder, QUEUE past keys as more negatives (0: in-batch only)"},
+        {"--momentum", "M", OPT_FLOAT, &momentum, 0, 1, "MoCo: the key encoder follows the encoder at this momentum (default 0.999)"},
         {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights, batches and crops"},
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (!ds_path == !pairs) return bad_usage(self, "give one of -d DATASTORE (Contriever) and --pairs FILE (DPR)");
+    if (momentum >= 0.0f && !queue) return bad_usage(self, "--momentum needs --moco QUEUE (a queue of 1 key or more)");
+    if (queue && pairs) return bad_usage(self, "--moco is for Contriever (-d DATASTORE), not DPR (--pairs)");
+    if (queue && separate) return bad_usage(self, "--moco needs a shared encoder: not with --separate");
+    if (momentum < 0.0f) momentum = 0.999f;
     if (load_tokenizer(s, tok_path, gpt2) || (init && load_encoder(s, init))) return 1;
     if (!init) {
         memset(&ec, 0, sizeof ec);
@@ -903,17 +931,16 @@ static int cmd_encoder_train(const cli_cmd *self, int argc, char **argv, cli_sta
         ec.max_query_tokens = query_tokens, ec.max_doc_tokens = doc_tokens, ec.max_batch = et.batch;
         if ((r = retrlm_encoder_init(&s->enc, &ec))) return fail(r, "cannot make the encoder");
     }
-    memset(&oc, 0, sizeof oc);
-    oc.warmup_steps = et.steps / 20;
-    oc.total_steps = et.steps;
-    r = retrlm_adamw_init(&s->opt, &oc, groups, retrlm_encoder_param_groups(&s->enc, lr, 0.01f, groups));
-    if (r) return fail(r, "optimiser");
+    if (init_opt(s, groups, retrlm_encoder_param_groups(&s->enc, lr, 0.01f, groups), et.steps, et.steps / 20)) return 1;
+    if (queue && (r = retrlm_moco_init(&s->moco, &s->enc, queue, momentum))) return fail(r, "MoCo");
+    et.moco = queue ? &s->moco : NULL;
     retrlm_retriever_train_state_init(&st, (uint64_t)seed);
     s->prog.retr = et.state = &st;
     if (ds_path ? train_contriever(s, ds_path, &et) : train_dpr(s, pairs, &et)) return 1;
     if ((r = retrlm_encoder_save(&s->enc, out))) return fail(r, "cannot save");
-    printf("%s: %s, step %lld, loss %.4f, in-batch accuracy %.2f; embeddings %d wide\n", out,
-           ds_path ? "Contriever" : "DPR", (long long)st.step, st.last_loss, st.last_acc, s->enc.dim);
+    printf("%s: %s, step %lld, loss %.4f, %s accuracy %.2f; embeddings %d wide\n", out,
+           queue ? "Contriever with MoCo" : ds_path ? "Contriever" : "DPR", (long long)st.step, st.last_loss,
+           queue ? "batch + queue" : "in-batch", st.last_acc, s->enc.dim);
     return 0;
 }
 
@@ -949,6 +976,131 @@ static int cmd_embed(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     if (nlist) printf("IVF %d lists (nprobe %d)", s->ds.dense.nlist, s->ds.dense.nprobe);
     else printf("flat");
     printf(", %s, %.1f MB\n", sq8 ? "8 bits a dimension" : "f32", (double)retrlm_index_bytes(&s->ds.dense) / 1e6);
+    return 0;
+}
+
+// ---- lsr-train and retrofit: the library's strategy 2, one side trained against the other frozen
+
+// what both take: an LM, its tokenizer, a training text, a datastore, the output and the schedule
+typedef struct cli_s2 {
+    const char *model, *tok_path, *gpt2[2], *train, *ds_path, *out;
+    int         steps, seed;
+    float       lr;
+} cli_s2;
+#define CLI_S2_DEFAULTS {NULL, NULL, {NULL, NULL}, NULL, NULL, NULL, 200, 1, 1e-4f}
+#define CLI_S2_OPTS(o, model_help, out_help)                                                    \
+    {"-m|--model", "FILE", OPT_STR | OPT_NEED, &o.model, 0, 0, model_help},                     \
+    CLI_TOKENIZER_OPTS(o.tok_path, o.gpt2),                                                     \
+    {"--train", "FILE", OPT_STR | OPT_NEED, &o.train, 0, 0, "the training text, one document: its own units in -d " \
+     "are retrievable too (leakage), so build -d from other text"},                             \
+    {"-d|--datastore", "FILE", OPT_STR | OPT_NEED, &o.ds_path, 0, 0, "the units to retrieve (from datastore)"}, \
+    {"-o|--output", "FILE", OPT_STR | OPT_NEED, &o.out, 0, 0, out_help},                        \
+    {"--steps", "N", OPT_INT, &o.steps, 1, 1e9, "training steps"},                               \
+    {"--lr", "X", OPT_FLOAT, &o.lr, 1e-9, 10, "peak learning rate (warmup, then cosine decay)"}, \
+    {"--seed", "N", OPT_INT, &o.seed, 0, 2147483647.0, "the windows drawn"}
+
+// the tokenizer, the LM (max_batch sequences a forward, 0: its own), the training text and the
+// datastore of o
+static int load_s2(cli_state *s, const cli_s2 *o, int max_batch) {
+    retrlm_result r;
+    if (load_tokenizer(s, o->tok_path, o->gpt2) || load_model(s, o->model, max_batch) || load_text(s, 0, o->train))
+        return 1;
+    if (!s->text[0].n) return say("%s: no text to train on", o->train);
+    if ((r = retrlm_datastore_load(&s->ds, o->ds_path))) return fail(r, "cannot load the datastore");
+    return 0;
+}
+
+// REPLUG LSR: the encoder learns which units help the frozen LM predict the training text
+static int cmd_lsr_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    cli_s2 o = CLI_S2_DEFAULTS;
+    cli_retrieval rv = CLI_RETRIEVAL_BM25;
+    int k = 8, batch = 8, context = 64, query = 0, cont = 64, unit = 0, refresh = 100;
+    float temperature = 0.1f;
+    retrlm_index_config ic;
+    retrlm_adamw_group groups[6];
+    retrlm_lsr_config lc;
+    retrlm_retriever_train_state st;
+    retrlm_result r;
+    cli_opt opts[] = {
+        CLI_S2_OPTS(o, "the frozen LM (from lm-train) whose predictions teach the encoder", "the encoder file to write"),
+        {"--encoder", "FILE", OPT_STR | OPT_NEED, &rv.encoder, 0, 0, "the bi-encoder to fine-tune (from encoder-train)"},
+        {"--dense", "FILE", OPT_STR, &rv.dense, 0, 0, "the units' embeddings by --encoder (from embed): no embedding first"},
+        {"--k", "N", OPT_INT, &k, 1, 1024, "units a query (at most the encoder's document batch)"},
+        {"--batch", "N", OPT_INT, &batch, 1, 1024, "examples a step (at most the encoder's batch)"},
+        {"--context|--context-tokens", "N", OPT_INT, &context, 1, 1 << 20, "x: the tokens of text the LM reads after a unit"},
+        {"--query|--query-tokens", "N", OPT_INT, &query, 0, 1 << 20, "the query is the text of x's last N tokens (0: 32, at most x)"},
+        {"--continuation", "N", OPT_INT, &cont, 1, 1 << 20, "y: the tokens after x the LM scores"},
+        {"--unit-tokens", "N", OPT_INT, &unit, 0, 1 << 20, "tokens of a unit the LM reads (0: what its context leaves, at most the chunk)"},
+        {"--temperature", "X", OPT_FLOAT, &temperature, 1e-6, 1e6, "both the encoder's and the LM's scores are / X"},
+        {"--refresh", "N", OPT_INT, &refresh, 0, 1e9, "embed the units again every N steps (0: never)"},
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (query > context) return bad_usage(self, "--query %d is more than the %d tokens of --context", query, context);
+    rv.mode = "dense";
+    if (check_retrieval(self, &rv, o.ds_path)) return 2;
+    if (load_s2(s, &o, 0) || load_retrieval(s, &rv)) return 1;
+    memset(&ic, 0, sizeof ic); // refreshes rebuild the units' index as --dense's (else flat)
+    ic.nlist = s->ds.dense.nlist, ic.nprobe = s->ds.dense.nprobe, ic.storage = s->ds.dense.storage;
+    ic.rerank = s->ds.dense.rerank;
+    if (init_opt(s, groups, retrlm_encoder_param_groups(&s->enc, o.lr, 0.01f, groups), o.steps, o.steps / 20)) return 1;
+    retrlm_retriever_train_state_init(&st, (uint64_t)o.seed);
+    s->prog.retr = &st;
+    memset(&lc, 0, sizeof lc);
+    lc.lm = &s->lm, lc.lm_tok = &s->tok, lc.ds = &s->ds, lc.index_config = &ic;
+    lc.tokens = s->text[0].ids, lc.n_tokens = s->text[0].n; // token_doc NULL: one document
+    lc.context_tokens = context, lc.query_tokens = query, lc.continuation_tokens = cont, lc.unit_tokens = unit;
+    lc.k = k, lc.batch = batch, lc.temperature = temperature;
+    lc.steps = o.steps, lc.refresh_every = refresh;
+    lc.progress = progress_fn, lc.user = &s->prog;
+    fprintf(stderr, "REPLUG LSR on %lu training tokens, %d units, k %d\n", (unsigned long)s->text[0].n,
+            s->ds.n_units, k);
+    r = retrlm_lsr_train(&s->enc, &s->opt, &lc, &st);
+    progress_end(&s->prog);
+    if (r) return fail(r, "training");
+    if ((r = retrlm_encoder_save(&s->enc, o.out))) return fail(r, "cannot save");
+    printf("%s: LSR, step %lld, KL %.4f, agreement with the LM %.2f; embeddings %d wide\n", o.out, (long long)st.step,
+           st.last_loss, st.last_acc, s->enc.dim);
+    return 0;
+}
+
+// in-context retrieval-augmented training: the LM learns to read units placed before its window
+static int cmd_retrofit(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    cli_s2 o = CLI_S2_DEFAULTS;
+    cli_retrieval rv = CLI_RETRIEVAL_BM25;
+    int k = 1, unit = 0, query = 32, window = 0, batch = 0;
+    retrlm_adamw_group groups[2];
+    retrlm_incontext_train_config ic;
+    retrlm_lm_train_state st;
+    retrlm_result r;
+    cli_opt opts[] = {
+        CLI_S2_OPTS(o, "the LM to train further (from lm-train)", "the LM to write (weights only)"),
+        {"--k", "N", OPT_INT, &k, 1, 16, "units before each window"},
+        {"--unit-tokens", "N", OPT_INT, &unit, 0, 1 << 20, "tokens of a unit read at most (0: the chunk size)"},
+        {"--query|--query-tokens", "N", OPT_INT, &query, 1, 1 << 20, "the query is the text of the window's first N tokens, the loss on the rest"},
+        {"--window", "N", OPT_INT, &window, 0, 1 << 20, "tokens of text a sequence (0: what the LM's context leaves after the units)"},
+        {"--batch", "N", OPT_INT, &batch, 0, 4096, "windows a step (0: the LM's batch)"},
+        CLI_RETRIEVE_OPTS(rv),
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (window && query >= window) return bad_usage(self, "--query %d leaves no tokens of --window %d to learn", query, window);
+    if (check_retrieval(self, &rv, o.ds_path)) return 2;
+    if (load_s2(s, &o, batch) || load_retrieval(s, &rv)) return 1;
+    if (init_opt(s, groups, retrlm_model_param_groups(&s->lm, o.lr, 0.1f, groups), o.steps, o.steps / 10)) return 1;
+    retrlm_lm_train_state_init(&st, (uint64_t)o.seed);
+    s->prog.train = &st;
+    memset(&ic, 0, sizeof ic);
+    ic.tok = &s->tok, ic.ds = &s->ds, ic.retrieve = &rv.params;
+    ic.tokens = s->text[0].ids, ic.n_tokens = s->text[0].n; // token_doc NULL: one document
+    ic.k = k, ic.unit_tokens = unit, ic.query_tokens = query, ic.window_tokens = window, ic.batch = batch;
+    ic.steps = o.steps;
+    ic.progress = progress_fn, ic.user = &s->prog;
+    fprintf(stderr, "retrofitting %.2fM parameters on %lu training tokens, %d unit(s) by %s a window\n",
+            (double)s->lm.n_params / 1e6, (unsigned long)s->text[0].n, k, rv.mode);
+    r = retrlm_incontext_train(&s->lm, &s->opt, &ic, &st);
+    progress_end(&s->prog);
+    if (r) return fail(r, "training");
+    if ((r = retrlm_model_save(&s->lm, NULL, NULL, o.out))) return fail(r, "cannot save");
+    printf("%s: retrofitted, step %lld, loss %.4f\n", o.out, (long long)st.step, st.last_loss);
     return 0;
 }
 
@@ -1039,7 +1191,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     if ((m = name_index(mode_names, 3, mode)) == 3)
         return bad_usage(self, "--mode is none, incontext or replug, not '%s'", mode);
     if (m && !ds_path) return bad_usage(self, "--mode %s needs -d DATASTORE", mode);
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) || load_text(s, 0, text)) return 1;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) || load_text(s, 0, text)) return 1;
     if (!s->text[0].n) return say("%s: no text to score", text);
     if (ds_path && (r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
     if ((m && load_retrieval(s, &rv)) || (knn && get_keys(s, knn, nlist, sq8))) return 1; // none: no units
@@ -1087,7 +1239,7 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (check_retrieval(self, &rv, ds_path)) return 2;
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model) ||
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) ||
         !(s->text[0].ids = encode_text(&s->tok, prompt, strlen(prompt), 0, &n_p)))
         return 1;
     if (!n_p) return say("the prompt is empty");
@@ -1144,6 +1296,10 @@ static const cli_cmd commands[] = {
      "Trains a bi-encoder for dense retrieval: Contriever on a datastore, or DPR on pairs.", cmd_encoder_train},
     {"embed", "[options] -d DS -t TOK --encoder ENC -o DENSE",
      "Embeds the units of a datastore once, for --dense in search, eval and generate.", cmd_embed},
+    {"lsr-train", "[options] -m LM -t TOK -d DS --encoder ENC --train FILE -o ENC",
+     "Fine-tunes a bi-encoder with REPLUG LSR: toward the units that help a frozen LM.", cmd_lsr_train},
+    {"retrofit", "[options] -m LM -t TOK -d DS --train FILE -o LM",
+     "Trains an LM further with retrieved units before its windows, to learn to read them.", cmd_retrofit},
     {"search", "[options] -d DS QUERY...", "Prints the best units for a query: unit, score, document, text.",
      cmd_search},
     {"eval", "[options] -m LM -t TOK --text FILE", "Prints the bits per byte of a text, with or without retrieval.",

@@ -1,9 +1,10 @@
 #!/bin/sh
 # tests/test_cli.sh - builds the command-line tool (examples/retrlm.c) and runs a short session
 # on examples/data/kjv-excerpt.tsv: tokenizer, a tiny LM, a datastore, search, eval (none,
-# in-context, kNN-LM), generation, a tiny bi-encoder (Contriever, then DPR), dense / hybrid
-# retrieval, and the units' embeddings saved by embed and loaded with --dense; then bad input,
-# which must fail with a message, never crash.
+# in-context, kNN-LM), generation, a tiny bi-encoder (Contriever, then DPR, and Contriever with
+# MoCo), dense / hybrid retrieval, the units' embeddings saved by embed and loaded with --dense,
+# REPLUG LSR (lsr-train) and in-context retrofitting (retrofit); then bad input, which must fail
+# with a message, never crash.
 # The last line is "N passed, M failed"; the exit status is nonzero on any failure.
 #   sh tests/test_cli.sh              (from the repository root; CC, STB_INC as in tests/run.sh)
 #   RETRLM_BIN=path sh tests/test_cli.sh     tests an already built binary (e.g. a sanitizer build)
@@ -139,6 +140,28 @@ for d in "" "$D"; do
 done
 same "generate --dense: the same unit and continuation" "$out/gen.txt" "$out/gen-dense.txt"
 
+# MoCo; then strategy 2: the DPR encoder fine-tuned by the frozen LM (REPLUG LSR), the LM
+# retrofitted to read units (BM25, then hybrid); each output then used by search or eval
+run "encoder-train --moco" "$R" encoder-train $T -d "$out/ds.rlm" --dim 16 --layers 1 --heads 2 --steps 10 --moco 64 \
+    --momentum 0.99 -o "$out/enc-moco.rlm"
+has "encoder-train --moco: to step 10" "Contriever with MoCo, step 10, loss [0-9.]+, batch \+ queue accuracy [0-9.]+"
+run "search with the MoCo encoder" "$R" search -d "$out/ds.rlm" $T --encoder "$out/enc-moco.rlm" -k 3 Rabshakeh cried
+has "search with the MoCo encoder: units" "^[0-9]+	[0-9.-]+	[0-9]+	"
+S2="$M $T -d $out/ds.rlm"
+LSR="--encoder $out/enc-dpr.rlm $D --train $out/test.txt --batch 2 --k 4 --context 16 --continuation 16"
+run "lsr-train" "$R" lsr-train $S2 $LSR --steps 4 --refresh 2 -o "$out/enc-lsr.rlm"
+has "lsr-train: to step 4" "enc-lsr.rlm: LSR, step 4, KL [0-9.]+, agreement with the LM [0-9.]+; embeddings 16 wide"
+run "search with the LSR encoder" "$R" search -d "$out/ds.rlm" $T --encoder "$out/enc-lsr.rlm" -k 3 Rabshakeh cried
+has "search with the LSR encoder: units" "^[0-9]+	[0-9.-]+	[0-9]+	"
+run "retrofit" "$R" retrofit $S2 --train "$out/train.txt" --steps 4 -o "$out/retro.rlm"
+has "retrofit: to step 4" "retro.rlm: retrofitted, step 4, loss [0-9.]+"
+run "eval the retrofitted LM" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt" -d "$out/ds.rlm" --mode incontext \
+    --unit-tokens 32
+has "eval the retrofitted LM: bits per byte" "^[0-9]+\.[0-9]+ bits per byte: .*mode incontext"
+run "retrofit --retrieve rrf --dense" "$R" retrofit $S2 --train "$out/train.txt" $E $D --retrieve rrf --k 2 \
+    --unit-tokens 16 --query 16 --batch 2 --steps 2 -o "$out/retro-rrf.rlm"
+has "retrofit --retrieve rrf: to step 2" "retrofitted, step 2"
+
 # bad input: exit 1 or 2 with a message
 bad "missing file" "$R" tokenize $T "$out/no-such-file.txt"
 bad "missing tokenizer" "$R" tokenize -t "$out/no-such.rlm" "$out/test.txt"
@@ -183,6 +206,37 @@ bad "a datastore as --dense" "$R" search -d "$out/ds.rlm" $T $E --dense "$out/ds
 head -c 3000 "$out/dense.rlm" >"$out/dense-cut.rlm"
 bad "truncated --dense" "$R" search -d "$out/ds.rlm" $T $E --dense "$out/dense-cut.rlm" king
 bad "context too small" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" --mode incontext --unit-tokens 96
+x="$T -d $out/ds.rlm -o $out/x.rlm"
+bad "--momentum without --moco" "$R" encoder-train $x --momentum 0.9
+bad "--moco 0 with --momentum" "$R" encoder-train $x --moco 0 --momentum 0.9
+bad "--momentum above 1" "$R" encoder-train $x --moco 16 --momentum 1.5
+bad "--moco negative" "$R" encoder-train $x --moco -5
+bad "--moco with --separate" "$R" encoder-train $x --moco 16 --separate
+bad "--moco with --pairs" "$R" encoder-train $T --pairs "$out/pairs.tsv" --moco 16 -o "$out/x.rlm"
+"$R" encoder-train $T --pairs "$out/pairs.tsv" --dim 8 --layers 1 --heads 2 --steps 1 --separate -o "$out/enc-sep.rlm" >/dev/null 2>&1
+bad "--moco --init of a separate encoder" "$R" encoder-train $x --moco 16 --init "$out/enc-sep.rlm"
+has "--moco --init of a separate encoder: the library's message" "needs a shared encoder"
+x="$S2 --train $out/test.txt -o $out/x.rlm"
+bad "lsr-train: k above the encoder's batch" "$R" lsr-train $x $LSR --k 100
+has "lsr-train: k above the encoder's batch: the library's message" "k 100 \(document side max_batch 64\)"
+bad "lsr-train without --encoder" "$R" lsr-train $x
+bad "lsr-train without -m" "$R" lsr-train $T -d "$out/ds.rlm" --train "$out/test.txt" $E -o "$out/x.rlm"
+bad "lsr-train: no training text" "$R" lsr-train $S2 $E --train "$out/no-such.txt" -o "$out/x.rlm"
+bad "lsr-train: empty training text" "$R" lsr-train $S2 $E --train /dev/null -o "$out/x.rlm"
+bad "lsr-train: bad --steps" "$R" lsr-train $x $LSR --steps 0
+bad "lsr-train: bad --temperature" "$R" lsr-train $x $LSR --temperature zero
+bad "lsr-train: --query longer than --context" "$R" lsr-train $x $LSR --query 20
+bad "lsr-train: x and y longer than the LM's context" "$R" lsr-train $x $E $D --context 64 --continuation 64
+bad "lsr-train: a datastore as --dense" "$R" lsr-train $x $E --dense "$out/ds.rlm"
+x="$S2 --train $out/train.txt -o $out/x.rlm"
+bad "retrofit: --k above 16" "$R" retrofit $x --k 17
+bad "retrofit: bad --lr" "$R" retrofit $x --lr -1
+bad "retrofit without -d" "$R" retrofit $M $T --train "$out/train.txt" -o "$out/x.rlm"
+bad "retrofit: --query fills --window" "$R" retrofit $x --window 32 --query 32
+bad "retrofit: units fill the LM's context" "$R" retrofit $x --unit-tokens 96
+has "retrofit: units fill the LM's context: the library's message" "incontext_train: 1 unit\(s\) of 96 tokens"
+bad "retrofit --retrieve dense without --encoder" "$R" retrofit $x --retrieve dense
+bad "retrofit: an encoder as the LM" "$R" retrofit -m "$out/enc.rlm" $T -d "$out/ds.rlm" --train "$out/train.txt" -o "$out/x.rlm"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
