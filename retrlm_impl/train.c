@@ -512,23 +512,32 @@ RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
         return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: needs an LM with logits, its tokenizer, "
                             "tokens, and a datastore embedded with this encoder "
                             "(retrlm_datastore_embed)");
+    if (c.context_tokens < 1 || c.continuation_tokens < 1 || c.query_tokens < 1 ||
+        c.query_tokens > c.context_tokens || c.unit_tokens < 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: x %d tokens (query %d of them), y %d and unit "
+                            "%d: x, y and the query need at least 1, the query at most x",
+                            c.context_tokens, c.query_tokens, c.continuation_tokens, c.unit_tokens);
     span = (size_t)c.context_tokens + (size_t)c.continuation_tokens;
     ut = c.unit_tokens ? c.unit_tokens
          : span < (size_t)c.lm->config.max_seq_len
              ? RETRLM__MIN(c.ds->chunk_tokens, c.lm->config.max_seq_len - (int)span) : 0;
-    if (c.context_tokens < 1 || c.continuation_tokens < 1 || c.n_tokens < span || c.k < 1 ||
-        c.query_tokens < 1 || c.query_tokens > c.context_tokens ||
-        c.k > e->side[RETRLM_DOC].config.max_batch || c.k > 1024 || c.batch < 1 ||
-        c.batch > e->config.max_batch || c.batch > RETRLM__MAX_DPR_BATCH || ut < 1 ||
-        span + (size_t)ut > (size_t)c.lm->config.max_seq_len || !(c.temperature > 0.0f) ||
-        c.refresh_every < 0)
-        return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: x %d (query %d) + y %d + unit %d tokens "
-                            "(LM window %d, stream %lu), k %d (document side max_batch %d), batch %d "
-                            "(query side %d), temperature %g", c.context_tokens, c.query_tokens,
-                            c.continuation_tokens, ut,
-                            c.lm->config.max_seq_len, (unsigned long)c.n_tokens, c.k,
-                            e->side[RETRLM_DOC].config.max_batch, c.batch, e->config.max_batch,
-                            (double)c.temperature);
+    if (ut < 1 || span + (size_t)ut > (size_t)c.lm->config.max_seq_len)
+        return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: a unit (%d tokens) + x (%d) + y (%d) exceed "
+                            "the LM's %d positions", c.unit_tokens, c.context_tokens,
+                            c.continuation_tokens, c.lm->config.max_seq_len);
+    if (c.n_tokens < span)
+        return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: a stream of %lu tokens is shorter than x + y "
+                            "(%lu)", (unsigned long)c.n_tokens, (unsigned long)span);
+    if (c.k < 1 || c.k > e->side[RETRLM_DOC].config.max_batch || c.k > 1024)
+        return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: k %d must be in [1, %d] (the encoder's "
+                            "document side max_batch)", c.k,
+                            RETRLM__MIN(1024, e->side[RETRLM_DOC].config.max_batch));
+    if (c.batch < 1 || c.batch > e->config.max_batch || c.batch > RETRLM__MAX_DPR_BATCH)
+        return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: batch %d must be in [1, %d] (the encoder's "
+                            "max_batch)", c.batch, RETRLM__MIN(RETRLM__MAX_DPR_BATCH, e->config.max_batch));
+    if (!(c.temperature > 0.0f) || c.refresh_every < 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: temperature %g must be > 0 and refresh_every "
+                            "%lld >= 0", (double)c.temperature, (long long)c.refresh_every);
     for (t = 0; t < c.n_tokens; t++)
         if (c.tokens[t] < 0 || c.tokens[t] >= c.lm->config.vocab_size)
             return retrlm__fail(RETRLM_ERR_ARG, "lsr_train: token %d at %lu is outside the LM's "
@@ -641,14 +650,23 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
     if (!c.window_tokens && !bad) c.window_tokens = Tmax - c.k * c.unit_tokens;
     if (!c.batch) c.batch = m->config.max_batch;
     if (!c.tok || !c.ds || !c.ds->committed_ || !c.tokens || m->config.bidirectional ||
-        m->config.no_logits || bad || c.query_tokens < 1 || c.window_tokens <= c.query_tokens ||
-        c.window_tokens > Tmax || c.k * c.unit_tokens + c.window_tokens > Tmax ||
-        c.n_tokens < (size_t)c.window_tokens + 1 || c.batch < 1 || c.batch > m->config.max_batch)
-        return retrlm__fail(RETRLM_ERR_ARG, "incontext_train: %d unit(s) of %d tokens + a window of "
-                            "%d (query %d) in the LM's %d positions, batch %d of %d, stream of %lu "
-                            "tokens; a causal LM, a tokenizer and a committed datastore", c.k,
-                            c.unit_tokens, c.window_tokens, c.query_tokens, Tmax, c.batch,
-                            m->config.max_batch, (unsigned long)c.n_tokens);
+        m->config.no_logits)
+        return retrlm__fail(RETRLM_ERR_ARG, "incontext_train: needs a causal LM with logits, a "
+                            "tokenizer, a committed datastore and tokens");
+    if (bad)
+        return retrlm__fail(RETRLM_ERR_ARG, "incontext_train: k %d must be in [1, 16] and unit_tokens "
+                            "%d in [1, %d]", c.k, c.unit_tokens, Tmax);
+    if (c.query_tokens < 1 || c.window_tokens <= c.query_tokens || c.window_tokens > Tmax ||
+        c.k * c.unit_tokens + c.window_tokens > Tmax)
+        return retrlm__fail(RETRLM_ERR_ARG, "incontext_train: %d unit(s) of %d tokens + a window of %d "
+                            "(longer than its query of %d) must fit the LM's %d positions", c.k,
+                            c.unit_tokens, c.window_tokens, c.query_tokens, Tmax);
+    if (c.n_tokens < (size_t)c.window_tokens + 1)
+        return retrlm__fail(RETRLM_ERR_ARG, "incontext_train: a stream of %lu tokens is shorter than "
+                            "a window + 1 (%d)", (unsigned long)c.n_tokens, c.window_tokens + 1);
+    if (c.batch < 1 || c.batch > m->config.max_batch)
+        return retrlm__fail(RETRLM_ERR_ARG, "incontext_train: batch %d must be in [1, %d] (the LM's "
+                            "max_batch)", c.batch, m->config.max_batch);
     for (t = 0; t < c.n_tokens; t++)
         if (c.tokens[t] < 0 || c.tokens[t] >= m->config.vocab_size)
             return retrlm__fail(RETRLM_ERR_ARG, "incontext_train: token %d at %lu is outside the "

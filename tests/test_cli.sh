@@ -218,7 +218,7 @@ bad "--moco --init of a separate encoder" "$R" encoder-train $x --moco 16 --init
 has "--moco --init of a separate encoder: the library's message" "needs a shared encoder"
 x="$S2 --train $out/test.txt -o $out/x.rlm"
 bad "lsr-train: k above the encoder's batch" "$R" lsr-train $x $LSR --k 100
-has "lsr-train: k above the encoder's batch: the library's message" "k 100 \(document side max_batch 64\)"
+has "lsr-train: k above the encoder's batch: the library's message" "k 100 must be in \[1, 64\]"
 bad "lsr-train without --encoder" "$R" lsr-train $x
 bad "lsr-train without -m" "$R" lsr-train $T -d "$out/ds.rlm" --train "$out/test.txt" $E -o "$out/x.rlm"
 bad "lsr-train: no training text" "$R" lsr-train $S2 $E --train "$out/no-such.txt" -o "$out/x.rlm"
