@@ -208,7 +208,7 @@ RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids
                            float *out_scores) {
     retrlm_retrieve_mode mode = p ? p->mode : RETRLM_RETRIEVE_BM25;
     float w = p && p->weight > 0.0f ? RETRLM__MIN(p->weight, 1.0f) : 0.5f; // 0: the default
-    float rk = p && p->rrf_k > 0 ? (float)p->rrf_k : 60.0f, *sc;
+    float rk = p && p->rrf_k > 0 ? (float)p->rrf_k : 60.0f, *sc, small[64];
     int64_t *ids;
     retrlm_topk h;
     int i, j, n;
@@ -220,7 +220,9 @@ RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids
         if (out_scores) memcpy(out_scores, xs, (size_t)n * sizeof *out_scores);
         return n;
     }
-    sc = (float *)retrlm__alloc((size_t)k + 1, sizeof *sc);
+    // the heap's scores live in out_scores when the caller wants them, else on the stack for
+    // the usual small k: no allocation per query then
+    sc = out_scores ? out_scores : k <= 64 ? small : (float *)retrlm__alloc((size_t)k, sizeof *sc);
     ids = out_ids;
     if (!sc) return 0;
     retrlm_topk_init(&h, k, ids, sc);
@@ -245,8 +247,7 @@ RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids
         retrlm_topk_push(&h, id, f);
     }
     n = retrlm_topk_sort(&h);
-    if (out_scores) memcpy(out_scores, sc, (size_t)n * sizeof *sc);
-    RETRLM_FREE(sc);
+    if (sc != out_scores && sc != small) RETRLM_FREE(sc);
     return n;
 }
 

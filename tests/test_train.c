@@ -786,6 +786,8 @@ static void test_fuse(void) {
     // 5: 0.5*1 + 0.5*0 = 0.5, 2: 0.5*0.5 + 0.5*1 = 0.75
     CHECK(n == 2 && out[0] == 2 && out[1] == 5);
     CHECK_NEAR(os[0], 0.75, 1e-6);
+    n = retrlm_fuse(&p, a, as, 3, b, bs, 3, 2, out, NULL); // no scores wanted: the same ids
+    CHECK(n == 2 && out[0] == 2 && out[1] == 5);
     p.mode = RETRLM_RETRIEVE_DENSE;
     n = retrlm_fuse(&p, a, as, 3, b, bs, 3, 2, out, os);
     CHECK(n == 2 && out[0] == 2 && out[1] == 7);
