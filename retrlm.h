@@ -4774,6 +4774,22 @@ RETRLM_API retrlm_result retrlm_tokenizer_decode(const retrlm_tokenizer *tok, co
     return RETRLM_OK;
 }
 
+// Decodes ids (n) into *buf, NUL-terminated, growing it (*cap bytes, both may start 0/NULL) when
+// it is too small; *len gets the bytes. For callers that decode text after text (queries).
+static retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
+                                         char **buf, size_t *cap, size_t *len) {
+    retrlm_result r = retrlm_tokenizer_decode(tok, ids, n, NULL, 0, len);
+    if (r) return r;
+    if (*len + 1 > *cap) {
+        char *b = (char *)retrlm__realloc(*buf, *len + 1, 1);
+        if (!b) return retrlm__fail(RETRLM_ERR_NOMEM, "decode: no memory for %lu bytes of text",
+                                    (unsigned long)(*len + 1));
+        *buf = b;
+        *cap = *len + 1;
+    }
+    return retrlm_tokenizer_decode(tok, ids, n, *buf, *cap, len);
+}
+
 // ---- GPT-2's files: encoder.json + vocab.bpe ------------------------------------------------
 // GPT-2 writes each byte as a visible character: bytes ! .. ~, 0xA1 .. 0xAC and 0xAE .. 0xFF
 // as themselves, the other 68 bytes as U+0100 + k in byte order. byte_of[cp] inverts that.
@@ -12281,13 +12297,14 @@ RETRLM_API int retrlm_encoder_param_groups(const retrlm_encoder *e, float lr, fl
 }
 
 // n rows of token ids written stride apart, row i valid for len[i] tokens: moves them to be T
-// apart (T = the longest), pads with token 0 and returns T
-static int retrlm__compact_rows(int *ids, const int *len, int n, int stride) {
+// apart (T = the longest), pads with pad (token 0 for inputs, -1 for ignored targets) and
+// returns T
+static int retrlm__compact_rows(int *ids, const int *len, int n, int stride, int pad) {
     int i, t, T = 1;
     for (i = 0; i < n; i++) T = RETRLM__MAX(T, len[i]);
     for (i = 0; i < n; i++) {
         if (i) memmove(ids + (size_t)i * T, ids + (size_t)i * stride, (size_t)len[i] * sizeof(int));
-        for (t = len[i]; t < T; t++) ids[(size_t)i * T + t] = 0;
+        for (t = len[i]; t < T; t++) ids[(size_t)i * T + t] = pad;
     }
     return T;
 }
@@ -12318,7 +12335,7 @@ RETRLM_API retrlm_result retrlm_encoder_encode_texts(retrlm_encoder *e,
             size_t l = lens ? lens[i0 + b] : (t ? strlen(t) : 0);
             if ((r = retrlm__encode_cut(tok, t, l, ids + (size_t)b * maxt, maxt, &len[b]))) goto done;
         }
-        T = retrlm__compact_rows(ids, len, B, maxt);
+        T = retrlm__compact_rows(ids, len, B, maxt, 0);
         if ((r = retrlm_encoder_forward(e, side, ids, B, T, len, out + i0 * (size_t)e->dim))) goto done;
         if (progress && progress(user, "encode", (double)(i0 + B), (double)n)) {
             r = retrlm__fail(RETRLM_ERR_CANCELLED, "encoder: cancelled after %lu texts",
@@ -13456,13 +13473,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
             bl->first_job = nj;
             if (cfg.mode != RETRLM_RALM_NONE) {
                 size_t q0 = pos > (size_t)cfg.query_tokens ? pos - (size_t)cfg.query_tokens : 0, qlen = 0;
-                res = retrlm_tokenizer_decode(tok, tokens + q0, pos - q0, NULL, 0, &qlen);
-                if (!res && qlen + 1 > query_cap) {
-                    char *q = (char *)retrlm__realloc(query, qlen + 1, 1);
-                    if (!q) res = retrlm__fail(RETRLM_ERR_NOMEM, "ralm: no memory for a query");
-                    else query = q, query_cap = qlen + 1;
-                }
-                if (!res) res = retrlm_tokenizer_decode(tok, tokens + q0, pos - q0, query, query_cap, &qlen);
+                res = retrlm__decode_grow(tok, tokens + q0, pos - q0, &query, &query_cap, &qlen);
                 if (!res) res = retrlm_datastore_retrieve(ds, cfg.retrieve, query, qlen, cfg.k,
                                                           cfg.exclude ? cfg.exclude_doc : RETRLM_NO_DOC,
                                                           units, scores, &found);
@@ -14038,11 +14049,11 @@ RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw
             b.pos[j] = j;
         }
         if (mc)
-            r = retrlm__moco_step(e, opt, mc, &b, cand, n, retrlm__compact_rows(b.qtok, b.qlen, n, Tq),
-                                  retrlm__compact_rows(b.dtok, b.dlen, n, Td), temperature, st);
+            r = retrlm__moco_step(e, opt, mc, &b, cand, n, retrlm__compact_rows(b.qtok, b.qlen, n, Tq, 0),
+                                  retrlm__compact_rows(b.dtok, b.dlen, n, Td, 0), temperature, st);
         else
-            r = retrlm__contrastive_step(e, opt, &b, n, retrlm__compact_rows(b.qtok, b.qlen, n, Tq),
-                                         n, retrlm__compact_rows(b.dtok, b.dlen, n, Td),
+            r = retrlm__contrastive_step(e, opt, &b, n, retrlm__compact_rows(b.qtok, b.qlen, n, Tq, 0),
+                                         n, retrlm__compact_rows(b.dtok, b.dlen, n, Td, 0),
                                          temperature, st);
         if (r) break;
         if (cfg->losses) cfg->losses[st->step] = st->last_loss;
@@ -14133,20 +14144,6 @@ static retrlm_result retrlm__lsr_init(retrlm__lsr *w, const retrlm_encoder *e,
     w->row_ex = w->slen + LB;
     w->row_u = w->row_ex + B * K;
     return RETRLM_OK;
-}
-
-// x's text into w->text (NUL-terminated), *len its bytes
-static retrlm_result retrlm__lsr_text(retrlm__lsr *w, const retrlm_tokenizer *tok, const int *x,
-                                      int n, size_t *len) {
-    retrlm_result r = retrlm_tokenizer_decode(tok, x, (size_t)n, NULL, 0, len);
-    if (r) return r;
-    if (*len + 1 > w->text_cap) {
-        char *t = (char *)RETRLM_REALLOC(w->text, *len + 1);
-        if (!t) return retrlm__fail(RETRLM_ERR_NOMEM, "lsr_train: no memory for a query's text");
-        w->text = t;
-        w->text_cap = *len + 1;
-    }
-    return retrlm_tokenizer_decode(tok, x, (size_t)n, w->text, w->text_cap, len);
 }
 
 // The LM's log-likelihood of every example's y after each of its units and x, in rows of the
@@ -14254,8 +14251,9 @@ RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
             do {
                 size_t len;
                 start[i] = (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_tokens - span + 1));
-                if ((r = retrlm__lsr_text(&w, c.lm_tok, c.tokens + start[i] + c.context_tokens -
-                                          c.query_tokens, c.query_tokens, &len)) ||
+                if ((r = retrlm__decode_grow(c.lm_tok, c.tokens + start[i] + c.context_tokens -
+                                             c.query_tokens, (size_t)c.query_tokens, &w.text,
+                                             &w.text_cap, &len)) ||
                     (r = retrlm_datastore_retrieve(c.ds, &rp, w.text, len, c.k,
                                                    c.token_doc ? c.token_doc[start[i]] : RETRLM_NO_DOC,
                                                    w.units + (size_t)i * c.k, NULL, &w.found[i])))
@@ -14270,7 +14268,7 @@ RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
         }
         if (r || (r = retrlm__lsr_gold(&w, &c, start, c.batch, c.k, ut))) break;
         // queries forward; then per example: its units forward, KL, document side backward
-        T = retrlm__compact_rows(w.qtok, w.qlen, c.batch, Tq);
+        T = retrlm__compact_rows(w.qtok, w.qlen, c.batch, Tq, 0);
         if ((r = retrlm_encoder_forward(e, RETRLM_QUERY, w.qtok, c.batch, T, w.qlen, w.q))) break;
         retrlm_encoder_zero_grad(e);
         memset(w.dq, 0, (size_t)c.batch * P * sizeof(float));
@@ -14285,7 +14283,7 @@ RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
                 r = retrlm__encode_cut(c.ds->encoder_tok, txt, len, w.dtok + (size_t)j * Td, Td, &w.dlen[j]);
             }
             if (r) break;
-            Tdd = retrlm__compact_rows(w.dtok, w.dlen, nf, Td);
+            Tdd = retrlm__compact_rows(w.dtok, w.dlen, nf, Td, 0);
             if ((r = retrlm_encoder_forward(e, RETRLM_DOC, w.dtok, nf, Tdd, w.dlen, w.d))) break;
             for (j = 0; j < c.k; j++)
                 w.score[j] = j < nf ? retrlm_dot(qi, w.d + (size_t)j * P, P) : -INFINITY;
@@ -14381,7 +14379,7 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
     }
     tgt = inp + (size_t)c.batch * Tmax;
     while (st->step < c.steps && !r) {
-        int b, j, T = 0, found = 0;
+        int b, j, T, found = 0;
         float loss = 0.0f;
         // each window, its query, its units; sequences laid out at stride Tmax, then compacted
         for (b = 0; b < c.batch && !r; b++) {
@@ -14389,17 +14387,7 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
             const size_t w0 = (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_tokens - (size_t)c.window_tokens));
             const int *w = c.tokens + w0;
             size_t qlen;
-            if ((r = retrlm_tokenizer_decode(c.tok, w, (size_t)c.query_tokens, NULL, 0, &qlen))) break;
-            if (qlen + 1 > qcap) {
-                char *q = (char *)RETRLM_REALLOC(query, qlen + 1);
-                if (!q) {
-                    r = retrlm__fail(RETRLM_ERR_NOMEM, "incontext_train: no memory for a query");
-                    break;
-                }
-                query = q;
-                qcap = qlen + 1;
-            }
-            if ((r = retrlm_tokenizer_decode(c.tok, w, (size_t)c.query_tokens, query, qcap, &qlen)) ||
+            if ((r = retrlm__decode_grow(c.tok, w, (size_t)c.query_tokens, &query, &qcap, &qlen)) ||
                 (r = retrlm_datastore_retrieve(c.ds, c.retrieve, query, qlen, c.k,
                                                c.token_doc ? c.token_doc[w0] : RETRLM_NO_DOC,
                                                units, NULL, &found)))
@@ -14416,17 +14404,10 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
                 g[at + i] = i + 1 >= c.query_tokens ? w[i + 1] : -1;
             }
             lens[b] = at + c.window_tokens;
-            T = RETRLM__MAX(T, lens[b]);
         }
         if (r) break;
-        for (b = 0; b < c.batch; b++) { // compact the rows to stride T, padding with ignored 0s
-            int i;
-            if (b) {
-                memmove(inp + (size_t)b * T, inp + (size_t)b * Tmax, (size_t)lens[b] * sizeof(int));
-                memmove(tgt + (size_t)b * T, tgt + (size_t)b * Tmax, (size_t)lens[b] * sizeof(int));
-            }
-            for (i = lens[b]; i < T; i++) inp[(size_t)b * T + i] = 0, tgt[(size_t)b * T + i] = -1;
-        }
+        T = retrlm__compact_rows(inp, lens, c.batch, Tmax, 0); // padding: ignored inputs,
+        retrlm__compact_rows(tgt, lens, c.batch, Tmax, -1);     // and targets that do not count
         if ((r = retrlm__lm_step(m, opt, inp, tgt, c.batch, T, lens, &loss))) break;
         if (c.losses) c.losses[st->step] = loss;
         st->last_loss = loss;

@@ -2184,13 +2184,14 @@ RETRLM_API int retrlm_encoder_param_groups(const retrlm_encoder *e, float lr, fl
 }
 
 // n rows of token ids written stride apart, row i valid for len[i] tokens: moves them to be T
-// apart (T = the longest), pads with token 0 and returns T
-static int retrlm__compact_rows(int *ids, const int *len, int n, int stride) {
+// apart (T = the longest), pads with pad (token 0 for inputs, -1 for ignored targets) and
+// returns T
+static int retrlm__compact_rows(int *ids, const int *len, int n, int stride, int pad) {
     int i, t, T = 1;
     for (i = 0; i < n; i++) T = RETRLM__MAX(T, len[i]);
     for (i = 0; i < n; i++) {
         if (i) memmove(ids + (size_t)i * T, ids + (size_t)i * stride, (size_t)len[i] * sizeof(int));
-        for (t = len[i]; t < T; t++) ids[(size_t)i * T + t] = 0;
+        for (t = len[i]; t < T; t++) ids[(size_t)i * T + t] = pad;
     }
     return T;
 }
@@ -2221,7 +2222,7 @@ RETRLM_API retrlm_result retrlm_encoder_encode_texts(retrlm_encoder *e,
             size_t l = lens ? lens[i0 + b] : (t ? strlen(t) : 0);
             if ((r = retrlm__encode_cut(tok, t, l, ids + (size_t)b * maxt, maxt, &len[b]))) goto done;
         }
-        T = retrlm__compact_rows(ids, len, B, maxt);
+        T = retrlm__compact_rows(ids, len, B, maxt, 0);
         if ((r = retrlm_encoder_forward(e, side, ids, B, T, len, out + i0 * (size_t)e->dim))) goto done;
         if (progress && progress(user, "encode", (double)(i0 + B), (double)n)) {
             r = retrlm__fail(RETRLM_ERR_CANCELLED, "encoder: cancelled after %lu texts",

@@ -222,13 +222,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
             bl->first_job = nj;
             if (cfg.mode != RETRLM_RALM_NONE) {
                 size_t q0 = pos > (size_t)cfg.query_tokens ? pos - (size_t)cfg.query_tokens : 0, qlen = 0;
-                res = retrlm_tokenizer_decode(tok, tokens + q0, pos - q0, NULL, 0, &qlen);
-                if (!res && qlen + 1 > query_cap) {
-                    char *q = (char *)retrlm__realloc(query, qlen + 1, 1);
-                    if (!q) res = retrlm__fail(RETRLM_ERR_NOMEM, "ralm: no memory for a query");
-                    else query = q, query_cap = qlen + 1;
-                }
-                if (!res) res = retrlm_tokenizer_decode(tok, tokens + q0, pos - q0, query, query_cap, &qlen);
+                res = retrlm__decode_grow(tok, tokens + q0, pos - q0, &query, &query_cap, &qlen);
                 if (!res) res = retrlm_datastore_retrieve(ds, cfg.retrieve, query, qlen, cfg.k,
                                                           cfg.exclude ? cfg.exclude_doc : RETRLM_NO_DOC,
                                                           units, scores, &found);

@@ -729,6 +729,22 @@ RETRLM_API retrlm_result retrlm_tokenizer_decode(const retrlm_tokenizer *tok, co
     return RETRLM_OK;
 }
 
+// Decodes ids (n) into *buf, NUL-terminated, growing it (*cap bytes, both may start 0/NULL) when
+// it is too small; *len gets the bytes. For callers that decode text after text (queries).
+static retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
+                                         char **buf, size_t *cap, size_t *len) {
+    retrlm_result r = retrlm_tokenizer_decode(tok, ids, n, NULL, 0, len);
+    if (r) return r;
+    if (*len + 1 > *cap) {
+        char *b = (char *)retrlm__realloc(*buf, *len + 1, 1);
+        if (!b) return retrlm__fail(RETRLM_ERR_NOMEM, "decode: no memory for %lu bytes of text",
+                                    (unsigned long)(*len + 1));
+        *buf = b;
+        *cap = *len + 1;
+    }
+    return retrlm_tokenizer_decode(tok, ids, n, *buf, *cap, len);
+}
+
 // ---- GPT-2's files: encoder.json + vocab.bpe ------------------------------------------------
 // GPT-2 writes each byte as a visible character: bytes ! .. ~, 0xA1 .. 0xAC and 0xAE .. 0xFF
 // as themselves, the other 68 bytes as U+0100 + k in byte order. byte_of[cp] inverts that.
