@@ -29,6 +29,72 @@ typedef struct retrlm__work {
     float *kc, *vc, *x, *xn, *q, *y, *o, *hid, *gate, *up, *att, *logits, *probs, *scores;
 } retrlm__work;
 
+static retrlm_result retrlm__resolve_config(retrlm_model_config *c);
+
+// RETRO: the number of cross-attention layers of a resolved config, and the index among them of
+// decoder layer l (-1 if l has none)
+static int retrlm__retro_slot(const retrlm_model_config *c, int l) {
+    if (!c->retro_chunk || l < c->retro_start || (l - c->retro_start) % c->retro_every) return -1;
+    return (l - c->retro_start) / c->retro_every;
+}
+static int retrlm__retro_count(const retrlm_model_config *c) {
+    return c->retro_chunk ? (c->n_layers - 1 - c->retro_start) / c->retro_every + 1 : 0;
+}
+
+// RETRO's private block, retro_ (R cross-attention layers, Nm = max_batch * max_seq_len, S =
+// max_batch * (max_seq_len / m) * k neighbour slots, Nn = S * r neighbour tokens, KR = k * r):
+//   R layers, each ln (Nm,D) rstd (Nm) q (Nm,D) k v (Nn,D) att (Nm,H,KR) y out (Nm,D) |
+//   backward dE (Nn,De) dk dv (Nn,D) datt (Nm,H,KR) | decode kc vc (R,KR,D) att (H,KR)
+// and retro_ints_: neighbour tokens (Nn), slot -> encoder row (S), row lengths (S), decode's
+// slot -> row (k) and row lengths (k). Keys and values are stored by encoder row: row i's token
+// j at (i * r + j) * D; only the present neighbours are encoded, one row each.
+typedef struct retrlm__racts {
+    float *ln, *rstd, *q, *k, *v, *att, *y, *out;
+} retrlm__racts;
+typedef struct retrlm__rwork {
+    float *dE, *dk, *dv, *datt, *kc, *vc, *att;
+} retrlm__rwork;
+
+static size_t retrlm__retro_slots(const retrlm_model_config *c) {
+    return (size_t)c->max_batch * (size_t)(c->max_seq_len / c->retro_chunk) * (size_t)c->retro_k;
+}
+
+// lays out layer slot `slot`'s activations (a) and the work (w) from base; returns the floats
+// of the whole block (base may be NULL for the size only)
+static size_t retrlm__retro_layout(const retrlm_model_config *c, float *base, int slot,
+                                   retrlm__racts *a, retrlm__rwork *w) {
+    size_t nm = (size_t)c->max_batch * (size_t)c->max_seq_len, d = (size_t)c->dim;
+    size_t nn = retrlm__retro_slots(c) * (size_t)c->retro_len;
+    size_t kr = (size_t)c->retro_k * (size_t)c->retro_len, hkr = (size_t)c->n_heads * kr;
+    size_t layer = 5 * retrlm__round16(nm * d) + retrlm__round16(nm) +
+                   2 * retrlm__round16(nn * d) + retrlm__round16(nm * hkr);
+    size_t R = (size_t)retrlm__retro_count(c), off = R * layer;
+    retrlm__racts ta;
+    retrlm__rwork tw;
+    if (!a) a = &ta;
+    if (!w) w = &tw;
+#define RETRLM__TAKE(s, field, n) ((s)->field = base ? base + off : NULL, off += retrlm__round16(n))
+    off = (size_t)(slot > 0 ? slot : 0) * layer;
+    RETRLM__TAKE(a, ln, nm * d);
+    RETRLM__TAKE(a, rstd, nm);
+    RETRLM__TAKE(a, q, nm * d);
+    RETRLM__TAKE(a, k, nn * d);
+    RETRLM__TAKE(a, v, nn * d);
+    RETRLM__TAKE(a, att, nm * hkr);
+    RETRLM__TAKE(a, y, nm * d);
+    RETRLM__TAKE(a, out, nm * d);
+    off = R * layer;
+    RETRLM__TAKE(w, dE, nn * (size_t)c->retro_enc_dim);
+    RETRLM__TAKE(w, dk, nn * d);
+    RETRLM__TAKE(w, dv, nn * d);
+    RETRLM__TAKE(w, datt, nm * hkr);
+    RETRLM__TAKE(w, kc, R * kr * d);
+    RETRLM__TAKE(w, vc, R * kr * d);
+    RETRLM__TAKE(w, att, hkr);
+#undef RETRLM__TAKE
+    return off;
+}
+
 static size_t retrlm__nmax(const retrlm_model_config *c) {
     return (size_t)c->max_batch * (size_t)c->max_seq_len;
 }
@@ -136,16 +202,59 @@ static void retrlm__get_work(const retrlm_model *m, retrlm__work *w) {
     retrlm__work_layout(&m->config, m->work_, w);
 }
 
+// the neighbour encoder's config for a resolved RETRO config
+static void retrlm__retro_enc_config(const retrlm_model_config *c, retrlm_model_config *e) {
+    memset(e, 0, sizeof *e);
+    e->vocab_size = c->vocab_size;
+    e->dim = c->retro_enc_dim;
+    e->n_layers = c->retro_enc_layers;
+    e->n_heads = c->retro_enc_heads;
+    e->max_seq_len = c->retro_len;
+    e->max_batch = c->max_batch * (c->max_seq_len / c->retro_chunk) * c->retro_k;
+    e->bidirectional = 1;
+    e->no_logits = 1;
+    e->rope_theta = c->rope_theta;
+    e->norm_eps = c->norm_eps;
+    e->init_std = c->init_std;
+    e->seed = c->seed ^ 0x5245545230ULL; // "RETR0": its own stream
+}
+
 // tensor sizes (floats) of a resolved config
 static void retrlm__tensor_sizes(const retrlm_model_config *c, size_t *sz) {
     size_t v = (size_t)c->vocab_size, d = (size_t)c->dim, f = (size_t)c->ffn_dim;
-    size_t l = (size_t)c->n_layers;
+    size_t l = (size_t)c->n_layers, R = (size_t)retrlm__retro_count(c);
     sz[RETRLM_T_EMBED] = v * d;
     sz[RETRLM_T_LM_HEAD] = c->untied ? v * d : 0;
     sz[RETRLM_T_WQ] = sz[RETRLM_T_WK] = sz[RETRLM_T_WV] = sz[RETRLM_T_WO] = l * d * d;
     sz[RETRLM_T_W_GATE] = sz[RETRLM_T_W_UP] = sz[RETRLM_T_W_DOWN] = l * f * d;
+    sz[RETRLM_T_CCA_WQ] = sz[RETRLM_T_CCA_WO] = R * d * d;
+    sz[RETRLM_T_CCA_WK] = sz[RETRLM_T_CCA_WV] = R * d * (size_t)c->retro_enc_dim;
     sz[RETRLM_T_ATTN_NORM] = sz[RETRLM_T_FFN_NORM] = l * d;
     sz[RETRLM_T_FINAL_NORM] = d;
+    sz[RETRLM_T_CCA_NORM] = R * d;
+}
+
+// floats of a resolved config's parameter block: its tensors and its neighbour encoder's; mats
+// (may be NULL) gets the matrices' share (the rest are gains)
+static size_t retrlm__param_count(const retrlm_model_config *c, size_t *mats) {
+    size_t sz[RETRLM_T_COUNT], n = 0, nm = 0;
+    int t;
+    retrlm__tensor_sizes(c, sz);
+    for (t = 0; t < RETRLM_T_COUNT; t++) {
+        n += sz[t];
+        if (t < RETRLM_T_ATTN_NORM) nm += sz[t];
+    }
+    if (c->retro_chunk) {
+        retrlm_model_config e;
+        size_t em = 0;
+        retrlm__retro_enc_config(c, &e);
+        if (retrlm__resolve_config(&e) == RETRLM_OK) {
+            n += retrlm__param_count(&e, &em);
+            nm += em;
+        }
+    }
+    if (mats) *mats = nm;
+    return n;
 }
 
 // fills defaults into c and checks it; the estimate (in floats, double) guards every size product
@@ -163,6 +272,35 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
     c->untied = c->untied != 0;
     c->bidirectional = c->bidirectional != 0;
     c->no_logits = c->no_logits != 0;
+    if (c->retro_chunk <= 0) {
+        if (c->retro_chunk < 0)
+            return retrlm__fail(RETRLM_ERR_ARG, "model: retro_chunk %d must be >= 0 (0: no RETRO)",
+                                c->retro_chunk);
+        c->retro_k = c->retro_len = c->retro_start = c->retro_every = 0;
+        c->retro_enc_dim = c->retro_enc_layers = c->retro_enc_heads = 0;
+    } else {
+        if (!c->retro_k) c->retro_k = 2;
+        if (!c->retro_len) c->retro_len = c->retro_chunk <= 4096 ? 2 * c->retro_chunk : 8192;
+        if (!c->retro_every) c->retro_every = 3;
+        if (!c->retro_enc_layers) c->retro_enc_layers = 2;
+        if (!c->retro_enc_heads) c->retro_enc_heads = c->n_heads;
+        if (!c->retro_enc_dim && c->retro_enc_heads > 0 && c->dim > 0) {
+            int step = 2 * c->retro_enc_heads;
+            c->retro_enc_dim = RETRLM__MAX(step, c->dim / 2 / step * step);
+        }
+        if (c->bidirectional || c->retro_chunk > c->max_seq_len || c->retro_k < 1 ||
+            c->retro_k > 64 || c->retro_len < 1 || c->retro_len > 8192 || c->retro_start < 0 ||
+            c->retro_start >= c->n_layers || c->retro_every < 1 || c->retro_enc_layers < 1 ||
+            c->retro_enc_layers > 64 || c->retro_enc_heads < 1 || c->retro_enc_dim < 2 ||
+            c->retro_enc_dim > 65536 || c->retro_enc_dim % (2 * c->retro_enc_heads))
+            return retrlm__fail(RETRLM_ERR_ARG,
+                                "model: bad RETRO shape: chunk %d (<= max_seq_len %d, causal "
+                                "models only), k %d (1..64), len %d (1..8192), start %d (< layers "
+                                "%d), every %d, encoder dim %d (a multiple of 2*heads) layers %d "
+                                "heads %d", c->retro_chunk, c->max_seq_len, c->retro_k,
+                                c->retro_len, c->retro_start, c->n_layers, c->retro_every,
+                                c->retro_enc_dim, c->retro_enc_layers, c->retro_enc_heads);
+    }
     if (c->vocab_size < 1 || c->vocab_size > RETRLM__MAX_DIM || c->dim < 2 ||
         c->dim > RETRLM__MAX_DIM || c->n_layers < 1 || c->n_layers > 65536 || c->n_heads < 1 ||
         c->dim % c->n_heads || (c->dim / c->n_heads) % 2 || c->ffn_dim < 1 ||
@@ -184,6 +322,14 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
     est = 2 * v * d + l * (4 * d * d + 3 * f * d + 2 * d) + d;         // params
     est = 2 * est + l * (nm * (7 * d + 3 * f + 2) + nm / t * h * t * t) + nm * (v + 2 * d + 4) +
           8 * nm * d + 2 * nm * f + nm / t * h * t * t + 2 * l * t * d + 3 * v + 8 * d + h * t;
+    if (c->retro_chunk) {
+        // the cross-attention activations and the neighbour encoder (est, roughly)
+        double kr = (double)c->retro_k * c->retro_len, nn = nm / c->retro_chunk * kr;
+        double de = c->retro_enc_dim, R = (double)retrlm__retro_count(c);
+        est += R * (nm * (6 * d + 1 + 2 * h * kr) + 2 * nn * d + 2 * kr * d) + nn * (3 * d + de) +
+               nn * (16 * de + c->retro_len * c->retro_enc_heads) * c->retro_enc_layers +
+               2 * v * de;
+    }
     if (est * 8.0 > (double)SIZE_MAX || est > 1e13)
         return retrlm__fail(RETRLM_ERR_NOMEM, "model: %.3g floats of parameters and activations "
                             "exceed what this machine can address", est);
@@ -199,13 +345,29 @@ RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_te
     base = grad ? m->grad[t] : m->param[t];
     if (t == RETRLM_T_EMBED || t == RETRLM_T_LM_HEAD || t == RETRLM_T_FINAL_NORM) return base;
     RETRLM_ASSERT(layer >= 0 && layer < c->n_layers);
+    if ((t >= RETRLM_T_CCA_WQ && t <= RETRLM_T_CCA_WO) || t == RETRLM_T_CCA_NORM) {
+        int slot = retrlm__retro_slot(c, layer);
+        RETRLM_ASSERT(slot >= 0);
+        per = m->tensor_size[t] / (size_t)m->retro_layers;
+        return base + (size_t)slot * per;
+    }
     per = m->tensor_size[t] / (size_t)c->n_layers;
     return base + (size_t)layer * per;
+}
+
+RETRLM_API int retrlm_model_is_retro_layer(const retrlm_model *m, int layer) {
+    return layer >= 0 && layer < m->config.n_layers && retrlm__retro_slot(&m->config, layer) >= 0;
 }
 
 RETRLM_API void retrlm_model_free(retrlm_model *m) {
     int i;
     if (!m) return;
+    if (m->retro_enc) {
+        retrlm_model_free(m->retro_enc);
+        RETRLM_FREE(m->retro_enc);
+    }
+    RETRLM_FREE(m->retro_own_);
+    RETRLM_FREE(m->retro_ints_);
     for (i = 0; i < 5; i++) RETRLM_FREE(m->own_[i]);
     RETRLM_FREE(m->tokens_);
     RETRLM_FREE(m->lengths_);
@@ -226,30 +388,39 @@ static retrlm_result retrlm__mm(const retrlm_model *m, float *C, const float *A,
     return retrlm__matmul_ws(C, A, B, NULL, M, N, K, flags, m->mmws_, m->n_mmws_);
 }
 
-// allocates everything for a config (weights left zero), or only the activations when the
-// parameters and gradients are src's
+// Allocates everything for a config (weights left zero), or only the activations when the
+// parameters and gradients are src's. ext (a RETRO model's neighbour encoder) places the
+// tensors in another model's block instead: matrices from ext[0], gains from ext[1] (gradients
+// ext[2], ext[3]); such a model has n_params 0 (its owner's block holds them).
 static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
-                                         const retrlm_model *src) {
+                                         const retrlm_model *src, float *const *ext) {
     retrlm_model_config c = *cfg;
     retrlm_result r;
-    size_t off = 0, nwork;
+    size_t off = 0, nwork, mats = 0, enc_mats = 0, moff, goff;
     int t, i, hd2;
     memset(m, 0, sizeof *m);
     if ((r = retrlm__resolve_config(&c)) != RETRLM_OK) return r;
     m->config = c;
+    m->retro_layers = retrlm__retro_count(&c);
+    m->retro_chunk_ = -1;
     retrlm__tensor_sizes(&c, m->tensor_size);
-    for (t = 0; t < RETRLM_T_COUNT; t++) {
-        if (t == RETRLM_T_ATTN_NORM) m->n_decay = off;
-        off += m->tensor_size[t];
-    }
-    m->n_params = off;
-    if (src) {
+    off = retrlm__param_count(&c, &mats);
+    for (t = 0; t < RETRLM_T_ATTN_NORM; t++) enc_mats += m->tensor_size[t];
+    enc_mats = mats - enc_mats; // the neighbour encoder's matrices, after the decoder's
+    if (ext) {
+        m->params = ext[0];
+        m->grads = ext[2];
+    } else if (src) {
         RETRLM_ASSERT(src->n_params == off);
         m->params = src->params;
         m->grads = src->grads;
+        m->n_params = off;
+        m->n_decay = mats;
     } else {
-        m->params = retrlm__model_block(m->n_params, &m->own_[0]);
-        m->grads = retrlm__model_block(m->n_params, &m->own_[1]);
+        m->params = retrlm__model_block(off, &m->own_[0]);
+        m->grads = retrlm__model_block(off, &m->own_[1]);
+        m->n_params = off;
+        m->n_decay = mats;
     }
     m->n_acts_ = retrlm__acts_size(&c);
     m->acts_ = retrlm__model_block(m->n_acts_, &m->own_[2]);
@@ -262,17 +433,47 @@ static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_con
     m->tokens_ = (int *)retrlm__calloc(retrlm__nmax(&c), sizeof(int));
     m->lengths_ = (int *)retrlm__calloc((size_t)c.max_batch, sizeof(int));
     m->ids_ = (int64_t *)retrlm__calloc((size_t)c.vocab_size, sizeof(int64_t));
+    if (c.retro_chunk) {
+        size_t S = retrlm__retro_slots(&c), nr = retrlm__retro_layout(&c, NULL, 0, NULL, NULL);
+        m->retro_ = (float *)retrlm__alloc_aligned(nr, sizeof(float), &m->retro_own_);
+        if (m->retro_) memset(m->retro_, 0, nr * sizeof(float));
+        m->retro_ints_ = (int *)retrlm__calloc(S * (size_t)c.retro_len + 2 * S +
+                                                   2 * (size_t)c.retro_k, sizeof(int));
+        m->retro_enc = (retrlm_model *)retrlm__calloc(1, sizeof(retrlm_model));
+    }
     if (!m->params || !m->grads || !m->acts_ || !m->work_ || !m->mmws_ || !m->tokens_ ||
-        !m->lengths_ || !m->ids_) {
+        !m->lengths_ || !m->ids_ || (c.retro_chunk && (!m->retro_ || !m->retro_ints_ ||
+                                                        !m->retro_enc))) {
         retrlm_model_free(m);
         return retrlm__fail(RETRLM_ERR_NOMEM, "model: no memory for %lu parameters and %lu "
                             "activations", (unsigned long)off, (unsigned long)nwork);
     }
-    off = 0;
+    // matrices first (the decoder's, then the neighbour encoder's), then the gains (likewise)
+    moff = goff = 0;
     for (t = 0; t < RETRLM_T_COUNT; t++) {
-        m->param[t] = m->params + off;
-        m->grad[t] = m->grads + off;
-        off += m->tensor_size[t];
+        int gain = t >= RETRLM_T_ATTN_NORM;
+        size_t o = gain ? (ext ? goff : mats + goff) : moff;
+        float *pb = ext ? ext[gain] : m->params, *gb = ext ? ext[2 + gain] : m->grads;
+        m->param[t] = pb + o;
+        m->grad[t] = gb + o;
+        if (gain) goff += m->tensor_size[t];
+        else moff += m->tensor_size[t];
+    }
+    if (c.retro_chunk) {
+        retrlm_model_config ec;
+        float *e[4];
+        e[0] = m->params + moff;
+        e[1] = m->params + mats + goff;
+        e[2] = m->grads + moff;
+        e[3] = m->grads + mats + goff;
+        RETRLM_ASSERT(moff + enc_mats == mats);
+        retrlm__retro_enc_config(&c, &ec);
+        if ((r = retrlm__model_alloc(m->retro_enc, &ec, NULL, e)) != RETRLM_OK) {
+            RETRLM_FREE(m->retro_enc);
+            m->retro_enc = NULL;
+            retrlm_model_free(m);
+            return r;
+        }
     }
     // rotary tables, Hugging Face convention: dim i of a head pairs with i + hd/2
     hd2 = c.dim / c.n_heads / 2;
@@ -286,13 +487,12 @@ static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_con
     return RETRLM_OK;
 }
 
-RETRLM_API retrlm_result retrlm_model_init(retrlm_model *m, const retrlm_model_config *cfg) {
-    retrlm_result r;
+// normal(0, init_std) matrices, the residual outputs (wo, w_down, the cross-attention's wo)
+// scaled by 1/sqrt(2L), gains 1; the neighbour encoder from its own seed
+static void retrlm__init_weights(retrlm_model *m) {
     retrlm_rng rng;
     size_t i;
     int t;
-    RETRLM_ASSERT(m && cfg);
-    if ((r = retrlm__model_alloc(m, cfg, NULL)) != RETRLM_OK) return r;
     retrlm_rng_seed(&rng, m->config.seed);
     for (t = 0; t < RETRLM_T_COUNT; t++) {
         float std = m->config.init_std, *p = m->param[t];
@@ -300,10 +500,18 @@ RETRLM_API retrlm_result retrlm_model_init(retrlm_model *m, const retrlm_model_c
             for (i = 0; i < m->tensor_size[t]; i++) p[i] = 1.0f;
             continue;
         }
-        if (t == RETRLM_T_WO || t == RETRLM_T_W_DOWN)
+        if (t == RETRLM_T_WO || t == RETRLM_T_W_DOWN || t == RETRLM_T_CCA_WO)
             std /= (float)sqrt(2.0 * m->config.n_layers);
         for (i = 0; i < m->tensor_size[t]; i++) p[i] = std * retrlm_rng_normal(&rng);
     }
+    if (m->retro_enc) retrlm__init_weights(m->retro_enc);
+}
+
+RETRLM_API retrlm_result retrlm_model_init(retrlm_model *m, const retrlm_model_config *cfg) {
+    retrlm_result r;
+    RETRLM_ASSERT(m && cfg);
+    if ((r = retrlm__model_alloc(m, cfg, NULL, NULL)) != RETRLM_OK) return r;
+    retrlm__init_weights(m);
     return RETRLM_OK;
 }
 
@@ -315,7 +523,7 @@ RETRLM_API retrlm_result retrlm_model_init_view(retrlm_model *m, const retrlm_mo
     if (over && over->max_batch > 0) c.max_batch = over->max_batch;
     if (over && over->max_seq_len > 0) c.max_seq_len = over->max_seq_len;
     if (over) c.no_logits = over->no_logits;
-    return retrlm__model_alloc(m, &c, src);
+    return retrlm__model_alloc(m, &c, src, NULL);
 }
 
 RETRLM_API void retrlm_model_zero_grad(retrlm_model *m) {
@@ -496,6 +704,134 @@ static void retrlm__attention_backward(float *dq, float *dk, float *dv, float *d
     }
 }
 
+// Chunked cross-attention of one query row q (H*hd) over the keys of k neighbour rows: rows[j]
+// is neighbour j's encoder row (-1: absent), lens[row] its tokens; row i's token t has its key
+// and value at (i * r + t) * D. p (H, k*r) gets the probabilities (0 where masked), y (D) the
+// output (0 when no neighbour is present).
+static void retrlm__cca_query(float *y, float *p, const float *q, const float *kc,
+                              const float *vc, const int *rows, const int *lens, int k, int r,
+                              int H, int hd) {
+    const int D = H * hd, KR = k * r;
+    const float scale = 1.0f / sqrtf((float)hd);
+    int h, j, t, d;
+    for (h = 0; h < H; h++) {
+        float *ph = p + (size_t)h * KR, *yh = y + (size_t)h * hd, mx = -FLT_MAX, sum = 0.0f;
+        const float *qh = q + (size_t)h * hd;
+        int any = 0;
+        for (j = 0; j < KR; j++) ph[j] = 0.0f;
+        for (d = 0; d < hd; d++) yh[d] = 0.0f;
+        for (j = 0; j < k; j++) {
+            int row = rows[j];
+            if (row < 0) continue;
+            for (t = 0; t < lens[row]; t++) {
+                float sc = retrlm_dot(qh, kc + ((size_t)row * r + t) * D + (size_t)h * hd, hd) * scale;
+                ph[j * r + t] = sc;
+                if (sc > mx) mx = sc;
+                any = 1;
+            }
+        }
+        if (!any) continue;
+        for (j = 0; j < k; j++) {
+            int row = rows[j];
+            if (row < 0) continue;
+            for (t = 0; t < lens[row]; t++) {
+                ph[j * r + t] = expf(ph[j * r + t] - mx);
+                sum += ph[j * r + t];
+            }
+        }
+        for (j = 0; j < k; j++) {
+            int row = rows[j];
+            if (row < 0) continue;
+            for (t = 0; t < lens[row]; t++) {
+                const float *vt = vc + ((size_t)row * r + t) * D + (size_t)h * hd;
+                float pt = ph[j * r + t] /= sum;
+                RETRLM__SIMD
+                for (d = 0; d < hd; d++) yh[d] += pt * vt[d];
+            }
+        }
+    }
+}
+
+// The chunk whose neighbours position t reads (chunk size mch), or -1: positions um + m - 1 ..
+// um + 2m - 2 read chunk u's.
+static int retrlm__cca_chunk(int t, int mch) { return t >= mch - 1 ? (t - mch + 1) / mch : -1; }
+
+// Forward over B sequences of T tokens: q, y (B*T, D), att (B*T, H, k*r); slot_row (B, U, k)
+// maps each neighbour to its encoder row.
+static void retrlm__cca_forward(float *y, float *att, const float *q, const float *kc,
+                                const float *vc, const int *slot_row, const int *lens, int B,
+                                int T, int mch, int k, int r, int H, int hd) {
+    const int D = H * hd, U = T / mch;
+    int i;
+    RETRLM__PARALLEL_FOR_IF((double)B * T * k * r * D > 2e6)
+    for (i = 0; i < B * T; i++) {
+        int b = i / T, u = retrlm__cca_chunk(i % T, mch), d;
+        float *yi = y + (size_t)i * D, *pi = att + (size_t)i * H * k * r;
+        if (u < 0) {
+            for (d = 0; d < D; d++) yi[d] = 0.0f;
+            for (d = 0; d < H * k * r; d++) pi[d] = 0.0f;
+            continue;
+        }
+        retrlm__cca_query(yi, pi, q + (size_t)i * D, kc, vc, slot_row + ((size_t)b * U + u) * k,
+                          lens, k, r, H, hd);
+    }
+}
+
+// Its backward: dq (B*T, D) set; dk, dv (rows * r, D) accumulated (zero them first); datt is
+// scratch like att. Work is split by (sequence, head): a sequence's queries touch only its own
+// neighbours' rows and a head only its columns, so no two threads write one float.
+static void retrlm__cca_backward(float *dq, float *dk, float *dv, float *datt, const float *dy,
+                                 const float *att, const float *q, const float *kc,
+                                 const float *vc, const int *slot_row, const int *lens, int B,
+                                 int T, int mch, int k, int r, int H, int hd) {
+    const int D = H * hd, U = T / mch, KR = k * r;
+    const float scale = 1.0f / sqrtf((float)hd);
+    int bh;
+    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * KR * D > 2e6)
+    for (bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H, t, j, i, d;
+        for (t = 0; t < T; t++) {
+            size_t qi = (size_t)b * T + t;
+            const float *p = att + (qi * H + h) * KR, *dyt = dy + qi * D + (size_t)h * hd;
+            const float *qt = q + qi * D + (size_t)h * hd;
+            float *dp = datt + (qi * H + h) * KR, *dqt = dq + qi * D + (size_t)h * hd, s = 0.0f;
+            int u = retrlm__cca_chunk(t, mch);
+            const int *rows;
+            for (d = 0; d < hd; d++) dqt[d] = 0.0f;
+            if (u < 0) continue;
+            rows = slot_row + ((size_t)b * U + u) * k;
+            for (j = 0; j < k; j++) {
+                if (rows[j] < 0) continue;
+                for (i = 0; i < lens[rows[j]]; i++) {
+                    size_t rr = ((size_t)rows[j] * r + i) * D + (size_t)h * hd;
+                    float a = 0.0f, pj = p[j * r + i];
+                    const float *vj = vc + rr;
+                    float *dvj = dv + rr;
+                    RETRLM__SIMD_SUM(a)
+                    for (d = 0; d < hd; d++) a += dyt[d] * vj[d];
+                    dp[j * r + i] = a;
+                    s += pj * a;
+                    RETRLM__SIMD
+                    for (d = 0; d < hd; d++) dvj[d] += pj * dyt[d];
+                }
+            }
+            for (j = 0; j < k; j++) {
+                if (rows[j] < 0) continue;
+                for (i = 0; i < lens[rows[j]]; i++) {
+                    size_t rr = ((size_t)rows[j] * r + i) * D + (size_t)h * hd;
+                    const float *kj = kc + rr;
+                    float *dkj = dk + rr, ds = p[j * r + i] * (dp[j * r + i] - s) * scale;
+                    RETRLM__SIMD
+                    for (d = 0; d < hd; d++) {
+                        dqt[d] += ds * kj[d];
+                        dkj[d] += ds * qt[d];
+                    }
+                }
+            }
+        }
+    }
+}
+
 // act = silu(gate) * up, n elements
 static void retrlm__swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
@@ -521,11 +857,47 @@ static void retrlm__swiglu_backward(float *dgate, float *dup, const float *dact,
 // ---------------------------------------------------------------------------------------------
 // forward / backward of the whole model
 
-RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens, int B, int T,
-                                              const int *lengths, int flags) {
+// RETRO: the neighbours (n, k, r) of n chunks into the encoder's input: each present neighbour
+// becomes one row of rows_tok (rows, r; 0 past its length); slot_row (n, k) gets its row or -1,
+// row_len its length. Returns the number of rows, or -1 (ERR_ARG) for a bad id.
+static int retrlm__retro_rows(const retrlm_model *m, const int *nb, int n, int *rows_tok,
+                              int *slot_row, int *row_len, const char *who) {
+    const int k = m->config.retro_k, r = m->config.retro_len, V = m->config.vocab_size;
+    int s, t, rows = 0;
+    for (s = 0; s < n * k; s++) {
+        const int *x = nb ? nb + (size_t)s * r : NULL;
+        int len = 0;
+        slot_row[s] = -1;
+        if (!x) continue;
+        while (len < r && x[len] >= 0) len++;
+        for (t = 0; t < r; t++)
+            if (x[t] < -1 || x[t] >= V || (t > len && x[t] != -1)) {
+                retrlm__fail(RETRLM_ERR_ARG, "%s: neighbour token %d at %d of slot %d is outside "
+                             "[-1, %d) or follows a -1", who, x[t], t, s, V);
+                return -1;
+            }
+        if (!len) continue;
+        slot_row[s] = rows;
+        row_len[rows] = len;
+        for (t = 0; t < r; t++) rows_tok[(size_t)rows * r + t] = t < len ? x[t] : 0;
+        rows++;
+    }
+    return rows;
+}
+
+// runs the neighbour encoder on rows rows of m's neighbour tokens
+static retrlm_result retrlm__retro_encode(retrlm_model *m, int rows, const int *row_len) {
+    if (!rows) return RETRLM_OK;
+    return retrlm_model_forward(m->retro_enc, m->retro_ints_, rows, m->config.retro_len, row_len,
+                                RETRLM_FORWARD_NO_LOGITS);
+}
+
+static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, int T,
+                                     const int *lengths, const int *nb, int flags) {
     const retrlm_model_config *c = &m->config;
     const int D = c->dim, F = c->ffn_dim, V = c->vocab_size, H = c->n_heads, hd = D / H;
-    int i, l, N;
+    int i, l, N, rows = 0;
+    int *slot_row = NULL, *row_len = NULL;
     retrlm_result r;
     RETRLM_ASSERT(m && m->params && tokens);
     if (B < 1 || T < 1 || B > c->max_batch || T > c->max_seq_len)
@@ -543,10 +915,20 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
                                 "outside [1, %d]", len, i, T);
         m->lengths_[i] = len;
     }
+    if (c->retro_chunk) {
+        size_t S = retrlm__retro_slots(c);
+        slot_row = m->retro_ints_ + S * (size_t)c->retro_len;
+        row_len = slot_row + S;
+        rows = retrlm__retro_rows(m, nb, B * (T / c->retro_chunk), m->retro_ints_, slot_row,
+                                  row_len, "model_forward_retro");
+        if (rows < 0) return RETRLM_ERR_ARG;
+    }
     memcpy(m->tokens_, tokens, (size_t)N * sizeof(int));
     m->B = B;
     m->T = T;
     m->lengths = m->lengths_;
+    m->retro_rows_ = rows;
+    if ((r = retrlm__retro_encode(m, rows, row_len))) return r;
     m->hidden = retrlm__lnf(m);
     m->logits = NULL;
     {
@@ -558,7 +940,9 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
     for (l = 0; l < c->n_layers; l++) {
         retrlm__acts a;
         float *x = retrlm__resid(m, l), *xo = retrlm__resid(m, l + 1);
+        const float *ffx; // the feed-forward's input: mid, or the cross-attention's output
         retrlm__layer_acts(m, l, &a);
+        ffx = a.mid;
         retrlm__rmsnorm_forward(a.ln1, a.rstd1, x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0),
                                 N, D, c->norm_eps);
         if ((r = retrlm__mm(m, a.q, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), N, D, D, 0)) ||
@@ -573,7 +957,31 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
         if ((r = retrlm__mm(m, a.mid, a.atty, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), N, D,
                                D, RETRLM_MATMUL_ACCUMULATE)))
             return r;
-        retrlm__rmsnorm_forward(a.ln2, a.rstd2, a.mid, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0),
+        if (retrlm__retro_slot(c, l) >= 0) {
+            // chunked cross-attention: out = mid + CA(RMSNorm(mid)) Wo, before the feed-forward
+            retrlm__racts ra;
+            const float *E = rows ? m->retro_enc->hidden : NULL;
+            const int De = c->retro_enc_dim, nr = rows * c->retro_len;
+            retrlm__retro_layout(c, m->retro_, retrlm__retro_slot(c, l), &ra, NULL);
+            retrlm__rmsnorm_forward(ra.ln, ra.rstd, a.mid,
+                                    retrlm_model_tensor_ptr(m, RETRLM_T_CCA_NORM, l, 0), N, D,
+                                    c->norm_eps);
+            if ((r = retrlm__mm(m, ra.q, ra.ln, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WQ, l, 0),
+                                N, D, D, 0)) ||
+                (nr && (r = retrlm__mm(m, ra.k, E, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WK, l, 0),
+                                       nr, D, De, 0))) ||
+                (nr && (r = retrlm__mm(m, ra.v, E, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WV, l, 0),
+                                       nr, D, De, 0))))
+                return r;
+            retrlm__cca_forward(ra.y, ra.att, ra.q, ra.k, ra.v, slot_row, row_len, B, T,
+                                c->retro_chunk, c->retro_k, c->retro_len, H, hd);
+            memcpy(ra.out, a.mid, (size_t)N * D * sizeof(float));
+            if ((r = retrlm__mm(m, ra.out, ra.y, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WO, l, 0),
+                                N, D, D, RETRLM_MATMUL_ACCUMULATE)))
+                return r;
+            ffx = ra.out;
+        }
+        retrlm__rmsnorm_forward(a.ln2, a.rstd2, ffx, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0),
                                 N, D, c->norm_eps);
         if ((r = retrlm__mm(m, a.gate, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), N,
                                F, D, 0)) ||
@@ -581,7 +989,7 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
                                D, 0)))
             return r;
         retrlm__swiglu_forward(a.act, a.gate, a.up, (size_t)N * F);
-        memcpy(xo, a.mid, (size_t)N * D * sizeof(float));
+        memcpy(xo, ffx, (size_t)N * D * sizeof(float));
         if ((r = retrlm__mm(m, xo, a.act, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), N, D,
                                F, RETRLM_MATMUL_ACCUMULATE)))
             return r;
@@ -594,6 +1002,21 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
         m->logits = retrlm__logits(m);
     }
     return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens, int B, int T,
+                                              const int *lengths, int flags) {
+    return retrlm__forward(m, tokens, B, T, lengths, NULL, flags);
+}
+
+RETRLM_API retrlm_result retrlm_model_forward_retro(retrlm_model *m, const int *tokens, int B,
+                                                    int T, const int *lengths,
+                                                    const int *neighbours, int flags) {
+    RETRLM_ASSERT(m && m->params);
+    if (neighbours && !m->config.retro_chunk)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_forward_retro: the model has no RETRO blocks "
+                            "(config retro_chunk 0)");
+    return retrlm__forward(m, tokens, B, T, lengths, neighbours, flags);
 }
 
 RETRLM_API const float *retrlm_model_ffn_input(const retrlm_model *m, int layer) {
@@ -609,10 +1032,21 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
     const int B = m->B, T = m->T, N = B * T;
     const int AB = RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE;
     retrlm__work w;
+    retrlm__rwork rw;
     retrlm_result r;
     int l, i;
+    const int rows = c->retro_chunk ? m->retro_rows_ : 0, nr = rows * c->retro_len;
+    const int De = c->retro_enc_dim;
+    const int *slot_row = NULL, *row_len = NULL;
     RETRLM_ASSERT(m && g && N > 0);
     retrlm__get_work(m, &w);
+    if (c->retro_chunk) {
+        size_t S = retrlm__retro_slots(c);
+        retrlm__retro_layout(c, m->retro_, 0, NULL, &rw);
+        slot_row = m->retro_ints_ + S * (size_t)c->retro_len;
+        row_len = slot_row + S;
+        if (nr) memset(rw.dE, 0, (size_t)nr * De * sizeof(float));
+    }
     // head: dlnf = dlogits · Wout + dhidden; dWout += dlogitsᵀ · lnf
     memset(w.dln, 0, (size_t)N * D * sizeof(float));
     if (g->dlogits) {
@@ -651,9 +1085,54 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
             const float *e = g->dffn_in[l];
             for (i = 0; i < N * D; i++) w.dln[i] += e[i];
         }
-        retrlm__rmsnorm_backward(w.dx, w.dtmp, w.dln, a.mid,
-                                 retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), a.rstd2, N, D, 1);
-        retrlm__sum_rows(retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 1), w.dtmp, N, D);
+        if (retrlm__retro_slot(c, l) >= 0) {
+            // out = mid + CA(RMSNorm(mid)) Wo: w.dx is d(out); leaves d(mid) in w.dx
+            retrlm__racts ra;
+            const float *E = rows ? m->retro_enc->hidden : NULL;
+            const int AB2 = RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE;
+            retrlm__retro_layout(c, m->retro_, retrlm__retro_slot(c, l), &ra, NULL);
+            retrlm__rmsnorm_backward(w.dx, w.dtmp, w.dln, ra.out,
+                                     retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), a.rstd2,
+                                     N, D, 1);
+            retrlm__sum_rows(retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 1), w.dtmp, N, D);
+            if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WO, l, 1), w.dx, ra.y, D,
+                                D, N, AB)) ||
+                (r = retrlm__mm(m, w.datty, w.dx, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WO, l, 0),
+                                N, D, D, RETRLM_MATMUL_B_KN)))
+                return r;
+            if (nr) {
+                memset(rw.dk, 0, (size_t)nr * D * sizeof(float));
+                memset(rw.dv, 0, (size_t)nr * D * sizeof(float));
+            }
+            retrlm__cca_backward(w.dq, rw.dk, rw.dv, rw.datt, w.datty, ra.att, ra.q, ra.k, ra.v,
+                                 slot_row, row_len, B, T, c->retro_chunk, c->retro_k,
+                                 c->retro_len, H, hd);
+            if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WQ, l, 1), w.dq, ra.ln,
+                                D, D, N, AB)) ||
+                (r = retrlm__mm(m, w.dln, w.dq, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WQ, l, 0),
+                                N, D, D, RETRLM_MATMUL_B_KN)))
+                return r;
+            if (nr && ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WK, l, 1), rw.dk,
+                                       E, D, De, nr, AB)) ||
+                       (r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WV, l, 1), rw.dv,
+                                       E, D, De, nr, AB)) ||
+                       (r = retrlm__mm(m, rw.dE, rw.dk,
+                                       retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WK, l, 0), nr, De,
+                                       D, AB2)) ||
+                       (r = retrlm__mm(m, rw.dE, rw.dv,
+                                       retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WV, l, 0), nr, De,
+                                       D, AB2))))
+                return r;
+            retrlm__rmsnorm_backward(w.dx, w.dtmp, w.dln, a.mid,
+                                     retrlm_model_tensor_ptr(m, RETRLM_T_CCA_NORM, l, 0), ra.rstd,
+                                     N, D, 1);
+            retrlm__sum_rows(retrlm_model_tensor_ptr(m, RETRLM_T_CCA_NORM, l, 1), w.dtmp, N, D);
+        } else {
+            retrlm__rmsnorm_backward(w.dx, w.dtmp, w.dln, a.mid,
+                                     retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), a.rstd2,
+                                     N, D, 1);
+            retrlm__sum_rows(retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 1), w.dtmp, N, D);
+        }
         // attention: mid = x + atty · Woᵀ
         if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 1), w.dx, a.atty, D, D, N,
                                AB)) ||
@@ -692,6 +1171,13 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
                 for (d = d0; d < d1; d++) gr[d] += dr[d];
             }
         }
+    }
+    if (nr) {
+        // the neighbour encoder, from what every cross-attention layer sent back to its states
+        retrlm_model_grad_in eg;
+        memset(&eg, 0, sizeof eg);
+        eg.dhidden = rw.dE;
+        if ((r = retrlm_model_backward(m->retro_enc, &eg))) return r;
     }
     return RETRLM_OK;
 }
@@ -910,6 +1396,25 @@ RETRLM_API int retrlm_model_param_groups(const retrlm_model *m, float lr, float 
     return out[1].n ? 2 : 1;
 }
 
+RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, float weight_decay,
+                                               retrlm_adamw_group out[2]) {
+    // the cross-attention's matrices and the encoder's lie from CCA_WQ to n_decay, their gains
+    // from CCA_NORM to the end (retrlm__model_alloc)
+    float *mat = m->param[RETRLM_T_CCA_WQ], *gain = m->param[RETRLM_T_CCA_NORM];
+    if (!m->config.retro_chunk) return 0;
+    out[0].params = mat;
+    out[0].grads = m->grad[RETRLM_T_CCA_WQ];
+    out[0].n = (size_t)(m->params + m->n_decay - mat);
+    out[0].lr = lr;
+    out[0].weight_decay = weight_decay;
+    out[1].params = gain;
+    out[1].grads = m->grad[RETRLM_T_CCA_NORM];
+    out[1].n = (size_t)(m->params + m->n_params - gain);
+    out[1].lr = lr;
+    out[1].weight_decay = 0.0f;
+    return 2;
+}
+
 // ---------------------------------------------------------------------------------------------
 // training loop
 
@@ -1028,6 +1533,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
 
 #define RETRLM__CKPT_KIND "model"
 #define RETRLM__CKPT_NCFG 9
+#define RETRLM__CKPT_NRETRO 8
 
 // section name prefix + name, for files holding more than one model (an encoder's two sides)
 static const char *retrlm__ckpt_name(char *buf, const char *prefix, const char *name) {
@@ -1052,6 +1558,16 @@ static retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer
         (r = retrlm_writer_add_copy(w, retrlm__ckpt_name(name, prefix, "config_f"),
                                     RETRLM_DTYPE_F32, cf, 3)))
         return r;
+    if (c->retro_chunk) {
+        // only RETRO models carry the section: plain checkpoints stay as they were
+        int32_t rc[RETRLM__CKPT_NRETRO];
+        rc[0] = c->retro_chunk; rc[1] = c->retro_k; rc[2] = c->retro_len; rc[3] = c->retro_start;
+        rc[4] = c->retro_every; rc[5] = c->retro_enc_dim; rc[6] = c->retro_enc_layers;
+        rc[7] = c->retro_enc_heads;
+        if ((r = retrlm_writer_add_copy(w, retrlm__ckpt_name(name, prefix, "retro"),
+                                        RETRLM_DTYPE_I32, rc, RETRLM__CKPT_NRETRO)))
+            return r;
+    }
     return retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
                              m->params, m->n_params);
 }
@@ -1119,17 +1635,32 @@ static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
     if (ci[0] < 1 || ci[1] < 1 || ci[2] < 1 || ci[3] < 1 || ci[4] < 1 || ci[5] < 1 || ci[6] < 1 ||
         !(cf[0] > 0.0f) || !(cf[1] > 0.0f) || !(cf[2] > 0.0f))
         return retrlm__fail(RETRLM_ERR_FORMAT, "model: config has a field <= 0");
+    {
+        int32_t rc[RETRLM__CKPT_NRETRO];
+        r = retrlm_reader_read(rd, retrlm__ckpt_name(name, prefix, "retro"), RETRLM_DTYPE_I32, rc,
+                               RETRLM__CKPT_NRETRO);
+        if (r == RETRLM_OK) {
+            int i;
+            for (i = 0; i < RETRLM__CKPT_NRETRO; i++)
+                if (rc[i] < (i == 3 ? 0 : 1))
+                    return retrlm__fail(RETRLM_ERR_FORMAT, "model: RETRO config field %d is %d",
+                                        i, rc[i]);
+            c.retro_chunk = rc[0]; c.retro_k = rc[1]; c.retro_len = rc[2];
+            c.retro_start = rc[3]; c.retro_every = rc[4]; c.retro_enc_dim = rc[5];
+            c.retro_enc_layers = rc[6]; c.retro_enc_heads = rc[7];
+        } else if (r != RETRLM_ERR_NOT_FOUND) {
+            return r;
+        }
+    }
     if (over && over->max_seq_len > 0) c.max_seq_len = over->max_seq_len;
     if (over && over->max_batch > 0) c.max_batch = over->max_batch;
     {
         // the parameter count must match before anything big is allocated
         const void *p = NULL;
-        size_t n = 0, sz[RETRLM_T_COUNT], tot = 0;
-        int t;
+        size_t n = 0, tot;
         retrlm_model_config c2 = c;
         if ((r = retrlm__resolve_config(&c2))) return r == RETRLM_ERR_ARG ? RETRLM_ERR_FORMAT : r;
-        retrlm__tensor_sizes(&c2, sz);
-        for (t = 0; t < RETRLM_T_COUNT; t++) tot += sz[t];
+        tot = retrlm__param_count(&c2, NULL);
         if ((r = retrlm_reader_get(rd, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
                                    &p, &n)))
             return r;
@@ -1137,7 +1668,7 @@ static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
             return retrlm__fail(RETRLM_ERR_FORMAT, "model: 'params' holds %lu floats, the config "
                                 "needs %lu", (unsigned long)n, (unsigned long)tot);
         if (over) c.no_logits = over->no_logits;
-        if ((r = retrlm__model_alloc(m, &c, NULL))) return r;
+        if ((r = retrlm__model_alloc(m, &c, NULL, NULL))) return r;
         if (n) memcpy(m->params, p, n * sizeof(float));
     }
     return RETRLM_OK;
@@ -1240,6 +1771,40 @@ RETRLM_API retrlm_result retrlm_model_load_state(retrlm_adamw *opt, retrlm_lm_tr
 // ---------------------------------------------------------------------------------------------
 // generation: one token at a time against a KV cache of (L, max_seq_len, D)
 
+RETRLM_API retrlm_result retrlm_model_decode_neighbours(retrlm_model *m, int chunk,
+                                                        const int *neighbours) {
+    const retrlm_model_config *c = &m->config;
+    const int D = c->dim, k = c->retro_k, De = c->retro_enc_dim;
+    retrlm__rwork rw;
+    retrlm_result r;
+    int rows, l, *dec_row, *dec_len;
+    RETRLM_ASSERT(m && m->params);
+    if (!c->retro_chunk || chunk < 0 || chunk > c->max_seq_len / c->retro_chunk)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_decode_neighbours: chunk %d of a model with "
+                            "RETRO chunk %d and %d positions", chunk, c->retro_chunk,
+                            c->max_seq_len);
+    retrlm__retro_layout(c, m->retro_, 0, NULL, &rw);
+    dec_row = m->retro_ints_ + retrlm__retro_slots(c) * ((size_t)c->retro_len + 2);
+    dec_len = dec_row + k;
+    m->retro_chunk_ = -1;
+    rows = retrlm__retro_rows(m, neighbours, 1, m->retro_ints_, dec_row, dec_len,
+                              "model_decode_neighbours");
+    if (rows < 0) return RETRLM_ERR_ARG;
+    if ((r = retrlm__retro_encode(m, rows, dec_len))) return r;
+    for (l = 0; l < c->n_layers && rows; l++) {
+        int slot = retrlm__retro_slot(c, l), nr = rows * c->retro_len;
+        size_t at = (size_t)(slot < 0 ? 0 : slot) * (size_t)k * c->retro_len * D;
+        if (slot < 0) continue;
+        if ((r = retrlm__mm(m, rw.kc + at, m->retro_enc->hidden,
+                            retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WK, l, 0), nr, D, De, 0)) ||
+            (r = retrlm__mm(m, rw.vc + at, m->retro_enc->hidden,
+                            retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WV, l, 0), nr, D, De, 0)))
+            return r;
+    }
+    m->retro_chunk_ = chunk;
+    return RETRLM_OK;
+}
+
 RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos) {
     const retrlm_model_config *c = &m->config;
     const int D = c->dim, F = c->ffn_dim, V = c->vocab_size, H = c->n_heads, hd = D / H;
@@ -1247,11 +1812,15 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
     retrlm__work w;
     retrlm_result r;
     float rstd;
-    int l, h;
+    int l, h, u = -1;
     RETRLM_ASSERT(m && m->params);
     if (token < 0 || token >= V || pos < 0 || pos >= c->max_seq_len)
         return retrlm__fail(RETRLM_ERR_ARG, "model_decode: token %d (vocabulary %d) at position "
                             "%d (max %d)", token, V, pos, c->max_seq_len);
+    if (c->retro_chunk && (u = retrlm__cca_chunk(pos, c->retro_chunk)) >= 0 &&
+        u != m->retro_chunk_)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_decode: position %d reads the neighbours of "
+                            "chunk %d; give them first (retrlm_model_decode_neighbours)", pos, u);
     retrlm__get_work(m, &w);
     memcpy(w.x, m->param[RETRLM_T_EMBED] + (size_t)token * D, (size_t)D * sizeof(float));
     for (l = 0; l < c->n_layers; l++) {
@@ -1290,6 +1859,25 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
         if ((r = retrlm__mm(m, w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), 1, D, D,
                                RETRLM_MATMUL_ACCUMULATE)))
             return r;
+        if (u >= 0 && retrlm__retro_slot(c, l) >= 0) {
+            // chunked cross-attention against the cached neighbours of chunk u
+            retrlm__rwork rw;
+            const int k = c->retro_k, *dec_row;
+            size_t at = (size_t)retrlm__retro_slot(c, l) * (size_t)k * c->retro_len * D;
+            retrlm__retro_layout(c, m->retro_, 0, NULL, &rw);
+            dec_row = m->retro_ints_ + retrlm__retro_slots(c) * ((size_t)c->retro_len + 2);
+            retrlm__rmsnorm_forward(w.xn, &rstd, w.x,
+                                    retrlm_model_tensor_ptr(m, RETRLM_T_CCA_NORM, l, 0), 1, D,
+                                    c->norm_eps);
+            if ((r = retrlm__mm(m, w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WQ, l, 0), 1,
+                                D, D, 0)))
+                return r;
+            retrlm__cca_query(w.y, rw.att, w.q, rw.kc + at, rw.vc + at, dec_row, dec_row + k, k,
+                              c->retro_len, H, hd);
+            if ((r = retrlm__mm(m, w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WO, l, 0), 1,
+                                D, D, RETRLM_MATMUL_ACCUMULATE)))
+                return r;
+        }
         retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), 1, D,
                                 c->norm_eps);
         if ((r = retrlm__mm(m, w.gate, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), 1, F,
@@ -1363,6 +1951,16 @@ RETRLM_API int retrlm_model_sample(retrlm_model *m, const float *logits, const r
     return (int)m->ids_[keep - 1];
 }
 
+// decode; a RETRO model without neighbours (an empty set for each chunk as it is reached)
+static retrlm_result retrlm__decode_plain(retrlm_model *m, int token, int pos) {
+    int mch = m->config.retro_chunk;
+    retrlm_result r;
+    if (mch && pos >= mch - 1 && (pos - mch + 1) % mch == 0 &&
+        (r = retrlm_model_decode_neighbours(m, (pos - mch + 1) / mch, NULL)))
+        return r;
+    return retrlm_model_decode(m, token, pos);
+}
+
 RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *prompt, int n_prompt,
                                                int n_new, const retrlm_sampler *s,
                                                retrlm_rng *rng, int *out, int *n_out) {
@@ -1374,13 +1972,13 @@ RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *promp
         return retrlm__fail(RETRLM_ERR_ARG, "model_generate: prompt of %d tokens (1..%d), %d new",
                             n_prompt, m->config.max_seq_len, n_new);
     for (pos = 0; pos < n_prompt; pos++)
-        if ((r = retrlm_model_decode(m, prompt[pos], pos))) return r;
+        if ((r = retrlm__decode_plain(m, prompt[pos], pos))) return r;
     while (got < n_new) {
         tok = retrlm_model_sample(m, m->step_logits, s, rng);
         out[got++] = tok;
         if (n_out) *n_out = got;
         if (got == n_new || pos >= m->config.max_seq_len) break;
-        if ((r = retrlm_model_decode(m, tok, pos++))) return r;
+        if ((r = retrlm__decode_plain(m, tok, pos++))) return r;
     }
     return RETRLM_OK;
 }
@@ -1437,6 +2035,9 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
     size_t off = 0, hlen, total, i, k;
     int l, j;
     RETRLM_ASSERT(m && m->params && size);
+    if (c->retro_chunk)
+        return retrlm__fail(RETRLM_ERR_ARG, "safetensors: RETRO models have no Llama names for "
+                            "their cross-attention and neighbour encoder; save a checkpoint");
     memset(&it, 0, sizeof it);
     strcpy(it.name, "model.embed_tokens.weight");
     it.data = m->param[RETRLM_T_EMBED];
@@ -1844,10 +2445,10 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, c
                              x->name);
             goto done;
         }
-        slot = x->tensor >= RETRLM_T_WQ && x->tensor <= RETRLM_T_FFN_NORM
-                   ? RETRLM_T_COUNT + (size_t)x->layer * RETRLM__ST_PER_LAYER +
-                         (size_t)(x->tensor - RETRLM_T_WQ)
-                   : (size_t)x->tensor;
+        slot = (size_t)x->tensor;
+        for (k = 0; k < RETRLM__ST_PER_LAYER; k++) // a per-layer tensor: its name's index
+            if (x->tensor == (int)retrlm__st_layer_tensor[k])
+                slot = RETRLM_T_COUNT + (size_t)x->layer * RETRLM__ST_PER_LAYER + (size_t)k;
         if (seen[slot]++) {
             r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor '%s' appears twice", x->name);
             goto done;
@@ -1861,7 +2462,7 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, c
                              "missing", (unsigned long)i);
             goto done;
         }
-    if ((r = retrlm__model_alloc(m, &c, NULL)) != RETRLM_OK) goto done;
+    if ((r = retrlm__model_alloc(m, &c, NULL, NULL)) != RETRLM_OK) goto done;
     for (i = 0; i < ne; i++) {
         retrlm__st_entry *x = &ents[i];
         const unsigned char *src;

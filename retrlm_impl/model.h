@@ -12,7 +12,22 @@
    of OpenMP threads.
 
    Shapes: B sequences of T tokens (B <= max_batch, T <= max_seq_len), N = B*T tokens, row-major;
-   V vocabulary, D dim, F ffn_dim, L n_layers, H n_heads. */
+   V vocabulary, D dim, F ffn_dim, L n_layers, H n_heads.
+
+   RETRO (retro_chunk > 0; Borgeaud et al. 2022, section 2.4): the text is cut into chunks of m
+   tokens; each chunk u comes with k neighbours, each a retrieved chunk and its continuation of up
+   to r tokens. A small bidirectional neighbour encoder (its own width, depth and embedding)
+   encodes every neighbour; chosen decoder layers get a chunked cross-attention block between
+   self-attention and the feed-forward, x += Wo CA(RMSNorm(x), E Wk, E Wv), where the tokens from
+   the last one of chunk u to the one before the last of chunk u+1 (positions um + m - 1 ..
+   um + 2m - 2) attend to the k*r encoded tokens of chunk u's neighbours. So chunk u's neighbours
+   affect only the last token of u and the tokens of u+1: a chunk's neighbours may be retrieved
+   with the chunk itself, and nothing leaks from text not yet seen. Positions 0 .. m-2 see no
+   neighbours (RETRO's RET(C_1) = empty). Differences from the paper, measured or to be: the
+   neighbour encoder is not conditioned on the chunk's decoder activations (it reads the
+   neighbour alone), and the cross-attention has no relative position term (the encoder's own
+   rotary positions order a neighbour's tokens). Without retro_chunk the model is byte for byte
+   the plain one: same parameters, same activations, same speed. */
 
 typedef struct retrlm_model_config {
     int      vocab_size;    /* V tokens; required */
@@ -30,10 +45,22 @@ typedef struct retrlm_model_config {
     float    norm_eps;      /* RMSNorm epsilon; default 1e-5 */
     float    init_std;      /* std of the normal weight init; default 0.02 */
     uint64_t seed;          /* weight init seed (0 is a seed) */
+    /* RETRO blocks; retro_chunk 0 (the default) means none and the fields below are ignored */
+    int      retro_chunk;      /* m, tokens a chunk; 1 <= m <= max_seq_len */
+    int      retro_k;          /* neighbours a chunk; default 2 */
+    int      retro_len;        /* r, tokens a neighbour (a chunk and its continuation); default 2m */
+    int      retro_start;      /* first decoder layer with cross-attention (0: the first) */
+    int      retro_every;      /* cross-attention in layers start, start + every, ...; default 3 */
+    int      retro_enc_dim;    /* neighbour encoder width; default dim / 2 (a multiple of 2*heads) */
+    int      retro_enc_layers; /* neighbour encoder blocks; default 2 */
+    int      retro_enc_heads;  /* neighbour encoder heads; default n_heads */
 } retrlm_model_config;
 
 /* The parameter tensors, in the order they lie in the parameter block: the matrices (weight
-   decay applies) first, then the RMSNorm gains. Per-layer tensors are stacked over layers. */
+   decay applies) first, then the RMSNorm gains. Per-layer tensors are stacked over layers; the
+   RETRO tensors over the cross-attention layers only (0 elements without RETRO). A RETRO model's
+   neighbour encoder is a model of its own kind whose matrices lie after RETRLM_T_CCA_WO and whose
+   gains lie after RETRLM_T_CCA_NORM, inside the same block (m->retro_enc shows them). */
 typedef enum retrlm_model_tensor {
     RETRLM_T_EMBED = 0,    /* (V, D) token embedding */
     RETRLM_T_LM_HEAD,      /* (V, D) output matrix when untied; 0 elements when tied */
@@ -44,9 +71,14 @@ typedef enum retrlm_model_tensor {
     RETRLM_T_W_GATE,       /* (L, F, D) SwiGLU gate */
     RETRLM_T_W_UP,         /* (L, F, D) SwiGLU up */
     RETRLM_T_W_DOWN,       /* (L, D, F) SwiGLU down */
+    RETRLM_T_CCA_WQ,       /* (R, D, D) chunked cross-attention query, R cross-attention layers */
+    RETRLM_T_CCA_WK,       /* (R, D, De) keys from the neighbour encoder's De-wide states */
+    RETRLM_T_CCA_WV,       /* (R, D, De) */
+    RETRLM_T_CCA_WO,       /* (R, D, D) */
     RETRLM_T_ATTN_NORM,    /* (L, D) RMSNorm gain before attention */
     RETRLM_T_FFN_NORM,     /* (L, D) RMSNorm gain before the feed-forward */
     RETRLM_T_FINAL_NORM,   /* (D) final RMSNorm gain */
+    RETRLM_T_CCA_NORM,     /* (R, D) RMSNorm gain before the cross-attention */
     RETRLM_T_COUNT
 } retrlm_model_tensor;
 
@@ -67,6 +99,10 @@ typedef struct retrlm_model {
     /* after retrlm_model_decode, read-only: */
     const float *step_logits;            /* (V) logits of the last decoded position */
     const float *step_hidden;            /* (D) its final hidden state */
+    /* RETRO, read-only: */
+    int          retro_layers;           /* R cross-attention layers (0: a plain model) */
+    struct retrlm_model *retro_enc;      /* the neighbour encoder (NULL without RETRO); its
+                                            tensors point into params and grads */
     /* private */
     float  *acts_;                       /* (n_acts_) all activations, one block */
     size_t  n_acts_;
@@ -78,6 +114,11 @@ typedef struct retrlm_model {
     size_t  n_mmws_;
     void   *own_[5];                     /* what to free: params grads (NULL in a view: they
                                             are another model's) acts_ work_ mmws_ */
+    float  *retro_;                      /* RETRO activations, work and decode cache, one block */
+    void   *retro_own_;
+    int    *retro_ints_;                 /* neighbour tokens, rows and lengths */
+    int     retro_rows_;                 /* neighbours encoded by the last forward */
+    int     retro_chunk_;                /* decode: the chunk whose neighbours are cached; -1 */
 } retrlm_model;
 
 /* Fills in defaults, checks the shapes, allocates everything and initialises the weights
@@ -90,7 +131,8 @@ RETRLM_API void retrlm_model_free(retrlm_model *m);
    through one model and backpropagate through both (a shared bi-encoder). Free m before src. */
 RETRLM_API retrlm_result retrlm_model_init_view(retrlm_model *m, const retrlm_model *src,
                                                 const retrlm_model_config *over);
-/* Per-layer view of a stacked tensor: its layer-l slice in params (or grads with grad = 1). */
+/* Per-layer view of a stacked tensor: its layer-l slice in params (or grads with grad = 1). For
+   the RETRO tensors, l is the decoder layer and must be a cross-attention layer. */
 RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_tensor t, int layer,
                                           int grad);
 
@@ -101,6 +143,17 @@ RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_te
    no_logits behaves as if RETRLM_FORWARD_NO_LOGITS were always given. */
 RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens, int B, int T,
                                               const int *lengths, int flags);
+/* The same for a RETRO model with each chunk's neighbours: neighbours (B, U, k, r) token ids,
+   U = T / m (chunk u = tokens um .. um + m - 1; a last partial chunk has no neighbours that
+   matter), k = retro_k, r = retro_len. A neighbour is its ids up to its first -1 (-1 pads the
+   rest); one that starts with -1 is absent. neighbours NULL: every neighbour absent, which gives
+   exactly the logits of the plain model with the same decoder weights. ERR_ARG on a plain model
+   (unless neighbours is NULL) or an id outside [-1, V). */
+RETRLM_API retrlm_result retrlm_model_forward_retro(retrlm_model *m, const int *tokens, int B,
+                                                    int T, const int *lengths,
+                                                    const int *neighbours, int flags);
+/* Whether decoder layer l has chunked cross-attention. */
+RETRLM_API int retrlm_model_is_retro_layer(const retrlm_model *m, int layer);
 /* Layer l's feed-forward input (after its RMSNorm), (B, T, D), read-only after forward: the
    kNN-LM key for l = L-1. */
 RETRLM_API const float *retrlm_model_ffn_input(const retrlm_model *m, int layer);
@@ -177,6 +230,11 @@ RETRLM_API void  retrlm_adamw_step(retrlm_adamw *o);
    returns 2 (1 if the model has no gains). */
 RETRLM_API int retrlm_model_param_groups(const retrlm_model *m, float lr, float weight_decay,
                                          retrlm_adamw_group out[2]);
+/* AdamW groups of the RETRO parameters alone (cross-attention and neighbour encoder: matrices
+   with weight_decay, gains without), for RETRO-fitting a trained, frozen decoder; returns how
+   many (0 for a plain model). */
+RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, float weight_decay,
+                                               retrlm_adamw_group out[2]);
 
 /* ---- plain language-model training */
 typedef struct retrlm_lm_train_state {
@@ -250,13 +308,22 @@ typedef struct retrlm_sampler {
 } retrlm_sampler;
 
 /* Runs one token at position pos (0 <= pos < max_seq_len) against the cache of positions
-   [0, pos) and stores its keys/values at pos: m->step_logits, m->step_hidden. */
+   [0, pos) and stores its keys/values at pos: m->step_logits, m->step_hidden. A RETRO model at
+   a position pos >= m - 1 reads the neighbours of chunk (pos - m + 1) / m, which
+   retrlm_model_decode_neighbours must have given (ERR_ARG otherwise). */
 RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos);
+/* RETRO generation: encodes chunk's neighbours (k, r) as in retrlm_model_forward_retro (NULL:
+   none) for the decode calls that read them, positions chunk*m + m - 1 .. chunk*m + 2m - 2.
+   Call it once chunk's m tokens are known, before decoding its last one: retrieval every m
+   tokens, with the text so far as the query. */
+RETRLM_API retrlm_result retrlm_model_decode_neighbours(retrlm_model *m, int chunk,
+                                                        const int *neighbours);
 /* Draws a token from logits (V) (not modified). */
 RETRLM_API int retrlm_model_sample(retrlm_model *m, const float *logits,
                                    const retrlm_sampler *s, retrlm_rng *rng);
 /* Feeds prompt (n_prompt >= 1), then samples n_new tokens into out; stops early at max_seq_len.
-   *n_out (may be NULL) gets the number generated. */
+   *n_out (may be NULL) gets the number generated. A RETRO model generates without neighbours
+   here (ralm retrieves them). */
 RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *prompt, int n_prompt,
                                                int n_new, const retrlm_sampler *s,
                                                retrlm_rng *rng, int *out, int *n_out);
