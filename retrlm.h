@@ -1334,6 +1334,64 @@ RETRLM_API retrlm_result retrlm_datastore_save_memory(const retrlm_datastore *ds
                                                       size_t cap, size_t *size);
 RETRLM_API retrlm_result retrlm_datastore_load_memory(retrlm_datastore *ds, const void *data,
                                                       size_t size);
+
+/* ---- RETRO neighbours: what a RETRO model (retrlm_model_forward_retro) reads, computed once
+   with a frozen retriever. A token stream is cut into chunks of m tokens (chunk c = tokens
+   c*m .. c*m + m - 1; a last partial chunk gets no neighbours); each chunk's text (decoded with
+   the LM's tokenizer) is the query, and each of its k neighbours is a retrieved unit's tokens
+   followed by the units after it in the same document, len tokens in all: the chunk and its
+   continuation, so that the model sees what comes next, not only what it has just read. The
+   units' tokens are used as they are: build the datastore with the LM's tokenizer. Units of the
+   documents a chunk's tokens come from are never neighbours (RETRO's leakage control). Chunks
+   are independent: they are retrieved on all threads, with the same result for any count. */
+typedef struct retrlm_retro_neighbours_config {
+    int chunk;                       /* m; default 64 */
+    int k;                           /* neighbours a chunk; default 2 */
+    int len;                         /* r; default 2m */
+    int unit_only;                   /* 1: a neighbour is the unit alone, no continuation */
+    int depth;                       /* candidates retrieved before the leakage filter; default
+                                        4k */
+    retrlm_retrieve_params retrieve; /* how units are ranked; zero: BM25 */
+    retrlm_progress_fn progress;     /* stage "neighbours", done/total in chunks; may cancel */
+    void *user;
+} retrlm_retro_neighbours_config;
+
+typedef struct retrlm_retro_neighbours {
+    int        chunk, k, len;  /* m, k, r */
+    int64_t    n_chunks;       /* chunks with neighbours */
+    const int *tokens;         /* (n_chunks, k, len) ids, -1 after a neighbour's end; a neighbour
+                                  that starts with -1 is absent (fewer than k were found) */
+    /* private */
+    int          *owned_;
+    retrlm_reader reader_;
+} retrlm_retro_neighbours;
+
+/* Neighbours for stream (n tokens) from ds's units. doc (n) or NULL: the document of each token
+   of the stream, whose units are excluded (NULL: nothing excluded, as when the stream is text
+   that ds does not hold). */
+RETRLM_API retrlm_result retrlm_retro_neighbours_build(retrlm_retro_neighbours *nb,
+                                                       const retrlm_datastore *ds,
+                                                       const retrlm_tokenizer *tok,
+                                                       const int *stream, size_t n,
+                                                       const int64_t *doc,
+                                                       const retrlm_retro_neighbours_config *cfg);
+RETRLM_API void retrlm_retro_neighbours_free(retrlm_retro_neighbours *nb);
+/* The neighbours of chunk c: (k, len) ids. */
+RETRLM_API const int *retrlm_retro_neighbours_chunk(const retrlm_retro_neighbours *nb,
+                                                    int64_t c);
+/* Files: container kind "neighbours" (sections "shape": m, k, r; "n_chunks"; "tokens"),
+   saved beside the datastore; the loaded tokens are used in place from the file image. */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_retro_neighbours_save(const retrlm_retro_neighbours *nb,
+                                                      const char *path);
+RETRLM_API retrlm_result retrlm_retro_neighbours_load(retrlm_retro_neighbours *nb,
+                                                      const char *path);
+#endif
+RETRLM_API retrlm_result retrlm_retro_neighbours_save_memory(const retrlm_retro_neighbours *nb,
+                                                             void *buf, size_t cap, size_t *size);
+/* Borrows data until free as retrlm_reader_open_memory does. */
+RETRLM_API retrlm_result retrlm_retro_neighbours_load_memory(retrlm_retro_neighbours *nb,
+                                                             const void *data, size_t size);
 /* ---- retrlm_impl/ralm.h ---- */
 /* ---- ralm: retrieval-augmented inference, measured in bits per byte -----------------------
    Scores a token stream with a causal LM the way retrieval-augmented LMs read text: every
@@ -1600,6 +1658,55 @@ typedef struct retrlm_incontext_train_config {
 RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *opt,
                                                 const retrlm_incontext_train_config *cfg,
                                                 retrlm_lm_train_state *state);
+
+/* ---- Strategy 2, the LM side with RETRO (Borgeaud et al., 2022): the retriever is frozen and
+   its neighbours precomputed (retrlm_retro_neighbours_build, with the training stream's own
+   documents excluded); a RETRO model (retrlm_model_config.retro_chunk) learns to read them by
+   next-token cross-entropy. Windows of seq_len tokens start on chunk boundaries, so each window
+   chunk's neighbours are the stream's. From scratch: opt over retrlm_model_param_groups.
+   RETRO-fitting (section 4.2): a trained LM's weights copied into the RETRO model's decoder and
+   opt over retrlm_model_retro_param_groups alone, so only the cross-attention and the neighbour
+   encoder learn (the decoder's gradients are still computed, and not used). */
+typedef struct retrlm_retro_train_state {
+    retrlm_lm_train_state lm;   /* step, rng, last loss, last valid bits per byte (checkpointed) */
+    float probe_with;           /* at the last evaluation, the probe's loss with neighbours ... */
+    float probe_without;        /* ... and without: the gap is what the model takes from them */
+} retrlm_retro_train_state;
+
+typedef struct retrlm_retro_train_config {
+    const int *train;                          /* (n_train) token stream, borrowed */
+    size_t     n_train;
+    const retrlm_retro_neighbours *neighbours; /* of train's chunks, the model's m, k, r */
+    const int *valid;                          /* (n_valid) or NULL */
+    size_t     n_valid;
+    size_t     valid_bytes;                    /* UTF-8 bytes of the text valid encodes */
+    const retrlm_retro_neighbours *valid_neighbours; /* of valid's chunks (retrieved with each
+                                                  chunk itself), or NULL: no valid figures */
+    int        batch;                          /* default the model's max_batch */
+    int        seq_len;                        /* a multiple of m; default max_seq_len */
+    int        probe;                          /* windows of the probe batch; default batch: the
+                                                  first of valid (else of train) */
+    int64_t    steps;                          /* train until state->lm.step == steps */
+    int        eval_every;                     /* steps between probes and valid; 0: the end */
+    const char *checkpoint;                    /* path or NULL: model, optimiser and state */
+    int        checkpoint_every;
+    float     *losses;                         /* (steps) or NULL */
+    retrlm_progress_fn progress;               /* "retro" every step, "valid" after an eval */
+    void      *user;
+} retrlm_retro_train_config;
+
+RETRLM_API void retrlm_retro_train_state_init(retrlm_retro_train_state *s, uint64_t seed);
+RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
+                                            const retrlm_retro_train_config *cfg,
+                                            retrlm_retro_train_state *state);
+/* Bits per byte of a token stream read by a RETRO model with nb, the neighbours of its chunks,
+   each retrieved with the chunk itself: chunk u + 1 is predicted from neighbours found with
+   chunk u, never with text not yet seen. Windows of seq_len (a multiple of m) as in
+   retrlm_lm_bits_per_byte, so the two figures compare. */
+RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *tokens, size_t n,
+                                                    size_t n_bytes,
+                                                    const retrlm_retro_neighbours *nb,
+                                                    int seq_len, double *bpb);
 /* ---- retrlm_impl/eval.h ---- */
 /* ---- eval: retrieval metrics against graded relevance judgments ---------------------------
    A judgment (qrel) says document docid has grade g for query qid (TREC qrels without the
@@ -11638,14 +11745,15 @@ RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tok
     return RETRLM_OK;
 }
 
-// One language-model update on inputs (B, T) with targets (-1: ignored) and lengths (or NULL):
-// forward, mean cross-entropy into *loss, backward, AdamW. Shared by every LM trainer.
+// One language-model update on inputs (B, T) with targets (-1: ignored), lengths (or NULL) and
+// a RETRO model's neighbours (or NULL): forward, mean cross-entropy into *loss, backward, AdamW.
+// Shared by every LM trainer.
 static retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
                                      const int *tgt, int B, int T, const int *lengths,
-                                     float *loss) {
+                                     const int *neighbours, float *loss) {
     retrlm_model_grad_in gin;
     retrlm_result r;
-    if ((r = retrlm_model_forward(m, inp, B, T, lengths, 0)) ||
+    if ((r = retrlm__forward(m, inp, B, T, lengths, neighbours, 0)) ||
         (r = retrlm_model_lm_loss(m, tgt, loss, NULL)))
         return r;
     retrlm_model_zero_grad(m);
@@ -11682,7 +11790,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
                 tgt[b * T + t] = cfg->train[off + (size_t)t + 1];
             }
         }
-        if ((r = retrlm__lm_step(m, opt, inp, tgt, B, T, NULL, &loss))) break;
+        if ((r = retrlm__lm_step(m, opt, inp, tgt, B, T, NULL, NULL, &loss))) break;
         if (cfg->losses) cfg->losses[st->step] = loss;
         st->last_loss = loss;
         st->step++;
@@ -11759,7 +11867,8 @@ static retrlm_result retrlm__ckpt_writer(const retrlm_model *m, const retrlm_ada
     if ((r = retrlm__ckpt_add_model(m, w, ""))) return r;
     if (opt) {
         int64_t s = opt->step;
-        if (opt->n != m->n_params)
+        // a RETRO-fitting optimiser holds only the RETRO parameters' moments
+        if (opt->n > m->n_params)
             return retrlm__fail(RETRLM_ERR_ARG, "model_save: the optimiser holds %lu floats, the "
                                 "model %lu", (unsigned long)opt->n, (unsigned long)m->n_params);
         if ((r = retrlm_writer_add(w, "adamw_m", RETRLM_DTYPE_F32, opt->m, opt->n)) ||
@@ -13917,6 +14026,222 @@ RETRLM_API retrlm_result retrlm_datastore_load_memory(retrlm_datastore *ds, cons
     memset(ds, 0, sizeof *ds);
     return retrlm__datastore_finish_load(ds, retrlm_reader_open_memory(&ds->reader_, data, size, "datastore", 0));
 }
+
+// ---- RETRO neighbours ------------------------------------------------------------------------
+
+// whether unit u comes from one of the documents of doc (m tokens' documents)
+static int retrlm__unit_in_docs(const retrlm_datastore *ds, int u, const int64_t *doc, int m) {
+    int t;
+    for (t = 0; t < m; t++)
+        if (ds->unit_doc[u] == doc[t]) return 1;
+    return 0;
+}
+
+// the k neighbours (k, len) of one chunk x (m tokens, documents doc or NULL); cand has depth
+static retrlm_result retrlm__retro_chunk(const retrlm_datastore *ds, const retrlm_tokenizer *tok,
+                                         const retrlm_retro_neighbours_config *c, const int *x,
+                                         const int64_t *doc, int *cand, int *out) {
+    char *q = NULL;
+    size_t cap = 0, qlen = 0;
+    int i, j = 0, nf = 0, t;
+    retrlm_result r;
+    for (t = 0; t < c->k * c->len; t++) out[t] = -1;
+    r = retrlm__decode_grow(tok, x, (size_t)c->chunk, &q, &cap, &qlen);
+    if (!r) r = retrlm_datastore_retrieve(ds, &c->retrieve, q, qlen, c->depth,
+                                          doc ? doc[0] : RETRLM_NO_DOC, cand, NULL, &nf);
+    RETRLM_FREE(q);
+    for (i = 0; i < nf && j < c->k && !r; i++) {
+        int u = cand[i], v, w = 0, *o = out + (size_t)j * c->len;
+        if (doc && retrlm__unit_in_docs(ds, u, doc, c->chunk)) continue;
+        // the unit, then the units after it in its document (the continuation)
+        for (v = u; v < ds->n_units && w < c->len; v++) {
+            int nt, e;
+            const int *ids;
+            if (v > u && (c->unit_only || ds->unit_doc[v] != ds->unit_doc[u])) break;
+            ids = retrlm_datastore_tokens(ds, v, &nt);
+            for (e = 0; e < nt && w < c->len; e++) o[w++] = ids[e];
+        }
+        if (w) j++;
+    }
+    return r;
+}
+
+#define RETRLM__NB_BLOCK 256
+
+RETRLM_API retrlm_result retrlm_retro_neighbours_build(retrlm_retro_neighbours *nb,
+                                                       const retrlm_datastore *ds,
+                                                       const retrlm_tokenizer *tok,
+                                                       const int *stream, size_t n,
+                                                       const int64_t *doc,
+                                                       const retrlm_retro_neighbours_config *cfg) {
+    retrlm_retro_neighbours_config c;
+    retrlm_result r = RETRLM_OK;
+    int64_t nc, b0;
+    int *cand;
+    retrlm_result *err;
+    RETRLM_ASSERT(nb && ds && tok && cfg && (stream || !n));
+    memset(nb, 0, sizeof *nb);
+    c = *cfg;
+    if (!c.chunk) c.chunk = 64;
+    if (!c.k) c.k = 2;
+    if (!c.len && c.chunk > 0) c.len = c.chunk <= 4096 ? 2 * c.chunk : 8192;
+    if (!c.depth) c.depth = 4 * c.k;
+    if (!ds->committed_ || c.chunk < 1 || c.chunk > 65536 || c.k < 1 || c.k > 64 || c.len < 1 ||
+        c.len > 8192 || c.depth < c.k || c.depth > 4096)
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_neighbours: chunk %d (1..65536), k %d (1..64), "
+                            "len %d (1..8192), depth %d (k..4096)%s", c.chunk, c.k, c.len,
+                            c.depth, ds->committed_ ? "" : ", and a committed datastore");
+    nc = (int64_t)(n / (size_t)c.chunk);
+    nb->chunk = c.chunk;
+    nb->k = c.k;
+    nb->len = c.len;
+    nb->n_chunks = nc;
+    if ((uint64_t)nc > (uint64_t)SIZE_MAX / sizeof(int) / (size_t)c.k / (size_t)c.len)
+        return retrlm__fail(RETRLM_ERR_NOMEM, "retro_neighbours: %lld chunks are too many",
+                            (long long)nc);
+    nb->owned_ = (int *)retrlm__alloc((size_t)nc * (size_t)c.k * (size_t)c.len + 1, sizeof(int));
+    cand = (int *)retrlm__alloc((size_t)RETRLM__NB_BLOCK * (size_t)c.depth, sizeof(int));
+    err = (retrlm_result *)retrlm__alloc(RETRLM__NB_BLOCK, sizeof(retrlm_result));
+    if (!nb->owned_ || !cand || !err) {
+        RETRLM_FREE(cand);
+        RETRLM_FREE(err);
+        retrlm_retro_neighbours_free(nb);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "retro_neighbours: no memory for %lld chunks",
+                            (long long)nc);
+    }
+    nb->tokens = nb->owned_;
+    for (b0 = 0; b0 < nc && !r; b0 += RETRLM__NB_BLOCK) {
+        int nblk = (int)RETRLM__MIN((int64_t)RETRLM__NB_BLOCK, nc - b0), i;
+        RETRLM__PARALLEL_FOR_IF(nblk > 1)
+        for (i = 0; i < nblk; i++) {
+            int64_t ch = b0 + i;
+            size_t at = (size_t)ch * (size_t)c.chunk;
+            err[i] = retrlm__retro_chunk(ds, tok, &c, stream + at, doc ? doc + at : NULL,
+                                         cand + (size_t)i * c.depth,
+                                         nb->owned_ + (size_t)ch * c.k * c.len);
+        }
+        for (i = 0; i < nblk && !r; i++)
+            if (err[i])
+                r = retrlm__fail(err[i], "retro_neighbours: chunk %lld: %s",
+                                 (long long)(b0 + i), retrlm_result_string(err[i]));
+        if (!r) r = retrlm__progress(c.progress, c.user, "neighbours", (double)(b0 + nblk),
+                                     (double)nc);
+    }
+    RETRLM_FREE(cand);
+    RETRLM_FREE(err);
+    if (r) retrlm_retro_neighbours_free(nb);
+    return r;
+}
+
+RETRLM_API void retrlm_retro_neighbours_free(retrlm_retro_neighbours *nb) {
+    if (!nb) return;
+    RETRLM_FREE(nb->owned_);
+    retrlm_reader_close(&nb->reader_);
+    memset(nb, 0, sizeof *nb);
+}
+
+RETRLM_API const int *retrlm_retro_neighbours_chunk(const retrlm_retro_neighbours *nb,
+                                                    int64_t c) {
+    RETRLM_ASSERT(nb && c >= 0 && c < nb->n_chunks);
+    return nb->tokens + (size_t)c * (size_t)nb->k * (size_t)nb->len;
+}
+
+static retrlm_result retrlm__retro_nb_writer(const retrlm_retro_neighbours *nb, retrlm_writer *w) {
+    int32_t shape[3];
+    int64_t n = nb->n_chunks;
+    retrlm_result r;
+    shape[0] = nb->chunk;
+    shape[1] = nb->k;
+    shape[2] = nb->len;
+    if ((r = retrlm_writer_init(w, "neighbours")) ||
+        (r = retrlm_writer_add_copy(w, "shape", RETRLM_DTYPE_I32, shape, 3)) ||
+        (r = retrlm_writer_add_copy(w, "n_chunks", RETRLM_DTYPE_I64, &n, 1)))
+        return r;
+    return retrlm_writer_add(w, "tokens", RETRLM_DTYPE_I32, nb->tokens,
+                             (size_t)n * (size_t)nb->k * (size_t)nb->len);
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_retro_neighbours_save(const retrlm_retro_neighbours *nb,
+                                                      const char *path) {
+    retrlm_writer w;
+    retrlm_result r;
+    memset(&w, 0, sizeof w);
+    r = retrlm__retro_nb_writer(nb, &w);
+    if (!r) r = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    return r;
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_retro_neighbours_save_memory(const retrlm_retro_neighbours *nb,
+                                                             void *buf, size_t cap, size_t *size) {
+    retrlm_writer w;
+    retrlm_result r;
+    memset(&w, 0, sizeof w);
+    r = retrlm__retro_nb_writer(nb, &w);
+    if (!r) r = retrlm_writer_save_memory(&w, buf, cap, size);
+    retrlm_writer_free(&w);
+    return r;
+}
+
+// checks the opened file: shape in range, the token count is n_chunks * k * len, every id is
+// >= -1 and a neighbour's ids after its first -1 are all -1
+static retrlm_result retrlm__retro_nb_from_reader(retrlm_retro_neighbours *nb, retrlm_result r) {
+    const retrlm_reader *rd = &nb->reader_;
+    int32_t shape[3];
+    int64_t n;
+    size_t cnt = 0, i, j;
+    if (!r) r = retrlm_reader_read(rd, "shape", RETRLM_DTYPE_I32, shape, 3);
+    if (!r) r = retrlm_reader_read(rd, "n_chunks", RETRLM_DTYPE_I64, &n, 1);
+    if (!r && (shape[0] < 1 || shape[0] > 65536 || shape[1] < 1 || shape[1] > 64 || shape[2] < 1 ||
+               shape[2] > 8192 || n < 0 || (uint64_t)n > (uint64_t)SIZE_MAX / 64 / 8192))
+        r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: shape m %d, k %d, len %d, %lld chunks is out of "
+                         "range", rd->source_, shape[0], shape[1], shape[2], (long long)n);
+    if (!r) r = retrlm_reader_get(rd, "tokens", RETRLM_DTYPE_I32, (const void **)&nb->tokens, &cnt);
+    if (!r && cnt != (size_t)n * (size_t)shape[1] * (size_t)shape[2])
+        r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'tokens' holds %lu ids, the shape needs "
+                         "%lld x %d x %d", rd->source_, (unsigned long)cnt, (long long)n, shape[1],
+                         shape[2]);
+    for (i = 0; !r && i < cnt; i += (size_t)shape[2]) {
+        int ended = 0;
+        for (j = 0; j < (size_t)shape[2] && !r; j++) {
+            int id = nb->tokens[i + j];
+            if (id < -1 || (ended && id != -1))
+                r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'tokens': id %d at %lu", rd->source_,
+                                 id, (unsigned long)(i + j));
+            ended |= id == -1;
+        }
+    }
+    if (r) {
+        retrlm_reader_close(&nb->reader_);
+        memset(nb, 0, sizeof *nb);
+        return r;
+    }
+    nb->chunk = shape[0];
+    nb->k = shape[1];
+    nb->len = shape[2];
+    nb->n_chunks = n;
+    return RETRLM_OK;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_retro_neighbours_load(retrlm_retro_neighbours *nb,
+                                                      const char *path) {
+    RETRLM_ASSERT(nb && path);
+    memset(nb, 0, sizeof *nb);
+    return retrlm__retro_nb_from_reader(nb, retrlm_reader_open(&nb->reader_, path,
+                                                               "neighbours", 0));
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_retro_neighbours_load_memory(retrlm_retro_neighbours *nb,
+                                                             const void *data, size_t size) {
+    RETRLM_ASSERT(nb && data);
+    memset(nb, 0, sizeof *nb);
+    return retrlm__retro_nb_from_reader(nb, retrlm_reader_open_memory(&nb->reader_, data, size,
+                                                                      "neighbours", 0));
+}
 /* ---- retrlm_impl/ralm.c ---- */
 
 // One sequence to score: a retrieval prefix (units) and the text window [ctx, end) whose tokens
@@ -15076,7 +15401,7 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
         if (r) break;
         T = retrlm__compact_rows(inp, lens, c.batch, Tmax, 0); // padding: ignored inputs,
         retrlm__compact_rows(tgt, lens, c.batch, Tmax, -1);     // and targets that do not count
-        if ((r = retrlm__lm_step(m, opt, inp, tgt, c.batch, T, lens, &loss))) break;
+        if ((r = retrlm__lm_step(m, opt, inp, tgt, c.batch, T, lens, NULL, &loss))) break;
         if (c.losses) c.losses[st->step] = loss;
         st->last_loss = loss;
         st->step++;
@@ -15085,6 +15410,209 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
     RETRLM_FREE(inp);
     RETRLM_FREE(lens);
     RETRLM_FREE(query);
+    return r;
+}
+
+// ---- RETRO: the LM learns to read a frozen retriever's neighbours (strategy 2) ---------------
+
+// copies the neighbours of chunks c0 .. c0 + U - 1 into out (U, k, r); chunks past the file's
+// have none
+static void retrlm__retro_gather(const retrlm_retro_neighbours *nb, int64_t c0, int U, int *out) {
+    size_t per = (size_t)nb->k * (size_t)nb->len;
+    int u;
+    size_t i;
+    for (u = 0; u < U; u++) {
+        int *o = out + (size_t)u * per;
+        if (c0 + u < nb->n_chunks) memcpy(o, retrlm_retro_neighbours_chunk(nb, c0 + u), per * sizeof(int));
+        else for (i = 0; i < per; i++) o[i] = -1;
+    }
+}
+
+// the neighbours must have the model's shape
+static retrlm_result retrlm__retro_check(const retrlm_model *m, const retrlm_retro_neighbours *nb,
+                                         int T, const char *who) {
+    const retrlm_model_config *c = &m->config;
+    if (!c->retro_chunk)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: the model has no RETRO blocks", who);
+    if (!nb || nb->chunk != c->retro_chunk || nb->k != c->retro_k || nb->len != c->retro_len)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: neighbours of chunk %d, k %d, len %d; the model "
+                            "reads chunk %d, k %d, len %d", who, nb ? nb->chunk : 0,
+                            nb ? nb->k : 0, nb ? nb->len : 0, c->retro_chunk, c->retro_k,
+                            c->retro_len);
+    if (T < c->retro_chunk || T % c->retro_chunk || T > c->max_seq_len)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: windows of %d tokens must be a multiple of the "
+                            "chunk, %d, and at most %d", who, T, c->retro_chunk, c->max_seq_len);
+    return RETRLM_OK;
+}
+
+// Bits per byte with neighbours (nb, or every neighbour absent with without = 1), in the windows
+// of retrlm_lm_bits_per_byte.
+static retrlm_result retrlm__retro_bpb(retrlm_model *m, const int *tokens, size_t n,
+                                       size_t n_bytes, const retrlm_retro_neighbours *nb, int T,
+                                       int without, double *bpb) {
+    const int Bm = m->config.max_batch, U = T / m->config.retro_chunk;
+    const size_t per = (size_t)U * (size_t)nb->k * (size_t)nb->len;
+    size_t nwin, w0;
+    double nats;
+    int *inp, *tgt, *nbuf;
+    retrlm_result r = RETRLM_OK;
+    if (n < 1 || n_bytes < 1)
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_bits_per_byte: %lu tokens, %lu bytes: need >= 1",
+                            (unsigned long)n, (unsigned long)n_bytes);
+    nats = log((double)m->config.vocab_size); // the first token, predicted from nothing
+    nwin = (n - 1 + (size_t)T - 1) / (size_t)T;
+    inp = (int *)retrlm__alloc((size_t)Bm * ((size_t)2 * T + per), sizeof(int));
+    if (!inp) return retrlm__fail(RETRLM_ERR_NOMEM, "retro_bits_per_byte: no memory");
+    tgt = inp + (size_t)Bm * T;
+    nbuf = tgt + (size_t)Bm * T;
+    for (w0 = 0; w0 < nwin && !r; w0 += (size_t)Bm) {
+        int B = (int)RETRLM__MIN((size_t)Bm, nwin - w0), b, t;
+        size_t i;
+        for (b = 0; b < B; b++) {
+            size_t start = (w0 + (size_t)b) * (size_t)T;
+            for (t = 0; t < T; t++) {
+                size_t pos = start + (size_t)t;
+                int valid = pos + 1 < n;
+                inp[b * T + t] = valid ? tokens[pos] : 0;
+                tgt[b * T + t] = valid ? tokens[pos + 1] : -1;
+            }
+            if (without) for (i = 0; i < per; i++) nbuf[(size_t)b * per + i] = -1;
+            else retrlm__retro_gather(nb, (int64_t)(start / (size_t)nb->chunk), U, nbuf + (size_t)b * per);
+        }
+        if ((r = retrlm_model_forward_retro(m, inp, B, T, NULL, nbuf, 0)) == RETRLM_OK)
+            nats += retrlm_model_nll(m, tgt, NULL);
+    }
+    RETRLM_FREE(inp);
+    if (r) return r;
+    *bpb = nats / log(2.0) / (double)n_bytes;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *tokens, size_t n,
+                                                    size_t n_bytes,
+                                                    const retrlm_retro_neighbours *nb,
+                                                    int seq_len, double *bpb) {
+    const int T = seq_len > 0 ? seq_len : m->config.max_seq_len;
+    retrlm_result r;
+    RETRLM_ASSERT(m && tokens && bpb);
+    if ((r = retrlm__retro_check(m, nb, T, "retro_bits_per_byte"))) return r;
+    if (nb->n_chunks < (int64_t)(n / (size_t)nb->chunk))
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_bits_per_byte: neighbours for %lld chunks, the "
+                            "text has %lu", (long long)nb->n_chunks,
+                            (unsigned long)(n / (size_t)nb->chunk));
+    return retrlm__retro_bpb(m, tokens, n, n_bytes, nb, T, 0, bpb);
+}
+
+RETRLM_API void retrlm_retro_train_state_init(retrlm_retro_train_state *s, uint64_t seed) {
+    memset(s, 0, sizeof *s);
+    retrlm_lm_train_state_init(&s->lm, seed);
+}
+
+// the probe: the first probe windows of the valid stream (else of train), mean loss with and
+// without their neighbours
+static retrlm_result retrlm__retro_probe(retrlm_model *m, const retrlm_retro_train_config *c,
+                                         int T, int *inp, int *tgt, int *nbuf,
+                                         retrlm_retro_train_state *st) {
+    const int *s = c->valid && c->valid_neighbours ? c->valid : c->train;
+    size_t n = c->valid && c->valid_neighbours ? c->n_valid : c->n_train;
+    const retrlm_retro_neighbours *nb = c->valid && c->valid_neighbours ? c->valid_neighbours
+                                                                        : c->neighbours;
+    const int U = T / m->config.retro_chunk;
+    const size_t per = (size_t)U * (size_t)nb->k * (size_t)nb->len;
+    int B = (int)RETRLM__MIN((size_t)c->probe, (n - 1) / (size_t)T), b, t, pass;
+    retrlm_result r;
+    if (B < 1) return RETRLM_OK;
+    for (b = 0; b < B; b++) {
+        for (t = 0; t < T; t++) {
+            inp[b * T + t] = s[(size_t)b * T + t];
+            tgt[b * T + t] = s[(size_t)b * T + t + 1];
+        }
+    }
+    for (pass = 0; pass < 2; pass++) {
+        float loss = 0.0f;
+        size_t i;
+        for (b = 0; b < B; b++) {
+            if (pass) for (i = 0; i < per; i++) nbuf[(size_t)b * per + i] = -1;
+            else retrlm__retro_gather(nb, (int64_t)b * U, U, nbuf + (size_t)b * per);
+        }
+        if ((r = retrlm_model_forward_retro(m, inp, B, T, NULL, nbuf, 0)) ||
+            (r = retrlm_model_lm_loss(m, tgt, &loss, NULL)))
+            return r;
+        if (pass) st->probe_without = loss;
+        else st->probe_with = loss;
+    }
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
+                                            const retrlm_retro_train_config *cfg,
+                                            retrlm_retro_train_state *st) {
+    retrlm_retro_train_config c;
+    retrlm_result r;
+    int *inp, *tgt, *nbuf, T, U;
+    size_t per, nwin;
+    RETRLM_ASSERT(m && opt && cfg && st);
+    c = *cfg;
+    T = c.seq_len > 0 ? c.seq_len : m->config.max_seq_len;
+    if (!c.batch) c.batch = m->config.max_batch;
+    if (!c.probe) c.probe = c.batch;
+    if ((r = retrlm__retro_check(m, c.neighbours, T, "retro_train"))) return r;
+    if (c.valid && c.valid_neighbours &&
+        (r = retrlm__retro_check(m, c.valid_neighbours, T, "retro_train (valid)")))
+        return r;
+    if (c.batch < 1 || c.batch > m->config.max_batch || c.probe < 1 || !c.train ||
+        c.n_train < (size_t)T + 2 || c.steps < 0 ||
+        c.neighbours->n_chunks < (int64_t)(c.n_train / (size_t)c.neighbours->chunk))
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_train: batch %d (1..%d), %lu tokens (> %d), "
+                            "neighbours for %lld chunks (the stream has %lu)", c.batch,
+                            m->config.max_batch, (unsigned long)c.n_train, T + 1,
+                            (long long)c.neighbours->n_chunks,
+                            (unsigned long)(c.n_train / (size_t)c.neighbours->chunk));
+    U = T / m->config.retro_chunk;
+    per = (size_t)U * (size_t)m->config.retro_k * (size_t)m->config.retro_len;
+    inp = (int *)retrlm__alloc((size_t)m->config.max_batch * ((size_t)2 * T + per), sizeof(int));
+    if (!inp) return retrlm__fail(RETRLM_ERR_NOMEM, "retro_train: no memory");
+    tgt = inp + (size_t)m->config.max_batch * T;
+    nbuf = tgt + (size_t)m->config.max_batch * T;
+    c.probe = RETRLM__MIN(c.probe, m->config.max_batch);
+    // windows start on chunk boundaries, so that their chunks are the stream's
+    nwin = (c.n_train - (size_t)T - 1) / (size_t)m->config.retro_chunk + 1;
+    while (st->lm.step < c.steps && !r) {
+        int b, t, final;
+        float loss = 0.0f;
+        for (b = 0; b < c.batch; b++) {
+            size_t w = (size_t)retrlm_rng_below(&st->lm.rng, (uint64_t)nwin);
+            size_t off = w * (size_t)m->config.retro_chunk;
+            for (t = 0; t < T; t++) {
+                inp[b * T + t] = c.train[off + (size_t)t];
+                tgt[b * T + t] = c.train[off + (size_t)t + 1];
+            }
+            retrlm__retro_gather(c.neighbours, (int64_t)w, U, nbuf + (size_t)b * per);
+        }
+        if ((r = retrlm__lm_step(m, opt, inp, tgt, c.batch, T, NULL, nbuf, &loss))) break;
+        if (c.losses) c.losses[st->lm.step] = loss;
+        st->lm.last_loss = loss;
+        st->lm.step++;
+        final = st->lm.step == c.steps;
+        if (final || (c.eval_every > 0 && st->lm.step % c.eval_every == 0)) {
+            if ((r = retrlm__retro_probe(m, &c, T, inp, tgt, nbuf, st))) break;
+            if (c.valid && c.valid_neighbours && c.n_valid > 1 &&
+                (r = retrlm__retro_bpb(m, c.valid, c.n_valid, c.valid_bytes, c.valid_neighbours, T,
+                                       0, &st->lm.last_valid_bpb)))
+                break;
+            if ((r = retrlm__progress(c.progress, c.user, "valid", (double)st->lm.step,
+                                      (double)c.steps)))
+                break;
+        }
+#ifndef RETRLM_NO_STDIO
+        if (c.checkpoint &&
+            (final || (c.checkpoint_every > 0 && st->lm.step % c.checkpoint_every == 0)) &&
+            (r = retrlm_model_save(m, opt, &st->lm, c.checkpoint)))
+            break;
+#endif
+        if (!r) r = retrlm__progress(c.progress, c.user, "retro", (double)st->lm.step, (double)c.steps);
+    }
+    RETRLM_FREE(inp);
     return r;
 }
 /* ---- retrlm_impl/eval.c ---- */

@@ -478,3 +478,219 @@ RETRLM_API retrlm_result retrlm_datastore_load_memory(retrlm_datastore *ds, cons
     memset(ds, 0, sizeof *ds);
     return retrlm__datastore_finish_load(ds, retrlm_reader_open_memory(&ds->reader_, data, size, "datastore", 0));
 }
+
+// ---- RETRO neighbours ------------------------------------------------------------------------
+
+// whether unit u comes from one of the documents of doc (m tokens' documents)
+static int retrlm__unit_in_docs(const retrlm_datastore *ds, int u, const int64_t *doc, int m) {
+    int t;
+    for (t = 0; t < m; t++)
+        if (ds->unit_doc[u] == doc[t]) return 1;
+    return 0;
+}
+
+// the k neighbours (k, len) of one chunk x (m tokens, documents doc or NULL); cand has depth
+static retrlm_result retrlm__retro_chunk(const retrlm_datastore *ds, const retrlm_tokenizer *tok,
+                                         const retrlm_retro_neighbours_config *c, const int *x,
+                                         const int64_t *doc, int *cand, int *out) {
+    char *q = NULL;
+    size_t cap = 0, qlen = 0;
+    int i, j = 0, nf = 0, t;
+    retrlm_result r;
+    for (t = 0; t < c->k * c->len; t++) out[t] = -1;
+    r = retrlm__decode_grow(tok, x, (size_t)c->chunk, &q, &cap, &qlen);
+    if (!r) r = retrlm_datastore_retrieve(ds, &c->retrieve, q, qlen, c->depth,
+                                          doc ? doc[0] : RETRLM_NO_DOC, cand, NULL, &nf);
+    RETRLM_FREE(q);
+    for (i = 0; i < nf && j < c->k && !r; i++) {
+        int u = cand[i], v, w = 0, *o = out + (size_t)j * c->len;
+        if (doc && retrlm__unit_in_docs(ds, u, doc, c->chunk)) continue;
+        // the unit, then the units after it in its document (the continuation)
+        for (v = u; v < ds->n_units && w < c->len; v++) {
+            int nt, e;
+            const int *ids;
+            if (v > u && (c->unit_only || ds->unit_doc[v] != ds->unit_doc[u])) break;
+            ids = retrlm_datastore_tokens(ds, v, &nt);
+            for (e = 0; e < nt && w < c->len; e++) o[w++] = ids[e];
+        }
+        if (w) j++;
+    }
+    return r;
+}
+
+#define RETRLM__NB_BLOCK 256
+
+RETRLM_API retrlm_result retrlm_retro_neighbours_build(retrlm_retro_neighbours *nb,
+                                                       const retrlm_datastore *ds,
+                                                       const retrlm_tokenizer *tok,
+                                                       const int *stream, size_t n,
+                                                       const int64_t *doc,
+                                                       const retrlm_retro_neighbours_config *cfg) {
+    retrlm_retro_neighbours_config c;
+    retrlm_result r = RETRLM_OK;
+    int64_t nc, b0;
+    int *cand;
+    retrlm_result *err;
+    RETRLM_ASSERT(nb && ds && tok && cfg && (stream || !n));
+    memset(nb, 0, sizeof *nb);
+    c = *cfg;
+    if (!c.chunk) c.chunk = 64;
+    if (!c.k) c.k = 2;
+    if (!c.len && c.chunk > 0) c.len = c.chunk <= 4096 ? 2 * c.chunk : 8192;
+    if (!c.depth) c.depth = 4 * c.k;
+    if (!ds->committed_ || c.chunk < 1 || c.chunk > 65536 || c.k < 1 || c.k > 64 || c.len < 1 ||
+        c.len > 8192 || c.depth < c.k || c.depth > 4096)
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_neighbours: chunk %d (1..65536), k %d (1..64), "
+                            "len %d (1..8192), depth %d (k..4096)%s", c.chunk, c.k, c.len,
+                            c.depth, ds->committed_ ? "" : ", and a committed datastore");
+    nc = (int64_t)(n / (size_t)c.chunk);
+    nb->chunk = c.chunk;
+    nb->k = c.k;
+    nb->len = c.len;
+    nb->n_chunks = nc;
+    if ((uint64_t)nc > (uint64_t)SIZE_MAX / sizeof(int) / (size_t)c.k / (size_t)c.len)
+        return retrlm__fail(RETRLM_ERR_NOMEM, "retro_neighbours: %lld chunks are too many",
+                            (long long)nc);
+    nb->owned_ = (int *)retrlm__alloc((size_t)nc * (size_t)c.k * (size_t)c.len + 1, sizeof(int));
+    cand = (int *)retrlm__alloc((size_t)RETRLM__NB_BLOCK * (size_t)c.depth, sizeof(int));
+    err = (retrlm_result *)retrlm__alloc(RETRLM__NB_BLOCK, sizeof(retrlm_result));
+    if (!nb->owned_ || !cand || !err) {
+        RETRLM_FREE(cand);
+        RETRLM_FREE(err);
+        retrlm_retro_neighbours_free(nb);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "retro_neighbours: no memory for %lld chunks",
+                            (long long)nc);
+    }
+    nb->tokens = nb->owned_;
+    for (b0 = 0; b0 < nc && !r; b0 += RETRLM__NB_BLOCK) {
+        int nblk = (int)RETRLM__MIN((int64_t)RETRLM__NB_BLOCK, nc - b0), i;
+        RETRLM__PARALLEL_FOR_IF(nblk > 1)
+        for (i = 0; i < nblk; i++) {
+            int64_t ch = b0 + i;
+            size_t at = (size_t)ch * (size_t)c.chunk;
+            err[i] = retrlm__retro_chunk(ds, tok, &c, stream + at, doc ? doc + at : NULL,
+                                         cand + (size_t)i * c.depth,
+                                         nb->owned_ + (size_t)ch * c.k * c.len);
+        }
+        for (i = 0; i < nblk && !r; i++)
+            if (err[i])
+                r = retrlm__fail(err[i], "retro_neighbours: chunk %lld: %s",
+                                 (long long)(b0 + i), retrlm_result_string(err[i]));
+        if (!r) r = retrlm__progress(c.progress, c.user, "neighbours", (double)(b0 + nblk),
+                                     (double)nc);
+    }
+    RETRLM_FREE(cand);
+    RETRLM_FREE(err);
+    if (r) retrlm_retro_neighbours_free(nb);
+    return r;
+}
+
+RETRLM_API void retrlm_retro_neighbours_free(retrlm_retro_neighbours *nb) {
+    if (!nb) return;
+    RETRLM_FREE(nb->owned_);
+    retrlm_reader_close(&nb->reader_);
+    memset(nb, 0, sizeof *nb);
+}
+
+RETRLM_API const int *retrlm_retro_neighbours_chunk(const retrlm_retro_neighbours *nb,
+                                                    int64_t c) {
+    RETRLM_ASSERT(nb && c >= 0 && c < nb->n_chunks);
+    return nb->tokens + (size_t)c * (size_t)nb->k * (size_t)nb->len;
+}
+
+static retrlm_result retrlm__retro_nb_writer(const retrlm_retro_neighbours *nb, retrlm_writer *w) {
+    int32_t shape[3];
+    int64_t n = nb->n_chunks;
+    retrlm_result r;
+    shape[0] = nb->chunk;
+    shape[1] = nb->k;
+    shape[2] = nb->len;
+    if ((r = retrlm_writer_init(w, "neighbours")) ||
+        (r = retrlm_writer_add_copy(w, "shape", RETRLM_DTYPE_I32, shape, 3)) ||
+        (r = retrlm_writer_add_copy(w, "n_chunks", RETRLM_DTYPE_I64, &n, 1)))
+        return r;
+    return retrlm_writer_add(w, "tokens", RETRLM_DTYPE_I32, nb->tokens,
+                             (size_t)n * (size_t)nb->k * (size_t)nb->len);
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_retro_neighbours_save(const retrlm_retro_neighbours *nb,
+                                                      const char *path) {
+    retrlm_writer w;
+    retrlm_result r;
+    memset(&w, 0, sizeof w);
+    r = retrlm__retro_nb_writer(nb, &w);
+    if (!r) r = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    return r;
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_retro_neighbours_save_memory(const retrlm_retro_neighbours *nb,
+                                                             void *buf, size_t cap, size_t *size) {
+    retrlm_writer w;
+    retrlm_result r;
+    memset(&w, 0, sizeof w);
+    r = retrlm__retro_nb_writer(nb, &w);
+    if (!r) r = retrlm_writer_save_memory(&w, buf, cap, size);
+    retrlm_writer_free(&w);
+    return r;
+}
+
+// checks the opened file: shape in range, the token count is n_chunks * k * len, every id is
+// >= -1 and a neighbour's ids after its first -1 are all -1
+static retrlm_result retrlm__retro_nb_from_reader(retrlm_retro_neighbours *nb, retrlm_result r) {
+    const retrlm_reader *rd = &nb->reader_;
+    int32_t shape[3];
+    int64_t n;
+    size_t cnt = 0, i, j;
+    if (!r) r = retrlm_reader_read(rd, "shape", RETRLM_DTYPE_I32, shape, 3);
+    if (!r) r = retrlm_reader_read(rd, "n_chunks", RETRLM_DTYPE_I64, &n, 1);
+    if (!r && (shape[0] < 1 || shape[0] > 65536 || shape[1] < 1 || shape[1] > 64 || shape[2] < 1 ||
+               shape[2] > 8192 || n < 0 || (uint64_t)n > (uint64_t)SIZE_MAX / 64 / 8192))
+        r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: shape m %d, k %d, len %d, %lld chunks is out of "
+                         "range", rd->source_, shape[0], shape[1], shape[2], (long long)n);
+    if (!r) r = retrlm_reader_get(rd, "tokens", RETRLM_DTYPE_I32, (const void **)&nb->tokens, &cnt);
+    if (!r && cnt != (size_t)n * (size_t)shape[1] * (size_t)shape[2])
+        r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'tokens' holds %lu ids, the shape needs "
+                         "%lld x %d x %d", rd->source_, (unsigned long)cnt, (long long)n, shape[1],
+                         shape[2]);
+    for (i = 0; !r && i < cnt; i += (size_t)shape[2]) {
+        int ended = 0;
+        for (j = 0; j < (size_t)shape[2] && !r; j++) {
+            int id = nb->tokens[i + j];
+            if (id < -1 || (ended && id != -1))
+                r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: section 'tokens': id %d at %lu", rd->source_,
+                                 id, (unsigned long)(i + j));
+            ended |= id == -1;
+        }
+    }
+    if (r) {
+        retrlm_reader_close(&nb->reader_);
+        memset(nb, 0, sizeof *nb);
+        return r;
+    }
+    nb->chunk = shape[0];
+    nb->k = shape[1];
+    nb->len = shape[2];
+    nb->n_chunks = n;
+    return RETRLM_OK;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_retro_neighbours_load(retrlm_retro_neighbours *nb,
+                                                      const char *path) {
+    RETRLM_ASSERT(nb && path);
+    memset(nb, 0, sizeof *nb);
+    return retrlm__retro_nb_from_reader(nb, retrlm_reader_open(&nb->reader_, path,
+                                                               "neighbours", 0));
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_retro_neighbours_load_memory(retrlm_retro_neighbours *nb,
+                                                             const void *data, size_t size) {
+    RETRLM_ASSERT(nb && data);
+    memset(nb, 0, sizeof *nb);
+    return retrlm__retro_nb_from_reader(nb, retrlm_reader_open_memory(&nb->reader_, data, size,
+                                                                      "neighbours", 0));
+}

@@ -124,3 +124,61 @@ RETRLM_API retrlm_result retrlm_datastore_save_memory(const retrlm_datastore *ds
                                                       size_t cap, size_t *size);
 RETRLM_API retrlm_result retrlm_datastore_load_memory(retrlm_datastore *ds, const void *data,
                                                       size_t size);
+
+/* ---- RETRO neighbours: what a RETRO model (retrlm_model_forward_retro) reads, computed once
+   with a frozen retriever. A token stream is cut into chunks of m tokens (chunk c = tokens
+   c*m .. c*m + m - 1; a last partial chunk gets no neighbours); each chunk's text (decoded with
+   the LM's tokenizer) is the query, and each of its k neighbours is a retrieved unit's tokens
+   followed by the units after it in the same document, len tokens in all: the chunk and its
+   continuation, so that the model sees what comes next, not only what it has just read. The
+   units' tokens are used as they are: build the datastore with the LM's tokenizer. Units of the
+   documents a chunk's tokens come from are never neighbours (RETRO's leakage control). Chunks
+   are independent: they are retrieved on all threads, with the same result for any count. */
+typedef struct retrlm_retro_neighbours_config {
+    int chunk;                       /* m; default 64 */
+    int k;                           /* neighbours a chunk; default 2 */
+    int len;                         /* r; default 2m */
+    int unit_only;                   /* 1: a neighbour is the unit alone, no continuation */
+    int depth;                       /* candidates retrieved before the leakage filter; default
+                                        4k */
+    retrlm_retrieve_params retrieve; /* how units are ranked; zero: BM25 */
+    retrlm_progress_fn progress;     /* stage "neighbours", done/total in chunks; may cancel */
+    void *user;
+} retrlm_retro_neighbours_config;
+
+typedef struct retrlm_retro_neighbours {
+    int        chunk, k, len;  /* m, k, r */
+    int64_t    n_chunks;       /* chunks with neighbours */
+    const int *tokens;         /* (n_chunks, k, len) ids, -1 after a neighbour's end; a neighbour
+                                  that starts with -1 is absent (fewer than k were found) */
+    /* private */
+    int          *owned_;
+    retrlm_reader reader_;
+} retrlm_retro_neighbours;
+
+/* Neighbours for stream (n tokens) from ds's units. doc (n) or NULL: the document of each token
+   of the stream, whose units are excluded (NULL: nothing excluded, as when the stream is text
+   that ds does not hold). */
+RETRLM_API retrlm_result retrlm_retro_neighbours_build(retrlm_retro_neighbours *nb,
+                                                       const retrlm_datastore *ds,
+                                                       const retrlm_tokenizer *tok,
+                                                       const int *stream, size_t n,
+                                                       const int64_t *doc,
+                                                       const retrlm_retro_neighbours_config *cfg);
+RETRLM_API void retrlm_retro_neighbours_free(retrlm_retro_neighbours *nb);
+/* The neighbours of chunk c: (k, len) ids. */
+RETRLM_API const int *retrlm_retro_neighbours_chunk(const retrlm_retro_neighbours *nb,
+                                                    int64_t c);
+/* Files: container kind "neighbours" (sections "shape": m, k, r; "n_chunks"; "tokens"),
+   saved beside the datastore; the loaded tokens are used in place from the file image. */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_retro_neighbours_save(const retrlm_retro_neighbours *nb,
+                                                      const char *path);
+RETRLM_API retrlm_result retrlm_retro_neighbours_load(retrlm_retro_neighbours *nb,
+                                                      const char *path);
+#endif
+RETRLM_API retrlm_result retrlm_retro_neighbours_save_memory(const retrlm_retro_neighbours *nb,
+                                                             void *buf, size_t cap, size_t *size);
+/* Borrows data until free as retrlm_reader_open_memory does. */
+RETRLM_API retrlm_result retrlm_retro_neighbours_load_memory(retrlm_retro_neighbours *nb,
+                                                             const void *data, size_t size);

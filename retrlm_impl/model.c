@@ -1458,14 +1458,15 @@ RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tok
     return RETRLM_OK;
 }
 
-// One language-model update on inputs (B, T) with targets (-1: ignored) and lengths (or NULL):
-// forward, mean cross-entropy into *loss, backward, AdamW. Shared by every LM trainer.
+// One language-model update on inputs (B, T) with targets (-1: ignored), lengths (or NULL) and
+// a RETRO model's neighbours (or NULL): forward, mean cross-entropy into *loss, backward, AdamW.
+// Shared by every LM trainer.
 static retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
                                      const int *tgt, int B, int T, const int *lengths,
-                                     float *loss) {
+                                     const int *neighbours, float *loss) {
     retrlm_model_grad_in gin;
     retrlm_result r;
-    if ((r = retrlm_model_forward(m, inp, B, T, lengths, 0)) ||
+    if ((r = retrlm__forward(m, inp, B, T, lengths, neighbours, 0)) ||
         (r = retrlm_model_lm_loss(m, tgt, loss, NULL)))
         return r;
     retrlm_model_zero_grad(m);
@@ -1502,7 +1503,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
                 tgt[b * T + t] = cfg->train[off + (size_t)t + 1];
             }
         }
-        if ((r = retrlm__lm_step(m, opt, inp, tgt, B, T, NULL, &loss))) break;
+        if ((r = retrlm__lm_step(m, opt, inp, tgt, B, T, NULL, NULL, &loss))) break;
         if (cfg->losses) cfg->losses[st->step] = loss;
         st->last_loss = loss;
         st->step++;
@@ -1579,7 +1580,8 @@ static retrlm_result retrlm__ckpt_writer(const retrlm_model *m, const retrlm_ada
     if ((r = retrlm__ckpt_add_model(m, w, ""))) return r;
     if (opt) {
         int64_t s = opt->step;
-        if (opt->n != m->n_params)
+        // a RETRO-fitting optimiser holds only the RETRO parameters' moments
+        if (opt->n > m->n_params)
             return retrlm__fail(RETRLM_ERR_ARG, "model_save: the optimiser holds %lu floats, the "
                                 "model %lu", (unsigned long)opt->n, (unsigned long)m->n_params);
         if ((r = retrlm_writer_add(w, "adamw_m", RETRLM_DTYPE_F32, opt->m, opt->n)) ||

@@ -697,7 +697,7 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
         if (r) break;
         T = retrlm__compact_rows(inp, lens, c.batch, Tmax, 0); // padding: ignored inputs,
         retrlm__compact_rows(tgt, lens, c.batch, Tmax, -1);     // and targets that do not count
-        if ((r = retrlm__lm_step(m, opt, inp, tgt, c.batch, T, lens, &loss))) break;
+        if ((r = retrlm__lm_step(m, opt, inp, tgt, c.batch, T, lens, NULL, &loss))) break;
         if (c.losses) c.losses[st->step] = loss;
         st->last_loss = loss;
         st->step++;
@@ -706,5 +706,208 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
     RETRLM_FREE(inp);
     RETRLM_FREE(lens);
     RETRLM_FREE(query);
+    return r;
+}
+
+// ---- RETRO: the LM learns to read a frozen retriever's neighbours (strategy 2) ---------------
+
+// copies the neighbours of chunks c0 .. c0 + U - 1 into out (U, k, r); chunks past the file's
+// have none
+static void retrlm__retro_gather(const retrlm_retro_neighbours *nb, int64_t c0, int U, int *out) {
+    size_t per = (size_t)nb->k * (size_t)nb->len;
+    int u;
+    size_t i;
+    for (u = 0; u < U; u++) {
+        int *o = out + (size_t)u * per;
+        if (c0 + u < nb->n_chunks) memcpy(o, retrlm_retro_neighbours_chunk(nb, c0 + u), per * sizeof(int));
+        else for (i = 0; i < per; i++) o[i] = -1;
+    }
+}
+
+// the neighbours must have the model's shape
+static retrlm_result retrlm__retro_check(const retrlm_model *m, const retrlm_retro_neighbours *nb,
+                                         int T, const char *who) {
+    const retrlm_model_config *c = &m->config;
+    if (!c->retro_chunk)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: the model has no RETRO blocks", who);
+    if (!nb || nb->chunk != c->retro_chunk || nb->k != c->retro_k || nb->len != c->retro_len)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: neighbours of chunk %d, k %d, len %d; the model "
+                            "reads chunk %d, k %d, len %d", who, nb ? nb->chunk : 0,
+                            nb ? nb->k : 0, nb ? nb->len : 0, c->retro_chunk, c->retro_k,
+                            c->retro_len);
+    if (T < c->retro_chunk || T % c->retro_chunk || T > c->max_seq_len)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: windows of %d tokens must be a multiple of the "
+                            "chunk, %d, and at most %d", who, T, c->retro_chunk, c->max_seq_len);
+    return RETRLM_OK;
+}
+
+// Bits per byte with neighbours (nb, or every neighbour absent with without = 1), in the windows
+// of retrlm_lm_bits_per_byte.
+static retrlm_result retrlm__retro_bpb(retrlm_model *m, const int *tokens, size_t n,
+                                       size_t n_bytes, const retrlm_retro_neighbours *nb, int T,
+                                       int without, double *bpb) {
+    const int Bm = m->config.max_batch, U = T / m->config.retro_chunk;
+    const size_t per = (size_t)U * (size_t)nb->k * (size_t)nb->len;
+    size_t nwin, w0;
+    double nats;
+    int *inp, *tgt, *nbuf;
+    retrlm_result r = RETRLM_OK;
+    if (n < 1 || n_bytes < 1)
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_bits_per_byte: %lu tokens, %lu bytes: need >= 1",
+                            (unsigned long)n, (unsigned long)n_bytes);
+    nats = log((double)m->config.vocab_size); // the first token, predicted from nothing
+    nwin = (n - 1 + (size_t)T - 1) / (size_t)T;
+    inp = (int *)retrlm__alloc((size_t)Bm * ((size_t)2 * T + per), sizeof(int));
+    if (!inp) return retrlm__fail(RETRLM_ERR_NOMEM, "retro_bits_per_byte: no memory");
+    tgt = inp + (size_t)Bm * T;
+    nbuf = tgt + (size_t)Bm * T;
+    for (w0 = 0; w0 < nwin && !r; w0 += (size_t)Bm) {
+        int B = (int)RETRLM__MIN((size_t)Bm, nwin - w0), b, t;
+        size_t i;
+        for (b = 0; b < B; b++) {
+            size_t start = (w0 + (size_t)b) * (size_t)T;
+            for (t = 0; t < T; t++) {
+                size_t pos = start + (size_t)t;
+                int valid = pos + 1 < n;
+                inp[b * T + t] = valid ? tokens[pos] : 0;
+                tgt[b * T + t] = valid ? tokens[pos + 1] : -1;
+            }
+            if (without) for (i = 0; i < per; i++) nbuf[(size_t)b * per + i] = -1;
+            else retrlm__retro_gather(nb, (int64_t)(start / (size_t)nb->chunk), U, nbuf + (size_t)b * per);
+        }
+        if ((r = retrlm_model_forward_retro(m, inp, B, T, NULL, nbuf, 0)) == RETRLM_OK)
+            nats += retrlm_model_nll(m, tgt, NULL);
+    }
+    RETRLM_FREE(inp);
+    if (r) return r;
+    *bpb = nats / log(2.0) / (double)n_bytes;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *tokens, size_t n,
+                                                    size_t n_bytes,
+                                                    const retrlm_retro_neighbours *nb,
+                                                    int seq_len, double *bpb) {
+    const int T = seq_len > 0 ? seq_len : m->config.max_seq_len;
+    retrlm_result r;
+    RETRLM_ASSERT(m && tokens && bpb);
+    if ((r = retrlm__retro_check(m, nb, T, "retro_bits_per_byte"))) return r;
+    if (nb->n_chunks < (int64_t)(n / (size_t)nb->chunk))
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_bits_per_byte: neighbours for %lld chunks, the "
+                            "text has %lu", (long long)nb->n_chunks,
+                            (unsigned long)(n / (size_t)nb->chunk));
+    return retrlm__retro_bpb(m, tokens, n, n_bytes, nb, T, 0, bpb);
+}
+
+RETRLM_API void retrlm_retro_train_state_init(retrlm_retro_train_state *s, uint64_t seed) {
+    memset(s, 0, sizeof *s);
+    retrlm_lm_train_state_init(&s->lm, seed);
+}
+
+// the probe: the first probe windows of the valid stream (else of train), mean loss with and
+// without their neighbours
+static retrlm_result retrlm__retro_probe(retrlm_model *m, const retrlm_retro_train_config *c,
+                                         int T, int *inp, int *tgt, int *nbuf,
+                                         retrlm_retro_train_state *st) {
+    const int *s = c->valid && c->valid_neighbours ? c->valid : c->train;
+    size_t n = c->valid && c->valid_neighbours ? c->n_valid : c->n_train;
+    const retrlm_retro_neighbours *nb = c->valid && c->valid_neighbours ? c->valid_neighbours
+                                                                        : c->neighbours;
+    const int U = T / m->config.retro_chunk;
+    const size_t per = (size_t)U * (size_t)nb->k * (size_t)nb->len;
+    int B = (int)RETRLM__MIN((size_t)c->probe, (n - 1) / (size_t)T), b, t, pass;
+    retrlm_result r;
+    if (B < 1) return RETRLM_OK;
+    for (b = 0; b < B; b++) {
+        for (t = 0; t < T; t++) {
+            inp[b * T + t] = s[(size_t)b * T + t];
+            tgt[b * T + t] = s[(size_t)b * T + t + 1];
+        }
+    }
+    for (pass = 0; pass < 2; pass++) {
+        float loss = 0.0f;
+        size_t i;
+        for (b = 0; b < B; b++) {
+            if (pass) for (i = 0; i < per; i++) nbuf[(size_t)b * per + i] = -1;
+            else retrlm__retro_gather(nb, (int64_t)b * U, U, nbuf + (size_t)b * per);
+        }
+        if ((r = retrlm_model_forward_retro(m, inp, B, T, NULL, nbuf, 0)) ||
+            (r = retrlm_model_lm_loss(m, tgt, &loss, NULL)))
+            return r;
+        if (pass) st->probe_without = loss;
+        else st->probe_with = loss;
+    }
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
+                                            const retrlm_retro_train_config *cfg,
+                                            retrlm_retro_train_state *st) {
+    retrlm_retro_train_config c;
+    retrlm_result r;
+    int *inp, *tgt, *nbuf, T, U;
+    size_t per, nwin;
+    RETRLM_ASSERT(m && opt && cfg && st);
+    c = *cfg;
+    T = c.seq_len > 0 ? c.seq_len : m->config.max_seq_len;
+    if (!c.batch) c.batch = m->config.max_batch;
+    if (!c.probe) c.probe = c.batch;
+    if ((r = retrlm__retro_check(m, c.neighbours, T, "retro_train"))) return r;
+    if (c.valid && c.valid_neighbours &&
+        (r = retrlm__retro_check(m, c.valid_neighbours, T, "retro_train (valid)")))
+        return r;
+    if (c.batch < 1 || c.batch > m->config.max_batch || c.probe < 1 || !c.train ||
+        c.n_train < (size_t)T + 2 || c.steps < 0 ||
+        c.neighbours->n_chunks < (int64_t)(c.n_train / (size_t)c.neighbours->chunk))
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_train: batch %d (1..%d), %lu tokens (> %d), "
+                            "neighbours for %lld chunks (the stream has %lu)", c.batch,
+                            m->config.max_batch, (unsigned long)c.n_train, T + 1,
+                            (long long)c.neighbours->n_chunks,
+                            (unsigned long)(c.n_train / (size_t)c.neighbours->chunk));
+    U = T / m->config.retro_chunk;
+    per = (size_t)U * (size_t)m->config.retro_k * (size_t)m->config.retro_len;
+    inp = (int *)retrlm__alloc((size_t)m->config.max_batch * ((size_t)2 * T + per), sizeof(int));
+    if (!inp) return retrlm__fail(RETRLM_ERR_NOMEM, "retro_train: no memory");
+    tgt = inp + (size_t)m->config.max_batch * T;
+    nbuf = tgt + (size_t)m->config.max_batch * T;
+    c.probe = RETRLM__MIN(c.probe, m->config.max_batch);
+    // windows start on chunk boundaries, so that their chunks are the stream's
+    nwin = (c.n_train - (size_t)T - 1) / (size_t)m->config.retro_chunk + 1;
+    while (st->lm.step < c.steps && !r) {
+        int b, t, final;
+        float loss = 0.0f;
+        for (b = 0; b < c.batch; b++) {
+            size_t w = (size_t)retrlm_rng_below(&st->lm.rng, (uint64_t)nwin);
+            size_t off = w * (size_t)m->config.retro_chunk;
+            for (t = 0; t < T; t++) {
+                inp[b * T + t] = c.train[off + (size_t)t];
+                tgt[b * T + t] = c.train[off + (size_t)t + 1];
+            }
+            retrlm__retro_gather(c.neighbours, (int64_t)w, U, nbuf + (size_t)b * per);
+        }
+        if ((r = retrlm__lm_step(m, opt, inp, tgt, c.batch, T, NULL, nbuf, &loss))) break;
+        if (c.losses) c.losses[st->lm.step] = loss;
+        st->lm.last_loss = loss;
+        st->lm.step++;
+        final = st->lm.step == c.steps;
+        if (final || (c.eval_every > 0 && st->lm.step % c.eval_every == 0)) {
+            if ((r = retrlm__retro_probe(m, &c, T, inp, tgt, nbuf, st))) break;
+            if (c.valid && c.valid_neighbours && c.n_valid > 1 &&
+                (r = retrlm__retro_bpb(m, c.valid, c.n_valid, c.valid_bytes, c.valid_neighbours, T,
+                                       0, &st->lm.last_valid_bpb)))
+                break;
+            if ((r = retrlm__progress(c.progress, c.user, "valid", (double)st->lm.step,
+                                      (double)c.steps)))
+                break;
+        }
+#ifndef RETRLM_NO_STDIO
+        if (c.checkpoint &&
+            (final || (c.checkpoint_every > 0 && st->lm.step % c.checkpoint_every == 0)) &&
+            (r = retrlm_model_save(m, opt, &st->lm, c.checkpoint)))
+            break;
+#endif
+        if (!r) r = retrlm__progress(c.progress, c.user, "retro", (double)st->lm.step, (double)c.steps);
+    }
+    RETRLM_FREE(inp);
     return r;
 }

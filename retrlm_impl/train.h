@@ -179,3 +179,52 @@ typedef struct retrlm_incontext_train_config {
 RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *opt,
                                                 const retrlm_incontext_train_config *cfg,
                                                 retrlm_lm_train_state *state);
+
+/* ---- Strategy 2, the LM side with RETRO (Borgeaud et al., 2022): the retriever is frozen and
+   its neighbours precomputed (retrlm_retro_neighbours_build, with the training stream's own
+   documents excluded); a RETRO model (retrlm_model_config.retro_chunk) learns to read them by
+   next-token cross-entropy. Windows of seq_len tokens start on chunk boundaries, so each window
+   chunk's neighbours are the stream's. From scratch: opt over retrlm_model_param_groups.
+   RETRO-fitting (section 4.2): a trained LM's weights copied into the RETRO model's decoder and
+   opt over retrlm_model_retro_param_groups alone, so only the cross-attention and the neighbour
+   encoder learn (the decoder's gradients are still computed, and not used). */
+typedef struct retrlm_retro_train_state {
+    retrlm_lm_train_state lm;   /* step, rng, last loss, last valid bits per byte (checkpointed) */
+    float probe_with;           /* at the last evaluation, the probe's loss with neighbours ... */
+    float probe_without;        /* ... and without: the gap is what the model takes from them */
+} retrlm_retro_train_state;
+
+typedef struct retrlm_retro_train_config {
+    const int *train;                          /* (n_train) token stream, borrowed */
+    size_t     n_train;
+    const retrlm_retro_neighbours *neighbours; /* of train's chunks, the model's m, k, r */
+    const int *valid;                          /* (n_valid) or NULL */
+    size_t     n_valid;
+    size_t     valid_bytes;                    /* UTF-8 bytes of the text valid encodes */
+    const retrlm_retro_neighbours *valid_neighbours; /* of valid's chunks (retrieved with each
+                                                  chunk itself), or NULL: no valid figures */
+    int        batch;                          /* default the model's max_batch */
+    int        seq_len;                        /* a multiple of m; default max_seq_len */
+    int        probe;                          /* windows of the probe batch; default batch: the
+                                                  first of valid (else of train) */
+    int64_t    steps;                          /* train until state->lm.step == steps */
+    int        eval_every;                     /* steps between probes and valid; 0: the end */
+    const char *checkpoint;                    /* path or NULL: model, optimiser and state */
+    int        checkpoint_every;
+    float     *losses;                         /* (steps) or NULL */
+    retrlm_progress_fn progress;               /* "retro" every step, "valid" after an eval */
+    void      *user;
+} retrlm_retro_train_config;
+
+RETRLM_API void retrlm_retro_train_state_init(retrlm_retro_train_state *s, uint64_t seed);
+RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
+                                            const retrlm_retro_train_config *cfg,
+                                            retrlm_retro_train_state *state);
+/* Bits per byte of a token stream read by a RETRO model with nb, the neighbours of its chunks,
+   each retrieved with the chunk itself: chunk u + 1 is predicted from neighbours found with
+   chunk u, never with text not yet seen. Windows of seq_len (a multiple of m) as in
+   retrlm_lm_bits_per_byte, so the two figures compare. */
+RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *tokens, size_t n,
+                                                    size_t n_bytes,
+                                                    const retrlm_retro_neighbours *nb,
+                                                    int seq_len, double *bpb);
