@@ -119,6 +119,25 @@ FILES__UNUSED static void set_threads(int n) {
 #endif
 }
 
+/* the CPU's model name from /proc/cpuinfo into buf ("unknown" elsewhere); returns buf */
+FILES__UNUSED static const char *cpu_model(char *buf, size_t cap) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    snprintf(buf, cap, "unknown");
+    while (f && fgets(line, sizeof line, f)) {
+        char *c = strchr(line, ':');
+        if (!strncmp(line, "model name", 10) && c) {
+            size_t n;
+            c += 2;
+            n = strcspn(c, "\n");
+            snprintf(buf, cap, "%.*s", (int)n, c);
+            break;
+        }
+    }
+    if (f) fclose(f);
+    return buf;
+}
+
 /* the 1-minute load average (-1 where /proc/loadavg is missing): other work on a shared machine */
 FILES__UNUSED static double loadavg(void) {
     double l = -1;
