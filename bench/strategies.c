@@ -322,7 +322,7 @@ int main(int argc, char **argv) {
         t0 = retrlm_time_seconds();
         if (retrlm_model_load(&lm, path, NULL)) {
             if (retrlm_model_init(&lm, &mc)) die("lm");
-            adamw(&o, g, retrlm_model_param_groups(&lm, 1e-3f, 0.1f, g), steps);
+            adamw(&o, g, retrlm_model_param_groups(&lm, 2e-3f, 0.1f, g), steps);
             retrlm_lm_train_state_init(&s, 1);
             memset(&tc, 0, sizeof tc);
             tc.train = train_ids;
@@ -360,7 +360,7 @@ int main(int argc, char **argv) {
         tc.progress = progress;
         if (retrlm_model_load(&rm, path, NULL)) {
             if (retrlm_model_init(&rm, &mc)) die("retro");
-            adamw(&o, g, retrlm_model_param_groups(&rm, 1e-3f, 0.1f, g), steps);
+            adamw(&o, g, retrlm_model_param_groups(&rm, 2e-3f, 0.1f, g), steps);
             if (retrlm_retro_train(&rm, &o, &tc, &s)) die("retro train");
             secs[1] = retrlm_time_seconds() - t0;
             tok_s[1] = (double)steps * BATCH * SEQ / secs[1];
@@ -394,7 +394,7 @@ int main(int argc, char **argv) {
             if (retrlm_model_init(&fm, &mc)) die("retrofit");
             for (t = 0; t < RETRLM_T_COUNT; t++)
                 if (lm.tensor_size[t]) memcpy(fm.param[t], lm.param[t], lm.tensor_size[t] * sizeof(float));
-            adamw(&o, g, retrlm_model_retro_param_groups(&fm, 1e-3f, 0.1f, g), retro_steps);
+            adamw(&o, g, retrlm_model_retro_param_groups(&fm, 2e-3f, 0.1f, g), retro_steps);
             retrlm_retro_train_state_init(&s, 2);
             memset(&tc, 0, sizeof tc);
             tc.train = train_ids;

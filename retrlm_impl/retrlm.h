@@ -29,9 +29,13 @@
      analyzer  text -> terms: Unicode lower-casing, letter/digit tokens, stop words, Porter stemmer
      bm25      inverted index: compressed postings, BM25 top-k with block-max pruning, updates, files
      index     flat and IVF vector indexes (IP, L2, cosine; f32, SQ8), k-means, .fvecs/.npy
-     model     transformer LM / encoder, forward, backward, AdamW, training, generation, safetensors
-     datastore a corpus as retrieval units: text, tokens, source documents, BM25 over them
-     ralm      retrieval-augmented scoring: in-context RALM, REPLUG ensemble; bits per byte
+     model     transformer LM / encoder, forward, backward, AdamW, training, generation, safetensors;
+               RETRO's chunked cross-attention and neighbour encoder as optional blocks; bi-encoder
+     losses    contrastive, KL distillation, marginal likelihood, TRIME's joint softmax
+     datastore a corpus as retrieval units: text, tokens, source documents, BM25 over them; kNN-LM
+               keys; RETRO neighbours (a frozen retriever's units and their continuations)
+     ralm      retrieval-augmented scoring: in-context RALM, REPLUG ensemble, kNN-LM; bits per byte
+     train     DPR, Contriever (MoCo), REPLUG LSR, in-context LM training, RETRO training
      eval      retrieval metrics: MRR@k, nDCG@k, Recall@k against graded judgments
 
    CONVENTIONS
