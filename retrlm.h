@@ -10583,12 +10583,13 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
             c->retro_k > 64 || c->retro_len < 1 || c->retro_len > 8192 || c->retro_start < 0 ||
             c->retro_start >= c->n_layers || c->retro_every < 1 || c->retro_enc_layers < 1 ||
             c->retro_enc_layers > 64 || c->retro_enc_heads < 1 || c->retro_enc_dim < 2 ||
-            c->retro_enc_dim > 65536 || c->retro_enc_dim % (2 * c->retro_enc_heads))
+            c->retro_enc_dim > 65536 || c->retro_enc_dim % (2 * c->retro_enc_heads) ||
+            (double)c->max_batch * (c->max_seq_len / c->retro_chunk) * c->retro_k > RETRLM__MAX_DIM)
             return retrlm__fail(RETRLM_ERR_ARG,
                                 "model: bad RETRO shape: chunk %d (<= max_seq_len %d, causal "
                                 "models only), k %d (1..64), len %d (1..8192), start %d (< layers "
                                 "%d), every %d, encoder dim %d (a multiple of 2*heads) layers %d "
-                                "heads %d", c->retro_chunk, c->max_seq_len, c->retro_k,
+                                "heads %d, neighbours a batch <= 2^24", c->retro_chunk, c->max_seq_len, c->retro_k,
                                 c->retro_len, c->retro_start, c->n_layers, c->retro_every,
                                 c->retro_enc_dim, c->retro_enc_layers, c->retro_enc_heads);
     }
