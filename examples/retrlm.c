@@ -140,6 +140,7 @@ typedef struct cli_state {
     int              n_docs;
     cli_lines        lines;    // eval --per-line, --groups
     int              force;    // --force: -o may replace a file of another kind
+    int              status;   // 2 when a helper found bad input (the command returns 1, main exits 2)
     cli_progress     prog;
 } cli_state;
 
@@ -467,6 +468,67 @@ static int load_text(cli_state *s, int i, const char *path) {
     return (t->ids = encode_text(&s->tok, t->bytes, t->len, 0, &t->n)) ? 0 : 1;
 }
 
+// ---- the tokenizer a model was trained with: the CLI records its fingerprint in the model file,
+// a section of its own that the library's loader passes over: the CRC-32 of the tokenizer's file
+// image (its merges, specials and settings), however it was loaded (-t or --gpt2)
+#define CLI_TOK_SECTION "cli.tokenizer_crc32"
+
+static int tokenizer_fingerprint(const retrlm_tokenizer *tok, uint32_t *fp) {
+    size_t size;
+    void *buf;
+    retrlm_result r = retrlm_tokenizer_save_memory(tok, NULL, 0, &size);
+    if (r) return fail(r, "tokenizer");
+    if (!(buf = malloc(size))) return say("out of memory");
+    if (!(r = retrlm_tokenizer_save_memory(tok, buf, size, &size))) *fp = retrlm_crc32(0, buf, size);
+    free(buf);
+    return r ? fail(r, "tokenizer") : 0;
+}
+
+// rewrites the model file at path (just saved by the library) with s->tok's fingerprint
+static int stamp_tokenizer(cli_state *s, const char *path) {
+    retrlm_reader rd;
+    retrlm_writer w;
+    retrlm_section_info info;
+    const void *data;
+    uint32_t fp;
+    int i;
+    retrlm_result r;
+    if (tokenizer_fingerprint(&s->tok, &fp)) return 1;
+    if ((r = retrlm_reader_open(&rd, path, "model", 0))) return fail(r, "cannot read the model back");
+    r = retrlm_writer_init(&w, "model");
+    for (i = 0; !r && i < rd.n_sections; i++) {
+        retrlm_reader_section(&rd, i, &info);
+        if (strcmp(info.name, CLI_TOK_SECTION) && !(r = retrlm_reader_get(&rd, info.name, info.type, &data, NULL)))
+            r = retrlm_writer_add(&w, info.name, info.type, data, info.count);
+    }
+    if (!r) r = retrlm_writer_add_copy(&w, CLI_TOK_SECTION, RETRLM_DTYPE_U32, &fp, 1);
+    if (!r) r = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    retrlm_reader_close(&rd);
+    return r ? fail(r, "cannot record the tokenizer in the model") : 0;
+}
+
+// 0 when the model file at path records no fingerprint, or s->tok's; else 1 after a message
+// (and s->status 2: a bad input)
+static int check_fingerprint(cli_state *s, const char *path) {
+    retrlm_reader rd;
+    const void *data;
+    size_t n;
+    uint32_t fp = 0, saved;
+    if (retrlm_reader_open(&rd, path, "model", RETRLM_READER_NO_VERIFY)) return 0; // loaded already: checked
+    if (retrlm_reader_get(&rd, CLI_TOK_SECTION, RETRLM_DTYPE_U32, &data, &n) || n != 1) {
+        retrlm_reader_close(&rd);
+        return 0; // saved by the library alone (or a checkpoint of a run not finished): nothing to compare
+    }
+    saved = *(const uint32_t *)data;
+    retrlm_reader_close(&rd);
+    if (tokenizer_fingerprint(&s->tok, &fp)) return 1;
+    if (fp == saved) return 0;
+    s->status = 2;
+    return say("%s was trained with another tokenizer of the same size (fingerprint %08lx, this one %08lx)", path,
+               (unsigned long)saved, (unsigned long)fp);
+}
+
 // the LM at path, checked against the tokenizer already loaded; max_batch: sequences a forward
 // (0: the saved number)
 static int load_model(cli_state *s, const char *path, int max_batch) {
@@ -478,7 +540,7 @@ static int load_model(cli_state *s, const char *path, int max_batch) {
     if (s->lm.config.vocab_size != s->tok.n_vocab)
         return say("%s has a vocabulary of %d tokens, the tokenizer %d: not the tokenizer it was trained with",
                    path, s->lm.config.vocab_size, s->tok.n_vocab);
-    return 0;
+    return check_fingerprint(s, path);
 }
 
 // reads the files paths (n) into s->docs
@@ -761,6 +823,7 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
     r = retrlm_lm_train(&s->lm, &s->opt, &lc, &st);
     progress_end(&s->prog);
     if (r) return fail(r, "training");
+    if (stamp_tokenizer(s, out)) return 1; // the last checkpoint, saved by retrlm_lm_train
     printf("%s: step %lld, loss %.4f", out, (long long)st.step, st.last_loss);
     if (valid) printf(", valid %.4f bits per byte", st.last_valid_bpb);
     printf("\n");
@@ -1257,7 +1320,8 @@ static int cmd_retrofit(const cli_cmd *self, int argc, char **argv, cli_state *s
     r = retrlm_incontext_train(&s->lm, &s->opt, &ic, &st);
     progress_end(&s->prog);
     if (r) return fail(r, "training");
-    if ((r = retrlm_model_save(&s->lm, NULL, NULL, o.out))) return fail(r, "cannot save");
+    if ((r = retrlm_model_save(&s->lm, NULL, NULL, o.out)) || stamp_tokenizer(s, o.out))
+        return r ? fail(r, "cannot save") : 1;
     printf("%s: retrofitted, step %lld, loss %.4f\n", o.out, (long long)st.step, st.last_loss);
     return 0;
 }
@@ -1602,6 +1666,7 @@ int main(int argc, char **argv) {
             memset(&s, 0, sizeof s);
             progress_init(&s.prog);
             rc = commands[i].run(&commands[i], argc - 1, argv + 1, &s);
+            if (rc && s.status) rc = s.status;
             state_free(&s);
             errno = 0;
             if (fflush(stdout) || ferror(stdout)) { // a full disk, a closed pipe: not a success

@@ -281,6 +281,9 @@ cp "$out/lm.rlm" "$out/lm-before.rlm"
 run "lm-train --resume: at --steps already" "$R" lm-train $T --train "$out/train.txt" --steps 25 --resume -o "$out/lm.rlm"
 has "lm-train --resume: at --steps already: says nothing to train" "at step 25 already: nothing to train"
 same "lm-train --resume: at --steps already: the checkpoint untouched" "$out/lm-before.rlm" "$out/lm.rlm"
+"$R" tokenizer-train --vocab 300 -o "$out/tok-other.rlm" "$out/test.txt" >/dev/null 2>&1
+usage "generate with another tokenizer of the same size" "$R" generate $M -t "$out/tok-other.rlm" --prompt "And"
+usage "eval with another tokenizer of the same size" "$R" eval $M -t "$out/tok-other.rlm" --text "$out/test.txt"
 usage "encoder-train --batch 1" "$R" encoder-train $T -d "$out/ds.rlm" --batch 1 -o "$out/x.rlm"
 usage "eval --lambda without kNN-LM" "$R" eval $M $T --text "$out/test.txt" --lambda 0.5
 usage "eval --nlist without --knnlm-build" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/keys.rlm" --nlist 4
