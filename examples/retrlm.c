@@ -565,12 +565,17 @@ static int load_keys(cli_state *s, const char *path) {
 
 static const char cli_magic[8] = {'\x89', 'R', 'L', 'M', '\r', '\n', '\x1a', '\n'}; // the container's
 
-// 1 if the file at path starts with the container's magic, 0 if not, -1 if it cannot be read
+// 1 if the file at path starts with the container's magic, 0 if not (or if it is a pipe, whose
+// bytes a look would take from the reader after us), -1 if it cannot be read
 static int is_container(const char *path) {
     char head[8];
-    FILE *f = fopen(path, "rb");
+    FILE *f;
     int yes;
-    if (!f) return say("cannot open %s: %s", path, strerror(errno)), -1;
+#if defined(_POSIX_C_SOURCE)
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return 0;
+#endif
+    if (!(f = fopen(path, "rb"))) return say("cannot open %s: %s", path, strerror(errno)), -1;
     yes = fread(head, 1, 8, f) == 8 && !memcmp(head, cli_magic, 8);
     fclose(f);
     return yes;
