@@ -140,7 +140,7 @@ typedef struct cli_state {
     int              n_docs;
     cli_lines        lines;    // eval --per-line, --groups
     int              force;    // --force: -o may replace a file of another kind
-    int              status;   // 2 when a helper found bad input (the command returns 1, main exits 2)
+    int              status;   // 2 after refuse(): bad input (main exits 2 whatever the command returns)
     cli_progress     prog;
 } cli_state;
 
@@ -162,6 +162,18 @@ static void state_free(cli_state *s) {
     free(s->lines.label_bytes), free((void *)s->lines.label), free((void *)s->lines.order);
     for (i = 0; i < s->n_docs; i++) free(s->docs[i]);
     free(s->docs), free(s->doc_len);
+}
+
+// bad input found before any work (a directory, an empty text, a setting the files contradict):
+// the message as say's, and exit status 2 whatever the callers' || make of the return value
+static int refuse(cli_state *s, const char *fmt, ...) {
+    va_list ap;
+    fputs("retrlm: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return s->status = 2;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,8 +520,7 @@ static int stamp_tokenizer(cli_state *s, const char *path) {
     return r ? fail(r, "cannot record the tokenizer in the model") : 0;
 }
 
-// 0 when the model file at path records no fingerprint, or s->tok's; else 1 after a message
-// (and s->status 2: a bad input)
+// 0 when the model file at path records no fingerprint, or s->tok's; else 2 after a message
 static int check_fingerprint(cli_state *s, const char *path) {
     retrlm_reader rd;
     const void *data;
@@ -524,9 +535,8 @@ static int check_fingerprint(cli_state *s, const char *path) {
     retrlm_reader_close(&rd);
     if (tokenizer_fingerprint(&s->tok, &fp)) return 1;
     if (fp == saved) return 0;
-    s->status = 2;
-    return say("%s was trained with another tokenizer of the same size (fingerprint %08lx, this one %08lx)", path,
-               (unsigned long)saved, (unsigned long)fp);
+    return refuse(s, "%s was trained with another tokenizer of the same size (fingerprint %08lx, this one %08lx)", path,
+                  (unsigned long)saved, (unsigned long)fp);
 }
 
 // the LM at path, checked against the tokenizer already loaded; max_batch: sequences a forward
@@ -584,7 +594,7 @@ static int is_container(const char *path) {
 // The path -o names, for a command that writes a container of this kind: 0 when it may be
 // written (a new path, an empty file, a file of that kind, or any regular file with --force);
 // else 2 after a message, before any work. The library never replaces what is not a regular file.
-static int check_output(const char *path, const char *kind, int force) {
+static int check_output(cli_state *s, const char *path, const char *kind) {
     char head[32], found[17];
     size_t got;
     FILE *f;
@@ -592,29 +602,29 @@ static int check_output(const char *path, const char *kind, int force) {
     struct stat st;
     if (lstat(path, &st) != 0) return 0; // a new path
     if (!S_ISREG(st.st_mode))
-        return say("-o %s is %s: only a new path or a regular file is written", path,
+        return refuse(s, "-o %s is %s: only a new path or a regular file is written", path,
                    S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISLNK(st.st_mode) ? "a symbolic link"
-                   : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "not a regular file"), 2;
+                   : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "not a regular file");
 #endif
     if (!(f = fopen(path, "rb"))) return 0; // the save will say why it cannot write there
     got = fread(head, 1, sizeof head, f);
     fclose(f);
-    if (!got || force) return 0;
+    if (!got || s->force) return 0;
     if (got == sizeof head && !memcmp(head, cli_magic, 8)) {
         memcpy(found, head + 16, 16);
         found[16] = '\0';
         if (!strcmp(found, kind)) return 0;
-        return say("-o %s holds a '%s' file, not a '%s': give another path, or --force to replace it", path, found, kind), 2;
+        return refuse(s, "-o %s holds a '%s' file, not a '%s': give another path, or --force to replace it", path, found, kind);
     }
-    return say("-o %s is not a retrlm file (a '%s' is written): give another path, or --force to replace it", path, kind), 2;
+    return refuse(s, "-o %s is not a retrlm file (a '%s' is written): give another path, or --force to replace it", path, kind);
 }
 
 // 0 when the file at path is a container (container 1) or not one (container 0) as option opt
 // needs, which is what; else 2 (or 1 when it cannot be read) after a message
-static int check_kind(const char *path, int container, const char *opt, const char *what) {
+static int check_kind(cli_state *s, const char *path, int container, const char *opt, const char *what) {
     int is = is_container(path);
     if (is < 0) return 1;
-    if (is != container) return say("%s %s is %s: %s needs %s", opt, path, is ? "a retrlm file" : "not a retrlm file", opt, what), 2;
+    if (is != container) return refuse(s, "%s %s is %s: %s needs %s", opt, path, is ? "a retrlm file" : "not a retrlm file", opt, what);
     return 0;
 }
 
@@ -625,7 +635,7 @@ static int build_keys(cli_state *s, const char *path, int nlist, int sq8) {
     if (load_text(s, 1, path)) return 1;
     if (!s->text[1].n) return say("%s: no text to make keys of", path);
     if ((size_t)nlist > s->text[1].n) // before the LM runs: k-means needs a key for each list
-        return say("--nlist %d is more than the %lu positions of %s", nlist, (unsigned long)s->text[1].n, path), 2;
+        return refuse(s, "--nlist %d is more than the %lu positions of %s", nlist, (unsigned long)s->text[1].n, path);
     memset(&ic, 0, sizeof ic);
     ic.nlist = nlist;
     ic.storage = sq8 ? RETRLM_STORAGE_SQ8 : RETRLM_STORAGE_F32;
@@ -714,7 +724,7 @@ static int cmd_tokenizer_train(const cli_cmd *self, int argc, char **argv, cli_s
     n = parse_args(self, opts, argc, argv);
     if (!n == !gpt2[0]) return bad_usage(self, "give text files to train on, or --gpt2");
     if (check_files(self, argv + 1, n)) return 2;
-    if (check_output(out, "tokenizer", s->force)) return 2;
+    if (check_output(s, out, "tokenizer")) return 2;
     if (gpt2[0]) {
         if (load_tokenizer(s, NULL, gpt2)) return 1;
     } else {
@@ -784,7 +794,7 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
         CLI_FORCE_OPT(s),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
-    if (check_output(out, "model", s->force)) return 2;
+    if (check_output(s, out, "model")) return 2;
     if (load_tokenizer(s, tok_path, gpt2)) return 1;
     if (resume) {
         if (load_model(s, out, 0)) return 1;
@@ -801,16 +811,16 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
     retrlm_lm_train_state_init(&st, (uint64_t)seed);
     if (resume && (r = retrlm_model_load_state(&s->opt, &st, out))) return fail(r, "cannot load the training state");
     if (st.step > steps)
-        return say("%s is at step %lld, past --steps %d: nothing to train (give a larger --steps)", out,
-                   (long long)st.step, steps), 2;
+        return refuse(s, "%s is at step %lld, past --steps %d: nothing to train (give a larger --steps)", out,
+                   (long long)st.step, steps);
     if (st.step == steps) { // a finished run resumed again: done already, not an error
         fprintf(stderr, "retrlm: %s is at step %lld already: nothing to train (give a larger --steps to go on)\n", out,
                 (long long)st.step);
         return 0;
     }
     if ((valid && load_text(s, 1, valid)) || load_text(s, 0, train)) return 1;
-    if (valid && !s->text[1].len) return say("--valid %s is empty: no text to measure", valid), 2;
-    if (!s->text[0].n) return say("--train %s is empty: no text to train on", train), 2;
+    if (valid && !s->text[1].len) return refuse(s, "--valid %s is empty: no text to measure", valid);
+    if (!s->text[0].n) return refuse(s, "--train %s is empty: no text to train on", train);
     memset(&lc, 0, sizeof lc);
     lc.train = s->text[0].ids, lc.n_train = s->text[0].n;
     lc.valid = s->text[1].ids, lc.n_valid = s->text[1].n, lc.valid_bytes = s->text[1].len;
@@ -905,10 +915,10 @@ static int cmd_datastore(const cli_cmd *self, int argc, char **argv, cli_state *
     if (!tsv && (col >= 0 || header)) return bad_usage(self, "%s is for --tsv FILE", col >= 0 ? "--col" : "--header");
     if (col < 0) col = 0;
     if (chunk < 0) chunk = tsv ? 0 : 64;
-    if (check_output(out, "datastore", s->force)) return 2;
+    if (check_output(s, out, "datastore")) return 2;
     if (tsv ? !(s->text[0].bytes = read_all(tsv, &s->text[0].len)) : load_docs(s, argv + 1, n)) return 1;
     for (i = 0; i < (tsv ? 1 : n); i++) // before the tokenizer: an empty input is a mistake, not a datastore
-        if (!(tsv ? s->text[0].len : s->doc_len[i])) return say("%s is empty: no text to make units of", tsv ? tsv : argv[i + 1]), 2;
+        if (!(tsv ? s->text[0].len : s->doc_len[i])) return refuse(s, "%s is empty: no text to make units of", tsv ? tsv : argv[i + 1]);
     if (load_tokenizer(s, tok_path, gpt2)) return 1;
     memset(&dc, 0, sizeof dc);
     dc.chunk_tokens = chunk;
@@ -942,8 +952,8 @@ static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         CLI_FORCE_OPT(s),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
-    if (check_output(out, "knnlm", s->force)) return 2;
-    if ((bad = check_kind(text, 0, "--text", "a text: this one is keyed already, or not a text"))) return bad;
+    if (check_output(s, out, "knnlm")) return 2;
+    if ((bad = check_kind(s, text, 0, "--text", "a text: this one is keyed already, or not a text"))) return bad;
     if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) || build_keys(s, text, nlist, sq8)) return 1;
     if ((r = retrlm_knnlm_save(&s->knn, out))) return fail(r, "cannot save");
     printf("%s: %lu keys of %d dimensions, %.1f MB\n", out, (unsigned long)s->knn.n, s->knn.index.dim,
@@ -1036,7 +1046,7 @@ static int train_contriever(cli_state *s, const char *path, const cli_enc_train 
     retrlm_result r;
     int i;
     if ((r = retrlm_datastore_load(&s->ds, path))) return fail(r, "cannot load the datastore");
-    if (s->ds.n_units < 2 && !et->moco) return say("%s has %d unit(s): in-batch negatives need 2 or more", path, s->ds.n_units), 2;
+    if (s->ds.n_units < 2 && !et->moco) return refuse(s, "%s has %d unit(s): in-batch negatives need 2 or more", path, s->ds.n_units);
     s->unit_off = (size_t *)malloc(sizeof(size_t) * ((size_t)s->ds.n_units + 1));
     if (!s->unit_off) return say("out of memory");
     for (i = 0; i <= s->ds.n_units; i++) s->unit_off[i] = (size_t)s->ds.tok_off[i];
@@ -1058,12 +1068,12 @@ static int train_dpr(cli_state *s, const char *path, const cli_enc_train *et) {
     cli_pairs *pp = &s->pairs;
     retrlm_dpr_config dc;
     retrlm_result r;
-    size_t i, j;
+    size_t i;
     int negatives = 0;
     if (read_pairs(s, path)) return 1;
     for (i = 0; i < pp->n && !negatives; i++) // another positive (an in-batch negative), or a hard negative
-        for (j = 0; j < pp->n && !negatives; j++) negatives = pp->pair_doc[j] != pp->pair_doc[i] || pp->hard[j] >= 0;
-    if (!negatives) return say("%s: every pair has the same positive and none a hard negative: no negatives to learn from", path), 2;
+        negatives = pp->pair_doc[i] != pp->pair_doc[0] || pp->hard[i] >= 0;
+    if (!negatives) return refuse(s, "%s: every pair has the same positive and none a hard negative: no negatives to learn from", path);
     memset(&dc, 0, sizeof dc);
     dc.queries.ids = pp->q_ids, dc.queries.off = pp->q_off, dc.queries.n = pp->n;
     dc.docs.ids = pp->d_ids, dc.docs.off = pp->d_off, dc.docs.n = pp->n_docs;
@@ -1117,10 +1127,10 @@ static int cmd_encoder_train(const cli_cmd *self, int argc, char **argv, cli_sta
     if (et.batch == 1 && !queue) // MoCo's queue holds negatives; in-batch, the others of the batch are
         return bad_usage(self, "--batch 1 leaves no in-batch negatives: 2 or more (or --moco QUEUE)");
     if (momentum < 0.0f) momentum = 0.999f;
-    if (check_output(out, "encoder", s->force)) return 2;
+    if (check_output(s, out, "encoder")) return 2;
     if (load_tokenizer(s, tok_path, gpt2) || (init && load_encoder(s, init))) return 1;
     if (init && !et.batch && s->enc.config.max_batch < 2 && !queue)
-        return say("%s has a batch of %d: give --batch 2 or more for in-batch negatives", init, s->enc.config.max_batch), 2;
+        return refuse(s, "%s has a batch of %d: give --batch 2 or more for in-batch negatives", init, s->enc.config.max_batch);
     if (!init) {
         memset(&ec, 0, sizeof ec);
         ec.model.vocab_size = s->tok.n_vocab;
@@ -1164,11 +1174,11 @@ static int cmd_embed(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     if (!tok_path && !gpt2[0]) return bad_usage(self, "--encoder needs the tokenizer: -t FILE or --gpt2");
     if (nprobe && !nlist) return bad_usage(self, "--nprobe needs --nlist N");
     if (nprobe > nlist) return bad_usage(self, "--nprobe %d is more than the %d lists", nprobe, nlist);
-    if (check_output(out, "index", s->force)) return 2;
+    if (check_output(s, out, "index")) return 2;
     if (load_tokenizer(s, tok_path, gpt2)) return 1;
     if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
     if (nlist > s->ds.n_units) // before embedding: k-means needs a unit for each list
-        return say("--nlist %d is more than the %d units of %s", nlist, s->ds.n_units, ds_path), 2;
+        return refuse(s, "--nlist %d is more than the %d units of %s", nlist, s->ds.n_units, ds_path);
     if (load_encoder(s, enc_path)) return 1;
     memset(&ic, 0, sizeof ic);
     ic.nlist = nlist, ic.nprobe = nprobe;
@@ -1242,27 +1252,27 @@ static int cmd_lsr_train(const cli_cmd *self, int argc, char **argv, cli_state *
     if (query > context) return bad_usage(self, "--query %d is more than the %d tokens of --context", query, context);
     rv.mode = "dense";
     if (check_retrieval(self, &rv, o.ds_path)) return 2;
-    if (check_output(o.out, "encoder", s->force)) return 2;
+    if (check_output(s, o.out, "encoder")) return 2;
     if (load_s2(s, &o, 0)) return 1;
     { // what the library checks only after the units are embedded, checked before
         int T = s->lm.config.max_seq_len, span = context + cont;
         int ut = unit ? unit : span < T ? (s->ds.chunk_tokens < T - span ? s->ds.chunk_tokens : T - span) : 0;
         if (ut < 1)
-            return say("--context %d + --continuation %d leave no room for a unit in the %d positions of %s", context,
-                       cont, T, o.model), 2;
+            return refuse(s, "--context %d + --continuation %d leave no room for a unit in the %d positions of %s", context,
+                       cont, T, o.model);
         if (span + ut > T)
-            return say("a unit (%d tokens) + --context %d + --continuation %d exceed the %d positions of %s", ut, context,
-                       cont, T, o.model), 2;
+            return refuse(s, "a unit (%d tokens) + --context %d + --continuation %d exceed the %d positions of %s", ut, context,
+                       cont, T, o.model);
         if (s->text[0].n < (size_t)span)
-            return say("%s has %lu tokens, fewer than --context + --continuation (%d)", o.train,
-                       (unsigned long)s->text[0].n, span), 2;
+            return refuse(s, "%s has %lu tokens, fewer than --context + --continuation (%d)", o.train,
+                       (unsigned long)s->text[0].n, span);
     }
     if (load_encoder(s, rv.encoder)) return 1;
     if (k > s->enc.side[RETRLM_DOC].config.max_batch)
-        return say("--k %d must be in [1, %d] (the document batch of %s)", k, s->enc.side[RETRLM_DOC].config.max_batch,
-                   rv.encoder), 2;
+        return refuse(s, "--k %d must be in [1, %d] (the document batch of %s)", k, s->enc.side[RETRLM_DOC].config.max_batch,
+                   rv.encoder);
     if (batch > s->enc.config.max_batch)
-        return say("--batch %d must be in [1, %d] (the batch of %s)", batch, s->enc.config.max_batch, rv.encoder), 2;
+        return refuse(s, "--batch %d must be in [1, %d] (the batch of %s)", batch, s->enc.config.max_batch, rv.encoder);
     if (load_units(s, &rv)) return 1;
     memset(&ic, 0, sizeof ic); // refreshes rebuild the units' index as --dense's (else flat)
     ic.nlist = s->ds.dense.nlist, ic.nprobe = s->ds.dense.nprobe, ic.storage = s->ds.dense.storage;
@@ -1309,7 +1319,7 @@ static int cmd_retrofit(const cli_cmd *self, int argc, char **argv, cli_state *s
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (window && query >= window) return bad_usage(self, "--query %d leaves no tokens of --window %d to learn", query, window);
     if (check_retrieval(self, &rv, o.ds_path)) return 2;
-    if (check_output(o.out, "model", s->force)) return 2;
+    if (check_output(s, o.out, "model")) return 2;
     if (load_s2(s, &o, batch) || load_retrieval(s, &rv)) return 1;
     if (init_opt(s, groups, retrlm_model_param_groups(&s->lm, o.lr, 0.1f, groups), o.steps, o.steps / 10)) return 1;
     retrlm_lm_train_state_init(&st, (uint64_t)o.seed);
@@ -1437,8 +1447,8 @@ static int read_labels(cli_state *s, const char *path, size_t n_lines) {
     if (!(off = line_starts(ln->label_bytes, n, &n))) return 1;
     if (n != n_lines) {
         free(off);
-        return say("--groups %s has %lu lines, --text %lu: one label a line of the text", path, (unsigned long)n,
-                   (unsigned long)n_lines), 2;
+        return refuse(s, "--groups %s has %lu lines, --text %lu: one label a line of the text", path, (unsigned long)n,
+                   (unsigned long)n_lines);
     }
     if (!(ln->label = (const char **)malloc(sizeof(char *) * (n + 1)))) return free(off), say("out of memory");
     for (i = 0; i < n; i++) { // each label NUL-terminated where its "\n" (or "\r\n") was
@@ -1514,11 +1524,10 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--knn-temp", "X", OPT_FLOAT, &knn_temp, 0, 1e6, "kNN-LM softmax temperature (0: 1)"},
         {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "--knnlm-build: IVF lists (0: flat)"},
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "--knnlm-build: 8 bits a dimension"},
-        {"--per-line", "FILE", OPT_STR, &per_line, 0, 0, "write line<TAB>bytes<TAB>bits_per_byte for each line of --text "
-         "(\"-\": standard output). A line's bits are its tokens' costs in the one stream scored, its bytes include its "
-         "newline; with --per-line or --groups the text is encoded line by line (no token spans two lines)"},
-        {"--groups", "FILE", OPT_STR, &groups, 0, 0, "a label for each line of --text, one a line: prints each label's bits "
-         "per byte (its lines' bits / their bytes) after the total, which is their bytes-weighted mean"},
+        {"--per-line", "FILE", OPT_STR, &per_line, 0, 0, "write line<TAB>bytes<TAB>bits_per_byte for each line of --text (-: stdout)"},
+        {"--groups", "FILE", OPT_STR, &groups, 0, 0, "a label a line of --text: each label's bits per byte after the total. With "
+         "either option the lines are encoded apart, then scored as one stream as without: a line's bits are its tokens' "
+         "costs, its bytes end with its newline, and the groups' bytes-weighted mean is the total"},
         CLI_RETRIEVE_OPTS(rv),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
@@ -1534,13 +1543,13 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     if (!build && (nlist >= 0 || sq8)) return bad_usage(self, "%s is for the keys --knnlm-build makes", sq8 ? "--sq8" : "--nlist");
     knn_k = knn_k < 0 ? 0 : knn_k, nlist = nlist < 0 ? 0 : nlist; // the library's defaults
     lambda = lambda < 0.0f ? 0.0f : lambda, knn_temp = knn_temp < 0.0f ? 0.0f : knn_temp;
-    if ((keys && (bad = check_kind(keys, 1, "--knnlm-keys", "a keys file (from knnlm): to make keys of a text, --knnlm-build"))) ||
-        (build && (bad = check_kind(build, 0, "--knnlm-build", "a text: a keys file goes to --knnlm-keys"))))
+    if ((keys && (bad = check_kind(s, keys, 1, "--knnlm-keys", "a keys file (from knnlm): to make keys of a text, --knnlm-build"))) ||
+        (build && (bad = check_kind(s, build, 0, "--knnlm-build", "a text: a keys file goes to --knnlm-keys"))))
         return bad;
     by_line = per_line || groups;
     if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0)) return 1;
     if (!(s->text[0].bytes = read_all(text, &s->text[0].len))) return 1;
-    if (!s->text[0].len) return say("--text %s is empty: no text to score", text), 2;
+    if (!s->text[0].len) return refuse(s, "--text %s is empty: no text to score", text);
     if (by_line ? encode_lines(s) : !(s->text[0].ids = encode_text(&s->tok, s->text[0].bytes, s->text[0].len, 0, &s->text[0].n)))
         return 1;
     if (groups && (bad = read_labels(s, groups, s->lines.n))) return bad;

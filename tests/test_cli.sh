@@ -287,6 +287,10 @@ usage "eval with another tokenizer of the same size" "$R" eval $M -t "$out/tok-o
 usage "encoder-train --batch 1" "$R" encoder-train $T -d "$out/ds.rlm" --batch 1 -o "$out/x.rlm"
 usage "eval --lambda without kNN-LM" "$R" eval $M $T --text "$out/test.txt" --lambda 0.5
 usage "eval --nlist without --knnlm-build" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/keys.rlm" --nlist 4
+usage "eval --knnlm-build --nlist above its positions" "$R" eval $M $T --text "$out/test.txt" --knnlm-build "$out/test.txt" \
+    --nlist 100000
+head -n 2 "$out/pairs.tsv" | awk -F'\t' '{ print $1 "\tthe same positive" }' >"$out/pairs-same.tsv"
+usage "encoder-train --pairs: no negatives at all" "$R" encoder-train $T --pairs "$out/pairs-same.tsv" -o "$out/x.rlm"
 usage "datastore --col without --tsv" "$R" datastore $T -o "$out/x.rlm" --col 2 "$out/train.txt"
 usage "embed --nlist 1000000" "$R" embed $T -d "$out/ds.rlm" $E -o "$out/x.rlm" --nlist 1000000
 usage "lsr-train --context 200" "$R" lsr-train $S2 $E --train "$out/test.txt" --context 200 -o "$out/x.rlm"
