@@ -4,7 +4,8 @@
 # in-context, kNN-LM), generation, a tiny bi-encoder (Contriever, then DPR, and Contriever with
 # MoCo), dense / hybrid retrieval, the units' embeddings saved by embed and loaded with --dense,
 # REPLUG LSR (lsr-train) and in-context retrofitting (retrofit); then bad input, which must fail
-# with a message, never crash.
+# with a message, never crash, and what a user can get wrong (a directory as a file, an empty text,
+# an option taken as a value, -o of another kind), which must exit 2 before any work.
 # The last line is "N passed, M failed"; the exit status is nonzero on any failure.
 #   sh tests/test_cli.sh              (from the repository root; CC, STB_INC as in tests/run.sh)
 #   RETRLM_BIN=path sh tests/test_cli.sh     tests an already built binary (e.g. a sanitizer build)
