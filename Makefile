@@ -103,9 +103,12 @@ CROSS ?= s390x-linux-gnu aarch64-linux-gnu arm-linux-gnueabihf
 cross: retrlm.h
 	@mkdir -p build/tests; fail=0; for t in $(CROSS); do \
 	  command -v $$t-gcc >/dev/null || { echo "$$t-gcc missing: apt-get install -y gcc-$$t qemu-user"; exit 1; }; \
+	  mkdir -p build/cross; impl=build/cross/$$t-impl.o; \
+	  $$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -c tests/impl.c -o $$impl || { fail=1; continue; }; \
 	  for src in $(if $(TESTS),$(patsubst %,tests/test_%.c,$(TESTS)),$(wildcard tests/test_*.c)); do \
-	    mkdir -p build/cross; bin=build/cross/$$t-$$(basename $$src .c); \
-	    $$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -Itests $$src -lm -o $$bin || { fail=1; continue; }; \
+	    bin=build/cross/$$t-$$(basename $$src .c); \
+	    grep -q '^#define RETRLM_IMPLEMENTATION' $$src && objs="" || objs=$$impl; \
+	    $$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -Itests $$src $$objs -lm -o $$bin || { fail=1; continue; }; \
 	    last=$$(QEMU_LD_PREFIX=/usr/$$t qemu-$${t%%-*} $$bin 2>&1 | tail -n 1); echo "$$t $$src: $$last"; \
 	    case "$$last" in *" 0 failed"*) ;; *) fail=1 ;; esac; \
 	  done; done; exit $$fail

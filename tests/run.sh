@@ -1,6 +1,9 @@
 #!/bin/sh
 # tests/run.sh - builds and runs every tests/test_*.c in each cell of the build matrix, plus
 # the compile checks (C++, two translation units, RETRLM_STATIC) and the fuzz corpus replay.
+# Each cell compiles the implementation once (tests/impl.c -> build/tests/CELL/impl.o) and
+# links it into every test, except a test that defines RETRLM_IMPLEMENTATION itself because it
+# calls private (static) retrlm__ functions: that one is compiled alone, implementation and all.
 # The last line is "N passed, M failed"; the exit status is nonzero on any failure.
 #   sh tests/run.sh            the full matrix: {gcc, clang} x {serial, -fopenmp}
 #   sh tests/run.sh quick      gcc serial only
@@ -58,10 +61,27 @@ cell() {
     shift 2
     if ! command -v "$cc" >/dev/null 2>&1; then fail "$name: $cc not installed (make deps)"; return; fi
     echo "== $name: $cc $*"
+    dir="$out/$name"
+    mkdir -p "$dir"
+    impl="" # "", the object, or "none" when it does not compile; made when a test first needs it
     for src in $list; do
         t=$(basename "$src" .c)
-        bin="$out/$name-$t"
-        if $cc $STRICT "$@" -I. -I"$STB_INC" -Itests "$src" -lm -o "$bin" 2>"$bin.err"; then
+        bin="$dir/$t"
+        objs=""
+        if ! grep -q '^#define RETRLM_IMPLEMENTATION' "$src"; then
+            if [ -z "$impl" ]; then
+                if $cc $STRICT "$@" -I. -I"$STB_INC" -c tests/impl.c -o "$dir/impl.o" 2>"$dir/impl.err"; then
+                    impl="$dir/impl.o"
+                else
+                    head -n 30 "$dir/impl.err"
+                    fail "$name: the implementation (tests/impl.c) does not compile"
+                    impl=none
+                fi
+            fi
+            if [ "$impl" = none ]; then fail "$name-$t: not built (no implementation object)"; continue; fi
+            objs=$impl
+        fi
+        if $cc $STRICT "$@" -I. -I"$STB_INC" -Itests "$src" $objs -lm -o "$bin" 2>"$bin.err"; then
             OMP_NUM_THREADS=2 run_bin "$name-$t" "$bin"
         else
             head -n 30 "$bin.err"

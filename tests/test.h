@@ -1,9 +1,11 @@
 /* test.h - the whole test harness. Each tests/test_*.c is one program:
-     #define RETRLM_IMPLEMENTATION
      #include "retrlm.h"
      #include "test.h"
      static void test_something(void) { CHECK(1 + 1 == 2); }
      int main(void) { RUN(test_something); return test_report(); }
+   tests/run.sh links it with the implementation compiled once per build (tests/impl.c). A test
+   that calls private retrlm__ functions (static in the implementation) defines
+   RETRLM_IMPLEMENTATION before the include instead, and run.sh builds it alone.
    A test case passes when none of its CHECKs failed. The last line printed is
    "N passed, M failed"; the exit status is nonzero when anything failed. */
 #ifndef RETRLM_TEST_H

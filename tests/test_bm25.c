@@ -1,6 +1,5 @@
 // analyzer + bm25: Porter stemmer, analysis chain, hand-computed BM25 scores, pruned == exhaustive
 // top-k on real data, updates == fresh build, persistence and malformed files, batch search
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
 #include "files.h"
