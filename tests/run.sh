@@ -4,7 +4,8 @@
 # Each cell compiles the implementation once (tests/impl.c -> build/tests/CELL/impl.o) and
 # links it into every test, except a test that defines RETRLM_IMPLEMENTATION itself because it
 # calls private (static) retrlm__ functions: that one is compiled alone, implementation and all.
-# The last line is "N passed, M failed"; the exit status is nonzero on any failure.
+# Skipped cases (data not found, no OpenMP) are listed with their reasons before the last line,
+# "N passed, M failed[, K skipped]"; the exit status is nonzero on any failure.
 #   sh tests/run.sh            the full matrix: {gcc, clang} x {serial, -fopenmp}
 #   sh tests/run.sh quick      gcc serial only
 #   sh tests/run.sh sanitize   clang -fsanitize=address,undefined (serial and -fopenmp)
@@ -17,6 +18,8 @@ out=build/tests
 mkdir -p "$out"
 STRICT="-std=c99 -Wall -Wextra -pedantic -Werror -Wshadow -Wstrict-prototypes"
 passed=0 failed=0 skipped=0
+skips="$out/skips.txt" # one line per skipped case: PROGRAM<TAB>CASE: WHY
+: >"$skips"
 
 if [ -n "${TESTS:-}" ]; then
     list=""
@@ -46,6 +49,7 @@ run_bin() {
     f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
     s=$(echo "$line" | sed -nE 's/.*, ([0-9]+) skipped.*/\1/p')
     passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + ${s:-0}))
+    grep '^skip ' "$log" | sed "s/^skip /$1	/" >>"$skips"
     if [ "$f" != 0 ] || [ "$rc" != 0 ]; then
         grep -v '^skip ' "$log" | tail -n 30
         [ "$f" = 0 ] && fail "$1 (exit $rc)"
@@ -173,6 +177,20 @@ full)
     ;;
 esac
 
+# each skipped case once, with the builds it was skipped in
+if [ -s "$skips" ]; then
+    echo "== skipped"
+    awk -F '\t' '{
+        prog = $1; cell = ""
+        if (match(prog, /-test_/)) { cell = substr(prog, 1, RSTART - 1); prog = substr(prog, RSTART + 1) }
+        key = prog ": " $2
+        if (!(key in cells)) { order[++n] = key; cells[key] = cell }
+        else if (cell != "") cells[key] = cells[key] ", " cell
+    } END {
+        for (i = 1; i <= n; i++)
+            print "  " order[i] (cells[order[i]] != "" ? "  [" cells[order[i]] "]" : "")
+    }' "$skips"
+fi
 if [ "$skipped" != 0 ]; then echo "$passed passed, $failed failed, $skipped skipped"
 else echo "$passed passed, $failed failed"; fi
 [ "$failed" = 0 ]
