@@ -10,7 +10,7 @@ EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 # Debian packages the tests need; `make deps` installs the missing ones
 DEPS_PKGS := libstb-dev clang libomp-dev libclang-rt-14-dev g++
 
-.PHONY: all help demo retrlm deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation cross clean bm25-peers
+.PHONY: all help demo demo-deps retrlm deps test test-quick sanitize fuzz fuzz-run bench examples check-amalgamation cross clean bm25-peers
 all: retrlm.h examples
 
 help:
@@ -31,12 +31,32 @@ retrlm.h: $(SRC)
 	awk -f retrlm_impl/amalgamate.awk retrlm_impl/retrlm.h > retrlm.h.tmp && mv retrlm.h.tmp retrlm.h
 
 # The demo: trains a tokenizer and a small LM on examples/data, builds a datastore and prints
-# bits per byte with and without retrieval. DEMO_STEPS sets the LM's training steps.
+# bits per byte with and without retrieval. DEMO_STEPS sets the LM's training steps. It needs a
+# C compiler and stb_ds.h only (demo-deps), and uses OpenMP when $(CC) -fopenmp builds and links.
 DEMO_STEPS ?= 400
-demo: deps retrlm.h
+demo: demo-deps retrlm.h
 	@mkdir -p build
-	$(CC) -std=c99 -O3 -march=native -fopenmp -I. -I$(STB_INC) examples/demo.c -lm -o build/demo
+	@printf '#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n' | \
+	  $(CC) -fopenmp -x c - -o build/omp-check >/dev/null 2>&1 && omp=-fopenmp || \
+	  { omp=""; echo "note: $(CC) -fopenmp does not build here (no OpenMP runtime?): the demo runs on one thread"; }; \
+	rm -f build/omp-check; \
+	echo "$(CC) -std=c99 -O3 -march=native $$omp -I. -I$(STB_INC) examples/demo.c -lm -o build/demo"; \
+	$(CC) -std=c99 -O3 -march=native $$omp -I. -I$(STB_INC) examples/demo.c -lm -o build/demo
 	build/demo $(DEMO_STEPS)
+
+# What the demo needs: a C compiler and stb_ds.h. A missing stb_ds.h is installed (Debian:
+# libstb-dev) as root or through sudo; otherwise this says what to run.
+demo-deps:
+	@command -v $(firstword $(CC)) >/dev/null 2>&1 || { echo "no C compiler: $(firstword $(CC)) not found (make demo CC=...)"; exit 1; }
+	@[ -f $(STB_INC)/stb_ds.h ] || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "stb_ds.h not found in $(STB_INC): put stb_ds.h (github.com/nothings/stb) there or run make demo STB_INC=dir"; exit 1; fi; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "stb_ds.h not found in $(STB_INC): run as root: apt-get install -y libstb-dev"; exit 1; fi; \
+	  echo "installing: libstb-dev (for stb_ds.h)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libstb-dev >/dev/null || \
+	    { echo "failed: apt-get install -y libstb-dev"; exit 1; }; \
+	  [ -f $(STB_INC)/stb_ds.h ] || { echo "libstb-dev is installed but $(STB_INC)/stb_ds.h is not: make demo STB_INC=dir"; exit 1; }; }
 
 # The command-line tool (examples/retrlm.c), with OpenMP
 retrlm: build/retrlm
@@ -103,9 +123,12 @@ CROSS ?= s390x-linux-gnu aarch64-linux-gnu arm-linux-gnueabihf
 cross: retrlm.h
 	@mkdir -p build/tests; fail=0; for t in $(CROSS); do \
 	  command -v $$t-gcc >/dev/null || { echo "$$t-gcc missing: apt-get install -y gcc-$$t qemu-user"; exit 1; }; \
+	  mkdir -p build/cross; impl=build/cross/$$t-impl.o; \
+	  $$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -c tests/impl.c -o $$impl || { fail=1; continue; }; \
 	  for src in $(if $(TESTS),$(patsubst %,tests/test_%.c,$(TESTS)),$(wildcard tests/test_*.c)); do \
-	    mkdir -p build/cross; bin=build/cross/$$t-$$(basename $$src .c); \
-	    $$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -Itests $$src -lm -o $$bin || { fail=1; continue; }; \
+	    bin=build/cross/$$t-$$(basename $$src .c); \
+	    grep -q '^#define RETRLM_IMPLEMENTATION' $$src && objs="" || objs=$$impl; \
+	    $$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -Itests $$src $$objs -lm -o $$bin || { fail=1; continue; }; \
 	    last=$$(QEMU_LD_PREFIX=/usr/$$t qemu-$${t%%-*} $$bin 2>&1 | tail -n 1); echo "$$t $$src: $$last"; \
 	    case "$$last" in *" 0 failed"*) ;; *) fail=1 ;; esac; \
 	  done; done; exit $$fail

@@ -1787,6 +1787,8 @@ RETRLM_API retrlm_result retrlm_eval_retrieval(int n_queries, const int64_t *qid
 #if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #define RETRLM__POSIX 1
@@ -1924,6 +1926,13 @@ RETRLM__PRIVATE uint64_t retrlm__get_u64(const unsigned char *p);
 RETRLM__PRIVATE int      retrlm__host_is_le(void);
 /* Reverses each elem-byte element of n in place (elem 1, 2, 4 or 8). */
 RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
+
+/* ---- io (io.c) ---------------------------------------------------------------------------- */
+#ifndef RETRLM_NO_STDIO
+/* The whole regular file at path in a new buffer of *size bytes and a NUL (free with
+   RETRLM_FREE). A directory, FIFO or device is RETRLM_ERR_IO with a message saying so, unread. */
+RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size);
+#endif
 
 #define RETRLM__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define RETRLM__MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -2878,6 +2887,54 @@ RETRLM_API retrlm_result retrlm_writer_save_memory(const retrlm_writer *w, void 
 
 #ifndef RETRLM_NO_STDIO
 #ifdef RETRLM__POSIX
+// what a path that is not a regular file is, for messages
+static const char *retrlm__file_type(mode_t mode) {
+    return S_ISDIR(mode) ? "a directory" : S_ISFIFO(mode) ? "a FIFO" : S_ISCHR(mode) || S_ISBLK(mode) ? "a device"
+           : S_ISLNK(mode) ? "a symbolic link" : "not a regular file";
+}
+
+// 0 when path is missing or a regular file, which a save may replace; else 1 after a message.
+// lstat: a symbolic link would be replaced by the file, not written through.
+static int retrlm__refuse_output(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode)) return 0;
+    retrlm__fail(RETRLM_ERR_IO, "%s is %s: only a regular file or a new path is written, nothing replaced", path,
+                 retrlm__file_type(st.st_mode));
+    return 1;
+}
+
+// Removes "<path>.tmp-<pid>" files that saves of path by processes no longer running left
+// behind (killed half-way). A live process's, and ours, are left alone.
+static void retrlm__remove_stale_temps(const char *path, char *buf, size_t cap) {
+    const char *base = strrchr(path, '/');
+    size_t dir_len = base ? (size_t)(base - path) + 1 : 0, base_len;
+    DIR *d;
+    struct dirent *e;
+    base = base ? base + 1 : path;
+    base_len = strlen(base);
+    if (dir_len + base_len + 32 > cap) return;
+    memcpy(buf, path, dir_len);
+    buf[dir_len] = '\0'; // the directory with its slash ("/" for the root); none: "."
+    if (!(d = opendir(dir_len ? buf : "."))) return;
+    while ((e = readdir(d)) != NULL) {
+        const char *p = e->d_name;
+        char *end;
+        long pid;
+        if (strncmp(p, base, base_len) || strncmp(p + base_len, ".tmp-", 5)) continue;
+        p += base_len + 5;
+        if (*p < '0' || *p > '9') continue;
+        errno = 0;
+        pid = strtol(p, &end, 10);
+        if (*end || errno || pid <= 0 || pid == (long)getpid() || strlen(e->d_name) + dir_len + 1 > cap) continue;
+        if (kill((pid_t)pid, 0) == -1 && errno == ESRCH) {
+            strcpy(buf + dir_len, e->d_name);
+            remove(buf);
+            buf[dir_len] = '\0';
+        }
+    }
+    closedir(d);
+}
+
 static int retrlm__sink_fd(retrlm__sink *s, const void *p, size_t n) {
     const char *c = (const char *)p;
     while (n > 0) {
@@ -2915,6 +2972,11 @@ RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *
     if (!tmp) return retrlm__fail(RETRLM_ERR_NOMEM, "writer: no memory");
     memset(&sink, 0, sizeof sink);
 #ifdef RETRLM__POSIX
+    if (retrlm__refuse_output(path)) {
+        RETRLM_FREE(tmp);
+        return RETRLM_ERR_IO;
+    }
+    retrlm__remove_stale_temps(path, tmp, plen + 32);
     snprintf(tmp, plen + 32, "%s.tmp-%ld", path, (long)getpid());
     sink.write = retrlm__sink_fd;
     sink.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -3140,8 +3202,11 @@ RETRLM_API retrlm_result retrlm_reader_open(retrlm_reader *r, const char *path, 
     {
         struct stat st;
         size_t got = 0;
-        int fd = open(path, O_RDONLY);
-        if (fd < 0) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open: %s", r->source_, strerror(errno));
+        int fd;
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) // before open, which waits on a FIFO
+            return retrlm__fail(RETRLM_ERR_IO, "%s is %s, not a file to read", r->source_, retrlm__file_type(st.st_mode));
+        if ((fd = open(path, O_RDONLY)) < 0)
+            return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open: %s", r->source_, strerror(errno));
         if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
             close(fd);
             return retrlm__fail(RETRLM_ERR_IO, "%s: not a regular file of a usable size", r->source_);
@@ -3194,6 +3259,62 @@ RETRLM_API retrlm_result retrlm_reader_open(retrlm_reader *r, const char *path, 
     res = retrlm__reader_check(r, kind, flags);
     if (res) retrlm_reader_close(r);
     return res;
+}
+
+RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size) {
+    size_t n, got = 0;
+    *data = NULL;
+    *size = 0;
+#ifdef RETRLM__POSIX
+    {
+        struct stat st;
+        int fd;
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) // before open, which waits on a FIFO
+            return retrlm__fail(RETRLM_ERR_IO, "%s is %s, not a file to read", path, retrlm__file_type(st.st_mode));
+        if ((fd = open(path, O_RDONLY)) < 0) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size >= (uint64_t)SIZE_MAX) {
+            close(fd);
+            return retrlm__fail(RETRLM_ERR_IO, "%s: not a regular file of a usable size", path);
+        }
+        n = (size_t)st.st_size;
+        if (!(*data = (char *)retrlm__alloc(n + 1, 1))) {
+            close(fd);
+            return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %lu bytes", path, (unsigned long)n);
+        }
+        while (got < n) {
+            ssize_t k = read(fd, *data + got, RETRLM__MIN(n - got, (size_t)1 << 30));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) break;
+            got += (size_t)k;
+        }
+        close(fd);
+    }
+#else
+    {
+        FILE *f = fopen(path, "rb");
+        long len;
+        if (!f) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open", path);
+        if (fseek(f, 0, SEEK_END) || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
+            fclose(f);
+            return retrlm__fail(RETRLM_ERR_IO, "%s: cannot find its size", path);
+        }
+        n = (size_t)len;
+        if (!(*data = (char *)retrlm__alloc(n + 1, 1))) {
+            fclose(f);
+            return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %lu bytes", path, (unsigned long)n);
+        }
+        got = fread(*data, 1, n, f);
+        fclose(f);
+    }
+#endif
+    if (got != n) {
+        RETRLM_FREE(*data);
+        *data = NULL;
+        return retrlm__fail(RETRLM_ERR_IO, "%s: short read (%lu of %lu bytes)", path, (unsigned long)got, (unsigned long)n);
+    }
+    (*data)[n] = '\0';
+    *size = n;
+    return RETRLM_OK;
 }
 #endif // RETRLM_NO_STDIO
 
@@ -5390,34 +5511,6 @@ done:
 }
 
 #ifndef RETRLM_NO_STDIO
-// whole file into a new buffer (*size bytes)
-static retrlm_result retrlm__read_file(const char *path, char **data, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    long n;
-    *data = NULL;
-    *size = 0;
-    if (!f) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open", path);
-    if (fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_IO, "%s: cannot find its size", path);
-    }
-    *data = (char *)retrlm__alloc((size_t)n + 1, 1);
-    if (!*data) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_NOMEM, "%s: %ld bytes", path, n);
-    }
-    if (fread(*data, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        RETRLM_FREE(*data);
-        *data = NULL;
-        return retrlm__fail(RETRLM_ERR_IO, "%s: short read", path);
-    }
-    fclose(f);
-    (*data)[n] = 0;
-    *size = (size_t)n;
-    return RETRLM_OK;
-}
-
 RETRLM_API retrlm_result retrlm_tokenizer_load_gpt2(retrlm_tokenizer *tok, const char *encoder_json,
                                                     const char *vocab_bpe) {
     char *j = NULL, *b = NULL;
@@ -10167,29 +10260,12 @@ RETRLM_API retrlm_result retrlm_npy_read_memory(const void *data, size_t size, f
 }
 
 #ifndef RETRLM_NO_STDIO
+// the whole regular file at path (io.c's reader, which also refuses directories and FIFOs)
 static retrlm_result retrlm__slurp(const char *path, unsigned char **buf, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    long len;
-    *buf = NULL;
-    *size = 0;
-    if (!f) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open", path);
-    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_IO, "%s: cannot find its size", path);
-    }
-    *buf = (unsigned char *)retrlm__alloc((size_t)len, 1);
-    if (!*buf) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %ld bytes", path, len);
-    }
-    *size = fread(*buf, 1, (size_t)len, f);
-    fclose(f);
-    if (*size != (size_t)len) {
-        RETRLM_FREE(*buf);
-        *buf = NULL;
-        return retrlm__fail(RETRLM_ERR_IO, "%s: read error", path);
-    }
-    return RETRLM_OK;
+    char *d;
+    retrlm_result r = retrlm__read_file(path, &d, size);
+    *buf = (unsigned char *)d;
+    return r;
 }
 
 // writes n records of dim 4-byte elements, each after its int32 dim (header NULL: .npy data)
@@ -13405,7 +13481,7 @@ RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *
     int i, j, p, counted = 0;
     RETRLM_ASSERT(scores && loglik);
     if (n < 1 || k < 1 || t < 1 || !(temperature > 0.0f) || temperature == INFINITY ||
-        (size_t)n * (size_t)k > ((size_t)1 << 40) / (size_t)t)
+        (double)n * (double)k * (double)t > 1099511627776.0) // 2^40, in double: size_t may be 32 bits
         return retrlm__fail(RETRLM_ERR_ARG, "marginal_loss: %d queries x %d candidates x %d "
                             "positions at temperature %g", n, k, t, (double)temperature);
     for (i = 0; i < n; i++) {
@@ -13651,7 +13727,8 @@ RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds) {
         return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to commit %lu units", (unsigned long)nu);
     }
     ds->owned_ = block;
-    ds->unit_doc = (const int64_t *)memcpy(block, ds->doc_b_, nu * 8);
+    ds->unit_doc = (const int64_t *)block;
+    if (nu) memcpy(block, ds->doc_b_, nu * 8); // no units: doc_b_ is NULL
     ds->text_off = (const uint64_t *)memcpy(block + nu * 8, ds->text_off_b_, (nu + 1) * 8);
     ds->tok_off = (const uint64_t *)memcpy(block + nu * 8 + (nu + 1) * 8, ds->tok_off_b_, (nu + 1) * 8);
     ds->tokens = (const int *)(block + nu * 8 + 2 * (nu + 1) * 8);

@@ -22,7 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #if defined(_POSIX_C_SOURCE)
-#include <unistd.h> // isatty: the progress bar is drawn only on a terminal
+#include <sys/stat.h> // lstat: what -o names, before any work
+#include <unistd.h>   // isatty: the progress bar is drawn only on a terminal
 #define CLI_IS_TTY(f) isatty(fileno(f))
 #else
 #define CLI_IS_TTY(f) 0 // elsewhere: plain progress lines
@@ -110,13 +111,25 @@ typedef struct cli_pairs {
     size_t      *q_off, *d_off; // ... (n + 1), (n_docs + 1)
 } cli_pairs;
 
+// eval --per-line, --groups: the text's lines, their tokens' costs, their labels
+typedef struct cli_lines {
+    size_t       n;          // lines
+    size_t      *byte_off;   // (n + 1) where each line starts in the text
+    size_t      *tok_off;    // (n + 1) where its tokens start
+    int         *ids;        // the tokens, encoded line by line (text[0].ids then points here)
+    float       *nats;       // each token's cost
+    double      *bits;       // (n) each line's
+    char        *label_bytes; // --groups: the labels file, each label NUL-terminated
+    const char **label;      // (n) each line's label
+    const char *const **order; // (n) pointers into label, sorted by the label
+} cli_lines;
+
 typedef struct cli_state {
     retrlm_tokenizer tok;
     retrlm_model     lm;
     retrlm_adamw     opt;
     retrlm_datastore ds;
     retrlm_knnlm     knn;      // kNN-LM keys, built here or loaded from a keys file
-    int              knn_loaded; // 1: knn came from a keys file
     retrlm_encoder   enc;      // the bi-encoder: trained here, or loaded for dense retrieval
     retrlm_moco      moco;     // encoder-train --moco: the key encoder and the queue
     cli_pairs        pairs;    // encoder-train --pairs
@@ -125,6 +138,9 @@ typedef struct cli_state {
     char           **docs;     // (n_docs) whole input files
     size_t          *doc_len;  // (n_docs)
     int              n_docs;
+    cli_lines        lines;    // eval --per-line, --groups
+    int              force;    // --force: -o may replace a file of another kind
+    int              status;   // 2 after refuse(): bad input (main exits 2 whatever the command returns)
     cli_progress     prog;
 } cli_state;
 
@@ -140,9 +156,24 @@ static void state_free(cli_state *s) {
     free(s->pairs.query), free(s->pairs.pair_query); // the pointer block and the int block
     free(s->pairs.q_ids), free(s->pairs.d_ids), free(s->pairs.q_off), free(s->pairs.d_off);
     free(s->unit_off);
+    if (s->lines.ids) s->text[0].ids = NULL; // ours, not the library's
     for (i = 0; i < 2; i++) free(s->text[i].bytes), retrlm_free(s->text[i].ids);
+    free(s->lines.byte_off), free(s->lines.tok_off), free(s->lines.ids), free(s->lines.nats), free(s->lines.bits);
+    free(s->lines.label_bytes), free((void *)s->lines.label), free((void *)s->lines.order);
     for (i = 0; i < s->n_docs; i++) free(s->docs[i]);
     free(s->docs), free(s->doc_len);
+}
+
+// bad input found before any work (a directory, an empty text, a setting the files contradict):
+// the message as say's, and exit status 2 whatever the callers' || make of the return value
+static int refuse(cli_state *s, const char *fmt, ...) {
+    va_list ap;
+    fputs("retrlm: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return s->status = 2;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,6 +190,7 @@ typedef struct cli_opt {
     const char *help;
 } cli_opt;
 #define CLI_END {NULL, NULL, 0, NULL, 0, 0, NULL}
+#define CLI_FORCE_OPT(s) {"--force", NULL, OPT_FLAG, &s->force, 0, 0, "replace -o even when it holds another kind of file"}
 #define CLI_TOKENIZER_OPTS(path, gpt2)                                                          \
     {"-t|--tokenizer", "FILE", OPT_STR, &path, 0, 0, "the tokenizer (from tokenizer-train)"},   \
     {"--gpt2", "ENCODER.JSON VOCAB.BPE", OPT_STR2, gpt2, 0, 0, "or GPT-2's tokenizer files"}
@@ -194,7 +226,8 @@ static void print_help(const cli_cmd *c, const cli_opt *opts) {
         snprintf(head, sizeof head, "%s%s%s", opts->names, opts->meta ? " " : "", opts->meta ? opts->meta : "");
         printf("  %-30s %s", head, opts->help);
         if (opts->kind & OPT_NEED) printf(" (required)");
-        else if (kind == OPT_INT && *(int *)opts->dst) printf(" (default %d)", *(int *)opts->dst);
+        else if (kind == OPT_INT && *(int *)opts->dst && *(int *)opts->dst >= opts->lo) // below: unset
+            printf(" (default %d)", *(int *)opts->dst);
         else if (kind == OPT_FLOAT && *(float *)opts->dst != 0.0f && *(float *)opts->dst >= opts->lo) // below: unset
             printf(" (default %g)", *(float *)opts->dst);
         else if (kind == OPT_STR && *(const char **)opts->dst) printf(" (default %s)", *(const char **)opts->dst);
@@ -252,6 +285,33 @@ static int name_index(const char *const *names, int n, const char *name) {
     return i;
 }
 
+// 1 if path names a directory
+static int is_dir(const char *path) {
+#if defined(_POSIX_C_SOURCE)
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+#else
+    (void)path;
+    return 0; // the reader says so later
+#endif
+}
+
+// 2 after a message if one of the paths (n) is a directory, else 0
+static int check_files(const cli_cmd *c, char **paths, int n) {
+    int i;
+    for (i = 0; i < n; i++)
+        if (is_dir(paths[i])) return bad_usage(c, "%s is a directory: give a file", paths[i]);
+    return 0;
+}
+
+// 1 if the text a is an option of the table ("-o", "--steps=5", "--help"): a value that is one
+// was taken from the next option, as in "--gpt2 encoder.json -o tok.rlm"
+static int is_option(const cli_opt *opts, const char *a) {
+    const char *eq = strchr(a, '=');
+    if (a[0] != '-' || !a[1]) return 0;
+    return !strcmp(a, "-h") || !strcmp(a, "--help") || find_opt(opts, a, eq ? (size_t)(eq - a) : strlen(a)) != NULL;
+}
+
 // Parses argv[1..argc) into the options of the table (CLI_END-terminated), "--name value" or
 // "--name=value"; "--" ends the options. Moves the positional arguments to argv[1..] and returns
 // their count. Prints the help and exits 0 on -h/--help; exits 2 after a message on bad input.
@@ -259,7 +319,7 @@ static int parse_args(const cli_cmd *c, const cli_opt *opts, int argc, char **ar
     int i, n_pos = 0;
     const cli_opt *o;
     for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *eq, *v;
+        const char *a = argv[i], *eq, *v, *v2;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) print_help(c, opts), exit(0);
         if (!strcmp(a, "--")) {
             while (++i < argc) argv[++n_pos] = argv[i];
@@ -279,7 +339,12 @@ static int parse_args(const cli_cmd *c, const cli_opt *opts, int argc, char **ar
         if (!eq && i + 1 >= argc) exit(bad_usage(c, "%s needs %s", o->names, o->meta));
         v = eq ? eq + 1 : argv[++i];
         if ((o->kind & ~OPT_NEED) == OPT_STR2 && i + 1 >= argc) exit(bad_usage(c, "%s needs %s", o->names, o->meta));
-        if (set_opt(c, o, v, (o->kind & ~OPT_NEED) == OPT_STR2 ? argv[++i] : NULL)) exit(2);
+        v2 = (o->kind & ~OPT_NEED) == OPT_STR2 ? argv[++i] : NULL;
+        if ((o->kind & ~OPT_NEED) >= OPT_STR && (is_option(opts, v) || (v2 && is_option(opts, v2))))
+            exit(bad_usage(c, "%s needs %s, not the option %s", o->names, o->meta, is_option(opts, v) ? v : v2));
+        if (strstr(o->meta, "FILE") || strstr(o->meta, ".JSON")) // a path: never a directory
+            if (check_files(c, (char **)&v, 1) || (v2 && check_files(c, (char **)&v2, 1))) exit(2);
+        if (set_opt(c, o, v, v2)) exit(2);
     }
     for (o = opts; o->names; o++)
         if ((o->kind & OPT_NEED) && !*(const char **)o->dst) exit(bad_usage(c, "%s %s is required", o->names, o->meta));
@@ -415,6 +480,65 @@ static int load_text(cli_state *s, int i, const char *path) {
     return (t->ids = encode_text(&s->tok, t->bytes, t->len, 0, &t->n)) ? 0 : 1;
 }
 
+// ---- the tokenizer a model was trained with: the CLI records its fingerprint in the model file,
+// a section of its own that the library's loader passes over: the CRC-32 of the tokenizer's file
+// image (its merges, specials and settings), however it was loaded (-t or --gpt2)
+#define CLI_TOK_SECTION "cli.tokenizer_crc32"
+
+static int tokenizer_fingerprint(const retrlm_tokenizer *tok, uint32_t *fp) {
+    size_t size;
+    void *buf;
+    retrlm_result r = retrlm_tokenizer_save_memory(tok, NULL, 0, &size);
+    if (r) return fail(r, "tokenizer");
+    if (!(buf = malloc(size))) return say("out of memory");
+    if (!(r = retrlm_tokenizer_save_memory(tok, buf, size, &size))) *fp = retrlm_crc32(0, buf, size);
+    free(buf);
+    return r ? fail(r, "tokenizer") : 0;
+}
+
+// rewrites the model file at path (just saved by the library) with s->tok's fingerprint
+static int stamp_tokenizer(cli_state *s, const char *path) {
+    retrlm_reader rd;
+    retrlm_writer w;
+    retrlm_section_info info;
+    const void *data;
+    uint32_t fp;
+    int i;
+    retrlm_result r;
+    if (tokenizer_fingerprint(&s->tok, &fp)) return 1;
+    if ((r = retrlm_reader_open(&rd, path, "model", 0))) return fail(r, "cannot read the model back");
+    r = retrlm_writer_init(&w, "model");
+    for (i = 0; !r && i < rd.n_sections; i++) {
+        retrlm_reader_section(&rd, i, &info);
+        if (strcmp(info.name, CLI_TOK_SECTION) && !(r = retrlm_reader_get(&rd, info.name, info.type, &data, NULL)))
+            r = retrlm_writer_add(&w, info.name, info.type, data, info.count);
+    }
+    if (!r) r = retrlm_writer_add_copy(&w, CLI_TOK_SECTION, RETRLM_DTYPE_U32, &fp, 1);
+    if (!r) r = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    retrlm_reader_close(&rd);
+    return r ? fail(r, "cannot record the tokenizer in the model") : 0;
+}
+
+// 0 when the model file at path records no fingerprint, or s->tok's; else 2 after a message
+static int check_fingerprint(cli_state *s, const char *path) {
+    retrlm_reader rd;
+    const void *data;
+    size_t n;
+    uint32_t fp = 0, saved;
+    if (retrlm_reader_open(&rd, path, "model", RETRLM_READER_NO_VERIFY)) return 0; // loaded already: checked
+    if (retrlm_reader_get(&rd, CLI_TOK_SECTION, RETRLM_DTYPE_U32, &data, &n) || n != 1) {
+        retrlm_reader_close(&rd);
+        return 0; // saved by the library alone (or a checkpoint of a run not finished): nothing to compare
+    }
+    saved = *(const uint32_t *)data;
+    retrlm_reader_close(&rd);
+    if (tokenizer_fingerprint(&s->tok, &fp)) return 1;
+    if (fp == saved) return 0;
+    return refuse(s, "%s was trained with another tokenizer of the same size (fingerprint %08lx, this one %08lx)", path,
+                  (unsigned long)saved, (unsigned long)fp);
+}
+
 // the LM at path, checked against the tokenizer already loaded; max_batch: sequences a forward
 // (0: the saved number)
 static int load_model(cli_state *s, const char *path, int max_batch) {
@@ -426,7 +550,7 @@ static int load_model(cli_state *s, const char *path, int max_batch) {
     if (s->lm.config.vocab_size != s->tok.n_vocab)
         return say("%s has a vocabulary of %d tokens, the tokenizer %d: not the tokenizer it was trained with",
                    path, s->lm.config.vocab_size, s->tok.n_vocab);
-    return 0;
+    return check_fingerprint(s, path);
 }
 
 // reads the files paths (n) into s->docs
@@ -446,29 +570,72 @@ static int load_docs(cli_state *s, char **paths, int n) {
 static int load_keys(cli_state *s, const char *path) {
     retrlm_result r = retrlm_knnlm_load(&s->knn, path, s->lm.config.vocab_size);
     if (r) return fail(r, "cannot load the kNN-LM keys");
-    s->knn_loaded = 1;
     return 0;
 }
 
-// 1 if the file at path starts with the container's magic, 0 if not, -1 if it cannot be read
+static const char cli_magic[8] = {'\x89', 'R', 'L', 'M', '\r', '\n', '\x1a', '\n'}; // the container's
+
+// 1 if the file at path starts with the container's magic, 0 if not (or if it is a pipe, whose
+// bytes a look would take from the reader after us), -1 if it cannot be read
 static int is_container(const char *path) {
-    static const char magic[8] = {'\x89', 'R', 'L', 'M', '\r', '\n', '\x1a', '\n'};
     char head[8];
-    FILE *f = fopen(path, "rb");
+    FILE *f;
     int yes;
-    if (!f) return say("cannot open %s: %s", path, strerror(errno)), -1;
-    yes = fread(head, 1, 8, f) == 8 && !memcmp(head, magic, 8);
+#if defined(_POSIX_C_SOURCE)
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return 0;
+#endif
+    if (!(f = fopen(path, "rb"))) return say("cannot open %s: %s", path, strerror(errno)), -1;
+    yes = fread(head, 1, 8, f) == 8 && !memcmp(head, cli_magic, 8);
     fclose(f);
     return yes;
 }
 
-// the kNN-LM keys for eval: a keys file, or built now from a text (flat, or IVF / SQ8)
-static int get_keys(cli_state *s, const char *path, int nlist, int sq8) {
+// The path -o names, for a command that writes a container of this kind: 0 when it may be
+// written (a new path, an empty file, a file of that kind, or any regular file with --force);
+// else 2 after a message, before any work. The library never replaces what is not a regular file.
+static int check_output(cli_state *s, const char *path, const char *kind) {
+    char head[32], found[17];
+    size_t got;
+    FILE *f;
+#if defined(_POSIX_C_SOURCE)
+    struct stat st;
+    if (lstat(path, &st) != 0) return 0; // a new path
+    if (!S_ISREG(st.st_mode))
+        return refuse(s, "-o %s is %s: only a new path or a regular file is written", path,
+                   S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISLNK(st.st_mode) ? "a symbolic link"
+                   : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "not a regular file");
+#endif
+    if (!(f = fopen(path, "rb"))) return 0; // the save will say why it cannot write there
+    got = fread(head, 1, sizeof head, f);
+    fclose(f);
+    if (!got || s->force) return 0;
+    if (got == sizeof head && !memcmp(head, cli_magic, 8)) {
+        memcpy(found, head + 16, 16);
+        found[16] = '\0';
+        if (!strcmp(found, kind)) return 0;
+        return refuse(s, "-o %s holds a '%s' file, not a '%s': give another path, or --force to replace it", path, found, kind);
+    }
+    return refuse(s, "-o %s is not a retrlm file (a '%s' is written): give another path, or --force to replace it", path, kind);
+}
+
+// 0 when the file at path is a container (container 1) or not one (container 0) as option opt
+// needs, which is what; else 2 (or 1 when it cannot be read) after a message
+static int check_kind(cli_state *s, const char *path, int container, const char *opt, const char *what) {
+    int is = is_container(path);
+    if (is < 0) return 1;
+    if (is != container) return refuse(s, "%s %s is %s: %s needs %s", opt, path, is ? "a retrlm file" : "not a retrlm file", opt, what);
+    return 0;
+}
+
+// kNN-LM keys made now from the text file at path (flat, or IVF / SQ8)
+static int build_keys(cli_state *s, const char *path, int nlist, int sq8) {
     retrlm_index_config ic;
     retrlm_result r;
-    int kind = is_container(path);
-    if (kind) return kind < 0 ? 1 : load_keys(s, path);
     if (load_text(s, 1, path)) return 1;
+    if (!s->text[1].n) return say("%s: no text to make keys of", path);
+    if ((size_t)nlist > s->text[1].n) // before the LM runs: k-means needs a key for each list
+        return refuse(s, "--nlist %d is more than the %lu positions of %s", nlist, (unsigned long)s->text[1].n, path);
     memset(&ic, 0, sizeof ic);
     ic.nlist = nlist;
     ic.storage = sq8 ? RETRLM_STORAGE_SQ8 : RETRLM_STORAGE_F32;
@@ -514,15 +681,19 @@ static int embed_units(cli_state *s, const retrlm_index_config *ic) {
     return r ? fail(r, "cannot embed the datastore") : 0;
 }
 
-// after the tokenizer and the datastore: loads the encoder, then the units' embeddings from
-// --dense (checked against both) or by embedding every unit now
-static int load_retrieval(cli_state *s, const cli_retrieval *rv) {
+// after the encoder: the units' embeddings from --dense, or by embedding every unit now
+static int load_units(cli_state *s, const cli_retrieval *rv) {
     retrlm_result r;
-    if (rv->params.mode == RETRLM_RETRIEVE_BM25) return 0;
-    if (load_encoder(s, rv->encoder)) return 1;
     if (!rv->dense) return embed_units(s, NULL);
     r = retrlm_datastore_load_dense(&s->ds, &s->enc, &s->tok, rv->dense);
     return r ? fail(r, "cannot load the dense index") : 0;
+}
+
+// after the tokenizer and the datastore: loads the encoder, then the units' embeddings from
+// --dense (checked against both) or by embedding every unit now
+static int load_retrieval(cli_state *s, const cli_retrieval *rv) {
+    if (rv->params.mode == RETRLM_RETRIEVE_BM25) return 0;
+    return load_encoder(s, rv->encoder) || load_units(s, rv);
 }
 
 // s->opt over the n parameter groups: a linear warmup of warmup steps, then cosine decay to step steps
@@ -548,9 +719,12 @@ static int cmd_tokenizer_train(const cli_cmd *self, int argc, char **argv, cli_s
         {"--min-freq", "N", OPT_INT, &min_freq, 0, 1e9, "pairs seen fewer times are never merged (0: 2)"},
         {"--gpt2", "ENCODER.JSON VOCAB.BPE", OPT_STR2, gpt2, 0, 0, "convert GPT-2's files instead of training"},
         {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the tokenizer file to write"},
+        CLI_FORCE_OPT(s),
         CLI_END};
     n = parse_args(self, opts, argc, argv);
     if (!n == !gpt2[0]) return bad_usage(self, "give text files to train on, or --gpt2");
+    if (check_files(self, argv + 1, n)) return 2;
+    if (check_output(s, out, "tokenizer")) return 2;
     if (gpt2[0]) {
         if (load_tokenizer(s, NULL, gpt2)) return 1;
     } else {
@@ -580,6 +754,7 @@ static int cmd_tokenize(const cli_cmd *self, int argc, char **argv, cli_state *s
         CLI_END};
     n = parse_args(self, opts, argc, argv);
     if (n > 1) return bad_usage(self, "one input at most");
+    if (check_files(self, argv + 1, n)) return 2;
     if (load_tokenizer(s, tok_path, gpt2) || !(t->bytes = read_all(n ? argv[1] : "-", &t->len)) ||
         !(t->ids = encode_text(&s->tok, t->bytes, t->len, special ? RETRLM_TOKENIZE_SPECIAL : 0, &t->n)))
         return 1;
@@ -609,16 +784,18 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
         {"--heads", "N", OPT_INT, &heads, 1, 256, "attention heads"},
         {"--ctx", "N", OPT_INT, &ctx, 2, 1 << 16, "context: tokens a sequence"},
         {"--batch", "N", OPT_INT, &batch, 1, 4096, "sequences a step"},
-        {"--steps", "N", OPT_INT, &steps, 0, 1e9, "train until this step"},
+        {"--steps", "N", OPT_INT, &steps, 1, 1e9, "train until this step"},
         {"--lr", "X", OPT_FLOAT, &lr, 1e-9, 10, "peak learning rate"},
         {"--wd", "X", OPT_FLOAT, &wd, 0, 10, "weight decay of the matrices"},
         {"--warmup", "N", OPT_INT, &warmup, -1, 1e9, "warmup steps (-1: steps / 10), then cosine decay"},
         {"--eval-every", "N", OPT_INT, &eval_every, 0, 1e9, "steps between validations (0: at the end)"},
         {"--save-every", "N", OPT_INT, &save_every, 0, 1e9, "steps between checkpoints (0: at the end)"},
         {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights and batches"},
+        CLI_FORCE_OPT(s),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
-    if (load_tokenizer(s, tok_path, gpt2) || load_text(s, 0, train) || (valid && load_text(s, 1, valid))) return 1;
+    if (check_output(s, out, "model")) return 2;
+    if (load_tokenizer(s, tok_path, gpt2)) return 1;
     if (resume) {
         if (load_model(s, out, 0)) return 1;
     } else {
@@ -633,6 +810,17 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
         return 1;
     retrlm_lm_train_state_init(&st, (uint64_t)seed);
     if (resume && (r = retrlm_model_load_state(&s->opt, &st, out))) return fail(r, "cannot load the training state");
+    if (st.step > steps)
+        return refuse(s, "%s is at step %lld, past --steps %d: nothing to train (give a larger --steps)", out,
+                   (long long)st.step, steps);
+    if (st.step == steps) { // a finished run resumed again: done already, not an error
+        fprintf(stderr, "retrlm: %s is at step %lld already: nothing to train (give a larger --steps to go on)\n", out,
+                (long long)st.step);
+        return 0;
+    }
+    if ((valid && load_text(s, 1, valid)) || load_text(s, 0, train)) return 1;
+    if (valid && !s->text[1].len) return refuse(s, "--valid %s is empty: no text to measure", valid);
+    if (!s->text[0].n) return refuse(s, "--train %s is empty: no text to train on", train);
     memset(&lc, 0, sizeof lc);
     lc.train = s->text[0].ids, lc.n_train = s->text[0].n;
     lc.valid = s->text[1].ids, lc.n_valid = s->text[1].n, lc.valid_bytes = s->text[1].len;
@@ -650,6 +838,7 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
     r = retrlm_lm_train(&s->lm, &s->opt, &lc, &st);
     progress_end(&s->prog);
     if (r) return fail(r, "training");
+    if (stamp_tokenizer(s, out)) return 1; // the last checkpoint, saved by retrlm_lm_train
     printf("%s: step %lld, loss %.4f", out, (long long)st.step, st.last_loss);
     if (valid) printf(", valid %.4f bits per byte", st.last_valid_bpb);
     printf("\n");
@@ -680,14 +869,13 @@ static int next_line(const char **p, const char *end, const char **start, const 
     return 1;
 }
 
-// one document a line of a TSV file, its text in column col, its id the line number
+// one document a line of the TSV file at path (in s->text[0]), its text in column col, its id the line number
 static int add_tsv(cli_state *s, const char *path, int col, int header, int flags) {
-    cli_text *t = &s->text[0];
+    cli_text *t = &s->text[0]; // read already
     const char *p, *end, *field, *start, *eol;
     size_t len;
     long line = 0, skipped = 0;
     retrlm_result r;
-    if (!(t->bytes = read_all(path, &t->len))) return 1;
     for (p = t->bytes, end = p + t->len; next_line(&p, end, &start, &eol);) {
         if (++line == 1 && header) continue;
         if (!tsv_field(start, eol, col, &field, &len) || !len) {
@@ -709,7 +897,7 @@ static int add_tsv(cli_state *s, const char *path, int col, int header, int flag
 
 static int cmd_datastore(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *out = NULL, *tsv = NULL;
-    int chunk = -1, col = 0, header = 0, n, i;
+    int chunk = -1, col = -1, header = 0, n, i; // col below its range: not given
     retrlm_datastore_config dc;
     retrlm_result r;
     cli_opt opts[] = {
@@ -719,16 +907,23 @@ static int cmd_datastore(const cli_cmd *self, int argc, char **argv, cli_state *
         {"--tsv", "FILE", OPT_STR, &tsv, 0, 0, "one document a line, instead of one a file"},
         {"--col", "N", OPT_INT, &col, 0, 1 << 20, "--tsv: the column of the text, from 1 (0: the last)"},
         {"--header", NULL, OPT_FLAG, &header, 0, 0, "--tsv: skip the first line"},
+        CLI_FORCE_OPT(s),
         CLI_END};
     n = parse_args(self, opts, argc, argv);
     if (!n == !tsv) return bad_usage(self, "give the documents as files or as --tsv FILE");
+    if (check_files(self, argv + 1, n)) return 2;
+    if (!tsv && (col >= 0 || header)) return bad_usage(self, "%s is for --tsv FILE", col >= 0 ? "--col" : "--header");
+    if (col < 0) col = 0;
     if (chunk < 0) chunk = tsv ? 0 : 64;
+    if (check_output(s, out, "datastore")) return 2;
+    if (tsv ? !(s->text[0].bytes = read_all(tsv, &s->text[0].len)) : load_docs(s, argv + 1, n)) return 1;
+    for (i = 0; i < (tsv ? 1 : n); i++) // before the tokenizer: an empty input is a mistake, not a datastore
+        if (!(tsv ? s->text[0].len : s->doc_len[i])) return refuse(s, "%s is empty: no text to make units of", tsv ? tsv : argv[i + 1]);
     if (load_tokenizer(s, tok_path, gpt2)) return 1;
     memset(&dc, 0, sizeof dc);
     dc.chunk_tokens = chunk;
     if ((r = retrlm_datastore_init(&s->ds, &dc))) return fail(r, "datastore");
     if (tsv && add_tsv(s, tsv, col, header, chunk ? RETRLM_DATASTORE_CHUNK : 0)) return 1;
-    if (!tsv && load_docs(s, argv + 1, n)) return 1;
     for (i = 0; i < s->n_docs; i++) {
         if ((r = retrlm_datastore_add(&s->ds, &s->tok, i, s->docs[i], s->doc_len[i], chunk ? RETRLM_DATASTORE_CHUNK : 0))) {
             progress_end(&s->prog);
@@ -745,7 +940,7 @@ static int cmd_datastore(const cli_cmd *self, int argc, char **argv, cli_state *
 
 static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *text = NULL, *out = NULL;
-    int nlist = 0, sq8 = 0;
+    int nlist = 0, sq8 = 0, bad;
     retrlm_result r;
     cli_opt opts[] = {
         {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the LM (from lm-train)"},
@@ -754,10 +949,12 @@ static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the keys file to write"},
         {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "IVF lists (0: a flat index)"},
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "store keys in 8 bits a dimension"},
+        CLI_FORCE_OPT(s),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) || get_keys(s, text, nlist, sq8)) return 1;
-    if (s->knn_loaded) return say("%s is a keys file already; give a text", text);
+    if (check_output(s, out, "knnlm")) return 2;
+    if ((bad = check_kind(s, text, 0, "--text", "a text: this one is keyed already, or not a text"))) return bad;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) || build_keys(s, text, nlist, sq8)) return 1;
     if ((r = retrlm_knnlm_save(&s->knn, out))) return fail(r, "cannot save");
     printf("%s: %lu keys of %d dimensions, %.1f MB\n", out, (unsigned long)s->knn.n, s->knn.index.dim,
            (double)retrlm_index_bytes(&s->knn.index) / 1e6);
@@ -849,6 +1046,7 @@ static int train_contriever(cli_state *s, const char *path, const cli_enc_train 
     retrlm_result r;
     int i;
     if ((r = retrlm_datastore_load(&s->ds, path))) return fail(r, "cannot load the datastore");
+    if (s->ds.n_units < 2 && !et->moco) return refuse(s, "%s has %d unit(s): in-batch negatives need 2 or more", path, s->ds.n_units);
     s->unit_off = (size_t *)malloc(sizeof(size_t) * ((size_t)s->ds.n_units + 1));
     if (!s->unit_off) return say("out of memory");
     for (i = 0; i <= s->ds.n_units; i++) s->unit_off[i] = (size_t)s->ds.tok_off[i];
@@ -870,7 +1068,12 @@ static int train_dpr(cli_state *s, const char *path, const cli_enc_train *et) {
     cli_pairs *pp = &s->pairs;
     retrlm_dpr_config dc;
     retrlm_result r;
+    size_t i;
+    int negatives = 0;
     if (read_pairs(s, path)) return 1;
+    for (i = 0; i < pp->n && !negatives; i++) // another positive (an in-batch negative), or a hard negative
+        negatives = pp->pair_doc[i] != pp->pair_doc[0] || pp->hard[i] >= 0;
+    if (!negatives) return refuse(s, "%s: every pair has the same positive and none a hard negative: no negatives to learn from", path);
     memset(&dc, 0, sizeof dc);
     dc.queries.ids = pp->q_ids, dc.queries.off = pp->q_off, dc.queries.n = pp->n;
     dc.docs.ids = pp->d_ids, dc.docs.off = pp->d_off, dc.docs.n = pp->n_docs;
@@ -914,14 +1117,20 @@ static int cmd_encoder_train(const cli_cmd *self, int argc, char **argv, cli_sta
         {"--moco", "QUEUE", OPT_INT, &queue, 0, 1 << 24, "Contriever with MoCo: keys by a momentum encoder, QUEUE past keys as more negatives (0: in-batch only)"},
         {"--momentum", "M", OPT_FLOAT, &momentum, 0, 1, "MoCo: the key encoder follows the encoder at this momentum (default 0.999)"},
         {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights, batches and crops"},
+        CLI_FORCE_OPT(s),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (!ds_path == !pairs) return bad_usage(self, "give one of -d DATASTORE (Contriever) and --pairs FILE (DPR)");
     if (momentum >= 0.0f && !queue) return bad_usage(self, "--momentum needs --moco QUEUE (a queue of 1 key or more)");
     if (queue && pairs) return bad_usage(self, "--moco is for Contriever (-d DATASTORE), not DPR (--pairs)");
     if (queue && separate) return bad_usage(self, "--moco needs a shared encoder: not with --separate");
+    if (et.batch == 1 && !queue) // MoCo's queue holds negatives; in-batch, the others of the batch are
+        return bad_usage(self, "--batch 1 leaves no in-batch negatives: 2 or more (or --moco QUEUE)");
     if (momentum < 0.0f) momentum = 0.999f;
+    if (check_output(s, out, "encoder")) return 2;
     if (load_tokenizer(s, tok_path, gpt2) || (init && load_encoder(s, init))) return 1;
+    if (init && !et.batch && s->enc.config.max_batch < 2 && !queue)
+        return refuse(s, "%s has a batch of %d: give --batch 2 or more for in-batch negatives", init, s->enc.config.max_batch);
     if (!init) {
         memset(&ec, 0, sizeof ec);
         ec.model.vocab_size = s->tok.n_vocab;
@@ -959,13 +1168,17 @@ static int cmd_embed(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "IVF lists (0: a flat index)"},
         {"--nprobe", "N", OPT_INT, &nprobe, 0, 1 << 24, "IVF: lists a search scans (0: 1)"},
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "store the embeddings in 8 bits a dimension"},
+        CLI_FORCE_OPT(s),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (!tok_path && !gpt2[0]) return bad_usage(self, "--encoder needs the tokenizer: -t FILE or --gpt2");
     if (nprobe && !nlist) return bad_usage(self, "--nprobe needs --nlist N");
     if (nprobe > nlist) return bad_usage(self, "--nprobe %d is more than the %d lists", nprobe, nlist);
+    if (check_output(s, out, "index")) return 2;
     if (load_tokenizer(s, tok_path, gpt2)) return 1;
     if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
+    if (nlist > s->ds.n_units) // before embedding: k-means needs a unit for each list
+        return refuse(s, "--nlist %d is more than the %d units of %s", nlist, s->ds.n_units, ds_path);
     if (load_encoder(s, enc_path)) return 1;
     memset(&ic, 0, sizeof ic);
     ic.nlist = nlist, ic.nprobe = nprobe;
@@ -997,7 +1210,8 @@ typedef struct cli_s2 {
     {"-o|--output", "FILE", OPT_STR | OPT_NEED, &o.out, 0, 0, out_help},                        \
     {"--steps", "N", OPT_INT, &o.steps, 1, 1e9, "training steps"},                               \
     {"--lr", "X", OPT_FLOAT, &o.lr, 1e-9, 10, "peak learning rate (warmup, then cosine decay)"}, \
-    {"--seed", "N", OPT_INT, &o.seed, 0, 2147483647.0, "the windows drawn"}
+    {"--seed", "N", OPT_INT, &o.seed, 0, 2147483647.0, "the windows drawn"},                  \
+    CLI_FORCE_OPT(s)
 
 // the tokenizer, the LM (max_batch sequences a forward, 0: its own), the training text and the
 // datastore of o
@@ -1038,7 +1252,28 @@ static int cmd_lsr_train(const cli_cmd *self, int argc, char **argv, cli_state *
     if (query > context) return bad_usage(self, "--query %d is more than the %d tokens of --context", query, context);
     rv.mode = "dense";
     if (check_retrieval(self, &rv, o.ds_path)) return 2;
-    if (load_s2(s, &o, 0) || load_retrieval(s, &rv)) return 1;
+    if (check_output(s, o.out, "encoder")) return 2;
+    if (load_s2(s, &o, 0)) return 1;
+    { // what the library checks only after the units are embedded, checked before
+        int T = s->lm.config.max_seq_len, span = context + cont;
+        int ut = unit ? unit : span < T ? (s->ds.chunk_tokens < T - span ? s->ds.chunk_tokens : T - span) : 0;
+        if (ut < 1)
+            return refuse(s, "--context %d + --continuation %d leave no room for a unit in the %d positions of %s", context,
+                       cont, T, o.model);
+        if (span + ut > T)
+            return refuse(s, "a unit (%d tokens) + --context %d + --continuation %d exceed the %d positions of %s", ut, context,
+                       cont, T, o.model);
+        if (s->text[0].n < (size_t)span)
+            return refuse(s, "%s has %lu tokens, fewer than --context + --continuation (%d)", o.train,
+                       (unsigned long)s->text[0].n, span);
+    }
+    if (load_encoder(s, rv.encoder)) return 1;
+    if (k > s->enc.side[RETRLM_DOC].config.max_batch)
+        return refuse(s, "--k %d must be in [1, %d] (the document batch of %s)", k, s->enc.side[RETRLM_DOC].config.max_batch,
+                   rv.encoder);
+    if (batch > s->enc.config.max_batch)
+        return refuse(s, "--batch %d must be in [1, %d] (the batch of %s)", batch, s->enc.config.max_batch, rv.encoder);
+    if (load_units(s, &rv)) return 1;
     memset(&ic, 0, sizeof ic); // refreshes rebuild the units' index as --dense's (else flat)
     ic.nlist = s->ds.dense.nlist, ic.nprobe = s->ds.dense.nprobe, ic.storage = s->ds.dense.storage;
     ic.rerank = s->ds.dense.rerank;
@@ -1084,6 +1319,7 @@ static int cmd_retrofit(const cli_cmd *self, int argc, char **argv, cli_state *s
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (window && query >= window) return bad_usage(self, "--query %d leaves no tokens of --window %d to learn", query, window);
     if (check_retrieval(self, &rv, o.ds_path)) return 2;
+    if (check_output(s, o.out, "model")) return 2;
     if (load_s2(s, &o, batch) || load_retrieval(s, &rv)) return 1;
     if (init_opt(s, groups, retrlm_model_param_groups(&s->lm, o.lr, 0.1f, groups), o.steps, o.steps / 10)) return 1;
     retrlm_lm_train_state_init(&st, (uint64_t)o.seed);
@@ -1099,7 +1335,8 @@ static int cmd_retrofit(const cli_cmd *self, int argc, char **argv, cli_state *s
     r = retrlm_incontext_train(&s->lm, &s->opt, &ic, &st);
     progress_end(&s->prog);
     if (r) return fail(r, "training");
-    if ((r = retrlm_model_save(&s->lm, NULL, NULL, o.out))) return fail(r, "cannot save");
+    if ((r = retrlm_model_save(&s->lm, NULL, NULL, o.out)) || stamp_tokenizer(s, o.out))
+        return r ? fail(r, "cannot save") : 1;
     printf("%s: retrofitted, step %lld, loss %.4f\n", o.out, (long long)st.step, st.last_loss);
     return 0;
 }
@@ -1156,12 +1393,114 @@ static int cmd_search(const cli_cmd *self, int argc, char **argv, cli_state *s) 
     return 0;
 }
 
+// ---- eval: bits per byte of a text, of each of its lines (--per-line), of groups of lines (--groups)
+
+// the lines of bytes (len): where each starts, (*n + 1) offsets, the last len; a line's "\n" is
+// its last byte, and a last line without one counts when it is not empty
+static size_t *line_starts(const char *bytes, size_t len, size_t *n) {
+    size_t i, k = 0, *off;
+    *n = 0;
+    for (i = 0; i < len; i++) *n += bytes[i] == '\n';
+    *n += len && bytes[len - 1] != '\n';
+    if (!(off = (size_t *)malloc(sizeof(size_t) * (*n + 1)))) return say("out of memory"), (size_t *)NULL;
+    off[0] = 0;
+    for (i = 0; i < len; i++)
+        if (bytes[i] == '\n') off[++k] = i + 1;
+    off[*n] = len;
+    return off;
+}
+
+// s->text[0] (read already) encoded line by line into its ids, so that no token spans two lines;
+// s->lines gets each line's first byte and first token
+static int encode_lines(cli_state *s) {
+    cli_text *t = &s->text[0];
+    cli_lines *ln = &s->lines;
+    const char **texts;
+    size_t *lens, i;
+    retrlm_result r;
+    if (!(ln->byte_off = line_starts(t->bytes, t->len, &ln->n))) return 1;
+    if (ln->n > INT_MAX) return say("more than %d lines", INT_MAX);
+    texts = (const char **)malloc(sizeof(char *) * (ln->n + 1));
+    lens = (size_t *)malloc(sizeof(size_t) * (ln->n + 1));
+    ln->tok_off = (size_t *)malloc(sizeof(size_t) * (ln->n + 1));
+    if (texts && lens && ln->tok_off) {
+        for (i = 0; i < ln->n; i++) texts[i] = t->bytes + ln->byte_off[i], lens[i] = ln->byte_off[i + 1] - ln->byte_off[i];
+        r = retrlm_tokenizer_encode_batch(&s->tok, texts, lens, (int)ln->n, 0, NULL, 0, NULL, &t->n);
+        if (!r && !(t->ids = ln->ids = (int *)malloc(sizeof(int) * (t->n + 1)))) r = RETRLM_ERR_NOMEM;
+        if (!r) r = retrlm_tokenizer_encode_batch(&s->tok, texts, lens, (int)ln->n, 0, t->ids, t->n, ln->tok_off, &t->n);
+    } else
+        r = RETRLM_ERR_NOMEM;
+    free(texts), free(lens);
+    return r ? fail(r, "encode") : 0;
+}
+
+// two pointers into cli_lines.label, by their labels
+static int cmp_label(const void *a, const void *b) {
+    return strcmp(**(const char *const *const *)a, **(const char *const *const *)b);
+}
+
+// --groups: the labels file at path, one label a line of the text (n_lines of them), into s->lines.label
+static int read_labels(cli_state *s, const char *path, size_t n_lines) {
+    cli_lines *ln = &s->lines;
+    size_t n, i, *off;
+    if (!(ln->label_bytes = read_all(path, &n))) return 1;
+    if (!(off = line_starts(ln->label_bytes, n, &n))) return 1;
+    if (n != n_lines) {
+        free(off);
+        return refuse(s, "--groups %s has %lu lines, --text %lu: one label a line of the text", path, (unsigned long)n,
+                   (unsigned long)n_lines);
+    }
+    if (!(ln->label = (const char **)malloc(sizeof(char *) * (n + 1)))) return free(off), say("out of memory");
+    for (i = 0; i < n; i++) { // each label NUL-terminated where its "\n" (or "\r\n") was
+        char *e = ln->label_bytes + off[i + 1];
+        if (e > ln->label_bytes + off[i] && e[-1] == '\n') *--e = '\0';
+        if (e > ln->label_bytes + off[i] && e[-1] == '\r') e[-1] = '\0';
+        ln->label[i] = ln->label_bytes + off[i];
+    }
+    free(off);
+    return 0;
+}
+
+// the figures of each line (--per-line FILE) and each label (--groups) from the tokens' costs
+static int report_lines(cli_state *s, const char *per_line, const char *groups) {
+    cli_lines *ln = &s->lines;
+    size_t i, j, k;
+    double bits, bytes;
+    FILE *f;
+    if (!(ln->bits = (double *)malloc(sizeof(double) * (ln->n + 1)))) return say("out of memory");
+    for (i = 0; i < ln->n; i++) {
+        for (bits = 0.0, k = ln->tok_off[i]; k < ln->tok_off[i + 1]; k++) bits += ln->nats[k];
+        ln->bits[i] = bits / log(2.0);
+    }
+    if (per_line) {
+        if (!(f = strcmp(per_line, "-") ? fopen(per_line, "w") : stdout)) return say("cannot create %s: %s", per_line, strerror(errno));
+        fprintf(f, "line\tbytes\tbits_per_byte\n");
+        for (i = 0; i < ln->n; i++)
+            fprintf(f, "%lu\t%lu\t%.6f\n", (unsigned long)i + 1, (unsigned long)(ln->byte_off[i + 1] - ln->byte_off[i]),
+                    ln->bits[i] / (double)(ln->byte_off[i + 1] - ln->byte_off[i]));
+        if (f != stdout && (ferror(f) | fclose(f))) return say("cannot write %s", per_line);
+    }
+    if (!groups) return 0;
+    if (!(ln->order = (const char *const **)malloc(sizeof *ln->order * (ln->n + 1)))) return say("out of memory");
+    for (i = 0; i < ln->n; i++) ln->order[i] = &ln->label[i];
+    qsort((void *)ln->order, ln->n, sizeof *ln->order, cmp_label); // a group's lines side by side
+    for (i = 0; i < ln->n; i = j) {
+        for (bits = bytes = 0.0, j = i; j < ln->n && !strcmp(*ln->order[j], *ln->order[i]); j++) {
+            k = (size_t)(ln->order[j] - ln->label); // the line
+            bits += ln->bits[k], bytes += (double)(ln->byte_off[k + 1] - ln->byte_off[k]);
+        }
+        printf("%.4f bits per byte: group %s, %lu lines, %.0f bytes\n", bits / bytes, *ln->order[i],
+               (unsigned long)(j - i), bytes);
+    }
+    return 0;
+}
+
 static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     static const char *const mode_names[] = {"none", "incontext", "replug"};
     const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *text = NULL, *ds_path = NULL;
-    const char *mode = "none", *knn = NULL;
-    int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = 0, nlist = 0, sq8 = 0, m;
-    float lambda = 0.0f, knn_temp = 0.0f, temperature = 0.0f;
+    const char *mode = "none", *keys = NULL, *build = NULL, *per_line = NULL, *groups = NULL;
+    int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = -1, nlist = -1, sq8 = 0, m, knn, by_line, bad;
+    float lambda = -1.0f, knn_temp = -1.0f, temperature = 0.0f; // -1, below their ranges: not given
     double bpb, t0;
     cli_retrieval rv = CLI_RETRIEVAL_BM25;
     retrlm_ralm_config rc;
@@ -1178,12 +1517,17 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--unit-tokens", "N", OPT_INT, &unit, 0, 1 << 20, "tokens of a unit used at most (0: the chunk size)"},
         {"--context-tokens", "N", OPT_INT, &context, 0, 1 << 20, "tokens of the text's own prefix (0: what fits)"},
         {"--temperature", "X", OPT_FLOAT, &temperature, 0, 1e6, "replug: weights softmax(score / X) (0: 1)"},
-        {"--knnlm", "FILE", OPT_STR, &knn, 0, 0, "kNN-LM: a keys file (from knnlm), or a text to key now"},
+        {"--knnlm-keys", "FILE", OPT_STR, &keys, 0, 0, "kNN-LM with the keys file (from knnlm)"},
+        {"--knnlm-build", "FILE", OPT_STR, &build, 0, 0, "kNN-LM with keys made now from this text file"},
         {"--knn-k", "N", OPT_INT, &knn_k, 0, 1 << 16, "kNN-LM neighbours (0: 64)"},
         {"--lambda", "X", OPT_FLOAT, &lambda, 0, 1, "kNN-LM weight, in (0, 1) (0: 0.25)"},
         {"--knn-temp", "X", OPT_FLOAT, &knn_temp, 0, 1e6, "kNN-LM softmax temperature (0: 1)"},
-        {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "keys built from a text: IVF lists (0: flat)"},
-        {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "keys built from a text: 8 bits a dimension"},
+        {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "--knnlm-build: IVF lists (0: flat)"},
+        {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "--knnlm-build: 8 bits a dimension"},
+        {"--per-line", "FILE", OPT_STR, &per_line, 0, 0, "write line<TAB>bytes<TAB>bits_per_byte for each line of --text (-: stdout)"},
+        {"--groups", "FILE", OPT_STR, &groups, 0, 0, "a label a line of --text: each label's bits per byte after the total. With "
+         "either option the lines are encoded apart, then scored as one stream as without: a line's bits are its tokens' "
+         "costs, its bytes end with its newline, and the groups' bytes-weighted mean is the total"},
         CLI_RETRIEVE_OPTS(rv),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
@@ -1191,10 +1535,29 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     if ((m = name_index(mode_names, 3, mode)) == 3)
         return bad_usage(self, "--mode is none, incontext or replug, not '%s'", mode);
     if (m && !ds_path) return bad_usage(self, "--mode %s needs -d DATASTORE", mode);
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) || load_text(s, 0, text)) return 1;
+    if (keys && build) return bad_usage(self, "give one of --knnlm-keys FILE and --knnlm-build TEXT");
+    knn = keys || build;
+    if (!knn && (knn_k >= 0 || lambda >= 0.0f || knn_temp >= 0.0f))
+        return bad_usage(self, "%s is for kNN-LM: give --knnlm-keys FILE or --knnlm-build TEXT",
+                         knn_k >= 0 ? "--knn-k" : lambda >= 0.0f ? "--lambda" : "--knn-temp");
+    if (!build && (nlist >= 0 || sq8)) return bad_usage(self, "%s is for the keys --knnlm-build makes", sq8 ? "--sq8" : "--nlist");
+    knn_k = knn_k < 0 ? 0 : knn_k, nlist = nlist < 0 ? 0 : nlist; // the library's defaults
+    lambda = lambda < 0.0f ? 0.0f : lambda, knn_temp = knn_temp < 0.0f ? 0.0f : knn_temp;
+    if ((keys && (bad = check_kind(s, keys, 1, "--knnlm-keys", "a keys file (from knnlm): to make keys of a text, --knnlm-build"))) ||
+        (build && (bad = check_kind(s, build, 0, "--knnlm-build", "a text: a keys file goes to --knnlm-keys"))))
+        return bad;
+    by_line = per_line || groups;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0)) return 1;
+    if (!(s->text[0].bytes = read_all(text, &s->text[0].len))) return 1;
+    if (!s->text[0].len) return refuse(s, "--text %s is empty: no text to score", text);
+    if (by_line ? encode_lines(s) : !(s->text[0].ids = encode_text(&s->tok, s->text[0].bytes, s->text[0].len, 0, &s->text[0].n)))
+        return 1;
+    if (groups && (bad = read_labels(s, groups, s->lines.n))) return bad;
     if (!s->text[0].n) return say("%s: no text to score", text);
     if (ds_path && (r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
-    if ((m && load_retrieval(s, &rv)) || (knn && get_keys(s, knn, nlist, sq8))) return 1; // none: no units
+    if ((m && load_retrieval(s, &rv)) || (keys && load_keys(s, keys)) || (build && build_keys(s, build, nlist, sq8)))
+        return 1; // none: no units
+    if (by_line && !(s->lines.nats = (float *)malloc(sizeof(float) * s->text[0].n))) return say("out of memory");
     memset(&rc, 0, sizeof rc);
     rc.mode = (retrlm_ralm_mode)m;
     rc.k = k, rc.stride = stride, rc.query_tokens = query, rc.unit_tokens = unit, rc.context_tokens = context;
@@ -1206,13 +1569,13 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     rc.progress_user = &s->prog;
     t0 = retrlm_time_seconds();
     r = retrlm_ralm_bits_per_byte(&s->lm, &s->tok, ds_path ? &s->ds : NULL, s->text[0].ids, s->text[0].n,
-                                  s->text[0].len, &rc, &bpb, NULL);
+                                  s->text[0].len, &rc, &bpb, s->lines.nats);
     progress_end(&s->prog);
     if (r) return fail(r, "eval");
-    printf("%.4f bits per byte: %s, mode %s%s%s%s, %lu tokens, %lu bytes, %.1f s\n", bpb, text, mode,
-           m ? " by " : "", m ? rv.mode : "", knn ? " + kNN-LM" : "", (unsigned long)s->text[0].n,
-           (unsigned long)s->text[0].len, retrlm_time_seconds() - t0);
-    return 0;
+    printf("%.4f bits per byte: %s, mode %s%s%s%s%s, %lu tokens, %lu bytes, %.1f s\n", bpb, text, mode,
+           m ? " by " : "", m ? rv.mode : "", knn ? " + kNN-LM" : "", by_line ? ", encoded by line" : "",
+           (unsigned long)s->text[0].n, (unsigned long)s->text[0].len, retrlm_time_seconds() - t0);
+    return by_line ? report_lines(s, per_line, groups) : 0;
 }
 
 static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s) {
@@ -1317,7 +1680,13 @@ int main(int argc, char **argv) {
             memset(&s, 0, sizeof s);
             progress_init(&s.prog);
             rc = commands[i].run(&commands[i], argc - 1, argv + 1, &s);
+            if (rc && s.status) rc = s.status;
             state_free(&s);
+            errno = 0;
+            if (fflush(stdout) || ferror(stdout)) { // a full disk, a closed pipe: not a success
+                say("cannot write the output%s%s", errno ? ": " : "", errno ? strerror(errno) : "");
+                return rc ? rc : 1;
+            }
             return rc;
         }
     if (argc > 1 && !help) fprintf(stderr, "retrlm: unknown command '%s'\n", argv[1]);

@@ -98,7 +98,8 @@ RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds) {
         return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to commit %lu units", (unsigned long)nu);
     }
     ds->owned_ = block;
-    ds->unit_doc = (const int64_t *)memcpy(block, ds->doc_b_, nu * 8);
+    ds->unit_doc = (const int64_t *)block;
+    if (nu) memcpy(block, ds->doc_b_, nu * 8); // no units: doc_b_ is NULL
     ds->text_off = (const uint64_t *)memcpy(block + nu * 8, ds->text_off_b_, (nu + 1) * 8);
     ds->tok_off = (const uint64_t *)memcpy(block + nu * 8 + (nu + 1) * 8, ds->tok_off_b_, (nu + 1) * 8);
     ds->tokens = (const int *)(block + nu * 8 + 2 * (nu + 1) * 8);

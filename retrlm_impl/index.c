@@ -1886,29 +1886,12 @@ RETRLM_API retrlm_result retrlm_npy_read_memory(const void *data, size_t size, f
 }
 
 #ifndef RETRLM_NO_STDIO
+// the whole regular file at path (io.c's reader, which also refuses directories and FIFOs)
 static retrlm_result retrlm__slurp(const char *path, unsigned char **buf, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    long len;
-    *buf = NULL;
-    *size = 0;
-    if (!f) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open", path);
-    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_IO, "%s: cannot find its size", path);
-    }
-    *buf = (unsigned char *)retrlm__alloc((size_t)len, 1);
-    if (!*buf) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %ld bytes", path, len);
-    }
-    *size = fread(*buf, 1, (size_t)len, f);
-    fclose(f);
-    if (*size != (size_t)len) {
-        RETRLM_FREE(*buf);
-        *buf = NULL;
-        return retrlm__fail(RETRLM_ERR_IO, "%s: read error", path);
-    }
-    return RETRLM_OK;
+    char *d;
+    retrlm_result r = retrlm__read_file(path, &d, size);
+    *buf = (unsigned char *)d;
+    return r;
 }
 
 // writes n records of dim 4-byte elements, each after its int32 dim (header NULL: .npy data)

@@ -18,6 +18,8 @@
 #if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #define RETRLM__POSIX 1
@@ -155,6 +157,13 @@ RETRLM__PRIVATE uint64_t retrlm__get_u64(const unsigned char *p);
 RETRLM__PRIVATE int      retrlm__host_is_le(void);
 /* Reverses each elem-byte element of n in place (elem 1, 2, 4 or 8). */
 RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
+
+/* ---- io (io.c) ---------------------------------------------------------------------------- */
+#ifndef RETRLM_NO_STDIO
+/* The whole regular file at path in a new buffer of *size bytes and a NUL (free with
+   RETRLM_FREE). A directory, FIFO or device is RETRLM_ERR_IO with a message saying so, unread. */
+RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size);
+#endif
 
 #define RETRLM__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define RETRLM__MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -273,6 +273,54 @@ RETRLM_API retrlm_result retrlm_writer_save_memory(const retrlm_writer *w, void 
 
 #ifndef RETRLM_NO_STDIO
 #ifdef RETRLM__POSIX
+// what a path that is not a regular file is, for messages
+static const char *retrlm__file_type(mode_t mode) {
+    return S_ISDIR(mode) ? "a directory" : S_ISFIFO(mode) ? "a FIFO" : S_ISCHR(mode) || S_ISBLK(mode) ? "a device"
+           : S_ISLNK(mode) ? "a symbolic link" : "not a regular file";
+}
+
+// 0 when path is missing or a regular file, which a save may replace; else 1 after a message.
+// lstat: a symbolic link would be replaced by the file, not written through.
+static int retrlm__refuse_output(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode)) return 0;
+    retrlm__fail(RETRLM_ERR_IO, "%s is %s: only a regular file or a new path is written, nothing replaced", path,
+                 retrlm__file_type(st.st_mode));
+    return 1;
+}
+
+// Removes "<path>.tmp-<pid>" files that saves of path by processes no longer running left
+// behind (killed half-way). A live process's, and ours, are left alone.
+static void retrlm__remove_stale_temps(const char *path, char *buf, size_t cap) {
+    const char *base = strrchr(path, '/');
+    size_t dir_len = base ? (size_t)(base - path) + 1 : 0, base_len;
+    DIR *d;
+    struct dirent *e;
+    base = base ? base + 1 : path;
+    base_len = strlen(base);
+    if (dir_len + base_len + 32 > cap) return;
+    memcpy(buf, path, dir_len);
+    buf[dir_len] = '\0'; // the directory with its slash ("/" for the root); none: "."
+    if (!(d = opendir(dir_len ? buf : "."))) return;
+    while ((e = readdir(d)) != NULL) {
+        const char *p = e->d_name;
+        char *end;
+        long pid;
+        if (strncmp(p, base, base_len) || strncmp(p + base_len, ".tmp-", 5)) continue;
+        p += base_len + 5;
+        if (*p < '0' || *p > '9') continue;
+        errno = 0;
+        pid = strtol(p, &end, 10);
+        if (*end || errno || pid <= 0 || pid == (long)getpid() || strlen(e->d_name) + dir_len + 1 > cap) continue;
+        if (kill((pid_t)pid, 0) == -1 && errno == ESRCH) {
+            strcpy(buf + dir_len, e->d_name);
+            remove(buf);
+            buf[dir_len] = '\0';
+        }
+    }
+    closedir(d);
+}
+
 static int retrlm__sink_fd(retrlm__sink *s, const void *p, size_t n) {
     const char *c = (const char *)p;
     while (n > 0) {
@@ -310,6 +358,11 @@ RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *
     if (!tmp) return retrlm__fail(RETRLM_ERR_NOMEM, "writer: no memory");
     memset(&sink, 0, sizeof sink);
 #ifdef RETRLM__POSIX
+    if (retrlm__refuse_output(path)) {
+        RETRLM_FREE(tmp);
+        return RETRLM_ERR_IO;
+    }
+    retrlm__remove_stale_temps(path, tmp, plen + 32);
     snprintf(tmp, plen + 32, "%s.tmp-%ld", path, (long)getpid());
     sink.write = retrlm__sink_fd;
     sink.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -535,8 +588,11 @@ RETRLM_API retrlm_result retrlm_reader_open(retrlm_reader *r, const char *path, 
     {
         struct stat st;
         size_t got = 0;
-        int fd = open(path, O_RDONLY);
-        if (fd < 0) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open: %s", r->source_, strerror(errno));
+        int fd;
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) // before open, which waits on a FIFO
+            return retrlm__fail(RETRLM_ERR_IO, "%s is %s, not a file to read", r->source_, retrlm__file_type(st.st_mode));
+        if ((fd = open(path, O_RDONLY)) < 0)
+            return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open: %s", r->source_, strerror(errno));
         if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
             close(fd);
             return retrlm__fail(RETRLM_ERR_IO, "%s: not a regular file of a usable size", r->source_);
@@ -589,6 +645,62 @@ RETRLM_API retrlm_result retrlm_reader_open(retrlm_reader *r, const char *path, 
     res = retrlm__reader_check(r, kind, flags);
     if (res) retrlm_reader_close(r);
     return res;
+}
+
+RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size) {
+    size_t n, got = 0;
+    *data = NULL;
+    *size = 0;
+#ifdef RETRLM__POSIX
+    {
+        struct stat st;
+        int fd;
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) // before open, which waits on a FIFO
+            return retrlm__fail(RETRLM_ERR_IO, "%s is %s, not a file to read", path, retrlm__file_type(st.st_mode));
+        if ((fd = open(path, O_RDONLY)) < 0) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size >= (uint64_t)SIZE_MAX) {
+            close(fd);
+            return retrlm__fail(RETRLM_ERR_IO, "%s: not a regular file of a usable size", path);
+        }
+        n = (size_t)st.st_size;
+        if (!(*data = (char *)retrlm__alloc(n + 1, 1))) {
+            close(fd);
+            return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %lu bytes", path, (unsigned long)n);
+        }
+        while (got < n) {
+            ssize_t k = read(fd, *data + got, RETRLM__MIN(n - got, (size_t)1 << 30));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) break;
+            got += (size_t)k;
+        }
+        close(fd);
+    }
+#else
+    {
+        FILE *f = fopen(path, "rb");
+        long len;
+        if (!f) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open", path);
+        if (fseek(f, 0, SEEK_END) || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
+            fclose(f);
+            return retrlm__fail(RETRLM_ERR_IO, "%s: cannot find its size", path);
+        }
+        n = (size_t)len;
+        if (!(*data = (char *)retrlm__alloc(n + 1, 1))) {
+            fclose(f);
+            return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %lu bytes", path, (unsigned long)n);
+        }
+        got = fread(*data, 1, n, f);
+        fclose(f);
+    }
+#endif
+    if (got != n) {
+        RETRLM_FREE(*data);
+        *data = NULL;
+        return retrlm__fail(RETRLM_ERR_IO, "%s: short read (%lu of %lu bytes)", path, (unsigned long)got, (unsigned long)n);
+    }
+    (*data)[n] = '\0';
+    *size = n;
+    return RETRLM_OK;
 }
 #endif // RETRLM_NO_STDIO
 

@@ -121,7 +121,7 @@ RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *
     int i, j, p, counted = 0;
     RETRLM_ASSERT(scores && loglik);
     if (n < 1 || k < 1 || t < 1 || !(temperature > 0.0f) || temperature == INFINITY ||
-        (size_t)n * (size_t)k > ((size_t)1 << 40) / (size_t)t)
+        (double)n * (double)k * (double)t > 1099511627776.0) // 2^40, in double: size_t may be 32 bits
         return retrlm__fail(RETRLM_ERR_ARG, "marginal_loss: %d queries x %d candidates x %d "
                             "positions at temperature %g", n, k, t, (double)temperature);
     for (i = 0; i < n; i++) {

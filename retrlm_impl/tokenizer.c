@@ -1167,34 +1167,6 @@ done:
 }
 
 #ifndef RETRLM_NO_STDIO
-// whole file into a new buffer (*size bytes)
-static retrlm_result retrlm__read_file(const char *path, char **data, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    long n;
-    *data = NULL;
-    *size = 0;
-    if (!f) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open", path);
-    if (fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_IO, "%s: cannot find its size", path);
-    }
-    *data = (char *)retrlm__alloc((size_t)n + 1, 1);
-    if (!*data) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_NOMEM, "%s: %ld bytes", path, n);
-    }
-    if (fread(*data, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        RETRLM_FREE(*data);
-        *data = NULL;
-        return retrlm__fail(RETRLM_ERR_IO, "%s: short read", path);
-    }
-    fclose(f);
-    (*data)[n] = 0;
-    *size = (size_t)n;
-    return RETRLM_OK;
-}
-
 RETRLM_API retrlm_result retrlm_tokenizer_load_gpt2(retrlm_tokenizer *tok, const char *encoder_json,
                                                     const char *vocab_bpe) {
     char *j = NULL, *b = NULL;

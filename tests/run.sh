@@ -1,7 +1,11 @@
 #!/bin/sh
 # tests/run.sh - builds and runs every tests/test_*.c in each cell of the build matrix, plus
 # the compile checks (C++, two translation units, RETRLM_STATIC) and the fuzz corpus replay.
-# The last line is "N passed, M failed"; the exit status is nonzero on any failure.
+# Each cell compiles the implementation once (tests/impl.c -> build/tests/CELL/impl.o) and
+# links it into every test, except a test that defines RETRLM_IMPLEMENTATION itself because it
+# calls private (static) retrlm__ functions: that one is compiled alone, implementation and all.
+# Skipped cases (data not found, no OpenMP) are listed with their reasons before the last line,
+# "N passed, M failed[, K skipped]"; the exit status is nonzero on any failure.
 #   sh tests/run.sh            the full matrix: {gcc, clang} x {serial, -fopenmp}
 #   sh tests/run.sh quick      gcc serial only
 #   sh tests/run.sh sanitize   clang -fsanitize=address,undefined (serial and -fopenmp)
@@ -14,6 +18,8 @@ out=build/tests
 mkdir -p "$out"
 STRICT="-std=c99 -Wall -Wextra -pedantic -Werror -Wshadow -Wstrict-prototypes"
 passed=0 failed=0 skipped=0
+skips="$out/skips.txt" # one line per skipped case: PROGRAM<TAB>CASE: WHY
+: >"$skips"
 
 if [ -n "${TESTS:-}" ]; then
     list=""
@@ -43,6 +49,7 @@ run_bin() {
     f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
     s=$(echo "$line" | sed -nE 's/.*, ([0-9]+) skipped.*/\1/p')
     passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + ${s:-0}))
+    grep '^skip ' "$log" | sed "s/^skip /$1	/" >>"$skips"
     if [ "$f" != 0 ] || [ "$rc" != 0 ]; then
         grep -v '^skip ' "$log" | tail -n 30
         [ "$f" = 0 ] && fail "$1 (exit $rc)"
@@ -58,10 +65,27 @@ cell() {
     shift 2
     if ! command -v "$cc" >/dev/null 2>&1; then fail "$name: $cc not installed (make deps)"; return; fi
     echo "== $name: $cc $*"
+    dir="$out/$name"
+    mkdir -p "$dir"
+    impl="" # "", the object, or "none" when it does not compile; made when a test first needs it
     for src in $list; do
         t=$(basename "$src" .c)
-        bin="$out/$name-$t"
-        if $cc $STRICT "$@" -I. -I"$STB_INC" -Itests "$src" -lm -o "$bin" 2>"$bin.err"; then
+        bin="$dir/$t"
+        objs=""
+        if ! grep -q '^#define RETRLM_IMPLEMENTATION' "$src"; then
+            if [ -z "$impl" ]; then
+                if $cc $STRICT "$@" -I. -I"$STB_INC" -c tests/impl.c -o "$dir/impl.o" 2>"$dir/impl.err"; then
+                    impl="$dir/impl.o"
+                else
+                    head -n 30 "$dir/impl.err"
+                    fail "$name: the implementation (tests/impl.c) does not compile"
+                    impl=none
+                fi
+            fi
+            if [ "$impl" = none ]; then fail "$name-$t: not built (no implementation object)"; continue; fi
+            objs=$impl
+        fi
+        if $cc $STRICT "$@" -I. -I"$STB_INC" -Itests "$src" $objs -lm -o "$bin" 2>"$bin.err"; then
             OMP_NUM_THREADS=2 run_bin "$name-$t" "$bin"
         else
             head -n 30 "$bin.err"
@@ -153,6 +177,20 @@ full)
     ;;
 esac
 
+# each skipped case once, with the builds it was skipped in
+if [ -s "$skips" ]; then
+    echo "== skipped"
+    awk -F '\t' '{
+        prog = $1; cell = ""
+        if (match(prog, /-test_/)) { cell = substr(prog, 1, RSTART - 1); prog = substr(prog, RSTART + 1) }
+        key = prog ": " $2
+        if (!(key in cells)) { order[++n] = key; cells[key] = cell }
+        else if (cell != "") cells[key] = cells[key] ", " cell
+    } END {
+        for (i = 1; i <= n; i++)
+            print "  " order[i] (cells[order[i]] != "" ? "  [" cells[order[i]] "]" : "")
+    }' "$skips"
+fi
 if [ "$skipped" != 0 ]; then echo "$passed passed, $failed failed, $skipped skipped"
 else echo "$passed passed, $failed failed"; fi
 [ "$failed" = 0 ]

@@ -1,11 +1,13 @@
 /* test.h - the whole test harness. Each tests/test_*.c is one program:
-     #define RETRLM_IMPLEMENTATION
      #include "retrlm.h"
      #include "test.h"
      static void test_something(void) { CHECK(1 + 1 == 2); }
      int main(void) { RUN(test_something); return test_report(); }
-   A test case passes when none of its CHECKs failed. The last line printed is
-   "N passed, M failed"; the exit status is nonzero when anything failed. */
+   tests/run.sh links it with the implementation compiled once per build (tests/impl.c). A test
+   that calls private retrlm__ functions (static in the implementation) defines
+   RETRLM_IMPLEMENTATION before the include instead, and run.sh builds it alone.
+   A test case passes when none of its CHECKs failed and it did not SKIP. The last line printed
+   is "N passed, M failed[, K skipped]"; the exit status is nonzero when anything failed. */
 #ifndef RETRLM_TEST_H
 #define RETRLM_TEST_H
 #include <math.h>
@@ -48,15 +50,17 @@ static int test__passed, test__failed, test__skipped, test__case_failed;
     } while (0)
 #define RUN(fn)                                                                             \
     do {                                                                                    \
+        int test__skips = test__skipped;                                                    \
         test__case_failed = 0;                                                              \
         fn();                                                                               \
         if (test__case_failed) {                                                            \
             test__failed++;                                                                 \
             fprintf(stderr, "FAIL %s\n", #fn);                                              \
-        } else                                                                              \
+        } else if (test__skipped == test__skips)                                            \
             test__passed++;                                                                 \
     } while (0)
-/* for a case that cannot run here (missing data); counted, never a pass */
+/* for a case that cannot run here (missing data); counted, never a pass. The line it prints,
+   "skip CASE: WHY", is what tests/run.sh lists at the end. */
 #define SKIP(why)                                                                           \
     do {                                                                                    \
         fprintf(stderr, "skip %s: %s\n", __func__, why);                                    \
@@ -76,5 +80,14 @@ TEST__UNUSED static const char *test_data(const char *rel, char *buf, size_t cap
     const char *root = getenv("RETRLM_DATA");
     snprintf(buf, cap, "%s/%s", root ? root : "../shared/data", rel);
     return buf;
+}
+
+/* the SKIP message for data that is not there: "PATH not found (...)"; one static buffer */
+TEST__UNUSED static const char *test_missing(const char *rel) {
+    static char msg[1024];
+    char path[512];
+    snprintf(msg, sizeof msg, "%s not found (set RETRLM_DATA to the data directory)",
+             test_data(rel, path, sizeof path));
+    return msg;
 }
 #endif

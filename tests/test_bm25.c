@@ -1,6 +1,5 @@
 // analyzer + bm25: Porter stemmer, analysis chain, hand-computed BM25 scores, pruned == exhaustive
 // top-k on real data, updates == fresh build, persistence and malformed files, batch search
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
 #include "files.h"
@@ -266,7 +265,7 @@ static void test_pruned_equals_exhaustive(void) {
     char q[512];
     int i, bad = 0, nonempty = 0;
     static const int ks[] = {1, 10, 100};
-    if (!load_data()) SKIP("debpkg data not found");
+    if (!load_data()) SKIP(test_missing("debpkg/{docs,queries_dev}.tsv"));
     CHECK_OK(retrlm_bm25_init(&bm, NULL));
     CHECK_OK(build(&bm, 0, 12000));
     CHECK_OK(retrlm_bm25_commit(&bm));
@@ -309,7 +308,7 @@ static void test_updates(void) {
     char q[512];
     int i, bad = 0;
     const char *path = "build/tests/test_bm25_updates.rlm";
-    if (!load_data()) SKIP("debpkg data not found");
+    if (!load_data()) SKIP(test_missing("debpkg/{docs,queries_dev}.tsv"));
     // fresh: docs [0, 3000) minus every 10th, plus [3000, 4000)
     CHECK_OK(retrlm_bm25_init(&fresh, NULL));
     for (i = 0; i < 4000; i++)

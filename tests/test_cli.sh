@@ -4,7 +4,8 @@
 # in-context, kNN-LM), generation, a tiny bi-encoder (Contriever, then DPR, and Contriever with
 # MoCo), dense / hybrid retrieval, the units' embeddings saved by embed and loaded with --dense,
 # REPLUG LSR (lsr-train) and in-context retrofitting (retrofit); then bad input, which must fail
-# with a message, never crash.
+# with a message, never crash, and what a user can get wrong (a directory as a file, an empty text,
+# an option taken as a value, -o of another kind), which must exit 2 before any work.
 # The last line is "N passed, M failed"; the exit status is nonzero on any failure.
 #   sh tests/test_cli.sh              (from the repository root; CC, STB_INC as in tests/run.sh)
 #   RETRLM_BIN=path sh tests/test_cli.sh     tests an already built binary (e.g. a sanitizer build)
@@ -16,7 +17,7 @@ data=examples/data/kjv-excerpt.tsv
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 passed=0 failed=0
 mkdir -p "$out"
-rm -f "$out"/*.rlm
+rm -f "$out"/*.rlm "$out"/*.rlm.tmp-* "$out/fifo"
 
 ok() { passed=$((passed + 1)); echo "  ok   $1"; }
 no() { failed=$((failed + 1)); echo "FAIL $1"; sed 's/^/     | /' "$out/log" | tail -n 15; }
@@ -36,6 +37,16 @@ bad() {
     rc=$?
     if { [ $rc = 1 ] || [ $rc = 2 ]; } && grep -q '^retrlm' "$out/log"; then ok "$n: $(grep '^retrlm' "$out/log" | head -n 1)"
     else no "$n (exit $rc)"; fi
+}
+
+# usage NAME COMMAND...: must exit 2 (a bad command line or input, said before any work) with a message
+usage() {
+    n=$1
+    shift
+    "$@" >"$out/log" 2>&1
+    rc=$?
+    if [ $rc = 2 ] && grep -q '^retrlm' "$out/log"; then ok "$n: $(grep '^retrlm' "$out/log" | head -n 1)"
+    else no "$n (exit $rc, expected 2)"; fi
 }
 
 # keep NAME FILE COMMAND...: as run, and the standard output alone goes to FILE too
@@ -81,6 +92,7 @@ run "lm-train --resume" "$R" lm-train $T --train "$out/train.txt" --steps 25 --r
 has "lm-train --resume: continues to step 25" "step 25, loss"
 run "datastore --tsv" "$R" datastore $T -o "$out/ds.rlm" --tsv "$data" --col 4 --header --chunk 32
 has "datastore: units and terms" "[0-9]+ units, BM25 over [0-9]+ terms"
+mkfifo "$out/fifo" 2>/dev/null || rm -f "$out/fifo"
 run "datastore FILE" "$R" datastore $T -o "$out/ds-files.rlm" --chunk 32 "$out/train.txt" "$out/test.txt"
 run "search" "$R" search -d "$out/ds.rlm" -k 3 Rabshakeh cried with a loud voice
 has "search: finds Rabshakeh" "^[0-9]+	[0-9.]+	[0-9]+	.*Rabshakeh"
@@ -88,10 +100,25 @@ for mode in none incontext; do
     run "eval --mode $mode" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" --mode $mode --unit-tokens 32
     has "eval --mode $mode: bits per byte" "^[0-9]+\.[0-9]+ bits per byte"
 done
+awk '{ print (NR % 3 ? "prose" : "third") }' "$out/test.txt" >"$out/labels.txt"
+keep "eval --per-line --groups" "$out/eval-groups.txt" "$R" eval $M $T --text "$out/test.txt" -d "$out/ds.rlm" \
+    --mode incontext --unit-tokens 32 --per-line "$out/lines.tsv" --groups "$out/labels.txt"
+has "eval --groups: a line for each label" "^[0-9.]+ bits per byte: group third, [0-9]+ lines"
+# the bytes-weighted means of the groups and of the lines are the total; the lines' bytes are the text's
+if awk -F'\t' -v text="$(wc -c <"$out/test.txt")" -v lines="$(wc -l <"$out/test.txt")" '
+    FNR == 1 && NR == 1 { split($0, w, " "); total = w[1]; next }
+    NR == FNR { split($0, w, " "); b = $0; sub(/ bytes$/, "", b); sub(/.*, /, "", b); gb += b; gbits += w[1] * b; next }
+    FNR > 1 { lb += $2; lbits += $2 * $3; n++ }
+    END { d1 = gbits / gb - total; d2 = lbits / lb - total
+          exit !(gb == text && lb == text && n == lines && d1 < 2e-4 && d1 > -2e-4 && d2 < 2e-4 && d2 > -2e-4) }' \
+    "$out/eval-groups.txt" "$out/lines.tsv"; then ok "eval --groups, --per-line: bytes-weighted means equal the total"
+else no "eval --groups, --per-line: bytes-weighted means equal the total"; cat "$out/eval-groups.txt"; fi
+head -n 3 "$out/labels.txt" >"$out/labels-3.txt"
+usage "eval --groups: fewer labels than lines" "$R" eval $M $T --text "$out/test.txt" --groups "$out/labels-3.txt"
 run "knnlm" "$R" knnlm $M $T --text "$out/train.txt" -o "$out/keys.rlm"
-run "eval --knnlm keys" "$R" eval $M $T --text "$out/test.txt" --knnlm "$out/keys.rlm" --stride 32
-has "eval --knnlm keys: bits per byte" "bits per byte: .* \+ kNN-LM"
-run "eval --knnlm text" "$R" eval $M $T --text "$out/test.txt" --knnlm "$out/train.txt" --nlist 16 --sq8 --stride 32
+run "eval --knnlm-keys" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/keys.rlm" --stride 32
+has "eval --knnlm-keys: bits per byte" "bits per byte: .* \+ kNN-LM"
+run "eval --knnlm-build" "$R" eval $M $T --text "$out/test.txt" --knnlm-build "$out/train.txt" --nlist 16 --sq8 --stride 32
 run "generate -d" "$R" generate $M $T -d "$out/ds.rlm" --prompt "Then Rabshakeh stood and cried" --tokens 8 --temp 0
 has "generate: shows the retrieved unit" "^--- retrieved: unit [0-9]+"
 has "generate: continues the prompt" "^Then Rabshakeh stood and cried"
@@ -180,7 +207,7 @@ head -c 5000 /dev/urandom >"$out/noise.rlm" 2>/dev/null || head -c 5000 "$data" 
 bad "garbage datastore" "$R" search -d "$out/noise.rlm" king
 cp "$out/keys.rlm" "$out/keys-flip.rlm"
 printf 'X' | dd of="$out/keys-flip.rlm" bs=1 seek=100000 conv=notrunc 2>/dev/null
-bad "corrupt keys" "$R" eval $M $T --text "$out/test.txt" --knnlm "$out/keys-flip.rlm"
+bad "corrupt keys" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/keys-flip.rlm"
 bad "empty text" "$R" eval $M $T --text /dev/null
 bad "empty prompt" "$R" generate $M $T --prompt ""
 cp "$out/enc.rlm" "$out/enc-flip.rlm"
@@ -197,7 +224,7 @@ bad "--dense without --encoder" "$R" eval $M $T --text "$out/test.txt" -d "$out/
 bad "embed without a tokenizer" "$R" embed -d "$out/ds.rlm" $E -o "$out/x.rlm"
 bad "embed without an encoder" "$R" embed $T -d "$out/ds.rlm" -o "$out/x.rlm"
 bad "embed --nprobe without --nlist" "$R" embed $T -d "$out/ds.rlm" $E -o "$out/x.rlm" --nprobe 4
-bad "embed: more lists than units" "$R" embed $T -d "$out/ds-files.rlm" $E -o "$out/x.rlm" --nlist 100000
+usage "embed: more lists than units" "$R" embed $T -d "$out/ds-files.rlm" $E -o "$out/x.rlm" --nlist 100000
 "$R" embed $T -d "$out/ds-files.rlm" $E -o "$out/dense-files.rlm" >/dev/null 2>&1
 bad "--dense of another datastore" "$R" search -d "$out/ds.rlm" $T $E --dense "$out/dense-files.rlm" king
 "$R" encoder-train $T -d "$out/ds-files.rlm" --dim 8 --layers 1 --heads 2 --steps 1 -o "$out/enc8.rlm" >/dev/null 2>&1
@@ -226,8 +253,9 @@ bad "lsr-train: empty training text" "$R" lsr-train $S2 $E --train /dev/null -o 
 bad "lsr-train: bad --steps" "$R" lsr-train $x $LSR --steps 0
 bad "lsr-train: bad --temperature" "$R" lsr-train $x $LSR --temperature zero
 bad "lsr-train: --query longer than --context" "$R" lsr-train $x $LSR --query 20
-bad "lsr-train: x and y longer than the LM's context" "$R" lsr-train $x $E $D --context 64 --continuation 64
-bad "lsr-train: a datastore as --dense" "$R" lsr-train $x $E --dense "$out/ds.rlm"
+usage "lsr-train: x and y longer than the LM's context" "$R" lsr-train $x $E $D --context 64 --continuation 64
+bad "lsr-train: a datastore as --dense" "$R" lsr-train $x $E --dense "$out/ds.rlm" --context 16 --continuation 16
+has "lsr-train: a datastore as --dense: says so" "holds a 'datastore', expected a 'index'"
 x="$S2 --train $out/train.txt -o $out/x.rlm"
 bad "retrofit: --k above 16" "$R" retrofit $x --k 17
 bad "retrofit: bad --lr" "$R" retrofit $x --lr -1
@@ -237,6 +265,70 @@ bad "retrofit: units fill the LM's context" "$R" retrofit $x --unit-tokens 96
 has "retrofit: units fill the LM's context: the library's message" "incontext_train: 1 unit\(s\) of 96 tokens"
 bad "retrofit --retrieve dense without --encoder" "$R" retrofit $x --retrieve dense
 bad "retrofit: an encoder as the LM" "$R" retrofit -m "$out/enc.rlm" $T -d "$out/ds.rlm" --train "$out/train.txt" -o "$out/x.rlm"
+
+
+# nothing a user does breaks it: each of these exits 2 with a message before any work
+usage "a directory as --gpt2's file" "$R" tokenize --gpt2 "$out" "$out" "$out/test.txt"
+usage "a directory as -t" "$R" eval $M -t "$out" --text "$out/test.txt"
+usage "a directory as input" "$R" tokenize $T "$out"
+usage "a directory as -o" "$R" tokenizer-train --vocab 300 -o "$out" "$out/train.txt"
+: >"$out/empty.txt"
+usage "datastore: an empty input file" "$R" datastore $T -o "$out/x.rlm" "$out/empty.txt"
+usage "datastore --tsv: an empty file" "$R" datastore $T -o "$out/x.rlm" --tsv "$out/empty.txt"
+usage "lm-train: an empty --valid" "$R" lm-train $T --train "$out/train.txt" --valid "$out/empty.txt" -o "$out/x.rlm"
+usage "lm-train: --steps 0" "$R" lm-train $T --train "$out/train.txt" --steps 0 -o "$out/x.rlm"
+usage "lm-train --resume: checkpoint past --steps" "$R" lm-train $T --train "$out/train.txt" --steps 10 --resume -o "$out/lm.rlm"
+cp "$out/lm.rlm" "$out/lm-before.rlm"
+run "lm-train --resume: at --steps already" "$R" lm-train $T --train "$out/train.txt" --steps 25 --resume -o "$out/lm.rlm"
+has "lm-train --resume: at --steps already: says nothing to train" "at step 25 already: nothing to train"
+same "lm-train --resume: at --steps already: the checkpoint untouched" "$out/lm-before.rlm" "$out/lm.rlm"
+"$R" tokenizer-train --vocab 300 -o "$out/tok-other.rlm" "$out/test.txt" >/dev/null 2>&1
+usage "generate with another tokenizer of the same size" "$R" generate $M -t "$out/tok-other.rlm" --prompt "And"
+usage "eval with another tokenizer of the same size" "$R" eval $M -t "$out/tok-other.rlm" --text "$out/test.txt"
+usage "encoder-train --batch 1" "$R" encoder-train $T -d "$out/ds.rlm" --batch 1 -o "$out/x.rlm"
+usage "eval --lambda without kNN-LM" "$R" eval $M $T --text "$out/test.txt" --lambda 0.5
+usage "eval --nlist without --knnlm-build" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/keys.rlm" --nlist 4
+usage "eval --knnlm-build --nlist above its positions" "$R" eval $M $T --text "$out/test.txt" --knnlm-build "$out/test.txt" \
+    --nlist 100000
+head -n 2 "$out/pairs.tsv" | awk -F'\t' '{ print $1 "\tthe same positive" }' >"$out/pairs-same.tsv"
+usage "encoder-train --pairs: no negatives at all" "$R" encoder-train $T --pairs "$out/pairs-same.tsv" -o "$out/x.rlm"
+usage "datastore --col without --tsv" "$R" datastore $T -o "$out/x.rlm" --col 2 "$out/train.txt"
+usage "embed --nlist 1000000" "$R" embed $T -d "$out/ds.rlm" $E -o "$out/x.rlm" --nlist 1000000
+usage "lsr-train --context 200" "$R" lsr-train $S2 $E --train "$out/test.txt" --context 200 -o "$out/x.rlm"
+usage "--gpt2 with one file, then -o" "$R" tokenizer-train --gpt2 "$out/train.txt" -o "$out/x.rlm"
+usage "-o followed by an option" "$R" tokenizer-train --vocab 300 -o --vocab "$out/train.txt"
+usage "--knnlm-keys given a text" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/train.txt"
+usage "--knnlm-build given a keys file" "$R" eval $M $T --text "$out/test.txt" --knnlm-build "$out/keys.rlm"
+cp "$out/keys.rlm" "$out/keys-magic.rlm"
+printf 'X' | dd of="$out/keys-magic.rlm" bs=1 seek=1 conv=notrunc 2>/dev/null
+usage "--knnlm-keys: a flipped byte in the magic" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/keys-magic.rlm"
+usage "knnlm --text given a keys file" "$R" knnlm $M $T --text "$out/keys.rlm" -o "$out/x.rlm"
+cp "$out/tok.rlm" "$out/tok-before.rlm"
+usage "lm-train -o the tokenizer" "$R" lm-train $T --train "$out/train.txt" --steps 1 -o "$out/tok.rlm"
+same "lm-train -o the tokenizer: left as it was" "$out/tok-before.rlm" "$out/tok.rlm"
+cp "$out/train.txt" "$out/x-text.txt"
+usage "tokenizer-train -o a text file" "$R" tokenizer-train --vocab 300 -o "$out/x-text.txt" "$out/train.txt"
+run "tokenizer-train -o a text file --force" "$R" tokenizer-train --vocab 300 -o "$out/x-text.txt" --force "$out/train.txt"
+if [ -p "$out/fifo" ]; then
+    usage "-o a FIFO" "$R" tokenizer-train --vocab 300 -o "$out/fifo" "$out/train.txt"
+    if [ -p "$out/fifo" ]; then ok "-o a FIFO: still a FIFO"; else no "-o a FIFO: replaced"; fi
+fi
+: >"$out/tok-stale.rlm.tmp-999999999"
+: >"$out/tok-stale.rlm.tmp-$$"
+run "a save after one killed half-way" "$R" tokenizer-train --vocab 300 -o "$out/tok-stale.rlm" "$out/train.txt"
+if [ ! -e "$out/tok-stale.rlm.tmp-999999999" ] && [ -e "$out/tok-stale.rlm.tmp-$$" ]; then
+    ok "a save removes a dead process's temporary file, not a live one's"
+else no "a save removes a dead process's temporary file, not a live one's"; fi
+rm -f "$out/tok-stale.rlm.tmp-$$"
+if [ -w /dev/full ]; then # standard output that cannot be written: exit 1 with a message
+    for c in "tokenize $T $out/test.txt" "search -d $out/ds.rlm king" "eval $M $T --text $out/test.txt" \
+        "generate $M $T --prompt And --tokens 4"; do
+        "$R" $c >/dev/full 2>"$out/log"
+        rc=$?
+        if [ $rc = 1 ] && grep -q "^retrlm: cannot write the output" "$out/log"; then ok "${c%% *} >/dev/full: exit 1"
+        else no "${c%% *} >/dev/full (exit $rc)"; fi
+    done
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,5 +1,4 @@
 // eval: retrieval metrics (MRR@k, nDCG@k, Recall@k, lenient and strict) against hand-computed values
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
 

@@ -1,7 +1,15 @@
 // index: flat and IVF, f32 and SQ8, k-means, persistence, .fvecs/.npy
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
+#include <string.h>
+
+// writes v little-endian at p (the byte order of .fvecs files on every host)
+static void put_le32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
 
 // A Gaussian mixture: nc centres in [-1, 1]^d, points = centre + sigma * N(0, 1).
 static float *mixture(size_t n, int d, int nc, float sigma, uint64_t seed) {
@@ -597,8 +605,8 @@ static void test_fvecs_npy(void) {
     // a .fvecs with two dimensions
     {
         unsigned char f[4 + 8 + 4 + 12];
-        retrlm__put_u32(f, 2);
-        retrlm__put_u32(f + 12, 3);
+        put_le32(f, 2);
+        put_le32(f + 12, 3);
         memset(f + 4, 0, 8);
         memset(f + 16, 0, 12);
         ok &= retrlm_fvecs_read_memory(f, sizeof f, &y, &n, &dim) == RETRLM_ERR_FORMAT;

@@ -276,6 +276,49 @@ static void test_roundtrip_file(void) {
     remove(path);
     free(big);
 }
+
+#ifdef RETRLM__POSIX
+// What is not a regular file is neither read nor replaced: a directory or a FIFO as the path of
+// a reader, of the whole-file reader, or of a save; and a save removes the temporary files that
+// dead processes' saves of the same path left, not a live process's.
+static void test_not_regular_files(void) {
+    static const char *dir = "build/tests/io_dir.rlm", *fifo = "build/tests/io_fifo.rlm";
+    static const char *path = "build/tests/io_stale.rlm";
+    retrlm_writer w;
+    retrlm_reader r;
+    struct stat st;
+    char *data, dead[256], live[256];
+    size_t size;
+    FILE *f;
+    mkdir(dir, 0755);
+    remove(fifo);
+    CHECK(mkfifo(fifo, 0644) == 0);
+    CHECK(retrlm_reader_open(&r, dir, NULL, 0) == RETRLM_ERR_IO);
+    CHECK(strstr(retrlm_last_error(), "is a directory") != NULL);
+    CHECK(retrlm_reader_open(&r, fifo, NULL, 0) == RETRLM_ERR_IO); // at once: open would wait for a writer
+    CHECK(strstr(retrlm_last_error(), "is a FIFO") != NULL);
+    CHECK(retrlm__read_file(dir, &data, &size) == RETRLM_ERR_IO && data == NULL && size == 0);
+    CHECK(strstr(retrlm_last_error(), "is a directory") != NULL);
+    CHECK(retrlm__read_file(fifo, &data, &size) == RETRLM_ERR_IO && data == NULL);
+    CHECK_OK(retrlm_writer_init(&w, "test"));
+    CHECK(retrlm_writer_save(&w, dir) == RETRLM_ERR_IO);
+    CHECK(retrlm_writer_save(&w, fifo) == RETRLM_ERR_IO);
+    CHECK(strstr(retrlm_last_error(), "nothing replaced") != NULL);
+    CHECK(stat(dir, &st) == 0 && S_ISDIR(st.st_mode));
+    CHECK(stat(fifo, &st) == 0 && S_ISFIFO(st.st_mode));
+    snprintf(dead, sizeof dead, "%s.tmp-999999999", path); // above any pid_max: no such process
+    snprintf(live, sizeof live, "%s.tmp-%ld", path, (long)getppid());
+    if ((f = fopen(dead, "wb")) != NULL) fclose(f);
+    if ((f = fopen(live, "wb")) != NULL) fclose(f);
+    CHECK_OK(retrlm_writer_save(&w, path));
+    CHECK(stat(dead, &st) != 0 && stat(live, &st) == 0);
+    CHECK_OK(retrlm__read_file(path, &data, &size));
+    CHECK(size == 64 && data[size] == '\0'); // the header alone, then the NUL
+    RETRLM_FREE(data);
+    retrlm_writer_free(&w);
+    remove(live), remove(path), remove(fifo), rmdir(dir);
+}
+#endif
 #endif
 
 // A file written on a little-endian host (the fuzz seed, made by the library) reads the same
@@ -319,6 +362,9 @@ int main(void) {
 #ifndef RETRLM_NO_STDIO
     RUN(test_roundtrip_file);
     RUN(test_golden_file);
+#ifdef RETRLM__POSIX
+    RUN(test_not_regular_files);
+#endif
 #endif
     return test_report();
 }

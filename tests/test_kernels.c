@@ -1,6 +1,5 @@
 // kernels: each against a naive double-precision reference, on odd sizes, and bit-identical
 // for 1 and 2 threads.
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
 #include "files.h"

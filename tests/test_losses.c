@@ -3,7 +3,6 @@
 // the formula, central differences of that reference for every gradient, the special cases
 // that pin the definition (k = 1, P == Q, no memory = cross-entropy, absent entries, masks),
 // bad input, and the same bits at 1 and 2 threads.
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
 #include <string.h>

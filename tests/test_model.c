@@ -339,6 +339,14 @@ static int *byte_stream(size_t *n) {
     return t;
 }
 
+// FNV-1a 64 over the stream's bytes: which text a golden value was made from
+static uint64_t stream_hash(const int *t, size_t n) {
+    uint64_t h = 14695981039346656037ull;
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ (uint64_t)(unsigned char)t[i]) * 1099511628211ull;
+    return h;
+}
+
 typedef struct run_ctx {
     retrlm_model m;
     retrlm_adamw o;
@@ -389,18 +397,37 @@ static void test_train_golden(void) {
     decreasing = a->losses[9] < a->losses[0] - 0.5;
     CHECK(decreasing);
     CHECK(a->st.last_valid_bpb > 1.0 && a->st.last_valid_bpb < 8.0);
-    {
-        // golden: this configuration, seed and data (KJV train bytes) on x86-64 gcc/clang
-        static const double golden[10] = {5.540452, 5.516389, 5.352138, 5.159964, 5.046051,
-                                          4.904373, 4.865824, 4.753438, 4.716889, 4.678741};
-        if (n == 200000 && s[0] == 'I')
-            for (i = 0; i < 10; i++) CHECK_NEAR(a->losses[i], golden[i], 2e-3);
-    }
-    if (getenv("GOLDEN_PRINT"))
+    if (getenv("GOLDEN_PRINT")) {
+        printf("text %016llx: ", (unsigned long long)stream_hash(s, n));
         for (i = 0; i < 10; i++) printf("%.6f%s", a->losses[i], i == 9 ? "\n" : ", ");
-    run_free(a);
-    free(a);
-    free(s);
+    }
+    {
+        // golden losses for this configuration and seed, one row per text, keyed by the FNV-1a
+        // hash of the bytes trained on (stream_hash): the first 200,000 bytes of kjv/train.txt,
+        // and byte_stream's synthetic fallback when the data is absent. On x86-64 they do not
+        // depend on the SIMD path: the four cells of tests/run.sh (kernels.c's SSE2 tiles) and
+        // gcc/clang -O3 -march=native -fopenmp (AVX-512 tiles, FMA) print both rows to within
+        // 1e-6. Other architectures (make cross) are unchecked: 2e-3 leaves room for rounding.
+        static const struct {
+            unsigned long long hash;
+            double loss[10];
+        } golden[2] = {
+            {0x3430ea8c46c364d0ull, {5.540452, 5.516389, 5.352138, 5.159964, 5.046051, 4.904373,
+                                     4.865824, 4.753438, 4.716889, 4.678741}},
+            {0x9c5b2f4e2a66aafcull, {5.552610, 5.513176, 5.283180, 5.126828, 4.983739, 4.867445,
+                                     4.769150, 4.696656, 4.641922, 4.617028}},
+        };
+        unsigned long long h = (unsigned long long)stream_hash(s, n);
+        int g = h == golden[0].hash ? 0 : h == golden[1].hash ? 1 : -1;
+        if (g >= 0)
+            for (i = 0; i < 10; i++) CHECK_NEAR(a->losses[i], golden[g].loss[i], 2e-3);
+        run_free(a);
+        free(a);
+        free(s);
+        if (g < 0) SKIP("no golden losses for this text (GOLDEN_PRINT=1 prints its hash and losses)");
+        // the synthetic text's values were checked, the KJV ones could not be
+        if (g == 1) SKIP(test_missing("kjv/train.txt"));
+    }
 }
 
 static void test_train_threads(void) {

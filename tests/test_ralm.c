@@ -1,8 +1,8 @@
 // datastore and ralm: units, exclusion, persistence; retrieval-augmented scoring checked
 // against direct forwards of the same sequences.
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
+#include <string.h>
 
 static const char *docs[] = {
     "The king of Assyria sent Rabshakeh from Lachish to Jerusalem with a great army.",

@@ -21,7 +21,7 @@ static void load_gpt2(void) {
 }
 
 static void test_gpt2_files(void) {
-    if (!g_have) SKIP("../shared/data/gpt2-bpe missing");
+    if (!g_have) SKIP(test_missing("gpt2-bpe/{encoder.json,vocab.bpe,gpt2.tiktoken}"));
     CHECK(g_json.n_vocab == 50257 && g_json.n_merges == 50000 && g_json.n_special == 1);
     CHECK(g_tik.n_vocab == 50257 && g_tik.n_special == 1);
     CHECK(retrlm_tokenizer_find(&g_json, "<|endoftext|>", 13) == 50256);
@@ -43,9 +43,12 @@ static void test_gpt2_vectors(void) {
     size_t size, i = 0;
     char *data;
     int rows = 0, ok_json = 0, ok_tik = 0, ok_dec = 0;
-    int *ref = (int *)malloc(100000 * sizeof(int)), *got = (int *)malloc(100000 * sizeof(int));
-    char *dec = (char *)malloc(200000);
-    if (!g_have) SKIP("../shared/data/gpt2-bpe missing");
+    int *ref, *got;
+    char *dec;
+    if (!g_have) SKIP(test_missing("gpt2-bpe/{encoder.json,vocab.bpe,gpt2.tiktoken}"));
+    ref = (int *)malloc(100000 * sizeof(int));
+    got = (int *)malloc(100000 * sizeof(int));
+    dec = (char *)malloc(200000);
     data = read_all(test_data("gpt2-bpe/vectors.tsv", path, sizeof path), &size);
     CHECK(data != NULL);
     if (!data) return;
@@ -121,9 +124,9 @@ static void test_kjv_count(void) {
     int nv;
     char *t;
     double t0;
-    if (!g_have) SKIP("../shared/data/gpt2-bpe missing");
+    if (!g_have) SKIP(test_missing("gpt2-bpe/{encoder.json,vocab.bpe,gpt2.tiktoken}"));
     t = kjv_text(&len, &nv);
-    if (!t) SKIP("../shared/data/kjv missing");
+    if (!t) SKIP(test_missing("kjv/verses.tsv"));
     t0 = retrlm_time_seconds();
     CHECK_OK(retrlm_tokenizer_encode(&g_json, t, len, 0, NULL, 0, &n1));
     printf("kjv: %d verses, %lu bytes -> %lu tokens (%.1f MB/s)\n", nv, (unsigned long)len,
@@ -179,7 +182,7 @@ static void test_round_trip(void) {
     unsigned char text[2048];
     char back[2100];
     int ids[2048], it, bad = 0;
-    if (!g_have) SKIP("../shared/data/gpt2-bpe missing");
+    if (!g_have) SKIP(test_missing("gpt2-bpe/{encoder.json,vocab.bpe,gpt2.tiktoken}"));
     retrlm_rng_seed(&rng, 7);
     for (it = 0; it < 3000; it++) {
         size_t n = random_text(&rng, text, sizeof text), k, nd;
@@ -200,7 +203,7 @@ static void test_small_large_agree(void) {
     unsigned char text[RETRLM__TOK_SMALL];
     int a[RETRLM__TOK_SMALL], b[RETRLM__TOK_SMALL], it, bad = 0, m;
     retrlm__enc e;
-    if (!g_have) SKIP("../shared/data/gpt2-bpe missing");
+    if (!g_have) SKIP(test_missing("gpt2-bpe/{encoder.json,vocab.bpe,gpt2.tiktoken}"));
     retrlm_rng_seed(&rng, 11);
     memset(&e, 0, sizeof e);
     for (it = 0; it < 4000; it++) {
@@ -227,7 +230,7 @@ static void test_special_and_buffers(void) {
     int ids[16];
     size_t n, nd;
     char out[8];
-    if (!g_have) SKIP("../shared/data/gpt2-bpe missing");
+    if (!g_have) SKIP(test_missing("gpt2-bpe/{encoder.json,vocab.bpe,gpt2.tiktoken}"));
     CHECK_OK(retrlm_tokenizer_encode(&g_json, t, strlen(t), RETRLM_TOKENIZE_SPECIAL, ids, 16, &n));
     CHECK(n == 3 && ids[0] == 64 && ids[1] == 50256 && ids[2] == 65);
     CHECK_OK(retrlm_tokenizer_encode(&g_json, t, strlen(t), 0, ids, 16, &n));
@@ -254,9 +257,9 @@ static void test_batch(void) {
     int nv, i, nd = 3000, *all, *one;
     char *t, **docs;
     size_t *lens, *offs;
-    if (!g_have) SKIP("../shared/data/gpt2-bpe missing");
+    if (!g_have) SKIP(test_missing("gpt2-bpe/{encoder.json,vocab.bpe,gpt2.tiktoken}"));
     t = kjv_text(&len, &nv);
-    if (!t) SKIP("../shared/data/kjv missing");
+    if (!t) SKIP(test_missing("kjv/verses.tsv"));
     docs = (char **)malloc((size_t)nd * sizeof(char *));
     lens = (size_t *)malloc((size_t)nd * sizeof(size_t));
     offs = (size_t *)malloc(((size_t)nd + 1) * sizeof(size_t));
@@ -319,7 +322,7 @@ static void test_train_kjv(void) {
     int *i1, *i2, calls = 0;
     double t0;
     text = read_all(test_data("kjv/train.txt", path, sizeof path), &size);
-    if (!text) SKIP("../shared/data/kjv missing");
+    if (!text) SKIP(test_missing("kjv/train.txt"));
     memset(&cfg, 0, sizeof cfg);
     cfg.vocab_size = 8192;
     cfg.special_tokens = sp;
@@ -446,7 +449,7 @@ static void test_bad_files(void) {
     CHECK(retrlm_tokenizer_load_tiktoken_memory(&t, "IQ== 0\n", 7, NULL, 0) == RETRLM_ERR_FORMAT);
     CHECK(retrlm_tokenizer_load_memory(&t, "junk", 4) != RETRLM_OK);
     CHECK(t.n_vocab == 0);
-    if (!g_have) SKIP("../shared/data/gpt2-bpe missing");
+    if (!g_have) SKIP(test_missing("gpt2-bpe/{encoder.json,vocab.bpe,gpt2.tiktoken}"));
     // a valid image with each of many single bytes flipped: every load fails cleanly or works
     CHECK_OK(retrlm_tokenizer_save_memory(&g_json, NULL, 0, &n));
     img = (unsigned char *)malloc(n);

@@ -1,9 +1,9 @@
 // train: the bi-encoder (gradients through pooling, projection and normalisation into the
 // contrastive loss), DPR and Contriever training (determinism across threads, learning a task
 // that needs it), encoder files, fusion and dense / hybrid retrieval from a datastore
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
+#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
