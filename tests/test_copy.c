@@ -2,9 +2,9 @@
 // token sequences written twice must predict the second copy far better than the first; (b) the
 // end-to-end pin: an LM trained on text repeated within its window must gain from its own text
 // placed in the window as the retrieved unit by in-context retrieval (retrlm_ralm_bits_per_byte).
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
+#include <string.h>
 
 // a tiny LM and its optimiser: 2 layers (an induction head needs two: one attends to the
 // previous token, the next matches it), dim 64

@@ -3,7 +3,6 @@
 // plain model's; causality (chunk u's neighbours reach only positions um + m - 1 .. um + 2m - 2);
 // KV-cached decoding equals the forward; 1 vs 2 threads; save, load and resume; a model that
 // learns to copy the continuation from its neighbours; bad input.
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
 #include "gradcheck.h"
