@@ -187,11 +187,13 @@ has "retro-train: to step 6, the probe with and without neighbours" \
     "retro.rlm: RETRO, step 6, loss [0-9.]+, probe loss [0-9.]+ with neighbours, [0-9.]+ without, valid [0-9.]+ bits per byte"
 has "retro-train: the probe at step 3" "^step 3: probe loss [0-9.]+ with neighbours, [0-9.]+ without; valid"
 has "retro-train: the neighbours retrieved and saved" "neighbours: [0-9]+ chunks retrieved in .*, saved to .*nb.rlm"
-run "retro-train --retrofit" "$R" retro-train $RT --neighbours "$out/nb.rlm" --retrofit "$out/lm.rlm" --batch 2 --steps 3 \
+keep "lm-train, an LM to RETRO-fit" "$out/lm-r.txt" "$R" lm-train $T --train "$out/train.txt" --valid "$out/test.txt" \
+    --dim 32 --layers 2 --heads 2 --ctx 64 --batch 4 --steps 10 -o "$out/lm-r.rlm"
+run "retro-train --retrofit" "$R" retro-train $RT --neighbours "$out/nb.rlm" --retrofit "$out/lm-r.rlm" --batch 2 --steps 3 \
     -o "$out/retrofit.rlm"
 has "retro-train --retrofit: the neighbours file loaded" "neighbours: [0-9]+ chunks loaded from .*nb.rlm"
-has "retro-train --retrofit: the LM's shape" "^RETRO-fitting: .*dim 32, 1 layers, 2 heads, ctx 96, batch 2"
-has "retro-train --retrofit: to step 3" "retrofit.rlm: RETRO retrofitted from .*lm.rlm, step 3, loss [0-9.]+, probe loss"
+has "retro-train --retrofit: the LM's shape" "^RETRO-fitting: .*dim 32, 2 layers, 2 heads, ctx 64, batch 2"
+has "retro-train --retrofit: to step 3" "retrofit.rlm: RETRO retrofitted from .*lm-r.rlm, step 3, loss [0-9.]+, probe loss"
 cp "$out/nb.rlm" "$out/nb3.rlm"
 run "retro-train: another k" "$R" retro-train $RT --neighbours "$out/nb3.rlm" --k 3 --dim 16 --layers 1 --heads 2 --ctx 32 \
     --enc-dim 8 --steps 1 -o "$out/x.rlm"
@@ -206,6 +208,13 @@ v1=$(sed -nE 's/.*valid ([0-9.]+) bits per byte$/\1/p' "$out/retro-train.txt")
 v2=$(sed -nE 's/^([0-9.]+) bits per byte: .*RETRO with neighbours.*/\1/p' "$out/retro-eval.txt")
 if [ -n "$v1" ] && [ "$v1" = "$v2" ]; then ok "eval a RETRO model: retro-train's valid figure ($v1)"
 else no "eval a RETRO model: $v2 bits per byte, retro-train's valid said $v1"; fi
+# the RETRO-fitted decoder is the LM's, frozen: without neighbours, its figure is lm-train's
+keep "eval a RETRO-fitted model" "$out/retrofit-eval.txt" "$R" eval -m "$out/retrofit.rlm" $T --text "$out/test.txt" \
+    -d "$out/ds-retro.rlm"
+v1=$(sed -nE 's/.*valid ([0-9.]+) bits per byte$/\1/p' "$out/lm-r.txt")
+v2=$(sed -nE 's/^([0-9.]+) bits per byte: .*RETRO without neighbours.*/\1/p' "$out/retrofit-eval.txt")
+if [ -n "$v1" ] && [ "$v1" = "$v2" ]; then ok "eval a RETRO-fitted model: without neighbours, the LM's valid figure ($v1)"
+else no "eval a RETRO-fitted model: $v2 bits per byte without neighbours, the LM's valid said $v1"; fi
 run "generate with a RETRO model" "$R" generate -m "$out/retrofit.rlm" $T -d "$out/ds-retro.rlm" \
     --prompt "Then Rabshakeh stood and cried with a loud voice" --tokens 24 --temp 0
 has "generate with a RETRO model: the first chunk's neighbours" "^--- chunk 0 \(tokens 0-15, prompt\): "
