@@ -1480,6 +1480,41 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
                                                    size_t n, size_t n_bytes,
                                                    const retrlm_ralm_config *cfg, double *bpb,
                                                    float *token_nats);
+
+/* ---- RETRO generation: retrieval every m tokens (Borgeaud et al., 2022, section 2.4)
+   A RETRO model (retrlm_model_config.retro_chunk = m) decodes the prompt and then the tokens it
+   samples with the KV cache. Whenever chunk c's m tokens are known (before decoding its last
+   one, position cm + m - 1), the chunk's text is the query: its k neighbours are found exactly
+   as retrlm_retro_neighbours_build finds them for a stream of those m tokens with doc NULL (the
+   units, each followed by its continuation in its document, len tokens) and given to the model
+   with retrlm_model_decode_neighbours. So the logits at every position are those of
+   retrlm_model_forward_retro over the whole sequence with the neighbours
+   retrlm_retro_neighbours_build gives for it (doc NULL), up to the rounding of the KV cache. */
+typedef struct retrlm_retro_generate_config {
+    const retrlm_tokenizer *tok;   /* the LM's tokenizer: a chunk is decoded with it */
+    const retrlm_datastore *ds;    /* committed, its units in the LM's tokens */
+    retrlm_retro_neighbours_config neighbours; /* retrieve, depth, unit_only as for
+                                      retrlm_retro_neighbours_build; chunk, k, len: 0 or the
+                                      model's retro_chunk, retro_k, retro_len (ERR_ARG else) */
+    const retrlm_sampler *sampler; /* NULL: greedy */
+    retrlm_rng *rng;               /* needed unless greedy */
+    int   *units;  /* (max_seq_len / m * k) or NULL: units[c*k + j] = the unit that starts
+                      neighbour j of chunk c (-1: absent), for every chunk retrieved */
+    float *logits; /* (n_prompt + n_new, V) or NULL: row p = the logits at position p, for every
+                      position decoded */
+} retrlm_retro_generate_config;
+
+/* Feeds prompt (1 <= n_prompt <= max_seq_len), then samples n_new tokens into out (n_new),
+   stopping early when the sequence fills max_seq_len, as retrlm_model_generate does; *n_out
+   (may be NULL) gets the number generated. The positions decoded are the prompt's and those of
+   every token generated but the last: D = n_prompt + *n_out - 1 of them (n_prompt when n_new is
+   0); the chunks retrieved are c < D / m. ERR_ARG for a plain model, a prompt too long or empty,
+   a token outside the vocabulary, neighbours of another shape than the model's, or a datastore
+   not committed. */
+RETRLM_API retrlm_result retrlm_retro_generate(retrlm_model *m,
+                                               const retrlm_retro_generate_config *cfg,
+                                               const int *prompt, int n_prompt, int n_new,
+                                               int *out, int *n_out);
 /* ---- retrlm_impl/train.h ---- */
 /* ---- train: the training strategies --------------------------------------------------------
    Strategy 1 (independent training), the retriever side: a bi-encoder trained on its own,
@@ -14782,6 +14817,138 @@ done:
         memset(kn, 0, sizeof *kn);
     }
     return res;
+}
+
+// ---------------------------------------------------------------------------------------------
+// RETRO generation: retrieval every m tokens
+
+// units[j] = the candidate (cand, nf of them, ranked) that neighbour j of nb (k, len) was made
+// from: each candidate in turn is expanded the way retrlm_retro_neighbours_build expands it (the
+// unit, then its continuation in its document unless unit_only) and the first whose expansion
+// is the neighbour is taken; -1 for an absent neighbour. exp has room for len ids.
+static retrlm_result retrlm__retro_units(const retrlm_datastore *ds,
+                                         const retrlm_retro_neighbours_config *c,
+                                         const int *cand, int nf, const int *nb, int *exp,
+                                         int *units) {
+    int i = 0, j;
+    for (j = 0; j < c->k; j++) {
+        const int *row = nb + (size_t)j * c->len;
+        units[j] = -1;
+        if (row[0] < 0) continue;
+        for (; i < nf && units[j] < 0; i++) {
+            int u = cand[i], v, w = 0, t;
+            for (t = 0; t < c->len; t++) exp[t] = -1;
+            for (v = u; v < ds->n_units && w < c->len; v++) {
+                int nt, e;
+                const int *ids;
+                if (v > u && (c->unit_only || ds->unit_doc[v] != ds->unit_doc[u])) break;
+                ids = retrlm_datastore_tokens(ds, v, &nt);
+                for (e = 0; e < nt && w < c->len; e++) exp[w++] = ids[e];
+            }
+            if (w && !memcmp(exp, row, (size_t)c->len * sizeof(int))) units[j] = u;
+        }
+        if (units[j] < 0)
+            return retrlm__fail(RETRLM_ERR_CORRUPT, "retro_generate: neighbour %d is none of the "
+                                "units retrieved for its chunk", j);
+    }
+    return RETRLM_OK;
+}
+
+// the neighbours of the chunk x (m tokens) into the model's decode cache as chunk c, and the
+// units they come from into units (k) when it is not NULL
+static retrlm_result retrlm__retro_chunk_give(retrlm_model *m,
+                                              const retrlm_retro_generate_config *g,
+                                              const retrlm_retro_neighbours_config *nc,
+                                              const int *x, int c, char **q, size_t *qcap,
+                                              int *cand, int *exp, int *units) {
+    retrlm_retro_neighbours nb;
+    retrlm_result r;
+    size_t qlen = 0;
+    int nf = 0;
+    if ((r = retrlm_retro_neighbours_build(&nb, g->ds, g->tok, x, (size_t)nc->chunk, NULL, nc)))
+        return r;
+    r = retrlm_model_decode_neighbours(m, c, nb.tokens);
+    if (!r && units) { // the same query again, for the units' numbers
+        r = retrlm__decode_grow(g->tok, x, (size_t)nc->chunk, q, qcap, &qlen);
+        if (!r) r = retrlm_datastore_retrieve(g->ds, &nc->retrieve, *q, qlen, nc->depth,
+                                              RETRLM_NO_DOC, cand, NULL, &nf);
+        if (!r) r = retrlm__retro_units(g->ds, nc, cand, nf, nb.tokens, exp, units);
+    }
+    retrlm_retro_neighbours_free(&nb);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_retro_generate(retrlm_model *m,
+                                               const retrlm_retro_generate_config *cfg,
+                                               const int *prompt, int n_prompt, int n_new,
+                                               int *out, int *n_out) {
+    const retrlm_model_config *mc;
+    retrlm_retro_neighbours_config nc;
+    int *seq = NULL, *cand = NULL, *exp = NULL, pos, got = 0, M, V, i;
+    char *q = NULL;
+    size_t qcap = 0;
+    retrlm_result r = RETRLM_OK;
+    RETRLM_ASSERT(m && cfg && (prompt || n_prompt <= 0) && (out || n_new <= 0));
+    if (n_out) *n_out = 0;
+    mc = &m->config;
+    V = mc->vocab_size;
+    M = mc->retro_chunk;
+    if (!M || mc->bidirectional)
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_generate: not a RETRO model (retro_chunk 0): "
+                            "retrlm_model_generate generates with a plain LM");
+    if (n_prompt < 1 || n_prompt > mc->max_seq_len || n_new < 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_generate: a prompt of %d tokens (1..%d), %d "
+                            "new", n_prompt, mc->max_seq_len, n_new);
+    if (!cfg->tok || !cfg->ds || !cfg->ds->committed_)
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_generate: retrieval needs the LM's tokenizer "
+                            "and a committed datastore");
+    if (!cfg->rng && cfg->sampler && cfg->sampler->temperature > 0.0f)
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_generate: sampling at temperature %g needs "
+                            "an rng", (double)cfg->sampler->temperature);
+    nc = cfg->neighbours;
+    nc.progress = NULL;
+    nc.user = NULL;
+    if (!nc.chunk) nc.chunk = M;
+    if (!nc.k) nc.k = mc->retro_k;
+    if (!nc.len) nc.len = mc->retro_len;
+    if (!nc.depth) nc.depth = 4 * nc.k; // as retrlm_retro_neighbours_build
+    if (nc.chunk != M || nc.k != mc->retro_k || nc.len != mc->retro_len)
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_generate: neighbours of chunk %d, k %d, len "
+                            "%d; the model reads chunk %d, k %d, len %d", nc.chunk, nc.k, nc.len,
+                            M, mc->retro_k, mc->retro_len);
+    if (nc.depth < nc.k || nc.depth > 4096)
+        return retrlm__fail(RETRLM_ERR_ARG, "retro_generate: depth %d (k..4096)", nc.depth);
+    for (i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= V)
+            return retrlm__fail(RETRLM_ERR_ARG, "retro_generate: prompt token %d at %d outside "
+                                "the vocabulary of %d", prompt[i], i, V);
+    seq = (int *)retrlm__alloc((size_t)mc->max_seq_len + 1, sizeof(int));
+    cand = (int *)retrlm__alloc((size_t)nc.depth, sizeof(int));
+    exp = (int *)retrlm__alloc((size_t)nc.len, sizeof(int));
+    if (!seq || !cand || !exp) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "retro_generate: no memory");
+        goto done;
+    }
+    memcpy(seq, prompt, (size_t)n_prompt * sizeof(int));
+    for (pos = 0;;) {
+        // position pos is the last of chunk c: retrieve with the chunk before decoding it
+        if ((pos + 1) % M == 0) {
+            int c = (pos + 1) / M - 1;
+            r = retrlm__retro_chunk_give(m, cfg, &nc, seq + (size_t)c * M, c, &q, &qcap, cand, exp,
+                                         cfg->units ? cfg->units + (size_t)c * nc.k : NULL);
+            if (r) break;
+        }
+        if ((r = retrlm_model_decode(m, seq[pos], pos))) break;
+        if (cfg->logits) memcpy(cfg->logits + (size_t)pos * V, m->step_logits, (size_t)V * sizeof(float));
+        if (++pos < n_prompt) continue;
+        if (got == n_new) break;
+        seq[pos] = out[got++] = retrlm_model_sample(m, m->step_logits, cfg->sampler, cfg->rng);
+        if (n_out) *n_out = got;
+        if (got == n_new || pos >= mc->max_seq_len) break;
+    }
+done:
+    RETRLM_FREE(seq), RETRLM_FREE(cand), RETRLM_FREE(exp), RETRLM_FREE(q);
+    return r;
 }
 /* ---- retrlm_impl/train.c ---- */
 // ---------------------------------------------------------------------------------------------

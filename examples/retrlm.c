@@ -9,6 +9,8 @@
 //   ./retrlm embed -t tok.rlm -d ds.rlm --encoder enc.rlm -o dense.rlm
 //   ./retrlm lsr-train -m lm.rlm -t tok.rlm -d ds.rlm --encoder enc.rlm --train valid.txt -o lsr.rlm
 //   ./retrlm retrofit -m lm.rlm -t tok.rlm -d ds.rlm --train train.txt -o retro.rlm
+//   ./retrlm retro-train -t tok.rlm -d ds.rlm --train train.txt --retrofit lm.rlm --neighbours nb.rlm -o retro.rlm
+//   ./retrlm generate -m retro.rlm -t tok.rlm -d ds.rlm --prompt "Then Rabshakeh stood"
 //   ./retrlm eval -m lm.rlm -t tok.rlm --text test.txt -d ds.rlm --mode incontext
 // `retrlm --help` lists the commands, `retrlm COMMAND --help` the options of one.
 // Exit status: 0 done, 1 failed (the message says why), 2 a bad command line.
@@ -88,6 +90,7 @@ typedef struct cli_progress {
     int    width;     // characters of the line on the terminal; 0 when none is open
     const retrlm_lm_train_state *train; // lm-train, retrofit: the loss and validation to show
     const retrlm_retriever_train_state *retr; // encoder-train: loss and accuracy; lsr-train: KL, agreement
+    const retrlm_retro_train_state *retro; // retro-train: the loss, and the probe with and without neighbours
 } cli_progress;
 
 typedef struct cli_text {
@@ -127,6 +130,9 @@ typedef struct cli_lines {
 typedef struct cli_state {
     retrlm_tokenizer tok;
     retrlm_model     lm;
+    retrlm_model     retro;    // retro-train: the RETRO model (lm holds the LM of --retrofit)
+    retrlm_retro_neighbours nb[2]; // RETRO: the neighbours of text[0] and text[1]
+    int             *absent;   // RETRO eval: every neighbour absent, the figure without them
     retrlm_adamw     opt;
     retrlm_datastore ds;
     retrlm_knnlm     knn;      // kNN-LM keys, built here or loaded from a keys file
@@ -148,6 +154,9 @@ static void state_free(cli_state *s) {
     int i;
     retrlm_tokenizer_free(&s->tok);
     retrlm_model_free(&s->lm);
+    retrlm_model_free(&s->retro);
+    retrlm_retro_neighbours_free(&s->nb[0]), retrlm_retro_neighbours_free(&s->nb[1]);
+    free(s->absent);
     retrlm_adamw_free(&s->opt);
     retrlm_datastore_free(&s->ds); // before the encoder it borrows
     retrlm_encoder_free(&s->enc);
@@ -416,6 +425,7 @@ static int progress_line(const cli_progress *p, char *line, size_t cap, const ch
         append(line, cap, &n, " loss %.3f", p->train->last_loss);
     if (p->retr && (!strcmp(stage, "contriever") || !strcmp(stage, "dpr")))
         append(line, cap, &n, " loss %.3f acc %.2f", p->retr->last_loss, p->retr->last_acc);
+    if (p->retro && !strcmp(stage, "retro")) append(line, cap, &n, " loss %.3f", p->retro->lm.last_loss);
     if (p->retr && !strcmp(stage, "lsr"))
         append(line, cap, &n, " KL %.3f agree %.2f", p->retr->last_loss, p->retr->last_acc);
     return n;
@@ -429,6 +439,14 @@ static int progress_fn(void *user, const char *stage, double done, double total)
     if (p->train && !strcmp(stage, "valid")) { // lm-train's evaluation: a line of its own
         progress_end(p);
         fprintf(stderr, "step %.0f: valid %.4f bits per byte\n", done, p->train->last_valid_bpb);
+        return 0;
+    }
+    if (p->retro && !strcmp(stage, "valid")) { // retro-train's probe: what the neighbours are worth
+        progress_end(p);
+        fprintf(stderr, "step %.0f: probe loss %.4f with neighbours, %.4f without", done, p->retro->probe_with,
+                p->retro->probe_without);
+        if (p->retro->lm.last_valid_bpb > 0.0) fprintf(stderr, "; valid %.4f bits per byte", p->retro->lm.last_valid_bpb);
+        fprintf(stderr, "\n");
         return 0;
     }
     if (strcmp(stage, p->stage)) { // a new stage
@@ -1341,10 +1359,189 @@ static int cmd_retrofit(const cli_cmd *self, int argc, char **argv, cli_state *s
     return 0;
 }
 
-// unit u's text on one line: at most width bytes, whitespace as spaces, whole UTF-8 characters
-static void print_snippet(const retrlm_datastore *ds, int u, int width) {
-    size_t len, i;
-    const char *t = retrlm_datastore_text(ds, u, &len);
+// ---- retro-train, and what eval and generate do with a RETRO model
+
+// 1 when a file is at path
+static int file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+// The neighbours of text t's chunks for the RETRO model m into nb, each chunk's own text the
+// query (nothing excluded), ranked as rp says. path (or NULL): a neighbours file, loaded when it
+// holds m's chunk, k and length and one entry per chunk of t, else written with the neighbours
+// retrieved now; a file that is no neighbours file is an error, never overwritten.
+static int get_neighbours(cli_state *s, retrlm_retro_neighbours *nb, const cli_text *t, const retrlm_model *m,
+                          const retrlm_retrieve_params *rp, const char *path) {
+    const retrlm_model_config *c = &m->config;
+    const long long want = (long long)(t->n / (size_t)c->retro_chunk);
+    retrlm_retro_neighbours_config nc;
+    retrlm_result r;
+    double t0;
+    if (path && file_exists(path)) {
+        if (retrlm_retro_neighbours_load(nb, path))
+            return say("--neighbours %s is not a neighbours file (%s): give another path, or remove it", path,
+                       retrlm_last_error());
+        if (nb->chunk == c->retro_chunk && nb->k == c->retro_k && nb->len == c->retro_len && nb->n_chunks == want) {
+            fprintf(stderr, "neighbours: %lld chunks loaded from %s\n", want, path);
+            return 0;
+        }
+        fprintf(stderr, "neighbours: %s holds %lld chunks of %d tokens, %d neighbours of %d tokens; the model reads %lld "
+                "of %d, %d of %d: retrieving them again\n", path, (long long)nb->n_chunks, nb->chunk, nb->k, nb->len, want,
+                c->retro_chunk, c->retro_k, c->retro_len);
+        retrlm_retro_neighbours_free(nb);
+    }
+    memset(&nc, 0, sizeof nc);
+    nc.chunk = c->retro_chunk, nc.k = c->retro_k, nc.len = c->retro_len;
+    nc.retrieve = *rp;
+    nc.progress = progress_fn, nc.user = &s->prog;
+    t0 = retrlm_time_seconds();
+    r = retrlm_retro_neighbours_build(nb, &s->ds, &s->tok, t->ids, t->n, NULL, &nc);
+    progress_end(&s->prog);
+    if (r) return fail(r, "neighbours");
+    fprintf(stderr, "neighbours: %lld chunks retrieved in %.1f s", want, retrlm_time_seconds() - t0);
+    if (path && (r = retrlm_retro_neighbours_save(nb, path))) return fputc('\n', stderr), fail(r, "cannot save the neighbours");
+    fprintf(stderr, "%s%s\n", path ? ", saved to " : "", path ? path : "");
+    return 0;
+}
+
+// RETRO from scratch, or RETRO-fitting a plain LM: the decoder is the LM's, only the RETRO
+// blocks learn
+static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *train = NULL, *valid = NULL, *out = NULL;
+    const char *ds_path = NULL, *lm_path = NULL, *nb_path = NULL;
+    int dim = 0, layers = 0, heads = 0, ctx = 0, batch = 8, steps = 0, seed = 1, warmup = -1;
+    int eval_every = 0, save_every = 100, chunk = 32, k = 2, nlen = 0, start = -1, every = 2;
+    int enc_dim = 0, enc_layers = 2, n_groups, t;
+    float lr = 0.0f, wd = 0.1f; // lr 0: not given
+    size_t trained = 0;
+    cli_retrieval rv = CLI_RETRIEVAL_BM25;
+    retrlm_model_config mc;
+    retrlm_adamw_group groups[2];
+    retrlm_retro_train_config tc;
+    retrlm_retro_train_state st;
+    retrlm_result r;
+    cli_opt opts[] = {
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"--train", "FILE", OPT_STR | OPT_NEED, &train, 0, 0, "the training text, one document: its own units in -d are "
+         "neighbours too (leakage), so build -d from other text"},
+        {"--valid", "FILE", OPT_STR, &valid, 0, 0, "validation text: the probe reads it, and bits per byte with its neighbours"},
+        {"-d|--datastore", "FILE", OPT_STR | OPT_NEED, &ds_path, 0, 0, "the units to retrieve (from datastore, this tokenizer)"},
+        {"--neighbours", "FILE", OPT_STR, &nb_path, 0, 0, "the training text's neighbours: loaded when FILE holds their "
+         "shape, else retrieved and saved there (remove it when the text, -d or --retrieve change)"},
+        {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the checkpoint to write (weights and optimiser)"},
+        {"--retrofit", "LM", OPT_STR, &lm_path, 0, 0, "RETRO-fitting: the plain LM's weights (from lm-train) become the "
+         "decoder and stay frozen; only the cross-attention and the neighbour encoder learn"},
+        {"--dim", "N", OPT_INT, &dim, 0, 8192, "model width, a multiple of 2 x heads (0: 128, or the LM's)"},
+        {"--layers", "N", OPT_INT, &layers, 0, 256, "transformer blocks (0: 4, or the LM's)"},
+        {"--heads", "N", OPT_INT, &heads, 0, 256, "attention heads (0: 4, or the LM's)"},
+        {"--ctx", "N", OPT_INT, &ctx, 0, 1 << 16, "context: tokens a sequence, whole chunks (0: 128, or the LM's)"},
+        {"--batch", "N", OPT_INT, &batch, 1, 4096, "sequences a step"},
+        {"--chunk", "N", OPT_INT, &chunk, 1, 65536, "m: tokens a chunk; each chunk's text retrieves its neighbours"},
+        {"--k", "N", OPT_INT, &k, 1, 64, "neighbours a chunk"},
+        {"--nlen", "N", OPT_INT, &nlen, 0, 8192, "r: tokens a neighbour, a unit and its continuation (0: 2 x chunk)"},
+        {"--retro-start", "N", OPT_INT, &start, -1, 65535, "the first layer with chunked cross-attention, from 0 (-1: 1, "
+         "or 0 in a one-layer model)"},
+        {"--retro-every", "N", OPT_INT, &every, 1, 65536, "cross-attention in layers start, start + N, ..."},
+        {"--enc-dim", "N", OPT_INT, &enc_dim, 0, 65536, "neighbour encoder width, a multiple of 2 x heads (0: about dim / 2)"},
+        {"--enc-layers", "N", OPT_INT, &enc_layers, 1, 64, "neighbour encoder blocks"},
+        {"--steps", "N", OPT_INT, &steps, 0, 1e9, "train until this step (0: 400 as lm-train; with --retrofit 100, a "
+         "quarter of lm-train's)"},
+        {"--lr", "X", OPT_FLOAT, &lr, 1e-9, 10, "peak learning rate (default 3e-3 as lm-train; 1e-3 with --retrofit)"},
+        {"--wd", "X", OPT_FLOAT, &wd, 0, 10, "weight decay of the matrices"},
+        {"--warmup", "N", OPT_INT, &warmup, -1, 1e9, "warmup steps (-1: steps / 10), then cosine decay"},
+        {"--eval-every", "N", OPT_INT, &eval_every, 0, 1e9, "steps between probes and validations (0: at the end)"},
+        {"--save-every", "N", OPT_INT, &save_every, 0, 1e9, "steps between checkpoints (0: at the end)"},
+        {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights and windows"},
+        CLI_RETRIEVE_OPTS(rv),
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (check_retrieval(self, &rv, ds_path)) return 2;
+    if (ctx && ctx % chunk) return bad_usage(self, "--chunk %d does not divide --ctx %d: a sequence is whole chunks", chunk, ctx);
+    if (load_tokenizer(s, tok_path, gpt2)) return 1;
+    memset(&mc, 0, sizeof mc);
+    if (lm_path) { // the decoder is the LM's: its shape, and its weights below
+        if (load_model(s, lm_path, 0)) return 1;
+        if (s->lm.config.retro_chunk)
+            return bad_usage(self, "--retrofit %s is a RETRO model already: give a plain LM (from lm-train)", lm_path);
+        if ((dim && dim != s->lm.config.dim) || (layers && layers != s->lm.config.n_layers) ||
+            (heads && heads != s->lm.config.n_heads)) {
+            int bad_dim = dim && dim != s->lm.config.dim, bad_layers = !bad_dim && layers && layers != s->lm.config.n_layers;
+            return bad_usage(self, "--retrofit %s: the decoder is the LM's (dim %d, %d layers, %d heads): %s %d does not "
+                             "fit it", lm_path, s->lm.config.dim, s->lm.config.n_layers, s->lm.config.n_heads,
+                             bad_dim ? "--dim" : bad_layers ? "--layers" : "--heads",
+                             bad_dim ? dim : bad_layers ? layers : heads);
+        }
+        mc = s->lm.config;
+        if (!ctx) ctx = mc.max_seq_len;
+    } else {
+        mc.vocab_size = s->tok.n_vocab;
+        mc.dim = dim ? dim : 128, mc.n_layers = layers ? layers : 4, mc.n_heads = heads ? heads : 4;
+        if (!ctx) ctx = 128;
+    }
+    if (ctx % chunk) return bad_usage(self, "--chunk %d does not divide the LM's context of %d tokens (--ctx sets another)", chunk, ctx);
+    if (start < 0) start = mc.n_layers > 1;
+    if (start >= mc.n_layers)
+        return bad_usage(self, "--retro-start %d: the model's layers are 0..%d", start, mc.n_layers - 1);
+    mc.max_seq_len = ctx, mc.max_batch = batch, mc.seed = (uint64_t)seed;
+    mc.retro_chunk = chunk, mc.retro_k = k, mc.retro_len = nlen, mc.retro_start = start, mc.retro_every = every;
+    mc.retro_enc_dim = enc_dim, mc.retro_enc_layers = enc_layers;
+    if ((r = retrlm_model_init(&s->retro, &mc))) return fail(r, "cannot make the RETRO model");
+    if (lm_path) {
+        for (t = 0; t < RETRLM_T_COUNT; t++) {
+            if (!s->lm.tensor_size[t]) continue;
+            if (s->lm.tensor_size[t] != s->retro.tensor_size[t])
+                return say("--retrofit: tensor %d holds %lu floats in the LM, %lu in the RETRO model", t,
+                           (unsigned long)s->lm.tensor_size[t], (unsigned long)s->retro.tensor_size[t]);
+            memcpy(s->retro.param[t], s->lm.param[t], s->lm.tensor_size[t] * sizeof(float));
+        }
+        retrlm_model_free(&s->lm);
+    }
+    if (load_text(s, 0, train) || (valid && load_text(s, 1, valid))) return 1;
+    if (!s->text[0].n) return say("%s: no text to train on", train);
+    if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
+    if (load_retrieval(s, &rv) || get_neighbours(s, &s->nb[0], &s->text[0], &s->retro, &rv.params, nb_path) ||
+        (valid && get_neighbours(s, &s->nb[1], &s->text[1], &s->retro, &rv.params, NULL)))
+        return 1;
+    if (!steps) steps = lm_path ? 100 : 400;
+    if (lr == 0.0f) lr = lm_path ? 1e-3f : 3e-3f;
+    n_groups = lm_path ? retrlm_model_retro_param_groups(&s->retro, lr, wd, groups)
+                       : retrlm_model_param_groups(&s->retro, lr, wd, groups);
+    for (t = 0; t < n_groups; t++) trained += groups[t].n;
+    if (init_opt(s, groups, n_groups, steps, warmup < 0 ? steps / 10 : warmup)) return 1;
+    retrlm_retro_train_state_init(&st, (uint64_t)seed);
+    memset(&tc, 0, sizeof tc);
+    tc.train = s->text[0].ids, tc.n_train = s->text[0].n, tc.neighbours = &s->nb[0];
+    if (valid) {
+        tc.valid = s->text[1].ids, tc.n_valid = s->text[1].n, tc.valid_bytes = s->text[1].len;
+        tc.valid_neighbours = &s->nb[1];
+    }
+    tc.steps = steps, tc.eval_every = eval_every;
+    tc.checkpoint = out, tc.checkpoint_every = save_every;
+    tc.progress = progress_fn, tc.user = &s->prog;
+    s->prog.retro = &st;
+    mc = s->retro.config;
+    fprintf(stderr, "%s: %.2fM parameters, %.2fM of them trained (dim %d, %d layers, %d heads, ctx %d, batch %d; chunks of "
+            "%d, %d neighbours of %d tokens, cross-attention from layer %d every %d, encoder %d wide, %d layers); %lu "
+            "training tokens\n", lm_path ? "RETRO-fitting" : "RETRO from scratch", (double)s->retro.n_params / 1e6,
+            (double)trained / 1e6, mc.dim, mc.n_layers, mc.n_heads, mc.max_seq_len, mc.max_batch, mc.retro_chunk,
+            mc.retro_k, mc.retro_len, mc.retro_start, mc.retro_every, mc.retro_enc_dim, mc.retro_enc_layers,
+            (unsigned long)tc.n_train);
+    r = retrlm_retro_train(&s->retro, &s->opt, &tc, &st);
+    progress_end(&s->prog);
+    if (r) return fail(r, "training");
+    printf("%s: RETRO%s%s, step %lld, loss %.4f, probe loss %.4f with neighbours, %.4f without", out,
+           lm_path ? " retrofitted from " : "", lm_path ? lm_path : "", (long long)st.lm.step, st.lm.last_loss,
+           st.probe_with, st.probe_without);
+    if (valid) printf(", valid %.4f bits per byte", st.lm.last_valid_bpb);
+    printf("\n");
+    return 0;
+}
+
+// text (len bytes) on one line: at most width bytes, whitespace as spaces, whole UTF-8 characters
+static void print_flat(const char *t, size_t len, int width) {
+    size_t i;
     int cut = len > (size_t)width;
     if (cut) {
         len = (size_t)width;
@@ -1352,6 +1549,38 @@ static void print_snippet(const retrlm_datastore *ds, int u, int width) {
     }
     for (i = 0; i < len; i++) putchar(t[i] == '\n' || t[i] == '\t' || t[i] == '\r' ? ' ' : t[i]);
     printf("%s\n", cut ? "..." : "");
+}
+
+// unit u's text on one line, as print_flat prints it
+static void print_snippet(const retrlm_datastore *ds, int u, int width) {
+    size_t len;
+    const char *t = retrlm_datastore_text(ds, u, &len);
+    print_flat(t, len, width);
+}
+
+// eval with a RETRO model (s->lm) on s->text[0]: neighbours retrieved with each chunk of the text
+// itself, then the same windows with every neighbour absent
+static int eval_retro(cli_state *s, const char *text, const cli_retrieval *rv) {
+    const retrlm_model_config *c = &s->lm.config;
+    const cli_text *t = &s->text[0];
+    retrlm_retro_neighbours none;
+    double with, without, t0 = retrlm_time_seconds();
+    size_t i, n;
+    retrlm_result r;
+    if (load_retrieval(s, rv) || get_neighbours(s, &s->nb[0], t, &s->lm, &rv->params, NULL)) return 1;
+    if ((r = retrlm_retro_bits_per_byte(&s->lm, t->ids, t->n, t->len, &s->nb[0], 0, &with))) return fail(r, "eval");
+    memset(&none, 0, sizeof none);
+    none.chunk = c->retro_chunk, none.k = c->retro_k, none.len = c->retro_len, none.n_chunks = s->nb[0].n_chunks;
+    n = (size_t)none.n_chunks * (size_t)none.k * (size_t)none.len;
+    if (!(s->absent = (int *)malloc(sizeof(int) * (n + 1)))) return say("out of memory");
+    for (i = 0; i < n; i++) s->absent[i] = -1;
+    none.tokens = s->absent;
+    if ((r = retrlm_retro_bits_per_byte(&s->lm, t->ids, t->n, t->len, &none, 0, &without))) return fail(r, "eval");
+    printf("%.4f bits per byte: %s, RETRO with neighbours by %s (chunks of %d, %d neighbours of %d tokens), %lu tokens, "
+           "%lu bytes, %.1f s\n", with, text, rv->mode, c->retro_chunk, c->retro_k, c->retro_len, (unsigned long)t->n,
+           (unsigned long)t->len, retrlm_time_seconds() - t0);
+    printf("%.4f bits per byte: %s, RETRO without neighbours (the same windows)\n", without, text);
+    return 0;
 }
 
 static int cmd_search(const cli_cmd *self, int argc, char **argv, cli_state *s) {
@@ -1506,10 +1735,10 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     retrlm_ralm_config rc;
     retrlm_result r;
     cli_opt opts[] = {
-        {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the LM (from lm-train)"},
+        {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the LM (from lm-train, retrofit or retro-train)"},
         CLI_TOKENIZER_OPTS(tok_path, gpt2),
         {"--text", "FILE", OPT_STR | OPT_NEED, &text, 0, 0, "the text to score"},
-        {"-d|--datastore", "FILE", OPT_STR, &ds_path, 0, 0, "units to retrieve from (incontext, replug)"},
+        {"-d|--datastore", "FILE", OPT_STR, &ds_path, 0, 0, "units to retrieve from (incontext, replug; a RETRO model's neighbours)"},
         {"--mode", "MODE", OPT_STR, &mode, 0, 0, "none, incontext or replug"},
         {"--k", "N", OPT_INT, &k, 0, 16, "units prepended (incontext, 0: 1) or mixed (replug, 0: 4)"},
         {"--stride", "N", OPT_INT, &stride, 0, 1 << 20, "tokens predicted per retrieval (0: 16)"},
@@ -1554,7 +1783,15 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         return 1;
     if (groups && (bad = read_labels(s, groups, s->lines.n))) return bad;
     if (!s->text[0].n) return say("%s: no text to score", text);
+    if (s->lm.config.retro_chunk) { // RETRO: neighbours through cross-attention, none of the options of plain LMs
+        if (m || knn || k || stride || query || unit || context || temperature != 0.0f || by_line || groups)
+            return bad_usage(self, "%s is a RETRO model: it reads its neighbours through cross-attention; --mode, --k, "
+                             "--stride, --query-tokens, --unit-tokens, --context-tokens, --temperature, --knnlm-keys, "
+                             "--knnlm-build, --per-line and --groups are for plain LMs", model);
+        if (!ds_path) return bad_usage(self, "%s is a RETRO model: give -d DATASTORE to retrieve its neighbours", model);
+    }
     if (ds_path && (r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
+    if (s->lm.config.retro_chunk) return eval_retro(s, text, &rv);
     if ((m && load_retrieval(s, &rv)) || (keys && load_keys(s, keys)) || (build && build_keys(s, build, nlist, sq8)))
         return 1; // none: no units
     if (by_line && !(s->lines.nats = (float *)malloc(sizeof(float) * s->text[0].n))) return say("out of memory");
@@ -1578,6 +1815,56 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     return by_line ? report_lines(s, per_line, groups) : 0;
 }
 
+// generate with a RETRO model (s->lm): the prompt's tokens (s->text[0].ids, n_p), then retrieval
+// every chunk; prints each chunk's units, then the text
+static int generate_retro(cli_state *s, const cli_retrieval *rv, const char *prompt, size_t n_p, int tokens,
+                          const retrlm_sampler *smp, retrlm_rng *rng) {
+    const retrlm_model_config *c = &s->lm.config;
+    const int T = c->max_seq_len, M = c->retro_chunk, K = c->retro_k;
+    retrlm_retro_generate_config gc;
+    size_t skip = 0, len, cap;
+    int *seq, *units, n_in, n_out = 0, d, ch, j;
+    char *buf;
+    retrlm_result r;
+    if (load_retrieval(s, rv)) return 1;
+    if (n_p > (size_t)T - 1) { // the model sees T tokens: keep the end of the prompt
+        skip = n_p - ((size_t)T - 1);
+        fprintf(stderr, "retrlm: the prompt is cut to its last %d tokens (the model's context is %d)\n", T - 1, T);
+    }
+    n_in = (int)(n_p - skip);
+    // the sequence (prompt, then what is generated) and the units of each chunk
+    if (!(seq = s->text[1].ids = (int *)malloc(sizeof(int) * ((size_t)n_in + (size_t)tokens + (size_t)(T / M) * K + 1))))
+        return say("out of memory");
+    units = seq + n_in + tokens;
+    memcpy(seq, s->text[0].ids + skip, sizeof(int) * (size_t)n_in);
+    memset(&gc, 0, sizeof gc);
+    gc.tok = &s->tok, gc.ds = &s->ds, gc.neighbours.retrieve = rv->params;
+    gc.sampler = smp, gc.rng = rng, gc.units = units;
+    if ((r = retrlm_retro_generate(&s->lm, &gc, seq, n_in, tokens, seq + n_in, &n_out))) return fail(r, "generate");
+    d = n_in + n_out - 1; // positions decoded: chunks c < d / M retrieved their neighbours
+    // the longest text a chunk or the generation decodes to: the buffer for both
+    if ((r = retrlm_tokenizer_decode(&s->tok, seq, (size_t)(n_in + n_out), NULL, 0, &cap))) return fail(r, "decode");
+    if (!(buf = s->text[1].bytes = (char *)malloc(++cap))) return say("out of memory");
+    for (ch = 0; ch < d / M; ch++) {
+        if ((r = retrlm_tokenizer_decode(&s->tok, seq + ch * M, (size_t)M, buf, cap, &len))) return fail(r, "decode");
+        printf("--- chunk %d (tokens %d-%d, %s): ", ch, ch * M, ch * M + M - 1, ch * M + M <= n_in ? "prompt" : "generated");
+        print_flat(buf, len, 60);
+        for (j = 0; j < K; j++) {
+            int u = units[ch * K + j];
+            if (u < 0) {
+                printf("    nothing\n");
+                continue;
+            }
+            printf("    unit %d (document %lld): ", u, (long long)s->ds.unit_doc[u]);
+            print_snippet(&s->ds, u, 80);
+        }
+    }
+    if (d / M == 0) printf("--- no chunk of %d tokens was complete: no retrieval\n", M);
+    if ((r = retrlm_tokenizer_decode(&s->tok, seq + n_in, (size_t)n_out, buf, cap, &len))) return fail(r, "decode");
+    printf("--- generation\n%s%s\n", prompt, buf);
+    return 0;
+}
+
 static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *ds_path = NULL, *prompt = NULL;
     int tokens = 64, top_k = 0, seed = 1, T, n_ctx = 0, n_out, unit = 0, found = 0;
@@ -1589,9 +1876,9 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
     retrlm_rng rng;
     retrlm_result r;
     cli_opt opts[] = {
-        {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the LM (from lm-train)"},
+        {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the LM (from lm-train, retrofit or retro-train)"},
         CLI_TOKENIZER_OPTS(tok_path, gpt2),
-        {"-d|--datastore", "FILE", OPT_STR, &ds_path, 0, 0, "prepend the unit that best matches the prompt"},
+        {"-d|--datastore", "FILE", OPT_STR, &ds_path, 0, 0, "prepend the unit that best matches the prompt (a RETRO model: its neighbours every chunk)"},
         {"--prompt", "TEXT", OPT_STR | OPT_NEED, &prompt, 0, 0, "the text to continue"},
         {"--tokens", "N", OPT_INT, &tokens, 1, 1 << 20, "tokens to generate (fewer when the context is full)"},
         {"--temp", "X", OPT_FLOAT, &temp, 0, 100, "sampling temperature (0: greedy)"},
@@ -1606,6 +1893,16 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
         !(s->text[0].ids = encode_text(&s->tok, prompt, strlen(prompt), 0, &n_p)))
         return 1;
     if (!n_p) return say("the prompt is empty");
+    memset(&smp, 0, sizeof smp);
+    smp.temperature = temp, smp.top_k = top_k, smp.top_p = top_p;
+    retrlm_rng_seed(&rng, (uint64_t)seed);
+    if (s->lm.config.retro_chunk) { // RETRO: retrieval every chunk, with the text so far
+        if (!ds_path)
+            return bad_usage(self, "%s is a RETRO model: give -d DATASTORE to retrieve its neighbours every %d tokens",
+                             model, s->lm.config.retro_chunk);
+        if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
+        return generate_retro(s, &rv, prompt, n_p, tokens, &smp, &rng);
+    }
     T = s->lm.config.max_seq_len;
     if (n_p > (size_t)T - 1) { // the model sees T tokens: keep the end of the prompt
         skip = n_p - ((size_t)T - 1);
@@ -1631,9 +1928,6 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
     }
     memcpy(ctx + n_ctx, s->text[0].ids + skip, sizeof(int) * (n_p - skip));
     n_ctx += (int)(n_p - skip);
-    memset(&smp, 0, sizeof smp);
-    smp.temperature = temp, smp.top_k = top_k, smp.top_p = top_p;
-    retrlm_rng_seed(&rng, (uint64_t)seed);
     if ((r = retrlm_model_generate(&s->lm, ctx, n_ctx, tokens, &smp, &rng, ctx + T, &n_out))) return fail(r, "generate");
     if ((r = retrlm_tokenizer_decode(&s->tok, ctx + T, (size_t)n_out, NULL, 0, &len)) ||
         !(s->text[1].bytes = (char *)malloc(len + 1)) ||
@@ -1663,11 +1957,16 @@ static const cli_cmd commands[] = {
      "Fine-tunes a bi-encoder with REPLUG LSR: toward the units that help a frozen LM.", cmd_lsr_train},
     {"retrofit", "[options] -m LM -t TOK -d DS --train FILE -o LM",
      "Trains an LM further with retrieved units before its windows, to learn to read them.", cmd_retrofit},
+    {"retro-train", "[options] -t TOK -d DS --train FILE -o RETRO",
+     "Trains a RETRO model (chunked cross-attention to neighbours) from scratch, or RETRO-fits an LM with --retrofit.",
+     cmd_retro_train},
     {"search", "[options] -d DS QUERY...", "Prints the best units for a query: unit, score, document, text.",
      cmd_search},
-    {"eval", "[options] -m LM -t TOK --text FILE", "Prints the bits per byte of a text, with or without retrieval.",
+    {"eval", "[options] -m LM -t TOK --text FILE",
+     "Prints the bits per byte of a text, with or without retrieval (a RETRO model: both, with -d).",
      cmd_eval},
-    {"generate", "[options] -m LM -t TOK --prompt TEXT", "Continues a prompt, after the best unit of a datastore with -d.",
+    {"generate", "[options] -m LM -t TOK --prompt TEXT",
+     "Continues a prompt, after the best unit of a datastore with -d (a RETRO model: retrieval every chunk).",
      cmd_generate},
 };
 

@@ -81,3 +81,38 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
                                                    size_t n, size_t n_bytes,
                                                    const retrlm_ralm_config *cfg, double *bpb,
                                                    float *token_nats);
+
+/* ---- RETRO generation: retrieval every m tokens (Borgeaud et al., 2022, section 2.4)
+   A RETRO model (retrlm_model_config.retro_chunk = m) decodes the prompt and then the tokens it
+   samples with the KV cache. Whenever chunk c's m tokens are known (before decoding its last
+   one, position cm + m - 1), the chunk's text is the query: its k neighbours are found exactly
+   as retrlm_retro_neighbours_build finds them for a stream of those m tokens with doc NULL (the
+   units, each followed by its continuation in its document, len tokens) and given to the model
+   with retrlm_model_decode_neighbours. So the logits at every position are those of
+   retrlm_model_forward_retro over the whole sequence with the neighbours
+   retrlm_retro_neighbours_build gives for it (doc NULL), up to the rounding of the KV cache. */
+typedef struct retrlm_retro_generate_config {
+    const retrlm_tokenizer *tok;   /* the LM's tokenizer: a chunk is decoded with it */
+    const retrlm_datastore *ds;    /* committed, its units in the LM's tokens */
+    retrlm_retro_neighbours_config neighbours; /* retrieve, depth, unit_only as for
+                                      retrlm_retro_neighbours_build; chunk, k, len: 0 or the
+                                      model's retro_chunk, retro_k, retro_len (ERR_ARG else) */
+    const retrlm_sampler *sampler; /* NULL: greedy */
+    retrlm_rng *rng;               /* needed unless greedy */
+    int   *units;  /* (max_seq_len / m * k) or NULL: units[c*k + j] = the unit that starts
+                      neighbour j of chunk c (-1: absent), for every chunk retrieved */
+    float *logits; /* (n_prompt + n_new, V) or NULL: row p = the logits at position p, for every
+                      position decoded */
+} retrlm_retro_generate_config;
+
+/* Feeds prompt (1 <= n_prompt <= max_seq_len), then samples n_new tokens into out (n_new),
+   stopping early when the sequence fills max_seq_len, as retrlm_model_generate does; *n_out
+   (may be NULL) gets the number generated. The positions decoded are the prompt's and those of
+   every token generated but the last: D = n_prompt + *n_out - 1 of them (n_prompt when n_new is
+   0); the chunks retrieved are c < D / m. ERR_ARG for a plain model, a prompt too long or empty,
+   a token outside the vocabulary, neighbours of another shape than the model's, or a datastore
+   not committed. */
+RETRLM_API retrlm_result retrlm_retro_generate(retrlm_model *m,
+                                               const retrlm_retro_generate_config *cfg,
+                                               const int *prompt, int n_prompt, int n_new,
+                                               int *out, int *n_out);

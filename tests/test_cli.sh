@@ -3,9 +3,11 @@
 # on examples/data/kjv-excerpt.tsv: tokenizer, a tiny LM, a datastore, search, eval (none,
 # in-context, kNN-LM), generation, a tiny bi-encoder (Contriever, then DPR, and Contriever with
 # MoCo), dense / hybrid retrieval, the units' embeddings saved by embed and loaded with --dense,
-# REPLUG LSR (lsr-train) and in-context retrofitting (retrofit); then bad input, which must fail
-# with a message, never crash, and what a user can get wrong (a directory as a file, an empty text,
-# an option taken as a value, -o of another kind), which must exit 2 before any work.
+# REPLUG LSR (lsr-train) and in-context retrofitting (retrofit); RETRO (retro-train from scratch
+# and with --retrofit, its neighbours file, eval and generate with a RETRO model); then bad input,
+# which must fail with a message, never crash, and what a user can get wrong (a directory as a
+# file, an empty text, an option taken as a value, -o of another kind), which must exit 2 before
+# any work.
 # The last line is "N passed, M failed"; the exit status is nonzero on any failure.
 #   sh tests/test_cli.sh              (from the repository root; CC, STB_INC as in tests/run.sh)
 #   RETRLM_BIN=path sh tests/test_cli.sh     tests an already built binary (e.g. a sanitizer build)
@@ -57,6 +59,16 @@ keep() {
     rc=$?
     cat "$f" >>"$out/log"
     if [ $rc = 0 ]; then ok "$n"; else no "$n (exit $rc)"; fi
+}
+
+# usage NAME COMMAND...: a bad command line, which must exit 2 with a "retrlm" message
+usage() {
+    n=$1
+    shift
+    "$@" >"$out/log" 2>&1
+    rc=$?
+    if [ $rc = 2 ] && grep -q '^retrlm' "$out/log"; then ok "$n: $(grep '^retrlm' "$out/log" | head -n 1)"
+    else no "$n (exit $rc, not 2)"; fi
 }
 
 # same NAME FILE1 FILE2: the two files are identical and not empty
@@ -189,6 +201,54 @@ run "retrofit --retrieve rrf --dense" "$R" retrofit $S2 --train "$out/train.txt"
     --unit-tokens 16 --query 16 --batch 2 --steps 2 -o "$out/retro-rrf.rlm"
 has "retrofit --retrieve rrf: to step 2" "retrofitted, step 2"
 
+# RETRO: a datastore of other text (2 Chronicles, which retells much of 2 Kings, and the rest of
+# 2 Kings); a RETRO model from scratch, then one RETRO-fitted from lm.rlm reading the same
+# neighbours file; eval and generate with them
+awk -F'\t' 'NR > 1 && $1 == "2 Chronicles" { print $4 }' "$data" >"$out/chron.txt"
+awk -F'\t' 'NR > 1 && $1 == "2 Kings" && $2 > 12 { print $4 }' "$data" >"$out/kings-rest.txt"
+rm -f "$out"/nb*.rlm
+run "datastore for RETRO" "$R" datastore $T -o "$out/ds-retro.rlm" --chunk 16 "$out/chron.txt" "$out/kings-rest.txt"
+RT="$T -d $out/ds-retro.rlm --train $out/train.txt --chunk 16 --k 2"
+keep "retro-train" "$out/retro-train.txt" "$R" retro-train $RT --neighbours "$out/nb.rlm" --valid "$out/test.txt" \
+    --dim 32 --layers 2 --heads 2 --ctx 64 --batch 4 --enc-dim 16 --enc-layers 1 --steps 6 --eval-every 3 -o "$out/retro.rlm"
+has "retro-train: to step 6, the probe with and without neighbours" \
+    "retro.rlm: RETRO, step 6, loss [0-9.]+, probe loss [0-9.]+ with neighbours, [0-9.]+ without, valid [0-9.]+ bits per byte"
+has "retro-train: the probe at step 3" "^step 3: probe loss [0-9.]+ with neighbours, [0-9.]+ without; valid"
+has "retro-train: the neighbours retrieved and saved" "neighbours: [0-9]+ chunks retrieved in .*, saved to .*nb.rlm"
+keep "lm-train, an LM to RETRO-fit" "$out/lm-r.txt" "$R" lm-train $T --train "$out/train.txt" --valid "$out/test.txt" \
+    --dim 32 --layers 2 --heads 2 --ctx 64 --batch 4 --steps 10 -o "$out/lm-r.rlm"
+run "retro-train --retrofit" "$R" retro-train $RT --neighbours "$out/nb.rlm" --retrofit "$out/lm-r.rlm" --batch 2 --steps 3 \
+    -o "$out/retrofit.rlm"
+has "retro-train --retrofit: the neighbours file loaded" "neighbours: [0-9]+ chunks loaded from .*nb.rlm"
+has "retro-train --retrofit: the LM's shape" "^RETRO-fitting: .*dim 32, 2 layers, 2 heads, ctx 64, batch 2"
+has "retro-train --retrofit: to step 3" "retrofit.rlm: RETRO retrofitted from .*lm-r.rlm, step 3, loss [0-9.]+, probe loss"
+cp "$out/nb.rlm" "$out/nb3.rlm"
+run "retro-train: another k" "$R" retro-train $RT --neighbours "$out/nb3.rlm" --k 3 --dim 16 --layers 1 --heads 2 --ctx 32 \
+    --enc-dim 8 --steps 1 -o "$out/x.rlm"
+has "retro-train: another k: the neighbours retrieved again" "the model reads [0-9]+ of 16, 3 of 32: retrieving them again"
+run "retro-train --retrieve rrf --dense" "$R" retro-train $T -d "$out/ds.rlm" $E $D --retrieve rrf --train "$out/test.txt" \
+    --chunk 16 --dim 16 --layers 1 --heads 2 --ctx 32 --enc-dim 8 --steps 2 -o "$out/x.rlm"
+has "retro-train --retrieve rrf: to step 2" "x.rlm: RETRO, step 2"
+keep "eval a RETRO model" "$out/retro-eval.txt" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt" -d "$out/ds-retro.rlm"
+has "eval a RETRO model: with neighbours" "^[0-9]+\.[0-9]+ bits per byte: .*test.txt, RETRO with neighbours by bm25"
+has "eval a RETRO model: without" "^[0-9]+\.[0-9]+ bits per byte: .*test.txt, RETRO without neighbours"
+v1=$(sed -nE 's/.*valid ([0-9.]+) bits per byte$/\1/p' "$out/retro-train.txt")
+v2=$(sed -nE 's/^([0-9.]+) bits per byte: .*RETRO with neighbours.*/\1/p' "$out/retro-eval.txt")
+if [ -n "$v1" ] && [ "$v1" = "$v2" ]; then ok "eval a RETRO model: retro-train's valid figure ($v1)"
+else no "eval a RETRO model: $v2 bits per byte, retro-train's valid said $v1"; fi
+# the RETRO-fitted decoder is the LM's, frozen: without neighbours, its figure is lm-train's
+keep "eval a RETRO-fitted model" "$out/retrofit-eval.txt" "$R" eval -m "$out/retrofit.rlm" $T --text "$out/test.txt" \
+    -d "$out/ds-retro.rlm"
+v1=$(sed -nE 's/.*valid ([0-9.]+) bits per byte$/\1/p' "$out/lm-r.txt")
+v2=$(sed -nE 's/^([0-9.]+) bits per byte: .*RETRO without neighbours.*/\1/p' "$out/retrofit-eval.txt")
+if [ -n "$v1" ] && [ "$v1" = "$v2" ]; then ok "eval a RETRO-fitted model: without neighbours, the LM's valid figure ($v1)"
+else no "eval a RETRO-fitted model: $v2 bits per byte without neighbours, the LM's valid said $v1"; fi
+run "generate with a RETRO model" "$R" generate -m "$out/retrofit.rlm" $T -d "$out/ds-retro.rlm" \
+    --prompt "Then Rabshakeh stood and cried with a loud voice" --tokens 24 --temp 0
+has "generate with a RETRO model: the first chunk's neighbours" "^--- chunk 0 \(tokens 0-15, prompt\): "
+has "generate with a RETRO model: units used" "^    unit [0-9]+ \(document [0-9]+\): "
+has "generate with a RETRO model: continues the prompt" "^Then Rabshakeh stood and cried with a loud voice"
+
 # bad input: exit 1 or 2 with a message
 bad "missing file" "$R" tokenize $T "$out/no-such-file.txt"
 bad "missing tokenizer" "$R" tokenize -t "$out/no-such.rlm" "$out/test.txt"
@@ -265,6 +325,24 @@ bad "retrofit: units fill the LM's context" "$R" retrofit $x --unit-tokens 96
 has "retrofit: units fill the LM's context: the library's message" "incontext_train: 1 unit\(s\) of 96 tokens"
 bad "retrofit --retrieve dense without --encoder" "$R" retrofit $x --retrieve dense
 bad "retrofit: an encoder as the LM" "$R" retrofit -m "$out/enc.rlm" $T -d "$out/ds.rlm" --train "$out/train.txt" -o "$out/x.rlm"
+x="$T -d $out/ds-retro.rlm --train $out/train.txt -o $out/x.rlm"
+usage "retro-train: --chunk does not divide --ctx" "$R" retro-train $x --ctx 64 --chunk 20
+usage "retro-train --retrofit: --chunk does not divide the LM's context" "$R" retro-train $x --retrofit "$out/lm.rlm" --chunk 20
+usage "retro-train --retrofit of a RETRO model" "$R" retro-train $x --retrofit "$out/retro.rlm"
+usage "retro-train --retrofit with another --dim" "$R" retro-train $x --retrofit "$out/lm.rlm" --dim 64
+usage "retro-train: --retro-start past the layers" "$R" retro-train $x --layers 2 --retro-start 2
+usage "retro-train without -d" "$R" retro-train $T --train "$out/train.txt" -o "$out/x.rlm"
+usage "retro-train: --retrieve dense without --encoder" "$R" retro-train $x --retrieve dense
+cp "$out/lm.rlm" "$out/lm-copy.rlm"
+bad "retro-train: --neighbours of another kind" "$R" retro-train $x --neighbours "$out/lm-copy.rlm" --steps 1
+has "retro-train: --neighbours of another kind: says so" "is not a neighbours file"
+same "retro-train: --neighbours of another kind: left as it was" "$out/lm.rlm" "$out/lm-copy.rlm"
+bad "retro-train: a text shorter than a window" "$R" retro-train $T -d "$out/ds-retro.rlm" --train "$out/prompt.txt" \
+    --ctx 32 --chunk 16 -o "$out/x.rlm"
+usage "eval a RETRO model without -d" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt"
+usage "eval a RETRO model with --mode" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt" -d "$out/ds-retro.rlm" \
+    --mode incontext
+usage "generate with a RETRO model without -d" "$R" generate -m "$out/retro.rlm" $T --prompt "And"
 
 
 # nothing a user does breaks it: each of these exits 2 with a message before any work

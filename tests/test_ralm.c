@@ -1,5 +1,6 @@
 // datastore and ralm: units, exclusion, persistence; retrieval-augmented scoring checked
-// against direct forwards of the same sequences.
+// against direct forwards of the same sequences; RETRO generation (retrieval every m tokens)
+// checked against a forward over the whole sequence.
 #include "retrlm.h"
 #include "test.h"
 #include <string.h>
@@ -230,12 +231,130 @@ static void test_knnlm(void) {
     retrlm_free(ids);
 }
 
+// RETRO generation retrieves with each chunk as it completes: its logits at every position are
+// a forward over the whole sequence with the neighbours retrlm_retro_neighbours_build finds for
+// it (doc NULL), and the units it reports are the ones those neighbours start with.
+static void test_retro_generate(void) {
+    retrlm_datastore ds, raw;
+    retrlm_datastore_config dc;
+    retrlm_model rm;
+    retrlm_model_config mc;
+    retrlm_retro_generate_config gc;
+    retrlm_retro_neighbours nb;
+    retrlm_retro_neighbours_config nc;
+    retrlm_sampler smp;
+    retrlm_rng rng;
+    const int T = 64, M = 8, K = 2, R = 16;
+    size_t np;
+    static const char *text = "Hezekiah received the letter of the hand of the messengers. Sennacherib king of Assyria departed, and went and returned.";
+    int *prompt = encode_all(text, &np), seq[65], out[64], units[16], n_out = 0, again[64], n2 = 0;
+    int D, V, c, j, p, present = 0, ok = 1;
+    float *logits, worst = 0.0f, moved = 0.0f;
+    build(&ds, 8);
+    memset(&mc, 0, sizeof mc);
+    mc.vocab_size = tok.n_vocab;
+    mc.dim = 32, mc.n_layers = 2, mc.n_heads = 2, mc.max_seq_len = T, mc.max_batch = 1;
+    mc.init_std = 0.2f, mc.seed = 11; // large weights: neighbours move the logits a lot
+    mc.retro_chunk = M, mc.retro_k = K, mc.retro_len = R, mc.retro_every = 1;
+    mc.retro_enc_dim = 16, mc.retro_enc_layers = 1, mc.retro_enc_heads = 2;
+    CHECK_OK(retrlm_model_init(&rm, &mc));
+    if (!rm.params || np < 40) {
+        CHECK(0);
+        return;
+    }
+    V = rm.config.vocab_size;
+    logits = (float *)malloc(sizeof(float) * (size_t)(T + 1) * V);
+    memset(&gc, 0, sizeof gc);
+    gc.tok = &tok, gc.ds = &ds, gc.units = units, gc.logits = logits; // greedy
+    for (j = 0; j < 16; j++) units[j] = -7;
+    // 40 tokens of prompt, then as many as fit: positions 0..63 decoded, 25 new
+    CHECK_OK(retrlm_retro_generate(&rm, &gc, prompt, 40, 60, out, &n_out));
+    CHECK(n_out == T + 1 - 40);
+    D = 40 + n_out - 1;
+    memcpy(seq, prompt, 40 * sizeof(int));
+    memcpy(seq + 40, out, (size_t)n_out * sizeof(int));
+    memset(&nc, 0, sizeof nc);
+    nc.chunk = M, nc.k = K, nc.len = R;
+    CHECK_OK(retrlm_retro_neighbours_build(&nb, &ds, &tok, seq, (size_t)D, NULL, &nc));
+    CHECK(nb.n_chunks == D / M);
+    CHECK_OK(retrlm_model_forward_retro(&rm, seq, 1, D, NULL, nb.tokens, 0));
+    for (p = 0; p < D; p++) {
+        for (j = 0; j < V; j++) worst = fmaxf(worst, fabsf(logits[(size_t)p * V + j] - rm.logits[(size_t)p * V + j]));
+        if (p >= 40 - 1) { // greedy: each token is the argmax of the logits before it
+            int best = 0;
+            for (j = 1; j < V; j++) best = logits[(size_t)p * V + j] > logits[(size_t)p * V + best] ? j : best;
+            ok &= best == seq[p + 1];
+        }
+    }
+    CHECK(worst < 1e-4f);
+    CHECK(ok);
+    // the units: neighbour j of chunk c starts with unit units[c*k + j]'s tokens
+    for (c = 0; c < D / M; c++)
+        for (j = 0; j < K; j++) {
+            const int *row = retrlm_retro_neighbours_chunk(&nb, c) + (size_t)j * R;
+            int u = units[c * K + j], nt, e;
+            if (row[0] < 0) {
+                ok &= u == -1;
+                continue;
+            }
+            if (u < 0 || u >= ds.n_units) {
+                ok = 0;
+                continue;
+            }
+            const int *ids = retrlm_datastore_tokens(&ds, u, &nt);
+            for (e = 0; e < nt && e < R; e++) ok &= ids[e] == row[e];
+            present++;
+        }
+    CHECK(ok);
+    CHECK(units[0] >= 0 && ds.unit_doc[units[0]] == 101); // the first chunk finds its document
+    CHECK(present >= 5);
+    // without neighbours the logits after the first chunk are not the same: the test has teeth
+    CHECK_OK(retrlm_model_forward_retro(&rm, seq, 1, D, NULL, NULL, 0));
+    for (p = M - 1; p < D; p++)
+        for (j = 0; j < V; j++) moved = fmaxf(moved, fabsf(logits[(size_t)p * V + j] - rm.logits[(size_t)p * V + j]));
+    CHECK(moved > 1e-2f);
+    printf("retro_generate: %d positions, |decode - forward| <= %.2g, neighbours move the logits by %.3g, %d of %d neighbours present\n",
+           D, (double)worst, (double)moved, present, D / M * K);
+    // sampling: the same seed gives the same tokens; a prompt as long as the context gives none
+    memset(&smp, 0, sizeof smp);
+    smp.temperature = 1.0f;
+    gc.sampler = &smp, gc.rng = &rng, gc.units = NULL, gc.logits = NULL;
+    retrlm_rng_seed(&rng, 3);
+    CHECK_OK(retrlm_retro_generate(&rm, &gc, prompt, 10, 12, out, &n_out));
+    retrlm_rng_seed(&rng, 3);
+    CHECK_OK(retrlm_retro_generate(&rm, &gc, prompt, 10, 12, again, &n2));
+    CHECK(n_out == 12 && n2 == 12 && !memcmp(out, again, 12 * sizeof(int)));
+    CHECK_OK(retrlm_retro_generate(&rm, &gc, seq, T, 5, out, &n_out));
+    CHECK(n_out == 1);
+    // bad input
+    gc.sampler = NULL;
+    CHECK(retrlm_retro_generate(&model, &gc, prompt, 10, 4, out, &n_out) == RETRLM_ERR_ARG); // plain
+    CHECK(retrlm_retro_generate(&rm, &gc, seq, T + 1, 4, out, &n_out) == RETRLM_ERR_ARG);    // too long
+    CHECK(retrlm_retro_generate(&rm, &gc, prompt, 0, 4, out, &n_out) == RETRLM_ERR_ARG);     // empty
+    gc.neighbours.k = 3;
+    CHECK(retrlm_retro_generate(&rm, &gc, prompt, 10, 4, out, &n_out) == RETRLM_ERR_ARG);    // shape
+    gc.neighbours.k = 0;
+    seq[2] = V;
+    CHECK(retrlm_retro_generate(&rm, &gc, seq, 10, 4, out, &n_out) == RETRLM_ERR_ARG);       // token
+    memset(&dc, 0, sizeof dc);
+    CHECK_OK(retrlm_datastore_init(&raw, &dc));
+    gc.ds = &raw;
+    CHECK(retrlm_retro_generate(&rm, &gc, prompt, 10, 4, out, &n_out) == RETRLM_ERR_ARG);    // uncommitted
+    retrlm_datastore_free(&raw);
+    retrlm_retro_neighbours_free(&nb);
+    retrlm_model_free(&rm);
+    retrlm_datastore_free(&ds);
+    retrlm_free(prompt);
+    free(logits);
+}
+
 int main(void) {
     setup();
     RUN(test_datastore_units);
     RUN(test_datastore_files);
     RUN(test_ralm_matches_direct);
     RUN(test_knnlm);
+    RUN(test_retro_generate);
     retrlm_model_free(&model);
     retrlm_tokenizer_free(&tok);
     return test_report();
