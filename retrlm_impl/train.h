@@ -228,3 +228,72 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
                                                     size_t n_bytes,
                                                     const retrlm_retro_neighbours *nb,
                                                     int seq_len, double *bpb);
+
+/* ---- Strategy 4, TRIME (Zhong et al., 2022): the LM trains with its own in-batch memory.
+   Every position j of a batch is a memory entry: its key k_j is the last layer's feed-forward
+   input (retrlm_model_ffn_input(m, L-1), the kNN-LM key) and its label y_j the token that
+   followed it. Position i's target y is scored by one softmax over the vocabulary and the
+   entries M(i) that i may see (retrlm_trime_loss):
+       p(y) = ( exp(logit_iy) + sum_{j in M(i), y_j = y} exp(s_ij) )
+              / ( sum_v exp(logit_iv) + sum_{j in M(i)} exp(s_ij) )
+   with s_ij = k_i . k_j / (sqrt(D) temperature) (RETRLM_TRIME_DOT, TRIME's criterion, where
+   the temperature is 1) or s_ij = -|k_i - k_j|^2 / (sqrt(D) temperature) (RETRLM_TRIME_L2, the
+   kNN-LM distance). The gradient reaches both k_i (the query) and k_j (the key). M(i):
+     RETRLM_TRIME_LOCAL  the earlier positions of i's own segment (TrimeLM: local memory);
+                         the B segments of a training batch are independent random windows
+     RETRLM_TRIME_LONG   the earlier positions of i's own segment and every position of the
+                         segments before it (TrimeLM_long): a training batch is B consecutive
+                         windows of one stream, segment b = stream[o + bT, o + bT + T)
+   A position whose M(i) is empty (the first of a segment) gets plain cross-entropy. Not here
+   yet: TrimeLM_ext (BM25-grouped batches, memory from every segment), and inference with a
+   memory (local, long or an external datastore). */
+#define RETRLM_TRIME_LOCAL 0
+#define RETRLM_TRIME_LONG 1
+#define RETRLM_TRIME_DOT 0
+#define RETRLM_TRIME_L2 1
+
+typedef struct retrlm_trime_params {
+    int   batching;    /* RETRLM_TRIME_LOCAL or RETRLM_TRIME_LONG: which entries M(i) holds */
+    int   sim;         /* RETRLM_TRIME_DOT or RETRLM_TRIME_L2 */
+    float temperature; /* divides the similarity; 0 means 1 */
+} retrlm_trime_params;
+
+/* TRIME's loss on the last forward (B, T) of m, which needs its logits: targets (B, T) are
+   scored (< 0: not), labels (B, T) are the memory entries' labels (NULL: targets; an entry with
+   a label < 0, or past its sequence's length, is not in the memory). *loss (may be NULL) the
+   mean over the scored positions in nats, *count (may be NULL) how many. Overwrites m->logits
+   with d(mean loss)/d(logits) and writes dkeys (B, T, D) (may be NULL) with d(mean loss)/d(the
+   keys), ready for retrlm_model_backward as grad.dlogits = m->logits and
+   grad.dffn_in[L-1] = dkeys. Allocates B*T x (entries) floats. ERR_ARG on bad params, labels
+   or targets outside the vocabulary, or a model without logits. */
+RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_trime_params *p,
+                                                 const int *targets, const int *labels,
+                                                 float *loss, float *dkeys, int *count);
+
+typedef struct retrlm_trime_train_config {
+    const int *train;          /* (n_train) token stream, borrowed */
+    size_t     n_train;        /* LOCAL: > seq_len + 1; LONG: > batch * seq_len */
+    int        batch;          /* segments a step; default m->config.max_batch */
+    int        seq_len;        /* tokens a segment; default m->config.max_seq_len */
+    retrlm_trime_params trime; /* batching, similarity, temperature */
+    int64_t    warmup_steps;   /* steps [0, warmup_steps) train with plain cross-entropy (TRIME's
+                                  --ce-warmup-epoch); LOCAL batches are then retrlm_lm_train's */
+    int64_t    steps;          /* train until state->step == steps */
+    const char *checkpoint;    /* path or NULL: model, optimiser and state every
+                                  checkpoint_every steps and at the end */
+    int        checkpoint_every;
+    float     *losses;         /* (steps) or NULL: losses[s] = train loss of step s (nats) */
+    retrlm_progress_fn progress; /* stage "trime" after every step; may cancel */
+    void      *user;
+} retrlm_trime_train_config;
+
+/* Trains from state->step to cfg->steps (state as retrlm_lm_train's; resuming from a checkpoint
+   continues exactly): each step draws its batch (LOCAL: batch windows at offsets
+   rng_below(n_train - seq_len), in order, as retrlm_lm_train; LONG: one offset
+   o = rng_below(n_train - batch * seq_len)), runs forward, TRIME's loss (cross-entropy during
+   the warm-up), backward and an AdamW update. Same results for any number of threads. ERR_ARG
+   on a bidirectional model or one without logits, bad sizes or params, or a token outside the
+   vocabulary. */
+RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
+                                            const retrlm_trime_train_config *cfg,
+                                            retrlm_lm_train_state *state);
