@@ -244,18 +244,24 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
      RETRLM_TRIME_LONG   the earlier positions of i's own segment and every position of the
                          segments before it (TrimeLM_long): a training batch is B consecutive
                          windows of one stream, segment b = stream[o + bT, o + bT + T)
+     RETRLM_TRIME_EXT    every position of the batch's other segments (all of each: they are
+                         other texts, not earlier ones) and, unless no_local, the earlier
+                         positions of i's own (TrimeLM_ext); a training batch is a group of
+                         similar segments (retrlm_trime_bm25_batches)
    A position whose M(i) is empty (the first of a segment) gets plain cross-entropy. Not here
-   yet: TrimeLM_ext (BM25-grouped batches, memory from every segment), and inference with a
-   memory (local, long or an external datastore). */
+   yet: inference with a memory (local, long or an external datastore). */
 #define RETRLM_TRIME_LOCAL 0
 #define RETRLM_TRIME_LONG 1
+#define RETRLM_TRIME_EXT 2
 #define RETRLM_TRIME_DOT 0
 #define RETRLM_TRIME_L2 1
 
 typedef struct retrlm_trime_params {
-    int   batching;    /* RETRLM_TRIME_LOCAL or RETRLM_TRIME_LONG: which entries M(i) holds */
+    int   batching;    /* RETRLM_TRIME_LOCAL, _LONG or _EXT: which entries M(i) holds */
     int   sim;         /* RETRLM_TRIME_DOT or RETRLM_TRIME_L2 */
     float temperature; /* divides the similarity; 0 means 1 */
+    int   no_local;    /* EXT: 1 leaves i's own segment out of M(i) (trime_ext_loss's
+                          only_cross_sent); the trainer sets it each step (cross_sent_ratio) */
 } retrlm_trime_params;
 
 /* TRIME's loss on the last forward (B, T) of m, which needs its logits: targets (B, T) are
@@ -275,7 +281,12 @@ typedef struct retrlm_trime_train_config {
     size_t     n_train;        /* LOCAL: > seq_len + 1; LONG: > batch * seq_len */
     int        batch;          /* segments a step; default m->config.max_batch */
     int        seq_len;        /* tokens a segment; default m->config.max_seq_len */
-    retrlm_trime_params trime; /* batching, similarity, temperature */
+    retrlm_trime_params trime; /* batching, similarity, temperature (no_local: set per step) */
+    const int64_t *batches;    /* EXT: (n_batches, batch) segment offsets, segment =
+                                  train[o, o + seq_len], borrowed (retrlm_trime_bm25_batches) */
+    int64_t    n_batches;
+    float      cross_sent_ratio; /* EXT: probability that a step leaves the local memory out
+                                    (TRIME: 0.9); in [0, 1] */
     int64_t    warmup_steps;   /* steps [0, warmup_steps) train with plain cross-entropy (TRIME's
                                   --ce-warmup-epoch); LOCAL batches are then retrlm_lm_train's */
     int64_t    steps;          /* train until state->step == steps */
@@ -290,10 +301,26 @@ typedef struct retrlm_trime_train_config {
 /* Trains from state->step to cfg->steps (state as retrlm_lm_train's; resuming from a checkpoint
    continues exactly): each step draws its batch (LOCAL: batch windows at offsets
    rng_below(n_train - seq_len), in order, as retrlm_lm_train; LONG: one offset
-   o = rng_below(n_train - batch * seq_len)), runs forward, TRIME's loss (cross-entropy during
+   o = rng_below(n_train - batch * seq_len); EXT: batches[rng_below(n_batches)], then
+   no_local = rng_float < cross_sent_ratio), runs forward, TRIME's loss (cross-entropy during
    the warm-up), backward and an AdamW update. Same results for any number of threads. ERR_ARG
-   on a bidirectional model or one without logits, bad sizes or params, or a token outside the
-   vocabulary. */
+   on a bidirectional model or one without logits, bad sizes or params, an EXT batch offset
+   outside the stream, or a token outside the vocabulary. */
 RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
                                             const retrlm_trime_train_config *cfg,
                                             retrlm_lm_train_state *state);
+
+/* TrimeLM_ext's batches: the stream is cut into S = (n - 1) / seq_len segments (segment s =
+   tokens[s seq_len, s seq_len + seq_len], its last token a target only), each indexed by BM25
+   (bm25 NULL: the defaults) as its text (tok's decoding; tok NULL: the token ids as decimal
+   words); each segment's query is its own text. Groups of batch segments are made greedily:
+   the first segment not yet used opens a group, which takes the unused BM25 neighbours of its
+   members (best first, the opener's, then the next member's, ...), then, if still short, the
+   next unused segments in stream order; the last S mod batch segments are left out. offsets
+   (S / batch, batch) gets the segments' first token offsets, ready for
+   retrlm_trime_train_config.batches; offsets NULL: *n_batches only. Deterministic for any
+   number of threads. ERR_ARG if the stream has fewer than batch segments. */
+RETRLM_API retrlm_result retrlm_trime_bm25_batches(const retrlm_tokenizer *tok, const int *tokens,
+                                                   size_t n, int seq_len, int batch,
+                                                   const retrlm_bm25_config *bm25,
+                                                   int64_t *offsets, int64_t *n_batches);

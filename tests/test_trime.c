@@ -1,8 +1,9 @@
 // TRIME training (strategy 4): the trainer's first loss is retrlm_trime_loss on a batch built
 // here from the same forward, and a reference in double; with an empty memory it is the plain
 // LM loss, and its warm-up is retrlm_lm_train; the gradient of a whole step against finite
-// differences (both similarities, both batchings); 1 vs 2 threads; checkpoint and resume; bad
-// input; a model that learns to copy spans from its in-batch memory where the plain LM cannot.
+// differences (both similarities, the three batchings); 1 vs 2 threads; checkpoint and resume;
+// bad input; BM25 grouping of segments; models that learn to copy spans from their in-batch
+// memory (long and ext batching) where the plain LM cannot.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
@@ -23,9 +24,11 @@ static void make_opt(retrlm_adamw *o, retrlm_model *m, float lr) {
 }
 
 // whether position i sees memory position j, written from the definition: LOCAL the same
-// segment and earlier; LONG anything earlier in the batch's reading order
-static int visible(int batching, int i, int j, int T) {
-    return batching == RETRLM_TRIME_LONG ? j < i : (j / T == i / T && j < i);
+// segment and earlier; LONG anything earlier in the batch's reading order; EXT the other
+// segments and, unless no_local, the earlier positions of its own
+static int visible(const retrlm_trime_params *p, int i, int j, int T) {
+    if (p->batching == RETRLM_TRIME_EXT) return j / T != i / T || (!p->no_local && j < i);
+    return p->batching == RETRLM_TRIME_LONG ? j < i : (j / T == i / T && j < i);
 }
 
 static double sim_of(const float *a, const float *b, int D, int sim, double temp) {
@@ -52,7 +55,7 @@ static double ref_loss(const retrlm_model *m, const int *tgt, const retrlm_trime
         ns = exp(z[tgt[i]]);
         for (j = 0; j < N; j++) {
             double e;
-            if (tgt[j] < 0 || !visible(p->batching, i, j, T)) continue;
+            if (tgt[j] < 0 || !visible(p, i, j, T)) continue;
             e = exp(sim_of(K + (size_t)i * D, K + (size_t)j * D, D, p->sim, temp));
             zs += e;
             if (tgt[j] == tgt[i]) ns += e;
@@ -63,11 +66,23 @@ static double ref_loss(const retrlm_model *m, const int *tgt, const retrlm_trime
     return total / cnt;
 }
 
-// the trainer's batch of the step drawn from rng (documented in train.h)
-static void draw_batch(retrlm_rng *rng, const int *s, size_t n, int B, int T, int batching,
-                       int *inp, int *tgt) {
+// the trainer's batch of the step drawn from rng (documented in train.h); EXT also draws
+// p->no_local
+static void draw_batch(retrlm_rng *rng, const int *s, size_t n, int B, int T,
+                       retrlm_trime_params *p, const int64_t *batches, int64_t n_batches,
+                       float cross_sent_ratio, int *inp, int *tgt) {
     int b, i;
-    if (batching == RETRLM_TRIME_LONG) {
+    if (p->batching == RETRLM_TRIME_EXT) {
+        const int64_t *g = batches + retrlm_rng_below(rng, (uint64_t)n_batches) * (uint64_t)B;
+        for (b = 0; b < B; b++)
+            for (i = 0; i < T; i++) {
+                inp[b * T + i] = s[g[b] + i];
+                tgt[b * T + i] = s[g[b] + i + 1];
+            }
+        p->no_local = retrlm_rng_float(rng) < cross_sent_ratio;
+        return;
+    }
+    if (p->batching == RETRLM_TRIME_LONG) {
         size_t off = (size_t)retrlm_rng_below(rng, (uint64_t)(n - (size_t)B * T));
         for (i = 0; i < B * T; i++) {
             inp[i] = s[off + (size_t)i];
@@ -95,7 +110,7 @@ static int *random_stream(size_t n, int V, uint64_t seed) {
 
 // one step of the trainer from a fresh model: its loss against retrlm_trime_loss on the same
 // batch (keys, labels and masks built here) and against ref_loss
-static void first_step_case(int batching, int sim, float temp) {
+static void first_step_case(int batching, int sim, float temp, float cross_sent_ratio) {
     enum { V = 11, D = 8, T = 6, B = 3, N = B * T };
     retrlm_model_config cfg;
     retrlm_model m, ref;
@@ -103,6 +118,7 @@ static void first_step_case(int batching, int sim, float temp) {
     retrlm_lm_train_state st;
     retrlm_trime_train_config tc;
     retrlm_rng rng;
+    const int64_t batches[2 * B] = {0, 50, 100, 7, 193, 30}; // EXT: two groups of 3 segments
     int *s = random_stream(200, V, 17), inp[N], tgt[N], i, j, cnt = 0;
     float loss0 = -1.0f, hand = -2.0f, *sims = (float *)malloc(N * N * sizeof(float));
     small_config(&cfg, V, D, T, B);
@@ -114,26 +130,27 @@ static void first_step_case(int batching, int sim, float temp) {
     memset(&tc, 0, sizeof tc);
     tc.train = s; tc.n_train = 200; tc.steps = 1; tc.losses = &loss0;
     tc.trime.batching = batching; tc.trime.sim = sim; tc.trime.temperature = temp;
+    tc.batches = batches; tc.n_batches = 2; tc.cross_sent_ratio = cross_sent_ratio;
     CHECK_OK(retrlm_trime_train(&m, &o, &tc, &st));
     CHECK(st.step == 1 && st.last_loss == loss0);
     // the same batch through the untrained copy; memory = every position, labelled by its target
-    draw_batch(&rng, s, 200, B, T, batching, inp, tgt);
+    draw_batch(&rng, s, 200, B, T, &tc.trime, batches, 2, cross_sent_ratio, inp, tgt);
     CHECK_OK(retrlm_model_forward(&ref, inp, B, T, NULL, 0));
     {
         const float *K = retrlm_model_ffn_input(&ref, 1);
         double rl = ref_loss(&ref, tgt, &tc.trime);
         for (i = 0; i < N; i++)
             for (j = 0; j < N; j++)
-                sims[i * N + j] = visible(batching, i, j, T)
+                sims[i * N + j] = visible(&tc.trime, i, j, T)
                                       ? (float)sim_of(K + i * D, K + j * D, D, sim, temp > 0 ? temp : 1.0)
                                       : -INFINITY;
         CHECK_OK(retrlm_trime_loss(ref.logits, N, V, sims, N, tgt, tgt, &hand, NULL, NULL, &cnt));
         CHECK(cnt == N);
         CHECK_NEAR(loss0, hand, 2e-5);
         CHECK_NEAR(loss0, rl, 2e-5);
-        printf("first step (batching %d, sim %d, temperature %g): trainer %.6f, trime_loss by hand "
-               "%.6f, double reference %.6f\n", batching, sim, (double)temp, (double)loss0,
-               (double)hand, rl);
+        printf("first step (batching %d, sim %d, temperature %g, no_local %d): trainer %.6f, "
+               "trime_loss by hand %.6f, double reference %.6f\n", batching, sim, (double)temp,
+               tc.trime.no_local, (double)loss0, (double)hand, rl);
     }
     free(sims);
     free(s);
@@ -143,9 +160,11 @@ static void first_step_case(int batching, int sim, float temp) {
 }
 
 static void test_trime_first_step(void) {
-    first_step_case(RETRLM_TRIME_LOCAL, RETRLM_TRIME_DOT, 0.0f);
-    first_step_case(RETRLM_TRIME_LONG, RETRLM_TRIME_DOT, 0.0f);
-    first_step_case(RETRLM_TRIME_LONG, RETRLM_TRIME_L2, 0.7f);
+    first_step_case(RETRLM_TRIME_LOCAL, RETRLM_TRIME_DOT, 0.0f, 0.0f);
+    first_step_case(RETRLM_TRIME_LONG, RETRLM_TRIME_DOT, 0.0f, 0.0f);
+    first_step_case(RETRLM_TRIME_LONG, RETRLM_TRIME_L2, 0.7f, 0.0f);
+    first_step_case(RETRLM_TRIME_EXT, RETRLM_TRIME_DOT, 0.0f, 0.0f);
+    first_step_case(RETRLM_TRIME_EXT, RETRLM_TRIME_DOT, 0.0f, 1.0f);
 }
 
 // segments of one token have no memory: the loss is plain cross-entropy; the warm-up is
@@ -170,7 +189,7 @@ static void test_trime_empty_memory_and_warmup(void) {
     memset(&tc, 0, sizeof tc);
     tc.train = s; tc.n_train = 200; tc.seq_len = 1; tc.steps = 1; tc.losses = &loss0;
     CHECK_OK(retrlm_trime_train(&m, &o, &tc, &st));
-    draw_batch(&rng, s, 200, B, 1, RETRLM_TRIME_LOCAL, inp, tgt);
+    draw_batch(&rng, s, 200, B, 1, &tc.trime, NULL, 0, 0.0f, inp, tgt);
     CHECK_OK(retrlm_model_forward(&ref, inp, B, 1, NULL, 0));
     CHECK_OK(retrlm_model_lm_loss(&ref, tgt, &plain, NULL));
     CHECK_NEAR(loss0, plain, 1e-5);
@@ -221,7 +240,7 @@ static double step_loss(void *q) {
 
 // the gradient of a whole TRIME step (forward, loss, backward through logits and keys) against
 // central differences of the double reference, over every parameter
-static void grad_case(int batching, int sim, float temp) {
+static void grad_case(int batching, int sim, float temp, int no_local) {
     enum { V = 7, T = 4, B = 2, N = B * T };
     retrlm_model_config cfg;
     retrlm_model m;
@@ -245,7 +264,7 @@ static void grad_case(int batching, int sim, float temp) {
         tgt[i] = (int)retrlm_rng_below(&rng, 3);
     }
     tgt[5] = -1; // neither scored nor in the memory
-    p.batching = batching; p.sim = sim; p.temperature = temp;
+    p.batching = batching; p.sim = sim; p.temperature = temp; p.no_local = no_local;
     c.m = &m; c.inp = inp; c.tgt = tgt; c.p = &p; c.B = B; c.T = T;
     CHECK_OK(retrlm_model_forward(&m, inp, B, T, NULL, 0));
     {
@@ -264,21 +283,24 @@ static void grad_case(int batching, int sim, float temp) {
     g = (float *)malloc(m.n_params * sizeof(float));
     memcpy(g, m.grads, m.n_params * sizeof(float));
     worst = grad_check(step_loss, &c, m.params, g, (int)m.n_params, 1e-2f);
-    printf("gradient (batching %d, sim %d, temperature %g): %d parameters, worst scaled error %.4f\n",
-           batching, sim, (double)temp, (int)m.n_params, worst);
+    printf("gradient (batching %d, sim %d, temperature %g, no_local %d): %d parameters, worst "
+           "scaled error %.4f\n", batching, sim, (double)temp, no_local, (int)m.n_params, worst);
     CHECK(worst < 0.1);
     free(g);
     retrlm_model_free(&m);
 }
 
 static void test_trime_grads(void) {
-    grad_case(RETRLM_TRIME_LOCAL, RETRLM_TRIME_DOT, 0.0f);
-    grad_case(RETRLM_TRIME_LONG, RETRLM_TRIME_DOT, 0.0f);
-    grad_case(RETRLM_TRIME_LONG, RETRLM_TRIME_L2, 1.5f);
+    grad_case(RETRLM_TRIME_LOCAL, RETRLM_TRIME_DOT, 0.0f, 0);
+    grad_case(RETRLM_TRIME_LONG, RETRLM_TRIME_DOT, 0.0f, 0);
+    grad_case(RETRLM_TRIME_LONG, RETRLM_TRIME_L2, 1.5f, 0);
+    grad_case(RETRLM_TRIME_EXT, RETRLM_TRIME_DOT, 0.0f, 0);
+    grad_case(RETRLM_TRIME_EXT, RETRLM_TRIME_L2, 0.0f, 1);
 }
 
-// a model big enough that the parallel paths split: 1 and 2 threads give the same bits
-static void test_trime_threads(void) {
+// a model big enough that the parallel paths split: 1 and 2 threads give the same bits (long
+// batching, and ext with its BM25 grouping built at each thread count)
+static void threads_case(int batching) {
     enum { V = 50, T = 32, B = 4 };
     retrlm_model_config cfg;
     retrlm_model m[2];
@@ -286,13 +308,17 @@ static void test_trime_threads(void) {
     retrlm_lm_train_state st[2];
     retrlm_trime_train_config tc;
     int *s = random_stream(2000, V, 41), i;
+    int64_t groups[2][60], nb = 0;
     float loss[2][3];
     small_config(&cfg, V, 64, T, B);
     memset(&tc, 0, sizeof tc);
     tc.train = s; tc.n_train = 2000; tc.steps = 3; tc.warmup_steps = 1;
-    tc.trime.batching = RETRLM_TRIME_LONG;
+    tc.trime.batching = batching;
+    tc.cross_sent_ratio = 0.5f;
     for (i = 0; i < 2; i++) {
         set_threads(i + 1);
+        CHECK_OK(retrlm_trime_bm25_batches(NULL, s, 2000, T, B, NULL, groups[i], &nb));
+        tc.batches = groups[i]; tc.n_batches = nb;
         CHECK_OK(retrlm_model_init(&m[i], &cfg));
         if (!m[i].params) return;
         make_opt(&o[i], &m[i], 1e-3f);
@@ -301,6 +327,7 @@ static void test_trime_threads(void) {
         CHECK_OK(retrlm_trime_train(&m[i], &o[i], &tc, &st[i]));
     }
     set_threads(2);
+    CHECK(nb == 15 && memcmp(groups[0], groups[1], (size_t)nb * B * sizeof(int64_t)) == 0);
     CHECK(memcmp(loss[0], loss[1], sizeof loss[0]) == 0);
     CHECK(memcmp(m[0].params, m[1].params, m[0].n_params * sizeof(float)) == 0);
     for (i = 0; i < 2; i++) {
@@ -308,6 +335,11 @@ static void test_trime_threads(void) {
         retrlm_model_free(&m[i]);
     }
     free(s);
+}
+
+static void test_trime_threads(void) {
+    threads_case(RETRLM_TRIME_LONG);
+    threads_case(RETRLM_TRIME_EXT);
 }
 
 // a run stopped at step 2 and resumed from its checkpoint ends as the run that never stopped
@@ -378,8 +410,8 @@ static void test_trime_bad_input(void) {
     CHECK(retrlm_trime_train(&m, &o, &bad, &st) == RETRLM_ERR_ARG && has("batch 4"));
     bad = tc; bad.seq_len = T + 1;
     CHECK(retrlm_trime_train(&m, &o, &bad, &st) == RETRLM_ERR_ARG && has("seq_len 7"));
-    bad = tc; bad.trime.batching = 2;
-    CHECK(retrlm_trime_train(&m, &o, &bad, &st) == RETRLM_ERR_ARG && has("batching 2"));
+    bad = tc; bad.trime.batching = 3;
+    CHECK(retrlm_trime_train(&m, &o, &bad, &st) == RETRLM_ERR_ARG && has("batching 3"));
     bad = tc; bad.trime.sim = 3;
     CHECK(retrlm_trime_train(&m, &o, &bad, &st) == RETRLM_ERR_ARG && has("similarity 3"));
     bad = tc; bad.trime.temperature = -1.0f;
@@ -401,6 +433,23 @@ static void test_trime_bad_input(void) {
     CHECK(retrlm_trime_train(&m, &o, &tc, &st) == RETRLM_ERR_ARG && has("token -1 at 150"));
     s[150] = 0;
     CHECK(st.step == 1); // only the good long run trained
+    // ext: batches needed, inside the stream, and a ratio in [0, 1]
+    {
+        const int64_t groups[B] = {0, 10, 194};
+        int64_t nb = -1;
+        bad = tc; bad.trime.batching = RETRLM_TRIME_EXT;
+        CHECK(retrlm_trime_train(&m, &o, &bad, &st) == RETRLM_ERR_ARG && has("needs batches"));
+        bad.batches = groups; bad.n_batches = 1; bad.cross_sent_ratio = 1.5f;
+        CHECK(retrlm_trime_train(&m, &o, &bad, &st) == RETRLM_ERR_ARG && has("cross_sent_ratio"));
+        bad.cross_sent_ratio = 0.5f;
+        CHECK(retrlm_trime_train(&m, &o, &bad, &st) == RETRLM_ERR_ARG &&
+              has("segment 2 starts at 194"));
+        CHECK(retrlm_trime_bm25_batches(NULL, s, 3 * T, T, B, NULL, NULL, &nb) == RETRLM_ERR_ARG &&
+              has("2 segments"));
+        CHECK_OK(retrlm_trime_bm25_batches(NULL, s, 3 * T + 1, T, B, NULL, NULL, &nb));
+        CHECK(nb == 1);
+        CHECK(retrlm_trime_bm25_batches(NULL, s, 200, 0, B, NULL, NULL, &nb) == RETRLM_ERR_ARG);
+    }
     // the loss alone: labels or targets outside the vocabulary, bad params
     for (i = 0; i < T; i++) tok[i] = tgt[i] = i;
     CHECK_OK(retrlm_model_forward(&m, tok, 1, T, NULL, 0));
@@ -505,6 +554,93 @@ static void test_trime_learns_to_copy(void) {
     free(h);
 }
 
+// BM25 grouping: segments of 4 interleaved topics (disjoint vocabularies) come back grouped
+// by topic
+static void test_trime_bm25_batches(void) {
+    enum { V = 80, T = 8, S = 12, B = 3 };
+    retrlm_rng rng;
+    int s[S * T + 1], i, j, b;
+    int64_t off[S], nb = 0;
+    retrlm_rng_seed(&rng, 71);
+    for (i = 0; i < S * T + 1; i++) s[i] = (i / T % 4) * 20 + (int)retrlm_rng_below(&rng, 20);
+    CHECK_OK(retrlm_trime_bm25_batches(NULL, s, S * T + 1, T, B, NULL, off, &nb));
+    CHECK(nb == S / B);
+    for (b = 0; b < nb; b++) {
+        printf("bm25 batch %d: segments", b);
+        for (j = 0; j < B; j++) {
+            printf(" %d", (int)(off[b * B + j] / T));
+            CHECK(off[b * B + j] % T == 0);
+            CHECK(off[b * B + j] / T % 4 == off[b * B] / T % 4); // one topic a batch
+        }
+        printf("\n");
+    }
+    CHECK(off[0] == 0 && off[1] == 4 * T); // the first segment opens the first group
+}
+
+// TrimeLM_ext end to end: the stream is spans each followed by its copy, segments are the
+// spans; BM25 puts each span in a batch with its copy, and the model learns to copy from the
+// other segments of its batch (local memory dropped at 90% of the steps, as TRIME does). The
+// held-out batches are [x, x, y, y], scored on the second of each pair.
+static void test_trime_ext_learns_to_copy(void) {
+    enum { V = 32, T = 16, B = 4, BLOCKS = 200, STEPS = 300, EVAL = 8 };
+    retrlm_model_config cfg;
+    retrlm_model tm;
+    retrlm_adamw to;
+    retrlm_lm_train_state ts;
+    retrlm_trime_train_config tc;
+    retrlm_adamw_config ac;
+    retrlm_adamw_group g[2];
+    int *s = copy_stream(BLOCKS, T, V, 53), *h = copy_stream(EVAL * B / 2, T, V, 54);
+    int inp[B * T], scored[B * T], labels[B * T], e, i, n, paired = 0;
+    int64_t *groups = (int64_t *)malloc(2 * BLOCKS * sizeof(int64_t)), nb = 0;
+    double mem = 0.0, plain = 0.0;
+    float x;
+    CHECK_OK(retrlm_trime_bm25_batches(NULL, s, (size_t)BLOCKS * 2 * T, T, B, NULL, groups, &nb));
+    CHECK(nb == (2 * BLOCKS - 1) / B);
+    // how many segments share their batch with their copy (segments 2k and 2k + 1)
+    for (e = 0; e < nb * B; e++)
+        for (i = (e / B) * B; i < (e / B + 1) * B; i++)
+            paired += groups[i] / T == (groups[e] / T ^ 1);
+    small_config(&cfg, V, 32, T, B);
+    memset(&ac, 0, sizeof ac);
+    ac.warmup_steps = 20;
+    CHECK_OK(retrlm_model_init(&tm, &cfg));
+    n = retrlm_model_param_groups(&tm, 3e-3f, 0.0f, g);
+    CHECK_OK(retrlm_adamw_init(&to, &ac, g, n));
+    retrlm_lm_train_state_init(&ts, 62);
+    memset(&tc, 0, sizeof tc);
+    tc.train = s; tc.n_train = (size_t)BLOCKS * 2 * T; tc.steps = STEPS;
+    tc.trime.batching = RETRLM_TRIME_EXT;
+    tc.batches = groups; tc.n_batches = nb; tc.cross_sent_ratio = 0.9f;
+    CHECK_OK(retrlm_trime_train(&tm, &to, &tc, &ts));
+    tc.trime.no_local = 0;
+    for (e = 0; e < EVAL; e++) {
+        const int *w = h + (size_t)e * B * T;
+        for (i = 0; i < B * T; i++) {
+            inp[i] = w[i];
+            labels[i] = i + 1 < B * T ? w[i + 1] : -1;
+            scored[i] = (i / T) % 2 == 1 && i % T < T - 1 ? labels[i] : -1;
+        }
+        CHECK_OK(retrlm_model_forward(&tm, inp, B, T, NULL, 0));
+        CHECK_OK(retrlm_model_trime_loss(&tm, &tc.trime, scored, labels, &x, NULL, NULL));
+        mem += x / EVAL;
+        CHECK_OK(retrlm_model_forward(&tm, inp, B, T, NULL, 0));
+        CHECK_OK(retrlm_model_lm_loss(&tm, scored, &x, NULL));
+        plain += x / EVAL;
+    }
+    printf("ext copy check: %d of %d segments batched with their copy; after %d steps, held-out "
+           "repeats %.3f nats with the batch memory, %.3f without (ln V = %.3f)\n", paired,
+           (int)(nb * B), STEPS, mem, plain, log((double)V));
+    CHECK(paired >= (int)(nb * B) * 9 / 10);
+    CHECK(plain > 0.8 * log((double)V));
+    CHECK(mem < 0.3 * plain);
+    retrlm_adamw_free(&to);
+    retrlm_model_free(&tm);
+    free(groups);
+    free(s);
+    free(h);
+}
+
 int main(void) {
     RUN(test_trime_first_step);
     RUN(test_trime_empty_memory_and_warmup);
@@ -512,6 +648,8 @@ int main(void) {
     RUN(test_trime_threads);
     RUN(test_trime_resume);
     RUN(test_trime_bad_input);
+    RUN(test_trime_bm25_batches);
     RUN(test_trime_learns_to_copy);
+    RUN(test_trime_ext_learns_to_copy);
     return test_report();
 }
