@@ -1746,6 +1746,102 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
                                                     size_t n_bytes,
                                                     const retrlm_retro_neighbours *nb,
                                                     int seq_len, double *bpb);
+
+/* ---- Strategy 4, TRIME (Zhong et al., 2022): the LM trains with its own in-batch memory.
+   Every position j of a batch is a memory entry: its key k_j is the last layer's feed-forward
+   input (retrlm_model_ffn_input(m, L-1), the kNN-LM key) and its label y_j the token that
+   followed it. Position i's target y is scored by one softmax over the vocabulary and the
+   entries M(i) that i may see (retrlm_trime_loss):
+       p(y) = ( exp(logit_iy) + sum_{j in M(i), y_j = y} exp(s_ij) )
+              / ( sum_v exp(logit_iv) + sum_{j in M(i)} exp(s_ij) )
+   with s_ij = k_i . k_j / (sqrt(D) temperature) (RETRLM_TRIME_DOT, TRIME's criterion, where
+   the temperature is 1) or s_ij = -|k_i - k_j|^2 / (sqrt(D) temperature) (RETRLM_TRIME_L2, the
+   kNN-LM distance). The gradient reaches both k_i (the query) and k_j (the key). M(i):
+     RETRLM_TRIME_LOCAL  the earlier positions of i's own segment (TrimeLM: local memory);
+                         the B segments of a training batch are independent random windows
+     RETRLM_TRIME_LONG   the earlier positions of i's own segment and every position of the
+                         segments before it (TrimeLM_long): a training batch is B consecutive
+                         windows of one stream, segment b = stream[o + bT, o + bT + T)
+     RETRLM_TRIME_EXT    every position of the batch's other segments (all of each: they are
+                         other texts, not earlier ones) and, unless no_local, the earlier
+                         positions of i's own (TrimeLM_ext); a training batch is a group of
+                         similar segments (retrlm_trime_bm25_batches)
+   A position whose M(i) is empty (the first of a segment) gets plain cross-entropy. Not here
+   yet: inference with a memory (local, long or an external datastore). */
+#define RETRLM_TRIME_LOCAL 0
+#define RETRLM_TRIME_LONG 1
+#define RETRLM_TRIME_EXT 2
+#define RETRLM_TRIME_DOT 0
+#define RETRLM_TRIME_L2 1
+
+typedef struct retrlm_trime_params {
+    int   batching;    /* RETRLM_TRIME_LOCAL, _LONG or _EXT: which entries M(i) holds */
+    int   sim;         /* RETRLM_TRIME_DOT or RETRLM_TRIME_L2 */
+    float temperature; /* divides the similarity; 0 means 1 */
+    int   no_local;    /* EXT: 1 leaves i's own segment out of M(i) (trime_ext_loss's
+                          only_cross_sent); the trainer sets it each step (cross_sent_ratio) */
+} retrlm_trime_params;
+
+/* TRIME's loss on the last forward (B, T) of m, which needs its logits: targets (B, T) are
+   scored (< 0: not), labels (B, T) are the memory entries' labels (NULL: targets; an entry with
+   a label < 0, or past its sequence's length, is not in the memory). *loss (may be NULL) the
+   mean over the scored positions in nats, *count (may be NULL) how many. Overwrites m->logits
+   with d(mean loss)/d(logits) and writes dkeys (B, T, D) (may be NULL) with d(mean loss)/d(the
+   keys), ready for retrlm_model_backward as grad.dlogits = m->logits and
+   grad.dffn_in[L-1] = dkeys. Allocates B*T x (entries) floats. ERR_ARG on bad params, labels
+   or targets outside the vocabulary, or a model without logits. */
+RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_trime_params *p,
+                                                 const int *targets, const int *labels,
+                                                 float *loss, float *dkeys, int *count);
+
+typedef struct retrlm_trime_train_config {
+    const int *train;          /* (n_train) token stream, borrowed */
+    size_t     n_train;        /* LOCAL: > seq_len + 1; LONG: > batch * seq_len */
+    int        batch;          /* segments a step; default m->config.max_batch */
+    int        seq_len;        /* tokens a segment; default m->config.max_seq_len */
+    retrlm_trime_params trime; /* batching, similarity, temperature (no_local: set per step) */
+    const int64_t *batches;    /* EXT: (n_batches, batch) segment offsets, segment =
+                                  train[o, o + seq_len], borrowed (retrlm_trime_bm25_batches) */
+    int64_t    n_batches;
+    float      cross_sent_ratio; /* EXT: probability that a step leaves the local memory out
+                                    (TRIME: 0.9); in [0, 1] */
+    int64_t    warmup_steps;   /* steps [0, warmup_steps) train with plain cross-entropy (TRIME's
+                                  --ce-warmup-epoch); LOCAL batches are then retrlm_lm_train's */
+    int64_t    steps;          /* train until state->step == steps */
+    const char *checkpoint;    /* path or NULL: model, optimiser and state every
+                                  checkpoint_every steps and at the end */
+    int        checkpoint_every;
+    float     *losses;         /* (steps) or NULL: losses[s] = train loss of step s (nats) */
+    retrlm_progress_fn progress; /* stage "trime" after every step; may cancel */
+    void      *user;
+} retrlm_trime_train_config;
+
+/* Trains from state->step to cfg->steps (state as retrlm_lm_train's; resuming from a checkpoint
+   continues exactly): each step draws its batch (LOCAL: batch windows at offsets
+   rng_below(n_train - seq_len), in order, as retrlm_lm_train; LONG: one offset
+   o = rng_below(n_train - batch * seq_len); EXT: batches[rng_below(n_batches)], then
+   no_local = rng_float < cross_sent_ratio), runs forward, TRIME's loss (cross-entropy during
+   the warm-up), backward and an AdamW update. Same results for any number of threads. ERR_ARG
+   on a bidirectional model or one without logits, bad sizes or params, an EXT batch offset
+   outside the stream, or a token outside the vocabulary. */
+RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
+                                            const retrlm_trime_train_config *cfg,
+                                            retrlm_lm_train_state *state);
+
+/* TrimeLM_ext's batches: the stream is cut into S = (n - 1) / seq_len segments (segment s =
+   tokens[s seq_len, s seq_len + seq_len], its last token a target only), each indexed by BM25
+   (bm25 NULL: the defaults) as its text (tok's decoding; tok NULL: the token ids as decimal
+   words); each segment's query is its own text. Groups of batch segments are made greedily:
+   the first segment not yet used opens a group, which takes the unused BM25 neighbours of its
+   members (best first, the opener's, then the next member's, ...), then, if still short, the
+   next unused segments in stream order; the last S mod batch segments are left out. offsets
+   (S / batch, batch) gets the segments' first token offsets, ready for
+   retrlm_trime_train_config.batches; offsets NULL: *n_batches only. Deterministic for any
+   number of threads. ERR_ARG if the stream has fewer than batch segments. */
+RETRLM_API retrlm_result retrlm_trime_bm25_batches(const retrlm_tokenizer *tok, const int *tokens,
+                                                   size_t n, int seq_len, int batch,
+                                                   const retrlm_bm25_config *bm25,
+                                                   int64_t *offsets, int64_t *n_batches);
 /* ---- retrlm_impl/eval.h ---- */
 /* ---- eval: retrieval metrics against graded relevance judgments ---------------------------
    A judgment (qrel) says document docid has grade g for query qid (TREC qrels without the
@@ -15862,6 +15958,349 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
         if (!r) r = retrlm__progress(c.progress, c.user, "retro", (double)st->lm.step, (double)c.steps);
     }
     RETRLM_FREE(inp);
+    return r;
+}
+
+// ---- TRIME: the LM trains with its in-batch memory (strategy 4) ------------------------------
+
+// whether position (bi, ti) sees the memory entry at (bj, tj)
+static int retrlm__trime_sees(const retrlm_trime_params *p, int bi, int ti, int bj, int tj) {
+    if (p->batching == RETRLM_TRIME_LONG) return bj < bi || (bj == bi && tj < ti);
+    if (p->batching == RETRLM_TRIME_EXT) return bj != bi || (!p->no_local && tj < ti);
+    return bj == bi && tj < ti;
+}
+
+static retrlm_result retrlm__trime_check(const retrlm_trime_params *p, const char *who) {
+    if (p->batching < RETRLM_TRIME_LOCAL || p->batching > RETRLM_TRIME_EXT ||
+        (p->sim != RETRLM_TRIME_DOT && p->sim != RETRLM_TRIME_L2) || !(p->temperature >= 0.0f) ||
+        p->temperature > 3.0e38f)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: batching %d (0 local, 1 long, 2 ext), similarity %d "
+                            "(0 dot, 1 L2) and temperature %g (>= 0, finite)", who, p->batching,
+                            p->sim, (double)p->temperature);
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_trime_params *p,
+                                                 const int *targets, const int *labels,
+                                                 float *loss, float *dkeys, int *count) {
+    const int V = m->config.vocab_size, D = m->config.dim, B = m->B, T = m->T, N = B * T;
+    const float *K;
+    float *logits, *sims, scale;
+    int *mem_pos, *mem_tok, *entry_of, M = 0, i;
+    retrlm_result r;
+    RETRLM_ASSERT(m && p && targets);
+    if ((r = retrlm__trime_check(p, "model_trime_loss"))) return r;
+    if (!m->logits || m->config.bidirectional)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_trime_loss: needs a causal LM's forward with logits");
+    if (!labels) labels = targets;
+    for (i = 0; i < N; i++)
+        if (targets[i] >= V || labels[i] >= V)
+            return retrlm__fail(RETRLM_ERR_ARG, "model_trime_loss: target %d or label %d at %d is "
+                                "outside the vocabulary of %d", targets[i], labels[i], i, V);
+    K = retrlm_model_ffn_input(m, m->config.n_layers - 1);
+    logits = retrlm__logits(m);
+    scale = 1.0f / (sqrtf((float)D) * (p->temperature > 0.0f ? p->temperature : 1.0f));
+    mem_pos = (int *)retrlm__alloc((size_t)N, 3 * sizeof(int));
+    if (!mem_pos) return retrlm__fail(RETRLM_ERR_NOMEM, "model_trime_loss: no memory");
+    mem_tok = mem_pos + N;
+    entry_of = mem_tok + N;
+    for (i = 0; i < N; i++) {
+        entry_of[i] = -1;
+        if (labels[i] >= 0 && i % T < m->lengths[i / T]) {
+            entry_of[i] = M;
+            mem_pos[M] = i;
+            mem_tok[M++] = labels[i];
+        }
+    }
+    // one float more, zeroed: with no entries gcc would see a 1-byte block read as a float
+    sims = (float *)retrlm__calloc((size_t)N * (size_t)M + 1, sizeof(float));
+    if (!sims) {
+        RETRLM_FREE(mem_pos);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "model_trime_loss: no memory for %d x %d similarities",
+                            N, M);
+    }
+    // s_ij for every position i and entry e at j; -inf where i may not see j
+    RETRLM__PARALLEL_FOR_STATIC
+    for (i = 0; i < N; i++) {
+        const float *q = K + (size_t)i * D;
+        float *row = sims + (size_t)i * M;
+        int e, d;
+        for (e = 0; e < M; e++) {
+            const int j = mem_pos[e];
+            const float *k = K + (size_t)j * D;
+            float s = 0.0f;
+            if (!retrlm__trime_sees(p, i / T, i % T, j / T, j % T)) {
+                row[e] = -INFINITY;
+                continue;
+            }
+            if (p->sim == RETRLM_TRIME_L2) {
+                RETRLM__SIMD_SUM(s)
+                for (d = 0; d < D; d++) s += (q[d] - k[d]) * (q[d] - k[d]);
+                row[e] = -s * scale;
+            } else {
+                RETRLM__SIMD_SUM(s)
+                for (d = 0; d < D; d++) s += q[d] * k[d];
+                row[e] = s * scale;
+            }
+        }
+    }
+    // dlogits and dsims in place
+    r = retrlm_trime_loss(logits, N, V, sims, M, mem_tok, targets, loss, logits, sims, count);
+    if (!r && dkeys) {
+        // d s_ij / d k_i and d k_j: dot scale k_j and scale k_i; L2 -2 scale (k_i - k_j) and
+        // -2 scale (k_j - k_i). Position x gathers its query terms (its row) and its key terms
+        // (its entry's column), in a fixed order: threads never share a write.
+        RETRLM__PARALLEL_FOR_STATIC
+        for (i = 0; i < N; i++) {
+            const float *kx = K + (size_t)i * D;
+            float *dx = dkeys + (size_t)i * D;
+            const int ex = entry_of[i];
+            int e, j, d, pass;
+            for (d = 0; d < D; d++) dx[d] = 0.0f;
+            for (pass = 0; pass < 2; pass++) {
+                const int n_other = pass ? (ex >= 0 ? N : 0) : M;
+                for (e = 0; e < n_other; e++) {
+                    // pass 0: i is the query, the other is entry e; pass 1: i is entry ex,
+                    // the other the query at position e
+                    const float g = pass ? sims[(size_t)e * M + ex] : sims[(size_t)i * M + e];
+                    const float *ko;
+                    if (g == 0.0f) continue;
+                    j = pass ? e : mem_pos[e];
+                    ko = K + (size_t)j * D;
+                    if (p->sim == RETRLM_TRIME_L2) {
+                        const float c = -2.0f * scale * g;
+                        RETRLM__SIMD
+                        for (d = 0; d < D; d++) dx[d] += c * (kx[d] - ko[d]);
+                    } else {
+                        const float c = scale * g;
+                        RETRLM__SIMD
+                        for (d = 0; d < D; d++) dx[d] += c * ko[d];
+                    }
+                }
+            }
+        }
+    }
+    RETRLM_FREE(sims);
+    RETRLM_FREE(mem_pos);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
+                                            const retrlm_trime_train_config *cfg,
+                                            retrlm_lm_train_state *st) {
+    retrlm_trime_train_config c;
+    retrlm_model_grad_in gin;
+    retrlm_result r = RETRLM_OK;
+    const float **dffn;
+    float *dkeys;
+    int *inp, *tgt, L;
+    size_t t, need;
+    RETRLM_ASSERT(m && opt && cfg && st);
+    c = *cfg;
+    L = m->config.n_layers;
+    if (!c.batch) c.batch = m->config.max_batch;
+    if (!c.seq_len) c.seq_len = m->config.max_seq_len;
+    if ((r = retrlm__trime_check(&c.trime, "trime_train"))) return r;
+    if (m->config.bidirectional || m->config.no_logits)
+        return retrlm__fail(RETRLM_ERR_ARG, "trime_train: needs a causal LM with logits");
+    if (c.batch < 1 || c.batch > m->config.max_batch || c.seq_len < 1 ||
+        c.seq_len > m->config.max_seq_len || c.steps < 0 || c.warmup_steps < 0 || !c.train)
+        return retrlm__fail(RETRLM_ERR_ARG, "trime_train: batch %d (1..%d), seq_len %d (1..%d), "
+                            "steps %lld and warmup %lld (>= 0), a stream", c.batch,
+                            m->config.max_batch, c.seq_len, m->config.max_seq_len,
+                            (long long)c.steps, (long long)c.warmup_steps);
+    need = c.trime.batching == RETRLM_TRIME_LONG  ? (size_t)c.batch * (size_t)c.seq_len + 1
+           : c.trime.batching == RETRLM_TRIME_EXT ? (size_t)c.seq_len + 1
+                                                  : (size_t)c.seq_len + 2;
+    if (c.n_train < need)
+        return retrlm__fail(RETRLM_ERR_ARG, "trime_train: a stream of %lu tokens; %s batches of %d x "
+                            "%d need %lu", (unsigned long)c.n_train,
+                            c.trime.batching == RETRLM_TRIME_LONG  ? "long"
+                            : c.trime.batching == RETRLM_TRIME_EXT ? "ext"
+                                                                   : "local",
+                            c.batch, c.seq_len, (unsigned long)need);
+    if (c.trime.batching == RETRLM_TRIME_EXT) {
+        int64_t e;
+        if (!c.batches || c.n_batches < 1 || !(c.cross_sent_ratio >= 0.0f && c.cross_sent_ratio <= 1.0f))
+            return retrlm__fail(RETRLM_ERR_ARG, "trime_train: ext batching needs batches (%lld given) "
+                                "and a cross_sent_ratio in [0, 1] (%g)", (long long)c.n_batches,
+                                (double)c.cross_sent_ratio);
+        for (e = 0; e < c.n_batches * c.batch; e++)
+            if (c.batches[e] < 0 || (uint64_t)c.batches[e] + (uint64_t)c.seq_len >= (uint64_t)c.n_train)
+                return retrlm__fail(RETRLM_ERR_ARG, "trime_train: batch %lld's segment %d starts at "
+                                    "%lld: a segment of %d + 1 tokens must lie in the %lu of the "
+                                    "stream", (long long)(e / c.batch), (int)(e % c.batch),
+                                    (long long)c.batches[e], c.seq_len, (unsigned long)c.n_train);
+    }
+    for (t = 0; t < c.n_train; t++)
+        if (c.train[t] < 0 || c.train[t] >= m->config.vocab_size)
+            return retrlm__fail(RETRLM_ERR_ARG, "trime_train: token %d at %lu is outside the "
+                                "vocabulary of %d", c.train[t], (unsigned long)t,
+                                m->config.vocab_size);
+    inp = (int *)retrlm__alloc((size_t)c.batch * (size_t)c.seq_len, 2 * sizeof(int));
+    dkeys = (float *)retrlm__alloc((size_t)c.batch * (size_t)c.seq_len * (size_t)m->config.dim,
+                                   sizeof(float));
+    dffn = (const float **)retrlm__calloc((size_t)L, sizeof(float *));
+    if (!inp || !dkeys || !dffn) {
+        RETRLM_FREE(inp);
+        RETRLM_FREE(dkeys);
+        RETRLM_FREE((void *)dffn);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "trime_train: no memory");
+    }
+    tgt = inp + (size_t)c.batch * c.seq_len;
+    dffn[L - 1] = dkeys;
+    while (st->step < c.steps && !r) {
+        const int B = c.batch, T = c.seq_len;
+        int b, i, final;
+        float loss = 0.0f;
+        if (c.trime.batching == RETRLM_TRIME_LONG) {
+            size_t off = (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_train - (size_t)B * T));
+            for (i = 0; i < B * T; i++) {
+                inp[i] = c.train[off + (size_t)i];
+                tgt[i] = c.train[off + (size_t)i + 1];
+            }
+        } else if (c.trime.batching == RETRLM_TRIME_EXT) {
+            const int64_t *g = c.batches + (size_t)retrlm_rng_below(&st->rng, (uint64_t)c.n_batches) * B;
+            for (b = 0; b < B; b++)
+                for (i = 0; i < T; i++) {
+                    inp[b * T + i] = c.train[(size_t)g[b] + (size_t)i];
+                    tgt[b * T + i] = c.train[(size_t)g[b] + (size_t)i + 1];
+                }
+            c.trime.no_local = retrlm_rng_float(&st->rng) < c.cross_sent_ratio;
+        } else
+            for (b = 0; b < B; b++) {
+                size_t off = (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_train - (size_t)T));
+                for (i = 0; i < T; i++) {
+                    inp[b * T + i] = c.train[off + (size_t)i];
+                    tgt[b * T + i] = c.train[off + (size_t)i + 1];
+                }
+            }
+        if (st->step < c.warmup_steps) { // cross-entropy warm-up
+            if ((r = retrlm__lm_step(m, opt, inp, tgt, B, T, NULL, NULL, &loss))) break;
+        } else {
+            if ((r = retrlm_model_forward(m, inp, B, T, NULL, 0)) ||
+                (r = retrlm_model_trime_loss(m, &c.trime, tgt, NULL, &loss, dkeys, NULL)))
+                break;
+            retrlm_model_zero_grad(m);
+            memset(&gin, 0, sizeof gin);
+            gin.dlogits = m->logits;
+            gin.dffn_in = dffn;
+            if ((r = retrlm_model_backward(m, &gin))) break;
+            retrlm_adamw_step(opt);
+        }
+        if (c.losses) c.losses[st->step] = loss;
+        st->last_loss = loss;
+        st->step++;
+        final = st->step == c.steps;
+#ifndef RETRLM_NO_STDIO
+        if (c.checkpoint && (final || (c.checkpoint_every > 0 && st->step % c.checkpoint_every == 0)) &&
+            (r = retrlm_model_save(m, opt, st, c.checkpoint)))
+            break;
+#endif
+        (void)final;
+        r = retrlm__progress(c.progress, c.user, "trime", (double)st->step, (double)c.steps);
+    }
+    RETRLM_FREE(inp);
+    RETRLM_FREE(dkeys);
+    RETRLM_FREE((void *)dffn);
+    return r;
+}
+
+// segment s's text for BM25: tok's decoding, or its ids as decimal words
+static retrlm_result retrlm__trime_segment_text(const retrlm_tokenizer *tok, const int *ids, int n,
+                                                char **buf, size_t *cap, size_t *len) {
+    size_t need = (size_t)n * 12 + 1, at = 0;
+    int i;
+    if (tok) return retrlm__decode_grow(tok, ids, (size_t)n, buf, cap, len);
+    if (need > *cap) {
+        char *b = (char *)retrlm__realloc(*buf, need, 1);
+        if (!b) return retrlm__fail(RETRLM_ERR_NOMEM, "trime_bm25_batches: no memory");
+        *buf = b;
+        *cap = need;
+    }
+    for (i = 0; i < n; i++) at += (size_t)snprintf(*buf + at, *cap - at, "%d ", ids[i]);
+    *len = at;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_trime_bm25_batches(const retrlm_tokenizer *tok, const int *tokens,
+                                                   size_t n, int seq_len, int batch,
+                                                   const retrlm_bm25_config *bm25,
+                                                   int64_t *offsets, int64_t *n_batches) {
+    const int T = seq_len, K = 4 * batch;
+    int64_t S, s, t, *ids = NULL, nb = 0;
+    char **texts = NULL;
+    size_t *lens = NULL, *caps = NULL;
+    int *found = NULL, *group = NULL;
+    unsigned char *used = NULL;
+    retrlm_bm25 bm;
+    retrlm_result r = RETRLM_OK;
+    RETRLM_ASSERT(tokens && n_batches);
+    memset(&bm, 0, sizeof bm);
+    if (T < 1 || batch < 1 || K / 4 != batch)
+        return retrlm__fail(RETRLM_ERR_ARG, "trime_bm25_batches: seq_len %d and batch %d must be >= 1",
+                            T, batch);
+    S = n > 0 ? (int64_t)((n - 1) / (size_t)T) : 0;
+    if (S < batch || S > INT32_MAX)
+        return retrlm__fail(RETRLM_ERR_ARG, "trime_bm25_batches: %lld segments of %d tokens in a stream "
+                            "of %lu; need at least batch = %d (and < 2^31)", (long long)S, T,
+                            (unsigned long)n, batch);
+    *n_batches = S / batch;
+    if (!offsets) return RETRLM_OK;
+    texts = (char **)retrlm__calloc((size_t)S, sizeof(char *));
+    lens = (size_t *)retrlm__calloc((size_t)S, 2 * sizeof(size_t));
+    ids = (int64_t *)retrlm__alloc((size_t)S, ((size_t)K + 1) * sizeof(int64_t));
+    found = (int *)retrlm__alloc((size_t)S, sizeof(int) + 1);
+    group = (int *)retrlm__alloc((size_t)batch, sizeof(int));
+    if (!texts || !lens || !ids || !found || !group) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "trime_bm25_batches: no memory for %lld segments", (long long)S);
+        goto done;
+    }
+    caps = lens + S;
+    used = (unsigned char *)(found + S);
+    memset(used, 0, (size_t)S);
+    for (s = 0; s < S && !r; s++) {
+        ids[(size_t)S * K + (size_t)s] = s; // the document ids, after the neighbour table
+        r = retrlm__trime_segment_text(tok, tokens + (size_t)s * T, T, &texts[s], &caps[s], &lens[s]);
+    }
+    if (r || (r = retrlm_bm25_init(&bm, bm25)) ||
+        (r = retrlm_bm25_add_batch(&bm, (int)S, ids + (size_t)S * K, (const char *const *)texts, lens)) ||
+        (r = retrlm_bm25_commit(&bm)) ||
+        (r = retrlm_bm25_search_batch(&bm, (int)S, (const char *const *)texts, lens, K, 0, ids,
+                                      NULL, found)))
+        goto done;
+    for (s = 0; s < S && nb < *n_batches; s++) {
+        int g = 0, q, j;
+        if (used[s]) continue;
+        used[s] = 1;
+        group[g++] = (int)s;
+        // the members' unused neighbours, best first, breadth first over the members
+        for (q = 0; q < g && g < batch; q++)
+            for (j = 0; j < found[group[q]] && g < batch; j++) {
+                int64_t x = ids[(size_t)group[q] * K + (size_t)j];
+                if (x >= 0 && x < S && !used[x]) {
+                    used[x] = 1;
+                    group[g++] = (int)x;
+                }
+            }
+        for (t = s + 1; t < S && g < batch; t++)
+            if (!used[t]) {
+                used[t] = 1;
+                group[g++] = (int)t;
+            }
+        if (g < batch) break; // cannot happen while nb < S / batch; kept as a guard
+        for (j = 0; j < batch; j++) offsets[nb * batch + j] = (int64_t)group[j] * T;
+        nb++;
+    }
+done:
+    if (texts)
+        for (s = 0; s < S; s++) RETRLM_FREE(texts[s]);
+    RETRLM_FREE(texts);
+    RETRLM_FREE(lens);
+    RETRLM_FREE(ids);
+    RETRLM_FREE(found);
+    RETRLM_FREE(group);
+    retrlm_bm25_free(&bm);
     return r;
 }
 /* ---- retrlm_impl/eval.c ---- */

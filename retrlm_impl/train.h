@@ -228,3 +228,99 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
                                                     size_t n_bytes,
                                                     const retrlm_retro_neighbours *nb,
                                                     int seq_len, double *bpb);
+
+/* ---- Strategy 4, TRIME (Zhong et al., 2022): the LM trains with its own in-batch memory.
+   Every position j of a batch is a memory entry: its key k_j is the last layer's feed-forward
+   input (retrlm_model_ffn_input(m, L-1), the kNN-LM key) and its label y_j the token that
+   followed it. Position i's target y is scored by one softmax over the vocabulary and the
+   entries M(i) that i may see (retrlm_trime_loss):
+       p(y) = ( exp(logit_iy) + sum_{j in M(i), y_j = y} exp(s_ij) )
+              / ( sum_v exp(logit_iv) + sum_{j in M(i)} exp(s_ij) )
+   with s_ij = k_i . k_j / (sqrt(D) temperature) (RETRLM_TRIME_DOT, TRIME's criterion, where
+   the temperature is 1) or s_ij = -|k_i - k_j|^2 / (sqrt(D) temperature) (RETRLM_TRIME_L2, the
+   kNN-LM distance). The gradient reaches both k_i (the query) and k_j (the key). M(i):
+     RETRLM_TRIME_LOCAL  the earlier positions of i's own segment (TrimeLM: local memory);
+                         the B segments of a training batch are independent random windows
+     RETRLM_TRIME_LONG   the earlier positions of i's own segment and every position of the
+                         segments before it (TrimeLM_long): a training batch is B consecutive
+                         windows of one stream, segment b = stream[o + bT, o + bT + T)
+     RETRLM_TRIME_EXT    every position of the batch's other segments (all of each: they are
+                         other texts, not earlier ones) and, unless no_local, the earlier
+                         positions of i's own (TrimeLM_ext); a training batch is a group of
+                         similar segments (retrlm_trime_bm25_batches)
+   A position whose M(i) is empty (the first of a segment) gets plain cross-entropy. Not here
+   yet: inference with a memory (local, long or an external datastore). */
+#define RETRLM_TRIME_LOCAL 0
+#define RETRLM_TRIME_LONG 1
+#define RETRLM_TRIME_EXT 2
+#define RETRLM_TRIME_DOT 0
+#define RETRLM_TRIME_L2 1
+
+typedef struct retrlm_trime_params {
+    int   batching;    /* RETRLM_TRIME_LOCAL, _LONG or _EXT: which entries M(i) holds */
+    int   sim;         /* RETRLM_TRIME_DOT or RETRLM_TRIME_L2 */
+    float temperature; /* divides the similarity; 0 means 1 */
+    int   no_local;    /* EXT: 1 leaves i's own segment out of M(i) (trime_ext_loss's
+                          only_cross_sent); the trainer sets it each step (cross_sent_ratio) */
+} retrlm_trime_params;
+
+/* TRIME's loss on the last forward (B, T) of m, which needs its logits: targets (B, T) are
+   scored (< 0: not), labels (B, T) are the memory entries' labels (NULL: targets; an entry with
+   a label < 0, or past its sequence's length, is not in the memory). *loss (may be NULL) the
+   mean over the scored positions in nats, *count (may be NULL) how many. Overwrites m->logits
+   with d(mean loss)/d(logits) and writes dkeys (B, T, D) (may be NULL) with d(mean loss)/d(the
+   keys), ready for retrlm_model_backward as grad.dlogits = m->logits and
+   grad.dffn_in[L-1] = dkeys. Allocates B*T x (entries) floats. ERR_ARG on bad params, labels
+   or targets outside the vocabulary, or a model without logits. */
+RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_trime_params *p,
+                                                 const int *targets, const int *labels,
+                                                 float *loss, float *dkeys, int *count);
+
+typedef struct retrlm_trime_train_config {
+    const int *train;          /* (n_train) token stream, borrowed */
+    size_t     n_train;        /* LOCAL: > seq_len + 1; LONG: > batch * seq_len */
+    int        batch;          /* segments a step; default m->config.max_batch */
+    int        seq_len;        /* tokens a segment; default m->config.max_seq_len */
+    retrlm_trime_params trime; /* batching, similarity, temperature (no_local: set per step) */
+    const int64_t *batches;    /* EXT: (n_batches, batch) segment offsets, segment =
+                                  train[o, o + seq_len], borrowed (retrlm_trime_bm25_batches) */
+    int64_t    n_batches;
+    float      cross_sent_ratio; /* EXT: probability that a step leaves the local memory out
+                                    (TRIME: 0.9); in [0, 1] */
+    int64_t    warmup_steps;   /* steps [0, warmup_steps) train with plain cross-entropy (TRIME's
+                                  --ce-warmup-epoch); LOCAL batches are then retrlm_lm_train's */
+    int64_t    steps;          /* train until state->step == steps */
+    const char *checkpoint;    /* path or NULL: model, optimiser and state every
+                                  checkpoint_every steps and at the end */
+    int        checkpoint_every;
+    float     *losses;         /* (steps) or NULL: losses[s] = train loss of step s (nats) */
+    retrlm_progress_fn progress; /* stage "trime" after every step; may cancel */
+    void      *user;
+} retrlm_trime_train_config;
+
+/* Trains from state->step to cfg->steps (state as retrlm_lm_train's; resuming from a checkpoint
+   continues exactly): each step draws its batch (LOCAL: batch windows at offsets
+   rng_below(n_train - seq_len), in order, as retrlm_lm_train; LONG: one offset
+   o = rng_below(n_train - batch * seq_len); EXT: batches[rng_below(n_batches)], then
+   no_local = rng_float < cross_sent_ratio), runs forward, TRIME's loss (cross-entropy during
+   the warm-up), backward and an AdamW update. Same results for any number of threads. ERR_ARG
+   on a bidirectional model or one without logits, bad sizes or params, an EXT batch offset
+   outside the stream, or a token outside the vocabulary. */
+RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
+                                            const retrlm_trime_train_config *cfg,
+                                            retrlm_lm_train_state *state);
+
+/* TrimeLM_ext's batches: the stream is cut into S = (n - 1) / seq_len segments (segment s =
+   tokens[s seq_len, s seq_len + seq_len], its last token a target only), each indexed by BM25
+   (bm25 NULL: the defaults) as its text (tok's decoding; tok NULL: the token ids as decimal
+   words); each segment's query is its own text. Groups of batch segments are made greedily:
+   the first segment not yet used opens a group, which takes the unused BM25 neighbours of its
+   members (best first, the opener's, then the next member's, ...), then, if still short, the
+   next unused segments in stream order; the last S mod batch segments are left out. offsets
+   (S / batch, batch) gets the segments' first token offsets, ready for
+   retrlm_trime_train_config.batches; offsets NULL: *n_batches only. Deterministic for any
+   number of threads. ERR_ARG if the stream has fewer than batch segments. */
+RETRLM_API retrlm_result retrlm_trime_bm25_batches(const retrlm_tokenizer *tok, const int *tokens,
+                                                   size_t n, int seq_len, int batch,
+                                                   const retrlm_bm25_config *bm25,
+                                                   int64_t *offsets, int64_t *n_batches);
