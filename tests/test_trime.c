@@ -4,7 +4,6 @@
 // differences (both similarities, the three batchings); 1 vs 2 threads; checkpoint and resume;
 // bad input; BM25 grouping of segments; models that learn to copy spans from their in-batch
 // memory (long and ext batching) where the plain LM cannot.
-#define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "test.h"
 #include "gradcheck.h"
