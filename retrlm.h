@@ -2065,6 +2065,12 @@ RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
 RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size);
 #endif
 
+/* ---- datastore (datastore.c) -------------------------------------------------------------- */
+/* Unit u's tokens, then its continuation (the units after it in its document) unless unit_only,
+   len at most, into out; returns how many: what a RETRO neighbour holds. */
+RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, int u, int len,
+                                                  int unit_only, int *out);
+
 #define RETRLM__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define RETRLM__MAX(a, b) ((a) > (b) ? (a) : (b))
 
@@ -14250,6 +14256,21 @@ static int retrlm__unit_in_docs(const retrlm_datastore *ds, int u, const int64_t
     return 0;
 }
 
+// Unit u's tokens, then those of the units after it in its document (its continuation) unless
+// unit_only, len at most, into out; returns how many were written.
+RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, int u, int len,
+                                                  int unit_only, int *out) {
+    int v, w = 0;
+    for (v = u; v < ds->n_units && w < len; v++) {
+        int nt, e;
+        const int *ids;
+        if (v > u && (unit_only || ds->unit_doc[v] != ds->unit_doc[u])) break;
+        ids = retrlm_datastore_tokens(ds, v, &nt);
+        for (e = 0; e < nt && w < len; e++) out[w++] = ids[e];
+    }
+    return w;
+}
+
 // the k neighbours (k, len) of one chunk x (m tokens, documents doc or NULL); cand has depth
 static retrlm_result retrlm__retro_chunk(const retrlm_datastore *ds, const retrlm_tokenizer *tok,
                                          const retrlm_retro_neighbours_config *c, const int *x,
@@ -14264,17 +14285,10 @@ static retrlm_result retrlm__retro_chunk(const retrlm_datastore *ds, const retrl
                                           doc ? doc[0] : RETRLM_NO_DOC, cand, NULL, &nf);
     RETRLM_FREE(q);
     for (i = 0; i < nf && j < c->k && !r; i++) {
-        int u = cand[i], v, w = 0, *o = out + (size_t)j * c->len;
+        int u = cand[i];
         if (doc && retrlm__unit_in_docs(ds, u, doc, c->chunk)) continue;
-        // the unit, then the units after it in its document (the continuation)
-        for (v = u; v < ds->n_units && w < c->len; v++) {
-            int nt, e;
-            const int *ids;
-            if (v > u && (c->unit_only || ds->unit_doc[v] != ds->unit_doc[u])) break;
-            ids = retrlm_datastore_tokens(ds, v, &nt);
-            for (e = 0; e < nt && w < c->len; e++) o[w++] = ids[e];
-        }
-        if (w) j++;
+        if (retrlm__unit_and_continuation(ds, u, c->len, c->unit_only, out + (size_t)j * c->len))
+            j++;
     }
     return r;
 }
@@ -14932,15 +14946,9 @@ static retrlm_result retrlm__retro_units(const retrlm_datastore *ds,
         units[j] = -1;
         if (row[0] < 0) continue;
         for (; i < nf && units[j] < 0; i++) {
-            int u = cand[i], v, w = 0, t;
+            int u = cand[i], w, t;
             for (t = 0; t < c->len; t++) exp[t] = -1;
-            for (v = u; v < ds->n_units && w < c->len; v++) {
-                int nt, e;
-                const int *ids;
-                if (v > u && (c->unit_only || ds->unit_doc[v] != ds->unit_doc[u])) break;
-                ids = retrlm_datastore_tokens(ds, v, &nt);
-                for (e = 0; e < nt && w < c->len; e++) exp[w++] = ids[e];
-            }
+            w = retrlm__unit_and_continuation(ds, u, c->len, c->unit_only, exp);
             if (w && !memcmp(exp, row, (size_t)c->len * sizeof(int))) units[j] = u;
         }
         if (units[j] < 0)

@@ -165,6 +165,12 @@ RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
 RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size);
 #endif
 
+/* ---- datastore (datastore.c) -------------------------------------------------------------- */
+/* Unit u's tokens, then its continuation (the units after it in its document) unless unit_only,
+   len at most, into out; returns how many: what a RETRO neighbour holds. */
+RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, int u, int len,
+                                                  int unit_only, int *out);
+
 #define RETRLM__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define RETRLM__MAX(a, b) ((a) > (b) ? (a) : (b))
 

@@ -475,15 +475,9 @@ static retrlm_result retrlm__retro_units(const retrlm_datastore *ds,
         units[j] = -1;
         if (row[0] < 0) continue;
         for (; i < nf && units[j] < 0; i++) {
-            int u = cand[i], v, w = 0, t;
+            int u = cand[i], w, t;
             for (t = 0; t < c->len; t++) exp[t] = -1;
-            for (v = u; v < ds->n_units && w < c->len; v++) {
-                int nt, e;
-                const int *ids;
-                if (v > u && (c->unit_only || ds->unit_doc[v] != ds->unit_doc[u])) break;
-                ids = retrlm_datastore_tokens(ds, v, &nt);
-                for (e = 0; e < nt && w < c->len; e++) exp[w++] = ids[e];
-            }
+            w = retrlm__unit_and_continuation(ds, u, c->len, c->unit_only, exp);
             if (w && !memcmp(exp, row, (size_t)c->len * sizeof(int))) units[j] = u;
         }
         if (units[j] < 0)
