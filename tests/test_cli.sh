@@ -224,11 +224,11 @@ has "retro-train --retrofit: the LM's shape" "^RETRO-fitting: .*dim 32, 2 layers
 has "retro-train --retrofit: to step 3" "retrofit.rlm: RETRO retrofitted from .*lm-r.rlm, step 3, loss [0-9.]+, probe loss"
 cp "$out/nb.rlm" "$out/nb3.rlm"
 run "retro-train: another k" "$R" retro-train $RT --neighbours "$out/nb3.rlm" --k 3 --dim 16 --layers 1 --heads 2 --ctx 32 \
-    --enc-dim 8 --steps 1 -o "$out/x.rlm"
+    --enc-dim 8 --steps 1 -o "$out/retro-x.rlm"
 has "retro-train: another k: the neighbours retrieved again" "the model reads [0-9]+ of 16, 3 of 32: retrieving them again"
 run "retro-train --retrieve rrf --dense" "$R" retro-train $T -d "$out/ds.rlm" $E $D --retrieve rrf --train "$out/test.txt" \
-    --chunk 16 --dim 16 --layers 1 --heads 2 --ctx 32 --enc-dim 8 --steps 2 -o "$out/x.rlm"
-has "retro-train --retrieve rrf: to step 2" "x.rlm: RETRO, step 2"
+    --chunk 16 --dim 16 --layers 1 --heads 2 --ctx 32 --enc-dim 8 --steps 2 -o "$out/retro-x.rlm"
+has "retro-train --retrieve rrf: to step 2" "retro-x.rlm: RETRO, step 2"
 keep "eval a RETRO model" "$out/retro-eval.txt" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt" -d "$out/ds-retro.rlm"
 has "eval a RETRO model: with neighbours" "^[0-9]+\.[0-9]+ bits per byte: .*test.txt, RETRO with neighbours by bm25"
 has "eval a RETRO model: without" "^[0-9]+\.[0-9]+ bits per byte: .*test.txt, RETRO without neighbours"
