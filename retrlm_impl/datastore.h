@@ -158,7 +158,7 @@ typedef struct retrlm_retro_neighbours {
 
 /* Neighbours for stream (n tokens) from ds's units. doc (n) or NULL: the document of each token
    of the stream, whose units are excluded (NULL: nothing excluded, as when the stream is text
-   that ds does not hold). */
+   that ds does not hold). Like an _init, it starts from a zeroed nb: free a built one first. */
 RETRLM_API retrlm_result retrlm_retro_neighbours_build(retrlm_retro_neighbours *nb,
                                                        const retrlm_datastore *ds,
                                                        const retrlm_tokenizer *tok,

@@ -530,6 +530,7 @@ static void test_retro_neighbours(void) {
         free(img2);
         free(bad);
     }
+    retrlm_retro_neighbours_free(&n2); // build starts from a zeroed object, as every _init
     nc.k = 0; nc.len = 9000;
     CHECK(retrlm_retro_neighbours_build(&n2, &ds, &tok, stream, n, doc, &nc) == RETRLM_ERR_ARG);
     free(img);
