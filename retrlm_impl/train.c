@@ -741,11 +741,10 @@ static retrlm_result retrlm__retro_check(const retrlm_model *m, const retrlm_ret
     return RETRLM_OK;
 }
 
-// Bits per byte with neighbours (nb, or every neighbour absent with without = 1), in the windows
-// of retrlm_lm_bits_per_byte.
+// Bits per byte with the neighbours nb, in the windows of retrlm_lm_bits_per_byte.
 static retrlm_result retrlm__retro_bpb(retrlm_model *m, const int *tokens, size_t n,
                                        size_t n_bytes, const retrlm_retro_neighbours *nb, int T,
-                                       int without, double *bpb) {
+                                       double *bpb) {
     const int Bm = m->config.max_batch, U = T / m->config.retro_chunk;
     const size_t per = (size_t)U * (size_t)nb->k * (size_t)nb->len;
     size_t nwin, w0;
@@ -763,7 +762,6 @@ static retrlm_result retrlm__retro_bpb(retrlm_model *m, const int *tokens, size_
     nbuf = tgt + (size_t)Bm * T;
     for (w0 = 0; w0 < nwin && !r; w0 += (size_t)Bm) {
         int B = (int)RETRLM__MIN((size_t)Bm, nwin - w0), b, t;
-        size_t i;
         for (b = 0; b < B; b++) {
             size_t start = (w0 + (size_t)b) * (size_t)T;
             for (t = 0; t < T; t++) {
@@ -772,8 +770,7 @@ static retrlm_result retrlm__retro_bpb(retrlm_model *m, const int *tokens, size_
                 inp[b * T + t] = valid ? tokens[pos] : 0;
                 tgt[b * T + t] = valid ? tokens[pos + 1] : -1;
             }
-            if (without) for (i = 0; i < per; i++) nbuf[(size_t)b * per + i] = -1;
-            else retrlm__retro_gather(nb, (int64_t)(start / (size_t)nb->chunk), U, nbuf + (size_t)b * per);
+            retrlm__retro_gather(nb, (int64_t)(start / (size_t)nb->chunk), U, nbuf + (size_t)b * per);
         }
         if ((r = retrlm_model_forward_retro(m, inp, B, T, NULL, nbuf, 0)) == RETRLM_OK)
             nats += retrlm_model_nll(m, tgt, NULL);
@@ -796,7 +793,7 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
         return retrlm__fail(RETRLM_ERR_ARG, "retro_bits_per_byte: neighbours for %lld chunks, the "
                             "text has %lu", (long long)nb->n_chunks,
                             (unsigned long)(n / (size_t)nb->chunk));
-    return retrlm__retro_bpb(m, tokens, n, n_bytes, nb, T, 0, bpb);
+    return retrlm__retro_bpb(m, tokens, n, n_bytes, nb, T, bpb);
 }
 
 RETRLM_API void retrlm_retro_train_state_init(retrlm_retro_train_state *s, uint64_t seed) {
@@ -894,7 +891,7 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
             if ((r = retrlm__retro_probe(m, &c, T, inp, tgt, nbuf, st))) break;
             if (c.valid && c.valid_neighbours && c.n_valid > 1 &&
                 (r = retrlm__retro_bpb(m, c.valid, c.n_valid, c.valid_bytes, c.valid_neighbours, T,
-                                       0, &st->lm.last_valid_bpb)))
+                                       &st->lm.last_valid_bpb)))
                 break;
             if ((r = retrlm__progress(c.progress, c.user, "valid", (double)st->lm.step,
                                       (double)c.steps)))
