@@ -1196,6 +1196,22 @@ RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *
                                               float temperature, float *loss, float *dscores,
                                               float *dloglik);
 
+/* What TRIME's memory is and how it is compared (retrlm_model_trime_loss, retrlm_trime_train,
+   and at inference retrlm_ralm_config.trime; train.h says what each batching holds). */
+#define RETRLM_TRIME_LOCAL 0
+#define RETRLM_TRIME_LONG 1
+#define RETRLM_TRIME_EXT 2
+#define RETRLM_TRIME_DOT 0
+#define RETRLM_TRIME_L2 1
+
+typedef struct retrlm_trime_params {
+    int   batching;    /* RETRLM_TRIME_LOCAL, _LONG or _EXT: which entries M(i) holds */
+    int   sim;         /* RETRLM_TRIME_DOT or RETRLM_TRIME_L2 */
+    float temperature; /* divides the similarity; 0 means 1 */
+    int   no_local;    /* EXT: 1 leaves i's own segment out of M(i) (trime_ext_loss's
+                          only_cross_sent); the trainer sets it each step (cross_sent_ratio) */
+} retrlm_trime_params;
+
 /* TRIME's objective (Zhong et al., 2022): one softmax over the vocabulary and an in-batch
    memory. Position i has logits (V) and similarities sims_i (m) to m memory entries, entry j
    followed by the token mem_tokens[j]; the probability of the target y = targets[i] is
@@ -1408,7 +1424,8 @@ RETRLM_API retrlm_result retrlm_retro_neighbours_load_memory(retrlm_retro_neighb
      RETRLM_RALM_REPLUG     REPLUG ensemble (Shi et al., 2023): each of the top k units (default
                             4) is prepended on its own and the next-token distributions are mixed,
                             p(y) = sum_j softmax(score / temperature)_j p(y | unit_j, context)
-   With cfg->knnlm set, the result is further interpolated with the kNN-LM distribution.
+   With cfg->trime set, each token's probability also counts TRIME's local memory (below); with
+   cfg->knnlm set, the result is further interpolated with the kNN-LM distribution.
    The first token of the stream has no context and costs ln V, as in retrlm_lm_bits_per_byte.
    Bits per byte = total nats / ln 2 / the UTF-8 bytes of the text the tokens encode. */
 
@@ -1468,6 +1485,16 @@ typedef struct retrlm_ralm_config {
     float lambda;          /* interpolation weight in (0, 1); default 0.25 */
     float knn_temperature; /* default 1 */
     int64_t exclude_doc;
+    /* TRIME's local memory (strategy 4; for a model trained by retrlm_trime_train): each
+       predicted token's probability is the joint softmax over the vocabulary and the earlier
+       positions j of its own scored sequence (prepended units included), entry j labelled with
+       the token after it,
+           p(y) = ( exp(logit_y) + sum_{j: x_{j+1} = y} exp(s_j) ) / ( sum_v exp(logit_v) + sum_j exp(s_j) )
+       with s_j the similarity of the keys (the last layer's FFN inputs) that trime->sim and
+       trime->temperature give, as in training (batching and no_local are not used here).
+       With knnlm too, that is TrimeLM_ext: the kNN-LM distribution of keys built from the same
+       model is mixed in after. NULL: the vocabulary alone. */
+    const retrlm_trime_params *trime;
     retrlm_progress_fn progress; /* stage "ralm", done/total in tokens; may cancel */
     void *progress_user;
 } retrlm_ralm_config;
@@ -1766,21 +1793,10 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
                          other texts, not earlier ones) and, unless no_local, the earlier
                          positions of i's own (TrimeLM_ext); a training batch is a group of
                          similar segments (retrlm_trime_bm25_batches)
-   A position whose M(i) is empty (the first of a segment) gets plain cross-entropy. Not here
-   yet: inference with a memory (local, long or an external datastore). */
-#define RETRLM_TRIME_LOCAL 0
-#define RETRLM_TRIME_LONG 1
-#define RETRLM_TRIME_EXT 2
-#define RETRLM_TRIME_DOT 0
-#define RETRLM_TRIME_L2 1
-
-typedef struct retrlm_trime_params {
-    int   batching;    /* RETRLM_TRIME_LOCAL, _LONG or _EXT: which entries M(i) holds */
-    int   sim;         /* RETRLM_TRIME_DOT or RETRLM_TRIME_L2 */
-    float temperature; /* divides the similarity; 0 means 1 */
-    int   no_local;    /* EXT: 1 leaves i's own segment out of M(i) (trime_ext_loss's
-                          only_cross_sent); the trainer sets it each step (cross_sent_ratio) */
-} retrlm_trime_params;
+   A position whose M(i) is empty (the first of a segment) gets plain cross-entropy.
+   retrlm_trime_params and the RETRLM_TRIME_ constants are in the losses section. Inference
+   with the memory: retrlm_ralm_config.trime (local memory: the earlier positions of the window)
+   and .knnlm with keys built from the TRIME model (the external datastore, TrimeLM_ext). */
 
 /* TRIME's loss on the last forward (B, T) of m, which needs its logits: targets (B, T) are
    scored (< 0: not), labels (B, T) are the memory entries' labels (NULL: targets; an entry with
@@ -2064,6 +2080,15 @@ RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
    RETRLM_FREE). A directory, FIFO or device is RETRLM_ERR_IO with a message saying so, unread. */
 RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size);
 #endif
+
+/* ---- losses (losses.c) -------------------------------------------------------------------- */
+/* ERR_ARG (with who in the message) unless p's batching, similarity and temperature are valid. */
+RETRLM__PRIVATE retrlm_result retrlm__trime_check(const retrlm_trime_params *p, const char *who);
+/* TRIME's similarity of query q and key k (D): scale q.k, or -scale |q - k|^2 for L2, with
+   scale = retrlm__trime_scale(p, D) = 1 / (sqrt(D) temperature): training and inference agree. */
+RETRLM__PRIVATE float retrlm__trime_scale(const retrlm_trime_params *p, int D);
+RETRLM__PRIVATE float retrlm__trime_sim(const retrlm_trime_params *p, float scale,
+                                        const float *q, const float *k, int D);
 
 /* ---- datastore (datastore.c) -------------------------------------------------------------- */
 /* Unit u's tokens, then its continuation (the units after it in its document) unless unit_only,
@@ -13675,6 +13700,34 @@ RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *
     return RETRLM_OK;
 }
 
+RETRLM__PRIVATE retrlm_result retrlm__trime_check(const retrlm_trime_params *p, const char *who) {
+    if (p->batching < RETRLM_TRIME_LOCAL || p->batching > RETRLM_TRIME_EXT ||
+        (p->sim != RETRLM_TRIME_DOT && p->sim != RETRLM_TRIME_L2) || !(p->temperature >= 0.0f) ||
+        p->temperature > 3.0e38f)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: batching %d (0 local, 1 long, 2 ext), similarity %d "
+                            "(0 dot, 1 L2) and temperature %g (>= 0, finite)", who, p->batching,
+                            p->sim, (double)p->temperature);
+    return RETRLM_OK;
+}
+
+RETRLM__PRIVATE float retrlm__trime_scale(const retrlm_trime_params *p, int D) {
+    return 1.0f / (sqrtf((float)D) * (p->temperature > 0.0f ? p->temperature : 1.0f));
+}
+
+RETRLM__PRIVATE float retrlm__trime_sim(const retrlm_trime_params *p, float scale,
+                                        const float *q, const float *k, int D) {
+    float s = 0.0f;
+    int d;
+    if (p->sim == RETRLM_TRIME_L2) {
+        RETRLM__SIMD_SUM(s)
+        for (d = 0; d < D; d++) s += (q[d] - k[d]) * (q[d] - k[d]);
+        return -s * scale;
+    }
+    RETRLM__SIMD_SUM(s)
+    for (d = 0; d < D; d++) s += q[d] * k[d];
+    return s * scale;
+}
+
 RETRLM_API retrlm_result retrlm_trime_loss(const float *logits, int n, int vocab,
                                            const float *sims, int m, const int *mem_tokens,
                                            const int *targets, float *loss, float *dlogits,
@@ -14535,11 +14588,36 @@ static float retrlm__knn_logp(const retrlm__knn_ctx *kc, const int64_t *ids, con
     return hit > 0.0f ? logf(hit / all) : -INFINITY;
 }
 
+// TRIME's local memory at inference: log p(y) of the joint softmax over the vocabulary (logits,
+// lse their log-sum-exp) and the entries j < a of one sequence (keys K (a, D), entry j labelled
+// seq[j + 1]); sims is scratch for a floats
+static float retrlm__ralm_trime_lp(const retrlm_trime_params *tp, const float *K, const int *seq,
+                                   int a, int D, const float *logits, float lse, int y,
+                                   float *sims) {
+    const float scale = retrlm__trime_scale(tp, D), *q = K + (size_t)a * D;
+    float mx = RETRLM__MAX(lse, logits[y]);
+    double all, hit;
+    int j;
+    for (j = 0; j < a; j++) {
+        sims[j] = retrlm__trime_sim(tp, scale, q, K + (size_t)j * D, D);
+        mx = RETRLM__MAX(mx, sims[j]);
+    }
+    all = exp((double)(lse - mx));
+    hit = exp((double)(logits[y] - mx));
+    for (j = 0; j < a; j++) {
+        double e = exp((double)(sims[j] - mx));
+        all += e;
+        if (seq[j + 1] == y) hit += e;
+    }
+    return (float)(log(hit) - log(all));
+}
+
 // runs jobs [j0, j1) through the model, batch by batch, and fills their lp
 static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore *ds,
                                         const int *tokens, int unit_cap, retrlm__ralm_job *jobs,
                                         const retrlm__ralm_block *blocks, int j0, int j1,
-                                        int *inputs, int *lengths, const retrlm__knn_ctx *kc) {
+                                        int *inputs, int *lengths, const retrlm__knn_ctx *kc,
+                                        const retrlm_trime_params *tp, float *sims) {
     const int B = m->config.max_batch, V = m->config.vocab_size, D = m->config.dim;
     int j, r;
     retrlm_result res;
@@ -14566,7 +14644,11 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
                 int q = jb->len - n_pred + p;
                 size_t at = (size_t)r * T + (size_t)(q - 1);
                 const float *logits = m->logits + at * V;
-                jb->lp[p] = logits[tokens[b->start + p]] - retrlm_logsumexp(logits, V);
+                const float lse = retrlm_logsumexp(logits, V);
+                const int y = tokens[b->start + p];
+                jb->lp[p] = tp ? retrlm__ralm_trime_lp(tp, retrlm_model_ffn_input(m, m->config.n_layers - 1) + (size_t)r * T * D,
+                                                       inputs + (size_t)r * T, q - 1, D, logits, lse, y, sims)
+                               : logits[y] - lse;
                 if (kc) {
                     memcpy(kc->queries + (size_t)nq * D, retrlm_model_ffn_input(m, m->config.n_layers - 1) + at * D,
                            (size_t)D * sizeof(float));
@@ -14603,7 +14685,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     double nats = 0.0;
     retrlm__ralm_job *jobs = NULL;
     retrlm__ralm_block *blocks = NULL;
-    float *lp = NULL, *scores = NULL;
+    float *lp = NULL, *scores = NULL, *sims = NULL;
     int *inputs = NULL, *lengths = NULL, *units = NULL;
     char *query = NULL;
     size_t query_cap = 0;
@@ -14648,6 +14730,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
         knn.inv_temp = 1.0f / cfg.knn_temperature;
         kc = &knn;
     }
+    if (cfg.trime && (res = retrlm__trime_check(cfg.trime, "ralm"))) return res;
     for (pos = 0; pos < n; pos++)
         if (tokens[pos] < 0 || tokens[pos] >= V)
             return retrlm__fail(RETRLM_ERR_RANGE, "ralm: token %d at %lu outside the model's vocabulary of %d", tokens[pos], (unsigned long)pos, V);
@@ -14663,6 +14746,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     lengths = (int *)retrlm__alloc((size_t)m->config.max_batch, sizeof(int));
     units = (int *)retrlm__alloc((size_t)cfg.k, sizeof(int));
     scores = (float *)retrlm__alloc((size_t)cfg.k, sizeof(float));
+    sims = (float *)retrlm__alloc((size_t)Tmax, sizeof(float));
     if (kc) {
         size_t nq = (size_t)m->config.max_batch * cfg.stride;
         knn.queries = (float *)retrlm__alloc(nq * m->config.dim, sizeof(float));
@@ -14671,7 +14755,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
         knn.where = (int *)retrlm__alloc(nq, sizeof(int));
         if (!knn.queries || !knn.ids || !knn.dist || !knn.where) scores = (RETRLM_FREE(scores), (float *)NULL);
     }
-    if (!jobs || !blocks || !lp || !inputs || !lengths || !units || !scores) {
+    if (!jobs || !blocks || !lp || !inputs || !lengths || !units || !scores || !sims) {
         res = retrlm__fail(RETRLM_ERR_NOMEM, "ralm: no memory for the scoring buffers");
         goto done;
     }
@@ -14726,7 +14810,8 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
             nb++;
             pos = bl->end;
         }
-        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, jobs, blocks, 0, nj, inputs, lengths, kc);
+        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, jobs, blocks, 0, nj, inputs, lengths,
+                                 kc, cfg.trime, sims);
         if (res) goto done;
         // mix each block's jobs per token: log sum_j w_j p_j(y)
         for (b = 0; b < nb; b++) {
@@ -14749,6 +14834,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
 done:
     RETRLM_FREE(jobs), RETRLM_FREE(blocks), RETRLM_FREE(lp), RETRLM_FREE(inputs);
     RETRLM_FREE(lengths), RETRLM_FREE(units), RETRLM_FREE(scores), RETRLM_FREE(query);
+    RETRLM_FREE(sims);
     RETRLM_FREE(knn.queries), RETRLM_FREE(knn.ids), RETRLM_FREE(knn.dist), RETRLM_FREE(knn.where);
     return res;
 }
@@ -15975,16 +16061,6 @@ static int retrlm__trime_sees(const retrlm_trime_params *p, int bi, int ti, int 
     return bj == bi && tj < ti;
 }
 
-static retrlm_result retrlm__trime_check(const retrlm_trime_params *p, const char *who) {
-    if (p->batching < RETRLM_TRIME_LOCAL || p->batching > RETRLM_TRIME_EXT ||
-        (p->sim != RETRLM_TRIME_DOT && p->sim != RETRLM_TRIME_L2) || !(p->temperature >= 0.0f) ||
-        p->temperature > 3.0e38f)
-        return retrlm__fail(RETRLM_ERR_ARG, "%s: batching %d (0 local, 1 long, 2 ext), similarity %d "
-                            "(0 dot, 1 L2) and temperature %g (>= 0, finite)", who, p->batching,
-                            p->sim, (double)p->temperature);
-    return RETRLM_OK;
-}
-
 RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_trime_params *p,
                                                  const int *targets, const int *labels,
                                                  float *loss, float *dkeys, int *count) {
@@ -16004,7 +16080,7 @@ RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_t
                                 "outside the vocabulary of %d", targets[i], labels[i], i, V);
     K = retrlm_model_ffn_input(m, m->config.n_layers - 1);
     logits = retrlm__logits(m);
-    scale = 1.0f / (sqrtf((float)D) * (p->temperature > 0.0f ? p->temperature : 1.0f));
+    scale = retrlm__trime_scale(p, D);
     mem_pos = (int *)retrlm__alloc((size_t)N, 3 * sizeof(int));
     if (!mem_pos) return retrlm__fail(RETRLM_ERR_NOMEM, "model_trime_loss: no memory");
     mem_tok = mem_pos + N;
@@ -16029,24 +16105,11 @@ RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_t
     for (i = 0; i < N; i++) {
         const float *q = K + (size_t)i * D;
         float *row = sims + (size_t)i * M;
-        int e, d;
+        int e;
         for (e = 0; e < M; e++) {
             const int j = mem_pos[e];
-            const float *k = K + (size_t)j * D;
-            float s = 0.0f;
-            if (!retrlm__trime_sees(p, i / T, i % T, j / T, j % T)) {
-                row[e] = -INFINITY;
-                continue;
-            }
-            if (p->sim == RETRLM_TRIME_L2) {
-                RETRLM__SIMD_SUM(s)
-                for (d = 0; d < D; d++) s += (q[d] - k[d]) * (q[d] - k[d]);
-                row[e] = -s * scale;
-            } else {
-                RETRLM__SIMD_SUM(s)
-                for (d = 0; d < D; d++) s += q[d] * k[d];
-                row[e] = s * scale;
-            }
+            row[e] = retrlm__trime_sees(p, i / T, i % T, j / T, j % T)
+                         ? retrlm__trime_sim(p, scale, q, K + (size_t)j * D, D) : -INFINITY;
         }
     }
     // dlogits and dsims in place

@@ -165,6 +165,15 @@ RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
 RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size);
 #endif
 
+/* ---- losses (losses.c) -------------------------------------------------------------------- */
+/* ERR_ARG (with who in the message) unless p's batching, similarity and temperature are valid. */
+RETRLM__PRIVATE retrlm_result retrlm__trime_check(const retrlm_trime_params *p, const char *who);
+/* TRIME's similarity of query q and key k (D): scale q.k, or -scale |q - k|^2 for L2, with
+   scale = retrlm__trime_scale(p, D) = 1 / (sqrt(D) temperature): training and inference agree. */
+RETRLM__PRIVATE float retrlm__trime_scale(const retrlm_trime_params *p, int D);
+RETRLM__PRIVATE float retrlm__trime_sim(const retrlm_trime_params *p, float scale,
+                                        const float *q, const float *k, int D);
+
 /* ---- datastore (datastore.c) -------------------------------------------------------------- */
 /* Unit u's tokens, then its continuation (the units after it in its document) unless unit_only,
    len at most, into out; returns how many: what a RETRO neighbour holds. */

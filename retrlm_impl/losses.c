@@ -178,6 +178,34 @@ RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *
     return RETRLM_OK;
 }
 
+RETRLM__PRIVATE retrlm_result retrlm__trime_check(const retrlm_trime_params *p, const char *who) {
+    if (p->batching < RETRLM_TRIME_LOCAL || p->batching > RETRLM_TRIME_EXT ||
+        (p->sim != RETRLM_TRIME_DOT && p->sim != RETRLM_TRIME_L2) || !(p->temperature >= 0.0f) ||
+        p->temperature > 3.0e38f)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: batching %d (0 local, 1 long, 2 ext), similarity %d "
+                            "(0 dot, 1 L2) and temperature %g (>= 0, finite)", who, p->batching,
+                            p->sim, (double)p->temperature);
+    return RETRLM_OK;
+}
+
+RETRLM__PRIVATE float retrlm__trime_scale(const retrlm_trime_params *p, int D) {
+    return 1.0f / (sqrtf((float)D) * (p->temperature > 0.0f ? p->temperature : 1.0f));
+}
+
+RETRLM__PRIVATE float retrlm__trime_sim(const retrlm_trime_params *p, float scale,
+                                        const float *q, const float *k, int D) {
+    float s = 0.0f;
+    int d;
+    if (p->sim == RETRLM_TRIME_L2) {
+        RETRLM__SIMD_SUM(s)
+        for (d = 0; d < D; d++) s += (q[d] - k[d]) * (q[d] - k[d]);
+        return -s * scale;
+    }
+    RETRLM__SIMD_SUM(s)
+    for (d = 0; d < D; d++) s += q[d] * k[d];
+    return s * scale;
+}
+
 RETRLM_API retrlm_result retrlm_trime_loss(const float *logits, int n, int vocab,
                                            const float *sims, int m, const int *mem_tokens,
                                            const int *targets, float *loss, float *dlogits,

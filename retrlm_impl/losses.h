@@ -42,6 +42,22 @@ RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *
                                               float temperature, float *loss, float *dscores,
                                               float *dloglik);
 
+/* What TRIME's memory is and how it is compared (retrlm_model_trime_loss, retrlm_trime_train,
+   and at inference retrlm_ralm_config.trime; train.h says what each batching holds). */
+#define RETRLM_TRIME_LOCAL 0
+#define RETRLM_TRIME_LONG 1
+#define RETRLM_TRIME_EXT 2
+#define RETRLM_TRIME_DOT 0
+#define RETRLM_TRIME_L2 1
+
+typedef struct retrlm_trime_params {
+    int   batching;    /* RETRLM_TRIME_LOCAL, _LONG or _EXT: which entries M(i) holds */
+    int   sim;         /* RETRLM_TRIME_DOT or RETRLM_TRIME_L2 */
+    float temperature; /* divides the similarity; 0 means 1 */
+    int   no_local;    /* EXT: 1 leaves i's own segment out of M(i) (trime_ext_loss's
+                          only_cross_sent); the trainer sets it each step (cross_sent_ratio) */
+} retrlm_trime_params;
+
 /* TRIME's objective (Zhong et al., 2022): one softmax over the vocabulary and an in-batch
    memory. Position i has logits (V) and similarities sims_i (m) to m memory entries, entry j
    followed by the token mem_tokens[j]; the probability of the target y = targets[i] is

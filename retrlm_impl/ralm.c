@@ -64,11 +64,36 @@ static float retrlm__knn_logp(const retrlm__knn_ctx *kc, const int64_t *ids, con
     return hit > 0.0f ? logf(hit / all) : -INFINITY;
 }
 
+// TRIME's local memory at inference: log p(y) of the joint softmax over the vocabulary (logits,
+// lse their log-sum-exp) and the entries j < a of one sequence (keys K (a, D), entry j labelled
+// seq[j + 1]); sims is scratch for a floats
+static float retrlm__ralm_trime_lp(const retrlm_trime_params *tp, const float *K, const int *seq,
+                                   int a, int D, const float *logits, float lse, int y,
+                                   float *sims) {
+    const float scale = retrlm__trime_scale(tp, D), *q = K + (size_t)a * D;
+    float mx = RETRLM__MAX(lse, logits[y]);
+    double all, hit;
+    int j;
+    for (j = 0; j < a; j++) {
+        sims[j] = retrlm__trime_sim(tp, scale, q, K + (size_t)j * D, D);
+        mx = RETRLM__MAX(mx, sims[j]);
+    }
+    all = exp((double)(lse - mx));
+    hit = exp((double)(logits[y] - mx));
+    for (j = 0; j < a; j++) {
+        double e = exp((double)(sims[j] - mx));
+        all += e;
+        if (seq[j + 1] == y) hit += e;
+    }
+    return (float)(log(hit) - log(all));
+}
+
 // runs jobs [j0, j1) through the model, batch by batch, and fills their lp
 static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore *ds,
                                         const int *tokens, int unit_cap, retrlm__ralm_job *jobs,
                                         const retrlm__ralm_block *blocks, int j0, int j1,
-                                        int *inputs, int *lengths, const retrlm__knn_ctx *kc) {
+                                        int *inputs, int *lengths, const retrlm__knn_ctx *kc,
+                                        const retrlm_trime_params *tp, float *sims) {
     const int B = m->config.max_batch, V = m->config.vocab_size, D = m->config.dim;
     int j, r;
     retrlm_result res;
@@ -95,7 +120,11 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
                 int q = jb->len - n_pred + p;
                 size_t at = (size_t)r * T + (size_t)(q - 1);
                 const float *logits = m->logits + at * V;
-                jb->lp[p] = logits[tokens[b->start + p]] - retrlm_logsumexp(logits, V);
+                const float lse = retrlm_logsumexp(logits, V);
+                const int y = tokens[b->start + p];
+                jb->lp[p] = tp ? retrlm__ralm_trime_lp(tp, retrlm_model_ffn_input(m, m->config.n_layers - 1) + (size_t)r * T * D,
+                                                       inputs + (size_t)r * T, q - 1, D, logits, lse, y, sims)
+                               : logits[y] - lse;
                 if (kc) {
                     memcpy(kc->queries + (size_t)nq * D, retrlm_model_ffn_input(m, m->config.n_layers - 1) + at * D,
                            (size_t)D * sizeof(float));
@@ -132,7 +161,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     double nats = 0.0;
     retrlm__ralm_job *jobs = NULL;
     retrlm__ralm_block *blocks = NULL;
-    float *lp = NULL, *scores = NULL;
+    float *lp = NULL, *scores = NULL, *sims = NULL;
     int *inputs = NULL, *lengths = NULL, *units = NULL;
     char *query = NULL;
     size_t query_cap = 0;
@@ -177,6 +206,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
         knn.inv_temp = 1.0f / cfg.knn_temperature;
         kc = &knn;
     }
+    if (cfg.trime && (res = retrlm__trime_check(cfg.trime, "ralm"))) return res;
     for (pos = 0; pos < n; pos++)
         if (tokens[pos] < 0 || tokens[pos] >= V)
             return retrlm__fail(RETRLM_ERR_RANGE, "ralm: token %d at %lu outside the model's vocabulary of %d", tokens[pos], (unsigned long)pos, V);
@@ -192,6 +222,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     lengths = (int *)retrlm__alloc((size_t)m->config.max_batch, sizeof(int));
     units = (int *)retrlm__alloc((size_t)cfg.k, sizeof(int));
     scores = (float *)retrlm__alloc((size_t)cfg.k, sizeof(float));
+    sims = (float *)retrlm__alloc((size_t)Tmax, sizeof(float));
     if (kc) {
         size_t nq = (size_t)m->config.max_batch * cfg.stride;
         knn.queries = (float *)retrlm__alloc(nq * m->config.dim, sizeof(float));
@@ -200,7 +231,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
         knn.where = (int *)retrlm__alloc(nq, sizeof(int));
         if (!knn.queries || !knn.ids || !knn.dist || !knn.where) scores = (RETRLM_FREE(scores), (float *)NULL);
     }
-    if (!jobs || !blocks || !lp || !inputs || !lengths || !units || !scores) {
+    if (!jobs || !blocks || !lp || !inputs || !lengths || !units || !scores || !sims) {
         res = retrlm__fail(RETRLM_ERR_NOMEM, "ralm: no memory for the scoring buffers");
         goto done;
     }
@@ -255,7 +286,8 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
             nb++;
             pos = bl->end;
         }
-        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, jobs, blocks, 0, nj, inputs, lengths, kc);
+        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, jobs, blocks, 0, nj, inputs, lengths,
+                                 kc, cfg.trime, sims);
         if (res) goto done;
         // mix each block's jobs per token: log sum_j w_j p_j(y)
         for (b = 0; b < nb; b++) {
@@ -278,6 +310,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
 done:
     RETRLM_FREE(jobs), RETRLM_FREE(blocks), RETRLM_FREE(lp), RETRLM_FREE(inputs);
     RETRLM_FREE(lengths), RETRLM_FREE(units), RETRLM_FREE(scores), RETRLM_FREE(query);
+    RETRLM_FREE(sims);
     RETRLM_FREE(knn.queries), RETRLM_FREE(knn.ids), RETRLM_FREE(knn.dist), RETRLM_FREE(knn.where);
     return res;
 }

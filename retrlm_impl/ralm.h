@@ -9,7 +9,8 @@
      RETRLM_RALM_REPLUG     REPLUG ensemble (Shi et al., 2023): each of the top k units (default
                             4) is prepended on its own and the next-token distributions are mixed,
                             p(y) = sum_j softmax(score / temperature)_j p(y | unit_j, context)
-   With cfg->knnlm set, the result is further interpolated with the kNN-LM distribution.
+   With cfg->trime set, each token's probability also counts TRIME's local memory (below); with
+   cfg->knnlm set, the result is further interpolated with the kNN-LM distribution.
    The first token of the stream has no context and costs ln V, as in retrlm_lm_bits_per_byte.
    Bits per byte = total nats / ln 2 / the UTF-8 bytes of the text the tokens encode. */
 
@@ -69,6 +70,16 @@ typedef struct retrlm_ralm_config {
     float lambda;          /* interpolation weight in (0, 1); default 0.25 */
     float knn_temperature; /* default 1 */
     int64_t exclude_doc;
+    /* TRIME's local memory (strategy 4; for a model trained by retrlm_trime_train): each
+       predicted token's probability is the joint softmax over the vocabulary and the earlier
+       positions j of its own scored sequence (prepended units included), entry j labelled with
+       the token after it,
+           p(y) = ( exp(logit_y) + sum_{j: x_{j+1} = y} exp(s_j) ) / ( sum_v exp(logit_v) + sum_j exp(s_j) )
+       with s_j the similarity of the keys (the last layer's FFN inputs) that trime->sim and
+       trime->temperature give, as in training (batching and no_local are not used here).
+       With knnlm too, that is TrimeLM_ext: the kNN-LM distribution of keys built from the same
+       model is mixed in after. NULL: the vocabulary alone. */
+    const retrlm_trime_params *trime;
     retrlm_progress_fn progress; /* stage "ralm", done/total in tokens; may cancel */
     void *progress_user;
 } retrlm_ralm_config;

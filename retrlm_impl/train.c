@@ -918,16 +918,6 @@ static int retrlm__trime_sees(const retrlm_trime_params *p, int bi, int ti, int 
     return bj == bi && tj < ti;
 }
 
-static retrlm_result retrlm__trime_check(const retrlm_trime_params *p, const char *who) {
-    if (p->batching < RETRLM_TRIME_LOCAL || p->batching > RETRLM_TRIME_EXT ||
-        (p->sim != RETRLM_TRIME_DOT && p->sim != RETRLM_TRIME_L2) || !(p->temperature >= 0.0f) ||
-        p->temperature > 3.0e38f)
-        return retrlm__fail(RETRLM_ERR_ARG, "%s: batching %d (0 local, 1 long, 2 ext), similarity %d "
-                            "(0 dot, 1 L2) and temperature %g (>= 0, finite)", who, p->batching,
-                            p->sim, (double)p->temperature);
-    return RETRLM_OK;
-}
-
 RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_trime_params *p,
                                                  const int *targets, const int *labels,
                                                  float *loss, float *dkeys, int *count) {
@@ -947,7 +937,7 @@ RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_t
                                 "outside the vocabulary of %d", targets[i], labels[i], i, V);
     K = retrlm_model_ffn_input(m, m->config.n_layers - 1);
     logits = retrlm__logits(m);
-    scale = 1.0f / (sqrtf((float)D) * (p->temperature > 0.0f ? p->temperature : 1.0f));
+    scale = retrlm__trime_scale(p, D);
     mem_pos = (int *)retrlm__alloc((size_t)N, 3 * sizeof(int));
     if (!mem_pos) return retrlm__fail(RETRLM_ERR_NOMEM, "model_trime_loss: no memory");
     mem_tok = mem_pos + N;
@@ -972,24 +962,11 @@ RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_t
     for (i = 0; i < N; i++) {
         const float *q = K + (size_t)i * D;
         float *row = sims + (size_t)i * M;
-        int e, d;
+        int e;
         for (e = 0; e < M; e++) {
             const int j = mem_pos[e];
-            const float *k = K + (size_t)j * D;
-            float s = 0.0f;
-            if (!retrlm__trime_sees(p, i / T, i % T, j / T, j % T)) {
-                row[e] = -INFINITY;
-                continue;
-            }
-            if (p->sim == RETRLM_TRIME_L2) {
-                RETRLM__SIMD_SUM(s)
-                for (d = 0; d < D; d++) s += (q[d] - k[d]) * (q[d] - k[d]);
-                row[e] = -s * scale;
-            } else {
-                RETRLM__SIMD_SUM(s)
-                for (d = 0; d < D; d++) s += q[d] * k[d];
-                row[e] = s * scale;
-            }
+            row[e] = retrlm__trime_sees(p, i / T, i % T, j / T, j % T)
+                         ? retrlm__trime_sim(p, scale, q, K + (size_t)j * D, D) : -INFINITY;
         }
     }
     // dlogits and dsims in place

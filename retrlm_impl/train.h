@@ -248,21 +248,10 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
                          other texts, not earlier ones) and, unless no_local, the earlier
                          positions of i's own (TrimeLM_ext); a training batch is a group of
                          similar segments (retrlm_trime_bm25_batches)
-   A position whose M(i) is empty (the first of a segment) gets plain cross-entropy. Not here
-   yet: inference with a memory (local, long or an external datastore). */
-#define RETRLM_TRIME_LOCAL 0
-#define RETRLM_TRIME_LONG 1
-#define RETRLM_TRIME_EXT 2
-#define RETRLM_TRIME_DOT 0
-#define RETRLM_TRIME_L2 1
-
-typedef struct retrlm_trime_params {
-    int   batching;    /* RETRLM_TRIME_LOCAL, _LONG or _EXT: which entries M(i) holds */
-    int   sim;         /* RETRLM_TRIME_DOT or RETRLM_TRIME_L2 */
-    float temperature; /* divides the similarity; 0 means 1 */
-    int   no_local;    /* EXT: 1 leaves i's own segment out of M(i) (trime_ext_loss's
-                          only_cross_sent); the trainer sets it each step (cross_sent_ratio) */
-} retrlm_trime_params;
+   A position whose M(i) is empty (the first of a segment) gets plain cross-entropy.
+   retrlm_trime_params and the RETRLM_TRIME_ constants are in the losses section. Inference
+   with the memory: retrlm_ralm_config.trime (local memory: the earlier positions of the window)
+   and .knnlm with keys built from the TRIME model (the external datastore, TrimeLM_ext). */
 
 /* TRIME's loss on the last forward (B, T) of m, which needs its logits: targets (B, T) are
    scored (< 0: not), labels (B, T) are the memory entries' labels (NULL: targets; an entry with

@@ -640,6 +640,51 @@ static void test_trime_ext_learns_to_copy(void) {
     free(h);
 }
 
+// Inference with the local memory (retrlm_ralm_config.trime): scoring a stream that fits one
+// window gives each token the probability TRIME's training loss gives it with local batching
+// (the double reference above), for both similarities; bad params are refused.
+static void test_trime_inference_local(void) {
+    enum { V = 32, D = 16, T = 16, N = 12 };
+    retrlm_model_config cfg;
+    retrlm_model m;
+    retrlm_ralm_config rc;
+    retrlm_trime_params p;
+    int *s = random_stream(N, V, 71), tgt[N - 1], sim, i;
+    float nats[N];
+    double bpb, sum, ref;
+    small_config(&cfg, V, D, T, 2);
+    CHECK_OK(retrlm_model_init(&m, &cfg));
+    for (sim = RETRLM_TRIME_DOT; sim <= RETRLM_TRIME_L2; sim++) {
+        memset(&p, 0, sizeof p);
+        p.sim = sim;
+        p.temperature = sim == RETRLM_TRIME_L2 ? 0.7f : 0.0f;
+        memset(&rc, 0, sizeof rc);
+        rc.mode = RETRLM_RALM_NONE;
+        rc.stride = N - 1; // one block: the whole stream is one sequence, tokens 1 .. N-1 predicted
+        rc.context_tokens = T - rc.stride;
+        rc.trime = &p;
+        CHECK_OK(retrlm_ralm_bits_per_byte(&m, NULL, NULL, s, N, 100, &rc, &bpb, nats));
+        for (sum = 0.0, i = 1; i < N; i++) sum += nats[i];
+        for (i = 0; i < N - 1; i++) tgt[i] = s[i + 1];
+        CHECK_OK(retrlm_model_forward(&m, s, 1, N - 1, NULL, 0));
+        ref = ref_loss(&m, tgt, &p) * (N - 1);
+        printf("  local memory at inference, %s: %.6f nats, training's loss %.6f\n",
+               sim == RETRLM_TRIME_L2 ? "L2" : "dot", sum, ref);
+        CHECK(fabs(sum - ref) < 1e-4 * fabs(ref));
+        CHECK(fabs(bpb - (sum + log((double)V)) / log(2.0) / 100.0) < 1e-6);
+        // the memory changes the figure: without it the vocabulary alone
+        rc.trime = NULL;
+        CHECK_OK(retrlm_ralm_bits_per_byte(&m, NULL, NULL, s, N, 100, &rc, &bpb, nats));
+        for (ref = 0.0, i = 1; i < N; i++) ref += nats[i];
+        CHECK(fabs(ref - sum) > 1e-3);
+    }
+    p.sim = 7;
+    rc.trime = &p;
+    CHECK(retrlm_ralm_bits_per_byte(&m, NULL, NULL, s, N, 100, &rc, &bpb, NULL) == RETRLM_ERR_ARG);
+    retrlm_model_free(&m);
+    free(s);
+}
+
 int main(void) {
     RUN(test_trime_first_step);
     RUN(test_trime_empty_memory_and_warmup);
@@ -648,6 +693,7 @@ int main(void) {
     RUN(test_trime_resume);
     RUN(test_trime_bad_input);
     RUN(test_trime_bm25_batches);
+    RUN(test_trime_inference_local);
     RUN(test_trime_learns_to_copy);
     RUN(test_trime_ext_learns_to_copy);
     return test_report();
