@@ -140,6 +140,7 @@ typedef struct cli_state {
     retrlm_moco      moco;     // encoder-train --moco: the key encoder and the queue
     cli_pairs        pairs;    // encoder-train --pairs
     size_t          *unit_off; // encoder-train -d: (n_units + 1) the units' token offsets
+    int64_t         *batches;  // trime-train --memory ext: the BM25 groups of windows
     cli_text         text[2];  // the command's texts (train and valid, test and kNN-LM text)
     char           **docs;     // (n_docs) whole input files
     size_t          *doc_len;  // (n_docs)
@@ -165,6 +166,7 @@ static void state_free(cli_state *s) {
     free(s->pairs.query), free(s->pairs.pair_query); // the pointer block and the int block
     free(s->pairs.q_ids), free(s->pairs.d_ids), free(s->pairs.q_off), free(s->pairs.d_off);
     free(s->unit_off);
+    free(s->batches);
     if (s->lines.ids) s->text[0].ids = NULL; // ours, not the library's
     for (i = 0; i < 2; i++) free(s->text[i].bytes), retrlm_free(s->text[i].ids);
     free(s->lines.byte_off), free(s->lines.tok_off), free(s->lines.ids), free(s->lines.nats), free(s->lines.bits);
@@ -421,7 +423,7 @@ static int progress_line(const cli_progress *p, char *line, size_t cap, const ch
     if (rate > 0.0) fmt_count(a, sizeof a, rate), append(line, cap, &n, " %s/s", a);
     if (final) fmt_time(a, sizeof a, secs), append(line, cap, &n, " in %s", a);
     else if (total > 0.0 && rate > 0.0) fmt_time(a, sizeof a, (total - done) / rate), append(line, cap, &n, " ETA %s", a);
-    if (p->train && (!strcmp(stage, "train") || !strcmp(stage, "incontext")))
+    if (p->train && (!strcmp(stage, "train") || !strcmp(stage, "incontext") || !strcmp(stage, "trime")))
         append(line, cap, &n, " loss %.3f", p->train->last_loss);
     if (p->retr && (!strcmp(stage, "contriever") || !strcmp(stage, "dpr")))
         append(line, cap, &n, " loss %.3f acc %.2f", p->retr->last_loss, p->retr->last_acc);
@@ -781,14 +783,85 @@ static int cmd_tokenize(const cli_cmd *self, int argc, char **argv, cli_state *s
     return 0;
 }
 
-static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+static const char *const trime_memory_names[] = {"local", "long", "ext"}; // RETRLM_TRIME_LOCAL, _LONG, _EXT
+static const char *const trime_sim_names[] = {"dot", "l2"};                // RETRLM_TRIME_DOT, _L2
+
+// valid bits per byte of a TRIME model read with the vocabulary alone (tp NULL) or its local memory
+static int trime_valid(cli_state *s, const retrlm_trime_params *tp, double *bpb) {
+    retrlm_ralm_config rc;
+    retrlm_result r;
+    memset(&rc, 0, sizeof rc);
+    rc.trime = tp;
+    rc.progress = progress_fn, rc.progress_user = &s->prog;
+    r = retrlm_ralm_bits_per_byte(&s->lm, &s->tok, NULL, s->text[1].ids, s->text[1].n, s->text[1].len, &rc, bpb, NULL);
+    progress_end(&s->prog);
+    return r ? fail(r, "valid") : 0;
+}
+
+// trime-train once the model (s->lm), its optimiser and the texts are ready: tc holds TRIME's params
+static int train_trime(cli_state *s, retrlm_trime_train_config *tc, retrlm_lm_train_state *st, const char *out,
+                       const char *valid, int steps, int save_every, int ce_warmup, float drop_local) {
+    const retrlm_model_config *c = &s->lm.config;
+    const retrlm_trime_params tp = tc->trime;
+    double with = 0.0, without = 0.0;
+    int64_t n_batches = 0;
+    retrlm_result r;
+    tc->train = s->text[0].ids, tc->n_train = s->text[0].n;
+    tc->steps = steps, tc->checkpoint = out, tc->checkpoint_every = save_every;
+    tc->warmup_steps = ce_warmup, tc->cross_sent_ratio = tp.batching == RETRLM_TRIME_EXT ? drop_local : 0.0f;
+    tc->progress = progress_fn, tc->user = &s->prog;
+    if (tp.batching == RETRLM_TRIME_LOCAL ? tc->n_train <= (size_t)c->max_seq_len + 1
+                                          : tc->n_train < (size_t)c->max_batch * (size_t)c->max_seq_len + 1)
+        return refuse(s, "the training text has %lu tokens: --memory %s needs more than %lu (%s)", (unsigned long)tc->n_train,
+                      trime_memory_names[tp.batching], (unsigned long)(tp.batching == RETRLM_TRIME_LOCAL
+                          ? (size_t)c->max_seq_len + 1 : (size_t)c->max_batch * (size_t)c->max_seq_len),
+                      tp.batching == RETRLM_TRIME_LOCAL ? "a window" : "a batch of windows");
+    if (tp.batching == RETRLM_TRIME_EXT) { // the windows grouped by BM25 once, before the steps
+        fprintf(stderr, "grouping %lu windows of %d tokens by BM25 into batches of %d\n",
+                (unsigned long)((tc->n_train - 1) / (size_t)c->max_seq_len), c->max_seq_len, c->max_batch);
+        if ((r = retrlm_trime_bm25_batches(&s->tok, tc->train, tc->n_train, c->max_seq_len, c->max_batch, NULL, NULL,
+                                           &n_batches)))
+            return fail(r, "batches");
+        if (!(s->batches = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_batches * (size_t)c->max_batch)))
+            return say("out of memory");
+        if ((r = retrlm_trime_bm25_batches(&s->tok, tc->train, tc->n_train, c->max_seq_len, c->max_batch, NULL,
+                                           s->batches, &n_batches)))
+            return fail(r, "batches");
+        tc->batches = s->batches, tc->n_batches = n_batches;
+    }
+    s->prog.train = st;
+    fprintf(stderr, "TRIME (memory %s, %s, temperature %g): %.2fM parameters (dim %d, %d layers, %d heads, ctx %d, batch %d) "
+            "from step %lld; %lu training tokens\n", trime_memory_names[tp.batching], trime_sim_names[tp.sim],
+            (double)tp.temperature, (double)s->lm.n_params / 1e6, c->dim, c->n_layers, c->n_heads, c->max_seq_len,
+            c->max_batch, (long long)st->step, (unsigned long)tc->n_train);
+    r = retrlm_trime_train(&s->lm, &s->opt, tc, st);
+    progress_end(&s->prog);
+    if (r) return fail(r, "training");
+    if (stamp_tokenizer(s, out)) return 1;
+    if (valid && (trime_valid(s, &tp, &with) || trime_valid(s, NULL, &without))) return 1;
+    printf("%s: TRIME, step %lld, loss %.4f", out, (long long)st->step, st->last_loss);
+    if (valid)
+        printf(", valid %.4f bits per byte with its local memory, %.4f with the vocabulary alone", with, without);
+    printf("\n");
+    if (tp.temperature != 1.0f)
+        fprintf(stderr, "read it with its memory: retrlm eval --trime %s --trime-temp %.9g ...\n", trime_sim_names[tp.sim],
+                (double)tp.temperature);
+    else
+        fprintf(stderr, "read it with its memory: retrlm eval --trime %s ...\n", trime_sim_names[tp.sim]);
+    return 0;
+}
+
+// lm-train, and trime-train (trime 1): the same model and options, TRIME's loss and batches
+static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, int trime) {
     const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *train = NULL, *valid = NULL, *out = NULL;
+    const char *memory = "local", *sim = "l2";
     int dim = 128, layers = 4, heads = 4, ctx = 128, batch = 8, steps = 400, seed = 1, warmup = -1;
-    int eval_every = 0, save_every = 100, resume = 0;
-    float lr = 3e-3f, wd = 0.1f;
+    int eval_every = 0, save_every = 100, resume = 0, ce_warmup = 0, n_common;
+    float lr = 3e-3f, wd = 0.1f, temp = 1.0f, drop_local = 0.9f;
     retrlm_model_config mc;
     retrlm_adamw_group groups[2];
     retrlm_lm_train_config lc;
+    retrlm_trime_train_config tc;
     retrlm_lm_train_state st;
     retrlm_result r;
     cli_opt opts[] = {
@@ -810,8 +883,29 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
         {"--save-every", "N", OPT_INT, &save_every, 0, 1e9, "steps between checkpoints (0: at the end)"},
         {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights and batches"},
         CLI_FORCE_OPT(s),
+        // trime-train's own, last: lm-train ends its table before them
+        {"--memory", "KIND", OPT_STR, &memory, 0, 0, "TRIME's in-batch memory: local (earlier tokens of the window), "
+         "long (and the batch's earlier windows, consecutive in the text) or ext (windows grouped by BM25 similarity)"},
+        {"--sim", "KIND", OPT_STR, &sim, 0, 0, "memory similarity: l2 (-|q - k|^2) or dot, over sqrt(dim) x --trime-temp"},
+        {"--trime-temp", "X", OPT_FLOAT, &temp, 1e-6, 1e6, "memory temperature"},
+        {"--drop-local", "X", OPT_FLOAT, &drop_local, 0, 1, "ext: the share of steps without the local memory (TRIME: 0.9)"},
+        {"--ce-warmup", "N", OPT_INT, &ce_warmup, 0, 1e9, "first steps with plain cross-entropy, no memory"},
         CLI_END};
+    const cli_opt end = CLI_END;
+    n_common = (int)(sizeof opts / sizeof opts[0]) - 6;
+    if (!trime) opts[n_common] = end;
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    memset(&tc, 0, sizeof tc);
+    if (trime) {
+        if (eval_every) return bad_usage(self, "--eval-every is lm-train's: trime-train measures --valid at the end");
+        if ((tc.trime.batching = name_index(trime_memory_names, 3, memory)) == 3)
+            return bad_usage(self, "--memory is local, long or ext, not '%s'", memory);
+        if ((tc.trime.sim = name_index(trime_sim_names, 2, sim)) == 2)
+            return bad_usage(self, "--sim is l2 or dot, not '%s'", sim);
+        tc.trime.temperature = temp;
+        if (tc.trime.batching != RETRLM_TRIME_EXT && drop_local != 0.9f)
+            return bad_usage(self, "--drop-local is for --memory ext");
+    }
     if (check_output(s, out, "model")) return 2;
     if (load_tokenizer(s, tok_path, gpt2)) return 1;
     if (resume) {
@@ -839,6 +933,7 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
     if ((valid && load_text(s, 1, valid)) || load_text(s, 0, train)) return 1;
     if (valid && !s->text[1].len) return refuse(s, "--valid %s is empty: no text to measure", valid);
     if (!s->text[0].n) return refuse(s, "--train %s is empty: no text to train on", train);
+    if (trime) return train_trime(s, &tc, &st, out, valid, steps, save_every, ce_warmup, drop_local);
     memset(&lc, 0, sizeof lc);
     lc.train = s->text[0].ids, lc.n_train = s->text[0].n;
     lc.valid = s->text[1].ids, lc.n_valid = s->text[1].n, lc.valid_bytes = s->text[1].len;
@@ -861,6 +956,14 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
     if (valid) printf(", valid %.4f bits per byte", st.last_valid_bpb);
     printf("\n");
     return 0;
+}
+
+static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    return train_lm(self, argc, argv, s, 0);
+}
+
+static int cmd_trime_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    return train_lm(self, argc, argv, s, 1);
 }
 
 // the field col (1-based; 0: the last) of the tab-separated line [p, end): 1 and the field, or 0
@@ -1727,9 +1830,10 @@ static int report_lines(cli_state *s, const char *per_line, const char *groups) 
 static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     static const char *const mode_names[] = {"none", "incontext", "replug"};
     const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *text = NULL, *ds_path = NULL;
-    const char *mode = "none", *keys = NULL, *build = NULL, *per_line = NULL, *groups = NULL;
+    const char *mode = "none", *keys = NULL, *build = NULL, *per_line = NULL, *groups = NULL, *trime = NULL;
     int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = -1, nlist = -1, sq8 = 0, m, knn, by_line, bad;
-    float lambda = -1.0f, knn_temp = -1.0f, temperature = 0.0f; // -1, below their ranges: not given
+    float lambda = -1.0f, knn_temp = -1.0f, temperature = 0.0f, trime_temp = 0.0f; // -1, below their ranges: not given
+    retrlm_trime_params tp;
     double bpb, t0;
     cli_retrieval rv = CLI_RETRIEVAL_BM25;
     retrlm_ralm_config rc;
@@ -1753,6 +1857,10 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--knn-temp", "X", OPT_FLOAT, &knn_temp, 0, 1e6, "kNN-LM softmax temperature (0: 1)"},
         {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "--knnlm-build: IVF lists (0: flat)"},
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "--knnlm-build: 8 bits a dimension"},
+        {"--trime", "SIM", OPT_STR, &trime, 0, 0, "a TRIME model (from trime-train) read with its local memory: each "
+         "token also from the earlier tokens of its window, compared by l2 or dot as in its training (with kNN-LM keys "
+         "of the same model: TrimeLM_ext)"},
+        {"--trime-temp", "X", OPT_FLOAT, &trime_temp, 0, 1e6, "--trime: the memory temperature of its training (0: 1)"},
         {"--per-line", "FILE", OPT_STR, &per_line, 0, 0, "write line<TAB>bytes<TAB>bits_per_byte for each line of --text (-: stdout)"},
         {"--groups", "FILE", OPT_STR, &groups, 0, 0, "a label a line of --text: each label's bits per byte after the total. With "
          "either option the lines are encoded apart, then scored as one stream as without: a line's bits are its tokens' "
@@ -1770,6 +1878,11 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         return bad_usage(self, "%s is for kNN-LM: give --knnlm-keys FILE or --knnlm-build TEXT",
                          knn_k >= 0 ? "--knn-k" : lambda >= 0.0f ? "--lambda" : "--knn-temp");
     if (!build && (nlist >= 0 || sq8)) return bad_usage(self, "%s is for the keys --knnlm-build makes", sq8 ? "--sq8" : "--nlist");
+    memset(&tp, 0, sizeof tp);
+    if (trime && (tp.sim = name_index(trime_sim_names, 2, trime)) == 2)
+        return bad_usage(self, "--trime is l2 or dot (the similarity of the model's training), not '%s'", trime);
+    if (!trime && trime_temp != 0.0f) return bad_usage(self, "--trime-temp is for --trime");
+    tp.temperature = trime_temp != 0.0f ? trime_temp : 1.0f;
     knn_k = knn_k < 0 ? 0 : knn_k, nlist = nlist < 0 ? 0 : nlist; // the library's defaults
     lambda = lambda < 0.0f ? 0.0f : lambda, knn_temp = knn_temp < 0.0f ? 0.0f : knn_temp;
     if ((keys && (bad = check_kind(s, keys, 1, "--knnlm-keys", "a keys file (from knnlm): to make keys of a text, --knnlm-build"))) ||
@@ -1784,10 +1897,10 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     if (groups && (bad = read_labels(s, groups, s->lines.n))) return bad;
     if (!s->text[0].n) return say("%s: no text to score", text);
     if (s->lm.config.retro_chunk) { // RETRO: neighbours through cross-attention, none of the options of plain LMs
-        if (m || knn || k || stride || query || unit || context || temperature != 0.0f || by_line || groups)
+        if (m || knn || k || stride || query || unit || context || temperature != 0.0f || by_line || groups || trime)
             return bad_usage(self, "%s is a RETRO model: it reads its neighbours through cross-attention; --mode, --k, "
                              "--stride, --query-tokens, --unit-tokens, --context-tokens, --temperature, --knnlm-keys, "
-                             "--knnlm-build, --per-line and --groups are for plain LMs", model);
+                             "--knnlm-build, --per-line, --groups and --trime are for plain LMs", model);
         if (!ds_path) return bad_usage(self, "%s is a RETRO model: give -d DATASTORE to retrieve its neighbours", model);
     }
     if (ds_path && (r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
@@ -1802,6 +1915,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     rc.retrieve = &rv.params;
     rc.knnlm = knn ? &s->knn : NULL;
     rc.knn_k = knn_k, rc.lambda = lambda, rc.knn_temperature = knn_temp;
+    rc.trime = trime ? &tp : NULL;
     rc.progress = progress_fn;
     rc.progress_user = &s->prog;
     t0 = retrlm_time_seconds();
@@ -1809,8 +1923,9 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
                                   s->text[0].len, &rc, &bpb, s->lines.nats);
     progress_end(&s->prog);
     if (r) return fail(r, "eval");
-    printf("%.4f bits per byte: %s, mode %s%s%s%s%s, %lu tokens, %lu bytes, %.1f s\n", bpb, text, mode,
-           m ? " by " : "", m ? rv.mode : "", knn ? " + kNN-LM" : "", by_line ? ", encoded by line" : "",
+    printf("%.4f bits per byte: %s, mode %s%s%s%s%s%s, %lu tokens, %lu bytes, %.1f s\n", bpb, text, mode,
+           m ? " by " : "", m ? rv.mode : "", trime ? " + TRIME's local memory" : "", knn ? " + kNN-LM" : "",
+           by_line ? ", encoded by line" : "",
            (unsigned long)s->text[0].n, (unsigned long)s->text[0].len, retrlm_time_seconds() - t0);
     return by_line ? report_lines(s, per_line, groups) : 0;
 }
@@ -1945,6 +2060,9 @@ static const cli_cmd commands[] = {
     {"tokenize", "[options] [FILE|-]", "Prints the token ids of a file (or of standard input).", cmd_tokenize},
     {"lm-train", "[options] -t TOK --train FILE -o LM", "Trains a transformer LM (or resumes its training).",
      cmd_lm_train},
+    {"trime-train", "[options] -t TOK --train FILE -o LM",
+     "Trains an LM with TRIME's in-batch memory (strategy 4), to be read with its memory (eval --trime).",
+     cmd_trime_train},
     {"datastore", "[options] -t TOK -o DS (FILE... | --tsv FILE)",
      "Cuts documents into retrieval units and indexes them with BM25.", cmd_datastore},
     {"knnlm", "[options] -m LM -t TOK --text FILE -o KEYS", "Keys a text for kNN-LM: the LM's hidden states and next tokens.",

@@ -4,7 +4,8 @@
 # in-context, kNN-LM), generation, a tiny bi-encoder (Contriever, then DPR, and Contriever with
 # MoCo), dense / hybrid retrieval, the units' embeddings saved by embed and loaded with --dense,
 # REPLUG LSR (lsr-train) and in-context retrofitting (retrofit); RETRO (retro-train from scratch
-# and with --retrofit, its neighbours file, eval and generate with a RETRO model); then bad input,
+# and with --retrofit, its neighbours file, eval and generate with a RETRO model); TRIME (trime-train
+# with each memory, eval --trime, with the model's own kNN-LM keys); then bad input,
 # which must fail with a message, never crash, and what a user can get wrong (a directory as a
 # file, an empty text, an option taken as a value, -o of another kind), which must exit 2 before
 # any work.
@@ -248,6 +249,48 @@ run "generate with a RETRO model" "$R" generate -m "$out/retrofit.rlm" $T -d "$o
 has "generate with a RETRO model: the first chunk's neighbours" "^--- chunk 0 \(tokens 0-15, prompt\): "
 has "generate with a RETRO model: units used" "^    unit [0-9]+ \(document [0-9]+\): "
 has "generate with a RETRO model: continues the prompt" "^Then Rabshakeh stood and cried with a loud voice"
+
+# TRIME (strategy 4): trime-train with each memory; eval --trime reads the model with its local
+# memory and gives trime-train's valid figure, without --trime the vocabulary alone's; the
+# model's own kNN-LM keys as the external datastore (TrimeLM_ext)
+TT="$T --train $out/train.txt --dim 32 --layers 1 --heads 2 --ctx 64 --batch 4"
+keep "trime-train" "$out/trime.txt" "$R" trime-train $TT --valid "$out/test.txt" --steps 6 -o "$out/trime.rlm"
+has "trime-train: to step 6, valid with and without the memory" \
+    "trime.rlm: TRIME, step 6, loss [0-9.]+, valid [0-9.]+ bits per byte with its local memory, [0-9.]+ with the vocabulary alone"
+keep "eval --trime l2" "$out/trime-eval.txt" "$R" eval -m "$out/trime.rlm" $T --text "$out/test.txt" --trime l2
+v1=$(sed -nE 's/.*valid ([0-9.]+) bits per byte with its local memory.*/\1/p' "$out/trime.txt")
+v2=$(sed -nE "s/^([0-9.]+) bits per byte: .*test.txt, mode none \+ TRIME's local memory,.*/\1/p" "$out/trime-eval.txt")
+if [ -n "$v1" ] && [ "$v1" = "$v2" ]; then ok "eval --trime: trime-train's valid figure ($v1)"
+else no "eval --trime: $v2 bits per byte, trime-train's valid said $v1"; fi
+keep "eval a TRIME model without --trime" "$out/trime-eval0.txt" "$R" eval -m "$out/trime.rlm" $T --text "$out/test.txt"
+v1=$(sed -nE 's/.*, ([0-9.]+) with the vocabulary alone$/\1/p' "$out/trime.txt")
+v2=$(sed -nE 's/^([0-9.]+) bits per byte: .*test.txt, mode none,.*/\1/p' "$out/trime-eval0.txt")
+if [ -n "$v1" ] && [ "$v1" = "$v2" ]; then ok "eval without --trime: the vocabulary alone ($v1)"
+else no "eval without --trime: $v2 bits per byte, trime-train said $v1"; fi
+run "trime-train --memory ext" "$R" trime-train $TT --memory ext --drop-local 0.5 --steps 3 -o "$out/trime-ext.rlm"
+has "trime-train --memory ext: the BM25 groups" "^grouping [0-9]+ windows of 64 tokens by BM25 into batches of 4"
+has "trime-train --memory ext: to step 3" "trime-ext.rlm: TRIME, step 3, loss"
+run "trime-train --memory ext --resume" "$R" trime-train $TT --memory ext --drop-local 0.5 --steps 5 --resume \
+    -o "$out/trime-ext.rlm"
+has "trime-train --resume: from step 3" "\) from step 3; [0-9]+ training tokens"
+has "trime-train --resume: to step 5" "trime-ext.rlm: TRIME, step 5, loss"
+run "trime-train --memory long --sim dot --ce-warmup" "$R" trime-train $TT --memory long --sim dot --trime-temp 2 \
+    --ce-warmup 2 --steps 4 -o "$out/trime-long.rlm"
+has "trime-train --sim dot: says how to read it" "retrlm eval --trime dot --trime-temp 2"
+run "knnlm of a TRIME model" "$R" knnlm -m "$out/trime-ext.rlm" $T --text "$out/train.txt" -o "$out/trime-keys.rlm"
+run "eval --trime --knnlm-keys (TrimeLM_ext)" "$R" eval -m "$out/trime-ext.rlm" $T --text "$out/test.txt" --trime l2 \
+    --knnlm-keys "$out/trime-keys.rlm" --lambda 0.25 --knn-temp 2
+has "eval --trime --knnlm-keys: says both" "bits per byte: .*mode none \+ TRIME's local memory \+ kNN-LM"
+usage "trime-train --memory unknown" "$R" trime-train $TT --memory global -o "$out/x.rlm"
+usage "trime-train --sim unknown" "$R" trime-train $TT --sim cosine -o "$out/x.rlm"
+usage "trime-train --drop-local without ext" "$R" trime-train $TT --drop-local 0.5 -o "$out/x.rlm"
+usage "trime-train --eval-every" "$R" trime-train $TT --eval-every 2 -o "$out/x.rlm"
+usage "lm-train --memory (trime-train's)" "$R" lm-train $TT --memory ext -o "$out/x.rlm"
+usage "eval --trime unknown" "$R" eval -m "$out/trime.rlm" $T --text "$out/test.txt" --trime cosine
+usage "eval --trime-temp without --trime" "$R" eval -m "$out/trime.rlm" $T --text "$out/test.txt" --trime-temp 2
+usage "eval --trime with a RETRO model" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt" -d "$out/ds-retro.rlm" --trime l2
+usage "trime-train --memory long: a text shorter than a batch" "$R" trime-train $T --train "$out/prompt.txt" --memory long \
+    --dim 32 --layers 1 --heads 2 --ctx 64 --batch 4 -o "$out/x.rlm"
 
 # bad input: exit 1 or 2 with a message
 bad "missing file" "$R" tokenize $T "$out/no-such-file.txt"
