@@ -786,12 +786,14 @@ static int cmd_tokenize(const cli_cmd *self, int argc, char **argv, cli_state *s
 static const char *const trime_memory_names[] = {"local", "long", "ext"}; // RETRLM_TRIME_LOCAL, _LONG, _EXT
 static const char *const trime_sim_names[] = {"dot", "l2"};                // RETRLM_TRIME_DOT, _L2
 
-// valid bits per byte of a TRIME model read with the vocabulary alone (tp NULL) or its local memory
-static int trime_valid(cli_state *s, const retrlm_trime_params *tp, double *bpb) {
+// valid bits per byte of a TRIME model read with the vocabulary alone (tp NULL) or its memory:
+// local, and the cache tokens before each window
+static int trime_valid(cli_state *s, const retrlm_trime_params *tp, int cache, double *bpb) {
     retrlm_ralm_config rc;
     retrlm_result r;
     memset(&rc, 0, sizeof rc);
     rc.trime = tp;
+    rc.trime_cache = tp ? cache : 0;
     rc.progress = progress_fn, rc.progress_user = &s->prog;
     r = retrlm_ralm_bits_per_byte(&s->lm, &s->tok, NULL, s->text[1].ids, s->text[1].n, s->text[1].len, &rc, bpb, NULL);
     progress_end(&s->prog);
@@ -803,6 +805,8 @@ static int train_trime(cli_state *s, retrlm_trime_train_config *tc, retrlm_lm_tr
                        const char *valid, int steps, int save_every, int ce_warmup, float drop_local) {
     const retrlm_model_config *c = &s->lm.config;
     const retrlm_trime_params tp = tc->trime;
+    // LONG reads with the memory it trained with: the batch's earlier windows
+    const int cache = tp.batching == RETRLM_TRIME_LONG ? (c->max_batch - 1) * c->max_seq_len : 0;
     double with = 0.0, without = 0.0;
     int64_t n_batches = 0;
     retrlm_result r;
@@ -838,16 +842,16 @@ static int train_trime(cli_state *s, retrlm_trime_train_config *tc, retrlm_lm_tr
     progress_end(&s->prog);
     if (r) return fail(r, "training");
     if (stamp_tokenizer(s, out)) return 1;
-    if (valid && (trime_valid(s, &tp, &with) || trime_valid(s, NULL, &without))) return 1;
+    if (valid && (trime_valid(s, &tp, cache, &with) || trime_valid(s, NULL, 0, &without))) return 1;
     printf("%s: TRIME, step %lld, loss %.4f", out, (long long)st->step, st->last_loss);
     if (valid)
-        printf(", valid %.4f bits per byte with its local memory, %.4f with the vocabulary alone", with, without);
+        printf(", valid %.4f bits per byte with its %s memory, %.4f with the vocabulary alone", with,
+               cache ? "local and long" : "local", without);
     printf("\n");
-    if (tp.temperature != 1.0f)
-        fprintf(stderr, "read it with its memory: retrlm eval --trime %s --trime-temp %.9g ...\n", trime_sim_names[tp.sim],
-                (double)tp.temperature);
-    else
-        fprintf(stderr, "read it with its memory: retrlm eval --trime %s ...\n", trime_sim_names[tp.sim]);
+    fprintf(stderr, "read it with its memory: retrlm eval --trime %s", trime_sim_names[tp.sim]);
+    if (tp.temperature != 1.0f) fprintf(stderr, " --trime-temp %.9g", (double)tp.temperature);
+    if (cache) fprintf(stderr, " --trime-cache %d", cache);
+    fprintf(stderr, " ...\n");
     return 0;
 }
 
@@ -1832,6 +1836,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *text = NULL, *ds_path = NULL;
     const char *mode = "none", *keys = NULL, *build = NULL, *per_line = NULL, *groups = NULL, *trime = NULL;
     int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = -1, nlist = -1, sq8 = 0, m, knn, by_line, bad;
+    int trime_cache = 0;
     float lambda = -1.0f, knn_temp = -1.0f, temperature = 0.0f, trime_temp = 0.0f; // -1, below their ranges: not given
     retrlm_trime_params tp;
     double bpb, t0;
@@ -1861,6 +1866,8 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
          "token also from the earlier tokens of its window, compared by l2 or dot as in its training (with kNN-LM keys "
          "of the same model: TrimeLM_ext)"},
         {"--trime-temp", "X", OPT_FLOAT, &trime_temp, 0, 1e6, "--trime: the memory temperature of its training (0: 1)"},
+        {"--trime-cache", "N", OPT_INT, &trime_cache, 0, 1 << 24, "--trime: a long memory of the N tokens before each "
+         "window too, keyed as they were scored (trime-train --memory long: (batch - 1) x ctx)"},
         {"--per-line", "FILE", OPT_STR, &per_line, 0, 0, "write line<TAB>bytes<TAB>bits_per_byte for each line of --text (-: stdout)"},
         {"--groups", "FILE", OPT_STR, &groups, 0, 0, "a label a line of --text: each label's bits per byte after the total. With "
          "either option the lines are encoded apart, then scored as one stream as without: a line's bits are its tokens' "
@@ -1881,7 +1888,9 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     memset(&tp, 0, sizeof tp);
     if (trime && (tp.sim = name_index(trime_sim_names, 2, trime)) == 2)
         return bad_usage(self, "--trime is l2 or dot (the similarity of the model's training), not '%s'", trime);
-    if (!trime && trime_temp != 0.0f) return bad_usage(self, "--trime-temp is for --trime");
+    if (!trime && (trime_temp != 0.0f || trime_cache))
+        return bad_usage(self, "%s is for --trime", trime_cache ? "--trime-cache" : "--trime-temp");
+    if (trime_cache && m == 2) return bad_usage(self, "--trime-cache is not for --mode replug");
     tp.temperature = trime_temp != 0.0f ? trime_temp : 1.0f;
     knn_k = knn_k < 0 ? 0 : knn_k, nlist = nlist < 0 ? 0 : nlist; // the library's defaults
     lambda = lambda < 0.0f ? 0.0f : lambda, knn_temp = knn_temp < 0.0f ? 0.0f : knn_temp;
@@ -1916,6 +1925,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     rc.knnlm = knn ? &s->knn : NULL;
     rc.knn_k = knn_k, rc.lambda = lambda, rc.knn_temperature = knn_temp;
     rc.trime = trime ? &tp : NULL;
+    rc.trime_cache = trime_cache;
     rc.progress = progress_fn;
     rc.progress_user = &s->prog;
     t0 = retrlm_time_seconds();
@@ -1924,7 +1934,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     progress_end(&s->prog);
     if (r) return fail(r, "eval");
     printf("%.4f bits per byte: %s, mode %s%s%s%s%s%s, %lu tokens, %lu bytes, %.1f s\n", bpb, text, mode,
-           m ? " by " : "", m ? rv.mode : "", trime ? " + TRIME's local memory" : "", knn ? " + kNN-LM" : "",
+           m ? " by " : "", m ? rv.mode : "", trime ? (trime_cache ? " + TRIME's local and long memory" : " + TRIME's local memory") : "", knn ? " + kNN-LM" : "",
            by_line ? ", encoded by line" : "",
            (unsigned long)s->text[0].n, (unsigned long)s->text[0].len, retrlm_time_seconds() - t0);
     return by_line ? report_lines(s, per_line, groups) : 0;

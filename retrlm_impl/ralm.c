@@ -64,26 +64,36 @@ static float retrlm__knn_logp(const retrlm__knn_ctx *kc, const int64_t *ids, con
     return hit > 0.0f ? logf(hit / all) : -INFINITY;
 }
 
-// TRIME's local memory at inference: log p(y) of the joint softmax over the vocabulary (logits,
-// lse their log-sum-exp) and the entries j < a of one sequence (keys K (a, D), entry j labelled
-// seq[j + 1]); sims is scratch for a floats
-static float retrlm__ralm_trime_lp(const retrlm_trime_params *tp, const float *K, const int *seq,
-                                   int a, int D, const float *logits, float lse, int y,
-                                   float *sims) {
-    const float scale = retrlm__trime_scale(tp, D), *q = K + (size_t)a * D;
-    float mx = RETRLM__MAX(lse, logits[y]);
+// TRIME's memory at inference: the params, scratch, and the long memory's ring of keys
+typedef struct retrlm__trime_ctx {
+    const retrlm_trime_params *p;
+    float *sims;   // (max_seq_len + cache) scratch
+    float *ring;   // cache > 0: (ring_rows, D), the key of stream position j (it predicted token
+                   // j + 1, in the window that scored that token) at row j % ring_rows
+    size_t ring_rows, cache;
+} retrlm__trime_ctx;
+
+// log p(y) of TRIME's joint softmax over the vocabulary (logits, lse their log-sum-exp), the
+// entries j < a of one sequence (keys K (a, D), entry j labelled seq[j + 1]) and the long
+// memory's stream positions [lo, hi) (ring keys, entry j labelled tokens[j + 1])
+static float retrlm__ralm_trime_lp(const retrlm__trime_ctx *tc, const float *K, const int *seq, int a,
+                                   const int *tokens, size_t lo, size_t hi, int D,
+                                   const float *logits, float lse, int y) {
+    const float scale = retrlm__trime_scale(tc->p, D), *q = K + (size_t)a * D;
+    const int nc = (int)(hi - lo);
+    float mx = RETRLM__MAX(lse, logits[y]), *sims = tc->sims;
     double all, hit;
     int j;
-    for (j = 0; j < a; j++) {
-        sims[j] = retrlm__trime_sim(tp, scale, q, K + (size_t)j * D, D);
-        mx = RETRLM__MAX(mx, sims[j]);
-    }
+    for (j = 0; j < a; j++) sims[j] = retrlm__trime_sim(tc->p, scale, q, K + (size_t)j * D, D);
+    for (j = 0; j < nc; j++)
+        sims[a + j] = retrlm__trime_sim(tc->p, scale, q, tc->ring + ((lo + (size_t)j) % tc->ring_rows) * D, D);
+    for (j = 0; j < a + nc; j++) mx = RETRLM__MAX(mx, sims[j]);
     all = exp((double)(lse - mx));
     hit = exp((double)(logits[y] - mx));
-    for (j = 0; j < a; j++) {
+    for (j = 0; j < a + nc; j++) {
         double e = exp((double)(sims[j] - mx));
         all += e;
-        if (seq[j + 1] == y) hit += e;
+        if ((j < a ? seq[j + 1] : tokens[lo + (size_t)(j - a) + 1]) == y) hit += e;
     }
     return (float)(log(hit) - log(all));
 }
@@ -93,7 +103,7 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
                                         const int *tokens, int unit_cap, retrlm__ralm_job *jobs,
                                         const retrlm__ralm_block *blocks, int j0, int j1,
                                         int *inputs, int *lengths, const retrlm__knn_ctx *kc,
-                                        const retrlm_trime_params *tp, float *sims) {
+                                        const retrlm__trime_ctx *tc) {
     const int B = m->config.max_batch, V = m->config.vocab_size, D = m->config.dim;
     int j, r;
     retrlm_result res;
@@ -110,10 +120,20 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
         res = retrlm_model_forward(m, inputs, rows, T, lengths, 0);
         if (res) return res;
         int nq = 0;
+        const float *keys = retrlm_model_ffn_input(m, m->config.n_layers - 1);
+        for (r = 0; tc && tc->cache && r < rows; r++) { // the long memory's keys first: rows read earlier rows'
+            retrlm__ralm_job *jb = &jobs[j + r];
+            const retrlm__ralm_block *b = &blocks[jb->block];
+            int n_pred = (int)(b->end - b->start), p;
+            for (p = 0; p < n_pred; p++)
+                memcpy(tc->ring + ((b->start + (size_t)p - 1) % tc->ring_rows) * D,
+                       keys + ((size_t)r * T + (size_t)(jb->len - n_pred + p - 1)) * D, (size_t)D * sizeof(float));
+        }
         for (r = 0; r < rows; r++) {
             retrlm__ralm_job *jb = &jobs[j + r];
             const retrlm__ralm_block *b = &blocks[jb->block];
             int n_pred = (int)(b->end - b->start), p;
+            size_t lo = tc && b->ctx > tc->cache ? b->ctx - tc->cache : 0, hi = tc && tc->cache ? b->ctx : 0;
             // the predicted tokens are the last n_pred of the sequence: token at sequence index
             // q is predicted by the logits (and the kNN key) at q - 1
             for (p = 0; p < n_pred; p++) {
@@ -122,11 +142,11 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
                 const float *logits = m->logits + at * V;
                 const float lse = retrlm_logsumexp(logits, V);
                 const int y = tokens[b->start + p];
-                jb->lp[p] = tp ? retrlm__ralm_trime_lp(tp, retrlm_model_ffn_input(m, m->config.n_layers - 1) + (size_t)r * T * D,
-                                                       inputs + (size_t)r * T, q - 1, D, logits, lse, y, sims)
+                jb->lp[p] = tc ? retrlm__ralm_trime_lp(tc, keys + (size_t)r * T * D, inputs + (size_t)r * T, q - 1,
+                                                       tokens, lo, hi, D, logits, lse, y)
                                : logits[y] - lse;
                 if (kc) {
-                    memcpy(kc->queries + (size_t)nq * D, retrlm_model_ffn_input(m, m->config.n_layers - 1) + at * D,
+                    memcpy(kc->queries + (size_t)nq * D, keys + at * D,
                            (size_t)D * sizeof(float));
                     kc->where[nq++] = r * 65536 + p;
                 }
@@ -161,11 +181,12 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     double nats = 0.0;
     retrlm__ralm_job *jobs = NULL;
     retrlm__ralm_block *blocks = NULL;
-    float *lp = NULL, *scores = NULL, *sims = NULL;
+    float *lp = NULL, *scores = NULL;
     int *inputs = NULL, *lengths = NULL, *units = NULL;
     char *query = NULL;
     size_t query_cap = 0;
     retrlm__knn_ctx knn, *kc = NULL;
+    retrlm__trime_ctx trime, *tc = NULL;
     retrlm_result res = RETRLM_OK;
 
     RETRLM_ASSERT(m && cfg_in && bpb && (tokens || n == 0));
@@ -190,6 +211,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
         return retrlm__fail(RETRLM_ERR_ARG, "ralm: %d unit(s) of %d tokens + %d context + %d stride exceed the model's %d positions",
                             prefix_units, cfg.unit_tokens, cfg.context_tokens, cfg.stride, Tmax);
     memset(&knn, 0, sizeof knn);
+    memset(&trime, 0, sizeof trime);
     if (cfg.knnlm) {
         if (!cfg.knn_k) cfg.knn_k = 64;
         if (cfg.lambda == 0.0f) cfg.lambda = 0.25f;
@@ -207,6 +229,8 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
         kc = &knn;
     }
     if (cfg.trime && (res = retrlm__trime_check(cfg.trime, "ralm"))) return res;
+    if (cfg.trime_cache < 0 || (cfg.trime_cache && !cfg.trime) || (cfg.trime_cache && cfg.mode == RETRLM_RALM_REPLUG))
+        return retrlm__fail(RETRLM_ERR_ARG, "ralm: trime_cache is >= 0, with trime, and not with REPLUG's ensemble");
     for (pos = 0; pos < n; pos++)
         if (tokens[pos] < 0 || tokens[pos] >= V)
             return retrlm__fail(RETRLM_ERR_RANGE, "ralm: token %d at %lu outside the model's vocabulary of %d", tokens[pos], (unsigned long)pos, V);
@@ -222,7 +246,17 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     lengths = (int *)retrlm__alloc((size_t)m->config.max_batch, sizeof(int));
     units = (int *)retrlm__alloc((size_t)cfg.k, sizeof(int));
     scores = (float *)retrlm__alloc((size_t)cfg.k, sizeof(float));
-    sims = (float *)retrlm__alloc((size_t)Tmax, sizeof(float));
+    if (cfg.trime) {
+        trime.p = cfg.trime;
+        trime.cache = (size_t)cfg.trime_cache;
+        trime.sims = (float *)retrlm__alloc((size_t)Tmax + trime.cache, sizeof(float));
+        if (trime.cache) {
+            trime.ring_rows = trime.cache + (size_t)Tmax + (size_t)m->config.max_batch * (size_t)cfg.stride;
+            trime.ring = (float *)retrlm__alloc(trime.ring_rows * (size_t)m->config.dim, sizeof(float));
+        }
+        if (!trime.sims || (trime.cache && !trime.ring)) scores = (RETRLM_FREE(scores), (float *)NULL);
+        tc = &trime;
+    }
     if (kc) {
         size_t nq = (size_t)m->config.max_batch * cfg.stride;
         knn.queries = (float *)retrlm__alloc(nq * m->config.dim, sizeof(float));
@@ -231,7 +265,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
         knn.where = (int *)retrlm__alloc(nq, sizeof(int));
         if (!knn.queries || !knn.ids || !knn.dist || !knn.where) scores = (RETRLM_FREE(scores), (float *)NULL);
     }
-    if (!jobs || !blocks || !lp || !inputs || !lengths || !units || !scores || !sims) {
+    if (!jobs || !blocks || !lp || !inputs || !lengths || !units || !scores) {
         res = retrlm__fail(RETRLM_ERR_NOMEM, "ralm: no memory for the scoring buffers");
         goto done;
     }
@@ -287,7 +321,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
             pos = bl->end;
         }
         res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, jobs, blocks, 0, nj, inputs, lengths,
-                                 kc, cfg.trime, sims);
+                                 kc, tc);
         if (res) goto done;
         // mix each block's jobs per token: log sum_j w_j p_j(y)
         for (b = 0; b < nb; b++) {
@@ -310,7 +344,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
 done:
     RETRLM_FREE(jobs), RETRLM_FREE(blocks), RETRLM_FREE(lp), RETRLM_FREE(inputs);
     RETRLM_FREE(lengths), RETRLM_FREE(units), RETRLM_FREE(scores), RETRLM_FREE(query);
-    RETRLM_FREE(sims);
+    RETRLM_FREE(trime.sims), RETRLM_FREE(trime.ring);
     RETRLM_FREE(knn.queries), RETRLM_FREE(knn.ids), RETRLM_FREE(knn.dist), RETRLM_FREE(knn.where);
     return res;
 }

@@ -80,6 +80,12 @@ typedef struct retrlm_ralm_config {
        With knnlm too, that is TrimeLM_ext: the kNN-LM distribution of keys built from the same
        model is mixed in after. NULL: the vocabulary alone. */
     const retrlm_trime_params *trime;
+    /* With trime: TRIME's long memory (TrimeLM_long), 0 for none. Each window's memory also holds
+       the trime_cache stream positions before the window's first token, each with the key it had
+       in the window that scored the token after it, labelled with that token; e.g. 7 x 256 for a
+       model trained with RETRLM_TRIME_LONG on batches of 8 segments of 256. Keeps a ring of
+       trime_cache + max_seq_len + max_batch x stride keys. Not with RETRLM_RALM_REPLUG. */
+    int trime_cache;
     retrlm_progress_fn progress; /* stage "ralm", done/total in tokens; may cancel */
     void *progress_user;
 } retrlm_ralm_config;

@@ -250,8 +250,9 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
                          similar segments (retrlm_trime_bm25_batches)
    A position whose M(i) is empty (the first of a segment) gets plain cross-entropy.
    retrlm_trime_params and the RETRLM_TRIME_ constants are in the losses section. Inference
-   with the memory: retrlm_ralm_config.trime (local memory: the earlier positions of the window)
-   and .knnlm with keys built from the TRIME model (the external datastore, TrimeLM_ext). */
+   with the memory: retrlm_ralm_config.trime (local memory: the earlier positions of the window),
+   .trime_cache (the long memory: keys of the tokens before the window, TrimeLM_long) and .knnlm
+   with keys built from the TRIME model (the external datastore, TrimeLM_ext). */
 
 /* TRIME's loss on the last forward (B, T) of m, which needs its logits: targets (B, T) are
    scored (< 0: not), labels (B, T) are the memory entries' labels (NULL: targets; an entry with

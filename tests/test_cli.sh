@@ -276,7 +276,13 @@ has "trime-train --resume: from step 3" "\) from step 3; [0-9]+ training tokens"
 has "trime-train --resume: to step 5" "trime-ext.rlm: TRIME, step 5, loss"
 run "trime-train --memory long --sim dot --ce-warmup" "$R" trime-train $TT --memory long --sim dot --trime-temp 2 \
     --ce-warmup 2 --steps 4 -o "$out/trime-long.rlm"
-has "trime-train --sim dot: says how to read it" "retrlm eval --trime dot --trime-temp 2"
+has "trime-train --sim dot: says how to read it" "retrlm eval --trime dot --trime-temp 2 --trime-cache 192"
+run "trime-train --memory long --valid" "$R" trime-train $TT --memory long --steps 2 --valid "$out/test.txt" -o "$out/trime-long2.rlm"
+has "trime-train --memory long --valid: with the long memory" "valid [0-9.]+ bits per byte with its local and long memory"
+run "eval --trime --trime-cache" "$R" eval -m "$out/trime-long.rlm" $T --text "$out/test.txt" --trime dot --trime-temp 2 \
+    --trime-cache 192
+has "eval --trime-cache: says so" "bits per byte: .*mode none \+ TRIME's local and long memory"
+usage "eval --trime-cache without --trime" "$R" eval -m "$out/trime.rlm" $T --text "$out/test.txt" --trime-cache 64
 run "knnlm of a TRIME model" "$R" knnlm -m "$out/trime-ext.rlm" $T --text "$out/train.txt" -o "$out/trime-keys.rlm"
 run "eval --trime --knnlm-keys (TrimeLM_ext)" "$R" eval -m "$out/trime-ext.rlm" $T --text "$out/test.txt" --trime l2 \
     --knnlm-keys "$out/trime-keys.rlm" --lambda 0.25 --knn-temp 2

@@ -685,6 +685,55 @@ static void test_trime_inference_local(void) {
     free(s);
 }
 
+// TRIME's long memory at inference equals training's LONG loss: windows of T tokens that overlap
+// by one (stride T - 1, one token of context) are the batch's consecutive segments, and the
+// cache holds the earlier segments' keys as their own forward made them
+static void test_trime_inference_long(void) {
+    enum { V = 32, D = 16, T = 9, S = 3, N = S * (T - 1) + 1 };
+    retrlm_model_config cfg;
+    retrlm_model m;
+    retrlm_ralm_config rc;
+    retrlm_trime_params p;
+    int *s = random_stream(N, V, 83), tgt[S * (T - 1)], sim, i;
+    float nats[N], full[N];
+    double bpb, sum, ref, one;
+    small_config(&cfg, V, D, T, S);
+    CHECK_OK(retrlm_model_init(&m, &cfg));
+    for (sim = RETRLM_TRIME_DOT; sim <= RETRLM_TRIME_L2; sim++) {
+        memset(&p, 0, sizeof p);
+        p.batching = RETRLM_TRIME_LONG;
+        p.sim = sim;
+        p.temperature = sim == RETRLM_TRIME_L2 ? 0.7f : 0.0f;
+        memset(&rc, 0, sizeof rc);
+        rc.stride = T - 1;
+        rc.context_tokens = 1;
+        rc.trime = &p;
+        rc.trime_cache = 1000; // more than the stream: every earlier segment
+        CHECK_OK(retrlm_ralm_bits_per_byte(&m, NULL, NULL, s, N, 100, &rc, &bpb, full));
+        for (sum = 0.0, i = 1; i < N; i++) sum += full[i];
+        for (i = 0; i < N - 1; i++) tgt[i] = s[i + 1]; // segment b: inputs s[b (T-1), (b+1)(T-1))
+        CHECK_OK(retrlm_model_forward(&m, s, S, T - 1, NULL, 0)); // rows are consecutive: s is contiguous
+        ref = ref_loss(&m, tgt, &p) * (N - 1);
+        printf("  long memory at inference, %s: %.6f nats, training's loss %.6f\n",
+               sim == RETRLM_TRIME_L2 ? "L2" : "dot", sum, ref);
+        CHECK(fabs(sum - ref) < 1e-4 * fabs(ref));
+        // a cache of one segment: the third segment no longer sees the first
+        rc.trime_cache = T - 1;
+        CHECK_OK(retrlm_ralm_bits_per_byte(&m, NULL, NULL, s, N, 100, &rc, &bpb, nats));
+        for (one = 0.0, i = 1; i < N; i++) one += nats[i];
+        CHECK(fabs(one - sum) > 1e-4);
+        for (i = 1; i < 2 * (T - 1) + 1; i++) CHECK(nats[i] == full[i]); // the first two segments: the same
+    }
+    rc.trime_cache = 0; // without the cache: the local figure of each window
+    CHECK_OK(retrlm_ralm_bits_per_byte(&m, NULL, NULL, s, N, 100, &rc, &bpb, NULL));
+    rc.trime_cache = -1;
+    CHECK(retrlm_ralm_bits_per_byte(&m, NULL, NULL, s, N, 100, &rc, &bpb, NULL) == RETRLM_ERR_ARG);
+    rc.trime_cache = 8, rc.trime = NULL;
+    CHECK(retrlm_ralm_bits_per_byte(&m, NULL, NULL, s, N, 100, &rc, &bpb, NULL) == RETRLM_ERR_ARG);
+    retrlm_model_free(&m);
+    free(s);
+}
+
 int main(void) {
     RUN(test_trime_first_step);
     RUN(test_trime_empty_memory_and_warmup);
@@ -694,6 +743,7 @@ int main(void) {
     RUN(test_trime_bad_input);
     RUN(test_trime_bm25_batches);
     RUN(test_trime_inference_local);
+    RUN(test_trime_inference_long);
     RUN(test_trime_learns_to_copy);
     RUN(test_trime_ext_learns_to_copy);
     return test_report();
