@@ -1196,6 +1196,28 @@ RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *
                                               float temperature, float *loss, float *dscores,
                                               float *dloglik);
 
+/* NPM's phrase objective (Min et al., 2023): a masked span is filled by retrieving its start
+   and its end from an in-batch memory, not by an output vocabulary. The encoder reads the batch
+   twice: masked (the queries: qs and qe, its outputs at each span's first and last masked
+   position) and unmasked (the memory: its output at every token, n_mem = B x T). Span s is the
+   memory positions [start[s], start[s] + len[s]) of one block (a sequence of the batch); with
+   c = 1 / (sqrt(dim) temperature) and A(s) the memory positions outside span s's block (the
+   same-block exclusion: the span can never find itself),
+       L_start(s) = - log sum_{j in P(s)} exp(c qs_s . m_j) + log sum_{j in A(s)} exp(c qs_s . m_j)
+   and L_end(s) the same with qe_s and the positives' last positions, where P(s) are the first
+   positions of the copies of the span's tokens in A(s), each within one block. A span without
+   a copy has no positive and is not counted. loss = mean over the counted spans of
+   L_start + L_end. tokens (n_mem) and block (n_mem) describe the memory; qs, qe (n_spans, dim),
+   mem (n_mem, dim). dqs, dqe (n_spans, dim) and dmem (n_mem, dim) get the gradients (any may be
+   NULL; dmem is written, not added to); *loss (may be NULL) in nats, *count (may be NULL) the
+   spans counted, *hits_start and *hits_end (may be NULL) how many of those rank a positive
+   first. ERR_ARG on bad sizes, a span outside the memory or across two blocks. */
+RETRLM_API retrlm_result retrlm_npm_loss(const float *qs, const float *qe, int n_spans,
+                                         const float *mem, int n_mem, int dim, float temperature,
+                                         const int *tokens, const int *block, const int *start,
+                                         const int *len, float *loss, float *dqs, float *dqe,
+                                         float *dmem, int *count, int *hits_start, int *hits_end);
+
 /* What TRIME's memory is and how it is compared (retrlm_model_trime_loss, retrlm_trime_train,
    and at inference retrlm_ralm_config.trime; train.h says what each batching holds). */
 #define RETRLM_TRIME_LOCAL 0
@@ -13822,6 +13844,130 @@ RETRLM_API retrlm_result retrlm_trime_loss(const float *logits, int n, int vocab
                             "similarity, or its target has probability 0", bad);
     if (loss) *loss = cnt ? (float)(total / cnt) : 0.0f;
     if (count) *count = cnt;
+    return RETRLM_OK;
+}
+
+// whether memory positions [j, j + l) hold, within one block, the tokens of [p, p + l)
+static int retrlm__npm_copy(const int *tokens, const int *block, int n, int j, int p, int l) {
+    int t;
+    if (j + l > n || block[j + l - 1] != block[j]) return 0;
+    for (t = 0; t < l; t++)
+        if (tokens[j + t] != tokens[p + t]) return 0;
+    return 1;
+}
+
+RETRLM_API retrlm_result retrlm_npm_loss(const float *qs, const float *qe, int n_spans,
+                                         const float *mem, int n_mem, int dim, float temperature,
+                                         const int *tokens, const int *block, const int *start,
+                                         const int *len, float *loss, float *dqs, float *dqe,
+                                         float *dmem, int *count, int *hits_start, int *hits_end) {
+    const float c = 1.0f / (sqrtf((float)dim) * (temperature > 0.0f ? temperature : 1.0f));
+    float *g;        // (2 n_spans, n_mem): d L / d score of each span's start row, then end rows
+    double *row;     // (2 n_spans): L_start(s), L_end(s)
+    signed char *st; // (2 n_spans): 1 counted and a positive ranked first, 0 counted, -1 not, -2 NaN
+    double total = 0.0;
+    float scale;
+    int s, e, cnt = 0, hs = 0, he = 0;
+    RETRLM_ASSERT(qs && qe && mem && tokens && block && start && len);
+    if (n_spans < 1 || n_mem < 1 || dim < 1 || !(temperature >= 0.0f))
+        return retrlm__fail(RETRLM_ERR_ARG, "npm_loss: %d spans, memory %d, dim %d, temperature %g",
+                            n_spans, n_mem, dim, (double)temperature);
+    for (s = 0; s < n_spans; s++)
+        if (len[s] < 1 || start[s] < 0 || start[s] > n_mem - len[s] ||
+            block[start[s] + len[s] - 1] != block[start[s]])
+            return retrlm__fail(RETRLM_ERR_ARG, "npm_loss: span %d (%d tokens at %d) is outside the memory of %d "
+                                "or across two blocks", s, len[s], start[s], n_mem);
+    g = (float *)retrlm__alloc((size_t)2 * n_spans * n_mem, sizeof(float));
+    row = (double *)retrlm__alloc((size_t)2 * n_spans, sizeof(double) + 1);
+    if (!g || !row) {
+        RETRLM_FREE(g), RETRLM_FREE(row);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "npm_loss: no memory for %d spans x %d entries", n_spans, n_mem);
+    }
+    st = (signed char *)(row + 2 * n_spans);
+    RETRLM__PARALLEL_FOR_IF((size_t)n_spans * n_mem * dim > 200000)
+    for (s = 0; s < 2 * n_spans; s++) {
+        const int sp = s % n_spans, end = s >= n_spans, p = start[sp], l = len[sp], b = block[p];
+        const float *q = (end ? qe : qs) + (size_t)sp * dim;
+        float *gr = g + (size_t)s * n_mem, mx = -INFINITY, best = -INFINITY;
+        double all = 0.0, pos = 0.0;
+        int k, best_pos = 0;
+        row[s] = 0.0, st[s] = -1;
+        for (k = 0; k < n_mem; k++) { // scores; -inf in the span's own block
+            gr[k] = block[k] == b ? -INFINITY : c * retrlm_dot(q, mem + (size_t)k * dim, dim);
+            if (retrlm__bad_logit(gr[k])) st[s] = -2;
+            if (gr[k] > mx) mx = gr[k];
+        }
+        if (st[s] == -2 || mx == -INFINITY) { // a NaN, or no other block: nothing to learn
+            memset(gr, 0, (size_t)n_mem * sizeof(float));
+            continue;
+        }
+        for (k = 0; k < n_mem; k++) {
+            // a positive: a copy of the span starts at k (start rows) or ends at k (end rows)
+            const int j = end ? k - l + 1 : k;
+            const int is_pos = gr[k] != -INFINITY && j >= 0 && retrlm__npm_copy(tokens, block, n_mem, j, p, l);
+            const double x = gr[k] == -INFINITY ? 0.0 : exp((double)(gr[k] - mx));
+            all += x;
+            if (is_pos) pos += x;
+            if (gr[k] > best) best = gr[k], best_pos = is_pos;
+            gr[k] = is_pos ? -(float)x - 1e-30f : (float)x; // the sign marks a positive for the next loop
+        }
+        if (!(pos > 0.0)) { // no copy of the span outside its block
+            memset(gr, 0, (size_t)n_mem * sizeof(float));
+            continue;
+        }
+        row[s] = log(all) - log(pos);
+        st[s] = (signed char)best_pos;
+        for (k = 0; k < n_mem; k++) { // softmax over A(s) minus softmax over the positives
+            const double x = fabs((double)gr[k]);
+            gr[k] = (float)(x / all - (gr[k] < 0.0f ? x / pos : 0.0));
+        }
+    }
+    for (s = 0; s < 2 * n_spans; s++)
+        if (st[s] == -2) {
+            RETRLM_FREE(g), RETRLM_FREE(row);
+            return retrlm__fail(RETRLM_ERR_ARG, "npm_loss: span %d's %s query scores NaN or inf", s % n_spans,
+                                s < n_spans ? "start" : "end");
+        }
+    for (s = 0; s < n_spans; s++) // start and end rows of a span have the same positives
+        if (st[s] >= 0) {
+            cnt++;
+            total += row[s] + row[n_spans + s];
+            hs += st[s] == 1, he += st[n_spans + s] == 1;
+        }
+    scale = cnt ? c / (float)cnt : 0.0f;
+    if (dqs || dqe) {
+        RETRLM__PARALLEL_FOR_IF((size_t)n_spans * n_mem * dim > 200000)
+        for (s = 0; s < 2 * n_spans; s++) {
+            float *dq = s < n_spans ? dqs : dqe;
+            const float *gr = g + (size_t)s * n_mem;
+            int k, d;
+            if (!dq) continue;
+            dq += (size_t)(s % n_spans) * dim;
+            memset(dq, 0, (size_t)dim * sizeof(float));
+            for (k = 0; k < n_mem; k++)
+                if (gr[k] != 0.0f)
+                    for (d = 0; d < dim; d++) dq[d] += scale * gr[k] * mem[(size_t)k * dim + d];
+        }
+    }
+    if (dmem) {
+        RETRLM__PARALLEL_FOR_IF((size_t)n_spans * n_mem * dim > 200000)
+        for (e = 0; e < n_mem; e++) {
+            float *dm = dmem + (size_t)e * dim;
+            int r, d;
+            memset(dm, 0, (size_t)dim * sizeof(float));
+            for (r = 0; r < 2 * n_spans; r++) {
+                const float w = g[(size_t)r * n_mem + e];
+                const float *q = (r < n_spans ? qs : qe) + (size_t)(r % n_spans) * dim;
+                if (w != 0.0f)
+                    for (d = 0; d < dim; d++) dm[d] += scale * w * q[d];
+            }
+        }
+    }
+    RETRLM_FREE(g), RETRLM_FREE(row);
+    if (loss) *loss = cnt ? (float)(total / cnt) : 0.0f;
+    if (count) *count = cnt;
+    if (hits_start) *hits_start = hs;
+    if (hits_end) *hits_end = he;
     return RETRLM_OK;
 }
 /* ---- retrlm_impl/datastore.c ---- */

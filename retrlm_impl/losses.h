@@ -42,6 +42,28 @@ RETRLM_API retrlm_result retrlm_marginal_loss(const float *scores, const float *
                                               float temperature, float *loss, float *dscores,
                                               float *dloglik);
 
+/* NPM's phrase objective (Min et al., 2023): a masked span is filled by retrieving its start
+   and its end from an in-batch memory, not by an output vocabulary. The encoder reads the batch
+   twice: masked (the queries: qs and qe, its outputs at each span's first and last masked
+   position) and unmasked (the memory: its output at every token, n_mem = B x T). Span s is the
+   memory positions [start[s], start[s] + len[s]) of one block (a sequence of the batch); with
+   c = 1 / (sqrt(dim) temperature) and A(s) the memory positions outside span s's block (the
+   same-block exclusion: the span can never find itself),
+       L_start(s) = - log sum_{j in P(s)} exp(c qs_s . m_j) + log sum_{j in A(s)} exp(c qs_s . m_j)
+   and L_end(s) the same with qe_s and the positives' last positions, where P(s) are the first
+   positions of the copies of the span's tokens in A(s), each within one block. A span without
+   a copy has no positive and is not counted. loss = mean over the counted spans of
+   L_start + L_end. tokens (n_mem) and block (n_mem) describe the memory; qs, qe (n_spans, dim),
+   mem (n_mem, dim). dqs, dqe (n_spans, dim) and dmem (n_mem, dim) get the gradients (any may be
+   NULL; dmem is written, not added to); *loss (may be NULL) in nats, *count (may be NULL) the
+   spans counted, *hits_start and *hits_end (may be NULL) how many of those rank a positive
+   first. ERR_ARG on bad sizes, a span outside the memory or across two blocks. */
+RETRLM_API retrlm_result retrlm_npm_loss(const float *qs, const float *qe, int n_spans,
+                                         const float *mem, int n_mem, int dim, float temperature,
+                                         const int *tokens, const int *block, const int *start,
+                                         const int *len, float *loss, float *dqs, float *dqe,
+                                         float *dmem, int *count, int *hits_start, int *hits_end);
+
 /* What TRIME's memory is and how it is compared (retrlm_model_trime_loss, retrlm_trime_train,
    and at inference retrlm_ralm_config.trime; train.h says what each batching holds). */
 #define RETRLM_TRIME_LOCAL 0

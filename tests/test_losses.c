@@ -1,10 +1,11 @@
 // losses for strategies 2-4: KL distillation (REPLUG LSR, Atlas PDist), marginal likelihood
-// (REALM, EMDR), TRIME's joint softmax. Each against a double-precision reference written from
+// (REALM, EMDR), TRIME's joint softmax, NPM's start/end phrase loss. Each against a double-precision reference written from
 // the formula, central differences of that reference for every gradient, the special cases
 // that pin the definition (k = 1, P == Q, no memory = cross-entropy, absent entries, masks),
 // bad input, and the same bits at 1 and 2 threads.
 #include "retrlm.h"
 #include "test.h"
+#include "gradcheck.h"
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -313,10 +314,145 @@ static void test_trime_threads(void) {
     free(l), free(s), free(d1), free(d2), free(e1), free(e2);
 }
 
+// ---- NPM: a double-precision reference written from the definition in losses.h
+typedef struct npm_case {
+    const float *qs, *qe, *mem;
+    const int *tok, *blk, *start, *len;
+    int ns, nm, dim;
+    float temp;
+} npm_case;
+
+// whether span s has a copy starting at j: every token in j's block, outside s's block
+static int npm_ref_copy(const npm_case *c, int s, int j) {
+    int t, p = c->start[s];
+    if (c->blk[j] == c->blk[p]) return 0;
+    for (t = 0; t < c->len[s]; t++)
+        if (j + t >= c->nm || c->blk[j + t] != c->blk[j] || c->tok[j + t] != c->tok[p + t]) return 0;
+    return 1;
+}
+
+static double npm_ref(const npm_case *c, int *count) {
+    double total = 0.0, k = 1.0 / (sqrt((double)c->dim) * c->temp);
+    int s, side, j, cnt = 0;
+    for (s = 0; s < c->ns; s++) {
+        double l2 = 0.0;
+        int has = 0;
+        for (j = 0; j < c->nm; j++) has |= npm_ref_copy(c, s, j);
+        if (!has) continue;
+        for (side = 0; side < 2; side++) {
+            const float *q = (side ? c->qe : c->qs) + (size_t)s * c->dim;
+            double all[64], pos[64];
+            int na = 0, np = 0;
+            for (j = 0; j < c->nm; j++) {
+                double x;
+                if (c->blk[j] == c->blk[c->start[s]]) continue;
+                x = k * dotd(q, c->mem + (size_t)j * c->dim, (size_t)c->dim);
+                all[na++] = x;
+                if ((!side || j - c->len[s] + 1 >= 0) && npm_ref_copy(c, s, side ? j - c->len[s] + 1 : j)) pos[np++] = x;
+            }
+            l2 += lse_d(all, na) - lse_d(pos, np);
+        }
+        total += l2;
+        cnt++;
+    }
+    if (count) *count = cnt;
+    return cnt ? total / cnt : 0.0;
+}
+
+static void test_npm(void) {
+    enum { NM = 18, D = 4, NS = 3 };
+    // three blocks of 6 tokens; span 0 = (7 8) of block 0, copied in blocks 1 and 2 and once more
+    // inside block 0 (not a positive: same block), and "7 | 8" across blocks 1-2 (not a copy);
+    // span 1 = (5) of block 1, once in block 2; span 2 = (9 9) of block 2, nowhere else
+    static const int tok[NM] = {3, 7, 8, 1, 7, 8, /**/ 5, 2, 7, 8, 4, 7, /**/ 8, 7, 8, 5, 9, 9};
+    static const int blk[NM] = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2};
+    int start[NS] = {1, 6, 16}, len[NS] = {2, 1, 2}, cnt = -1, rc = -1, hs = -1, he = -1, i;
+    float qs[NS * D], qe[NS * D], mem[NM * D], dqs[NS * D], dqe[NS * D], dm[NM * D], loss;
+    npm_case c;
+    retrlm_rng r;
+    retrlm_rng_seed(&r, 11);
+    fill_normal(qs, NS * D, 1.0f, &r), fill_normal(qe, NS * D, 1.0f, &r), fill_normal(mem, NM * D, 1.0f, &r);
+    c.qs = qs, c.qe = qe, c.mem = mem, c.tok = tok, c.blk = blk, c.start = start, c.len = len;
+    c.ns = NS, c.nm = NM, c.dim = D, c.temp = 0.5f;
+    CHECK_OK(retrlm_npm_loss(qs, qe, NS, mem, NM, D, 0.5f, tok, blk, start, len, &loss, dqs, dqe, dm, &cnt, &hs, &he));
+    CHECK(cnt == 2); // span 2 has no copy
+    CHECK_NEAR(loss, npm_ref(&c, &rc), 1e-5);
+    CHECK(rc == 2);
+    CHECK(hs >= 0 && hs <= 2 && he >= 0 && he <= 2);
+    for (i = 0; i < NS * D; i++) {
+        double fd;
+        FD(npm_ref(&c, NULL), qs, i, 1e-3, fd);
+        CHECK_NEAR(dqs[i], fd, 3e-5);
+        FD(npm_ref(&c, NULL), qe, i, 1e-3, fd);
+        CHECK_NEAR(dqe[i], fd, 3e-5);
+    }
+    for (i = 0; i < NM * D; i++) {
+        double fd;
+        FD(npm_ref(&c, NULL), mem, i, 1e-3, fd);
+        CHECK_NEAR(dm[i], fd, 3e-5);
+    }
+    for (i = 0; i < D; i++) CHECK(dqs[2 * D + i] == 0.0f && dqe[2 * D + i] == 0.0f); // span 2: not counted
+    // unit memory rows, and queries along a copy's first and last rows: a positive ranks first
+    {
+        float q2[NS * D], e2[NS * D], un[NM * D];
+        int s, d;
+        for (i = 0; i < NM; i++) {
+            double n2 = sqrt(dotd(mem + i * D, mem + i * D, D));
+            for (d = 0; d < D; d++) un[i * D + d] = (float)(mem[i * D + d] / n2);
+        }
+        for (s = 0; s < NS; s++)
+            for (d = 0; d < D; d++) { // copies' rows: the first copy's start and end
+                int j0 = s == 0 ? 8 : s == 1 ? 15 : 16;
+                q2[s * D + d] = 30.0f * un[j0 * D + d];
+                e2[s * D + d] = 30.0f * un[(j0 + len[s] - 1) * D + d];
+            }
+        CHECK_OK(retrlm_npm_loss(q2, e2, NS, un, NM, D, 1.0f, tok, blk, start, len, &loss, NULL, NULL, NULL, &cnt, &hs, &he));
+        CHECK(cnt == 2 && hs == 2 && he == 2);
+    }
+    // bad input
+    len[0] = 6; // runs from block 0 into block 1
+    CHECK(retrlm_npm_loss(qs, qe, NS, mem, NM, D, 1.0f, tok, blk, start, len, &loss, NULL, NULL, NULL, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+    len[0] = 0;
+    CHECK(retrlm_npm_loss(qs, qe, NS, mem, NM, D, 1.0f, tok, blk, start, len, &loss, NULL, NULL, NULL, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+    len[0] = 2, start[2] = 17; // past the end
+    CHECK(retrlm_npm_loss(qs, qe, NS, mem, NM, D, 1.0f, tok, blk, start, len, &loss, NULL, NULL, NULL, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+    start[2] = 16;
+    CHECK(retrlm_npm_loss(qs, qe, 0, mem, NM, D, 1.0f, tok, blk, start, len, &loss, NULL, NULL, NULL, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+    mem[3] = NAN;
+    CHECK(retrlm_npm_loss(qs, qe, NS, mem, NM, D, 1.0f, tok, blk, start, len, &loss, NULL, NULL, NULL, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+}
+
+// ---- NPM large enough to run in parallel: the same bits at 1 and 2 threads
+static void test_npm_threads(void) {
+    enum { B = 8, T = 64, NM = B * T, D = 32, NS = 40 };
+    float *qs = (float *)malloc(sizeof(float) * NS * D * 2), *qe = qs + NS * D, *mem = (float *)malloc(sizeof(float) * NM * D);
+    float *g1 = (float *)malloc(sizeof(float) * (NS * D * 2 + NM * D) * 2), *g2 = g1 + NS * D * 2 + NM * D;
+    int tok[NM], blk[NM], start[NS], len[NS], i, c1, c2;
+    float l1, l2;
+    retrlm_rng r;
+    retrlm_rng_seed(&r, 3);
+    fill_normal(qs, NS * D * 2, 1.0f, &r), fill_normal(mem, NM * D, 1.0f, &r);
+    for (i = 0; i < NM; i++) tok[i] = (int)retrlm_rng_below(&r, 12), blk[i] = i / T;
+    for (i = 0; i < NS; i++) len[i] = 1 + (int)retrlm_rng_below(&r, 2), start[i] = (i % B) * T + (int)retrlm_rng_below(&r, T - 2);
+#ifdef _OPENMP
+    omp_set_num_threads(1);
+#endif
+    CHECK_OK(retrlm_npm_loss(qs, qe, NS, mem, NM, D, 1.0f, tok, blk, start, len, &l1, g1, g1 + NS * D, g1 + 2 * NS * D, &c1, NULL, NULL));
+#ifdef _OPENMP
+    omp_set_num_threads(2);
+#endif
+    CHECK_OK(retrlm_npm_loss(qs, qe, NS, mem, NM, D, 1.0f, tok, blk, start, len, &l2, g2, g2 + NS * D, g2 + 2 * NS * D, &c2, NULL, NULL));
+    CHECK(c1 > 10 && c1 == c2 && l1 == l2);
+    CHECK(memcmp(g1, g2, sizeof(float) * (NS * D * 2 + NM * D)) == 0);
+    free(qs), free(mem), free(g1);
+}
+
 int main(void) {
     RUN(test_kl_distill);
     RUN(test_marginal);
     RUN(test_trime);
     RUN(test_trime_threads);
+    RUN(test_npm);
+    RUN(test_npm_threads);
     return test_report();
 }
