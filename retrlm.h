@@ -1887,6 +1887,54 @@ RETRLM_API retrlm_result retrlm_trime_bm25_batches(const retrlm_tokenizer *tok, 
                                                    size_t n, int seq_len, int batch,
                                                    const retrlm_bm25_config *bm25,
                                                    int64_t *offsets, int64_t *n_batches);
+
+/* ---- Strategy 4, NPM (Min et al., 2023): a nonparametric masked LM. The encoder (a
+   bidirectional model) reads each batch twice: with spans masked (each of their tokens
+   replaced by mask_id) and whole. A masked span is predicted by retrieval from the whole pass
+   of the batch's other blocks: its first and last masked outputs (m->hidden) are the start and
+   end queries, every token's output a memory entry, and retrlm_npm_loss pulls each query toward
+   the first (start) and last (end) tokens of the span's copies in other blocks. Only spans with
+   a copy in the batch teach anything, so batches are made where copies are: consecutive blocks
+   of the stream (blocks of one document when documents are long, NPM's same-document batching)
+   or groups of similar blocks (retrlm_trime_bm25_batches). The encoder has no output
+   vocabulary at inference: a phrase index of the same outputs fills a masked span. */
+typedef struct retrlm_npm_train_config {
+    const int *train;          /* (n_train) token stream, borrowed */
+    size_t     n_train;        /* >= batch * seq_len without batches; > seq_len with them */
+    int        batch;          /* blocks a step; default m->config.max_batch; >= 2 */
+    int        seq_len;        /* tokens a block; default m->config.max_seq_len */
+    const int64_t *batches;    /* (n_batches, batch) block offsets, block = train[o, o + seq_len),
+                                  borrowed; NULL: batch consecutive blocks at a random offset */
+    int64_t    n_batches;
+    int        mask_id;        /* the token masked positions read, in [0, V) (a special token) */
+    float      mask_ratio;     /* share of a block's tokens masked; default 0.15 */
+    float      span_p;         /* span length ~ geometric(span_p), at most max_span; default 0.5 */
+    int        max_span;       /* default 5 */
+    float      temperature;    /* scores q . m / (sqrt(dim) temperature); default 1 */
+    int64_t    steps;          /* train until state->step == steps */
+    const char *checkpoint;    /* path or NULL: model, optimiser and state every
+                                  checkpoint_every steps and at the end */
+    int        checkpoint_every;
+    float     *losses;         /* (steps) or NULL: losses[s] = the loss of step s (nats) */
+    float     *hits;           /* (steps) or NULL: the share of counted spans whose start query
+                                  ranks a positive first */
+    retrlm_progress_fn progress; /* stage "npm" after every step; may cancel */
+    void      *user;
+} retrlm_npm_train_config;
+
+/* Trains from state->step to cfg->steps. Each step draws its blocks (batches[rng_below(n)], or
+   one offset rng_below(n_train - batch seq_len + 1)), then each block's spans: while fewer than
+   round(mask_ratio seq_len) tokens are masked (and at most 4 seq_len tries), a length
+   l = min(max_span, 1 + number of failures before a success of probability span_p) and a start
+   rng_below(seq_len - l + 1); a span that would touch a masked token or one next to it is
+   dropped. Then both passes, retrlm_npm_loss, backward through both (one set of weights) and an
+   AdamW update; a step whose spans have no copy (nothing counted) makes no update. state->
+   last_loss the step's loss. Same results for any number of threads. ERR_ARG on a causal model,
+   bad sizes or settings, a block outside the stream, a token outside the vocabulary. */
+RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
+                                          const retrlm_npm_train_config *cfg,
+                                          retrlm_lm_train_state *state);
+
 /* ---- retrlm_impl/eval.h ---- */
 /* ---- eval: retrieval metrics against graded relevance judgments ---------------------------
    A judgment (qrel) says document docid has grade g for query qid (TREC qrels without the
@@ -16558,6 +16606,140 @@ done:
     retrlm_bm25_free(&bm);
     return r;
 }
+
+// ---------------------------------------------------------------------------------------------
+// NPM
+
+// draws block b's spans (as retrlm_npm_train's header says) into masked (T) and appends them,
+// flat positions b T + start, to start/len; returns the spans drawn
+static int retrlm__npm_spans(retrlm_rng *rng, const retrlm_npm_train_config *c, int b, int *masked,
+                             int *start, int *len) {
+    const int T = c->seq_len, want = (int)(c->mask_ratio * (float)T + 0.5f);
+    int done = 0, tries, n = 0, i;
+    for (tries = 0; done < want && tries < 4 * T; tries++) {
+        int l = 1, s0, ok = 1;
+        while (l < c->max_span && retrlm_rng_float(rng) >= c->span_p) l++;
+        if (l > T) l = T;
+        s0 = (int)retrlm_rng_below(rng, (uint64_t)(T - l + 1));
+        for (i = s0 > 0 ? s0 - 1 : 0; i < s0 + l + (s0 + l < T) && ok; i++) ok = masked[i] != c->mask_id;
+        if (!ok) continue;
+        for (i = s0; i < s0 + l; i++) masked[i] = c->mask_id;
+        start[n] = b * T + s0, len[n] = l, n++;
+        done += l;
+    }
+    return n;
+}
+
+RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
+                                          const retrlm_npm_train_config *cfg,
+                                          retrlm_lm_train_state *st) {
+    retrlm_npm_train_config c;
+    retrlm_model mem;
+    retrlm_model_grad_in gin;
+    retrlm_result r = RETRLM_OK;
+    int *whole, *masked, *block, *start, *len, B, T, D, max_spans;
+    float *qs, *qe, *dqs, *dqe, *dh, *dmem;
+    size_t t, need;
+    int64_t e;
+    RETRLM_ASSERT(m && opt && cfg && st);
+    c = *cfg;
+    if (!c.batch) c.batch = m->config.max_batch;
+    if (!c.seq_len) c.seq_len = m->config.max_seq_len;
+    if (c.mask_ratio == 0.0f) c.mask_ratio = 0.15f;
+    if (c.span_p == 0.0f) c.span_p = 0.5f;
+    if (!c.max_span) c.max_span = 5;
+    if (c.temperature == 0.0f) c.temperature = 1.0f;
+    B = c.batch, T = c.seq_len, D = m->config.dim;
+    if (!m->config.bidirectional) return retrlm__fail(RETRLM_ERR_ARG, "npm_train: needs a bidirectional model");
+    if (B < 2 || B > m->config.max_batch || T < 2 || T > m->config.max_seq_len || c.steps < 0 || !c.train ||
+        c.mask_id < 0 || c.mask_id >= m->config.vocab_size || !(c.mask_ratio > 0.0f && c.mask_ratio < 1.0f) ||
+        !(c.span_p > 0.0f && c.span_p <= 1.0f) || c.max_span < 1 || !(c.temperature > 0.0f))
+        return retrlm__fail(RETRLM_ERR_ARG, "npm_train: batch %d (2..%d), seq_len %d (2..%d), steps %lld, mask_id "
+                            "%d (vocabulary %d), mask_ratio %g and span_p %g in (0, 1), max_span %d, temperature %g",
+                            B, m->config.max_batch, T, m->config.max_seq_len, (long long)c.steps, c.mask_id,
+                            m->config.vocab_size, (double)c.mask_ratio, (double)c.span_p, c.max_span,
+                            (double)c.temperature);
+    need = c.batches ? (size_t)T : (size_t)B * (size_t)T;
+    if (c.n_train < need || (c.batches && c.n_batches < 1))
+        return retrlm__fail(RETRLM_ERR_ARG, "npm_train: a stream of %lu tokens (%lu needed), %lld batches",
+                            (unsigned long)c.n_train, (unsigned long)need, (long long)c.n_batches);
+    for (e = 0; c.batches && e < c.n_batches * B; e++)
+        if (c.batches[e] < 0 || (uint64_t)c.batches[e] + (uint64_t)T > (uint64_t)c.n_train)
+            return retrlm__fail(RETRLM_ERR_ARG, "npm_train: batch %lld's block %d starts at %lld: a block of %d "
+                                "tokens must lie in the %lu of the stream", (long long)(e / B), (int)(e % B),
+                                (long long)c.batches[e], T, (unsigned long)c.n_train);
+    for (t = 0; t < c.n_train; t++)
+        if (c.train[t] < 0 || c.train[t] >= m->config.vocab_size)
+            return retrlm__fail(RETRLM_ERR_ARG, "npm_train: token %d at %lu is outside the vocabulary of %d",
+                                c.train[t], (unsigned long)t, m->config.vocab_size);
+    if ((r = retrlm_model_init_view(&mem, m, NULL))) return r; // the whole pass: same weights, own activations
+    max_spans = B * (T / 2 + 1); // spans never touch: at most one every two tokens
+    whole = (int *)retrlm__alloc((size_t)B * T * 3 + (size_t)max_spans * 2, sizeof(int));
+    qs = (float *)retrlm__alloc((size_t)max_spans * 4 * D + (size_t)B * T * D * 2, sizeof(float));
+    if (!whole || !qs) {
+        RETRLM_FREE(whole), RETRLM_FREE(qs), retrlm_model_free(&mem);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "npm_train: no memory");
+    }
+    masked = whole + (size_t)B * T, block = masked + (size_t)B * T;
+    start = block + (size_t)B * T, len = start + max_spans;
+    qe = qs + (size_t)max_spans * D, dqs = qe + (size_t)max_spans * D, dqe = dqs + (size_t)max_spans * D;
+    dh = dqe + (size_t)max_spans * D, dmem = dh + (size_t)B * T * D;
+    for (t = 0; t < (size_t)B * T; t++) block[t] = (int)(t / (size_t)T);
+    while (st->step < c.steps && !r) {
+        float loss = 0.0f;
+        int b, i, ns = 0, cnt = 0, hs = 0, final;
+        size_t off = c.batches ? 0 : (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_train - (size_t)B * T + 1));
+        const int64_t *g = c.batches ? c.batches + (size_t)retrlm_rng_below(&st->rng, (uint64_t)c.n_batches) * B : NULL;
+        for (b = 0; b < B; b++) {
+            const int *src = c.train + (g ? (size_t)g[b] : off + (size_t)b * T);
+            memcpy(whole + (size_t)b * T, src, (size_t)T * sizeof(int));
+            memcpy(masked + (size_t)b * T, src, (size_t)T * sizeof(int));
+            ns += retrlm__npm_spans(&st->rng, &c, b, masked + (size_t)b * T, start + ns, len + ns);
+        }
+        if ((r = retrlm_model_forward(m, masked, B, T, NULL, RETRLM_FORWARD_NO_LOGITS)) ||
+            (r = retrlm_model_forward(&mem, whole, B, T, NULL, RETRLM_FORWARD_NO_LOGITS)))
+            break;
+        for (i = 0; i < ns; i++) {
+            memcpy(qs + (size_t)i * D, m->hidden + (size_t)start[i] * D, (size_t)D * sizeof(float));
+            memcpy(qe + (size_t)i * D, m->hidden + (size_t)(start[i] + len[i] - 1) * D, (size_t)D * sizeof(float));
+        }
+        if ((r = retrlm_npm_loss(qs, qe, ns, mem.hidden, B * T, D, c.temperature, whole, block, start, len, &loss,
+                                 dqs, dqe, dmem, &cnt, &hs, NULL)))
+            break;
+        if (cnt) { // queries' gradients to their positions of the masked pass, then both backwards
+            memset(dh, 0, (size_t)B * T * D * sizeof(float));
+            for (i = 0; i < ns; i++) {
+                float *a = dh + (size_t)start[i] * D, *z = dh + (size_t)(start[i] + len[i] - 1) * D;
+                int d;
+                for (d = 0; d < D; d++) a[d] += dqs[(size_t)i * D + d];
+                for (d = 0; d < D; d++) z[d] += dqe[(size_t)i * D + d];
+            }
+            retrlm_model_zero_grad(m); // the view's gradients are m's
+            memset(&gin, 0, sizeof gin);
+            gin.dhidden = dh;
+            if ((r = retrlm_model_backward(m, &gin))) break;
+            gin.dhidden = dmem;
+            if ((r = retrlm_model_backward(&mem, &gin))) break;
+            retrlm_adamw_step(opt);
+        }
+        st->last_loss = loss;
+        if (c.losses) c.losses[st->step] = loss;
+        if (c.hits) c.hits[st->step] = cnt ? (float)hs / (float)cnt : 0.0f;
+        st->step++;
+        final = st->step == c.steps;
+#ifndef RETRLM_NO_STDIO
+        if (c.checkpoint && (final || (c.checkpoint_every > 0 && st->step % c.checkpoint_every == 0)) &&
+            (r = retrlm_model_save(m, opt, st, c.checkpoint)))
+            break;
+#endif
+        (void)final;
+        if (!r) r = retrlm__progress(c.progress, c.user, "npm", (double)st->step, (double)c.steps);
+    }
+    RETRLM_FREE(whole), RETRLM_FREE(qs);
+    retrlm_model_free(&mem);
+    return r;
+}
+
 /* ---- retrlm_impl/eval.c ---- */
 
 // grade of id among the judgments (highest if repeated), 0 when unjudged

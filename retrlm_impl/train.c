@@ -1228,3 +1228,137 @@ done:
     retrlm_bm25_free(&bm);
     return r;
 }
+
+// ---------------------------------------------------------------------------------------------
+// NPM
+
+// draws block b's spans (as retrlm_npm_train's header says) into masked (T) and appends them,
+// flat positions b T + start, to start/len; returns the spans drawn
+static int retrlm__npm_spans(retrlm_rng *rng, const retrlm_npm_train_config *c, int b, int *masked,
+                             int *start, int *len) {
+    const int T = c->seq_len, want = (int)(c->mask_ratio * (float)T + 0.5f);
+    int done = 0, tries, n = 0, i;
+    for (tries = 0; done < want && tries < 4 * T; tries++) {
+        int l = 1, s0, ok = 1;
+        while (l < c->max_span && retrlm_rng_float(rng) >= c->span_p) l++;
+        if (l > T) l = T;
+        s0 = (int)retrlm_rng_below(rng, (uint64_t)(T - l + 1));
+        for (i = s0 > 0 ? s0 - 1 : 0; i < s0 + l + (s0 + l < T) && ok; i++) ok = masked[i] != c->mask_id;
+        if (!ok) continue;
+        for (i = s0; i < s0 + l; i++) masked[i] = c->mask_id;
+        start[n] = b * T + s0, len[n] = l, n++;
+        done += l;
+    }
+    return n;
+}
+
+RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
+                                          const retrlm_npm_train_config *cfg,
+                                          retrlm_lm_train_state *st) {
+    retrlm_npm_train_config c;
+    retrlm_model mem;
+    retrlm_model_grad_in gin;
+    retrlm_result r = RETRLM_OK;
+    int *whole, *masked, *block, *start, *len, B, T, D, max_spans;
+    float *qs, *qe, *dqs, *dqe, *dh, *dmem;
+    size_t t, need;
+    int64_t e;
+    RETRLM_ASSERT(m && opt && cfg && st);
+    c = *cfg;
+    if (!c.batch) c.batch = m->config.max_batch;
+    if (!c.seq_len) c.seq_len = m->config.max_seq_len;
+    if (c.mask_ratio == 0.0f) c.mask_ratio = 0.15f;
+    if (c.span_p == 0.0f) c.span_p = 0.5f;
+    if (!c.max_span) c.max_span = 5;
+    if (c.temperature == 0.0f) c.temperature = 1.0f;
+    B = c.batch, T = c.seq_len, D = m->config.dim;
+    if (!m->config.bidirectional) return retrlm__fail(RETRLM_ERR_ARG, "npm_train: needs a bidirectional model");
+    if (B < 2 || B > m->config.max_batch || T < 2 || T > m->config.max_seq_len || c.steps < 0 || !c.train ||
+        c.mask_id < 0 || c.mask_id >= m->config.vocab_size || !(c.mask_ratio > 0.0f && c.mask_ratio < 1.0f) ||
+        !(c.span_p > 0.0f && c.span_p <= 1.0f) || c.max_span < 1 || !(c.temperature > 0.0f))
+        return retrlm__fail(RETRLM_ERR_ARG, "npm_train: batch %d (2..%d), seq_len %d (2..%d), steps %lld, mask_id "
+                            "%d (vocabulary %d), mask_ratio %g and span_p %g in (0, 1), max_span %d, temperature %g",
+                            B, m->config.max_batch, T, m->config.max_seq_len, (long long)c.steps, c.mask_id,
+                            m->config.vocab_size, (double)c.mask_ratio, (double)c.span_p, c.max_span,
+                            (double)c.temperature);
+    need = c.batches ? (size_t)T : (size_t)B * (size_t)T;
+    if (c.n_train < need || (c.batches && c.n_batches < 1))
+        return retrlm__fail(RETRLM_ERR_ARG, "npm_train: a stream of %lu tokens (%lu needed), %lld batches",
+                            (unsigned long)c.n_train, (unsigned long)need, (long long)c.n_batches);
+    for (e = 0; c.batches && e < c.n_batches * B; e++)
+        if (c.batches[e] < 0 || (uint64_t)c.batches[e] + (uint64_t)T > (uint64_t)c.n_train)
+            return retrlm__fail(RETRLM_ERR_ARG, "npm_train: batch %lld's block %d starts at %lld: a block of %d "
+                                "tokens must lie in the %lu of the stream", (long long)(e / B), (int)(e % B),
+                                (long long)c.batches[e], T, (unsigned long)c.n_train);
+    for (t = 0; t < c.n_train; t++)
+        if (c.train[t] < 0 || c.train[t] >= m->config.vocab_size)
+            return retrlm__fail(RETRLM_ERR_ARG, "npm_train: token %d at %lu is outside the vocabulary of %d",
+                                c.train[t], (unsigned long)t, m->config.vocab_size);
+    if ((r = retrlm_model_init_view(&mem, m, NULL))) return r; // the whole pass: same weights, own activations
+    max_spans = B * (T / 2 + 1); // spans never touch: at most one every two tokens
+    whole = (int *)retrlm__alloc((size_t)B * T * 3 + (size_t)max_spans * 2, sizeof(int));
+    qs = (float *)retrlm__alloc((size_t)max_spans * 4 * D + (size_t)B * T * D * 2, sizeof(float));
+    if (!whole || !qs) {
+        RETRLM_FREE(whole), RETRLM_FREE(qs), retrlm_model_free(&mem);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "npm_train: no memory");
+    }
+    masked = whole + (size_t)B * T, block = masked + (size_t)B * T;
+    start = block + (size_t)B * T, len = start + max_spans;
+    qe = qs + (size_t)max_spans * D, dqs = qe + (size_t)max_spans * D, dqe = dqs + (size_t)max_spans * D;
+    dh = dqe + (size_t)max_spans * D, dmem = dh + (size_t)B * T * D;
+    for (t = 0; t < (size_t)B * T; t++) block[t] = (int)(t / (size_t)T);
+    while (st->step < c.steps && !r) {
+        float loss = 0.0f;
+        int b, i, ns = 0, cnt = 0, hs = 0, final;
+        size_t off = c.batches ? 0 : (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_train - (size_t)B * T + 1));
+        const int64_t *g = c.batches ? c.batches + (size_t)retrlm_rng_below(&st->rng, (uint64_t)c.n_batches) * B : NULL;
+        for (b = 0; b < B; b++) {
+            const int *src = c.train + (g ? (size_t)g[b] : off + (size_t)b * T);
+            memcpy(whole + (size_t)b * T, src, (size_t)T * sizeof(int));
+            memcpy(masked + (size_t)b * T, src, (size_t)T * sizeof(int));
+            ns += retrlm__npm_spans(&st->rng, &c, b, masked + (size_t)b * T, start + ns, len + ns);
+        }
+        if ((r = retrlm_model_forward(m, masked, B, T, NULL, RETRLM_FORWARD_NO_LOGITS)) ||
+            (r = retrlm_model_forward(&mem, whole, B, T, NULL, RETRLM_FORWARD_NO_LOGITS)))
+            break;
+        for (i = 0; i < ns; i++) {
+            memcpy(qs + (size_t)i * D, m->hidden + (size_t)start[i] * D, (size_t)D * sizeof(float));
+            memcpy(qe + (size_t)i * D, m->hidden + (size_t)(start[i] + len[i] - 1) * D, (size_t)D * sizeof(float));
+        }
+        if ((r = retrlm_npm_loss(qs, qe, ns, mem.hidden, B * T, D, c.temperature, whole, block, start, len, &loss,
+                                 dqs, dqe, dmem, &cnt, &hs, NULL)))
+            break;
+        if (cnt) { // queries' gradients to their positions of the masked pass, then both backwards
+            memset(dh, 0, (size_t)B * T * D * sizeof(float));
+            for (i = 0; i < ns; i++) {
+                float *a = dh + (size_t)start[i] * D, *z = dh + (size_t)(start[i] + len[i] - 1) * D;
+                int d;
+                for (d = 0; d < D; d++) a[d] += dqs[(size_t)i * D + d];
+                for (d = 0; d < D; d++) z[d] += dqe[(size_t)i * D + d];
+            }
+            retrlm_model_zero_grad(m); // the view's gradients are m's
+            memset(&gin, 0, sizeof gin);
+            gin.dhidden = dh;
+            if ((r = retrlm_model_backward(m, &gin))) break;
+            gin.dhidden = dmem;
+            if ((r = retrlm_model_backward(&mem, &gin))) break;
+            retrlm_adamw_step(opt);
+        }
+        st->last_loss = loss;
+        if (c.losses) c.losses[st->step] = loss;
+        if (c.hits) c.hits[st->step] = cnt ? (float)hs / (float)cnt : 0.0f;
+        st->step++;
+        final = st->step == c.steps;
+#ifndef RETRLM_NO_STDIO
+        if (c.checkpoint && (final || (c.checkpoint_every > 0 && st->step % c.checkpoint_every == 0)) &&
+            (r = retrlm_model_save(m, opt, st, c.checkpoint)))
+            break;
+#endif
+        (void)final;
+        if (!r) r = retrlm__progress(c.progress, c.user, "npm", (double)st->step, (double)c.steps);
+    }
+    RETRLM_FREE(whole), RETRLM_FREE(qs);
+    retrlm_model_free(&mem);
+    return r;
+}
+

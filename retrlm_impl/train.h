@@ -314,3 +314,51 @@ RETRLM_API retrlm_result retrlm_trime_bm25_batches(const retrlm_tokenizer *tok, 
                                                    size_t n, int seq_len, int batch,
                                                    const retrlm_bm25_config *bm25,
                                                    int64_t *offsets, int64_t *n_batches);
+
+/* ---- Strategy 4, NPM (Min et al., 2023): a nonparametric masked LM. The encoder (a
+   bidirectional model) reads each batch twice: with spans masked (each of their tokens
+   replaced by mask_id) and whole. A masked span is predicted by retrieval from the whole pass
+   of the batch's other blocks: its first and last masked outputs (m->hidden) are the start and
+   end queries, every token's output a memory entry, and retrlm_npm_loss pulls each query toward
+   the first (start) and last (end) tokens of the span's copies in other blocks. Only spans with
+   a copy in the batch teach anything, so batches are made where copies are: consecutive blocks
+   of the stream (blocks of one document when documents are long, NPM's same-document batching)
+   or groups of similar blocks (retrlm_trime_bm25_batches). The encoder has no output
+   vocabulary at inference: a phrase index of the same outputs fills a masked span. */
+typedef struct retrlm_npm_train_config {
+    const int *train;          /* (n_train) token stream, borrowed */
+    size_t     n_train;        /* >= batch * seq_len without batches; > seq_len with them */
+    int        batch;          /* blocks a step; default m->config.max_batch; >= 2 */
+    int        seq_len;        /* tokens a block; default m->config.max_seq_len */
+    const int64_t *batches;    /* (n_batches, batch) block offsets, block = train[o, o + seq_len),
+                                  borrowed; NULL: batch consecutive blocks at a random offset */
+    int64_t    n_batches;
+    int        mask_id;        /* the token masked positions read, in [0, V) (a special token) */
+    float      mask_ratio;     /* share of a block's tokens masked; default 0.15 */
+    float      span_p;         /* span length ~ geometric(span_p), at most max_span; default 0.5 */
+    int        max_span;       /* default 5 */
+    float      temperature;    /* scores q . m / (sqrt(dim) temperature); default 1 */
+    int64_t    steps;          /* train until state->step == steps */
+    const char *checkpoint;    /* path or NULL: model, optimiser and state every
+                                  checkpoint_every steps and at the end */
+    int        checkpoint_every;
+    float     *losses;         /* (steps) or NULL: losses[s] = the loss of step s (nats) */
+    float     *hits;           /* (steps) or NULL: the share of counted spans whose start query
+                                  ranks a positive first */
+    retrlm_progress_fn progress; /* stage "npm" after every step; may cancel */
+    void      *user;
+} retrlm_npm_train_config;
+
+/* Trains from state->step to cfg->steps. Each step draws its blocks (batches[rng_below(n)], or
+   one offset rng_below(n_train - batch seq_len + 1)), then each block's spans: while fewer than
+   round(mask_ratio seq_len) tokens are masked (and at most 4 seq_len tries), a length
+   l = min(max_span, 1 + number of failures before a success of probability span_p) and a start
+   rng_below(seq_len - l + 1); a span that would touch a masked token or one next to it is
+   dropped. Then both passes, retrlm_npm_loss, backward through both (one set of weights) and an
+   AdamW update; a step whose spans have no copy (nothing counted) makes no update. state->
+   last_loss the step's loss. Same results for any number of threads. ERR_ARG on a causal model,
+   bad sizes or settings, a block outside the stream, a token outside the vocabulary. */
+RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
+                                          const retrlm_npm_train_config *cfg,
+                                          retrlm_lm_train_state *state);
+
