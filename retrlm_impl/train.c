@@ -1010,6 +1010,25 @@ RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_t
     return r;
 }
 
+// the end of a step of TRIME's or NPM's trainer: the loss kept (losses may be NULL), the step
+// counted, a checkpoint at every `every` steps and at the last, and progress (stage)
+static retrlm_result retrlm__step_done(retrlm_model *m, retrlm_adamw *opt, retrlm_lm_train_state *st, float loss,
+                                       float *losses, int64_t steps, const char *checkpoint, int every,
+                                       retrlm_progress_fn progress, void *user, const char *stage) {
+    if (losses) losses[st->step] = loss;
+    st->last_loss = loss;
+    st->step++;
+#ifndef RETRLM_NO_STDIO
+    if (checkpoint && (st->step == steps || (every > 0 && st->step % every == 0))) {
+        retrlm_result r = retrlm_model_save(m, opt, st, checkpoint);
+        if (r) return r;
+    }
+#else
+    (void)m, (void)opt, (void)checkpoint, (void)every;
+#endif
+    return retrlm__progress(progress, user, stage, (double)st->step, (double)steps);
+}
+
 RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
                                             const retrlm_trime_train_config *cfg,
                                             retrlm_lm_train_state *st) {
@@ -1076,7 +1095,7 @@ RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
     dffn[L - 1] = dkeys;
     while (st->step < c.steps && !r) {
         const int B = c.batch, T = c.seq_len;
-        int b, i, final;
+        int b, i;
         float loss = 0.0f;
         if (c.trime.batching == RETRLM_TRIME_LONG) {
             size_t off = (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_train - (size_t)B * T));
@@ -1113,17 +1132,8 @@ RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
             if ((r = retrlm_model_backward(m, &gin))) break;
             retrlm_adamw_step(opt);
         }
-        if (c.losses) c.losses[st->step] = loss;
-        st->last_loss = loss;
-        st->step++;
-        final = st->step == c.steps;
-#ifndef RETRLM_NO_STDIO
-        if (c.checkpoint && (final || (c.checkpoint_every > 0 && st->step % c.checkpoint_every == 0)) &&
-            (r = retrlm_model_save(m, opt, st, c.checkpoint)))
-            break;
-#endif
-        (void)final;
-        r = retrlm__progress(c.progress, c.user, "trime", (double)st->step, (double)c.steps);
+        r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint, c.checkpoint_every, c.progress,
+                              c.user, "trime");
     }
     RETRLM_FREE(inp);
     RETRLM_FREE(dkeys);
@@ -1309,7 +1319,7 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
     for (t = 0; t < (size_t)B * T; t++) block[t] = (int)(t / (size_t)T);
     while (st->step < c.steps && !r) {
         float loss = 0.0f;
-        int b, i, ns = 0, cnt = 0, hs = 0, final;
+        int b, i, ns = 0, cnt = 0, hs = 0;
         size_t off = c.batches ? 0 : (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_train - (size_t)B * T + 1));
         const int64_t *g = c.batches ? c.batches + (size_t)retrlm_rng_below(&st->rng, (uint64_t)c.n_batches) * B : NULL;
         for (b = 0; b < B; b++) {
@@ -1344,18 +1354,9 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
             if ((r = retrlm_model_backward(&mem, &gin))) break;
             retrlm_adamw_step(opt);
         }
-        st->last_loss = loss;
-        if (c.losses) c.losses[st->step] = loss;
         if (c.hits) c.hits[st->step] = cnt ? (float)hs / (float)cnt : 0.0f;
-        st->step++;
-        final = st->step == c.steps;
-#ifndef RETRLM_NO_STDIO
-        if (c.checkpoint && (final || (c.checkpoint_every > 0 && st->step % c.checkpoint_every == 0)) &&
-            (r = retrlm_model_save(m, opt, st, c.checkpoint)))
-            break;
-#endif
-        (void)final;
-        if (!r) r = retrlm__progress(c.progress, c.user, "npm", (double)st->step, (double)c.steps);
+        r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint, c.checkpoint_every, c.progress,
+                              c.user, "npm");
     }
     RETRLM_FREE(whole), RETRLM_FREE(qs);
     retrlm_model_free(&mem);
