@@ -1570,6 +1570,40 @@ RETRLM_API retrlm_result retrlm_retro_generate(retrlm_model *m,
                                                const retrlm_retro_generate_config *cfg,
                                                const int *prompt, int n_prompt, int n_new,
                                                int *out, int *n_out);
+
+/* ---- NPM's phrase index (Min et al., 2023): an encoder trained by retrlm_npm_train fills a
+   masked span by retrieval, with no output vocabulary. Every token of a corpus is a vector (the
+   encoder's output, reading the corpus in blocks of seq_len), in a vector index by inner
+   product (flat or IVF, f32 or SQ8 from index_config). To fill a span of len masked tokens,
+   its start and end queries (the outputs at its first and last masked position) each retrieve
+   their k best tokens; a start hit j proposes the phrase tokens[j, j + len), an end hit j the
+   phrase tokens[j - len + 1, j + 1], and
+       p(phrase) = 1/2 sum over the start hits proposing it of softmax(c s)_j
+                 + 1/2 sum over the end hits proposing it of softmax(c s)_j
+   with s the inner products, c = 1 / (sqrt(dim) temperature), each softmax over its k hits. */
+typedef struct retrlm_npm_index {
+    retrlm_index index;  /* one vector a corpus token; ids are positions into tokens */
+    int         *tokens; /* (n) the corpus, copied */
+    size_t       n;
+} retrlm_npm_index;
+
+/* Encodes tokens (n) with m (bidirectional) in blocks of seq_len (0: max_seq_len), the last one
+   shorter, and indexes every token's output. index_config: dim and metric are set here (inner
+   product); NULL: flat f32. Progress "npm index". */
+RETRLM_API retrlm_result retrlm_npm_index_build(retrlm_npm_index *x, retrlm_model *m, const int *tokens,
+                                                size_t n, int seq_len,
+                                                const retrlm_index_config *index_config);
+RETRLM_API void retrlm_npm_index_free(retrlm_npm_index *x);
+
+/* Fills the span tokens[start, start + len) of one sequence (n <= max_seq_len tokens; the span's
+   tokens must be mask_id, the rest is its context) from the index: out (len) gets the most
+   probable phrase and *prob (may be NULL) its probability. k: hits a query (0: 32); temperature
+   0 means 1. A phrase that would run outside the corpus is not proposed; *prob 0 and out all -1
+   when no hit proposes one. ERR_ARG on a causal model, bad sizes, or a span not all mask_id. */
+RETRLM_API retrlm_result retrlm_npm_fill(retrlm_model *m, const retrlm_npm_index *x, const int *tokens,
+                                         int n, int start, int len, int mask_id, int k,
+                                         float temperature, int *out, float *prob);
+
 /* ---- retrlm_impl/train.h ---- */
 /* ---- train: the training strategies --------------------------------------------------------
    Strategy 1 (independent training), the retriever side: a bi-encoder trained on its own,
@@ -15374,6 +15408,143 @@ RETRLM_API retrlm_result retrlm_retro_generate(retrlm_model *m,
 done:
     RETRLM_FREE(seq), RETRLM_FREE(cand), RETRLM_FREE(exp), RETRLM_FREE(q);
     return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// NPM's phrase index
+
+RETRLM_API void retrlm_npm_index_free(retrlm_npm_index *x) {
+    if (!x) return;
+    retrlm_index_free(&x->index);
+    RETRLM_FREE(x->tokens);
+    memset(x, 0, sizeof *x);
+}
+
+RETRLM_API retrlm_result retrlm_npm_index_build(retrlm_npm_index *x, retrlm_model *m, const int *tokens,
+                                                size_t n, int seq_len,
+                                                const retrlm_index_config *index_config) {
+    const int D = m->config.dim, B = m->config.max_batch, V = m->config.vocab_size;
+    retrlm_index_config icfg;
+    float *vec = NULL;
+    int *lengths = NULL;
+    size_t p, at;
+    retrlm_result res = RETRLM_OK;
+    RETRLM_ASSERT(x && m && (tokens || n == 0));
+    memset(x, 0, sizeof *x);
+    if (!m->config.bidirectional) return retrlm__fail(RETRLM_ERR_ARG, "npm_index: the model is a causal LM, not an encoder");
+    if (!seq_len) seq_len = m->config.max_seq_len;
+    if (seq_len < 1 || seq_len > m->config.max_seq_len || n == 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "npm_index: seq_len %d outside 1..%d, or no tokens (%lu)", seq_len,
+                            m->config.max_seq_len, (unsigned long)n);
+    for (p = 0; p < n; p++)
+        if (tokens[p] < 0 || tokens[p] >= V)
+            return retrlm__fail(RETRLM_ERR_RANGE, "npm_index: token %d at %lu outside the vocabulary of %d", tokens[p],
+                                (unsigned long)p, V);
+    vec = (float *)retrlm__alloc(n, (size_t)D * sizeof(float));
+    x->tokens = (int *)retrlm__alloc(n, sizeof(int));
+    lengths = (int *)retrlm__alloc((size_t)B, sizeof(int));
+    if (!vec || !x->tokens || !lengths) {
+        res = retrlm__fail(RETRLM_ERR_NOMEM, "npm_index: no memory for %lu vectors of %d floats", (unsigned long)n, D);
+        goto done;
+    }
+    memcpy(x->tokens, tokens, n * sizeof(int));
+    for (at = 0; at < n && !res;) { // B blocks a forward; the last block of the stream is shorter
+        size_t b0 = at;
+        int rows = 0, r, T;
+        while (rows < B && at < n) {
+            lengths[rows++] = (int)RETRLM__MIN((size_t)seq_len, n - at);
+            at += (size_t)lengths[rows - 1];
+        }
+        T = lengths[0];
+        // rows of T tokens: the stream's blocks are contiguous, and only the last may be short,
+        // so the inputs are the stream itself unless that last block needs padding
+        if (lengths[rows - 1] == T) res = retrlm_model_forward(m, tokens + b0, rows, T, NULL, RETRLM_FORWARD_NO_LOGITS);
+        else {
+            int *pad = (int *)retrlm__calloc((size_t)rows * T, sizeof(int));
+            if (!pad) {
+                res = retrlm__fail(RETRLM_ERR_NOMEM, "npm_index: no memory");
+                break;
+            }
+            memcpy(pad, tokens + b0, (at - b0) * sizeof(int));
+            res = retrlm_model_forward(m, pad, rows, T, lengths, RETRLM_FORWARD_NO_LOGITS);
+            RETRLM_FREE(pad);
+        }
+        if (res) break;
+        for (r = 0; r < rows; r++)
+            memcpy(vec + (b0 + (size_t)r * T) * D, m->hidden + (size_t)r * T * D, (size_t)lengths[r] * D * sizeof(float));
+        res = retrlm__progress(index_config ? index_config->progress : NULL,
+                               index_config ? index_config->progress_user : NULL, "npm index", (double)at, (double)n);
+    }
+    if (res) goto done;
+    if (index_config) icfg = *index_config;
+    else memset(&icfg, 0, sizeof icfg);
+    icfg.dim = D;
+    icfg.metric = RETRLM_METRIC_IP;
+    res = retrlm_index_init(&x->index, &icfg);
+    if (!res && (icfg.nlist > 0 || icfg.storage == RETRLM_STORAGE_SQ8)) res = retrlm_index_train(&x->index, vec, n, D);
+    if (!res) res = retrlm_index_add(&x->index, vec, n, D, NULL);
+    x->n = n;
+done:
+    RETRLM_FREE(vec), RETRLM_FREE(lengths);
+    if (res) retrlm_npm_index_free(x);
+    return res;
+}
+
+RETRLM_API retrlm_result retrlm_npm_fill(retrlm_model *m, const retrlm_npm_index *x, const int *tokens,
+                                         int n, int start, int len, int mask_id, int k,
+                                         float temperature, int *out, float *prob) {
+    const int D = m->config.dim, V = m->config.vocab_size;
+    const float c = 1.0f / (sqrtf((float)D) * (temperature > 0.0f ? temperature : 1.0f));
+    float *q = NULL, *sc = NULL;
+    int64_t *ids = NULL, *from = NULL; // from (2k): the first corpus token of each hit's phrase, -1 none
+    double *w = NULL, best_p = 0.0;
+    int i, side, a, b, best = -1;
+    retrlm_result res = RETRLM_OK;
+    RETRLM_ASSERT(m && x && tokens && out);
+    if (!k) k = 32;
+    if (!m->config.bidirectional || n < 1 || n > m->config.max_seq_len || len < 1 || start < 0 || start > n - len ||
+        k < 1 || k > 65536 || mask_id < 0 || mask_id >= V || !(temperature >= 0.0f) || x->n == 0 || x->index.dim != D)
+        return retrlm__fail(RETRLM_ERR_ARG, "npm_fill: an encoder, 1 <= n <= %d (%d), a span inside it (%d tokens at "
+                            "%d), k in 1..65536 (%d), mask_id in the vocabulary (%d), and an index of this width",
+                            m->config.max_seq_len, n, len, start, k, mask_id);
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= V || ((i >= start && i < start + len) != (tokens[i] == mask_id)))
+            return retrlm__fail(RETRLM_ERR_ARG, "npm_fill: token %d at %d: outside the vocabulary, or %s", tokens[i], i,
+                                i >= start && i < start + len ? "not mask_id inside the span" : "mask_id outside it");
+    q = (float *)retrlm__alloc((size_t)2 * D + (size_t)2 * k, sizeof(float));
+    ids = (int64_t *)retrlm__alloc((size_t)4 * k, sizeof(int64_t));
+    w = (double *)retrlm__alloc((size_t)2 * k, sizeof(double));
+    if (!q || !ids || !w) {
+        res = retrlm__fail(RETRLM_ERR_NOMEM, "npm_fill: no memory for %d hits", k);
+        goto done;
+    }
+    sc = q + 2 * D, from = ids + 2 * k;
+    if ((res = retrlm_model_forward(m, tokens, 1, n, NULL, RETRLM_FORWARD_NO_LOGITS))) goto done;
+    memcpy(q, m->hidden + (size_t)start * D, (size_t)D * sizeof(float));
+    memcpy(q + D, m->hidden + (size_t)(start + len - 1) * D, (size_t)D * sizeof(float));
+    if ((res = retrlm_index_search(&x->index, q, 2, D, k, NULL, ids, sc))) goto done;
+    for (side = 0; side < 2; side++) { // each side's softmax over its hits, weighted 1/2
+        double mx = -INFINITY, sum = 0.0;
+        for (i = side * k; i < side * k + k; i++) {
+            int64_t j0 = ids[i] < 0 ? -1 : side ? ids[i] - len + 1 : ids[i];
+            from[i] = j0 >= 0 && (uint64_t)j0 + (uint64_t)len <= (uint64_t)x->n ? j0 : -1;
+            if (ids[i] >= 0 && c * sc[i] > mx) mx = c * sc[i];
+        }
+        for (i = side * k; i < side * k + k; i++) sum += w[i] = ids[i] < 0 ? 0.0 : exp(c * sc[i] - mx);
+        for (i = side * k; i < side * k + k; i++) w[i] = sum > 0.0 ? 0.5 * w[i] / sum : 0.0;
+    }
+    for (a = 0; a < 2 * k; a++) { // a phrase's probability: every hit that proposes it
+        double p = 0.0;
+        if (from[a] < 0) continue;
+        for (b = 0; b < 2 * k; b++)
+            if (from[b] >= 0 && !memcmp(x->tokens + from[a], x->tokens + from[b], (size_t)len * sizeof(int))) p += w[b];
+        if (p > best_p) best_p = p, best = a;
+    }
+    for (i = 0; i < len; i++) out[i] = best < 0 ? -1 : x->tokens[from[best] + i];
+    if (prob) *prob = (float)best_p;
+done:
+    RETRLM_FREE(q), RETRLM_FREE(ids), RETRLM_FREE(w);
+    return res;
 }
 /* ---- retrlm_impl/train.c ---- */
 // ---------------------------------------------------------------------------------------------

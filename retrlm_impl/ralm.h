@@ -133,3 +133,37 @@ RETRLM_API retrlm_result retrlm_retro_generate(retrlm_model *m,
                                                const retrlm_retro_generate_config *cfg,
                                                const int *prompt, int n_prompt, int n_new,
                                                int *out, int *n_out);
+
+/* ---- NPM's phrase index (Min et al., 2023): an encoder trained by retrlm_npm_train fills a
+   masked span by retrieval, with no output vocabulary. Every token of a corpus is a vector (the
+   encoder's output, reading the corpus in blocks of seq_len), in a vector index by inner
+   product (flat or IVF, f32 or SQ8 from index_config). To fill a span of len masked tokens,
+   its start and end queries (the outputs at its first and last masked position) each retrieve
+   their k best tokens; a start hit j proposes the phrase tokens[j, j + len), an end hit j the
+   phrase tokens[j - len + 1, j + 1], and
+       p(phrase) = 1/2 sum over the start hits proposing it of softmax(c s)_j
+                 + 1/2 sum over the end hits proposing it of softmax(c s)_j
+   with s the inner products, c = 1 / (sqrt(dim) temperature), each softmax over its k hits. */
+typedef struct retrlm_npm_index {
+    retrlm_index index;  /* one vector a corpus token; ids are positions into tokens */
+    int         *tokens; /* (n) the corpus, copied */
+    size_t       n;
+} retrlm_npm_index;
+
+/* Encodes tokens (n) with m (bidirectional) in blocks of seq_len (0: max_seq_len), the last one
+   shorter, and indexes every token's output. index_config: dim and metric are set here (inner
+   product); NULL: flat f32. Progress "npm index". */
+RETRLM_API retrlm_result retrlm_npm_index_build(retrlm_npm_index *x, retrlm_model *m, const int *tokens,
+                                                size_t n, int seq_len,
+                                                const retrlm_index_config *index_config);
+RETRLM_API void retrlm_npm_index_free(retrlm_npm_index *x);
+
+/* Fills the span tokens[start, start + len) of one sequence (n <= max_seq_len tokens; the span's
+   tokens must be mask_id, the rest is its context) from the index: out (len) gets the most
+   probable phrase and *prob (may be NULL) its probability. k: hits a query (0: 32); temperature
+   0 means 1. A phrase that would run outside the corpus is not proposed; *prob 0 and out all -1
+   when no hit proposes one. ERR_ARG on a causal model, bad sizes, or a span not all mask_id. */
+RETRLM_API retrlm_result retrlm_npm_fill(retrlm_model *m, const retrlm_npm_index *x, const int *tokens,
+                                         int n, int start, int len, int mask_id, int k,
+                                         float temperature, int *out, float *prob);
+

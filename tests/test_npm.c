@@ -1,6 +1,7 @@
-// NPM's trainer (strategy 4, a nonparametric masked LM): it learns to find a masked span's copy
-// in another block of the batch; the same weights at 1 and 2 threads; bad input. The loss and
-// its gradients are checked in test_losses.c.
+// NPM (strategy 4, a nonparametric masked LM): the trainer learns to find a masked span's copy
+// in another block of the batch, and the phrase index then fills held-out spans from their
+// copies; the same weights at 1 and 2 threads; bad input. The loss and its gradients are
+// checked in test_losses.c.
 #include "retrlm.h"
 #include "test.h"
 #include <string.h>
@@ -70,6 +71,32 @@ static double held_out_hits(retrlm_model *m, retrlm_model *mem, const int *h, in
     return total > 0 ? hits / total : 0.0;
 }
 
+// exact-match accuracy of retrlm_npm_fill on the first blocks of the held-out pairs h, the
+// spans of held_out_hits one at a time, from a phrase index of the twins alone
+static double fill_accuracy(retrlm_model *m, const int *h, int n_pairs, double *mean_prob) {
+    static const int s0[3] = {2, 7, 11}, sl[3] = {2, 1, 3};
+    retrlm_npm_index x;
+    int *twins = (int *)malloc((size_t)n_pairs * T * sizeof(int)), seq[T], got[3], p, i, j, right = 0, total = 0;
+    float pr;
+    *mean_prob = 0.0;
+    for (p = 0; p < n_pairs; p++) memcpy(twins + p * T, h + (size_t)(2 * p + 1) * T, T * sizeof(int));
+    CHECK_OK(retrlm_npm_index_build(&x, m, twins, (size_t)n_pairs * T, T, NULL));
+    CHECK(x.n == (size_t)n_pairs * T);
+    for (p = 0; p < n_pairs; p++)
+        for (i = 0; i < 3; i++) {
+            memcpy(seq, h + (size_t)2 * p * T, sizeof seq);
+            for (j = 0; j < sl[i]; j++) seq[s0[i] + j] = MASK;
+            CHECK_OK(retrlm_npm_fill(m, &x, seq, T, s0[i], sl[i], MASK, 8, 0.0f, got, &pr));
+            right += !memcmp(got, h + (size_t)2 * p * T + s0[i], (size_t)sl[i] * sizeof(int));
+            total++;
+            *mean_prob += pr;
+        }
+    *mean_prob /= total;
+    retrlm_npm_index_free(&x);
+    free(twins);
+    return (double)right / total;
+}
+
 static void make_opt(retrlm_adamw *o, retrlm_model *m, float lr) {
     retrlm_adamw_config ac;
     retrlm_adamw_group g[2];
@@ -91,12 +118,13 @@ static void test_npm_learns_to_find_copies(void) {
     int *s = pair_stream(PAIRS, 21), *h = pair_stream(HELD, 22);
     int64_t *bat = pair_batches(PAIRS);
     float losses[STEPS], hits[STEPS];
-    double before, after, first = 0.0, last = 0.0;
+    double before, after, first = 0.0, last = 0.0, fill0, fill1, prob0, prob1;
     int i;
     encoder_config(&cfg);
     CHECK_OK(retrlm_model_init(&m, &cfg));
     CHECK_OK(retrlm_model_init_view(&view, &m, NULL));
     before = held_out_hits(&m, &view, h, HELD);
+    fill0 = fill_accuracy(&m, h, HELD, &prob0);
     make_opt(&o, &m, 3e-3f);
     retrlm_lm_train_state_init(&st, 5);
     memset(&nc, 0, sizeof nc);
@@ -107,10 +135,14 @@ static void test_npm_learns_to_find_copies(void) {
     CHECK_OK(retrlm_npm_train(&m, &o, &nc, &st));
     CHECK(st.step == STEPS);
     after = held_out_hits(&m, &view, h, HELD);
+    fill1 = fill_accuracy(&m, h, HELD, &prob1);
     for (i = 0; i < 20; i++) first += losses[i] / 20, last += losses[STEPS - 20 + i] / 20;
     printf("NPM copy check: held-out spans whose queries rank their copy first, %.2f at the start, %.2f after %d "
            "steps; training loss %.3f -> %.3f (the first and last 20 steps)\n", before, after, STEPS, first, last);
-    CHECK(after > 0.7);
+    printf("NPM fill from a phrase index of the twins: exact match %.2f at the start (mean probability %.2f), %.2f "
+           "after (%.2f)\n", fill0, prob0, fill1, prob1);
+    CHECK(fill1 > 0.7 && fill1 > fill0 + 0.4);
+    CHECK(after > 0.6);
     CHECK(after > before + 0.5);
     CHECK(last < 0.4 * first);
     retrlm_adamw_free(&o);
@@ -185,9 +217,41 @@ static void test_npm_bad_input(void) {
     free(s);
 }
 
+static void test_npm_fill_bad_input(void) {
+    retrlm_model_config cfg;
+    retrlm_model m, lm;
+    retrlm_npm_index x;
+    int *s = pair_stream(2, 51), seq[T], got[2];
+    float pr;
+    encoder_config(&cfg);
+    CHECK_OK(retrlm_model_init(&m, &cfg));
+    CHECK_OK(retrlm_npm_index_build(&x, &m, s, 2 * 2 * T - 5, 0, NULL)); // a last block shorter than T
+    CHECK(x.n == 2 * 2 * T - 5);
+    memcpy(seq, s, sizeof seq);
+    seq[3] = seq[4] = MASK;
+    CHECK_OK(retrlm_npm_fill(&m, &x, seq, T, 3, 2, MASK, 4, 1.0f, got, &pr));
+    CHECK(pr > 0.0f && pr <= 1.0f + 1e-6f && got[0] >= 0 && got[0] < MASK);
+    CHECK(retrlm_npm_fill(&m, &x, seq, T, 3, 3, MASK, 4, 1.0f, got, &pr) == RETRLM_ERR_ARG); // token 5 is no mask
+    CHECK(retrlm_npm_fill(&m, &x, seq, T, 4, 1, MASK, 4, 1.0f, got, &pr) == RETRLM_ERR_ARG); // a mask outside
+    CHECK(retrlm_npm_fill(&m, &x, seq, T, 15, 2, MASK, 4, 1.0f, got, &pr) == RETRLM_ERR_ARG); // past the end
+    CHECK(retrlm_npm_fill(&m, &x, seq, T + 1, 3, 2, MASK, 4, 1.0f, got, &pr) == RETRLM_ERR_ARG); // too long
+    retrlm_npm_index_free(&x);
+    retrlm_npm_index_free(&x); // twice: a no-op
+    s[0] = V;
+    CHECK(retrlm_npm_index_build(&x, &m, s, 2 * T, 0, NULL) == RETRLM_ERR_RANGE);
+    s[0] = 0;
+    cfg.bidirectional = 0, cfg.no_logits = 0;
+    CHECK_OK(retrlm_model_init(&lm, &cfg));
+    CHECK(retrlm_npm_index_build(&x, &lm, s, 2 * T, 0, NULL) == RETRLM_ERR_ARG);
+    retrlm_model_free(&lm);
+    retrlm_model_free(&m);
+    free(s);
+}
+
 int main(void) {
     RUN(test_npm_learns_to_find_copies);
     RUN(test_npm_threads);
     RUN(test_npm_bad_input);
+    RUN(test_npm_fill_bad_input);
     return test_report();
 }
