@@ -1,5 +1,5 @@
 // bench/strategies - the strategies side by side on one corpus, every row the same decoder and,
-// where it is trained, the same training tokens. Today's rows: the LM alone; RETRO from scratch
+// where it is trained, the same training tokens. First table: the LM alone; RETRO from scratch
 // (strategy 2: a frozen BM25 retriever's neighbours, precomputed, the LM learns to read them);
 // RETRO-fitted (the LM alone's decoder frozen, the cross-attention and neighbour encoder trained
 // a quarter of its steps). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
@@ -15,6 +15,19 @@
 // datastore, neighbours, models) are kept in out_dir (default build/strategies-CORPUS) and
 // reused by the next run. Test windows are 256 tokens, non-overlapping, for every row, so the
 // rows compare; a bucket is scored as a stream of its own documents.
+//
+// A second table reads test with a memory (windows of 256 tokens moving by 128, so every token
+// after the first window sees at least 128 tokens before it): the LM alone; the LM alone with a
+// kNN-LM datastore of its own keys over its training tokens (strategy 1); TRIME (strategy 4, the
+// same decoder trained with the joint softmax over vocabulary + in-batch memory) read with its
+// local memory; TRIME_long (batches of 8 consecutive segments, the earlier ones in memory) read
+// with its local memory and the long memory of the 7 x 256 tokens before each window; TRIME_ext
+// (batches of BM25-similar segments, local memory dropped with probability 0.9) read with the
+// vocabulary only, with local memory, with local memory plus an external datastore of its own
+// keys, and with all three memories. Mixing weight and kNN temperature are chosen on valid.
+// Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
+// RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext picks rows (default:
+// all; the LM alone always runs); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include <stdio.h>
@@ -185,6 +198,140 @@ static void neighbours(retrlm_retro_neighbours *nb, const char *out, const char 
             retrlm_time_seconds() - t0);
 }
 
+// whether row name is wanted: RETRLM_STRATEGIES_ROWS is a comma list (default: every row)
+static int want(const char *name) {
+    const char *rows = getenv("RETRLM_STRATEGIES_ROWS"), *p;
+    size_t l = strlen(name);
+    if (!rows || !*rows || !strcmp(rows, "all")) return 1;
+    for (p = rows; (p = strstr(p, name)) != NULL; p += l)
+        if ((p == rows || p[-1] == ',') && (p[l] == ',' || p[l] == '\0')) return 1;
+    return 0;
+}
+
+// a model's training wall time, kept beside it (path.secs) so a run that reuses the model
+// still reports it; 0 when unknown
+static void save_secs(const char *path, double secs) {
+    char p[1100];
+    FILE *f;
+    snprintf(p, sizeof p, "%s.secs", path);
+    if ((f = fopen(p, "w"))) fprintf(f, "%.1f\n", secs), fclose(f);
+}
+
+static double load_secs(const char *path) {
+    char p[1100];
+    double secs = 0.0;
+    FILE *f;
+    snprintf(p, sizeof p, "%s.secs", path);
+    if ((f = fopen(p, "r"))) {
+        if (fscanf(f, "%lf", &secs) != 1) secs = 0.0;
+        fclose(f);
+    }
+    return secs;
+}
+
+// a TRIME model (strategy 4) on the LM alone's tokens and seed, loaded from path or trained
+// and saved there: L2 similarity (the kNN-LM's distance, so its keys index as kNN-LM keys do)
+static double trime_model(retrlm_model *m, const char *path, int batching, const int *ids,
+                          size_t n, const int64_t *batches, int64_t n_batches, int steps) {
+    retrlm_model_config mc;
+    retrlm_adamw o;
+    retrlm_adamw_group g[2];
+    retrlm_lm_train_state s;
+    retrlm_trime_train_config tc;
+    double t0 = retrlm_time_seconds();
+    if (!retrlm_model_load(m, path, NULL)) return load_secs(path);
+    model_config(&mc, 0);
+    if (retrlm_model_init(m, &mc)) die("trime");
+    adamw(&o, g, retrlm_model_param_groups(m, 2e-3f, 0.1f, g), steps);
+    retrlm_lm_train_state_init(&s, 1);
+    memset(&tc, 0, sizeof tc);
+    tc.train = ids;
+    tc.n_train = n;
+    tc.trime.batching = batching;
+    tc.trime.sim = RETRLM_TRIME_L2;
+    tc.batches = batches;
+    tc.n_batches = n_batches;
+    tc.cross_sent_ratio = 0.9f; // TRIME_ext's --cross-sent-ratio
+    tc.steps = steps;
+    tc.progress = progress;
+    if (retrlm_trime_train(m, &o, &tc, &s)) die("trime train");
+    if (retrlm_model_save(m, NULL, NULL, path)) die("save trime");
+    retrlm_adamw_free(&o);
+    save_secs(path, retrlm_time_seconds() - t0);
+    return retrlm_time_seconds() - t0;
+}
+
+// kNN-LM keys of m over the LM's training tokens (one key a position, windows of SEQ that
+// overlap by half), IVF 1024 lists searched 32 at a time, loaded from path or built and saved
+static void knn_keys(retrlm_knnlm *kn, retrlm_model *m, const char *path, const int *ids, size_t n) {
+    retrlm_index_config ic;
+    double t0 = retrlm_time_seconds();
+    if (!retrlm_knnlm_load(kn, path, VOCAB)) {
+        kn->index.nprobe = 32;
+        return;
+    }
+    memset(&ic, 0, sizeof ic);
+    ic.nlist = 1024;
+    ic.nprobe = 32;
+    ic.progress = progress;
+    if (retrlm_knnlm_build(kn, m, ids, n, SEQ, &ic)) die("knnlm keys");
+    if (retrlm_knnlm_save(kn, path)) die("save knnlm keys");
+    fprintf(stderr, "  %s: %lu keys in %.0f s\n", path, (unsigned long)kn->n, retrlm_time_seconds() - t0);
+}
+
+// bits per byte of each of n streams read with a memory: windows of SEQ tokens that move by
+// STRIDE (every token sees at least SEQ - STRIDE tokens before it), TRIME's local memory if
+// tp (and the long memory of the cache tokens before each window), a kNN-LM if kn (k 128)
+enum { STRIDE = 128 };
+static void read_with_memory(retrlm_model *m, const retrlm_trime_params *tp, int cache, const retrlm_knnlm *kn,
+                             float lambda, float temp, int *const *ids, const size_t *n,
+                             const size_t *bytes, int n_streams, double *bpb) {
+    retrlm_ralm_config rc;
+    int i;
+    memset(&rc, 0, sizeof rc);
+    rc.mode = RETRLM_RALM_NONE;
+    rc.stride = STRIDE;
+    rc.context_tokens = SEQ - STRIDE;
+    rc.trime = tp;
+    rc.trime_cache = cache;
+    rc.knnlm = kn;
+    rc.knn_k = 128;
+    rc.lambda = lambda;
+    rc.knn_temperature = temp;
+    for (i = 0; i < n_streams; i++)
+        if (retrlm_ralm_bits_per_byte(m, NULL, NULL, ids[i], n[i], bytes[i], &rc, &bpb[i], NULL))
+            die("read with memory");
+}
+
+// the kNN-LM's lambda and temperature with the lowest bits per byte on the valid stream
+static void tune_knn(retrlm_model *m, const retrlm_trime_params *tp, const retrlm_knnlm *kn,
+                     int *valid, size_t n_valid, size_t valid_bytes, float *lambda, float *temp,
+                     const char *who, const char *keys_path) {
+    static const float lambdas[] = {0.1f, 0.25f, 0.5f}, temps[] = {2.0f, 32.0f};
+    double best = 1e30, x;
+    char p[1100];
+    FILE *f;
+    int a, b;
+    snprintf(p, sizeof p, "%s.tuned", keys_path); // the choice, kept beside the keys for the next run
+    if ((f = fopen(p, "r"))) {
+        a = fscanf(f, "%f %f", lambda, temp) == 2;
+        fclose(f);
+        if (a) {
+            fprintf(stderr, "  %s: lambda %.2f temperature %.0f, chosen on valid before (%s)\n", who,
+                    (double)*lambda, (double)*temp, p);
+            return;
+        }
+    }
+    for (a = 0; a < 3; a++)
+        for (b = 0; b < 2; b++) {
+            read_with_memory(m, tp, 0, kn, lambdas[a], temps[b], &valid, &n_valid, &valid_bytes, 1, &x);
+            fprintf(stderr, "  %s valid: lambda %.2f temperature %.0f: %.4f\n", who, (double)lambdas[a],
+                    (double)temps[b], x);
+            if (x < best) best = x, *lambda = lambdas[a], *temp = temps[b];
+        }
+    if ((f = fopen(p, "w"))) fprintf(f, "%g %g\n", (double)*lambda, (double)*temp), fclose(f);
+}
+
 // one test stream (a bucket): its tokens, bytes and neighbours
 typedef struct stream {
     int *ids;
@@ -206,10 +353,18 @@ int main(int argc, char **argv) {
     size_t n_train, n_test_all;
     stream st[BUCKETS];
     retrlm_retro_neighbours train_nb;
-    retrlm_model lm, rm, fm;
-    double bpb[3][BUCKETS], secs[3], t0, tok_s[2];
-    float probe[2][2];
+    retrlm_model lm, rm, fm, tm[3];
+    double secs_trime[3] = {0, 0, 0};
+    enum { MROWS = 8, CACHE = (BATCH - 1) * SEQ }; // TRIME_long's memory: the batch's earlier segments
+    double mb[MROWS][BUCKETS];
+    int have[MROWS];
+    float mlam[MROWS], mtemp[MROWS];
+    retrlm_knnlm kn[2];
+    double bpb[3][BUCKETS], secs[3] = {0, 0, 0}, t0, tok_s[2] = {0, 0};
+    float probe[2][2] = {{0, 0}, {0, 0}};
     int kjv = !strcmp(corpus, "kjv");
+    memset(&lm, 0, sizeof lm), memset(&rm, 0, sizeof rm), memset(&fm, 0, sizeof fm);
+    memset(tm, 0, sizeof tm), memset(kn, 0, sizeof kn), memset(bpb, 0, sizeof bpb);
     if (!kjv && strcmp(corpus, "debpkg_lm")) {
         fprintf(stderr, "usage: strategies [debpkg_lm|kjv] [steps] [out_dir] [train_tokens]\n");
         return 2;
@@ -333,16 +488,36 @@ int main(int argc, char **argv) {
             secs[0] = retrlm_time_seconds() - t0;
             tok_s[0] = (double)steps * BATCH * SEQ / secs[0];
             if (retrlm_model_save(&lm, NULL, NULL, path)) die("save lm");
+            save_secs(path, secs[0]);
             retrlm_adamw_free(&o);
         } else {
-            secs[0] = 0;
+            secs[0] = load_secs(path);
             tok_s[0] = 0;
         }
         for (b = 0; b < (kjv ? 1 : BUCKETS); b++)
             if (retrlm_lm_bits_per_byte(&lm, st[b].ids, st[b].n, st[b].bytes, SEQ, &bpb[0][b])) die("lm bpb");
     }
+    // strategy 4: TRIME (local memory) and TRIME_ext (BM25-grouped batches), the LM's tokens
+    if (want("trime")) {
+        snprintf(path, sizeof path, "%s/trime-%d-%lu.rlm", out, steps, (unsigned long)n_train);
+        secs_trime[0] = trime_model(&tm[0], path, RETRLM_TRIME_LOCAL, train_ids, n_train, NULL, 0, steps);
+    }
+    if (want("trime_long")) {
+        snprintf(path, sizeof path, "%s/trime_long-%d-%lu.rlm", out, steps, (unsigned long)n_train);
+        secs_trime[2] = trime_model(&tm[2], path, RETRLM_TRIME_LONG, train_ids, n_train, NULL, 0, steps);
+    }
+    if (want("trime_ext")) {
+        int64_t nbat = 0, *bat;
+        if (retrlm_trime_bm25_batches(&tok, train_ids, n_train, SEQ, BATCH, NULL, NULL, &nbat)) die("trime batches");
+        bat = (int64_t *)malloc((size_t)nbat * BATCH * sizeof(int64_t));
+        if (retrlm_trime_bm25_batches(&tok, train_ids, n_train, SEQ, BATCH, NULL, bat, &nbat)) die("trime batches");
+        snprintf(path, sizeof path, "%s/trime_ext-%d-%lu.rlm", out, steps, (unsigned long)n_train);
+        secs_trime[1] = trime_model(&tm[1], path, RETRLM_TRIME_EXT, train_ids, n_train, bat, nbat, steps);
+        free(bat);
+    }
+    if (getenv("RETRLM_STRATEGIES_TRAIN_ONLY")) return 0;
     // RETRO from scratch, the same tokens
-    {
+    if (want("retro")) {
         retrlm_model_config mc;
         retrlm_adamw o;
         retrlm_adamw_group g[2];
@@ -380,7 +555,7 @@ int main(int argc, char **argv) {
     }
     // RETRO-fitting: the LM alone's decoder, frozen; a quarter of its steps for the rest
     retro_steps = steps / 4 > 0 ? steps / 4 : 1;
-    {
+    if (want("retrofit")) {
         retrlm_model_config mc;
         retrlm_adamw o;
         retrlm_adamw_group g[2];
@@ -417,13 +592,65 @@ int main(int argc, char **argv) {
                                            &bpb[2][b]))
                 die("retrofit bpb");
     }
+    // read with a memory: strategy 1's kNN-LM on the LM alone against strategy 4's TRIME
+    {
+        int *ids[BUCKETS], *vids, i;
+        size_t ns[BUCKETS], nby[BUCKETS], nv, len;
+        int64_t *vdoc;
+        split va;
+        char *t;
+        retrlm_trime_params tp;
+        int nst = kjv ? 1 : BUCKETS;
+        for (b = 0; b < nst; b++) ids[b] = st[b].ids, ns[b] = st[b].n, nby[b] = st[b].bytes;
+        snprintf(path, sizeof path, kjv ? "%s/chapters.tsv" : "%s/valid.txt", dir);
+        t = kjv ? kjv_chapters(path, "valid", &len) : slurp(path, &len);
+        split_lines(&va, t, len);
+        vids = encode_split(&tok, &va, &vdoc, &nv);
+        memset(&tp, 0, sizeof tp);
+        tp.sim = RETRLM_TRIME_L2;
+        for (i = 0; i < MROWS; i++) have[i] = 0, mlam[i] = mtemp[i] = 0.0f;
+        read_with_memory(&lm, NULL, 0, NULL, 0, 0, ids, ns, nby, nst, mb[0]);
+        have[0] = 1;
+        if (want("knnlm")) {
+            snprintf(path, sizeof path, "%s/knn-lm-%d-%lu.rlm", out, steps, (unsigned long)n_train);
+            knn_keys(&kn[0], &lm, path, train_ids, n_train);
+            tune_knn(&lm, NULL, &kn[0], vids, nv, va.len, &mlam[1], &mtemp[1], "kNN-LM", path);
+            read_with_memory(&lm, NULL, 0, &kn[0], mlam[1], mtemp[1], ids, ns, nby, nst, mb[1]);
+            have[1] = 1;
+        }
+        if (want("trime")) {
+            read_with_memory(&tm[0], &tp, 0, NULL, 0, 0, ids, ns, nby, nst, mb[2]);
+            have[2] = 1;
+        }
+        if (want("trime_ext")) {
+            read_with_memory(&tm[1], NULL, 0, NULL, 0, 0, ids, ns, nby, nst, mb[3]);
+            read_with_memory(&tm[1], &tp, 0, NULL, 0, 0, ids, ns, nby, nst, mb[4]);
+            snprintf(path, sizeof path, "%s/knn-trime_ext-%d-%lu.rlm", out, steps, (unsigned long)n_train);
+            knn_keys(&kn[1], &tm[1], path, train_ids, n_train);
+            tune_knn(&tm[1], &tp, &kn[1], vids, nv, va.len, &mlam[5], &mtemp[5], "TRIME_ext", path);
+            read_with_memory(&tm[1], &tp, 0, &kn[1], mlam[5], mtemp[5], ids, ns, nby, nst, mb[5]);
+            // the paper's TrimeLM_ext reads with all three memories; lambda and temperature as above
+            mlam[7] = mlam[5], mtemp[7] = mtemp[5];
+            read_with_memory(&tm[1], &tp, CACHE, &kn[1], mlam[7], mtemp[7], ids, ns, nby, nst, mb[7]);
+            have[3] = have[4] = have[5] = have[7] = 1;
+        }
+        if (want("trime_long")) {
+            read_with_memory(&tm[2], &tp, CACHE, NULL, 0, 0, ids, ns, nby, nst, mb[6]);
+            have[6] = 1;
+        }
+        free(vids);
+        free(vdoc);
+        free(va.text);
+        free(va.doc_off);
+    }
     // the table
     {
         static const char *row[3] = {"LM alone", "RETRO from scratch (BM25 neighbours)",
                                      "RETRO-fitted (LM alone frozen)"};
         static const char *key[3] = {"lm", "retro", "retrofit"};
         long long ttok = (long long)steps * BATCH * SEQ;
-        int r, nb_b = kjv ? 1 : BUCKETS;
+        int r, nb_b = kjv ? 1 : BUCKETS, row_on[3];
+        row_on[0] = 1, row_on[1] = want("retro"), row_on[2] = want("retrofit");
         printf("\n%s test, bits per byte (windows of %d tokens; lower is better)\n", corpus, SEQ);
         printf("| row | training tokens | wall s |");
         for (b = 0; b < nb_b; b++) printf(" %s |", bucket_name[b]);
@@ -431,6 +658,7 @@ int main(int argc, char **argv) {
         for (b = 0; b < nb_b; b++) printf("---|");
         printf("\n");
         for (r = 0; r < 3; r++) {
+            if (!row_on[r]) continue;
             printf("| %s | %lld%s | %.0f |", row[r], r == 2 ? ttok + (long long)retro_steps * BATCH * SEQ : ttok,
                    r == 2 ? " (LM's + RETRO-fit's)" : "", secs[r]);
             for (b = 0; b < nb_b; b++) printf(" %.4f |", bpb[r][b]);
@@ -439,14 +667,58 @@ int main(int argc, char **argv) {
         printf("\ntest documents: %d; train stream %lu tokens of %d documents; datastore %d units "
                "of %d tokens; neighbours k %d of %d tokens\n", te.n_docs, (unsigned long)n_train,
                tr.n_docs, ds.n_units, CHUNK, NBR, NBR_LEN);
-        printf("probe loss with / without neighbours: RETRO %.3f / %.3f, RETRO-fitted %.3f / %.3f "
-               "nats\n", (double)probe[0][0], (double)probe[0][1], (double)probe[1][0],
-               (double)probe[1][1]);
+        if (row_on[1] && row_on[2])
+            printf("probe loss with / without neighbours: RETRO %.3f / %.3f, RETRO-fitted %.3f / %.3f "
+                   "nats\n", (double)probe[0][0], (double)probe[0][1], (double)probe[1][0],
+                   (double)probe[1][1]);
         if (tok_s[0] > 0 && tok_s[1] > 0)
             printf("training speed: LM %.0f tokens/s, RETRO %.0f tokens/s (%.2fx)\n", tok_s[0],
                    tok_s[1], tok_s[1] / tok_s[0]);
         printf("\n");
+        {
+            static const char *mrow[MROWS] = {
+                "LM alone", "LM alone + kNN-LM (its own keys)", "TRIME, local memory",
+                "TRIME_ext, vocabulary only", "TRIME_ext, local memory",
+                "TRIME_ext, local memory + external datastore (its own keys)",
+                "TRIME_long, local + long memory (the 1792 tokens before the window)",
+                "TRIME_ext, local + long memory + external datastore"};
+            static const char *mkey[MROWS] = {"mem.lm", "mem.knnlm", "mem.trime", "mem.trime_ext_vocab",
+                                              "mem.trime_ext_local", "mem.trime_ext", "mem.trime_long",
+                                              "mem.trime_ext_all"};
+            static const int order[MROWS] = {0, 1, 2, 6, 3, 4, 5, 7}, wall[MROWS] = {-1, -1, 0, 1, 1, 1, 2, 1};
+            int i;
+            printf("\n%s test read with a memory, bits per byte (windows of %d tokens moving by %d: every "
+                   "token sees at least %d before it; lower is better)\n", corpus, SEQ, STRIDE, SEQ - STRIDE);
+            printf("| row | training tokens | train wall s | lambda | temperature |");
+            for (b = 0; b < nb_b; b++) printf(" %s |", bucket_name[b]);
+            printf("\n|---|---|---|---|---|");
+            for (b = 0; b < nb_b; b++) printf("---|");
+            printf("\n");
+            for (i = 0; i < MROWS; i++) {
+                r = order[i];
+                if (!have[r]) continue;
+                double w = wall[r] < 0 ? secs[0] : secs_trime[wall[r]];
+                printf("| %s | %lld |", mrow[r], ttok);
+                if (w > 0) printf(" %.0f |", w);
+                else printf(" - |"); // reused, trained before the wall time was kept
+                if (mlam[r] > 0) printf(" %.2f | %.0f |", (double)mlam[r], (double)mtemp[r]);
+                else printf(" | |");
+                for (b = 0; b < nb_b; b++) printf(" %.4f |", mb[r][b]);
+                printf("\n");
+            }
+            printf("kNN keys: the row's own model over its %lu training tokens, IVF 1024 lists, nprobe 32, "
+                   "k 128; lambda and temperature chosen on valid; TRIME's similarity -|q - k|^2 / 16 "
+                   "(L2, temperature 1); the long memory holds the %d tokens before each window, keyed as they "
+                   "were scored; the last row uses the lambda and temperature of the row before\n\n",
+                   (unsigned long)n_train, CACHE);
+            for (i = 0; i < MROWS; i++)
+                if (have[r = order[i]])
+                    for (b = 0; b < nb_b; b++)
+                        printf("%s.%s.bpb_%s=%.4f\n", corpus, mkey[r], b ? (b == 1 ? "o0" : b == 2 ? "o50" : "o100") : "all",
+                               mb[r][b]);
+        }
         for (r = 0; r < 3; r++)
+            if (row_on[r])
             for (b = 0; b < nb_b; b++)
                 printf("%s.%s.bpb_%s=%.4f\n", corpus, key[r], b ? (b == 1 ? "o0" : b == 2 ? "o50" : "o100") : "all",
                        bpb[r][b]);
@@ -454,6 +726,11 @@ int main(int argc, char **argv) {
             printf("%s.lm.train_tok_s=%.0f\n%s.retro.train_tok_s=%.0f\n", corpus, tok_s[0], corpus,
                    tok_s[1]);
     }
+    retrlm_knnlm_free(&kn[0]);
+    retrlm_knnlm_free(&kn[1]);
+    retrlm_model_free(&tm[0]);
+    retrlm_model_free(&tm[1]);
+    retrlm_model_free(&tm[2]);
     retrlm_model_free(&fm);
     retrlm_model_free(&rm);
     retrlm_model_free(&lm);
