@@ -1269,7 +1269,7 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
     retrlm_model mem;
     retrlm_model_grad_in gin;
     retrlm_result r = RETRLM_OK;
-    int *whole, *masked, *block, *start, *len, B, T, D, max_spans;
+    int *whole, *masked, *block, *start, *len, *tgt, B, T, D, max_spans;
     float *qs, *qe, *dqs, *dqe, *dh, *dmem;
     size_t t, need;
     int64_t e;
@@ -1282,7 +1282,9 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
     if (!c.max_span) c.max_span = 5;
     if (c.temperature == 0.0f) c.temperature = 1.0f;
     B = c.batch, T = c.seq_len, D = m->config.dim;
-    if (!m->config.bidirectional) return retrlm__fail(RETRLM_ERR_ARG, "npm_train: needs a bidirectional model");
+    if (!m->config.bidirectional || (c.parametric && m->config.no_logits))
+        return retrlm__fail(RETRLM_ERR_ARG, "npm_train: needs a bidirectional model%s",
+                            c.parametric ? " with logits (parametric)" : "");
     if (B < 2 || B > m->config.max_batch || T < 2 || T > m->config.max_seq_len || c.steps < 0 || !c.train ||
         c.mask_id < 0 || c.mask_id >= m->config.vocab_size || !(c.mask_ratio > 0.0f && c.mask_ratio < 1.0f) ||
         !(c.span_p > 0.0f && c.span_p <= 1.0f) || c.max_span < 1 || !(c.temperature > 0.0f))
@@ -1304,16 +1306,17 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
         if (c.train[t] < 0 || c.train[t] >= m->config.vocab_size)
             return retrlm__fail(RETRLM_ERR_ARG, "npm_train: token %d at %lu is outside the vocabulary of %d",
                                 c.train[t], (unsigned long)t, m->config.vocab_size);
-    if ((r = retrlm_model_init_view(&mem, m, NULL))) return r; // the whole pass: same weights, own activations
+    memset(&mem, 0, sizeof mem);
+    if (!c.parametric && (r = retrlm_model_init_view(&mem, m, NULL))) return r; // the whole pass: same weights
     max_spans = B * (T / 2 + 1); // spans never touch: at most one every two tokens
-    whole = (int *)retrlm__alloc((size_t)B * T * 3 + (size_t)max_spans * 2, sizeof(int));
+    whole = (int *)retrlm__alloc((size_t)B * T * 4 + (size_t)max_spans * 2, sizeof(int));
     qs = (float *)retrlm__alloc((size_t)max_spans * 4 * D + (size_t)B * T * D * 2, sizeof(float));
     if (!whole || !qs) {
         RETRLM_FREE(whole), RETRLM_FREE(qs), retrlm_model_free(&mem);
         return retrlm__fail(RETRLM_ERR_NOMEM, "npm_train: no memory");
     }
     masked = whole + (size_t)B * T, block = masked + (size_t)B * T;
-    start = block + (size_t)B * T, len = start + max_spans;
+    start = block + (size_t)B * T, len = start + max_spans, tgt = len + max_spans;
     qe = qs + (size_t)max_spans * D, dqs = qe + (size_t)max_spans * D, dqe = dqs + (size_t)max_spans * D;
     dh = dqe + (size_t)max_spans * D, dmem = dh + (size_t)B * T * D;
     for (t = 0; t < (size_t)B * T; t++) block[t] = (int)(t / (size_t)T);
@@ -1327,6 +1330,14 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
             memcpy(whole + (size_t)b * T, src, (size_t)T * sizeof(int));
             memcpy(masked + (size_t)b * T, src, (size_t)T * sizeof(int));
             ns += retrlm__npm_spans(&st->rng, &c, b, masked + (size_t)b * T, start + ns, len + ns);
+        }
+        if (c.parametric) { // the baseline: the masked tokens from the vocabulary
+            for (i = 0; i < B * T; i++) tgt[i] = masked[i] == c.mask_id ? whole[i] : -1;
+            if ((r = retrlm__lm_step(m, opt, masked, tgt, B, T, NULL, NULL, &loss))) break;
+            if (c.hits) c.hits[st->step] = 0.0f;
+            r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint, c.checkpoint_every, c.progress,
+                                  c.user, "npm");
+            continue;
         }
         if ((r = retrlm_model_forward(m, masked, B, T, NULL, RETRLM_FORWARD_NO_LOGITS)) ||
             (r = retrlm_model_forward(&mem, whole, B, T, NULL, RETRLM_FORWARD_NO_LOGITS)))

@@ -338,13 +338,17 @@ typedef struct retrlm_npm_train_config {
     float      span_p;         /* span length ~ geometric(span_p), at most max_span; default 0.5 */
     int        max_span;       /* default 5 */
     float      temperature;    /* scores q . m / (sqrt(dim) temperature); default 1 */
+    int        parametric;     /* 1: the parametric masked LM to compare with: the same blocks
+                                  and spans, one masked pass, cross-entropy of the masked
+                                  tokens from its logits (needs a model with logits) */
     int64_t    steps;          /* train until state->step == steps */
     const char *checkpoint;    /* path or NULL: model, optimiser and state every
                                   checkpoint_every steps and at the end */
     int        checkpoint_every;
-    float     *losses;         /* (steps) or NULL: losses[s] = the loss of step s (nats) */
+    float     *losses;         /* (steps) or NULL: losses[s] = the loss of step s (nats; the
+                                  parametric loss is a token's, NPM's a span's start + end) */
     float     *hits;           /* (steps) or NULL: the share of counted spans whose start query
-                                  ranks a positive first */
+                                  ranks a positive first (0 when parametric) */
     retrlm_progress_fn progress; /* stage "npm" after every step; may cancel */
     void      *user;
 } retrlm_npm_train_config;

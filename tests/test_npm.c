@@ -177,6 +177,43 @@ static void test_npm_threads(void) {
     free(s);
 }
 
+// the parametric baseline: the same spans, one pass, a cross-entropy that falls on a text whose
+// masked tokens follow from their neighbours (token i = 7 i mod 39); a model without logits is
+// refused
+static void test_npm_parametric(void) {
+    enum { STEPS = 200 };
+    retrlm_model_config cfg;
+    retrlm_model m;
+    retrlm_adamw o;
+    retrlm_lm_train_state st;
+    retrlm_npm_train_config nc;
+    int *s = (int *)malloc(40 * 2 * T * sizeof(int));
+    float losses[STEPS];
+    double first = 0.0, last = 0.0;
+    int i;
+    for (i = 0; i < 40 * 2 * T; i++) s[i] = (7 * i) % MASK;
+    encoder_config(&cfg);
+    CHECK_OK(retrlm_model_init(&m, &cfg)); // no logits
+    make_opt(&o, &m, 3e-3f);
+    retrlm_lm_train_state_init(&st, 3);
+    memset(&nc, 0, sizeof nc);
+    nc.train = s, nc.n_train = 40 * 2 * T, nc.mask_id = MASK, nc.steps = STEPS, nc.parametric = 1;
+    nc.losses = losses;
+    CHECK(retrlm_npm_train(&m, &o, &nc, &st) == RETRLM_ERR_ARG);
+    retrlm_adamw_free(&o);
+    retrlm_model_free(&m);
+    cfg.no_logits = 0;
+    CHECK_OK(retrlm_model_init(&m, &cfg));
+    make_opt(&o, &m, 3e-3f);
+    CHECK_OK(retrlm_npm_train(&m, &o, &nc, &st));
+    for (i = 0; i < 20; i++) first += losses[i] / 20, last += losses[STEPS - 20 + i] / 20;
+    printf("parametric masked LM: loss %.3f -> %.3f (ln V = %.3f)\n", first, last, log((double)V));
+    CHECK(first > 0.8 * log((double)V) && last < first - 0.8);
+    retrlm_adamw_free(&o);
+    retrlm_model_free(&m);
+    free(s);
+}
+
 static void test_npm_bad_input(void) {
     retrlm_model_config cfg;
     retrlm_model m, lm;
@@ -251,6 +288,7 @@ static void test_npm_fill_bad_input(void) {
 int main(void) {
     RUN(test_npm_learns_to_find_copies);
     RUN(test_npm_threads);
+    RUN(test_npm_parametric);
     RUN(test_npm_bad_input);
     RUN(test_npm_fill_bad_input);
     return test_report();
