@@ -1,0 +1,370 @@
+// bench/npm - NPM (strategy 4, a nonparametric masked LM) against a parametric masked LM of the
+// same encoder and training tokens, and against BM25, on a cloze set built from debpkg_lm's
+// test split.
+//   make bench-npm                         default sizes
+//   build/bench/npm [steps] [train_bytes] [max_items] [out_dir]
+// Data: ../shared/data/debpkg_lm (RETRLM_DATA overrides ../shared/data). The first train_bytes
+// (default 4,000,000, cut at a line end) of train.txt are the training text and NPM's phrase
+// index. The tokenizer is byte-level BPE of 4,096 tokens trained on them; the encoders read one
+// more id, the mask (4,096). Both encoders: 128 wide, 4 layers, 4 heads, blocks of 128 tokens,
+// 16 a batch (consecutive blocks of the text: debpkg_lm is sorted by package name, so
+// neighbouring blocks describe sibling packages, and a span's copy is often in the batch),
+// spans of 15% (geometric lengths, p 0.5, at most 5), AdamW lr 2e-3, the same seed and draws.
+// The cloze set, deterministic: for each test document (a line), the first word (ASCII letters,
+// at least 4, after a space, before a non-letter) that occurs 2 to 20 times in the training
+// text; its tokens (the word with its space, encoded apart from what is before and after) are
+// masked, and the context is at most 128 tokens around them. A prediction is right when it
+// decodes to exactly the word with its space.
+//   NPM: retrlm_npm_fill from a flat phrase index of every training token (k 32).
+//   parametric: the masked LM's most probable token at each masked position (not the mask).
+//   BM25: the 10 best training documents for the document without the word; the word that
+//     follows the masked word's left neighbour in the first of them that has it.
+// Prints a table, then name=value lines. Artifacts (tokenizer, models) in out_dir (default
+// build/npm-debpkg_lm) are reused by the next run.
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../tests/files.h"
+
+enum { VOCAB = 4096, MASK = VOCAB, DIM = 128, LAYERS = 4, HEADS = 4, SEQ = 128, BATCH = 16, K = 32 };
+
+static void die(const char *what) {
+    fprintf(stderr, "npm: %s: %s\n", what, retrlm_last_error());
+    exit(1);
+}
+
+static int progress(void *user, const char *stage, double done, double total) {
+    static double last;
+    double now = retrlm_time_seconds();
+    (void)user;
+    if (now - last > 15 || done >= total) {
+        fprintf(stderr, "  %s %.0f / %.0f\n", stage, done, total);
+        last = now;
+    }
+    return 0;
+}
+
+// a word of the training text: where it is and how long
+typedef struct word {
+    const char *s;
+    int len;
+} word;
+
+static int word_cmp(const void *a, const void *b) {
+    const word *x = (const word *)a, *y = (const word *)b;
+    int c = memcmp(x->s, y->s, (size_t)(x->len < y->len ? x->len : y->len));
+    return c ? c : x->len - y->len;
+}
+
+// every maximal run of ASCII letters in t (len), sorted
+static word *words_of(const char *t, size_t len, size_t *n) {
+    size_t i = 0, cap = 1024, k = 0;
+    word *w = (word *)malloc(cap * sizeof(word));
+    while (i < len) {
+        size_t j = i;
+        while (j < len && isalpha((unsigned char)t[j])) j++;
+        if (j > i) {
+            if (k == cap) w = (word *)realloc(w, (cap *= 2) * sizeof(word));
+            w[k].s = t + i, w[k].len = (int)(j - i), k++;
+            i = j;
+        } else
+            i++;
+    }
+    qsort(w, k, sizeof(word), word_cmp);
+    *n = k;
+    return w;
+}
+
+// occurrences of (s, len) among the sorted words
+static int count_of(const word *w, size_t n, const char *s, int len) {
+    word key;
+    size_t lo = 0, hi = n, a, b;
+    key.s = s, key.len = len;
+    while (lo < hi) { // first >= key
+        size_t mid = (lo + hi) / 2;
+        if (word_cmp(&w[mid], &key) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    a = lo, b = lo;
+    while (b < n && !word_cmp(&w[b], &key)) b++;
+    return (int)(b - a);
+}
+
+static void encoder(retrlm_model *m, int logits) {
+    retrlm_model_config c;
+    memset(&c, 0, sizeof c);
+    c.vocab_size = VOCAB + 1, c.dim = DIM, c.n_layers = LAYERS, c.n_heads = HEADS;
+    c.max_seq_len = SEQ, c.max_batch = BATCH, c.seed = 1;
+    c.bidirectional = 1, c.no_logits = !logits;
+    if (retrlm_model_init(m, &c)) die("encoder");
+}
+
+// an encoder trained (or loaded from path): NPM's two-pass loss, or the parametric baseline
+static double train(retrlm_model *m, int parametric, const int *ids, size_t n, int steps, const char *path) {
+    retrlm_adamw o;
+    retrlm_adamw_config ac;
+    retrlm_adamw_group g[2];
+    retrlm_lm_train_state st;
+    retrlm_npm_train_config nc;
+    double t0 = retrlm_time_seconds();
+    if (!retrlm_model_load(m, path, NULL)) return 0.0;
+    encoder(m, parametric);
+    memset(&ac, 0, sizeof ac);
+    ac.warmup_steps = steps / 10;
+    ac.total_steps = steps;
+    if (retrlm_adamw_init(&o, &ac, g, retrlm_model_param_groups(m, 2e-3f, 0.1f, g))) die("adamw");
+    retrlm_lm_train_state_init(&st, 1);
+    memset(&nc, 0, sizeof nc);
+    nc.train = ids, nc.n_train = n;
+    nc.mask_id = MASK;
+    nc.parametric = parametric;
+    nc.steps = steps;
+    nc.progress = progress;
+    if (retrlm_npm_train(m, &o, &nc, &st)) die("npm train");
+    if (retrlm_model_save(m, NULL, NULL, path)) die("save");
+    retrlm_adamw_free(&o);
+    fprintf(stderr, "  %s: last loss %.3f\n", path, (double)st.last_loss);
+    return retrlm_time_seconds() - t0;
+}
+
+// one cloze item: the test document's tokens with the word masked, and the word
+typedef struct item {
+    int ids[SEQ], n, start, len; // the window around the span
+    char word[64];               // " word"
+    const char *doc;             // the document, and the word's place in it
+    size_t doc_len, at;
+} item;
+
+// appends ids of text (len) to ids at *n (capacity cap); 0 when it does not fit
+static int encode_into(const retrlm_tokenizer *tok, const char *t, size_t len, int *ids, size_t *n, size_t cap) {
+    size_t k;
+    if (!len) return 1;
+    if (retrlm_tokenizer_encode(tok, t, len, 0, ids + *n, cap - *n, &k)) return 0;
+    *n += k;
+    return 1;
+}
+
+// the cloze item of document d (text t, len bytes), or 0 when it has none
+static int make_item(item *it, const retrlm_tokenizer *tok, const word *w, size_t nw, const char *t, size_t len) {
+    static int buf[1 << 16];
+    size_t i = 1, n = 0, s0, s1, from;
+    while (i < len) {
+        size_t j = i;
+        if (!isalpha((unsigned char)t[i]) || t[i - 1] != ' ') {
+            i++;
+            continue;
+        }
+        while (j < len && isalpha((unsigned char)t[j])) j++;
+        if (j - i >= 4 && j - i < sizeof it->word - 2) {
+            int c = count_of(w, nw, t + i, (int)(j - i));
+            if (c >= 2 && c <= 20) break;
+        }
+        i = j;
+    }
+    if (i >= len) return 0;
+    {
+        size_t j = i;
+        while (j < len && isalpha((unsigned char)t[j])) j++;
+        // prefix (without its last space), " word", the rest: encoded apart so the word is whole tokens
+        if (!encode_into(tok, t, i - 1, buf, &n, sizeof buf / sizeof buf[0])) return 0;
+        s0 = n;
+        if (!encode_into(tok, t + i - 1, j - i + 1, buf, &n, sizeof buf / sizeof buf[0])) return 0;
+        s1 = n;
+        if (!encode_into(tok, t + j, len - j, buf, &n, sizeof buf / sizeof buf[0])) return 0;
+        it->word[0] = ' ';
+        memcpy(it->word + 1, t + i, j - i);
+        it->word[j - i + 1] = '\0';
+        it->doc = t, it->doc_len = len, it->at = i;
+    }
+    if (s1 - s0 > 5 || s1 - s0 >= SEQ) return 0; // longer than any span the encoders trained on
+    from = s0 > SEQ / 2 ? s0 - SEQ / 2 : 0;
+    if (from + SEQ > n) from = n > SEQ ? n - SEQ : 0;
+    it->n = (int)(n - from < SEQ ? n - from : SEQ);
+    memcpy(it->ids, buf + from, (size_t)it->n * sizeof(int));
+    it->start = (int)(s0 - from), it->len = (int)(s1 - s0);
+    for (i = 0; i < (size_t)it->len; i++) it->ids[it->start + (int)i] = MASK;
+    return 1;
+}
+
+// whether ids (len) decode to exactly word
+static int decodes_to(const retrlm_tokenizer *tok, const int *ids, int len, const char *word) {
+    char b[256];
+    size_t n;
+    int i;
+    for (i = 0; i < len; i++)
+        if (ids[i] < 0 || ids[i] >= VOCAB) return 0;
+    if (retrlm_tokenizer_decode(tok, ids, (size_t)len, b, sizeof b - 1, &n)) return 0;
+    return n == strlen(word) && !memcmp(b, word, n);
+}
+
+// BM25's guess: the word after the masked word's left neighbour, in the best of 10 documents
+static int bm25_right(const retrlm_bm25 *bm, const item *it, char *const *line, const size_t *line_len) {
+    char q[8192];
+    size_t a = it->at, e = it->at, qn = 0;
+    const char *left;
+    int64_t ids[10];
+    int found, d, left_len;
+    while (e < it->doc_len && isalpha((unsigned char)it->doc[e])) e++;
+    // the query: the document without the word
+    if (a + (it->doc_len - e) >= sizeof q) return 0;
+    memcpy(q, it->doc, a), qn = a;
+    memcpy(q + qn, it->doc + e, it->doc_len - e), qn += it->doc_len - e;
+    // the left neighbour: the letters run before the space before the word
+    if (a < 2 || !isalpha((unsigned char)it->doc[a - 2])) return 0;
+    left = it->doc + a - 2;
+    while (left > it->doc && isalpha((unsigned char)left[-1])) left--;
+    left_len = (int)(it->doc + a - 1 - left);
+    if (retrlm_bm25_search(bm, q, qn, 10, 0, ids, NULL, &found)) die("bm25 search");
+    for (d = 0; d < found; d++) {
+        const char *t = line[ids[d]], *end = t + line_len[ids[d]], *p;
+        for (p = t; p + left_len + 2 <= end; p++) {
+            const char *r;
+            if ((p > t && isalpha((unsigned char)p[-1])) || memcmp(p, left, (size_t)left_len) || p[left_len] != ' ')
+                continue;
+            r = p + left_len + 1;
+            if (!isalpha((unsigned char)*r)) continue;
+            {
+                const char *z = r;
+                while (z < end && isalpha((unsigned char)*z)) z++;
+                return (size_t)(z - r) == strlen(it->word) - 1 && !memcmp(r, it->word + 1, (size_t)(z - r));
+            }
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int steps = argc > 1 ? atoi(argv[1]) : 800;
+    size_t train_bytes = argc > 2 ? (size_t)atoll(argv[2]) : 4000000;
+    int max_items = argc > 3 ? atoi(argv[3]) : 1000;
+    const char *out = argc > 4 ? argv[4] : "build/npm-debpkg_lm";
+    const char *data = getenv("RETRLM_DATA") ? getenv("RETRLM_DATA") : "../shared/data";
+    char path[1024], cpu[256], **line;
+    char *train_text, *test_text;
+    size_t train_len, test_len, n_train, nw, *line_len, n_lines = 0, i;
+    int *train_ids, n_items = 0, right[3] = {0, 0, 0};
+    double secs[2], t0, fill_secs;
+    word *w;
+    item *items;
+    retrlm_tokenizer tok;
+    retrlm_model npm, par;
+    retrlm_npm_index x;
+    retrlm_bm25 bm;
+    snprintf(path, sizeof path, "mkdir -p '%s'", out);
+    if (system(path)) return 1;
+    printf("npm on debpkg_lm: %d steps of %d x %d tokens, %s threads; cpu %s; load %.2f\n", steps, BATCH, SEQ,
+           getenv("OMP_NUM_THREADS") ? getenv("OMP_NUM_THREADS") : "all", cpu_model(cpu, sizeof cpu), loadavg());
+    snprintf(path, sizeof path, "%s/debpkg_lm/train.txt", data);
+    if (!(train_text = read_all(path, &train_len))) {
+        fprintf(stderr, "npm: cannot read %s\n", path);
+        return 1;
+    }
+    if (train_len > train_bytes) {
+        train_len = train_bytes;
+        while (train_len > 0 && train_text[train_len - 1] != '\n') train_len--;
+    }
+    snprintf(path, sizeof path, "%s/debpkg_lm/test.txt", data);
+    if (!(test_text = read_all(path, &test_len))) {
+        fprintf(stderr, "npm: cannot read %s\n", path);
+        return 1;
+    }
+    // tokenizer
+    snprintf(path, sizeof path, "%s/tok.rlm", out);
+    if (retrlm_tokenizer_load(&tok, path)) {
+        retrlm_tokenizer_train_config tc;
+        const char *one[1] = {train_text};
+        memset(&tc, 0, sizeof tc);
+        tc.vocab_size = VOCAB;
+        if (retrlm_tokenizer_train(&tok, &tc, one, &train_len, 1, NULL, NULL) || retrlm_tokenizer_save(&tok, path))
+            die("tokenizer");
+    }
+    if (retrlm_tokenizer_encode_alloc(&tok, train_text, train_len, 0, &train_ids, &n_train)) die("encode");
+    fprintf(stderr, "  train: %lu bytes, %lu tokens\n", (unsigned long)train_len, (unsigned long)n_train);
+    // the two encoders, the same tokens and draws
+    snprintf(path, sizeof path, "%s/npm-%d-%lu.rlm", out, steps, (unsigned long)train_len);
+    secs[0] = train(&npm, 0, train_ids, n_train, steps, path);
+    snprintf(path, sizeof path, "%s/parametric-%d-%lu.rlm", out, steps, (unsigned long)train_len);
+    secs[1] = train(&par, 1, train_ids, n_train, steps, path);
+    // the cloze set
+    w = words_of(train_text, train_len, &nw);
+    items = (item *)malloc((size_t)max_items * sizeof(item));
+    {
+        const char *p = test_text, *end = test_text + test_len;
+        while (p < end && n_items < max_items) {
+            const char *nl = (const char *)memchr(p, '\n', (size_t)(end - p));
+            size_t len = (size_t)((nl ? nl : end) - p);
+            if (len && make_item(&items[n_items], &tok, w, nw, p, len)) n_items++;
+            p = nl ? nl + 1 : end;
+        }
+    }
+    fprintf(stderr, "  cloze: %d items\n", n_items);
+    // NPM: the phrase index of the training tokens, then each span filled
+    {
+        retrlm_index_config ic;
+        memset(&ic, 0, sizeof ic);
+        ic.progress = progress;
+        if (retrlm_npm_index_build(&x, &npm, train_ids, n_train, SEQ, &ic)) die("npm index");
+    }
+    t0 = retrlm_time_seconds();
+    for (i = 0; i < (size_t)n_items; i++) {
+        int got[8];
+        if (retrlm_npm_fill(&npm, &x, items[i].ids, items[i].n, items[i].start, items[i].len, MASK, K, 1.0f, got,
+                            NULL))
+            die("npm fill");
+        right[0] += decodes_to(&tok, got, items[i].len, items[i].word);
+    }
+    fill_secs = retrlm_time_seconds() - t0;
+    // parametric: each masked position's most probable token
+    for (i = 0; i < (size_t)n_items; i++) {
+        int got[8], j, v;
+        if (retrlm_model_forward(&par, items[i].ids, 1, items[i].n, NULL, 0)) die("parametric forward");
+        for (j = 0; j < items[i].len; j++) {
+            const float *l = par.logits + (size_t)(items[i].start + j) * (VOCAB + 1);
+            got[j] = 0;
+            for (v = 1; v < VOCAB; v++)
+                if (l[v] > l[got[j]]) got[j] = v;
+        }
+        right[1] += decodes_to(&tok, got, items[i].len, items[i].word);
+    }
+    // BM25 over the training documents (lines)
+    {
+        const char *p = train_text, *end = train_text + train_len;
+        line = (char **)malloc(sizeof(char *) * (train_len / 8 + 2));
+        line_len = (size_t *)malloc(sizeof(size_t) * (train_len / 8 + 2));
+        if (retrlm_bm25_init(&bm, NULL)) die("bm25");
+        while (p < end) {
+            const char *nl = (const char *)memchr(p, '\n', (size_t)(end - p));
+            size_t len = (size_t)((nl ? nl : end) - p);
+            line[n_lines] = (char *)p, line_len[n_lines] = len;
+            if (retrlm_bm25_add(&bm, (int64_t)n_lines, p, len)) die("bm25 add");
+            n_lines++;
+            p = nl ? nl + 1 : end;
+        }
+        if (retrlm_bm25_commit(&bm)) die("bm25 commit");
+        for (i = 0; i < (size_t)n_items; i++) right[2] += bm25_right(&bm, &items[i], line, line_len);
+    }
+    printf("\ndebpkg_lm cloze: %d test documents' first word seen 2-20 times in the %lu training tokens, exact match\n",
+           n_items, (unsigned long)n_train);
+    printf("| system | trained on | exact match |\n|---|---|---|\n");
+    printf("| NPM (phrase index of the %lu training tokens, k %d) | %d steps of %d x %d | %.3f |\n",
+           (unsigned long)n_train, K, steps, BATCH, SEQ, (double)right[0] / n_items);
+    printf("| parametric masked LM, same encoder | %d steps of %d x %d | %.3f |\n", steps, BATCH, SEQ,
+           (double)right[1] / n_items);
+    printf("| BM25 (the word after its left neighbour in the best of 10 training documents) | | %.3f |\n",
+           (double)right[2] / n_items);
+    printf("training wall s (0: reused): NPM %.0f, parametric %.0f; NPM fill %.1f ms an item\n\n", secs[0], secs[1],
+           1000.0 * fill_secs / (n_items ? n_items : 1));
+    printf("npm.items=%d\nnpm.npm.em=%.4f\nnpm.parametric.em=%.4f\nnpm.bm25.em=%.4f\n", n_items,
+           (double)right[0] / n_items, (double)right[1] / n_items, (double)right[2] / n_items);
+    retrlm_bm25_free(&bm);
+    retrlm_npm_index_free(&x);
+    retrlm_model_free(&npm);
+    retrlm_model_free(&par);
+    retrlm_tokenizer_free(&tok);
+    retrlm_free(train_ids);
+    free(w), free(items), free(line), free(line_len), free(train_text), free(test_text);
+    return 0;
+}
