@@ -659,8 +659,10 @@ int main(int argc, char **argv) {
         printf("\n");
         for (r = 0; r < 3; r++) {
             if (!row_on[r]) continue;
-            printf("| %s | %lld%s | %.0f |", row[r], r == 2 ? ttok + (long long)retro_steps * BATCH * SEQ : ttok,
-                   r == 2 ? " (LM's + RETRO-fit's)" : "", secs[r]);
+            printf("| %s | %lld%s |", row[r], r == 2 ? ttok + (long long)retro_steps * BATCH * SEQ : ttok,
+                   r == 2 ? " (LM's + RETRO-fit's)" : "");
+            if (secs[r] > 0) printf(" %.0f |", secs[r]);
+            else printf(" - |"); // reused, trained before the wall time was kept
             for (b = 0; b < nb_b; b++) printf(" %.4f |", bpb[r][b]);
             printf("\n");
         }
