@@ -1836,6 +1836,124 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
                                                     const retrlm_retro_neighbours *nb,
                                                     int seq_len, double *bpb);
 
+/* ---- Strategy 3, joint training with an asynchronously refreshed index (REALM, Guu et al.,
+   2020; Atlas, Izacard et al., 2022). The LM (the reader) and the bi-encoder (the retriever)
+   train together. An example is a window of the training stream: x, context_tokens tokens,
+   whose last query_tokens are the query, and y, the continuation_tokens tokens after it. The
+   query, embedded with the current query encoder, searches the datastore's dense index for k
+   units (never of the document x starts in); the reader reads [unit's first unit_tokens tokens
+   ; x ; y] for each unit z and gives log p(y_t | x, z) for each token t of y; the retriever's
+   scores s(x, z) = q(x) . d(z) are computed again with the current query and document
+   encoders for those k units, so gradients reach both sides. Objectives:
+     REALM  -mean over y's tokens of log sum_z P(z | x) p(y_t | x, z), the sum over the k units
+            and the null document (the reader with no unit; its embedding is the document
+            encoder's for the empty text), P = softmax(s / temperature): one loss for both sides
+     PDIST  Atlas's perplexity distillation: KL(Q || P) with Q = softmax of the mean over y's
+            tokens of log p(y_t | x, z) / gold_temperature, no gradient through Q, for the
+            retriever; the reader's own loss alongside: the mean cross-entropy of y over the k
+            units, each read alone
+     EMDR   Atlas's EMDR^2: the REALM marginal over the k units (no null document) with the
+            reader's likelihoods held fixed, for the retriever; the reader's loss as PDIST's
+   The index the query searches is as stale as its last refresh; the document encoder changes
+   under it at every step. Refresh (refresh_every = T > 0): at every step s that is a multiple
+   of T the document encoder's weights are copied (a snapshot), every unit is embedded with the
+   snapshot into a new index, and the new index replaces the old at step s + refresh_delay:
+     refresh_delay 0      a blocking refresh: training waits while the units are embedded
+     refresh_delay D > 0  a background refresh: with OpenMP and 2 or more threads, the steps
+                          s .. s + D - 1 run on one thread beside the refresh on the others
+                          (training searches the old index meanwhile); training waits at s + D
+                          if the refresh is not done. The steps see the same index whatever
+                          the timing and thread count, so results are identical; memory holds
+                          two indexes (2 x units x dim floats for a flat one) during a refresh
+   rerank L > k: Atlas's re-ranking: the stale index gives L units, which are embedded with the
+   current document encoder, and the k best by the fresh scores are used. query_side: the
+   document encoder is frozen (a separate one, retrlm_encoder_config.separate; opt_enc must not
+   hold its weights), so the index never goes stale and is never refreshed. Staleness is shown:
+   state->index_step is the step whose weights embedded the index in use, and at each swap the
+   probe queries (probe windows of the stream, fixed at the start) are searched in the old index
+   and the new one, with the overlap of their top k in state->last_overlap. The paper settings:
+   REALM 8 candidates with the null document, a refresh every ~500 steps; Atlas 20 passages,
+   tau 0.01 on both sides (over q . d / sqrt(768)), a refresh every 1000 steps, re-ranking, a
+   reader lr 1e-4 and a retriever lr 1e-5: here each side has its own AdamW (opt_lm over the
+   LM's groups, opt_enc over the encoder's), so each has its own learning rate and clipping. */
+typedef enum retrlm_joint_objective {
+    RETRLM_JOINT_REALM = 0,
+    RETRLM_JOINT_PDIST,
+    RETRLM_JOINT_EMDR
+} retrlm_joint_objective;
+
+typedef struct retrlm_joint_config {
+    const retrlm_tokenizer *lm_tok; /* the LM's tokenizer: the stream and the units are in its
+                                       tokens, and x's query is decoded with it */
+    retrlm_datastore *ds;           /* committed, embedded with the encoder being trained
+                                       (retrlm_datastore_embed); refreshes replace ds->dense */
+    const retrlm_index_config *index_config; /* what refreshes build (NULL: flat f32) */
+    const int     *tokens;          /* (n_tokens) the training stream */
+    size_t         n_tokens;
+    const int64_t *token_doc;       /* (n_tokens) each token's document, or NULL: an example
+                                       never retrieves units of the document x starts in */
+    retrlm_joint_objective objective;
+    int     context_tokens;         /* |x|, default 64 */
+    int     query_tokens;           /* default 32, at most |x| */
+    int     continuation_tokens;    /* |y|, default 64 */
+    int     unit_tokens;            /* a unit's tokens the reader reads at most; default what the
+                                       LM's max_seq_len leaves after x and y, at most the chunk */
+    int     k;                      /* units an example, default 4; k (+ 1 for REALM's null
+                                       document) at most the LM's max_batch and the document
+                                       side's max_batch */
+    int     batch;                  /* examples a step, default 8 */
+    float   temperature;            /* the retriever's softmax; default 0.1 */
+    float   gold_temperature;       /* PDIST: Q's; default 0.01 (Atlas) */
+    int64_t refresh_every;          /* T: steps between refreshes; 0: never */
+    int64_t refresh_delay;          /* D in [0, T]: 0 blocking, else background (above) */
+    int     rerank;                 /* L > k: re-rank L stale results with fresh embeddings; 0: off */
+    int     query_side;             /* 1: the document encoder frozen, no refresh */
+    int     probe;                  /* probe queries for staleness, default 16; 0: none */
+    int64_t steps;                  /* train until state->step == steps */
+    float  *losses;                 /* (steps) or NULL: each step's objective (nats) */
+    retrlm_progress_fn progress;    /* stage "joint" after every step; may cancel */
+    void   *user;
+} retrlm_joint_config;
+
+typedef struct retrlm_joint_state {
+    int64_t    step;               /* steps done */
+    retrlm_rng rng;                /* window sampling */
+    float      last_loss;          /* the last step's objective (nats) */
+    float      last_reader;        /* its reader cross-entropy of y over the k units (nats/token) */
+    float      last_utility;       /* REALM: mean over y's tokens of log p(y | x) (marginal)
+                                      minus log p(y | x, null): what retrieval gives; 0 else */
+    int64_t    index_step;         /* the step whose document encoder embedded the index in use */
+    int64_t    refreshes;          /* indexes swapped in */
+    float      last_overlap;       /* at the last swap: mean share of the probe queries' top k
+                                      that the old index and the new one agree on; -1 before */
+    double     refresh_seconds;    /* time spent embedding and indexing, in all */
+    double     stall_seconds;      /* time training waited for refreshes, in all */
+} retrlm_joint_state;
+
+/* Seeds a fresh state (step 0, index_step 0). */
+RETRLM_API void retrlm_joint_state_init(retrlm_joint_state *s, uint64_t seed);
+
+/* One batch's objective and gradients for the windows starting at start (n) with the units
+   given (units (n, cfg->k), found (n) of them valid each): the reader's gradients are added to
+   lm->grads and the encoder's to its sides' grads (zero them first); nothing else changes. The
+   trainer calls it each step after retrieval; it is public so that the gradient of a whole step
+   can be checked. *loss (nats), *reader (nats/token) and *utility (REALM) may be NULL. */
+RETRLM_API retrlm_result retrlm_joint_loss(retrlm_model *lm, retrlm_encoder *e,
+                                           const retrlm_joint_config *cfg, int n,
+                                           const size_t *start, const int *units,
+                                           const int *found, float *loss, float *reader,
+                                           float *utility);
+
+/* Trains until state->step == cfg->steps. ERR_ARG when the pieces do not fit (as
+   retrlm_lsr_train's checks, plus: query_side with a shared encoder or with refresh_every,
+   opt_enc holding the frozen document side, refresh_delay outside [0, T], rerank at most k or
+   above the document side's max_batch). A refresh in flight when the call ends is swapped in
+   then: split a run into calls only at steps where none is. */
+RETRLM_API retrlm_result retrlm_joint_train(retrlm_model *lm, retrlm_adamw *opt_lm,
+                                            retrlm_encoder *e, retrlm_adamw *opt_enc,
+                                            const retrlm_joint_config *cfg,
+                                            retrlm_joint_state *state);
+
 /* ---- Strategy 4, TRIME (Zhong et al., 2022): the LM trains with its own in-batch memory.
    Every position j of a batch is a memory entry: its key k_j is the last layer's feed-forward
    input (retrlm_model_ffn_input(m, L-1), the kNN-LM key) and its label y_j the token that
@@ -2210,6 +2328,15 @@ RETRLM__PRIVATE float retrlm__trime_sim(const retrlm_trime_params *p, float scal
    len at most, into out; returns how many: what a RETRO neighbour holds. */
 RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, int u, int len,
                                                   int unit_only, int *out);
+/* Embeds every unit's text with enc's document side into a new index out (as
+   retrlm_datastore_embed does, index_config NULL: flat f32), leaving ds->dense alone: what a
+   refresh builds while training still searches the old index. */
+RETRLM__PRIVATE retrlm_result retrlm__datastore_embed_index(const retrlm_datastore *ds,
+                                                            retrlm_encoder *enc,
+                                                            const retrlm_tokenizer *enc_tok,
+                                                            const retrlm_index_config *index_config,
+                                                            retrlm_index *out,
+                                                            retrlm_progress_fn progress, void *user);
 
 #define RETRLM__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define RETRLM__MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -14178,21 +14305,21 @@ RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds) {
     return res;
 }
 
-RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_encoder *enc,
-                                                const retrlm_tokenizer *enc_tok,
-                                                const retrlm_index_config *index_config,
-                                                retrlm_progress_fn progress, void *user) {
+RETRLM__PRIVATE retrlm_result retrlm__datastore_embed_index(const retrlm_datastore *ds,
+                                                            retrlm_encoder *enc,
+                                                            const retrlm_tokenizer *enc_tok,
+                                                            const retrlm_index_config *index_config,
+                                                            retrlm_index *out,
+                                                            retrlm_progress_fn progress, void *user) {
     retrlm_index_config ic;
     const char **texts = NULL;
     size_t *lens = NULL;
     float *emb = NULL;
     retrlm_result res;
     int u;
-    RETRLM_ASSERT(ds && enc && enc_tok);
+    RETRLM_ASSERT(ds && enc && enc_tok && out);
+    memset(out, 0, sizeof *out);
     if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: embed before commit");
-    retrlm_index_free(&ds->dense);
-    ds->encoder = NULL;
-    ds->encoder_tok = NULL;
     memset(&ic, 0, sizeof ic);
     if (index_config) ic = *index_config;
     ic.dim = enc->dim;
@@ -14208,18 +14335,34 @@ RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_enc
     for (u = 0; u < ds->n_units; u++) texts[u] = retrlm_datastore_text(ds, u, &lens[u]);
     if ((res = retrlm_encoder_encode_texts(enc, enc_tok, RETRLM_DOC, texts, lens,
                                            (size_t)ds->n_units, emb, progress, user)) ||
-        (res = retrlm_index_init(&ds->dense, &ic)))
+        (res = retrlm_index_init(out, &ic)))
         goto done;
     if ((ic.nlist > 0 || ic.storage == RETRLM_STORAGE_SQ8) &&
-        (res = retrlm_index_train(&ds->dense, emb, (size_t)ds->n_units, enc->dim)))
+        (res = retrlm_index_train(out, emb, (size_t)ds->n_units, enc->dim)))
         goto done;
-    if ((res = retrlm_index_add(&ds->dense, emb, (size_t)ds->n_units, enc->dim, NULL))) goto done;
-    ds->encoder = enc;
-    ds->encoder_tok = enc_tok;
+    res = retrlm_index_add(out, emb, (size_t)ds->n_units, enc->dim, NULL);
 done:
-    if (res) retrlm_index_free(&ds->dense);
+    if (res) retrlm_index_free(out);
     RETRLM_FREE(texts), RETRLM_FREE(lens), RETRLM_FREE(emb);
     return res;
+}
+
+RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_encoder *enc,
+                                                const retrlm_tokenizer *enc_tok,
+                                                const retrlm_index_config *index_config,
+                                                retrlm_progress_fn progress, void *user) {
+    retrlm_result res;
+    RETRLM_ASSERT(ds && enc && enc_tok);
+    if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: embed before commit");
+    retrlm_index_free(&ds->dense);
+    ds->encoder = NULL;
+    ds->encoder_tok = NULL;
+    if ((res = retrlm__datastore_embed_index(ds, enc, enc_tok, index_config, &ds->dense, progress,
+                                             user)))
+        return res;
+    ds->encoder = enc;
+    ds->encoder_tok = enc_tok;
+    return RETRLM_OK;
 }
 
 #ifndef RETRLM_NO_STDIO
@@ -16459,6 +16602,561 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
         if (!r) r = retrlm__progress(c.progress, c.user, "retro", (double)st->lm.step, (double)c.steps);
     }
     RETRLM_FREE(inp);
+    return r;
+}
+
+// ---- strategy 3: the reader and the retriever train together (REALM, Atlas) ------------------
+
+RETRLM_API void retrlm_joint_state_init(retrlm_joint_state *s, uint64_t seed) {
+    memset(s, 0, sizeof *s);
+    retrlm_rng_seed(&s->rng, seed);
+    s->last_overlap = -1.0f;
+}
+
+// a joint run's buffers, one allocation; kk = candidate rows an example (k + 1, or rerank's L)
+typedef struct retrlm__joint {
+    int   *qtok, *qlen;  // (batch, Tq), (batch) query tokens, then compacted
+    int   *dtok, *dlen;  // (kk, Td), (kk)
+    int   *seq, *tgt;    // (kk, LT) reader rows and their targets (-1 outside y)
+    int   *slen;         // (kk)
+    int   *units, *found; // (batch, kk), (batch): the trainer's retrieved units
+    int   *cand;         // (kk) re-ranking's candidates
+    float *q, *dq;       // (batch, P)
+    float *d, *dd;       // (kk, P)
+    float *score, *dscore, *gold; // (kk)
+    float *ll, *dll;     // (kk, cy) log p(y_t | x, z) and d objective / d it
+    char  *text;         // x's query text
+    size_t text_cap;
+    void  *block;
+} retrlm__joint;
+
+static retrlm_result retrlm__joint_init(retrlm__joint *w, const retrlm_encoder *e,
+                                        const retrlm_model *lm, int batch, int kk, int cy) {
+    const size_t B = (size_t)batch, K = (size_t)kk, P = (size_t)e->dim, Y = (size_t)cy;
+    const size_t Tq = (size_t)e->config.max_query_tokens, Td = (size_t)e->config.max_doc_tokens;
+    const size_t LT = (size_t)lm->config.max_seq_len;
+    size_t ni = B * Tq + B + K * Td + K + 2 * K * LT + K + B * K + B + K;
+    size_t nf = 2 * B * P + 2 * K * P + 3 * K + 2 * K * Y;
+    memset(w, 0, sizeof *w);
+    w->block = retrlm__alloc(nf * sizeof(float) + ni * sizeof(int), 1);
+    if (!w->block) return retrlm__fail(RETRLM_ERR_NOMEM, "joint: no memory for a batch");
+    w->q = (float *)w->block;
+    w->dq = w->q + B * P;
+    w->d = w->dq + B * P;
+    w->dd = w->d + K * P;
+    w->score = w->dd + K * P;
+    w->dscore = w->score + K;
+    w->gold = w->dscore + K;
+    w->ll = w->gold + K;
+    w->dll = w->ll + K * Y;
+    w->qtok = (int *)(w->dll + K * Y);
+    w->qlen = w->qtok + B * Tq;
+    w->dtok = w->qlen + B;
+    w->dlen = w->dtok + K * Td;
+    w->seq = w->dlen + K;
+    w->tgt = w->seq + K * LT;
+    w->slen = w->tgt + K * LT;
+    w->units = w->slen + K;
+    w->found = w->units + B * K;
+    w->cand = w->found + B;
+    return RETRLM_OK;
+}
+
+// the defaults filled in and the pieces checked; *ut the unit tokens the reader reads
+static retrlm_result retrlm__joint_check(const retrlm_model *lm, const retrlm_encoder *e,
+                                         retrlm_joint_config *c, int *ut) {
+    size_t span, t;
+    int kk;
+    if (!c->context_tokens) c->context_tokens = 64;
+    if (!c->continuation_tokens) c->continuation_tokens = 64;
+    if (!c->query_tokens) c->query_tokens = RETRLM__MIN(32, c->context_tokens);
+    if (!c->k) c->k = 4;
+    if (!c->batch) c->batch = 8;
+    if (c->temperature == 0.0f) c->temperature = 0.1f;
+    if (c->gold_temperature == 0.0f) c->gold_temperature = 0.01f;
+    if (!c->lm_tok || !c->ds || !c->tokens || lm->config.no_logits || lm->retro_layers ||
+        c->ds->encoder != e || c->ds->dense.n == 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: needs a plain LM with logits, its tokenizer, "
+                            "tokens, and a datastore embedded with this encoder "
+                            "(retrlm_datastore_embed)");
+    if ((unsigned)c->objective > RETRLM_JOINT_EMDR)
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: objective %d is not REALM, PDIST or EMDR",
+                            (int)c->objective);
+    if (c->context_tokens < 1 || c->continuation_tokens < 1 || c->query_tokens < 1 ||
+        c->query_tokens > c->context_tokens || c->unit_tokens < 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: x %d tokens (query %d of them), y %d and unit "
+                            "%d: x, y and the query need at least 1, the query at most x",
+                            c->context_tokens, c->query_tokens, c->continuation_tokens,
+                            c->unit_tokens);
+    span = (size_t)c->context_tokens + (size_t)c->continuation_tokens;
+    *ut = c->unit_tokens ? c->unit_tokens
+          : span < (size_t)lm->config.max_seq_len
+              ? RETRLM__MIN(c->ds->chunk_tokens, lm->config.max_seq_len - (int)span) : 0;
+    if (*ut < 1 || span + (size_t)*ut > (size_t)lm->config.max_seq_len)
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: a unit (%d tokens) + x (%d) + y (%d) exceed "
+                            "the LM's %d positions", c->unit_tokens, c->context_tokens,
+                            c->continuation_tokens, lm->config.max_seq_len);
+    if (c->n_tokens < span)
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: a stream of %lu tokens is shorter than x + y "
+                            "(%lu)", (unsigned long)c->n_tokens, (unsigned long)span);
+    kk = c->k + (c->objective == RETRLM_JOINT_REALM);
+    if (c->k < 1 || kk > lm->config.max_batch || kk > e->side[RETRLM_DOC].config.max_batch)
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: k %d (+1 null document for REALM) must be at "
+                            "least 1 and fit the LM's max_batch %d and the document side's %d",
+                            c->k, lm->config.max_batch, e->side[RETRLM_DOC].config.max_batch);
+    if (c->rerank && (c->rerank <= c->k || c->rerank > e->side[RETRLM_DOC].config.max_batch))
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: rerank %d must be above k %d and at most the "
+                            "document side's max_batch %d", c->rerank, c->k,
+                            e->side[RETRLM_DOC].config.max_batch);
+    if (c->batch < 1 || c->batch > e->config.max_batch)
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: batch %d must be in [1, %d] (the encoder's "
+                            "max_batch)", c->batch, e->config.max_batch);
+    if (!(c->temperature > 0.0f) || !(c->gold_temperature > 0.0f) || c->refresh_every < 0 ||
+        c->refresh_delay < 0 || (c->refresh_every && c->refresh_delay > c->refresh_every) ||
+        c->probe < 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: temperatures %g and %g must be > 0, "
+                            "refresh_every %lld >= 0, refresh_delay %lld in [0, refresh_every], "
+                            "probe %d >= 0", (double)c->temperature, (double)c->gold_temperature,
+                            (long long)c->refresh_every, (long long)c->refresh_delay, c->probe);
+    if (c->query_side && (!e->config.separate || c->refresh_every))
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: query-side training needs a separate (frozen) "
+                            "document encoder and no refresh");
+    for (t = 0; t < c->n_tokens; t++)
+        if (c->tokens[t] < 0 || c->tokens[t] >= lm->config.vocab_size)
+            return retrlm__fail(RETRLM_ERR_ARG, "joint: token %d at %lu is outside the LM's "
+                                "vocabulary of %d", c->tokens[t], (unsigned long)t,
+                                lm->config.vocab_size);
+    return RETRLM_OK;
+}
+
+// x's query (its last query_tokens tokens) as text in w->text; *len its bytes
+static retrlm_result retrlm__joint_query(retrlm__joint *w, const retrlm_joint_config *c,
+                                         size_t start, size_t *len) {
+    return retrlm__decode_grow(c->lm_tok, c->tokens + start + c->context_tokens - c->query_tokens,
+                               (size_t)c->query_tokens, &w->text, &w->text_cap, len);
+}
+
+// One example's reader rows (nd: its nf units, then the null document when nd > nf): their
+// forward, log p(y_t | x, z) into w->ll (nd, cy); then, once w->dll is set by the caller
+// (retrlm__joint_reader_backward), the backward.
+static retrlm_result retrlm__joint_reader(retrlm__joint *w, retrlm_model *lm,
+                                          const retrlm_joint_config *c, size_t start,
+                                          const int *units, int nf, int nd, int ut) {
+    const int cx = c->context_tokens, cy = c->continuation_tokens, V = lm->config.vocab_size;
+    int T = 0, j, t, *n0 = w->dlen; // dlen is free here: the unit tokens of each row
+    retrlm_result r;
+    for (j = 0; j < nd; j++) {
+        int un = 0;
+        if (j < nf) retrlm_datastore_tokens(c->ds, units[j], &un);
+        n0[j] = RETRLM__MIN(un, ut);
+        w->slen[j] = n0[j] + cx + cy;
+        T = RETRLM__MAX(T, w->slen[j]);
+    }
+    for (j = 0; j < nd; j++) {
+        int *s = w->seq + (size_t)j * T, *g = w->tgt + (size_t)j * T, un;
+        if (j < nf) memcpy(s, retrlm_datastore_tokens(c->ds, units[j], &un), (size_t)n0[j] * sizeof(int));
+        memcpy(s + n0[j], c->tokens + start, (size_t)(cx + cy) * sizeof(int));
+        for (t = w->slen[j]; t < T; t++) s[t] = 0;
+        // position t predicts s[t + 1]: y's targets sit at n0 + cx - 1 .. n0 + cx + cy - 2
+        for (t = 0; t < T; t++) g[t] = t >= n0[j] + cx - 1 && t < n0[j] + cx + cy - 1 ? s[t + 1] : -1;
+    }
+    if ((r = retrlm_model_forward(lm, w->seq, nd, T, w->slen, 0))) return r;
+    RETRLM__PARALLEL_FOR_IF(nd * cy > 8)
+    for (j = 0; j < nd * cy; j++) {
+        const int row = j / cy, p = j % cy, pos = n0[row] + cx - 1 + p;
+        const float *l = lm->logits + ((size_t)row * T + pos) * (size_t)V;
+        const int y = w->tgt[(size_t)row * T + pos];
+        w->ll[j] = (float)((double)l[y] - (double)retrlm_logsumexp(l, V));
+    }
+    return RETRLM_OK;
+}
+
+// The reader's backward for the last retrlm__joint_reader: d objective / d logits of row j at
+// y's position p is dll[j, p] (onehot(y) - softmax), zero elsewhere; written over lm->logits.
+static retrlm_result retrlm__joint_reader_backward(retrlm__joint *w, retrlm_model *lm,
+                                                   const retrlm_joint_config *c, int nd) {
+    const int cx = c->context_tokens, cy = c->continuation_tokens, V = lm->config.vocab_size;
+    const int T = lm->T;
+    float *dl = (float *)lm->logits;
+    retrlm_model_grad_in g;
+    int i;
+    RETRLM__PARALLEL_FOR_IF(nd * T > 8)
+    for (i = 0; i < nd * T; i++) {
+        const int row = i / T, t = i % T, p = t - (w->slen[row] - cx - cy) - cx + 1;
+        float *l = dl + (size_t)i * V;
+        int v;
+        if (p < 0 || p >= cy || w->tgt[i] < 0) {
+            memset(l, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        {
+            const float lse = retrlm_logsumexp(l, V), dy = w->dll[(size_t)row * cy + p];
+            for (v = 0; v < V; v++) l[v] = -dy * expf(l[v] - lse);
+            l[w->tgt[i]] += dy;
+        }
+    }
+    memset(&g, 0, sizeof g);
+    g.dlogits = dl;
+    return retrlm_model_backward(lm, &g);
+}
+
+// One batch's objective and gradients, with w's buffers (qtok/qlen free for it).
+static retrlm_result retrlm__joint_loss(retrlm__joint *w, retrlm_model *lm, retrlm_encoder *e,
+                                        const retrlm_joint_config *c, int ut, int n,
+                                        const size_t *start, const int *units, int ustride,
+                                        const int *found, float *loss, float *reader,
+                                        float *utility) {
+    const int P = e->dim, Tq = e->config.max_query_tokens, Td = e->config.max_doc_tokens;
+    const int cy = c->continuation_tokens, realm = c->objective == RETRLM_JOINT_REALM;
+    double tot = 0.0, rd = 0.0, ut_sum = 0.0;
+    retrlm_result r = RETRLM_OK;
+    int i, j, p, T, nrd = 0;
+    for (i = 0; i < n && !r; i++) {
+        size_t len;
+        if (found[i] < 0 || found[i] > c->k || (!realm && found[i] == 0))
+            return retrlm__fail(RETRLM_ERR_ARG, "joint: example %d has %d units (PDIST and EMDR "
+                                "need 1 to k %d, REALM 0 to k)", i, found[i], c->k);
+        for (j = 0; j < found[i]; j++)
+            if (units[(size_t)i * ustride + j] < 0 || units[(size_t)i * ustride + j] >= c->ds->n_units)
+                return retrlm__fail(RETRLM_ERR_ARG, "joint: unit %d is not in the datastore",
+                                    units[(size_t)i * ustride + j]);
+        if (start[i] + (size_t)c->context_tokens + (size_t)cy > c->n_tokens)
+            return retrlm__fail(RETRLM_ERR_ARG, "joint: window %d runs past the stream", i);
+        if (!(r = retrlm__joint_query(w, c, start[i], &len)))
+            r = retrlm__encode_cut(c->ds->encoder_tok, w->text, len, w->qtok + (size_t)i * Tq, Tq,
+                                   &w->qlen[i]);
+    }
+    if (r) return r;
+    T = retrlm__compact_rows(w->qtok, w->qlen, n, Tq, 0);
+    if ((r = retrlm_encoder_forward(e, RETRLM_QUERY, w->qtok, n, T, w->qlen, w->q))) return r;
+    memset(w->dq, 0, (size_t)n * P * sizeof(float));
+    for (i = 0; i < n && !r; i++) {
+        const int nf = found[i], nd = nf + realm, *u = units + (size_t)i * ustride;
+        const float *qi = w->q + (size_t)i * P;
+        float li = 0.0f, kl = 0.0f, *dqi = w->dq + (size_t)i * P;
+        double ce = 0.0;
+        int Tdd;
+        // the retriever's scores with the current weights (the null document: the empty text)
+        for (j = 0; j < nd && !r; j++) {
+            size_t len = 0;
+            const char *txt = j < nf ? retrlm_datastore_text(c->ds, u[j], &len) : "";
+            r = retrlm__encode_cut(c->ds->encoder_tok, txt, len, w->dtok + (size_t)j * Td, Td,
+                                   &w->dlen[j]);
+        }
+        if (r) break;
+        Tdd = retrlm__compact_rows(w->dtok, w->dlen, nd, Td, 0);
+        if ((r = retrlm_encoder_forward(e, RETRLM_DOC, w->dtok, nd, Tdd, w->dlen, w->d))) break;
+        for (j = 0; j < nd; j++) w->score[j] = retrlm_dot(qi, w->d + (size_t)j * P, P);
+        if ((r = retrlm__joint_reader(w, lm, c, start[i], u, nf, nd, ut))) break;
+        for (j = 0; j < nf; j++)
+            for (p = 0; p < cy; p++) ce -= w->ll[(size_t)j * cy + p];
+        if (nf) rd += ce / ((double)nf * cy), nrd++;
+        if (realm) {
+            if ((r = retrlm_marginal_loss(w->score, w->ll, NULL, 1, nd, cy, c->temperature, &li,
+                                          w->dscore, w->dll)))
+                break;
+            for (p = 0; p < cy; p++) ut_sum -= li / cy + w->ll[(size_t)nf * cy + p] / cy;
+        } else {
+            for (j = 0; j < nf; j++) {
+                double s = 0.0;
+                for (p = 0; p < cy; p++) s += w->ll[(size_t)j * cy + p];
+                w->gold[j] = (float)(s / cy);
+            }
+            r = c->objective == RETRLM_JOINT_PDIST
+                ? retrlm_kl_distill_loss(w->score, w->gold, 1, nf, c->temperature,
+                                         c->gold_temperature, &kl, w->dscore)
+                : retrlm_marginal_loss(w->score, w->ll, NULL, 1, nf, cy, c->temperature, &kl,
+                                       w->dscore, NULL);
+            if (r) break;
+            // the reader's own loss: the mean cross-entropy of y over the units, each read alone
+            li = (float)(ce / ((double)nf * cy)) + kl;
+            for (j = 0; j < nf * cy; j++) w->dll[j] = -1.0f / ((float)nf * (float)cy);
+        }
+        tot += li;
+        for (j = 0; j < nd * cy; j++) w->dll[j] /= (float)n;
+        if ((r = retrlm__joint_reader_backward(w, lm, c, nd))) break;
+        // s_j = q_i . d_j: dd_j = ds_j q_i, dq_i += ds_j d_j (each / n)
+        for (j = 0; j < nd; j++) {
+            const float gj = w->dscore[j] / (float)n;
+            int a;
+            for (a = 0; a < P; a++) {
+                w->dd[(size_t)j * P + a] = gj * qi[a];
+                dqi[a] += gj * w->d[(size_t)j * P + a];
+            }
+        }
+        if (!c->query_side) r = retrlm_encoder_backward(e, RETRLM_DOC, w->dd);
+    }
+    if (!r) r = retrlm_encoder_backward(e, RETRLM_QUERY, w->dq);
+    if (r) return r;
+    if (loss) *loss = (float)(tot / n);
+    if (reader) *reader = nrd ? (float)(rd / nrd) : 0.0f;
+    if (utility) *utility = realm ? (float)(ut_sum / n) : 0.0f;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_joint_loss(retrlm_model *lm, retrlm_encoder *e,
+                                           const retrlm_joint_config *cfg, int n,
+                                           const size_t *start, const int *units,
+                                           const int *found, float *loss, float *reader,
+                                           float *utility) {
+    retrlm_joint_config c = *cfg;
+    retrlm__joint w;
+    retrlm_result r;
+    int ut;
+    RETRLM_ASSERT(lm && e && cfg && start && units && found);
+    if ((r = retrlm__joint_check(lm, e, &c, &ut))) return r;
+    if (n < 1 || n > e->config.max_batch)
+        return retrlm__fail(RETRLM_ERR_ARG, "joint_loss: %d examples, the encoder takes 1 to %d", n,
+                            e->config.max_batch);
+    if ((r = retrlm__joint_init(&w, e, lm, n, c.k + 1, c.continuation_tokens))) return r;
+    r = retrlm__joint_loss(&w, lm, e, &c, ut, n, start, units, c.k, found, loss, reader, utility);
+    RETRLM_FREE(w.text);
+    RETRLM_FREE(w.block);
+    return r;
+}
+
+// a copy of src's weights into dst (made with src's config): the refresh's snapshot
+static void retrlm__encoder_copy(retrlm_encoder *dst, const retrlm_encoder *src) {
+    const size_t pd = (size_t)src->dim * (size_t)src->config.model.dim;
+    memcpy(dst->side[RETRLM_QUERY].params, src->side[RETRLM_QUERY].params,
+           src->side[RETRLM_QUERY].n_params * sizeof(float));
+    if (src->config.separate)
+        memcpy(dst->side[RETRLM_DOC].params, src->side[RETRLM_DOC].params,
+               src->side[RETRLM_DOC].n_params * sizeof(float));
+    if (src->proj[RETRLM_QUERY]) memcpy(dst->proj[RETRLM_QUERY], src->proj[RETRLM_QUERY], pd * sizeof(float));
+    if (src->proj[RETRLM_DOC] && src->config.separate)
+        memcpy(dst->proj[RETRLM_DOC], src->proj[RETRLM_DOC], pd * sizeof(float));
+}
+
+// everything a joint run's steps read
+typedef struct retrlm__joint_run {
+    retrlm_model *lm;
+    retrlm_adamw *opt_lm, *opt_enc;
+    retrlm_encoder *e;
+    const retrlm_joint_config *c;
+    retrlm_joint_state *st;
+    retrlm__joint *w;
+    int ut;
+} retrlm__joint_run;
+
+// The k units of the window at start (*found of them), from the index in use, re-ranked with
+// the current document encoder when c->rerank.
+static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, int *units,
+                                            int *found) {
+    const retrlm_joint_config *c = x->c;
+    retrlm__joint *w = x->w;
+    retrlm_retrieve_params rp;
+    const int P = x->e->dim, Td = x->e->config.max_doc_tokens;
+    const int depth = c->rerank ? c->rerank : c->k;
+    float q[4096], *qq = q;
+    size_t len;
+    retrlm_result r;
+    int nf, j, T;
+    memset(&rp, 0, sizeof rp);
+    rp.mode = RETRLM_RETRIEVE_DENSE;
+    if ((r = retrlm__joint_query(w, c, start, &len)) ||
+        (r = retrlm_datastore_retrieve(c->ds, &rp, w->text, len, depth,
+                                       c->token_doc ? c->token_doc[start] : RETRLM_NO_DOC,
+                                       c->rerank ? w->cand : units, NULL, &nf)))
+        return r;
+    if (!c->rerank || nf == 0) {
+        *found = RETRLM__MIN(nf, c->k);
+        return RETRLM_OK;
+    }
+    // Atlas's re-ranking: the candidates embedded with the current document encoder
+    if (P > 4096 && !(qq = (float *)retrlm__alloc((size_t)P, sizeof(float))))
+        return retrlm__fail(RETRLM_ERR_NOMEM, "joint: no memory to re-rank");
+    for (j = 0; j < nf && !r; j++) {
+        size_t tl;
+        const char *txt = retrlm_datastore_text(c->ds, w->cand[j], &tl);
+        r = retrlm__encode_cut(c->ds->encoder_tok, txt, tl, w->dtok + (size_t)j * Td, Td, &w->dlen[j]);
+    }
+    T = r ? 0 : retrlm__compact_rows(w->dtok, w->dlen, nf, Td, 0);
+    if (!r && !(r = retrlm_encoder_embed(x->e, c->ds->encoder_tok, RETRLM_QUERY, w->text, len, qq)) &&
+        !(r = retrlm_encoder_forward(x->e, RETRLM_DOC, w->dtok, nf, T, w->dlen, w->d))) {
+        for (j = 0; j < nf; j++) w->score[j] = retrlm_dot(qq, w->d + (size_t)j * P, P);
+        *found = RETRLM__MIN(nf, c->k);
+        for (j = 0; j < *found; j++) { // selection of the best, ties to the stale order
+            int b = j, a;
+            float ts;
+            for (a = j + 1; a < nf; a++) b = w->score[a] > w->score[b] ? a : b;
+            ts = w->score[j], w->score[j] = w->score[b], w->score[b] = ts;
+            a = w->cand[j], w->cand[j] = w->cand[b], w->cand[b] = a;
+            units[j] = w->cand[j];
+        }
+    }
+    if (qq != q) RETRLM_FREE(qq);
+    return r;
+}
+
+// steps until st->step == until
+static retrlm_result retrlm__joint_steps(retrlm__joint_run *x, int64_t until) {
+    const retrlm_joint_config *c = x->c;
+    retrlm_joint_state *st = x->st;
+    retrlm__joint *w = x->w;
+    const int kk = c->rerank ? c->rerank : c->k + 1;
+    const size_t span = (size_t)c->context_tokens + (size_t)c->continuation_tokens;
+    size_t start[RETRLM__MAX_DPR_BATCH];
+    retrlm_result r = RETRLM_OK;
+    int i;
+    while (!r && st->step < until) {
+        float loss = 0.0f, reader = 0.0f, utility = 0.0f;
+        for (i = 0; i < c->batch && !r; i++) {
+            int tries = 0;
+            do {
+                start[i] = (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c->n_tokens - span + 1));
+                r = retrlm__joint_retrieve(x, start[i], w->units + (size_t)i * kk, &w->found[i]);
+                if (!r && !w->found[i] && ++tries == 100)
+                    r = retrlm__fail(RETRLM_ERR_ARG, "joint: 100 queries found no unit (every "
+                                     "unit of the example's own document?)");
+            } while (!r && !w->found[i]);
+        }
+        if (r) break;
+        retrlm_model_zero_grad(x->lm);
+        retrlm_encoder_zero_grad(x->e);
+        if ((r = retrlm__joint_loss(w, x->lm, x->e, c, x->ut, c->batch, start, w->units, kk,
+                                    w->found, &loss, &reader, &utility)))
+            break;
+        retrlm_adamw_step(x->opt_lm);
+        retrlm_adamw_step(x->opt_enc);
+        st->last_loss = loss, st->last_reader = reader, st->last_utility = utility;
+        if (c->losses) c->losses[st->step] = loss;
+        st->step++;
+        r = retrlm__progress(c->progress, c->user, "joint", (double)st->step, (double)c->steps);
+    }
+    return r;
+}
+
+// the mean share of the probe queries' top k that indexes a and b agree on
+static retrlm_result retrlm__joint_overlap(retrlm__joint_run *x, const retrlm_index *a,
+                                           const retrlm_index *b, const size_t *probe, int np,
+                                           float *out) {
+    const retrlm_joint_config *c = x->c;
+    const int k = c->k, P = x->e->dim;
+    float *q = (float *)retrlm__alloc((size_t)P + 4 * (size_t)k, sizeof(float));
+    int64_t *ia = (int64_t *)retrlm__alloc(2 * (size_t)k, sizeof(int64_t)), *ib = ia + k;
+    retrlm_result r = RETRLM_OK;
+    double same = 0.0;
+    int i, j, l;
+    if (!q || !ia) r = retrlm__fail(RETRLM_ERR_NOMEM, "joint: no memory for the probe");
+    for (i = 0; i < np && !r; i++) {
+        size_t len;
+        if ((r = retrlm__joint_query(x->w, c, probe[i], &len)) ||
+            (r = retrlm_encoder_embed(x->e, c->ds->encoder_tok, RETRLM_QUERY, x->w->text, len, q)) ||
+            (r = retrlm_index_search(a, q, 1, P, k, NULL, ia, q + P)) ||
+            (r = retrlm_index_search(b, q, 1, P, k, NULL, ib, q + P + k)))
+            break;
+        for (j = 0; j < k; j++)
+            for (l = 0; l < k; l++) same += ia[j] >= 0 && ia[j] == ib[l];
+    }
+    if (!r) *out = np ? (float)(same / ((double)np * k)) : -1.0f;
+    RETRLM_FREE(q), RETRLM_FREE(ia);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_joint_train(retrlm_model *lm, retrlm_adamw *opt_lm,
+                                            retrlm_encoder *e, retrlm_adamw *opt_enc,
+                                            const retrlm_joint_config *cfg,
+                                            retrlm_joint_state *st) {
+    retrlm_joint_config c = *cfg;
+    retrlm__joint w;
+    retrlm__joint_run x;
+    retrlm_encoder snap;
+    size_t *probe = NULL, span;
+    retrlm_result r;
+    int ut, g, i, have_snap = 0;
+    RETRLM_ASSERT(lm && opt_lm && e && opt_enc && cfg && st);
+    if ((r = retrlm__joint_check(lm, e, &c, &ut))) return r;
+    if (c.batch > RETRLM__MAX_DPR_BATCH)
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: batch %d above %d", c.batch, RETRLM__MAX_DPR_BATCH);
+    if (c.query_side)
+        for (g = 0; g < opt_enc->n_groups; g++) {
+            const float *p = opt_enc->groups[g].params, *d0 = e->side[RETRLM_DOC].params;
+            if ((p >= d0 && p < d0 + e->side[RETRLM_DOC].n_params) ||
+                (e->proj[RETRLM_DOC] && p == e->proj[RETRLM_DOC]))
+                return retrlm__fail(RETRLM_ERR_ARG, "joint: query-side training, but opt_enc holds "
+                                    "the document encoder's weights (group %d)", g);
+        }
+    span = (size_t)c.context_tokens + (size_t)c.continuation_tokens;
+    if ((r = retrlm__joint_init(&w, e, lm, c.batch, c.rerank ? c.rerank : c.k + 1,
+                                c.continuation_tokens)))
+        return r;
+    memset(&snap, 0, sizeof snap);
+    if (c.refresh_every) {
+        if (!(probe = (size_t *)retrlm__alloc((size_t)c.probe + 1, sizeof *probe)) ||
+            (r = retrlm_encoder_init(&snap, &e->config)))
+            r = r ? r : retrlm__fail(RETRLM_ERR_NOMEM, "joint: no memory for the probe");
+        have_snap = !r;
+        // the probe windows: evenly spaced over the stream, the same for every run
+        for (i = 0; i < c.probe && !r; i++)
+            probe[i] = (size_t)((double)(c.n_tokens - span) * (i + 0.5) / c.probe);
+    }
+    x.lm = lm, x.opt_lm = opt_lm, x.e = e, x.opt_enc = opt_enc, x.c = &c, x.st = st, x.w = &w, x.ut = ut;
+    while (!r && st->step < c.steps) {
+        const int64_t s = st->step, T = c.refresh_every;
+        retrlm_index fresh;
+        retrlm_result rb = RETRLM_OK;
+        char why[2][512];
+        double ta = 0.0, tb0 = 0.0, tb = 0.0;
+        if (!T || s == 0 || s % T || s == st->index_step) {
+            r = retrlm__joint_steps(&x, T ? RETRLM__MIN((s / T + 1) * T, c.steps) : c.steps);
+            continue;
+        }
+        // a refresh begins: the snapshot, then the units embedded with it beside the steps
+        // s .. s + delay - 1 (none when blocking), and the new index swapped in at s + delay.
+        // Either section may run on a thread of its own: its error text is carried back.
+        retrlm__encoder_copy(&snap, e);
+        why[0][0] = why[1][0] = '\0';
+#ifdef RETRLM__OMP
+        RETRLM__PRAGMA(omp parallel sections num_threads(2) if (c.refresh_delay > 0 && omp_get_max_threads() > 1))
+#endif
+        {
+#ifdef RETRLM__OMP
+            RETRLM__PRAGMA(omp section)
+#endif
+            {
+                if (c.refresh_delay > 0) r = retrlm__joint_steps(&x, RETRLM__MIN(s + c.refresh_delay, c.steps));
+                if (r) snprintf(why[0], sizeof why[0], "%s", retrlm_last_error());
+                ta = retrlm_time_seconds();
+            }
+#ifdef RETRLM__OMP
+            RETRLM__PRAGMA(omp section)
+#endif
+            {
+                tb0 = retrlm_time_seconds();
+                rb = retrlm__datastore_embed_index(c.ds, &snap, c.ds->encoder_tok, c.index_config,
+                                                   &fresh, NULL, NULL);
+                if (rb) snprintf(why[1], sizeof why[1], "%s", retrlm_last_error());
+                tb = retrlm_time_seconds();
+            }
+        }
+        st->refresh_seconds += tb - tb0;
+        // training waits from the end of its steps (or the start, when blocking) to the end of
+        // the refresh; with one thread the refresh runs after the steps and all of it is waited
+        st->stall_seconds += tb > ta ? tb - ta : 0.0;
+        if (r) r = retrlm__fail(r, "%s", why[0]);
+        if (rb) {
+            if (!r) r = retrlm__fail(rb, "joint: refresh at step %lld: %s", (long long)s, why[1]);
+            break;
+        }
+        if (!r) {
+            float ov = -1.0f;
+            if (c.probe) r = retrlm__joint_overlap(&x, &c.ds->dense, &fresh, probe, c.probe, &ov);
+            st->last_overlap = ov;
+        }
+        if (r) {
+            retrlm_index_free(&fresh);
+            break;
+        }
+        retrlm_index_free(&c.ds->dense);
+        c.ds->dense = fresh;
+        st->index_step = s;
+        st->refreshes++;
+    }
+    if (have_snap) retrlm_encoder_free(&snap);
+    RETRLM_FREE(probe);
+    RETRLM_FREE(w.text);
+    RETRLM_FREE(w.block);
     return r;
 }
 

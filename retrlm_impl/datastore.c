@@ -120,21 +120,21 @@ RETRLM_API retrlm_result retrlm_datastore_commit(retrlm_datastore *ds) {
     return res;
 }
 
-RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_encoder *enc,
-                                                const retrlm_tokenizer *enc_tok,
-                                                const retrlm_index_config *index_config,
-                                                retrlm_progress_fn progress, void *user) {
+RETRLM__PRIVATE retrlm_result retrlm__datastore_embed_index(const retrlm_datastore *ds,
+                                                            retrlm_encoder *enc,
+                                                            const retrlm_tokenizer *enc_tok,
+                                                            const retrlm_index_config *index_config,
+                                                            retrlm_index *out,
+                                                            retrlm_progress_fn progress, void *user) {
     retrlm_index_config ic;
     const char **texts = NULL;
     size_t *lens = NULL;
     float *emb = NULL;
     retrlm_result res;
     int u;
-    RETRLM_ASSERT(ds && enc && enc_tok);
+    RETRLM_ASSERT(ds && enc && enc_tok && out);
+    memset(out, 0, sizeof *out);
     if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: embed before commit");
-    retrlm_index_free(&ds->dense);
-    ds->encoder = NULL;
-    ds->encoder_tok = NULL;
     memset(&ic, 0, sizeof ic);
     if (index_config) ic = *index_config;
     ic.dim = enc->dim;
@@ -150,18 +150,34 @@ RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_enc
     for (u = 0; u < ds->n_units; u++) texts[u] = retrlm_datastore_text(ds, u, &lens[u]);
     if ((res = retrlm_encoder_encode_texts(enc, enc_tok, RETRLM_DOC, texts, lens,
                                            (size_t)ds->n_units, emb, progress, user)) ||
-        (res = retrlm_index_init(&ds->dense, &ic)))
+        (res = retrlm_index_init(out, &ic)))
         goto done;
     if ((ic.nlist > 0 || ic.storage == RETRLM_STORAGE_SQ8) &&
-        (res = retrlm_index_train(&ds->dense, emb, (size_t)ds->n_units, enc->dim)))
+        (res = retrlm_index_train(out, emb, (size_t)ds->n_units, enc->dim)))
         goto done;
-    if ((res = retrlm_index_add(&ds->dense, emb, (size_t)ds->n_units, enc->dim, NULL))) goto done;
-    ds->encoder = enc;
-    ds->encoder_tok = enc_tok;
+    res = retrlm_index_add(out, emb, (size_t)ds->n_units, enc->dim, NULL);
 done:
-    if (res) retrlm_index_free(&ds->dense);
+    if (res) retrlm_index_free(out);
     RETRLM_FREE(texts), RETRLM_FREE(lens), RETRLM_FREE(emb);
     return res;
+}
+
+RETRLM_API retrlm_result retrlm_datastore_embed(retrlm_datastore *ds, retrlm_encoder *enc,
+                                                const retrlm_tokenizer *enc_tok,
+                                                const retrlm_index_config *index_config,
+                                                retrlm_progress_fn progress, void *user) {
+    retrlm_result res;
+    RETRLM_ASSERT(ds && enc && enc_tok);
+    if (!ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "datastore: embed before commit");
+    retrlm_index_free(&ds->dense);
+    ds->encoder = NULL;
+    ds->encoder_tok = NULL;
+    if ((res = retrlm__datastore_embed_index(ds, enc, enc_tok, index_config, &ds->dense, progress,
+                                             user)))
+        return res;
+    ds->encoder = enc;
+    ds->encoder_tok = enc_tok;
+    return RETRLM_OK;
 }
 
 #ifndef RETRLM_NO_STDIO

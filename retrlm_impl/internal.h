@@ -179,6 +179,15 @@ RETRLM__PRIVATE float retrlm__trime_sim(const retrlm_trime_params *p, float scal
    len at most, into out; returns how many: what a RETRO neighbour holds. */
 RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, int u, int len,
                                                   int unit_only, int *out);
+/* Embeds every unit's text with enc's document side into a new index out (as
+   retrlm_datastore_embed does, index_config NULL: flat f32), leaving ds->dense alone: what a
+   refresh builds while training still searches the old index. */
+RETRLM__PRIVATE retrlm_result retrlm__datastore_embed_index(const retrlm_datastore *ds,
+                                                            retrlm_encoder *enc,
+                                                            const retrlm_tokenizer *enc_tok,
+                                                            const retrlm_index_config *index_config,
+                                                            retrlm_index *out,
+                                                            retrlm_progress_fn progress, void *user);
 
 #define RETRLM__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define RETRLM__MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -229,6 +229,124 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
                                                     const retrlm_retro_neighbours *nb,
                                                     int seq_len, double *bpb);
 
+/* ---- Strategy 3, joint training with an asynchronously refreshed index (REALM, Guu et al.,
+   2020; Atlas, Izacard et al., 2022). The LM (the reader) and the bi-encoder (the retriever)
+   train together. An example is a window of the training stream: x, context_tokens tokens,
+   whose last query_tokens are the query, and y, the continuation_tokens tokens after it. The
+   query, embedded with the current query encoder, searches the datastore's dense index for k
+   units (never of the document x starts in); the reader reads [unit's first unit_tokens tokens
+   ; x ; y] for each unit z and gives log p(y_t | x, z) for each token t of y; the retriever's
+   scores s(x, z) = q(x) . d(z) are computed again with the current query and document
+   encoders for those k units, so gradients reach both sides. Objectives:
+     REALM  -mean over y's tokens of log sum_z P(z | x) p(y_t | x, z), the sum over the k units
+            and the null document (the reader with no unit; its embedding is the document
+            encoder's for the empty text), P = softmax(s / temperature): one loss for both sides
+     PDIST  Atlas's perplexity distillation: KL(Q || P) with Q = softmax of the mean over y's
+            tokens of log p(y_t | x, z) / gold_temperature, no gradient through Q, for the
+            retriever; the reader's own loss alongside: the mean cross-entropy of y over the k
+            units, each read alone
+     EMDR   Atlas's EMDR^2: the REALM marginal over the k units (no null document) with the
+            reader's likelihoods held fixed, for the retriever; the reader's loss as PDIST's
+   The index the query searches is as stale as its last refresh; the document encoder changes
+   under it at every step. Refresh (refresh_every = T > 0): at every step s that is a multiple
+   of T the document encoder's weights are copied (a snapshot), every unit is embedded with the
+   snapshot into a new index, and the new index replaces the old at step s + refresh_delay:
+     refresh_delay 0      a blocking refresh: training waits while the units are embedded
+     refresh_delay D > 0  a background refresh: with OpenMP and 2 or more threads, the steps
+                          s .. s + D - 1 run on one thread beside the refresh on the others
+                          (training searches the old index meanwhile); training waits at s + D
+                          if the refresh is not done. The steps see the same index whatever
+                          the timing and thread count, so results are identical; memory holds
+                          two indexes (2 x units x dim floats for a flat one) during a refresh
+   rerank L > k: Atlas's re-ranking: the stale index gives L units, which are embedded with the
+   current document encoder, and the k best by the fresh scores are used. query_side: the
+   document encoder is frozen (a separate one, retrlm_encoder_config.separate; opt_enc must not
+   hold its weights), so the index never goes stale and is never refreshed. Staleness is shown:
+   state->index_step is the step whose weights embedded the index in use, and at each swap the
+   probe queries (probe windows of the stream, fixed at the start) are searched in the old index
+   and the new one, with the overlap of their top k in state->last_overlap. The paper settings:
+   REALM 8 candidates with the null document, a refresh every ~500 steps; Atlas 20 passages,
+   tau 0.01 on both sides (over q . d / sqrt(768)), a refresh every 1000 steps, re-ranking, a
+   reader lr 1e-4 and a retriever lr 1e-5: here each side has its own AdamW (opt_lm over the
+   LM's groups, opt_enc over the encoder's), so each has its own learning rate and clipping. */
+typedef enum retrlm_joint_objective {
+    RETRLM_JOINT_REALM = 0,
+    RETRLM_JOINT_PDIST,
+    RETRLM_JOINT_EMDR
+} retrlm_joint_objective;
+
+typedef struct retrlm_joint_config {
+    const retrlm_tokenizer *lm_tok; /* the LM's tokenizer: the stream and the units are in its
+                                       tokens, and x's query is decoded with it */
+    retrlm_datastore *ds;           /* committed, embedded with the encoder being trained
+                                       (retrlm_datastore_embed); refreshes replace ds->dense */
+    const retrlm_index_config *index_config; /* what refreshes build (NULL: flat f32) */
+    const int     *tokens;          /* (n_tokens) the training stream */
+    size_t         n_tokens;
+    const int64_t *token_doc;       /* (n_tokens) each token's document, or NULL: an example
+                                       never retrieves units of the document x starts in */
+    retrlm_joint_objective objective;
+    int     context_tokens;         /* |x|, default 64 */
+    int     query_tokens;           /* default 32, at most |x| */
+    int     continuation_tokens;    /* |y|, default 64 */
+    int     unit_tokens;            /* a unit's tokens the reader reads at most; default what the
+                                       LM's max_seq_len leaves after x and y, at most the chunk */
+    int     k;                      /* units an example, default 4; k (+ 1 for REALM's null
+                                       document) at most the LM's max_batch and the document
+                                       side's max_batch */
+    int     batch;                  /* examples a step, default 8 */
+    float   temperature;            /* the retriever's softmax; default 0.1 */
+    float   gold_temperature;       /* PDIST: Q's; default 0.01 (Atlas) */
+    int64_t refresh_every;          /* T: steps between refreshes; 0: never */
+    int64_t refresh_delay;          /* D in [0, T]: 0 blocking, else background (above) */
+    int     rerank;                 /* L > k: re-rank L stale results with fresh embeddings; 0: off */
+    int     query_side;             /* 1: the document encoder frozen, no refresh */
+    int     probe;                  /* probe queries for staleness, default 16; 0: none */
+    int64_t steps;                  /* train until state->step == steps */
+    float  *losses;                 /* (steps) or NULL: each step's objective (nats) */
+    retrlm_progress_fn progress;    /* stage "joint" after every step; may cancel */
+    void   *user;
+} retrlm_joint_config;
+
+typedef struct retrlm_joint_state {
+    int64_t    step;               /* steps done */
+    retrlm_rng rng;                /* window sampling */
+    float      last_loss;          /* the last step's objective (nats) */
+    float      last_reader;        /* its reader cross-entropy of y over the k units (nats/token) */
+    float      last_utility;       /* REALM: mean over y's tokens of log p(y | x) (marginal)
+                                      minus log p(y | x, null): what retrieval gives; 0 else */
+    int64_t    index_step;         /* the step whose document encoder embedded the index in use */
+    int64_t    refreshes;          /* indexes swapped in */
+    float      last_overlap;       /* at the last swap: mean share of the probe queries' top k
+                                      that the old index and the new one agree on; -1 before */
+    double     refresh_seconds;    /* time spent embedding and indexing, in all */
+    double     stall_seconds;      /* time training waited for refreshes, in all */
+} retrlm_joint_state;
+
+/* Seeds a fresh state (step 0, index_step 0). */
+RETRLM_API void retrlm_joint_state_init(retrlm_joint_state *s, uint64_t seed);
+
+/* One batch's objective and gradients for the windows starting at start (n) with the units
+   given (units (n, cfg->k), found (n) of them valid each): the reader's gradients are added to
+   lm->grads and the encoder's to its sides' grads (zero them first); nothing else changes. The
+   trainer calls it each step after retrieval; it is public so that the gradient of a whole step
+   can be checked. *loss (nats), *reader (nats/token) and *utility (REALM) may be NULL. */
+RETRLM_API retrlm_result retrlm_joint_loss(retrlm_model *lm, retrlm_encoder *e,
+                                           const retrlm_joint_config *cfg, int n,
+                                           const size_t *start, const int *units,
+                                           const int *found, float *loss, float *reader,
+                                           float *utility);
+
+/* Trains until state->step == cfg->steps. ERR_ARG when the pieces do not fit (as
+   retrlm_lsr_train's checks, plus: query_side with a shared encoder or with refresh_every,
+   opt_enc holding the frozen document side, refresh_delay outside [0, T], rerank at most k or
+   above the document side's max_batch). A refresh in flight when the call ends is swapped in
+   then: split a run into calls only at steps where none is. */
+RETRLM_API retrlm_result retrlm_joint_train(retrlm_model *lm, retrlm_adamw *opt_lm,
+                                            retrlm_encoder *e, retrlm_adamw *opt_enc,
+                                            const retrlm_joint_config *cfg,
+                                            retrlm_joint_state *state);
+
 /* ---- Strategy 4, TRIME (Zhong et al., 2022): the LM trains with its own in-batch memory.
    Every position j of a batch is a memory entry: its key k_j is the last layer's feed-forward
    input (retrlm_model_ffn_input(m, L-1), the kNN-LM key) and its label y_j the token that
