@@ -1497,6 +1497,9 @@ typedef struct retrlm_ralm_config {
     int   k;               /* units prepended (in-context, default 1) or mixed (REPLUG, default 4) */
     float temperature;     /* REPLUG weights softmax(score / temperature); default 1 */
     int   unit_tokens;     /* tokens of a unit used at most; default the datastore's chunk size */
+    int   continuation;    /* 1: a unit is read with its continuation, the units after it in its
+                              document, unit_tokens in all: what comes after the text that
+                              matched the query, as a RETRO neighbour (0: the unit alone) */
     int   context_tokens;  /* tokens of the text's own prefix; default what max_seq_len leaves */
     int   exclude;         /* 1: never retrieve units of document exclude_doc (leakage control) */
     const retrlm_retrieve_params *retrieve; /* how units are ranked; NULL: BM25 */
@@ -1733,6 +1736,8 @@ typedef struct retrlm_lsr_config {
     int     continuation_tokens;    /* |y|, default 64 */
     int     unit_tokens;            /* a unit's tokens the LM reads at most; default what the LM's
                                        max_seq_len leaves after x and y, at most the chunk size */
+    int     continuation;           /* 1: a unit is read with its continuation, unit_tokens in all
+                                       (retrlm_ralm_config.continuation) */
     int     k;                      /* units a query, default 8; at most the document side's
                                        max_batch */
     int     batch;                  /* examples a step, default 8 */
@@ -1771,6 +1776,8 @@ typedef struct retrlm_incontext_train_config {
     const int64_t *token_doc;       /* (n_tokens) each token's document, or NULL (no exclusion) */
     int     k;                      /* units a window, default 1 (at most 16) */
     int     unit_tokens;            /* default the datastore's chunk size */
+    int     continuation;           /* 1: a unit with its continuation, unit_tokens in all
+                                       (retrlm_ralm_config.continuation) */
     int     query_tokens;           /* default 32 */
     int     window_tokens;          /* default what the LM's max_seq_len leaves after the units */
     int     batch;                  /* default the LM's max_batch */
@@ -1898,6 +1905,8 @@ typedef struct retrlm_joint_config {
     int     continuation_tokens;    /* |y|, default 64 */
     int     unit_tokens;            /* a unit's tokens the reader reads at most; default what the
                                        LM's max_seq_len leaves after x and y, at most the chunk */
+    int     continuation;           /* 1: the reader reads a unit with its continuation, unit_tokens
+                                       in all (retrlm_ralm_config.continuation) */
     int     k;                      /* units an example, default 4; k (+ 1 for REALM's null
                                        document) at most the LM's max_batch and the document
                                        side's max_batch */
@@ -2325,7 +2334,7 @@ RETRLM__PRIVATE float retrlm__trime_sim(const retrlm_trime_params *p, float scal
 
 /* ---- datastore (datastore.c) -------------------------------------------------------------- */
 /* Unit u's tokens, then its continuation (the units after it in its document) unless unit_only,
-   len at most, into out; returns how many: what a RETRO neighbour holds. */
+   len at most, into out (NULL: counted only); returns how many: what a RETRO neighbour holds. */
 RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, int u, int len,
                                                   int unit_only, int *out);
 /* Embeds every unit's text with enc's document side into a new index out (as
@@ -14701,7 +14710,9 @@ RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, in
         const int *ids;
         if (v > u && (unit_only || ds->unit_doc[v] != ds->unit_doc[u])) break;
         ids = retrlm_datastore_tokens(ds, v, &nt);
-        for (e = 0; e < nt && w < len; e++) out[w++] = ids[e];
+        if (!out) w += RETRLM__MIN(nt, len - w);
+        else
+            for (e = 0; e < nt && w < len; e++) out[w++] = ids[e];
     }
     return w;
 }
@@ -14923,22 +14934,18 @@ typedef struct retrlm__ralm_block {
     int    first_job, n_jobs;
 } retrlm__ralm_block;
 
-static int retrlm__ralm_unit_len(const retrlm_datastore *ds, int u, int cap) {
-    int n;
-    retrlm_datastore_tokens(ds, u, &n);
-    return n < cap ? n : cap;
+// the tokens unit u puts before the text: its first cap, or with cont its first cap together
+// with its continuation in its document
+static int retrlm__ralm_unit_len(const retrlm_datastore *ds, int u, int cap, int cont) {
+    return retrlm__unit_and_continuation(ds, u, cap, !cont, NULL);
 }
 
 // writes job j's tokens into seq (its len), units first
 static void retrlm__ralm_fill(const retrlm_datastore *ds, const retrlm__ralm_job *j,
                               const retrlm__ralm_block *b, const int *tokens, int unit_cap,
-                              int *seq) {
+                              int cont, int *seq) {
     int i, at = 0;
-    for (i = 0; i < j->n_units; i++) {
-        int len = retrlm__ralm_unit_len(ds, j->units[i], unit_cap);
-        memcpy(seq + at, retrlm_datastore_tokens(ds, j->units[i], NULL), (size_t)len * sizeof(int));
-        at += len;
-    }
+    for (i = 0; i < j->n_units; i++) at += retrlm__unit_and_continuation(ds, j->units[i], unit_cap, !cont, seq + at);
     memcpy(seq + at, tokens + b->ctx, (b->end - b->ctx) * sizeof(int));
 }
 
@@ -15006,7 +15013,8 @@ static float retrlm__ralm_trime_lp(const retrlm__trime_ctx *tc, const float *K, 
 
 // runs jobs [j0, j1) through the model, batch by batch, and fills their lp
 static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore *ds,
-                                        const int *tokens, int unit_cap, retrlm__ralm_job *jobs,
+                                        const int *tokens, int unit_cap, int cont,
+                                        retrlm__ralm_job *jobs,
                                         const retrlm__ralm_block *blocks, int j0, int j1,
                                         int *inputs, int *lengths, const retrlm__knn_ctx *kc,
                                         const retrlm__trime_ctx *tc) {
@@ -15019,7 +15027,7 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
         for (r = 0; r < rows; r++) { // inputs are each sequence but its last token, padded
             retrlm__ralm_job *jb = &jobs[j + r];
             int *row = inputs + (size_t)r * T;
-            retrlm__ralm_fill(ds, jb, &blocks[jb->block], tokens, unit_cap, row);
+            retrlm__ralm_fill(ds, jb, &blocks[jb->block], tokens, unit_cap, cont, row);
             lengths[r] = jb->len - 1;
             if (lengths[r] < T) memset(row + lengths[r], 0, (size_t)(T - lengths[r]) * sizeof(int));
         }
@@ -15221,12 +15229,12 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
             for (j = bl->first_job; j < nj; j++) {
                 int u;
                 jobs[j].len = (int)(bl->end - bl->ctx);
-                for (u = 0; u < jobs[j].n_units; u++) jobs[j].len += retrlm__ralm_unit_len(ds, jobs[j].units[u], cfg.unit_tokens);
+                for (u = 0; u < jobs[j].n_units; u++) jobs[j].len += retrlm__ralm_unit_len(ds, jobs[j].units[u], cfg.unit_tokens, cfg.continuation);
             }
             nb++;
             pos = bl->end;
         }
-        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, jobs, blocks, 0, nj, inputs, lengths,
+        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, cfg.continuation, jobs, blocks, 0, nj, inputs, lengths,
                                  kc, tc);
         if (res) goto done;
         // mix each block's jobs per token: log sum_j w_j p_j(y)
@@ -16149,17 +16157,15 @@ static retrlm_result retrlm__lsr_gold(retrlm__lsr *w, const retrlm_lsr_config *c
         int nr = RETRLM__MIN(LB, rows - r0), T = 0, b, t;
         retrlm_result r;
         for (b = 0; b < nr; b++) {
-            int un;
-            retrlm_datastore_tokens(c->ds, w->units[(size_t)w->row_ex[r0 + b] * k + w->row_u[r0 + b]], &un);
-            w->slen[b] = RETRLM__MIN(un, ut) + cx + cy;
+            const int u = w->units[(size_t)w->row_ex[r0 + b] * k + w->row_u[r0 + b]];
+            w->slen[b] = retrlm__unit_and_continuation(c->ds, u, ut, !c->continuation, NULL) + cx + cy;
             T = RETRLM__MAX(T, w->slen[b]);
         }
         for (b = 0; b < nr; b++) {
-            int un, n0, *s = w->seq + (size_t)b * T, *g = w->tgt + (size_t)b * T;
+            int n0, *s = w->seq + (size_t)b * T, *g = w->tgt + (size_t)b * T;
             const int ex = w->row_ex[r0 + b];
-            const int *ut_ids = retrlm_datastore_tokens(c->ds, w->units[(size_t)ex * k + w->row_u[r0 + b]], &un);
-            n0 = RETRLM__MIN(un, ut);
-            memcpy(s, ut_ids, (size_t)n0 * sizeof(int));
+            n0 = retrlm__unit_and_continuation(c->ds, w->units[(size_t)ex * k + w->row_u[r0 + b]], ut,
+                                               !c->continuation, s);
             memcpy(s + n0, c->tokens + start[ex], (size_t)(cx + cy) * sizeof(int));
             for (t = n0 + cx + cy; t < T; t++) s[t] = 0;
             // position t predicts s[t + 1]: the targets of y's tokens sit one before them
@@ -16378,8 +16384,7 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
                                                units, NULL, &found)))
                 break;
             for (j = found - 1; j >= 0; j--) { // best last, nearest to the window
-                int len = retrlm__ralm_unit_len(c.ds, units[j], c.unit_tokens);
-                memcpy(s + at, retrlm_datastore_tokens(c.ds, units[j], NULL), (size_t)len * sizeof(int));
+                int len = retrlm__unit_and_continuation(c.ds, units[j], c.unit_tokens, !c.continuation, s + at);
                 for (i = 0; i < len; i++) g[at + i] = -1;
                 at += len;
             }
@@ -16746,15 +16751,13 @@ static retrlm_result retrlm__joint_reader(retrlm__joint *w, retrlm_model *lm,
     int T = 0, j, t, *n0 = w->dlen; // dlen is free here: the unit tokens of each row
     retrlm_result r;
     for (j = 0; j < nd; j++) {
-        int un = 0;
-        if (j < nf) retrlm_datastore_tokens(c->ds, units[j], &un);
-        n0[j] = RETRLM__MIN(un, ut);
+        n0[j] = j < nf ? retrlm__unit_and_continuation(c->ds, units[j], ut, !c->continuation, NULL) : 0;
         w->slen[j] = n0[j] + cx + cy;
         T = RETRLM__MAX(T, w->slen[j]);
     }
     for (j = 0; j < nd; j++) {
-        int *s = w->seq + (size_t)j * T, *g = w->tgt + (size_t)j * T, un;
-        if (j < nf) memcpy(s, retrlm_datastore_tokens(c->ds, units[j], &un), (size_t)n0[j] * sizeof(int));
+        int *s = w->seq + (size_t)j * T, *g = w->tgt + (size_t)j * T;
+        if (j < nf) retrlm__unit_and_continuation(c->ds, units[j], ut, !c->continuation, s);
         memcpy(s + n0[j], c->tokens + start, (size_t)(cx + cy) * sizeof(int));
         for (t = w->slen[j]; t < T; t++) s[t] = 0;
         // position t predicts s[t + 1]: y's targets sit at n0 + cx - 1 .. n0 + cx + cy - 2

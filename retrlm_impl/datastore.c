@@ -516,7 +516,9 @@ RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, in
         const int *ids;
         if (v > u && (unit_only || ds->unit_doc[v] != ds->unit_doc[u])) break;
         ids = retrlm_datastore_tokens(ds, v, &nt);
-        for (e = 0; e < nt && w < len; e++) out[w++] = ids[e];
+        if (!out) w += RETRLM__MIN(nt, len - w);
+        else
+            for (e = 0; e < nt && w < len; e++) out[w++] = ids[e];
     }
     return w;
 }

@@ -176,7 +176,7 @@ RETRLM__PRIVATE float retrlm__trime_sim(const retrlm_trime_params *p, float scal
 
 /* ---- datastore (datastore.c) -------------------------------------------------------------- */
 /* Unit u's tokens, then its continuation (the units after it in its document) unless unit_only,
-   len at most, into out; returns how many: what a RETRO neighbour holds. */
+   len at most, into out (NULL: counted only); returns how many: what a RETRO neighbour holds. */
 RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, int u, int len,
                                                   int unit_only, int *out);
 /* Embeds every unit's text with enc's document side into a new index out (as

@@ -17,22 +17,18 @@ typedef struct retrlm__ralm_block {
     int    first_job, n_jobs;
 } retrlm__ralm_block;
 
-static int retrlm__ralm_unit_len(const retrlm_datastore *ds, int u, int cap) {
-    int n;
-    retrlm_datastore_tokens(ds, u, &n);
-    return n < cap ? n : cap;
+// the tokens unit u puts before the text: its first cap, or with cont its first cap together
+// with its continuation in its document
+static int retrlm__ralm_unit_len(const retrlm_datastore *ds, int u, int cap, int cont) {
+    return retrlm__unit_and_continuation(ds, u, cap, !cont, NULL);
 }
 
 // writes job j's tokens into seq (its len), units first
 static void retrlm__ralm_fill(const retrlm_datastore *ds, const retrlm__ralm_job *j,
                               const retrlm__ralm_block *b, const int *tokens, int unit_cap,
-                              int *seq) {
+                              int cont, int *seq) {
     int i, at = 0;
-    for (i = 0; i < j->n_units; i++) {
-        int len = retrlm__ralm_unit_len(ds, j->units[i], unit_cap);
-        memcpy(seq + at, retrlm_datastore_tokens(ds, j->units[i], NULL), (size_t)len * sizeof(int));
-        at += len;
-    }
+    for (i = 0; i < j->n_units; i++) at += retrlm__unit_and_continuation(ds, j->units[i], unit_cap, !cont, seq + at);
     memcpy(seq + at, tokens + b->ctx, (b->end - b->ctx) * sizeof(int));
 }
 
@@ -100,7 +96,8 @@ static float retrlm__ralm_trime_lp(const retrlm__trime_ctx *tc, const float *K, 
 
 // runs jobs [j0, j1) through the model, batch by batch, and fills their lp
 static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore *ds,
-                                        const int *tokens, int unit_cap, retrlm__ralm_job *jobs,
+                                        const int *tokens, int unit_cap, int cont,
+                                        retrlm__ralm_job *jobs,
                                         const retrlm__ralm_block *blocks, int j0, int j1,
                                         int *inputs, int *lengths, const retrlm__knn_ctx *kc,
                                         const retrlm__trime_ctx *tc) {
@@ -113,7 +110,7 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
         for (r = 0; r < rows; r++) { // inputs are each sequence but its last token, padded
             retrlm__ralm_job *jb = &jobs[j + r];
             int *row = inputs + (size_t)r * T;
-            retrlm__ralm_fill(ds, jb, &blocks[jb->block], tokens, unit_cap, row);
+            retrlm__ralm_fill(ds, jb, &blocks[jb->block], tokens, unit_cap, cont, row);
             lengths[r] = jb->len - 1;
             if (lengths[r] < T) memset(row + lengths[r], 0, (size_t)(T - lengths[r]) * sizeof(int));
         }
@@ -315,12 +312,12 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
             for (j = bl->first_job; j < nj; j++) {
                 int u;
                 jobs[j].len = (int)(bl->end - bl->ctx);
-                for (u = 0; u < jobs[j].n_units; u++) jobs[j].len += retrlm__ralm_unit_len(ds, jobs[j].units[u], cfg.unit_tokens);
+                for (u = 0; u < jobs[j].n_units; u++) jobs[j].len += retrlm__ralm_unit_len(ds, jobs[j].units[u], cfg.unit_tokens, cfg.continuation);
             }
             nb++;
             pos = bl->end;
         }
-        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, jobs, blocks, 0, nj, inputs, lengths,
+        res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, cfg.continuation, jobs, blocks, 0, nj, inputs, lengths,
                                  kc, tc);
         if (res) goto done;
         // mix each block's jobs per token: log sum_j w_j p_j(y)

@@ -60,6 +60,9 @@ typedef struct retrlm_ralm_config {
     int   k;               /* units prepended (in-context, default 1) or mixed (REPLUG, default 4) */
     float temperature;     /* REPLUG weights softmax(score / temperature); default 1 */
     int   unit_tokens;     /* tokens of a unit used at most; default the datastore's chunk size */
+    int   continuation;    /* 1: a unit is read with its continuation, the units after it in its
+                              document, unit_tokens in all: what comes after the text that
+                              matched the query, as a RETRO neighbour (0: the unit alone) */
     int   context_tokens;  /* tokens of the text's own prefix; default what max_seq_len leaves */
     int   exclude;         /* 1: never retrieve units of document exclude_doc (leakage control) */
     const retrlm_retrieve_params *retrieve; /* how units are ranked; NULL: BM25 */

@@ -453,17 +453,15 @@ static retrlm_result retrlm__lsr_gold(retrlm__lsr *w, const retrlm_lsr_config *c
         int nr = RETRLM__MIN(LB, rows - r0), T = 0, b, t;
         retrlm_result r;
         for (b = 0; b < nr; b++) {
-            int un;
-            retrlm_datastore_tokens(c->ds, w->units[(size_t)w->row_ex[r0 + b] * k + w->row_u[r0 + b]], &un);
-            w->slen[b] = RETRLM__MIN(un, ut) + cx + cy;
+            const int u = w->units[(size_t)w->row_ex[r0 + b] * k + w->row_u[r0 + b]];
+            w->slen[b] = retrlm__unit_and_continuation(c->ds, u, ut, !c->continuation, NULL) + cx + cy;
             T = RETRLM__MAX(T, w->slen[b]);
         }
         for (b = 0; b < nr; b++) {
-            int un, n0, *s = w->seq + (size_t)b * T, *g = w->tgt + (size_t)b * T;
+            int n0, *s = w->seq + (size_t)b * T, *g = w->tgt + (size_t)b * T;
             const int ex = w->row_ex[r0 + b];
-            const int *ut_ids = retrlm_datastore_tokens(c->ds, w->units[(size_t)ex * k + w->row_u[r0 + b]], &un);
-            n0 = RETRLM__MIN(un, ut);
-            memcpy(s, ut_ids, (size_t)n0 * sizeof(int));
+            n0 = retrlm__unit_and_continuation(c->ds, w->units[(size_t)ex * k + w->row_u[r0 + b]], ut,
+                                               !c->continuation, s);
             memcpy(s + n0, c->tokens + start[ex], (size_t)(cx + cy) * sizeof(int));
             for (t = n0 + cx + cy; t < T; t++) s[t] = 0;
             // position t predicts s[t + 1]: the targets of y's tokens sit one before them
@@ -682,8 +680,7 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
                                                units, NULL, &found)))
                 break;
             for (j = found - 1; j >= 0; j--) { // best last, nearest to the window
-                int len = retrlm__ralm_unit_len(c.ds, units[j], c.unit_tokens);
-                memcpy(s + at, retrlm_datastore_tokens(c.ds, units[j], NULL), (size_t)len * sizeof(int));
+                int len = retrlm__unit_and_continuation(c.ds, units[j], c.unit_tokens, !c.continuation, s + at);
                 for (i = 0; i < len; i++) g[at + i] = -1;
                 at += len;
             }
@@ -1050,15 +1047,13 @@ static retrlm_result retrlm__joint_reader(retrlm__joint *w, retrlm_model *lm,
     int T = 0, j, t, *n0 = w->dlen; // dlen is free here: the unit tokens of each row
     retrlm_result r;
     for (j = 0; j < nd; j++) {
-        int un = 0;
-        if (j < nf) retrlm_datastore_tokens(c->ds, units[j], &un);
-        n0[j] = RETRLM__MIN(un, ut);
+        n0[j] = j < nf ? retrlm__unit_and_continuation(c->ds, units[j], ut, !c->continuation, NULL) : 0;
         w->slen[j] = n0[j] + cx + cy;
         T = RETRLM__MAX(T, w->slen[j]);
     }
     for (j = 0; j < nd; j++) {
-        int *s = w->seq + (size_t)j * T, *g = w->tgt + (size_t)j * T, un;
-        if (j < nf) memcpy(s, retrlm_datastore_tokens(c->ds, units[j], &un), (size_t)n0[j] * sizeof(int));
+        int *s = w->seq + (size_t)j * T, *g = w->tgt + (size_t)j * T;
+        if (j < nf) retrlm__unit_and_continuation(c->ds, units[j], ut, !c->continuation, s);
         memcpy(s + n0[j], c->tokens + start, (size_t)(cx + cy) * sizeof(int));
         for (t = w->slen[j]; t < T; t++) s[t] = 0;
         // position t predicts s[t + 1]: y's targets sit at n0 + cx - 1 .. n0 + cx + cy - 2

@@ -126,6 +126,8 @@ typedef struct retrlm_lsr_config {
     int     continuation_tokens;    /* |y|, default 64 */
     int     unit_tokens;            /* a unit's tokens the LM reads at most; default what the LM's
                                        max_seq_len leaves after x and y, at most the chunk size */
+    int     continuation;           /* 1: a unit is read with its continuation, unit_tokens in all
+                                       (retrlm_ralm_config.continuation) */
     int     k;                      /* units a query, default 8; at most the document side's
                                        max_batch */
     int     batch;                  /* examples a step, default 8 */
@@ -164,6 +166,8 @@ typedef struct retrlm_incontext_train_config {
     const int64_t *token_doc;       /* (n_tokens) each token's document, or NULL (no exclusion) */
     int     k;                      /* units a window, default 1 (at most 16) */
     int     unit_tokens;            /* default the datastore's chunk size */
+    int     continuation;           /* 1: a unit with its continuation, unit_tokens in all
+                                       (retrlm_ralm_config.continuation) */
     int     query_tokens;           /* default 32 */
     int     window_tokens;          /* default what the LM's max_seq_len leaves after the units */
     int     batch;                  /* default the LM's max_batch */
@@ -291,6 +295,8 @@ typedef struct retrlm_joint_config {
     int     continuation_tokens;    /* |y|, default 64 */
     int     unit_tokens;            /* a unit's tokens the reader reads at most; default what the
                                        LM's max_seq_len leaves after x and y, at most the chunk */
+    int     continuation;           /* 1: the reader reads a unit with its continuation, unit_tokens
+                                       in all (retrlm_ralm_config.continuation) */
     int     k;                      /* units an example, default 4; k (+ 1 for REALM's null
                                        document) at most the LM's max_batch and the document
                                        side's max_batch */

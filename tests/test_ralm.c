@@ -159,6 +159,25 @@ static void test_ralm_matches_direct(void) {
     } else
         want = direct_nats(NULL, 0, ids, 4, 9, 13);
     CHECK_NEAR(got, want, 1e-4);
+    // with its continuation: the unit and the units after it in its document, 20 tokens in all
+    rc.continuation = 1;
+    rc.unit_tokens = 20;
+    rc.context_tokens = 5;
+    CHECK_OK(retrlm_ralm_bits_per_byte(&model, &tok, &ds, ids, n, strlen(text), &rc, &bpb, tn));
+    for (t = 9, got = 0; t < 13; t++) got += tn[t];
+    if (found) {
+        int pre[20], np = 0, u, nu, e;
+        for (u = units[0]; u < ds.n_units && np < 20 && ds.unit_doc[u] == ds.unit_doc[units[0]]; u++) {
+            const int *ut = retrlm_datastore_tokens(&ds, u, &nu);
+            for (e = 0; e < nu && np < 20; e++) pre[np++] = ut[e];
+        }
+        CHECK(np > 8); // the continuation is there: a unit holds 8
+        want = direct_nats(pre, np, ids, 4, 9, 13);
+        CHECK_NEAR(got, want, 1e-4);
+    }
+    rc.continuation = 0;
+    rc.unit_tokens = 8;
+    CHECK_OK(retrlm_ralm_bits_per_byte(&model, &tok, &ds, ids, n, strlen(text), &rc, &bpb, tn));
     // REPLUG with one unit is in-context with one unit, to the bit
     rc.mode = RETRLM_RALM_REPLUG;
     CHECK_OK(retrlm_ralm_bits_per_byte(&model, &tok, &ds, ids, n, strlen(text), &rc, &bpb2, tn2));
