@@ -8,6 +8,8 @@
 //   ./retrlm encoder-train -t tok.rlm -d ds.rlm --steps 500 -o enc.rlm
 //   ./retrlm embed -t tok.rlm -d ds.rlm --encoder enc.rlm -o dense.rlm
 //   ./retrlm lsr-train -m lm.rlm -t tok.rlm -d ds.rlm --encoder enc.rlm --train valid.txt -o lsr.rlm
+//   ./retrlm joint-train -m lm.rlm -t tok.rlm -d ds.rlm --encoder enc.rlm --train valid.txt -o joint.rlm
+//       --encoder-out joint-enc.rlm --dense-out joint-dense.rlm --objective realm --refresh 50 --refresh-delay 10
 //   ./retrlm retrofit -m lm.rlm -t tok.rlm -d ds.rlm --train train.txt -o retro.rlm
 //   ./retrlm retro-train -t tok.rlm -d ds.rlm --train train.txt --retrofit lm.rlm --neighbours nb.rlm -o retro.rlm
 //   ./retrlm generate -m retro.rlm -t tok.rlm -d ds.rlm --prompt "Then Rabshakeh stood"
@@ -91,6 +93,7 @@ typedef struct cli_progress {
     const retrlm_lm_train_state *train; // lm-train, retrofit: the loss and validation to show
     const retrlm_retriever_train_state *retr; // encoder-train: loss and accuracy; lsr-train: KL, agreement
     const retrlm_retro_train_state *retro; // retro-train: the loss, and the probe with and without neighbours
+    const retrlm_joint_state *joint; // joint-train: the objective, the reader's loss, the index's age and overlap
 } cli_progress;
 
 typedef struct cli_text {
@@ -430,6 +433,11 @@ static int progress_line(const cli_progress *p, char *line, size_t cap, const ch
     if (p->retro && !strcmp(stage, "retro")) append(line, cap, &n, " loss %.3f", p->retro->lm.last_loss);
     if (p->retr && !strcmp(stage, "lsr"))
         append(line, cap, &n, " KL %.3f agree %.2f", p->retr->last_loss, p->retr->last_acc);
+    if (p->joint && !strcmp(stage, "joint")) {
+        append(line, cap, &n, " loss %.3f reader %.3f index age %lld", p->joint->last_loss, p->joint->last_reader,
+               (long long)(p->joint->step - p->joint->index_step));
+        if (p->joint->last_overlap >= 0.0f) append(line, cap, &n, " overlap %.2f", p->joint->last_overlap);
+    }
     return n;
 }
 
@@ -1320,6 +1328,11 @@ static int cmd_embed(const cli_cmd *self, int argc, char **argv, cli_state *s) {
 // ---- lsr-train and retrofit: the library's strategy 2, one side trained against the other frozen
 
 // what both take: an LM, its tokenizer, a training text, a datastore, the output and the schedule
+// a unit read with what follows it in its document (retrlm_ralm_config.continuation)
+#define CLI_CONTINUATION_OPT(v) \
+    {"--unit-continuation", NULL, OPT_FLAG, &v, 0, 0, "read a unit with its continuation in its document, --unit-tokens in all: " \
+     "what comes after the text that matched the query"}
+
 typedef struct cli_s2 {
     const char *model, *tok_path, *gpt2[2], *train, *ds_path, *out;
     int         steps, seed;
@@ -1353,7 +1366,7 @@ static int load_s2(cli_state *s, const cli_s2 *o, int max_batch) {
 static int cmd_lsr_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     cli_s2 o = CLI_S2_DEFAULTS;
     cli_retrieval rv = CLI_RETRIEVAL_BM25;
-    int k = 8, batch = 8, context = 64, query = 0, cont = 64, unit = 0, refresh = 100;
+    int k = 8, batch = 8, context = 64, query = 0, cont = 64, unit = 0, refresh = 100, with_next = 0;
     float temperature = 0.1f;
     retrlm_index_config ic;
     retrlm_adamw_group groups[6];
@@ -1370,6 +1383,7 @@ static int cmd_lsr_train(const cli_cmd *self, int argc, char **argv, cli_state *
         {"--query|--query-tokens", "N", OPT_INT, &query, 0, 1 << 20, "the query is the text of x's last N tokens (0: 32, at most x)"},
         {"--continuation", "N", OPT_INT, &cont, 1, 1 << 20, "y: the tokens after x the LM scores"},
         {"--unit-tokens", "N", OPT_INT, &unit, 0, 1 << 20, "tokens of a unit the LM reads (0: what its context leaves, at most the chunk)"},
+        CLI_CONTINUATION_OPT(with_next),
         {"--temperature", "X", OPT_FLOAT, &temperature, 1e-6, 1e6, "both the encoder's and the LM's scores are / X"},
         {"--refresh", "N", OPT_INT, &refresh, 0, 1e9, "embed the units again every N steps (0: never)"},
         CLI_END};
@@ -1409,6 +1423,7 @@ static int cmd_lsr_train(const cli_cmd *self, int argc, char **argv, cli_state *
     lc.lm = &s->lm, lc.lm_tok = &s->tok, lc.ds = &s->ds, lc.index_config = &ic;
     lc.tokens = s->text[0].ids, lc.n_tokens = s->text[0].n; // token_doc NULL: one document
     lc.context_tokens = context, lc.query_tokens = query, lc.continuation_tokens = cont, lc.unit_tokens = unit;
+    lc.continuation = with_next;
     lc.k = k, lc.batch = batch, lc.temperature = temperature;
     lc.steps = o.steps, lc.refresh_every = refresh;
     lc.progress = progress_fn, lc.user = &s->prog;
@@ -1423,11 +1438,130 @@ static int cmd_lsr_train(const cli_cmd *self, int argc, char **argv, cli_state *
     return 0;
 }
 
+// strategy 3: the LM and the bi-encoder trained together, the index refreshed as they go
+static int cmd_joint_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    static const char *const objective_names[] = {"realm", "pdist", "emdr"};
+    cli_s2 o = CLI_S2_DEFAULTS;
+    cli_retrieval rv = CLI_RETRIEVAL_BM25;
+    const char *objective = "realm", *enc_out = NULL, *dense_out = NULL;
+    int k = 4, batch = 8, context = 64, query = 0, cont = 64, unit = 0, with_next = 0, refresh = 100, delay = 0;
+    int rerank = 0, query_side = 0, probe = 16, obj;
+    float temperature = 0.1f, gold_temperature = 0.01f, lr_retriever = 1e-5f;
+    retrlm_index_config ic;
+    retrlm_adamw_group groups[6];
+    retrlm_adamw opt_enc;
+    retrlm_adamw_config oc;
+    retrlm_joint_config jc;
+    retrlm_joint_state st;
+    retrlm_result r;
+    int ng, g, keep, rc = 0;
+    cli_opt opts[] = {
+        CLI_S2_OPTS(o, "the LM to start from (from lm-train): the reader", "the reader (LM) to write"),
+        {"--encoder", "FILE", OPT_STR | OPT_NEED, &rv.encoder, 0, 0, "the bi-encoder to start from (from encoder-train): the retriever"},
+        {"--dense", "FILE", OPT_STR, &rv.dense, 0, 0, "the units' embeddings by --encoder (from embed): no embedding first"},
+        {"--encoder-out", "FILE", OPT_STR | OPT_NEED, &enc_out, 0, 0, "the retriever (bi-encoder) to write"},
+        {"--dense-out", "FILE", OPT_STR, &dense_out, 0, 0, "the units embedded with the trained retriever (for --dense)"},
+        {"--objective", "NAME", OPT_STR, &objective, 0, 0, "realm (marginal likelihood with a null document), pdist "
+         "(Atlas's perplexity distillation) or emdr (Atlas's EMDR^2)"},
+        {"--k", "N", OPT_INT, &k, 1, 1024, "units an example (+ the null document with realm: at most the LM's batch)"},
+        {"--batch", "N", OPT_INT, &batch, 1, 1024, "examples a step (at most the encoder's batch)"},
+        {"--context|--context-tokens", "N", OPT_INT, &context, 1, 1 << 20, "x: the tokens of text the LM reads after a unit"},
+        {"--query|--query-tokens", "N", OPT_INT, &query, 0, 1 << 20, "the query is the text of x's last N tokens (0: 32, at most x)"},
+        {"--continuation", "N", OPT_INT, &cont, 1, 1 << 20, "y: the tokens after x the LM predicts"},
+        {"--unit-tokens", "N", OPT_INT, &unit, 0, 1 << 20, "tokens of a unit the LM reads (0: what its context leaves, at most the chunk)"},
+        CLI_CONTINUATION_OPT(with_next),
+        {"--temperature", "X", OPT_FLOAT, &temperature, 1e-6, 1e6, "the retriever's softmax over q . d"},
+        {"--gold-temperature", "X", OPT_FLOAT, &gold_temperature, 1e-6, 1e6, "pdist: the LM's softmax over its mean log-likelihoods"},
+        {"--refresh", "N", OPT_INT, &refresh, 0, 1e9, "embed the units again every N steps (0: never)"},
+        {"--refresh-delay", "N", OPT_INT, &delay, 0, 1e9, "0: training waits for each refresh; D: the refresh runs beside D steps "
+         "on the old index and is swapped in after them (at most --refresh)"},
+        {"--rerank", "L", OPT_INT, &rerank, 0, 1 << 20, "retrieve L units with the stale index and keep the k best by fresh embeddings"},
+        {"--query-side", NULL, OPT_FLAG, &query_side, 0, 0, "train the query encoder only (the document side frozen, no refresh; "
+         "needs an encoder with separate sides)"},
+        {"--lr-retriever", "X", OPT_FLOAT, &lr_retriever, 1e-9, 10, "the retriever's peak learning rate (--lr is the reader's)"},
+        {"--probe", "N", OPT_INT, &probe, 0, 4096, "windows whose retrieval shows staleness at each refresh"},
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (query > context) return bad_usage(self, "--query %d is more than the %d tokens of --context", query, context);
+    if ((obj = name_index(objective_names, 3, objective)) == 3)
+        return bad_usage(self, "--objective is realm, pdist or emdr, not '%s'", objective);
+    if (refresh && delay > refresh) return bad_usage(self, "--refresh-delay %d is more than --refresh %d", delay, refresh);
+    if (query_side && refresh) refresh = 0; // the document side does not change: nothing to refresh
+    rv.mode = "dense";
+    if (check_retrieval(self, &rv, o.ds_path)) return 2;
+    if (check_output(s, o.out, "model") || check_output(s, enc_out, "encoder") || (dense_out && check_output(s, dense_out, "index")))
+        return 2;
+    if (load_s2(s, &o, 0)) return 1;
+    { // what the library checks only after the units are embedded, checked before
+        int T = s->lm.config.max_seq_len, span = context + cont;
+        int ut = unit ? unit : span < T ? (s->ds.chunk_tokens < T - span ? s->ds.chunk_tokens : T - span) : 0;
+        if (ut < 1 || span + ut > T)
+            return refuse(s, "a unit (%d tokens) + --context %d + --continuation %d exceed the %d positions of %s", ut, context,
+                          cont, T, o.model);
+        if (s->text[0].n < (size_t)span)
+            return refuse(s, "%s has %lu tokens, fewer than --context + --continuation (%d)", o.train,
+                          (unsigned long)s->text[0].n, span);
+        if (k + (obj == RETRLM_JOINT_REALM) > s->lm.config.max_batch)
+            return refuse(s, "--k %d%s is more than the %d sequences %s takes a forward", k, obj ? "" : " + the null document",
+                          s->lm.config.max_batch, o.model);
+    }
+    if (load_encoder(s, rv.encoder)) return 1;
+    if (query_side && !s->enc.config.separate)
+        return refuse(s, "--query-side freezes the document side, but %s shares one set of weights between its sides", rv.encoder);
+    if (load_units(s, &rv)) return 1;
+    memset(&ic, 0, sizeof ic); // refreshes rebuild the units' index as --dense's (else flat)
+    ic.nlist = s->ds.dense.nlist, ic.nprobe = s->ds.dense.nprobe, ic.storage = s->ds.dense.storage;
+    ic.rerank = s->ds.dense.rerank;
+    // the reader's optimiser in s->opt, the retriever's here (the document side left out with --query-side)
+    if (init_opt(s, groups, retrlm_model_param_groups(&s->lm, o.lr, 0.1f, groups), o.steps, o.steps / 20)) return 1;
+    ng = retrlm_encoder_param_groups(&s->enc, lr_retriever, 0.01f, groups);
+    for (g = 0, keep = 0; g < ng; g++) {
+        const float *p = groups[g].params, *d0 = s->enc.side[RETRLM_DOC].params;
+        if (!query_side || !((p >= d0 && p < d0 + s->enc.side[RETRLM_DOC].n_params) || p == s->enc.proj[RETRLM_DOC]))
+            groups[keep++] = groups[g];
+    }
+    memset(&oc, 0, sizeof oc);
+    oc.warmup_steps = o.steps / 20;
+    oc.total_steps = o.steps;
+    if ((r = retrlm_adamw_init(&opt_enc, &oc, groups, keep))) return fail(r, "optimiser");
+    retrlm_joint_state_init(&st, (uint64_t)o.seed);
+    s->prog.joint = &st;
+    memset(&jc, 0, sizeof jc);
+    jc.lm_tok = &s->tok, jc.ds = &s->ds, jc.index_config = &ic;
+    jc.tokens = s->text[0].ids, jc.n_tokens = s->text[0].n; // token_doc NULL: one document
+    jc.objective = (retrlm_joint_objective)obj;
+    jc.context_tokens = context, jc.query_tokens = query, jc.continuation_tokens = cont, jc.unit_tokens = unit;
+    jc.continuation = with_next, jc.k = k, jc.batch = batch;
+    jc.temperature = temperature, jc.gold_temperature = gold_temperature;
+    jc.refresh_every = refresh, jc.refresh_delay = delay, jc.rerank = rerank, jc.query_side = query_side, jc.probe = probe;
+    jc.steps = o.steps;
+    jc.progress = progress_fn, jc.user = &s->prog;
+    fprintf(stderr, "joint training (%s) on %lu training tokens, %d units, k %d, refresh %s%d%s\n", objective_names[obj],
+            (unsigned long)s->text[0].n, s->ds.n_units, k, refresh ? "every " : "", refresh ? refresh : 0,
+            !refresh ? " (never)" : delay ? " steps in the background" : " steps, blocking");
+    r = retrlm_joint_train(&s->lm, &s->opt, &s->enc, &opt_enc, &jc, &st);
+    progress_end(&s->prog);
+    retrlm_adamw_free(&opt_enc);
+    if (r) return fail(r, "training");
+    fprintf(stderr, "refreshes %lld: %.1f s embedding, %.1f s of it waited for\n", (long long)st.refreshes,
+            st.refresh_seconds, st.stall_seconds);
+    if ((r = retrlm_model_save(&s->lm, NULL, NULL, o.out)) || stamp_tokenizer(s, o.out))
+        return r ? fail(r, "cannot save") : 1;
+    if ((r = retrlm_encoder_save(&s->enc, enc_out))) return fail(r, "cannot save the encoder");
+    if (dense_out) { // a fresh index: the units embedded with the trained retriever
+        if ((rc = embed_units(s, &ic))) return rc;
+        if ((r = retrlm_index_save(&s->ds.dense, dense_out))) return fail(r, "cannot save the dense index");
+    }
+    printf("%s, %s%s%s: joint (%s), step %lld, loss %.4f, reader %.4f nats/token\n", o.out, enc_out, dense_out ? ", " : "",
+           dense_out ? dense_out : "", objective_names[obj], (long long)st.step, st.last_loss, st.last_reader);
+    return 0;
+}
+
 // in-context retrieval-augmented training: the LM learns to read units placed before its window
 static int cmd_retrofit(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     cli_s2 o = CLI_S2_DEFAULTS;
     cli_retrieval rv = CLI_RETRIEVAL_BM25;
-    int k = 1, unit = 0, query = 32, window = 0, batch = 0;
+    int k = 1, unit = 0, query = 32, window = 0, batch = 0, cont = 0;
     retrlm_adamw_group groups[2];
     retrlm_incontext_train_config ic;
     retrlm_lm_train_state st;
@@ -1436,6 +1570,7 @@ static int cmd_retrofit(const cli_cmd *self, int argc, char **argv, cli_state *s
         CLI_S2_OPTS(o, "the LM to train further (from lm-train)", "the LM to write (weights only)"),
         {"--k", "N", OPT_INT, &k, 1, 16, "units before each window"},
         {"--unit-tokens", "N", OPT_INT, &unit, 0, 1 << 20, "tokens of a unit read at most (0: the chunk size)"},
+        CLI_CONTINUATION_OPT(cont),
         {"--query|--query-tokens", "N", OPT_INT, &query, 1, 1 << 20, "the query is the text of the window's first N tokens, the loss on the rest"},
         {"--window", "N", OPT_INT, &window, 0, 1 << 20, "tokens of text a sequence (0: what the LM's context leaves after the units)"},
         {"--batch", "N", OPT_INT, &batch, 0, 4096, "windows a step (0: the LM's batch)"},
@@ -1453,6 +1588,7 @@ static int cmd_retrofit(const cli_cmd *self, int argc, char **argv, cli_state *s
     ic.tok = &s->tok, ic.ds = &s->ds, ic.retrieve = &rv.params;
     ic.tokens = s->text[0].ids, ic.n_tokens = s->text[0].n; // token_doc NULL: one document
     ic.k = k, ic.unit_tokens = unit, ic.query_tokens = query, ic.window_tokens = window, ic.batch = batch;
+    ic.continuation = cont;
     ic.steps = o.steps;
     ic.progress = progress_fn, ic.user = &s->prog;
     fprintf(stderr, "retrofitting %.2fM parameters on %lu training tokens, %d unit(s) by %s a window\n",
@@ -1836,7 +1972,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *text = NULL, *ds_path = NULL;
     const char *mode = "none", *keys = NULL, *build = NULL, *per_line = NULL, *groups = NULL, *trime = NULL;
     int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = -1, nlist = -1, sq8 = 0, m, knn, by_line, bad;
-    int trime_cache = 0;
+    int trime_cache = 0, cont = 0;
     float lambda = -1.0f, knn_temp = -1.0f, temperature = 0.0f, trime_temp = 0.0f; // -1, below their ranges: not given
     retrlm_trime_params tp;
     double bpb, t0;
@@ -1854,6 +1990,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--query-tokens", "N", OPT_INT, &query, 0, 1 << 20, "the query is the text of the last N tokens (0: 32)"},
         {"--unit-tokens", "N", OPT_INT, &unit, 0, 1 << 20, "tokens of a unit used at most (0: the chunk size)"},
         {"--context-tokens", "N", OPT_INT, &context, 0, 1 << 20, "tokens of the text's own prefix (0: what fits)"},
+        CLI_CONTINUATION_OPT(cont),
         {"--temperature", "X", OPT_FLOAT, &temperature, 0, 1e6, "replug: weights softmax(score / X) (0: 1)"},
         {"--knnlm-keys", "FILE", OPT_STR, &keys, 0, 0, "kNN-LM with the keys file (from knnlm)"},
         {"--knnlm-build", "FILE", OPT_STR, &build, 0, 0, "kNN-LM with keys made now from this text file"},
@@ -1920,6 +2057,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     memset(&rc, 0, sizeof rc);
     rc.mode = (retrlm_ralm_mode)m;
     rc.k = k, rc.stride = stride, rc.query_tokens = query, rc.unit_tokens = unit, rc.context_tokens = context;
+    rc.continuation = cont;
     rc.temperature = temperature;
     rc.retrieve = &rv.params;
     rc.knnlm = knn ? &s->knn : NULL;
@@ -2083,6 +2221,9 @@ static const cli_cmd commands[] = {
      "Embeds the units of a datastore once, for --dense in search, eval and generate.", cmd_embed},
     {"lsr-train", "[options] -m LM -t TOK -d DS --encoder ENC --train FILE -o ENC",
      "Fine-tunes a bi-encoder with REPLUG LSR: toward the units that help a frozen LM.", cmd_lsr_train},
+    {"joint-train", "[options] -m LM -t TOK -d DS --encoder ENC --train FILE -o LM --encoder-out ENC",
+     "Trains an LM and a bi-encoder together (strategy 3: REALM, Atlas), the index refreshed as they learn.",
+     cmd_joint_train},
     {"retrofit", "[options] -m LM -t TOK -d DS --train FILE -o LM",
      "Trains an LM further with retrieved units before its windows, to learn to read them.", cmd_retrofit},
     {"retro-train", "[options] -t TOK -d DS --train FILE -o RETRO",

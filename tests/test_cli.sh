@@ -193,6 +193,40 @@ run "lsr-train" "$R" lsr-train $S2 $LSR --steps 4 --refresh 2 -o "$out/enc-lsr.r
 has "lsr-train: to step 4" "enc-lsr.rlm: LSR, step 4, KL [0-9.]+, agreement with the LM [0-9.]+; embeddings 16 wide"
 run "search with the LSR encoder" "$R" search -d "$out/ds.rlm" $T --encoder "$out/enc-lsr.rlm" -k 3 Rabshakeh cried
 has "search with the LSR encoder: units" "^[0-9]+	[0-9.-]+	[0-9]+	"
+# strategy 3: the LM and the DPR encoder trained together (REALM, a background refresh; PDist with
+# re-ranking; query-side), each result read by eval, search and generate
+J0="--train $out/test.txt --batch 2 --k 3 --context 16 --continuation 16 --probe 4"
+J="--encoder $out/enc-dpr.rlm $D $J0"
+run "joint-train" "$R" joint-train $S2 $J --steps 4 --refresh 2 --refresh-delay 1 -o "$out/joint.rlm" \
+    --encoder-out "$out/joint-enc.rlm" --dense-out "$out/joint-dense.rlm"
+has "joint-train: to step 4" "joint.rlm, .*joint-enc.rlm, .*joint-dense.rlm: joint \(realm\), step 4, loss [0-9.]+, reader [0-9.]+ nats/token"
+has "joint-train: the refresh (begun at step 2, in at 3)" "refreshes 1: [0-9.]+ s embedding"
+run "eval the joint reader and retriever" "$R" eval -m "$out/joint.rlm" $T --text "$out/test.txt" -d "$out/ds.rlm" \
+    --mode incontext --unit-tokens 32 --unit-continuation --encoder "$out/joint-enc.rlm" --dense "$out/joint-dense.rlm"
+has "eval the joint reader and retriever: bits per byte" "^[0-9]+\.[0-9]+ bits per byte: .*mode incontext.* by dense"
+run "search with the joint retriever" "$R" search -d "$out/ds.rlm" $T --encoder "$out/joint-enc.rlm" \
+    --dense "$out/joint-dense.rlm" -k 3 Rabshakeh cried
+has "search with the joint retriever: units" "^[0-9]+	[0-9.-]+	[0-9]+	"
+run "generate with the joint reader and retriever" "$R" generate -m "$out/joint.rlm" $T -d "$out/ds.rlm" \
+    --encoder "$out/joint-enc.rlm" --dense "$out/joint-dense.rlm" --prompt "Then Rabshakeh stood" --tokens 4 --temp 0
+has "generate with the joint reader: shows the unit" "^--- retrieved: unit [0-9]+ \(document [0-9]+, dense"
+run "joint-train pdist --rerank" "$R" joint-train $S2 $J --steps 2 --objective pdist --rerank 6 --refresh 0 \
+    -o "$out/joint2.rlm" --encoder-out "$out/joint2-enc.rlm"
+has "joint-train pdist --rerank: to step 2" "joint \(pdist\), step 2"
+bad "joint-train: unknown objective" "$R" joint-train $S2 $J --objective foo -o "$out/x.rlm" --encoder-out "$out/x2.rlm"
+has "joint-train: unknown objective: says which" "objective is realm, pdist or emdr"
+bad "joint-train: a delay past the refresh" "$R" joint-train $S2 $J --refresh 2 --refresh-delay 3 -o "$out/x.rlm" \
+    --encoder-out "$out/x2.rlm"
+bad "joint-train --query-side with a shared encoder" "$R" joint-train $S2 $J --query-side -o "$out/x.rlm" \
+    --encoder-out "$out/x2.rlm"
+has "joint-train --query-side with a shared encoder: says why" "shares one set of weights"
+run "encoder-train --separate" "$R" encoder-train $T -d "$out/ds.rlm" --dim 16 --layers 1 --heads 2 --steps 2 --separate \
+    -o "$out/enc-sep.rlm"
+run "joint-train --query-side" "$R" joint-train $S2 --encoder "$out/enc-sep.rlm" $J0 --steps 2 --query-side --objective emdr \
+    -o "$out/joint3.rlm" --encoder-out "$out/joint3-enc.rlm"
+has "joint-train --query-side: to step 2" "joint \(emdr\), step 2"
+bad "joint-train --rerank not above k" "$R" joint-train $S2 $J --rerank 2 -o "$out/x.rlm" --encoder-out "$out/x2.rlm"
+bad "joint-train without --encoder-out" "$R" joint-train $S2 $J -o "$out/x.rlm"
 run "retrofit" "$R" retrofit $S2 --train "$out/train.txt" --steps 4 -o "$out/retro.rlm"
 has "retrofit: to step 4" "retro.rlm: retrofitted, step 4, loss [0-9.]+"
 run "eval the retrofitted LM" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt" -d "$out/ds.rlm" --mode incontext \
