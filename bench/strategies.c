@@ -25,9 +25,18 @@
 // (batches of BM25-similar segments, local memory dropped with probability 0.9) read with the
 // vocabulary only, with local memory, with local memory plus an external datastore of its own
 // keys, and with all three memories. Mixing weight and kNN temperature are chosen on valid.
+// A third table reads test with one retrieved unit in context (windows of 128 tokens moving by
+// 64, each after the unit a dense retriever finds for its last 32 tokens, with the unit's
+// continuation): the LM alone; strategy 1, the LM alone with a Contriever bi-encoder trained
+// apart; strategy 2, the LM retrofitted to read the frozen Contriever's units; strategy 3, both
+// trained together from there (REALM and Atlas PDist with a background refresh, PDist with
+// re-ranking, PDist query-side), RETRLM_JOINT_STEPS steps each (default 300). joint_curve adds
+// the cost of a fresh index: REALM for RETRLM_JOINT_CURVE_STEPS (100) steps with no refresh and
+// with one every 10, 25 and 50 steps, blocking or in the background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
-// RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext picks rows (default:
-// all; the LM alone always runs); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops.
+// RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_realm,
+// joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_curve picks rows (default: all; the LM
+// alone always runs); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include <stdio.h>
@@ -339,6 +348,289 @@ typedef struct stream {
     retrlm_retro_neighbours nb;
 } stream;
 
+// ---- strategy 3 beside 1 and 2: one retrieved unit read in context -------------------------
+// Every row reads test the same way: windows of 128 tokens of context moving by 64, each after
+// the unit that a dense retriever finds for the window's last 32 tokens, read with its
+// continuation (64 tokens in all). The retriever starts as a Contriever bi-encoder trained on
+// train's documents (strategy 1: LM and retriever trained apart); strategy 2 trains the LM alone
+// further with that retriever frozen (in-context retrofitting); strategy 3 trains both further,
+// the same steps, with REALM or Atlas's PDist, its index refreshed in the background, re-ranked,
+// or never stale (query-side).
+enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_ROWS = 7 };
+
+static void j_encoder_config(retrlm_encoder_config *ec) {
+    memset(ec, 0, sizeof *ec);
+    ec->model.vocab_size = VOCAB;
+    ec->model.dim = J_DIM;
+    ec->model.n_layers = 2;
+    ec->model.n_heads = 2;
+    ec->model.seed = 5;
+    ec->separate = 1; // query-side training freezes the document side
+    ec->normalize = 1;
+    ec->max_query_tokens = J_Q;
+    ec->max_doc_tokens = CHUNK;
+    ec->max_batch = 32;
+}
+
+// bits per byte of each stream, each window after its unit (use_ds) or alone
+static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_datastore *ds,
+                   const stream *st, int nst, double *bpb) {
+    retrlm_ralm_config rc;
+    retrlm_retrieve_params rp;
+    int b;
+    memset(&rc, 0, sizeof rc);
+    memset(&rp, 0, sizeof rp);
+    rp.mode = RETRLM_RETRIEVE_DENSE;
+    rc.mode = ds ? RETRLM_RALM_INCONTEXT : RETRLM_RALM_NONE;
+    rc.k = 1;
+    rc.stride = J_STRIDE;
+    rc.query_tokens = J_Q;
+    rc.unit_tokens = J_UNIT;
+    rc.continuation = 1;
+    rc.context_tokens = J_CTX;
+    rc.retrieve = &rp;
+    for (b = 0; b < nst; b++)
+        if (retrlm_ralm_bits_per_byte(m, tok, ds, st[b].ids, st[b].n, st[b].bytes, &rc, &bpb[b], NULL))
+            die("read with a unit");
+}
+
+typedef struct j_ctx {
+    const char *out;
+    retrlm_tokenizer *tok;
+    retrlm_datastore *ds;
+    const retrlm_model *lm;     // the LM alone: where every reader starts
+    const int *ids;             // the LM alone's training tokens
+    size_t n;
+    const int64_t *doc;
+    int steps;                  // joint and retrofit steps
+} j_ctx;
+
+// a copy of the LM alone (loaded again from its file) into m
+static void j_reader(const j_ctx *x, retrlm_model *m) {
+    retrlm_model_config mc;
+    int t;
+    model_config(&mc, 0);
+    if (retrlm_model_init(m, &mc)) die("reader");
+    for (t = 0; t < RETRLM_T_COUNT; t++)
+        if (x->lm->tensor_size[t]) memcpy(m->param[t], x->lm->param[t], x->lm->tensor_size[t] * sizeof(float));
+}
+
+// one strategy-3 row: the reader and retriever trained jointly from the LM alone and the
+// Contriever encoder at enc0, kept at out/joint-NAME-STEPS.rlm (+ .enc); returns train seconds
+static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm_joint_objective obj,
+                      int refresh, int delay, int rerank, int query_side, retrlm_model *m,
+                      retrlm_encoder *e, retrlm_joint_state *js) {
+    char path[1024], epath[1100];
+    retrlm_adamw o1, o2;
+    retrlm_adamw_group g[6];
+    retrlm_joint_config jc;
+    int ng, i, keep = 0;
+    double t0 = retrlm_time_seconds();
+    snprintf(path, sizeof path, "%s/joint-%s-%d.rlm", x->out, name, x->steps);
+    snprintf(epath, sizeof epath, "%s.enc", path);
+    memset(js, 0, sizeof *js);
+    if (!retrlm_model_load(m, path, NULL) && !retrlm_encoder_load(e, epath)) return load_secs(path);
+    retrlm_model_free(m);
+    j_reader(x, m);
+    if (retrlm_encoder_load(e, enc0)) die("load the Contriever encoder");
+    if (retrlm_datastore_embed(x->ds, e, x->tok, NULL, progress, NULL)) die("embed");
+    adamw(&o1, g, retrlm_model_param_groups(m, 5e-4f, 0.1f, g), x->steps);
+    ng = retrlm_encoder_param_groups(e, 1e-4f, 0.01f, g);
+    for (i = 0; i < ng; i++) { // query-side: the document side's weights stay out
+        const float *p = g[i].params, *d0 = e->side[RETRLM_DOC].params;
+        if (!query_side || !((p >= d0 && p < d0 + e->side[RETRLM_DOC].n_params) || p == e->proj[RETRLM_DOC]))
+            g[keep++] = g[i];
+    }
+    adamw(&o2, g, keep, x->steps);
+    retrlm_joint_state_init(js, 1);
+    memset(&jc, 0, sizeof jc);
+    jc.lm_tok = x->tok, jc.ds = x->ds;
+    jc.tokens = x->ids, jc.n_tokens = x->n, jc.token_doc = x->doc;
+    jc.objective = obj;
+    jc.context_tokens = J_CTX - J_UNIT, jc.query_tokens = J_Q, jc.continuation_tokens = J_UNIT;
+    jc.unit_tokens = J_UNIT, jc.continuation = 1;
+    jc.k = 2, jc.batch = 4;
+    jc.refresh_every = refresh, jc.refresh_delay = delay, jc.rerank = rerank, jc.query_side = query_side;
+    jc.probe = 32;
+    jc.steps = x->steps;
+    jc.progress = progress;
+    if (retrlm_joint_train(m, &o1, e, &o2, &jc, js)) die("joint train");
+    retrlm_adamw_free(&o1);
+    retrlm_adamw_free(&o2);
+    if (retrlm_model_save(m, NULL, NULL, path) || retrlm_encoder_save(e, epath)) die("save joint");
+    save_secs(path, retrlm_time_seconds() - t0);
+    fprintf(stderr, "  joint %s: loss %.3f reader %.3f, %lld refreshes (%.0f s embedding, %.0f s waited), "
+            "last overlap %.2f\n", name, (double)js->last_loss, (double)js->last_reader,
+            (long long)js->refreshes, js->refresh_seconds, js->stall_seconds, (double)js->last_overlap);
+    return retrlm_time_seconds() - t0;
+}
+
+// The cost of a fresh index: REALM from the same start for a few steps with no refresh, and
+// with a refresh every T steps, blocking or in the background (swapped in T / 5 steps later):
+// training tokens a second (the windows' tokens) and the bits per byte on test each reaches.
+static void joint_curve(j_ctx x, const char *corpus, const stream *st, const char *enc0) {
+    static const int every[] = {0, 10, 25, 50};
+    double bpb[7], tps[7], wait[7], emb[7];
+    int i, mode, n = 0, tag[7][2];
+    char name[64];
+    retrlm_model m;
+    retrlm_encoder e;
+    retrlm_joint_state js;
+    memset(&m, 0, sizeof m);
+    memset(&e, 0, sizeof e);
+    x.steps = getenv("RETRLM_JOINT_CURVE_STEPS") ? atoi(getenv("RETRLM_JOINT_CURVE_STEPS")) : 100;
+    for (i = 0; i < 4; i++)
+        for (mode = 0; mode < (every[i] ? 2 : 1); mode++) {
+            double secs;
+            snprintf(name, sizeof name, "curve-%d-%s", every[i], mode ? "bg" : "block");
+            secs = j_joint(&x, name, enc0, RETRLM_JOINT_REALM, every[i], mode ? every[i] / 5 : 0, 0, 0, &m, &e, &js);
+            tps[n] = (double)x.steps * 4 * J_CTX / secs;
+            wait[n] = js.stall_seconds, emb[n] = js.refresh_seconds; // 0 when the model was reused
+            if (retrlm_datastore_embed(x.ds, &e, x.tok, NULL, progress, NULL)) die("embed");
+            j_read(&m, x.tok, x.ds, st, 1, &bpb[n]);
+            tag[n][0] = every[i], tag[n][1] = mode;
+            n++;
+            retrlm_model_free(&m);
+            retrlm_encoder_free(&e);
+        }
+    printf("\n%s: the cost of a fresh index, REALM for %d steps from the same start (load %.2f)\n", corpus, x.steps,
+           loadavg());
+    printf("| refresh | training tokens/s | share of no refresh | embedding s | waited s | test bits per byte |\n");
+    printf("|---|---|---|---|---|---|\n");
+    for (i = 0; i < n; i++) {
+        if (!tag[i][0]) printf("| none |");
+        else printf("| every %d, %s |", tag[i][0], tag[i][1] ? "background" : "blocking");
+        printf(" %.0f | %.0f%% | %.0f | %.0f | %.4f |\n", tps[i], 100.0 * tps[i] / tps[0], emb[i], wait[i], bpb[i]);
+    }
+    printf("\n");
+    for (i = 0; i < n; i++)
+        printf("%s.j.curve_%d_%s.tok_s=%.0f\n%s.j.curve_%d_%s.bpb=%.4f\n", corpus, tag[i][0], tag[i][1] ? "bg" : "block",
+               tps[i], corpus, tag[i][0], tag[i][1] ? "bg" : "block", bpb[i]);
+}
+
+static void joint_table(const j_ctx *x, const char *corpus, const stream *st, int nst) {
+    static const char *row[J_ROWS] = {
+        "LM alone (no unit)", "1: LM alone + Contriever (trained apart)",
+        "2: LM retrofitted to read the frozen Contriever's units", "3: REALM, background refresh",
+        "3: Atlas PDist, background refresh", "3: Atlas PDist, re-ranking 8 (no refresh)",
+        "3: Atlas PDist, query-side (documents frozen)"};
+    static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s2", "j.realm", "j.pdist", "j.pdist_rerank", "j.pdist_qside"};
+    double bpb[J_ROWS][BUCKETS], secs[J_ROWS];
+    char enc0[1024], path[1024];
+    retrlm_encoder e;
+    retrlm_model m;
+    retrlm_joint_state js;
+    int r, b, have[J_ROWS];
+    memset(have, 0, sizeof have);
+    memset(secs, 0, sizeof secs);
+    memset(&e, 0, sizeof e);
+    memset(&m, 0, sizeof m);
+    // strategy 1's retriever: Contriever on train's documents (the LM alone's tokens)
+    snprintf(enc0, sizeof enc0, "%s/enc-contriever-%d.rlm", x->out, 1000);
+    if (retrlm_encoder_load(&e, enc0)) {
+        retrlm_encoder_config ec;
+        retrlm_adamw o;
+        retrlm_adamw_group g[6];
+        retrlm_contriever_config cc;
+        retrlm_retriever_train_state rs;
+        size_t *off = (size_t *)malloc(((size_t)x->doc[x->n - 1] - (size_t)x->doc[0] + 2) * sizeof(size_t)), i, nd = 0;
+        for (i = 0; i < x->n; i++)
+            if (i == 0 || x->doc[i] != x->doc[i - 1]) off[nd++] = i;
+        off[nd] = x->n;
+        j_encoder_config(&ec);
+        if (retrlm_encoder_init(&e, &ec)) die("encoder");
+        adamw(&o, g, retrlm_encoder_param_groups(&e, 1e-3f, 0.01f, g), 1000);
+        retrlm_retriever_train_state_init(&rs, 1);
+        memset(&cc, 0, sizeof cc);
+        cc.docs.ids = x->ids, cc.docs.off = off, cc.docs.n = nd;
+        cc.steps = 1000;
+        cc.progress = progress;
+        if (retrlm_contriever_train(&e, &o, &cc, &rs)) die("contriever");
+        fprintf(stderr, "  contriever: loss %.3f, in-batch accuracy %.2f\n", (double)rs.last_loss, (double)rs.last_acc);
+        if (retrlm_encoder_save(&e, enc0)) die("save contriever");
+        retrlm_adamw_free(&o);
+        free(off);
+    }
+    // the LM alone without and with the Contriever's units
+    j_read((retrlm_model *)x->lm, x->tok, NULL, st, nst, bpb[0]);
+    have[0] = 1;
+    if (retrlm_datastore_embed(x->ds, &e, x->tok, NULL, progress, NULL)) die("embed");
+    j_read((retrlm_model *)x->lm, x->tok, x->ds, st, nst, bpb[1]);
+    have[1] = 1;
+    if (want("joint_s2")) { // strategy 2: in-context retrofitting with the Contriever frozen
+        retrlm_incontext_train_config ic;
+        retrlm_lm_train_state ls;
+        retrlm_retrieve_params rp;
+        retrlm_adamw o;
+        retrlm_adamw_group g[2];
+        double t0 = retrlm_time_seconds();
+        snprintf(path, sizeof path, "%s/joint-s2-%d.rlm", x->out, x->steps);
+        if (retrlm_model_load(&m, path, NULL)) {
+            j_reader(x, &m);
+            adamw(&o, g, retrlm_model_param_groups(&m, 5e-4f, 0.1f, g), x->steps);
+            retrlm_lm_train_state_init(&ls, 1);
+            memset(&rp, 0, sizeof rp);
+            rp.mode = RETRLM_RETRIEVE_DENSE;
+            memset(&ic, 0, sizeof ic);
+            ic.tok = x->tok, ic.ds = x->ds, ic.retrieve = &rp;
+            ic.tokens = x->ids, ic.n_tokens = x->n, ic.token_doc = x->doc;
+            ic.k = 1, ic.unit_tokens = J_UNIT, ic.continuation = 1, ic.query_tokens = J_Q;
+            ic.window_tokens = J_CTX, ic.batch = BATCH;
+            ic.steps = x->steps;
+            ic.progress = progress;
+            if (retrlm_incontext_train(&m, &o, &ic, &ls)) die("retrofit");
+            retrlm_adamw_free(&o);
+            if (retrlm_model_save(&m, NULL, NULL, path)) die("save retrofit");
+            save_secs(path, secs[2] = retrlm_time_seconds() - t0);
+        } else
+            secs[2] = load_secs(path);
+        j_read(&m, x->tok, x->ds, st, nst, bpb[2]);
+        have[2] = 1;
+        retrlm_model_free(&m);
+    }
+    retrlm_encoder_free(&e);
+    for (r = 3; r < J_ROWS; r++) {
+        static const char *name[J_ROWS] = {"", "", "", "realm", "pdist", "pdist_rerank", "pdist_qside"};
+        char rowname[64];
+        snprintf(rowname, sizeof rowname, "joint_%s", name[r]);
+        if (!want(rowname)) continue;
+        secs[r] = j_joint(x, name[r], enc0, r == 3 ? RETRLM_JOINT_REALM : RETRLM_JOINT_PDIST,
+                          r <= 4 ? 100 : 0, r <= 4 ? 20 : 0, r == 5 ? 8 : 0, r == 6, &m, &e, &js);
+        if (retrlm_datastore_embed(x->ds, &e, x->tok, NULL, progress, NULL)) die("embed"); // a fresh index
+        j_read(&m, x->tok, x->ds, st, nst, bpb[r]);
+        have[r] = 1;
+        retrlm_model_free(&m);
+        retrlm_encoder_free(&e);
+    }
+    if (want("joint_curve")) joint_curve(*x, corpus, st, enc0);
+    printf("\n%s test with one retrieved unit in context, bits per byte (windows of %d tokens moving by %d "
+           "after the unit a dense retriever finds for their last %d, read with its continuation, %d tokens; "
+           "lower is better)\n", corpus, J_CTX, J_STRIDE, J_Q, J_UNIT);
+    printf("| row | steps after the LM alone | train wall s |");
+    for (b = 0; b < nst; b++) printf(" %s |", bucket_name[b]);
+    printf("\n|---|---|---|");
+    for (b = 0; b < nst; b++) printf("---|");
+    printf("\n");
+    for (r = 0; r < J_ROWS; r++) {
+        if (!have[r]) continue;
+        printf("| %s | %d |", row[r], r >= 2 ? x->steps : 0);
+        if (secs[r] > 0) printf(" %.0f |", secs[r]);
+        else printf(" - |");
+        for (b = 0; b < nst; b++) printf(" %.4f |", bpb[r][b]);
+        printf("\n");
+    }
+    printf("retriever: a bi-encoder (separate sides, %d wide, 2 layers) trained 1000 Contriever steps on train's "
+           "documents; the retrofit trains %d steps of %d windows of %d tokens after one unit; the joint rows %d steps "
+           "of 4 examples (x 64, y 64 tokens) with k 2 units each (+ the null document for REALM), reader lr 5e-4, "
+           "retriever lr 1e-4, refresh every 100 steps swapped in 20 later; each row read with a fresh index of its "
+           "own retriever\n\n", J_DIM, x->steps, BATCH, J_CTX, x->steps);
+    for (r = 0; r < J_ROWS; r++)
+        if (have[r])
+            for (b = 0; b < nst; b++)
+                printf("%s.%s.bpb_%s=%.4f\n", corpus, key[r], b ? (b == 1 ? "o0" : b == 2 ? "o50" : "o100") : "all",
+                       bpb[r][b]);
+}
+
 int main(int argc, char **argv) {
     const char *corpus = argc > 1 ? argv[1] : "debpkg_lm";
     int steps = argc > 2 ? atoi(argv[2]) : 1500;
@@ -642,6 +934,14 @@ int main(int argc, char **argv) {
         free(vdoc);
         free(va.text);
         free(va.doc_off);
+    }
+    // strategy 3 beside 1 and 2, its own table (printed first)
+    if (want("joint_s2") || want("joint_realm") || want("joint_pdist") || want("joint_pdist_rerank") ||
+        want("joint_pdist_qside") || want("joint_curve")) {
+        j_ctx x;
+        x.out = out, x.tok = &tok, x.ds = &ds, x.lm = &lm, x.ids = train_ids, x.n = n_train, x.doc = train_doc;
+        x.steps = getenv("RETRLM_JOINT_STEPS") ? atoi(getenv("RETRLM_JOINT_STEPS")) : 300;
+        joint_table(&x, corpus, st, kjv ? 1 : BUCKETS);
     }
     // the table
     {
