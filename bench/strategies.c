@@ -403,6 +403,7 @@ typedef struct j_ctx {
     size_t n;
     const int64_t *doc;
     int steps;                  // joint and retrofit steps
+    const char *data;           // ../shared/data: debpkg's dev queries for MRR@10
 } j_ctx;
 
 // a copy of the LM alone (loaded again from its file) into m
@@ -413,6 +414,58 @@ static void j_reader(const j_ctx *x, retrlm_model *m) {
     if (retrlm_model_init(m, &mc)) die("reader");
     for (t = 0; t < RETRLM_T_COUNT; t++)
         if (x->lm->tensor_size[t]) memcpy(m->param[t], x->lm->param[t], x->lm->tensor_size[t] * sizeof(float));
+}
+
+// MRR@10 of encoder e on debpkg's dev queries (synopses) against its 59,993 package descriptions,
+// each cut to the encoder's first CHUNK tokens (debpkg_lm's documents, where the encoders train,
+// are those descriptions); -1 when the data is missing
+static double j_mrr(retrlm_encoder *e, const retrlm_tokenizer *tok, const char *data) {
+    tsv_file docs, qs, qr;
+    char path[1024];
+    const char **texts;
+    float *demb, *qemb;
+    int64_t *ids, *qids, *dids;
+    int *nr, i;
+    retrlm_index ix;
+    retrlm_index_config ic;
+    retrlm_qrel *qrels;
+    retrlm_retrieval_metrics mt;
+    snprintf(path, sizeof path, "%s/debpkg/docs.tsv", data);
+    if (!tsv_read(&docs, path, 0)) return -1.0;
+    snprintf(path, sizeof path, "%s/debpkg/queries_dev.tsv", data);
+    if (!tsv_read(&qs, path, 0)) return -1.0;
+    snprintf(path, sizeof path, "%s/debpkg/qrels_dev.tsv", data);
+    if (!tsv_read(&qr, path, 0)) return -1.0;
+    texts = (const char **)malloc(sizeof(char *) * (size_t)(docs.n_rows + qs.n_rows));
+    demb = (float *)malloc(sizeof(float) * (size_t)docs.n_rows * (size_t)e->dim);
+    qemb = (float *)malloc(sizeof(float) * (size_t)qs.n_rows * (size_t)e->dim);
+    ids = (int64_t *)malloc(sizeof(int64_t) * (size_t)qs.n_rows * 10);
+    qids = (int64_t *)malloc(sizeof(int64_t) * (size_t)qs.n_rows);
+    nr = (int *)malloc(sizeof(int) * (size_t)qs.n_rows);
+    dids = (int64_t *)malloc(sizeof(int64_t) * (size_t)docs.n_rows);
+    qrels = (retrlm_qrel *)malloc(sizeof(retrlm_qrel) * (size_t)qr.n_rows);
+    for (i = 0; i < docs.n_rows; i++) texts[i] = tsv_get(&docs, i, 3);
+    if (retrlm_encoder_encode_texts(e, tok, RETRLM_DOC, texts, NULL, (size_t)docs.n_rows, demb, NULL, NULL)) die("mrr docs");
+    for (i = 0; i < qs.n_rows; i++) texts[i] = tsv_get(&qs, i, 1), qids[i] = atoll(tsv_get(&qs, i, 0));
+    if (retrlm_encoder_encode_texts(e, tok, RETRLM_QUERY, texts, NULL, (size_t)qs.n_rows, qemb, NULL, NULL)) die("mrr queries");
+    memset(&ic, 0, sizeof ic);
+    ic.dim = e->dim;
+    ic.metric = RETRLM_METRIC_IP;
+    for (i = 0; i < docs.n_rows; i++) dids[i] = atoll(tsv_get(&docs, i, 0));
+    if (retrlm_index_init(&ix, &ic) || retrlm_index_add(&ix, demb, (size_t)docs.n_rows, e->dim, dids) ||
+        retrlm_index_search(&ix, qemb, qs.n_rows, e->dim, 10, NULL, ids, NULL))
+        die("mrr search");
+    for (i = 0; i < qs.n_rows; i++) nr[i] = 10;
+    for (i = 0; i < qr.n_rows; i++) {
+        qrels[i].qid = atoll(tsv_get(&qr, i, 0));
+        qrels[i].docid = atoll(tsv_get(&qr, i, 1));
+        qrels[i].grade = atoi(tsv_get(&qr, i, 2));
+    }
+    if (retrlm_eval_retrieval(qs.n_rows, qids, ids, nr, 10, qrels, (size_t)qr.n_rows, 1, &mt)) die("mrr");
+    retrlm_index_free(&ix);
+    free(texts), free(demb), free(qemb), free(ids), free(qids), free(nr), free(qrels), free(dids);
+    tsv_free(&docs), tsv_free(&qs), tsv_free(&qr);
+    return mt.mrr10;
 }
 
 // one strategy-3 row: the reader and retriever trained jointly from the LM alone and the
@@ -515,7 +568,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         "3: Atlas PDist, background refresh", "3: Atlas PDist, re-ranking 8 (no refresh)",
         "3: Atlas PDist, query-side (documents frozen)"};
     static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s2", "j.realm", "j.pdist", "j.pdist_rerank", "j.pdist_qside"};
-    double bpb[J_ROWS][BUCKETS], secs[J_ROWS];
+    double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS];
     char enc0[1024], path[1024];
     retrlm_encoder e;
     retrlm_model m;
@@ -523,6 +576,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     int r, b, have[J_ROWS];
     memset(have, 0, sizeof have);
     memset(secs, 0, sizeof secs);
+    for (r = 0; r < J_ROWS; r++) mrr[r] = -1.0;
     memset(&e, 0, sizeof e);
     memset(&m, 0, sizeof m);
     // strategy 1's retriever: Contriever on train's documents (the LM alone's tokens)
@@ -557,6 +611,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     if (retrlm_datastore_embed(x->ds, &e, x->tok, NULL, progress, NULL)) die("embed");
     j_read((retrlm_model *)x->lm, x->tok, x->ds, st, nst, bpb[1]);
     have[1] = 1;
+    mrr[1] = mrr[2] = j_mrr(&e, x->tok, x->data);
     if (want("joint_s2")) { // strategy 2: in-context retrofitting with the Contriever frozen
         retrlm_incontext_train_config ic;
         retrlm_lm_train_state ls;
@@ -599,6 +654,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         if (retrlm_datastore_embed(x->ds, &e, x->tok, NULL, progress, NULL)) die("embed"); // a fresh index
         j_read(&m, x->tok, x->ds, st, nst, bpb[r]);
         have[r] = 1;
+        mrr[r] = j_mrr(&e, x->tok, x->data);
         retrlm_model_free(&m);
         retrlm_encoder_free(&e);
     }
@@ -606,9 +662,9 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     printf("\n%s test with one retrieved unit in context, bits per byte (windows of %d tokens moving by %d "
            "after the unit a dense retriever finds for their last %d, read with its continuation, %d tokens; "
            "lower is better)\n", corpus, J_CTX, J_STRIDE, J_Q, J_UNIT);
-    printf("| row | steps after the LM alone | train wall s |");
+    printf("| row | steps after the LM alone | train wall s | retriever's debpkg dev MRR@10 |");
     for (b = 0; b < nst; b++) printf(" %s |", bucket_name[b]);
-    printf("\n|---|---|---|");
+    printf("\n|---|---|---|---|");
     for (b = 0; b < nst; b++) printf("---|");
     printf("\n");
     for (r = 0; r < J_ROWS; r++) {
@@ -616,6 +672,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         printf("| %s | %d |", row[r], r >= 2 ? x->steps : 0);
         if (secs[r] > 0) printf(" %.0f |", secs[r]);
         else printf(" - |");
+        if (mrr[r] >= 0) printf(" %.4f |", mrr[r]);
+        else printf(" |");
         for (b = 0; b < nst; b++) printf(" %.4f |", bpb[r][b]);
         printf("\n");
     }
@@ -624,6 +682,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
            "of 4 examples (x 64, y 64 tokens) with k 2 units each (+ the null document for REALM), reader lr 5e-4, "
            "retriever lr 1e-4, refresh every 100 steps swapped in 20 later; each row read with a fresh index of its "
            "own retriever\n\n", J_DIM, x->steps, BATCH, J_CTX, x->steps);
+    for (r = 0; r < J_ROWS; r++)
+        if (have[r] && mrr[r] >= 0 && r != 2) printf("%s.%s.mrr10=%.4f\n", corpus, key[r], mrr[r]);
     for (r = 0; r < J_ROWS; r++)
         if (have[r])
             for (b = 0; b < nst; b++)
@@ -941,6 +1001,7 @@ int main(int argc, char **argv) {
         j_ctx x;
         x.out = out, x.tok = &tok, x.ds = &ds, x.lm = &lm, x.ids = train_ids, x.n = n_train, x.doc = train_doc;
         x.steps = getenv("RETRLM_JOINT_STEPS") ? atoi(getenv("RETRLM_JOINT_STEPS")) : 300;
+        x.data = data;
         joint_table(&x, corpus, st, kjv ? 1 : BUCKETS);
     }
     // the table
