@@ -357,86 +357,112 @@ RETRLM_API void retrlm_knnlm_free(retrlm_knnlm *kn) {
     memset(kn, 0, sizeof *kn);
 }
 
-#define RETRLM__KNNLM_KIND "knnlm"
+// ---- files of an index with a token for each vector: kNN-LM keys (the token that followed
+// each key) and NPM's phrase index (the corpus token each vector is the output of). Container
+// sections "index" (the index's own file image) and NAME (the tokens, i32); the index's ids are
+// positions into the tokens. The index is used in place from the reader; the tokens are copied.
 
 // the writer holds the index image (owned by *image: free it after saving)
-static retrlm_result retrlm__knnlm_writer(const retrlm_knnlm *kn, retrlm_writer *w, void **image) {
+static retrlm_result retrlm__tokindex_writer(const char *kind, const char *name, const retrlm_index *ix,
+                                             const int *tok, size_t n, retrlm_writer *w, void **image) {
     size_t size = 0;
     retrlm_result r;
     *image = NULL;
-    if ((r = retrlm_writer_init(w, RETRLM__KNNLM_KIND))) return r;
-    if ((r = retrlm_index_save_memory(&kn->index, image, &size))) return r;
-    if ((r = retrlm_writer_add(w, "index", RETRLM_DTYPE_U8, *image, size)) ||
-        (r = retrlm_writer_add(w, "values", RETRLM_DTYPE_I32, kn->values, kn->n)))
+    if ((r = retrlm_writer_init(w, kind))) return r;
+    if ((r = retrlm_index_save_memory(ix, image, &size))) return r;
+    if ((r = retrlm_writer_add(w, "index", RETRLM_DTYPE_U8, *image, size))) return r;
+    return retrlm_writer_add(w, name, RETRLM_DTYPE_I32, tok, n);
+}
+
+// rd is open: ix borrows from it, *tok (*n) is a copy; every id is a position and every token in
+// [0, vocab_size), the metric is the one expected, or ERR_FORMAT: a file of other vectors is an
+// error, never a read out of bounds
+static retrlm_result retrlm__tokindex_read(retrlm_reader *rd, const char *kind, const char *name,
+                                           int metric, int vocab_size, retrlm_index *ix,
+                                           int **tok, size_t *n_out) {
+    const void *image = NULL, *src = NULL;
+    size_t isize = 0, n = 0, i;
+    retrlm_result r;
+    if ((r = retrlm_reader_get(rd, "index", RETRLM_DTYPE_U8, &image, &isize)) ||
+        (r = retrlm_reader_get(rd, name, RETRLM_DTYPE_I32, &src, &n)) ||
+        (r = retrlm_index_load_memory(ix, image, isize)))
         return r;
+    if (n != ix->n || ix->metric != metric)
+        return retrlm__fail(RETRLM_ERR_FORMAT, "%s: %lu %s for %lu vectors, metric %d (%d expected)", kind,
+                            (unsigned long)n, name, (unsigned long)ix->n, ix->metric, metric);
+    *tok = (int *)retrlm__alloc(n + 1, sizeof(int));
+    if (!*tok) return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %lu %s", kind, (unsigned long)n, name);
+    if (n) memcpy(*tok, src, n * sizeof(int));
+    for (i = 0; i < n; i++) {
+        int64_t id = ix->ids[i];
+        int v = (*tok)[i];
+        if (id < 0 || (uint64_t)id >= n || v < 0 || v >= vocab_size)
+            return retrlm__fail(RETRLM_ERR_FORMAT, "%s: vector %lu has id %lld and token %d: not for a "
+                                "%d-token model", kind, (unsigned long)i, (long long)id, v, vocab_size);
+    }
+    *n_out = n;
     return RETRLM_OK;
 }
 
-RETRLM_API retrlm_result retrlm_knnlm_save_memory(const retrlm_knnlm *kn, void *buf, size_t cap,
-                                                  size_t *size) {
+// save (path) or save_memory (path NULL: into buf)
+static retrlm_result retrlm__tokindex_save(const char *kind, const char *name, const retrlm_index *ix,
+                                           const int *tok, size_t n, const char *path, void *buf,
+                                           size_t cap, size_t *size) {
     retrlm_writer w;
     void *image;
-    retrlm_result r = retrlm__knnlm_writer(kn, &w, &image);
+    retrlm_result r = retrlm__tokindex_writer(kind, name, ix, tok, n, &w, &image);
+#ifndef RETRLM_NO_STDIO
+    if (!r) r = path ? retrlm_writer_save(&w, path) : retrlm_writer_save_memory(&w, buf, cap, size);
+#else
     if (!r) r = retrlm_writer_save_memory(&w, buf, cap, size);
+    (void)path;
+#endif
     retrlm_writer_free(&w);
     retrlm_free(image);
     return r;
 }
 
-// kn->reader_ is open: the index borrows from it, the values are copied and checked
-static retrlm_result retrlm__knnlm_read(retrlm_knnlm *kn, int vocab_size) {
-    const void *image = NULL, *values = NULL;
-    size_t isize = 0, n = 0, i;
+// load (path) or load_memory (path NULL: from data, borrowed): rd opened, then read as above
+static retrlm_result retrlm__tokindex_load(const char *kind, const char *name, int metric, int vocab_size,
+                                           const char *path, const void *data, size_t size,
+                                           retrlm_reader *rd, retrlm_index *ix, int **tok, size_t *n) {
     retrlm_result r;
-    if ((r = retrlm_reader_get(&kn->reader_, "index", RETRLM_DTYPE_U8, &image, &isize)) ||
-        (r = retrlm_reader_get(&kn->reader_, "values", RETRLM_DTYPE_I32, &values, &n)) ||
-        (r = retrlm_index_load_memory(&kn->index, image, isize)))
-        return r;
-    if (n != kn->index.n || kn->index.metric != RETRLM_METRIC_L2)
-        return retrlm__fail(RETRLM_ERR_FORMAT, "knnlm: %lu values for %lu keys, metric %d (L2 "
-                            "expected)", (unsigned long)n, (unsigned long)kn->index.n,
-                            kn->index.metric);
-    kn->values = (int *)retrlm__alloc(n + 1, sizeof(int));
-    if (!kn->values) return retrlm__fail(RETRLM_ERR_NOMEM, "knnlm: no memory for %lu values", (unsigned long)n);
-    if (n) memcpy(kn->values, values, n * sizeof(int));
-    for (i = 0; i < n; i++) {
-        int64_t id = kn->index.ids[i];
-        int v = kn->values[i];
-        if (id < 0 || (uint64_t)id >= n || v < 0 || v >= vocab_size)
-            return retrlm__fail(RETRLM_ERR_FORMAT, "knnlm: key %lu has id %lld and value %d: not "
-                                "keys of a %d-token model", (unsigned long)i, (long long)id, v,
-                                vocab_size);
-    }
-    kn->n = n;
-    return RETRLM_OK;
+#ifndef RETRLM_NO_STDIO
+    r = path ? retrlm_reader_open(rd, path, kind, 0) : retrlm_reader_open_memory(rd, data, size, kind, 0);
+#else
+    r = retrlm_reader_open_memory(rd, data, size, kind, 0);
+    (void)path;
+#endif
+    return r ? r : retrlm__tokindex_read(rd, kind, name, metric, vocab_size, ix, tok, n);
+}
+
+#define RETRLM__KNNLM_KIND "knnlm"
+
+RETRLM_API retrlm_result retrlm_knnlm_save_memory(const retrlm_knnlm *kn, void *buf, size_t cap,
+                                                  size_t *size) {
+    return retrlm__tokindex_save(RETRLM__KNNLM_KIND, "values", &kn->index, kn->values, kn->n, NULL, buf, cap, size);
 }
 
 RETRLM_API retrlm_result retrlm_knnlm_load_memory(retrlm_knnlm *kn, const void *data, size_t size,
                                                   int vocab_size) {
     retrlm_result r;
     memset(kn, 0, sizeof *kn);
-    if ((r = retrlm_reader_open_memory(&kn->reader_, data, size, RETRLM__KNNLM_KIND, 0)) ||
-        (r = retrlm__knnlm_read(kn, vocab_size)))
+    if ((r = retrlm__tokindex_load(RETRLM__KNNLM_KIND, "values", RETRLM_METRIC_L2, vocab_size, NULL, data, size,
+                                   &kn->reader_, &kn->index, &kn->values, &kn->n)))
         retrlm_knnlm_free(kn);
     return r;
 }
 
 #ifndef RETRLM_NO_STDIO
 RETRLM_API retrlm_result retrlm_knnlm_save(const retrlm_knnlm *kn, const char *path) {
-    retrlm_writer w;
-    void *image;
-    retrlm_result r = retrlm__knnlm_writer(kn, &w, &image);
-    if (!r) r = retrlm_writer_save(&w, path);
-    retrlm_writer_free(&w);
-    retrlm_free(image);
-    return r;
+    return retrlm__tokindex_save(RETRLM__KNNLM_KIND, "values", &kn->index, kn->values, kn->n, path, NULL, 0, NULL);
 }
 
 RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, int vocab_size) {
     retrlm_result r;
     memset(kn, 0, sizeof *kn);
-    if ((r = retrlm_reader_open(&kn->reader_, path, RETRLM__KNNLM_KIND, 0)) ||
-        (r = retrlm__knnlm_read(kn, vocab_size)))
+    if ((r = retrlm__tokindex_load(RETRLM__KNNLM_KIND, "values", RETRLM_METRIC_L2, vocab_size, path, NULL, 0,
+                                   &kn->reader_, &kn->index, &kn->values, &kn->n)))
         retrlm_knnlm_free(kn);
     return r;
 }
@@ -655,8 +681,41 @@ RETRLM_API void retrlm_npm_index_free(retrlm_npm_index *x) {
     if (!x) return;
     retrlm_index_free(&x->index);
     RETRLM_FREE(x->tokens);
+    retrlm_reader_close(&x->reader_);
     memset(x, 0, sizeof *x);
 }
+
+#define RETRLM__NPM_KIND "npm_index"
+
+RETRLM_API retrlm_result retrlm_npm_index_save_memory(const retrlm_npm_index *x, void *buf, size_t cap,
+                                                      size_t *size) {
+    return retrlm__tokindex_save(RETRLM__NPM_KIND, "tokens", &x->index, x->tokens, x->n, NULL, buf, cap, size);
+}
+
+RETRLM_API retrlm_result retrlm_npm_index_load_memory(retrlm_npm_index *x, const void *data, size_t size,
+                                                      int vocab_size) {
+    retrlm_result r;
+    memset(x, 0, sizeof *x);
+    if ((r = retrlm__tokindex_load(RETRLM__NPM_KIND, "tokens", RETRLM_METRIC_IP, vocab_size, NULL, data, size,
+                                   &x->reader_, &x->index, &x->tokens, &x->n)))
+        retrlm_npm_index_free(x);
+    return r;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_npm_index_save(const retrlm_npm_index *x, const char *path) {
+    return retrlm__tokindex_save(RETRLM__NPM_KIND, "tokens", &x->index, x->tokens, x->n, path, NULL, 0, NULL);
+}
+
+RETRLM_API retrlm_result retrlm_npm_index_load(retrlm_npm_index *x, const char *path, int vocab_size) {
+    retrlm_result r;
+    memset(x, 0, sizeof *x);
+    if ((r = retrlm__tokindex_load(RETRLM__NPM_KIND, "tokens", RETRLM_METRIC_IP, vocab_size, path, NULL, 0,
+                                   &x->reader_, &x->index, &x->tokens, &x->n)))
+        retrlm_npm_index_free(x);
+    return r;
+}
+#endif
 
 RETRLM_API retrlm_result retrlm_npm_index_build(retrlm_npm_index *x, retrlm_model *m, const int *tokens,
                                                 size_t n, int seq_len,

@@ -151,6 +151,8 @@ typedef struct retrlm_npm_index {
     retrlm_index index;  /* one vector a corpus token; ids are positions into tokens */
     int         *tokens; /* (n) the corpus, copied */
     size_t       n;
+    /* private */
+    retrlm_reader reader_; /* the loaded file, while the index borrows from it */
 } retrlm_npm_index;
 
 /* Encodes tokens (n) with m (bidirectional) in blocks of seq_len (0: max_seq_len), the last one
@@ -160,6 +162,18 @@ RETRLM_API retrlm_result retrlm_npm_index_build(retrlm_npm_index *x, retrlm_mode
                                                 size_t n, int seq_len,
                                                 const retrlm_index_config *index_config);
 RETRLM_API void retrlm_npm_index_free(retrlm_npm_index *x);
+/* Files: container kind "npm_index" (sections "index", the index's own file image, and "tokens"),
+   checked on load as kNN-LM keys are (every id a position, every token below vocab_size, the
+   model's vocabulary with its mask token), the index used in place. */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_npm_index_save(const retrlm_npm_index *x, const char *path);
+RETRLM_API retrlm_result retrlm_npm_index_load(retrlm_npm_index *x, const char *path, int vocab_size);
+#endif
+/* buf NULL: *size only. load_memory borrows data until free. */
+RETRLM_API retrlm_result retrlm_npm_index_save_memory(const retrlm_npm_index *x, void *buf, size_t cap,
+                                                      size_t *size);
+RETRLM_API retrlm_result retrlm_npm_index_load_memory(retrlm_npm_index *x, const void *data, size_t size,
+                                                      int vocab_size);
 
 /* Fills the span tokens[start, start + len) of one sequence (n <= max_seq_len tokens; the span's
    tokens must be mask_id, the rest is its context) from the index: out (len) gets the most

@@ -272,6 +272,33 @@ static void test_npm_fill_bad_input(void) {
     CHECK(retrlm_npm_fill(&m, &x, seq, T, 4, 1, MASK, 4, 1.0f, got, &pr) == RETRLM_ERR_ARG); // a mask outside
     CHECK(retrlm_npm_fill(&m, &x, seq, T, 15, 2, MASK, 4, 1.0f, got, &pr) == RETRLM_ERR_ARG); // past the end
     CHECK(retrlm_npm_fill(&m, &x, seq, T + 1, 3, 2, MASK, 4, 1.0f, got, &pr) == RETRLM_ERR_ARG); // too long
+    { // saved and loaded (file and memory): the same fill; a vocabulary too small for its tokens refused
+        retrlm_npm_index y;
+        int got2[2];
+        float pr2;
+        size_t size;
+        void *img;
+        CHECK_OK(retrlm_npm_index_save(&x, "build/tests/npm_index.rlm"));
+        CHECK_OK(retrlm_npm_index_load(&y, "build/tests/npm_index.rlm", V + 1));
+        CHECK(y.n == x.n && memcmp(y.tokens, x.tokens, sizeof(int) * x.n) == 0);
+        CHECK_OK(retrlm_npm_fill(&m, &y, seq, T, 3, 2, MASK, 4, 1.0f, got2, &pr2));
+        CHECK(memcmp(got, got2, sizeof got) == 0 && pr == pr2);
+        retrlm_npm_index_free(&y);
+        CHECK(retrlm_npm_index_load(&y, "build/tests/npm_index.rlm", 2) == RETRLM_ERR_FORMAT);
+        CHECK(retrlm_npm_index_load(&y, "build/tests/no-such-index.rlm", V + 1) == RETRLM_ERR_IO);
+        CHECK_OK(retrlm_npm_index_save_memory(&x, NULL, 0, &size));
+        img = malloc(size);
+        CHECK_OK(retrlm_npm_index_save_memory(&x, img, size, &size));
+        CHECK_OK(retrlm_npm_index_load_memory(&y, img, size, V + 1));
+        CHECK_OK(retrlm_npm_fill(&m, &y, seq, T, 3, 2, MASK, 4, 1.0f, got2, &pr2));
+        CHECK(memcmp(got, got2, sizeof got) == 0 && pr == pr2);
+        retrlm_npm_index_free(&y);
+        { // kNN-LM keys are not a phrase index
+            retrlm_knnlm kn;
+            CHECK(retrlm_knnlm_load_memory(&kn, img, size, V + 1) == RETRLM_ERR_FORMAT);
+        }
+        free(img);
+    }
     retrlm_npm_index_free(&x);
     retrlm_npm_index_free(&x); // twice: a no-op
     s[0] = V;
