@@ -426,7 +426,8 @@ static int progress_line(const cli_progress *p, char *line, size_t cap, const ch
     if (rate > 0.0) fmt_count(a, sizeof a, rate), append(line, cap, &n, " %s/s", a);
     if (final) fmt_time(a, sizeof a, secs), append(line, cap, &n, " in %s", a);
     else if (total > 0.0 && rate > 0.0) fmt_time(a, sizeof a, (total - done) / rate), append(line, cap, &n, " ETA %s", a);
-    if (p->train && (!strcmp(stage, "train") || !strcmp(stage, "incontext") || !strcmp(stage, "trime")))
+    if (p->train && (!strcmp(stage, "train") || !strcmp(stage, "incontext") || !strcmp(stage, "trime") ||
+                     !strcmp(stage, "npm")))
         append(line, cap, &n, " loss %.3f", p->train->last_loss);
     if (p->retr && (!strcmp(stage, "contriever") || !strcmp(stage, "dpr")))
         append(line, cap, &n, " loss %.3f acc %.2f", p->retr->last_loss, p->retr->last_acc);
@@ -575,7 +576,8 @@ static int load_model(cli_state *s, const char *path, int max_batch) {
     memset(&over, 0, sizeof over);
     over.max_batch = max_batch;
     if ((r = retrlm_model_load(&s->lm, path, max_batch ? &over : NULL))) return fail(r, "cannot load the model");
-    if (s->lm.config.vocab_size != s->tok.n_vocab)
+    // an NPM encoder (npm-train) has one token more than its tokenizer: its mask
+    if (s->lm.config.vocab_size != s->tok.n_vocab + (s->lm.config.bidirectional ? 1 : 0))
         return say("%s has a vocabulary of %d tokens, the tokenizer %d: not the tokenizer it was trained with",
                    path, s->lm.config.vocab_size, s->tok.n_vocab);
     return check_fingerprint(s, path);
@@ -863,13 +865,45 @@ static int train_trime(cli_state *s, retrlm_trime_train_config *tc, retrlm_lm_tr
     return 0;
 }
 
-// lm-train, and trime-train (trime 1): the same model and options, TRIME's loss and batches
-static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, int trime) {
+// npm-train once the encoder (s->lm, its last token the mask), its optimiser and the text are ready
+static int train_npm(cli_state *s, retrlm_lm_train_state *st, const char *out, int steps, int save_every,
+                     float mask_ratio, int max_span, float temp, int parametric) {
+    const retrlm_model_config *c = &s->lm.config;
+    retrlm_npm_train_config nc;
+    retrlm_result r;
+    if (s->text[0].n < (size_t)c->max_batch * (size_t)c->max_seq_len)
+        return refuse(s, "the training text has %lu tokens: a batch of %d blocks of %d needs %lu", (unsigned long)s->text[0].n,
+                      c->max_batch, c->max_seq_len, (unsigned long)c->max_batch * (unsigned long)c->max_seq_len);
+    memset(&nc, 0, sizeof nc);
+    nc.train = s->text[0].ids, nc.n_train = s->text[0].n;
+    nc.mask_id = c->vocab_size - 1;
+    nc.mask_ratio = mask_ratio, nc.max_span = max_span, nc.temperature = temp, nc.parametric = parametric;
+    nc.steps = steps, nc.checkpoint = out, nc.checkpoint_every = save_every;
+    nc.progress = progress_fn, nc.user = &s->prog;
+    s->prog.train = st;
+    fprintf(stderr, "NPM%s: %.2fM parameters (dim %d, %d layers, %d heads, blocks of %d, %d a batch) from step %lld; "
+            "%lu training tokens\n", parametric ? " (its parametric baseline: a masked LM with a vocabulary)" : "",
+            (double)s->lm.n_params / 1e6, c->dim, c->n_layers, c->n_heads, c->max_seq_len, c->max_batch,
+            (long long)st->step, (unsigned long)nc.n_train);
+    r = retrlm_npm_train(&s->lm, &s->opt, &nc, st);
+    progress_end(&s->prog);
+    if (r) return fail(r, "training");
+    if (stamp_tokenizer(s, out)) return 1;
+    printf("%s: %s, step %lld, loss %.4f\n", out, parametric ? "parametric masked LM" : "NPM", (long long)st->step,
+           st->last_loss);
+    return 0;
+}
+
+// lm-train, trime-train (mode 1) and npm-train (mode 2): the same shape and options, TRIME's
+// loss and batches, or NPM's encoder and spans
+static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, int mode) {
+    const int trime = mode == 1, npm = mode == 2;
     const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *train = NULL, *valid = NULL, *out = NULL;
     const char *memory = "local", *sim = "l2";
     int dim = 128, layers = 4, heads = 4, ctx = 128, batch = 8, steps = 400, seed = 1, warmup = -1;
     int eval_every = 0, save_every = 100, resume = 0, ce_warmup = 0, n_common;
-    float lr = 3e-3f, wd = 0.1f, temp = 1.0f, drop_local = 0.9f;
+    float lr = 3e-3f, wd = 0.1f, temp = 1.0f, drop_local = 0.9f, mask_ratio = 0.15f;
+    int max_span = 5, parametric = 0;
     retrlm_model_config mc;
     retrlm_adamw_group groups[2];
     retrlm_lm_train_config lc;
@@ -903,9 +937,18 @@ static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, in
         {"--drop-local", "X", OPT_FLOAT, &drop_local, 0, 1, "ext: the share of steps without the local memory (TRIME: 0.9)"},
         {"--ce-warmup", "N", OPT_INT, &ce_warmup, 0, 1e9, "first steps with plain cross-entropy, no memory"},
         CLI_END};
-    const cli_opt end = CLI_END;
+    const cli_opt end = CLI_END, npm_opts[] = { // npm-train's own, in trime-train's place
+        {"--mask-ratio", "X", OPT_FLOAT, &mask_ratio, 1e-6, 0.9, "share of a block's tokens masked, in spans"},
+        {"--max-span", "N", OPT_INT, &max_span, 1, 1 << 10, "longest span (lengths ~ geometric(0.5), NPM's)"},
+        {"--npm-temp", "X", OPT_FLOAT, &temp, 1e-6, 1e6, "scores q . m / (sqrt(dim) X)"},
+        {"--parametric", NULL, OPT_FLAG, &parametric, 0, 0, "train the baseline instead: the same encoder with an output "
+         "vocabulary, cross-entropy of the masked tokens"},
+        CLI_END};
+    int i;
     n_common = (int)(sizeof opts / sizeof opts[0]) - 6;
     if (!trime) opts[n_common] = end;
+    if (npm)
+        for (i = 0; i < 5; i++) opts[n_common + i] = npm_opts[i];
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     memset(&tc, 0, sizeof tc);
     if (trime) {
@@ -918,13 +961,16 @@ static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, in
         if (tc.trime.batching != RETRLM_TRIME_EXT && drop_local != 0.9f)
             return bad_usage(self, "--drop-local is for --memory ext");
     }
+    if (npm && (valid || eval_every))
+        return bad_usage(self, "npm-train measures no bits per byte (an NPM encoder fills spans: npm-fill)");
     if (check_output(s, out, "model")) return 2;
     if (load_tokenizer(s, tok_path, gpt2)) return 1;
     if (resume) {
         if (load_model(s, out, 0)) return 1;
     } else {
         memset(&mc, 0, sizeof mc);
-        mc.vocab_size = s->tok.n_vocab;
+        mc.vocab_size = s->tok.n_vocab + npm; // NPM's mask: one token after the tokenizer's
+        mc.bidirectional = npm, mc.no_logits = npm && !parametric;
         mc.dim = dim, mc.n_layers = layers, mc.n_heads = heads;
         mc.max_seq_len = ctx, mc.max_batch = batch;
         mc.seed = (uint64_t)seed;
@@ -946,6 +992,11 @@ static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, in
     if (valid && !s->text[1].len) return refuse(s, "--valid %s is empty: no text to measure", valid);
     if (!s->text[0].n) return refuse(s, "--train %s is empty: no text to train on", train);
     if (trime) return train_trime(s, &tc, &st, out, valid, steps, save_every, ce_warmup, drop_local);
+    if (npm) {
+        if (!s->lm.config.bidirectional)
+            return refuse(s, "%s is a causal LM, not an NPM encoder: its training cannot resume as one", out);
+        return train_npm(s, &st, out, steps, save_every, mask_ratio, max_span, temp, parametric);
+    }
     memset(&lc, 0, sizeof lc);
     lc.train = s->text[0].ids, lc.n_train = s->text[0].n;
     lc.valid = s->text[1].ids, lc.n_valid = s->text[1].n, lc.valid_bytes = s->text[1].len;
@@ -976,6 +1027,126 @@ static int cmd_lm_train(const cli_cmd *self, int argc, char **argv, cli_state *s
 
 static int cmd_trime_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     return train_lm(self, argc, argv, s, 1);
+}
+static int cmd_npm_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    return train_lm(self, argc, argv, s, 2);
+}
+
+// NPM: a masked span of a text filled by retrieval from a corpus's phrase index
+static int cmd_npm_fill(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *corpus = NULL, *index = NULL, *index_out = NULL;
+    const char *mark = "<mask>";
+    int span = 1, k = 32, sq8 = 0, n, i, mask, *seq = NULL, got[64], *left = NULL, *right = NULL;
+    size_t nl = 0, nr = 0, len = 0;
+    float temp = 1.0f, prob = 0.0f;
+    char *text, *at, *out_text = NULL;
+    retrlm_npm_index x;
+    retrlm_index_config ic;
+    retrlm_result r;
+    int rc = 1;
+    cli_opt opts[] = {
+        {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the NPM encoder (from npm-train)"},
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"--corpus", "FILE", OPT_STR, &corpus, 0, 0, "the text whose phrases fill the span: indexed now"},
+        {"--index", "FILE", OPT_STR, &index, 0, 0, "a phrase index saved before (--index-out) instead of --corpus"},
+        {"--index-out", "FILE", OPT_STR, &index_out, 0, 0, "--corpus: save its phrase index here"},
+        {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "--corpus: 8 bits a dimension"},
+        {"--span", "N", OPT_INT, &span, 1, 64, "tokens to fill where the text says <mask>"},
+        {"--k", "N", OPT_INT, &k, 1, 4096, "hits for the span's start and for its end"},
+        {"--npm-temp", "X", OPT_FLOAT, &temp, 1e-6, 1e6, "scores q . m / (sqrt(dim) X)"},
+        CLI_END};
+    n = parse_args(self, opts, argc, argv);
+    if (n < 1) return bad_usage(self, "the text with one <mask>, as arguments");
+    if (!corpus == !index) return bad_usage(self, "one of --corpus FILE and --index FILE");
+    if (index_out && !corpus) return bad_usage(self, "--index-out saves the index of --corpus");
+    for (i = 1; i <= n; i++) len += strlen(argv[i]) + 1;
+    if (!(text = (char *)malloc(len + 1))) return say("out of memory");
+    text[0] = '\0';
+    for (i = 1; i <= n; i++) strcat(strcat(text, i > 1 ? " " : ""), argv[i]);
+    if (!(at = strstr(text, mark)) || strstr(at + strlen(mark), mark)) {
+        free(text);
+        return bad_usage(self, "the text needs exactly one %s where the span goes", mark);
+    }
+    memset(&x, 0, sizeof x);
+    if (index_out && check_output(s, index_out, "npm_index")) goto done;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0)) goto done;
+    if (!s->lm.config.bidirectional) {
+        rc = refuse(s, "%s is a causal LM, not an NPM encoder (from npm-train)", model);
+        goto done;
+    }
+    mask = s->lm.config.vocab_size - 1;
+    if (index) {
+        if ((r = retrlm_npm_index_load(&x, index, s->lm.config.vocab_size))) {
+            rc = fail(r, "cannot load the phrase index");
+            goto done;
+        }
+        if (x.index.dim != s->lm.config.dim) {
+            rc = refuse(s, "%s holds vectors of %d, the encoder's are %d wide: not this encoder's index", index,
+                        x.index.dim, s->lm.config.dim);
+            goto done;
+        }
+    } else {
+        if (load_text(s, 0, corpus)) goto done;
+        if (!s->text[0].n) {
+            rc = refuse(s, "--corpus %s is empty: no phrases to fill with", corpus);
+            goto done;
+        }
+        memset(&ic, 0, sizeof ic);
+        ic.storage = sq8 ? RETRLM_STORAGE_SQ8 : RETRLM_STORAGE_F32;
+        ic.progress = progress_fn, ic.progress_user = &s->prog;
+        r = retrlm_npm_index_build(&x, &s->lm, s->text[0].ids, s->text[0].n, 0, &ic);
+        progress_end(&s->prog);
+        if (r) {
+            rc = fail(r, "phrase index");
+            goto done;
+        }
+        if (index_out && (r = retrlm_npm_index_save(&x, index_out))) {
+            rc = fail(r, "cannot save the phrase index");
+            goto done;
+        }
+    }
+    // the text's tokens: before the mark, span masks, after it (at most the encoder's context)
+    *at = '\0';
+    if (!(left = encode_text(&s->tok, text, strlen(text), 0, &nl)) ||
+        !(right = encode_text(&s->tok, at + strlen(mark), strlen(at + strlen(mark)), 0, &nr)))
+        goto done;
+    if (nl + (size_t)span + nr > (size_t)s->lm.config.max_seq_len) {
+        rc = refuse(s, "the text is %lu tokens with the span: more than the %d the encoder reads", (unsigned long)(nl + span + nr),
+                    s->lm.config.max_seq_len);
+        goto done;
+    }
+    if (!(seq = (int *)malloc(sizeof(int) * (nl + (size_t)span + nr + 1)))) {
+        rc = say("out of memory");
+        goto done;
+    }
+    if (nl) memcpy(seq, left, sizeof(int) * nl);
+    for (i = 0; i < span; i++) seq[nl + (size_t)i] = mask;
+    if (nr) memcpy(seq + nl + span, right, sizeof(int) * nr);
+    if ((r = retrlm_npm_fill(&s->lm, &x, seq, (int)(nl + (size_t)span + nr), (int)nl, span, mask, k, temp, got, &prob))) {
+        rc = fail(r, "fill");
+        goto done;
+    }
+    if (got[0] < 0) {
+        printf("no phrase found\n");
+        rc = 0;
+        goto done;
+    }
+    {
+        size_t olen = 0;
+        if ((r = retrlm_tokenizer_decode(&s->tok, got, (size_t)span, NULL, 0, &olen)) ||
+            !(out_text = (char *)malloc(olen + 1)) ||
+            (r = retrlm_tokenizer_decode(&s->tok, got, (size_t)span, out_text, olen + 1, &olen))) {
+            rc = r ? fail(r, "decode") : say("out of memory");
+            goto done;
+        }
+        printf("%s\t%.4f\n", out_text, (double)prob);
+    }
+    rc = 0;
+done:
+    retrlm_npm_index_free(&x);
+    free(text), free(seq), free(out_text);
+    retrlm_free(left), retrlm_free(right);
+    return rc;
 }
 
 // the field col (1-based; 0: the last) of the tab-separated line [p, end): 1 and the field, or 0
@@ -2211,6 +2382,11 @@ static const cli_cmd commands[] = {
     {"trime-train", "[options] -t TOK --train FILE -o LM",
      "Trains an LM with TRIME's in-batch memory (strategy 4), to be read with its memory (eval --trime).",
      cmd_trime_train},
+    {"npm-train", "[options] -t TOK --train FILE -o NPM",
+     "Trains an NPM encoder (strategy 4): masked spans found by retrieval in the batch, no output vocabulary.",
+     cmd_npm_train},
+    {"npm-fill", "[options] -m NPM -t TOK (--corpus FILE | --index FILE) TEXT...",
+     "Fills the <mask> of a text with the most probable phrase of a corpus (NPM's phrase index).", cmd_npm_fill},
     {"datastore", "[options] -t TOK -o DS (FILE... | --tsv FILE)",
      "Cuts documents into retrieval units and indexes them with BM25.", cmd_datastore},
     {"knnlm", "[options] -m LM -t TOK --text FILE -o KEYS", "Keys a text for kNN-LM: the LM's hidden states and next tokens.",

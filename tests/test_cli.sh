@@ -328,6 +328,29 @@ usage "trime-train --eval-every" "$R" trime-train $TT --eval-every 2 -o "$out/x.
 usage "lm-train --memory (trime-train's)" "$R" lm-train $TT --memory ext -o "$out/x.rlm"
 usage "eval --trime unknown" "$R" eval -m "$out/trime.rlm" $T --text "$out/test.txt" --trime cosine
 usage "eval --trime-temp without --trime" "$R" eval -m "$out/trime.rlm" $T --text "$out/test.txt" --trime-temp 2
+
+# NPM (strategy 4): npm-train (and its parametric baseline, and --resume), npm-fill from a corpus
+# (its phrase index saved) and from the saved index: the same phrase and probability
+NT="$T --train $out/train.txt --dim 16 --layers 1 --heads 2 --ctx 32 --batch 4"
+run "npm-train" "$R" npm-train $NT --steps 3 -o "$out/npm.rlm"
+has "npm-train: to step 3" "npm.rlm: NPM, step 3, loss [0-9.]+"
+run "npm-train --resume" "$R" npm-train $NT --steps 5 --resume -o "$out/npm.rlm"
+has "npm-train --resume: from step 3" "\) from step 3; [0-9]+ training tokens"
+run "npm-train --parametric" "$R" npm-train $NT --steps 2 --parametric -o "$out/npm-p.rlm"
+has "npm-train --parametric: the baseline" "npm-p.rlm: parametric masked LM, step 2, loss [0-9.]+"
+keep "npm-fill --corpus" "$out/npm-fill.txt" "$R" npm-fill -m "$out/npm.rlm" $T --corpus "$out/test.txt" --index-out \
+    "$out/npm-index.rlm" --span 2 "Then Rabshakeh <mask> and cried"
+has "npm-fill: a phrase and its probability" "^[^	]+	[0-9.]+$"
+keep "npm-fill --index" "$out/npm-fill2.txt" "$R" npm-fill -m "$out/npm.rlm" $T --index "$out/npm-index.rlm" --span 2 \
+    "Then Rabshakeh <mask> and cried"
+same "npm-fill --index: the same phrase as from the corpus" "$out/npm-fill.txt" "$out/npm-fill2.txt"
+usage "npm-fill without <mask>" "$R" npm-fill -m "$out/npm.rlm" $T --index "$out/npm-index.rlm" Then Rabshakeh
+usage "npm-fill with two <mask>" "$R" npm-fill -m "$out/npm.rlm" $T --index "$out/npm-index.rlm" "<mask> and <mask>"
+usage "npm-fill with --corpus and --index" "$R" npm-fill -m "$out/npm.rlm" $T --index "$out/npm-index.rlm" \
+    --corpus "$out/test.txt" "a <mask>"
+bad "npm-fill with a causal LM" "$R" npm-fill $M $T --index "$out/npm-index.rlm" "a <mask> b"
+bad "npm-fill: keys are no phrase index" "$R" npm-fill -m "$out/npm.rlm" $T --index "$out/trime-keys.rlm" "a <mask> b"
+usage "npm-train --valid" "$R" npm-train $NT --valid "$out/test.txt" -o "$out/x.rlm"
 usage "eval --trime with a RETRO model" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt" -d "$out/ds-retro.rlm" --trime l2
 usage "trime-train --memory long: a text shorter than a batch" "$R" trime-train $T --train "$out/prompt.txt" --memory long \
     --dim 32 --layers 1 --heads 2 --ctx 64 --batch 4 -o "$out/x.rlm"
