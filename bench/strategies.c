@@ -468,6 +468,14 @@ static double j_mrr(retrlm_encoder *e, const retrlm_tokenizer *tok, const char *
     return mt.mrr10;
 }
 
+// ds->dense: the units embedded with e, loaded from path when saved there before, else embedded
+// and saved (path NULL: embedded, not kept)
+static void j_embed(retrlm_datastore *ds, retrlm_encoder *e, const retrlm_tokenizer *tok, const char *path) {
+    if (path && !retrlm_datastore_load_dense(ds, e, tok, path)) return;
+    if (retrlm_datastore_embed(ds, e, tok, NULL, progress, NULL)) die("embed");
+    if (path && retrlm_index_save(&ds->dense, path)) die("save the dense index");
+}
+
 // one strategy-3 row: the reader and retriever trained jointly from the LM alone and the
 // Contriever encoder at enc0, kept at out/joint-NAME-STEPS.rlm (+ .enc); returns train seconds
 static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm_joint_objective obj,
@@ -486,7 +494,9 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     retrlm_model_free(m);
     j_reader(x, m);
     if (retrlm_encoder_load(e, enc0)) die("load the Contriever encoder");
-    if (retrlm_datastore_embed(x->ds, e, x->tok, NULL, progress, NULL)) die("embed");
+    snprintf(epath, sizeof epath, "%s.dense", enc0);
+    j_embed(x->ds, e, x->tok, epath); // the Contriever's index, where every row starts
+    snprintf(epath, sizeof epath, "%s.enc", path);
     adamw(&o1, g, retrlm_model_param_groups(m, 5e-4f, 0.1f, g), x->steps);
     ng = retrlm_encoder_param_groups(e, 1e-4f, 0.01f, g);
     for (i = 0; i < ng; i++) { // query-side: the document side's weights stay out
@@ -539,7 +549,11 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
             secs = j_joint(&x, name, enc0, RETRLM_JOINT_REALM, every[i], mode ? every[i] / 5 : 0, 0, 0, &m, &e, &js);
             tps[n] = (double)x.steps * 4 * J_CTX / secs;
             wait[n] = js.stall_seconds, emb[n] = js.refresh_seconds; // 0 when the model was reused
-            if (retrlm_datastore_embed(x.ds, &e, x.tok, NULL, progress, NULL)) die("embed");
+            {
+                char path[1100];
+                snprintf(path, sizeof path, "%s/joint-%s-%d.rlm.dense", x.out, name, x.steps);
+                j_embed(x.ds, &e, x.tok, path);
+            }
             j_read(&m, x.tok, x.ds, st, 1, &bpb[n]);
             tag[n][0] = every[i], tag[n][1] = mode;
             n++;
@@ -608,7 +622,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     // the LM alone without and with the Contriever's units
     j_read((retrlm_model *)x->lm, x->tok, NULL, st, nst, bpb[0]);
     have[0] = 1;
-    if (retrlm_datastore_embed(x->ds, &e, x->tok, NULL, progress, NULL)) die("embed");
+    snprintf(path, sizeof path, "%s.dense", enc0);
+    j_embed(x->ds, &e, x->tok, path);
     j_read((retrlm_model *)x->lm, x->tok, x->ds, st, nst, bpb[1]);
     have[1] = 1;
     mrr[1] = mrr[2] = j_mrr(&e, x->tok, x->data);
@@ -650,8 +665,9 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         snprintf(rowname, sizeof rowname, "joint_%s", name[r]);
         if (!want(rowname)) continue;
         secs[r] = j_joint(x, name[r], enc0, r == 3 ? RETRLM_JOINT_REALM : RETRLM_JOINT_PDIST,
-                          r <= 4 ? 100 : 0, r <= 4 ? 20 : 0, r == 5 ? 8 : 0, r == 6, &m, &e, &js);
-        if (retrlm_datastore_embed(x->ds, &e, x->tok, NULL, progress, NULL)) die("embed"); // a fresh index
+                          r <= 4 ? 150 : 0, r <= 4 ? 30 : 0, r == 5 ? 8 : 0, r == 6, &m, &e, &js);
+        snprintf(path, sizeof path, "%s/joint-%s-%d.rlm.dense", x->out, name[r], x->steps);
+        j_embed(x->ds, &e, x->tok, path); // a fresh index of the trained retriever
         j_read(&m, x->tok, x->ds, st, nst, bpb[r]);
         have[r] = 1;
         mrr[r] = j_mrr(&e, x->tok, x->data);
@@ -680,7 +696,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     printf("retriever: a bi-encoder (separate sides, %d wide, 2 layers) trained 1000 Contriever steps on train's "
            "documents; the retrofit trains %d steps of %d windows of %d tokens after one unit; the joint rows %d steps "
            "of 4 examples (x 64, y 64 tokens) with k 2 units each (+ the null document for REALM), reader lr 5e-4, "
-           "retriever lr 1e-4, refresh every 100 steps swapped in 20 later; each row read with a fresh index of its "
+           "retriever lr 1e-4, refresh every 150 steps swapped in 30 later; each row read with a fresh index of its "
            "own retriever\n\n", J_DIM, x->steps, BATCH, J_CTX, x->steps);
     for (r = 0; r < J_ROWS; r++)
         if (have[r] && mrr[r] >= 0 && r != 2) printf("%s.%s.mrr10=%.4f\n", corpus, key[r], mrr[r]);
