@@ -583,7 +583,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         "3: Atlas PDist, query-side (documents frozen)"};
     static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s2", "j.realm", "j.pdist", "j.pdist_rerank", "j.pdist_qside"};
     double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS];
-    char enc0[1024], path[1024];
+    char enc0[1024], path[1100];
     retrlm_encoder e;
     retrlm_model m;
     retrlm_joint_state js;
