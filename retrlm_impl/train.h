@@ -257,8 +257,9 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
    snapshot into a new index, and the new index replaces the old at step s + refresh_delay:
      refresh_delay 0      a blocking refresh: training waits while the units are embedded
      refresh_delay D > 0  a background refresh: with OpenMP and 2 or more threads, the steps
-                          s .. s + D - 1 run on one thread beside the refresh on the others
-                          (training searches the old index meanwhile); training waits at s + D
+                          s .. s + D - 1 run on one thread beside the refresh on another
+                          (training searches the old index meanwhile; without OpenMP the
+                          refresh runs after those steps); training waits at s + D
                           if the refresh is not done. The steps see the same index whatever
                           the timing and thread count, so results are identical; memory holds
                           two indexes (2 x units x dim floats for a flat one) during a refresh
@@ -310,7 +311,10 @@ typedef struct retrlm_joint_config {
     int     probe;                  /* probe queries for staleness, default 16; 0: none */
     int64_t steps;                  /* train until state->step == steps */
     float  *losses;                 /* (steps) or NULL: each step's objective (nats) */
-    retrlm_progress_fn progress;    /* stage "joint" after every step; may cancel */
+    retrlm_progress_fn progress;    /* stage "joint" after every step; may cancel. During a
+                                       background refresh it is called from the thread running
+                                       the steps, which may not be the caller's (never from two
+                                       threads at once) */
     void   *user;
 } retrlm_joint_config;
 
