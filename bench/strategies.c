@@ -26,16 +26,17 @@
 // vocabulary only, with local memory, with local memory plus an external datastore of its own
 // keys, and with all three memories. Mixing weight and kNN temperature are chosen on valid.
 // A third table reads test with one retrieved unit in context (windows of 128 tokens moving by
-// 64, each after the unit a dense retriever finds for its last 32 tokens, with the unit's
+// 64, each after the unit a retriever finds for its last 32 tokens, with the unit's
 // continuation): the LM alone; strategy 1, the LM alone with a Contriever bi-encoder trained
-// apart; strategy 2, the LM retrofitted to read the frozen Contriever's units; strategy 3, both
+// apart, or with BM25 (joint_bm25); strategy 2, the LM retrofitted to read the frozen
+// Contriever's units, or BM25's; strategy 3, both
 // trained together from there (REALM and Atlas PDist with a background refresh, PDist with
 // re-ranking, PDist query-side), RETRLM_JOINT_STEPS steps each (default 300). joint_curve adds
 // the cost of a fresh index: REALM for RETRLM_JOINT_CURVE_STEPS (100) steps with no refresh and
 // with one every 10, 25 and 50 steps, blocking or in the background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
-// RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_realm,
-// joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_curve picks rows (default: all; the LM
+// RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_bm25,
+// joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_curve picks rows (default: all; the LM
 // alone always runs); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
@@ -356,7 +357,7 @@ typedef struct stream {
 // further with that retriever frozen (in-context retrofitting); strategy 3 trains both further,
 // the same steps, with REALM or Atlas's PDist, its index refreshed in the background, re-ranked,
 // or never stale (query-side).
-enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_ROWS = 7 };
+enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_ROWS = 9 };
 
 static void j_encoder_config(retrlm_encoder_config *ec) {
     memset(ec, 0, sizeof *ec);
@@ -374,13 +375,13 @@ static void j_encoder_config(retrlm_encoder_config *ec) {
 
 // bits per byte of each stream, each window after its unit (use_ds) or alone
 static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_datastore *ds,
-                   const stream *st, int nst, double *bpb) {
+                   retrlm_retrieve_mode mode, const stream *st, int nst, double *bpb) {
     retrlm_ralm_config rc;
     retrlm_retrieve_params rp;
     int b;
     memset(&rc, 0, sizeof rc);
     memset(&rp, 0, sizeof rp);
-    rp.mode = RETRLM_RETRIEVE_DENSE;
+    rp.mode = mode;
     rc.mode = ds ? RETRLM_RALM_INCONTEXT : RETRLM_RALM_NONE;
     rc.k = 1;
     rc.stride = J_STRIDE;
@@ -403,6 +404,7 @@ typedef struct j_ctx {
     size_t n;
     const int64_t *doc;
     int steps;                  // joint and retrofit steps
+    float lr;                   // the reader's peak learning rate in them (RETRLM_JOINT_LR, 5e-4)
     const char *data;           // ../shared/data: debpkg's dev queries for MRR@10
 } j_ctx;
 
@@ -476,6 +478,13 @@ static void j_embed(retrlm_datastore *ds, retrlm_encoder *e, const retrlm_tokeni
     if (path && retrlm_index_save(&ds->dense, path)) die("save the dense index");
 }
 
+// where a strategy-2/3 row's reader is kept: out/joint-NAME-STEPS.rlm (-lrLR before .rlm when the
+// reader's learning rate is not the default)
+static void j_path(const j_ctx *x, const char *name, char *path, size_t size) {
+    if (x->lr == 5e-4f) snprintf(path, size, "%s/joint-%s-%d.rlm", x->out, name, x->steps);
+    else snprintf(path, size, "%s/joint-%s-%d-lr%g.rlm", x->out, name, x->steps, (double)x->lr);
+}
+
 // one strategy-3 row: the reader and retriever trained jointly from the LM alone and the
 // Contriever encoder at enc0, kept at out/joint-NAME-STEPS.rlm (+ .enc); returns train seconds
 static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm_joint_objective obj,
@@ -487,7 +496,7 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     retrlm_joint_config jc;
     int ng, i, keep = 0;
     double t0 = retrlm_time_seconds();
-    snprintf(path, sizeof path, "%s/joint-%s-%d.rlm", x->out, name, x->steps);
+    j_path(x, name, path, sizeof path);
     snprintf(epath, sizeof epath, "%s.enc", path);
     memset(js, 0, sizeof *js);
     if (!retrlm_model_load(m, path, NULL) && !retrlm_encoder_load(e, epath)) return load_secs(path);
@@ -497,7 +506,7 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     snprintf(epath, sizeof epath, "%s.dense", enc0);
     j_embed(x->ds, e, x->tok, epath); // the Contriever's index, where every row starts
     snprintf(epath, sizeof epath, "%s.enc", path);
-    adamw(&o1, g, retrlm_model_param_groups(m, 5e-4f, 0.1f, g), x->steps);
+    adamw(&o1, g, retrlm_model_param_groups(m, x->lr, 0.1f, g), x->steps);
     ng = retrlm_encoder_param_groups(e, 1e-4f, 0.01f, g);
     for (i = 0; i < ng; i++) { // query-side: the document side's weights stay out
         const float *p = g[i].params, *d0 = e->side[RETRLM_DOC].params;
@@ -551,10 +560,11 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
             wait[n] = js.stall_seconds, emb[n] = js.refresh_seconds; // 0 when the model was reused
             {
                 char path[1100];
-                snprintf(path, sizeof path, "%s/joint-%s-%d.rlm.dense", x.out, name, x.steps);
+                j_path(&x, name, path, sizeof path - 6);
+                strcat(path, ".dense");
                 j_embed(x.ds, &e, x.tok, path);
             }
-            j_read(&m, x.tok, x.ds, st, 1, &bpb[n]);
+            j_read(&m, x.tok, x.ds, RETRLM_RETRIEVE_DENSE, st, 1, &bpb[n]);
             tag[n][0] = every[i], tag[n][1] = mode;
             n++;
             retrlm_model_free(&m);
@@ -575,15 +585,49 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
                tps[i], corpus, tag[i][0], tag[i][1] ? "bg" : "block", bpb[i]);
 }
 
+// strategy 2, in-context retrofitting: the LM alone trained further with the units of a frozen
+// retriever (mode) before its windows, kept at out/joint-NAME-STEPS.rlm; returns train seconds
+static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode mode, retrlm_model *m) {
+    retrlm_incontext_train_config ic;
+    retrlm_lm_train_state ls;
+    retrlm_retrieve_params rp;
+    retrlm_adamw o;
+    retrlm_adamw_group g[2];
+    char path[1024];
+    double t0 = retrlm_time_seconds();
+    j_path(x, name, path, sizeof path);
+    if (!retrlm_model_load(m, path, NULL)) return load_secs(path);
+    j_reader(x, m);
+    adamw(&o, g, retrlm_model_param_groups(m, x->lr, 0.1f, g), x->steps);
+    retrlm_lm_train_state_init(&ls, 1);
+    memset(&rp, 0, sizeof rp);
+    rp.mode = mode;
+    memset(&ic, 0, sizeof ic);
+    ic.tok = x->tok, ic.ds = x->ds, ic.retrieve = &rp;
+    ic.tokens = x->ids, ic.n_tokens = x->n, ic.token_doc = x->doc;
+    ic.k = 1, ic.unit_tokens = J_UNIT, ic.continuation = 1, ic.query_tokens = J_Q;
+    ic.window_tokens = J_CTX, ic.batch = BATCH;
+    ic.steps = x->steps;
+    ic.progress = progress;
+    if (retrlm_incontext_train(m, &o, &ic, &ls)) die("retrofit");
+    retrlm_adamw_free(&o);
+    if (retrlm_model_save(m, NULL, NULL, path)) die("save retrofit");
+    save_secs(path, retrlm_time_seconds() - t0);
+    return retrlm_time_seconds() - t0;
+}
+
 static void joint_table(const j_ctx *x, const char *corpus, const stream *st, int nst) {
+    enum { LM, S1, S1_BM25, S2, S2_BM25, REALM, PDIST, RERANK, QSIDE };
     static const char *row[J_ROWS] = {
-        "LM alone (no unit)", "1: LM alone + Contriever (trained apart)",
-        "2: LM retrofitted to read the frozen Contriever's units", "3: REALM, background refresh",
-        "3: Atlas PDist, background refresh", "3: Atlas PDist, re-ranking 8 (no refresh)",
-        "3: Atlas PDist, query-side (documents frozen)"};
-    static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s2", "j.realm", "j.pdist", "j.pdist_rerank", "j.pdist_qside"};
+        "LM alone (no unit)", "1: LM alone + Contriever (trained apart)", "1: LM alone + BM25",
+        "2: LM retrofitted to read the frozen Contriever's units", "2: LM retrofitted to read BM25's units",
+        "3: REALM, background refresh", "3: Atlas PDist, background refresh",
+        "3: Atlas PDist, re-ranking 8 (no refresh)", "3: Atlas PDist, query-side (documents frozen)"};
+    static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s1_bm25", "j.s2", "j.s2_bm25", "j.realm", "j.pdist",
+                                      "j.pdist_rerank", "j.pdist_qside"};
+    static const char *name[J_ROWS] = {"", "", "", "s2", "s2_bm25", "realm", "pdist", "pdist_rerank", "pdist_qside"};
     double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS];
-    char enc0[1024], path[1100];
+    char enc0[1024], path[1100], rowname[64];
     retrlm_encoder e;
     retrlm_model m;
     retrlm_joint_state js;
@@ -619,56 +663,37 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         retrlm_adamw_free(&o);
         free(off);
     }
-    // the LM alone without and with the Contriever's units
-    j_read((retrlm_model *)x->lm, x->tok, NULL, st, nst, bpb[0]);
-    have[0] = 1;
+    // the LM alone without and with a unit (the Contriever's, BM25's)
+    j_read((retrlm_model *)x->lm, x->tok, NULL, RETRLM_RETRIEVE_DENSE, st, nst, bpb[LM]);
+    have[LM] = 1;
     snprintf(path, sizeof path, "%s.dense", enc0);
     j_embed(x->ds, &e, x->tok, path);
-    j_read((retrlm_model *)x->lm, x->tok, x->ds, st, nst, bpb[1]);
-    have[1] = 1;
-    mrr[1] = mrr[2] = j_mrr(&e, x->tok, x->data);
-    if (want("joint_s2")) { // strategy 2: in-context retrofitting with the Contriever frozen
-        retrlm_incontext_train_config ic;
-        retrlm_lm_train_state ls;
-        retrlm_retrieve_params rp;
-        retrlm_adamw o;
-        retrlm_adamw_group g[2];
-        double t0 = retrlm_time_seconds();
-        snprintf(path, sizeof path, "%s/joint-s2-%d.rlm", x->out, x->steps);
-        if (retrlm_model_load(&m, path, NULL)) {
-            j_reader(x, &m);
-            adamw(&o, g, retrlm_model_param_groups(&m, 5e-4f, 0.1f, g), x->steps);
-            retrlm_lm_train_state_init(&ls, 1);
-            memset(&rp, 0, sizeof rp);
-            rp.mode = RETRLM_RETRIEVE_DENSE;
-            memset(&ic, 0, sizeof ic);
-            ic.tok = x->tok, ic.ds = x->ds, ic.retrieve = &rp;
-            ic.tokens = x->ids, ic.n_tokens = x->n, ic.token_doc = x->doc;
-            ic.k = 1, ic.unit_tokens = J_UNIT, ic.continuation = 1, ic.query_tokens = J_Q;
-            ic.window_tokens = J_CTX, ic.batch = BATCH;
-            ic.steps = x->steps;
-            ic.progress = progress;
-            if (retrlm_incontext_train(&m, &o, &ic, &ls)) die("retrofit");
-            retrlm_adamw_free(&o);
-            if (retrlm_model_save(&m, NULL, NULL, path)) die("save retrofit");
-            save_secs(path, secs[2] = retrlm_time_seconds() - t0);
-        } else
-            secs[2] = load_secs(path);
-        j_read(&m, x->tok, x->ds, st, nst, bpb[2]);
-        have[2] = 1;
+    j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[S1]);
+    have[S1] = 1;
+    mrr[S1] = mrr[S2] = j_mrr(&e, x->tok, x->data);
+    if (want("joint_bm25")) {
+        j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_BM25, st, nst, bpb[S1_BM25]);
+        have[S1_BM25] = 1;
+    }
+    // strategy 2: in-context retrofitting with the Contriever frozen, and with BM25
+    for (r = S2; r <= S2_BM25; r++) {
+        retrlm_retrieve_mode mode = r == S2 ? RETRLM_RETRIEVE_DENSE : RETRLM_RETRIEVE_BM25;
+        if (!want(r == S2 ? "joint_s2" : "joint_bm25")) continue;
+        secs[r] = j_retrofit(x, name[r], mode, &m);
+        j_read(&m, x->tok, x->ds, mode, st, nst, bpb[r]);
+        have[r] = 1;
         retrlm_model_free(&m);
     }
     retrlm_encoder_free(&e);
-    for (r = 3; r < J_ROWS; r++) {
-        static const char *name[J_ROWS] = {"", "", "", "realm", "pdist", "pdist_rerank", "pdist_qside"};
-        char rowname[64];
+    for (r = REALM; r < J_ROWS; r++) {
         snprintf(rowname, sizeof rowname, "joint_%s", name[r]);
         if (!want(rowname)) continue;
-        secs[r] = j_joint(x, name[r], enc0, r == 3 ? RETRLM_JOINT_REALM : RETRLM_JOINT_PDIST,
-                          r <= 4 ? 150 : 0, r <= 4 ? 30 : 0, r == 5 ? 8 : 0, r == 6, &m, &e, &js);
-        snprintf(path, sizeof path, "%s/joint-%s-%d.rlm.dense", x->out, name[r], x->steps);
+        secs[r] = j_joint(x, name[r], enc0, r == REALM ? RETRLM_JOINT_REALM : RETRLM_JOINT_PDIST,
+                          r <= PDIST ? 150 : 0, r <= PDIST ? 30 : 0, r == RERANK ? 8 : 0, r == QSIDE, &m, &e, &js);
+        j_path(x, name[r], path, sizeof path - 6);
+        strcat(path, ".dense");
         j_embed(x->ds, &e, x->tok, path); // a fresh index of the trained retriever
-        j_read(&m, x->tok, x->ds, st, nst, bpb[r]);
+        j_read(&m, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[r]);
         have[r] = 1;
         mrr[r] = j_mrr(&e, x->tok, x->data);
         retrlm_model_free(&m);
@@ -676,7 +701,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     }
     if (want("joint_curve")) joint_curve(*x, corpus, st, enc0);
     printf("\n%s test with one retrieved unit in context, bits per byte (windows of %d tokens moving by %d "
-           "after the unit a dense retriever finds for their last %d, read with its continuation, %d tokens; "
+           "after the unit a retriever finds for their last %d, read with its continuation, %d tokens; "
            "lower is better)\n", corpus, J_CTX, J_STRIDE, J_Q, J_UNIT);
     printf("| row | steps after the LM alone | train wall s | retriever's debpkg dev MRR@10 |");
     for (b = 0; b < nst; b++) printf(" %s |", bucket_name[b]);
@@ -685,7 +710,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     printf("\n");
     for (r = 0; r < J_ROWS; r++) {
         if (!have[r]) continue;
-        printf("| %s | %d |", row[r], r >= 2 ? x->steps : 0);
+        printf("| %s | %d |", row[r], r >= S2 ? x->steps : 0);
         if (secs[r] > 0) printf(" %.0f |", secs[r]);
         else printf(" - |");
         if (mrr[r] >= 0) printf(" %.4f |", mrr[r]);
@@ -694,12 +719,13 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         printf("\n");
     }
     printf("retriever: a bi-encoder (separate sides, %d wide, 2 layers) trained 1000 Contriever steps on train's "
-           "documents; the retrofit trains %d steps of %d windows of %d tokens after one unit; the joint rows %d steps "
-           "of 4 examples (x 64, y 64 tokens) with k 2 units each (+ the null document for REALM), reader lr 5e-4, "
-           "retriever lr 1e-4, refresh every 150 steps swapped in 30 later; each row read with a fresh index of its "
-           "own retriever\n\n", J_DIM, x->steps, BATCH, J_CTX, x->steps);
+           "documents, or BM25 (debpkg dev MRR@10 0.6473, make bench-bm25_eval); the retrofits train %d steps of %d "
+           "windows of %d tokens after one unit; the joint rows %d steps of 4 examples (x 64, y 64 tokens) with k 2 "
+           "units each (+ the null document for REALM), reader lr %g (the retrofits' too), retriever lr 1e-4, refresh "
+           "every 150 steps swapped in 30 later; each row read with a fresh index of its own retriever\n\n",
+           J_DIM, x->steps, BATCH, J_CTX, x->steps, (double)x->lr);
     for (r = 0; r < J_ROWS; r++)
-        if (have[r] && mrr[r] >= 0 && r != 2) printf("%s.%s.mrr10=%.4f\n", corpus, key[r], mrr[r]);
+        if (have[r] && mrr[r] >= 0 && r != S2) printf("%s.%s.mrr10=%.4f\n", corpus, key[r], mrr[r]);
     for (r = 0; r < J_ROWS; r++)
         if (have[r])
             for (b = 0; b < nst; b++)
@@ -1017,6 +1043,7 @@ int main(int argc, char **argv) {
         j_ctx x;
         x.out = out, x.tok = &tok, x.ds = &ds, x.lm = &lm, x.ids = train_ids, x.n = n_train, x.doc = train_doc;
         x.steps = getenv("RETRLM_JOINT_STEPS") ? atoi(getenv("RETRLM_JOINT_STEPS")) : 300;
+        x.lr = getenv("RETRLM_JOINT_LR") ? (float)atof(getenv("RETRLM_JOINT_LR")) : 5e-4f;
         x.data = data;
         joint_table(&x, corpus, st, kjv ? 1 : BUCKETS);
     }
