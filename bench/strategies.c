@@ -1038,8 +1038,8 @@ int main(int argc, char **argv) {
         free(va.doc_off);
     }
     // strategy 3 beside 1 and 2, its own table (printed first)
-    if (want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") || want("joint_pdist_rerank") ||
-        want("joint_pdist_qside") || want("joint_curve")) {
+    if (want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
+        want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve")) {
         j_ctx x;
         x.out = out, x.tok = &tok, x.ds = &ds, x.lm = &lm, x.ids = train_ids, x.n = n_train, x.doc = train_doc;
         x.steps = getenv("RETRLM_JOINT_STEPS") ? atoi(getenv("RETRLM_JOINT_STEPS")) : 300;
