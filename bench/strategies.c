@@ -373,12 +373,19 @@ static void j_encoder_config(retrlm_encoder_config *ec) {
     ec->max_batch = 32;
 }
 
-// bits per byte of each stream, each window after its unit (use_ds) or alone
+// bits per byte of each stream, each window after its unit (ds) or alone; kept in the file cache
+// (NULL: not kept) and read from it when it holds them (a model saved again removes its cache)
 static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_datastore *ds,
-                   retrlm_retrieve_mode mode, const stream *st, int nst, double *bpb) {
+                   retrlm_retrieve_mode mode, const stream *st, int nst, double *bpb, const char *cache) {
     retrlm_ralm_config rc;
     retrlm_retrieve_params rp;
+    FILE *f;
     int b;
+    if (cache && (f = fopen(cache, "r"))) {
+        for (b = 0; b < nst && fscanf(f, "%lf", &bpb[b]) == 1; b++) {}
+        fclose(f);
+        if (b == nst) return;
+    }
     memset(&rc, 0, sizeof rc);
     memset(&rp, 0, sizeof rp);
     rp.mode = mode;
@@ -393,6 +400,16 @@ static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_da
     for (b = 0; b < nst; b++)
         if (retrlm_ralm_bits_per_byte(m, tok, ds, st[b].ids, st[b].n, st[b].bytes, &rc, &bpb[b], NULL))
             die("read with a unit");
+    if (cache && (f = fopen(cache, "w"))) {
+        for (b = 0; b < nst; b++) fprintf(f, "%.17g\n", bpb[b]);
+        fclose(f);
+    }
+}
+
+// a model's path with a suffix (the file of its bits per byte)
+static const char *j_cache(char *buf, size_t size, const char *path, const char *suffix) {
+    snprintf(buf, size, "%s%s", path, suffix);
+    return buf;
 }
 
 typedef struct j_ctx {
@@ -400,6 +417,7 @@ typedef struct j_ctx {
     retrlm_tokenizer *tok;
     retrlm_datastore *ds;
     const retrlm_model *lm;     // the LM alone: where every reader starts
+    const char *lm_path;        // its file
     const int *ids;             // the LM alone's training tokens
     size_t n;
     const int64_t *doc;
@@ -530,6 +548,7 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     retrlm_adamw_free(&o1);
     retrlm_adamw_free(&o2);
     if (retrlm_model_save(m, NULL, NULL, path) || retrlm_encoder_save(e, epath)) die("save joint");
+    remove(j_cache(epath, sizeof epath, path, ".bpb"));
     save_secs(path, retrlm_time_seconds() - t0);
     fprintf(stderr, "  joint %s: loss %.3f reader %.3f, %lld refreshes (%.0f s embedding, %.0f s waited), "
             "last overlap %.2f\n", name, (double)js->last_loss, (double)js->last_reader,
@@ -564,7 +583,7 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
                 strcat(path, ".dense");
                 j_embed(x.ds, &e, x.tok, path);
             }
-            j_read(&m, x.tok, x.ds, RETRLM_RETRIEVE_DENSE, st, 1, &bpb[n]);
+            j_read(&m, x.tok, x.ds, RETRLM_RETRIEVE_DENSE, st, 1, &bpb[n], NULL);
             tag[n][0] = every[i], tag[n][1] = mode;
             n++;
             retrlm_model_free(&m);
@@ -593,7 +612,7 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     retrlm_retrieve_params rp;
     retrlm_adamw o;
     retrlm_adamw_group g[2];
-    char path[1024];
+    char path[1024], cpath[1100];
     double t0 = retrlm_time_seconds();
     j_path(x, name, path, sizeof path);
     if (!retrlm_model_load(m, path, NULL)) return load_secs(path);
@@ -612,6 +631,7 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     if (retrlm_incontext_train(m, &o, &ic, &ls)) die("retrofit");
     retrlm_adamw_free(&o);
     if (retrlm_model_save(m, NULL, NULL, path)) die("save retrofit");
+    remove(j_cache(cpath, sizeof cpath, path, ".bpb"));
     save_secs(path, retrlm_time_seconds() - t0);
     return retrlm_time_seconds() - t0;
 }
@@ -627,7 +647,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
                                       "j.pdist_rerank", "j.pdist_qside"};
     static const char *name[J_ROWS] = {"", "", "", "s2", "s2_bm25", "realm", "pdist", "pdist_rerank", "pdist_qside"};
     double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS];
-    char enc0[1024], path[1100], rowname[64];
+    char enc0[1024], path[1100], rowname[64], cache[1200];
     retrlm_encoder e;
     retrlm_model m;
     retrlm_joint_state js;
@@ -660,19 +680,23 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         if (retrlm_contriever_train(&e, &o, &cc, &rs)) die("contriever");
         fprintf(stderr, "  contriever: loss %.3f, in-batch accuracy %.2f\n", (double)rs.last_loss, (double)rs.last_acc);
         if (retrlm_encoder_save(&e, enc0)) die("save contriever");
+        remove(j_cache(cache, sizeof cache, x->lm_path, ".j-contriever.bpb"));
         retrlm_adamw_free(&o);
         free(off);
     }
     // the LM alone without and with a unit (the Contriever's, BM25's)
-    j_read((retrlm_model *)x->lm, x->tok, NULL, RETRLM_RETRIEVE_DENSE, st, nst, bpb[LM]);
+    j_read((retrlm_model *)x->lm, x->tok, NULL, RETRLM_RETRIEVE_DENSE, st, nst, bpb[LM],
+           j_cache(cache, sizeof cache, x->lm_path, ".j-none.bpb"));
     have[LM] = 1;
     snprintf(path, sizeof path, "%s.dense", enc0);
     j_embed(x->ds, &e, x->tok, path);
-    j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[S1]);
+    j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[S1],
+           j_cache(cache, sizeof cache, x->lm_path, ".j-contriever.bpb"));
     have[S1] = 1;
     mrr[S1] = mrr[S2] = j_mrr(&e, x->tok, x->data);
     if (want("joint_bm25")) {
-        j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_BM25, st, nst, bpb[S1_BM25]);
+        j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_BM25, st, nst, bpb[S1_BM25],
+               j_cache(cache, sizeof cache, x->lm_path, ".j-bm25.bpb"));
         have[S1_BM25] = 1;
     }
     // strategy 2: in-context retrofitting with the Contriever frozen, and with BM25
@@ -680,7 +704,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         retrlm_retrieve_mode mode = r == S2 ? RETRLM_RETRIEVE_DENSE : RETRLM_RETRIEVE_BM25;
         if (!want(r == S2 ? "joint_s2" : "joint_bm25")) continue;
         secs[r] = j_retrofit(x, name[r], mode, &m);
-        j_read(&m, x->tok, x->ds, mode, st, nst, bpb[r]);
+        j_path(x, name[r], path, sizeof path);
+        j_read(&m, x->tok, x->ds, mode, st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
         have[r] = 1;
         retrlm_model_free(&m);
     }
@@ -693,7 +718,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         j_path(x, name[r], path, sizeof path - 6);
         strcat(path, ".dense");
         j_embed(x->ds, &e, x->tok, path); // a fresh index of the trained retriever
-        j_read(&m, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[r]);
+        j_path(x, name[r], path, sizeof path);
+        j_read(&m, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
         have[r] = 1;
         mrr[r] = j_mrr(&e, x->tok, x->data);
         retrlm_model_free(&m);
@@ -736,7 +762,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
 int main(int argc, char **argv) {
     const char *corpus = argc > 1 ? argv[1] : "debpkg_lm";
     int steps = argc > 2 ? atoi(argv[2]) : 1500;
-    char out[512], path[1024], dir[512];
+    char out[512], path[1024], dir[512], lm_path[1024];
     const char *data = getenv("RETRLM_DATA") ? getenv("RETRLM_DATA") : "../shared/data";
     size_t train_tokens = argc > 4 ? (size_t)atoll(argv[4]) : 2000000;
     split tr, te;
@@ -868,6 +894,7 @@ int main(int argc, char **argv) {
         retrlm_lm_train_config tc;
         model_config(&mc, 0);
         snprintf(path, sizeof path, "%s/lm-%d-%lu.rlm", out, steps, (unsigned long)n_train);
+        snprintf(lm_path, sizeof lm_path, "%s", path);
         t0 = retrlm_time_seconds();
         if (retrlm_model_load(&lm, path, NULL)) {
             if (retrlm_model_init(&lm, &mc)) die("lm");
@@ -883,6 +910,11 @@ int main(int argc, char **argv) {
             tok_s[0] = (double)steps * BATCH * SEQ / secs[0];
             if (retrlm_model_save(&lm, NULL, NULL, path)) die("save lm");
             save_secs(path, secs[0]);
+            {
+                static const char *cached[] = {".j-none.bpb", ".j-contriever.bpb", ".j-bm25.bpb"};
+                char c[1100];
+                for (b = 0; b < 3; b++) remove(j_cache(c, sizeof c, path, cached[b]));
+            }
             retrlm_adamw_free(&o);
         } else {
             secs[0] = load_secs(path);
@@ -1041,7 +1073,7 @@ int main(int argc, char **argv) {
     if (want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
         want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve")) {
         j_ctx x;
-        x.out = out, x.tok = &tok, x.ds = &ds, x.lm = &lm, x.ids = train_ids, x.n = n_train, x.doc = train_doc;
+        x.out = out, x.tok = &tok, x.ds = &ds, x.lm = &lm, x.lm_path = lm_path, x.ids = train_ids, x.n = n_train, x.doc = train_doc;
         x.steps = getenv("RETRLM_JOINT_STEPS") ? atoi(getenv("RETRLM_JOINT_STEPS")) : 300;
         x.lr = getenv("RETRLM_JOINT_LR") ? (float)atof(getenv("RETRLM_JOINT_LR")) : 5e-4f;
         x.data = data;
