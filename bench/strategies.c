@@ -549,6 +549,7 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     retrlm_adamw_free(&o2);
     if (retrlm_model_save(m, NULL, NULL, path) || retrlm_encoder_save(e, epath)) die("save joint");
     remove(j_cache(epath, sizeof epath, path, ".bpb"));
+    remove(j_cache(epath, sizeof epath, path, ".bpb-none"));
     save_secs(path, retrlm_time_seconds() - t0);
     fprintf(stderr, "  joint %s: loss %.3f reader %.3f, %lld refreshes (%.0f s embedding, %.0f s waited), "
             "last overlap %.2f\n", name, (double)js->last_loss, (double)js->last_reader,
@@ -632,6 +633,7 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     retrlm_adamw_free(&o);
     if (retrlm_model_save(m, NULL, NULL, path)) die("save retrofit");
     remove(j_cache(cpath, sizeof cpath, path, ".bpb"));
+    remove(j_cache(cpath, sizeof cpath, path, ".bpb-none"));
     save_secs(path, retrlm_time_seconds() - t0);
     return retrlm_time_seconds() - t0;
 }
@@ -646,7 +648,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s1_bm25", "j.s2", "j.s2_bm25", "j.realm", "j.pdist",
                                       "j.pdist_rerank", "j.pdist_qside"};
     static const char *name[J_ROWS] = {"", "", "", "s2", "s2_bm25", "realm", "pdist", "pdist_rerank", "pdist_qside"};
-    double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS];
+    double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS], bare[J_ROWS]; // bare: the reader with no unit
     char enc0[1024], path[1100], rowname[64], cache[1200];
     retrlm_encoder e;
     retrlm_model m;
@@ -657,6 +659,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     for (r = 0; r < J_ROWS; r++) mrr[r] = -1.0;
     memset(&e, 0, sizeof e);
     memset(&m, 0, sizeof m);
+    memset(bare, 0, sizeof bare);
     // strategy 1's retriever: Contriever on train's documents (the LM alone's tokens)
     snprintf(enc0, sizeof enc0, "%s/enc-contriever-%d.rlm", x->out, 1000);
     if (retrlm_encoder_load(&e, enc0)) {
@@ -706,6 +709,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         secs[r] = j_retrofit(x, name[r], mode, &m);
         j_path(x, name[r], path, sizeof path);
         j_read(&m, x->tok, x->ds, mode, st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
+        j_read(&m, x->tok, NULL, mode, st, 1, &bare[r], j_cache(cache, sizeof cache, path, ".bpb-none"));
         have[r] = 1;
         retrlm_model_free(&m);
     }
@@ -720,6 +724,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         j_embed(x->ds, &e, x->tok, path); // a fresh index of the trained retriever
         j_path(x, name[r], path, sizeof path);
         j_read(&m, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
+        j_read(&m, x->tok, NULL, RETRLM_RETRIEVE_DENSE, st, 1, &bare[r],
+               j_cache(cache, sizeof cache, path, ".bpb-none"));
         have[r] = 1;
         mrr[r] = j_mrr(&e, x->tok, x->data);
         retrlm_model_free(&m);
@@ -729,9 +735,9 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     printf("\n%s test with one retrieved unit in context, bits per byte (windows of %d tokens moving by %d "
            "after the unit a retriever finds for their last %d, read with its continuation, %d tokens; "
            "lower is better)\n", corpus, J_CTX, J_STRIDE, J_Q, J_UNIT);
-    printf("| row | steps after the LM alone | train wall s | retriever's debpkg dev MRR@10 |");
+    printf("| row | steps after the LM alone | train wall s | retriever's debpkg dev MRR@10 | all, no unit |");
     for (b = 0; b < nst; b++) printf(" %s |", bucket_name[b]);
-    printf("\n|---|---|---|---|");
+    printf("\n|---|---|---|---|---|");
     for (b = 0; b < nst; b++) printf("---|");
     printf("\n");
     for (r = 0; r < J_ROWS; r++) {
@@ -741,6 +747,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         else printf(" - |");
         if (mrr[r] >= 0) printf(" %.4f |", mrr[r]);
         else printf(" |");
+        printf(" %.4f |", r >= S2 ? bare[r] : bpb[LM][0]);
         for (b = 0; b < nst; b++) printf(" %.4f |", bpb[r][b]);
         printf("\n");
     }
@@ -752,6 +759,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
            J_DIM, x->steps, BATCH, J_CTX, x->steps, (double)x->lr);
     for (r = 0; r < J_ROWS; r++)
         if (have[r] && mrr[r] >= 0 && r != S2) printf("%s.%s.mrr10=%.4f\n", corpus, key[r], mrr[r]);
+    for (r = S2; r < J_ROWS; r++)
+        if (have[r]) printf("%s.%s.bpb_all_no_unit=%.4f\n", corpus, key[r], bare[r]);
     for (r = 0; r < J_ROWS; r++)
         if (have[r])
             for (b = 0; b < nst; b++)
