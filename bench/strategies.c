@@ -31,7 +31,9 @@
 // apart, or with BM25 (joint_bm25); strategy 2, the LM retrofitted to read the frozen
 // Contriever's units, or BM25's; strategy 3, both
 // trained together from there (REALM and Atlas PDist with a background refresh, PDist with
-// re-ranking, PDist query-side), RETRLM_JOINT_STEPS steps each (default 300). joint_curve adds
+// re-ranking, PDist query-side), RETRLM_JOINT_STEPS steps each (default 300) at the reader's
+// peak learning rate RETRLM_JOINT_LR (5e-4), from the LM alone or from the model in the file
+// RETRLM_JOINT_FROM (e.g. a BM25 retrofit, a reader that reads). joint_curve adds
 // the cost of a fresh index: REALM for RETRLM_JOINT_CURVE_STEPS (100) steps with no refresh and
 // with one every 10, 25 and 50 steps, blocking or in the background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
@@ -418,6 +420,7 @@ typedef struct j_ctx {
     retrlm_datastore *ds;
     const retrlm_model *lm;     // the LM alone: where every reader starts
     const char *lm_path;        // its file
+    const char *from;           // NULL, or the file name of the model that replaces the LM alone
     const int *ids;             // the LM alone's training tokens
     size_t n;
     const int64_t *doc;
@@ -497,10 +500,16 @@ static void j_embed(retrlm_datastore *ds, retrlm_encoder *e, const retrlm_tokeni
 }
 
 // where a strategy-2/3 row's reader is kept: out/joint-NAME-STEPS.rlm (-lrLR before .rlm when the
-// reader's learning rate is not the default)
+// reader's learning rate is not the default, -from-MODEL when it starts from RETRLM_JOINT_FROM)
 static void j_path(const j_ctx *x, const char *name, char *path, size_t size) {
-    if (x->lr == 5e-4f) snprintf(path, size, "%s/joint-%s-%d.rlm", x->out, name, x->steps);
-    else snprintf(path, size, "%s/joint-%s-%d-lr%g.rlm", x->out, name, x->steps, (double)x->lr);
+    char lr[32] = "", from[300] = "";
+    if (x->lr != 5e-4f) snprintf(lr, sizeof lr, "-lr%g", (double)x->lr);
+    if (x->from) {
+        size_t l = strlen(x->from);
+        if (l > 4 && !strcmp(x->from + l - 4, ".rlm")) l -= 4;
+        snprintf(from, sizeof from, "-from-%.*s", (int)l, x->from);
+    }
+    snprintf(path, size, "%s/joint-%s-%d%s%s.rlm", x->out, name, x->steps, lr, from);
 }
 
 // one strategy-3 row: the reader and retriever trained jointly from the LM alone and the
@@ -742,7 +751,10 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     printf("\n");
     for (r = 0; r < J_ROWS; r++) {
         if (!have[r]) continue;
-        printf("| %s | %d |", row[r], r >= S2 ? x->steps : 0);
+        if (x->from && r <= S1_BM25)
+            printf("| start reader %s |", r == LM ? "(no unit)" : r == S1 ? "+ Contriever" : "+ BM25");
+        else printf("| %s |", row[r]);
+        printf(" %d |", r >= S2 ? x->steps : 0);
         if (secs[r] > 0) printf(" %.0f |", secs[r]);
         else printf(" - |");
         if (mrr[r] >= 0) printf(" %.4f |", mrr[r]);
@@ -1082,11 +1094,23 @@ int main(int argc, char **argv) {
     if (want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
         want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve")) {
         j_ctx x;
-        x.out = out, x.tok = &tok, x.ds = &ds, x.lm = &lm, x.lm_path = lm_path, x.ids = train_ids, x.n = n_train, x.doc = train_doc;
+        const char *from = getenv("RETRLM_JOINT_FROM");
+        retrlm_model start;
+        memset(&start, 0, sizeof start);
+        x.out = out, x.tok = &tok, x.ds = &ds, x.lm = &lm, x.lm_path = lm_path;
+        x.ids = train_ids, x.n = n_train, x.doc = train_doc;
         x.steps = getenv("RETRLM_JOINT_STEPS") ? atoi(getenv("RETRLM_JOINT_STEPS")) : 300;
         x.lr = getenv("RETRLM_JOINT_LR") ? (float)atof(getenv("RETRLM_JOINT_LR")) : 5e-4f;
         x.data = data;
+        x.from = NULL;
+        if (from && *from) { // every reader starts from this model instead of the LM alone
+            if (retrlm_model_load(&start, from, NULL)) die("RETRLM_JOINT_FROM: cannot load the model");
+            x.lm = &start, x.lm_path = from;
+            x.from = strrchr(from, '/') ? strrchr(from, '/') + 1 : from;
+            printf("\nthe third table's readers start from %s, not the LM alone\n", from);
+        }
         joint_table(&x, corpus, st, kjv ? 1 : BUCKETS);
+        retrlm_model_free(&start);
     }
     // the table
     {
