@@ -33,7 +33,8 @@
 // trained together from there (REALM and Atlas PDist with a background refresh, PDist with
 // re-ranking, PDist query-side), RETRLM_JOINT_STEPS steps each (default 300) at the reader's
 // peak learning rate RETRLM_JOINT_LR (5e-4), from the LM alone or from the model in the file
-// RETRLM_JOINT_FROM (e.g. a BM25 retrofit, a reader that reads). joint_curve adds
+// RETRLM_JOINT_FROM (e.g. a BM25 retrofit, a reader that reads); RETRLM_RETROFIT_OWN=1 lets the BM25
+// retrofit retrieve its window's own document (a copy curriculum). joint_curve adds
 // the cost of a fresh index: REALM for RETRLM_JOINT_CURVE_STEPS (100) steps with no refresh and
 // with one every 10, 25 and 50 steps, blocking or in the background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
@@ -421,6 +422,8 @@ typedef struct j_ctx {
     const retrlm_model *lm;     // the LM alone: where every reader starts
     const char *lm_path;        // its file
     const char *from;           // NULL, or the file name of the model that replaces the LM alone
+    int own;                    // 1: the BM25 retrofit may retrieve its window's own document (a copy
+                                // curriculum: the unit's continuation is the window's text)
     const int *ids;             // the LM alone's training tokens
     size_t n;
     const int64_t *doc;
@@ -633,7 +636,8 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     rp.mode = mode;
     memset(&ic, 0, sizeof ic);
     ic.tok = x->tok, ic.ds = x->ds, ic.retrieve = &rp;
-    ic.tokens = x->ids, ic.n_tokens = x->n, ic.token_doc = x->doc;
+    ic.tokens = x->ids, ic.n_tokens = x->n;
+    ic.token_doc = x->own && mode == RETRLM_RETRIEVE_BM25 ? NULL : x->doc;
     ic.k = 1, ic.unit_tokens = J_UNIT, ic.continuation = 1, ic.query_tokens = J_Q;
     ic.window_tokens = J_CTX, ic.batch = BATCH;
     ic.steps = x->steps;
@@ -649,14 +653,14 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
 
 static void joint_table(const j_ctx *x, const char *corpus, const stream *st, int nst) {
     enum { LM, S1, S1_BM25, S2, S2_BM25, REALM, PDIST, RERANK, QSIDE };
-    static const char *row[J_ROWS] = {
+    const char *row[J_ROWS] = {
         "LM alone (no unit)", "1: LM alone + Contriever (trained apart)", "1: LM alone + BM25",
         "2: LM retrofitted to read the frozen Contriever's units", "2: LM retrofitted to read BM25's units",
         "3: REALM, background refresh", "3: Atlas PDist, background refresh",
         "3: Atlas PDist, re-ranking 8 (no refresh)", "3: Atlas PDist, query-side (documents frozen)"};
     static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s1_bm25", "j.s2", "j.s2_bm25", "j.realm", "j.pdist",
                                       "j.pdist_rerank", "j.pdist_qside"};
-    static const char *name[J_ROWS] = {"", "", "", "s2", "s2_bm25", "realm", "pdist", "pdist_rerank", "pdist_qside"};
+    const char *name[J_ROWS] = {"", "", "", "s2", "s2_bm25", "realm", "pdist", "pdist_rerank", "pdist_qside"};
     double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS], bare[J_ROWS]; // bare: the reader with no unit
     char enc0[1024], path[1100], rowname[64], cache[1200];
     retrlm_encoder e;
@@ -712,6 +716,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         have[S1_BM25] = 1;
     }
     // strategy 2: in-context retrofitting with the Contriever frozen, and with BM25
+    if (x->own) name[S2_BM25] = "s2_bm25_own", row[S2_BM25] = "2: LM retrofitted with BM25's units, own document allowed";
     for (r = S2; r <= S2_BM25; r++) {
         retrlm_retrieve_mode mode = r == S2 ? RETRLM_RETRIEVE_DENSE : RETRLM_RETRIEVE_BM25;
         if (!want(r == S2 ? "joint_s2" : "joint_bm25")) continue;
@@ -1103,6 +1108,7 @@ int main(int argc, char **argv) {
         x.lr = getenv("RETRLM_JOINT_LR") ? (float)atof(getenv("RETRLM_JOINT_LR")) : 5e-4f;
         x.data = data;
         x.from = NULL;
+        x.own = getenv("RETRLM_RETROFIT_OWN") && atoi(getenv("RETRLM_RETROFIT_OWN"));
         if (from && *from) { // every reader starts from this model instead of the LM alone
             if (retrlm_model_load(&start, from, NULL)) die("RETRLM_JOINT_FROM: cannot load the model");
             x.lm = &start, x.lm_path = from;
