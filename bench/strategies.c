@@ -769,7 +769,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         printf("\n");
     }
     printf("retriever: a bi-encoder (separate sides, %d wide, 2 layers) trained 1000 Contriever steps on train's "
-           "documents, or BM25 (debpkg dev MRR@10 0.6473, make bench-bm25_eval); the retrofits train %d steps of %d "
+           "documents, or BM25 (its debpkg dev MRR@10: make bench-bm25_eval); the retrofits train %d steps of %d "
            "windows of %d tokens after one unit; the joint rows %d steps of 4 examples (x 64, y 64 tokens) with k 2 "
            "units each (+ the null document for REALM), reader lr %g (the retrofits' too), retriever lr 1e-4, refresh "
            "every 150 steps swapped in 30 later; each row read with a fresh index of its own retriever\n\n",
