@@ -34,7 +34,9 @@
 // re-ranking, PDist query-side), RETRLM_JOINT_STEPS steps each (default 300) at the reader's
 // peak learning rate RETRLM_JOINT_LR (5e-4), from the LM alone or from the model in the file
 // RETRLM_JOINT_FROM (e.g. a BM25 retrofit, a reader that reads); RETRLM_RETROFIT_OWN=1 lets the BM25
-// retrofit retrieve its window's own document (a copy curriculum). joint_curve adds
+// retrofit retrieve its window's own document (a copy curriculum); RETRLM_JOINT_COPY=N starts
+// them from the LM alone trained N more steps on its stream with every 128-token span twice (a
+// copy warm-up, kept as copywarm-N.rlm). joint_curve adds
 // the cost of a fresh index: REALM for RETRLM_JOINT_CURVE_STEPS (100) steps with no refresh and
 // with one every 10, 25 and 50 steps, blocking or in the background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
@@ -651,6 +653,39 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     return retrlm_time_seconds() - t0;
 }
 
+// a copy warm-up: the LM alone trained `steps` more steps (peak lr x->lr) on its training stream
+// with every 128-token span written twice, so that copying from the context pays on half of the
+// tokens; kept at out/copywarm-STEPS.rlm (the path goes to path)
+static void j_copywarm(const j_ctx *x, int steps, retrlm_model *m, char *path, size_t size) {
+    enum { SPAN = 128 };
+    retrlm_adamw o;
+    retrlm_adamw_group g[2];
+    retrlm_lm_train_state s;
+    retrlm_lm_train_config tc;
+    size_t n = x->n / SPAN * SPAN, i;
+    int *twice;
+    snprintf(path, size, "%s/copywarm-%d.rlm", x->out, steps);
+    if (!retrlm_model_load(m, path, NULL)) return;
+    twice = (int *)malloc(2 * n * sizeof(int));
+    if (!twice) die("copy warm-up: no memory");
+    for (i = 0; i < n; i += SPAN) {
+        memcpy(twice + 2 * i, x->ids + i, SPAN * sizeof(int));
+        memcpy(twice + 2 * i + SPAN, x->ids + i, SPAN * sizeof(int));
+    }
+    j_reader(x, m);
+    adamw(&o, g, retrlm_model_param_groups(m, x->lr, 0.1f, g), steps);
+    retrlm_lm_train_state_init(&s, 1);
+    memset(&tc, 0, sizeof tc);
+    tc.train = twice;
+    tc.n_train = 2 * n;
+    tc.steps = steps;
+    tc.progress = progress;
+    if (retrlm_lm_train(m, &o, &tc, &s)) die("copy warm-up");
+    retrlm_adamw_free(&o);
+    free(twice);
+    if (retrlm_model_save(m, NULL, NULL, path)) die("save the copy warm-up");
+}
+
 static void joint_table(const j_ctx *x, const char *corpus, const stream *st, int nst) {
     enum { LM, S1, S1_BM25, S2, S2_BM25, REALM, PDIST, RERANK, QSIDE };
     const char *row[J_ROWS] = {
@@ -1114,6 +1149,14 @@ int main(int argc, char **argv) {
             x.lm = &start, x.lm_path = from;
             x.from = strrchr(from, '/') ? strrchr(from, '/') + 1 : from;
             printf("\nthe third table's readers start from %s, not the LM alone\n", from);
+        }
+        if (getenv("RETRLM_JOINT_COPY") && atoi(getenv("RETRLM_JOINT_COPY")) > 0) {
+            static char warm[1024]; // the start reader's path outlives this block in x
+            if (x.from) die("RETRLM_JOINT_COPY and RETRLM_JOINT_FROM: one start at a time");
+            j_copywarm(&x, atoi(getenv("RETRLM_JOINT_COPY")), &start, warm, sizeof warm);
+            x.lm = &start, x.lm_path = warm;
+            x.from = strrchr(warm, '/') + 1;
+            printf("\nthe third table's readers start from %s: the LM alone after a copy warm-up\n", warm);
         }
         joint_table(&x, corpus, st, kjv ? 1 : BUCKETS);
         retrlm_model_free(&start);
