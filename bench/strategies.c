@@ -35,8 +35,8 @@
 // peak learning rate RETRLM_JOINT_LR (5e-4), from the LM alone or from the model in the file
 // RETRLM_JOINT_FROM (e.g. a BM25 retrofit, a reader that reads); RETRLM_RETROFIT_OWN=1 lets the BM25
 // retrofit retrieve its window's own document (a copy curriculum); RETRLM_JOINT_COPY=N starts
-// them from the LM alone trained N more steps on its stream with every 128-token span twice (a
-// copy warm-up, kept as copywarm-N.rlm). joint_curve adds
+// them from the LM alone trained N more steps on its stream with every span (16-128 tokens)
+// twice (a copy warm-up, kept as copywarm-N.rlm). joint_curve adds
 // the cost of a fresh index: REALM for RETRLM_JOINT_CURVE_STEPS (100) steps with no refresh and
 // with one every 10, 25 and 50 steps, blocking or in the background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
@@ -654,30 +654,35 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
 }
 
 // a copy warm-up: the LM alone trained `steps` more steps (peak lr x->lr) on its training stream
-// with every 128-token span written twice, so that copying from the context pays on half of the
-// tokens; kept at out/copywarm-STEPS.rlm (the path goes to path)
+// with every span written twice, the spans 16 to 128 tokens long at random (a fixed length would
+// teach a head to look a fixed distance back, not to copy), so that copying from the context pays
+// on half of the tokens; kept at out/copywarm-STEPS.rlm (the path goes to path)
 static void j_copywarm(const j_ctx *x, int steps, retrlm_model *m, char *path, size_t size) {
-    enum { SPAN = 128 };
     retrlm_adamw o;
     retrlm_adamw_group g[2];
     retrlm_lm_train_state s;
     retrlm_lm_train_config tc;
-    size_t n = x->n / SPAN * SPAN, i;
+    retrlm_rng rng;
+    size_t i = 0, n = 0;
     int *twice;
     snprintf(path, size, "%s/copywarm-%d.rlm", x->out, steps);
     if (!retrlm_model_load(m, path, NULL)) return;
-    twice = (int *)malloc(2 * n * sizeof(int));
+    twice = (int *)malloc(2 * x->n * sizeof(int));
     if (!twice) die("copy warm-up: no memory");
-    for (i = 0; i < n; i += SPAN) {
-        memcpy(twice + 2 * i, x->ids + i, SPAN * sizeof(int));
-        memcpy(twice + 2 * i + SPAN, x->ids + i, SPAN * sizeof(int));
+    retrlm_rng_seed(&rng, 7);
+    while (i < x->n) {
+        size_t len = 16 + (size_t)retrlm_rng_below(&rng, 113);
+        if (len > x->n - i) len = x->n - i;
+        memcpy(twice + n, x->ids + i, len * sizeof(int));
+        memcpy(twice + n + len, x->ids + i, len * sizeof(int));
+        n += 2 * len, i += len;
     }
     j_reader(x, m);
     adamw(&o, g, retrlm_model_param_groups(m, x->lr, 0.1f, g), steps);
     retrlm_lm_train_state_init(&s, 1);
     memset(&tc, 0, sizeof tc);
     tc.train = twice;
-    tc.n_train = 2 * n;
+    tc.n_train = n;
     tc.steps = steps;
     tc.progress = progress;
     if (retrlm_lm_train(m, &o, &tc, &s)) die("copy warm-up");
