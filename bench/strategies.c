@@ -417,6 +417,15 @@ static const char *j_cache(char *buf, size_t size, const char *path, const char 
     return buf;
 }
 
+// removes what the third table keeps of a start reader (its bits per byte with no unit, with the
+// Contriever's, with BM25's) when the model at path is trained again
+static void j_forget_start(const char *path) {
+    static const char *cached[] = {".j-none.bpb", ".j-contriever.bpb", ".j-bm25.bpb"};
+    char c[1100];
+    int k;
+    for (k = 0; k < 3; k++) remove(j_cache(c, sizeof c, path, cached[k]));
+}
+
 typedef struct j_ctx {
     const char *out;
     retrlm_tokenizer *tok;
@@ -689,6 +698,7 @@ static void j_copywarm(const j_ctx *x, int steps, retrlm_model *m, char *path, s
     retrlm_adamw_free(&o);
     free(twice);
     if (retrlm_model_save(m, NULL, NULL, path)) die("save the copy warm-up");
+    j_forget_start(path);
 }
 
 static void joint_table(const j_ctx *x, const char *corpus, const stream *st, int nst) {
@@ -976,11 +986,7 @@ int main(int argc, char **argv) {
             tok_s[0] = (double)steps * BATCH * SEQ / secs[0];
             if (retrlm_model_save(&lm, NULL, NULL, path)) die("save lm");
             save_secs(path, secs[0]);
-            {
-                static const char *cached[] = {".j-none.bpb", ".j-contriever.bpb", ".j-bm25.bpb"};
-                char c[1100];
-                for (b = 0; b < 3; b++) remove(j_cache(c, sizeof c, path, cached[b]));
-            }
+            j_forget_start(path);
             retrlm_adamw_free(&o);
         } else {
             secs[0] = load_secs(path);
