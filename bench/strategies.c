@@ -190,6 +190,24 @@ static void adamw(retrlm_adamw *o, const retrlm_adamw_group *g, int n, int steps
     if (retrlm_adamw_init(o, &oc, g, n)) die("adamw");
 }
 
+// steps of next-token training of m on the stream ids (AdamW at peak lr, weight decay 0.1,
+// warmup and cosine as adamw()); what names the run in the message if it fails
+static void lm_steps(retrlm_model *m, const int *ids, size_t n, int steps, float lr, const char *what) {
+    retrlm_adamw o;
+    retrlm_adamw_group g[2];
+    retrlm_lm_train_state s;
+    retrlm_lm_train_config tc;
+    adamw(&o, g, retrlm_model_param_groups(m, lr, 0.1f, g), steps);
+    retrlm_lm_train_state_init(&s, 1);
+    memset(&tc, 0, sizeof tc);
+    tc.train = ids;
+    tc.n_train = n;
+    tc.steps = steps;
+    tc.progress = progress;
+    if (retrlm_lm_train(m, &o, &tc, &s)) die(what);
+    retrlm_adamw_free(&o);
+}
+
 // the neighbours of a stream, loaded from out/name or built and saved there
 static void neighbours(retrlm_retro_neighbours *nb, const char *out, const char *name,
                        const retrlm_datastore *ds, const retrlm_tokenizer *tok, const int *ids,
@@ -417,13 +435,13 @@ static const char *j_cache(char *buf, size_t size, const char *path, const char 
     return buf;
 }
 
-// removes what the third table keeps of a start reader (its bits per byte with no unit, with the
-// Contriever's, with BM25's) when the model at path is trained again
-static void j_forget_start(const char *path) {
-    static const char *cached[] = {".j-none.bpb", ".j-contriever.bpb", ".j-bm25.bpb"};
+// removes what the third table keeps of the model at path when it is trained again: its bits per
+// byte as a row (with its unit, with none) and as a start reader (no unit, the Contriever's, BM25's)
+static void j_forget(const char *path) {
+    static const char *cached[] = {".bpb", ".bpb-none", ".j-none.bpb", ".j-contriever.bpb", ".j-bm25.bpb"};
     char c[1100];
     int k;
-    for (k = 0; k < 3; k++) remove(j_cache(c, sizeof c, path, cached[k]));
+    for (k = 0; k < 5; k++) remove(j_cache(c, sizeof c, path, cached[k]));
 }
 
 typedef struct j_ctx {
@@ -571,8 +589,7 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     retrlm_adamw_free(&o1);
     retrlm_adamw_free(&o2);
     if (retrlm_model_save(m, NULL, NULL, path) || retrlm_encoder_save(e, epath)) die("save joint");
-    remove(j_cache(epath, sizeof epath, path, ".bpb"));
-    remove(j_cache(epath, sizeof epath, path, ".bpb-none"));
+    j_forget(path);
     save_secs(path, retrlm_time_seconds() - t0);
     fprintf(stderr, "  joint %s: loss %.3f reader %.3f, %lld refreshes (%.0f s embedding, %.0f s waited), "
             "last overlap %.2f\n", name, (double)js->last_loss, (double)js->last_reader,
@@ -602,10 +619,9 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
             tps[n] = (double)x.steps * 4 * J_CTX / secs;
             wait[n] = js.stall_seconds, emb[n] = js.refresh_seconds; // 0 when the model was reused
             {
-                char path[1100];
-                j_path(&x, name, path, sizeof path - 6);
-                strcat(path, ".dense");
-                j_embed(x.ds, &e, x.tok, path);
+                char path[1024], dense[1100];
+                j_path(&x, name, path, sizeof path);
+                j_embed(x.ds, &e, x.tok, j_cache(dense, sizeof dense, path, ".dense"));
             }
             j_read(&m, x.tok, x.ds, RETRLM_RETRIEVE_DENSE, st, 1, &bpb[n], NULL);
             tag[n][0] = every[i], tag[n][1] = mode;
@@ -636,7 +652,7 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     retrlm_retrieve_params rp;
     retrlm_adamw o;
     retrlm_adamw_group g[2];
-    char path[1024], cpath[1100];
+    char path[1024];
     double t0 = retrlm_time_seconds();
     j_path(x, name, path, sizeof path);
     if (!retrlm_model_load(m, path, NULL)) return load_secs(path);
@@ -656,8 +672,7 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     if (retrlm_incontext_train(m, &o, &ic, &ls)) die("retrofit");
     retrlm_adamw_free(&o);
     if (retrlm_model_save(m, NULL, NULL, path)) die("save retrofit");
-    remove(j_cache(cpath, sizeof cpath, path, ".bpb"));
-    remove(j_cache(cpath, sizeof cpath, path, ".bpb-none"));
+    j_forget(path);
     save_secs(path, retrlm_time_seconds() - t0);
     return retrlm_time_seconds() - t0;
 }
@@ -667,10 +682,6 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
 // teach a head to look a fixed distance back, not to copy), so that copying from the context pays
 // on half of the tokens; kept at out/copywarm-STEPS.rlm (the path goes to path)
 static void j_copywarm(const j_ctx *x, int steps, retrlm_model *m, char *path, size_t size) {
-    retrlm_adamw o;
-    retrlm_adamw_group g[2];
-    retrlm_lm_train_state s;
-    retrlm_lm_train_config tc;
     retrlm_rng rng;
     size_t i = 0, n = 0;
     int *twice;
@@ -687,18 +698,10 @@ static void j_copywarm(const j_ctx *x, int steps, retrlm_model *m, char *path, s
         n += 2 * len, i += len;
     }
     j_reader(x, m);
-    adamw(&o, g, retrlm_model_param_groups(m, x->lr, 0.1f, g), steps);
-    retrlm_lm_train_state_init(&s, 1);
-    memset(&tc, 0, sizeof tc);
-    tc.train = twice;
-    tc.n_train = n;
-    tc.steps = steps;
-    tc.progress = progress;
-    if (retrlm_lm_train(m, &o, &tc, &s)) die("copy warm-up");
-    retrlm_adamw_free(&o);
+    lm_steps(m, twice, n, steps, x->lr, "copy warm-up");
     free(twice);
     if (retrlm_model_save(m, NULL, NULL, path)) die("save the copy warm-up");
-    j_forget_start(path);
+    j_forget(path);
 }
 
 static void joint_table(const j_ctx *x, const char *corpus, const stream *st, int nst) {
@@ -783,10 +786,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         if (!want(rowname)) continue;
         secs[r] = j_joint(x, name[r], enc0, r == REALM ? RETRLM_JOINT_REALM : RETRLM_JOINT_PDIST,
                           r <= PDIST ? 150 : 0, r <= PDIST ? 30 : 0, r == RERANK ? 8 : 0, r == QSIDE, &m, &e, &js);
-        j_path(x, name[r], path, sizeof path - 6);
-        strcat(path, ".dense");
-        j_embed(x->ds, &e, x->tok, path); // a fresh index of the trained retriever
         j_path(x, name[r], path, sizeof path);
+        j_embed(x->ds, &e, x->tok, j_cache(cache, sizeof cache, path, ".dense")); // a fresh index of its retriever
         j_read(&m, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
         j_read(&m, x->tok, NULL, RETRLM_RETRIEVE_DENSE, st, 1, &bare[r],
                j_cache(cache, sizeof cache, path, ".bpb-none"));
@@ -964,30 +965,18 @@ int main(int argc, char **argv) {
     // the LM alone
     {
         retrlm_model_config mc;
-        retrlm_adamw o;
-        retrlm_adamw_group g[2];
-        retrlm_lm_train_state s;
-        retrlm_lm_train_config tc;
         model_config(&mc, 0);
         snprintf(path, sizeof path, "%s/lm-%d-%lu.rlm", out, steps, (unsigned long)n_train);
         snprintf(lm_path, sizeof lm_path, "%s", path);
         t0 = retrlm_time_seconds();
         if (retrlm_model_load(&lm, path, NULL)) {
             if (retrlm_model_init(&lm, &mc)) die("lm");
-            adamw(&o, g, retrlm_model_param_groups(&lm, 2e-3f, 0.1f, g), steps);
-            retrlm_lm_train_state_init(&s, 1);
-            memset(&tc, 0, sizeof tc);
-            tc.train = train_ids;
-            tc.n_train = n_train;
-            tc.steps = steps;
-            tc.progress = progress;
-            if (retrlm_lm_train(&lm, &o, &tc, &s)) die("lm train");
+            lm_steps(&lm, train_ids, n_train, steps, 2e-3f, "lm train");
             secs[0] = retrlm_time_seconds() - t0;
             tok_s[0] = (double)steps * BATCH * SEQ / secs[0];
             if (retrlm_model_save(&lm, NULL, NULL, path)) die("save lm");
             save_secs(path, secs[0]);
-            j_forget_start(path);
-            retrlm_adamw_free(&o);
+            j_forget(path);
         } else {
             secs[0] = load_secs(path);
             tok_s[0] = 0;
