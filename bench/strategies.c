@@ -42,7 +42,9 @@
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
 // RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_bm25,
 // joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_curve picks rows (default: all; the LM
-// alone always runs); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops.
+// alone always runs); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
+// (copy_probe) says whether the LM alone, and the third table's start reader, copy from their
+// context at all: test spans written twice, the nats a token of each copy.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include <stdio.h>
@@ -206,6 +208,40 @@ static void lm_steps(retrlm_model *m, const int *ids, size_t n, int steps, float
     tc.progress = progress;
     if (retrlm_lm_train(m, &o, &tc, &s)) die(what);
     retrlm_adamw_free(&o);
+}
+
+// the copy probe: PROBE windows of SEQ test tokens (positions from a fixed seed), each a span of
+// CSPAN tokens, the same span again, then what followed it; *first and *second get the mean nats
+// a token over the first copy's targets (from its 8th token on) and over the second copy's (the
+// same positions CSPAN later). A reader that copies from its context drives the second towards 0;
+// one that does not pays for the repeat as for the first reading.
+enum { PROBE = 16, CSPAN = 96 };
+static void copy_probe(retrlm_model *m, const int *ids, size_t n, double *first, double *second) {
+    int *in = (int *)malloc((size_t)3 * PROBE * SEQ * sizeof(int)), *t1 = in + PROBE * SEQ,
+        *t2 = t1 + PROBE * SEQ, b, i, c1 = 0, c2 = 0, k;
+    retrlm_rng rng;
+    if (!in || n < SEQ + 1) die("copy probe: no memory or too few test tokens");
+    retrlm_rng_seed(&rng, 99);
+    for (b = 0; b < PROBE; b++) {
+        const int *src = ids + retrlm_rng_below(&rng, (uint64_t)(n - SEQ));
+        int *x = in + b * SEQ;
+        for (i = 0; i < CSPAN; i++) x[i] = x[CSPAN + i] = src[i];
+        for (i = 2 * CSPAN; i < SEQ; i++) x[i] = src[i - CSPAN];
+        for (i = 0; i < SEQ; i++) {
+            const int y = i + 1 < SEQ ? x[i + 1] : -1;
+            t1[b * SEQ + i] = i >= 8 && i + 1 < CSPAN ? y : -1;
+            t2[b * SEQ + i] = i >= CSPAN + 8 && i + 1 < 2 * CSPAN ? y : -1;
+        }
+    }
+    *first = *second = 0.0;
+    for (b = 0; b < PROBE; b += m->config.max_batch) {
+        const int B = PROBE - b < m->config.max_batch ? PROBE - b : m->config.max_batch;
+        if (retrlm_model_forward(m, in + b * SEQ, B, SEQ, NULL, 0)) die("copy probe");
+        *first += retrlm_model_nll(m, t1 + b * SEQ, &k), c1 += k;
+        *second += retrlm_model_nll(m, t2 + b * SEQ, &k), c2 += k;
+    }
+    *first /= c1, *second /= c2;
+    free(in);
 }
 
 // the neighbours of a stream, loaded from out/name or built and saved there
@@ -714,7 +750,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s1_bm25", "j.s2", "j.s2_bm25", "j.realm", "j.pdist",
                                       "j.pdist_rerank", "j.pdist_qside"};
     const char *name[J_ROWS] = {"", "", "", "s2", "s2_bm25", "realm", "pdist", "pdist_rerank", "pdist_qside"};
-    double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS], bare[J_ROWS]; // bare: the reader with no unit
+    double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS], bare[J_ROWS], copy[2]; // bare: the reader with no unit
     char enc0[1024], path[1100], rowname[64], cache[1200];
     retrlm_encoder e;
     retrlm_model m;
@@ -825,6 +861,10 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
            "units each (+ the null document for REALM), reader lr %g (the retrofits' too), retriever lr 1e-4, refresh "
            "every 150 steps swapped in 30 later; each row read with a fresh index of its own retriever\n\n",
            J_DIM, x->steps, BATCH, J_CTX, x->steps, (double)x->lr);
+    copy_probe((retrlm_model *)x->lm, st[0].ids, st[0].n, &copy[0], &copy[1]);
+    printf("the readers' start (%s) on the copy probe: %.3f nats a token on the first copy, %.3f on the "
+           "second\n%s.j.lm.copy_first=%.4f\n%s.j.lm.copy_second=%.4f\n", x->from ? x->from : "the LM alone",
+           copy[0], copy[1], corpus, copy[0], corpus, copy[1]);
     for (r = 0; r < J_ROWS; r++)
         if (have[r] && mrr[r] >= 0 && r != S2) printf("%s.%s.mrr10=%.4f\n", corpus, key[r], mrr[r]);
     for (r = S2; r < J_ROWS; r++)
@@ -859,6 +899,7 @@ int main(int argc, char **argv) {
     retrlm_knnlm kn[2];
     double bpb[3][BUCKETS], secs[3] = {0, 0, 0}, t0, tok_s[2] = {0, 0};
     float probe[2][2] = {{0, 0}, {0, 0}};
+    double copy[2]; // the LM alone's copy probe: first and second copy, nats a token
     int kjv = !strcmp(corpus, "kjv");
     memset(&lm, 0, sizeof lm), memset(&rm, 0, sizeof rm), memset(&fm, 0, sizeof fm);
     memset(tm, 0, sizeof tm), memset(kn, 0, sizeof kn), memset(bpb, 0, sizeof bpb);
@@ -983,6 +1024,7 @@ int main(int argc, char **argv) {
         }
         for (b = 0; b < (kjv ? 1 : BUCKETS); b++)
             if (retrlm_lm_bits_per_byte(&lm, st[b].ids, st[b].n, st[b].bytes, SEQ, &bpb[0][b])) die("lm bpb");
+        copy_probe(&lm, st[0].ids, st[0].n, &copy[0], &copy[1]);
     }
     // strategy 4: TRIME (local memory) and TRIME_ext (BM25-grouped batches), the LM's tokens
     if (want("trime")) {
@@ -1187,6 +1229,8 @@ int main(int argc, char **argv) {
         printf("\ntest documents: %d; train stream %lu tokens of %d documents; datastore %d units "
                "of %d tokens; neighbours k %d of %d tokens\n", te.n_docs, (unsigned long)n_train,
                tr.n_docs, ds.n_units, CHUNK, NBR, NBR_LEN);
+        printf("copy probe (%d test spans of %d tokens, each written twice in its window): the LM alone "
+               "pays %.3f nats a token on the first copy, %.3f on the second\n", PROBE, CSPAN, copy[0], copy[1]);
         if (row_on[1] && row_on[2])
             printf("probe loss with / without neighbours: RETRO %.3f / %.3f, RETRO-fitted %.3f / %.3f "
                    "nats\n", (double)probe[0][0], (double)probe[0][1], (double)probe[1][0],
@@ -1242,6 +1286,7 @@ int main(int argc, char **argv) {
             for (b = 0; b < nb_b; b++)
                 printf("%s.%s.bpb_%s=%.4f\n", corpus, key[r], b ? (b == 1 ? "o0" : b == 2 ? "o50" : "o100") : "all",
                        bpb[r][b]);
+        printf("%s.lm.copy_first=%.4f\n%s.lm.copy_second=%.4f\n", corpus, copy[0], corpus, copy[1]);
         if (tok_s[0] > 0 && tok_s[1] > 0)
             printf("%s.lm.train_tok_s=%.0f\n%s.retro.train_tok_s=%.0f\n", corpus, tok_s[0], corpus,
                    tok_s[1]);
