@@ -36,13 +36,14 @@
 // RETRLM_JOINT_FROM (e.g. a BM25 retrofit, a reader that reads); RETRLM_RETROFIT_OWN=1 lets the BM25
 // retrofit retrieve its window's own document (a copy curriculum); RETRLM_JOINT_COPY=N starts
 // them from the LM alone trained N more steps on its stream with every span (16-128 tokens)
-// twice (a copy warm-up, kept as copywarm-N.rlm). joint_curve adds
+// twice (a copy warm-up, kept as copywarm-N.rlm; RETRLM_COPY_SHARE of the spans twice instead of
+// all, at peak lr RETRLM_COPY_LR, the copy probe every 500 steps). joint_curve adds
 // the cost of a fresh index: REALM for RETRLM_JOINT_CURVE_STEPS (100) steps with no refresh and
 // with one every 10, 25 and 50 steps, blocking or in the background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
 // RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_bm25,
-// joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_curve picks rows (default: all; the LM
-// alone always runs); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
+// joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_curve,copywarm picks rows (default: all;
+// the LM alone always runs; copywarm alone trains RETRLM_JOINT_COPY's warm-up and stops there); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
 // (copy_probe) says whether the LM alone, and the third table's start reader, copy from their
 // context at all: test spans written twice, the nats a token of each copy.
 #define RETRLM_IMPLEMENTATION
@@ -192,24 +193,6 @@ static void adamw(retrlm_adamw *o, const retrlm_adamw_group *g, int n, int steps
     if (retrlm_adamw_init(o, &oc, g, n)) die("adamw");
 }
 
-// steps of next-token training of m on the stream ids (AdamW at peak lr, weight decay 0.1,
-// warmup and cosine as adamw()); what names the run in the message if it fails
-static void lm_steps(retrlm_model *m, const int *ids, size_t n, int steps, float lr, const char *what) {
-    retrlm_adamw o;
-    retrlm_adamw_group g[2];
-    retrlm_lm_train_state s;
-    retrlm_lm_train_config tc;
-    adamw(&o, g, retrlm_model_param_groups(m, lr, 0.1f, g), steps);
-    retrlm_lm_train_state_init(&s, 1);
-    memset(&tc, 0, sizeof tc);
-    tc.train = ids;
-    tc.n_train = n;
-    tc.steps = steps;
-    tc.progress = progress;
-    if (retrlm_lm_train(m, &o, &tc, &s)) die(what);
-    retrlm_adamw_free(&o);
-}
-
 // the copy probe: PROBE windows of SEQ test tokens (positions from a fixed seed), each a span of
 // CSPAN tokens, the same span again, then what followed it; *first and *second get the mean nats
 // a token over the first copy's targets (from its 8th token on) and over the second copy's (the
@@ -242,6 +225,36 @@ static void copy_probe(retrlm_model *m, const int *ids, size_t n, double *first,
     }
     *first /= c1, *second /= c2;
     free(in);
+}
+
+// steps of next-token training of m on the stream ids (AdamW at peak lr, weight decay 0.1,
+// warmup and cosine as adamw()); what names the run in its messages. te (n_te test tokens) not
+// NULL: the copy probe on te is printed every 500 steps, so a long run shows when m starts to copy.
+static void lm_steps(retrlm_model *m, const int *ids, size_t n, int steps, float lr, const char *what,
+                     const int *te, size_t n_te) {
+    retrlm_adamw o;
+    retrlm_adamw_group g[2];
+    retrlm_lm_train_state s;
+    retrlm_lm_train_config tc;
+    int done = 0;
+    adamw(&o, g, retrlm_model_param_groups(m, lr, 0.1f, g), steps);
+    retrlm_lm_train_state_init(&s, 1);
+    memset(&tc, 0, sizeof tc);
+    tc.train = ids;
+    tc.n_train = n;
+    tc.progress = progress;
+    while (done < steps) {
+        double first, second;
+        done = te && steps - done > 500 ? done + 500 : steps;
+        tc.steps = done;
+        if (retrlm_lm_train(m, &o, &tc, &s)) die(what);
+        if (!te) continue;
+        copy_probe(m, te, n_te, &first, &second);
+        printf("%s, step %d: loss %.3f, copy probe %.3f / %.3f nats a token (first / second copy)\n", what,
+               done, (double)s.last_loss, first, second);
+        fflush(stdout);
+    }
+    retrlm_adamw_free(&o);
 }
 
 // the neighbours of a stream, loaded from out/name or built and saved there
@@ -713,16 +726,26 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     return retrlm_time_seconds() - t0;
 }
 
-// a copy warm-up: the LM alone trained `steps` more steps (peak lr x->lr) on its training stream
-// with every span written twice, the spans 16 to 128 tokens long at random (a fixed length would
-// teach a head to look a fixed distance back, not to copy), so that copying from the context pays
-// on half of the tokens; kept at out/copywarm-STEPS.rlm (the path goes to path)
-static void j_copywarm(const j_ctx *x, int steps, retrlm_model *m, char *path, size_t size) {
+// a copy warm-up: the LM alone trained `steps` more steps on its training stream with a share
+// (RETRLM_COPY_SHARE, default 1) of its spans written twice, the spans 16 to 128 tokens long at
+// random (a fixed length would teach a head to look a fixed distance back, not to copy), so that
+// copying from the context pays; peak lr RETRLM_COPY_LR (default x->lr). The copy probe on test
+// (te) is printed every 500 steps, so a long run shows when the reader starts to copy. Kept at
+// out/copywarm-STEPS.rlm, or copywarm-STEPS-sSHARE-lrLR.rlm when either knob is set (the path
+// goes to path).
+static void j_copywarm(const j_ctx *x, int steps, const int *te, size_t n_te, retrlm_model *m,
+                       char *path, size_t size) {
+    const char *sh = getenv("RETRLM_COPY_SHARE"), *lr_env = getenv("RETRLM_COPY_LR");
+    const double share = sh && *sh ? atof(sh) : 1.0;
+    const float lr = lr_env && *lr_env ? (float)atof(lr_env) : x->lr;
     retrlm_rng rng;
     size_t i = 0, n = 0;
     int *twice;
-    snprintf(path, size, "%s/copywarm-%d.rlm", x->out, steps);
+    char what[96];
+    if ((sh && *sh) || (lr_env && *lr_env)) snprintf(path, size, "%s/copywarm-%d-s%g-lr%g.rlm", x->out, steps, share, (double)lr);
+    else snprintf(path, size, "%s/copywarm-%d.rlm", x->out, steps);
     if (!retrlm_model_load(m, path, NULL)) return;
+    if (!(share >= 0.0 && share <= 1.0) || !(lr > 0.0f)) die("RETRLM_COPY_SHARE must be in [0, 1] and RETRLM_COPY_LR > 0");
     twice = (int *)malloc(2 * x->n * sizeof(int));
     if (!twice) die("copy warm-up: no memory");
     retrlm_rng_seed(&rng, 7);
@@ -730,11 +753,16 @@ static void j_copywarm(const j_ctx *x, int steps, retrlm_model *m, char *path, s
         size_t len = 16 + (size_t)retrlm_rng_below(&rng, 113);
         if (len > x->n - i) len = x->n - i;
         memcpy(twice + n, x->ids + i, len * sizeof(int));
-        memcpy(twice + n + len, x->ids + i, len * sizeof(int));
-        n += 2 * len, i += len;
+        n += len;
+        if (share >= 1.0 || retrlm_rng_below(&rng, 1000000) < (uint64_t)(share * 1000000.0)) {
+            memcpy(twice + n, x->ids + i, len * sizeof(int));
+            n += len;
+        }
+        i += len;
     }
     j_reader(x, m);
-    lm_steps(m, twice, n, steps, x->lr, "copy warm-up");
+    snprintf(what, sizeof what, "copy warm-up (share %g, lr %g)", share, (double)lr);
+    lm_steps(m, twice, n, steps, lr, what, te, n_te);
     free(twice);
     if (retrlm_model_save(m, NULL, NULL, path)) die("save the copy warm-up");
     j_forget(path);
@@ -1012,7 +1040,7 @@ int main(int argc, char **argv) {
         t0 = retrlm_time_seconds();
         if (retrlm_model_load(&lm, path, NULL)) {
             if (retrlm_model_init(&lm, &mc)) die("lm");
-            lm_steps(&lm, train_ids, n_train, steps, 2e-3f, "lm train");
+            lm_steps(&lm, train_ids, n_train, steps, 2e-3f, "lm train", NULL, 0);
             secs[0] = retrlm_time_seconds() - t0;
             tok_s[0] = (double)steps * BATCH * SEQ / secs[0];
             if (retrlm_model_save(&lm, NULL, NULL, path)) die("save lm");
@@ -1174,7 +1202,9 @@ int main(int argc, char **argv) {
     }
     // strategy 3 beside 1 and 2, its own table (printed first)
     if (want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
-        want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve")) {
+        want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve") || want("copywarm")) {
+        const int rows = want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
+                         want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve");
         j_ctx x;
         const char *from = getenv("RETRLM_JOINT_FROM");
         retrlm_model start;
@@ -1195,12 +1225,12 @@ int main(int argc, char **argv) {
         if (getenv("RETRLM_JOINT_COPY") && atoi(getenv("RETRLM_JOINT_COPY")) > 0) {
             static char warm[1024]; // the start reader's path outlives this block in x
             if (x.from) die("RETRLM_JOINT_COPY and RETRLM_JOINT_FROM: one start at a time");
-            j_copywarm(&x, atoi(getenv("RETRLM_JOINT_COPY")), &start, warm, sizeof warm);
+            j_copywarm(&x, atoi(getenv("RETRLM_JOINT_COPY")), st[0].ids, st[0].n, &start, warm, sizeof warm);
             x.lm = &start, x.lm_path = warm;
             x.from = strrchr(warm, '/') + 1;
             printf("\nthe third table's readers start from %s: the LM alone after a copy warm-up\n", warm);
         }
-        joint_table(&x, corpus, st, kjv ? 1 : BUCKETS);
+        if (rows) joint_table(&x, corpus, st, kjv ? 1 : BUCKETS);
         retrlm_model_free(&start);
     }
     // the table
