@@ -42,8 +42,9 @@
 // with one every 10, 25 and 50 steps, blocking or in the background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
 // RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_bm25,
-// joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_curve,copywarm picks rows (default: all;
-// the LM alone always runs; copywarm alone trains RETRLM_JOINT_COPY's warm-up and stops there); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
+// joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_curve,copywarm picks rows
+// (default: all; the LM alone always runs; copywarm alone trains RETRLM_JOINT_COPY's warm-up and
+// stops there); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
 // (copy_probe) says whether the LM alone, and the third table's start reader, copy from their
 // context at all: test spans written twice, the nats a token of each copy.
 #define RETRLM_IMPLEMENTATION
