@@ -11,10 +11,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
     static const char query[] = "the quick brown fox";
     retrlm_datastore ds;
-    unsigned char *data = (unsigned char *)malloc(size ? size : 1);
+    unsigned char *data = fuzz_repaired_copy(input, size);
     if (!data) return 0;
-    memcpy(data, input, size);
-    fuzz_repair_container(data, size);
     if (retrlm_datastore_load_memory(&ds, data, size) == RETRLM_OK) {
         retrlm_retrieve_params rp;
         int units[4], found = 0, u, i;

@@ -8,10 +8,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
     retrlm_encoder e;
-    unsigned char *data = (unsigned char *)malloc(size ? size : 1);
+    unsigned char *data = fuzz_repaired_copy(input, size);
     if (!data) return 0;
-    memcpy(data, input, size);
-    fuzz_repair_container(data, size);
     { // batch sizes and token counts only size the activations: keep them small so that runs
       // stay fast (the loader's checks of them are exercised with small values all the same)
         retrlm_reader rd;

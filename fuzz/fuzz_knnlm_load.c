@@ -9,10 +9,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
     retrlm_knnlm kn;
-    unsigned char *data = (unsigned char *)malloc(size ? size : 1);
+    unsigned char *data = fuzz_repaired_copy(input, size);
     if (!data) return 0;
-    memcpy(data, input, size);
-    fuzz_repair_container(data, size);
     if (retrlm_knnlm_load_memory(&kn, data, size, 50) == RETRLM_OK) {
         float *q = (float *)calloc((size_t)kn.index.dim, sizeof(float));
         int64_t ids[4];

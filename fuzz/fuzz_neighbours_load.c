@@ -10,10 +10,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
     retrlm_retro_neighbours nb;
-    unsigned char *data = (unsigned char *)malloc(size ? size : 1);
+    unsigned char *data = fuzz_repaired_copy(input, size);
     if (!data) return 0;
-    memcpy(data, input, size);
-    fuzz_repair_container(data, size);
     if (retrlm_retro_neighbours_load_memory(&nb, data, size) == RETRLM_OK) {
         size_t n = (size_t)nb.n_chunks * (size_t)nb.k * (size_t)nb.len, i;
         for (i = 0; i < n; i++)

@@ -10,10 +10,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
     retrlm_npm_index x;
-    unsigned char *data = (unsigned char *)malloc(size ? size : 1);
+    unsigned char *data = fuzz_repaired_copy(input, size);
     if (!data) return 0;
-    memcpy(data, input, size);
-    fuzz_repair_container(data, size);
     if (retrlm_npm_index_load_memory(&x, data, size, 50) == RETRLM_OK) {
         float *q = (float *)calloc((size_t)x.index.dim + 1, sizeof(float));
         int64_t hit[4];

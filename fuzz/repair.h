@@ -3,6 +3,8 @@
    loader's own validation instead of stopping at the checksums (fuzz_container covers those). */
 #ifndef RETRLM_FUZZ_REPAIR_H
 #define RETRLM_FUZZ_REPAIR_H
+#include <stdlib.h>
+#include <string.h>
 static void fuzz_repair_container(unsigned char *b, size_t size) {
     unsigned char head[64];
     uint64_t n, i;
@@ -18,5 +20,15 @@ static void fuzz_repair_container(unsigned char *b, size_t size) {
     memcpy(head, b, 64);
     retrlm__put_u32(head + 48, 0);
     retrlm__put_u32(b + 48, retrlm_crc32(retrlm_crc32(0, head, 64), b + 64, (size_t)n * 64));
+}
+
+/* the input copied (malloc'd, at least 1 byte: the loaders may keep it until freed) and repaired
+   as above; NULL if out of memory */
+static unsigned char *fuzz_repaired_copy(const uint8_t *input, size_t size) {
+    unsigned char *data = (unsigned char *)malloc(size ? size : 1);
+    if (!data) return NULL;
+    memcpy(data, input, size);
+    fuzz_repair_container(data, size);
+    return data;
 }
 #endif
