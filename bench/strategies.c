@@ -929,7 +929,7 @@ int main(int argc, char **argv) {
     double bpb[3][BUCKETS], secs[3] = {0, 0, 0}, t0, tok_s[2] = {0, 0};
     float probe[2][2] = {{0, 0}, {0, 0}};
     double copy[2]; // the LM alone's copy probe: first and second copy, nats a token
-    int kjv = !strcmp(corpus, "kjv");
+    int kjv = !strcmp(corpus, "kjv"), joint_rows;
     memset(&lm, 0, sizeof lm), memset(&rm, 0, sizeof rm), memset(&fm, 0, sizeof fm);
     memset(tm, 0, sizeof tm), memset(kn, 0, sizeof kn), memset(bpb, 0, sizeof bpb);
     if (!kjv && strcmp(corpus, "debpkg_lm")) {
@@ -1202,10 +1202,9 @@ int main(int argc, char **argv) {
         free(va.doc_off);
     }
     // strategy 3 beside 1 and 2, its own table (printed first)
-    if (want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
-        want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve") || want("copywarm")) {
-        const int rows = want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
-                         want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve");
+    joint_rows = want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
+                 want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve");
+    if (joint_rows || want("copywarm")) {
         j_ctx x;
         const char *from = getenv("RETRLM_JOINT_FROM");
         retrlm_model start;
@@ -1231,7 +1230,7 @@ int main(int argc, char **argv) {
             x.from = strrchr(warm, '/') + 1;
             printf("\nthe third table's readers start from %s: the LM alone after a copy warm-up\n", warm);
         }
-        if (rows) joint_table(&x, corpus, st, kjv ? 1 : BUCKETS);
+        if (joint_rows) joint_table(&x, corpus, st, kjv ? 1 : BUCKETS);
         retrlm_model_free(&start);
     }
     // the table
