@@ -488,10 +488,11 @@ static const char *j_cache(char *buf, size_t size, const char *path, const char 
 // removes what the third table keeps of the model at path when it is trained again: its bits per
 // byte as a row (with its unit, with none) and as a start reader (no unit, the Contriever's, BM25's)
 static void j_forget(const char *path) {
-    static const char *cached[] = {".bpb", ".bpb-none", ".j-none.bpb", ".j-contriever.bpb", ".j-bm25.bpb"};
+    static const char *cached[] = {".bpb", ".bpb-none", ".j-none.bpb", ".j-contriever.bpb", ".j-bm25.bpb",
+                                   ".j-distilled.bpb"};
     char c[1100];
     int k;
-    for (k = 0; k < 5; k++) remove(j_cache(c, sizeof c, path, cached[k]));
+    for (k = 0; k < 6; k++) remove(j_cache(c, sizeof c, path, cached[k]));
 }
 
 typedef struct j_ctx {
@@ -509,6 +510,8 @@ typedef struct j_ctx {
     int steps;                  // joint and retrofit steps
     float lr;                   // the reader's peak learning rate in them (RETRLM_JOINT_LR, 5e-4)
     const char *data;           // ../shared/data: debpkg's dev queries for MRR@10
+    int distilled;              // 1: the dense retriever every row starts from is distilled from
+                                // BM25 (RETRLM_JOINT_ENC=bm25), not trained with Contriever
 } j_ctx;
 
 // a copy of the LM alone (loaded again from its file) into m
@@ -581,6 +584,78 @@ static void j_embed(retrlm_datastore *ds, retrlm_encoder *e, const retrlm_tokeni
     if (path && retrlm_index_save(&ds->dense, path)) die("save the dense index");
 }
 
+// A dense retriever distilled from BM25 (RETRLM_JOINT_ENC=bm25), the start a REALM or Atlas run
+// gets from a retriever pre-trained for its task: DPR on J_DISTILL_PAIRS pairs from the training
+// stream, a query being the J_Q tokens before a random position (what the third table's windows
+// retrieve with) and its positive the unit BM25 ranks first for that text among the units of
+// other documents than the one the position is in; in-batch negatives, temperature 0.05,
+// J_DISTILL_STEPS steps of 32 pairs at lr 1e-3. Loaded into e from path when kept there, else
+// trained and kept; returns 1 when it was trained now.
+enum { J_DISTILL_PAIRS = 40000, J_DISTILL_STEPS = 3000 };
+
+static int j_distill(const j_ctx *x, retrlm_encoder *e, const char *path) {
+    retrlm_encoder_config ec;
+    retrlm_adamw o;
+    retrlm_adamw_group g[6];
+    retrlm_dpr_config dc;
+    retrlm_retriever_train_state rs;
+    retrlm_rng rng;
+    const int n_units = x->ds->n_units;
+    int *pq, *pd, *slot, *qtok, *dtok, np = 0, u, found, nt;
+    size_t *qoff, *doff, nd = 0, len;
+    const int *ut;
+    char text[4096];
+    if (!retrlm_encoder_load(e, path)) return 0;
+    pq = (int *)malloc(J_DISTILL_PAIRS * sizeof(int));
+    pd = (int *)malloc(J_DISTILL_PAIRS * sizeof(int));
+    qoff = (size_t *)malloc((J_DISTILL_PAIRS + 1) * sizeof(size_t));
+    doff = (size_t *)malloc((J_DISTILL_PAIRS + 1) * sizeof(size_t));
+    qtok = (int *)malloc((size_t)J_DISTILL_PAIRS * J_Q * sizeof(int));
+    dtok = (int *)malloc((size_t)J_DISTILL_PAIRS * CHUNK * sizeof(int));
+    slot = (int *)malloc((size_t)n_units * sizeof(int));
+    if (!pq || !pd || !qoff || !doff || !qtok || !dtok || !slot) die("distil: no memory");
+    for (u = 0; u < n_units; u++) slot[u] = -1;
+    retrlm_rng_seed(&rng, 11);
+    qoff[0] = doff[0] = 0;
+    while (np < J_DISTILL_PAIRS) {
+        size_t p = J_Q + (size_t)retrlm_rng_below(&rng, (uint64_t)(x->n - J_Q));
+        if (retrlm_tokenizer_decode(x->tok, x->ids + p - J_Q, J_Q, text, sizeof text, &len) ||
+            retrlm_datastore_retrieve(x->ds, NULL, text, len, 1, x->doc[p], &u, NULL, &found))
+            die("distil: a query");
+        if (!found) continue;
+        if (slot[u] < 0) { // each unit once, so no batch holds one positive twice
+            ut = retrlm_datastore_tokens(x->ds, u, &nt);
+            if (nt > CHUNK) nt = CHUNK;
+            memcpy(dtok + doff[nd], ut, (size_t)nt * sizeof(int));
+            doff[nd + 1] = doff[nd] + (size_t)nt;
+            slot[u] = (int)nd++;
+        }
+        memcpy(qtok + qoff[np], x->ids + p - J_Q, J_Q * sizeof(int));
+        qoff[np + 1] = qoff[np] + J_Q;
+        pq[np] = np, pd[np] = slot[u];
+        np++;
+    }
+    free(slot);
+    j_encoder_config(&ec);
+    if (retrlm_encoder_init(e, &ec)) die("encoder");
+    adamw(&o, g, retrlm_encoder_param_groups(e, 1e-3f, 0.01f, g), J_DISTILL_STEPS);
+    retrlm_retriever_train_state_init(&rs, 1);
+    memset(&dc, 0, sizeof dc);
+    dc.queries.ids = qtok, dc.queries.off = qoff, dc.queries.n = (size_t)np;
+    dc.docs.ids = dtok, dc.docs.off = doff, dc.docs.n = nd;
+    dc.pair_query = pq, dc.pair_doc = pd, dc.n_pairs = (size_t)np;
+    dc.temperature = 0.05f;
+    dc.steps = J_DISTILL_STEPS;
+    dc.progress = progress;
+    if (retrlm_dpr_train(e, &o, &dc, &rs)) die("distil");
+    fprintf(stderr, "  distilled from BM25: %d pairs, %lu units, loss %.3f, in-batch accuracy %.2f\n", np,
+            (unsigned long)nd, (double)rs.last_loss, (double)rs.last_acc);
+    if (retrlm_encoder_save(e, path)) die("save the distilled encoder");
+    retrlm_adamw_free(&o);
+    free(pq), free(pd), free(qoff), free(doff), free(qtok), free(dtok);
+    return 1;
+}
+
 // where a strategy-2/3 row's reader is kept: out/joint-NAME-STEPS.rlm (-lrLR before .rlm when the
 // reader's learning rate is not the default, -from-MODEL when it starts from RETRLM_JOINT_FROM)
 static void j_path(const j_ctx *x, const char *name, char *path, size_t size) {
@@ -591,7 +666,8 @@ static void j_path(const j_ctx *x, const char *name, char *path, size_t size) {
         if (l > 4 && !strcmp(x->from + l - 4, ".rlm")) l -= 4;
         snprintf(from, sizeof from, "-from-%.*s", (int)l, x->from);
     }
-    snprintf(path, size, "%s/joint-%s-%d%s%s.rlm", x->out, name, x->steps, lr, from);
+    snprintf(path, size, "%s/joint-%s-%d%s%s%s.rlm", x->out, name, x->steps, lr, from,
+             x->distilled && strcmp(name, "s2_bm25") && strcmp(name, "s2_bm25_own") ? "-encbm25" : "");
 }
 
 // one strategy-3 row: the reader and retriever trained jointly from the LM alone and the
@@ -611,7 +687,7 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     if (!retrlm_model_load(m, path, NULL) && !retrlm_encoder_load(e, epath)) return load_secs(path);
     retrlm_model_free(m);
     j_reader(x, m);
-    if (retrlm_encoder_load(e, enc0)) die("load the Contriever encoder");
+    if (retrlm_encoder_load(e, enc0)) die("load the start encoder");
     snprintf(epath, sizeof epath, "%s.dense", enc0);
     j_embed(x->ds, e, x->tok, epath); // the Contriever's index, where every row starts
     snprintf(epath, sizeof epath, "%s.enc", path);
@@ -780,7 +856,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
                                       "j.pdist_rerank", "j.pdist_qside"};
     const char *name[J_ROWS] = {"", "", "", "s2", "s2_bm25", "realm", "pdist", "pdist_rerank", "pdist_qside"};
     double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS], bare[J_ROWS], copy[2]; // bare: the reader with no unit
-    char enc0[1024], path[1100], rowname[64], cache[1200];
+    const char *s1_cache = x->distilled ? ".j-distilled.bpb" : ".j-contriever.bpb";
+    char enc0[1024], path[1100], rowname[64], cache[1200], enc_how[128];
     retrlm_encoder e;
     retrlm_model m;
     retrlm_joint_state js;
@@ -791,32 +868,40 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     memset(&e, 0, sizeof e);
     memset(&m, 0, sizeof m);
     memset(bare, 0, sizeof bare);
-    // strategy 1's retriever: Contriever on train's documents (the LM alone's tokens)
-    snprintf(enc0, sizeof enc0, "%s/enc-contriever-%d.rlm", x->out, 1000);
-    if (retrlm_encoder_load(&e, enc0)) {
-        retrlm_encoder_config ec;
-        retrlm_adamw o;
-        retrlm_adamw_group g[6];
-        retrlm_contriever_config cc;
-        retrlm_retriever_train_state rs;
-        size_t *off = (size_t *)malloc(((size_t)x->doc[x->n - 1] - (size_t)x->doc[0] + 2) * sizeof(size_t)), i, nd = 0;
-        for (i = 0; i < x->n; i++)
-            if (i == 0 || x->doc[i] != x->doc[i - 1]) off[nd++] = i;
-        off[nd] = x->n;
-        j_encoder_config(&ec);
-        if (retrlm_encoder_init(&e, &ec)) die("encoder");
-        adamw(&o, g, retrlm_encoder_param_groups(&e, 1e-3f, 0.01f, g), 1000);
-        retrlm_retriever_train_state_init(&rs, 1);
-        memset(&cc, 0, sizeof cc);
-        cc.docs.ids = x->ids, cc.docs.off = off, cc.docs.n = nd;
-        cc.steps = 1000;
-        cc.progress = progress;
-        if (retrlm_contriever_train(&e, &o, &cc, &rs)) die("contriever");
-        fprintf(stderr, "  contriever: loss %.3f, in-batch accuracy %.2f\n", (double)rs.last_loss, (double)rs.last_acc);
-        if (retrlm_encoder_save(&e, enc0)) die("save contriever");
-        remove(j_cache(cache, sizeof cache, x->lm_path, ".j-contriever.bpb"));
-        retrlm_adamw_free(&o);
-        free(off);
+    // strategy 1's retriever: Contriever on train's documents (the LM alone's tokens), or one
+    // distilled from BM25
+    if (x->distilled) {
+        snprintf(enc0, sizeof enc0, "%s/enc-bm25distill-%d.rlm", x->out, J_DISTILL_STEPS);
+        if (j_distill(x, &e, enc0)) remove(j_cache(cache, sizeof cache, x->lm_path, s1_cache));
+        row[S1] = "1: LM alone + dense distilled from BM25 (trained apart)";
+        row[S2] = "2: LM retrofitted to read the frozen distilled retriever's units";
+    } else {
+        snprintf(enc0, sizeof enc0, "%s/enc-contriever-%d.rlm", x->out, 1000);
+        if (retrlm_encoder_load(&e, enc0)) {
+            retrlm_encoder_config ec;
+            retrlm_adamw o;
+            retrlm_adamw_group g[6];
+            retrlm_contriever_config cc;
+            retrlm_retriever_train_state rs;
+            size_t *off = (size_t *)malloc(((size_t)x->doc[x->n - 1] - (size_t)x->doc[0] + 2) * sizeof(size_t)), i, nd = 0;
+            for (i = 0; i < x->n; i++)
+                if (i == 0 || x->doc[i] != x->doc[i - 1]) off[nd++] = i;
+            off[nd] = x->n;
+            j_encoder_config(&ec);
+            if (retrlm_encoder_init(&e, &ec)) die("encoder");
+            adamw(&o, g, retrlm_encoder_param_groups(&e, 1e-3f, 0.01f, g), 1000);
+            retrlm_retriever_train_state_init(&rs, 1);
+            memset(&cc, 0, sizeof cc);
+            cc.docs.ids = x->ids, cc.docs.off = off, cc.docs.n = nd;
+            cc.steps = 1000;
+            cc.progress = progress;
+            if (retrlm_contriever_train(&e, &o, &cc, &rs)) die("contriever");
+            fprintf(stderr, "  contriever: loss %.3f, in-batch accuracy %.2f\n", (double)rs.last_loss, (double)rs.last_acc);
+            if (retrlm_encoder_save(&e, enc0)) die("save contriever");
+            remove(j_cache(cache, sizeof cache, x->lm_path, s1_cache));
+            retrlm_adamw_free(&o);
+            free(off);
+        }
     }
     // the LM alone without and with a unit (the Contriever's, BM25's)
     j_read((retrlm_model *)x->lm, x->tok, NULL, RETRLM_RETRIEVE_DENSE, st, nst, bpb[LM],
@@ -825,7 +910,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     snprintf(path, sizeof path, "%s.dense", enc0);
     j_embed(x->ds, &e, x->tok, path);
     j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[S1],
-           j_cache(cache, sizeof cache, x->lm_path, ".j-contriever.bpb"));
+           j_cache(cache, sizeof cache, x->lm_path, s1_cache));
     have[S1] = 1;
     mrr[S1] = mrr[S2] = j_mrr(&e, x->tok, x->data);
     if (want("joint_bm25")) {
@@ -884,12 +969,15 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         for (b = 0; b < nst; b++) printf(" %.4f |", bpb[r][b]);
         printf("\n");
     }
-    printf("retriever: a bi-encoder (separate sides, %d wide, 2 layers) trained 1000 Contriever steps on train's "
-           "documents, or BM25 (its debpkg dev MRR@10: make bench-bm25_eval); the retrofits train %d steps of %d "
+    if (x->distilled)
+        snprintf(enc_how, sizeof enc_how, "%d DPR steps on %d pairs of a stream query and BM25's first unit for it",
+                 J_DISTILL_STEPS, J_DISTILL_PAIRS);
+    else snprintf(enc_how, sizeof enc_how, "1000 Contriever steps on train's documents");
+    printf("retriever: a bi-encoder (separate sides, %d wide, 2 layers) trained %s, or BM25 (its debpkg dev MRR@10: make bench-bm25_eval); the retrofits train %d steps of %d "
            "windows of %d tokens after one unit; the joint rows %d steps of 4 examples (x 64, y 64 tokens) with k 2 "
            "units each (+ the null document for REALM), reader lr %g (the retrofits' too), retriever lr 1e-4, refresh "
            "every 150 steps swapped in 30 later; each row read with a fresh index of its own retriever\n\n",
-           J_DIM, x->steps, BATCH, J_CTX, x->steps, (double)x->lr);
+           J_DIM, enc_how, x->steps, BATCH, J_CTX, x->steps, (double)x->lr);
     copy_probe((retrlm_model *)x->lm, st[0].ids, st[0].n, &copy[0], &copy[1]);
     printf("the readers' start (%s) on the copy probe: %.3f nats a token on the first copy, %.3f on the "
            "second\n%s.j.lm.copy_first=%.4f\n%s.j.lm.copy_second=%.4f\n", x->from ? x->from : "the LM alone",
@@ -1215,6 +1303,9 @@ int main(int argc, char **argv) {
         x.lr = getenv("RETRLM_JOINT_LR") ? (float)atof(getenv("RETRLM_JOINT_LR")) : 5e-4f;
         x.data = data;
         x.from = NULL;
+        x.distilled = getenv("RETRLM_JOINT_ENC") && !strcmp(getenv("RETRLM_JOINT_ENC"), "bm25");
+        if (getenv("RETRLM_JOINT_ENC") && !x.distilled && strcmp(getenv("RETRLM_JOINT_ENC"), "contriever"))
+            die("RETRLM_JOINT_ENC is contriever (the default) or bm25");
         x.own = getenv("RETRLM_RETROFIT_OWN") && atoi(getenv("RETRLM_RETROFIT_OWN"));
         if (from && *from) { // every reader starts from this model instead of the LM alone
             if (retrlm_model_load(&start, from, NULL)) die("RETRLM_JOINT_FROM: cannot load the model");
