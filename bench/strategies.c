@@ -31,9 +31,12 @@
 // apart, or with BM25 (joint_bm25); strategy 2, the LM retrofitted to read the frozen
 // Contriever's units, or BM25's; strategy 3, both
 // trained together from there (REALM and Atlas PDist with a background refresh, PDist with
-// re-ranking, PDist query-side), RETRLM_JOINT_STEPS steps each (default 300) at the reader's
+// re-ranking, PDist query-side), RETRLM_JOINT_STEPS steps each (default 300) of
+// RETRLM_JOINT_BATCH examples (4; 12 scores as many tokens as a retrofit step) at the reader's
 // peak learning rate RETRLM_JOINT_LR (5e-4), from the LM alone or from the model in the file
-// RETRLM_JOINT_FROM (e.g. a BM25 retrofit, a reader that reads); RETRLM_RETROFIT_OWN=1 lets the BM25
+// RETRLM_JOINT_FROM (e.g. a BM25 retrofit, a reader that reads); RETRLM_JOINT_ENC=bm25 puts a
+// dense retriever distilled from BM25 in the Contriever's place (strategies 1-3's dense rows);
+// RETRLM_RETROFIT_OWN=1 lets the BM25
 // retrofit retrieve its window's own document (a copy curriculum); RETRLM_JOINT_COPY=N starts
 // them from the LM alone trained N more steps on its stream with every span (16-128 tokens)
 // twice (a copy warm-up, kept as copywarm-N.rlm; RETRLM_COPY_SHARE of the spans twice instead of
@@ -508,6 +511,8 @@ typedef struct j_ctx {
     size_t n;
     const int64_t *doc;
     int steps;                  // joint and retrofit steps
+    int batch;                  // a joint step's examples (RETRLM_JOINT_BATCH, 4; 12 scores as
+                                // many tokens of y as a retrofit step scores after its query)
     float lr;                   // the reader's peak learning rate in them (RETRLM_JOINT_LR, 5e-4)
     const char *data;           // ../shared/data: debpkg's dev queries for MRR@10
     int distilled;              // 1: the dense retriever every row starts from is distilled from
@@ -656,17 +661,21 @@ static int j_distill(const j_ctx *x, retrlm_encoder *e, const char *path) {
     return 1;
 }
 
-// where a strategy-2/3 row's reader is kept: out/joint-NAME-STEPS.rlm (-lrLR before .rlm when the
-// reader's learning rate is not the default, -from-MODEL when it starts from RETRLM_JOINT_FROM)
+// where a strategy-2/3 row's reader is kept: out/joint-NAME-STEPS.rlm (-bBATCH after STEPS for a
+// joint row whose batch is not 4, -lrLR before .rlm when the reader's learning rate is not the
+// default, -from-MODEL when it starts from RETRLM_JOINT_FROM, -encbm25 when its dense retriever
+// starts distilled from BM25)
 static void j_path(const j_ctx *x, const char *name, char *path, size_t size) {
-    char lr[32] = "", from[300] = "";
+    char lr[32] = "", from[300] = "", batch[32] = "";
+    const int retrofit = !strncmp(name, "s2", 2);
+    if (x->batch != 4 && !retrofit) snprintf(batch, sizeof batch, "-b%d", x->batch);
     if (x->lr != 5e-4f) snprintf(lr, sizeof lr, "-lr%g", (double)x->lr);
     if (x->from) {
         size_t l = strlen(x->from);
         if (l > 4 && !strcmp(x->from + l - 4, ".rlm")) l -= 4;
         snprintf(from, sizeof from, "-from-%.*s", (int)l, x->from);
     }
-    snprintf(path, size, "%s/joint-%s-%d%s%s%s.rlm", x->out, name, x->steps, lr, from,
+    snprintf(path, size, "%s/joint-%s-%d%s%s%s%s.rlm", x->out, name, x->steps, batch, lr, from,
              x->distilled && strcmp(name, "s2_bm25") && strcmp(name, "s2_bm25_own") ? "-encbm25" : "");
 }
 
@@ -706,7 +715,7 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     jc.objective = obj;
     jc.context_tokens = J_CTX - J_UNIT, jc.query_tokens = J_Q, jc.continuation_tokens = J_UNIT;
     jc.unit_tokens = J_UNIT, jc.continuation = 1;
-    jc.k = 2, jc.batch = 4;
+    jc.k = 2, jc.batch = x->batch;
     jc.refresh_every = refresh, jc.refresh_delay = delay, jc.rerank = rerank, jc.query_side = query_side;
     jc.probe = 32;
     jc.steps = x->steps;
@@ -974,10 +983,10 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
                  J_DISTILL_STEPS, J_DISTILL_PAIRS);
     else snprintf(enc_how, sizeof enc_how, "1000 Contriever steps on train's documents");
     printf("retriever: a bi-encoder (separate sides, %d wide, 2 layers) trained %s, or BM25 (its debpkg dev MRR@10: make bench-bm25_eval); the retrofits train %d steps of %d "
-           "windows of %d tokens after one unit; the joint rows %d steps of 4 examples (x 64, y 64 tokens) with k 2 "
+           "windows of %d tokens after one unit; the joint rows %d steps of %d examples (x 64, y 64 tokens) with k 2 "
            "units each (+ the null document for REALM), reader lr %g (the retrofits' too), retriever lr 1e-4, refresh "
            "every 150 steps swapped in 30 later; each row read with a fresh index of its own retriever\n\n",
-           J_DIM, enc_how, x->steps, BATCH, J_CTX, x->steps, (double)x->lr);
+           J_DIM, enc_how, x->steps, BATCH, J_CTX, x->steps, x->batch, (double)x->lr);
     copy_probe((retrlm_model *)x->lm, st[0].ids, st[0].n, &copy[0], &copy[1]);
     printf("the readers' start (%s) on the copy probe: %.3f nats a token on the first copy, %.3f on the "
            "second\n%s.j.lm.copy_first=%.4f\n%s.j.lm.copy_second=%.4f\n", x->from ? x->from : "the LM alone",
@@ -1300,6 +1309,8 @@ int main(int argc, char **argv) {
         x.out = out, x.tok = &tok, x.ds = &ds, x.lm = &lm, x.lm_path = lm_path;
         x.ids = train_ids, x.n = n_train, x.doc = train_doc;
         x.steps = getenv("RETRLM_JOINT_STEPS") ? atoi(getenv("RETRLM_JOINT_STEPS")) : 300;
+        x.batch = getenv("RETRLM_JOINT_BATCH") ? atoi(getenv("RETRLM_JOINT_BATCH")) : 4;
+        if (x.batch < 1 || x.batch > 64) die("RETRLM_JOINT_BATCH must be in [1, 64]");
         x.lr = getenv("RETRLM_JOINT_LR") ? (float)atof(getenv("RETRLM_JOINT_LR")) : 5e-4f;
         x.data = data;
         x.from = NULL;
