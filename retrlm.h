@@ -1330,17 +1330,25 @@ RETRLM_API retrlm_result retrlm_datastore_load_dense(retrlm_datastore *ds,
      RETRLM_RETRIEVE_DENSE    inner product of encoder embeddings (needs retrlm_datastore_embed)
      RETRLM_RETRIEVE_RRF      reciprocal-rank fusion of both: sum over lists of 1 / (rrf_k + rank)
      RETRLM_RETRIEVE_LINEAR   weight * dense + (1 - weight) * BM25, each min-max normalised over
-                              its top `depth` (a unit missing from a list scores 0 there) */
+                              its top `depth` (a unit missing from a list scores 0 there)
+     RETRLM_RETRIEVE_RERANK   two stages: BM25's `depth` best units (of documents other than the
+                              one excluded), ordered by the inner product of the query's
+                              embedding with each unit's, embedded now by the encoder's document
+                              side (ties keep BM25's order). It reads the encoder, never the dense
+                              index, so it is never stale; the re-ranker a joint run with
+                              rerank_bm25 trains (retrlm_joint_config) */
 typedef enum retrlm_retrieve_mode {
     RETRLM_RETRIEVE_BM25 = 0,
     RETRLM_RETRIEVE_DENSE,
     RETRLM_RETRIEVE_RRF,
-    RETRLM_RETRIEVE_LINEAR
+    RETRLM_RETRIEVE_LINEAR,
+    RETRLM_RETRIEVE_RERANK
 } retrlm_retrieve_mode;
 
 typedef struct retrlm_retrieve_params {
     retrlm_retrieve_mode mode;
-    int   depth;  /* hybrid: candidates taken from each list; default 100 (at least k) */
+    int   depth;  /* hybrid: candidates taken from each list; RERANK: BM25's candidates;
+                     default 100 (at least k) */
     int   rrf_k;  /* RRF constant; default 60 (Cormack et al., 2009) */
     float weight; /* LINEAR: weight of the dense score in [0, 1]; default 0.5 */
     int   nprobe; /* dense IVF: lists to scan, 0: the index's nprobe */
@@ -1349,7 +1357,7 @@ typedef struct retrlm_retrieve_params {
 /* Fuses two ranked lists, a (na ids best first, scores) and b, the way mode says (RRF or
    LINEAR, with a as the BM25 list for weight) into the k best: out_ids (k), out_scores (k) or
    NULL, ties by ascending id; returns how many were written. ERR-free: mode BM25 copies a,
-   DENSE copies b. */
+   DENSE and RERANK copy b. */
 RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids,
                            const float *a_scores, int na, const int64_t *b_ids,
                            const float *b_scores, int nb, int k, int64_t *out_ids,
@@ -1888,7 +1896,10 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
                           the timing and thread count, so results are identical; memory holds
                           two indexes (2 x units x dim floats for a flat one) during a refresh
    rerank L > k: Atlas's re-ranking: the stale index gives L units, which are embedded with the
-   current document encoder, and the k best by the fresh scores are used. query_side: the
+   current document encoder, and the k best by the fresh scores are used; with rerank_bm25 the
+   L units are BM25's instead (a first stage that never goes stale: the retriever trained is a
+   re-ranker of BM25's L best, which RETRLM_RETRIEVE_RERANK with depth L reads after training,
+   and no refresh is needed, though the datastore must still be embedded). query_side: the
    document encoder is frozen (a separate one, retrlm_encoder_config.separate; opt_enc must not
    hold its weights), so the index never goes stale and is never refreshed. Staleness is shown:
    state->index_step is the step whose weights embedded the index in use, and at each swap the
@@ -1931,6 +1942,7 @@ typedef struct retrlm_joint_config {
     int64_t refresh_every;          /* T: steps between refreshes; 0: never */
     int64_t refresh_delay;          /* D in [0, T]: 0 blocking, else background (above) */
     int     rerank;                 /* L > k: re-rank L stale results with fresh embeddings; 0: off */
+    int     rerank_bm25;            /* 1: the L results to re-rank are BM25's (needs rerank) */
     int     query_side;             /* 1: the document encoder frozen, no refresh */
     int     probe;                  /* probe queries for staleness, default 16; 0: none */
     int64_t steps;                  /* train until state->step == steps */
@@ -14441,7 +14453,7 @@ RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids
     int64_t *ids;
     retrlm_topk h;
     int i, j, n;
-    if (mode == RETRLM_RETRIEVE_BM25 || mode == RETRLM_RETRIEVE_DENSE) {
+    if (mode == RETRLM_RETRIEVE_BM25 || mode == RETRLM_RETRIEVE_DENSE || mode == RETRLM_RETRIEVE_RERANK) {
         const int64_t *xi = mode == RETRLM_RETRIEVE_BM25 ? a_ids : b_ids;
         const float *xs = mode == RETRLM_RETRIEVE_BM25 ? a_scores : b_scores;
         n = RETRLM__MIN(k, mode == RETRLM_RETRIEVE_BM25 ? na : nb);
@@ -14481,10 +14493,49 @@ RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids
 }
 
 // the want best units by params' ranking, before exclusion
+// RERANK: BM25's depth best units of documents other than exclude_doc, the want best of them
+// by the inner product of the query's embedding with theirs, embedded now (ties: BM25's order)
+static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
+                                              const retrlm_retrieve_params *p, const char *query,
+                                              size_t len, int want, int64_t exclude_doc,
+                                              int64_t *ids, float *sc, int *found) {
+    const int depth = RETRLM__MIN(ds->n_units, RETRLM__MAX(want, p->depth > 0 ? p->depth : 100));
+    const int P = ds->encoder->dim;
+    int *cand = (int *)retrlm__alloc((size_t)depth, sizeof *cand), n = 0, i, j;
+    float *q = (float *)retrlm__alloc((size_t)P * 2 + (size_t)depth, sizeof *q), *d = q + P,
+          *s = d + P;
+    retrlm_result res = RETRLM_OK;
+    if (!cand || !q) {
+        res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to re-rank");
+        goto done;
+    }
+    if ((res = retrlm_datastore_retrieve(ds, NULL, query, len, depth, exclude_doc, cand, NULL, &n)) ||
+        (res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_QUERY, query, len, q)))
+        goto done;
+    for (i = 0; i < n; i++) {
+        size_t tl;
+        const char *t = retrlm_datastore_text(ds, cand[i], &tl);
+        if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_DOC, t, tl, d))) goto done;
+        s[i] = retrlm_dot(q, d, P);
+    }
+    // insertion by descending score: stable, so ties keep BM25's order
+    for (i = 0; i < n; i++) {
+        const float si = s[i];
+        const int ci = cand[i];
+        for (j = i; j > 0 && s[j - 1] < si; j--) s[j] = s[j - 1], cand[j] = cand[j - 1];
+        s[j] = si, cand[j] = ci;
+    }
+    *found = RETRLM__MIN(n, want);
+    for (i = 0; i < *found; i++) ids[i] = cand[i], sc[i] = s[i];
+done:
+    RETRLM_FREE(cand), RETRLM_FREE(q);
+    return res;
+}
+
 static retrlm_result retrlm__datastore_rank(const retrlm_datastore *ds,
                                             const retrlm_retrieve_params *p, const char *query,
-                                            size_t len, int want, int64_t *ids, float *sc,
-                                            int *found) {
+                                            size_t len, int want, int64_t exclude_doc,
+                                            int64_t *ids, float *sc, int *found) {
     retrlm_retrieve_mode mode = p ? p->mode : RETRLM_RETRIEVE_BM25;
     int depth = mode == RETRLM_RETRIEVE_RRF || mode == RETRLM_RETRIEVE_LINEAR
                     ? RETRLM__MIN(ds->n_units, RETRLM__MAX(want, p->depth > 0 ? p->depth : 100))
@@ -14493,11 +14544,13 @@ static retrlm_result retrlm__datastore_rank(const retrlm_datastore *ds,
     float *bs = NULL, *q = NULL;
     int nb = 0, na = 0;
     retrlm_result res = RETRLM_OK;
-    if ((unsigned)mode > RETRLM_RETRIEVE_LINEAR)
+    if ((unsigned)mode > RETRLM_RETRIEVE_RERANK)
         return retrlm__fail(RETRLM_ERR_ARG, "datastore: retrieve mode %d", (int)mode);
     if (mode == RETRLM_RETRIEVE_BM25) return retrlm_bm25_search(&ds->bm25, query, len, want, 0, ids, sc, found);
     if (!ds->encoder || !ds->dense.n)
         return retrlm__fail(RETRLM_ERR_ARG, "datastore: dense retrieval needs retrlm_datastore_embed first");
+    if (mode == RETRLM_RETRIEVE_RERANK)
+        return retrlm__datastore_rerank(ds, p, query, len, want, exclude_doc, ids, sc, found);
     bi = (int64_t *)retrlm__alloc(2 * (size_t)depth, sizeof *bi);
     bs = (float *)retrlm__alloc(2 * (size_t)depth, sizeof *bs);
     q = (float *)retrlm__alloc((size_t)ds->encoder->dim, sizeof *q);
@@ -14550,7 +14603,7 @@ RETRLM_API retrlm_result retrlm_datastore_retrieve(const retrlm_datastore *ds,
             return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to search");
         }
         found = 0;
-        res = retrlm__datastore_rank(ds, params, query, len, want, ids, sc, &found);
+        res = retrlm__datastore_rank(ds, params, query, len, want, exclude_doc, ids, sc, &found);
         for (i = 0, got = 0; !res && i < found && got < k; i++) {
             if (ds->unit_doc[ids[i]] == exclude_doc && exclude_doc != RETRLM_NO_DOC) continue;
             units[got] = (int)ids[i];
@@ -16786,9 +16839,11 @@ static retrlm_result retrlm__joint_check(const retrlm_model *lm, const retrlm_en
         return retrlm__fail(RETRLM_ERR_ARG, "joint: k %d (+1 null document for REALM) must be at "
                             "least 1 and fit the LM's max_batch %d and the document side's %d",
                             c->k, lm->config.max_batch, e->side[RETRLM_DOC].config.max_batch);
-    if (c->rerank && (c->rerank <= c->k || c->rerank > e->side[RETRLM_DOC].config.max_batch))
-        return retrlm__fail(RETRLM_ERR_ARG, "joint: rerank %d must be above k %d and at most the "
-                            "document side's max_batch %d", c->rerank, c->k,
+    if ((c->rerank || c->rerank_bm25) &&
+        (c->rerank <= c->k || c->rerank > e->side[RETRLM_DOC].config.max_batch))
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: rerank %d%s must be above k %d and at most "
+                            "the document side's max_batch %d", c->rerank,
+                            c->rerank_bm25 ? " (rerank_bm25 needs it)" : "", c->k,
                             e->side[RETRLM_DOC].config.max_batch);
     if (c->batch < 1 || c->batch > e->config.max_batch)
         return retrlm__fail(RETRLM_ERR_ARG, "joint: batch %d must be in [1, %d] (the encoder's "
@@ -17019,8 +17074,8 @@ typedef struct retrlm__joint_run {
     int ut;
 } retrlm__joint_run;
 
-// The k units of the window at start (*found of them), from the index in use, re-ranked with
-// the current document encoder when c->rerank.
+// The k units of the window at start (*found of them), from the index in use (or BM25 when
+// c->rerank_bm25), re-ranked with the current document encoder when c->rerank.
 static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, int *units,
                                             int *found) {
     const retrlm_joint_config *c = x->c;
@@ -17033,7 +17088,7 @@ static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, 
     retrlm_result r;
     int nf, j, T;
     memset(&rp, 0, sizeof rp);
-    rp.mode = RETRLM_RETRIEVE_DENSE;
+    rp.mode = c->rerank_bm25 ? RETRLM_RETRIEVE_BM25 : RETRLM_RETRIEVE_DENSE;
     if ((r = retrlm__joint_query(w, c, start, &len)) ||
         (r = retrlm_datastore_retrieve(c->ds, &rp, w->text, len, depth,
                                        c->token_doc ? c->token_doc[start] : RETRLM_NO_DOC,

@@ -45,7 +45,10 @@
 // with one every 10, 25 and 50 steps, blocking or in the background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
 // RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_bm25,
-// joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_curve,copywarm picks rows
+// joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_rr,joint_realm_rr,joint_pdist_rr,
+// joint_curve,copywarm picks rows (joint_rr: the start reader and its retrofit with BM25's 16 best
+// re-ranked by the start retriever; joint_realm_rr, joint_pdist_rr: the joint rows that train
+// that re-ranker, rerank_bm25)
 // (default: all; the LM alone always runs; copywarm alone trains RETRLM_JOINT_COPY's warm-up and
 // stops there); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
 // (copy_probe) says whether the LM alone, and the third table's start reader, copy from their
@@ -433,7 +436,7 @@ typedef struct stream {
 // further with that retriever frozen (in-context retrofitting); strategy 3 trains both further,
 // the same steps, with REALM or Atlas's PDist, its index refreshed in the background, re-ranked,
 // or never stale (query-side).
-enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_ROWS = 9 };
+enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_RR = 16, J_ROWS = 13 };
 
 static void j_encoder_config(retrlm_encoder_config *ec) {
     memset(ec, 0, sizeof *ec);
@@ -465,6 +468,7 @@ static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_da
     memset(&rc, 0, sizeof rc);
     memset(&rp, 0, sizeof rp);
     rp.mode = mode;
+    rp.depth = J_RR; // RERANK's BM25 candidates
     rc.mode = ds ? RETRLM_RALM_INCONTEXT : RETRLM_RALM_NONE;
     rc.k = 1;
     rc.stride = J_STRIDE;
@@ -682,7 +686,7 @@ static void j_path(const j_ctx *x, const char *name, char *path, size_t size) {
 // one strategy-3 row: the reader and retriever trained jointly from the LM alone and the
 // Contriever encoder at enc0, kept at out/joint-NAME-STEPS.rlm (+ .enc); returns train seconds
 static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm_joint_objective obj,
-                      int refresh, int delay, int rerank, int query_side, retrlm_model *m,
+                      int refresh, int delay, int rerank, int rerank_bm25, int query_side, retrlm_model *m,
                       retrlm_encoder *e, retrlm_joint_state *js) {
     char path[1024], epath[1100];
     retrlm_adamw o1, o2;
@@ -717,6 +721,7 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     jc.unit_tokens = J_UNIT, jc.continuation = 1;
     jc.k = 2, jc.batch = x->batch;
     jc.refresh_every = refresh, jc.refresh_delay = delay, jc.rerank = rerank, jc.query_side = query_side;
+    jc.rerank_bm25 = rerank_bm25;
     jc.probe = 32;
     jc.steps = x->steps;
     jc.progress = progress;
@@ -750,7 +755,7 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
         for (mode = 0; mode < (every[i] ? 2 : 1); mode++) {
             double secs;
             snprintf(name, sizeof name, "curve-%d-%s", every[i], mode ? "bg" : "block");
-            secs = j_joint(&x, name, enc0, RETRLM_JOINT_REALM, every[i], mode ? every[i] / 5 : 0, 0, 0, &m, &e, &js);
+            secs = j_joint(&x, name, enc0, RETRLM_JOINT_REALM, every[i], mode ? every[i] / 5 : 0, 0, 0, 0, &m, &e, &js);
             tps[n] = (double)x.steps * 4 * J_CTX / secs;
             wait[n] = js.stall_seconds, emb[n] = js.refresh_seconds; // 0 when the model was reused
             {
@@ -796,6 +801,7 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     retrlm_lm_train_state_init(&ls, 1);
     memset(&rp, 0, sizeof rp);
     rp.mode = mode;
+    rp.depth = J_RR; // RERANK's BM25 candidates
     memset(&ic, 0, sizeof ic);
     ic.tok = x->tok, ic.ds = x->ds, ic.retrieve = &rp;
     ic.tokens = x->ids, ic.n_tokens = x->n;
@@ -855,15 +861,24 @@ static void j_copywarm(const j_ctx *x, int steps, const int *te, size_t n_te, re
 }
 
 static void joint_table(const j_ctx *x, const char *corpus, const stream *st, int nst) {
-    enum { LM, S1, S1_BM25, S2, S2_BM25, REALM, PDIST, RERANK, QSIDE };
+    enum { LM, S1, S1_BM25, S1_RR, S2, S2_BM25, S2_RR, REALM, PDIST, RERANK, QSIDE, REALM_RR, PDIST_RR };
     const char *row[J_ROWS] = {
         "LM alone (no unit)", "1: LM alone + Contriever (trained apart)", "1: LM alone + BM25",
+        "1: LM alone + BM25's 16 re-ranked by the Contriever",
         "2: LM retrofitted to read the frozen Contriever's units", "2: LM retrofitted to read BM25's units",
+        "2: LM retrofitted to read BM25's 16 re-ranked by the frozen Contriever",
         "3: REALM, background refresh", "3: Atlas PDist, background refresh",
-        "3: Atlas PDist, re-ranking 8 (no refresh)", "3: Atlas PDist, query-side (documents frozen)"};
-    static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s1_bm25", "j.s2", "j.s2_bm25", "j.realm", "j.pdist",
-                                      "j.pdist_rerank", "j.pdist_qside"};
-    const char *name[J_ROWS] = {"", "", "", "s2", "s2_bm25", "realm", "pdist", "pdist_rerank", "pdist_qside"};
+        "3: Atlas PDist, re-ranking 8 (no refresh)", "3: Atlas PDist, query-side (documents frozen)",
+        "3: REALM, re-ranking BM25's 16 (no index to refresh)", "3: Atlas PDist, re-ranking BM25's 16 (no index to refresh)"};
+    static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s1_bm25", "j.s1_rr", "j.s2", "j.s2_bm25", "j.s2_rr", "j.realm",
+                                      "j.pdist", "j.pdist_rerank", "j.pdist_qside", "j.realm_rr", "j.pdist_rr"};
+    const char *name[J_ROWS] = {"", "", "", "", "s2", "s2_bm25", "s2_rr", "realm", "pdist", "pdist_rerank", "pdist_qside",
+                                "realm_rr", "pdist_rr"};
+    // how each row's reader finds its unit: BM25's 16 re-ranked by its retriever (RERANK) or as named
+    static const retrlm_retrieve_mode how[J_ROWS] = {
+        RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_BM25, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_DENSE,
+        RETRLM_RETRIEVE_BM25, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE,
+        RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK};
     double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS], bare[J_ROWS], copy[2]; // bare: the reader with no unit
     const char *s1_cache = x->distilled ? ".j-distilled.bpb" : ".j-contriever.bpb";
     char enc0[1024], path[1100], rowname[64], cache[1200], enc_how[128];
@@ -884,6 +899,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         if (j_distill(x, &e, enc0)) remove(j_cache(cache, sizeof cache, x->lm_path, s1_cache));
         row[S1] = "1: LM alone + dense distilled from BM25 (trained apart)";
         row[S2] = "2: LM retrofitted to read the frozen distilled retriever's units";
+        row[S1_RR] = "1: LM alone + BM25's 16 re-ranked by the distilled retriever";
+        row[S2_RR] = "2: LM retrofitted to read BM25's 16 re-ranked by the frozen distilled retriever";
     } else {
         snprintf(enc0, sizeof enc0, "%s/enc-contriever-%d.rlm", x->out, 1000);
         if (retrlm_encoder_load(&e, enc0)) {
@@ -921,17 +938,22 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[S1],
            j_cache(cache, sizeof cache, x->lm_path, s1_cache));
     have[S1] = 1;
-    mrr[S1] = mrr[S2] = j_mrr(&e, x->tok, x->data);
+    mrr[S1] = mrr[S2] = mrr[S1_RR] = mrr[S2_RR] = j_mrr(&e, x->tok, x->data);
     if (want("joint_bm25")) {
         j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_BM25, st, nst, bpb[S1_BM25],
                j_cache(cache, sizeof cache, x->lm_path, ".j-bm25.bpb"));
         have[S1_BM25] = 1;
     }
+    if (want("joint_rr")) {
+        j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_RERANK, st, nst, bpb[S1_RR],
+               j_cache(cache, sizeof cache, x->lm_path, x->distilled ? ".j-distilled-rr.bpb" : ".j-contriever-rr.bpb"));
+        have[S1_RR] = 1;
+    }
     // strategy 2: in-context retrofitting with the Contriever frozen, and with BM25
     if (x->own) name[S2_BM25] = "s2_bm25_own", row[S2_BM25] = "2: LM retrofitted with BM25's units, own document allowed";
-    for (r = S2; r <= S2_BM25; r++) {
-        retrlm_retrieve_mode mode = r == S2 ? RETRLM_RETRIEVE_DENSE : RETRLM_RETRIEVE_BM25;
-        if (!want(r == S2 ? "joint_s2" : "joint_bm25")) continue;
+    for (r = S2; r <= S2_RR; r++) {
+        const retrlm_retrieve_mode mode = how[r];
+        if (!want(r == S2 ? "joint_s2" : r == S2_BM25 ? "joint_bm25" : "joint_rr")) continue;
         secs[r] = j_retrofit(x, name[r], mode, &m);
         j_path(x, name[r], path, sizeof path);
         j_read(&m, x->tok, x->ds, mode, st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
@@ -943,11 +965,12 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     for (r = REALM; r < J_ROWS; r++) {
         snprintf(rowname, sizeof rowname, "joint_%s", name[r]);
         if (!want(rowname)) continue;
-        secs[r] = j_joint(x, name[r], enc0, r == REALM ? RETRLM_JOINT_REALM : RETRLM_JOINT_PDIST,
-                          r <= PDIST ? 150 : 0, r <= PDIST ? 30 : 0, r == RERANK ? 8 : 0, r == QSIDE, &m, &e, &js);
+        secs[r] = j_joint(x, name[r], enc0, r == REALM || r == REALM_RR ? RETRLM_JOINT_REALM : RETRLM_JOINT_PDIST,
+                          r <= PDIST ? 150 : 0, r <= PDIST ? 30 : 0, r == RERANK ? 8 : r >= REALM_RR ? J_RR : 0,
+                          r >= REALM_RR, r == QSIDE, &m, &e, &js);
         j_path(x, name[r], path, sizeof path);
         j_embed(x->ds, &e, x->tok, j_cache(cache, sizeof cache, path, ".dense")); // a fresh index of its retriever
-        j_read(&m, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
+        j_read(&m, x->tok, x->ds, how[r], st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
         j_read(&m, x->tok, NULL, RETRLM_RETRIEVE_DENSE, st, 1, &bare[r],
                j_cache(cache, sizeof cache, path, ".bpb-none"));
         have[r] = 1;
@@ -966,13 +989,14 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     printf("\n");
     for (r = 0; r < J_ROWS; r++) {
         if (!have[r]) continue;
-        if (x->from && r <= S1_BM25)
-            printf("| start reader %s |", r == LM ? "(no unit)" : r == S1 ? "+ Contriever" : "+ BM25");
+        if (x->from && r <= S1_RR)
+            printf("| start reader %s |", r == LM ? "(no unit)" : r == S1 ? "+ its dense retriever"
+                                          : r == S1_BM25 ? "+ BM25" : "+ BM25's 16 re-ranked by it");
         else printf("| %s |", row[r]);
         printf(" %d |", r >= S2 ? x->steps : 0);
         if (secs[r] > 0) printf(" %.0f |", secs[r]);
         else printf(" - |");
-        if (mrr[r] >= 0) printf(" %.4f |", mrr[r]);
+        if (mrr[r] >= 0) printf(how[r] == RETRLM_RETRIEVE_RERANK ? " (%.4f dense alone) |" : " %.4f |", mrr[r]);
         else printf(" |");
         printf(" %.4f |", r >= S2 ? bare[r] : bpb[LM][0]);
         for (b = 0; b < nst; b++) printf(" %.4f |", bpb[r][b]);
@@ -985,14 +1009,17 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     printf("retriever: a bi-encoder (separate sides, %d wide, 2 layers) trained %s, or BM25 (its debpkg dev MRR@10: make bench-bm25_eval); the retrofits train %d steps of %d "
            "windows of %d tokens after one unit; the joint rows %d steps of %d examples (x 64, y 64 tokens) with k 2 "
            "units each (+ the null document for REALM), reader lr %g (the retrofits' too), retriever lr 1e-4, refresh "
-           "every 150 steps swapped in 30 later; each row read with a fresh index of its own retriever\n\n",
-           J_DIM, enc_how, x->steps, BATCH, J_CTX, x->steps, x->batch, (double)x->lr);
+           "every 150 steps swapped in 30 later; each row read with a fresh index of its own retriever; the re-ranking rows "
+           "read BM25's %d best re-ranked by their retriever (trained as a re-ranker of them: rerank_bm25), whose dense "
+           "MRR@10 alone is in brackets\n\n",
+           J_DIM, enc_how, x->steps, BATCH, J_CTX, x->steps, x->batch, (double)x->lr, J_RR);
     copy_probe((retrlm_model *)x->lm, st[0].ids, st[0].n, &copy[0], &copy[1]);
     printf("the readers' start (%s) on the copy probe: %.3f nats a token on the first copy, %.3f on the "
            "second\n%s.j.lm.copy_first=%.4f\n%s.j.lm.copy_second=%.4f\n", x->from ? x->from : "the LM alone",
            copy[0], copy[1], corpus, copy[0], corpus, copy[1]);
     for (r = 0; r < J_ROWS; r++)
-        if (have[r] && mrr[r] >= 0 && r != S2) printf("%s.%s.mrr10=%.4f\n", corpus, key[r], mrr[r]);
+        if (have[r] && mrr[r] >= 0 && r != S2 && r != S1_RR && r != S2_RR)
+            printf("%s.%s.%smrr10=%.4f\n", corpus, key[r], how[r] == RETRLM_RETRIEVE_RERANK ? "dense_" : "", mrr[r]);
     for (r = S2; r < J_ROWS; r++)
         if (have[r]) printf("%s.%s.bpb_all_no_unit=%.4f\n", corpus, key[r], bare[r]);
     for (r = 0; r < J_ROWS; r++)
@@ -1300,7 +1327,8 @@ int main(int argc, char **argv) {
     }
     // strategy 3 beside 1 and 2, its own table (printed first)
     joint_rows = want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
-                 want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve");
+                 want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve") ||
+                 want("joint_rr") || want("joint_realm_rr") || want("joint_pdist_rr");
     if (joint_rows || want("copywarm")) {
         j_ctx x;
         const char *from = getenv("RETRLM_JOINT_FROM");

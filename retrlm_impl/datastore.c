@@ -229,7 +229,7 @@ RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids
     int64_t *ids;
     retrlm_topk h;
     int i, j, n;
-    if (mode == RETRLM_RETRIEVE_BM25 || mode == RETRLM_RETRIEVE_DENSE) {
+    if (mode == RETRLM_RETRIEVE_BM25 || mode == RETRLM_RETRIEVE_DENSE || mode == RETRLM_RETRIEVE_RERANK) {
         const int64_t *xi = mode == RETRLM_RETRIEVE_BM25 ? a_ids : b_ids;
         const float *xs = mode == RETRLM_RETRIEVE_BM25 ? a_scores : b_scores;
         n = RETRLM__MIN(k, mode == RETRLM_RETRIEVE_BM25 ? na : nb);
@@ -269,10 +269,49 @@ RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids
 }
 
 // the want best units by params' ranking, before exclusion
+// RERANK: BM25's depth best units of documents other than exclude_doc, the want best of them
+// by the inner product of the query's embedding with theirs, embedded now (ties: BM25's order)
+static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
+                                              const retrlm_retrieve_params *p, const char *query,
+                                              size_t len, int want, int64_t exclude_doc,
+                                              int64_t *ids, float *sc, int *found) {
+    const int depth = RETRLM__MIN(ds->n_units, RETRLM__MAX(want, p->depth > 0 ? p->depth : 100));
+    const int P = ds->encoder->dim;
+    int *cand = (int *)retrlm__alloc((size_t)depth, sizeof *cand), n = 0, i, j;
+    float *q = (float *)retrlm__alloc((size_t)P * 2 + (size_t)depth, sizeof *q), *d = q + P,
+          *s = d + P;
+    retrlm_result res = RETRLM_OK;
+    if (!cand || !q) {
+        res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to re-rank");
+        goto done;
+    }
+    if ((res = retrlm_datastore_retrieve(ds, NULL, query, len, depth, exclude_doc, cand, NULL, &n)) ||
+        (res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_QUERY, query, len, q)))
+        goto done;
+    for (i = 0; i < n; i++) {
+        size_t tl;
+        const char *t = retrlm_datastore_text(ds, cand[i], &tl);
+        if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_DOC, t, tl, d))) goto done;
+        s[i] = retrlm_dot(q, d, P);
+    }
+    // insertion by descending score: stable, so ties keep BM25's order
+    for (i = 0; i < n; i++) {
+        const float si = s[i];
+        const int ci = cand[i];
+        for (j = i; j > 0 && s[j - 1] < si; j--) s[j] = s[j - 1], cand[j] = cand[j - 1];
+        s[j] = si, cand[j] = ci;
+    }
+    *found = RETRLM__MIN(n, want);
+    for (i = 0; i < *found; i++) ids[i] = cand[i], sc[i] = s[i];
+done:
+    RETRLM_FREE(cand), RETRLM_FREE(q);
+    return res;
+}
+
 static retrlm_result retrlm__datastore_rank(const retrlm_datastore *ds,
                                             const retrlm_retrieve_params *p, const char *query,
-                                            size_t len, int want, int64_t *ids, float *sc,
-                                            int *found) {
+                                            size_t len, int want, int64_t exclude_doc,
+                                            int64_t *ids, float *sc, int *found) {
     retrlm_retrieve_mode mode = p ? p->mode : RETRLM_RETRIEVE_BM25;
     int depth = mode == RETRLM_RETRIEVE_RRF || mode == RETRLM_RETRIEVE_LINEAR
                     ? RETRLM__MIN(ds->n_units, RETRLM__MAX(want, p->depth > 0 ? p->depth : 100))
@@ -281,11 +320,13 @@ static retrlm_result retrlm__datastore_rank(const retrlm_datastore *ds,
     float *bs = NULL, *q = NULL;
     int nb = 0, na = 0;
     retrlm_result res = RETRLM_OK;
-    if ((unsigned)mode > RETRLM_RETRIEVE_LINEAR)
+    if ((unsigned)mode > RETRLM_RETRIEVE_RERANK)
         return retrlm__fail(RETRLM_ERR_ARG, "datastore: retrieve mode %d", (int)mode);
     if (mode == RETRLM_RETRIEVE_BM25) return retrlm_bm25_search(&ds->bm25, query, len, want, 0, ids, sc, found);
     if (!ds->encoder || !ds->dense.n)
         return retrlm__fail(RETRLM_ERR_ARG, "datastore: dense retrieval needs retrlm_datastore_embed first");
+    if (mode == RETRLM_RETRIEVE_RERANK)
+        return retrlm__datastore_rerank(ds, p, query, len, want, exclude_doc, ids, sc, found);
     bi = (int64_t *)retrlm__alloc(2 * (size_t)depth, sizeof *bi);
     bs = (float *)retrlm__alloc(2 * (size_t)depth, sizeof *bs);
     q = (float *)retrlm__alloc((size_t)ds->encoder->dim, sizeof *q);
@@ -338,7 +379,7 @@ RETRLM_API retrlm_result retrlm_datastore_retrieve(const retrlm_datastore *ds,
             return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to search");
         }
         found = 0;
-        res = retrlm__datastore_rank(ds, params, query, len, want, ids, sc, &found);
+        res = retrlm__datastore_rank(ds, params, query, len, want, exclude_doc, ids, sc, &found);
         for (i = 0, got = 0; !res && i < found && got < k; i++) {
             if (ds->unit_doc[ids[i]] == exclude_doc && exclude_doc != RETRLM_NO_DOC) continue;
             units[got] = (int)ids[i];

@@ -78,17 +78,25 @@ RETRLM_API retrlm_result retrlm_datastore_load_dense(retrlm_datastore *ds,
      RETRLM_RETRIEVE_DENSE    inner product of encoder embeddings (needs retrlm_datastore_embed)
      RETRLM_RETRIEVE_RRF      reciprocal-rank fusion of both: sum over lists of 1 / (rrf_k + rank)
      RETRLM_RETRIEVE_LINEAR   weight * dense + (1 - weight) * BM25, each min-max normalised over
-                              its top `depth` (a unit missing from a list scores 0 there) */
+                              its top `depth` (a unit missing from a list scores 0 there)
+     RETRLM_RETRIEVE_RERANK   two stages: BM25's `depth` best units (of documents other than the
+                              one excluded), ordered by the inner product of the query's
+                              embedding with each unit's, embedded now by the encoder's document
+                              side (ties keep BM25's order). It reads the encoder, never the dense
+                              index, so it is never stale; the re-ranker a joint run with
+                              rerank_bm25 trains (retrlm_joint_config) */
 typedef enum retrlm_retrieve_mode {
     RETRLM_RETRIEVE_BM25 = 0,
     RETRLM_RETRIEVE_DENSE,
     RETRLM_RETRIEVE_RRF,
-    RETRLM_RETRIEVE_LINEAR
+    RETRLM_RETRIEVE_LINEAR,
+    RETRLM_RETRIEVE_RERANK
 } retrlm_retrieve_mode;
 
 typedef struct retrlm_retrieve_params {
     retrlm_retrieve_mode mode;
-    int   depth;  /* hybrid: candidates taken from each list; default 100 (at least k) */
+    int   depth;  /* hybrid: candidates taken from each list; RERANK: BM25's candidates;
+                     default 100 (at least k) */
     int   rrf_k;  /* RRF constant; default 60 (Cormack et al., 2009) */
     float weight; /* LINEAR: weight of the dense score in [0, 1]; default 0.5 */
     int   nprobe; /* dense IVF: lists to scan, 0: the index's nprobe */
@@ -97,7 +105,7 @@ typedef struct retrlm_retrieve_params {
 /* Fuses two ranked lists, a (na ids best first, scores) and b, the way mode says (RRF or
    LINEAR, with a as the BM25 list for weight) into the k best: out_ids (k), out_scores (k) or
    NULL, ties by ascending id; returns how many were written. ERR-free: mode BM25 copies a,
-   DENSE copies b. */
+   DENSE and RERANK copy b. */
 RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids,
                            const float *a_scores, int na, const int64_t *b_ids,
                            const float *b_scores, int nb, int k, int64_t *out_ids,

@@ -1005,9 +1005,11 @@ static retrlm_result retrlm__joint_check(const retrlm_model *lm, const retrlm_en
         return retrlm__fail(RETRLM_ERR_ARG, "joint: k %d (+1 null document for REALM) must be at "
                             "least 1 and fit the LM's max_batch %d and the document side's %d",
                             c->k, lm->config.max_batch, e->side[RETRLM_DOC].config.max_batch);
-    if (c->rerank && (c->rerank <= c->k || c->rerank > e->side[RETRLM_DOC].config.max_batch))
-        return retrlm__fail(RETRLM_ERR_ARG, "joint: rerank %d must be above k %d and at most the "
-                            "document side's max_batch %d", c->rerank, c->k,
+    if ((c->rerank || c->rerank_bm25) &&
+        (c->rerank <= c->k || c->rerank > e->side[RETRLM_DOC].config.max_batch))
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: rerank %d%s must be above k %d and at most "
+                            "the document side's max_batch %d", c->rerank,
+                            c->rerank_bm25 ? " (rerank_bm25 needs it)" : "", c->k,
                             e->side[RETRLM_DOC].config.max_batch);
     if (c->batch < 1 || c->batch > e->config.max_batch)
         return retrlm__fail(RETRLM_ERR_ARG, "joint: batch %d must be in [1, %d] (the encoder's "
@@ -1238,8 +1240,8 @@ typedef struct retrlm__joint_run {
     int ut;
 } retrlm__joint_run;
 
-// The k units of the window at start (*found of them), from the index in use, re-ranked with
-// the current document encoder when c->rerank.
+// The k units of the window at start (*found of them), from the index in use (or BM25 when
+// c->rerank_bm25), re-ranked with the current document encoder when c->rerank.
 static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, int *units,
                                             int *found) {
     const retrlm_joint_config *c = x->c;
@@ -1252,7 +1254,7 @@ static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, 
     retrlm_result r;
     int nf, j, T;
     memset(&rp, 0, sizeof rp);
-    rp.mode = RETRLM_RETRIEVE_DENSE;
+    rp.mode = c->rerank_bm25 ? RETRLM_RETRIEVE_BM25 : RETRLM_RETRIEVE_DENSE;
     if ((r = retrlm__joint_query(w, c, start, &len)) ||
         (r = retrlm_datastore_retrieve(c->ds, &rp, w->text, len, depth,
                                        c->token_doc ? c->token_doc[start] : RETRLM_NO_DOC,

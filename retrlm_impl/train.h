@@ -264,7 +264,10 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
                           the timing and thread count, so results are identical; memory holds
                           two indexes (2 x units x dim floats for a flat one) during a refresh
    rerank L > k: Atlas's re-ranking: the stale index gives L units, which are embedded with the
-   current document encoder, and the k best by the fresh scores are used. query_side: the
+   current document encoder, and the k best by the fresh scores are used; with rerank_bm25 the
+   L units are BM25's instead (a first stage that never goes stale: the retriever trained is a
+   re-ranker of BM25's L best, which RETRLM_RETRIEVE_RERANK with depth L reads after training,
+   and no refresh is needed, though the datastore must still be embedded). query_side: the
    document encoder is frozen (a separate one, retrlm_encoder_config.separate; opt_enc must not
    hold its weights), so the index never goes stale and is never refreshed. Staleness is shown:
    state->index_step is the step whose weights embedded the index in use, and at each swap the
@@ -307,6 +310,7 @@ typedef struct retrlm_joint_config {
     int64_t refresh_every;          /* T: steps between refreshes; 0: never */
     int64_t refresh_delay;          /* D in [0, T]: 0 blocking, else background (above) */
     int     rerank;                 /* L > k: re-rank L stale results with fresh embeddings; 0: off */
+    int     rerank_bm25;            /* 1: the L results to re-rank are BM25's (needs rerank) */
     int     query_side;             /* 1: the document encoder frozen, no refresh */
     int     probe;                  /* probe queries for staleness, default 16; 0: none */
     int64_t steps;                  /* train until state->step == steps */

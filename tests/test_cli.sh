@@ -42,16 +42,6 @@ bad() {
     else no "$n (exit $rc)"; fi
 }
 
-# usage NAME COMMAND...: must exit 2 (a bad command line or input, said before any work) with a message
-usage() {
-    n=$1
-    shift
-    "$@" >"$out/log" 2>&1
-    rc=$?
-    if [ $rc = 2 ] && grep -q '^retrlm' "$out/log"; then ok "$n: $(grep '^retrlm' "$out/log" | head -n 1)"
-    else no "$n (exit $rc, expected 2)"; fi
-}
-
 # keep NAME FILE COMMAND...: as run, and the standard output alone goes to FILE too
 keep() {
     n=$1 f=$2
@@ -62,7 +52,8 @@ keep() {
     if [ $rc = 0 ]; then ok "$n"; else no "$n (exit $rc)"; fi
 }
 
-# usage NAME COMMAND...: a bad command line, which must exit 2 with a "retrlm" message
+# usage NAME COMMAND...: a bad command line or input, said before any work: must exit 2 with a
+# "retrlm" message
 usage() {
     n=$1
     shift
@@ -153,7 +144,7 @@ run "embed" "$R" embed $T -d "$out/ds.rlm" $E -o "$out/dense.rlm"
 has "embed: a flat index of the units" "dense.rlm: [0-9]+ units, embeddings 16 wide, flat, f32"
 run "embed --nlist --sq8" "$R" embed $T -d "$out/ds.rlm" $E -o "$out/dense-ivf.rlm" --nlist 16 --nprobe 4 --sq8
 has "embed --nlist: IVF" "dense-ivf.rlm: [0-9]+ units, embeddings 16 wide, IVF 16 lists \(nprobe 4\), 8 bits"
-for mode in dense rrf; do
+for mode in dense rrf rerank; do
     q="--retrieve $mode -k 5 Rabshakeh cried with a loud voice"
     keep "search --retrieve $mode" "$out/search-$mode.txt" "$R" search -d "$out/ds.rlm" $T $E $q
     has "search --retrieve $mode: units" "^[0-9]+	[0-9.-]+	[0-9]+	"
@@ -213,6 +204,15 @@ has "generate with the joint reader: shows the unit" "^--- retrieved: unit [0-9]
 run "joint-train pdist --rerank" "$R" joint-train $S2 $J --steps 2 --objective pdist --rerank 6 --refresh 0 \
     -o "$out/joint2.rlm" --encoder-out "$out/joint2-enc.rlm"
 has "joint-train pdist --rerank: to step 2" "joint \(pdist\), step 2"
+run "joint-train --rerank-bm25" "$R" joint-train $S2 $J --steps 2 --rerank 6 --rerank-bm25 --refresh 0 \
+    -o "$out/joint4.rlm" --encoder-out "$out/joint4-enc.rlm"
+has "joint-train --rerank-bm25: to step 2" "joint \(realm\), step 2"
+run "search with the BM25 re-ranker" "$R" search -d "$out/ds.rlm" $T --encoder "$out/joint4-enc.rlm" --retrieve rerank \
+    --depth 6 -k 3 Rabshakeh cried
+has "search with the BM25 re-ranker: finds Rabshakeh" "^[0-9]+	[0-9.-]+	[0-9]+	.*Rabshakeh"
+usage "joint-train --rerank-bm25 without --rerank" "$R" joint-train $S2 $J --rerank-bm25 -o "$out/x.rlm" \
+    --encoder-out "$out/x2.rlm"
+has "joint-train --rerank-bm25 without --rerank: says why" "needs --rerank L"
 bad "joint-train: unknown objective" "$R" joint-train $S2 $J --objective foo -o "$out/x.rlm" --encoder-out "$out/x2.rlm"
 has "joint-train: unknown objective: says which" "objective is realm, pdist or emdr"
 bad "joint-train: a delay past the refresh" "$R" joint-train $S2 $J --refresh 2 --refresh-delay 3 -o "$out/x.rlm" \

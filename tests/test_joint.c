@@ -248,16 +248,24 @@ static void test_joint_null_document(void) {
 
 // the k units whose embeddings, made now with e's document side, score best against x's
 // query: what re-ranking over every unit finds
-static void best_units(fix *f, const retrlm_joint_config *c, size_t start, int k, int *out) {
+// the k best units (out) for the query of the window at start by fresh embeddings, among the n
+// units of among (NULL: all NU)
+static void best_units(fix *f, const retrlm_joint_config *c, size_t start, int k, int *out,
+                       const int *among, int n) {
     char text[256];
     size_t len;
     float q[16], d[16], sc[NU];
     int i, j;
+    if (among) {
+        for (i = 0; i < NU; i++) sc[i] = -1e31f;
+        for (j = 0; j < n; j++) sc[among[j]] = 0.0f;
+    }
     CHECK_OK(retrlm_tokenizer_decode(&f->tok, f->stream + start + c->context_tokens - c->query_tokens,
                                      (size_t)c->query_tokens, text, sizeof text, &len));
     CHECK_OK(retrlm_encoder_embed(&f->e, &f->tok, RETRLM_QUERY, text, len, q));
     for (i = 0; i < NU; i++) {
         const char *t = retrlm_datastore_text(&f->ds, i, &len);
+        if (among && sc[i] < -1e30f) continue;
         CHECK_OK(retrlm_encoder_embed(&f->e, &f->tok, RETRLM_DOC, t, len, d));
         sc[i] = retrlm_dot(q, d, 16);
     }
@@ -270,6 +278,20 @@ static void best_units(fix *f, const retrlm_joint_config *c, size_t start, int k
     }
 }
 
+// the loss of the one window at 0 with the 2 units given (retrlm_joint_loss), which must be
+// the loss of the trainer's step, whose retrieval found them (c->losses has room for 1)
+static float trains_on(fix *f, const retrlm_joint_config *c, const int *units) {
+    size_t start = 0;
+    int found = 2;
+    float want = 0.0f;
+    retrlm_model_zero_grad(&f->lm);
+    retrlm_encoder_zero_grad(&f->e);
+    CHECK_OK(retrlm_joint_loss(&f->lm, &f->e, c, 1, &start, units, &found, &want, NULL, NULL));
+    CHECK_OK(retrlm_joint_train(&f->lm, &f->opt_lm, &f->e, &f->opt_enc, c, &f->st));
+    CHECK_NEAR(c->losses[0], want, 1e-6);
+    return want;
+}
+
 // ---- retrieval inside the trainer: the own document never, stale or re-ranked ---------------
 static void test_joint_retrieval(void) {
     fix *f = (fix *)calloc(1, sizeof *f);
@@ -277,7 +299,7 @@ static void test_joint_retrieval(void) {
     float losses[1], want;
     int64_t *doc;
     size_t start = 0, i;
-    int units[3], found, own[3] = {0, 0, 0};
+    int units[3], found = 2, own[3] = {0, 0, 0};
     // the stream is exactly one window (start 0 always), the text of unit 0, in document 0
     setup(f, texts[0], 1, 0);
     doc = (int64_t *)malloc(sizeof(int64_t) * f->n_stream);
@@ -299,12 +321,7 @@ static void test_joint_retrieval(void) {
         for (j = 0; j < NU && n < 2; j++)
             if (ids[j] != 0) units[n++] = (int)ids[j];
     }
-    found = 2;
-    retrlm_model_zero_grad(&f->lm);
-    retrlm_encoder_zero_grad(&f->e);
-    CHECK_OK(retrlm_joint_loss(&f->lm, &f->e, &c, 1, &start, units, &found, &want, NULL, NULL));
-    CHECK_OK(retrlm_joint_train(&f->lm, &f->opt_lm, &f->e, &f->opt_enc, &c, &f->st));
-    CHECK_NEAR(losses[0], want, 1e-6);
+    want = trains_on(f, &c, units);
     { // and the loss with unit 0 (the window's own text) among them is not that
         float with0;
         own[0] = 0, own[1] = units[0];
@@ -322,17 +339,40 @@ static void test_joint_retrieval(void) {
         retrlm_rng rng;
         int stale[2];
         retrlm_rng_seed(&rng, 5);
-        best_units(f, &c, 0, 2, stale);
+        best_units(f, &c, 0, 2, stale, NULL, NU);
         fill_normal(f->e.side[RETRLM_DOC].params, f->e.side[RETRLM_DOC].n_params, 0.3f, &rng);
-        best_units(f, &c, 0, 2, units);
+        best_units(f, &c, 0, 2, units, NULL, NU);
         CHECK(stale[0] != units[0] || stale[1] != units[1]); // the test means something
     }
-    found = 2;
-    retrlm_model_zero_grad(&f->lm);
-    retrlm_encoder_zero_grad(&f->e);
-    CHECK_OK(retrlm_joint_loss(&f->lm, &f->e, &c, 1, &start, units, &found, &want, NULL, NULL));
-    CHECK_OK(retrlm_joint_train(&f->lm, &f->opt_lm, &f->e, &f->opt_enc, &c, &f->st));
-    CHECK_NEAR(losses[0], want, 1e-6);
+    want = trains_on(f, &c, units);
+    fix_free(f);
+    // re-ranking BM25's: the units are the best by a fresh embedding among BM25's 3 best, which
+    // RETRLM_RETRIEVE_RERANK also returns; not the best among all units
+    setup(f, "the cat at night on ships at sea so high", 1, 0);
+    config(f, &c, RETRLM_JOINT_REALM, (int)f->n_stream - 3, 3, 2, 1, 1);
+    c.query_tokens = c.context_tokens;
+    c.losses = losses;
+    c.rerank = 3, c.rerank_bm25 = 1;
+    {
+        char text[256];
+        size_t len;
+        int cand[3], nc = 0, all[2], via[2], nv = 0;
+        retrlm_retrieve_params rp;
+        CHECK_OK(retrlm_tokenizer_decode(&f->tok, f->stream, (size_t)c.query_tokens, text, sizeof text, &len));
+        CHECK_OK(retrlm_datastore_retrieve(&f->ds, NULL, text, len, 3, RETRLM_NO_DOC, cand, NULL, &nc));
+        CHECK(nc == 3);
+        best_units(f, &c, 0, 2, units, cand, nc);
+        best_units(f, &c, 0, 2, all, NULL, NU);
+        CHECK(all[0] != units[0] || all[1] != units[1]); // the test means something
+        memset(&rp, 0, sizeof rp);
+        rp.mode = RETRLM_RETRIEVE_RERANK, rp.depth = 3;
+        CHECK_OK(retrlm_datastore_retrieve(&f->ds, &rp, text, len, 2, RETRLM_NO_DOC, via, NULL, &nv));
+        CHECK(nv == 2 && via[0] == units[0] && via[1] == units[1]);
+    }
+    want = trains_on(f, &c, units);
+    c.rerank = 0; // rerank_bm25 needs it
+    c.steps = 2;
+    CHECK(retrlm_joint_train(&f->lm, &f->opt_lm, &f->e, &f->opt_enc, &c, &f->st) == RETRLM_ERR_ARG);
     free(doc);
     fix_free(f);
     free(f);

@@ -851,6 +851,24 @@ static void test_datastore_dense(void) {
         p.mode = RETRLM_RETRIEVE_LINEAR;
         CHECK_OK(retrlm_datastore_retrieve(&ds, &p, qt, strlen(qt), 3, RETRLM_NO_DOC, units, sc, &found));
         CHECK(found == 3 && sc[0] <= 1.0f + 1e-6f);
+        { // RERANK: BM25's depth best of the other documents, in the order of their dense scores
+            const char *rq = "the cat at night on ships at sea";
+            float q2[16];
+            int cand[3], nc = 0, j;
+            CHECK_OK(retrlm_encoder_embed(&e, &tok, RETRLM_QUERY, rq, strlen(rq), q2));
+            CHECK_OK(retrlm_datastore_retrieve(&ds, NULL, rq, strlen(rq), 3, 0, cand, NULL, &nc));
+            CHECK(nc == 2); // cat is document 0's
+            p.mode = RETRLM_RETRIEVE_RERANK, p.depth = 3;
+            CHECK_OK(retrlm_datastore_retrieve(&ds, &p, rq, strlen(rq), 2, 0, units, sc, &found));
+            CHECK(found == 2 && units[0] != units[1]);
+            for (i = 0; i < found; i++) {
+                for (j = 0; j < nc && cand[j] != units[i]; j++) {}
+                CHECK(j < nc && units[i] != 0);
+                CHECK_NEAR(sc[i], retrlm_dot(q2, emb + units[i] * 16, 16), 1e-4);
+            }
+            CHECK(sc[0] >= sc[1]);
+            p.depth = 0;
+        }
         { // the dense index saved and loaded back answers the same
             int u2[6], f2 = 0;
             float s2[6];
