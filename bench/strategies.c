@@ -42,7 +42,8 @@
 // twice (a copy warm-up, kept as copywarm-N.rlm; RETRLM_COPY_SHARE of the spans twice instead of
 // all, at peak lr RETRLM_COPY_LR, the copy probe every 500 steps). joint_curve adds
 // the cost of a fresh index: REALM for RETRLM_JOINT_CURVE_STEPS (100) steps with no refresh and
-// with one every 10, 25 and 50 steps, blocking or in the background (take it on a quiet machine).
+// with one every 10, 25 and 50 steps (RETRLM_JOINT_CURVE_EVERY=T1,T2,...), blocking or in the
+// background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
 // RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_bm25,
 // joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_rr,joint_realm_rr,joint_pdist_rr,
@@ -740,10 +741,13 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
 // The cost of a fresh index: REALM from the same start for a few steps with no refresh, and
 // with a refresh every T steps, blocking or in the background (swapped in T / 5 steps later):
 // training tokens a second (the windows' tokens) and the bits per byte on test each reaches.
+// The intervals: RETRLM_JOINT_CURVE_EVERY, up to 6 comma-separated step counts (default
+// 10,25,50); the row with no refresh always runs first.
 static void joint_curve(j_ctx x, const char *corpus, const stream *st, const char *enc0) {
-    static const int every[] = {0, 10, 25, 50};
-    double bpb[7], tps[7], wait[7], emb[7];
-    int i, mode, n = 0, tag[7][2];
+    const char *ev = getenv("RETRLM_JOINT_CURVE_EVERY");
+    int every[7] = {0, 10, 25, 50}, n_every = 4;
+    double bpb[13], tps[13], wait[13], emb[13];
+    int i, mode, n = 0, tag[13][2];
     char name[64];
     retrlm_model m;
     retrlm_encoder e;
@@ -751,12 +755,21 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
     memset(&m, 0, sizeof m);
     memset(&e, 0, sizeof e);
     x.steps = getenv("RETRLM_JOINT_CURVE_STEPS") ? atoi(getenv("RETRLM_JOINT_CURVE_STEPS")) : 100;
-    for (i = 0; i < 4; i++)
+    if (ev && *ev)
+        for (n_every = 1; *ev && n_every < 7; n_every++) {
+            char *end;
+            long t = strtol(ev, &end, 10);
+            if (end == ev || t < 5 || t > 1000000 || (*end && *end != ','))
+                die("RETRLM_JOINT_CURVE_EVERY: step counts of at least 5, comma-separated");
+            every[n_every] = (int)t;
+            ev = *end ? end + 1 : end;
+        }
+    for (i = 0; i < n_every; i++)
         for (mode = 0; mode < (every[i] ? 2 : 1); mode++) {
             double secs;
             snprintf(name, sizeof name, "curve-%d-%s", every[i], mode ? "bg" : "block");
             secs = j_joint(&x, name, enc0, RETRLM_JOINT_REALM, every[i], mode ? every[i] / 5 : 0, 0, 0, 0, &m, &e, &js);
-            tps[n] = (double)x.steps * 4 * J_CTX / secs;
+            tps[n] = (double)x.steps * x.batch * J_CTX / secs;
             wait[n] = js.stall_seconds, emb[n] = js.refresh_seconds; // 0 when the model was reused
             {
                 char path[1024], dense[1100];
