@@ -14492,7 +14492,6 @@ RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids
     return n;
 }
 
-// the want best units by params' ranking, before exclusion
 // RERANK: BM25's depth best units of documents other than exclude_doc, the want best of them
 // by the inner product of the query's embedding with theirs, embedded now (ties: BM25's order)
 static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
@@ -14532,6 +14531,7 @@ done:
     return res;
 }
 
+// the want best units by params' ranking, before exclusion (RERANK: after, in its first stage)
 static retrlm_result retrlm__datastore_rank(const retrlm_datastore *ds,
                                             const retrlm_retrieve_params *p, const char *query,
                                             size_t len, int want, int64_t exclude_doc,
