@@ -522,6 +522,7 @@ typedef struct j_ctx {
     const char *data;           // ../shared/data: debpkg's dev queries for MRR@10
     int distilled;              // 1: the dense retriever every row starts from is distilled from
                                 // BM25 (RETRLM_JOINT_ENC=bm25), not trained with Contriever
+    int seed;                   // the retrofit and joint rows' window sampling (RETRLM_JOINT_SEED, 1)
 } j_ctx;
 
 // a copy of the LM alone (loaded again from its file) into m
@@ -671,17 +672,18 @@ static int j_distill(const j_ctx *x, retrlm_encoder *e, const char *path) {
 // default, -from-MODEL when it starts from RETRLM_JOINT_FROM, -encbm25 when its dense retriever
 // starts distilled from BM25)
 static void j_path(const j_ctx *x, const char *name, char *path, size_t size) {
-    char lr[32] = "", from[300] = "", batch[32] = "";
+    char lr[32] = "", from[300] = "", batch[32] = "", seed[32] = "";
     const int retrofit = !strncmp(name, "s2", 2);
     if (x->batch != 4 && !retrofit) snprintf(batch, sizeof batch, "-b%d", x->batch);
     if (x->lr != 5e-4f) snprintf(lr, sizeof lr, "-lr%g", (double)x->lr);
+    if (x->seed != 1) snprintf(seed, sizeof seed, "-seed%d", x->seed);
     if (x->from) {
         size_t l = strlen(x->from);
         if (l > 4 && !strcmp(x->from + l - 4, ".rlm")) l -= 4;
         snprintf(from, sizeof from, "-from-%.*s", (int)l, x->from);
     }
-    snprintf(path, size, "%s/joint-%s-%d%s%s%s%s.rlm", x->out, name, x->steps, batch, lr, from,
-             x->distilled && strcmp(name, "s2_bm25") && strcmp(name, "s2_bm25_own") ? "-encbm25" : "");
+    snprintf(path, size, "%s/joint-%s-%d%s%s%s%s%s.rlm", x->out, name, x->steps, batch, lr, from,
+             x->distilled && strcmp(name, "s2_bm25") && strcmp(name, "s2_bm25_own") ? "-encbm25" : "", seed);
 }
 
 // one strategy-3 row: the reader and retriever trained jointly from the LM alone and the
@@ -713,7 +715,7 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
             g[keep++] = g[i];
     }
     adamw(&o2, g, keep, x->steps);
-    retrlm_joint_state_init(js, 1);
+    retrlm_joint_state_init(js, (uint64_t)x->seed);
     memset(&jc, 0, sizeof jc);
     jc.lm_tok = x->tok, jc.ds = x->ds;
     jc.tokens = x->ids, jc.n_tokens = x->n, jc.token_doc = x->doc;
@@ -811,7 +813,7 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     if (!retrlm_model_load(m, path, NULL)) return load_secs(path);
     j_reader(x, m);
     adamw(&o, g, retrlm_model_param_groups(m, x->lr, 0.1f, g), x->steps);
-    retrlm_lm_train_state_init(&ls, 1);
+    retrlm_lm_train_state_init(&ls, (uint64_t)x->seed);
     memset(&rp, 0, sizeof rp);
     rp.mode = mode;
     rp.depth = J_RR; // RERANK's BM25 candidates
@@ -1351,6 +1353,8 @@ int main(int argc, char **argv) {
         x.ids = train_ids, x.n = n_train, x.doc = train_doc;
         x.steps = getenv("RETRLM_JOINT_STEPS") ? atoi(getenv("RETRLM_JOINT_STEPS")) : 300;
         x.batch = getenv("RETRLM_JOINT_BATCH") ? atoi(getenv("RETRLM_JOINT_BATCH")) : 4;
+        x.seed = getenv("RETRLM_JOINT_SEED") ? atoi(getenv("RETRLM_JOINT_SEED")) : 1;
+        if (x.seed < 1) die("RETRLM_JOINT_SEED must be a positive integer");
         if (x.batch < 1 || x.batch > 64) die("RETRLM_JOINT_BATCH must be in [1, 64]");
         x.lr = getenv("RETRLM_JOINT_LR") ? (float)atof(getenv("RETRLM_JOINT_LR")) : 5e-4f;
         x.data = data;
