@@ -246,10 +246,8 @@ static void test_joint_null_document(void) {
     free(f);
 }
 
-// the k units whose embeddings, made now with e's document side, score best against x's
-// query: what re-ranking over every unit finds
-// the k best units (out) for the query of the window at start by fresh embeddings, among the n
-// units of among (NULL: all NU)
+// the k units (out) whose embeddings, made now with e's document side, score best against the
+// query of the window at start, among the n units of among (NULL: all NU): what re-ranking finds
 static void best_units(fix *f, const retrlm_joint_config *c, size_t start, int k, int *out,
                        const int *among, int n) {
     char text[256];
@@ -344,7 +342,7 @@ static void test_joint_retrieval(void) {
         best_units(f, &c, 0, 2, units, NULL, NU);
         CHECK(stale[0] != units[0] || stale[1] != units[1]); // the test means something
     }
-    want = trains_on(f, &c, units);
+    trains_on(f, &c, units);
     fix_free(f);
     // re-ranking BM25's: the units are the best by a fresh embedding among BM25's 3 best, which
     // RETRLM_RETRIEVE_RERANK also returns; not the best among all units
@@ -369,7 +367,7 @@ static void test_joint_retrieval(void) {
         CHECK_OK(retrlm_datastore_retrieve(&f->ds, &rp, text, len, 2, RETRLM_NO_DOC, via, NULL, &nv));
         CHECK(nv == 2 && via[0] == units[0] && via[1] == units[1]);
     }
-    want = trains_on(f, &c, units);
+    trains_on(f, &c, units);
     c.rerank = 0; // rerank_bm25 needs it
     c.steps = 2;
     CHECK(retrlm_joint_train(&f->lm, &f->opt_lm, &f->e, &f->opt_enc, &c, &f->st) == RETRLM_ERR_ARG);
