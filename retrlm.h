@@ -1336,7 +1336,9 @@ RETRLM_API retrlm_result retrlm_datastore_load_dense(retrlm_datastore *ds,
                               embedding with each unit's, embedded now by the encoder's document
                               side (ties keep BM25's order). It reads the encoder, never the dense
                               index, so it is never stale; the re-ranker a joint run with
-                              rerank_bm25 trains (retrlm_joint_config) */
+                              rerank_bm25 trains (retrlm_joint_config). Units whose tokens equal
+                              a better BM25 candidate's count once (the better is kept), and
+                              bm25_weight > 0 adds that times the BM25 score to the inner product */
 typedef enum retrlm_retrieve_mode {
     RETRLM_RETRIEVE_BM25 = 0,
     RETRLM_RETRIEVE_DENSE,
@@ -1352,6 +1354,8 @@ typedef struct retrlm_retrieve_params {
     int   rrf_k;  /* RRF constant; default 60 (Cormack et al., 2009) */
     float weight; /* LINEAR: weight of the dense score in [0, 1]; default 0.5 */
     int   nprobe; /* dense IVF: lists to scan, 0: the index's nprobe */
+    float bm25_weight; /* RERANK: score = q . d + bm25_weight * BM25's score (a prior the dense
+                          score corrects); default 0, the inner product alone */
 } retrlm_retrieve_params;
 
 /* Fuses two ranked lists, a (na ids best first, scores) and b, the way mode says (RRF or
@@ -1899,7 +1903,9 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
    current document encoder, and the k best by the fresh scores are used; with rerank_bm25 the
    L units are BM25's instead (a first stage that never goes stale: the retriever trained is a
    re-ranker of BM25's L best, which RETRLM_RETRIEVE_RERANK with depth L reads after training,
-   and no refresh is needed, though the datastore must still be embedded). query_side: the
+   and no refresh is needed, though the datastore must still be embedded). Re-ranking keeps
+   each text once: a unit whose tokens equal a better candidate's is dropped (two copies of one
+   text among the k give the retriever no signal and the reader nothing new). query_side: the
    document encoder is frozen (a separate one, retrlm_encoder_config.separate; opt_enc must not
    hold its weights), so the index never goes stale and is never refreshed. Staleness is shown:
    state->index_step is the step whose weights embedded the index in use, and at each swap the
@@ -1943,6 +1949,11 @@ typedef struct retrlm_joint_config {
     int64_t refresh_delay;          /* D in [0, T]: 0 blocking, else background (above) */
     int     rerank;                 /* L > k: re-rank L stale results with fresh embeddings; 0: off */
     int     rerank_bm25;            /* 1: the L results to re-rank are BM25's (needs rerank) */
+    float   bm25_weight;            /* with rerank_bm25: a unit's retriever score is q . d plus
+                                       this times its BM25 score for x's query (the null
+                                       document's: the units' mean), in the ranking and in the
+                                       loss, as RETRLM_RETRIEVE_RERANK reads with the same
+                                       bm25_weight; 0: q . d alone */
     int     query_side;             /* 1: the document encoder frozen, no refresh */
     int     probe;                  /* probe queries for staleness, default 16; 0: none */
     int64_t steps;                  /* train until state->step == steps */
@@ -1976,7 +1987,9 @@ RETRLM_API void retrlm_joint_state_init(retrlm_joint_state *s, uint64_t seed);
    given (units (n, cfg->k), found (n) of them valid each): the reader's gradients are added to
    lm->grads and the encoder's to its sides' grads (zero them first); nothing else changes. The
    trainer calls it each step after retrieval; it is public so that the gradient of a whole step
-   can be checked. *loss (nats), *reader (nats/token) and *utility (REALM) may be NULL. */
+   can be checked. With bm25_weight, each unit's BM25 score is looked up among BM25's rerank
+   best for the window's query (ERR_ARG for a unit not among them). *loss (nats), *reader
+   (nats/token) and *utility (REALM) may be NULL. */
 RETRLM_API retrlm_result retrlm_joint_loss(retrlm_model *lm, retrlm_encoder *e,
                                            const retrlm_joint_config *cfg, int n,
                                            const size_t *start, const int *units,
@@ -2367,6 +2380,10 @@ RETRLM__PRIVATE float retrlm__trime_sim(const retrlm_trime_params *p, float scal
    len at most, into out (NULL: counted only); returns how many: what a RETRO neighbour holds. */
 RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, int u, int len,
                                                   int unit_only, int *out);
+/* Drops each of units (n, best first) whose tokens equal an earlier one's, and its score
+   (scores may be NULL); returns how many are left, in their order. */
+RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *units,
+                                               float *scores, int n);
 /* Embeds every unit's text with enc's document side into a new index out (as
    retrlm_datastore_embed does, index_config NULL: flat f32), leaving ds->dense alone: what a
    refresh builds while training still searches the old index. */
@@ -14492,8 +14509,26 @@ RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids
     return n;
 }
 
-// RERANK: BM25's depth best units of documents other than exclude_doc, the want best of them
-// by the inner product of the query's embedding with theirs, embedded now (ties: BM25's order)
+RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *units,
+                                               float *scores, int n) {
+    int i, j, m = 0;
+    for (i = 0; i < n; i++) {
+        int ni, nj, same = 0;
+        const int *ti = retrlm_datastore_tokens(ds, units[i], &ni);
+        for (j = 0; j < m && !same; j++) {
+            const int *tj = retrlm_datastore_tokens(ds, units[j], &nj);
+            same = ni == nj && !memcmp(ti, tj, (size_t)ni * sizeof *ti);
+        }
+        if (same) continue;
+        if (scores) scores[m] = scores[i];
+        units[m++] = units[i];
+    }
+    return m;
+}
+
+// RERANK: BM25's depth best units of documents other than exclude_doc, each text once, the want
+// best of them by the inner product of the query's embedding with theirs, embedded now, plus
+// bm25_weight times their BM25 score (ties: BM25's order)
 static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
                                               const retrlm_retrieve_params *p, const char *query,
                                               size_t len, int want, int64_t exclude_doc,
@@ -14508,14 +14543,20 @@ static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
         res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to re-rank");
         goto done;
     }
-    if ((res = retrlm_datastore_retrieve(ds, NULL, query, len, depth, exclude_doc, cand, NULL, &n)) ||
+    if (!(p->bm25_weight >= 0.0f && p->bm25_weight < INFINITY)) {
+        res = retrlm__fail(RETRLM_ERR_ARG, "datastore: bm25_weight %g is not finite and >= 0",
+                           (double)p->bm25_weight);
+        goto done;
+    }
+    if ((res = retrlm_datastore_retrieve(ds, NULL, query, len, depth, exclude_doc, cand, s, &n)) ||
         (res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_QUERY, query, len, q)))
         goto done;
+    n = retrlm__datastore_distinct(ds, cand, s, n);
     for (i = 0; i < n; i++) {
         size_t tl;
         const char *t = retrlm_datastore_text(ds, cand[i], &tl);
         if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_DOC, t, tl, d))) goto done;
-        s[i] = retrlm_dot(q, d, P);
+        s[i] = retrlm_dot(q, d, P) + p->bm25_weight * s[i];
     }
     // insertion by descending score: stable, so ties keep BM25's order
     for (i = 0; i < n; i++) {
@@ -16756,6 +16797,8 @@ typedef struct retrlm__joint {
     int   *slen;         // (kk)
     int   *units, *found; // (batch, kk), (batch): the trainer's retrieved units
     int   *cand;         // (kk) re-ranking's candidates
+    float *cprior;       // (kk) their BM25 scores (rerank_bm25)
+    float *prior;        // (batch, kk) the BM25 scores of the trainer's units (bm25_weight)
     float *q, *dq;       // (batch, P)
     float *d, *dd;       // (kk, P)
     float *score, *dscore, *gold; // (kk)
@@ -16771,7 +16814,7 @@ static retrlm_result retrlm__joint_init(retrlm__joint *w, const retrlm_encoder *
     const size_t Tq = (size_t)e->config.max_query_tokens, Td = (size_t)e->config.max_doc_tokens;
     const size_t LT = (size_t)lm->config.max_seq_len;
     size_t ni = B * Tq + B + K * Td + K + 2 * K * LT + K + B * K + B + K;
-    size_t nf = 2 * B * P + 2 * K * P + 3 * K + 2 * K * Y;
+    size_t nf = 2 * B * P + 2 * K * P + 3 * K + 2 * K * Y + K + B * K;
     memset(w, 0, sizeof *w);
     w->block = retrlm__alloc(nf * sizeof(float) + ni * sizeof(int), 1);
     if (!w->block) return retrlm__fail(RETRLM_ERR_NOMEM, "joint: no memory for a batch");
@@ -16784,7 +16827,9 @@ static retrlm_result retrlm__joint_init(retrlm__joint *w, const retrlm_encoder *
     w->gold = w->dscore + K;
     w->ll = w->gold + K;
     w->dll = w->ll + K * Y;
-    w->qtok = (int *)(w->dll + K * Y);
+    w->cprior = w->dll + K * Y;
+    w->prior = w->cprior + K;
+    w->qtok = (int *)(w->prior + B * K);
     w->qlen = w->qtok + B * Tq;
     w->dtok = w->qlen + B;
     w->dlen = w->dtok + K * Td;
@@ -16845,6 +16890,10 @@ static retrlm_result retrlm__joint_check(const retrlm_model *lm, const retrlm_en
                             "the document side's max_batch %d", c->rerank,
                             c->rerank_bm25 ? " (rerank_bm25 needs it)" : "", c->k,
                             e->side[RETRLM_DOC].config.max_batch);
+    if (!(c->bm25_weight >= 0.0f && c->bm25_weight < INFINITY) ||
+        (c->bm25_weight > 0.0f && !c->rerank_bm25))
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: bm25_weight %g must be finite and >= 0, and "
+                            "above 0 only with rerank_bm25", (double)c->bm25_weight);
     if (c->batch < 1 || c->batch > e->config.max_batch)
         return retrlm__fail(RETRLM_ERR_ARG, "joint: batch %d must be in [1, %d] (the encoder's "
                             "max_batch)", c->batch, e->config.max_batch);
@@ -16935,12 +16984,33 @@ static retrlm_result retrlm__joint_reader_backward(retrlm__joint *w, retrlm_mode
     return retrlm_model_backward(lm, &g);
 }
 
-// One batch's objective and gradients, with w's buffers (qtok/qlen free for it).
+// With bm25_weight: the BM25 scores of example i's units u (nf) for its query (in w->text,
+// len bytes) into w->prior + i * ustride, looked up among BM25's rerank best (w->cand, w->cprior)
+static retrlm_result retrlm__joint_prior(retrlm__joint *w, const retrlm_joint_config *c,
+                                         size_t start, size_t len, int i, const int *u, int nf,
+                                         int ustride) {
+    float *out = w->prior + (size_t)i * ustride;
+    int nc, j, a;
+    retrlm_result r = retrlm_datastore_retrieve(c->ds, NULL, w->text, len, c->rerank,
+                                                c->token_doc ? c->token_doc[start] : RETRLM_NO_DOC,
+                                                w->cand, w->cprior, &nc);
+    for (j = 0; j < nf && !r; j++) {
+        for (a = 0; a < nc && w->cand[a] != u[j]; a++) {}
+        if (a == nc)
+            return retrlm__fail(RETRLM_ERR_ARG, "joint: example %d's unit %d is not among BM25's %d "
+                                "best, so it has no BM25 score for bm25_weight", i, u[j], c->rerank);
+        out[j] = w->cprior[a];
+    }
+    return r;
+}
+
+// One batch's objective and gradients, with w's buffers (qtok/qlen free for it). prior
+// (n, ustride): the units' BM25 scores when c->bm25_weight; NULL: looked up here.
 static retrlm_result retrlm__joint_loss(retrlm__joint *w, retrlm_model *lm, retrlm_encoder *e,
                                         const retrlm_joint_config *c, int ut, int n,
                                         const size_t *start, const int *units, int ustride,
-                                        const int *found, float *loss, float *reader,
-                                        float *utility) {
+                                        const int *found, const float *prior, float *loss,
+                                        float *reader, float *utility) {
     const int P = e->dim, Tq = e->config.max_query_tokens, Td = e->config.max_doc_tokens;
     const int cy = c->continuation_tokens, realm = c->objective == RETRLM_JOINT_REALM;
     double tot = 0.0, rd = 0.0, ut_sum = 0.0;
@@ -16960,8 +17030,12 @@ static retrlm_result retrlm__joint_loss(retrlm__joint *w, retrlm_model *lm, retr
         if (!(r = retrlm__joint_query(w, c, start[i], &len)))
             r = retrlm__encode_cut(c->ds->encoder_tok, w->text, len, w->qtok + (size_t)i * Tq, Tq,
                                    &w->qlen[i]);
+        if (!r && c->bm25_weight > 0.0f && !prior)
+            r = retrlm__joint_prior(w, c, start[i], len, i, units + (size_t)i * ustride, found[i],
+                                    ustride);
     }
     if (r) return r;
+    if (c->bm25_weight > 0.0f && !prior) prior = w->prior;
     T = retrlm__compact_rows(w->qtok, w->qlen, n, Tq, 0);
     if ((r = retrlm_encoder_forward(e, RETRLM_QUERY, w->qtok, n, T, w->qlen, w->q))) return r;
     memset(w->dq, 0, (size_t)n * P * sizeof(float));
@@ -16982,6 +17056,12 @@ static retrlm_result retrlm__joint_loss(retrlm__joint *w, retrlm_model *lm, retr
         Tdd = retrlm__compact_rows(w->dtok, w->dlen, nd, Td, 0);
         if ((r = retrlm_encoder_forward(e, RETRLM_DOC, w->dtok, nd, Tdd, w->dlen, w->d))) break;
         for (j = 0; j < nd; j++) w->score[j] = retrlm_dot(qi, w->d + (size_t)j * P, P);
+        if (c->bm25_weight > 0.0f) { // the prior; the null document's is the units' mean
+            const float *pr = prior + (size_t)i * ustride;
+            double m = 0.0;
+            for (j = 0; j < nf; j++) w->score[j] += c->bm25_weight * pr[j], m += pr[j];
+            if (nd > nf) w->score[nf] += c->bm25_weight * (nf ? (float)(m / nf) : 0.0f);
+        }
         if ((r = retrlm__joint_reader(w, lm, c, start[i], u, nf, nd, ut))) break;
         for (j = 0; j < nf; j++)
             for (p = 0; p < cy; p++) ce -= w->ll[(size_t)j * cy + p];
@@ -17043,8 +17123,11 @@ RETRLM_API retrlm_result retrlm_joint_loss(retrlm_model *lm, retrlm_encoder *e,
     if (n < 1 || n > e->config.max_batch)
         return retrlm__fail(RETRLM_ERR_ARG, "joint_loss: %d examples, the encoder takes 1 to %d", n,
                             e->config.max_batch);
-    if ((r = retrlm__joint_init(&w, e, lm, n, c.k + 1, c.continuation_tokens))) return r;
-    r = retrlm__joint_loss(&w, lm, e, &c, ut, n, start, units, c.k, found, loss, reader, utility);
+    if ((r = retrlm__joint_init(&w, e, lm, n, RETRLM__MAX(c.k + 1, c.rerank),
+                                c.continuation_tokens)))
+        return r;
+    r = retrlm__joint_loss(&w, lm, e, &c, ut, n, start, units, c.k, found, NULL, loss, reader,
+                           utility);
     RETRLM_FREE(w.text);
     RETRLM_FREE(w.block);
     return r;
@@ -17075,9 +17158,10 @@ typedef struct retrlm__joint_run {
 } retrlm__joint_run;
 
 // The k units of the window at start (*found of them), from the index in use (or BM25 when
-// c->rerank_bm25), re-ranked with the current document encoder when c->rerank.
+// c->rerank_bm25), re-ranked with the current document encoder when c->rerank: each text once,
+// and with c->bm25_weight their BM25 scores (into prior) added to the fresh inner products.
 static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, int *units,
-                                            int *found) {
+                                            float *prior, int *found) {
     const retrlm_joint_config *c = x->c;
     retrlm__joint *w = x->w;
     retrlm_retrieve_params rp;
@@ -17092,12 +17176,13 @@ static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, 
     if ((r = retrlm__joint_query(w, c, start, &len)) ||
         (r = retrlm_datastore_retrieve(c->ds, &rp, w->text, len, depth,
                                        c->token_doc ? c->token_doc[start] : RETRLM_NO_DOC,
-                                       c->rerank ? w->cand : units, NULL, &nf)))
+                                       c->rerank ? w->cand : units, w->cprior, &nf)))
         return r;
     if (!c->rerank || nf == 0) {
         *found = RETRLM__MIN(nf, c->k);
         return RETRLM_OK;
     }
+    nf = retrlm__datastore_distinct(c->ds, w->cand, w->cprior, nf);
     // Atlas's re-ranking: the candidates embedded with the current document encoder
     if (P > 4096 && !(qq = (float *)retrlm__alloc((size_t)P, sizeof(float))))
         return retrlm__fail(RETRLM_ERR_NOMEM, "joint: no memory to re-rank");
@@ -17109,15 +17194,18 @@ static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, 
     T = r ? 0 : retrlm__compact_rows(w->dtok, w->dlen, nf, Td, 0);
     if (!r && !(r = retrlm_encoder_embed(x->e, c->ds->encoder_tok, RETRLM_QUERY, w->text, len, qq)) &&
         !(r = retrlm_encoder_forward(x->e, RETRLM_DOC, w->dtok, nf, T, w->dlen, w->d))) {
-        for (j = 0; j < nf; j++) w->score[j] = retrlm_dot(qq, w->d + (size_t)j * P, P);
+        for (j = 0; j < nf; j++)
+            w->score[j] = retrlm_dot(qq, w->d + (size_t)j * P, P) + c->bm25_weight * w->cprior[j];
         *found = RETRLM__MIN(nf, c->k);
         for (j = 0; j < *found; j++) { // selection of the best, ties to the stale order
             int b = j, a;
             float ts;
             for (a = j + 1; a < nf; a++) b = w->score[a] > w->score[b] ? a : b;
             ts = w->score[j], w->score[j] = w->score[b], w->score[b] = ts;
+            ts = w->cprior[j], w->cprior[j] = w->cprior[b], w->cprior[b] = ts;
             a = w->cand[j], w->cand[j] = w->cand[b], w->cand[b] = a;
             units[j] = w->cand[j];
+            prior[j] = w->cprior[j];
         }
     }
     if (qq != q) RETRLM_FREE(qq);
@@ -17140,7 +17228,8 @@ static retrlm_result retrlm__joint_steps(retrlm__joint_run *x, int64_t until) {
             int tries = 0;
             do {
                 start[i] = (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c->n_tokens - span + 1));
-                r = retrlm__joint_retrieve(x, start[i], w->units + (size_t)i * kk, &w->found[i]);
+                r = retrlm__joint_retrieve(x, start[i], w->units + (size_t)i * kk,
+                                           w->prior + (size_t)i * kk, &w->found[i]);
                 if (!r && !w->found[i] && ++tries == 100)
                     r = retrlm__fail(RETRLM_ERR_ARG, "joint: 100 queries found no unit (every "
                                      "unit of the example's own document?)");
@@ -17150,7 +17239,7 @@ static retrlm_result retrlm__joint_steps(retrlm__joint_run *x, int64_t until) {
         retrlm_model_zero_grad(x->lm);
         retrlm_encoder_zero_grad(x->e);
         if ((r = retrlm__joint_loss(w, x->lm, x->e, c, x->ut, c->batch, start, w->units, kk,
-                                    w->found, &loss, &reader, &utility)))
+                                    w->found, w->prior, &loss, &reader, &utility)))
             break;
         retrlm_adamw_step(x->opt_lm);
         retrlm_adamw_step(x->opt_enc);

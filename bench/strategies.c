@@ -47,9 +47,11 @@
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
 // RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_bm25,
 // joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_rr,joint_realm_rr,joint_pdist_rr,
-// joint_curve,copywarm picks rows (joint_rr: the start reader and its retrofit with BM25's 16 best
-// re-ranked by the start retriever; joint_realm_rr, joint_pdist_rr: the joint rows that train
-// that re-ranker, rerank_bm25)
+// joint_rrp,joint_realm_rrp,joint_pdist_rrp,joint_curve,copywarm picks rows (joint_rr: the start
+// reader and its retrofit with BM25's 16 best re-ranked by the start retriever; joint_realm_rr,
+// joint_pdist_rr: the joint rows that train that re-ranker, rerank_bm25; the _rrp rows the same
+// with BM25's score as a prior, bm25_weight RETRLM_JOINT_BM25_WEIGHT, default 0.05, in their
+// file names: joint_rrp the start reader, the others trained)
 // (default: all; the LM alone always runs; copywarm alone trains RETRLM_JOINT_COPY's warm-up and
 // stops there); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
 // (copy_probe) says whether the LM alone, and the third table's start reader, copy from their
@@ -437,7 +439,7 @@ typedef struct stream {
 // further with that retriever frozen (in-context retrofitting); strategy 3 trains both further,
 // the same steps, with REALM or Atlas's PDist, its index refreshed in the background, re-ranked,
 // or never stale (query-side).
-enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_RR = 16, J_ROWS = 13 };
+enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_RR = 16, J_ROWS = 16 };
 
 static void j_encoder_config(retrlm_encoder_config *ec) {
     memset(ec, 0, sizeof *ec);
@@ -456,7 +458,8 @@ static void j_encoder_config(retrlm_encoder_config *ec) {
 // bits per byte of each stream, each window after its unit (ds) or alone; kept in the file cache
 // (NULL: not kept) and read from it when it holds them (a model saved again removes its cache)
 static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_datastore *ds,
-                   retrlm_retrieve_mode mode, const stream *st, int nst, double *bpb, const char *cache) {
+                   retrlm_retrieve_mode mode, float bm25_weight, const stream *st, int nst, double *bpb,
+                   const char *cache) {
     retrlm_ralm_config rc;
     retrlm_retrieve_params rp;
     FILE *f;
@@ -470,6 +473,7 @@ static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_da
     memset(&rp, 0, sizeof rp);
     rp.mode = mode;
     rp.depth = J_RR; // RERANK's BM25 candidates
+    rp.bm25_weight = bm25_weight;
     rc.mode = ds ? RETRLM_RALM_INCONTEXT : RETRLM_RALM_NONE;
     rc.k = 1;
     rc.stride = J_STRIDE;
@@ -519,6 +523,7 @@ typedef struct j_ctx {
     int batch;                  // a joint step's examples (RETRLM_JOINT_BATCH, 4; 12 scores as
                                 // many tokens of y as a retrofit step scores after its query)
     float lr;                   // the reader's peak learning rate in them (RETRLM_JOINT_LR, 5e-4)
+    float bm25_weight;          // the _rrp rows' prior (RETRLM_JOINT_BM25_WEIGHT, 0.05)
     const char *data;           // ../shared/data: debpkg's dev queries for MRR@10
     int distilled;              // 1: the dense retriever every row starts from is distilled from
                                 // BM25 (RETRLM_JOINT_ENC=bm25), not trained with Contriever
@@ -689,8 +694,8 @@ static void j_path(const j_ctx *x, const char *name, char *path, size_t size) {
 // one strategy-3 row: the reader and retriever trained jointly from the LM alone and the
 // Contriever encoder at enc0, kept at out/joint-NAME-STEPS.rlm (+ .enc); returns train seconds
 static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm_joint_objective obj,
-                      int refresh, int delay, int rerank, int rerank_bm25, int query_side, retrlm_model *m,
-                      retrlm_encoder *e, retrlm_joint_state *js) {
+                      int refresh, int delay, int rerank, int rerank_bm25, float bm25_weight, int query_side,
+                      retrlm_model *m, retrlm_encoder *e, retrlm_joint_state *js) {
     char path[1024], epath[1100];
     retrlm_adamw o1, o2;
     retrlm_adamw_group g[6];
@@ -724,7 +729,7 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     jc.unit_tokens = J_UNIT, jc.continuation = 1;
     jc.k = 2, jc.batch = x->batch;
     jc.refresh_every = refresh, jc.refresh_delay = delay, jc.rerank = rerank, jc.query_side = query_side;
-    jc.rerank_bm25 = rerank_bm25;
+    jc.rerank_bm25 = rerank_bm25, jc.bm25_weight = bm25_weight;
     jc.probe = 32;
     jc.steps = x->steps;
     jc.progress = progress;
@@ -770,7 +775,7 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
         for (mode = 0; mode < (every[i] ? 2 : 1); mode++) {
             double secs;
             snprintf(name, sizeof name, "curve-%d-%s", every[i], mode ? "bg" : "block");
-            secs = j_joint(&x, name, enc0, RETRLM_JOINT_REALM, every[i], mode ? every[i] / 5 : 0, 0, 0, 0, &m, &e, &js);
+            secs = j_joint(&x, name, enc0, RETRLM_JOINT_REALM, every[i], mode ? every[i] / 5 : 0, 0, 0, 0.0f, 0, &m, &e, &js);
             tps[n] = (double)x.steps * x.batch * J_CTX / secs;
             wait[n] = js.stall_seconds, emb[n] = js.refresh_seconds; // 0 when the model was reused
             {
@@ -778,7 +783,7 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
                 j_path(&x, name, path, sizeof path);
                 j_embed(x.ds, &e, x.tok, j_cache(dense, sizeof dense, path, ".dense"));
             }
-            j_read(&m, x.tok, x.ds, RETRLM_RETRIEVE_DENSE, st, 1, &bpb[n], NULL);
+            j_read(&m, x.tok, x.ds, RETRLM_RETRIEVE_DENSE, 0.0f, st, 1, &bpb[n], NULL);
             tag[n][0] = every[i], tag[n][1] = mode;
             n++;
             retrlm_model_free(&m);
@@ -876,7 +881,8 @@ static void j_copywarm(const j_ctx *x, int steps, const int *te, size_t n_te, re
 }
 
 static void joint_table(const j_ctx *x, const char *corpus, const stream *st, int nst) {
-    enum { LM, S1, S1_BM25, S1_RR, S2, S2_BM25, S2_RR, REALM, PDIST, RERANK, QSIDE, REALM_RR, PDIST_RR };
+    enum { LM, S1, S1_BM25, S1_RR, S2, S2_BM25, S2_RR, REALM, PDIST, RERANK, QSIDE, REALM_RR, PDIST_RR, S1_RRP,
+           REALM_RRP, PDIST_RRP };
     const char *row[J_ROWS] = {
         "LM alone (no unit)", "1: LM alone + Contriever (trained apart)", "1: LM alone + BM25",
         "1: LM alone + BM25's 16 re-ranked by the Contriever",
@@ -884,19 +890,25 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         "2: LM retrofitted to read BM25's 16 re-ranked by the frozen Contriever",
         "3: REALM, background refresh", "3: Atlas PDist, background refresh",
         "3: Atlas PDist, re-ranking 8 (no refresh)", "3: Atlas PDist, query-side (documents frozen)",
-        "3: REALM, re-ranking BM25's 16 (no index to refresh)", "3: Atlas PDist, re-ranking BM25's 16 (no index to refresh)"};
+        "3: REALM, re-ranking BM25's 16 (no index to refresh)", "3: Atlas PDist, re-ranking BM25's 16 (no index to refresh)",
+        "1: LM alone + BM25's 16 re-ranked by the Contriever + w BM25", "3: REALM, re-ranking BM25's 16, score + w BM25",
+        "3: Atlas PDist, re-ranking BM25's 16, score + w BM25"};
     static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s1_bm25", "j.s1_rr", "j.s2", "j.s2_bm25", "j.s2_rr", "j.realm",
-                                      "j.pdist", "j.pdist_rerank", "j.pdist_qside", "j.realm_rr", "j.pdist_rr"};
+                                      "j.pdist", "j.pdist_rerank", "j.pdist_qside", "j.realm_rr", "j.pdist_rr",
+                                      "j.s1_rrp", "j.realm_rrp", "j.pdist_rrp"};
     const char *name[J_ROWS] = {"", "", "", "", "s2", "s2_bm25", "s2_rr", "realm", "pdist", "pdist_rerank", "pdist_qside",
-                                "realm_rr", "pdist_rr"};
+                                "realm_rr", "pdist_rr", "", "realm_rrp", "pdist_rrp"};
     // how each row's reader finds its unit: BM25's 16 re-ranked by its retriever (RERANK) or as named
     static const retrlm_retrieve_mode how[J_ROWS] = {
         RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_BM25, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_DENSE,
         RETRLM_RETRIEVE_BM25, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE,
-        RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK};
+        RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK,
+        RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK};
+    // the prior each row's reading adds: the _rrp rows' bm25_weight
+    float bw[J_ROWS] = {0};
     double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS], bare[J_ROWS], copy[2]; // bare: the reader with no unit
     const char *s1_cache = x->distilled ? ".j-distilled.bpb" : ".j-contriever.bpb";
-    char enc0[1024], path[1100], rowname[64], cache[1200], enc_how[128];
+    char enc0[1024], path[1100], rowname[64], cache[1200], enc_how[128], bwname[2][64], s1rrp[64];
     retrlm_encoder e;
     retrlm_model m;
     retrlm_joint_state js;
@@ -907,6 +919,10 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     memset(&e, 0, sizeof e);
     memset(&m, 0, sizeof m);
     memset(bare, 0, sizeof bare);
+    bw[S1_RRP] = bw[REALM_RRP] = bw[PDIST_RRP] = x->bm25_weight;
+    snprintf(bwname[0], sizeof bwname[0], "realm_rrp%g", (double)x->bm25_weight);
+    snprintf(bwname[1], sizeof bwname[1], "pdist_rrp%g", (double)x->bm25_weight);
+    name[REALM_RRP] = bwname[0], name[PDIST_RRP] = bwname[1];
     // strategy 1's retriever: Contriever on train's documents (the LM alone's tokens), or one
     // distilled from BM25
     if (x->distilled) {
@@ -916,6 +932,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         row[S2] = "2: LM retrofitted to read the frozen distilled retriever's units";
         row[S1_RR] = "1: LM alone + BM25's 16 re-ranked by the distilled retriever";
         row[S2_RR] = "2: LM retrofitted to read BM25's 16 re-ranked by the frozen distilled retriever";
+        row[S1_RRP] = "1: LM alone + BM25's 16 re-ranked by the distilled retriever + w BM25";
     } else {
         snprintf(enc0, sizeof enc0, "%s/enc-contriever-%d.rlm", x->out, 1000);
         if (retrlm_encoder_load(&e, enc0)) {
@@ -945,24 +962,30 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         }
     }
     // the LM alone without and with a unit (the Contriever's, BM25's)
-    j_read((retrlm_model *)x->lm, x->tok, NULL, RETRLM_RETRIEVE_DENSE, st, nst, bpb[LM],
+    j_read((retrlm_model *)x->lm, x->tok, NULL, RETRLM_RETRIEVE_DENSE, 0.0f, st, nst, bpb[LM],
            j_cache(cache, sizeof cache, x->lm_path, ".j-none.bpb"));
     have[LM] = 1;
     snprintf(path, sizeof path, "%s.dense", enc0);
     j_embed(x->ds, &e, x->tok, path);
-    j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, st, nst, bpb[S1],
+    j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, 0.0f, st, nst, bpb[S1],
            j_cache(cache, sizeof cache, x->lm_path, s1_cache));
     have[S1] = 1;
-    mrr[S1] = mrr[S2] = mrr[S1_RR] = mrr[S2_RR] = j_mrr(&e, x->tok, x->data);
+    mrr[S1] = mrr[S2] = mrr[S1_RR] = mrr[S2_RR] = mrr[S1_RRP] = j_mrr(&e, x->tok, x->data);
     if (want("joint_bm25")) {
-        j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_BM25, st, nst, bpb[S1_BM25],
+        j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_BM25, 0.0f, st, nst, bpb[S1_BM25],
                j_cache(cache, sizeof cache, x->lm_path, ".j-bm25.bpb"));
         have[S1_BM25] = 1;
     }
     if (want("joint_rr")) {
-        j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_RERANK, st, nst, bpb[S1_RR],
+        j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_RERANK, 0.0f, st, nst, bpb[S1_RR],
                j_cache(cache, sizeof cache, x->lm_path, x->distilled ? ".j-distilled-rr.bpb" : ".j-contriever-rr.bpb"));
         have[S1_RR] = 1;
+    }
+    if (want("joint_rrp")) {
+        snprintf(s1rrp, sizeof s1rrp, ".j-%s-rrp%g.bpb", x->distilled ? "distilled" : "contriever", (double)x->bm25_weight);
+        j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_RERANK, x->bm25_weight, st, nst, bpb[S1_RRP],
+               j_cache(cache, sizeof cache, x->lm_path, s1rrp));
+        have[S1_RRP] = 1;
     }
     // strategy 2: in-context retrofitting with the Contriever frozen, and with BM25
     if (x->own) name[S2_BM25] = "s2_bm25_own", row[S2_BM25] = "2: LM retrofitted with BM25's units, own document allowed";
@@ -971,22 +994,24 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         if (!want(r == S2 ? "joint_s2" : r == S2_BM25 ? "joint_bm25" : "joint_rr")) continue;
         secs[r] = j_retrofit(x, name[r], mode, &m);
         j_path(x, name[r], path, sizeof path);
-        j_read(&m, x->tok, x->ds, mode, st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
-        j_read(&m, x->tok, NULL, mode, st, 1, &bare[r], j_cache(cache, sizeof cache, path, ".bpb-none"));
+        j_read(&m, x->tok, x->ds, mode, 0.0f, st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
+        j_read(&m, x->tok, NULL, mode, 0.0f, st, 1, &bare[r], j_cache(cache, sizeof cache, path, ".bpb-none"));
         have[r] = 1;
         retrlm_model_free(&m);
     }
     retrlm_encoder_free(&e);
     for (r = REALM; r < J_ROWS; r++) {
-        snprintf(rowname, sizeof rowname, "joint_%s", name[r]);
+        if (r == S1_RRP) continue;
+        snprintf(rowname, sizeof rowname, "joint_%s", r == REALM_RRP ? "realm_rrp" : r == PDIST_RRP ? "pdist_rrp" : name[r]);
         if (!want(rowname)) continue;
-        secs[r] = j_joint(x, name[r], enc0, r == REALM || r == REALM_RR ? RETRLM_JOINT_REALM : RETRLM_JOINT_PDIST,
+        secs[r] = j_joint(x, name[r], enc0,
+                          r == REALM || r == REALM_RR || r == REALM_RRP ? RETRLM_JOINT_REALM : RETRLM_JOINT_PDIST,
                           r <= PDIST ? 150 : 0, r <= PDIST ? 30 : 0, r == RERANK ? 8 : r >= REALM_RR ? J_RR : 0,
-                          r >= REALM_RR, r == QSIDE, &m, &e, &js);
+                          r >= REALM_RR, bw[r], r == QSIDE, &m, &e, &js);
         j_path(x, name[r], path, sizeof path);
         j_embed(x->ds, &e, x->tok, j_cache(cache, sizeof cache, path, ".dense")); // a fresh index of its retriever
-        j_read(&m, x->tok, x->ds, how[r], st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
-        j_read(&m, x->tok, NULL, RETRLM_RETRIEVE_DENSE, st, 1, &bare[r],
+        j_read(&m, x->tok, x->ds, how[r], bw[r], st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
+        j_read(&m, x->tok, NULL, RETRLM_RETRIEVE_DENSE, 0.0f, st, 1, &bare[r],
                j_cache(cache, sizeof cache, path, ".bpb-none"));
         have[r] = 1;
         mrr[r] = j_mrr(&e, x->tok, x->data);
@@ -1004,16 +1029,17 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     printf("\n");
     for (r = 0; r < J_ROWS; r++) {
         if (!have[r]) continue;
-        if (x->from && r <= S1_RR)
+        if (x->from && (r <= S1_RR || r == S1_RRP))
             printf("| start reader %s |", r == LM ? "(no unit)" : r == S1 ? "+ its dense retriever"
-                                          : r == S1_BM25 ? "+ BM25" : "+ BM25's 16 re-ranked by it");
+                                          : r == S1_BM25 ? "+ BM25" : r == S1_RR ? "+ BM25's 16 re-ranked by it"
+                                          : "+ BM25's 16 re-ranked by it + w BM25");
         else printf("| %s |", row[r]);
-        printf(" %d |", r >= S2 ? x->steps : 0);
+        printf(" %d |", r >= S2 && r != S1_RRP ? x->steps : 0);
         if (secs[r] > 0) printf(" %.0f |", secs[r]);
         else printf(" - |");
         if (mrr[r] >= 0) printf(how[r] == RETRLM_RETRIEVE_RERANK ? " (%.4f dense alone) |" : " %.4f |", mrr[r]);
         else printf(" |");
-        printf(" %.4f |", r >= S2 ? bare[r] : bpb[LM][0]);
+        printf(" %.4f |", r >= S2 && r != S1_RRP ? bare[r] : bpb[LM][0]);
         for (b = 0; b < nst; b++) printf(" %.4f |", bpb[r][b]);
         printf("\n");
     }
@@ -1026,17 +1052,18 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
            "units each (+ the null document for REALM), reader lr %g (the retrofits' too), retriever lr 1e-4, refresh "
            "every 150 steps swapped in 30 later; each row read with a fresh index of its own retriever; the re-ranking rows "
            "read BM25's %d best re-ranked by their retriever (trained as a re-ranker of them: rerank_bm25), whose dense "
-           "MRR@10 alone is in brackets\n\n",
-           J_DIM, enc_how, x->steps, BATCH, J_CTX, x->steps, x->batch, (double)x->lr, J_RR);
+           "MRR@10 alone is in brackets; + w BM25: with BM25's score times w = %g added to theirs (bm25_weight), in "
+           "training and reading; re-ranking keeps each text once\n\n",
+           J_DIM, enc_how, x->steps, BATCH, J_CTX, x->steps, x->batch, (double)x->lr, J_RR, (double)x->bm25_weight);
     copy_probe((retrlm_model *)x->lm, st[0].ids, st[0].n, &copy[0], &copy[1]);
     printf("the readers' start (%s) on the copy probe: %.3f nats a token on the first copy, %.3f on the "
            "second\n%s.j.lm.copy_first=%.4f\n%s.j.lm.copy_second=%.4f\n", x->from ? x->from : "the LM alone",
            copy[0], copy[1], corpus, copy[0], corpus, copy[1]);
     for (r = 0; r < J_ROWS; r++)
-        if (have[r] && mrr[r] >= 0 && r != S2 && r != S1_RR && r != S2_RR)
+        if (have[r] && mrr[r] >= 0 && r != S2 && r != S1_RR && r != S2_RR && r != S1_RRP)
             printf("%s.%s.%smrr10=%.4f\n", corpus, key[r], how[r] == RETRLM_RETRIEVE_RERANK ? "dense_" : "", mrr[r]);
     for (r = S2; r < J_ROWS; r++)
-        if (have[r]) printf("%s.%s.bpb_all_no_unit=%.4f\n", corpus, key[r], bare[r]);
+        if (have[r] && r != S1_RRP) printf("%s.%s.bpb_all_no_unit=%.4f\n", corpus, key[r], bare[r]);
     for (r = 0; r < J_ROWS; r++)
         if (have[r])
             for (b = 0; b < nst; b++)
@@ -1343,7 +1370,8 @@ int main(int argc, char **argv) {
     // strategy 3 beside 1 and 2, its own table (printed first)
     joint_rows = want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
                  want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve") ||
-                 want("joint_rr") || want("joint_realm_rr") || want("joint_pdist_rr");
+                 want("joint_rr") || want("joint_realm_rr") || want("joint_pdist_rr") || want("joint_rrp") ||
+                 want("joint_realm_rrp") || want("joint_pdist_rrp");
     if (joint_rows || want("copywarm")) {
         j_ctx x;
         const char *from = getenv("RETRLM_JOINT_FROM");
@@ -1357,6 +1385,8 @@ int main(int argc, char **argv) {
         if (x.seed < 1) die("RETRLM_JOINT_SEED must be a positive integer");
         if (x.batch < 1 || x.batch > 64) die("RETRLM_JOINT_BATCH must be in [1, 64]");
         x.lr = getenv("RETRLM_JOINT_LR") ? (float)atof(getenv("RETRLM_JOINT_LR")) : 5e-4f;
+        x.bm25_weight = getenv("RETRLM_JOINT_BM25_WEIGHT") ? (float)atof(getenv("RETRLM_JOINT_BM25_WEIGHT")) : 0.05f;
+        if (!(x.bm25_weight >= 0.0f)) die("RETRLM_JOINT_BM25_WEIGHT must be >= 0");
         x.data = data;
         x.from = NULL;
         x.distilled = getenv("RETRLM_JOINT_ENC") && !strcmp(getenv("RETRLM_JOINT_ENC"), "bm25");

@@ -216,9 +216,10 @@ typedef struct cli_retrieval {
     const char *mode;    // --retrieve: a name of retrieve_names, or NULL
     float       weight;  // --weight
     int         depth;   // --depth
+    float       bm25_weight; // --bm25-weight
     retrlm_retrieve_params params; // from the above, by check_retrieval
 } cli_retrieval;
-#define CLI_RETRIEVAL_BM25 {NULL, NULL, NULL, 0.0f, 0, {RETRLM_RETRIEVE_BM25, 0, 0, 0.0f, 0}}
+#define CLI_RETRIEVAL_BM25 {NULL, NULL, NULL, 0.0f, 0, 0.0f, {RETRLM_RETRIEVE_BM25, 0, 0, 0.0f, 0, 0.0f}}
 static const char *const retrieve_names[] = {"bm25", "dense", "rrf", "linear", "rerank"}; // retrlm_retrieve_mode
 #define CLI_RETRIEVE_OPTS(rv)                                                                   \
     {"--encoder", "FILE", OPT_STR, &rv.encoder, 0, 0, "a bi-encoder (from encoder-train) for dense retrieval"}, \
@@ -226,7 +227,8 @@ static const char *const retrieve_names[] = {"bm25", "dense", "rrf", "linear", "
     {"--retrieve", "MODE", OPT_STR, &rv.mode, 0, 0, "bm25, dense, rrf, linear or rerank (BM25's --depth best re-ranked by " \
      "--encoder; default dense with --encoder, else bm25)"}, \
     {"--weight", "X", OPT_FLOAT, &rv.weight, 0, 1, "linear: the dense score's weight (0: 0.5)"},                  \
-    {"--depth", "N", OPT_INT, &rv.depth, 0, 1 << 20, "rrf, linear: candidates from each list; rerank: BM25's (0: 100)"}
+    {"--depth", "N", OPT_INT, &rv.depth, 0, 1 << 20, "rrf, linear: candidates from each list; rerank: BM25's (0: 100)"}, \
+    {"--bm25-weight", "X", OPT_FLOAT, &rv.bm25_weight, 0, 1e6, "rerank: add X times the BM25 score to the dense one (0: dense alone)"}
 
 typedef struct cli_cmd {
     const char *name, *synopsis, *summary;
@@ -702,6 +704,9 @@ static int check_retrieval(const cli_cmd *c, cli_retrieval *rv, const char *ds_p
     rv->params.mode = (retrlm_retrieve_mode)m;
     rv->params.weight = rv->weight;
     rv->params.depth = rv->depth;
+    rv->params.bm25_weight = rv->bm25_weight;
+    if (rv->bm25_weight > 0.0f && m != RETRLM_RETRIEVE_RERANK)
+        return bad_usage(c, "--bm25-weight is for --retrieve rerank");
     return 0;
 }
 
@@ -1618,6 +1623,7 @@ static int cmd_joint_train(const cli_cmd *self, int argc, char **argv, cli_state
     const char *objective = "realm", *enc_out = NULL, *dense_out = NULL;
     int k = 4, batch = 8, context = 64, query = 0, cont = 64, unit = 0, with_next = 0, refresh = 100, delay = 0;
     int rerank = 0, rerank_bm25 = 0, query_side = 0, probe = 16, obj;
+    float bm25_weight = 0.0f;
     float temperature = 0.1f, gold_temperature = 0.01f, lr_retriever = 1e-5f;
     retrlm_index_config ic;
     retrlm_adamw_group groups[6];
@@ -1650,6 +1656,8 @@ static int cmd_joint_train(const cli_cmd *self, int argc, char **argv, cli_state
         {"--rerank", "L", OPT_INT, &rerank, 0, 1 << 20, "retrieve L units with the stale index and keep the k best by fresh embeddings"},
         {"--rerank-bm25", NULL, OPT_FLAG, &rerank_bm25, 0, 0, "the L units to re-rank are BM25's (never stale; needs --rerank; "
          "read the result with --retrieve rerank --depth L)"},
+        {"--bm25-weight", "X", OPT_FLOAT, &bm25_weight, 0, 1e6, "with --rerank-bm25: a unit's score is q . d + X times its BM25 score "
+         "(read with --bm25-weight X)"},
         {"--query-side", NULL, OPT_FLAG, &query_side, 0, 0, "train the query encoder only (the document side frozen, no refresh; "
          "needs an encoder with separate sides)"},
         {"--lr-retriever", "X", OPT_FLOAT, &lr_retriever, 1e-9, 10, "the retriever's peak learning rate (--lr is the reader's)"},
@@ -1661,6 +1669,7 @@ static int cmd_joint_train(const cli_cmd *self, int argc, char **argv, cli_state
         return bad_usage(self, "--objective is realm, pdist or emdr, not '%s'", objective);
     if (refresh && delay > refresh) return bad_usage(self, "--refresh-delay %d is more than --refresh %d", delay, refresh);
     if (rerank_bm25 && !rerank) return bad_usage(self, "--rerank-bm25 needs --rerank L (the BM25 results to re-rank)");
+    if (bm25_weight > 0.0f && !rerank_bm25) return bad_usage(self, "--bm25-weight needs --rerank-bm25");
     if (query_side && refresh) refresh = 0; // the document side does not change: nothing to refresh
     rv.mode = "dense";
     if (check_retrieval(self, &rv, o.ds_path)) return 2;
@@ -1708,8 +1717,8 @@ static int cmd_joint_train(const cli_cmd *self, int argc, char **argv, cli_state
     jc.context_tokens = context, jc.query_tokens = query, jc.continuation_tokens = cont, jc.unit_tokens = unit;
     jc.continuation = with_next, jc.k = k, jc.batch = batch;
     jc.temperature = temperature, jc.gold_temperature = gold_temperature;
-    jc.refresh_every = refresh, jc.refresh_delay = delay, jc.rerank = rerank, jc.rerank_bm25 = rerank_bm25,
-    jc.query_side = query_side, jc.probe = probe;
+    jc.refresh_every = refresh, jc.refresh_delay = delay, jc.rerank = rerank, jc.rerank_bm25 = rerank_bm25;
+    jc.bm25_weight = bm25_weight, jc.query_side = query_side, jc.probe = probe;
     jc.steps = o.steps;
     jc.progress = progress_fn, jc.user = &s->prog;
     fprintf(stderr, "joint training (%s) on %lu training tokens, %d units, k %d, refresh %s%d%s\n", objective_names[obj],

@@ -268,8 +268,26 @@ RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids
     return n;
 }
 
-// RERANK: BM25's depth best units of documents other than exclude_doc, the want best of them
-// by the inner product of the query's embedding with theirs, embedded now (ties: BM25's order)
+RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *units,
+                                               float *scores, int n) {
+    int i, j, m = 0;
+    for (i = 0; i < n; i++) {
+        int ni, nj, same = 0;
+        const int *ti = retrlm_datastore_tokens(ds, units[i], &ni);
+        for (j = 0; j < m && !same; j++) {
+            const int *tj = retrlm_datastore_tokens(ds, units[j], &nj);
+            same = ni == nj && !memcmp(ti, tj, (size_t)ni * sizeof *ti);
+        }
+        if (same) continue;
+        if (scores) scores[m] = scores[i];
+        units[m++] = units[i];
+    }
+    return m;
+}
+
+// RERANK: BM25's depth best units of documents other than exclude_doc, each text once, the want
+// best of them by the inner product of the query's embedding with theirs, embedded now, plus
+// bm25_weight times their BM25 score (ties: BM25's order)
 static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
                                               const retrlm_retrieve_params *p, const char *query,
                                               size_t len, int want, int64_t exclude_doc,
@@ -284,14 +302,20 @@ static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
         res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to re-rank");
         goto done;
     }
-    if ((res = retrlm_datastore_retrieve(ds, NULL, query, len, depth, exclude_doc, cand, NULL, &n)) ||
+    if (!(p->bm25_weight >= 0.0f && p->bm25_weight < INFINITY)) {
+        res = retrlm__fail(RETRLM_ERR_ARG, "datastore: bm25_weight %g is not finite and >= 0",
+                           (double)p->bm25_weight);
+        goto done;
+    }
+    if ((res = retrlm_datastore_retrieve(ds, NULL, query, len, depth, exclude_doc, cand, s, &n)) ||
         (res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_QUERY, query, len, q)))
         goto done;
+    n = retrlm__datastore_distinct(ds, cand, s, n);
     for (i = 0; i < n; i++) {
         size_t tl;
         const char *t = retrlm_datastore_text(ds, cand[i], &tl);
         if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_DOC, t, tl, d))) goto done;
-        s[i] = retrlm_dot(q, d, P);
+        s[i] = retrlm_dot(q, d, P) + p->bm25_weight * s[i];
     }
     // insertion by descending score: stable, so ties keep BM25's order
     for (i = 0; i < n; i++) {

@@ -84,7 +84,9 @@ RETRLM_API retrlm_result retrlm_datastore_load_dense(retrlm_datastore *ds,
                               embedding with each unit's, embedded now by the encoder's document
                               side (ties keep BM25's order). It reads the encoder, never the dense
                               index, so it is never stale; the re-ranker a joint run with
-                              rerank_bm25 trains (retrlm_joint_config) */
+                              rerank_bm25 trains (retrlm_joint_config). Units whose tokens equal
+                              a better BM25 candidate's count once (the better is kept), and
+                              bm25_weight > 0 adds that times the BM25 score to the inner product */
 typedef enum retrlm_retrieve_mode {
     RETRLM_RETRIEVE_BM25 = 0,
     RETRLM_RETRIEVE_DENSE,
@@ -100,6 +102,8 @@ typedef struct retrlm_retrieve_params {
     int   rrf_k;  /* RRF constant; default 60 (Cormack et al., 2009) */
     float weight; /* LINEAR: weight of the dense score in [0, 1]; default 0.5 */
     int   nprobe; /* dense IVF: lists to scan, 0: the index's nprobe */
+    float bm25_weight; /* RERANK: score = q . d + bm25_weight * BM25's score (a prior the dense
+                          score corrects); default 0, the inner product alone */
 } retrlm_retrieve_params;
 
 /* Fuses two ranked lists, a (na ids best first, scores) and b, the way mode says (RRF or

@@ -179,6 +179,10 @@ RETRLM__PRIVATE float retrlm__trime_sim(const retrlm_trime_params *p, float scal
    len at most, into out (NULL: counted only); returns how many: what a RETRO neighbour holds. */
 RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, int u, int len,
                                                   int unit_only, int *out);
+/* Drops each of units (n, best first) whose tokens equal an earlier one's, and its score
+   (scores may be NULL); returns how many are left, in their order. */
+RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *units,
+                                               float *scores, int n);
 /* Embeds every unit's text with enc's document side into a new index out (as
    retrlm_datastore_embed does, index_config NULL: flat f32), leaving ds->dense alone: what a
    refresh builds while training still searches the old index. */

@@ -922,6 +922,8 @@ typedef struct retrlm__joint {
     int   *slen;         // (kk)
     int   *units, *found; // (batch, kk), (batch): the trainer's retrieved units
     int   *cand;         // (kk) re-ranking's candidates
+    float *cprior;       // (kk) their BM25 scores (rerank_bm25)
+    float *prior;        // (batch, kk) the BM25 scores of the trainer's units (bm25_weight)
     float *q, *dq;       // (batch, P)
     float *d, *dd;       // (kk, P)
     float *score, *dscore, *gold; // (kk)
@@ -937,7 +939,7 @@ static retrlm_result retrlm__joint_init(retrlm__joint *w, const retrlm_encoder *
     const size_t Tq = (size_t)e->config.max_query_tokens, Td = (size_t)e->config.max_doc_tokens;
     const size_t LT = (size_t)lm->config.max_seq_len;
     size_t ni = B * Tq + B + K * Td + K + 2 * K * LT + K + B * K + B + K;
-    size_t nf = 2 * B * P + 2 * K * P + 3 * K + 2 * K * Y;
+    size_t nf = 2 * B * P + 2 * K * P + 3 * K + 2 * K * Y + K + B * K;
     memset(w, 0, sizeof *w);
     w->block = retrlm__alloc(nf * sizeof(float) + ni * sizeof(int), 1);
     if (!w->block) return retrlm__fail(RETRLM_ERR_NOMEM, "joint: no memory for a batch");
@@ -950,7 +952,9 @@ static retrlm_result retrlm__joint_init(retrlm__joint *w, const retrlm_encoder *
     w->gold = w->dscore + K;
     w->ll = w->gold + K;
     w->dll = w->ll + K * Y;
-    w->qtok = (int *)(w->dll + K * Y);
+    w->cprior = w->dll + K * Y;
+    w->prior = w->cprior + K;
+    w->qtok = (int *)(w->prior + B * K);
     w->qlen = w->qtok + B * Tq;
     w->dtok = w->qlen + B;
     w->dlen = w->dtok + K * Td;
@@ -1011,6 +1015,10 @@ static retrlm_result retrlm__joint_check(const retrlm_model *lm, const retrlm_en
                             "the document side's max_batch %d", c->rerank,
                             c->rerank_bm25 ? " (rerank_bm25 needs it)" : "", c->k,
                             e->side[RETRLM_DOC].config.max_batch);
+    if (!(c->bm25_weight >= 0.0f && c->bm25_weight < INFINITY) ||
+        (c->bm25_weight > 0.0f && !c->rerank_bm25))
+        return retrlm__fail(RETRLM_ERR_ARG, "joint: bm25_weight %g must be finite and >= 0, and "
+                            "above 0 only with rerank_bm25", (double)c->bm25_weight);
     if (c->batch < 1 || c->batch > e->config.max_batch)
         return retrlm__fail(RETRLM_ERR_ARG, "joint: batch %d must be in [1, %d] (the encoder's "
                             "max_batch)", c->batch, e->config.max_batch);
@@ -1101,12 +1109,33 @@ static retrlm_result retrlm__joint_reader_backward(retrlm__joint *w, retrlm_mode
     return retrlm_model_backward(lm, &g);
 }
 
-// One batch's objective and gradients, with w's buffers (qtok/qlen free for it).
+// With bm25_weight: the BM25 scores of example i's units u (nf) for its query (in w->text,
+// len bytes) into w->prior + i * ustride, looked up among BM25's rerank best (w->cand, w->cprior)
+static retrlm_result retrlm__joint_prior(retrlm__joint *w, const retrlm_joint_config *c,
+                                         size_t start, size_t len, int i, const int *u, int nf,
+                                         int ustride) {
+    float *out = w->prior + (size_t)i * ustride;
+    int nc, j, a;
+    retrlm_result r = retrlm_datastore_retrieve(c->ds, NULL, w->text, len, c->rerank,
+                                                c->token_doc ? c->token_doc[start] : RETRLM_NO_DOC,
+                                                w->cand, w->cprior, &nc);
+    for (j = 0; j < nf && !r; j++) {
+        for (a = 0; a < nc && w->cand[a] != u[j]; a++) {}
+        if (a == nc)
+            return retrlm__fail(RETRLM_ERR_ARG, "joint: example %d's unit %d is not among BM25's %d "
+                                "best, so it has no BM25 score for bm25_weight", i, u[j], c->rerank);
+        out[j] = w->cprior[a];
+    }
+    return r;
+}
+
+// One batch's objective and gradients, with w's buffers (qtok/qlen free for it). prior
+// (n, ustride): the units' BM25 scores when c->bm25_weight; NULL: looked up here.
 static retrlm_result retrlm__joint_loss(retrlm__joint *w, retrlm_model *lm, retrlm_encoder *e,
                                         const retrlm_joint_config *c, int ut, int n,
                                         const size_t *start, const int *units, int ustride,
-                                        const int *found, float *loss, float *reader,
-                                        float *utility) {
+                                        const int *found, const float *prior, float *loss,
+                                        float *reader, float *utility) {
     const int P = e->dim, Tq = e->config.max_query_tokens, Td = e->config.max_doc_tokens;
     const int cy = c->continuation_tokens, realm = c->objective == RETRLM_JOINT_REALM;
     double tot = 0.0, rd = 0.0, ut_sum = 0.0;
@@ -1126,8 +1155,12 @@ static retrlm_result retrlm__joint_loss(retrlm__joint *w, retrlm_model *lm, retr
         if (!(r = retrlm__joint_query(w, c, start[i], &len)))
             r = retrlm__encode_cut(c->ds->encoder_tok, w->text, len, w->qtok + (size_t)i * Tq, Tq,
                                    &w->qlen[i]);
+        if (!r && c->bm25_weight > 0.0f && !prior)
+            r = retrlm__joint_prior(w, c, start[i], len, i, units + (size_t)i * ustride, found[i],
+                                    ustride);
     }
     if (r) return r;
+    if (c->bm25_weight > 0.0f && !prior) prior = w->prior;
     T = retrlm__compact_rows(w->qtok, w->qlen, n, Tq, 0);
     if ((r = retrlm_encoder_forward(e, RETRLM_QUERY, w->qtok, n, T, w->qlen, w->q))) return r;
     memset(w->dq, 0, (size_t)n * P * sizeof(float));
@@ -1148,6 +1181,12 @@ static retrlm_result retrlm__joint_loss(retrlm__joint *w, retrlm_model *lm, retr
         Tdd = retrlm__compact_rows(w->dtok, w->dlen, nd, Td, 0);
         if ((r = retrlm_encoder_forward(e, RETRLM_DOC, w->dtok, nd, Tdd, w->dlen, w->d))) break;
         for (j = 0; j < nd; j++) w->score[j] = retrlm_dot(qi, w->d + (size_t)j * P, P);
+        if (c->bm25_weight > 0.0f) { // the prior; the null document's is the units' mean
+            const float *pr = prior + (size_t)i * ustride;
+            double m = 0.0;
+            for (j = 0; j < nf; j++) w->score[j] += c->bm25_weight * pr[j], m += pr[j];
+            if (nd > nf) w->score[nf] += c->bm25_weight * (nf ? (float)(m / nf) : 0.0f);
+        }
         if ((r = retrlm__joint_reader(w, lm, c, start[i], u, nf, nd, ut))) break;
         for (j = 0; j < nf; j++)
             for (p = 0; p < cy; p++) ce -= w->ll[(size_t)j * cy + p];
@@ -1209,8 +1248,11 @@ RETRLM_API retrlm_result retrlm_joint_loss(retrlm_model *lm, retrlm_encoder *e,
     if (n < 1 || n > e->config.max_batch)
         return retrlm__fail(RETRLM_ERR_ARG, "joint_loss: %d examples, the encoder takes 1 to %d", n,
                             e->config.max_batch);
-    if ((r = retrlm__joint_init(&w, e, lm, n, c.k + 1, c.continuation_tokens))) return r;
-    r = retrlm__joint_loss(&w, lm, e, &c, ut, n, start, units, c.k, found, loss, reader, utility);
+    if ((r = retrlm__joint_init(&w, e, lm, n, RETRLM__MAX(c.k + 1, c.rerank),
+                                c.continuation_tokens)))
+        return r;
+    r = retrlm__joint_loss(&w, lm, e, &c, ut, n, start, units, c.k, found, NULL, loss, reader,
+                           utility);
     RETRLM_FREE(w.text);
     RETRLM_FREE(w.block);
     return r;
@@ -1241,9 +1283,10 @@ typedef struct retrlm__joint_run {
 } retrlm__joint_run;
 
 // The k units of the window at start (*found of them), from the index in use (or BM25 when
-// c->rerank_bm25), re-ranked with the current document encoder when c->rerank.
+// c->rerank_bm25), re-ranked with the current document encoder when c->rerank: each text once,
+// and with c->bm25_weight their BM25 scores (into prior) added to the fresh inner products.
 static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, int *units,
-                                            int *found) {
+                                            float *prior, int *found) {
     const retrlm_joint_config *c = x->c;
     retrlm__joint *w = x->w;
     retrlm_retrieve_params rp;
@@ -1258,12 +1301,13 @@ static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, 
     if ((r = retrlm__joint_query(w, c, start, &len)) ||
         (r = retrlm_datastore_retrieve(c->ds, &rp, w->text, len, depth,
                                        c->token_doc ? c->token_doc[start] : RETRLM_NO_DOC,
-                                       c->rerank ? w->cand : units, NULL, &nf)))
+                                       c->rerank ? w->cand : units, w->cprior, &nf)))
         return r;
     if (!c->rerank || nf == 0) {
         *found = RETRLM__MIN(nf, c->k);
         return RETRLM_OK;
     }
+    nf = retrlm__datastore_distinct(c->ds, w->cand, w->cprior, nf);
     // Atlas's re-ranking: the candidates embedded with the current document encoder
     if (P > 4096 && !(qq = (float *)retrlm__alloc((size_t)P, sizeof(float))))
         return retrlm__fail(RETRLM_ERR_NOMEM, "joint: no memory to re-rank");
@@ -1275,15 +1319,18 @@ static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, 
     T = r ? 0 : retrlm__compact_rows(w->dtok, w->dlen, nf, Td, 0);
     if (!r && !(r = retrlm_encoder_embed(x->e, c->ds->encoder_tok, RETRLM_QUERY, w->text, len, qq)) &&
         !(r = retrlm_encoder_forward(x->e, RETRLM_DOC, w->dtok, nf, T, w->dlen, w->d))) {
-        for (j = 0; j < nf; j++) w->score[j] = retrlm_dot(qq, w->d + (size_t)j * P, P);
+        for (j = 0; j < nf; j++)
+            w->score[j] = retrlm_dot(qq, w->d + (size_t)j * P, P) + c->bm25_weight * w->cprior[j];
         *found = RETRLM__MIN(nf, c->k);
         for (j = 0; j < *found; j++) { // selection of the best, ties to the stale order
             int b = j, a;
             float ts;
             for (a = j + 1; a < nf; a++) b = w->score[a] > w->score[b] ? a : b;
             ts = w->score[j], w->score[j] = w->score[b], w->score[b] = ts;
+            ts = w->cprior[j], w->cprior[j] = w->cprior[b], w->cprior[b] = ts;
             a = w->cand[j], w->cand[j] = w->cand[b], w->cand[b] = a;
             units[j] = w->cand[j];
+            prior[j] = w->cprior[j];
         }
     }
     if (qq != q) RETRLM_FREE(qq);
@@ -1306,7 +1353,8 @@ static retrlm_result retrlm__joint_steps(retrlm__joint_run *x, int64_t until) {
             int tries = 0;
             do {
                 start[i] = (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c->n_tokens - span + 1));
-                r = retrlm__joint_retrieve(x, start[i], w->units + (size_t)i * kk, &w->found[i]);
+                r = retrlm__joint_retrieve(x, start[i], w->units + (size_t)i * kk,
+                                           w->prior + (size_t)i * kk, &w->found[i]);
                 if (!r && !w->found[i] && ++tries == 100)
                     r = retrlm__fail(RETRLM_ERR_ARG, "joint: 100 queries found no unit (every "
                                      "unit of the example's own document?)");
@@ -1316,7 +1364,7 @@ static retrlm_result retrlm__joint_steps(retrlm__joint_run *x, int64_t until) {
         retrlm_model_zero_grad(x->lm);
         retrlm_encoder_zero_grad(x->e);
         if ((r = retrlm__joint_loss(w, x->lm, x->e, c, x->ut, c->batch, start, w->units, kk,
-                                    w->found, &loss, &reader, &utility)))
+                                    w->found, w->prior, &loss, &reader, &utility)))
             break;
         retrlm_adamw_step(x->opt_lm);
         retrlm_adamw_step(x->opt_enc);

@@ -267,7 +267,9 @@ RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *
    current document encoder, and the k best by the fresh scores are used; with rerank_bm25 the
    L units are BM25's instead (a first stage that never goes stale: the retriever trained is a
    re-ranker of BM25's L best, which RETRLM_RETRIEVE_RERANK with depth L reads after training,
-   and no refresh is needed, though the datastore must still be embedded). query_side: the
+   and no refresh is needed, though the datastore must still be embedded). Re-ranking keeps
+   each text once: a unit whose tokens equal a better candidate's is dropped (two copies of one
+   text among the k give the retriever no signal and the reader nothing new). query_side: the
    document encoder is frozen (a separate one, retrlm_encoder_config.separate; opt_enc must not
    hold its weights), so the index never goes stale and is never refreshed. Staleness is shown:
    state->index_step is the step whose weights embedded the index in use, and at each swap the
@@ -311,6 +313,11 @@ typedef struct retrlm_joint_config {
     int64_t refresh_delay;          /* D in [0, T]: 0 blocking, else background (above) */
     int     rerank;                 /* L > k: re-rank L stale results with fresh embeddings; 0: off */
     int     rerank_bm25;            /* 1: the L results to re-rank are BM25's (needs rerank) */
+    float   bm25_weight;            /* with rerank_bm25: a unit's retriever score is q . d plus
+                                       this times its BM25 score for x's query (the null
+                                       document's: the units' mean), in the ranking and in the
+                                       loss, as RETRLM_RETRIEVE_RERANK reads with the same
+                                       bm25_weight; 0: q . d alone */
     int     query_side;             /* 1: the document encoder frozen, no refresh */
     int     probe;                  /* probe queries for staleness, default 16; 0: none */
     int64_t steps;                  /* train until state->step == steps */
@@ -344,7 +351,9 @@ RETRLM_API void retrlm_joint_state_init(retrlm_joint_state *s, uint64_t seed);
    given (units (n, cfg->k), found (n) of them valid each): the reader's gradients are added to
    lm->grads and the encoder's to its sides' grads (zero them first); nothing else changes. The
    trainer calls it each step after retrieval; it is public so that the gradient of a whole step
-   can be checked. *loss (nats), *reader (nats/token) and *utility (REALM) may be NULL. */
+   can be checked. With bm25_weight, each unit's BM25 score is looked up among BM25's rerank
+   best for the window's query (ERR_ARG for a unit not among them). *loss (nats), *reader
+   (nats/token) and *utility (REALM) may be NULL. */
 RETRLM_API retrlm_result retrlm_joint_loss(retrlm_model *lm, retrlm_encoder *e,
                                            const retrlm_joint_config *cfg, int n,
                                            const size_t *start, const int *units,

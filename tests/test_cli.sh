@@ -210,6 +210,20 @@ has "joint-train --rerank-bm25: to step 2" "joint \(realm\), step 2"
 run "search with the BM25 re-ranker" "$R" search -d "$out/ds.rlm" $T --encoder "$out/joint4-enc.rlm" --retrieve rerank \
     --depth 6 -k 3 Rabshakeh cried
 has "search with the BM25 re-ranker: finds Rabshakeh" "^[0-9]+	[0-9.-]+	[0-9]+	.*Rabshakeh"
+run "joint-train --rerank-bm25 --bm25-weight" "$R" joint-train $S2 $J --steps 2 --rerank 6 --rerank-bm25 \
+    --bm25-weight 0.05 --refresh 0 -o "$out/joint5.rlm" --encoder-out "$out/joint5-enc.rlm"
+has "joint-train --bm25-weight: to step 2" "joint \(realm\), step 2"
+keep "search --bm25-weight" "$out/search-bw.txt" "$R" search -d "$out/ds.rlm" $T --encoder "$out/joint5-enc.rlm" \
+    --retrieve rerank --bm25-weight 1000 --depth 6 -k 3 Rabshakeh cried
+keep "search --retrieve bm25" "$out/search-bm.txt" "$R" search -d "$out/ds.rlm" $T -k 3 Rabshakeh cried
+if [ "$(cut -f1 "$out/search-bw.txt")" = "$(cut -f1 "$out/search-bm.txt")" ]; then
+    ok "search --bm25-weight 1000: BM25's order"
+else no "search --bm25-weight 1000: BM25's order"; fi
+usage "search --bm25-weight without rerank" "$R" search -d "$out/ds.rlm" $T --bm25-weight 1 Rabshakeh
+has "search --bm25-weight without rerank: says why" "is for --retrieve rerank"
+usage "joint-train --bm25-weight without --rerank-bm25" "$R" joint-train $S2 $J --rerank 6 --bm25-weight 1 \
+    -o "$out/x.rlm" --encoder-out "$out/x2.rlm"
+has "joint-train --bm25-weight without --rerank-bm25: says why" "needs --rerank-bm25"
 usage "joint-train --rerank-bm25 without --rerank" "$R" joint-train $S2 $J --rerank-bm25 -o "$out/x.rlm" \
     --encoder-out "$out/x2.rlm"
 has "joint-train --rerank-bm25 without --rerank: says why" "needs --rerank L"

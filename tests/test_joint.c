@@ -247,16 +247,18 @@ static void test_joint_null_document(void) {
 }
 
 // the k units (out) whose embeddings, made now with e's document side, score best against the
-// query of the window at start, among the n units of among (NULL: all NU): what re-ranking finds
+// query of the window at start, among the n units of among (NULL: all NU), each plus w times
+// its prior (n, aligned with among; NULL: none): what re-ranking finds
 static void best_units(fix *f, const retrlm_joint_config *c, size_t start, int k, int *out,
-                       const int *among, int n) {
+                       const int *among, int n, const float *prior, float w) {
     char text[256];
     size_t len;
     float q[16], d[16], sc[NU];
     int i, j;
+    float pr[NU] = {0};
     if (among) {
         for (i = 0; i < NU; i++) sc[i] = -1e31f;
-        for (j = 0; j < n; j++) sc[among[j]] = 0.0f;
+        for (j = 0; j < n; j++) sc[among[j]] = 0.0f, pr[among[j]] = prior ? w * prior[j] : 0.0f;
     }
     CHECK_OK(retrlm_tokenizer_decode(&f->tok, f->stream + start + c->context_tokens - c->query_tokens,
                                      (size_t)c->query_tokens, text, sizeof text, &len));
@@ -265,7 +267,7 @@ static void best_units(fix *f, const retrlm_joint_config *c, size_t start, int k
         const char *t = retrlm_datastore_text(&f->ds, i, &len);
         if (among && sc[i] < -1e30f) continue;
         CHECK_OK(retrlm_encoder_embed(&f->e, &f->tok, RETRLM_DOC, t, len, d));
-        sc[i] = retrlm_dot(q, d, 16);
+        sc[i] = retrlm_dot(q, d, 16) + pr[i];
     }
     for (j = 0; j < k; j++) {
         int b = -1;
@@ -337,9 +339,9 @@ static void test_joint_retrieval(void) {
         retrlm_rng rng;
         int stale[2];
         retrlm_rng_seed(&rng, 5);
-        best_units(f, &c, 0, 2, stale, NULL, NU);
+        best_units(f, &c, 0, 2, stale, NULL, NU, NULL, 0.0f);
         fill_normal(f->e.side[RETRLM_DOC].params, f->e.side[RETRLM_DOC].n_params, 0.3f, &rng);
-        best_units(f, &c, 0, 2, units, NULL, NU);
+        best_units(f, &c, 0, 2, units, NULL, NU, NULL, 0.0f);
         CHECK(stale[0] != units[0] || stale[1] != units[1]); // the test means something
     }
     trains_on(f, &c, units);
@@ -359,8 +361,8 @@ static void test_joint_retrieval(void) {
         CHECK_OK(retrlm_tokenizer_decode(&f->tok, f->stream, (size_t)c.query_tokens, text, sizeof text, &len));
         CHECK_OK(retrlm_datastore_retrieve(&f->ds, NULL, text, len, 3, RETRLM_NO_DOC, cand, NULL, &nc));
         CHECK(nc == 3);
-        best_units(f, &c, 0, 2, units, cand, nc);
-        best_units(f, &c, 0, 2, all, NULL, NU);
+        best_units(f, &c, 0, 2, units, cand, nc, NULL, 0.0f);
+        best_units(f, &c, 0, 2, all, NULL, NU, NULL, 0.0f);
         CHECK(all[0] != units[0] || all[1] != units[1]); // the test means something
         memset(&rp, 0, sizeof rp);
         rp.mode = RETRLM_RETRIEVE_RERANK, rp.depth = 3;
@@ -368,6 +370,45 @@ static void test_joint_retrieval(void) {
         CHECK(nv == 2 && via[0] == units[0] && via[1] == units[1]);
     }
     trains_on(f, &c, units);
+    // bm25_weight: the fresh inner product plus that times the BM25 score ranks, in the trainer,
+    // in its loss (also the null document's, REALM) and in RETRLM_RETRIEVE_RERANK alike; a large
+    // weight gives BM25's own order, which the inner product alone does not
+    {
+        char text[256];
+        size_t len;
+        int cand[3], nc = 0, via[2], nv = 0, h, far[2] = {-1, -1};
+        float bm[3];
+        const float wt[2] = {0.05f, 1000.0f};
+        retrlm_retrieve_params rp;
+        CHECK_OK(retrlm_tokenizer_decode(&f->tok, f->stream, (size_t)c.query_tokens, text, sizeof text, &len));
+        CHECK_OK(retrlm_datastore_retrieve(&f->ds, NULL, text, len, 3, RETRLM_NO_DOC, cand, bm, &nc));
+        CHECK(nc == 3 && bm[0] > bm[2]);
+        for (h = 0; h < 2; h++) {
+            retrlm_joint_state_init(&f->st, 17);
+            c.bm25_weight = wt[h];
+            best_units(f, &c, 0, 2, units, cand, nc, bm, wt[h]);
+            if (h) CHECK(units[0] == cand[0] && units[1] == cand[1]);
+            else best_units(f, &c, 0, 2, far, cand, nc, NULL, 0.0f);
+            memset(&rp, 0, sizeof rp);
+            rp.mode = RETRLM_RETRIEVE_RERANK, rp.depth = 3, rp.bm25_weight = wt[h];
+            CHECK_OK(retrlm_datastore_retrieve(&f->ds, &rp, text, len, 2, RETRLM_NO_DOC, via, NULL, &nv));
+            CHECK(nv == 2 && via[0] == units[0] && via[1] == units[1]);
+            trains_on(f, &c, units);
+        }
+        CHECK(far[0] != cand[0] || far[1] != cand[1]); // the weight changed the ranking
+        { // the loss of a unit outside BM25's 3 has no BM25 score
+            size_t s0 = 0;
+            int out[2] = {cand[0], -1}, two = 2;
+            for (h = 0; h < NU && (h == cand[0] || h == cand[1] || h == cand[2]); h++) {}
+            out[1] = h;
+            CHECK(retrlm_joint_loss(&f->lm, &f->e, &c, 1, &s0, out, &two, NULL, NULL, NULL) == RETRLM_ERR_ARG);
+        }
+        c.rerank_bm25 = 0; // bm25_weight needs it
+        CHECK(retrlm_joint_train(&f->lm, &f->opt_lm, &f->e, &f->opt_enc, &c, &f->st) == RETRLM_ERR_ARG);
+        c.rerank_bm25 = 1, c.bm25_weight = -1.0f;
+        CHECK(retrlm_joint_train(&f->lm, &f->opt_lm, &f->e, &f->opt_enc, &c, &f->st) == RETRLM_ERR_ARG);
+        c.bm25_weight = 0.0f;
+    }
     c.rerank = 0; // rerank_bm25 needs it
     c.steps = 2;
     CHECK(retrlm_joint_train(&f->lm, &f->opt_lm, &f->e, &f->opt_enc, &c, &f->st) == RETRLM_ERR_ARG);

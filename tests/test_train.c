@@ -884,6 +884,39 @@ static void test_datastore_dense(void) {
         }
     }
     retrlm_datastore_free(&ds);
+    { // RERANK keeps each text once (the better BM25 candidate), and bm25_weight adds BM25's
+      // score times it to the dense one
+        static const char *dup[5] = {"a dog barks at night", "sailing ships at sea", "a dog barks at night",
+                                     "the cat sat on the mat", "a dog barks at sea"};
+        const char *rq = "a dog barks at sea at night";
+        int cand[5], nc = 0, j, ndog = 0;
+        float bm[5], q2[16], d2[16];
+        CHECK_OK(retrlm_datastore_init(&ds, &dc));
+        for (i = 0; i < 5; i++) CHECK_OK(retrlm_datastore_add(&ds, &tok, i, dup[i], strlen(dup[i]), 0));
+        CHECK_OK(retrlm_datastore_commit(&ds));
+        CHECK_OK(retrlm_datastore_embed(&ds, &e, &tok, NULL, NULL, NULL));
+        CHECK_OK(retrlm_datastore_retrieve(&ds, NULL, rq, strlen(rq), 5, RETRLM_NO_DOC, cand, bm, &nc));
+        CHECK(nc == 4); // both copies of the dog's text among them; the cat matches nothing
+        CHECK_OK(retrlm_encoder_embed(&e, &tok, RETRLM_QUERY, rq, strlen(rq), q2));
+        memset(&p, 0, sizeof p);
+        p.mode = RETRLM_RETRIEVE_RERANK, p.depth = 5, p.bm25_weight = 0.25f;
+        CHECK_OK(retrlm_datastore_retrieve(&ds, &p, rq, strlen(rq), 5, RETRLM_NO_DOC, units, sc, &found));
+        CHECK(found == 3);
+        for (i = 0; i < found; i++) {
+            size_t len;
+            const char *t = retrlm_datastore_text(&ds, units[i], &len);
+            for (j = 0; j < nc && cand[j] != units[i]; j++) {}
+            CHECK(j < nc);
+            ndog += units[i] == 0 || units[i] == 2;
+            CHECK_OK(retrlm_encoder_embed(&e, &tok, RETRLM_DOC, t, len, d2));
+            CHECK_NEAR(sc[i], retrlm_dot(q2, d2, 16) + 0.25f * bm[j], 1e-4);
+            if (i) CHECK(sc[i - 1] >= sc[i]);
+        }
+        CHECK(ndog == 1);
+        p.bm25_weight = -1.0f;
+        CHECK(retrlm_datastore_retrieve(&ds, &p, rq, strlen(rq), 2, RETRLM_NO_DOC, units, sc, &found) == RETRLM_ERR_ARG);
+        retrlm_datastore_free(&ds);
+    }
     retrlm_encoder_free(&e);
     retrlm_tokenizer_free(&tok);
 }
