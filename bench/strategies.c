@@ -439,7 +439,7 @@ typedef struct stream {
 // further with that retriever frozen (in-context retrofitting); strategy 3 trains both further,
 // the same steps, with REALM or Atlas's PDist, its index refreshed in the background, re-ranked,
 // or never stale (query-side).
-enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_RR = 16, J_ROWS = 16 };
+enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_RR = 16, J_ROWS = 17 };
 
 static void j_encoder_config(retrlm_encoder_config *ec) {
     memset(ec, 0, sizeof *ec);
@@ -806,7 +806,8 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
 
 // strategy 2, in-context retrofitting: the LM alone trained further with the units of a frozen
 // retriever (mode) before its windows, kept at out/joint-NAME-STEPS.rlm; returns train seconds
-static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode mode, retrlm_model *m) {
+static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode mode, float bm25_weight,
+                         retrlm_model *m) {
     retrlm_incontext_train_config ic;
     retrlm_lm_train_state ls;
     retrlm_retrieve_params rp;
@@ -822,6 +823,7 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     memset(&rp, 0, sizeof rp);
     rp.mode = mode;
     rp.depth = J_RR; // RERANK's BM25 candidates
+    rp.bm25_weight = bm25_weight;
     memset(&ic, 0, sizeof ic);
     ic.tok = x->tok, ic.ds = x->ds, ic.retrieve = &rp;
     ic.tokens = x->ids, ic.n_tokens = x->n;
@@ -882,7 +884,7 @@ static void j_copywarm(const j_ctx *x, int steps, const int *te, size_t n_te, re
 
 static void joint_table(const j_ctx *x, const char *corpus, const stream *st, int nst) {
     enum { LM, S1, S1_BM25, S1_RR, S2, S2_BM25, S2_RR, REALM, PDIST, RERANK, QSIDE, REALM_RR, PDIST_RR, S1_RRP,
-           REALM_RRP, PDIST_RRP };
+           S2_RRP, REALM_RRP, PDIST_RRP };
     const char *row[J_ROWS] = {
         "LM alone (no unit)", "1: LM alone + Contriever (trained apart)", "1: LM alone + BM25",
         "1: LM alone + BM25's 16 re-ranked by the Contriever",
@@ -891,24 +893,26 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         "3: REALM, background refresh", "3: Atlas PDist, background refresh",
         "3: Atlas PDist, re-ranking 8 (no refresh)", "3: Atlas PDist, query-side (documents frozen)",
         "3: REALM, re-ranking BM25's 16 (no index to refresh)", "3: Atlas PDist, re-ranking BM25's 16 (no index to refresh)",
-        "1: LM alone + BM25's 16 re-ranked by the Contriever + w BM25", "3: REALM, re-ranking BM25's 16, score + w BM25",
+        "1: LM alone + BM25's 16 re-ranked by the Contriever + w BM25",
+        "2: LM retrofitted to read BM25's 16 re-ranked by the frozen Contriever + w BM25",
+        "3: REALM, re-ranking BM25's 16, score + w BM25",
         "3: Atlas PDist, re-ranking BM25's 16, score + w BM25"};
     static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s1_bm25", "j.s1_rr", "j.s2", "j.s2_bm25", "j.s2_rr", "j.realm",
                                       "j.pdist", "j.pdist_rerank", "j.pdist_qside", "j.realm_rr", "j.pdist_rr",
-                                      "j.s1_rrp", "j.realm_rrp", "j.pdist_rrp"};
+                                      "j.s1_rrp", "j.s2_rrp", "j.realm_rrp", "j.pdist_rrp"};
     const char *name[J_ROWS] = {"", "", "", "", "s2", "s2_bm25", "s2_rr", "realm", "pdist", "pdist_rerank", "pdist_qside",
-                                "realm_rr", "pdist_rr", "", "realm_rrp", "pdist_rrp"};
+                                "realm_rr", "pdist_rr", "", "s2_rrp", "realm_rrp", "pdist_rrp"};
     // how each row's reader finds its unit: BM25's 16 re-ranked by its retriever (RERANK) or as named
     static const retrlm_retrieve_mode how[J_ROWS] = {
         RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_BM25, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_DENSE,
         RETRLM_RETRIEVE_BM25, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE,
         RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK,
-        RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK};
+        RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK};
     // the prior each row's reading adds: the _rrp rows' bm25_weight
     float bw[J_ROWS] = {0};
     double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS], bare[J_ROWS], copy[2]; // bare: the reader with no unit
     const char *s1_cache = x->distilled ? ".j-distilled.bpb" : ".j-contriever.bpb";
-    char enc0[1024], path[1100], rowname[64], cache[1200], enc_how[128], bwname[2][64], s1rrp[64];
+    char enc0[1024], path[1100], rowname[64], cache[1200], enc_how[128], bwname[3][64], s1rrp[64];
     retrlm_encoder e;
     retrlm_model m;
     retrlm_joint_state js;
@@ -919,10 +923,11 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     memset(&e, 0, sizeof e);
     memset(&m, 0, sizeof m);
     memset(bare, 0, sizeof bare);
-    bw[S1_RRP] = bw[REALM_RRP] = bw[PDIST_RRP] = x->bm25_weight;
-    snprintf(bwname[0], sizeof bwname[0], "realm_rrp%g", (double)x->bm25_weight);
-    snprintf(bwname[1], sizeof bwname[1], "pdist_rrp%g", (double)x->bm25_weight);
-    name[REALM_RRP] = bwname[0], name[PDIST_RRP] = bwname[1];
+    bw[S1_RRP] = bw[S2_RRP] = bw[REALM_RRP] = bw[PDIST_RRP] = x->bm25_weight;
+    for (r = S2_RRP; r <= PDIST_RRP; r++) {
+        snprintf(bwname[r - S2_RRP], sizeof bwname[0], "%s%g", name[r], (double)x->bm25_weight);
+        name[r] = bwname[r - S2_RRP];
+    }
     // strategy 1's retriever: Contriever on train's documents (the LM alone's tokens), or one
     // distilled from BM25
     if (x->distilled) {
@@ -933,6 +938,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         row[S1_RR] = "1: LM alone + BM25's 16 re-ranked by the distilled retriever";
         row[S2_RR] = "2: LM retrofitted to read BM25's 16 re-ranked by the frozen distilled retriever";
         row[S1_RRP] = "1: LM alone + BM25's 16 re-ranked by the distilled retriever + w BM25";
+        row[S2_RRP] = "2: LM retrofitted to read BM25's 16 re-ranked by the frozen distilled retriever + w BM25";
     } else {
         snprintf(enc0, sizeof enc0, "%s/enc-contriever-%d.rlm", x->out, 1000);
         if (retrlm_encoder_load(&e, enc0)) {
@@ -970,7 +976,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, 0.0f, st, nst, bpb[S1],
            j_cache(cache, sizeof cache, x->lm_path, s1_cache));
     have[S1] = 1;
-    mrr[S1] = mrr[S2] = mrr[S1_RR] = mrr[S2_RR] = mrr[S1_RRP] = j_mrr(&e, x->tok, x->data);
+    mrr[S1] = mrr[S2] = mrr[S1_RR] = mrr[S2_RR] = mrr[S1_RRP] = mrr[S2_RRP] = j_mrr(&e, x->tok, x->data);
     if (want("joint_bm25")) {
         j_read((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_BM25, 0.0f, st, nst, bpb[S1_BM25],
                j_cache(cache, sizeof cache, x->lm_path, ".j-bm25.bpb"));
@@ -989,19 +995,22 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     }
     // strategy 2: in-context retrofitting with the Contriever frozen, and with BM25
     if (x->own) name[S2_BM25] = "s2_bm25_own", row[S2_BM25] = "2: LM retrofitted with BM25's units, own document allowed";
-    for (r = S2; r <= S2_RR; r++) {
-        const retrlm_retrieve_mode mode = how[r];
-        if (!want(r == S2 ? "joint_s2" : r == S2_BM25 ? "joint_bm25" : "joint_rr")) continue;
-        secs[r] = j_retrofit(x, name[r], mode, &m);
+    for (b = 0; b < 4; b++) {
+        static const char *const wants[4] = {"joint_s2", "joint_bm25", "joint_rr", "joint_rrp"};
+        retrlm_retrieve_mode mode;
+        r = b < 3 ? S2 + b : S2_RRP;
+        mode = how[r];
+        if (!want(wants[b])) continue;
+        secs[r] = j_retrofit(x, name[r], mode, bw[r], &m);
         j_path(x, name[r], path, sizeof path);
-        j_read(&m, x->tok, x->ds, mode, 0.0f, st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
+        j_read(&m, x->tok, x->ds, mode, bw[r], st, nst, bpb[r], j_cache(cache, sizeof cache, path, ".bpb"));
         j_read(&m, x->tok, NULL, mode, 0.0f, st, 1, &bare[r], j_cache(cache, sizeof cache, path, ".bpb-none"));
         have[r] = 1;
         retrlm_model_free(&m);
     }
     retrlm_encoder_free(&e);
     for (r = REALM; r < J_ROWS; r++) {
-        if (r == S1_RRP) continue;
+        if (r == S1_RRP || r == S2_RRP) continue;
         snprintf(rowname, sizeof rowname, "joint_%s", r == REALM_RRP ? "realm_rrp" : r == PDIST_RRP ? "pdist_rrp" : name[r]);
         if (!want(rowname)) continue;
         secs[r] = j_joint(x, name[r], enc0,
@@ -1060,7 +1069,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
            "second\n%s.j.lm.copy_first=%.4f\n%s.j.lm.copy_second=%.4f\n", x->from ? x->from : "the LM alone",
            copy[0], copy[1], corpus, copy[0], corpus, copy[1]);
     for (r = 0; r < J_ROWS; r++)
-        if (have[r] && mrr[r] >= 0 && r != S2 && r != S1_RR && r != S2_RR && r != S1_RRP)
+        if (have[r] && mrr[r] >= 0 && r != S2 && r != S1_RR && r != S2_RR && r != S1_RRP && r != S2_RRP)
             printf("%s.%s.%smrr10=%.4f\n", corpus, key[r], how[r] == RETRLM_RETRIEVE_RERANK ? "dense_" : "", mrr[r]);
     for (r = S2; r < J_ROWS; r++)
         if (have[r] && r != S1_RRP) printf("%s.%s.bpb_all_no_unit=%.4f\n", corpus, key[r], bare[r]);
