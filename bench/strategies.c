@@ -745,6 +745,15 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
     return retrlm_time_seconds() - t0;
 }
 
+// A curve row's wall seconds a refresh adds (*cost), from its run (secs, nref refreshes every T
+// steps) against the no-refresh run's secs0 over the same steps; returns the share of the
+// no-refresh throughput that refreshing every T steps keeps over a long run: T t / (T t + cost)
+static double j_steady(double secs, double secs0, int nref, int T, int steps, double *cost) {
+    const double tt = T * secs0 / steps;
+    *cost = (secs - secs0) / nref;
+    return tt / (tt + *cost);
+}
+
 // The cost of a fresh index: REALM from the same start for a few steps with no refresh, and
 // with a refresh every T steps, blocking or in the background (swapped in T / 5 steps later):
 // training tokens a second (the windows' tokens) and the bits per byte on test each reaches.
@@ -753,8 +762,8 @@ static double j_joint(const j_ctx *x, const char *name, const char *enc0, retrlm
 static void joint_curve(j_ctx x, const char *corpus, const stream *st, const char *enc0) {
     const char *ev = getenv("RETRLM_JOINT_CURVE_EVERY");
     int every[7] = {0, 10, 25, 50}, n_every = 4;
-    double bpb[13], tps[13], wait[13], emb[13];
-    int i, mode, n = 0, tag[13][2];
+    double bpb[13], tps[13], wait[13], emb[13], secs[13];
+    int i, mode, n = 0, tag[13][2], nref[13];
     char name[64];
     retrlm_model m;
     retrlm_encoder e;
@@ -773,11 +782,11 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
         }
     for (i = 0; i < n_every; i++)
         for (mode = 0; mode < (every[i] ? 2 : 1); mode++) {
-            double secs;
             snprintf(name, sizeof name, "curve-%d-%s", every[i], mode ? "bg" : "block");
-            secs = j_joint(&x, name, enc0, RETRLM_JOINT_REALM, every[i], mode ? every[i] / 5 : 0, 0, 0, 0.0f, 0, &m, &e, &js);
-            tps[n] = (double)x.steps * x.batch * J_CTX / secs;
+            secs[n] = j_joint(&x, name, enc0, RETRLM_JOINT_REALM, every[i], mode ? every[i] / 5 : 0, 0, 0, 0.0f, 0, &m, &e, &js);
+            tps[n] = (double)x.steps * x.batch * J_CTX / secs[n];
             wait[n] = js.stall_seconds, emb[n] = js.refresh_seconds; // 0 when the model was reused
+            nref[n] = (int)js.refreshes;
             {
                 char path[1024], dense[1100];
                 j_path(&x, name, path, sizeof path);
@@ -791,17 +800,34 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
         }
     printf("\n%s: the cost of a fresh index, REALM for %d steps from the same start (load %.2f)\n", corpus, x.steps,
            loadavg());
-    printf("| refresh | training tokens/s | share of no refresh | embedding s | waited s | test bits per byte |\n");
-    printf("|---|---|---|---|---|---|\n");
+    printf("| refresh | refreshes | training tokens/s | share of no refresh | embedding s | waited s | cost a refresh s | "
+           "steady share | test bits per byte |\n");
+    printf("|---|---|---|---|---|---|---|---|---|\n");
     for (i = 0; i < n; i++) {
         if (!tag[i][0]) printf("| none |");
         else printf("| every %d, %s |", tag[i][0], tag[i][1] ? "background" : "blocking");
-        printf(" %.0f | %.0f%% | %.0f | %.0f | %.4f |\n", tps[i], 100.0 * tps[i] / tps[0], emb[i], wait[i], bpb[i]);
+        printf(" %d | %.0f | %.0f%% | %.0f | %.0f |", nref[i], tps[i], 100.0 * tps[i] / tps[0], emb[i], wait[i]);
+        // the wall time a refresh adds, and the share of the no-refresh throughput a run would keep
+        // if it refreshed every T steps from start to end (the runs here refresh at T, 2T, ..
+        // before their last step, not at step 0)
+        if (tag[i][0] && nref[i] > 0) {
+            double c;
+            const double sh = j_steady(secs[i], secs[0], nref[i], tag[i][0], x.steps, &c);
+            printf(" %.1f | %.0f%% |", c, 100.0 * sh);
+        } else printf(" | |");
+        printf(" %.4f |\n", bpb[i]);
     }
-    printf("\n");
+    printf("a run that reuses a model kept from before shows 0 refreshes and no cost; the steady share is the one a "
+           "refresh every T steps would leave over a long run: T t / (T t + cost), t the no-refresh step time\n\n");
     for (i = 0; i < n; i++)
         printf("%s.j.curve_%d_%s.tok_s=%.0f\n%s.j.curve_%d_%s.bpb=%.4f\n", corpus, tag[i][0], tag[i][1] ? "bg" : "block",
                tps[i], corpus, tag[i][0], tag[i][1] ? "bg" : "block", bpb[i]);
+    for (i = 1; i < n; i++)
+        if (nref[i] > 0) {
+            double c;
+            printf("%s.j.curve_%d_%s.steady_share=%.3f\n", corpus, tag[i][0], tag[i][1] ? "bg" : "block",
+                   j_steady(secs[i], secs[0], nref[i], tag[i][0], x.steps, &c));
+        }
 }
 
 // strategy 2, in-context retrofitting: the LM alone trained further with the units of a frozen
