@@ -786,7 +786,8 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
             secs[n] = j_joint(&x, name, enc0, RETRLM_JOINT_REALM, every[i], mode ? every[i] / 5 : 0, 0, 0, 0.0f, 0, &m, &e, &js);
             tps[n] = (double)x.steps * x.batch * J_CTX / secs[n];
             wait[n] = js.stall_seconds, emb[n] = js.refresh_seconds; // 0 when the model was reused
-            nref[n] = (int)js.refreshes;
+            // refreshes begin at T, 2T, .. before the last step: counted, so a reused model has them too
+            nref[n] = every[i] ? (x.steps - 1) / every[i] : 0;
             {
                 char path[1024], dense[1100];
                 j_path(&x, name, path, sizeof path);
@@ -817,7 +818,7 @@ static void joint_curve(j_ctx x, const char *corpus, const stream *st, const cha
         } else printf(" | |");
         printf(" %.4f |\n", bpb[i]);
     }
-    printf("a run that reuses a model kept from before shows 0 refreshes and no cost; the steady share is the one a "
+    printf("a run that reuses a model kept from before shows 0 embedding and waited s (its train s are kept); the steady share is the one a "
            "refresh every T steps would leave over a long run: T t / (T t + cost), t the no-refresh step time\n\n");
     for (i = 0; i < n; i++)
         printf("%s.j.curve_%d_%s.tok_s=%.0f\n%s.j.curve_%d_%s.bpb=%.4f\n", corpus, tag[i][0], tag[i][1] ? "bg" : "block",
