@@ -285,6 +285,23 @@ RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *
     return m;
 }
 
+RETRLM__PRIVATE void retrlm__rerank_order(const float *q, const float *d, int P, int n, float w,
+                                          int *cand, float *prior, float *score) {
+    int i, j;
+    for (i = 0; i < n; i++) score[i] = retrlm_dot(q, d + (size_t)i * P, P) + (prior ? w * prior[i] : 0.0f);
+    // insertion by descending score: stable, so ties keep the first stage's order
+    for (i = 1; i < n; i++) {
+        const float si = score[i], pi = prior ? prior[i] : 0.0f;
+        const int ci = cand[i];
+        for (j = i; j > 0 && score[j - 1] < si; j--) {
+            score[j] = score[j - 1], cand[j] = cand[j - 1];
+            if (prior) prior[j] = prior[j - 1];
+        }
+        score[j] = si, cand[j] = ci;
+        if (prior) prior[j] = pi;
+    }
+}
+
 // RERANK: BM25's depth best units of documents other than exclude_doc, each text once, the want
 // best of them by the inner product of the query's embedding with theirs, embedded now, plus
 // bm25_weight times their BM25 score (ties: BM25's order)
@@ -294,9 +311,9 @@ static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
                                               int64_t *ids, float *sc, int *found) {
     const int depth = RETRLM__MIN(ds->n_units, RETRLM__MAX(want, p->depth > 0 ? p->depth : 100));
     const int P = ds->encoder->dim;
-    int *cand = (int *)retrlm__alloc((size_t)depth, sizeof *cand), n = 0, i, j;
-    float *q = (float *)retrlm__alloc((size_t)P * 2 + (size_t)depth, sizeof *q), *d = q + P,
-          *s = d + P;
+    int *cand = (int *)retrlm__alloc((size_t)depth, sizeof *cand), n = 0, i;
+    float *q = (float *)retrlm__alloc((size_t)P * (size_t)(depth + 1) + 2 * (size_t)depth, sizeof *q),
+          *d = q + P, *bm = d + (size_t)P * depth, *s = bm + depth;
     retrlm_result res = RETRLM_OK;
     if (!cand || !q) {
         res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to re-rank");
@@ -307,23 +324,17 @@ static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
                            (double)p->bm25_weight);
         goto done;
     }
-    if ((res = retrlm_datastore_retrieve(ds, NULL, query, len, depth, exclude_doc, cand, s, &n)) ||
+    if ((res = retrlm_datastore_retrieve(ds, NULL, query, len, depth, exclude_doc, cand, bm, &n)) ||
         (res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_QUERY, query, len, q)))
         goto done;
-    n = retrlm__datastore_distinct(ds, cand, s, n);
+    n = retrlm__datastore_distinct(ds, cand, bm, n);
     for (i = 0; i < n; i++) {
         size_t tl;
         const char *t = retrlm_datastore_text(ds, cand[i], &tl);
-        if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_DOC, t, tl, d))) goto done;
-        s[i] = retrlm_dot(q, d, P) + p->bm25_weight * s[i];
+        if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_DOC, t, tl, d + (size_t)i * P)))
+            goto done;
     }
-    // insertion by descending score: stable, so ties keep BM25's order
-    for (i = 0; i < n; i++) {
-        const float si = s[i];
-        const int ci = cand[i];
-        for (j = i; j > 0 && s[j - 1] < si; j--) s[j] = s[j - 1], cand[j] = cand[j - 1];
-        s[j] = si, cand[j] = ci;
-    }
+    retrlm__rerank_order(q, d, P, n, p->bm25_weight, cand, bm, s);
     *found = RETRLM__MIN(n, want);
     for (i = 0; i < *found; i++) ids[i] = cand[i], sc[i] = s[i];
 done:

@@ -1319,19 +1319,9 @@ static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, 
     T = r ? 0 : retrlm__compact_rows(w->dtok, w->dlen, nf, Td, 0);
     if (!r && !(r = retrlm_encoder_embed(x->e, c->ds->encoder_tok, RETRLM_QUERY, w->text, len, qq)) &&
         !(r = retrlm_encoder_forward(x->e, RETRLM_DOC, w->dtok, nf, T, w->dlen, w->d))) {
-        for (j = 0; j < nf; j++)
-            w->score[j] = retrlm_dot(qq, w->d + (size_t)j * P, P) + c->bm25_weight * w->cprior[j];
+        retrlm__rerank_order(qq, w->d, P, nf, c->bm25_weight, w->cand, w->cprior, w->score);
         *found = RETRLM__MIN(nf, c->k);
-        for (j = 0; j < *found; j++) { // selection of the best, ties to the stale order
-            int b = j, a;
-            float ts;
-            for (a = j + 1; a < nf; a++) b = w->score[a] > w->score[b] ? a : b;
-            ts = w->score[j], w->score[j] = w->score[b], w->score[b] = ts;
-            ts = w->cprior[j], w->cprior[j] = w->cprior[b], w->cprior[b] = ts;
-            a = w->cand[j], w->cand[j] = w->cand[b], w->cand[b] = a;
-            units[j] = w->cand[j];
-            prior[j] = w->cprior[j];
-        }
+        for (j = 0; j < *found; j++) units[j] = w->cand[j], prior[j] = w->cprior[j];
     }
     if (qq != q) RETRLM_FREE(qq);
     return r;
