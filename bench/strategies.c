@@ -524,7 +524,7 @@ typedef struct j_ctx {
                                 // many tokens of y as a retrofit step scores after its query)
     float lr;                   // the reader's peak learning rate in them (RETRLM_JOINT_LR, 5e-4)
     float bm25_weight;          // the _rrp rows' prior (RETRLM_JOINT_BM25_WEIGHT, 0.05)
-    const char *data;           // ../shared/data: debpkg's dev queries for MRR@10
+    const char *data;           // ../shared/data: debpkg's dev queries for MRR@10 (NULL: none)
     int distilled;              // 1: the dense retriever every row starts from is distilled from
                                 // BM25 (RETRLM_JOINT_ENC=bm25), not trained with Contriever
     int seed;                   // the retrofit and joint rows' window sampling (RETRLM_JOINT_SEED, 1)
@@ -542,7 +542,8 @@ static void j_reader(const j_ctx *x, retrlm_model *m) {
 
 // MRR@10 of encoder e on debpkg's dev queries (synopses) against its 59,993 package descriptions,
 // each cut to the encoder's first CHUNK tokens (debpkg_lm's documents, where the encoders train,
-// are those descriptions); -1 when the data is missing
+// are those descriptions); -1 when the data is missing or data is NULL (kjv: an encoder trained on
+// the Bible has no business with package queries)
 static double j_mrr(retrlm_encoder *e, const retrlm_tokenizer *tok, const char *data) {
     tsv_file docs, qs, qr;
     char path[1024];
@@ -554,6 +555,7 @@ static double j_mrr(retrlm_encoder *e, const retrlm_tokenizer *tok, const char *
     retrlm_index_config ic;
     retrlm_qrel *qrels;
     retrlm_retrieval_metrics mt;
+    if (!data) return -1.0;
     snprintf(path, sizeof path, "%s/debpkg/docs.tsv", data);
     if (!tsv_read(&docs, path, 0)) return -1.0;
     snprintf(path, sizeof path, "%s/debpkg/queries_dev.tsv", data);
@@ -1423,7 +1425,7 @@ int main(int argc, char **argv) {
         x.lr = getenv("RETRLM_JOINT_LR") ? (float)atof(getenv("RETRLM_JOINT_LR")) : 5e-4f;
         x.bm25_weight = getenv("RETRLM_JOINT_BM25_WEIGHT") ? (float)atof(getenv("RETRLM_JOINT_BM25_WEIGHT")) : 0.05f;
         if (!(x.bm25_weight >= 0.0f)) die("RETRLM_JOINT_BM25_WEIGHT must be >= 0");
-        x.data = data;
+        x.data = kjv ? NULL : data;
         x.from = NULL;
         x.distilled = getenv("RETRLM_JOINT_ENC") && !strcmp(getenv("RETRLM_JOINT_ENC"), "bm25");
         if (getenv("RETRLM_JOINT_ENC") && !x.distilled && strcmp(getenv("RETRLM_JOINT_ENC"), "contriever"))
