@@ -53,6 +53,10 @@
      _POSIX_C_SOURCE itself when retrlm.h is the first include of the implementation file; if
      another system header comes first under -std=c99, compile with -D_POSIX_C_SOURCE=200809L.
      Without those declarations it still works: saves skip fsync, loads read instead of mapping.
+     On 32-bit systems it defines _FILE_OFFSET_BITS 64 the same way (first include, or pass
+     -D_FILE_OFFSET_BITS=64): without it, files over 2 GiB cannot be read, and on a 64-bit kernel
+     (a 32-bit Raspberry Pi OS, armhf under qemu) readdir fails on ext4 with EOVERFLOW, so a save
+     cannot clear the temporaries that killed saves left.
 
    THREADS
      Functions taking a const object may run concurrently on it; mutating calls need exclusive
@@ -67,6 +71,9 @@
 #if defined(RETRLM_IMPLEMENTATION) && !defined(_WIN32) && !defined(_POSIX_C_SOURCE) && \
     !defined(_GNU_SOURCE) && !defined(_XOPEN_SOURCE) && !defined(_DEFAULT_SOURCE)
 #define _POSIX_C_SOURCE 200809L
+#endif
+#if defined(RETRLM_IMPLEMENTATION) && !defined(_WIN32) && !defined(_FILE_OFFSET_BITS)
+#define _FILE_OFFSET_BITS 64
 #endif
 
 #ifndef RETRLM_H
