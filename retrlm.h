@@ -19,7 +19,7 @@
      RETRLM_NO_OPENMP       serial even under -fopenmp
      RETRLM_OPENMP_SIMD     `omp simd` hints in a -fopenmp-simd build (which has no _OPENMP)
      RETRLM_NO_STB_DS_IMPLEMENTATION   stb_ds.h is instantiated in another file of yours
-                            (then its allocations use that file's STBDS_REALLOC, not RETRLM_*)
+                            (the library's arrays still grow and shrink through RETRLM_*)
 
    CONTENTS (public sections below, in the order data flows through them)
      core      results and error detail, allocation, RNG, progress callback, timer
@@ -41,7 +41,9 @@
    CONVENTIONS
      - Every fallible call returns retrlm_result; RETRLM_OK is 0. After a failure,
        retrlm_last_error() gives this thread's detail message (file, section, offset, expected).
-       Nothing aborts or prints on bad input.
+       Nothing aborts or prints on bad input, nor when memory runs out: a failed allocation is
+       RETRLM_ERR_NOMEM and leaves the object valid (tests/test_oom.c fails every allocation of
+       a BM25, index and datastore build and a model init in turn).
      - You own every retrlm_* struct. x_init zeroes the object first, so x_free is always safe:
        on a zeroed, failed or already freed object it does nothing.
      - Inputs are copied unless the declaration says "borrows". Outputs go into your buffers;
@@ -2292,6 +2294,12 @@ RETRLM__PRIVATE void *retrlm__stbds_realloc(void *p, size_t n);
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+/* Room for n more elements in the stb_ds array a (an lvalue, NULL for an empty one): grows it
+   here, through RETRLM_REALLOC, when it is full, so that the next n stbds_arrput or n elements of
+   stbds_arraddnptr cannot make stb_ds grow it, whose growth has no error path. Returns 0, the
+   array as it was, when memory runs out: every stb_ds growth in the library goes through it. */
+#define RETRLM__ARR_RESERVE(a, n) retrlm__arr_reserve(&(a), sizeof *(a), (size_t)(n))
+RETRLM__PRIVATE int retrlm__arr_reserve(void *array_ptr, size_t elem, size_t n);
 
 /* ---- OpenMP through _Pragma, so builds without it are clean (STYLE.md S6.4) ---------------- */
 #define RETRLM__PRAGMA(x) _Pragma(#x)
@@ -2353,6 +2361,10 @@ RETRLM__PRIVATE void *retrlm__alloc(size_t count, size_t elem);
 RETRLM__PRIVATE void *retrlm__calloc(size_t count, size_t elem); /* zeroed */
 RETRLM__PRIVATE void *retrlm__realloc(void *p, size_t count, size_t elem);
 RETRLM__PRIVATE int   retrlm__mul_overflows(size_t a, size_t b, size_t *out); /* 1 if a*b overflows */
+/* A 64-bit finaliser, and a hash of n bytes built on it: for in-memory tables only (the value of
+   retrlm__hash_bytes differs between little- and big-endian hosts). */
+RETRLM__PRIVATE uint64_t retrlm__mix64(uint64_t h);
+RETRLM__PRIVATE uint64_t retrlm__hash_bytes(const unsigned char *s, size_t n);
 /* Calls the progress callback if any; RETRLM_ERR_CANCELLED (with detail) if it says stop. */
 RETRLM__PRIVATE retrlm_result retrlm__progress(retrlm_progress_fn fn, void *user, const char *stage,
                                       double done, double total);
@@ -2483,8 +2495,9 @@ RETRLM_API void retrlm_free(void *p) {
     if (p) RETRLM_FREE(p);
 }
 
-// stb_ds has no error path (it writes through the result of realloc), so running out of memory
-// while building is fatal: report and abort rather than corrupt the heap.
+// stb_ds has no error path (it writes through the result of realloc), so the library never lets
+// it grow an array (retrlm__arr_reserve first) and uses no stb_ds hash map; were it to happen, an
+// allocation failure here must not corrupt the heap: report and abort.
 static void *retrlm__stbds_realloc(void *p, size_t n) {
     void *q;
     if (n == 0) {
@@ -2498,6 +2511,52 @@ static void *retrlm__stbds_realloc(void *p, size_t n) {
         abort();
     }
     return q;
+}
+
+RETRLM__PRIVATE int retrlm__arr_reserve(void *array_ptr, size_t elem, size_t n) {
+    void *a;
+    stbds_array_header *h;
+    size_t len, cap, want, bytes;
+    memcpy(&a, array_ptr, sizeof a); // the caller's T *, whatever T (no aliasing through void **)
+    h = a ? stbds_header(a) : NULL;
+    len = h ? h->length : 0, cap = h ? h->capacity : 0;
+    if (n <= cap - len) return 1;
+    if (n > SIZE_MAX - len) return 0;
+    want = RETRLM__MAX(len + n, cap > SIZE_MAX / 2 ? SIZE_MAX : 2 * cap);
+    want = RETRLM__MAX(want, 4);
+    if (retrlm__mul_overflows(want, elem, &bytes) || bytes > SIZE_MAX - sizeof *h) return 0;
+    if (!(h = (stbds_array_header *)RETRLM_REALLOC(h, bytes + sizeof *h))) return 0;
+    if (!a) h->length = 0, h->hash_table = NULL, h->temp = 0;
+    h->capacity = want;
+    a = h + 1;
+    memcpy(array_ptr, &a, sizeof a);
+    return 1;
+}
+
+RETRLM__PRIVATE uint64_t retrlm__mix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+RETRLM__PRIVATE uint64_t retrlm__hash_bytes(const unsigned char *s, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, w;
+    while (n >= 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0x100000001b3ULL;
+        h ^= h >> 29;
+        s += 8;
+        n -= 8;
+    }
+    if (n) {
+        w = 0;
+        memcpy(&w, s, n);
+        h = (h ^ w) * 0x100000001b3ULL;
+    }
+    return retrlm__mix64(h);
 }
 
 static int retrlm__max_threads(void) {
@@ -4827,34 +4886,7 @@ RETRLM__PRIVATE size_t retrlm__pretoken(const unsigned char *s, size_t n) {
 #define RETRLM__CACHE_BYTES 24   // longest pre-token the cache keeps
 #define RETRLM__CACHE_IDS 6      // most ids a cached pre-token may have
 
-// ---- hashing -------------------------------------------------------------------------------
-static uint64_t retrlm__mix64(uint64_t h) {
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
-}
-
-// hash of n bytes (in-memory tables only: the value may differ between hosts)
-static uint64_t retrlm__hash_bytes(const unsigned char *s, size_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, w;
-    while (n >= 8) {
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0x100000001b3ULL;
-        h ^= h >> 29;
-        s += 8;
-        n -= 8;
-    }
-    if (n) {
-        w = 0;
-        memcpy(&w, s, n);
-        h = (h ^ w) * 0x100000001b3ULL;
-    }
-    return retrlm__mix64(h);
-}
-
+// ---- hashing (retrlm__mix64 and retrlm__hash_bytes: core) ----------------------------------
 static uint64_t retrlm__hash_pair(int a, int b) {
     return retrlm__mix64(((uint64_t)(uint32_t)a << 32) | (uint32_t)b);
 }
@@ -6471,10 +6503,13 @@ static long retrlm__pairs_find(const retrlm__pairs *p, int a, int b) {
     return -1;
 }
 
-static void retrlm__where_add(retrlm__pairs *p, long k, int w) {
+// adds word w to pair k's word list unless it ends with w; 0 when memory runs out
+static int retrlm__where_add(retrlm__pairs *p, long k, int w) {
     int *arr = p->where[k];
-    if (stbds_arrlen(arr) && arr[stbds_arrlen(arr) - 1] == w) return;
+    if (stbds_arrlen(arr) && arr[stbds_arrlen(arr) - 1] == w) return 1;
+    if (!RETRLM__ARR_RESERVE(p->where[k], 1)) return 0;
     stbds_arrput(p->where[k], w);
+    return 1;
 }
 
 // The merge loop over counted words m. On success the token table (bytes by id), merges and
@@ -6527,7 +6562,7 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
             long pi = retrlm__pairs_get(&pairs, s[j], s[j + 1]);
             if (pi < 0) goto nomem;
             pairs.count[pi] += words[k].count;
-            retrlm__where_add(&pairs, pi, (int)k);
+            if (!retrlm__where_add(&pairs, pi, (int)k)) goto nomem;
         }
     }
     for (k = 0; k < pairs.n; k++)
@@ -6609,7 +6644,7 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
                 wl = pairs.where[pi]; // the pair arrays may have moved
                 pairs.count[p2] += c;
                 if (s[q] == z || s[q + 1] == z) {
-                    retrlm__where_add(&pairs, p2, w);
+                    if (!retrlm__where_add(&pairs, p2, w)) goto nomem;
                     if ((size_t)p2 >= grown_cap) {
                         size_t nc = (size_t)p2 * 2 + 2;
                         unsigned char *g = (unsigned char *)retrlm__realloc(grown, nc, 1);
@@ -7206,11 +7241,6 @@ typedef struct retrlm__bm25_triple {
     uint32_t term, doc, tf; // pending term index, pending document index, frequency
 } retrlm__bm25_triple;
 
-typedef struct retrlm__bm25_pterm {
-    char *key;
-    int   value;
-} retrlm__bm25_pterm;
-
 // int64 id -> int value, open addressing; value -1 marks a removed entry
 typedef struct retrlm__idmap {
     int64_t       *keys; // (cap)
@@ -7286,8 +7316,9 @@ static int retrlm__idmap_put(retrlm__idmap *m, int64_t key, int val) {
 }
 
 struct retrlm__bm25_pending {
-    retrlm__bm25_pterm  *terms;   // stb_ds string hash: term -> pending term index
-    char               **tstr;    // stb_ds: pending term index -> its key (strdup'ed, stable)
+    int                 *slot;    // (n_slot, a power of 2) term -> pending term index + 1, 0: empty
+    size_t               n_slot;
+    char               **tstr;    // stb_ds: pending term index -> the term (owned, stable)
     retrlm__bm25_triple *post;    // stb_ds: postings in document order
     int64_t             *ids;     // stb_ds: pending documents' user ids
     uint32_t            *lens;    // stb_ds: their lengths
@@ -7297,8 +7328,10 @@ struct retrlm__bm25_pending {
 };
 
 static void retrlm__bm25_pending_free(struct retrlm__bm25_pending *p) {
+    ptrdiff_t i;
     if (!p) return;
-    stbds_shfree(p->terms);
+    for (i = 0; i < stbds_arrlen(p->tstr); i++) RETRLM_FREE(p->tstr[i]);
+    RETRLM_FREE(p->slot);
     stbds_arrfree(p->tstr);
     stbds_arrfree(p->post);
     stbds_arrfree(p->ids);
@@ -7447,17 +7480,48 @@ static retrlm_result retrlm__bm25_norms(retrlm_bm25 *bm) {
 // ---------------------------------------------------------------------------------------------
 // adding documents
 
+// The pending dictionary's slot for term: where it is, or the empty slot where it would go.
+static size_t retrlm__bm25_pslot(const struct retrlm__bm25_pending *p, const char *term, size_t len) {
+    size_t i = (size_t)retrlm__hash_bytes((const unsigned char *)term, len) & (p->n_slot - 1);
+    while (p->slot[i] && strcmp(p->tstr[p->slot[i] - 1], term)) i = (i + 1) & (p->n_slot - 1);
+    return i;
+}
+
+// Room in the pending dictionary for n more terms (the slots at most half full); 0: no memory,
+// the dictionary as it was.
+static int retrlm__bm25_pgrow(struct retrlm__bm25_pending *p, size_t n) {
+    size_t have = (size_t)stbds_arrlen(p->tstr), cap = p->n_slot ? p->n_slot : 64, i;
+    int *old = p->slot, *slot;
+    if (!RETRLM__ARR_RESERVE(p->tstr, n)) return 0;
+    if (p->n_slot && 2 * (have + n) <= p->n_slot) return 1;
+    while (2 * (have + n) > cap) {
+        if (cap > SIZE_MAX / 2 / sizeof(int)) return 0;
+        cap *= 2;
+    }
+    if (!(slot = (int *)retrlm__calloc(cap, sizeof(int)))) return 0;
+    p->slot = slot, p->n_slot = cap;
+    for (i = 0; i < have; i++) p->slot[retrlm__bm25_pslot(p, p->tstr[i], strlen(p->tstr[i]))] = (int)i + 1;
+    RETRLM_FREE(old);
+    return 1;
+}
+
 typedef struct retrlm__bm25_doc_terms { // one analysed document
     char     *text; // stb_ds: terms, each NUL-terminated
     uint32_t *offs; // stb_ds: start of each term occurrence in text
     uint32_t  len;  // terms in the document
     int       sorted; // 0 if sorting ran out of memory
+    int       nomem;  // 1 if collecting the terms did
+    char    **new_terms; // stb_ds: copies of its terms new to the dictionary, before they go in
 } retrlm__bm25_doc_terms;
 
 static int retrlm__bm25_collect(void *user, const char *term, int len, int position) {
     retrlm__bm25_doc_terms *dt = (retrlm__bm25_doc_terms *)user;
     uint32_t at = (uint32_t)stbds_arrlen(dt->text);
     (void)position;
+    if (!RETRLM__ARR_RESERVE(dt->offs, 1) || !RETRLM__ARR_RESERVE(dt->text, (size_t)len + 1)) {
+        dt->nomem = 1;
+        return 1;
+    }
     stbds_arrput(dt->offs, at);
     memcpy(stbds_arraddnptr(dt->text, len + 1), term, (size_t)len + 1);
     dt->len++;
@@ -7522,7 +7586,6 @@ static retrlm_result retrlm__bm25_pending_get(retrlm_bm25 *bm) {
     if (bm->pending_) return RETRLM_OK;
     bm->pending_ = (struct retrlm__bm25_pending *)retrlm__calloc(1, sizeof(struct retrlm__bm25_pending));
     if (!bm->pending_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25: update buffer");
-    stbds_sh_new_strdup(bm->pending_->terms); // (the arena mode trips UBSan inside stb_ds)
     return RETRLM_OK;
 }
 
@@ -7577,38 +7640,55 @@ RETRLM_API retrlm_result retrlm_bm25_add_batch(retrlm_bm25 *bm, int n, const int
             retrlm__bm25_doc_terms *dt = &dts[i];
             if (dt->text) stbds_header(dt->text)->length = 0;
             if (dt->offs) stbds_header(dt->offs)->length = 0;
-            dt->len = 0;
+            dt->len = 0, dt->nomem = 0;
             retrlm_analyze(&bm->analyzer, t, l, retrlm__bm25_collect, dt);
-            dt->sorted = retrlm__msort_u32(dt->offs, (size_t)stbds_arrlen(dt->offs), retrlm__cmp_text_off, dt->text);
+            dt->sorted = !dt->nomem && retrlm__msort_u32(dt->offs, (size_t)stbds_arrlen(dt->offs), retrlm__cmp_text_off, dt->text);
         }
-        // the dictionary in document order
+        // the dictionary in document order; a document goes in whole or not at all: everything
+        // it needs is allocated before anything changes
         for (i = 0; i < m; i++) {
             retrlm__bm25_doc_terms *dt = &dts[i];
             int64_t id = ids[start + i];
             uint32_t doc = (uint32_t)stbds_arrlen(p->ids);
-            size_t j, nt = (size_t)stbds_arrlen(dt->offs);
+            size_t j, nt = (size_t)stbds_arrlen(dt->offs), n_new = 0;
             if (!dt->sorted) {
-                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: sorting the terms of document %lld", (long long)id);
+                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: the terms of document %lld", (long long)id);
                 goto done;
             }
             if (retrlm__idmap_get(&p->live, id) >= 0) { // a duplicate further apart in the batch
                 r = retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: id %lld given twice", (long long)id);
                 goto done;
             }
-            for (j = 0; j < nt;) {
+            if (!retrlm__bm25_pgrow(p, nt) || !RETRLM__ARR_RESERVE(p->post, nt) ||
+                !RETRLM__ARR_RESERVE(p->ids, 1) || !RETRLM__ARR_RESERVE(p->lens, 1) ||
+                !RETRLM__ARR_RESERVE(p->dead, 1) || !RETRLM__ARR_RESERVE(dt->new_terms, nt)) {
+                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: the dictionary");
+                goto done;
+            }
+            for (j = 0; j < nt; j++) { // copies of the terms not in the dictionary yet
                 const char *term = dt->text + dt->offs[j];
-                size_t e = j + 1;
-                ptrdiff_t ti;
+                size_t tl = strlen(term);
+                if ((j > 0 && !strcmp(dt->text + dt->offs[j - 1], term)) ||
+                    p->slot[retrlm__bm25_pslot(p, term, tl)])
+                    continue;
+                if (!(dt->new_terms[n_new] = (char *)retrlm__alloc(tl + 1, 1))) break;
+                memcpy(dt->new_terms[n_new++], term, tl + 1);
+            }
+            if (j < nt || !retrlm__idmap_put(&p->live, id, (int)doc)) {
+                while (n_new) RETRLM_FREE(dt->new_terms[--n_new]);
+                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: the dictionary");
+                goto done;
+            }
+            for (j = 0, n_new = 0; j < nt;) { // nothing below allocates
+                const char *term = dt->text + dt->offs[j];
+                size_t e = j + 1, slot = retrlm__bm25_pslot(p, term, strlen(term));
                 retrlm__bm25_triple tr;
                 while (e < nt && !strcmp(dt->text + dt->offs[e], term)) e++;
-                ti = stbds_shgeti(p->terms, term);
-                if (ti < 0) {
-                    int idx = (int)stbds_arrlen(p->tstr);
-                    stbds_shput(p->terms, term, idx);
-                    ti = stbds_shgeti(p->terms, term);
-                    stbds_arrput(p->tstr, p->terms[ti].key);
+                if (!p->slot[slot]) {
+                    stbds_arrput(p->tstr, dt->new_terms[n_new++]);
+                    p->slot[slot] = (int)stbds_arrlen(p->tstr);
                 }
-                tr.term = (uint32_t)p->terms[ti].value;
+                tr.term = (uint32_t)(p->slot[slot] - 1);
                 tr.doc = doc;
                 tr.tf = (uint32_t)(e - j);
                 stbds_arrput(p->post, tr);
@@ -7617,10 +7697,6 @@ RETRLM_API retrlm_result retrlm_bm25_add_batch(retrlm_bm25 *bm, int n, const int
             stbds_arrput(p->ids, id);
             stbds_arrput(p->lens, dt->len);
             stbds_arrput(p->dead, 0);
-            if (!retrlm__idmap_put(&p->live, id, (int)doc)) {
-                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: id table");
-                goto done;
-            }
         }
     }
     r = RETRLM_OK;
@@ -7628,6 +7704,7 @@ done:
     for (i = 0; i < CHUNK; i++) {
         stbds_arrfree(dts[i].text);
         stbds_arrfree(dts[i].offs);
+        stbds_arrfree(dts[i].new_terms);
     }
     RETRLM_FREE(dts);
     bm->n_pending = (int)p->live.n_live;
@@ -8250,6 +8327,7 @@ typedef struct retrlm__bm25_qterm {
 typedef struct retrlm__bm25_qcollect {
     const retrlm_bm25 *bm;
     retrlm__bm25_qterm *terms; // stb_ds
+    int nomem;                 // 1 if growing terms failed
 } retrlm__bm25_qcollect;
 
 static int retrlm__bm25_qterm_cb(void *user, const char *term, int len, int position) {
@@ -8257,6 +8335,10 @@ static int retrlm__bm25_qterm_cb(void *user, const char *term, int len, int posi
     int t = retrlm__bm25_find_term(qc->bm, term, (size_t)len), i;
     (void)position;
     if (t < 0) return 0;
+    if (!RETRLM__ARR_RESERVE(qc->terms, 1)) {
+        qc->nomem = 1;
+        return 1;
+    }
     for (i = 0; i < (int)stbds_arrlen(qc->terms); i++)
         if (qc->terms[i].t == t) {
             qc->terms[i].qtf++;
@@ -8449,7 +8531,12 @@ RETRLM_API retrlm_result retrlm_bm25_search(const retrlm_bm25 *bm, const char *q
         return retrlm__fail(RETRLM_ERR_ARG, "bm25_search: k %d must be > 0, ids and query given", k);
     qc.bm = bm;
     qc.terms = NULL;
+    qc.nomem = 0;
     if (bm->n_docs > 0) retrlm_analyze(&bm->analyzer, query, len, retrlm__bm25_qterm_cb, &qc);
+    if (qc.nomem) {
+        stbds_arrfree(qc.terms);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_search: the query's terms");
+    }
     nq = (int)stbds_arrlen(qc.terms);
     if (nq == 0) {
         stbds_arrfree(qc.terms);
@@ -12852,14 +12939,18 @@ static void retrlm__st_shape(const retrlm_model_config *c, retrlm_model_tensor t
     }
 }
 
-static void retrlm__st_append(char **s, const char *fmt, ...) {
+// appends to the stb_ds string *s; 0 when memory runs out (*s as it was)
+static int retrlm__st_append(char **s, const char *fmt, ...) {
     char tmp[512];
     va_list ap;
     int n, i;
     va_start(ap, fmt);
     n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    for (i = 0; i < n && i < (int)sizeof tmp - 1; i++) stbds_arrput(*s, tmp[i]);
+    n = RETRLM__MIN(RETRLM__MAX(n, 0), (int)sizeof tmp - 1);
+    if (!RETRLM__ARR_RESERVE(*s, (size_t)n)) return 0;
+    for (i = 0; i < n; i++) stbds_arrput(*s, tmp[i]);
+    return 1;
 }
 
 // one tensor of the file: its name, source floats and shape
@@ -12875,11 +12966,13 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
     retrlm__st_item *items = NULL, it;
     char *js = NULL;
     size_t off = 0, hlen, total, i, k;
-    int l, j;
+    int l, j, ok;
     RETRLM_ASSERT(m && m->params && size);
     if (c->retro_chunk)
         return retrlm__fail(RETRLM_ERR_ARG, "safetensors: RETRO models have no Llama names for "
                             "their cross-attention and neighbour encoder; save a checkpoint");
+    if (!RETRLM__ARR_RESERVE(items, 3 + (size_t)c->n_layers * RETRLM__ST_PER_LAYER))
+        return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: the tensor list");
     memset(&it, 0, sizeof it);
     strcpy(it.name, "model.embed_tokens.weight");
     it.data = m->param[RETRLM_T_EMBED];
@@ -12903,28 +12996,33 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
         retrlm__st_shape(c, RETRLM_T_LM_HEAD, &it.rows, &it.cols);
         stbds_arrput(items, it);
     }
-    retrlm__st_append(&js, "{\"__metadata__\":{\"format\":\"pt\",\"model_type\":\"llama\","
+    ok = retrlm__st_append(&js, "{\"__metadata__\":{\"format\":\"pt\",\"model_type\":\"llama\","
                       "\"vocab_size\":\"%d\",\"hidden_size\":\"%d\",\"intermediate_size\":\"%d\","
                       "\"num_hidden_layers\":\"%d\",\"num_attention_heads\":\"%d\","
                       "\"num_key_value_heads\":\"%d\",\"max_position_embeddings\":\"%d\",",
                       c->vocab_size, c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_heads,
                       c->max_seq_len);
-    retrlm__st_append(&js, "\"rope_theta\":\"%.9g\",\"rms_norm_eps\":\"%.9g\","
+    ok = ok && retrlm__st_append(&js, "\"rope_theta\":\"%.9g\",\"rms_norm_eps\":\"%.9g\","
                       "\"tie_word_embeddings\":\"%s\",\"bidirectional\":\"%d\"}",
                       (double)c->rope_theta, (double)c->norm_eps, c->untied ? "false" : "true",
                       c->bidirectional);
     for (i = 0; i < (size_t)stbds_arrlen(items); i++) {
         size_t n = (size_t)items[i].rows * (size_t)(items[i].cols ? items[i].cols : 1);
         if (items[i].cols)
-            retrlm__st_append(&js, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],"
+            ok = ok && retrlm__st_append(&js, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],"
                               "\"data_offsets\":[%lu,%lu]}", items[i].name, (long long)items[i].rows,
                               (long long)items[i].cols, (unsigned long)off,
                               (unsigned long)(off + 4 * n));
         else
-            retrlm__st_append(&js, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],"
+            ok = ok && retrlm__st_append(&js, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],"
                               "\"data_offsets\":[%lu,%lu]}", items[i].name, (long long)items[i].rows,
                               (unsigned long)off, (unsigned long)(off + 4 * n));
         off += 4 * n;
+    }
+    if (!ok || !RETRLM__ARR_RESERVE(js, 8)) {
+        stbds_arrfree(js);
+        stbds_arrfree(items);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: the header");
     }
     stbds_arrput(js, '}');
     while (stbds_arrlen(js) % 8) stbds_arrput(js, ' ');
@@ -13211,6 +13309,10 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, c
             }
             if (!retrlm__st_parse_tensor(&j, &e)) RETRLM__ST_BAD("bad tensor description");
             retrlm__st_classify(&e);
+            if (!RETRLM__ARR_RESERVE(ents, 1)) {
+                r = retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: the tensor list");
+                goto done;
+            }
             stbds_arrput(ents, e);
         }
     retrlm__js_ws(&j);
@@ -14264,6 +14366,10 @@ RETRLM_API retrlm_result retrlm_datastore_init(retrlm_datastore *ds, const retrl
     ds->chunk_tokens = cfg->chunk_tokens ? cfg->chunk_tokens : 64;
     res = retrlm_bm25_init(&ds->bm25, &cfg->bm25);
     if (res) return res;
+    if (!RETRLM__ARR_RESERVE(ds->text_off_b_, 1) || !RETRLM__ARR_RESERVE(ds->tok_off_b_, 1)) {
+        retrlm_datastore_free(ds);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: the unit tables");
+    }
     stbds_arrput(ds->text_off_b_, 0);
     stbds_arrput(ds->tok_off_b_, 0);
     return RETRLM_OK;
@@ -14294,10 +14400,17 @@ static retrlm_result retrlm__datastore_unit(retrlm_datastore *ds, const retrlm_t
     retrlm_result res = retrlm_tokenizer_decode(tok, ids, n, NULL, 0, &bytes);
     if (res) return res;
     if (ds->n_units == INT_MAX - 1) return retrlm__fail(RETRLM_ERR_RANGE, "datastore: too many units");
+    if (bytes == SIZE_MAX || !RETRLM__ARR_RESERVE(ds->text_b_, bytes + 1) ||
+        !RETRLM__ARR_RESERVE(ds->tokens_b_, n) || !RETRLM__ARR_RESERVE(ds->doc_b_, 1) ||
+        !RETRLM__ARR_RESERVE(ds->text_off_b_, 1) || !RETRLM__ARR_RESERVE(ds->tok_off_b_, 1))
+        return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: unit %d", ds->n_units);
     at = (size_t)stbds_arrlen(ds->text_b_);
     stbds_arraddnptr(ds->text_b_, bytes + 1); // + 1: decode writes a NUL when there is room
     res = retrlm_tokenizer_decode(tok, ids, n, ds->text_b_ + at, bytes + 1, &bytes);
-    if (res) return res;
+    if (res) {
+        stbds_arrsetlen(ds->text_b_, at);
+        return res;
+    }
     stbds_arrsetlen(ds->text_b_, at + bytes);
     memcpy(stbds_arraddnptr(ds->tokens_b_, n), ids, n * sizeof(int));
     stbds_arrput(ds->doc_b_, doc_id);
@@ -17426,7 +17539,8 @@ RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_t
     K = retrlm_model_ffn_input(m, m->config.n_layers - 1);
     logits = retrlm__logits(m);
     scale = retrlm__trime_scale(p, D);
-    mem_pos = (int *)retrlm__alloc((size_t)N, 3 * sizeof(int));
+    // zeroed, though every entry read is written first: gcc -O2 for aarch64 cannot tell
+    mem_pos = (int *)retrlm__calloc((size_t)N, 3 * sizeof(int));
     if (!mem_pos) return retrlm__fail(RETRLM_ERR_NOMEM, "model_trime_loss: no memory");
     mem_tok = mem_pos + N;
     entry_of = mem_tok + N;

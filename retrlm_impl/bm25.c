@@ -7,11 +7,6 @@ typedef struct retrlm__bm25_triple {
     uint32_t term, doc, tf; // pending term index, pending document index, frequency
 } retrlm__bm25_triple;
 
-typedef struct retrlm__bm25_pterm {
-    char *key;
-    int   value;
-} retrlm__bm25_pterm;
-
 // int64 id -> int value, open addressing; value -1 marks a removed entry
 typedef struct retrlm__idmap {
     int64_t       *keys; // (cap)
@@ -87,8 +82,9 @@ static int retrlm__idmap_put(retrlm__idmap *m, int64_t key, int val) {
 }
 
 struct retrlm__bm25_pending {
-    retrlm__bm25_pterm  *terms;   // stb_ds string hash: term -> pending term index
-    char               **tstr;    // stb_ds: pending term index -> its key (strdup'ed, stable)
+    int                 *slot;    // (n_slot, a power of 2) term -> pending term index + 1, 0: empty
+    size_t               n_slot;
+    char               **tstr;    // stb_ds: pending term index -> the term (owned, stable)
     retrlm__bm25_triple *post;    // stb_ds: postings in document order
     int64_t             *ids;     // stb_ds: pending documents' user ids
     uint32_t            *lens;    // stb_ds: their lengths
@@ -98,8 +94,10 @@ struct retrlm__bm25_pending {
 };
 
 static void retrlm__bm25_pending_free(struct retrlm__bm25_pending *p) {
+    ptrdiff_t i;
     if (!p) return;
-    stbds_shfree(p->terms);
+    for (i = 0; i < stbds_arrlen(p->tstr); i++) RETRLM_FREE(p->tstr[i]);
+    RETRLM_FREE(p->slot);
     stbds_arrfree(p->tstr);
     stbds_arrfree(p->post);
     stbds_arrfree(p->ids);
@@ -248,17 +246,48 @@ static retrlm_result retrlm__bm25_norms(retrlm_bm25 *bm) {
 // ---------------------------------------------------------------------------------------------
 // adding documents
 
+// The pending dictionary's slot for term: where it is, or the empty slot where it would go.
+static size_t retrlm__bm25_pslot(const struct retrlm__bm25_pending *p, const char *term, size_t len) {
+    size_t i = (size_t)retrlm__hash_bytes((const unsigned char *)term, len) & (p->n_slot - 1);
+    while (p->slot[i] && strcmp(p->tstr[p->slot[i] - 1], term)) i = (i + 1) & (p->n_slot - 1);
+    return i;
+}
+
+// Room in the pending dictionary for n more terms (the slots at most half full); 0: no memory,
+// the dictionary as it was.
+static int retrlm__bm25_pgrow(struct retrlm__bm25_pending *p, size_t n) {
+    size_t have = (size_t)stbds_arrlen(p->tstr), cap = p->n_slot ? p->n_slot : 64, i;
+    int *old = p->slot, *slot;
+    if (!RETRLM__ARR_RESERVE(p->tstr, n)) return 0;
+    if (p->n_slot && 2 * (have + n) <= p->n_slot) return 1;
+    while (2 * (have + n) > cap) {
+        if (cap > SIZE_MAX / 2 / sizeof(int)) return 0;
+        cap *= 2;
+    }
+    if (!(slot = (int *)retrlm__calloc(cap, sizeof(int)))) return 0;
+    p->slot = slot, p->n_slot = cap;
+    for (i = 0; i < have; i++) p->slot[retrlm__bm25_pslot(p, p->tstr[i], strlen(p->tstr[i]))] = (int)i + 1;
+    RETRLM_FREE(old);
+    return 1;
+}
+
 typedef struct retrlm__bm25_doc_terms { // one analysed document
     char     *text; // stb_ds: terms, each NUL-terminated
     uint32_t *offs; // stb_ds: start of each term occurrence in text
     uint32_t  len;  // terms in the document
     int       sorted; // 0 if sorting ran out of memory
+    int       nomem;  // 1 if collecting the terms did
+    char    **new_terms; // stb_ds: copies of its terms new to the dictionary, before they go in
 } retrlm__bm25_doc_terms;
 
 static int retrlm__bm25_collect(void *user, const char *term, int len, int position) {
     retrlm__bm25_doc_terms *dt = (retrlm__bm25_doc_terms *)user;
     uint32_t at = (uint32_t)stbds_arrlen(dt->text);
     (void)position;
+    if (!RETRLM__ARR_RESERVE(dt->offs, 1) || !RETRLM__ARR_RESERVE(dt->text, (size_t)len + 1)) {
+        dt->nomem = 1;
+        return 1;
+    }
     stbds_arrput(dt->offs, at);
     memcpy(stbds_arraddnptr(dt->text, len + 1), term, (size_t)len + 1);
     dt->len++;
@@ -323,7 +352,6 @@ static retrlm_result retrlm__bm25_pending_get(retrlm_bm25 *bm) {
     if (bm->pending_) return RETRLM_OK;
     bm->pending_ = (struct retrlm__bm25_pending *)retrlm__calloc(1, sizeof(struct retrlm__bm25_pending));
     if (!bm->pending_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25: update buffer");
-    stbds_sh_new_strdup(bm->pending_->terms); // (the arena mode trips UBSan inside stb_ds)
     return RETRLM_OK;
 }
 
@@ -378,38 +406,55 @@ RETRLM_API retrlm_result retrlm_bm25_add_batch(retrlm_bm25 *bm, int n, const int
             retrlm__bm25_doc_terms *dt = &dts[i];
             if (dt->text) stbds_header(dt->text)->length = 0;
             if (dt->offs) stbds_header(dt->offs)->length = 0;
-            dt->len = 0;
+            dt->len = 0, dt->nomem = 0;
             retrlm_analyze(&bm->analyzer, t, l, retrlm__bm25_collect, dt);
-            dt->sorted = retrlm__msort_u32(dt->offs, (size_t)stbds_arrlen(dt->offs), retrlm__cmp_text_off, dt->text);
+            dt->sorted = !dt->nomem && retrlm__msort_u32(dt->offs, (size_t)stbds_arrlen(dt->offs), retrlm__cmp_text_off, dt->text);
         }
-        // the dictionary in document order
+        // the dictionary in document order; a document goes in whole or not at all: everything
+        // it needs is allocated before anything changes
         for (i = 0; i < m; i++) {
             retrlm__bm25_doc_terms *dt = &dts[i];
             int64_t id = ids[start + i];
             uint32_t doc = (uint32_t)stbds_arrlen(p->ids);
-            size_t j, nt = (size_t)stbds_arrlen(dt->offs);
+            size_t j, nt = (size_t)stbds_arrlen(dt->offs), n_new = 0;
             if (!dt->sorted) {
-                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: sorting the terms of document %lld", (long long)id);
+                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: the terms of document %lld", (long long)id);
                 goto done;
             }
             if (retrlm__idmap_get(&p->live, id) >= 0) { // a duplicate further apart in the batch
                 r = retrlm__fail(RETRLM_ERR_ARG, "bm25_add_batch: id %lld given twice", (long long)id);
                 goto done;
             }
-            for (j = 0; j < nt;) {
+            if (!retrlm__bm25_pgrow(p, nt) || !RETRLM__ARR_RESERVE(p->post, nt) ||
+                !RETRLM__ARR_RESERVE(p->ids, 1) || !RETRLM__ARR_RESERVE(p->lens, 1) ||
+                !RETRLM__ARR_RESERVE(p->dead, 1) || !RETRLM__ARR_RESERVE(dt->new_terms, nt)) {
+                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: the dictionary");
+                goto done;
+            }
+            for (j = 0; j < nt; j++) { // copies of the terms not in the dictionary yet
                 const char *term = dt->text + dt->offs[j];
-                size_t e = j + 1;
-                ptrdiff_t ti;
+                size_t tl = strlen(term);
+                if ((j > 0 && !strcmp(dt->text + dt->offs[j - 1], term)) ||
+                    p->slot[retrlm__bm25_pslot(p, term, tl)])
+                    continue;
+                if (!(dt->new_terms[n_new] = (char *)retrlm__alloc(tl + 1, 1))) break;
+                memcpy(dt->new_terms[n_new++], term, tl + 1);
+            }
+            if (j < nt || !retrlm__idmap_put(&p->live, id, (int)doc)) {
+                while (n_new) RETRLM_FREE(dt->new_terms[--n_new]);
+                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: the dictionary");
+                goto done;
+            }
+            for (j = 0, n_new = 0; j < nt;) { // nothing below allocates
+                const char *term = dt->text + dt->offs[j];
+                size_t e = j + 1, slot = retrlm__bm25_pslot(p, term, strlen(term));
                 retrlm__bm25_triple tr;
                 while (e < nt && !strcmp(dt->text + dt->offs[e], term)) e++;
-                ti = stbds_shgeti(p->terms, term);
-                if (ti < 0) {
-                    int idx = (int)stbds_arrlen(p->tstr);
-                    stbds_shput(p->terms, term, idx);
-                    ti = stbds_shgeti(p->terms, term);
-                    stbds_arrput(p->tstr, p->terms[ti].key);
+                if (!p->slot[slot]) {
+                    stbds_arrput(p->tstr, dt->new_terms[n_new++]);
+                    p->slot[slot] = (int)stbds_arrlen(p->tstr);
                 }
-                tr.term = (uint32_t)p->terms[ti].value;
+                tr.term = (uint32_t)(p->slot[slot] - 1);
                 tr.doc = doc;
                 tr.tf = (uint32_t)(e - j);
                 stbds_arrput(p->post, tr);
@@ -418,10 +463,6 @@ RETRLM_API retrlm_result retrlm_bm25_add_batch(retrlm_bm25 *bm, int n, const int
             stbds_arrput(p->ids, id);
             stbds_arrput(p->lens, dt->len);
             stbds_arrput(p->dead, 0);
-            if (!retrlm__idmap_put(&p->live, id, (int)doc)) {
-                r = retrlm__fail(RETRLM_ERR_NOMEM, "bm25_add: id table");
-                goto done;
-            }
         }
     }
     r = RETRLM_OK;
@@ -429,6 +470,7 @@ done:
     for (i = 0; i < CHUNK; i++) {
         stbds_arrfree(dts[i].text);
         stbds_arrfree(dts[i].offs);
+        stbds_arrfree(dts[i].new_terms);
     }
     RETRLM_FREE(dts);
     bm->n_pending = (int)p->live.n_live;
@@ -1051,6 +1093,7 @@ typedef struct retrlm__bm25_qterm {
 typedef struct retrlm__bm25_qcollect {
     const retrlm_bm25 *bm;
     retrlm__bm25_qterm *terms; // stb_ds
+    int nomem;                 // 1 if growing terms failed
 } retrlm__bm25_qcollect;
 
 static int retrlm__bm25_qterm_cb(void *user, const char *term, int len, int position) {
@@ -1058,6 +1101,10 @@ static int retrlm__bm25_qterm_cb(void *user, const char *term, int len, int posi
     int t = retrlm__bm25_find_term(qc->bm, term, (size_t)len), i;
     (void)position;
     if (t < 0) return 0;
+    if (!RETRLM__ARR_RESERVE(qc->terms, 1)) {
+        qc->nomem = 1;
+        return 1;
+    }
     for (i = 0; i < (int)stbds_arrlen(qc->terms); i++)
         if (qc->terms[i].t == t) {
             qc->terms[i].qtf++;
@@ -1250,7 +1297,12 @@ RETRLM_API retrlm_result retrlm_bm25_search(const retrlm_bm25 *bm, const char *q
         return retrlm__fail(RETRLM_ERR_ARG, "bm25_search: k %d must be > 0, ids and query given", k);
     qc.bm = bm;
     qc.terms = NULL;
+    qc.nomem = 0;
     if (bm->n_docs > 0) retrlm_analyze(&bm->analyzer, query, len, retrlm__bm25_qterm_cb, &qc);
+    if (qc.nomem) {
+        stbds_arrfree(qc.terms);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_search: the query's terms");
+    }
     nq = (int)stbds_arrlen(qc.terms);
     if (nq == 0) {
         stbds_arrfree(qc.terms);

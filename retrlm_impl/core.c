@@ -71,8 +71,9 @@ RETRLM_API void retrlm_free(void *p) {
     if (p) RETRLM_FREE(p);
 }
 
-// stb_ds has no error path (it writes through the result of realloc), so running out of memory
-// while building is fatal: report and abort rather than corrupt the heap.
+// stb_ds has no error path (it writes through the result of realloc), so the library never lets
+// it grow an array (retrlm__arr_reserve first) and uses no stb_ds hash map; were it to happen, an
+// allocation failure here must not corrupt the heap: report and abort.
 static void *retrlm__stbds_realloc(void *p, size_t n) {
     void *q;
     if (n == 0) {
@@ -86,6 +87,52 @@ static void *retrlm__stbds_realloc(void *p, size_t n) {
         abort();
     }
     return q;
+}
+
+RETRLM__PRIVATE int retrlm__arr_reserve(void *array_ptr, size_t elem, size_t n) {
+    void *a;
+    stbds_array_header *h;
+    size_t len, cap, want, bytes;
+    memcpy(&a, array_ptr, sizeof a); // the caller's T *, whatever T (no aliasing through void **)
+    h = a ? stbds_header(a) : NULL;
+    len = h ? h->length : 0, cap = h ? h->capacity : 0;
+    if (n <= cap - len) return 1;
+    if (n > SIZE_MAX - len) return 0;
+    want = RETRLM__MAX(len + n, cap > SIZE_MAX / 2 ? SIZE_MAX : 2 * cap);
+    want = RETRLM__MAX(want, 4);
+    if (retrlm__mul_overflows(want, elem, &bytes) || bytes > SIZE_MAX - sizeof *h) return 0;
+    if (!(h = (stbds_array_header *)RETRLM_REALLOC(h, bytes + sizeof *h))) return 0;
+    if (!a) h->length = 0, h->hash_table = NULL, h->temp = 0;
+    h->capacity = want;
+    a = h + 1;
+    memcpy(array_ptr, &a, sizeof a);
+    return 1;
+}
+
+RETRLM__PRIVATE uint64_t retrlm__mix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+RETRLM__PRIVATE uint64_t retrlm__hash_bytes(const unsigned char *s, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, w;
+    while (n >= 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0x100000001b3ULL;
+        h ^= h >> 29;
+        s += 8;
+        n -= 8;
+    }
+    if (n) {
+        w = 0;
+        memcpy(&w, s, n);
+        h = (h ^ w) * 0x100000001b3ULL;
+    }
+    return retrlm__mix64(h);
 }
 
 static int retrlm__max_threads(void) {

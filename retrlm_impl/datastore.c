@@ -11,6 +11,10 @@ RETRLM_API retrlm_result retrlm_datastore_init(retrlm_datastore *ds, const retrl
     ds->chunk_tokens = cfg->chunk_tokens ? cfg->chunk_tokens : 64;
     res = retrlm_bm25_init(&ds->bm25, &cfg->bm25);
     if (res) return res;
+    if (!RETRLM__ARR_RESERVE(ds->text_off_b_, 1) || !RETRLM__ARR_RESERVE(ds->tok_off_b_, 1)) {
+        retrlm_datastore_free(ds);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: the unit tables");
+    }
     stbds_arrput(ds->text_off_b_, 0);
     stbds_arrput(ds->tok_off_b_, 0);
     return RETRLM_OK;
@@ -41,10 +45,17 @@ static retrlm_result retrlm__datastore_unit(retrlm_datastore *ds, const retrlm_t
     retrlm_result res = retrlm_tokenizer_decode(tok, ids, n, NULL, 0, &bytes);
     if (res) return res;
     if (ds->n_units == INT_MAX - 1) return retrlm__fail(RETRLM_ERR_RANGE, "datastore: too many units");
+    if (bytes == SIZE_MAX || !RETRLM__ARR_RESERVE(ds->text_b_, bytes + 1) ||
+        !RETRLM__ARR_RESERVE(ds->tokens_b_, n) || !RETRLM__ARR_RESERVE(ds->doc_b_, 1) ||
+        !RETRLM__ARR_RESERVE(ds->text_off_b_, 1) || !RETRLM__ARR_RESERVE(ds->tok_off_b_, 1))
+        return retrlm__fail(RETRLM_ERR_NOMEM, "datastore: unit %d", ds->n_units);
     at = (size_t)stbds_arrlen(ds->text_b_);
     stbds_arraddnptr(ds->text_b_, bytes + 1); // + 1: decode writes a NUL when there is room
     res = retrlm_tokenizer_decode(tok, ids, n, ds->text_b_ + at, bytes + 1, &bytes);
-    if (res) return res;
+    if (res) {
+        stbds_arrsetlen(ds->text_b_, at);
+        return res;
+    }
     stbds_arrsetlen(ds->text_b_, at + bytes);
     memcpy(stbds_arraddnptr(ds->tokens_b_, n), ids, n * sizeof(int));
     stbds_arrput(ds->doc_b_, doc_id);

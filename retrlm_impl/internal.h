@@ -84,6 +84,12 @@ RETRLM__PRIVATE void *retrlm__stbds_realloc(void *p, size_t n);
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+/* Room for n more elements in the stb_ds array a (an lvalue, NULL for an empty one): grows it
+   here, through RETRLM_REALLOC, when it is full, so that the next n stbds_arrput or n elements of
+   stbds_arraddnptr cannot make stb_ds grow it, whose growth has no error path. Returns 0, the
+   array as it was, when memory runs out: every stb_ds growth in the library goes through it. */
+#define RETRLM__ARR_RESERVE(a, n) retrlm__arr_reserve(&(a), sizeof *(a), (size_t)(n))
+RETRLM__PRIVATE int retrlm__arr_reserve(void *array_ptr, size_t elem, size_t n);
 
 /* ---- OpenMP through _Pragma, so builds without it are clean (STYLE.md S6.4) ---------------- */
 #define RETRLM__PRAGMA(x) _Pragma(#x)
@@ -145,6 +151,10 @@ RETRLM__PRIVATE void *retrlm__alloc(size_t count, size_t elem);
 RETRLM__PRIVATE void *retrlm__calloc(size_t count, size_t elem); /* zeroed */
 RETRLM__PRIVATE void *retrlm__realloc(void *p, size_t count, size_t elem);
 RETRLM__PRIVATE int   retrlm__mul_overflows(size_t a, size_t b, size_t *out); /* 1 if a*b overflows */
+/* A 64-bit finaliser, and a hash of n bytes built on it: for in-memory tables only (the value of
+   retrlm__hash_bytes differs between little- and big-endian hosts). */
+RETRLM__PRIVATE uint64_t retrlm__mix64(uint64_t h);
+RETRLM__PRIVATE uint64_t retrlm__hash_bytes(const unsigned char *s, size_t n);
 /* Calls the progress callback if any; RETRLM_ERR_CANCELLED (with detail) if it says stop. */
 RETRLM__PRIVATE retrlm_result retrlm__progress(retrlm_progress_fn fn, void *user, const char *stage,
                                       double done, double total);

@@ -2013,14 +2013,18 @@ static void retrlm__st_shape(const retrlm_model_config *c, retrlm_model_tensor t
     }
 }
 
-static void retrlm__st_append(char **s, const char *fmt, ...) {
+// appends to the stb_ds string *s; 0 when memory runs out (*s as it was)
+static int retrlm__st_append(char **s, const char *fmt, ...) {
     char tmp[512];
     va_list ap;
     int n, i;
     va_start(ap, fmt);
     n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    for (i = 0; i < n && i < (int)sizeof tmp - 1; i++) stbds_arrput(*s, tmp[i]);
+    n = RETRLM__MIN(RETRLM__MAX(n, 0), (int)sizeof tmp - 1);
+    if (!RETRLM__ARR_RESERVE(*s, (size_t)n)) return 0;
+    for (i = 0; i < n; i++) stbds_arrput(*s, tmp[i]);
+    return 1;
 }
 
 // one tensor of the file: its name, source floats and shape
@@ -2036,11 +2040,13 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
     retrlm__st_item *items = NULL, it;
     char *js = NULL;
     size_t off = 0, hlen, total, i, k;
-    int l, j;
+    int l, j, ok;
     RETRLM_ASSERT(m && m->params && size);
     if (c->retro_chunk)
         return retrlm__fail(RETRLM_ERR_ARG, "safetensors: RETRO models have no Llama names for "
                             "their cross-attention and neighbour encoder; save a checkpoint");
+    if (!RETRLM__ARR_RESERVE(items, 3 + (size_t)c->n_layers * RETRLM__ST_PER_LAYER))
+        return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: the tensor list");
     memset(&it, 0, sizeof it);
     strcpy(it.name, "model.embed_tokens.weight");
     it.data = m->param[RETRLM_T_EMBED];
@@ -2064,28 +2070,33 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
         retrlm__st_shape(c, RETRLM_T_LM_HEAD, &it.rows, &it.cols);
         stbds_arrput(items, it);
     }
-    retrlm__st_append(&js, "{\"__metadata__\":{\"format\":\"pt\",\"model_type\":\"llama\","
+    ok = retrlm__st_append(&js, "{\"__metadata__\":{\"format\":\"pt\",\"model_type\":\"llama\","
                       "\"vocab_size\":\"%d\",\"hidden_size\":\"%d\",\"intermediate_size\":\"%d\","
                       "\"num_hidden_layers\":\"%d\",\"num_attention_heads\":\"%d\","
                       "\"num_key_value_heads\":\"%d\",\"max_position_embeddings\":\"%d\",",
                       c->vocab_size, c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_heads,
                       c->max_seq_len);
-    retrlm__st_append(&js, "\"rope_theta\":\"%.9g\",\"rms_norm_eps\":\"%.9g\","
+    ok = ok && retrlm__st_append(&js, "\"rope_theta\":\"%.9g\",\"rms_norm_eps\":\"%.9g\","
                       "\"tie_word_embeddings\":\"%s\",\"bidirectional\":\"%d\"}",
                       (double)c->rope_theta, (double)c->norm_eps, c->untied ? "false" : "true",
                       c->bidirectional);
     for (i = 0; i < (size_t)stbds_arrlen(items); i++) {
         size_t n = (size_t)items[i].rows * (size_t)(items[i].cols ? items[i].cols : 1);
         if (items[i].cols)
-            retrlm__st_append(&js, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],"
+            ok = ok && retrlm__st_append(&js, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],"
                               "\"data_offsets\":[%lu,%lu]}", items[i].name, (long long)items[i].rows,
                               (long long)items[i].cols, (unsigned long)off,
                               (unsigned long)(off + 4 * n));
         else
-            retrlm__st_append(&js, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],"
+            ok = ok && retrlm__st_append(&js, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],"
                               "\"data_offsets\":[%lu,%lu]}", items[i].name, (long long)items[i].rows,
                               (unsigned long)off, (unsigned long)(off + 4 * n));
         off += 4 * n;
+    }
+    if (!ok || !RETRLM__ARR_RESERVE(js, 8)) {
+        stbds_arrfree(js);
+        stbds_arrfree(items);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: the header");
     }
     stbds_arrput(js, '}');
     while (stbds_arrlen(js) % 8) stbds_arrput(js, ' ');
@@ -2372,6 +2383,10 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, c
             }
             if (!retrlm__st_parse_tensor(&j, &e)) RETRLM__ST_BAD("bad tensor description");
             retrlm__st_classify(&e);
+            if (!RETRLM__ARR_RESERVE(ents, 1)) {
+                r = retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: the tensor list");
+                goto done;
+            }
             stbds_arrput(ents, e);
         }
     retrlm__js_ws(&j);

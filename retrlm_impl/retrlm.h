@@ -19,7 +19,7 @@
      RETRLM_NO_OPENMP       serial even under -fopenmp
      RETRLM_OPENMP_SIMD     `omp simd` hints in a -fopenmp-simd build (which has no _OPENMP)
      RETRLM_NO_STB_DS_IMPLEMENTATION   stb_ds.h is instantiated in another file of yours
-                            (then its allocations use that file's STBDS_REALLOC, not RETRLM_*)
+                            (the library's arrays still grow and shrink through RETRLM_*)
 
    CONTENTS (public sections below, in the order data flows through them)
      core      results and error detail, allocation, RNG, progress callback, timer
@@ -41,7 +41,9 @@
    CONVENTIONS
      - Every fallible call returns retrlm_result; RETRLM_OK is 0. After a failure,
        retrlm_last_error() gives this thread's detail message (file, section, offset, expected).
-       Nothing aborts or prints on bad input.
+       Nothing aborts or prints on bad input, nor when memory runs out: a failed allocation is
+       RETRLM_ERR_NOMEM and leaves the object valid (tests/test_oom.c fails every allocation of
+       a BM25, index and datastore build and a model init in turn).
      - You own every retrlm_* struct. x_init zeroes the object first, so x_free is always safe:
        on a zeroed, failed or already freed object it does nothing.
      - Inputs are copied unless the declaration says "borrows". Outputs go into your buffers;

@@ -11,34 +11,7 @@
 #define RETRLM__CACHE_BYTES 24   // longest pre-token the cache keeps
 #define RETRLM__CACHE_IDS 6      // most ids a cached pre-token may have
 
-// ---- hashing -------------------------------------------------------------------------------
-static uint64_t retrlm__mix64(uint64_t h) {
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
-}
-
-// hash of n bytes (in-memory tables only: the value may differ between hosts)
-static uint64_t retrlm__hash_bytes(const unsigned char *s, size_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, w;
-    while (n >= 8) {
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0x100000001b3ULL;
-        h ^= h >> 29;
-        s += 8;
-        n -= 8;
-    }
-    if (n) {
-        w = 0;
-        memcpy(&w, s, n);
-        h = (h ^ w) * 0x100000001b3ULL;
-    }
-    return retrlm__mix64(h);
-}
-
+// ---- hashing (retrlm__mix64 and retrlm__hash_bytes: core) ----------------------------------
 static uint64_t retrlm__hash_pair(int a, int b) {
     return retrlm__mix64(((uint64_t)(uint32_t)a << 32) | (uint32_t)b);
 }
@@ -1655,10 +1628,13 @@ static long retrlm__pairs_find(const retrlm__pairs *p, int a, int b) {
     return -1;
 }
 
-static void retrlm__where_add(retrlm__pairs *p, long k, int w) {
+// adds word w to pair k's word list unless it ends with w; 0 when memory runs out
+static int retrlm__where_add(retrlm__pairs *p, long k, int w) {
     int *arr = p->where[k];
-    if (stbds_arrlen(arr) && arr[stbds_arrlen(arr) - 1] == w) return;
+    if (stbds_arrlen(arr) && arr[stbds_arrlen(arr) - 1] == w) return 1;
+    if (!RETRLM__ARR_RESERVE(p->where[k], 1)) return 0;
     stbds_arrput(p->where[k], w);
+    return 1;
 }
 
 // The merge loop over counted words m. On success the token table (bytes by id), merges and
@@ -1711,7 +1687,7 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
             long pi = retrlm__pairs_get(&pairs, s[j], s[j + 1]);
             if (pi < 0) goto nomem;
             pairs.count[pi] += words[k].count;
-            retrlm__where_add(&pairs, pi, (int)k);
+            if (!retrlm__where_add(&pairs, pi, (int)k)) goto nomem;
         }
     }
     for (k = 0; k < pairs.n; k++)
@@ -1793,7 +1769,7 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
                 wl = pairs.where[pi]; // the pair arrays may have moved
                 pairs.count[p2] += c;
                 if (s[q] == z || s[q + 1] == z) {
-                    retrlm__where_add(&pairs, p2, w);
+                    if (!retrlm__where_add(&pairs, p2, w)) goto nomem;
                     if ((size_t)p2 >= grown_cap) {
                         size_t nc = (size_t)p2 * 2 + 2;
                         unsigned char *g = (unsigned char *)retrlm__realloc(grown, nc, 1);

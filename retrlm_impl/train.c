@@ -1528,7 +1528,8 @@ RETRLM_API retrlm_result retrlm_model_trime_loss(retrlm_model *m, const retrlm_t
     K = retrlm_model_ffn_input(m, m->config.n_layers - 1);
     logits = retrlm__logits(m);
     scale = retrlm__trime_scale(p, D);
-    mem_pos = (int *)retrlm__alloc((size_t)N, 3 * sizeof(int));
+    // zeroed, though every entry read is written first: gcc -O2 for aarch64 cannot tell
+    mem_pos = (int *)retrlm__calloc((size_t)N, 3 * sizeof(int));
     if (!mem_pos) return retrlm__fail(RETRLM_ERR_NOMEM, "model_trime_loss: no memory");
     mem_tok = mem_pos + N;
     entry_of = mem_tok + N;
