@@ -13096,12 +13096,13 @@ static int retrlm__js_string(retrlm__js *j, char *out, size_t cap) {
             case 'u': {
                 int k, v = 0;
                 if (j->end - j->p < 4) return 0;
-                for (k = 0; k < 4; k++) {
+                for (k = 0; k < 4; k++) { // four hex digits, or not a string
                     char h = *j->p++;
-                    v = v * 16 + (h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                                  : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1000000);
+                    int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                          : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+                    if (d < 0) return 0;
+                    v = v * 16 + d;
                 }
-                if (v < 0) return 0;
                 c = v > 0 && v < 0x80 ? (char)v : '?';
                 break;
             }
