@@ -99,7 +99,7 @@ sanitize: deps retrlm.h
 fuzz: deps retrlm.h $(patsubst %,build/fuzz/%,$(FUZZERS))
 build/fuzz/%: fuzz/fuzz_%.c retrlm.h
 	@mkdir -p build/fuzz
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -I$(STB_INC) $< -lm -o $@
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. -I$(STB_INC) $< -lm -o $@
 RUNS ?= 1000000
 fuzz-run: fuzz
 	@for f in $(FUZZERS); do mkdir -p build/fuzz/corpus-$$f; \

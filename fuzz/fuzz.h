@@ -1,8 +1,8 @@
 /* fuzz.h - shared by every fuzz/fuzz_NAME.c. A target defines
      int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
    and includes this file after it. Built two ways:
-     libFuzzer:  clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -I/usr/include/stb \
-                 fuzz/fuzz_NAME.c -lm -o fuzz_NAME && ./fuzz_NAME fuzz/corpus/NAME
+     libFuzzer:  clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                 -I. -I/usr/include/stb fuzz/fuzz_NAME.c -lm -o fuzz_NAME && ./fuzz_NAME fuzz/corpus/NAME
      replay:     cc -DRETRLM_FUZZ_REPLAY ... fuzz/fuzz_NAME.c -o replay && ./replay fuzz/corpus/NAME
    The replay build has a plain main that runs every file of a corpus directory once (this is
    what `make test` does, with any compiler) and prints "N passed, M failed": a file passes when
