@@ -560,7 +560,8 @@ RETRLM_API void retrlm_bm25_free(retrlm_bm25 *bm);
 RETRLM_API retrlm_result retrlm_bm25_add(retrlm_bm25 *bm, int64_t id, const char *text, size_t len);
 /* The same for n documents: ids (n), texts (n), lens (n) or NULL for NUL-terminated texts.
    Analysis runs in parallel; the result equals n calls of retrlm_bm25_add. A batch with a bad
-   or repeated id adds nothing. */
+   or repeated id adds nothing; RETRLM_ERR_NOMEM keeps the documents before the one that failed,
+   each whole, pending (n_pending counts them). */
 RETRLM_API retrlm_result retrlm_bm25_add_batch(retrlm_bm25 *bm, int n, const int64_t *ids,
                                                const char *const *texts, const size_t *lens);
 /* Deletes a live document (committed or pending); RETRLM_ERR_NOT_FOUND if there is none. */
