@@ -136,7 +136,7 @@ cross-arch-%:
 	@t=$*; fail=0; \
 	command -v $$t-gcc >/dev/null || { echo "$$t-gcc missing: apt-get install -y gcc-$$t qemu-user"; exit 1; }; \
 	command -v qemu-$${t%%-*} >/dev/null || { echo "qemu-$${t%%-*} missing: apt-get install -y qemu-user"; exit 1; }; \
-	mkdir -p build/cross; impl=build/cross/$$t-impl.o; \
+	mkdir -p build/cross build/tests; impl=build/cross/$$t-impl.o; \
 	$$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -c tests/impl.c -o $$impl || exit 1; \
 	for name in $(ALL_TESTS); do \
 	  src=tests/test_$$name.c; bin=build/cross/$$t-test_$$name; \
