@@ -2404,11 +2404,10 @@ RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, in
    (scores may be NULL); returns how many are left, in their order. */
 RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *units,
                                                float *scores, int n);
-/* The re-ranking of RETRLM_RETRIEVE_RERANK and of the joint trainer: candidate i's score is
-   q . d_i (d: n rows of P) plus w * prior[i] (prior may be NULL: none); cand, prior and score
-   (n, out) are ordered by descending score, stably, so ties keep the first stage's order. */
-RETRLM__PRIVATE void retrlm__rerank_order(const float *q, const float *d, int P, int n, float w,
-                                          int *cand, float *prior, float *score);
+/* The order of RETRLM_RETRIEVE_RERANK and of the joint trainer's re-ranking: cand, prior (may be
+   NULL) and score (n each; a score is q . d + bm25_weight * prior) ordered by descending score,
+   stably, so ties keep the first stage's order. */
+RETRLM__PRIVATE void retrlm__rerank_order(int n, int *cand, float *prior, float *score);
 /* Embeds every unit's text with enc's document side into a new index out (as
    retrlm_datastore_embed does, index_config NULL: flat f32), leaving ds->dense alone: what a
    refresh builds while training still searches the old index. */
@@ -14653,10 +14652,8 @@ RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *
     return m;
 }
 
-RETRLM__PRIVATE void retrlm__rerank_order(const float *q, const float *d, int P, int n, float w,
-                                          int *cand, float *prior, float *score) {
+RETRLM__PRIVATE void retrlm__rerank_order(int n, int *cand, float *prior, float *score) {
     int i, j;
-    for (i = 0; i < n; i++) score[i] = retrlm_dot(q, d + (size_t)i * P, P) + (prior ? w * prior[i] : 0.0f);
     // insertion by descending score: stable, so ties keep the first stage's order
     for (i = 1; i < n; i++) {
         const float si = score[i], pi = prior ? prior[i] : 0.0f;
@@ -14680,8 +14677,8 @@ static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
     const int depth = RETRLM__MIN(ds->n_units, RETRLM__MAX(want, p->depth > 0 ? p->depth : 100));
     const int P = ds->encoder->dim;
     int *cand = (int *)retrlm__alloc((size_t)depth, sizeof *cand), n = 0, i;
-    float *q = (float *)retrlm__alloc((size_t)P * (size_t)(depth + 1) + 2 * (size_t)depth, sizeof *q),
-          *d = q + P, *bm = d + (size_t)P * depth, *s = bm + depth;
+    float *q = (float *)retrlm__alloc((size_t)P * 2 + 2 * (size_t)depth, sizeof *q), *d = q + P,
+          *bm = d + P, *s = bm + depth;
     retrlm_result res = RETRLM_OK;
     if (!cand || !q) {
         res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to re-rank");
@@ -14699,10 +14696,10 @@ static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
     for (i = 0; i < n; i++) {
         size_t tl;
         const char *t = retrlm_datastore_text(ds, cand[i], &tl);
-        if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_DOC, t, tl, d + (size_t)i * P)))
-            goto done;
+        if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_DOC, t, tl, d))) goto done;
+        s[i] = retrlm_dot(q, d, P) + p->bm25_weight * bm[i]; // as the joint trainer scores
     }
-    retrlm__rerank_order(q, d, P, n, p->bm25_weight, cand, bm, s);
+    retrlm__rerank_order(n, cand, bm, s);
     *found = RETRLM__MIN(n, want);
     for (i = 0; i < *found; i++) ids[i] = cand[i], sc[i] = s[i];
 done:
@@ -17332,7 +17329,9 @@ static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, 
     T = r ? 0 : retrlm__compact_rows(w->dtok, w->dlen, nf, Td, 0);
     if (!r && !(r = retrlm_encoder_embed(x->e, c->ds->encoder_tok, RETRLM_QUERY, w->text, len, qq)) &&
         !(r = retrlm_encoder_forward(x->e, RETRLM_DOC, w->dtok, nf, T, w->dlen, w->d))) {
-        retrlm__rerank_order(qq, w->d, P, nf, c->bm25_weight, w->cand, w->cprior, w->score);
+        for (j = 0; j < nf; j++) // as RETRLM_RETRIEVE_RERANK scores
+            w->score[j] = retrlm_dot(qq, w->d + (size_t)j * P, P) + c->bm25_weight * w->cprior[j];
+        retrlm__rerank_order(nf, w->cand, w->cprior, w->score);
         *found = RETRLM__MIN(nf, c->k);
         for (j = 0; j < *found; j++) units[j] = w->cand[j], prior[j] = w->cprior[j];
     }

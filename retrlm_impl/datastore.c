@@ -296,10 +296,8 @@ RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *
     return m;
 }
 
-RETRLM__PRIVATE void retrlm__rerank_order(const float *q, const float *d, int P, int n, float w,
-                                          int *cand, float *prior, float *score) {
+RETRLM__PRIVATE void retrlm__rerank_order(int n, int *cand, float *prior, float *score) {
     int i, j;
-    for (i = 0; i < n; i++) score[i] = retrlm_dot(q, d + (size_t)i * P, P) + (prior ? w * prior[i] : 0.0f);
     // insertion by descending score: stable, so ties keep the first stage's order
     for (i = 1; i < n; i++) {
         const float si = score[i], pi = prior ? prior[i] : 0.0f;
@@ -323,8 +321,8 @@ static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
     const int depth = RETRLM__MIN(ds->n_units, RETRLM__MAX(want, p->depth > 0 ? p->depth : 100));
     const int P = ds->encoder->dim;
     int *cand = (int *)retrlm__alloc((size_t)depth, sizeof *cand), n = 0, i;
-    float *q = (float *)retrlm__alloc((size_t)P * (size_t)(depth + 1) + 2 * (size_t)depth, sizeof *q),
-          *d = q + P, *bm = d + (size_t)P * depth, *s = bm + depth;
+    float *q = (float *)retrlm__alloc((size_t)P * 2 + 2 * (size_t)depth, sizeof *q), *d = q + P,
+          *bm = d + P, *s = bm + depth;
     retrlm_result res = RETRLM_OK;
     if (!cand || !q) {
         res = retrlm__fail(RETRLM_ERR_NOMEM, "datastore: no memory to re-rank");
@@ -342,10 +340,10 @@ static retrlm_result retrlm__datastore_rerank(const retrlm_datastore *ds,
     for (i = 0; i < n; i++) {
         size_t tl;
         const char *t = retrlm_datastore_text(ds, cand[i], &tl);
-        if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_DOC, t, tl, d + (size_t)i * P)))
-            goto done;
+        if ((res = retrlm_encoder_embed(ds->encoder, ds->encoder_tok, RETRLM_DOC, t, tl, d))) goto done;
+        s[i] = retrlm_dot(q, d, P) + p->bm25_weight * bm[i]; // as the joint trainer scores
     }
-    retrlm__rerank_order(q, d, P, n, p->bm25_weight, cand, bm, s);
+    retrlm__rerank_order(n, cand, bm, s);
     *found = RETRLM__MIN(n, want);
     for (i = 0; i < *found; i++) ids[i] = cand[i], sc[i] = s[i];
 done:

@@ -193,11 +193,10 @@ RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, in
    (scores may be NULL); returns how many are left, in their order. */
 RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *units,
                                                float *scores, int n);
-/* The re-ranking of RETRLM_RETRIEVE_RERANK and of the joint trainer: candidate i's score is
-   q . d_i (d: n rows of P) plus w * prior[i] (prior may be NULL: none); cand, prior and score
-   (n, out) are ordered by descending score, stably, so ties keep the first stage's order. */
-RETRLM__PRIVATE void retrlm__rerank_order(const float *q, const float *d, int P, int n, float w,
-                                          int *cand, float *prior, float *score);
+/* The order of RETRLM_RETRIEVE_RERANK and of the joint trainer's re-ranking: cand, prior (may be
+   NULL) and score (n each; a score is q . d + bm25_weight * prior) ordered by descending score,
+   stably, so ties keep the first stage's order. */
+RETRLM__PRIVATE void retrlm__rerank_order(int n, int *cand, float *prior, float *score);
 /* Embeds every unit's text with enc's document side into a new index out (as
    retrlm_datastore_embed does, index_config NULL: flat f32), leaving ds->dense alone: what a
    refresh builds while training still searches the old index. */

@@ -1319,7 +1319,9 @@ static retrlm_result retrlm__joint_retrieve(retrlm__joint_run *x, size_t start, 
     T = r ? 0 : retrlm__compact_rows(w->dtok, w->dlen, nf, Td, 0);
     if (!r && !(r = retrlm_encoder_embed(x->e, c->ds->encoder_tok, RETRLM_QUERY, w->text, len, qq)) &&
         !(r = retrlm_encoder_forward(x->e, RETRLM_DOC, w->dtok, nf, T, w->dlen, w->d))) {
-        retrlm__rerank_order(qq, w->d, P, nf, c->bm25_weight, w->cand, w->cprior, w->score);
+        for (j = 0; j < nf; j++) // as RETRLM_RETRIEVE_RERANK scores
+            w->score[j] = retrlm_dot(qq, w->d + (size_t)j * P, P) + c->bm25_weight * w->cprior[j];
+        retrlm__rerank_order(nf, w->cand, w->cprior, w->score);
         *found = RETRLM__MIN(nf, c->k);
         for (j = 0; j < *found; j++) units[j] = w->cand[j], prior[j] = w->cprior[j];
     }
