@@ -1,65 +1,81 @@
-// examples/first.c - the foundation in one page: score a batch of queries against a set of
-// vectors with the blocked matmul, keep the top 5 of each, save everything in the container
-// format, load it back (memory-mapped when large) and check that nothing changed.
+// examples/first.c - the retrieval half of a retrieval-based LM in one page: a byte-level BPE
+// tokenizer trained on the verses of examples/data/kjv-excerpt.tsv, a datastore holding each
+// verse as a unit with BM25 over it, the verses that a few queries retrieve (what a
+// retrieval-augmented LM would read before its text), then the datastore saved, loaded back
+// (memory-mapped) and asked again, with the same answers. examples/demo.c goes on to the LM.
 //   cc -std=c99 -O2 -I. -I/usr/include/stb examples/first.c -lm -o first && ./first
 //   cc -std=c99 -O3 -fopenmp -I. -I/usr/include/stb examples/first.c -lm -o first && ./first
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-enum { N = 20000, D = 64, Q = 8, K = 5 }; // vectors, dimension, queries, results per query
+enum { MAX_VERSES = 4096, K = 3 };
+
+static void die(const char *what) {
+    fprintf(stderr, "first: %s: %s\n", what, retrlm_last_error());
+    exit(1);
+}
 
 int main(int argc, char **argv) {
-    const char *path = argc > 1 ? argv[1] : "first.rlm";
-    float *vecs = (float *)malloc(sizeof(float) * N * D), *queries = (float *)malloc(sizeof(float) * Q * D);
-    float *scores = (float *)malloc(sizeof(float) * Q * N), best_score[Q][K];
-    int64_t best[Q][K];
-    retrlm_rng rng;
-    retrlm_writer w;
-    retrlm_reader r;
-    const float *loaded;
-    size_t count;
-    double t0;
-    int i, q, same = 1;
+    static const char *const queries[3] = {"Hezekiah was sick unto death", "the king of Assyria sent Rabshakeh",
+                                           "Josiah found the book of the law in the house of the LORD"};
+    const char *data = argc > 1 ? argv[1] : "examples/data/kjv-excerpt.tsv", *path = "first.rlm";
+    static char line[8192];
+    char *verse[MAX_VERSES], *ref[MAX_VERSES];
+    int n = 0, q, i, found, found2, units[K], units2[K], same = 1;
+    float scores[K], scores2[K];
+    retrlm_tokenizer tok;
+    retrlm_tokenizer_train_config tc;
+    retrlm_datastore ds, loaded;
+    FILE *f = fopen(data, "rb");
 
-    // data: random unit-ish vectors; each query is a noisy copy of vector 7*q+1
-    retrlm_rng_seed(&rng, 42);
-    for (i = 0; i < N * D; i++) vecs[i] = retrlm_rng_normal(&rng) / 8.0f;
-    for (q = 0; q < Q; q++)
-        for (i = 0; i < D; i++) queries[q * D + i] = vecs[(7 * q + 1) * D + i] + 0.02f * retrlm_rng_normal(&rng);
+    // the verses: "book TAB chapter TAB verse TAB text" lines after a header
+    if (!f) return fprintf(stderr, "first: cannot open %s\n", data), 1;
+    while (n < MAX_VERSES && fgets(line, sizeof line, f)) {
+        char *book = strtok(line, "\t"), *ch = strtok(NULL, "\t"), *vs = strtok(NULL, "\t"), *text = strtok(NULL, "\n");
+        if (!book || !ch || !vs || !text || !strcmp(book, "book")) continue;
+        verse[n] = (char *)malloc(strlen(text) + 1), ref[n] = (char *)malloc(strlen(book) + 24);
+        strcpy(verse[n], text);
+        sprintf(ref[n], "%s %d:%d", book, atoi(ch), atoi(vs));
+        n++;
+    }
+    fclose(f);
 
-    // scores (Q,N) = queries (Q,D) · vecsᵀ, then a top-k heap per query
-    t0 = retrlm_time_seconds();
-    if (retrlm_matmul(scores, queries, vecs, NULL, Q, N, D, 0)) {
-        fprintf(stderr, "matmul: %s\n", retrlm_last_error());
-        return 1;
-    }
-    for (q = 0; q < Q; q++) retrlm_topk_select(scores + (size_t)q * N, N, K, best[q], best_score[q]);
-    printf("scored %d queries against %d vectors in %.2f ms\n", Q, N, 1e3 * (retrlm_time_seconds() - t0));
-    for (q = 0; q < Q; q++)
-        printf("query %d (copy of %4d): best %4lld (%.3f), then %4lld (%.3f)\n", q, 7 * q + 1,
-               (long long)best[q][0], best_score[q][0], (long long)best[q][1], best_score[q][1]);
+    // a tokenizer of 1,024 tokens trained on them, then one unit a verse, BM25 over the units
+    memset(&tc, 0, sizeof tc);
+    tc.vocab_size = 1024;
+    if (retrlm_tokenizer_train(&tok, &tc, (const char *const *)verse, NULL, n, NULL, NULL)) die("tokenizer");
+    if (retrlm_datastore_init(&ds, NULL)) die("datastore");
+    for (i = 0; i < n; i++)
+        if (retrlm_datastore_add(&ds, &tok, i, verse[i], strlen(verse[i]), 0)) die("add");
+    if (retrlm_datastore_commit(&ds)) die("commit");
+    printf("%d verses, %d units, BM25 over %d terms\n", n, ds.n_units, ds.bm25.n_terms);
 
-    // save: a temporary file, fsync, rename; then load and compare
-    if (retrlm_writer_init(&w, "example") || retrlm_writer_add(&w, "vectors", RETRLM_DTYPE_F32, vecs, (size_t)N * D) ||
-        retrlm_writer_add(&w, "best", RETRLM_DTYPE_I64, best, (size_t)Q * K) || retrlm_writer_save(&w, path)) {
-        fprintf(stderr, "save: %s\n", retrlm_last_error());
-        return 1;
+    // each query's best verses; unit_doc gives the document (here: the verse) a unit came from
+    for (q = 0; q < 3; q++) {
+        if (retrlm_datastore_search(&ds, queries[q], strlen(queries[q]), K, RETRLM_NO_DOC, units, scores, &found))
+            die("search");
+        printf("\n%s\n", queries[q]);
+        for (i = 0; i < found; i++)
+            printf("  %5.2f  %-18s %.70s\n", scores[i], ref[ds.unit_doc[units[i]]], verse[ds.unit_doc[units[i]]]);
     }
-    retrlm_writer_free(&w);
-    if (retrlm_reader_open(&r, path, "example", 0) ||
-        retrlm_reader_get(&r, "vectors", RETRLM_DTYPE_F32, (const void **)&loaded, &count)) {
-        fprintf(stderr, "load: %s\n", retrlm_last_error());
-        return 1;
+
+    // saved atomically, loaded back in place, asked again: the same units and scores
+    if (retrlm_datastore_save(&ds, path) || retrlm_datastore_load(&loaded, path)) die("save and load");
+    for (q = 0; q < 3; q++) {
+        if (retrlm_datastore_search(&ds, queries[q], strlen(queries[q]), K, RETRLM_NO_DOC, units, scores, &found) ||
+            retrlm_datastore_search(&loaded, queries[q], strlen(queries[q]), K, RETRLM_NO_DOC, units2, scores2, &found2))
+            die("search");
+        same &= found == found2;
+        for (i = 0; i < found && i < found2; i++) same &= units[i] == units2[i] && scores[i] == scores2[i];
     }
-    for (i = 0; i < N * D; i++) same &= loaded[i] == vecs[i];
-    printf("saved and loaded %s: %d sections, %lu bytes, %s, vectors %s\n", path, r.n_sections,
-           (unsigned long)r.size, r.mapped_ ? "memory-mapped" : "read", same && count == (size_t)N * D ? "identical" : "DIFFERENT");
-    retrlm_reader_close(&r);
+    printf("\nsaved %s and loaded it back: %s answers\n", path, same ? "the same" : "DIFFERENT");
+    retrlm_datastore_free(&loaded);
+    retrlm_datastore_free(&ds);
+    retrlm_tokenizer_free(&tok);
     remove(path);
-    free(vecs);
-    free(queries);
-    free(scores);
+    for (i = 0; i < n; i++) free(verse[i]), free(ref[i]);
     return !same;
 }
