@@ -48,6 +48,11 @@
        on a zeroed, failed or already freed object it does nothing.
      - Inputs are copied unless the declaration says "borrows". Outputs go into your buffers;
        where a size depends on the data, passing NULL returns the size needed.
+     - x_save_memory(x, buf, cap, &size) writes the file image into buf; buf NULL gives the
+       size only. x_load_memory of an object that reads its arrays in place (bm25, index,
+       datastore, RETRO neighbours, kNN-LM keys, NPM index) borrows data until x_free when it
+       is 64-byte aligned on a little-endian host, as retrlm_reader_open_memory does, and
+       copies it otherwise; models, encoders and tokenizers always copy.
      - Dimensions are int, byte sizes and offsets size_t; sizes are overflow-checked.
 
    POSIX
@@ -707,8 +712,8 @@ RETRLM_API retrlm_result retrlm_index_search(const retrlm_index *ix, const float
                                              int64_t *out_ids, float *out_scores);
 /* Bytes of the arrays the index uses (mapped file pages included). */
 RETRLM_API size_t retrlm_index_bytes(const retrlm_index *ix);
-/* The file image in memory: *buf (free with retrlm_free), *size its bytes. */
-RETRLM_API retrlm_result retrlm_index_save_memory(const retrlm_index *ix, void **buf,
+/* The file image into buf (cap bytes); *size gets its bytes. buf NULL: *size only. */
+RETRLM_API retrlm_result retrlm_index_save_memory(const retrlm_index *ix, void *buf, size_t cap,
                                                   size_t *size);
 /* Borrows data until retrlm_index_free when it is 64-byte aligned (little-endian host),
    otherwise copies it. Everything is validated: garbage gives an error, never a crash. */
@@ -1002,7 +1007,7 @@ typedef struct retrlm_lm_train_config {
     int        checkpoint_every;
     float     *losses;          /* (steps) or NULL: losses[s] = train loss of step s */
     retrlm_progress_fn progress; /* stage "train" after every step, "valid" after an eval */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_lm_train_config;
 
 /* Seeds a fresh state (step 0). */
@@ -1417,7 +1422,7 @@ typedef struct retrlm_retro_neighbours_config {
                                         4k */
     retrlm_retrieve_params retrieve; /* how units are ranked; zero: BM25 */
     retrlm_progress_fn progress;     /* stage "neighbours", done/total in chunks; may cancel */
-    void *user;
+    void *progress_user; /* passed to progress */
 } retrlm_retro_neighbours_config;
 
 typedef struct retrlm_retro_neighbours {
@@ -1487,7 +1492,11 @@ typedef struct retrlm_knnlm {
 /* Runs m over tokens (n) in windows of seq_len (default max_seq_len) that overlap by half, so
    every key but those of the first window sees at least seq_len/2 tokens of context, and adds
    one key per position. index_config: dim and metric are set here (L2); the rest is yours
-   (NULL: flat f32). IVF or SQ8 storage is trained on the keys first. Progress "knnlm keys". */
+   (NULL: flat f32). IVF or SQ8 storage is trained on the keys first. With nlist > 0 and
+   nprobe 0, the keys are searched with retrlm_knnlm_default_nprobe(nlist) lists: the square
+   root of nlist rounded up (32 of 1024), since a kNN-LM needs most of its k neighbours right and
+   one list, the index's own default, loses them. Progress "knnlm keys". */
+RETRLM_API int retrlm_knnlm_default_nprobe(int nlist);
 RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, const int *tokens,
                                             size_t n, int seq_len,
                                             const retrlm_index_config *index_config);
@@ -1500,7 +1509,7 @@ RETRLM_API void retrlm_knnlm_free(retrlm_knnlm *kn);
 RETRLM_API retrlm_result retrlm_knnlm_save(const retrlm_knnlm *kn, const char *path);
 RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, int vocab_size);
 #endif
-/* buf NULL: *size only. load_memory borrows data until free. */
+/* buf NULL: *size only. load_memory borrows data until free as retrlm_reader_open_memory does. */
 RETRLM_API retrlm_result retrlm_knnlm_save_memory(const retrlm_knnlm *kn, void *buf, size_t cap,
                                                   size_t *size);
 RETRLM_API retrlm_result retrlm_knnlm_load_memory(retrlm_knnlm *kn, const void *data, size_t size,
@@ -1517,7 +1526,12 @@ typedef struct retrlm_ralm_config {
     int   stride;          /* s: tokens predicted per retrieval; default 16 */
     int   query_tokens;    /* l: the query is the text of the last l tokens; default 32 */
     int   k;               /* units prepended (in-context, default 1) or mixed (REPLUG, default 4) */
-    float temperature;     /* REPLUG weights softmax(score / temperature); default 1 */
+    float temperature;     /* REPLUG weights softmax(score / temperature); 0: the default for
+                              the retrieval mode's scores, so that the weights follow them:
+                              BM25 1; DENSE, LINEAR and RERANK 0.1 (cosine-like scores, REPLUG
+                              LSR's gamma); RRF 2 / (rrf_k + 1)^2, so one place lower in both
+                              fused lists near the top costs a factor of about e (RRF's scores
+                              are fused ranks: its weights follow ranks, never the raw scores) */
     int   unit_tokens;     /* tokens of a unit used at most; default the datastore's chunk size */
     int   continuation;    /* 1: a unit is read with its continuation, the units after it in its
                               document, unit_tokens in all: what comes after the text that
@@ -1531,6 +1545,8 @@ typedef struct retrlm_ralm_config {
     int   knn_k;           /* neighbours; default 64 */
     float lambda;          /* interpolation weight in (0, 1); default 0.25 */
     float knn_temperature; /* default 1 */
+    int   knn_nprobe;      /* IVF keys: lists a search scans; 0: the keys index's nprobe (which
+                              retrlm_knnlm_build sets from nlist unless told) */
     int64_t exclude_doc;
     /* TRIME's local memory (strategy 4; for a model trained by retrlm_trime_train): each
        predicted token's probability is the joint softmax over the vocabulary and the earlier
@@ -1628,7 +1644,7 @@ RETRLM_API void retrlm_npm_index_free(retrlm_npm_index *x);
 RETRLM_API retrlm_result retrlm_npm_index_save(const retrlm_npm_index *x, const char *path);
 RETRLM_API retrlm_result retrlm_npm_index_load(retrlm_npm_index *x, const char *path, int vocab_size);
 #endif
-/* buf NULL: *size only. load_memory borrows data until free. */
+/* buf NULL: *size only. load_memory borrows data until free as retrlm_reader_open_memory does. */
 RETRLM_API retrlm_result retrlm_npm_index_save_memory(const retrlm_npm_index *x, void *buf, size_t cap,
                                                       size_t *size);
 RETRLM_API retrlm_result retrlm_npm_index_load_memory(retrlm_npm_index *x, const void *data, size_t size,
@@ -1685,7 +1701,7 @@ typedef struct retrlm_dpr_config {
     int64_t    steps;            /* train until state->step == steps */
     float     *losses;           /* (steps) or NULL: the loss of each step */
     retrlm_progress_fn progress; /* stage "dpr" after every step; may cancel */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_dpr_config;
 
 /* A step draws batch pairs at random whose documents are all different; a hard negative that
@@ -1729,7 +1745,7 @@ typedef struct retrlm_contriever_config {
     int64_t    steps;
     float     *losses;           /* (steps) or NULL */
     retrlm_progress_fn progress; /* stage "contriever" after every step; may cancel */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_contriever_config;
 
 /* The first crop goes through the query side, the second through the document side (one
@@ -1782,7 +1798,7 @@ typedef struct retrlm_lsr_config {
     int64_t refresh_every;          /* re-embed the datastore every so many steps; 0: never */
     float  *losses;                 /* (steps) or NULL: the mean KL of each step (nats) */
     retrlm_progress_fn progress;    /* stage "lsr" after every step; may cancel */
-    void   *user;
+    void   *progress_user; /* passed to progress */
 } retrlm_lsr_config;
 
 /* state->last_acc is the fraction of the last step's examples whose best unit by the retriever
@@ -1820,7 +1836,7 @@ typedef struct retrlm_incontext_train_config {
     int64_t steps;                  /* train until state->step == steps */
     float  *losses;                 /* (steps) or NULL: mean loss of each step (nats/token) */
     retrlm_progress_fn progress;    /* stage "incontext" after every step; may cancel */
-    void   *user;
+    void   *progress_user; /* passed to progress */
 } retrlm_incontext_train_config;
 
 /* state: as retrlm_lm_train's (step, rng, last_loss). ERR_ARG when the units and the window
@@ -1863,7 +1879,7 @@ typedef struct retrlm_retro_train_config {
     int        checkpoint_every;
     float     *losses;                         /* (steps) or NULL */
     retrlm_progress_fn progress;               /* "retro" every step, "valid" after an eval */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_retro_train_config;
 
 RETRLM_API void retrlm_retro_train_state_init(retrlm_retro_train_state *s, uint64_t seed);
@@ -1972,7 +1988,7 @@ typedef struct retrlm_joint_config {
                                        background refresh it is called from the thread running
                                        the steps, which may not be the caller's (never from two
                                        threads at once) */
-    void   *user;
+    void   *progress_user; /* passed to progress */
 } retrlm_joint_config;
 
 typedef struct retrlm_joint_state {
@@ -2072,7 +2088,7 @@ typedef struct retrlm_trime_train_config {
     int        checkpoint_every;
     float     *losses;         /* (steps) or NULL: losses[s] = train loss of step s (nats) */
     retrlm_progress_fn progress; /* stage "trime" after every step; may cancel */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_trime_train_config;
 
 /* Trains from state->step to cfg->steps (state as retrlm_lm_train's; resuming from a checkpoint
@@ -2137,7 +2153,7 @@ typedef struct retrlm_npm_train_config {
     float     *hits;           /* (steps) or NULL: the share of counted spans whose start query
                                   ranks a positive first (0 when parametric) */
     retrlm_progress_fn progress; /* stage "npm" after every step; may cancel */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_npm_train_config;
 
 /* Trains from state->step to cfg->steps. Each step draws its blocks (batches[rng_below(n)], or
@@ -2361,6 +2377,9 @@ RETRLM__PRIVATE void retrlm__clear_error(void);
 RETRLM__PRIVATE void *retrlm__alloc(size_t count, size_t elem);
 RETRLM__PRIVATE void *retrlm__calloc(size_t count, size_t elem); /* zeroed */
 RETRLM__PRIVATE void *retrlm__realloc(void *p, size_t count, size_t elem);
+/* An owned, 64-byte aligned buffer of count * elem bytes: *owned is what to free (RETRLM_FREE),
+   the result where to write; NULL on overflow or failure. */
+RETRLM__PRIVATE void *retrlm__alloc_aligned(size_t count, size_t elem, void **owned);
 RETRLM__PRIVATE int   retrlm__mul_overflows(size_t a, size_t b, size_t *out); /* 1 if a*b overflows */
 /* A 64-bit finaliser, and a hash of n bytes built on it: for in-memory tables only (the value of
    retrlm__hash_bytes differs between little- and big-endian hosts). */
@@ -2379,12 +2398,48 @@ RETRLM__PRIVATE int      retrlm__host_is_le(void);
 /* Reverses each elem-byte element of n in place (elem 1, 2, 4 or 8). */
 RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
 
+/* ---- kernels (kernels.c) ------------------------------------------------------------------ */
+RETRLM__PRIVATE size_t retrlm__round16(size_t n); /* n rounded up to a multiple of 16 */
+/* Packing space (floats) one thread of retrlm__matmul_ws uses at most. */
+RETRLM__PRIVATE size_t retrlm__matmul_ws_floats(void);
+/* retrlm_matmul with its packing buffers in ws (ws_floats floats, 64-byte aligned) when that is
+   big enough for one thread, else in a buffer of its own; the result is the same. */
+RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
+                                                const float *bias, int M, int N, int K, int flags,
+                                                float *ws, size_t ws_floats);
+
 /* ---- io (io.c) ---------------------------------------------------------------------------- */
 #ifndef RETRLM_NO_STDIO
 /* The whole regular file at path in a new buffer of *size bytes and a NUL (free with
    RETRLM_FREE). A directory, FIFO or device is RETRLM_ERR_IO with a message saying so, unread. */
 RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size);
 #endif
+
+/* ---- unicode (unicode.c) and tokenizer (tokenizer.c) ------------------------------------- */
+/* One UTF-8 sequence at s[0..n) (n >= 1): its length, the code point in *cp (0xFFFFFFFF and
+   length 1 for invalid UTF-8). */
+RETRLM__PRIVATE size_t retrlm__utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* Length of the next pre-token of s[0..n) (n >= 1) under GPT-2's pattern. */
+RETRLM__PRIVATE size_t retrlm__pretoken(const unsigned char *s, size_t n);
+/* Decodes ids (n) into *buf (NUL-terminated), growing it (*cap bytes; both may start 0/NULL);
+   *len gets the bytes. */
+RETRLM__PRIVATE retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
+                                                  char **buf, size_t *cap, size_t *len);
+
+/* ---- model (model.c) ---------------------------------------------------------------------- */
+/* The model's logits buffer (max_batch * max_seq_len rows of vocab_size). */
+RETRLM__PRIVATE float *retrlm__logits(const retrlm_model *m);
+/* One LM update on inputs (B, T), targets (-1: ignored), lengths or NULL, a RETRO model's
+   neighbours or NULL: forward, mean cross-entropy into *loss, backward, AdamW. */
+RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
+                                              const int *tgt, int B, int T, const int *lengths,
+                                              const int *neighbours, float *loss);
+/* text's first tokens, at most maxt, into ids (an empty text is the token 0); *n >= 1. */
+RETRLM__PRIVATE retrlm_result retrlm__encode_cut(const retrlm_tokenizer *tok, const char *text, size_t len,
+                                                 int *ids, int maxt, int *n);
+/* Rows of ids written stride apart (row i valid for len[i]) moved T apart (T the longest) and
+   padded with pad; returns T. */
+RETRLM__PRIVATE int retrlm__compact_rows(int *ids, const int *len, int n, int stride, int pad);
 
 /* ---- losses (losses.c) -------------------------------------------------------------------- */
 /* ERR_ARG (with who in the message) unless p's batching, similarity and temperature are valid. */
@@ -2408,6 +2463,8 @@ RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *
    NULL) and score (n each; a score is q . d + bm25_weight * prior) ordered by descending score,
    stably, so ties keep the first stage's order. */
 RETRLM__PRIVATE void retrlm__rerank_order(int n, int *cand, float *prior, float *score);
+/* RRF's constant: p->rrf_k, or its default (60) when p is NULL or says 0. */
+RETRLM__PRIVATE float retrlm__rrf_k(const retrlm_retrieve_params *p);
 /* Embeds every unit's text with enc's document side into a new index out (as
    retrlm_datastore_embed does, index_config NULL: flat f32), leaving ds->dense alone: what a
    refresh builds while training still searches the old index. */
@@ -2474,7 +2531,7 @@ static void *retrlm__calloc(size_t count, size_t elem) {
 // An owned, 64-byte (cache line, AVX-512 vector) aligned buffer of count * elem bytes: *owned is
 // what to free, the result where to write. Arrays that threads write side by side start on a
 // cache line, so that two threads never share one.
-static void *retrlm__alloc_aligned(size_t count, size_t elem, void **owned) {
+RETRLM__PRIVATE void *retrlm__alloc_aligned(size_t count, size_t elem, void **owned) {
     unsigned char *p;
     size_t n;
     *owned = NULL;
@@ -3047,18 +3104,18 @@ static void retrlm__matmul_rows(float *C, const float *A, const float *B, const 
 
 // Packing space (floats) one thread of retrlm__matmul_ws uses at most: a caller that keeps
 // retrlm__max_threads() times this (64-byte aligned) never makes the multiply allocate.
-static size_t retrlm__matmul_ws_floats(void) {
+RETRLM__PRIVATE size_t retrlm__matmul_ws_floats(void) {
     return (size_t)(RETRLM__MC + RETRLM__NC) * RETRLM__KC;
 }
 
-static size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15; }
+RETRLM__PRIVATE size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 // retrlm_matmul with the packing buffers in ws (ws_floats floats, 64-byte aligned) when it is
 // big enough for one thread, else in a buffer of its own. A smaller ws runs fewer threads; the
 // result is the same.
-static retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
-                                       const float *bias, int M, int N, int K, int flags,
-                                       float *ws, size_t ws_floats) {
+RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
+                                                const float *bias, int M, int N, int K, int flags,
+                                                float *ws, size_t ws_floats) {
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
     int mtiles, ntiles, ntiles_all, nthreads, t;
@@ -5579,8 +5636,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_decode(const retrlm_tokenizer *tok, co
 
 // Decodes ids (n) into *buf, NUL-terminated, growing it (*cap bytes, both may start 0/NULL) when
 // it is too small; *len gets the bytes. For callers that decode text after text (queries).
-static retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
-                                         char **buf, size_t *cap, size_t *len) {
+RETRLM__PRIVATE retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
+                                                  char **buf, size_t *cap, size_t *len) {
     retrlm_result r = retrlm_tokenizer_decode(tok, ids, n, NULL, 0, len);
     if (r) return r;
     if (*len + 1 > *cap) {
@@ -10478,22 +10535,13 @@ static retrlm_result retrlm__index_writer(const retrlm_index *ix, retrlm_writer 
     return RETRLM_OK;
 }
 
-RETRLM_API retrlm_result retrlm_index_save_memory(const retrlm_index *ix, void **buf,
+RETRLM_API retrlm_result retrlm_index_save_memory(const retrlm_index *ix, void *buf, size_t cap,
                                                   size_t *size) {
     retrlm_writer w;
     retrlm_result r;
-    RETRLM_ASSERT(ix && buf && size);
-    *buf = NULL;
-    *size = 0;
+    RETRLM_ASSERT(ix && size);
     memset(&w, 0, sizeof w);
-    if ((r = retrlm__index_writer(ix, &w)) == RETRLM_OK && (r = retrlm_writer_save_memory(&w, NULL, 0, size)) == RETRLM_OK) {
-        *buf = retrlm__alloc(*size, 1);
-        if (!*buf) r = retrlm__fail(RETRLM_ERR_NOMEM, "index save: no memory for %lu bytes", (unsigned long)*size);
-        else if ((r = retrlm_writer_save_memory(&w, *buf, *size, size)) != RETRLM_OK) {
-            RETRLM_FREE(*buf);
-            *buf = NULL;
-        }
-    }
+    if ((r = retrlm__index_writer(ix, &w)) == RETRLM_OK) r = retrlm_writer_save_memory(&w, buf, cap, size);
     retrlm_writer_free(&w);
     return r;
 }
@@ -11059,7 +11107,7 @@ static float *retrlm__rstdf(const retrlm_model *m) {
 static float *retrlm__tokloss(const retrlm_model *m) {
     return retrlm__rstdf(m) + retrlm__round16(retrlm__nmax(&m->config));
 }
-static float *retrlm__logits(const retrlm_model *m) {
+RETRLM__PRIVATE float *retrlm__logits(const retrlm_model *m) {
     return retrlm__tokloss(m) + retrlm__round16(retrlm__nmax(&m->config));
 }
 static void retrlm__layer_acts(const retrlm_model *m, int l, retrlm__acts *a) {
@@ -12388,9 +12436,9 @@ RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tok
 // One language-model update on inputs (B, T) with targets (-1: ignored), lengths (or NULL) and
 // a RETRO model's neighbours (or NULL): forward, mean cross-entropy into *loss, backward, AdamW.
 // Shared by every LM trainer.
-static retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
-                                     const int *tgt, int B, int T, const int *lengths,
-                                     const int *neighbours, float *loss) {
+RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
+                                              const int *tgt, int B, int T, const int *lengths,
+                                              const int *neighbours, float *loss) {
     retrlm_model_grad_in gin;
     retrlm_result r;
     if ((r = retrlm__forward(m, inp, B, T, lengths, neighbours, 0)) ||
@@ -12440,7 +12488,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
             if ((r = retrlm_lm_bits_per_byte(m, cfg->valid, cfg->n_valid, cfg->valid_bytes, T,
                                              &st->last_valid_bpb)))
                 break;
-            if ((r = retrlm__progress(cfg->progress, cfg->user, "valid", (double)st->step,
+            if ((r = retrlm__progress(cfg->progress, cfg->progress_user, "valid", (double)st->step,
                                       (double)cfg->steps)))
                 break;
         }
@@ -12450,7 +12498,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
             (r = retrlm_model_save(m, opt, st, cfg->checkpoint)))
             break;
 #endif
-        r = retrlm__progress(cfg->progress, cfg->user, "train", (double)st->step, (double)cfg->steps);
+        r = retrlm__progress(cfg->progress, cfg->progress_user, "train", (double)st->step, (double)cfg->steps);
     }
     RETRLM_FREE(inp);
     return r;
@@ -13618,8 +13666,8 @@ static float retrlm__l2_norm(const float *x, int n) {
 
 // text's first tokens, at most maxt of them, into ids; an empty text is the token 0. *n gets
 // how many (>= 1).
-static retrlm_result retrlm__encode_cut(const retrlm_tokenizer *tok, const char *text, size_t len,
-                                        int *ids, int maxt, int *n) {
+RETRLM__PRIVATE retrlm_result retrlm__encode_cut(const retrlm_tokenizer *tok, const char *text, size_t len,
+                                                 int *ids, int maxt, int *n) {
     size_t got = 0;
     retrlm_result r = retrlm_tokenizer_encode(tok, text ? text : "", len, 0, ids, (size_t)maxt, &got);
     if (r != RETRLM_OK && r != RETRLM_ERR_RANGE) return r; // RANGE: cut to maxt
@@ -13732,7 +13780,7 @@ RETRLM_API int retrlm_encoder_param_groups(const retrlm_encoder *e, float lr, fl
 // n rows of token ids written stride apart, row i valid for len[i] tokens: moves them to be T
 // apart (T = the longest), pads with pad (token 0 for inputs, -1 for ignored targets) and
 // returns T
-static int retrlm__compact_rows(int *ids, const int *len, int n, int stride, int pad) {
+RETRLM__PRIVATE int retrlm__compact_rows(int *ids, const int *len, int n, int stride, int pad) {
     int i, t, T = 1;
     for (i = 0; i < n; i++) T = RETRLM__MAX(T, len[i]);
     for (i = 0; i < n; i++) {
@@ -14586,13 +14634,17 @@ static float retrlm__minmax(const float *s, int n, int i) {
     return hi > lo ? (s[i] - lo) / (hi - lo) : 1.0f;
 }
 
+RETRLM__PRIVATE float retrlm__rrf_k(const retrlm_retrieve_params *p) {
+    return p && p->rrf_k > 0 ? (float)p->rrf_k : 60.0f; // Cormack et al.'s constant
+}
+
 RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids,
                            const float *a_scores, int na, const int64_t *b_ids,
                            const float *b_scores, int nb, int k, int64_t *out_ids,
                            float *out_scores) {
     retrlm_retrieve_mode mode = p ? p->mode : RETRLM_RETRIEVE_BM25;
     float w = p && p->weight > 0.0f ? RETRLM__MIN(p->weight, 1.0f) : 0.5f; // 0: the default
-    float rk = p && p->rrf_k > 0 ? (float)p->rrf_k : 60.0f, *sc, small[64];
+    float rk = retrlm__rrf_k(p), *sc, small[64];
     int64_t *ids;
     retrlm_topk h;
     int i, j, n;
@@ -15044,7 +15096,7 @@ RETRLM_API retrlm_result retrlm_retro_neighbours_build(retrlm_retro_neighbours *
             if (err[i])
                 r = retrlm__fail(err[i], "retro_neighbours: chunk %lld: %s",
                                  (long long)(b0 + i), retrlm_result_string(err[i]));
-        if (!r) r = retrlm__progress(c.progress, c.user, "neighbours", (double)(b0 + nblk),
+        if (!r) r = retrlm__progress(c.progress, c.progress_user, "neighbours", (double)(b0 + nblk),
                                      (double)nc);
     }
     RETRLM_FREE(cand);
@@ -15201,6 +15253,7 @@ typedef struct retrlm__knn_ctx {
     const retrlm_knnlm *kn;
     int    k;
     float  log_lambda, log_1m_lambda, inv_temp;
+    retrlm_search_params sp; // nprobe for IVF keys
     float *queries;  // (max_batch * stride, D)
     int64_t *ids;    // (max_batch * stride, k)
     float *dist;     // (max_batch * stride, k)
@@ -15315,7 +15368,7 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
         }
         if (kc && nq) {
             int i;
-            res = retrlm_index_search(&kc->kn->index, kc->queries, nq, D, kc->k, NULL, kc->ids, kc->dist);
+            res = retrlm_index_search(&kc->kn->index, kc->queries, nq, D, kc->k, &kc->sp, kc->ids, kc->dist);
             if (res) return res;
             for (i = 0; i < nq; i++) {
                 retrlm__ralm_job *jb = &jobs[j + kc->where[i] / 65536];
@@ -15328,6 +15381,17 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
         }
     }
     return RETRLM_OK;
+}
+
+// REPLUG's default temperature for the scores a retrieval mode gives (ralm.h says why)
+static float retrlm__replug_temperature(const retrlm_retrieve_params *rp) {
+    retrlm_retrieve_mode mode = rp ? rp->mode : RETRLM_RETRIEVE_BM25;
+    if (mode == RETRLM_RETRIEVE_BM25) return 1.0f;
+    if (mode == RETRLM_RETRIEVE_RRF) {
+        const float rk = retrlm__rrf_k(rp);
+        return 2.0f / ((rk + 1.0f) * (rk + 1.0f));
+    }
+    return 0.1f;
 }
 
 RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm_tokenizer *tok,
@@ -15361,7 +15425,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     if (!cfg.stride) cfg.stride = 16;
     if (!cfg.query_tokens) cfg.query_tokens = 32;
     if (!cfg.k) cfg.k = cfg.mode == RETRLM_RALM_REPLUG ? 4 : 1;
-    if (cfg.temperature == 0.0f) cfg.temperature = 1.0f;
+    if (cfg.temperature == 0.0f) cfg.temperature = retrlm__replug_temperature(cfg.retrieve);
     if (!cfg.unit_tokens) cfg.unit_tokens = ds ? ds->chunk_tokens : 0;
     if (cfg.stride < 1 || cfg.query_tokens < 1 || cfg.k < 1 || cfg.k > 16 || cfg.unit_tokens < 0 ||
         cfg.context_tokens < 0 || !(cfg.temperature > 0.0f))
@@ -15387,6 +15451,8 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
         knn.log_lambda = logf(cfg.lambda);
         knn.log_1m_lambda = logf(1.0f - cfg.lambda);
         knn.inv_temp = 1.0f / cfg.knn_temperature;
+        if (cfg.knn_nprobe < 0) return retrlm__fail(RETRLM_ERR_ARG, "ralm: knn_nprobe %d is negative", cfg.knn_nprobe);
+        knn.sp.nprobe = cfg.knn_nprobe; // 0: the index's own
         kc = &knn;
     }
     if (cfg.trime && (res = retrlm__trime_check(cfg.trime, "ralm"))) return res;
@@ -15533,7 +15599,9 @@ static retrlm_result retrlm__tokindex_writer(const char *kind, const char *name,
     retrlm_result r;
     *image = NULL;
     if ((r = retrlm_writer_init(w, kind))) return r;
-    if ((r = retrlm_index_save_memory(ix, image, &size))) return r;
+    if ((r = retrlm_index_save_memory(ix, NULL, 0, &size))) return r;
+    if (!(*image = retrlm__alloc(size, 1))) return retrlm__fail(RETRLM_ERR_NOMEM, "%s save: no memory for the index image", kind);
+    if ((r = retrlm_index_save_memory(ix, *image, size, &size))) return r;
     if ((r = retrlm_writer_add(w, "index", RETRLM_DTYPE_U8, *image, size))) return r;
     return retrlm_writer_add(w, name, RETRLM_DTYPE_I32, tok, n);
 }
@@ -15632,6 +15700,12 @@ RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, i
 }
 #endif
 
+RETRLM_API int retrlm_knnlm_default_nprobe(int nlist) {
+    int p = 1;
+    while (p < nlist && p * p < nlist) p++; // the smallest p with p^2 >= nlist
+    return nlist > 0 ? p : 0;
+}
+
 RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, const int *tokens,
                                             size_t n, int seq_len,
                                             const retrlm_index_config *index_config) {
@@ -15698,6 +15772,7 @@ RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, c
     else memset(&icfg, 0, sizeof icfg);
     icfg.dim = D;
     icfg.metric = RETRLM_METRIC_L2;
+    if (icfg.nlist > 0 && !icfg.nprobe) icfg.nprobe = retrlm_knnlm_default_nprobe(icfg.nlist);
     res = retrlm_index_init(&kn->index, &icfg);
     if (!res && (icfg.nlist > 0 || icfg.storage == RETRLM_STORAGE_SQ8)) res = retrlm_index_train(&kn->index, keys, nk, D);
     if (!res) res = retrlm_index_add(&kn->index, keys, nk, D, NULL);
@@ -15794,7 +15869,7 @@ RETRLM_API retrlm_result retrlm_retro_generate(retrlm_model *m,
                             "an rng", (double)cfg->sampler->temperature);
     nc = cfg->neighbours;
     nc.progress = NULL;
-    nc.user = NULL;
+    nc.progress_user = NULL;
     if (!nc.chunk) nc.chunk = M;
     if (!nc.k) nc.k = mc->retro_k;
     if (!nc.len) nc.len = mc->retro_len;
@@ -16166,7 +16241,7 @@ RETRLM_API retrlm_result retrlm_dpr_train(retrlm_encoder *e, retrlm_adamw *opt,
         if ((r = retrlm__contrastive_step(e, opt, &b, n, Tq, nd, Td, temperature, st))) break;
         if (cfg->losses) cfg->losses[st->step] = st->last_loss;
         st->step++;
-        if (cfg->progress && cfg->progress(cfg->user, "dpr", (double)st->step, (double)cfg->steps)) {
+        if (cfg->progress && cfg->progress(cfg->progress_user, "dpr", (double)st->step, (double)cfg->steps)) {
             r = retrlm__fail(RETRLM_ERR_CANCELLED, "dpr_train: cancelled at step %lld",
                              (long long)st->step);
             break;
@@ -16358,7 +16433,7 @@ RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw
         if (cfg->losses) cfg->losses[st->step] = st->last_loss;
         st->step++;
         if (cfg->progress &&
-            cfg->progress(cfg->user, "contriever", (double)st->step, (double)cfg->steps)) {
+            cfg->progress(cfg->progress_user, "contriever", (double)st->step, (double)cfg->steps)) {
             r = retrlm__fail(RETRLM_ERR_CANCELLED, "contriever_train: cancelled at step %lld",
                              (long long)st->step);
             break;
@@ -16613,7 +16688,7 @@ RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
         if (c.refresh_every && st->step % c.refresh_every == 0 &&
             (r = retrlm_datastore_embed(c.ds, e, c.ds->encoder_tok, c.index_config, NULL, NULL)))
             break;
-        if (c.progress && c.progress(c.user, "lsr", (double)st->step, (double)c.steps)) {
+        if (c.progress && c.progress(c.progress_user, "lsr", (double)st->step, (double)c.steps)) {
             r = retrlm__fail(RETRLM_ERR_CANCELLED, "lsr_train: cancelled at step %lld",
                              (long long)st->step);
             break;
@@ -16708,7 +16783,7 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
         if (c.losses) c.losses[st->step] = loss;
         st->last_loss = loss;
         st->step++;
-        r = retrlm__progress(c.progress, c.user, "incontext", (double)st->step, (double)c.steps);
+        r = retrlm__progress(c.progress, c.progress_user, "incontext", (double)st->step, (double)c.steps);
     }
     RETRLM_FREE(inp);
     RETRLM_FREE(lens);
@@ -16900,7 +16975,7 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
                 (r = retrlm__retro_bpb(m, c.valid, c.n_valid, c.valid_bytes, c.valid_neighbours, T,
                                        &st->lm.last_valid_bpb)))
                 break;
-            if ((r = retrlm__progress(c.progress, c.user, "valid", (double)st->lm.step,
+            if ((r = retrlm__progress(c.progress, c.progress_user, "valid", (double)st->lm.step,
                                       (double)c.steps)))
                 break;
         }
@@ -16910,7 +16985,7 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
             (r = retrlm_model_save(m, opt, &st->lm, c.checkpoint)))
             break;
 #endif
-        if (!r) r = retrlm__progress(c.progress, c.user, "retro", (double)st->lm.step, (double)c.steps);
+        if (!r) r = retrlm__progress(c.progress, c.progress_user, "retro", (double)st->lm.step, (double)c.steps);
     }
     RETRLM_FREE(inp);
     return r;
@@ -17373,7 +17448,7 @@ static retrlm_result retrlm__joint_steps(retrlm__joint_run *x, int64_t until) {
         st->last_loss = loss, st->last_reader = reader, st->last_utility = utility;
         if (c->losses) c->losses[st->step] = loss;
         st->step++;
-        r = retrlm__progress(c->progress, c->user, "joint", (double)st->step, (double)c->steps);
+        r = retrlm__progress(c->progress, c->progress_user, "joint", (double)st->step, (double)c->steps);
     }
     return r;
 }
@@ -17736,7 +17811,7 @@ RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
             retrlm_adamw_step(opt);
         }
         r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint, c.checkpoint_every, c.progress,
-                              c.user, "trime");
+                              c.progress_user, "trime");
     }
     RETRLM_FREE(inp);
     RETRLM_FREE(dkeys);
@@ -17939,7 +18014,7 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
             if ((r = retrlm__lm_step(m, opt, masked, tgt, B, T, NULL, NULL, &loss))) break;
             if (c.hits) c.hits[st->step] = 0.0f;
             r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint, c.checkpoint_every, c.progress,
-                                  c.user, "npm");
+                                  c.progress_user, "npm");
             continue;
         }
         if ((r = retrlm_model_forward(m, masked, B, T, NULL, RETRLM_FORWARD_NO_LOGITS)) ||
@@ -17970,7 +18045,7 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
         }
         if (c.hits) c.hits[st->step] = cnt ? (float)hs / (float)cnt : 0.0f;
         r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint, c.checkpoint_every, c.progress,
-                              c.user, "npm");
+                              c.progress_user, "npm");
     }
     RETRLM_FREE(whole), RETRLM_FREE(qs);
     retrlm_model_free(&mem);

@@ -262,7 +262,7 @@ int main(int argc, char **argv) {
             cc.steps = ctr_steps;
             cc.progress = progress;
             retrlm_retriever_train_state_init(&st, 2);
-            cc.user = &st;
+            cc.progress_user = &st;
             t0 = retrlm_time_seconds();
             if (retrlm_contriever_train(&enc, &opt, &cc, &st)) die("contriever");
             t_ctr = retrlm_time_seconds() - t0;
@@ -282,7 +282,7 @@ int main(int argc, char **argv) {
             dc.steps = dpr_steps;
             dc.progress = progress;
             retrlm_retriever_train_state_init(&st, 1);
-            dc.user = &st;
+            dc.progress_user = &st;
             t0 = retrlm_time_seconds();
             if (retrlm_dpr_train(&enc, &opt, &dc, &st)) die("dpr");
             t_train = retrlm_time_seconds() - t0;

@@ -157,7 +157,7 @@ int main(int argc, char **argv) {
     r.budget = minutes * 60.0 - (r.t0 - t_start); // the tokenizer and encoding count too
     r.st = &st;
     r.opt = &o;
-    tc.user = &r;
+    tc.progress_user = &r;
     if (vocab > 256) printf("tokenizer: BPE %d trained on train.txt in %.1f s; %lu train tokens (%.2f bytes a token)\n", tok.n_vocab, t_tok,
                             (unsigned long)ntr, (double)btr / (double)ntr);
     printf("model: vocab %d, dim %d, layers %d, heads %d, ffn %d, %lu parameters; "

@@ -661,8 +661,9 @@ static int check_kind(cli_state *s, const char *path, int container, const char 
     return 0;
 }
 
-// kNN-LM keys made now from the text file at path (flat, or IVF / SQ8)
-static int build_keys(cli_state *s, const char *path, int nlist, int sq8) {
+// kNN-LM keys made now from the text file at path (flat, or IVF / SQ8, f32 kept for re-ranking
+// rerank x k candidates when rerank > 0)
+static int build_keys(cli_state *s, const char *path, int nlist, int sq8, int rerank) {
     retrlm_index_config ic;
     retrlm_result r;
     if (load_text(s, 1, path)) return 1;
@@ -672,6 +673,7 @@ static int build_keys(cli_state *s, const char *path, int nlist, int sq8) {
     memset(&ic, 0, sizeof ic);
     ic.nlist = nlist;
     ic.storage = sq8 ? RETRLM_STORAGE_SQ8 : RETRLM_STORAGE_F32;
+    ic.rerank = rerank;
     ic.progress = progress_fn;
     ic.progress_user = &s->prog;
     r = retrlm_knnlm_build(&s->knn, &s->lm, s->text[1].ids, s->text[1].n, 0, &ic);
@@ -829,7 +831,7 @@ static int train_trime(cli_state *s, retrlm_trime_train_config *tc, retrlm_lm_tr
     tc->train = s->text[0].ids, tc->n_train = s->text[0].n;
     tc->steps = steps, tc->checkpoint = out, tc->checkpoint_every = save_every;
     tc->warmup_steps = ce_warmup, tc->cross_sent_ratio = tp.batching == RETRLM_TRIME_EXT ? drop_local : 0.0f;
-    tc->progress = progress_fn, tc->user = &s->prog;
+    tc->progress = progress_fn, tc->progress_user = &s->prog;
     if (tp.batching == RETRLM_TRIME_LOCAL ? tc->n_train <= (size_t)c->max_seq_len + 1
                                           : tc->n_train < (size_t)c->max_batch * (size_t)c->max_seq_len + 1)
         return refuse(s, "the training text has %lu tokens: --memory %s needs more than %lu (%s)", (unsigned long)tc->n_train,
@@ -885,7 +887,7 @@ static int train_npm(cli_state *s, retrlm_lm_train_state *st, const char *out, i
     nc.mask_id = c->vocab_size - 1;
     nc.mask_ratio = mask_ratio, nc.max_span = max_span, nc.temperature = temp, nc.parametric = parametric;
     nc.steps = steps, nc.checkpoint = out, nc.checkpoint_every = save_every;
-    nc.progress = progress_fn, nc.user = &s->prog;
+    nc.progress = progress_fn, nc.progress_user = &s->prog;
     s->prog.train = st;
     fprintf(stderr, "NPM%s: %.2fM parameters (dim %d, %d layers, %d heads, blocks of %d, %d a batch) from step %lld; "
             "%lu training tokens\n", parametric ? " (its parametric baseline: a masked LM with a vocabulary)" : "",
@@ -1011,7 +1013,7 @@ static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, in
     lc.checkpoint = out;
     lc.checkpoint_every = save_every;
     lc.progress = progress_fn;
-    lc.user = &s->prog;
+    lc.progress_user = &s->prog;
     s->prog.train = &st;
     fprintf(stderr, "%s %.2fM parameters (dim %d, %d layers, %d heads, ctx %d, batch %d) from step %lld; %lu training tokens\n",
             resume ? "resuming:" : "training:", (double)s->lm.n_params / 1e6, s->lm.config.dim, s->lm.config.n_layers,
@@ -1250,24 +1252,28 @@ static int cmd_datastore(const cli_cmd *self, int argc, char **argv, cli_state *
 
 static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *text = NULL, *out = NULL;
-    int nlist = 0, sq8 = 0, bad;
+    int nlist = 0, sq8 = 0, rerank = 0, bad;
     retrlm_result r;
     cli_opt opts[] = {
         {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the LM (from lm-train)"},
         CLI_TOKENIZER_OPTS(tok_path, gpt2),
         {"--text", "FILE", OPT_STR | OPT_NEED, &text, 0, 0, "the text whose positions become keys"},
         {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the keys file to write"},
-        {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "IVF lists (0: a flat index)"},
+        {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "IVF lists (0: a flat index), searched ceil(sqrt(N)) at a time"},
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "store keys in 8 bits a dimension"},
+        {"--sq8-rerank", "N", OPT_INT, &rerank, 0, 1024, "--sq8: keep the f32 keys too and re-score N x k candidates with them"},
         CLI_FORCE_OPT(s),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (rerank && !sq8) return bad_usage(self, "--sq8-rerank is for --sq8 keys");
     if (check_output(s, out, "knnlm")) return 2;
     if ((bad = check_kind(s, text, 0, "--text", "a text: this one is keyed already, or not a text"))) return bad;
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) || build_keys(s, text, nlist, sq8)) return 1;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) || build_keys(s, text, nlist, sq8, rerank)) return 1;
     if ((r = retrlm_knnlm_save(&s->knn, out))) return fail(r, "cannot save");
-    printf("%s: %lu keys of %d dimensions, %.1f MB\n", out, (unsigned long)s->knn.n, s->knn.index.dim,
-           (double)retrlm_index_bytes(&s->knn.index) / 1e6);
+    printf("%s: %lu keys of %d dimensions", out, (unsigned long)s->knn.n, s->knn.index.dim);
+    if (s->knn.index.nlist) printf(", IVF %d lists (nprobe %d)", s->knn.index.nlist, s->knn.index.nprobe);
+    if (sq8) printf(", 8 bits%s", rerank ? " (f32 kept for re-ranking)" : "");
+    printf(", %.1f MB\n", (double)retrlm_index_bytes(&s->knn.index) / 1e6);
     return 0;
 }
 
@@ -1364,7 +1370,7 @@ static int train_contriever(cli_state *s, const char *path, const cli_enc_train 
     cc.docs.ids = s->ds.tokens, cc.docs.off = s->unit_off, cc.docs.n = (size_t)s->ds.n_units;
     cc.batch = et->batch, cc.temperature = et->temperature, cc.steps = et->steps;
     cc.moco = et->moco;
-    cc.progress = progress_fn, cc.user = &s->prog;
+    cc.progress = progress_fn, cc.progress_user = &s->prog;
     fprintf(stderr, "Contriever on %d units", s->ds.n_units);
     if (et->moco) fprintf(stderr, ", MoCo: a queue of %d keys, momentum %g", et->moco->queue_size, (double)et->moco->momentum);
     fprintf(stderr, "\n");
@@ -1390,7 +1396,7 @@ static int train_dpr(cli_state *s, const char *path, const cli_enc_train *et) {
     dc.pair_query = pp->pair_query, dc.pair_doc = pp->pair_doc, dc.hard_negative = pp->hard;
     dc.n_pairs = pp->n;
     dc.batch = et->batch, dc.temperature = et->temperature, dc.steps = et->steps;
-    dc.progress = progress_fn, dc.user = &s->prog;
+    dc.progress = progress_fn, dc.progress_user = &s->prog;
     fprintf(stderr, "DPR on %lu pairs, %lu distinct documents\n", (unsigned long)pp->n, (unsigned long)pp->n_docs);
     r = retrlm_dpr_train(&s->enc, &s->opt, &dc, et->state);
     progress_end(&s->prog);
@@ -1603,7 +1609,7 @@ static int cmd_lsr_train(const cli_cmd *self, int argc, char **argv, cli_state *
     lc.continuation = with_next;
     lc.k = k, lc.batch = batch, lc.temperature = temperature;
     lc.steps = o.steps, lc.refresh_every = refresh;
-    lc.progress = progress_fn, lc.user = &s->prog;
+    lc.progress = progress_fn, lc.progress_user = &s->prog;
     fprintf(stderr, "REPLUG LSR on %lu training tokens, %d units, k %d\n", (unsigned long)s->text[0].n,
             s->ds.n_units, k);
     r = retrlm_lsr_train(&s->enc, &s->opt, &lc, &st);
@@ -1720,7 +1726,7 @@ static int cmd_joint_train(const cli_cmd *self, int argc, char **argv, cli_state
     jc.refresh_every = refresh, jc.refresh_delay = delay, jc.rerank = rerank, jc.rerank_bm25 = rerank_bm25;
     jc.bm25_weight = bm25_weight, jc.query_side = query_side, jc.probe = probe;
     jc.steps = o.steps;
-    jc.progress = progress_fn, jc.user = &s->prog;
+    jc.progress = progress_fn, jc.progress_user = &s->prog;
     fprintf(stderr, "joint training (%s) on %lu training tokens, %d units, k %d, refresh %s%d%s\n", objective_names[obj],
             (unsigned long)s->text[0].n, s->ds.n_units, k, refresh ? "every " : "", refresh ? refresh : 0,
             !refresh ? " (never)" : delay ? " steps in the background" : " steps, blocking");
@@ -1775,7 +1781,7 @@ static int cmd_retrofit(const cli_cmd *self, int argc, char **argv, cli_state *s
     ic.k = k, ic.unit_tokens = unit, ic.query_tokens = query, ic.window_tokens = window, ic.batch = batch;
     ic.continuation = cont;
     ic.steps = o.steps;
-    ic.progress = progress_fn, ic.user = &s->prog;
+    ic.progress = progress_fn, ic.progress_user = &s->prog;
     fprintf(stderr, "retrofitting %.2fM parameters on %lu training tokens, %d unit(s) by %s a window\n",
             (double)s->lm.n_params / 1e6, (unsigned long)s->text[0].n, k, rv.mode);
     r = retrlm_incontext_train(&s->lm, &s->opt, &ic, &st);
@@ -1823,7 +1829,7 @@ static int get_neighbours(cli_state *s, retrlm_retro_neighbours *nb, const cli_t
     memset(&nc, 0, sizeof nc);
     nc.chunk = c->retro_chunk, nc.k = c->retro_k, nc.len = c->retro_len;
     nc.retrieve = *rp;
-    nc.progress = progress_fn, nc.user = &s->prog;
+    nc.progress = progress_fn, nc.progress_user = &s->prog;
     t0 = retrlm_time_seconds();
     r = retrlm_retro_neighbours_build(nb, &s->ds, &s->tok, t->ids, t->n, NULL, &nc);
     progress_end(&s->prog);
@@ -1947,7 +1953,7 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
     }
     tc.steps = steps, tc.eval_every = eval_every;
     tc.checkpoint = out, tc.checkpoint_every = save_every;
-    tc.progress = progress_fn, tc.user = &s->prog;
+    tc.progress = progress_fn, tc.progress_user = &s->prog;
     s->prog.retro = &st;
     mc = s->retro.config;
     fprintf(stderr, "%s: %.2fM parameters, %.2fM of them trained (dim %d, %d layers, %d heads, ctx %d, batch %d; chunks of "
@@ -2156,7 +2162,8 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     static const char *const mode_names[] = {"none", "incontext", "replug"};
     const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *text = NULL, *ds_path = NULL;
     const char *mode = "none", *keys = NULL, *build = NULL, *per_line = NULL, *groups = NULL, *trime = NULL;
-    int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = -1, nlist = -1, sq8 = 0, m, knn, by_line, bad;
+    int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = -1, nlist = -1, sq8 = 0, rerank = 0, nprobe = -1;
+    int m, knn, by_line, bad;
     int trime_cache = 0, cont = 0;
     float lambda = -1.0f, knn_temp = -1.0f, temperature = 0.0f, trime_temp = 0.0f; // -1, below their ranges: not given
     retrlm_trime_params tp;
@@ -2176,14 +2183,19 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--unit-tokens", "N", OPT_INT, &unit, 0, 1 << 20, "tokens of a unit used at most (0: the chunk size)"},
         {"--context-tokens", "N", OPT_INT, &context, 0, 1 << 20, "tokens of the text's own prefix (0: what fits)"},
         CLI_CONTINUATION_OPT(cont),
-        {"--temperature", "X", OPT_FLOAT, &temperature, 0, 1e6, "replug: weights softmax(score / X) (0: 1)"},
+        {"--temperature", "X", OPT_FLOAT, &temperature, 0, 1e6, "replug: weights softmax(score / X) (0: by retriever: "
+         "bm25 1, dense, linear and rerank 0.1, rrf 2 / (rrf-k + 1)^2)"},
         {"--knnlm-keys", "FILE", OPT_STR, &keys, 0, 0, "kNN-LM with the keys file (from knnlm)"},
         {"--knnlm-build", "FILE", OPT_STR, &build, 0, 0, "kNN-LM with keys made now from this text file"},
         {"--knn-k", "N", OPT_INT, &knn_k, 0, 1 << 16, "kNN-LM neighbours (0: 64)"},
         {"--lambda", "X", OPT_FLOAT, &lambda, 0, 1, "kNN-LM weight, in (0, 1) (0: 0.25)"},
         {"--knn-temp", "X", OPT_FLOAT, &knn_temp, 0, 1e6, "kNN-LM softmax temperature (0: 1)"},
+        {"--knn-nprobe", "N", OPT_INT, &nprobe, 1, 1 << 24, "IVF keys: lists a search scans (default: the keys file's; "
+         "ceil(sqrt(nlist)) for keys knnlm or --knnlm-build made)"},
         {"--nlist", "N", OPT_INT, &nlist, 0, 1 << 24, "--knnlm-build: IVF lists (0: flat)"},
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "--knnlm-build: 8 bits a dimension"},
+        {"--sq8-rerank", "N", OPT_INT, &rerank, 0, 1024, "--knnlm-build --sq8: keep the f32 keys too and re-score N x k "
+         "candidates with them"},
         {"--trime", "SIM", OPT_STR, &trime, 0, 0, "a TRIME model (from trime-train) read with its local memory: each "
          "token also from the earlier tokens of its window, compared by l2 or dot as in its training (with kNN-LM keys "
          "of the same model: TrimeLM_ext)"},
@@ -2203,10 +2215,11 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     if (m && !ds_path) return bad_usage(self, "--mode %s needs -d DATASTORE", mode);
     if (keys && build) return bad_usage(self, "give one of --knnlm-keys FILE and --knnlm-build TEXT");
     knn = keys || build;
-    if (!knn && (knn_k >= 0 || lambda >= 0.0f || knn_temp >= 0.0f))
+    if (!knn && (knn_k >= 0 || lambda >= 0.0f || knn_temp >= 0.0f || nprobe >= 0))
         return bad_usage(self, "%s is for kNN-LM: give --knnlm-keys FILE or --knnlm-build TEXT",
-                         knn_k >= 0 ? "--knn-k" : lambda >= 0.0f ? "--lambda" : "--knn-temp");
+                         knn_k >= 0 ? "--knn-k" : lambda >= 0.0f ? "--lambda" : knn_temp >= 0.0f ? "--knn-temp" : "--knn-nprobe");
     if (!build && (nlist >= 0 || sq8)) return bad_usage(self, "%s is for the keys --knnlm-build makes", sq8 ? "--sq8" : "--nlist");
+    if (rerank && !sq8) return bad_usage(self, "--sq8-rerank is for --knnlm-build with --sq8");
     memset(&tp, 0, sizeof tp);
     if (trime && (tp.sim = name_index(trime_sim_names, 2, trime)) == 2)
         return bad_usage(self, "--trime is l2 or dot (the similarity of the model's training), not '%s'", trime);
@@ -2236,7 +2249,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     }
     if (ds_path && (r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
     if (s->lm.config.retro_chunk) return eval_retro(s, text, &rv);
-    if ((m && load_retrieval(s, &rv)) || (keys && load_keys(s, keys)) || (build && build_keys(s, build, nlist, sq8)))
+    if ((m && load_retrieval(s, &rv)) || (keys && load_keys(s, keys)) || (build && build_keys(s, build, nlist, sq8, rerank)))
         return 1; // none: no units
     if (by_line && !(s->lines.nats = (float *)malloc(sizeof(float) * s->text[0].n))) return say("out of memory");
     memset(&rc, 0, sizeof rc);
@@ -2247,6 +2260,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     rc.retrieve = &rv.params;
     rc.knnlm = knn ? &s->knn : NULL;
     rc.knn_k = knn_k, rc.lambda = lambda, rc.knn_temperature = knn_temp;
+    rc.knn_nprobe = nprobe < 0 ? 0 : nprobe;
     rc.trime = trime ? &tp : NULL;
     rc.trime_cache = trime_cache;
     rc.progress = progress_fn;

@@ -50,7 +50,7 @@ static void *retrlm__calloc(size_t count, size_t elem) {
 // An owned, 64-byte (cache line, AVX-512 vector) aligned buffer of count * elem bytes: *owned is
 // what to free, the result where to write. Arrays that threads write side by side start on a
 // cache line, so that two threads never share one.
-static void *retrlm__alloc_aligned(size_t count, size_t elem, void **owned) {
+RETRLM__PRIVATE void *retrlm__alloc_aligned(size_t count, size_t elem, void **owned) {
     unsigned char *p;
     size_t n;
     *owned = NULL;

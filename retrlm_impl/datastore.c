@@ -230,13 +230,17 @@ static float retrlm__minmax(const float *s, int n, int i) {
     return hi > lo ? (s[i] - lo) / (hi - lo) : 1.0f;
 }
 
+RETRLM__PRIVATE float retrlm__rrf_k(const retrlm_retrieve_params *p) {
+    return p && p->rrf_k > 0 ? (float)p->rrf_k : 60.0f; // Cormack et al.'s constant
+}
+
 RETRLM_API int retrlm_fuse(const retrlm_retrieve_params *p, const int64_t *a_ids,
                            const float *a_scores, int na, const int64_t *b_ids,
                            const float *b_scores, int nb, int k, int64_t *out_ids,
                            float *out_scores) {
     retrlm_retrieve_mode mode = p ? p->mode : RETRLM_RETRIEVE_BM25;
     float w = p && p->weight > 0.0f ? RETRLM__MIN(p->weight, 1.0f) : 0.5f; // 0: the default
-    float rk = p && p->rrf_k > 0 ? (float)p->rrf_k : 60.0f, *sc, small[64];
+    float rk = retrlm__rrf_k(p), *sc, small[64];
     int64_t *ids;
     retrlm_topk h;
     int i, j, n;
@@ -688,7 +692,7 @@ RETRLM_API retrlm_result retrlm_retro_neighbours_build(retrlm_retro_neighbours *
             if (err[i])
                 r = retrlm__fail(err[i], "retro_neighbours: chunk %lld: %s",
                                  (long long)(b0 + i), retrlm_result_string(err[i]));
-        if (!r) r = retrlm__progress(c.progress, c.user, "neighbours", (double)(b0 + nblk),
+        if (!r) r = retrlm__progress(c.progress, c.progress_user, "neighbours", (double)(b0 + nblk),
                                      (double)nc);
     }
     RETRLM_FREE(cand);

@@ -155,7 +155,7 @@ typedef struct retrlm_retro_neighbours_config {
                                         4k */
     retrlm_retrieve_params retrieve; /* how units are ranked; zero: BM25 */
     retrlm_progress_fn progress;     /* stage "neighbours", done/total in chunks; may cancel */
-    void *user;
+    void *progress_user; /* passed to progress */
 } retrlm_retro_neighbours_config;
 
 typedef struct retrlm_retro_neighbours {

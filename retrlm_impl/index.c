@@ -1545,22 +1545,13 @@ static retrlm_result retrlm__index_writer(const retrlm_index *ix, retrlm_writer 
     return RETRLM_OK;
 }
 
-RETRLM_API retrlm_result retrlm_index_save_memory(const retrlm_index *ix, void **buf,
+RETRLM_API retrlm_result retrlm_index_save_memory(const retrlm_index *ix, void *buf, size_t cap,
                                                   size_t *size) {
     retrlm_writer w;
     retrlm_result r;
-    RETRLM_ASSERT(ix && buf && size);
-    *buf = NULL;
-    *size = 0;
+    RETRLM_ASSERT(ix && size);
     memset(&w, 0, sizeof w);
-    if ((r = retrlm__index_writer(ix, &w)) == RETRLM_OK && (r = retrlm_writer_save_memory(&w, NULL, 0, size)) == RETRLM_OK) {
-        *buf = retrlm__alloc(*size, 1);
-        if (!*buf) r = retrlm__fail(RETRLM_ERR_NOMEM, "index save: no memory for %lu bytes", (unsigned long)*size);
-        else if ((r = retrlm_writer_save_memory(&w, *buf, *size, size)) != RETRLM_OK) {
-            RETRLM_FREE(*buf);
-            *buf = NULL;
-        }
-    }
+    if ((r = retrlm__index_writer(ix, &w)) == RETRLM_OK) r = retrlm_writer_save_memory(&w, buf, cap, size);
     retrlm_writer_free(&w);
     return r;
 }

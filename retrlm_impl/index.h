@@ -106,8 +106,8 @@ RETRLM_API retrlm_result retrlm_index_search(const retrlm_index *ix, const float
                                              int64_t *out_ids, float *out_scores);
 /* Bytes of the arrays the index uses (mapped file pages included). */
 RETRLM_API size_t retrlm_index_bytes(const retrlm_index *ix);
-/* The file image in memory: *buf (free with retrlm_free), *size its bytes. */
-RETRLM_API retrlm_result retrlm_index_save_memory(const retrlm_index *ix, void **buf,
+/* The file image into buf (cap bytes); *size gets its bytes. buf NULL: *size only. */
+RETRLM_API retrlm_result retrlm_index_save_memory(const retrlm_index *ix, void *buf, size_t cap,
                                                   size_t *size);
 /* Borrows data until retrlm_index_free when it is 64-byte aligned (little-endian host),
    otherwise copies it. Everything is validated: garbage gives an error, never a crash. */

@@ -150,6 +150,9 @@ RETRLM__PRIVATE void retrlm__clear_error(void);
 RETRLM__PRIVATE void *retrlm__alloc(size_t count, size_t elem);
 RETRLM__PRIVATE void *retrlm__calloc(size_t count, size_t elem); /* zeroed */
 RETRLM__PRIVATE void *retrlm__realloc(void *p, size_t count, size_t elem);
+/* An owned, 64-byte aligned buffer of count * elem bytes: *owned is what to free (RETRLM_FREE),
+   the result where to write; NULL on overflow or failure. */
+RETRLM__PRIVATE void *retrlm__alloc_aligned(size_t count, size_t elem, void **owned);
 RETRLM__PRIVATE int   retrlm__mul_overflows(size_t a, size_t b, size_t *out); /* 1 if a*b overflows */
 /* A 64-bit finaliser, and a hash of n bytes built on it: for in-memory tables only (the value of
    retrlm__hash_bytes differs between little- and big-endian hosts). */
@@ -168,12 +171,48 @@ RETRLM__PRIVATE int      retrlm__host_is_le(void);
 /* Reverses each elem-byte element of n in place (elem 1, 2, 4 or 8). */
 RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
 
+/* ---- kernels (kernels.c) ------------------------------------------------------------------ */
+RETRLM__PRIVATE size_t retrlm__round16(size_t n); /* n rounded up to a multiple of 16 */
+/* Packing space (floats) one thread of retrlm__matmul_ws uses at most. */
+RETRLM__PRIVATE size_t retrlm__matmul_ws_floats(void);
+/* retrlm_matmul with its packing buffers in ws (ws_floats floats, 64-byte aligned) when that is
+   big enough for one thread, else in a buffer of its own; the result is the same. */
+RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
+                                                const float *bias, int M, int N, int K, int flags,
+                                                float *ws, size_t ws_floats);
+
 /* ---- io (io.c) ---------------------------------------------------------------------------- */
 #ifndef RETRLM_NO_STDIO
 /* The whole regular file at path in a new buffer of *size bytes and a NUL (free with
    RETRLM_FREE). A directory, FIFO or device is RETRLM_ERR_IO with a message saying so, unread. */
 RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size);
 #endif
+
+/* ---- unicode (unicode.c) and tokenizer (tokenizer.c) ------------------------------------- */
+/* One UTF-8 sequence at s[0..n) (n >= 1): its length, the code point in *cp (0xFFFFFFFF and
+   length 1 for invalid UTF-8). */
+RETRLM__PRIVATE size_t retrlm__utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* Length of the next pre-token of s[0..n) (n >= 1) under GPT-2's pattern. */
+RETRLM__PRIVATE size_t retrlm__pretoken(const unsigned char *s, size_t n);
+/* Decodes ids (n) into *buf (NUL-terminated), growing it (*cap bytes; both may start 0/NULL);
+   *len gets the bytes. */
+RETRLM__PRIVATE retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
+                                                  char **buf, size_t *cap, size_t *len);
+
+/* ---- model (model.c) ---------------------------------------------------------------------- */
+/* The model's logits buffer (max_batch * max_seq_len rows of vocab_size). */
+RETRLM__PRIVATE float *retrlm__logits(const retrlm_model *m);
+/* One LM update on inputs (B, T), targets (-1: ignored), lengths or NULL, a RETRO model's
+   neighbours or NULL: forward, mean cross-entropy into *loss, backward, AdamW. */
+RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
+                                              const int *tgt, int B, int T, const int *lengths,
+                                              const int *neighbours, float *loss);
+/* text's first tokens, at most maxt, into ids (an empty text is the token 0); *n >= 1. */
+RETRLM__PRIVATE retrlm_result retrlm__encode_cut(const retrlm_tokenizer *tok, const char *text, size_t len,
+                                                 int *ids, int maxt, int *n);
+/* Rows of ids written stride apart (row i valid for len[i]) moved T apart (T the longest) and
+   padded with pad; returns T. */
+RETRLM__PRIVATE int retrlm__compact_rows(int *ids, const int *len, int n, int stride, int pad);
 
 /* ---- losses (losses.c) -------------------------------------------------------------------- */
 /* ERR_ARG (with who in the message) unless p's batching, similarity and temperature are valid. */
@@ -197,6 +236,8 @@ RETRLM__PRIVATE int retrlm__datastore_distinct(const retrlm_datastore *ds, int *
    NULL) and score (n each; a score is q . d + bm25_weight * prior) ordered by descending score,
    stably, so ties keep the first stage's order. */
 RETRLM__PRIVATE void retrlm__rerank_order(int n, int *cand, float *prior, float *score);
+/* RRF's constant: p->rrf_k, or its default (60) when p is NULL or says 0. */
+RETRLM__PRIVATE float retrlm__rrf_k(const retrlm_retrieve_params *p);
 /* Embeds every unit's text with enc's document side into a new index out (as
    retrlm_datastore_embed does, index_config NULL: flat f32), leaving ds->dense alone: what a
    refresh builds while training still searches the old index. */

@@ -332,18 +332,18 @@ static void retrlm__matmul_rows(float *C, const float *A, const float *B, const 
 
 // Packing space (floats) one thread of retrlm__matmul_ws uses at most: a caller that keeps
 // retrlm__max_threads() times this (64-byte aligned) never makes the multiply allocate.
-static size_t retrlm__matmul_ws_floats(void) {
+RETRLM__PRIVATE size_t retrlm__matmul_ws_floats(void) {
     return (size_t)(RETRLM__MC + RETRLM__NC) * RETRLM__KC;
 }
 
-static size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15; }
+RETRLM__PRIVATE size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 // retrlm_matmul with the packing buffers in ws (ws_floats floats, 64-byte aligned) when it is
 // big enough for one thread, else in a buffer of its own. A smaller ws runs fewer threads; the
 // result is the same.
-static retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
-                                       const float *bias, int M, int N, int K, int flags,
-                                       float *ws, size_t ws_floats) {
+RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
+                                                const float *bias, int M, int N, int K, int flags,
+                                                float *ws, size_t ws_floats) {
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
     int mtiles, ntiles, ntiles_all, nthreads, t;

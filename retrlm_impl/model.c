@@ -133,7 +133,7 @@ static float *retrlm__rstdf(const retrlm_model *m) {
 static float *retrlm__tokloss(const retrlm_model *m) {
     return retrlm__rstdf(m) + retrlm__round16(retrlm__nmax(&m->config));
 }
-static float *retrlm__logits(const retrlm_model *m) {
+RETRLM__PRIVATE float *retrlm__logits(const retrlm_model *m) {
     return retrlm__tokloss(m) + retrlm__round16(retrlm__nmax(&m->config));
 }
 static void retrlm__layer_acts(const retrlm_model *m, int l, retrlm__acts *a) {
@@ -1462,9 +1462,9 @@ RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tok
 // One language-model update on inputs (B, T) with targets (-1: ignored), lengths (or NULL) and
 // a RETRO model's neighbours (or NULL): forward, mean cross-entropy into *loss, backward, AdamW.
 // Shared by every LM trainer.
-static retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
-                                     const int *tgt, int B, int T, const int *lengths,
-                                     const int *neighbours, float *loss) {
+RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
+                                              const int *tgt, int B, int T, const int *lengths,
+                                              const int *neighbours, float *loss) {
     retrlm_model_grad_in gin;
     retrlm_result r;
     if ((r = retrlm__forward(m, inp, B, T, lengths, neighbours, 0)) ||
@@ -1514,7 +1514,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
             if ((r = retrlm_lm_bits_per_byte(m, cfg->valid, cfg->n_valid, cfg->valid_bytes, T,
                                              &st->last_valid_bpb)))
                 break;
-            if ((r = retrlm__progress(cfg->progress, cfg->user, "valid", (double)st->step,
+            if ((r = retrlm__progress(cfg->progress, cfg->progress_user, "valid", (double)st->step,
                                       (double)cfg->steps)))
                 break;
         }
@@ -1524,7 +1524,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
             (r = retrlm_model_save(m, opt, st, cfg->checkpoint)))
             break;
 #endif
-        r = retrlm__progress(cfg->progress, cfg->user, "train", (double)st->step, (double)cfg->steps);
+        r = retrlm__progress(cfg->progress, cfg->progress_user, "train", (double)st->step, (double)cfg->steps);
     }
     RETRLM_FREE(inp);
     return r;
@@ -2692,8 +2692,8 @@ static float retrlm__l2_norm(const float *x, int n) {
 
 // text's first tokens, at most maxt of them, into ids; an empty text is the token 0. *n gets
 // how many (>= 1).
-static retrlm_result retrlm__encode_cut(const retrlm_tokenizer *tok, const char *text, size_t len,
-                                        int *ids, int maxt, int *n) {
+RETRLM__PRIVATE retrlm_result retrlm__encode_cut(const retrlm_tokenizer *tok, const char *text, size_t len,
+                                                 int *ids, int maxt, int *n) {
     size_t got = 0;
     retrlm_result r = retrlm_tokenizer_encode(tok, text ? text : "", len, 0, ids, (size_t)maxt, &got);
     if (r != RETRLM_OK && r != RETRLM_ERR_RANGE) return r; // RANGE: cut to maxt
@@ -2806,7 +2806,7 @@ RETRLM_API int retrlm_encoder_param_groups(const retrlm_encoder *e, float lr, fl
 // n rows of token ids written stride apart, row i valid for len[i] tokens: moves them to be T
 // apart (T = the longest), pads with pad (token 0 for inputs, -1 for ignored targets) and
 // returns T
-static int retrlm__compact_rows(int *ids, const int *len, int n, int stride, int pad) {
+RETRLM__PRIVATE int retrlm__compact_rows(int *ids, const int *len, int n, int stride, int pad) {
     int i, t, T = 1;
     for (i = 0; i < n; i++) T = RETRLM__MAX(T, len[i]);
     for (i = 0; i < n; i++) {

@@ -258,7 +258,7 @@ typedef struct retrlm_lm_train_config {
     int        checkpoint_every;
     float     *losses;          /* (steps) or NULL: losses[s] = train loss of step s */
     retrlm_progress_fn progress; /* stage "train" after every step, "valid" after an eval */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_lm_train_config;
 
 /* Seeds a fresh state (step 0). */

@@ -37,6 +37,7 @@ typedef struct retrlm__knn_ctx {
     const retrlm_knnlm *kn;
     int    k;
     float  log_lambda, log_1m_lambda, inv_temp;
+    retrlm_search_params sp; // nprobe for IVF keys
     float *queries;  // (max_batch * stride, D)
     int64_t *ids;    // (max_batch * stride, k)
     float *dist;     // (max_batch * stride, k)
@@ -151,7 +152,7 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
         }
         if (kc && nq) {
             int i;
-            res = retrlm_index_search(&kc->kn->index, kc->queries, nq, D, kc->k, NULL, kc->ids, kc->dist);
+            res = retrlm_index_search(&kc->kn->index, kc->queries, nq, D, kc->k, &kc->sp, kc->ids, kc->dist);
             if (res) return res;
             for (i = 0; i < nq; i++) {
                 retrlm__ralm_job *jb = &jobs[j + kc->where[i] / 65536];
@@ -164,6 +165,17 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
         }
     }
     return RETRLM_OK;
+}
+
+// REPLUG's default temperature for the scores a retrieval mode gives (ralm.h says why)
+static float retrlm__replug_temperature(const retrlm_retrieve_params *rp) {
+    retrlm_retrieve_mode mode = rp ? rp->mode : RETRLM_RETRIEVE_BM25;
+    if (mode == RETRLM_RETRIEVE_BM25) return 1.0f;
+    if (mode == RETRLM_RETRIEVE_RRF) {
+        const float rk = retrlm__rrf_k(rp);
+        return 2.0f / ((rk + 1.0f) * (rk + 1.0f));
+    }
+    return 0.1f;
 }
 
 RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm_tokenizer *tok,
@@ -197,7 +209,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     if (!cfg.stride) cfg.stride = 16;
     if (!cfg.query_tokens) cfg.query_tokens = 32;
     if (!cfg.k) cfg.k = cfg.mode == RETRLM_RALM_REPLUG ? 4 : 1;
-    if (cfg.temperature == 0.0f) cfg.temperature = 1.0f;
+    if (cfg.temperature == 0.0f) cfg.temperature = retrlm__replug_temperature(cfg.retrieve);
     if (!cfg.unit_tokens) cfg.unit_tokens = ds ? ds->chunk_tokens : 0;
     if (cfg.stride < 1 || cfg.query_tokens < 1 || cfg.k < 1 || cfg.k > 16 || cfg.unit_tokens < 0 ||
         cfg.context_tokens < 0 || !(cfg.temperature > 0.0f))
@@ -223,6 +235,8 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
         knn.log_lambda = logf(cfg.lambda);
         knn.log_1m_lambda = logf(1.0f - cfg.lambda);
         knn.inv_temp = 1.0f / cfg.knn_temperature;
+        if (cfg.knn_nprobe < 0) return retrlm__fail(RETRLM_ERR_ARG, "ralm: knn_nprobe %d is negative", cfg.knn_nprobe);
+        knn.sp.nprobe = cfg.knn_nprobe; // 0: the index's own
         kc = &knn;
     }
     if (cfg.trime && (res = retrlm__trime_check(cfg.trime, "ralm"))) return res;
@@ -369,7 +383,9 @@ static retrlm_result retrlm__tokindex_writer(const char *kind, const char *name,
     retrlm_result r;
     *image = NULL;
     if ((r = retrlm_writer_init(w, kind))) return r;
-    if ((r = retrlm_index_save_memory(ix, image, &size))) return r;
+    if ((r = retrlm_index_save_memory(ix, NULL, 0, &size))) return r;
+    if (!(*image = retrlm__alloc(size, 1))) return retrlm__fail(RETRLM_ERR_NOMEM, "%s save: no memory for the index image", kind);
+    if ((r = retrlm_index_save_memory(ix, *image, size, &size))) return r;
     if ((r = retrlm_writer_add(w, "index", RETRLM_DTYPE_U8, *image, size))) return r;
     return retrlm_writer_add(w, name, RETRLM_DTYPE_I32, tok, n);
 }
@@ -468,6 +484,12 @@ RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, i
 }
 #endif
 
+RETRLM_API int retrlm_knnlm_default_nprobe(int nlist) {
+    int p = 1;
+    while (p < nlist && p * p < nlist) p++; // the smallest p with p^2 >= nlist
+    return nlist > 0 ? p : 0;
+}
+
 RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, const int *tokens,
                                             size_t n, int seq_len,
                                             const retrlm_index_config *index_config) {
@@ -534,6 +556,7 @@ RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, c
     else memset(&icfg, 0, sizeof icfg);
     icfg.dim = D;
     icfg.metric = RETRLM_METRIC_L2;
+    if (icfg.nlist > 0 && !icfg.nprobe) icfg.nprobe = retrlm_knnlm_default_nprobe(icfg.nlist);
     res = retrlm_index_init(&kn->index, &icfg);
     if (!res && (icfg.nlist > 0 || icfg.storage == RETRLM_STORAGE_SQ8)) res = retrlm_index_train(&kn->index, keys, nk, D);
     if (!res) res = retrlm_index_add(&kn->index, keys, nk, D, NULL);
@@ -630,7 +653,7 @@ RETRLM_API retrlm_result retrlm_retro_generate(retrlm_model *m,
                             "an rng", (double)cfg->sampler->temperature);
     nc = cfg->neighbours;
     nc.progress = NULL;
-    nc.user = NULL;
+    nc.progress_user = NULL;
     if (!nc.chunk) nc.chunk = M;
     if (!nc.k) nc.k = mc->retro_k;
     if (!nc.len) nc.len = mc->retro_len;

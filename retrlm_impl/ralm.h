@@ -28,7 +28,11 @@ typedef struct retrlm_knnlm {
 /* Runs m over tokens (n) in windows of seq_len (default max_seq_len) that overlap by half, so
    every key but those of the first window sees at least seq_len/2 tokens of context, and adds
    one key per position. index_config: dim and metric are set here (L2); the rest is yours
-   (NULL: flat f32). IVF or SQ8 storage is trained on the keys first. Progress "knnlm keys". */
+   (NULL: flat f32). IVF or SQ8 storage is trained on the keys first. With nlist > 0 and
+   nprobe 0, the keys are searched with retrlm_knnlm_default_nprobe(nlist) lists: the square
+   root of nlist rounded up (32 of 1024), since a kNN-LM needs most of its k neighbours right and
+   one list, the index's own default, loses them. Progress "knnlm keys". */
+RETRLM_API int retrlm_knnlm_default_nprobe(int nlist);
 RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, const int *tokens,
                                             size_t n, int seq_len,
                                             const retrlm_index_config *index_config);
@@ -41,7 +45,7 @@ RETRLM_API void retrlm_knnlm_free(retrlm_knnlm *kn);
 RETRLM_API retrlm_result retrlm_knnlm_save(const retrlm_knnlm *kn, const char *path);
 RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, int vocab_size);
 #endif
-/* buf NULL: *size only. load_memory borrows data until free. */
+/* buf NULL: *size only. load_memory borrows data until free as retrlm_reader_open_memory does. */
 RETRLM_API retrlm_result retrlm_knnlm_save_memory(const retrlm_knnlm *kn, void *buf, size_t cap,
                                                   size_t *size);
 RETRLM_API retrlm_result retrlm_knnlm_load_memory(retrlm_knnlm *kn, const void *data, size_t size,
@@ -58,7 +62,12 @@ typedef struct retrlm_ralm_config {
     int   stride;          /* s: tokens predicted per retrieval; default 16 */
     int   query_tokens;    /* l: the query is the text of the last l tokens; default 32 */
     int   k;               /* units prepended (in-context, default 1) or mixed (REPLUG, default 4) */
-    float temperature;     /* REPLUG weights softmax(score / temperature); default 1 */
+    float temperature;     /* REPLUG weights softmax(score / temperature); 0: the default for
+                              the retrieval mode's scores, so that the weights follow them:
+                              BM25 1; DENSE, LINEAR and RERANK 0.1 (cosine-like scores, REPLUG
+                              LSR's gamma); RRF 2 / (rrf_k + 1)^2, so one place lower in both
+                              fused lists near the top costs a factor of about e (RRF's scores
+                              are fused ranks: its weights follow ranks, never the raw scores) */
     int   unit_tokens;     /* tokens of a unit used at most; default the datastore's chunk size */
     int   continuation;    /* 1: a unit is read with its continuation, the units after it in its
                               document, unit_tokens in all: what comes after the text that
@@ -72,6 +81,8 @@ typedef struct retrlm_ralm_config {
     int   knn_k;           /* neighbours; default 64 */
     float lambda;          /* interpolation weight in (0, 1); default 0.25 */
     float knn_temperature; /* default 1 */
+    int   knn_nprobe;      /* IVF keys: lists a search scans; 0: the keys index's nprobe (which
+                              retrlm_knnlm_build sets from nlist unless told) */
     int64_t exclude_doc;
     /* TRIME's local memory (strategy 4; for a model trained by retrlm_trime_train): each
        predicted token's probability is the joint softmax over the vocabulary and the earlier
@@ -169,7 +180,7 @@ RETRLM_API void retrlm_npm_index_free(retrlm_npm_index *x);
 RETRLM_API retrlm_result retrlm_npm_index_save(const retrlm_npm_index *x, const char *path);
 RETRLM_API retrlm_result retrlm_npm_index_load(retrlm_npm_index *x, const char *path, int vocab_size);
 #endif
-/* buf NULL: *size only. load_memory borrows data until free. */
+/* buf NULL: *size only. load_memory borrows data until free as retrlm_reader_open_memory does. */
 RETRLM_API retrlm_result retrlm_npm_index_save_memory(const retrlm_npm_index *x, void *buf, size_t cap,
                                                       size_t *size);
 RETRLM_API retrlm_result retrlm_npm_index_load_memory(retrlm_npm_index *x, const void *data, size_t size,

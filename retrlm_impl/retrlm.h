@@ -48,6 +48,11 @@
        on a zeroed, failed or already freed object it does nothing.
      - Inputs are copied unless the declaration says "borrows". Outputs go into your buffers;
        where a size depends on the data, passing NULL returns the size needed.
+     - x_save_memory(x, buf, cap, &size) writes the file image into buf; buf NULL gives the
+       size only. x_load_memory of an object that reads its arrays in place (bm25, index,
+       datastore, RETRO neighbours, kNN-LM keys, NPM index) borrows data until x_free when it
+       is 64-byte aligned on a little-endian host, as retrlm_reader_open_memory does, and
+       copies it otherwise; models, encoders and tokenizers always copy.
      - Dimensions are int, byte sizes and offsets size_t; sizes are overflow-checked.
 
    POSIX

@@ -704,8 +704,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_decode(const retrlm_tokenizer *tok, co
 
 // Decodes ids (n) into *buf, NUL-terminated, growing it (*cap bytes, both may start 0/NULL) when
 // it is too small; *len gets the bytes. For callers that decode text after text (queries).
-static retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
-                                         char **buf, size_t *cap, size_t *len) {
+RETRLM__PRIVATE retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
+                                                  char **buf, size_t *cap, size_t *len) {
     retrlm_result r = retrlm_tokenizer_decode(tok, ids, n, NULL, 0, len);
     if (r) return r;
     if (*len + 1 > *cap) {

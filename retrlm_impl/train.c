@@ -156,7 +156,7 @@ RETRLM_API retrlm_result retrlm_dpr_train(retrlm_encoder *e, retrlm_adamw *opt,
         if ((r = retrlm__contrastive_step(e, opt, &b, n, Tq, nd, Td, temperature, st))) break;
         if (cfg->losses) cfg->losses[st->step] = st->last_loss;
         st->step++;
-        if (cfg->progress && cfg->progress(cfg->user, "dpr", (double)st->step, (double)cfg->steps)) {
+        if (cfg->progress && cfg->progress(cfg->progress_user, "dpr", (double)st->step, (double)cfg->steps)) {
             r = retrlm__fail(RETRLM_ERR_CANCELLED, "dpr_train: cancelled at step %lld",
                              (long long)st->step);
             break;
@@ -348,7 +348,7 @@ RETRLM_API retrlm_result retrlm_contriever_train(retrlm_encoder *e, retrlm_adamw
         if (cfg->losses) cfg->losses[st->step] = st->last_loss;
         st->step++;
         if (cfg->progress &&
-            cfg->progress(cfg->user, "contriever", (double)st->step, (double)cfg->steps)) {
+            cfg->progress(cfg->progress_user, "contriever", (double)st->step, (double)cfg->steps)) {
             r = retrlm__fail(RETRLM_ERR_CANCELLED, "contriever_train: cancelled at step %lld",
                              (long long)st->step);
             break;
@@ -603,7 +603,7 @@ RETRLM_API retrlm_result retrlm_lsr_train(retrlm_encoder *e, retrlm_adamw *opt,
         if (c.refresh_every && st->step % c.refresh_every == 0 &&
             (r = retrlm_datastore_embed(c.ds, e, c.ds->encoder_tok, c.index_config, NULL, NULL)))
             break;
-        if (c.progress && c.progress(c.user, "lsr", (double)st->step, (double)c.steps)) {
+        if (c.progress && c.progress(c.progress_user, "lsr", (double)st->step, (double)c.steps)) {
             r = retrlm__fail(RETRLM_ERR_CANCELLED, "lsr_train: cancelled at step %lld",
                              (long long)st->step);
             break;
@@ -698,7 +698,7 @@ RETRLM_API retrlm_result retrlm_incontext_train(retrlm_model *m, retrlm_adamw *o
         if (c.losses) c.losses[st->step] = loss;
         st->last_loss = loss;
         st->step++;
-        r = retrlm__progress(c.progress, c.user, "incontext", (double)st->step, (double)c.steps);
+        r = retrlm__progress(c.progress, c.progress_user, "incontext", (double)st->step, (double)c.steps);
     }
     RETRLM_FREE(inp);
     RETRLM_FREE(lens);
@@ -890,7 +890,7 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
                 (r = retrlm__retro_bpb(m, c.valid, c.n_valid, c.valid_bytes, c.valid_neighbours, T,
                                        &st->lm.last_valid_bpb)))
                 break;
-            if ((r = retrlm__progress(c.progress, c.user, "valid", (double)st->lm.step,
+            if ((r = retrlm__progress(c.progress, c.progress_user, "valid", (double)st->lm.step,
                                       (double)c.steps)))
                 break;
         }
@@ -900,7 +900,7 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
             (r = retrlm_model_save(m, opt, &st->lm, c.checkpoint)))
             break;
 #endif
-        if (!r) r = retrlm__progress(c.progress, c.user, "retro", (double)st->lm.step, (double)c.steps);
+        if (!r) r = retrlm__progress(c.progress, c.progress_user, "retro", (double)st->lm.step, (double)c.steps);
     }
     RETRLM_FREE(inp);
     return r;
@@ -1363,7 +1363,7 @@ static retrlm_result retrlm__joint_steps(retrlm__joint_run *x, int64_t until) {
         st->last_loss = loss, st->last_reader = reader, st->last_utility = utility;
         if (c->losses) c->losses[st->step] = loss;
         st->step++;
-        r = retrlm__progress(c->progress, c->user, "joint", (double)st->step, (double)c->steps);
+        r = retrlm__progress(c->progress, c->progress_user, "joint", (double)st->step, (double)c->steps);
     }
     return r;
 }
@@ -1726,7 +1726,7 @@ RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
             retrlm_adamw_step(opt);
         }
         r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint, c.checkpoint_every, c.progress,
-                              c.user, "trime");
+                              c.progress_user, "trime");
     }
     RETRLM_FREE(inp);
     RETRLM_FREE(dkeys);
@@ -1929,7 +1929,7 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
             if ((r = retrlm__lm_step(m, opt, masked, tgt, B, T, NULL, NULL, &loss))) break;
             if (c.hits) c.hits[st->step] = 0.0f;
             r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint, c.checkpoint_every, c.progress,
-                                  c.user, "npm");
+                                  c.progress_user, "npm");
             continue;
         }
         if ((r = retrlm_model_forward(m, masked, B, T, NULL, RETRLM_FORWARD_NO_LOGITS)) ||
@@ -1960,7 +1960,7 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
         }
         if (c.hits) c.hits[st->step] = cnt ? (float)hs / (float)cnt : 0.0f;
         r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint, c.checkpoint_every, c.progress,
-                              c.user, "npm");
+                              c.progress_user, "npm");
     }
     RETRLM_FREE(whole), RETRLM_FREE(qs);
     retrlm_model_free(&mem);

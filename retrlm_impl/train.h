@@ -39,7 +39,7 @@ typedef struct retrlm_dpr_config {
     int64_t    steps;            /* train until state->step == steps */
     float     *losses;           /* (steps) or NULL: the loss of each step */
     retrlm_progress_fn progress; /* stage "dpr" after every step; may cancel */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_dpr_config;
 
 /* A step draws batch pairs at random whose documents are all different; a hard negative that
@@ -83,7 +83,7 @@ typedef struct retrlm_contriever_config {
     int64_t    steps;
     float     *losses;           /* (steps) or NULL */
     retrlm_progress_fn progress; /* stage "contriever" after every step; may cancel */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_contriever_config;
 
 /* The first crop goes through the query side, the second through the document side (one
@@ -136,7 +136,7 @@ typedef struct retrlm_lsr_config {
     int64_t refresh_every;          /* re-embed the datastore every so many steps; 0: never */
     float  *losses;                 /* (steps) or NULL: the mean KL of each step (nats) */
     retrlm_progress_fn progress;    /* stage "lsr" after every step; may cancel */
-    void   *user;
+    void   *progress_user; /* passed to progress */
 } retrlm_lsr_config;
 
 /* state->last_acc is the fraction of the last step's examples whose best unit by the retriever
@@ -174,7 +174,7 @@ typedef struct retrlm_incontext_train_config {
     int64_t steps;                  /* train until state->step == steps */
     float  *losses;                 /* (steps) or NULL: mean loss of each step (nats/token) */
     retrlm_progress_fn progress;    /* stage "incontext" after every step; may cancel */
-    void   *user;
+    void   *progress_user; /* passed to progress */
 } retrlm_incontext_train_config;
 
 /* state: as retrlm_lm_train's (step, rng, last_loss). ERR_ARG when the units and the window
@@ -217,7 +217,7 @@ typedef struct retrlm_retro_train_config {
     int        checkpoint_every;
     float     *losses;                         /* (steps) or NULL */
     retrlm_progress_fn progress;               /* "retro" every step, "valid" after an eval */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_retro_train_config;
 
 RETRLM_API void retrlm_retro_train_state_init(retrlm_retro_train_state *s, uint64_t seed);
@@ -326,7 +326,7 @@ typedef struct retrlm_joint_config {
                                        background refresh it is called from the thread running
                                        the steps, which may not be the caller's (never from two
                                        threads at once) */
-    void   *user;
+    void   *progress_user; /* passed to progress */
 } retrlm_joint_config;
 
 typedef struct retrlm_joint_state {
@@ -426,7 +426,7 @@ typedef struct retrlm_trime_train_config {
     int        checkpoint_every;
     float     *losses;         /* (steps) or NULL: losses[s] = train loss of step s (nats) */
     retrlm_progress_fn progress; /* stage "trime" after every step; may cancel */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_trime_train_config;
 
 /* Trains from state->step to cfg->steps (state as retrlm_lm_train's; resuming from a checkpoint
@@ -491,7 +491,7 @@ typedef struct retrlm_npm_train_config {
     float     *hits;           /* (steps) or NULL: the share of counted spans whose start query
                                   ranks a positive first (0 when parametric) */
     retrlm_progress_fn progress; /* stage "npm" after every step; may cancel */
-    void      *user;
+    void      *progress_user; /* passed to progress */
 } retrlm_npm_train_config;
 
 /* Trains from state->step to cfg->steps. Each step draws its blocks (batches[rng_below(n)], or

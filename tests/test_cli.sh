@@ -123,6 +123,20 @@ run "knnlm" "$R" knnlm $M $T --text "$out/train.txt" -o "$out/keys.rlm"
 run "eval --knnlm-keys" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/keys.rlm" --stride 32
 has "eval --knnlm-keys: bits per byte" "bits per byte: .* \+ kNN-LM"
 run "eval --knnlm-build" "$R" eval $M $T --text "$out/test.txt" --knnlm-build "$out/train.txt" --nlist 16 --sq8 --stride 32
+# IVF keys are searched with ceil(sqrt(nlist)) lists unless --knn-nprobe says; all of them is
+# the flat keys' search
+keep "eval --knnlm-keys, flat" "$out/eval-knn-flat.txt" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/keys.rlm" --stride 32
+run "knnlm --nlist" "$R" knnlm $M $T --text "$out/train.txt" -o "$out/keys-ivf.rlm" --nlist 16
+has "knnlm --nlist: sqrt(nlist) lists a search" "keys-ivf.rlm: [0-9]+ keys of [0-9]+ dimensions, IVF 16 lists \(nprobe 4\)"
+keep "eval --knn-nprobe 16" "$out/eval-knn-ivf.txt" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/keys-ivf.rlm" \
+    --knn-nprobe 16 --stride 32
+cut -d' ' -f1 "$out/eval-knn-flat.txt" >"$out/eval-knn-flat.bpb"
+cut -d' ' -f1 "$out/eval-knn-ivf.txt" >"$out/eval-knn-ivf.bpb"
+same "eval --knn-nprobe of every list: the flat keys' bits per byte" "$out/eval-knn-flat.bpb" "$out/eval-knn-ivf.bpb"
+run "knnlm --sq8 --sq8-rerank" "$R" knnlm $M $T --text "$out/train.txt" -o "$out/keys-sq8.rlm" --nlist 16 --sq8 --sq8-rerank 4
+has "knnlm --sq8-rerank: says so" "keys-sq8.rlm: .*8 bits \(f32 kept for re-ranking\)"
+run "eval --knnlm-build --sq8 --sq8-rerank" "$R" eval $M $T --text "$out/test.txt" --knnlm-build "$out/train.txt" --nlist 16 \
+    --sq8 --sq8-rerank 4 --stride 32
 run "generate -d" "$R" generate $M $T -d "$out/ds.rlm" --prompt "Then Rabshakeh stood and cried" --tokens 8 --temp 0
 has "generate: shows the retrieved unit" "^--- retrieved: unit [0-9]+"
 has "generate: continues the prompt" "^Then Rabshakeh stood and cried"
@@ -485,6 +499,9 @@ usage "generate with another tokenizer of the same size" "$R" generate $M -t "$o
 usage "eval with another tokenizer of the same size" "$R" eval $M -t "$out/tok-other.rlm" --text "$out/test.txt"
 usage "encoder-train --batch 1" "$R" encoder-train $T -d "$out/ds.rlm" --batch 1 -o "$out/x.rlm"
 usage "eval --lambda without kNN-LM" "$R" eval $M $T --text "$out/test.txt" --lambda 0.5
+usage "eval --knn-nprobe without kNN-LM" "$R" eval $M $T --text "$out/test.txt" --knn-nprobe 4
+usage "knnlm --sq8-rerank without --sq8" "$R" knnlm $M $T --text "$out/train.txt" -o "$out/x.rlm" --sq8-rerank 4
+usage "eval --sq8-rerank without --sq8" "$R" eval $M $T --text "$out/test.txt" --knnlm-build "$out/train.txt" --sq8-rerank 4
 usage "eval --nlist without --knnlm-build" "$R" eval $M $T --text "$out/test.txt" --knnlm-keys "$out/keys.rlm" --nlist 4
 usage "eval --knnlm-build --nlist above its positions" "$R" eval $M $T --text "$out/test.txt" --knnlm-build "$out/test.txt" \
     --nlist 100000

@@ -529,7 +529,7 @@ static void test_train_cancel_and_bpb(void) {
     CHECK_OK(retrlm_lm_bits_per_byte(&a->m, s, 1000, 1000, 32, &bpb));
     CHECK_NEAR(bpb, 8.0, 0.1);
     a->tc.progress = cancel_at;
-    a->tc.user = &at;
+    a->tc.progress_user = &at;
     CHECK(retrlm_lm_train(&a->m, &a->o, &a->tc, &a->st) == RETRLM_ERR_CANCELLED);
     CHECK(a->st.step == 3);
     a->tc.progress = NULL;

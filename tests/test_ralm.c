@@ -3,6 +3,7 @@
 // checked against a forward over the whole sequence.
 #include "retrlm.h"
 #include "test.h"
+#include <math.h>
 #include <string.h>
 
 static const char *docs[] = {
@@ -244,9 +245,85 @@ static void test_knnlm(void) {
         for (i = 0; i < size; i += 61) CHECK(retrlm_knnlm_load_memory(&kl, buf, i, model.config.vocab_size) != RETRLM_OK);
         free(buf);
     }
+    { // IVF keys: searched with ceil(sqrt(nlist)) lists unless told; every list scanned is exact
+        retrlm_knnlm kv;
+        retrlm_index_config ic;
+        double flat, ivf, one;
+        CHECK(retrlm_knnlm_default_nprobe(0) == 0 && retrlm_knnlm_default_nprobe(1) == 1);
+        CHECK(retrlm_knnlm_default_nprobe(8) == 3 && retrlm_knnlm_default_nprobe(9) == 3);
+        CHECK(retrlm_knnlm_default_nprobe(1024) == 32 && retrlm_knnlm_default_nprobe(1025) == 33);
+        rc.knnlm = &kn, rc.lambda = 0.5f;
+        CHECK_OK(retrlm_ralm_bits_per_byte(&model, NULL, NULL, ids, n, strlen(text), &rc, &flat, NULL));
+        memset(&ic, 0, sizeof ic);
+        ic.nlist = 9;
+        CHECK_OK(retrlm_knnlm_build(&kv, &model, ids, n, 16, &ic));
+        CHECK(kv.index.nlist == 9 && kv.index.nprobe == 3);
+        rc.knnlm = &kv;
+        rc.knn_nprobe = 9;
+        CHECK_OK(retrlm_ralm_bits_per_byte(&model, NULL, NULL, ids, n, strlen(text), &rc, &ivf, NULL));
+        CHECK_NEAR(ivf, flat, 1e-5 * flat);
+        rc.knn_nprobe = 1;
+        CHECK_OK(retrlm_ralm_bits_per_byte(&model, NULL, NULL, ids, n, strlen(text), &rc, &one, NULL));
+        CHECK(one < 0.5 * (double)lm); // each query's own key is in its nearest list
+        rc.knn_nprobe = -1;
+        CHECK(retrlm_ralm_bits_per_byte(&model, NULL, NULL, ids, n, strlen(text), &rc, &one, NULL) == RETRLM_ERR_ARG);
+        rc.knn_nprobe = 0;
+        retrlm_knnlm_free(&kv);
+    }
     retrlm_knnlm_free(&kn);
     retrlm_knnlm_free(&kn);
     CHECK(retrlm_knnlm_build(&kn, &model, ids, 1, 16, NULL) == RETRLM_ERR_ARG);
+    retrlm_free(ids);
+}
+
+// REPLUG's default temperature follows the retriever's scores: 1 for BM25, 0.1 for dense
+// (cosine) scores, 2 / (rrf_k + 1)^2 for RRF's fused ranks; the weights it gives differ across
+// units (the mixture is not the uniform one a huge temperature gives)
+static void test_replug_default_temperature(void) {
+    static const char *text = "In those days was Hezekiah sick unto death, and the king of Assyria sent a great army.";
+    static const retrlm_retrieve_mode modes[3] = {RETRLM_RETRIEVE_BM25, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_RRF};
+    const float want[3] = {1.0f, 0.1f, 2.0f / (61.0f * 61.0f)};
+    retrlm_datastore ds;
+    retrlm_encoder e;
+    retrlm_encoder_config ec;
+    retrlm_retrieve_params rp;
+    retrlm_ralm_config rc;
+    size_t n;
+    int *ids = encode_all(text, &n), i;
+    double def, given, uniform;
+    build(&ds, 6);
+    memset(&ec, 0, sizeof ec);
+    ec.model.vocab_size = tok.n_vocab;
+    ec.model.dim = 16;
+    ec.model.n_layers = 1;
+    ec.model.n_heads = 2;
+    ec.model.init_std = 0.3f;
+    ec.model.seed = 5;
+    ec.normalize = 1;
+    ec.max_batch = 4;
+    ec.max_query_tokens = 16;
+    ec.max_doc_tokens = 16;
+    CHECK_OK(retrlm_encoder_init(&e, &ec));
+    CHECK_OK(retrlm_datastore_embed(&ds, &e, &tok, NULL, NULL, NULL));
+    memset(&rp, 0, sizeof rp);
+    memset(&rc, 0, sizeof rc);
+    rc.mode = RETRLM_RALM_REPLUG;
+    rc.k = 3, rc.stride = 4, rc.query_tokens = 6, rc.unit_tokens = 6, rc.context_tokens = 8;
+    rc.retrieve = &rp;
+    rp.depth = 8;
+    for (i = 0; i < 3; i++) {
+        rp.mode = modes[i];
+        rc.temperature = 0.0f;
+        CHECK_OK(retrlm_ralm_bits_per_byte(&model, &tok, &ds, ids, n, strlen(text), &rc, &def, NULL));
+        rc.temperature = want[i];
+        CHECK_OK(retrlm_ralm_bits_per_byte(&model, &tok, &ds, ids, n, strlen(text), &rc, &given, NULL));
+        rc.temperature = 1e6f;
+        CHECK_OK(retrlm_ralm_bits_per_byte(&model, &tok, &ds, ids, n, strlen(text), &rc, &uniform, NULL));
+        CHECK(def == given);
+        CHECK(fabs(def - uniform) > 1e-5 * uniform);
+    }
+    retrlm_encoder_free(&e);
+    retrlm_datastore_free(&ds);
     retrlm_free(ids);
 }
 
@@ -373,6 +450,7 @@ int main(void) {
     RUN(test_datastore_files);
     RUN(test_ralm_matches_direct);
     RUN(test_knnlm);
+    RUN(test_replug_default_temperature);
     RUN(test_retro_generate);
     retrlm_model_free(&model);
     retrlm_tokenizer_free(&tok);
