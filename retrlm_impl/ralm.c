@@ -178,6 +178,108 @@ static float retrlm__replug_temperature(const retrlm_retrieve_params *rp) {
     return 0.1f;
 }
 
+// cfg's defaults filled in, and every field checked against the model, the datastore and the
+// text's tokens (n of them): what retrlm_ralm_bits_per_byte runs with
+static retrlm_result retrlm__ralm_resolve(const retrlm_model *m, const retrlm_tokenizer *tok,
+                                          const retrlm_datastore *ds, const int *tokens, size_t n,
+                                          size_t n_bytes, retrlm_ralm_config *cfg) {
+    const int Tmax = m->config.max_seq_len, V = m->config.vocab_size;
+    int prefix_units;
+    size_t pos;
+    retrlm_result res;
+    if (m->config.bidirectional) return retrlm__fail(RETRLM_ERR_ARG, "ralm: the model is an encoder, not a causal LM");
+    if (cfg->mode != RETRLM_RALM_NONE && (!ds || !tok))
+        return retrlm__fail(RETRLM_ERR_ARG, "ralm: retrieval needs a tokenizer and a committed datastore");
+    if (cfg->mode != RETRLM_RALM_NONE && !ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "ralm: the datastore is not committed");
+    if (n_bytes == 0) return retrlm__fail(RETRLM_ERR_ARG, "ralm: zero bytes of text");
+    if (!cfg->stride) cfg->stride = 16;
+    if (!cfg->query_tokens) cfg->query_tokens = 32;
+    if (!cfg->k) cfg->k = cfg->mode == RETRLM_RALM_REPLUG ? 4 : 1;
+    if (cfg->temperature == 0.0f) cfg->temperature = retrlm__replug_temperature(cfg->retrieve);
+    if (!cfg->unit_tokens) cfg->unit_tokens = ds ? ds->chunk_tokens : 0;
+    if (cfg->stride < 1 || cfg->query_tokens < 1 || cfg->k < 1 || cfg->k > 16 || cfg->unit_tokens < 0 ||
+        cfg->context_tokens < 0 || !(cfg->temperature > 0.0f))
+        return retrlm__fail(RETRLM_ERR_ARG, "ralm: stride, query_tokens, k (1..16), unit_tokens, context_tokens or temperature out of range");
+    prefix_units = cfg->mode == RETRLM_RALM_INCONTEXT ? cfg->k : cfg->mode == RETRLM_RALM_REPLUG ? 1 : 0;
+    if (!cfg->context_tokens) cfg->context_tokens = Tmax - prefix_units * cfg->unit_tokens - cfg->stride;
+    if (cfg->context_tokens < 1 || prefix_units * cfg->unit_tokens + cfg->context_tokens + cfg->stride > Tmax)
+        return retrlm__fail(RETRLM_ERR_ARG, "ralm: %d unit(s) of %d tokens + %d context + %d stride exceed the model's %d positions",
+                            prefix_units, cfg->unit_tokens, cfg->context_tokens, cfg->stride, Tmax);
+    if (cfg->knnlm) {
+        if (!cfg->knn_k) cfg->knn_k = 64;
+        if (cfg->lambda == 0.0f) cfg->lambda = 0.25f;
+        if (cfg->knn_temperature == 0.0f) cfg->knn_temperature = 1.0f;
+        if (cfg->knn_k < 1 || !(cfg->lambda > 0.0f && cfg->lambda < 1.0f) || !(cfg->knn_temperature > 0.0f))
+            return retrlm__fail(RETRLM_ERR_ARG, "ralm: knn_k >= 1, lambda in (0, 1) and knn_temperature > 0 are needed");
+        if (cfg->knn_nprobe < 0) return retrlm__fail(RETRLM_ERR_ARG, "ralm: knn_nprobe %d is negative", cfg->knn_nprobe);
+        if (cfg->knnlm->index.dim != m->config.dim)
+            return retrlm__fail(RETRLM_ERR_ARG, "ralm: kNN-LM keys have %d dimensions, the model %d", cfg->knnlm->index.dim, m->config.dim);
+        if (cfg->stride > 65535) return retrlm__fail(RETRLM_ERR_ARG, "ralm: stride above 65535 with kNN-LM");
+    }
+    if (cfg->trime && (res = retrlm__trime_check(cfg->trime, "ralm"))) return res;
+    if (cfg->trime_cache < 0 || (cfg->trime_cache && !cfg->trime) || (cfg->trime_cache && cfg->mode == RETRLM_RALM_REPLUG))
+        return retrlm__fail(RETRLM_ERR_ARG, "ralm: trime_cache is >= 0, with trime, and not with REPLUG's ensemble");
+    for (pos = 0; pos < n; pos++)
+        if (tokens[pos] < 0 || tokens[pos] >= V)
+            return retrlm__fail(RETRLM_ERR_RANGE, "ralm: token %d at %lu outside the model's vocabulary of %d", tokens[pos], (unsigned long)pos, V);
+    return RETRLM_OK;
+}
+
+// A block's jobs from jobs[*nj] on, given the units its query retrieved (found, best first, with
+// their scores): REPLUG one job a unit weighted softmax(score / temperature), else one job with
+// every unit, the best nearest the text; then each job's sequence length
+static void retrlm__ralm_jobs(const retrlm_ralm_config *cfg, const retrlm_datastore *ds, int nb,
+                              retrlm__ralm_block *bl, const int *units, const float *scores, int found,
+                              retrlm__ralm_job *jobs, int *nj) {
+    int j;
+    bl->first_job = *nj;
+    if (cfg->mode == RETRLM_RALM_REPLUG && found > 0) {
+        float mx = scores[0], lse = 0.0f; // scores come best first
+        for (j = 0; j < found; j++) lse += expf((scores[j] - mx) / cfg->temperature);
+        lse = logf(lse);
+        for (j = 0; j < found; j++) {
+            retrlm__ralm_job *jb = &jobs[(*nj)++];
+            jb->block = nb;
+            jb->n_units = 1;
+            jb->units[0] = units[j];
+            jb->logw = (scores[j] - mx) / cfg->temperature - lse;
+        }
+    } else {
+        retrlm__ralm_job *jb = &jobs[(*nj)++];
+        jb->block = nb;
+        jb->n_units = found;
+        for (j = 0; j < found; j++) jb->units[j] = units[found - 1 - j]; // best last
+        jb->logw = 0.0f;
+    }
+    bl->n_jobs = *nj - bl->first_job;
+    for (j = bl->first_job; j < *nj; j++) {
+        int u;
+        jobs[j].len = (int)(bl->end - bl->ctx);
+        for (u = 0; u < jobs[j].n_units; u++) jobs[j].len += retrlm__ralm_unit_len(ds, jobs[j].units[u], cfg->unit_tokens, cfg->continuation);
+    }
+}
+
+// The cost in nats of each predicted token of the nb blocks, their jobs mixed per token
+// (log sum_j w_j p_j(y)), added to *nats and written to token_nats (or NULL)
+static void retrlm__ralm_mix(const retrlm__ralm_block *blocks, int nb, const retrlm__ralm_job *jobs,
+                             double *nats, float *token_nats) {
+    int b, j;
+    for (b = 0; b < nb; b++) {
+        const retrlm__ralm_block *bl = &blocks[b];
+        int p, n_pred = (int)(bl->end - bl->start);
+        for (p = 0; p < n_pred; p++) {
+            double mx = -INFINITY, s = 0.0, l;
+            for (j = bl->first_job; j < bl->first_job + bl->n_jobs; j++)
+                mx = RETRLM__MAX(mx, (double)jobs[j].logw + jobs[j].lp[p]);
+            for (j = bl->first_job; j < bl->first_job + bl->n_jobs; j++)
+                s += exp((double)jobs[j].logw + jobs[j].lp[p] - mx);
+            l = mx + log(s);
+            *nats -= l;
+            if (token_nats) token_nats[bl->start + (size_t)p] = (float)-l;
+        }
+    }
+}
+
 RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm_tokenizer *tok,
                                                    const retrlm_datastore *ds, const int *tokens,
                                                    size_t n, size_t n_bytes,
@@ -185,7 +287,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
                                                    float *token_nats) {
     retrlm_ralm_config cfg;
     const int Tmax = m->config.max_seq_len, V = m->config.vocab_size;
-    int prefix_units, round_blocks, max_jobs, i;
+    int round_blocks, max_jobs, i;
     size_t pos;
     double nats = 0.0;
     retrlm__ralm_job *jobs = NULL;
@@ -196,58 +298,17 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     size_t query_cap = 0;
     retrlm__knn_ctx knn, *kc = NULL;
     retrlm__trime_ctx trime, *tc = NULL;
-    retrlm_result res = RETRLM_OK;
+    retrlm_result res;
 
     RETRLM_ASSERT(m && cfg_in && bpb && (tokens || n == 0));
     cfg = *cfg_in;
     *bpb = 0.0;
-    if (m->config.bidirectional) return retrlm__fail(RETRLM_ERR_ARG, "ralm: the model is an encoder, not a causal LM");
-    if (cfg.mode != RETRLM_RALM_NONE && (!ds || !tok))
-        return retrlm__fail(RETRLM_ERR_ARG, "ralm: retrieval needs a tokenizer and a committed datastore");
-    if (cfg.mode != RETRLM_RALM_NONE && !ds->committed_) return retrlm__fail(RETRLM_ERR_ARG, "ralm: the datastore is not committed");
-    if (n_bytes == 0) return retrlm__fail(RETRLM_ERR_ARG, "ralm: zero bytes of text");
-    if (!cfg.stride) cfg.stride = 16;
-    if (!cfg.query_tokens) cfg.query_tokens = 32;
-    if (!cfg.k) cfg.k = cfg.mode == RETRLM_RALM_REPLUG ? 4 : 1;
-    if (cfg.temperature == 0.0f) cfg.temperature = retrlm__replug_temperature(cfg.retrieve);
-    if (!cfg.unit_tokens) cfg.unit_tokens = ds ? ds->chunk_tokens : 0;
-    if (cfg.stride < 1 || cfg.query_tokens < 1 || cfg.k < 1 || cfg.k > 16 || cfg.unit_tokens < 0 ||
-        cfg.context_tokens < 0 || !(cfg.temperature > 0.0f))
-        return retrlm__fail(RETRLM_ERR_ARG, "ralm: stride, query_tokens, k (1..16), unit_tokens, context_tokens or temperature out of range");
-    prefix_units = cfg.mode == RETRLM_RALM_INCONTEXT ? cfg.k : cfg.mode == RETRLM_RALM_REPLUG ? 1 : 0;
-    if (!cfg.context_tokens) cfg.context_tokens = Tmax - prefix_units * cfg.unit_tokens - cfg.stride;
-    if (cfg.context_tokens < 1 || prefix_units * cfg.unit_tokens + cfg.context_tokens + cfg.stride > Tmax)
-        return retrlm__fail(RETRLM_ERR_ARG, "ralm: %d unit(s) of %d tokens + %d context + %d stride exceed the model's %d positions",
-                            prefix_units, cfg.unit_tokens, cfg.context_tokens, cfg.stride, Tmax);
-    memset(&knn, 0, sizeof knn);
-    memset(&trime, 0, sizeof trime);
-    if (cfg.knnlm) {
-        if (!cfg.knn_k) cfg.knn_k = 64;
-        if (cfg.lambda == 0.0f) cfg.lambda = 0.25f;
-        if (cfg.knn_temperature == 0.0f) cfg.knn_temperature = 1.0f;
-        if (cfg.knn_k < 1 || !(cfg.lambda > 0.0f && cfg.lambda < 1.0f) || !(cfg.knn_temperature > 0.0f))
-            return retrlm__fail(RETRLM_ERR_ARG, "ralm: knn_k >= 1, lambda in (0, 1) and knn_temperature > 0 are needed");
-        if (cfg.knnlm->index.dim != m->config.dim)
-            return retrlm__fail(RETRLM_ERR_ARG, "ralm: kNN-LM keys have %d dimensions, the model %d", cfg.knnlm->index.dim, m->config.dim);
-        if (cfg.stride > 65535) return retrlm__fail(RETRLM_ERR_ARG, "ralm: stride above 65535 with kNN-LM");
-        knn.kn = cfg.knnlm;
-        knn.k = cfg.knn_k;
-        knn.log_lambda = logf(cfg.lambda);
-        knn.log_1m_lambda = logf(1.0f - cfg.lambda);
-        knn.inv_temp = 1.0f / cfg.knn_temperature;
-        if (cfg.knn_nprobe < 0) return retrlm__fail(RETRLM_ERR_ARG, "ralm: knn_nprobe %d is negative", cfg.knn_nprobe);
-        knn.sp.nprobe = cfg.knn_nprobe; // 0: the index's own
-        kc = &knn;
-    }
-    if (cfg.trime && (res = retrlm__trime_check(cfg.trime, "ralm"))) return res;
-    if (cfg.trime_cache < 0 || (cfg.trime_cache && !cfg.trime) || (cfg.trime_cache && cfg.mode == RETRLM_RALM_REPLUG))
-        return retrlm__fail(RETRLM_ERR_ARG, "ralm: trime_cache is >= 0, with trime, and not with REPLUG's ensemble");
-    for (pos = 0; pos < n; pos++)
-        if (tokens[pos] < 0 || tokens[pos] >= V)
-            return retrlm__fail(RETRLM_ERR_RANGE, "ralm: token %d at %lu outside the model's vocabulary of %d", tokens[pos], (unsigned long)pos, V);
+    if ((res = retrlm__ralm_resolve(m, tok, ds, tokens, n, n_bytes, &cfg))) return res;
     if (n == 0) return RETRLM_OK;
 
     // a round is enough blocks to fill a few batches; jobs of a round are scored together
+    memset(&knn, 0, sizeof knn);
+    memset(&trime, 0, sizeof trime);
     round_blocks = RETRLM__MAX(1, 4 * m->config.max_batch / (cfg.mode == RETRLM_RALM_REPLUG ? cfg.k : 1));
     max_jobs = round_blocks * (cfg.mode == RETRLM_RALM_REPLUG ? cfg.k : 1);
     jobs = (retrlm__ralm_job *)retrlm__calloc((size_t)max_jobs, sizeof *jobs);
@@ -268,13 +329,20 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
         if (!trime.sims || (trime.cache && !trime.ring)) scores = (RETRLM_FREE(scores), (float *)NULL);
         tc = &trime;
     }
-    if (kc) {
+    if (cfg.knnlm) {
         size_t nq = (size_t)m->config.max_batch * cfg.stride;
+        knn.kn = cfg.knnlm;
+        knn.k = cfg.knn_k;
+        knn.log_lambda = logf(cfg.lambda);
+        knn.log_1m_lambda = logf(1.0f - cfg.lambda);
+        knn.inv_temp = 1.0f / cfg.knn_temperature;
+        knn.sp.nprobe = cfg.knn_nprobe; // 0: the index's own
         knn.queries = (float *)retrlm__alloc(nq * m->config.dim, sizeof(float));
         knn.ids = (int64_t *)retrlm__alloc(nq * knn.k, sizeof(int64_t));
         knn.dist = (float *)retrlm__alloc(nq * knn.k, sizeof(float));
         knn.where = (int *)retrlm__alloc(nq, sizeof(int));
         if (!knn.queries || !knn.ids || !knn.dist || !knn.where) scores = (RETRLM_FREE(scores), (float *)NULL);
+        kc = &knn;
     }
     if (!jobs || !blocks || !lp || !inputs || !lengths || !units || !scores) {
         res = retrlm__fail(RETRLM_ERR_NOMEM, "ralm: no memory for the scoring buffers");
@@ -287,7 +355,7 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
     if (token_nats) token_nats[0] = (float)log((double)V);
     pos = 1;
     while (pos < n && !res) {
-        int nb = 0, nj = 0, b, j;
+        int nb = 0, nj = 0;
         // plan a round: blocks, their retrievals and jobs
         while (nb < round_blocks && pos < n) {
             retrlm__ralm_block *bl = &blocks[nb];
@@ -295,7 +363,6 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
             bl->start = pos;
             bl->end = RETRLM__MIN(n, pos + (size_t)cfg.stride);
             bl->ctx = pos > (size_t)cfg.context_tokens ? pos - (size_t)cfg.context_tokens : 0;
-            bl->first_job = nj;
             if (cfg.mode != RETRLM_RALM_NONE) {
                 size_t q0 = pos > (size_t)cfg.query_tokens ? pos - (size_t)cfg.query_tokens : 0, qlen = 0;
                 res = retrlm__decode_grow(tok, tokens + q0, pos - q0, &query, &query_cap, &qlen);
@@ -304,51 +371,14 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
                                                           units, scores, &found);
                 if (res) goto done;
             }
-            if (cfg.mode == RETRLM_RALM_REPLUG && found > 0) {
-                float mx = scores[0], lse = 0.0f; // scores come best first
-                for (j = 0; j < found; j++) lse += expf((scores[j] - mx) / cfg.temperature);
-                lse = logf(lse);
-                for (j = 0; j < found; j++) {
-                    retrlm__ralm_job *jb = &jobs[nj++];
-                    jb->block = nb;
-                    jb->n_units = 1;
-                    jb->units[0] = units[j];
-                    jb->logw = (scores[j] - mx) / cfg.temperature - lse;
-                }
-            } else {
-                retrlm__ralm_job *jb = &jobs[nj++];
-                jb->block = nb;
-                jb->n_units = found;
-                for (j = 0; j < found; j++) jb->units[j] = units[found - 1 - j]; // best last
-                jb->logw = 0.0f;
-            }
-            bl->n_jobs = nj - bl->first_job;
-            for (j = bl->first_job; j < nj; j++) {
-                int u;
-                jobs[j].len = (int)(bl->end - bl->ctx);
-                for (u = 0; u < jobs[j].n_units; u++) jobs[j].len += retrlm__ralm_unit_len(ds, jobs[j].units[u], cfg.unit_tokens, cfg.continuation);
-            }
+            retrlm__ralm_jobs(&cfg, ds, nb, bl, units, scores, found, jobs, &nj);
             nb++;
             pos = bl->end;
         }
         res = retrlm__ralm_score(m, ds, tokens, cfg.unit_tokens, cfg.continuation, jobs, blocks, 0, nj, inputs, lengths,
                                  kc, tc);
         if (res) goto done;
-        // mix each block's jobs per token: log sum_j w_j p_j(y)
-        for (b = 0; b < nb; b++) {
-            const retrlm__ralm_block *bl = &blocks[b];
-            int p, n_pred = (int)(bl->end - bl->start);
-            for (p = 0; p < n_pred; p++) {
-                double mx = -INFINITY, s = 0.0, l;
-                for (j = bl->first_job; j < bl->first_job + bl->n_jobs; j++)
-                    mx = RETRLM__MAX(mx, (double)jobs[j].logw + jobs[j].lp[p]);
-                for (j = bl->first_job; j < bl->first_job + bl->n_jobs; j++)
-                    s += exp((double)jobs[j].logw + jobs[j].lp[p] - mx);
-                l = mx + log(s);
-                nats -= l;
-                if (token_nats) token_nats[bl->start + (size_t)p] = (float)-l;
-            }
-        }
+        retrlm__ralm_mix(blocks, nb, jobs, &nats, token_nats);
         res = retrlm__progress(cfg.progress, cfg.progress_user, "ralm", (double)pos, (double)n);
     }
     if (!res) *bpb = nats / log(2.0) / (double)n_bytes;
