@@ -8115,6 +8115,40 @@ static int retrlm__bm25_decode_term(const retrlm_bm25 *bm, int t, const uint32_t
     return n;
 }
 
+// The pending postings grouped by term, in document order within a term (a counting sort):
+// term t's are pdoc/ptf[pstart[t], pstart[t + 1]); porder (n_pt) gets the terms in text order.
+// 0 when memory runs out.
+static int retrlm__bm25_group_pending(const struct retrlm__bm25_pending *p, size_t n_pt, uint32_t *pstart,
+                                      uint32_t *porder, uint32_t *pdoc, uint32_t *ptf) {
+    const size_t n_post = (size_t)stbds_arrlen(p->post);
+    uint32_t *fill = (uint32_t *)retrlm__alloc(n_pt, sizeof(uint32_t));
+    size_t i;
+    if (!fill) return 0;
+    memset(pstart, 0, (n_pt + 1) * sizeof(uint32_t));
+    for (i = 0; i < n_post; i++) pstart[p->post[i].term + 1]++;
+    for (i = 0; i < n_pt; i++) {
+        pstart[i + 1] += pstart[i];
+        porder[i] = (uint32_t)i;
+    }
+    memcpy(fill, pstart, n_pt * sizeof(uint32_t));
+    for (i = 0; i < n_post; i++) {
+        uint32_t at = fill[p->post[i].term]++;
+        pdoc[at] = p->post[i].doc;
+        ptf[at] = p->post[i].tf;
+    }
+    RETRLM_FREE(fill);
+    return retrlm__msort_u32(porder, n_pt, retrlm__cmp_pterm, p->tstr);
+}
+
+// Byte order of two terms (ta NULL: after every term; tb NULL likewise), as memcmp then length
+static int retrlm__bm25_term_cmp(const char *ta, size_t la, const char *tb, size_t lb) {
+    int c;
+    if (!ta) return 1;
+    if (!tb) return -1;
+    c = memcmp(ta, tb, RETRLM__MIN(la, lb));
+    return c ? c : la < lb ? -1 : la > lb ? 1 : 0;
+}
+
 RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     struct retrlm__bm25_pending *p = bm->pending_;
     retrlm_bm25 nb; // the new committed index, fields filled below
@@ -8134,7 +8168,7 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     // new numbering: live committed documents in order, then live pending ones
     remap = (uint32_t *)retrlm__alloc((size_t)bm->n_docs, sizeof(uint32_t));
     pmap = (uint32_t *)retrlm__alloc(n_pp, sizeof(uint32_t));
-    if (!remap || !pmap) goto fail;
+    if (!remap || !pmap) goto done;
     n_new = 0;
     for (d = 0; d < bm->n_docs; d++)
         remap[d] = retrlm__idmap_get(&p->del, RETRLM__UID(bm, d)) >= 0 ? 0xFFFFFFFFu : (uint32_t)n_new++;
@@ -8147,7 +8181,7 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     id_order = (uint32_t *)retrlm__alloc((size_t)n_new, sizeof(uint32_t));
     docs = (uint32_t *)retrlm__alloc((size_t)n_new + 1, sizeof(uint32_t));
     tfs = (uint32_t *)retrlm__alloc((size_t)n_new + 1, sizeof(uint32_t));
-    if (!doc_len || !doc_id || !id_order || !docs || !tfs) goto fail;
+    if (!doc_len || !doc_id || !id_order || !docs || !tfs) goto done;
     for (d = 0; d < bm->n_docs; d++)
         if (remap[d] != 0xFFFFFFFFu) {
             doc_len[remap[d]] = bm->doc_len_[d];
@@ -8162,59 +8196,26 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
         id_order[d] = (uint32_t)d;
         nb.total_len += doc_len[d];
     }
-    if (!retrlm__msort_u32(id_order, (size_t)n_new, retrlm__cmp_by_id, doc_id)) goto fail;
+    if (!retrlm__msort_u32(id_order, (size_t)n_new, retrlm__cmp_by_id, doc_id)) goto done;
     nb.doc_len_ = doc_len;
-    if (retrlm__bm25_norms(&nb) != RETRLM_OK) goto fail;
-    // pending postings grouped by term (counting sort keeps document order), terms sorted
-    pstart = (uint32_t *)retrlm__calloc(n_pt + 1, sizeof(uint32_t));
+    if (retrlm__bm25_norms(&nb) != RETRLM_OK) goto done;
+    // pending postings grouped by term, terms sorted
+    pstart = (uint32_t *)retrlm__alloc(n_pt + 1, sizeof(uint32_t));
     porder = (uint32_t *)retrlm__alloc(n_pt, sizeof(uint32_t));
     pdoc = (uint32_t *)retrlm__alloc((size_t)stbds_arrlen(p->post), sizeof(uint32_t));
     ptf = (uint32_t *)retrlm__alloc((size_t)stbds_arrlen(p->post), sizeof(uint32_t));
-    if (!pstart || !porder || !pdoc || !ptf) goto fail;
-    for (i = 0; i < (size_t)stbds_arrlen(p->post); i++) pstart[p->post[i].term + 1]++;
-    for (i = 0; i < n_pt; i++) {
-        pstart[i + 1] += pstart[i];
-        porder[i] = (uint32_t)i;
-    }
-    {
-        uint32_t *fill = (uint32_t *)retrlm__alloc(n_pt, sizeof(uint32_t));
-        if (!fill) goto fail;
-        memcpy(fill, pstart, n_pt * sizeof(uint32_t));
-        for (i = 0; i < (size_t)stbds_arrlen(p->post); i++) {
-            uint32_t at = fill[p->post[i].term]++;
-            pdoc[at] = p->post[i].doc;
-            ptf[at] = p->post[i].tf;
-        }
-        RETRLM_FREE(fill);
-    }
-    if (!retrlm__msort_u32(porder, n_pt, retrlm__cmp_pterm, p->tstr)) goto fail;
+    if (!pstart || !porder || !pdoc || !ptf || !retrlm__bm25_group_pending(p, n_pt, pstart, porder, pdoc, ptf)) goto done;
     // merge the two sorted dictionaries
     cap_terms = (size_t)bm->n_terms + n_pt + 1;
     term_off = (uint32_t *)retrlm__alloc(cap_terms, sizeof(uint32_t));
     post_off = (uint64_t *)retrlm__alloc(cap_terms, sizeof(uint64_t));
     df = (uint32_t *)retrlm__alloc(cap_terms, sizeof(uint32_t));
-    if (!term_off || !post_off || !df) goto fail;
-    nt = 0;
-    a = 0;
-    b = 0;
-    while (a < bm->n_terms || b < (int)n_pt) {
-        const char *ta = NULL, *tb = NULL;
-        size_t la = 0, lb = 0;
-        int c, n = 0;
-        if (a < bm->n_terms) {
-            ta = bm->term_text_ + bm->term_off_[a];
-            la = bm->term_off_[a + 1] - bm->term_off_[a];
-        }
-        if (b < (int)n_pt) {
-            tb = p->tstr[porder[b]];
-            lb = strlen(tb);
-        }
-        if (!ta) c = 1;
-        else if (!tb) c = -1;
-        else {
-            c = memcmp(ta, tb, RETRLM__MIN(la, lb));
-            if (c == 0) c = la < lb ? -1 : la > lb ? 1 : 0;
-        }
+    if (!term_off || !post_off || !df) goto done;
+    for (nt = 0, a = 0, b = 0; a < bm->n_terms || b < (int)n_pt;) {
+        const char *ta = a < bm->n_terms ? bm->term_text_ + bm->term_off_[a] : NULL;
+        const char *tb = b < (int)n_pt ? p->tstr[porder[b]] : NULL;
+        size_t la = ta ? bm->term_off_[a + 1] - bm->term_off_[a] : 0, lb = tb ? strlen(tb) : 0;
+        int c = retrlm__bm25_term_cmp(ta, la, tb, lb), n = 0;
         if (c <= 0) n = retrlm__bm25_decode_term(bm, a, p->del.n_live ? remap : NULL, docs, tfs, n);
         if (c >= 0) {
             uint32_t pt = porder[b], j;
@@ -8229,15 +8230,15 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
             size_t l = c <= 0 ? la : lb;
             if (text.n + l > 0xFFFFFFFFu) {
                 r = retrlm__fail(RETRLM_ERR_RANGE, "bm25_commit: term dictionary over 4 GiB");
-                goto fail;
+                goto done;
             }
-            if (!retrlm__bytes_reserve(&text, l)) goto fail;
+            if (!retrlm__bytes_reserve(&text, l)) goto done;
             term_off[nt] = (uint32_t)text.n;
             memcpy(text.p + text.n, t, l);
             text.n += l;
             post_off[nt] = post.n;
             df[nt] = (uint32_t)n;
-            if (!retrlm__bm25_encode(&post, docs, tfs, n, nb.norm_, k1p1)) goto fail;
+            if (!retrlm__bm25_encode(&post, docs, tfs, n, nb.norm_, k1p1)) goto done;
             nt++;
         }
         if (c <= 0) a++;
@@ -8245,50 +8246,36 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     }
     term_off[nt] = (uint32_t)text.n;
     post_off[nt] = post.n;
-    if (!retrlm__bytes_reserve(&text, 1) || !retrlm__bytes_reserve(&post, 1)) goto fail;
+    if (!retrlm__bytes_reserve(&text, 1) || !retrlm__bytes_reserve(&post, 1)) goto done;
     // install; ids 0..n-1 in order need no id arrays
     for (d = 0; d < n_new && doc_id[d] == d; d++) {}
     if (d == n_new) {
         RETRLM_FREE(doc_id);
         RETRLM_FREE(id_order);
-        doc_id = NULL;
-        id_order = NULL;
     }
-    {
-        float *norm = nb.norm_;
-        uint64_t total = nb.total_len;
-        double avgdl = nb.avgdl;
-        nb.norm_ = NULL;
-        retrlm__bm25_release(bm);
-        bm->n_docs = n_new;
-        bm->n_terms = nt;
-        bm->total_len = total;
-        bm->avgdl = avgdl;
-        bm->norm_ = norm;
-        bm->postings_bytes = post.n;
-        bm->term_text_ = (const char *)text.p;
-        bm->term_off_ = term_off;
-        bm->post_off_ = post_off;
-        bm->df_ = df;
-        bm->post_ = post.p;
-        bm->doc_len_ = doc_len;
-        bm->doc_id_ = doc_id;
-        bm->id_order_ = id_order;
-        bm->owned_ = 1;
-    }
+    retrlm__bm25_release(bm);
+    bm->n_docs = n_new;
+    bm->n_terms = nt;
+    bm->total_len = nb.total_len;
+    bm->avgdl = nb.avgdl;
+    bm->norm_ = nb.norm_;
+    bm->postings_bytes = post.n;
+    bm->term_text_ = (const char *)text.p;
+    bm->term_off_ = term_off;
+    bm->post_off_ = post_off;
+    bm->df_ = df;
+    bm->post_ = post.p;
+    bm->doc_len_ = doc_len;
+    bm->doc_id_ = d == n_new ? NULL : doc_id;
+    bm->id_order_ = d == n_new ? NULL : id_order;
+    bm->owned_ = 1;
     retrlm__bm25_pending_free(p);
     bm->pending_ = NULL;
     bm->n_pending = bm->n_pending_deletes = 0;
-    RETRLM_FREE(remap);
-    RETRLM_FREE(pmap);
-    RETRLM_FREE(pstart);
-    RETRLM_FREE(porder);
-    RETRLM_FREE(pdoc);
-    RETRLM_FREE(ptf);
-    RETRLM_FREE(docs);
-    RETRLM_FREE(tfs);
-    return RETRLM_OK;
-fail:
+    // the index owns these now
+    nb.norm_ = NULL, text.p = post.p = NULL, doc_len = id_order = term_off = df = NULL, doc_id = NULL, post_off = NULL;
+    r = RETRLM_OK;
+done:
     RETRLM_FREE(nb.norm_);
     RETRLM_FREE(remap);
     RETRLM_FREE(pmap);
