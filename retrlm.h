@@ -9696,12 +9696,116 @@ fail:
 // ---------------------------------------------------------------------------------------------
 // adding
 
+// The index's next_id after n vectors with ids (NULL: next_id, next_id + 1, ..) into *next;
+// ERR_ARG for a negative id, ERR_RANGE when the ids would overflow
+static retrlm_result retrlm__index_next_id(const retrlm_index *ix, const int64_t *ids, size_t n, int64_t *next) {
+    size_t i;
+    *next = ix->next_id;
+    if (!ids) {
+        if (*next > INT64_MAX - (int64_t)n) return retrlm__fail(RETRLM_ERR_RANGE, "index add: ids would overflow int64");
+        *next += (int64_t)n;
+        return RETRLM_OK;
+    }
+    for (i = 0; i < n; i++) {
+        if (ids[i] < 0)
+            return retrlm__fail(RETRLM_ERR_ARG, "index add: id %lld at %lu is negative; ids must be >= 0",
+                                (long long)ids[i], (unsigned long)i);
+        if (ids[i] >= *next) *next = ids[i] == INT64_MAX ? INT64_MAX : ids[i] + 1;
+    }
+    return RETRLM_OK;
+}
+
+// Flat: the n new rows (x normalised as stored, codes for SQ8, ids nids) appended; ix->n is the
+// caller's to update
+static retrlm_result retrlm__index_append(retrlm_index *ix, const float *x, const uint8_t *codes,
+                                          const int64_t *nids, size_t n) {
+    const int d = ix->dim;
+    const size_t total = ix->n + n;
+    int64_t *ids2 = (int64_t *)retrlm__realloc((void *)ix->ids, total, sizeof(int64_t));
+    if (!ids2) return retrlm__fail(RETRLM_ERR_NOMEM, "index add: no memory");
+    ix->ids = ids2;
+    if (retrlm__keeps_f32(ix)) {
+        float *vec = (float *)retrlm__realloc((void *)ix->vectors, total, (size_t)d * sizeof(float));
+        if (!vec) return retrlm__fail(RETRLM_ERR_NOMEM, "index add: no memory");
+        ix->vectors = vec;
+        memcpy(vec + ix->n * (size_t)d, x, n * (size_t)d * sizeof(float));
+    }
+    if (codes) {
+        uint8_t *c2 = (uint8_t *)retrlm__realloc((void *)ix->codes, total, (size_t)d);
+        if (!c2) return retrlm__fail(RETRLM_ERR_NOMEM, "index add: no memory");
+        ix->codes = c2;
+        memcpy(c2 + ix->n * (size_t)d, codes, n * (size_t)d);
+    }
+    memcpy(ids2 + ix->n, nids, n * sizeof(int64_t));
+    return RETRLM_OK;
+}
+
+// IVF: the contiguous lists rebuilt with the n new rows (list[i] the list of row i), a list's old
+// rows first, then its new ones in input order; ix->n is the caller's to update
+static retrlm_result retrlm__index_relist(retrlm_index *ix, const float *x, const uint8_t *codes,
+                                          const int64_t *nids, const int *list, size_t n) {
+    const int L = ix->nlist, d = ix->dim;
+    const size_t total = ix->n + n;
+    uint64_t *off2 = (uint64_t *)retrlm__alloc((size_t)L + 1, sizeof(uint64_t));
+    size_t *nstart = (size_t *)retrlm__calloc((size_t)L + 1, sizeof(size_t));
+    size_t *perm = (size_t *)retrlm__alloc(n, sizeof(size_t)), i;
+    int64_t *ids2 = (int64_t *)retrlm__alloc(total, sizeof(int64_t));
+    uint8_t *c2 = codes ? (uint8_t *)retrlm__alloc(total, (size_t)d) : NULL;
+    float *vec = retrlm__keeps_f32(ix) ? (float *)retrlm__alloc(total, (size_t)d * sizeof(float)) : NULL;
+    long l;
+    if (!off2 || !nstart || !perm || !ids2 || (codes && !c2) || (retrlm__keeps_f32(ix) && !vec)) {
+        RETRLM_FREE(off2);
+        RETRLM_FREE(nstart);
+        RETRLM_FREE(perm);
+        RETRLM_FREE(ids2);
+        RETRLM_FREE(c2);
+        RETRLM_FREE(vec);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "index add: no memory to rebuild the lists");
+    }
+    for (i = 0; i < n; i++) nstart[list[i] + 1]++;
+    for (l = 0; l < L; l++) nstart[l + 1] += nstart[l];
+    for (i = 0; i < n; i++) perm[nstart[list[i]]++] = i; // stable: input order in a list
+    for (l = L; l > 0; l--) nstart[l] = nstart[l - 1];
+    nstart[0] = 0;
+    off2[0] = 0;
+    for (l = 0; l < L; l++)
+        off2[l + 1] = off2[l] + (ix->list_offsets[l + 1] - ix->list_offsets[l]) + (nstart[l + 1] - nstart[l]);
+    RETRLM__PARALLEL_FOR
+    for (l = 0; l < L; l++) {
+        size_t o0 = (size_t)ix->list_offsets[l], no = (size_t)ix->list_offsets[l + 1] - o0;
+        size_t w = (size_t)off2[l], p;
+        if (no) {
+            memcpy(ids2 + w, ix->ids + o0, no * sizeof(int64_t));
+            if (vec) memcpy(vec + w * (size_t)d, ix->vectors + o0 * (size_t)d, no * (size_t)d * sizeof(float));
+            if (c2) memcpy(c2 + w * (size_t)d, ix->codes + o0 * (size_t)d, no * (size_t)d);
+            w += no;
+        }
+        for (p = nstart[l]; p < nstart[l + 1]; p++, w++) {
+            size_t s = perm[p];
+            ids2[w] = nids[s];
+            if (vec) memcpy(vec + w * (size_t)d, x + s * (size_t)d, (size_t)d * sizeof(float));
+            if (c2) memcpy(c2 + w * (size_t)d, codes + s * (size_t)d, (size_t)d);
+        }
+    }
+    RETRLM_FREE((void *)ix->ids);
+    RETRLM_FREE((void *)ix->vectors);
+    RETRLM_FREE((void *)ix->codes);
+    RETRLM_FREE((void *)ix->list_offsets);
+    ix->ids = ids2;
+    ix->vectors = vec;
+    ix->codes = c2;
+    ix->list_offsets = off2;
+    RETRLM_FREE(nstart);
+    RETRLM_FREE(perm);
+    return RETRLM_OK;
+}
+
 RETRLM_API retrlm_result retrlm_index_add(retrlm_index *ix, const float *x, size_t n, int dim,
                                           const int64_t *ids) {
-    const int d = ix->dim, keep = retrlm__keeps_f32(ix), sq8 = ix->storage == RETRLM_STORAGE_SQ8;
-    size_t total, i, nd;
+    const int d = ix->dim, sq8 = ix->storage == RETRLM_STORAGE_SQ8;
+    size_t i, nd;
     int64_t next;
-    float *xn = NULL, *vec = NULL;
+    float *xn = NULL;
     uint8_t *codes = NULL;
     int64_t *nids = NULL;
     int *list = NULL;
@@ -9713,22 +9817,10 @@ RETRLM_API retrlm_result retrlm_index_add(retrlm_index *ix, const float *x, size
                             ix->nlist ? "IVF centroids" : "SQ8 ranges");
     if (n == 0) return RETRLM_OK;
     if ((r = retrlm__check_vectors("index add", x, n, dim)) != RETRLM_OK) return r;
-    next = ix->next_id;
-    if (ids) {
-        for (i = 0; i < n; i++) {
-            if (ids[i] < 0)
-                return retrlm__fail(RETRLM_ERR_ARG, "index add: id %lld at %lu is negative; ids must be >= 0",
-                                    (long long)ids[i], (unsigned long)i);
-            if (ids[i] >= next) next = ids[i] == INT64_MAX ? INT64_MAX : ids[i] + 1;
-        }
-    } else {
-        if (next > INT64_MAX - (int64_t)n) return retrlm__fail(RETRLM_ERR_RANGE, "index add: ids would overflow int64");
-        next += (int64_t)n;
-    }
+    if ((r = retrlm__index_next_id(ix, ids, n, &next)) != RETRLM_OK) return r;
     if (ix->n > SIZE_MAX / 2 - n || retrlm__mul_overflows(ix->n + n, (size_t)d * sizeof(float), &nd))
         return retrlm__fail(RETRLM_ERR_NOMEM, "index add: %lu + %lu vectors are too many", (unsigned long)ix->n, (unsigned long)n);
     if ((r = retrlm__index_own(ix)) != RETRLM_OK) return r;
-    total = ix->n + n;
 
     // the new rows in input order: normalised (cosine), encoded (SQ8), listed (IVF)
     if (ix->metric == RETRLM_METRIC_COSINE) {
@@ -9762,86 +9854,13 @@ RETRLM_API retrlm_result retrlm_index_add(retrlm_index *ix, const float *x, size
         if ((r = retrlm__progress(ix->progress_, ix->progress_user_, "add", (double)(i + m), (double)n)) != RETRLM_OK)
             goto done;
     }
-
-    if (!ix->nlist) { // flat: append
-        int64_t *ids2 = (int64_t *)retrlm__realloc((void *)ix->ids, total, sizeof(int64_t));
-        if (!ids2) { r = retrlm__fail(RETRLM_ERR_NOMEM, "index add: no memory"); goto done; }
-        ix->ids = ids2;
-        if (keep) {
-            vec = (float *)retrlm__realloc((void *)ix->vectors, total, (size_t)d * sizeof(float));
-            if (!vec) { r = retrlm__fail(RETRLM_ERR_NOMEM, "index add: no memory"); goto done; }
-            ix->vectors = vec;
-            memcpy(vec + ix->n * (size_t)d, x, n * (size_t)d * sizeof(float));
-            vec = NULL;
-        }
-        if (sq8) {
-            uint8_t *c2 = (uint8_t *)retrlm__realloc((void *)ix->codes, total, (size_t)d);
-            if (!c2) { r = retrlm__fail(RETRLM_ERR_NOMEM, "index add: no memory"); goto done; }
-            ix->codes = c2;
-            memcpy(c2 + ix->n * (size_t)d, codes, n * (size_t)d);
-        }
-        memcpy(ids2 + ix->n, nids, n * sizeof(int64_t));
-    } else { // IVF: rebuild the contiguous lists, old rows of a list first, then the new ones
-        const int L = ix->nlist;
-        uint64_t *off2 = (uint64_t *)retrlm__alloc((size_t)L + 1, sizeof(uint64_t));
-        size_t *nstart = (size_t *)retrlm__calloc((size_t)L + 1, sizeof(size_t));
-        size_t *perm = (size_t *)retrlm__alloc(n, sizeof(size_t));
-        int64_t *ids2 = (int64_t *)retrlm__alloc(total, sizeof(int64_t));
-        uint8_t *c2 = sq8 ? (uint8_t *)retrlm__alloc(total, (size_t)d) : NULL;
-        long l;
-        vec = keep ? (float *)retrlm__alloc(total, (size_t)d * sizeof(float)) : NULL;
-        if (!off2 || !nstart || !perm || !ids2 || (sq8 && !c2) || (keep && !vec)) {
-            RETRLM_FREE(off2);
-            RETRLM_FREE(nstart);
-            RETRLM_FREE(perm);
-            RETRLM_FREE(ids2);
-            RETRLM_FREE(c2);
-            r = retrlm__fail(RETRLM_ERR_NOMEM, "index add: no memory to rebuild the lists");
-            goto done;
-        }
-        for (i = 0; i < n; i++) nstart[list[i] + 1]++;
-        for (l = 0; l < L; l++) nstart[l + 1] += nstart[l];
-        for (i = 0; i < n; i++) perm[nstart[list[i]]++] = i; // stable: input order in a list
-        for (l = L; l > 0; l--) nstart[l] = nstart[l - 1];
-        nstart[0] = 0;
-        off2[0] = 0;
-        for (l = 0; l < L; l++)
-            off2[l + 1] = off2[l] + (ix->list_offsets[l + 1] - ix->list_offsets[l]) + (nstart[l + 1] - nstart[l]);
-        RETRLM__PARALLEL_FOR
-        for (l = 0; l < L; l++) {
-            size_t o0 = (size_t)ix->list_offsets[l], no = (size_t)ix->list_offsets[l + 1] - o0;
-            size_t w = (size_t)off2[l], p;
-            if (no) {
-                memcpy(ids2 + w, ix->ids + o0, no * sizeof(int64_t));
-                if (vec) memcpy(vec + w * (size_t)d, ix->vectors + o0 * (size_t)d, no * (size_t)d * sizeof(float));
-                if (c2) memcpy(c2 + w * (size_t)d, ix->codes + o0 * (size_t)d, no * (size_t)d);
-                w += no;
-            }
-            for (p = nstart[l]; p < nstart[l + 1]; p++, w++) {
-                size_t s = perm[p];
-                ids2[w] = nids[s];
-                if (vec) memcpy(vec + w * (size_t)d, x + s * (size_t)d, (size_t)d * sizeof(float));
-                if (c2) memcpy(c2 + w * (size_t)d, codes + s * (size_t)d, (size_t)d);
-            }
-        }
-        RETRLM_FREE((void *)ix->ids);
-        RETRLM_FREE((void *)ix->vectors);
-        RETRLM_FREE((void *)ix->codes);
-        RETRLM_FREE((void *)ix->list_offsets);
-        ix->ids = ids2;
-        ix->vectors = vec;
-        ix->codes = c2;
-        ix->list_offsets = off2;
-        vec = NULL;
-        RETRLM_FREE(nstart);
-        RETRLM_FREE(perm);
+    r = ix->nlist ? retrlm__index_relist(ix, x, codes, nids, list, n) : retrlm__index_append(ix, x, codes, nids, n);
+    if (r == RETRLM_OK) {
+        ix->n += n;
+        ix->next_id = next;
     }
-    ix->n = total;
-    ix->next_id = next;
-    r = RETRLM_OK;
 done:
     RETRLM_FREE(xn);
-    RETRLM_FREE(vec);
     RETRLM_FREE(codes);
     RETRLM_FREE(nids);
     RETRLM_FREE(list);
