@@ -6286,18 +6286,25 @@ static void retrlm__wmap_free(retrlm__wmap *m) {
 }
 
 // count occurrences of s[0..n) (hash h); 0 on OOM or more than 2^32 - 2 words
+// The entry of the n bytes s (hash h), or NULL
+static retrlm__word *retrlm__wmap_find(const retrlm__wmap *m, const unsigned char *s, size_t n, uint64_t h) {
+    retrlm__word *w = (retrlm__word *)m->words.p;
+    size_t i;
+    if (!m->cap) return NULL;
+    for (i = (size_t)h & (m->cap - 1); m->slots[i]; i = (i + 1) & (m->cap - 1)) {
+        retrlm__word *x = &w[m->slots[i] - 1];
+        if (x->hash == h && x->len == n && !memcmp(m->arena.p + x->off, s, n)) return x;
+    }
+    return NULL;
+}
+
 static int retrlm__wmap_add(retrlm__wmap *m, const unsigned char *s, size_t n, uint64_t h,
                             int64_t count) {
-    retrlm__word *w = (retrlm__word *)m->words.p, nw;
+    retrlm__word *w = (retrlm__word *)m->words.p, nw, *x = retrlm__wmap_find(m, s, n, h);
     size_t i;
-    if (m->cap) {
-        for (i = (size_t)h & (m->cap - 1); m->slots[i]; i = (i + 1) & (m->cap - 1)) {
-            retrlm__word *x = &w[m->slots[i] - 1];
-            if (x->hash == h && x->len == n && !memcmp(m->arena.p + x->off, s, n)) {
-                x->count += count;
-                return 1;
-            }
-        }
+    if (x) {
+        x->count += count;
+        return 1;
     }
     if (2 * (m->n + 1) > m->cap) { // grow and rehash at half load
         size_t cap = m->cap ? 2 * m->cap : 1024, k;
@@ -6569,6 +6576,20 @@ static int retrlm__where_add(retrlm__pairs *p, long k, int w) {
     return 1;
 }
 
+// grown (a flag a pair, the new ones 0) and touched (an int a pair) made room for cap pairs
+// (more than *n); 0 when memory runs out (both stay valid)
+static int retrlm__bpe_marks(unsigned char **grown, int **touched, size_t *n, size_t cap) {
+    unsigned char *g = (unsigned char *)retrlm__realloc(*grown, cap, 1);
+    int *t;
+    if (!g) return 0;
+    *grown = g;
+    if (!(t = (int *)retrlm__realloc(*touched, cap, sizeof(int)))) return 0;
+    *touched = t;
+    memset(g + *n, 0, cap - *n);
+    *n = cap;
+    return 1;
+}
+
 // The merge loop over counted words m. On success the token table (bytes by id), merges and
 // the number of tokens are in tokens/merges (off: size_t (n + 1), bytes).
 static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_t min_freq,
@@ -6645,18 +6666,9 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
         memcpy(bytes->p + nbytes, bytes->p + ((size_t *)off->p)[a], la);
         memcpy(bytes->p + nbytes + la, bytes->p + ((size_t *)off->p)[b], lb);
         h = retrlm__hash_bytes(bytes->p + nbytes, la + lb);
-        z = -1;
-        if (vocab.cap) {
-            size_t i;
-            const retrlm__word *vw = (const retrlm__word *)vocab.words.p;
-            for (i = (size_t)h & (vocab.cap - 1); vocab.slots[i]; i = (i + 1) & (vocab.cap - 1)) {
-                const retrlm__word *x = &vw[vocab.slots[i] - 1];
-                if (x->hash == h && x->len == la + lb &&
-                    !memcmp(vocab.arena.p + x->off, bytes->p + nbytes, la + lb)) {
-                    z = (int)x->count;
-                    break;
-                }
-            }
+        {
+            const retrlm__word *x = retrlm__wmap_find(&vocab, bytes->p + nbytes, la + lb, h);
+            z = x ? (int)x->count : -1;
         }
         if (z >= 0) bytes->n = nbytes;
         else {
@@ -6669,15 +6681,7 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
         mm[0] = a, mm[1] = b, mm[2] = z, mm[3] = step;
         if (!retrlm__buf_push(merges, mm, sizeof mm)) goto nomem;
         // rewrite the words that hold (a, b)
-        if (pairs.n > grown_cap) {
-            unsigned char *g = (unsigned char *)retrlm__realloc(grown, pairs.n * 2, 1);
-            int *t = (int *)retrlm__realloc(touched, pairs.n * 2, sizeof(int));
-            if (g) grown = g;
-            if (t) touched = t;
-            if (!g || !t) goto nomem;
-            memset(grown + grown_cap, 0, pairs.n * 2 - grown_cap);
-            grown_cap = pairs.n * 2;
-        }
+        if (pairs.n > grown_cap && !retrlm__bpe_marks(&grown, &touched, &grown_cap, pairs.n * 2)) goto nomem;
         n_touched = 0;
         wl = pairs.where[pi];
         for (j = 0; j < (long)stbds_arrlen(wl); j++) {
@@ -6702,16 +6706,8 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
                 pairs.count[p2] += c;
                 if (s[q] == z || s[q + 1] == z) {
                     if (!retrlm__where_add(&pairs, p2, w)) goto nomem;
-                    if ((size_t)p2 >= grown_cap) {
-                        size_t nc = (size_t)p2 * 2 + 2;
-                        unsigned char *g = (unsigned char *)retrlm__realloc(grown, nc, 1);
-                        int *t = (int *)retrlm__realloc(touched, nc, sizeof(int));
-                        if (g) grown = g;
-                        if (t) touched = t;
-                        if (!g || !t) goto nomem;
-                        memset(grown + grown_cap, 0, nc - grown_cap);
-                        grown_cap = nc;
-                    }
+                    if ((size_t)p2 >= grown_cap && !retrlm__bpe_marks(&grown, &touched, &grown_cap, (size_t)p2 * 2 + 2))
+                        goto nomem;
                     if (!grown[p2]) grown[p2] = 1, touched[n_touched++] = (int)p2;
                 }
             }
