@@ -2314,101 +2314,90 @@ static void retrlm__st_classify(retrlm__st_entry *e) {
     }
 }
 
-RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, const void *buf,
-                                                              size_t size,
-                                                              const retrlm_model_config *hint) {
-    const unsigned char *b = (const unsigned char *)buf;
-    retrlm__st_entry *ents = NULL, e;
+// The metadata values the loader reads (strings in safetensors' __metadata__)
+enum { RETRLM__ST_HEADS, RETRLM__ST_THETA, RETRLM__ST_EPS, RETRLM__ST_SEQ, RETRLM__ST_BIDIR, RETRLM__ST_META };
+
+static retrlm_result retrlm__st_bad(const retrlm__js *j, const char *header, const char *what) {
+    return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: %s at header byte %ld", what, (long)(j->p - header));
+}
+
+// The header's JSON object (hlen bytes at h): its tensors appended to *ents, the metadata this
+// loader reads into meta (other keys skipped)
+static retrlm_result retrlm__st_header(const char *h, uint64_t hlen, retrlm__st_entry **ents,
+                                       char meta[RETRLM__ST_META][32]) {
+    static const char *const keys[RETRLM__ST_META] = {"num_attention_heads", "rope_theta", "rms_norm_eps",
+                                                      "max_position_embeddings", "bidirectional"};
     retrlm__js j;
-    retrlm_model_config c;
-    retrlm_result r = RETRLM_OK;
-    uint64_t hlen;
-    size_t dsize, i, ne;
-    int first = 1, L = 0, F = 0, found_embed = -1, untied = 0, k;
-    unsigned char *seen = NULL;
-    char meta_heads[32] = "", meta_theta[32] = "", meta_eps[32] = "", meta_seq[32] = "",
-         meta_bidir[32] = "";
-    RETRLM_ASSERT(m && (buf || !size));
-    memset(m, 0, sizeof *m);
-    memset(&c, 0, sizeof c);
-    if (size < 8) return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: %lu bytes, no header",
-                                      (unsigned long)size);
-    hlen = retrlm__get_u64(b);
-    if (hlen < 2 || hlen > size - 8 || hlen > ((uint64_t)100 << 20))
-        return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: header length %llu in a file of %lu "
-                            "bytes", (unsigned long long)hlen, (unsigned long)size);
-    dsize = size - 8 - (size_t)hlen;
-    j.p = (const char *)b + 8;
-    j.end = j.p + hlen;
-#define RETRLM__ST_BAD(what)                                                                   \
-    do {                                                                                        \
-        r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: %s at header byte %ld", what,         \
-                         (long)(j.p - (const char *)b - 8));                                    \
-        goto done;                                                                              \
-    } while (0)
-    if (!retrlm__js_char(&j, '{')) RETRLM__ST_BAD("header is not a JSON object");
+    retrlm__st_entry e;
+    int first = 1, k;
+    j.p = h;
+    j.end = h + hlen;
+    if (!retrlm__js_char(&j, '{')) return retrlm__st_bad(&j, h, "header is not a JSON object");
     if (!retrlm__js_char(&j, '}'))
         while (1) {
             if (!first && !retrlm__js_char(&j, ',')) {
-                if (!retrlm__js_char(&j, '}')) RETRLM__ST_BAD("expected ',' or '}'");
+                if (!retrlm__js_char(&j, '}')) return retrlm__st_bad(&j, h, "expected ',' or '}'");
                 break;
             }
             first = 0;
             memset(&e, 0, sizeof e);
             if (!retrlm__js_string(&j, e.name, sizeof e.name) || !retrlm__js_char(&j, ':'))
-                RETRLM__ST_BAD("bad key");
+                return retrlm__st_bad(&j, h, "bad key");
             if (!strcmp(e.name, "__metadata__")) {
                 char key[64], val[32];
                 int f2 = 1;
-                if (!retrlm__js_char(&j, '{')) RETRLM__ST_BAD("__metadata__ is not an object");
+                if (!retrlm__js_char(&j, '{')) return retrlm__st_bad(&j, h, "__metadata__ is not an object");
                 if (!retrlm__js_char(&j, '}'))
                     while (1) {
                         if (!f2 && !retrlm__js_char(&j, ',')) {
-                            if (!retrlm__js_char(&j, '}')) RETRLM__ST_BAD("bad __metadata__");
+                            if (!retrlm__js_char(&j, '}')) return retrlm__st_bad(&j, h, "bad __metadata__");
                             break;
                         }
                         f2 = 0;
                         if (!retrlm__js_string(&j, key, sizeof key) || !retrlm__js_char(&j, ':'))
-                            RETRLM__ST_BAD("bad __metadata__ key");
+                            return retrlm__st_bad(&j, h, "bad __metadata__ key");
                         retrlm__js_ws(&j);
                         if (j.p < j.end && *j.p == '"' && retrlm__js_string(&j, val, sizeof val)) {
-                            if (!strcmp(key, "num_attention_heads")) strcpy(meta_heads, val);
-                            else if (!strcmp(key, "rope_theta")) strcpy(meta_theta, val);
-                            else if (!strcmp(key, "rms_norm_eps")) strcpy(meta_eps, val);
-                            else if (!strcmp(key, "max_position_embeddings")) strcpy(meta_seq, val);
-                            else if (!strcmp(key, "bidirectional")) strcpy(meta_bidir, val);
+                            for (k = 0; k < RETRLM__ST_META; k++)
+                                if (!strcmp(key, keys[k])) strcpy(meta[k], val);
                         } else if (!retrlm__js_skip(&j, 1))
-                            RETRLM__ST_BAD("bad __metadata__ value");
+                            return retrlm__st_bad(&j, h, "bad __metadata__ value");
                     }
                 continue;
             }
-            if (!retrlm__st_parse_tensor(&j, &e)) RETRLM__ST_BAD("bad tensor description");
+            if (!retrlm__st_parse_tensor(&j, &e)) return retrlm__st_bad(&j, h, "bad tensor description");
             retrlm__st_classify(&e);
-            if (!RETRLM__ARR_RESERVE(ents, 1)) {
-                r = retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: the tensor list");
-                goto done;
-            }
-            stbds_arrput(ents, e);
+            if (!RETRLM__ARR_RESERVE(*ents, 1)) return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: the tensor list");
+            stbds_arrput(*ents, e);
         }
     retrlm__js_ws(&j);
-    if (j.p != j.end) RETRLM__ST_BAD("bytes after the header object");
-    ne = (size_t)stbds_arrlen(ents);
-    // shapes: embedding gives V and D, gate gives F, the layer count is the largest index + 1
+    return j.p == j.end ? RETRLM_OK : retrlm__st_bad(&j, h, "bytes after the header object");
+}
+
+// The model's config from the tensors (ne, whose data is dsize bytes; each checked against its
+// shape and dtype), the metadata and the hint: the embedding gives V and D, the gate projection F,
+// the largest layer index + 1 the layer count
+static retrlm_result retrlm__st_config(const retrlm__st_entry *ents, size_t ne, size_t dsize,
+                                       char meta[RETRLM__ST_META][32], const retrlm_model_config *hint,
+                                       retrlm_model_config *c) {
+    int L = 0, F = 0, found_embed = -1, untied = 0, k;
+    size_t i;
+    retrlm_model_config c2;
+    retrlm_result r;
     for (i = 0; i < ne; i++) {
-        retrlm__st_entry *x = &ents[i];
+        const retrlm__st_entry *x = &ents[i];
         uint64_t n = 1;
         for (k = 0; k < x->ndim; k++) {
-            if (x->shape[k] && n > UINT64_MAX / 8 / (uint64_t)x->shape[k]) RETRLM__ST_BAD("shape overflows");
+            if (x->shape[k] && n > UINT64_MAX / 8 / (uint64_t)x->shape[k])
+                return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor '%s': its shape overflows", x->name);
             n *= (uint64_t)x->shape[k];
         }
         if (x->off0 > x->off1 || x->off1 > dsize)
-            RETRLM__ST_BAD("data_offsets outside the data");
+            return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor '%s': data_offsets outside the data", x->name);
         if (x->tensor < 0) continue;
-        if (!x->f32) {
-            r = retrlm__fail(RETRLM_ERR_UNSUPPORTED, "safetensors: tensor '%s' is not F32", x->name);
-            goto done;
-        }
-        if (x->off1 - x->off0 != 4 * n) RETRLM__ST_BAD("data_offsets disagree with the shape");
+        if (!x->f32) return retrlm__fail(RETRLM_ERR_UNSUPPORTED, "safetensors: tensor '%s' is not F32", x->name);
+        if (x->off1 - x->off0 != 4 * n)
+            return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor '%s': data_offsets disagree with the shape", x->name);
         if (x->tensor == RETRLM_T_EMBED) found_embed = (int)i;
         if (x->tensor == RETRLM_T_LM_HEAD) untied = 1;
         if (x->tensor == RETRLM_T_W_GATE && x->ndim == 2 && x->shape[0] <= RETRLM__MAX_DIM) F = (int)x->shape[0];
@@ -2419,71 +2408,90 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, c
     if (found_embed < 0 || ents[found_embed].ndim != 2 || ents[found_embed].shape[0] < 1 ||
         ents[found_embed].shape[1] < 1 || ents[found_embed].shape[0] > RETRLM__MAX_DIM ||
         ents[found_embed].shape[1] > RETRLM__MAX_DIM)
-        RETRLM__ST_BAD("no 2-d model.embed_tokens.weight");
-    c.vocab_size = (int)ents[found_embed].shape[0];
-    c.dim = (int)ents[found_embed].shape[1];
-    c.n_layers = L;
-    c.ffn_dim = F;
-    c.untied = untied;
-    c.bidirectional = meta_bidir[0] == '1';
-    if (hint && hint->n_heads > 0) c.n_heads = hint->n_heads;
-    else if (meta_heads[0]) c.n_heads = atoi(meta_heads) > 0 ? atoi(meta_heads) : -1;
-    else RETRLM__ST_BAD("no num_attention_heads in the metadata or the hint");
-    c.rope_theta = hint && hint->rope_theta > 0.0f ? hint->rope_theta
-                   : meta_theta[0] ? (float)strtod(meta_theta, NULL) : 10000.0f;
-    c.norm_eps = hint && hint->norm_eps > 0.0f ? hint->norm_eps
-                 : meta_eps[0] ? (float)strtod(meta_eps, NULL) : 1e-5f;
-    if (hint && hint->max_seq_len > 0) c.max_seq_len = hint->max_seq_len;
-    else if (meta_seq[0] && atoi(meta_seq) > 0) c.max_seq_len = atoi(meta_seq);
-    c.max_batch = hint && hint->max_batch > 0 ? hint->max_batch : 1;
-    if (hint) c.bidirectional = c.bidirectional || hint->bidirectional;
-    if (L < 1 || F < 1 || c.n_heads < 1 || !(c.rope_theta > 0.0f) || !(c.norm_eps > 0.0f))
-        RETRLM__ST_BAD("missing layers, gate projection, heads, rope_theta or rms_norm_eps");
-    {
-        retrlm_model_config c2 = c;
-        if ((r = retrlm__resolve_config(&c2)) != RETRLM_OK) {
-            if (r == RETRLM_ERR_ARG) r = RETRLM_ERR_FORMAT;
-            goto done;
-        }
-    }
-    // every tensor present once, with the shape this config needs
-    seen = (unsigned char *)retrlm__calloc((size_t)L * RETRLM__ST_PER_LAYER + RETRLM_T_COUNT, 1);
-    if (!seen) {
-        r = retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: no memory");
-        goto done;
-    }
-    for (i = 0; i < ne; i++) {
-        retrlm__st_entry *x = &ents[i];
+        return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: no 2-d model.embed_tokens.weight");
+    memset(c, 0, sizeof *c);
+    c->vocab_size = (int)ents[found_embed].shape[0];
+    c->dim = (int)ents[found_embed].shape[1];
+    c->n_layers = L;
+    c->ffn_dim = F;
+    c->untied = untied;
+    c->bidirectional = meta[RETRLM__ST_BIDIR][0] == '1';
+    if (hint && hint->n_heads > 0) c->n_heads = hint->n_heads;
+    else if (meta[RETRLM__ST_HEADS][0]) c->n_heads = atoi(meta[RETRLM__ST_HEADS]) > 0 ? atoi(meta[RETRLM__ST_HEADS]) : -1;
+    else return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: no num_attention_heads in the metadata or the hint");
+    c->rope_theta = hint && hint->rope_theta > 0.0f ? hint->rope_theta
+                    : meta[RETRLM__ST_THETA][0] ? (float)strtod(meta[RETRLM__ST_THETA], NULL) : 10000.0f;
+    c->norm_eps = hint && hint->norm_eps > 0.0f ? hint->norm_eps
+                  : meta[RETRLM__ST_EPS][0] ? (float)strtod(meta[RETRLM__ST_EPS], NULL) : 1e-5f;
+    if (hint && hint->max_seq_len > 0) c->max_seq_len = hint->max_seq_len;
+    else if (meta[RETRLM__ST_SEQ][0] && atoi(meta[RETRLM__ST_SEQ]) > 0) c->max_seq_len = atoi(meta[RETRLM__ST_SEQ]);
+    c->max_batch = hint && hint->max_batch > 0 ? hint->max_batch : 1;
+    if (hint) c->bidirectional = c->bidirectional || hint->bidirectional;
+    if (L < 1 || F < 1 || c->n_heads < 1 || !(c->rope_theta > 0.0f) || !(c->norm_eps > 0.0f))
+        return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: missing layers, gate projection, heads, rope_theta or rms_norm_eps");
+    c2 = *c;
+    r = retrlm__resolve_config(&c2);
+    return r == RETRLM_ERR_ARG ? RETRLM_ERR_FORMAT : r;
+}
+
+// Every tensor of c's Llama layout present once (the LM head only when untied), each with the
+// shape c needs
+static retrlm_result retrlm__st_layout(const retrlm_model_config *c, const retrlm__st_entry *ents, size_t ne) {
+    const size_t n_slots = (size_t)c->n_layers * RETRLM__ST_PER_LAYER + RETRLM_T_COUNT;
+    unsigned char *seen = (unsigned char *)retrlm__calloc(n_slots, 1);
+    retrlm_result r = RETRLM_OK;
+    size_t i;
+    int k;
+    if (!seen) return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: no memory");
+    for (i = 0; i < ne && !r; i++) {
+        const retrlm__st_entry *x = &ents[i];
         int64_t rows, cols;
         size_t slot;
         if (x->tensor < 0) continue;
-        retrlm__st_shape(&c, (retrlm_model_tensor)x->tensor, &rows, &cols);
-        if (cols ? (x->ndim != 2 || x->shape[0] != rows || x->shape[1] != cols)
-                 : (x->ndim != 1 || x->shape[0] != rows)) {
-            r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor '%s' has the wrong shape",
-                             x->name);
-            goto done;
+        retrlm__st_shape(c, (retrlm_model_tensor)x->tensor, &rows, &cols);
+        if (cols ? (x->ndim != 2 || x->shape[0] != rows || x->shape[1] != cols) : (x->ndim != 1 || x->shape[0] != rows)) {
+            r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor '%s' has the wrong shape", x->name);
+            break;
         }
         slot = (size_t)x->tensor;
         for (k = 0; k < RETRLM__ST_PER_LAYER; k++) // a per-layer tensor: its name's index
             if (x->tensor == (int)retrlm__st_layer_tensor[k])
                 slot = RETRLM_T_COUNT + (size_t)x->layer * RETRLM__ST_PER_LAYER + (size_t)k;
-        if (seen[slot]++) {
-            r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor '%s' appears twice", x->name);
-            goto done;
-        }
+        if (seen[slot]++) r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor '%s' appears twice", x->name);
     }
-    for (i = 0; i < (size_t)L * RETRLM__ST_PER_LAYER + RETRLM_T_COUNT; i++)
-        if (!seen[i] && !(i == RETRLM_T_LM_HEAD && !untied) &&
-            (i >= RETRLM_T_COUNT || i == RETRLM_T_EMBED || i == RETRLM_T_LM_HEAD ||
-             i == RETRLM_T_FINAL_NORM)) {
-            r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor %lu of the Llama layout is "
-                             "missing", (unsigned long)i);
-            goto done;
-        }
-    if ((r = retrlm__model_alloc(m, &c, NULL, NULL)) != RETRLM_OK) goto done;
-    for (i = 0; i < ne; i++) {
-        retrlm__st_entry *x = &ents[i];
+    for (i = 0; i < n_slots && !r; i++)
+        if (!seen[i] && !(i == RETRLM_T_LM_HEAD && !c->untied) &&
+            (i >= RETRLM_T_COUNT || i == RETRLM_T_EMBED || i == RETRLM_T_LM_HEAD || i == RETRLM_T_FINAL_NORM))
+            r = retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: tensor %lu of the Llama layout is missing", (unsigned long)i);
+    RETRLM_FREE(seen);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, const void *buf,
+                                                              size_t size,
+                                                              const retrlm_model_config *hint) {
+    const unsigned char *b = (const unsigned char *)buf;
+    retrlm__st_entry *ents = NULL;
+    retrlm_model_config c;
+    retrlm_result r;
+    uint64_t hlen;
+    size_t i, ne;
+    char meta[RETRLM__ST_META][32];
+    RETRLM_ASSERT(m && (buf || !size));
+    memset(m, 0, sizeof *m);
+    memset(meta, 0, sizeof meta);
+    if (size < 8) return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: %lu bytes, no header", (unsigned long)size);
+    hlen = retrlm__get_u64(b);
+    if (hlen < 2 || hlen > size - 8 || hlen > ((uint64_t)100 << 20))
+        return retrlm__fail(RETRLM_ERR_FORMAT, "safetensors: header length %llu in a file of %lu bytes",
+                            (unsigned long long)hlen, (unsigned long)size);
+    if ((r = retrlm__st_header((const char *)b + 8, hlen, &ents, meta))) goto done;
+    ne = (size_t)stbds_arrlen(ents);
+    if ((r = retrlm__st_config(ents, ne, size - 8 - (size_t)hlen, meta, hint, &c)) ||
+        (r = retrlm__st_layout(&c, ents, ne)) || (r = retrlm__model_alloc(m, &c, NULL, NULL)))
+        goto done;
+    for (i = 0; i < ne; i++) { // the weights, little-endian F32 on every host
+        const retrlm__st_entry *x = &ents[i];
         const unsigned char *src;
         float *dst;
         size_t n, q;
@@ -2497,8 +2505,6 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, c
         }
     }
 done:
-#undef RETRLM__ST_BAD
-    RETRLM_FREE(seen);
     stbds_arrfree(ents);
     if (r) retrlm_model_free(m);
     return r;
