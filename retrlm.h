@@ -1874,6 +1874,16 @@ typedef struct retrlm_retro_train_config {
     int        probe;                          /* windows of the probe batch; default batch: the
                                                   first of valid (else of train) */
     int64_t    steps;                          /* train until state->lm.step == steps */
+    float      copy_share;                     /* a copy curriculum, 0 (default) to 1: the share
+                                                  of training chunks one of whose neighbours (in
+                                                  a random slot) is replaced by the stream's own
+                                                  text from a random point in the chunk's first
+                                                  half on: the chunk and what follows it, which
+                                                  the model can copy. Reading the neighbours pays
+                                                  from the first steps, so the cross-attention
+                                                  learns to match and copy; at evaluation the
+                                                  neighbours are the retriever's alone. Not in
+                                                  RETRO; 0 keeps its leakage control intact. */
     int        eval_every;                     /* steps between probes and valid; 0: the end */
     const char *checkpoint;                    /* path or NULL: model, optimiser and state */
     int        checkpoint_every;
@@ -16957,6 +16967,22 @@ static retrlm_result retrlm__retro_probe(retrlm_model *m, const retrlm_retro_tra
     return RETRLM_OK;
 }
 
+// the copy curriculum: each of the U chunks of the window at off, with probability copy_share,
+// gets in a random neighbour slot the stream's tokens from a random point of its first half on
+static void retrlm__retro_copy(const retrlm_retro_train_config *c, retrlm_rng *rng, size_t off,
+                               int U, int *nbuf) {
+    const int m = c->neighbours->chunk, k = c->neighbours->k, len = c->neighbours->len;
+    int u, t;
+    for (u = 0; u < U; u++) {
+        size_t from;
+        int *o;
+        if (retrlm_rng_float(rng) >= c->copy_share) continue;
+        o = nbuf + ((size_t)u * (size_t)k + (size_t)retrlm_rng_below(rng, (uint64_t)k)) * (size_t)len;
+        from = off + (size_t)u * (size_t)m + (size_t)retrlm_rng_below(rng, (uint64_t)m / 2 + 1);
+        for (t = 0; t < len; t++) o[t] = from + (size_t)t < c->n_train ? c->train[from + (size_t)t] : -1;
+    }
+}
+
 RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
                                             const retrlm_retro_train_config *cfg,
                                             retrlm_retro_train_state *st) {
@@ -16974,12 +17000,12 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
         (r = retrlm__retro_check(m, c.valid_neighbours, T, "retro_train (valid)")))
         return r;
     if (c.batch < 1 || c.batch > m->config.max_batch || c.probe < 1 || !c.train ||
-        c.n_train < (size_t)T + 2 || c.steps < 0 ||
+        c.n_train < (size_t)T + 2 || c.steps < 0 || !(c.copy_share >= 0.0f && c.copy_share <= 1.0f) ||
         c.neighbours->n_chunks < (int64_t)(c.n_train / (size_t)c.neighbours->chunk))
         return retrlm__fail(RETRLM_ERR_ARG, "retro_train: batch %d (1..%d), %lu tokens (> %d), "
-                            "neighbours for %lld chunks (the stream has %lu)", c.batch,
-                            m->config.max_batch, (unsigned long)c.n_train, T + 1,
-                            (long long)c.neighbours->n_chunks,
+                            "copy_share %g (0..1), neighbours for %lld chunks (the stream has %lu)",
+                            c.batch, m->config.max_batch, (unsigned long)c.n_train, T + 1,
+                            (double)c.copy_share, (long long)c.neighbours->n_chunks,
                             (unsigned long)(c.n_train / (size_t)c.neighbours->chunk));
     U = T / m->config.retro_chunk;
     per = (size_t)U * (size_t)m->config.retro_k * (size_t)m->config.retro_len;
@@ -17001,6 +17027,8 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
                 tgt[b * T + t] = c.train[off + (size_t)t + 1];
             }
             retrlm__retro_gather(c.neighbours, (int64_t)w, U, nbuf + (size_t)b * per);
+            if (c.copy_share > 0.0f)
+                retrlm__retro_copy(&c, &st->lm.rng, off, U, nbuf + (size_t)b * per);
         }
         if ((r = retrlm__lm_step(m, opt, inp, tgt, c.batch, T, NULL, nbuf, &loss))) break;
         if (c.losses) c.losses[st->lm.step] = loss;

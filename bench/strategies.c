@@ -2,7 +2,8 @@
 // where it is trained, the same training tokens. First table: the LM alone; RETRO from scratch
 // (strategy 2: a frozen BM25 retriever's neighbours, precomputed, the LM learns to read them);
 // RETRO-fitted (the LM alone's decoder frozen, the cross-attention and neighbour encoder trained
-// a quarter of its steps). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
+// a quarter of its steps); RETRLM_RETRO_COPY=p trains both with the copy curriculum
+// (copy_share p, "-copy<p>" in their file names). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
 // document's share of word 8-grams found in train: 0, (0, 0.5], (0.5, 1]).
 //   make bench-strategies                       debpkg_lm, default sizes
 //   build/bench/strategies [corpus] [steps] [out_dir] [train_tokens]
@@ -91,6 +92,15 @@ static int progress(void *user, const char *stage, double done, double total) {
         last = now;
     }
     return 0;
+}
+
+// retro_train's progress: the probe's loss with and without neighbours after each evaluation
+static int retro_progress(void *user, const char *stage, double done, double total) {
+    const retrlm_retro_train_state *s = (const retrlm_retro_train_state *)user;
+    if (!strcmp(stage, "valid"))
+        fprintf(stderr, "  step %.0f: loss %.3f, probe %.3f with neighbours, %.3f without\n", done,
+                (double)s->lm.last_loss, (double)s->probe_with, (double)s->probe_without);
+    return progress(NULL, stage, done, total);
 }
 
 // a corpus split: its documents (lines, or chapters for kjv) as one text, '\n' between them
@@ -1119,6 +1129,8 @@ int main(int argc, char **argv) {
     retrlm_tokenizer tok;
     retrlm_datastore ds;
     int *train_ids, b, retro_steps;
+    float retro_copy;
+    char copy_tag[32];
     int64_t *train_doc, *test_doc;
     size_t n_train, n_test_all;
     stream st[BUCKETS];
@@ -1279,6 +1291,10 @@ int main(int argc, char **argv) {
     }
     if (getenv("RETRLM_STRATEGIES_TRAIN_ONLY")) return 0;
     // RETRO from scratch, the same tokens
+    // RETRLM_RETRO_COPY=p: RETRO and RETRO-fitting with the copy curriculum (copy_share p)
+    retro_copy = getenv("RETRLM_RETRO_COPY") ? (float)atof(getenv("RETRLM_RETRO_COPY")) : 0.0f;
+    if (retro_copy > 0.0f) snprintf(copy_tag, sizeof copy_tag, "-copy%g", (double)retro_copy);
+    else copy_tag[0] = 0;
     if (want("retro")) {
         retrlm_model_config mc;
         retrlm_adamw o;
@@ -1286,7 +1302,7 @@ int main(int argc, char **argv) {
         retrlm_retro_train_state s;
         retrlm_retro_train_config tc;
         model_config(&mc, 1);
-        snprintf(path, sizeof path, "%s/retro-%d-%lu.rlm", out, steps, (unsigned long)n_train);
+        snprintf(path, sizeof path, "%s/retro-%d-%lu%s.rlm", out, steps, (unsigned long)n_train, copy_tag);
         t0 = retrlm_time_seconds();
         retrlm_retro_train_state_init(&s, 1);
         memset(&tc, 0, sizeof tc);
@@ -1294,7 +1310,10 @@ int main(int argc, char **argv) {
         tc.n_train = n_train;
         tc.neighbours = &train_nb;
         tc.steps = steps; // no valid stream: the probe reads the first train windows
-        tc.progress = progress;
+        tc.copy_share = retro_copy;
+        tc.progress = retro_progress;
+        tc.progress_user = &s;
+        tc.eval_every = (int)(tc.steps / 6 > 0 ? tc.steps / 6 : 1);
         if (retrlm_model_load(&rm, path, NULL)) {
             if (retrlm_model_init(&rm, &mc)) die("retro");
             adamw(&o, g, retrlm_model_param_groups(&rm, 2e-3f, 0.1f, g), steps);
@@ -1325,7 +1344,7 @@ int main(int argc, char **argv) {
         retrlm_retro_train_config tc;
         int t;
         model_config(&mc, 1);
-        snprintf(path, sizeof path, "%s/retrofit-%d-%lu.rlm", out, steps, (unsigned long)n_train);
+        snprintf(path, sizeof path, "%s/retrofit-%d-%lu%s.rlm", out, steps, (unsigned long)n_train, copy_tag);
         t0 = retrlm_time_seconds();
         if (retrlm_model_load(&fm, path, NULL)) {
             if (retrlm_model_init(&fm, &mc)) die("retrofit");
@@ -1338,7 +1357,10 @@ int main(int argc, char **argv) {
             tc.n_train = n_train;
             tc.neighbours = &train_nb;
             tc.steps = retro_steps;
-            tc.progress = progress;
+            tc.copy_share = retro_copy;
+            tc.progress = retro_progress;
+            tc.progress_user = &s;
+            tc.eval_every = (int)(tc.steps / 6 > 0 ? tc.steps / 6 : 1);
             if (retrlm_retro_train(&fm, &o, &tc, &s)) die("retrofit train");
             secs[2] = retrlm_time_seconds() - t0;
             if (retrlm_model_save(&fm, NULL, NULL, path)) die("save retrofit");

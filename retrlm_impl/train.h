@@ -212,6 +212,16 @@ typedef struct retrlm_retro_train_config {
     int        probe;                          /* windows of the probe batch; default batch: the
                                                   first of valid (else of train) */
     int64_t    steps;                          /* train until state->lm.step == steps */
+    float      copy_share;                     /* a copy curriculum, 0 (default) to 1: the share
+                                                  of training chunks one of whose neighbours (in
+                                                  a random slot) is replaced by the stream's own
+                                                  text from a random point in the chunk's first
+                                                  half on: the chunk and what follows it, which
+                                                  the model can copy. Reading the neighbours pays
+                                                  from the first steps, so the cross-attention
+                                                  learns to match and copy; at evaluation the
+                                                  neighbours are the retriever's alone. Not in
+                                                  RETRO; 0 keeps its leakage control intact. */
     int        eval_every;                     /* steps between probes and valid; 0: the end */
     const char *checkpoint;                    /* path or NULL: model, optimiser and state */
     int        checkpoint_every;

@@ -2,7 +2,7 @@
 // tiny RETRO model against finite differences; with every neighbour absent the logits are the
 // plain model's; causality (chunk u's neighbours reach only positions um + m - 1 .. um + 2m - 2);
 // KV-cached decoding equals the forward; 1 vs 2 threads; save, load and resume; a model that
-// learns to copy the continuation from its neighbours; bad input.
+// learns to copy the continuation from its neighbours, and from the copy curriculum alone; bad input.
 #include "retrlm.h"
 #include "test.h"
 #include "gradcheck.h"
@@ -338,7 +338,12 @@ static void test_retro_groups_and_view(void) {
 // its neighbour the chunk itself and its continuation (the true next chunk). Without neighbours
 // nothing is predictable (4 bits a token); a model that reads its neighbours copies the
 // continuation. Held-out text: bits per byte with neighbours far below the same model without.
-static void test_retro_learns_to_copy(void) {
+// A RETRO model on fresh random text (the decoder cannot learn it by heart) trained 1,000 steps;
+// held-out bits a token with each chunk's own continuation as its neighbour (*with) and with
+// none (*without). share: the copy curriculum's copy_share; absent: train with every retrieved
+// neighbour absent, so that only the curriculum shows the model anything to copy.
+static void copy_run(float share, int absent, double *with, double *without,
+                     retrlm_retro_train_state *st) {
     retrlm_model_config cfg;
     retrlm_model m;
     retrlm_adamw o;
@@ -346,19 +351,17 @@ static void test_retro_learns_to_copy(void) {
     retrlm_adamw_config oc;
     retrlm_rng rng;
     retrlm_retro_train_config tc;
-    retrlm_retro_train_state st;
     retrlm_retro_neighbours nb[2];
     enum { V = 16, MC = 4, R = 8, NTR = 65536, NTE = 1024 };
     int *text = (int *)malloc((NTR + NTE) * sizeof(int)), *nbt[2], n, i, s;
-    double with = 0.0, without = 0.0;
     memset(&cfg, 0, sizeof cfg);
     cfg.vocab_size = V; cfg.dim = 32; cfg.n_layers = 2; cfg.n_heads = 2; cfg.max_seq_len = 32;
     cfg.max_batch = 8; cfg.seed = 1;
     cfg.retro_chunk = MC; cfg.retro_k = 1; cfg.retro_len = R; cfg.retro_start = 1;
     cfg.retro_enc_dim = 32; cfg.retro_enc_layers = 1; cfg.retro_enc_heads = 2;
+    *with = *without = 0.0;
     CHECK_OK(retrlm_model_init(&m, &cfg));
     if (!m.params || !text) return;
-    // fresh text all along (2 passes over the stream): the decoder cannot learn it by heart
     retrlm_rng_seed(&rng, 9);
     for (i = 0; i < NTR + NTE; i++) text[i] = (int)retrlm_rng_below(&rng, V);
     for (s = 0; s < 2; s++) { // train's chunks and test's: each chunk and its continuation
@@ -368,7 +371,8 @@ static void test_retro_learns_to_copy(void) {
         nb[s].chunk = MC; nb[s].k = 1; nb[s].len = R; nb[s].n_chunks = len / MC;
         nbt[s] = (int *)malloc((size_t)len / MC * R * sizeof(int));
         for (c = 0; c < len / MC; c++)
-            for (t = 0; t < R; t++) nbt[s][c * R + t] = c * MC + t < len ? x[c * MC + t] : -1;
+            for (t = 0; t < R; t++)
+                nbt[s][c * R + t] = c * MC + t < len && !(absent && !s) ? x[c * MC + t] : -1;
         nb[s].tokens = nbt[s];
     }
     memset(&oc, 0, sizeof oc);
@@ -379,27 +383,52 @@ static void test_retro_learns_to_copy(void) {
     tc.train = text; tc.n_train = NTR; tc.neighbours = &nb[0];
     tc.valid = text + NTR; tc.n_valid = NTE; tc.valid_bytes = NTE; tc.valid_neighbours = &nb[1];
     tc.steps = 1000;
-    retrlm_retro_train_state_init(&st, 3);
-    CHECK_OK(retrlm_retro_train(&m, &o, &tc, &st));
-    CHECK_OK(retrlm_retro_bits_per_byte(&m, text + NTR, NTE, NTE, &nb[1], 0, &with));
-    CHECK(with == st.lm.last_valid_bpb);
+    tc.copy_share = share;
+    retrlm_retro_train_state_init(st, 3);
+    CHECK_OK(retrlm_retro_train(&m, &o, &tc, st));
+    CHECK_OK(retrlm_retro_bits_per_byte(&m, text + NTR, NTE, NTE, &nb[1], 0, with));
+    CHECK(*with == st->lm.last_valid_bpb);
     for (i = 0; i < (int)nb[1].n_chunks * R; i++) nbt[1][i] = -1;
-    CHECK_OK(retrlm_retro_bits_per_byte(&m, text + NTR, NTE, NTE, &nb[1], 0, &without));
+    CHECK_OK(retrlm_retro_bits_per_byte(&m, text + NTR, NTE, NTE, &nb[1], 0, without));
+    // a bad shape is refused
+    nb[1].len = R + 1;
+    CHECK(retrlm_retro_bits_per_byte(&m, text + NTR, NTE, NTE, &nb[1], 0, with) == RETRLM_ERR_ARG);
+    CHECK(retrlm_retro_bits_per_byte(&m, text + NTR, NTE, NTE, &nb[0], 6, with) == RETRLM_ERR_ARG);
+    tc.copy_share = 1.5f; // and a share outside [0, 1]
+    CHECK(retrlm_retro_train(&m, &o, &tc, st) == RETRLM_ERR_ARG);
+    free(nbt[0]);
+    free(nbt[1]);
+    free(text);
+    retrlm_adamw_free(&o);
+    retrlm_model_free(&m);
+}
+
+static void test_retro_learns_to_copy(void) {
+    retrlm_retro_train_state st;
+    double with, without;
+    copy_run(0.0f, 0, &with, &without, &st);
     printf("retro copy: held-out %.3f bits a token with neighbours, %.3f without (log2 V = 4); "
            "probe loss %.3f / %.3f nats\n", with, without, (double)st.probe_with,
            (double)st.probe_without);
     // a window's first MC - 1 = 3 of 32 positions have no neighbours: 0.375 bits a token at best
     CHECK(with < 1.0 && without > 3.6);
     CHECK(st.probe_with < 0.6f * st.probe_without);
-    // a bad shape is refused
-    nb[1].len = R + 1;
-    CHECK(retrlm_retro_bits_per_byte(&m, text + NTR, NTE, NTE, &nb[1], 0, &with) == RETRLM_ERR_ARG);
-    CHECK(retrlm_retro_bits_per_byte(&m, text + NTR, NTE, NTE, &nb[0], 6, &with) == RETRLM_ERR_ARG);
-    free(nbt[0]);
-    free(nbt[1]);
-    free(text);
-    retrlm_adamw_free(&o);
-    retrlm_model_free(&m);
+}
+
+// The copy curriculum alone teaches copying: every retrieved neighbour absent in training, the
+// curriculum's own text in half the chunks (from a shifted start); held out, the chunk's
+// continuation is copied. Without the curriculum the same model never reads a neighbour.
+static void test_retro_copy_curriculum(void) {
+    retrlm_retro_train_state st;
+    double with, without, with0, without0;
+    copy_run(0.5f, 1, &with, &without, &st);
+    copy_run(0.0f, 1, &with0, &without0, &st);
+    printf("retro copy curriculum: held-out %.3f bits a token with neighbours, %.3f without; "
+           "no curriculum %.3f / %.3f\n", with, without, with0, without0);
+    // the curriculum's copies start up to MC / 2 tokens early and reach half the chunks: the
+    // model learns to find its place in a neighbour, not to read it at a fixed offset
+    CHECK(with < 2.0 && without > 3.6);
+    CHECK(with0 > 3.6 && without0 > 3.6);
 }
 
 // ---- neighbours from a datastore
@@ -586,6 +615,7 @@ int main(void) {
     RUN(test_retro_threads_and_resume);
     RUN(test_retro_groups_and_view);
     RUN(test_retro_learns_to_copy);
+    RUN(test_retro_copy_curriculum);
     RUN(test_retro_neighbours);
     RUN(test_retro_bad_input);
     return test_report();
