@@ -281,7 +281,8 @@ has "retro-train: the neighbours retrieved and saved" "neighbours: [0-9]+ chunks
 keep "lm-train, an LM to RETRO-fit" "$out/lm-r.txt" "$R" lm-train $T --train "$out/train.txt" --valid "$out/test.txt" \
     --dim 32 --layers 2 --heads 2 --ctx 64 --batch 4 --steps 10 -o "$out/lm-r.rlm"
 run "retro-train --retrofit" "$R" retro-train $RT --neighbours "$out/nb.rlm" --retrofit "$out/lm-r.rlm" --batch 2 --steps 3 \
-    -o "$out/retrofit.rlm"
+    --copy-share 0.5 -o "$out/retrofit.rlm"
+has "retro-train --retrofit --copy-share: said" "^copy curriculum: 0.5 of the training chunks read their own text"
 has "retro-train --retrofit: the neighbours file loaded" "neighbours: [0-9]+ chunks loaded from .*nb.rlm"
 has "retro-train --retrofit: the LM's shape" "^RETRO-fitting: .*dim 32, 2 layers, 2 heads, ctx 64, batch 2"
 has "retro-train --retrofit: to step 3" "retrofit.rlm: RETRO retrofitted from .*lm-r.rlm, step 3, loss [0-9.]+, probe loss"
@@ -465,6 +466,7 @@ usage "retro-train --retrofit: --chunk does not divide the LM's context" "$R" re
 usage "retro-train --retrofit of a RETRO model" "$R" retro-train $x --retrofit "$out/retro.rlm"
 usage "retro-train --retrofit with another --dim" "$R" retro-train $x --retrofit "$out/lm.rlm" --dim 64
 usage "retro-train: --retro-start past the layers" "$R" retro-train $x --layers 2 --retro-start 2
+usage "retro-train: --copy-share above 1" "$R" retro-train $x --copy-share 1.5
 usage "retro-train without -d" "$R" retro-train $T --train "$out/train.txt" -o "$out/x.rlm"
 usage "retro-train: --retrieve dense without --encoder" "$R" retro-train $x --retrieve dense
 cp "$out/lm.rlm" "$out/lm-copy.rlm"
