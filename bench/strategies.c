@@ -3,7 +3,8 @@
 // (strategy 2: a frozen BM25 retriever's neighbours, precomputed, the LM learns to read them);
 // RETRO-fitted (the LM alone's decoder frozen, the cross-attention and neighbour encoder trained
 // a quarter of its steps); RETRLM_RETRO_COPY=p trains both with the copy curriculum
-// (copy_share p, "-copy<p>" in their file names). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
+// (copy_share p, "-copy<p>" in their file names), RETRLM_RETROFIT_STEPS=N RETRO-fits N steps
+// (N in the file name). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
 // document's share of word 8-grams found in train: 0, (0, 0.5], (0.5, 1]).
 //   make bench-strategies                       debpkg_lm, default sizes
 //   build/bench/strategies [corpus] [steps] [out_dir] [train_tokens]
@@ -48,13 +49,14 @@
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
 // RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_bm25,
 // joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_rr,joint_realm_rr,joint_pdist_rr,
-// joint_rrp,joint_realm_rrp,joint_pdist_rrp,joint_curve,copywarm picks rows (joint_rr: the start
+// joint_rrp,joint_realm_rrp,joint_pdist_rrp,joint_curve,copywarm,speed picks rows (joint_rr: the start
 // reader and its retrofit with BM25's 16 best re-ranked by the start retriever; joint_realm_rr,
 // joint_pdist_rr: the joint rows that train that re-ranker, rerank_bm25; the _rrp rows the same
 // with BM25's score as a prior, bm25_weight RETRLM_JOINT_BM25_WEIGHT, default 0.05, in their
 // file names: joint_rrp the start reader, the others trained)
 // (default: all; the LM alone always runs; copywarm alone trains RETRLM_JOINT_COPY's warm-up and
-// stops there); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
+// stops there; speed: a training step and generation, the LM alone against RETRO, timed in
+// this run); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
 // (copy_probe) says whether the LM alone, and the third table's start reader, copy from their
 // context at all: test spans written twice, the nats a token of each copy.
 #define RETRLM_IMPLEMENTATION
@@ -275,6 +277,102 @@ static void lm_steps(retrlm_model *m, const int *ids, size_t n, int steps, float
         fflush(stdout);
     }
     retrlm_adamw_free(&o);
+}
+
+// ---- speed: a training step and generation, the LM alone against RETRO, in the same run.
+// A step: the median interval between the progress calls of SPEED_STEPS steps of fresh models of
+// the rows' shapes (the RETRO model's decoder is the LM alone's; it adds cross-attention in 2
+// layers and the neighbour encoder over k x r neighbour tokens a chunk). Generation: greedy, from
+// each of GEN_RUNS test prompts of GEN_PROMPT tokens to the context's end, the LM alone with its
+// KV cache and RETRO retrieving by BM25 with every chunk it completes (retrlm_retro_generate);
+// the median tokens a second. The models given (trained) decode; their weights change no cost.
+enum { SPEED_STEPS = 12, GEN_PROMPT = 32, GEN_RUNS = 5 };
+typedef struct ticks {
+    double t[SPEED_STEPS + 1];
+    int    n;
+} ticks;
+static int tick(void *user, const char *stage, double done, double total) {
+    ticks *k = (ticks *)user;
+    (void)done, (void)total;
+    if ((!strcmp(stage, "train") || !strcmp(stage, "retro")) && k->n <= SPEED_STEPS)
+        k->t[k->n++] = retrlm_time_seconds();
+    return 0;
+}
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+// the median seconds between consecutive ticks
+static double tick_median(const ticks *k) {
+    double d[SPEED_STEPS];
+    int i;
+    for (i = 1; i < k->n; i++) d[i - 1] = k->t[i] - k->t[i - 1];
+    return k->n > 1 ? median(d, k->n - 1) : 0.0;
+}
+// out: [0] LM step s, [1] RETRO step s, [2] LM generation tokens/s, [3] RETRO's
+static void speed(const retrlm_tokenizer *tok, const retrlm_datastore *ds, const int *train, size_t n_train,
+                  const retrlm_retro_neighbours *train_nb, retrlm_model *lm, retrlm_model *retro,
+                  const int *test, size_t n_test, double out[4]) {
+    retrlm_model fresh;
+    retrlm_model_config mc;
+    retrlm_adamw o;
+    retrlm_adamw_group g[2];
+    ticks k;
+    double gen[2][GEN_RUNS];
+    int kind, run, *gout = (int *)malloc(SEQ * sizeof(int));
+    for (kind = 0; kind < 2; kind++) {
+        model_config(&mc, kind);
+        if (retrlm_model_init(&fresh, &mc)) die("speed: model");
+        adamw(&o, g, retrlm_model_param_groups(&fresh, 2e-3f, 0.1f, g), SPEED_STEPS);
+        k.n = 0;
+        k.t[k.n++] = retrlm_time_seconds();
+        if (!kind) {
+            retrlm_lm_train_state s;
+            retrlm_lm_train_config tc;
+            retrlm_lm_train_state_init(&s, 1);
+            memset(&tc, 0, sizeof tc);
+            tc.train = train, tc.n_train = n_train, tc.steps = SPEED_STEPS;
+            tc.progress = tick, tc.progress_user = &k;
+            if (retrlm_lm_train(&fresh, &o, &tc, &s)) die("speed: lm train");
+        } else {
+            retrlm_retro_train_state s;
+            retrlm_retro_train_config tc;
+            retrlm_retro_train_state_init(&s, 1);
+            memset(&tc, 0, sizeof tc);
+            tc.train = train, tc.n_train = n_train, tc.neighbours = train_nb, tc.steps = SPEED_STEPS;
+            tc.eval_every = 0; // the probe runs once, after the last step: its interval is not the median
+            tc.progress = tick, tc.progress_user = &k;
+            if (retrlm_retro_train(&fresh, &o, &tc, &s)) die("speed: retro train");
+        }
+        out[kind] = tick_median(&k);
+        retrlm_adamw_free(&o);
+        retrlm_model_free(&fresh);
+    }
+    for (run = 0; run < GEN_RUNS; run++) {
+        const int *prompt = test + (size_t)run * (n_test - GEN_PROMPT) / GEN_RUNS;
+        int n_out = 0;
+        double t0 = retrlm_time_seconds();
+        if (retrlm_model_generate(lm, prompt, GEN_PROMPT, SEQ - GEN_PROMPT, NULL, NULL, gout, &n_out))
+            die("speed: generate");
+        gen[0][run] = n_out / (retrlm_time_seconds() - t0);
+        gen[1][run] = 0.0;
+        if (retro) {
+            retrlm_retro_generate_config gc;
+            memset(&gc, 0, sizeof gc);
+            gc.tok = tok, gc.ds = ds; // neighbours: the model's shape, BM25
+            t0 = retrlm_time_seconds();
+            if (retrlm_retro_generate(retro, &gc, prompt, GEN_PROMPT, SEQ - GEN_PROMPT, gout, &n_out))
+                die("speed: retro generate");
+            gen[1][run] = n_out / (retrlm_time_seconds() - t0);
+        }
+    }
+    out[2] = median(gen[0], GEN_RUNS);
+    out[3] = median(gen[1], GEN_RUNS);
+    free(gout);
 }
 
 // the neighbours of a stream, loaded from out/name or built and saved there
@@ -1142,7 +1240,7 @@ int main(int argc, char **argv) {
     int have[MROWS];
     float mlam[MROWS], mtemp[MROWS];
     retrlm_knnlm kn[2];
-    double bpb[3][BUCKETS], secs[3] = {0, 0, 0}, t0, tok_s[2] = {0, 0};
+    double bpb[3][BUCKETS], secs[3] = {0, 0, 0}, t0, tok_s[2] = {0, 0}, speed_fig[4] = {0, 0, 0, 0};
     float probe[2][2] = {{0, 0}, {0, 0}};
     double copy[2]; // the LM alone's copy probe: first and second copy, nats a token
     int kjv = !strcmp(corpus, "kjv"), joint_rows;
@@ -1335,7 +1433,8 @@ int main(int argc, char **argv) {
                 die("retro bpb");
     }
     // RETRO-fitting: the LM alone's decoder, frozen; a quarter of its steps for the rest
-    retro_steps = steps / 4 > 0 ? steps / 4 : 1;
+    retro_steps = getenv("RETRLM_RETROFIT_STEPS") ? atoi(getenv("RETRLM_RETROFIT_STEPS")) : steps / 4;
+    if (retro_steps < 1) retro_steps = 1;
     if (want("retrofit")) {
         retrlm_model_config mc;
         retrlm_adamw o;
@@ -1344,7 +1443,10 @@ int main(int argc, char **argv) {
         retrlm_retro_train_config tc;
         int t;
         model_config(&mc, 1);
-        snprintf(path, sizeof path, "%s/retrofit-%d-%lu%s.rlm", out, steps, (unsigned long)n_train, copy_tag);
+        if (retro_steps != (steps / 4 > 0 ? steps / 4 : 1))
+            snprintf(path, sizeof path, "%s/retrofit-%d-%lu%s-%d.rlm", out, steps, (unsigned long)n_train, copy_tag,
+                     retro_steps);
+        else snprintf(path, sizeof path, "%s/retrofit-%d-%lu%s.rlm", out, steps, (unsigned long)n_train, copy_tag);
         t0 = retrlm_time_seconds();
         if (retrlm_model_load(&fm, path, NULL)) {
             if (retrlm_model_init(&fm, &mc)) die("retrofit");
@@ -1470,6 +1572,28 @@ int main(int argc, char **argv) {
         if (joint_rows) joint_table(&x, corpus, st, kjv ? 1 : BUCKETS);
         retrlm_model_free(&start);
     }
+    // the cost of RETRO: a training step and generation against the LM alone, in this run
+    if (want("speed")) {
+        retrlm_model sm;
+        int have_retro = 0;
+        char cpu[256];
+        memset(&sm, 0, sizeof sm);
+        snprintf(path, sizeof path, "%s/retro-%d-%lu%s.rlm", out, steps, (unsigned long)n_train, copy_tag);
+        if (!retrlm_model_load(&sm, path, NULL)) have_retro = 1;
+        else {
+            retrlm_model_config mc;
+            model_config(&mc, 1); // untrained: the cost is the same
+            if (retrlm_model_init(&sm, &mc)) die("speed: retro model");
+        }
+        fprintf(stderr, "speed: %d training steps each, generation from %d prompts\n", SPEED_STEPS, GEN_RUNS);
+        speed(&tok, &ds, train_ids, n_train, &train_nb, &lm, &sm, st[0].ids, st[0].n, speed_fig);
+        printf("\nspeed (%s; medians): a training step of %d x %d tokens, LM alone %.3f s, RETRO %.3f s (%.2fx "
+               "the LM's tokens/s); greedy generation to %d tokens, LM alone %.1f tokens/s, RETRO retrieving "
+               "(BM25) every %d tokens %.1f tokens/s (%.2fx)%s\n", cpu_model(cpu, sizeof cpu), BATCH, SEQ, speed_fig[0],
+               speed_fig[1], speed_fig[0] / speed_fig[1], SEQ, speed_fig[2], CHUNK, speed_fig[3],
+               speed_fig[3] / speed_fig[2], have_retro ? "" : " (an untrained RETRO model decodes)");
+        retrlm_model_free(&sm);
+    }
     // the table
     {
         static const char *row[3] = {"LM alone", "RETRO from scratch (BM25 neighbours)",
@@ -1557,6 +1681,10 @@ int main(int argc, char **argv) {
         if (tok_s[0] > 0 && tok_s[1] > 0)
             printf("%s.lm.train_tok_s=%.0f\n%s.retro.train_tok_s=%.0f\n", corpus, tok_s[0], corpus,
                    tok_s[1]);
+        if (speed_fig[0] > 0 && speed_fig[1] > 0)
+            printf("%s.speed.lm_step_s=%.4f\n%s.speed.retro_step_s=%.4f\n%s.speed.retro_step_ratio=%.3f\n"
+                   "%s.speed.lm_gen_tok_s=%.1f\n%s.speed.retro_gen_tok_s=%.1f\n", corpus, speed_fig[0], corpus,
+                   speed_fig[1], corpus, speed_fig[1] / speed_fig[0], corpus, speed_fig[2], corpus, speed_fig[3]);
     }
     retrlm_knnlm_free(&kn[0]);
     retrlm_knnlm_free(&kn[1]);
