@@ -776,7 +776,15 @@ RETRLM_API retrlm_result retrlm_npy_write(const char *path, const float *x, size
    neighbour encoder is not conditioned on the chunk's decoder activations (it reads the
    neighbour alone), and the cross-attention has no relative position term (the encoder's own
    rotary positions order a neighbour's tokens). Without retro_chunk the model is byte for byte
-   the plain one: same parameters, same activations, same speed. */
+   the plain one: same parameters, same activations, same speed.
+
+   Smeared keys (retro_smear 1; Olsson et al. 2022, "In-context learning and induction heads",
+   section "smeared keys"; not in RETRO): head h of a cross-attention layer reads key
+   s k_t + (1 - s) k_{t-1} at a neighbour's token t > 0 (k_0 at t = 0), s = sigmoid(a_h) with a
+   learnt a_h (RETRLM_T_CCA_SMEAR, 0 at init, no weight decay). A head can then match the token
+   a position has just read against the token *before* each neighbour token and read the one that
+   followed it: copying from a neighbour becomes one attention step instead of a circuit that a
+   small model learns late. Off by default; a model without it has no such parameters. */
 
 typedef struct retrlm_model_config {
     int      vocab_size;    /* V tokens; required */
@@ -803,6 +811,7 @@ typedef struct retrlm_model_config {
     int      retro_enc_dim;    /* neighbour encoder width; default dim / 2 (a multiple of 2*heads) */
     int      retro_enc_layers; /* neighbour encoder blocks; default 2 */
     int      retro_enc_heads;  /* neighbour encoder heads; default n_heads */
+    int      retro_smear;      /* 1: smeared keys in the cross-attention (below); 0: none */
 } retrlm_model_config;
 
 /* The parameter tensors, in the order they lie in the parameter block: the matrices (weight
@@ -828,6 +837,7 @@ typedef enum retrlm_model_tensor {
     RETRLM_T_FFN_NORM,     /* (L, D) RMSNorm gain before the feed-forward */
     RETRLM_T_FINAL_NORM,   /* (D) final RMSNorm gain */
     RETRLM_T_CCA_NORM,     /* (R, D) RMSNorm gain before the cross-attention */
+    RETRLM_T_CCA_SMEAR,    /* (R, H) smeared keys' mixing logits a; 0 elements without retro_smear */
     RETRLM_T_COUNT
 } retrlm_model_tensor;
 
@@ -11036,6 +11046,7 @@ static int retrlm__retro_count(const retrlm_model_config *c) {
 // j at (i * r + j) * D; only the present neighbours are encoded, one row each.
 typedef struct retrlm__racts {
     float *ln, *rstd, *q, *k, *v, *att, *y, *out;
+    float *ks; // smeared keys (retro_smear; k holds the unsmeared ones)
 } retrlm__racts;
 typedef struct retrlm__rwork {
     float *dE, *dk, *dv, *datt, *kc, *vc, *att;
@@ -11053,7 +11064,7 @@ static size_t retrlm__retro_layout(const retrlm_model_config *c, float *base, in
     size_t nn = retrlm__retro_slots(c) * (size_t)c->retro_len;
     size_t kr = (size_t)c->retro_k * (size_t)c->retro_len, hkr = (size_t)c->n_heads * kr;
     size_t layer = 5 * retrlm__round16(nm * d) + retrlm__round16(nm) +
-                   2 * retrlm__round16(nn * d) + retrlm__round16(nm * hkr);
+                   (c->retro_smear ? 3 : 2) * retrlm__round16(nn * d) + retrlm__round16(nm * hkr);
     size_t R = (size_t)retrlm__retro_count(c), off = R * layer;
     retrlm__racts ta;
     retrlm__rwork tw;
@@ -11069,6 +11080,7 @@ static size_t retrlm__retro_layout(const retrlm_model_config *c, float *base, in
     RETRLM__TAKE(a, att, nm * hkr);
     RETRLM__TAKE(a, y, nm * d);
     RETRLM__TAKE(a, out, nm * d);
+    RETRLM__TAKE(a, ks, c->retro_smear ? nn * d : 0);
     off = R * layer;
     RETRLM__TAKE(w, dE, nn * (size_t)c->retro_enc_dim);
     RETRLM__TAKE(w, dk, nn * d);
@@ -11218,6 +11230,7 @@ static void retrlm__tensor_sizes(const retrlm_model_config *c, size_t *sz) {
     sz[RETRLM_T_ATTN_NORM] = sz[RETRLM_T_FFN_NORM] = l * d;
     sz[RETRLM_T_FINAL_NORM] = d;
     sz[RETRLM_T_CCA_NORM] = R * d;
+    sz[RETRLM_T_CCA_SMEAR] = c->retro_smear ? R * (size_t)c->n_heads : 0;
 }
 
 // floats of a resolved config's parameter block: its tensors and its neighbour encoder's; mats
@@ -11263,8 +11276,9 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
             return retrlm__fail(RETRLM_ERR_ARG, "model: retro_chunk %d must be >= 0 (0: no RETRO)",
                                 c->retro_chunk);
         c->retro_k = c->retro_len = c->retro_start = c->retro_every = 0;
-        c->retro_enc_dim = c->retro_enc_layers = c->retro_enc_heads = 0;
+        c->retro_enc_dim = c->retro_enc_layers = c->retro_enc_heads = c->retro_smear = 0;
     } else {
+        c->retro_smear = c->retro_smear != 0;
         if (!c->retro_k) c->retro_k = 2;
         if (!c->retro_len) c->retro_len = c->retro_chunk <= 4096 ? 2 * c->retro_chunk : 8192;
         if (!c->retro_every) c->retro_every = 3;
@@ -11332,7 +11346,7 @@ RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_te
     base = grad ? m->grad[t] : m->param[t];
     if (t == RETRLM_T_EMBED || t == RETRLM_T_LM_HEAD || t == RETRLM_T_FINAL_NORM) return base;
     RETRLM_ASSERT(layer >= 0 && layer < c->n_layers);
-    if ((t >= RETRLM_T_CCA_WQ && t <= RETRLM_T_CCA_WO) || t == RETRLM_T_CCA_NORM) {
+    if ((t >= RETRLM_T_CCA_WQ && t <= RETRLM_T_CCA_WO) || t >= RETRLM_T_CCA_NORM) {
         int slot = retrlm__retro_slot(c, layer);
         RETRLM_ASSERT(slot >= 0);
         per = m->tensor_size[t] / (size_t)m->retro_layers;
@@ -11483,8 +11497,8 @@ static void retrlm__init_weights(retrlm_model *m) {
     retrlm_rng_seed(&rng, m->config.seed);
     for (t = 0; t < RETRLM_T_COUNT; t++) {
         float std = m->config.init_std, *p = m->param[t];
-        if (t >= RETRLM_T_ATTN_NORM) {
-            for (i = 0; i < m->tensor_size[t]; i++) p[i] = 1.0f;
+        if (t >= RETRLM_T_ATTN_NORM) { // gains 1; the smeared keys' logits 0 (an even mix)
+            for (i = 0; i < m->tensor_size[t]; i++) p[i] = t == RETRLM_T_CCA_SMEAR ? 0.0f : 1.0f;
             continue;
         }
         if (t == RETRLM_T_WO || t == RETRLM_T_W_DOWN || t == RETRLM_T_CCA_WO)
@@ -11739,6 +11753,53 @@ static void retrlm__cca_query(float *y, float *p, const float *q, const float *k
     }
 }
 
+// Smeared keys: ks = the keys k (rows neighbours of r tokens, D = H*hd wide, lens[row] valid
+// tokens each) with head h's key at t > 0 mixed with the one before, s k_t + (1 - s) k_{t-1},
+// s = sigmoid(a[h]). ks may be k (t runs down).
+static void retrlm__cca_smear(float *ks, const float *k, const float *a, const int *lens, int rows,
+                              int r, int H, int hd) {
+    const int D = H * hd;
+    int row;
+    RETRLM__PARALLEL_FOR_IF((double)rows * r * D > 2e6)
+    for (row = 0; row < rows; row++) {
+        int t, h, d;
+        for (t = lens[row] - 1; t >= 0; t--) {
+            const float *kt = k + ((size_t)row * r + t) * D;
+            float *o = ks + ((size_t)row * r + t) * D;
+            for (h = 0; h < H; h++) {
+                const float sg = 1.0f / (1.0f + expf(-a[h]));
+                for (d = h * hd; d < (h + 1) * hd; d++)
+                    o[d] = t ? sg * kt[d] + (1.0f - sg) * kt[d - D] : kt[d];
+            }
+        }
+    }
+}
+
+// Its backward: dk holds d(loss)/d(ks) and gets d(loss)/d(k) in place; da (H) += d(loss)/d(a).
+// k is the unsmeared keys. Serial over rows for da, so the sum's order never depends on threads.
+static void retrlm__cca_smear_backward(float *dk, float *da, const float *k, const float *a,
+                                       const int *lens, int rows, int r, int H, int hd) {
+    const int D = H * hd;
+    int row, t, h, d;
+    for (h = 0; h < H; h++) {
+        const float sg = 1.0f / (1.0f + expf(-a[h]));
+        double g = 0.0;
+        for (row = 0; row < rows; row++)
+            for (t = 0; t < lens[row]; t++) {
+                const float *kt = k + ((size_t)row * r + t) * D;
+                float *dt = dk + ((size_t)row * r + t) * D, *dn = dt + D, acc = 0.0f;
+                const int next = t + 1 < lens[row];
+                for (d = h * hd; d < (h + 1) * hd; d++) {
+                    if (t) acc += dt[d] * (kt[d] - kt[d - D]);
+                    // ks_t takes s of k_t (all of it at t = 0), ks_{t+1} takes 1 - s of it
+                    dt[d] = (t ? sg : 1.0f) * dt[d] + (next ? (1.0f - sg) * dn[d] : 0.0f);
+                }
+                g += acc;
+            }
+        da[h] += (float)(g * sg * (1.0f - sg));
+    }
+}
+
 // The chunk whose neighbours position t reads (chunk size mch), or -1: positions um + m - 1 ..
 // um + 2m - 2 read chunk u's.
 static int retrlm__cca_chunk(int t, int mch) { return t >= mch - 1 ? (t - mch + 1) / mch : -1; }
@@ -11960,8 +12021,11 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
                 (nr && (r = retrlm__mm(m, ra.v, E, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WV, l, 0),
                                        nr, D, De, 0))))
                 return r;
-            retrlm__cca_forward(ra.y, ra.att, ra.q, ra.k, ra.v, slot_row, row_len, B, T,
-                                c->retro_chunk, c->retro_k, c->retro_len, H, hd);
+            if (c->retro_smear)
+                retrlm__cca_smear(ra.ks, ra.k, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_SMEAR, l, 0),
+                                  row_len, rows, c->retro_len, H, hd);
+            retrlm__cca_forward(ra.y, ra.att, ra.q, c->retro_smear ? ra.ks : ra.k, ra.v, slot_row,
+                                row_len, B, T, c->retro_chunk, c->retro_k, c->retro_len, H, hd);
             memcpy(ra.out, a.mid, (size_t)N * D * sizeof(float));
             if ((r = retrlm__mm(m, ra.out, ra.y, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WO, l, 0),
                                 N, D, D, RETRLM_MATMUL_ACCUMULATE)))
@@ -12091,9 +12155,13 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
                 memset(rw.dk, 0, (size_t)nr * D * sizeof(float));
                 memset(rw.dv, 0, (size_t)nr * D * sizeof(float));
             }
-            retrlm__cca_backward(w.dq, rw.dk, rw.dv, rw.datt, w.datty, ra.att, ra.q, ra.k, ra.v,
-                                 slot_row, row_len, B, T, c->retro_chunk, c->retro_k,
-                                 c->retro_len, H, hd);
+            retrlm__cca_backward(w.dq, rw.dk, rw.dv, rw.datt, w.datty, ra.att, ra.q,
+                                 c->retro_smear ? ra.ks : ra.k, ra.v, slot_row, row_len, B, T,
+                                 c->retro_chunk, c->retro_k, c->retro_len, H, hd);
+            if (c->retro_smear && nr)
+                retrlm__cca_smear_backward(rw.dk, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_SMEAR, l, 1),
+                                           ra.k, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_SMEAR, l, 0),
+                                           row_len, rows, c->retro_len, H, hd);
             if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WQ, l, 1), w.dq, ra.ln,
                                 D, D, N, AB)) ||
                 (r = retrlm__mm(m, w.dln, w.dq, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WQ, l, 0),
@@ -12555,6 +12623,12 @@ static retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer
         if ((r = retrlm_writer_add_copy(w, retrlm__ckpt_name(name, prefix, "retro"),
                                         RETRLM_DTYPE_I32, rc, RETRLM__CKPT_NRETRO)))
             return r;
+        if (c->retro_smear) { // only where set: files without it read as before
+            int32_t sm = 1;
+            if ((r = retrlm_writer_add_copy(w, retrlm__ckpt_name(name, prefix, "retro_smear"),
+                                            RETRLM_DTYPE_I32, &sm, 1)))
+                return r;
+        }
     }
     return retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
                              m->params, m->n_params);
@@ -12625,7 +12699,7 @@ static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
         !(cf[0] > 0.0f) || !(cf[1] > 0.0f) || !(cf[2] > 0.0f))
         return retrlm__fail(RETRLM_ERR_FORMAT, "model: config has a field <= 0");
     {
-        int32_t rc[RETRLM__CKPT_NRETRO];
+        int32_t rc[RETRLM__CKPT_NRETRO], sm = 0;
         r = retrlm_reader_read(rd, retrlm__ckpt_name(name, prefix, "retro"), RETRLM_DTYPE_I32, rc,
                                RETRLM__CKPT_NRETRO);
         if (r == RETRLM_OK) {
@@ -12637,6 +12711,12 @@ static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
             c.retro_chunk = rc[0]; c.retro_k = rc[1]; c.retro_len = rc[2];
             c.retro_start = rc[3]; c.retro_every = rc[4]; c.retro_enc_dim = rc[5];
             c.retro_enc_layers = rc[6]; c.retro_enc_heads = rc[7];
+            r = retrlm_reader_read(rd, retrlm__ckpt_name(name, prefix, "retro_smear"),
+                                   RETRLM_DTYPE_I32, &sm, 1);
+            if (r == RETRLM_OK && sm != 1)
+                return retrlm__fail(RETRLM_ERR_FORMAT, "model: retro_smear is %d (1 or absent)", sm);
+            if (r != RETRLM_OK && r != RETRLM_ERR_NOT_FOUND) return r;
+            c.retro_smear = r == RETRLM_OK;
         } else if (r != RETRLM_ERR_NOT_FOUND) {
             return r;
         }
@@ -12789,6 +12869,9 @@ RETRLM_API retrlm_result retrlm_model_decode_neighbours(retrlm_model *m, int chu
             (r = retrlm__mm(m, rw.vc + at, m->retro_enc->hidden,
                             retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WV, l, 0), nr, D, De, 0)))
             return r;
+        if (c->retro_smear)
+            retrlm__cca_smear(rw.kc + at, rw.kc + at, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_SMEAR, l, 0),
+                              dec_len, rows, c->retro_len, c->n_heads, D / c->n_heads);
     }
     m->retro_chunk_ = chunk;
     return RETRLM_OK;

@@ -1847,7 +1847,7 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
     const char *ds_path = NULL, *lm_path = NULL, *nb_path = NULL;
     int dim = 0, layers = 0, heads = 0, ctx = 0, batch = 8, steps = 0, seed = 1, warmup = -1;
     int eval_every = 0, save_every = 100, chunk = 32, k = 2, nlen = 0, start = -1, every = 2;
-    int enc_dim = 0, enc_layers = 2, n_groups, t;
+    int enc_dim = 0, enc_layers = 2, smear = 0, n_groups, t;
     float lr = 0.0f, wd = 0.1f, copy = 0.0f; // lr 0: not given
     size_t trained = 0;
     cli_retrieval rv = CLI_RETRIEVAL_BM25;
@@ -1880,6 +1880,8 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
         {"--retro-every", "N", OPT_INT, &every, 1, 65536, "cross-attention in layers start, start + N, ..."},
         {"--enc-dim", "N", OPT_INT, &enc_dim, 0, 65536, "neighbour encoder width, a multiple of 2 x heads (0: about dim / 2)"},
         {"--enc-layers", "N", OPT_INT, &enc_layers, 1, 64, "neighbour encoder blocks"},
+        {"--smear", NULL, OPT_FLAG, &smear, 0, 0, "smeared cross-attention keys: each head's key mixes a neighbour "
+         "token's with the one before (learnt mix), so copying from a neighbour is one attention step"},
         {"--steps", "N", OPT_INT, &steps, 0, 1e9, "train until this step (0: 400 as lm-train; with --retrofit 100, a "
          "quarter of lm-train's)"},
         {"--lr", "X", OPT_FLOAT, &lr, 1e-9, 10, "peak learning rate (default 3e-3 as lm-train; 1e-3 with --retrofit)"},
@@ -1922,7 +1924,7 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
         return bad_usage(self, "--retro-start %d: the model's layers are 0..%d", start, mc.n_layers - 1);
     mc.max_seq_len = ctx, mc.max_batch = batch, mc.seed = (uint64_t)seed;
     mc.retro_chunk = chunk, mc.retro_k = k, mc.retro_len = nlen, mc.retro_start = start, mc.retro_every = every;
-    mc.retro_enc_dim = enc_dim, mc.retro_enc_layers = enc_layers;
+    mc.retro_enc_dim = enc_dim, mc.retro_enc_layers = enc_layers, mc.retro_smear = smear;
     if ((r = retrlm_model_init(&s->retro, &mc))) return fail(r, "cannot make the RETRO model");
     if (lm_path) {
         for (t = 0; t < RETRLM_T_COUNT; t++) {
@@ -1959,11 +1961,11 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
     s->prog.retro = &st;
     mc = s->retro.config;
     fprintf(stderr, "%s: %.2fM parameters, %.2fM of them trained (dim %d, %d layers, %d heads, ctx %d, batch %d; chunks of "
-            "%d, %d neighbours of %d tokens, cross-attention from layer %d every %d, encoder %d wide, %d layers); %lu "
-            "training tokens\n", lm_path ? "RETRO-fitting" : "RETRO from scratch", (double)s->retro.n_params / 1e6,
+            "%d, %d neighbours of %d tokens, cross-attention from layer %d every %d%s, encoder %d wide, %d layers); "
+            "%lu training tokens\n", lm_path ? "RETRO-fitting" : "RETRO from scratch", (double)s->retro.n_params / 1e6,
             (double)trained / 1e6, mc.dim, mc.n_layers, mc.n_heads, mc.max_seq_len, mc.max_batch, mc.retro_chunk,
-            mc.retro_k, mc.retro_len, mc.retro_start, mc.retro_every, mc.retro_enc_dim, mc.retro_enc_layers,
-            (unsigned long)tc.n_train);
+            mc.retro_k, mc.retro_len, mc.retro_start, mc.retro_every, mc.retro_smear ? " with smeared keys" : "",
+            mc.retro_enc_dim, mc.retro_enc_layers, (unsigned long)tc.n_train);
     if (copy > 0.0f) fprintf(stderr, "copy curriculum: %g of the training chunks read their own text as a neighbour\n", (double)copy);
     r = retrlm_retro_train(&s->retro, &s->opt, &tc, &st);
     progress_end(&s->prog);

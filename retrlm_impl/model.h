@@ -27,7 +27,15 @@
    neighbour encoder is not conditioned on the chunk's decoder activations (it reads the
    neighbour alone), and the cross-attention has no relative position term (the encoder's own
    rotary positions order a neighbour's tokens). Without retro_chunk the model is byte for byte
-   the plain one: same parameters, same activations, same speed. */
+   the plain one: same parameters, same activations, same speed.
+
+   Smeared keys (retro_smear 1; Olsson et al. 2022, "In-context learning and induction heads",
+   section "smeared keys"; not in RETRO): head h of a cross-attention layer reads key
+   s k_t + (1 - s) k_{t-1} at a neighbour's token t > 0 (k_0 at t = 0), s = sigmoid(a_h) with a
+   learnt a_h (RETRLM_T_CCA_SMEAR, 0 at init, no weight decay). A head can then match the token
+   a position has just read against the token *before* each neighbour token and read the one that
+   followed it: copying from a neighbour becomes one attention step instead of a circuit that a
+   small model learns late. Off by default; a model without it has no such parameters. */
 
 typedef struct retrlm_model_config {
     int      vocab_size;    /* V tokens; required */
@@ -54,6 +62,7 @@ typedef struct retrlm_model_config {
     int      retro_enc_dim;    /* neighbour encoder width; default dim / 2 (a multiple of 2*heads) */
     int      retro_enc_layers; /* neighbour encoder blocks; default 2 */
     int      retro_enc_heads;  /* neighbour encoder heads; default n_heads */
+    int      retro_smear;      /* 1: smeared keys in the cross-attention (below); 0: none */
 } retrlm_model_config;
 
 /* The parameter tensors, in the order they lie in the parameter block: the matrices (weight
@@ -79,6 +88,7 @@ typedef enum retrlm_model_tensor {
     RETRLM_T_FFN_NORM,     /* (L, D) RMSNorm gain before the feed-forward */
     RETRLM_T_FINAL_NORM,   /* (D) final RMSNorm gain */
     RETRLM_T_CCA_NORM,     /* (R, D) RMSNorm gain before the cross-attention */
+    RETRLM_T_CCA_SMEAR,    /* (R, H) smeared keys' mixing logits a; 0 elements without retro_smear */
     RETRLM_T_COUNT
 } retrlm_model_tensor;
 

@@ -53,7 +53,8 @@ static void tiny_neighbours(int *nb, retrlm_rng *rng) {
     nb[(6 + 5) * 3 + 0] = nb[(6 + 5) * 3 + 1] = nb[(6 + 5) * 3 + 2] = -1; // no neighbour at all
 }
 
-static void test_retro_grads(void) {
+// smear 1: with smeared keys, whose logits get gradients too
+static void retro_grads(int smear) {
     retrlm_model_config cfg;
     retrlm_model m;
     retrlm_rng rng;
@@ -62,9 +63,11 @@ static void test_retro_grads(void) {
     int tok[12], tgt[12], nb[36], i;
     size_t enc0, enc_n = 0;
     tiny_config(&cfg);
+    cfg.retro_smear = smear;
     CHECK_OK(retrlm_model_init(&m, &cfg));
     if (!m.params) return;
     CHECK(m.retro_layers == 2 && m.retro_enc && m.retro_enc->config.dim == 4);
+    CHECK(m.tensor_size[RETRLM_T_CCA_SMEAR] == (smear ? 2u * 2u : 0u));
     retrlm_rng_seed(&rng, 11);
     for (i = (int)m.n_decay; i < (int)m.n_params; i++)
         m.params[i] = 1.0f + 0.3f * retrlm_rng_normal(&rng);
@@ -92,6 +95,8 @@ static void test_retro_grads(void) {
         // the check covered the cross-attention and the neighbour encoder, and both matter
         for (t = RETRLM_T_CCA_WQ; t <= RETRLM_T_CCA_WO; t++)
             CHECK(m.tensor_size[t] > 0 && dotd(m.grad[t], m.grad[t], m.tensor_size[t]) > 1e-12);
+        if (smear)
+            CHECK(dotd(m.grad[RETRLM_T_CCA_SMEAR], m.grad[RETRLM_T_CCA_SMEAR], 4) > 1e-12);
         enc0 = (size_t)(m.retro_enc->param[RETRLM_T_EMBED] - m.params);
         for (t = 0; t < RETRLM_T_ATTN_NORM; t++) enc_n += m.retro_enc->tensor_size[t];
         CHECK(enc0 + enc_n == m.n_decay);
@@ -102,6 +107,11 @@ static void test_retro_grads(void) {
     retrlm_model_free(&m);
 }
 
+static void test_retro_grads(void) {
+    retro_grads(0);
+    retro_grads(1);
+}
+
 // a plain model with the decoder weights of a RETRO model
 static void plain_copy(retrlm_model *p, const retrlm_model *m) {
     retrlm_model_config c = m->config;
@@ -110,7 +120,7 @@ static void plain_copy(retrlm_model *p, const retrlm_model *m) {
     CHECK_OK(retrlm_model_init(p, &c));
     if (!p->params) return;
     for (t = 0; t < RETRLM_T_COUNT; t++) {
-        int retro = (t >= RETRLM_T_CCA_WQ && t <= RETRLM_T_CCA_WO) || t == RETRLM_T_CCA_NORM;
+        int retro = (t >= RETRLM_T_CCA_WQ && t <= RETRLM_T_CCA_WO) || t >= RETRLM_T_CCA_NORM;
         CHECK(p->tensor_size[t] == (retro ? 0 : m->tensor_size[t]));
         if (p->tensor_size[t]) memcpy(p->param[t], m->param[t], p->tensor_size[t] * sizeof(float));
     }
@@ -195,13 +205,14 @@ static void mid_batch(int *tok, int *tgt, int *nb, int B, int T, const retrlm_mo
     }
 }
 
-static void test_retro_decode(void) {
+static void retro_decode(int smear) {
     retrlm_model_config cfg;
     retrlm_model m;
     const int T = 40, V = 50;
     int tok[160], tgt[160], nb[4 * 16 * 2 * 16], pos;
     float worst = 0.0f;
     mid_config(&cfg);
+    cfg.retro_smear = smear;
     CHECK_OK(retrlm_model_init(&m, &cfg));
     if (!m.params) return;
     mid_batch(tok, tgt, nb, 1, T, &cfg, 5);
@@ -227,6 +238,11 @@ static void test_retro_decode(void) {
     retrlm_model_free(&m);
 }
 
+static void test_retro_decode(void) {
+    retro_decode(0);
+    retro_decode(1);
+}
+
 // forward, loss, backward and an AdamW step on the mid model; returns the loss
 static float mid_step(retrlm_model *m, retrlm_adamw *o, uint64_t seed) {
     int tok[4 * 128], tgt[4 * 128], nb[4 * 16 * 2 * 16];
@@ -249,7 +265,7 @@ static void mid_opt(retrlm_adamw *o, retrlm_model *m) {
     CHECK_OK(retrlm_adamw_init(o, NULL, g, n));
 }
 
-static void test_retro_threads_and_resume(void) {
+static void retro_threads_and_resume(int smear) {
     retrlm_model_config cfg;
     retrlm_model m[2], r;
     retrlm_adamw o[2], ro;
@@ -259,6 +275,7 @@ static void test_retro_threads_and_resume(void) {
     int i, s;
     float loss[2][3];
     mid_config(&cfg);
+    cfg.retro_smear = smear;
     for (i = 0; i < 2; i++) {
         set_threads(i + 1);
         CHECK_OK(retrlm_model_init(&m[i], &cfg));
@@ -278,7 +295,8 @@ static void test_retro_threads_and_resume(void) {
     CHECK_OK(retrlm_model_load_memory(&r, buf, size, NULL));
     if (r.params) {
         CHECK(r.config.retro_chunk == 8 && r.config.retro_len == 16 && r.config.retro_start == 1 &&
-              r.config.retro_enc_dim == 32 && r.n_params == m[0].n_params);
+              r.config.retro_enc_dim == 32 && r.config.retro_smear == smear &&
+              r.n_params == m[0].n_params);
         CHECK(memcmp(r.params, m[0].params, r.n_params * sizeof(float)) == 0);
         mid_opt(&ro, &r);
         CHECK_OK(retrlm_model_load_state_memory(&ro, &st, buf, size));
@@ -295,6 +313,11 @@ static void test_retro_threads_and_resume(void) {
         retrlm_adamw_free(&o[i]);
         retrlm_model_free(&m[i]);
     }
+}
+
+static void test_retro_threads_and_resume(void) {
+    retro_threads_and_resume(0);
+    retro_threads_and_resume(1);
 }
 
 // RETRO-fitting's groups hold exactly the cross-attention and the neighbour encoder; a view
