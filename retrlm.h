@@ -994,6 +994,15 @@ RETRLM_API int retrlm_model_param_groups(const retrlm_model *m, float lr, float 
    many (0 for a plain model). */
 RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, float weight_decay,
                                                retrlm_adamw_group out[2]);
+/* RETRO-fitting's start for the neighbour encoder's token embedding: its row v becomes the
+   decoder's row v times a fixed random projection (D to De, entries normal with variance 1/De,
+   from seed), so neighbour tokens enter the encoder in the decoder's own terms. The
+   cross-attention can then learn to match a neighbour's tokens against the text and copy them
+   as one linear map, instead of first learning a second embedding of every token, which at a
+   vocabulary of thousands takes more steps than a RETRO-fit has (RETRO-pytorch shares one
+   embedding between encoder and decoder for this reason). Call it once the decoder's weights
+   are in place, before training; retro-train --retrofit does. RETRLM_ERR_ARG without RETRO. */
+RETRLM_API retrlm_result retrlm_model_retro_tie_embedding(retrlm_model *m, uint64_t seed);
 
 /* ---- plain language-model training */
 typedef struct retrlm_lm_train_state {
@@ -12468,6 +12477,26 @@ RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, 
     out[1].lr = lr;
     out[1].weight_decay = 0.0f;
     return 2;
+}
+
+RETRLM_API retrlm_result retrlm_model_retro_tie_embedding(retrlm_model *m, uint64_t seed) {
+    const retrlm_model_config *c = &m->config;
+    retrlm_rng rng;
+    float *R;
+    size_t i, n;
+    retrlm_result r;
+    RETRLM_ASSERT(m && m->params);
+    if (!c->retro_chunk || !m->retro_enc)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_retro_tie_embedding: the model has no RETRO blocks");
+    n = (size_t)c->retro_enc_dim * (size_t)c->dim;
+    R = (float *)retrlm__alloc(n, sizeof(float)); // (De, D): out, in
+    if (!R) return retrlm__fail(RETRLM_ERR_NOMEM, "model_retro_tie_embedding: no memory");
+    retrlm_rng_seed(&rng, seed);
+    for (i = 0; i < n; i++) R[i] = retrlm_rng_normal(&rng) / sqrtf((float)c->retro_enc_dim);
+    r = retrlm__mm(m, m->retro_enc->param[RETRLM_T_EMBED], m->param[RETRLM_T_EMBED], R,
+                   c->vocab_size, c->retro_enc_dim, c->dim, 0);
+    RETRLM_FREE(R);
+    return r;
 }
 
 // ---------------------------------------------------------------------------------------------

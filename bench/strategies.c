@@ -4,7 +4,9 @@
 // RETRO-fitted (the LM alone's decoder frozen, the cross-attention and neighbour encoder trained
 // a quarter of its steps); RETRLM_RETRO_COPY=p trains both with the copy curriculum
 // (copy_share p, "-copy<p>" in their file names), RETRLM_RETROFIT_STEPS=N RETRO-fits N steps
-// (N in the file name). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
+// (N in the file name), RETRLM_RETRO_SMEAR=1 gives both smeared cross-attention keys ("-smear"),
+// RETRLM_RETRO_TIE=1 starts the RETRO-fit's neighbour encoder embedding from the decoder's
+// (retrlm_model_retro_tie_embedding, "-tie"). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
 // document's share of word 8-grams found in train: 0, (0, 0.5], (0.5, 1]).
 //   make bench-strategies                       debpkg_lm, default sizes
 //   build/bench/strategies [corpus] [steps] [out_dir] [train_tokens]
@@ -204,6 +206,7 @@ static void model_config(retrlm_model_config *c, int retro) {
         c->retro_enc_dim = 128;
         c->retro_enc_layers = 2;
         c->retro_enc_heads = 4;
+        c->retro_smear = getenv("RETRLM_RETRO_SMEAR") && atoi(getenv("RETRLM_RETRO_SMEAR"));
     }
 }
 
@@ -1393,6 +1396,9 @@ int main(int argc, char **argv) {
     retro_copy = getenv("RETRLM_RETRO_COPY") ? (float)atof(getenv("RETRLM_RETRO_COPY")) : 0.0f;
     if (retro_copy > 0.0f) snprintf(copy_tag, sizeof copy_tag, "-copy%g", (double)retro_copy);
     else copy_tag[0] = 0;
+    if (getenv("RETRLM_RETRO_SMEAR") && atoi(getenv("RETRLM_RETRO_SMEAR")))
+        strcat(copy_tag, "-smear");
+    if (getenv("RETRLM_RETRO_TIE") && atoi(getenv("RETRLM_RETRO_TIE"))) strcat(copy_tag, "-tie");
     if (want("retro")) {
         retrlm_model_config mc;
         retrlm_adamw o;
@@ -1452,6 +1458,9 @@ int main(int argc, char **argv) {
             if (retrlm_model_init(&fm, &mc)) die("retrofit");
             for (t = 0; t < RETRLM_T_COUNT; t++)
                 if (lm.tensor_size[t]) memcpy(fm.param[t], lm.param[t], lm.tensor_size[t] * sizeof(float));
+            if (getenv("RETRLM_RETRO_TIE") && atoi(getenv("RETRLM_RETRO_TIE")) &&
+                retrlm_model_retro_tie_embedding(&fm, 5))
+                die("tie");
             adamw(&o, g, retrlm_model_retro_param_groups(&fm, 2e-3f, 0.1f, g), retro_steps);
             retrlm_retro_train_state_init(&s, 2);
             memset(&tc, 0, sizeof tc);

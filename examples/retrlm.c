@@ -1934,6 +1934,8 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
                            (unsigned long)s->lm.tensor_size[t], (unsigned long)s->retro.tensor_size[t]);
             memcpy(s->retro.param[t], s->lm.param[t], s->lm.tensor_size[t] * sizeof(float));
         }
+        // the neighbour encoder reads tokens in the decoder's terms from the first step
+        if ((r = retrlm_model_retro_tie_embedding(&s->retro, (uint64_t)seed))) return fail(r, "cannot start the encoder");
         retrlm_model_free(&s->lm);
     }
     if (load_text(s, 0, train) || (valid && load_text(s, 1, valid))) return 1;

@@ -1474,6 +1474,26 @@ RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, 
     return 2;
 }
 
+RETRLM_API retrlm_result retrlm_model_retro_tie_embedding(retrlm_model *m, uint64_t seed) {
+    const retrlm_model_config *c = &m->config;
+    retrlm_rng rng;
+    float *R;
+    size_t i, n;
+    retrlm_result r;
+    RETRLM_ASSERT(m && m->params);
+    if (!c->retro_chunk || !m->retro_enc)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_retro_tie_embedding: the model has no RETRO blocks");
+    n = (size_t)c->retro_enc_dim * (size_t)c->dim;
+    R = (float *)retrlm__alloc(n, sizeof(float)); // (De, D): out, in
+    if (!R) return retrlm__fail(RETRLM_ERR_NOMEM, "model_retro_tie_embedding: no memory");
+    retrlm_rng_seed(&rng, seed);
+    for (i = 0; i < n; i++) R[i] = retrlm_rng_normal(&rng) / sqrtf((float)c->retro_enc_dim);
+    r = retrlm__mm(m, m->retro_enc->param[RETRLM_T_EMBED], m->param[RETRLM_T_EMBED], R,
+                   c->vocab_size, c->retro_enc_dim, c->dim, 0);
+    RETRLM_FREE(R);
+    return r;
+}
+
 // ---------------------------------------------------------------------------------------------
 // training loop
 

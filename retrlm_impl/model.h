@@ -245,6 +245,15 @@ RETRLM_API int retrlm_model_param_groups(const retrlm_model *m, float lr, float 
    many (0 for a plain model). */
 RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, float weight_decay,
                                                retrlm_adamw_group out[2]);
+/* RETRO-fitting's start for the neighbour encoder's token embedding: its row v becomes the
+   decoder's row v times a fixed random projection (D to De, entries normal with variance 1/De,
+   from seed), so neighbour tokens enter the encoder in the decoder's own terms. The
+   cross-attention can then learn to match a neighbour's tokens against the text and copy them
+   as one linear map, instead of first learning a second embedding of every token, which at a
+   vocabulary of thousands takes more steps than a RETRO-fit has (RETRO-pytorch shares one
+   embedding between encoder and decoder for this reason). Call it once the decoder's weights
+   are in place, before training; retro-train --retrofit does. RETRLM_ERR_ARG without RETRO. */
+RETRLM_API retrlm_result retrlm_model_retro_tie_embedding(retrlm_model *m, uint64_t seed);
 
 /* ---- plain language-model training */
 typedef struct retrlm_lm_train_state {

@@ -2,7 +2,8 @@
 // tiny RETRO model against finite differences; with every neighbour absent the logits are the
 // plain model's; causality (chunk u's neighbours reach only positions um + m - 1 .. um + 2m - 2);
 // KV-cached decoding equals the forward; 1 vs 2 threads; save, load and resume; a model that
-// learns to copy the continuation from its neighbours, and from the copy curriculum alone; bad input.
+// learns to copy the continuation from its neighbours, and from the copy curriculum alone; the
+// encoder embedding tied to the decoder's; smeared keys (gradients, decoding, threads, files); bad input.
 #include "retrlm.h"
 #include "test.h"
 #include "gradcheck.h"
@@ -631,12 +632,61 @@ static void test_retro_bad_input(void) {
     retrlm_model_free(&m);
 }
 
+// the encoder's embedding becomes a fixed linear map of the decoder's: rows that are equal or
+// multiples in the decoder stay so in the encoder; the same seed, the same map; no RETRO, no call
+static void test_retro_tie_embedding(void) {
+    retrlm_model_config cfg;
+    retrlm_model m[2];
+    int i, j;
+    mid_config(&cfg);
+    for (i = 0; i < 2; i++) CHECK_OK(retrlm_model_init(&m[i], &cfg));
+    if (!m[0].params || !m[1].params) return;
+    {
+        const int D = cfg.dim, De = cfg.retro_enc_dim;
+        float *de = m[0].param[RETRLM_T_EMBED], *ee = m[0].retro_enc->param[RETRLM_T_EMBED], worst = 0.0f;
+        double n2 = 0.0;
+        for (j = 0; j < D; j++) {
+            de[3 * D + j] = de[5 * D + j];        // row 3 = row 5
+            de[7 * D + j] = -2.0f * de[9 * D + j]; // row 7 = -2 row 9
+        }
+        memcpy(m[1].param[RETRLM_T_EMBED], de, (size_t)cfg.vocab_size * D * sizeof(float));
+        CHECK_OK(retrlm_model_retro_tie_embedding(&m[0], 3));
+        CHECK_OK(retrlm_model_retro_tie_embedding(&m[1], 3));
+        CHECK(memcmp(ee, m[1].retro_enc->param[RETRLM_T_EMBED], (size_t)cfg.vocab_size * De * sizeof(float)) == 0);
+        for (j = 0; j < De; j++) {
+            float d1 = fabsf(ee[3 * De + j] - ee[5 * De + j]), d2 = fabsf(ee[7 * De + j] + 2.0f * ee[9 * De + j]);
+            worst = d1 > worst ? d1 : worst;
+            worst = d2 > worst ? d2 : worst;
+            n2 += (double)ee[5 * De + j] * ee[5 * De + j];
+        }
+        CHECK(worst < 1e-6f && n2 > 1e-6);
+        // a projection with variance 1/De keeps a row's squared norm on average: row 5's within 3x
+        {
+            double d2 = 0.0;
+            for (j = 0; j < D; j++) d2 += (double)de[5 * D + j] * de[5 * D + j];
+            CHECK(n2 > d2 / 3.0 && n2 < d2 * 3.0);
+        }
+        CHECK_OK(retrlm_model_retro_tie_embedding(&m[1], 4));
+        CHECK(memcmp(ee, m[1].retro_enc->param[RETRLM_T_EMBED], (size_t)De * sizeof(float)) != 0);
+    }
+    for (i = 0; i < 2; i++) retrlm_model_free(&m[i]);
+    {
+        retrlm_model p;
+        mid_config(&cfg);
+        cfg.retro_chunk = 0;
+        CHECK_OK(retrlm_model_init(&p, &cfg));
+        if (p.params) CHECK(retrlm_model_retro_tie_embedding(&p, 1) == RETRLM_ERR_ARG);
+        retrlm_model_free(&p);
+    }
+}
+
 int main(void) {
     RUN(test_retro_grads);
     RUN(test_retro_masked_is_plain);
     RUN(test_retro_decode);
     RUN(test_retro_threads_and_resume);
     RUN(test_retro_groups_and_view);
+    RUN(test_retro_tie_embedding);
     RUN(test_retro_learns_to_copy);
     RUN(test_retro_copy_curriculum);
     RUN(test_retro_neighbours);
