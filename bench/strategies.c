@@ -6,7 +6,8 @@
 // (copy_share p, "-copy<p>" in their file names), RETRLM_RETROFIT_STEPS=N RETRO-fits N steps
 // (N in the file name), RETRLM_RETRO_SMEAR=1 gives both smeared cross-attention keys ("-smear"),
 // RETRLM_RETRO_TIE=1 starts the RETRO-fit's neighbour encoder embedding from the decoder's
-// (retrlm_model_retro_tie_embedding, "-tie"). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
+// (retrlm_model_retro_tie_embedding, "-tie"), RETRLM_RETRO_COPY_STEPS=K ends the copy curriculum
+// at step K ("-untilK"). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
 // document's share of word 8-grams found in train: 0, (0, 0.5], (0.5, 1]).
 //   make bench-strategies                       debpkg_lm, default sizes
 //   build/bench/strategies [corpus] [steps] [out_dir] [train_tokens]
@@ -1231,7 +1232,8 @@ int main(int argc, char **argv) {
     retrlm_datastore ds;
     int *train_ids, b, retro_steps;
     float retro_copy;
-    char copy_tag[32];
+    int retro_copy_steps;
+    char copy_tag[64];
     int64_t *train_doc, *test_doc;
     size_t n_train, n_test_all;
     stream st[BUCKETS];
@@ -1399,6 +1401,9 @@ int main(int argc, char **argv) {
     if (getenv("RETRLM_RETRO_SMEAR") && atoi(getenv("RETRLM_RETRO_SMEAR")))
         strcat(copy_tag, "-smear");
     if (getenv("RETRLM_RETRO_TIE") && atoi(getenv("RETRLM_RETRO_TIE"))) strcat(copy_tag, "-tie");
+    retro_copy_steps = getenv("RETRLM_RETRO_COPY_STEPS") ? atoi(getenv("RETRLM_RETRO_COPY_STEPS")) : 0;
+    if (retro_copy > 0.0f && retro_copy_steps > 0)
+        snprintf(copy_tag + strlen(copy_tag), sizeof copy_tag - strlen(copy_tag), "-until%d", retro_copy_steps);
     if (want("retro")) {
         retrlm_model_config mc;
         retrlm_adamw o;
@@ -1415,6 +1420,7 @@ int main(int argc, char **argv) {
         tc.neighbours = &train_nb;
         tc.steps = steps; // no valid stream: the probe reads the first train windows
         tc.copy_share = retro_copy;
+        tc.copy_steps = retro_copy_steps;
         tc.progress = retro_progress;
         tc.progress_user = &s;
         tc.eval_every = (int)(tc.steps / 6 > 0 ? tc.steps / 6 : 1);
@@ -1469,6 +1475,7 @@ int main(int argc, char **argv) {
             tc.neighbours = &train_nb;
             tc.steps = retro_steps;
             tc.copy_share = retro_copy;
+            tc.copy_steps = retro_copy_steps;
             tc.progress = retro_progress;
             tc.progress_user = &s;
             tc.eval_every = (int)(tc.steps / 6 > 0 ? tc.steps / 6 : 1);

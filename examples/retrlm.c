@@ -1847,7 +1847,7 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
     const char *ds_path = NULL, *lm_path = NULL, *nb_path = NULL;
     int dim = 0, layers = 0, heads = 0, ctx = 0, batch = 8, steps = 0, seed = 1, warmup = -1;
     int eval_every = 0, save_every = 100, chunk = 32, k = 2, nlen = 0, start = -1, every = 2;
-    int enc_dim = 0, enc_layers = 2, smear = 0, n_groups, t;
+    int enc_dim = 0, enc_layers = 2, smear = 0, copy_steps = 0, n_groups, t;
     float lr = 0.0f, wd = 0.1f, copy = 0.0f; // lr 0: not given
     size_t trained = 0;
     cli_retrieval rv = CLI_RETRIEVAL_BM25;
@@ -1891,6 +1891,8 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
         {"--save-every", "N", OPT_INT, &save_every, 0, 1e9, "steps between checkpoints (0: at the end)"},
         {"--copy-share", "P", OPT_FLOAT, &copy, 0, 1, "a copy curriculum: the share of training chunks one of whose "
          "neighbours is the text itself from a point in the chunk's first half on (0: none, as RETRO)"},
+        {"--copy-steps", "N", OPT_INT, &copy_steps, 0, 1e9, "the curriculum's steps: from step N on the neighbours are the "
+         "retriever's alone, so the model learns when to copy (0: every step)"},
         {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights and windows"},
         CLI_RETRIEVE_OPTS(rv),
         CLI_END};
@@ -1957,7 +1959,7 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
         tc.valid = s->text[1].ids, tc.n_valid = s->text[1].n, tc.valid_bytes = s->text[1].len;
         tc.valid_neighbours = &s->nb[1];
     }
-    tc.steps = steps, tc.eval_every = eval_every, tc.copy_share = copy;
+    tc.steps = steps, tc.eval_every = eval_every, tc.copy_share = copy, tc.copy_steps = copy_steps;
     tc.checkpoint = out, tc.checkpoint_every = save_every;
     tc.progress = progress_fn, tc.progress_user = &s->prog;
     s->prog.retro = &st;
@@ -1968,7 +1970,11 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
             (double)trained / 1e6, mc.dim, mc.n_layers, mc.n_heads, mc.max_seq_len, mc.max_batch, mc.retro_chunk,
             mc.retro_k, mc.retro_len, mc.retro_start, mc.retro_every, mc.retro_smear ? " with smeared keys" : "",
             mc.retro_enc_dim, mc.retro_enc_layers, (unsigned long)tc.n_train);
-    if (copy > 0.0f) fprintf(stderr, "copy curriculum: %g of the training chunks read their own text as a neighbour\n", (double)copy);
+    if (copy > 0.0f && copy_steps)
+        fprintf(stderr, "copy curriculum: %g of the training chunks read their own text as a neighbour until step %d\n",
+                (double)copy, copy_steps);
+    else if (copy > 0.0f)
+        fprintf(stderr, "copy curriculum: %g of the training chunks read their own text as a neighbour\n", (double)copy);
     r = retrlm_retro_train(&s->retro, &s->opt, &tc, &st);
     progress_end(&s->prog);
     if (r) return fail(r, "training");

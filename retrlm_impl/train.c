@@ -867,12 +867,13 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
         (r = retrlm__retro_check(m, c.valid_neighbours, T, "retro_train (valid)")))
         return r;
     if (c.batch < 1 || c.batch > m->config.max_batch || c.probe < 1 || !c.train ||
-        c.n_train < (size_t)T + 2 || c.steps < 0 || !(c.copy_share >= 0.0f && c.copy_share <= 1.0f) ||
+        c.n_train < (size_t)T + 2 || c.steps < 0 || c.copy_steps < 0 ||
+        !(c.copy_share >= 0.0f && c.copy_share <= 1.0f) ||
         c.neighbours->n_chunks < (int64_t)(c.n_train / (size_t)c.neighbours->chunk))
         return retrlm__fail(RETRLM_ERR_ARG, "retro_train: batch %d (1..%d), %lu tokens (> %d), "
-                            "copy_share %g (0..1), neighbours for %lld chunks (the stream has %lu)",
+                            "copy_share %g (0..1), copy_steps %lld (>= 0), neighbours for %lld chunks (the stream has %lu)",
                             c.batch, m->config.max_batch, (unsigned long)c.n_train, T + 1,
-                            (double)c.copy_share, (long long)c.neighbours->n_chunks,
+                            (double)c.copy_share, (long long)c.copy_steps, (long long)c.neighbours->n_chunks,
                             (unsigned long)(c.n_train / (size_t)c.neighbours->chunk));
     U = T / m->config.retro_chunk;
     per = (size_t)U * (size_t)m->config.retro_k * (size_t)m->config.retro_len;
@@ -894,7 +895,7 @@ RETRLM_API retrlm_result retrlm_retro_train(retrlm_model *m, retrlm_adamw *opt,
                 tgt[b * T + t] = c.train[off + (size_t)t + 1];
             }
             retrlm__retro_gather(c.neighbours, (int64_t)w, U, nbuf + (size_t)b * per);
-            if (c.copy_share > 0.0f)
+            if (c.copy_share > 0.0f && (!c.copy_steps || st->lm.step < c.copy_steps))
                 retrlm__retro_copy(&c, &st->lm.rng, off, U, nbuf + (size_t)b * per);
         }
         if ((r = retrlm__lm_step(m, opt, inp, tgt, c.batch, T, NULL, nbuf, &loss))) break;

@@ -222,6 +222,12 @@ typedef struct retrlm_retro_train_config {
                                                   learns to match and copy; at evaluation the
                                                   neighbours are the retriever's alone. Not in
                                                   RETRO; 0 keeps its leakage control intact. */
+    int64_t    copy_steps;                     /* the curriculum's last step: from state step
+                                                  copy_steps on, every neighbour is the
+                                                  retriever's, so a model that learnt to copy
+                                                  learns when to; 0: every step. A model given
+                                                  perfect copies throughout trusts its
+                                                  neighbours even where they are wrong. */
     int        eval_every;                     /* steps between probes and valid; 0: the end */
     const char *checkpoint;                    /* path or NULL: model, optimiser and state */
     int        checkpoint_every;

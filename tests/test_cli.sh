@@ -281,8 +281,8 @@ has "retro-train: the neighbours retrieved and saved" "neighbours: [0-9]+ chunks
 keep "lm-train, an LM to RETRO-fit" "$out/lm-r.txt" "$R" lm-train $T --train "$out/train.txt" --valid "$out/test.txt" \
     --dim 32 --layers 2 --heads 2 --ctx 64 --batch 4 --steps 10 -o "$out/lm-r.rlm"
 run "retro-train --retrofit" "$R" retro-train $RT --neighbours "$out/nb.rlm" --retrofit "$out/lm-r.rlm" --batch 2 --steps 3 \
-    --copy-share 0.5 -o "$out/retrofit.rlm"
-has "retro-train --retrofit --copy-share: said" "^copy curriculum: 0.5 of the training chunks read their own text"
+    --copy-share 0.5 --copy-steps 2 -o "$out/retrofit.rlm"
+has "retro-train --retrofit --copy-share: said" "^copy curriculum: 0.5 of the training chunks read their own text as a neighbour until step 2"
 has "retro-train --retrofit: the neighbours file loaded" "neighbours: [0-9]+ chunks loaded from .*nb.rlm"
 has "retro-train --retrofit: the LM's shape" "^RETRO-fitting: .*dim 32, 2 layers, 2 heads, ctx 64, batch 2"
 has "retro-train --retrofit: to step 3" "retrofit.rlm: RETRO retrofitted from .*lm-r.rlm, step 3, loss [0-9.]+, probe loss"

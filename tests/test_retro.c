@@ -427,6 +427,56 @@ static void copy_run(float share, int absent, double *with, double *without,
     retrlm_model_free(&m);
 }
 
+// 3 steps of the tiny copy model, every retrieved neighbour absent: a hash of the weights after
+static double copy_steps_run(float share, int64_t copy_steps) {
+    retrlm_model_config cfg;
+    retrlm_model m;
+    retrlm_adamw o;
+    retrlm_adamw_group g[2];
+    retrlm_retro_train_config tc;
+    retrlm_retro_train_state st;
+    retrlm_retro_neighbours nb;
+    retrlm_rng rng;
+    enum { V = 16, NTR = 2048 };
+    int text[NTR], nbt[NTR / 4 * 8], i, n;
+    double h = 0.0;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.vocab_size = V; cfg.dim = 16; cfg.n_layers = 1; cfg.n_heads = 2; cfg.max_seq_len = 32;
+    cfg.max_batch = 4; cfg.seed = 1;
+    cfg.retro_chunk = 4; cfg.retro_k = 1; cfg.retro_len = 8;
+    cfg.retro_enc_dim = 8; cfg.retro_enc_layers = 1; cfg.retro_enc_heads = 2;
+    CHECK_OK(retrlm_model_init(&m, &cfg));
+    if (!m.params) return 0.0;
+    retrlm_rng_seed(&rng, 9);
+    for (i = 0; i < NTR; i++) text[i] = (int)retrlm_rng_below(&rng, V);
+    for (i = 0; i < NTR / 4 * 8; i++) nbt[i] = -1;
+    memset(&nb, 0, sizeof nb);
+    nb.chunk = 4; nb.k = 1; nb.len = 8; nb.n_chunks = NTR / 4; nb.tokens = nbt;
+    n = retrlm_model_param_groups(&m, 3e-3f, 0.0f, g);
+    CHECK_OK(retrlm_adamw_init(&o, NULL, g, n));
+    memset(&tc, 0, sizeof tc);
+    tc.train = text; tc.n_train = NTR; tc.neighbours = &nb; tc.steps = 3;
+    tc.copy_share = share; tc.copy_steps = copy_steps;
+    retrlm_retro_train_state_init(&st, 3);
+    CHECK_OK(retrlm_retro_train(&m, &o, &tc, &st));
+    for (i = 0; i < (int)m.n_params; i++) h += (double)m.params[i] * (double)((i % 7) + 1);
+    tc.copy_steps = -1;
+    tc.steps = 4;
+    CHECK(retrlm_retro_train(&m, &o, &tc, &st) == RETRLM_ERR_ARG);
+    retrlm_adamw_free(&o);
+    retrlm_model_free(&m);
+    return h;
+}
+
+// copy_steps ends the curriculum: the run with copies in the first step only is neither the
+// one with copies throughout nor the one with none; copy_steps past the end changes nothing
+static void test_retro_copy_steps(void) {
+    double all = copy_steps_run(0.5f, 0), to_end = copy_steps_run(0.5f, 3);
+    double first = copy_steps_run(0.5f, 1), none = copy_steps_run(0.0f, 0);
+    CHECK(all == to_end);
+    CHECK(first != all && first != none && all != none);
+}
+
 static void test_retro_learns_to_copy(void) {
     retrlm_retro_train_state st;
     double with, without;
@@ -689,6 +739,7 @@ int main(void) {
     RUN(test_retro_tie_embedding);
     RUN(test_retro_learns_to_copy);
     RUN(test_retro_copy_curriculum);
+    RUN(test_retro_copy_steps);
     RUN(test_retro_neighbours);
     RUN(test_retro_bad_input);
     return test_report();
