@@ -5,7 +5,7 @@
 // a quarter of its steps); RETRLM_RETRO_COPY=p trains both with the copy curriculum
 // (copy_share p, "-copy<p>" in their file names), RETRLM_RETROFIT_STEPS=N RETRO-fits N steps
 // (N in the file name), RETRLM_RETRO_SMEAR=1 gives both smeared cross-attention keys ("-smear"),
-// RETRLM_RETRO_TIE=1 starts the RETRO-fit's neighbour encoder embedding from the decoder's
+// RETRLM_RETRO_TIE=1 starts the neighbour encoder's embedding from the decoder's
 // (retrlm_model_retro_tie_embedding, "-tie"), RETRLM_RETRO_COPY_STEPS=K ends the copy curriculum
 // at step K ("-untilK"). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
 // document's share of word 8-grams found in train: 0, (0, 0.5], (0.5, 1]).
@@ -1426,6 +1426,8 @@ int main(int argc, char **argv) {
         tc.eval_every = (int)(tc.steps / 6 > 0 ? tc.steps / 6 : 1);
         if (retrlm_model_load(&rm, path, NULL)) {
             if (retrlm_model_init(&rm, &mc)) die("retro");
+            if (getenv("RETRLM_RETRO_TIE") && atoi(getenv("RETRLM_RETRO_TIE")) && retrlm_model_retro_tie_embedding(&rm, 5))
+                die("tie");
             adamw(&o, g, retrlm_model_param_groups(&rm, 2e-3f, 0.1f, g), steps);
             if (retrlm_retro_train(&rm, &o, &tc, &s)) die("retro train");
             secs[1] = retrlm_time_seconds() - t0;
