@@ -1847,7 +1847,7 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
     const char *ds_path = NULL, *lm_path = NULL, *nb_path = NULL;
     int dim = 0, layers = 0, heads = 0, ctx = 0, batch = 8, steps = 0, seed = 1, warmup = -1;
     int eval_every = 0, save_every = 100, chunk = 32, k = 2, nlen = 0, start = -1, every = 2;
-    int enc_dim = 0, enc_layers = 2, smear = 0, copy_steps = 0, n_groups, t;
+    int enc_dim = 0, enc_layers = 2, smear = 0, tie = 0, copy_steps = 0, n_groups, t;
     float lr = 0.0f, wd = 0.1f, copy = 0.0f; // lr 0: not given
     size_t trained = 0;
     cli_retrieval rv = CLI_RETRIEVAL_BM25;
@@ -1882,6 +1882,8 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
         {"--enc-layers", "N", OPT_INT, &enc_layers, 1, 64, "neighbour encoder blocks"},
         {"--smear", NULL, OPT_FLAG, &smear, 0, 0, "smeared cross-attention keys: each head's key mixes a neighbour "
          "token's with the one before (learnt mix), so copying from a neighbour is one attention step"},
+        {"--tie", NULL, OPT_FLAG, &tie, 0, 0, "start the neighbour encoder's token embedding as a random projection of the "
+         "decoder's (always done with --retrofit)"},
         {"--steps", "N", OPT_INT, &steps, 0, 1e9, "train until this step (0: 400 as lm-train; with --retrofit 100, a "
          "quarter of lm-train's)"},
         {"--lr", "X", OPT_FLOAT, &lr, 1e-9, 10, "peak learning rate (default 3e-3 as lm-train; 1e-3 with --retrofit)"},
@@ -1936,10 +1938,11 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
                            (unsigned long)s->lm.tensor_size[t], (unsigned long)s->retro.tensor_size[t]);
             memcpy(s->retro.param[t], s->lm.param[t], s->lm.tensor_size[t] * sizeof(float));
         }
-        // the neighbour encoder reads tokens in the decoder's terms from the first step
-        if ((r = retrlm_model_retro_tie_embedding(&s->retro, (uint64_t)seed))) return fail(r, "cannot start the encoder");
         retrlm_model_free(&s->lm);
     }
+    // the neighbour encoder reads tokens in the decoder's terms from the first step
+    if ((lm_path || tie) && (r = retrlm_model_retro_tie_embedding(&s->retro, (uint64_t)seed)))
+        return fail(r, "cannot start the encoder");
     if (load_text(s, 0, train) || (valid && load_text(s, 1, valid))) return 1;
     if (!s->text[0].n) return say("%s: no text to train on", train);
     if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");

@@ -293,7 +293,7 @@ has "retro-train: another k: the neighbours retrieved again" "the model reads [0
 run "retro-train --retrieve rrf --dense" "$R" retro-train $T -d "$out/ds.rlm" $E $D --retrieve rrf --train "$out/test.txt" \
     --chunk 16 --dim 16 --layers 1 --heads 2 --ctx 32 --enc-dim 8 --steps 2 -o "$out/retro-x.rlm"
 has "retro-train --retrieve rrf: to step 2" "retro-x.rlm: RETRO, step 2"
-run "retro-train --smear" "$R" retro-train $RT --neighbours "$out/nb-smear.rlm" --smear --dim 16 --layers 2 --heads 2 \
+run "retro-train --smear --tie" "$R" retro-train $RT --neighbours "$out/nb-smear.rlm" --smear --tie --dim 16 --layers 2 --heads 2 \
     --ctx 32 --enc-dim 8 --steps 2 -o "$out/retro-smear.rlm"
 has "retro-train --smear: said" "cross-attention from layer 1 every [0-9]+ with smeared keys"
 run "eval a RETRO model with smeared keys" "$R" eval -m "$out/retro-smear.rlm" $T --text "$out/test.txt" -d "$out/ds-retro.rlm"
