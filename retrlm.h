@@ -11778,11 +11778,11 @@ static void retrlm__cca_smear(float *ks, const float *k, const float *a, const i
     RETRLM__PARALLEL_FOR_IF((double)rows * r * D > 2e6)
     for (row = 0; row < rows; row++) {
         int t, h, d;
-        for (t = lens[row] - 1; t >= 0; t--) {
-            const float *kt = k + ((size_t)row * r + t) * D;
-            float *o = ks + ((size_t)row * r + t) * D;
-            for (h = 0; h < H; h++) {
-                const float sg = 1.0f / (1.0f + expf(-a[h]));
+        for (h = 0; h < H; h++) {
+            const float sg = 1.0f / (1.0f + expf(-a[h]));
+            for (t = lens[row] - 1; t >= 0; t--) {
+                const float *kt = k + ((size_t)row * r + t) * D;
+                float *o = ks + ((size_t)row * r + t) * D;
                 for (d = h * hd; d < (h + 1) * hd; d++)
                     o[d] = t ? sg * kt[d] + (1.0f - sg) * kt[d - D] : kt[d];
             }

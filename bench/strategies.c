@@ -189,6 +189,9 @@ static int *encode_split(const retrlm_tokenizer *tok, const split *s, int64_t **
     return ids;
 }
 
+// the integer in environment variable name, or def when it is not set
+static int env_int(const char *name, int def) { return getenv(name) ? atoi(getenv(name)) : def; }
+
 static void model_config(retrlm_model_config *c, int retro) {
     memset(c, 0, sizeof *c);
     c->vocab_size = VOCAB;
@@ -207,7 +210,7 @@ static void model_config(retrlm_model_config *c, int retro) {
         c->retro_enc_dim = 128;
         c->retro_enc_layers = 2;
         c->retro_enc_heads = 4;
-        c->retro_smear = getenv("RETRLM_RETRO_SMEAR") && atoi(getenv("RETRLM_RETRO_SMEAR"));
+        c->retro_smear = env_int("RETRLM_RETRO_SMEAR", 0) != 0;
     }
 }
 
@@ -1232,7 +1235,7 @@ int main(int argc, char **argv) {
     retrlm_datastore ds;
     int *train_ids, b, retro_steps;
     float retro_copy;
-    int retro_copy_steps;
+    int retro_copy_steps, retro_tie;
     char copy_tag[64];
     int64_t *train_doc, *test_doc;
     size_t n_train, n_test_all;
@@ -1398,10 +1401,10 @@ int main(int argc, char **argv) {
     retro_copy = getenv("RETRLM_RETRO_COPY") ? (float)atof(getenv("RETRLM_RETRO_COPY")) : 0.0f;
     if (retro_copy > 0.0f) snprintf(copy_tag, sizeof copy_tag, "-copy%g", (double)retro_copy);
     else copy_tag[0] = 0;
-    if (getenv("RETRLM_RETRO_SMEAR") && atoi(getenv("RETRLM_RETRO_SMEAR")))
-        strcat(copy_tag, "-smear");
-    if (getenv("RETRLM_RETRO_TIE") && atoi(getenv("RETRLM_RETRO_TIE"))) strcat(copy_tag, "-tie");
-    retro_copy_steps = getenv("RETRLM_RETRO_COPY_STEPS") ? atoi(getenv("RETRLM_RETRO_COPY_STEPS")) : 0;
+    retro_tie = env_int("RETRLM_RETRO_TIE", 0) != 0;
+    if (env_int("RETRLM_RETRO_SMEAR", 0)) strcat(copy_tag, "-smear");
+    if (retro_tie) strcat(copy_tag, "-tie");
+    retro_copy_steps = env_int("RETRLM_RETRO_COPY_STEPS", 0);
     if (retro_copy > 0.0f && retro_copy_steps > 0)
         snprintf(copy_tag + strlen(copy_tag), sizeof copy_tag - strlen(copy_tag), "-until%d", retro_copy_steps);
     if (want("retro")) {
@@ -1426,8 +1429,7 @@ int main(int argc, char **argv) {
         tc.eval_every = (int)(tc.steps / 6 > 0 ? tc.steps / 6 : 1);
         if (retrlm_model_load(&rm, path, NULL)) {
             if (retrlm_model_init(&rm, &mc)) die("retro");
-            if (getenv("RETRLM_RETRO_TIE") && atoi(getenv("RETRLM_RETRO_TIE")) && retrlm_model_retro_tie_embedding(&rm, 5))
-                die("tie");
+            if (retro_tie && retrlm_model_retro_tie_embedding(&rm, 5)) die("tie");
             adamw(&o, g, retrlm_model_param_groups(&rm, 2e-3f, 0.1f, g), steps);
             if (retrlm_retro_train(&rm, &o, &tc, &s)) die("retro train");
             secs[1] = retrlm_time_seconds() - t0;
@@ -1466,9 +1468,7 @@ int main(int argc, char **argv) {
             if (retrlm_model_init(&fm, &mc)) die("retrofit");
             for (t = 0; t < RETRLM_T_COUNT; t++)
                 if (lm.tensor_size[t]) memcpy(fm.param[t], lm.param[t], lm.tensor_size[t] * sizeof(float));
-            if (getenv("RETRLM_RETRO_TIE") && atoi(getenv("RETRLM_RETRO_TIE")) &&
-                retrlm_model_retro_tie_embedding(&fm, 5))
-                die("tie");
+            if (retro_tie && retrlm_model_retro_tie_embedding(&fm, 5)) die("tie");
             adamw(&o, g, retrlm_model_retro_param_groups(&fm, 2e-3f, 0.1f, g), retro_steps);
             retrlm_retro_train_state_init(&s, 2);
             memset(&tc, 0, sizeof tc);

@@ -1973,11 +1973,11 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
             (double)trained / 1e6, mc.dim, mc.n_layers, mc.n_heads, mc.max_seq_len, mc.max_batch, mc.retro_chunk,
             mc.retro_k, mc.retro_len, mc.retro_start, mc.retro_every, mc.retro_smear ? " with smeared keys" : "",
             mc.retro_enc_dim, mc.retro_enc_layers, (unsigned long)tc.n_train);
-    if (copy > 0.0f && copy_steps)
-        fprintf(stderr, "copy curriculum: %g of the training chunks read their own text as a neighbour until step %d\n",
-                (double)copy, copy_steps);
-    else if (copy > 0.0f)
-        fprintf(stderr, "copy curriculum: %g of the training chunks read their own text as a neighbour\n", (double)copy);
+    if (copy > 0.0f) {
+        fprintf(stderr, "copy curriculum: %g of the training chunks read their own text as a neighbour", (double)copy);
+        if (copy_steps) fprintf(stderr, " until step %d", copy_steps);
+        fputc('\n', stderr);
+    }
     r = retrlm_retro_train(&s->retro, &s->opt, &tc, &st);
     progress_end(&s->prog);
     if (r) return fail(r, "training");
