@@ -191,6 +191,7 @@ static int *encode_split(const retrlm_tokenizer *tok, const split *s, int64_t **
 
 // the integer in environment variable name, or def when it is not set
 static int env_int(const char *name, int def) { return getenv(name) ? atoi(getenv(name)) : def; }
+static double env_double(const char *name, double def) { return getenv(name) ? atof(getenv(name)) : def; }
 
 static void model_config(retrlm_model_config *c, int retro) {
     memset(c, 0, sizeof *c);
@@ -382,27 +383,48 @@ static void speed(const retrlm_tokenizer *tok, const retrlm_datastore *ds, const
     free(gout);
 }
 
-// the neighbours of a stream, loaded from out/name or built and saved there
+// the neighbours of a stream, loaded from out/name or built and saved there; min_overlap as
+// retrlm_retro_neighbours_config's (0: every candidate; else the file name carries it). Prints how
+// much of each chunk its first neighbour holds (retrlm_retro_overlap), a share per threshold.
 static void neighbours(retrlm_retro_neighbours *nb, const char *out, const char *name,
                        const retrlm_datastore *ds, const retrlm_tokenizer *tok, const int *ids,
-                       size_t n, const int64_t *doc) {
+                       size_t n, const int64_t *doc, float min_overlap) {
+    static const float cut[5] = {0.1f, 0.2f, 0.3f, 0.5f, 0.8f};
     char path[1024];
     retrlm_retro_neighbours_config nc;
-    double t0 = retrlm_time_seconds();
-    snprintf(path, sizeof path, "%s/%s", out, name);
+    double t0 = retrlm_time_seconds(), sum = 0;
+    int64_t c, above[5] = {0}, none = 0;
+    int i;
+    if (min_overlap > 0.0f) snprintf(path, sizeof path, "%s/%.*s-ov%g.rlm", out,
+                                     (int)(strlen(name) - 4), name, (double)min_overlap);
+    else snprintf(path, sizeof path, "%s/%s", out, name);
     if (!retrlm_retro_neighbours_load(nb, path) && nb->n_chunks == (int64_t)(n / CHUNK) &&
         nb->chunk == CHUNK && nb->k == NBR && nb->len == NBR_LEN)
-        return;
+        goto stats;
     retrlm_retro_neighbours_free(nb);
     memset(&nc, 0, sizeof nc);
     nc.chunk = CHUNK;
     nc.k = NBR;
     nc.len = NBR_LEN;
+    nc.min_overlap = min_overlap;
     nc.progress = progress;
     if (retrlm_retro_neighbours_build(nb, ds, tok, ids, n, doc, &nc)) die("neighbours");
     if (retrlm_retro_neighbours_save(nb, path)) die("save neighbours");
-    fprintf(stderr, "  %s: %lld chunks in %.1f s\n", name, (long long)nb->n_chunks,
+    fprintf(stderr, "  %s: %lld chunks in %.1f s\n", path, (long long)nb->n_chunks,
             retrlm_time_seconds() - t0);
+stats:
+    for (c = 0; c < nb->n_chunks; c++) {
+        const int *y = retrlm_retro_neighbours_chunk(nb, c);
+        float o = retrlm_retro_overlap(ids + c * CHUNK, CHUNK, y, NBR_LEN);
+        sum += o;
+        none += y[0] < 0;
+        for (i = 0; i < 5; i++) above[i] += o >= cut[i];
+    }
+    c = nb->n_chunks > 0 ? nb->n_chunks : 1;
+    fprintf(stderr, "  %s: first neighbour's bigram overlap mean %.3f; share >= 0.1 %.3f, 0.2 %.3f, "
+            "0.3 %.3f, 0.5 %.3f, 0.8 %.3f; none %.3f\n", path, sum / (double)c, (double)above[0] / (double)c,
+            (double)above[1] / (double)c, (double)above[2] / (double)c, (double)above[3] / (double)c,
+            (double)above[4] / (double)c, (double)none / (double)c);
 }
 
 // whether row name is wanted: RETRLM_STRATEGIES_ROWS is a comma list (default: every row)
@@ -545,6 +567,50 @@ typedef struct stream {
     size_t n, bytes;
     retrlm_retro_neighbours nb;
 } stream;
+
+// ---- RETRO read with weak neighbours left out (min_overlap) --------------------------------
+// The thresholds tried on valid: a retrieved unit is a neighbour only if it holds this share of
+// its chunk's token bigrams (retrlm_retro_overlap), else the model reads the next or none.
+static const float ov_grid[] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f};
+#define OV_GRID ((int)(sizeof ov_grid / sizeof ov_grid[0]))
+
+typedef struct rctx {
+    const char *out;
+    const retrlm_datastore *ds;
+    const retrlm_tokenizer *tok;
+    const stream *va, *st; // valid (its ids, n, bytes), the test buckets
+    int nst;
+} rctx;
+
+// m's test bits per byte by bucket (bpb) with neighbours holding tau of their chunk's bigrams
+// (0: st's own, every unit retrieved); tau < 0: the one of ov_grid that reads valid best, which is
+// returned. Neighbours are built once and kept in out, one file per threshold and stream.
+static float retro_read(const rctx *x, retrlm_model *m, const char *what, float tau, double *bpb) {
+    retrlm_retro_neighbours nb;
+    char name[64];
+    int g, b;
+    double v, best = 1e30;
+    for (g = 0; tau < 0.0f && g < OV_GRID; g++) {
+        neighbours(&nb, x->out, "nb-valid.rlm", x->ds, x->tok, x->va->ids, x->va->n, NULL, ov_grid[g]);
+        if (retrlm_retro_bits_per_byte(m, x->va->ids, x->va->n, x->va->bytes, &nb, SEQ, &v)) die("retro valid");
+        fprintf(stderr, "  %s: min_overlap %g, valid %.4f bits per byte\n", what, (double)ov_grid[g], v);
+        retrlm_retro_neighbours_free(&nb);
+        if (v < best) best = v, tau = -1.0f - ov_grid[g];
+    }
+    if (tau < 0.0f) tau = -1.0f - tau;
+    for (b = 0; b < x->nst; b++) {
+        const retrlm_retro_neighbours *use = &x->st[b].nb;
+        if (tau > 0.0f) {
+            snprintf(name, sizeof name, "nb-test%d.rlm", b);
+            neighbours(&nb, x->out, name, x->ds, x->tok, x->st[b].ids, x->st[b].n, NULL, tau);
+            use = &nb;
+        }
+        if (retrlm_retro_bits_per_byte(m, x->st[b].ids, x->st[b].n, x->st[b].bytes, use, SEQ, &bpb[b]))
+            die("retro bpb");
+        if (tau > 0.0f) retrlm_retro_neighbours_free(&nb);
+    }
+    return tau;
+}
 
 // ---- strategy 3 beside 1 and 2: one retrieved unit read in context -------------------------
 // Every row reads test the same way: windows of 128 tokens of context moving by 64, each after
@@ -1248,9 +1314,16 @@ int main(int argc, char **argv) {
     int have[MROWS];
     float mlam[MROWS], mtemp[MROWS];
     retrlm_knnlm kn[2];
-    double bpb[3][BUCKETS], secs[3] = {0, 0, 0}, t0, tok_s[2] = {0, 0}, speed_fig[4] = {0, 0, 0, 0};
+    double bpb[5][BUCKETS], secs[3] = {0, 0, 0}, t0, tok_s[2] = {0, 0}, speed_fig[4] = {0, 0, 0, 0};
     float probe[2][2] = {{0, 0}, {0, 0}};
     double copy[2]; // the LM alone's copy probe: first and second copy, nats a token
+    split va;        // valid: tunes kNN-LM's and TRIME's mixtures and RETRO's min_overlap
+    int *vids;
+    int64_t *vdoc;
+    size_t nv;
+    stream vst;
+    rctx rx;
+    float tau[2] = {0, 0}, tau_env = (float)env_double("RETRLM_RETRO_MIN_OVERLAP", -1.0);
     int kjv = !strcmp(corpus, "kjv"), joint_rows;
     memset(&lm, 0, sizeof lm), memset(&rm, 0, sizeof rm), memset(&fm, 0, sizeof fm);
     memset(tm, 0, sizeof tm), memset(kn, 0, sizeof kn), memset(bpb, 0, sizeof bpb);
@@ -1310,7 +1383,8 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "  datastore: %d units\n", ds.n_units);
     if (n_train > train_tokens) n_train = train_tokens;
-    neighbours(&train_nb, out, "nb-train.rlm", &ds, &tok, train_ids, n_train, train_doc);
+    neighbours(&train_nb, out, "nb-train.rlm", &ds, &tok, train_ids, n_train, train_doc,
+               (float)env_double("RETRLM_RETRO_TRAIN_MIN_OVERLAP", 0.0));
     // test streams: all, then the overlap buckets (debpkg_lm)
     {
         int *all = encode_split(&tok, &te, &test_doc, &n_test_all), d;
@@ -1349,10 +1423,22 @@ int main(int argc, char **argv) {
                 if (in) st[b].bytes += te.doc_off[d + 1] - te.doc_off[d];
             }
             snprintf(path, sizeof path, "nb-test%d.rlm", b);
-            neighbours(&st[b].nb, out, path, &ds, &tok, st[b].ids, st[b].n, NULL);
+            neighbours(&st[b].nb, out, path, &ds, &tok, st[b].ids, st[b].n, NULL, 0.0f);
         }
         free(all);
         free(overlap);
+    }
+    // valid
+    {
+        size_t len;
+        char *t;
+        snprintf(path, sizeof path, kjv ? "%s/chapters.tsv" : "%s/valid.txt", dir);
+        t = kjv ? kjv_chapters(path, "valid", &len) : slurp(path, &len);
+        split_lines(&va, t, len);
+        vids = encode_split(&tok, &va, &vdoc, &nv);
+        memset(&vst, 0, sizeof vst);
+        vst.ids = vids, vst.n = nv, vst.bytes = va.len;
+        rx.out = out, rx.ds = &ds, rx.tok = &tok, rx.va = &vst, rx.st = st, rx.nst = kjv ? 1 : BUCKETS;
     }
     // the LM alone
     {
@@ -1407,6 +1493,9 @@ int main(int argc, char **argv) {
     retro_copy_steps = env_int("RETRLM_RETRO_COPY_STEPS", 0);
     if (retro_copy > 0.0f && retro_copy_steps > 0)
         snprintf(copy_tag + strlen(copy_tag), sizeof copy_tag - strlen(copy_tag), "-until%d", retro_copy_steps);
+    if (env_double("RETRLM_RETRO_TRAIN_MIN_OVERLAP", 0.0) > 0.0)
+        snprintf(copy_tag + strlen(copy_tag), sizeof copy_tag - strlen(copy_tag), "-ov%g",
+                 env_double("RETRLM_RETRO_TRAIN_MIN_OVERLAP", 0.0));
     if (want("retro")) {
         retrlm_model_config mc;
         retrlm_adamw o;
@@ -1443,10 +1532,8 @@ int main(int argc, char **argv) {
             tok_s[1] = 0;
             probe[0][0] = probe[0][1] = 0;
         }
-        for (b = 0; b < (kjv ? 1 : BUCKETS); b++)
-            if (retrlm_retro_bits_per_byte(&rm, st[b].ids, st[b].n, st[b].bytes, &st[b].nb, SEQ,
-                                           &bpb[1][b]))
-                die("retro bpb");
+        retro_read(&rx, &rm, "RETRO", 0.0f, bpb[1]);
+        tau[0] = retro_read(&rx, &rm, "RETRO", tau_env, bpb[3]);
     }
     // RETRO-fitting: the LM alone's decoder, frozen; a quarter of its steps for the rest
     retro_steps = getenv("RETRLM_RETROFIT_STEPS") ? atoi(getenv("RETRLM_RETROFIT_STEPS")) : steps / 4;
@@ -1491,25 +1578,16 @@ int main(int argc, char **argv) {
             secs[2] = 0;
             probe[1][0] = probe[1][1] = 0;
         }
-        for (b = 0; b < (kjv ? 1 : BUCKETS); b++)
-            if (retrlm_retro_bits_per_byte(&fm, st[b].ids, st[b].n, st[b].bytes, &st[b].nb, SEQ,
-                                           &bpb[2][b]))
-                die("retrofit bpb");
+        retro_read(&rx, &fm, "RETRO-fitted", 0.0f, bpb[2]);
+        tau[1] = retro_read(&rx, &fm, "RETRO-fitted", tau_env, bpb[4]);
     }
     // read with a memory: strategy 1's kNN-LM on the LM alone against strategy 4's TRIME
     {
-        int *ids[BUCKETS], *vids, i;
-        size_t ns[BUCKETS], nby[BUCKETS], nv, len;
-        int64_t *vdoc;
-        split va;
-        char *t;
+        int *ids[BUCKETS], i;
+        size_t ns[BUCKETS], nby[BUCKETS];
         retrlm_trime_params tp;
         int nst = kjv ? 1 : BUCKETS;
         for (b = 0; b < nst; b++) ids[b] = st[b].ids, ns[b] = st[b].n, nby[b] = st[b].bytes;
-        snprintf(path, sizeof path, kjv ? "%s/chapters.tsv" : "%s/valid.txt", dir);
-        t = kjv ? kjv_chapters(path, "valid", &len) : slurp(path, &len);
-        split_lines(&va, t, len);
-        vids = encode_split(&tok, &va, &vdoc, &nv);
         memset(&tp, 0, sizeof tp);
         tp.sim = RETRLM_TRIME_L2;
         for (i = 0; i < MROWS; i++) have[i] = 0, mlam[i] = mtemp[i] = 0.0f;
@@ -1542,10 +1620,6 @@ int main(int argc, char **argv) {
             read_with_memory(&tm[2], &tp, CACHE, NULL, 0, 0, ids, ns, nby, nst, mb[6]);
             have[6] = 1;
         }
-        free(vids);
-        free(vdoc);
-        free(va.text);
-        free(va.doc_off);
     }
     // strategy 3 beside 1 and 2, its own table (printed first)
     joint_rows = want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
@@ -1614,23 +1688,28 @@ int main(int argc, char **argv) {
     }
     // the table
     {
-        static const char *row[3] = {"LM alone", "RETRO from scratch (BM25 neighbours)",
-                                     "RETRO-fitted (LM alone frozen)"};
-        static const char *key[3] = {"lm", "retro", "retrofit"};
+        static const char *row[5] = {"LM alone", "RETRO from scratch (BM25 neighbours)",
+                                     "RETRO-fitted (LM alone frozen)", "RETRO from scratch, weak neighbours left out",
+                                     "RETRO-fitted, weak neighbours left out"};
+        static const char *key[5] = {"lm", "retro", "retrofit", "retro_ov", "retrofit_ov"};
         long long ttok = (long long)steps * BATCH * SEQ;
-        int r, nb_b = kjv ? 1 : BUCKETS, row_on[3];
-        row_on[0] = 1, row_on[1] = want("retro"), row_on[2] = want("retrofit");
+        int r, nb_b = kjv ? 1 : BUCKETS, row_on[5];
+        row_on[0] = 1, row_on[1] = row_on[3] = want("retro"), row_on[2] = row_on[4] = want("retrofit");
         printf("\n%s test, bits per byte (windows of %d tokens; lower is better)\n", corpus, SEQ);
         printf("| row | training tokens | wall s |");
         for (b = 0; b < nb_b; b++) printf(" %s |", bucket_name[b]);
         printf("\n|---|---|---|");
         for (b = 0; b < nb_b; b++) printf("---|");
         printf("\n");
-        for (r = 0; r < 3; r++) {
+        for (r = 0; r < 5; r++) {
+            int fit = r == 2 || r == 4;
             if (!row_on[r]) continue;
-            printf("| %s | %lld%s |", row[r], r == 2 ? ttok + (long long)retro_steps * BATCH * SEQ : ttok,
-                   r == 2 ? " (LM's + RETRO-fit's)" : "");
-            if (secs[r] > 0) printf(" %.0f |", secs[r]);
+            if (r >= 3) printf("| %s (min_overlap %g%s) | %lld%s |", row[r], (double)tau[r - 3],
+                               tau_env < 0.0f ? ", valid's best" : "",
+                               fit ? ttok + (long long)retro_steps * BATCH * SEQ : ttok, fit ? " (LM's + RETRO-fit's)" : "");
+            else printf("| %s | %lld%s |", row[r], fit ? ttok + (long long)retro_steps * BATCH * SEQ : ttok,
+                        fit ? " (LM's + RETRO-fit's)" : "");
+            if (secs[r < 3 ? r : r - 2] > 0) printf(" %.0f |", secs[r < 3 ? r : r - 2]);
             else printf(" - |"); // reused, trained before the wall time was kept
             for (b = 0; b < nb_b; b++) printf(" %.4f |", bpb[r][b]);
             printf("\n");
@@ -1690,11 +1769,13 @@ int main(int argc, char **argv) {
                         printf("%s.%s.bpb_%s=%.4f\n", corpus, mkey[r], b ? (b == 1 ? "o0" : b == 2 ? "o50" : "o100") : "all",
                                mb[r][b]);
         }
-        for (r = 0; r < 3; r++)
+        for (r = 0; r < 5; r++)
             if (row_on[r])
             for (b = 0; b < nb_b; b++)
                 printf("%s.%s.bpb_%s=%.4f\n", corpus, key[r], b ? (b == 1 ? "o0" : b == 2 ? "o50" : "o100") : "all",
                        bpb[r][b]);
+        for (r = 0; r < 2; r++)
+            if (row_on[r + 1]) printf("%s.%s.min_overlap=%g\n", corpus, key[r + 3], (double)tau[r]);
         printf("%s.lm.copy_first=%.4f\n%s.lm.copy_second=%.4f\n", corpus, copy[0], corpus, copy[1]);
         if (tok_s[0] > 0 && tok_s[1] > 0)
             printf("%s.lm.train_tok_s=%.0f\n%s.retro.train_tok_s=%.0f\n", corpus, tok_s[0], corpus,
@@ -1716,6 +1797,10 @@ int main(int argc, char **argv) {
         retrlm_retro_neighbours_free(&st[b].nb);
         free(st[b].ids);
     }
+    free(vids);
+    free(vdoc);
+    free(va.text);
+    free(va.doc_off);
     retrlm_retro_neighbours_free(&train_nb);
     retrlm_datastore_free(&ds);
     retrlm_tokenizer_free(&tok);

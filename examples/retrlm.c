@@ -218,8 +218,12 @@ typedef struct cli_retrieval {
     int         depth;   // --depth
     float       bm25_weight; // --bm25-weight
     retrlm_retrieve_params params; // from the above, by check_retrieval
+    float       min_overlap; // --min-overlap: RETRO's neighbours (retrlm_retro_neighbours_config)
 } cli_retrieval;
-#define CLI_RETRIEVAL_BM25 {NULL, NULL, NULL, 0.0f, 0, 0.0f, {RETRLM_RETRIEVE_BM25, 0, 0, 0.0f, 0, 0.0f}}
+#define CLI_RETRIEVAL_BM25 {NULL, NULL, NULL, 0.0f, 0, 0.0f, {RETRLM_RETRIEVE_BM25, 0, 0, 0.0f, 0, 0.0f}, 0.0f}
+#define CLI_MIN_OVERLAP_OPT(rv)                                                                 \
+    {"--min-overlap", "X", OPT_FLOAT, &rv.min_overlap, 0, 1, "RETRO: a retrieved unit is a neighbour only if it holds "  \
+     "this share of its chunk's token bigrams, else the next one or none (0: every unit; 0.3 suits near-copies)"}
 static const char *const retrieve_names[] = {"bm25", "dense", "rrf", "linear", "rerank"}; // retrlm_retrieve_mode
 #define CLI_RETRIEVE_OPTS(rv)                                                                   \
     {"--encoder", "FILE", OPT_STR, &rv.encoder, 0, 0, "a bi-encoder (from encoder-train) for dense retrieval"}, \
@@ -1803,11 +1807,11 @@ static int file_exists(const char *path) {
 }
 
 // The neighbours of text t's chunks for the RETRO model m into nb, each chunk's own text the
-// query (nothing excluded), ranked as rp says. path (or NULL): a neighbours file, loaded when it
+// query (nothing excluded), ranked and kept as rv says. path (or NULL): a neighbours file, loaded when it
 // holds m's chunk, k and length and one entry per chunk of t, else written with the neighbours
 // retrieved now; a file that is no neighbours file is an error, never overwritten.
 static int get_neighbours(cli_state *s, retrlm_retro_neighbours *nb, const cli_text *t, const retrlm_model *m,
-                          const retrlm_retrieve_params *rp, const char *path) {
+                          const cli_retrieval *rv, const char *path) {
     const retrlm_model_config *c = &m->config;
     const long long want = (long long)(t->n / (size_t)c->retro_chunk);
     retrlm_retro_neighbours_config nc;
@@ -1828,13 +1832,18 @@ static int get_neighbours(cli_state *s, retrlm_retro_neighbours *nb, const cli_t
     }
     memset(&nc, 0, sizeof nc);
     nc.chunk = c->retro_chunk, nc.k = c->retro_k, nc.len = c->retro_len;
-    nc.retrieve = *rp;
+    nc.retrieve = rv->params, nc.min_overlap = rv->min_overlap;
     nc.progress = progress_fn, nc.progress_user = &s->prog;
     t0 = retrlm_time_seconds();
     r = retrlm_retro_neighbours_build(nb, &s->ds, &s->tok, t->ids, t->n, NULL, &nc);
     progress_end(&s->prog);
     if (r) return fail(r, "neighbours");
     fprintf(stderr, "neighbours: %lld chunks retrieved in %.1f s", want, retrlm_time_seconds() - t0);
+    if (rv->min_overlap > 0.0f) {
+        long long c, some = 0;
+        for (c = 0; c < want; c++) some += retrlm_retro_neighbours_chunk(nb, c)[0] >= 0;
+        fprintf(stderr, " (%lld with a neighbour holding %g of their bigrams)", some, (double)rv->min_overlap);
+    }
     if (path && (r = retrlm_retro_neighbours_save(nb, path))) return fputc('\n', stderr), fail(r, "cannot save the neighbours");
     fprintf(stderr, "%s%s\n", path ? ", saved to " : "", path ? path : "");
     return 0;
@@ -1863,7 +1872,7 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
         {"--valid", "FILE", OPT_STR, &valid, 0, 0, "validation text: the probe reads it, and bits per byte with its neighbours"},
         {"-d|--datastore", "FILE", OPT_STR | OPT_NEED, &ds_path, 0, 0, "the units to retrieve (from datastore, this tokenizer)"},
         {"--neighbours", "FILE", OPT_STR, &nb_path, 0, 0, "the training text's neighbours: loaded when FILE holds their "
-         "shape, else retrieved and saved there (remove it when the text, -d or --retrieve change)"},
+         "shape, else retrieved and saved there (remove it when the text, -d, --retrieve or --min-overlap change)"},
         {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the checkpoint to write (weights and optimiser)"},
         {"--retrofit", "LM", OPT_STR, &lm_path, 0, 0, "RETRO-fitting: the plain LM's weights (from lm-train) become the "
          "decoder and stay frozen; only the cross-attention and the neighbour encoder learn"},
@@ -1897,6 +1906,7 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
          "retriever's alone, so the model learns when to copy (0: every step)"},
         {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights and windows"},
         CLI_RETRIEVE_OPTS(rv),
+        CLI_MIN_OVERLAP_OPT(rv),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (check_retrieval(self, &rv, ds_path)) return 2;
@@ -1946,8 +1956,8 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
     if (load_text(s, 0, train) || (valid && load_text(s, 1, valid))) return 1;
     if (!s->text[0].n) return say("%s: no text to train on", train);
     if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
-    if (load_retrieval(s, &rv) || get_neighbours(s, &s->nb[0], &s->text[0], &s->retro, &rv.params, nb_path) ||
-        (valid && get_neighbours(s, &s->nb[1], &s->text[1], &s->retro, &rv.params, NULL)))
+    if (load_retrieval(s, &rv) || get_neighbours(s, &s->nb[0], &s->text[0], &s->retro, &rv, nb_path) ||
+        (valid && get_neighbours(s, &s->nb[1], &s->text[1], &s->retro, &rv, NULL)))
         return 1;
     if (!steps) steps = lm_path ? 100 : 400;
     if (lr == 0.0f) lr = lm_path ? 1e-3f : 3e-3f;
@@ -2017,7 +2027,7 @@ static int eval_retro(cli_state *s, const char *text, const cli_retrieval *rv) {
     double with, without, t0 = retrlm_time_seconds();
     size_t i, n;
     retrlm_result r;
-    if (load_retrieval(s, rv) || get_neighbours(s, &s->nb[0], t, &s->lm, &rv->params, NULL)) return 1;
+    if (load_retrieval(s, rv) || get_neighbours(s, &s->nb[0], t, &s->lm, rv, NULL)) return 1;
     if ((r = retrlm_retro_bits_per_byte(&s->lm, t->ids, t->n, t->len, &s->nb[0], 0, &with))) return fail(r, "eval");
     memset(&none, 0, sizeof none);
     none.chunk = c->retro_chunk, none.k = c->retro_k, none.len = c->retro_len, none.n_chunks = s->nb[0].n_chunks;
@@ -2223,6 +2233,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
          "either option the lines are encoded apart, then scored as one stream as without: a line's bits are its tokens' "
          "costs, its bytes end with its newline, and the groups' bytes-weighted mean is the total"},
         CLI_RETRIEVE_OPTS(rv),
+        CLI_MIN_OVERLAP_OPT(rv),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (check_retrieval(self, &rv, ds_path)) return 2;
@@ -2265,6 +2276,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     }
     if (ds_path && (r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
     if (s->lm.config.retro_chunk) return eval_retro(s, text, &rv);
+    if (rv.min_overlap > 0.0f) return bad_usage(self, "--min-overlap is for RETRO models; %s is a plain LM", model);
     if ((m && load_retrieval(s, &rv)) || (keys && load_keys(s, keys)) || (build && build_keys(s, build, nlist, sq8, rerank)))
         return 1; // none: no units
     if (by_line && !(s->lines.nats = (float *)malloc(sizeof(float) * s->text[0].n))) return say("out of memory");
@@ -2317,6 +2329,7 @@ static int generate_retro(cli_state *s, const cli_retrieval *rv, const char *pro
     memcpy(seq, s->text[0].ids + skip, sizeof(int) * (size_t)n_in);
     memset(&gc, 0, sizeof gc);
     gc.tok = &s->tok, gc.ds = &s->ds, gc.neighbours.retrieve = rv->params;
+    gc.neighbours.min_overlap = rv->min_overlap;
     gc.sampler = smp, gc.rng = rng, gc.units = units;
     if ((r = retrlm_retro_generate(&s->lm, &gc, seq, n_in, tokens, seq + n_in, &n_out))) return fail(r, "generate");
     d = n_in + n_out - 1; // positions decoded: chunks c < d / M retrieved their neighbours
@@ -2364,6 +2377,7 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
         {"--top-p", "X", OPT_FLOAT, &top_p, 0, 1, "sample from the smallest set this likely (0: all)"},
         {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "sampling"},
         CLI_RETRIEVE_OPTS(rv),
+        CLI_MIN_OVERLAP_OPT(rv),
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (check_retrieval(self, &rv, ds_path)) return 2;
@@ -2381,6 +2395,7 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
         if ((r = retrlm_datastore_load(&s->ds, ds_path))) return fail(r, "cannot load the datastore");
         return generate_retro(s, &rv, prompt, n_p, tokens, &smp, &rng);
     }
+    if (rv.min_overlap > 0.0f) return bad_usage(self, "--min-overlap is for RETRO models; %s is a plain LM", model);
     T = s->lm.config.max_seq_len;
     if (n_p > (size_t)T - 1) { // the model sees T tokens: keep the end of the prompt
         skip = n_p - ((size_t)T - 1);

@@ -612,6 +612,22 @@ RETRLM__PRIVATE int retrlm__unit_and_continuation(const retrlm_datastore *ds, in
     return w;
 }
 
+RETRLM_API float retrlm_retro_overlap(const int *x, int m, const int *y, int len) {
+    int i, j, n = 0, hit = 0, ny = 0;
+    RETRLM_ASSERT((x || m <= 0) && (y || len <= 0));
+    while (ny < len && y[ny] >= 0) ny++;
+    for (i = 0; i + 1 < m; i++) {
+        for (j = 0; j < i; j++) // counted once: an earlier copy of the same bigram
+            if (x[j] == x[i] && x[j + 1] == x[i + 1]) break;
+        if (j < i) continue;
+        n++;
+        for (j = 0; j + 1 < ny; j++)
+            if (y[j] == x[i] && y[j + 1] == x[i + 1]) break;
+        hit += j + 1 < ny;
+    }
+    return n ? (float)hit / (float)n : 0.0f;
+}
+
 // the k neighbours (k, len) of one chunk x (m tokens, documents doc or NULL); cand has depth
 static retrlm_result retrlm__retro_chunk(const retrlm_datastore *ds, const retrlm_tokenizer *tok,
                                          const retrlm_retro_neighbours_config *c, const int *x,
@@ -628,8 +644,14 @@ static retrlm_result retrlm__retro_chunk(const retrlm_datastore *ds, const retrl
     for (i = 0; i < nf && j < c->k && !r; i++) {
         int u = cand[i];
         if (doc && retrlm__unit_in_docs(ds, u, doc, c->chunk)) continue;
-        if (retrlm__unit_and_continuation(ds, u, c->len, c->unit_only, out + (size_t)j * c->len))
-            j++;
+        int *row = out + (size_t)j * c->len;
+        if (!retrlm__unit_and_continuation(ds, u, c->len, c->unit_only, row)) continue;
+        if (c->min_overlap > 0.0f &&
+            retrlm_retro_overlap(x, c->chunk, row, c->len) < c->min_overlap) {
+            for (t = 0; t < c->len; t++) row[t] = -1;
+            continue;
+        }
+        j++;
     }
     return r;
 }
@@ -655,10 +677,12 @@ RETRLM_API retrlm_result retrlm_retro_neighbours_build(retrlm_retro_neighbours *
     if (!c.len && c.chunk > 0) c.len = c.chunk <= 4096 ? 2 * c.chunk : 8192;
     if (!c.depth) c.depth = 4 * c.k;
     if (!ds->committed_ || c.chunk < 1 || c.chunk > 65536 || c.k < 1 || c.k > 64 || c.len < 1 ||
-        c.len > 8192 || c.depth < c.k || c.depth > 4096)
+        c.len > 8192 || c.depth < c.k || c.depth > 4096 ||
+        !(c.min_overlap >= 0.0f && c.min_overlap <= 1.0f))
         return retrlm__fail(RETRLM_ERR_ARG, "retro_neighbours: chunk %d (1..65536), k %d (1..64), "
-                            "len %d (1..8192), depth %d (k..4096)%s", c.chunk, c.k, c.len,
-                            c.depth, ds->committed_ ? "" : ", and a committed datastore");
+                            "len %d (1..8192), depth %d (k..4096), min_overlap %g (0..1)%s", c.chunk,
+                            c.k, c.len, c.depth, (double)c.min_overlap,
+                            ds->committed_ ? "" : ", and a committed datastore");
     nc = (int64_t)(n / (size_t)c.chunk);
     nb->chunk = c.chunk;
     nb->k = c.k;

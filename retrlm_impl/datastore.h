@@ -153,6 +153,11 @@ typedef struct retrlm_retro_neighbours_config {
     int unit_only;                   /* 1: a neighbour is the unit alone, no continuation */
     int depth;                       /* candidates retrieved before the leakage filter; default
                                         4k */
+    float min_overlap;               /* 0: every candidate; else a candidate is a neighbour only
+                                        if it holds at least this share of the chunk's distinct
+                                        token bigrams (retrlm_retro_overlap): weak matches are left
+                                        out, so the model reads no neighbour rather than a wrong
+                                        one; the next candidates (up to depth) take their place */
     retrlm_retrieve_params retrieve; /* how units are ranked; zero: BM25 */
     retrlm_progress_fn progress;     /* stage "neighbours", done/total in chunks; may cancel */
     void *progress_user; /* passed to progress */
@@ -178,6 +183,11 @@ RETRLM_API retrlm_result retrlm_retro_neighbours_build(retrlm_retro_neighbours *
                                                        const int64_t *doc,
                                                        const retrlm_retro_neighbours_config *cfg);
 RETRLM_API void retrlm_retro_neighbours_free(retrlm_retro_neighbours *nb);
+/* The share (0..1) of x's distinct token bigrams (x: m ids) that occur in y (up to len ids, ending
+   at its first -1): 1 when y holds x, near 0 for unrelated text; 0 when x has no bigram (m < 2).
+   The relevance test of min_overlap above; it needs no retrieval score, so it reads the same for
+   any retriever. */
+RETRLM_API float retrlm_retro_overlap(const int *x, int m, const int *y, int len);
 /* The neighbours of chunk c: (k, len) ids. */
 RETRLM_API const int *retrlm_retro_neighbours_chunk(const retrlm_retro_neighbours *nb,
                                                     int64_t c);

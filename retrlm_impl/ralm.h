@@ -125,8 +125,8 @@ RETRLM_API retrlm_result retrlm_ralm_bits_per_byte(retrlm_model *m, const retrlm
 typedef struct retrlm_retro_generate_config {
     const retrlm_tokenizer *tok;   /* the LM's tokenizer: a chunk is decoded with it */
     const retrlm_datastore *ds;    /* committed, its units in the LM's tokens */
-    retrlm_retro_neighbours_config neighbours; /* retrieve, depth, unit_only as for
-                                      retrlm_retro_neighbours_build; chunk, k, len: 0 or the
+    retrlm_retro_neighbours_config neighbours; /* retrieve, depth, unit_only, min_overlap as
+                                      for retrlm_retro_neighbours_build; chunk, k, len: 0 or the
                                       model's retro_chunk, retro_k, retro_len (ERR_ARG else) */
     const retrlm_sampler *sampler; /* NULL: greedy */
     retrlm_rng *rng;               /* needed unless greedy */

@@ -305,6 +305,15 @@ v1=$(sed -nE 's/.*valid ([0-9.]+) bits per byte$/\1/p' "$out/retro-train.txt")
 v2=$(sed -nE 's/^([0-9.]+) bits per byte: .*RETRO with neighbours.*/\1/p' "$out/retro-eval.txt")
 if [ -n "$v1" ] && [ "$v1" = "$v2" ]; then ok "eval a RETRO model: retro-train's valid figure ($v1)"
 else no "eval a RETRO model: $v2 bits per byte, retro-train's valid said $v1"; fi
+# --min-overlap: weak neighbours left out, and the count of chunks that kept one said
+run "eval a RETRO model --min-overlap" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt" -d "$out/ds-retro.rlm" \
+    --min-overlap 0.3
+has "eval --min-overlap: chunks with a neighbour" \
+    "neighbours: [0-9]+ chunks retrieved in .* \([0-9]+ with a neighbour holding 0.3 of their bigrams\)"
+has "eval --min-overlap: with neighbours" "^[0-9]+\.[0-9]+ bits per byte: .*test.txt, RETRO with neighbours by bm25"
+usage "eval --min-overlap with a plain LM" "$R" eval -m "$out/lm-r.rlm" $T --text "$out/test.txt" --min-overlap 0.3
+usage "eval --min-overlap out of range" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt" -d "$out/ds-retro.rlm" \
+    --min-overlap 1.5
 # the RETRO-fitted decoder is the LM's, frozen: without neighbours, its figure is lm-train's
 keep "eval a RETRO-fitted model" "$out/retrofit-eval.txt" "$R" eval -m "$out/retrofit.rlm" $T --text "$out/test.txt" \
     -d "$out/ds-retro.rlm"
@@ -317,6 +326,9 @@ run "generate with a RETRO model" "$R" generate -m "$out/retrofit.rlm" $T -d "$o
 has "generate with a RETRO model: the first chunk's neighbours" "^--- chunk 0 \(tokens 0-15, prompt\): "
 has "generate with a RETRO model: units used" "^    unit [0-9]+ \(document [0-9]+\): "
 has "generate with a RETRO model: continues the prompt" "^Then Rabshakeh stood and cried with a loud voice"
+run "generate with a RETRO model --min-overlap" "$R" generate -m "$out/retrofit.rlm" $T -d "$out/ds-retro.rlm" \
+    --prompt "Then Rabshakeh stood and cried with a loud voice" --tokens 24 --temp 0 --min-overlap 0.3
+has "generate --min-overlap: continues the prompt" "^Then Rabshakeh stood and cried with a loud voice"
 
 # TRIME (strategy 4): trime-train with each memory; eval --trime reads the model with its local
 # memory and gives trime-train's valid figure, without --trime the vocabulary alone's; the

@@ -411,6 +411,31 @@ static void test_retro_generate(void) {
     CHECK(moved > 1e-2f);
     printf("retro_generate: %d positions, |decode - forward| <= %.2g, neighbours move the logits by %.3g, %d of %d neighbours present\n",
            D, (double)worst, (double)moved, present, D / M * K);
+    {
+        // min_overlap: the same equality with weak neighbours left out, their units still found
+        retrlm_retro_neighbours nf;
+        int kept = 0, gone = 0, n3 = 0;
+        float worst2 = 0.0f;
+        gc.neighbours.min_overlap = 0.5f;
+        CHECK_OK(retrlm_retro_generate(&rm, &gc, prompt, 40, 60, again, &n3));
+        memcpy(seq + 40, again, (size_t)n3 * sizeof(int));
+        nc.min_overlap = 0.5f;
+        CHECK_OK(retrlm_retro_neighbours_build(&nf, &ds, &tok, seq, (size_t)(40 + n3 - 1), NULL, &nc));
+        CHECK_OK(retrlm_model_forward_retro(&rm, seq, 1, 40 + n3 - 1, NULL, nf.tokens, 0));
+        for (p = 0; p < 40 + n3 - 1; p++)
+            for (j = 0; j < V; j++)
+                worst2 = fmaxf(worst2, fabsf(logits[(size_t)p * V + j] - rm.logits[(size_t)p * V + j]));
+        CHECK(worst2 < 1e-4f);
+        for (c = 0; c < nf.n_chunks; c++)
+            for (j = 0; j < K; j++) {
+                int here = retrlm_retro_neighbours_chunk(&nf, c)[j * R] >= 0;
+                kept += here, gone += !here;
+                CHECK(here == (units[c * K + j] >= 0));
+            }
+        CHECK(kept > 0 && gone > 0);
+        retrlm_retro_neighbours_free(&nf);
+        gc.neighbours.min_overlap = 0.0f;
+    }
     // sampling: the same seed gives the same tokens; a prompt as long as the context gives none
     memset(&smp, 0, sizeof smp);
     smp.temperature = 1.0f;

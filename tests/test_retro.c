@@ -645,6 +645,69 @@ static void test_retro_neighbours(void) {
     retrlm_tokenizer_free(&tok);
 }
 
+// retrlm_retro_overlap by hand, and min_overlap: every neighbour kept holds that share of its
+// chunk's bigrams, absent ones come last, a chunk whose first neighbour passed keeps it
+static void test_retro_min_overlap(void) {
+    static const int x[5] = {1, 2, 3, 1, 2}, y[8] = {2, 3, 9, 1, 2, -1, 3, 1};
+    retrlm_tokenizer tok;
+    retrlm_datastore ds;
+    retrlm_retro_neighbours nb, nf;
+    retrlm_retro_neighbours_config nc;
+    int *stream = NULL, c, j, ok = 1, kept = 0, dropped = 0;
+    int64_t *doc;
+    size_t n;
+    // x's distinct bigrams (1,2) (2,3) (3,1); y up to its -1 holds the first two
+    CHECK_NEAR(retrlm_retro_overlap(x, 5, y, 8), 2.0 / 3.0, 1e-6);
+    CHECK_NEAR(retrlm_retro_overlap(x, 5, x, 5), 1.0, 0);
+    CHECK_NEAR(retrlm_retro_overlap(x, 1, x, 5), 0.0, 0);
+    CHECK_NEAR(retrlm_retro_overlap(x, 5, y + 5, 3), 0.0, 0);
+    nb_setup(&tok, &ds);
+    CHECK_OK(retrlm_tokenizer_encode_alloc(&tok, nb_docs[0], strlen(nb_docs[0]), 0, &stream, &n));
+    doc = (int64_t *)calloc(n, sizeof(int64_t));
+    memset(&nc, 0, sizeof nc);
+    nc.chunk = 6; nc.k = 2; nc.len = 12;
+    CHECK_OK(retrlm_retro_neighbours_build(&nb, &ds, &tok, stream, n, doc, &nc));
+    nc.min_overlap = 0.5f;
+    set_threads(1);
+    CHECK_OK(retrlm_retro_neighbours_build(&nf, &ds, &tok, stream, n, doc, &nc));
+    for (c = 0; c < nf.n_chunks; c++) {
+        const int *a = retrlm_retro_neighbours_chunk(&nb, c), *f = retrlm_retro_neighbours_chunk(&nf, c);
+        for (j = 0; j < 2; j++) {
+            float o = retrlm_retro_overlap(stream + c * 6, 6, f + j * 12, 12);
+            if (f[j * 12] < 0) {
+                dropped++;
+                ok &= j == 1 || f[12] < 0; // absent ones last
+                continue;
+            }
+            kept++;
+            ok &= o >= 0.5f;
+        }
+        if (retrlm_retro_overlap(stream + c * 6, 6, a, 12) >= 0.5f)
+            ok &= !memcmp(a, f, 12 * sizeof(int));
+    }
+    CHECK(ok);
+    CHECK(kept > 0 && dropped > 0); // the near-copy (document 1) passes, the rest do not
+    {
+        retrlm_retro_neighbours n2;
+        set_threads(2);
+        CHECK_OK(retrlm_retro_neighbours_build(&n2, &ds, &tok, stream, n, doc, &nc));
+        CHECK(!memcmp(n2.tokens, nf.tokens, (size_t)nf.n_chunks * 24 * sizeof(int)));
+        retrlm_retro_neighbours_free(&n2);
+        nc.min_overlap = -0.1f;
+        CHECK(retrlm_retro_neighbours_build(&n2, &ds, &tok, stream, n, doc, &nc) == RETRLM_ERR_ARG);
+        nc.min_overlap = 1.5f;
+        CHECK(retrlm_retro_neighbours_build(&n2, &ds, &tok, stream, n, doc, &nc) == RETRLM_ERR_ARG);
+        nc.min_overlap = NAN;
+        CHECK(retrlm_retro_neighbours_build(&n2, &ds, &tok, stream, n, doc, &nc) == RETRLM_ERR_ARG);
+    }
+    free(doc);
+    free(stream);
+    retrlm_retro_neighbours_free(&nf);
+    retrlm_retro_neighbours_free(&nb);
+    retrlm_datastore_free(&ds);
+    retrlm_tokenizer_free(&tok);
+}
+
 static void test_retro_bad_input(void) {
     retrlm_model_config cfg;
     retrlm_model m, p;
@@ -741,6 +804,7 @@ int main(void) {
     RUN(test_retro_copy_curriculum);
     RUN(test_retro_copy_steps);
     RUN(test_retro_neighbours);
+    RUN(test_retro_min_overlap);
     RUN(test_retro_bad_input);
     return test_report();
 }
