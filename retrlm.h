@@ -15192,9 +15192,8 @@ static retrlm_result retrlm__retro_chunk(const retrlm_datastore *ds, const retrl
                                           doc ? doc[0] : RETRLM_NO_DOC, cand, NULL, &nf);
     RETRLM_FREE(q);
     for (i = 0; i < nf && j < c->k && !r; i++) {
-        int u = cand[i];
+        int u = cand[i], *row = out + (size_t)j * c->len;
         if (doc && retrlm__unit_in_docs(ds, u, doc, c->chunk)) continue;
-        int *row = out + (size_t)j * c->len;
         if (!retrlm__unit_and_continuation(ds, u, c->len, c->unit_only, row)) continue;
         if (c->min_overlap > 0.0f &&
             retrlm_retro_overlap(x, c->chunk, row, c->len) < c->min_overlap) {
