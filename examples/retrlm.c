@@ -1840,8 +1840,8 @@ static int get_neighbours(cli_state *s, retrlm_retro_neighbours *nb, const cli_t
     if (r) return fail(r, "neighbours");
     fprintf(stderr, "neighbours: %lld chunks retrieved in %.1f s", want, retrlm_time_seconds() - t0);
     if (rv->min_overlap > 0.0f) {
-        long long c, some = 0;
-        for (c = 0; c < want; c++) some += retrlm_retro_neighbours_chunk(nb, c)[0] >= 0;
+        long long ch, some = 0;
+        for (ch = 0; ch < want; ch++) some += retrlm_retro_neighbours_chunk(nb, ch)[0] >= 0;
         fprintf(stderr, " (%lld with a neighbour holding %g of their bigrams)", some, (double)rv->min_overlap);
     }
     if (path && (r = retrlm_retro_neighbours_save(nb, path))) return fputc('\n', stderr), fail(r, "cannot save the neighbours");
