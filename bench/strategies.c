@@ -383,36 +383,13 @@ static void speed(const retrlm_tokenizer *tok, const retrlm_datastore *ds, const
     free(gout);
 }
 
-// the neighbours of a stream, loaded from out/name or built and saved there; min_overlap as
-// retrlm_retro_neighbours_config's (0: every candidate; else the file name carries it). Prints how
-// much of each chunk its first neighbour holds (retrlm_retro_overlap), a share per threshold.
-static void neighbours(retrlm_retro_neighbours *nb, const char *out, const char *name,
-                       const retrlm_datastore *ds, const retrlm_tokenizer *tok, const int *ids,
-                       size_t n, const int64_t *doc, float min_overlap) {
+// how much of each chunk of ids its first neighbour in nb holds (retrlm_retro_overlap): the mean,
+// the share of chunks at each threshold, and the share with none, on stderr as what (a file)
+static void overlap_stats(const retrlm_retro_neighbours *nb, const int *ids, const char *what) {
     static const float cut[5] = {0.1f, 0.2f, 0.3f, 0.5f, 0.8f};
-    char path[1024];
-    retrlm_retro_neighbours_config nc;
-    double t0 = retrlm_time_seconds(), sum = 0;
+    double sum = 0, n = nb->n_chunks > 0 ? (double)nb->n_chunks : 1.0;
     int64_t c, above[5] = {0}, none = 0;
     int i;
-    if (min_overlap > 0.0f) snprintf(path, sizeof path, "%s/%.*s-ov%g.rlm", out,
-                                     (int)(strlen(name) - 4), name, (double)min_overlap);
-    else snprintf(path, sizeof path, "%s/%s", out, name);
-    if (!retrlm_retro_neighbours_load(nb, path) && nb->n_chunks == (int64_t)(n / CHUNK) &&
-        nb->chunk == CHUNK && nb->k == NBR && nb->len == NBR_LEN)
-        goto stats;
-    retrlm_retro_neighbours_free(nb);
-    memset(&nc, 0, sizeof nc);
-    nc.chunk = CHUNK;
-    nc.k = NBR;
-    nc.len = NBR_LEN;
-    nc.min_overlap = min_overlap;
-    nc.progress = progress;
-    if (retrlm_retro_neighbours_build(nb, ds, tok, ids, n, doc, &nc)) die("neighbours");
-    if (retrlm_retro_neighbours_save(nb, path)) die("save neighbours");
-    fprintf(stderr, "  %s: %lld chunks in %.1f s\n", path, (long long)nb->n_chunks,
-            retrlm_time_seconds() - t0);
-stats:
     for (c = 0; c < nb->n_chunks; c++) {
         const int *y = retrlm_retro_neighbours_chunk(nb, c);
         float o = retrlm_retro_overlap(ids + c * CHUNK, CHUNK, y, NBR_LEN);
@@ -420,11 +397,38 @@ stats:
         none += y[0] < 0;
         for (i = 0; i < 5; i++) above[i] += o >= cut[i];
     }
-    c = nb->n_chunks > 0 ? nb->n_chunks : 1;
     fprintf(stderr, "  %s: first neighbour's bigram overlap mean %.3f; share >= 0.1 %.3f, 0.2 %.3f, "
-            "0.3 %.3f, 0.5 %.3f, 0.8 %.3f; none %.3f\n", path, sum / (double)c, (double)above[0] / (double)c,
-            (double)above[1] / (double)c, (double)above[2] / (double)c, (double)above[3] / (double)c,
-            (double)above[4] / (double)c, (double)none / (double)c);
+            "0.3 %.3f, 0.5 %.3f, 0.8 %.3f; none %.3f\n", what, sum / n, (double)above[0] / n,
+            (double)above[1] / n, (double)above[2] / n, (double)above[3] / n, (double)above[4] / n,
+            (double)none / n);
+}
+
+// the neighbours of a stream, loaded from out/name or built and saved there; min_overlap as
+// retrlm_retro_neighbours_config's (0: every candidate; else the file name carries it)
+static void neighbours(retrlm_retro_neighbours *nb, const char *out, const char *name,
+                       const retrlm_datastore *ds, const retrlm_tokenizer *tok, const int *ids,
+                       size_t n, const int64_t *doc, float min_overlap) {
+    char path[1024];
+    retrlm_retro_neighbours_config nc;
+    double t0 = retrlm_time_seconds();
+    if (min_overlap > 0.0f) snprintf(path, sizeof path, "%s/%.*s-ov%g.rlm", out,
+                                     (int)(strlen(name) - 4), name, (double)min_overlap);
+    else snprintf(path, sizeof path, "%s/%s", out, name);
+    if (retrlm_retro_neighbours_load(nb, path) || nb->n_chunks != (int64_t)(n / CHUNK) ||
+        nb->chunk != CHUNK || nb->k != NBR || nb->len != NBR_LEN) {
+        retrlm_retro_neighbours_free(nb);
+        memset(&nc, 0, sizeof nc);
+        nc.chunk = CHUNK;
+        nc.k = NBR;
+        nc.len = NBR_LEN;
+        nc.min_overlap = min_overlap;
+        nc.progress = progress;
+        if (retrlm_retro_neighbours_build(nb, ds, tok, ids, n, doc, &nc)) die("neighbours");
+        if (retrlm_retro_neighbours_save(nb, path)) die("save neighbours");
+        fprintf(stderr, "  %s: %lld chunks in %.1f s\n", path, (long long)nb->n_chunks,
+                retrlm_time_seconds() - t0);
+    }
+    overlap_stats(nb, ids, path);
 }
 
 // whether row name is wanted: RETRLM_STRATEGIES_ROWS is a comma list (default: every row)
@@ -590,14 +594,15 @@ static float retro_read(const rctx *x, retrlm_model *m, const char *what, float 
     char name[64];
     int g, b;
     double v, best = 1e30;
+    float chosen = tau;
     for (g = 0; tau < 0.0f && g < OV_GRID; g++) {
         neighbours(&nb, x->out, "nb-valid.rlm", x->ds, x->tok, x->va->ids, x->va->n, NULL, ov_grid[g]);
         if (retrlm_retro_bits_per_byte(m, x->va->ids, x->va->n, x->va->bytes, &nb, SEQ, &v)) die("retro valid");
         fprintf(stderr, "  %s: min_overlap %g, valid %.4f bits per byte\n", what, (double)ov_grid[g], v);
         retrlm_retro_neighbours_free(&nb);
-        if (v < best) best = v, tau = -1.0f - ov_grid[g];
+        if (v < best) best = v, chosen = ov_grid[g];
     }
-    if (tau < 0.0f) tau = -1.0f - tau;
+    tau = chosen;
     for (b = 0; b < x->nst; b++) {
         const retrlm_retro_neighbours *use = &x->st[b].nb;
         if (tau > 0.0f) {
@@ -1324,6 +1329,7 @@ int main(int argc, char **argv) {
     stream vst;
     rctx rx;
     float tau[2] = {0, 0}, tau_env = (float)env_double("RETRLM_RETRO_MIN_OVERLAP", -1.0);
+    float train_ov = (float)env_double("RETRLM_RETRO_TRAIN_MIN_OVERLAP", 0.0);
     int kjv = !strcmp(corpus, "kjv"), joint_rows;
     memset(&lm, 0, sizeof lm), memset(&rm, 0, sizeof rm), memset(&fm, 0, sizeof fm);
     memset(tm, 0, sizeof tm), memset(kn, 0, sizeof kn), memset(bpb, 0, sizeof bpb);
@@ -1383,8 +1389,7 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "  datastore: %d units\n", ds.n_units);
     if (n_train > train_tokens) n_train = train_tokens;
-    neighbours(&train_nb, out, "nb-train.rlm", &ds, &tok, train_ids, n_train, train_doc,
-               (float)env_double("RETRLM_RETRO_TRAIN_MIN_OVERLAP", 0.0));
+    neighbours(&train_nb, out, "nb-train.rlm", &ds, &tok, train_ids, n_train, train_doc, train_ov);
     // test streams: all, then the overlap buckets (debpkg_lm)
     {
         int *all = encode_split(&tok, &te, &test_doc, &n_test_all), d;
@@ -1493,9 +1498,8 @@ int main(int argc, char **argv) {
     retro_copy_steps = env_int("RETRLM_RETRO_COPY_STEPS", 0);
     if (retro_copy > 0.0f && retro_copy_steps > 0)
         snprintf(copy_tag + strlen(copy_tag), sizeof copy_tag - strlen(copy_tag), "-until%d", retro_copy_steps);
-    if (env_double("RETRLM_RETRO_TRAIN_MIN_OVERLAP", 0.0) > 0.0)
-        snprintf(copy_tag + strlen(copy_tag), sizeof copy_tag - strlen(copy_tag), "-ov%g",
-                 env_double("RETRLM_RETRO_TRAIN_MIN_OVERLAP", 0.0));
+    if (train_ov > 0.0f)
+        snprintf(copy_tag + strlen(copy_tag), sizeof copy_tag - strlen(copy_tag), "-ov%g", (double)train_ov);
     if (want("retro")) {
         retrlm_model_config mc;
         retrlm_adamw o;
@@ -1704,11 +1708,10 @@ int main(int argc, char **argv) {
         for (r = 0; r < 5; r++) {
             int fit = r == 2 || r == 4;
             if (!row_on[r]) continue;
-            if (r >= 3) printf("| %s (min_overlap %g%s) | %lld%s |", row[r], (double)tau[r - 3],
-                               tau_env < 0.0f ? ", valid's best" : "",
-                               fit ? ttok + (long long)retro_steps * BATCH * SEQ : ttok, fit ? " (LM's + RETRO-fit's)" : "");
-            else printf("| %s | %lld%s |", row[r], fit ? ttok + (long long)retro_steps * BATCH * SEQ : ttok,
-                        fit ? " (LM's + RETRO-fit's)" : "");
+            printf("| %s", row[r]);
+            if (r >= 3) printf(" (min_overlap %g%s)", (double)tau[r - 3], tau_env < 0.0f ? ", valid's best" : "");
+            printf(" | %lld%s |", fit ? ttok + (long long)retro_steps * BATCH * SEQ : ttok,
+                   fit ? " (LM's + RETRO-fit's)" : "");
             if (secs[r < 3 ? r : r - 2] > 0) printf(" %.0f |", secs[r < 3 ? r : r - 2]);
             else printf(" - |"); // reused, trained before the wall time was kept
             for (b = 0; b < nb_b; b++) printf(" %.4f |", bpb[r][b]);
