@@ -7,8 +7,9 @@
 // (N in the file name), RETRLM_RETRO_SMEAR=1 gives both smeared cross-attention keys ("-smear"),
 // RETRLM_RETRO_TIE=1 starts the neighbour encoder's embedding from the decoder's
 // (retrlm_model_retro_tie_embedding, "-tie"), RETRLM_RETRO_COPY_STEPS=K ends the copy curriculum
-// at step K ("-untilK"). Bits per byte on test, and for debpkg_lm by overlap bucket (each test
-// document's share of word 8-grams found in train: 0, (0, 0.5], (0.5, 1]).
+// at step K ("-untilK"; RETRLM_RETROFIT_COPY_STEPS sets RETRO-fit's apart). Bits per byte on
+// test, and for debpkg_lm by overlap bucket (each test document's share of word 8-grams found in
+// train: 0, (0, 0.5], (0.5, 1]).
 //   make bench-strategies                       debpkg_lm, default sizes
 //   build/bench/strategies [corpus] [steps] [out_dir] [train_tokens]
 // corpus: debpkg_lm (documents = lines) or kjv (documents = chapters: kjv/chapters.tsv, a
@@ -52,7 +53,10 @@
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
 // RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_bm25,
 // joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_rr,joint_realm_rr,joint_pdist_rr,
-// joint_rrp,joint_realm_rrp,joint_pdist_rrp,joint_curve,copywarm,speed picks rows (joint_rr: the start
+// joint_rrp,joint_realm_rrp,joint_pdist_rrp,joint_replug,joint_lsr,joint_curve,copywarm,speed picks
+// rows (joint_replug: the start reader with REPLUG over BM25's and the dense retriever's 4 best;
+// joint_lsr: REPLUG with that retriever after RETRLM_LSR_STEPS (300) steps of REPLUG LSR against
+// the start reader, peak lr RETRLM_LSR_LR (1e-4), kept as lsr-STEPS*.enc; joint_rr: the start
 // reader and its retrofit with BM25's 16 best re-ranked by the start retriever; joint_realm_rr,
 // joint_pdist_rr: the joint rows that train that re-ranker, rerank_bm25; the _rrp rows the same
 // with BM25's score as a prior, bm25_weight RETRLM_JOINT_BM25_WEIGHT, default 0.05, in their
@@ -61,7 +65,8 @@
 // stops there; speed: a training step and generation, the LM alone against RETRO, timed in
 // this run); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
 // (copy_probe) says whether the LM alone, and the third table's start reader, copy from their
-// context at all: test spans written twice, the nats a token of each copy.
+// context at all: test spans written twice, the nats a token of each copy. Last, a summary: every
+// row of the run's tables beside the LM alone read in the same windows, with its change.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include <stdio.h>
@@ -441,6 +446,30 @@ static int want(const char *name) {
     return 0;
 }
 
+// The summary: every strategy's row of the tables above beside the LM alone read in the same
+// windows, so rows read in different windows still compare by their change. Rows are added as
+// the tables compute them and printed last.
+enum { SUM_ROWS = 32 };
+typedef struct sum_row {
+    char strategy, name[160], windows[64], trained[96];
+    double ref[BUCKETS], bpb[BUCKETS]; // the LM alone in the same windows, the row
+} sum_row;
+static sum_row sum_rows[SUM_ROWS];
+static int n_sum_rows;
+
+static void sum_add(char strategy, const char *name, const char *windows, const char *trained,
+                    const double *ref, const double *bpb) {
+    sum_row *r;
+    if (n_sum_rows == SUM_ROWS) return;
+    r = &sum_rows[n_sum_rows++];
+    r->strategy = strategy;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    snprintf(r->windows, sizeof r->windows, "%s", windows);
+    snprintf(r->trained, sizeof r->trained, "%s", trained);
+    memcpy(r->ref, ref, sizeof r->ref);
+    memcpy(r->bpb, bpb, sizeof r->bpb);
+}
+
 // a model's training wall time, kept beside it (path.secs) so a run that reuses the model
 // still reports it; 0 when unknown
 static void save_secs(const char *path, double secs) {
@@ -625,7 +654,7 @@ static float retro_read(const rctx *x, retrlm_model *m, const char *what, float 
 // further with that retriever frozen (in-context retrofitting); strategy 3 trains both further,
 // the same steps, with REALM or Atlas's PDist, its index refreshed in the background, re-ranked,
 // or never stale (query-side).
-enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_RR = 16, J_ROWS = 17 };
+enum { J_DIM = 64, J_CTX = 128, J_STRIDE = 64, J_Q = 32, J_UNIT = 64, J_RR = 16, J_ROWS = 20, J_REPLUG = 4 };
 
 static void j_encoder_config(retrlm_encoder_config *ec) {
     memset(ec, 0, sizeof *ec);
@@ -641,11 +670,13 @@ static void j_encoder_config(retrlm_encoder_config *ec) {
     ec->max_batch = 32;
 }
 
-// bits per byte of each stream, each window after its unit (ds) or alone; kept in the file cache
-// (NULL: not kept) and read from it when it holds them (a model saved again removes its cache)
-static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_datastore *ds,
-                   retrlm_retrieve_mode mode, float bm25_weight, const stream *st, int nst, double *bpb,
-                   const char *cache) {
+// bits per byte of each stream, each window after its unit (ds) or alone, or with REPLUG's
+// ensemble of its replug best units (each read in the window's place, their mixture weighted by
+// the retriever's softmax at the mode's default temperature) when replug > 0; kept in the file
+// cache (NULL: not kept) and read from it when it holds them (a model saved again removes its cache)
+static void j_read_k(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_datastore *ds,
+                     retrlm_retrieve_mode mode, float bm25_weight, int replug, const stream *st, int nst,
+                     double *bpb, const char *cache) {
     retrlm_ralm_config rc;
     retrlm_retrieve_params rp;
     FILE *f;
@@ -660,8 +691,8 @@ static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_da
     rp.mode = mode;
     rp.depth = J_RR; // RERANK's BM25 candidates
     rp.bm25_weight = bm25_weight;
-    rc.mode = ds ? RETRLM_RALM_INCONTEXT : RETRLM_RALM_NONE;
-    rc.k = 1;
+    rc.mode = !ds ? RETRLM_RALM_NONE : replug > 0 ? RETRLM_RALM_REPLUG : RETRLM_RALM_INCONTEXT;
+    rc.k = replug > 0 ? replug : 1;
     rc.stride = J_STRIDE;
     rc.query_tokens = J_Q;
     rc.unit_tokens = J_UNIT;
@@ -675,6 +706,12 @@ static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_da
         for (b = 0; b < nst; b++) fprintf(f, "%.17g\n", bpb[b]);
         fclose(f);
     }
+}
+
+static void j_read(retrlm_model *m, const retrlm_tokenizer *tok, const retrlm_datastore *ds,
+                   retrlm_retrieve_mode mode, float bm25_weight, const stream *st, int nst, double *bpb,
+                   const char *cache) {
+    j_read_k(m, tok, ds, mode, bm25_weight, 0, st, nst, bpb, cache);
 }
 
 // a model's path with a suffix (the file of its bits per byte)
@@ -714,6 +751,8 @@ typedef struct j_ctx {
     int distilled;              // 1: the dense retriever every row starts from is distilled from
                                 // BM25 (RETRLM_JOINT_ENC=bm25), not trained with Contriever
     int seed;                   // the retrofit and joint rows' window sampling (RETRLM_JOINT_SEED, 1)
+    int lsr_steps;              // REPLUG LSR's steps (RETRLM_LSR_STEPS, 300)
+    float lsr_lr;               // and its peak learning rate (RETRLM_LSR_LR, 1e-4)
 } j_ctx;
 
 // a copy of the LM alone (loaded again from its file) into m
@@ -1055,6 +1094,70 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
     return retrlm_time_seconds() - t0;
 }
 
+// strategy 2, the retriever's side: REPLUG LSR (retrlm_lsr_train) from the dense retriever at enc0,
+// the reader x->lm frozen, on windows of its training stream shaped as the third table reads test
+// (x J_CTX tokens, its last J_Q the query; y the J_STRIDE after; the unit with its continuation,
+// J_UNIT tokens; units of x's own document never retrieved), x->lsr_steps steps of BATCH windows,
+// k 8, temperature 0.1 on both sides (the paper's); kept at out/lsr-STEPS[-lrLR][-encbm25][-from-MODEL].enc
+// (path gets it) with its mean KL over the first and last 20 steps beside it (.kl); returns train
+// seconds, and e holds the tuned retriever
+static double j_lsr(const j_ctx *x, const char *enc0, retrlm_encoder *e, char *path, size_t size, double *kl) {
+    char from[300] = "", lr[32] = "", klp[1100];
+    retrlm_adamw o;
+    retrlm_adamw_group g[6];
+    retrlm_lsr_config lc;
+    retrlm_retriever_train_state rs;
+    float *losses;
+    double t0 = retrlm_time_seconds(), secs;
+    FILE *f;
+    int i;
+    if (x->from) {
+        size_t l = strlen(x->from);
+        if (l > 4 && !strcmp(x->from + l - 4, ".rlm")) l -= 4;
+        snprintf(from, sizeof from, "-from-%.*s", (int)l, x->from);
+    }
+    if (x->lsr_lr != 1e-4f) snprintf(lr, sizeof lr, "-lr%g", (double)x->lsr_lr);
+    snprintf(path, size, "%s/lsr-%d%s%s%s.enc", x->out, x->lsr_steps, lr, x->distilled ? "-encbm25" : "", from);
+    snprintf(klp, sizeof klp, "%s.kl", path);
+    if (!retrlm_encoder_load(e, path)) {
+        if ((f = fopen(klp, "r"))) {
+            if (fscanf(f, "%lf %lf", &kl[0], &kl[1]) != 2) kl[0] = kl[1] = -1.0;
+            fclose(f);
+        }
+        return load_secs(path);
+    }
+    if (retrlm_encoder_load(e, enc0)) die("LSR: load the start retriever");
+    snprintf(klp, sizeof klp, "%s.dense", enc0);
+    j_embed(x->ds, e, x->tok, klp); // LSR's first top k come from the start retriever's index
+    adamw(&o, g, retrlm_encoder_param_groups(e, x->lsr_lr, 0.01f, g), x->lsr_steps);
+    losses = (float *)malloc((size_t)x->lsr_steps * sizeof(float));
+    if (!losses) die("LSR: no memory");
+    memset(&lc, 0, sizeof lc);
+    lc.lm = (retrlm_model *)x->lm; // frozen: only its activations are written
+    lc.lm_tok = x->tok, lc.ds = x->ds;
+    lc.tokens = x->ids, lc.n_tokens = x->n, lc.token_doc = x->doc;
+    lc.context_tokens = J_CTX, lc.query_tokens = J_Q, lc.continuation_tokens = J_STRIDE;
+    lc.unit_tokens = J_UNIT, lc.continuation = 1;
+    lc.k = 8, lc.batch = BATCH, lc.temperature = 0.1f;
+    lc.steps = x->lsr_steps, lc.refresh_every = 100;
+    lc.losses = losses;
+    lc.progress = progress;
+    retrlm_retriever_train_state_init(&rs, (uint64_t)x->seed);
+    if (retrlm_lsr_train(e, &o, &lc, &rs)) die("LSR");
+    kl[0] = kl[1] = 0.0;
+    for (i = 0; i < 20; i++) kl[0] += losses[i] / 20.0, kl[1] += losses[x->lsr_steps - 20 + i] / 20.0;
+    fprintf(stderr, "  LSR: %d steps, mean KL %.4f over the first 20, %.4f over the last 20\n", x->lsr_steps, kl[0], kl[1]);
+    if (retrlm_encoder_save(e, path)) die("save the LSR retriever");
+    snprintf(klp, sizeof klp, "%s.kl", path);
+    if ((f = fopen(klp, "w"))) fprintf(f, "%.6f %.6f\n", kl[0], kl[1]), fclose(f);
+    remove(j_cache(klp, sizeof klp, path, ".dense")), remove(j_cache(klp, sizeof klp, path, ".replug.bpb"));
+    secs = retrlm_time_seconds() - t0;
+    save_secs(path, secs);
+    retrlm_adamw_free(&o);
+    free(losses);
+    return secs;
+}
+
 // a copy warm-up: the LM alone trained `steps` more steps on its training stream with a share
 // (RETRLM_COPY_SHARE, default 1) of its spans written twice, the spans 16 to 128 tokens long at
 // random (a fixed length would teach a head to look a fixed distance back, not to copy), so that
@@ -1099,7 +1202,7 @@ static void j_copywarm(const j_ctx *x, int steps, const int *te, size_t n_te, re
 
 static void joint_table(const j_ctx *x, const char *corpus, const stream *st, int nst) {
     enum { LM, S1, S1_BM25, S1_RR, S2, S2_BM25, S2_RR, REALM, PDIST, RERANK, QSIDE, REALM_RR, PDIST_RR, S1_RRP,
-           S2_RRP, REALM_RRP, PDIST_RRP };
+           S2_RRP, REALM_RRP, PDIST_RRP, REPLUG_BM25, REPLUG_DENSE, REPLUG_LSR };
     const char *row[J_ROWS] = {
         "LM alone (no unit)", "1: LM alone + Contriever (trained apart)", "1: LM alone + BM25",
         "1: LM alone + BM25's 16 re-ranked by the Contriever",
@@ -1111,21 +1214,26 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         "1: LM alone + BM25's 16 re-ranked by the Contriever + w BM25",
         "2: LM retrofitted to read BM25's 16 re-ranked by the frozen Contriever + w BM25",
         "3: REALM, re-ranking BM25's 16, score + w BM25",
-        "3: Atlas PDist, re-ranking BM25's 16, score + w BM25"};
+        "3: Atlas PDist, re-ranking BM25's 16, score + w BM25",
+        "1: LM alone + REPLUG, BM25's 4 best", "1: LM alone + REPLUG, the Contriever's 4 best",
+        "2: LM alone + REPLUG, the Contriever's 4 best after LSR with the LM frozen"};
     static const char *key[J_ROWS] = {"j.lm", "j.s1", "j.s1_bm25", "j.s1_rr", "j.s2", "j.s2_bm25", "j.s2_rr", "j.realm",
                                       "j.pdist", "j.pdist_rerank", "j.pdist_qside", "j.realm_rr", "j.pdist_rr",
-                                      "j.s1_rrp", "j.s2_rrp", "j.realm_rrp", "j.pdist_rrp"};
+                                      "j.s1_rrp", "j.s2_rrp", "j.realm_rrp", "j.pdist_rrp", "j.replug_bm25",
+                                      "j.replug", "j.replug_lsr"};
     const char *name[J_ROWS] = {"", "", "", "", "s2", "s2_bm25", "s2_rr", "realm", "pdist", "pdist_rerank", "pdist_qside",
-                                "realm_rr", "pdist_rr", "", "s2_rrp", "realm_rrp", "pdist_rrp"};
+                                "realm_rr", "pdist_rr", "", "s2_rrp", "realm_rrp", "pdist_rrp", "", "", ""};
     // how each row's reader finds its unit: BM25's 16 re-ranked by its retriever (RERANK) or as named
     static const retrlm_retrieve_mode how[J_ROWS] = {
         RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_BM25, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_DENSE,
         RETRLM_RETRIEVE_BM25, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE,
         RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK,
-        RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK};
+        RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_RERANK, RETRLM_RETRIEVE_BM25,
+        RETRLM_RETRIEVE_DENSE, RETRLM_RETRIEVE_DENSE};
     // the prior each row's reading adds: the _rrp rows' bm25_weight
     float bw[J_ROWS] = {0};
     double bpb[J_ROWS][BUCKETS], secs[J_ROWS], mrr[J_ROWS], bare[J_ROWS], copy[2]; // bare: the reader with no unit
+    double lsr_kl[2] = {-1.0, -1.0}; // LSR's mean KL over its first and last 20 steps
     const char *s1_cache = x->distilled ? ".j-distilled.bpb" : ".j-contriever.bpb";
     char enc0[1024], path[1100], rowname[64], cache[1200], enc_how[128], bwname[3][64], s1rrp[64];
     retrlm_encoder e;
@@ -1153,6 +1261,8 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         row[S1_RR] = "1: LM alone + BM25's 16 re-ranked by the distilled retriever";
         row[S2_RR] = "2: LM retrofitted to read BM25's 16 re-ranked by the frozen distilled retriever";
         row[S1_RRP] = "1: LM alone + BM25's 16 re-ranked by the distilled retriever + w BM25";
+        row[REPLUG_DENSE] = "1: LM alone + REPLUG, the distilled retriever's 4 best";
+        row[REPLUG_LSR] = "2: LM alone + REPLUG, the distilled retriever's 4 best after LSR with the LM frozen";
         row[S2_RRP] = "2: LM retrofitted to read BM25's 16 re-ranked by the frozen distilled retriever + w BM25";
     } else {
         snprintf(enc0, sizeof enc0, "%s/enc-contriever-%d.rlm", x->out, 1000);
@@ -1208,6 +1318,16 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
                j_cache(cache, sizeof cache, x->lm_path, s1rrp));
         have[S1_RRP] = 1;
     }
+    // strategy 1 with REPLUG: the LM alone mixes what it predicts after each of the 4 best units
+    if (want("joint_replug")) {
+        j_read_k((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_BM25, 0.0f, J_REPLUG, st, nst,
+                 bpb[REPLUG_BM25], j_cache(cache, sizeof cache, x->lm_path, ".j-replug-bm25.bpb"));
+        j_read_k((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, 0.0f, J_REPLUG, st, nst,
+                 bpb[REPLUG_DENSE], j_cache(cache, sizeof cache, x->lm_path,
+                                            x->distilled ? ".j-replug-distilled.bpb" : ".j-replug-contriever.bpb"));
+        have[REPLUG_BM25] = have[REPLUG_DENSE] = 1;
+        mrr[REPLUG_DENSE] = mrr[S1];
+    }
     // strategy 2: in-context retrofitting with the Contriever frozen, and with BM25
     if (x->own) name[S2_BM25] = "s2_bm25_own", row[S2_BM25] = "2: LM retrofitted with BM25's units, own document allowed";
     for (b = 0; b < 4; b++) {
@@ -1222,6 +1342,17 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
         j_read(&m, x->tok, NULL, mode, 0.0f, st, 1, &bare[r], j_cache(cache, sizeof cache, path, ".bpb-none"));
         have[r] = 1;
         retrlm_model_free(&m);
+    }
+    // strategy 2, the retriever's side: REPLUG LSR tunes the dense retriever to the frozen reader
+    if (want("joint_lsr")) {
+        char lsr[1024];
+        retrlm_encoder_free(&e); // j_lsr loads its own
+        secs[REPLUG_LSR] = j_lsr(x, enc0, &e, lsr, sizeof lsr, lsr_kl);
+        j_embed(x->ds, &e, x->tok, j_cache(cache, sizeof cache, lsr, ".dense"));
+        j_read_k((retrlm_model *)x->lm, x->tok, x->ds, RETRLM_RETRIEVE_DENSE, 0.0f, J_REPLUG, st, nst,
+                 bpb[REPLUG_LSR], j_cache(cache, sizeof cache, lsr, ".replug.bpb"));
+        have[REPLUG_LSR] = 1;
+        mrr[REPLUG_LSR] = j_mrr(&e, x->tok, x->data);
     }
     retrlm_encoder_free(&e);
     for (r = REALM; r < J_ROWS; r++) {
@@ -1252,20 +1383,31 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     for (b = 0; b < nst; b++) printf("---|");
     printf("\n");
     for (r = 0; r < J_ROWS; r++) {
+        const int trained = r >= S2 && r != S1_RRP && r < REPLUG_BM25; // the reader trained after the LM alone
         if (!have[r]) continue;
-        if (x->from && (r <= S1_RR || r == S1_RRP))
+        if (x->from && r >= REPLUG_BM25) printf("| start reader %s |", row[r] + strlen("1: LM alone "));
+        else if (x->from && (r <= S1_RR || r == S1_RRP))
             printf("| start reader %s |", r == LM ? "(no unit)" : r == S1 ? "+ its dense retriever"
                                           : r == S1_BM25 ? "+ BM25" : r == S1_RR ? "+ BM25's 16 re-ranked by it"
                                           : "+ BM25's 16 re-ranked by it + w BM25");
         else printf("| %s |", row[r]);
-        printf(" %d |", r >= S2 && r != S1_RRP ? x->steps : 0);
+        if (r == REPLUG_LSR) printf(" 0 (the retriever %d LSR steps) |", x->lsr_steps);
+        else printf(" %d |", trained ? x->steps : 0);
         if (secs[r] > 0) printf(" %.0f |", secs[r]);
         else printf(" - |");
         if (mrr[r] >= 0) printf(how[r] == RETRLM_RETRIEVE_RERANK ? " (%.4f dense alone) |" : " %.4f |", mrr[r]);
         else printf(" |");
-        printf(" %.4f |", r >= S2 && r != S1_RRP ? bare[r] : bpb[LM][0]);
+        printf(" %.4f |", trained ? bare[r] : bpb[LM][0]);
         for (b = 0; b < nst; b++) printf(" %.4f |", bpb[r][b]);
         printf("\n");
+        if (r != LM) { // the summary's row: the change against the same reader's start with no unit
+            char win[64], tr[96];
+            snprintf(win, sizeof win, "%d + unit %d, by %d%s", J_CTX, J_UNIT, J_STRIDE, x->from ? " (start reader)" : "");
+            if (r == REPLUG_LSR) snprintf(tr, sizeof tr, "retriever: %d LSR steps", x->lsr_steps);
+            else if (trained) snprintf(tr, sizeof tr, "reader: %d steps", x->steps);
+            else snprintf(tr, sizeof tr, "-");
+            sum_add(row[r][0], row[r] + 3, win, tr, bpb[LM], bpb[r]);
+        }
     }
     if (x->distilled)
         snprintf(enc_how, sizeof enc_how, "%d DPR steps on %d pairs of a stream query and BM25's first unit for it",
@@ -1279,14 +1421,23 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
            "MRR@10 alone is in brackets; + w BM25: with BM25's score times w = %g added to theirs (bm25_weight), in "
            "training and reading; re-ranking keeps each text once\n\n",
            J_DIM, enc_how, x->steps, BATCH, J_CTX, x->steps, x->batch, (double)x->lr, J_RR, (double)x->bm25_weight);
+    if (have[REPLUG_BM25] || have[REPLUG_LSR])
+        printf("REPLUG: the %d best units, each read in the window's place, the predictions mixed by the "
+               "retriever's softmax (temperature 1 over BM25's scores, 0.1 over dense ones)\n", J_REPLUG);
+    if (lsr_kl[0] >= 0.0)
+        printf("LSR: %d steps of %d windows (x %d tokens, its last %d the query; y %d), k 8 units, temperature 0.1, "
+               "lr %g, the index refreshed every 100 steps; mean KL(LM || retriever) %.4f over the first 20 steps, "
+               "%.4f over the last 20\n%s.j.lsr.kl_first=%.4f\n%s.j.lsr.kl_last=%.4f\n", x->lsr_steps, BATCH, J_CTX,
+               J_Q, J_STRIDE, (double)x->lsr_lr, lsr_kl[0], lsr_kl[1], corpus, lsr_kl[0], corpus, lsr_kl[1]);
     copy_probe((retrlm_model *)x->lm, st[0].ids, st[0].n, &copy[0], &copy[1]);
     printf("the readers' start (%s) on the copy probe: %.3f nats a token on the first copy, %.3f on the "
            "second\n%s.j.lm.copy_first=%.4f\n%s.j.lm.copy_second=%.4f\n", x->from ? x->from : "the LM alone",
            copy[0], copy[1], corpus, copy[0], corpus, copy[1]);
     for (r = 0; r < J_ROWS; r++)
-        if (have[r] && mrr[r] >= 0 && r != S2 && r != S1_RR && r != S2_RR && r != S1_RRP && r != S2_RRP)
+        if (have[r] && mrr[r] >= 0 && r != S2 && r != S1_RR && r != S2_RR && r != S1_RRP && r != S2_RRP &&
+            r != REPLUG_DENSE)
             printf("%s.%s.%smrr10=%.4f\n", corpus, key[r], how[r] == RETRLM_RETRIEVE_RERANK ? "dense_" : "", mrr[r]);
-    for (r = S2; r < J_ROWS; r++)
+    for (r = S2; r < REPLUG_BM25; r++)
         if (have[r] && r != S1_RRP) printf("%s.%s.bpb_all_no_unit=%.4f\n", corpus, key[r], bare[r]);
     for (r = 0; r < J_ROWS; r++)
         if (have[r])
@@ -1306,8 +1457,8 @@ int main(int argc, char **argv) {
     retrlm_datastore ds;
     int *train_ids, b, retro_steps;
     float retro_copy;
-    int retro_copy_steps, retro_tie;
-    char copy_tag[64];
+    int retro_copy_steps, fit_copy_steps, retro_tie;
+    char copy_tag[64], fit_tag[64]; // RETRO's and RETRO-fit's file name tags
     int64_t *train_doc, *test_doc;
     size_t n_train, n_test_all;
     stream st[BUCKETS];
@@ -1496,10 +1647,16 @@ int main(int argc, char **argv) {
     if (env_int("RETRLM_RETRO_SMEAR", 0)) strcat(copy_tag, "-smear");
     if (retro_tie) strcat(copy_tag, "-tie");
     retro_copy_steps = env_int("RETRLM_RETRO_COPY_STEPS", 0);
+    fit_copy_steps = env_int("RETRLM_RETROFIT_COPY_STEPS", retro_copy_steps);
+    memcpy(fit_tag, copy_tag, sizeof fit_tag);
     if (retro_copy > 0.0f && retro_copy_steps > 0)
         snprintf(copy_tag + strlen(copy_tag), sizeof copy_tag - strlen(copy_tag), "-until%d", retro_copy_steps);
-    if (train_ov > 0.0f)
+    if (retro_copy > 0.0f && fit_copy_steps > 0)
+        snprintf(fit_tag + strlen(fit_tag), sizeof fit_tag - strlen(fit_tag), "-until%d", fit_copy_steps);
+    if (train_ov > 0.0f) {
         snprintf(copy_tag + strlen(copy_tag), sizeof copy_tag - strlen(copy_tag), "-ov%g", (double)train_ov);
+        snprintf(fit_tag + strlen(fit_tag), sizeof fit_tag - strlen(fit_tag), "-ov%g", (double)train_ov);
+    }
     if (want("retro")) {
         retrlm_model_config mc;
         retrlm_adamw o;
@@ -1551,9 +1708,9 @@ int main(int argc, char **argv) {
         int t;
         model_config(&mc, 1);
         if (retro_steps != (steps / 4 > 0 ? steps / 4 : 1))
-            snprintf(path, sizeof path, "%s/retrofit-%d-%lu%s-%d.rlm", out, steps, (unsigned long)n_train, copy_tag,
+            snprintf(path, sizeof path, "%s/retrofit-%d-%lu%s-%d.rlm", out, steps, (unsigned long)n_train, fit_tag,
                      retro_steps);
-        else snprintf(path, sizeof path, "%s/retrofit-%d-%lu%s.rlm", out, steps, (unsigned long)n_train, copy_tag);
+        else snprintf(path, sizeof path, "%s/retrofit-%d-%lu%s.rlm", out, steps, (unsigned long)n_train, fit_tag);
         t0 = retrlm_time_seconds();
         if (retrlm_model_load(&fm, path, NULL)) {
             if (retrlm_model_init(&fm, &mc)) die("retrofit");
@@ -1568,7 +1725,7 @@ int main(int argc, char **argv) {
             tc.neighbours = &train_nb;
             tc.steps = retro_steps;
             tc.copy_share = retro_copy;
-            tc.copy_steps = retro_copy_steps;
+            tc.copy_steps = fit_copy_steps;
             tc.progress = retro_progress;
             tc.progress_user = &s;
             tc.eval_every = (int)(tc.steps / 6 > 0 ? tc.steps / 6 : 1);
@@ -1629,7 +1786,7 @@ int main(int argc, char **argv) {
     joint_rows = want("joint_s2") || want("joint_bm25") || want("joint_realm") || want("joint_pdist") ||
                  want("joint_pdist_rerank") || want("joint_pdist_qside") || want("joint_curve") ||
                  want("joint_rr") || want("joint_realm_rr") || want("joint_pdist_rr") || want("joint_rrp") ||
-                 want("joint_realm_rrp") || want("joint_pdist_rrp");
+                 want("joint_realm_rrp") || want("joint_pdist_rrp") || want("joint_replug") || want("joint_lsr");
     if (joint_rows || want("copywarm")) {
         j_ctx x;
         const char *from = getenv("RETRLM_JOINT_FROM");
@@ -1651,6 +1808,9 @@ int main(int argc, char **argv) {
         if (getenv("RETRLM_JOINT_ENC") && !x.distilled && strcmp(getenv("RETRLM_JOINT_ENC"), "contriever"))
             die("RETRLM_JOINT_ENC is contriever (the default) or bm25");
         x.own = getenv("RETRLM_RETROFIT_OWN") && atoi(getenv("RETRLM_RETROFIT_OWN"));
+        x.lsr_steps = env_int("RETRLM_LSR_STEPS", 300);
+        x.lsr_lr = (float)env_double("RETRLM_LSR_LR", 1e-4);
+        if (x.lsr_steps < 20 || !(x.lsr_lr > 0.0f)) die("RETRLM_LSR_STEPS must be at least 20 and RETRLM_LSR_LR > 0");
         if (from && *from) { // every reader starts from this model instead of the LM alone
             if (retrlm_model_load(&start, from, NULL)) die("RETRLM_JOINT_FROM: cannot load the model");
             x.lm = &start, x.lm_path = from;
@@ -1716,6 +1876,15 @@ int main(int argc, char **argv) {
             else printf(" - |"); // reused, trained before the wall time was kept
             for (b = 0; b < nb_b; b++) printf(" %.4f |", bpb[r][b]);
             printf("\n");
+            {
+                char name[160], trained[96];
+                if (r == 0) snprintf(name, sizeof name, "LM alone, %d steps", steps);
+                else if (r >= 3) snprintf(name, sizeof name, "%s (min_overlap %g)", row[r], (double)tau[r - 3]);
+                else snprintf(name, sizeof name, "%s", row[r]);
+                if (fit) snprintf(trained, sizeof trained, "RETRO-fit: %d steps", retro_steps);
+                else snprintf(trained, sizeof trained, r ? "from scratch, the LM's steps" : "-");
+                sum_add(r ? '2' : '0', name, "256, apart", trained, bpb[0], bpb[r]);
+            }
         }
         printf("\ntest documents: %d; train stream %lu tokens of %d documents; datastore %d units "
                "of %d tokens; neighbours k %d of %d tokens\n", te.n_docs, (unsigned long)n_train,
@@ -1760,6 +1929,8 @@ int main(int argc, char **argv) {
                 else printf(" | |");
                 for (b = 0; b < nb_b; b++) printf(" %.4f |", mb[r][b]);
                 printf("\n");
+                if (r) sum_add(r == 1 ? '1' : '4', mrow[r], "256 by 128", r == 1 ? "-" : "from scratch, the LM's steps",
+                               mb[0], mb[r]);
             }
             printf("kNN keys: the row's own model over its %lu training tokens, IVF 1024 lists, nprobe 32, "
                    "k 128; lambda and temperature chosen on valid; TRIME's similarity -|q - k|^2 / 16 "
@@ -1787,6 +1958,32 @@ int main(int argc, char **argv) {
             printf("%s.speed.lm_step_s=%.4f\n%s.speed.retro_step_s=%.4f\n%s.speed.retro_step_ratio=%.3f\n"
                    "%s.speed.lm_gen_tok_s=%.1f\n%s.speed.retro_gen_tok_s=%.1f\n", corpus, speed_fig[0], corpus,
                    speed_fig[1], corpus, speed_fig[1] / speed_fig[0], corpus, speed_fig[2], corpus, speed_fig[3]);
+    }
+    // the summary: every row beside the LM alone read in its windows
+    {
+        const int nb_b = kjv ? 1 : BUCKETS;
+        int i;
+        char sg;
+        printf("\n%s test, every strategy (bits per byte; each row's change against the LM alone read in the same "
+               "windows; lower is better)\n| strategy | row | trained after the LM alone | windows | LM alone there |",
+               corpus);
+        for (b = 0; b < nb_b; b++) printf(" %s |", bucket_name[b]);
+        printf("\n|---|---|---|---|---|");
+        for (b = 0; b < nb_b; b++) printf("---|");
+        printf("\n");
+        for (sg = '0'; sg <= '4'; sg++)
+            for (i = 0; i < n_sum_rows; i++) {
+                const sum_row *r = &sum_rows[i];
+                if (r->strategy != sg) continue;
+                printf("| %c | %s | %s | %s | %.4f |", sg == '0' ? ' ' : sg, r->name, r->trained, r->windows, r->ref[0]);
+                for (b = 0; b < nb_b; b++)
+                    if (sg == '0') printf(" %.4f |", r->bpb[b]);
+                    else printf(" %.4f (%+.1f%%) |", r->bpb[b], 100.0 * (r->bpb[b] / r->ref[b] - 1.0));
+                printf("\n");
+            }
+        printf("windows: 256, apart: test cut into windows of 256 tokens that do not overlap; 256 by 128: windows of 256 "
+               "moving by 128, the last 128 scored; 128 + unit 64, by 64: a unit and its continuation (64 tokens) before "
+               "128 tokens of the text, the last 64 scored, moving by 64\n");
     }
     retrlm_knnlm_free(&kn[0]);
     retrlm_knnlm_free(&kn[1]);
