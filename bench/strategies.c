@@ -1098,11 +1098,11 @@ static double j_retrofit(const j_ctx *x, const char *name, retrlm_retrieve_mode 
 // the reader x->lm frozen, on windows of its training stream shaped as the third table reads test
 // (x J_CTX tokens, its last J_Q the query; y the J_STRIDE after; the unit with its continuation,
 // J_UNIT tokens; units of x's own document never retrieved), x->lsr_steps steps of BATCH windows,
-// k 8, temperature 0.1 on both sides (the paper's); kept at out/lsr-STEPS[-lrLR][-encbm25][-from-MODEL].enc
-// (path gets it) with its mean KL over the first and last 20 steps beside it (.kl); returns train
-// seconds, and e holds the tuned retriever
+// k 8, temperature 0.1 on both sides (the paper's); kept at
+// out/lsr-STEPS[-lrLR][-encbm25][-from-MODEL][-seedS].enc (path gets it) with its mean KL over
+// the first and last 20 steps beside it (.kl); returns train seconds, and e holds the tuned retriever
 static double j_lsr(const j_ctx *x, const char *enc0, retrlm_encoder *e, char *path, size_t size, double *kl) {
-    char from[300] = "", lr[32] = "", klp[1100];
+    char from[300] = "", lr[32] = "", seed[32] = "", klp[1100];
     retrlm_adamw o;
     retrlm_adamw_group g[6];
     retrlm_lsr_config lc;
@@ -1117,7 +1117,8 @@ static double j_lsr(const j_ctx *x, const char *enc0, retrlm_encoder *e, char *p
         snprintf(from, sizeof from, "-from-%.*s", (int)l, x->from);
     }
     if (x->lsr_lr != 1e-4f) snprintf(lr, sizeof lr, "-lr%g", (double)x->lsr_lr);
-    snprintf(path, size, "%s/lsr-%d%s%s%s.enc", x->out, x->lsr_steps, lr, x->distilled ? "-encbm25" : "", from);
+    if (x->seed != 1) snprintf(seed, sizeof seed, "-seed%d", x->seed);
+    snprintf(path, size, "%s/lsr-%d%s%s%s%s.enc", x->out, x->lsr_steps, lr, x->distilled ? "-encbm25" : "", from, seed);
     snprintf(klp, sizeof klp, "%s.kl", path);
     if (!retrlm_encoder_load(e, path)) {
         if ((f = fopen(klp, "r"))) {
