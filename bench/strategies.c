@@ -899,6 +899,15 @@ static int j_distill(const j_ctx *x, retrlm_encoder *e, const char *path) {
     return 1;
 }
 
+// "-from-MODEL" (MODEL: RETRLM_JOINT_FROM's file name without .rlm) for a file trained from it,
+// "" when every reader starts from the LM alone
+static void j_from_tag(const j_ctx *x, char *buf, size_t size) {
+    size_t l = x->from ? strlen(x->from) : 0;
+    if (l > 4 && !strcmp(x->from + l - 4, ".rlm")) l -= 4;
+    if (x->from) snprintf(buf, size, "-from-%.*s", (int)l, x->from);
+    else if (size) buf[0] = 0;
+}
+
 // where a strategy-2/3 row's reader is kept: out/joint-NAME-STEPS.rlm (-bBATCH after STEPS for a
 // joint row whose batch is not 4, -lrLR before .rlm when the reader's learning rate is not the
 // default, -from-MODEL when it starts from RETRLM_JOINT_FROM, -encbm25 when its dense retriever
@@ -909,11 +918,7 @@ static void j_path(const j_ctx *x, const char *name, char *path, size_t size) {
     if (x->batch != 4 && !retrofit) snprintf(batch, sizeof batch, "-b%d", x->batch);
     if (x->lr != 5e-4f) snprintf(lr, sizeof lr, "-lr%g", (double)x->lr);
     if (x->seed != 1) snprintf(seed, sizeof seed, "-seed%d", x->seed);
-    if (x->from) {
-        size_t l = strlen(x->from);
-        if (l > 4 && !strcmp(x->from + l - 4, ".rlm")) l -= 4;
-        snprintf(from, sizeof from, "-from-%.*s", (int)l, x->from);
-    }
+    j_from_tag(x, from, sizeof from);
     snprintf(path, size, "%s/joint-%s-%d%s%s%s%s%s.rlm", x->out, name, x->steps, batch, lr, from,
              x->distilled && strcmp(name, "s2_bm25") && strcmp(name, "s2_bm25_own") ? "-encbm25" : "", seed);
 }
@@ -1111,11 +1116,7 @@ static double j_lsr(const j_ctx *x, const char *enc0, retrlm_encoder *e, char *p
     double t0 = retrlm_time_seconds(), secs;
     FILE *f;
     int i;
-    if (x->from) {
-        size_t l = strlen(x->from);
-        if (l > 4 && !strcmp(x->from + l - 4, ".rlm")) l -= 4;
-        snprintf(from, sizeof from, "-from-%.*s", (int)l, x->from);
-    }
+    j_from_tag(x, from, sizeof from);
     if (x->lsr_lr != 1e-4f) snprintf(lr, sizeof lr, "-lr%g", (double)x->lsr_lr);
     if (x->seed != 1) snprintf(seed, sizeof seed, "-seed%d", x->seed);
     snprintf(path, size, "%s/lsr-%d%s%s%s%s.enc", x->out, x->lsr_steps, lr, x->distilled ? "-encbm25" : "", from, seed);
