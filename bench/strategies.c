@@ -78,6 +78,7 @@ enum { VOCAB = 4096, DIM = 256, LAYERS = 4, HEADS = 4, SEQ = 256, BATCH = 8, CHU
        NBR = 2, NBR_LEN = 64, BUCKETS = 4 };
 
 static const char *bucket_name[BUCKETS] = {"all", "0", "(0,0.5]", "(0.5,1]"};
+static const char *bucket_key[BUCKETS] = {"all", "o0", "o50", "o100"}; // in name=value lines
 
 static void die(const char *what) {
     fprintf(stderr, "strategies: %s: %s\n", what, retrlm_last_error());
@@ -1444,8 +1445,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
     for (r = 0; r < J_ROWS; r++)
         if (have[r])
             for (b = 0; b < nst; b++)
-                printf("%s.%s.bpb_%s=%.4f\n", corpus, key[r], b ? (b == 1 ? "o0" : b == 2 ? "o50" : "o100") : "all",
-                       bpb[r][b]);
+                printf("%s.%s.bpb_%s=%.4f\n", corpus, key[r], bucket_key[b], bpb[r][b]);
 }
 
 int main(int argc, char **argv) {
@@ -1942,14 +1942,12 @@ int main(int argc, char **argv) {
             for (i = 0; i < MROWS; i++)
                 if (have[r = order[i]])
                     for (b = 0; b < nb_b; b++)
-                        printf("%s.%s.bpb_%s=%.4f\n", corpus, mkey[r], b ? (b == 1 ? "o0" : b == 2 ? "o50" : "o100") : "all",
-                               mb[r][b]);
+                        printf("%s.%s.bpb_%s=%.4f\n", corpus, mkey[r], bucket_key[b], mb[r][b]);
         }
         for (r = 0; r < 5; r++)
             if (row_on[r])
             for (b = 0; b < nb_b; b++)
-                printf("%s.%s.bpb_%s=%.4f\n", corpus, key[r], b ? (b == 1 ? "o0" : b == 2 ? "o50" : "o100") : "all",
-                       bpb[r][b]);
+                printf("%s.%s.bpb_%s=%.4f\n", corpus, key[r], bucket_key[b], bpb[r][b]);
         for (r = 0; r < 2; r++)
             if (row_on[r + 1]) printf("%s.%s.min_overlap=%g\n", corpus, key[r + 3], (double)tau[r]);
         printf("%s.lm.copy_first=%.4f\n%s.lm.copy_second=%.4f\n", corpus, copy[0], corpus, copy[1]);
