@@ -156,6 +156,7 @@ case $mode in
 quick)
     cell gcc gcc -O2
     run_bin cli sh tests/test_cli.sh
+    run_bin serve sh tests/test_serve.sh
     ;;
 sanitize)
     SAN="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
@@ -163,6 +164,12 @@ sanitize)
     cell asan clang $SAN
     cell asan-omp clang $SAN -fopenmp
     fuzz_replay clang $SAN
+    # the server built with the sanitizers, under the whole server test (leaks fail its exit 0)
+    if clang $STRICT $SAN -I. -I"$STB_INC" examples/serve.c -lm -lpthread -o "$out/serve-asan" 2>"$out/serve-asan.err"; then
+        export SERVE_BIN="$out/serve-asan"
+        run_bin serve-asan sh tests/test_serve.sh
+        unset SERVE_BIN
+    else head -n 30 "$out/serve-asan.err"; fail "examples/serve.c does not build with the sanitizers"; fi
     ;;
 full)
     cell gcc gcc -O2
@@ -171,6 +178,7 @@ full)
     cell clang-omp clang -O2 -fopenmp
     compile_checks gcc
     run_bin cli sh tests/test_cli.sh
+    run_bin serve sh tests/test_serve.sh
     fuzz_replay gcc -O1
     ;;
 *)
