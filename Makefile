@@ -17,6 +17,7 @@ help:
 	@echo "make               regenerate retrlm.h from retrlm_impl/, build examples/"
 	@echo "make demo          the demo: tokenizer, LM, BM25 datastore, retrieval-augmented bits per byte"
 	@echo "make retrlm        the command-line tool, build/retrlm (README: Command-line tool)"
+	@echo "make serve         the HTTP server, build/serve (examples/serve.c); make bench-serve its load test"
 	@echo "make test          the test matrix: {gcc,clang} x {serial,-fopenmp}, C++, 2 TUs, static, fuzz replay"
 	@echo "make test-quick    gcc serial only"
 	@echo "make sanitize      the tests under ASan + UBSan (clang)"
@@ -64,6 +65,16 @@ retrlm: build/retrlm
 build/retrlm: examples/retrlm.c retrlm.h
 	@mkdir -p build
 	$(CC) $(CFLAGS) -fopenmp -I. -I$(STB_INC) examples/retrlm.c -lm -o $@
+
+# retrlm serve (examples/serve.c): the library over HTTP/1.1 + JSON; POSIX threads and sockets,
+# no OpenMP (the workers are the threads). make bench-serve: its load test (wrk or ab, bench/serve.sh)
+.PHONY: serve bench-serve
+serve: build/serve
+build/serve: examples/serve.c retrlm.h
+	@mkdir -p build
+	$(CC) -std=c99 -O2 -Wall -Wextra -pedantic -I. -I$(STB_INC) examples/serve.c -lm -lpthread -o $@
+bench-serve: retrlm.h
+	STB_INC=$(STB_INC) sh bench/serve.sh
 
 check-amalgamation:
 	@awk -f retrlm_impl/amalgamate.awk retrlm_impl/retrlm.h | cmp -s - retrlm.h || \
