@@ -530,7 +530,7 @@ is "after the stop: nothing listens" "$code" 000
 # ---- server B: one worker, a queue of one, a bearer token, dense retrieval, kNN-LM keys
 echo "s3cret-token" >"$out/token.txt"
 start B $T -d "$out/ds.rlm" -m "$out/lm.rlm" --encoder "$out/enc.rlm" --dense "$out/dense.rlm" --knnlm-keys "$out/keys.rlm" \
-    --threads 1 --queue 1 --token-file "$out/token.txt"
+    --threads 1 --queue 1 --token-file "$out/token.txt" --max-conns 20 --header-timeout 2
 auth="Authorization: Bearer s3cret-token"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary '{"query": "a"}' "http://127.0.0.1:$port/search")
 is "a token: 401 without it" "$code" 401
@@ -565,6 +565,14 @@ if [ "$n503" -ge 1 ] && [ "$n200" -ge 1 ] && [ $((n503 + n200)) = 6 ] && grep -q
 then ok "a full queue: $n200 answered, $n503 refused with 503 and Retry-After"
 else no "a full queue: $n200 answered, $n503 refused"; fi
 if awk -v w="$h" 'BEGIN { exit !(w >= 0 && w < 100) }'; then ok "/health while the workers are busy: $h ms"; else no "/health while busy: $h ms"; fi
+# more slow clients than connection slots: the oldest reading ones make room; /health still answers
+res=$("$P" slowloris "$port" 40 3)
+echo "     slowloris, 40 clients for 20 slots: $res"
+worst=$(echo "$res" | sed 's/.*health max \([0-9.]*\) ms/\1/')
+ev=$(curl -s -H "$auth" "http://127.0.0.1:$port/metrics" | sed -n 's/^retrlm_connections_evicted_total //p')
+if awk -v w="$worst" -v e="${ev:-0}" 'BEGIN { exit !(w < 100 && e > 0) }'; then
+    ok "--max-conns 20: $ev slow connections evicted, /health within 100 ms ($worst ms)"
+else no "--max-conns 20: evicted ${ev:-0}, /health $worst ms"; fi
 kill -INT "$spid"
 wait "$spid"
 is "SIGINT: exit 0" "$?" 0
