@@ -1214,6 +1214,30 @@ RETRLM_API retrlm_result retrlm_kl_distill_loss(const float *scores, const float
                                                 int k, float tau_score, float tau_gold,
                                                 float *loss, float *dscores);
 
+/* RPT's retriever objective (Rubin & Berant, 2023): pairs ordered by a reference LM, each pair
+   weighted by LambdaRank's |delta NDCG|. For query i (RPT: a chunk) with k candidates (earlier
+   chunks), scores s_ij from the retriever and gold g_ij from the reference LM (RPT: how much
+   candidate j raises the log-likelihood of the chunk that follows), every pair (a, b) with
+   g_a > g_b and g_a > threshold is a pair to order, and
+       loss = sum over queries and their pairs of lambda_ab * max(0, margin - (s_a - s_b)) / P
+   P the number of pairs over all queries (RPT divides by its valid pairs too). lambda_ab is what
+   NDCG would change by if a and b swapped places in the order by s:
+       lambda_ab = |G_a - G_b| * |1 / log2(2 + r_a) - 1 / log2(2 + r_b)| / IDCG_i
+   with gain G_j = 2^g_j - 1 where g_j > threshold and 0 elsewhere, r_j the 0-based rank of j by
+   s (ties: the lower index first), and IDCG_i = sum_j G_j / log2(2 + rank of j by g). lambda is
+   a weight, not differentiated (LambdaRank's rule). The margin is RPT's hinge, which its trainer
+   schedules from 1 to max_margin; RPT's code also has a variant with a sigmoid in place of the
+   hinge and log2 differences in place of the discounts' differences: this is the textbook form.
+   threshold >= 0 (RPT: 0, a candidate that does not help is never the better of a pair), so
+   every gain in a pair is positive. Absent candidates are -inf in both scores and gold; gold
+   must be below 512 (2^g must fit a double). dscores (n, k) (may be NULL) gets d loss / d
+   scores; *loss (may be NULL) the loss (0 when there is no pair); *pairs (may be NULL) P.
+   ERR_ARG on bad sizes, a negative threshold, NaN, +inf, gold of 512 or more, or a candidate
+   absent on one side only. */
+RETRLM_API retrlm_result retrlm_rank_loss(const float *scores, const float *gold, int n, int k,
+                                          float margin, float threshold, float *loss,
+                                          float *dscores, int *pairs);
+
 /* Marginal likelihood over retrieved documents (REALM; Atlas's EMDR). For query i, its k
    candidates (REALM puts a null document among them) and t target positions p:
        log p(y_p | x_i) = logsumexp_j( log softmax(scores_i / temperature)_j + loglik[i, j, p] )
@@ -14199,6 +14223,23 @@ static int retrlm__log_softmax_t(float *out, const float *x, int k, float temper
 // 1 when x is NaN or +inf: a value no distribution can take (-inf marks an absent entry)
 static int retrlm__bad_logit(float x) { return x != x || x == INFINITY; }
 
+// ERR_ARG (with the message, who the caller) when a candidate of scores and gold (n, k) is NaN
+// or +inf, has gold >= gold_max, or is absent (-inf) on one side only
+static retrlm_result retrlm__check_candidates(const float *scores, const float *gold, int n, int k,
+                                              float gold_max, const char *who) {
+    int i, j;
+    for (i = 0; i < n; i++)
+        for (j = 0; j < k; j++) {
+            float s = scores[(size_t)i * k + j], g = gold[(size_t)i * k + j];
+            if (retrlm__bad_logit(s) || retrlm__bad_logit(g) || g >= gold_max ||
+                (s == -INFINITY) != (g == -INFINITY))
+                return retrlm__fail(RETRLM_ERR_ARG, "%s: query %d candidate %d has score %g and gold "
+                                    "%g (NaN, +inf, gold >= %g, or absent in only one)", who, i, j,
+                                    (double)s, (double)g, (double)gold_max);
+        }
+    return RETRLM_OK;
+}
+
 RETRLM_API retrlm_result retrlm_kl_distill_loss(const float *scores, const float *gold, int n,
                                                 int k, float tau_score, float tau_gold,
                                                 float *loss, float *dscores) {
@@ -14210,14 +14251,7 @@ RETRLM_API retrlm_result retrlm_kl_distill_loss(const float *scores, const float
         tau_gold == INFINITY)
         return retrlm__fail(RETRLM_ERR_ARG, "kl_distill_loss: %d queries x %d candidates at "
                             "temperatures %g / %g", n, k, (double)tau_score, (double)tau_gold);
-    for (i = 0; i < n; i++)
-        for (j = 0; j < k; j++) {
-            float s = scores[(size_t)i * k + j], g = gold[(size_t)i * k + j];
-            if (retrlm__bad_logit(s) || retrlm__bad_logit(g) || (s == -INFINITY) != (g == -INFINITY))
-                return retrlm__fail(RETRLM_ERR_ARG, "kl_distill_loss: query %d candidate %d has "
-                                    "score %g and gold %g (NaN, +inf, or absent in only one)",
-                                    i, j, (double)s, (double)g);
-        }
+    if (retrlm__check_candidates(scores, gold, n, k, INFINITY, "kl_distill_loss")) return RETRLM_ERR_ARG;
     lp = (float *)retrlm__alloc(2 * (size_t)k, sizeof(float));
     if (!lp) return retrlm__fail(RETRLM_ERR_NOMEM, "kl_distill_loss: no memory for %d candidates", k);
     lq = lp + k;
@@ -14238,6 +14272,72 @@ RETRLM_API retrlm_result retrlm_kl_distill_loss(const float *scores, const float
     }
     RETRLM_FREE(lp);
     if (loss) *loss = (float)(total / n);
+    return RETRLM_OK;
+}
+
+// 1 / log2(2 + r): the discount of 0-based rank r
+static double retrlm__discount(int r) { return 1.0 / log2(2.0 + r); }
+
+// the 0-based rank of candidate j among the present (finite) entries of x (k), best first, ties
+// broken by index
+static int retrlm__rank_of(const float *x, int k, int j) {
+    int m, r = 0;
+    for (m = 0; m < k; m++)
+        if (m != j && x[m] != -INFINITY && (x[m] > x[j] || (x[m] == x[j] && m < j))) r++;
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_rank_loss(const float *scores, const float *gold, int n, int k,
+                                          float margin, float threshold, float *loss,
+                                          float *dscores, int *pairs) {
+    double *gain, *disc, total = 0.0;
+    long long npairs = 0;
+    int i, a, b;
+    RETRLM_ASSERT(scores && gold);
+    if (n < 1 || k < 1 || retrlm__bad_logit(margin) || margin == -INFINITY || !(threshold >= 0.0f) ||
+        threshold == INFINITY || (double)n * (double)k > 1099511627776.0)
+        return retrlm__fail(RETRLM_ERR_ARG, "rank_loss: %d queries x %d candidates, margin %g, "
+                            "threshold %g", n, k, (double)margin, (double)threshold);
+    if (retrlm__check_candidates(scores, gold, n, k, 512.0f, "rank_loss")) return RETRLM_ERR_ARG;
+    gain = (double *)retrlm__alloc(2 * (size_t)k, sizeof(double));
+    if (!gain) return retrlm__fail(RETRLM_ERR_NOMEM, "rank_loss: no memory for %d candidates", k);
+    disc = gain + k;
+    if (dscores) memset(dscores, 0, (size_t)n * k * sizeof(float));
+    // pass 1: the pairs, to know P; pass 2 adds each pair's share
+    for (i = 0; i < n; i++) {
+        const float *g = gold + (size_t)i * k;
+        for (a = 0; a < k; a++)
+            if (g[a] != -INFINITY && g[a] > threshold)
+                for (b = 0; b < k; b++) npairs += g[b] != -INFINITY && g[a] > g[b];
+    }
+    for (i = 0; npairs && i < n; i++) {
+        const float *s = scores + (size_t)i * k, *g = gold + (size_t)i * k;
+        float *ds = dscores ? dscores + (size_t)i * k : NULL;
+        double idcg = 0.0;
+        for (a = 0; a < k; a++) {
+            gain[a] = g[a] != -INFINITY && g[a] > threshold ? exp2((double)g[a]) - 1.0 : 0.0;
+            disc[a] = s[a] != -INFINITY ? retrlm__discount(retrlm__rank_of(s, k, a)) : 0.0;
+            if (gain[a] != 0.0) idcg += gain[a] * retrlm__discount(retrlm__rank_of(g, k, a));
+        }
+        for (a = 0; a < k; a++) {
+            if (g[a] == -INFINITY || !(g[a] > threshold)) continue;
+            for (b = 0; b < k; b++) {
+                double lambda, h;
+                if (g[b] == -INFINITY || !(g[a] > g[b])) continue;
+                h = (double)margin - ((double)s[a] - (double)s[b]);
+                if (h <= 0.0) continue;
+                lambda = fabs(gain[a] - gain[b]) * fabs(disc[a] - disc[b]) / idcg; // idcg >= gain[a] > 0
+                total += lambda * h;
+                if (ds) {
+                    ds[a] -= (float)(lambda / (double)npairs);
+                    ds[b] += (float)(lambda / (double)npairs);
+                }
+            }
+        }
+    }
+    RETRLM_FREE(gain);
+    if (loss) *loss = npairs ? (float)(total / (double)npairs) : 0.0f;
+    if (pairs) *pairs = npairs > INT_MAX ? INT_MAX : (int)npairs;
     return RETRLM_OK;
 }
 

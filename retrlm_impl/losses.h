@@ -26,6 +26,30 @@ RETRLM_API retrlm_result retrlm_kl_distill_loss(const float *scores, const float
                                                 int k, float tau_score, float tau_gold,
                                                 float *loss, float *dscores);
 
+/* RPT's retriever objective (Rubin & Berant, 2023): pairs ordered by a reference LM, each pair
+   weighted by LambdaRank's |delta NDCG|. For query i (RPT: a chunk) with k candidates (earlier
+   chunks), scores s_ij from the retriever and gold g_ij from the reference LM (RPT: how much
+   candidate j raises the log-likelihood of the chunk that follows), every pair (a, b) with
+   g_a > g_b and g_a > threshold is a pair to order, and
+       loss = sum over queries and their pairs of lambda_ab * max(0, margin - (s_a - s_b)) / P
+   P the number of pairs over all queries (RPT divides by its valid pairs too). lambda_ab is what
+   NDCG would change by if a and b swapped places in the order by s:
+       lambda_ab = |G_a - G_b| * |1 / log2(2 + r_a) - 1 / log2(2 + r_b)| / IDCG_i
+   with gain G_j = 2^g_j - 1 where g_j > threshold and 0 elsewhere, r_j the 0-based rank of j by
+   s (ties: the lower index first), and IDCG_i = sum_j G_j / log2(2 + rank of j by g). lambda is
+   a weight, not differentiated (LambdaRank's rule). The margin is RPT's hinge, which its trainer
+   schedules from 1 to max_margin; RPT's code also has a variant with a sigmoid in place of the
+   hinge and log2 differences in place of the discounts' differences: this is the textbook form.
+   threshold >= 0 (RPT: 0, a candidate that does not help is never the better of a pair), so
+   every gain in a pair is positive. Absent candidates are -inf in both scores and gold; gold
+   must be below 512 (2^g must fit a double). dscores (n, k) (may be NULL) gets d loss / d
+   scores; *loss (may be NULL) the loss (0 when there is no pair); *pairs (may be NULL) P.
+   ERR_ARG on bad sizes, a negative threshold, NaN, +inf, gold of 512 or more, or a candidate
+   absent on one side only. */
+RETRLM_API retrlm_result retrlm_rank_loss(const float *scores, const float *gold, int n, int k,
+                                          float margin, float threshold, float *loss,
+                                          float *dscores, int *pairs);
+
 /* Marginal likelihood over retrieved documents (REALM; Atlas's EMDR). For query i, its k
    candidates (REALM puts a null document among them) and t target positions p:
        log p(y_p | x_i) = logsumexp_j( log softmax(scores_i / temperature)_j + loglik[i, j, p] )

@@ -1,5 +1,6 @@
 // losses for strategies 2-4: KL distillation (REPLUG LSR, Atlas PDist), marginal likelihood
-// (REALM, EMDR), TRIME's joint softmax, NPM's start/end phrase loss. Each against a double-precision reference written from
+// (REALM, EMDR), TRIME's joint softmax, NPM's start/end phrase loss, RPT's LambdaRank-weighted
+// pairwise loss. Each against a double-precision reference written from
 // the formula, central differences of that reference for every gradient, the special cases
 // that pin the definition (k = 1, P == Q, no memory = cross-entropy, absent entries, masks),
 // bad input, and the same bits at 1 and 2 threads.
@@ -447,6 +448,123 @@ static void test_npm_threads(void) {
     free(qs), free(mem), free(g1);
 }
 
+// ---- RPT's retriever loss (pairs by the reference LM, LambdaRank weights, hinge)
+// the reference: ranks from a sort of the indices (not the library's counting), sums in double
+static const float *rank_key; // the row qsort ranks by
+static int rank_cmp(const void *x, const void *y) {
+    int a = *(const int *)x, b = *(const int *)y;
+    if (rank_key[a] != rank_key[b]) return rank_key[a] > rank_key[b] ? -1 : 1;
+    return a - b;
+}
+static void ranks_d(const float *x, int k, int *rank) {
+    int idx[16], j, m = 0;
+    for (j = 0; j < k; j++)
+        if (x[j] != -INFINITY) idx[m++] = j;
+    rank_key = x;
+    qsort(idx, (size_t)m, sizeof(int), rank_cmp);
+    for (j = 0; j < m; j++) rank[idx[j]] = j;
+}
+static double rank_ref(const float *s, const float *g, int n, int k, double margin, double thr, int *pairs) {
+    double tot = 0.0;
+    int i, a, b, np = 0;
+    for (i = 0; i < n; i++) {
+        const float *si = s + i * k, *gi = g + i * k;
+        int rs[16], rg[16];
+        double gain[16], idcg = 0.0;
+        ranks_d(si, k, rs), ranks_d(gi, k, rg);
+        for (a = 0; a < k; a++) {
+            gain[a] = gi[a] != -INFINITY && gi[a] > thr ? pow(2.0, gi[a]) - 1.0 : 0.0;
+            idcg += gain[a] / log2(2.0 + (gi[a] == -INFINITY ? 0 : rg[a]));
+        }
+        for (a = 0; a < k; a++)
+            for (b = 0; b < k; b++)
+                if (gi[a] != -INFINITY && gi[b] != -INFINITY && gi[a] > thr && gi[a] > gi[b]) {
+                    double h = margin - ((double)si[a] - si[b]);
+                    double l = fabs(gain[a] - gain[b]) * fabs(1.0 / log2(2.0 + rs[a]) - 1.0 / log2(2.0 + rs[b])) / idcg;
+                    np++;
+                    if (h > 0.0) tot += l * h;
+                }
+    }
+    if (pairs) *pairs = np;
+    return np ? tot / np : 0.0;
+}
+
+static void test_rank(void) {
+    enum { N = 3, K = 6 };
+    float s[N * K], g[N * K], ds[N * K], loss;
+    int i, pairs, pr;
+    retrlm_rng rng;
+    // by hand: gold 2, 1, -1 (the last below the threshold 0), scores 0, 0.5, 0.2
+    {
+        float s3[3] = {0.0f, 0.5f, 0.2f}, g3[3] = {2.0f, 1.0f, -1.0f}, d3[3];
+        const double idcg = 3.0 / log2(2.0) + 1.0 / log2(3.0); // gains 3, 1, 0 at gold ranks 0, 1
+        const double d0 = 1.0 / log2(4.0), d1 = 1.0, d2 = 1.0 / log2(3.0); // score ranks 2, 0, 1
+        const double l01 = 2.0 * fabs(d0 - d1) / idcg, l02 = 3.0 * fabs(d0 - d2) / idcg,
+                     l12 = 1.0 * fabs(d1 - d2) / idcg;
+        const double want = (l01 * 1.5 + l02 * 1.2 + l12 * 0.7) / 3.0; // hinges 1 - (s_a - s_b)
+        CHECK_OK(retrlm_rank_loss(s3, g3, 1, 3, 1.0f, 0.0f, &loss, d3, &pairs));
+        CHECK(pairs == 3);
+        CHECK_NEAR(loss, want, 1e-6);
+        CHECK_NEAR(d3[0], -(l01 + l02) / 3.0, 1e-6);
+        CHECK_NEAR(d3[1], (l01 - l12) / 3.0, 1e-6);
+        CHECK_NEAR(d3[2], (l02 + l12) / 3.0, 1e-6);
+        // a wide enough lead on every pair: no loss, no gradient, the pairs still counted
+        s3[0] = 10.0f, s3[1] = 5.0f, s3[2] = 0.0f;
+        CHECK_OK(retrlm_rank_loss(s3, g3, 1, 3, 1.0f, 0.0f, &loss, d3, &pairs));
+        CHECK(pairs == 3 && loss == 0.0f && d3[0] == 0.0f && d3[1] == 0.0f && d3[2] == 0.0f);
+        // nothing above the threshold: no pair
+        CHECK_OK(retrlm_rank_loss(s3, g3, 1, 3, 1.0f, 5.0f, &loss, d3, &pairs));
+        CHECK(pairs == 0 && loss == 0.0f && d3[0] == 0.0f);
+    }
+    // random rows against the reference, and central differences of the reference
+    retrlm_rng_seed(&rng, 11);
+    for (i = 0; i < N * K; i++) s[i] = retrlm_rng_normal(&rng), g[i] = 3.0f * retrlm_rng_normal(&rng);
+    g[4] = s[4] = -INFINITY; // an absent candidate
+    CHECK_OK(retrlm_rank_loss(s, g, N, K, 2.0f, 0.5f, &loss, ds, &pairs));
+    CHECK_NEAR(loss, rank_ref(s, g, N, K, 2.0, 0.5, &pr), 1e-5);
+    CHECK(pairs == pr && pairs > 10);
+    CHECK(ds[4] == 0.0f);
+    for (i = 0; i < N * K; i++) {
+        double fd;
+        if (i == 4) continue;
+        FD(rank_ref(s, g, N, K, 2.0, 0.5, NULL), s, i, 1e-3, fd);
+        CHECK_NEAR(ds[i], fd, 1e-4);
+    }
+    // a small step against the gradient lowers the loss
+    {
+        float s2[N * K], l2;
+        for (i = 0; i < N * K; i++) s2[i] = i == 4 ? s[i] : s[i] - 0.05f * ds[i] / (fabsf(ds[i]) + 1e-3f);
+        CHECK_OK(retrlm_rank_loss(s2, g, N, K, 2.0f, 0.5f, &l2, NULL, NULL));
+        CHECK(l2 < loss);
+    }
+    // the absent candidate is the same as a row without it
+    {
+        float s5[K - 1], g5[K - 1], d5[K - 1], l6, l5;
+        int p6, p5;
+        CHECK_OK(retrlm_rank_loss(s, g, 1, K, 2.0f, 0.5f, &l6, ds, &p6));
+        for (i = 0; i < K - 1; i++) s5[i] = s[i < 4 ? i : i + 1], g5[i] = g[i < 4 ? i : i + 1];
+        CHECK_OK(retrlm_rank_loss(s5, g5, 1, K - 1, 2.0f, 0.5f, &l5, d5, &p5));
+        CHECK(p6 == p5);
+        CHECK_NEAR(l6, l5, 1e-6);
+        CHECK_NEAR(ds[5], d5[4], 1e-6);
+    }
+    // bad input
+    {
+        float s2[2] = {0.1f, 0.2f}, g2[2] = {1.0f, 0.0f};
+        CHECK(retrlm_rank_loss(s2, g2, 1, 2, 1.0f, -0.5f, &loss, NULL, NULL) == RETRLM_ERR_ARG);
+        CHECK(retrlm_rank_loss(s2, g2, 0, 2, 1.0f, 0.0f, &loss, NULL, NULL) == RETRLM_ERR_ARG);
+        CHECK(retrlm_rank_loss(s2, g2, 1, 2, NAN, 0.0f, &loss, NULL, NULL) == RETRLM_ERR_ARG);
+        g2[0] = 512.0f;
+        CHECK(retrlm_rank_loss(s2, g2, 1, 2, 1.0f, 0.0f, &loss, NULL, NULL) == RETRLM_ERR_ARG);
+        g2[0] = -INFINITY;
+        CHECK(retrlm_rank_loss(s2, g2, 1, 2, 1.0f, 0.0f, &loss, NULL, NULL) == RETRLM_ERR_ARG);
+        s2[0] = -INFINITY, g2[0] = 1.0f;
+        CHECK(retrlm_rank_loss(s2, g2, 1, 2, 1.0f, 0.0f, &loss, NULL, NULL) == RETRLM_ERR_ARG);
+        s2[0] = NAN;
+        CHECK(retrlm_rank_loss(s2, g2, 1, 2, 1.0f, 0.0f, &loss, NULL, NULL) == RETRLM_ERR_ARG);
+    }
+}
+
 int main(void) {
     RUN(test_kl_distill);
     RUN(test_marginal);
@@ -454,5 +572,6 @@ int main(void) {
     RUN(test_trime_threads);
     RUN(test_npm);
     RUN(test_npm_threads);
+    RUN(test_rank);
     return test_report();
 }
