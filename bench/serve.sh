@@ -59,7 +59,7 @@ prompt="And it came to pass in the fourteenth year of king Hezekiah"
 printf '{"prompt": "%s", "max_tokens": 64, "temperature": 0}\n' "$prompt" >"$out/generate.bodies"
 
 # the server on a free port
-rm -f "$out/port"
+rm -f "$out/port" "$out/port-lm"
 "$out/serve" $G -d "$out/debpkg.rlm" --threads "$THREADS" --queue 1024 --max-conns 1024 --port 0 --port-file "$out/port" \
     >"$out/server.log" 2>&1 &
 spid=$!
