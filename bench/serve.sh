@@ -13,7 +13,8 @@
 #   make bench-serve        or   sh bench/serve.sh
 #   DURATION=2 LM_STEPS=5 CONNS="1 8" sh bench/serve.sh     a quick check
 # Environment: RETRLM_DATA (../shared/data), THREADS (2), CONNS ("1 8 64"), DURATION (10),
-# REQUESTS (ab, 20000), INPROC_REQUESTS (search 20000, generate 200), LM_STEPS (400), CC, STB_INC.
+# REQUESTS (ab, 20000), INPROC_REQUESTS (search 20000, generate 200), LM_STEPS (400), RATIO_RUNS
+# (5 pairs of /search at 8 connections and the library in process, back to back), CC, STB_INC.
 set -eu
 data=${RETRLM_DATA:-../shared/data}
 CC=${CC:-cc}
@@ -23,6 +24,7 @@ CONNS=${CONNS:-"1 8 64"}
 DURATION=${DURATION:-10}
 REQUESTS=${REQUESTS:-20000}
 LM_STEPS=${LM_STEPS:-400}
+RATIO_RUNS=${RATIO_RUNS:-5}
 out=build/bench/serve
 mkdir -p "$out"
 
@@ -34,7 +36,8 @@ for f in debpkg/docs.tsv debpkg/queries_dev.tsv gpt2-bpe/encoder.json gpt2-bpe/v
 done
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
-echo "cpu: ${cpu:-unknown}, $(getconf _NPROCESSORS_ONLN 2>/dev/null || echo '?') cores"
+isa=$(grep -m 1 '^flags' /proc/cpuinfo 2>/dev/null | grep -o -w -e avx2 -e avx512f -e asimd | tr '\n' ' ')
+echo "cpu: ${cpu:-unknown}, $(getconf _NPROCESSORS_ONLN 2>/dev/null || echo '?') cores, ${isa:-no avx2/avx512f/asimd flags}"
 echo "kernels: retrlm.h has no retrlm_cpu_path() yet (the portable C kernels, built -O2)"
 echo "load generator: $tool; server: $THREADS workers; loopback only"
 
@@ -120,6 +123,20 @@ for ep in search generate; do
     done
 done
 curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null | grep '^retrlm_resident_memory_bytes' | sed 's/^retrlm_resident_memory_bytes /serve_search_resident_bytes=/' >>"$out/values.txt" || true
+
+# the ratio to the library in process, in pairs run back to back (a shared machine's speed drifts
+# between runs by more than the difference measured): /search at 8 connections, then the library
+# in process on the same queries and threads for as many requests as the server answered
+: >"$out/ratios.txt"
+r=1
+while [ $r -le "$RATIO_RUNS" ]; do
+    load /search "$port" "$out/search.bodies" 8
+    n=$(sed -n 's/^requests=//p' "$out/run.txt")
+    [ "$tool" = wrk ] || n=$REQUESTS
+    "$out/serve" $G -d "$out/debpkg.rlm" --threads "$THREADS" --bench-search "$out/queries.txt" --bench-requests "$n" >"$out/pair.txt"
+    awk -v a="$rps" -v b="$(sed -n 's/^inproc_search_rps=//p' "$out/pair.txt")" 'BEGIN { printf "%.1f %.1f %.3f\n", a, b, a / b }' >>"$out/ratios.txt"
+    r=$((r + 1))
+done
 kill $spid $lpid 2>/dev/null || true
 wait $spid $lpid 2>/dev/null || true
 trap - EXIT
@@ -136,12 +153,13 @@ printf '%-10s %6s %10.1f %10.3f %10.3f %8s\n' "in-process" "/search" "$ins" "$(s
     "$(sed -n 's/^inproc_search_p99_ms=//p' "$out/inproc.txt")" "-" >>"$out/table.txt"
 printf '%-10s %6s %10.1f %10.3f %10.3f %8s\n' "in-process" "/gen" "$ing" "$(sed -n 's/^inproc_generate_p50_ms=//p' "$out/inproc.txt")" \
     "$(sed -n 's/^inproc_generate_p99_ms=//p' "$out/inproc.txt")" "-" >>"$out/table.txt"
-s8=$(sed -n 's/^serve_search_c8_rps=//p' "$out/values.txt")
-if [ -n "$s8" ]; then
-    awk -v a="$s8" -v b="$ins" 'BEGIN { printf "serve_search_c8_vs_inproc=%.3f\n", a / b }' >>"$out/values.txt"
-fi
+awk '{ printf "serve_search_c8_vs_inproc_pair%d=%s\n", NR, $3 }' "$out/ratios.txt" >>"$out/values.txt"
+sort -n -k 3 "$out/ratios.txt" | awk '{ v[NR] = $3 } END { if (NR) printf "serve_search_c8_vs_inproc=%s\n", v[int((NR + 1) / 2)] }' >>"$out/values.txt"
 echo
 cat "$out/table.txt"
+echo
+echo "/search at 8 connections against the library in process, pairs run back to back:"
+awk '{ printf "  serve %8.1f req/s   in process %8.1f req/s   ratio %.3f\n", $1, $2, $3 }' "$out/ratios.txt"
 echo
 echo "threads=$THREADS"
 echo "tool=$tool"

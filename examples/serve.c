@@ -63,10 +63,13 @@
 //
 // HOW IT WORKS
 //   One I/O thread polls every socket: it reads and parses requests, answers /health, /metrics
-//   and every error itself, and writes every response. A request that needs the library waits in
-//   a bounded queue for one of --threads workers; the worker builds the whole response (or, when
-//   streaming, appends events) and hands it back. A slow client therefore holds a connection
-//   slot, never a worker, and its slot ends at the header, body or write timeout; at --max-conns
+//   and every error itself. A request that needs the library waits in a bounded queue for one of
+//   --threads workers; the worker builds the whole response and writes it without blocking. When
+//   all of it went and the connection simply awaits its next request, the worker marks it as
+//   reading again (the I/O thread polls it for that request meanwhile: no wake-up, no hand-off);
+//   otherwise (part unwritten, pipelined bytes, a close, a stream's events) the I/O thread takes
+//   the connection back through the self-pipe and writes the rest. A slow client therefore holds
+//   a connection slot, never a worker, and its slot ends at the header, body or write timeout; at --max-conns
 //   the oldest connection still reading is closed for the new one. Memory: at most
 //   max-conns x (8 KiB header + max-body) of input, plus queue and workers.
 //   The tokenizer, datastore, encoder, kNN-LM keys and the LM's weights are loaded once and only
@@ -818,6 +821,8 @@ typedef struct conn {
     int      streaming;   // WORK: the worker appends events to out; the I/O thread writes them
     int      gone;        // the client went away while streaming (the worker stops)
     int      continued;   // "100 Continue" sent for this request
+    int      peeked;      // QUEUED/WORK: the socket woke the poll (pipelined bytes, a hang-up): the
+                          // worker hands the connection back through the done list, not by itself
     uint64_t serial;      // accept order: the oldest reading connection is evicted first
 } conn;
 
@@ -1447,11 +1452,14 @@ static void run_request(server *s, worker *w, conn *c) {
     record(s, c->req.route, st, now_s() - c->t_request);
 }
 
+static int conn_flush(conn *c);
+
 static void *worker_main(void *arg) {
     worker *w = (worker *)arg;
     server *s = w->srv;
     for (;;) {
         conn *c;
+        int sent;
         pthread_mutex_lock(&s->mu);
         while (!s->q_len && !s->quit) pthread_cond_wait(&s->cv, &s->mu);
         if (!s->q_len) { // quit, and nothing left
@@ -1464,10 +1472,22 @@ static void *worker_main(void *arg) {
         s->busy++;
         pthread_mutex_unlock(&s->mu);
         run_request(s, w, c);
+        // the response is written here; when all of it went and the connection simply waits for
+        // its next request, it goes back to reading without waking the I/O thread, which polls
+        // it for that request already (a hand-off through the self-pipe costs two wake-ups)
+        sent = c->streaming ? 0 : conn_flush(c);
         pthread_mutex_lock(&s->mu);
         s->busy--;
-        s->done[s->n_done++] = c; // at most one entry a connection: fits max_conns
-        wake_io(s);
+        if (sent == 1 && !c->close_after && !g_stop && !c->peeked &&
+            c->in.n == c->req.head_len + c->req.content_length) {
+            c->in.n = 0, c->out.n = 0, c->sent = 0, c->continued = 0;
+            memset(&c->req, 0, sizeof c->req);
+            c->deadline = now_s() + s->header_timeout;
+            c->state = CONN_READ;
+        } else {
+            s->done[s->n_done++] = c; // at most one entry a connection: fits max_conns
+            wake_io(s);
+        }
         pthread_mutex_unlock(&s->mu);
     }
 }
@@ -1638,8 +1658,10 @@ static void conn_accept(server *s) {
         conn *c;
         if (fd < 0) return; // EAGAIN: no more; anything else: try at the next poll
         if (s->n_conns >= s->max_conns) { // the oldest connection still reading makes room
+            pthread_mutex_lock(&s->mu); // a worker may be giving one back
             for (i = 0; i < s->n_conns; i++)
                 if (s->conns[i]->state == CONN_READ && (victim < 0 || s->conns[i]->serial < s->conns[victim]->serial)) victim = i;
+            pthread_mutex_unlock(&s->mu);
             if (victim < 0) { // all are running or writing: this one cannot be served now
                 close(fd);
                 continue;
@@ -1678,22 +1700,28 @@ static int find_conn(server *s, conn *c) {
 static void io_loop(server *s) {
     struct pollfd *pf = (struct pollfd *)malloc(sizeof(struct pollfd) * ((size_t)s->max_conns + 2));
     conn **pc = s->pc = (conn **)malloc(sizeof(conn *) * ((size_t)s->max_conns + 2));
+    conn **fresh = (conn **)malloc(sizeof(conn *) * ((size_t)s->max_conns + 1)); // handed back by a worker
     int stopping = 0;
-    if (!pf || !pc) {
+    if (!pf || !pc || !fresh) {
         fprintf(stderr, "retrlm serve: out of memory\n");
-        free(pf), free(pc);
+        free(pf), free(pc), free(fresh);
         s->pc = NULL;
         return;
     }
     for (;;) {
-        int n = 0, i, timeout_ms, k, fixed;
+        int n = 0, i, timeout_ms, k, fixed, n_fresh = 0;
         double now = now_s(), next = now + 1.0;
         if (g_stop && !stopping) { // stop accepting; close every connection that holds no request
             stopping = 1;
             close(s->listen_fd);
             s->listen_fd = -1;
-            for (i = s->n_conns - 1; i >= 0; i--)
-                if (s->conns[i]->state == CONN_READ) conn_close(s, i);
+            for (i = s->n_conns - 1; i >= 0; i--) {
+                int st;
+                pthread_mutex_lock(&s->mu);
+                st = s->conns[i]->state;
+                pthread_mutex_unlock(&s->mu);
+                if (st == CONN_READ) conn_close(s, i);
+            }
         }
         if (stopping) {
             int active;
@@ -1705,7 +1733,11 @@ static void io_loop(server *s) {
         // connections past their deadline
         for (i = s->n_conns - 1; i >= 0; i--) {
             conn *c = s->conns[i];
-            if ((c->state == CONN_READ || c->state == CONN_WRITE) && now >= c->deadline) {
+            int late;
+            pthread_mutex_lock(&s->mu); // a worker may be giving it back
+            late = (c->state == CONN_READ || c->state == CONN_WRITE) && now >= c->deadline;
+            pthread_mutex_unlock(&s->mu);
+            if (late) {
                 pthread_mutex_lock(&s->mmu);
                 s->timeouts++;
                 pthread_mutex_unlock(&s->mmu);
@@ -1729,8 +1761,9 @@ static void io_loop(server *s) {
             if (c->state == CONN_READ) ev = POLLIN;
             else if (c->state == CONN_WRITE) ev = POLLOUT;
             else if (c->state == CONN_WORK && c->streaming && !c->gone) ev = c->sent < c->out.n ? POLLOUT : 0;
+            else if (!c->streaming && !c->peeked) ev = POLLIN; // its next request, once the worker has answered
             else continue;
-            if (c->state != CONN_WORK && c->deadline < next) next = c->deadline;
+            if ((c->state == CONN_READ || c->state == CONN_WRITE) && c->deadline < next) next = c->deadline;
             pf[n].fd = c->fd, pf[n].events = ev, pf[n].revents = 0, pc[n++] = c;
         }
         pthread_mutex_unlock(&s->mu);
@@ -1748,49 +1781,59 @@ static void io_loop(server *s) {
             s->wake_pending = 0;
             for (k = 0; k < s->n_done; k++) {
                 conn *c = s->done[k];
-                c->streaming = 0;
+                c->streaming = 0, c->peeked = 0;
                 begin_write(s, c);
+                fresh[n_fresh++] = c;
             }
             s->n_done = 0;
             pthread_mutex_unlock(&s->mu);
         }
         if (fixed > 1 && (pf[1].revents & POLLIN)) conn_accept(s);
         // the responses just finished are written now, not at the next poll
-        for (i = s->n_conns - 1; i >= 0; i--) {
-            conn *c = s->conns[i];
-            int r;
-            if (c->state != CONN_WRITE || c->sent) continue;
-            r = conn_flush(c);
+        for (k = 0; k < n_fresh; k++) {
+            conn *c = fresh[k];
+            int r = conn_flush(c); // a worker may have written part of it
             if (r < 0 || (r == 1 && conn_next(s, c) < 0)) conn_close(s, find_conn(s, c));
         }
         for (i = fixed; i < n; i++) {
             conn *c = pc[i];
-            int j;
+            int j, st;
             if (!c) continue; // closed since the poll
-            if (c->state == CONN_WORK) { // streaming
-                int r;
-                if (!pf[i].revents) continue;
-                pthread_mutex_lock(&s->mu);
-                r = pf[i].revents & (POLLERR | POLLHUP | POLLNVAL) ? -1 : conn_flush(c);
-                if (r < 0) c->gone = 1;
+            pthread_mutex_lock(&s->mu);
+            st = c->state;
+            if ((st == CONN_QUEUED || st == CONN_WORK) && !c->streaming) {
+                if (pf[i].revents) c->peeked = 1; // polled no more until the worker hands it back
                 pthread_mutex_unlock(&s->mu);
                 continue;
             }
-            if (!pf[i].revents && c->state != CONN_WRITE) continue;
+            if (st == CONN_WORK) { // streaming
+                int r;
+                if (pf[i].revents) {
+                    r = pf[i].revents & (POLLERR | POLLHUP | POLLNVAL) ? -1 : conn_flush(c);
+                    if (r < 0) c->gone = 1;
+                }
+                pthread_mutex_unlock(&s->mu);
+                continue;
+            }
+            pthread_mutex_unlock(&s->mu);
+            if (!pf[i].revents && st != CONN_WRITE) continue;
             j = find_conn(s, c);
-            if (c->state == CONN_READ) {
+            if (st == CONN_READ) {
                 if (conn_read(s, c) < 0) {
                     conn_close(s, j);
                     continue;
                 }
+                pthread_mutex_lock(&s->mu); // queued: a worker may hold it already
+                st = c->state;
+                pthread_mutex_unlock(&s->mu);
             }
-            if (c->state == CONN_WRITE) {
+            if (st == CONN_WRITE) {
                 int r = conn_flush(c);
                 if (r < 0 || (r == 1 && conn_next(s, c) < 0)) conn_close(s, find_conn(s, c));
             }
         }
     }
-    free(pf), free(pc);
+    free(pf), free(pc), free(fresh);
     s->pc = NULL, s->n_pc = 0;
 }
 

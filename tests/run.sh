@@ -170,6 +170,14 @@ sanitize)
         run_bin serve-asan sh tests/test_serve.sh
         unset SERVE_BIN
     else head -n 30 "$out/serve-asan.err"; fail "examples/serve.c does not build with the sanitizers"; fi
+    # and with ThreadSanitizer: the I/O thread and the workers hand connections to each other
+    # (a report makes the server exit 66, which the test's "exit 0" checks catch)
+    if clang $STRICT -O1 -g -fsanitize=thread -I. -I"$STB_INC" examples/serve.c -lm -lpthread -o "$out/serve-tsan" \
+        2>"$out/serve-tsan.err"; then
+        export SERVE_BIN="$out/serve-tsan"
+        run_bin serve-tsan sh tests/test_serve.sh
+        unset SERVE_BIN
+    else head -n 30 "$out/serve-tsan.err"; fail "examples/serve.c does not build with ThreadSanitizer"; fi
     ;;
 full)
     cell gcc gcc -O2
