@@ -2478,10 +2478,19 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
                                                 float *ws, size_t ws_floats);
 
 /* ---- io (io.c) ---------------------------------------------------------------------------- */
+/* Where a save's bytes go (a file or a memory buffer); put returns 0, or 1 when it failed. */
+typedef struct retrlm__sink retrlm__sink;
+RETRLM__PRIVATE int retrlm__sink_put(retrlm__sink *s, const void *p, size_t n);
+typedef retrlm_result (*retrlm__emit_fn)(const void *ctx, retrlm__sink *s);
 #ifndef RETRLM_NO_STDIO
 /* The whole regular file at path in a new buffer of *size bytes and a NUL (free with
    RETRLM_FREE). A directory, FIFO or device is RETRLM_ERR_IO with a message saying so, unread. */
 RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size);
+/* The one atomic save: emit(ctx) writes the bytes to a temporary beside path ("<path>.tmp-<pid>";
+   those of dead processes are removed first), which is flushed to disk, renamed over path and
+   its directory synced. A crash at any moment leaves path as it was or as it is to be, never
+   half written. Only a regular file or a new path is replaced. */
+RETRLM__PRIVATE retrlm_result retrlm__save_atomic(const char *path, retrlm__emit_fn emit, const void *ctx);
 #endif
 
 /* ---- unicode (unicode.c) and tokenizer (tokenizer.c) ------------------------------------- */
@@ -3422,13 +3431,15 @@ RETRLM_API retrlm_result retrlm_writer_add_copy(retrlm_writer *w, const char *na
 }
 
 // Where the bytes go: a file descriptor / FILE, or a memory buffer. write returns 0 on success.
-typedef struct retrlm__sink {
+struct retrlm__sink {
     int (*write)(struct retrlm__sink *s, const void *p, size_t n);
     unsigned char *buf; // memory sink
     size_t pos, cap;
     int fd;             // POSIX file sink
     FILE *fp;           // stdio file sink
-} retrlm__sink;
+};
+
+RETRLM__PRIVATE int retrlm__sink_put(retrlm__sink *s, const void *p, size_t n) { return s->write(s, p, n); }
 
 static int retrlm__sink_memory(retrlm__sink *s, const void *p, size_t n) {
     if (n > s->cap - s->pos) return 1;
@@ -3616,14 +3627,13 @@ static int retrlm__sink_file(retrlm__sink *s, const void *p, size_t n) {
 }
 #endif
 
-RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *path) {
+RETRLM__PRIVATE retrlm_result retrlm__save_atomic(const char *path, retrlm__emit_fn emit, const void *ctx) {
     retrlm__sink sink;
-    size_t total, plen;
+    size_t plen;
     char *tmp;
     retrlm_result res;
     int ok;
-    RETRLM_ASSERT(w);
-    if (!path || !path[0]) return retrlm__fail(RETRLM_ERR_ARG, "writer: empty path");
+    if (!path || !path[0]) return retrlm__fail(RETRLM_ERR_ARG, "save: empty path");
     plen = strlen(path);
     tmp = (char *)retrlm__alloc(plen + 32, 1);
     if (!tmp) return retrlm__fail(RETRLM_ERR_NOMEM, "writer: no memory");
@@ -3642,7 +3652,7 @@ RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *
         RETRLM_FREE(tmp);
         return res;
     }
-    res = retrlm__writer_emit(w, &sink, &total);
+    res = emit(ctx, &sink);
     ok = res == RETRLM_OK && fsync(sink.fd) == 0;
     if (close(sink.fd) != 0) ok = 0;
 #else
@@ -3654,7 +3664,7 @@ RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *
         RETRLM_FREE(tmp);
         return res;
     }
-    res = retrlm__writer_emit(w, &sink, &total);
+    res = emit(ctx, &sink);
     ok = res == RETRLM_OK && fflush(sink.fp) == 0;
     if (fclose(sink.fp) != 0) ok = 0;
 #endif
@@ -3696,6 +3706,16 @@ RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *
 #endif
     RETRLM_FREE(tmp);
     return RETRLM_OK;
+}
+
+static retrlm_result retrlm__writer_emit_cb(const void *w, retrlm__sink *sink) {
+    size_t total;
+    return retrlm__writer_emit((const retrlm_writer *)w, sink, &total);
+}
+
+RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *path) {
+    RETRLM_ASSERT(w);
+    return retrlm__save_atomic(path, retrlm__writer_emit_cb, w);
 }
 #endif // RETRLM_NO_STDIO
 
@@ -10947,39 +10967,46 @@ static retrlm_result retrlm__slurp(const char *path, unsigned char **buf, size_t
 }
 
 // writes n records of dim 4-byte elements, each after its int32 dim (header NULL: .npy data)
-static retrlm_result retrlm__write_file(const char *path, const void *head, size_t head_bytes,
-                                        const void *x, size_t n, int dim, int per_record_dim) {
-    FILE *f;
-    unsigned char *rec;
-    size_t i, rb = 4 * (size_t)dim + (per_record_dim ? 4 : 0);
-    int ok = 1;
-    if (!path || dim <= 0 || (n && !x)) return retrlm__fail(RETRLM_ERR_ARG, "write: bad arguments (dim %d)", dim);
-    rec = (unsigned char *)retrlm__alloc(rb, 1);
-    if (!rec) return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory", path);
-    f = fopen(path, "wb");
-    if (!f) {
-        RETRLM_FREE(rec);
-        return retrlm__fail(RETRLM_ERR_IO, "%s: cannot create", path);
-    }
-    if (head_bytes && fwrite(head, 1, head_bytes, f) != head_bytes) ok = 0;
-    for (i = 0; i < n && ok; i++) {
-        const unsigned char *src = (const unsigned char *)x + i * 4 * (size_t)dim;
-        unsigned char *dst = rec;
+typedef struct retrlm__vecs_out {
+    const void *head, *x;
+    size_t head_bytes, n;
+    int dim, per_record_dim;
+} retrlm__vecs_out;
+
+static retrlm_result retrlm__vecs_emit(const void *ctx, retrlm__sink *sink) {
+    const retrlm__vecs_out *o = (const retrlm__vecs_out *)ctx;
+    unsigned char *buf;
+    size_t i, rb = 4 * (size_t)o->dim + (o->per_record_dim ? 4 : 0), per = 65536 / rb + 1, used = 0;
+    int bad = 0;
+    if (!(buf = (unsigned char *)retrlm__alloc(per, rb))) return retrlm__fail(RETRLM_ERR_NOMEM, "write: no memory");
+    if (o->head_bytes) bad = retrlm__sink_put(sink, o->head, o->head_bytes);
+    for (i = 0; i < o->n && !bad; i++) { // records gathered into about 64 KiB a write
+        const unsigned char *src = (const unsigned char *)o->x + i * 4 * (size_t)o->dim;
+        unsigned char *dst = buf + used * rb;
         int j;
-        if (per_record_dim) {
-            retrlm__put_u32(rec, (uint32_t)dim);
+        if (o->per_record_dim) {
+            retrlm__put_u32(dst, (uint32_t)o->dim);
             dst += 4;
         }
-        for (j = 0; j < dim; j++) {
+        for (j = 0; j < o->dim; j++) {
             uint32_t v;
             memcpy(&v, src + 4 * (size_t)j, 4);
             retrlm__put_u32(dst + 4 * (size_t)j, v);
         }
-        if (fwrite(rec, 1, rb, f) != rb) ok = 0;
+        if (++used == per || i + 1 == o->n) bad = retrlm__sink_put(sink, buf, used * rb), used = 0;
     }
-    if (fclose(f) != 0) ok = 0;
-    RETRLM_FREE(rec);
-    return ok ? RETRLM_OK : retrlm__fail(RETRLM_ERR_IO, "%s: write error", path);
+    RETRLM_FREE(buf);
+    return bad ? RETRLM_ERR_IO : RETRLM_OK;
+}
+
+// a header and n records of dim little-endian 32-bit values (each after its dim when
+// per_record_dim), saved atomically
+static retrlm_result retrlm__write_file(const char *path, const void *head, size_t head_bytes,
+                                        const void *x, size_t n, int dim, int per_record_dim) {
+    retrlm__vecs_out o;
+    if (!path || dim <= 0 || (n && !x)) return retrlm__fail(RETRLM_ERR_ARG, "write: bad arguments (dim %d)", dim);
+    o.head = head, o.head_bytes = head_bytes, o.x = x, o.n = n, o.dim = dim, o.per_record_dim = per_record_dim;
+    return retrlm__save_atomic(path, retrlm__vecs_emit, &o);
 }
 
 RETRLM_API retrlm_result retrlm_fvecs_read(const char *path, float **out, size_t *n, int *dim) {
@@ -13649,30 +13676,28 @@ done:
 }
 
 #ifndef RETRLM_NO_STDIO
+typedef struct retrlm__bytes_out {
+    const void *p;
+    size_t n;
+} retrlm__bytes_out;
+
+static retrlm_result retrlm__bytes_emit(const void *ctx, retrlm__sink *sink) {
+    const retrlm__bytes_out *o = (const retrlm__bytes_out *)ctx;
+    return retrlm__sink_put(sink, o->p, o->n) ? RETRLM_ERR_IO : RETRLM_OK;
+}
+
 RETRLM_API retrlm_result retrlm_model_save_safetensors(const retrlm_model *m, const char *path) {
     size_t size = 0;
+    retrlm__bytes_out o;
     void *buf;
-    char tmp[1024];
-    FILE *f;
     retrlm_result r = retrlm_model_save_safetensors_memory(m, NULL, 0, &size);
     if (r) return r;
-    if (strlen(path) + 16 > sizeof tmp)
-        return retrlm__fail(RETRLM_ERR_ARG, "safetensors: path too long");
     buf = retrlm__alloc(size, 1);
     if (!buf) return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: no memory for %lu bytes",
                                   (unsigned long)size);
     if ((r = retrlm_model_save_safetensors_memory(m, buf, size, &size)) == RETRLM_OK) {
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        f = fopen(tmp, "wb");
-        if (!f) r = retrlm__fail(RETRLM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        else {
-            int bad = fwrite(buf, 1, size, f) != size;
-            bad |= fclose(f) != 0;
-            if (bad || rename(tmp, path) != 0) {
-                remove(tmp);
-                r = retrlm__fail(RETRLM_ERR_IO, "%s: write failed", path);
-            }
-        }
+        o.p = buf, o.n = size;
+        r = retrlm__save_atomic(path, retrlm__bytes_emit, &o);
     }
     RETRLM_FREE(buf);
     return r;
@@ -13680,28 +13705,12 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors(const retrlm_model *m, co
 
 RETRLM_API retrlm_result retrlm_model_load_safetensors(retrlm_model *m, const char *path,
                                                        const retrlm_model_config *hint) {
-    FILE *f = fopen(path, "rb");
-    long n;
-    void *buf;
+    char *buf;
+    size_t n;
     retrlm_result r;
     memset(m, 0, sizeof *m);
-    if (!f) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_IO, "%s: cannot size", path);
-    }
-    buf = retrlm__alloc((size_t)n + 1, 1);
-    if (!buf) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %ld bytes", path, n);
-    }
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        RETRLM_FREE(buf);
-        return retrlm__fail(RETRLM_ERR_IO, "%s: read failed", path);
-    }
-    fclose(f);
-    r = retrlm_model_load_safetensors_memory(m, buf, (size_t)n, hint);
+    if ((r = retrlm__read_file(path, &buf, &n)) != RETRLM_OK) return r;
+    r = retrlm_model_load_safetensors_memory(m, buf, n, hint);
     RETRLM_FREE(buf);
     return r;
 }

@@ -1905,39 +1905,46 @@ static retrlm_result retrlm__slurp(const char *path, unsigned char **buf, size_t
 }
 
 // writes n records of dim 4-byte elements, each after its int32 dim (header NULL: .npy data)
-static retrlm_result retrlm__write_file(const char *path, const void *head, size_t head_bytes,
-                                        const void *x, size_t n, int dim, int per_record_dim) {
-    FILE *f;
-    unsigned char *rec;
-    size_t i, rb = 4 * (size_t)dim + (per_record_dim ? 4 : 0);
-    int ok = 1;
-    if (!path || dim <= 0 || (n && !x)) return retrlm__fail(RETRLM_ERR_ARG, "write: bad arguments (dim %d)", dim);
-    rec = (unsigned char *)retrlm__alloc(rb, 1);
-    if (!rec) return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory", path);
-    f = fopen(path, "wb");
-    if (!f) {
-        RETRLM_FREE(rec);
-        return retrlm__fail(RETRLM_ERR_IO, "%s: cannot create", path);
-    }
-    if (head_bytes && fwrite(head, 1, head_bytes, f) != head_bytes) ok = 0;
-    for (i = 0; i < n && ok; i++) {
-        const unsigned char *src = (const unsigned char *)x + i * 4 * (size_t)dim;
-        unsigned char *dst = rec;
+typedef struct retrlm__vecs_out {
+    const void *head, *x;
+    size_t head_bytes, n;
+    int dim, per_record_dim;
+} retrlm__vecs_out;
+
+static retrlm_result retrlm__vecs_emit(const void *ctx, retrlm__sink *sink) {
+    const retrlm__vecs_out *o = (const retrlm__vecs_out *)ctx;
+    unsigned char *buf;
+    size_t i, rb = 4 * (size_t)o->dim + (o->per_record_dim ? 4 : 0), per = 65536 / rb + 1, used = 0;
+    int bad = 0;
+    if (!(buf = (unsigned char *)retrlm__alloc(per, rb))) return retrlm__fail(RETRLM_ERR_NOMEM, "write: no memory");
+    if (o->head_bytes) bad = retrlm__sink_put(sink, o->head, o->head_bytes);
+    for (i = 0; i < o->n && !bad; i++) { // records gathered into about 64 KiB a write
+        const unsigned char *src = (const unsigned char *)o->x + i * 4 * (size_t)o->dim;
+        unsigned char *dst = buf + used * rb;
         int j;
-        if (per_record_dim) {
-            retrlm__put_u32(rec, (uint32_t)dim);
+        if (o->per_record_dim) {
+            retrlm__put_u32(dst, (uint32_t)o->dim);
             dst += 4;
         }
-        for (j = 0; j < dim; j++) {
+        for (j = 0; j < o->dim; j++) {
             uint32_t v;
             memcpy(&v, src + 4 * (size_t)j, 4);
             retrlm__put_u32(dst + 4 * (size_t)j, v);
         }
-        if (fwrite(rec, 1, rb, f) != rb) ok = 0;
+        if (++used == per || i + 1 == o->n) bad = retrlm__sink_put(sink, buf, used * rb), used = 0;
     }
-    if (fclose(f) != 0) ok = 0;
-    RETRLM_FREE(rec);
-    return ok ? RETRLM_OK : retrlm__fail(RETRLM_ERR_IO, "%s: write error", path);
+    RETRLM_FREE(buf);
+    return bad ? RETRLM_ERR_IO : RETRLM_OK;
+}
+
+// a header and n records of dim little-endian 32-bit values (each after its dim when
+// per_record_dim), saved atomically
+static retrlm_result retrlm__write_file(const char *path, const void *head, size_t head_bytes,
+                                        const void *x, size_t n, int dim, int per_record_dim) {
+    retrlm__vecs_out o;
+    if (!path || dim <= 0 || (n && !x)) return retrlm__fail(RETRLM_ERR_ARG, "write: bad arguments (dim %d)", dim);
+    o.head = head, o.head_bytes = head_bytes, o.x = x, o.n = n, o.dim = dim, o.per_record_dim = per_record_dim;
+    return retrlm__save_atomic(path, retrlm__vecs_emit, &o);
 }
 
 RETRLM_API retrlm_result retrlm_fvecs_read(const char *path, float **out, size_t *n, int *dim) {

@@ -182,10 +182,19 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
                                                 float *ws, size_t ws_floats);
 
 /* ---- io (io.c) ---------------------------------------------------------------------------- */
+/* Where a save's bytes go (a file or a memory buffer); put returns 0, or 1 when it failed. */
+typedef struct retrlm__sink retrlm__sink;
+RETRLM__PRIVATE int retrlm__sink_put(retrlm__sink *s, const void *p, size_t n);
+typedef retrlm_result (*retrlm__emit_fn)(const void *ctx, retrlm__sink *s);
 #ifndef RETRLM_NO_STDIO
 /* The whole regular file at path in a new buffer of *size bytes and a NUL (free with
    RETRLM_FREE). A directory, FIFO or device is RETRLM_ERR_IO with a message saying so, unread. */
 RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, size_t *size);
+/* The one atomic save: emit(ctx) writes the bytes to a temporary beside path ("<path>.tmp-<pid>";
+   those of dead processes are removed first), which is flushed to disk, renamed over path and
+   its directory synced. A crash at any moment leaves path as it was or as it is to be, never
+   half written. Only a regular file or a new path is replaced. */
+RETRLM__PRIVATE retrlm_result retrlm__save_atomic(const char *path, retrlm__emit_fn emit, const void *ctx);
 #endif
 
 /* ---- unicode (unicode.c) and tokenizer (tokenizer.c) ------------------------------------- */

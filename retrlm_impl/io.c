@@ -151,13 +151,15 @@ RETRLM_API retrlm_result retrlm_writer_add_copy(retrlm_writer *w, const char *na
 }
 
 // Where the bytes go: a file descriptor / FILE, or a memory buffer. write returns 0 on success.
-typedef struct retrlm__sink {
+struct retrlm__sink {
     int (*write)(struct retrlm__sink *s, const void *p, size_t n);
     unsigned char *buf; // memory sink
     size_t pos, cap;
     int fd;             // POSIX file sink
     FILE *fp;           // stdio file sink
-} retrlm__sink;
+};
+
+RETRLM__PRIVATE int retrlm__sink_put(retrlm__sink *s, const void *p, size_t n) { return s->write(s, p, n); }
 
 static int retrlm__sink_memory(retrlm__sink *s, const void *p, size_t n) {
     if (n > s->cap - s->pos) return 1;
@@ -345,14 +347,13 @@ static int retrlm__sink_file(retrlm__sink *s, const void *p, size_t n) {
 }
 #endif
 
-RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *path) {
+RETRLM__PRIVATE retrlm_result retrlm__save_atomic(const char *path, retrlm__emit_fn emit, const void *ctx) {
     retrlm__sink sink;
-    size_t total, plen;
+    size_t plen;
     char *tmp;
     retrlm_result res;
     int ok;
-    RETRLM_ASSERT(w);
-    if (!path || !path[0]) return retrlm__fail(RETRLM_ERR_ARG, "writer: empty path");
+    if (!path || !path[0]) return retrlm__fail(RETRLM_ERR_ARG, "save: empty path");
     plen = strlen(path);
     tmp = (char *)retrlm__alloc(plen + 32, 1);
     if (!tmp) return retrlm__fail(RETRLM_ERR_NOMEM, "writer: no memory");
@@ -371,7 +372,7 @@ RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *
         RETRLM_FREE(tmp);
         return res;
     }
-    res = retrlm__writer_emit(w, &sink, &total);
+    res = emit(ctx, &sink);
     ok = res == RETRLM_OK && fsync(sink.fd) == 0;
     if (close(sink.fd) != 0) ok = 0;
 #else
@@ -383,7 +384,7 @@ RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *
         RETRLM_FREE(tmp);
         return res;
     }
-    res = retrlm__writer_emit(w, &sink, &total);
+    res = emit(ctx, &sink);
     ok = res == RETRLM_OK && fflush(sink.fp) == 0;
     if (fclose(sink.fp) != 0) ok = 0;
 #endif
@@ -425,6 +426,16 @@ RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *
 #endif
     RETRLM_FREE(tmp);
     return RETRLM_OK;
+}
+
+static retrlm_result retrlm__writer_emit_cb(const void *w, retrlm__sink *sink) {
+    size_t total;
+    return retrlm__writer_emit((const retrlm_writer *)w, sink, &total);
+}
+
+RETRLM_API retrlm_result retrlm_writer_save(const retrlm_writer *w, const char *path) {
+    RETRLM_ASSERT(w);
+    return retrlm__save_atomic(path, retrlm__writer_emit_cb, w);
 }
 #endif // RETRLM_NO_STDIO
 

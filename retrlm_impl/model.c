@@ -2604,30 +2604,28 @@ done:
 }
 
 #ifndef RETRLM_NO_STDIO
+typedef struct retrlm__bytes_out {
+    const void *p;
+    size_t n;
+} retrlm__bytes_out;
+
+static retrlm_result retrlm__bytes_emit(const void *ctx, retrlm__sink *sink) {
+    const retrlm__bytes_out *o = (const retrlm__bytes_out *)ctx;
+    return retrlm__sink_put(sink, o->p, o->n) ? RETRLM_ERR_IO : RETRLM_OK;
+}
+
 RETRLM_API retrlm_result retrlm_model_save_safetensors(const retrlm_model *m, const char *path) {
     size_t size = 0;
+    retrlm__bytes_out o;
     void *buf;
-    char tmp[1024];
-    FILE *f;
     retrlm_result r = retrlm_model_save_safetensors_memory(m, NULL, 0, &size);
     if (r) return r;
-    if (strlen(path) + 16 > sizeof tmp)
-        return retrlm__fail(RETRLM_ERR_ARG, "safetensors: path too long");
     buf = retrlm__alloc(size, 1);
     if (!buf) return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: no memory for %lu bytes",
                                   (unsigned long)size);
     if ((r = retrlm_model_save_safetensors_memory(m, buf, size, &size)) == RETRLM_OK) {
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        f = fopen(tmp, "wb");
-        if (!f) r = retrlm__fail(RETRLM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        else {
-            int bad = fwrite(buf, 1, size, f) != size;
-            bad |= fclose(f) != 0;
-            if (bad || rename(tmp, path) != 0) {
-                remove(tmp);
-                r = retrlm__fail(RETRLM_ERR_IO, "%s: write failed", path);
-            }
-        }
+        o.p = buf, o.n = size;
+        r = retrlm__save_atomic(path, retrlm__bytes_emit, &o);
     }
     RETRLM_FREE(buf);
     return r;
@@ -2635,28 +2633,12 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors(const retrlm_model *m, co
 
 RETRLM_API retrlm_result retrlm_model_load_safetensors(retrlm_model *m, const char *path,
                                                        const retrlm_model_config *hint) {
-    FILE *f = fopen(path, "rb");
-    long n;
-    void *buf;
+    char *buf;
+    size_t n;
     retrlm_result r;
     memset(m, 0, sizeof *m);
-    if (!f) return retrlm__fail(RETRLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_IO, "%s: cannot size", path);
-    }
-    buf = retrlm__alloc((size_t)n + 1, 1);
-    if (!buf) {
-        fclose(f);
-        return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory for %ld bytes", path, n);
-    }
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        RETRLM_FREE(buf);
-        return retrlm__fail(RETRLM_ERR_IO, "%s: read failed", path);
-    }
-    fclose(f);
-    r = retrlm_model_load_safetensors_memory(m, buf, (size_t)n, hint);
+    if ((r = retrlm__read_file(path, &buf, &n)) != RETRLM_OK) return r;
+    r = retrlm_model_load_safetensors_memory(m, buf, n, hint);
     RETRLM_FREE(buf);
     return r;
 }
