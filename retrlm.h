@@ -11009,16 +11009,22 @@ static retrlm_result retrlm__write_file(const char *path, const void *head, size
     return retrlm__save_atomic(path, retrlm__vecs_emit, &o);
 }
 
-RETRLM_API retrlm_result retrlm_fvecs_read(const char *path, float **out, size_t *n, int *dim) {
+// the file's bytes through a parser of vectors in memory
+static retrlm_result retrlm__read_vectors(const char *path, float **out, size_t *n, int *dim,
+                                          retrlm_result (*parse)(const void *, size_t, float **, size_t *, int *)) {
     unsigned char *buf;
     size_t size;
     retrlm_result r;
     RETRLM_ASSERT(out && n && dim);
     *out = NULL;
     if ((r = retrlm__slurp(path, &buf, &size)) != RETRLM_OK) return r;
-    r = retrlm_fvecs_read_memory(buf, size, out, n, dim);
+    r = parse(buf, size, out, n, dim);
     RETRLM_FREE(buf);
     return r;
+}
+
+RETRLM_API retrlm_result retrlm_fvecs_read(const char *path, float **out, size_t *n, int *dim) {
+    return retrlm__read_vectors(path, out, n, dim, retrlm_fvecs_read_memory);
 }
 
 RETRLM_API retrlm_result retrlm_ivecs_read(const char *path, int32_t **out, size_t *n, int *dim) {
@@ -11044,15 +11050,7 @@ RETRLM_API retrlm_result retrlm_ivecs_write(const char *path, const int32_t *x, 
 }
 
 RETRLM_API retrlm_result retrlm_npy_read(const char *path, float **out, size_t *n, int *dim) {
-    unsigned char *buf;
-    size_t size;
-    retrlm_result r;
-    RETRLM_ASSERT(out && n && dim);
-    *out = NULL;
-    if ((r = retrlm__slurp(path, &buf, &size)) != RETRLM_OK) return r;
-    r = retrlm_npy_read_memory(buf, size, out, n, dim);
-    RETRLM_FREE(buf);
-    return r;
+    return retrlm__read_vectors(path, out, n, dim, retrlm_npy_read_memory);
 }
 
 RETRLM_API retrlm_result retrlm_npy_write(const char *path, const float *x, size_t n, int dim) {

@@ -133,6 +133,13 @@ keep "eval --knn-nprobe 16" "$out/eval-knn-ivf.txt" "$R" eval $M $T --text "$out
 cut -d' ' -f1 "$out/eval-knn-flat.txt" >"$out/eval-knn-flat.bpb"
 cut -d' ' -f1 "$out/eval-knn-ivf.txt" >"$out/eval-knn-ivf.bpb"
 same "eval --knn-nprobe of every list: the flat keys' bits per byte" "$out/eval-knn-flat.bpb" "$out/eval-knn-ivf.bpb"
+keep "eval --knnlm-keys IVF at the default nprobe" "$out/eval-knn-ivf4.txt" "$R" eval $M $T --text "$out/test.txt" \
+    --knnlm-keys "$out/keys-ivf.rlm" --stride 32
+# the default (4 of 16 lists) within 0.5% of the flat keys' bits per byte
+if awk -v a="$(cat "$out/eval-knn-flat.bpb")" -v b="$(cut -d' ' -f1 "$out/eval-knn-ivf4.txt")" \
+    'BEGIN { d = (b - a) / a; print "  flat " a ", IVF at the default nprobe " b ", " 100 * d "%"; exit !(a > 0 && d < 0.005 && d > -0.005) }'; then
+    ok "eval --knnlm-keys IVF, default nprobe: within 0.5% of flat"
+else no "eval --knnlm-keys IVF, default nprobe: within 0.5% of flat"; fi
 run "knnlm --sq8 --sq8-rerank" "$R" knnlm $M $T --text "$out/train.txt" -o "$out/keys-sq8.rlm" --nlist 16 --sq8 --sq8-rerank 4
 has "knnlm --sq8-rerank: says so" "keys-sq8.rlm: .*8 bits \(f32 kept for re-ranking\)"
 run "eval --knnlm-build --sq8 --sq8-rerank" "$R" eval $M $T --text "$out/test.txt" --knnlm-build "$out/train.txt" --nlist 16 \
