@@ -451,6 +451,10 @@ RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *to
                                                       size_t cap, size_t *size);
 RETRLM_API retrlm_result retrlm_tokenizer_load_memory(retrlm_tokenizer *tok, const void *data,
                                                       size_t size); /* copies */
+/* The tokenizer's fingerprint: the CRC-32 of its container image (merges, specials, settings),
+   the same however it was made or loaded (trained, a .rlm file, GPT-2's files). Two tokenizers
+   with one fingerprint encode alike; retrlm_model_file_set_tokenizer records it in a model. */
+RETRLM_API retrlm_result retrlm_tokenizer_fingerprint(const retrlm_tokenizer *tok, uint32_t *fp);
 RETRLM_API void retrlm_tokenizer_free(retrlm_tokenizer *tok);
 /* ---- retrlm_impl/analyzer.h ---- */
 /* ---- analyzer: text -> search terms (lower-casing, letter/digit tokens, stop words, Porter)
@@ -1057,6 +1061,13 @@ RETRLM_API retrlm_result retrlm_model_load(retrlm_model *m, const char *path,
 /* Restores an optimiser made for this model (same sizes) and the training state. */
 RETRLM_API retrlm_result retrlm_model_load_state(retrlm_adamw *opt, retrlm_lm_train_state *state,
                                                  const char *path);
+/* Which tokenizer a model file was trained with: section "cli.tokenizer_crc32" (named by the CLI,
+   which wrote it first) holds its retrlm_tokenizer_fingerprint; the loaders pass over it. set
+   rewrites the file at path (atomically) with tok's. check: RETRLM_OK when the file records tok's
+   fingerprint or none (a model saved without it); RETRLM_ERR_ARG, with both fingerprints in the
+   message, when it records another tokenizer's (one of the same size encodes text differently). */
+RETRLM_API retrlm_result retrlm_model_file_set_tokenizer(const char *path, const retrlm_tokenizer *tok);
+RETRLM_API retrlm_result retrlm_model_file_check_tokenizer(const char *path, const retrlm_tokenizer *tok);
 #endif
 /* The same on a file image: save to a buffer (buf NULL: *size only), load from memory. */
 RETRLM_API retrlm_result retrlm_model_save_memory(const retrlm_model *m, const retrlm_adamw *opt,
@@ -6236,6 +6247,19 @@ RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *to
     if (!r) r = retrlm_writer_save_memory(&w, buf, cap, size);
     retrlm_writer_free(&w);
     RETRLM_FREE(off64);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_tokenizer_fingerprint(const retrlm_tokenizer *tok, uint32_t *fp) {
+    size_t size = 0;
+    void *buf;
+    retrlm_result r;
+    RETRLM_ASSERT(tok && fp);
+    *fp = 0;
+    if ((r = retrlm_tokenizer_save_memory(tok, NULL, 0, &size))) return r;
+    if (!(buf = retrlm__alloc(size, 1))) return retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer fingerprint: no memory");
+    if (!(r = retrlm_tokenizer_save_memory(tok, buf, size, &size))) *fp = retrlm_crc32(0, buf, size);
+    RETRLM_FREE(buf);
     return r;
 }
 
@@ -12928,6 +12952,54 @@ RETRLM_API retrlm_result retrlm_model_load_state(retrlm_adamw *opt, retrlm_lm_tr
     r = retrlm__state_load(opt, st, &rd);
     retrlm_reader_close(&rd);
     return r;
+}
+
+#define RETRLM__TOK_SECTION "cli.tokenizer_crc32"
+
+RETRLM_API retrlm_result retrlm_model_file_set_tokenizer(const char *path, const retrlm_tokenizer *tok) {
+    retrlm_reader rd;
+    retrlm_writer w;
+    retrlm_section_info info;
+    const void *data;
+    uint32_t fp;
+    int i;
+    retrlm_result r;
+    RETRLM_ASSERT(path && tok);
+    if ((r = retrlm_tokenizer_fingerprint(tok, &fp))) return r;
+    if ((r = retrlm_reader_open(&rd, path, RETRLM__CKPT_KIND, 0))) return r;
+    r = retrlm_writer_init(&w, RETRLM__CKPT_KIND);
+    for (i = 0; !r && i < rd.n_sections; i++) { // every section as it is, but an older fingerprint
+        retrlm_reader_section(&rd, i, &info);
+        if (strcmp(info.name, RETRLM__TOK_SECTION) && !(r = retrlm_reader_get(&rd, info.name, info.type, &data, NULL)))
+            r = retrlm_writer_add(&w, info.name, info.type, data, info.count);
+    }
+    if (!r) r = retrlm_writer_add_copy(&w, RETRLM__TOK_SECTION, RETRLM_DTYPE_U32, &fp, 1);
+    if (!r) r = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    retrlm_reader_close(&rd);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_model_file_check_tokenizer(const char *path, const retrlm_tokenizer *tok) {
+    retrlm_reader rd;
+    const void *data;
+    size_t n;
+    uint32_t fp, saved;
+    retrlm_result r;
+    RETRLM_ASSERT(path && tok);
+    if ((r = retrlm_reader_open(&rd, path, RETRLM__CKPT_KIND, RETRLM_READER_NO_VERIFY))) return r;
+    if (retrlm_reader_get(&rd, RETRLM__TOK_SECTION, RETRLM_DTYPE_U32, &data, &n) || n != 1) {
+        retrlm_reader_close(&rd);
+        retrlm__clear_error();
+        return RETRLM_OK; // saved without one: nothing to compare
+    }
+    memcpy(&saved, data, sizeof saved);
+    retrlm_reader_close(&rd);
+    if ((r = retrlm_tokenizer_fingerprint(tok, &fp))) return r;
+    if (fp != saved)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s was trained with another tokenizer (fingerprint %08lx, this one %08lx)",
+                            path, (unsigned long)saved, (unsigned long)fp);
+    return RETRLM_OK;
 }
 #endif
 

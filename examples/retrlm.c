@@ -516,63 +516,19 @@ static int load_text(cli_state *s, int i, const char *path) {
     return (t->ids = encode_text(&s->tok, t->bytes, t->len, 0, &t->n)) ? 0 : 1;
 }
 
-// ---- the tokenizer a model was trained with: the CLI records its fingerprint in the model file,
-// a section of its own that the library's loader passes over: the CRC-32 of the tokenizer's file
-// image (its merges, specials and settings), however it was loaded (-t or --gpt2)
-#define CLI_TOK_SECTION "cli.tokenizer_crc32"
-
-static int tokenizer_fingerprint(const retrlm_tokenizer *tok, uint32_t *fp) {
-    size_t size;
-    void *buf;
-    retrlm_result r = retrlm_tokenizer_save_memory(tok, NULL, 0, &size);
-    if (r) return fail(r, "tokenizer");
-    if (!(buf = malloc(size))) return say("out of memory");
-    if (!(r = retrlm_tokenizer_save_memory(tok, buf, size, &size))) *fp = retrlm_crc32(0, buf, size);
-    free(buf);
-    return r ? fail(r, "tokenizer") : 0;
-}
-
-// rewrites the model file at path (just saved by the library) with s->tok's fingerprint
+// ---- the tokenizer a model was trained with: every model the CLI saves records the tokenizer's
+// fingerprint (retrlm_model_file_set_tokenizer), and every model it loads is checked against the
+// tokenizer given (-t or --gpt2), so that one of the same size but other merges is refused
 static int stamp_tokenizer(cli_state *s, const char *path) {
-    retrlm_reader rd;
-    retrlm_writer w;
-    retrlm_section_info info;
-    const void *data;
-    uint32_t fp;
-    int i;
-    retrlm_result r;
-    if (tokenizer_fingerprint(&s->tok, &fp)) return 1;
-    if ((r = retrlm_reader_open(&rd, path, "model", 0))) return fail(r, "cannot read the model back");
-    r = retrlm_writer_init(&w, "model");
-    for (i = 0; !r && i < rd.n_sections; i++) {
-        retrlm_reader_section(&rd, i, &info);
-        if (strcmp(info.name, CLI_TOK_SECTION) && !(r = retrlm_reader_get(&rd, info.name, info.type, &data, NULL)))
-            r = retrlm_writer_add(&w, info.name, info.type, data, info.count);
-    }
-    if (!r) r = retrlm_writer_add_copy(&w, CLI_TOK_SECTION, RETRLM_DTYPE_U32, &fp, 1);
-    if (!r) r = retrlm_writer_save(&w, path);
-    retrlm_writer_free(&w);
-    retrlm_reader_close(&rd);
+    retrlm_result r = retrlm_model_file_set_tokenizer(path, &s->tok);
     return r ? fail(r, "cannot record the tokenizer in the model") : 0;
 }
 
 // 0 when the model file at path records no fingerprint, or s->tok's; else 2 after a message
 static int check_fingerprint(cli_state *s, const char *path) {
-    retrlm_reader rd;
-    const void *data;
-    size_t n;
-    uint32_t fp = 0, saved;
-    if (retrlm_reader_open(&rd, path, "model", RETRLM_READER_NO_VERIFY)) return 0; // loaded already: checked
-    if (retrlm_reader_get(&rd, CLI_TOK_SECTION, RETRLM_DTYPE_U32, &data, &n) || n != 1) {
-        retrlm_reader_close(&rd);
-        return 0; // saved by the library alone (or a checkpoint of a run not finished): nothing to compare
-    }
-    saved = *(const uint32_t *)data;
-    retrlm_reader_close(&rd);
-    if (tokenizer_fingerprint(&s->tok, &fp)) return 1;
-    if (fp == saved) return 0;
-    return refuse(s, "%s was trained with another tokenizer of the same size (fingerprint %08lx, this one %08lx)", path,
-                  (unsigned long)saved, (unsigned long)fp);
+    retrlm_result r = retrlm_model_file_check_tokenizer(path, &s->tok);
+    if (r == RETRLM_ERR_ARG) return refuse(s, "%s", retrlm_last_error());
+    return r ? fail(r, "cannot read the model's tokenizer fingerprint") : 0;
 }
 
 // the LM at path, checked against the tokenizer already loaded; max_batch: sequences a forward

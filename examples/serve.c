@@ -1855,27 +1855,11 @@ static int fail_lib(retrlm_result r, const char *what, const char *path) {
     return say("%s %s: %s", what, path, detail[0] ? detail : retrlm_result_string(r));
 }
 
-// the CLI records the CRC-32 of the tokenizer's file image in the models it trains (section
-// cli.tokenizer_crc32, examples/retrlm.c): a model of another tokenizer of the same size is refused
+// the CLI records the tokenizer's fingerprint in the models it trains: a model of another
+// tokenizer of the same size is refused
 static int check_fingerprint(server *s, const char *path) {
-    retrlm_reader rd;
-    const void *data;
-    size_t n, size;
-    uint32_t saved, fp;
-    void *buf;
-    if (retrlm_reader_open(&rd, path, "model", RETRLM_READER_NO_VERIFY)) return 0;
-    if (retrlm_reader_get(&rd, "cli.tokenizer_crc32", RETRLM_DTYPE_U32, &data, &n) || n != 1) {
-        retrlm_reader_close(&rd);
-        return 0;
-    }
-    saved = *(const uint32_t *)data;
-    retrlm_reader_close(&rd);
-    if (retrlm_tokenizer_save_memory(&s->tok, NULL, 0, &size) || !(buf = malloc(size))) return say("out of memory");
-    fp = retrlm_tokenizer_save_memory(&s->tok, buf, size, &size) ? 0 : retrlm_crc32(0, buf, size);
-    free(buf);
-    if (fp != saved) return say("%s was trained with another tokenizer (fingerprint %08lx, this one %08lx)", path,
-                                (unsigned long)saved, (unsigned long)fp);
-    return 0;
+    retrlm_result r = retrlm_model_file_check_tokenizer(path, &s->tok);
+    return r ? fail_lib(r, "cannot use the LM", path) : 0;
 }
 
 static char *read_file(const char *path, size_t *len) {

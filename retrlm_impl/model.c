@@ -1859,6 +1859,54 @@ RETRLM_API retrlm_result retrlm_model_load_state(retrlm_adamw *opt, retrlm_lm_tr
     retrlm_reader_close(&rd);
     return r;
 }
+
+#define RETRLM__TOK_SECTION "cli.tokenizer_crc32"
+
+RETRLM_API retrlm_result retrlm_model_file_set_tokenizer(const char *path, const retrlm_tokenizer *tok) {
+    retrlm_reader rd;
+    retrlm_writer w;
+    retrlm_section_info info;
+    const void *data;
+    uint32_t fp;
+    int i;
+    retrlm_result r;
+    RETRLM_ASSERT(path && tok);
+    if ((r = retrlm_tokenizer_fingerprint(tok, &fp))) return r;
+    if ((r = retrlm_reader_open(&rd, path, RETRLM__CKPT_KIND, 0))) return r;
+    r = retrlm_writer_init(&w, RETRLM__CKPT_KIND);
+    for (i = 0; !r && i < rd.n_sections; i++) { // every section as it is, but an older fingerprint
+        retrlm_reader_section(&rd, i, &info);
+        if (strcmp(info.name, RETRLM__TOK_SECTION) && !(r = retrlm_reader_get(&rd, info.name, info.type, &data, NULL)))
+            r = retrlm_writer_add(&w, info.name, info.type, data, info.count);
+    }
+    if (!r) r = retrlm_writer_add_copy(&w, RETRLM__TOK_SECTION, RETRLM_DTYPE_U32, &fp, 1);
+    if (!r) r = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    retrlm_reader_close(&rd);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_model_file_check_tokenizer(const char *path, const retrlm_tokenizer *tok) {
+    retrlm_reader rd;
+    const void *data;
+    size_t n;
+    uint32_t fp, saved;
+    retrlm_result r;
+    RETRLM_ASSERT(path && tok);
+    if ((r = retrlm_reader_open(&rd, path, RETRLM__CKPT_KIND, RETRLM_READER_NO_VERIFY))) return r;
+    if (retrlm_reader_get(&rd, RETRLM__TOK_SECTION, RETRLM_DTYPE_U32, &data, &n) || n != 1) {
+        retrlm_reader_close(&rd);
+        retrlm__clear_error();
+        return RETRLM_OK; // saved without one: nothing to compare
+    }
+    memcpy(&saved, data, sizeof saved);
+    retrlm_reader_close(&rd);
+    if ((r = retrlm_tokenizer_fingerprint(tok, &fp))) return r;
+    if (fp != saved)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s was trained with another tokenizer (fingerprint %08lx, this one %08lx)",
+                            path, (unsigned long)saved, (unsigned long)fp);
+    return RETRLM_OK;
+}
 #endif
 
 // ---------------------------------------------------------------------------------------------

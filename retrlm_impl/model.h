@@ -308,6 +308,13 @@ RETRLM_API retrlm_result retrlm_model_load(retrlm_model *m, const char *path,
 /* Restores an optimiser made for this model (same sizes) and the training state. */
 RETRLM_API retrlm_result retrlm_model_load_state(retrlm_adamw *opt, retrlm_lm_train_state *state,
                                                  const char *path);
+/* Which tokenizer a model file was trained with: section "cli.tokenizer_crc32" (named by the CLI,
+   which wrote it first) holds its retrlm_tokenizer_fingerprint; the loaders pass over it. set
+   rewrites the file at path (atomically) with tok's. check: RETRLM_OK when the file records tok's
+   fingerprint or none (a model saved without it); RETRLM_ERR_ARG, with both fingerprints in the
+   message, when it records another tokenizer's (one of the same size encodes text differently). */
+RETRLM_API retrlm_result retrlm_model_file_set_tokenizer(const char *path, const retrlm_tokenizer *tok);
+RETRLM_API retrlm_result retrlm_model_file_check_tokenizer(const char *path, const retrlm_tokenizer *tok);
 #endif
 /* The same on a file image: save to a buffer (buf NULL: *size only), load from memory. */
 RETRLM_API retrlm_result retrlm_model_save_memory(const retrlm_model *m, const retrlm_adamw *opt,

@@ -1218,6 +1218,19 @@ RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *to
     return r;
 }
 
+RETRLM_API retrlm_result retrlm_tokenizer_fingerprint(const retrlm_tokenizer *tok, uint32_t *fp) {
+    size_t size = 0;
+    void *buf;
+    retrlm_result r;
+    RETRLM_ASSERT(tok && fp);
+    *fp = 0;
+    if ((r = retrlm_tokenizer_save_memory(tok, NULL, 0, &size))) return r;
+    if (!(buf = retrlm__alloc(size, 1))) return retrlm__fail(RETRLM_ERR_NOMEM, "tokenizer fingerprint: no memory");
+    if (!(r = retrlm_tokenizer_save_memory(tok, buf, size, &size))) *fp = retrlm_crc32(0, buf, size);
+    RETRLM_FREE(buf);
+    return r;
+}
+
 static retrlm_result retrlm__tok_read(retrlm_tokenizer *tok, const retrlm_reader *rd) {
     const char *src = rd->source_;
     uint32_t meta[4];

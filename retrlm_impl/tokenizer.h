@@ -120,4 +120,8 @@ RETRLM_API retrlm_result retrlm_tokenizer_save_memory(const retrlm_tokenizer *to
                                                       size_t cap, size_t *size);
 RETRLM_API retrlm_result retrlm_tokenizer_load_memory(retrlm_tokenizer *tok, const void *data,
                                                       size_t size); /* copies */
+/* The tokenizer's fingerprint: the CRC-32 of its container image (merges, specials, settings),
+   the same however it was made or loaded (trained, a .rlm file, GPT-2's files). Two tokenizers
+   with one fingerprint encode alike; retrlm_model_file_set_tokenizer records it in a model. */
+RETRLM_API retrlm_result retrlm_tokenizer_fingerprint(const retrlm_tokenizer *tok, uint32_t *fp);
 RETRLM_API void retrlm_tokenizer_free(retrlm_tokenizer *tok);

@@ -722,7 +722,55 @@ static void test_safetensors(void) {
     free(la);
 }
 
+// the tokenizer a model file records: none, then one; another of the same size is refused
+static void test_tokenizer_fingerprint(void) {
+    static const char *const a_text[] = {"the cat sat on the mat, the cat sat on the hat", "a rat ate the oat"};
+    static const char *const b_text[] = {"zebra quartz jumps over the lazy fox, zebra quartz", "quick brown vex"};
+    retrlm_tokenizer a, b, a2;
+    retrlm_tokenizer_train_config tc;
+    retrlm_model_config cfg;
+    retrlm_model m, back;
+    uint32_t fa, fb, fa2;
+    size_t size;
+    void *img;
+    const char *path = "build/tests/fingerprint.rlm";
+    memset(&tc, 0, sizeof tc);
+    tc.vocab_size = 262;
+    CHECK_OK(retrlm_tokenizer_train(&a, &tc, a_text, NULL, 2, NULL, NULL));
+    CHECK_OK(retrlm_tokenizer_train(&b, &tc, b_text, NULL, 2, NULL, NULL));
+    CHECK(a.n_vocab == b.n_vocab);
+    CHECK_OK(retrlm_tokenizer_fingerprint(&a, &fa));
+    CHECK_OK(retrlm_tokenizer_fingerprint(&b, &fb));
+    CHECK(fa != fb);
+    CHECK_OK(retrlm_tokenizer_save_memory(&a, NULL, 0, &size)); // a copy loaded back: the same
+    img = malloc(size);
+    CHECK_OK(retrlm_tokenizer_save_memory(&a, img, size, &size));
+    CHECK_OK(retrlm_tokenizer_load_memory(&a2, img, size));
+    CHECK_OK(retrlm_tokenizer_fingerprint(&a2, &fa2));
+    CHECK(fa2 == fa);
+    small_config(&cfg, a.n_vocab);
+    CHECK_OK(retrlm_model_init(&m, &cfg));
+    CHECK_OK(retrlm_model_save(&m, NULL, NULL, path));
+    CHECK_OK(retrlm_model_file_check_tokenizer(path, &b)); // none recorded: nothing to compare
+    CHECK_OK(retrlm_model_file_set_tokenizer(path, &a));
+    CHECK_OK(retrlm_model_file_check_tokenizer(path, &a2));
+    CHECK(retrlm_model_file_check_tokenizer(path, &b) == RETRLM_ERR_ARG);
+    CHECK(strstr(retrlm_last_error(), "another tokenizer") != NULL);
+    CHECK_OK(retrlm_model_load(&back, path, NULL)); // the loader passes over the section
+    CHECK(back.n_params == m.n_params && !memcmp(back.params, m.params, sizeof(float) * m.n_params));
+    retrlm_model_free(&back);
+    CHECK_OK(retrlm_model_file_set_tokenizer(path, &b)); // replaced, not added
+    CHECK_OK(retrlm_model_file_check_tokenizer(path, &b));
+    CHECK(retrlm_model_file_check_tokenizer(path, &a) == RETRLM_ERR_ARG);
+    CHECK(retrlm_model_file_check_tokenizer("build/tests/no-such-model.rlm", &a) == RETRLM_ERR_IO);
+    remove(path);
+    free(img);
+    retrlm_model_free(&m);
+    retrlm_tokenizer_free(&a), retrlm_tokenizer_free(&a2), retrlm_tokenizer_free(&b);
+}
+
 int main(void) {
+    RUN(test_tokenizer_fingerprint);
     RUN(test_layer_grads);
     RUN(test_model_grads_causal);
     RUN(test_model_grads_bidirectional);
