@@ -164,6 +164,13 @@ RETRLM_API double retrlm_time_seconds(void);
    over independent outputs, so each output is computed by one thread in a fixed order and
    results are identical for any OMP_NUM_THREADS. */
 
+/* The kernel path this build runs: the instruction set the compiler was allowed (the -march or
+   -m flags the library was built with; there is no run-time dispatch yet), the matmul register
+   tile, and whether OpenMP is on. A string constant, e.g. "avx2+fma, matmul tile 6x16, OpenMP"
+   ("x86-64 SSE2, matmul tile 4x8, no OpenMP" for a plain -O2 build on x86-64). Benches print it
+   beside the CPU model. */
+RETRLM_API const char *retrlm_cpu_path(void);
+
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n);       /* sum a[i]*b[i] */
 RETRLM_API void  retrlm_axpy(float *y, float alpha, const float *x, int n); /* y += alpha*x */
 RETRLM_API void  retrlm_scale(float *x, float alpha, int n);               /* x *= alpha */
@@ -3161,6 +3168,32 @@ static void retrlm__micro(int kc, const float *RETRLM__RESTRICT a, const float *
         RETRLM__ACC_ALL(RETRLM__ACC_ROW)
     }
     RETRLM__ACC_ALL(RETRLM__ACC_STORE)
+}
+
+#if defined(__AVX512F__)
+#define RETRLM__ISA "avx512f"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define RETRLM__ISA "avx2+fma"
+#elif defined(__AVX__)
+#define RETRLM__ISA "avx"
+#elif defined(__aarch64__)
+#define RETRLM__ISA "aarch64 neon"
+#elif defined(__SSE2__) || defined(_M_X64)
+#define RETRLM__ISA "x86-64 SSE2"
+#elif defined(__ARM_NEON)
+#define RETRLM__ISA "arm neon"
+#else
+#define RETRLM__ISA "portable C"
+#endif
+#define RETRLM__STR2(x) #x
+#define RETRLM__STR(x) RETRLM__STR2(x)
+
+RETRLM_API const char *retrlm_cpu_path(void) {
+#ifdef RETRLM__OMP
+    return RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) ", OpenMP";
+#else
+    return RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) ", no OpenMP";
+#endif
 }
 
 // small M with the default layouts: each C element is one unit-stride dot product; this is the

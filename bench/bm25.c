@@ -9,6 +9,7 @@
 // data was read (the data itself is the same for every engine).
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include <ctype.h>
 #include "bm25_data.h"
 #ifdef RETRLM_BENCH_FTS5
@@ -284,6 +285,7 @@ int main(int argc, char **argv) {
     debpkg d;
     engine eng[4];
     int i, n = 0;
+    bench_machine();
     g_data = getenv("RETRLM_DATA") ? getenv("RETRLM_DATA") : "../shared/data";
     g_scratch = getenv("SCRATCH") ? getenv("SCRATCH") : "build/bench";
     if (!debpkg_load(&d, g_data)) {

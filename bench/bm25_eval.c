@@ -4,6 +4,7 @@
 //   make bench-bm25_eval            (RETRLM_DATA=dir for another data root; K1=, B= to tune)
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include "bm25_data.h"
 
 int main(void) {
@@ -17,6 +18,7 @@ int main(void) {
     const char **texts, **queries;
     int *nf, i, nq, K = 1000, mismatches[2] = {0, 0};
     double t0, t_build, t_search;
+    bench_machine();
     if (!debpkg_load(&d, root)) {
         printf("debpkg data not found under %s\n", root);
         return 1;

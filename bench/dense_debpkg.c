@@ -12,6 +12,7 @@
 // (bench/index reads them: RETRLM_BENCH_BASE, RETRLM_BENCH_QUERY).
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include "bm25_data.h"
 
 #define HELD_OUT 1000 // train queries kept out of training to choose the hybrid's settings
@@ -151,6 +152,7 @@ int main(int argc, char **argv) {
     retrlm_retrieval_metrics m[3][2];
     retrlm_retrieve_params modes[3], best;
     double best_mrr = -1;
+    bench_machine();
 
     snprintf(path, sizeof path, "mkdir -p '%s'", out);
     if (system(path) != 0) return 1;

@@ -17,6 +17,7 @@
 // installed, build/bench/index_recall_qps.png.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,7 @@ int main(int argc, char **argv) {
     FILE *csv;
     char cmd[2048];
     retrlm_rng r;
+    bench_machine();
 
     n_base = (e = getenv("RETRLM_BENCH_N")) ? (size_t)atol(e) : 200000;
     dim = (e = getenv("RETRLM_BENCH_D")) ? atoi(e) : 128;

@@ -11,6 +11,7 @@
 // (its training time counts in the budget); bits per byte still divide by the text's bytes.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include "../tests/files.h"
@@ -76,6 +77,7 @@ int main(int argc, char **argv) {
     retrlm_tokenizer tok;
     run r;
     retrlm_result res;
+    bench_machine();
     if (vocab > 256) { // BPE on the train split, inside the time budget
         char *text = read_all("../shared/data/kjv/train.txt", &btr);
         retrlm_tokenizer_train_config tkc;

@@ -6,6 +6,7 @@
 // Prints a table, then name=value lines. Figures are medians of 5 timed repetitions.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,7 @@ int main(int argc, char **argv) {
     double ratio_sum[3] = {0, 0, 0};
     int ratio_n[3] = {0, 0, 0};
     char skx[NSHAPES][3][32];
+    bench_machine();
     memset(skx, 0, sizeof skx);
     for (si = 0; si < NSHAPES + 3; si++) {
         const shape *s = si < NSHAPES ? &shapes[si] : &gemv[si - NSHAPES];

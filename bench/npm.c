@@ -23,6 +23,7 @@
 // build/npm-debpkg_lm) are reused by the next run.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +254,7 @@ int main(int argc, char **argv) {
     retrlm_model npm, par;
     retrlm_npm_index x;
     retrlm_bm25 bm;
+    bench_machine();
     snprintf(path, sizeof path, "mkdir -p '%s'", out);
     if (system(path)) return 1;
     printf("npm on debpkg_lm: %d steps of %d x %d tokens, %s threads; cpu %s; load %.2f\n", steps, BATCH, SEQ,

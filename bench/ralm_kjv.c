@@ -18,6 +18,7 @@
 // RETRLM_KJV_TEST_TOKENS=N scores the first N test tokens only (a quick look, not the table).
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,6 +357,7 @@ int main(int argc, char **argv) {
     retrlm_retrieve_params dense;
     double t0, t_ctr = 0;
     FILE *f;
+    bench_machine();
 
     snprintf(path, sizeof path, "mkdir -p '%s'", out);
     if (system(path) != 0) return 1;

@@ -38,7 +38,6 @@ done
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
 isa=$(grep -m 1 '^flags' /proc/cpuinfo 2>/dev/null | grep -o -w -e avx2 -e avx512f -e asimd | tr '\n' ' ')
 echo "cpu: ${cpu:-unknown}, $(getconf _NPROCESSORS_ONLN 2>/dev/null || echo '?') cores, ${isa:-no avx2/avx512f/asimd flags}"
-echo "kernels: retrlm.h has no retrlm_cpu_path() yet (the portable C kernels, built -O2)"
 echo "load generator: $tool; server: $THREADS workers; loopback only"
 
 # the CLI (with OpenMP: building the datastore) and the server (without: the workers are the threads)
@@ -160,6 +159,7 @@ cat "$out/table.txt"
 echo
 echo "/search at 8 connections against the library in process, pairs run back to back:"
 awk '{ printf "  serve %8.1f req/s   in process %8.1f req/s   ratio %.3f\n", $1, $2, $3 }' "$out/ratios.txt"
+echo "kernels: $(sed -n 's/^kernel_path=//p' "$out/inproc.txt" | head -n 1) (the server and the library in process, built -O2)"
 echo
 echo "threads=$THREADS"
 echo "tool=$tool"

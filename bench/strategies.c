@@ -69,6 +69,7 @@
 // row of the run's tables beside the LM alone read in the same windows, with its change.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1484,6 +1485,7 @@ int main(int argc, char **argv) {
     float tau[2] = {0, 0}, tau_env = (float)env_double("RETRLM_RETRO_MIN_OVERLAP", -1.0);
     float train_ov = (float)env_double("RETRLM_RETRO_TRAIN_MIN_OVERLAP", 0.0);
     int kjv = !strcmp(corpus, "kjv"), joint_rows;
+    bench_machine();
     memset(&lm, 0, sizeof lm), memset(&rm, 0, sizeof rm), memset(&fm, 0, sizeof fm);
     memset(tm, 0, sizeof tm), memset(kn, 0, sizeof kn), memset(bpb, 0, sizeof bpb);
     if (!kjv && strcmp(corpus, "debpkg_lm")) {

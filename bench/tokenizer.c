@@ -8,6 +8,7 @@
 // MB = 10^6 bytes; each encode figure is the median of RUNS timed runs after a warm-up.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include "../tests/files.h"
@@ -131,6 +132,7 @@ int main(void) {
     long tt_count = -1, diff_rows = 0, diff_bad = -1;
     char tt_version[32] = "?";
     double load0 = loadavg(), load1;
+    bench_machine();
     snprintf(data_dir, sizeof data_dir, "%s", env ? env : "../shared/data");
 #ifdef _OPENMP
     cores = omp_get_num_procs();

@@ -7,6 +7,7 @@
 //   make bench-train            (BENCH_QUICK=1 in the environment: the small shape only)
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
+#include "machine.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include "../tests/files.h"
@@ -80,6 +81,7 @@ int main(void) {
     const int quick = getenv("BENCH_QUICK") != NULL;
     char lines[64][160];
     int nl = 0, s, q, th, i;
+    bench_machine();
     printf("training step (forward + loss + backward + AdamW), batch 4; shared 2-core machine\n");
     printf("| shape | B x T | threads | step ms | tokens/s | GFLOP/s | OpenBLAS sgemm GFLOP/s | "
            "retrlm_matmul GFLOP/s | %% of OpenBLAS |\n|---|---|---|---|---|---|---|---|---|\n");

@@ -2036,6 +2036,7 @@ static int run_bench(server *s, const serve_opts *o) {
            1e3 * all[(size_t)(0.5 * (total - 1) + 0.5)], o->bench_search ? "search" : "generate",
            1e3 * all[(size_t)(0.99 * (total - 1) + 0.5)]);
     if (!o->bench_search) printf("inproc_generate_tokens_per_second=%.1f\n", tokens / wall);
+    if (o->bench_search) printf("kernel_path=%s\n", retrlm_cpu_path());
     free(bt), free(all), free(text), free(queries), free(lens);
     return rc;
 }

@@ -302,6 +302,32 @@ static void retrlm__micro(int kc, const float *RETRLM__RESTRICT a, const float *
     RETRLM__ACC_ALL(RETRLM__ACC_STORE)
 }
 
+#if defined(__AVX512F__)
+#define RETRLM__ISA "avx512f"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define RETRLM__ISA "avx2+fma"
+#elif defined(__AVX__)
+#define RETRLM__ISA "avx"
+#elif defined(__aarch64__)
+#define RETRLM__ISA "aarch64 neon"
+#elif defined(__SSE2__) || defined(_M_X64)
+#define RETRLM__ISA "x86-64 SSE2"
+#elif defined(__ARM_NEON)
+#define RETRLM__ISA "arm neon"
+#else
+#define RETRLM__ISA "portable C"
+#endif
+#define RETRLM__STR2(x) #x
+#define RETRLM__STR(x) RETRLM__STR2(x)
+
+RETRLM_API const char *retrlm_cpu_path(void) {
+#ifdef RETRLM__OMP
+    return RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) ", OpenMP";
+#else
+    return RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) ", no OpenMP";
+#endif
+}
+
 // small M with the default layouts: each C element is one unit-stride dot product; this is the
 // generation case (M = 1), bound by reading B once. Four rows of B at a time give four
 // independent accumulators, so the loop is not bound by the latency of one FMA chain.

@@ -3,6 +3,13 @@
    over independent outputs, so each output is computed by one thread in a fixed order and
    results are identical for any OMP_NUM_THREADS. */
 
+/* The kernel path this build runs: the instruction set the compiler was allowed (the -march or
+   -m flags the library was built with; there is no run-time dispatch yet), the matmul register
+   tile, and whether OpenMP is on. A string constant, e.g. "avx2+fma, matmul tile 6x16, OpenMP"
+   ("x86-64 SSE2, matmul tile 4x8, no OpenMP" for a plain -O2 build on x86-64). Benches print it
+   beside the CPU model. */
+RETRLM_API const char *retrlm_cpu_path(void);
+
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n);       /* sum a[i]*b[i] */
 RETRLM_API void  retrlm_axpy(float *y, float alpha, const float *x, int n); /* y += alpha*x */
 RETRLM_API void  retrlm_scale(float *x, float alpha, int n);               /* x *= alpha */

@@ -203,7 +203,25 @@ static void test_matmul_threads_large(void) {
     free(C2);
 }
 
+// the kernel path names the build's instruction set, the tile the matmul uses and OpenMP
+static void test_cpu_path(void) {
+    const char *p = retrlm_cpu_path();
+    CHECK(p != NULL && strstr(p, "matmul tile ") != NULL);
+#ifdef _OPENMP
+    CHECK(strstr(p, ", OpenMP") != NULL);
+#else
+    CHECK(strstr(p, "no OpenMP") != NULL);
+#endif
+#if defined(__AVX512F__)
+    CHECK(strncmp(p, "avx512f, matmul tile 8x32", 25) == 0);
+#elif defined(__x86_64__) && !defined(__AVX__)
+    CHECK(strncmp(p, "x86-64 SSE2, matmul tile 4x8", 28) == 0);
+#endif
+    printf("  kernel path: %s\n", p);
+}
+
 int main(void) {
+    RUN(test_cpu_path);
     RUN(test_vector_kernels);
     RUN(test_softmax_edges);
     RUN(test_topk);

@@ -1,0 +1,50 @@
+/* bench/machine.h - what a bench ran on, printed first by every bench: the CPU model and its
+   vector extensions (Linux: /proc/cpuinfo), the cores online, retrlm's kernel path
+   (retrlm_cpu_path) and OpenMP's threads; then the same as name=value lines for scripts.
+   Include after retrlm.h. */
+#ifndef BENCH_MACHINE_H
+#define BENCH_MACHINE_H
+#include <stdio.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static void bench_machine(void) {
+    char line[4096], model[256] = "unknown", flags[128] = "";
+    static const char *const want[] = {"avx2", "fma", "avx512f", "asimd", "neon"};
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    int cores = 0, threads = 1, i, have_flags = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        char *v = strchr(line, ':');
+        if (!v) continue;
+        v += 1 + (v[1] == ' ');
+        v[strcspn(v, "\n")] = '\0';
+        if ((!strncmp(line, "model name", 10) || !strncmp(line, "Model", 5)) && !strcmp(model, "unknown"))
+            snprintf(model, sizeof model, "%s", v);
+        if (!strncmp(line, "processor", 9)) cores++;
+        if (!have_flags && (!strncmp(line, "flags", 5) || !strncmp(line, "Features", 8))) {
+            have_flags = 1;
+            for (i = 0; i < (int)(sizeof want / sizeof want[0]); i++) {
+                const char *p = v;
+                size_t n = strlen(want[i]);
+                while ((p = strstr(p, want[i])) != NULL) { /* a whole word */
+                    if ((p == v || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) {
+                        size_t used = strlen(flags);
+                        snprintf(flags + used, sizeof flags - used, "%s%s", used ? " " : "", want[i]);
+                        break;
+                    }
+                    p += n;
+                }
+            }
+        }
+    }
+    if (f) fclose(f);
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    printf("cpu: %s, %d cores online, %s\n", model, cores, flags[0] ? flags : "no avx2/avx512f/neon flag");
+    printf("kernels: %s, %d threads\n", retrlm_cpu_path(), threads);
+    printf("cpu_model=%s\ncpu_flags=%s\nkernel_path=%s\nthreads=%d\n\n", model, flags, retrlm_cpu_path(), threads);
+}
+#endif
