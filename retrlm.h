@@ -164,11 +164,14 @@ RETRLM_API double retrlm_time_seconds(void);
    over independent outputs, so each output is computed by one thread in a fixed order and
    results are identical for any OMP_NUM_THREADS. */
 
-/* The kernel path this build runs: the instruction set the compiler was allowed (the -march or
-   -m flags the library was built with; there is no run-time dispatch yet), the matmul register
-   tile, and whether OpenMP is on. A string constant, e.g. "avx2+fma, matmul tile 6x16, OpenMP"
-   ("x86-64 SSE2, matmul tile 4x8, no OpenMP" for a plain -O2 build on x86-64). Benches print it
-   beside the CPU model. */
+/* The kernel path this process runs: the instruction set, the matmul register tile, and whether
+   OpenMP is on, as a string constant, e.g. "avx2+fma, matmul tile 6x16, OpenMP" for a build with
+   -march=haswell. On x86-64 with GCC or Clang a build for plain x86-64 (the README's `cc -O2`)
+   chooses the matmul micro-kernel at run time: AVX-512 or AVX2+FMA when the CPU (and OS) have
+   them ("avx512f (chosen at run time; built for x86-64 SSE2), matmul tile 8x32, no OpenMP"), else
+   its SSE2 4x8 one; define RETRLM_NO_DISPATCH to keep the build's own. The other vector kernels
+   (dot, distances, softmax) run as compiled. Results are identical for any thread count within
+   one path; between paths they differ in the last bits (FMA rounds once). Benches print it. */
 RETRLM_API const char *retrlm_cpu_path(void);
 
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n);       /* sum a[i]*b[i] */
@@ -3078,8 +3081,11 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 // packed into MR-row and NR-column panels so that the micro-kernel reads both at unit stride
 // and keeps its MR x NR accumulators in registers.
 
-// The register tile follows the vector registers the compiler may use: MR x NR accumulators
-// plus one row of b and one broadcast of a must fit, or the tile spills and runs 10x slower.
+// The register tile follows the vector registers the code may use: MR x NR accumulators plus
+// one row of b and one broadcast of a must fit, or the tile spills and runs 10x slower. The
+// build's own tile is set by what the compiler targets; on x86-64 with GCC or Clang a build for
+// plain x86-64 (SSE2) also carries AVX2+FMA and AVX-512 micro-kernels (target attributes) and
+// picks the best one the CPU has at the first multiply (RETRLM_NO_DISPATCH turns that off).
 #if defined(__AVX512F__)
 #define RETRLM__MR 8 // 32 zmm: 8 rows x 2 zmm = 16 accumulators
 #define RETRLM__NR 32
@@ -3090,9 +3096,18 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 #define RETRLM__MR 4 // SSE2, 32-bit ARM and the rest: 4 x 2 xmm = 8 accumulators of 16 registers
 #define RETRLM__NR 8
 #endif
+#if !defined(RETRLM_NO_DISPATCH) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(__AVX__)
+#define RETRLM__DISPATCH 1
+#define RETRLM__MR_MAX 8 // the largest tile a dispatched kernel uses (AVX-512's)
+#define RETRLM__NR_MAX 32
+#else
+#define RETRLM__MR_MAX RETRLM__MR
+#define RETRLM__NR_MAX RETRLM__NR
+#endif
 #define RETRLM__KC 256
-#define RETRLM__MC (RETRLM__MR * 16)
-#define RETRLM__NC (RETRLM__NR * 8)
+#define RETRLM__MC_TILES 16 // MC = MR * 16 rows of A a block
+#define RETRLM__NC_TILES 8  // NC = NR * 8 columns of B a block
 
 typedef struct retrlm__mat { // element (r, c) is p[r * sr + c * sc]
     const float *p;
@@ -3130,45 +3145,52 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
 // first: this is the first K slice, so C is set (or accumulated, with acc_c) and bias added.
 // Each row of accumulators is its own array and every row is written out by a macro, not a
 // loop: the compiler then keeps them all in vector registers even at -O2 (a 2-D array indexed
-// in a loop stays in memory, 10x slower).
-#define RETRLM__ACC_DECL(r) float acc##r[RETRLM__NR] = {0};
-#define RETRLM__ACC_ROW(r)                                                     \
-    {                                                                         \
-        const float ar = ap[r];                                               \
-        RETRLM__SIMD for (j = 0; j < RETRLM__NR; j++) acc##r[j] += ar * bp[j]; \
+// in a loop stays in memory, 10x slower). One definition, instantiated per tile and target.
+#define RETRLM__ACC_DECL(r, NR) float acc##r[NR] = {0};
+#define RETRLM__ACC_ROW(r, NR)                                        \
+    {                                                                 \
+        const float ar = ap[r];                                       \
+        RETRLM__SIMD for (j = 0; j < NR; j++) acc##r[j] += ar * bp[j]; \
     }
-#define RETRLM__ACC_STORE(r)                                                   \
-    if (r < mr) {                                                             \
-        float *cr = c + (size_t)r * ldc;                                      \
-        if (first && !acc_c)                                                  \
-            for (j = 0; j < nr; j++) cr[j] = acc##r[j];                       \
-        else                                                                  \
-            for (j = 0; j < nr; j++) cr[j] += acc##r[j];                      \
-        if (first && bias)                                                    \
-            for (j = 0; j < nr; j++) cr[j] += bias[j];                        \
+#define RETRLM__ACC_STORE(r, NR)                                       \
+    if (r < mr) {                                                     \
+        float *cr = c + (size_t)r * ldc;                              \
+        if (first && !acc_c)                                          \
+            for (j = 0; j < nr; j++) cr[j] = acc##r[j];               \
+        else                                                          \
+            for (j = 0; j < nr; j++) cr[j] += acc##r[j];              \
+        if (first && bias)                                            \
+            for (j = 0; j < nr; j++) cr[j] += bias[j];                \
     }
-#if RETRLM__MR == 8
-#define RETRLM__ACC_ALL(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#elif RETRLM__MR == 6
-#define RETRLM__ACC_ALL(X) X(0) X(1) X(2) X(3) X(4) X(5)
-#else
-#define RETRLM__ACC_ALL(X) X(0) X(1) X(2) X(3)
+#define RETRLM__ROWS_4(X, NR) X(0, NR) X(1, NR) X(2, NR) X(3, NR)
+#define RETRLM__ROWS_6(X, NR) RETRLM__ROWS_4(X, NR) X(4, NR) X(5, NR)
+#define RETRLM__ROWS_8(X, NR) RETRLM__ROWS_6(X, NR) X(6, NR) X(7, NR)
+#define RETRLM__ROWS(MR) RETRLM__ROWS_##MR
+#define RETRLM__DEFINE_MICRO(name, ATTR, MR, NR)                                                    \
+    ATTR static void name(int kc, const float *RETRLM__RESTRICT a, const float *RETRLM__RESTRICT b, \
+                          float *RETRLM__RESTRICT c, size_t ldc, int mr, int nr, const float *bias,  \
+                          int first, int acc_c) {                                                   \
+        int j, p;                                                                                   \
+        RETRLM__ROWS(MR)(RETRLM__ACC_DECL, NR)                                                      \
+        for (p = 0; p < kc; p++) { /* the whole cost of the multiply: MR broadcasts of a */         \
+            const float *ap = a + (size_t)p * MR; /* against NR-wide rows of b, MR*NR */            \
+            const float *bp = b + (size_t)p * NR; /* independent accumulators */                    \
+            RETRLM__ROWS(MR)(RETRLM__ACC_ROW, NR)                                                   \
+        }                                                                                           \
+        RETRLM__ROWS(MR)(RETRLM__ACC_STORE, NR)                                                     \
+    }
+#define RETRLM__NO_ATTR
+RETRLM__DEFINE_MICRO(retrlm__micro, RETRLM__NO_ATTR, RETRLM__MR, RETRLM__NR)
+#ifdef RETRLM__DISPATCH
+RETRLM__DEFINE_MICRO(retrlm__micro_avx2, __attribute__((target("avx2,fma"))), 6, 16)
+RETRLM__DEFINE_MICRO(retrlm__micro_avx512, __attribute__((target("avx512f"))), 8, 32)
 #endif
 
-static void retrlm__micro(int kc, const float *RETRLM__RESTRICT a, const float *RETRLM__RESTRICT b,
-                          float *RETRLM__RESTRICT c, size_t ldc, int mr, int nr,
-                          const float *bias, int first, int acc_c) {
-    int j, p;
-    RETRLM__ACC_ALL(RETRLM__ACC_DECL)
-    // the whole cost of the multiply is here: MR broadcasts of a against NR-wide rows of b,
-    // MR*NR independent accumulators so the FMA units never wait on one another
-    for (p = 0; p < kc; p++) {
-        const float *ap = a + (size_t)p * RETRLM__MR;
-        const float *bp = b + (size_t)p * RETRLM__NR;
-        RETRLM__ACC_ALL(RETRLM__ACC_ROW)
-    }
-    RETRLM__ACC_ALL(RETRLM__ACC_STORE)
-}
+typedef void (*retrlm__micro_fn)(int, const float *, const float *, float *, size_t, int, int, const float *, int, int);
+typedef struct retrlm__gemm_kernel {
+    retrlm__micro_fn micro;
+    int mr, nr;
+} retrlm__gemm_kernel;
 
 #if defined(__AVX512F__)
 #define RETRLM__ISA "avx512f"
@@ -3187,13 +3209,43 @@ static void retrlm__micro(int kc, const float *RETRLM__RESTRICT a, const float *
 #endif
 #define RETRLM__STR2(x) #x
 #define RETRLM__STR(x) RETRLM__STR2(x)
+#ifdef RETRLM__OMP
+#define RETRLM__OMP_TEXT ", OpenMP"
+#else
+#define RETRLM__OMP_TEXT ", no OpenMP"
+#endif
+
+// the micro-kernel this CPU runs best (0: the build's own; 1: AVX2+FMA; 2: AVX-512), with the
+// text retrlm_cpu_path gives for it; __builtin_cpu_supports also asks whether the OS saves the
+// wider registers
+static int retrlm__gemm_choice(void) {
+#ifdef RETRLM__DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+    return 0;
+}
+
+static retrlm__gemm_kernel retrlm__gemm(void) {
+    retrlm__gemm_kernel k;
+    k.micro = retrlm__micro, k.mr = RETRLM__MR, k.nr = RETRLM__NR;
+#ifdef RETRLM__DISPATCH
+    switch (retrlm__gemm_choice()) {
+    case 2: k.micro = retrlm__micro_avx512, k.mr = 8, k.nr = 32; break;
+    case 1: k.micro = retrlm__micro_avx2, k.mr = 6, k.nr = 16; break;
+    default: break;
+    }
+#endif
+    return k;
+}
 
 RETRLM_API const char *retrlm_cpu_path(void) {
-#ifdef RETRLM__OMP
-    return RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) ", OpenMP";
-#else
-    return RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) ", no OpenMP";
-#endif
+    static const char *const text[3] = {
+        RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) RETRLM__OMP_TEXT,
+        "avx2+fma (chosen at run time; built for " RETRLM__ISA "), matmul tile 6x16" RETRLM__OMP_TEXT,
+        "avx512f (chosen at run time; built for " RETRLM__ISA "), matmul tile 8x32" RETRLM__OMP_TEXT};
+    return text[retrlm__gemm_choice()];
 }
 
 // small M with the default layouts: each C element is one unit-stride dot product; this is the
@@ -3227,7 +3279,7 @@ static void retrlm__matmul_rows(float *C, const float *A, const float *B, const 
 // Packing space (floats) one thread of retrlm__matmul_ws uses at most: a caller that keeps
 // retrlm__max_threads() times this (64-byte aligned) never makes the multiply allocate.
 RETRLM__PRIVATE size_t retrlm__matmul_ws_floats(void) {
-    return (size_t)(RETRLM__MC + RETRLM__NC) * RETRLM__KC;
+    return (size_t)(RETRLM__MR_MAX * RETRLM__MC_TILES + RETRLM__NR_MAX * RETRLM__NC_TILES) * RETRLM__KC;
 }
 
 RETRLM__PRIVATE size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -3240,6 +3292,8 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
                                                 float *ws, size_t ws_floats) {
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
+    const retrlm__gemm_kernel g = retrlm__gemm();
+    const int MR = g.mr, NR = g.nr, MC = MR * RETRLM__MC_TILES, NC = NR * RETRLM__NC_TILES;
     int mtiles, ntiles, ntiles_all, nthreads, t;
     size_t per_thread, a_size;
     float *work;
@@ -3255,7 +3309,7 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
         }
         return RETRLM_OK;
     }
-    if (M < RETRLM__MR && !(flags & (RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN))) {
+    if (M < MR && !(flags & (RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN))) {
         retrlm__matmul_rows(C, A, B, bias, M, N, K, acc_c);
         return RETRLM_OK;
     }
@@ -3267,14 +3321,14 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
     if (flags & RETRLM_MATMUL_B_KN) { bt.sr = 1; bt.sc = (size_t)N; }
     else { bt.sr = (size_t)K; bt.sc = 1; }
 
-    mtiles = (M + RETRLM__MC - 1) / RETRLM__MC;
-    ntiles = (N + RETRLM__NC - 1) / RETRLM__NC;
+    mtiles = (M + MC - 1) / MC;
+    ntiles = (N + NC - 1) / NC;
     ntiles_all = mtiles * ntiles;
     nthreads = RETRLM__MIN(retrlm__max_threads(), ntiles_all);
     { // packing buffers sized to this product, not to the largest block: small matmuls (the
       // model's many) then take a small allocation that malloc serves from its free lists
-        size_t mc = (size_t)RETRLM__MIN(RETRLM__MC, (M + RETRLM__MR - 1) / RETRLM__MR * RETRLM__MR);
-        size_t nc = (size_t)RETRLM__MIN(RETRLM__NC, (N + RETRLM__NR - 1) / RETRLM__NR * RETRLM__NR);
+        size_t mc = (size_t)RETRLM__MIN(MC, (M + MR - 1) / MR * MR);
+        size_t nc = (size_t)RETRLM__MIN(NC, (N + NR - 1) / NR * NR);
         size_t kc = (size_t)RETRLM__MIN(RETRLM__KC, K);
         a_size = retrlm__round16(mc * kc); // panels start on a cache line
         per_thread = a_size + retrlm__round16(kc * nc);
@@ -3292,8 +3346,8 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
     for (t = 0; t < ntiles_all; t++) {
         int tid = 0;
         float *pa, *pb;
-        int m0 = (t / ntiles) * RETRLM__MC, n0 = (t % ntiles) * RETRLM__NC;
-        int mc = RETRLM__MIN(RETRLM__MC, M - m0), nc = RETRLM__MIN(RETRLM__NC, N - n0);
+        int m0 = (t / ntiles) * MC, n0 = (t % ntiles) * NC;
+        int mc = RETRLM__MIN(MC, M - m0), nc = RETRLM__MIN(NC, N - n0);
         int k0;
 #ifdef RETRLM__OMP
         tid = omp_get_thread_num();
@@ -3302,14 +3356,13 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
         pb = pa + a_size;
         for (k0 = 0; k0 < K; k0 += RETRLM__KC) {
             int kc = RETRLM__MIN(RETRLM__KC, K - k0), ir, jr;
-            retrlm__matmul_pack(pa, a, M, m0, mc, k0, kc, RETRLM__MR);
-            retrlm__matmul_pack(pb, bt, N, n0, nc, k0, kc, RETRLM__NR);
-            for (jr = 0; jr < nc; jr += RETRLM__NR) {
-                for (ir = 0; ir < mc; ir += RETRLM__MR) {
-                    retrlm__micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc,
-                                  C + (size_t)(m0 + ir) * N + (n0 + jr), (size_t)N,
-                                  RETRLM__MIN(RETRLM__MR, mc - ir), RETRLM__MIN(RETRLM__NR, nc - jr),
-                                  bias ? bias + n0 + jr : NULL, k0 == 0, acc_c);
+            retrlm__matmul_pack(pa, a, M, m0, mc, k0, kc, MR);
+            retrlm__matmul_pack(pb, bt, N, n0, nc, k0, kc, NR);
+            for (jr = 0; jr < nc; jr += NR) {
+                for (ir = 0; ir < mc; ir += MR) {
+                    g.micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc, C + (size_t)(m0 + ir) * N + (n0 + jr),
+                            (size_t)N, RETRLM__MIN(MR, mc - ir), RETRLM__MIN(NR, nc - jr), bias ? bias + n0 + jr : NULL,
+                            k0 == 0, acc_c);
                 }
             }
         }

@@ -3,11 +3,14 @@
    over independent outputs, so each output is computed by one thread in a fixed order and
    results are identical for any OMP_NUM_THREADS. */
 
-/* The kernel path this build runs: the instruction set the compiler was allowed (the -march or
-   -m flags the library was built with; there is no run-time dispatch yet), the matmul register
-   tile, and whether OpenMP is on. A string constant, e.g. "avx2+fma, matmul tile 6x16, OpenMP"
-   ("x86-64 SSE2, matmul tile 4x8, no OpenMP" for a plain -O2 build on x86-64). Benches print it
-   beside the CPU model. */
+/* The kernel path this process runs: the instruction set, the matmul register tile, and whether
+   OpenMP is on, as a string constant, e.g. "avx2+fma, matmul tile 6x16, OpenMP" for a build with
+   -march=haswell. On x86-64 with GCC or Clang a build for plain x86-64 (the README's `cc -O2`)
+   chooses the matmul micro-kernel at run time: AVX-512 or AVX2+FMA when the CPU (and OS) have
+   them ("avx512f (chosen at run time; built for x86-64 SSE2), matmul tile 8x32, no OpenMP"), else
+   its SSE2 4x8 one; define RETRLM_NO_DISPATCH to keep the build's own. The other vector kernels
+   (dot, distances, softmax) run as compiled. Results are identical for any thread count within
+   one path; between paths they differ in the last bits (FMA rounds once). Benches print it. */
 RETRLM_API const char *retrlm_cpu_path(void);
 
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n);       /* sum a[i]*b[i] */

@@ -104,6 +104,17 @@ compile_checks() {
             run_bin cpp-core "$out/cpp-core"
         else head -n 30 "$out/cpp.err"; fail "g++: header does not compile as C++"; fi
     else fail "g++ not installed"; fi
+    # the matmul micro-kernels a plain x86-64 build chooses between at run time: SSE2 (dispatch
+    # off), AVX2+FMA (an emulated Haswell, when qemu-user is there); the suite runs the widest
+    if [ "$(uname -m)" = x86_64 ]; then
+        if $cc $STRICT -O2 -DRETRLM_NO_DISPATCH -I. -I"$STB_INC" -Itests tests/test_kernels.c tests/impl.c -lm \
+            -o "$out/kernels-sse2" 2>"$out/kernels.err" &&
+            $cc $STRICT -O2 -I. -I"$STB_INC" -Itests tests/test_kernels.c tests/impl.c -lm -o "$out/kernels-plain" 2>>"$out/kernels.err"; then
+            run_bin kernels-sse2 "$out/kernels-sse2"
+            if command -v qemu-x86_64 >/dev/null 2>&1; then run_bin kernels-avx2 qemu-x86_64 -cpu Haswell "$out/kernels-plain"
+            else echo "skip kernels-avx2: qemu-x86_64 not installed (apt-get install qemu-user)"; skipped=$((skipped + 1)); fi
+        else head -n 30 "$out/kernels.err"; fail "tests/test_kernels.c does not build with and without dispatch"; fi
+    fi
     if $cc $STRICT -O1 -I. -I"$STB_INC" -Itests tests/compile/two_tu_main.c \
         tests/compile/two_tu_impl.c -lm -o "$out/two-tu" 2>"$out/two-tu.err"; then
         run_bin two-tu "$out/two-tu"

@@ -214,8 +214,14 @@ static void test_cpu_path(void) {
 #endif
 #if defined(__AVX512F__)
     CHECK(strncmp(p, "avx512f, matmul tile 8x32", 25) == 0);
-#elif defined(__x86_64__) && !defined(__AVX__)
+#elif defined(__x86_64__) && !defined(__AVX__) && defined(RETRLM_NO_DISPATCH)
     CHECK(strncmp(p, "x86-64 SSE2, matmul tile 4x8", 28) == 0);
+#elif defined(__x86_64__) && !defined(__AVX__) && (defined(__GNUC__) || defined(__clang__))
+    // a plain x86-64 build picks the widest kernels the CPU has
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) CHECK(strncmp(p, "avx512f (chosen at run time; built for x86-64 SSE2)", 51) == 0);
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) CHECK(strncmp(p, "avx2+fma (chosen at run time", 28) == 0);
+    else CHECK(strncmp(p, "x86-64 SSE2, matmul tile 4x8", 28) == 0);
 #endif
     printf("  kernel path: %s\n", p);
 }

@@ -1,0 +1,42 @@
+// bench/dispatch - the matmul as a user's build runs it: `make bench-dispatch` builds this file
+// three ways and runs each on the same shapes, one thread, best of 7 runs:
+//   plain        cc -std=c99 -O2 (the README's line): chooses its micro-kernel at run time
+//   no-dispatch  the same with -DRETRLM_NO_DISPATCH: the build's own kernel (SSE2 4x8 on x86-64)
+//   native       the benches' flags (-O3 -march=native -fopenmp, on 1 thread)
+// Usage: build/bench/dispatch LABEL (the label names the build in the output)
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+#include "machine.h"
+
+int main(int argc, char **argv) {
+    static const int shapes[4][3] = {{512, 768, 768}, {256, 3072, 768}, {64, 768, 768}, {1024, 8192, 256}};
+    const char *label = argc > 1 ? argv[1] : "this";
+    int s, r;
+    size_t i;
+#ifdef _OPENMP
+    omp_set_num_threads(1);
+#endif
+    bench_machine();
+    printf("%-12s %s\n", label, retrlm_cpu_path());
+    for (s = 0; s < 4; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *A = (float *)malloc(sizeof(float) * M * K), *B = (float *)malloc(sizeof(float) * N * K),
+              *C = (float *)malloc(sizeof(float) * M * N);
+        double best = 1e30, t;
+        retrlm_rng rng;
+        if (!A || !B || !C) return 1;
+        retrlm_rng_seed(&rng, 1);
+        for (i = 0; i < (size_t)M * K; i++) A[i] = retrlm_rng_float(&rng) - 0.5f;
+        for (i = 0; i < (size_t)N * K; i++) B[i] = retrlm_rng_float(&rng) - 0.5f;
+        for (r = 0; r < 7; r++) {
+            t = retrlm_time_seconds();
+            if (retrlm_matmul(C, A, B, NULL, M, N, K, 0)) return 1;
+            t = retrlm_time_seconds() - t;
+            if (t < best) best = t;
+        }
+        printf("%-12s %5dx%dx%-5d %7.1f GFLOP/s\n", label, M, N, K, 2.0 * M * N * K / best / 1e9);
+        printf("dispatch.%s.%dx%dx%d_gflops=%.1f\n", label, M, N, K, 2.0 * M * N * K / best / 1e9);
+        free(A), free(B), free(C);
+    }
+    return 0;
+}
