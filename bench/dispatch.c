@@ -1,5 +1,5 @@
 // bench/dispatch - the matmul as a user's build runs it: `make bench-dispatch` builds this file
-// three ways and runs each on the same shapes, one thread, best of 7 runs:
+// three ways and runs each on the same shapes, one thread, best of 7 runs (101 for one row):
 //   plain        cc -std=c99 -O2 (the README's line): chooses its micro-kernel at run time
 //   no-dispatch  the same with -DRETRLM_NO_DISPATCH: the build's own kernel (SSE2 4x8 on x86-64)
 //   native       the benches' flags (-O3 -march=native -fopenmp, on 1 thread)
@@ -9,7 +9,8 @@
 #include "machine.h"
 
 int main(int argc, char **argv) {
-    static const int shapes[4][3] = {{512, 768, 768}, {256, 3072, 768}, {64, 768, 768}, {1024, 8192, 256}};
+    static const int shapes[6][3] = {{512, 768, 768}, {256, 3072, 768}, {64, 768, 768}, {1024, 8192, 256},
+                                    {1, 3072, 768}, {1, 32000, 288}}; // the last two: one row (generation)
     const char *label = argc > 1 ? argv[1] : "this";
     int s, r;
     size_t i;
@@ -18,7 +19,7 @@ int main(int argc, char **argv) {
 #endif
     bench_machine();
     printf("%-12s %s\n", label, retrlm_cpu_path());
-    for (s = 0; s < 4; s++) {
+    for (s = 0; s < 6; s++) {
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         float *A = (float *)malloc(sizeof(float) * M * K), *B = (float *)malloc(sizeof(float) * N * K),
               *C = (float *)malloc(sizeof(float) * M * N);
@@ -28,7 +29,7 @@ int main(int argc, char **argv) {
         retrlm_rng_seed(&rng, 1);
         for (i = 0; i < (size_t)M * K; i++) A[i] = retrlm_rng_float(&rng) - 0.5f;
         for (i = 0; i < (size_t)N * K; i++) B[i] = retrlm_rng_float(&rng) - 0.5f;
-        for (r = 0; r < 7; r++) {
+        for (r = 0; r < (M == 1 ? 101 : 7); r++) {
             t = retrlm_time_seconds();
             if (retrlm_matmul(C, A, B, NULL, M, N, K, 0)) return 1;
             t = retrlm_time_seconds() - t;

@@ -18,53 +18,62 @@
 // gcc then keeps the lane arrays in memory ("simd arrays") and runs at half the speed.
 #define RETRLM__LANES 16
 
-RETRLM_API float retrlm_dot(const float *a, const float *b, int n) {
-    float acc[RETRLM__LANES] = {0}, s = 0.0f;
-    int i = 0, j;
-    for (; i + RETRLM__LANES <= n; i += RETRLM__LANES) {
-        for (j = 0; j < RETRLM__LANES; j++) acc[j] += a[i + j] * b[i + j];
+// one template per kernel, instantiated for the build's instruction set and, where the matmul
+// dispatches (below), for AVX2+FMA and AVX-512 under target attributes
+#define RETRLM__DEFINE_DOT(name, ATTR, LANES)                                            \
+    ATTR static float name(const float *a, const float *b, int n) {                     \
+        float acc[LANES] = {0}, s = 0.0f;                                               \
+        int i = 0, j;                                                                   \
+        for (; i + LANES <= n; i += LANES) {                                            \
+            for (j = 0; j < LANES; j++) acc[j] += a[i + j] * b[i + j];                  \
+        }                                                                               \
+        for (j = 0; j < LANES; j++) s += acc[j];                                        \
+        for (; i < n; i++) s += a[i] * b[i];                                            \
+        return s;                                                                       \
     }
-    for (j = 0; j < RETRLM__LANES; j++) s += acc[j];
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
 
 // out[r] = dot(a, b + r*ldb) for r < 4: four rows of b against one a, sharing the loads of a.
 // Four separate lane arrays (not one 2-D array) so the compiler keeps each in a register.
-RETRLM__NOINLINE static void retrlm__dot4(float *out, const float *a, const float *b, size_t ldb, int n) {
-    float c0[RETRLM__LANES] = {0}, c1[RETRLM__LANES] = {0}, c2[RETRLM__LANES] = {0},
-          c3[RETRLM__LANES] = {0};
-    const float *b0 = b, *b1 = b + ldb, *b2 = b + 2 * ldb, *b3 = b + 3 * ldb;
-    float s0, s1, s2, s3;
-    int i = 0, j, w;
-    for (; i + RETRLM__LANES <= n; i += RETRLM__LANES) {
-        for (j = 0; j < RETRLM__LANES; j++) {
-            float aj = a[i + j];
-            c0[j] += aj * b0[i + j];
-            c1[j] += aj * b1[i + j];
-            c2[j] += aj * b2[i + j];
-            c3[j] += aj * b3[i + j];
-        }
+#define RETRLM__DEFINE_DOT4(name, ATTR, LANES)                                                        \
+    ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const float *b, size_t ldb, int n) { \
+        float c0[LANES] = {0}, c1[LANES] = {0}, c2[LANES] = {0}, c3[LANES] = {0};                     \
+        const float *b0 = b, *b1 = b + ldb, *b2 = b + 2 * ldb, *b3 = b + 3 * ldb;                     \
+        float s0, s1, s2, s3;                                                                         \
+        int i = 0, j, w;                                                                              \
+        for (; i + LANES <= n; i += LANES) {                                                          \
+            for (j = 0; j < LANES; j++) {                                                             \
+                float aj = a[i + j];                                                                  \
+                c0[j] += aj * b0[i + j];                                                              \
+                c1[j] += aj * b1[i + j];                                                              \
+                c2[j] += aj * b2[i + j];                                                              \
+                c3[j] += aj * b3[i + j];                                                              \
+            }                                                                                         \
+        }                                                                                             \
+        for (w = LANES / 2; w > 0; w /= 2) /* a fixed tree: vector adds, not 64 scalar ones */        \
+            for (j = 0; j < w; j++) {                                                                 \
+                c0[j] += c0[j + w];                                                                   \
+                c1[j] += c1[j + w];                                                                   \
+                c2[j] += c2[j + w];                                                                   \
+                c3[j] += c3[j + w];                                                                   \
+            }                                                                                         \
+        s0 = c0[0], s1 = c1[0], s2 = c2[0], s3 = c3[0];                                               \
+        for (j = i; j < n; j++) {                                                                     \
+            s0 += a[j] * b0[j];                                                                       \
+            s1 += a[j] * b1[j];                                                                       \
+            s2 += a[j] * b2[j];                                                                       \
+            s3 += a[j] * b3[j];                                                                       \
+        }                                                                                             \
+        out[0] = s0;                                                                                  \
+        out[1] = s1;                                                                                  \
+        out[2] = s2;                                                                                  \
+        out[3] = s3;                                                                                  \
     }
-    for (w = RETRLM__LANES / 2; w > 0; w /= 2) // a fixed tree: vector adds, not 64 scalar ones
-        for (j = 0; j < w; j++) {
-            c0[j] += c0[j + w];
-            c1[j] += c1[j + w];
-            c2[j] += c2[j + w];
-            c3[j] += c3[j + w];
-        }
-    s0 = c0[0], s1 = c1[0], s2 = c2[0], s3 = c3[0];
-    for (j = i; j < n; j++) {
-        s0 += a[j] * b0[j];
-        s1 += a[j] * b1[j];
-        s2 += a[j] * b2[j];
-        s3 += a[j] * b3[j];
-    }
-    out[0] = s0;
-    out[1] = s1;
-    out[2] = s2;
-    out[3] = s3;
-}
+
+#define RETRLM__NO_ATTR
+RETRLM__DEFINE_DOT(retrlm__dot, RETRLM__NO_ATTR, RETRLM__LANES)
+RETRLM__DEFINE_DOT4(retrlm__dot4, RETRLM__NO_ATTR, RETRLM__LANES)
+
+RETRLM_API float retrlm_dot(const float *a, const float *b, int n) { return retrlm__dot(a, b, n); }
 
 RETRLM_API void retrlm_axpy(float *y, float alpha, const float *x, int n) {
     int i;
@@ -308,11 +317,14 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
         }                                                                                           \
         RETRLM__ROWS(MR)(RETRLM__ACC_STORE, NR)                                                     \
     }
-#define RETRLM__NO_ATTR
 RETRLM__DEFINE_MICRO(retrlm__micro, RETRLM__NO_ATTR, RETRLM__MR, RETRLM__NR)
 #ifdef RETRLM__DISPATCH
 RETRLM__DEFINE_MICRO(retrlm__micro_avx2, __attribute__((target("avx2,fma"))), 6, 16)
 RETRLM__DEFINE_MICRO(retrlm__micro_avx512, __attribute__((target("avx512f"))), 8, 32)
+RETRLM__DEFINE_DOT(retrlm__dot_avx2, __attribute__((target("avx2,fma"))), 16)
+RETRLM__DEFINE_DOT4(retrlm__dot4_avx2, __attribute__((target("avx2,fma"))), 16)
+RETRLM__DEFINE_DOT(retrlm__dot_avx512, __attribute__((target("avx512f"))), 16)
+RETRLM__DEFINE_DOT4(retrlm__dot4_avx512, __attribute__((target("avx512f"))), 16)
 #endif
 
 typedef void (*retrlm__micro_fn)(int, const float *, const float *, float *, size_t, int, int, const float *, int, int);
@@ -382,8 +394,17 @@ RETRLM_API const char *retrlm_cpu_path(void) {
 // independent accumulators, so the loop is not bound by the latency of one FMA chain.
 static void retrlm__matmul_rows(float *C, const float *A, const float *B, const float *bias,
                                 int M, int N, int K, int acc_c) {
+    void (*dot4)(float *, const float *, const float *, size_t, int) = retrlm__dot4;
+    float (*dot)(const float *, const float *, int) = retrlm__dot;
     // about 32 chunks: enough for a starved thread to hand work over, few enough to be cheap
     int nb, chunk = RETRLM__MAX(64, (N / 32 + 3) & ~3), nblocks = (N + chunk - 1) / chunk;
+#ifdef RETRLM__DISPATCH
+    switch (retrlm__gemm_choice()) { // the kernels the multiply chose
+    case 2: dot4 = retrlm__dot4_avx512, dot = retrlm__dot_avx512; break;
+    case 1: dot4 = retrlm__dot4_avx2, dot = retrlm__dot_avx2; break;
+    default: break;
+    }
+#endif
     RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)K > 65536)
     for (nb = 0; nb < nblocks; nb++) {
         int n, m, n1 = RETRLM__MIN(N, nb * chunk + chunk);
@@ -393,9 +414,9 @@ static void retrlm__matmul_rows(float *C, const float *A, const float *B, const 
             for (n = nb * chunk; n < n1; n += 4) {
                 const float *b0 = B + (size_t)n * K;
                 int j, rows = RETRLM__MIN(4, n1 - n);
-                if (rows == 4) retrlm__dot4(v, a, b0, (size_t)K, K);
+                if (rows == 4) dot4(v, a, b0, (size_t)K, K);
                 else
-                    for (j = 0; j < rows; j++) v[j] = retrlm_dot(a, b0 + (size_t)j * K, K);
+                    for (j = 0; j < rows; j++) v[j] = dot(a, b0 + (size_t)j * K, K);
                 for (j = 0; j < rows; j++) {
                     float x = v[j] + (bias ? bias[n + j] : 0.0f);
                     c[n + j] = acc_c ? c[n + j] + x : x;
