@@ -3754,7 +3754,7 @@ RETRLM__PRIVATE retrlm_result retrlm__save_atomic(const char *path, retrlm__emit
     if (!path || !path[0]) return retrlm__fail(RETRLM_ERR_ARG, "save: empty path");
     plen = strlen(path);
     tmp = (char *)retrlm__alloc(plen + 32, 1);
-    if (!tmp) return retrlm__fail(RETRLM_ERR_NOMEM, "writer: no memory");
+    if (!tmp) return retrlm__fail(RETRLM_ERR_NOMEM, "save: no memory");
     memset(&sink, 0, sizeof sink);
 #ifdef RETRLM__POSIX
     if (retrlm__refuse_output(path)) {

@@ -69,8 +69,8 @@
 //   reading again (the I/O thread polls it for that request meanwhile: no wake-up, no hand-off);
 //   otherwise (part unwritten, pipelined bytes, a close, a stream's events) the I/O thread takes
 //   the connection back through the self-pipe and writes the rest. A slow client therefore holds
-//   a connection slot, never a worker, and its slot ends at the header, body or write timeout; at --max-conns
-//   the oldest connection still reading is closed for the new one. Memory: at most
+//   a connection slot, never a worker, and its slot ends at the header, body or write timeout;
+//   at --max-conns the oldest connection still reading is closed for the new one. Memory: at most
 //   max-conns x (8 KiB header + max-body) of input, plus queue and workers.
 //   The tokenizer, datastore, encoder, kNN-LM keys and the LM's weights are loaded once and only
 //   read (the header's THREADS rule: const objects may be used concurrently). Each worker owns a
