@@ -1454,6 +1454,18 @@ static void run_request(server *s, worker *w, conn *c) {
 
 static int conn_flush(conn *c);
 
+// a response written: the request's bytes dropped (pipelined bytes stay), reading again
+static void conn_rearm(server *s, conn *c) {
+    size_t used = c->req.head_len + c->req.content_length;
+    if (used > c->in.n) used = c->in.n;
+    memmove(c->in.p, c->in.p + used, c->in.n - used);
+    c->in.n -= used;
+    c->out.n = 0, c->sent = 0, c->continued = 0, c->streaming = 0;
+    memset(&c->req, 0, sizeof c->req);
+    c->state = CONN_READ;
+    c->deadline = now_s() + s->header_timeout;
+}
+
 static void *worker_main(void *arg) {
     worker *w = (worker *)arg;
     server *s = w->srv;
@@ -1479,12 +1491,9 @@ static void *worker_main(void *arg) {
         pthread_mutex_lock(&s->mu);
         s->busy--;
         if (sent == 1 && !c->close_after && !g_stop && !c->peeked &&
-            c->in.n == c->req.head_len + c->req.content_length) {
-            c->in.n = 0, c->out.n = 0, c->sent = 0, c->continued = 0;
-            memset(&c->req, 0, sizeof c->req);
-            c->deadline = now_s() + s->header_timeout;
-            c->state = CONN_READ;
-        } else {
+            c->in.n == c->req.head_len + c->req.content_length) // nothing pipelined to parse
+            conn_rearm(s, c);
+        else {
             s->done[s->n_done++] = c; // at most one entry a connection: fits max_conns
             wake_io(s);
         }
@@ -1604,15 +1613,8 @@ static void conn_process(server *s, conn *c) {
 
 // after a response is written: the next request on the connection, or close (-1)
 static int conn_next(server *s, conn *c) {
-    size_t used = c->req.head_len + c->req.content_length;
     if (c->close_after || g_stop) return -1;
-    if (used > c->in.n) used = c->in.n;
-    memmove(c->in.p, c->in.p + used, c->in.n - used); // pipelined bytes stay
-    c->in.n -= used;
-    c->out.n = 0, c->sent = 0, c->continued = 0, c->streaming = 0;
-    memset(&c->req, 0, sizeof c->req);
-    c->state = CONN_READ;
-    c->deadline = now_s() + s->header_timeout;
+    conn_rearm(s, c);
     conn_process(s, c);
     return 0;
 }

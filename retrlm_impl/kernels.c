@@ -9,6 +9,13 @@
 #define RETRLM__RESTRICT restrict
 #endif
 
+// Clang fuses a * b + c into one FMA where the target has it (GCC does not in ISO C mode): off
+// here, so that one kernel path gives the same bits whichever of the two compiled it
+#if defined(__clang__)
+#pragma float_control(push)
+#pragma clang fp contract(off)
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // vector kernels
 
@@ -327,10 +334,12 @@ RETRLM__DEFINE_DOT(retrlm__dot_avx512, __attribute__((target("avx512f"))), 16)
 RETRLM__DEFINE_DOT4(retrlm__dot4_avx512, __attribute__((target("avx512f"))), 16)
 #endif
 
-typedef void (*retrlm__micro_fn)(int, const float *, const float *, float *, size_t, int, int, const float *, int, int);
-typedef struct retrlm__gemm_kernel {
-    retrlm__micro_fn micro;
+typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
+    void (*micro)(int, const float *, const float *, float *, size_t, int, int, const float *, int, int);
     int mr, nr;
+    void (*dot4)(float *, const float *, const float *, size_t, int); // the one-row path's
+    float (*dot)(const float *, const float *, int);
+    const char *path; // retrlm_cpu_path's text
 } retrlm__gemm_kernel;
 
 #if defined(__AVX512F__)
@@ -356,55 +365,38 @@ typedef struct retrlm__gemm_kernel {
 #define RETRLM__OMP_TEXT ", no OpenMP"
 #endif
 
-// the micro-kernel this CPU runs best (0: the build's own; 1: AVX2+FMA; 2: AVX-512), with the
-// text retrlm_cpu_path gives for it; __builtin_cpu_supports also asks whether the OS saves the
-// wider registers
-static int retrlm__gemm_choice(void) {
+// the kernels this CPU runs best: the build's own, or (dispatch) AVX2+FMA or AVX-512 when the
+// CPU has them; __builtin_cpu_supports also asks whether the OS saves the wider registers
+static const retrlm__gemm_kernel *retrlm__gemm(void) {
+    static const retrlm__gemm_kernel k[3] = {
+        {retrlm__micro, RETRLM__MR, RETRLM__NR, retrlm__dot4, retrlm__dot,
+         RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) RETRLM__OMP_TEXT},
+#ifdef RETRLM__DISPATCH
+        {retrlm__micro_avx2, 6, 16, retrlm__dot4_avx2, retrlm__dot_avx2,
+         "avx2+fma (chosen at run time; built for " RETRLM__ISA "), matmul tile 6x16" RETRLM__OMP_TEXT},
+        {retrlm__micro_avx512, 8, 32, retrlm__dot4_avx512, retrlm__dot_avx512,
+         "avx512f (chosen at run time; built for " RETRLM__ISA "), matmul tile 8x32" RETRLM__OMP_TEXT},
+#endif
+    };
 #ifdef RETRLM__DISPATCH
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return 2;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+    if (__builtin_cpu_supports("avx512f")) return &k[2];
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &k[1];
 #endif
-    return 0;
+    return &k[0];
 }
 
-static retrlm__gemm_kernel retrlm__gemm(void) {
-    retrlm__gemm_kernel k;
-    k.micro = retrlm__micro, k.mr = RETRLM__MR, k.nr = RETRLM__NR;
-#ifdef RETRLM__DISPATCH
-    switch (retrlm__gemm_choice()) {
-    case 2: k.micro = retrlm__micro_avx512, k.mr = 8, k.nr = 32; break;
-    case 1: k.micro = retrlm__micro_avx2, k.mr = 6, k.nr = 16; break;
-    default: break;
-    }
-#endif
-    return k;
-}
-
-RETRLM_API const char *retrlm_cpu_path(void) {
-    static const char *const text[3] = {
-        RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) RETRLM__OMP_TEXT,
-        "avx2+fma (chosen at run time; built for " RETRLM__ISA "), matmul tile 6x16" RETRLM__OMP_TEXT,
-        "avx512f (chosen at run time; built for " RETRLM__ISA "), matmul tile 8x32" RETRLM__OMP_TEXT};
-    return text[retrlm__gemm_choice()];
-}
+RETRLM_API const char *retrlm_cpu_path(void) { return retrlm__gemm()->path; }
 
 // small M with the default layouts: each C element is one unit-stride dot product; this is the
 // generation case (M = 1), bound by reading B once. Four rows of B at a time give four
 // independent accumulators, so the loop is not bound by the latency of one FMA chain.
-static void retrlm__matmul_rows(float *C, const float *A, const float *B, const float *bias,
-                                int M, int N, int K, int acc_c) {
-    void (*dot4)(float *, const float *, const float *, size_t, int) = retrlm__dot4;
-    float (*dot)(const float *, const float *, int) = retrlm__dot;
+static void retrlm__matmul_rows(const retrlm__gemm_kernel *g, float *C, const float *A, const float *B,
+                                const float *bias, int M, int N, int K, int acc_c) {
+    void (*dot4)(float *, const float *, const float *, size_t, int) = g->dot4;
+    float (*dot)(const float *, const float *, int) = g->dot;
     // about 32 chunks: enough for a starved thread to hand work over, few enough to be cheap
     int nb, chunk = RETRLM__MAX(64, (N / 32 + 3) & ~3), nblocks = (N + chunk - 1) / chunk;
-#ifdef RETRLM__DISPATCH
-    switch (retrlm__gemm_choice()) { // the kernels the multiply chose
-    case 2: dot4 = retrlm__dot4_avx512, dot = retrlm__dot_avx512; break;
-    case 1: dot4 = retrlm__dot4_avx2, dot = retrlm__dot_avx2; break;
-    default: break;
-    }
-#endif
     RETRLM__PARALLEL_FOR_IF((size_t)N * (size_t)K > 65536)
     for (nb = 0; nb < nblocks; nb++) {
         int n, m, n1 = RETRLM__MIN(N, nb * chunk + chunk);
@@ -442,8 +434,8 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
                                                 float *ws, size_t ws_floats) {
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
-    const retrlm__gemm_kernel g = retrlm__gemm();
-    const int MR = g.mr, NR = g.nr, MC = MR * RETRLM__MC_TILES, NC = NR * RETRLM__NC_TILES;
+    const retrlm__gemm_kernel *g = retrlm__gemm();
+    const int MR = g->mr, NR = g->nr, MC = MR * RETRLM__MC_TILES, NC = NR * RETRLM__NC_TILES;
     int mtiles, ntiles, ntiles_all, nthreads, t;
     size_t per_thread, a_size;
     float *work;
@@ -460,7 +452,7 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
         return RETRLM_OK;
     }
     if (M < MR && !(flags & (RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN))) {
-        retrlm__matmul_rows(C, A, B, bias, M, N, K, acc_c);
+        retrlm__matmul_rows(g, C, A, B, bias, M, N, K, acc_c);
         return RETRLM_OK;
     }
     // views: A as (M,K), Bᵀ as (N,K); both are packed the same way
@@ -510,7 +502,7 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
             retrlm__matmul_pack(pb, bt, N, n0, nc, k0, kc, NR);
             for (jr = 0; jr < nc; jr += NR) {
                 for (ir = 0; ir < mc; ir += MR) {
-                    g.micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc, C + (size_t)(m0 + ir) * N + (n0 + jr),
+                    g->micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc, C + (size_t)(m0 + ir) * N + (n0 + jr),
                             (size_t)N, RETRLM__MIN(MR, mc - ir), RETRLM__MIN(NR, nc - jr), bias ? bias + n0 + jr : NULL,
                             k0 == 0, acc_c);
                 }
@@ -525,3 +517,7 @@ RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
                                        const float *bias, int M, int N, int K, int flags) {
     return retrlm__matmul_ws(C, A, B, bias, M, N, K, flags, NULL, 0);
 }
+
+#if defined(__clang__)
+#pragma float_control(pop)
+#endif
