@@ -798,7 +798,20 @@ RETRLM_API retrlm_result retrlm_npy_write(const char *path, const float *x, size
    learnt a_h (RETRLM_T_CCA_SMEAR, 0 at init, no weight decay). A head can then match the token
    a position has just read against the token *before* each neighbour token and read the one that
    followed it: copying from a neighbour becomes one attention step instead of a circuit that a
-   small model learns late. Off by default; a model without it has no such parameters. */
+   small model learns late. Off by default; a model without it has no such parameters.
+
+   RPT's self-retrieval (rpt_dim > 0; Rubin & Berant 2023, "Long-range language modeling with
+   self-retrieval"): the model embeds its own chunks. Chunk u's embedding e_u is the mean over its
+   m tokens of the feed-forward input of decoder layer rpt_layer - 1 (after its RMSNorm), its query
+   q_u = Wq e_u and key k_u = Wk e_u (RETRLM_T_RPT_WQ, _WK, (rpt_dim, D)), and the retrieval score
+   of an earlier chunk j for u is q_u . k_j / sqrt(rpt_dim). The layer lies before the first
+   cross-attention, so the embeddings do not depend on the neighbours they choose: a trainer runs
+   retrlm_model_rpt_embed (the decoder up to that layer), picks each chunk's neighbours,
+   runs retrlm_model_forward_retro and backpropagates the retriever's loss through both (its
+   gradient reaches the decoder's lower layers, so the LM and the retriever train together).
+   Differences from RPT: the neighbours (an earlier chunk and its continuation) are read by the
+   RETRO neighbour encoder above, not by the decoder's own lower layers, and the chunk
+   embeddings are causal (RPT adds a bidirectional pass over each chunk). */
 
 typedef struct retrlm_model_config {
     int      vocab_size;    /* V tokens; required */
@@ -826,6 +839,11 @@ typedef struct retrlm_model_config {
     int      retro_enc_layers; /* neighbour encoder blocks; default 2 */
     int      retro_enc_heads;  /* neighbour encoder heads; default n_heads */
     int      retro_smear;      /* 1: smeared keys in the cross-attention (below); 0: none */
+    /* RPT's self-retrieval (below); rpt_dim 0 (the default) means none */
+    int      rpt_dim;          /* d, width of a chunk's query and key; needs RETRO, retro_start >= 1 */
+    int      rpt_layer;        /* the chunk embedding reads the feed-forward input of decoder
+                                  layer rpt_layer - 1 (1-based: 1 .. retro_start); 0: retro_start,
+                                  the last layer before the first cross-attention (default) */
 } retrlm_model_config;
 
 /* The parameter tensors, in the order they lie in the parameter block: the matrices (weight
@@ -847,6 +865,8 @@ typedef enum retrlm_model_tensor {
     RETRLM_T_CCA_WK,       /* (R, D, De) keys from the neighbour encoder's De-wide states */
     RETRLM_T_CCA_WV,       /* (R, D, De) */
     RETRLM_T_CCA_WO,       /* (R, D, D) */
+    RETRLM_T_RPT_WQ,       /* (rpt_dim, D) RPT chunk query; 0 elements without rpt_dim */
+    RETRLM_T_RPT_WK,       /* (rpt_dim, D) RPT chunk key */
     RETRLM_T_ATTN_NORM,    /* (L, D) RMSNorm gain before attention */
     RETRLM_T_FFN_NORM,     /* (L, D) RMSNorm gain before the feed-forward */
     RETRLM_T_FINAL_NORM,   /* (D) final RMSNorm gain */
@@ -892,6 +912,10 @@ typedef struct retrlm_model {
     int    *retro_ints_;                 /* neighbour tokens, rows and lengths */
     int     retro_rows_;                 /* neighbours encoded by the last forward */
     int     retro_chunk_;                /* decode: the chunk whose neighbours are cached; -1 */
+    float  *rpt_pool_;                   /* (max_batch * chunks, D) chunk means of the last
+                                            retrlm_model_rpt_embed, then (same) work */
+    void   *rpt_own_;
+    int     rpt_B_, rpt_T_;              /* its shape; 0 before one */
 } retrlm_model;
 
 /* Fills in defaults, checks the shapes, allocates everything and initialises the weights
@@ -925,6 +949,21 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
 RETRLM_API retrlm_result retrlm_model_forward_retro(retrlm_model *m, const int *tokens, int B,
                                                     int T, const int *lengths,
                                                     const int *neighbours, int flags);
+/* RPT: embeds the chunks of tokens (B, T) (T a multiple of retro_chunk, U = T / m a sequence)
+   by running the first config.rpt_layer decoder layers only: q and k (B, U, rpt_dim) (either
+   may be NULL) get the chunks' queries and keys, in sequence order. The embeddings equal those
+   of a retrlm_model_forward_retro of the same tokens with any neighbours. The model's other
+   activations are then partial: call retrlm_model_forward_retro before any backward. ERR_ARG
+   without rpt_dim, or for a bad shape or token. */
+RETRLM_API retrlm_result retrlm_model_rpt_embed(retrlm_model *m, const int *tokens, int B, int T,
+                                                float *q, float *k);
+/* The retriever's backward: given d loss / d q and d loss / d k (B, U, rpt_dim) of the last
+   retrlm_model_rpt_embed (either may be NULL: zero), adds the gradients of Wq and Wk to
+   m->grads and writes dffn (B, T, D) = d loss / d (feed-forward input of layer rpt_layer - 1),
+   to pass as grad.dffn_in[rpt_layer - 1] to retrlm_model_backward after a forward of the same
+   tokens. */
+RETRLM_API retrlm_result retrlm_model_rpt_embed_backward(retrlm_model *m, const float *dq,
+                                                         const float *dk, float *dffn);
 /* Whether decoder layer l has chunked cross-attention. */
 RETRLM_API int retrlm_model_is_retro_layer(const retrlm_model *m, int layer);
 /* Layer l's feed-forward input (after its RMSNorm), (B, T, D), read-only after forward: the
@@ -2259,6 +2298,128 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
                                           const retrlm_npm_train_config *cfg,
                                           retrlm_lm_train_state *state);
 
+
+/* ---- Strategy 4, RPT (Rubin & Berant, 2023): a RETRO model with an RPT retriever
+   (retrlm_model_config.rpt_dim) reads long documents in spans of `windows` consecutive windows
+   of seq_len tokens, all in one batch; the chunks of a span's earlier windows are the index its
+   later chunks search (the in-batch index of strategy 4), with the model's own chunk
+   embeddings. A chunk u's candidates are the span's chunks j whose text and continuation (j and
+   j + 1) lie before u's window; the reference LM (any trained causal LM) scores each by how
+   much reading it raises the likelihood of the chunk after u:
+       gold(u, j) = log p_ref(chunk u+1 | chunk j, chunk j+1, chunk u) - log p_ref(chunk u+1 | chunk u)
+   (nats; rows of 4m tokens), computed once for a set of spans (retrlm_rpt_targets_build). The
+   trainer picks each chunk's k neighbours among its candidates by the retriever's scores (or,
+   with scheduled sampling, by gold), reads them through the chunked cross-attention and
+   minimises lm_loss + aux_scale * retrlm_rank_loss(scores, gold): the retriever learns to rank
+   what helps the reference LM, and the decoder, whose lower layers embed the chunks, learns
+   with it. The first window of a span, and chunks with no candidate, read no neighbour. */
+typedef struct retrlm_rpt_targets_config {
+    int   chunk;      /* m, tokens a chunk (the RPT model's retro_chunk); required */
+    int   windows;    /* windows a span; default 4 */
+    int   seq_len;    /* tokens a window, a multiple of chunk; default 4 * chunk */
+    int   cands;      /* candidates scored a chunk, at most; the rest are preselected away by
+                         their share of the chunk's bigrams (retrlm_retro_overlap, RPT's BM25
+                         preselection); default 8; windows * seq_len / chunk keeps them all */
+    int   stride;     /* tokens between the starts of a document's spans; default a span */
+    retrlm_progress_fn progress; /* stage "rpt targets", done/total in spans; may cancel */
+    void *progress_user;         /* passed to progress */
+} retrlm_rpt_targets_config;
+
+typedef struct retrlm_rpt_targets {
+    int      chunk, windows, seq_len, cands; /* m, B, T, C */
+    int64_t  n_spans;
+    int64_t *span;    /* (n_spans) first token of each span in the stream (span + B T + 1 tokens
+                         lie in one document) */
+    int     *cand;    /* (n_spans, U, C) candidate chunks, 0 .. U-1 within the span, U = B T / m;
+                         -1 pads */
+    float   *gold;    /* (n_spans, U, C) their gold gains (nats); -inf where cand is -1, and for
+                         the span's last chunk (no chunk after it) */
+} retrlm_rpt_targets;
+
+/* Spans: in each document [doc[d], doc[d + 1]) (the last to n; doc (n_docs) ascending, doc[0]
+   = 0), every stride tokens while B T + 1 tokens fit. ref: a causal LM with max_seq_len >= 4m;
+   its max_batch rows a forward. Same results for any number of threads. ERR_ARG on bad sizes
+   (no span fits), a reference that is not a causal LM with logits, or a token outside its
+   vocabulary. */
+RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_model *ref,
+                                                  const int *tokens, size_t n,
+                                                  const int64_t *doc, int64_t n_docs,
+                                                  const retrlm_rpt_targets_config *cfg);
+RETRLM_API void retrlm_rpt_targets_free(retrlm_rpt_targets *t); /* zeroed or freed: no-op */
+
+/* RPT's retriever loss on one span's chunk embeddings q, k (U, dr) (retrlm_model_rpt_embed):
+   scores s_uc = q_u . k_j / sqrt(dr), j = cand_uc, and aux_scale * retrlm_rank_loss(s, gold,
+   margin, threshold) over the chunks that have a gold row (gold_u0 > -inf); cand, gold (U, C)
+   as in retrlm_rpt_targets. scores (U, C) (may be NULL) gets s (-inf where cand is -1); *loss
+   (may be NULL) the loss; dq, dk (U, dr) (may be NULL) its gradients, ready for
+   retrlm_model_rpt_embed_backward. ERR_ARG on bad sizes or a candidate outside [-1, U), and
+   as retrlm_rank_loss. */
+RETRLM_API retrlm_result retrlm_rpt_loss(const float *q, const float *k, int U, int dr,
+                                         const int *cand, const float *gold, int C, float margin,
+                                         float threshold, float aux_scale, float *scores,
+                                         float *loss, float *dq, float *dk);
+
+typedef struct retrlm_rpt_train_config {
+    const int *train;          /* (n_train) token stream, borrowed: the one targets were built on */
+    size_t     n_train;
+    const retrlm_rpt_targets *targets; /* its spans, borrowed; the model's m, and windows <=
+                                          max_batch, seq_len <= max_seq_len */
+    int64_t    steps;          /* train until state->step == steps; a step is one random span */
+    float      aux_scale;      /* weight of the retriever's loss; default 1 */
+    float      margin;         /* the hinge's margin at step 0; default 1 */
+    float      max_margin;     /* ... rising linearly to this at the last step (RPT's schedule);
+                                  default margin */
+    float      threshold;      /* a gold above it may rank first in a pair; default 0 (the
+                                  candidate helps) */
+    float      gold_share;     /* scheduled sampling: the probability that a chunk reads its k
+                                  best candidates by gold (those above threshold) instead of by
+                                  the retriever, at step 0; 0 (default): never */
+    int64_t    gold_steps;     /* ... falling linearly to 0 at this step */
+    const char *checkpoint;    /* path or NULL: model, optimiser and state every
+                                  checkpoint_every steps and at the end */
+    int        checkpoint_every;
+    float     *losses;         /* (steps) or NULL: the LM loss of each step (nats a token) */
+    float     *rank_losses;    /* (steps) or NULL: the retriever's loss of each step (times
+                                  aux_scale) */
+    retrlm_progress_fn progress; /* stage "rpt" after every step; may cancel */
+    void      *progress_user;  /* passed to progress */
+} retrlm_rpt_train_config;
+
+/* Trains from state->step to cfg->steps: each step draws a span (rng_below(n_spans)), embeds
+   its chunks (retrlm_model_rpt_embed), picks neighbours, runs the RETRO forward, both losses,
+   backward through the decoder and the retriever, and an AdamW update over whatever opt holds.
+   Same results for any number of threads; resuming from a checkpoint continues exactly. ERR_ARG
+   on a model without an RPT retriever, targets of another shape, or spans outside the stream. */
+RETRLM_API retrlm_result retrlm_rpt_train(retrlm_model *m, retrlm_adamw *opt,
+                                          const retrlm_rpt_train_config *cfg,
+                                          retrlm_lm_train_state *state);
+
+/* How retrlm_rpt_evaluate picks a chunk's neighbours among its candidates. */
+typedef enum retrlm_rpt_pick {
+    RETRLM_RPT_OWN = 0,  /* the model's retriever: its k best by q . k */
+    RETRLM_RPT_GOLD,     /* the reference LM's: its k best gold above 0 (an oracle) */
+    RETRLM_RPT_NONE,     /* none: the decoder alone (any causal model, RPT or not) */
+    RETRLM_RPT_SCORES    /* the caller's scores (n_spans, U, C), e.g. BM25's; k best */
+} retrlm_rpt_pick;
+
+typedef struct retrlm_rpt_eval {
+    double  nats;          /* summed negative log-likelihood of every target of every span */
+    int64_t tokens;        /* targets counted (spans * B * T) */
+    int64_t queries;       /* chunks with a gold row (a candidate and a chunk after them) */
+    double  first_gold;    /* mean over those of the gold of the pick's first candidate */
+    double  best_gold;     /* mean of their best gold (what a perfect pick would get) */
+    double  first_is_best; /* share whose first candidate is the best by gold */
+} retrlm_rpt_eval;
+
+/* Reads every span of targets with the model (max_batch >= windows) and the neighbours that
+   pick chooses among each chunk's candidates, each window of a span a sequence of the batch
+   (the spans' own text, as in training). For a like-for-like figure build the targets with
+   cands = B T / m, so that every earlier chunk is a candidate. ERR_ARG on a bad pick for the
+   model, or shapes that do not match. */
+RETRLM_API retrlm_result retrlm_rpt_evaluate(retrlm_model *m, const int *tokens, size_t n,
+                                             const retrlm_rpt_targets *targets,
+                                             retrlm_rpt_pick pick, const float *scores,
+                                             retrlm_rpt_eval *out);
 /* ---- retrlm_impl/eval.h ---- */
 /* ---- eval: retrieval metrics against graded relevance judgments ---------------------------
    A judgment (qrel) says document docid has grade g for query qid (TREC qrels without the
@@ -11428,6 +11589,7 @@ static void retrlm__tensor_sizes(const retrlm_model_config *c, size_t *sz) {
     sz[RETRLM_T_W_GATE] = sz[RETRLM_T_W_UP] = sz[RETRLM_T_W_DOWN] = l * f * d;
     sz[RETRLM_T_CCA_WQ] = sz[RETRLM_T_CCA_WO] = R * d * d;
     sz[RETRLM_T_CCA_WK] = sz[RETRLM_T_CCA_WV] = R * d * (size_t)c->retro_enc_dim;
+    sz[RETRLM_T_RPT_WQ] = sz[RETRLM_T_RPT_WK] = (size_t)c->rpt_dim * d;
     sz[RETRLM_T_ATTN_NORM] = sz[RETRLM_T_FFN_NORM] = l * d;
     sz[RETRLM_T_FINAL_NORM] = d;
     sz[RETRLM_T_CCA_NORM] = R * d;
@@ -11478,6 +11640,10 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
                                 c->retro_chunk);
         c->retro_k = c->retro_len = c->retro_start = c->retro_every = 0;
         c->retro_enc_dim = c->retro_enc_layers = c->retro_enc_heads = c->retro_smear = 0;
+        if (c->rpt_dim)
+            return retrlm__fail(RETRLM_ERR_ARG, "model: rpt_dim %d needs RETRO blocks (retro_chunk "
+                                "> 0)", c->rpt_dim);
+        c->rpt_layer = 0;
     } else {
         c->retro_smear = c->retro_smear != 0;
         if (!c->retro_k) c->retro_k = 2;
@@ -11502,6 +11668,16 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
                                 "heads %d, neighbours a batch <= 2^24", c->retro_chunk, c->max_seq_len, c->retro_k,
                                 c->retro_len, c->retro_start, c->n_layers, c->retro_every,
                                 c->retro_enc_dim, c->retro_enc_layers, c->retro_enc_heads);
+        if (c->rpt_dim) {
+            if (!c->rpt_layer) c->rpt_layer = c->retro_start;
+            if (c->rpt_dim < 1 || c->rpt_dim > 65536 || c->rpt_layer < 1 ||
+                c->rpt_layer > c->retro_start)
+                return retrlm__fail(RETRLM_ERR_ARG, "model: RPT dim %d (1..65536), layer %d (1 .. "
+                                    "retro_start %d: before the first cross-attention)",
+                                    c->rpt_dim, c->rpt_layer, c->retro_start);
+        } else {
+            c->rpt_layer = 0;
+        }
     }
     if (c->vocab_size < 1 || c->vocab_size > RETRLM__MAX_DIM || c->dim < 2 ||
         c->dim > RETRLM__MAX_DIM || c->n_layers < 1 || c->n_layers > 65536 || c->n_heads < 1 ||
@@ -11530,7 +11706,7 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
         double de = c->retro_enc_dim, R = (double)retrlm__retro_count(c);
         est += R * (nm * (6 * d + 1 + 2 * h * kr) + 2 * nn * d + 2 * kr * d) + nn * (3 * d + de) +
                nn * (16 * de + c->retro_len * c->retro_enc_heads) * c->retro_enc_layers +
-               2 * v * de;
+               2 * v * de + 2 * nm / c->retro_chunk * (d + c->rpt_dim) * (c->rpt_dim > 0);
     }
     if (est * 8.0 > (double)SIZE_MAX || est > 1e13)
         return retrlm__fail(RETRLM_ERR_NOMEM, "model: %.3g floats of parameters and activations "
@@ -11570,6 +11746,7 @@ RETRLM_API void retrlm_model_free(retrlm_model *m) {
     }
     RETRLM_FREE(m->retro_own_);
     RETRLM_FREE(m->retro_ints_);
+    RETRLM_FREE(m->rpt_own_);
     for (i = 0; i < 5; i++) RETRLM_FREE(m->own_[i]);
     RETRLM_FREE(m->tokens_);
     RETRLM_FREE(m->lengths_);
@@ -11642,10 +11819,16 @@ static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_con
         m->retro_ints_ = (int *)retrlm__calloc(S * (size_t)c.retro_len + 2 * S +
                                                    2 * (size_t)c.retro_k, sizeof(int));
         m->retro_enc = (retrlm_model *)retrlm__calloc(1, sizeof(retrlm_model));
+        if (c.rpt_dim) // the chunk means, then their gradients
+            m->rpt_pool_ = retrlm__model_block((size_t)2 * c.max_batch *
+                                               (size_t)(c.max_seq_len / c.retro_chunk) *
+                                               (size_t)RETRLM__MAX(c.dim, c.rpt_dim),
+                                               &m->rpt_own_);
     }
     if (!m->params || !m->grads || !m->acts_ || !m->work_ || !m->mmws_ || !m->tokens_ ||
         !m->lengths_ || !m->ids_ || (c.retro_chunk && (!m->retro_ || !m->retro_ints_ ||
-                                                        !m->retro_enc))) {
+                                                        !m->retro_enc)) ||
+        (c.rpt_dim && !m->rpt_pool_)) {
         retrlm_model_free(m);
         return retrlm__fail(RETRLM_ERR_NOMEM, "model: no memory for %lu parameters and %lu "
                             "activations", (unsigned long)off, (unsigned long)nwork);
@@ -12141,10 +12324,14 @@ static retrlm_result retrlm__retro_encode(retrlm_model *m, int rows, const int *
                                 RETRLM_FORWARD_NO_LOGITS);
 }
 
+// a private forward flag: only the first config.rpt_layer layers, nothing after them
+#define RETRLM__FORWARD_RPT 0x100
+
 static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, int T,
                                      const int *lengths, const int *nb, int flags) {
     const retrlm_model_config *c = &m->config;
     const int D = c->dim, F = c->ffn_dim, V = c->vocab_size, H = c->n_heads, hd = D / H;
+    const int L = flags & RETRLM__FORWARD_RPT ? c->rpt_layer : c->n_layers;
     int i, l, N, rows = 0;
     int *slot_row = NULL, *row_len = NULL;
     retrlm_result r;
@@ -12186,7 +12373,7 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
             memcpy(x0 + (size_t)i * D, m->param[RETRLM_T_EMBED] + (size_t)tokens[i] * D,
                    (size_t)D * sizeof(float));
     }
-    for (l = 0; l < c->n_layers; l++) {
+    for (l = 0; l < L; l++) {
         retrlm__acts a;
         float *x = retrlm__resid(m, l), *xo = retrlm__resid(m, l + 1);
         const float *ffx; // the feed-forward's input: mid, or the cross-attention's output
@@ -12235,6 +12422,11 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
         }
         retrlm__rmsnorm_forward(a.ln2, a.rstd2, ffx, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0),
                                 N, D, c->norm_eps);
+        if (l == L - 1 && L < c->n_layers) { // RPT's partial pass ends at its feed-forward input
+            m->B = m->T = 0;
+            m->hidden = NULL;
+            return RETRLM_OK;
+        }
         if ((r = retrlm__mm(m, a.gate, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), N,
                                F, D, 0)) ||
             (r = retrlm__mm(m, a.up, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), N, F,
@@ -12276,6 +12468,78 @@ RETRLM_API const float *retrlm_model_ffn_input(const retrlm_model *m, int layer)
     RETRLM_ASSERT(layer >= 0 && layer < m->config.n_layers);
     retrlm__layer_acts(m, layer, &a);
     return a.ln2;
+}
+
+RETRLM_API retrlm_result retrlm_model_rpt_embed(retrlm_model *m, const int *tokens, int B, int T,
+                                                float *q, float *k) {
+    const retrlm_model_config *c = &m->config;
+    const int D = c->dim, mc = c->retro_chunk;
+    int U, b, u, t, d;
+    float *pool;
+    retrlm_result r;
+    RETRLM_ASSERT(m && m->params && tokens);
+    if (!c->rpt_dim)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed: the model has no RPT retriever "
+                            "(config rpt_dim 0)");
+    if (T < mc || T % mc)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed: %d tokens a sequence must be a "
+                            "multiple of the chunk, %d", T, mc);
+    if ((r = retrlm__forward(m, tokens, B, T, NULL, NULL, RETRLM__FORWARD_RPT))) return r;
+    U = T / mc;
+    pool = m->rpt_pool_;
+    {
+        const float *x = retrlm_model_ffn_input(m, c->rpt_layer - 1);
+        const float inv = 1.0f / (float)mc;
+        for (b = 0; b < B; b++)
+            for (u = 0; u < U; u++) {
+                float *o = pool + ((size_t)b * U + u) * D;
+                const float *xs = x + ((size_t)b * T + (size_t)u * mc) * D;
+                for (d = 0; d < D; d++) o[d] = 0.0f;
+                for (t = 0; t < mc; t++)
+                    for (d = 0; d < D; d++) o[d] += xs[(size_t)t * D + d];
+                for (d = 0; d < D; d++) o[d] *= inv;
+            }
+    }
+    m->rpt_B_ = B;
+    m->rpt_T_ = T;
+    if ((q && (r = retrlm__mm(m, q, pool, m->param[RETRLM_T_RPT_WQ], B * U, c->rpt_dim, D, 0))) ||
+        (k && (r = retrlm__mm(m, k, pool, m->param[RETRLM_T_RPT_WK], B * U, c->rpt_dim, D, 0))))
+        return r;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_model_rpt_embed_backward(retrlm_model *m, const float *dq,
+                                                         const float *dk, float *dffn) {
+    const retrlm_model_config *c = &m->config;
+    const int D = c->dim, mc = c->retro_chunk, B = m->rpt_B_, T = m->rpt_T_;
+    const int AB = RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE;
+    const int U = B ? T / mc : 0, BU = B * U;
+    float *pool = m->rpt_pool_, *dpool;
+    const float inv = 1.0f / (float)mc;
+    int b, u, t, d;
+    retrlm_result r;
+    RETRLM_ASSERT(m && m->params && dffn);
+    if (!c->rpt_dim || !B)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed_backward: no retrlm_model_rpt_embed "
+                            "before it (or no RPT retriever)");
+    dpool = pool + (size_t)BU * D;
+    memset(dpool, 0, (size_t)BU * D * sizeof(float));
+    if ((dq && ((r = retrlm__mm(m, m->grad[RETRLM_T_RPT_WQ], dq, pool, c->rpt_dim, D, BU, AB)) ||
+                (r = retrlm__mm(m, dpool, dq, m->param[RETRLM_T_RPT_WQ], BU, D, c->rpt_dim,
+                                RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)))) ||
+        (dk && ((r = retrlm__mm(m, m->grad[RETRLM_T_RPT_WK], dk, pool, c->rpt_dim, D, BU, AB)) ||
+                (r = retrlm__mm(m, dpool, dk, m->param[RETRLM_T_RPT_WK], BU, D, c->rpt_dim,
+                                RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)))))
+        return r;
+    for (b = 0; b < B; b++)
+        for (u = 0; u < U; u++) {
+            const float *g = dpool + ((size_t)b * U + u) * D;
+            for (t = 0; t < mc; t++) {
+                float *o = dffn + ((size_t)b * T + (size_t)u * mc + t) * D;
+                for (d = 0; d < D; d++) o[d] = g[d] * inv;
+            }
+        }
+    return RETRLM_OK;
 }
 
 RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_model_grad_in *g) {
@@ -12850,6 +13114,14 @@ static retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer
                                             RETRLM_DTYPE_I32, &sm, 1)))
                 return r;
         }
+        if (c->rpt_dim) { // likewise
+            int32_t rp[2];
+            rp[0] = c->rpt_dim;
+            rp[1] = c->rpt_layer;
+            if ((r = retrlm_writer_add_copy(w, retrlm__ckpt_name(name, prefix, "rpt"),
+                                            RETRLM_DTYPE_I32, rp, 2)))
+                return r;
+        }
     }
     return retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
                              m->params, m->n_params);
@@ -12938,6 +13210,19 @@ static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
                 return retrlm__fail(RETRLM_ERR_FORMAT, "model: retro_smear is %d (1 or absent)", sm);
             if (r != RETRLM_OK && r != RETRLM_ERR_NOT_FOUND) return r;
             c.retro_smear = r == RETRLM_OK;
+            {
+                int32_t rp[2];
+                r = retrlm_reader_read(rd, retrlm__ckpt_name(name, prefix, "rpt"), RETRLM_DTYPE_I32,
+                                       rp, 2);
+                if (r == RETRLM_OK && (rp[0] < 1 || rp[1] < 1))
+                    return retrlm__fail(RETRLM_ERR_FORMAT, "model: RPT config %d %d (both >= 1)",
+                                        rp[0], rp[1]);
+                if (r != RETRLM_OK && r != RETRLM_ERR_NOT_FOUND) return r;
+                if (r == RETRLM_OK) {
+                    c.rpt_dim = rp[0];
+                    c.rpt_layer = rp[1];
+                }
+            }
         } else if (r != RETRLM_ERR_NOT_FOUND) {
             return r;
         }
@@ -18552,6 +18837,508 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
     return r;
 }
 
+
+// ---- strategy 4, RPT: a model that retrieves its own earlier chunks ---------------------------
+
+RETRLM_API void retrlm_rpt_targets_free(retrlm_rpt_targets *t) {
+    if (!t) return;
+    RETRLM_FREE(t->span);
+    RETRLM_FREE(t->cand);
+    RETRLM_FREE(t->gold);
+    memset(t, 0, sizeof *t);
+}
+
+// chunk u's first candidate chunk (its window's first chunk - 1 ends before the window: j + 1
+// < window start, so j <= ws - 2); returns how many there are (j = 0 .. count - 1)
+static int retrlm__rpt_eligible(int u, int uw) { return RETRLM__MAX(0, u / uw * uw - 1); }
+
+// the candidates of chunk u of the span at off: every eligible j, or the C with the largest
+// share of u's bigrams (ties: the nearer first); writes cand (C), returns how many
+static int retrlm__rpt_cands(const int *tokens, size_t off, int mc, int uw, int u, int C,
+                             int *cand, float *ov) {
+    const int ne = retrlm__rpt_eligible(u, uw);
+    int j, i, n = 0;
+    for (i = 0; i < C; i++) cand[i] = -1;
+    if (ne <= C) {
+        for (j = 0; j < ne; j++) cand[n++] = j;
+        return n;
+    }
+    for (j = ne - 1; j >= 0; j--) { // nearer first, so that a tie keeps the nearer
+        float o = retrlm_retro_overlap(tokens + off + (size_t)u * mc, mc,
+                                       tokens + off + (size_t)j * mc, 2 * mc);
+        int at = n < C ? n : C;
+        if (n >= C && !(o > ov[C - 1])) continue;
+        while (at > 0 && o > ov[at - 1]) { // insertion, best first
+            if (at < C) { ov[at] = ov[at - 1]; cand[at] = cand[at - 1]; }
+            at--;
+        }
+        ov[at] = o;
+        cand[at] = j;
+        if (n < C) n++;
+    }
+    return n;
+}
+
+// summed log-probability of the last `last` tokens of each row
+static void retrlm__rpt_row_ll(const retrlm_model *ref, const int *rows, const int *lens, int nr,
+                               int T, int last, double *ll) {
+    const int V = ref->config.vocab_size;
+    int b;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+    for (b = 0; b < nr; b++) {
+        double s = 0.0;
+        int t;
+        const int *row = rows + (size_t)b * T;
+        for (t = lens[b] - last - 1; t < lens[b] - 1; t++) {
+            const float *lg = ref->logits + ((size_t)b * T + t) * V;
+            s += (double)lg[row[t + 1]] - (double)retrlm_logsumexp(lg, V);
+        }
+        ll[b] = s;
+    }
+}
+
+RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_model *ref,
+                                                  const int *tokens, size_t n,
+                                                  const int64_t *doc, int64_t n_docs,
+                                                  const retrlm_rpt_targets_config *cfg) {
+    retrlm_rpt_targets_config c;
+    int U = 0, uw, C, R, TR, mc, *rows = NULL, *lens = NULL, *job = NULL;
+    size_t span_len, cap = 0, i;
+    double *ll = NULL;
+    float *ov = NULL;
+    int64_t d, s;
+    retrlm_result r = RETRLM_OK;
+    RETRLM_ASSERT(t && ref && tokens && doc && cfg);
+    memset(t, 0, sizeof *t);
+    c = *cfg;
+    mc = c.chunk;
+    if (!c.windows) c.windows = 4;
+    if (!c.seq_len) c.seq_len = 4 * mc;
+    if (!c.cands) c.cands = 8;
+    span_len = (size_t)c.windows * (size_t)c.seq_len;
+    if (!c.stride) c.stride = (int)RETRLM__MIN(span_len, (size_t)INT32_MAX);
+    if (mc < 2 || mc > 65536 || c.windows < 1 || c.windows > 65536 || c.seq_len < mc ||
+        c.seq_len % mc || c.seq_len > 65536 || span_len / (size_t)mc > 65536 || c.cands < 1 ||
+        c.stride < 1 || n_docs < 1 || doc[0] != 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: chunk %d (>= 2), windows %d, "
+                            "seq_len %d (a multiple of the chunk), at most 65536 chunks a span, "
+                            "cands %d, stride %d, %lld documents (the first at 0)", mc, c.windows,
+                            c.seq_len, c.cands, c.stride, (long long)n_docs);
+    if (ref->config.bidirectional || ref->config.no_logits || ref->config.max_seq_len < 4 * mc)
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: the reference must be a causal "
+                            "LM with logits and max_seq_len >= 4 chunks (%d)", 4 * mc);
+    for (d = 0; d < n_docs; d++)
+        if (doc[d] < 0 || (size_t)doc[d] > n || (d && doc[d] < doc[d - 1]))
+            return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: document %lld starts at %lld "
+                                "(ascending, within %lu tokens)", (long long)d,
+                                (long long)doc[d], (unsigned long)n);
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= ref->config.vocab_size)
+            return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: token %d at %lu is outside the "
+                                "reference's vocabulary", tokens[i], (unsigned long)i);
+    for (d = 0; d < n_docs; d++) { // the spans
+        size_t e = d + 1 < n_docs ? (size_t)doc[d + 1] : n, o;
+        for (o = (size_t)doc[d]; o + span_len + 1 <= e; o += (size_t)c.stride) {
+            if ((size_t)t->n_spans == cap) {
+                int64_t *ns;
+                cap = cap ? 2 * cap : 64;
+                ns = (int64_t *)retrlm__realloc(t->span, cap, sizeof(int64_t));
+                if (!ns) { r = retrlm__fail(RETRLM_ERR_NOMEM, "rpt_targets_build: no memory"); goto done; }
+                t->span = ns;
+            }
+            t->span[t->n_spans++] = (int64_t)o;
+        }
+    }
+    if (!t->n_spans) {
+        r = retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: no document holds a span of %lu "
+                         "tokens", (unsigned long)(span_len + 1));
+        goto done;
+    }
+    t->chunk = mc;
+    t->windows = c.windows;
+    t->seq_len = c.seq_len;
+    U = (int)(span_len / (size_t)mc);
+    uw = c.seq_len / mc;
+    C = t->cands = RETRLM__MIN(c.cands, U);
+    R = ref->config.max_batch;
+    TR = 4 * mc;
+    t->cand = (int *)retrlm__alloc((size_t)t->n_spans * U * C, sizeof(int));
+    t->gold = (float *)retrlm__alloc((size_t)t->n_spans * U * C, sizeof(float));
+    rows = (int *)retrlm__alloc((size_t)R * TR + R + 2 * (size_t)U * (C + 1), sizeof(int));
+    ll = (double *)retrlm__alloc((size_t)U * (C + 1), sizeof(double));
+    ov = (float *)retrlm__alloc((size_t)C, sizeof(float));
+    if (!t->cand || !t->gold || !rows || !ll || !ov) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "rpt_targets_build: no memory for %lld spans",
+                         (long long)t->n_spans);
+        goto done;
+    }
+    lens = rows + (size_t)R * TR;
+    job = lens + R; // (jobs, 2): chunk u and candidate slot (-1: u's baseline) of each row
+    for (s = 0; s < t->n_spans && !r; s++) {
+        const size_t off = (size_t)t->span[s];
+        int *cand = t->cand + (size_t)s * U * C;
+        float *gold = t->gold + (size_t)s * U * C;
+        int u, k, nj = 0, j0;
+        for (u = 0; u < U; u++) {
+            int nc = 0;
+            if (u + 1 < U) nc = retrlm__rpt_cands(tokens, off, mc, uw, u, C, cand + (size_t)u * C, ov);
+            else for (k = 0; k < C; k++) cand[(size_t)u * C + k] = -1;
+            for (k = 0; k < C; k++) gold[(size_t)u * C + k] = -INFINITY;
+            for (k = nc ? -1 : 0; k < nc; k++) {
+                job[2 * nj] = u;
+                job[2 * nj + 1] = k;
+                nj++;
+            }
+        }
+        // rows [chunk j, chunk j + 1, chunk u, chunk u + 1], or [chunk u, chunk u + 1]
+        for (j0 = 0; j0 < nj && !r; j0 += R) {
+            int nr = RETRLM__MIN(R, nj - j0), b;
+            for (b = 0; b < nr; b++) {
+                int *row = rows + (size_t)b * TR, len = 0, q;
+                u = job[2 * (j0 + b)];
+                k = job[2 * (j0 + b) + 1];
+                if (k >= 0) {
+                    memcpy(row, tokens + off + (size_t)cand[(size_t)u * C + k] * mc,
+                           (size_t)2 * mc * sizeof(int));
+                    len = 2 * mc;
+                }
+                memcpy(row + len, tokens + off + (size_t)u * mc, (size_t)2 * mc * sizeof(int));
+                len += 2 * mc;
+                for (q = len; q < TR; q++) row[q] = 0;
+                lens[b] = len;
+            }
+            if ((r = retrlm_model_forward(ref, rows, nr, TR, lens, 0))) break;
+            retrlm__rpt_row_ll(ref, rows, lens, nr, TR, mc, ll + j0);
+        }
+        for (k = 0; k < nj && !r; k++) // a baseline precedes its chunk's candidates
+            if (job[2 * k + 1] >= 0) {
+                int b0 = k - 1 - job[2 * k + 1];
+                gold[(size_t)job[2 * k] * C + job[2 * k + 1]] = (float)(ll[k] - ll[b0]);
+            }
+        if (!r) r = retrlm__progress(c.progress, c.progress_user, "rpt targets", (double)(s + 1),
+                                     (double)t->n_spans);
+    }
+done:
+    RETRLM_FREE(rows);
+    RETRLM_FREE(ll);
+    RETRLM_FREE(ov);
+    if (r) retrlm_rpt_targets_free(t);
+    return r;
+}
+
+// the first K of chunk u's candidates (C) by key, best first (ties: the earlier slot), those
+// with key > floor (NULL: any); writes their slots into pick (K), -1 past them; returns how many
+static int retrlm__rpt_pick(const int *cand, const float *key, int C, int K, const float *floor,
+                            int *pick) {
+    int n = 0, i, c;
+    for (i = 0; i < K; i++) {
+        int best = -1;
+        for (c = 0; c < C; c++) {
+            int used = 0, p;
+            if (cand[c] < 0 || (floor && !(key[c] > *floor))) continue;
+            for (p = 0; p < n; p++) used |= pick[p] == c;
+            if (!used && (best < 0 || key[c] > key[best])) best = c;
+        }
+        if (best < 0) break;
+        pick[n++] = best;
+    }
+    for (i = n; i < K; i++) pick[i] = -1;
+    return n;
+}
+
+// neighbour slots (K, r) of one chunk from its picked candidates: chunk j and what follows it
+static void retrlm__rpt_neighbours(const int *tokens, size_t off, int mc, const int *cand,
+                                   const int *pick, int K, int r, int *nb) {
+    int i, t;
+    for (i = 0; i < K; i++) {
+        int *o = nb + (size_t)i * r;
+        if (pick[i] < 0) { for (t = 0; t < r; t++) o[t] = -1; continue; }
+        memcpy(o, tokens + off + (size_t)cand[pick[i]] * mc, (size_t)r * sizeof(int));
+    }
+}
+
+// scores (U, C) of each chunk's candidates: q_u . k_j / sqrt(rpt_dim); -inf where none
+static void retrlm__rpt_scores(const float *q, const float *k, const int *cand, int U, int C,
+                               int dr, float *sc) {
+    const float inv = 1.0f / sqrtf((float)dr);
+    int u, c;
+    for (u = 0; u < U; u++)
+        for (c = 0; c < C; c++) {
+            int j = cand[(size_t)u * C + c];
+            sc[(size_t)u * C + c] = j < 0 ? -INFINITY
+                                          : retrlm_dot(q + (size_t)u * dr, k + (size_t)j * dr, dr) * inv;
+        }
+}
+
+// the shapes of targets against the model and the stream
+static retrlm_result retrlm__rpt_check(const retrlm_model *m, const int *tokens, size_t n,
+                                       const retrlm_rpt_targets *t, int need_rpt, const char *who) {
+    const retrlm_model_config *c = &m->config;
+    int64_t s;
+    if (!tokens || !t || !t->n_spans || !t->span || !t->cand || !t->gold || t->chunk < 2 || t->windows < 1 ||
+        t->seq_len < t->chunk || t->seq_len % t->chunk || t->cands < 1)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: no targets (retrlm_rpt_targets_build)", who);
+    if (need_rpt && (!c->rpt_dim || c->retro_chunk != t->chunk || 2 * t->chunk < c->retro_len))
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: the model needs an RPT retriever (rpt_dim), chunk "
+                            "%d as the targets' and neighbours of at most 2 chunks (retro_len %d)",
+                            who, t->chunk, c->retro_len);
+    if (t->windows > c->max_batch || t->seq_len > c->max_seq_len || c->bidirectional ||
+        c->no_logits)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: spans of %d x %d tokens need a causal LM with "
+                            "logits and max_batch x max_seq_len >= them (%d x %d)", who,
+                            t->windows, t->seq_len, c->max_batch, c->max_seq_len);
+    for (s = 0; s < t->n_spans; s++)
+        if (t->span[s] < 0 || (size_t)t->span[s] + (size_t)t->windows * t->seq_len + 1 > n)
+            return retrlm__fail(RETRLM_ERR_ARG, "%s: span %lld at %lld runs past the stream's %lu "
+                                "tokens", who, (long long)s, (long long)t->span[s],
+                                (unsigned long)n);
+    return RETRLM_OK;
+}
+
+// one span's inputs and targets: window b = tokens[off + bT, off + bT + T)
+static void retrlm__rpt_span(const int *tokens, size_t off, int B, int T, int *inp, int *tgt) {
+    int i;
+    for (i = 0; i < B * T; i++) {
+        inp[i] = tokens[off + (size_t)i];
+        tgt[i] = tokens[off + (size_t)i + 1];
+    }
+}
+
+RETRLM_API retrlm_result retrlm_rpt_loss(const float *q, const float *k, int U, int dr,
+                                         const int *cand, const float *gold, int C, float margin,
+                                         float threshold, float aux_scale, float *scores,
+                                         float *loss, float *dq, float *dk) {
+    float *sc, *ps, *pg, *dsc, rank = 0.0f;
+    const float inv = aux_scale / sqrtf((float)dr);
+    int u, i, nq = 0, qi = 0;
+    retrlm_result r = RETRLM_OK;
+    RETRLM_ASSERT(q && k && cand && gold);
+    if (U < 1 || dr < 1 || C < 1 || !(aux_scale >= 0.0f))
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_loss: %d chunks, dim %d, %d candidates (all >= "
+                            "1), aux_scale %g (>= 0)", U, dr, C, (double)aux_scale);
+    for (i = 0; i < U * C; i++)
+        if (cand[i] >= U || cand[i] < -1)
+            return retrlm__fail(RETRLM_ERR_ARG, "rpt_loss: candidate %d of slot %d is outside the "
+                                "span's %d chunks", cand[i], i, U);
+    sc = (float *)retrlm__alloc((size_t)4 * U * C, sizeof(float));
+    if (!sc) return retrlm__fail(RETRLM_ERR_NOMEM, "rpt_loss: no memory");
+    ps = sc + (size_t)U * C;
+    pg = ps + (size_t)U * C;
+    dsc = pg + (size_t)U * C;
+    retrlm__rpt_scores(q, k, cand, U, C, dr, sc);
+    for (u = 0; u < U; u++) { // the chunks with a gold row, packed
+        if (gold[(size_t)u * C] == -INFINITY) continue;
+        memcpy(pg + (size_t)nq * C, gold + (size_t)u * C, (size_t)C * sizeof(float));
+        memcpy(ps + (size_t)nq * C, sc + (size_t)u * C, (size_t)C * sizeof(float));
+        nq++;
+    }
+    if (dq) memset(dq, 0, (size_t)U * dr * sizeof(float));
+    if (dk) memset(dk, 0, (size_t)U * dr * sizeof(float));
+    if (nq) r = retrlm_rank_loss(ps, pg, nq, C, margin, threshold, &rank, dsc, NULL);
+    for (u = 0; u < U && nq && !r; u++) { // s_uj = q_u . k_j / sqrt(dr)
+        if (gold[(size_t)u * C] == -INFINITY) continue;
+        for (i = 0; i < C; i++) {
+            int j = cand[(size_t)u * C + i];
+            float g = dsc[(size_t)qi * C + i] * inv;
+            if (j < 0 || g == 0.0f) continue;
+            if (dq) retrlm_axpy(dq + (size_t)u * dr, g, k + (size_t)j * dr, dr);
+            if (dk) retrlm_axpy(dk + (size_t)j * dr, g, q + (size_t)u * dr, dr);
+        }
+        qi++;
+    }
+    if (!r && scores) memcpy(scores, sc, (size_t)U * C * sizeof(float));
+    if (!r && loss) *loss = aux_scale * rank;
+    RETRLM_FREE(sc);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_rpt_train(retrlm_model *m, retrlm_adamw *opt,
+                                          const retrlm_rpt_train_config *cfg,
+                                          retrlm_lm_train_state *st) {
+    retrlm_rpt_train_config c;
+    const retrlm_rpt_targets *tg;
+    int B, T, U, C, K, R, dr, D, mc, *inp = NULL, *tgt, *nb, *pick;
+    float *q = NULL, *k, *dq, *dk, *sc, *dffn;
+    const float **dlist = NULL;
+    retrlm_result r;
+    RETRLM_ASSERT(m && opt && cfg && st);
+    c = *cfg;
+    tg = c.targets;
+    if ((r = retrlm__rpt_check(m, c.train, c.n_train, tg, 1, "rpt_train"))) return r;
+    if (c.aux_scale == 0.0f) c.aux_scale = 1.0f;
+    if (c.margin == 0.0f) c.margin = 1.0f;
+    if (c.max_margin == 0.0f) c.max_margin = c.margin;
+    if (c.steps < 0 || !(c.aux_scale >= 0.0f) || !(c.margin >= 0.0f) || !(c.max_margin >= 0.0f) ||
+        !(c.threshold >= 0.0f) || !(c.gold_share >= 0.0f && c.gold_share <= 1.0f) ||
+        c.gold_steps < 0 || c.aux_scale > 1e6f || c.max_margin > 1e6f || c.threshold > 511.0f)
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_train: steps %lld, aux_scale %g, margins %g .. "
+                            "%g, threshold %g (0..511), gold_share %g (0..1), gold_steps %lld",
+                            (long long)c.steps, (double)c.aux_scale, (double)c.margin,
+                            (double)c.max_margin, (double)c.threshold, (double)c.gold_share,
+                            (long long)c.gold_steps);
+    B = tg->windows;
+    T = tg->seq_len;
+    mc = tg->chunk;
+    U = B * T / mc;
+    C = tg->cands;
+    K = m->config.retro_k;
+    R = m->config.retro_len;
+    dr = m->config.rpt_dim;
+    D = m->config.dim;
+    inp = (int *)retrlm__alloc((size_t)2 * B * T + (size_t)U * K * R + (size_t)U * K, sizeof(int));
+    q = (float *)retrlm__alloc((size_t)4 * U * dr + (size_t)U * C + (size_t)B * T * D,
+                               sizeof(float));
+    dlist = (const float **)retrlm__calloc((size_t)m->config.n_layers, sizeof(float *));
+    if (!inp || !q || !dlist) {
+        RETRLM_FREE(inp);
+        RETRLM_FREE(q);
+        RETRLM_FREE(dlist);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "rpt_train: no memory for a span");
+    }
+    tgt = inp + (size_t)B * T;
+    nb = tgt + (size_t)B * T;
+    pick = nb + (size_t)U * K * R;
+    k = q + (size_t)U * dr;
+    dq = k + (size_t)U * dr;
+    dk = dq + (size_t)U * dr;
+    sc = dk + (size_t)U * dr;
+    dffn = sc + (size_t)U * C;
+    dlist[m->config.rpt_layer - 1] = dffn;
+    while (st->step < c.steps && !r) {
+        const int64_t s = (int64_t)retrlm_rng_below(&st->rng, (uint64_t)tg->n_spans);
+        const size_t off = (size_t)tg->span[s];
+        const int *cand = tg->cand + (size_t)s * U * C;
+        const float *gold = tg->gold + (size_t)s * U * C;
+        const float frac = c.steps > 1 ? (float)st->step / (float)(c.steps - 1) : 0.0f;
+        const float margin = c.margin + (c.max_margin - c.margin) * frac;
+        const float p_gold = st->step < c.gold_steps
+                                 ? c.gold_share * (1.0f - (float)st->step / (float)c.gold_steps)
+                                 : 0.0f;
+        float loss = 0.0f, rank = 0.0f;
+        int u;
+        retrlm_model_grad_in gin;
+        retrlm__rpt_span(c.train, off, B, T, inp, tgt);
+        if ((r = retrlm_model_rpt_embed(m, inp, B, T, q, k))) break;
+        retrlm__rpt_scores(q, k, cand, U, C, dr, sc);
+        for (u = 0; u < U; u++) {
+            const int use_gold = p_gold > 0.0f && retrlm_rng_float(&st->rng) < p_gold;
+            int *pk = pick + (size_t)u * K;
+            if (use_gold) retrlm__rpt_pick(cand + (size_t)u * C, gold + (size_t)u * C, C, K,
+                                           &c.threshold, pk);
+            else retrlm__rpt_pick(cand + (size_t)u * C, sc + (size_t)u * C, C, K, NULL, pk);
+            retrlm__rpt_neighbours(c.train, off, mc, cand + (size_t)u * C, pk, K, R,
+                                   nb + (size_t)u * K * R);
+        }
+        if ((r = retrlm_model_forward_retro(m, inp, B, T, NULL, nb, 0)) ||
+            (r = retrlm_model_lm_loss(m, tgt, &loss, NULL)))
+            break;
+        if ((r = retrlm_rpt_loss(q, k, U, dr, cand, gold, C, margin, c.threshold, c.aux_scale,
+                                 NULL, &rank, dq, dk)))
+            break;
+        retrlm_model_zero_grad(m);
+        if ((r = retrlm_model_rpt_embed_backward(m, dq, dk, dffn))) break;
+        memset(&gin, 0, sizeof gin);
+        gin.dlogits = m->logits;
+        gin.dffn_in = dlist;
+        if ((r = retrlm_model_backward(m, &gin))) break;
+        retrlm_adamw_step(opt);
+        if (c.rank_losses) c.rank_losses[st->step] = rank;
+        r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint,
+                              c.checkpoint_every, c.progress, c.progress_user, "rpt");
+    }
+    RETRLM_FREE(inp);
+    RETRLM_FREE(q);
+    RETRLM_FREE(dlist);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_rpt_evaluate(retrlm_model *m, const int *tokens, size_t n,
+                                             const retrlm_rpt_targets *tg, retrlm_rpt_pick pick,
+                                             const float *scores, retrlm_rpt_eval *out) {
+    int B, T, U, C, K, R, dr, mc, *inp = NULL, *tgt, *nb = NULL, *pk;
+    float *q = NULL, *k = NULL, *sc = NULL;
+    const float zero = 0.0f;
+    int64_t s;
+    double first = 0.0, best = 0.0, hit = 0.0;
+    retrlm_result r;
+    RETRLM_ASSERT(m && out);
+    memset(out, 0, sizeof *out);
+    if ((int)pick < RETRLM_RPT_OWN || (int)pick > RETRLM_RPT_SCORES || (pick == RETRLM_RPT_SCORES && !scores))
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_evaluate: pick %d (SCORES needs scores)", (int)pick);
+    if ((r = retrlm__rpt_check(m, tokens, n, tg, pick == RETRLM_RPT_OWN, "rpt_evaluate"))) return r;
+    if (pick != RETRLM_RPT_NONE && (!m->config.retro_chunk || m->config.retro_chunk != tg->chunk ||
+                                    2 * tg->chunk < m->config.retro_len))
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_evaluate: neighbours need a RETRO model of chunk "
+                            "%d reading at most 2 chunks", tg->chunk);
+    B = tg->windows;
+    T = tg->seq_len;
+    mc = tg->chunk;
+    U = B * T / mc;
+    C = tg->cands;
+    K = pick == RETRLM_RPT_NONE ? 1 : m->config.retro_k;
+    R = pick == RETRLM_RPT_NONE ? 1 : m->config.retro_len;
+    dr = m->config.rpt_dim;
+    inp = (int *)retrlm__alloc((size_t)2 * B * T + (size_t)U * K, sizeof(int));
+    if (pick != RETRLM_RPT_NONE) nb = (int *)retrlm__alloc((size_t)U * K * R, sizeof(int));
+    if (pick == RETRLM_RPT_OWN) q = (float *)retrlm__alloc((size_t)2 * U * dr, sizeof(float));
+    sc = (float *)retrlm__alloc((size_t)U * C, sizeof(float));
+    if (!inp || !sc || (pick != RETRLM_RPT_NONE && !nb) || (pick == RETRLM_RPT_OWN && !q)) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "rpt_evaluate: no memory for a span");
+        goto done;
+    }
+    tgt = inp + (size_t)B * T;
+    pk = tgt + (size_t)B * T;
+    if (q) k = q + (size_t)U * dr;
+    for (s = 0; s < tg->n_spans && !r; s++) {
+        const size_t off = (size_t)tg->span[s];
+        const int *cand = tg->cand + (size_t)s * U * C;
+        const float *gold = tg->gold + (size_t)s * U * C;
+        int u, i;
+        retrlm__rpt_span(tokens, off, B, T, inp, tgt);
+        if (pick == RETRLM_RPT_OWN) {
+            if ((r = retrlm_model_rpt_embed(m, inp, B, T, q, k))) break;
+            retrlm__rpt_scores(q, k, cand, U, C, dr, sc);
+        } else if (pick == RETRLM_RPT_SCORES) {
+            for (i = 0; i < U * C; i++)
+                sc[i] = cand[i] < 0 ? -INFINITY : scores[(size_t)s * U * C + (size_t)i];
+        }
+        for (u = 0; u < U; u++) {
+            const int *cu = cand + (size_t)u * C;
+            const float *gu = gold + (size_t)u * C;
+            int *p = pk + (size_t)u * K, gbest = 0;
+            if (pick == RETRLM_RPT_NONE) continue;
+            if (pick == RETRLM_RPT_GOLD) retrlm__rpt_pick(cu, gu, C, K, &zero, p);
+            else retrlm__rpt_pick(cu, sc + (size_t)u * C, C, K, NULL, p);
+            retrlm__rpt_neighbours(tokens, off, mc, cu, p, K, R, nb + (size_t)u * K * R);
+            if (gu[0] == -INFINITY) continue;
+            for (i = 1; i < C; i++) if (cu[i] >= 0 && gu[i] > gu[gbest]) gbest = i;
+            out->queries++;
+            best += gu[gbest];
+            if (pick == RETRLM_RPT_GOLD && p[0] < 0) { // no candidate helps: the oracle reads none
+                hit += 1.0;
+                continue;
+            }
+            first += gu[p[0]];
+            hit += p[0] == gbest;
+        }
+        if ((r = retrlm_model_forward_retro(m, inp, B, T, NULL, nb, 0))) break;
+        out->nats += retrlm_model_nll(m, tgt, NULL);
+        out->tokens += (int64_t)B * T;
+    }
+    if (!r && out->queries) {
+        out->first_gold = first / (double)out->queries;
+        out->best_gold = best / (double)out->queries;
+        out->first_is_best = hit / (double)out->queries;
+    }
+done:
+    RETRLM_FREE(inp);
+    RETRLM_FREE(nb);
+    RETRLM_FREE(q);
+    RETRLM_FREE(sc);
+    return r;
+}
 /* ---- retrlm_impl/eval.c ---- */
 
 // grade of id among the judgments (highest if repeated), 0 when unjudged

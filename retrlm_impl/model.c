@@ -231,6 +231,7 @@ static void retrlm__tensor_sizes(const retrlm_model_config *c, size_t *sz) {
     sz[RETRLM_T_W_GATE] = sz[RETRLM_T_W_UP] = sz[RETRLM_T_W_DOWN] = l * f * d;
     sz[RETRLM_T_CCA_WQ] = sz[RETRLM_T_CCA_WO] = R * d * d;
     sz[RETRLM_T_CCA_WK] = sz[RETRLM_T_CCA_WV] = R * d * (size_t)c->retro_enc_dim;
+    sz[RETRLM_T_RPT_WQ] = sz[RETRLM_T_RPT_WK] = (size_t)c->rpt_dim * d;
     sz[RETRLM_T_ATTN_NORM] = sz[RETRLM_T_FFN_NORM] = l * d;
     sz[RETRLM_T_FINAL_NORM] = d;
     sz[RETRLM_T_CCA_NORM] = R * d;
@@ -281,6 +282,10 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
                                 c->retro_chunk);
         c->retro_k = c->retro_len = c->retro_start = c->retro_every = 0;
         c->retro_enc_dim = c->retro_enc_layers = c->retro_enc_heads = c->retro_smear = 0;
+        if (c->rpt_dim)
+            return retrlm__fail(RETRLM_ERR_ARG, "model: rpt_dim %d needs RETRO blocks (retro_chunk "
+                                "> 0)", c->rpt_dim);
+        c->rpt_layer = 0;
     } else {
         c->retro_smear = c->retro_smear != 0;
         if (!c->retro_k) c->retro_k = 2;
@@ -305,6 +310,16 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
                                 "heads %d, neighbours a batch <= 2^24", c->retro_chunk, c->max_seq_len, c->retro_k,
                                 c->retro_len, c->retro_start, c->n_layers, c->retro_every,
                                 c->retro_enc_dim, c->retro_enc_layers, c->retro_enc_heads);
+        if (c->rpt_dim) {
+            if (!c->rpt_layer) c->rpt_layer = c->retro_start;
+            if (c->rpt_dim < 1 || c->rpt_dim > 65536 || c->rpt_layer < 1 ||
+                c->rpt_layer > c->retro_start)
+                return retrlm__fail(RETRLM_ERR_ARG, "model: RPT dim %d (1..65536), layer %d (1 .. "
+                                    "retro_start %d: before the first cross-attention)",
+                                    c->rpt_dim, c->rpt_layer, c->retro_start);
+        } else {
+            c->rpt_layer = 0;
+        }
     }
     if (c->vocab_size < 1 || c->vocab_size > RETRLM__MAX_DIM || c->dim < 2 ||
         c->dim > RETRLM__MAX_DIM || c->n_layers < 1 || c->n_layers > 65536 || c->n_heads < 1 ||
@@ -333,7 +348,7 @@ static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
         double de = c->retro_enc_dim, R = (double)retrlm__retro_count(c);
         est += R * (nm * (6 * d + 1 + 2 * h * kr) + 2 * nn * d + 2 * kr * d) + nn * (3 * d + de) +
                nn * (16 * de + c->retro_len * c->retro_enc_heads) * c->retro_enc_layers +
-               2 * v * de;
+               2 * v * de + 2 * nm / c->retro_chunk * (d + c->rpt_dim) * (c->rpt_dim > 0);
     }
     if (est * 8.0 > (double)SIZE_MAX || est > 1e13)
         return retrlm__fail(RETRLM_ERR_NOMEM, "model: %.3g floats of parameters and activations "
@@ -373,6 +388,7 @@ RETRLM_API void retrlm_model_free(retrlm_model *m) {
     }
     RETRLM_FREE(m->retro_own_);
     RETRLM_FREE(m->retro_ints_);
+    RETRLM_FREE(m->rpt_own_);
     for (i = 0; i < 5; i++) RETRLM_FREE(m->own_[i]);
     RETRLM_FREE(m->tokens_);
     RETRLM_FREE(m->lengths_);
@@ -445,10 +461,16 @@ static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_con
         m->retro_ints_ = (int *)retrlm__calloc(S * (size_t)c.retro_len + 2 * S +
                                                    2 * (size_t)c.retro_k, sizeof(int));
         m->retro_enc = (retrlm_model *)retrlm__calloc(1, sizeof(retrlm_model));
+        if (c.rpt_dim) // the chunk means, then their gradients
+            m->rpt_pool_ = retrlm__model_block((size_t)2 * c.max_batch *
+                                               (size_t)(c.max_seq_len / c.retro_chunk) *
+                                               (size_t)RETRLM__MAX(c.dim, c.rpt_dim),
+                                               &m->rpt_own_);
     }
     if (!m->params || !m->grads || !m->acts_ || !m->work_ || !m->mmws_ || !m->tokens_ ||
         !m->lengths_ || !m->ids_ || (c.retro_chunk && (!m->retro_ || !m->retro_ints_ ||
-                                                        !m->retro_enc))) {
+                                                        !m->retro_enc)) ||
+        (c.rpt_dim && !m->rpt_pool_)) {
         retrlm_model_free(m);
         return retrlm__fail(RETRLM_ERR_NOMEM, "model: no memory for %lu parameters and %lu "
                             "activations", (unsigned long)off, (unsigned long)nwork);
@@ -944,10 +966,14 @@ static retrlm_result retrlm__retro_encode(retrlm_model *m, int rows, const int *
                                 RETRLM_FORWARD_NO_LOGITS);
 }
 
+// a private forward flag: only the first config.rpt_layer layers, nothing after them
+#define RETRLM__FORWARD_RPT 0x100
+
 static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, int T,
                                      const int *lengths, const int *nb, int flags) {
     const retrlm_model_config *c = &m->config;
     const int D = c->dim, F = c->ffn_dim, V = c->vocab_size, H = c->n_heads, hd = D / H;
+    const int L = flags & RETRLM__FORWARD_RPT ? c->rpt_layer : c->n_layers;
     int i, l, N, rows = 0;
     int *slot_row = NULL, *row_len = NULL;
     retrlm_result r;
@@ -989,7 +1015,7 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
             memcpy(x0 + (size_t)i * D, m->param[RETRLM_T_EMBED] + (size_t)tokens[i] * D,
                    (size_t)D * sizeof(float));
     }
-    for (l = 0; l < c->n_layers; l++) {
+    for (l = 0; l < L; l++) {
         retrlm__acts a;
         float *x = retrlm__resid(m, l), *xo = retrlm__resid(m, l + 1);
         const float *ffx; // the feed-forward's input: mid, or the cross-attention's output
@@ -1038,6 +1064,11 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
         }
         retrlm__rmsnorm_forward(a.ln2, a.rstd2, ffx, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0),
                                 N, D, c->norm_eps);
+        if (l == L - 1 && L < c->n_layers) { // RPT's partial pass ends at its feed-forward input
+            m->B = m->T = 0;
+            m->hidden = NULL;
+            return RETRLM_OK;
+        }
         if ((r = retrlm__mm(m, a.gate, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), N,
                                F, D, 0)) ||
             (r = retrlm__mm(m, a.up, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), N, F,
@@ -1079,6 +1110,78 @@ RETRLM_API const float *retrlm_model_ffn_input(const retrlm_model *m, int layer)
     RETRLM_ASSERT(layer >= 0 && layer < m->config.n_layers);
     retrlm__layer_acts(m, layer, &a);
     return a.ln2;
+}
+
+RETRLM_API retrlm_result retrlm_model_rpt_embed(retrlm_model *m, const int *tokens, int B, int T,
+                                                float *q, float *k) {
+    const retrlm_model_config *c = &m->config;
+    const int D = c->dim, mc = c->retro_chunk;
+    int U, b, u, t, d;
+    float *pool;
+    retrlm_result r;
+    RETRLM_ASSERT(m && m->params && tokens);
+    if (!c->rpt_dim)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed: the model has no RPT retriever "
+                            "(config rpt_dim 0)");
+    if (T < mc || T % mc)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed: %d tokens a sequence must be a "
+                            "multiple of the chunk, %d", T, mc);
+    if ((r = retrlm__forward(m, tokens, B, T, NULL, NULL, RETRLM__FORWARD_RPT))) return r;
+    U = T / mc;
+    pool = m->rpt_pool_;
+    {
+        const float *x = retrlm_model_ffn_input(m, c->rpt_layer - 1);
+        const float inv = 1.0f / (float)mc;
+        for (b = 0; b < B; b++)
+            for (u = 0; u < U; u++) {
+                float *o = pool + ((size_t)b * U + u) * D;
+                const float *xs = x + ((size_t)b * T + (size_t)u * mc) * D;
+                for (d = 0; d < D; d++) o[d] = 0.0f;
+                for (t = 0; t < mc; t++)
+                    for (d = 0; d < D; d++) o[d] += xs[(size_t)t * D + d];
+                for (d = 0; d < D; d++) o[d] *= inv;
+            }
+    }
+    m->rpt_B_ = B;
+    m->rpt_T_ = T;
+    if ((q && (r = retrlm__mm(m, q, pool, m->param[RETRLM_T_RPT_WQ], B * U, c->rpt_dim, D, 0))) ||
+        (k && (r = retrlm__mm(m, k, pool, m->param[RETRLM_T_RPT_WK], B * U, c->rpt_dim, D, 0))))
+        return r;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_model_rpt_embed_backward(retrlm_model *m, const float *dq,
+                                                         const float *dk, float *dffn) {
+    const retrlm_model_config *c = &m->config;
+    const int D = c->dim, mc = c->retro_chunk, B = m->rpt_B_, T = m->rpt_T_;
+    const int AB = RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE;
+    const int U = B ? T / mc : 0, BU = B * U;
+    float *pool = m->rpt_pool_, *dpool;
+    const float inv = 1.0f / (float)mc;
+    int b, u, t, d;
+    retrlm_result r;
+    RETRLM_ASSERT(m && m->params && dffn);
+    if (!c->rpt_dim || !B)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed_backward: no retrlm_model_rpt_embed "
+                            "before it (or no RPT retriever)");
+    dpool = pool + (size_t)BU * D;
+    memset(dpool, 0, (size_t)BU * D * sizeof(float));
+    if ((dq && ((r = retrlm__mm(m, m->grad[RETRLM_T_RPT_WQ], dq, pool, c->rpt_dim, D, BU, AB)) ||
+                (r = retrlm__mm(m, dpool, dq, m->param[RETRLM_T_RPT_WQ], BU, D, c->rpt_dim,
+                                RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)))) ||
+        (dk && ((r = retrlm__mm(m, m->grad[RETRLM_T_RPT_WK], dk, pool, c->rpt_dim, D, BU, AB)) ||
+                (r = retrlm__mm(m, dpool, dk, m->param[RETRLM_T_RPT_WK], BU, D, c->rpt_dim,
+                                RETRLM_MATMUL_B_KN | RETRLM_MATMUL_ACCUMULATE)))))
+        return r;
+    for (b = 0; b < B; b++)
+        for (u = 0; u < U; u++) {
+            const float *g = dpool + ((size_t)b * U + u) * D;
+            for (t = 0; t < mc; t++) {
+                float *o = dffn + ((size_t)b * T + (size_t)u * mc + t) * D;
+                for (d = 0; d < D; d++) o[d] = g[d] * inv;
+            }
+        }
+    return RETRLM_OK;
 }
 
 RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_model_grad_in *g) {
@@ -1653,6 +1756,14 @@ static retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer
                                             RETRLM_DTYPE_I32, &sm, 1)))
                 return r;
         }
+        if (c->rpt_dim) { // likewise
+            int32_t rp[2];
+            rp[0] = c->rpt_dim;
+            rp[1] = c->rpt_layer;
+            if ((r = retrlm_writer_add_copy(w, retrlm__ckpt_name(name, prefix, "rpt"),
+                                            RETRLM_DTYPE_I32, rp, 2)))
+                return r;
+        }
     }
     return retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
                              m->params, m->n_params);
@@ -1741,6 +1852,19 @@ static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
                 return retrlm__fail(RETRLM_ERR_FORMAT, "model: retro_smear is %d (1 or absent)", sm);
             if (r != RETRLM_OK && r != RETRLM_ERR_NOT_FOUND) return r;
             c.retro_smear = r == RETRLM_OK;
+            {
+                int32_t rp[2];
+                r = retrlm_reader_read(rd, retrlm__ckpt_name(name, prefix, "rpt"), RETRLM_DTYPE_I32,
+                                       rp, 2);
+                if (r == RETRLM_OK && (rp[0] < 1 || rp[1] < 1))
+                    return retrlm__fail(RETRLM_ERR_FORMAT, "model: RPT config %d %d (both >= 1)",
+                                        rp[0], rp[1]);
+                if (r != RETRLM_OK && r != RETRLM_ERR_NOT_FOUND) return r;
+                if (r == RETRLM_OK) {
+                    c.rpt_dim = rp[0];
+                    c.rpt_layer = rp[1];
+                }
+            }
         } else if (r != RETRLM_ERR_NOT_FOUND) {
             return r;
         }

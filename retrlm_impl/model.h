@@ -35,7 +35,20 @@
    learnt a_h (RETRLM_T_CCA_SMEAR, 0 at init, no weight decay). A head can then match the token
    a position has just read against the token *before* each neighbour token and read the one that
    followed it: copying from a neighbour becomes one attention step instead of a circuit that a
-   small model learns late. Off by default; a model without it has no such parameters. */
+   small model learns late. Off by default; a model without it has no such parameters.
+
+   RPT's self-retrieval (rpt_dim > 0; Rubin & Berant 2023, "Long-range language modeling with
+   self-retrieval"): the model embeds its own chunks. Chunk u's embedding e_u is the mean over its
+   m tokens of the feed-forward input of decoder layer rpt_layer - 1 (after its RMSNorm), its query
+   q_u = Wq e_u and key k_u = Wk e_u (RETRLM_T_RPT_WQ, _WK, (rpt_dim, D)), and the retrieval score
+   of an earlier chunk j for u is q_u . k_j / sqrt(rpt_dim). The layer lies before the first
+   cross-attention, so the embeddings do not depend on the neighbours they choose: a trainer runs
+   retrlm_model_rpt_embed (the decoder up to that layer), picks each chunk's neighbours,
+   runs retrlm_model_forward_retro and backpropagates the retriever's loss through both (its
+   gradient reaches the decoder's lower layers, so the LM and the retriever train together).
+   Differences from RPT: the neighbours (an earlier chunk and its continuation) are read by the
+   RETRO neighbour encoder above, not by the decoder's own lower layers, and the chunk
+   embeddings are causal (RPT adds a bidirectional pass over each chunk). */
 
 typedef struct retrlm_model_config {
     int      vocab_size;    /* V tokens; required */
@@ -63,6 +76,11 @@ typedef struct retrlm_model_config {
     int      retro_enc_layers; /* neighbour encoder blocks; default 2 */
     int      retro_enc_heads;  /* neighbour encoder heads; default n_heads */
     int      retro_smear;      /* 1: smeared keys in the cross-attention (below); 0: none */
+    /* RPT's self-retrieval (below); rpt_dim 0 (the default) means none */
+    int      rpt_dim;          /* d, width of a chunk's query and key; needs RETRO, retro_start >= 1 */
+    int      rpt_layer;        /* the chunk embedding reads the feed-forward input of decoder
+                                  layer rpt_layer - 1 (1-based: 1 .. retro_start); 0: retro_start,
+                                  the last layer before the first cross-attention (default) */
 } retrlm_model_config;
 
 /* The parameter tensors, in the order they lie in the parameter block: the matrices (weight
@@ -84,6 +102,8 @@ typedef enum retrlm_model_tensor {
     RETRLM_T_CCA_WK,       /* (R, D, De) keys from the neighbour encoder's De-wide states */
     RETRLM_T_CCA_WV,       /* (R, D, De) */
     RETRLM_T_CCA_WO,       /* (R, D, D) */
+    RETRLM_T_RPT_WQ,       /* (rpt_dim, D) RPT chunk query; 0 elements without rpt_dim */
+    RETRLM_T_RPT_WK,       /* (rpt_dim, D) RPT chunk key */
     RETRLM_T_ATTN_NORM,    /* (L, D) RMSNorm gain before attention */
     RETRLM_T_FFN_NORM,     /* (L, D) RMSNorm gain before the feed-forward */
     RETRLM_T_FINAL_NORM,   /* (D) final RMSNorm gain */
@@ -129,6 +149,10 @@ typedef struct retrlm_model {
     int    *retro_ints_;                 /* neighbour tokens, rows and lengths */
     int     retro_rows_;                 /* neighbours encoded by the last forward */
     int     retro_chunk_;                /* decode: the chunk whose neighbours are cached; -1 */
+    float  *rpt_pool_;                   /* (max_batch * chunks, D) chunk means of the last
+                                            retrlm_model_rpt_embed, then (same) work */
+    void   *rpt_own_;
+    int     rpt_B_, rpt_T_;              /* its shape; 0 before one */
 } retrlm_model;
 
 /* Fills in defaults, checks the shapes, allocates everything and initialises the weights
@@ -162,6 +186,21 @@ RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens
 RETRLM_API retrlm_result retrlm_model_forward_retro(retrlm_model *m, const int *tokens, int B,
                                                     int T, const int *lengths,
                                                     const int *neighbours, int flags);
+/* RPT: embeds the chunks of tokens (B, T) (T a multiple of retro_chunk, U = T / m a sequence)
+   by running the first config.rpt_layer decoder layers only: q and k (B, U, rpt_dim) (either
+   may be NULL) get the chunks' queries and keys, in sequence order. The embeddings equal those
+   of a retrlm_model_forward_retro of the same tokens with any neighbours. The model's other
+   activations are then partial: call retrlm_model_forward_retro before any backward. ERR_ARG
+   without rpt_dim, or for a bad shape or token. */
+RETRLM_API retrlm_result retrlm_model_rpt_embed(retrlm_model *m, const int *tokens, int B, int T,
+                                                float *q, float *k);
+/* The retriever's backward: given d loss / d q and d loss / d k (B, U, rpt_dim) of the last
+   retrlm_model_rpt_embed (either may be NULL: zero), adds the gradients of Wq and Wk to
+   m->grads and writes dffn (B, T, D) = d loss / d (feed-forward input of layer rpt_layer - 1),
+   to pass as grad.dffn_in[rpt_layer - 1] to retrlm_model_backward after a forward of the same
+   tokens. */
+RETRLM_API retrlm_result retrlm_model_rpt_embed_backward(retrlm_model *m, const float *dq,
+                                                         const float *dk, float *dffn);
 /* Whether decoder layer l has chunked cross-attention. */
 RETRLM_API int retrlm_model_is_retro_layer(const retrlm_model *m, int layer);
 /* Layer l's feed-forward input (after its RMSNorm), (B, T, D), read-only after forward: the

@@ -1986,3 +1986,505 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
     return r;
 }
 
+
+// ---- strategy 4, RPT: a model that retrieves its own earlier chunks ---------------------------
+
+RETRLM_API void retrlm_rpt_targets_free(retrlm_rpt_targets *t) {
+    if (!t) return;
+    RETRLM_FREE(t->span);
+    RETRLM_FREE(t->cand);
+    RETRLM_FREE(t->gold);
+    memset(t, 0, sizeof *t);
+}
+
+// chunk u's first candidate chunk (its window's first chunk - 1 ends before the window: j + 1
+// < window start, so j <= ws - 2); returns how many there are (j = 0 .. count - 1)
+static int retrlm__rpt_eligible(int u, int uw) { return RETRLM__MAX(0, u / uw * uw - 1); }
+
+// the candidates of chunk u of the span at off: every eligible j, or the C with the largest
+// share of u's bigrams (ties: the nearer first); writes cand (C), returns how many
+static int retrlm__rpt_cands(const int *tokens, size_t off, int mc, int uw, int u, int C,
+                             int *cand, float *ov) {
+    const int ne = retrlm__rpt_eligible(u, uw);
+    int j, i, n = 0;
+    for (i = 0; i < C; i++) cand[i] = -1;
+    if (ne <= C) {
+        for (j = 0; j < ne; j++) cand[n++] = j;
+        return n;
+    }
+    for (j = ne - 1; j >= 0; j--) { // nearer first, so that a tie keeps the nearer
+        float o = retrlm_retro_overlap(tokens + off + (size_t)u * mc, mc,
+                                       tokens + off + (size_t)j * mc, 2 * mc);
+        int at = n < C ? n : C;
+        if (n >= C && !(o > ov[C - 1])) continue;
+        while (at > 0 && o > ov[at - 1]) { // insertion, best first
+            if (at < C) { ov[at] = ov[at - 1]; cand[at] = cand[at - 1]; }
+            at--;
+        }
+        ov[at] = o;
+        cand[at] = j;
+        if (n < C) n++;
+    }
+    return n;
+}
+
+// summed log-probability of the last `last` tokens of each row
+static void retrlm__rpt_row_ll(const retrlm_model *ref, const int *rows, const int *lens, int nr,
+                               int T, int last, double *ll) {
+    const int V = ref->config.vocab_size;
+    int b;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+    for (b = 0; b < nr; b++) {
+        double s = 0.0;
+        int t;
+        const int *row = rows + (size_t)b * T;
+        for (t = lens[b] - last - 1; t < lens[b] - 1; t++) {
+            const float *lg = ref->logits + ((size_t)b * T + t) * V;
+            s += (double)lg[row[t + 1]] - (double)retrlm_logsumexp(lg, V);
+        }
+        ll[b] = s;
+    }
+}
+
+RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_model *ref,
+                                                  const int *tokens, size_t n,
+                                                  const int64_t *doc, int64_t n_docs,
+                                                  const retrlm_rpt_targets_config *cfg) {
+    retrlm_rpt_targets_config c;
+    int U = 0, uw, C, R, TR, mc, *rows = NULL, *lens = NULL, *job = NULL;
+    size_t span_len, cap = 0, i;
+    double *ll = NULL;
+    float *ov = NULL;
+    int64_t d, s;
+    retrlm_result r = RETRLM_OK;
+    RETRLM_ASSERT(t && ref && tokens && doc && cfg);
+    memset(t, 0, sizeof *t);
+    c = *cfg;
+    mc = c.chunk;
+    if (!c.windows) c.windows = 4;
+    if (!c.seq_len) c.seq_len = 4 * mc;
+    if (!c.cands) c.cands = 8;
+    span_len = (size_t)c.windows * (size_t)c.seq_len;
+    if (!c.stride) c.stride = (int)RETRLM__MIN(span_len, (size_t)INT32_MAX);
+    if (mc < 2 || mc > 65536 || c.windows < 1 || c.windows > 65536 || c.seq_len < mc ||
+        c.seq_len % mc || c.seq_len > 65536 || span_len / (size_t)mc > 65536 || c.cands < 1 ||
+        c.stride < 1 || n_docs < 1 || doc[0] != 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: chunk %d (>= 2), windows %d, "
+                            "seq_len %d (a multiple of the chunk), at most 65536 chunks a span, "
+                            "cands %d, stride %d, %lld documents (the first at 0)", mc, c.windows,
+                            c.seq_len, c.cands, c.stride, (long long)n_docs);
+    if (ref->config.bidirectional || ref->config.no_logits || ref->config.max_seq_len < 4 * mc)
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: the reference must be a causal "
+                            "LM with logits and max_seq_len >= 4 chunks (%d)", 4 * mc);
+    for (d = 0; d < n_docs; d++)
+        if (doc[d] < 0 || (size_t)doc[d] > n || (d && doc[d] < doc[d - 1]))
+            return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: document %lld starts at %lld "
+                                "(ascending, within %lu tokens)", (long long)d,
+                                (long long)doc[d], (unsigned long)n);
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= ref->config.vocab_size)
+            return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: token %d at %lu is outside the "
+                                "reference's vocabulary", tokens[i], (unsigned long)i);
+    for (d = 0; d < n_docs; d++) { // the spans
+        size_t e = d + 1 < n_docs ? (size_t)doc[d + 1] : n, o;
+        for (o = (size_t)doc[d]; o + span_len + 1 <= e; o += (size_t)c.stride) {
+            if ((size_t)t->n_spans == cap) {
+                int64_t *ns;
+                cap = cap ? 2 * cap : 64;
+                ns = (int64_t *)retrlm__realloc(t->span, cap, sizeof(int64_t));
+                if (!ns) { r = retrlm__fail(RETRLM_ERR_NOMEM, "rpt_targets_build: no memory"); goto done; }
+                t->span = ns;
+            }
+            t->span[t->n_spans++] = (int64_t)o;
+        }
+    }
+    if (!t->n_spans) {
+        r = retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: no document holds a span of %lu "
+                         "tokens", (unsigned long)(span_len + 1));
+        goto done;
+    }
+    t->chunk = mc;
+    t->windows = c.windows;
+    t->seq_len = c.seq_len;
+    U = (int)(span_len / (size_t)mc);
+    uw = c.seq_len / mc;
+    C = t->cands = RETRLM__MIN(c.cands, U);
+    R = ref->config.max_batch;
+    TR = 4 * mc;
+    t->cand = (int *)retrlm__alloc((size_t)t->n_spans * U * C, sizeof(int));
+    t->gold = (float *)retrlm__alloc((size_t)t->n_spans * U * C, sizeof(float));
+    rows = (int *)retrlm__alloc((size_t)R * TR + R + 2 * (size_t)U * (C + 1), sizeof(int));
+    ll = (double *)retrlm__alloc((size_t)U * (C + 1), sizeof(double));
+    ov = (float *)retrlm__alloc((size_t)C, sizeof(float));
+    if (!t->cand || !t->gold || !rows || !ll || !ov) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "rpt_targets_build: no memory for %lld spans",
+                         (long long)t->n_spans);
+        goto done;
+    }
+    lens = rows + (size_t)R * TR;
+    job = lens + R; // (jobs, 2): chunk u and candidate slot (-1: u's baseline) of each row
+    for (s = 0; s < t->n_spans && !r; s++) {
+        const size_t off = (size_t)t->span[s];
+        int *cand = t->cand + (size_t)s * U * C;
+        float *gold = t->gold + (size_t)s * U * C;
+        int u, k, nj = 0, j0;
+        for (u = 0; u < U; u++) {
+            int nc = 0;
+            if (u + 1 < U) nc = retrlm__rpt_cands(tokens, off, mc, uw, u, C, cand + (size_t)u * C, ov);
+            else for (k = 0; k < C; k++) cand[(size_t)u * C + k] = -1;
+            for (k = 0; k < C; k++) gold[(size_t)u * C + k] = -INFINITY;
+            for (k = nc ? -1 : 0; k < nc; k++) {
+                job[2 * nj] = u;
+                job[2 * nj + 1] = k;
+                nj++;
+            }
+        }
+        // rows [chunk j, chunk j + 1, chunk u, chunk u + 1], or [chunk u, chunk u + 1]
+        for (j0 = 0; j0 < nj && !r; j0 += R) {
+            int nr = RETRLM__MIN(R, nj - j0), b;
+            for (b = 0; b < nr; b++) {
+                int *row = rows + (size_t)b * TR, len = 0, q;
+                u = job[2 * (j0 + b)];
+                k = job[2 * (j0 + b) + 1];
+                if (k >= 0) {
+                    memcpy(row, tokens + off + (size_t)cand[(size_t)u * C + k] * mc,
+                           (size_t)2 * mc * sizeof(int));
+                    len = 2 * mc;
+                }
+                memcpy(row + len, tokens + off + (size_t)u * mc, (size_t)2 * mc * sizeof(int));
+                len += 2 * mc;
+                for (q = len; q < TR; q++) row[q] = 0;
+                lens[b] = len;
+            }
+            if ((r = retrlm_model_forward(ref, rows, nr, TR, lens, 0))) break;
+            retrlm__rpt_row_ll(ref, rows, lens, nr, TR, mc, ll + j0);
+        }
+        for (k = 0; k < nj && !r; k++) // a baseline precedes its chunk's candidates
+            if (job[2 * k + 1] >= 0) {
+                int b0 = k - 1 - job[2 * k + 1];
+                gold[(size_t)job[2 * k] * C + job[2 * k + 1]] = (float)(ll[k] - ll[b0]);
+            }
+        if (!r) r = retrlm__progress(c.progress, c.progress_user, "rpt targets", (double)(s + 1),
+                                     (double)t->n_spans);
+    }
+done:
+    RETRLM_FREE(rows);
+    RETRLM_FREE(ll);
+    RETRLM_FREE(ov);
+    if (r) retrlm_rpt_targets_free(t);
+    return r;
+}
+
+// the first K of chunk u's candidates (C) by key, best first (ties: the earlier slot), those
+// with key > floor (NULL: any); writes their slots into pick (K), -1 past them; returns how many
+static int retrlm__rpt_pick(const int *cand, const float *key, int C, int K, const float *floor,
+                            int *pick) {
+    int n = 0, i, c;
+    for (i = 0; i < K; i++) {
+        int best = -1;
+        for (c = 0; c < C; c++) {
+            int used = 0, p;
+            if (cand[c] < 0 || (floor && !(key[c] > *floor))) continue;
+            for (p = 0; p < n; p++) used |= pick[p] == c;
+            if (!used && (best < 0 || key[c] > key[best])) best = c;
+        }
+        if (best < 0) break;
+        pick[n++] = best;
+    }
+    for (i = n; i < K; i++) pick[i] = -1;
+    return n;
+}
+
+// neighbour slots (K, r) of one chunk from its picked candidates: chunk j and what follows it
+static void retrlm__rpt_neighbours(const int *tokens, size_t off, int mc, const int *cand,
+                                   const int *pick, int K, int r, int *nb) {
+    int i, t;
+    for (i = 0; i < K; i++) {
+        int *o = nb + (size_t)i * r;
+        if (pick[i] < 0) { for (t = 0; t < r; t++) o[t] = -1; continue; }
+        memcpy(o, tokens + off + (size_t)cand[pick[i]] * mc, (size_t)r * sizeof(int));
+    }
+}
+
+// scores (U, C) of each chunk's candidates: q_u . k_j / sqrt(rpt_dim); -inf where none
+static void retrlm__rpt_scores(const float *q, const float *k, const int *cand, int U, int C,
+                               int dr, float *sc) {
+    const float inv = 1.0f / sqrtf((float)dr);
+    int u, c;
+    for (u = 0; u < U; u++)
+        for (c = 0; c < C; c++) {
+            int j = cand[(size_t)u * C + c];
+            sc[(size_t)u * C + c] = j < 0 ? -INFINITY
+                                          : retrlm_dot(q + (size_t)u * dr, k + (size_t)j * dr, dr) * inv;
+        }
+}
+
+// the shapes of targets against the model and the stream
+static retrlm_result retrlm__rpt_check(const retrlm_model *m, const int *tokens, size_t n,
+                                       const retrlm_rpt_targets *t, int need_rpt, const char *who) {
+    const retrlm_model_config *c = &m->config;
+    int64_t s;
+    if (!tokens || !t || !t->n_spans || !t->span || !t->cand || !t->gold || t->chunk < 2 || t->windows < 1 ||
+        t->seq_len < t->chunk || t->seq_len % t->chunk || t->cands < 1)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: no targets (retrlm_rpt_targets_build)", who);
+    if (need_rpt && (!c->rpt_dim || c->retro_chunk != t->chunk || 2 * t->chunk < c->retro_len))
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: the model needs an RPT retriever (rpt_dim), chunk "
+                            "%d as the targets' and neighbours of at most 2 chunks (retro_len %d)",
+                            who, t->chunk, c->retro_len);
+    if (t->windows > c->max_batch || t->seq_len > c->max_seq_len || c->bidirectional ||
+        c->no_logits)
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: spans of %d x %d tokens need a causal LM with "
+                            "logits and max_batch x max_seq_len >= them (%d x %d)", who,
+                            t->windows, t->seq_len, c->max_batch, c->max_seq_len);
+    for (s = 0; s < t->n_spans; s++)
+        if (t->span[s] < 0 || (size_t)t->span[s] + (size_t)t->windows * t->seq_len + 1 > n)
+            return retrlm__fail(RETRLM_ERR_ARG, "%s: span %lld at %lld runs past the stream's %lu "
+                                "tokens", who, (long long)s, (long long)t->span[s],
+                                (unsigned long)n);
+    return RETRLM_OK;
+}
+
+// one span's inputs and targets: window b = tokens[off + bT, off + bT + T)
+static void retrlm__rpt_span(const int *tokens, size_t off, int B, int T, int *inp, int *tgt) {
+    int i;
+    for (i = 0; i < B * T; i++) {
+        inp[i] = tokens[off + (size_t)i];
+        tgt[i] = tokens[off + (size_t)i + 1];
+    }
+}
+
+RETRLM_API retrlm_result retrlm_rpt_loss(const float *q, const float *k, int U, int dr,
+                                         const int *cand, const float *gold, int C, float margin,
+                                         float threshold, float aux_scale, float *scores,
+                                         float *loss, float *dq, float *dk) {
+    float *sc, *ps, *pg, *dsc, rank = 0.0f;
+    const float inv = aux_scale / sqrtf((float)dr);
+    int u, i, nq = 0, qi = 0;
+    retrlm_result r = RETRLM_OK;
+    RETRLM_ASSERT(q && k && cand && gold);
+    if (U < 1 || dr < 1 || C < 1 || !(aux_scale >= 0.0f))
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_loss: %d chunks, dim %d, %d candidates (all >= "
+                            "1), aux_scale %g (>= 0)", U, dr, C, (double)aux_scale);
+    for (i = 0; i < U * C; i++)
+        if (cand[i] >= U || cand[i] < -1)
+            return retrlm__fail(RETRLM_ERR_ARG, "rpt_loss: candidate %d of slot %d is outside the "
+                                "span's %d chunks", cand[i], i, U);
+    sc = (float *)retrlm__alloc((size_t)4 * U * C, sizeof(float));
+    if (!sc) return retrlm__fail(RETRLM_ERR_NOMEM, "rpt_loss: no memory");
+    ps = sc + (size_t)U * C;
+    pg = ps + (size_t)U * C;
+    dsc = pg + (size_t)U * C;
+    retrlm__rpt_scores(q, k, cand, U, C, dr, sc);
+    for (u = 0; u < U; u++) { // the chunks with a gold row, packed
+        if (gold[(size_t)u * C] == -INFINITY) continue;
+        memcpy(pg + (size_t)nq * C, gold + (size_t)u * C, (size_t)C * sizeof(float));
+        memcpy(ps + (size_t)nq * C, sc + (size_t)u * C, (size_t)C * sizeof(float));
+        nq++;
+    }
+    if (dq) memset(dq, 0, (size_t)U * dr * sizeof(float));
+    if (dk) memset(dk, 0, (size_t)U * dr * sizeof(float));
+    if (nq) r = retrlm_rank_loss(ps, pg, nq, C, margin, threshold, &rank, dsc, NULL);
+    for (u = 0; u < U && nq && !r; u++) { // s_uj = q_u . k_j / sqrt(dr)
+        if (gold[(size_t)u * C] == -INFINITY) continue;
+        for (i = 0; i < C; i++) {
+            int j = cand[(size_t)u * C + i];
+            float g = dsc[(size_t)qi * C + i] * inv;
+            if (j < 0 || g == 0.0f) continue;
+            if (dq) retrlm_axpy(dq + (size_t)u * dr, g, k + (size_t)j * dr, dr);
+            if (dk) retrlm_axpy(dk + (size_t)j * dr, g, q + (size_t)u * dr, dr);
+        }
+        qi++;
+    }
+    if (!r && scores) memcpy(scores, sc, (size_t)U * C * sizeof(float));
+    if (!r && loss) *loss = aux_scale * rank;
+    RETRLM_FREE(sc);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_rpt_train(retrlm_model *m, retrlm_adamw *opt,
+                                          const retrlm_rpt_train_config *cfg,
+                                          retrlm_lm_train_state *st) {
+    retrlm_rpt_train_config c;
+    const retrlm_rpt_targets *tg;
+    int B, T, U, C, K, R, dr, D, mc, *inp = NULL, *tgt, *nb, *pick;
+    float *q = NULL, *k, *dq, *dk, *sc, *dffn;
+    const float **dlist = NULL;
+    retrlm_result r;
+    RETRLM_ASSERT(m && opt && cfg && st);
+    c = *cfg;
+    tg = c.targets;
+    if ((r = retrlm__rpt_check(m, c.train, c.n_train, tg, 1, "rpt_train"))) return r;
+    if (c.aux_scale == 0.0f) c.aux_scale = 1.0f;
+    if (c.margin == 0.0f) c.margin = 1.0f;
+    if (c.max_margin == 0.0f) c.max_margin = c.margin;
+    if (c.steps < 0 || !(c.aux_scale >= 0.0f) || !(c.margin >= 0.0f) || !(c.max_margin >= 0.0f) ||
+        !(c.threshold >= 0.0f) || !(c.gold_share >= 0.0f && c.gold_share <= 1.0f) ||
+        c.gold_steps < 0 || c.aux_scale > 1e6f || c.max_margin > 1e6f || c.threshold > 511.0f)
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_train: steps %lld, aux_scale %g, margins %g .. "
+                            "%g, threshold %g (0..511), gold_share %g (0..1), gold_steps %lld",
+                            (long long)c.steps, (double)c.aux_scale, (double)c.margin,
+                            (double)c.max_margin, (double)c.threshold, (double)c.gold_share,
+                            (long long)c.gold_steps);
+    B = tg->windows;
+    T = tg->seq_len;
+    mc = tg->chunk;
+    U = B * T / mc;
+    C = tg->cands;
+    K = m->config.retro_k;
+    R = m->config.retro_len;
+    dr = m->config.rpt_dim;
+    D = m->config.dim;
+    inp = (int *)retrlm__alloc((size_t)2 * B * T + (size_t)U * K * R + (size_t)U * K, sizeof(int));
+    q = (float *)retrlm__alloc((size_t)4 * U * dr + (size_t)U * C + (size_t)B * T * D,
+                               sizeof(float));
+    dlist = (const float **)retrlm__calloc((size_t)m->config.n_layers, sizeof(float *));
+    if (!inp || !q || !dlist) {
+        RETRLM_FREE(inp);
+        RETRLM_FREE(q);
+        RETRLM_FREE(dlist);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "rpt_train: no memory for a span");
+    }
+    tgt = inp + (size_t)B * T;
+    nb = tgt + (size_t)B * T;
+    pick = nb + (size_t)U * K * R;
+    k = q + (size_t)U * dr;
+    dq = k + (size_t)U * dr;
+    dk = dq + (size_t)U * dr;
+    sc = dk + (size_t)U * dr;
+    dffn = sc + (size_t)U * C;
+    dlist[m->config.rpt_layer - 1] = dffn;
+    while (st->step < c.steps && !r) {
+        const int64_t s = (int64_t)retrlm_rng_below(&st->rng, (uint64_t)tg->n_spans);
+        const size_t off = (size_t)tg->span[s];
+        const int *cand = tg->cand + (size_t)s * U * C;
+        const float *gold = tg->gold + (size_t)s * U * C;
+        const float frac = c.steps > 1 ? (float)st->step / (float)(c.steps - 1) : 0.0f;
+        const float margin = c.margin + (c.max_margin - c.margin) * frac;
+        const float p_gold = st->step < c.gold_steps
+                                 ? c.gold_share * (1.0f - (float)st->step / (float)c.gold_steps)
+                                 : 0.0f;
+        float loss = 0.0f, rank = 0.0f;
+        int u;
+        retrlm_model_grad_in gin;
+        retrlm__rpt_span(c.train, off, B, T, inp, tgt);
+        if ((r = retrlm_model_rpt_embed(m, inp, B, T, q, k))) break;
+        retrlm__rpt_scores(q, k, cand, U, C, dr, sc);
+        for (u = 0; u < U; u++) {
+            const int use_gold = p_gold > 0.0f && retrlm_rng_float(&st->rng) < p_gold;
+            int *pk = pick + (size_t)u * K;
+            if (use_gold) retrlm__rpt_pick(cand + (size_t)u * C, gold + (size_t)u * C, C, K,
+                                           &c.threshold, pk);
+            else retrlm__rpt_pick(cand + (size_t)u * C, sc + (size_t)u * C, C, K, NULL, pk);
+            retrlm__rpt_neighbours(c.train, off, mc, cand + (size_t)u * C, pk, K, R,
+                                   nb + (size_t)u * K * R);
+        }
+        if ((r = retrlm_model_forward_retro(m, inp, B, T, NULL, nb, 0)) ||
+            (r = retrlm_model_lm_loss(m, tgt, &loss, NULL)))
+            break;
+        if ((r = retrlm_rpt_loss(q, k, U, dr, cand, gold, C, margin, c.threshold, c.aux_scale,
+                                 NULL, &rank, dq, dk)))
+            break;
+        retrlm_model_zero_grad(m);
+        if ((r = retrlm_model_rpt_embed_backward(m, dq, dk, dffn))) break;
+        memset(&gin, 0, sizeof gin);
+        gin.dlogits = m->logits;
+        gin.dffn_in = dlist;
+        if ((r = retrlm_model_backward(m, &gin))) break;
+        retrlm_adamw_step(opt);
+        if (c.rank_losses) c.rank_losses[st->step] = rank;
+        r = retrlm__step_done(m, opt, st, loss, c.losses, c.steps, c.checkpoint,
+                              c.checkpoint_every, c.progress, c.progress_user, "rpt");
+    }
+    RETRLM_FREE(inp);
+    RETRLM_FREE(q);
+    RETRLM_FREE(dlist);
+    return r;
+}
+
+RETRLM_API retrlm_result retrlm_rpt_evaluate(retrlm_model *m, const int *tokens, size_t n,
+                                             const retrlm_rpt_targets *tg, retrlm_rpt_pick pick,
+                                             const float *scores, retrlm_rpt_eval *out) {
+    int B, T, U, C, K, R, dr, mc, *inp = NULL, *tgt, *nb = NULL, *pk;
+    float *q = NULL, *k = NULL, *sc = NULL;
+    const float zero = 0.0f;
+    int64_t s;
+    double first = 0.0, best = 0.0, hit = 0.0;
+    retrlm_result r;
+    RETRLM_ASSERT(m && out);
+    memset(out, 0, sizeof *out);
+    if ((int)pick < RETRLM_RPT_OWN || (int)pick > RETRLM_RPT_SCORES || (pick == RETRLM_RPT_SCORES && !scores))
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_evaluate: pick %d (SCORES needs scores)", (int)pick);
+    if ((r = retrlm__rpt_check(m, tokens, n, tg, pick == RETRLM_RPT_OWN, "rpt_evaluate"))) return r;
+    if (pick != RETRLM_RPT_NONE && (!m->config.retro_chunk || m->config.retro_chunk != tg->chunk ||
+                                    2 * tg->chunk < m->config.retro_len))
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_evaluate: neighbours need a RETRO model of chunk "
+                            "%d reading at most 2 chunks", tg->chunk);
+    B = tg->windows;
+    T = tg->seq_len;
+    mc = tg->chunk;
+    U = B * T / mc;
+    C = tg->cands;
+    K = pick == RETRLM_RPT_NONE ? 1 : m->config.retro_k;
+    R = pick == RETRLM_RPT_NONE ? 1 : m->config.retro_len;
+    dr = m->config.rpt_dim;
+    inp = (int *)retrlm__alloc((size_t)2 * B * T + (size_t)U * K, sizeof(int));
+    if (pick != RETRLM_RPT_NONE) nb = (int *)retrlm__alloc((size_t)U * K * R, sizeof(int));
+    if (pick == RETRLM_RPT_OWN) q = (float *)retrlm__alloc((size_t)2 * U * dr, sizeof(float));
+    sc = (float *)retrlm__alloc((size_t)U * C, sizeof(float));
+    if (!inp || !sc || (pick != RETRLM_RPT_NONE && !nb) || (pick == RETRLM_RPT_OWN && !q)) {
+        r = retrlm__fail(RETRLM_ERR_NOMEM, "rpt_evaluate: no memory for a span");
+        goto done;
+    }
+    tgt = inp + (size_t)B * T;
+    pk = tgt + (size_t)B * T;
+    if (q) k = q + (size_t)U * dr;
+    for (s = 0; s < tg->n_spans && !r; s++) {
+        const size_t off = (size_t)tg->span[s];
+        const int *cand = tg->cand + (size_t)s * U * C;
+        const float *gold = tg->gold + (size_t)s * U * C;
+        int u, i;
+        retrlm__rpt_span(tokens, off, B, T, inp, tgt);
+        if (pick == RETRLM_RPT_OWN) {
+            if ((r = retrlm_model_rpt_embed(m, inp, B, T, q, k))) break;
+            retrlm__rpt_scores(q, k, cand, U, C, dr, sc);
+        } else if (pick == RETRLM_RPT_SCORES) {
+            for (i = 0; i < U * C; i++)
+                sc[i] = cand[i] < 0 ? -INFINITY : scores[(size_t)s * U * C + (size_t)i];
+        }
+        for (u = 0; u < U; u++) {
+            const int *cu = cand + (size_t)u * C;
+            const float *gu = gold + (size_t)u * C;
+            int *p = pk + (size_t)u * K, gbest = 0;
+            if (pick == RETRLM_RPT_NONE) continue;
+            if (pick == RETRLM_RPT_GOLD) retrlm__rpt_pick(cu, gu, C, K, &zero, p);
+            else retrlm__rpt_pick(cu, sc + (size_t)u * C, C, K, NULL, p);
+            retrlm__rpt_neighbours(tokens, off, mc, cu, p, K, R, nb + (size_t)u * K * R);
+            if (gu[0] == -INFINITY) continue;
+            for (i = 1; i < C; i++) if (cu[i] >= 0 && gu[i] > gu[gbest]) gbest = i;
+            out->queries++;
+            best += gu[gbest];
+            if (pick == RETRLM_RPT_GOLD && p[0] < 0) { // no candidate helps: the oracle reads none
+                hit += 1.0;
+                continue;
+            }
+            first += gu[p[0]];
+            hit += p[0] == gbest;
+        }
+        if ((r = retrlm_model_forward_retro(m, inp, B, T, NULL, nb, 0))) break;
+        out->nats += retrlm_model_nll(m, tgt, NULL);
+        out->tokens += (int64_t)B * T;
+    }
+    if (!r && out->queries) {
+        out->first_gold = first / (double)out->queries;
+        out->best_gold = best / (double)out->queries;
+        out->first_is_best = hit / (double)out->queries;
+    }
+done:
+    RETRLM_FREE(inp);
+    RETRLM_FREE(nb);
+    RETRLM_FREE(q);
+    RETRLM_FREE(sc);
+    return r;
+}

@@ -523,3 +523,125 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
                                           const retrlm_npm_train_config *cfg,
                                           retrlm_lm_train_state *state);
 
+
+/* ---- Strategy 4, RPT (Rubin & Berant, 2023): a RETRO model with an RPT retriever
+   (retrlm_model_config.rpt_dim) reads long documents in spans of `windows` consecutive windows
+   of seq_len tokens, all in one batch; the chunks of a span's earlier windows are the index its
+   later chunks search (the in-batch index of strategy 4), with the model's own chunk
+   embeddings. A chunk u's candidates are the span's chunks j whose text and continuation (j and
+   j + 1) lie before u's window; the reference LM (any trained causal LM) scores each by how
+   much reading it raises the likelihood of the chunk after u:
+       gold(u, j) = log p_ref(chunk u+1 | chunk j, chunk j+1, chunk u) - log p_ref(chunk u+1 | chunk u)
+   (nats; rows of 4m tokens), computed once for a set of spans (retrlm_rpt_targets_build). The
+   trainer picks each chunk's k neighbours among its candidates by the retriever's scores (or,
+   with scheduled sampling, by gold), reads them through the chunked cross-attention and
+   minimises lm_loss + aux_scale * retrlm_rank_loss(scores, gold): the retriever learns to rank
+   what helps the reference LM, and the decoder, whose lower layers embed the chunks, learns
+   with it. The first window of a span, and chunks with no candidate, read no neighbour. */
+typedef struct retrlm_rpt_targets_config {
+    int   chunk;      /* m, tokens a chunk (the RPT model's retro_chunk); required */
+    int   windows;    /* windows a span; default 4 */
+    int   seq_len;    /* tokens a window, a multiple of chunk; default 4 * chunk */
+    int   cands;      /* candidates scored a chunk, at most; the rest are preselected away by
+                         their share of the chunk's bigrams (retrlm_retro_overlap, RPT's BM25
+                         preselection); default 8; windows * seq_len / chunk keeps them all */
+    int   stride;     /* tokens between the starts of a document's spans; default a span */
+    retrlm_progress_fn progress; /* stage "rpt targets", done/total in spans; may cancel */
+    void *progress_user;         /* passed to progress */
+} retrlm_rpt_targets_config;
+
+typedef struct retrlm_rpt_targets {
+    int      chunk, windows, seq_len, cands; /* m, B, T, C */
+    int64_t  n_spans;
+    int64_t *span;    /* (n_spans) first token of each span in the stream (span + B T + 1 tokens
+                         lie in one document) */
+    int     *cand;    /* (n_spans, U, C) candidate chunks, 0 .. U-1 within the span, U = B T / m;
+                         -1 pads */
+    float   *gold;    /* (n_spans, U, C) their gold gains (nats); -inf where cand is -1, and for
+                         the span's last chunk (no chunk after it) */
+} retrlm_rpt_targets;
+
+/* Spans: in each document [doc[d], doc[d + 1]) (the last to n; doc (n_docs) ascending, doc[0]
+   = 0), every stride tokens while B T + 1 tokens fit. ref: a causal LM with max_seq_len >= 4m;
+   its max_batch rows a forward. Same results for any number of threads. ERR_ARG on bad sizes
+   (no span fits), a reference that is not a causal LM with logits, or a token outside its
+   vocabulary. */
+RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_model *ref,
+                                                  const int *tokens, size_t n,
+                                                  const int64_t *doc, int64_t n_docs,
+                                                  const retrlm_rpt_targets_config *cfg);
+RETRLM_API void retrlm_rpt_targets_free(retrlm_rpt_targets *t); /* zeroed or freed: no-op */
+
+/* RPT's retriever loss on one span's chunk embeddings q, k (U, dr) (retrlm_model_rpt_embed):
+   scores s_uc = q_u . k_j / sqrt(dr), j = cand_uc, and aux_scale * retrlm_rank_loss(s, gold,
+   margin, threshold) over the chunks that have a gold row (gold_u0 > -inf); cand, gold (U, C)
+   as in retrlm_rpt_targets. scores (U, C) (may be NULL) gets s (-inf where cand is -1); *loss
+   (may be NULL) the loss; dq, dk (U, dr) (may be NULL) its gradients, ready for
+   retrlm_model_rpt_embed_backward. ERR_ARG on bad sizes or a candidate outside [-1, U), and
+   as retrlm_rank_loss. */
+RETRLM_API retrlm_result retrlm_rpt_loss(const float *q, const float *k, int U, int dr,
+                                         const int *cand, const float *gold, int C, float margin,
+                                         float threshold, float aux_scale, float *scores,
+                                         float *loss, float *dq, float *dk);
+
+typedef struct retrlm_rpt_train_config {
+    const int *train;          /* (n_train) token stream, borrowed: the one targets were built on */
+    size_t     n_train;
+    const retrlm_rpt_targets *targets; /* its spans, borrowed; the model's m, and windows <=
+                                          max_batch, seq_len <= max_seq_len */
+    int64_t    steps;          /* train until state->step == steps; a step is one random span */
+    float      aux_scale;      /* weight of the retriever's loss; default 1 */
+    float      margin;         /* the hinge's margin at step 0; default 1 */
+    float      max_margin;     /* ... rising linearly to this at the last step (RPT's schedule);
+                                  default margin */
+    float      threshold;      /* a gold above it may rank first in a pair; default 0 (the
+                                  candidate helps) */
+    float      gold_share;     /* scheduled sampling: the probability that a chunk reads its k
+                                  best candidates by gold (those above threshold) instead of by
+                                  the retriever, at step 0; 0 (default): never */
+    int64_t    gold_steps;     /* ... falling linearly to 0 at this step */
+    const char *checkpoint;    /* path or NULL: model, optimiser and state every
+                                  checkpoint_every steps and at the end */
+    int        checkpoint_every;
+    float     *losses;         /* (steps) or NULL: the LM loss of each step (nats a token) */
+    float     *rank_losses;    /* (steps) or NULL: the retriever's loss of each step (times
+                                  aux_scale) */
+    retrlm_progress_fn progress; /* stage "rpt" after every step; may cancel */
+    void      *progress_user;  /* passed to progress */
+} retrlm_rpt_train_config;
+
+/* Trains from state->step to cfg->steps: each step draws a span (rng_below(n_spans)), embeds
+   its chunks (retrlm_model_rpt_embed), picks neighbours, runs the RETRO forward, both losses,
+   backward through the decoder and the retriever, and an AdamW update over whatever opt holds.
+   Same results for any number of threads; resuming from a checkpoint continues exactly. ERR_ARG
+   on a model without an RPT retriever, targets of another shape, or spans outside the stream. */
+RETRLM_API retrlm_result retrlm_rpt_train(retrlm_model *m, retrlm_adamw *opt,
+                                          const retrlm_rpt_train_config *cfg,
+                                          retrlm_lm_train_state *state);
+
+/* How retrlm_rpt_evaluate picks a chunk's neighbours among its candidates. */
+typedef enum retrlm_rpt_pick {
+    RETRLM_RPT_OWN = 0,  /* the model's retriever: its k best by q . k */
+    RETRLM_RPT_GOLD,     /* the reference LM's: its k best gold above 0 (an oracle) */
+    RETRLM_RPT_NONE,     /* none: the decoder alone (any causal model, RPT or not) */
+    RETRLM_RPT_SCORES    /* the caller's scores (n_spans, U, C), e.g. BM25's; k best */
+} retrlm_rpt_pick;
+
+typedef struct retrlm_rpt_eval {
+    double  nats;          /* summed negative log-likelihood of every target of every span */
+    int64_t tokens;        /* targets counted (spans * B * T) */
+    int64_t queries;       /* chunks with a gold row (a candidate and a chunk after them) */
+    double  first_gold;    /* mean over those of the gold of the pick's first candidate */
+    double  best_gold;     /* mean of their best gold (what a perfect pick would get) */
+    double  first_is_best; /* share whose first candidate is the best by gold */
+} retrlm_rpt_eval;
+
+/* Reads every span of targets with the model (max_batch >= windows) and the neighbours that
+   pick chooses among each chunk's candidates, each window of a span a sequence of the batch
+   (the spans' own text, as in training). For a like-for-like figure build the targets with
+   cands = B T / m, so that every earlier chunk is a candidate. ERR_ARG on a bad pick for the
+   model, or shapes that do not match. */
+RETRLM_API retrlm_result retrlm_rpt_evaluate(retrlm_model *m, const int *tokens, size_t n,
+                                             const retrlm_rpt_targets *targets,
+                                             retrlm_rpt_pick pick, const float *scores,
+                                             retrlm_rpt_eval *out);
