@@ -2338,7 +2338,8 @@ typedef struct retrlm_rpt_targets {
 
 /* Spans: in each document [doc[d], doc[d + 1]) (the last to n; doc (n_docs) ascending, doc[0]
    = 0), every stride tokens while B T + 1 tokens fit. ref: a causal LM with max_seq_len >= 4m;
-   its max_batch rows a forward. Same results for any number of threads. ERR_ARG on bad sizes
+   its max_batch rows a forward; NULL: the candidates alone, every gold -inf (enough for
+   retrlm_rpt_evaluate's OWN, NONE and SCORES picks, without their gold figures). Same results for any number of threads. ERR_ARG on bad sizes
    (no span fits), a reference that is not a causal LM with logits, or a token outside its
    vocabulary. */
 RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_model *ref,
@@ -18879,24 +18880,35 @@ static int retrlm__rpt_cands(const int *tokens, size_t off, int mc, int uw, int 
     return n;
 }
 
-// summed log-probability of the last `last` tokens of each row
-static void retrlm__rpt_row_ll(const retrlm_model *ref, const int *rows, const int *lens, int nr,
-                               int T, int last, double *ll) {
-    const int V = ref->config.vocab_size;
-    int b;
+// summed log-probability of the last `last` tokens of each row (nr rows of T, lengths lens) from
+// the last forward's final hidden states (run without logits): only those positions' logits are
+// computed, into work (nr * last, V + D)
+static retrlm_result retrlm__rpt_row_ll(const retrlm_model *ref, const int *rows, const int *lens,
+                                        int nr, int T, int last, float *work, double *ll) {
+    const int V = ref->config.vocab_size, D = ref->config.dim;
+    const float *wout = ref->config.untied ? ref->param[RETRLM_T_LM_HEAD] : ref->param[RETRLM_T_EMBED];
+    float *h = work + (size_t)nr * last * V;
+    int b, t;
+    retrlm_result r;
+    for (b = 0; b < nr; b++)
+        for (t = 0; t < last; t++)
+            memcpy(h + ((size_t)b * last + t) * D,
+                   ref->hidden + ((size_t)b * T + lens[b] - last - 1 + t) * D, (size_t)D * sizeof(float));
+    if ((r = retrlm_matmul(work, h, wout, NULL, nr * last, V, D, 0))) return r;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1)
 #endif
     for (b = 0; b < nr; b++) {
         double s = 0.0;
-        int t;
-        const int *row = rows + (size_t)b * T;
-        for (t = lens[b] - last - 1; t < lens[b] - 1; t++) {
-            const float *lg = ref->logits + ((size_t)b * T + t) * V;
-            s += (double)lg[row[t + 1]] - (double)retrlm_logsumexp(lg, V);
+        int i;
+        const int *row = rows + (size_t)b * T + lens[b] - last;
+        for (i = 0; i < last; i++) {
+            const float *lg = work + ((size_t)b * last + i) * V;
+            s += (double)lg[row[i]] - (double)retrlm_logsumexp(lg, V);
         }
         ll[b] = s;
     }
+    return RETRLM_OK;
 }
 
 RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_model *ref,
@@ -18907,10 +18919,10 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
     int U = 0, uw, C, R, TR, mc, *rows = NULL, *lens = NULL, *job = NULL;
     size_t span_len, cap = 0, i;
     double *ll = NULL;
-    float *ov = NULL;
+    float *ov = NULL, *work = NULL;
     int64_t d, s;
     retrlm_result r = RETRLM_OK;
-    RETRLM_ASSERT(t && ref && tokens && doc && cfg);
+    RETRLM_ASSERT(t && tokens && doc && cfg);
     memset(t, 0, sizeof *t);
     c = *cfg;
     mc = c.chunk;
@@ -18926,7 +18938,7 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
                             "seq_len %d (a multiple of the chunk), at most 65536 chunks a span, "
                             "cands %d, stride %d, %lld documents (the first at 0)", mc, c.windows,
                             c.seq_len, c.cands, c.stride, (long long)n_docs);
-    if (ref->config.bidirectional || ref->config.no_logits || ref->config.max_seq_len < 4 * mc)
+    if (ref && (ref->config.bidirectional || ref->config.no_logits || ref->config.max_seq_len < 4 * mc))
         return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: the reference must be a causal "
                             "LM with logits and max_seq_len >= 4 chunks (%d)", 4 * mc);
     for (d = 0; d < n_docs; d++)
@@ -18934,7 +18946,7 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
             return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: document %lld starts at %lld "
                                 "(ascending, within %lu tokens)", (long long)d,
                                 (long long)doc[d], (unsigned long)n);
-    for (i = 0; i < n; i++)
+    for (i = 0; i < n && ref; i++)
         if (tokens[i] < 0 || tokens[i] >= ref->config.vocab_size)
             return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: token %d at %lu is outside the "
                                 "reference's vocabulary", tokens[i], (unsigned long)i);
@@ -18962,14 +18974,17 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
     U = (int)(span_len / (size_t)mc);
     uw = c.seq_len / mc;
     C = t->cands = RETRLM__MIN(c.cands, U);
-    R = ref->config.max_batch;
+    R = ref ? ref->config.max_batch : 1;
     TR = 4 * mc;
     t->cand = (int *)retrlm__alloc((size_t)t->n_spans * U * C, sizeof(int));
     t->gold = (float *)retrlm__alloc((size_t)t->n_spans * U * C, sizeof(float));
     rows = (int *)retrlm__alloc((size_t)R * TR + R + 2 * (size_t)U * (C + 1), sizeof(int));
     ll = (double *)retrlm__alloc((size_t)U * (C + 1), sizeof(double));
     ov = (float *)retrlm__alloc((size_t)C, sizeof(float));
-    if (!t->cand || !t->gold || !rows || !ll || !ov) {
+    if (ref)
+        work = (float *)retrlm__alloc((size_t)R * mc * (size_t)(ref->config.vocab_size + ref->config.dim),
+                                      sizeof(float));
+    if (!t->cand || !t->gold || !rows || !ll || !ov || (ref && !work)) {
         r = retrlm__fail(RETRLM_ERR_NOMEM, "rpt_targets_build: no memory for %lld spans",
                          (long long)t->n_spans);
         goto done;
@@ -18986,7 +19001,7 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
             if (u + 1 < U) nc = retrlm__rpt_cands(tokens, off, mc, uw, u, C, cand + (size_t)u * C, ov);
             else for (k = 0; k < C; k++) cand[(size_t)u * C + k] = -1;
             for (k = 0; k < C; k++) gold[(size_t)u * C + k] = -INFINITY;
-            for (k = nc ? -1 : 0; k < nc; k++) {
+            for (k = nc ? -1 : 0; k < nc && ref; k++) {
                 job[2 * nj] = u;
                 job[2 * nj + 1] = k;
                 nj++;
@@ -19009,8 +19024,9 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
                 for (q = len; q < TR; q++) row[q] = 0;
                 lens[b] = len;
             }
-            if ((r = retrlm_model_forward(ref, rows, nr, TR, lens, 0))) break;
-            retrlm__rpt_row_ll(ref, rows, lens, nr, TR, mc, ll + j0);
+            if ((r = retrlm_model_forward(ref, rows, nr, TR, lens, RETRLM_FORWARD_NO_LOGITS)) ||
+                (r = retrlm__rpt_row_ll(ref, rows, lens, nr, TR, mc, work, ll + j0)))
+                break;
         }
         for (k = 0; k < nj && !r; k++) // a baseline precedes its chunk's candidates
             if (job[2 * k + 1] >= 0) {
@@ -19024,6 +19040,7 @@ done:
     RETRLM_FREE(rows);
     RETRLM_FREE(ll);
     RETRLM_FREE(ov);
+    RETRLM_FREE(work);
     if (r) retrlm_rpt_targets_free(t);
     return r;
 }

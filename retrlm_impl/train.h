@@ -563,7 +563,8 @@ typedef struct retrlm_rpt_targets {
 
 /* Spans: in each document [doc[d], doc[d + 1]) (the last to n; doc (n_docs) ascending, doc[0]
    = 0), every stride tokens while B T + 1 tokens fit. ref: a causal LM with max_seq_len >= 4m;
-   its max_batch rows a forward. Same results for any number of threads. ERR_ARG on bad sizes
+   its max_batch rows a forward; NULL: the candidates alone, every gold -inf (enough for
+   retrlm_rpt_evaluate's OWN, NONE and SCORES picks, without their gold figures). Same results for any number of threads. ERR_ARG on bad sizes
    (no span fits), a reference that is not a causal LM with logits, or a token outside its
    vocabulary. */
 RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_model *ref,

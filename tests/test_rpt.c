@@ -208,6 +208,13 @@ static void test_rpt_targets(void) {
                 CHECK_NEAR(gold[u * 2 + c], want, 1e-4);
             }
     }
+    // no reference: the same candidates, no gold
+    retrlm_rpt_targets_free(&t[1]);
+    CHECK_OK(retrlm_rpt_targets_build(&t[1], NULL, tok, 40, doc, 2, &tc));
+    if (t[1].gold) {
+        CHECK(t[1].n_spans == 2 && memcmp(t[0].cand, t[1].cand, 2 * SU * 2 * sizeof(int)) == 0);
+        for (i = 0; i < 2 * SU * 2; i++) CHECK(t[1].gold[i] == -INFINITY);
+    }
     retrlm_rpt_targets_free(&t[0]);
     retrlm_rpt_targets_free(&t[1]);
     retrlm_rpt_targets_free(&t[1]); // twice: a no-op

@@ -1,0 +1,400 @@
+// bench/rpt - RPT (strategy 4, Rubin & Berant 2023) on the King James Bible's books: a RETRO
+// model that retrieves earlier chunks of the book it reads with its own chunk embeddings, trained
+// jointly with its retriever against a reference LM's judgement, beside the LM alone with the
+// same decoder and the same training tokens.
+//   make bench-rpt
+//   build/bench/rpt [steps] [out_dir]          (default 1500, build/strategies-kjv)
+// Documents are books: the chapters of one book and split (kjv/chapters.tsv), in order, each
+// chapter a line as bench/strategies reads them, so the train stream, the tokenizer (BPE 4096)
+// and the LM alone (4 layers, width 256, 256 tokens, 8 windows a step) are the ones
+// bench/strategies kjv keeps in out_dir (made here when missing). The LM alone is the reference
+// LM: it scores each training chunk's candidates (RETRLM_RPT_CANDS, default 4, preselected by
+// bigram overlap) once, kept as rpt-targets-*.bin. The RPT model: the same decoder with
+// cross-attention in layers 2 and 3 (chunks of 32, 2 neighbours of 64 tokens, smeared keys) and a
+// retriever of width 64 over layer 1's feed-forward input; a step reads one span of 8
+// consecutive windows of a book (the same 2,048 tokens as the LM alone's step), the earlier
+// windows' chunks being the index of the later ones; scheduled sampling from the reference's
+// picks to the retriever's over the first half (RETRLM_RPT_GOLD_STEPS). Test: the test chapters
+// of each book, spans of 4 windows (every earlier chunk of the span a candidate), scored with
+// the retriever's picks, with BM25's (the candidate chunk and its continuation as documents,
+// the chunk as query), with the reference's (an oracle) and with none. Bits per byte over the
+// spans' targets; the picks' quality by the reference's own gain (nats on the next chunk).
+#define RETRLM_IMPLEMENTATION
+#include "retrlm.h"
+#include "machine.h"
+#include "../tests/files.h"
+#include <math.h>
+#include <string.h>
+
+enum { VOCAB = 4096, DIM = 256, LAYERS = 4, HEADS = 4, SEQ = 256, BATCH = 8, CHUNK = 32,
+       TEST_WINDOWS = 4 };
+
+static void die(const char *what) {
+    fprintf(stderr, "rpt: %s failed: %s\n", what, retrlm_last_error());
+    exit(1);
+}
+
+static int progress(void *user, const char *stage, double done, double total) {
+    static double last;
+    double now = retrlm_time_seconds();
+    (void)user;
+    if (done == total || now - last > 10.0) {
+        fprintf(stderr, "  %s %.0f / %.0f\n", stage, done, total);
+        last = now;
+    }
+    return 0;
+}
+
+// the chapters of split want, book by book: text (one chapter a line), and each book's first
+// byte in book_off (n_books + 1)
+typedef struct books {
+    char   *text;
+    size_t  len;
+    int     n_books;
+    size_t *book_off;
+} books;
+
+static void read_books(const char *path, const char *want, books *b) {
+    size_t n, o = 0, cap = 16;
+    char *t = read_all(path, &n), *line, prev[64] = "";
+    if (!t) { fprintf(stderr, "rpt: cannot read %s\n", path); exit(1); }
+    b->text = (char *)malloc(n + 1);
+    b->book_off = (size_t *)malloc(cap * sizeof(size_t));
+    b->n_books = 0;
+    line = strchr(t, '\n');
+    while (line && line[1]) {
+        char *col[5], *p = line + 1;
+        int c;
+        for (c = 0; c < 5; c++) {
+            col[c] = p;
+            p = strchr(p, c < 4 ? '\t' : '\n');
+            if (!p) break;
+            *p++ = '\0';
+        }
+        if (c < 5) break;
+        if (!strcmp(col[3], want)) {
+            size_t l = strlen(col[4]);
+            if (strcmp(col[1], prev)) { // a new book
+                if ((size_t)b->n_books + 2 > cap) b->book_off = (size_t *)realloc(b->book_off, (cap *= 2) * sizeof(size_t));
+                b->book_off[b->n_books++] = o;
+                snprintf(prev, sizeof prev, "%s", col[1]);
+            }
+            memcpy(b->text + o, col[4], l);
+            o += l;
+            b->text[o++] = '\n';
+        }
+        line = p - 1;
+    }
+    free(t);
+    b->len = o;
+    b->book_off[b->n_books] = o;
+}
+
+// the books' tokens, each chapter encoded alone (as bench/strategies does); doc gets each book's
+// first token
+static int *encode_books(const retrlm_tokenizer *tok, const books *b, int64_t **doc, size_t *n) {
+    int *ids = NULL, bk;
+    size_t used = 0, cap = 0;
+    *doc = (int64_t *)malloc((size_t)b->n_books * sizeof(int64_t));
+    for (bk = 0; bk < b->n_books; bk++) {
+        size_t o = b->book_off[bk];
+        (*doc)[bk] = (int64_t)used;
+        while (o < b->book_off[bk + 1]) {
+            const char *nl = (const char *)memchr(b->text + o, '\n', b->book_off[bk + 1] - o);
+            size_t len = (size_t)(nl - (b->text + o)) + 1, got;
+            int *x;
+            if (retrlm_tokenizer_encode_alloc(tok, b->text + o, len, 0, &x, &got)) die("encode");
+            if (used + got > cap) ids = (int *)realloc(ids, (cap = 2 * (used + got)) * sizeof(int));
+            memcpy(ids + used, x, got * sizeof(int));
+            used += got;
+            free(x);
+            o += len;
+        }
+    }
+    *n = used;
+    return ids;
+}
+
+static void model_config(retrlm_model_config *c, int rpt) {
+    memset(c, 0, sizeof *c);
+    c->vocab_size = VOCAB; c->dim = DIM; c->n_layers = LAYERS; c->n_heads = HEADS;
+    c->max_seq_len = SEQ; c->max_batch = BATCH; c->seed = 1;
+    if (rpt) {
+        c->retro_chunk = CHUNK; c->retro_k = 2; c->retro_len = 2 * CHUNK;
+        c->retro_start = 2; c->retro_every = 1; // layers 2 and 3
+        c->retro_enc_dim = 128; c->retro_enc_layers = 2; c->retro_enc_heads = 4;
+        c->retro_smear = 1;
+        c->rpt_dim = 64; // rpt_layer 0: layer 1's feed-forward input
+    }
+}
+
+static void adamw(retrlm_adamw *o, retrlm_model *m, int steps) {
+    retrlm_adamw_config oc;
+    retrlm_adamw_group g[2];
+    memset(&oc, 0, sizeof oc);
+    oc.warmup_steps = steps / 20 + 1;
+    oc.total_steps = steps;
+    if (retrlm_adamw_init(o, &oc, g, retrlm_model_param_groups(m, 2e-3f, 0.1f, g))) die("adamw");
+}
+
+// targets kept as a flat file: the shape, then span, cand, gold (this host's byte order)
+static int targets_load(retrlm_rpt_targets *t, const char *path) {
+    FILE *f = fopen(path, "rb");
+    int32_t h[4];
+    int64_t n;
+    size_t U, ok;
+    memset(t, 0, sizeof *t);
+    if (!f) return 0;
+    ok = fread(h, sizeof h, 1, f) == 1 && fread(&n, sizeof n, 1, f) == 1 && n > 0 && n < (1 << 24);
+    if (ok) {
+        t->chunk = h[0], t->windows = h[1], t->seq_len = h[2], t->cands = h[3], t->n_spans = n;
+        U = (size_t)t->windows * t->seq_len / t->chunk;
+        t->span = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+        t->cand = (int *)malloc((size_t)n * U * t->cands * sizeof(int));
+        t->gold = (float *)malloc((size_t)n * U * t->cands * sizeof(float));
+        ok = fread(t->span, sizeof(int64_t), (size_t)n, f) == (size_t)n &&
+             fread(t->cand, sizeof(int), (size_t)n * U * t->cands, f) == (size_t)n * U * t->cands &&
+             fread(t->gold, sizeof(float), (size_t)n * U * t->cands, f) == (size_t)n * U * t->cands;
+    }
+    fclose(f);
+    if (!ok) free(t->span), free(t->cand), free(t->gold), memset(t, 0, sizeof *t);
+    return (int)ok;
+}
+
+static void targets_save(const retrlm_rpt_targets *t, const char *path) {
+    FILE *f = fopen(path, "wb");
+    int32_t h[4];
+    size_t m = (size_t)t->n_spans * ((size_t)t->windows * t->seq_len / t->chunk) * t->cands;
+    h[0] = t->chunk, h[1] = t->windows, h[2] = t->seq_len, h[3] = t->cands;
+    if (!f || fwrite(h, sizeof h, 1, f) != 1 || fwrite(&t->n_spans, sizeof t->n_spans, 1, f) != 1 ||
+        fwrite(t->span, sizeof(int64_t), (size_t)t->n_spans, f) != (size_t)t->n_spans ||
+        fwrite(t->cand, sizeof(int), m, f) != m || fwrite(t->gold, sizeof(float), m, f) != m)
+        die("save targets");
+    fclose(f);
+}
+
+static void targets(retrlm_rpt_targets *t, retrlm_model *ref, const int *ids, size_t n,
+                    const int64_t *doc, int n_docs, int windows, int cands, const char *path) {
+    retrlm_rpt_targets_config tc;
+    double t0 = retrlm_time_seconds();
+    if (targets_load(t, path)) return;
+    memset(&tc, 0, sizeof tc);
+    tc.chunk = CHUNK;
+    tc.windows = windows;
+    tc.seq_len = SEQ;
+    tc.cands = cands;
+    tc.progress = progress;
+    if (retrlm_rpt_targets_build(t, ref, ids, n, doc, n_docs, &tc)) die("targets");
+    fprintf(stderr, "  targets: %lld spans in %.0f s\n", (long long)t->n_spans, retrlm_time_seconds() - t0);
+    targets_save(t, path);
+}
+
+// the text of n ids, malloc'd
+static char *decode(const retrlm_tokenizer *tok, const int *ids, size_t n, size_t *len) {
+    char *txt;
+    if (retrlm_tokenizer_decode(tok, ids, n, NULL, 0, len)) die("decode");
+    txt = (char *)malloc(*len + 1);
+    if (retrlm_tokenizer_decode(tok, ids, n, txt, *len + 1, len)) die("decode");
+    return txt;
+}
+
+// BM25's scores of each test chunk's candidates: documents = a candidate chunk and its
+// continuation, query = the chunk, as text
+static float *bm25_scores(const retrlm_tokenizer *tok, const int *ids, const retrlm_rpt_targets *t) {
+    const int U = t->windows * t->seq_len / t->chunk, C = t->cands;
+    float *out = (float *)malloc((size_t)t->n_spans * U * C * sizeof(float));
+    int64_t s, hid[256];
+    float hsc[256];
+    char *txt;
+    size_t len;
+    for (s = 0; s < t->n_spans; s++) {
+        retrlm_bm25 bm;
+        int u, c, j, got;
+        const int *sp = ids + t->span[s];
+        if (retrlm_bm25_init(&bm, NULL)) die("bm25");
+        for (j = 0; j + 1 < U; j++) {
+            txt = decode(tok, sp + (size_t)j * CHUNK, 2 * CHUNK, &len);
+            if (retrlm_bm25_add(&bm, j, txt, len)) die("bm25 add");
+            free(txt);
+        }
+        if (retrlm_bm25_commit(&bm)) die("bm25 commit");
+        for (u = 0; u < U; u++) {
+            float *o = out + ((size_t)s * U + u) * C;
+            for (c = 0; c < C; c++) o[c] = -INFINITY;
+            if (t->cand[((size_t)s * U + u) * C] < 0) continue;
+            txt = decode(tok, sp + (size_t)u * CHUNK, CHUNK, &len);
+            if (retrlm_bm25_search(&bm, txt, len, U < 256 ? U : 256, 0, hid, hsc, &got)) die("bm25 search");
+            free(txt);
+            for (c = 0; c < C; c++) {
+                int h;
+                const int cj = t->cand[((size_t)s * U + u) * C + c];
+                if (cj < 0) continue;
+                o[c] = -1e30f; // no query term: below every match, ties by slot
+                for (h = 0; h < got; h++) if (hid[h] == cj) o[c] = hsc[h];
+            }
+        }
+        retrlm_bm25_free(&bm);
+    }
+    return out;
+}
+
+// UTF-8 bytes of the spans' targets
+static double span_bytes(const retrlm_tokenizer *tok, const int *ids, const retrlm_rpt_targets *t) {
+    double bytes = 0.0;
+    int64_t s;
+    for (s = 0; s < t->n_spans; s++) {
+        size_t len;
+        char *txt = decode(tok, ids + t->span[s] + 1, (size_t)t->windows * t->seq_len, &len);
+        bytes += (double)len;
+        free(txt);
+    }
+    return bytes;
+}
+
+int main(int argc, char **argv) {
+    const int steps = argc > 1 ? atoi(argv[1]) : 1500;
+    const char *out = argc > 2 ? argv[2] : "build/strategies-kjv";
+    const char *data = getenv("RETRLM_DATA") ? getenv("RETRLM_DATA") : "../shared/data";
+    const int cands = getenv("RETRLM_RPT_CANDS") ? atoi(getenv("RETRLM_RPT_CANDS")) : 4;
+    const int gold_steps = getenv("RETRLM_RPT_GOLD_STEPS") ? atoi(getenv("RETRLM_RPT_GOLD_STEPS")) : steps / 2;
+    char path[1024], lm_path[1024], rpt_path[1024];
+    books tr, te;
+    retrlm_tokenizer tok;
+    retrlm_model lm, rm;
+    retrlm_model_config mc;
+    retrlm_rpt_targets ttr, tte;
+    int *train_ids, *test_ids;
+    int64_t *train_doc, *test_doc;
+    size_t n_train, n_test;
+    double secs_rpt = 0.0, bytes;
+    retrlm_rpt_eval ev[6];
+    float *bm;
+    int i;
+    bench_machine();
+    snprintf(path, sizeof path, "mkdir -p %s", out);
+    if (system(path)) return 1;
+    snprintf(path, sizeof path, "%s/kjv/chapters.tsv", data);
+    read_books(path, "train", &tr);
+    read_books(path, "test", &te);
+    snprintf(path, sizeof path, "%s/tok.rlm", out);
+    if (retrlm_tokenizer_load(&tok, path)) {
+        retrlm_tokenizer_train_config tc;
+        const char *one[1];
+        size_t lens[1];
+        memset(&tc, 0, sizeof tc);
+        tc.vocab_size = VOCAB;
+        one[0] = tr.text;
+        lens[0] = tr.len < 4000000 ? tr.len : 4000000;
+        if (retrlm_tokenizer_train(&tok, &tc, one, lens, 1, NULL, NULL)) die("tokenizer");
+        if (retrlm_tokenizer_save(&tok, path)) die("save tokenizer");
+    }
+    train_ids = encode_books(&tok, &tr, &train_doc, &n_train);
+    test_ids = encode_books(&tok, &te, &test_doc, &n_test);
+    printf("rpt on kjv books: %d train books, %lu tokens; %d test books, %lu tokens; %d steps\n",
+           tr.n_books, (unsigned long)n_train, te.n_books, (unsigned long)n_test, steps);
+    // the LM alone: the reference and the baseline
+    snprintf(lm_path, sizeof lm_path, "%s/lm-%d-%lu.rlm", out, steps, (unsigned long)n_train);
+    {
+        retrlm_model_config over;
+        memset(&over, 0, sizeof over);
+        over.max_batch = 32;
+        if (retrlm_model_load(&lm, lm_path, &over)) {
+            retrlm_adamw o;
+            retrlm_lm_train_state s;
+            retrlm_lm_train_config tc;
+            model_config(&mc, 0);
+            if (retrlm_model_init(&lm, &mc)) die("lm");
+            adamw(&o, &lm, steps);
+            retrlm_lm_train_state_init(&s, 1);
+            memset(&tc, 0, sizeof tc);
+            tc.train = train_ids, tc.n_train = n_train, tc.steps = steps, tc.progress = progress;
+            if (retrlm_lm_train(&lm, &o, &tc, &s) || retrlm_model_save(&lm, NULL, NULL, lm_path)) die("lm train");
+            retrlm_adamw_free(&o);
+            retrlm_model_free(&lm);
+            if (retrlm_model_load(&lm, lm_path, &over)) die("lm load");
+        }
+    }
+    snprintf(path, sizeof path, "%s/rpt-targets-train-c%d.bin", out, cands);
+    targets(&ttr, &lm, train_ids, n_train, train_doc, tr.n_books, BATCH, cands, path);
+    snprintf(path, sizeof path, "%s/rpt-targets-test.bin", out);
+    targets(&tte, &lm, test_ids, n_test, test_doc, te.n_books, TEST_WINDOWS,
+            TEST_WINDOWS * SEQ / CHUNK, path);
+    printf("train spans %lld (%d windows, %d candidates a chunk), test spans %lld (%d windows, "
+           "every earlier chunk a candidate)\n", (long long)ttr.n_spans, BATCH, ttr.cands,
+           (long long)tte.n_spans, TEST_WINDOWS);
+    // the RPT model
+    snprintf(rpt_path, sizeof rpt_path, "%s/rpt-%d-c%d-g%d.rlm", out, steps, cands, gold_steps);
+    if (retrlm_model_load(&rm, rpt_path, NULL)) {
+        retrlm_adamw o;
+        retrlm_lm_train_state s;
+        retrlm_rpt_train_config rc;
+        double t0 = retrlm_time_seconds();
+        model_config(&mc, 1);
+        if (retrlm_model_init(&rm, &mc)) die("rpt model");
+        adamw(&o, &rm, steps);
+        retrlm_lm_train_state_init(&s, 1);
+        memset(&rc, 0, sizeof rc);
+        rc.train = train_ids, rc.n_train = n_train, rc.targets = &ttr, rc.steps = steps;
+        rc.gold_share = 1.0f, rc.gold_steps = gold_steps, rc.progress = progress;
+        rc.losses = (float *)calloc((size_t)steps, sizeof(float));
+        rc.rank_losses = (float *)calloc((size_t)steps, sizeof(float));
+        if (retrlm_rpt_train(&rm, &o, &rc, &s)) die("rpt train");
+        secs_rpt = retrlm_time_seconds() - t0;
+        for (i = 0; i < steps; i += steps / 10 > 0 ? steps / 10 : 1) {
+            double a = 0, b = 0;
+            int j, n = 0;
+            for (j = i; j < steps && j < i + 50; j++, n++) a += rc.losses[j], b += rc.rank_losses[j];
+            printf("  rpt step %5d: lm loss %.3f, retriever loss %.4f (mean of %d)\n", i, a / n, b / n, n);
+        }
+        printf("rpt trained in %.0f s\n", secs_rpt);
+        if (retrlm_model_save(&rm, NULL, NULL, rpt_path)) die("save rpt");
+        free(rc.losses), free(rc.rank_losses);
+        retrlm_adamw_free(&o);
+    }
+    // test
+    bytes = span_bytes(&tok, test_ids, &tte);
+    bm = bm25_scores(&tok, test_ids, &tte);
+    {
+        retrlm_model_config over;
+        memset(&over, 0, sizeof over);
+        over.max_batch = BATCH;
+        retrlm_model_free(&lm);
+        if (retrlm_model_load(&lm, lm_path, &over)) die("lm load");
+    }
+    if (retrlm_rpt_evaluate(&lm, test_ids, n_test, &tte, RETRLM_RPT_NONE, NULL, &ev[0]) ||
+        retrlm_rpt_evaluate(&rm, test_ids, n_test, &tte, RETRLM_RPT_NONE, NULL, &ev[1]) ||
+        retrlm_rpt_evaluate(&rm, test_ids, n_test, &tte, RETRLM_RPT_SCORES, bm, &ev[2]) ||
+        retrlm_rpt_evaluate(&rm, test_ids, n_test, &tte, RETRLM_RPT_OWN, NULL, &ev[3]) ||
+        retrlm_rpt_evaluate(&rm, test_ids, n_test, &tte, RETRLM_RPT_GOLD, NULL, &ev[4]))
+        die("evaluate");
+    {
+        static const char *name[5] = {"LM alone", "RPT, no neighbours", "RPT, BM25's picks",
+                                      "RPT, its own retriever", "RPT, the reference's picks (oracle)"};
+        static const char *key[5] = {"lm", "rpt_none", "rpt_bm25", "rpt_own", "rpt_gold"};
+        const double base = ev[0].nats / log(2.0) / bytes;
+        printf("\n| system | bits/byte | vs LM | first pick's gain (nats) | first pick is the best |\n|---|---:|---:|---:|---:|\n");
+        for (i = 0; i < 5; i++) {
+            double b = ev[i].nats / log(2.0) / bytes;
+            printf("| %s | %.4f | %+.1f%% |", name[i], b, 100.0 * (b / base - 1.0));
+            if (i >= 2) printf(" %.3f | %.3f |\n", ev[i].first_gold, ev[i].first_is_best);
+            else printf(" | |\n");
+        }
+        printf("\nbest candidate's gain %.3f nats over %lld chunks; test %.0f bytes in spans\n",
+               ev[3].best_gold, (long long)ev[3].queries, bytes);
+        for (i = 0; i < 5; i++) printf("rpt.%s.bpb=%.4f\n", key[i], ev[i].nats / log(2.0) / bytes);
+        for (i = 2; i < 5; i++) {
+            printf("rpt.%s.first_gain=%.4f\n", key[i], ev[i].first_gold);
+            printf("rpt.%s.first_is_best=%.4f\n", key[i], ev[i].first_is_best);
+        }
+        if (secs_rpt > 0) printf("rpt.train_secs=%.0f\n", secs_rpt);
+    }
+    free(bm);
+    retrlm_rpt_targets_free(&ttr);
+    retrlm_rpt_targets_free(&tte);
+    retrlm_model_free(&lm);
+    retrlm_model_free(&rm);
+    retrlm_tokenizer_free(&tok);
+    free(train_ids), free(test_ids), free(train_doc), free(test_doc);
+    free(tr.text), free(tr.book_off), free(te.text), free(te.book_off);
+    return 0;
+}
