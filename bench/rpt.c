@@ -189,64 +189,16 @@ static void targets(retrlm_rpt_targets *t, retrlm_model *ref, const int *ids, si
     targets_save(t, path);
 }
 
-// the text of n ids, malloc'd
-static char *decode(const retrlm_tokenizer *tok, const int *ids, size_t n, size_t *len) {
-    char *txt;
-    if (retrlm_tokenizer_decode(tok, ids, n, NULL, 0, len)) die("decode");
-    txt = (char *)malloc(*len + 1);
-    if (retrlm_tokenizer_decode(tok, ids, n, txt, *len + 1, len)) die("decode");
-    return txt;
-}
-
-// BM25's scores of each test chunk's candidates: documents = a candidate chunk and its
-// continuation, query = the chunk, as text
-static float *bm25_scores(const retrlm_tokenizer *tok, const int *ids, const retrlm_rpt_targets *t) {
-    const int U = t->windows * t->seq_len / t->chunk, C = t->cands;
-    float *out = (float *)malloc((size_t)t->n_spans * U * C * sizeof(float));
-    int64_t s, hid[256];
-    float hsc[256];
-    char *txt;
-    size_t len;
-    for (s = 0; s < t->n_spans; s++) {
-        retrlm_bm25 bm;
-        int u, c, j, got;
-        const int *sp = ids + t->span[s];
-        if (retrlm_bm25_init(&bm, NULL)) die("bm25");
-        for (j = 0; j + 1 < U; j++) {
-            txt = decode(tok, sp + (size_t)j * CHUNK, 2 * CHUNK, &len);
-            if (retrlm_bm25_add(&bm, j, txt, len)) die("bm25 add");
-            free(txt);
-        }
-        if (retrlm_bm25_commit(&bm)) die("bm25 commit");
-        for (u = 0; u < U; u++) {
-            float *o = out + ((size_t)s * U + u) * C;
-            for (c = 0; c < C; c++) o[c] = -INFINITY;
-            if (t->cand[((size_t)s * U + u) * C] < 0) continue;
-            txt = decode(tok, sp + (size_t)u * CHUNK, CHUNK, &len);
-            if (retrlm_bm25_search(&bm, txt, len, U < 256 ? U : 256, 0, hid, hsc, &got)) die("bm25 search");
-            free(txt);
-            for (c = 0; c < C; c++) {
-                int h;
-                const int cj = t->cand[((size_t)s * U + u) * C + c];
-                if (cj < 0) continue;
-                o[c] = -1e30f; // no query term: below every match, ties by slot
-                for (h = 0; h < got; h++) if (hid[h] == cj) o[c] = hsc[h];
-            }
-        }
-        retrlm_bm25_free(&bm);
-    }
-    return out;
-}
-
 // UTF-8 bytes of the spans' targets
 static double span_bytes(const retrlm_tokenizer *tok, const int *ids, const retrlm_rpt_targets *t) {
     double bytes = 0.0;
     int64_t s;
     for (s = 0; s < t->n_spans; s++) {
         size_t len;
-        char *txt = decode(tok, ids + t->span[s] + 1, (size_t)t->windows * t->seq_len, &len);
+        if (retrlm_tokenizer_decode(tok, ids + t->span[s] + 1, (size_t)t->windows * t->seq_len, NULL,
+                                    0, &len))
+            die("decode");
         bytes += (double)len;
-        free(txt);
     }
     return bytes;
 }
@@ -353,7 +305,8 @@ int main(int argc, char **argv) {
     }
     // test
     bytes = span_bytes(&tok, test_ids, &tte);
-    bm = bm25_scores(&tok, test_ids, &tte);
+    bm = (float *)malloc((size_t)tte.n_spans * (TEST_WINDOWS * SEQ / CHUNK) * tte.cands * sizeof(float));
+    if (retrlm_rpt_bm25_scores(&tok, test_ids, n_test, &tte, NULL, bm)) die("bm25 scores");
     {
         retrlm_model_config over;
         memset(&over, 0, sizeof over);

@@ -2504,3 +2504,56 @@ done:
     RETRLM_FREE(sc);
     return r;
 }
+
+RETRLM_API retrlm_result retrlm_rpt_bm25_scores(const retrlm_tokenizer *tok, const int *tokens,
+                                                size_t n, const retrlm_rpt_targets *t,
+                                                const retrlm_bm25_config *bm25, float *scores) {
+    int U, C, u, c, j, got;
+    int64_t s, *hid = NULL;
+    float *hsc = NULL;
+    char *txt = NULL;
+    size_t cap = 0, len;
+    retrlm_result r = RETRLM_OK;
+    RETRLM_ASSERT(tok && tokens && t && scores);
+    if (!t->n_spans || !t->span || !t->cand || t->chunk < 1 || t->windows < 1 || t->seq_len < 1)
+        return retrlm__fail(RETRLM_ERR_ARG, "rpt_bm25_scores: no targets");
+    U = t->windows * t->seq_len / t->chunk;
+    C = t->cands;
+    for (s = 0; s < t->n_spans; s++)
+        if (t->span[s] < 0 || (size_t)t->span[s] + (size_t)U * t->chunk > n)
+            return retrlm__fail(RETRLM_ERR_ARG, "rpt_bm25_scores: span %lld runs past the stream",
+                                (long long)s);
+    hid = (int64_t *)retrlm__alloc((size_t)U, sizeof(int64_t));
+    hsc = (float *)retrlm__alloc((size_t)U, sizeof(float));
+    if (!hid || !hsc) r = retrlm__fail(RETRLM_ERR_NOMEM, "rpt_bm25_scores: no memory");
+    for (s = 0; s < t->n_spans && !r; s++) {
+        retrlm_bm25 bm;
+        const int *sp = tokens + t->span[s];
+        if ((r = retrlm_bm25_init(&bm, bm25))) break;
+        for (j = 0; j + 1 < U && !r; j++) // chunk j and its continuation
+            if (!(r = retrlm__decode_grow(tok, sp + (size_t)j * t->chunk, (size_t)2 * t->chunk, &txt, &cap, &len)))
+                r = retrlm_bm25_add(&bm, j, txt, len);
+        if (!r) r = retrlm_bm25_commit(&bm);
+        for (u = 0; u < U && !r; u++) {
+            float *o = scores + ((size_t)s * U + u) * C;
+            const int *cu = t->cand + ((size_t)s * U + u) * C;
+            for (c = 0; c < C; c++) o[c] = -INFINITY;
+            if (cu[0] < 0) continue;
+            if ((r = retrlm__decode_grow(tok, sp + (size_t)u * t->chunk, (size_t)t->chunk, &txt, &cap, &len)) ||
+                (r = retrlm_bm25_search(&bm, txt, len, U, 0, hid, hsc, &got)))
+                break;
+            for (c = 0; c < C; c++) {
+                int h;
+                if (cu[c] < 0) continue;
+                o[c] = -1e30f; // shares no term: below every match, the earlier slot first
+                for (h = 0; h < got; h++)
+                    if (hid[h] == cu[c]) o[c] = hsc[h];
+            }
+        }
+        retrlm_bm25_free(&bm);
+    }
+    RETRLM_FREE(hid);
+    RETRLM_FREE(hsc);
+    RETRLM_FREE(txt);
+    return r;
+}

@@ -646,3 +646,10 @@ RETRLM_API retrlm_result retrlm_rpt_evaluate(retrlm_model *m, const int *tokens,
                                              const retrlm_rpt_targets *targets,
                                              retrlm_rpt_pick pick, const float *scores,
                                              retrlm_rpt_eval *out);
+/* BM25's scores of each chunk's candidates, for RETRLM_RPT_SCORES: in each span, the documents
+   are its chunks j with their continuation (chunk j + 1), as text (tok's decoding), and chunk u's
+   query is its own text; scores (n_spans, U, C): BM25's score of candidate c for chunk u, -1e30
+   when it shares no term with the query, -inf where cand is -1. bm25 NULL: the defaults. */
+RETRLM_API retrlm_result retrlm_rpt_bm25_scores(const retrlm_tokenizer *tok, const int *tokens,
+                                                size_t n, const retrlm_rpt_targets *t,
+                                                const retrlm_bm25_config *bm25, float *scores);

@@ -325,6 +325,67 @@ static void test_rpt_train_threads_and_resume(void) {
     retrlm_rpt_targets_free(&tg);
 }
 
+// BM25's scores of the candidates: each chunk's query against the span's chunks and their
+// continuations, read back by hand through the BM25 API
+static void test_rpt_bm25_scores(void) {
+    static const char *text = "the ark of the covenant went over jordan before the priests "
+                              "the ark of the covenant went over jordan before the people "
+                              "the ark of the covenant went over jordan before the priests "
+                              "the ark of the covenant stood in jordan before the people";
+    retrlm_tokenizer tok;
+    retrlm_tokenizer_train_config tc;
+    retrlm_rpt_targets t;
+    retrlm_rpt_targets_config rc;
+    size_t n, len = strlen(text);
+    int ids[256], U, u, c, j, checked = 0, sp_i;
+    const int64_t doc[1] = {0};
+    float *sc;
+    memset(&tc, 0, sizeof tc);
+    tc.vocab_size = 300;
+    CHECK_OK(retrlm_tokenizer_train(&tok, &tc, &text, &len, 1, NULL, NULL));
+    CHECK_OK(retrlm_tokenizer_encode(&tok, text, len, 0, ids, 256, &n));
+    memset(&rc, 0, sizeof rc);
+    rc.chunk = 4; rc.windows = 3; rc.seq_len = 8; rc.cands = 6;
+    CHECK_OK(retrlm_rpt_targets_build(&t, NULL, ids, n, doc, 1, &rc));
+    if (!t.cand) return;
+    U = 6;
+    sc = (float *)malloc((size_t)t.n_spans * U * t.cands * sizeof(float));
+    CHECK_OK(retrlm_rpt_bm25_scores(&tok, ids, n, &t, NULL, sc));
+    for (sp_i = 0; sp_i < t.n_spans; sp_i++) {
+        retrlm_bm25 bm;
+        char buf[512];
+        size_t bl;
+        int64_t hid[8];
+        float hs[8];
+        int got;
+        const int *sp = ids + t.span[sp_i];
+        CHECK_OK(retrlm_bm25_init(&bm, NULL));
+        for (j = 0; j + 1 < U; j++) {
+            CHECK_OK(retrlm_tokenizer_decode(&tok, sp + j * 4, 8, buf, sizeof buf, &bl));
+            CHECK_OK(retrlm_bm25_add(&bm, j, buf, bl));
+        }
+        CHECK_OK(retrlm_bm25_commit(&bm));
+        for (u = 0; u < U; u++) {
+            const int *cu = t.cand + (sp_i * U + u) * t.cands;
+            const float *o = sc + (sp_i * U + u) * t.cands;
+            CHECK_OK(retrlm_tokenizer_decode(&tok, sp + u * 4, 4, buf, sizeof buf, &bl));
+            CHECK_OK(retrlm_bm25_search(&bm, buf, bl, 8, 0, hid, hs, &got));
+            for (c = 0; c < t.cands; c++) {
+                float want = cu[c] < 0 ? -INFINITY : -1e30f;
+                int h;
+                for (h = 0; h < got && cu[c] >= 0; h++) if (hid[h] == cu[c]) want = hs[h];
+                CHECK(o[c] == want);
+                checked += cu[c] >= 0 && want > 0.0f;
+            }
+        }
+        retrlm_bm25_free(&bm);
+    }
+    CHECK(checked > 0);
+    free(sc);
+    retrlm_rpt_targets_free(&t);
+    retrlm_tokenizer_free(&tok);
+}
+
 static void test_rpt_bad_input(void) {
     retrlm_model_config cfg;
     retrlm_model m, p;
@@ -403,6 +464,7 @@ int main(void) {
     RUN(test_rpt_embed_matches_forward);
     RUN(test_rpt_targets);
     RUN(test_rpt_train_threads_and_resume);
+    RUN(test_rpt_bm25_scores);
     RUN(test_rpt_bad_input);
     return test_report();
 }
