@@ -136,6 +136,9 @@ typedef struct cli_state {
     retrlm_model     retro;    // retro-train: the RETRO model (lm holds the LM of --retrofit)
     retrlm_retro_neighbours nb[2]; // RETRO: the neighbours of text[0] and text[1]
     int             *absent;   // RETRO eval: every neighbour absent, the figure without them
+    int             *doc_ids;  // rpt-train, RPT eval: the documents' tokens, each encoded apart
+    int64_t         *doc_first; // ... each document's first token there
+    retrlm_rpt_targets rpt;    // ... the spans, their candidates (and gold: rpt-train)
     retrlm_adamw     opt;
     retrlm_datastore ds;
     retrlm_knnlm     knn;      // kNN-LM keys, built here or loaded from a keys file
@@ -161,6 +164,8 @@ static void state_free(cli_state *s) {
     retrlm_model_free(&s->retro);
     retrlm_retro_neighbours_free(&s->nb[0]), retrlm_retro_neighbours_free(&s->nb[1]);
     free(s->absent);
+    free(s->doc_ids), free(s->doc_first);
+    retrlm_rpt_targets_free(&s->rpt);
     retrlm_adamw_free(&s->opt);
     retrlm_datastore_free(&s->ds); // before the encoder it borrows
     retrlm_encoder_free(&s->enc);
@@ -1955,6 +1960,203 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
     return 0;
 }
 
+// ---- rpt-train, and eval with an RPT model
+
+// s->text[0]'s documents (separated by an empty line) encoded apart into s->doc_ids (n tokens),
+// each one's first token in s->doc_first (*n_docs)
+static int encode_docs(cli_state *s, size_t *n, int64_t *n_docs) {
+    const char *t = s->text[0].bytes, *end = t + s->text[0].len;
+    size_t cap = 0;
+    *n = 0, *n_docs = 0;
+    while (t < end) {
+        const char *e = t, *next;
+        size_t got;
+        int *x;
+        while (e < end && !(e[0] == '\n' && e + 1 < end && e[1] == '\n')) e++;
+        next = e;
+        if (e < end) e++; // the document keeps its last newline
+        while (next < end && *next == '\n') next++;
+        if (!(x = encode_text(&s->tok, t, (size_t)(e - t), 0, &got))) return 1;
+        if (*n + got > cap) {
+            int *g = (int *)realloc(s->doc_ids, sizeof(int) * (cap = 2 * (*n + got)));
+            if (!g) return retrlm_free(x), say("out of memory");
+            s->doc_ids = g;
+        }
+        if (!(*n_docs & (*n_docs - 1))) { // a power of two (or 0): double the starts
+            int64_t *g = (int64_t *)realloc(s->doc_first, sizeof(int64_t) * (size_t)(*n_docs ? 2 * *n_docs : 1));
+            if (!g) return retrlm_free(x), say("out of memory");
+            s->doc_first = g;
+        }
+        s->doc_first[(*n_docs)++] = (int64_t)*n;
+        memcpy(s->doc_ids + *n, x, sizeof(int) * got);
+        *n += got;
+        retrlm_free(x);
+        t = next;
+    }
+    return 0;
+}
+
+// RPT: a RETRO model whose chunks retrieve earlier chunks of the document they read with its own
+// embeddings, trained with its retriever against a reference LM's judgement (strategy 4)
+static int cmd_rpt_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *train = NULL, *ref = NULL, *out = NULL;
+    int dim = 0, layers = 0, heads = 0, ctx = 0, windows = 8, chunk = 32, k = 2, rpt_dim = 64, start = -1;
+    int every = 1, enc_dim = 0, enc_layers = 2, smear = 0, cands = 4, stride = 0, gold_steps = -1;
+    int steps = 400, warmup = -1, save_every = 100, seed = 1, n_groups;
+    float lr = 3e-3f, wd = 0.1f, aux = 1.0f, margin = 1.0f, max_margin = 0.0f;
+    size_t n;
+    int64_t n_docs;
+    double t0;
+    retrlm_model_config mc;
+    retrlm_adamw_group groups[2];
+    retrlm_rpt_targets_config tc;
+    retrlm_rpt_train_config rc;
+    retrlm_lm_train_state st;
+    retrlm_result r;
+    cli_opt opts[] = {
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"--train", "FILE", OPT_STR | OPT_NEED, &train, 0, 0, "long documents, separated by an empty line: a "
+         "document's earlier chunks are what its later ones retrieve"},
+        {"--ref", "LM", OPT_STR | OPT_NEED, &ref, 0, 0, "the reference LM (from lm-train): it scores each chunk's "
+         "candidates by how much they raise the likelihood of the chunk after it"},
+        {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the checkpoint to write (weights and optimiser)"},
+        {"--dim", "N", OPT_INT, &dim, 0, 8192, "model width (0: the reference's)"},
+        {"--layers", "N", OPT_INT, &layers, 0, 256, "transformer blocks (0: the reference's)"},
+        {"--heads", "N", OPT_INT, &heads, 0, 256, "attention heads (0: the reference's)"},
+        {"--ctx", "N", OPT_INT, &ctx, 0, 1 << 16, "tokens a window, whole chunks (0: the reference's context)"},
+        {"--windows", "N", OPT_INT, &windows, 1, 4096, "consecutive windows of a document a step: the earlier "
+         "ones' chunks are the later ones' index"},
+        {"--chunk", "N", OPT_INT, &chunk, 2, 65536, "m: tokens a chunk"},
+        {"--k", "N", OPT_INT, &k, 1, 64, "neighbours a chunk reads (each a chunk and the one after it)"},
+        {"--rpt-dim", "N", OPT_INT, &rpt_dim, 1, 65536, "width of the retriever's chunk queries and keys"},
+        {"--retro-start", "N", OPT_INT, &start, -1, 65535, "the first layer with cross-attention, from 1; the "
+         "retriever reads the layer before it (-1: layers / 2)"},
+        {"--retro-every", "N", OPT_INT, &every, 1, 65536, "cross-attention in layers start, start + N, ..."},
+        {"--enc-dim", "N", OPT_INT, &enc_dim, 0, 65536, "neighbour encoder width (0: about dim / 2)"},
+        {"--enc-layers", "N", OPT_INT, &enc_layers, 1, 64, "neighbour encoder blocks"},
+        {"--smear", NULL, OPT_FLAG, &smear, 0, 0, "smeared cross-attention keys (as retro-train)"},
+        {"--cands", "N", OPT_INT, &cands, 1, 65536, "candidates the reference scores a chunk (the rest preselected "
+         "away by shared bigrams)"},
+        {"--stride", "N", OPT_INT, &stride, 0, 1 << 30, "tokens between a document's spans (0: a span, windows x ctx)"},
+        {"--gold-steps", "N", OPT_INT, &gold_steps, -1, 1e9, "scheduled sampling: the share of chunks that read the "
+         "reference's picks falls from 1 to 0 over N steps, the rest read the retriever's (-1: steps / 2)"},
+        {"--aux", "X", OPT_FLOAT, &aux, 0, 1e6, "weight of the retriever's loss"},
+        {"--margin", "X", OPT_FLOAT, &margin, 0, 1e6, "the retriever's hinge margin at step 0"},
+        {"--max-margin", "X", OPT_FLOAT, &max_margin, 0, 1e6, "... rising linearly to this (0: --margin)"},
+        {"--steps", "N", OPT_INT, &steps, 1, 1e9, "train until this step"},
+        {"--lr", "X", OPT_FLOAT, &lr, 1e-9, 10, "peak learning rate"},
+        {"--wd", "X", OPT_FLOAT, &wd, 0, 10, "weight decay of the matrices"},
+        {"--warmup", "N", OPT_INT, &warmup, -1, 1e9, "warmup steps (-1: steps / 10), then cosine decay"},
+        {"--save-every", "N", OPT_INT, &save_every, 0, 1e9, "steps between checkpoints (0: at the end)"},
+        {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights and spans"},
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, ref, 32)) return 1;
+    if (s->lm.config.retro_chunk || s->lm.config.bidirectional)
+        return bad_usage(self, "--ref %s: give a plain causal LM (from lm-train)", ref);
+    mc = s->lm.config; // the reference's shape unless given
+    if (dim && dim != mc.dim) mc.dim = dim, mc.ffn_dim = 0;
+    if (layers) mc.n_layers = layers;
+    if (heads) mc.n_heads = heads;
+    mc.retro_enc_heads = 0, mc.rpt_layer = 0; // the defaults
+    if (!ctx) ctx = mc.max_seq_len;
+    if (ctx % chunk) return bad_usage(self, "--chunk %d does not divide the context of %d tokens (--ctx)", chunk, ctx);
+    if (start < 0) start = mc.n_layers / 2;
+    if (start < 1 || start >= mc.n_layers)
+        return bad_usage(self, "--retro-start %d: from 1 (the retriever reads the layer before it) to %d", start,
+                         mc.n_layers - 1);
+    if (s->lm.config.max_seq_len < 4 * chunk)
+        return bad_usage(self, "--ref %s reads %d tokens; scoring a candidate takes 4 chunks (%d)", ref,
+                         s->lm.config.max_seq_len, 4 * chunk);
+    mc.max_seq_len = ctx, mc.max_batch = windows, mc.seed = (uint64_t)seed;
+    mc.retro_chunk = chunk, mc.retro_k = k, mc.retro_len = 2 * chunk, mc.retro_start = start, mc.retro_every = every;
+    mc.retro_enc_dim = enc_dim, mc.retro_enc_layers = enc_layers, mc.retro_smear = smear, mc.rpt_dim = rpt_dim;
+    if ((r = retrlm_model_init(&s->retro, &mc))) return fail(r, "cannot make the RPT model");
+    if (!(s->text[0].bytes = read_all(train, &s->text[0].len))) return 1;
+    if (encode_docs(s, &n, &n_docs)) return 1;
+    memset(&tc, 0, sizeof tc);
+    tc.chunk = chunk, tc.windows = windows, tc.seq_len = ctx, tc.cands = cands, tc.stride = stride;
+    tc.progress = progress_fn, tc.progress_user = &s->prog;
+    t0 = retrlm_time_seconds();
+    r = retrlm_rpt_targets_build(&s->rpt, &s->lm, s->doc_ids, n, s->doc_first, n_docs, &tc);
+    progress_end(&s->prog);
+    if (r == RETRLM_ERR_ARG)
+        return refuse(s, "%s: %s (a span is %d windows of %d tokens: fewer --windows, or longer documents)", train,
+                      retrlm_last_error(), windows, ctx);
+    if (r) return fail(r, "targets");
+    fprintf(stderr, "targets: %lld spans of %lld documents scored by %s in %.1f s\n", (long long)s->rpt.n_spans,
+            (long long)n_docs, ref, retrlm_time_seconds() - t0);
+    retrlm_model_free(&s->lm);
+    n_groups = retrlm_model_param_groups(&s->retro, lr, wd, groups);
+    if (init_opt(s, groups, n_groups, steps, warmup < 0 ? steps / 10 : warmup)) return 1;
+    retrlm_lm_train_state_init(&st, (uint64_t)seed);
+    memset(&rc, 0, sizeof rc);
+    rc.train = s->doc_ids, rc.n_train = n, rc.targets = &s->rpt, rc.steps = steps;
+    rc.aux_scale = aux, rc.margin = margin, rc.max_margin = max_margin;
+    rc.gold_share = 1.0f, rc.gold_steps = gold_steps < 0 ? steps / 2 : gold_steps;
+    rc.checkpoint = out, rc.checkpoint_every = save_every;
+    rc.progress = progress_fn, rc.progress_user = &s->prog;
+    mc = s->retro.config;
+    fprintf(stderr, "RPT: %.2fM parameters (dim %d, %d layers, ctx %d, %d windows a step; chunks of %d, %d neighbours, "
+            "cross-attention from layer %d every %d, retriever %d wide over layer %d); %lu training tokens\n",
+            (double)s->retro.n_params / 1e6, mc.dim, mc.n_layers, mc.max_seq_len, windows, mc.retro_chunk, mc.retro_k,
+            mc.retro_start, mc.retro_every, mc.rpt_dim, mc.rpt_layer - 1, (unsigned long)n);
+    r = retrlm_rpt_train(&s->retro, &s->opt, &rc, &st);
+    progress_end(&s->prog);
+    if (r) return fail(r, "training");
+    if (stamp_tokenizer(s, out)) return 1;
+    printf("%s: RPT, step %lld, loss %.4f\n", out, (long long)st.step, st.last_loss);
+    return 0;
+}
+
+// eval with an RPT model (s->lm) on the documents of s->text[0] (separated by an empty line):
+// spans of `windows` windows, each chunk's neighbours picked among the span's earlier chunks
+static int eval_rpt(const cli_cmd *self, cli_state *s, const char *text, const char *pick, int windows) {
+    static const char *const pick_names[] = {"own", "bm25", "none"};
+    const int T = s->lm.config.max_seq_len, M = s->lm.config.retro_chunk;
+    int p = name_index(pick_names, 3, pick);
+    size_t n, bytes;
+    int64_t n_docs, sp;
+    float *scores = NULL;
+    retrlm_rpt_targets_config tc;
+    retrlm_rpt_eval e[2];
+    double t0 = retrlm_time_seconds();
+    retrlm_result r;
+    if (p == 3) return bad_usage(self, "--rpt is own, bm25 or none, not '%s'", pick);
+    if (!windows) windows = s->lm.config.max_batch;
+    if (windows > s->lm.config.max_batch)
+        return bad_usage(self, "--windows %d: the model reads at most %d windows at once", windows, s->lm.config.max_batch);
+    if (encode_docs(s, &n, &n_docs)) return 1;
+    memset(&tc, 0, sizeof tc);
+    tc.chunk = M, tc.windows = windows, tc.seq_len = T, tc.cands = windows * T / M;
+    if ((r = retrlm_rpt_targets_build(&s->rpt, NULL, s->doc_ids, n, s->doc_first, n_docs, &tc)) == RETRLM_ERR_ARG)
+        return refuse(s, "%s: %s (a span is %d windows of %d tokens: fewer --windows, or longer documents)", text,
+                      retrlm_last_error(), windows, T);
+    if (r) return fail(r, "spans");
+    if (p == 1) {
+        if (!(scores = (float *)malloc(sizeof(float) * (size_t)s->rpt.n_spans * (size_t)tc.cands * (size_t)tc.cands)))
+            return say("out of memory");
+        r = retrlm_rpt_bm25_scores(&s->tok, s->doc_ids, n, &s->rpt, NULL, scores);
+    }
+    if (!r) r = retrlm_rpt_evaluate(&s->lm, s->doc_ids, n, &s->rpt, p == 0 ? RETRLM_RPT_OWN : p == 1 ? RETRLM_RPT_SCORES
+                                    : RETRLM_RPT_NONE, scores, &e[0]);
+    if (!r) r = retrlm_rpt_evaluate(&s->lm, s->doc_ids, n, &s->rpt, RETRLM_RPT_NONE, NULL, &e[1]);
+    free(scores);
+    if (r) return fail(r, "eval");
+    for (bytes = 0, sp = 0; sp < s->rpt.n_spans; sp++) {
+        size_t b;
+        if ((r = retrlm_tokenizer_decode(&s->tok, s->doc_ids + s->rpt.span[sp] + 1, (size_t)windows * T, NULL, 0, &b)))
+            return fail(r, "decode");
+        bytes += b;
+    }
+    printf("%.4f bits per byte: %s, RPT with %s neighbours (%lld spans of %d windows of %d tokens: %lld of %lu tokens, "
+           "%lu bytes), %.1f s\n", e[0].nats / log(2.0) / (double)bytes, text,
+           p == 0 ? "its own retriever's" : p == 1 ? "BM25's" : "no", (long long)s->rpt.n_spans, windows, T,
+           (long long)e[0].tokens, (unsigned long)n, (unsigned long)bytes, retrlm_time_seconds() - t0);
+    printf("%.4f bits per byte: %s, RPT without neighbours (the same spans)\n", e[1].nats / log(2.0) / (double)bytes, text);
+    return 0;
+}
+
 // text (len bytes) on one line: at most width bytes, whitespace as spaces, whole UTF-8 characters
 static void print_flat(const char *t, size_t len, int width) {
     size_t i;
@@ -2146,7 +2348,8 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     const char *mode = "none", *keys = NULL, *build = NULL, *per_line = NULL, *groups = NULL, *trime = NULL;
     int k = 0, stride = 0, query = 0, unit = 0, context = 0, knn_k = -1, nlist = -1, sq8 = 0, rerank = 0, nprobe = -1;
     int m, knn, by_line, bad;
-    int trime_cache = 0, cont = 0;
+    int trime_cache = 0, cont = 0, rpt_windows = 0;
+    const char *rpt = NULL;
     float lambda = -1.0f, knn_temp = -1.0f, temperature = 0.0f, trime_temp = 0.0f; // -1, below their ranges: not given
     retrlm_trime_params tp;
     double bpb, t0;
@@ -2188,6 +2391,9 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         {"--groups", "FILE", OPT_STR, &groups, 0, 0, "a label a line of --text: each label's bits per byte after the total. With "
          "either option the lines are encoded apart, then scored as one stream as without: a line's bits are its tokens' "
          "costs, its bytes end with its newline, and the groups' bytes-weighted mean is the total"},
+        {"--rpt", "PICK", OPT_STR, &rpt, 0, 0, "an RPT model (from rpt-train): own (default), bm25 or none: who picks "
+         "each chunk's neighbours among the earlier chunks of its span (--text: documents separated by an empty line)"},
+        {"--windows", "N", OPT_INT, &rpt_windows, 0, 4096, "an RPT model: windows a span (0: those of its training)"},
         CLI_RETRIEVE_OPTS(rv),
         CLI_MIN_OVERLAP_OPT(rv),
         CLI_END};
@@ -2223,6 +2429,14 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         return 1;
     if (groups && (bad = read_labels(s, groups, s->lines.n))) return bad;
     if (!s->text[0].n) return say("%s: no text to score", text);
+    if (s->lm.config.rpt_dim) { // RPT: its neighbours come from the document itself
+        if (m || knn || k || stride || query || unit || context || temperature != 0.0f || by_line || groups || trime ||
+            ds_path)
+            return bad_usage(self, "%s is an RPT model: it retrieves from the text itself (--rpt, --windows); the "
+                             "options of plain LMs and -d are not for it", model);
+        return eval_rpt(self, s, text, rpt ? rpt : "own", rpt_windows);
+    }
+    if (rpt || rpt_windows) return bad_usage(self, "--rpt and --windows are for RPT models (from rpt-train)");
     if (s->lm.config.retro_chunk) { // RETRO: neighbours through cross-attention, none of the options of plain LMs
         if (m || knn || k || stride || query || unit || context || temperature != 0.0f || by_line || groups || trime)
             return bad_usage(self, "%s is a RETRO model: it reads its neighbours through cross-attention; --mode, --k, "
@@ -2420,6 +2634,9 @@ static const cli_cmd commands[] = {
     {"retro-train", "[options] -t TOK -d DS --train FILE -o RETRO",
      "Trains a RETRO model (chunked cross-attention to neighbours) from scratch, or RETRO-fits an LM with --retrofit.",
      cmd_retro_train},
+    {"rpt-train", "[options] -t TOK --train FILE --ref LM -o RPT",
+     "Trains an RPT model (strategy 4): chunks retrieve earlier chunks of their document, retriever trained jointly.",
+     cmd_rpt_train},
     {"search", "[options] -d DS QUERY...", "Prints the best units for a query: unit, score, document, text.",
      cmd_search},
     {"eval", "[options] -m LM -t TOK --text FILE",

@@ -4,7 +4,8 @@
 # in-context, kNN-LM), generation, a tiny bi-encoder (Contriever, then DPR, and Contriever with
 # MoCo), dense / hybrid retrieval, the units' embeddings saved by embed and loaded with --dense,
 # REPLUG LSR (lsr-train) and in-context retrofitting (retrofit); RETRO (retro-train from scratch
-# and with --retrofit, its neighbours file, eval and generate with a RETRO model); TRIME (trime-train
+# and with --retrofit, its neighbours file, eval and generate with a RETRO model); RPT (rpt-train
+# against a reference LM, eval with its own retriever, BM25 and none); TRIME (trime-train
 # with each memory, eval --trime, with the model's own kNN-LM keys); then bad input,
 # which must fail with a message, never crash, and what a user can get wrong (a directory as a
 # file, an empty text, an option taken as a value, -o of another kind), which must exit 2 before
@@ -293,6 +294,29 @@ has "retro-train --retrofit --copy-share: said" "^copy curriculum: 0.5 of the tr
 has "retro-train --retrofit: the neighbours file loaded" "neighbours: [0-9]+ chunks loaded from .*nb.rlm"
 has "retro-train --retrofit: the LM's shape" "^RETRO-fitting: .*dim 32, 2 layers, 2 heads, ctx 64, batch 2"
 has "retro-train --retrofit: to step 3" "retrofit.rlm: RETRO retrofitted from .*lm-r.rlm, step 3, loss [0-9.]+, probe loss"
+# RPT: the chunks of 2 Kings retrieve its earlier chunks, the retriever trained against lm-r.rlm's
+# judgement; eval reads the text's own earlier chunks
+keep "rpt-train" "$out/rpt-train.txt" "$R" rpt-train $T --train "$out/train.txt" --ref "$out/lm-r.rlm" --windows 3 \
+    --chunk 16 --rpt-dim 8 --enc-dim 16 --enc-layers 1 --steps 3 -o "$out/rpt.rlm"
+has "rpt-train: the reference's targets" "^targets: [0-9]+ spans of 1 documents scored by .*lm-r.rlm"
+has "rpt-train: the model" "^RPT: .*dim 32, 2 layers, ctx 64, 3 windows a step; chunks of 16, 2 neighbours, cross-attention from layer 1"
+has "rpt-train: to step 3" "rpt.rlm: RPT, step 3, loss [0-9.]+"
+run "eval an RPT model" "$R" eval -m "$out/rpt.rlm" $T --text "$out/train.txt"
+has "eval an RPT model: its own retriever's picks" "^[0-9.]+ bits per byte: .*RPT with its own retriever's neighbours \([0-9]+ spans of 3 windows of 64 tokens"
+has "eval an RPT model: and none" "^[0-9.]+ bits per byte: .*RPT without neighbours \(the same spans\)"
+run "eval --rpt bm25 --windows 2" "$R" eval -m "$out/rpt.rlm" $T --text "$out/train.txt" --rpt bm25 --windows 2
+has "eval --rpt bm25 --windows 2: said" "RPT with BM25's neighbours \([0-9]+ spans of 2 windows"
+usage "eval --rpt xx" "$R" eval -m "$out/rpt.rlm" $T --text "$out/train.txt" --rpt xx
+usage "eval --windows beyond the model's" "$R" eval -m "$out/rpt.rlm" $T --text "$out/train.txt" --windows 4
+usage "eval --rpt with a plain LM" "$R" eval $M $T --text "$out/test.txt" --rpt own
+usage "eval an RPT model with -d" "$R" eval -m "$out/rpt.rlm" $T --text "$out/train.txt" -d "$out/ds.rlm"
+usage "eval an RPT model: text shorter than a span" "$R" eval -m "$out/rpt.rlm" $T --text "$out/prompt.txt"
+usage "rpt-train: documents shorter than a span" "$R" rpt-train $T --train "$out/test.txt" --ref "$out/lm-r.rlm" \
+    --windows 64 --chunk 16 --steps 1 -o "$out/rpt-x.rlm"
+usage "rpt-train --ref a RETRO model" "$R" rpt-train $T --train "$out/train.txt" --ref "$out/retro.rlm" --chunk 16 \
+    --steps 1 -o "$out/rpt-x.rlm"
+usage "rpt-train --retro-start 0" "$R" rpt-train $T --train "$out/train.txt" --ref "$out/lm-r.rlm" --chunk 16 \
+    --retro-start 0 --steps 1 -o "$out/rpt-x.rlm"
 cp "$out/nb.rlm" "$out/nb3.rlm"
 run "retro-train: another k" "$R" retro-train $RT --neighbours "$out/nb3.rlm" --k 3 --dim 16 --layers 1 --heads 2 --ctx 32 \
     --enc-dim 8 --steps 1 -o "$out/retro-x.rlm"
