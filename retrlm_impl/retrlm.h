@@ -30,12 +30,16 @@
      bm25      inverted index: compressed postings, BM25 top-k with block-max pruning, updates, files
      index     flat and IVF vector indexes (IP, L2, cosine; f32, SQ8), k-means, .fvecs/.npy
      model     transformer LM / encoder, forward, backward, AdamW, training, generation, safetensors;
-               RETRO's chunked cross-attention and neighbour encoder as optional blocks; bi-encoder
-     losses    contrastive, KL distillation, marginal likelihood, TRIME's joint softmax
+               RETRO's chunked cross-attention and neighbour encoder as optional blocks; RPT's
+               chunk embeddings (the model retrieves its own earlier chunks); bi-encoder
+     losses    contrastive, KL distillation, marginal likelihood, TRIME's joint softmax, RPT's
+               LambdaRank-weighted pairs
      datastore a corpus as retrieval units: text, tokens, source documents, BM25 over them; kNN-LM
                keys; RETRO neighbours (a frozen retriever's units and their continuations)
      ralm      retrieval-augmented scoring: in-context RALM, REPLUG ensemble, kNN-LM; bits per byte
-     train     DPR, Contriever (MoCo), REPLUG LSR, in-context LM training, RETRO training
+     train     DPR, Contriever (MoCo), REPLUG LSR, in-context LM training, RETRO training (strategy
+               2); REALM and Atlas with a refreshed index (3); TRIME, NPM and RPT, whose index is
+               the batch (4)
      eval      retrieval metrics: MRR@k, nDCG@k, Recall@k against graded judgments
 
    CONVENTIONS
