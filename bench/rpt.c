@@ -14,7 +14,9 @@
 // retriever of width 64 over layer 1's feed-forward input; a step reads one span of 8
 // consecutive windows of a book (the same 2,048 tokens as the LM alone's step), the earlier
 // windows' chunks being the index of the later ones; scheduled sampling from the reference's
-// picks to the retriever's over the first half (RETRLM_RPT_GOLD_STEPS). Test: the test chapters
+// picks to the retriever's over the first half (RETRLM_RPT_GOLD_STEPS). RETRLM_RPT_FIT=N instead
+// RPT-fits N steps: the LM alone's decoder copied and frozen (as RETRO-fitting), the
+// cross-attention, the neighbour encoder and the retriever trained at peak lr 1e-3. Test: the test chapters
 // of each book, spans of 4 windows (every earlier chunk of the span a candidate), scored with
 // the retriever's picks, with BM25's (the candidate chunk and its continuation as documents,
 // the chunk as query), with the reference's (an oracle) and with none. Bits per byte over the
@@ -208,7 +210,9 @@ int main(int argc, char **argv) {
     const char *out = argc > 2 ? argv[2] : "build/strategies-kjv";
     const char *data = getenv("RETRLM_DATA") ? getenv("RETRLM_DATA") : "../shared/data";
     const int cands = getenv("RETRLM_RPT_CANDS") ? atoi(getenv("RETRLM_RPT_CANDS")) : 4;
-    const int gold_steps = getenv("RETRLM_RPT_GOLD_STEPS") ? atoi(getenv("RETRLM_RPT_GOLD_STEPS")) : steps / 2;
+    const int fit = getenv("RETRLM_RPT_FIT") ? atoi(getenv("RETRLM_RPT_FIT")) : 0;
+    const int train_steps = fit > 0 ? fit : steps;
+    const int gold_steps = getenv("RETRLM_RPT_GOLD_STEPS") ? atoi(getenv("RETRLM_RPT_GOLD_STEPS")) : train_steps / 2;
     char path[1024], lm_path[1024], rpt_path[1024];
     books tr, te;
     retrlm_tokenizer tok;
@@ -275,7 +279,8 @@ int main(int argc, char **argv) {
            "every earlier chunk a candidate)\n", (long long)ttr.n_spans, BATCH, ttr.cands,
            (long long)tte.n_spans, TEST_WINDOWS);
     // the RPT model
-    snprintf(rpt_path, sizeof rpt_path, "%s/rpt-%d-c%d-g%d.rlm", out, steps, cands, gold_steps);
+    if (fit > 0) snprintf(rpt_path, sizeof rpt_path, "%s/rptfit-%d-%d-c%d-g%d.rlm", out, steps, fit, cands, gold_steps);
+    else snprintf(rpt_path, sizeof rpt_path, "%s/rpt-%d-c%d-g%d.rlm", out, steps, cands, gold_steps);
     if (retrlm_model_load(&rm, rpt_path, NULL)) {
         retrlm_adamw o;
         retrlm_lm_train_state s;
@@ -283,22 +288,35 @@ int main(int argc, char **argv) {
         double t0 = retrlm_time_seconds();
         model_config(&mc, 1);
         if (retrlm_model_init(&rm, &mc)) die("rpt model");
-        adamw(&o, &rm, steps);
+        if (fit > 0) { // RPT-fitting: the LM alone's decoder, frozen; the rest learns
+            retrlm_adamw_config oc;
+            retrlm_adamw_group g[2];
+            int t;
+            for (t = 0; t < RETRLM_T_COUNT; t++)
+                if (lm.tensor_size[t]) memcpy(rm.param[t], lm.param[t], lm.tensor_size[t] * sizeof(float));
+            if (retrlm_model_retro_tie_embedding(&rm, 1)) die("tie");
+            memset(&oc, 0, sizeof oc);
+            oc.warmup_steps = fit / 20 + 1;
+            oc.total_steps = fit;
+            if (retrlm_adamw_init(&o, &oc, g, retrlm_model_retro_param_groups(&rm, 1e-3f, 0.1f, g))) die("adamw");
+        } else {
+            adamw(&o, &rm, steps);
+        }
         retrlm_lm_train_state_init(&s, 1);
         memset(&rc, 0, sizeof rc);
-        rc.train = train_ids, rc.n_train = n_train, rc.targets = &ttr, rc.steps = steps;
+        rc.train = train_ids, rc.n_train = n_train, rc.targets = &ttr, rc.steps = train_steps;
         rc.gold_share = 1.0f, rc.gold_steps = gold_steps, rc.progress = progress;
-        rc.losses = (float *)calloc((size_t)steps, sizeof(float));
-        rc.rank_losses = (float *)calloc((size_t)steps, sizeof(float));
+        rc.losses = (float *)calloc((size_t)train_steps, sizeof(float));
+        rc.rank_losses = (float *)calloc((size_t)train_steps, sizeof(float));
         if (retrlm_rpt_train(&rm, &o, &rc, &s)) die("rpt train");
         secs_rpt = retrlm_time_seconds() - t0;
-        for (i = 0; i < steps; i += steps / 10 > 0 ? steps / 10 : 1) {
+        for (i = 0; i < train_steps; i += train_steps / 10 > 0 ? train_steps / 10 : 1) {
             double a = 0, b = 0;
             int j, n = 0;
-            for (j = i; j < steps && j < i + 50; j++, n++) a += rc.losses[j], b += rc.rank_losses[j];
+            for (j = i; j < train_steps && j < i + 50; j++, n++) a += rc.losses[j], b += rc.rank_losses[j];
             printf("  rpt step %5d: lm loss %.3f, retriever loss %.4f (mean of %d)\n", i, a / n, b / n, n);
         }
-        printf("rpt trained in %.0f s\n", secs_rpt);
+        printf("rpt %s in %.0f s\n", fit > 0 ? "fitted" : "trained", secs_rpt);
         if (retrlm_model_save(&rm, NULL, NULL, rpt_path)) die("save rpt");
         free(rc.losses), free(rc.rank_losses);
         retrlm_adamw_free(&o);
