@@ -2338,19 +2338,39 @@ typedef struct retrlm_rpt_targets {
                          -1 pads */
     float   *gold;    /* (n_spans, U, C) their gold gains (nats); -inf where cand is -1, and for
                          the span's last chunk (no chunk after it) */
+    uint32_t stream_crc; /* retrlm_rpt_stream_crc of the stream they were built on: the trainer
+                            and the evaluation refuse another stream (0: not checked) */
 } retrlm_rpt_targets;
+
+/* CRC-32 of a token stream (each id as 4 little-endian bytes): the same on every host. */
+RETRLM_API uint32_t retrlm_rpt_stream_crc(const int *tokens, size_t n);
 
 /* Spans: in each document [doc[d], doc[d + 1]) (the last to n; doc (n_docs) ascending, doc[0]
    = 0), every stride tokens while B T + 1 tokens fit. ref: a causal LM with max_seq_len >= 4m;
    its max_batch rows a forward; NULL: the candidates alone, every gold -inf (enough for
-   retrlm_rpt_evaluate's OWN, NONE and SCORES picks, without their gold figures). Same results for any number of threads. ERR_ARG on bad sizes
-   (no span fits), a reference that is not a causal LM with logits, or a token outside its
-   vocabulary. */
+   retrlm_rpt_evaluate's OWN, NONE and SCORES picks, without their gold figures); it may be
+   loaded with no_logits (the scored positions' logits are computed apart, saving max_batch x
+   max_seq_len x vocab floats). Same results for any number of threads. ERR_ARG on bad sizes
+   (no span fits), a reference that is not a causal LM, or a token outside its vocabulary. */
 RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_model *ref,
                                                   const int *tokens, size_t n,
                                                   const int64_t *doc, int64_t n_docs,
                                                   const retrlm_rpt_targets_config *cfg);
 RETRLM_API void retrlm_rpt_targets_free(retrlm_rpt_targets *t); /* zeroed or freed: no-op */
+/* Files: container kind "rpt_targets" (sections "shape": chunk, windows, seq_len, cands;
+   "spans"; "cand"; "gold"; "stream_crc"), so that targets scored once (a reference LM's forward passes: the
+   costly part) serve every run. Save refuses (ERR_ARG) and load rejects (ERR_FORMAT) targets
+   that break the promises above: a candidate that is not an earlier window's chunk with its
+   continuation, a NaN or +inf gold, a finite gold without a candidate. Load allocates; free
+   with retrlm_rpt_targets_free. */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_rpt_targets_save(const retrlm_rpt_targets *t, const char *path);
+RETRLM_API retrlm_result retrlm_rpt_targets_load(retrlm_rpt_targets *t, const char *path);
+#endif
+/* buf NULL: *size only. */
+RETRLM_API retrlm_result retrlm_rpt_targets_save_memory(const retrlm_rpt_targets *t, void *buf, size_t cap,
+                                                        size_t *size);
+RETRLM_API retrlm_result retrlm_rpt_targets_load_memory(retrlm_rpt_targets *t, const void *data, size_t size);
 
 /* RPT's retriever loss on one span's chunk embeddings q, k (U, dr) (retrlm_model_rpt_embed):
    scores s_uc = q_u . k_j / sqrt(dr), j = cand_uc, and aux_scale * retrlm_rank_loss(s, gold,
@@ -2425,6 +2445,11 @@ RETRLM_API retrlm_result retrlm_rpt_evaluate(retrlm_model *m, const int *tokens,
                                              const retrlm_rpt_targets *targets,
                                              retrlm_rpt_pick pick, const float *scores,
                                              retrlm_rpt_eval *out);
+/* The UTF-8 bytes (tok's decoding) of every target an evaluation scores (each span's windows *
+   seq_len tokens after its first): bits per byte = out.nats / ln 2 / *bytes. ERR_ARG when a span
+   runs past the stream. */
+RETRLM_API retrlm_result retrlm_rpt_targets_bytes(const retrlm_tokenizer *tok, const int *tokens, size_t n,
+                                                  const retrlm_rpt_targets *t, uint64_t *bytes);
 /* BM25's scores of each chunk's candidates, for RETRLM_RPT_SCORES: in each span, the documents
    are its chunks j with their continuation (chunk j + 1), as text (tok's decoding), and chunk u's
    query is its own text; scores (n_spans, U, C): BM25's score of candidate c for chunk u, -1e30
@@ -18864,6 +18889,149 @@ RETRLM_API void retrlm_rpt_targets_free(retrlm_rpt_targets *t) {
 // < window start, so j <= ws - 2); returns how many there are (j = 0 .. count - 1)
 static int retrlm__rpt_eligible(int u, int uw) { return RETRLM__MAX(0, u / uw * uw - 1); }
 
+// whether targets t keep their promises: shape in range, every candidate of chunk u eligible
+// (0 <= j < retrlm__rpt_eligible(u)) or -1, every gold finite or -inf, -inf where the candidate
+// is -1. err: the result to fail with (ERR_ARG for a caller's struct, ERR_FORMAT for a file)
+static retrlm_result retrlm__rpt_targets_valid(const retrlm_rpt_targets *t, retrlm_result err, const char *who) {
+    int64_t U, C, s, u, i;
+    if (!t->n_spans || !t->span || !t->cand || !t->gold || t->chunk < 2 || t->chunk > 65536 || t->windows < 1 ||
+        t->windows > 65536 || t->seq_len < t->chunk || t->seq_len > 65536 || t->seq_len % t->chunk ||
+        (int64_t)t->windows * t->seq_len / t->chunk > 65536 || t->cands < 1 ||
+        t->cands > (int64_t)t->windows * t->seq_len / t->chunk || t->n_spans < 0 ||
+        (uint64_t)t->n_spans > (uint64_t)SIZE_MAX / 8 / ((uint64_t)t->windows * t->seq_len / t->chunk * t->cands))
+        return retrlm__fail(err, "%s: targets of chunk %d (2..65536), %d windows of %d tokens (a multiple of "
+                            "the chunk, at most 65536 chunks a span), %d candidates (1..chunks a span), %lld "
+                            "spans", who, t->chunk, t->windows, t->seq_len, t->cands, (long long)t->n_spans);
+    U = (int64_t)t->windows * t->seq_len / t->chunk;
+    C = t->cands;
+    for (s = 0; s < t->n_spans; s++) {
+        if (t->span[s] < 0)
+            return retrlm__fail(err, "%s: span %lld starts at %lld", who, (long long)s, (long long)t->span[s]);
+        for (u = 0; u < U; u++)
+            for (i = 0; i < C; i++) {
+                const size_t at = ((size_t)s * (size_t)U + (size_t)u) * (size_t)C + (size_t)i;
+                const int j = t->cand[at];
+                const float g = t->gold[at];
+                if (j < -1 || j >= retrlm__rpt_eligible((int)u, t->seq_len / t->chunk))
+                    return retrlm__fail(err, "%s: span %lld chunk %lld's candidate %d is not an earlier "
+                                        "window's chunk with its continuation", who, (long long)s,
+                                        (long long)u, j);
+                if (g != g || g == INFINITY || (j < 0 && g != -INFINITY))
+                    return retrlm__fail(err, "%s: span %lld chunk %lld's gold %g (finite, or -inf; -inf "
+                                        "without a candidate)", who, (long long)s, (long long)u, (double)g);
+            }
+    }
+    return RETRLM_OK;
+}
+
+RETRLM_API uint32_t retrlm_rpt_stream_crc(const int *tokens, size_t n) {
+    unsigned char buf[1024];
+    uint32_t crc = 0;
+    size_t i = 0, at;
+    RETRLM_ASSERT(tokens || !n);
+    while (i < n) {
+        for (at = 0; at < sizeof buf && i < n; at += 4, i++) {
+            const uint32_t v = (uint32_t)tokens[i];
+            buf[at] = (unsigned char)v, buf[at + 1] = (unsigned char)(v >> 8);
+            buf[at + 2] = (unsigned char)(v >> 16), buf[at + 3] = (unsigned char)(v >> 24);
+        }
+        crc = retrlm_crc32(crc, buf, at);
+    }
+    return crc;
+}
+
+static retrlm_result retrlm__rpt_targets_writer(const retrlm_rpt_targets *t, retrlm_writer *w) {
+    int32_t shape[4];
+    size_t n;
+    retrlm_result r;
+    if ((r = retrlm__rpt_targets_valid(t, RETRLM_ERR_ARG, "rpt_targets_save"))) return r;
+    n = (size_t)t->n_spans * (size_t)(t->windows * (t->seq_len / t->chunk)) * (size_t)t->cands;
+    shape[0] = t->chunk, shape[1] = t->windows, shape[2] = t->seq_len, shape[3] = t->cands;
+    if ((r = retrlm_writer_init(w, "rpt_targets")) ||
+        (r = retrlm_writer_add_copy(w, "shape", RETRLM_DTYPE_I32, shape, 4)) ||
+        (r = retrlm_writer_add_copy(w, "stream_crc", RETRLM_DTYPE_U32, &t->stream_crc, 1)) ||
+        (r = retrlm_writer_add(w, "spans", RETRLM_DTYPE_I64, t->span, (size_t)t->n_spans)) ||
+        (r = retrlm_writer_add(w, "cand", RETRLM_DTYPE_I32, t->cand, n)))
+        return r;
+    return retrlm_writer_add(w, "gold", RETRLM_DTYPE_F32, t->gold, n);
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_rpt_targets_save(const retrlm_rpt_targets *t, const char *path) {
+    retrlm_writer w;
+    retrlm_result r;
+    RETRLM_ASSERT(t && path);
+    memset(&w, 0, sizeof w);
+    r = retrlm__rpt_targets_writer(t, &w);
+    if (!r) r = retrlm_writer_save(&w, path);
+    retrlm_writer_free(&w);
+    return r;
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_rpt_targets_save_memory(const retrlm_rpt_targets *t, void *buf, size_t cap,
+                                                        size_t *size) {
+    retrlm_writer w;
+    retrlm_result r;
+    RETRLM_ASSERT(t && size);
+    memset(&w, 0, sizeof w);
+    r = retrlm__rpt_targets_writer(t, &w);
+    if (!r) r = retrlm_writer_save_memory(&w, buf, cap, size);
+    retrlm_writer_free(&w);
+    return r;
+}
+
+// the targets of an opened file (closed here), copied out and checked
+static retrlm_result retrlm__rpt_targets_from_reader(retrlm_rpt_targets *t, retrlm_reader *rd, retrlm_result r) {
+    int32_t shape[4];
+    size_t n_spans = 0, n = 0, U;
+    memset(t, 0, sizeof *t);
+    if (!r) r = retrlm_reader_read(rd, "shape", RETRLM_DTYPE_I32, shape, 4);
+    if (!r && (shape[0] < 2 || shape[0] > 65536 || shape[1] < 1 || shape[1] > 65536 || shape[2] < shape[0] ||
+               shape[2] > 65536 || shape[2] % shape[0] || (int64_t)shape[1] * (shape[2] / shape[0]) > 65536 ||
+               shape[3] < 1 || shape[3] > shape[1] * (shape[2] / shape[0])))
+        r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: shape chunk %d, %d windows of %d tokens, %d candidates is out "
+                         "of range", rd->source_, shape[0], shape[1], shape[2], shape[3]);
+    if (!r) r = retrlm_reader_get(rd, "spans", RETRLM_DTYPE_I64, NULL, &n_spans);
+    if (!r && (!n_spans || (uint64_t)n_spans > (uint64_t)SIZE_MAX / 8 / ((uint64_t)shape[1] * (uint64_t)(shape[2] /
+                                                                     shape[0]) * (uint64_t)shape[3])))
+        r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: %lu spans", rd->source_, (unsigned long)n_spans);
+    if (!r) {
+        U = (size_t)shape[1] * (size_t)(shape[2] / shape[0]);
+        n = n_spans * U * (size_t)shape[3];
+        t->span = (int64_t *)retrlm__alloc(n_spans, sizeof(int64_t));
+        t->cand = (int *)retrlm__alloc(n, sizeof(int));
+        t->gold = (float *)retrlm__alloc(n, sizeof(float));
+        if (!t->span || !t->cand || !t->gold) r = retrlm__fail(RETRLM_ERR_NOMEM, "rpt_targets_load: no memory");
+    }
+    if (!r) r = retrlm_reader_read(rd, "spans", RETRLM_DTYPE_I64, t->span, n_spans);
+    if (!r) r = retrlm_reader_read(rd, "cand", RETRLM_DTYPE_I32, t->cand, n);
+    if (!r) r = retrlm_reader_read(rd, "gold", RETRLM_DTYPE_F32, t->gold, n);
+    if (!r) r = retrlm_reader_read(rd, "stream_crc", RETRLM_DTYPE_U32, &t->stream_crc, 1);
+    if (!r) {
+        t->chunk = shape[0], t->windows = shape[1], t->seq_len = shape[2], t->cands = shape[3];
+        t->n_spans = (int64_t)n_spans;
+        r = retrlm__rpt_targets_valid(t, RETRLM_ERR_FORMAT, rd->source_);
+    }
+    retrlm_reader_close(rd);
+    if (r) retrlm_rpt_targets_free(t);
+    return r;
+}
+
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_rpt_targets_load(retrlm_rpt_targets *t, const char *path) {
+    retrlm_reader rd;
+    RETRLM_ASSERT(t && path);
+    return retrlm__rpt_targets_from_reader(t, &rd, retrlm_reader_open(&rd, path, "rpt_targets", 0));
+}
+#endif
+
+RETRLM_API retrlm_result retrlm_rpt_targets_load_memory(retrlm_rpt_targets *t, const void *data, size_t size) {
+    retrlm_reader rd;
+    RETRLM_ASSERT(t && data);
+    return retrlm__rpt_targets_from_reader(t, &rd, retrlm_reader_open_memory(&rd, data, size, "rpt_targets", 0));
+}
+
 // the candidates of chunk u of the span at off: every eligible j, or the C with the largest
 // share of u's bigrams (ties: the nearer first); writes cand (C), returns how many
 static int retrlm__rpt_cands(const int *tokens, size_t off, int mc, int uw, int u, int C,
@@ -18949,9 +19117,9 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
                             "seq_len %d (a multiple of the chunk), at most 65536 chunks a span, "
                             "cands %d, stride %d, %lld documents (the first at 0)", mc, c.windows,
                             c.seq_len, c.cands, c.stride, (long long)n_docs);
-    if (ref && (ref->config.bidirectional || ref->config.no_logits || ref->config.max_seq_len < 4 * mc))
+    if (ref && (ref->config.bidirectional || ref->config.max_seq_len < 4 * mc))
         return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: the reference must be a causal "
-                            "LM with logits and max_seq_len >= 4 chunks (%d)", 4 * mc);
+                            "LM with max_seq_len >= 4 chunks (%d)", 4 * mc);
     for (d = 0; d < n_docs; d++)
         if (doc[d] < 0 || (size_t)doc[d] > n || (d && doc[d] < doc[d - 1]))
             return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: document %lld starts at %lld "
@@ -18980,6 +19148,7 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
         goto done;
     }
     t->chunk = mc;
+    t->stream_crc = retrlm_rpt_stream_crc(tokens, n);
     t->windows = c.windows;
     t->seq_len = c.seq_len;
     U = (int)(span_len / (size_t)mc);
@@ -19105,9 +19274,10 @@ static retrlm_result retrlm__rpt_check(const retrlm_model *m, const int *tokens,
                                        const retrlm_rpt_targets *t, int need_rpt, const char *who) {
     const retrlm_model_config *c = &m->config;
     int64_t s;
-    if (!tokens || !t || !t->n_spans || !t->span || !t->cand || !t->gold || t->chunk < 2 || t->windows < 1 ||
-        t->seq_len < t->chunk || t->seq_len % t->chunk || t->cands < 1)
+    retrlm_result r;
+    if (!tokens || !t || !t->n_spans || !t->span || !t->cand || !t->gold)
         return retrlm__fail(RETRLM_ERR_ARG, "%s: no targets (retrlm_rpt_targets_build)", who);
+    if ((r = retrlm__rpt_targets_valid(t, RETRLM_ERR_ARG, who))) return r;
     if (need_rpt && (!c->rpt_dim || c->retro_chunk != t->chunk || 2 * t->chunk < c->retro_len))
         return retrlm__fail(RETRLM_ERR_ARG, "%s: the model needs an RPT retriever (rpt_dim), chunk "
                             "%d as the targets' and neighbours of at most 2 chunks (retro_len %d)",
@@ -19122,6 +19292,8 @@ static retrlm_result retrlm__rpt_check(const retrlm_model *m, const int *tokens,
             return retrlm__fail(RETRLM_ERR_ARG, "%s: span %lld at %lld runs past the stream's %lu "
                                 "tokens", who, (long long)s, (long long)t->span[s],
                                 (unsigned long)n);
+    if (t->stream_crc && t->stream_crc != retrlm_rpt_stream_crc(tokens, n))
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: the targets were built on another stream of tokens", who);
     return RETRLM_OK;
 }
 
@@ -19368,6 +19540,25 @@ done:
     return r;
 }
 
+RETRLM_API retrlm_result retrlm_rpt_targets_bytes(const retrlm_tokenizer *tok, const int *tokens, size_t n,
+                                                  const retrlm_rpt_targets *t, uint64_t *bytes) {
+    const size_t len = (size_t)t->windows * (size_t)t->seq_len;
+    int64_t s;
+    retrlm_result r;
+    RETRLM_ASSERT(tok && tokens && t && bytes);
+    *bytes = 0;
+    if ((r = retrlm__rpt_targets_valid(t, RETRLM_ERR_ARG, "rpt_targets_bytes"))) return r;
+    for (s = 0; s < t->n_spans; s++) {
+        size_t b;
+        if ((size_t)t->span[s] + len + 1 > n)
+            return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_bytes: span %lld runs past the stream's %lu tokens",
+                                (long long)s, (unsigned long)n);
+        if ((r = retrlm_tokenizer_decode(tok, tokens + t->span[s] + 1, len, NULL, 0, &b))) return r;
+        *bytes += b;
+    }
+    return RETRLM_OK;
+}
+
 RETRLM_API retrlm_result retrlm_rpt_bm25_scores(const retrlm_tokenizer *tok, const int *tokens,
                                                 size_t n, const retrlm_rpt_targets *t,
                                                 const retrlm_bm25_config *bm25, float *scores) {
@@ -19378,8 +19569,7 @@ RETRLM_API retrlm_result retrlm_rpt_bm25_scores(const retrlm_tokenizer *tok, con
     size_t cap = 0, len;
     retrlm_result r = RETRLM_OK;
     RETRLM_ASSERT(tok && tokens && t && scores);
-    if (!t->n_spans || !t->span || !t->cand || t->chunk < 1 || t->windows < 1 || t->seq_len < 1)
-        return retrlm__fail(RETRLM_ERR_ARG, "rpt_bm25_scores: no targets");
+    if ((r = retrlm__rpt_targets_valid(t, RETRLM_ERR_ARG, "rpt_bm25_scores"))) return r;
     U = t->windows * t->seq_len / t->chunk;
     C = t->cands;
     for (s = 0; s < t->n_spans; s++)

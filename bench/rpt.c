@@ -9,9 +9,10 @@
 // and the LM alone (4 layers, width 256, 256 tokens, 8 windows a step) are the ones
 // bench/strategies kjv keeps in out_dir (made here when missing). The LM alone is the reference
 // LM: it scores each training chunk's candidates (RETRLM_RPT_CANDS, default 4, preselected by
-// bigram overlap) once, kept as rpt-targets-*.bin. The RPT model: the same decoder with
-// cross-attention in layers 2 and 3 (chunks of 32, 2 neighbours of 64 tokens, smeared keys) and a
-// retriever of width 64 over layer 1's feed-forward input; a step reads one span of 8
+// bigram overlap) once, kept as rpt-targets-*.rlm (retrlm_rpt_targets_save). The RPT model:
+// the same decoder with cross-attention in layers 2 and 3 (chunks of 32, 2 neighbours of 64
+// tokens, smeared keys) and a retriever of width 64 over layer 1's feed-forward input; a step
+// reads one span of 8
 // consecutive windows of a book (the same 2,048 tokens as the LM alone's step), the earlier
 // windows' chunks being the index of the later ones; scheduled sampling from the reference's
 // picks to the retriever's over the first half (RETRLM_RPT_GOLD_STEPS). RETRLM_RPT_FIT=N instead
@@ -139,47 +140,11 @@ static void adamw(retrlm_adamw *o, retrlm_model *m, int steps) {
     if (retrlm_adamw_init(o, &oc, g, retrlm_model_param_groups(m, 2e-3f, 0.1f, g))) die("adamw");
 }
 
-// targets kept as a flat file: the shape, then span, cand, gold (this host's byte order)
-static int targets_load(retrlm_rpt_targets *t, const char *path) {
-    FILE *f = fopen(path, "rb");
-    int32_t h[4];
-    int64_t n;
-    size_t U, ok;
-    memset(t, 0, sizeof *t);
-    if (!f) return 0;
-    ok = fread(h, sizeof h, 1, f) == 1 && fread(&n, sizeof n, 1, f) == 1 && n > 0 && n < (1 << 24);
-    if (ok) {
-        t->chunk = h[0], t->windows = h[1], t->seq_len = h[2], t->cands = h[3], t->n_spans = n;
-        U = (size_t)t->windows * t->seq_len / t->chunk;
-        t->span = (int64_t *)malloc((size_t)n * sizeof(int64_t));
-        t->cand = (int *)malloc((size_t)n * U * t->cands * sizeof(int));
-        t->gold = (float *)malloc((size_t)n * U * t->cands * sizeof(float));
-        ok = fread(t->span, sizeof(int64_t), (size_t)n, f) == (size_t)n &&
-             fread(t->cand, sizeof(int), (size_t)n * U * t->cands, f) == (size_t)n * U * t->cands &&
-             fread(t->gold, sizeof(float), (size_t)n * U * t->cands, f) == (size_t)n * U * t->cands;
-    }
-    fclose(f);
-    if (!ok) free(t->span), free(t->cand), free(t->gold), memset(t, 0, sizeof *t);
-    return (int)ok;
-}
-
-static void targets_save(const retrlm_rpt_targets *t, const char *path) {
-    FILE *f = fopen(path, "wb");
-    int32_t h[4];
-    size_t m = (size_t)t->n_spans * ((size_t)t->windows * t->seq_len / t->chunk) * t->cands;
-    h[0] = t->chunk, h[1] = t->windows, h[2] = t->seq_len, h[3] = t->cands;
-    if (!f || fwrite(h, sizeof h, 1, f) != 1 || fwrite(&t->n_spans, sizeof t->n_spans, 1, f) != 1 ||
-        fwrite(t->span, sizeof(int64_t), (size_t)t->n_spans, f) != (size_t)t->n_spans ||
-        fwrite(t->cand, sizeof(int), m, f) != m || fwrite(t->gold, sizeof(float), m, f) != m)
-        die("save targets");
-    fclose(f);
-}
-
 static void targets(retrlm_rpt_targets *t, retrlm_model *ref, const int *ids, size_t n,
                     const int64_t *doc, int n_docs, int windows, int cands, const char *path) {
     retrlm_rpt_targets_config tc;
     double t0 = retrlm_time_seconds();
-    if (targets_load(t, path)) return;
+    if (!retrlm_rpt_targets_load(t, path)) return;
     memset(&tc, 0, sizeof tc);
     tc.chunk = CHUNK;
     tc.windows = windows;
@@ -188,21 +153,7 @@ static void targets(retrlm_rpt_targets *t, retrlm_model *ref, const int *ids, si
     tc.progress = progress;
     if (retrlm_rpt_targets_build(t, ref, ids, n, doc, n_docs, &tc)) die("targets");
     fprintf(stderr, "  targets: %lld spans in %.0f s\n", (long long)t->n_spans, retrlm_time_seconds() - t0);
-    targets_save(t, path);
-}
-
-// UTF-8 bytes of the spans' targets
-static double span_bytes(const retrlm_tokenizer *tok, const int *ids, const retrlm_rpt_targets *t) {
-    double bytes = 0.0;
-    int64_t s;
-    for (s = 0; s < t->n_spans; s++) {
-        size_t len;
-        if (retrlm_tokenizer_decode(tok, ids + t->span[s] + 1, (size_t)t->windows * t->seq_len, NULL,
-                                    0, &len))
-            die("decode");
-        bytes += (double)len;
-    }
-    return bytes;
+    if (retrlm_rpt_targets_save(t, path)) die("save targets");
 }
 
 int main(int argc, char **argv) {
@@ -222,7 +173,8 @@ int main(int argc, char **argv) {
     int *train_ids, *test_ids;
     int64_t *train_doc, *test_doc;
     size_t n_train, n_test;
-    double secs_rpt = 0.0, bytes;
+    double secs_rpt = 0.0;
+    uint64_t bytes;
     retrlm_rpt_eval ev[6];
     float *bm;
     int i;
@@ -270,9 +222,9 @@ int main(int argc, char **argv) {
             if (retrlm_model_load(&lm, lm_path, &over)) die("lm load");
         }
     }
-    snprintf(path, sizeof path, "%s/rpt-targets-train-c%d.bin", out, cands);
+    snprintf(path, sizeof path, "%s/rpt-targets-train-c%d.rlm", out, cands);
     targets(&ttr, &lm, train_ids, n_train, train_doc, tr.n_books, BATCH, cands, path);
-    snprintf(path, sizeof path, "%s/rpt-targets-test.bin", out);
+    snprintf(path, sizeof path, "%s/rpt-targets-test.rlm", out);
     targets(&tte, &lm, test_ids, n_test, test_doc, te.n_books, TEST_WINDOWS,
             TEST_WINDOWS * SEQ / CHUNK, path);
     printf("train spans %lld (%d windows, %d candidates a chunk), test spans %lld (%d windows, "
@@ -322,7 +274,7 @@ int main(int argc, char **argv) {
         retrlm_adamw_free(&o);
     }
     // test
-    bytes = span_bytes(&tok, test_ids, &tte);
+    if (retrlm_rpt_targets_bytes(&tok, test_ids, n_test, &tte, &bytes)) die("bytes");
     bm = (float *)malloc((size_t)tte.n_spans * (TEST_WINDOWS * SEQ / CHUNK) * tte.cands * sizeof(float));
     if (retrlm_rpt_bm25_scores(&tok, test_ids, n_test, &tte, NULL, bm)) die("bm25 scores");
     {
@@ -342,17 +294,17 @@ int main(int argc, char **argv) {
         static const char *name[5] = {"LM alone", "RPT, no neighbours", "RPT, BM25's picks",
                                       "RPT, its own retriever", "RPT, the reference's picks (oracle)"};
         static const char *key[5] = {"lm", "rpt_none", "rpt_bm25", "rpt_own", "rpt_gold"};
-        const double base = ev[0].nats / log(2.0) / bytes;
+        const double base = ev[0].nats / log(2.0) / (double)bytes;
         printf("\n| system | bits/byte | vs LM | first pick's gain (nats) | first pick is the best |\n|---|---:|---:|---:|---:|\n");
         for (i = 0; i < 5; i++) {
-            double b = ev[i].nats / log(2.0) / bytes;
+            double b = ev[i].nats / log(2.0) / (double)bytes;
             printf("| %s | %.4f | %+.1f%% |", name[i], b, 100.0 * (b / base - 1.0));
             if (i >= 2) printf(" %.3f | %.3f |\n", ev[i].first_gold, ev[i].first_is_best);
             else printf(" | |\n");
         }
         printf("\nbest candidate's gain %.3f nats over %lld chunks; test %.0f bytes in spans\n",
-               ev[3].best_gold, (long long)ev[3].queries, bytes);
-        for (i = 0; i < 5; i++) printf("rpt.%s.bpb=%.4f\n", key[i], ev[i].nats / log(2.0) / bytes);
+               ev[3].best_gold, (long long)ev[3].queries, (double)bytes);
+        for (i = 0; i < 5; i++) printf("rpt.%s.bpb=%.4f\n", key[i], ev[i].nats / log(2.0) / (double)bytes);
         for (i = 2; i < 5; i++) {
             printf("rpt.%s.first_gain=%.4f\n", key[i], ev[i].first_gold);
             printf("rpt.%s.first_is_best=%.4f\n", key[i], ev[i].first_is_best);

@@ -1999,7 +1999,7 @@ static int encode_docs(cli_state *s, size_t *n, int64_t *n_docs) {
 // RPT: a RETRO model whose chunks retrieve earlier chunks of the document they read with its own
 // embeddings, trained with its retriever against a reference LM's judgement (strategy 4)
 static int cmd_rpt_train(const cli_cmd *self, int argc, char **argv, cli_state *s) {
-    const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *train = NULL, *ref = NULL, *out = NULL;
+    const char *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *train = NULL, *ref = NULL, *out = NULL, *tg_path = NULL;
     int dim = 0, layers = 0, heads = 0, ctx = 0, windows = 8, chunk = 32, k = 2, rpt_dim = 64, start = -1;
     int every = 1, enc_dim = 0, enc_layers = 2, smear = 0, cands = 4, stride = 0, gold_steps = -1;
     int steps = 400, warmup = -1, save_every = 100, seed = 1, n_groups;
@@ -2020,6 +2020,9 @@ static int cmd_rpt_train(const cli_cmd *self, int argc, char **argv, cli_state *
         {"--ref", "LM", OPT_STR | OPT_NEED, &ref, 0, 0, "the reference LM (from lm-train): it scores each chunk's "
          "candidates by how much they raise the likelihood of the chunk after it"},
         {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the checkpoint to write (weights and optimiser)"},
+        {"--targets", "FILE", OPT_STR, &tg_path, 0, 0, "the reference's scores of the candidates: read from FILE when "
+         "it exists (made for the same --train, --chunk, --windows, --ctx, --cands and --stride), else scored and "
+         "written there"},
         {"--dim", "N", OPT_INT, &dim, 0, 8192, "model width (0: the reference's)"},
         {"--layers", "N", OPT_INT, &layers, 0, 256, "transformer blocks (0: the reference's)"},
         {"--heads", "N", OPT_INT, &heads, 0, 256, "attention heads (0: the reference's)"},
@@ -2078,14 +2081,39 @@ static int cmd_rpt_train(const cli_cmd *self, int argc, char **argv, cli_state *
     tc.chunk = chunk, tc.windows = windows, tc.seq_len = ctx, tc.cands = cands, tc.stride = stride;
     tc.progress = progress_fn, tc.progress_user = &s->prog;
     t0 = retrlm_time_seconds();
-    r = retrlm_rpt_targets_build(&s->rpt, &s->lm, s->doc_ids, n, s->doc_first, n_docs, &tc);
-    progress_end(&s->prog);
-    if (r == RETRLM_ERR_ARG)
-        return refuse(s, "%s: %s (a span is %d windows of %d tokens: fewer --windows, or longer documents)", train,
-                      retrlm_last_error(), windows, ctx);
-    if (r) return fail(r, "targets");
-    fprintf(stderr, "targets: %lld spans of %lld documents scored by %s in %.1f s\n", (long long)s->rpt.n_spans,
-            (long long)n_docs, ref, retrlm_time_seconds() - t0);
+    if (tg_path && file_exists(tg_path)) { // the same spans and candidates as scoring would give, or refused
+        retrlm_rpt_targets fresh;
+        retrlm_rpt_targets_config quiet = tc;
+        size_t nc;
+        int same;
+        quiet.progress = NULL;
+        if ((r = retrlm_rpt_targets_load(&s->rpt, tg_path))) return fail(r, "--targets");
+        if ((r = retrlm_rpt_targets_build(&fresh, NULL, s->doc_ids, n, s->doc_first, n_docs, &quiet)) &&
+            r != RETRLM_ERR_ARG)
+            return fail(r, "targets");
+        nc = r ? 0 : (size_t)fresh.n_spans * (size_t)(windows * (ctx / chunk)) * (size_t)fresh.cands;
+        same = !r && fresh.n_spans == s->rpt.n_spans && fresh.chunk == s->rpt.chunk &&
+               fresh.windows == s->rpt.windows && fresh.seq_len == s->rpt.seq_len && fresh.cands == s->rpt.cands &&
+               fresh.stream_crc == s->rpt.stream_crc &&
+               !memcmp(fresh.span, s->rpt.span, (size_t)fresh.n_spans * sizeof(int64_t)) &&
+               !memcmp(fresh.cand, s->rpt.cand, nc * sizeof(int));
+        retrlm_rpt_targets_free(&fresh);
+        if (!same)
+            return refuse(s, "--targets %s: made for another text or shape (chunk %d, %d windows of %d tokens, %d "
+                          "candidates, %lld spans): remove it to score again", tg_path, s->rpt.chunk, s->rpt.windows,
+                          s->rpt.seq_len, s->rpt.cands, (long long)s->rpt.n_spans);
+        fprintf(stderr, "targets: %lld spans read from %s\n", (long long)s->rpt.n_spans, tg_path);
+    } else {
+        r = retrlm_rpt_targets_build(&s->rpt, &s->lm, s->doc_ids, n, s->doc_first, n_docs, &tc);
+        progress_end(&s->prog);
+        if (r == RETRLM_ERR_ARG)
+            return refuse(s, "%s: %s (a span is %d windows of %d tokens: fewer --windows, or longer documents)",
+                          train, retrlm_last_error(), windows, ctx);
+        if (r) return fail(r, "targets");
+        fprintf(stderr, "targets: %lld spans of %lld documents scored by %s in %.1f s\n",
+                (long long)s->rpt.n_spans, (long long)n_docs, ref, retrlm_time_seconds() - t0);
+        if (tg_path && (r = retrlm_rpt_targets_save(&s->rpt, tg_path))) return fail(r, "--targets");
+    }
     retrlm_model_free(&s->lm);
     n_groups = retrlm_model_param_groups(&s->retro, lr, wd, groups);
     if (init_opt(s, groups, n_groups, steps, warmup < 0 ? steps / 10 : warmup)) return 1;
@@ -2115,8 +2143,9 @@ static int eval_rpt(const cli_cmd *self, cli_state *s, const char *text, const c
     static const char *const pick_names[] = {"own", "bm25", "none"};
     const int T = s->lm.config.max_seq_len, M = s->lm.config.retro_chunk;
     int p = name_index(pick_names, 3, pick);
-    size_t n, bytes;
-    int64_t n_docs, sp;
+    size_t n;
+    uint64_t bytes;
+    int64_t n_docs;
     float *scores = NULL;
     retrlm_rpt_targets_config tc;
     retrlm_rpt_eval e[2];
@@ -2143,12 +2172,7 @@ static int eval_rpt(const cli_cmd *self, cli_state *s, const char *text, const c
     if (!r) r = retrlm_rpt_evaluate(&s->lm, s->doc_ids, n, &s->rpt, RETRLM_RPT_NONE, NULL, &e[1]);
     free(scores);
     if (r) return fail(r, "eval");
-    for (bytes = 0, sp = 0; sp < s->rpt.n_spans; sp++) {
-        size_t b;
-        if ((r = retrlm_tokenizer_decode(&s->tok, s->doc_ids + s->rpt.span[sp] + 1, (size_t)windows * T, NULL, 0, &b)))
-            return fail(r, "decode");
-        bytes += b;
-    }
+    if ((r = retrlm_rpt_targets_bytes(&s->tok, s->doc_ids, n, &s->rpt, &bytes))) return fail(r, "eval");
     printf("%.4f bits per byte: %s, RPT with %s neighbours (%lld spans of %d windows of %d tokens: %lld of %lu tokens, "
            "%lu bytes), %.1f s\n", e[0].nats / log(2.0) / (double)bytes, text,
            p == 0 ? "its own retriever's" : p == 1 ? "BM25's" : "no", (long long)s->rpt.n_spans, windows, T,

@@ -559,19 +559,39 @@ typedef struct retrlm_rpt_targets {
                          -1 pads */
     float   *gold;    /* (n_spans, U, C) their gold gains (nats); -inf where cand is -1, and for
                          the span's last chunk (no chunk after it) */
+    uint32_t stream_crc; /* retrlm_rpt_stream_crc of the stream they were built on: the trainer
+                            and the evaluation refuse another stream (0: not checked) */
 } retrlm_rpt_targets;
+
+/* CRC-32 of a token stream (each id as 4 little-endian bytes): the same on every host. */
+RETRLM_API uint32_t retrlm_rpt_stream_crc(const int *tokens, size_t n);
 
 /* Spans: in each document [doc[d], doc[d + 1]) (the last to n; doc (n_docs) ascending, doc[0]
    = 0), every stride tokens while B T + 1 tokens fit. ref: a causal LM with max_seq_len >= 4m;
    its max_batch rows a forward; NULL: the candidates alone, every gold -inf (enough for
-   retrlm_rpt_evaluate's OWN, NONE and SCORES picks, without their gold figures). Same results for any number of threads. ERR_ARG on bad sizes
-   (no span fits), a reference that is not a causal LM with logits, or a token outside its
-   vocabulary. */
+   retrlm_rpt_evaluate's OWN, NONE and SCORES picks, without their gold figures); it may be
+   loaded with no_logits (the scored positions' logits are computed apart, saving max_batch x
+   max_seq_len x vocab floats). Same results for any number of threads. ERR_ARG on bad sizes
+   (no span fits), a reference that is not a causal LM, or a token outside its vocabulary. */
 RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_model *ref,
                                                   const int *tokens, size_t n,
                                                   const int64_t *doc, int64_t n_docs,
                                                   const retrlm_rpt_targets_config *cfg);
 RETRLM_API void retrlm_rpt_targets_free(retrlm_rpt_targets *t); /* zeroed or freed: no-op */
+/* Files: container kind "rpt_targets" (sections "shape": chunk, windows, seq_len, cands;
+   "spans"; "cand"; "gold"; "stream_crc"), so that targets scored once (a reference LM's forward passes: the
+   costly part) serve every run. Save refuses (ERR_ARG) and load rejects (ERR_FORMAT) targets
+   that break the promises above: a candidate that is not an earlier window's chunk with its
+   continuation, a NaN or +inf gold, a finite gold without a candidate. Load allocates; free
+   with retrlm_rpt_targets_free. */
+#ifndef RETRLM_NO_STDIO
+RETRLM_API retrlm_result retrlm_rpt_targets_save(const retrlm_rpt_targets *t, const char *path);
+RETRLM_API retrlm_result retrlm_rpt_targets_load(retrlm_rpt_targets *t, const char *path);
+#endif
+/* buf NULL: *size only. */
+RETRLM_API retrlm_result retrlm_rpt_targets_save_memory(const retrlm_rpt_targets *t, void *buf, size_t cap,
+                                                        size_t *size);
+RETRLM_API retrlm_result retrlm_rpt_targets_load_memory(retrlm_rpt_targets *t, const void *data, size_t size);
 
 /* RPT's retriever loss on one span's chunk embeddings q, k (U, dr) (retrlm_model_rpt_embed):
    scores s_uc = q_u . k_j / sqrt(dr), j = cand_uc, and aux_scale * retrlm_rank_loss(s, gold,
@@ -646,6 +666,11 @@ RETRLM_API retrlm_result retrlm_rpt_evaluate(retrlm_model *m, const int *tokens,
                                              const retrlm_rpt_targets *targets,
                                              retrlm_rpt_pick pick, const float *scores,
                                              retrlm_rpt_eval *out);
+/* The UTF-8 bytes (tok's decoding) of every target an evaluation scores (each span's windows *
+   seq_len tokens after its first): bits per byte = out.nats / ln 2 / *bytes. ERR_ARG when a span
+   runs past the stream. */
+RETRLM_API retrlm_result retrlm_rpt_targets_bytes(const retrlm_tokenizer *tok, const int *tokens, size_t n,
+                                                  const retrlm_rpt_targets *t, uint64_t *bytes);
 /* BM25's scores of each chunk's candidates, for RETRLM_RPT_SCORES: in each span, the documents
    are its chunks j with their continuation (chunk j + 1), as text (tok's decoding), and chunk u's
    query is its own text; scores (n_spans, U, C): BM25's score of candidate c for chunk u, -1e30

@@ -296,11 +296,26 @@ has "retro-train --retrofit: the LM's shape" "^RETRO-fitting: .*dim 32, 2 layers
 has "retro-train --retrofit: to step 3" "retrofit.rlm: RETRO retrofitted from .*lm-r.rlm, step 3, loss [0-9.]+, probe loss"
 # RPT: the chunks of 2 Kings retrieve its earlier chunks, the retriever trained against lm-r.rlm's
 # judgement; eval reads the text's own earlier chunks
+rm -f "$out/rpt-targets.rlm"
 keep "rpt-train" "$out/rpt-train.txt" "$R" rpt-train $T --train "$out/train.txt" --ref "$out/lm-r.rlm" --windows 3 \
-    --chunk 16 --rpt-dim 8 --enc-dim 16 --enc-layers 1 --steps 3 -o "$out/rpt.rlm"
+    --chunk 16 --rpt-dim 8 --enc-dim 16 --enc-layers 1 --steps 3 --targets "$out/rpt-targets.rlm" -o "$out/rpt.rlm"
 has "rpt-train: the reference's targets" "^targets: [0-9]+ spans of 1 documents scored by .*lm-r.rlm"
 has "rpt-train: the model" "^RPT: .*dim 32, 2 layers, ctx 64, 3 windows a step; chunks of 16, 2 neighbours, cross-attention from layer 1"
 has "rpt-train: to step 3" "rpt.rlm: RPT, step 3, loss [0-9.]+"
+keep "rpt-train --targets: read back" "$out/rpt-train2.txt" "$R" rpt-train $T --train "$out/train.txt" --ref "$out/lm-r.rlm" \
+    --windows 3 --chunk 16 --rpt-dim 8 --enc-dim 16 --enc-layers 1 --steps 3 --targets "$out/rpt-targets.rlm" \
+    -o "$out/rpt2.rlm"
+has "rpt-train --targets: said" "^targets: [0-9]+ spans read from .*rpt-targets.rlm"
+sed 's/rpt2.rlm/rpt.rlm/' "$out/rpt-train2.txt" > "$out/rpt-train2s.txt"
+same "rpt-train --targets: the same training" "$out/rpt-train.txt" "$out/rpt-train2s.txt"
+same "rpt-train --targets: the same model" "$out/rpt.rlm" "$out/rpt2.rlm"
+usage "rpt-train --targets of another shape" "$R" rpt-train $T --train "$out/train.txt" --ref "$out/lm-r.rlm" --windows 2 \
+    --chunk 16 --steps 1 --targets "$out/rpt-targets.rlm" -o "$out/rpt-x.rlm"
+usage "rpt-train --targets of another text" "$R" rpt-train $T --train "$out/test.txt" --ref "$out/lm-r.rlm" --windows 1 \
+    --chunk 16 --steps 1 --targets "$out/rpt-targets.rlm" -o "$out/rpt-x.rlm"
+echo garbage > "$out/rpt-bad.rlm"
+bad "rpt-train --targets not a targets file" "$R" rpt-train $T --train "$out/train.txt" --ref "$out/lm-r.rlm" \
+    --windows 3 --chunk 16 --steps 1 --targets "$out/rpt-bad.rlm" -o "$out/rpt-x.rlm"
 run "eval an RPT model" "$R" eval -m "$out/rpt.rlm" $T --text "$out/train.txt"
 has "eval an RPT model: its own retriever's picks" "^[0-9.]+ bits per byte: .*RPT with its own retriever's neighbours \([0-9]+ spans of 3 windows of 64 tokens"
 has "eval an RPT model: and none" "^[0-9.]+ bits per byte: .*RPT without neighbours \(the same spans\)"

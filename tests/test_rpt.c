@@ -208,6 +208,66 @@ static void test_rpt_targets(void) {
                 CHECK_NEAR(gold[u * 2 + c], want, 1e-4);
             }
     }
+    // a reference loaded without its logits block scores the same
+    {
+        retrlm_model lean;
+        retrlm_model_config over;
+        size_t size = 0;
+        void *img;
+        CHECK_OK(retrlm_model_save_memory(&ref, NULL, NULL, NULL, 0, &size));
+        img = malloc(size);
+        memset(&over, 0, sizeof over);
+        over.no_logits = 1;
+        if (img && !retrlm_model_save_memory(&ref, NULL, NULL, img, size, &size) &&
+            !retrlm_model_load_memory(&lean, img, size, &over)) {
+            CHECK(lean.logits == NULL);
+            retrlm_rpt_targets_free(&t[1]);
+            CHECK_OK(retrlm_rpt_targets_build(&t[1], &lean, tok, 40, doc, 2, &tc));
+            CHECK(t[1].gold && memcmp(t[0].gold, t[1].gold, 2 * SU * 2 * sizeof(float)) == 0);
+            retrlm_rpt_targets_free(&t[1]);
+            retrlm_model_free(&lean);
+        } else
+            CHECK(0);
+        free(img);
+    }
+    // a file and its memory image give back the same targets; a broken promise is refused
+    {
+        const char *path = "build/tests/rpt_targets.rlm";
+        retrlm_rpt_targets back;
+        size_t size = 0, n = 2 * SU * 2;
+        unsigned char *img;
+        CHECK_OK(retrlm_rpt_targets_save(&t[0], path));
+        CHECK_OK(retrlm_rpt_targets_load(&back, path));
+        CHECK(back.chunk == 2 && back.windows == 3 && back.seq_len == 4 && back.cands == 2 && back.n_spans == 2);
+        CHECK(back.stream_crc == retrlm_rpt_stream_crc(tok, 40) && back.stream_crc != retrlm_rpt_stream_crc(tok, 39));
+        if (back.gold) {
+            CHECK(memcmp(back.span, t[0].span, 2 * sizeof(int64_t)) == 0);
+            CHECK(memcmp(back.cand, t[0].cand, n * sizeof(int)) == 0);
+            CHECK(memcmp(back.gold, t[0].gold, n * sizeof(float)) == 0); // -inf too
+        }
+        retrlm_rpt_targets_free(&back);
+        remove(path);
+        CHECK_OK(retrlm_rpt_targets_save_memory(&t[0], NULL, 0, &size));
+        img = (unsigned char *)malloc(size);
+        if (img) {
+            size_t at;
+            CHECK_OK(retrlm_rpt_targets_save_memory(&t[0], img, size, &size));
+            CHECK_OK(retrlm_rpt_targets_load_memory(&back, img, size));
+            CHECK(back.n_spans == 2 && back.gold && memcmp(back.cand, t[0].cand, n * sizeof(int)) == 0);
+            retrlm_rpt_targets_free(&back);
+            CHECK(retrlm_rpt_targets_load_memory(&back, img, size / 2) != RETRLM_OK);
+            CHECK(back.gold == NULL && back.n_spans == 0);
+            // a chunk of window 1 offered chunk 1 (j + 1 = 2 is its own window): saved or loaded, refused
+            at = 2 * 2;
+            t[0].cand[at] = 1;
+            CHECK(retrlm_rpt_targets_save_memory(&t[0], img, size, &size) == RETRLM_ERR_ARG);
+            t[0].cand[at] = 0;
+            t[0].gold[0] = 1.0f; // a gold without a candidate
+            CHECK(retrlm_rpt_targets_save_memory(&t[0], img, size, &size) == RETRLM_ERR_ARG);
+            t[0].gold[0] = -INFINITY;
+            free(img);
+        }
+    }
     // no reference: the same candidates, no gold
     retrlm_rpt_targets_free(&t[1]);
     CHECK_OK(retrlm_rpt_targets_build(&t[1], NULL, tok, 40, doc, 2, &tc));
@@ -446,6 +506,13 @@ static void test_rpt_bad_input(void) {
         rc.n_train = 20; // the spans run past the stream
         CHECK(retrlm_rpt_train(&m, &o, &rc, &st) == RETRLM_ERR_ARG);
         rc.n_train = 40;
+        tg.cand[0] = 0; // chunk 0 offered itself
+        CHECK(retrlm_rpt_train(&m, &o, &rc, &st) == RETRLM_ERR_ARG);
+        tg.cand[0] = -1;
+        tok[30] = (tok[30] + 1) % 7; // another stream of the same length
+        CHECK(retrlm_rpt_train(&m, &o, &rc, &st) == RETRLM_ERR_ARG);
+        CHECK(strstr(retrlm_last_error(), "another stream") != NULL);
+        tok[30] = (tok[30] + 6) % 7;
         rc.gold_share = 2.0f;
         CHECK(retrlm_rpt_train(&m, &o, &rc, &st) == RETRLM_ERR_ARG);
         CHECK(st.step == 0);
