@@ -51,6 +51,9 @@
 // with one every 10, 25 and 50 steps (RETRLM_JOINT_CURVE_EVERY=T1,T2,...), blocking or in the
 // background (take it on a quiet machine).
 // Each model's training wall time is kept beside it (MODEL.rlm.secs) for the runs that reuse it.
+// RETRLM_TRIME_SIM=dot gives the TRIME rows TRIME's own similarity (k_i . k_j / sqrt(D); default
+// L2), RETRLM_TRIME_WARMUP=W trains them W steps with plain cross-entropy first (the LM alone's
+// first W steps, from its checkpoint: TRIME's --ce-warmup-epoch); both in their file names.
 // RETRLM_STRATEGIES_ROWS=lm,retro,retrofit,knnlm,trime,trime_long,trime_ext,joint_s2,joint_bm25,
 // joint_realm,joint_pdist,joint_pdist_rerank,joint_pdist_qside,joint_rr,joint_realm_rr,joint_pdist_rr,
 // joint_rrp,joint_realm_rrp,joint_pdist_rrp,joint_replug,joint_lsr,joint_curve,copywarm,speed picks
@@ -268,7 +271,7 @@ static void copy_probe(retrlm_model *m, const int *ids, size_t n, double *first,
 // warmup and cosine as adamw()); what names the run in its messages. te (n_te test tokens) not
 // NULL: the copy probe on te is printed every 500 steps, so a long run shows when m starts to copy.
 static void lm_steps(retrlm_model *m, const int *ids, size_t n, int steps, float lr, const char *what,
-                     const int *te, size_t n_te) {
+                     const int *te, size_t n_te, int ckpt_step, const char *ckpt) {
     retrlm_adamw o;
     retrlm_adamw_group g[2];
     retrlm_lm_train_state s;
@@ -283,8 +286,10 @@ static void lm_steps(retrlm_model *m, const int *ids, size_t n, int steps, float
     while (done < steps) {
         double first, second;
         done = te && steps - done > 500 ? done + 500 : steps;
+        if (ckpt && done > ckpt_step && s.step < ckpt_step) done = ckpt_step;
         tc.steps = done;
         if (retrlm_lm_train(m, &o, &tc, &s)) die(what);
+        if (ckpt && done == ckpt_step && retrlm_model_save(m, &o, &s, ckpt)) die("lm checkpoint");
         if (!te) continue;
         copy_probe(m, te, n_te, &first, &second);
         printf("%s, step %d: loss %.3f, copy probe %.3f / %.3f nats a token (first / second copy)\n", what,
@@ -493,29 +498,67 @@ static double load_secs(const char *path) {
     return secs;
 }
 
+// TRIME's options from the environment: RETRLM_TRIME_SIM=dot (TRIME's own similarity,
+// k_i . k_j / sqrt(D)) or l2 (default: the kNN-LM's distance, so its keys index as kNN-LM keys
+// do), RETRLM_TRIME_WARMUP=W (the first W steps plain cross-entropy: the LM alone's first W steps,
+// whose checkpoint the LM alone's training leaves beside it)
+static int trime_warmup, trime_sim;
+static char trime_trained[64] = "from scratch, the LM's steps"; // how the TRIME rows trained, for the summary
+
+// the LM alone's checkpoint at step w, beside its file lm
+static const char *lm_ckpt(const char *lm, int w, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s.step%d.ckpt", lm, w);
+    return buf;
+}
+
+// the file of a TRIME model: out/KIND-STEPS-N[-dot][-warmW].rlm, prefix before KIND
+static const char *trime_path(char *buf, size_t cap, const char *out, const char *prefix, const char *kind, int steps,
+                              size_t n) {
+    char warm[32] = "";
+    if (trime_warmup > 0) snprintf(warm, sizeof warm, "-warm%d", trime_warmup);
+    snprintf(buf, cap, "%s/%s%s-%d-%lu%s%s.rlm", out, prefix, kind, steps, (unsigned long)n,
+             trime_sim == RETRLM_TRIME_DOT ? "-dot" : "", warm);
+    return buf;
+}
+
 // a TRIME model (strategy 4) on the LM alone's tokens and seed, loaded from path or trained
-// and saved there: L2 similarity (the kNN-LM's distance, so its keys index as kNN-LM keys do)
+// and saved there; with a warm-up it starts from the LM alone's checkpoint lm_ckpt (made here,
+// by the LM alone's first steps, when missing)
 static double trime_model(retrlm_model *m, const char *path, int batching, const int *ids,
-                          size_t n, const int64_t *batches, int64_t n_batches, int steps) {
+                          size_t n, const int64_t *batches, int64_t n_batches, int steps, const char *ckpt) {
     retrlm_model_config mc;
     retrlm_adamw o;
     retrlm_adamw_group g[2];
     retrlm_lm_train_state s;
     retrlm_trime_train_config tc;
     double t0 = retrlm_time_seconds();
+    int resumed;
     if (!retrlm_model_load(m, path, NULL)) return load_secs(path);
     model_config(&mc, 0);
-    if (retrlm_model_init(m, &mc)) die("trime");
+    resumed = trime_warmup > 0 && !retrlm_model_load(m, ckpt, NULL);
+    if (!resumed && retrlm_model_init(m, &mc)) die("trime");
     adamw(&o, g, retrlm_model_param_groups(m, 2e-3f, 0.1f, g), steps);
     retrlm_lm_train_state_init(&s, 1);
+    if (resumed && retrlm_model_load_state(&o, &s, ckpt)) die("trime: the lm checkpoint's state");
+    if (trime_warmup > 0 && !resumed) { // the LM alone's first steps, as lm_steps runs them
+        retrlm_lm_train_config lc;
+        memset(&lc, 0, sizeof lc);
+        lc.train = ids;
+        lc.n_train = n;
+        lc.progress = progress;
+        lc.steps = trime_warmup;
+        if (retrlm_lm_train(m, &o, &lc, &s) || retrlm_model_save(m, &o, &s, ckpt)) die("trime: the lm warm-up");
+    }
+    if (resumed) fprintf(stderr, "  %s: from %s (step %lld)\n", path, ckpt, (long long)s.step);
     memset(&tc, 0, sizeof tc);
     tc.train = ids;
     tc.n_train = n;
     tc.trime.batching = batching;
-    tc.trime.sim = RETRLM_TRIME_L2;
+    tc.trime.sim = trime_sim;
     tc.batches = batches;
     tc.n_batches = n_batches;
     tc.cross_sent_ratio = 0.9f; // TRIME_ext's --cross-sent-ratio
+    tc.warmup_steps = trime_warmup;
     tc.steps = steps;
     tc.progress = progress;
     if (retrlm_trime_train(m, &o, &tc, &s)) die("trime train");
@@ -1198,7 +1241,7 @@ static void j_copywarm(const j_ctx *x, int steps, const int *te, size_t n_te, re
     }
     j_reader(x, m);
     snprintf(what, sizeof what, "copy warm-up (share %g, lr %g)", share, (double)lr);
-    lm_steps(m, twice, n, steps, lr, what, te, n_te);
+    lm_steps(m, twice, n, steps, lr, what, te, n_te, 0, NULL);
     free(twice);
     if (retrlm_model_save(m, NULL, NULL, path)) die("save the copy warm-up");
     j_forget(path);
@@ -1452,7 +1495,7 @@ static void joint_table(const j_ctx *x, const char *corpus, const stream *st, in
 int main(int argc, char **argv) {
     const char *corpus = argc > 1 ? argv[1] : "debpkg_lm";
     int steps = argc > 2 ? atoi(argv[2]) : 1500;
-    char out[512], path[1024], dir[512], lm_path[1024];
+    char out[512], path[1024], dir[512], lm_path[1024], ckpt[1100];
     const char *data = getenv("RETRLM_DATA") ? getenv("RETRLM_DATA") : "../shared/data";
     size_t train_tokens = argc > 4 ? (size_t)atoll(argv[4]) : 2000000;
     split tr, te;
@@ -1486,6 +1529,14 @@ int main(int argc, char **argv) {
     float train_ov = (float)env_double("RETRLM_RETRO_TRAIN_MIN_OVERLAP", 0.0);
     int kjv = !strcmp(corpus, "kjv"), joint_rows;
     bench_machine();
+    trime_warmup = env_int("RETRLM_TRIME_WARMUP", 0);
+    if (trime_warmup) snprintf(trime_trained, sizeof trime_trained, "LM alone's first %d steps, then TRIME's", trime_warmup);
+    trime_sim = getenv("RETRLM_TRIME_SIM") && !strcmp(getenv("RETRLM_TRIME_SIM"), "dot") ? RETRLM_TRIME_DOT
+                                                                                         : RETRLM_TRIME_L2;
+    if (trime_warmup < 0 || trime_warmup >= steps) {
+        fprintf(stderr, "strategies: RETRLM_TRIME_WARMUP %d must be in [0, steps %d)\n", trime_warmup, steps);
+        return 1;
+    }
     memset(&lm, 0, sizeof lm), memset(&rm, 0, sizeof rm), memset(&fm, 0, sizeof fm);
     memset(tm, 0, sizeof tm), memset(kn, 0, sizeof kn), memset(bpb, 0, sizeof bpb);
     if (!kjv && strcmp(corpus, "debpkg_lm")) {
@@ -1609,7 +1660,8 @@ int main(int argc, char **argv) {
         t0 = retrlm_time_seconds();
         if (retrlm_model_load(&lm, path, NULL)) {
             if (retrlm_model_init(&lm, &mc)) die("lm");
-            lm_steps(&lm, train_ids, n_train, steps, 2e-3f, "lm train", NULL, 0);
+            lm_steps(&lm, train_ids, n_train, steps, 2e-3f, "lm train", NULL, 0, trime_warmup,
+                     trime_warmup > 0 ? lm_ckpt(path, trime_warmup, ckpt, sizeof ckpt) : NULL);
             secs[0] = retrlm_time_seconds() - t0;
             tok_s[0] = (double)steps * BATCH * SEQ / secs[0];
             if (retrlm_model_save(&lm, NULL, NULL, path)) die("save lm");
@@ -1624,21 +1676,22 @@ int main(int argc, char **argv) {
         copy_probe(&lm, st[0].ids, st[0].n, &copy[0], &copy[1]);
     }
     // strategy 4: TRIME (local memory) and TRIME_ext (BM25-grouped batches), the LM's tokens
+    lm_ckpt(lm_path, trime_warmup, ckpt, sizeof ckpt);
     if (want("trime")) {
-        snprintf(path, sizeof path, "%s/trime-%d-%lu.rlm", out, steps, (unsigned long)n_train);
-        secs_trime[0] = trime_model(&tm[0], path, RETRLM_TRIME_LOCAL, train_ids, n_train, NULL, 0, steps);
+        trime_path(path, sizeof path, out, "", "trime", steps, n_train);
+        secs_trime[0] = trime_model(&tm[0], path, RETRLM_TRIME_LOCAL, train_ids, n_train, NULL, 0, steps, ckpt);
     }
     if (want("trime_long")) {
-        snprintf(path, sizeof path, "%s/trime_long-%d-%lu.rlm", out, steps, (unsigned long)n_train);
-        secs_trime[2] = trime_model(&tm[2], path, RETRLM_TRIME_LONG, train_ids, n_train, NULL, 0, steps);
+        trime_path(path, sizeof path, out, "", "trime_long", steps, n_train);
+        secs_trime[2] = trime_model(&tm[2], path, RETRLM_TRIME_LONG, train_ids, n_train, NULL, 0, steps, ckpt);
     }
     if (want("trime_ext")) {
         int64_t nbat = 0, *bat;
         if (retrlm_trime_bm25_batches(&tok, train_ids, n_train, SEQ, BATCH, NULL, NULL, &nbat)) die("trime batches");
         bat = (int64_t *)malloc((size_t)nbat * BATCH * sizeof(int64_t));
         if (retrlm_trime_bm25_batches(&tok, train_ids, n_train, SEQ, BATCH, NULL, bat, &nbat)) die("trime batches");
-        snprintf(path, sizeof path, "%s/trime_ext-%d-%lu.rlm", out, steps, (unsigned long)n_train);
-        secs_trime[1] = trime_model(&tm[1], path, RETRLM_TRIME_EXT, train_ids, n_train, bat, nbat, steps);
+        trime_path(path, sizeof path, out, "", "trime_ext", steps, n_train);
+        secs_trime[1] = trime_model(&tm[1], path, RETRLM_TRIME_EXT, train_ids, n_train, bat, nbat, steps, ckpt);
         free(bat);
     }
     if (getenv("RETRLM_STRATEGIES_TRAIN_ONLY")) return 0;
@@ -1754,7 +1807,7 @@ int main(int argc, char **argv) {
         int nst = kjv ? 1 : BUCKETS;
         for (b = 0; b < nst; b++) ids[b] = st[b].ids, ns[b] = st[b].n, nby[b] = st[b].bytes;
         memset(&tp, 0, sizeof tp);
-        tp.sim = RETRLM_TRIME_L2;
+        tp.sim = trime_sim;
         for (i = 0; i < MROWS; i++) have[i] = 0, mlam[i] = mtemp[i] = 0.0f;
         read_with_memory(&lm, NULL, 0, NULL, 0, 0, ids, ns, nby, nst, mb[0]);
         have[0] = 1;
@@ -1772,7 +1825,7 @@ int main(int argc, char **argv) {
         if (want("trime_ext")) {
             read_with_memory(&tm[1], NULL, 0, NULL, 0, 0, ids, ns, nby, nst, mb[3]);
             read_with_memory(&tm[1], &tp, 0, NULL, 0, 0, ids, ns, nby, nst, mb[4]);
-            snprintf(path, sizeof path, "%s/knn-trime_ext-%d-%lu.rlm", out, steps, (unsigned long)n_train);
+            trime_path(path, sizeof path, out, "knn-", "trime_ext", steps, n_train);
             knn_keys(&kn[1], &tm[1], path, train_ids, n_train);
             tune_knn(&tm[1], &tp, &kn[1], vids, nv, va.len, &mlam[5], &mtemp[5], "TRIME_ext", path);
             read_with_memory(&tm[1], &tp, 0, &kn[1], mlam[5], mtemp[5], ids, ns, nby, nst, mb[5]);
@@ -1933,14 +1986,15 @@ int main(int argc, char **argv) {
                 else printf(" | |");
                 for (b = 0; b < nb_b; b++) printf(" %.4f |", mb[r][b]);
                 printf("\n");
-                if (r) sum_add(r == 1 ? '1' : '4', mrow[r], "256 by 128", r == 1 ? "-" : "from scratch, the LM's steps",
-                               mb[0], mb[r]);
+                if (r) sum_add(r == 1 ? '1' : '4', mrow[r], "256 by 128", r == 1 ? "-" : trime_trained, mb[0], mb[r]);
             }
             printf("kNN keys: the row's own model over its %lu training tokens, IVF 1024 lists, nprobe 32, "
-                   "k 128; lambda and temperature chosen on valid; TRIME's similarity -|q - k|^2 / 16 "
-                   "(L2, temperature 1); the long memory holds the %d tokens before each window, keyed as they "
-                   "were scored; the last row uses the lambda and temperature of the row before\n\n",
-                   (unsigned long)n_train, CACHE);
+                   "k 128; lambda and temperature chosen on valid; TRIME's similarity %s (temperature 1)%s; "
+                   "the long memory holds the %d tokens before each window, keyed as they were scored; the last "
+                   "row uses the lambda and temperature of the row before\n\n",
+                   (unsigned long)n_train, trime_sim == RETRLM_TRIME_DOT ? "q . k / 16 (dot, TRIME's)"
+                                                                         : "-|q - k|^2 / 16 (L2)",
+                   trime_warmup ? "; TRIME rows: the LM alone's first steps, then the TRIME loss" : "", CACHE);
             for (i = 0; i < MROWS; i++)
                 if (have[r = order[i]])
                     for (b = 0; b < nb_b; b++)
