@@ -2358,8 +2358,8 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
                                                   const retrlm_rpt_targets_config *cfg);
 RETRLM_API void retrlm_rpt_targets_free(retrlm_rpt_targets *t); /* zeroed or freed: no-op */
 /* Files: container kind "rpt_targets" (sections "shape": chunk, windows, seq_len, cands;
-   "spans"; "cand"; "gold"; "stream_crc"), so that targets scored once (a reference LM's forward passes: the
-   costly part) serve every run. Save refuses (ERR_ARG) and load rejects (ERR_FORMAT) targets
+   "stream_crc"; "spans"; "cand"; "gold"), so that targets scored once (a reference LM's
+   forward passes: the costly part) serve every run. Save refuses (ERR_ARG) and load rejects (ERR_FORMAT) targets
    that break the promises above: a candidate that is not an earlier window's chunk with its
    continuation, a NaN or +inf gold, a finite gold without a candidate. Load allocates; free
    with retrlm_rpt_targets_free. */
