@@ -18892,13 +18892,19 @@ static int retrlm__rpt_eligible(int u, int uw) { return RETRLM__MAX(0, u / uw * 
 // whether targets t keep their promises: shape in range, every candidate of chunk u eligible
 // (0 <= j < retrlm__rpt_eligible(u)) or -1, every gold finite or -inf, -inf where the candidate
 // is -1. err: the result to fail with (ERR_ARG for a caller's struct, ERR_FORMAT for a file)
+// whether a shape is one targets may have: chunk 2..65536, windows of seq_len tokens (a multiple
+// of the chunk), at most 65536 chunks a span, 1..U candidates, 1.. spans whose entries fit in memory
+static int retrlm__rpt_shape_ok(int64_t chunk, int64_t windows, int64_t seq_len, int64_t cands, int64_t n_spans) {
+    return chunk >= 2 && chunk <= 65536 && windows >= 1 && windows <= 65536 && seq_len >= chunk &&
+           seq_len <= 65536 && seq_len % chunk == 0 && windows * (seq_len / chunk) <= 65536 && cands >= 1 &&
+           cands <= windows * (seq_len / chunk) && n_spans >= 1 &&
+           (uint64_t)n_spans <= (uint64_t)SIZE_MAX / 8 / (uint64_t)(windows * (seq_len / chunk) * cands);
+}
+
 static retrlm_result retrlm__rpt_targets_valid(const retrlm_rpt_targets *t, retrlm_result err, const char *who) {
     int64_t U, C, s, u, i;
-    if (!t->n_spans || !t->span || !t->cand || !t->gold || t->chunk < 2 || t->chunk > 65536 || t->windows < 1 ||
-        t->windows > 65536 || t->seq_len < t->chunk || t->seq_len > 65536 || t->seq_len % t->chunk ||
-        (int64_t)t->windows * t->seq_len / t->chunk > 65536 || t->cands < 1 ||
-        t->cands > (int64_t)t->windows * t->seq_len / t->chunk || t->n_spans < 0 ||
-        (uint64_t)t->n_spans > (uint64_t)SIZE_MAX / 8 / ((uint64_t)t->windows * t->seq_len / t->chunk * t->cands))
+    if (!t->span || !t->cand || !t->gold ||
+        !retrlm__rpt_shape_ok(t->chunk, t->windows, t->seq_len, t->cands, t->n_spans))
         return retrlm__fail(err, "%s: targets of chunk %d (2..65536), %d windows of %d tokens (a multiple of "
                             "the chunk, at most 65536 chunks a span), %d candidates (1..chunks a span), %lld "
                             "spans", who, t->chunk, t->windows, t->seq_len, t->cands, (long long)t->n_spans);
@@ -18987,15 +18993,12 @@ static retrlm_result retrlm__rpt_targets_from_reader(retrlm_rpt_targets *t, retr
     size_t n_spans = 0, n = 0, U;
     memset(t, 0, sizeof *t);
     if (!r) r = retrlm_reader_read(rd, "shape", RETRLM_DTYPE_I32, shape, 4);
-    if (!r && (shape[0] < 2 || shape[0] > 65536 || shape[1] < 1 || shape[1] > 65536 || shape[2] < shape[0] ||
-               shape[2] > 65536 || shape[2] % shape[0] || (int64_t)shape[1] * (shape[2] / shape[0]) > 65536 ||
-               shape[3] < 1 || shape[3] > shape[1] * (shape[2] / shape[0])))
-        r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: shape chunk %d, %d windows of %d tokens, %d candidates is out "
-                         "of range", rd->source_, shape[0], shape[1], shape[2], shape[3]);
     if (!r) r = retrlm_reader_get(rd, "spans", RETRLM_DTYPE_I64, NULL, &n_spans);
-    if (!r && (!n_spans || (uint64_t)n_spans > (uint64_t)SIZE_MAX / 8 / ((uint64_t)shape[1] * (uint64_t)(shape[2] /
-                                                                     shape[0]) * (uint64_t)shape[3])))
-        r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: %lu spans", rd->source_, (unsigned long)n_spans);
+    // n_spans <= the file's size / 8: an int64_t on any host
+    if (!r && !retrlm__rpt_shape_ok(shape[0], shape[1], shape[2], shape[3], (int64_t)n_spans))
+        r = retrlm__fail(RETRLM_ERR_FORMAT, "%s: shape chunk %d, %d windows of %d tokens, %d candidates, %lu "
+                         "spans is out of range", rd->source_, shape[0], shape[1], shape[2], shape[3],
+                         (unsigned long)n_spans);
     if (!r) {
         U = (size_t)shape[1] * (size_t)(shape[2] / shape[0]);
         n = n_spans * U * (size_t)shape[3];

@@ -1657,11 +1657,12 @@ int main(int argc, char **argv) {
         model_config(&mc, 0);
         snprintf(path, sizeof path, "%s/lm-%d-%lu.rlm", out, steps, (unsigned long)n_train);
         snprintf(lm_path, sizeof lm_path, "%s", path);
+        lm_ckpt(lm_path, trime_warmup, ckpt, sizeof ckpt);
         t0 = retrlm_time_seconds();
         if (retrlm_model_load(&lm, path, NULL)) {
             if (retrlm_model_init(&lm, &mc)) die("lm");
             lm_steps(&lm, train_ids, n_train, steps, 2e-3f, "lm train", NULL, 0, trime_warmup,
-                     trime_warmup > 0 ? lm_ckpt(path, trime_warmup, ckpt, sizeof ckpt) : NULL);
+                     trime_warmup > 0 ? ckpt : NULL);
             secs[0] = retrlm_time_seconds() - t0;
             tok_s[0] = (double)steps * BATCH * SEQ / secs[0];
             if (retrlm_model_save(&lm, NULL, NULL, path)) die("save lm");
@@ -1676,7 +1677,6 @@ int main(int argc, char **argv) {
         copy_probe(&lm, st[0].ids, st[0].n, &copy[0], &copy[1]);
     }
     // strategy 4: TRIME (local memory) and TRIME_ext (BM25-grouped batches), the LM's tokens
-    lm_ckpt(lm_path, trime_warmup, ckpt, sizeof ckpt);
     if (want("trime")) {
         trime_path(path, sizeof path, out, "", "trime", steps, n_train);
         secs_trime[0] = trime_model(&tm[0], path, RETRLM_TRIME_LOCAL, train_ids, n_train, NULL, 0, steps, ckpt);
