@@ -2259,8 +2259,13 @@ RETRLM_API retrlm_result retrlm_trime_bm25_batches(const retrlm_tokenizer *tok, 
    the first (start) and last (end) tokens of the span's copies in other blocks. Only spans with
    a copy in the batch teach anything, so batches are made where copies are: consecutive blocks
    of the stream (blocks of one document when documents are long, NPM's same-document batching)
-   or groups of similar blocks (retrlm_trime_bm25_batches). The encoder has no output
-   vocabulary at inference: a phrase index of the same outputs fills a masked span. */
+   or groups of similar blocks (retrlm_trime_bm25_batches). NPM's token-level term is added
+   (unless no_token_loss): every masked token's output is a query too, and its positives are
+   the memory entries outside its block that hold the same token; that is retrlm_npm_loss with a
+   one-token span at each masked position (whose start and end rows are the same, so the term is
+   half that loss). It teaches on nearly every masked token, where the span term teaches only on
+   spans copied elsewhere in the batch. The encoder has no output vocabulary at inference: a
+   phrase index of the same outputs fills a masked span. */
 typedef struct retrlm_npm_train_config {
     const int *train;          /* (n_train) token stream, borrowed */
     size_t     n_train;        /* >= batch * seq_len without batches; > seq_len with them */
@@ -2274,6 +2279,8 @@ typedef struct retrlm_npm_train_config {
     float      span_p;         /* span length ~ geometric(span_p), at most max_span; default 0.5 */
     int        max_span;       /* default 5 */
     float      temperature;    /* scores q . m / (sqrt(dim) temperature); default 1 */
+    int        no_token_loss;  /* 1: the span's start and end losses alone, without NPM's
+                                  token-level term (below) */
     int        parametric;     /* 1: the parametric masked LM to compare with: the same blocks
                                   and spans, one masked pass, cross-entropy of the masked
                                   tokens from its logits (needs a model with logits) */
@@ -2282,7 +2289,8 @@ typedef struct retrlm_npm_train_config {
                                   checkpoint_every steps and at the end */
     int        checkpoint_every;
     float     *losses;         /* (steps) or NULL: losses[s] = the loss of step s (nats; the
-                                  parametric loss is a token's, NPM's a span's start + end) */
+                                  parametric loss is a token's, NPM's a span's start + end plus
+                                  the token term) */
     float     *hits;           /* (steps) or NULL: the share of counted spans whose start query
                                   ranks a positive first (0 when parametric) */
     retrlm_progress_fn progress; /* stage "npm" after every step; may cancel */
@@ -18769,8 +18777,8 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
     retrlm_model mem;
     retrlm_model_grad_in gin;
     retrlm_result r = RETRLM_OK;
-    int *whole, *masked, *block, *start, *len, *tgt, B, T, D, max_spans;
-    float *qs, *qe, *dqs, *dqe, *dh, *dmem;
+    int *whole, *masked, *block, *start, *len, *tgt, *tstart, *ones, B, T, D, max_spans;
+    float *qs, *qe, *dqs, *dqe, *dh, *dmem, *qt, *dqt, *dmt;
     size_t t, need;
     int64_t e;
     RETRLM_ASSERT(m && opt && cfg && st);
@@ -18809,20 +18817,22 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
     memset(&mem, 0, sizeof mem);
     if (!c.parametric && (r = retrlm_model_init_view(&mem, m, NULL))) return r; // the whole pass: same weights
     max_spans = B * (T / 2 + 1); // spans never touch: at most one every two tokens
-    whole = (int *)retrlm__alloc((size_t)B * T * 4 + (size_t)max_spans * 2, sizeof(int));
-    qs = (float *)retrlm__alloc((size_t)max_spans * 4 * D + (size_t)B * T * D * 2, sizeof(float));
+    whole = (int *)retrlm__alloc((size_t)B * T * 6 + (size_t)max_spans * 2, sizeof(int));
+    qs = (float *)retrlm__alloc((size_t)max_spans * 4 * D + (size_t)B * T * D * 5, sizeof(float));
     if (!whole || !qs) {
         RETRLM_FREE(whole), RETRLM_FREE(qs), retrlm_model_free(&mem);
         return retrlm__fail(RETRLM_ERR_NOMEM, "npm_train: no memory");
     }
     masked = whole + (size_t)B * T, block = masked + (size_t)B * T;
     start = block + (size_t)B * T, len = start + max_spans, tgt = len + max_spans;
+    tstart = tgt + (size_t)B * T, ones = tstart + (size_t)B * T;
     qe = qs + (size_t)max_spans * D, dqs = qe + (size_t)max_spans * D, dqe = dqs + (size_t)max_spans * D;
     dh = dqe + (size_t)max_spans * D, dmem = dh + (size_t)B * T * D;
-    for (t = 0; t < (size_t)B * T; t++) block[t] = (int)(t / (size_t)T);
+    qt = dmem + (size_t)B * T * D, dqt = qt + (size_t)B * T * D, dmt = dqt + (size_t)B * T * D;
+    for (t = 0; t < (size_t)B * T; t++) block[t] = (int)(t / (size_t)T), ones[t] = 1;
     while (st->step < c.steps && !r) {
-        float loss = 0.0f;
-        int b, i, ns = 0, cnt = 0, hs = 0;
+        float loss = 0.0f, tloss = 0.0f;
+        int b, i, ns = 0, nt = 0, cnt = 0, tcnt = 0, hs = 0;
         size_t off = c.batches ? 0 : (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_train - (size_t)B * T + 1));
         const int64_t *g = c.batches ? c.batches + (size_t)retrlm_rng_below(&st->rng, (uint64_t)c.n_batches) * B : NULL;
         for (b = 0; b < B; b++) {
@@ -18846,11 +18856,34 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
             memcpy(qs + (size_t)i * D, m->hidden + (size_t)start[i] * D, (size_t)D * sizeof(float));
             memcpy(qe + (size_t)i * D, m->hidden + (size_t)(start[i] + len[i] - 1) * D, (size_t)D * sizeof(float));
         }
-        if ((r = retrlm_npm_loss(qs, qe, ns, mem.hidden, B * T, D, c.temperature, whole, block, start, len, &loss,
-                                 dqs, dqe, dmem, &cnt, &hs, NULL)))
+        if (ns && (r = retrlm_npm_loss(qs, qe, ns, mem.hidden, B * T, D, c.temperature, whole, block, start, len,
+                                       &loss, dqs, dqe, dmem, &cnt, &hs, NULL)))
             break;
-        if (cnt) { // queries' gradients to their positions of the masked pass, then both backwards
-            memset(dh, 0, (size_t)B * T * D * sizeof(float));
+        if (!cnt) memset(dmem, 0, (size_t)B * T * D * sizeof(float)); // nothing counted: no span gradient
+        memset(dh, 0, (size_t)B * T * D * sizeof(float));
+        if (!c.no_token_loss) { // the token term: a one-token span at every masked position
+            for (i = 0; i < B * T; i++)
+                if (masked[i] == c.mask_id) {
+                    memcpy(qt + (size_t)nt * D, m->hidden + (size_t)i * D, (size_t)D * sizeof(float));
+                    tstart[nt++] = i;
+                }
+            // start and end rows are the same for one token: the term is half the loss, its
+            // query gradient the start rows' alone, its memory gradient half of both rows'
+            if (nt && (r = retrlm_npm_loss(qt, qt, nt, mem.hidden, B * T, D, c.temperature, whole, block, tstart,
+                                           ones, &tloss, dqt, NULL, dmt, &tcnt, NULL, NULL)))
+                break;
+            if (tcnt) {
+                size_t k;
+                for (i = 0; i < nt; i++) {
+                    float *a = dh + (size_t)tstart[i] * D;
+                    int d;
+                    for (d = 0; d < D; d++) a[d] += dqt[(size_t)i * D + d];
+                }
+                for (k = 0; k < (size_t)B * T * D; k++) dmem[k] += 0.5f * dmt[k];
+                loss += 0.5f * tloss;
+            }
+        }
+        if (cnt || tcnt) { // queries' gradients to their positions of the masked pass, then both backwards
             for (i = 0; i < ns; i++) {
                 float *a = dh + (size_t)start[i] * D, *z = dh + (size_t)(start[i] + len[i] - 1) * D;
                 int d;

@@ -19,6 +19,8 @@
 //   parametric: the masked LM's most probable token at each masked position (not the mask).
 //   BM25: the 10 best training documents for the document without the word; the word that
 //     follows the masked word's left neighbour in the first of them that has it.
+// Items are counted by their document's overlap with train (overlap_test.tsv: the share of its
+// word 8-grams found in train; 0, (0, 0.5], (0.5, 1]), where a retriever has something to copy.
 // Prints a table, then name=value lines. Artifacts (tokenizer, models) in out_dir (default
 // build/npm-debpkg_lm) are reused by the next run.
 #define RETRLM_IMPLEMENTATION
@@ -104,13 +106,16 @@ static void encoder(retrlm_model *m, int logits) {
 }
 
 // an encoder trained (or loaded from path): NPM's two-pass loss, or the parametric baseline
-static double train(retrlm_model *m, int parametric, const int *ids, size_t n, int steps, const char *path) {
+static double train(retrlm_model *m, int parametric, const int *ids, size_t n, int steps, const int64_t *batches,
+                    int64_t n_batches, const char *path) {
     retrlm_adamw o;
     retrlm_adamw_config ac;
     retrlm_adamw_group g[2];
     retrlm_lm_train_state st;
     retrlm_npm_train_config nc;
-    double t0 = retrlm_time_seconds();
+    double t0 = retrlm_time_seconds(), first = 0.0, last = 0.0;
+    float *hits;
+    int i, w = steps < 100 ? (steps + 1) / 2 : 50;
     if (!retrlm_model_load(m, path, NULL)) return 0.0;
     encoder(m, parametric);
     memset(&ac, 0, sizeof ac);
@@ -123,11 +128,18 @@ static double train(retrlm_model *m, int parametric, const int *ids, size_t n, i
     nc.mask_id = MASK;
     nc.parametric = parametric;
     nc.steps = steps;
+    nc.batches = batches, nc.n_batches = n_batches;
+    nc.hits = hits = (float *)calloc((size_t)steps + 1, sizeof(float));
     nc.progress = progress;
     if (retrlm_npm_train(m, &o, &nc, &st)) die("npm train");
     if (retrlm_model_save(m, NULL, NULL, path)) die("save");
     retrlm_adamw_free(&o);
+    for (i = 0; i < w; i++) first += hits[i] / w, last += hits[steps - w + i] / w;
+    if (!parametric) // the share of counted spans whose start query ranks a copy first
+        fprintf(stderr, "  %s: in-batch start hits %.3f in the first %d steps, %.3f in the last\n", path, first, w,
+                last);
     fprintf(stderr, "  %s: last loss %.3f\n", path, (double)st.last_loss);
+    free(hits);
     return retrlm_time_seconds() - t0;
 }
 
@@ -137,7 +149,34 @@ typedef struct item {
     char word[64];               // " word"
     const char *doc;             // the document, and the word's place in it
     size_t doc_len, at;
+    int bucket;                  // the document's overlap with train: 1 none, 2 (0, 0.5], 3 (0.5, 1]
 } item;
+
+enum { BUCKETS = 4 };
+static const char *bucket_name[BUCKETS] = {"all", "0", "(0,0.5]", "(0.5,1]"};
+static const char *bucket_key[BUCKETS] = {"all", "o0", "o50", "o100"};
+
+// each test line's overlap bucket (1..3) from overlap_test.tsv (line, docid, n_8grams, overlap);
+// 0 for a line the file does not name. NULL when it cannot be read.
+static int *overlap_buckets(const char *path, size_t n_lines) {
+    size_t len;
+    char *t = read_all(path, &len), *line;
+    int *b;
+    if (!t) return NULL;
+    b = (int *)calloc(n_lines ? n_lines : 1, sizeof(int));
+    for (line = strchr(t, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        long ln = atol(line + 1);
+        char *c = line + 1;
+        int k;
+        double o;
+        for (k = 0; k < 3 && c; k++) c = strchr(c + 1, '\t');
+        if (!c || ln < 0 || (size_t)ln >= n_lines) continue;
+        o = atof(c + 1);
+        b[ln] = o == 0.0 ? 1 : o <= 0.5 ? 2 : 3;
+    }
+    free(t);
+    return b;
+}
 
 // appends ids of text (len) to ids at *n (capacity cap); 0 when it does not fit
 static int encode_into(const retrlm_tokenizer *tok, const char *t, size_t len, int *ids, size_t *n, size_t cap) {
@@ -246,7 +285,9 @@ int main(int argc, char **argv) {
     char path[1024], cpu[256], **line;
     char *train_text, *test_text;
     size_t train_len, test_len, n_train, nw, *line_len, n_lines = 0, i;
-    int *train_ids, n_items = 0, right[3] = {0, 0, 0};
+    int64_t *batches = NULL, n_batches = 0;
+    const int bm25_batching = getenv("RETRLM_NPM_BATCHES") && !strcmp(getenv("RETRLM_NPM_BATCHES"), "bm25");
+    int *train_ids, n_items = 0, right[3][BUCKETS], total[BUCKETS], *bucket, r, b;
     double secs[2], t0, fill_secs;
     word *w;
     item *items;
@@ -286,22 +327,39 @@ int main(int argc, char **argv) {
     if (retrlm_tokenizer_encode_alloc(&tok, train_text, train_len, 0, &train_ids, &n_train)) die("encode");
     fprintf(stderr, "  train: %lu bytes, %lu tokens\n", (unsigned long)train_len, (unsigned long)n_train);
     // the two encoders, the same tokens and draws
-    snprintf(path, sizeof path, "%s/npm-%d-%lu.rlm", out, steps, (unsigned long)train_len);
-    secs[0] = train(&npm, 0, train_ids, n_train, steps, path);
-    snprintf(path, sizeof path, "%s/parametric-%d-%lu.rlm", out, steps, (unsigned long)train_len);
-    secs[1] = train(&par, 1, train_ids, n_train, steps, path);
+    if (bm25_batching) { // TRIME_ext's grouping: each block with its BM25 neighbours
+        if (retrlm_trime_bm25_batches(&tok, train_ids, n_train, SEQ, BATCH, NULL, NULL, &n_batches)) die("batches");
+        batches = (int64_t *)malloc((size_t)n_batches * BATCH * sizeof(int64_t));
+        if (retrlm_trime_bm25_batches(&tok, train_ids, n_train, SEQ, BATCH, NULL, batches, &n_batches)) die("batches");
+    }
+    snprintf(path, sizeof path, "%s/npm-%d-%lu%s.rlm", out, steps, (unsigned long)train_len,
+             bm25_batching ? "-bm25" : "");
+    secs[0] = train(&npm, 0, train_ids, n_train, steps, batches, n_batches, path);
+    snprintf(path, sizeof path, "%s/parametric-%d-%lu%s.rlm", out, steps, (unsigned long)train_len,
+             bm25_batching ? "-bm25" : "");
+    secs[1] = train(&par, 1, train_ids, n_train, steps, batches, n_batches, path);
     // the cloze set
     w = words_of(train_text, train_len, &nw);
     items = (item *)malloc((size_t)max_items * sizeof(item));
     {
         const char *p = test_text, *end = test_text + test_len;
+        size_t ln = 0;
+        snprintf(path, sizeof path, "%s/debpkg_lm/overlap_test.tsv", data);
+        if (!(bucket = overlap_buckets(path, test_len + 1))) {
+            fprintf(stderr, "npm: cannot read %s\n", path);
+            return 1;
+        }
         while (p < end && n_items < max_items) {
             const char *nl = (const char *)memchr(p, '\n', (size_t)(end - p));
             size_t len = (size_t)((nl ? nl : end) - p);
-            if (len && make_item(&items[n_items], &tok, w, nw, p, len)) n_items++;
+            if (len && make_item(&items[n_items], &tok, w, nw, p, len)) items[n_items++].bucket = bucket[ln];
             p = nl ? nl + 1 : end;
+            ln++;
         }
+        free(bucket);
     }
+    memset(right, 0, sizeof right), memset(total, 0, sizeof total);
+    for (i = 0; i < (size_t)n_items; i++) total[0]++, total[items[i].bucket]++;
     fprintf(stderr, "  cloze: %d items\n", n_items);
     // NPM: the phrase index of the training tokens, then each span filled
     {
@@ -316,7 +374,7 @@ int main(int argc, char **argv) {
         if (retrlm_npm_fill(&npm, &x, items[i].ids, items[i].n, items[i].start, items[i].len, MASK, K, 1.0f, got,
                             NULL))
             die("npm fill");
-        right[0] += decodes_to(&tok, got, items[i].len, items[i].word);
+        if (decodes_to(&tok, got, items[i].len, items[i].word)) right[0][0]++, right[0][items[i].bucket]++;
     }
     fill_secs = retrlm_time_seconds() - t0;
     // parametric: each masked position's most probable token
@@ -329,7 +387,7 @@ int main(int argc, char **argv) {
             for (v = 1; v < VOCAB; v++)
                 if (l[v] > l[got[j]]) got[j] = v;
         }
-        right[1] += decodes_to(&tok, got, items[i].len, items[i].word);
+        if (decodes_to(&tok, got, items[i].len, items[i].word)) right[1][0]++, right[1][items[i].bucket]++;
     }
     // BM25 over the training documents (lines)
     {
@@ -346,27 +404,39 @@ int main(int argc, char **argv) {
             p = nl ? nl + 1 : end;
         }
         if (retrlm_bm25_commit(&bm)) die("bm25 commit");
-        for (i = 0; i < (size_t)n_items; i++) right[2] += bm25_right(&bm, &items[i], line, line_len);
+        for (i = 0; i < (size_t)n_items; i++)
+            if (bm25_right(&bm, &items[i], line, line_len)) right[2][0]++, right[2][items[i].bucket]++;
     }
-    printf("\ndebpkg_lm cloze: %d test documents' first word seen 2-20 times in the %lu training tokens, exact match\n",
-           n_items, (unsigned long)n_train);
-    printf("| system | trained on | exact match |\n|---|---|---|\n");
-    printf("| NPM (phrase index of the %lu training tokens, k %d) | %d steps of %d x %d | %.3f |\n",
-           (unsigned long)n_train, K, steps, BATCH, SEQ, (double)right[0] / n_items);
-    printf("| parametric masked LM, same encoder | %d steps of %d x %d | %.3f |\n", steps, BATCH, SEQ,
-           (double)right[1] / n_items);
-    printf("| BM25 (the word after its left neighbour in the best of 10 training documents) | | %.3f |\n",
-           (double)right[2] / n_items);
+    printf("\ndebpkg_lm cloze: %d test documents' first word seen 2-20 times in the %lu training tokens, exact match "
+           "by the document's overlap with train\n", n_items, (unsigned long)n_train);
+    printf("| system | trained on |");
+    for (b = 0; b < BUCKETS; b++) printf(" %s (%d items) |", bucket_name[b], total[b]);
+    printf("\n|---|---|---:|---:|---:|---:|\n");
+    for (r = 0; r < 3; r++) {
+        static const char *name[3] = {"NPM (phrase index of the training tokens, k 32)",
+                                      "parametric masked LM, same encoder",
+                                      "BM25 (the word after its left neighbour in the best of 10 training documents)"};
+        if (r < 2) printf("| %s | %d steps of %d x %d |", name[r], steps, BATCH, SEQ);
+        else printf("| %s | |", name[r]);
+        for (b = 0; b < BUCKETS; b++) printf(" %.3f |", total[b] ? (double)right[r][b] / total[b] : 0.0);
+        printf("\n");
+    }
     printf("training wall s (0: reused): NPM %.0f, parametric %.0f; NPM fill %.1f ms an item\n\n", secs[0], secs[1],
            1000.0 * fill_secs / (n_items ? n_items : 1));
-    printf("npm.items=%d\nnpm.npm.em=%.4f\nnpm.parametric.em=%.4f\nnpm.bm25.em=%.4f\n", n_items,
-           (double)right[0] / n_items, (double)right[1] / n_items, (double)right[2] / n_items);
+    printf("npm.items=%d\n", n_items);
+    for (b = 0; b < BUCKETS; b++) printf("npm.items_%s=%d\n", bucket_key[b], total[b]);
+    for (r = 0; r < 3; r++) {
+        static const char *key[3] = {"npm", "parametric", "bm25"};
+        for (b = 0; b < BUCKETS; b++)
+            printf("npm.%s.em%s%s=%.4f\n", key[r], b ? "_" : "", b ? bucket_key[b] : "",
+                   total[b] ? (double)right[r][b] / total[b] : 0.0);
+    }
     retrlm_bm25_free(&bm);
     retrlm_npm_index_free(&x);
     retrlm_model_free(&npm);
     retrlm_model_free(&par);
     retrlm_tokenizer_free(&tok);
     retrlm_free(train_ids);
-    free(w), free(items), free(line), free(line_len), free(train_text), free(test_text);
+    free(w), free(items), free(line), free(line_len), free(train_text), free(test_text), free(batches);
     return 0;
 }

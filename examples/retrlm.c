@@ -840,7 +840,7 @@ static int train_trime(cli_state *s, retrlm_trime_train_config *tc, retrlm_lm_tr
 
 // npm-train once the encoder (s->lm, its last token the mask), its optimiser and the text are ready
 static int train_npm(cli_state *s, retrlm_lm_train_state *st, const char *out, int steps, int save_every,
-                     float mask_ratio, int max_span, float temp, int parametric) {
+                     float mask_ratio, int max_span, float temp, int parametric, int no_token_loss) {
     const retrlm_model_config *c = &s->lm.config;
     retrlm_npm_train_config nc;
     retrlm_result r;
@@ -851,6 +851,7 @@ static int train_npm(cli_state *s, retrlm_lm_train_state *st, const char *out, i
     nc.train = s->text[0].ids, nc.n_train = s->text[0].n;
     nc.mask_id = c->vocab_size - 1;
     nc.mask_ratio = mask_ratio, nc.max_span = max_span, nc.temperature = temp, nc.parametric = parametric;
+    nc.no_token_loss = no_token_loss;
     nc.steps = steps, nc.checkpoint = out, nc.checkpoint_every = save_every;
     nc.progress = progress_fn, nc.progress_user = &s->prog;
     s->prog.train = st;
@@ -876,7 +877,7 @@ static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, in
     int dim = 128, layers = 4, heads = 4, ctx = 128, batch = 8, steps = 400, seed = 1, warmup = -1;
     int eval_every = 0, save_every = 100, resume = 0, ce_warmup = 0, n_common;
     float lr = 3e-3f, wd = 0.1f, temp = 1.0f, drop_local = 0.9f, mask_ratio = 0.15f;
-    int max_span = 5, parametric = 0;
+    int max_span = 5, parametric = 0, no_token_loss = 0;
     retrlm_model_config mc;
     retrlm_adamw_group groups[2];
     retrlm_lm_train_config lc;
@@ -916,12 +917,14 @@ static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, in
         {"--npm-temp", "X", OPT_FLOAT, &temp, 1e-6, 1e6, "scores q . m / (sqrt(dim) X)"},
         {"--parametric", NULL, OPT_FLAG, &parametric, 0, 0, "train the baseline instead: the same encoder with an output "
          "vocabulary, cross-entropy of the masked tokens"},
+        {"--no-token-loss", NULL, OPT_FLAG, &no_token_loss, 0, 0, "the spans' start and end losses alone, without NPM's "
+         "token-level term (every masked token against the batch's tokens with its id)"},
         CLI_END};
     int i;
     n_common = (int)(sizeof opts / sizeof opts[0]) - 6;
     if (!trime) opts[n_common] = end;
     if (npm)
-        for (i = 0; i < 5; i++) opts[n_common + i] = npm_opts[i];
+        for (i = 0; i < 6; i++) opts[n_common + i] = npm_opts[i];
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     memset(&tc, 0, sizeof tc);
     if (trime) {
@@ -934,6 +937,7 @@ static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, in
         if (tc.trime.batching != RETRLM_TRIME_EXT && drop_local != 0.9f)
             return bad_usage(self, "--drop-local is for --memory ext");
     }
+    if (npm && parametric && no_token_loss) return bad_usage(self, "--no-token-loss is NPM's, not --parametric's");
     if (npm && (valid || eval_every))
         return bad_usage(self, "npm-train measures no bits per byte (an NPM encoder fills spans: npm-fill)");
     if (check_output(s, out, "model")) return 2;
@@ -968,7 +972,7 @@ static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, in
     if (npm) {
         if (!s->lm.config.bidirectional)
             return refuse(s, "%s is a causal LM, not an NPM encoder: its training cannot resume as one", out);
-        return train_npm(s, &st, out, steps, save_every, mask_ratio, max_span, temp, parametric);
+        return train_npm(s, &st, out, steps, save_every, mask_ratio, max_span, temp, parametric, no_token_loss);
     }
     memset(&lc, 0, sizeof lc);
     lc.train = s->text[0].ids, lc.n_train = s->text[0].n;

@@ -1881,8 +1881,8 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
     retrlm_model mem;
     retrlm_model_grad_in gin;
     retrlm_result r = RETRLM_OK;
-    int *whole, *masked, *block, *start, *len, *tgt, B, T, D, max_spans;
-    float *qs, *qe, *dqs, *dqe, *dh, *dmem;
+    int *whole, *masked, *block, *start, *len, *tgt, *tstart, *ones, B, T, D, max_spans;
+    float *qs, *qe, *dqs, *dqe, *dh, *dmem, *qt, *dqt, *dmt;
     size_t t, need;
     int64_t e;
     RETRLM_ASSERT(m && opt && cfg && st);
@@ -1921,20 +1921,22 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
     memset(&mem, 0, sizeof mem);
     if (!c.parametric && (r = retrlm_model_init_view(&mem, m, NULL))) return r; // the whole pass: same weights
     max_spans = B * (T / 2 + 1); // spans never touch: at most one every two tokens
-    whole = (int *)retrlm__alloc((size_t)B * T * 4 + (size_t)max_spans * 2, sizeof(int));
-    qs = (float *)retrlm__alloc((size_t)max_spans * 4 * D + (size_t)B * T * D * 2, sizeof(float));
+    whole = (int *)retrlm__alloc((size_t)B * T * 6 + (size_t)max_spans * 2, sizeof(int));
+    qs = (float *)retrlm__alloc((size_t)max_spans * 4 * D + (size_t)B * T * D * 5, sizeof(float));
     if (!whole || !qs) {
         RETRLM_FREE(whole), RETRLM_FREE(qs), retrlm_model_free(&mem);
         return retrlm__fail(RETRLM_ERR_NOMEM, "npm_train: no memory");
     }
     masked = whole + (size_t)B * T, block = masked + (size_t)B * T;
     start = block + (size_t)B * T, len = start + max_spans, tgt = len + max_spans;
+    tstart = tgt + (size_t)B * T, ones = tstart + (size_t)B * T;
     qe = qs + (size_t)max_spans * D, dqs = qe + (size_t)max_spans * D, dqe = dqs + (size_t)max_spans * D;
     dh = dqe + (size_t)max_spans * D, dmem = dh + (size_t)B * T * D;
-    for (t = 0; t < (size_t)B * T; t++) block[t] = (int)(t / (size_t)T);
+    qt = dmem + (size_t)B * T * D, dqt = qt + (size_t)B * T * D, dmt = dqt + (size_t)B * T * D;
+    for (t = 0; t < (size_t)B * T; t++) block[t] = (int)(t / (size_t)T), ones[t] = 1;
     while (st->step < c.steps && !r) {
-        float loss = 0.0f;
-        int b, i, ns = 0, cnt = 0, hs = 0;
+        float loss = 0.0f, tloss = 0.0f;
+        int b, i, ns = 0, nt = 0, cnt = 0, tcnt = 0, hs = 0;
         size_t off = c.batches ? 0 : (size_t)retrlm_rng_below(&st->rng, (uint64_t)(c.n_train - (size_t)B * T + 1));
         const int64_t *g = c.batches ? c.batches + (size_t)retrlm_rng_below(&st->rng, (uint64_t)c.n_batches) * B : NULL;
         for (b = 0; b < B; b++) {
@@ -1958,11 +1960,34 @@ RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
             memcpy(qs + (size_t)i * D, m->hidden + (size_t)start[i] * D, (size_t)D * sizeof(float));
             memcpy(qe + (size_t)i * D, m->hidden + (size_t)(start[i] + len[i] - 1) * D, (size_t)D * sizeof(float));
         }
-        if ((r = retrlm_npm_loss(qs, qe, ns, mem.hidden, B * T, D, c.temperature, whole, block, start, len, &loss,
-                                 dqs, dqe, dmem, &cnt, &hs, NULL)))
+        if (ns && (r = retrlm_npm_loss(qs, qe, ns, mem.hidden, B * T, D, c.temperature, whole, block, start, len,
+                                       &loss, dqs, dqe, dmem, &cnt, &hs, NULL)))
             break;
-        if (cnt) { // queries' gradients to their positions of the masked pass, then both backwards
-            memset(dh, 0, (size_t)B * T * D * sizeof(float));
+        if (!cnt) memset(dmem, 0, (size_t)B * T * D * sizeof(float)); // nothing counted: no span gradient
+        memset(dh, 0, (size_t)B * T * D * sizeof(float));
+        if (!c.no_token_loss) { // the token term: a one-token span at every masked position
+            for (i = 0; i < B * T; i++)
+                if (masked[i] == c.mask_id) {
+                    memcpy(qt + (size_t)nt * D, m->hidden + (size_t)i * D, (size_t)D * sizeof(float));
+                    tstart[nt++] = i;
+                }
+            // start and end rows are the same for one token: the term is half the loss, its
+            // query gradient the start rows' alone, its memory gradient half of both rows'
+            if (nt && (r = retrlm_npm_loss(qt, qt, nt, mem.hidden, B * T, D, c.temperature, whole, block, tstart,
+                                           ones, &tloss, dqt, NULL, dmt, &tcnt, NULL, NULL)))
+                break;
+            if (tcnt) {
+                size_t k;
+                for (i = 0; i < nt; i++) {
+                    float *a = dh + (size_t)tstart[i] * D;
+                    int d;
+                    for (d = 0; d < D; d++) a[d] += dqt[(size_t)i * D + d];
+                }
+                for (k = 0; k < (size_t)B * T * D; k++) dmem[k] += 0.5f * dmt[k];
+                loss += 0.5f * tloss;
+            }
+        }
+        if (cnt || tcnt) { // queries' gradients to their positions of the masked pass, then both backwards
             for (i = 0; i < ns; i++) {
                 float *a = dh + (size_t)start[i] * D, *z = dh + (size_t)(start[i] + len[i] - 1) * D;
                 int d;

@@ -480,8 +480,13 @@ RETRLM_API retrlm_result retrlm_trime_bm25_batches(const retrlm_tokenizer *tok, 
    the first (start) and last (end) tokens of the span's copies in other blocks. Only spans with
    a copy in the batch teach anything, so batches are made where copies are: consecutive blocks
    of the stream (blocks of one document when documents are long, NPM's same-document batching)
-   or groups of similar blocks (retrlm_trime_bm25_batches). The encoder has no output
-   vocabulary at inference: a phrase index of the same outputs fills a masked span. */
+   or groups of similar blocks (retrlm_trime_bm25_batches). NPM's token-level term is added
+   (unless no_token_loss): every masked token's output is a query too, and its positives are
+   the memory entries outside its block that hold the same token; that is retrlm_npm_loss with a
+   one-token span at each masked position (whose start and end rows are the same, so the term is
+   half that loss). It teaches on nearly every masked token, where the span term teaches only on
+   spans copied elsewhere in the batch. The encoder has no output vocabulary at inference: a
+   phrase index of the same outputs fills a masked span. */
 typedef struct retrlm_npm_train_config {
     const int *train;          /* (n_train) token stream, borrowed */
     size_t     n_train;        /* >= batch * seq_len without batches; > seq_len with them */
@@ -495,6 +500,8 @@ typedef struct retrlm_npm_train_config {
     float      span_p;         /* span length ~ geometric(span_p), at most max_span; default 0.5 */
     int        max_span;       /* default 5 */
     float      temperature;    /* scores q . m / (sqrt(dim) temperature); default 1 */
+    int        no_token_loss;  /* 1: the span's start and end losses alone, without NPM's
+                                  token-level term (below) */
     int        parametric;     /* 1: the parametric masked LM to compare with: the same blocks
                                   and spans, one masked pass, cross-entropy of the masked
                                   tokens from its logits (needs a model with logits) */
@@ -503,7 +510,8 @@ typedef struct retrlm_npm_train_config {
                                   checkpoint_every steps and at the end */
     int        checkpoint_every;
     float     *losses;         /* (steps) or NULL: losses[s] = the loss of step s (nats; the
-                                  parametric loss is a token's, NPM's a span's start + end) */
+                                  parametric loss is a token's, NPM's a span's start + end plus
+                                  the token term) */
     float     *hits;           /* (steps) or NULL: the share of counted spans whose start query
                                   ranks a positive first (0 when parametric) */
     retrlm_progress_fn progress; /* stage "npm" after every step; may cancel */

@@ -424,12 +424,20 @@ usage "eval --trime-temp without --trime" "$R" eval -m "$out/trime.rlm" $T --tex
 # NPM (strategy 4): npm-train (and its parametric baseline, and --resume), npm-fill from a corpus
 # (its phrase index saved) and from the saved index: the same phrase and probability
 NT="$T --train $out/train.txt --dim 16 --layers 1 --heads 2 --ctx 32 --batch 4"
-run "npm-train" "$R" npm-train $NT --steps 3 -o "$out/npm.rlm"
+keep "npm-train" "$out/npm-train.txt" "$R" npm-train $NT --steps 3 -o "$out/npm.rlm"
 has "npm-train: to step 3" "npm.rlm: NPM, step 3, loss [0-9.]+"
 run "npm-train --resume" "$R" npm-train $NT --steps 5 --resume -o "$out/npm.rlm"
 has "npm-train --resume: from step 3" "\) from step 3; [0-9]+ training tokens"
 run "npm-train --parametric" "$R" npm-train $NT --steps 2 --parametric -o "$out/npm-p.rlm"
 has "npm-train --parametric: the baseline" "npm-p.rlm: parametric masked LM, step 2, loss [0-9.]+"
+keep "npm-train --no-token-loss" "$out/npm-nt.txt" "$R" npm-train $NT --steps 3 --no-token-loss -o "$out/npm-nt.rlm"
+has "npm-train --no-token-loss: the span terms alone" "npm-nt.rlm: NPM, step 3, loss [0-9.]+"
+# the same draws without the token term: a lower loss at step 3 (the term adds a positive amount)
+if [ "$(sed 's/.*loss //' "$out/npm-train.txt")" != "" ] &&
+    awk -v a="$(sed 's/.*loss //' "$out/npm-train.txt")" -v b="$(sed 's/.*loss //' "$out/npm-nt.txt")" \
+        'BEGIN { exit !(b + 0 < a + 0) }'; then ok "npm-train --no-token-loss: a lower loss than with the token term"
+else no "npm-train --no-token-loss: loss $(cat "$out/npm-nt.txt") against $(cat "$out/npm-train.txt")"; fi
+usage "npm-train --parametric --no-token-loss" "$R" npm-train $NT --steps 2 --parametric --no-token-loss -o "$out/x.rlm"
 keep "npm-fill --corpus" "$out/npm-fill.txt" "$R" npm-fill -m "$out/npm.rlm" $T --corpus "$out/test.txt" --index-out \
     "$out/npm-index.rlm" --span 2 "Then Rabshakeh <mask> and cried"
 has "npm-fill: a phrase and its probability" "^[^	]+	[0-9.]+$"

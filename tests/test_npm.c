@@ -4,6 +4,7 @@
 // checked in test_losses.c.
 #include "retrlm.h"
 #include "test.h"
+#include <math.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -131,6 +132,7 @@ static void test_npm_learns_to_find_copies(void) {
     nc.train = s, nc.n_train = (size_t)PAIRS * 2 * T;
     nc.batches = bat, nc.n_batches = PAIRS;
     nc.mask_id = MASK, nc.mask_ratio = 0.25f;
+    nc.no_token_loss = 1; // the span terms alone: what this test asks of them (test_npm_token_term)
     nc.steps = STEPS, nc.losses = losses, nc.hits = hits;
     CHECK_OK(retrlm_npm_train(&m, &o, &nc, &st));
     CHECK(st.step == STEPS);
@@ -149,6 +151,39 @@ static void test_npm_learns_to_find_copies(void) {
     retrlm_model_free(&view);
     retrlm_model_free(&m);
     free(s), free(h), free(bat);
+}
+
+// NPM's token-level term against the span terms, on spans of one token (max_span 1, one a
+// block), where the two are the same loss: a one-token span's start and end rows are both the
+// token term's row, so the first step's loss (taken before any update) with the term is 1.5
+// times the loss without it, over the same draws
+static void test_npm_token_term(void) {
+    retrlm_model_config cfg;
+    retrlm_model m;
+    retrlm_adamw o;
+    retrlm_lm_train_state st;
+    retrlm_npm_train_config nc;
+    int *s = pair_stream(30, 41), k;
+    float loss[2], hits[2];
+    encoder_config(&cfg);
+    for (k = 0; k < 2; k++) {
+        CHECK_OK(retrlm_model_init(&m, &cfg));
+        make_opt(&o, &m, 3e-3f);
+        retrlm_lm_train_state_init(&st, 11);
+        memset(&nc, 0, sizeof nc);
+        nc.train = s, nc.n_train = 30 * 2 * T, nc.mask_id = MASK, nc.steps = 1;
+        nc.max_span = 1, nc.mask_ratio = 1.0f / T; // one token a block
+        nc.no_token_loss = k == 0;
+        nc.losses = &loss[k], nc.hits = &hits[k];
+        CHECK_OK(retrlm_npm_train(&m, &o, &nc, &st));
+        retrlm_adamw_free(&o), retrlm_model_free(&m);
+    }
+    printf("NPM token term: first step's loss %.4f with spans alone, %.4f with the token term\n", (double)loss[0],
+           (double)loss[1]);
+    CHECK(loss[0] > 0.0f);
+    CHECK(fabsf(loss[1] - 1.5f * loss[0]) <= 1e-5f * loss[0]);
+    CHECK(hits[0] == hits[1]);
+    free(s);
 }
 
 // the same weights after 20 steps at 1 and 2 threads, with consecutive blocks (no batches)
@@ -315,6 +350,7 @@ static void test_npm_fill_bad_input(void) {
 int main(void) {
     RUN(test_npm_learns_to_find_copies);
     RUN(test_npm_threads);
+    RUN(test_npm_token_term);
     RUN(test_npm_parametric);
     RUN(test_npm_bad_input);
     RUN(test_npm_fill_bad_input);
