@@ -523,9 +523,10 @@ typedef struct retrlm_npm_train_config {
    round(mask_ratio seq_len) tokens are masked (and at most 4 seq_len tries), a length
    l = min(max_span, 1 + number of failures before a success of probability span_p) and a start
    rng_below(seq_len - l + 1); a span that would touch a masked token or one next to it is
-   dropped. Then both passes, retrlm_npm_loss, backward through both (one set of weights) and an
-   AdamW update; a step whose spans have no copy (nothing counted) makes no update. state->
-   last_loss the step's loss. Same results for any number of threads. ERR_ARG on a causal model,
+   dropped. Then both passes, retrlm_npm_loss (for the spans, then for the token term),
+   backward through both (one set of weights) and an AdamW update; a step where nothing is
+   counted (no span has a copy, no masked token a token of its id in another block) makes no
+   update. state->last_loss the step's loss. Same results for any number of threads. ERR_ARG on a causal model,
    bad sizes or settings, a block outside the stream, a token outside the vocabulary. */
 RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
                                           const retrlm_npm_train_config *cfg,
