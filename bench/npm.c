@@ -3,19 +3,24 @@
 // test split.
 //   make bench-npm                         default sizes
 //   build/bench/npm [steps] [train_bytes] [max_items] [out_dir]
+// RETRLM_NPM_BATCHES=bm25 trains both encoders on TRIME_ext's BM25 groups of blocks instead
+// (retrlm_trime_bm25_batches; files named -bm25).
 // Data: ../shared/data/debpkg_lm (RETRLM_DATA overrides ../shared/data). The first train_bytes
 // (default 4,000,000, cut at a line end) of train.txt are the training text and NPM's phrase
 // index. The tokenizer is byte-level BPE of 4,096 tokens trained on them; the encoders read one
 // more id, the mask (4,096). Both encoders: 128 wide, 4 layers, 4 heads, blocks of 128 tokens,
 // 16 a batch (consecutive blocks of the text: debpkg_lm is sorted by package name, so
 // neighbouring blocks describe sibling packages, and a span's copy is often in the batch),
-// spans of 15% (geometric lengths, p 0.5, at most 5), AdamW lr 2e-3, the same seed and draws.
+// spans of 15% (geometric lengths, p 0.5, at most 5; NPM: start, end and token-level terms),
+// AdamW lr 2e-3, the same seed and draws.
 // The cloze set, deterministic: for each test document (a line), the first word (ASCII letters,
 // at least 4, after a space, before a non-letter) that occurs 2 to 20 times in the training
 // text; its tokens (the word with its space, encoded apart from what is before and after) are
 // masked, and the context is at most 128 tokens around them. A prediction is right when it
 // decodes to exactly the word with its space.
 //   NPM: retrlm_npm_fill from a flat phrase index of every training token (k 32).
+//   NPM restricted to BM25: NPM's BM25-restricted search, the fill from a phrase index of the
+//     tokens of BM25's 10 best training documents alone (each document encoded apart).
 //   parametric: the masked LM's most probable token at each masked position (not the mask).
 //   BM25: the 10 best training documents for the document without the word; the word that
 //     follows the masked word's left neighbour in the first of them that has it.
@@ -152,7 +157,7 @@ typedef struct item {
     int bucket;                  // the document's overlap with train: 1 none, 2 (0, 0.5], 3 (0.5, 1]
 } item;
 
-enum { BUCKETS = 4 };
+enum { BUCKETS = 4, SYSTEMS = 4 };
 static const char *bucket_name[BUCKETS] = {"all", "0", "(0,0.5]", "(0.5,1]"};
 static const char *bucket_key[BUCKETS] = {"all", "o0", "o50", "o100"};
 
@@ -240,24 +245,32 @@ static int decodes_to(const retrlm_tokenizer *tok, const int *ids, int len, cons
     return n == strlen(word) && !memcmp(b, word, n);
 }
 
-// BM25's guess: the word after the masked word's left neighbour, in the best of 10 documents
-static int bm25_right(const retrlm_bm25 *bm, const item *it, char *const *line, const size_t *line_len) {
+// the 10 best training documents (lines) by BM25 for the item's document without its word,
+// into ids; returns how many
+static int bm25_docs(const retrlm_bm25 *bm, const item *it, int64_t *ids) {
     char q[8192];
-    size_t a = it->at, e = it->at, qn = 0;
-    const char *left;
-    int64_t ids[10];
-    int found, d, left_len;
+    size_t a = it->at, e = it->at, qn;
+    int found;
     while (e < it->doc_len && isalpha((unsigned char)it->doc[e])) e++;
-    // the query: the document without the word
     if (a + (it->doc_len - e) >= sizeof q) return 0;
     memcpy(q, it->doc, a), qn = a;
     memcpy(q + qn, it->doc + e, it->doc_len - e), qn += it->doc_len - e;
+    if (retrlm_bm25_search(bm, q, qn, 10, 0, ids, NULL, &found)) die("bm25 search");
+    return found;
+}
+
+// BM25's guess: the word after the masked word's left neighbour, in the best of 10 documents
+static int bm25_right(const retrlm_bm25 *bm, const item *it, char *const *line, const size_t *line_len) {
+    size_t a = it->at;
+    const char *left;
+    int64_t ids[10];
+    int found, d, left_len;
     // the left neighbour: the letters run before the space before the word
     if (a < 2 || !isalpha((unsigned char)it->doc[a - 2])) return 0;
     left = it->doc + a - 2;
     while (left > it->doc && isalpha((unsigned char)left[-1])) left--;
     left_len = (int)(it->doc + a - 1 - left);
-    if (retrlm_bm25_search(bm, q, qn, 10, 0, ids, NULL, &found)) die("bm25 search");
+    found = bm25_docs(bm, it, ids);
     for (d = 0; d < found; d++) {
         const char *t = line[ids[d]], *end = t + line_len[ids[d]], *p;
         for (p = t; p + left_len + 2 <= end; p++) {
@@ -276,6 +289,30 @@ static int bm25_right(const retrlm_bm25 *bm, const item *it, char *const *line, 
     return 0;
 }
 
+// NPM with its search restricted to BM25's 10 best documents (NPM's BM25-restricted search):
+// a phrase index of those documents' tokens alone (each document encoded apart, its blocks its
+// own), then the same fill; got (len) the phrase, -1s when nothing was proposed
+static void npm_restricted(retrlm_model *npm, const retrlm_tokenizer *tok, const retrlm_bm25 *bm, const item *it,
+                           char *const *line, const size_t *line_len, const char *text_end, int *got) {
+    static int ids[1 << 16];
+    int64_t docs[10];
+    size_t n = 0, k;
+    int found = bm25_docs(bm, it, docs), d, i;
+    retrlm_npm_index x;
+    for (i = 0; i < it->len; i++) got[i] = -1;
+    for (d = 0; d < found; d++) {
+        // each document with its line end, as the training stream holds it
+        const char *t = line[docs[d]];
+        const size_t len = line_len[docs[d]] + (t + line_len[docs[d]] < text_end);
+        if (retrlm_tokenizer_encode(tok, t, len, 0, ids + n, sizeof ids / sizeof ids[0] - n, &k)) break;
+        n += k;
+    }
+    if (!n) return;
+    if (retrlm_npm_index_build(&x, npm, ids, n, SEQ, NULL)) die("npm restricted index");
+    if (retrlm_npm_fill(npm, &x, it->ids, it->n, it->start, it->len, MASK, K, 1.0f, got, NULL)) die("npm fill");
+    retrlm_npm_index_free(&x);
+}
+
 int main(int argc, char **argv) {
     int steps = argc > 1 ? atoi(argv[1]) : 800;
     size_t train_bytes = argc > 2 ? (size_t)atoll(argv[2]) : 4000000;
@@ -287,8 +324,8 @@ int main(int argc, char **argv) {
     size_t train_len, test_len, n_train, nw, *line_len, n_lines = 0, i;
     int64_t *batches = NULL, n_batches = 0;
     const int bm25_batching = getenv("RETRLM_NPM_BATCHES") && !strcmp(getenv("RETRLM_NPM_BATCHES"), "bm25");
-    int *train_ids, n_items = 0, right[3][BUCKETS], total[BUCKETS], *bucket, r, b;
-    double secs[2], t0, fill_secs;
+    int *train_ids, n_items = 0, right[SYSTEMS][BUCKETS], total[BUCKETS], *bucket, r, b;
+    double secs[2], t0, fill_secs[2];
     word *w;
     item *items;
     retrlm_tokenizer tok;
@@ -361,6 +398,22 @@ int main(int argc, char **argv) {
     memset(right, 0, sizeof right), memset(total, 0, sizeof total);
     for (i = 0; i < (size_t)n_items; i++) total[0]++, total[items[i].bucket]++;
     fprintf(stderr, "  cloze: %d items\n", n_items);
+    // BM25 over the training documents (lines): a baseline, and NPM's restricted search
+    {
+        const char *p = train_text, *end = train_text + train_len;
+        line = (char **)malloc(sizeof(char *) * (train_len / 8 + 2));
+        line_len = (size_t *)malloc(sizeof(size_t) * (train_len / 8 + 2));
+        if (retrlm_bm25_init(&bm, NULL)) die("bm25");
+        while (p < end) {
+            const char *nl = (const char *)memchr(p, '\n', (size_t)(end - p));
+            size_t len = (size_t)((nl ? nl : end) - p);
+            line[n_lines] = (char *)p, line_len[n_lines] = len;
+            if (retrlm_bm25_add(&bm, (int64_t)n_lines, p, len)) die("bm25 add");
+            n_lines++;
+            p = nl ? nl + 1 : end;
+        }
+        if (retrlm_bm25_commit(&bm)) die("bm25 commit");
+    }
     // NPM: the phrase index of the training tokens, then each span filled
     {
         retrlm_index_config ic;
@@ -376,7 +429,15 @@ int main(int argc, char **argv) {
             die("npm fill");
         if (decodes_to(&tok, got, items[i].len, items[i].word)) right[0][0]++, right[0][items[i].bucket]++;
     }
-    fill_secs = retrlm_time_seconds() - t0;
+    fill_secs[0] = retrlm_time_seconds() - t0;
+    // NPM restricted to BM25's 10 best documents
+    t0 = retrlm_time_seconds();
+    for (i = 0; i < (size_t)n_items; i++) {
+        int got[8];
+        npm_restricted(&npm, &tok, &bm, &items[i], line, line_len, train_text + train_len, got);
+        if (decodes_to(&tok, got, items[i].len, items[i].word)) right[1][0]++, right[1][items[i].bucket]++;
+    }
+    fill_secs[1] = retrlm_time_seconds() - t0;
     // parametric: each masked position's most probable token
     for (i = 0; i < (size_t)n_items; i++) {
         int got[8], j, v;
@@ -387,46 +448,33 @@ int main(int argc, char **argv) {
             for (v = 1; v < VOCAB; v++)
                 if (l[v] > l[got[j]]) got[j] = v;
         }
-        if (decodes_to(&tok, got, items[i].len, items[i].word)) right[1][0]++, right[1][items[i].bucket]++;
+        if (decodes_to(&tok, got, items[i].len, items[i].word)) right[2][0]++, right[2][items[i].bucket]++;
     }
-    // BM25 over the training documents (lines)
-    {
-        const char *p = train_text, *end = train_text + train_len;
-        line = (char **)malloc(sizeof(char *) * (train_len / 8 + 2));
-        line_len = (size_t *)malloc(sizeof(size_t) * (train_len / 8 + 2));
-        if (retrlm_bm25_init(&bm, NULL)) die("bm25");
-        while (p < end) {
-            const char *nl = (const char *)memchr(p, '\n', (size_t)(end - p));
-            size_t len = (size_t)((nl ? nl : end) - p);
-            line[n_lines] = (char *)p, line_len[n_lines] = len;
-            if (retrlm_bm25_add(&bm, (int64_t)n_lines, p, len)) die("bm25 add");
-            n_lines++;
-            p = nl ? nl + 1 : end;
-        }
-        if (retrlm_bm25_commit(&bm)) die("bm25 commit");
-        for (i = 0; i < (size_t)n_items; i++)
-            if (bm25_right(&bm, &items[i], line, line_len)) right[2][0]++, right[2][items[i].bucket]++;
-    }
+    for (i = 0; i < (size_t)n_items; i++)
+        if (bm25_right(&bm, &items[i], line, line_len)) right[3][0]++, right[3][items[i].bucket]++;
     printf("\ndebpkg_lm cloze: %d test documents' first word seen 2-20 times in the %lu training tokens, exact match "
            "by the document's overlap with train\n", n_items, (unsigned long)n_train);
     printf("| system | trained on |");
     for (b = 0; b < BUCKETS; b++) printf(" %s (%d items) |", bucket_name[b], total[b]);
     printf("\n|---|---|---:|---:|---:|---:|\n");
-    for (r = 0; r < 3; r++) {
-        static const char *name[3] = {"NPM (phrase index of the training tokens, k 32)",
-                                      "parametric masked LM, same encoder",
-                                      "BM25 (the word after its left neighbour in the best of 10 training documents)"};
-        if (r < 2) printf("| %s | %d steps of %d x %d |", name[r], steps, BATCH, SEQ);
+    for (r = 0; r < SYSTEMS; r++) {
+        static const char *name[SYSTEMS] = {
+            "NPM (phrase index of the training tokens, k 32)",
+            "NPM restricted to BM25's 10 best training documents (their tokens' phrase index, k 32)",
+            "parametric masked LM, same encoder",
+            "BM25 (the word after its left neighbour in the best of 10 training documents)"};
+        if (r < 3) printf("| %s | %d steps of %d x %d |", name[r], steps, BATCH, SEQ);
         else printf("| %s | |", name[r]);
         for (b = 0; b < BUCKETS; b++) printf(" %.3f |", total[b] ? (double)right[r][b] / total[b] : 0.0);
         printf("\n");
     }
-    printf("training wall s (0: reused): NPM %.0f, parametric %.0f; NPM fill %.1f ms an item\n\n", secs[0], secs[1],
-           1000.0 * fill_secs / (n_items ? n_items : 1));
+    printf("training wall s (0: reused): NPM %.0f, parametric %.0f; NPM fill %.1f ms an item, restricted %.1f\n\n",
+           secs[0], secs[1], 1000.0 * fill_secs[0] / (n_items ? n_items : 1),
+           1000.0 * fill_secs[1] / (n_items ? n_items : 1));
     printf("npm.items=%d\n", n_items);
     for (b = 0; b < BUCKETS; b++) printf("npm.items_%s=%d\n", bucket_key[b], total[b]);
-    for (r = 0; r < 3; r++) {
-        static const char *key[3] = {"npm", "parametric", "bm25"};
+    for (r = 0; r < SYSTEMS; r++) {
+        static const char *key[SYSTEMS] = {"npm", "npm_bm25", "parametric", "bm25"};
         for (b = 0; b < BUCKETS; b++)
             printf("npm.%s.em%s%s=%.4f\n", key[r], b ? "_" : "", b ? bucket_key[b] : "",
                    total[b] ? (double)right[r][b] / total[b] : 0.0);
