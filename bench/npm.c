@@ -227,7 +227,7 @@ static int make_item(item *it, const retrlm_tokenizer *tok, const word *w, size_
     if (s1 - s0 > 5 || s1 - s0 >= SEQ) return 0; // longer than any span the encoders trained on
     from = s0 > SEQ / 2 ? s0 - SEQ / 2 : 0;
     if (from + SEQ > n) from = n > SEQ ? n - SEQ : 0;
-    it->n = (int)(n - from < SEQ ? n - from : SEQ);
+    it->n = (int)(n - from < (size_t)SEQ ? n - from : (size_t)SEQ);
     memcpy(it->ids, buf + from, (size_t)it->n * sizeof(int));
     it->start = (int)(s0 - from), it->len = (int)(s1 - s0);
     for (i = 0; i < (size_t)it->len; i++) it->ids[it->start + (int)i] = MASK;
