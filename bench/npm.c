@@ -26,7 +26,7 @@
 //     follows the masked word's left neighbour in the first of them that has it.
 // Items are counted by their document's overlap with train (overlap_test.tsv: the share of its
 // word 8-grams found in train; 0, (0, 0.5], (0.5, 1]), where a retriever has something to copy.
-// Prints a table, then name=value lines. Artifacts (tokenizer, models) in out_dir (default
+// Prints a table and the probe (below), then name=value lines. Artifacts (tokenizer, models) in out_dir (default
 // build/npm-debpkg_lm) are reused by the next run.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
@@ -313,6 +313,40 @@ static void npm_restricted(retrlm_model *npm, const retrlm_tokenizer *tok, const
     retrlm_npm_index_free(&x);
 }
 
+// The probe: can the encoder find a span in an index that holds it? 200 spans (1-3 tokens, at
+// least 10 from a block's ends) of blocks of the first n (<= 200,000) training tokens, each
+// masked in its block and filled from the phrase index of those n tokens, which holds the
+// span's own unmasked tokens. Prints the share filled exactly and the share whose start query
+// ranks the span's own first token first, and in its 32 best, into r[0..2]; returns n.
+static size_t probe(retrlm_model *npm, const int *ids, size_t n, double *r) {
+    retrlm_npm_index x;
+    retrlm_rng rng;
+    float *q = (float *)malloc((size_t)DIM * sizeof(float));
+    int k, right = 0, first = 0, in_k = 0, seq[SEQ];
+    if (n > 200000) n = 200000;
+    if (retrlm_npm_index_build(&x, npm, ids, n, SEQ, NULL)) die("probe index");
+    retrlm_rng_seed(&rng, 7);
+    for (k = 0; k < 200; k++) {
+        const size_t at = (size_t)retrlm_rng_below(&rng, n / SEQ - 1) * SEQ;
+        const int s0 = 10 + (int)retrlm_rng_below(&rng, SEQ - 20), l = 1 + (int)retrlm_rng_below(&rng, 3);
+        int got[3], j;
+        int64_t hit[32];
+        memcpy(seq, ids + at, sizeof seq);
+        for (j = 0; j < l; j++) seq[s0 + j] = MASK;
+        if (retrlm_npm_fill(npm, &x, seq, SEQ, s0, l, MASK, K, 1.0f, got, NULL)) die("probe fill");
+        right += !memcmp(got, ids + at + (size_t)s0, (size_t)l * sizeof(int));
+        if (retrlm_model_forward(npm, seq, 1, SEQ, NULL, RETRLM_FORWARD_NO_LOGITS)) die("probe forward");
+        memcpy(q, npm->hidden + (size_t)s0 * DIM, (size_t)DIM * sizeof(float));
+        if (retrlm_index_search(&x.index, q, 1, DIM, 32, NULL, hit, NULL)) die("probe search");
+        first += hit[0] == (int64_t)(at + (size_t)s0);
+        for (j = 0; j < 32; j++) in_k += hit[j] == (int64_t)(at + (size_t)s0);
+    }
+    r[0] = right / 200.0, r[1] = first / 200.0, r[2] = in_k / 200.0;
+    retrlm_npm_index_free(&x);
+    free(q);
+    return n;
+}
+
 int main(int argc, char **argv) {
     int steps = argc > 1 ? atoi(argv[1]) : 800;
     size_t train_bytes = argc > 2 ? (size_t)atoll(argv[2]) : 4000000;
@@ -325,7 +359,8 @@ int main(int argc, char **argv) {
     int64_t *batches = NULL, n_batches = 0;
     const int bm25_batching = getenv("RETRLM_NPM_BATCHES") && !strcmp(getenv("RETRLM_NPM_BATCHES"), "bm25");
     int *train_ids, n_items = 0, right[SYSTEMS][BUCKETS], total[BUCKETS], *bucket, r, b;
-    double secs[2], t0, fill_secs[2];
+    double secs[2], t0, fill_secs[2], pr[3];
+    size_t n_probe;
     word *w;
     item *items;
     retrlm_tokenizer tok;
@@ -468,9 +503,12 @@ int main(int argc, char **argv) {
         for (b = 0; b < BUCKETS; b++) printf(" %.3f |", total[b] ? (double)right[r][b] / total[b] : 0.0);
         printf("\n");
     }
-    printf("training wall s (0: reused): NPM %.0f, parametric %.0f; NPM fill %.1f ms an item, restricted %.1f\n\n",
+    printf("training wall s (0: reused): NPM %.0f, parametric %.0f; NPM fill %.1f ms an item, restricted %.1f\n",
            secs[0], secs[1], 1000.0 * fill_secs[0] / (n_items ? n_items : 1),
            1000.0 * fill_secs[1] / (n_items ? n_items : 1));
+    n_probe = probe(&npm, train_ids, n_train, pr);
+    printf("probe (200 spans of the first %lu training tokens, filled from their own phrase index): exactly %.3f, "
+           "own start ranked first %.3f, in the 32 best %.3f\n\n", (unsigned long)n_probe, pr[0], pr[1], pr[2]);
     printf("npm.items=%d\n", n_items);
     for (b = 0; b < BUCKETS; b++) printf("npm.items_%s=%d\n", bucket_key[b], total[b]);
     for (r = 0; r < SYSTEMS; r++) {
@@ -479,6 +517,7 @@ int main(int argc, char **argv) {
             printf("npm.%s.em%s%s=%.4f\n", key[r], b ? "_" : "", b ? bucket_key[b] : "",
                    total[b] ? (double)right[r][b] / total[b] : 0.0);
     }
+    printf("npm.probe.em=%.4f\nnpm.probe.top1=%.4f\nnpm.probe.top32=%.4f\n", pr[0], pr[1], pr[2]);
     retrlm_bm25_free(&bm);
     retrlm_npm_index_free(&x);
     retrlm_model_free(&npm);
