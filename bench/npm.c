@@ -26,8 +26,8 @@
 //     follows the masked word's left neighbour in the first of them that has it.
 // Items are counted by their document's overlap with train (overlap_test.tsv: the share of its
 // word 8-grams found in train; 0, (0, 0.5], (0.5, 1]), where a retriever has something to copy.
-// Prints a table and the probe (below), then name=value lines. Artifacts (tokenizer, models) in out_dir (default
-// build/npm-debpkg_lm) are reused by the next run.
+// Prints a table and the probe (below), then name=value lines. Artifacts (tokenizer, models)
+// in out_dir (default build/npm-debpkg_lm) are reused by the next run.
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "machine.h"
