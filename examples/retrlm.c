@@ -1010,10 +1010,75 @@ static int cmd_npm_train(const cli_cmd *self, int argc, char **argv, cli_state *
 }
 
 // NPM: a masked span of a text filled by retrieval from a corpus's phrase index
+// npm-fill --bm25-docs: the corpus (s->text[0]) becomes the n lines BM25 ranks best for the
+// text without its mark (at, mark's length), each with its line end, in rank order; their
+// tokens replace the corpus's. 0, or 1 after saying why.
+static int npm_bm25_lines(cli_state *s, const char *text, const char *at, const char *mark, int n) {
+    cli_text *c = &s->text[0];
+    const size_t ml = strlen(mark);
+    char *q = (char *)malloc(strlen(text) + 1), *p, *end = c->bytes + c->len, *kept = NULL;
+    size_t n_lines = 0, *off = NULL, *len = NULL, cap = 0, kl = 0;
+    int64_t *hits = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+    retrlm_bm25 bm;
+    retrlm_result r;
+    int found = 0, d, rc = 1;
+    memset(&bm, 0, sizeof bm);
+    if (!q || !hits) goto oom;
+    memcpy(q, text, (size_t)(at - text)); // the text without its mark
+    strcpy(q + (at - text), at + ml);
+    if ((r = retrlm_bm25_init(&bm, NULL))) {
+        rc = fail(r, "bm25");
+        goto done;
+    }
+    for (p = c->bytes; p < end; n_lines++) { // each line a document, its id its number
+        char *nl = (char *)memchr(p, '\n', (size_t)(end - p));
+        size_t l = (size_t)((nl ? nl : end) - p);
+        if (n_lines == cap) {
+            size_t *o2 = (size_t *)realloc(off, (cap = cap ? 2 * cap : 1024) * sizeof(size_t)), *l2;
+            if (o2) off = o2;
+            l2 = o2 ? (size_t *)realloc(len, cap * sizeof(size_t)) : NULL;
+            if (!l2) goto oom;
+            len = l2;
+        }
+        off[n_lines] = (size_t)(p - c->bytes), len[n_lines] = l + (nl != NULL);
+        if ((r = retrlm_bm25_add(&bm, (int64_t)n_lines, p, l))) {
+            rc = fail(r, "bm25");
+            goto done;
+        }
+        p = nl ? nl + 1 : end;
+    }
+    if ((r = retrlm_bm25_commit(&bm)) || (r = retrlm_bm25_search(&bm, q, strlen(q), n, 0, hits, NULL, &found))) {
+        rc = fail(r, "bm25");
+        goto done;
+    }
+    if (!found) {
+        rc = refuse(s, "BM25 finds no line of the corpus that shares a word with the text: nothing to fill from");
+        goto done;
+    }
+    for (d = 0; d < found; d++) kl += len[hits[d]];
+    if (!(kept = (char *)malloc(kl + 1))) goto oom;
+    for (kl = 0, d = 0; d < found; d++) memcpy(kept + kl, c->bytes + off[hits[d]], len[hits[d]]), kl += len[hits[d]];
+    kept[kl] = '\0';
+    fprintf(stderr, "retrlm: BM25's %d best lines of %lu: %lu bytes to index\n", found, (unsigned long)n_lines,
+            (unsigned long)kl);
+    free(c->bytes), retrlm_free(c->ids);
+    memset(c, 0, sizeof *c);
+    c->bytes = kept, c->len = kl, kept = NULL;
+    if (!(c->ids = encode_text(&s->tok, c->bytes, c->len, 0, &c->n))) goto done;
+    rc = 0;
+    goto done;
+oom:
+    rc = say("out of memory");
+done:
+    retrlm_bm25_free(&bm);
+    free(q), free(hits), free(off), free(len), free(kept);
+    return rc;
+}
+
 static int cmd_npm_fill(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *corpus = NULL, *index = NULL, *index_out = NULL;
     const char *mark = "<mask>";
-    int span = 1, k = 32, sq8 = 0, n, i, mask, *seq = NULL, got[64], *left = NULL, *right = NULL;
+    int span = 1, k = 32, sq8 = 0, bm25_docs = 0, n, i, mask, *seq = NULL, got[64], *left = NULL, *right = NULL;
     size_t nl = 0, nr = 0, len = 0;
     float temp = 1.0f, prob = 0.0f;
     char *text, *at, *out_text = NULL;
@@ -1028,6 +1093,8 @@ static int cmd_npm_fill(const cli_cmd *self, int argc, char **argv, cli_state *s
         {"--index", "FILE", OPT_STR, &index, 0, 0, "a phrase index saved before (--index-out) instead of --corpus"},
         {"--index-out", "FILE", OPT_STR, &index_out, 0, 0, "--corpus: save its phrase index here"},
         {"--sq8", NULL, OPT_FLAG, &sq8, 0, 0, "--corpus: 8 bits a dimension"},
+        {"--bm25-docs", "N", OPT_INT, &bm25_docs, 1, 1000, "--corpus: index only the N lines BM25 ranks best for the "
+         "text (NPM's BM25-restricted search)"},
         {"--span", "N", OPT_INT, &span, 1, 64, "tokens to fill where the text says <mask>"},
         {"--k", "N", OPT_INT, &k, 1, 4096, "hits for the span's start and for its end"},
         {"--npm-temp", "X", OPT_FLOAT, &temp, 1e-6, 1e6, "scores q . m / (sqrt(dim) X)"},
@@ -1036,6 +1103,7 @@ static int cmd_npm_fill(const cli_cmd *self, int argc, char **argv, cli_state *s
     if (n < 1) return bad_usage(self, "the text with one <mask>, as arguments");
     if (!corpus == !index) return bad_usage(self, "one of --corpus FILE and --index FILE");
     if (index_out && !corpus) return bad_usage(self, "--index-out saves the index of --corpus");
+    if (bm25_docs && !corpus) return bad_usage(self, "--bm25-docs chooses lines of --corpus");
     for (i = 1; i <= n; i++) len += strlen(argv[i]) + 1;
     if (!(text = (char *)malloc(len + 1))) return say("out of memory");
     text[0] = '\0';
@@ -1068,6 +1136,7 @@ static int cmd_npm_fill(const cli_cmd *self, int argc, char **argv, cli_state *s
             rc = refuse(s, "--corpus %s is empty: no phrases to fill with", corpus);
             goto done;
         }
+        if (bm25_docs && npm_bm25_lines(s, text, at, mark, bm25_docs)) goto done;
         memset(&ic, 0, sizeof ic);
         ic.storage = sq8 ? RETRLM_STORAGE_SQ8 : RETRLM_STORAGE_F32;
         ic.progress = progress_fn, ic.progress_user = &s->prog;

@@ -444,6 +444,15 @@ has "npm-fill: a phrase and its probability" "^[^	]+	[0-9.]+$"
 keep "npm-fill --index" "$out/npm-fill2.txt" "$R" npm-fill -m "$out/npm.rlm" $T --index "$out/npm-index.rlm" --span 2 \
     "Then Rabshakeh <mask> and cried"
 same "npm-fill --index: the same phrase as from the corpus" "$out/npm-fill.txt" "$out/npm-fill2.txt"
+run "npm-fill --bm25-docs" "$R" npm-fill -m "$out/npm.rlm" $T --corpus "$out/test.txt" --bm25-docs 2 --span 2 \
+    "Then Rabshakeh <mask> and cried"
+has "npm-fill --bm25-docs: BM25's 2 best lines indexed" \
+    "BM25's 2 best lines of [0-9]+: [0-9]+ bytes to index"
+has "npm-fill --bm25-docs: a phrase and its probability" "^[^	]+	[0-9.]+$"
+usage "npm-fill --bm25-docs with --index" "$R" npm-fill -m "$out/npm.rlm" $T --index "$out/npm-index.rlm" --bm25-docs 2 \
+    "a <mask> b"
+bad "npm-fill --bm25-docs: no line shares a word" "$R" npm-fill -m "$out/npm.rlm" $T --corpus "$out/test.txt" \
+    --bm25-docs 2 "qqqzzz <mask> xxyyzz"
 usage "npm-fill without <mask>" "$R" npm-fill -m "$out/npm.rlm" $T --index "$out/npm-index.rlm" Then Rabshakeh
 usage "npm-fill with two <mask>" "$R" npm-fill -m "$out/npm.rlm" $T --index "$out/npm-index.rlm" "<mask> and <mask>"
 usage "npm-fill with --corpus and --index" "$R" npm-fill -m "$out/npm.rlm" $T --index "$out/npm-index.rlm" \
