@@ -131,7 +131,8 @@ static retrlm_result retrlm__ralm_score(retrlm_model *m, const retrlm_datastore 
             retrlm__ralm_job *jb = &jobs[j + r];
             const retrlm__ralm_block *b = &blocks[jb->block];
             int n_pred = (int)(b->end - b->start), p;
-            size_t lo = tc && b->ctx > tc->cache ? b->ctx - tc->cache : 0, hi = tc && tc->cache ? b->ctx : 0;
+            // the long memory: the cache tokens before the window, [lo, hi); none without a cache
+            size_t hi = tc && tc->cache ? b->ctx : 0, lo = tc && hi > tc->cache ? hi - tc->cache : 0;
             // the predicted tokens are the last n_pred of the sequence: token at sequence index
             // q is predicted by the logits (and the kNN key) at q - 1
             for (p = 0; p < n_pred; p++) {

@@ -40,7 +40,9 @@ static double sim_of(const float *a, const float *b, int D, int sim, double temp
 
 // TRIME's mean loss in double from the last forward of m: every position with a target is a
 // memory entry labelled with it
-static double ref_loss(const retrlm_model *m, const int *tgt, const retrlm_trime_params *p) {
+// the sum of -log p over the positions i with i % T >= first and tgt[i] >= 0 (every entry with
+// a target in the memory), *cnt how many
+static double ref_sum(const retrlm_model *m, const int *tgt, const retrlm_trime_params *p, int first, int *count) {
     const int V = m->config.vocab_size, D = m->config.dim, N = m->B * m->T, T = m->T;
     const float *K = retrlm_model_ffn_input(m, m->config.n_layers - 1);
     const double temp = p->temperature > 0.0f ? p->temperature : 1.0;
@@ -49,7 +51,7 @@ static double ref_loss(const retrlm_model *m, const int *tgt, const retrlm_trime
     for (i = 0; i < N; i++) {
         const float *z = m->logits + (size_t)i * V;
         double zs = 0.0, ns = 0.0;
-        if (tgt[i] < 0) continue;
+        if (tgt[i] < 0 || i % T < first) continue;
         for (v = 0; v < V; v++) zs += exp(z[v]);
         ns = exp(z[tgt[i]]);
         for (j = 0; j < N; j++) {
@@ -62,6 +64,13 @@ static double ref_loss(const retrlm_model *m, const int *tgt, const retrlm_trime
         total += log(zs) - log(ns);
         cnt++;
     }
+    *count = cnt;
+    return total;
+}
+
+static double ref_loss(const retrlm_model *m, const int *tgt, const retrlm_trime_params *p) {
+    int cnt;
+    const double total = ref_sum(m, tgt, p, 0, &cnt);
     return total / cnt;
 }
 
@@ -685,6 +694,44 @@ static void test_trime_inference_local(void) {
     free(s);
 }
 
+// A stream of several windows (stride S, C tokens of context before each), read with the local
+// memory and no cache: each window's scored tokens get what training's local loss gives them
+// on that window alone, whose memory is every earlier position of the window, its context
+// included. (The memory of a window with context once lost its first positions: ctx of them.)
+static void test_trime_inference_windows(void) {
+    enum { V = 32, D = 16, T = 16, S = 6, C = T - S, N = 5 * S + 1 };
+    retrlm_model_config cfg;
+    retrlm_model m;
+    retrlm_ralm_config rc;
+    retrlm_trime_params p;
+    int *s = random_stream(N, V, 77), tgt[T], w, i, cnt;
+    float nats[N];
+    double bpb;
+    small_config(&cfg, V, D, T, 2);
+    CHECK_OK(retrlm_model_init(&m, &cfg));
+    memset(&p, 0, sizeof p);
+    p.sim = RETRLM_TRIME_DOT;
+    memset(&rc, 0, sizeof rc);
+    rc.stride = S;
+    rc.context_tokens = C;
+    rc.trime = &p;
+    CHECK_OK(retrlm_ralm_bits_per_byte(&m, NULL, NULL, s, N, 100, &rc, &bpb, nats));
+    for (w = 0; w < 5; w++) { // window w scores tokens [1 + w S, 1 + (w + 1) S) after its context
+        const int start = 1 + w * S, ctx = start > C ? start - C : 0, len = start + S - ctx; // inputs [ctx, start + S - 1)
+        double got = 0.0, want;
+        for (i = 0; i < len - 1; i++) tgt[i] = s[ctx + i + 1];
+        CHECK_OK(retrlm_model_forward(&m, s + ctx, 1, len - 1, NULL, 0));
+        want = ref_sum(&m, tgt, &p, start - 1 - ctx, &cnt);
+        for (i = start; i < start + S; i++) got += nats[i];
+        CHECK(cnt == S);
+        CHECK(fabs(got - want) < 1e-4 * fabs(want));
+        if (w == 4) printf("  window 5 (context %d tokens) at inference: %.6f nats, training's loss %.6f\n", start - ctx,
+                           got, want);
+    }
+    retrlm_model_free(&m);
+    free(s);
+}
+
 // TRIME's long memory at inference equals training's LONG loss: windows of T tokens that overlap
 // by one (stride T - 1, one token of context) are the batch's consecutive segments, and the
 // cache holds the earlier segments' keys as their own forward made them
@@ -743,6 +790,7 @@ int main(void) {
     RUN(test_trime_bad_input);
     RUN(test_trime_bm25_batches);
     RUN(test_trime_inference_local);
+    RUN(test_trime_inference_windows);
     RUN(test_trime_inference_long);
     RUN(test_trime_learns_to_copy);
     RUN(test_trime_ext_learns_to_copy);
