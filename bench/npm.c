@@ -1,7 +1,7 @@
 // bench/npm - NPM (strategy 4, a nonparametric masked LM) against a parametric masked LM of the
 // same encoder and training tokens, and against BM25, on a cloze set built from debpkg_lm's
 // test split.
-//   make bench-npm                         default sizes
+//   make bench-npm                         default sizes (3,000 steps)
 //   build/bench/npm [steps] [train_bytes] [max_items] [out_dir]
 // RETRLM_NPM_BATCHES=bm25 trains both encoders on TRIME_ext's BM25 groups of blocks instead
 // (retrlm_trime_bm25_batches; files named -bm25).
@@ -348,7 +348,7 @@ static size_t probe(retrlm_model *npm, const int *ids, size_t n, double *r) {
 }
 
 int main(int argc, char **argv) {
-    int steps = argc > 1 ? atoi(argv[1]) : 800;
+    int steps = argc > 1 ? atoi(argv[1]) : 3000;
     size_t train_bytes = argc > 2 ? (size_t)atoll(argv[2]) : 4000000;
     int max_items = argc > 3 ? atoi(argv[3]) : 1000;
     const char *out = argc > 4 ? argv[4] : "build/npm-debpkg_lm";
