@@ -526,8 +526,9 @@ typedef struct retrlm_npm_train_config {
    dropped. Then both passes, retrlm_npm_loss (for the spans, then for the token term),
    backward through both (one set of weights) and an AdamW update; a step where nothing is
    counted (no span has a copy, no masked token a token of its id in another block) makes no
-   update. state->last_loss the step's loss. Same results for any number of threads. ERR_ARG on a causal model,
-   bad sizes or settings, a block outside the stream, a token outside the vocabulary. */
+   update. state->last_loss the step's loss. Same results for any number of threads. ERR_ARG
+   on a causal model, bad sizes or settings, a block outside the stream, a token outside the
+   vocabulary. */
 RETRLM_API retrlm_result retrlm_npm_train(retrlm_model *m, retrlm_adamw *opt,
                                           const retrlm_npm_train_config *cfg,
                                           retrlm_lm_train_state *state);
