@@ -316,8 +316,8 @@ static void npm_restricted(retrlm_model *npm, const retrlm_tokenizer *tok, const
 // The probe: can the encoder find a span in an index that holds it? 200 spans (1-3 tokens, at
 // least 10 from a block's ends) of blocks of the first n (<= 200,000) training tokens, each
 // masked in its block and filled from the phrase index of those n tokens, which holds the
-// span's own unmasked tokens. Prints the share filled exactly and the share whose start query
-// ranks the span's own first token first, and in its 32 best, into r[0..2]; returns n.
+// span's own unmasked tokens. r[0..2] get the share filled exactly and the share whose start
+// query ranks the span's own first token first, and in its 32 best; returns n.
 static size_t probe(retrlm_model *npm, const int *ids, size_t n, double *r) {
     retrlm_npm_index x;
     retrlm_rng rng;
