@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../tests/files.h"
+#include "debpkg_lm.h"
 
 enum { VOCAB = 4096, MASK = VOCAB, DIM = 128, LAYERS = 4, HEADS = 4, SEQ = 128, BATCH = 16, K = 32 };
 
@@ -154,34 +155,10 @@ typedef struct item {
     char word[64];               // " word"
     const char *doc;             // the document, and the word's place in it
     size_t doc_len, at;
-    int bucket;                  // the document's overlap with train: 1 none, 2 (0, 0.5], 3 (0.5, 1]
+    int bucket;                  // the document's overlap bucket (debpkg_lm.h)
 } item;
 
-enum { BUCKETS = 4, SYSTEMS = 4 };
-static const char *bucket_name[BUCKETS] = {"all", "0", "(0,0.5]", "(0.5,1]"};
-static const char *bucket_key[BUCKETS] = {"all", "o0", "o50", "o100"};
-
-// each test line's overlap bucket (1..3) from overlap_test.tsv (line, docid, n_8grams, overlap);
-// 0 for a line the file does not name. NULL when it cannot be read.
-static int *overlap_buckets(const char *path, size_t n_lines) {
-    size_t len;
-    char *t = read_all(path, &len), *line;
-    int *b;
-    if (!t) return NULL;
-    b = (int *)calloc(n_lines ? n_lines : 1, sizeof(int));
-    for (line = strchr(t, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
-        long ln = atol(line + 1);
-        char *c = line + 1;
-        int k;
-        double o;
-        for (k = 0; k < 3 && c; k++) c = strchr(c + 1, '\t');
-        if (!c || ln < 0 || (size_t)ln >= n_lines) continue;
-        o = atof(c + 1);
-        b[ln] = o == 0.0 ? 1 : o <= 0.5 ? 2 : 3;
-    }
-    free(t);
-    return b;
-}
+enum { SYSTEMS = 4 };
 
 // appends ids of text (len) to ids at *n (capacity cap); 0 when it does not fit
 static int encode_into(const retrlm_tokenizer *tok, const char *t, size_t len, int *ids, size_t *n, size_t cap) {
@@ -358,8 +335,8 @@ int main(int argc, char **argv) {
     size_t train_len, test_len, n_train, nw, *line_len, n_lines = 0, i;
     int64_t *batches = NULL, n_batches = 0;
     const int bm25_batching = getenv("RETRLM_NPM_BATCHES") && !strcmp(getenv("RETRLM_NPM_BATCHES"), "bm25");
-    int *train_ids, n_items = 0, right[SYSTEMS][BUCKETS], total[BUCKETS], *bucket, r, b;
-    double secs[2], t0, fill_secs[2], pr[3];
+    int *train_ids, n_items = 0, right[SYSTEMS][BUCKETS], total[BUCKETS], r, b;
+    double secs[2], t0, fill_secs[2], pr[3], *overlap;
     size_t n_probe;
     word *w;
     item *items;
@@ -417,18 +394,19 @@ int main(int argc, char **argv) {
         const char *p = test_text, *end = test_text + test_len;
         size_t ln = 0;
         snprintf(path, sizeof path, "%s/debpkg_lm/overlap_test.tsv", data);
-        if (!(bucket = overlap_buckets(path, test_len + 1))) {
+        if (!(overlap = overlap_of_lines(path, test_len + 1))) {
             fprintf(stderr, "npm: cannot read %s\n", path);
             return 1;
         }
         while (p < end && n_items < max_items) {
             const char *nl = (const char *)memchr(p, '\n', (size_t)(end - p));
             size_t len = (size_t)((nl ? nl : end) - p);
-            if (len && make_item(&items[n_items], &tok, w, nw, p, len)) items[n_items++].bucket = bucket[ln];
+            if (len && make_item(&items[n_items], &tok, w, nw, p, len))
+                items[n_items++].bucket = overlap_bucket(overlap[ln]);
             p = nl ? nl + 1 : end;
             ln++;
         }
-        free(bucket);
+        free(overlap);
     }
     memset(right, 0, sizeof right), memset(total, 0, sizeof total);
     for (i = 0; i < (size_t)n_items; i++) total[0]++, total[items[i].bucket]++;

@@ -77,12 +77,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../tests/files.h"
+#include "debpkg_lm.h"
 
 enum { VOCAB = 4096, DIM = 256, LAYERS = 4, HEADS = 4, SEQ = 256, BATCH = 8, CHUNK = 32,
-       NBR = 2, NBR_LEN = 64, BUCKETS = 4 };
-
-static const char *bucket_name[BUCKETS] = {"all", "0", "(0,0.5]", "(0.5,1]"};
-static const char *bucket_key[BUCKETS] = {"all", "o0", "o50", "o100"}; // in name=value lines
+       NBR = 2, NBR_LEN = 64 };
 
 static void die(const char *what) {
     fprintf(stderr, "strategies: %s: %s\n", what, retrlm_last_error());
@@ -1599,39 +1597,25 @@ int main(int argc, char **argv) {
     // test streams: all, then the overlap buckets (debpkg_lm)
     {
         int *all = encode_split(&tok, &te, &test_doc, &n_test_all), d;
-        double *overlap = (double *)calloc((size_t)te.n_docs, sizeof(double));
+        double *overlap = NULL;
         if (!kjv) {
-            size_t len;
-            char *t, *line;
             snprintf(path, sizeof path, "%s/overlap_test.tsv", dir);
-            t = slurp(path, &len);
-            line = strchr(t, '\n');
-            while (line && line[1]) {
-                int ln = atoi(line + 1);
-                char *c = line + 1;
-                int k;
-                for (k = 0; k < 3 && c; k++) c = strchr(c + 1, '\t');
-                if (c && ln >= 0 && ln < te.n_docs) overlap[ln] = atof(c + 1);
-                line = strchr(line + 1, '\n');
+            if (!(overlap = overlap_of_lines(path, (size_t)te.n_docs))) {
+                fprintf(stderr, "strategies: cannot read %s\n", path);
+                exit(1);
             }
-            free(t);
-        }
+        } else
+            overlap = (double *)calloc((size_t)te.n_docs, sizeof(double));
         for (b = 0; b < (kjv ? 1 : BUCKETS); b++) {
             size_t i, k = 0;
             st[b].ids = (int *)malloc(n_test_all * sizeof(int));
             st[b].bytes = 0;
             for (i = 0; i < n_test_all; i++) {
-                double o = overlap[test_doc[i]];
-                int in = b == 0 || (b == 1 && o == 0.0) || (b == 2 && o > 0.0 && o <= 0.5) ||
-                         (b == 3 && o > 0.5);
-                if (in) st[b].ids[k++] = all[i];
+                if (b == 0 || overlap_bucket(overlap[test_doc[i]]) == b) st[b].ids[k++] = all[i];
             }
             st[b].n = k;
             for (d = 0; d < te.n_docs; d++) {
-                double o = overlap[d];
-                int in = b == 0 || (b == 1 && o == 0.0) || (b == 2 && o > 0.0 && o <= 0.5) ||
-                         (b == 3 && o > 0.5);
-                if (in) st[b].bytes += te.doc_off[d + 1] - te.doc_off[d];
+                if (b == 0 || overlap_bucket(overlap[d]) == b) st[b].bytes += te.doc_off[d + 1] - te.doc_off[d];
             }
             snprintf(path, sizeof path, "nb-test%d.rlm", b);
             neighbours(&st[b].nb, out, path, &ds, &tok, st[b].ids, st[b].n, NULL, 0.0f);
