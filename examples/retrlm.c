@@ -1010,9 +1010,9 @@ static int cmd_npm_train(const cli_cmd *self, int argc, char **argv, cli_state *
 }
 
 // NPM: a masked span of a text filled by retrieval from a corpus's phrase index
-// npm-fill --bm25-docs: the corpus (s->text[0]) becomes the n lines BM25 ranks best for the
-// text without its mark (at, mark's length), each with its line end, in rank order; their
-// tokens replace the corpus's. 0, or 1 after saying why.
+// npm-fill --bm25-docs: the corpus (s->text[0], its bytes read, not yet encoded) becomes the
+// n lines BM25 ranks best for the text without its mark (at, mark's length), each with its
+// line end, in rank order, and their tokens. 0, or 1 after saying why.
 static int npm_bm25_lines(cli_state *s, const char *text, const char *at, const char *mark, int n) {
     cli_text *c = &s->text[0];
     const size_t ml = strlen(mark);
@@ -1131,8 +1131,9 @@ static int cmd_npm_fill(const cli_cmd *self, int argc, char **argv, cli_state *s
             goto done;
         }
     } else {
-        if (load_text(s, 0, corpus)) goto done;
-        if (!s->text[0].n) {
+        // --bm25-docs encodes only the lines it keeps: the corpus's bytes alone first
+        if (bm25_docs ? !(s->text[0].bytes = read_all(corpus, &s->text[0].len)) : load_text(s, 0, corpus)) goto done;
+        if (!s->text[0].len) {
             rc = refuse(s, "--corpus %s is empty: no phrases to fill with", corpus);
             goto done;
         }
