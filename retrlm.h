@@ -31,7 +31,8 @@
      index     flat and IVF vector indexes (IP, L2, cosine; f32, SQ8), k-means, .fvecs/.npy
      model     transformer LM / encoder, forward, backward, AdamW, training, generation, safetensors;
                RETRO's chunked cross-attention and neighbour encoder as optional blocks; RPT's
-               chunk embeddings (the model retrieves its own earlier chunks); bi-encoder
+               chunk embeddings (the model retrieves its own earlier chunks)
+     encoder   bi-encoder: query and document embeddings for dense retrieval (DPR, Contriever)
      losses    contrastive, KL distillation, marginal likelihood, TRIME's joint softmax, RPT's
                LambdaRank-weighted pairs
      datastore a corpus as retrieval units: text, tokens, source documents, BM25 over them; kNN-LM
@@ -1176,8 +1177,8 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
 RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, const void *buf,
                                                               size_t size,
                                                               const retrlm_model_config *hint);
-
-/* ---- bi-encoder: dense retrieval embeddings (DPR, Contriever) -----------------------------
+/* ---- retrlm_impl/encoder.h ---- */
+/* ---- encoder: the bi-encoder, dense retrieval embeddings (DPR, Contriever) ----------------
    A query encoder and a document encoder, each the bidirectional transformer with mean pooling
    over the valid tokens, then an optional linear projection (no bias) to proj_dim and an
    optional L2 normalisation. The two sides share one set of weights (Contriever's choice; the
@@ -2721,6 +2722,19 @@ RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, s
    half written. Only a regular file or a new path is replaced. */
 RETRLM__PRIVATE retrlm_result retrlm__save_atomic(const char *path, retrlm__emit_fn emit, const void *ctx);
 #endif
+/* A small JSON reader over [p, end) (safetensors' header). Each call skips white space first,
+   moves p past what it reads and returns 1, or 0 on bad syntax or overflow. */
+typedef struct retrlm__js {
+    const char *p, *end;
+} retrlm__js;
+RETRLM__PRIVATE void retrlm__js_ws(retrlm__js *j);           /* skips white space only */
+RETRLM__PRIVATE int  retrlm__js_char(retrlm__js *j, char c); /* 1 if c comes next (p then past it) */
+/* A string into out (NUL-terminated, at most cap-1 bytes), escapes decoded; a \u escape outside
+   ASCII becomes '?'. */
+RETRLM__PRIVATE int  retrlm__js_string(retrlm__js *j, char *out, size_t cap);
+RETRLM__PRIVATE int  retrlm__js_uint(retrlm__js *j, uint64_t *v); /* a non-negative integer */
+/* Skips any value; depth is how deep it is nested (over 32: 0). */
+RETRLM__PRIVATE int  retrlm__js_skip(retrlm__js *j, int depth);
 
 /* ---- unicode (unicode.c) and tokenizer (tokenizer.c) ------------------------------------- */
 /* One UTF-8 sequence at s[0..n) (n >= 1): its length, the code point in *cp (0xFFFFFFFF and
@@ -2733,7 +2747,21 @@ RETRLM__PRIVATE size_t retrlm__pretoken(const unsigned char *s, size_t n);
 RETRLM__PRIVATE retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
                                                   char **buf, size_t *cap, size_t *len);
 
-/* ---- model (model.c) ---------------------------------------------------------------------- */
+/* ---- model (model.c; its files in checkpoint.c and safetensors.c) ------------------------- */
+#define RETRLM__MAX_DIM (1 << 24) /* bound on every size in a config: vocabulary, widths, batch */
+/* Fills defaults into c and checks it (RETRLM_ERR_ARG, with detail, when it is not valid). */
+RETRLM__PRIVATE retrlm_result retrlm__resolve_config(retrlm_model_config *c);
+/* Floats of a resolved config's parameter block, its neighbour encoder's included; mats (may be
+   NULL) gets the matrices' share (the rest are gains). */
+RETRLM__PRIVATE size_t retrlm__param_count(const retrlm_model_config *c, size_t *mats);
+/* Allocates everything for cfg (weights zero), or only the activations when src (may be NULL)
+   owns the parameters; ext (may be NULL) places them in another model's block (RETRO's
+   neighbour encoder). */
+RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
+                                                  const retrlm_model *src, float *const *ext);
+/* C = A B (retrlm_matmul) with m's packing buffers. */
+RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const float *A,
+                                         const float *B, int M, int N, int K, int flags);
 /* The model's logits buffer (max_batch * max_seq_len rows of vocab_size). */
 RETRLM__PRIVATE float *retrlm__logits(const retrlm_model *m);
 /* One LM update on inputs (B, T), targets (-1: ignored), lengths or NULL, a RETRO model's
@@ -2741,6 +2769,16 @@ RETRLM__PRIVATE float *retrlm__logits(const retrlm_model *m);
 RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
                                               const int *tgt, int B, int T, const int *lengths,
                                               const int *neighbours, float *loss);
+/* Checkpoints (checkpoint.c): adds m's config and weights to w as sections prefix + "config",
+   "config_f", RETRO's when it has them, and "params"; _load initialises m from the same sections
+   of rd (over, may be NULL: its nonzero max_batch, max_seq_len and its no_logits win). */
+RETRLM__PRIVATE retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer *w,
+                                                     const char *prefix);
+RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
+                                                const retrlm_model_config *over,
+                                                const char *prefix);
+
+/* ---- encoder (encoder.c) ------------------------------------------------------------------ */
 /* text's first tokens, at most maxt, into ids (an empty text is the token 0); *n >= 1. */
 RETRLM__PRIVATE retrlm_result retrlm__encode_cut(const retrlm_tokenizer *tok, const char *text, size_t len,
                                                  int *ids, int maxt, int *n);
@@ -4364,6 +4402,116 @@ RETRLM_API retrlm_result retrlm_reader_read(const retrlm_reader *r, const char *
                             name, (unsigned long)n, (unsigned long)count);
     if (n) memcpy(out, p, n * retrlm_dtype_size(type));
     return RETRLM_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// a small JSON reader (safetensors' header): objects, arrays, strings, non-negative integers.
+// The cursor type retrlm__js is in internal.h; callers walk the structure themselves.
+
+RETRLM__PRIVATE void retrlm__js_ws(retrlm__js *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+RETRLM__PRIVATE int retrlm__js_char(retrlm__js *j, char c) {
+    retrlm__js_ws(j);
+    if (j->p < j->end && *j->p == c) {
+        j->p++;
+        return 1;
+    }
+    return 0;
+}
+
+// a string into out (NUL-terminated, at most cap-1 bytes); 0 on bad syntax or overflow.
+// Escapes are decoded; \u escapes outside ASCII become '?' (tensor names are ASCII).
+RETRLM__PRIVATE int retrlm__js_string(retrlm__js *j, char *out, size_t cap) {
+    size_t n = 0;
+    if (!retrlm__js_char(j, '"')) return 0;
+    while (j->p < j->end && *j->p != '"') {
+        char c = *j->p++;
+        if ((unsigned char)c < 0x20) return 0;
+        if (c == '\\') {
+            if (j->p >= j->end) return 0;
+            c = *j->p++;
+            switch (c) {
+            case 'n': c = '\n'; break;
+            case 't': c = '\t'; break;
+            case 'r': c = '\r'; break;
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            case '"': case '\\': case '/': break;
+            case 'u': {
+                int k, v = 0;
+                if (j->end - j->p < 4) return 0;
+                for (k = 0; k < 4; k++) { // four hex digits, or not a string
+                    char h = *j->p++;
+                    int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                          : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+                    if (d < 0) return 0;
+                    v = v * 16 + d;
+                }
+                c = v > 0 && v < 0x80 ? (char)v : '?';
+                break;
+            }
+            default: return 0;
+            }
+        }
+        if (n + 1 >= cap) return 0;
+        out[n++] = c;
+    }
+    if (j->p >= j->end) return 0;
+    j->p++;
+    out[n] = 0;
+    return 1;
+}
+
+RETRLM__PRIVATE int retrlm__js_uint(retrlm__js *j, uint64_t *v) {
+    int digits = 0;
+    retrlm__js_ws(j);
+    *v = 0;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
+        uint64_t d = (uint64_t)(*j->p++ - '0');
+        if (*v > (UINT64_MAX - d) / 10) return 0;
+        *v = *v * 10 + d;
+        digits++;
+    }
+    return digits > 0;
+}
+
+// skips any value (depth-limited)
+RETRLM__PRIVATE int retrlm__js_skip(retrlm__js *j, int depth) {
+    retrlm__js_ws(j);
+    if (j->p >= j->end || depth > 32) return 0;
+    if (*j->p == '"') {
+        j->p++;
+        while (j->p < j->end && *j->p != '"') {
+            if (*j->p == '\\' && j->p + 1 < j->end) j->p++;
+            j->p++;
+        }
+        if (j->p >= j->end) return 0;
+        j->p++;
+        return 1;
+    }
+    if (*j->p == '{' || *j->p == '[') {
+        char close = *j->p == '{' ? '}' : ']';
+        int first = 1;
+        j->p++;
+        if (retrlm__js_char(j, close)) return 1;
+        while (1) {
+            if (!first && !retrlm__js_char(j, ',')) return retrlm__js_char(j, close);
+            first = 0;
+            if (close == '}') {
+                if (!retrlm__js_skip(j, depth + 1) || !retrlm__js_char(j, ':')) return 0;
+            }
+            if (!retrlm__js_skip(j, depth + 1)) return 0;
+        }
+    }
+    // number, true, false, null
+    {
+        const char *s = j->p;
+        while (j->p < j->end && (strchr("+-.eE0123456789", *j->p) || (*j->p >= 'a' && *j->p <= 'z')))
+            j->p++;
+        return j->p > s;
+    }
 }
 /* ---- retrlm_impl/unicode.c ---- */
 // unicode: UTF-8 decoding and the three code point classes of GPT-2's pre-tokenizer pattern
@@ -11418,8 +11566,10 @@ RETRLM_API retrlm_result retrlm_npy_write(const char *path, const float *x, size
 // A forward of B x T tokens uses the first B*T rows of every (Nm, .) slot. Every block is 64-byte
 // aligned and every array in it starts on a cache line (sizes rounded up to 16 floats): threads
 // that write neighbouring arrays, or neighbouring heads of one row, never share a line.
+// This file owns the transformer: config, allocation, forward, backward, AdamW, LM training and
+// generation. Its files are checkpoint.c (the container format) and safetensors.c; the
+// bi-encoder built on it is encoder.c.
 
-#define RETRLM__MAX_DIM (1 << 24)
 // Parallel regions cost a barrier each, and on a shared machine a barrier can wait a whole
 // scheduler slice for a starved thread (DESIGN.md 3): cheap element-wise loops stay serial
 // unless they are big; attention, the loss and the matmuls carry the parallelism.
@@ -11433,8 +11583,6 @@ typedef struct retrlm__work {
     float *dx, *dln, *datty, *dq, *dk, *dv, *dtmp, *dact, *dgate, *datt;
     float *kc, *vc, *x, *xn, *q, *y, *o, *hid, *gate, *up, *att, *logits, *probs, *scores;
 } retrlm__work;
-
-static retrlm_result retrlm__resolve_config(retrlm_model_config *c);
 
 // RETRO: the number of cross-attention layers of a resolved config, and the index among them of
 // decoder layer l (-1 if l has none)
@@ -11645,7 +11793,7 @@ static void retrlm__tensor_sizes(const retrlm_model_config *c, size_t *sz) {
 
 // floats of a resolved config's parameter block: its tensors and its neighbour encoder's; mats
 // (may be NULL) gets the matrices' share (the rest are gains)
-static size_t retrlm__param_count(const retrlm_model_config *c, size_t *mats) {
+RETRLM__PRIVATE size_t retrlm__param_count(const retrlm_model_config *c, size_t *mats) {
     size_t sz[RETRLM_T_COUNT], n = 0, nm = 0;
     int t;
     retrlm__tensor_sizes(c, sz);
@@ -11667,7 +11815,7 @@ static size_t retrlm__param_count(const retrlm_model_config *c, size_t *mats) {
 }
 
 // fills defaults into c and checks it; the estimate (in floats, double) guards every size product
-static retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
+RETRLM__PRIVATE retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
     double nm, d, f, v, l, h, t, est;
     if (!c->dim) c->dim = 256;
     if (!c->n_layers) c->n_layers = 4;
@@ -11809,8 +11957,8 @@ static float *retrlm__model_block(size_t n, void **owned) {
 }
 
 // C = A B (retrlm_matmul) with the model's packing buffers
-static retrlm_result retrlm__mm(const retrlm_model *m, float *C, const float *A, const float *B,
-                                int M, int N, int K, int flags) {
+RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const float *A,
+                                         const float *B, int M, int N, int K, int flags) {
     return retrlm__matmul_ws(C, A, B, NULL, M, N, K, flags, m->mmws_, m->n_mmws_);
 }
 
@@ -11818,8 +11966,8 @@ static retrlm_result retrlm__mm(const retrlm_model *m, float *C, const float *A,
 // parameters and gradients are src's. ext (a RETRO model's neighbour encoder) places the
 // tensors in another model's block instead: matrices from ext[0], gains from ext[1] (gradients
 // ext[2], ext[3]); such a model has n_params 0 (its owner's block holds them).
-static retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
-                                         const retrlm_model *src, float *const *ext) {
+RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
+                                                  const retrlm_model *src, float *const *ext) {
     retrlm_model_config c = *cfg;
     retrlm_result r;
     size_t off = 0, nwork, mats = 0, enc_mats = 0, moff, goff;
@@ -13117,7 +13265,229 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
 }
 
 // ---------------------------------------------------------------------------------------------
-// checkpoints in the container format
+// generation: one token at a time against a KV cache of (L, max_seq_len, D)
+
+RETRLM_API retrlm_result retrlm_model_decode_neighbours(retrlm_model *m, int chunk,
+                                                        const int *neighbours) {
+    const retrlm_model_config *c = &m->config;
+    const int D = c->dim, k = c->retro_k, De = c->retro_enc_dim;
+    retrlm__rwork rw;
+    retrlm_result r;
+    int rows, l, *dec_row, *dec_len;
+    RETRLM_ASSERT(m && m->params);
+    if (!c->retro_chunk || chunk < 0 || chunk > c->max_seq_len / c->retro_chunk)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_decode_neighbours: chunk %d of a model with "
+                            "RETRO chunk %d and %d positions", chunk, c->retro_chunk,
+                            c->max_seq_len);
+    retrlm__retro_layout(c, m->retro_, 0, NULL, &rw);
+    dec_row = m->retro_ints_ + retrlm__retro_slots(c) * ((size_t)c->retro_len + 2);
+    dec_len = dec_row + k;
+    m->retro_chunk_ = -1;
+    rows = retrlm__retro_rows(m, neighbours, 1, m->retro_ints_, dec_row, dec_len,
+                              "model_decode_neighbours");
+    if (rows < 0) return RETRLM_ERR_ARG;
+    if ((r = retrlm__retro_encode(m, rows, dec_len))) return r;
+    for (l = 0; l < c->n_layers && rows; l++) {
+        int slot = retrlm__retro_slot(c, l), nr = rows * c->retro_len;
+        size_t at = (size_t)(slot < 0 ? 0 : slot) * (size_t)k * c->retro_len * D;
+        if (slot < 0) continue;
+        if ((r = retrlm__mm(m, rw.kc + at, m->retro_enc->hidden,
+                            retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WK, l, 0), nr, D, De, 0)) ||
+            (r = retrlm__mm(m, rw.vc + at, m->retro_enc->hidden,
+                            retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WV, l, 0), nr, D, De, 0)))
+            return r;
+        if (c->retro_smear)
+            retrlm__cca_smear(rw.kc + at, rw.kc + at, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_SMEAR, l, 0),
+                              dec_len, rows, c->retro_len, c->n_heads, D / c->n_heads);
+    }
+    m->retro_chunk_ = chunk;
+    return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos) {
+    const retrlm_model_config *c = &m->config;
+    const int D = c->dim, F = c->ffn_dim, V = c->vocab_size, H = c->n_heads, hd = D / H;
+    const float scale = 1.0f / sqrtf((float)hd);
+    retrlm__work w;
+    retrlm_result r;
+    float rstd;
+    int l, h, u = -1;
+    RETRLM_ASSERT(m && m->params);
+    if (token < 0 || token >= V || pos < 0 || pos >= c->max_seq_len)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_decode: token %d (vocabulary %d) at position "
+                            "%d (max %d)", token, V, pos, c->max_seq_len);
+    if (c->retro_chunk && (u = retrlm__cca_chunk(pos, c->retro_chunk)) >= 0 &&
+        u != m->retro_chunk_)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_decode: position %d reads the neighbours of "
+                            "chunk %d; give them first (retrlm_model_decode_neighbours)", pos, u);
+    retrlm__get_work(m, &w);
+    memcpy(w.x, m->param[RETRLM_T_EMBED] + (size_t)token * D, (size_t)D * sizeof(float));
+    for (l = 0; l < c->n_layers; l++) {
+        float *kc = w.kc + ((size_t)l * c->max_seq_len) * D, *vc = w.vc + ((size_t)l * c->max_seq_len) * D;
+        retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0), 1, D,
+                                c->norm_eps);
+        if ((r = retrlm__mm(m, w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), 1, D, D, 0)) ||
+            (r = retrlm__mm(m, kc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0),
+                             1, D, D, 0)) ||
+            (r = retrlm__mm(m, vc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0),
+                             1, D, D, 0)))
+            return r;
+        retrlm__rope(w.q, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
+        retrlm__rope(kc + (size_t)pos * D, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
+        RETRLM__PARALLEL_FOR_IF(H > 1 && (size_t)pos * D > 65536)
+        for (h = 0; h < H; h++) {
+            float *p = w.att + (size_t)h * c->max_seq_len, mx = -FLT_MAX, sum = 0.0f;
+            const float *qh = w.q + (size_t)h * hd;
+            float *yh = w.y + (size_t)h * hd;
+            int j, d;
+            for (j = 0; j <= pos; j++) {
+                p[j] = retrlm_dot(qh, kc + (size_t)j * D + (size_t)h * hd, hd) * scale;
+                if (p[j] > mx) mx = p[j];
+            }
+            for (j = 0; j <= pos; j++) {
+                p[j] = expf(p[j] - mx);
+                sum += p[j];
+            }
+            for (d = 0; d < hd; d++) yh[d] = 0.0f;
+            for (j = 0; j <= pos; j++) {
+                const float *vj = vc + (size_t)j * D + (size_t)h * hd;
+                float pj = p[j] / sum;
+                for (d = 0; d < hd; d++) yh[d] += pj * vj[d];
+            }
+        }
+        if ((r = retrlm__mm(m, w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), 1, D, D,
+                               RETRLM_MATMUL_ACCUMULATE)))
+            return r;
+        if (u >= 0 && retrlm__retro_slot(c, l) >= 0) {
+            // chunked cross-attention against the cached neighbours of chunk u
+            retrlm__rwork rw;
+            const int k = c->retro_k, *dec_row;
+            size_t at = (size_t)retrlm__retro_slot(c, l) * (size_t)k * c->retro_len * D;
+            retrlm__retro_layout(c, m->retro_, 0, NULL, &rw);
+            dec_row = m->retro_ints_ + retrlm__retro_slots(c) * ((size_t)c->retro_len + 2);
+            retrlm__rmsnorm_forward(w.xn, &rstd, w.x,
+                                    retrlm_model_tensor_ptr(m, RETRLM_T_CCA_NORM, l, 0), 1, D,
+                                    c->norm_eps);
+            if ((r = retrlm__mm(m, w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WQ, l, 0), 1,
+                                D, D, 0)))
+                return r;
+            retrlm__cca_query(w.y, rw.att, w.q, rw.kc + at, rw.vc + at, dec_row, dec_row + k, k,
+                              c->retro_len, H, hd);
+            if ((r = retrlm__mm(m, w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WO, l, 0), 1,
+                                D, D, RETRLM_MATMUL_ACCUMULATE)))
+                return r;
+        }
+        retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), 1, D,
+                                c->norm_eps);
+        if ((r = retrlm__mm(m, w.gate, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), 1, F,
+                               D, 0)) ||
+            (r = retrlm__mm(m, w.up, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), 1, F, D, 0)))
+            return r;
+        retrlm__swiglu_forward(w.gate, w.gate, w.up, (size_t)F);
+        if ((r = retrlm__mm(m, w.x, w.gate, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), 1, D,
+                               F, RETRLM_MATMUL_ACCUMULATE)))
+            return r;
+    }
+    retrlm__rmsnorm_forward(w.hid, &rstd, w.x, m->param[RETRLM_T_FINAL_NORM], 1, D, c->norm_eps);
+    if ((r = retrlm__mm(m, w.logits, w.hid,
+                           c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED], 1,
+                           V, D, 0)))
+        return r;
+    m->step_logits = w.logits;
+    m->step_hidden = w.hid;
+    return RETRLM_OK;
+}
+
+RETRLM_API int retrlm_model_sample(retrlm_model *m, const float *logits, const retrlm_sampler *s,
+                                   retrlm_rng *rng) {
+    const int V = m->config.vocab_size;
+    retrlm__work w;
+    int i, k, keep;
+    float u, mass;
+    if (!s || s->temperature <= 0.0f) {
+        int best = 0;
+        for (i = 1; i < V; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+    retrlm__get_work(m, &w);
+    for (i = 0; i < V; i++) w.probs[i] = logits[i] / s->temperature;
+    retrlm_softmax(w.probs, w.probs, V);
+    k = s->top_k > 0 && s->top_k < V ? s->top_k : V;
+    if (k == V && !(s->top_p > 0.0f && s->top_p < 1.0f)) {
+        // the whole distribution: inverse CDF
+        u = retrlm_rng_float(rng);
+        mass = 0.0f;
+        for (i = 0; i < V; i++) {
+            mass += w.probs[i];
+            if (u < mass) return i;
+        }
+        for (i = V - 1; i > 0 && w.probs[i] <= 0.0f; i--) {}
+        return i;
+    }
+    k = retrlm_topk_select(w.probs, V, k, m->ids_, w.scores); // best first, ties by id
+    if (k < 1) return 0;
+    mass = 0.0f;
+    for (i = 0; i < k; i++) mass += w.scores[i];
+    keep = k;
+    if (s->top_p > 0.0f && s->top_p < 1.0f) {
+        float cum = 0.0f;
+        for (i = 0; i < k; i++) {
+            cum += w.scores[i];
+            if (cum >= s->top_p * mass) {
+                keep = i + 1;
+                break;
+            }
+        }
+        mass = 0.0f;
+        for (i = 0; i < keep; i++) mass += w.scores[i];
+    }
+    u = retrlm_rng_float(rng) * mass;
+    for (i = 0; i < keep; i++) {
+        u -= w.scores[i];
+        if (u < 0.0f) return (int)m->ids_[i];
+    }
+    return (int)m->ids_[keep - 1];
+}
+
+// decode; a RETRO model without neighbours (an empty set for each chunk as it is reached)
+static retrlm_result retrlm__decode_plain(retrlm_model *m, int token, int pos) {
+    int mch = m->config.retro_chunk;
+    retrlm_result r;
+    if (mch && pos >= mch - 1 && (pos - mch + 1) % mch == 0 &&
+        (r = retrlm_model_decode_neighbours(m, (pos - mch + 1) / mch, NULL)))
+        return r;
+    return retrlm_model_decode(m, token, pos);
+}
+
+RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *prompt, int n_prompt,
+                                               int n_new, const retrlm_sampler *s,
+                                               retrlm_rng *rng, int *out, int *n_out) {
+    retrlm_result r;
+    int pos, got = 0, tok;
+    RETRLM_ASSERT(m && prompt && (out || n_new == 0) && (rng || !s || s->temperature <= 0.0f));
+    if (n_out) *n_out = 0;
+    if (n_prompt < 1 || n_prompt > m->config.max_seq_len || n_new < 0)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_generate: prompt of %d tokens (1..%d), %d new",
+                            n_prompt, m->config.max_seq_len, n_new);
+    for (pos = 0; pos < n_prompt; pos++)
+        if ((r = retrlm__decode_plain(m, prompt[pos], pos))) return r;
+    while (got < n_new) {
+        tok = retrlm_model_sample(m, m->step_logits, s, rng);
+        out[got++] = tok;
+        if (n_out) *n_out = got;
+        if (got == n_new || pos >= m->config.max_seq_len) break;
+        if ((r = retrlm__decode_plain(m, tok, pos++))) return r;
+    }
+    return RETRLM_OK;
+}
+/* ---- retrlm_impl/checkpoint.c ---- */
+
+// ---------------------------------------------------------------------------------------------
+// checkpoint: a model's file in the container format (kind "model"): config and weights, and
+// for resuming, the AdamW moments and step, the training step and the RNG; to a path or a
+// buffer. Also the tokenizer fingerprint a model file may record (retrlm_model_file_*_tokenizer).
+// The bi-encoder's files (encoder.c) store each side with retrlm__ckpt_add_model and _load.
 
 #define RETRLM__CKPT_KIND "model"
 #define RETRLM__CKPT_NCFG 9
@@ -13130,8 +13500,8 @@ static const char *retrlm__ckpt_name(char *buf, const char *prefix, const char *
 }
 
 // adds m's config and weights to w as sections prefix + "config", "config_f", "params"
-static retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer *w,
-                                            const char *prefix) {
+RETRLM__PRIVATE retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer *w,
+                                                     const char *prefix) {
     const retrlm_model_config *c = &m->config;
     int32_t ci[RETRLM__CKPT_NCFG];
     float cf[3];
@@ -13213,8 +13583,9 @@ RETRLM_API retrlm_result retrlm_model_save_memory(const retrlm_model *m, const r
     return r;
 }
 
-static retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
-                                       const retrlm_model_config *over, const char *prefix) {
+RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
+                                                const retrlm_model_config *over,
+                                                const char *prefix) {
     int32_t ci[RETRLM__CKPT_NCFG];
     float cf[3];
     char name[RETRLM_IO_NAME_MAX + 1];
@@ -13437,229 +13808,15 @@ RETRLM_API retrlm_result retrlm_model_file_check_tokenizer(const char *path, con
     return RETRLM_OK;
 }
 #endif
-
-// ---------------------------------------------------------------------------------------------
-// generation: one token at a time against a KV cache of (L, max_seq_len, D)
-
-RETRLM_API retrlm_result retrlm_model_decode_neighbours(retrlm_model *m, int chunk,
-                                                        const int *neighbours) {
-    const retrlm_model_config *c = &m->config;
-    const int D = c->dim, k = c->retro_k, De = c->retro_enc_dim;
-    retrlm__rwork rw;
-    retrlm_result r;
-    int rows, l, *dec_row, *dec_len;
-    RETRLM_ASSERT(m && m->params);
-    if (!c->retro_chunk || chunk < 0 || chunk > c->max_seq_len / c->retro_chunk)
-        return retrlm__fail(RETRLM_ERR_ARG, "model_decode_neighbours: chunk %d of a model with "
-                            "RETRO chunk %d and %d positions", chunk, c->retro_chunk,
-                            c->max_seq_len);
-    retrlm__retro_layout(c, m->retro_, 0, NULL, &rw);
-    dec_row = m->retro_ints_ + retrlm__retro_slots(c) * ((size_t)c->retro_len + 2);
-    dec_len = dec_row + k;
-    m->retro_chunk_ = -1;
-    rows = retrlm__retro_rows(m, neighbours, 1, m->retro_ints_, dec_row, dec_len,
-                              "model_decode_neighbours");
-    if (rows < 0) return RETRLM_ERR_ARG;
-    if ((r = retrlm__retro_encode(m, rows, dec_len))) return r;
-    for (l = 0; l < c->n_layers && rows; l++) {
-        int slot = retrlm__retro_slot(c, l), nr = rows * c->retro_len;
-        size_t at = (size_t)(slot < 0 ? 0 : slot) * (size_t)k * c->retro_len * D;
-        if (slot < 0) continue;
-        if ((r = retrlm__mm(m, rw.kc + at, m->retro_enc->hidden,
-                            retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WK, l, 0), nr, D, De, 0)) ||
-            (r = retrlm__mm(m, rw.vc + at, m->retro_enc->hidden,
-                            retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WV, l, 0), nr, D, De, 0)))
-            return r;
-        if (c->retro_smear)
-            retrlm__cca_smear(rw.kc + at, rw.kc + at, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_SMEAR, l, 0),
-                              dec_len, rows, c->retro_len, c->n_heads, D / c->n_heads);
-    }
-    m->retro_chunk_ = chunk;
-    return RETRLM_OK;
-}
-
-RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos) {
-    const retrlm_model_config *c = &m->config;
-    const int D = c->dim, F = c->ffn_dim, V = c->vocab_size, H = c->n_heads, hd = D / H;
-    const float scale = 1.0f / sqrtf((float)hd);
-    retrlm__work w;
-    retrlm_result r;
-    float rstd;
-    int l, h, u = -1;
-    RETRLM_ASSERT(m && m->params);
-    if (token < 0 || token >= V || pos < 0 || pos >= c->max_seq_len)
-        return retrlm__fail(RETRLM_ERR_ARG, "model_decode: token %d (vocabulary %d) at position "
-                            "%d (max %d)", token, V, pos, c->max_seq_len);
-    if (c->retro_chunk && (u = retrlm__cca_chunk(pos, c->retro_chunk)) >= 0 &&
-        u != m->retro_chunk_)
-        return retrlm__fail(RETRLM_ERR_ARG, "model_decode: position %d reads the neighbours of "
-                            "chunk %d; give them first (retrlm_model_decode_neighbours)", pos, u);
-    retrlm__get_work(m, &w);
-    memcpy(w.x, m->param[RETRLM_T_EMBED] + (size_t)token * D, (size_t)D * sizeof(float));
-    for (l = 0; l < c->n_layers; l++) {
-        float *kc = w.kc + ((size_t)l * c->max_seq_len) * D, *vc = w.vc + ((size_t)l * c->max_seq_len) * D;
-        retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0), 1, D,
-                                c->norm_eps);
-        if ((r = retrlm__mm(m, w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), 1, D, D, 0)) ||
-            (r = retrlm__mm(m, kc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0),
-                             1, D, D, 0)) ||
-            (r = retrlm__mm(m, vc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0),
-                             1, D, D, 0)))
-            return r;
-        retrlm__rope(w.q, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
-        retrlm__rope(kc + (size_t)pos * D, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
-        RETRLM__PARALLEL_FOR_IF(H > 1 && (size_t)pos * D > 65536)
-        for (h = 0; h < H; h++) {
-            float *p = w.att + (size_t)h * c->max_seq_len, mx = -FLT_MAX, sum = 0.0f;
-            const float *qh = w.q + (size_t)h * hd;
-            float *yh = w.y + (size_t)h * hd;
-            int j, d;
-            for (j = 0; j <= pos; j++) {
-                p[j] = retrlm_dot(qh, kc + (size_t)j * D + (size_t)h * hd, hd) * scale;
-                if (p[j] > mx) mx = p[j];
-            }
-            for (j = 0; j <= pos; j++) {
-                p[j] = expf(p[j] - mx);
-                sum += p[j];
-            }
-            for (d = 0; d < hd; d++) yh[d] = 0.0f;
-            for (j = 0; j <= pos; j++) {
-                const float *vj = vc + (size_t)j * D + (size_t)h * hd;
-                float pj = p[j] / sum;
-                for (d = 0; d < hd; d++) yh[d] += pj * vj[d];
-            }
-        }
-        if ((r = retrlm__mm(m, w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), 1, D, D,
-                               RETRLM_MATMUL_ACCUMULATE)))
-            return r;
-        if (u >= 0 && retrlm__retro_slot(c, l) >= 0) {
-            // chunked cross-attention against the cached neighbours of chunk u
-            retrlm__rwork rw;
-            const int k = c->retro_k, *dec_row;
-            size_t at = (size_t)retrlm__retro_slot(c, l) * (size_t)k * c->retro_len * D;
-            retrlm__retro_layout(c, m->retro_, 0, NULL, &rw);
-            dec_row = m->retro_ints_ + retrlm__retro_slots(c) * ((size_t)c->retro_len + 2);
-            retrlm__rmsnorm_forward(w.xn, &rstd, w.x,
-                                    retrlm_model_tensor_ptr(m, RETRLM_T_CCA_NORM, l, 0), 1, D,
-                                    c->norm_eps);
-            if ((r = retrlm__mm(m, w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WQ, l, 0), 1,
-                                D, D, 0)))
-                return r;
-            retrlm__cca_query(w.y, rw.att, w.q, rw.kc + at, rw.vc + at, dec_row, dec_row + k, k,
-                              c->retro_len, H, hd);
-            if ((r = retrlm__mm(m, w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_CCA_WO, l, 0), 1,
-                                D, D, RETRLM_MATMUL_ACCUMULATE)))
-                return r;
-        }
-        retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), 1, D,
-                                c->norm_eps);
-        if ((r = retrlm__mm(m, w.gate, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), 1, F,
-                               D, 0)) ||
-            (r = retrlm__mm(m, w.up, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), 1, F, D, 0)))
-            return r;
-        retrlm__swiglu_forward(w.gate, w.gate, w.up, (size_t)F);
-        if ((r = retrlm__mm(m, w.x, w.gate, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), 1, D,
-                               F, RETRLM_MATMUL_ACCUMULATE)))
-            return r;
-    }
-    retrlm__rmsnorm_forward(w.hid, &rstd, w.x, m->param[RETRLM_T_FINAL_NORM], 1, D, c->norm_eps);
-    if ((r = retrlm__mm(m, w.logits, w.hid,
-                           c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED], 1,
-                           V, D, 0)))
-        return r;
-    m->step_logits = w.logits;
-    m->step_hidden = w.hid;
-    return RETRLM_OK;
-}
-
-RETRLM_API int retrlm_model_sample(retrlm_model *m, const float *logits, const retrlm_sampler *s,
-                                   retrlm_rng *rng) {
-    const int V = m->config.vocab_size;
-    retrlm__work w;
-    int i, k, keep;
-    float u, mass;
-    if (!s || s->temperature <= 0.0f) {
-        int best = 0;
-        for (i = 1; i < V; i++)
-            if (logits[i] > logits[best]) best = i;
-        return best;
-    }
-    retrlm__get_work(m, &w);
-    for (i = 0; i < V; i++) w.probs[i] = logits[i] / s->temperature;
-    retrlm_softmax(w.probs, w.probs, V);
-    k = s->top_k > 0 && s->top_k < V ? s->top_k : V;
-    if (k == V && !(s->top_p > 0.0f && s->top_p < 1.0f)) {
-        // the whole distribution: inverse CDF
-        u = retrlm_rng_float(rng);
-        mass = 0.0f;
-        for (i = 0; i < V; i++) {
-            mass += w.probs[i];
-            if (u < mass) return i;
-        }
-        for (i = V - 1; i > 0 && w.probs[i] <= 0.0f; i--) {}
-        return i;
-    }
-    k = retrlm_topk_select(w.probs, V, k, m->ids_, w.scores); // best first, ties by id
-    if (k < 1) return 0;
-    mass = 0.0f;
-    for (i = 0; i < k; i++) mass += w.scores[i];
-    keep = k;
-    if (s->top_p > 0.0f && s->top_p < 1.0f) {
-        float cum = 0.0f;
-        for (i = 0; i < k; i++) {
-            cum += w.scores[i];
-            if (cum >= s->top_p * mass) {
-                keep = i + 1;
-                break;
-            }
-        }
-        mass = 0.0f;
-        for (i = 0; i < keep; i++) mass += w.scores[i];
-    }
-    u = retrlm_rng_float(rng) * mass;
-    for (i = 0; i < keep; i++) {
-        u -= w.scores[i];
-        if (u < 0.0f) return (int)m->ids_[i];
-    }
-    return (int)m->ids_[keep - 1];
-}
-
-// decode; a RETRO model without neighbours (an empty set for each chunk as it is reached)
-static retrlm_result retrlm__decode_plain(retrlm_model *m, int token, int pos) {
-    int mch = m->config.retro_chunk;
-    retrlm_result r;
-    if (mch && pos >= mch - 1 && (pos - mch + 1) % mch == 0 &&
-        (r = retrlm_model_decode_neighbours(m, (pos - mch + 1) / mch, NULL)))
-        return r;
-    return retrlm_model_decode(m, token, pos);
-}
-
-RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *prompt, int n_prompt,
-                                               int n_new, const retrlm_sampler *s,
-                                               retrlm_rng *rng, int *out, int *n_out) {
-    retrlm_result r;
-    int pos, got = 0, tok;
-    RETRLM_ASSERT(m && prompt && (out || n_new == 0) && (rng || !s || s->temperature <= 0.0f));
-    if (n_out) *n_out = 0;
-    if (n_prompt < 1 || n_prompt > m->config.max_seq_len || n_new < 0)
-        return retrlm__fail(RETRLM_ERR_ARG, "model_generate: prompt of %d tokens (1..%d), %d new",
-                            n_prompt, m->config.max_seq_len, n_new);
-    for (pos = 0; pos < n_prompt; pos++)
-        if ((r = retrlm__decode_plain(m, prompt[pos], pos))) return r;
-    while (got < n_new) {
-        tok = retrlm_model_sample(m, m->step_logits, s, rng);
-        out[got++] = tok;
-        if (n_out) *n_out = got;
-        if (got == n_new || pos >= m->config.max_seq_len) break;
-        if ((r = retrlm__decode_plain(m, tok, pos++))) return r;
-    }
-    return RETRLM_OK;
-}
+/* ---- retrlm_impl/safetensors.c ---- */
 
 // ---------------------------------------------------------------------------------------------
 // safetensors: 8-byte little-endian header length, a JSON header, then the tensor bytes.
 // Names and layout follow Hugging Face's LlamaForCausalLM; our rotary convention is theirs, so
 // the matrices map one to one.
+// This file owns retrlm_model_save_safetensors / _load_safetensors and their _memory variants.
+// The JSON reader the header is parsed with is io.c's (retrlm__js_*); the rest needs the model's
+// tensors, so it lives beside model.c rather than in io.
 
 #define RETRLM__ST_PER_LAYER 9
 static const char *const retrlm__st_layer_names[RETRLM__ST_PER_LAYER] = {
@@ -13801,117 +13958,7 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
     return RETRLM_OK;
 }
 
-// ---- a small JSON reader for the header: objects, arrays, strings, non-negative integers
-typedef struct retrlm__js {
-    const char *p, *end;
-} retrlm__js;
-
-static void retrlm__js_ws(retrlm__js *j) {
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
-}
-
-static int retrlm__js_char(retrlm__js *j, char c) {
-    retrlm__js_ws(j);
-    if (j->p < j->end && *j->p == c) {
-        j->p++;
-        return 1;
-    }
-    return 0;
-}
-
-// a string into out (NUL-terminated, at most cap-1 bytes); 0 on bad syntax or overflow.
-// Escapes are decoded; \u escapes outside ASCII become '?' (tensor names are ASCII).
-static int retrlm__js_string(retrlm__js *j, char *out, size_t cap) {
-    size_t n = 0;
-    if (!retrlm__js_char(j, '"')) return 0;
-    while (j->p < j->end && *j->p != '"') {
-        char c = *j->p++;
-        if ((unsigned char)c < 0x20) return 0;
-        if (c == '\\') {
-            if (j->p >= j->end) return 0;
-            c = *j->p++;
-            switch (c) {
-            case 'n': c = '\n'; break;
-            case 't': c = '\t'; break;
-            case 'r': c = '\r'; break;
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case '"': case '\\': case '/': break;
-            case 'u': {
-                int k, v = 0;
-                if (j->end - j->p < 4) return 0;
-                for (k = 0; k < 4; k++) { // four hex digits, or not a string
-                    char h = *j->p++;
-                    int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                          : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
-                    if (d < 0) return 0;
-                    v = v * 16 + d;
-                }
-                c = v > 0 && v < 0x80 ? (char)v : '?';
-                break;
-            }
-            default: return 0;
-            }
-        }
-        if (n + 1 >= cap) return 0;
-        out[n++] = c;
-    }
-    if (j->p >= j->end) return 0;
-    j->p++;
-    out[n] = 0;
-    return 1;
-}
-
-static int retrlm__js_uint(retrlm__js *j, uint64_t *v) {
-    int digits = 0;
-    retrlm__js_ws(j);
-    *v = 0;
-    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
-        uint64_t d = (uint64_t)(*j->p++ - '0');
-        if (*v > (UINT64_MAX - d) / 10) return 0;
-        *v = *v * 10 + d;
-        digits++;
-    }
-    return digits > 0;
-}
-
-// skips any value (depth-limited)
-static int retrlm__js_skip(retrlm__js *j, int depth) {
-    retrlm__js_ws(j);
-    if (j->p >= j->end || depth > 32) return 0;
-    if (*j->p == '"') {
-        j->p++;
-        while (j->p < j->end && *j->p != '"') {
-            if (*j->p == '\\' && j->p + 1 < j->end) j->p++;
-            j->p++;
-        }
-        if (j->p >= j->end) return 0;
-        j->p++;
-        return 1;
-    }
-    if (*j->p == '{' || *j->p == '[') {
-        char close = *j->p == '{' ? '}' : ']';
-        int first = 1;
-        j->p++;
-        if (retrlm__js_char(j, close)) return 1;
-        while (1) {
-            if (!first && !retrlm__js_char(j, ',')) return retrlm__js_char(j, close);
-            first = 0;
-            if (close == '}') {
-                if (!retrlm__js_skip(j, depth + 1) || !retrlm__js_char(j, ':')) return 0;
-            }
-            if (!retrlm__js_skip(j, depth + 1)) return 0;
-        }
-    }
-    // number, true, false, null
-    {
-        const char *s = j->p;
-        while (j->p < j->end && (strchr("+-.eE0123456789", *j->p) || (*j->p >= 'a' && *j->p <= 'z')))
-            j->p++;
-        return j->p > s;
-    }
-}
-
+// ---- reading: the header (JSON) into entries, the config from them, then the tensors
 typedef struct retrlm__st_entry {
     char     name[128];
     int      f32;           /* dtype is F32 */
@@ -14220,9 +14267,13 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors(retrlm_model *m, const ch
     return r;
 }
 #endif
+/* ---- retrlm_impl/encoder.c ---- */
 
 // ---------------------------------------------------------------------------------------------
-// bi-encoder
+// encoder: the bi-encoder (encoder.h): a query and a document side, each a bidirectional model
+// (model.c) with mean pooling, an optional projection and L2 normalisation; forward, backward,
+// batch encoding of texts, and its files (container kind "encoder", each side stored with
+// checkpoint.c's retrlm__ckpt_add_model and read with retrlm__ckpt_load).
 
 #define RETRLM__ENC_KIND "encoder"
 #define RETRLM__ENC_NCFG 6

@@ -196,6 +196,19 @@ RETRLM__PRIVATE retrlm_result retrlm__read_file(const char *path, char **data, s
    half written. Only a regular file or a new path is replaced. */
 RETRLM__PRIVATE retrlm_result retrlm__save_atomic(const char *path, retrlm__emit_fn emit, const void *ctx);
 #endif
+/* A small JSON reader over [p, end) (safetensors' header). Each call skips white space first,
+   moves p past what it reads and returns 1, or 0 on bad syntax or overflow. */
+typedef struct retrlm__js {
+    const char *p, *end;
+} retrlm__js;
+RETRLM__PRIVATE void retrlm__js_ws(retrlm__js *j);           /* skips white space only */
+RETRLM__PRIVATE int  retrlm__js_char(retrlm__js *j, char c); /* 1 if c comes next (p then past it) */
+/* A string into out (NUL-terminated, at most cap-1 bytes), escapes decoded; a \u escape outside
+   ASCII becomes '?'. */
+RETRLM__PRIVATE int  retrlm__js_string(retrlm__js *j, char *out, size_t cap);
+RETRLM__PRIVATE int  retrlm__js_uint(retrlm__js *j, uint64_t *v); /* a non-negative integer */
+/* Skips any value; depth is how deep it is nested (over 32: 0). */
+RETRLM__PRIVATE int  retrlm__js_skip(retrlm__js *j, int depth);
 
 /* ---- unicode (unicode.c) and tokenizer (tokenizer.c) ------------------------------------- */
 /* One UTF-8 sequence at s[0..n) (n >= 1): its length, the code point in *cp (0xFFFFFFFF and
@@ -208,7 +221,21 @@ RETRLM__PRIVATE size_t retrlm__pretoken(const unsigned char *s, size_t n);
 RETRLM__PRIVATE retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
                                                   char **buf, size_t *cap, size_t *len);
 
-/* ---- model (model.c) ---------------------------------------------------------------------- */
+/* ---- model (model.c; its files in checkpoint.c and safetensors.c) ------------------------- */
+#define RETRLM__MAX_DIM (1 << 24) /* bound on every size in a config: vocabulary, widths, batch */
+/* Fills defaults into c and checks it (RETRLM_ERR_ARG, with detail, when it is not valid). */
+RETRLM__PRIVATE retrlm_result retrlm__resolve_config(retrlm_model_config *c);
+/* Floats of a resolved config's parameter block, its neighbour encoder's included; mats (may be
+   NULL) gets the matrices' share (the rest are gains). */
+RETRLM__PRIVATE size_t retrlm__param_count(const retrlm_model_config *c, size_t *mats);
+/* Allocates everything for cfg (weights zero), or only the activations when src (may be NULL)
+   owns the parameters; ext (may be NULL) places them in another model's block (RETRO's
+   neighbour encoder). */
+RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
+                                                  const retrlm_model *src, float *const *ext);
+/* C = A B (retrlm_matmul) with m's packing buffers. */
+RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const float *A,
+                                         const float *B, int M, int N, int K, int flags);
 /* The model's logits buffer (max_batch * max_seq_len rows of vocab_size). */
 RETRLM__PRIVATE float *retrlm__logits(const retrlm_model *m);
 /* One LM update on inputs (B, T), targets (-1: ignored), lengths or NULL, a RETRO model's
@@ -216,6 +243,16 @@ RETRLM__PRIVATE float *retrlm__logits(const retrlm_model *m);
 RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,
                                               const int *tgt, int B, int T, const int *lengths,
                                               const int *neighbours, float *loss);
+/* Checkpoints (checkpoint.c): adds m's config and weights to w as sections prefix + "config",
+   "config_f", RETRO's when it has them, and "params"; _load initialises m from the same sections
+   of rd (over, may be NULL: its nonzero max_batch, max_seq_len and its no_logits win). */
+RETRLM__PRIVATE retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer *w,
+                                                     const char *prefix);
+RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
+                                                const retrlm_model_config *over,
+                                                const char *prefix);
+
+/* ---- encoder (encoder.c) ------------------------------------------------------------------ */
 /* text's first tokens, at most maxt, into ids (an empty text is the token 0); *n >= 1. */
 RETRLM__PRIVATE retrlm_result retrlm__encode_cut(const retrlm_tokenizer *tok, const char *text, size_t len,
                                                  int *ids, int maxt, int *n);

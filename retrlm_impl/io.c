@@ -763,3 +763,113 @@ RETRLM_API retrlm_result retrlm_reader_read(const retrlm_reader *r, const char *
     if (n) memcpy(out, p, n * retrlm_dtype_size(type));
     return RETRLM_OK;
 }
+
+// ---------------------------------------------------------------------------------------------
+// a small JSON reader (safetensors' header): objects, arrays, strings, non-negative integers.
+// The cursor type retrlm__js is in internal.h; callers walk the structure themselves.
+
+RETRLM__PRIVATE void retrlm__js_ws(retrlm__js *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+RETRLM__PRIVATE int retrlm__js_char(retrlm__js *j, char c) {
+    retrlm__js_ws(j);
+    if (j->p < j->end && *j->p == c) {
+        j->p++;
+        return 1;
+    }
+    return 0;
+}
+
+// a string into out (NUL-terminated, at most cap-1 bytes); 0 on bad syntax or overflow.
+// Escapes are decoded; \u escapes outside ASCII become '?' (tensor names are ASCII).
+RETRLM__PRIVATE int retrlm__js_string(retrlm__js *j, char *out, size_t cap) {
+    size_t n = 0;
+    if (!retrlm__js_char(j, '"')) return 0;
+    while (j->p < j->end && *j->p != '"') {
+        char c = *j->p++;
+        if ((unsigned char)c < 0x20) return 0;
+        if (c == '\\') {
+            if (j->p >= j->end) return 0;
+            c = *j->p++;
+            switch (c) {
+            case 'n': c = '\n'; break;
+            case 't': c = '\t'; break;
+            case 'r': c = '\r'; break;
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            case '"': case '\\': case '/': break;
+            case 'u': {
+                int k, v = 0;
+                if (j->end - j->p < 4) return 0;
+                for (k = 0; k < 4; k++) { // four hex digits, or not a string
+                    char h = *j->p++;
+                    int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                          : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+                    if (d < 0) return 0;
+                    v = v * 16 + d;
+                }
+                c = v > 0 && v < 0x80 ? (char)v : '?';
+                break;
+            }
+            default: return 0;
+            }
+        }
+        if (n + 1 >= cap) return 0;
+        out[n++] = c;
+    }
+    if (j->p >= j->end) return 0;
+    j->p++;
+    out[n] = 0;
+    return 1;
+}
+
+RETRLM__PRIVATE int retrlm__js_uint(retrlm__js *j, uint64_t *v) {
+    int digits = 0;
+    retrlm__js_ws(j);
+    *v = 0;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
+        uint64_t d = (uint64_t)(*j->p++ - '0');
+        if (*v > (UINT64_MAX - d) / 10) return 0;
+        *v = *v * 10 + d;
+        digits++;
+    }
+    return digits > 0;
+}
+
+// skips any value (depth-limited)
+RETRLM__PRIVATE int retrlm__js_skip(retrlm__js *j, int depth) {
+    retrlm__js_ws(j);
+    if (j->p >= j->end || depth > 32) return 0;
+    if (*j->p == '"') {
+        j->p++;
+        while (j->p < j->end && *j->p != '"') {
+            if (*j->p == '\\' && j->p + 1 < j->end) j->p++;
+            j->p++;
+        }
+        if (j->p >= j->end) return 0;
+        j->p++;
+        return 1;
+    }
+    if (*j->p == '{' || *j->p == '[') {
+        char close = *j->p == '{' ? '}' : ']';
+        int first = 1;
+        j->p++;
+        if (retrlm__js_char(j, close)) return 1;
+        while (1) {
+            if (!first && !retrlm__js_char(j, ',')) return retrlm__js_char(j, close);
+            first = 0;
+            if (close == '}') {
+                if (!retrlm__js_skip(j, depth + 1) || !retrlm__js_char(j, ':')) return 0;
+            }
+            if (!retrlm__js_skip(j, depth + 1)) return 0;
+        }
+    }
+    // number, true, false, null
+    {
+        const char *s = j->p;
+        while (j->p < j->end && (strchr("+-.eE0123456789", *j->p) || (*j->p >= 'a' && *j->p <= 'z')))
+            j->p++;
+        return j->p > s;
+    }
+}

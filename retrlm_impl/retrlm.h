@@ -31,7 +31,8 @@
      index     flat and IVF vector indexes (IP, L2, cosine; f32, SQ8), k-means, .fvecs/.npy
      model     transformer LM / encoder, forward, backward, AdamW, training, generation, safetensors;
                RETRO's chunked cross-attention and neighbour encoder as optional blocks; RPT's
-               chunk embeddings (the model retrieves its own earlier chunks); bi-encoder
+               chunk embeddings (the model retrieves its own earlier chunks)
+     encoder   bi-encoder: query and document embeddings for dense retrieval (DPR, Contriever)
      losses    contrastive, KL distillation, marginal likelihood, TRIME's joint softmax, RPT's
                LambdaRank-weighted pairs
      datastore a corpus as retrieval units: text, tokens, source documents, BM25 over them; kNN-LM
@@ -120,6 +121,7 @@ extern "C" {
 #include "bm25.h"
 #include "index.h"
 #include "model.h"
+#include "encoder.h"
 #include "losses.h"
 #include "datastore.h"
 #include "ralm.h"
@@ -146,6 +148,9 @@ extern "C" {
 #include "bm25.c"
 #include "index.c"
 #include "model.c"
+#include "checkpoint.c"
+#include "safetensors.c"
+#include "encoder.c"
 #include "losses.c"
 #include "datastore.c"
 #include "ralm.c"
