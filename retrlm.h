@@ -10,6 +10,36 @@
        cc -std=c99 -O2 -I/usr/include/stb app.c -lm -o app           one thread
        cc -std=c99 -O3 -fopenmp -I/usr/include/stb app.c -lm -o app  OpenMP; OMP_NUM_THREADS=2
 
+   QUICK START (a whole program: a tokenizer trained on three texts, BM25 over them, a query)
+     #define RETRLM_IMPLEMENTATION
+     #include "retrlm.h"
+     #include <stdio.h>
+     #include <string.h>
+     int main(void) {
+         static const char *const docs[3] = {
+             "A byte-level BPE tokenizer merges the most frequent pair of tokens, again and again.",
+             "BM25 ranks documents by the query terms they share, the rare terms weighing most.",
+             "RETRO reads the neighbours of each chunk of its text through cross-attention."};
+         const char *q = "which tokenizer merges frequent pairs";
+         retrlm_tokenizer_train_config tc = {0};
+         retrlm_tokenizer tok = {0};
+         retrlm_datastore ds = {0};
+         int i, top, n = 0, ok;
+         float score;
+         tc.vocab_size = 300;
+         ok = !retrlm_tokenizer_train(&tok, &tc, docs, NULL, 3, NULL, NULL);
+         ok = ok && !retrlm_datastore_init(&ds, NULL);
+         for (i = 0; ok && i < 3; i++)
+             ok = !retrlm_datastore_add(&ds, &tok, i, docs[i], strlen(docs[i]), 0);
+         ok = ok && !retrlm_datastore_commit(&ds);
+         ok = ok && !retrlm_datastore_search(&ds, q, strlen(q), 1, RETRLM_NO_DOC, &top, &score, &n);
+         if (ok && n == 1) printf("%.2f  %s\n", score, docs[ds.unit_doc[top]]);
+         else fprintf(stderr, "quick start: %s\n", ok ? "nothing found" : retrlm_last_error());
+         retrlm_datastore_free(&ds);
+         retrlm_tokenizer_free(&tok);
+         return !(ok && n == 1);
+     }
+
    OPTIONS (define before the implementation include; none changes a struct or a prototype)
      RETRLM_STATIC          every function static; only together with RETRLM_IMPLEMENTATION
      RETRLM_API             linkage of public functions (default extern)

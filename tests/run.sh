@@ -9,6 +9,7 @@
 #   sh tests/run.sh            the full matrix: {gcc, clang} x {serial, -fopenmp}
 #   sh tests/run.sh quick      gcc serial only
 #   sh tests/run.sh sanitize   clang -fsanitize=address,undefined (serial and -fopenmp)
+#   sh tests/run.sh docs       the manual's code alone: retrlm.h's QUICK START, README.md's tour
 # Environment: STB_INC (default /usr/include/stb), RETRLM_DATA (default ../shared/data),
 # TESTS (space-separated names such as "core io", default all).
 set -u
@@ -94,7 +95,35 @@ cell() {
     done
 }
 
-# compile checks: the header as C++, two translation units, RETRLM_STATIC
+# the manual's code, compiled as written: the QUICK START program in retrlm.h's opening comment
+# (built and run), and README.md's API tour, which must be the lines of tests/tour.c between
+# "// tour: begin" and "// tour: end" (built and linked, never run: it reads files not here)
+doc_checks() {
+    cc=$1
+    echo "== the manual's code ($cc)"
+    sed -n '/^   QUICK START/,/^$/p' retrlm.h | sed -e '1d' -e '/^$/d' -e 's/^     //' >"$out/quickstart.c"
+    if [ ! -s "$out/quickstart.c" ]; then fail "retrlm.h: no QUICK START program in the opening comment"
+    elif $cc $STRICT -O1 -I. -I"$STB_INC" "$out/quickstart.c" -lm -o "$out/quickstart" 2>"$out/quickstart.err"; then
+        if "$out/quickstart" >"$out/quickstart.log" 2>&1; then
+            pass; echo "  retrlm.h's QUICK START builds and runs: $(head -n 1 "$out/quickstart.log")"
+        else tail -n 20 "$out/quickstart.log"; fail "retrlm.h's QUICK START fails when run ($out/quickstart.c)"; fi
+    else head -n 30 "$out/quickstart.err"; fail "retrlm.h's QUICK START does not compile ($out/quickstart.c)"; fi
+    sed -n '/^\/\/ tour: begin$/,/^\/\/ tour: end$/p' tests/tour.c | sed -e '1d' -e '$d' >"$out/tour-test.txt"
+    awk '/^## API tour$/ { t = 1; next } t && /^```c$/ { c = 1; next } c && /^```$/ { exit } c' README.md \
+        >"$out/tour-readme.txt"
+    if [ ! -s "$out/tour-test.txt" ] || [ ! -s "$out/tour-readme.txt" ]; then
+        fail "the API tour: no code block under '## API tour' in README.md, or no '// tour: begin' / '// tour: end' in tests/tour.c"
+    elif cmp -s "$out/tour-readme.txt" "$out/tour-test.txt"; then pass; echo "  README.md's API tour is tests/tour.c's"
+    else
+        diff "$out/tour-readme.txt" "$out/tour-test.txt" | head -n 20
+        fail "README.md's API tour differs from tests/tour.c's lines between '// tour: begin' and '// tour: end' (< README, > tests/tour.c)"
+    fi
+    if $cc $STRICT -O1 -I. -I"$STB_INC" tests/tour.c -lm -o "$out/tour" 2>"$out/tour.err"; then
+        pass; echo "  tests/tour.c (README.md's API tour) builds and links"
+    else head -n 30 "$out/tour.err"; fail "tests/tour.c (README.md's API tour) does not compile"; fi
+}
+
+# compile checks: the header as C++, two translation units, RETRLM_STATIC, the manual's code
 compile_checks() {
     cc=$1
     echo "== compile checks ($cc)"
@@ -135,6 +164,7 @@ compile_checks() {
             else pass; echo "  examples/$ex.c builds"; fi
         else head -n 30 "$out/example-$ex.err"; fail "examples/$ex.c does not compile"; fi
     done
+    doc_checks "$cc"
     # -O3 inlines across modules and finds warnings (maybe-uninitialized) -O2 does not
     for opt in "-O3" "-O3 -march=native -fopenmp"; do
         if printf '#define RETRLM_IMPLEMENTATION\n#include "retrlm.h"\n' | $cc $STRICT $opt -I. -I"$STB_INC" \
@@ -200,8 +230,11 @@ full)
     run_bin serve sh tests/test_serve.sh
     fuzz_replay gcc -O1
     ;;
+docs)
+    doc_checks gcc
+    ;;
 *)
-    echo "usage: sh tests/run.sh [full|quick|sanitize]" >&2
+    echo "usage: sh tests/run.sh [full|quick|sanitize|docs]" >&2
     exit 2
     ;;
 esac
