@@ -1,8 +1,8 @@
 // Bm25Lucene: the Lucene 8 peer of bench/bm25.c (run by it). Indexes the text column of
 // debpkg/docs.tsv with EnglishAnalyzer (docs and freqs, no positions, one segment in document
-// order so docID = id), runs the dev queries as a disjunction of the analysed terms with
-// BM25Similarity(0.9, 0.4), top 10.
-//   java -cp LUCENE_JARS:build/bench Bm25Lucene DATA_DIR SCRATCH_DIR RUN_FILE
+// order so docID = id), runs the dev queries as a disjunction of the analysed terms, top 10, with
+// BM25Similarity(K1, B) or, for SETTING "default", new BM25Similarity() (k1 1.2, b 0.75).
+//   java -cp LUCENE_JARS:build/bench Bm25Lucene DATA_DIR SCRATCH_DIR RUN_FILE (default | K1 B)
 import java.io.*;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.*;
@@ -78,7 +78,9 @@ public class Bm25Lucene {
         Path dir = Paths.get(args[1], "lucene.idx");
         long base = statusKib("VmRSS");
         Analyzer a = new EnglishAnalyzer();
-        BM25Similarity sim = new BM25Similarity(0.9f, 0.4f);
+        BM25Similarity sim = args[3].equals("default")
+            ? new BM25Similarity()
+            : new BM25Similarity(Float.parseFloat(args[3]), Float.parseFloat(args[4]));
         FieldType ft = new FieldType();
         ft.setIndexOptions(IndexOptions.DOCS_AND_FREQS);
         ft.setTokenized(true);

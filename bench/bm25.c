@@ -1,10 +1,14 @@
 // bm25: retrlm's BM25 against SQLite FTS5, Xapian and Lucene 8 on debpkg (same corpus, same
 // queries, same run): index build time, index bytes on disk, memory, top-10 disjunctive query
-// throughput on 1 and 2 threads, and MRR@10 (lenient) of each engine's top 10.
+// throughput on 1 and 2 threads, and MRR@10 (lenient and strict) of each engine's top 10.
 //   make bench-bm25     (peers: libsqlite3-dev, libxapian-dev + g++, liblucene8-java + a JDK)
+// Two settings in the same run: the shared one (k1 0.9, b 0.4) for every engine that can be set
+// (retrlm with an explicit config, Lucene, Xapian), then every engine out of the box (retrlm's
+// NULL config, Lucene's new BM25Similarity(), Xapian's BM25Weight(), FTS5's fixed bm25()).
 // Each engine runs in its own process (this program with an engine name, bench/bm25_xapian,
-// java Bm25Lucene) that prints name=value lines and writes its top 10 per query to a run file;
-// this driver scores every run file with retrlm's eval module and prints the table.
+// java Bm25Lucene), given its setting as arguments ("default" or "K1 B"), that prints name=value
+// lines and writes its top 10 per query to a run file of its own; this driver scores every run
+// file with retrlm's eval module and prints the table, one row per engine and setting.
 // Memory = peak resident set (VmHWM) of the engine's process minus its resident set after the
 // data was read (the data itself is the same for every engine).
 #define RETRLM_IMPLEMENTATION
@@ -38,7 +42,14 @@ static void write_run(const char *path, const debpkg *d, const int64_t *ids, con
 }
 
 // ---- retrlm ----------------------------------------------------------------------------------
-static int run_retrlm(const debpkg *d, const char *runfile) {
+// a fresh index of every document; nonzero on failure
+static int build_retrlm(retrlm_bm25 *bm, const retrlm_bm25_config *cfg, int nd, const int64_t *ids,
+                        const char **texts) {
+    return retrlm_bm25_init(bm, cfg) || retrlm_bm25_add_batch(bm, nd, ids, texts, NULL) || retrlm_bm25_commit(bm);
+}
+
+// cfg NULL: retrlm's defaults
+static int run_retrlm(const debpkg *d, const char *runfile, const retrlm_bm25_config *cfg) {
     retrlm_bm25 bm, loaded;
     int nd = d->docs.n_rows, nq = d->queries.n_rows, i, *nf;
     int64_t *ids = (int64_t *)malloc(sizeof(int64_t) * (size_t)nd), *out;
@@ -51,19 +62,16 @@ static int run_retrlm(const debpkg *d, const char *runfile) {
         texts[i] = tsv_get(&d->docs, i, 3);
     }
     // a first build warms the allocator (page faults), then 2 threads, then 1 thread (kept)
-    retrlm_bm25_init(&bm, NULL);
-    if (retrlm_bm25_add_batch(&bm, nd, ids, texts, NULL) || retrlm_bm25_commit(&bm)) return 1;
+    if (build_retrlm(&bm, cfg, nd, ids, texts)) return 1;
     retrlm_bm25_free(&bm);
     set_threads(2);
-    retrlm_bm25_init(&bm, NULL);
     t0 = retrlm_time_seconds();
-    if (retrlm_bm25_add_batch(&bm, nd, ids, texts, NULL) || retrlm_bm25_commit(&bm)) return 1;
+    if (build_retrlm(&bm, cfg, nd, ids, texts)) return 1;
     build2 = retrlm_time_seconds() - t0;
     retrlm_bm25_free(&bm);
     set_threads(1);
-    retrlm_bm25_init(&bm, NULL);
     t0 = retrlm_time_seconds();
-    if (retrlm_bm25_add_batch(&bm, nd, ids, texts, NULL) || retrlm_bm25_commit(&bm)) return 1;
+    if (build_retrlm(&bm, cfg, nd, ids, texts)) return 1;
     build1 = retrlm_time_seconds() - t0;
     snprintf(path, sizeof path, "%s/retrlm.bm25", g_scratch);
     if (retrlm_bm25_save(&bm, path)) return 1;
@@ -212,12 +220,59 @@ static int run_fts5(const debpkg *d, const char *runfile) {
 #endif
 
 // ---- the driver ------------------------------------------------------------------------------
+// the shared setting, k1 b (Anserini's MS MARCO passage setting), as the engines' processes take it
+#define SHARED_K1_B "0.9 0.4"
+
+// One row of the table per engine and setting: the shared setting for every engine that can be
+// set, then every engine out of the box (FTS5's bm25() cannot be set). key prefixes the row's
+// name=value lines and names its run file.
+typedef struct row {
+    const char *id, *name, *key, *setting, *k1_b, *note;
+} row;
+static const row rows[] = {
+    {"retrlm", "retrlm", "retrlm", "shared", "0.9, 0.4",
+     "EnglishAnalyzer chain, block-max MaxScore; retrlm_bm25_config k1 0.9, b 0.4"},
+    {"lucene", "Lucene 8", "lucene", "shared", "0.9, 0.4",
+     "EnglishAnalyzer, docs+freqs, 1 segment; BM25Similarity(0.9f, 0.4f)"},
+    {"xapian", "Xapian", "xapian", "shared", "0.9, 0.4",
+     "porter, same stop words, no positions; BM25Weight(0.9, 0, 1, 0.4, 0.5)"},
+    {"retrlm", "retrlm", "retrlm_default", "default", "1.2, 0.75",
+     "NULL config: RETRLM_BM25_K1, RETRLM_BM25_B"},
+    {"lucene", "Lucene 8", "lucene_default", "default", "1.2, 0.75", "new BM25Similarity()"},
+    {"xapian", "Xapian", "xapian_default", "default", "1, 0.5",
+     "BM25Weight(): k1 1, k2 0, k3 1, b 0.5, min_normlen 0.5"},
+    {"fts5", "SQLite FTS5", "fts5", "default", "1.2, 0.75",
+     "porter unicode61, bm25() (k1 1.2, b 0.75 fixed), same stop words dropped from queries"},
+};
+#define N_ROWS (int)(sizeof rows / sizeof rows[0])
+
 typedef struct engine {
-    const char *name, *note;
+    const row *row;
     char cmd[2048], run[1024];
     int ok;
     double build_s, build_s_2t, index_bytes, mem_kib, qps1, qps2, mrr10, mrr10_strict;
 } engine;
+
+// the row's run file and the command of its engine's process (none: the engine is not installed)
+static void engine_init(engine *e, const row *r, const char *self) {
+    const char *arg = strcmp(r->setting, "shared") ? "default" : SHARED_K1_B;
+    memset(e, 0, sizeof *e);
+    e->row = r;
+    snprintf(e->run, sizeof e->run, "%s/bm25_run_%s.txt", g_scratch, r->key);
+    if (!strcmp(r->id, "retrlm")) snprintf(e->cmd, sizeof e->cmd, "%s retrlm %s %s", self, e->run, arg);
+#ifdef RETRLM_BENCH_LUCENE
+    if (!strcmp(r->id, "lucene"))
+        snprintf(e->cmd, sizeof e->cmd, "java -Xmx1g -cp %s:build/bench Bm25Lucene %s %s %s %s", RETRLM_BENCH_LUCENE,
+                 g_data, g_scratch, e->run, arg);
+#endif
+#ifdef RETRLM_BENCH_XAPIAN
+    if (!strcmp(r->id, "xapian"))
+        snprintf(e->cmd, sizeof e->cmd, "build/bench/bm25_xapian %s %s %s %s", g_data, g_scratch, e->run, arg);
+#endif
+#ifdef RETRLM_BENCH_FTS5
+    if (!strcmp(r->id, "fts5")) snprintf(e->cmd, sizeof e->cmd, "%s fts5 %s %s", self, e->run, arg);
+#endif
+}
 
 static double mrr_of_run(const char *path, const debpkg *d, int min_grade, int *ok) {
     FILE *f = fopen(path, "r");
@@ -283,8 +338,8 @@ static void run_engine(engine *e, const debpkg *d) {
 
 int main(int argc, char **argv) {
     debpkg d;
-    engine eng[4];
-    int i, n = 0;
+    engine eng[N_ROWS];
+    int i;
     bench_machine();
     g_data = getenv("RETRLM_DATA") ? getenv("RETRLM_DATA") : "../shared/data";
     g_scratch = getenv("SCRATCH") ? getenv("SCRATCH") : "build/bench";
@@ -292,70 +347,56 @@ int main(int argc, char **argv) {
         printf("debpkg data not found under %s\n", g_data);
         return 1;
     }
-    if (argc == 3 && !strcmp(argv[1], "retrlm")) return run_retrlm(&d, argv[2]);
+    // an engine's process: bm25 ENGINE RUN_FILE SETTING, SETTING "default" or "K1 B"
+    if (argc == 4 && !strcmp(argv[1], "retrlm") && !strcmp(argv[3], "default")) return run_retrlm(&d, argv[2], NULL);
+    if (argc == 5 && !strcmp(argv[1], "retrlm")) {
+        retrlm_bm25_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.k1 = (float)atof(argv[3]);
+        cfg.b = (float)atof(argv[4]);
+        return run_retrlm(&d, argv[2], &cfg);
+    }
 #ifdef RETRLM_BENCH_FTS5
-    if (argc == 3 && !strcmp(argv[1], "fts5")) return run_fts5(&d, argv[2]);
+    if (argc == 4 && !strcmp(argv[1], "fts5") && !strcmp(argv[3], "default")) return run_fts5(&d, argv[2]);
 #endif
-    memset(eng, 0, sizeof eng);
-    eng[n].name = "retrlm";
-    eng[n].note = "EnglishAnalyzer chain, k1 0.9 b 0.4, block-max MaxScore";
-    snprintf(eng[n].run, sizeof eng[n].run, "%s/bm25_run_retrlm.txt", g_scratch);
-    snprintf(eng[n].cmd, sizeof eng[n].cmd, "%s retrlm %s", argv[0], eng[n].run);
-    n++;
-    eng[n].name = "Lucene 8";
-    eng[n].note = "EnglishAnalyzer, BM25Similarity(0.9, 0.4), docs+freqs, 1 segment";
-    snprintf(eng[n].run, sizeof eng[n].run, "%s/bm25_run_lucene.txt", g_scratch);
-#ifdef RETRLM_BENCH_LUCENE
-    snprintf(eng[n].cmd, sizeof eng[n].cmd, "java -Xmx1g -cp %s:build/bench Bm25Lucene %s %s %s", RETRLM_BENCH_LUCENE,
-             g_data, g_scratch, eng[n].run);
-#endif
-    n++;
-    eng[n].name = "Xapian";
-    eng[n].note = "BM25Weight(0.9, 0, 1, 0.4), porter, same stop words, no positions";
-    snprintf(eng[n].run, sizeof eng[n].run, "%s/bm25_run_xapian.txt", g_scratch);
-#ifdef RETRLM_BENCH_XAPIAN
-    snprintf(eng[n].cmd, sizeof eng[n].cmd, "build/bench/bm25_xapian %s %s %s", g_data, g_scratch, eng[n].run);
-#endif
-    n++;
-    eng[n].name = "SQLite FTS5";
-    eng[n].note = "porter unicode61, bm25() (k1 1.2, b 0.75 fixed), same stop words dropped from queries";
-    snprintf(eng[n].run, sizeof eng[n].run, "%s/bm25_run_fts5.txt", g_scratch);
-#ifdef RETRLM_BENCH_FTS5
-    snprintf(eng[n].cmd, sizeof eng[n].cmd, "%s fts5 %s", argv[0], eng[n].run);
-#endif
-    n++;
-    for (i = 0; i < n; i++) run_engine(&eng[i], &d);
+    for (i = 0; i < N_ROWS; i++) {
+        engine_init(&eng[i], &rows[i], argv[0]);
+        run_engine(&eng[i], &d);
+    }
     printf("BM25 on debpkg: %d documents (text column), %d dev queries, top %d, disjunctive\n", d.docs.n_rows,
            d.queries.n_rows, TOPK);
+    printf("shared: k1 0.9, b 0.4 for every engine that can be set; default: each engine out of the box\n");
     printf("(shared 2-core machine: other jobs run at the same time, so timings vary between runs)\n\n");
-    printf("%-12s %9s %12s %10s %9s %9s %8s %8s\n", "engine", "build s", "index bytes", "mem MiB", "q/s 1t",
-           "q/s 2t", "MRR@10", "strict");
-    for (i = 0; i < n; i++) {
-        if (!eng[i].ok) {
-            printf("%-12s %s\n", eng[i].name, eng[i].cmd[0] ? "failed" : "not installed: skipped");
+    printf("%-12s %-8s %-10s %8s %12s %8s %8s %8s %8s %8s\n", "engine", "setting", "k1, b", "build s", "index bytes",
+           "mem MiB", "q/s 1t", "q/s 2t", "MRR@10", "strict");
+    for (i = 0; i < N_ROWS; i++) {
+        const engine *e = &eng[i];
+        printf("%-12s %-8s %-10s ", e->row->name, e->row->setting, e->row->k1_b);
+        if (!e->ok) {
+            printf("%s\n", e->cmd[0] ? "failed" : "not installed: skipped");
             continue;
         }
-        printf("%-12s %9.2f %12.0f %10.1f %9.0f %9.0f %8.4f %8.4f\n", eng[i].name, eng[i].build_s, eng[i].index_bytes,
-               eng[i].mem_kib / 1024.0, eng[i].qps1, eng[i].qps2, eng[i].mrr10, eng[i].mrr10_strict);
+        printf("%8.2f %12.0f %8.1f %8.0f %8.0f %8.4f %8.4f\n", e->build_s, e->index_bytes, e->mem_kib / 1024.0, e->qps1,
+               e->qps2, e->mrr10, e->mrr10_strict);
     }
     printf("\n");
-    for (i = 0; i < n; i++)
-        if (eng[i].ok) printf("  %-12s %s\n", eng[i].name, eng[i].note);
+    for (i = 0; i < N_ROWS; i++)
+        if (eng[i].ok) printf("  %-12s %-8s %s\n", eng[i].row->name, eng[i].row->setting, eng[i].row->note);
     if (eng[0].ok && eng[0].build_s_2t > 0) printf("  retrlm build on 2 threads: %.2f s\n", eng[0].build_s_2t);
     printf("\n");
-    for (i = 0; i < n; i++) {
-        const char *k = i == 0 ? "retrlm" : i == 1 ? "lucene" : i == 2 ? "xapian" : "fts5";
+    for (i = 0; i < N_ROWS; i++) {
+        const char *k = eng[i].row->key;
         if (!eng[i].ok) continue;
         printf("%s_build_s=%.3f\n%s_index_bytes=%.0f\n%s_mem_kib=%.0f\n%s_qps1=%.0f\n%s_qps2=%.0f\n%s_mrr10=%.4f\n"
                "%s_mrr10_strict=%.4f\n",
                k, eng[i].build_s, k, eng[i].index_bytes, k, eng[i].mem_kib, k, eng[i].qps1, k, eng[i].qps2, k,
                eng[i].mrr10, k, eng[i].mrr10_strict);
     }
-    if (eng[0].ok) {
+    if (eng[0].ok) { // retrlm (shared) against the shared rows of the others and FTS5
         printf("retrlm_build_s_2t=%.3f\n", eng[0].build_s_2t);
-        for (i = 1; i < n; i++) {
-            const char *k = i == 1 ? "lucene" : i == 2 ? "xapian" : "fts5";
-            if (eng[i].ok && eng[i].qps1 > 0)
+        for (i = 1; i < N_ROWS; i++) {
+            const char *k = eng[i].row->key;
+            if (eng[i].ok && eng[i].qps1 > 0 && (!strcmp(eng[i].row->setting, "shared") || !strcmp(k, "fts5")))
                 printf("qps1_ratio_vs_%s=%.2f\nindex_ratio_vs_%s=%.2f\n", k, eng[0].qps1 / eng[i].qps1, k,
                        eng[0].index_bytes / eng[i].index_bytes);
         }

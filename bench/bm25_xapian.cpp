@@ -1,7 +1,8 @@
 // bm25_xapian: the Xapian peer of bench/bm25.c (run by it). Indexes the text column of
 // debpkg/docs.tsv (docid = id + 1, Porter stemmer, Lucene's 33 English stop words, no
-// positions), runs the dev queries with BM25Weight(k1 0.9, k2 0, k3 1, b 0.4), top 10, OR.
-//   bm25_xapian DATA_DIR SCRATCH_DIR RUN_FILE    prints name=value lines
+// positions), runs the dev queries, top 10, OR, with BM25Weight(k1 K1, k2 0, k3 1, b B,
+// min_normlen 0.5) or, for SETTING "default", BM25Weight() (k1 1, k2 0, k3 1, b 0.5, min_normlen 0.5).
+//   bm25_xapian DATA_DIR SCRATCH_DIR RUN_FILE (default | K1 B)    prints name=value lines
 #include <xapian.h>
 #include <chrono>
 #include <cstdio>
@@ -30,7 +31,8 @@ static long dir_bytes(const std::string &dir) {
     return v;
 }
 
-static void search(const std::string &dir, const debpkg *d, int from, int to, std::vector<std::vector<long>> *out) {
+static void search(const std::string &dir, const debpkg *d, const Xapian::Weight *w, int from, int to,
+                   std::vector<std::vector<long>> *out) {
     Xapian::Database db(dir);
     Xapian::Enquire enq(db);
     Xapian::QueryParser qp;
@@ -40,7 +42,7 @@ static void search(const std::string &dir, const debpkg *d, int from, int to, st
     qp.set_stopper(&stopper);
     qp.set_default_op(Xapian::Query::OP_OR);
     qp.set_database(db);
-    enq.set_weighting_scheme(Xapian::BM25Weight(0.9, 0, 1, 0.4, 0.5));
+    enq.set_weighting_scheme(*w); // a copy (clone) per Enquire
     for (int q = from; q < to; q++) {
         Xapian::Query query = qp.parse_query(tsv_get(&d->queries, q, 1), 0);
         enq.set_query(query);
@@ -51,7 +53,10 @@ static void search(const std::string &dir, const debpkg *d, int from, int to, st
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) return 2;
+    bool def = argc == 5 && !strcmp(argv[4], "default");
+    if (!def && argc != 6) return 2;
+    Xapian::BM25Weight weight =
+        def ? Xapian::BM25Weight() : Xapian::BM25Weight(atof(argv[4]), 0, 1, atof(argv[5]), 0.5);
     debpkg d;
     if (!debpkg_load(&d, argv[1])) return 1;
     std::string dir = std::string(argv[2]) + "/xapian.db";
@@ -77,12 +82,12 @@ int main(int argc, char **argv) {
     std::string cdir = dir + ".c";
     int nq = d.queries.n_rows;
     std::vector<std::vector<long>> out(nq);
-    search(cdir, &d, 0, nq, &out); // warm-up
+    search(cdir, &d, &weight, 0, nq, &out); // warm-up
     t0 = now();
-    search(cdir, &d, 0, nq, &out);
+    search(cdir, &d, &weight, 0, nq, &out);
     double qps1 = nq / (now() - t0);
     t0 = now();
-    std::thread a(search, cdir, &d, 0, nq / 2, &out), b(search, cdir, &d, nq / 2, nq, &out);
+    std::thread a(search, cdir, &d, &weight, 0, nq / 2, &out), b(search, cdir, &d, &weight, nq / 2, nq, &out);
     a.join();
     b.join();
     double qps2 = nq / (now() - t0);
