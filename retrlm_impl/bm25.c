@@ -145,6 +145,15 @@ static void retrlm__bm25_release(retrlm_bm25 *bm) { // the committed arrays
     bm->avgdl = 1.0;
 }
 
+RETRLM__PRIVATE retrlm_bm25_config retrlm__bm25_passage_config(const retrlm_bm25_config *cfg) {
+    retrlm_bm25_config c;
+    if (cfg) c = *cfg;
+    else memset(&c, 0, sizeof c);
+    if (c.k1 == 0) c.k1 = RETRLM_BM25_PASSAGE_K1;
+    if (c.b == 0) c.b = RETRLM_BM25_PASSAGE_B;
+    return c;
+}
+
 RETRLM_API retrlm_result retrlm_bm25_init(retrlm_bm25 *bm, const retrlm_bm25_config *cfg) {
     retrlm_bm25_config def;
     retrlm_result r;
@@ -153,8 +162,8 @@ RETRLM_API retrlm_result retrlm_bm25_init(retrlm_bm25 *bm, const retrlm_bm25_con
         memset(&def, 0, sizeof def);
         cfg = &def;
     }
-    bm->k1 = cfg->k1 == 0 ? 0.9f : cfg->k1;
-    bm->b = cfg->b == 0 ? 0.4f : cfg->b < 0 ? 0.0f : cfg->b;
+    bm->k1 = cfg->k1 == 0 ? RETRLM_BM25_K1 : cfg->k1;
+    bm->b = cfg->b == 0 ? RETRLM_BM25_B : cfg->b < 0 ? 0.0f : cfg->b;
     bm->avgdl = 1.0;
     if (!(bm->k1 > 0 && bm->k1 < 1e6f) || !(bm->b <= 1))
         return retrlm__fail(RETRLM_ERR_ARG, "bm25: k1 %g must be > 0 and b %g in [0, 1]",

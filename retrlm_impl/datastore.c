@@ -2,6 +2,7 @@
 
 RETRLM_API retrlm_result retrlm_datastore_init(retrlm_datastore *ds, const retrlm_datastore_config *cfg) {
     retrlm_datastore_config def;
+    retrlm_bm25_config bc;
     retrlm_result res;
     RETRLM_ASSERT(ds);
     memset(ds, 0, sizeof *ds);
@@ -9,7 +10,8 @@ RETRLM_API retrlm_result retrlm_datastore_init(retrlm_datastore *ds, const retrl
     if (!cfg) cfg = &def;
     if (cfg->chunk_tokens < 0) return retrlm__fail(RETRLM_ERR_ARG, "datastore: chunk_tokens %d < 0", cfg->chunk_tokens);
     ds->chunk_tokens = cfg->chunk_tokens ? cfg->chunk_tokens : 64;
-    res = retrlm_bm25_init(&ds->bm25, &cfg->bm25);
+    bc = retrlm__bm25_passage_config(&cfg->bm25); // units are passages of <= chunk_tokens
+    res = retrlm_bm25_init(&ds->bm25, &bc);
     if (res) return res;
     if (!RETRLM__ARR_RESERVE(ds->text_off_b_, 1) || !RETRLM__ARR_RESERVE(ds->tok_off_b_, 1)) {
         retrlm_datastore_free(ds);

@@ -9,7 +9,9 @@
 
 typedef struct retrlm_datastore_config {
     int                chunk_tokens; /* tokens per chunk for RETRLM_DATASTORE_CHUNK; default 64 */
-    retrlm_bm25_config bm25;         /* the lexical index over the units' text */
+    retrlm_bm25_config bm25;         /* the lexical index over the units' text; k1 or b 0:
+                                        the passage setting, 0.9 / 0.4 (bm25.h), as units are
+                                        mostly chunks; set them for long whole-document units */
 } retrlm_datastore_config;
 
 #define RETRLM_DATASTORE_CHUNK 1 /* add: cut the document into chunk_tokens-token units */

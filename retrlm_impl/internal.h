@@ -221,6 +221,11 @@ RETRLM__PRIVATE size_t retrlm__pretoken(const unsigned char *s, size_t n);
 RETRLM__PRIVATE retrlm_result retrlm__decode_grow(const retrlm_tokenizer *tok, const int *ids, size_t n,
                                                   char **buf, size_t *cap, size_t *len);
 
+/* ---- bm25 (bm25.c) ------------------------------------------------------------------------ */
+/* cfg (NULL: all defaults) with k1 and b that it leaves 0 set to the passage setting
+   (RETRLM_BM25_PASSAGE_K1 / _B), for indexes over units of a bounded length. */
+RETRLM__PRIVATE retrlm_bm25_config retrlm__bm25_passage_config(const retrlm_bm25_config *cfg);
+
 /* ---- model (model.c; its files in checkpoint.c and safetensors.c) ------------------------- */
 #define RETRLM__MAX_DIM (1 << 24) /* bound on every size in a config: vocabulary, widths, batch */
 /* Fills defaults into c and checks it (RETRLM_ERR_ARG, with detail, when it is not valid). */

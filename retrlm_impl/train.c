@@ -1781,6 +1781,7 @@ RETRLM_API retrlm_result retrlm_trime_bm25_batches(const retrlm_tokenizer *tok, 
     int *found = NULL, *group = NULL;
     unsigned char *used = NULL;
     retrlm_bm25 bm;
+    retrlm_bm25_config bc;
     retrlm_result r = RETRLM_OK;
     RETRLM_ASSERT(tokens && n_batches);
     memset(&bm, 0, sizeof bm);
@@ -1810,7 +1811,8 @@ RETRLM_API retrlm_result retrlm_trime_bm25_batches(const retrlm_tokenizer *tok, 
         ids[(size_t)S * K + (size_t)s] = s; // the document ids, after the neighbour table
         r = retrlm__trime_segment_text(tok, tokens + (size_t)s * T, T, &texts[s], &caps[s], &lens[s]);
     }
-    if (r || (r = retrlm_bm25_init(&bm, bm25)) ||
+    bc = retrlm__bm25_passage_config(bm25); // segments: passages of T tokens
+    if (r || (r = retrlm_bm25_init(&bm, &bc)) ||
         (r = retrlm_bm25_add_batch(&bm, (int)S, ids + (size_t)S * K, (const char *const *)texts, lens)) ||
         (r = retrlm_bm25_commit(&bm)) ||
         (r = retrlm_bm25_search_batch(&bm, (int)S, (const char *const *)texts, lens, K, 0, ids,
@@ -2707,6 +2709,7 @@ RETRLM_API retrlm_result retrlm_rpt_bm25_scores(const retrlm_tokenizer *tok, con
     float *hsc = NULL;
     char *txt = NULL;
     size_t cap = 0, len;
+    retrlm_bm25_config bc = retrlm__bm25_passage_config(bm25); // chunks: passages of 2 m tokens
     retrlm_result r = RETRLM_OK;
     RETRLM_ASSERT(tok && tokens && t && scores);
     if ((r = retrlm__rpt_targets_valid(t, RETRLM_ERR_ARG, "rpt_bm25_scores"))) return r;
@@ -2722,7 +2725,7 @@ RETRLM_API retrlm_result retrlm_rpt_bm25_scores(const retrlm_tokenizer *tok, con
     for (s = 0; s < t->n_spans && !r; s++) {
         retrlm_bm25 bm;
         const int *sp = tokens + t->span[s];
-        if ((r = retrlm_bm25_init(&bm, bm25))) break;
+        if ((r = retrlm_bm25_init(&bm, &bc))) break;
         for (j = 0; j + 1 < U && !r; j++) // chunk j and its continuation
             if (!(r = retrlm__decode_grow(tok, sp + (size_t)j * t->chunk, (size_t)2 * t->chunk, &txt, &cap, &len)))
                 r = retrlm_bm25_add(&bm, j, txt, len);

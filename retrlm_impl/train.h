@@ -459,7 +459,7 @@ RETRLM_API retrlm_result retrlm_trime_train(retrlm_model *m, retrlm_adamw *opt,
 
 /* TrimeLM_ext's batches: the stream is cut into S = (n - 1) / seq_len segments (segment s =
    tokens[s seq_len, s seq_len + seq_len], its last token a target only), each indexed by BM25
-   (bm25 NULL: the defaults) as its text (tok's decoding; tok NULL: the token ids as decimal
+   (bm25 NULL, or k1 / b 0: the passage setting, bm25.h) as its text (tok's decoding; tok NULL: the token ids as decimal
    words); each segment's query is its own text. Groups of batch segments are made greedily:
    the first segment not yet used opens a group, which takes the unused BM25 neighbours of its
    members (best first, the opener's, then the next member's, ...), then, if still short, the
@@ -684,7 +684,8 @@ RETRLM_API retrlm_result retrlm_rpt_targets_bytes(const retrlm_tokenizer *tok, c
 /* BM25's scores of each chunk's candidates, for RETRLM_RPT_SCORES: in each span, the documents
    are its chunks j with their continuation (chunk j + 1), as text (tok's decoding), and chunk u's
    query is its own text; scores (n_spans, U, C): BM25's score of candidate c for chunk u, -1e30
-   when it shares no term with the query, -inf where cand is -1. bm25 NULL: the defaults. */
+   when it shares no term with the query, -inf where cand is -1. bm25 NULL, or k1 / b 0: the
+   passage setting (bm25.h). */
 RETRLM_API retrlm_result retrlm_rpt_bm25_scores(const retrlm_tokenizer *tok, const int *tokens,
                                                 size_t n, const retrlm_rpt_targets *t,
                                                 const retrlm_bm25_config *bm25, float *scores);

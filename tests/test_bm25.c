@@ -130,13 +130,13 @@ static void test_hand_scores(void) {
     int64_t out[5];
     float sc[5];
     int n, i;
-    double N = 5, avgdl = (3 + 2 + 4 + 1 + 1) / 5.0, k1 = 0.9, b = 0.4;
+    double N = 5, avgdl = (3 + 2 + 4 + 1 + 1) / 5.0, k1 = 1.2, b = 0.75; // the defaults
     double e10, e40, e20, e30;
     memset(&cfg, 0, sizeof cfg);
     cfg.analyzer.no_stem = 1;
     cfg.analyzer.no_stopwords = 1;
     CHECK_OK(retrlm_bm25_init(&bm, &cfg));
-    CHECK(bm.k1 == (float)0.9 && bm.b == (float)0.4); // casts: s390x evaluates 0.9f as a double in C99
+    CHECK(bm.k1 == (float)1.2 && bm.b == (float)0.75); // casts: s390x evaluates 1.2f as a double in C99
     for (i = 0; i < 5; i++) CHECK_OK(retrlm_bm25_add(&bm, ids[i], docs[i], strlen(docs[i])));
     CHECK(bm.n_pending == 5 && bm.n_docs == 0);
     CHECK(retrlm_bm25_add(&bm, 30, "x", 1) == RETRLM_ERR_ARG); // duplicate id

@@ -51,6 +51,7 @@ static void test_datastore_units(void) {
     size_t len, total = 0;
     build(&ds, 8);
     CHECK(ds.n_units > NDOCS);
+    CHECK(ds.bm25.k1 == (float)0.9 && ds.bm25.b == (float)0.4); // units are passages (bm25.h)
     for (u = 0; u < ds.n_units; u++) { // a unit's text is exactly what its tokens decode to
         const char *t = retrlm_datastore_text(&ds, u, &len);
         const int *ids = retrlm_datastore_tokens(&ds, u, &n_tok);

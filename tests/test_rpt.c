@@ -419,7 +419,11 @@ static void test_rpt_bm25_scores(void) {
         float hs[8];
         int got;
         const int *sp = ids + t.span[sp_i];
-        CHECK_OK(retrlm_bm25_init(&bm, NULL));
+        retrlm_bm25_config bc; // the passage setting, as the scorer's default (bm25.h)
+        memset(&bc, 0, sizeof bc);
+        bc.k1 = RETRLM_BM25_PASSAGE_K1;
+        bc.b = RETRLM_BM25_PASSAGE_B;
+        CHECK_OK(retrlm_bm25_init(&bm, &bc));
         for (j = 0; j + 1 < U; j++) {
             CHECK_OK(retrlm_tokenizer_decode(&tok, sp + j * 4, 8, buf, sizeof buf, &bl));
             CHECK_OK(retrlm_bm25_add(&bm, j, buf, bl));
