@@ -698,18 +698,20 @@ typedef enum retrlm_storage {
     RETRLM_STORAGE_SQ8 = 1
 } retrlm_storage;
 
-#define RETRLM_KMEANS_RANDOM 0   /* initial centroids: distinct random training points */
-#define RETRLM_KMEANS_PLUSPLUS 1 /* k-means++ (Arthur and Vassilvitskii 2007), D^2 sampling */
+typedef enum retrlm_kmeans_init {
+    RETRLM_KMEANS_RANDOM = 0,  /* initial centroids: distinct random training points */
+    RETRLM_KMEANS_PLUSPLUS = 1 /* k-means++ (Arthur and Vassilvitskii 2007), D^2 sampling */
+} retrlm_kmeans_init;
 
 typedef struct retrlm_index_config {
-    int      dim;          /* d > 0, required */
-    int      metric;       /* retrlm_metric, default IP */
-    int      storage;      /* retrlm_storage, default F32 */
+    int            dim;     /* d > 0, required */
+    retrlm_metric  metric;  /* default IP */
+    retrlm_storage storage; /* default F32 */
     int      nlist;        /* 0: flat; > 0: IVF lists (needs train with >= nlist vectors) */
     int      nprobe;       /* IVF lists searched when the search does not say, default 1 */
     int      rerank;       /* SQ8: keep f32 too and re-score rerank * k candidates; 0: off */
     int      kmeans_iters; /* Lloyd iterations, default 10 */
-    int      kmeans_init;  /* RETRLM_KMEANS_RANDOM (default) or RETRLM_KMEANS_PLUSPLUS */
+    retrlm_kmeans_init kmeans_init; /* RETRLM_KMEANS_RANDOM (default) or _PLUSPLUS */
     int      max_points_per_list; /* k-means trains on at most nlist * this points, default 256 */
     uint64_t seed;         /* sampling and initialisation, default 1234 */
     retrlm_progress_fn progress; /* optional: train ("kmeans") and add ("add") report; cancel */
@@ -717,9 +719,9 @@ typedef struct retrlm_index_config {
 } retrlm_index_config;
 
 typedef struct retrlm_index {
-    int      dim;          /* d */
-    int      metric;       /* retrlm_metric */
-    int      storage;      /* retrlm_storage */
+    int            dim;    /* d */
+    retrlm_metric  metric;
+    retrlm_storage storage;
     int      nlist;        /* 0 for flat */
     int      nprobe;       /* default lists searched; you may change it between searches */
     int      rerank;       /* candidates factor for SQ8 re-ranking, 0 off */
@@ -789,7 +791,7 @@ RETRLM_API retrlm_result retrlm_index_load(retrlm_index *ix, const char *path);
    gives spherical k-means (unit centroids, assignment by inner product). The config supplies
    kmeans_iters, kmeans_init, max_points_per_list, seed and progress (dim, metric, k given). */
 RETRLM_API retrlm_result retrlm_kmeans(float *centroids, int k, const float *x, size_t n, int dim,
-                                       int metric, const retrlm_index_config *cfg);
+                                       retrlm_metric metric, const retrlm_index_config *cfg);
 
 /* ---- interchange: .fvecs / .ivecs (per vector: int32 d, then d values) and 2-D float32 .npy
    (little-endian '<f4', C order, format 1.0 to 3.0). Readers allocate *out (n, dim), freed
@@ -1384,15 +1386,20 @@ RETRLM_API retrlm_result retrlm_npm_loss(const float *qs, const float *qe, int n
 
 /* What TRIME's memory is and how it is compared (retrlm_model_trime_loss, retrlm_trime_train,
    and at inference retrlm_ralm_config.trime; train.h says what each batching holds). */
-#define RETRLM_TRIME_LOCAL 0
-#define RETRLM_TRIME_LONG 1
-#define RETRLM_TRIME_EXT 2
-#define RETRLM_TRIME_DOT 0
-#define RETRLM_TRIME_L2 1
+typedef enum retrlm_trime_batching {
+    RETRLM_TRIME_LOCAL = 0,
+    RETRLM_TRIME_LONG = 1,
+    RETRLM_TRIME_EXT = 2
+} retrlm_trime_batching;
+
+typedef enum retrlm_trime_sim {
+    RETRLM_TRIME_DOT = 0,
+    RETRLM_TRIME_L2 = 1
+} retrlm_trime_sim;
 
 typedef struct retrlm_trime_params {
-    int   batching;    /* RETRLM_TRIME_LOCAL, _LONG or _EXT: which entries M(i) holds */
-    int   sim;         /* RETRLM_TRIME_DOT or RETRLM_TRIME_L2 */
+    retrlm_trime_batching batching; /* LOCAL, LONG or EXT: which entries M(i) holds */
+    retrlm_trime_sim      sim;      /* DOT or L2 */
     float temperature; /* divides the similarity; 0 means 1 */
     int   no_local;    /* EXT: 1 leaves i's own segment out of M(i) (trime_ext_loss's
                           only_cross_sent); the trainer sets it each step (cross_sent_ratio) */
@@ -2740,6 +2747,22 @@ RETRLM__PRIVATE uint64_t retrlm__get_u64(const unsigned char *p);
 RETRLM__PRIVATE int      retrlm__host_is_le(void);
 /* Reverses each elem-byte element of n in place (elem 1, 2, 4 or 8). */
 RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
+/* A growable byte buffer that reports running out of memory (stb_ds arrays abort instead);
+   zero it to start, RETRLM_FREE(b.p) when done. reserve makes room for extra more bytes, push
+   appends size bytes of x (x NULL: zeroes); both return 1, or 0 on overflow or no memory. */
+typedef struct retrlm__buf {
+    unsigned char *p; /* (cap) bytes, from retrlm__realloc */
+    size_t n, cap;    /* bytes used, allocated */
+} retrlm__buf;
+RETRLM__PRIVATE int retrlm__buf_reserve(retrlm__buf *b, size_t extra);
+RETRLM__PRIVATE int retrlm__buf_push(retrlm__buf *b, const void *x, size_t size);
+/* A binary min-heap of n items in h, ordered by key, then tie; push needs room for one more.
+   (The k best of a search use retrlm_topk in kernels.) */
+typedef struct retrlm__heap_item {
+    int64_t key, tie;
+} retrlm__heap_item;
+RETRLM__PRIVATE void retrlm__heap_push(retrlm__heap_item *h, size_t *n, int64_t key, int64_t tie);
+RETRLM__PRIVATE retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n);
 
 /* ---- kernels (kernels.c) ------------------------------------------------------------------ */
 RETRLM__PRIVATE size_t retrlm__round16(size_t n); /* n rounded up to a multiple of 16 */
@@ -2781,6 +2804,10 @@ RETRLM__PRIVATE int  retrlm__js_uint(retrlm__js *j, uint64_t *v); /* a non-negat
 RETRLM__PRIVATE int  retrlm__js_skip(retrlm__js *j, int depth);
 
 /* ---- unicode (unicode.c) and tokenizer (tokenizer.c) ------------------------------------- */
+/* The classes GPT-2's pattern tells apart: \p{L}, \p{N}, \s, and every other code point. */
+enum { RETRLM__UC_OTHER = 0, RETRLM__UC_LETTER = 1, RETRLM__UC_NUMBER = 2, RETRLM__UC_SPACE = 3 };
+/* Class of code point c (RETRLM__UC_*). */
+RETRLM__PRIVATE int retrlm__uc_class(uint32_t c);
 /* One UTF-8 sequence at s[0..n) (n >= 1): its length, the code point in *cp (0xFFFFFFFF and
    length 1 for invalid UTF-8). */
 RETRLM__PRIVATE size_t retrlm__utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
@@ -3163,6 +3190,63 @@ static void retrlm__byteswap(void *p, size_t n, size_t elem) {
             b[elem - 1 - j] = t;
         }
     }
+}
+
+// ---- one growable byte buffer and one binary heap, for the modules that build things --------
+
+static int retrlm__buf_reserve(retrlm__buf *b, size_t extra) {
+    size_t cap;
+    void *q;
+    if (extra > (size_t)-1 - b->n) return 0;
+    if (b->n + extra <= b->cap) return 1;
+    cap = b->cap ? b->cap : 64;
+    while (cap < b->n + extra) {
+        if (cap > (size_t)-1 / 2) return 0;
+        cap *= 2;
+    }
+    if (!(q = retrlm__realloc(b->p, cap, 1))) return 0;
+    b->p = (unsigned char *)q;
+    b->cap = cap;
+    return 1;
+}
+
+static int retrlm__buf_push(retrlm__buf *b, const void *x, size_t size) {
+    if (!retrlm__buf_reserve(b, size)) return 0;
+    if (x) memcpy(b->p + b->n, x, size);
+    else memset(b->p + b->n, 0, size);
+    b->n += size;
+    return 1;
+}
+
+static int retrlm__heap_less(const retrlm__heap_item *a, const retrlm__heap_item *b) {
+    return a->key < b->key || (a->key == b->key && a->tie < b->tie);
+}
+
+static void retrlm__heap_push(retrlm__heap_item *h, size_t *n, int64_t key, int64_t tie) {
+    size_t i = (*n)++;
+    retrlm__heap_item x;
+    x.key = key;
+    x.tie = tie;
+    while (i > 0 && retrlm__heap_less(&x, &h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = x;
+}
+
+static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
+    retrlm__heap_item top = h[0], x = h[--*n];
+    size_t i = 0, len = *n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= len) break;
+        if (c + 1 < len && retrlm__heap_less(&h[c + 1], &h[c])) c++;
+        if (!retrlm__heap_less(&h[c], &x)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (len) h[i] = x;
+    return top;
 }
 /* ---- retrlm_impl/kernels.c ---- */
 
@@ -5410,8 +5494,6 @@ static const uint32_t retrlm__uni_space_ranges[11][2] = {
     {0x3000, 0x3000},
 };
 
-enum { RETRLM__UC_OTHER = 0, RETRLM__UC_LETTER = 1, RETRLM__UC_NUMBER = 2, RETRLM__UC_SPACE = 3 };
-
 // class of every ASCII byte (0x80.. never reaches this table)
 static const unsigned char retrlm__uc_ascii[128] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 3, 3, 3, 3, 0, 0, // \t \n \v \f \r
@@ -5768,33 +5850,6 @@ RETRLM_API int retrlm_tokenizer_is_special(const retrlm_tokenizer *tok, int id) 
     return retrlm__is_special(tok, id);
 }
 
-// ---- growable buffers for building (report OOM, unlike stb_ds) ----------------------------
-typedef struct retrlm__buf {
-    unsigned char *p; // (cap) bytes, from retrlm__realloc
-    size_t n, cap;    // bytes used, allocated
-} retrlm__buf;
-
-// appends size bytes of x (x NULL: zeroes); 0 on overflow or OOM
-static int retrlm__buf_push(retrlm__buf *b, const void *x, size_t size) {
-    if (size > (size_t)-1 - b->n) return 0;
-    if (b->n + size > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        void *q;
-        while (cap < b->n + size) {
-            if (cap > (size_t)-1 / 2) return 0;
-            cap *= 2;
-        }
-        q = retrlm__realloc(b->p, cap, 1);
-        if (!q) return 0;
-        b->p = (unsigned char *)q;
-        b->cap = cap;
-    }
-    if (x) memcpy(b->p + b->n, x, size);
-    else memset(b->p + b->n, 0, size);
-    b->n += size;
-    return 1;
-}
-
 static int retrlm__buf_push_int(retrlm__buf *b, int v) { return retrlm__buf_push(b, &v, sizeof v); }
 
 // a piece of text
@@ -5811,11 +5866,6 @@ typedef struct retrlm__cache_entry {
     int ids[RETRLM__CACHE_IDS];               // (n_ids)
 } retrlm__cache_entry;
 
-typedef struct retrlm__heap_item {
-    int rank;   // of the pair starting at pos
-    size_t pos; // byte position of the pair's left part in the pre-token
-} retrlm__heap_item;
-
 // One encoding run: where ids go, plus scratch reused across pre-tokens.
 typedef struct retrlm__enc {
     const retrlm_tokenizer *tok;
@@ -5824,7 +5874,7 @@ typedef struct retrlm__enc {
     retrlm__cache_entry *cache;  // (RETRLM__CACHE_SLOTS) or NULL
     int *ids;                    // (scratch_cap) large pre-tokens: part id at each start, -1 dead
     size_t *next, *prev;         // (scratch_cap) linked list of live parts
-    retrlm__heap_item *heap;     // (heap_cap)
+    retrlm__heap_item *heap;     // (heap_cap) key: a pair's rank, tie: its left part's position
     size_t scratch_cap, heap_cap;
 } retrlm__enc;
 
@@ -5873,36 +5923,6 @@ static int retrlm__bpe_small(const retrlm_tokenizer *tok, const unsigned char *s
     return m;
 }
 
-static int retrlm__heap_less(const retrlm__heap_item *a, const retrlm__heap_item *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
-}
-
-static void retrlm__heap_push(retrlm__heap_item *h, size_t *n, int rank, size_t pos) {
-    size_t i = (*n)++;
-    retrlm__heap_item x;
-    x.rank = rank;
-    x.pos = pos;
-    while (i > 0 && retrlm__heap_less(&x, &h[(i - 1) / 2])) {
-        h[i] = h[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h[i] = x;
-}
-
-static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
-    retrlm__heap_item top = h[0], x = h[--*n];
-    size_t i = 0, len = *n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= len) break;
-        if (c + 1 < len && retrlm__heap_less(&h[c + 1], &h[c])) c++;
-        if (!retrlm__heap_less(&h[c], &x)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (len) h[i] = x;
-    return top;
-}
 
 // BPE of a pre-token of any length in O(n log n): parts in a linked list, candidate pairs in a
 // min-heap on (rank, position) with lazy deletion. Same result as retrlm__bpe_small.
@@ -5931,14 +5951,14 @@ static retrlm_result retrlm__bpe_large(retrlm__enc *e, const unsigned char *s, s
     // at most n - 1 initial pairs plus 2 per merge (n - 1 merges): fewer than 3n items
     for (i = 0; i + 1 < n; i++) {
         r = retrlm__pair_rank(tok, e->ids[i], e->ids[i + 1], &res);
-        if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, i);
+        if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, (int64_t)i);
     }
     while (hn) {
         retrlm__heap_item it = retrlm__heap_pop(e->heap, &hn);
-        size_t p = it.pos, q = e->next[p];
+        size_t p = (size_t)it.tie, q = e->next[p];
         if (e->ids[p] < 0 || q == END) continue;
         r = retrlm__pair_rank(tok, e->ids[p], e->ids[q], &res);
-        if (r != it.rank) continue; // stale: this pair changed since it was pushed
+        if (r != it.key) continue; // stale: this pair changed since it was pushed
         e->ids[p] = res;
         e->ids[q] = -1;
         e->next[p] = e->next[q];
@@ -5946,11 +5966,11 @@ static retrlm_result retrlm__bpe_large(retrlm__enc *e, const unsigned char *s, s
         if (e->prev[p] != END) {
             size_t a = e->prev[p];
             r = retrlm__pair_rank(tok, e->ids[a], e->ids[p], &res);
-            if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, a);
+            if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, (int64_t)a);
         }
         if (e->next[p] != END) {
             r = retrlm__pair_rank(tok, e->ids[p], e->ids[e->next[p]], &res);
-            if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, p);
+            if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, (int64_t)p);
         }
     }
     for (i = 0; i != END; i = e->next[i]) retrlm__emit(e, e->ids[i]);
@@ -6044,8 +6064,7 @@ static int retrlm__thread_num(void) {
 // ASCII non-spaces: the newline is then a one-character whitespace run followed by a non-space.
 static int retrlm__safe_cut(const unsigned char *s, size_t p) {
     return p >= 2 && s[p - 1] == '\n' && s[p - 2] < 0x80 && s[p] < 0x80 &&
-           retrlm__uc_ascii[s[p - 2]] != RETRLM__UC_SPACE &&
-           retrlm__uc_ascii[s[p]] != RETRLM__UC_SPACE;
+           retrlm__uc_class(s[p - 2]) != RETRLM__UC_SPACE && retrlm__uc_class(s[p]) != RETRLM__UC_SPACE;
 }
 
 // Encodes n spans in parallel (each by one thread, in order, into its own array) and joins
@@ -7064,50 +7083,21 @@ done:
     return r;
 }
 
-typedef struct retrlm__pq_item {
-    int64_t count; // pair count when pushed
-    int a, b;      // the pair
-} retrlm__pq_item;
-
-// heap order: larger count first, then smaller a, then smaller b
-static int retrlm__pq_before(const retrlm__pq_item *x, const retrlm__pq_item *y) {
-    if (x->count != y->count) return x->count > y->count;
-    if (x->a != y->a) return x->a < y->a;
-    return x->b < y->b;
-}
-
+// BPE training's queue of pairs: a min-heap (core) keyed by -count, ties by (a, b) ascending,
+// so the most frequent pair comes first, then the smaller a, then the smaller b (ids >= 0)
 static int retrlm__pq_push(retrlm__buf *h, int64_t count, int a, int b) {
-    retrlm__pq_item x, *it;
-    size_t i;
-    x.count = count;
-    x.a = a;
-    x.b = b;
-    if (!retrlm__buf_push(h, NULL, sizeof x)) return 0;
-    it = (retrlm__pq_item *)h->p;
-    i = h->n / sizeof x - 1;
-    while (i > 0 && retrlm__pq_before(&x, &it[(i - 1) / 2])) {
-        it[i] = it[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    it[i] = x;
+    size_t n = h->n / sizeof(retrlm__heap_item);
+    if (!retrlm__buf_reserve(h, sizeof(retrlm__heap_item))) return 0;
+    retrlm__heap_push((retrlm__heap_item *)h->p, &n, -count, (int64_t)a << 32 | (int64_t)(uint32_t)b);
+    h->n += sizeof(retrlm__heap_item);
     return 1;
 }
 
-static retrlm__pq_item retrlm__pq_pop(retrlm__buf *h) {
-    retrlm__pq_item *it = (retrlm__pq_item *)h->p, top = it[0], x;
-    size_t n = h->n / sizeof x - 1, i = 0;
-    x = it[n];
-    h->n -= sizeof x;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && retrlm__pq_before(&it[c + 1], &it[c])) c++;
-        if (!retrlm__pq_before(&it[c], &x)) break;
-        it[i] = it[c];
-        i = c;
-    }
-    if (n) it[i] = x;
-    return top;
+static void retrlm__pq_pop(retrlm__buf *h, int64_t *count, int *a, int *b) {
+    size_t n = h->n / sizeof(retrlm__heap_item);
+    retrlm__heap_item top = retrlm__heap_pop((retrlm__heap_item *)h->p, &n);
+    h->n -= sizeof(retrlm__heap_item);
+    *count = -top.key, *a = (int)(top.tie >> 32), *b = (int)(uint32_t)top.tie;
 }
 
 // pair table while training: (a, b) -> pair index; counts and word lists by index
@@ -7268,17 +7258,19 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
         if (!retrlm__pq_push(&heap, pairs.count[k], pairs.ab[2 * k], pairs.ab[2 * k + 1]))
             goto nomem;
     while (n_tok < target && heap.n) {
-        retrlm__pq_item top = retrlm__pq_pop(&heap);
-        long pi = retrlm__pairs_find(&pairs, top.a, top.b), j;
-        int a = top.a, b = top.b, z, mm[4], *wl;
+        int64_t count;
+        long pi, j;
+        int a, b, z, mm[4], *wl;
         size_t la, lb, nbytes;
         uint64_t h;
+        retrlm__pq_pop(&heap, &count, &a, &b);
+        pi = retrlm__pairs_find(&pairs, a, b);
         if (pi < 0 || pairs.count[pi] <= 0) continue;
-        if (pairs.count[pi] != top.count) { // stale: requeue at its current count
+        if (pairs.count[pi] != count) { // stale: requeue at its current count
             if (!retrlm__pq_push(&heap, pairs.count[pi], a, b)) goto nomem;
             continue;
         }
-        if (top.count < min_freq) break;
+        if (count < min_freq) break;
         // the new token's bytes: a's then b's (an existing token with these bytes is reused)
         la = ((size_t *)off->p)[a + 1] - ((size_t *)off->p)[a];
         lb = ((size_t *)off->p)[b + 1] - ((size_t *)off->p)[b];
@@ -8421,21 +8413,6 @@ RETRLM_API retrlm_result retrlm_bm25_delete(retrlm_bm25 *bm, int64_t id) {
 // ---------------------------------------------------------------------------------------------
 // commit: merge the committed index, deletions and pending documents into a new index
 
-typedef struct retrlm__bytes { // a growing byte buffer
-    unsigned char *p;
-    size_t n, cap;
-} retrlm__bytes;
-
-static int retrlm__bytes_reserve(retrlm__bytes *b, size_t extra) {
-    if (b->n + extra > b->cap) {
-        size_t cap = RETRLM__MAX(b->cap * 2, b->n + extra + 4096);
-        unsigned char *q = (unsigned char *)retrlm__realloc(b->p, cap, 1);
-        if (!q) return 0;
-        b->p = q;
-        b->cap = cap;
-    }
-    return 1;
-}
 
 // ---------------------------------------------------------------------------------------------
 // postings codec: Rice codes in blocks
@@ -8656,13 +8633,13 @@ static int retrlm__blk_decode(const retrlm__blk *b, int m, int64_t prev, uint32_
 }
 
 // appends the blocks of one term's postings docs[0..n), tfs[0..n)
-static int retrlm__bm25_encode(retrlm__bytes *out, const uint32_t *docs, const uint32_t *tfs, int n,
+static int retrlm__bm25_encode(retrlm__buf *out, const uint32_t *docs, const uint32_t *tfs, int n,
                                const float *norm, float k1p1) {
     uint32_t gaps[RETRLM_BM25_BLOCK], tf1[RETRLM_BM25_BLOCK];
     unsigned char pay[RETRLM_BM25_BLOCK * 16 + 64];
     int64_t prev = -1;
     int s;
-    if (!retrlm__bytes_reserve(out, 10)) return 0;
+    if (!retrlm__buf_reserve(out, 10)) return 0;
     out->n = (size_t)(retrlm__put_varint(out->p + out->n, (uint64_t)n) - out->p); // df
     for (s = 0; s < n; s += RETRLM_BM25_BLOCK) {
         int m = RETRLM__MIN(RETRLM_BM25_BLOCK, n - s), i, gk, tk, q;
@@ -8693,7 +8670,7 @@ static int retrlm__bm25_encode(retrlm__bytes *out, const uint32_t *docs, const u
         plen = (size_t)(w.p - pay);
         q = (int)(best / (k1p1 / 255.0f));
         while (q < 255 && retrlm__bm25_bound(q, k1p1) < best) q++;
-        if (!retrlm__bytes_reserve(out, 24 + plen)) return 0;
+        if (!retrlm__buf_reserve(out, 24 + plen)) return 0;
         h = retrlm__put_varint(out->p + out->n, (uint64_t)((int64_t)docs[s + m - 1] - prev - 1));
         *h++ = (unsigned char)q;
         *h++ = (unsigned char)(gk | (tk << 5));
@@ -8782,7 +8759,7 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     uint32_t *docs = NULL, *tfs = NULL, *doc_len = NULL, *id_order = NULL, *term_off = NULL, *df = NULL;
     uint64_t *post_off = NULL;
     int64_t *doc_id = NULL;
-    retrlm__bytes post = {NULL, 0, 0}, text = {NULL, 0, 0};
+    retrlm__buf post = {NULL, 0, 0}, text = {NULL, 0, 0};
     size_t n_pp, n_pt, i, cap_terms;
     int n_new, d, a, b, nt;
     float k1p1 = bm->k1 + 1.0f;
@@ -8858,7 +8835,7 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
                 r = retrlm__fail(RETRLM_ERR_RANGE, "bm25_commit: term dictionary over 4 GiB");
                 goto done;
             }
-            if (!retrlm__bytes_reserve(&text, l)) goto done;
+            if (!retrlm__buf_reserve(&text, l)) goto done;
             term_off[nt] = (uint32_t)text.n;
             memcpy(text.p + text.n, t, l);
             text.n += l;
@@ -8872,7 +8849,7 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     }
     term_off[nt] = (uint32_t)text.n;
     post_off[nt] = post.n;
-    if (!retrlm__bytes_reserve(&text, 1) || !retrlm__bytes_reserve(&post, 1)) goto done;
+    if (!retrlm__buf_reserve(&text, 1) || !retrlm__buf_reserve(&post, 1)) goto done;
     // install; ids 0..n-1 in order need no id arrays
     for (d = 0; d < n_new && doc_id[d] == d; d++) {}
     if (d == n_new) {
@@ -10168,7 +10145,7 @@ done:
 
 // Samples at most k * max_points rows of x (normalised for cosine) and runs k-means.
 static retrlm_result retrlm__kmeans_sampled(float *cent, int k, const float *x, size_t n, int d,
-                                            int metric, const retrlm_index *st) {
+                                            retrlm_metric metric, const retrlm_index *st) {
     size_t cap = (size_t)k * (size_t)st->max_points_, m = n, i;
     float *xs = NULL;
     retrlm_result r;
@@ -10220,7 +10197,7 @@ static retrlm_result retrlm__kmeans_sampled(float *cent, int k, const float *x, 
 }
 
 RETRLM_API retrlm_result retrlm_kmeans(float *centroids, int k, const float *x, size_t n, int dim,
-                                       int metric, const retrlm_index_config *cfg) {
+                                       retrlm_metric metric, const retrlm_index_config *cfg) {
     retrlm_index st;
     retrlm_index_config c;
     retrlm_result r;
@@ -11212,8 +11189,8 @@ static retrlm_result retrlm__index_from_reader(retrlm_index *ix, retrlm_reader *
         meta[6] > 65536 || meta[7] > 1 || meta[8] > ((uint64_t)1 << 48) || meta[9] > (uint64_t)INT64_MAX)
         return retrlm__fail(RETRLM_ERR_FORMAT, "index load: section 'meta' holds values out of range");
     cfg.dim = (int)meta[1];
-    cfg.metric = (int)meta[2];
-    cfg.storage = (int)meta[3];
+    cfg.metric = (retrlm_metric)meta[2];
+    cfg.storage = (retrlm_storage)meta[3];
     cfg.nlist = (int)meta[4];
     cfg.nprobe = (int)meta[5];
     cfg.rerank = (int)meta[6];
@@ -16535,7 +16512,7 @@ static retrlm_result retrlm__tokindex_writer(const char *kind, const char *name,
 // [0, vocab_size), the metric is the one expected, or ERR_FORMAT: a file of other vectors is an
 // error, never a read out of bounds
 static retrlm_result retrlm__tokindex_read(retrlm_reader *rd, const char *kind, const char *name,
-                                           int metric, int vocab_size, retrlm_index *ix,
+                                           retrlm_metric metric, int vocab_size, retrlm_index *ix,
                                            int **tok, size_t *n_out) {
     const void *image = NULL, *src = NULL;
     size_t isize = 0, n = 0, i;
@@ -16580,8 +16557,8 @@ static retrlm_result retrlm__tokindex_save(const char *kind, const char *name, c
 }
 
 // load (path) or load_memory (path NULL: from data, borrowed): rd opened, then read as above
-static retrlm_result retrlm__tokindex_load(const char *kind, const char *name, int metric, int vocab_size,
-                                           const char *path, const void *data, size_t size,
+static retrlm_result retrlm__tokindex_load(const char *kind, const char *name, retrlm_metric metric,
+                                           int vocab_size, const char *path, const void *data, size_t size,
                                            retrlm_reader *rd, retrlm_index *ix, int **tok, size_t *n) {
     retrlm_result r;
 #ifndef RETRLM_NO_STDIO

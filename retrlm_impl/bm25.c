@@ -513,21 +513,6 @@ RETRLM_API retrlm_result retrlm_bm25_delete(retrlm_bm25 *bm, int64_t id) {
 // ---------------------------------------------------------------------------------------------
 // commit: merge the committed index, deletions and pending documents into a new index
 
-typedef struct retrlm__bytes { // a growing byte buffer
-    unsigned char *p;
-    size_t n, cap;
-} retrlm__bytes;
-
-static int retrlm__bytes_reserve(retrlm__bytes *b, size_t extra) {
-    if (b->n + extra > b->cap) {
-        size_t cap = RETRLM__MAX(b->cap * 2, b->n + extra + 4096);
-        unsigned char *q = (unsigned char *)retrlm__realloc(b->p, cap, 1);
-        if (!q) return 0;
-        b->p = q;
-        b->cap = cap;
-    }
-    return 1;
-}
 
 // ---------------------------------------------------------------------------------------------
 // postings codec: Rice codes in blocks
@@ -748,13 +733,13 @@ static int retrlm__blk_decode(const retrlm__blk *b, int m, int64_t prev, uint32_
 }
 
 // appends the blocks of one term's postings docs[0..n), tfs[0..n)
-static int retrlm__bm25_encode(retrlm__bytes *out, const uint32_t *docs, const uint32_t *tfs, int n,
+static int retrlm__bm25_encode(retrlm__buf *out, const uint32_t *docs, const uint32_t *tfs, int n,
                                const float *norm, float k1p1) {
     uint32_t gaps[RETRLM_BM25_BLOCK], tf1[RETRLM_BM25_BLOCK];
     unsigned char pay[RETRLM_BM25_BLOCK * 16 + 64];
     int64_t prev = -1;
     int s;
-    if (!retrlm__bytes_reserve(out, 10)) return 0;
+    if (!retrlm__buf_reserve(out, 10)) return 0;
     out->n = (size_t)(retrlm__put_varint(out->p + out->n, (uint64_t)n) - out->p); // df
     for (s = 0; s < n; s += RETRLM_BM25_BLOCK) {
         int m = RETRLM__MIN(RETRLM_BM25_BLOCK, n - s), i, gk, tk, q;
@@ -785,7 +770,7 @@ static int retrlm__bm25_encode(retrlm__bytes *out, const uint32_t *docs, const u
         plen = (size_t)(w.p - pay);
         q = (int)(best / (k1p1 / 255.0f));
         while (q < 255 && retrlm__bm25_bound(q, k1p1) < best) q++;
-        if (!retrlm__bytes_reserve(out, 24 + plen)) return 0;
+        if (!retrlm__buf_reserve(out, 24 + plen)) return 0;
         h = retrlm__put_varint(out->p + out->n, (uint64_t)((int64_t)docs[s + m - 1] - prev - 1));
         *h++ = (unsigned char)q;
         *h++ = (unsigned char)(gk | (tk << 5));
@@ -874,7 +859,7 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     uint32_t *docs = NULL, *tfs = NULL, *doc_len = NULL, *id_order = NULL, *term_off = NULL, *df = NULL;
     uint64_t *post_off = NULL;
     int64_t *doc_id = NULL;
-    retrlm__bytes post = {NULL, 0, 0}, text = {NULL, 0, 0};
+    retrlm__buf post = {NULL, 0, 0}, text = {NULL, 0, 0};
     size_t n_pp, n_pt, i, cap_terms;
     int n_new, d, a, b, nt;
     float k1p1 = bm->k1 + 1.0f;
@@ -950,7 +935,7 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
                 r = retrlm__fail(RETRLM_ERR_RANGE, "bm25_commit: term dictionary over 4 GiB");
                 goto done;
             }
-            if (!retrlm__bytes_reserve(&text, l)) goto done;
+            if (!retrlm__buf_reserve(&text, l)) goto done;
             term_off[nt] = (uint32_t)text.n;
             memcpy(text.p + text.n, t, l);
             text.n += l;
@@ -964,7 +949,7 @@ RETRLM_API retrlm_result retrlm_bm25_commit(retrlm_bm25 *bm) {
     }
     term_off[nt] = (uint32_t)text.n;
     post_off[nt] = post.n;
-    if (!retrlm__bytes_reserve(&text, 1) || !retrlm__bytes_reserve(&post, 1)) goto done;
+    if (!retrlm__buf_reserve(&text, 1) || !retrlm__buf_reserve(&post, 1)) goto done;
     // install; ids 0..n-1 in order need no id arrays
     for (d = 0; d < n_new && doc_id[d] == d; d++) {}
     if (d == n_new) {

@@ -289,3 +289,60 @@ static void retrlm__byteswap(void *p, size_t n, size_t elem) {
         }
     }
 }
+
+// ---- one growable byte buffer and one binary heap, for the modules that build things --------
+
+static int retrlm__buf_reserve(retrlm__buf *b, size_t extra) {
+    size_t cap;
+    void *q;
+    if (extra > (size_t)-1 - b->n) return 0;
+    if (b->n + extra <= b->cap) return 1;
+    cap = b->cap ? b->cap : 64;
+    while (cap < b->n + extra) {
+        if (cap > (size_t)-1 / 2) return 0;
+        cap *= 2;
+    }
+    if (!(q = retrlm__realloc(b->p, cap, 1))) return 0;
+    b->p = (unsigned char *)q;
+    b->cap = cap;
+    return 1;
+}
+
+static int retrlm__buf_push(retrlm__buf *b, const void *x, size_t size) {
+    if (!retrlm__buf_reserve(b, size)) return 0;
+    if (x) memcpy(b->p + b->n, x, size);
+    else memset(b->p + b->n, 0, size);
+    b->n += size;
+    return 1;
+}
+
+static int retrlm__heap_less(const retrlm__heap_item *a, const retrlm__heap_item *b) {
+    return a->key < b->key || (a->key == b->key && a->tie < b->tie);
+}
+
+static void retrlm__heap_push(retrlm__heap_item *h, size_t *n, int64_t key, int64_t tie) {
+    size_t i = (*n)++;
+    retrlm__heap_item x;
+    x.key = key;
+    x.tie = tie;
+    while (i > 0 && retrlm__heap_less(&x, &h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = x;
+}
+
+static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
+    retrlm__heap_item top = h[0], x = h[--*n];
+    size_t i = 0, len = *n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= len) break;
+        if (c + 1 < len && retrlm__heap_less(&h[c + 1], &h[c])) c++;
+        if (!retrlm__heap_less(&h[c], &x)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (len) h[i] = x;
+    return top;
+}

@@ -565,7 +565,7 @@ done:
 
 // Samples at most k * max_points rows of x (normalised for cosine) and runs k-means.
 static retrlm_result retrlm__kmeans_sampled(float *cent, int k, const float *x, size_t n, int d,
-                                            int metric, const retrlm_index *st) {
+                                            retrlm_metric metric, const retrlm_index *st) {
     size_t cap = (size_t)k * (size_t)st->max_points_, m = n, i;
     float *xs = NULL;
     retrlm_result r;
@@ -617,7 +617,7 @@ static retrlm_result retrlm__kmeans_sampled(float *cent, int k, const float *x, 
 }
 
 RETRLM_API retrlm_result retrlm_kmeans(float *centroids, int k, const float *x, size_t n, int dim,
-                                       int metric, const retrlm_index_config *cfg) {
+                                       retrlm_metric metric, const retrlm_index_config *cfg) {
     retrlm_index st;
     retrlm_index_config c;
     retrlm_result r;
@@ -1609,8 +1609,8 @@ static retrlm_result retrlm__index_from_reader(retrlm_index *ix, retrlm_reader *
         meta[6] > 65536 || meta[7] > 1 || meta[8] > ((uint64_t)1 << 48) || meta[9] > (uint64_t)INT64_MAX)
         return retrlm__fail(RETRLM_ERR_FORMAT, "index load: section 'meta' holds values out of range");
     cfg.dim = (int)meta[1];
-    cfg.metric = (int)meta[2];
-    cfg.storage = (int)meta[3];
+    cfg.metric = (retrlm_metric)meta[2];
+    cfg.storage = (retrlm_storage)meta[3];
     cfg.nlist = (int)meta[4];
     cfg.nprobe = (int)meta[5];
     cfg.rerank = (int)meta[6];

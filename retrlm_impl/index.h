@@ -32,18 +32,20 @@ typedef enum retrlm_storage {
     RETRLM_STORAGE_SQ8 = 1
 } retrlm_storage;
 
-#define RETRLM_KMEANS_RANDOM 0   /* initial centroids: distinct random training points */
-#define RETRLM_KMEANS_PLUSPLUS 1 /* k-means++ (Arthur and Vassilvitskii 2007), D^2 sampling */
+typedef enum retrlm_kmeans_init {
+    RETRLM_KMEANS_RANDOM = 0,  /* initial centroids: distinct random training points */
+    RETRLM_KMEANS_PLUSPLUS = 1 /* k-means++ (Arthur and Vassilvitskii 2007), D^2 sampling */
+} retrlm_kmeans_init;
 
 typedef struct retrlm_index_config {
-    int      dim;          /* d > 0, required */
-    int      metric;       /* retrlm_metric, default IP */
-    int      storage;      /* retrlm_storage, default F32 */
+    int            dim;     /* d > 0, required */
+    retrlm_metric  metric;  /* default IP */
+    retrlm_storage storage; /* default F32 */
     int      nlist;        /* 0: flat; > 0: IVF lists (needs train with >= nlist vectors) */
     int      nprobe;       /* IVF lists searched when the search does not say, default 1 */
     int      rerank;       /* SQ8: keep f32 too and re-score rerank * k candidates; 0: off */
     int      kmeans_iters; /* Lloyd iterations, default 10 */
-    int      kmeans_init;  /* RETRLM_KMEANS_RANDOM (default) or RETRLM_KMEANS_PLUSPLUS */
+    retrlm_kmeans_init kmeans_init; /* RETRLM_KMEANS_RANDOM (default) or _PLUSPLUS */
     int      max_points_per_list; /* k-means trains on at most nlist * this points, default 256 */
     uint64_t seed;         /* sampling and initialisation, default 1234 */
     retrlm_progress_fn progress; /* optional: train ("kmeans") and add ("add") report; cancel */
@@ -51,9 +53,9 @@ typedef struct retrlm_index_config {
 } retrlm_index_config;
 
 typedef struct retrlm_index {
-    int      dim;          /* d */
-    int      metric;       /* retrlm_metric */
-    int      storage;      /* retrlm_storage */
+    int            dim;    /* d */
+    retrlm_metric  metric;
+    retrlm_storage storage;
     int      nlist;        /* 0 for flat */
     int      nprobe;       /* default lists searched; you may change it between searches */
     int      rerank;       /* candidates factor for SQ8 re-ranking, 0 off */
@@ -123,7 +125,7 @@ RETRLM_API retrlm_result retrlm_index_load(retrlm_index *ix, const char *path);
    gives spherical k-means (unit centroids, assignment by inner product). The config supplies
    kmeans_iters, kmeans_init, max_points_per_list, seed and progress (dim, metric, k given). */
 RETRLM_API retrlm_result retrlm_kmeans(float *centroids, int k, const float *x, size_t n, int dim,
-                                       int metric, const retrlm_index_config *cfg);
+                                       retrlm_metric metric, const retrlm_index_config *cfg);
 
 /* ---- interchange: .fvecs / .ivecs (per vector: int32 d, then d values) and 2-D float32 .npy
    (little-endian '<f4', C order, format 1.0 to 3.0). Readers allocate *out (n, dim), freed

@@ -170,6 +170,22 @@ RETRLM__PRIVATE uint64_t retrlm__get_u64(const unsigned char *p);
 RETRLM__PRIVATE int      retrlm__host_is_le(void);
 /* Reverses each elem-byte element of n in place (elem 1, 2, 4 or 8). */
 RETRLM__PRIVATE void     retrlm__byteswap(void *p, size_t n, size_t elem);
+/* A growable byte buffer that reports running out of memory (stb_ds arrays abort instead);
+   zero it to start, RETRLM_FREE(b.p) when done. reserve makes room for extra more bytes, push
+   appends size bytes of x (x NULL: zeroes); both return 1, or 0 on overflow or no memory. */
+typedef struct retrlm__buf {
+    unsigned char *p; /* (cap) bytes, from retrlm__realloc */
+    size_t n, cap;    /* bytes used, allocated */
+} retrlm__buf;
+RETRLM__PRIVATE int retrlm__buf_reserve(retrlm__buf *b, size_t extra);
+RETRLM__PRIVATE int retrlm__buf_push(retrlm__buf *b, const void *x, size_t size);
+/* A binary min-heap of n items in h, ordered by key, then tie; push needs room for one more.
+   (The k best of a search use retrlm_topk in kernels.) */
+typedef struct retrlm__heap_item {
+    int64_t key, tie;
+} retrlm__heap_item;
+RETRLM__PRIVATE void retrlm__heap_push(retrlm__heap_item *h, size_t *n, int64_t key, int64_t tie);
+RETRLM__PRIVATE retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n);
 
 /* ---- kernels (kernels.c) ------------------------------------------------------------------ */
 RETRLM__PRIVATE size_t retrlm__round16(size_t n); /* n rounded up to a multiple of 16 */
@@ -211,6 +227,10 @@ RETRLM__PRIVATE int  retrlm__js_uint(retrlm__js *j, uint64_t *v); /* a non-negat
 RETRLM__PRIVATE int  retrlm__js_skip(retrlm__js *j, int depth);
 
 /* ---- unicode (unicode.c) and tokenizer (tokenizer.c) ------------------------------------- */
+/* The classes GPT-2's pattern tells apart: \p{L}, \p{N}, \s, and every other code point. */
+enum { RETRLM__UC_OTHER = 0, RETRLM__UC_LETTER = 1, RETRLM__UC_NUMBER = 2, RETRLM__UC_SPACE = 3 };
+/* Class of code point c (RETRLM__UC_*). */
+RETRLM__PRIVATE int retrlm__uc_class(uint32_t c);
 /* One UTF-8 sequence at s[0..n) (n >= 1): its length, the code point in *cp (0xFFFFFFFF and
    length 1 for invalid UTF-8). */
 RETRLM__PRIVATE size_t retrlm__utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);

@@ -90,15 +90,20 @@ RETRLM_API retrlm_result retrlm_npm_loss(const float *qs, const float *qe, int n
 
 /* What TRIME's memory is and how it is compared (retrlm_model_trime_loss, retrlm_trime_train,
    and at inference retrlm_ralm_config.trime; train.h says what each batching holds). */
-#define RETRLM_TRIME_LOCAL 0
-#define RETRLM_TRIME_LONG 1
-#define RETRLM_TRIME_EXT 2
-#define RETRLM_TRIME_DOT 0
-#define RETRLM_TRIME_L2 1
+typedef enum retrlm_trime_batching {
+    RETRLM_TRIME_LOCAL = 0,
+    RETRLM_TRIME_LONG = 1,
+    RETRLM_TRIME_EXT = 2
+} retrlm_trime_batching;
+
+typedef enum retrlm_trime_sim {
+    RETRLM_TRIME_DOT = 0,
+    RETRLM_TRIME_L2 = 1
+} retrlm_trime_sim;
 
 typedef struct retrlm_trime_params {
-    int   batching;    /* RETRLM_TRIME_LOCAL, _LONG or _EXT: which entries M(i) holds */
-    int   sim;         /* RETRLM_TRIME_DOT or RETRLM_TRIME_L2 */
+    retrlm_trime_batching batching; /* LOCAL, LONG or EXT: which entries M(i) holds */
+    retrlm_trime_sim      sim;      /* DOT or L2 */
     float temperature; /* divides the similarity; 0 means 1 */
     int   no_local;    /* EXT: 1 leaves i's own segment out of M(i) (trime_ext_loss's
                           only_cross_sent); the trainer sets it each step (cross_sent_ratio) */

@@ -425,7 +425,7 @@ static retrlm_result retrlm__tokindex_writer(const char *kind, const char *name,
 // [0, vocab_size), the metric is the one expected, or ERR_FORMAT: a file of other vectors is an
 // error, never a read out of bounds
 static retrlm_result retrlm__tokindex_read(retrlm_reader *rd, const char *kind, const char *name,
-                                           int metric, int vocab_size, retrlm_index *ix,
+                                           retrlm_metric metric, int vocab_size, retrlm_index *ix,
                                            int **tok, size_t *n_out) {
     const void *image = NULL, *src = NULL;
     size_t isize = 0, n = 0, i;
@@ -470,8 +470,8 @@ static retrlm_result retrlm__tokindex_save(const char *kind, const char *name, c
 }
 
 // load (path) or load_memory (path NULL: from data, borrowed): rd opened, then read as above
-static retrlm_result retrlm__tokindex_load(const char *kind, const char *name, int metric, int vocab_size,
-                                           const char *path, const void *data, size_t size,
+static retrlm_result retrlm__tokindex_load(const char *kind, const char *name, retrlm_metric metric,
+                                           int vocab_size, const char *path, const void *data, size_t size,
                                            retrlm_reader *rd, retrlm_index *ix, int **tok, size_t *n) {
     retrlm_result r;
 #ifndef RETRLM_NO_STDIO

@@ -228,33 +228,6 @@ RETRLM_API int retrlm_tokenizer_is_special(const retrlm_tokenizer *tok, int id) 
     return retrlm__is_special(tok, id);
 }
 
-// ---- growable buffers for building (report OOM, unlike stb_ds) ----------------------------
-typedef struct retrlm__buf {
-    unsigned char *p; // (cap) bytes, from retrlm__realloc
-    size_t n, cap;    // bytes used, allocated
-} retrlm__buf;
-
-// appends size bytes of x (x NULL: zeroes); 0 on overflow or OOM
-static int retrlm__buf_push(retrlm__buf *b, const void *x, size_t size) {
-    if (size > (size_t)-1 - b->n) return 0;
-    if (b->n + size > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        void *q;
-        while (cap < b->n + size) {
-            if (cap > (size_t)-1 / 2) return 0;
-            cap *= 2;
-        }
-        q = retrlm__realloc(b->p, cap, 1);
-        if (!q) return 0;
-        b->p = (unsigned char *)q;
-        b->cap = cap;
-    }
-    if (x) memcpy(b->p + b->n, x, size);
-    else memset(b->p + b->n, 0, size);
-    b->n += size;
-    return 1;
-}
-
 static int retrlm__buf_push_int(retrlm__buf *b, int v) { return retrlm__buf_push(b, &v, sizeof v); }
 
 // a piece of text
@@ -271,11 +244,6 @@ typedef struct retrlm__cache_entry {
     int ids[RETRLM__CACHE_IDS];               // (n_ids)
 } retrlm__cache_entry;
 
-typedef struct retrlm__heap_item {
-    int rank;   // of the pair starting at pos
-    size_t pos; // byte position of the pair's left part in the pre-token
-} retrlm__heap_item;
-
 // One encoding run: where ids go, plus scratch reused across pre-tokens.
 typedef struct retrlm__enc {
     const retrlm_tokenizer *tok;
@@ -284,7 +252,7 @@ typedef struct retrlm__enc {
     retrlm__cache_entry *cache;  // (RETRLM__CACHE_SLOTS) or NULL
     int *ids;                    // (scratch_cap) large pre-tokens: part id at each start, -1 dead
     size_t *next, *prev;         // (scratch_cap) linked list of live parts
-    retrlm__heap_item *heap;     // (heap_cap)
+    retrlm__heap_item *heap;     // (heap_cap) key: a pair's rank, tie: its left part's position
     size_t scratch_cap, heap_cap;
 } retrlm__enc;
 
@@ -333,36 +301,6 @@ static int retrlm__bpe_small(const retrlm_tokenizer *tok, const unsigned char *s
     return m;
 }
 
-static int retrlm__heap_less(const retrlm__heap_item *a, const retrlm__heap_item *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
-}
-
-static void retrlm__heap_push(retrlm__heap_item *h, size_t *n, int rank, size_t pos) {
-    size_t i = (*n)++;
-    retrlm__heap_item x;
-    x.rank = rank;
-    x.pos = pos;
-    while (i > 0 && retrlm__heap_less(&x, &h[(i - 1) / 2])) {
-        h[i] = h[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h[i] = x;
-}
-
-static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
-    retrlm__heap_item top = h[0], x = h[--*n];
-    size_t i = 0, len = *n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= len) break;
-        if (c + 1 < len && retrlm__heap_less(&h[c + 1], &h[c])) c++;
-        if (!retrlm__heap_less(&h[c], &x)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (len) h[i] = x;
-    return top;
-}
 
 // BPE of a pre-token of any length in O(n log n): parts in a linked list, candidate pairs in a
 // min-heap on (rank, position) with lazy deletion. Same result as retrlm__bpe_small.
@@ -391,14 +329,14 @@ static retrlm_result retrlm__bpe_large(retrlm__enc *e, const unsigned char *s, s
     // at most n - 1 initial pairs plus 2 per merge (n - 1 merges): fewer than 3n items
     for (i = 0; i + 1 < n; i++) {
         r = retrlm__pair_rank(tok, e->ids[i], e->ids[i + 1], &res);
-        if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, i);
+        if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, (int64_t)i);
     }
     while (hn) {
         retrlm__heap_item it = retrlm__heap_pop(e->heap, &hn);
-        size_t p = it.pos, q = e->next[p];
+        size_t p = (size_t)it.tie, q = e->next[p];
         if (e->ids[p] < 0 || q == END) continue;
         r = retrlm__pair_rank(tok, e->ids[p], e->ids[q], &res);
-        if (r != it.rank) continue; // stale: this pair changed since it was pushed
+        if (r != it.key) continue; // stale: this pair changed since it was pushed
         e->ids[p] = res;
         e->ids[q] = -1;
         e->next[p] = e->next[q];
@@ -406,11 +344,11 @@ static retrlm_result retrlm__bpe_large(retrlm__enc *e, const unsigned char *s, s
         if (e->prev[p] != END) {
             size_t a = e->prev[p];
             r = retrlm__pair_rank(tok, e->ids[a], e->ids[p], &res);
-            if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, a);
+            if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, (int64_t)a);
         }
         if (e->next[p] != END) {
             r = retrlm__pair_rank(tok, e->ids[p], e->ids[e->next[p]], &res);
-            if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, p);
+            if (r != INT_MAX) retrlm__heap_push(e->heap, &hn, r, (int64_t)p);
         }
     }
     for (i = 0; i != END; i = e->next[i]) retrlm__emit(e, e->ids[i]);
@@ -504,8 +442,7 @@ static int retrlm__thread_num(void) {
 // ASCII non-spaces: the newline is then a one-character whitespace run followed by a non-space.
 static int retrlm__safe_cut(const unsigned char *s, size_t p) {
     return p >= 2 && s[p - 1] == '\n' && s[p - 2] < 0x80 && s[p] < 0x80 &&
-           retrlm__uc_ascii[s[p - 2]] != RETRLM__UC_SPACE &&
-           retrlm__uc_ascii[s[p]] != RETRLM__UC_SPACE;
+           retrlm__uc_class(s[p - 2]) != RETRLM__UC_SPACE && retrlm__uc_class(s[p]) != RETRLM__UC_SPACE;
 }
 
 // Encodes n spans in parallel (each by one thread, in order, into its own array) and joins
@@ -1524,50 +1461,21 @@ done:
     return r;
 }
 
-typedef struct retrlm__pq_item {
-    int64_t count; // pair count when pushed
-    int a, b;      // the pair
-} retrlm__pq_item;
-
-// heap order: larger count first, then smaller a, then smaller b
-static int retrlm__pq_before(const retrlm__pq_item *x, const retrlm__pq_item *y) {
-    if (x->count != y->count) return x->count > y->count;
-    if (x->a != y->a) return x->a < y->a;
-    return x->b < y->b;
-}
-
+// BPE training's queue of pairs: a min-heap (core) keyed by -count, ties by (a, b) ascending,
+// so the most frequent pair comes first, then the smaller a, then the smaller b (ids >= 0)
 static int retrlm__pq_push(retrlm__buf *h, int64_t count, int a, int b) {
-    retrlm__pq_item x, *it;
-    size_t i;
-    x.count = count;
-    x.a = a;
-    x.b = b;
-    if (!retrlm__buf_push(h, NULL, sizeof x)) return 0;
-    it = (retrlm__pq_item *)h->p;
-    i = h->n / sizeof x - 1;
-    while (i > 0 && retrlm__pq_before(&x, &it[(i - 1) / 2])) {
-        it[i] = it[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    it[i] = x;
+    size_t n = h->n / sizeof(retrlm__heap_item);
+    if (!retrlm__buf_reserve(h, sizeof(retrlm__heap_item))) return 0;
+    retrlm__heap_push((retrlm__heap_item *)h->p, &n, -count, (int64_t)a << 32 | (int64_t)(uint32_t)b);
+    h->n += sizeof(retrlm__heap_item);
     return 1;
 }
 
-static retrlm__pq_item retrlm__pq_pop(retrlm__buf *h) {
-    retrlm__pq_item *it = (retrlm__pq_item *)h->p, top = it[0], x;
-    size_t n = h->n / sizeof x - 1, i = 0;
-    x = it[n];
-    h->n -= sizeof x;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && retrlm__pq_before(&it[c + 1], &it[c])) c++;
-        if (!retrlm__pq_before(&it[c], &x)) break;
-        it[i] = it[c];
-        i = c;
-    }
-    if (n) it[i] = x;
-    return top;
+static void retrlm__pq_pop(retrlm__buf *h, int64_t *count, int *a, int *b) {
+    size_t n = h->n / sizeof(retrlm__heap_item);
+    retrlm__heap_item top = retrlm__heap_pop((retrlm__heap_item *)h->p, &n);
+    h->n -= sizeof(retrlm__heap_item);
+    *count = -top.key, *a = (int)(top.tie >> 32), *b = (int)(uint32_t)top.tie;
 }
 
 // pair table while training: (a, b) -> pair index; counts and word lists by index
@@ -1728,17 +1636,19 @@ static retrlm_result retrlm__bpe_train(const retrlm__wmap *m, int target, int64_
         if (!retrlm__pq_push(&heap, pairs.count[k], pairs.ab[2 * k], pairs.ab[2 * k + 1]))
             goto nomem;
     while (n_tok < target && heap.n) {
-        retrlm__pq_item top = retrlm__pq_pop(&heap);
-        long pi = retrlm__pairs_find(&pairs, top.a, top.b), j;
-        int a = top.a, b = top.b, z, mm[4], *wl;
+        int64_t count;
+        long pi, j;
+        int a, b, z, mm[4], *wl;
         size_t la, lb, nbytes;
         uint64_t h;
+        retrlm__pq_pop(&heap, &count, &a, &b);
+        pi = retrlm__pairs_find(&pairs, a, b);
         if (pi < 0 || pairs.count[pi] <= 0) continue;
-        if (pairs.count[pi] != top.count) { // stale: requeue at its current count
+        if (pairs.count[pi] != count) { // stale: requeue at its current count
             if (!retrlm__pq_push(&heap, pairs.count[pi], a, b)) goto nomem;
             continue;
         }
-        if (top.count < min_freq) break;
+        if (count < min_freq) break;
         // the new token's bytes: a's then b's (an existing token with these bytes is reused)
         la = ((size_t *)off->p)[a + 1] - ((size_t *)off->p)[a];
         lb = ((size_t *)off->p)[b + 1] - ((size_t *)off->p)[b];
