@@ -263,6 +263,15 @@ RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const 
                                          const float *B, int M, int N, int K, int flags);
 /* The model's logits buffer (max_batch * max_seq_len rows of vocab_size). */
 RETRLM__PRIVATE float *retrlm__logits(const retrlm_model *m);
+/* Bits per byte of tokens (n; n_bytes bytes of text) in windows of T tokens, as
+   retrlm_lm_bits_per_byte counts them; with gather, a RETRO model's forward, gather(ctx, start,
+   out) filling the per ints of neighbours of the window that starts at token start. what names
+   the caller in errors. */
+typedef void (*retrlm__gather_fn)(const void *ctx, size_t start, int *out);
+RETRLM__PRIVATE retrlm_result retrlm__windows_bpb(retrlm_model *m, const int *tokens, size_t n,
+                                                  size_t n_bytes, int T, size_t per,
+                                                  retrlm__gather_fn gather, const void *ctx,
+                                                  const char *what, double *bpb);
 /* One LM update on inputs (B, T), targets (-1: ignored), lengths or NULL, a RETRO model's
    neighbours or NULL: forward, mean cross-entropy into *loss, backward, AdamW. */
 RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt, const int *inp,

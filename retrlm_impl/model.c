@@ -1605,39 +1605,51 @@ RETRLM_API void retrlm_lm_train_state_init(retrlm_lm_train_state *s, uint64_t se
     retrlm_rng_seed(&s->rng, seed);
 }
 
-RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tokens, size_t n,
-                                                 size_t n_bytes, int seq_len, double *bpb) {
-    const int T = seq_len > 0 ? RETRLM__MIN(seq_len, m->config.max_seq_len) : m->config.max_seq_len;
+RETRLM__PRIVATE retrlm_result retrlm__windows_bpb(retrlm_model *m, const int *tokens, size_t n,
+                                                  size_t n_bytes, int T, size_t per,
+                                                  retrlm__gather_fn gather, const void *ctx,
+                                                  const char *what, double *bpb) {
     const int Bm = m->config.max_batch;
     size_t nwin, w0;
     double nats;
-    int *inp, *tgt;
+    int *inp, *tgt, *nbuf;
     retrlm_result r = RETRLM_OK;
-    RETRLM_ASSERT(m && tokens && bpb);
     if (n < 1 || n_bytes < 1)
-        return retrlm__fail(RETRLM_ERR_ARG, "lm_bits_per_byte: %lu tokens, %lu bytes: need >= 1",
+        return retrlm__fail(RETRLM_ERR_ARG, "%s: %lu tokens, %lu bytes: need >= 1", what,
                             (unsigned long)n, (unsigned long)n_bytes);
     nats = log((double)m->config.vocab_size); // the first token, predicted from nothing
     nwin = (n - 1 + (size_t)T - 1) / (size_t)T;
-    inp = (int *)retrlm__alloc((size_t)Bm * T, 2 * sizeof(int));
-    if (!inp) return retrlm__fail(RETRLM_ERR_NOMEM, "lm_bits_per_byte: no memory");
+    inp = (int *)retrlm__alloc((size_t)Bm, ((size_t)2 * T + (gather ? per : 0)) * sizeof(int));
+    if (!inp) return retrlm__fail(RETRLM_ERR_NOMEM, "%s: no memory", what);
     tgt = inp + (size_t)Bm * T;
+    nbuf = tgt + (size_t)Bm * T;
     for (w0 = 0; w0 < nwin && !r; w0 += (size_t)Bm) {
         int B = (int)RETRLM__MIN((size_t)Bm, nwin - w0), b, t;
-        for (b = 0; b < B; b++)
+        for (b = 0; b < B; b++) {
+            size_t start = (w0 + (size_t)b) * (size_t)T;
             for (t = 0; t < T; t++) {
-                size_t pos = (w0 + (size_t)b) * (size_t)T + (size_t)t;
+                size_t pos = start + (size_t)t;
                 int valid = pos + 1 < n;
                 inp[b * T + t] = valid ? tokens[pos] : 0;
                 tgt[b * T + t] = valid ? tokens[pos + 1] : -1;
             }
-        if ((r = retrlm_model_forward(m, inp, B, T, NULL, 0)) == RETRLM_OK)
-            nats += retrlm_model_nll(m, tgt, NULL);
+            if (gather) gather(ctx, start, nbuf + (size_t)b * per);
+        }
+        r = gather ? retrlm_model_forward_retro(m, inp, B, T, NULL, nbuf, 0)
+                   : retrlm_model_forward(m, inp, B, T, NULL, 0);
+        if (r == RETRLM_OK) nats += retrlm_model_nll(m, tgt, NULL);
     }
     RETRLM_FREE(inp);
     if (r) return r;
     *bpb = nats / log(2.0) / (double)n_bytes;
     return RETRLM_OK;
+}
+
+RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tokens, size_t n,
+                                                 size_t n_bytes, int seq_len, double *bpb) {
+    const int T = seq_len > 0 ? RETRLM__MIN(seq_len, m->config.max_seq_len) : m->config.max_seq_len;
+    RETRLM_ASSERT(m && tokens && bpb);
+    return retrlm__windows_bpb(m, tokens, n, n_bytes, T, 0, NULL, NULL, "lm_bits_per_byte", bpb);
 }
 
 // One language-model update on inputs (B, T) with targets (-1: ignored), lengths (or NULL) and

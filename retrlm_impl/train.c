@@ -738,44 +738,28 @@ static retrlm_result retrlm__retro_check(const retrlm_model *m, const retrlm_ret
     return RETRLM_OK;
 }
 
+// The neighbours of the window that starts at token start (retrlm__windows_bpb's gather)
+typedef struct retrlm__retro_gather_ctx {
+    const retrlm_retro_neighbours *nb;
+    int U; // chunks a window
+} retrlm__retro_gather_ctx;
+
+static void retrlm__retro_gather_window(const void *ctx, size_t start, int *out) {
+    const retrlm__retro_gather_ctx *g = (const retrlm__retro_gather_ctx *)ctx;
+    retrlm__retro_gather(g->nb, (int64_t)(start / (size_t)g->nb->chunk), g->U, out);
+}
+
 // Bits per byte with the neighbours nb, in the windows of retrlm_lm_bits_per_byte.
 static retrlm_result retrlm__retro_bpb(retrlm_model *m, const int *tokens, size_t n,
                                        size_t n_bytes, const retrlm_retro_neighbours *nb, int T,
                                        double *bpb) {
-    const int Bm = m->config.max_batch, U = T / m->config.retro_chunk;
-    const size_t per = (size_t)U * (size_t)nb->k * (size_t)nb->len;
-    size_t nwin, w0;
-    double nats;
-    int *inp, *tgt, *nbuf;
-    retrlm_result r = RETRLM_OK;
-    if (n < 1 || n_bytes < 1)
-        return retrlm__fail(RETRLM_ERR_ARG, "retro_bits_per_byte: %lu tokens, %lu bytes: need >= 1",
-                            (unsigned long)n, (unsigned long)n_bytes);
-    nats = log((double)m->config.vocab_size); // the first token, predicted from nothing
-    nwin = (n - 1 + (size_t)T - 1) / (size_t)T;
-    inp = (int *)retrlm__alloc((size_t)Bm * ((size_t)2 * T + per), sizeof(int));
-    if (!inp) return retrlm__fail(RETRLM_ERR_NOMEM, "retro_bits_per_byte: no memory");
-    tgt = inp + (size_t)Bm * T;
-    nbuf = tgt + (size_t)Bm * T;
-    for (w0 = 0; w0 < nwin && !r; w0 += (size_t)Bm) {
-        int B = (int)RETRLM__MIN((size_t)Bm, nwin - w0), b, t;
-        for (b = 0; b < B; b++) {
-            size_t start = (w0 + (size_t)b) * (size_t)T;
-            for (t = 0; t < T; t++) {
-                size_t pos = start + (size_t)t;
-                int valid = pos + 1 < n;
-                inp[b * T + t] = valid ? tokens[pos] : 0;
-                tgt[b * T + t] = valid ? tokens[pos + 1] : -1;
-            }
-            retrlm__retro_gather(nb, (int64_t)(start / (size_t)nb->chunk), U, nbuf + (size_t)b * per);
-        }
-        if ((r = retrlm_model_forward_retro(m, inp, B, T, NULL, nbuf, 0)) == RETRLM_OK)
-            nats += retrlm_model_nll(m, tgt, NULL);
-    }
-    RETRLM_FREE(inp);
-    if (r) return r;
-    *bpb = nats / log(2.0) / (double)n_bytes;
-    return RETRLM_OK;
+    retrlm__retro_gather_ctx g;
+    size_t per;
+    g.nb = nb;
+    g.U = T / m->config.retro_chunk;
+    per = (size_t)g.U * (size_t)nb->k * (size_t)nb->len; // ints of neighbours a window
+    return retrlm__windows_bpb(m, tokens, n, n_bytes, T, per, retrlm__retro_gather_window, &g,
+                               "retro_bits_per_byte", bpb);
 }
 
 RETRLM_API retrlm_result retrlm_retro_bits_per_byte(retrlm_model *m, const int *tokens, size_t n,
