@@ -1510,6 +1510,28 @@ static int retrlm__bm25_section_type(const retrlm_reader *rd, const char *name) 
     return 0;
 }
 
+// Section name as unsigned integers wide bytes wide (4 or 8): in place when the file has them at
+// that width, else (commit writes them at half the width when they fit) widened into *heap, a
+// new array the index owns. *out gets the array, *n its length.
+static retrlm_result retrlm__bm25_get_widened(const retrlm_reader *rd, const char *name, size_t wide,
+                                              void **heap, const void **out, size_t *n) {
+    const retrlm_dtype wt = wide == 8 ? RETRLM_DTYPE_U64 : RETRLM_DTYPE_U32;
+    const retrlm_dtype nt = wide == 8 ? RETRLM_DTYPE_U32 : RETRLM_DTYPE_U16;
+    const void *narrow;
+    size_t i;
+    retrlm_result r;
+    if (retrlm__bm25_section_type(rd, name) != (int)nt) return retrlm_reader_get(rd, name, wt, out, n);
+    if ((r = retrlm_reader_get(rd, name, nt, &narrow, n))) return r;
+    if (!(*heap = retrlm__alloc(*n, wide)))
+        return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: %s: section '%s'", rd->source_, name);
+    for (i = 0; i < *n; i++) {
+        if (wide == 8) ((uint64_t *)*heap)[i] = ((const uint32_t *)narrow)[i];
+        else ((uint32_t *)*heap)[i] = ((const uint16_t *)narrow)[i];
+    }
+    *out = *heap;
+    return RETRLM_OK;
+}
+
 static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
     const retrlm_reader *rd = &bm->reader_;
     const char *src = rd->source_;
@@ -1524,6 +1546,8 @@ static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
     retrlm_analyzer_config acfg;
     const char **words = NULL;
     int nw = 0;
+    void *heap = NULL; // a section widened in memory
+    const void *arr;
     if ((r = retrlm_reader_get(rd, "meta", RETRLM_DTYPE_U64, (const void **)&meta, &n))) return r;
     if (n != 8) return RETRLM__BM25_BAD("bm25_load: %s: section 'meta' has %zu values, expected 8", src, n);
     if (meta[0] != RETRLM__BM25_LAYOUT || meta[5] != RETRLM_BM25_BLOCK)
@@ -1588,15 +1612,9 @@ static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
     if (bm->heap_toff_[nt] != n_text)
         return RETRLM__BM25_BAD("bm25_load: %s: term lengths sum to %u, 'term_text' has %zu bytes", src, bm->heap_toff_[nt], n_text);
     bm->term_off_ = bm->heap_toff_;
-    if (retrlm__bm25_section_type(rd, "post_off") == RETRLM_DTYPE_U32) { // widened in memory
-        const uint32_t *o32;
-        if ((r = retrlm_reader_get(rd, "post_off", RETRLM_DTYPE_U32, (const void **)&o32, &n))) return r;
-        bm->heap_off_ = (uint64_t *)retrlm__alloc(n, sizeof(uint64_t));
-        if (!bm->heap_off_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: %s: offsets", src);
-        for (i = 0; i < n; i++) bm->heap_off_[i] = o32[i];
-        bm->post_off_ = bm->heap_off_;
-    } else if ((r = retrlm_reader_get(rd, "post_off", RETRLM_DTYPE_U64, (const void **)&bm->post_off_, &n)))
-        return r;
+    r = retrlm__bm25_get_widened(rd, "post_off", sizeof(uint64_t), &heap, &arr, &n);
+    bm->heap_off_ = (uint64_t *)heap, bm->post_off_ = (const uint64_t *)arr;
+    if (r) return r;
     if (n != (nt ? (size_t)nt + 1 : 0) && !(nt == 0 && n == 1))
         return RETRLM__BM25_BAD("bm25_load: %s: 'post_off' has %zu entries, expected %d", src, n, nt + 1);
     if ((r = retrlm_reader_get(rd, "postings", RETRLM_DTYPE_U8, (const void **)&bm->post_, &bm->postings_bytes))) return r;
@@ -1616,15 +1634,10 @@ static retrlm_result retrlm__bm25_from_reader(retrlm_bm25 *bm) {
     }
     bm->df_ = bm->heap_df_;
     // documents
-    if (retrlm__bm25_section_type(rd, "doc_len") == RETRLM_DTYPE_U16) { // widened in memory
-        const uint16_t *l16;
-        if ((r = retrlm_reader_get(rd, "doc_len", RETRLM_DTYPE_U16, (const void **)&l16, &n))) return r;
-        bm->heap_len_ = (uint32_t *)retrlm__alloc(n, sizeof(uint32_t));
-        if (!bm->heap_len_) return retrlm__fail(RETRLM_ERR_NOMEM, "bm25_load: %s: lengths", src);
-        for (i = 0; i < n; i++) bm->heap_len_[i] = l16[i];
-        bm->doc_len_ = bm->heap_len_;
-    } else if ((r = retrlm_reader_get(rd, "doc_len", RETRLM_DTYPE_U32, (const void **)&bm->doc_len_, &n)))
-        return r;
+    heap = NULL;
+    r = retrlm__bm25_get_widened(rd, "doc_len", sizeof(uint32_t), &heap, &arr, &n);
+    bm->heap_len_ = (uint32_t *)heap, bm->doc_len_ = (const uint32_t *)arr;
+    if (r) return r;
     if (n != (size_t)nd) return RETRLM__BM25_BAD("bm25_load: %s: 'doc_len' has %zu entries, expected %d", src, n, nd);
     if ((r = retrlm_reader_get(rd, "doc_id", RETRLM_DTYPE_I64, (const void **)&bm->doc_id_, &n))) return r;
     if (n != (size_t)nd && n != 0)

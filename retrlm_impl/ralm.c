@@ -490,14 +490,20 @@ RETRLM_API retrlm_result retrlm_knnlm_save_memory(const retrlm_knnlm *kn, void *
     return retrlm__tokindex_save(RETRLM__KNNLM_KIND, "values", &kn->index, kn->values, kn->n, NULL, buf, cap, size);
 }
 
-RETRLM_API retrlm_result retrlm_knnlm_load_memory(retrlm_knnlm *kn, const void *data, size_t size,
-                                                  int vocab_size) {
+// load (path) or load_memory (path NULL: data borrowed); kn zeroed first, freed on failure
+static retrlm_result retrlm__knnlm_open(retrlm_knnlm *kn, const char *path, const void *data,
+                                       size_t size, int vocab_size) {
     retrlm_result r;
     memset(kn, 0, sizeof *kn);
-    if ((r = retrlm__tokindex_load(RETRLM__KNNLM_KIND, "values", RETRLM_METRIC_L2, vocab_size, NULL, data, size,
-                                   &kn->reader_, &kn->index, &kn->values, &kn->n)))
+    if ((r = retrlm__tokindex_load(RETRLM__KNNLM_KIND, "values", RETRLM_METRIC_L2, vocab_size, path, data,
+                                   size, &kn->reader_, &kn->index, &kn->values, &kn->n)))
         retrlm_knnlm_free(kn);
     return r;
+}
+
+RETRLM_API retrlm_result retrlm_knnlm_load_memory(retrlm_knnlm *kn, const void *data, size_t size,
+                                                  int vocab_size) {
+    return retrlm__knnlm_open(kn, NULL, data, size, vocab_size);
 }
 
 #ifndef RETRLM_NO_STDIO
@@ -506,12 +512,7 @@ RETRLM_API retrlm_result retrlm_knnlm_save(const retrlm_knnlm *kn, const char *p
 }
 
 RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, int vocab_size) {
-    retrlm_result r;
-    memset(kn, 0, sizeof *kn);
-    if ((r = retrlm__tokindex_load(RETRLM__KNNLM_KIND, "values", RETRLM_METRIC_L2, vocab_size, path, NULL, 0,
-                                   &kn->reader_, &kn->index, &kn->values, &kn->n)))
-        retrlm_knnlm_free(kn);
-    return r;
+    return retrlm__knnlm_open(kn, path, NULL, 0, vocab_size);
 }
 #endif
 
@@ -746,14 +747,20 @@ RETRLM_API retrlm_result retrlm_npm_index_save_memory(const retrlm_npm_index *x,
     return retrlm__tokindex_save(RETRLM__NPM_KIND, "tokens", &x->index, x->tokens, x->n, NULL, buf, cap, size);
 }
 
-RETRLM_API retrlm_result retrlm_npm_index_load_memory(retrlm_npm_index *x, const void *data, size_t size,
-                                                      int vocab_size) {
+// load (path) or load_memory (path NULL: data borrowed); x zeroed first, freed on failure
+static retrlm_result retrlm__npm_index_open(retrlm_npm_index *x, const char *path, const void *data,
+                                            size_t size, int vocab_size) {
     retrlm_result r;
     memset(x, 0, sizeof *x);
-    if ((r = retrlm__tokindex_load(RETRLM__NPM_KIND, "tokens", RETRLM_METRIC_IP, vocab_size, NULL, data, size,
-                                   &x->reader_, &x->index, &x->tokens, &x->n)))
+    if ((r = retrlm__tokindex_load(RETRLM__NPM_KIND, "tokens", RETRLM_METRIC_IP, vocab_size, path, data,
+                                   size, &x->reader_, &x->index, &x->tokens, &x->n)))
         retrlm_npm_index_free(x);
     return r;
+}
+
+RETRLM_API retrlm_result retrlm_npm_index_load_memory(retrlm_npm_index *x, const void *data, size_t size,
+                                                      int vocab_size) {
+    return retrlm__npm_index_open(x, NULL, data, size, vocab_size);
 }
 
 #ifndef RETRLM_NO_STDIO
@@ -762,12 +769,7 @@ RETRLM_API retrlm_result retrlm_npm_index_save(const retrlm_npm_index *x, const 
 }
 
 RETRLM_API retrlm_result retrlm_npm_index_load(retrlm_npm_index *x, const char *path, int vocab_size) {
-    retrlm_result r;
-    memset(x, 0, sizeof *x);
-    if ((r = retrlm__tokindex_load(RETRLM__NPM_KIND, "tokens", RETRLM_METRIC_IP, vocab_size, path, NULL, 0,
-                                   &x->reader_, &x->index, &x->tokens, &x->n)))
-        retrlm_npm_index_free(x);
-    return r;
+    return retrlm__npm_index_open(x, path, NULL, 0, vocab_size);
 }
 #endif
 
