@@ -5932,7 +5932,6 @@ static int retrlm__bpe_small(const retrlm_tokenizer *tok, const unsigned char *s
     return m;
 }
 
-
 // BPE of a pre-token of any length in O(n log n): parts in a linked list, candidate pairs in a
 // min-heap on (rank, position) with lazy deletion. Same result as retrlm__bpe_small.
 static retrlm_result retrlm__bpe_large(retrlm__enc *e, const unsigned char *s, size_t n) {
@@ -6073,7 +6072,8 @@ static int retrlm__thread_num(void) {
 // ASCII non-spaces: the newline is then a one-character whitespace run followed by a non-space.
 static int retrlm__safe_cut(const unsigned char *s, size_t p) {
     return p >= 2 && s[p - 1] == '\n' && s[p - 2] < 0x80 && s[p] < 0x80 &&
-           retrlm__uc_class(s[p - 2]) != RETRLM__UC_SPACE && retrlm__uc_class(s[p]) != RETRLM__UC_SPACE;
+           retrlm__uc_class(s[p - 2]) != RETRLM__UC_SPACE &&
+           retrlm__uc_class(s[p]) != RETRLM__UC_SPACE;
 }
 
 // Encodes n spans in parallel (each by one thread, in order, into its own array) and joins
@@ -7096,8 +7096,9 @@ done:
 // so the most frequent pair comes first, then the smaller a, then the smaller b (ids >= 0)
 static int retrlm__pq_push(retrlm__buf *h, int64_t count, int a, int b) {
     size_t n = h->n / sizeof(retrlm__heap_item);
+    const int64_t ab = (int64_t)a << 32 | (int64_t)(uint32_t)b;
     if (!retrlm__buf_reserve(h, sizeof(retrlm__heap_item))) return 0;
-    retrlm__heap_push((retrlm__heap_item *)h->p, &n, -count, (int64_t)a << 32 | (int64_t)(uint32_t)b);
+    retrlm__heap_push((retrlm__heap_item *)h->p, &n, -count, ab);
     h->n += sizeof(retrlm__heap_item);
     return 1;
 }
