@@ -327,6 +327,8 @@ RETRLM_API void retrlm_writer_free(retrlm_writer *w);
 /* ---- reading: open, check everything, then look sections up by name */
 #define RETRLM_READER_NO_MMAP 1   /* read the file into memory even when it is large */
 #define RETRLM_READER_NO_VERIFY 2 /* skip the payload CRCs (header, table and layout still checked) */
+#define RETRLM_READER_NO_VERIFY_MAPPED 4 /* skip them only when the file is memory-mapped (checking
+                                            them reads every page, which mapping is there to avoid) */
 
 typedef struct retrlm_reader {
     char     kind[RETRLM_IO_KIND_MAX + 1];
@@ -822,6 +824,20 @@ RETRLM_API retrlm_result retrlm_npy_write(const char *path, const float *x, size
    allocate (retrlm_matmul allocates its packing buffers). Results are identical for any number
    of OpenMP threads.
 
+   Inference-only models (config.inference 1, e.g. retrlm_model_load with a cfg_over that sets
+   it): a model opened to generate or score holds its weights, the KV cache of max_seq_len
+   positions and one token's decode buffers; no gradients, and the forward's activations (one
+   layer's worth, reused by every layer, and the logits of max_batch x max_seq_len tokens) are
+   allocated by the first forward, so a model that only generates never has them. Backward and
+   training refuse it (RETRLM_ERR_ARG); retrlm_model_ffn_input reads the last layer the forward
+   ran (the kNN-LM key), not earlier ones. Logits and generated tokens equal the full model's
+   bit for bit. retrlm_model_load of a file of 1 MiB or more on a little-endian POSIX host uses
+   the weights in place from a read-only memory map: opening reads the header, the section table
+   and the config, not the weights (so their CRC is not checked, as it is for a smaller file or a
+   model loaded for training), processes that open one file share its pages, and the weights must
+   not be written. A RETRO
+   model keeps its cross-attention activations for max_batch x max_seq_len tokens either way.
+
    Shapes: B sequences of T tokens (B <= max_batch, T <= max_seq_len), N = B*T tokens, row-major;
    V vocabulary, D dim, F ffn_dim, L n_layers, H n_heads.
 
@@ -873,6 +889,7 @@ typedef struct retrlm_model_config {
     int      bidirectional; /* 1: encoder, no causal mask; 0: causal LM */
     int      no_logits;     /* 1: never computes logits (an encoder): saves the (max_batch,
                                max_seq_len, V) activation block; not stored in checkpoints */
+    int      inference;     /* 1: generation and scoring only (below); not stored in checkpoints */
     float    rope_theta;    /* rotary base; default 10000 */
     float    norm_eps;      /* RMSNorm epsilon; default 1e-5 */
     float    init_std;      /* std of the normal weight init; default 0.02 */
@@ -953,8 +970,11 @@ typedef struct retrlm_model {
     int64_t *ids_;                       /* (V) sampling scratch */
     float  *mmws_;                       /* (n_mmws_) the matmuls' packing buffers */
     size_t  n_mmws_;
-    void   *own_[5];                     /* what to free: params grads (NULL in a view: they
-                                            are another model's) acts_ work_ mmws_ */
+    void   *own_[6];                     /* what to free: params grads (NULL in a view: they
+                                            are another model's) acts_ work_ mmws_ rope_ */
+    float  *rope_;                       /* rotary cos, sin tables (max_seq_len, hd/2) each */
+    void   *map_;                        /* inference: the open retrlm_reader whose memory map
+                                            holds params (NULL when they are owned) */
     float  *retro_;                      /* RETRO activations, work and decode cache, one block */
     void   *retro_own_;
     int    *retro_ints_;                 /* neighbour tokens, rows and lengths */
@@ -1087,12 +1107,12 @@ RETRLM_API float retrlm_adamw_lr_scale(const retrlm_adamw_config *cfg, int64_t s
 /* One update of every group from its gradients (clipped by global norm); step += 1. */
 RETRLM_API void  retrlm_adamw_step(retrlm_adamw *o);
 /* The model's two groups: out[0] matrices (weight_decay), out[1] norm gains (no decay);
-   returns 2 (1 if the model has no gains). */
+   returns 2 (1 if the model has no gains; 0 for an inference-only model). */
 RETRLM_API int retrlm_model_param_groups(const retrlm_model *m, float lr, float weight_decay,
                                          retrlm_adamw_group out[2]);
 /* AdamW groups of the RETRO parameters alone (cross-attention and neighbour encoder: matrices
    with weight_decay, gains without), for RETRO-fitting a trained, frozen decoder; returns how
-   many (0 for a plain model). */
+   many (0 for a plain or inference-only model). */
 RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, float weight_decay,
                                                retrlm_adamw_group out[2]);
 /* RETRO-fitting's start for the neighbour encoder's token embedding: its row v becomes the
@@ -1102,7 +1122,8 @@ RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, 
    as one linear map, instead of first learning a second embedding of every token, which at a
    vocabulary of thousands takes more steps than a RETRO-fit has (RETRO-pytorch shares one
    embedding between encoder and decoder for this reason). Call it once the decoder's weights
-   are in place, before training; retro-train --retrofit does. RETRLM_ERR_ARG without RETRO. */
+   are in place, before training; retro-train --retrofit does. RETRLM_ERR_ARG without RETRO or
+   on an inference-only model. */
 RETRLM_API retrlm_result retrlm_model_retro_tie_embedding(retrlm_model *m, uint64_t seed);
 
 /* ---- plain language-model training */
@@ -2856,11 +2877,13 @@ RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt
                                               const int *neighbours, float *loss);
 /* Checkpoints (checkpoint.c): adds m's config and weights to w as sections prefix + "config",
    "config_f", RETRO's when it has them, and "params"; _load initialises m from the same sections
-   of rd (over, may be NULL: its nonzero max_batch, max_seq_len and its no_logits win). */
+   of rd (over, may be NULL: its nonzero max_batch, max_seq_len and its no_logits and inference
+   win); in_place with an inference config and a memory-mapped rd: m's params point into the map,
+   which the caller keeps open as m->map_ (retrlm_model_load). */
 RETRLM__PRIVATE retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer *w,
                                                      const char *prefix);
 RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
-                                                const retrlm_model_config *over,
+                                                const retrlm_model_config *over, int in_place,
                                                 const char *prefix);
 
 /* ---- encoder (encoder.c) ------------------------------------------------------------------ */
@@ -4322,6 +4345,7 @@ static retrlm_result retrlm__reader_check(retrlm_reader *r, const char *kind, in
                 return retrlm__fail(RETRLM_ERR_CORRUPT, "%s: padding before section '%s': byte at offset %lu is not zero",
                                     src, name, (unsigned long)k);
         if (!(flags & RETRLM_READER_NO_VERIFY) &&
+            !(r->mapped_ && (flags & RETRLM_READER_NO_VERIFY_MAPPED)) &&
             retrlm_crc32(0, r->base_ + off, (size_t)bytes) != retrlm__get_u32(e + 48))
             return retrlm__fail(RETRLM_ERR_CORRUPT, "%s: section '%s': CRC mismatch (%llu bytes at offset %llu)",
                                 src, name, (unsigned long long)bytes, (unsigned long long)off);
@@ -11613,13 +11637,15 @@ RETRLM_API retrlm_result retrlm_npy_write(const char *path, const float *x, size
 
 // ---------------------------------------------------------------------------------------------
 // model: the transformer. Layout of the two private blocks (Nm = max_batch * max_seq_len):
-//   acts_: rope cos, sin (max_seq_len, hd/2) | resid (L+1, Nm, D) | L layers, each
-//          ln1 (Nm,D) rstd1 (Nm) q k v (Nm,D) att (max_batch,H,max_seq,max_seq) atty mid ln2
-//          (Nm,D) rstd2 (Nm) gate up act (Nm,F) | lnf (Nm,D) rstdf (Nm) tokloss (Nm) |
-//          logits (Nm,V)
-//   work_: backward dx dln datty dq dk dv dtmp (Nm,D) dact dgate (Nm,F) datt (as att) |
-//          decode kcache vcache (L, max_seq, D), x xn q y o hid (D), gate up (F),
-//          att (H, max_seq), logits probs scores (V)
+//   rope_: cos, sin (max_seq_len, hd/2)
+//   acts_: resid (L+1, Nm, D) | L layers, each ln1 (Nm,D) rstd1 (Nm) q k v (Nm,D)
+//          att (max_batch,H,max_seq,max_seq) atty mid ln2 (Nm,D) rstd2 (Nm) gate up act (Nm,F) |
+//          lnf (Nm,D) rstdf (Nm) tokloss (Nm) | logits (Nm,V)
+//          An inference-only model has 2 resid slots (layer l reads slot l % 2 and writes the
+//          other) and 1 layer slot, and allocates acts_ at its first forward.
+//   work_: backward dx dln datty dq dk dv dtmp (Nm,D) dact dgate (Nm,F) datt (as att), empty in
+//          an inference-only model | decode kcache vcache (L, max_seq, D), x xn q y o hid (D),
+//          gate up (F), att (H, max_seq), logits probs scores (V)
 //   mmws_: the matmuls' packing buffers (retrlm__matmul_ws), so that forward never allocates.
 // A forward of B x T tokens uses the first B*T rows of every (Nm, .) slot. Every block is 64-byte
 // aligned and every array in it starts on a cache line (sizes rounded up to 16 floats): threads
@@ -11721,24 +11747,37 @@ static size_t retrlm__rope_floats(const retrlm_model_config *c) {
     return retrlm__round16((size_t)c->max_seq_len * (size_t)(c->dim / c->n_heads / 2));
 }
 
+// slots of the residual stream and of the per-layer activations in acts_
+static int retrlm__resid_slots(const retrlm_model_config *c) {
+    return c->inference ? 2 : c->n_layers + 1;
+}
+static int retrlm__layer_slots(const retrlm_model_config *c) {
+    return c->inference ? 1 : c->n_layers;
+}
+
 static size_t retrlm__layer_stride(const retrlm_model_config *c) {
     size_t nm = retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
     return 7 * retrlm__round16(nm * d) + 2 * retrlm__round16(nm) + 3 * retrlm__round16(nm * f) +
            retrlm__round16(retrlm__att_size(c));
 }
 
-static float *retrlm__rope_cos(const retrlm_model *m) { return m->acts_; }
+static float *retrlm__rope_cos(const retrlm_model *m) { return m->rope_; }
 static float *retrlm__rope_sin(const retrlm_model *m) {
-    return m->acts_ + retrlm__rope_floats(&m->config);
+    return m->rope_ + retrlm__rope_floats(&m->config);
 }
 static float *retrlm__resid(const retrlm_model *m, int l) {
     const retrlm_model_config *c = &m->config;
-    return m->acts_ + 2 * retrlm__rope_floats(c) +
-           (size_t)l * retrlm__round16(retrlm__nmax(c) * (size_t)c->dim);
+    return m->acts_ + (size_t)(l % retrlm__resid_slots(c)) *
+                          retrlm__round16(retrlm__nmax(c) * (size_t)c->dim);
+}
+static float *retrlm__layers_base(const retrlm_model *m) {
+    const retrlm_model_config *c = &m->config;
+    return m->acts_ + (size_t)retrlm__resid_slots(c) *
+                          retrlm__round16(retrlm__nmax(c) * (size_t)c->dim);
 }
 static float *retrlm__lnf(const retrlm_model *m) {
     const retrlm_model_config *c = &m->config;
-    return retrlm__resid(m, c->n_layers + 1) + (size_t)c->n_layers * retrlm__layer_stride(c);
+    return retrlm__layers_base(m) + (size_t)retrlm__layer_slots(c) * retrlm__layer_stride(c);
 }
 static float *retrlm__rstdf(const retrlm_model *m) {
     return retrlm__lnf(m) + retrlm__round16(retrlm__nmax(&m->config) * (size_t)m->config.dim);
@@ -11753,7 +11792,8 @@ static void retrlm__layer_acts(const retrlm_model *m, int l, retrlm__acts *a) {
     const retrlm_model_config *c = &m->config;
     size_t nm = retrlm__nmax(c), nd = retrlm__round16(nm * (size_t)c->dim);
     size_t n1 = retrlm__round16(nm), nf = retrlm__round16(nm * (size_t)c->ffn_dim);
-    float *p = retrlm__resid(m, c->n_layers + 1) + (size_t)l * retrlm__layer_stride(c);
+    float *p = retrlm__layers_base(m) + (size_t)(l % retrlm__layer_slots(c)) *
+                                            retrlm__layer_stride(c);
     a->ln1 = p; p += nd;
     a->rstd1 = p; p += n1;
     a->q = p; p += nd;
@@ -11771,13 +11811,25 @@ static void retrlm__layer_acts(const retrlm_model *m, int l, retrlm__acts *a) {
 
 static size_t retrlm__acts_size(const retrlm_model_config *c) {
     size_t nm = retrlm__nmax(c), nd = retrlm__round16(nm * (size_t)c->dim);
-    return 2 * retrlm__rope_floats(c) + (size_t)(c->n_layers + 2) * nd +
-           (size_t)c->n_layers * retrlm__layer_stride(c) + 2 * retrlm__round16(nm) +
+    return (size_t)(retrlm__resid_slots(c) + 1) * nd +
+           (size_t)retrlm__layer_slots(c) * retrlm__layer_stride(c) + 2 * retrlm__round16(nm) +
            (c->no_logits ? 0 : nm * (size_t)c->vocab_size);
 }
 
+// acts_ of an inference-only model, at its first forward (zeroed, as init's)
+static retrlm_result retrlm__acts_ready(retrlm_model *m) {
+    if (m->acts_) return RETRLM_OK;
+    m->acts_ = (float *)retrlm__alloc_aligned(m->n_acts_, sizeof(float), &m->own_[2]);
+    if (!m->acts_)
+        return retrlm__fail(RETRLM_ERR_NOMEM, "model_forward: no memory for %lu activations",
+                            (unsigned long)m->n_acts_);
+    memset(m->acts_, 0, m->n_acts_ * sizeof(float));
+    return RETRLM_OK;
+}
+
 static size_t retrlm__work_layout(const retrlm_model_config *c, float *base, retrlm__work *w) {
-    size_t nm = retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
+    // the backward's buffers are empty in an inference-only model
+    size_t nm = c->inference ? 0 : retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
     size_t cache = (size_t)c->n_layers * (size_t)c->max_seq_len * d, v = (size_t)c->vocab_size;
     size_t off = 0;
     retrlm__work tmp;
@@ -11792,7 +11844,7 @@ static size_t retrlm__work_layout(const retrlm_model_config *c, float *base, ret
     RETRLM__TAKE(dtmp, nm * d);
     RETRLM__TAKE(dact, nm * f);
     RETRLM__TAKE(dgate, nm * f);
-    RETRLM__TAKE(datt, retrlm__att_size(c));
+    RETRLM__TAKE(datt, c->inference ? 0 : retrlm__att_size(c));
     RETRLM__TAKE(kc, cache);
     RETRLM__TAKE(vc, cache);
     RETRLM__TAKE(x, d);
@@ -11826,6 +11878,7 @@ static void retrlm__retro_enc_config(const retrlm_model_config *c, retrlm_model_
     e->max_batch = c->max_batch * (c->max_seq_len / c->retro_chunk) * c->retro_k;
     e->bidirectional = 1;
     e->no_logits = 1;
+    e->inference = c->inference;
     e->rope_theta = c->rope_theta;
     e->norm_eps = c->norm_eps;
     e->init_std = c->init_std;
@@ -11887,6 +11940,7 @@ RETRLM__PRIVATE retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
     c->untied = c->untied != 0;
     c->bidirectional = c->bidirectional != 0;
     c->no_logits = c->no_logits != 0;
+    c->inference = c->inference != 0;
     if (c->retro_chunk <= 0) {
         if (c->retro_chunk < 0)
             return retrlm__fail(RETRLM_ERR_ARG, "model: retro_chunk %d must be >= 0 (0: no RETRO)",
@@ -11974,6 +12028,7 @@ RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_te
     float *base;
     RETRLM_ASSERT(t >= 0 && t < RETRLM_T_COUNT);
     base = grad ? m->grad[t] : m->param[t];
+    if (!base) return NULL; // an inference-only model's gradients
     if (t == RETRLM_T_EMBED || t == RETRLM_T_LM_HEAD || t == RETRLM_T_FINAL_NORM) return base;
     RETRLM_ASSERT(layer >= 0 && layer < c->n_layers);
     if ((t >= RETRLM_T_CCA_WQ && t <= RETRLM_T_CCA_WO) || t >= RETRLM_T_CCA_NORM) {
@@ -12000,7 +12055,11 @@ RETRLM_API void retrlm_model_free(retrlm_model *m) {
     RETRLM_FREE(m->retro_own_);
     RETRLM_FREE(m->retro_ints_);
     RETRLM_FREE(m->rpt_own_);
-    for (i = 0; i < 5; i++) RETRLM_FREE(m->own_[i]);
+    for (i = 0; i < 6; i++) RETRLM_FREE(m->own_[i]);
+    if (m->map_) {
+        retrlm_reader_close((retrlm_reader *)m->map_);
+        RETRLM_FREE(m->map_);
+    }
     RETRLM_FREE(m->tokens_);
     RETRLM_FREE(m->lengths_);
     RETRLM_FREE(m->ids_);
@@ -12023,7 +12082,9 @@ RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const 
 // Allocates everything for a config (weights left zero), or only the activations when the
 // parameters and gradients are src's. ext (a RETRO model's neighbour encoder) places the
 // tensors in another model's block instead: matrices from ext[0], gains from ext[1] (gradients
-// ext[2], ext[3]); such a model has n_params 0 (its owner's block holds them).
+// ext[2], ext[3]); such a model has n_params 0 (its owner's block holds them). An
+// inference-only config gets no gradients (src's are not shared) and no activations until its
+// first forward.
 RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
                                                   const retrlm_model *src, float *const *ext) {
     retrlm_model_config c = *cfg;
@@ -12045,19 +12106,23 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
     } else if (src) {
         RETRLM_ASSERT(src->n_params == off);
         m->params = src->params;
-        m->grads = src->grads;
+        m->grads = c.inference ? NULL : src->grads;
         m->n_params = off;
         m->n_decay = mats;
     } else {
         m->params = retrlm__model_block(off, &m->own_[0]);
-        m->grads = retrlm__model_block(off, &m->own_[1]);
+        if (!c.inference) m->grads = retrlm__model_block(off, &m->own_[1]);
         m->n_params = off;
         m->n_decay = mats;
     }
     m->n_acts_ = retrlm__acts_size(&c);
-    m->acts_ = retrlm__model_block(m->n_acts_, &m->own_[2]);
+    if (!c.inference) m->acts_ = retrlm__model_block(m->n_acts_, &m->own_[2]);
+    m->rope_ = retrlm__model_block(2 * retrlm__rope_floats(&c), &m->own_[5]);
     nwork = retrlm__work_layout(&c, NULL, NULL);
-    m->work_ = retrlm__model_block(nwork, &m->own_[3]);
+    // an inference-only model's work_ (its KV cache) is written before it is read: not zeroed, so
+    // that opening one touches no page of it and a short generation only the pages it fills
+    m->work_ = c.inference ? (float *)retrlm__alloc_aligned(nwork, sizeof(float), &m->own_[3])
+                           : retrlm__model_block(nwork, &m->own_[3]);
     // packing space is written before it is read: not zeroed, so a short-lived view (one
     // retrlm_encoder_embed call) touches only the pages its small products use
     m->n_mmws_ = (size_t)retrlm__max_threads() * retrlm__matmul_ws_floats();
@@ -12078,8 +12143,8 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
                                                (size_t)RETRLM__MAX(c.dim, c.rpt_dim),
                                                &m->rpt_own_);
     }
-    if (!m->params || !m->grads || !m->acts_ || !m->work_ || !m->mmws_ || !m->tokens_ ||
-        !m->lengths_ || !m->ids_ || (c.retro_chunk && (!m->retro_ || !m->retro_ints_ ||
+    if (!m->params || (!c.inference && (!m->grads || !m->acts_)) || !m->rope_ || !m->work_ ||
+        !m->mmws_ || !m->tokens_ || !m->lengths_ || !m->ids_ || (c.retro_chunk && (!m->retro_ || !m->retro_ints_ ||
                                                         !m->retro_enc)) ||
         (c.rpt_dim && !m->rpt_pool_)) {
         retrlm_model_free(m);
@@ -12093,7 +12158,7 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
         size_t o = gain ? (ext ? goff : mats + goff) : moff;
         float *pb = ext ? ext[gain] : m->params, *gb = ext ? ext[2 + gain] : m->grads;
         m->param[t] = pb + o;
-        m->grad[t] = gb + o;
+        m->grad[t] = gb ? gb + o : NULL;
         if (gain) goff += m->tensor_size[t];
         else moff += m->tensor_size[t];
     }
@@ -12102,8 +12167,8 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
         float *e[4];
         e[0] = m->params + moff;
         e[1] = m->params + mats + goff;
-        e[2] = m->grads + moff;
-        e[3] = m->grads + mats + goff;
+        e[2] = m->grads ? m->grads + moff : NULL;
+        e[3] = m->grads ? m->grads + mats + goff : NULL;
         RETRLM_ASSERT(moff + enc_mats == mats);
         retrlm__retro_enc_config(&c, &ec);
         if ((r = retrlm__model_alloc(m->retro_enc, &ec, NULL, e)) != RETRLM_OK) {
@@ -12161,11 +12226,12 @@ RETRLM_API retrlm_result retrlm_model_init_view(retrlm_model *m, const retrlm_mo
     if (over && over->max_batch > 0) c.max_batch = over->max_batch;
     if (over && over->max_seq_len > 0) c.max_seq_len = over->max_seq_len;
     if (over) c.no_logits = over->no_logits;
+    if (over && over->inference) c.inference = 1;
     return retrlm__model_alloc(m, &c, src, NULL);
 }
 
 RETRLM_API void retrlm_model_zero_grad(retrlm_model *m) {
-    memset(m->grads, 0, m->n_params * sizeof(float));
+    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -12612,6 +12678,7 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
                                   row_len, "model_forward_retro");
         if (rows < 0) return RETRLM_ERR_ARG;
     }
+    if ((r = retrlm__acts_ready(m))) return r;
     memcpy(m->tokens_, tokens, (size_t)N * sizeof(int));
     m->B = B;
     m->T = T;
@@ -12772,6 +12839,8 @@ RETRLM_API retrlm_result retrlm_model_rpt_embed_backward(retrlm_model *m, const 
     int b, u, t, d;
     retrlm_result r;
     RETRLM_ASSERT(m && m->params && dffn);
+    if (!m->grads)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed_backward: the model is inference-only");
     if (!c->rpt_dim || !B)
         return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed_backward: no retrlm_model_rpt_embed "
                             "before it (or no RPT retriever)");
@@ -12808,6 +12877,7 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
     const int De = c->retro_enc_dim;
     const int *slot_row = NULL, *row_len = NULL;
     RETRLM_ASSERT(m && g && N > 0);
+    if (!m->grads) return retrlm__fail(RETRLM_ERR_ARG, "model_backward: the model is inference-only");
     retrlm__get_work(m, &w);
     if (c->retro_chunk) {
         size_t S = retrlm__retro_slots(c);
@@ -13049,8 +13119,11 @@ RETRLM_API retrlm_result retrlm_adamw_init(retrlm_adamw *o, const retrlm_adamw_c
                                            const retrlm_adamw_group *groups, int n_groups) {
     int i;
     size_t n = 0, maxc = 1;
-    RETRLM_ASSERT(o && groups && n_groups >= 1);
+    RETRLM_ASSERT(o && (groups || n_groups < 1));
     memset(o, 0, sizeof *o);
+    if (n_groups < 1)
+        return retrlm__fail(RETRLM_ERR_ARG, "adamw_init: no parameter groups (an inference-only "
+                            "model has none)");
     if (cfg) o->config = *cfg;
     if (o->config.beta1 == 0.0f) o->config.beta1 = 0.9f;
     if (o->config.beta2 == 0.0f) o->config.beta2 = 0.95f;
@@ -13156,6 +13229,7 @@ RETRLM_API void retrlm_adamw_step(retrlm_adamw *o) {
 
 RETRLM_API int retrlm_model_param_groups(const retrlm_model *m, float lr, float weight_decay,
                                          retrlm_adamw_group out[2]) {
+    if (!m->grads) return 0;
     out[0].params = m->params;
     out[0].grads = m->grads;
     out[0].n = m->n_decay;
@@ -13174,7 +13248,7 @@ RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, 
     // the cross-attention's matrices and the encoder's lie from CCA_WQ to n_decay, their gains
     // from CCA_NORM to the end (retrlm__model_alloc)
     float *mat = m->param[RETRLM_T_CCA_WQ], *gain = m->param[RETRLM_T_CCA_NORM];
-    if (!m->config.retro_chunk) return 0;
+    if (!m->config.retro_chunk || !m->grads) return 0;
     out[0].params = mat;
     out[0].grads = m->grad[RETRLM_T_CCA_WQ];
     out[0].n = (size_t)(m->params + m->n_decay - mat);
@@ -13197,6 +13271,8 @@ RETRLM_API retrlm_result retrlm_model_retro_tie_embedding(retrlm_model *m, uint6
     RETRLM_ASSERT(m && m->params);
     if (!c->retro_chunk || !m->retro_enc)
         return retrlm__fail(RETRLM_ERR_ARG, "model_retro_tie_embedding: the model has no RETRO blocks");
+    if (c->inference) // its weights may be a read-only map
+        return retrlm__fail(RETRLM_ERR_ARG, "model_retro_tie_embedding: the model is inference-only");
     n = (size_t)c->retro_enc_dim * (size_t)c->dim;
     R = (float *)retrlm__alloc(n, sizeof(float)); // (De, D): out, in
     if (!R) return retrlm__fail(RETRLM_ERR_NOMEM, "model_retro_tie_embedding: no memory");
@@ -13654,7 +13730,7 @@ RETRLM_API retrlm_result retrlm_model_save_memory(const retrlm_model *m, const r
 }
 
 RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
-                                                const retrlm_model_config *over,
+                                                const retrlm_model_config *over, int in_place,
                                                 const char *prefix) {
     int32_t ci[RETRLM__CKPT_NCFG];
     float cf[3];
@@ -13730,7 +13806,18 @@ RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_re
         if (n != tot)
             return retrlm__fail(RETRLM_ERR_FORMAT, "model: 'params' holds %lu floats, the config "
                                 "needs %lu", (unsigned long)n, (unsigned long)tot);
-        if (over) c.no_logits = over->no_logits;
+        if (over) {
+            c.no_logits = over->no_logits;
+            c.inference = over->inference;
+        }
+        if (in_place && c.inference && rd->mapped_) {
+            // the weights stay in the read-only map: a shell model lends them to the new one
+            retrlm_model shell;
+            memset(&shell, 0, sizeof shell);
+            shell.params = (float *)p;
+            shell.n_params = n;
+            return retrlm__model_alloc(m, &c, &shell, NULL);
+        }
         if ((r = retrlm__model_alloc(m, &c, NULL, NULL))) return r;
         if (n) memcpy(m->params, p, n * sizeof(float));
     }
@@ -13743,7 +13830,7 @@ RETRLM_API retrlm_result retrlm_model_load_memory(retrlm_model *m, const void *b
     retrlm_result r = retrlm_reader_open_memory(&rd, buf, size, RETRLM__CKPT_KIND, 0);
     memset(m, 0, sizeof *m);
     if (r) return r;
-    r = retrlm__ckpt_load(m, &rd, over, "");
+    r = retrlm__ckpt_load(m, &rd, over, 0, "");
     retrlm_reader_close(&rd);
     return r;
 }
@@ -13812,10 +13899,22 @@ RETRLM_API retrlm_result retrlm_model_save(const retrlm_model *m, const retrlm_a
 RETRLM_API retrlm_result retrlm_model_load(retrlm_model *m, const char *path,
                                            const retrlm_model_config *over) {
     retrlm_reader rd;
-    retrlm_result r = retrlm_reader_open(&rd, path, RETRLM__CKPT_KIND, 0);
+    const int inference = over && over->inference;
+    // an inference-only model maps its weights: opening must not read them to check their CRC
+    retrlm_result r = retrlm_reader_open(&rd, path, RETRLM__CKPT_KIND,
+                                         inference ? RETRLM_READER_NO_VERIFY_MAPPED : 0);
     memset(m, 0, sizeof *m);
     if (r) return r;
-    r = retrlm__ckpt_load(m, &rd, over, "");
+    r = retrlm__ckpt_load(m, &rd, over, 1, "");
+    if (r == RETRLM_OK && inference && rd.mapped_) { // the model keeps the map open
+        if (!(m->map_ = retrlm__alloc(1, sizeof rd))) {
+            retrlm_model_free(m);
+            retrlm_reader_close(&rd);
+            return retrlm__fail(RETRLM_ERR_NOMEM, "model_load: no memory");
+        }
+        memcpy(m->map_, &rd, sizeof rd);
+        return RETRLM_OK;
+    }
     retrlm_reader_close(&rd);
     return r;
 }
@@ -14715,14 +14814,14 @@ static retrlm_result retrlm__encoder_read(retrlm_encoder *e, const retrlm_reader
     over.no_logits = 1;
     over.max_seq_len = e->config.max_query_tokens;
     over.max_batch = e->config.max_batch;
-    if ((r = retrlm__ckpt_load(&e->side[RETRLM_QUERY], rd, &over, "q."))) return r;
+    if ((r = retrlm__ckpt_load(&e->side[RETRLM_QUERY], rd, &over, 0, "q."))) return r;
     if (!e->side[RETRLM_QUERY].config.bidirectional)
         return retrlm__fail(RETRLM_ERR_FORMAT, "encoder: the query model is causal");
     e->config.model = e->side[RETRLM_QUERY].config;
     if (e->config.separate) {
         over.max_seq_len = e->config.max_doc_tokens;
         over.max_batch = 2 * e->config.max_batch;
-        if ((r = retrlm__ckpt_load(&e->side[RETRLM_DOC], rd, &over, "d."))) return r;
+        if ((r = retrlm__ckpt_load(&e->side[RETRLM_DOC], rd, &over, 0, "d."))) return r;
         if (!e->side[RETRLM_DOC].config.bidirectional ||
             e->side[RETRLM_DOC].config.dim != e->config.model.dim)
             return retrlm__fail(RETRLM_ERR_FORMAT, "encoder: the document model is causal or of "

@@ -29,16 +29,4 @@ static void debpkg_free(debpkg *d) {
     tsv_free(&d->qrels);
 }
 
-/* peak resident set (VmHWM) and current (VmRSS) of this process in KiB, 0 if unknown */
-FILES__UNUSED static long proc_status_kib(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = 0;
-    size_t kl = strlen(key);
-    if (!f) return 0;
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, key, kl)) v = atol(line + kl + 1);
-    fclose(f);
-    return v;
-}
 #endif

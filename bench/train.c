@@ -1,9 +1,9 @@
 // bench/train.c - a transformer training step (forward, loss, backward, AdamW) in tokens/s and
 // GFLOP/s at two shapes, batch 4 x 64 and 4 x 256, on 1 and 2 threads, with OpenBLAS sgemm
-// GFLOP/s of the same run beside it (the ceiling); then generation tokens/s at a stories15M-like
-// shape. FLOPs counted: 6 x tokens x (matrix parameters, output layer included) for the
-// matmuls, plus attention scores and mixing: 4 B T^2 D a layer forward, halved for the causal
-// mask, three times that for forward + backward. Figures on a shared machine vary by 2x.
+// GFLOP/s of the same run beside it (the ceiling); generation is bench/generate.c's. FLOPs
+// counted: 6 x tokens x (matrix parameters, output layer included) for the matmuls, plus
+// attention scores and mixing: 4 B T^2 D a layer forward, halved for the causal mask, three
+// times that for forward + backward. Figures on a shared machine vary by 2x.
 //   make bench-train            (BENCH_QUICK=1 in the environment: the small shape only)
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
@@ -156,38 +156,6 @@ int main(void) {
                 retrlm_adamw_free(&o);
                 retrlm_model_free(&m);
             }
-    // generation at a stories15M-like shape: dim 288, 6 layers, 6 heads, vocab 32000
-    printf("\ngeneration (KV cache, greedy, 256 positions), dim 288, 6 layers, 6 heads, vocab 32000\n"
-           "| threads | tokens/s |\n|---|---|\n");
-    for (th = 1; th <= 2; th++) {
-        retrlm_model_config mc;
-        retrlm_model m;
-        retrlm_sampler sp;
-        int prompt[1] = {1}, *out = (int *)malloc(255 * sizeof(int)), got = 0;
-        double t;
-#ifdef _OPENMP
-        omp_set_num_threads(th);
-#else
-        if (th == 2) continue;
-#endif
-        memset(&mc, 0, sizeof mc);
-        mc.vocab_size = 32000;
-        mc.dim = 288;
-        mc.n_layers = 6;
-        mc.n_heads = 6;
-        mc.ffn_dim = 768;
-        mc.max_seq_len = 256;
-        retrlm_model_init(&m, &mc);
-        memset(&sp, 0, sizeof sp);
-        t = retrlm_time_seconds();
-        retrlm_model_generate(&m, prompt, 1, 255, &sp, NULL, out, &got);
-        t = retrlm_time_seconds() - t;
-        printf("| %d | %.0f |\n", th, (got + 1) / t);
-        snprintf(lines[nl++], sizeof lines[0], "generate_stories15m_t%d_tokens_per_s=%.0f", th,
-                 (got + 1) / t);
-        free(out);
-        retrlm_model_free(&m);
-    }
     printf("\n");
     for (i = 0; i < nl; i++) printf("%s\n", lines[i]);
     return 0;

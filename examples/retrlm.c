@@ -537,13 +537,15 @@ static int check_fingerprint(cli_state *s, const char *path) {
 }
 
 // the LM at path, checked against the tokenizer already loaded; max_batch: sequences a forward
-// (0: the saved number)
-static int load_model(cli_state *s, const char *path, int max_batch) {
+// (0: the saved number); inference: for scoring and generation only (no gradients, the weights
+// mapped from the file)
+static int load_model(cli_state *s, const char *path, int max_batch, int inference) {
     retrlm_model_config over;
     retrlm_result r;
     memset(&over, 0, sizeof over);
     over.max_batch = max_batch;
-    if ((r = retrlm_model_load(&s->lm, path, max_batch ? &over : NULL))) return fail(r, "cannot load the model");
+    over.inference = inference;
+    if ((r = retrlm_model_load(&s->lm, path, &over))) return fail(r, "cannot load the model");
     // an NPM encoder (npm-train) has one token more than its tokenizer: its mask
     if (s->lm.config.vocab_size != s->tok.n_vocab + (s->lm.config.bidirectional ? 1 : 0))
         return say("%s has a vocabulary of %d tokens, the tokenizer %d: not the tokenizer it was trained with",
@@ -943,7 +945,7 @@ static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, in
     if (check_output(s, out, "model")) return 2;
     if (load_tokenizer(s, tok_path, gpt2)) return 1;
     if (resume) {
-        if (load_model(s, out, 0)) return 1;
+        if (load_model(s, out, 0, 0)) return 1;
     } else {
         memset(&mc, 0, sizeof mc);
         mc.vocab_size = s->tok.n_vocab + npm; // NPM's mask: one token after the tokenizer's
@@ -1114,7 +1116,7 @@ static int cmd_npm_fill(const cli_cmd *self, int argc, char **argv, cli_state *s
     }
     memset(&x, 0, sizeof x);
     if (index_out && check_output(s, index_out, "npm_index")) goto done;
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0)) goto done;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0, 1)) goto done;
     if (!s->lm.config.bidirectional) {
         rc = refuse(s, "%s is a causal LM, not an NPM encoder (from npm-train)", model);
         goto done;
@@ -1307,7 +1309,7 @@ static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     if (rerank && !sq8) return bad_usage(self, "--sq8-rerank is for --sq8 keys");
     if (check_output(s, out, "knnlm")) return 2;
     if ((bad = check_kind(s, text, 0, "--text", "a text: this one is keyed already, or not a text"))) return bad;
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) || build_keys(s, text, nlist, sq8, rerank)) return 1;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0, 1) || build_keys(s, text, nlist, sq8, rerank)) return 1;
     if ((r = retrlm_knnlm_save(&s->knn, out))) return fail(r, "cannot save");
     printf("%s: %lu keys of %d dimensions", out, (unsigned long)s->knn.n, s->knn.index.dim);
     if (s->knn.index.nlist) printf(", IVF %d lists (nprobe %d)", s->knn.index.nlist, s->knn.index.nprobe);
@@ -1577,7 +1579,7 @@ typedef struct cli_s2 {
 // datastore of o
 static int load_s2(cli_state *s, const cli_s2 *o, int max_batch) {
     retrlm_result r;
-    if (load_tokenizer(s, o->tok_path, o->gpt2) || load_model(s, o->model, max_batch) || load_text(s, 0, o->train))
+    if (load_tokenizer(s, o->tok_path, o->gpt2) || load_model(s, o->model, max_batch, 0) || load_text(s, 0, o->train))
         return 1;
     if (!s->text[0].n) return say("%s: no text to train on", o->train);
     if ((r = retrlm_datastore_load(&s->ds, o->ds_path))) return fail(r, "cannot load the datastore");
@@ -1949,7 +1951,7 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
     if (load_tokenizer(s, tok_path, gpt2)) return 1;
     memset(&mc, 0, sizeof mc);
     if (lm_path) { // the decoder is the LM's: its shape, and its weights below
-        if (load_model(s, lm_path, 0)) return 1;
+        if (load_model(s, lm_path, 0, 1)) return 1;
         if (s->lm.config.retro_chunk)
             return bad_usage(self, "--retrofit %s is a RETRO model already: give a plain LM (from lm-train)", lm_path);
         if ((dim && dim != s->lm.config.dim) || (layers && layers != s->lm.config.n_layers) ||
@@ -1961,6 +1963,7 @@ static int cmd_retro_train(const cli_cmd *self, int argc, char **argv, cli_state
                              bad_dim ? dim : bad_layers ? layers : heads);
         }
         mc = s->lm.config;
+        mc.inference = 0; // the RETRO model trains
         if (!ctx) ctx = mc.max_seq_len;
     } else {
         mc.vocab_size = s->tok.n_vocab;
@@ -2128,10 +2131,11 @@ static int cmd_rpt_train(const cli_cmd *self, int argc, char **argv, cli_state *
         {"--seed", "N", OPT_INT, &seed, 0, 2147483647.0, "weights and spans"},
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, ref, 32)) return 1;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, ref, 32, 1)) return 1;
     if (s->lm.config.retro_chunk || s->lm.config.bidirectional)
         return bad_usage(self, "--ref %s: give a plain causal LM (from lm-train)", ref);
     mc = s->lm.config; // the reference's shape unless given
+    mc.inference = 0;
     if (dim && dim != mc.dim) mc.dim = dim, mc.ffn_dim = 0;
     if (layers) mc.n_layers = layers;
     if (heads) mc.n_heads = heads;
@@ -2520,7 +2524,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
         (build && (bad = check_kind(s, build, 0, "--knnlm-build", "a text: a keys file goes to --knnlm-keys"))))
         return bad;
     by_line = per_line || groups;
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0)) return 1;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0, 1)) return 1;
     if (!(s->text[0].bytes = read_all(text, &s->text[0].len))) return 1;
     if (!s->text[0].len) return refuse(s, "--text %s is empty: no text to score", text);
     if (by_line ? encode_lines(s) : !(s->text[0].ids = encode_text(&s->tok, s->text[0].bytes, s->text[0].len, 0, &s->text[0].n)))
@@ -2649,7 +2653,7 @@ static int cmd_generate(const cli_cmd *self, int argc, char **argv, cli_state *s
         CLI_END};
     if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
     if (check_retrieval(self, &rv, ds_path)) return 2;
-    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0) ||
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0, 1) ||
         !(s->text[0].ids = encode_text(&s->tok, prompt, strlen(prompt), 0, &n_p)))
         return 1;
     if (!n_p) return say("the prompt is empty");

@@ -1914,7 +1914,10 @@ static int load_all(server *s, const serve_opts *o) {
         return say("--dense needs --encoder FILE (the encoder that made it)");
     s->default_mode = s->has_enc ? RETRLM_RETRIEVE_DENSE : RETRLM_RETRIEVE_BM25;
     if (o->lm) {
-        if ((r = retrlm_model_load(&s->lm, o->lm, NULL))) return fail_lib(r, "cannot load the model", o->lm);
+        retrlm_model_config over; // generation and scoring only: no gradients, the weights mapped
+        memset(&over, 0, sizeof over);
+        over.inference = 1;
+        if ((r = retrlm_model_load(&s->lm, o->lm, &over))) return fail_lib(r, "cannot load the model", o->lm);
         s->has_lm = 1;
         if (s->lm.config.bidirectional || s->lm.config.vocab_size != s->tok.n_vocab)
             return say("%s is not a causal LM for this tokenizer (vocabulary %d, the tokenizer's %d)", o->lm,

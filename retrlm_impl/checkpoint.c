@@ -101,7 +101,7 @@ RETRLM_API retrlm_result retrlm_model_save_memory(const retrlm_model *m, const r
 }
 
 RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
-                                                const retrlm_model_config *over,
+                                                const retrlm_model_config *over, int in_place,
                                                 const char *prefix) {
     int32_t ci[RETRLM__CKPT_NCFG];
     float cf[3];
@@ -177,7 +177,18 @@ RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_re
         if (n != tot)
             return retrlm__fail(RETRLM_ERR_FORMAT, "model: 'params' holds %lu floats, the config "
                                 "needs %lu", (unsigned long)n, (unsigned long)tot);
-        if (over) c.no_logits = over->no_logits;
+        if (over) {
+            c.no_logits = over->no_logits;
+            c.inference = over->inference;
+        }
+        if (in_place && c.inference && rd->mapped_) {
+            // the weights stay in the read-only map: a shell model lends them to the new one
+            retrlm_model shell;
+            memset(&shell, 0, sizeof shell);
+            shell.params = (float *)p;
+            shell.n_params = n;
+            return retrlm__model_alloc(m, &c, &shell, NULL);
+        }
         if ((r = retrlm__model_alloc(m, &c, NULL, NULL))) return r;
         if (n) memcpy(m->params, p, n * sizeof(float));
     }
@@ -190,7 +201,7 @@ RETRLM_API retrlm_result retrlm_model_load_memory(retrlm_model *m, const void *b
     retrlm_result r = retrlm_reader_open_memory(&rd, buf, size, RETRLM__CKPT_KIND, 0);
     memset(m, 0, sizeof *m);
     if (r) return r;
-    r = retrlm__ckpt_load(m, &rd, over, "");
+    r = retrlm__ckpt_load(m, &rd, over, 0, "");
     retrlm_reader_close(&rd);
     return r;
 }
@@ -259,10 +270,22 @@ RETRLM_API retrlm_result retrlm_model_save(const retrlm_model *m, const retrlm_a
 RETRLM_API retrlm_result retrlm_model_load(retrlm_model *m, const char *path,
                                            const retrlm_model_config *over) {
     retrlm_reader rd;
-    retrlm_result r = retrlm_reader_open(&rd, path, RETRLM__CKPT_KIND, 0);
+    const int inference = over && over->inference;
+    // an inference-only model maps its weights: opening must not read them to check their CRC
+    retrlm_result r = retrlm_reader_open(&rd, path, RETRLM__CKPT_KIND,
+                                         inference ? RETRLM_READER_NO_VERIFY_MAPPED : 0);
     memset(m, 0, sizeof *m);
     if (r) return r;
-    r = retrlm__ckpt_load(m, &rd, over, "");
+    r = retrlm__ckpt_load(m, &rd, over, 1, "");
+    if (r == RETRLM_OK && inference && rd.mapped_) { // the model keeps the map open
+        if (!(m->map_ = retrlm__alloc(1, sizeof rd))) {
+            retrlm_model_free(m);
+            retrlm_reader_close(&rd);
+            return retrlm__fail(RETRLM_ERR_NOMEM, "model_load: no memory");
+        }
+        memcpy(m->map_, &rd, sizeof rd);
+        return RETRLM_OK;
+    }
     retrlm_reader_close(&rd);
     return r;
 }

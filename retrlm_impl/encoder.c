@@ -376,14 +376,14 @@ static retrlm_result retrlm__encoder_read(retrlm_encoder *e, const retrlm_reader
     over.no_logits = 1;
     over.max_seq_len = e->config.max_query_tokens;
     over.max_batch = e->config.max_batch;
-    if ((r = retrlm__ckpt_load(&e->side[RETRLM_QUERY], rd, &over, "q."))) return r;
+    if ((r = retrlm__ckpt_load(&e->side[RETRLM_QUERY], rd, &over, 0, "q."))) return r;
     if (!e->side[RETRLM_QUERY].config.bidirectional)
         return retrlm__fail(RETRLM_ERR_FORMAT, "encoder: the query model is causal");
     e->config.model = e->side[RETRLM_QUERY].config;
     if (e->config.separate) {
         over.max_seq_len = e->config.max_doc_tokens;
         over.max_batch = 2 * e->config.max_batch;
-        if ((r = retrlm__ckpt_load(&e->side[RETRLM_DOC], rd, &over, "d."))) return r;
+        if ((r = retrlm__ckpt_load(&e->side[RETRLM_DOC], rd, &over, 0, "d."))) return r;
         if (!e->side[RETRLM_DOC].config.bidirectional ||
             e->side[RETRLM_DOC].config.dim != e->config.model.dim)
             return retrlm__fail(RETRLM_ERR_FORMAT, "encoder: the document model is causal or of "

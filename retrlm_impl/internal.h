@@ -279,11 +279,13 @@ RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt
                                               const int *neighbours, float *loss);
 /* Checkpoints (checkpoint.c): adds m's config and weights to w as sections prefix + "config",
    "config_f", RETRO's when it has them, and "params"; _load initialises m from the same sections
-   of rd (over, may be NULL: its nonzero max_batch, max_seq_len and its no_logits win). */
+   of rd (over, may be NULL: its nonzero max_batch, max_seq_len and its no_logits and inference
+   win); in_place with an inference config and a memory-mapped rd: m's params point into the map,
+   which the caller keeps open as m->map_ (retrlm_model_load). */
 RETRLM__PRIVATE retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retrlm_writer *w,
                                                      const char *prefix);
 RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_reader *rd,
-                                                const retrlm_model_config *over,
+                                                const retrlm_model_config *over, int in_place,
                                                 const char *prefix);
 
 /* ---- encoder (encoder.c) ------------------------------------------------------------------ */

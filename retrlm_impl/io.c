@@ -540,6 +540,7 @@ static retrlm_result retrlm__reader_check(retrlm_reader *r, const char *kind, in
                 return retrlm__fail(RETRLM_ERR_CORRUPT, "%s: padding before section '%s': byte at offset %lu is not zero",
                                     src, name, (unsigned long)k);
         if (!(flags & RETRLM_READER_NO_VERIFY) &&
+            !(r->mapped_ && (flags & RETRLM_READER_NO_VERIFY_MAPPED)) &&
             retrlm_crc32(0, r->base_ + off, (size_t)bytes) != retrlm__get_u32(e + 48))
             return retrlm__fail(RETRLM_ERR_CORRUPT, "%s: section '%s': CRC mismatch (%llu bytes at offset %llu)",
                                 src, name, (unsigned long long)bytes, (unsigned long long)off);

@@ -71,6 +71,8 @@ RETRLM_API void retrlm_writer_free(retrlm_writer *w);
 /* ---- reading: open, check everything, then look sections up by name */
 #define RETRLM_READER_NO_MMAP 1   /* read the file into memory even when it is large */
 #define RETRLM_READER_NO_VERIFY 2 /* skip the payload CRCs (header, table and layout still checked) */
+#define RETRLM_READER_NO_VERIFY_MAPPED 4 /* skip them only when the file is memory-mapped (checking
+                                            them reads every page, which mapping is there to avoid) */
 
 typedef struct retrlm_reader {
     char     kind[RETRLM_IO_KIND_MAX + 1];

@@ -2,13 +2,15 @@
 
 // ---------------------------------------------------------------------------------------------
 // model: the transformer. Layout of the two private blocks (Nm = max_batch * max_seq_len):
-//   acts_: rope cos, sin (max_seq_len, hd/2) | resid (L+1, Nm, D) | L layers, each
-//          ln1 (Nm,D) rstd1 (Nm) q k v (Nm,D) att (max_batch,H,max_seq,max_seq) atty mid ln2
-//          (Nm,D) rstd2 (Nm) gate up act (Nm,F) | lnf (Nm,D) rstdf (Nm) tokloss (Nm) |
-//          logits (Nm,V)
-//   work_: backward dx dln datty dq dk dv dtmp (Nm,D) dact dgate (Nm,F) datt (as att) |
-//          decode kcache vcache (L, max_seq, D), x xn q y o hid (D), gate up (F),
-//          att (H, max_seq), logits probs scores (V)
+//   rope_: cos, sin (max_seq_len, hd/2)
+//   acts_: resid (L+1, Nm, D) | L layers, each ln1 (Nm,D) rstd1 (Nm) q k v (Nm,D)
+//          att (max_batch,H,max_seq,max_seq) atty mid ln2 (Nm,D) rstd2 (Nm) gate up act (Nm,F) |
+//          lnf (Nm,D) rstdf (Nm) tokloss (Nm) | logits (Nm,V)
+//          An inference-only model has 2 resid slots (layer l reads slot l % 2 and writes the
+//          other) and 1 layer slot, and allocates acts_ at its first forward.
+//   work_: backward dx dln datty dq dk dv dtmp (Nm,D) dact dgate (Nm,F) datt (as att), empty in
+//          an inference-only model | decode kcache vcache (L, max_seq, D), x xn q y o hid (D),
+//          gate up (F), att (H, max_seq), logits probs scores (V)
 //   mmws_: the matmuls' packing buffers (retrlm__matmul_ws), so that forward never allocates.
 // A forward of B x T tokens uses the first B*T rows of every (Nm, .) slot. Every block is 64-byte
 // aligned and every array in it starts on a cache line (sizes rounded up to 16 floats): threads
@@ -110,24 +112,37 @@ static size_t retrlm__rope_floats(const retrlm_model_config *c) {
     return retrlm__round16((size_t)c->max_seq_len * (size_t)(c->dim / c->n_heads / 2));
 }
 
+// slots of the residual stream and of the per-layer activations in acts_
+static int retrlm__resid_slots(const retrlm_model_config *c) {
+    return c->inference ? 2 : c->n_layers + 1;
+}
+static int retrlm__layer_slots(const retrlm_model_config *c) {
+    return c->inference ? 1 : c->n_layers;
+}
+
 static size_t retrlm__layer_stride(const retrlm_model_config *c) {
     size_t nm = retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
     return 7 * retrlm__round16(nm * d) + 2 * retrlm__round16(nm) + 3 * retrlm__round16(nm * f) +
            retrlm__round16(retrlm__att_size(c));
 }
 
-static float *retrlm__rope_cos(const retrlm_model *m) { return m->acts_; }
+static float *retrlm__rope_cos(const retrlm_model *m) { return m->rope_; }
 static float *retrlm__rope_sin(const retrlm_model *m) {
-    return m->acts_ + retrlm__rope_floats(&m->config);
+    return m->rope_ + retrlm__rope_floats(&m->config);
 }
 static float *retrlm__resid(const retrlm_model *m, int l) {
     const retrlm_model_config *c = &m->config;
-    return m->acts_ + 2 * retrlm__rope_floats(c) +
-           (size_t)l * retrlm__round16(retrlm__nmax(c) * (size_t)c->dim);
+    return m->acts_ + (size_t)(l % retrlm__resid_slots(c)) *
+                          retrlm__round16(retrlm__nmax(c) * (size_t)c->dim);
+}
+static float *retrlm__layers_base(const retrlm_model *m) {
+    const retrlm_model_config *c = &m->config;
+    return m->acts_ + (size_t)retrlm__resid_slots(c) *
+                          retrlm__round16(retrlm__nmax(c) * (size_t)c->dim);
 }
 static float *retrlm__lnf(const retrlm_model *m) {
     const retrlm_model_config *c = &m->config;
-    return retrlm__resid(m, c->n_layers + 1) + (size_t)c->n_layers * retrlm__layer_stride(c);
+    return retrlm__layers_base(m) + (size_t)retrlm__layer_slots(c) * retrlm__layer_stride(c);
 }
 static float *retrlm__rstdf(const retrlm_model *m) {
     return retrlm__lnf(m) + retrlm__round16(retrlm__nmax(&m->config) * (size_t)m->config.dim);
@@ -142,7 +157,8 @@ static void retrlm__layer_acts(const retrlm_model *m, int l, retrlm__acts *a) {
     const retrlm_model_config *c = &m->config;
     size_t nm = retrlm__nmax(c), nd = retrlm__round16(nm * (size_t)c->dim);
     size_t n1 = retrlm__round16(nm), nf = retrlm__round16(nm * (size_t)c->ffn_dim);
-    float *p = retrlm__resid(m, c->n_layers + 1) + (size_t)l * retrlm__layer_stride(c);
+    float *p = retrlm__layers_base(m) + (size_t)(l % retrlm__layer_slots(c)) *
+                                            retrlm__layer_stride(c);
     a->ln1 = p; p += nd;
     a->rstd1 = p; p += n1;
     a->q = p; p += nd;
@@ -160,13 +176,25 @@ static void retrlm__layer_acts(const retrlm_model *m, int l, retrlm__acts *a) {
 
 static size_t retrlm__acts_size(const retrlm_model_config *c) {
     size_t nm = retrlm__nmax(c), nd = retrlm__round16(nm * (size_t)c->dim);
-    return 2 * retrlm__rope_floats(c) + (size_t)(c->n_layers + 2) * nd +
-           (size_t)c->n_layers * retrlm__layer_stride(c) + 2 * retrlm__round16(nm) +
+    return (size_t)(retrlm__resid_slots(c) + 1) * nd +
+           (size_t)retrlm__layer_slots(c) * retrlm__layer_stride(c) + 2 * retrlm__round16(nm) +
            (c->no_logits ? 0 : nm * (size_t)c->vocab_size);
 }
 
+// acts_ of an inference-only model, at its first forward (zeroed, as init's)
+static retrlm_result retrlm__acts_ready(retrlm_model *m) {
+    if (m->acts_) return RETRLM_OK;
+    m->acts_ = (float *)retrlm__alloc_aligned(m->n_acts_, sizeof(float), &m->own_[2]);
+    if (!m->acts_)
+        return retrlm__fail(RETRLM_ERR_NOMEM, "model_forward: no memory for %lu activations",
+                            (unsigned long)m->n_acts_);
+    memset(m->acts_, 0, m->n_acts_ * sizeof(float));
+    return RETRLM_OK;
+}
+
 static size_t retrlm__work_layout(const retrlm_model_config *c, float *base, retrlm__work *w) {
-    size_t nm = retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
+    // the backward's buffers are empty in an inference-only model
+    size_t nm = c->inference ? 0 : retrlm__nmax(c), d = (size_t)c->dim, f = (size_t)c->ffn_dim;
     size_t cache = (size_t)c->n_layers * (size_t)c->max_seq_len * d, v = (size_t)c->vocab_size;
     size_t off = 0;
     retrlm__work tmp;
@@ -181,7 +209,7 @@ static size_t retrlm__work_layout(const retrlm_model_config *c, float *base, ret
     RETRLM__TAKE(dtmp, nm * d);
     RETRLM__TAKE(dact, nm * f);
     RETRLM__TAKE(dgate, nm * f);
-    RETRLM__TAKE(datt, retrlm__att_size(c));
+    RETRLM__TAKE(datt, c->inference ? 0 : retrlm__att_size(c));
     RETRLM__TAKE(kc, cache);
     RETRLM__TAKE(vc, cache);
     RETRLM__TAKE(x, d);
@@ -215,6 +243,7 @@ static void retrlm__retro_enc_config(const retrlm_model_config *c, retrlm_model_
     e->max_batch = c->max_batch * (c->max_seq_len / c->retro_chunk) * c->retro_k;
     e->bidirectional = 1;
     e->no_logits = 1;
+    e->inference = c->inference;
     e->rope_theta = c->rope_theta;
     e->norm_eps = c->norm_eps;
     e->init_std = c->init_std;
@@ -276,6 +305,7 @@ RETRLM__PRIVATE retrlm_result retrlm__resolve_config(retrlm_model_config *c) {
     c->untied = c->untied != 0;
     c->bidirectional = c->bidirectional != 0;
     c->no_logits = c->no_logits != 0;
+    c->inference = c->inference != 0;
     if (c->retro_chunk <= 0) {
         if (c->retro_chunk < 0)
             return retrlm__fail(RETRLM_ERR_ARG, "model: retro_chunk %d must be >= 0 (0: no RETRO)",
@@ -363,6 +393,7 @@ RETRLM_API float *retrlm_model_tensor_ptr(const retrlm_model *m, retrlm_model_te
     float *base;
     RETRLM_ASSERT(t >= 0 && t < RETRLM_T_COUNT);
     base = grad ? m->grad[t] : m->param[t];
+    if (!base) return NULL; // an inference-only model's gradients
     if (t == RETRLM_T_EMBED || t == RETRLM_T_LM_HEAD || t == RETRLM_T_FINAL_NORM) return base;
     RETRLM_ASSERT(layer >= 0 && layer < c->n_layers);
     if ((t >= RETRLM_T_CCA_WQ && t <= RETRLM_T_CCA_WO) || t >= RETRLM_T_CCA_NORM) {
@@ -389,7 +420,11 @@ RETRLM_API void retrlm_model_free(retrlm_model *m) {
     RETRLM_FREE(m->retro_own_);
     RETRLM_FREE(m->retro_ints_);
     RETRLM_FREE(m->rpt_own_);
-    for (i = 0; i < 5; i++) RETRLM_FREE(m->own_[i]);
+    for (i = 0; i < 6; i++) RETRLM_FREE(m->own_[i]);
+    if (m->map_) {
+        retrlm_reader_close((retrlm_reader *)m->map_);
+        RETRLM_FREE(m->map_);
+    }
     RETRLM_FREE(m->tokens_);
     RETRLM_FREE(m->lengths_);
     RETRLM_FREE(m->ids_);
@@ -412,7 +447,9 @@ RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const 
 // Allocates everything for a config (weights left zero), or only the activations when the
 // parameters and gradients are src's. ext (a RETRO model's neighbour encoder) places the
 // tensors in another model's block instead: matrices from ext[0], gains from ext[1] (gradients
-// ext[2], ext[3]); such a model has n_params 0 (its owner's block holds them).
+// ext[2], ext[3]); such a model has n_params 0 (its owner's block holds them). An
+// inference-only config gets no gradients (src's are not shared) and no activations until its
+// first forward.
 RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
                                                   const retrlm_model *src, float *const *ext) {
     retrlm_model_config c = *cfg;
@@ -434,19 +471,23 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
     } else if (src) {
         RETRLM_ASSERT(src->n_params == off);
         m->params = src->params;
-        m->grads = src->grads;
+        m->grads = c.inference ? NULL : src->grads;
         m->n_params = off;
         m->n_decay = mats;
     } else {
         m->params = retrlm__model_block(off, &m->own_[0]);
-        m->grads = retrlm__model_block(off, &m->own_[1]);
+        if (!c.inference) m->grads = retrlm__model_block(off, &m->own_[1]);
         m->n_params = off;
         m->n_decay = mats;
     }
     m->n_acts_ = retrlm__acts_size(&c);
-    m->acts_ = retrlm__model_block(m->n_acts_, &m->own_[2]);
+    if (!c.inference) m->acts_ = retrlm__model_block(m->n_acts_, &m->own_[2]);
+    m->rope_ = retrlm__model_block(2 * retrlm__rope_floats(&c), &m->own_[5]);
     nwork = retrlm__work_layout(&c, NULL, NULL);
-    m->work_ = retrlm__model_block(nwork, &m->own_[3]);
+    // an inference-only model's work_ (its KV cache) is written before it is read: not zeroed, so
+    // that opening one touches no page of it and a short generation only the pages it fills
+    m->work_ = c.inference ? (float *)retrlm__alloc_aligned(nwork, sizeof(float), &m->own_[3])
+                           : retrlm__model_block(nwork, &m->own_[3]);
     // packing space is written before it is read: not zeroed, so a short-lived view (one
     // retrlm_encoder_embed call) touches only the pages its small products use
     m->n_mmws_ = (size_t)retrlm__max_threads() * retrlm__matmul_ws_floats();
@@ -467,8 +508,8 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
                                                (size_t)RETRLM__MAX(c.dim, c.rpt_dim),
                                                &m->rpt_own_);
     }
-    if (!m->params || !m->grads || !m->acts_ || !m->work_ || !m->mmws_ || !m->tokens_ ||
-        !m->lengths_ || !m->ids_ || (c.retro_chunk && (!m->retro_ || !m->retro_ints_ ||
+    if (!m->params || (!c.inference && (!m->grads || !m->acts_)) || !m->rope_ || !m->work_ ||
+        !m->mmws_ || !m->tokens_ || !m->lengths_ || !m->ids_ || (c.retro_chunk && (!m->retro_ || !m->retro_ints_ ||
                                                         !m->retro_enc)) ||
         (c.rpt_dim && !m->rpt_pool_)) {
         retrlm_model_free(m);
@@ -482,7 +523,7 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
         size_t o = gain ? (ext ? goff : mats + goff) : moff;
         float *pb = ext ? ext[gain] : m->params, *gb = ext ? ext[2 + gain] : m->grads;
         m->param[t] = pb + o;
-        m->grad[t] = gb + o;
+        m->grad[t] = gb ? gb + o : NULL;
         if (gain) goff += m->tensor_size[t];
         else moff += m->tensor_size[t];
     }
@@ -491,8 +532,8 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
         float *e[4];
         e[0] = m->params + moff;
         e[1] = m->params + mats + goff;
-        e[2] = m->grads + moff;
-        e[3] = m->grads + mats + goff;
+        e[2] = m->grads ? m->grads + moff : NULL;
+        e[3] = m->grads ? m->grads + mats + goff : NULL;
         RETRLM_ASSERT(moff + enc_mats == mats);
         retrlm__retro_enc_config(&c, &ec);
         if ((r = retrlm__model_alloc(m->retro_enc, &ec, NULL, e)) != RETRLM_OK) {
@@ -550,11 +591,12 @@ RETRLM_API retrlm_result retrlm_model_init_view(retrlm_model *m, const retrlm_mo
     if (over && over->max_batch > 0) c.max_batch = over->max_batch;
     if (over && over->max_seq_len > 0) c.max_seq_len = over->max_seq_len;
     if (over) c.no_logits = over->no_logits;
+    if (over && over->inference) c.inference = 1;
     return retrlm__model_alloc(m, &c, src, NULL);
 }
 
 RETRLM_API void retrlm_model_zero_grad(retrlm_model *m) {
-    memset(m->grads, 0, m->n_params * sizeof(float));
+    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1001,6 +1043,7 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
                                   row_len, "model_forward_retro");
         if (rows < 0) return RETRLM_ERR_ARG;
     }
+    if ((r = retrlm__acts_ready(m))) return r;
     memcpy(m->tokens_, tokens, (size_t)N * sizeof(int));
     m->B = B;
     m->T = T;
@@ -1161,6 +1204,8 @@ RETRLM_API retrlm_result retrlm_model_rpt_embed_backward(retrlm_model *m, const 
     int b, u, t, d;
     retrlm_result r;
     RETRLM_ASSERT(m && m->params && dffn);
+    if (!m->grads)
+        return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed_backward: the model is inference-only");
     if (!c->rpt_dim || !B)
         return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed_backward: no retrlm_model_rpt_embed "
                             "before it (or no RPT retriever)");
@@ -1197,6 +1242,7 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
     const int De = c->retro_enc_dim;
     const int *slot_row = NULL, *row_len = NULL;
     RETRLM_ASSERT(m && g && N > 0);
+    if (!m->grads) return retrlm__fail(RETRLM_ERR_ARG, "model_backward: the model is inference-only");
     retrlm__get_work(m, &w);
     if (c->retro_chunk) {
         size_t S = retrlm__retro_slots(c);
@@ -1438,8 +1484,11 @@ RETRLM_API retrlm_result retrlm_adamw_init(retrlm_adamw *o, const retrlm_adamw_c
                                            const retrlm_adamw_group *groups, int n_groups) {
     int i;
     size_t n = 0, maxc = 1;
-    RETRLM_ASSERT(o && groups && n_groups >= 1);
+    RETRLM_ASSERT(o && (groups || n_groups < 1));
     memset(o, 0, sizeof *o);
+    if (n_groups < 1)
+        return retrlm__fail(RETRLM_ERR_ARG, "adamw_init: no parameter groups (an inference-only "
+                            "model has none)");
     if (cfg) o->config = *cfg;
     if (o->config.beta1 == 0.0f) o->config.beta1 = 0.9f;
     if (o->config.beta2 == 0.0f) o->config.beta2 = 0.95f;
@@ -1545,6 +1594,7 @@ RETRLM_API void retrlm_adamw_step(retrlm_adamw *o) {
 
 RETRLM_API int retrlm_model_param_groups(const retrlm_model *m, float lr, float weight_decay,
                                          retrlm_adamw_group out[2]) {
+    if (!m->grads) return 0;
     out[0].params = m->params;
     out[0].grads = m->grads;
     out[0].n = m->n_decay;
@@ -1563,7 +1613,7 @@ RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, 
     // the cross-attention's matrices and the encoder's lie from CCA_WQ to n_decay, their gains
     // from CCA_NORM to the end (retrlm__model_alloc)
     float *mat = m->param[RETRLM_T_CCA_WQ], *gain = m->param[RETRLM_T_CCA_NORM];
-    if (!m->config.retro_chunk) return 0;
+    if (!m->config.retro_chunk || !m->grads) return 0;
     out[0].params = mat;
     out[0].grads = m->grad[RETRLM_T_CCA_WQ];
     out[0].n = (size_t)(m->params + m->n_decay - mat);
@@ -1586,6 +1636,8 @@ RETRLM_API retrlm_result retrlm_model_retro_tie_embedding(retrlm_model *m, uint6
     RETRLM_ASSERT(m && m->params);
     if (!c->retro_chunk || !m->retro_enc)
         return retrlm__fail(RETRLM_ERR_ARG, "model_retro_tie_embedding: the model has no RETRO blocks");
+    if (c->inference) // its weights may be a read-only map
+        return retrlm__fail(RETRLM_ERR_ARG, "model_retro_tie_embedding: the model is inference-only");
     n = (size_t)c->retro_enc_dim * (size_t)c->dim;
     R = (float *)retrlm__alloc(n, sizeof(float)); // (De, D): out, in
     if (!R) return retrlm__fail(RETRLM_ERR_NOMEM, "model_retro_tie_embedding: no memory");

@@ -11,6 +11,20 @@
    allocate (retrlm_matmul allocates its packing buffers). Results are identical for any number
    of OpenMP threads.
 
+   Inference-only models (config.inference 1, e.g. retrlm_model_load with a cfg_over that sets
+   it): a model opened to generate or score holds its weights, the KV cache of max_seq_len
+   positions and one token's decode buffers; no gradients, and the forward's activations (one
+   layer's worth, reused by every layer, and the logits of max_batch x max_seq_len tokens) are
+   allocated by the first forward, so a model that only generates never has them. Backward and
+   training refuse it (RETRLM_ERR_ARG); retrlm_model_ffn_input reads the last layer the forward
+   ran (the kNN-LM key), not earlier ones. Logits and generated tokens equal the full model's
+   bit for bit. retrlm_model_load of a file of 1 MiB or more on a little-endian POSIX host uses
+   the weights in place from a read-only memory map: opening reads the header, the section table
+   and the config, not the weights (so their CRC is not checked, as it is for a smaller file or a
+   model loaded for training), processes that open one file share its pages, and the weights must
+   not be written. A RETRO
+   model keeps its cross-attention activations for max_batch x max_seq_len tokens either way.
+
    Shapes: B sequences of T tokens (B <= max_batch, T <= max_seq_len), N = B*T tokens, row-major;
    V vocabulary, D dim, F ffn_dim, L n_layers, H n_heads.
 
@@ -62,6 +76,7 @@ typedef struct retrlm_model_config {
     int      bidirectional; /* 1: encoder, no causal mask; 0: causal LM */
     int      no_logits;     /* 1: never computes logits (an encoder): saves the (max_batch,
                                max_seq_len, V) activation block; not stored in checkpoints */
+    int      inference;     /* 1: generation and scoring only (below); not stored in checkpoints */
     float    rope_theta;    /* rotary base; default 10000 */
     float    norm_eps;      /* RMSNorm epsilon; default 1e-5 */
     float    init_std;      /* std of the normal weight init; default 0.02 */
@@ -142,8 +157,11 @@ typedef struct retrlm_model {
     int64_t *ids_;                       /* (V) sampling scratch */
     float  *mmws_;                       /* (n_mmws_) the matmuls' packing buffers */
     size_t  n_mmws_;
-    void   *own_[5];                     /* what to free: params grads (NULL in a view: they
-                                            are another model's) acts_ work_ mmws_ */
+    void   *own_[6];                     /* what to free: params grads (NULL in a view: they
+                                            are another model's) acts_ work_ mmws_ rope_ */
+    float  *rope_;                       /* rotary cos, sin tables (max_seq_len, hd/2) each */
+    void   *map_;                        /* inference: the open retrlm_reader whose memory map
+                                            holds params (NULL when they are owned) */
     float  *retro_;                      /* RETRO activations, work and decode cache, one block */
     void   *retro_own_;
     int    *retro_ints_;                 /* neighbour tokens, rows and lengths */
@@ -276,12 +294,12 @@ RETRLM_API float retrlm_adamw_lr_scale(const retrlm_adamw_config *cfg, int64_t s
 /* One update of every group from its gradients (clipped by global norm); step += 1. */
 RETRLM_API void  retrlm_adamw_step(retrlm_adamw *o);
 /* The model's two groups: out[0] matrices (weight_decay), out[1] norm gains (no decay);
-   returns 2 (1 if the model has no gains). */
+   returns 2 (1 if the model has no gains; 0 for an inference-only model). */
 RETRLM_API int retrlm_model_param_groups(const retrlm_model *m, float lr, float weight_decay,
                                          retrlm_adamw_group out[2]);
 /* AdamW groups of the RETRO parameters alone (cross-attention and neighbour encoder: matrices
    with weight_decay, gains without), for RETRO-fitting a trained, frozen decoder; returns how
-   many (0 for a plain model). */
+   many (0 for a plain or inference-only model). */
 RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, float weight_decay,
                                                retrlm_adamw_group out[2]);
 /* RETRO-fitting's start for the neighbour encoder's token embedding: its row v becomes the
@@ -291,7 +309,8 @@ RETRLM_API int retrlm_model_retro_param_groups(const retrlm_model *m, float lr, 
    as one linear map, instead of first learning a second embedding of every token, which at a
    vocabulary of thousands takes more steps than a RETRO-fit has (RETRO-pytorch shares one
    embedding between encoder and decoder for this reason). Call it once the decoder's weights
-   are in place, before training; retro-train --retrofit does. RETRLM_ERR_ARG without RETRO. */
+   are in place, before training; retro-train --retrofit does. RETRLM_ERR_ARG without RETRO or
+   on an inference-only model. */
 RETRLM_API retrlm_result retrlm_model_retro_tie_embedding(retrlm_model *m, uint64_t seed);
 
 /* ---- plain language-model training */

@@ -119,6 +119,19 @@ FILES__UNUSED static void set_threads(int n) {
 #endif
 }
 
+/* peak resident set (VmHWM) and current (VmRSS) of this process in KiB
+   (Linux: /proc/self/status), 0 if unknown */
+FILES__UNUSED static long proc_status_kib(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = 0;
+    size_t kl = strlen(key);
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl)) v = atol(line + kl + 1);
+    fclose(f);
+    return v;
+}
 /* the CPU's model name from /proc/cpuinfo into buf ("unknown" elsewhere); returns buf */
 FILES__UNUSED static const char *cpu_model(char *buf, size_t cap) {
     FILE *f = fopen("/proc/cpuinfo", "r");

@@ -645,6 +645,102 @@ static void test_generate(void) {
     retrlm_model_free(&m);
 }
 
+// Inference-only models: the full model's logits, kNN keys, bits per byte and generations, no
+// gradients, no forward activations until a forward, and a file's weights read in place.
+static void test_inference(void) {
+    enum { V = 5000 }; // untied, so that the file passes 1 MiB and is memory-mapped
+    retrlm_model_config cfg, over;
+    retrlm_model a, b, v;
+    retrlm_adamw_group g[2];
+    retrlm_adamw opt;
+    retrlm_model_grad_in gin;
+    const char *path = "build/tests/inference.rlm";
+    int tok[64], out1[10], out2[10], got1 = 0, got2 = 0, i;
+    double bpb_a = 0.0, bpb_b = 1.0;
+    const size_t nl = (size_t)64 * V, nk = (size_t)64 * 32;
+    float *la = (float *)malloc(nl * sizeof(float)), *ka = (float *)malloc(nk * sizeof(float));
+    small_config(&cfg, V);
+    cfg.untied = 1;
+    cfg.init_std = 0.2f;
+    CHECK_OK(retrlm_model_init(&a, &cfg));
+    for (i = 0; i < 64; i++) tok[i] = (i * 131 + 7) % V;
+    CHECK_OK(retrlm_model_forward(&a, tok, 2, 32, NULL, 0));
+    memcpy(la, a.logits, nl * sizeof(float));
+    memcpy(ka, retrlm_model_ffn_input(&a, 1), nk * sizeof(float));
+    CHECK_OK(retrlm_model_generate(&a, tok, 5, 10, NULL, NULL, out1, &got1));
+    CHECK_OK(retrlm_lm_bits_per_byte(&a, tok, 64, 200, 32, &bpb_a));
+    CHECK_OK(retrlm_model_save(&a, NULL, NULL, path));
+    memset(&over, 0, sizeof over);
+    over.inference = 1;
+    CHECK_OK(retrlm_model_load(&b, path, &over));
+    CHECK(b.config.inference == 1 && !b.grads && b.n_params == a.n_params);
+#if defined(__unix__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    CHECK(b.map_ != NULL); // the weights are the file's pages
+#endif
+    CHECK(!memcmp(a.params, b.params, a.n_params * sizeof(float)));
+    // generation runs on the KV cache alone: the forward's activations are never allocated
+    CHECK_OK(retrlm_model_generate(&b, tok, 5, 10, NULL, NULL, out2, &got2));
+    CHECK(got1 == 10 && got2 == 10 && !memcmp(out1, out2, sizeof out1));
+    CHECK(b.acts_ == NULL);
+    CHECK_OK(retrlm_model_forward(&b, tok, 2, 32, NULL, 0));
+    CHECK(b.acts_ != NULL && b.n_acts_ < a.n_acts_);
+    CHECK(!memcmp(la, b.logits, nl * sizeof(float)));
+    CHECK(!memcmp(ka, retrlm_model_ffn_input(&b, 1), nk * sizeof(float)));
+    CHECK_OK(retrlm_lm_bits_per_byte(&b, tok, 64, 200, 32, &bpb_b));
+    CHECK(bpb_a == bpb_b);
+    // no training
+    CHECK(retrlm_model_param_groups(&b, 1e-3f, 0.1f, g) == 0);
+    CHECK(retrlm_adamw_init(&opt, NULL, g, 0) == RETRLM_ERR_ARG);
+    memset(&gin, 0, sizeof gin);
+    gin.dlogits = b.logits;
+    CHECK(retrlm_model_backward(&b, &gin) == RETRLM_ERR_ARG);
+    retrlm_model_zero_grad(&b); // nothing to zero
+    retrlm_model_free(&b);
+    // an inference-only view of a training model, and an inference-only model from init
+    CHECK_OK(retrlm_model_init_view(&v, &a, &over));
+    CHECK(!v.grads && v.params == a.params);
+    CHECK_OK(retrlm_model_forward(&v, tok, 2, 32, NULL, 0));
+    CHECK(!memcmp(la, v.logits, nl * sizeof(float)));
+    retrlm_model_free(&v);
+    cfg.inference = 1;
+    CHECK_OK(retrlm_model_init(&v, &cfg));
+    CHECK(!v.grads && !memcmp(a.params, v.params, a.n_params * sizeof(float)));
+    CHECK_OK(retrlm_model_forward(&v, tok, 2, 32, NULL, 0));
+    CHECK(!memcmp(la, v.logits, nl * sizeof(float)));
+    retrlm_model_free(&v);
+    // a truncated file is refused when opened (it is still mapped: over 1 MiB)
+    {
+        size_t size = 0;
+        void *img;
+        FILE *f;
+        CHECK_OK(retrlm_model_save_memory(&a, NULL, NULL, NULL, 0, &size));
+        img = malloc(size);
+        CHECK_OK(retrlm_model_save_memory(&a, NULL, NULL, img, size, &size));
+        CHECK(size > ((size_t)1 << 20) + 4096);
+        if ((f = fopen(path, "wb")) != NULL) {
+            CHECK(fwrite(img, 1, size - 4096, f) == size - 4096);
+            fclose(f);
+            CHECK(retrlm_model_load(&b, path, &over) == RETRLM_ERR_FORMAT);
+        }
+        // a changed weight: the CRC finds it when the file is read, not when it is mapped
+        ((unsigned char *)img)[size - 1000] ^= 0x40;
+        if ((f = fopen(path, "wb")) != NULL) {
+            CHECK(fwrite(img, 1, size, f) == size);
+            fclose(f);
+            CHECK(retrlm_model_load(&b, path, NULL) == RETRLM_ERR_CORRUPT);
+#if defined(__unix__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            CHECK_OK(retrlm_model_load(&b, path, &over));
+            retrlm_model_free(&b);
+#endif
+        }
+        free(img);
+    }
+    remove(path);
+    free(la);
+    free(ka);
+    retrlm_model_free(&a);
+}
+
 static void test_safetensors(void) {
     retrlm_model_config cfg, hint;
     retrlm_model a, b;
@@ -783,6 +879,7 @@ int main(void) {
     RUN(test_train_cancel_and_bpb);
     RUN(test_save_load_forward);
     RUN(test_generate);
+    RUN(test_inference);
     RUN(test_safetensors);
     return test_report();
 }

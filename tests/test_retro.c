@@ -310,6 +310,30 @@ static void retro_threads_and_resume(int smear) {
     }
     free(buf);
     set_threads(2);
+    {
+        // an inference-only view reads the same logits with neighbours, and cannot train
+        retrlm_model_config over;
+        retrlm_model q;
+        retrlm_model_grad_in gin;
+        int tok[4 * 128], tgt[4 * 128], nb[4 * 16 * 2 * 16];
+        size_t nl = (size_t)4 * 128 * (size_t)cfg.vocab_size;
+        float *full = (float *)malloc(nl * sizeof(float));
+        memset(&over, 0, sizeof over);
+        over.inference = 1;
+        CHECK_OK(retrlm_model_init_view(&q, &m[0], &over));
+        mid_batch(tok, tgt, nb, 4, 128, &m[0].config, 7);
+        CHECK_OK(retrlm_model_forward_retro(&m[0], tok, 4, 128, NULL, nb, 0));
+        memcpy(full, m[0].logits, nl * sizeof(float));
+        CHECK(!q.grads && q.retro_enc && !q.retro_enc->grads);
+        CHECK_OK(retrlm_model_forward_retro(&q, tok, 4, 128, NULL, nb, 0));
+        CHECK(!memcmp(full, q.logits, nl * sizeof(float)));
+        memset(&gin, 0, sizeof gin);
+        gin.dlogits = q.logits;
+        CHECK(retrlm_model_backward(&q, &gin) == RETRLM_ERR_ARG);
+        CHECK(retrlm_model_retro_tie_embedding(&q, 1) == RETRLM_ERR_ARG);
+        retrlm_model_free(&q);
+        free(full);
+    }
     for (i = 0; i < 2; i++) {
         retrlm_adamw_free(&o[i]);
         retrlm_model_free(&m[i]);
