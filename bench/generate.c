@@ -8,11 +8,12 @@
 //    (dim 288, 6 layers, 6 heads, vocab 32000) and a 110M-like one (dim 768, 12 layers, 12 heads).
 //    Each figure is the median of 3 runs, the two programs alternating.
 // 2. An inference-only model (retrlm_model_config.inference): a GPT-2-small-shaped file (vocab
-//    50257, dim 768, 12 layers, 1,024 positions, 498 MB of f32 weights) opened memory-mapped, the
-//    time to open it (median of 5) and the resident memory of a process that opens it and
-//    generates 64 tokens, against the weights + the KV cache; beside it the same file loaded for
-//    training (gradients and activations too).
+//    50257, dim 768, 12 layers, ffn 2048, 1,024 positions, 494 MB of f32 weights) opened
+//    memory-mapped, the time to open it (median of 5) and the peak resident memory of a process
+//    that opens it and generates until its context is full, against the weights + the KV cache;
+//    beside it the same file loaded for training (gradients and activations too).
 //   make bench-generate        (BENCH_QUICK=1 in the environment: stories15M only, no 110M)
+//   build/bench/generate [peer|memory]     one part only
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "machine.h"
@@ -224,13 +225,14 @@ static void versus_peer(const shape *s, int have_peer, char lines[][128], int *n
 
 // ---- an inference-only model: open time and resident memory ----------------------------------
 
-// in a child process: open path (inference or for training), generate 64 tokens; writes the
-// open time (s), and the peak resident set (VmHWM) over the one before opening (KiB), to fd
+// in a child process: open path (inference or for training), generate until the context is full;
+// writes the open time (s), and the peak resident set (VmHWM) over the one before opening (KiB),
+// to fd
 static void child_open(const char *path, int inference, int fd) {
     retrlm_model_config over;
     retrlm_model m;
     retrlm_sampler sp;
-    int prompt[1] = {1}, out[64], got;
+    int prompt[1] = {1}, *out, got;
     double t, v[3];
     v[2] = (double)proc_status_kib("VmRSS");
     memset(&over, 0, sizeof over);
@@ -239,7 +241,10 @@ static void child_open(const char *path, int inference, int fd) {
     t = retrlm_time_seconds();
     if (retrlm_model_load(&m, path, &over)) die("open the model");
     v[0] = retrlm_time_seconds() - t;
-    if (retrlm_model_generate(&m, prompt, 1, 64, &sp, NULL, out, &got)) die("generate");
+    out = (int *)malloc((size_t)m.config.max_seq_len * sizeof(int));
+    if (!out || retrlm_model_generate(&m, prompt, 1, m.config.max_seq_len, &sp, NULL, out, &got))
+        die("generate");
+    free(out);
     v[1] = (double)proc_status_kib("VmHWM") - v[2];
     if (write(fd, v, sizeof v) != (ssize_t)sizeof v) _exit(1);
     retrlm_model_free(&m);
@@ -267,7 +272,7 @@ static void memory(char lines[][128], int *nl) {
     double open_s[5], v[3], weights_mb, kv_mb, hwm_mb, full[3];
     int i;
     memset(&mc, 0, sizeof mc);
-    mc.vocab_size = 50257, mc.dim = 768, mc.n_layers = 12, mc.n_heads = 12, mc.ffn_dim = 3072;
+    mc.vocab_size = 50257, mc.dim = 768, mc.n_layers = 12, mc.n_heads = 12, mc.ffn_dim = 2048;
     mc.max_seq_len = 1024, mc.inference = 1;
     {
         retrlm_model m;
@@ -282,8 +287,9 @@ static void memory(char lines[][128], int *nl) {
         else open_s[i] = v[0];
     hwm_mb = v[1] * 1024.0 / 1e6;
     if (measure_open(path, 0, full)) die("load in a child");
-    printf("\nGPT-2-small shape (vocab 50257, dim 768, 12 layers, 1024 positions), f32: weights %.1f MB, "
-           "KV cache %.1f MB\n| opened | open (ms) | peak resident after 64 tokens (MB) | / (weights + KV) |\n"
+    printf("\nGPT-2-small shape (vocab 50257, dim 768, 12 layers, ffn 2048, 1024 positions), f32: "
+           "weights %.1f MB, KV cache %.1f MB\n| opened | open (ms) | peak resident, context full "
+           "(MB) | / (weights + KV) |\n"
            "|---|---:|---:|---:|\n", weights_mb, kv_mb);
     printf("| inference-only, mapped | %.2f | %.1f | %.2f |\n", 1e3 * median(open_s, 5), hwm_mb,
            hwm_mb / (weights_mb + kv_mb));
@@ -296,18 +302,25 @@ static void memory(char lines[][128], int *nl) {
     remove(path);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     static const shape shapes[] = {
         {"stories15m", 32000, 288, 6, 6, 768, 256},
         {"110m", 32000, 768, 12, 12, 2048, 1024},
     };
     char lines[64][128];
     int nl = 0, i, have_peer, quick = getenv("BENCH_QUICK") != NULL;
+    const char *part = argc > 1 ? argv[1] : "";
+    if (*part && strcmp(part, "peer") && strcmp(part, "memory")) {
+        fprintf(stderr, "usage: generate [peer|memory]\n");
+        return 2;
+    }
     bench_machine();
-    have_peer = peer_ready();
-    if (!have_peer) printf("llama2.c: peer missing (%s not found or not built); retrlm alone\n", PEER_SRC);
-    for (i = 0; i < (quick ? 1 : 2); i++) versus_peer(&shapes[i], have_peer, lines, &nl);
-    if (!quick) memory(lines, &nl);
+    if (strcmp(part, "memory")) {
+        have_peer = peer_ready();
+        if (!have_peer) printf("llama2.c: peer missing (%s not found or not built); retrlm alone\n", PEER_SRC);
+        for (i = 0; i < (quick ? 1 : 2); i++) versus_peer(&shapes[i], have_peer, lines, &nl);
+    }
+    if (strcmp(part, "peer") && (!quick || *part)) memory(lines, &nl);
     printf("\n");
     for (i = 0; i < nl; i++) printf("%s\n", lines[i]);
     return 0;
