@@ -975,6 +975,8 @@ typedef struct retrlm_model {
     float  *rope_;                       /* rotary cos, sin tables (max_seq_len, hd/2) each */
     void   *map_;                        /* inference: the open retrlm_reader whose memory map
                                             holds params (NULL when they are owned) */
+    const int8_t *q8_[RETRLM_T_COUNT];   /* an int8 model's matrices (NULL: f32, in param[t]) */
+    const float  *q8s_[RETRLM_T_COUNT];  /* their scales, one a group of 32 weights of a row */
     float  *retro_;                      /* RETRO activations, work and decode cache, one block */
     void   *retro_own_;
     int    *retro_ints_;                 /* neighbour tokens, rows and lengths */
@@ -1165,8 +1167,24 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
 RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tokens, size_t n,
                                                  size_t n_bytes, int seq_len, double *bpb);
 
+/* ---- int8 weights (llama.cpp's Q8_0, with float scales): each row of every matrix in groups of
+   32 weights, a group 32 int8 values and one scale d = max |w| / 127 (w ~ d q): 1.125 bytes a
+   weight instead of 4. An int8 model is inference-only (config.inference 1: generation, scoring,
+   kNN-LM keys, as an f32 one); its norm gains stay f32, in params (n_params of them, n_decay 0),
+   and param[t] is NULL for a matrix. A one-row product (decoding) reads the int8 rows directly,
+   a larger one (a forward) dequantizes them as it packs them; results are identical for any
+   thread count. retrlm_model_save writes it (sections q8_scales, q8 and params, the gains) and
+   retrlm_model_load opens it inference-only whatever cfg_over says, mapped like an f32 one.
+   Plain models (LMs, encoders) only: RETRO's cross-attention stays f32, so a RETRO model is
+   refused. */
+/* dst = src's weights in int8 (src: any plain model, inference-only or not). RETRLM_ERR_ARG for
+   a RETRO model, ERR_NOMEM. */
+RETRLM_API retrlm_result retrlm_model_quantize(retrlm_model *dst, const retrlm_model *src);
+RETRLM_API int retrlm_model_is_q8(const retrlm_model *m); /* 1 for an int8 model */
+
 /* ---- checkpoints: container kind "model"; sections config, params, and when saved with an
-   optimiser and state: adamw_m, adamw_v, adamw_step, train_step, rng */
+   optimiser and state: adamw_m, adamw_v, adamw_step, train_step, rng; an int8 model's: q8_scales
+   and q8 as well */
 #ifndef RETRLM_NO_STDIO
 /* opt and state may be NULL (weights only). */
 RETRLM_API retrlm_result retrlm_model_save(const retrlm_model *m, const retrlm_adamw *opt,
@@ -2794,6 +2812,16 @@ RETRLM__PRIVATE size_t retrlm__matmul_ws_floats(void);
 RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
                                                 const float *bias, int M, int N, int K, int flags,
                                                 float *ws, size_t ws_floats);
+/* int8 weights (kernels.c): rows of K in groups of RETRLM__Q8_GROUP, a float scale each;
+   _quantize writes rows x K int8 into q and rows x _groups(K) scales into s; _row dequantizes one
+   row; _matmul_q8_ws is retrlm__matmul_ws with B the int8 rows (N, K) (no bias, no B_KN). */
+#define RETRLM__Q8_GROUP 32
+RETRLM__PRIVATE size_t retrlm__q8_groups(int K);
+RETRLM__PRIVATE void retrlm__q8_quantize(int8_t *q, float *s, const float *w, size_t rows, int K);
+RETRLM__PRIVATE void retrlm__q8_row(float *out, const int8_t *q, const float *s, int K);
+RETRLM__PRIVATE retrlm_result retrlm__matmul_q8_ws(float *C, const float *A, const int8_t *q,
+                                                   const float *s, int M, int N, int K, int flags,
+                                                   float *ws, size_t ws_floats);
 
 /* ---- io (io.c) ---------------------------------------------------------------------------- */
 /* Where a save's bytes go (a file or a memory buffer); put returns 0, or 1 when it failed. */
@@ -2853,9 +2881,15 @@ RETRLM__PRIVATE retrlm_result retrlm__resolve_config(retrlm_model_config *c);
 RETRLM__PRIVATE size_t retrlm__param_count(const retrlm_model_config *c, size_t *mats);
 /* Allocates everything for cfg (weights zero), or only the activations when src (may be NULL)
    owns the parameters; ext (may be NULL) places them in another model's block (RETRO's
-   neighbour encoder). */
+   neighbour encoder); q8: an int8 model (its gains in params, its matrices int8: src's, or new
+   and zeroed). */
 RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
-                                                  const retrlm_model *src, float *const *ext);
+                                                  const retrlm_model *src, float *const *ext,
+                                                  int q8);
+/* An int8 model of config c: *nq int8 values and *ns scales (either may be NULL); with m, q and
+   s, points m's matrices into q and s (retrlm__model_alloc). */
+RETRLM__PRIVATE void retrlm__q8_place(retrlm_model *m, const retrlm_model_config *c,
+                                      const int8_t *q, const float *s, size_t *nq, size_t *ns);
 /* C = A B (retrlm_matmul) with m's packing buffers. */
 RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const float *A,
                                          const float *B, int M, int N, int K, int flags);
@@ -3321,6 +3355,17 @@ static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
         return s;                                                                       \
     }
 
+// the four lane arrays c0..c3 of LANES partial sums each folded into their element 0 by a fixed
+// tree: vector adds, not 64 scalar ones (w and j are the caller's ints)
+#define RETRLM__TREE4(LANES)                          \
+    for (w = (LANES) / 2; w > 0; w /= 2)              \
+        for (j = 0; j < w; j++) {                     \
+            c0[j] += c0[j + w];                       \
+            c1[j] += c1[j + w];                       \
+            c2[j] += c2[j + w];                       \
+            c3[j] += c3[j + w];                       \
+        }
+
 // out[r] = dot(a, b + r*ldb) for r < 4: four rows of b against one a, sharing the loads of a.
 // Four separate lane arrays (not one 2-D array) so the compiler keeps each in a register.
 #define RETRLM__DEFINE_DOT4(name, ATTR, LANES)                                                        \
@@ -3338,13 +3383,7 @@ static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
                 c3[j] += aj * b3[i + j];                                                              \
             }                                                                                         \
         }                                                                                             \
-        for (w = LANES / 2; w > 0; w /= 2) /* a fixed tree: vector adds, not 64 scalar ones */        \
-            for (j = 0; j < w; j++) {                                                                 \
-                c0[j] += c0[j + w];                                                                   \
-                c1[j] += c1[j + w];                                                                   \
-                c2[j] += c2[j + w];                                                                   \
-                c3[j] += c3[j + w];                                                                   \
-            }                                                                                         \
+        RETRLM__TREE4(LANES)                                                                          \
         s0 = c0[0], s1 = c1[0], s2 = c2[0], s3 = c3[0];                                               \
         for (j = i; j < n; j++) {                                                                     \
             s0 += a[j] * b0[j];                                                                       \
@@ -3358,7 +3397,45 @@ static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
         out[3] = s3;                                                                                  \
     }
 
+// int8 weights (retrlm__q8_quantize): out[r] = a . row r of q, each group of RETRLM__Q8_GROUP
+// weights of a row times its scale (s, ldq / RETRLM__Q8_GROUP rounded up scales a row). The
+// weight is dequantized (scale x int8, one product) and then multiplied with a, so a row gives
+// the bits of retrlm__dot over its dequantized row summed in these lanes. Four rows share the
+// loads of a; rows < 4 of them are real (the others are not read).
+#define RETRLM__DEFINE_DOT4_Q8(name, ATTR)                                                          \
+    ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const int8_t *q,           \
+                                           const float *s, size_t ldq, int n, int rows) {        \
+        float c0[16] = {0}, c1[16] = {0}, c2[16] = {0}, c3[16] = {0}, t[4];                      \
+        const size_t lds = (ldq + RETRLM__Q8_GROUP - 1) / RETRLM__Q8_GROUP;                       \
+        const int8_t *q0 = q, *q1 = q + (rows > 1) * ldq, *q2 = q + (rows > 2) * 2 * ldq;          \
+        const int8_t *q3 = q + (rows > 3) * 3 * ldq;                                              \
+        const float *s0 = s, *s1 = s + (rows > 1) * lds, *s2 = s + (rows > 2) * 2 * lds;           \
+        const float *s3 = s + (rows > 3) * 3 * lds;                                               \
+        int i = 0, j, h, w, g = 0;                                                                \
+        for (; i + RETRLM__Q8_GROUP <= n; i += RETRLM__Q8_GROUP, g++) {                           \
+            const float d0 = s0[g], d1 = s1[g], d2 = s2[g], d3 = s3[g];                           \
+            for (h = i; h < i + RETRLM__Q8_GROUP; h += 16)                                        \
+                for (j = 0; j < 16; j++) {                                                        \
+                    float aj = a[h + j];                                                          \
+                    c0[j] += aj * (d0 * (float)q0[h + j]);                                        \
+                    c1[j] += aj * (d1 * (float)q1[h + j]);                                        \
+                    c2[j] += aj * (d2 * (float)q2[h + j]);                                        \
+                    c3[j] += aj * (d3 * (float)q3[h + j]);                                        \
+                }                                                                                 \
+        }                                                                                         \
+        RETRLM__TREE4(16)                                                                         \
+        t[0] = c0[0], t[1] = c1[0], t[2] = c2[0], t[3] = c3[0];                                   \
+        for (j = i; j < n; j++) { /* the last, partial group */                                   \
+            t[0] += a[j] * (s0[g] * (float)q0[j]);                                                \
+            t[1] += a[j] * (s1[g] * (float)q1[j]);                                                \
+            t[2] += a[j] * (s2[g] * (float)q2[j]);                                                \
+            t[3] += a[j] * (s3[g] * (float)q3[j]);                                                \
+        }                                                                                         \
+        for (j = 0; j < rows; j++) out[j] = t[j];                                                 \
+    }
+
 #define RETRLM__NO_ATTR
+RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8, RETRLM__NO_ATTR)
 RETRLM__DEFINE_DOT(retrlm__dot, RETRLM__NO_ATTR, RETRLM__LANES)
 RETRLM__DEFINE_DOT4(retrlm__dot4, RETRLM__NO_ATTR, RETRLM__LANES)
 
@@ -3539,6 +3616,9 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 typedef struct retrlm__mat { // element (r, c) is p[r * sr + c * sc]
     const float *p;
     size_t sr, sc;
+    const int8_t *q; // or, int8 (sc 1): q[r * sr + c] times s[r * ss + c / RETRLM__Q8_GROUP]
+    const float *s;
+    size_t ss;
 } retrlm__mat;
 
 // Packs a block of X into panels of W lanes: dst (panels, kc, W), zero-padded past the last
@@ -3549,9 +3629,17 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
     int q, l, p;
     for (q = 0; q < rc; q += W) {
         int lanes = RETRLM__MIN(W, RETRLM__MIN(rc - q, R - r0 - q));
-        const float *base = X.p + (size_t)(r0 + q) * X.sr + (size_t)k0 * X.sc;
+        const float *base = X.q ? NULL : X.p + (size_t)(r0 + q) * X.sr + (size_t)k0 * X.sc;
         if (lanes < 0) lanes = 0;
-        if (X.sc == 1) { // rows are contiguous: read a row, scatter into its lane
+        if (X.q) { // int8 rows: dequantized as they are packed
+            for (l = 0; l < lanes; l++) {
+                size_t r = (size_t)(r0 + q + l);
+                const int8_t *src = X.q + r * X.sr + k0;
+                const float *sc = X.s + r * X.ss;
+                for (p = 0; p < kc; p++)
+                    dst[(size_t)p * W + l] = sc[(k0 + p) / RETRLM__Q8_GROUP] * (float)src[p];
+            }
+        } else if (X.sc == 1) { // rows are contiguous: read a row, scatter into its lane
             for (l = 0; l < lanes; l++) {
                 const float *src = base + (size_t)l * X.sr;
                 for (p = 0; p < kc; p++) dst[(size_t)p * W + l] = src[p];
@@ -3614,6 +3702,8 @@ RETRLM__DEFINE_DOT(retrlm__dot_avx2, __attribute__((target("avx2,fma"))), 16)
 RETRLM__DEFINE_DOT4(retrlm__dot4_avx2, __attribute__((target("avx2,fma"))), 16)
 RETRLM__DEFINE_DOT(retrlm__dot_avx512, __attribute__((target("avx512f"))), 16)
 RETRLM__DEFINE_DOT4(retrlm__dot4_avx512, __attribute__((target("avx512f"))), 16)
+RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8_avx2, __attribute__((target("avx2,fma"))))
+RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8_avx512, __attribute__((target("avx512f"))))
 #endif
 
 typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
@@ -3621,6 +3711,7 @@ typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
     int mr, nr;
     void (*dot4)(float *, const float *, const float *, size_t, int); // the one-row path's
     float (*dot)(const float *, const float *, int);
+    void (*dot4_q8)(float *, const float *, const int8_t *, const float *, size_t, int, int);
     const char *path; // retrlm_cpu_path's text
 } retrlm__gemm_kernel;
 
@@ -3651,12 +3742,12 @@ typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
 // CPU has them; __builtin_cpu_supports also asks whether the OS saves the wider registers
 static const retrlm__gemm_kernel *retrlm__gemm(void) {
     static const retrlm__gemm_kernel k[3] = {
-        {retrlm__micro, RETRLM__MR, RETRLM__NR, retrlm__dot4, retrlm__dot,
+        {retrlm__micro, RETRLM__MR, RETRLM__NR, retrlm__dot4, retrlm__dot, retrlm__dot4_q8,
          RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) RETRLM__OMP_TEXT},
 #ifdef RETRLM__DISPATCH
-        {retrlm__micro_avx2, 6, 16, retrlm__dot4_avx2, retrlm__dot_avx2,
+        {retrlm__micro_avx2, 6, 16, retrlm__dot4_avx2, retrlm__dot_avx2, retrlm__dot4_q8_avx2,
          "avx2+fma (chosen at run time; built for " RETRLM__ISA "), matmul tile 6x16" RETRLM__OMP_TEXT},
-        {retrlm__micro_avx512, 8, 32, retrlm__dot4_avx512, retrlm__dot_avx512,
+        {retrlm__micro_avx512, 8, 32, retrlm__dot4_avx512, retrlm__dot_avx512, retrlm__dot4_q8_avx512,
          "avx512f (chosen at run time; built for " RETRLM__ISA "), matmul tile 8x32" RETRLM__OMP_TEXT},
 #endif
     };
@@ -3674,7 +3765,8 @@ RETRLM_API const char *retrlm_cpu_path(void) { return retrlm__gemm()->path; }
 // generation case (M = 1), bound by reading B once. Four rows of B at a time give four
 // independent accumulators, so the loop is not bound by the latency of one FMA chain.
 static void retrlm__matmul_rows(const retrlm__gemm_kernel *g, float *C, const float *A, const float *B,
-                                const float *bias, int M, int N, int K, int acc_c) {
+                                const retrlm__mat *bq, const float *bias, int M, int N, int K,
+                                int acc_c) {
     void (*dot4)(float *, const float *, const float *, size_t, int) = g->dot4;
     float (*dot)(const float *, const float *, int) = g->dot;
     // about 32 chunks: enough for a starved thread to hand work over, few enough to be cheap
@@ -3686,9 +3778,10 @@ static void retrlm__matmul_rows(const retrlm__gemm_kernel *g, float *C, const fl
             const float *a = A + (size_t)m * K;
             float *c = C + (size_t)m * N, v[4];
             for (n = nb * chunk; n < n1; n += 4) {
-                const float *b0 = B + (size_t)n * K;
+                const float *b0 = bq ? NULL : B + (size_t)n * K;
                 int j, rows = RETRLM__MIN(4, n1 - n);
-                if (rows == 4) dot4(v, a, b0, (size_t)K, K);
+                if (bq) g->dot4_q8(v, a, bq->q + (size_t)n * K, bq->s + (size_t)n * bq->ss, (size_t)K, K, rows);
+                else if (rows == 4) dot4(v, a, b0, (size_t)K, K);
                 else
                     for (j = 0; j < rows; j++) v[j] = dot(a, b0 + (size_t)j * K, K);
                 for (j = 0; j < rows; j++) {
@@ -3710,10 +3803,10 @@ RETRLM__PRIVATE size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15
 
 // retrlm_matmul with the packing buffers in ws (ws_floats floats, 64-byte aligned) when it is
 // big enough for one thread, else in a buffer of its own. A smaller ws runs fewer threads; the
-// result is the same.
-RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
-                                                const float *bias, int M, int N, int K, int flags,
-                                                float *ws, size_t ws_floats) {
+// result is the same. bq: B is int8 rows (N, K) instead (B NULL, no RETRLM_MATMUL_B_KN).
+static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B,
+                                        const retrlm__mat *bq, const float *bias, int M, int N,
+                                        int K, int flags, float *ws, size_t ws_floats) {
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
     const retrlm__gemm_kernel *g = retrlm__gemm();
@@ -3724,7 +3817,7 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
     void *owned = NULL;
     RETRLM_ASSERT(M >= 0 && N >= 0 && K >= 0 && (flags & ~7) == 0);
     if (M == 0 || N == 0) return RETRLM_OK;
-    RETRLM_ASSERT(C && (K == 0 || (A && B)));
+    RETRLM_ASSERT(C && (K == 0 || (A && (B || bq))) && (!bq || !(flags & RETRLM_MATMUL_B_KN)));
     if (K == 0) {
         for (t = 0; t < M; t++) {
             float *c = C + (size_t)t * N;
@@ -3734,16 +3827,19 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
         return RETRLM_OK;
     }
     if (M < MR && !(flags & (RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN))) {
-        retrlm__matmul_rows(g, C, A, B, bias, M, N, K, acc_c);
+        retrlm__matmul_rows(g, C, A, B, bq, bias, M, N, K, acc_c);
         return RETRLM_OK;
     }
     // views: A as (M,K), Bᵀ as (N,K); both are packed the same way
+    memset(&a, 0, sizeof a);
+    memset(&bt, 0, sizeof bt);
     a.p = A;
     if (flags & RETRLM_MATMUL_A_KM) { a.sr = 1; a.sc = (size_t)M; }
     else { a.sr = (size_t)K; a.sc = 1; }
     bt.p = B;
     if (flags & RETRLM_MATMUL_B_KN) { bt.sr = 1; bt.sc = (size_t)N; }
     else { bt.sr = (size_t)K; bt.sc = 1; }
+    if (bq) bt = *bq;
 
     mtiles = (M + MC - 1) / MC;
     ntiles = (N + NC - 1) / NC;
@@ -3795,9 +3891,66 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
     return RETRLM_OK;
 }
 
+RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
+                                                const float *bias, int M, int N, int K, int flags,
+                                                float *ws, size_t ws_floats) {
+    return retrlm__matmul_any(C, A, B, NULL, bias, M, N, K, flags, ws, ws_floats);
+}
+
 RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
                                        const float *bias, int M, int N, int K, int flags) {
-    return retrlm__matmul_ws(C, A, B, bias, M, N, K, flags, NULL, 0);
+    return retrlm__matmul_any(C, A, B, NULL, bias, M, N, K, flags, NULL, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// int8 weights: rows of K weights in groups of RETRLM__Q8_GROUP, each group one float scale d =
+// max |w| / 127 and the int8 q = round(w / d) (llama.cpp's Q8_0, with a float scale)
+
+RETRLM__PRIVATE size_t retrlm__q8_groups(int K) {
+    return ((size_t)K + RETRLM__Q8_GROUP - 1) / RETRLM__Q8_GROUP;
+}
+
+RETRLM__PRIVATE void retrlm__q8_quantize(int8_t *q, float *s, const float *w, size_t rows, int K) {
+    const size_t G = retrlm__q8_groups(K);
+    size_t r;
+    for (r = 0; r < rows; r++) {
+        size_t g;
+        for (g = 0; g < G; g++) {
+            const float *x = w + r * (size_t)K + g * RETRLM__Q8_GROUP;
+            int8_t *y = q + r * (size_t)K + g * RETRLM__Q8_GROUP;
+            int n = (int)RETRLM__MIN((size_t)RETRLM__Q8_GROUP, (size_t)K - g * RETRLM__Q8_GROUP), i;
+            float mx = 0.0f, d;
+            for (i = 0; i < n; i++) mx = RETRLM__MAX(mx, fabsf(x[i]));
+            d = mx / 127.0f;
+            s[r * G + g] = d;
+            for (i = 0; i < n; i++) {
+                float v = d > 0.0f ? x[i] / d : 0.0f; // |v| <= 127; NaN weights become 0
+                y[i] = (int8_t)(v == v ? (v < 0.0f ? -(int)(-v + 0.5f) : (int)(v + 0.5f)) : 0);
+            }
+        }
+    }
+}
+
+// out (K) = row of int8 weights q with its scales s, dequantized
+RETRLM__PRIVATE void retrlm__q8_row(float *out, const int8_t *q, const float *s, int K) {
+    int i;
+    for (i = 0; i < K; i++) out[i] = s[i / RETRLM__Q8_GROUP] * (float)q[i];
+}
+
+// C (M, N) = A (M, K) times the transpose of the int8 rows (N, K) q with scales s; flags as
+// retrlm_matmul's but RETRLM_MATMUL_B_KN. One-row products read the int8 weights directly
+// (generation: four times fewer bytes than f32), larger ones dequantize them as they pack.
+RETRLM__PRIVATE retrlm_result retrlm__matmul_q8_ws(float *C, const float *A, const int8_t *q,
+                                                   const float *s, int M, int N, int K, int flags,
+                                                   float *ws, size_t ws_floats) {
+    retrlm__mat b;
+    memset(&b, 0, sizeof b);
+    b.q = q;
+    b.s = s;
+    b.sr = (size_t)K;
+    b.sc = 1;
+    b.ss = retrlm__q8_groups(K);
+    return retrlm__matmul_any(C, A, NULL, &b, NULL, M, N, K, flags, ws, ws_floats);
 }
 
 #if defined(__clang__)
@@ -12079,20 +12232,82 @@ RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const 
     return retrlm__matmul_ws(C, A, B, NULL, M, N, K, flags, m->mmws_, m->n_mmws_);
 }
 
+// int8 weights: the rows of matrix t over all layers (0: it has none in an int8 model: RETRO's
+// and RPT's, which int8 does not cover) and their in-dimension *K
+static size_t retrlm__q8_rows(const retrlm_model_config *c, int t, int *K) {
+    const size_t L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->ffn_dim;
+    *K = t == RETRLM_T_W_DOWN ? c->ffn_dim : c->dim;
+    switch (t) {
+    case RETRLM_T_EMBED: return (size_t)c->vocab_size;
+    case RETRLM_T_LM_HEAD: return c->untied ? (size_t)c->vocab_size : 0;
+    case RETRLM_T_WQ: case RETRLM_T_WK: case RETRLM_T_WV: case RETRLM_T_WO: case RETRLM_T_W_DOWN:
+        return L * D;
+    case RETRLM_T_W_GATE: case RETRLM_T_W_UP: return L * F;
+    default: return 0;
+    }
+}
+
+// int8 values and scales an int8 model of config c holds; with q and s, points m's tensors there
+RETRLM__PRIVATE void retrlm__q8_place(retrlm_model *m, const retrlm_model_config *c, const int8_t *q,
+                             const float *s, size_t *nq, size_t *ns) {
+    size_t oq = 0, os = 0;
+    int t, K;
+    for (t = 0; t < RETRLM_T_ATTN_NORM; t++) {
+        size_t rows = retrlm__q8_rows(c, t, &K);
+        if (m && q && rows) {
+            m->q8_[t] = q + oq;
+            m->q8s_[t] = s + os;
+        }
+        oq += rows * (size_t)K;
+        os += rows * retrlm__q8_groups(K);
+    }
+    if (nq) *nq = oq;
+    if (ns) *ns = os;
+}
+
+// C = A Wᵀ for weight matrix t (layer l; N its rows a layer, K its in-dimension), f32 or int8
+static retrlm_result retrlm__mmw(const retrlm_model *m, float *C, const float *A,
+                                 retrlm_model_tensor t, int l, int M, int N, int K, int flags) {
+    const int whole = t == RETRLM_T_EMBED || t == RETRLM_T_LM_HEAD;
+    if (m->q8_[t]) {
+        size_t r0 = whole ? 0 : (size_t)l * (size_t)N; // the layer's first row
+        return retrlm__matmul_q8_ws(C, A, m->q8_[t] + r0 * (size_t)K,
+                                    m->q8s_[t] + r0 * retrlm__q8_groups(K), M, N, K, flags,
+                                    m->mmws_, m->n_mmws_);
+    }
+    return retrlm__mm(m, C, A, whole ? m->param[t] : retrlm_model_tensor_ptr(m, t, l, 0), M, N,
+                      K, flags);
+}
+
+// out (D) = token tok's embedding
+static void retrlm__embed_row(const retrlm_model *m, float *out, int tok) {
+    const int D = m->config.dim;
+    if (m->q8_[RETRLM_T_EMBED])
+        retrlm__q8_row(out, m->q8_[RETRLM_T_EMBED] + (size_t)tok * (size_t)D,
+                       m->q8s_[RETRLM_T_EMBED] + (size_t)tok * retrlm__q8_groups(D), D);
+    else
+        memcpy(out, m->param[RETRLM_T_EMBED] + (size_t)tok * (size_t)D, (size_t)D * sizeof(float));
+}
+
 // Allocates everything for a config (weights left zero), or only the activations when the
 // parameters and gradients are src's. ext (a RETRO model's neighbour encoder) places the
 // tensors in another model's block instead: matrices from ext[0], gains from ext[1] (gradients
 // ext[2], ext[3]); such a model has n_params 0 (its owner's block holds them). An
 // inference-only config gets no gradients (src's are not shared) and no activations until its
-// first forward.
+// first forward. q8: an int8 model (inference-only): params holds the gains alone (n_params of
+// them, n_decay 0) and the matrices are int8 (q8_, q8s_), src's or new ones, zeroed.
 RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
-                                                  const retrlm_model *src, float *const *ext) {
+                                                  const retrlm_model *src, float *const *ext,
+                                                  int q8) {
     retrlm_model_config c = *cfg;
     retrlm_result r;
-    size_t off = 0, nwork, mats = 0, enc_mats = 0, moff, goff;
+    size_t off = 0, nwork, mats = 0, enc_mats = 0, moff, goff, nq = 0, ns = 0;
     int t, i, hd2;
     memset(m, 0, sizeof *m);
     if ((r = retrlm__resolve_config(&c)) != RETRLM_OK) return r;
+    if (q8 && (c.retro_chunk || ext))
+        return retrlm__fail(RETRLM_ERR_ARG, "model: int8 weights are for plain models, not RETRO's");
+    if (q8) c.inference = 1;
     m->config = c;
     m->retro_layers = retrlm__retro_count(&c);
     m->retro_chunk_ = -1;
@@ -12104,16 +12319,25 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
         m->params = ext[0];
         m->grads = ext[2];
     } else if (src) {
-        RETRLM_ASSERT(src->n_params == off);
+        RETRLM_ASSERT(src->n_params == (q8 ? off - mats : off));
         m->params = src->params;
         m->grads = c.inference ? NULL : src->grads;
-        m->n_params = off;
-        m->n_decay = mats;
+        m->n_params = q8 ? off - mats : off;
+        m->n_decay = q8 ? 0 : mats;
+        if (q8) retrlm__q8_place(m, &c, src->q8_[RETRLM_T_EMBED], src->q8s_[RETRLM_T_EMBED], NULL, NULL);
     } else {
-        m->params = retrlm__model_block(off, &m->own_[0]);
+        m->n_params = q8 ? off - mats : off;
+        m->n_decay = q8 ? 0 : mats;
+        m->params = retrlm__model_block(m->n_params, &m->own_[0]);
         if (!c.inference) m->grads = retrlm__model_block(off, &m->own_[1]);
-        m->n_params = off;
-        m->n_decay = mats;
+        if (q8) { // scales, then the int8 values, one block in the gradients' place
+            float *sb;
+            retrlm__q8_place(NULL, &c, NULL, NULL, &nq, &ns);
+            if ((sb = (float *)retrlm__alloc_aligned(ns * sizeof(float) + nq, 1, &m->own_[1]))) {
+                memset(sb, 0, ns * sizeof(float) + nq);
+                retrlm__q8_place(m, &c, (const int8_t *)(sb + ns), sb, NULL, NULL);
+            }
+        }
     }
     m->n_acts_ = retrlm__acts_size(&c);
     if (!c.inference) m->acts_ = retrlm__model_block(m->n_acts_, &m->own_[2]);
@@ -12143,7 +12367,8 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
                                                (size_t)RETRLM__MAX(c.dim, c.rpt_dim),
                                                &m->rpt_own_);
     }
-    if (!m->params || (!c.inference && (!m->grads || !m->acts_)) || !m->rope_ || !m->work_ ||
+    if (!m->params || (!c.inference && (!m->grads || !m->acts_)) || (q8 && !m->q8_[RETRLM_T_EMBED]) ||
+        !m->rope_ || !m->work_ ||
         !m->mmws_ || !m->tokens_ || !m->lengths_ || !m->ids_ || (c.retro_chunk && (!m->retro_ || !m->retro_ints_ ||
                                                         !m->retro_enc)) ||
         (c.rpt_dim && !m->rpt_pool_)) {
@@ -12155,9 +12380,9 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
     moff = goff = 0;
     for (t = 0; t < RETRLM_T_COUNT; t++) {
         int gain = t >= RETRLM_T_ATTN_NORM;
-        size_t o = gain ? (ext ? goff : mats + goff) : moff;
+        size_t o = gain ? (ext || q8 ? goff : mats + goff) : moff;
         float *pb = ext ? ext[gain] : m->params, *gb = ext ? ext[2 + gain] : m->grads;
-        m->param[t] = pb + o;
+        m->param[t] = q8 && !gain ? NULL : pb + o; // an int8 model's matrices are in q8_
         m->grad[t] = gb ? gb + o : NULL;
         if (gain) goff += m->tensor_size[t];
         else moff += m->tensor_size[t];
@@ -12171,7 +12396,7 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
         e[3] = m->grads ? m->grads + mats + goff : NULL;
         RETRLM_ASSERT(moff + enc_mats == mats);
         retrlm__retro_enc_config(&c, &ec);
-        if ((r = retrlm__model_alloc(m->retro_enc, &ec, NULL, e)) != RETRLM_OK) {
+        if ((r = retrlm__model_alloc(m->retro_enc, &ec, NULL, e, 0)) != RETRLM_OK) {
             RETRLM_FREE(m->retro_enc);
             m->retro_enc = NULL;
             retrlm_model_free(m);
@@ -12213,7 +12438,7 @@ static void retrlm__init_weights(retrlm_model *m) {
 RETRLM_API retrlm_result retrlm_model_init(retrlm_model *m, const retrlm_model_config *cfg) {
     retrlm_result r;
     RETRLM_ASSERT(m && cfg);
-    if ((r = retrlm__model_alloc(m, cfg, NULL, NULL)) != RETRLM_OK) return r;
+    if ((r = retrlm__model_alloc(m, cfg, NULL, NULL, 0)) != RETRLM_OK) return r;
     retrlm__init_weights(m);
     return RETRLM_OK;
 }
@@ -12227,7 +12452,33 @@ RETRLM_API retrlm_result retrlm_model_init_view(retrlm_model *m, const retrlm_mo
     if (over && over->max_seq_len > 0) c.max_seq_len = over->max_seq_len;
     if (over) c.no_logits = over->no_logits;
     if (over && over->inference) c.inference = 1;
-    return retrlm__model_alloc(m, &c, src, NULL);
+    return retrlm__model_alloc(m, &c, src, NULL, src->q8_[RETRLM_T_EMBED] != NULL);
+}
+
+RETRLM_API int retrlm_model_is_q8(const retrlm_model *m) {
+    return m && m->q8_[RETRLM_T_EMBED] != NULL;
+}
+
+RETRLM_API retrlm_result retrlm_model_quantize(retrlm_model *dst, const retrlm_model *src) {
+    retrlm_model_config c;
+    retrlm_result r;
+    int t, K;
+    RETRLM_ASSERT(dst && src && src->params);
+    memset(dst, 0, sizeof *dst);
+    if (retrlm_model_is_q8(src))
+        return retrlm__fail(RETRLM_ERR_ARG, "model_quantize: the model is int8 already");
+    c = src->config;
+    if ((r = retrlm__model_alloc(dst, &c, NULL, NULL, 1))) return r;
+    for (t = 0; t < RETRLM_T_ATTN_NORM; t++) { // the int8 block is dst's own: written once here
+        size_t rows = retrlm__q8_rows(&dst->config, t, &K);
+        if (rows)
+            retrlm__q8_quantize((int8_t *)(uintptr_t)dst->q8_[t], (float *)(uintptr_t)dst->q8s_[t],
+                                src->param[t], rows, K);
+    }
+    for (t = RETRLM_T_ATTN_NORM; t < RETRLM_T_COUNT; t++)
+        if (src->tensor_size[t])
+            memcpy(dst->param[t], src->param[t], src->tensor_size[t] * sizeof(float));
+    return RETRLM_OK;
 }
 
 RETRLM_API void retrlm_model_zero_grad(retrlm_model *m) {
@@ -12689,9 +12940,7 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
     m->logits = NULL;
     {
         float *x0 = retrlm__resid(m, 0);
-        for (i = 0; i < N; i++)
-            memcpy(x0 + (size_t)i * D, m->param[RETRLM_T_EMBED] + (size_t)tokens[i] * D,
-                   (size_t)D * sizeof(float));
+        for (i = 0; i < N; i++) retrlm__embed_row(m, x0 + (size_t)i * D, tokens[i]);
     }
     for (l = 0; l < L; l++) {
         retrlm__acts a;
@@ -12701,16 +12950,16 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
         ffx = a.mid;
         retrlm__rmsnorm_forward(a.ln1, a.rstd1, x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0),
                                 N, D, c->norm_eps);
-        if ((r = retrlm__mm(m, a.q, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), N, D, D, 0)) ||
-            (r = retrlm__mm(m, a.k, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0), N, D, D, 0)) ||
-            (r = retrlm__mm(m, a.v, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0), N, D, D, 0)))
+        if ((r = retrlm__mmw(m, a.q, a.ln1, RETRLM_T_WQ, l, N, D, D, 0)) ||
+            (r = retrlm__mmw(m, a.k, a.ln1, RETRLM_T_WK, l, N, D, D, 0)) ||
+            (r = retrlm__mmw(m, a.v, a.ln1, RETRLM_T_WV, l, N, D, D, 0)))
             return r;
         retrlm__rope(a.q, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         retrlm__rope(a.k, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         retrlm__attention_forward(a.atty, a.att, a.q, a.k, a.v, m->lengths_, B, T, H, hd,
                                   !c->bidirectional);
         memcpy(a.mid, x, (size_t)N * D * sizeof(float));
-        if ((r = retrlm__mm(m, a.mid, a.atty, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), N, D,
+        if ((r = retrlm__mmw(m, a.mid, a.atty, RETRLM_T_WO, l, N, D,
                                D, RETRLM_MATMUL_ACCUMULATE)))
             return r;
         if (retrlm__retro_slot(c, l) >= 0) {
@@ -12747,22 +12996,23 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
             m->hidden = NULL;
             return RETRLM_OK;
         }
-        if ((r = retrlm__mm(m, a.gate, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), N,
+        if ((r = retrlm__mmw(m, a.gate, a.ln2, RETRLM_T_W_GATE, l, N,
                                F, D, 0)) ||
-            (r = retrlm__mm(m, a.up, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), N, F,
+            (r = retrlm__mmw(m, a.up, a.ln2, RETRLM_T_W_UP, l, N, F,
                                D, 0)))
             return r;
         retrlm__swiglu_forward(a.act, a.gate, a.up, (size_t)N * F);
         memcpy(xo, ffx, (size_t)N * D * sizeof(float));
-        if ((r = retrlm__mm(m, xo, a.act, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), N, D,
+        if ((r = retrlm__mmw(m, xo, a.act, RETRLM_T_W_DOWN, l, N, D,
                                F, RETRLM_MATMUL_ACCUMULATE)))
             return r;
     }
     retrlm__rmsnorm_forward(retrlm__lnf(m), retrlm__rstdf(m), retrlm__resid(m, c->n_layers),
                             m->param[RETRLM_T_FINAL_NORM], N, D, c->norm_eps);
     if (!(flags & RETRLM_FORWARD_NO_LOGITS) && !c->no_logits) {
-        const float *wout = c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED];
-        if ((r = retrlm__mm(m, retrlm__logits(m), retrlm__lnf(m), wout, N, V, D, 0))) return r;
+        if ((r = retrlm__mmw(m, retrlm__logits(m), retrlm__lnf(m),
+                             c->untied ? RETRLM_T_LM_HEAD : RETRLM_T_EMBED, 0, N, V, D, 0)))
+            return r;
         m->logits = retrlm__logits(m);
     }
     return RETRLM_OK;
@@ -13467,15 +13717,15 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
         return retrlm__fail(RETRLM_ERR_ARG, "model_decode: position %d reads the neighbours of "
                             "chunk %d; give them first (retrlm_model_decode_neighbours)", pos, u);
     retrlm__get_work(m, &w);
-    memcpy(w.x, m->param[RETRLM_T_EMBED] + (size_t)token * D, (size_t)D * sizeof(float));
+    retrlm__embed_row(m, w.x, token);
     for (l = 0; l < c->n_layers; l++) {
         float *kc = w.kc + ((size_t)l * c->max_seq_len) * D, *vc = w.vc + ((size_t)l * c->max_seq_len) * D;
         retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0), 1, D,
                                 c->norm_eps);
-        if ((r = retrlm__mm(m, w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), 1, D, D, 0)) ||
-            (r = retrlm__mm(m, kc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0),
+        if ((r = retrlm__mmw(m, w.q, w.xn, RETRLM_T_WQ, l, 1, D, D, 0)) ||
+            (r = retrlm__mmw(m, kc + (size_t)pos * D, w.xn, RETRLM_T_WK, l,
                              1, D, D, 0)) ||
-            (r = retrlm__mm(m, vc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0),
+            (r = retrlm__mmw(m, vc + (size_t)pos * D, w.xn, RETRLM_T_WV, l,
                              1, D, D, 0)))
             return r;
         retrlm__rope(w.q, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
@@ -13501,7 +13751,7 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
                 for (d = 0; d < hd; d++) yh[d] += pj * vj[d];
             }
         }
-        if ((r = retrlm__mm(m, w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), 1, D, D,
+        if ((r = retrlm__mmw(m, w.x, w.y, RETRLM_T_WO, l, 1, D, D,
                                RETRLM_MATMUL_ACCUMULATE)))
             return r;
         if (u >= 0 && retrlm__retro_slot(c, l) >= 0) {
@@ -13525,19 +13775,18 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
         }
         retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), 1, D,
                                 c->norm_eps);
-        if ((r = retrlm__mm(m, w.gate, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), 1, F,
+        if ((r = retrlm__mmw(m, w.gate, w.xn, RETRLM_T_W_GATE, l, 1, F,
                                D, 0)) ||
-            (r = retrlm__mm(m, w.up, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), 1, F, D, 0)))
+            (r = retrlm__mmw(m, w.up, w.xn, RETRLM_T_W_UP, l, 1, F, D, 0)))
             return r;
         retrlm__swiglu_forward(w.gate, w.gate, w.up, (size_t)F);
-        if ((r = retrlm__mm(m, w.x, w.gate, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), 1, D,
+        if ((r = retrlm__mmw(m, w.x, w.gate, RETRLM_T_W_DOWN, l, 1, D,
                                F, RETRLM_MATMUL_ACCUMULATE)))
             return r;
     }
     retrlm__rmsnorm_forward(w.hid, &rstd, w.x, m->param[RETRLM_T_FINAL_NORM], 1, D, c->norm_eps);
-    if ((r = retrlm__mm(m, w.logits, w.hid,
-                           c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED], 1,
-                           V, D, 0)))
+    if ((r = retrlm__mmw(m, w.logits, w.hid, c->untied ? RETRLM_T_LM_HEAD : RETRLM_T_EMBED, 0, 1,
+                         V, D, 0)))
         return r;
     m->step_logits = w.logits;
     m->step_hidden = w.hid;
@@ -13686,6 +13935,15 @@ RETRLM__PRIVATE retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retr
                 return r;
         }
     }
+    if (retrlm_model_is_q8(m)) { // scales, then int8 values, each one block (retrlm__q8_place)
+        size_t nq, ns;
+        retrlm__q8_place(NULL, c, NULL, NULL, &nq, &ns);
+        if ((r = retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "q8_scales"),
+                                   RETRLM_DTYPE_F32, m->q8s_[RETRLM_T_EMBED], ns)) ||
+            (r = retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "q8"), RETRLM_DTYPE_I8,
+                                   m->q8_[RETRLM_T_EMBED], nq)))
+            return r;
+    }
     return retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
                              m->params, m->n_params);
 }
@@ -13795,11 +14053,27 @@ RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_re
     if (over && over->max_batch > 0) c.max_batch = over->max_batch;
     {
         // the parameter count must match before anything big is allocated
-        const void *p = NULL;
-        size_t n = 0, tot;
+        const void *p = NULL, *pq = NULL, *ps = NULL;
+        size_t n = 0, tot, mats = 0, nq = 0, ns = 0, want_q = 0, want_s = 0;
         retrlm_model_config c2 = c;
+        int q8;
         if ((r = retrlm__resolve_config(&c2))) return r == RETRLM_ERR_ARG ? RETRLM_ERR_FORMAT : r;
-        tot = retrlm__param_count(&c2, NULL);
+        tot = retrlm__param_count(&c2, &mats);
+        r = retrlm_reader_get(rd, retrlm__ckpt_name(name, prefix, "q8"), RETRLM_DTYPE_I8, &pq, &nq);
+        if (r != RETRLM_OK && r != RETRLM_ERR_NOT_FOUND) return r;
+        if ((q8 = r == RETRLM_OK)) { // int8: the gains in params, the matrices in q8 and q8_scales
+            if (c2.retro_chunk)
+                return retrlm__fail(RETRLM_ERR_FORMAT, "model: int8 weights in a RETRO model");
+            retrlm__q8_place(NULL, &c2, NULL, NULL, &want_q, &want_s);
+            if ((r = retrlm_reader_get(rd, retrlm__ckpt_name(name, prefix, "q8_scales"),
+                                       RETRLM_DTYPE_F32, &ps, &ns)))
+                return r;
+            if (nq != want_q || ns != want_s)
+                return retrlm__fail(RETRLM_ERR_FORMAT, "model: %lu int8 weights and %lu scales, the "
+                                    "config needs %lu and %lu", (unsigned long)nq,
+                                    (unsigned long)ns, (unsigned long)want_q, (unsigned long)want_s);
+            tot -= mats;
+        }
         if ((r = retrlm_reader_get(rd, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
                                    &p, &n)))
             return r;
@@ -13810,16 +14084,23 @@ RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_re
             c.no_logits = over->no_logits;
             c.inference = over->inference;
         }
+        if (q8) c.inference = 1; // an int8 model is inference-only
         if (in_place && c.inference && rd->mapped_) {
             // the weights stay in the read-only map: a shell model lends them to the new one
             retrlm_model shell;
             memset(&shell, 0, sizeof shell);
             shell.params = (float *)p;
             shell.n_params = n;
-            return retrlm__model_alloc(m, &c, &shell, NULL);
+            shell.q8_[RETRLM_T_EMBED] = (const int8_t *)pq;
+            shell.q8s_[RETRLM_T_EMBED] = (const float *)ps;
+            return retrlm__model_alloc(m, &c, &shell, NULL, q8);
         }
-        if ((r = retrlm__model_alloc(m, &c, NULL, NULL))) return r;
+        if ((r = retrlm__model_alloc(m, &c, NULL, NULL, q8))) return r;
         if (n) memcpy(m->params, p, n * sizeof(float));
+        if (q8) {
+            memcpy((float *)(uintptr_t)m->q8s_[RETRLM_T_EMBED], ps, ns * sizeof(float));
+            memcpy((int8_t *)(uintptr_t)m->q8_[RETRLM_T_EMBED], pq, nq);
+        }
     }
     return RETRLM_OK;
 }
@@ -13906,7 +14187,7 @@ RETRLM_API retrlm_result retrlm_model_load(retrlm_model *m, const char *path,
     memset(m, 0, sizeof *m);
     if (r) return r;
     r = retrlm__ckpt_load(m, &rd, over, 1, "");
-    if (r == RETRLM_OK && inference && rd.mapped_) { // the model keeps the map open
+    if (r == RETRLM_OK && !m->own_[0]) { // the weights are the map's (inference, or int8)
         if (!(m->map_ = retrlm__alloc(1, sizeof rd))) {
             retrlm_model_free(m);
             retrlm_reader_close(&rd);
@@ -14041,6 +14322,9 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
     if (c->retro_chunk)
         return retrlm__fail(RETRLM_ERR_ARG, "safetensors: RETRO models have no Llama names for "
                             "their cross-attention and neighbour encoder; save a checkpoint");
+    if (retrlm_model_is_q8(m))
+        return retrlm__fail(RETRLM_ERR_ARG, "safetensors: the model's weights are int8; save a "
+                            "checkpoint, or the f32 model it was quantized from");
     if (!RETRLM__ARR_RESERVE(items, 3 + (size_t)c->n_layers * RETRLM__ST_PER_LAYER))
         return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: the tensor list");
     memset(&it, 0, sizeof it);
@@ -14374,7 +14658,7 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, c
     if ((r = retrlm__st_header((const char *)b + 8, hlen, &ents, meta))) goto done;
     ne = (size_t)stbds_arrlen(ents);
     if ((r = retrlm__st_config(ents, ne, size - 8 - (size_t)hlen, meta, hint, &c)) ||
-        (r = retrlm__st_layout(&c, ents, ne)) || (r = retrlm__model_alloc(m, &c, NULL, NULL)))
+        (r = retrlm__st_layout(&c, ents, ne)) || (r = retrlm__model_alloc(m, &c, NULL, NULL, 0)))
         goto done;
     for (i = 0; i < ne; i++) { // the weights, little-endian F32 on every host
         const retrlm__st_entry *x = &ents[i];
@@ -19366,9 +19650,10 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
                             "seq_len %d (a multiple of the chunk), at most 65536 chunks a span, "
                             "cands %d, stride %d, %lld documents (the first at 0)", mc, c.windows,
                             c.seq_len, c.cands, c.stride, (long long)n_docs);
-    if (ref && (ref->config.bidirectional || ref->config.max_seq_len < 4 * mc))
+    if (ref && (ref->config.bidirectional || ref->config.max_seq_len < 4 * mc ||
+                retrlm_model_is_q8(ref)))
         return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: the reference must be a causal "
-                            "LM with max_seq_len >= 4 chunks (%d)", 4 * mc);
+                            "f32 LM with max_seq_len >= 4 chunks (%d)", 4 * mc);
     for (d = 0; d < n_docs; d++)
         if (doc[d] < 0 || (size_t)doc[d] > n || (d && doc[d] < doc[d - 1]))
             return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: document %lld starts at %lld "

@@ -4,16 +4,21 @@
 //    same shape and the same random weights (written in its checkpoint format, the query and key
 //    rows of each head permuted from retrlm's rotary pairing (i, i + hd/2) to its (2i, 2i + 1), so
 //    both compute the same function), greedy, 256 positions from one token, tokens/s on 1 and 2
-//    threads, quiet and with one core held by a busy loop (another process). Shapes: stories15M
-//    (dim 288, 6 layers, 6 heads, vocab 32000) and a 110M-like one (dim 768, 12 layers, 12 heads).
-//    Each figure is the median of 3 runs, the two programs alternating.
+//    threads, quiet and with one core held by a busy loop (another process); retrlm with f32
+//    weights and with them in int8 (retrlm_model_quantize), llama2.c in f32 (it has no int8 in
+//    run.c). Shapes: stories15M (dim 288, 6 layers, 6 heads, vocab 32000) and a 110M-like one (dim
+//    768, 12 layers, 12 heads). Each figure is the median of 3 runs, the programs alternating.
 // 2. An inference-only model (retrlm_model_config.inference): a GPT-2-small-shaped file (vocab
 //    50257, dim 768, 12 layers, ffn 2048, 1,024 positions, 494 MB of f32 weights) opened
 //    memory-mapped, the time to open it (median of 5) and the peak resident memory of a process
 //    that opens it and generates until its context is full, against the weights + the KV cache;
-//    beside it the same file loaded for training (gradients and activations too).
+//    beside it the same file loaded for training (gradients and activations too), and its int8
+//    file opened the same way.
+// 3. What int8 costs in quality: bits per byte of the KJV test text (../shared/data/kjv/test.txt,
+//    windows of 256) for bench/strategies' KJV LM (build/strategies-kjv/lm-1500-907012.rlm and its
+//    tok.rlm, or the LM and tokenizer given as arguments), f32 and int8.
 //   make bench-generate        (BENCH_QUICK=1 in the environment: stories15M only, no 110M)
-//   build/bench/generate [peer|memory]     one part only
+//   build/bench/generate [peer|memory|quality [LM TOK]]     one part only
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
 #include "machine.h"
@@ -169,27 +174,28 @@ static double median(double *v, int n) {
 
 static void versus_peer(const shape *s, int have_peer, char lines[][128], int *nl) {
     retrlm_model_config mc;
-    retrlm_model m;
+    retrlm_model m, mq;
     char model_path[256], tok_path[256];
     int th, busy, r, agree = 0, tr[16], tp[16];
     memset(&mc, 0, sizeof mc);
     mc.vocab_size = s->vocab, mc.dim = s->dim, mc.n_layers = s->layers, mc.n_heads = s->heads;
     mc.ffn_dim = s->ffn, mc.max_seq_len = s->seq, mc.inference = 1, mc.seed = 7;
     mc.init_std = 0.1f; // logits far enough apart that both programs take the same greedy path
-    if (retrlm_model_init(&m, &mc)) die("model");
+    if (retrlm_model_init(&m, &mc) || retrlm_model_quantize(&mq, &m)) die("model");
     snprintf(model_path, sizeof model_path, "build/bench/llama2c_%s.bin", s->name);
     snprintf(tok_path, sizeof tok_path, "build/bench/llama2c_%s_tokenizer.bin", s->name);
     if (have_peer) {
         write_peer_model(&m, model_path);
         write_peer_tokenizer(s->vocab, tok_path);
     }
-    printf("\n%s: dim %d, %d layers, %d heads, ffn %d, vocab %d, %d positions, greedy\n"
-           "| threads | other core | retrlm tokens/s | llama2.c tokens/s | ratio |\n"
-           "|---|---|---:|---:|---:|\n",
+    printf("\n%s: dim %d, %d layers, %d heads, ffn %d, vocab %d, %d positions, greedy; tokens/s\n"
+           "| threads | other core | retrlm f32 | retrlm int8 | llama2.c (f32) | f32 / llama2.c | "
+           "int8 / llama2.c |\n|---|---|---:|---:|---:|---:|---:|\n",
            s->name, s->dim, s->layers, s->heads, s->ffn, s->vocab, STEPS);
     for (busy = 0; busy <= 1; busy++)
         for (th = 1; th <= 2; th++) {
-            double a[REPS], b[REPS], ra, rb;
+            double a[REPS], aq[REPS], b[REPS], ra, rq, rb;
+            int tq[16];
             pid_t bp = busy ? busy_start() : -1;
 #ifndef _OPENMP
             if (th == 2) continue;
@@ -197,19 +203,25 @@ static void versus_peer(const shape *s, int have_peer, char lines[][128], int *n
             for (r = 0; r < REPS; r++) {
                 set_threads(th);
                 a[r] = retrlm_run(&m, tr, 16);
+                aq[r] = retrlm_run(&mq, tq, 16);
                 b[r] = have_peer ? peer_run(model_path, tok_path, th, tp, 16) : 0.0;
             }
             busy_stop(bp);
-            ra = median(a, REPS), rb = median(b, REPS);
+            ra = median(a, REPS), rq = median(aq, REPS), rb = median(b, REPS);
             if (have_peer && !busy && th == 1)
                 for (agree = 0; agree < 16 && tr[agree] == tp[agree]; agree++) {}
             if (rb > 0.0)
-                printf("| %d | %s | %.1f | %.1f | %.2f |\n", th, busy ? "busy" : "idle", ra, rb, ra / rb);
+                printf("| %d | %s | %.1f | %.1f | %.1f | %.2f | %.2f |\n", th, busy ? "busy" : "idle",
+                       ra, rq, rb, ra / rb, rq / rb);
             else
-                printf("| %d | %s | %.1f | peer missing | |\n", th, busy ? "busy" : "idle", ra);
+                printf("| %d | %s | %.1f | %.1f | peer missing | | |\n", th, busy ? "busy" : "idle", ra, rq);
             snprintf(lines[(*nl)++], 128, "generate_%s_t%d%s_tokens_per_s=%.1f", s->name, th,
                      busy ? "_busy" : "", ra);
+            snprintf(lines[(*nl)++], 128, "generate_%s_t%d%s_int8_tokens_per_s=%.1f", s->name, th,
+                     busy ? "_busy" : "", rq);
             if (rb > 0.0) {
+                snprintf(lines[(*nl)++], 128, "generate_%s_t%d%s_int8_vs_llama2c=%.2f", s->name, th,
+                         busy ? "_busy" : "", rq / rb);
                 snprintf(lines[(*nl)++], 128, "generate_%s_t%d%s_llama2c_tokens_per_s=%.1f",
                          s->name, th, busy ? "_busy" : "", rb);
                 snprintf(lines[(*nl)++], 128, "generate_%s_t%d%s_vs_llama2c=%.2f", s->name, th,
@@ -217,9 +229,10 @@ static void versus_peer(const shape *s, int have_peer, char lines[][128], int *n
             }
         }
     if (have_peer) {
-        printf("the first 16 greedy tokens: %d agree with llama2.c's\n", agree);
+        printf("the first 16 greedy tokens: %d agree with llama2.c's (f32)\n", agree);
         snprintf(lines[(*nl)++], 128, "generate_%s_tokens_agree_of_16=%d", s->name, agree);
     }
+    retrlm_model_free(&mq);
     retrlm_model_free(&m);
 }
 
@@ -267,26 +280,29 @@ static int measure_open(const char *path, int inference, double *v) {
 }
 
 static void memory(char lines[][128], int *nl) {
-    const char *path = "build/bench/gpt2small.rlm";
+    const char *path = "build/bench/gpt2small.rlm", *path8 = "build/bench/gpt2small-int8.rlm";
     retrlm_model_config mc;
-    double open_s[5], v[3], weights_mb, kv_mb, hwm_mb, full[3];
+    double open_s[5], v[3], weights_mb, kv_mb, hwm_mb, full[3], q8[3];
     int i;
     memset(&mc, 0, sizeof mc);
     mc.vocab_size = 50257, mc.dim = 768, mc.n_layers = 12, mc.n_heads = 12, mc.ffn_dim = 2048;
     mc.max_seq_len = 1024, mc.inference = 1;
     {
-        retrlm_model m;
+        retrlm_model m, mq;
         if (retrlm_model_init(&m, &mc)) die("model");
         weights_mb = (double)m.n_params * 4.0 / 1e6;
         kv_mb = 2.0 * mc.n_layers * (double)mc.max_seq_len * mc.dim * 4.0 / 1e6;
-        if (retrlm_model_save(&m, NULL, NULL, path)) die("save");
+        if (retrlm_model_save(&m, NULL, NULL, path) || retrlm_model_quantize(&mq, &m) ||
+            retrlm_model_save(&mq, NULL, NULL, path8))
+            die("save");
+        retrlm_model_free(&mq);
         retrlm_model_free(&m);
     }
     for (i = 0; i < 5; i++)
         if (measure_open(path, 1, v)) die("open in a child");
         else open_s[i] = v[0];
     hwm_mb = v[1] * 1024.0 / 1e6;
-    if (measure_open(path, 0, full)) die("load in a child");
+    if (measure_open(path, 0, full) || measure_open(path8, 1, q8)) die("load in a child");
     printf("\nGPT-2-small shape (vocab 50257, dim 768, 12 layers, ffn 2048, 1024 positions), f32: "
            "weights %.1f MB, KV cache %.1f MB\n| opened | open (ms) | peak resident, context full "
            "(MB) | / (weights + KV) |\n"
@@ -295,11 +311,58 @@ static void memory(char lines[][128], int *nl) {
            hwm_mb / (weights_mb + kv_mb));
     printf("| for training (retrlm_model_load) | %.1f | %.1f | %.2f |\n", 1e3 * full[0],
            full[1] * 1024.0 / 1e6, full[1] * 1024.0 / 1e6 / (weights_mb + kv_mb));
+    printf("| int8 (retrlm_model_quantize), mapped | %.2f | %.1f | %.2f |\n", 1e3 * q8[0],
+           q8[1] * 1024.0 / 1e6, q8[1] * 1024.0 / 1e6 / (weights_mb + kv_mb));
     snprintf(lines[(*nl)++], 128, "gpt2small_open_ms=%.2f", 1e3 * median(open_s, 5));
     snprintf(lines[(*nl)++], 128, "gpt2small_inference_peak_mb=%.1f", hwm_mb);
     snprintf(lines[(*nl)++], 128, "gpt2small_inference_vs_weights_kv=%.2f", hwm_mb / (weights_mb + kv_mb));
     snprintf(lines[(*nl)++], 128, "gpt2small_training_load_peak_mb=%.1f", full[1] * 1024.0 / 1e6);
+    snprintf(lines[(*nl)++], 128, "gpt2small_int8_open_ms=%.2f", 1e3 * q8[0]);
+    snprintf(lines[(*nl)++], 128, "gpt2small_int8_peak_mb=%.1f", q8[1] * 1024.0 / 1e6);
+    snprintf(lines[(*nl)++], 128, "gpt2small_int8_vs_f32_weights_kv=%.2f",
+             q8[1] * 1024.0 / 1e6 / (weights_mb + kv_mb));
     remove(path);
+    remove(path8);
+}
+
+// ---- int8's cost in quality: bits per byte of KJV test, f32 and int8 ---------------------------
+static void quality(const char *lm_path, const char *tok_path, char lines[][128], int *nl) {
+    retrlm_model_config over;
+    retrlm_model m, mq;
+    retrlm_tokenizer tok;
+    char *text;
+    int *ids;
+    size_t len, n = 0;
+    double b32 = 0.0, b8 = 0.0, t32, t8;
+    memset(&over, 0, sizeof over);
+    over.inference = 1;
+    if (!(text = read_all("../shared/data/kjv/test.txt", &len)) || retrlm_tokenizer_load(&tok, tok_path) ||
+        retrlm_model_load(&m, lm_path, &over)) {
+        printf("\nint8 quality: skipped (needs ../shared/data/kjv/test.txt, %s and %s: make "
+               "bench-strategies, or give an LM and its tokenizer)\n", lm_path, tok_path);
+        free(text);
+        return;
+    }
+    if (retrlm_model_quantize(&mq, &m)) die("quantize");
+    if (retrlm_tokenizer_encode_alloc(&tok, text, len, 0, &ids, &n)) die("encode");
+    t32 = retrlm_time_seconds();
+    if (retrlm_lm_bits_per_byte(&m, ids, n, len, 256, &b32)) die("bits per byte");
+    t32 = retrlm_time_seconds() - t32;
+    t8 = retrlm_time_seconds();
+    if (retrlm_lm_bits_per_byte(&mq, ids, n, len, 256, &b8)) die("bits per byte");
+    t8 = retrlm_time_seconds() - t8;
+    printf("\nint8 quality: %s on KJV test (%lu tokens, %lu bytes, windows of 256)\n"
+           "| weights | bits per byte | change | scoring s |\n|---|---:|---:|---:|\n"
+           "| f32 | %.4f | | %.1f |\n| int8 | %.4f | %+.2f%% | %.1f |\n", lm_path, (unsigned long)n,
+           (unsigned long)len, b32, t32, b8, 100.0 * (b8 - b32) / b32, t8);
+    snprintf(lines[(*nl)++], 128, "kjv_test_f32_bpb=%.4f", b32);
+    snprintf(lines[(*nl)++], 128, "kjv_test_int8_bpb=%.4f", b8);
+    snprintf(lines[(*nl)++], 128, "kjv_test_int8_change_pct=%.2f", 100.0 * (b8 - b32) / b32);
+    retrlm_free(ids);
+    free(text);
+    retrlm_tokenizer_free(&tok);
+    retrlm_model_free(&mq);
+    retrlm_model_free(&m);
 }
 
 int main(int argc, char **argv) {
@@ -310,17 +373,20 @@ int main(int argc, char **argv) {
     char lines[64][128];
     int nl = 0, i, have_peer, quick = getenv("BENCH_QUICK") != NULL;
     const char *part = argc > 1 ? argv[1] : "";
-    if (*part && strcmp(part, "peer") && strcmp(part, "memory")) {
-        fprintf(stderr, "usage: generate [peer|memory]\n");
+    if (*part && strcmp(part, "peer") && strcmp(part, "memory") && strcmp(part, "quality")) {
+        fprintf(stderr, "usage: generate [peer|memory|quality [LM TOK]]\n");
         return 2;
     }
     bench_machine();
-    if (strcmp(part, "memory")) {
+    if (!*part || !strcmp(part, "peer")) {
         have_peer = peer_ready();
         if (!have_peer) printf("llama2.c: peer missing (%s not found or not built); retrlm alone\n", PEER_SRC);
         for (i = 0; i < (quick ? 1 : 2); i++) versus_peer(&shapes[i], have_peer, lines, &nl);
     }
-    if (strcmp(part, "peer") && (!quick || *part)) memory(lines, &nl);
+    if (!*part || !strcmp(part, "quality"))
+        quality(argc > 3 ? argv[2] : "build/strategies-kjv/lm-1500-907012.rlm",
+                argc > 3 ? argv[3] : "build/strategies-kjv/tok.rlm", lines, &nl);
+    if ((!*part && !quick) || !strcmp(part, "memory")) memory(lines, &nl);
     printf("\n");
     for (i = 0; i < nl; i++) printf("%s\n", lines[i]);
     return 0;

@@ -931,9 +931,9 @@ static int train_lm(const cli_cmd *self, int argc, char **argv, cli_state *s, in
     memset(&tc, 0, sizeof tc);
     if (trime) {
         if (eval_every) return bad_usage(self, "--eval-every is lm-train's: trime-train measures --valid at the end");
-        if ((tc.trime.batching = name_index(trime_memory_names, 3, memory)) == 3)
+        if ((tc.trime.batching = (retrlm_trime_batching)name_index(trime_memory_names, 3, memory)) == 3)
             return bad_usage(self, "--memory is local, long or ext, not '%s'", memory);
-        if ((tc.trime.sim = name_index(trime_sim_names, 2, sim)) == 2)
+        if ((tc.trime.sim = (retrlm_trime_sim)name_index(trime_sim_names, 2, sim)) == 2)
             return bad_usage(self, "--sim is l2 or dot, not '%s'", sim);
         tc.trime.temperature = temp;
         if (tc.trime.batching != RETRLM_TRIME_EXT && drop_local != 0.9f)
@@ -1315,6 +1315,41 @@ static int cmd_knnlm(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     if (s->knn.index.nlist) printf(", IVF %d lists (nprobe %d)", s->knn.index.nlist, s->knn.index.nprobe);
     if (sq8) printf(", 8 bits%s", rerank ? " (f32 kept for re-ranking)" : "");
     printf(", %.1f MB\n", (double)retrlm_index_bytes(&s->knn.index) / 1e6);
+    return 0;
+}
+
+// bytes in the file at path (0 when it cannot be opened)
+static long bytes_of(const char *path) {
+    FILE *f = fopen(path, "rb");
+    long n = 0;
+    if (f && fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    if (f) fclose(f);
+    return n < 0 ? 0 : n;
+}
+
+// ---- quantize: an LM's weights in int8 (inference only)
+static int cmd_quantize(const cli_cmd *self, int argc, char **argv, cli_state *s) {
+    const char *model = NULL, *tok_path = NULL, *gpt2[2] = {NULL, NULL}, *out = NULL;
+    retrlm_model q;
+    retrlm_result r;
+    cli_opt opts[] = {
+        {"-m|--model", "FILE", OPT_STR | OPT_NEED, &model, 0, 0, "the f32 LM (from lm-train, trime-train, retrofit or npm-train)"},
+        CLI_TOKENIZER_OPTS(tok_path, gpt2),
+        {"-o|--output", "FILE", OPT_STR | OPT_NEED, &out, 0, 0, "the int8 model to write (for eval, generate, knnlm, serve)"},
+        CLI_FORCE_OPT(s),
+        CLI_END};
+    if (parse_args(self, opts, argc, argv)) return bad_usage(self, "no positional arguments");
+    if (check_output(s, out, "model")) return 2;
+    if (load_tokenizer(s, tok_path, gpt2) || load_model(s, model, 0, 1)) return 1;
+    if (s->lm.config.retro_chunk)
+        return bad_usage(self, "%s is a RETRO model: int8 weights are for plain LMs", model);
+    if (retrlm_model_is_q8(&s->lm)) return bad_usage(self, "%s is int8 already", model);
+    if ((r = retrlm_model_quantize(&q, &s->lm))) return fail(r, "cannot quantize");
+    r = retrlm_model_save(&q, NULL, NULL, out);
+    retrlm_model_free(&q);
+    if (r || stamp_tokenizer(s, out)) return r ? fail(r, "cannot save") : 1;
+    printf("%s: int8 weights, %.1f MB (%s: %.1f MB)\n", out, (double)bytes_of(out) / 1e6, model,
+           (double)bytes_of(model) / 1e6);
     return 0;
 }
 
@@ -2512,7 +2547,7 @@ static int cmd_eval(const cli_cmd *self, int argc, char **argv, cli_state *s) {
     if (!build && (nlist >= 0 || sq8)) return bad_usage(self, "%s is for the keys --knnlm-build makes", sq8 ? "--sq8" : "--nlist");
     if (rerank && !sq8) return bad_usage(self, "--sq8-rerank is for --knnlm-build with --sq8");
     memset(&tp, 0, sizeof tp);
-    if (trime && (tp.sim = name_index(trime_sim_names, 2, trime)) == 2)
+    if (trime && (tp.sim = (retrlm_trime_sim)name_index(trime_sim_names, 2, trime)) == 2)
         return bad_usage(self, "--trime is l2 or dot (the similarity of the model's training), not '%s'", trime);
     if (!trime && (trime_temp != 0.0f || trime_cache))
         return bad_usage(self, "%s is for --trime", trime_cache ? "--trime-cache" : "--trime-temp");
@@ -2722,6 +2757,8 @@ static const cli_cmd commands[] = {
      "Cuts documents into retrieval units and indexes them with BM25.", cmd_datastore},
     {"knnlm", "[options] -m LM -t TOK --text FILE -o KEYS", "Keys a text for kNN-LM: the LM's hidden states and next tokens.",
      cmd_knnlm},
+    {"quantize", "[options] -m LM -t TOK -o LM8",
+     "Writes an LM with int8 weights (a quarter of the size; for eval, generate, knnlm and serve).", cmd_quantize},
     {"encoder-train", "[options] -t TOK (-d DS | --pairs FILE) -o ENC",
      "Trains a bi-encoder for dense retrieval: Contriever on a datastore, or DPR on pairs.", cmd_encoder_train},
     {"embed", "[options] -d DS -t TOK --encoder ENC -o DENSE",

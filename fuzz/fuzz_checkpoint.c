@@ -1,5 +1,6 @@
-// Fuzz target: the checkpoint loader (retrlm_model_load_memory, retrlm_model_load_state_memory);
-// a model it accepts must run a forward pass and take an optimiser state of its size.
+// Fuzz target: the checkpoint loader (retrlm_model_load_memory, retrlm_model_load_state_memory),
+// f32 and int8 models; a model it accepts must run a forward pass and a decode step, and take an
+// optimiser state of its size (an int8 model has none).
 // Before loading, the input's file-size field and CRCs are repaired (on a copy), so mutations
 // reach the checkpoint's own validation instead of stopping at the container's checksums
 // (fuzz_container covers those).
@@ -25,6 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
         int ng = retrlm_model_param_groups(&m, 1e-3f, 0.0f, g);
         tok[1] = m.config.vocab_size - 1;
         if (retrlm_model_forward(&m, tok, 1, 4, NULL, 0) != RETRLM_OK) __builtin_trap();
+        // a plain model (an int8 one too) decodes with its KV cache
+        if (!m.config.retro_chunk && retrlm_model_decode(&m, tok[1], 0) != RETRLM_OK) __builtin_trap();
         if (retrlm_adamw_init(&o, NULL, g, ng) == RETRLM_OK) {
             retrlm_lm_train_state_init(&st, 0);
             (void)retrlm_model_load_state_memory(&o, &st, data, size);

@@ -57,6 +57,15 @@ RETRLM__PRIVATE retrlm_result retrlm__ckpt_add_model(const retrlm_model *m, retr
                 return r;
         }
     }
+    if (retrlm_model_is_q8(m)) { // scales, then int8 values, each one block (retrlm__q8_place)
+        size_t nq, ns;
+        retrlm__q8_place(NULL, c, NULL, NULL, &nq, &ns);
+        if ((r = retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "q8_scales"),
+                                   RETRLM_DTYPE_F32, m->q8s_[RETRLM_T_EMBED], ns)) ||
+            (r = retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "q8"), RETRLM_DTYPE_I8,
+                                   m->q8_[RETRLM_T_EMBED], nq)))
+            return r;
+    }
     return retrlm_writer_add(w, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
                              m->params, m->n_params);
 }
@@ -166,11 +175,27 @@ RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_re
     if (over && over->max_batch > 0) c.max_batch = over->max_batch;
     {
         // the parameter count must match before anything big is allocated
-        const void *p = NULL;
-        size_t n = 0, tot;
+        const void *p = NULL, *pq = NULL, *ps = NULL;
+        size_t n = 0, tot, mats = 0, nq = 0, ns = 0, want_q = 0, want_s = 0;
         retrlm_model_config c2 = c;
+        int q8;
         if ((r = retrlm__resolve_config(&c2))) return r == RETRLM_ERR_ARG ? RETRLM_ERR_FORMAT : r;
-        tot = retrlm__param_count(&c2, NULL);
+        tot = retrlm__param_count(&c2, &mats);
+        r = retrlm_reader_get(rd, retrlm__ckpt_name(name, prefix, "q8"), RETRLM_DTYPE_I8, &pq, &nq);
+        if (r != RETRLM_OK && r != RETRLM_ERR_NOT_FOUND) return r;
+        if ((q8 = r == RETRLM_OK)) { // int8: the gains in params, the matrices in q8 and q8_scales
+            if (c2.retro_chunk)
+                return retrlm__fail(RETRLM_ERR_FORMAT, "model: int8 weights in a RETRO model");
+            retrlm__q8_place(NULL, &c2, NULL, NULL, &want_q, &want_s);
+            if ((r = retrlm_reader_get(rd, retrlm__ckpt_name(name, prefix, "q8_scales"),
+                                       RETRLM_DTYPE_F32, &ps, &ns)))
+                return r;
+            if (nq != want_q || ns != want_s)
+                return retrlm__fail(RETRLM_ERR_FORMAT, "model: %lu int8 weights and %lu scales, the "
+                                    "config needs %lu and %lu", (unsigned long)nq,
+                                    (unsigned long)ns, (unsigned long)want_q, (unsigned long)want_s);
+            tot -= mats;
+        }
         if ((r = retrlm_reader_get(rd, retrlm__ckpt_name(name, prefix, "params"), RETRLM_DTYPE_F32,
                                    &p, &n)))
             return r;
@@ -181,16 +206,23 @@ RETRLM__PRIVATE retrlm_result retrlm__ckpt_load(retrlm_model *m, const retrlm_re
             c.no_logits = over->no_logits;
             c.inference = over->inference;
         }
+        if (q8) c.inference = 1; // an int8 model is inference-only
         if (in_place && c.inference && rd->mapped_) {
             // the weights stay in the read-only map: a shell model lends them to the new one
             retrlm_model shell;
             memset(&shell, 0, sizeof shell);
             shell.params = (float *)p;
             shell.n_params = n;
-            return retrlm__model_alloc(m, &c, &shell, NULL);
+            shell.q8_[RETRLM_T_EMBED] = (const int8_t *)pq;
+            shell.q8s_[RETRLM_T_EMBED] = (const float *)ps;
+            return retrlm__model_alloc(m, &c, &shell, NULL, q8);
         }
-        if ((r = retrlm__model_alloc(m, &c, NULL, NULL))) return r;
+        if ((r = retrlm__model_alloc(m, &c, NULL, NULL, q8))) return r;
         if (n) memcpy(m->params, p, n * sizeof(float));
+        if (q8) {
+            memcpy((float *)(uintptr_t)m->q8s_[RETRLM_T_EMBED], ps, ns * sizeof(float));
+            memcpy((int8_t *)(uintptr_t)m->q8_[RETRLM_T_EMBED], pq, nq);
+        }
     }
     return RETRLM_OK;
 }
@@ -277,7 +309,7 @@ RETRLM_API retrlm_result retrlm_model_load(retrlm_model *m, const char *path,
     memset(m, 0, sizeof *m);
     if (r) return r;
     r = retrlm__ckpt_load(m, &rd, over, 1, "");
-    if (r == RETRLM_OK && inference && rd.mapped_) { // the model keeps the map open
+    if (r == RETRLM_OK && !m->own_[0]) { // the weights are the map's (inference, or int8)
         if (!(m->map_ = retrlm__alloc(1, sizeof rd))) {
             retrlm_model_free(m);
             retrlm_reader_close(&rd);

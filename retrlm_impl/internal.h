@@ -196,6 +196,16 @@ RETRLM__PRIVATE size_t retrlm__matmul_ws_floats(void);
 RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
                                                 const float *bias, int M, int N, int K, int flags,
                                                 float *ws, size_t ws_floats);
+/* int8 weights (kernels.c): rows of K in groups of RETRLM__Q8_GROUP, a float scale each;
+   _quantize writes rows x K int8 into q and rows x _groups(K) scales into s; _row dequantizes one
+   row; _matmul_q8_ws is retrlm__matmul_ws with B the int8 rows (N, K) (no bias, no B_KN). */
+#define RETRLM__Q8_GROUP 32
+RETRLM__PRIVATE size_t retrlm__q8_groups(int K);
+RETRLM__PRIVATE void retrlm__q8_quantize(int8_t *q, float *s, const float *w, size_t rows, int K);
+RETRLM__PRIVATE void retrlm__q8_row(float *out, const int8_t *q, const float *s, int K);
+RETRLM__PRIVATE retrlm_result retrlm__matmul_q8_ws(float *C, const float *A, const int8_t *q,
+                                                   const float *s, int M, int N, int K, int flags,
+                                                   float *ws, size_t ws_floats);
 
 /* ---- io (io.c) ---------------------------------------------------------------------------- */
 /* Where a save's bytes go (a file or a memory buffer); put returns 0, or 1 when it failed. */
@@ -255,9 +265,15 @@ RETRLM__PRIVATE retrlm_result retrlm__resolve_config(retrlm_model_config *c);
 RETRLM__PRIVATE size_t retrlm__param_count(const retrlm_model_config *c, size_t *mats);
 /* Allocates everything for cfg (weights zero), or only the activations when src (may be NULL)
    owns the parameters; ext (may be NULL) places them in another model's block (RETRO's
-   neighbour encoder). */
+   neighbour encoder); q8: an int8 model (its gains in params, its matrices int8: src's, or new
+   and zeroed). */
 RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
-                                                  const retrlm_model *src, float *const *ext);
+                                                  const retrlm_model *src, float *const *ext,
+                                                  int q8);
+/* An int8 model of config c: *nq int8 values and *ns scales (either may be NULL); with m, q and
+   s, points m's matrices into q and s (retrlm__model_alloc). */
+RETRLM__PRIVATE void retrlm__q8_place(retrlm_model *m, const retrlm_model_config *c,
+                                      const int8_t *q, const float *s, size_t *nq, size_t *ns);
 /* C = A B (retrlm_matmul) with m's packing buffers. */
 RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const float *A,
                                          const float *B, int M, int N, int K, int flags);

@@ -39,6 +39,17 @@
         return s;                                                                       \
     }
 
+// the four lane arrays c0..c3 of LANES partial sums each folded into their element 0 by a fixed
+// tree: vector adds, not 64 scalar ones (w and j are the caller's ints)
+#define RETRLM__TREE4(LANES)                          \
+    for (w = (LANES) / 2; w > 0; w /= 2)              \
+        for (j = 0; j < w; j++) {                     \
+            c0[j] += c0[j + w];                       \
+            c1[j] += c1[j + w];                       \
+            c2[j] += c2[j + w];                       \
+            c3[j] += c3[j + w];                       \
+        }
+
 // out[r] = dot(a, b + r*ldb) for r < 4: four rows of b against one a, sharing the loads of a.
 // Four separate lane arrays (not one 2-D array) so the compiler keeps each in a register.
 #define RETRLM__DEFINE_DOT4(name, ATTR, LANES)                                                        \
@@ -56,13 +67,7 @@
                 c3[j] += aj * b3[i + j];                                                              \
             }                                                                                         \
         }                                                                                             \
-        for (w = LANES / 2; w > 0; w /= 2) /* a fixed tree: vector adds, not 64 scalar ones */        \
-            for (j = 0; j < w; j++) {                                                                 \
-                c0[j] += c0[j + w];                                                                   \
-                c1[j] += c1[j + w];                                                                   \
-                c2[j] += c2[j + w];                                                                   \
-                c3[j] += c3[j + w];                                                                   \
-            }                                                                                         \
+        RETRLM__TREE4(LANES)                                                                          \
         s0 = c0[0], s1 = c1[0], s2 = c2[0], s3 = c3[0];                                               \
         for (j = i; j < n; j++) {                                                                     \
             s0 += a[j] * b0[j];                                                                       \
@@ -76,7 +81,45 @@
         out[3] = s3;                                                                                  \
     }
 
+// int8 weights (retrlm__q8_quantize): out[r] = a . row r of q, each group of RETRLM__Q8_GROUP
+// weights of a row times its scale (s, ldq / RETRLM__Q8_GROUP rounded up scales a row). The
+// weight is dequantized (scale x int8, one product) and then multiplied with a, so a row gives
+// the bits of retrlm__dot over its dequantized row summed in these lanes. Four rows share the
+// loads of a; rows < 4 of them are real (the others are not read).
+#define RETRLM__DEFINE_DOT4_Q8(name, ATTR)                                                          \
+    ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const int8_t *q,           \
+                                           const float *s, size_t ldq, int n, int rows) {        \
+        float c0[16] = {0}, c1[16] = {0}, c2[16] = {0}, c3[16] = {0}, t[4];                      \
+        const size_t lds = (ldq + RETRLM__Q8_GROUP - 1) / RETRLM__Q8_GROUP;                       \
+        const int8_t *q0 = q, *q1 = q + (rows > 1) * ldq, *q2 = q + (rows > 2) * 2 * ldq;          \
+        const int8_t *q3 = q + (rows > 3) * 3 * ldq;                                              \
+        const float *s0 = s, *s1 = s + (rows > 1) * lds, *s2 = s + (rows > 2) * 2 * lds;           \
+        const float *s3 = s + (rows > 3) * 3 * lds;                                               \
+        int i = 0, j, h, w, g = 0;                                                                \
+        for (; i + RETRLM__Q8_GROUP <= n; i += RETRLM__Q8_GROUP, g++) {                           \
+            const float d0 = s0[g], d1 = s1[g], d2 = s2[g], d3 = s3[g];                           \
+            for (h = i; h < i + RETRLM__Q8_GROUP; h += 16)                                        \
+                for (j = 0; j < 16; j++) {                                                        \
+                    float aj = a[h + j];                                                          \
+                    c0[j] += aj * (d0 * (float)q0[h + j]);                                        \
+                    c1[j] += aj * (d1 * (float)q1[h + j]);                                        \
+                    c2[j] += aj * (d2 * (float)q2[h + j]);                                        \
+                    c3[j] += aj * (d3 * (float)q3[h + j]);                                        \
+                }                                                                                 \
+        }                                                                                         \
+        RETRLM__TREE4(16)                                                                         \
+        t[0] = c0[0], t[1] = c1[0], t[2] = c2[0], t[3] = c3[0];                                   \
+        for (j = i; j < n; j++) { /* the last, partial group */                                   \
+            t[0] += a[j] * (s0[g] * (float)q0[j]);                                                \
+            t[1] += a[j] * (s1[g] * (float)q1[j]);                                                \
+            t[2] += a[j] * (s2[g] * (float)q2[j]);                                                \
+            t[3] += a[j] * (s3[g] * (float)q3[j]);                                                \
+        }                                                                                         \
+        for (j = 0; j < rows; j++) out[j] = t[j];                                                 \
+    }
+
 #define RETRLM__NO_ATTR
+RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8, RETRLM__NO_ATTR)
 RETRLM__DEFINE_DOT(retrlm__dot, RETRLM__NO_ATTR, RETRLM__LANES)
 RETRLM__DEFINE_DOT4(retrlm__dot4, RETRLM__NO_ATTR, RETRLM__LANES)
 
@@ -257,6 +300,9 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 typedef struct retrlm__mat { // element (r, c) is p[r * sr + c * sc]
     const float *p;
     size_t sr, sc;
+    const int8_t *q; // or, int8 (sc 1): q[r * sr + c] times s[r * ss + c / RETRLM__Q8_GROUP]
+    const float *s;
+    size_t ss;
 } retrlm__mat;
 
 // Packs a block of X into panels of W lanes: dst (panels, kc, W), zero-padded past the last
@@ -267,9 +313,17 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
     int q, l, p;
     for (q = 0; q < rc; q += W) {
         int lanes = RETRLM__MIN(W, RETRLM__MIN(rc - q, R - r0 - q));
-        const float *base = X.p + (size_t)(r0 + q) * X.sr + (size_t)k0 * X.sc;
+        const float *base = X.q ? NULL : X.p + (size_t)(r0 + q) * X.sr + (size_t)k0 * X.sc;
         if (lanes < 0) lanes = 0;
-        if (X.sc == 1) { // rows are contiguous: read a row, scatter into its lane
+        if (X.q) { // int8 rows: dequantized as they are packed
+            for (l = 0; l < lanes; l++) {
+                size_t r = (size_t)(r0 + q + l);
+                const int8_t *src = X.q + r * X.sr + k0;
+                const float *sc = X.s + r * X.ss;
+                for (p = 0; p < kc; p++)
+                    dst[(size_t)p * W + l] = sc[(k0 + p) / RETRLM__Q8_GROUP] * (float)src[p];
+            }
+        } else if (X.sc == 1) { // rows are contiguous: read a row, scatter into its lane
             for (l = 0; l < lanes; l++) {
                 const float *src = base + (size_t)l * X.sr;
                 for (p = 0; p < kc; p++) dst[(size_t)p * W + l] = src[p];
@@ -332,6 +386,8 @@ RETRLM__DEFINE_DOT(retrlm__dot_avx2, __attribute__((target("avx2,fma"))), 16)
 RETRLM__DEFINE_DOT4(retrlm__dot4_avx2, __attribute__((target("avx2,fma"))), 16)
 RETRLM__DEFINE_DOT(retrlm__dot_avx512, __attribute__((target("avx512f"))), 16)
 RETRLM__DEFINE_DOT4(retrlm__dot4_avx512, __attribute__((target("avx512f"))), 16)
+RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8_avx2, __attribute__((target("avx2,fma"))))
+RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8_avx512, __attribute__((target("avx512f"))))
 #endif
 
 typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
@@ -339,6 +395,7 @@ typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
     int mr, nr;
     void (*dot4)(float *, const float *, const float *, size_t, int); // the one-row path's
     float (*dot)(const float *, const float *, int);
+    void (*dot4_q8)(float *, const float *, const int8_t *, const float *, size_t, int, int);
     const char *path; // retrlm_cpu_path's text
 } retrlm__gemm_kernel;
 
@@ -369,12 +426,12 @@ typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
 // CPU has them; __builtin_cpu_supports also asks whether the OS saves the wider registers
 static const retrlm__gemm_kernel *retrlm__gemm(void) {
     static const retrlm__gemm_kernel k[3] = {
-        {retrlm__micro, RETRLM__MR, RETRLM__NR, retrlm__dot4, retrlm__dot,
+        {retrlm__micro, RETRLM__MR, RETRLM__NR, retrlm__dot4, retrlm__dot, retrlm__dot4_q8,
          RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) RETRLM__OMP_TEXT},
 #ifdef RETRLM__DISPATCH
-        {retrlm__micro_avx2, 6, 16, retrlm__dot4_avx2, retrlm__dot_avx2,
+        {retrlm__micro_avx2, 6, 16, retrlm__dot4_avx2, retrlm__dot_avx2, retrlm__dot4_q8_avx2,
          "avx2+fma (chosen at run time; built for " RETRLM__ISA "), matmul tile 6x16" RETRLM__OMP_TEXT},
-        {retrlm__micro_avx512, 8, 32, retrlm__dot4_avx512, retrlm__dot_avx512,
+        {retrlm__micro_avx512, 8, 32, retrlm__dot4_avx512, retrlm__dot_avx512, retrlm__dot4_q8_avx512,
          "avx512f (chosen at run time; built for " RETRLM__ISA "), matmul tile 8x32" RETRLM__OMP_TEXT},
 #endif
     };
@@ -392,7 +449,8 @@ RETRLM_API const char *retrlm_cpu_path(void) { return retrlm__gemm()->path; }
 // generation case (M = 1), bound by reading B once. Four rows of B at a time give four
 // independent accumulators, so the loop is not bound by the latency of one FMA chain.
 static void retrlm__matmul_rows(const retrlm__gemm_kernel *g, float *C, const float *A, const float *B,
-                                const float *bias, int M, int N, int K, int acc_c) {
+                                const retrlm__mat *bq, const float *bias, int M, int N, int K,
+                                int acc_c) {
     void (*dot4)(float *, const float *, const float *, size_t, int) = g->dot4;
     float (*dot)(const float *, const float *, int) = g->dot;
     // about 32 chunks: enough for a starved thread to hand work over, few enough to be cheap
@@ -404,9 +462,10 @@ static void retrlm__matmul_rows(const retrlm__gemm_kernel *g, float *C, const fl
             const float *a = A + (size_t)m * K;
             float *c = C + (size_t)m * N, v[4];
             for (n = nb * chunk; n < n1; n += 4) {
-                const float *b0 = B + (size_t)n * K;
+                const float *b0 = bq ? NULL : B + (size_t)n * K;
                 int j, rows = RETRLM__MIN(4, n1 - n);
-                if (rows == 4) dot4(v, a, b0, (size_t)K, K);
+                if (bq) g->dot4_q8(v, a, bq->q + (size_t)n * K, bq->s + (size_t)n * bq->ss, (size_t)K, K, rows);
+                else if (rows == 4) dot4(v, a, b0, (size_t)K, K);
                 else
                     for (j = 0; j < rows; j++) v[j] = dot(a, b0 + (size_t)j * K, K);
                 for (j = 0; j < rows; j++) {
@@ -428,10 +487,10 @@ RETRLM__PRIVATE size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15
 
 // retrlm_matmul with the packing buffers in ws (ws_floats floats, 64-byte aligned) when it is
 // big enough for one thread, else in a buffer of its own. A smaller ws runs fewer threads; the
-// result is the same.
-RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
-                                                const float *bias, int M, int N, int K, int flags,
-                                                float *ws, size_t ws_floats) {
+// result is the same. bq: B is int8 rows (N, K) instead (B NULL, no RETRLM_MATMUL_B_KN).
+static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B,
+                                        const retrlm__mat *bq, const float *bias, int M, int N,
+                                        int K, int flags, float *ws, size_t ws_floats) {
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
     const retrlm__gemm_kernel *g = retrlm__gemm();
@@ -442,7 +501,7 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
     void *owned = NULL;
     RETRLM_ASSERT(M >= 0 && N >= 0 && K >= 0 && (flags & ~7) == 0);
     if (M == 0 || N == 0) return RETRLM_OK;
-    RETRLM_ASSERT(C && (K == 0 || (A && B)));
+    RETRLM_ASSERT(C && (K == 0 || (A && (B || bq))) && (!bq || !(flags & RETRLM_MATMUL_B_KN)));
     if (K == 0) {
         for (t = 0; t < M; t++) {
             float *c = C + (size_t)t * N;
@@ -452,16 +511,19 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
         return RETRLM_OK;
     }
     if (M < MR && !(flags & (RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN))) {
-        retrlm__matmul_rows(g, C, A, B, bias, M, N, K, acc_c);
+        retrlm__matmul_rows(g, C, A, B, bq, bias, M, N, K, acc_c);
         return RETRLM_OK;
     }
     // views: A as (M,K), Bᵀ as (N,K); both are packed the same way
+    memset(&a, 0, sizeof a);
+    memset(&bt, 0, sizeof bt);
     a.p = A;
     if (flags & RETRLM_MATMUL_A_KM) { a.sr = 1; a.sc = (size_t)M; }
     else { a.sr = (size_t)K; a.sc = 1; }
     bt.p = B;
     if (flags & RETRLM_MATMUL_B_KN) { bt.sr = 1; bt.sc = (size_t)N; }
     else { bt.sr = (size_t)K; bt.sc = 1; }
+    if (bq) bt = *bq;
 
     mtiles = (M + MC - 1) / MC;
     ntiles = (N + NC - 1) / NC;
@@ -513,9 +575,66 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const 
     return RETRLM_OK;
 }
 
+RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
+                                                const float *bias, int M, int N, int K, int flags,
+                                                float *ws, size_t ws_floats) {
+    return retrlm__matmul_any(C, A, B, NULL, bias, M, N, K, flags, ws, ws_floats);
+}
+
 RETRLM_API retrlm_result retrlm_matmul(float *C, const float *A, const float *B,
                                        const float *bias, int M, int N, int K, int flags) {
-    return retrlm__matmul_ws(C, A, B, bias, M, N, K, flags, NULL, 0);
+    return retrlm__matmul_any(C, A, B, NULL, bias, M, N, K, flags, NULL, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// int8 weights: rows of K weights in groups of RETRLM__Q8_GROUP, each group one float scale d =
+// max |w| / 127 and the int8 q = round(w / d) (llama.cpp's Q8_0, with a float scale)
+
+RETRLM__PRIVATE size_t retrlm__q8_groups(int K) {
+    return ((size_t)K + RETRLM__Q8_GROUP - 1) / RETRLM__Q8_GROUP;
+}
+
+RETRLM__PRIVATE void retrlm__q8_quantize(int8_t *q, float *s, const float *w, size_t rows, int K) {
+    const size_t G = retrlm__q8_groups(K);
+    size_t r;
+    for (r = 0; r < rows; r++) {
+        size_t g;
+        for (g = 0; g < G; g++) {
+            const float *x = w + r * (size_t)K + g * RETRLM__Q8_GROUP;
+            int8_t *y = q + r * (size_t)K + g * RETRLM__Q8_GROUP;
+            int n = (int)RETRLM__MIN((size_t)RETRLM__Q8_GROUP, (size_t)K - g * RETRLM__Q8_GROUP), i;
+            float mx = 0.0f, d;
+            for (i = 0; i < n; i++) mx = RETRLM__MAX(mx, fabsf(x[i]));
+            d = mx / 127.0f;
+            s[r * G + g] = d;
+            for (i = 0; i < n; i++) {
+                float v = d > 0.0f ? x[i] / d : 0.0f; // |v| <= 127; NaN weights become 0
+                y[i] = (int8_t)(v == v ? (v < 0.0f ? -(int)(-v + 0.5f) : (int)(v + 0.5f)) : 0);
+            }
+        }
+    }
+}
+
+// out (K) = row of int8 weights q with its scales s, dequantized
+RETRLM__PRIVATE void retrlm__q8_row(float *out, const int8_t *q, const float *s, int K) {
+    int i;
+    for (i = 0; i < K; i++) out[i] = s[i / RETRLM__Q8_GROUP] * (float)q[i];
+}
+
+// C (M, N) = A (M, K) times the transpose of the int8 rows (N, K) q with scales s; flags as
+// retrlm_matmul's but RETRLM_MATMUL_B_KN. One-row products read the int8 weights directly
+// (generation: four times fewer bytes than f32), larger ones dequantize them as they pack.
+RETRLM__PRIVATE retrlm_result retrlm__matmul_q8_ws(float *C, const float *A, const int8_t *q,
+                                                   const float *s, int M, int N, int K, int flags,
+                                                   float *ws, size_t ws_floats) {
+    retrlm__mat b;
+    memset(&b, 0, sizeof b);
+    b.q = q;
+    b.s = s;
+    b.sr = (size_t)K;
+    b.sc = 1;
+    b.ss = retrlm__q8_groups(K);
+    return retrlm__matmul_any(C, A, NULL, &b, NULL, M, N, K, flags, ws, ws_floats);
 }
 
 #if defined(__clang__)

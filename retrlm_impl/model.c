@@ -444,20 +444,82 @@ RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const 
     return retrlm__matmul_ws(C, A, B, NULL, M, N, K, flags, m->mmws_, m->n_mmws_);
 }
 
+// int8 weights: the rows of matrix t over all layers (0: it has none in an int8 model: RETRO's
+// and RPT's, which int8 does not cover) and their in-dimension *K
+static size_t retrlm__q8_rows(const retrlm_model_config *c, int t, int *K) {
+    const size_t L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->ffn_dim;
+    *K = t == RETRLM_T_W_DOWN ? c->ffn_dim : c->dim;
+    switch (t) {
+    case RETRLM_T_EMBED: return (size_t)c->vocab_size;
+    case RETRLM_T_LM_HEAD: return c->untied ? (size_t)c->vocab_size : 0;
+    case RETRLM_T_WQ: case RETRLM_T_WK: case RETRLM_T_WV: case RETRLM_T_WO: case RETRLM_T_W_DOWN:
+        return L * D;
+    case RETRLM_T_W_GATE: case RETRLM_T_W_UP: return L * F;
+    default: return 0;
+    }
+}
+
+// int8 values and scales an int8 model of config c holds; with q and s, points m's tensors there
+RETRLM__PRIVATE void retrlm__q8_place(retrlm_model *m, const retrlm_model_config *c, const int8_t *q,
+                             const float *s, size_t *nq, size_t *ns) {
+    size_t oq = 0, os = 0;
+    int t, K;
+    for (t = 0; t < RETRLM_T_ATTN_NORM; t++) {
+        size_t rows = retrlm__q8_rows(c, t, &K);
+        if (m && q && rows) {
+            m->q8_[t] = q + oq;
+            m->q8s_[t] = s + os;
+        }
+        oq += rows * (size_t)K;
+        os += rows * retrlm__q8_groups(K);
+    }
+    if (nq) *nq = oq;
+    if (ns) *ns = os;
+}
+
+// C = A Wᵀ for weight matrix t (layer l; N its rows a layer, K its in-dimension), f32 or int8
+static retrlm_result retrlm__mmw(const retrlm_model *m, float *C, const float *A,
+                                 retrlm_model_tensor t, int l, int M, int N, int K, int flags) {
+    const int whole = t == RETRLM_T_EMBED || t == RETRLM_T_LM_HEAD;
+    if (m->q8_[t]) {
+        size_t r0 = whole ? 0 : (size_t)l * (size_t)N; // the layer's first row
+        return retrlm__matmul_q8_ws(C, A, m->q8_[t] + r0 * (size_t)K,
+                                    m->q8s_[t] + r0 * retrlm__q8_groups(K), M, N, K, flags,
+                                    m->mmws_, m->n_mmws_);
+    }
+    return retrlm__mm(m, C, A, whole ? m->param[t] : retrlm_model_tensor_ptr(m, t, l, 0), M, N,
+                      K, flags);
+}
+
+// out (D) = token tok's embedding
+static void retrlm__embed_row(const retrlm_model *m, float *out, int tok) {
+    const int D = m->config.dim;
+    if (m->q8_[RETRLM_T_EMBED])
+        retrlm__q8_row(out, m->q8_[RETRLM_T_EMBED] + (size_t)tok * (size_t)D,
+                       m->q8s_[RETRLM_T_EMBED] + (size_t)tok * retrlm__q8_groups(D), D);
+    else
+        memcpy(out, m->param[RETRLM_T_EMBED] + (size_t)tok * (size_t)D, (size_t)D * sizeof(float));
+}
+
 // Allocates everything for a config (weights left zero), or only the activations when the
 // parameters and gradients are src's. ext (a RETRO model's neighbour encoder) places the
 // tensors in another model's block instead: matrices from ext[0], gains from ext[1] (gradients
 // ext[2], ext[3]); such a model has n_params 0 (its owner's block holds them). An
 // inference-only config gets no gradients (src's are not shared) and no activations until its
-// first forward.
+// first forward. q8: an int8 model (inference-only): params holds the gains alone (n_params of
+// them, n_decay 0) and the matrices are int8 (q8_, q8s_), src's or new ones, zeroed.
 RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_model_config *cfg,
-                                                  const retrlm_model *src, float *const *ext) {
+                                                  const retrlm_model *src, float *const *ext,
+                                                  int q8) {
     retrlm_model_config c = *cfg;
     retrlm_result r;
-    size_t off = 0, nwork, mats = 0, enc_mats = 0, moff, goff;
+    size_t off = 0, nwork, mats = 0, enc_mats = 0, moff, goff, nq = 0, ns = 0;
     int t, i, hd2;
     memset(m, 0, sizeof *m);
     if ((r = retrlm__resolve_config(&c)) != RETRLM_OK) return r;
+    if (q8 && (c.retro_chunk || ext))
+        return retrlm__fail(RETRLM_ERR_ARG, "model: int8 weights are for plain models, not RETRO's");
+    if (q8) c.inference = 1;
     m->config = c;
     m->retro_layers = retrlm__retro_count(&c);
     m->retro_chunk_ = -1;
@@ -469,16 +531,25 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
         m->params = ext[0];
         m->grads = ext[2];
     } else if (src) {
-        RETRLM_ASSERT(src->n_params == off);
+        RETRLM_ASSERT(src->n_params == (q8 ? off - mats : off));
         m->params = src->params;
         m->grads = c.inference ? NULL : src->grads;
-        m->n_params = off;
-        m->n_decay = mats;
+        m->n_params = q8 ? off - mats : off;
+        m->n_decay = q8 ? 0 : mats;
+        if (q8) retrlm__q8_place(m, &c, src->q8_[RETRLM_T_EMBED], src->q8s_[RETRLM_T_EMBED], NULL, NULL);
     } else {
-        m->params = retrlm__model_block(off, &m->own_[0]);
+        m->n_params = q8 ? off - mats : off;
+        m->n_decay = q8 ? 0 : mats;
+        m->params = retrlm__model_block(m->n_params, &m->own_[0]);
         if (!c.inference) m->grads = retrlm__model_block(off, &m->own_[1]);
-        m->n_params = off;
-        m->n_decay = mats;
+        if (q8) { // scales, then the int8 values, one block in the gradients' place
+            float *sb;
+            retrlm__q8_place(NULL, &c, NULL, NULL, &nq, &ns);
+            if ((sb = (float *)retrlm__alloc_aligned(ns * sizeof(float) + nq, 1, &m->own_[1]))) {
+                memset(sb, 0, ns * sizeof(float) + nq);
+                retrlm__q8_place(m, &c, (const int8_t *)(sb + ns), sb, NULL, NULL);
+            }
+        }
     }
     m->n_acts_ = retrlm__acts_size(&c);
     if (!c.inference) m->acts_ = retrlm__model_block(m->n_acts_, &m->own_[2]);
@@ -508,7 +579,8 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
                                                (size_t)RETRLM__MAX(c.dim, c.rpt_dim),
                                                &m->rpt_own_);
     }
-    if (!m->params || (!c.inference && (!m->grads || !m->acts_)) || !m->rope_ || !m->work_ ||
+    if (!m->params || (!c.inference && (!m->grads || !m->acts_)) || (q8 && !m->q8_[RETRLM_T_EMBED]) ||
+        !m->rope_ || !m->work_ ||
         !m->mmws_ || !m->tokens_ || !m->lengths_ || !m->ids_ || (c.retro_chunk && (!m->retro_ || !m->retro_ints_ ||
                                                         !m->retro_enc)) ||
         (c.rpt_dim && !m->rpt_pool_)) {
@@ -520,9 +592,9 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
     moff = goff = 0;
     for (t = 0; t < RETRLM_T_COUNT; t++) {
         int gain = t >= RETRLM_T_ATTN_NORM;
-        size_t o = gain ? (ext ? goff : mats + goff) : moff;
+        size_t o = gain ? (ext || q8 ? goff : mats + goff) : moff;
         float *pb = ext ? ext[gain] : m->params, *gb = ext ? ext[2 + gain] : m->grads;
-        m->param[t] = pb + o;
+        m->param[t] = q8 && !gain ? NULL : pb + o; // an int8 model's matrices are in q8_
         m->grad[t] = gb ? gb + o : NULL;
         if (gain) goff += m->tensor_size[t];
         else moff += m->tensor_size[t];
@@ -536,7 +608,7 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
         e[3] = m->grads ? m->grads + mats + goff : NULL;
         RETRLM_ASSERT(moff + enc_mats == mats);
         retrlm__retro_enc_config(&c, &ec);
-        if ((r = retrlm__model_alloc(m->retro_enc, &ec, NULL, e)) != RETRLM_OK) {
+        if ((r = retrlm__model_alloc(m->retro_enc, &ec, NULL, e, 0)) != RETRLM_OK) {
             RETRLM_FREE(m->retro_enc);
             m->retro_enc = NULL;
             retrlm_model_free(m);
@@ -578,7 +650,7 @@ static void retrlm__init_weights(retrlm_model *m) {
 RETRLM_API retrlm_result retrlm_model_init(retrlm_model *m, const retrlm_model_config *cfg) {
     retrlm_result r;
     RETRLM_ASSERT(m && cfg);
-    if ((r = retrlm__model_alloc(m, cfg, NULL, NULL)) != RETRLM_OK) return r;
+    if ((r = retrlm__model_alloc(m, cfg, NULL, NULL, 0)) != RETRLM_OK) return r;
     retrlm__init_weights(m);
     return RETRLM_OK;
 }
@@ -592,7 +664,33 @@ RETRLM_API retrlm_result retrlm_model_init_view(retrlm_model *m, const retrlm_mo
     if (over && over->max_seq_len > 0) c.max_seq_len = over->max_seq_len;
     if (over) c.no_logits = over->no_logits;
     if (over && over->inference) c.inference = 1;
-    return retrlm__model_alloc(m, &c, src, NULL);
+    return retrlm__model_alloc(m, &c, src, NULL, src->q8_[RETRLM_T_EMBED] != NULL);
+}
+
+RETRLM_API int retrlm_model_is_q8(const retrlm_model *m) {
+    return m && m->q8_[RETRLM_T_EMBED] != NULL;
+}
+
+RETRLM_API retrlm_result retrlm_model_quantize(retrlm_model *dst, const retrlm_model *src) {
+    retrlm_model_config c;
+    retrlm_result r;
+    int t, K;
+    RETRLM_ASSERT(dst && src && src->params);
+    memset(dst, 0, sizeof *dst);
+    if (retrlm_model_is_q8(src))
+        return retrlm__fail(RETRLM_ERR_ARG, "model_quantize: the model is int8 already");
+    c = src->config;
+    if ((r = retrlm__model_alloc(dst, &c, NULL, NULL, 1))) return r;
+    for (t = 0; t < RETRLM_T_ATTN_NORM; t++) { // the int8 block is dst's own: written once here
+        size_t rows = retrlm__q8_rows(&dst->config, t, &K);
+        if (rows)
+            retrlm__q8_quantize((int8_t *)(uintptr_t)dst->q8_[t], (float *)(uintptr_t)dst->q8s_[t],
+                                src->param[t], rows, K);
+    }
+    for (t = RETRLM_T_ATTN_NORM; t < RETRLM_T_COUNT; t++)
+        if (src->tensor_size[t])
+            memcpy(dst->param[t], src->param[t], src->tensor_size[t] * sizeof(float));
+    return RETRLM_OK;
 }
 
 RETRLM_API void retrlm_model_zero_grad(retrlm_model *m) {
@@ -1054,9 +1152,7 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
     m->logits = NULL;
     {
         float *x0 = retrlm__resid(m, 0);
-        for (i = 0; i < N; i++)
-            memcpy(x0 + (size_t)i * D, m->param[RETRLM_T_EMBED] + (size_t)tokens[i] * D,
-                   (size_t)D * sizeof(float));
+        for (i = 0; i < N; i++) retrlm__embed_row(m, x0 + (size_t)i * D, tokens[i]);
     }
     for (l = 0; l < L; l++) {
         retrlm__acts a;
@@ -1066,16 +1162,16 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
         ffx = a.mid;
         retrlm__rmsnorm_forward(a.ln1, a.rstd1, x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0),
                                 N, D, c->norm_eps);
-        if ((r = retrlm__mm(m, a.q, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), N, D, D, 0)) ||
-            (r = retrlm__mm(m, a.k, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0), N, D, D, 0)) ||
-            (r = retrlm__mm(m, a.v, a.ln1, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0), N, D, D, 0)))
+        if ((r = retrlm__mmw(m, a.q, a.ln1, RETRLM_T_WQ, l, N, D, D, 0)) ||
+            (r = retrlm__mmw(m, a.k, a.ln1, RETRLM_T_WK, l, N, D, D, 0)) ||
+            (r = retrlm__mmw(m, a.v, a.ln1, RETRLM_T_WV, l, N, D, D, 0)))
             return r;
         retrlm__rope(a.q, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         retrlm__rope(a.k, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         retrlm__attention_forward(a.atty, a.att, a.q, a.k, a.v, m->lengths_, B, T, H, hd,
                                   !c->bidirectional);
         memcpy(a.mid, x, (size_t)N * D * sizeof(float));
-        if ((r = retrlm__mm(m, a.mid, a.atty, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), N, D,
+        if ((r = retrlm__mmw(m, a.mid, a.atty, RETRLM_T_WO, l, N, D,
                                D, RETRLM_MATMUL_ACCUMULATE)))
             return r;
         if (retrlm__retro_slot(c, l) >= 0) {
@@ -1112,22 +1208,23 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
             m->hidden = NULL;
             return RETRLM_OK;
         }
-        if ((r = retrlm__mm(m, a.gate, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), N,
+        if ((r = retrlm__mmw(m, a.gate, a.ln2, RETRLM_T_W_GATE, l, N,
                                F, D, 0)) ||
-            (r = retrlm__mm(m, a.up, a.ln2, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), N, F,
+            (r = retrlm__mmw(m, a.up, a.ln2, RETRLM_T_W_UP, l, N, F,
                                D, 0)))
             return r;
         retrlm__swiglu_forward(a.act, a.gate, a.up, (size_t)N * F);
         memcpy(xo, ffx, (size_t)N * D * sizeof(float));
-        if ((r = retrlm__mm(m, xo, a.act, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), N, D,
+        if ((r = retrlm__mmw(m, xo, a.act, RETRLM_T_W_DOWN, l, N, D,
                                F, RETRLM_MATMUL_ACCUMULATE)))
             return r;
     }
     retrlm__rmsnorm_forward(retrlm__lnf(m), retrlm__rstdf(m), retrlm__resid(m, c->n_layers),
                             m->param[RETRLM_T_FINAL_NORM], N, D, c->norm_eps);
     if (!(flags & RETRLM_FORWARD_NO_LOGITS) && !c->no_logits) {
-        const float *wout = c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED];
-        if ((r = retrlm__mm(m, retrlm__logits(m), retrlm__lnf(m), wout, N, V, D, 0))) return r;
+        if ((r = retrlm__mmw(m, retrlm__logits(m), retrlm__lnf(m),
+                             c->untied ? RETRLM_T_LM_HEAD : RETRLM_T_EMBED, 0, N, V, D, 0)))
+            return r;
         m->logits = retrlm__logits(m);
     }
     return RETRLM_OK;
@@ -1832,15 +1929,15 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
         return retrlm__fail(RETRLM_ERR_ARG, "model_decode: position %d reads the neighbours of "
                             "chunk %d; give them first (retrlm_model_decode_neighbours)", pos, u);
     retrlm__get_work(m, &w);
-    memcpy(w.x, m->param[RETRLM_T_EMBED] + (size_t)token * D, (size_t)D * sizeof(float));
+    retrlm__embed_row(m, w.x, token);
     for (l = 0; l < c->n_layers; l++) {
         float *kc = w.kc + ((size_t)l * c->max_seq_len) * D, *vc = w.vc + ((size_t)l * c->max_seq_len) * D;
         retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_ATTN_NORM, l, 0), 1, D,
                                 c->norm_eps);
-        if ((r = retrlm__mm(m, w.q, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 0), 1, D, D, 0)) ||
-            (r = retrlm__mm(m, kc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WK, l, 0),
+        if ((r = retrlm__mmw(m, w.q, w.xn, RETRLM_T_WQ, l, 1, D, D, 0)) ||
+            (r = retrlm__mmw(m, kc + (size_t)pos * D, w.xn, RETRLM_T_WK, l,
                              1, D, D, 0)) ||
-            (r = retrlm__mm(m, vc + (size_t)pos * D, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_WV, l, 0),
+            (r = retrlm__mmw(m, vc + (size_t)pos * D, w.xn, RETRLM_T_WV, l,
                              1, D, D, 0)))
             return r;
         retrlm__rope(w.q, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
@@ -1866,7 +1963,7 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
                 for (d = 0; d < hd; d++) yh[d] += pj * vj[d];
             }
         }
-        if ((r = retrlm__mm(m, w.x, w.y, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), 1, D, D,
+        if ((r = retrlm__mmw(m, w.x, w.y, RETRLM_T_WO, l, 1, D, D,
                                RETRLM_MATMUL_ACCUMULATE)))
             return r;
         if (u >= 0 && retrlm__retro_slot(c, l) >= 0) {
@@ -1890,19 +1987,18 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
         }
         retrlm__rmsnorm_forward(w.xn, &rstd, w.x, retrlm_model_tensor_ptr(m, RETRLM_T_FFN_NORM, l, 0), 1, D,
                                 c->norm_eps);
-        if ((r = retrlm__mm(m, w.gate, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_GATE, l, 0), 1, F,
+        if ((r = retrlm__mmw(m, w.gate, w.xn, RETRLM_T_W_GATE, l, 1, F,
                                D, 0)) ||
-            (r = retrlm__mm(m, w.up, w.xn, retrlm_model_tensor_ptr(m, RETRLM_T_W_UP, l, 0), 1, F, D, 0)))
+            (r = retrlm__mmw(m, w.up, w.xn, RETRLM_T_W_UP, l, 1, F, D, 0)))
             return r;
         retrlm__swiglu_forward(w.gate, w.gate, w.up, (size_t)F);
-        if ((r = retrlm__mm(m, w.x, w.gate, retrlm_model_tensor_ptr(m, RETRLM_T_W_DOWN, l, 0), 1, D,
+        if ((r = retrlm__mmw(m, w.x, w.gate, RETRLM_T_W_DOWN, l, 1, D,
                                F, RETRLM_MATMUL_ACCUMULATE)))
             return r;
     }
     retrlm__rmsnorm_forward(w.hid, &rstd, w.x, m->param[RETRLM_T_FINAL_NORM], 1, D, c->norm_eps);
-    if ((r = retrlm__mm(m, w.logits, w.hid,
-                           c->untied ? m->param[RETRLM_T_LM_HEAD] : m->param[RETRLM_T_EMBED], 1,
-                           V, D, 0)))
+    if ((r = retrlm__mmw(m, w.logits, w.hid, c->untied ? RETRLM_T_LM_HEAD : RETRLM_T_EMBED, 0, 1,
+                         V, D, 0)))
         return r;
     m->step_logits = w.logits;
     m->step_hidden = w.hid;

@@ -162,6 +162,8 @@ typedef struct retrlm_model {
     float  *rope_;                       /* rotary cos, sin tables (max_seq_len, hd/2) each */
     void   *map_;                        /* inference: the open retrlm_reader whose memory map
                                             holds params (NULL when they are owned) */
+    const int8_t *q8_[RETRLM_T_COUNT];   /* an int8 model's matrices (NULL: f32, in param[t]) */
+    const float  *q8s_[RETRLM_T_COUNT];  /* their scales, one a group of 32 weights of a row */
     float  *retro_;                      /* RETRO activations, work and decode cache, one block */
     void   *retro_own_;
     int    *retro_ints_;                 /* neighbour tokens, rows and lengths */
@@ -352,8 +354,24 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
 RETRLM_API retrlm_result retrlm_lm_bits_per_byte(retrlm_model *m, const int *tokens, size_t n,
                                                  size_t n_bytes, int seq_len, double *bpb);
 
+/* ---- int8 weights (llama.cpp's Q8_0, with float scales): each row of every matrix in groups of
+   32 weights, a group 32 int8 values and one scale d = max |w| / 127 (w ~ d q): 1.125 bytes a
+   weight instead of 4. An int8 model is inference-only (config.inference 1: generation, scoring,
+   kNN-LM keys, as an f32 one); its norm gains stay f32, in params (n_params of them, n_decay 0),
+   and param[t] is NULL for a matrix. A one-row product (decoding) reads the int8 rows directly,
+   a larger one (a forward) dequantizes them as it packs them; results are identical for any
+   thread count. retrlm_model_save writes it (sections q8_scales, q8 and params, the gains) and
+   retrlm_model_load opens it inference-only whatever cfg_over says, mapped like an f32 one.
+   Plain models (LMs, encoders) only: RETRO's cross-attention stays f32, so a RETRO model is
+   refused. */
+/* dst = src's weights in int8 (src: any plain model, inference-only or not). RETRLM_ERR_ARG for
+   a RETRO model, ERR_NOMEM. */
+RETRLM_API retrlm_result retrlm_model_quantize(retrlm_model *dst, const retrlm_model *src);
+RETRLM_API int retrlm_model_is_q8(const retrlm_model *m); /* 1 for an int8 model */
+
 /* ---- checkpoints: container kind "model"; sections config, params, and when saved with an
-   optimiser and state: adamw_m, adamw_v, adamw_step, train_step, rng */
+   optimiser and state: adamw_m, adamw_v, adamw_step, train_step, rng; an int8 model's: q8_scales
+   and q8 as well */
 #ifndef RETRLM_NO_STDIO
 /* opt and state may be NULL (weights only). */
 RETRLM_API retrlm_result retrlm_model_save(const retrlm_model *m, const retrlm_adamw *opt,

@@ -62,6 +62,9 @@ RETRLM_API retrlm_result retrlm_model_save_safetensors_memory(const retrlm_model
     if (c->retro_chunk)
         return retrlm__fail(RETRLM_ERR_ARG, "safetensors: RETRO models have no Llama names for "
                             "their cross-attention and neighbour encoder; save a checkpoint");
+    if (retrlm_model_is_q8(m))
+        return retrlm__fail(RETRLM_ERR_ARG, "safetensors: the model's weights are int8; save a "
+                            "checkpoint, or the f32 model it was quantized from");
     if (!RETRLM__ARR_RESERVE(items, 3 + (size_t)c->n_layers * RETRLM__ST_PER_LAYER))
         return retrlm__fail(RETRLM_ERR_NOMEM, "safetensors: the tensor list");
     memset(&it, 0, sizeof it);
@@ -395,7 +398,7 @@ RETRLM_API retrlm_result retrlm_model_load_safetensors_memory(retrlm_model *m, c
     if ((r = retrlm__st_header((const char *)b + 8, hlen, &ents, meta))) goto done;
     ne = (size_t)stbds_arrlen(ents);
     if ((r = retrlm__st_config(ents, ne, size - 8 - (size_t)hlen, meta, hint, &c)) ||
-        (r = retrlm__st_layout(&c, ents, ne)) || (r = retrlm__model_alloc(m, &c, NULL, NULL)))
+        (r = retrlm__st_layout(&c, ents, ne)) || (r = retrlm__model_alloc(m, &c, NULL, NULL, 0)))
         goto done;
     for (i = 0; i < ne; i++) { // the weights, little-endian F32 on every host
         const retrlm__st_entry *x = &ents[i];

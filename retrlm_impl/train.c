@@ -2243,9 +2243,10 @@ RETRLM_API retrlm_result retrlm_rpt_targets_build(retrlm_rpt_targets *t, retrlm_
                             "seq_len %d (a multiple of the chunk), at most 65536 chunks a span, "
                             "cands %d, stride %d, %lld documents (the first at 0)", mc, c.windows,
                             c.seq_len, c.cands, c.stride, (long long)n_docs);
-    if (ref && (ref->config.bidirectional || ref->config.max_seq_len < 4 * mc))
+    if (ref && (ref->config.bidirectional || ref->config.max_seq_len < 4 * mc ||
+                retrlm_model_is_q8(ref)))
         return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: the reference must be a causal "
-                            "LM with max_seq_len >= 4 chunks (%d)", 4 * mc);
+                            "f32 LM with max_seq_len >= 4 chunks (%d)", 4 * mc);
     for (d = 0; d < n_docs; d++)
         if (doc[d] < 0 || (size_t)doc[d] > n || (d && doc[d] < doc[d - 1]))
             return retrlm__fail(RETRLM_ERR_ARG, "rpt_targets_build: document %lld starts at %lld "

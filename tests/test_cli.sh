@@ -177,6 +177,18 @@ for mode in dense rrf rerank; do
         "$out/search-$mode-dense.txt"
 done
 has "search --retrieve rrf: finds Rabshakeh" "^[0-9]+	[0-9.]+	[0-9]+	.*Rabshakeh"
+# quantize: int8 weights, read to within 1% of the f32 LM's bits per byte; not for RETRO models
+run "quantize" "$R" quantize $M $T -o "$out/lm8.rlm"
+has "quantize: said" "lm8.rlm: int8 weights"
+keep "eval the f32 LM" "$out/eval-f32.txt" "$R" eval $M $T --text "$out/test.txt"
+keep "eval the int8 LM" "$out/eval-q8.txt" "$R" eval -m "$out/lm8.rlm" $T --text "$out/test.txt"
+v1=$(sed -nE 's/^([0-9.]+) bits per byte: .*mode none,.*/\1/p' "$out/eval-f32.txt")
+v2=$(sed -nE 's/^([0-9.]+) bits per byte: .*mode none,.*/\1/p' "$out/eval-q8.txt")
+if [ -n "$v1" ] && [ -n "$v2" ] && awk -v a="$v1" -v b="$v2" 'BEGIN { d = b - a; exit !(d < 0.01 * a && -d < 0.01 * a) }'
+then ok "eval the int8 LM: $v2 bits per byte against f32's $v1"
+else no "eval the int8 LM: $v2 bits per byte against f32's $v1"; fi
+run "generate with the int8 LM" "$R" generate -m "$out/lm8.rlm" $T --prompt "And the" --tokens 8
+usage "quantize an int8 model" "$R" quantize -m "$out/lm8.rlm" $T -o "$out/lm88.rlm"
 run "search --dense IVF SQ8" "$R" search -d "$out/ds.rlm" $T $E --dense "$out/dense-ivf.rlm" -k 5 Rabshakeh cried
 has "search --dense IVF SQ8: units" "^[0-9]+	[0-9.-]+	[0-9]+	"
 for d in "" "$D"; do
@@ -342,6 +354,7 @@ has "retro-train --retrieve rrf: to step 2" "retro-x.rlm: RETRO, step 2"
 run "retro-train --smear --tie" "$R" retro-train $RT --neighbours "$out/nb-smear.rlm" --smear --tie --dim 16 --layers 2 --heads 2 \
     --ctx 32 --enc-dim 8 --steps 2 -o "$out/retro-smear.rlm"
 has "retro-train --smear: said" "cross-attention from layer 1 every [0-9]+ with smeared keys"
+usage "quantize a RETRO model" "$R" quantize -m "$out/retro-smear.rlm" $T -o "$out/retro8.rlm"
 run "eval a RETRO model with smeared keys" "$R" eval -m "$out/retro-smear.rlm" $T --text "$out/test.txt" -d "$out/ds-retro.rlm"
 has "eval a RETRO model with smeared keys: with neighbours" "^[0-9]+\.[0-9]+ bits per byte: .*test.txt, RETRO with neighbours"
 keep "eval a RETRO model" "$out/retro-eval.txt" "$R" eval -m "$out/retro.rlm" $T --text "$out/test.txt" -d "$out/ds-retro.rlm"

@@ -741,6 +741,136 @@ static void test_inference(void) {
     retrlm_model_free(&a);
 }
 
+// the f32 model whose matrices are q's, dequantized (q: an int8 model of src's config)
+static void dequantized(retrlm_model *out, const retrlm_model *src, const retrlm_model *q) {
+    int t;
+    CHECK_OK(retrlm_model_init(out, &src->config));
+    for (t = 0; t < RETRLM_T_COUNT; t++) {
+        size_t r, rows, K;
+        if (!out->tensor_size[t]) continue;
+        if (!q->q8_[t]) {
+            memcpy(out->param[t], src->param[t], out->tensor_size[t] * sizeof(float));
+            continue;
+        }
+        K = (size_t)(t == RETRLM_T_W_DOWN ? src->config.ffn_dim : src->config.dim);
+        rows = out->tensor_size[t] / K;
+        for (r = 0; r < rows; r++)
+            retrlm__q8_row(out->param[t] + r * K, q->q8_[t] + r * K,
+                           q->q8s_[t] + r * retrlm__q8_groups((int)K), (int)K);
+    }
+}
+
+// int8 weights: the bits of the f32 model with the dequantized weights (the group size divides
+// every width), close to the f32 model's, saved and mapped back, and refused for training
+static void test_q8(void) {
+    enum { V = 12000 }; // untied: an int8 file over 1 MiB, mapped when opened
+    retrlm_model_config cfg, over;
+    retrlm_model f, q, d, l;
+    retrlm_model_grad_in gin;
+    retrlm_adamw_group g[2];
+    const char *path = "build/tests/q8.rlm";
+    const size_t nl = (size_t)64 * V;
+    int tok[64], o1[12], o2[12], o3[12], got = 0, i, th;
+    double err2 = 0.0, sq2 = 0.0;
+    float *lf = (float *)malloc(nl * sizeof(float)), *lq = (float *)malloc(nl * sizeof(float));
+    memset(&cfg, 0, sizeof cfg);
+    cfg.vocab_size = V, cfg.dim = 64, cfg.n_layers = 2, cfg.n_heads = 2, cfg.ffn_dim = 96;
+    cfg.max_seq_len = 32, cfg.max_batch = 2, cfg.untied = 1, cfg.init_std = 0.2f, cfg.seed = 3;
+    CHECK_OK(retrlm_model_init(&f, &cfg));
+    for (i = 0; i < 64; i++) tok[i] = (i * 977 + 5) % V;
+    CHECK_OK(retrlm_model_forward(&f, tok, 2, 32, NULL, 0));
+    memcpy(lf, f.logits, nl * sizeof(float));
+    CHECK_OK(retrlm_model_quantize(&q, &f));
+    CHECK(retrlm_model_is_q8(&q) && !retrlm_model_is_q8(&f) && q.config.inference && !q.grads);
+    CHECK(q.param[RETRLM_T_WQ] == NULL && q.param[RETRLM_T_FINAL_NORM] != NULL);
+    CHECK(q.n_params == f.n_params - f.n_decay && q.n_decay == 0);
+    // a forward (packed, dequantized) and a decode (int8 rows read directly) give the bits of the
+    // f32 model with the dequantized weights, on 1 and 2 threads
+    dequantized(&d, &f, &q);
+    CHECK_OK(retrlm_model_forward(&d, tok, 2, 32, NULL, 0));
+    for (th = 1; th <= 2; th++) {
+#ifdef _OPENMP
+        omp_set_num_threads(th);
+#endif
+        CHECK_OK(retrlm_model_forward(&q, tok, 2, 32, NULL, 0));
+        CHECK(!memcmp(d.logits, q.logits, nl * sizeof(float)));
+        CHECK_OK(retrlm_model_generate(&q, tok, 4, 12, NULL, NULL, th == 1 ? o1 : o2, &got));
+    }
+    CHECK_OK(retrlm_model_generate(&d, tok, 4, 12, NULL, NULL, o3, &got));
+    CHECK(!memcmp(o1, o2, sizeof o1) && !memcmp(o1, o3, sizeof o1));
+    CHECK_OK(retrlm_model_decode(&q, tok[0], 0));
+    memcpy(lq, q.step_logits, V * sizeof(float));
+    CHECK_OK(retrlm_model_decode(&d, tok[0], 0));
+    CHECK(!memcmp(lq, d.step_logits, V * sizeof(float)));
+    // each weight within half a step (its group's max |w| / 254) of the f32 one; the logits then
+    // move by a few percent of their spread in this random network (bench/generate measures bits
+    // per byte of a trained one)
+    {
+        int t, ok = 1;
+        for (t = 0; t < RETRLM_T_ATTN_NORM; t++) {
+            size_t j, K = (size_t)(t == RETRLM_T_W_DOWN ? cfg.ffn_dim : cfg.dim);
+            for (j = 0; j < f.tensor_size[t]; j++) {
+                float w = f.param[t][j], dq = d.param[t][j], step = q.q8s_[t][(j / K) *
+                    retrlm__q8_groups((int)K) + (j % K) / RETRLM__Q8_GROUP];
+                ok &= fabsf(w - dq) <= 0.5f * step * 1.0001f && fabsf(w) <= 127.0f * step * 1.0001f;
+            }
+        }
+        CHECK(ok);
+    }
+    CHECK_OK(retrlm_model_forward(&q, tok, 2, 32, NULL, 0));
+    for (i = 0; i < (int)nl; i++) {
+        err2 += ((double)q.logits[i] - lf[i]) * ((double)q.logits[i] - lf[i]);
+        sq2 += (double)lf[i] * lf[i];
+    }
+    printf("q8: rms error of the logits %.4f, their rms %.4f\n", sqrt(err2 / nl), sqrt(sq2 / nl));
+    CHECK(err2 < 0.1 * 0.1 * sq2);
+    // saved and opened again (mapped: over 1 MiB), inference-only whatever was asked
+    CHECK_OK(retrlm_model_save(&q, NULL, NULL, path));
+    CHECK_OK(retrlm_model_load(&l, path, NULL));
+    CHECK(retrlm_model_is_q8(&l) && l.config.inference && !l.grads);
+#if defined(__unix__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    CHECK(l.map_ != NULL);
+#endif
+    CHECK_OK(retrlm_model_forward(&l, tok, 2, 32, NULL, 0));
+    CHECK(!memcmp(d.logits, l.logits, nl * sizeof(float)));
+    retrlm_model_free(&l);
+    memset(&over, 0, sizeof over);
+    over.inference = 1;
+    CHECK_OK(retrlm_model_load(&l, path, &over));
+    CHECK_OK(retrlm_model_generate(&l, tok, 4, 12, NULL, NULL, o2, &got));
+    CHECK(!memcmp(o1, o2, sizeof o1));
+    retrlm_model_free(&l);
+    // refused: training, a second quantization, safetensors
+    CHECK(retrlm_model_param_groups(&q, 1e-3f, 0.1f, g) == 0);
+    memset(&gin, 0, sizeof gin);
+    gin.dlogits = q.logits;
+    CHECK(retrlm_model_backward(&q, &gin) == RETRLM_ERR_ARG);
+    CHECK(retrlm_model_quantize(&l, &q) == RETRLM_ERR_ARG);
+    CHECK(retrlm_model_save_safetensors(&q, "build/tests/q8.safetensors") == RETRLM_ERR_ARG);
+    remove(path);
+    retrlm_model_free(&d);
+    retrlm_model_free(&q);
+    retrlm_model_free(&f);
+    // widths the group size does not divide (48, 80): the last group of a row is partial
+    small_config(&cfg, 301);
+    cfg.dim = 48, cfg.ffn_dim = 80, cfg.init_std = 0.2f;
+    for (i = 0; i < 64; i++) tok[i] %= 301;
+    CHECK_OK(retrlm_model_init(&f, &cfg));
+    CHECK_OK(retrlm_model_quantize(&q, &f));
+    dequantized(&d, &f, &q);
+    CHECK_OK(retrlm_model_forward(&q, tok, 2, 32, NULL, 0));
+    CHECK_OK(retrlm_model_forward(&d, tok, 2, 32, NULL, 0));
+    CHECK(!memcmp(d.logits, q.logits, (size_t)64 * 301 * sizeof(float)));
+    CHECK_OK(retrlm_model_generate(&q, tok, 4, 12, NULL, NULL, o1, &got));
+    CHECK_OK(retrlm_model_generate(&d, tok, 4, 12, NULL, NULL, o2, &got));
+    CHECK(!memcmp(o1, o2, sizeof o1));
+    retrlm_model_free(&d);
+    retrlm_model_free(&q);
+    retrlm_model_free(&f);
+    free(lf);
+    free(lq);
+}
+
 static void test_safetensors(void) {
     retrlm_model_config cfg, hint;
     retrlm_model a, b;
@@ -880,6 +1010,7 @@ int main(void) {
     RUN(test_save_load_forward);
     RUN(test_generate);
     RUN(test_inference);
+    RUN(test_q8);
     RUN(test_safetensors);
     return test_report();
 }
