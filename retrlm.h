@@ -2741,6 +2741,19 @@ RETRLM__PRIVATE int retrlm__arr_reserve(void *array_ptr, size_t elem, size_t n);
 /* Number of threads a parallel region may use (1 without OpenMP). */
 RETRLM__PRIVATE int retrlm__max_threads(void);
 
+/* The thread count for a loop of like steps (decoding, training) on a machine others share
+   (core.c): _start before a step sets it (the team or one thread), _stop after it; _done gives
+   the caller its team back. */
+typedef struct retrlm__tuner {
+    int     team, one;     /* the team's size (retrlm__max_threads at _init); this step on one */
+    double  ema[2], t0;    /* seconds a step on [0] one thread, [1] the team (0: not measured) */
+    int64_t step, probe, gap;
+} retrlm__tuner;
+RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t);
+RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t);
+RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t);
+RETRLM__PRIVATE void retrlm__tuner_done(retrlm__tuner *t);
+
 /* ---- thread-local storage for the error detail --------------------------------------------- */
 #if defined(__cplusplus) && __cplusplus >= 201103L
 #define RETRLM__TLS thread_local
@@ -3108,6 +3121,61 @@ static int retrlm__max_threads(void) {
     return omp_get_max_threads();
 #else
     return 1;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// The thread count of a loop of like steps on a shared machine (DESIGN.md 3). A parallel region
+// waits at its end for every thread of its team, and a thread that shares its core with another
+// process can keep it waiting a scheduler slice: on a busy machine the team can be slower than
+// one thread (generation at 0.45x on 2 threads beside a busy loop). So each step runs on the
+// team or on one thread, whichever the moving average of its step times says is faster; the
+// other is tried again after 4 steps, then after a gap that doubles (quadruples when it lost by
+// half) up to 256, and from 4 again when the choice changes. Results do not depend on it: every
+// kernel gives the same bits on any number of threads. Without OpenMP it does nothing.
+
+RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t) {
+    memset(t, 0, sizeof *t);
+    t->team = retrlm__max_threads();
+    t->gap = 4;
+}
+
+RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t) {
+    int best, use; // 0: one thread, 1: the team
+    if (t->team <= 1) return;
+    best = t->ema[0] > 0.0 && t->ema[0] < t->ema[1] ? 0 : 1;
+    if (t->step == 0 || t->ema[1] <= 0.0) use = 1; // the first step warms up: not measured
+    else if (t->ema[0] <= 0.0) use = 0;
+    else if (t->step >= t->probe) { // try the other
+        double ratio = t->ema[!best] / t->ema[best];
+        use = !best;
+        t->probe = t->step + t->gap;
+        t->gap = RETRLM__MIN((int64_t)256, t->gap * (ratio > 1.5 ? 4 : 2));
+    } else use = best;
+    t->one = use == 0;
+#ifdef RETRLM__OMP
+    omp_set_num_threads(t->one ? 1 : t->team);
+#endif
+    t->t0 = retrlm_time_seconds();
+}
+
+RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t) {
+    double dt;
+    int k, before;
+    if (t->team <= 1) return;
+    dt = retrlm_time_seconds() - t->t0;
+    k = !t->one;
+    before = t->ema[0] > 0.0 && t->ema[1] > 0.0 && t->ema[0] < t->ema[1];
+    if (t->step > 0) t->ema[k] = t->ema[k] > 0.0 ? 0.75 * t->ema[k] + 0.25 * dt : dt;
+    if (t->ema[0] > 0.0 && t->ema[1] > 0.0 && before != (t->ema[0] < t->ema[1])) t->gap = 4;
+    t->step++;
+}
+
+RETRLM__PRIVATE void retrlm__tuner_done(retrlm__tuner *t) {
+#ifdef RETRLM__OMP
+    if (t->team > 1) omp_set_num_threads(t->team);
+#else
+    (void)t;
 #endif
 }
 
@@ -13614,6 +13682,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
     const int B = cfg->batch > 0 ? cfg->batch : m->config.max_batch;
     const int T = cfg->seq_len > 0 ? cfg->seq_len : m->config.max_seq_len;
     retrlm_result r = RETRLM_OK;
+    retrlm__tuner tn;
     int *inp, *tgt;
     RETRLM_ASSERT(m && opt && cfg && st);
     if (B > m->config.max_batch || T > m->config.max_seq_len || !cfg->train ||
@@ -13624,6 +13693,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
     inp = (int *)retrlm__alloc((size_t)B * T, 2 * sizeof(int));
     if (!inp) return retrlm__fail(RETRLM_ERR_NOMEM, "lm_train: no memory");
     tgt = inp + (size_t)B * T;
+    retrlm__tuner_init(&tn); // each step on the team or on one thread: whichever is faster here
     while (st->step < cfg->steps && !r) {
         int b, t, final;
         float loss = 0.0f;
@@ -13634,7 +13704,10 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
                 tgt[b * T + t] = cfg->train[off + (size_t)t + 1];
             }
         }
-        if ((r = retrlm__lm_step(m, opt, inp, tgt, B, T, NULL, NULL, &loss))) break;
+        retrlm__tuner_start(&tn);
+        r = retrlm__lm_step(m, opt, inp, tgt, B, T, NULL, NULL, &loss);
+        retrlm__tuner_stop(&tn);
+        if (r) break;
         if (cfg->losses) cfg->losses[st->step] = loss;
         st->last_loss = loss;
         st->step++;
@@ -13656,6 +13729,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
 #endif
         r = retrlm__progress(cfg->progress, cfg->progress_user, "train", (double)st->step, (double)cfg->steps);
     }
+    retrlm__tuner_done(&tn);
     RETRLM_FREE(inp);
     return r;
 }
@@ -13858,23 +13932,31 @@ static retrlm_result retrlm__decode_plain(retrlm_model *m, int token, int pos) {
 RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *prompt, int n_prompt,
                                                int n_new, const retrlm_sampler *s,
                                                retrlm_rng *rng, int *out, int *n_out) {
-    retrlm_result r;
+    retrlm_result r = RETRLM_OK;
+    retrlm__tuner tn;
     int pos, got = 0, tok;
     RETRLM_ASSERT(m && prompt && (out || n_new == 0) && (rng || !s || s->temperature <= 0.0f));
     if (n_out) *n_out = 0;
     if (n_prompt < 1 || n_prompt > m->config.max_seq_len || n_new < 0)
         return retrlm__fail(RETRLM_ERR_ARG, "model_generate: prompt of %d tokens (1..%d), %d new",
                             n_prompt, m->config.max_seq_len, n_new);
-    for (pos = 0; pos < n_prompt; pos++)
-        if ((r = retrlm__decode_plain(m, prompt[pos], pos))) return r;
-    while (got < n_new) {
+    retrlm__tuner_init(&tn); // each step on the team or on one thread: whichever is faster here
+    for (pos = 0; pos < n_prompt && !r; pos++) {
+        retrlm__tuner_start(&tn);
+        r = retrlm__decode_plain(m, prompt[pos], pos);
+        retrlm__tuner_stop(&tn);
+    }
+    while (got < n_new && !r) {
         tok = retrlm_model_sample(m, m->step_logits, s, rng);
         out[got++] = tok;
         if (n_out) *n_out = got;
         if (got == n_new || pos >= m->config.max_seq_len) break;
-        if ((r = retrlm__decode_plain(m, tok, pos++))) return r;
+        retrlm__tuner_start(&tn);
+        r = retrlm__decode_plain(m, tok, pos++);
+        retrlm__tuner_stop(&tn);
     }
-    return RETRLM_OK;
+    retrlm__tuner_done(&tn);
+    return r;
 }
 /* ---- retrlm_impl/checkpoint.c ---- */
 

@@ -144,6 +144,61 @@ static int retrlm__max_threads(void) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The thread count of a loop of like steps on a shared machine (DESIGN.md 3). A parallel region
+// waits at its end for every thread of its team, and a thread that shares its core with another
+// process can keep it waiting a scheduler slice: on a busy machine the team can be slower than
+// one thread (generation at 0.45x on 2 threads beside a busy loop). So each step runs on the
+// team or on one thread, whichever the moving average of its step times says is faster; the
+// other is tried again after 4 steps, then after a gap that doubles (quadruples when it lost by
+// half) up to 256, and from 4 again when the choice changes. Results do not depend on it: every
+// kernel gives the same bits on any number of threads. Without OpenMP it does nothing.
+
+RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t) {
+    memset(t, 0, sizeof *t);
+    t->team = retrlm__max_threads();
+    t->gap = 4;
+}
+
+RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t) {
+    int best, use; // 0: one thread, 1: the team
+    if (t->team <= 1) return;
+    best = t->ema[0] > 0.0 && t->ema[0] < t->ema[1] ? 0 : 1;
+    if (t->step == 0 || t->ema[1] <= 0.0) use = 1; // the first step warms up: not measured
+    else if (t->ema[0] <= 0.0) use = 0;
+    else if (t->step >= t->probe) { // try the other
+        double ratio = t->ema[!best] / t->ema[best];
+        use = !best;
+        t->probe = t->step + t->gap;
+        t->gap = RETRLM__MIN((int64_t)256, t->gap * (ratio > 1.5 ? 4 : 2));
+    } else use = best;
+    t->one = use == 0;
+#ifdef RETRLM__OMP
+    omp_set_num_threads(t->one ? 1 : t->team);
+#endif
+    t->t0 = retrlm_time_seconds();
+}
+
+RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t) {
+    double dt;
+    int k, before;
+    if (t->team <= 1) return;
+    dt = retrlm_time_seconds() - t->t0;
+    k = !t->one;
+    before = t->ema[0] > 0.0 && t->ema[1] > 0.0 && t->ema[0] < t->ema[1];
+    if (t->step > 0) t->ema[k] = t->ema[k] > 0.0 ? 0.75 * t->ema[k] + 0.25 * dt : dt;
+    if (t->ema[0] > 0.0 && t->ema[1] > 0.0 && before != (t->ema[0] < t->ema[1])) t->gap = 4;
+    t->step++;
+}
+
+RETRLM__PRIVATE void retrlm__tuner_done(retrlm__tuner *t) {
+#ifdef RETRLM__OMP
+    if (t->team > 1) omp_set_num_threads(t->team);
+#else
+    (void)t;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
 // RNG: xoshiro256** (Blackman and Vigna, "Scrambled linear pseudorandom number generators",
 // 2018), state filled by splitmix64 so that any 64-bit seed gives a good state.
 

@@ -125,6 +125,19 @@ RETRLM__PRIVATE int retrlm__arr_reserve(void *array_ptr, size_t elem, size_t n);
 /* Number of threads a parallel region may use (1 without OpenMP). */
 RETRLM__PRIVATE int retrlm__max_threads(void);
 
+/* The thread count for a loop of like steps (decoding, training) on a machine others share
+   (core.c): _start before a step sets it (the team or one thread), _stop after it; _done gives
+   the caller its team back. */
+typedef struct retrlm__tuner {
+    int     team, one;     /* the team's size (retrlm__max_threads at _init); this step on one */
+    double  ema[2], t0;    /* seconds a step on [0] one thread, [1] the team (0: not measured) */
+    int64_t step, probe, gap;
+} retrlm__tuner;
+RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t);
+RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t);
+RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t);
+RETRLM__PRIVATE void retrlm__tuner_done(retrlm__tuner *t);
+
 /* ---- thread-local storage for the error detail --------------------------------------------- */
 #if defined(__cplusplus) && __cplusplus >= 201103L
 #define RETRLM__TLS thread_local

@@ -1826,6 +1826,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
     const int B = cfg->batch > 0 ? cfg->batch : m->config.max_batch;
     const int T = cfg->seq_len > 0 ? cfg->seq_len : m->config.max_seq_len;
     retrlm_result r = RETRLM_OK;
+    retrlm__tuner tn;
     int *inp, *tgt;
     RETRLM_ASSERT(m && opt && cfg && st);
     if (B > m->config.max_batch || T > m->config.max_seq_len || !cfg->train ||
@@ -1836,6 +1837,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
     inp = (int *)retrlm__alloc((size_t)B * T, 2 * sizeof(int));
     if (!inp) return retrlm__fail(RETRLM_ERR_NOMEM, "lm_train: no memory");
     tgt = inp + (size_t)B * T;
+    retrlm__tuner_init(&tn); // each step on the team or on one thread: whichever is faster here
     while (st->step < cfg->steps && !r) {
         int b, t, final;
         float loss = 0.0f;
@@ -1846,7 +1848,10 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
                 tgt[b * T + t] = cfg->train[off + (size_t)t + 1];
             }
         }
-        if ((r = retrlm__lm_step(m, opt, inp, tgt, B, T, NULL, NULL, &loss))) break;
+        retrlm__tuner_start(&tn);
+        r = retrlm__lm_step(m, opt, inp, tgt, B, T, NULL, NULL, &loss);
+        retrlm__tuner_stop(&tn);
+        if (r) break;
         if (cfg->losses) cfg->losses[st->step] = loss;
         st->last_loss = loss;
         st->step++;
@@ -1868,6 +1873,7 @@ RETRLM_API retrlm_result retrlm_lm_train(retrlm_model *m, retrlm_adamw *opt,
 #endif
         r = retrlm__progress(cfg->progress, cfg->progress_user, "train", (double)st->step, (double)cfg->steps);
     }
+    retrlm__tuner_done(&tn);
     RETRLM_FREE(inp);
     return r;
 }
@@ -2070,21 +2076,29 @@ static retrlm_result retrlm__decode_plain(retrlm_model *m, int token, int pos) {
 RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *prompt, int n_prompt,
                                                int n_new, const retrlm_sampler *s,
                                                retrlm_rng *rng, int *out, int *n_out) {
-    retrlm_result r;
+    retrlm_result r = RETRLM_OK;
+    retrlm__tuner tn;
     int pos, got = 0, tok;
     RETRLM_ASSERT(m && prompt && (out || n_new == 0) && (rng || !s || s->temperature <= 0.0f));
     if (n_out) *n_out = 0;
     if (n_prompt < 1 || n_prompt > m->config.max_seq_len || n_new < 0)
         return retrlm__fail(RETRLM_ERR_ARG, "model_generate: prompt of %d tokens (1..%d), %d new",
                             n_prompt, m->config.max_seq_len, n_new);
-    for (pos = 0; pos < n_prompt; pos++)
-        if ((r = retrlm__decode_plain(m, prompt[pos], pos))) return r;
-    while (got < n_new) {
+    retrlm__tuner_init(&tn); // each step on the team or on one thread: whichever is faster here
+    for (pos = 0; pos < n_prompt && !r; pos++) {
+        retrlm__tuner_start(&tn);
+        r = retrlm__decode_plain(m, prompt[pos], pos);
+        retrlm__tuner_stop(&tn);
+    }
+    while (got < n_new && !r) {
         tok = retrlm_model_sample(m, m->step_logits, s, rng);
         out[got++] = tok;
         if (n_out) *n_out = got;
         if (got == n_new || pos >= m->config.max_seq_len) break;
-        if ((r = retrlm__decode_plain(m, tok, pos++))) return r;
+        retrlm__tuner_start(&tn);
+        r = retrlm__decode_plain(m, tok, pos++);
+        retrlm__tuner_stop(&tn);
     }
-    return RETRLM_OK;
+    retrlm__tuner_done(&tn);
+    return r;
 }
