@@ -460,8 +460,8 @@ static size_t retrlm__q8_rows(const retrlm_model_config *c, int t, int *K) {
 }
 
 // int8 values and scales an int8 model of config c holds; with q and s, points m's tensors there
-RETRLM__PRIVATE void retrlm__q8_place(retrlm_model *m, const retrlm_model_config *c, const int8_t *q,
-                             const float *s, size_t *nq, size_t *ns) {
+RETRLM__PRIVATE void retrlm__q8_place(retrlm_model *m, const retrlm_model_config *c,
+                                      const int8_t *q, const float *s, size_t *nq, size_t *ns) {
     size_t oq = 0, os = 0;
     int t, K;
     for (t = 0; t < RETRLM_T_ATTN_NORM; t++) {
@@ -518,7 +518,8 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
     memset(m, 0, sizeof *m);
     if ((r = retrlm__resolve_config(&c)) != RETRLM_OK) return r;
     if (q8 && (c.retro_chunk || ext))
-        return retrlm__fail(RETRLM_ERR_ARG, "model: int8 weights are for plain models, not RETRO's");
+        return retrlm__fail(RETRLM_ERR_ARG, "model: int8 weights are for plain models, not "
+                            "RETRO's");
     if (q8) c.inference = 1;
     m->config = c;
     m->retro_layers = retrlm__retro_count(&c);
@@ -536,7 +537,9 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
         m->grads = c.inference ? NULL : src->grads;
         m->n_params = q8 ? off - mats : off;
         m->n_decay = q8 ? 0 : mats;
-        if (q8) retrlm__q8_place(m, &c, src->q8_[RETRLM_T_EMBED], src->q8s_[RETRLM_T_EMBED], NULL, NULL);
+        if (q8)
+            retrlm__q8_place(m, &c, src->q8_[RETRLM_T_EMBED], src->q8s_[RETRLM_T_EMBED], NULL,
+                             NULL);
     } else {
         m->n_params = q8 ? off - mats : off;
         m->n_decay = q8 ? 0 : mats;
@@ -579,10 +582,10 @@ RETRLM__PRIVATE retrlm_result retrlm__model_alloc(retrlm_model *m, const retrlm_
                                                (size_t)RETRLM__MAX(c.dim, c.rpt_dim),
                                                &m->rpt_own_);
     }
-    if (!m->params || (!c.inference && (!m->grads || !m->acts_)) || (q8 && !m->q8_[RETRLM_T_EMBED]) ||
-        !m->rope_ || !m->work_ ||
-        !m->mmws_ || !m->tokens_ || !m->lengths_ || !m->ids_ || (c.retro_chunk && (!m->retro_ || !m->retro_ints_ ||
-                                                        !m->retro_enc)) ||
+    if (!m->params || (!c.inference && (!m->grads || !m->acts_)) ||
+        (q8 && !m->q8_[RETRLM_T_EMBED]) || !m->rope_ || !m->work_ || !m->mmws_ || !m->tokens_ ||
+        !m->lengths_ || !m->ids_ ||
+        (c.retro_chunk && (!m->retro_ || !m->retro_ints_ || !m->retro_enc)) ||
         (c.rpt_dim && !m->rpt_pool_)) {
         retrlm_model_free(m);
         return retrlm__fail(RETRLM_ERR_NOMEM, "model: no memory for %lu parameters and %lu "

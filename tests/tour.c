@@ -172,6 +172,16 @@ void tour(const char *const *docs, int n_docs, const char *test, size_t test_len
     rc.trime = &tt_cfg.trime; rc.trime_cache = 7 * 256; // the keys of the 7 segments before
     retrlm_ralm_bits_per_byte(&lm, &tok, &ds, test_ids, n_test, test_len, &rc, &bpb, NULL);
 
+    retrlm_model_save(&lm, NULL, NULL, "lm.rlm");      // the weights (with opt and st: resumable)
+    retrlm_model_config inf = {0}; inf.inference = 1; // to generate and score: no gradients, no
+    retrlm_model gen; retrlm_model_load(&gen, "lm.rlm", &inf); // training activations; mmap'd
+    retrlm_model lm8; retrlm_model_quantize(&lm8, &gen); // int8 weights (retrlm quantize): 1/4 size
+    retrlm_sampler smp = {0.8f, 0, 0.95f};             // temperature, top-k, top-p
+    retrlm_rng rng; retrlm_rng_seed(&rng, 1);
+    int out[64], n_out;
+    retrlm_model_generate(&lm8, test_ids, 16, 64, &smp, &rng, out, &n_out); // KV cache
+
+    retrlm_model_free(&gen); retrlm_model_free(&lm8);
     retrlm_knnlm_free(&knn); retrlm_npm_index_free(&px);            // all yours to free; a free
     retrlm_rpt_targets_free(&tg); retrlm_rpt_targets_free(&test_tg); // of a zeroed or freed object
     retrlm_retro_neighbours_free(&nb); retrlm_retro_neighbours_free(&test_nb); // does nothing
