@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "../tests/files.h"
@@ -151,22 +150,6 @@ static double retrlm_run(retrlm_model *m, int *toks, int n) {
     return got / (t1 - t0);
 }
 
-static pid_t busy_start(void) {
-    pid_t p = fork();
-    if (p == 0) {
-        volatile unsigned long x = 0;
-        for (;;) x++;
-    }
-    return p;
-}
-
-static void busy_stop(pid_t p) {
-    if (p > 0) {
-        kill(p, SIGKILL);
-        waitpid(p, NULL, 0);
-    }
-}
-
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return v[n / 2];
@@ -196,7 +179,7 @@ static void versus_peer(const shape *s, int have_peer, char lines[][128], int *n
         for (th = 1; th <= 2; th++) {
             double a[REPS], aq[REPS], b[REPS], ra, rq, rb;
             int tq[16];
-            pid_t bp = busy ? busy_start() : -1;
+            pid_t bp = busy ? bench_busy_start() : -1;
 #ifndef _OPENMP
             if (th == 2) continue;
 #endif
@@ -206,7 +189,7 @@ static void versus_peer(const shape *s, int have_peer, char lines[][128], int *n
                 aq[r] = retrlm_run(&mq, tq, 16);
                 b[r] = have_peer ? peer_run(model_path, tok_path, th, tp, 16) : 0.0;
             }
-            busy_stop(bp);
+            bench_busy_stop(bp);
             ra = median(a, REPS), rq = median(aq, REPS), rb = median(b, REPS);
             if (have_peer && !busy && th == 1)
                 for (agree = 0; agree < 16 && tr[agree] == tp[agree]; agree++) {}

@@ -1,7 +1,8 @@
 /* bench/machine.h - what a bench ran on, printed first by every bench: the CPU model and its
    vector extensions (Linux: /proc/cpuinfo), the cores online, retrlm's kernel path
-   (retrlm_cpu_path) and OpenMP's threads; then the same as name=value lines for scripts.
-   Include after retrlm.h. */
+   (retrlm_cpu_path) and OpenMP's threads; then the same as name=value lines for scripts. And a
+   busy loop in another process, to hold a core as a shared machine's neighbours do.
+   Include after retrlm.h (its implementation asks for POSIX). */
 #ifndef BENCH_MACHINE_H
 #define BENCH_MACHINE_H
 #include <stdio.h>
@@ -9,6 +10,32 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BENCH__UNUSED __attribute__((unused))
+#else
+#define BENCH__UNUSED
+#endif
+
+/* a child process that spins until bench_busy_stop */
+BENCH__UNUSED static pid_t bench_busy_start(void) {
+    pid_t p = fork();
+    if (p == 0) {
+        volatile unsigned long x = 0;
+        for (;;) x++;
+    }
+    return p;
+}
+
+BENCH__UNUSED static void bench_busy_stop(pid_t p) {
+    if (p > 0) {
+        kill(p, SIGKILL);
+        waitpid(p, NULL, 0);
+    }
+}
 
 static void bench_machine(void) {
     char line[4096], model[256] = "unknown", flags[128] = "";

@@ -75,6 +75,41 @@ static double retrlm_gflops(int threads) {
     return 2.0 * M * N * K / best / 1e9;
 }
 
+// retrlm_lm_train's tokens/s (small shape, batch 4 x 256, STEPS steps on a random stream) on
+// threads, with a busy loop holding a core or not: the trainer chooses each step's thread count
+static double lm_train_rate(int threads, int busy) {
+    enum { STEPS = 24, B = 4, T = 256, V = 8192, N = 200000 };
+    retrlm_model_config mc;
+    retrlm_model m;
+    retrlm_adamw o;
+    retrlm_adamw_group g[2];
+    retrlm_lm_train_config tc;
+    retrlm_lm_train_state st;
+    int *stream = (int *)malloc(N * sizeof(int)), i;
+    double t;
+    pid_t bp;
+    memset(&mc, 0, sizeof mc);
+    mc.vocab_size = V, mc.max_seq_len = T, mc.max_batch = B;
+    for (i = 0; i < N; i++) stream[i] = (int)(((unsigned)i * 2654435761u) % V);
+    if (!stream || retrlm_model_init(&m, &mc) ||
+        retrlm_adamw_init(&o, NULL, g, retrlm_model_param_groups(&m, 1e-3f, 0.1f, g)))
+        return 0.0;
+    memset(&tc, 0, sizeof tc);
+    tc.train = stream, tc.n_train = N, tc.steps = STEPS;
+    retrlm_lm_train_state_init(&st, 1);
+    set_threads(threads);
+    bp = busy ? bench_busy_start() : -1;
+    t = retrlm_time_seconds();
+    if (retrlm_lm_train(&m, &o, &tc, &st)) t = 1e30;
+    t = retrlm_time_seconds() - t;
+    bench_busy_stop(bp);
+    set_threads(2);
+    retrlm_adamw_free(&o);
+    retrlm_model_free(&m);
+    free(stream);
+    return (double)STEPS * B * T / t;
+}
+
 int main(void) {
     static const shape shapes[2] = {{"small", 4, 256, 4, 8192}, {"gpt2s", 12, 768, 12, 8192}};
     static const int seqs[2] = {64, 256};
@@ -156,6 +191,32 @@ int main(void) {
                 retrlm_adamw_free(&o);
                 retrlm_model_free(&m);
             }
+    printf("\n");
+    // on a shared machine: retrlm_lm_train with a core held by another process (its thread
+    // count chosen step by step), against one thread; medians of 3
+    printf("\nretrlm_lm_train, small shape, 4 x 256, 24 steps, tokens/s (median of 3)\n"
+           "| other core | 1 thread | 2 threads | 2 / 1 |\n|---|---:|---:|---:|\n");
+    for (q = 0; q <= 1; q++) {
+        double r1[3], r2[3], a, b, x;
+        int u, v;
+#ifndef _OPENMP
+        break;
+#endif
+        for (i = 0; i < 3; i++) {
+            r1[i] = lm_train_rate(1, q);
+            r2[i] = lm_train_rate(2, q);
+        }
+        for (u = 0; u < 3; u++) // sort both (three values)
+            for (v = u + 1; v < 3; v++) {
+                if (r1[v] < r1[u]) x = r1[u], r1[u] = r1[v], r1[v] = x;
+                if (r2[v] < r2[u]) x = r2[u], r2[u] = r2[v], r2[v] = x;
+            }
+        a = r1[1], b = r2[1];
+        printf("| %s | %.0f | %.0f | %.2f |\n", q ? "busy" : "idle", a, b, b / a);
+        snprintf(lines[nl++], sizeof lines[0], "lm_train_small_%s_t1_tokens_per_s=%.0f", q ? "busy" : "idle", a);
+        snprintf(lines[nl++], sizeof lines[0], "lm_train_small_%s_t2_tokens_per_s=%.0f", q ? "busy" : "idle", b);
+        snprintf(lines[nl++], sizeof lines[0], "lm_train_small_%s_t2_vs_t1=%.2f", q ? "busy" : "idle", b / a);
+    }
     printf("\n");
     for (i = 0; i < nl; i++) printf("%s\n", lines[i]);
     return 0;
