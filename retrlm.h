@@ -3467,9 +3467,11 @@ static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
 
 // int8 weights (retrlm__q8_quantize): out[r] = a . row r of q, each group of RETRLM__Q8_GROUP
 // weights of a row times its scale (s, ldq / RETRLM__Q8_GROUP rounded up scales a row). The
-// weight is dequantized (scale x int8, one product) and then multiplied with a, so a row gives
-// the bits of retrlm__dot over its dequantized row summed in these lanes. Four rows share the
-// loads of a; rows < 4 of them are real (the others are not read).
+// weight is dequantized (scale x int8, one product) and then multiplied with a, in the lanes and
+// the order of retrlm__dot4: with n a multiple of the group, four rows give the bits it gives
+// for their dequantized rows (an int8 model decodes as the f32 model of its dequantized
+// weights; the tail of a partial group is summed apart). Four rows share the loads of
+// a; rows < 4 of them are real (the others are not read).
 #define RETRLM__DEFINE_DOT4_Q8(name, ATTR)                                                          \
     ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const int8_t *q,           \
                                            const float *s, size_t ldq, int n, int rows) {        \
