@@ -3485,21 +3485,24 @@ static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
         for (; i + RETRLM__Q8_GROUP <= n; i += RETRLM__Q8_GROUP, g++) {                           \
             const float d0 = s0[g], d1 = s1[g], d2 = s2[g], d3 = s3[g];                           \
             for (h = i; h < i + RETRLM__Q8_GROUP; h += 16)                                        \
-                for (j = 0; j < 16; j++) {                                                        \
-                    float aj = a[h + j];                                                          \
-                    c0[j] += aj * (d0 * (float)q0[h + j]);                                        \
-                    c1[j] += aj * (d1 * (float)q1[h + j]);                                        \
-                    c2[j] += aj * (d2 * (float)q2[h + j]);                                        \
-                    c3[j] += aj * (d3 * (float)q3[h + j]);                                        \
+                for (j = 0; j < 16; j++) { /* each weight a float first: rounded as f32's */      \
+                    float aj = a[h + j], w0 = d0 * (float)q0[h + j], w1 = d1 * (float)q1[h + j];  \
+                    float w2 = d2 * (float)q2[h + j], w3 = d3 * (float)q3[h + j];                 \
+                    c0[j] += aj * w0;                                                             \
+                    c1[j] += aj * w1;                                                             \
+                    c2[j] += aj * w2;                                                             \
+                    c3[j] += aj * w3;                                                             \
                 }                                                                                 \
         }                                                                                         \
         RETRLM__TREE4(16)                                                                         \
         t[0] = c0[0], t[1] = c1[0], t[2] = c2[0], t[3] = c3[0];                                   \
         for (j = i; j < n; j++) { /* the last, partial group */                                   \
-            t[0] += a[j] * (s0[g] * (float)q0[j]);                                                \
-            t[1] += a[j] * (s1[g] * (float)q1[j]);                                                \
-            t[2] += a[j] * (s2[g] * (float)q2[j]);                                                \
-            t[3] += a[j] * (s3[g] * (float)q3[j]);                                                \
+            float w0 = s0[g] * (float)q0[j], w1 = s1[g] * (float)q1[j];                           \
+            float w2 = s2[g] * (float)q2[j], w3 = s3[g] * (float)q3[j];                           \
+            t[0] += a[j] * w0;                                                                    \
+            t[1] += a[j] * w1;                                                                    \
+            t[2] += a[j] * w2;                                                                    \
+            t[3] += a[j] * w3;                                                                    \
         }                                                                                         \
         for (j = 0; j < rows; j++) out[j] = t[j];                                                 \
     }
@@ -3850,7 +3853,9 @@ static void retrlm__matmul_rows(const retrlm__gemm_kernel *g, float *C, const fl
             for (n = nb * chunk; n < n1; n += 4) {
                 const float *b0 = bq ? NULL : B + (size_t)n * K;
                 int j, rows = RETRLM__MIN(4, n1 - n);
-                if (bq) g->dot4_q8(v, a, bq->q + (size_t)n * K, bq->s + (size_t)n * bq->ss, (size_t)K, K, rows);
+                if (bq)
+                    g->dot4_q8(v, a, bq->q + (size_t)n * K, bq->s + (size_t)n * bq->ss, (size_t)K,
+                               K, rows);
                 else if (rows == 4) dot4(v, a, b0, (size_t)K, K);
                 else
                     for (j = 0; j < rows; j++) v[j] = dot(a, b0 + (size_t)j * K, K);
