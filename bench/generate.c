@@ -43,11 +43,6 @@ static void die(const char *what) {
     exit(1);
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 // ---- the peer's files: checkpoint (legacy format) and tokenizer.bin --------------------------
 
 static void put(FILE *f, const float *p, size_t n) {
@@ -150,11 +145,6 @@ static double retrlm_run(retrlm_model *m, int *toks, int n) {
     return got / (t1 - t0);
 }
 
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
-
 static void versus_peer(const shape *s, int have_peer, char lines[][128], int *nl) {
     retrlm_model_config mc;
     retrlm_model m, mq;
@@ -190,7 +180,7 @@ static void versus_peer(const shape *s, int have_peer, char lines[][128], int *n
                 b[r] = have_peer ? peer_run(model_path, tok_path, th, tp, 16) : 0.0;
             }
             bench_busy_stop(bp);
-            ra = median(a, REPS), rq = median(aq, REPS), rb = median(b, REPS);
+            ra = bench_median(a, REPS), rq = bench_median(aq, REPS), rb = bench_median(b, REPS);
             if (have_peer && !busy && th == 1)
                 for (agree = 0; agree < 16 && tr[agree] == tp[agree]; agree++) {}
             if (rb > 0.0)
@@ -295,13 +285,13 @@ static void memory(char lines[][128], int *nl) {
            "weights %.1f MB, KV cache %.1f MB\n| opened | open (ms) | peak resident, context full "
            "(MB) | / (weights + KV) |\n"
            "|---|---:|---:|---:|\n", weights_mb, kv_mb);
-    printf("| inference-only, mapped | %.2f | %.1f | %.2f |\n", 1e3 * median(open_s, 5), hwm_mb,
+    printf("| inference-only, mapped | %.2f | %.1f | %.2f |\n", 1e3 * bench_median(open_s, 5), hwm_mb,
            hwm_mb / (weights_mb + kv_mb));
     printf("| for training (retrlm_model_load) | %.1f | %.1f | %.2f |\n", 1e3 * full[0],
            full[1] * 1024.0 / 1e6, full[1] * 1024.0 / 1e6 / (weights_mb + kv_mb));
     printf("| int8 (retrlm_model_quantize), mapped | %.2f | %.1f | %.2f |\n", 1e3 * q8[0],
            q8[1] * 1024.0 / 1e6, q8[1] * 1024.0 / 1e6 / (weights_mb + kv_mb));
-    snprintf(lines[(*nl)++], 128, "gpt2small_open_ms=%.2f", 1e3 * median(open_s, 5));
+    snprintf(lines[(*nl)++], 128, "gpt2small_open_ms=%.2f", 1e3 * bench_median(open_s, 5));
     snprintf(lines[(*nl)++], 128, "gpt2small_inference_peak_mb=%.1f", hwm_mb);
     snprintf(lines[(*nl)++], 128, "gpt2small_inference_vs_weights_kv=%.2f", hwm_mb / (weights_mb + kv_mb));
     snprintf(lines[(*nl)++], 128, "gpt2small_training_load_peak_mb=%.1f", full[1] * 1024.0 / 1e6);

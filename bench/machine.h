@@ -6,6 +6,7 @@
 #ifndef BENCH_MACHINE_H
 #define BENCH_MACHINE_H
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -19,6 +20,17 @@
 #else
 #define BENCH__UNUSED
 #endif
+
+BENCH__UNUSED static int bench__cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* the median of v (n > 0; sorts v in place): the middle value, or the mean of the two middle */
+BENCH__UNUSED static double bench_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, bench__cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 /* a child process that spins until bench_busy_stop */
 BENCH__UNUSED static pid_t bench_busy_start(void) {

@@ -35,11 +35,6 @@ static void set_all_threads(int n) {
 #endif
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 // median seconds of one call over 5 repetitions, each long enough to time
 typedef void (*run_fn)(const shape *s, const float *A, const float *B, float *C);
 static double timeit(run_fn fn, const shape *s, const float *A, const float *B, float *C) {
@@ -54,8 +49,7 @@ static double timeit(run_fn fn, const shape *s, const float *A, const float *B, 
         for (i = 0; i < iters; i++) fn(s, A, B, C);
         t[rep] = (retrlm_time_seconds() - a) / iters;
     }
-    qsort(t, 5, sizeof t[0], cmp_double);
-    return t[2];
+    return bench_median(t, 5);
 }
 
 static void run_retrlm(const shape *s, const float *A, const float *B, float *C) {

@@ -316,20 +316,12 @@ static int tick(void *user, const char *stage, double done, double total) {
         k->t[k->n++] = retrlm_time_seconds();
     return 0;
 }
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 // the median seconds between consecutive ticks
 static double tick_median(const ticks *k) {
     double d[SPEED_STEPS];
     int i;
     for (i = 1; i < k->n; i++) d[i - 1] = k->t[i] - k->t[i - 1];
-    return k->n > 1 ? median(d, k->n - 1) : 0.0;
+    return k->n > 1 ? bench_median(d, k->n - 1) : 0.0;
 }
 // out: [0] LM step s, [1] RETRO step s, [2] LM generation tokens/s, [3] RETRO's
 static void speed(const retrlm_tokenizer *tok, const retrlm_datastore *ds, const int *train, size_t n_train,
@@ -388,8 +380,8 @@ static void speed(const retrlm_tokenizer *tok, const retrlm_datastore *ds, const
             gen[1][run] = n_out / (retrlm_time_seconds() - t0);
         }
     }
-    out[2] = median(gen[0], GEN_RUNS);
-    out[3] = median(gen[1], GEN_RUNS);
+    out[2] = bench_median(gen[0], GEN_RUNS);
+    out[3] = bench_median(gen[1], GEN_RUNS);
     free(gout);
 }
 

@@ -197,8 +197,7 @@ int main(void) {
     printf("\nretrlm_lm_train, small shape, 4 x 256, 24 steps, tokens/s (median of 3)\n"
            "| other core | 1 thread | 2 threads | 2 / 1 |\n|---|---:|---:|---:|\n");
     for (q = 0; q <= 1; q++) {
-        double r1[3], r2[3], a, b, x;
-        int u, v;
+        double r1[3], r2[3], a, b;
 #ifndef _OPENMP
         break;
 #endif
@@ -206,12 +205,7 @@ int main(void) {
             r1[i] = lm_train_rate(1, q);
             r2[i] = lm_train_rate(2, q);
         }
-        for (u = 0; u < 3; u++) // sort both (three values)
-            for (v = u + 1; v < 3; v++) {
-                if (r1[v] < r1[u]) x = r1[u], r1[u] = r1[v], r1[v] = x;
-                if (r2[v] < r2[u]) x = r2[u], r2[u] = r2[v], r2[v] = x;
-            }
-        a = r1[1], b = r2[1];
+        a = bench_median(r1, 3), b = bench_median(r2, 3);
         printf("| %s | %.0f | %.0f | %.2f |\n", q ? "busy" : "idle", a, b, b / a);
         snprintf(lines[nl++], sizeof lines[0], "lm_train_small_%s_t1_tokens_per_s=%.0f", q ? "busy" : "idle", a);
         snprintf(lines[nl++], sizeof lines[0], "lm_train_small_%s_t2_tokens_per_s=%.0f", q ? "busy" : "idle", b);
