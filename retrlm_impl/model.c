@@ -447,16 +447,11 @@ RETRLM__PRIVATE retrlm_result retrlm__mm(const retrlm_model *m, float *C, const 
 // int8 weights: the rows of matrix t over all layers (0: it has none in an int8 model: RETRO's
 // and RPT's, which int8 does not cover) and their in-dimension *K
 static size_t retrlm__q8_rows(const retrlm_model_config *c, int t, int *K) {
-    const size_t L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->ffn_dim;
+    size_t sz[RETRLM_T_COUNT];
     *K = t == RETRLM_T_W_DOWN ? c->ffn_dim : c->dim;
-    switch (t) {
-    case RETRLM_T_EMBED: return (size_t)c->vocab_size;
-    case RETRLM_T_LM_HEAD: return c->untied ? (size_t)c->vocab_size : 0;
-    case RETRLM_T_WQ: case RETRLM_T_WK: case RETRLM_T_WV: case RETRLM_T_WO: case RETRLM_T_W_DOWN:
-        return L * D;
-    case RETRLM_T_W_GATE: case RETRLM_T_W_UP: return L * F;
-    default: return 0;
-    }
+    if (t > RETRLM_T_W_DOWN) return 0;
+    retrlm__tensor_sizes(c, sz);
+    return sz[t] / (size_t)*K;
 }
 
 // int8 values and scales an int8 model of config c holds; with q and s, points m's tensors there
