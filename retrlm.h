@@ -1696,9 +1696,16 @@ typedef struct retrlm_knnlm {
     retrlm_reader reader_; /* the loaded file, while the index borrows from it */
 } retrlm_knnlm;
 
-/* Runs m over tokens (n) in windows of seq_len (default max_seq_len) that overlap by half, so
-   every key but those of the first window sees at least seq_len/2 tokens of context, and adds
-   one key per position. index_config: dim and metric are set here (L2); the rest is yours
+/* Runs m over tokens (n) once and adds one key per position. The stream is cut into up to
+   max_batch lanes (64 at most, each at least seq_len/2 long; seq_len defaults to max_seq_len),
+   read side by side in blocks of seq_len/2 tokens. Each block also attends to the block before
+   it, whose keys and values are carried over rather than computed again (Transformer-XL's
+   segment recurrence, with rotary positions counted from the carried block), and a lane starts
+   by reading the half block before its first key. So every key but those of the first seq_len/2
+   positions sees at least seq_len/2 tokens of context (the deeper layers, through the carried
+   states, more), for one forward pass a token: half the work of windows that overlap by half.
+   The keys of the first block of each lane are those of a window of seq_len/2 read alone, and
+   the second's those of the window of both blocks. Plain causal decoders (not RETRO models). index_config: dim and metric are set here (L2); the rest is yours
    (NULL: flat f32). IVF or SQ8 storage is trained on the keys first. With nlist > 0 and
    nprobe 0, the keys are searched with retrlm_knnlm_default_nprobe(nlist) lists: the square
    root of nlist rounded up (32 of 1024), since a kNN-LM needs most of its k neighbours right and
@@ -12644,24 +12651,28 @@ static int retrlm__att_keys(int t, int len, int causal) {
     return causal ? RETRLM__MIN(t + 1, len) : len;
 }
 
-// softmax(q k^T / sqrt(hd)) v per (sequence, head); att (B, H, T, T) keeps the probabilities
-// (0 where masked). q, k, v, y are (B*T, H*hd).
+// softmax(q k^T / sqrt(hd)) v per (sequence, head). q and y are (B*T, H*hd), k and v
+// (B*Tk, H*hd) with Tk = off + T: query t is position off + t of its sequence, whose first off
+// keys come before the T it brings (context carried from an earlier forward; 0 but for
+// retrlm__forward_carry, which is causal). att (B, H, T, Tk) keeps the probabilities (0 where
+// masked).
 static void retrlm__attention_forward(float *y, float *att, const float *q, const float *k,
-                                      const float *v, const int *len, int B, int T, int H, int hd,
-                                      int causal) {
+                                      const float *v, const int *len, int B, int T, int off,
+                                      int H, int hd, int causal) {
     int bh;
-    const int D = H * hd;
+    const int D = H * hd, Tk = off + T;
     const float scale = 1.0f / sqrtf((float)hd);
-    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 4e6)
+    RETRLM_ASSERT(causal || !off);
+    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * Tk * D > 4e6)
     for (bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H, t, j, d;
         for (t = 0; t < T; t++) {
-            float *p = att + ((size_t)bh * T + t) * T, mx = -FLT_MAX, sum = 0.0f;
+            float *p = att + ((size_t)bh * T + t) * Tk, mx = -FLT_MAX, sum = 0.0f;
             const float *qt = q + ((size_t)b * T + t) * D + (size_t)h * hd;
             float *yt = y + ((size_t)b * T + t) * D + (size_t)h * hd;
-            int nk = retrlm__att_keys(t, len[b], causal);
+            int nk = off + retrlm__att_keys(t, len[b], causal);
             for (j = 0; j < nk; j++) {
-                const float *kj = k + ((size_t)b * T + j) * D + (size_t)h * hd;
+                const float *kj = k + ((size_t)b * Tk + j) * D + (size_t)h * hd;
                 float s = 0.0f;
                 RETRLM__SIMD_SUM(s)
                 for (d = 0; d < hd; d++) s += qt[d] * kj[d];
@@ -12673,10 +12684,10 @@ static void retrlm__attention_forward(float *y, float *att, const float *q, cons
                 sum += p[j];
             }
             for (j = 0; j < nk; j++) p[j] /= sum;
-            for (j = nk; j < T; j++) p[j] = 0.0f;
+            for (j = nk; j < Tk; j++) p[j] = 0.0f;
             for (d = 0; d < hd; d++) yt[d] = 0.0f;
             for (j = 0; j < nk; j++) {
-                const float *vj = v + ((size_t)b * T + j) * D + (size_t)h * hd;
+                const float *vj = v + ((size_t)b * Tk + j) * D + (size_t)h * hd;
                 float pj = p[j];
                 RETRLM__SIMD
                 for (d = 0; d < hd; d++) yt[d] += pj * vj[d];
@@ -12967,11 +12978,67 @@ static retrlm_result retrlm__retro_encode(retrlm_model *m, int rows, const int *
                                 RETRLM_FORWARD_NO_LOGITS);
 }
 
+// Context carried from one forward to the next, Transformer-XL style (Dai et al., 2019): each
+// call's T positions also attend to the P = 0 or T positions its rows read in the call before,
+// whose keys and values (kept before rotation) are reused, not computed again. Rotary positions
+// run 0 .. P + T - 1 over the carried and the new positions, so attention sees the offsets it
+// was trained on. Causal plain decoders only; nothing of it is kept for backward.
+typedef struct retrlm__carry {
+    float *k, *v;   // (n_layers, B, T, dim) each: the keys and values of the last call
+    float *kf, *vf; // (B, 2T, dim) each, scratch: carried then new, as attention reads them
+    int B, T, P;    // rows and positions a call; P: positions carried into the next call
+} retrlm__carry;
+
+static void retrlm__carry_free(retrlm__carry *cr) {
+    RETRLM_FREE(cr->k), RETRLM_FREE(cr->v), RETRLM_FREE(cr->kf), RETRLM_FREE(cr->vf);
+}
+
+static retrlm_result retrlm__carry_init(retrlm__carry *cr, const retrlm_model *m, int B, int T) {
+    const size_t D = (size_t)m->config.dim, L = (size_t)m->config.n_layers;
+    memset(cr, 0, sizeof *cr);
+    if (m->config.bidirectional || m->config.retro_chunk || 2 * T > m->config.max_seq_len ||
+        B > m->config.max_batch)
+        return retrlm__fail(RETRLM_ERR_ARG, "model: context is carried for a causal plain decoder, "
+                            "%d x 2 x %d positions at most", m->config.max_batch, m->config.max_seq_len / 2);
+    cr->k = (float *)retrlm__alloc(L * B * T, D * sizeof(float));
+    cr->v = (float *)retrlm__alloc(L * B * T, D * sizeof(float));
+    cr->kf = (float *)retrlm__alloc((size_t)B * 2 * T, D * sizeof(float));
+    cr->vf = (float *)retrlm__alloc((size_t)B * 2 * T, D * sizeof(float));
+    if (!cr->k || !cr->v || !cr->kf || !cr->vf) {
+        retrlm__carry_free(cr);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "model: no memory to carry %d x %d positions", B, T);
+    }
+    cr->B = B, cr->T = T;
+    return RETRLM_OK;
+}
+
+// layer l's attention with the carried positions: a's q, k and v are the call's own, before
+// rotation; its k and v are kept for the next call
+static void retrlm__carry_layer(retrlm_model *m, retrlm__carry *cr, retrlm__acts *a, int l, int B, int T) {
+    const int D = m->config.dim, H = m->config.n_heads, hd = D / H, P = cr->P, Tk = P + T;
+    const size_t row = (size_t)T * D;
+    float *ck = cr->k + (size_t)l * cr->B * row, *cv = cr->v + (size_t)l * cr->B * row;
+    int b;
+    for (b = 0; b < B; b++) {
+        float *kf = cr->kf + (size_t)b * Tk * D, *vf = cr->vf + (size_t)b * Tk * D;
+        memcpy(kf, ck + b * row, (size_t)P * D * sizeof(float));
+        memcpy(vf, cv + b * row, (size_t)P * D * sizeof(float));
+        memcpy(kf + (size_t)P * D, a->k + b * row, row * sizeof(float));
+        memcpy(vf + (size_t)P * D, a->v + b * row, row * sizeof(float));
+        memcpy(ck + b * row, a->k + b * row, row * sizeof(float));
+        memcpy(cv + b * row, a->v + b * row, row * sizeof(float));
+    }
+    retrlm__rope(a->q, B * T, T, P, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
+    retrlm__rope(cr->kf, B * Tk, Tk, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
+    retrlm__attention_forward(a->atty, a->att, a->q, cr->kf, cr->vf, m->lengths_, B, T, P, H, hd, 1);
+}
+
 // a private forward flag: only the first config.rpt_layer layers, nothing after them
 #define RETRLM__FORWARD_RPT 0x100
 
 static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, int T,
-                                     const int *lengths, const int *nb, int flags) {
+                                     const int *lengths, const int *nb, int flags,
+                                     retrlm__carry *carry) {
     const retrlm_model_config *c = &m->config;
     const int D = c->dim, F = c->ffn_dim, V = c->vocab_size, H = c->n_heads, hd = D / H;
     const int L = flags & RETRLM__FORWARD_RPT ? c->rpt_layer : c->n_layers;
@@ -13027,10 +13094,13 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
             (r = retrlm__mmw(m, a.k, a.ln1, RETRLM_T_WK, l, N, D, D, 0)) ||
             (r = retrlm__mmw(m, a.v, a.ln1, RETRLM_T_WV, l, N, D, D, 0)))
             return r;
-        retrlm__rope(a.q, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
-        retrlm__rope(a.k, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
-        retrlm__attention_forward(a.atty, a.att, a.q, a.k, a.v, m->lengths_, B, T, H, hd,
-                                  !c->bidirectional);
+        if (carry) retrlm__carry_layer(m, carry, &a, l, B, T);
+        else {
+            retrlm__rope(a.q, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
+            retrlm__rope(a.k, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
+            retrlm__attention_forward(a.atty, a.att, a.q, a.k, a.v, m->lengths_, B, T, 0, H, hd,
+                                      !c->bidirectional);
+        }
         memcpy(a.mid, x, (size_t)N * D * sizeof(float));
         if ((r = retrlm__mmw(m, a.mid, a.atty, RETRLM_T_WO, l, N, D,
                                D, RETRLM_MATMUL_ACCUMULATE)))
@@ -13091,9 +13161,23 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
     return RETRLM_OK;
 }
 
+// a forward of B rows of cr->T tokens (lengths NULL: all full) after the positions carried
+// from the call before; the next call carries these. Only the activations up to each layer's
+// feed-forward are for reading (retrlm_model_ffn_input): nothing of it serves backward.
+static retrlm_result retrlm__forward_carry(retrlm_model *m, retrlm__carry *cr, const int *tokens,
+                                           int B, const int *lengths) {
+    retrlm_result r;
+    RETRLM_ASSERT(B <= cr->B);
+    r = retrlm__forward(m, tokens, B, cr->T, lengths, NULL, RETRLM_FORWARD_NO_LOGITS, cr);
+    m->B = m->T = 0;
+    m->hidden = NULL;
+    if (!r) cr->P = cr->T;
+    return r;
+}
+
 RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens, int B, int T,
                                               const int *lengths, int flags) {
-    return retrlm__forward(m, tokens, B, T, lengths, NULL, flags);
+    return retrlm__forward(m, tokens, B, T, lengths, NULL, flags, NULL);
 }
 
 RETRLM_API retrlm_result retrlm_model_forward_retro(retrlm_model *m, const int *tokens, int B,
@@ -13103,7 +13187,7 @@ RETRLM_API retrlm_result retrlm_model_forward_retro(retrlm_model *m, const int *
     if (neighbours && !m->config.retro_chunk)
         return retrlm__fail(RETRLM_ERR_ARG, "model_forward_retro: the model has no RETRO blocks "
                             "(config retro_chunk 0)");
-    return retrlm__forward(m, tokens, B, T, lengths, neighbours, flags);
+    return retrlm__forward(m, tokens, B, T, lengths, neighbours, flags, NULL);
 }
 
 RETRLM_API const float *retrlm_model_ffn_input(const retrlm_model *m, int layer) {
@@ -13127,7 +13211,7 @@ RETRLM_API retrlm_result retrlm_model_rpt_embed(retrlm_model *m, const int *toke
     if (T < mc || T % mc)
         return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed: %d tokens a sequence must be a "
                             "multiple of the chunk, %d", T, mc);
-    if ((r = retrlm__forward(m, tokens, B, T, NULL, NULL, RETRLM__FORWARD_RPT))) return r;
+    if ((r = retrlm__forward(m, tokens, B, T, NULL, NULL, RETRLM__FORWARD_RPT, NULL))) return r;
     U = T / mc;
     pool = m->rpt_pool_;
     {
@@ -13670,7 +13754,7 @@ RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt
                                               const int *neighbours, float *loss) {
     retrlm_model_grad_in gin;
     retrlm_result r;
-    if ((r = retrlm__forward(m, inp, B, T, lengths, neighbours, 0)) ||
+    if ((r = retrlm__forward(m, inp, B, T, lengths, neighbours, 0, NULL)) ||
         (r = retrlm_model_lm_loss(m, tgt, loss, NULL)))
         return r;
     retrlm_model_zero_grad(m);
@@ -17108,6 +17192,8 @@ RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, i
 }
 #endif
 
+#define RETRLM__KNN_LANES 64 // at most, or the model's max_batch
+
 RETRLM_API int retrlm_knnlm_default_nprobe(int nlist) {
     int p = 1;
     while (p < nlist && p * p < nlist) p++; // the smallest p with p^2 >= nlist
@@ -17117,15 +17203,19 @@ RETRLM_API int retrlm_knnlm_default_nprobe(int nlist) {
 RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, const int *tokens,
                                             size_t n, int seq_len,
                                             const retrlm_index_config *index_config) {
-    const int D = m->config.dim, B = m->config.max_batch, V = m->config.vocab_size;
+    const int D = m->config.dim, V = m->config.vocab_size, last = m->config.n_layers - 1;
     retrlm_index_config icfg;
-    size_t nk, start, half, p, done = 0;
+    retrlm__carry cr;
+    size_t nk, half, p, lane, done = 0, from[RETRLM__KNN_LANES], begin[RETRLM__KNN_LANES], end[RETRLM__KNN_LANES];
     float *keys = NULL;
-    int *inputs = NULL, *lengths = NULL;
+    int *inputs = NULL, *lengths = NULL, R, r;
     retrlm_result res = RETRLM_OK;
     RETRLM_ASSERT(kn && m && (tokens || n == 0));
     memset(kn, 0, sizeof *kn);
+    memset(&cr, 0, sizeof cr);
     if (m->config.bidirectional) return retrlm__fail(RETRLM_ERR_ARG, "knnlm: the model is an encoder, not a causal LM");
+    if (m->config.retro_chunk)
+        return retrlm__fail(RETRLM_ERR_ARG, "knnlm: keys come from a plain decoder, not a RETRO model");
     if (!seq_len) seq_len = m->config.max_seq_len;
     if (seq_len < 2 || seq_len > m->config.max_seq_len)
         return retrlm__fail(RETRLM_ERR_ARG, "knnlm: seq_len %d outside 2..%d", seq_len, m->config.max_seq_len);
@@ -17135,41 +17225,43 @@ RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, c
             return retrlm__fail(RETRLM_ERR_RANGE, "knnlm: token %d at %lu outside the vocabulary of %d", tokens[p], (unsigned long)p, V);
     nk = n - 1; // key p is the state at p, value the token at p + 1
     half = (size_t)seq_len / 2;
+    // R lanes of at least half positions each, read side by side: lane r keys [begin, end) and
+    // first reads the half before begin, so that its first key has as much context as the rest
+    R = (int)RETRLM__MIN((size_t)RETRLM__MIN(m->config.max_batch, RETRLM__KNN_LANES), nk / half);
+    if (R < 1) R = 1;
+    for (r = 0; r < R; r++) {
+        begin[r] = nk / R * r + RETRLM__MIN((size_t)r, nk % R);
+        end[r] = begin[r] + nk / R + ((size_t)r < nk % R);
+        from[r] = begin[r] >= half ? begin[r] - half : 0;
+    }
     keys = (float *)retrlm__alloc(nk, (size_t)D * sizeof(float));
     kn->values = (int *)retrlm__alloc(nk, sizeof(int));
-    inputs = (int *)retrlm__alloc((size_t)B * seq_len, sizeof(int));
-    lengths = (int *)retrlm__alloc((size_t)B, sizeof(int));
+    inputs = (int *)retrlm__alloc((size_t)R * half, sizeof(int));
+    lengths = (int *)retrlm__alloc((size_t)R, sizeof(int));
     if (!keys || !kn->values || !inputs || !lengths) {
         res = retrlm__fail(RETRLM_ERR_NOMEM, "knnlm: no memory for %lu keys of %d floats", (unsigned long)nk, D);
         goto done;
     }
+    if ((res = retrlm__carry_init(&cr, m, R, (int)half))) goto done;
     memcpy(kn->values, tokens + 1, nk * sizeof(int));
-    // windows [start, start + seq_len) at a stride of half; window w keeps the keys from
-    // start + half on (all of them in the first window), so each position is keyed once
-    for (start = 0; done < nk && !res;) {
-        int rows = 0, r, T = 0;
-        size_t s0 = start;
-        for (r = 0; r < B && start < nk && (r == 0 || start + half <= nk); r++, start += half) {
-            size_t len = RETRLM__MIN((size_t)seq_len, nk - start);
-            memcpy(inputs + (size_t)r * seq_len, tokens + start, len * sizeof(int));
-            lengths[r] = (int)len;
-            T = RETRLM__MAX(T, (int)len);
-            rows++;
+    // blocks of half positions a lane, each reading the block before it too: every position is
+    // run through the model once
+    for (lane = 0; done < nk && !res; lane++) {
+        for (r = 0; r < R; r++) {
+            size_t at = from[r] + lane * half, len = at < end[r] ? RETRLM__MIN(half, end[r] - at) : 0;
+            if (len) memcpy(inputs + (size_t)r * half, tokens + at, len * sizeof(int));
+            memset(inputs + (size_t)r * half + len, 0, (half - len) * sizeof(int));
+            lengths[r] = len ? (int)len : 1; // a lane that has ended reads a token and is ignored
         }
-        for (r = 0; r < rows; r++) // repack to stride T and pad
-            if (T != seq_len) memmove(inputs + (size_t)r * T, inputs + (size_t)r * seq_len, (size_t)lengths[r] * sizeof(int));
-        for (r = 0; r < rows; r++)
-            if (lengths[r] < T) memset(inputs + (size_t)r * T + lengths[r], 0, (size_t)(T - lengths[r]) * sizeof(int));
-        res = retrlm_model_forward(m, inputs, rows, T, lengths, RETRLM_FORWARD_NO_LOGITS);
-        if (res) break;
-        for (r = 0; r < rows; r++) {
-            size_t w0 = s0 + (size_t)r * half, from = w0 == 0 ? 0 : half, t;
-            const float *h = retrlm_model_ffn_input(m, m->config.n_layers - 1) + (size_t)r * T * D;
-            for (t = from; t < (size_t)lengths[r]; t++) {
-                if (w0 + t < done) continue; // keyed by an earlier window already
-                memcpy(keys + (w0 + t) * D, h + t * D, (size_t)D * sizeof(float));
-                done = w0 + t + 1;
-            }
+        if ((res = retrlm__forward_carry(m, &cr, inputs, R, lengths))) break;
+        for (r = 0; r < R; r++) {
+            size_t at = from[r] + lane * half, t;
+            const float *h = retrlm_model_ffn_input(m, last) + (size_t)r * half * D;
+            for (t = 0; at + t < end[r] && t < half; t++)
+                if (at + t >= begin[r]) {
+                    memcpy(keys + (at + t) * D, h + t * D, (size_t)D * sizeof(float));
+                    done++;
+                }
         }
         res = retrlm__progress(index_config ? index_config->progress : NULL,
                                index_config ? index_config->progress_user : NULL, "knnlm keys",
@@ -17187,6 +17279,7 @@ RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, c
     kn->n = nk;
 done:
     RETRLM_FREE(keys), RETRLM_FREE(inputs), RETRLM_FREE(lengths);
+    retrlm__carry_free(&cr);
     if (res) {
         retrlm_index_free(&kn->index);
         RETRLM_FREE(kn->values);

@@ -781,24 +781,28 @@ static int retrlm__att_keys(int t, int len, int causal) {
     return causal ? RETRLM__MIN(t + 1, len) : len;
 }
 
-// softmax(q k^T / sqrt(hd)) v per (sequence, head); att (B, H, T, T) keeps the probabilities
-// (0 where masked). q, k, v, y are (B*T, H*hd).
+// softmax(q k^T / sqrt(hd)) v per (sequence, head). q and y are (B*T, H*hd), k and v
+// (B*Tk, H*hd) with Tk = off + T: query t is position off + t of its sequence, whose first off
+// keys come before the T it brings (context carried from an earlier forward; 0 but for
+// retrlm__forward_carry, which is causal). att (B, H, T, Tk) keeps the probabilities (0 where
+// masked).
 static void retrlm__attention_forward(float *y, float *att, const float *q, const float *k,
-                                      const float *v, const int *len, int B, int T, int H, int hd,
-                                      int causal) {
+                                      const float *v, const int *len, int B, int T, int off,
+                                      int H, int hd, int causal) {
     int bh;
-    const int D = H * hd;
+    const int D = H * hd, Tk = off + T;
     const float scale = 1.0f / sqrtf((float)hd);
-    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 4e6)
+    RETRLM_ASSERT(causal || !off);
+    RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * Tk * D > 4e6)
     for (bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H, t, j, d;
         for (t = 0; t < T; t++) {
-            float *p = att + ((size_t)bh * T + t) * T, mx = -FLT_MAX, sum = 0.0f;
+            float *p = att + ((size_t)bh * T + t) * Tk, mx = -FLT_MAX, sum = 0.0f;
             const float *qt = q + ((size_t)b * T + t) * D + (size_t)h * hd;
             float *yt = y + ((size_t)b * T + t) * D + (size_t)h * hd;
-            int nk = retrlm__att_keys(t, len[b], causal);
+            int nk = off + retrlm__att_keys(t, len[b], causal);
             for (j = 0; j < nk; j++) {
-                const float *kj = k + ((size_t)b * T + j) * D + (size_t)h * hd;
+                const float *kj = k + ((size_t)b * Tk + j) * D + (size_t)h * hd;
                 float s = 0.0f;
                 RETRLM__SIMD_SUM(s)
                 for (d = 0; d < hd; d++) s += qt[d] * kj[d];
@@ -810,10 +814,10 @@ static void retrlm__attention_forward(float *y, float *att, const float *q, cons
                 sum += p[j];
             }
             for (j = 0; j < nk; j++) p[j] /= sum;
-            for (j = nk; j < T; j++) p[j] = 0.0f;
+            for (j = nk; j < Tk; j++) p[j] = 0.0f;
             for (d = 0; d < hd; d++) yt[d] = 0.0f;
             for (j = 0; j < nk; j++) {
-                const float *vj = v + ((size_t)b * T + j) * D + (size_t)h * hd;
+                const float *vj = v + ((size_t)b * Tk + j) * D + (size_t)h * hd;
                 float pj = p[j];
                 RETRLM__SIMD
                 for (d = 0; d < hd; d++) yt[d] += pj * vj[d];
@@ -1104,11 +1108,67 @@ static retrlm_result retrlm__retro_encode(retrlm_model *m, int rows, const int *
                                 RETRLM_FORWARD_NO_LOGITS);
 }
 
+// Context carried from one forward to the next, Transformer-XL style (Dai et al., 2019): each
+// call's T positions also attend to the P = 0 or T positions its rows read in the call before,
+// whose keys and values (kept before rotation) are reused, not computed again. Rotary positions
+// run 0 .. P + T - 1 over the carried and the new positions, so attention sees the offsets it
+// was trained on. Causal plain decoders only; nothing of it is kept for backward.
+typedef struct retrlm__carry {
+    float *k, *v;   // (n_layers, B, T, dim) each: the keys and values of the last call
+    float *kf, *vf; // (B, 2T, dim) each, scratch: carried then new, as attention reads them
+    int B, T, P;    // rows and positions a call; P: positions carried into the next call
+} retrlm__carry;
+
+static void retrlm__carry_free(retrlm__carry *cr) {
+    RETRLM_FREE(cr->k), RETRLM_FREE(cr->v), RETRLM_FREE(cr->kf), RETRLM_FREE(cr->vf);
+}
+
+static retrlm_result retrlm__carry_init(retrlm__carry *cr, const retrlm_model *m, int B, int T) {
+    const size_t D = (size_t)m->config.dim, L = (size_t)m->config.n_layers;
+    memset(cr, 0, sizeof *cr);
+    if (m->config.bidirectional || m->config.retro_chunk || 2 * T > m->config.max_seq_len ||
+        B > m->config.max_batch)
+        return retrlm__fail(RETRLM_ERR_ARG, "model: context is carried for a causal plain decoder, "
+                            "%d x 2 x %d positions at most", m->config.max_batch, m->config.max_seq_len / 2);
+    cr->k = (float *)retrlm__alloc(L * B * T, D * sizeof(float));
+    cr->v = (float *)retrlm__alloc(L * B * T, D * sizeof(float));
+    cr->kf = (float *)retrlm__alloc((size_t)B * 2 * T, D * sizeof(float));
+    cr->vf = (float *)retrlm__alloc((size_t)B * 2 * T, D * sizeof(float));
+    if (!cr->k || !cr->v || !cr->kf || !cr->vf) {
+        retrlm__carry_free(cr);
+        return retrlm__fail(RETRLM_ERR_NOMEM, "model: no memory to carry %d x %d positions", B, T);
+    }
+    cr->B = B, cr->T = T;
+    return RETRLM_OK;
+}
+
+// layer l's attention with the carried positions: a's q, k and v are the call's own, before
+// rotation; its k and v are kept for the next call
+static void retrlm__carry_layer(retrlm_model *m, retrlm__carry *cr, retrlm__acts *a, int l, int B, int T) {
+    const int D = m->config.dim, H = m->config.n_heads, hd = D / H, P = cr->P, Tk = P + T;
+    const size_t row = (size_t)T * D;
+    float *ck = cr->k + (size_t)l * cr->B * row, *cv = cr->v + (size_t)l * cr->B * row;
+    int b;
+    for (b = 0; b < B; b++) {
+        float *kf = cr->kf + (size_t)b * Tk * D, *vf = cr->vf + (size_t)b * Tk * D;
+        memcpy(kf, ck + b * row, (size_t)P * D * sizeof(float));
+        memcpy(vf, cv + b * row, (size_t)P * D * sizeof(float));
+        memcpy(kf + (size_t)P * D, a->k + b * row, row * sizeof(float));
+        memcpy(vf + (size_t)P * D, a->v + b * row, row * sizeof(float));
+        memcpy(ck + b * row, a->k + b * row, row * sizeof(float));
+        memcpy(cv + b * row, a->v + b * row, row * sizeof(float));
+    }
+    retrlm__rope(a->q, B * T, T, P, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
+    retrlm__rope(cr->kf, B * Tk, Tk, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
+    retrlm__attention_forward(a->atty, a->att, a->q, cr->kf, cr->vf, m->lengths_, B, T, P, H, hd, 1);
+}
+
 // a private forward flag: only the first config.rpt_layer layers, nothing after them
 #define RETRLM__FORWARD_RPT 0x100
 
 static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, int T,
-                                     const int *lengths, const int *nb, int flags) {
+                                     const int *lengths, const int *nb, int flags,
+                                     retrlm__carry *carry) {
     const retrlm_model_config *c = &m->config;
     const int D = c->dim, F = c->ffn_dim, V = c->vocab_size, H = c->n_heads, hd = D / H;
     const int L = flags & RETRLM__FORWARD_RPT ? c->rpt_layer : c->n_layers;
@@ -1164,10 +1224,13 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
             (r = retrlm__mmw(m, a.k, a.ln1, RETRLM_T_WK, l, N, D, D, 0)) ||
             (r = retrlm__mmw(m, a.v, a.ln1, RETRLM_T_WV, l, N, D, D, 0)))
             return r;
-        retrlm__rope(a.q, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
-        retrlm__rope(a.k, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
-        retrlm__attention_forward(a.atty, a.att, a.q, a.k, a.v, m->lengths_, B, T, H, hd,
-                                  !c->bidirectional);
+        if (carry) retrlm__carry_layer(m, carry, &a, l, B, T);
+        else {
+            retrlm__rope(a.q, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
+            retrlm__rope(a.k, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
+            retrlm__attention_forward(a.atty, a.att, a.q, a.k, a.v, m->lengths_, B, T, 0, H, hd,
+                                      !c->bidirectional);
+        }
         memcpy(a.mid, x, (size_t)N * D * sizeof(float));
         if ((r = retrlm__mmw(m, a.mid, a.atty, RETRLM_T_WO, l, N, D,
                                D, RETRLM_MATMUL_ACCUMULATE)))
@@ -1228,9 +1291,23 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
     return RETRLM_OK;
 }
 
+// a forward of B rows of cr->T tokens (lengths NULL: all full) after the positions carried
+// from the call before; the next call carries these. Only the activations up to each layer's
+// feed-forward are for reading (retrlm_model_ffn_input): nothing of it serves backward.
+static retrlm_result retrlm__forward_carry(retrlm_model *m, retrlm__carry *cr, const int *tokens,
+                                           int B, const int *lengths) {
+    retrlm_result r;
+    RETRLM_ASSERT(B <= cr->B);
+    r = retrlm__forward(m, tokens, B, cr->T, lengths, NULL, RETRLM_FORWARD_NO_LOGITS, cr);
+    m->B = m->T = 0;
+    m->hidden = NULL;
+    if (!r) cr->P = cr->T;
+    return r;
+}
+
 RETRLM_API retrlm_result retrlm_model_forward(retrlm_model *m, const int *tokens, int B, int T,
                                               const int *lengths, int flags) {
-    return retrlm__forward(m, tokens, B, T, lengths, NULL, flags);
+    return retrlm__forward(m, tokens, B, T, lengths, NULL, flags, NULL);
 }
 
 RETRLM_API retrlm_result retrlm_model_forward_retro(retrlm_model *m, const int *tokens, int B,
@@ -1240,7 +1317,7 @@ RETRLM_API retrlm_result retrlm_model_forward_retro(retrlm_model *m, const int *
     if (neighbours && !m->config.retro_chunk)
         return retrlm__fail(RETRLM_ERR_ARG, "model_forward_retro: the model has no RETRO blocks "
                             "(config retro_chunk 0)");
-    return retrlm__forward(m, tokens, B, T, lengths, neighbours, flags);
+    return retrlm__forward(m, tokens, B, T, lengths, neighbours, flags, NULL);
 }
 
 RETRLM_API const float *retrlm_model_ffn_input(const retrlm_model *m, int layer) {
@@ -1264,7 +1341,7 @@ RETRLM_API retrlm_result retrlm_model_rpt_embed(retrlm_model *m, const int *toke
     if (T < mc || T % mc)
         return retrlm__fail(RETRLM_ERR_ARG, "model_rpt_embed: %d tokens a sequence must be a "
                             "multiple of the chunk, %d", T, mc);
-    if ((r = retrlm__forward(m, tokens, B, T, NULL, NULL, RETRLM__FORWARD_RPT))) return r;
+    if ((r = retrlm__forward(m, tokens, B, T, NULL, NULL, RETRLM__FORWARD_RPT, NULL))) return r;
     U = T / mc;
     pool = m->rpt_pool_;
     {
@@ -1807,7 +1884,7 @@ RETRLM__PRIVATE retrlm_result retrlm__lm_step(retrlm_model *m, retrlm_adamw *opt
                                               const int *neighbours, float *loss) {
     retrlm_model_grad_in gin;
     retrlm_result r;
-    if ((r = retrlm__forward(m, inp, B, T, lengths, neighbours, 0)) ||
+    if ((r = retrlm__forward(m, inp, B, T, lengths, neighbours, 0, NULL)) ||
         (r = retrlm_model_lm_loss(m, tgt, loss, NULL)))
         return r;
     retrlm_model_zero_grad(m);

@@ -516,6 +516,8 @@ RETRLM_API retrlm_result retrlm_knnlm_load(retrlm_knnlm *kn, const char *path, i
 }
 #endif
 
+#define RETRLM__KNN_LANES 64 // at most, or the model's max_batch
+
 RETRLM_API int retrlm_knnlm_default_nprobe(int nlist) {
     int p = 1;
     while (p < nlist && p * p < nlist) p++; // the smallest p with p^2 >= nlist
@@ -525,15 +527,19 @@ RETRLM_API int retrlm_knnlm_default_nprobe(int nlist) {
 RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, const int *tokens,
                                             size_t n, int seq_len,
                                             const retrlm_index_config *index_config) {
-    const int D = m->config.dim, B = m->config.max_batch, V = m->config.vocab_size;
+    const int D = m->config.dim, V = m->config.vocab_size, last = m->config.n_layers - 1;
     retrlm_index_config icfg;
-    size_t nk, start, half, p, done = 0;
+    retrlm__carry cr;
+    size_t nk, half, p, lane, done = 0, from[RETRLM__KNN_LANES], begin[RETRLM__KNN_LANES], end[RETRLM__KNN_LANES];
     float *keys = NULL;
-    int *inputs = NULL, *lengths = NULL;
+    int *inputs = NULL, *lengths = NULL, R, r;
     retrlm_result res = RETRLM_OK;
     RETRLM_ASSERT(kn && m && (tokens || n == 0));
     memset(kn, 0, sizeof *kn);
+    memset(&cr, 0, sizeof cr);
     if (m->config.bidirectional) return retrlm__fail(RETRLM_ERR_ARG, "knnlm: the model is an encoder, not a causal LM");
+    if (m->config.retro_chunk)
+        return retrlm__fail(RETRLM_ERR_ARG, "knnlm: keys come from a plain decoder, not a RETRO model");
     if (!seq_len) seq_len = m->config.max_seq_len;
     if (seq_len < 2 || seq_len > m->config.max_seq_len)
         return retrlm__fail(RETRLM_ERR_ARG, "knnlm: seq_len %d outside 2..%d", seq_len, m->config.max_seq_len);
@@ -543,41 +549,43 @@ RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, c
             return retrlm__fail(RETRLM_ERR_RANGE, "knnlm: token %d at %lu outside the vocabulary of %d", tokens[p], (unsigned long)p, V);
     nk = n - 1; // key p is the state at p, value the token at p + 1
     half = (size_t)seq_len / 2;
+    // R lanes of at least half positions each, read side by side: lane r keys [begin, end) and
+    // first reads the half before begin, so that its first key has as much context as the rest
+    R = (int)RETRLM__MIN((size_t)RETRLM__MIN(m->config.max_batch, RETRLM__KNN_LANES), nk / half);
+    if (R < 1) R = 1;
+    for (r = 0; r < R; r++) {
+        begin[r] = nk / R * r + RETRLM__MIN((size_t)r, nk % R);
+        end[r] = begin[r] + nk / R + ((size_t)r < nk % R);
+        from[r] = begin[r] >= half ? begin[r] - half : 0;
+    }
     keys = (float *)retrlm__alloc(nk, (size_t)D * sizeof(float));
     kn->values = (int *)retrlm__alloc(nk, sizeof(int));
-    inputs = (int *)retrlm__alloc((size_t)B * seq_len, sizeof(int));
-    lengths = (int *)retrlm__alloc((size_t)B, sizeof(int));
+    inputs = (int *)retrlm__alloc((size_t)R * half, sizeof(int));
+    lengths = (int *)retrlm__alloc((size_t)R, sizeof(int));
     if (!keys || !kn->values || !inputs || !lengths) {
         res = retrlm__fail(RETRLM_ERR_NOMEM, "knnlm: no memory for %lu keys of %d floats", (unsigned long)nk, D);
         goto done;
     }
+    if ((res = retrlm__carry_init(&cr, m, R, (int)half))) goto done;
     memcpy(kn->values, tokens + 1, nk * sizeof(int));
-    // windows [start, start + seq_len) at a stride of half; window w keeps the keys from
-    // start + half on (all of them in the first window), so each position is keyed once
-    for (start = 0; done < nk && !res;) {
-        int rows = 0, r, T = 0;
-        size_t s0 = start;
-        for (r = 0; r < B && start < nk && (r == 0 || start + half <= nk); r++, start += half) {
-            size_t len = RETRLM__MIN((size_t)seq_len, nk - start);
-            memcpy(inputs + (size_t)r * seq_len, tokens + start, len * sizeof(int));
-            lengths[r] = (int)len;
-            T = RETRLM__MAX(T, (int)len);
-            rows++;
+    // blocks of half positions a lane, each reading the block before it too: every position is
+    // run through the model once
+    for (lane = 0; done < nk && !res; lane++) {
+        for (r = 0; r < R; r++) {
+            size_t at = from[r] + lane * half, len = at < end[r] ? RETRLM__MIN(half, end[r] - at) : 0;
+            if (len) memcpy(inputs + (size_t)r * half, tokens + at, len * sizeof(int));
+            memset(inputs + (size_t)r * half + len, 0, (half - len) * sizeof(int));
+            lengths[r] = len ? (int)len : 1; // a lane that has ended reads a token and is ignored
         }
-        for (r = 0; r < rows; r++) // repack to stride T and pad
-            if (T != seq_len) memmove(inputs + (size_t)r * T, inputs + (size_t)r * seq_len, (size_t)lengths[r] * sizeof(int));
-        for (r = 0; r < rows; r++)
-            if (lengths[r] < T) memset(inputs + (size_t)r * T + lengths[r], 0, (size_t)(T - lengths[r]) * sizeof(int));
-        res = retrlm_model_forward(m, inputs, rows, T, lengths, RETRLM_FORWARD_NO_LOGITS);
-        if (res) break;
-        for (r = 0; r < rows; r++) {
-            size_t w0 = s0 + (size_t)r * half, from = w0 == 0 ? 0 : half, t;
-            const float *h = retrlm_model_ffn_input(m, m->config.n_layers - 1) + (size_t)r * T * D;
-            for (t = from; t < (size_t)lengths[r]; t++) {
-                if (w0 + t < done) continue; // keyed by an earlier window already
-                memcpy(keys + (w0 + t) * D, h + t * D, (size_t)D * sizeof(float));
-                done = w0 + t + 1;
-            }
+        if ((res = retrlm__forward_carry(m, &cr, inputs, R, lengths))) break;
+        for (r = 0; r < R; r++) {
+            size_t at = from[r] + lane * half, t;
+            const float *h = retrlm_model_ffn_input(m, last) + (size_t)r * half * D;
+            for (t = 0; at + t < end[r] && t < half; t++)
+                if (at + t >= begin[r]) {
+                    memcpy(keys + (at + t) * D, h + t * D, (size_t)D * sizeof(float));
+                    done++;
+                }
         }
         res = retrlm__progress(index_config ? index_config->progress : NULL,
                                index_config ? index_config->progress_user : NULL, "knnlm keys",
@@ -595,6 +603,7 @@ RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, c
     kn->n = nk;
 done:
     RETRLM_FREE(keys), RETRLM_FREE(inputs), RETRLM_FREE(lengths);
+    retrlm__carry_free(&cr);
     if (res) {
         retrlm_index_free(&kn->index);
         RETRLM_FREE(kn->values);

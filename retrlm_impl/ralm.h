@@ -25,9 +25,16 @@ typedef struct retrlm_knnlm {
     retrlm_reader reader_; /* the loaded file, while the index borrows from it */
 } retrlm_knnlm;
 
-/* Runs m over tokens (n) in windows of seq_len (default max_seq_len) that overlap by half, so
-   every key but those of the first window sees at least seq_len/2 tokens of context, and adds
-   one key per position. index_config: dim and metric are set here (L2); the rest is yours
+/* Runs m over tokens (n) once and adds one key per position. The stream is cut into up to
+   max_batch lanes (64 at most, each at least seq_len/2 long; seq_len defaults to max_seq_len),
+   read side by side in blocks of seq_len/2 tokens. Each block also attends to the block before
+   it, whose keys and values are carried over rather than computed again (Transformer-XL's
+   segment recurrence, with rotary positions counted from the carried block), and a lane starts
+   by reading the half block before its first key. So every key but those of the first seq_len/2
+   positions sees at least seq_len/2 tokens of context (the deeper layers, through the carried
+   states, more), for one forward pass a token: half the work of windows that overlap by half.
+   The keys of the first block of each lane are those of a window of seq_len/2 read alone, and
+   the second's those of the window of both blocks. Plain causal decoders (not RETRO models). index_config: dim and metric are set here (L2); the rest is yours
    (NULL: flat f32). IVF or SQ8 storage is trained on the keys first. With nlist > 0 and
    nprobe 0, the keys are searched with retrlm_knnlm_default_nprobe(nlist) lists: the square
    root of nlist rounded up (32 of 1024), since a kNN-LM needs most of its k neighbours right and

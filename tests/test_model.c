@@ -27,7 +27,7 @@ static double layer_loss(void *p) {
         retrlm__rope(c->y, c->N, c->T, 0, c->H, c->hd, c->cs, c->sn, 0);
         break;
     case 2:
-        retrlm__attention_forward(c->y, c->att, c->q, c->k, c->v, c->len, c->B, c->T, c->H, c->hd,
+        retrlm__attention_forward(c->y, c->att, c->q, c->k, c->v, c->len, c->B, c->T, 0, c->H, c->hd,
                                   c->causal);
         break;
     default:

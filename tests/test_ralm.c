@@ -5,6 +5,9 @@
 #include "test.h"
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static const char *docs[] = {
     "The king of Assyria sent Rabshakeh from Lachish to Jerusalem with a great army.",
@@ -277,6 +280,74 @@ static void test_knnlm(void) {
     retrlm_free(ids);
 }
 
+// the last layer's feed-forward input at p of the causal window of w tokens from ws (w rows,
+// so that the multiply takes the path the keys took: a product of few rows sums differently)
+static const float *window_key(retrlm_model *m, const int *ids, size_t ws, size_t p, int w) {
+    if (retrlm_model_forward(m, ids + ws, 1, w, NULL, RETRLM_FORWARD_NO_LOGITS)) return NULL;
+    return retrlm_model_ffn_input(m, m->config.n_layers - 1) + (p - ws) * (size_t)m->config.dim;
+}
+
+// kNN-LM keys run every token through the model once, carrying the block before each block.
+// The first seq_len keys are those of the first seq_len tokens read as one window, bit for bit.
+// In a one-layer model a carried block's keys and values depend on its tokens alone, so every
+// key equals that of some window read alone, and the window shows the key's context: at least
+// seq_len / 2 tokens but for the first seq_len / 2 keys, across lanes too. 1 and 2 threads agree.
+static void test_knnlm_keys(void) {
+    static const char *text = "Then came Eliakim the son of Hilkiah, which was over the household, and Shebna the "
+                              "scribe, and Joah the son of Asaph the recorder, to Hezekiah with their clothes rent, "
+                              "and told him the words of Rabshakeh. And it came to pass, when king Hezekiah heard it, "
+                              "that he rent his clothes, and covered himself with sackcloth, and went into the house.";
+    const int S = 16, half = 8;
+    retrlm_model one;
+    retrlm_model_config mc = model.config;
+    retrlm_knnlm kn, k1;
+    size_t n, p, ws;
+    int *ids = encode_all(text, &n), ok = 1, far = 1, th;
+    const int D = model.config.dim;
+    CHECK(n > 6 * (size_t)S); // three lanes of at least two blocks
+    CHECK_OK(retrlm_knnlm_build(&kn, &model, ids, n, S, NULL));
+    for (p = 0; p < (size_t)S; p++) {
+        const float *w = window_key(&model, ids, 0, p, S);
+        ok &= kn.index.ids[p] == (int64_t)p && w && !memcmp(kn.index.vectors + p * D, w, D * sizeof(float));
+    }
+    CHECK(ok);
+    retrlm_knnlm_free(&kn);
+    mc.n_layers = 1;
+    mc.seed = 3;
+    CHECK_OK(retrlm_model_init(&one, &mc));
+    for (th = 2; th >= 1; th--) {
+#ifdef _OPENMP
+        omp_set_num_threads(th);
+#endif
+        CHECK_OK(retrlm_knnlm_build(th == 2 ? &kn : &k1, &one, ids, n, S, NULL));
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(2);
+#endif
+    CHECK(kn.n == n - 1 && k1.n == kn.n && !memcmp(kn.index.vectors, k1.index.vectors, kn.n * D * sizeof(float)));
+    for (p = 0, ok = 1; p < kn.n; p++) {
+        int found = 0;
+        for (ws = p + 1 > (size_t)S ? p + 1 - S : 0; ws <= p && !found; ws++) {
+            const float *w = window_key(&one, ids, ws, p, (int)(ws + S <= n ? S : n - ws));
+            if (w && !memcmp(kn.index.vectors + p * D, w, D * sizeof(float))) {
+                found = 1;
+                far &= p < (size_t)half ? ws == 0 : p - ws >= (size_t)half;
+            }
+        }
+        ok &= found;
+    }
+    CHECK(ok && far);
+    // a RETRO model's keys would need its neighbours
+    mc.retro_chunk = 4, mc.retro_k = 1, mc.retro_len = 8, mc.retro_every = 1;
+    mc.retro_enc_dim = 16, mc.retro_enc_layers = 1, mc.retro_enc_heads = 2;
+    retrlm_model_free(&one);
+    CHECK_OK(retrlm_model_init(&one, &mc));
+    CHECK(retrlm_knnlm_build(&k1, &one, ids, n, S, NULL) == RETRLM_ERR_ARG);
+    retrlm_knnlm_free(&kn);
+    retrlm_model_free(&one);
+    retrlm_free(ids);
+}
+
 // REPLUG's default temperature follows the retriever's scores: 1 for BM25, 0.1 for dense
 // (cosine) scores, 2 / (rrf_k + 1)^2 for RRF's fused ranks; the weights it gives differ across
 // units (the mixture is not the uniform one a huge temperature gives)
@@ -476,6 +547,7 @@ int main(void) {
     RUN(test_datastore_files);
     RUN(test_ralm_matches_direct);
     RUN(test_knnlm);
+    RUN(test_knnlm_keys);
     RUN(test_replug_default_temperature);
     RUN(test_retro_generate);
     retrlm_model_free(&model);
