@@ -1517,7 +1517,7 @@ int main(int argc, char **argv) {
     rctx rx;
     float tau[2] = {0, 0}, tau_env = (float)env_double("RETRLM_RETRO_MIN_OVERLAP", -1.0);
     float train_ov = (float)env_double("RETRLM_RETRO_TRAIN_MIN_OVERLAP", 0.0);
-    int kjv = !strcmp(corpus, "kjv"), joint_rows;
+    int kjv = !strcmp(corpus, "kjv"), joint_rows, skip_lm;
     bench_machine();
     trime_warmup = env_int("RETRLM_TRIME_WARMUP", 0);
     if (trime_warmup) snprintf(trime_trained, sizeof trime_trained, "LM alone's first %d steps, then TRIME's", trime_warmup);
@@ -1627,8 +1627,17 @@ int main(int argc, char **argv) {
         vst.ids = vids, vst.n = nv, vst.bytes = va.len;
         rx.out = out, rx.ds = &ds, rx.tok = &tok, rx.va = &vst, rx.st = st, rx.nst = kjv ? 1 : BUCKETS;
     }
-    // the LM alone
-    {
+    // the LM alone; RETRLM_STRATEGIES_LM=0 leaves it out (its figures NaN, the rows that read it
+    // off), so that a RETRO variant trains on one core while the other trains the LM alone
+    skip_lm = !env_int("RETRLM_STRATEGIES_LM", 1);
+    if (skip_lm && (!getenv("RETRLM_STRATEGIES_ROWS") || strcmp(getenv("RETRLM_STRATEGIES_ROWS"), "retro")))
+        die("RETRLM_STRATEGIES_LM=0 goes with RETRO rows only (RETRLM_STRATEGIES_ROWS=retro)");
+    if (skip_lm) {
+        for (b = 0; b < BUCKETS; b++) bpb[0][b] = NAN;
+        copy[0] = copy[1] = NAN;
+        secs[0] = tok_s[0] = 0;
+        for (b = 0; b < MROWS; b++) have[b] = 0;
+    } else {
         retrlm_model_config mc;
         model_config(&mc, 0);
         snprintf(path, sizeof path, "%s/lm-%d-%lu.rlm", out, steps, (unsigned long)n_train);
@@ -1776,7 +1785,7 @@ int main(int argc, char **argv) {
         tau[1] = retro_read(&rx, &fm, "RETRO-fitted", tau_env, bpb[4]);
     }
     // read with a memory: strategy 1's kNN-LM on the LM alone against strategy 4's TRIME
-    {
+    if (!skip_lm) {
         int *ids[BUCKETS], i;
         size_t ns[BUCKETS], nby[BUCKETS];
         retrlm_trime_params tp;
