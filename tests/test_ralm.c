@@ -337,6 +337,7 @@ static void test_knnlm_keys(void) {
         ok &= found;
     }
     CHECK(ok && far);
+    retrlm_knnlm_free(&k1);
     // a RETRO model's keys would need its neighbours
     mc.retro_chunk = 4, mc.retro_k = 1, mc.retro_len = 8, mc.retro_every = 1;
     mc.retro_enc_dim = 16, mc.retro_enc_layers = 1, mc.retro_enc_heads = 2;
