@@ -64,7 +64,9 @@
 // joint_pdist_rr: the joint rows that train that re-ranker, rerank_bm25; the _rrp rows the same
 // with BM25's score as a prior, bm25_weight RETRLM_JOINT_BM25_WEIGHT, default 0.05, in their
 // file names: joint_rrp the start reader, the others trained)
-// (default: all; the LM alone always runs; copywarm alone trains RETRLM_JOINT_COPY's warm-up and
+// (default: all; the LM alone always runs, but RETRLM_STRATEGIES_LM=0 with RETRLM_STRATEGIES_ROWS=retro
+// leaves it out, its figures NaN, so that a RETRO variant trains while another process trains the
+// LM alone, or once its figures are known; copywarm alone trains RETRLM_JOINT_COPY's warm-up and
 // stops there; speed: a training step and generation, the LM alone against RETRO, timed in
 // this run); RETRLM_STRATEGIES_TRAIN_ONLY=1 trains the models and stops. The copy probe
 // (copy_probe) says whether the LM alone, and the third table's start reader, copy from their
