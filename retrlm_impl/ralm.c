@@ -530,7 +530,7 @@ RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, c
     const int D = m->config.dim, V = m->config.vocab_size, last = m->config.n_layers - 1;
     retrlm_index_config icfg;
     retrlm__carry cr;
-    size_t nk, half, p, lane, done = 0, from[RETRLM__KNN_LANES], begin[RETRLM__KNN_LANES], end[RETRLM__KNN_LANES];
+    size_t nk, half, p, blk, done = 0, from[RETRLM__KNN_LANES], begin[RETRLM__KNN_LANES], end[RETRLM__KNN_LANES];
     float *keys = NULL;
     int *inputs = NULL, *lengths = NULL, R, r;
     retrlm_result res = RETRLM_OK;
@@ -570,16 +570,16 @@ RETRLM_API retrlm_result retrlm_knnlm_build(retrlm_knnlm *kn, retrlm_model *m, c
     memcpy(kn->values, tokens + 1, nk * sizeof(int));
     // blocks of half positions a lane, each reading the block before it too: every position is
     // run through the model once
-    for (lane = 0; done < nk && !res; lane++) {
+    for (blk = 0; done < nk && !res; blk++) { // block blk of every lane
         for (r = 0; r < R; r++) {
-            size_t at = from[r] + lane * half, len = at < end[r] ? RETRLM__MIN(half, end[r] - at) : 0;
+            size_t at = from[r] + blk * half, len = at < end[r] ? RETRLM__MIN(half, end[r] - at) : 0;
             if (len) memcpy(inputs + (size_t)r * half, tokens + at, len * sizeof(int));
             memset(inputs + (size_t)r * half + len, 0, (half - len) * sizeof(int));
             lengths[r] = len ? (int)len : 1; // a lane that has ended reads a token and is ignored
         }
         if ((res = retrlm__forward_carry(m, &cr, inputs, R, lengths))) break;
         for (r = 0; r < R; r++) {
-            size_t at = from[r] + lane * half, t;
+            size_t at = from[r] + blk * half, t;
             const float *h = retrlm_model_ffn_input(m, last) + (size_t)r * half * D;
             for (t = 0; at + t < end[r] && t < half; t++)
                 if (at + t >= begin[r]) {
