@@ -193,6 +193,14 @@ typedef int (*retrlm_progress_fn)(void *user, const char *stage, double done, do
 
 /* Seconds from an arbitrary fixed point, monotonic where the system has such a clock. */
 RETRLM_API double retrlm_time_seconds(void);
+
+/* Private: the state of the choice between one thread and the team for a loop of like steps
+   (core.c). A model keeps one, so that generation goes on from what it learnt in earlier calls. */
+typedef struct retrlm__tuner {
+    int     team, one;     /* the team's size (0: not set up); this step on one thread */
+    double  ema[2], t0;    /* seconds a step on [0] one thread, [1] the team (0: not measured) */
+    int64_t step, probe, gap, last[2]; /* last[k]: the step that last updated ema[k] */
+} retrlm__tuner;
 /* ---- retrlm_impl/kernels.h ---- */
 /* ---- kernels: the hot loops every module shares -------------------------------------------
    Vectors are float arrays of n elements (n >= 0). With OpenMP the larger kernels split work
@@ -986,6 +994,7 @@ typedef struct retrlm_model {
                                             retrlm_model_rpt_embed, then (same) work */
     void   *rpt_own_;
     int     rpt_B_, rpt_T_;              /* its shape; 0 before one */
+    retrlm__tuner tune_;                 /* generation: one thread or the team (core.c) */
 } retrlm_model;
 
 /* Fills in defaults, checks the shapes, allocates everything and initialises the weights
@@ -1238,7 +1247,9 @@ RETRLM_API int retrlm_model_sample(retrlm_model *m, const float *logits,
                                    const retrlm_sampler *s, retrlm_rng *rng);
 /* Feeds prompt (n_prompt >= 1), then samples n_new tokens into out; stops early at max_seq_len.
    *n_out (may be NULL) gets the number generated. A RETRO model generates without neighbours
-   here (ralm retrieves them). */
+   here (ralm retrieves them). With OpenMP each step runs on the team or on one thread,
+   whichever is faster on this machine now (core.c); the model keeps what it measured for its
+   next call. */
 RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *prompt, int n_prompt,
                                                int n_new, const retrlm_sampler *s,
                                                retrlm_rng *rng, int *out, int *n_out);
@@ -2749,13 +2760,9 @@ RETRLM__PRIVATE int retrlm__arr_reserve(void *array_ptr, size_t elem, size_t n);
 RETRLM__PRIVATE int retrlm__max_threads(void);
 
 /* The thread count for a loop of like steps (decoding, training) on a machine others share
-   (core.c): _start before a step sets it (the team or one thread), _stop after it; _done gives
-   the caller its team back. */
-typedef struct retrlm__tuner {
-    int     team, one;     /* the team's size (retrlm__max_threads at _init); this step on one */
-    double  ema[2], t0;    /* seconds a step on [0] one thread, [1] the team (0: not measured) */
-    int64_t step, probe, gap;
-} retrlm__tuner;
+   (core.c; the struct is in core.h): _start before a step sets it (the team or one thread),
+   _stop after it; _done gives the caller its team back. _init (again) when
+   t->team != retrlm__max_threads(). */
 RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t);
 RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t);
 RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t);
@@ -3136,21 +3143,33 @@ static int retrlm__max_threads(void) {
 // waits at its end for every thread of its team, and a thread that shares its core with another
 // process can keep it waiting a scheduler slice: on a busy machine the team can be slower than
 // one thread (generation at 0.45x on 2 threads beside a busy loop). So each step runs on the
-// team or on one thread, whichever the moving average of its step times says is faster; the
-// other is tried again after 4 steps, then after a gap that doubles (quadruples when it lost by
-// half) up to 256, and from 4 again when the choice changes. Results do not depend on it: every
-// kernel gives the same bits on any number of threads. Without OpenMP it does nothing.
+// team or on one thread, whichever the moving average of its step times says is faster, the
+// team only when it is 1.2x as fast: its step times beside a busy neighbour alternate between
+// fast and slow (2 and 6 ms where one thread takes 3.4), and one fast try must not win it the
+// next steps; where it gains less, one thread is about as good and leaves the core to others.
+// The first step runs on the team and is not measured (threads start, caches are cold), the
+// next on the team, the next on one thread; then the one not chosen is tried again after 4
+// steps, then after a gap that doubles (quadruples when it lost by half) up to 256, and from 4
+// again when the choice changes. A try weighs half in its average and a step of a run a
+// quarter, so that a slow step (a neighbour's burst) is not held against the team for long.
+// Results do not depend on it: every kernel gives the same bits on any number of threads.
+// Without OpenMP it does nothing.
 
 RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t) {
     memset(t, 0, sizeof *t);
     t->team = retrlm__max_threads();
     t->gap = 4;
+    t->probe = 3 + t->gap; // steps 0 to 2 measure both
+}
+
+static int retrlm__tuner_best(const retrlm__tuner *t) { // 1: the team, 0: one thread
+    return t->ema[1] > 0.0 && !(t->ema[0] > 0.0 && t->ema[0] <= 1.2 * t->ema[1]);
 }
 
 RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t) {
     int best, use; // 0: one thread, 1: the team
     if (t->team <= 1) return;
-    best = t->ema[0] > 0.0 && t->ema[0] < t->ema[1] ? 0 : 1;
+    best = retrlm__tuner_best(t);
     if (t->step == 0 || t->ema[1] <= 0.0) use = 1; // the first step warms up: not measured
     else if (t->ema[0] <= 0.0) use = 0;
     else if (t->step >= t->probe) { // try the other
@@ -3167,15 +3186,22 @@ RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t) {
 }
 
 RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t) {
-    double dt;
+    double dt, w;
     int k, before;
     if (t->team <= 1) return;
     dt = retrlm_time_seconds() - t->t0;
     k = !t->one;
-    before = t->ema[0] > 0.0 && t->ema[1] > 0.0 && t->ema[0] < t->ema[1];
-    if (t->step > 0) t->ema[k] = t->ema[k] > 0.0 ? 0.75 * t->ema[k] + 0.25 * dt : dt;
-    if (t->ema[0] > 0.0 && t->ema[1] > 0.0 && before != (t->ema[0] < t->ema[1])) t->gap = 4;
+    before = retrlm__tuner_best(t);
+    w = t->last[k] + 1 < t->step ? 0.5 : 0.25; // a try, or a step of a run
+    if (t->step > 0) {
+        t->ema[k] = t->ema[k] > 0.0 ? (1.0 - w) * t->ema[k] + w * dt : dt;
+        t->last[k] = t->step;
+    }
     t->step++;
+    if (t->ema[0] > 0.0 && t->ema[1] > 0.0 && before != retrlm__tuner_best(t)) { // the choice changed
+        t->gap = 4;
+        t->probe = t->step + t->gap;
+    }
 }
 
 RETRLM__PRIVATE void retrlm__tuner_done(retrlm__tuner *t) {
@@ -14022,29 +14048,30 @@ RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *promp
                                                int n_new, const retrlm_sampler *s,
                                                retrlm_rng *rng, int *out, int *n_out) {
     retrlm_result r = RETRLM_OK;
-    retrlm__tuner tn;
+    retrlm__tuner *tn;
     int pos, got = 0, tok;
     RETRLM_ASSERT(m && prompt && (out || n_new == 0) && (rng || !s || s->temperature <= 0.0f));
+    tn = &m->tune_; // kept across calls: a short call need not learn again
     if (n_out) *n_out = 0;
     if (n_prompt < 1 || n_prompt > m->config.max_seq_len || n_new < 0)
         return retrlm__fail(RETRLM_ERR_ARG, "model_generate: prompt of %d tokens (1..%d), %d new",
                             n_prompt, m->config.max_seq_len, n_new);
-    retrlm__tuner_init(&tn); // each step on the team or on one thread: whichever is faster here
+    if (tn->team != retrlm__max_threads()) retrlm__tuner_init(tn); // first call, or new team
     for (pos = 0; pos < n_prompt && !r; pos++) {
-        retrlm__tuner_start(&tn);
+        retrlm__tuner_start(tn);
         r = retrlm__decode_plain(m, prompt[pos], pos);
-        retrlm__tuner_stop(&tn);
+        retrlm__tuner_stop(tn);
     }
     while (got < n_new && !r) {
         tok = retrlm_model_sample(m, m->step_logits, s, rng);
         out[got++] = tok;
         if (n_out) *n_out = got;
         if (got == n_new || pos >= m->config.max_seq_len) break;
-        retrlm__tuner_start(&tn);
+        retrlm__tuner_start(tn);
         r = retrlm__decode_plain(m, tok, pos++);
-        retrlm__tuner_stop(&tn);
+        retrlm__tuner_stop(tn);
     }
-    retrlm__tuner_done(&tn);
+    retrlm__tuner_done(tn);
     return r;
 }
 /* ---- retrlm_impl/checkpoint.c ---- */

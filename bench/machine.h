@@ -13,6 +13,7 @@
 #endif
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -32,12 +33,20 @@ BENCH__UNUSED static double bench_median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* a child process that spins until bench_busy_stop */
+/* a process that spins until bench_busy_stop: a shell's empty loop, exec'd so that it shares no
+   memory with the bench (a forked child that kept the bench's pages would make every page the
+   bench writes next fault and be copied, which is the fork's cost, not a neighbour's); after
+   50 ms, so that it is running, as a neighbour is, when the measurement starts */
 BENCH__UNUSED static pid_t bench_busy_start(void) {
     pid_t p = fork();
     if (p == 0) {
         volatile unsigned long x = 0;
-        for (;;) x++;
+        execl("/bin/sh", "sh", "-c", "while :; do :; done", (char *)NULL);
+        for (;;) x++; // no shell: spin here
+    }
+    if (p > 0) {
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
     }
     return p;
 }

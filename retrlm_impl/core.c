@@ -148,21 +148,33 @@ static int retrlm__max_threads(void) {
 // waits at its end for every thread of its team, and a thread that shares its core with another
 // process can keep it waiting a scheduler slice: on a busy machine the team can be slower than
 // one thread (generation at 0.45x on 2 threads beside a busy loop). So each step runs on the
-// team or on one thread, whichever the moving average of its step times says is faster; the
-// other is tried again after 4 steps, then after a gap that doubles (quadruples when it lost by
-// half) up to 256, and from 4 again when the choice changes. Results do not depend on it: every
-// kernel gives the same bits on any number of threads. Without OpenMP it does nothing.
+// team or on one thread, whichever the moving average of its step times says is faster, the
+// team only when it is 1.2x as fast: its step times beside a busy neighbour alternate between
+// fast and slow (2 and 6 ms where one thread takes 3.4), and one fast try must not win it the
+// next steps; where it gains less, one thread is about as good and leaves the core to others.
+// The first step runs on the team and is not measured (threads start, caches are cold), the
+// next on the team, the next on one thread; then the one not chosen is tried again after 4
+// steps, then after a gap that doubles (quadruples when it lost by half) up to 256, and from 4
+// again when the choice changes. A try weighs half in its average and a step of a run a
+// quarter, so that a slow step (a neighbour's burst) is not held against the team for long.
+// Results do not depend on it: every kernel gives the same bits on any number of threads.
+// Without OpenMP it does nothing.
 
 RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t) {
     memset(t, 0, sizeof *t);
     t->team = retrlm__max_threads();
     t->gap = 4;
+    t->probe = 3 + t->gap; // steps 0 to 2 measure both
+}
+
+static int retrlm__tuner_best(const retrlm__tuner *t) { // 1: the team, 0: one thread
+    return t->ema[1] > 0.0 && !(t->ema[0] > 0.0 && t->ema[0] <= 1.2 * t->ema[1]);
 }
 
 RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t) {
     int best, use; // 0: one thread, 1: the team
     if (t->team <= 1) return;
-    best = t->ema[0] > 0.0 && t->ema[0] < t->ema[1] ? 0 : 1;
+    best = retrlm__tuner_best(t);
     if (t->step == 0 || t->ema[1] <= 0.0) use = 1; // the first step warms up: not measured
     else if (t->ema[0] <= 0.0) use = 0;
     else if (t->step >= t->probe) { // try the other
@@ -179,15 +191,22 @@ RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t) {
 }
 
 RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t) {
-    double dt;
+    double dt, w;
     int k, before;
     if (t->team <= 1) return;
     dt = retrlm_time_seconds() - t->t0;
     k = !t->one;
-    before = t->ema[0] > 0.0 && t->ema[1] > 0.0 && t->ema[0] < t->ema[1];
-    if (t->step > 0) t->ema[k] = t->ema[k] > 0.0 ? 0.75 * t->ema[k] + 0.25 * dt : dt;
-    if (t->ema[0] > 0.0 && t->ema[1] > 0.0 && before != (t->ema[0] < t->ema[1])) t->gap = 4;
+    before = retrlm__tuner_best(t);
+    w = t->last[k] + 1 < t->step ? 0.5 : 0.25; // a try, or a step of a run
+    if (t->step > 0) {
+        t->ema[k] = t->ema[k] > 0.0 ? (1.0 - w) * t->ema[k] + w * dt : dt;
+        t->last[k] = t->step;
+    }
     t->step++;
+    if (t->ema[0] > 0.0 && t->ema[1] > 0.0 && before != retrlm__tuner_best(t)) { // the choice changed
+        t->gap = 4;
+        t->probe = t->step + t->gap;
+    }
 }
 
 RETRLM__PRIVATE void retrlm__tuner_done(retrlm__tuner *t) {

@@ -47,3 +47,11 @@ typedef int (*retrlm_progress_fn)(void *user, const char *stage, double done, do
 
 /* Seconds from an arbitrary fixed point, monotonic where the system has such a clock. */
 RETRLM_API double retrlm_time_seconds(void);
+
+/* Private: the state of the choice between one thread and the team for a loop of like steps
+   (core.c). A model keeps one, so that generation goes on from what it learnt in earlier calls. */
+typedef struct retrlm__tuner {
+    int     team, one;     /* the team's size (0: not set up); this step on one thread */
+    double  ema[2], t0;    /* seconds a step on [0] one thread, [1] the team (0: not measured) */
+    int64_t step, probe, gap, last[2]; /* last[k]: the step that last updated ema[k] */
+} retrlm__tuner;

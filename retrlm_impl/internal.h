@@ -126,13 +126,9 @@ RETRLM__PRIVATE int retrlm__arr_reserve(void *array_ptr, size_t elem, size_t n);
 RETRLM__PRIVATE int retrlm__max_threads(void);
 
 /* The thread count for a loop of like steps (decoding, training) on a machine others share
-   (core.c): _start before a step sets it (the team or one thread), _stop after it; _done gives
-   the caller its team back. */
-typedef struct retrlm__tuner {
-    int     team, one;     /* the team's size (retrlm__max_threads at _init); this step on one */
-    double  ema[2], t0;    /* seconds a step on [0] one thread, [1] the team (0: not measured) */
-    int64_t step, probe, gap;
-} retrlm__tuner;
+   (core.c; the struct is in core.h): _start before a step sets it (the team or one thread),
+   _stop after it; _done gives the caller its team back. _init (again) when
+   t->team != retrlm__max_threads(). */
 RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t);
 RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t);
 RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t);

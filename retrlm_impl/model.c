@@ -2152,28 +2152,29 @@ RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *promp
                                                int n_new, const retrlm_sampler *s,
                                                retrlm_rng *rng, int *out, int *n_out) {
     retrlm_result r = RETRLM_OK;
-    retrlm__tuner tn;
+    retrlm__tuner *tn;
     int pos, got = 0, tok;
     RETRLM_ASSERT(m && prompt && (out || n_new == 0) && (rng || !s || s->temperature <= 0.0f));
+    tn = &m->tune_; // kept across calls: a short call need not learn again
     if (n_out) *n_out = 0;
     if (n_prompt < 1 || n_prompt > m->config.max_seq_len || n_new < 0)
         return retrlm__fail(RETRLM_ERR_ARG, "model_generate: prompt of %d tokens (1..%d), %d new",
                             n_prompt, m->config.max_seq_len, n_new);
-    retrlm__tuner_init(&tn); // each step on the team or on one thread: whichever is faster here
+    if (tn->team != retrlm__max_threads()) retrlm__tuner_init(tn); // first call, or new team
     for (pos = 0; pos < n_prompt && !r; pos++) {
-        retrlm__tuner_start(&tn);
+        retrlm__tuner_start(tn);
         r = retrlm__decode_plain(m, prompt[pos], pos);
-        retrlm__tuner_stop(&tn);
+        retrlm__tuner_stop(tn);
     }
     while (got < n_new && !r) {
         tok = retrlm_model_sample(m, m->step_logits, s, rng);
         out[got++] = tok;
         if (n_out) *n_out = got;
         if (got == n_new || pos >= m->config.max_seq_len) break;
-        retrlm__tuner_start(&tn);
+        retrlm__tuner_start(tn);
         r = retrlm__decode_plain(m, tok, pos++);
-        retrlm__tuner_stop(&tn);
+        retrlm__tuner_stop(tn);
     }
-    retrlm__tuner_done(&tn);
+    retrlm__tuner_done(tn);
     return r;
 }

@@ -173,6 +173,7 @@ typedef struct retrlm_model {
                                             retrlm_model_rpt_embed, then (same) work */
     void   *rpt_own_;
     int     rpt_B_, rpt_T_;              /* its shape; 0 before one */
+    retrlm__tuner tune_;                 /* generation: one thread or the team (core.c) */
 } retrlm_model;
 
 /* Fills in defaults, checks the shapes, allocates everything and initialises the weights
@@ -425,7 +426,9 @@ RETRLM_API int retrlm_model_sample(retrlm_model *m, const float *logits,
                                    const retrlm_sampler *s, retrlm_rng *rng);
 /* Feeds prompt (n_prompt >= 1), then samples n_new tokens into out; stops early at max_seq_len.
    *n_out (may be NULL) gets the number generated. A RETRO model generates without neighbours
-   here (ralm retrieves them). */
+   here (ralm retrieves them). With OpenMP each step runs on the team or on one thread,
+   whichever is faster on this machine now (core.c); the model keeps what it measured for its
+   next call. */
 RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *prompt, int n_prompt,
                                                int n_new, const retrlm_sampler *s,
                                                retrlm_rng *rng, int *out, int *n_out);
