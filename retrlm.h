@@ -199,7 +199,9 @@ RETRLM_API double retrlm_time_seconds(void);
 typedef struct retrlm__tuner {
     int     team, one;     /* the team's size (0: not set up); this step on one thread */
     double  ema[2], t0;    /* seconds a step on [0] one thread, [1] the team (0: not measured) */
-    int64_t step, probe, gap, last[2]; /* last[k]: the step that last updated ema[k] */
+    int64_t step, probe, gap;
+    int     trying, try_k;  /* steps left of a try of [try_k] (0: none) */
+    double  try_sum;       /* seconds of its steps so far */
 } retrlm__tuner;
 /* ---- retrlm_impl/kernels.h ---- */
 /* ---- kernels: the hot loops every module shares -------------------------------------------
@@ -2762,10 +2764,11 @@ RETRLM__PRIVATE int retrlm__max_threads(void);
 /* The thread count for a loop of like steps (decoding, training) on a machine others share
    (core.c; the struct is in core.h): _start before a step sets it (the team or one thread),
    _stop after it; _done gives the caller its team back. _init (again) when
-   t->team != retrlm__max_threads(). */
+   t->team != retrlm__max_threads(); start, stop and done do nothing with t NULL. */
 RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t);
 RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t);
 RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t);
+RETRLM__PRIVATE void retrlm__tuner_record(retrlm__tuner *t, double dt); /* _stop's: dt seconds */
 RETRLM__PRIVATE void retrlm__tuner_done(retrlm__tuner *t);
 
 /* ---- thread-local storage for the error detail --------------------------------------------- */
@@ -3143,17 +3146,20 @@ static int retrlm__max_threads(void) {
 // waits at its end for every thread of its team, and a thread that shares its core with another
 // process can keep it waiting a scheduler slice: on a busy machine the team can be slower than
 // one thread (generation at 0.45x on 2 threads beside a busy loop). So each step runs on the
-// team or on one thread, whichever the moving average of its step times says is faster, the
-// team only when it is 1.2x as fast: its step times beside a busy neighbour alternate between
-// fast and slow (2 and 6 ms where one thread takes 3.4), and one fast try must not win it the
-// next steps; where it gains less, one thread is about as good and leaves the core to others.
-// The first step runs on the team and is not measured (threads start, caches are cold), the
-// next on the team, the next on one thread; then the one not chosen is tried again after 4
-// steps, then after a gap that doubles (quadruples when it lost by half) up to 256, and from 4
-// again when the choice changes. A try weighs half in its average and a step of a run a
-// quarter, so that a slow step (a neighbour's burst) is not held against the team for long.
-// Results do not depend on it: every kernel gives the same bits on any number of threads.
-// Without OpenMP it does nothing.
+// team or on one thread, whichever the moving average of its step times (weight 1/4) says is
+// faster, the team only when it is 1.2x as fast: where it gains less, one thread is about as
+// good and leaves the core to others. The first step runs on the team and is not measured
+// (threads start, caches are cold), the next on the team, the next on one thread. Then the one
+// not chosen is tried, 2 steps in a row whose mean replaces its average (beside a busy
+// neighbour the team's steps alternate between fast and slow, 2 and 6 ms where one thread
+// takes 3.4, with a slice of 100 ms now and then: one step says little, and an average kept
+// from long ago says less). The first try comes after 4 steps, the next after a gap that
+// doubles (quadruples when the try lost by half) up to 1024 steps or 10 seconds of steps,
+// whichever is less (a try beside a busy neighbour costs a few steps' time: tried more often,
+// it would cost more than it can find), and from 4 again when the choice changes. Results do not
+// depend on it: every kernel gives the same bits on any number of threads. Without OpenMP it
+// does nothing.
+#define RETRLM__TUNER_TRY 2
 
 RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t) {
     memset(t, 0, sizeof *t);
@@ -3167,17 +3173,17 @@ static int retrlm__tuner_best(const retrlm__tuner *t) { // 1: the team, 0: one t
 }
 
 RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t) {
-    int best, use; // 0: one thread, 1: the team
-    if (t->team <= 1) return;
-    best = retrlm__tuner_best(t);
+    int use; // 0: one thread, 1: the team
+    if (!t || t->team <= 1) return;
     if (t->step == 0 || t->ema[1] <= 0.0) use = 1; // the first step warms up: not measured
     else if (t->ema[0] <= 0.0) use = 0;
+    else if (t->trying > 0) use = t->try_k;
     else if (t->step >= t->probe) { // try the other
-        double ratio = t->ema[!best] / t->ema[best];
-        use = !best;
-        t->probe = t->step + t->gap;
-        t->gap = RETRLM__MIN((int64_t)256, t->gap * (ratio > 1.5 ? 4 : 2));
-    } else use = best;
+        t->try_k = !retrlm__tuner_best(t);
+        t->trying = RETRLM__TUNER_TRY;
+        t->try_sum = 0.0;
+        use = t->try_k;
+    } else use = retrlm__tuner_best(t);
     t->one = use == 0;
 #ifdef RETRLM__OMP
     omp_set_num_threads(t->one ? 1 : t->team);
@@ -3186,18 +3192,25 @@ RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t) {
 }
 
 RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t) {
-    double dt, w;
-    int k, before;
-    if (t->team <= 1) return;
-    dt = retrlm_time_seconds() - t->t0;
-    k = !t->one;
-    before = retrlm__tuner_best(t);
-    w = t->last[k] + 1 < t->step ? 0.5 : 0.25; // a try, or a step of a run
-    if (t->step > 0) {
-        t->ema[k] = t->ema[k] > 0.0 ? (1.0 - w) * t->ema[k] + w * dt : dt;
-        t->last[k] = t->step;
-    }
-    t->step++;
+    if (t && t->team > 1) retrlm__tuner_record(t, retrlm_time_seconds() - t->t0);
+}
+
+RETRLM__PRIVATE void retrlm__tuner_record(retrlm__tuner *t, double dt) {
+    const int k = !t->one, before = retrlm__tuner_best(t);
+    if (t->step++ == 0) return; // the warm-up
+    if (t->trying > 0 && k == t->try_k) { // a step of a try
+        t->try_sum += dt;
+        if (--t->trying > 0) return;
+        t->ema[k] = t->try_sum / RETRLM__TUNER_TRY;
+        if (before == retrlm__tuner_best(t)) { // it lost: try again later
+            double ratio = t->ema[k] / t->ema[!k], cap = 10.0 / t->ema[!k];
+            cap = cap < 16.0 ? 16.0 : cap > 1024.0 ? 1024.0 : cap;
+            t->gap = RETRLM__MIN((int64_t)cap, t->gap * (ratio > 1.5 ? 4 : 2));
+            t->probe = t->step + t->gap;
+            return;
+        }
+    } else
+        t->ema[k] = t->ema[k] > 0.0 ? 0.75 * t->ema[k] + 0.25 * dt : dt;
     if (t->ema[0] > 0.0 && t->ema[1] > 0.0 && before != retrlm__tuner_best(t)) { // the choice changed
         t->gap = 4;
         t->probe = t->step + t->gap;
@@ -3206,7 +3219,7 @@ RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t) {
 
 RETRLM__PRIVATE void retrlm__tuner_done(retrlm__tuner *t) {
 #ifdef RETRLM__OMP
-    if (t->team > 1) omp_set_num_threads(t->team);
+    if (t && t->team > 1) omp_set_num_threads(t->team);
 #else
     (void)t;
 #endif
@@ -14051,12 +14064,14 @@ RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *promp
     retrlm__tuner *tn;
     int pos, got = 0, tok;
     RETRLM_ASSERT(m && prompt && (out || n_new == 0) && (rng || !s || s->temperature <= 0.0f));
-    tn = &m->tune_; // kept across calls: a short call need not learn again
+    // kept across calls, so that a short call need not learn again; a call on one thread
+    // leaves it as it is for the next call on the team
+    tn = retrlm__max_threads() > 1 ? &m->tune_ : NULL;
     if (n_out) *n_out = 0;
     if (n_prompt < 1 || n_prompt > m->config.max_seq_len || n_new < 0)
         return retrlm__fail(RETRLM_ERR_ARG, "model_generate: prompt of %d tokens (1..%d), %d new",
                             n_prompt, m->config.max_seq_len, n_new);
-    if (tn->team != retrlm__max_threads()) retrlm__tuner_init(tn); // first call, or new team
+    if (tn && tn->team != retrlm__max_threads()) retrlm__tuner_init(tn); // first, or a new team
     for (pos = 0; pos < n_prompt && !r; pos++) {
         retrlm__tuner_start(tn);
         r = retrlm__decode_plain(m, prompt[pos], pos);

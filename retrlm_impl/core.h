@@ -53,5 +53,7 @@ RETRLM_API double retrlm_time_seconds(void);
 typedef struct retrlm__tuner {
     int     team, one;     /* the team's size (0: not set up); this step on one thread */
     double  ema[2], t0;    /* seconds a step on [0] one thread, [1] the team (0: not measured) */
-    int64_t step, probe, gap, last[2]; /* last[k]: the step that last updated ema[k] */
+    int64_t step, probe, gap;
+    int     trying, try_k;  /* steps left of a try of [try_k] (0: none) */
+    double  try_sum;       /* seconds of its steps so far */
 } retrlm__tuner;

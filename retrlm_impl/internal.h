@@ -128,10 +128,11 @@ RETRLM__PRIVATE int retrlm__max_threads(void);
 /* The thread count for a loop of like steps (decoding, training) on a machine others share
    (core.c; the struct is in core.h): _start before a step sets it (the team or one thread),
    _stop after it; _done gives the caller its team back. _init (again) when
-   t->team != retrlm__max_threads(). */
+   t->team != retrlm__max_threads(); start, stop and done do nothing with t NULL. */
 RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t);
 RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t);
 RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t);
+RETRLM__PRIVATE void retrlm__tuner_record(retrlm__tuner *t, double dt); /* _stop's: dt seconds */
 RETRLM__PRIVATE void retrlm__tuner_done(retrlm__tuner *t);
 
 /* ---- thread-local storage for the error detail --------------------------------------------- */

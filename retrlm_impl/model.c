@@ -2155,12 +2155,14 @@ RETRLM_API retrlm_result retrlm_model_generate(retrlm_model *m, const int *promp
     retrlm__tuner *tn;
     int pos, got = 0, tok;
     RETRLM_ASSERT(m && prompt && (out || n_new == 0) && (rng || !s || s->temperature <= 0.0f));
-    tn = &m->tune_; // kept across calls: a short call need not learn again
+    // kept across calls, so that a short call need not learn again; a call on one thread
+    // leaves it as it is for the next call on the team
+    tn = retrlm__max_threads() > 1 ? &m->tune_ : NULL;
     if (n_out) *n_out = 0;
     if (n_prompt < 1 || n_prompt > m->config.max_seq_len || n_new < 0)
         return retrlm__fail(RETRLM_ERR_ARG, "model_generate: prompt of %d tokens (1..%d), %d new",
                             n_prompt, m->config.max_seq_len, n_new);
-    if (tn->team != retrlm__max_threads()) retrlm__tuner_init(tn); // first call, or new team
+    if (tn && tn->team != retrlm__max_threads()) retrlm__tuner_init(tn); // first, or a new team
     for (pos = 0; pos < n_prompt && !r; pos++) {
         retrlm__tuner_start(tn);
         r = retrlm__decode_plain(m, prompt[pos], pos);

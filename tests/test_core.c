@@ -106,6 +106,58 @@ static void test_timer(void) {
     CHECK(t1 >= t0 && x > 0);
 }
 
+// the thread tuner fed made-up step times: mode(step) gives what a step costs on the team
+// (one thread always costs 3.4 ms); returns the share of steps run on the team in [from, n) and
+// the total seconds of those steps in *secs
+typedef double (*tuner_team_cost)(int64_t i, int64_t team_steps);
+static double tuner_run(retrlm__tuner *t, tuner_team_cost team, int64_t from, int64_t n,
+                        double *secs) {
+    int64_t i, on_team = 0, team_steps = 0;
+    *secs = 0.0;
+    for (i = 0; i < n; i++) {
+        double dt;
+        retrlm__tuner_start(t);
+        dt = t->one ? 3.4e-3 : team(i, team_steps++);
+        retrlm__tuner_record(t, dt);
+        if (i >= from) *secs += dt, on_team += !t->one;
+    }
+    return (double)on_team / (double)(n - from);
+}
+static double team_quiet(int64_t i, int64_t k) { (void)i, (void)k; return 1.8e-3; }
+static double team_burst(int64_t i, int64_t k) { (void)k; return i == 500 ? 20e-3 : 1.8e-3; }
+static double team_busy(int64_t i, int64_t k) { // fast and slow in turn, a scheduler slice now and then
+    (void)i;
+    return k % 10 == 9 ? 100e-3 : k % 2 ? 6e-3 : 2e-3;
+}
+static double team_leaves(int64_t i, int64_t k) { return i < 1000 ? team_busy(i, k) : 1.8e-3; }
+
+static void test_tuner(void) {
+    retrlm__tuner t;
+    double share, secs;
+#ifdef RETRLM__OMP
+    int saved = omp_get_max_threads();
+#endif
+    retrlm__tuner_init(&t), t.team = 2; // as if on 2 threads, whatever this machine has
+    share = tuner_run(&t, team_quiet, 0, 2000, &secs);
+    CHECK(share > 0.98);
+    retrlm__tuner_init(&t), t.team = 2; // one slow team step: back on the team within 40 steps
+    share = tuner_run(&t, team_burst, 540, 2000, &secs);
+    CHECK(share > 0.98);
+    retrlm__tuner_init(&t), t.team = 2; // beside a busy neighbour: one thread, tries cost < 3%
+    share = tuner_run(&t, team_busy, 0, 4000, &secs);
+    CHECK(share < 0.01 && secs < 1.03 * 4000 * 3.4e-3);
+    printf("tuner: busy: %.2f%% of steps on the team, %.4f s against %.4f s on one thread\n",
+           100.0 * share, secs, 4000 * 3.4e-3);
+    retrlm__tuner_init(&t), t.team = 2; // the neighbour leaves at step 1000: back within 1100
+    share = tuner_run(&t, team_leaves, 2100, 3000, &secs);
+    CHECK(share > 0.98);
+    retrlm__tuner_done(&t);
+#ifdef RETRLM__OMP
+    omp_set_num_threads(saved);
+#endif
+    retrlm__tuner_start(NULL), retrlm__tuner_stop(NULL), retrlm__tuner_done(NULL); // no-ops
+}
+
 static void test_endian_helpers(void) {
     unsigned char b[8];
     uint32_t v[2] = {0x01020304u, 0xA0B0C0D0u};
@@ -125,6 +177,7 @@ int main(void) {
     RUN(test_rng);
     RUN(test_progress);
     RUN(test_timer);
+    RUN(test_tuner);
     RUN(test_endian_helpers);
     return test_report();
 }
