@@ -299,8 +299,12 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 #define RETRLM__NR_MAX RETRLM__NR
 #endif
 #define RETRLM__KC 256
-#define RETRLM__MC_TILES 16 // MC = MR * 16 rows of A a block
-#define RETRLM__NC_TILES 8  // NC = NR * 8 columns of B a block
+// A block is MC = MR * 32 rows of A by NC = NR * 16 columns of B, halved (down to MR * 8 by
+// NR * 4) while the product has fewer than 4 blocks a thread: every block packs its slices of A
+// and B again, so the larger the blocks the less of the time goes to packing (a quarter of it
+// with the AVX2 kernel at MR * 16 by NR * 8), and the smaller, the better the threads balance
+#define RETRLM__MC_TILES 32
+#define RETRLM__NC_TILES 16
 
 typedef struct retrlm__mat { // element (r, c) is p[r * sr + c * sc]
     const float *p;
@@ -501,7 +505,8 @@ static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
     const retrlm__gemm_kernel *g = retrlm__gemm();
-    const int MR = g->mr, NR = g->nr, MC = MR * RETRLM__MC_TILES, NC = NR * RETRLM__NC_TILES;
+    const int MR = g->mr, NR = g->nr;
+    int MC = MR * RETRLM__MC_TILES, NC = NR * RETRLM__NC_TILES;
     int mtiles, ntiles, ntiles_all, nthreads, t;
     size_t per_thread, a_size;
     float *work;
@@ -532,10 +537,16 @@ static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B
     else { bt.sr = (size_t)K; bt.sc = 1; }
     if (bq) bt = *bq;
 
-    mtiles = (M + MC - 1) / MC;
-    ntiles = (N + NC - 1) / NC;
-    ntiles_all = mtiles * ntiles;
-    nthreads = RETRLM__MIN(retrlm__max_threads(), ntiles_all);
+    nthreads = retrlm__max_threads();
+    for (;;) { // the blocks: as large as leave 4 a thread (the results do not depend on them)
+        mtiles = (M + MC - 1) / MC;
+        ntiles = (N + NC - 1) / NC;
+        ntiles_all = mtiles * ntiles;
+        if (ntiles_all >= 4 * nthreads || (MC <= MR * 8 && NC <= NR * 4)) break;
+        if (NC > NR * 4 && (ntiles == 1 || NC >= MC || MC <= MR * 8)) NC /= 2;
+        else MC /= 2;
+    }
+    nthreads = RETRLM__MIN(nthreads, ntiles_all);
     { // packing buffers sized to this product, not to the largest block: small matmuls (the
       // model's many) then take a small allocation that malloc serves from its free lists
         size_t mc = (size_t)RETRLM__MIN(MC, (M + MR - 1) / MR * MR);
