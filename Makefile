@@ -125,14 +125,18 @@ build/examples/%: examples/%.c retrlm.h
 # bench/peers.sh NAME prints the flags for the peers of NAME that are installed.
 bench: $(patsubst %,bench-%,$(BENCHES))
 # the matmul as built three ways (bench/dispatch.c): plain -O2 (run-time choice of kernel), the
-# same with dispatch off, and the benches' flags
+# same with dispatch off, and the benches' flags; then, as an AVX2 machine would run them, plain
+# -O2 with RETRLM_CPU=avx2 against the benches' flags with -march=haswell (x86-64 only)
 bench-dispatch: retrlm.h
 	@mkdir -p build/bench
 	$(CC) -std=c99 -O2 -I. -I$(STB_INC) bench/dispatch.c -o build/bench/dispatch-plain -lm
 	$(CC) -std=c99 -O2 -DRETRLM_NO_DISPATCH -I. -I$(STB_INC) bench/dispatch.c -o build/bench/dispatch-nodispatch -lm
 	$(CC) $(BENCH_CFLAGS) -I. -I$(STB_INC) bench/dispatch.c -o build/bench/dispatch-native -lm
+	$(CC) $(BENCH_CFLAGS) -march=haswell -I. -I$(STB_INC) bench/dispatch.c -o build/bench/dispatch-haswell -lm
 	build/bench/dispatch-plain plain && build/bench/dispatch-nodispatch no-dispatch | grep -v '^cpu\|^kernels\|^threads\|^kernel_path\|^cpu_' && \
-	  build/bench/dispatch-native native | grep -v '^cpu\|^kernels\|^threads\|^kernel_path\|^cpu_'
+	  build/bench/dispatch-native native | grep -v '^cpu\|^kernels\|^threads\|^kernel_path\|^cpu_' && \
+	  RETRLM_CPU=avx2 build/bench/dispatch-plain plain-avx2 | grep -v '^cpu\|^kernels\|^threads\|^kernel_path\|^cpu_' && \
+	  build/bench/dispatch-haswell native-haswell | grep -v '^cpu\|^kernels\|^threads\|^kernel_path\|^cpu_'
 bench-%: bench/%.c retrlm.h
 	@mkdir -p build/bench
 	$(CC) $(BENCH_CFLAGS) -I. -I$(STB_INC) bench/$*.c -o build/bench/$* $$(sh bench/peers.sh $*) -lm

@@ -156,7 +156,7 @@ static int retrlm__max_threads(void) {
 // neighbour the team's steps alternate between fast and slow, 2 and 6 ms where one thread
 // takes 3.4, with a slice of 100 ms now and then: one step says little, and an average kept
 // from long ago says less). The first try comes after 4 steps, the next after a gap that
-// doubles (quadruples when the try lost by half) up to 1024 steps or 10 seconds of steps,
+// doubles (quadruples when the try lost by half) up to 1024 steps or 30 seconds of steps,
 // whichever is less (a try beside a busy neighbour costs a few steps' time: tried more often,
 // it would cost more than it can find), and from 4 again when the choice changes. Results do not
 // depend on it: every kernel gives the same bits on any number of threads. Without OpenMP it
@@ -205,7 +205,7 @@ RETRLM__PRIVATE void retrlm__tuner_record(retrlm__tuner *t, double dt) {
         if (--t->trying > 0) return;
         t->ema[k] = t->try_sum / RETRLM__TUNER_TRY;
         if (before == retrlm__tuner_best(t)) { // it lost: try again later
-            double ratio = t->ema[k] / t->ema[!k], cap = 10.0 / t->ema[!k];
+            double ratio = t->ema[k] / t->ema[!k], cap = 30.0 / t->ema[!k];
             cap = cap < 16.0 ? 16.0 : cap > 1024.0 ? 1024.0 : cap;
             t->gap = RETRLM__MIN((int64_t)cap, t->gap * (ratio > 1.5 ? 4 : 2));
             t->probe = t->step + t->gap;

@@ -8,7 +8,10 @@
    -march=haswell. On x86-64 with GCC or Clang a build for plain x86-64 (the README's `cc -O2`)
    chooses the matmul micro-kernel at run time: AVX-512 or AVX2+FMA when the CPU (and OS) have
    them ("avx512f (chosen at run time; built for x86-64 SSE2), matmul tile 8x32, no OpenMP"), else
-   its SSE2 4x8 one; define RETRLM_NO_DISPATCH to keep the build's own. The other vector kernels
+   its SSE2 4x8 one; define RETRLM_NO_DISPATCH to keep the build's own. The environment variable
+   RETRLM_CPU, read at the first multiply, caps the choice: "avx2" (no AVX-512 kernels, e.g. to
+   measure what an AVX2 machine would run), "build" (the build's own); anything else, or unset,
+   lets the CPU decide. It cannot choose what the CPU lacks. The other vector kernels
    (dot, distances, softmax) run as compiled. Results are identical for any thread count within
    one path; between paths they differ in the last bits (FMA rounds once). Benches print it. */
 RETRLM_API const char *retrlm_cpu_path(void);
