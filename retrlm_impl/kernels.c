@@ -396,10 +396,15 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
 typedef float retrlm__v4 __attribute__((vector_size(16)));
 typedef float retrlm__v8 __attribute__((vector_size(32)));
 typedef float retrlm__v16 __attribute__((vector_size(64)));
+// a broadcast, the initializer of a vector (a float times a vector would be a double times it
+// where float arithmetic is done in double, FLT_EVAL_METHOD 1, as on s390x, and not convert)
+#define RETRLM__BCAST_retrlm__v4(x) {x, x, x, x}
+#define RETRLM__BCAST_retrlm__v8(x) {x, x, x, x, x, x, x, x}
+#define RETRLM__BCAST_retrlm__v16(x) {x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}
 #define RETRLM__VACC_DECL(r, VT) VT acc##r##0 = {0}, acc##r##1 = {0};
 #define RETRLM__VACC_ROW(r, VT)                                          \
     {                                                                  \
-        const float ar = ap[r]; /* broadcast by the vector product */  \
+        const VT ar = RETRLM__BCAST_##VT(ap[r]);                       \
         acc##r##0 += ar * b0;                                          \
         acc##r##1 += ar * b1;                                          \
     }
