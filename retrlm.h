@@ -219,7 +219,9 @@ typedef struct retrlm__tuner {
    measure what an AVX2 machine would run), "build" (the build's own); anything else, or unset,
    lets the CPU decide. It cannot choose what the CPU lacks. The other vector kernels
    (dot, distances, softmax) run as compiled. Results are identical for any thread count within
-   one path; between paths they differ in the last bits (FMA rounds once). Benches print it. */
+   one path. Between paths they are identical too where the compiler does not fuse a multiply and
+   an add (GCC with -std=c99), and differ in the last bits where it does (Clang's default, where
+   the CPU has FMA). Benches print it. */
 RETRLM_API const char *retrlm_cpu_path(void);
 
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n);       /* sum a[i]*b[i] */
