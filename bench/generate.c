@@ -150,6 +150,11 @@ static void versus_peer(const shape *s, int have_peer, char lines[][128], int *n
     retrlm_model m, mq;
     char model_path[256], tok_path[256];
     int th, busy, r, agree = 0, tr[16], tp[16], tq[16];
+#ifdef _OPENMP
+    const int nth = 2; // 1 and 2 threads
+#else
+    const int nth = 1;
+#endif
     memset(&mc, 0, sizeof mc);
     mc.vocab_size = s->vocab, mc.dim = s->dim, mc.n_layers = s->layers, mc.n_heads = s->heads;
     mc.ffn_dim = s->ffn, mc.max_seq_len = s->seq, mc.inference = 1, mc.seed = 7;
@@ -172,10 +177,7 @@ static void versus_peer(const shape *s, int have_peer, char lines[][128], int *n
         double a[2][REPS], aq[2][REPS], b[2][REPS];
         pid_t bp = busy ? bench_busy_start() : -1;
         for (r = 0; r < REPS; r++)
-            for (th = 1; th <= 2; th++) {
-#ifndef _OPENMP
-                if (th == 2) continue;
-#endif
+            for (th = 1; th <= nth; th++) {
                 set_threads(th);
                 a[th - 1][r] = retrlm_run(&m, tr, 16);
                 aq[th - 1][r] = retrlm_run(&mq, tq, 16);
@@ -185,11 +187,8 @@ static void versus_peer(const shape *s, int have_peer, char lines[][128], int *n
             }
         bench_busy_stop(bp);
         set_threads(2);
-        for (th = 1; th <= 2; th++) {
+        for (th = 1; th <= nth; th++) {
             double ra, rq, rb;
-#ifndef _OPENMP
-            if (th == 2) continue;
-#endif
             ra = bench_median(a[th - 1], REPS), rq = bench_median(aq[th - 1], REPS);
             rb = bench_median(b[th - 1], REPS);
             if (rb > 0.0)
@@ -210,15 +209,13 @@ static void versus_peer(const shape *s, int have_peer, char lines[][128], int *n
                          busy ? "_busy" : "", ra / rb);
             }
         }
-#ifdef _OPENMP
-        if (busy) {
+        if (busy && nth == 2) {
             double r1 = bench_median(a[0], REPS), r2 = bench_median(a[1], REPS);
             double q1 = bench_median(aq[0], REPS), q2 = bench_median(aq[1], REPS);
             printf("beside a busy core, 2 threads against 1: f32 %.2fx, int8 %.2fx\n", r2 / r1, q2 / q1);
             snprintf(lines[(*nl)++], 128, "generate_%s_busy_t2_vs_t1=%.2f", s->name, r2 / r1);
             snprintf(lines[(*nl)++], 128, "generate_%s_busy_int8_t2_vs_t1=%.2f", s->name, q2 / q1);
         }
-#endif
     }
     if (have_peer) {
         printf("the first 16 greedy tokens: %d agree with llama2.c's (f32)\n", agree);

@@ -32,18 +32,14 @@ static const shape shapes[] = {
 };
 #define NSHAPES (int)(sizeof shapes / sizeof shapes[0])
 
+#define NBLAS (NSHAPES * 2 + 3 * 2) // a child's figures: the shapes, then the one-row ones, 1 and 2 threads
+
 #ifdef RETRLM_BENCH_OPENBLAS
 // OpenMP's thread count and OpenBLAS's (which only a --blas-only child calls)
 static void set_all_threads(int n) {
     set_threads(n);
-#ifdef RETRLM_BENCH_OPENBLAS
     openblas_set_num_threads(n);
-#endif
 }
-
-#endif
-#define NBLAS (NSHAPES * 2 + 3 * 2) // a child's figures: the shapes, then the one-row ones, 1 and 2 threads
-#ifdef RETRLM_BENCH_OPENBLAS
 
 // runs this program as an OpenBLAS child under env (a shell assignment, or ""): its kernels'
 // name into core, its figures (GFLOP/s for the shapes, seconds for the one-row ones) into v;
