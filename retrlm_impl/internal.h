@@ -29,6 +29,11 @@
 #include <omp.h>
 #endif
 
+/* the compiler's own x86 header: the FMA kernels' _mm256_fmadd_ps and _mm512_fmadd_ps */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
 #ifndef RETRLM_ASSERT
 #define RETRLM_ASSERT(x) assert(x)
 #endif

@@ -88,6 +88,23 @@
 // for their dequantized rows (an int8 model decodes as the f32 model of its dequantized
 // weights; the tail of a partial group is summed apart). Four rows share the loads of
 // a; rows < 4 of them are real (the others are not read).
+// the int8 kernels' end: the four rows' sums t over the last, partial group (elements i..n, a
+// scale each row, d0..d3) added on, then rows of them written to out
+static void retrlm__q8_tail4(float *out, float *t, const float *a, const int8_t *q0, const int8_t *q1,
+                             const int8_t *q2, const int8_t *q3, const float *d0, const float *d1,
+                             const float *d2, const float *d3, int i, int n, int rows) {
+    int j;
+    for (j = i; j < n; j++) {
+        float w0 = *d0 * (float)q0[j], w1 = *d1 * (float)q1[j];
+        float w2 = *d2 * (float)q2[j], w3 = *d3 * (float)q3[j];
+        t[0] += a[j] * w0;
+        t[1] += a[j] * w1;
+        t[2] += a[j] * w2;
+        t[3] += a[j] * w3;
+    }
+    for (j = 0; j < rows; j++) out[j] = t[j];
+}
+
 #define RETRLM__DEFINE_DOT4_Q8(name, ATTR)                                                          \
     ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const int8_t *q,           \
                                            const float *s, size_t ldq, int n, int rows) {        \
@@ -112,21 +129,148 @@
         }                                                                                         \
         RETRLM__TREE4(16)                                                                         \
         t[0] = c0[0], t[1] = c1[0], t[2] = c2[0], t[3] = c3[0];                                   \
-        for (j = i; j < n; j++) { /* the last, partial group */                                   \
-            float w0 = s0[g] * (float)q0[j], w1 = s1[g] * (float)q1[j];                           \
-            float w2 = s2[g] * (float)q2[j], w3 = s3[g] * (float)q3[j];                           \
-            t[0] += a[j] * w0;                                                                    \
-            t[1] += a[j] * w1;                                                                    \
-            t[2] += a[j] * w2;                                                                    \
-            t[3] += a[j] * w3;                                                                    \
-        }                                                                                         \
-        for (j = 0; j < rows; j++) out[j] = t[j];                                                 \
+        retrlm__q8_tail4(out, t, a, q0, q1, q2, q3, s0 + g, s1 + g, s2 + g, s3 + g, i, n, rows);  \
     }
 
+// X(r, ...) for each row r of a kernel's four (a matmul tile's MR)
+#define RETRLM__ROWS_4(X, ...) X(0, __VA_ARGS__) X(1, __VA_ARGS__) X(2, __VA_ARGS__) X(3, __VA_ARGS__)
+#define RETRLM__ROWS_6(X, ...) RETRLM__ROWS_4(X, __VA_ARGS__) X(4, __VA_ARGS__) X(5, __VA_ARGS__)
+#define RETRLM__ROWS_8(X, ...) RETRLM__ROWS_6(X, __VA_ARGS__) X(6, __VA_ARGS__) X(7, __VA_ARGS__)
+#if defined(__GNUC__) || defined(__clang__)
+// GCC's and Clang's vector types, which the kernels below are also written in: each partial
+// sum is a register by construction, whatever the flags (GCC -O2 keeps the scalar versions'
+// lane arrays in memory, -O3 without -fopenmp spills half the matmul tile's accumulators)
+typedef float retrlm__v4 __attribute__((vector_size(16)));
+typedef float retrlm__v8 __attribute__((vector_size(32)));
+typedef float retrlm__v16 __attribute__((vector_size(64)));
+// a broadcast, the initializer of a vector (a float times a vector would be a double times it
+// where float arithmetic is done in double, FLT_EVAL_METHOD 1, as on s390x, and not convert)
+#define RETRLM__BCAST_retrlm__v4(x) {x, x, x, x}
+#define RETRLM__BCAST_retrlm__v8(x) {x, x, x, x, x, x, x, x}
+#define RETRLM__BCAST_retrlm__v16(x) {x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}
+// acc += a * b: rounded twice (GCC in ISO C mode and Clang here do not fuse a * b + c), or once
+// with the FMA instruction of the kernel's instruction set. Fused, the AVX2 tile runs 1.1-1.25x
+// faster on Zen 4 (12 FMAs a step instead of 12 multiplies and 12 adds: fewer instructions to
+// issue) and the AVX-512 one 1.1x; other results' last bits differ from the unfused paths'.
+#define RETRLM__MADD(acc, a, b) acc += (a) * (b)
+#define RETRLM__MADD_AVX2(acc, a, b) acc = _mm256_fmadd_ps(a, b, acc)
+#define RETRLM__MADD_AVX512(acc, a, b) acc = _mm512_fmadd_ps(a, b, acc)
+typedef int8_t retrlm__c4 __attribute__((vector_size(4)));
+typedef int8_t retrlm__c8 __attribute__((vector_size(8)));
+typedef int8_t retrlm__c16 __attribute__((vector_size(16)));
+
+// a row's lanes t[0..L) summed by a fixed tree (lane j takes lane j + w, w = L/2, ..., 1)
+static float retrlm__fold(float *t, int L) {
+    int w, j;
+    for (w = L / 2; w > 0; w /= 2)
+        for (j = 0; j < w; j++) t[j] += t[j + w];
+    return t[0];
+}
+
+// The one-row kernels (retrlm__dot, _dot4, _dot4_q8) in vector types of L lanes: two vectors of
+// partial sums a row, 2 L lanes, folded by retrlm__fold; the tail past the last 2 L is summed
+// on. dot4_q8 dequantizes each weight (scale times int8, rounded to float) and then takes the
+// same steps as dot4: with n a multiple of the group, the bits of dot4 on dequantized rows.
+#define RETRLM__DEFINE_DOT_V(name, ATTR, VT, MADD)                                                 \
+    ATTR static float name(const float *a, const float *b, int n) {                              \
+        enum { L = sizeof(VT) / sizeof(float) };                                                 \
+        VT c0 = {0}, c1 = {0}, x, y;                                                             \
+        float t[L], s;                                                                           \
+        int i = 0;                                                                               \
+        for (; i + 2 * L <= n; i += 2 * L) {                                                     \
+            memcpy(&x, a + i, sizeof x), memcpy(&y, b + i, sizeof y), MADD(c0, x, y);          \
+            memcpy(&x, a + i + L, sizeof x), memcpy(&y, b + i + L, sizeof y), MADD(c1, x, y);  \
+        }                                                                                        \
+        c0 += c1;                                                                                \
+        memcpy(t, &c0, sizeof t);                                                                \
+        s = retrlm__fold(t, L);                                                                  \
+        for (; i < n; i++) s += a[i] * b[i];                                                     \
+        return s;                                                                                \
+    }
+#define RETRLM__DOT4_V_ROW(r, VT, MADD)                                                           \
+    memcpy(&x, b##r + i, sizeof x), MADD(c##r##0, a0, x);                                       \
+    memcpy(&x, b##r + i + L, sizeof x), MADD(c##r##1, a1, x);
+#define RETRLM__DOT4_V_FOLD(r, dst)                                                               \
+    c##r##0 += c##r##1;                                                                          \
+    memcpy(t, &c##r##0, sizeof t);                                                              \
+    dst[r] = retrlm__fold(t, L);
+#define RETRLM__DEFINE_DOT4_V(name, ATTR, VT, MADD)                                                \
+    ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const float *b, size_t ldb, \
+                                           int n) {                                              \
+        enum { L = sizeof(VT) / sizeof(float) };                                                 \
+        VT c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}; \
+        const float *b0 = b, *b1 = b + ldb, *b2 = b + 2 * ldb, *b3 = b + 3 * ldb;                 \
+        float t[L];                                                                              \
+        int i = 0, j;                                                                            \
+        for (; i + 2 * L <= n; i += 2 * L) {                                                     \
+            VT a0, a1, x;                                                                        \
+            memcpy(&a0, a + i, sizeof a0);                                                       \
+            memcpy(&a1, a + i + L, sizeof a1);                                                   \
+            RETRLM__ROWS_4(RETRLM__DOT4_V_ROW, VT, MADD)                                         \
+        }                                                                                        \
+        RETRLM__ROWS_4(RETRLM__DOT4_V_FOLD, out)                                                 \
+        for (j = i; j < n; j++) {                                                                \
+            out[0] += a[j] * b0[j];                                                              \
+            out[1] += a[j] * b1[j];                                                              \
+            out[2] += a[j] * b2[j];                                                              \
+            out[3] += a[j] * b3[j];                                                              \
+        }                                                                                        \
+    }
+#define RETRLM__DOT4_Q8_V_ROW(r, VT, MADD)                                                        \
+    memcpy(&qv, q##r + h, sizeof qv), x = d##r * __builtin_convertvector(qv, VT), MADD(c##r##0, a0, x); \
+    memcpy(&qv, q##r + h + L, sizeof qv), x = d##r * __builtin_convertvector(qv, VT), MADD(c##r##1, a1, x);
+#define RETRLM__DEFINE_DOT4_Q8_V(name, ATTR, VT, MADD, CT)                                         \
+    ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const int8_t *q,          \
+                                           const float *s, size_t ldq, int n, int rows) {       \
+        enum { L = sizeof(VT) / sizeof(float) };                                                 \
+        VT c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}; \
+        const size_t lds = (ldq + RETRLM__Q8_GROUP - 1) / RETRLM__Q8_GROUP;                       \
+        const int8_t *q0 = q, *q1 = q + (rows > 1) * ldq, *q2 = q + (rows > 2) * 2 * ldq;          \
+        const int8_t *q3 = q + (rows > 3) * 3 * ldq;                                              \
+        const float *s0 = s, *s1 = s + (rows > 1) * lds, *s2 = s + (rows > 2) * 2 * lds;           \
+        const float *s3 = s + (rows > 3) * 3 * lds;                                               \
+        float t[L], v[4];                                                                        \
+        int i = 0, h, g = 0;                                                                     \
+        for (; i + RETRLM__Q8_GROUP <= n; i += RETRLM__Q8_GROUP, g++) {                          \
+            const VT d0 = RETRLM__BCAST_##VT(s0[g]), d1 = RETRLM__BCAST_##VT(s1[g]);             \
+            const VT d2 = RETRLM__BCAST_##VT(s2[g]), d3 = RETRLM__BCAST_##VT(s3[g]);             \
+            for (h = i; h < i + RETRLM__Q8_GROUP; h += 2 * L) {                                  \
+                VT a0, a1, x;                                                                    \
+                CT qv;                                                                           \
+                memcpy(&a0, a + h, sizeof a0);                                                   \
+                memcpy(&a1, a + h + L, sizeof a1);                                               \
+                RETRLM__ROWS_4(RETRLM__DOT4_Q8_V_ROW, VT, MADD)                                  \
+            }                                                                                    \
+        }                                                                                        \
+        RETRLM__ROWS_4(RETRLM__DOT4_V_FOLD, v)                                                   \
+        retrlm__q8_tail4(out, v, a, q0, q1, q2, q3, s0 + g, s1 + g, s2 + g, s3 + g, i, n, rows); \
+    }
+#endif
+
 #define RETRLM__NO_ATTR
+#if defined(__GNUC__) || defined(__clang__)
+#if defined(__AVX512F__) // the build's own: the widest vector it has, with FMA where it has it
+RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512)
+RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512)
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512, retrlm__c16)
+#elif defined(__AVX__) && defined(__FMA__)
+RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2)
+RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2)
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, retrlm__c8)
+#elif defined(__AVX__)
+RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD)
+RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD)
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD, retrlm__c8)
+#else
+RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD)
+RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD)
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD, retrlm__c4)
+#endif
+#else
 RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8, RETRLM__NO_ATTR)
 RETRLM__DEFINE_DOT(retrlm__dot, RETRLM__NO_ATTR, RETRLM__LANES)
 RETRLM__DEFINE_DOT4(retrlm__dot4, RETRLM__NO_ATTR, RETRLM__LANES)
+#endif
 
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n) { return retrlm__dot(a, b, n); }
 
@@ -299,12 +443,18 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 #define RETRLM__NR_MAX RETRLM__NR
 #endif
 #define RETRLM__KC 256
-// A block is MC = MR * 32 rows of A by NC = NR * 16 columns of B, halved (down to MR * 8 by
-// NR * 4) while the product has fewer than 4 blocks a thread: every block packs its slices of A
-// and B again, so the larger the blocks the less of the time goes to packing (a quarter of it
-// with the AVX2 kernel at MR * 16 by NR * 8), and the smaller, the better the threads balance
-#define RETRLM__MC_TILES 32
-#define RETRLM__NC_TILES 16
+// Work is shared out in tasks of MB <= MR * 64 rows by NB <= NR * 32 columns of C, halved (NB
+// first) while a product has fewer than 4 tasks a thread. A task packs, for each KC slice, its
+// NB columns of B once, then, for each block of MC = MR * 16 rows, those rows of A, and runs
+// the block's register tiles (GotoBLAS's order: the A block stays in L2 and one B panel in L1
+// while the block's A panels stream by). A is packed N / NB times and B M / MB times; packing
+// every MR * 32 by NR * 16 block's slices of both anew, as this did before, took a fifth of the
+// AVX2 kernel's time. Each thread packs into space of its own: panels shared by the threads
+// (BLAS's way on many cores) cost two barriers a slice, and writing them took the lines the
+// other core had just read: slower on 2 threads.
+#define RETRLM__MB_TILES 64
+#define RETRLM__NB_TILES 32
+#define RETRLM__MC_TILES 16
 
 typedef struct retrlm__mat { // element (r, c) is p[r * sr + c * sc]
     const float *p;
@@ -332,10 +482,10 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
                 for (p = 0; p < kc; p++)
                     dst[(size_t)p * W + l] = sc[(k0 + p) / RETRLM__Q8_GROUP] * (float)src[p];
             }
-        } else if (X.sc == 1) { // rows are contiguous: read a row, scatter into its lane
-            for (l = 0; l < lanes; l++) {
-                const float *src = base + (size_t)l * X.sr;
-                for (p = 0; p < kc; p++) dst[(size_t)p * W + l] = src[p];
+        } else if (X.sc == 1) { // rows are contiguous: W rows read side by side, a step of each
+            for (p = 0; p < kc; p++) { // written out at once (a whole line of dst, in order)
+                const float *src = base + p;
+                for (l = 0; l < lanes; l++) dst[(size_t)p * W + l] = src[(size_t)l * X.sr];
             }
         } else { // lanes are contiguous (X.sr == 1): copy W at a time
             for (p = 0; p < kc; p++) {
@@ -349,6 +499,18 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
     }
 }
 
+// a row of a tile's accumulators t out to C's row cr: its first nr columns set (or added to,
+// with acc_c) on the first K slice, with the bias; added to on the others
+static void retrlm__tile_store(float *cr, const float *t, int nr, const float *bias, int first, int acc_c) {
+    int j;
+    if (first && !acc_c)
+        for (j = 0; j < nr; j++) cr[j] = t[j];
+    else
+        for (j = 0; j < nr; j++) cr[j] += t[j];
+    if (first && bias)
+        for (j = 0; j < nr; j++) cr[j] += bias[j];
+}
+
 // a (kc, MR), b (kc, NR) packed -> the mr x nr corner of the tile at c (row stride ldc).
 // first: this is the first K slice, so C is set (or accumulated, with acc_c) and bias added.
 // Each row of accumulators is its own array and every row is written out by a macro, not a
@@ -360,19 +522,8 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
         const float ar = ap[r];                                       \
         RETRLM__SIMD for (j = 0; j < NR; j++) acc##r[j] += ar * bp[j]; \
     }
-#define RETRLM__ACC_STORE(r, NR)                                       \
-    if (r < mr) {                                                     \
-        float *cr = c + (size_t)r * ldc;                              \
-        if (first && !acc_c)                                          \
-            for (j = 0; j < nr; j++) cr[j] = acc##r[j];               \
-        else                                                          \
-            for (j = 0; j < nr; j++) cr[j] += acc##r[j];              \
-        if (first && bias)                                            \
-            for (j = 0; j < nr; j++) cr[j] += bias[j];                \
-    }
-#define RETRLM__ROWS_4(X, NR) X(0, NR) X(1, NR) X(2, NR) X(3, NR)
-#define RETRLM__ROWS_6(X, NR) RETRLM__ROWS_4(X, NR) X(4, NR) X(5, NR)
-#define RETRLM__ROWS_8(X, NR) RETRLM__ROWS_6(X, NR) X(6, NR) X(7, NR)
+#define RETRLM__ACC_STORE(r, NR) \
+    if (r < mr) retrlm__tile_store(c + (size_t)r * ldc, acc##r, nr, bias, first, acc_c);
 #define RETRLM__ROWS(MR) RETRLM__ROWS_##MR
 #define RETRLM__DEFINE_MICRO(name, ATTR, MR, NR)                                                    \
     ATTR static void name(int kc, const float *RETRLM__RESTRICT a, const float *RETRLM__RESTRICT b, \
@@ -392,69 +543,77 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
 // vectors (NR = 2 * VL), so each accumulator is a register by construction, whatever the flags;
 // left to the auto-vectorizer, GCC -O3 without -fopenmp (no `omp simd`) builds the AVX2 tile
 // with shuffles and half its accumulators on the stack, at 60% of the speed. The arithmetic is
-// the scalar version's, element for element: the results are the same bits.
-typedef float retrlm__v4 __attribute__((vector_size(16)));
-typedef float retrlm__v8 __attribute__((vector_size(32)));
-typedef float retrlm__v16 __attribute__((vector_size(64)));
-// a broadcast, the initializer of a vector (a float times a vector would be a double times it
-// where float arithmetic is done in double, FLT_EVAL_METHOD 1, as on s390x, and not convert)
-#define RETRLM__BCAST_retrlm__v4(x) {x, x, x, x}
-#define RETRLM__BCAST_retrlm__v8(x) {x, x, x, x, x, x, x, x}
-#define RETRLM__BCAST_retrlm__v16(x) {x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}
+// the scalar version's, element for element, but for the FMA (RETRLM__MADD_*, above).
 #define RETRLM__VACC_DECL(r, VT) VT acc##r##0 = {0}, acc##r##1 = {0};
-#define RETRLM__VACC_ROW(r, VT)                                          \
+#define RETRLM__VACC_ROW(r, VT, MADD)                                    \
     {                                                                  \
         const VT ar = RETRLM__BCAST_##VT(ap[r]);                       \
-        acc##r##0 += ar * b0;                                          \
-        acc##r##1 += ar * b1;                                          \
+        MADD(acc##r##0, ar, b0);                                       \
+        MADD(acc##r##1, ar, b1);                                       \
     }
-#define RETRLM__VACC_OUT(r, VT)                                          \
-    if (r < mr) {                                                       \
-        float t[2 * sizeof(VT) / sizeof(float)], *cr = c + (size_t)r * ldc; \
-        memcpy(t, &acc##r##0, sizeof(VT));                              \
-        memcpy(t + sizeof(VT) / sizeof(float), &acc##r##1, sizeof(VT)); \
-        if (first && !acc_c)                                            \
-            for (j = 0; j < nr; j++) cr[j] = t[j];                      \
-        else                                                            \
-            for (j = 0; j < nr; j++) cr[j] += t[j];                     \
-        if (first && bias)                                              \
-            for (j = 0; j < nr; j++) cr[j] += bias[j];                  \
+#define RETRLM__VACC_OUT(r, VT)                                                                 \
+    if (r < mr) { /* a full row in vectors (retrlm__tile_store's sums, in its order), else by it */ \
+        float *cr = c + (size_t)r * ldc;                                                       \
+        if (nr == NR) {                                                                        \
+            VT y0 = acc##r##0, y1 = acc##r##1, z;                                              \
+            if (!first || acc_c) {                                                             \
+                memcpy(&z, cr, sizeof z), y0 = z + y0;                                         \
+                memcpy(&z, cr + NR / 2, sizeof z), y1 = z + y1;                                \
+            }                                                                                  \
+            if (first && bias) {                                                               \
+                memcpy(&z, bias, sizeof z), y0 += z;                                           \
+                memcpy(&z, bias + NR / 2, sizeof z), y1 += z;                                  \
+            }                                                                                  \
+            memcpy(cr, &y0, sizeof y0);                                                        \
+            memcpy(cr + NR / 2, &y1, sizeof y1);                                               \
+        } else {                                                                               \
+            float t[2 * sizeof(VT) / sizeof(float)];                                           \
+            memcpy(t, &acc##r##0, sizeof(VT));                                                 \
+            memcpy(t + NR / 2, &acc##r##1, sizeof(VT));                                        \
+            retrlm__tile_store(cr, t, nr, bias, first, acc_c);                                 \
+        }                                                                                      \
     }
-#define RETRLM__DEFINE_MICRO_V(name, ATTR, MR, VT)                                                  \
+#define RETRLM__DEFINE_MICRO_V(name, ATTR, MR, VT, MADD)                                            \
     ATTR static void name(int kc, const float *RETRLM__RESTRICT a, const float *RETRLM__RESTRICT b, \
                           float *RETRLM__RESTRICT c, size_t ldc, int mr, int nr, const float *bias,  \
                           int first, int acc_c) {                                                   \
         const int NR = 2 * (int)(sizeof(VT) / sizeof(float));                                      \
-        int j, p;                                                                                   \
+        int p;                                                                                      \
         RETRLM__ROWS(MR)(RETRLM__VACC_DECL, VT)                                                     \
         for (p = 0; p < kc; p++) {                                                                  \
             const float *ap = a + (size_t)p * MR, *bp = b + (size_t)p * NR;                         \
             VT b0, b1;                                                                              \
             memcpy(&b0, bp, sizeof b0);                                                             \
             memcpy(&b1, bp + NR / 2, sizeof b1);                                                    \
-            RETRLM__ROWS(MR)(RETRLM__VACC_ROW, VT)                                                  \
+            RETRLM__ROWS(MR)(RETRLM__VACC_ROW, VT, MADD)                                            \
         }                                                                                           \
         RETRLM__ROWS(MR)(RETRLM__VACC_OUT, VT)                                                      \
     }
 #if RETRLM__NR == 32
-RETRLM__DEFINE_MICRO_V(retrlm__micro, RETRLM__NO_ATTR, RETRLM__MR, retrlm__v16)
+RETRLM__DEFINE_MICRO_V(retrlm__micro, RETRLM__NO_ATTR, RETRLM__MR, retrlm__v16, RETRLM__MADD_AVX512)
+#elif RETRLM__NR == 16 && defined(__FMA__) && defined(__AVX__)
+RETRLM__DEFINE_MICRO_V(retrlm__micro, RETRLM__NO_ATTR, RETRLM__MR, retrlm__v8, RETRLM__MADD_AVX2)
 #elif RETRLM__NR == 16
-RETRLM__DEFINE_MICRO_V(retrlm__micro, RETRLM__NO_ATTR, RETRLM__MR, retrlm__v8)
+RETRLM__DEFINE_MICRO_V(retrlm__micro, RETRLM__NO_ATTR, RETRLM__MR, retrlm__v8, RETRLM__MADD)
 #else
-RETRLM__DEFINE_MICRO_V(retrlm__micro, RETRLM__NO_ATTR, RETRLM__MR, retrlm__v4)
+RETRLM__DEFINE_MICRO_V(retrlm__micro, RETRLM__NO_ATTR, RETRLM__MR, retrlm__v4, RETRLM__MADD)
 #endif
 #else
 RETRLM__DEFINE_MICRO(retrlm__micro, RETRLM__NO_ATTR, RETRLM__MR, RETRLM__NR)
 #endif
 #ifdef RETRLM__DISPATCH
-RETRLM__DEFINE_MICRO_V(retrlm__micro_avx2, __attribute__((target("avx2,fma"))), 6, retrlm__v8)
-RETRLM__DEFINE_MICRO_V(retrlm__micro_avx512, __attribute__((target("avx512f"))), 8, retrlm__v16)
-RETRLM__DEFINE_DOT(retrlm__dot_avx2, __attribute__((target("avx2,fma"))), 16)
-RETRLM__DEFINE_DOT4(retrlm__dot4_avx2, __attribute__((target("avx2,fma"))), 16)
-RETRLM__DEFINE_DOT(retrlm__dot_avx512, __attribute__((target("avx512f"))), 16)
-RETRLM__DEFINE_DOT4(retrlm__dot4_avx512, __attribute__((target("avx512f"))), 16)
-RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8_avx2, __attribute__((target("avx2,fma"))))
-RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8_avx512, __attribute__((target("avx512f"))))
+RETRLM__DEFINE_MICRO_V(retrlm__micro_avx2, __attribute__((target("avx2,fma"))), 6, retrlm__v8, RETRLM__MADD_AVX2)
+RETRLM__DEFINE_MICRO_V(retrlm__micro_avx512, __attribute__((target("avx512f"))), 8, retrlm__v16,
+                       RETRLM__MADD_AVX512)
+RETRLM__DEFINE_DOT_V(retrlm__dot_avx2, __attribute__((target("avx2,fma"))), retrlm__v8, RETRLM__MADD_AVX2)
+RETRLM__DEFINE_DOT4_V(retrlm__dot4_avx2, __attribute__((target("avx2,fma"))), retrlm__v8, RETRLM__MADD_AVX2)
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8_avx2, __attribute__((target("avx2,fma"))), retrlm__v8,
+                         RETRLM__MADD_AVX2, retrlm__c8)
+RETRLM__DEFINE_DOT_V(retrlm__dot_avx512, __attribute__((target("avx512f"))), retrlm__v16, RETRLM__MADD_AVX512)
+RETRLM__DEFINE_DOT4_V(retrlm__dot4_avx512, __attribute__((target("avx512f"))), retrlm__v16,
+                      RETRLM__MADD_AVX512)
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8_avx512, __attribute__((target("avx512f"))), retrlm__v16,
+                         RETRLM__MADD_AVX512, retrlm__c16)
 #endif
 
 typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
@@ -560,7 +719,7 @@ static void retrlm__matmul_rows(const retrlm__gemm_kernel *g, float *C, const fl
 // Packing space (floats) one thread of retrlm__matmul_ws uses at most: a caller that keeps
 // retrlm__max_threads() times this (64-byte aligned) never makes the multiply allocate.
 RETRLM__PRIVATE size_t retrlm__matmul_ws_floats(void) {
-    return (size_t)(RETRLM__MR_MAX * RETRLM__MC_TILES + RETRLM__NR_MAX * RETRLM__NC_TILES) * RETRLM__KC;
+    return (size_t)(RETRLM__MR_MAX * RETRLM__MC_TILES + RETRLM__NR_MAX * RETRLM__NB_TILES) * RETRLM__KC;
 }
 
 RETRLM__PRIVATE size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -568,15 +727,17 @@ RETRLM__PRIVATE size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15
 // retrlm_matmul with the packing buffers in ws (ws_floats floats, 64-byte aligned) when it is
 // big enough for one thread, else in a buffer of its own. A smaller ws runs fewer threads; the
 // result is the same. bq: B is int8 rows (N, K) instead (B NULL, no RETRLM_MATMUL_B_KN).
+// Every C element is summed over the KC slices in order and within one in order of k, whatever
+// the tasks, blocks and threads: the same bits for any.
 static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B,
                                         const retrlm__mat *bq, const float *bias, int M, int N,
                                         int K, int flags, float *ws, size_t ws_floats) {
     retrlm__mat a, bt;
     const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
     const retrlm__gemm_kernel *g = retrlm__gemm();
-    const int MR = g->mr, NR = g->nr;
-    int MC = MR * RETRLM__MC_TILES, NC = NR * RETRLM__NC_TILES;
-    int mtiles, ntiles, ntiles_all, nthreads, t;
+    const int MR = g->mr, NR = g->nr, MC = MR * RETRLM__MC_TILES;
+    int MB = MR * RETRLM__MB_TILES, NB = NR * RETRLM__NB_TILES;
+    int mtasks, ntasks, tasks, nthreads, t;
     size_t per_thread, a_size;
     float *work;
     void *owned = NULL;
@@ -607,22 +768,22 @@ static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B
     if (bq) bt = *bq;
 
     nthreads = retrlm__max_threads();
-    for (;;) { // the blocks: as large as leave 4 a thread (the results do not depend on them)
-        mtiles = (M + MC - 1) / MC;
-        ntiles = (N + NC - 1) / NC;
-        ntiles_all = mtiles * ntiles;
-        if (ntiles_all >= 4 * nthreads || (MC <= MR * 8 && NC <= NR * 4)) break;
-        if (NC > NR * 4 && (ntiles == 1 || NC >= MC || MC <= MR * 8)) NC /= 2;
-        else MC /= 2;
+    for (;;) { // tasks as large as leave 4 a thread (the results do not depend on them)
+        mtasks = (M + MB - 1) / MB;
+        ntasks = (N + NB - 1) / NB;
+        tasks = mtasks * ntasks;
+        if (nthreads == 1 || tasks >= 4 * nthreads || (MB <= MR * 8 && NB <= NR * 4)) break;
+        if (NB > NR * 4 && (ntasks == 1 || NB >= MB || MB <= MR * 8)) NB /= 2;
+        else MB /= 2;
     }
-    nthreads = RETRLM__MIN(nthreads, ntiles_all);
-    { // packing buffers sized to this product, not to the largest block: small matmuls (the
+    nthreads = RETRLM__MIN(nthreads, tasks);
+    { // packing buffers sized to this product, not to the largest task: small matmuls (the
       // model's many) then take a small allocation that malloc serves from its free lists
-        size_t mc = (size_t)RETRLM__MIN(MC, (M + MR - 1) / MR * MR);
-        size_t nc = (size_t)RETRLM__MIN(NC, (N + NR - 1) / NR * NR);
+        size_t mc = (size_t)RETRLM__MIN(RETRLM__MIN(MC, MB), (M + MR - 1) / MR * MR);
+        size_t nb = (size_t)RETRLM__MIN(NB, (N + NR - 1) / NR * NR);
         size_t kc = (size_t)RETRLM__MIN(RETRLM__KC, K);
         a_size = retrlm__round16(mc * kc); // panels start on a cache line
-        per_thread = a_size + retrlm__round16(kc * nc);
+        per_thread = a_size + retrlm__round16(kc * nb);
     }
     if (ws && ws_floats >= per_thread) {
         nthreads = (int)RETRLM__MIN((size_t)nthreads, ws_floats / per_thread);
@@ -634,11 +795,11 @@ static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B
 
     // num_threads: a thread number indexes the packing buffers, so the team is no larger
     RETRLM__PARALLEL_FOR_N_IF(nthreads, nthreads > 1 && (double)M * N * K > 2e5)
-    for (t = 0; t < ntiles_all; t++) {
+    for (t = 0; t < tasks; t++) {
         int tid = 0;
         float *pa, *pb;
-        int m0 = (t / ntiles) * MC, n0 = (t % ntiles) * NC;
-        int mc = RETRLM__MIN(MC, M - m0), nc = RETRLM__MIN(NC, N - n0);
+        const int m0 = (t / ntasks) * MB, n0 = (t % ntasks) * NB;
+        const int mb = RETRLM__MIN(MB, M - m0), nb = RETRLM__MIN(NB, N - n0);
         int k0;
 #ifdef RETRLM__OMP
         tid = omp_get_thread_num();
@@ -646,15 +807,18 @@ static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B
         pa = work + (size_t)tid * per_thread;
         pb = pa + a_size;
         for (k0 = 0; k0 < K; k0 += RETRLM__KC) {
-            int kc = RETRLM__MIN(RETRLM__KC, K - k0), ir, jr;
-            retrlm__matmul_pack(pa, a, M, m0, mc, k0, kc, MR);
-            retrlm__matmul_pack(pb, bt, N, n0, nc, k0, kc, NR);
-            for (jr = 0; jr < nc; jr += NR) {
-                for (ir = 0; ir < mc; ir += MR) {
-                    g->micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc, C + (size_t)(m0 + ir) * N + (n0 + jr),
-                            (size_t)N, RETRLM__MIN(MR, mc - ir), RETRLM__MIN(NR, nc - jr), bias ? bias + n0 + jr : NULL,
-                            k0 == 0, acc_c);
-                }
+            const int kc = RETRLM__MIN(RETRLM__KC, K - k0);
+            int i0, ir, jr;
+            retrlm__matmul_pack(pb, bt, N, n0, nb, k0, kc, NR);
+            for (i0 = 0; i0 < mb; i0 += MC) {
+                const int mc = RETRLM__MIN(MC, mb - i0);
+                retrlm__matmul_pack(pa, a, M, m0 + i0, mc, k0, kc, MR);
+                for (jr = 0; jr < nb; jr += NR)
+                    for (ir = 0; ir < mc; ir += MR)
+                        g->micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc,
+                                 C + (size_t)(m0 + i0 + ir) * N + (n0 + jr), (size_t)N,
+                                 RETRLM__MIN(MR, mc - ir), RETRLM__MIN(NR, nb - jr),
+                                 bias ? bias + n0 + jr : NULL, k0 == 0, acc_c);
             }
         }
     }

@@ -13,9 +13,8 @@
    measure what an AVX2 machine would run), "build" (the build's own); anything else, or unset,
    lets the CPU decide. It cannot choose what the CPU lacks. The other vector kernels
    (dot, distances, softmax) run as compiled. Results are identical for any thread count within
-   one path. Between paths they are identical too where the compiler does not fuse a multiply and
-   an add (GCC with -std=c99), and differ in the last bits where it does (Clang's default, where
-   the CPU has FMA). Benches print it. */
+   one path. Between paths they differ in the last bits: the AVX2+FMA and AVX-512 matmul tiles
+   multiply and add in one FMA instruction (one rounding), the others in two. Benches print it. */
 RETRLM_API const char *retrlm_cpu_path(void);
 
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n);       /* sum a[i]*b[i] */
@@ -55,8 +54,8 @@ RETRLM_API int  retrlm_topk_select(const float *scores, int n, int k, int64_t *i
      RETRLM_MATMUL_A_KM        A is stored (K,M): C = Aᵀ·Bᵀ     (dW = doutᵀ · inp)
      RETRLM_MATMUL_B_KN        B is stored (K,N): C = A·B       (dinp = dout · W)
      RETRLM_MATMUL_ACCUMULATE  C += product instead of C = product
-   Returns RETRLM_ERR_NOMEM if its packing buffers (about 0.5 MB a thread) cannot be had;
-   M, N, K >= 0 and C must not overlap A, B or bias. */
+   Returns RETRLM_ERR_NOMEM if its packing space (at most 1.2 MB a thread) cannot
+   be had; M, N, K >= 0 and C must not overlap A, B or bias. */
 #define RETRLM_MATMUL_A_KM 1
 #define RETRLM_MATMUL_B_KN 2
 #define RETRLM_MATMUL_ACCUMULATE 4
