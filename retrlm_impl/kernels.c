@@ -155,9 +155,13 @@ typedef float retrlm__v16 __attribute__((vector_size(64)));
 #define RETRLM__MADD(acc, a, b) acc += (a) * (b)
 #define RETRLM__MADD_AVX2(acc, a, b) acc = _mm256_fmadd_ps(a, b, acc)
 #define RETRLM__MADD_AVX512(acc, a, b) acc = _mm512_fmadd_ps(a, b, acc)
-typedef int8_t retrlm__c4 __attribute__((vector_size(4)));
-typedef int8_t retrlm__c8 __attribute__((vector_size(8)));
-typedef int8_t retrlm__c16 __attribute__((vector_size(16)));
+// L int8 at p as L floats: the instructions that widen them where the kernel has them (GCC turns
+// __builtin_convertvector of int8 into one scalar conversion a lane), else lane by lane
+#define RETRLM__I8F_AVX512(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
+#define RETRLM__I8F_AVX2(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+#define RETRLM__I8F_V4(p) {(float)(p)[0], (float)(p)[1], (float)(p)[2], (float)(p)[3]}
+#define RETRLM__I8F_V8(p) \
+    {(float)(p)[0], (float)(p)[1], (float)(p)[2], (float)(p)[3], (float)(p)[4], (float)(p)[5], (float)(p)[6], (float)(p)[7]}
 
 // a row's lanes t[0..L) summed by a fixed tree (lane j takes lane j + w, w = L/2, ..., 1)
 static float retrlm__fold(float *t, int L) {
@@ -216,10 +220,13 @@ static float retrlm__fold(float *t, int L) {
             out[3] += a[j] * b3[j];                                                              \
         }                                                                                        \
     }
-#define RETRLM__DOT4_Q8_V_ROW(r, VT, MADD)                                                        \
-    memcpy(&qv, q##r + h, sizeof qv), x = d##r * __builtin_convertvector(qv, VT), MADD(c##r##0, a0, x); \
-    memcpy(&qv, q##r + h + L, sizeof qv), x = d##r * __builtin_convertvector(qv, VT), MADD(c##r##1, a1, x);
-#define RETRLM__DEFINE_DOT4_Q8_V(name, ATTR, VT, MADD, CT)                                         \
+#define RETRLM__DOT4_Q8_V_ROW(r, VT, MADD, I8F)                                                      \
+    {                                                                                            \
+        const VT w0 = I8F(q##r + h), w1 = I8F(q##r + h + L);                                     \
+        x = d##r * w0, MADD(c##r##0, a0, x);                                                     \
+        x = d##r * w1, MADD(c##r##1, a1, x);                                                     \
+    }
+#define RETRLM__DEFINE_DOT4_Q8_V(name, ATTR, VT, MADD, I8F)                                        \
     ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const int8_t *q,          \
                                            const float *s, size_t ldq, int n, int rows) {       \
         enum { L = sizeof(VT) / sizeof(float) };                                                 \
@@ -236,10 +243,9 @@ static float retrlm__fold(float *t, int L) {
             const VT d2 = RETRLM__BCAST_##VT(s2[g]), d3 = RETRLM__BCAST_##VT(s3[g]);             \
             for (h = i; h < i + RETRLM__Q8_GROUP; h += 2 * L) {                                  \
                 VT a0, a1, x;                                                                    \
-                CT qv;                                                                           \
                 memcpy(&a0, a + h, sizeof a0);                                                   \
                 memcpy(&a1, a + h + L, sizeof a1);                                               \
-                RETRLM__ROWS_4(RETRLM__DOT4_Q8_V_ROW, VT, MADD)                                  \
+                RETRLM__ROWS_4(RETRLM__DOT4_Q8_V_ROW, VT, MADD, I8F)                                \
             }                                                                                    \
         }                                                                                        \
         RETRLM__ROWS_4(RETRLM__DOT4_V_FOLD, v)                                                   \
@@ -252,19 +258,24 @@ static float retrlm__fold(float *t, int L) {
 #if defined(__AVX512F__) // the build's own: the widest vector it has, with FMA where it has it
 RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512)
 RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512)
-RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512, retrlm__c16)
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512,
+                         RETRLM__I8F_AVX512)
 #elif defined(__AVX__) && defined(__FMA__)
 RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2)
 RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2)
-RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, retrlm__c8)
+#ifdef __AVX2__
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, RETRLM__I8F_AVX2)
+#else
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, RETRLM__I8F_V8)
+#endif
 #elif defined(__AVX__)
 RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD)
 RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD)
-RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD, retrlm__c8)
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD, RETRLM__I8F_V8)
 #else
 RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD)
 RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD)
-RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD, retrlm__c4)
+RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD, RETRLM__I8F_V4)
 #endif
 #else
 RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8, RETRLM__NO_ATTR)
@@ -608,12 +619,12 @@ RETRLM__DEFINE_MICRO_V(retrlm__micro_avx512, __attribute__((target("avx512f"))),
 RETRLM__DEFINE_DOT_V(retrlm__dot_avx2, __attribute__((target("avx2,fma"))), retrlm__v8, RETRLM__MADD_AVX2)
 RETRLM__DEFINE_DOT4_V(retrlm__dot4_avx2, __attribute__((target("avx2,fma"))), retrlm__v8, RETRLM__MADD_AVX2)
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8_avx2, __attribute__((target("avx2,fma"))), retrlm__v8,
-                         RETRLM__MADD_AVX2, retrlm__c8)
+                         RETRLM__MADD_AVX2, RETRLM__I8F_AVX2)
 RETRLM__DEFINE_DOT_V(retrlm__dot_avx512, __attribute__((target("avx512f"))), retrlm__v16, RETRLM__MADD_AVX512)
 RETRLM__DEFINE_DOT4_V(retrlm__dot4_avx512, __attribute__((target("avx512f"))), retrlm__v16,
                       RETRLM__MADD_AVX512)
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8_avx512, __attribute__((target("avx512f"))), retrlm__v16,
-                         RETRLM__MADD_AVX512, retrlm__c16)
+                         RETRLM__MADD_AVX512, RETRLM__I8F_AVX512)
 #endif
 
 typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
