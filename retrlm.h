@@ -3932,6 +3932,24 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
                 for (p = 0; p < kc; p++)
                     dst[(size_t)p * W + l] = sc[(k0 + p) / RETRLM__Q8_GROUP] * (float)src[p];
             }
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && defined(__SSE2__)
+        } else if (X.sc == 1 && lanes == W && W % 4 == 0) { // rows are contiguous, all W there: 4
+            for (p = 0; p + 4 <= kc; p += 4) { // steps of 4 rows at a time, transposed in registers
+                for (l = 0; l < W; l += 4) {   // (SSE2, every x86-64): 4 lines of dst written whole
+                    const float *src = base + (size_t)l * X.sr + p;
+                    float *d = dst + (size_t)p * W + l;
+                    __m128 x0 = _mm_loadu_ps(src), x1 = _mm_loadu_ps(src + X.sr);
+                    __m128 x2 = _mm_loadu_ps(src + 2 * X.sr), x3 = _mm_loadu_ps(src + 3 * X.sr);
+                    _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+                    _mm_storeu_ps(d, x0);
+                    _mm_storeu_ps(d + W, x1);
+                    _mm_storeu_ps(d + 2 * W, x2);
+                    _mm_storeu_ps(d + 3 * W, x3);
+                }
+            }
+            for (; p < kc; p++)
+                for (l = 0; l < W; l++) dst[(size_t)p * W + l] = base[(size_t)l * X.sr + p];
+#endif
         } else if (X.sc == 1) { // rows are contiguous: W rows read side by side, a step of each
             for (p = 0; p < kc; p++) { // written out at once (a whole line of dst, in order)
                 const float *src = base + p;
