@@ -3520,13 +3520,6 @@ static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
         out[3] = s3;                                                                                  \
     }
 
-// int8 weights (retrlm__q8_quantize): out[r] = a . row r of q, each group of RETRLM__Q8_GROUP
-// weights of a row times its scale (s, ldq / RETRLM__Q8_GROUP rounded up scales a row). The
-// weight is dequantized (scale x int8, one product) and then multiplied with a, in the lanes and
-// the order of retrlm__dot4: with n a multiple of the group, four rows give the bits it gives
-// for their dequantized rows (an int8 model decodes as the f32 model of its dequantized
-// weights; the tail of a partial group is summed apart). Four rows share the loads of
-// a; rows < 4 of them are real (the others are not read).
 // the int8 kernels' end: the four rows' sums t over the last, partial group (elements i..n, a
 // scale each row, d0..d3) added on, then rows of them written to out
 static void retrlm__q8_tail4(float *out, float *t, const float *a, const int8_t *q0, const int8_t *q1,
@@ -3544,6 +3537,13 @@ static void retrlm__q8_tail4(float *out, float *t, const float *a, const int8_t 
     for (j = 0; j < rows; j++) out[j] = t[j];
 }
 
+// int8 weights (retrlm__q8_quantize): out[r] = a . row r of q, each group of RETRLM__Q8_GROUP
+// weights of a row times its scale (s, ldq / RETRLM__Q8_GROUP rounded up scales a row). The
+// weight is dequantized (scale x int8, one product) and then multiplied with a, in the lanes and
+// the order of retrlm__dot4: with n a multiple of the group, four rows give the bits it gives
+// for their dequantized rows (an int8 model decodes as the f32 model of its dequantized
+// weights; the tail of a partial group is summed apart). Four rows share the loads of
+// a; rows < 4 of them are real (the others are not read).
 #define RETRLM__DEFINE_DOT4_Q8(name, ATTR)                                                          \
     ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const int8_t *q,           \
                                            const float *s, size_t ldq, int n, int rows) {        \
@@ -3596,8 +3596,10 @@ typedef float retrlm__v16 __attribute__((vector_size(64)));
 #define RETRLM__MADD_AVX512(acc, a, b) acc = _mm512_fmadd_ps(a, b, acc)
 // L int8 at p as L floats: the instructions that widen them where the kernel has them (GCC turns
 // __builtin_convertvector of int8 into one scalar conversion a lane), else lane by lane
-#define RETRLM__I8F_AVX512(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
-#define RETRLM__I8F_AVX2(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+#define RETRLM__I8F_AVX512(p) \
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
+#define RETRLM__I8F_AVX2(p) \
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
 #define RETRLM__I8F_V4(p) {(float)(p)[0], (float)(p)[1], (float)(p)[2], (float)(p)[3]}
 #define RETRLM__I8F_V8(p) \
     {(float)(p)[0], (float)(p)[1], (float)(p)[2], (float)(p)[3], (float)(p)[4], (float)(p)[5], (float)(p)[6], (float)(p)[7]}
