@@ -219,8 +219,9 @@ typedef struct retrlm__tuner {
    measure what an AVX2 machine would run), "build" (the build's own); anything else, or unset,
    lets the CPU decide. It cannot choose what the CPU lacks. The other vector kernels
    (dot, distances, softmax) run as compiled. Results are identical for any thread count within
-   one path. Between paths they differ in the last bits: the AVX2+FMA and AVX-512 matmul tiles
-   multiply and add in one FMA instruction (one rounding), the others in two. Benches print it. */
+   one path. Between paths they differ in the last bits: the AVX2+FMA and AVX-512 kernels (the
+   matmul's tiles and one-row products, and retrlm_dot in builds for such CPUs) multiply and add
+   in one FMA instruction (one rounding), the others in two. Benches print it. */
 RETRLM_API const char *retrlm_cpu_path(void);
 
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n);       /* sum a[i]*b[i] */
@@ -2669,7 +2670,7 @@ RETRLM_API retrlm_result retrlm_eval_retrieval(int n_queries, const int64_t *qid
 #include <omp.h>
 #endif
 
-/* the compiler's own x86 header: the FMA kernels' _mm256_fmadd_ps and _mm512_fmadd_ps */
+/* the compiler's own x86 header: the kernels' FMA, int8 widening and SSE2 4x4 transposes */
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #endif

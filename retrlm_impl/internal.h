@@ -29,7 +29,7 @@
 #include <omp.h>
 #endif
 
-/* the compiler's own x86 header: the FMA kernels' _mm256_fmadd_ps and _mm512_fmadd_ps */
+/* the compiler's own x86 header: the kernels' FMA, int8 widening and SSE2 4x4 transposes */
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #endif

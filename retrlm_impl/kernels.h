@@ -13,8 +13,9 @@
    measure what an AVX2 machine would run), "build" (the build's own); anything else, or unset,
    lets the CPU decide. It cannot choose what the CPU lacks. The other vector kernels
    (dot, distances, softmax) run as compiled. Results are identical for any thread count within
-   one path. Between paths they differ in the last bits: the AVX2+FMA and AVX-512 matmul tiles
-   multiply and add in one FMA instruction (one rounding), the others in two. Benches print it. */
+   one path. Between paths they differ in the last bits: the AVX2+FMA and AVX-512 kernels (the
+   matmul's tiles and one-row products, and retrlm_dot in builds for such CPUs) multiply and add
+   in one FMA instruction (one rounding), the others in two. Benches print it. */
 RETRLM_API const char *retrlm_cpu_path(void);
 
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n);       /* sum a[i]*b[i] */
