@@ -156,9 +156,13 @@ typedef float retrlm__v16 __attribute__((vector_size(64)));
 #define RETRLM__MADD_AVX2(acc, a, b) acc = _mm256_fmadd_ps(a, b, acc)
 #define RETRLM__MADD_AVX512(acc, a, b) acc = _mm512_fmadd_ps(a, b, acc)
 // L int8 at p as L floats: the instructions that widen them where the kernel has them (GCC turns
-// __builtin_convertvector of int8 into one scalar conversion a lane), else lane by lane
-#define RETRLM__I8F_AVX512(p) \
-    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
+// __builtin_convertvector of int8 into one scalar conversion a lane), else lane by lane. The
+// AVX-512 ones in their zero-masked forms, all lanes on: the plain ones start from an undefined
+// vector that g++ 12 -O1 warns of (-Wmaybe-uninitialized, inside its own header)
+#define RETRLM__I8F_AVX512(p)                                                                   \
+    _mm512_maskz_cvtepi32_ps((__mmask16)0xFFFF,                                                 \
+                             _mm512_maskz_cvtepi8_epi32((__mmask16)0xFFFF,                      \
+                                                        _mm_loadu_si128((const __m128i *)(const void *)(p))))
 #define RETRLM__I8F_AVX2(p) \
     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
 #define RETRLM__I8F_V4(p) {(float)(p)[0], (float)(p)[1], (float)(p)[2], (float)(p)[3]}
