@@ -13024,7 +13024,12 @@ static void retrlm__attention_forward(float *y, float *att, const float *q, cons
     }
 }
 
-// dq, dk, dv (set, not accumulated) from dy; datt (B, H, T, T) is scratch
+// dq, dk, dv (set, not accumulated) from dy; datt (B, H, T, T) is scratch. Per (sequence, head)
+// two passes: rows t give datt = dS, the scores' gradient, and dq_t = sum_j dS[t][j] k_j; then
+// columns j give dv_j = sum_t P[t][j] dy_t and dk_j = sum_t dS[t][j] q_t. Each sum builds one row
+// in place, which stays in L1 while t runs (added key by key inside the rows pass, the dk and dv
+// rows, a head's stride apart, thrashed L1 and the stores took 3/4 of the time); every element
+// adds its terms in the order the one-pass form did, so the bits are the same.
 static void retrlm__attention_backward(float *dq, float *dk, float *dv, float *datt,
                                        const float *dy, const float *att, const float *q,
                                        const float *k, const float *v, const int *len, int B,
@@ -13034,37 +13039,45 @@ static void retrlm__attention_backward(float *dq, float *dk, float *dv, float *d
     const float scale = 1.0f / sqrtf((float)hd);
     RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 4e6)
     for (bh = 0; bh < B * H; bh++) {
-        int b = bh / H, h = bh % H, t, j, d;
-        for (t = 0; t < T; t++) {
-            size_t r = ((size_t)b * T + t) * D + (size_t)h * hd;
-            for (d = 0; d < hd; d++) dq[r + d] = dk[r + d] = dv[r + d] = 0.0f;
-        }
-        for (t = 0; t < T; t++) {
-            const float *p = att + ((size_t)bh * T + t) * T;
-            float *dp = datt + ((size_t)bh * T + t) * T, s = 0.0f;
-            const float *dyt = dy + ((size_t)b * T + t) * D + (size_t)h * hd;
-            const float *qt = q + ((size_t)b * T + t) * D + (size_t)h * hd;
-            float *dqt = dq + ((size_t)b * T + t) * D + (size_t)h * hd;
-            int nk = retrlm__att_keys(t, len[b], causal);
+        const int b = bh / H, h = bh % H, nj = RETRLM__MIN(T, len[b]);
+        const float *pbh = att + (size_t)bh * T * T;
+        float *dsbh = datt + (size_t)bh * T * T;
+        const size_t o = (size_t)b * T * D + (size_t)h * hd; // row 0 of this head's slice
+        int t, j, d;
+        for (t = 0; t < T; t++)
+            for (d = 0; d < hd; d++) {
+                const size_t r = o + (size_t)t * D + (size_t)d;
+                dq[r] = dk[r] = dv[r] = 0.0f;
+            }
+        for (t = 0; t < T; t++) { // rows: dS and dq
+            const float *p = pbh + (size_t)t * T, *dyt = dy + o + (size_t)t * D;
+            float *ds = dsbh + (size_t)t * T, *dqt = dq + o + (size_t)t * D, s = 0.0f;
+            const int nk = retrlm__att_keys(t, len[b], causal);
             for (j = 0; j < nk; j++) {
-                size_t rj = ((size_t)b * T + j) * D + (size_t)h * hd;
-                const float *vj = v + rj;
-                float *dvj = dv + rj, a = 0.0f, pj = p[j];
+                const float *vj = v + o + (size_t)j * D;
+                float a = 0.0f;
                 RETRLM__SIMD_SUM(a)
                 for (d = 0; d < hd; d++) a += dyt[d] * vj[d];
-                dp[j] = a;
-                s += pj * a;
-                RETRLM__SIMD
-                for (d = 0; d < hd; d++) dvj[d] += pj * dyt[d];
+                ds[j] = a;
+                s += p[j] * a;
             }
             for (j = 0; j < nk; j++) {
-                size_t rj = ((size_t)b * T + j) * D + (size_t)h * hd;
-                const float *kj = k + rj;
-                float *dkj = dk + rj, ds = p[j] * (dp[j] - s) * scale;
+                const float *kj = k + o + (size_t)j * D;
+                const float dsj = p[j] * (ds[j] - s) * scale;
+                ds[j] = dsj;
+                RETRLM__SIMD
+                for (d = 0; d < hd; d++) dqt[d] += dsj * kj[d];
+            }
+        }
+        for (j = 0; j < nj; j++) { // columns: dv and dk (query t sees key j from t = j on)
+            float *dvj = dv + o + (size_t)j * D, *dkj = dk + o + (size_t)j * D;
+            for (t = causal ? j : 0; t < T; t++) {
+                const float *dyt = dy + o + (size_t)t * D, *qt = q + o + (size_t)t * D;
+                const float pj = pbh[(size_t)t * T + j], dsj = dsbh[(size_t)t * T + j];
                 RETRLM__SIMD
                 for (d = 0; d < hd; d++) {
-                    dqt[d] += ds * kj[d];
-                    dkj[d] += ds * qt[d];
+                    dvj[d] += pj * dyt[d];
+                    dkj[d] += dsj * qt[d];
                 }
             }
         }
