@@ -500,18 +500,27 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
                     dst[(size_t)p * W + l] = sc[(k0 + p) / RETRLM__Q8_GROUP] * (float)src[p];
             }
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && defined(__SSE2__)
-        } else if (X.sc == 1 && lanes == W && W % 4 == 0) { // rows are contiguous, all W there: 4
-            for (p = 0; p + 4 <= kc; p += 4) { // steps of 4 rows at a time, transposed in registers
-                for (l = 0; l < W; l += 4) {   // (SSE2, every x86-64): 4 lines of dst written whole
+        } else if (X.sc == 1 && lanes == W && W % 2 == 0) { // rows are contiguous, all W there:
+            for (p = 0; p + 4 <= kc; p += 4) { // 4 steps of W rows at a time, transposed in
+                float *d = dst + (size_t)p * W; // registers (SSE2, every x86-64): 4 lines of
+                for (l = 0; l + 4 <= W; l += 4) { // dst written whole
                     const float *src = base + (size_t)l * X.sr + p;
-                    float *d = dst + (size_t)p * W + l;
                     __m128 x0 = _mm_loadu_ps(src), x1 = _mm_loadu_ps(src + X.sr);
                     __m128 x2 = _mm_loadu_ps(src + 2 * X.sr), x3 = _mm_loadu_ps(src + 3 * X.sr);
                     _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
-                    _mm_storeu_ps(d, x0);
-                    _mm_storeu_ps(d + W, x1);
-                    _mm_storeu_ps(d + 2 * W, x2);
-                    _mm_storeu_ps(d + 3 * W, x3);
+                    _mm_storeu_ps(d + l, x0);
+                    _mm_storeu_ps(d + W + l, x1);
+                    _mm_storeu_ps(d + 2 * W + l, x2);
+                    _mm_storeu_ps(d + 3 * W + l, x3);
+                }
+                if (l < W) { // two lanes left (the 6-row AVX2 tile): pairs of a step each
+                    const float *src = base + (size_t)l * X.sr + p;
+                    const __m128 x0 = _mm_loadu_ps(src), x1 = _mm_loadu_ps(src + X.sr);
+                    const __m128 lo = _mm_unpacklo_ps(x0, x1), hi = _mm_unpackhi_ps(x0, x1);
+                    _mm_storel_pi((__m64 *)(void *)(d + l), lo);
+                    _mm_storeh_pi((__m64 *)(void *)(d + W + l), lo);
+                    _mm_storel_pi((__m64 *)(void *)(d + 2 * W + l), hi);
+                    _mm_storeh_pi((__m64 *)(void *)(d + 3 * W + l), hi);
                 }
             }
             for (; p < kc; p++)
@@ -759,16 +768,15 @@ RETRLM__PRIVATE size_t retrlm__matmul_ws_floats(void) {
 
 RETRLM__PRIVATE size_t retrlm__round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-// retrlm_matmul with the packing buffers in ws (ws_floats floats, 64-byte aligned) when it is
-// big enough for one thread, else in a buffer of its own. A smaller ws runs fewer threads; the
-// result is the same. bq: B is int8 rows (N, K) instead (B NULL, no RETRLM_MATMUL_B_KN).
+// C (M, N) with row stride ldc = A·Bᵀ (+ bias) for the views a (M, K) and bt (N, K), M, N, K >
+// 0, on at most max_threads threads (1: the way to call it from inside a parallel loop), with
+// the packing buffers in ws (ws_floats floats, 64-byte aligned) when it is big enough for one
+// thread, else in a buffer of its own. A smaller ws runs fewer threads; the result is the same.
 // Every C element is summed over the KC slices in order and within one in order of k, whatever
 // the tasks, blocks and threads: the same bits for any.
-static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B,
-                                        const retrlm__mat *bq, const float *bias, int M, int N,
-                                        int K, int flags, float *ws, size_t ws_floats) {
-    retrlm__mat a, bt;
-    const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
+static retrlm_result retrlm__gemm_views(float *C, size_t ldc, retrlm__mat a, retrlm__mat bt,
+                                        const float *bias, int M, int N, int K, int acc_c,
+                                        int max_threads, float *ws, size_t ws_floats) {
     const retrlm__gemm_kernel *g = retrlm__gemm();
     const int MR = g->mr, NR = g->nr, MC = MR * RETRLM__MC_TILES;
     int MB = MR * RETRLM__MB_TILES, NB = NR * RETRLM__NB_TILES;
@@ -776,33 +784,7 @@ static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B
     size_t per_thread, a_size;
     float *work;
     void *owned = NULL;
-    RETRLM_ASSERT(M >= 0 && N >= 0 && K >= 0 && (flags & ~7) == 0);
-    if (M == 0 || N == 0) return RETRLM_OK;
-    RETRLM_ASSERT(C && (K == 0 || (A && (B || bq))) && (!bq || !(flags & RETRLM_MATMUL_B_KN)));
-    if (K == 0) {
-        for (t = 0; t < M; t++) {
-            float *c = C + (size_t)t * N;
-            int n;
-            for (n = 0; n < N; n++) c[n] = (acc_c ? c[n] : 0.0f) + (bias ? bias[n] : 0.0f);
-        }
-        return RETRLM_OK;
-    }
-    if (M < MR && !(flags & (RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN))) {
-        retrlm__matmul_rows(g, C, A, B, bq, bias, M, N, K, acc_c);
-        return RETRLM_OK;
-    }
-    // views: A as (M,K), Bᵀ as (N,K); both are packed the same way
-    memset(&a, 0, sizeof a);
-    memset(&bt, 0, sizeof bt);
-    a.p = A;
-    if (flags & RETRLM_MATMUL_A_KM) { a.sr = 1; a.sc = (size_t)M; }
-    else { a.sr = (size_t)K; a.sc = 1; }
-    bt.p = B;
-    if (flags & RETRLM_MATMUL_B_KN) { bt.sr = 1; bt.sc = (size_t)N; }
-    else { bt.sr = (size_t)K; bt.sc = 1; }
-    if (bq) bt = *bq;
-
-    nthreads = retrlm__max_threads();
+    nthreads = max_threads;
     for (;;) { // tasks as large as leave 4 a thread (the results do not depend on them)
         mtasks = (M + MB - 1) / MB;
         ntasks = (N + NB - 1) / NB;
@@ -851,7 +833,7 @@ static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B
                 for (jr = 0; jr < nb; jr += NR)
                     for (ir = 0; ir < mc; ir += MR)
                         g->micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc,
-                                 C + (size_t)(m0 + i0 + ir) * N + (n0 + jr), (size_t)N,
+                                 C + (size_t)(m0 + i0 + ir) * ldc + (n0 + jr), ldc,
                                  RETRLM__MIN(MR, mc - ir), RETRLM__MIN(NR, nb - jr),
                                  bias ? bias + n0 + jr : NULL, k0 == 0, acc_c);
             }
@@ -859,6 +841,65 @@ static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B
     }
     RETRLM_FREE(owned);
     return RETRLM_OK;
+}
+
+// retrlm_matmul with the packing buffers in ws as retrlm__gemm_views'. bq: B is int8 rows (N,
+// K) instead (B NULL, no RETRLM_MATMUL_B_KN).
+static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B,
+                                        const retrlm__mat *bq, const float *bias, int M, int N,
+                                        int K, int flags, float *ws, size_t ws_floats) {
+    retrlm__mat a, bt;
+    const int acc_c = (flags & RETRLM_MATMUL_ACCUMULATE) != 0;
+    int t;
+    RETRLM_ASSERT(M >= 0 && N >= 0 && K >= 0 && (flags & ~7) == 0);
+    if (M == 0 || N == 0) return RETRLM_OK;
+    RETRLM_ASSERT(C && (K == 0 || (A && (B || bq))) && (!bq || !(flags & RETRLM_MATMUL_B_KN)));
+    if (K == 0) {
+        for (t = 0; t < M; t++) {
+            float *c = C + (size_t)t * N;
+            int n;
+            for (n = 0; n < N; n++) c[n] = (acc_c ? c[n] : 0.0f) + (bias ? bias[n] : 0.0f);
+        }
+        return RETRLM_OK;
+    }
+    if (M < retrlm__gemm()->mr && !(flags & (RETRLM_MATMUL_A_KM | RETRLM_MATMUL_B_KN))) {
+        retrlm__matmul_rows(retrlm__gemm(), C, A, B, bq, bias, M, N, K, acc_c);
+        return RETRLM_OK;
+    }
+    // views: A as (M,K), Bᵀ as (N,K); both are packed the same way
+    memset(&a, 0, sizeof a);
+    memset(&bt, 0, sizeof bt);
+    a.p = A;
+    if (flags & RETRLM_MATMUL_A_KM) { a.sr = 1; a.sc = (size_t)M; }
+    else { a.sr = (size_t)K; a.sc = 1; }
+    bt.p = B;
+    if (flags & RETRLM_MATMUL_B_KN) { bt.sr = 1; bt.sc = (size_t)N; }
+    else { bt.sr = (size_t)K; bt.sc = 1; }
+    if (bq) bt = *bq;
+    return retrlm__gemm_views(C, (size_t)N, a, bt, bias, M, N, K, acc_c, retrlm__max_threads(), ws,
+                              ws_floats);
+}
+
+// C (M, N), row stride ldc, = A·Bᵀ (C += with acc) for operands given by strides: A's element
+// (m, k) is A[m * as_m + k * as_k], Bᵀ's (n, k) is B[n * bs_n + k * bs_k] (a head's slice of
+// activations, a transposed score matrix: attention's products). One thread: callers run it
+// inside their own parallel loops. ws as retrlm__gemm_views'.
+RETRLM__PRIVATE retrlm_result retrlm__matmul_strided(float *C, size_t ldc, const float *A, size_t as_m,
+                                                     size_t as_k, const float *B, size_t bs_n,
+                                                     size_t bs_k, int M, int N, int K, int acc,
+                                                     float *ws, size_t ws_floats) {
+    retrlm__mat a, bt;
+    memset(&a, 0, sizeof a);
+    memset(&bt, 0, sizeof bt);
+    a.p = A, a.sr = as_m, a.sc = as_k;
+    bt.p = B, bt.sr = bs_n, bt.sc = bs_k;
+    if (M <= 0 || N <= 0 || K <= 0) {
+        int m, n;
+        for (m = 0; m < M; m++)
+            for (n = 0; n < N && !acc; n++) C[(size_t)m * ldc + n] = 0.0f;
+        return RETRLM_OK;
+    }
+    return retrlm__gemm_views(C, ldc, a, bt, NULL, M, N, K, acc, 1, ws, ws_floats);
 }
 
 RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,

@@ -781,109 +781,133 @@ static int retrlm__att_keys(int t, int len, int causal) {
     return causal ? RETRLM__MIN(t + 1, len) : len;
 }
 
+// Packing space for attention's products, one share a thread (retrlm__matmul_strided runs on
+// one thread inside attention's loop over heads): ws (n floats, the model's) when it is large
+// enough for the team, else *own, allocated here (freed by the caller with RETRLM_FREE).
+static float *retrlm__team_ws(float *ws, size_t n, void **own) {
+    const size_t one = retrlm__matmul_ws_floats(), need = (size_t)retrlm__max_threads() * one;
+    *own = NULL;
+    return ws && need <= n ? ws : (float *)retrlm__alloc_aligned(need, sizeof(float), own);
+}
+
+// this thread's share of ws (retrlm__team_ws)
+static float *retrlm__thread_ws(float *ws) {
+    int tid = 0;
+#ifdef RETRLM__OMP
+    tid = omp_get_thread_num();
+#endif
+    return ws + (size_t)tid * retrlm__matmul_ws_floats();
+}
+
+// attention's products run on blocks of this many query rows (or key columns): a causal block
+// needs the keys up to its last row only, so three quarters of the flops are the causal half's
+#define RETRLM__ATT_BLOCK 64
+
 // softmax(q k^T / sqrt(hd)) v per (sequence, head). q and y are (B*T, H*hd), k and v
 // (B*Tk, H*hd) with Tk = off + T: query t is position off + t of its sequence, whose first off
 // keys come before the T it brings (context carried from an earlier forward; 0 but for
 // retrlm__forward_carry, which is causal). att (B, H, T, Tk) keeps the probabilities (0 where
-// masked).
-static void retrlm__attention_forward(float *y, float *att, const float *q, const float *k,
-                                      const float *v, const int *len, int B, int T, int off,
-                                      int H, int hd, int causal) {
+// masked). Per (sequence, head) and block of query rows the scores and the mixing are two
+// products of the matmul's kernels on the head's strided slices, over the keys the block's last
+// row sees (the others of its rows' masked scores are computed, then zeroed). mmws (n_mmws
+// floats): packing space (retrlm__team_ws), or NULL.
+static retrlm_result retrlm__attention_forward(float *y, float *att, const float *q,
+                                               const float *k, const float *v, const int *len,
+                                               int B, int T, int off, int H, int hd, int causal,
+                                               float *mmws, size_t n_mmws) {
     int bh;
     const int D = H * hd, Tk = off + T;
     const float scale = 1.0f / sqrtf((float)hd);
+    void *own;
+    float *ws = retrlm__team_ws(mmws, n_mmws, &own);
     RETRLM_ASSERT(causal || !off);
+    if (!ws) return retrlm__fail(RETRLM_ERR_NOMEM, "attention: no memory for packing buffers");
     RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * Tk * D > 4e6)
     for (bh = 0; bh < B * H; bh++) {
-        int b = bh / H, h = bh % H, t, j, d;
-        for (t = 0; t < T; t++) {
-            float *p = att + ((size_t)bh * T + t) * Tk, mx = -FLT_MAX, sum = 0.0f;
-            const float *qt = q + ((size_t)b * T + t) * D + (size_t)h * hd;
-            float *yt = y + ((size_t)b * T + t) * D + (size_t)h * hd;
-            int nk = off + retrlm__att_keys(t, len[b], causal);
-            for (j = 0; j < nk; j++) {
-                const float *kj = k + ((size_t)b * Tk + j) * D + (size_t)h * hd;
-                float s = 0.0f;
-                RETRLM__SIMD_SUM(s)
-                for (d = 0; d < hd; d++) s += qt[d] * kj[d];
-                p[j] = s * scale;
-                if (p[j] > mx) mx = p[j];
+        const int b = bh / H, h = bh % H;
+        const size_t oq = (size_t)b * T * D + (size_t)h * hd, ok = (size_t)b * Tk * D + (size_t)h * hd;
+        float *pbh = att + (size_t)bh * T * Tk, *tws = retrlm__thread_ws(ws);
+        const size_t nws = retrlm__matmul_ws_floats();
+        int t0, t, j;
+        for (t0 = 0; t0 < T; t0 += RETRLM__ATT_BLOCK) { // query rows t0..t1-1 see keys < kend
+            const int t1 = RETRLM__MIN(T, t0 + RETRLM__ATT_BLOCK), kend = causal ? off + t1 : Tk;
+            float *pb = pbh + (size_t)t0 * Tk;
+            retrlm__matmul_strided(pb, (size_t)Tk, q + oq + (size_t)t0 * D, (size_t)D, 1, k + ok,
+                                   (size_t)D, 1, t1 - t0, kend, hd, 0, tws, nws);
+            for (t = t0; t < t1; t++) {
+                float *p = pbh + (size_t)t * Tk, mx = -FLT_MAX, sum = 0.0f;
+                const int nk = off + retrlm__att_keys(t, len[b], causal);
+                for (j = 0; j < nk; j++) {
+                    p[j] *= scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (j = 0; j < nk; j++) {
+                    p[j] = expf(p[j] - mx);
+                    sum += p[j];
+                }
+                for (j = 0; j < nk; j++) p[j] /= sum;
+                for (j = nk; j < Tk; j++) p[j] = 0.0f;
             }
-            for (j = 0; j < nk; j++) {
-                p[j] = expf(p[j] - mx);
-                sum += p[j];
-            }
-            for (j = 0; j < nk; j++) p[j] /= sum;
-            for (j = nk; j < Tk; j++) p[j] = 0.0f;
-            for (d = 0; d < hd; d++) yt[d] = 0.0f;
-            for (j = 0; j < nk; j++) {
-                const float *vj = v + ((size_t)b * Tk + j) * D + (size_t)h * hd;
-                float pj = p[j];
-                RETRLM__SIMD
-                for (d = 0; d < hd; d++) yt[d] += pj * vj[d];
-            }
+            retrlm__matmul_strided(y + oq + (size_t)t0 * D, (size_t)D, pb, (size_t)Tk, 1, v + ok, 1,
+                                   (size_t)D, t1 - t0, hd, kend, 0, tws, nws);
         }
     }
+    RETRLM_FREE(own);
+    return RETRLM_OK;
 }
 
-// dq, dk, dv (set, not accumulated) from dy; datt (B, H, T, T) is scratch. Per (sequence, head)
-// two passes: rows t give datt = dS, the scores' gradient, and dq_t = sum_j dS[t][j] k_j; then
-// columns j give dv_j = sum_t P[t][j] dy_t and dk_j = sum_t dS[t][j] q_t. Each sum builds one row
-// in place, which stays in L1 while t runs (added key by key inside the rows pass, the dk and dv
-// rows, a head's stride apart, thrashed L1 and the stores took 3/4 of the time); every element
-// adds its terms in the order the one-pass form did, so the bits are the same.
-static void retrlm__attention_backward(float *dq, float *dk, float *dv, float *datt,
-                                       const float *dy, const float *att, const float *q,
-                                       const float *k, const float *v, const int *len, int B,
-                                       int T, int H, int hd, int causal) {
+// dq, dk, dv (set, not accumulated) from dy; datt (B, H, T, T) is scratch. Per (sequence,
+// head), with P the probabilities: dP = dY·Vᵀ, dS = P ∘ (dP - rowsum(P ∘ dP)) / sqrt(hd),
+// dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dY, the products on the matmul's kernels as in the forward
+// (row blocks for dS and dQ, key blocks for dK and dV, from the block's first key's query on).
+static retrlm_result retrlm__attention_backward(float *dq, float *dk, float *dv, float *datt,
+                                                const float *dy, const float *att, const float *q,
+                                                const float *k, const float *v, const int *len,
+                                                int B, int T, int H, int hd, int causal,
+                                                float *mmws, size_t n_mmws) {
     int bh;
     const int D = H * hd;
     const float scale = 1.0f / sqrtf((float)hd);
+    void *own;
+    float *ws = retrlm__team_ws(mmws, n_mmws, &own);
+    if (!ws) return retrlm__fail(RETRLM_ERR_NOMEM, "attention: no memory for packing buffers");
     RETRLM__PARALLEL_FOR_IF(B * H > 1 && (double)B * T * T * D > 4e6)
     for (bh = 0; bh < B * H; bh++) {
-        const int b = bh / H, h = bh % H, nj = RETRLM__MIN(T, len[b]);
+        const int b = bh / H, h = bh % H;
+        const size_t o = (size_t)b * T * D + (size_t)h * hd, TT = (size_t)T;
         const float *pbh = att + (size_t)bh * T * T;
-        float *dsbh = datt + (size_t)bh * T * T;
-        const size_t o = (size_t)b * T * D + (size_t)h * hd; // row 0 of this head's slice
-        int t, j, d;
-        for (t = 0; t < T; t++)
-            for (d = 0; d < hd; d++) {
-                const size_t r = o + (size_t)t * D + (size_t)d;
-                dq[r] = dk[r] = dv[r] = 0.0f;
+        float *ds = datt + (size_t)bh * T * T, *tws = retrlm__thread_ws(ws);
+        const size_t nws = retrlm__matmul_ws_floats();
+        int t0, j0, t, j;
+        for (t0 = 0; t0 < T; t0 += RETRLM__ATT_BLOCK) { // rows: dS and dq
+            const int t1 = RETRLM__MIN(T, t0 + RETRLM__ATT_BLOCK), kend = causal ? t1 : T;
+            float *db = ds + (size_t)t0 * T;
+            retrlm__matmul_strided(db, TT, dy + o + (size_t)t0 * D, (size_t)D, 1, v + o, (size_t)D,
+                                   1, t1 - t0, kend, hd, 0, tws, nws);
+            for (t = t0; t < t1; t++) {
+                const float *p = pbh + (size_t)t * T;
+                float *dst = ds + (size_t)t * T, s = 0.0f;
+                const int nk = retrlm__att_keys(t, len[b], causal);
+                for (j = 0; j < nk; j++) s += p[j] * dst[j];
+                for (j = 0; j < nk; j++) dst[j] = p[j] * (dst[j] - s) * scale;
+                for (j = nk; j < T; j++) dst[j] = 0.0f;
             }
-        for (t = 0; t < T; t++) { // rows: dS and dq
-            const float *p = pbh + (size_t)t * T, *dyt = dy + o + (size_t)t * D;
-            float *ds = dsbh + (size_t)t * T, *dqt = dq + o + (size_t)t * D, s = 0.0f;
-            const int nk = retrlm__att_keys(t, len[b], causal);
-            for (j = 0; j < nk; j++) {
-                const float *vj = v + o + (size_t)j * D;
-                float a = 0.0f;
-                RETRLM__SIMD_SUM(a)
-                for (d = 0; d < hd; d++) a += dyt[d] * vj[d];
-                ds[j] = a;
-                s += p[j] * a;
-            }
-            for (j = 0; j < nk; j++) {
-                const float *kj = k + o + (size_t)j * D;
-                const float dsj = p[j] * (ds[j] - s) * scale;
-                ds[j] = dsj;
-                RETRLM__SIMD
-                for (d = 0; d < hd; d++) dqt[d] += dsj * kj[d];
-            }
+            retrlm__matmul_strided(dq + o + (size_t)t0 * D, (size_t)D, db, TT, 1, k + o, 1,
+                                   (size_t)D, t1 - t0, hd, kend, 0, tws, nws);
         }
-        for (j = 0; j < nj; j++) { // columns: dv and dk (query t sees key j from t = j on)
-            float *dvj = dv + o + (size_t)j * D, *dkj = dk + o + (size_t)j * D;
-            for (t = causal ? j : 0; t < T; t++) {
-                const float *dyt = dy + o + (size_t)t * D, *qt = q + o + (size_t)t * D;
-                const float pj = pbh[(size_t)t * T + j], dsj = dsbh[(size_t)t * T + j];
-                RETRLM__SIMD
-                for (d = 0; d < hd; d++) {
-                    dvj[d] += pj * dyt[d];
-                    dkj[d] += dsj * qt[d];
-                }
-            }
+        for (j0 = 0; j0 < T; j0 += RETRLM__ATT_BLOCK) { // columns: dk and dv (from query t0 on)
+            const int j1 = RETRLM__MIN(T, j0 + RETRLM__ATT_BLOCK), tq = causal ? j0 : 0;
+            const size_t at = (size_t)tq * T + (size_t)j0;
+            retrlm__matmul_strided(dk + o + (size_t)j0 * D, (size_t)D, ds + at, 1, TT,
+                                   q + o + (size_t)tq * D, 1, (size_t)D, j1 - j0, hd, T - tq, 0,
+                                   tws, nws);
+            retrlm__matmul_strided(dv + o + (size_t)j0 * D, (size_t)D, pbh + at, 1, TT,
+                                   dy + o + (size_t)tq * D, 1, (size_t)D, j1 - j0, hd, T - tq, 0,
+                                   tws, nws);
         }
     }
+    RETRLM_FREE(own);
+    return RETRLM_OK;
 }
 
 // Chunked cross-attention of one query row q (H*hd) over the keys of k neighbour rows: rows[j]
@@ -1157,7 +1181,7 @@ static retrlm_result retrlm__carry_init(retrlm__carry *cr, const retrlm_model *m
 
 // layer l's attention with the carried positions: a's q, k and v are the call's own, before
 // rotation; its k and v are kept for the next call
-static void retrlm__carry_layer(retrlm_model *m, retrlm__carry *cr, retrlm__acts *a, int l, int B, int T) {
+static retrlm_result retrlm__carry_layer(retrlm_model *m, retrlm__carry *cr, retrlm__acts *a, int l, int B, int T) {
     const int D = m->config.dim, H = m->config.n_heads, hd = D / H, P = cr->P, Tk = P + T;
     const size_t row = (size_t)T * D;
     float *ck = cr->k + (size_t)l * cr->B * row, *cv = cr->v + (size_t)l * cr->B * row;
@@ -1173,7 +1197,8 @@ static void retrlm__carry_layer(retrlm_model *m, retrlm__carry *cr, retrlm__acts
     }
     retrlm__rope(a->q, B * T, T, P, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
     retrlm__rope(cr->kf, B * Tk, Tk, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
-    retrlm__attention_forward(a->atty, a->att, a->q, cr->kf, cr->vf, m->lengths_, B, T, P, H, hd, 1);
+    return retrlm__attention_forward(a->atty, a->att, a->q, cr->kf, cr->vf, m->lengths_, B, T, P,
+                                     H, hd, 1, m->mmws_, m->n_mmws_);
 }
 
 // a private forward flag: only the first config.rpt_layer layers, nothing after them
@@ -1237,13 +1262,14 @@ static retrlm_result retrlm__forward(retrlm_model *m, const int *tokens, int B, 
             (r = retrlm__mmw(m, a.k, a.ln1, RETRLM_T_WK, l, N, D, D, 0)) ||
             (r = retrlm__mmw(m, a.v, a.ln1, RETRLM_T_WV, l, N, D, D, 0)))
             return r;
-        if (carry) retrlm__carry_layer(m, carry, &a, l, B, T);
+        if (carry) r = retrlm__carry_layer(m, carry, &a, l, B, T);
         else {
             retrlm__rope(a.q, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
             retrlm__rope(a.k, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
-            retrlm__attention_forward(a.atty, a.att, a.q, a.k, a.v, m->lengths_, B, T, 0, H, hd,
-                                      !c->bidirectional);
+            r = retrlm__attention_forward(a.atty, a.att, a.q, a.k, a.v, m->lengths_, B, T, 0, H,
+                                          hd, !c->bidirectional, m->mmws_, m->n_mmws_);
         }
+        if (r) return r;
         memcpy(a.mid, x, (size_t)N * D * sizeof(float));
         if ((r = retrlm__mmw(m, a.mid, a.atty, RETRLM_T_WO, l, N, D,
                                D, RETRLM_MATMUL_ACCUMULATE)))
@@ -1532,8 +1558,10 @@ RETRLM_API retrlm_result retrlm_model_backward(retrlm_model *m, const retrlm_mod
             (r = retrlm__mm(m, w.datty, w.dx, retrlm_model_tensor_ptr(m, RETRLM_T_WO, l, 0), N, D, D,
                                RETRLM_MATMUL_B_KN)))
             return r;
-        retrlm__attention_backward(w.dq, w.dk, w.dv, w.datt, w.datty, a.att, a.q, a.k, a.v,
-                                   m->lengths_, B, T, H, hd, !c->bidirectional);
+        if ((r = retrlm__attention_backward(w.dq, w.dk, w.dv, w.datt, w.datty, a.att, a.q, a.k,
+                                            a.v, m->lengths_, B, T, H, hd, !c->bidirectional,
+                                            m->mmws_, m->n_mmws_)))
+            return r;
         retrlm__rope(w.dq, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 1);
         retrlm__rope(w.dk, N, T, 0, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 1);
         if ((r = retrlm__mm(m, retrlm_model_tensor_ptr(m, RETRLM_T_WQ, l, 1), w.dq, a.ln1, D, D, N, AB)) ||

@@ -28,13 +28,106 @@ static double layer_loss(void *p) {
         break;
     case 2:
         retrlm__attention_forward(c->y, c->att, c->q, c->k, c->v, c->len, c->B, c->T, 0, c->H, c->hd,
-                                  c->causal);
+                                  c->causal, NULL, 0);
         break;
     default:
         retrlm__swiglu_forward(c->y, c->gate, c->up, n);
         break;
     }
     return dotd(c->r, c->y, n);
+}
+
+// attention against a double-precision reference at a length of several blocks
+// (RETRLM__ATT_BLOCK), causal and not, one sequence padded, with carried keys (off) in the
+// forward; the same bits on 1 and 2 threads
+static void test_attention_blocks(void) {
+    enum { B = 2, T = 150, H = 2, hd = 8, D = H * hd, OFF = 70 };
+    const size_t nq = (size_t)B * T * D, nk = (size_t)B * (OFF + T) * D;
+    float *q = (float *)malloc(nq * sizeof(float)), *k = (float *)malloc(nk * sizeof(float));
+    float *v = (float *)malloc(nk * sizeof(float)), *dy = (float *)malloc(nq * sizeof(float));
+    float *y = (float *)malloc(nq * sizeof(float)), *y1 = (float *)malloc(nq * sizeof(float));
+    float *g = (float *)malloc(3 * nq * sizeof(float)), *g1 = (float *)malloc(3 * nq * sizeof(float));
+    float *att = (float *)malloc((size_t)B * H * T * (OFF + T) * sizeof(float));
+    float *datt = (float *)malloc((size_t)B * H * T * T * sizeof(float));
+    double *p = (double *)malloc((size_t)(OFF + T) * sizeof(double));
+    double *ds = (double *)malloc((size_t)T * T * sizeof(double)), worst = 0.0;
+    double *pm = (double *)malloc((size_t)T * T * sizeof(double));
+    const int len[B] = {T, 97};
+    retrlm_rng rng;
+    int causal, off, th, b, h, t, j, d;
+    retrlm_rng_seed(&rng, 11);
+    fill_normal(q, nq, 1.0f, &rng);
+    fill_normal(k, nk, 1.0f, &rng);
+    fill_normal(v, nk, 1.0f, &rng);
+    fill_normal(dy, nq, 1.0f, &rng);
+    for (causal = 0; causal < 2; causal++)
+        for (off = 0; off <= (causal ? OFF : 0); off += OFF) {
+            const int Tk = off + T;
+            for (th = 1; th <= 2; th++) {
+#ifdef _OPENMP
+                omp_set_num_threads(th);
+#endif
+                CHECK_OK(retrlm__attention_forward(th == 1 ? y1 : y, att, q, k, v, len, B, T, off, H,
+                                                   hd, causal, NULL, 0));
+                if (!off)
+                    CHECK_OK(retrlm__attention_backward(th == 1 ? g1 : g, (th == 1 ? g1 : g) + nq,
+                                                        (th == 1 ? g1 : g) + 2 * nq, datt, dy, att,
+                                                        q, k, v, len, B, T, H, hd, causal, NULL, 0));
+            }
+            CHECK(!memcmp(y, y1, nq * sizeof(float)));
+            if (!off) CHECK(!memcmp(g, g1, 3 * nq * sizeof(float)));
+            for (b = 0; b < B; b++)
+                for (h = 0; h < H; h++) {
+                    const float *qb = q + (size_t)b * T * D + h * hd, *kb = k + (size_t)b * Tk * D + h * hd;
+                    const float *vb = v + (size_t)b * Tk * D + h * hd, *dyb = dy + (size_t)b * T * D + h * hd;
+                    for (t = 0; t < T; t++) {
+                        const int n = off + (causal ? (t + 1 < len[b] ? t + 1 : len[b]) : len[b]);
+                        double mx = -1e300, sum = 0.0, s = 0.0;
+                        for (j = 0; j < n; j++) {
+                            double a = 0.0;
+                            for (d = 0; d < hd; d++) a += (double)qb[t * D + d] * kb[j * D + d];
+                            p[j] = a / sqrt((double)hd);
+                            if (p[j] > mx) mx = p[j];
+                        }
+                        for (j = 0; j < n; j++) sum += (p[j] = exp(p[j] - mx));
+                        for (d = 0; d < hd; d++) {
+                            double a = 0.0;
+                            for (j = 0; j < n; j++) a += p[j] / sum * vb[j * D + d];
+                            worst = fmax(worst, fabs(a - y[(size_t)b * T * D + t * D + h * hd + d]));
+                        }
+                        if (off) continue;
+                        for (j = 0; j < T; j++) { // dS row t (0 where masked)
+                            double dp = 0.0;
+                            for (d = 0; d < hd; d++) dp += (double)dyb[t * D + d] * vb[j * D + d];
+                            ds[t * T + j] = j < n ? p[j] / sum * dp : 0.0;
+                            if (j < n) s += ds[t * T + j];
+                        }
+                        for (j = 0; j < n; j++)
+                            ds[t * T + j] = (ds[t * T + j] - p[j] / sum * s) / sqrt((double)hd);
+                        for (j = 0; j < T; j++) pm[t * T + j] = j < n ? p[j] / sum : 0.0; // for dv
+                        for (d = 0; d < hd; d++) { // dq
+                            double a = 0.0;
+                            for (j = 0; j < n; j++) a += ds[t * T + j] * kb[j * D + d];
+                            worst = fmax(worst, fabs(a - g[(size_t)b * T * D + t * D + h * hd + d]));
+                        }
+                    }
+                    for (j = 0; j < T && !off; j++) // dk and dv: column j of dS and of P
+                        for (d = 0; d < hd; d++) {
+                            double ak = 0.0, av = 0.0;
+                            for (t = 0; t < T; t++) { // both 0 where masked
+                                ak += ds[t * T + j] * qb[t * D + d];
+                                av += pm[t * T + j] * dyb[t * D + d];
+                            }
+                            worst = fmax(worst, fabs(ak - g[nq + (size_t)b * T * D + j * D + h * hd + d]));
+                            worst = fmax(worst, fabs(av - g[2 * nq + (size_t)b * T * D + j * D + h * hd + d]));
+                        }
+                }
+        }
+    printf("attention at %d positions (%d-row blocks): worst |error| %.2g against double\n", T,
+           RETRLM__ATT_BLOCK, worst);
+    CHECK(worst < 1e-4);
+    free(q), free(k), free(v), free(dy), free(y), free(y1), free(g), free(g1), free(att), free(datt);
+    free(p), free(ds), free(pm);
 }
 
 static void test_layer_grads(void) {
@@ -91,7 +184,7 @@ static void test_layer_grads(void) {
         c.len[1] = T - 2;
         layer_loss(&c);
         retrlm__attention_backward(dq, dk, dv, datt, c.r, c.att, c.q, c.k, c.v, c.len, B, T, H, hd,
-                                   causal);
+                                   causal, NULL, 0);
         CHECK(grad_check(layer_loss, &c, c.q, dq, (int)n, 1e-2f) < 0.1);
         CHECK(grad_check(layer_loss, &c, c.k, dk, (int)n, 1e-2f) < 0.1);
         CHECK(grad_check(layer_loss, &c, c.v, dv, (int)n, 1e-2f) < 0.1);
@@ -998,6 +1091,7 @@ static void test_tokenizer_fingerprint(void) {
 int main(void) {
     RUN(test_tokenizer_fingerprint);
     RUN(test_layer_grads);
+    RUN(test_attention_blocks);
     RUN(test_model_grads_causal);
     RUN(test_model_grads_bidirectional);
     RUN(test_model_grads_hidden);
