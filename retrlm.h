@@ -3761,13 +3761,15 @@ RETRLM_API float retrlm_logsumexp(const float *x, int n) {
     return m + logf(s);
 }
 
-RETRLM_API void retrlm_softmax(float *out, const float *x, int n) {
+// out = softmax(x) (out may be x), and returns logsumexp(x): the LM loss needs both, and one
+// pass of expf gives both (the sum is retrlm_logsumexp's, term for term)
+RETRLM__PRIVATE float retrlm__softmax_lse(float *out, const float *x, int n) {
     float m = retrlm__max(x, n), s = 0.0f, inv;
     int i;
-    if (n <= 0) return;
+    if (n <= 0) return -INFINITY;
     if (m == -INFINITY) { // nothing is allowed: the only finite answer is uniform
         for (i = 0; i < n; i++) out[i] = 1.0f / (float)n;
-        return;
+        return -INFINITY;
     }
     for (i = 0; i < n; i++) {
         out[i] = expf(x[i] - m);
@@ -3776,7 +3778,10 @@ RETRLM_API void retrlm_softmax(float *out, const float *x, int n) {
     inv = 1.0f / s;
     RETRLM__SIMD
     for (i = 0; i < n; i++) out[i] *= inv;
+    return m == INFINITY ? INFINITY : m + logf(s);
 }
+
+RETRLM_API void retrlm_softmax(float *out, const float *x, int n) { (void)retrlm__softmax_lse(out, x, n); }
 
 RETRLM_API void retrlm_log_softmax(float *out, const float *x, int n) {
     float lse = retrlm_logsumexp(x, n);
@@ -13866,8 +13871,8 @@ RETRLM_API retrlm_result retrlm_model_lm_loss(retrlm_model *m, const int *target
             for (j = 0; j < V; j++) z[j] = 0.0f;
             continue;
         }
-        tl[i] = retrlm_logsumexp(z, V) - z[tg];
-        retrlm_softmax(z, z, V);
+        tl[i] = -z[tg];
+        tl[i] += retrlm__softmax_lse(z, z, V);
         for (j = 0; j < V; j++) z[j] *= inv;
         z[tg] -= inv;
     }

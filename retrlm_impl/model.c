@@ -1627,8 +1627,8 @@ RETRLM_API retrlm_result retrlm_model_lm_loss(retrlm_model *m, const int *target
             for (j = 0; j < V; j++) z[j] = 0.0f;
             continue;
         }
-        tl[i] = retrlm_logsumexp(z, V) - z[tg];
-        retrlm_softmax(z, z, V);
+        tl[i] = -z[tg];
+        tl[i] += retrlm__softmax_lse(z, z, V);
         for (j = 0; j < V; j++) z[j] *= inv;
         z[tg] -= inv;
     }
