@@ -133,10 +133,7 @@ bench-dispatch: retrlm.h
 	$(CC) -std=c99 -O2 -DRETRLM_NO_DISPATCH -I. -I$(STB_INC) bench/dispatch.c -o build/bench/dispatch-nodispatch -lm
 	$(CC) $(BENCH_CFLAGS) -I. -I$(STB_INC) bench/dispatch.c -o build/bench/dispatch-native -lm
 	$(CC) $(BENCH_CFLAGS) -march=haswell -I. -I$(STB_INC) bench/dispatch.c -o build/bench/dispatch-haswell -lm
-	build/bench/dispatch-plain plain && build/bench/dispatch-nodispatch no-dispatch | grep -v '^cpu\|^kernels\|^threads\|^kernel_path\|^cpu_' && \
-	  build/bench/dispatch-native native | grep -v '^cpu\|^kernels\|^threads\|^kernel_path\|^cpu_' && \
-	  RETRLM_CPU=avx2 build/bench/dispatch-plain plain-avx2 | grep -v '^cpu\|^kernels\|^threads\|^kernel_path\|^cpu_' && \
-	  build/bench/dispatch-haswell native-haswell | grep -v '^cpu\|^kernels\|^threads\|^kernel_path\|^cpu_'
+	sh bench/dispatch.sh 5
 bench-%: bench/%.c retrlm.h
 	@mkdir -p build/bench
 	$(CC) $(BENCH_CFLAGS) -I. -I$(STB_INC) bench/$*.c -o build/bench/$* $$(sh bench/peers.sh $*) -lm

@@ -1,8 +1,12 @@
 // bench/dispatch - the matmul as a user's build runs it: `make bench-dispatch` builds this file
-// three ways and runs each on the same shapes, one thread, best of 7 runs (101 for one row):
+// four ways and bench/dispatch.sh runs them in turn, five rounds (the host's drift then falls on
+// every build alike), on the same shapes, one thread, best of 7 runs (101 for one row) a round,
+// and prints the medians and the ratios:
 //   plain        cc -std=c99 -O2 (the README's line): chooses its micro-kernel at run time
+//                (run twice: as it chooses, and with RETRLM_CPU=avx2 as an AVX2 CPU would)
 //   no-dispatch  the same with -DRETRLM_NO_DISPATCH: the build's own kernel (SSE2 4x8 on x86-64)
 //   native       the benches' flags (-O3 -march=native -fopenmp, on 1 thread)
+//   haswell      the benches' flags with -march=haswell (AVX2+FMA), against plain with avx2
 // Usage: build/bench/dispatch LABEL (the label names the build in the output)
 #define RETRLM_IMPLEMENTATION
 #include "retrlm.h"
