@@ -14035,8 +14035,30 @@ RETRLM_API void retrlm_adamw_step(retrlm_adamw *o) {
         ptrdiff_t ch, nch = (ptrdiff_t)((n + RETRLM__ADAM_CHUNK - 1) / RETRLM__ADAM_CHUNK);
         RETRLM__PARALLEL_FOR_IF(nch > 16)
         for (ch = 0; ch < nch; ch++) {
-            size_t i0 = (size_t)ch * RETRLM__ADAM_CHUNK, i1 = RETRLM__MIN(n, i0 + RETRLM__ADAM_CHUNK), i;
-            for (i = i0; i < i1; i++) {
+            size_t i0 = (size_t)ch * RETRLM__ADAM_CHUNK, i1 = RETRLM__MIN(n, i0 + RETRLM__ADAM_CHUNK), i = i0;
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && defined(__SSE2__)
+            // four at a time in SSE registers: sqrtf may set errno, so no compiler vectorizes
+            // the loop below (it ran one parameter at a time: 3.4x slower). The loop's operations
+            // in its order, each correctly rounded: its bits where it is not contracted to FMA
+            // (ISO C mode, -std=c99, as the test suite builds)
+            const __m128 vclip = _mm_set1_ps(clip), vb1 = _mm_set1_ps(b1), vb2 = _mm_set1_ps(b2);
+            const __m128 va1 = _mm_set1_ps(1.0f - b1), va2 = _mm_set1_ps(1.0f - b2);
+            const __m128 vbc1 = _mm_set1_ps(bc1), vbc2 = _mm_set1_ps(bc2), veps = _mm_set1_ps(eps);
+            const __m128 vlr = _mm_set1_ps(lr), vwd = _mm_set1_ps(wd);
+            for (; i + 4 <= i1; i += 4) {
+                const __m128 gg = _mm_mul_ps(_mm_loadu_ps(gr + i), vclip), pp = _mm_loadu_ps(p + i);
+                const __m128 m4 = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(mm + i)), _mm_mul_ps(va1, gg));
+                const __m128 v4 = _mm_add_ps(_mm_mul_ps(vb2, _mm_loadu_ps(vv + i)),
+                                             _mm_mul_ps(_mm_mul_ps(va2, gg), gg));
+                const __m128 mh = _mm_div_ps(m4, vbc1), vh = _mm_div_ps(v4, vbc2);
+                const __m128 u = _mm_add_ps(_mm_div_ps(mh, _mm_add_ps(_mm_sqrt_ps(vh), veps)),
+                                            _mm_mul_ps(vwd, pp));
+                _mm_storeu_ps(mm + i, m4);
+                _mm_storeu_ps(vv + i, v4);
+                _mm_storeu_ps(p + i, _mm_sub_ps(pp, _mm_mul_ps(vlr, u)));
+            }
+#endif
+            for (; i < i1; i++) {
                 float gg = gr[i] * clip, mh, vh;
                 mm[i] = b1 * mm[i] + (1.0f - b1) * gg;
                 vv[i] = b2 * vv[i] + (1.0f - b2) * gg * gg;
