@@ -33,6 +33,10 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #endif
+/* and aarch64's: AdamW's square roots (vsqrtq_f32) */
+#if defined(__aarch64__) && defined(__ARM_NEON) && (defined(__GNUC__) || defined(__clang__))
+#include <arm_neon.h>
+#endif
 
 #ifndef RETRLM_ASSERT
 #define RETRLM_ASSERT(x) assert(x)
