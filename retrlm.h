@@ -3785,7 +3785,9 @@ RETRLM__PRIVATE float retrlm__softmax_lse(float *out, const float *x, int n) {
     return m == INFINITY ? INFINITY : m + logf(s);
 }
 
-RETRLM_API void retrlm_softmax(float *out, const float *x, int n) { (void)retrlm__softmax_lse(out, x, n); }
+RETRLM_API void retrlm_softmax(float *out, const float *x, int n) {
+    (void)retrlm__softmax_lse(out, x, n);
+}
 
 RETRLM_API void retrlm_log_softmax(float *out, const float *x, int n) {
     float lse = retrlm_logsumexp(x, n);
@@ -4331,8 +4333,10 @@ static retrlm_result retrlm__matmul_any(float *C, const float *A, const float *B
 
 // C (M, N), row stride ldc, = A·Bᵀ (C += with acc) for operands given by strides: A's element
 // (m, k) is A[m * as_m + k * as_k], Bᵀ's (n, k) is B[n * bs_n + k * bs_k] (a head's slice of
-// activations, a transposed score matrix: attention's products). One thread: callers run it
-// inside their own parallel loops. ws as retrlm__gemm_views'.
+// activations, a transposed score matrix: attention's products); one of each operand's two
+// strides is 1 (the packing reads along it). One thread: callers run it inside their own
+// parallel loops. ws as retrlm__gemm_views'; with one thread's retrlm__matmul_ws_floats() it
+// never allocates, so it cannot fail.
 RETRLM__PRIVATE retrlm_result retrlm__matmul_strided(float *C, size_t ldc, const float *A, size_t as_m,
                                                      size_t as_k, const float *B, size_t bs_n,
                                                      size_t bs_k, int M, int N, int K, int acc,
@@ -4340,6 +4344,7 @@ RETRLM__PRIVATE retrlm_result retrlm__matmul_strided(float *C, size_t ldc, const
     retrlm__mat a, bt;
     memset(&a, 0, sizeof a);
     memset(&bt, 0, sizeof bt);
+    RETRLM_ASSERT((as_m == 1 || as_k == 1) && (bs_n == 1 || bs_k == 1));
     a.p = A, a.sr = as_m, a.sc = as_k;
     bt.p = B, bt.sr = bs_n, bt.sc = bs_k;
     if (M <= 0 || N <= 0 || K <= 0) {
@@ -13038,7 +13043,8 @@ static float *retrlm__team_ws(float *ws, size_t n, void **own) {
     return ws && need <= n ? ws : (float *)retrlm__alloc_aligned(need, sizeof(float), own);
 }
 
-// this thread's share of ws (retrlm__team_ws)
+// this thread's share of ws (retrlm__team_ws): retrlm__matmul_strided given it never allocates,
+// so attention's products inside the parallel loop cannot fail
 static float *retrlm__thread_ws(float *ws) {
     int tid = 0;
 #ifdef RETRLM__OMP

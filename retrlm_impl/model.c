@@ -790,7 +790,8 @@ static float *retrlm__team_ws(float *ws, size_t n, void **own) {
     return ws && need <= n ? ws : (float *)retrlm__alloc_aligned(need, sizeof(float), own);
 }
 
-// this thread's share of ws (retrlm__team_ws)
+// this thread's share of ws (retrlm__team_ws): retrlm__matmul_strided given it never allocates,
+// so attention's products inside the parallel loop cannot fail
 static float *retrlm__thread_ws(float *ws) {
     int tid = 0;
 #ifdef RETRLM__OMP
