@@ -2670,13 +2670,19 @@ RETRLM_API retrlm_result retrlm_eval_retrieval(int n_queries, const int64_t *qid
 #include <omp.h>
 #endif
 
-/* the compiler's own x86 header: the kernels' FMA, int8 widening and SSE2 4x4 transposes */
+/* the compiler's own x86 header: the kernels' FMA, int8 widening and SSE2 4x4 transposes;
+   RETRLM__X86_SSE2 where SSE2 intrinsics may be used (the packing's transposes, AdamW's square
+   roots) */
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+#ifdef __SSE2__
+#define RETRLM__X86_SSE2 1
+#endif
 #endif
 /* and aarch64's: AdamW's square roots (vsqrtq_f32) */
 #if defined(__aarch64__) && defined(__ARM_NEON) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_neon.h>
+#define RETRLM__ARM_NEON 1
 #endif
 
 #ifndef RETRLM_ASSERT
@@ -3950,7 +3956,7 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
                 for (p = 0; p < kc; p++)
                     dst[(size_t)p * W + l] = sc[(k0 + p) / RETRLM__Q8_GROUP] * (float)src[p];
             }
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && defined(__SSE2__)
+#ifdef RETRLM__X86_SSE2
         } else if (X.sc == 1 && lanes == W && W % 2 == 0) { // rows are contiguous, all W there:
             for (p = 0; p + 4 <= kc; p += 4) { // 4 steps of W rows at a time, transposed in
                 float *d = dst + (size_t)p * W; // registers (SSE2, every x86-64): 4 lines of
@@ -14009,10 +14015,9 @@ RETRLM_API float retrlm_adamw_lr_scale(const retrlm_adamw_config *cfg, int64_t s
 }
 
 // four square roots at once in GCC's and Clang's vector types (SSE on x86, NEON on aarch64)
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && \
-    defined(__SSE2__)
+#if defined(RETRLM__X86_SSE2)
 #define RETRLM__SQRT4(x) ((retrlm__v4)_mm_sqrt_ps((__m128)(x)))
-#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__) && defined(__ARM_NEON)
+#elif defined(RETRLM__ARM_NEON)
 #define RETRLM__SQRT4(x) ((retrlm__v4)vsqrtq_f32((float32x4_t)(x)))
 #endif
 

@@ -29,13 +29,19 @@
 #include <omp.h>
 #endif
 
-/* the compiler's own x86 header: the kernels' FMA, int8 widening and SSE2 4x4 transposes */
+/* the compiler's own x86 header: the kernels' FMA, int8 widening and SSE2 4x4 transposes;
+   RETRLM__X86_SSE2 where SSE2 intrinsics may be used (the packing's transposes, AdamW's square
+   roots) */
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+#ifdef __SSE2__
+#define RETRLM__X86_SSE2 1
+#endif
 #endif
 /* and aarch64's: AdamW's square roots (vsqrtq_f32) */
 #if defined(__aarch64__) && defined(__ARM_NEON) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_neon.h>
+#define RETRLM__ARM_NEON 1
 #endif
 
 #ifndef RETRLM_ASSERT

@@ -506,7 +506,7 @@ static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc
                 for (p = 0; p < kc; p++)
                     dst[(size_t)p * W + l] = sc[(k0 + p) / RETRLM__Q8_GROUP] * (float)src[p];
             }
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && defined(__SSE2__)
+#ifdef RETRLM__X86_SSE2
         } else if (X.sc == 1 && lanes == W && W % 2 == 0) { // rows are contiguous, all W there:
             for (p = 0; p + 4 <= kc; p += 4) { // 4 steps of W rows at a time, transposed in
                 float *d = dst + (size_t)p * W; // registers (SSE2, every x86-64): 4 lines of

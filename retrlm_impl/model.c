@@ -1756,10 +1756,9 @@ RETRLM_API float retrlm_adamw_lr_scale(const retrlm_adamw_config *cfg, int64_t s
 }
 
 // four square roots at once in GCC's and Clang's vector types (SSE on x86, NEON on aarch64)
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && \
-    defined(__SSE2__)
+#if defined(RETRLM__X86_SSE2)
 #define RETRLM__SQRT4(x) ((retrlm__v4)_mm_sqrt_ps((__m128)(x)))
-#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__) && defined(__ARM_NEON)
+#elif defined(RETRLM__ARM_NEON)
 #define RETRLM__SQRT4(x) ((retrlm__v4)vsqrtq_f32((float32x4_t)(x)))
 #endif
 
