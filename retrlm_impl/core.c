@@ -155,7 +155,8 @@ static int retrlm__max_threads(void) {
 // not chosen is tried, 2 steps in a row whose mean replaces its average (beside a busy
 // neighbour the team's steps alternate between fast and slow, 2 and 6 ms where one thread
 // takes 3.4, with a slice of 100 ms now and then: one step says little, and an average kept
-// from long ago says less). The first try comes after 4 steps, the next after a gap that
+// from long ago says less), ended after its first step when that step lost whatever the next
+// would take (the team at best divides one thread's time by its size). The first try comes after 4 steps, the next after a gap that
 // doubles (quadruples when the try lost by half) up to 1024 steps or 30 seconds of steps,
 // whichever is less (a try beside a busy neighbour costs a few steps' time: tried more often,
 // it would cost more than it can find), and from 4 again when the choice changes. Results do not
@@ -201,9 +202,19 @@ RETRLM__PRIVATE void retrlm__tuner_record(retrlm__tuner *t, double dt) {
     const int k = !t->one, before = retrlm__tuner_best(t);
     if (t->step++ == 0) return; // the warm-up
     if (t->trying > 0 && k == t->try_k) { // a step of a try
+        const double keep = t->ema[k], least = k ? t->ema[0] / t->team : 0.0;
+        int done;
         t->try_sum += dt;
-        if (--t->trying > 0) return;
-        t->ema[k] = t->try_sum / RETRLM__TUNER_TRY;
+        done = RETRLM__TUNER_TRY - --t->trying;
+        // the try's mean were its other steps as fast as they can be (the team at best divides
+        // one thread's time by its size): if even that loses, the rest cannot change the outcome
+        t->ema[k] = (t->try_sum + t->trying * least) / RETRLM__TUNER_TRY;
+        if (t->trying > 0 && before != retrlm__tuner_best(t)) {
+            t->ema[k] = keep;
+            return;
+        }
+        t->trying = 0;
+        t->ema[k] = t->try_sum / done;
         if (before == retrlm__tuner_best(t)) { // it lost: try again later
             double ratio = t->ema[k] / t->ema[!k], cap = 30.0 / t->ema[!k];
             cap = cap < 16.0 ? 16.0 : cap > 1024.0 ? 1024.0 : cap;

@@ -131,9 +131,27 @@ static double team_busy(int64_t i, int64_t k) { // fast and slow in turn, a sche
 }
 static double team_leaves(int64_t i, int64_t k) { return i < 1000 ? team_busy(i, k) : 1.8e-3; }
 
+// a try's steps on the team after step 2 (steps 0 and 1 run there, step 2 on one thread): its
+// first step costs first, the next second; returns the tries, and in *two those of two steps
+static int64_t tuner_tries(double first, double second, int64_t *two) {
+    retrlm__tuner t;
+    int64_t i, tries = 0;
+    int prev = 0;
+    *two = 0;
+    retrlm__tuner_init(&t), t.team = 2;
+    for (i = 0; i < 4000; i++) {
+        retrlm__tuner_start(&t);
+        if (i > 2 && !t.one) tries += !prev, *two += prev;
+        retrlm__tuner_record(&t, t.one ? 3.4e-3 : prev ? second : first);
+        prev = i > 2 && !t.one;
+    }
+    return tries;
+}
+
 static void test_tuner(void) {
     retrlm__tuner t;
     double share, secs;
+    int64_t two, tries;
 #ifdef RETRLM__OMP
     int saved = omp_get_max_threads();
 #endif
@@ -151,6 +169,11 @@ static void test_tuner(void) {
     retrlm__tuner_init(&t), t.team = 2; // the neighbour leaves at step 1000: back within 1100
     share = tuner_run(&t, team_leaves, 2100, 3000, &secs);
     CHECK(share > 0.98);
+    // a try's first team step of 6 ms loses whatever the next takes (at best 3.4 / 2): it ends
+    // there; one of 2 ms might still win, so the second step runs
+    CHECK(tuner_tries(6e-3, 6e-3, &two) > 3 && two == 0);
+    tries = tuner_tries(2e-3, 6e-3, &two);
+    CHECK(tries > 3 && two == tries);
     retrlm__tuner_done(&t);
 #ifdef RETRLM__OMP
     omp_set_num_threads(saved);
