@@ -1,7 +1,7 @@
 #!/bin/sh
 # bench/dispatch.sh [ROUNDS] - runs the five builds of bench/dispatch.c (`make bench-dispatch`
 # builds them into build/bench) in turn, ROUNDS times (default 5), so that the host's drift falls
-# on every build alike instead of on whichever ran last; prints each build's median GFLOP/s a
+# on every build alike instead of on whichever ran last; prints each build's median (GFLOP/s, or queries/s for the index's scans) a
 # shape, then the two ratios the issue asks about (the plain -O2 build against -march=native, on
 # the widest path and on the AVX2 one), as a table and as name=value lines.
 set -e
@@ -35,16 +35,16 @@ awk -F'[.=]' '
     }
     END {
         split("plain no-dispatch native plain-avx2 native-haswell", lab, " ")
-        print "\nmedian GFLOP/s, 1 thread"
+        print "\nmedians, 1 thread: GFLOP/s (products), queries/s (scan_*: the index searched one query at a time)"
         print "| shape | plain -O2 | -O2 -DRETRLM_NO_DISPATCH | -O3 -march=native | plain -O2, RETRLM_CPU=avx2 | -O3 -march=haswell | plain / native | plain avx2 / haswell |"
         print "|---|---:|---:|---:|---:|---:|---:|---:|"
         for (s = 1; s <= ns; s++) {
-            sh = shapes[s]; sub(/_gflops$/, "", sh)
+            sh = shapes[s]; unit = sh; sub(/_(gflops|qps)$/, "", sh); sub(/^.*_/, "", unit)
             line = "| " sh
             for (l = 1; l <= 5; l++) { med[l] = median(lab[l] SUBSEP shapes[s]); line = line sprintf(" | %.1f", med[l]) }
             r1 = med[3] > 0 ? med[1] / med[3] : 0; r2 = med[5] > 0 ? med[4] / med[5] : 0
             print line sprintf(" | %.2f | %.2f |", r1, r2)
-            for (l = 1; l <= 5; l++) out[++no] = sprintf("dispatch.%s.%s_median_gflops=%.1f", lab[l], sh, med[l])
+            for (l = 1; l <= 5; l++) out[++no] = sprintf("dispatch.%s.%s_median_%s=%.1f", lab[l], sh, unit, med[l])
             out[++no] = sprintf("dispatch.plain_vs_native.%s=%.2f", sh, r1)
             out[++no] = sprintf("dispatch.plain_avx2_vs_haswell.%s=%.2f", sh, r2)
         }

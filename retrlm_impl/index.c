@@ -13,193 +13,17 @@
 #define RETRLM__IDX_CHUNK 65536  // rows between two progress reports of add
 #define RETRLM__IDX_FORMAT 1     // version of the index sections inside the container
 
-// ---------------------------------------------------------------------------------------------
-// row kernels: one query against four stored rows at a time (rows may repeat: a lone row is
-// passed four times, so every row's score comes from the same code and the same bits whatever
-// the grouping). Each sum runs in LANES partial sums, reduced by a fixed tree: the loops
-// vectorize without -ffast-math, no single add chain limits them, and the query is loaded once
-// for four rows.
-
-#define RETRLM__IDX_LANES 16
-
-// halves the lanes four times, each step a loop of constant length (one vector add each)
-#define RETRLM__IDX_HALVE(a0, a1, a2, a3, h)                                               \
-    for (j = 0; j < h; j++) {                                                               \
-        a0[j] += a0[j + h];                                                                 \
-        a1[j] += a1[j + h];                                                                 \
-        a2[j] += a2[j + h];                                                                 \
-        a3[j] += a3[j + h];                                                                 \
-    }
-#define RETRLM__IDX_TREE(a0, a1, a2, a3)                                                   \
-    RETRLM__IDX_HALVE(a0, a1, a2, a3, 8)                                                    \
-    RETRLM__IDX_HALVE(a0, a1, a2, a3, 4)                                                    \
-    RETRLM__IDX_HALVE(a0, a1, a2, a3, 2)                                                    \
-    RETRLM__IDX_HALVE(a0, a1, a2, a3, 1)
-
-// out[r] = q . x[r]
-static void retrlm__ip4_f32(float *out, const float *q, const float *const *x, int d) {
-    float a0[RETRLM__IDX_LANES] = {0}, a1[RETRLM__IDX_LANES] = {0}, a2[RETRLM__IDX_LANES] = {0},
-          a3[RETRLM__IDX_LANES] = {0};
-    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];
-    int i = 0, j;
-    for (; i + RETRLM__IDX_LANES <= d; i += RETRLM__IDX_LANES)
-        for (j = 0; j < RETRLM__IDX_LANES; j++) {
-            float qj = q[i + j];
-            a0[j] += qj * x0[i + j];
-            a1[j] += qj * x1[i + j];
-            a2[j] += qj * x2[i + j];
-            a3[j] += qj * x3[i + j];
-        }
-    RETRLM__IDX_TREE(a0, a1, a2, a3)
-    for (; i < d; i++) {
-        a0[0] += q[i] * x0[i];
-        a1[0] += q[i] * x1[i];
-        a2[0] += q[i] * x2[i];
-        a3[0] += q[i] * x3[i];
-    }
-    out[0] = a0[0];
-    out[1] = a1[0];
-    out[2] = a2[0];
-    out[3] = a3[0];
-}
-
-// out[r] = |q - x[r]|^2
-static void retrlm__l24_f32(float *out, const float *q, const float *const *x, int d) {
-    float a0[RETRLM__IDX_LANES] = {0}, a1[RETRLM__IDX_LANES] = {0}, a2[RETRLM__IDX_LANES] = {0},
-          a3[RETRLM__IDX_LANES] = {0}, t0, t1, t2, t3;
-    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];
-    int i = 0, j;
-    for (; i + RETRLM__IDX_LANES <= d; i += RETRLM__IDX_LANES)
-        for (j = 0; j < RETRLM__IDX_LANES; j++) {
-            float qj = q[i + j];
-            t0 = qj - x0[i + j];
-            t1 = qj - x1[i + j];
-            t2 = qj - x2[i + j];
-            t3 = qj - x3[i + j];
-            a0[j] += t0 * t0;
-            a1[j] += t1 * t1;
-            a2[j] += t2 * t2;
-            a3[j] += t3 * t3;
-        }
-    RETRLM__IDX_TREE(a0, a1, a2, a3)
-    for (; i < d; i++) {
-        t0 = q[i] - x0[i];
-        t1 = q[i] - x1[i];
-        t2 = q[i] - x2[i];
-        t3 = q[i] - x3[i];
-        a0[0] += t0 * t0;
-        a1[0] += t1 * t1;
-        a2[0] += t2 * t2;
-        a3[0] += t3 * t3;
-    }
-    out[0] = a0[0];
-    out[1] = a1[0];
-    out[2] = a2[0];
-    out[3] = a3[0];
-}
-
-// SQ8: x[j] = min[j] + (c[j] + 0.5) step[j]. With w[j] = q[j] step[j] the inner product is a
-// per-query constant plus sum w[j] c[j]. The codes of the four rows are first widened to
-// floats, a block of dimensions at a time, in a plain loop that compiles to wide converts;
-// the sums then run as in the f32 kernels, on data in L1.
-#define RETRLM__IDX_DB 256 // dimensions widened at a time (a multiple of the lanes)
-
-static void retrlm__widen4(float (*f)[RETRLM__IDX_DB], const uint8_t *const *c, int i0, int nb) {
-    int r, j;
-    for (r = 0; r < 4; r++) {
-        const uint8_t *cr = c[r] + i0;
-        float *fr = f[r];
-        for (j = 0; j < nb; j++) fr[j] = (float)cr[j];
-    }
-}
-
-static void retrlm__ip4_sq8(float *out, const float *wq, const uint8_t *const *c, int d) {
-    float a0[RETRLM__IDX_LANES] = {0}, a1[RETRLM__IDX_LANES] = {0}, a2[RETRLM__IDX_LANES] = {0},
-          a3[RETRLM__IDX_LANES] = {0}, f[4][RETRLM__IDX_DB];
-    const int dv = d - d % RETRLM__IDX_LANES;
-    int i0, i, j;
-    for (i0 = 0; i0 < dv; i0 += RETRLM__IDX_DB) {
-        const int nb = RETRLM__MIN(RETRLM__IDX_DB, dv - i0);
-        const float *q = wq + i0;
-        retrlm__widen4(f, c, i0, nb);
-        for (i = 0; i < nb; i += RETRLM__IDX_LANES)
-            for (j = 0; j < RETRLM__IDX_LANES; j++) {
-                float qj = q[i + j];
-                a0[j] += qj * f[0][i + j];
-                a1[j] += qj * f[1][i + j];
-                a2[j] += qj * f[2][i + j];
-                a3[j] += qj * f[3][i + j];
-            }
-    }
-    RETRLM__IDX_TREE(a0, a1, a2, a3)
-    for (i = dv; i < d; i++) {
-        a0[0] += wq[i] * (float)c[0][i];
-        a1[0] += wq[i] * (float)c[1][i];
-        a2[0] += wq[i] * (float)c[2][i];
-        a3[0] += wq[i] * (float)c[3][i];
-    }
-    out[0] = a0[0];
-    out[1] = a1[0];
-    out[2] = a2[0];
-    out[3] = a3[0];
-}
-
-// with a[j] = q[j] - min[j] - 0.5 step[j]: |q - x|^2 = sum (a[j] - step[j] c[j])^2
-static void retrlm__l24_sq8(float *out, const float *aq, const float *step, const uint8_t *const *c,
-                            int d) {
-    float a0[RETRLM__IDX_LANES] = {0}, a1[RETRLM__IDX_LANES] = {0}, a2[RETRLM__IDX_LANES] = {0},
-          a3[RETRLM__IDX_LANES] = {0}, f[4][RETRLM__IDX_DB], t0, t1, t2, t3;
-    const int dv = d - d % RETRLM__IDX_LANES;
-    int i0, i, j;
-    for (i0 = 0; i0 < dv; i0 += RETRLM__IDX_DB) {
-        const int nb = RETRLM__MIN(RETRLM__IDX_DB, dv - i0);
-        const float *q = aq + i0, *s = step + i0;
-        retrlm__widen4(f, c, i0, nb);
-        for (i = 0; i < nb; i += RETRLM__IDX_LANES)
-            for (j = 0; j < RETRLM__IDX_LANES; j++) {
-                float qj = q[i + j], sj = s[i + j];
-                t0 = qj - sj * f[0][i + j];
-                t1 = qj - sj * f[1][i + j];
-                t2 = qj - sj * f[2][i + j];
-                t3 = qj - sj * f[3][i + j];
-                a0[j] += t0 * t0;
-                a1[j] += t1 * t1;
-                a2[j] += t2 * t2;
-                a3[j] += t3 * t3;
-            }
-    }
-    RETRLM__IDX_TREE(a0, a1, a2, a3)
-    for (i = dv; i < d; i++) {
-        t0 = aq[i] - step[i] * (float)c[0][i];
-        t1 = aq[i] - step[i] * (float)c[1][i];
-        t2 = aq[i] - step[i] * (float)c[2][i];
-        t3 = aq[i] - step[i] * (float)c[3][i];
-        a0[0] += t0 * t0;
-        a1[0] += t1 * t1;
-        a2[0] += t2 * t2;
-        a3[0] += t3 * t3;
-    }
-    out[0] = a0[0];
-    out[1] = a1[0];
-    out[2] = a2[0];
-    out[3] = a3[0];
-}
-
-// one f32 row, through the four-row kernel (so its bits match a row scored in a group)
+// one f32 row, through the scan (so its bits match a row scored in a block)
 static float retrlm__ip_f32(const float *q, const float *x, int d) {
-    const float *rows[4];
-    float out[4];
-    rows[0] = rows[1] = rows[2] = rows[3] = x;
-    retrlm__ip4_f32(out, q, rows, d);
-    return out[0];
+    float out;
+    retrlm__scan_f32(&out, q, x, 0, 1, d, 0);
+    return out;
 }
 
 static float retrlm__l2_f32(const float *q, const float *x, int d) {
-    const float *rows[4];
-    float out[4];
-    rows[0] = rows[1] = rows[2] = rows[3] = x;
-    retrlm__l24_f32(out, q, rows, d);
-    return out[0];
+    float out;
+    retrlm__scan_f32(&out, q, x, 0, 1, d, 1);
+    return out;
 }
 
 static int retrlm__all_finite(const float *x, size_t count, size_t *bad) {
@@ -967,7 +791,9 @@ static void retrlm__prep(const retrlm_index *ix, const float *q, float *t, retrl
     qc->q = q;
     qc->t = t;
     qc->c0 = 0.0f;
-    if (ix->storage == RETRLM_STORAGE_SQ8) {
+    if (ix->storage == RETRLM_STORAGE_SQ8) { // x[j] = min[j] + (c[j] + 0.5) step[j]
+        // IP: with t[j] = q[j] step[j], q . x = c0 (per query) + t . c; L2: with t[j] = q[j] -
+        // min[j] - 0.5 step[j], |q - x|^2 = sum (t[j] - step[j] c[j])^2
         double c0 = 0.0;
         for (j = 0; j < ix->dim; j++) {
             float half = 0.5f * ix->sq_step[j];
@@ -986,25 +812,14 @@ static void retrlm__prep(const retrlm_index *ix, const float *q, float *t, retrl
 static void retrlm__score_rows(const retrlm_index *ix, const retrlm__qctx *qc, size_t r0, int m,
                                float *out) {
     const int d = ix->dim, l2 = ix->metric == RETRLM_METRIC_L2;
-    int i, r;
+    int i;
     if (ix->storage == RETRLM_STORAGE_SQ8) {
-        const uint8_t *c = ix->codes + r0 * (size_t)d, *rows[4];
-        for (i = 0; i < m; i += 4) {
-            float o[4];
-            for (r = 0; r < 4; r++) rows[r] = c + (size_t)(i + r < m ? i + r : i) * (size_t)d;
-            if (l2) retrlm__l24_sq8(o, qc->t, ix->sq_step, rows, d);
-            else retrlm__ip4_sq8(o, qc->t, rows, d);
-            for (r = 0; r < 4 && i + r < m; r++) out[i + r] = l2 ? -o[r] : qc->c0 + o[r];
-        }
+        retrlm__scan_codes(out, qc->t, l2 ? ix->sq_step : NULL, ix->codes + r0 * (size_t)d, (size_t)d, m, d);
+        for (i = 0; i < m; i++) out[i] = l2 ? -out[i] : qc->c0 + out[i];
     } else {
-        const float *x = ix->vectors + r0 * (size_t)d, *rows[4];
-        for (i = 0; i < m; i += 4) {
-            float o[4];
-            for (r = 0; r < 4; r++) rows[r] = x + (size_t)(i + r < m ? i + r : i) * (size_t)d;
-            if (l2) retrlm__l24_f32(o, qc->q, rows, d);
-            else retrlm__ip4_f32(o, qc->q, rows, d);
-            for (r = 0; r < 4 && i + r < m; r++) out[i + r] = l2 ? -o[r] : o[r];
-        }
+        retrlm__scan_f32(out, qc->q, ix->vectors + r0 * (size_t)d, (size_t)d, m, d, l2);
+        if (l2)
+            for (i = 0; i < m; i++) out[i] = -out[i];
     }
 }
 
@@ -1391,14 +1206,8 @@ static retrlm_result retrlm__search_ivf(const retrlm_index *ix, const float *Q, 
                 break;
         } else { // a few queries: the row kernel on one thread, no parallel region to wake
             for (qi = 0; qi < cm; qi++) {
-                const float *q = Q + (size_t)(c0 + qi) * (size_t)d, *rows[4];
-                float *row = cs + (size_t)qi * (size_t)L, o[4];
-                int c, rr;
-                for (c = 0; c < L; c += 4) {
-                    for (rr = 0; rr < 4; rr++) rows[rr] = ix->centroids + (size_t)(c + rr < L ? c + rr : c) * (size_t)d;
-                    retrlm__ip4_f32(o, q, rows, d);
-                    for (rr = 0; rr < 4 && c + rr < L; rr++) row[c + rr] = o[rr];
-                }
+                const float *q = Q + (size_t)(c0 + qi) * (size_t)d;
+                retrlm__scan_f32(cs + (size_t)qi * (size_t)L, q, ix->centroids, (size_t)d, L, d, 0);
             }
         }
         for (qi = 0; qi < cm; qi++) { // the probes, best first, ties to the lower list

@@ -75,8 +75,10 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define RETRLM__NOINLINE __attribute__((noinline))
+#define RETRLM__ALWAYS_INLINE __inline__ __attribute__((always_inline))
 #else
 #define RETRLM__NOINLINE
+#define RETRLM__ALWAYS_INLINE
 #endif
 
 /* ---- stb_ds, routed through the allocation funnel ------------------------------------------ */
@@ -221,6 +223,14 @@ RETRLM__PRIVATE size_t retrlm__matmul_ws_floats(void);
 RETRLM__PRIVATE retrlm_result retrlm__matmul_ws(float *C, const float *A, const float *B,
                                                 const float *bias, int M, int N, int K, int flags,
                                                 float *ws, size_t ws_floats);
+/* The index's scans (kernels.c, on the CPU's widest path): one query q against the m rows
+   x + i ldx (a row's bits do not depend on the rows beside it). _f32: out[i] = q . x_i, or with
+   l2 |q - x_i|^2. _codes: uint8 rows c_i, out[i] = q . c_i, or with a step row (d) the sum of
+   (q - step c_i)^2. */
+RETRLM__PRIVATE void retrlm__scan_f32(float *out, const float *q, const float *x, size_t ldx, int m, int d,
+                                      int l2);
+RETRLM__PRIVATE void retrlm__scan_codes(float *out, const float *q, const float *step, const uint8_t *c,
+                                        size_t ldc, int m, int d);
 /* int8 weights (kernels.c): rows of K in groups of RETRLM__Q8_GROUP, a float scale each;
    _quantize writes rows x K int8 into q and rows x _groups(K) scales into s; _row dequantizes one
    row; _matmul_q8_ws is retrlm__matmul_ws with B the int8 rows (N, K) (no bias, no B_KN). */

@@ -82,8 +82,11 @@
     }
 
 // the int8 kernels' end: the four rows' sums t over the last, partial group (elements i..n, a
-// scale each row, d0..d3) added on, then rows of them written to out
-static void retrlm__q8_tail4(float *out, float *t, const float *a, const int8_t *q0, const int8_t *q1,
+// scale each row, d0..d3) added on, then rows of them written to out. Inlined into each kernel:
+// called from one built for AVX, GCC 12 left the upper halves of the vector registers dirty
+// (no vzeroupper) through the call and the SSE code after it, which then ran at a fraction of
+// its speed (9% of an SQ8 index scan in one loop of scalar adds after it)
+static RETRLM__ALWAYS_INLINE void retrlm__q8_tail4(float *out, float *t, const float *a, const int8_t *q0, const int8_t *q1,
                              const int8_t *q2, const int8_t *q3, const float *d0, const float *d1,
                              const float *d2, const float *d3, int i, int n, int rows) {
     int j;
@@ -132,6 +135,65 @@ static void retrlm__q8_tail4(float *out, float *t, const float *a, const int8_t 
         retrlm__q8_tail4(out, t, a, q0, q1, q2, q3, s0 + g, s1 + g, s2 + g, s3 + g, i, n, rows);  \
     }
 
+// the SQ8 scans' tail (elements i..n of the four rows of codes b0..b3), added to out; inlined,
+// as retrlm__q8_tail4
+static RETRLM__ALWAYS_INLINE void retrlm__scan4_sq8_tail(float *out, const float *a, const float *s, const uint8_t *b0,
+                                   const uint8_t *b1, const uint8_t *b2, const uint8_t *b3, int i, int n) {
+    int j;
+    for (j = i; j < n; j++) {
+        float e0 = (float)b0[j], e1 = (float)b1[j], e2 = (float)b2[j], e3 = (float)b3[j];
+        if (s) {
+            e0 = a[j] - s[j] * e0, e1 = a[j] - s[j] * e1, e2 = a[j] - s[j] * e2, e3 = a[j] - s[j] * e3;
+            out[0] += e0 * e0, out[1] += e1 * e1, out[2] += e2 * e2, out[3] += e3 * e3;
+        } else
+            out[0] += a[j] * e0, out[1] += a[j] * e1, out[2] += a[j] * e2, out[3] += a[j] * e3;
+    }
+}
+
+// The index's scans for compilers without vector types (see RETRLM__DEFINE_SCAN4_L2_V below):
+// LANES partial sums a row folded by RETRLM__TREE4, as dot4
+#define RETRLM__DEFINE_SCAN4_L2(name, ATTR, LANES)                                                 \
+    ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const float *b, size_t ldb, \
+                                           int n) {                                              \
+        float c0[LANES] = {0}, c1[LANES] = {0}, c2[LANES] = {0}, c3[LANES] = {0}, e0, e1, e2, e3;  \
+        const float *b0 = b, *b1 = b + ldb, *b2 = b + 2 * ldb, *b3 = b + 3 * ldb;                 \
+        int i = 0, j, w;                                                                         \
+        for (; i + LANES <= n; i += LANES)                                                       \
+            for (j = 0; j < LANES; j++) {                                                        \
+                e0 = a[i + j] - b0[i + j], e1 = a[i + j] - b1[i + j];                            \
+                e2 = a[i + j] - b2[i + j], e3 = a[i + j] - b3[i + j];                            \
+                c0[j] += e0 * e0, c1[j] += e1 * e1, c2[j] += e2 * e2, c3[j] += e3 * e3;          \
+            }                                                                                    \
+        RETRLM__TREE4(LANES)                                                                     \
+        for (j = i; j < n; j++) {                                                                \
+            e0 = a[j] - b0[j], e1 = a[j] - b1[j], e2 = a[j] - b2[j], e3 = a[j] - b3[j];          \
+            c0[0] += e0 * e0, c1[0] += e1 * e1, c2[0] += e2 * e2, c3[0] += e3 * e3;              \
+        }                                                                                        \
+        out[0] = c0[0], out[1] = c1[0], out[2] = c2[0], out[3] = c3[0];                          \
+    }
+#define RETRLM__DEFINE_SCAN4_SQ8(name, ATTR, LANES)                                                \
+    ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const float *s,            \
+                                           const uint8_t *b, size_t ldb, int n) {                \
+        float c0[LANES] = {0}, c1[LANES] = {0}, c2[LANES] = {0}, c3[LANES] = {0}, e0, e1, e2, e3;  \
+        const uint8_t *b0 = b, *b1 = b + ldb, *b2 = b + 2 * ldb, *b3 = b + 3 * ldb;               \
+        int i = 0, j, w;                                                                         \
+        for (; i + LANES <= n; i += LANES)                                                       \
+            for (j = 0; j < LANES; j++) {                                                        \
+                e0 = (float)b0[i + j], e1 = (float)b1[i + j];                                    \
+                e2 = (float)b2[i + j], e3 = (float)b3[i + j];                                    \
+                if (s) {                                                                         \
+                    const float aj = a[i + j], sj = s[i + j];                                    \
+                    e0 = aj - sj * e0, e1 = aj - sj * e1, e2 = aj - sj * e2, e3 = aj - sj * e3;  \
+                    c0[j] += e0 * e0, c1[j] += e1 * e1, c2[j] += e2 * e2, c3[j] += e3 * e3;      \
+                } else                                                                           \
+                    c0[j] += a[i + j] * e0, c1[j] += a[i + j] * e1, c2[j] += a[i + j] * e2,     \
+                        c3[j] += a[i + j] * e3;                                                  \
+            }                                                                                    \
+        RETRLM__TREE4(LANES)                                                                     \
+        out[0] = c0[0], out[1] = c1[0], out[2] = c2[0], out[3] = c3[0];                          \
+        retrlm__scan4_sq8_tail(out, a, s, b0, b1, b2, b3, i, n);                                 \
+    }
+
 // X(r, ...) for each row r of a kernel's four (a matmul tile's MR)
 #define RETRLM__ROWS_4(X, ...) X(0, __VA_ARGS__) X(1, __VA_ARGS__) X(2, __VA_ARGS__) X(3, __VA_ARGS__)
 #define RETRLM__ROWS_6(X, ...) RETRLM__ROWS_4(X, __VA_ARGS__) X(4, __VA_ARGS__) X(5, __VA_ARGS__)
@@ -169,63 +231,72 @@ typedef float retrlm__v16 __attribute__((vector_size(64)));
 #define RETRLM__I8F_V8(p) \
     {(float)(p)[0], (float)(p)[1], (float)(p)[2], (float)(p)[3], (float)(p)[4], (float)(p)[5], (float)(p)[6], (float)(p)[7]}
 
-// a row's lanes t[0..L) summed by a fixed tree (lane j takes lane j + w, w = L/2, ..., 1)
-static float retrlm__fold(float *t, int L) {
-    int w, j;
-    for (w = L / 2; w > 0; w /= 2)
-        for (j = 0; j < w; j++) t[j] += t[j + w];
-    return t[0];
-}
+// a vector's lanes summed into dst by a fixed tree (lane j takes lane j + w, w = L/2, ..., 1)
+// in registers: its 4-lane quarters added while wider than 4 lanes, then the last four. Summed
+// through memory, lane by lane, a row's end took as long as its sums at the sizes of generation
+// (K = 288) in a build whose -O2 did not vectorize the loop of the tree.
+#define RETRLM__FOLD(x, dst)                                                                      \
+    {                                                                                            \
+        retrlm__v4 q_[4];                                                                        \
+        float t_[4];                                                                             \
+        memcpy(q_, &x, sizeof x);                                                                \
+        if (sizeof x == 64) q_[0] += q_[2], q_[1] += q_[3];                                      \
+        if (sizeof x >= 32) q_[0] += q_[1];                                                      \
+        memcpy(t_, q_, sizeof t_);                                                               \
+        dst = (t_[0] + t_[2]) + (t_[1] + t_[3]);                                                 \
+    }
 
 // The one-row kernels (retrlm__dot, _dot4, _dot4_q8) in vector types of L lanes: two vectors of
-// partial sums a row, 2 L lanes, folded by retrlm__fold; the tail past the last 2 L is summed
+// partial sums a row, 2 L lanes, folded by RETRLM__FOLD; the tail past the last 2 L is summed
 // on. dot4_q8 dequantizes each weight (scale times int8, rounded to float) and then takes the
 // same steps as dot4: with n a multiple of the group, the bits of dot4 on dequantized rows.
 #define RETRLM__DEFINE_DOT_V(name, ATTR, VT, MADD)                                                 \
     ATTR static float name(const float *a, const float *b, int n) {                              \
         enum { L = sizeof(VT) / sizeof(float) };                                                 \
         VT c0 = {0}, c1 = {0}, x, y;                                                             \
-        float t[L], s;                                                                           \
+        float s;                                                                                 \
         int i = 0;                                                                               \
         for (; i + 2 * L <= n; i += 2 * L) {                                                     \
             memcpy(&x, a + i, sizeof x), memcpy(&y, b + i, sizeof y), MADD(c0, x, y);          \
             memcpy(&x, a + i + L, sizeof x), memcpy(&y, b + i + L, sizeof y), MADD(c1, x, y);  \
         }                                                                                        \
         c0 += c1;                                                                                \
-        memcpy(t, &c0, sizeof t);                                                                \
-        s = retrlm__fold(t, L);                                                                  \
+        RETRLM__FOLD(c0, s)                                                                      \
         for (; i < n; i++) s += a[i] * b[i];                                                     \
         return s;                                                                                \
     }
 #define RETRLM__DOT4_V_ROW(r, VT, MADD)                                                           \
     memcpy(&x, b##r + i, sizeof x), MADD(c##r##0, a0, x);                                       \
     memcpy(&x, b##r + i + L, sizeof x), MADD(c##r##1, a1, x);
-#define RETRLM__DOT4_V_FOLD(r, dst)                                                               \
-    c##r##0 += c##r##1;                                                                          \
-    memcpy(t, &c##r##0, sizeof t);                                                              \
-    dst[r] = retrlm__fold(t, L);
-#define RETRLM__DEFINE_DOT4_V(name, ATTR, VT, MADD)                                                \
+#define RETRLM__DOT4_V_FOLD(r, dst) \
+    c##r##0 += c##r##1;             \
+    RETRLM__FOLD(c##r##0, dst[r])
+// the four-row kernels' frame: ROW adds a step's terms to each row's two vectors, TERM(x, y)
+// is one element's term in the tail (dot4 here, the index's L2 scan below)
+#define RETRLM__DEFINE_ROWS4_V(name, ATTR, VT, MADD, ROW, TERM)                                    \
     ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const float *b, size_t ldb, \
                                            int n) {                                              \
         enum { L = sizeof(VT) / sizeof(float) };                                                 \
         VT c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}; \
         const float *b0 = b, *b1 = b + ldb, *b2 = b + 2 * ldb, *b3 = b + 3 * ldb;                 \
-        float t[L];                                                                              \
         int i = 0, j;                                                                            \
         for (; i + 2 * L <= n; i += 2 * L) {                                                     \
             VT a0, a1, x;                                                                        \
             memcpy(&a0, a + i, sizeof a0);                                                       \
             memcpy(&a1, a + i + L, sizeof a1);                                                   \
-            RETRLM__ROWS_4(RETRLM__DOT4_V_ROW, VT, MADD)                                         \
+            RETRLM__ROWS_4(ROW, VT, MADD)                                                        \
         }                                                                                        \
         RETRLM__ROWS_4(RETRLM__DOT4_V_FOLD, out)                                                 \
         for (j = i; j < n; j++) {                                                                \
-            out[0] += a[j] * b0[j];                                                              \
-            out[1] += a[j] * b1[j];                                                              \
-            out[2] += a[j] * b2[j];                                                              \
-            out[3] += a[j] * b3[j];                                                              \
+            out[0] += TERM(a[j], b0[j]);                                                         \
+            out[1] += TERM(a[j], b1[j]);                                                         \
+            out[2] += TERM(a[j], b2[j]);                                                         \
+            out[3] += TERM(a[j], b3[j]);                                                         \
         }                                                                                        \
     }
+#define RETRLM__TERM_DOT(x, y) (x) * (y)
+#define RETRLM__DEFINE_DOT4_V(name, ATTR, VT, MADD) \
+    RETRLM__DEFINE_ROWS4_V(name, ATTR, VT, MADD, RETRLM__DOT4_V_ROW, RETRLM__TERM_DOT)
 #define RETRLM__DOT4_Q8_V_ROW(r, VT, MADD, I8F)                                                      \
     {                                                                                            \
         const VT w0 = I8F(q##r + h), w1 = I8F(q##r + h + L);                                     \
@@ -242,7 +313,7 @@ static float retrlm__fold(float *t, int L) {
         const int8_t *q3 = q + (rows > 3) * 3 * ldq;                                              \
         const float *s0 = s, *s1 = s + (rows > 1) * lds, *s2 = s + (rows > 2) * 2 * lds;           \
         const float *s3 = s + (rows > 3) * 3 * lds;                                               \
-        float t[L], v[4];                                                                        \
+        float v[4];                                                                              \
         int i = 0, h, g = 0;                                                                     \
         for (; i + RETRLM__Q8_GROUP <= n; i += RETRLM__Q8_GROUP, g++) {                          \
             const VT d0 = RETRLM__BCAST_##VT(s0[g]), d1 = RETRLM__BCAST_##VT(s1[g]);             \
@@ -257,6 +328,80 @@ static float retrlm__fold(float *t, int L) {
         RETRLM__ROWS_4(RETRLM__DOT4_V_FOLD, v)                                                   \
         retrlm__q8_tail4(out, v, a, q0, q1, q2, q3, s0 + g, s1 + g, s2 + g, s3 + g, i, n, rows); \
     }
+// uint8 codes p[0..L) as L floats (index.c's SQ8 rows), as RETRLM__I8F_* above
+#define RETRLM__U8F_AVX512(p)                                                                   \
+    _mm512_maskz_cvtepi32_ps((__mmask16)0xFFFF,                                                 \
+                             _mm512_maskz_cvtepu8_epi32((__mmask16)0xFFFF,                      \
+                                                        _mm_loadu_si128((const __m128i *)(const void *)(p))))
+#define RETRLM__U8F_AVX2(p) \
+    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+#define RETRLM__U8F_V8 RETRLM__I8F_V8
+// four codes as a 32-bit load, widened in registers (SSE2, NEON); lane by lane elsewhere
+#if defined(RETRLM__X86_SSE2)
+static RETRLM__ALWAYS_INLINE retrlm__v4 retrlm__u8f4(const uint8_t *p) {
+    int w;
+    __m128i x, z = _mm_setzero_si128();
+    memcpy(&w, p, sizeof w);
+    x = _mm_cvtsi32_si128(w);
+    return (retrlm__v4)_mm_cvtepi32_ps(_mm_unpacklo_epi16(_mm_unpacklo_epi8(x, z), z));
+}
+#define RETRLM__U8F_V4(p) retrlm__u8f4(p)
+#elif defined(RETRLM__ARM_NEON)
+static RETRLM__ALWAYS_INLINE retrlm__v4 retrlm__u8f4(const uint8_t *p) {
+    uint32_t w;
+    memcpy(&w, p, sizeof w);
+    return (retrlm__v4)vcvtq_f32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(w))))));
+}
+#define RETRLM__U8F_V4(p) retrlm__u8f4(p)
+#else
+#define RETRLM__U8F_V4 RETRLM__I8F_V4
+#endif
+// The index's scans in vector types, in the lanes and the order of dot4 (two vectors of partial
+// sums a row, folded by RETRLM__FOLD, the tail summed on): out[r] for the four rows b + r ldb.
+// SCAN4_L2: |a - b_r|^2. SCAN4_SQ8: b_r are uint8 codes c, widened in registers; with s NULL
+// a . c, else sum (a - s c)^2 (s a row of per-dimension steps). Each row's sums are its own, so
+// a row's bits do not depend on the rows beside it (ldb 0 scores one row).
+#define RETRLM__SCAN4_L2_ROW(r, VT, MADD)                                                        \
+    memcpy(&x, b##r + i, sizeof x), x = a0 - x, MADD(c##r##0, x, x);                             \
+    memcpy(&x, b##r + i + L, sizeof x), x = a1 - x, MADD(c##r##1, x, x);
+#define RETRLM__TERM_L2(x, y) ((x) - (y)) * ((x) - (y))
+#define RETRLM__DEFINE_SCAN4_L2_V(name, ATTR, VT, MADD) \
+    RETRLM__DEFINE_ROWS4_V(name, ATTR, VT, MADD, RETRLM__SCAN4_L2_ROW, RETRLM__TERM_L2)
+#define RETRLM__SCAN4_IP8_ROW(r, VT, MADD, U8F)                                                  \
+    {                                                                                            \
+        const VT w0 = U8F(b##r + i), w1 = U8F(b##r + i + L);                                     \
+        MADD(c##r##0, a0, w0), MADD(c##r##1, a1, w1);                                            \
+    }
+#define RETRLM__SCAN4_L28_ROW(r, VT, MADD, U8F)                                                  \
+    {                                                                                            \
+        const VT w0 = U8F(b##r + i), w1 = U8F(b##r + i + L);                                     \
+        const VT e0 = a0 - s0 * w0, e1 = a1 - s1 * w1;                                           \
+        MADD(c##r##0, e0, e0), MADD(c##r##1, e1, e1);                                            \
+    }
+#define RETRLM__DEFINE_SCAN4_SQ8_V(name, ATTR, VT, MADD, U8F)                                      \
+    ATTR RETRLM__NOINLINE static void name(float *out, const float *a, const float *s,            \
+                                           const uint8_t *b, size_t ldb, int n) {                \
+        enum { L = sizeof(VT) / sizeof(float) };                                                 \
+        VT c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}; \
+        const uint8_t *b0 = b, *b1 = b + ldb, *b2 = b + 2 * ldb, *b3 = b + 3 * ldb;               \
+        int i = 0;                                                                               \
+        for (; !s && i + 2 * L <= n; i += 2 * L) {                                               \
+            VT a0, a1;                                                                           \
+            memcpy(&a0, a + i, sizeof a0);                                                       \
+            memcpy(&a1, a + i + L, sizeof a1);                                                   \
+            RETRLM__ROWS_4(RETRLM__SCAN4_IP8_ROW, VT, MADD, U8F)                                 \
+        }                                                                                        \
+        for (; s && i + 2 * L <= n; i += 2 * L) {                                                \
+            VT a0, a1, s0, s1;                                                                   \
+            memcpy(&a0, a + i, sizeof a0);                                                       \
+            memcpy(&a1, a + i + L, sizeof a1);                                                   \
+            memcpy(&s0, s + i, sizeof s0);                                                       \
+            memcpy(&s1, s + i + L, sizeof s1);                                                   \
+            RETRLM__ROWS_4(RETRLM__SCAN4_L28_ROW, VT, MADD, U8F)                                 \
+        }                                                                                        \
+        RETRLM__ROWS_4(RETRLM__DOT4_V_FOLD, out)                                                 \
+        retrlm__scan4_sq8_tail(out, a, s, b0, b1, b2, b3, i, n);                                 \
+    }
 #endif
 
 #define RETRLM__NO_ATTR
@@ -266,27 +411,39 @@ RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX
 RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512)
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512,
                          RETRLM__I8F_AVX512)
+RETRLM__DEFINE_SCAN4_L2_V(retrlm__scan4_l2, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512)
+RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8, RETRLM__NO_ATTR, retrlm__v16, RETRLM__MADD_AVX512,
+                           RETRLM__U8F_AVX512)
 #elif defined(__AVX__) && defined(__FMA__)
 RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2)
 RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2)
+RETRLM__DEFINE_SCAN4_L2_V(retrlm__scan4_l2, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2)
 #ifdef __AVX2__
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, RETRLM__I8F_AVX2)
+RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, RETRLM__U8F_AVX2)
 #else
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, RETRLM__I8F_V8)
+RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, RETRLM__U8F_V8)
 #endif
 #elif defined(__AVX__)
 RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD)
 RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD)
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD, RETRLM__I8F_V8)
+RETRLM__DEFINE_SCAN4_L2_V(retrlm__scan4_l2, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD)
+RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD, RETRLM__U8F_V8)
 #else
 RETRLM__DEFINE_DOT_V(retrlm__dot, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD)
 RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD)
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD, RETRLM__I8F_V4)
+RETRLM__DEFINE_SCAN4_L2_V(retrlm__scan4_l2, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD)
+RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8, RETRLM__NO_ATTR, retrlm__v4, RETRLM__MADD, RETRLM__U8F_V4)
 #endif
 #else
 RETRLM__DEFINE_DOT4_Q8(retrlm__dot4_q8, RETRLM__NO_ATTR)
 RETRLM__DEFINE_DOT(retrlm__dot, RETRLM__NO_ATTR, RETRLM__LANES)
 RETRLM__DEFINE_DOT4(retrlm__dot4, RETRLM__NO_ATTR, RETRLM__LANES)
+RETRLM__DEFINE_SCAN4_L2(retrlm__scan4_l2, RETRLM__NO_ATTR, RETRLM__LANES)
+RETRLM__DEFINE_SCAN4_SQ8(retrlm__scan4_sq8, RETRLM__NO_ATTR, RETRLM__LANES)
 #endif
 
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n) { return retrlm__dot(a, b, n); }
@@ -665,6 +822,13 @@ RETRLM__DEFINE_DOT4_V(retrlm__dot4_avx512, __attribute__((target("avx512f"))), r
                       RETRLM__MADD_AVX512)
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8_avx512, __attribute__((target("avx512f"))), retrlm__v16,
                          RETRLM__MADD_AVX512, RETRLM__I8F_AVX512)
+RETRLM__DEFINE_SCAN4_L2_V(retrlm__scan4_l2_avx2, __attribute__((target("avx2,fma"))), retrlm__v8, RETRLM__MADD_AVX2)
+RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8_avx2, __attribute__((target("avx2,fma"))), retrlm__v8,
+                           RETRLM__MADD_AVX2, RETRLM__U8F_AVX2)
+RETRLM__DEFINE_SCAN4_L2_V(retrlm__scan4_l2_avx512, __attribute__((target("avx512f"))), retrlm__v16,
+                          RETRLM__MADD_AVX512)
+RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8_avx512, __attribute__((target("avx512f"))), retrlm__v16,
+                           RETRLM__MADD_AVX512, RETRLM__U8F_AVX512)
 #endif
 
 typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
@@ -673,6 +837,8 @@ typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
     void (*dot4)(float *, const float *, const float *, size_t, int); // the one-row path's
     float (*dot)(const float *, const float *, int);
     void (*dot4_q8)(float *, const float *, const int8_t *, const float *, size_t, int, int);
+    void (*scan4_l2)(float *, const float *, const float *, size_t, int); // the index's scans
+    void (*scan4_sq8)(float *, const float *, const float *, const uint8_t *, size_t, int);
     const char *path; // retrlm_cpu_path's text
 } retrlm__gemm_kernel;
 
@@ -705,12 +871,12 @@ typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
 static const retrlm__gemm_kernel *retrlm__gemm(void) {
     static const retrlm__gemm_kernel k[3] = {
         {retrlm__micro, RETRLM__MR, RETRLM__NR, retrlm__dot4, retrlm__dot, retrlm__dot4_q8,
-         RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) RETRLM__OMP_TEXT},
+         retrlm__scan4_l2, retrlm__scan4_sq8, RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) RETRLM__OMP_TEXT},
 #ifdef RETRLM__DISPATCH
         {retrlm__micro_avx2, 6, 16, retrlm__dot4_avx2, retrlm__dot_avx2, retrlm__dot4_q8_avx2,
-         "avx2+fma (chosen at run time; built for " RETRLM__ISA "), matmul tile 6x16" RETRLM__OMP_TEXT},
+         retrlm__scan4_l2_avx2, retrlm__scan4_sq8_avx2, "avx2+fma (chosen at run time; built for " RETRLM__ISA "), matmul tile 6x16" RETRLM__OMP_TEXT},
         {retrlm__micro_avx512, 8, 32, retrlm__dot4_avx512, retrlm__dot_avx512, retrlm__dot4_q8_avx512,
-         "avx512f (chosen at run time; built for " RETRLM__ISA "), matmul tile 8x32" RETRLM__OMP_TEXT},
+         retrlm__scan4_l2_avx512, retrlm__scan4_sq8_avx512, "avx512f (chosen at run time; built for " RETRLM__ISA "), matmul tile 8x32" RETRLM__OMP_TEXT},
 #endif
     };
 #ifdef RETRLM__DISPATCH
@@ -732,6 +898,27 @@ static const retrlm__gemm_kernel *retrlm__gemm(void) {
 }
 
 RETRLM_API const char *retrlm_cpu_path(void) { return retrlm__gemm()->path; }
+
+// The index's scans: four rows a call, the last few one at a time (ldb 0: a row's bits are the
+// same either way), the kernels fetched once a block
+RETRLM__PRIVATE void retrlm__scan_f32(float *out, const float *q, const float *x, size_t ldx, int m, int d,
+                                      int l2) {
+    const retrlm__gemm_kernel *g = retrlm__gemm();
+    void (*k4)(float *, const float *, const float *, size_t, int) = l2 ? g->scan4_l2 : g->dot4;
+    float o[4];
+    int i = 0;
+    for (; i + 4 <= m; i += 4) k4(out + i, q, x + (size_t)i * ldx, ldx, d);
+    for (; i < m; i++) k4(o, q, x + (size_t)i * ldx, 0, d), out[i] = o[0];
+}
+
+RETRLM__PRIVATE void retrlm__scan_codes(float *out, const float *q, const float *step, const uint8_t *c,
+                                        size_t ldc, int m, int d) {
+    void (*k4)(float *, const float *, const float *, const uint8_t *, size_t, int) = retrlm__gemm()->scan4_sq8;
+    float o[4];
+    int i = 0;
+    for (; i + 4 <= m; i += 4) k4(out + i, q, step, c + (size_t)i * ldc, ldc, d);
+    for (; i < m; i++) k4(o, q, step, c + (size_t)i * ldc, 0, d), out[i] = o[0];
+}
 
 // small M with the default layouts: each C element is one unit-stride dot product; this is the
 // generation case (M = 1), bound by reading B once. Four rows of B at a time give four

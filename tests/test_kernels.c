@@ -203,6 +203,61 @@ static void test_matmul_threads_large(void) {
     free(C2);
 }
 
+// the index's scans (kernels.c, on this build's path: run under qemu -cpu Haswell too) through a
+// flat index searched one query at a time for every row (k = n): each score against a double
+// reference, f32 and SQ8 (against the vectors its codes stand for), inner product and L2, at
+// sizes that leave each path's tail and a last group of fewer than four rows
+static void test_index_scans(void) {
+    static const int dims[] = {1, 3, 17, 37, 70};
+    enum { N = 23 };
+    retrlm_rng r;
+    int di, metric, sq8, q, i, j, bad = 0;
+    retrlm_rng_seed(&r, 5);
+    for (di = 0; di < (int)(sizeof dims / sizeof dims[0]); di++) {
+        const int d = dims[di];
+        float *x = (float *)malloc(sizeof(float) * N * d), *qv = (float *)malloc(sizeof(float) * 3 * d);
+        float sc[N];
+        int64_t ids[N];
+        fill(x, N * d, &r, 1.0f);
+        fill(qv, 3 * d, &r, 1.0f);
+        for (metric = 0; metric < 2; metric++)
+            for (sq8 = 0; sq8 < 2; sq8++) {
+                retrlm_index ix;
+                retrlm_index_config c;
+                memset(&c, 0, sizeof c);
+                c.dim = d;
+                c.metric = metric ? RETRLM_METRIC_L2 : RETRLM_METRIC_IP;
+                c.storage = sq8 ? RETRLM_STORAGE_SQ8 : RETRLM_STORAGE_F32;
+                CHECK_OK(retrlm_index_init(&ix, &c));
+                if (sq8) CHECK_OK(retrlm_index_train(&ix, x, N, d));
+                CHECK_OK(retrlm_index_add(&ix, x, N, d, NULL));
+                for (q = 0; q < 3; q++) {
+                    CHECK_OK(retrlm_index_search(&ix, qv + (size_t)q * d, 1, d, N, NULL, ids, sc));
+                    for (i = 0; i < N; i++) {
+                        const int64_t row = ids[i];
+                        double want = 0.0, scale = 0.0;
+                        for (j = 0; j < d; j++) {
+                            double xj = x[row * d + j], e;
+                            if (sq8) xj = ix.sq_min[j] + (ix.codes[row * d + j] + 0.5) * ix.sq_step[j];
+                            e = metric ? qv[q * d + j] - xj : qv[q * d + j] * xj;
+                            want += metric ? e * e : e;
+                            scale += fabs(qv[q * d + j] * xj) + fabs(e);
+                        }
+                        if (row < 0 || row >= N || fabs(sc[i] - want) > 1e-5 * (1.0 + scale)) {
+                            if (!bad) fprintf(stderr, "scan d %d metric %d sq8 %d row %d: %.7g, want %.7g\n", d,
+                                              metric, sq8, (int)row, sc[i], want);
+                            bad++;
+                        }
+                    }
+                }
+                retrlm_index_free(&ix);
+            }
+        free(x);
+        free(qv);
+    }
+    CHECK(bad == 0);
+}
+
 // the kernel path names the build's instruction set, the tile the matmul uses and OpenMP
 static void test_cpu_path(void) {
     const char *p = retrlm_cpu_path();
@@ -234,5 +289,6 @@ int main(void) {
     RUN(test_topk_streaming);
     RUN(test_matmul);
     RUN(test_matmul_threads_large);
+    RUN(test_index_scans);
     return test_report();
 }
