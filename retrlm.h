@@ -3178,18 +3178,22 @@ static int retrlm__max_threads(void) {
 // one thread (generation at 0.45x on 2 threads beside a busy loop). So each step runs on the
 // team or on one thread, whichever the moving average of its step times (weight 1/4) says is
 // faster, the team only when it is 1.2x as fast: where it gains less, one thread is about as
-// good and leaves the core to others. The first step runs on the team and is not measured
-// (threads start, caches are cold), the next on the team, the next on one thread. Then the one
+// good and leaves the core to others. The first step runs on one thread and is not measured
+// (caches are cold, pages fault in), the next on the team, the next on one thread. Then the one
 // not chosen is tried, 2 steps in a row whose mean replaces its average (beside a busy
 // neighbour the team's steps alternate between fast and slow, 2 and 6 ms where one thread
 // takes 3.4, with a slice of 100 ms now and then: one step says little, and an average kept
 // from long ago says less), ended after its first step when that step lost whatever the next
-// would take (the team at best divides one thread's time by its size). The first try comes after 4 steps, the next after a gap that
-// doubles (quadruples when the try lost by half) up to 1024 steps or 30 seconds of steps,
-// whichever is less (a try beside a busy neighbour costs a few steps' time: tried more often,
-// it would cost more than it can find), and from 4 again when the choice changes. Results do not
-// depend on it: every kernel gives the same bits on any number of threads. Without OpenMP it
-// does nothing.
+// would take (the team at best divides one thread's time by its size). When an average changes
+// the choice (one slow step, or the machine changed), the next try comes 4 steps later; after
+// a lost try, after a gap that doubles (quadruples when the try lost by half). Either way, and
+// after the first measures of both, never so soon that tries would cost more than 1% of the
+// steps between them (a try's steps times what each loses against the choice) and never later
+// than 1024 steps or 30 seconds of steps: beside a busy neighbour a try of the team costs a
+// quarter to a whole step (training, small shape: 1.3-1.9x one thread's 300 ms), and tried
+// more often it would cost more than it can find.
+// Results do not depend on it: every kernel gives the same bits on any number of threads.
+// Without OpenMP it does nothing.
 #define RETRLM__TUNER_TRY 2
 
 RETRLM__PRIVATE void retrlm__tuner_init(retrlm__tuner *t) {
@@ -3203,10 +3207,22 @@ static int retrlm__tuner_best(const retrlm__tuner *t) { // 1: the team, 0: one t
     return t->ema[1] > 0.0 && !(t->ema[0] > 0.0 && t->ema[0] <= 1.2 * t->ema[1]);
 }
 
+// the gap before the next try: gap, but at least what keeps a try of n steps of the choice not
+// made within 1% of the steps between, and at most 1024 steps or 30 seconds of steps
+static int64_t retrlm__tuner_gap(const retrlm__tuner *t, int64_t gap, int n) {
+    const int b = retrlm__tuner_best(t);
+    const double need = n * (t->ema[!b] / t->ema[b] - 1.0) / 0.01;
+    double g = (double)gap, most = 30.0 / t->ema[b];
+    most = most < 16.0 ? 16.0 : most > 1024.0 ? 1024.0 : most;
+    if (need > g) g = need;
+    return (int64_t)(g < most ? g : most);
+}
+
 RETRLM__PRIVATE void retrlm__tuner_start(retrlm__tuner *t) {
     int use; // 0: one thread, 1: the team
     if (!t || t->team <= 1) return;
-    if (t->step == 0 || t->ema[1] <= 0.0) use = 1; // the first step warms up: not measured
+    if (t->step == 0) use = 0; // the first step warms up: not measured
+    else if (t->ema[1] <= 0.0) use = 1;
     else if (t->ema[0] <= 0.0) use = 0;
     else if (t->trying > 0) use = t->try_k;
     else if (t->step >= t->probe) { // try the other
@@ -3228,6 +3244,7 @@ RETRLM__PRIVATE void retrlm__tuner_stop(retrlm__tuner *t) {
 
 RETRLM__PRIVATE void retrlm__tuner_record(retrlm__tuner *t, double dt) {
     const int k = !t->one, before = retrlm__tuner_best(t);
+    int first = 0; // the first measure of k
     if (t->step++ == 0) return; // the warm-up
     if (t->trying > 0 && k == t->try_k) { // a step of a try
         const double keep = t->ema[k], least = k ? t->ema[0] / t->team : 0.0;
@@ -3244,16 +3261,18 @@ RETRLM__PRIVATE void retrlm__tuner_record(retrlm__tuner *t, double dt) {
         t->trying = 0;
         t->ema[k] = t->try_sum / done;
         if (before == retrlm__tuner_best(t)) { // it lost: try again later
-            double ratio = t->ema[k] / t->ema[!k], cap = 30.0 / t->ema[!k];
-            cap = cap < 16.0 ? 16.0 : cap > 1024.0 ? 1024.0 : cap;
-            t->gap = RETRLM__MIN((int64_t)cap, t->gap * (ratio > 1.5 ? 4 : 2));
+            t->gap = retrlm__tuner_gap(t, t->gap * (t->ema[k] > 1.5 * t->ema[!k] ? 4 : 2), done);
             t->probe = t->step + t->gap;
             return;
         }
-    } else
-        t->ema[k] = t->ema[k] > 0.0 ? 0.75 * t->ema[k] + 0.25 * dt : dt;
+    } else {
+        first = t->ema[k] <= 0.0;
+        t->ema[k] = first ? dt : 0.75 * t->ema[k] + 0.25 * dt;
+    }
     if (t->ema[0] > 0.0 && t->ema[1] > 0.0 && before != retrlm__tuner_best(t)) { // the choice changed
-        t->gap = 4;
+        // after the first measures of both, as after a try; moved by an average (one slow step,
+        // or the machine changed), the choice is tried again soon
+        t->gap = first ? retrlm__tuner_gap(t, 4, 1) : 4;
         t->probe = t->step + t->gap;
     }
 }

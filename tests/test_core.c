@@ -129,6 +129,7 @@ static double team_busy(int64_t i, int64_t k) { // fast and slow in turn, a sche
     (void)i;
     return k % 10 == 9 ? 100e-3 : k % 2 ? 6e-3 : 2e-3;
 }
+static double team_slow(int64_t i, int64_t k) { (void)i, (void)k; return 1.35 * 3.4e-3; }
 static double team_leaves(int64_t i, int64_t k) { return i < 1000 ? team_busy(i, k) : 1.8e-3; }
 
 // a try's steps on the team after step 2 (steps 0 and 1 run there, step 2 on one thread): its
@@ -169,6 +170,11 @@ static void test_tuner(void) {
     retrlm__tuner_init(&t), t.team = 2; // the neighbour leaves at step 1000: back within 1100
     share = tuner_run(&t, team_leaves, 2100, 3000, &secs);
     CHECK(share > 0.98);
+    // the team 1.35x one thread's time: after steps 1 (team) and 2 (one thread) the first try
+    // waits until it costs under 1% of the steps between (36 steps), so 24 steps run one on the team
+    retrlm__tuner_init(&t), t.team = 2;
+    share = tuner_run(&t, team_slow, 0, 24, &secs);
+    CHECK(share * 24 < 1.5);
     // a try's first team step of 6 ms loses whatever the next takes (at best 3.4 / 2): it ends
     // there; one of 2 ms might still win, so the second step runs
     CHECK(tuner_tries(6e-3, 6e-3, &two) > 3 && two == 0);
