@@ -4389,8 +4389,9 @@ static const retrlm__gemm_kernel *retrlm__gemm(void) {
 
 RETRLM_API const char *retrlm_cpu_path(void) { return retrlm__gemm()->path; }
 
-// The index's scans: four rows a call, the last few one at a time (ldb 0: a row's bits are the
-// same either way), the kernels fetched once a block
+// The index's scans: four rows a call, the last few in one call of the last four rows (scored
+// again: a row's bits do not depend on the rows beside it), or one at a time (ldb 0) when there
+// are fewer than four in all; the kernels fetched once a block
 RETRLM__PRIVATE void retrlm__scan_f32(float *out, const float *q, const float *x, size_t ldx, int m, int d,
                                       int l2) {
     const retrlm__gemm_kernel *g = retrlm__gemm();
@@ -4398,7 +4399,11 @@ RETRLM__PRIVATE void retrlm__scan_f32(float *out, const float *q, const float *x
     float o[4];
     int i = 0;
     for (; i + 4 <= m; i += 4) k4(out + i, q, x + (size_t)i * ldx, ldx, d);
-    for (; i < m; i++) k4(o, q, x + (size_t)i * ldx, 0, d), out[i] = o[0];
+    if (i < m && m >= 4) {
+        k4(o, q, x + (size_t)(m - 4) * ldx, ldx, d);
+        memcpy(out + i, o + 4 - (m - i), (size_t)(m - i) * sizeof(float));
+    } else
+        for (; i < m; i++) k4(o, q, x + (size_t)i * ldx, 0, d), out[i] = o[0];
 }
 
 RETRLM__PRIVATE void retrlm__scan_codes(float *out, const float *q, const float *step, const uint8_t *c,
@@ -4407,7 +4412,11 @@ RETRLM__PRIVATE void retrlm__scan_codes(float *out, const float *q, const float 
     float o[4];
     int i = 0;
     for (; i + 4 <= m; i += 4) k4(out + i, q, step, c + (size_t)i * ldc, ldc, d);
-    for (; i < m; i++) k4(o, q, step, c + (size_t)i * ldc, 0, d), out[i] = o[0];
+    if (i < m && m >= 4) {
+        k4(o, q, step, c + (size_t)(m - 4) * ldc, ldc, d);
+        memcpy(out + i, o + 4 - (m - i), (size_t)(m - i) * sizeof(float));
+    } else
+        for (; i < m; i++) k4(o, q, step, c + (size_t)i * ldc, 0, d), out[i] = o[0];
 }
 
 // small M with the default layouts: each C element is one unit-stride dot product; this is the

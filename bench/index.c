@@ -137,7 +137,7 @@ static void row(const char *sys, const char *cfg, double build, double mem, doub
 
 int main(int argc, char **argv) {
     const char *e;
-    float *centres, *xb, *xq;
+    float *centres, *xb = NULL, *xq = NULL; // set by the one branch that applies below
     int64_t *truth, *ids;
     float *sc;
     int32_t *gt32;
