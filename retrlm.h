@@ -3576,9 +3576,10 @@ static retrlm__heap_item retrlm__heap_pop(retrlm__heap_item *h, size_t *n) {
 // called from one built for AVX, GCC 12 left the upper halves of the vector registers dirty
 // (no vzeroupper) through the call and the SSE code after it, which then ran at a fraction of
 // its speed (9% of an SQ8 index scan in one loop of scalar adds after it)
-static RETRLM__ALWAYS_INLINE void retrlm__q8_tail4(float *out, float *t, const float *a, const int8_t *q0, const int8_t *q1,
-                             const int8_t *q2, const int8_t *q3, const float *d0, const float *d1,
-                             const float *d2, const float *d3, int i, int n, int rows) {
+static RETRLM__ALWAYS_INLINE void retrlm__q8_tail4(float *out, float *t, const float *a, const int8_t *q0,
+                                                   const int8_t *q1, const int8_t *q2, const int8_t *q3,
+                                                   const float *d0, const float *d1, const float *d2,
+                                                   const float *d3, int i, int n, int rows) {
     int j;
     for (j = i; j < n; j++) {
         float w0 = *d0 * (float)q0[j], w1 = *d1 * (float)q1[j];
@@ -3627,13 +3628,15 @@ static RETRLM__ALWAYS_INLINE void retrlm__q8_tail4(float *out, float *t, const f
 
 // the SQ8 scans' tail (elements i..n of the four rows of codes b0..b3), added to out; inlined,
 // as retrlm__q8_tail4
-static RETRLM__ALWAYS_INLINE void retrlm__scan4_sq8_tail(float *out, const float *a, const float *s, const uint8_t *b0,
-                                   const uint8_t *b1, const uint8_t *b2, const uint8_t *b3, int i, int n) {
+static RETRLM__ALWAYS_INLINE void retrlm__scan4_sq8_tail(float *out, const float *a, const float *s,
+                                                         const uint8_t *b0, const uint8_t *b1,
+                                                         const uint8_t *b2, const uint8_t *b3, int i, int n) {
     int j;
     for (j = i; j < n; j++) {
         float e0 = (float)b0[j], e1 = (float)b1[j], e2 = (float)b2[j], e3 = (float)b3[j];
         if (s) {
-            e0 = a[j] - s[j] * e0, e1 = a[j] - s[j] * e1, e2 = a[j] - s[j] * e2, e3 = a[j] - s[j] * e3;
+            e0 = a[j] - s[j] * e0, e1 = a[j] - s[j] * e1;
+            e2 = a[j] - s[j] * e2, e3 = a[j] - s[j] * e3;
             out[0] += e0 * e0, out[1] += e1 * e1, out[2] += e2 * e2, out[3] += e3 * e3;
         } else
             out[0] += a[j] * e0, out[1] += a[j] * e1, out[2] += a[j] * e2, out[3] += a[j] * e3;
@@ -3839,8 +3842,10 @@ static RETRLM__ALWAYS_INLINE retrlm__v4 retrlm__u8f4(const uint8_t *p) {
 #elif defined(RETRLM__ARM_NEON)
 static RETRLM__ALWAYS_INLINE retrlm__v4 retrlm__u8f4(const uint8_t *p) {
     uint32_t w;
+    uint16x8_t h;
     memcpy(&w, p, sizeof w);
-    return (retrlm__v4)vcvtq_f32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(w))))));
+    h = vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(w)));
+    return (retrlm__v4)vcvtq_f32_u32(vmovl_u16(vget_low_u16(h)));
 }
 #define RETRLM__U8F_V4(p) retrlm__u8f4(p)
 #else
@@ -3910,7 +3915,8 @@ RETRLM__DEFINE_DOT4_V(retrlm__dot4, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AV
 RETRLM__DEFINE_SCAN4_L2_V(retrlm__scan4_l2, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2)
 #ifdef __AVX2__
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, RETRLM__I8F_AVX2)
-RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, RETRLM__U8F_AVX2)
+RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2,
+                           RETRLM__U8F_AVX2)
 #else
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, RETRLM__I8F_V8)
 RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8, RETRLM__NO_ATTR, retrlm__v8, RETRLM__MADD_AVX2, RETRLM__U8F_V8)
@@ -4312,7 +4318,8 @@ RETRLM__DEFINE_DOT4_V(retrlm__dot4_avx512, __attribute__((target("avx512f"))), r
                       RETRLM__MADD_AVX512)
 RETRLM__DEFINE_DOT4_Q8_V(retrlm__dot4_q8_avx512, __attribute__((target("avx512f"))), retrlm__v16,
                          RETRLM__MADD_AVX512, RETRLM__I8F_AVX512)
-RETRLM__DEFINE_SCAN4_L2_V(retrlm__scan4_l2_avx2, __attribute__((target("avx2,fma"))), retrlm__v8, RETRLM__MADD_AVX2)
+RETRLM__DEFINE_SCAN4_L2_V(retrlm__scan4_l2_avx2, __attribute__((target("avx2,fma"))), retrlm__v8,
+                          RETRLM__MADD_AVX2)
 RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8_avx2, __attribute__((target("avx2,fma"))), retrlm__v8,
                            RETRLM__MADD_AVX2, RETRLM__U8F_AVX2)
 RETRLM__DEFINE_SCAN4_L2_V(retrlm__scan4_l2_avx512, __attribute__((target("avx512f"))), retrlm__v16,
@@ -4361,12 +4368,15 @@ typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
 static const retrlm__gemm_kernel *retrlm__gemm(void) {
     static const retrlm__gemm_kernel k[3] = {
         {retrlm__micro, RETRLM__MR, RETRLM__NR, retrlm__dot4, retrlm__dot, retrlm__dot4_q8,
-         retrlm__scan4_l2, retrlm__scan4_sq8, RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) RETRLM__OMP_TEXT},
+         retrlm__scan4_l2, retrlm__scan4_sq8,
+         RETRLM__ISA ", matmul tile " RETRLM__STR(RETRLM__MR) "x" RETRLM__STR(RETRLM__NR) RETRLM__OMP_TEXT},
 #ifdef RETRLM__DISPATCH
         {retrlm__micro_avx2, 6, 16, retrlm__dot4_avx2, retrlm__dot_avx2, retrlm__dot4_q8_avx2,
-         retrlm__scan4_l2_avx2, retrlm__scan4_sq8_avx2, "avx2+fma (chosen at run time; built for " RETRLM__ISA "), matmul tile 6x16" RETRLM__OMP_TEXT},
+         retrlm__scan4_l2_avx2, retrlm__scan4_sq8_avx2,
+         "avx2+fma (chosen at run time; built for " RETRLM__ISA "), matmul tile 6x16" RETRLM__OMP_TEXT},
         {retrlm__micro_avx512, 8, 32, retrlm__dot4_avx512, retrlm__dot_avx512, retrlm__dot4_q8_avx512,
-         retrlm__scan4_l2_avx512, retrlm__scan4_sq8_avx512, "avx512f (chosen at run time; built for " RETRLM__ISA "), matmul tile 8x32" RETRLM__OMP_TEXT},
+         retrlm__scan4_l2_avx512, retrlm__scan4_sq8_avx512,
+         "avx512f (chosen at run time; built for " RETRLM__ISA "), matmul tile 8x32" RETRLM__OMP_TEXT},
 #endif
     };
 #ifdef RETRLM__DISPATCH
@@ -4408,7 +4418,8 @@ RETRLM__PRIVATE void retrlm__scan_f32(float *out, const float *q, const float *x
 
 RETRLM__PRIVATE void retrlm__scan_codes(float *out, const float *q, const float *step, const uint8_t *c,
                                         size_t ldc, int m, int d) {
-    void (*k4)(float *, const float *, const float *, const uint8_t *, size_t, int) = retrlm__gemm()->scan4_sq8;
+    void (*k4)(float *, const float *, const float *, const uint8_t *, size_t, int) =
+        retrlm__gemm()->scan4_sq8;
     float o[4];
     int i = 0;
     for (; i + 4 <= m; i += 4) k4(out + i, q, step, c + (size_t)i * ldc, ldc, d);
@@ -11301,7 +11312,8 @@ static void retrlm__score_rows(const retrlm_index *ix, const retrlm__qctx *qc, s
     const int d = ix->dim, l2 = ix->metric == RETRLM_METRIC_L2;
     int i;
     if (ix->storage == RETRLM_STORAGE_SQ8) {
-        retrlm__scan_codes(out, qc->t, l2 ? ix->sq_step : NULL, ix->codes + r0 * (size_t)d, (size_t)d, m, d);
+        retrlm__scan_codes(out, qc->t, l2 ? ix->sq_step : NULL, ix->codes + r0 * (size_t)d, (size_t)d, m,
+                           d);
         for (i = 0; i < m; i++) out[i] = l2 ? -out[i] : qc->c0 + out[i];
     } else {
         retrlm__scan_f32(out, qc->q, ix->vectors + r0 * (size_t)d, (size_t)d, m, d, l2);

@@ -814,7 +814,8 @@ static void retrlm__score_rows(const retrlm_index *ix, const retrlm__qctx *qc, s
     const int d = ix->dim, l2 = ix->metric == RETRLM_METRIC_L2;
     int i;
     if (ix->storage == RETRLM_STORAGE_SQ8) {
-        retrlm__scan_codes(out, qc->t, l2 ? ix->sq_step : NULL, ix->codes + r0 * (size_t)d, (size_t)d, m, d);
+        retrlm__scan_codes(out, qc->t, l2 ? ix->sq_step : NULL, ix->codes + r0 * (size_t)d, (size_t)d, m,
+                           d);
         for (i = 0; i < m; i++) out[i] = l2 ? -out[i] : qc->c0 + out[i];
     } else {
         retrlm__scan_f32(out, qc->q, ix->vectors + r0 * (size_t)d, (size_t)d, m, d, l2);
