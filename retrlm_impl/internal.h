@@ -31,14 +31,14 @@
 
 /* the compiler's own x86 header: the kernels' FMA, int8 widening and SSE2 4x4 transposes;
    RETRLM__X86_SSE2 where SSE2 intrinsics may be used (the packing's transposes, AdamW's square
-   roots) */
+   roots, the SQ8 scans' widening) */
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #ifdef __SSE2__
 #define RETRLM__X86_SSE2 1
 #endif
 #endif
-/* and aarch64's: AdamW's square roots (vsqrtq_f32) */
+/* and aarch64's: AdamW's square roots (vsqrtq_f32), the SQ8 scans' widening (vmovl) */
 #if defined(__aarch64__) && defined(__ARM_NEON) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_neon.h>
 #define RETRLM__ARM_NEON 1

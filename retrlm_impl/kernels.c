@@ -223,13 +223,15 @@ typedef float retrlm__v16 __attribute__((vector_size(64)));
 // L int8 at p as L floats: the instructions that widen them where the kernel has them (GCC turns
 // __builtin_convertvector of int8 into one scalar conversion a lane), else lane by lane. The
 // AVX-512 ones in their zero-masked forms, all lanes on: the plain ones start from an undefined
-// vector that g++ 12 -O1 warns of (-Wmaybe-uninitialized, inside its own header)
-#define RETRLM__I8F_AVX512(p)                                                                   \
+// vector that g++ 12 -O1 warns of (-Wmaybe-uninitialized, inside its own header). X8F: the load
+// and the conversion to float around CVT, the widening (signed here, unsigned for the SQ8 codes)
+#define RETRLM__X8F_AVX512(p, CVT)                                                              \
     _mm512_maskz_cvtepi32_ps((__mmask16)0xFFFF,                                                 \
-                             _mm512_maskz_cvtepi8_epi32((__mmask16)0xFFFF,                      \
-                                                        _mm_loadu_si128((const __m128i *)(const void *)(p))))
-#define RETRLM__I8F_AVX2(p) \
-    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+                             CVT((__mmask16)0xFFFF, _mm_loadu_si128((const __m128i *)(const void *)(p))))
+#define RETRLM__X8F_AVX2(p, CVT) \
+    _mm256_cvtepi32_ps(CVT(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+#define RETRLM__I8F_AVX512(p) RETRLM__X8F_AVX512(p, _mm512_maskz_cvtepi8_epi32)
+#define RETRLM__I8F_AVX2(p) RETRLM__X8F_AVX2(p, _mm256_cvtepi8_epi32)
 #define RETRLM__I8F_V4(p) {(float)(p)[0], (float)(p)[1], (float)(p)[2], (float)(p)[3]}
 #define RETRLM__I8F_V8(p) \
     {(float)(p)[0], (float)(p)[1], (float)(p)[2], (float)(p)[3], (float)(p)[4], (float)(p)[5], (float)(p)[6], (float)(p)[7]}
@@ -332,12 +334,8 @@ typedef float retrlm__v16 __attribute__((vector_size(64)));
         retrlm__q8_tail4(out, v, a, q0, q1, q2, q3, s0 + g, s1 + g, s2 + g, s3 + g, i, n, rows); \
     }
 // uint8 codes p[0..L) as L floats (index.c's SQ8 rows), as RETRLM__I8F_* above
-#define RETRLM__U8F_AVX512(p)                                                                   \
-    _mm512_maskz_cvtepi32_ps((__mmask16)0xFFFF,                                                 \
-                             _mm512_maskz_cvtepu8_epi32((__mmask16)0xFFFF,                      \
-                                                        _mm_loadu_si128((const __m128i *)(const void *)(p))))
-#define RETRLM__U8F_AVX2(p) \
-    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+#define RETRLM__U8F_AVX512(p) RETRLM__X8F_AVX512(p, _mm512_maskz_cvtepu8_epi32)
+#define RETRLM__U8F_AVX2(p) RETRLM__X8F_AVX2(p, _mm256_cvtepu8_epi32)
 #define RETRLM__U8F_V8 RETRLM__I8F_V8
 // four codes as a 32-bit load, widened in registers (SSE2, NEON); lane by lane elsewhere
 #if defined(RETRLM__X86_SSE2)
@@ -909,35 +907,36 @@ static const retrlm__gemm_kernel *retrlm__gemm(void) {
 
 RETRLM_API const char *retrlm_cpu_path(void) { return retrlm__gemm()->path; }
 
-// The index's scans: four rows a call, the last few in one call of the last four rows (scored
-// again: a row's bits do not depend on the rows beside it), or one at a time (ldb 0) when there
-// are fewer than four in all; the kernels fetched once a block
+// The index's scans: GROUP(dst, row, ld) scores four rows from row on (ld 0: that row four
+// times), four rows a call; the last few in one call of the last four rows (scored again: a
+// row's bits do not depend on the rows beside it), or one at a time when there are fewer than
+// four in all
+#define RETRLM__SCAN_ROWS(out, m, ld, GROUP)                                                  \
+    {                                                                                        \
+        float o_[4];                                                                         \
+        int i_ = 0;                                                                          \
+        for (; i_ + 4 <= (m); i_ += 4) GROUP(out + i_, i_, ld);                              \
+        if (i_ < (m) && (m) >= 4) {                                                          \
+            GROUP(o_, (m) - 4, ld);                                                          \
+            memcpy(out + i_, o_ + 4 - ((m) - i_), (size_t)((m) - i_) * sizeof(float));       \
+        } else                                                                               \
+            for (; i_ < (m); i_++) GROUP(o_, i_, 0), out[i_] = o_[0];                        \
+    }
+#define RETRLM__SCAN_F32_GROUP(dst, row, ld) k4(dst, q, x + (size_t)(row) * ldx, ld, d)
+#define RETRLM__SCAN_SQ8_GROUP(dst, row, ld) k4(dst, q, step, c + (size_t)(row) * ldc, ld, d)
+
 RETRLM__PRIVATE void retrlm__scan_f32(float *out, const float *q, const float *x, size_t ldx, int m, int d,
                                       int l2) {
-    const retrlm__gemm_kernel *g = retrlm__gemm();
+    const retrlm__gemm_kernel *g = retrlm__gemm(); // fetched once a block
     void (*k4)(float *, const float *, const float *, size_t, int) = l2 ? g->scan4_l2 : g->dot4;
-    float o[4];
-    int i = 0;
-    for (; i + 4 <= m; i += 4) k4(out + i, q, x + (size_t)i * ldx, ldx, d);
-    if (i < m && m >= 4) {
-        k4(o, q, x + (size_t)(m - 4) * ldx, ldx, d);
-        memcpy(out + i, o + 4 - (m - i), (size_t)(m - i) * sizeof(float));
-    } else
-        for (; i < m; i++) k4(o, q, x + (size_t)i * ldx, 0, d), out[i] = o[0];
+    RETRLM__SCAN_ROWS(out, m, ldx, RETRLM__SCAN_F32_GROUP)
 }
 
 RETRLM__PRIVATE void retrlm__scan_codes(float *out, const float *q, const float *step, const uint8_t *c,
                                         size_t ldc, int m, int d) {
     void (*k4)(float *, const float *, const float *, const uint8_t *, size_t, int) =
         retrlm__gemm()->scan4_sq8;
-    float o[4];
-    int i = 0;
-    for (; i + 4 <= m; i += 4) k4(out + i, q, step, c + (size_t)i * ldc, ldc, d);
-    if (i < m && m >= 4) {
-        k4(o, q, step, c + (size_t)(m - 4) * ldc, ldc, d);
-        memcpy(out + i, o + 4 - (m - i), (size_t)(m - i) * sizeof(float));
-    } else
-        for (; i < m; i++) k4(o, q, step, c + (size_t)i * ldc, 0, d), out[i] = o[0];
+    RETRLM__SCAN_ROWS(out, m, ldc, RETRLM__SCAN_SQ8_GROUP)
 }
 
 // small M with the default layouts: each C element is one unit-stride dot product; this is the
