@@ -599,9 +599,10 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 // ---------------------------------------------------------------------------------------------
 // matrix multiply, GotoBLAS-style: C is cut into MC x NC tiles, each computed by one thread
 // (threads never share a write, and every C element sums its K terms in the same order, so
-// results do not depend on the thread count). Inside a tile, KC-deep slices of A and B are
-// packed into MR-row and NR-column panels so that the micro-kernel reads both at unit stride
-// and keeps its MR x NR accumulators in registers.
+// results do not depend on the thread count). Inside a tile, KC-deep slices of B are packed
+// into NR-column panels so that the micro-kernel reads them at unit stride, A's MR rows are
+// read in place (or packed into MR-row panels, when its steps are a page apart), and the
+// MR x NR accumulators stay in registers.
 
 // The register tile follows the vector registers the code may use: MR x NR accumulators plus
 // one row of b and one broadcast of a must fit, or the tile spills and runs 10x slower. The
@@ -630,9 +631,9 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 #define RETRLM__KC 256
 // Work is shared out in tasks of MB <= MR * 64 rows by NB <= NR * 32 columns of C, halved (NB
 // first) while a product has fewer than 4 tasks a thread. A task packs, for each KC slice, its
-// NB columns of B once, then, for each block of MC = MR * 16 rows, those rows of A, and runs
-// the block's register tiles (GotoBLAS's order: the A block stays in L2 and one B panel in L1
-// while the block's A panels stream by). A is packed N / NB times and B M / MB times; packing
+// NB columns of B once, then runs the register tiles block by block of MC = MR * 16 rows of A
+// (GotoBLAS's order: the A block stays in L2 and one B panel in L1 while the block's rows
+// stream by). B is packed M / MB times (and A, where it is packed, N / NB times); packing
 // every MR * 32 by NR * 16 block's slices of both anew, as this did before, took a fifth of the
 // AVX2 kernel's time. Each thread packs into space of its own: panels shared by the threads
 // (BLAS's way on many cores) cost two barriers a slice, and writing them took the lines the
@@ -723,28 +724,34 @@ static void retrlm__tile_store(float *cr, const float *t, int nr, const float *b
         for (j = 0; j < nr; j++) cr[j] += bias[j];
 }
 
-// a (kc, MR), b (kc, NR) packed -> the mr x nr corner of the tile at c (row stride ldc).
-// first: this is the first K slice, so C is set (or accumulated, with acc_c) and bias added.
+// A's mr rows by kc (element (r, p) at a[r * ars + p * aks]: rows in place, or a packed panel
+// with ars 1, aks MR) times b (kc, NR) packed -> the mr x nr corner of the tile at c (row
+// stride ldc). first: this is the first K slice, so C is set (or accumulated, with acc_c) and
+// bias added.
 // Each row of accumulators is its own array and every row is written out by a macro, not a
 // loop: the compiler then keeps them all in vector registers even at -O2 (a 2-D array indexed
 // in a loop stays in memory, 10x slower). One definition, instantiated per tile and target.
 #define RETRLM__ACC_DECL(r, NR) float acc##r[NR] = {0};
 #define RETRLM__ACC_ROW(r, NR)                                        \
     {                                                                 \
-        const float ar = ap[r];                                       \
+        const float ar = arow##r[o];                                  \
         RETRLM__SIMD for (j = 0; j < NR; j++) acc##r[j] += ar * bp[j]; \
     }
+// row r of A (rows past mr read the last one, whose sums are not stored)
+#define RETRLM__AROW_DECL(r, unused) \
+    const float *arow##r = a + (size_t)((r) < mr ? (r) : mr - 1) * ars;
 #define RETRLM__ACC_STORE(r, NR) \
     if (r < mr) retrlm__tile_store(c + (size_t)r * ldc, acc##r, nr, bias, first, acc_c);
 #define RETRLM__ROWS(MR) RETRLM__ROWS_##MR
 #define RETRLM__DEFINE_MICRO(name, ATTR, MR, NR)                                                    \
-    ATTR static void name(int kc, const float *RETRLM__RESTRICT a, const float *RETRLM__RESTRICT b, \
-                          float *RETRLM__RESTRICT c, size_t ldc, int mr, int nr, const float *bias,  \
-                          int first, int acc_c) {                                                   \
+    ATTR static void name(int kc, const float *RETRLM__RESTRICT a, size_t ars, size_t aks,           \
+                          const float *RETRLM__RESTRICT b, float *RETRLM__RESTRICT c, size_t ldc,    \
+                          int mr, int nr, const float *bias, int first, int acc_c) {                \
         int j, p;                                                                                   \
         RETRLM__ROWS(MR)(RETRLM__ACC_DECL, NR)                                                      \
+        RETRLM__ROWS(MR)(RETRLM__AROW_DECL, NR)                                                     \
         for (p = 0; p < kc; p++) { /* the whole cost of the multiply: MR broadcasts of a */         \
-            const float *ap = a + (size_t)p * MR; /* against NR-wide rows of b, MR*NR */            \
+            const size_t o = (size_t)p * aks; /* against NR-wide rows of b, MR*NR */                \
             const float *bp = b + (size_t)p * NR; /* independent accumulators */                    \
             RETRLM__ROWS(MR)(RETRLM__ACC_ROW, NR)                                                   \
         }                                                                                           \
@@ -759,7 +766,7 @@ static void retrlm__tile_store(float *cr, const float *t, int nr, const float *b
 #define RETRLM__VACC_DECL(r, VT) VT acc##r##0 = {0}, acc##r##1 = {0};
 #define RETRLM__VACC_ROW(r, VT, MADD)                                    \
     {                                                                  \
-        const VT ar = RETRLM__BCAST_##VT(ap[r]);                       \
+        const VT ar = RETRLM__BCAST_##VT(arow##r[o]);                  \
         MADD(acc##r##0, ar, b0);                                       \
         MADD(acc##r##1, ar, b1);                                       \
     }
@@ -786,14 +793,16 @@ static void retrlm__tile_store(float *cr, const float *t, int nr, const float *b
         }                                                                                      \
     }
 #define RETRLM__DEFINE_MICRO_V(name, ATTR, MR, VT, MADD)                                            \
-    ATTR static void name(int kc, const float *RETRLM__RESTRICT a, const float *RETRLM__RESTRICT b, \
-                          float *RETRLM__RESTRICT c, size_t ldc, int mr, int nr, const float *bias,  \
-                          int first, int acc_c) {                                                   \
+    ATTR static void name(int kc, const float *RETRLM__RESTRICT a, size_t ars, size_t aks,           \
+                          const float *RETRLM__RESTRICT b, float *RETRLM__RESTRICT c, size_t ldc,    \
+                          int mr, int nr, const float *bias, int first, int acc_c) {                \
         const int NR = 2 * (int)(sizeof(VT) / sizeof(float));                                      \
         int p;                                                                                      \
         RETRLM__ROWS(MR)(RETRLM__VACC_DECL, VT)                                                     \
+        RETRLM__ROWS(MR)(RETRLM__AROW_DECL, VT)                                                     \
         for (p = 0; p < kc; p++) {                                                                  \
-            const float *ap = a + (size_t)p * MR, *bp = b + (size_t)p * NR;                         \
+            const size_t o = (size_t)p * aks;                                                       \
+            const float *bp = b + (size_t)p * NR;                                                   \
             VT b0, b1;                                                                              \
             memcpy(&b0, bp, sizeof b0);                                                             \
             memcpy(&b1, bp + NR / 2, sizeof b1);                                                    \
@@ -837,7 +846,8 @@ RETRLM__DEFINE_SCAN4_SQ8_V(retrlm__scan4_sq8_avx512, __attribute__((target("avx5
 #endif
 
 typedef struct retrlm__gemm_kernel { // what the multiply runs on one CPU
-    void (*micro)(int, const float *, const float *, float *, size_t, int, int, const float *, int, int);
+    void (*micro)(int, const float *, size_t, size_t, const float *, float *, size_t, int, int,
+                  const float *, int, int);
     int mr, nr;
     void (*dot4)(float *, const float *, const float *, size_t, int); // the one-row path's
     float (*dot)(const float *, const float *, int);
@@ -993,6 +1003,12 @@ static retrlm_result retrlm__gemm_views(float *C, size_t ldc, retrlm__mat a, ret
     const retrlm__gemm_kernel *g = retrlm__gemm();
     const int MR = g->mr, NR = g->nr, MC = MR * RETRLM__MC_TILES;
     int MB = MR * RETRLM__MB_TILES, NB = NR * RETRLM__NB_TILES;
+    // A is read in place, a row's kc floats at unit stride (row-major) or MR side by side in
+    // each step (stored K x M), unless a step's stride is a page or more: then the micro-kernel's
+    // kc steps would each touch a page of their own and the lines of one cache set (an 8192-row
+    // Aᵀ ran at 0.75 of packed), and A is packed block by block. Packing A every time cost 15-20%
+    // of a training step at dim 256: N / NB tasks each packed all of it.
+    const int pack_a = a.sc > 1024;
     int mtasks, ntasks, tasks, nthreads, t;
     size_t per_thread, a_size;
     float *work;
@@ -1012,7 +1028,7 @@ static retrlm_result retrlm__gemm_views(float *C, size_t ldc, retrlm__mat a, ret
         size_t mc = (size_t)RETRLM__MIN(RETRLM__MIN(MC, MB), (M + MR - 1) / MR * MR);
         size_t nb = (size_t)RETRLM__MIN(NB, (N + NR - 1) / NR * NR);
         size_t kc = (size_t)RETRLM__MIN(RETRLM__KC, K);
-        a_size = retrlm__round16(mc * kc); // panels start on a cache line
+        a_size = pack_a ? retrlm__round16(mc * kc) : 0; // panels start on a cache line
         per_thread = a_size + retrlm__round16(kc * nb);
     }
     if (ws && ws_floats >= per_thread) {
@@ -1042,10 +1058,13 @@ static retrlm_result retrlm__gemm_views(float *C, size_t ldc, retrlm__mat a, ret
             retrlm__matmul_pack(pb, bt, N, n0, nb, k0, kc, NR);
             for (i0 = 0; i0 < mb; i0 += MC) {
                 const int mc = RETRLM__MIN(MC, mb - i0);
-                retrlm__matmul_pack(pa, a, M, m0 + i0, mc, k0, kc, MR);
+                if (pack_a) retrlm__matmul_pack(pa, a, M, m0 + i0, mc, k0, kc, MR);
                 for (jr = 0; jr < nb; jr += NR)
                     for (ir = 0; ir < mc; ir += MR)
-                        g->micro(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc,
+                        g->micro(kc,
+                                 pack_a ? pa + (size_t)ir * kc
+                                        : a.p + (size_t)(m0 + i0 + ir) * a.sr + (size_t)k0 * a.sc,
+                                 pack_a ? 1 : a.sr, pack_a ? (size_t)MR : a.sc, pb + (size_t)jr * kc,
                                  C + (size_t)(m0 + i0 + ir) * ldc + (n0 + jr), ldc,
                                  RETRLM__MIN(MR, mc - ir), RETRLM__MIN(NR, nb - jr),
                                  bias ? bias + n0 + jr : NULL, k0 == 0, acc_c);

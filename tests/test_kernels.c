@@ -138,7 +138,7 @@ static void ref_matmul(double *C, const float *A, const float *B, const float *b
 static void test_matmul(void) {
     static const int dims[][3] = {{1, 1, 1},    {3, 17, 5},   {17, 3, 255}, {255, 17, 3},
                                   {1, 1025, 17}, {17, 255, 1025}, {130, 300, 257}, {0, 5, 3},
-                                  {4, 5, 0}};
+                                  {4, 5, 0}, {1100, 20, 40}}; // Aᵀ steps over 1024 apart: packed
     retrlm_rng r;
     int d, f;
     retrlm_rng_seed(&r, 3);
