@@ -630,7 +630,7 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 #endif
 #define RETRLM__KC 256
 // Work is shared out in tasks of MB <= MR * 64 rows by NB <= NR * 32 columns of C, halved (NB
-// first) while a product has fewer than 4 tasks a thread. A task packs, for each KC slice, its
+// first, down to NR * 4) while a product has fewer than 4 tasks a thread. A task packs, for each KC slice, its
 // NB columns of B once, then runs the register tiles block by block of MC = MR * 16 rows of A
 // (GotoBLAS's order: the A block stays in L2 and one B panel in L1 while the block's rows
 // stream by). B is packed M / MB times (and A, where it is packed, N / NB times); packing
@@ -1014,12 +1014,13 @@ static retrlm_result retrlm__gemm_views(float *C, size_t ldc, retrlm__mat a, ret
     float *work;
     void *owned = NULL;
     nthreads = max_threads;
-    for (;;) { // tasks as large as leave 4 a thread (the results do not depend on them)
+    for (;;) { // tasks as large as leave 4 a thread (the results do not depend on them); with A
+               // read in place, cutting N costs nothing and cutting M packs B once more
         mtasks = (M + MB - 1) / MB;
         ntasks = (N + NB - 1) / NB;
         tasks = mtasks * ntasks;
         if (nthreads == 1 || tasks >= 4 * nthreads || (MB <= MR * 8 && NB <= NR * 4)) break;
-        if (NB > NR * 4 && (ntasks == 1 || NB >= MB || MB <= MR * 8)) NB /= 2;
+        if (NB > NR * 4 && (!pack_a || ntasks == 1 || NB >= MB || MB <= MR * 8)) NB /= 2;
         else MB /= 2;
     }
     nthreads = RETRLM__MIN(nthreads, tasks);
