@@ -464,42 +464,141 @@ RETRLM_API void retrlm_scale(float *x, float alpha, int n) {
     for (i = 0; i < n; i++) x[i] *= alpha;
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+typedef int retrlm__v4i __attribute__((vector_size(16)));
+// e^x of 4 floats at once, as Cephes' expf computes it: x = n ln2 + r with |r| <= ln2 / 2 (n
+// rounded to nearest by adding 1.5 * 2^23), e^r = 1 + r + r^2 p(r) with p of degree 5, times
+// 2^n put in the exponent field. Within 1 ulp of expf where the result is a normal float
+// (checked at 2e7 points of [-87, 0]); 0 for x < -87.3 (where expf is denormal or 0: softmax's
+// terms that small do not count), x > 88.7 taken as 88.7, NaN stays NaN. In 16-byte vectors,
+// which every x86-64 and aarch64 has: GCC splits 32-byte ones for SSE2 but does their compares
+// lane by lane in scalar code. glibc's expf is a call a float, which the LM loss paid 2 million
+// times a step (a fifth of a small model's 2-thread step went to it and its sum).
+static RETRLM__ALWAYS_INLINE void retrlm__exp4(retrlm__v4 *px) { // in place
+    static const retrlm__v4 hi = RETRLM__BCAST_retrlm__v4(88.7f), lo = RETRLM__BCAST_retrlm__v4(-87.3f),
+                            log2e = RETRLM__BCAST_retrlm__v4(1.44269504088896341f),
+                            magic = RETRLM__BCAST_retrlm__v4(12582912.0f), /* 1.5 * 2^23 */
+        c1 = RETRLM__BCAST_retrlm__v4(0.693359375f), c2 = RETRLM__BCAST_retrlm__v4(-2.12194440e-4f),
+                            p0 = RETRLM__BCAST_retrlm__v4(1.9875691500e-4f),
+                            p1 = RETRLM__BCAST_retrlm__v4(1.3981999507e-3f),
+                            p2 = RETRLM__BCAST_retrlm__v4(8.3334519073e-3f),
+                            p3 = RETRLM__BCAST_retrlm__v4(4.1665795894e-2f),
+                            p4 = RETRLM__BCAST_retrlm__v4(1.6666665459e-1f),
+                            p5 = RETRLM__BCAST_retrlm__v4(5.0000001201e-1f), one = RETRLM__BCAST_retrlm__v4(1.0f);
+    retrlm__v4 x = *px, t, nf, r, y;
+    const retrlm__v4i over = x > hi, under = x < lo, bias = RETRLM__BCAST_retrlm__v4(127);
+    retrlm__v4i n;
+    x = (retrlm__v4)(((retrlm__v4i)x & ~over) | ((retrlm__v4i)hi & over));
+    t = x * log2e + magic; // n in the low bits of t's mantissa
+    nf = t - magic;
+    n = (retrlm__v4i)t - (retrlm__v4i)magic;
+    r = x - nf * c1 - nf * c2;
+    y = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5;
+    y = y * r * r + r + one;
+    y *= (retrlm__v4)((n + bias) << 23);
+    *px = (retrlm__v4)((retrlm__v4i)y & ~under);
+}
+#endif
+
+// the largest of x[0..n) (NaNs skipped; -inf for none), 8 lanes at a time where the compiler
+// has vector types (the scalar loop's ?: does not vectorize without -ffast-math)
 static float retrlm__max(const float *x, int n) {
     float m = -INFINITY;
-    int i;
-    for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    int i = 0;
+#if defined(__GNUC__) || defined(__clang__)
+    if (n >= 8) {
+        retrlm__v4 m0 = RETRLM__BCAST_retrlm__v4(-INFINITY), m1 = m0, v;
+        retrlm__v4i gt;
+        int j;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&v, x + i, sizeof v);
+            gt = v > m0;
+            m0 = (retrlm__v4)(((retrlm__v4i)v & gt) | ((retrlm__v4i)m0 & ~gt));
+            memcpy(&v, x + i + 4, sizeof v);
+            gt = v > m1;
+            m1 = (retrlm__v4)(((retrlm__v4i)v & gt) | ((retrlm__v4i)m1 & ~gt));
+        }
+        for (j = 0; j < 4; j++) {
+            m = m0[j] > m ? m0[j] : m;
+            m = m1[j] > m ? m1[j] : m;
+        }
+    }
+#endif
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
     return m;
+}
+
+// the sum of e^(x[i] - m), i < n, each term also written to out[i] when out is not NULL (out
+// may be x); m finite. The terms are summed in 8 lanes and the lanes in a fixed tree: the same
+// bits for any thread count (and on every path, where the compiler does not fuse a * b + c).
+static float retrlm__exp_sum(float *out, const float *x, float m, int n) {
+#if defined(__GNUC__) || defined(__clang__)
+    const retrlm__v4 mv = RETRLM__BCAST_retrlm__v4(m);
+    retrlm__v4 s0 = {0}, s1 = {0}, e0, e1;
+    float t[8];
+    int i = 0, j;
+    for (;; i += 8) {
+        const float *src = x + i;
+        if (i + 8 > n) { // the last few, padded with -inf (terms of 0)
+            if (i >= n) break;
+            for (j = 0; j < 8; j++) t[j] = i + j < n ? x[i + j] : -INFINITY;
+            src = t;
+        }
+        memcpy(&e0, src, sizeof e0);
+        memcpy(&e1, src + 4, sizeof e1);
+        e0 -= mv, e1 -= mv;
+        retrlm__exp4(&e0);
+        retrlm__exp4(&e1);
+        s0 += e0, s1 += e1;
+        if (out && src == t) {
+            memcpy(t, &e0, sizeof e0);
+            memcpy(t + 4, &e1, sizeof e1);
+            memcpy(out + i, t, (size_t)(n - i) * sizeof(float));
+        } else if (out) {
+            memcpy(out + i, &e0, sizeof e0);
+            memcpy(out + i + 4, &e1, sizeof e1);
+        }
+    }
+    return ((s0[0] + s1[0]) + (s0[2] + s1[2])) + ((s0[1] + s1[1]) + (s0[3] + s1[3]));
+#else
+    float s = 0.0f, e;
+    int i;
+    for (i = 0; i < n; i++) {
+        e = expf(x[i] - m);
+        if (out) out[i] = e;
+        s += e;
+    }
+    return s;
+#endif
 }
 
 RETRLM_API float retrlm_logsumexp(const float *x, int n) {
     // logsumexp(x) = max + log(sum exp(x - max)): no overflow, and the largest term is exp(0)
-    float m = retrlm__max(x, n), s = 0.0f;
-    int i;
+    float m = retrlm__max(x, n);
     if (m == -INFINITY) return -INFINITY;
     if (m == INFINITY) return INFINITY;
-    // no simd pragma: a loop calling expf vectorizes only with a vector math library
-    for (i = 0; i < n; i++) s += expf(x[i] - m);
-    return m + logf(s);
+    return m + logf(retrlm__exp_sum(NULL, x, m, n));
 }
 
 // out = softmax(x) (out may be x), and returns logsumexp(x): the LM loss needs both, and one
-// pass of expf gives both (the sum is retrlm_logsumexp's, term for term)
+// pass gives both (the sum is retrlm_logsumexp's, term for term)
 RETRLM__PRIVATE float retrlm__softmax_lse(float *out, const float *x, int n) {
-    float m = retrlm__max(x, n), s = 0.0f, inv;
+    float m = retrlm__max(x, n), s, inv;
     int i;
     if (n <= 0) return -INFINITY;
     if (m == -INFINITY) { // nothing is allowed: the only finite answer is uniform
         for (i = 0; i < n; i++) out[i] = 1.0f / (float)n;
         return -INFINITY;
     }
-    for (i = 0; i < n; i++) {
-        out[i] = expf(x[i] - m);
-        s += out[i];
+    if (m == INFINITY) { // inf - inf: no finite answer (NaN, as the sums would give)
+        for (i = 0; i < n; i++) out[i] = NAN;
+        return INFINITY;
     }
+    s = retrlm__exp_sum(out, x, m, n);
     inv = 1.0f / s;
     RETRLM__SIMD
     for (i = 0; i < n; i++) out[i] *= inv;
-    return m == INFINITY ? INFINITY : m + logf(s);
+    return m + logf(s);
 }
 
 RETRLM_API void retrlm_softmax(float *out, const float *x, int n) {

@@ -67,6 +67,45 @@ static void test_softmax_edges(void) {
     CHECK_NEAR(out[2], -log(2.0), 1e-6);
 }
 
+// the softmax's exponentials (8 at a time, a polynomial of Cephes' form) term by term against
+// double exp over the whole range a float softmax keeps (down to e^-87, where floats turn
+// denormal and the terms are taken as 0), n not a multiple of 8 (the padded last group), the
+// max late in a lane (8 lanes at a time) and -inf terms
+static void test_softmax_exp(void) {
+    enum { N = 8 * 1000 + 5 };
+    float *x = (float *)malloc(sizeof(float) * N), *out = (float *)malloc(sizeof(float) * N);
+    double s = 0.0, worst = 0.0, lse;
+    int i;
+    for (i = 0; i < N; i++) x[i] = -87.0f * (float)((i * 7919) % N) / (float)N; // 0 at i = 0
+    x[4 * 8 + 1] = 1.5f; // the max
+    x[20] = -INFINITY;
+    x[N - 1] = -100.0f; // under e^-87.3: 0
+    // the float difference, as the softmax takes it (the cast rounds it where float arithmetic
+    // is done in double, FLT_EVAL_METHOD 1, as on s390x)
+    for (i = 0; i < N; i++) s += exp((double)(float)(x[i] - 1.5f));
+    lse = 1.5 + log(s);
+    CHECK_NEAR(retrlm_logsumexp(x, N), lse, 1e-5);
+    retrlm_softmax(out, x, N);
+    for (i = 0; i < N; i++) {
+        double want = exp((double)(float)(x[i] - 1.5f)) / s, rel;
+        if (x[i] - 1.5f < -87.0f) {
+            CHECK(out[i] >= 0.0f && out[i] <= 1e-37f);
+            continue;
+        }
+        rel = fabs(out[i] - want) / want;
+        if (rel > worst) worst = rel;
+    }
+    if (!(worst < 1e-6)) fprintf(stderr, "softmax: worst relative error %g\n", worst);
+    CHECK(worst < 1e-6); // a few float roundings: the exponential's 1 ulp, the sum's, the scale's
+    CHECK(out[20] == 0.0f && out[N - 1] == 0.0f);
+    for (i = 0; i < 19; i++) x[i] = -0.25f * (float)i;
+    x[13] = 100.0f; // a max the exponentials would clamp (e^88.7) if it were missed
+    for (i = 0, s = 0.0; i < 19; i++) s += exp((double)(float)(x[i] - 100.0f));
+    CHECK_NEAR(retrlm_logsumexp(x, 19), 100.0 + log(s), 1e-4);
+    free(x);
+    free(out);
+}
+
 // naive reference: sorts all (score desc, id asc), NaN excluded
 static int ref_topk(const float *s, int n, int k, int64_t *ids) {
     int i, j, m = 0;
@@ -285,6 +324,7 @@ int main(void) {
     RUN(test_cpu_path);
     RUN(test_vector_kernels);
     RUN(test_softmax_edges);
+    RUN(test_softmax_exp);
     RUN(test_topk);
     RUN(test_topk_streaming);
     RUN(test_matmul);
