@@ -21,7 +21,8 @@ RETRLM_API const char *retrlm_cpu_path(void);
 RETRLM_API float retrlm_dot(const float *a, const float *b, int n);       /* sum a[i]*b[i] */
 RETRLM_API void  retrlm_axpy(float *y, float alpha, const float *x, int n); /* y += alpha*x */
 RETRLM_API void  retrlm_scale(float *x, float alpha, int n);               /* x *= alpha */
-/* out = softmax(x), max-subtracted; out may be x. If every x is -inf, out is uniform. */
+/* out = softmax(x), max-subtracted; out may be x. If every x is -inf, out is uniform. The
+   exponentials are within 1 ulp of expf; a term under e^-87.3 of the largest is 0. */
 RETRLM_API void  retrlm_softmax(float *out, const float *x, int n);
 /* out = log softmax(x) = x - logsumexp(x); out may be x. */
 RETRLM_API void  retrlm_log_softmax(float *out, const float *x, int n);
