@@ -468,25 +468,24 @@ RETRLM_API void retrlm_scale(float *x, float alpha, int n) {
 typedef int retrlm__v4i __attribute__((vector_size(16)));
 // e^x of 4 floats at once, as Cephes' expf computes it: x = n ln2 + r with |r| <= ln2 / 2 (n
 // rounded to nearest by adding 1.5 * 2^23), e^r = 1 + r + r^2 p(r) with p of degree 5, times
-// 2^n put in the exponent field. Within 1 ulp of expf where the result is a normal float
-// (checked at 2e7 points of [-87, 0]); 0 for x < -87.3 (where expf is denormal or 0: softmax's
-// terms that small do not count), x > 88.7 taken as 88.7, NaN stays NaN. In 16-byte vectors,
-// which every x86-64 and aarch64 has: GCC splits 32-byte ones for SSE2 but does their compares
-// lane by lane in scalar code. glibc's expf is a call a float, which the LM loss paid 2 million
-// times a step (a fifth of a small model's 2-thread step went to it and its sum).
+// 2^n put in the exponent field. Within 1 ulp of expf at 2e7 points of [-87, 0] (the softmax's
+// range); 0 for x < -87.3 (where expf is denormal or 0: softmax's terms that small do not
+// count), x > 88.7 taken as 88.7, NaN stays NaN. In 16-byte vectors, which every x86-64 and
+// aarch64 has: GCC splits 32-byte ones for SSE2 but does their compares lane by lane in scalar
+// code. glibc's expf is a call a float, which the LM loss paid 2 million times a step (a fifth
+// of a small model's 2-thread step went to it and its sum).
+#define RETRLM__V4(x) RETRLM__BCAST_retrlm__v4(x)
 static RETRLM__ALWAYS_INLINE void retrlm__exp4(retrlm__v4 *px) { // in place
-    static const retrlm__v4 hi = RETRLM__BCAST_retrlm__v4(88.7f), lo = RETRLM__BCAST_retrlm__v4(-87.3f),
-                            log2e = RETRLM__BCAST_retrlm__v4(1.44269504088896341f),
-                            magic = RETRLM__BCAST_retrlm__v4(12582912.0f), /* 1.5 * 2^23 */
-        c1 = RETRLM__BCAST_retrlm__v4(0.693359375f), c2 = RETRLM__BCAST_retrlm__v4(-2.12194440e-4f),
-                            p0 = RETRLM__BCAST_retrlm__v4(1.9875691500e-4f),
-                            p1 = RETRLM__BCAST_retrlm__v4(1.3981999507e-3f),
-                            p2 = RETRLM__BCAST_retrlm__v4(8.3334519073e-3f),
-                            p3 = RETRLM__BCAST_retrlm__v4(4.1665795894e-2f),
-                            p4 = RETRLM__BCAST_retrlm__v4(1.6666665459e-1f),
-                            p5 = RETRLM__BCAST_retrlm__v4(5.0000001201e-1f), one = RETRLM__BCAST_retrlm__v4(1.0f);
+    static const retrlm__v4 hi = RETRLM__V4(88.7f), lo = RETRLM__V4(-87.3f), one = RETRLM__V4(1.0f);
+    static const retrlm__v4 log2e = RETRLM__V4(1.44269504088896341f);
+    static const retrlm__v4 magic = RETRLM__V4(12582912.0f); // 1.5 * 2^23
+    static const retrlm__v4 c1 = RETRLM__V4(0.693359375f), c2 = RETRLM__V4(-2.12194440e-4f);
+    static const retrlm__v4 p0 = RETRLM__V4(1.9875691500e-4f), p1 = RETRLM__V4(1.3981999507e-3f);
+    static const retrlm__v4 p2 = RETRLM__V4(8.3334519073e-3f), p3 = RETRLM__V4(4.1665795894e-2f);
+    static const retrlm__v4 p4 = RETRLM__V4(1.6666665459e-1f), p5 = RETRLM__V4(5.0000001201e-1f);
+    static const retrlm__v4i bias = {127, 127, 127, 127};
     retrlm__v4 x = *px, t, nf, r, y;
-    const retrlm__v4i over = x > hi, under = x < lo, bias = RETRLM__BCAST_retrlm__v4(127);
+    const retrlm__v4i over = x > hi, under = x < lo;
     retrlm__v4i n;
     x = (retrlm__v4)(((retrlm__v4i)x & ~over) | ((retrlm__v4i)hi & over));
     t = x * log2e + magic; // n in the low bits of t's mantissa
@@ -507,7 +506,7 @@ static float retrlm__max(const float *x, int n) {
     int i = 0;
 #if defined(__GNUC__) || defined(__clang__)
     if (n >= 8) {
-        retrlm__v4 m0 = RETRLM__BCAST_retrlm__v4(-INFINITY), m1 = m0, v;
+        retrlm__v4 m0 = RETRLM__V4(-INFINITY), m1 = m0, v;
         retrlm__v4i gt;
         int j;
         for (; i + 8 <= n; i += 8) {
@@ -533,7 +532,7 @@ static float retrlm__max(const float *x, int n) {
 // bits for any thread count (and on every path, where the compiler does not fuse a * b + c).
 static float retrlm__exp_sum(float *out, const float *x, float m, int n) {
 #if defined(__GNUC__) || defined(__clang__)
-    const retrlm__v4 mv = RETRLM__BCAST_retrlm__v4(m);
+    const retrlm__v4 mv = RETRLM__V4(m);
     retrlm__v4 s0 = {0}, s1 = {0}, e0, e1;
     float t[8];
     int i = 0, j;
@@ -729,14 +728,14 @@ RETRLM_API int retrlm_topk_select(const float *scores, int n, int k, int64_t *id
 #endif
 #define RETRLM__KC 256
 // Work is shared out in tasks of MB <= MR * 64 rows by NB <= NR * 32 columns of C, halved (NB
-// first, down to NR * 4) while a product has fewer than 4 tasks a thread. A task packs, for each KC slice, its
-// NB columns of B once, then runs the register tiles block by block of MC = MR * 16 rows of A
-// (GotoBLAS's order: the A block stays in L2 and one B panel in L1 while the block's rows
-// stream by). B is packed M / MB times (and A, where it is packed, N / NB times); packing
-// every MR * 32 by NR * 16 block's slices of both anew, as this did before, took a fifth of the
-// AVX2 kernel's time. Each thread packs into space of its own: panels shared by the threads
-// (BLAS's way on many cores) cost two barriers a slice, and writing them took the lines the
-// other core had just read: slower on 2 threads.
+// first, down to NR * 4) while a product has fewer than 4 tasks a thread. A task packs, for
+// each KC slice, its NB columns of B once, then runs the register tiles block by block of MC =
+// MR * 16 rows of A (GotoBLAS's order: the A block stays in L2 and one B panel in L1 while the
+// block's rows stream by). B is packed M / MB times (and A, where it is packed, N / NB times);
+// packing every MR * 32 by NR * 16 block's slices of both anew, as this did before, took a
+// fifth of the AVX2 kernel's time. Each thread packs into space of its own: panels shared by
+// the threads (BLAS's way on many cores) cost two barriers a slice, and writing them took the
+// lines the other core had just read: slower on 2 threads.
 #define RETRLM__MB_TILES 64
 #define RETRLM__NB_TILES 32
 #define RETRLM__MC_TILES 16
