@@ -1102,10 +1102,11 @@ static retrlm_result retrlm__gemm_views(float *C, size_t ldc, retrlm__mat a, ret
     const int MR = g->mr, NR = g->nr, MC = MR * RETRLM__MC_TILES;
     int MB = MR * RETRLM__MB_TILES, NB = NR * RETRLM__NB_TILES;
     // A is read in place, a row's kc floats at unit stride (row-major) or MR side by side in
-    // each step (stored K x M), unless a step's stride is a page or more: then the micro-kernel's
-    // kc steps would each touch a page of their own and the lines of one cache set (an 8192-row
-    // Aᵀ ran at 0.75 of packed), and A is packed block by block. Packing A every time cost 15-20%
-    // of a training step at dim 256: N / NB tasks each packed all of it.
+    // each step (stored K x M), unless a step's stride is over 1024 floats (a 4 KB page): then
+    // the micro-kernel's kc steps each touch a page of their own and, at strides of a power of
+    // two, the lines of a few cache sets (an 8192-row Aᵀ, 32 KB a step, ran at 0.75 of packed),
+    // and A is packed block by block. Packing A every time cost 15-20% of a training step at
+    // dim 256: N / NB tasks each packed all of it.
     const int pack_a = a.sc > 1024;
     int mtasks, ntasks, tasks, nthreads, t;
     size_t per_thread, a_size;
