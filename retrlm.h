@@ -3966,6 +3966,8 @@ typedef int retrlm__v4i __attribute__((vector_size(16)));
 // code. glibc's expf is a call a float, which the LM loss paid 2 million times a step (a fifth
 // of a small model's 2-thread step went to it and its sum).
 #define RETRLM__V4(x) RETRLM__BCAST_retrlm__v4(x)
+// lane by lane, a where the mask m is set, else b (m a comparison's result)
+#define RETRLM__V4_SEL(m, a, b) (retrlm__v4)(((retrlm__v4i)(a) & (m)) | ((retrlm__v4i)(b) & ~(m)))
 static RETRLM__ALWAYS_INLINE void retrlm__exp4(retrlm__v4 *px) { // in place
     static const retrlm__v4 hi = RETRLM__V4(88.7f), lo = RETRLM__V4(-87.3f), one = RETRLM__V4(1.0f);
     static const retrlm__v4 log2e = RETRLM__V4(1.44269504088896341f);
@@ -3978,7 +3980,7 @@ static RETRLM__ALWAYS_INLINE void retrlm__exp4(retrlm__v4 *px) { // in place
     retrlm__v4 x = *px, t, nf, r, y;
     const retrlm__v4i over = x > hi, under = x < lo;
     retrlm__v4i n;
-    x = (retrlm__v4)(((retrlm__v4i)x & ~over) | ((retrlm__v4i)hi & over));
+    x = RETRLM__V4_SEL(over, hi, x);
     t = x * log2e + magic; // n in the low bits of t's mantissa
     nf = t - magic;
     n = (retrlm__v4i)t - (retrlm__v4i)magic;
@@ -3998,15 +4000,12 @@ static float retrlm__max(const float *x, int n) {
 #if defined(__GNUC__) || defined(__clang__)
     if (n >= 8) {
         retrlm__v4 m0 = RETRLM__V4(-INFINITY), m1 = m0, v;
-        retrlm__v4i gt;
         int j;
         for (; i + 8 <= n; i += 8) {
             memcpy(&v, x + i, sizeof v);
-            gt = v > m0;
-            m0 = (retrlm__v4)(((retrlm__v4i)v & gt) | ((retrlm__v4i)m0 & ~gt));
+            m0 = RETRLM__V4_SEL(v > m0, v, m0);
             memcpy(&v, x + i + 4, sizeof v);
-            gt = v > m1;
-            m1 = (retrlm__v4)(((retrlm__v4i)v & gt) | ((retrlm__v4i)m1 & ~gt));
+            m1 = RETRLM__V4_SEL(v > m1, v, m1);
         }
         for (j = 0; j < 4; j++) {
             m = m0[j] > m ? m0[j] : m;
@@ -4599,6 +4598,9 @@ static retrlm_result retrlm__gemm_views(float *C, size_t ldc, retrlm__mat a, ret
     // and A is packed block by block. Packing A every time cost 15-20% of a training step at
     // dim 256: N / NB tasks each packed all of it.
     const int pack_a = a.sc > 1024;
+    // the micro-kernel's A: element (r, p) at r * ars + p * aks from its first row, row ir of
+    // the block, which is at ir * arow (below: kc where A is packed, MR rows of kc a panel)
+    const size_t ars = pack_a ? 1 : a.sr, aks = pack_a ? (size_t)MR : a.sc;
     int mtasks, ntasks, tasks, nthreads, t;
     size_t per_thread, a_size;
     float *work;
@@ -4649,13 +4651,12 @@ static retrlm_result retrlm__gemm_views(float *C, size_t ldc, retrlm__mat a, ret
             retrlm__matmul_pack(pb, bt, N, n0, nb, k0, kc, NR);
             for (i0 = 0; i0 < mb; i0 += MC) {
                 const int mc = RETRLM__MIN(MC, mb - i0);
+                const float *ab = pack_a ? pa : a.p + (size_t)(m0 + i0) * a.sr + (size_t)k0 * a.sc;
+                const size_t arow = pack_a ? (size_t)kc : a.sr;
                 if (pack_a) retrlm__matmul_pack(pa, a, M, m0 + i0, mc, k0, kc, MR);
                 for (jr = 0; jr < nb; jr += NR)
                     for (ir = 0; ir < mc; ir += MR)
-                        g->micro(kc,
-                                 pack_a ? pa + (size_t)ir * kc
-                                        : a.p + (size_t)(m0 + i0 + ir) * a.sr + (size_t)k0 * a.sc,
-                                 pack_a ? 1 : a.sr, pack_a ? (size_t)MR : a.sc, pb + (size_t)jr * kc,
+                        g->micro(kc, ab + (size_t)ir * arow, ars, aks, pb + (size_t)jr * kc,
                                  C + (size_t)(m0 + i0 + ir) * ldc + (n0 + jr), ldc,
                                  RETRLM__MIN(MR, mc - ir), RETRLM__MIN(NR, nb - jr),
                                  bias ? bias + n0 + jr : NULL, k0 == 0, acc_c);
