@@ -144,7 +144,10 @@ bench-%: bench/%.c retrlm.h
 # `make cross` builds every test for each of $(CROSS) and runs them all (or $(TESTS));
 # `make cross-quick` builds every test and runs $(CROSS_QUICK), the ones that take minutes, not
 # hours, under qemu's software floating point (test_index, test_copy, test_retro, test_npm,
-# test_joint and test_trime train or index for a while): what CI runs.
+# test_joint and test_trime train or index for a while): what CI runs. Each architecture's tests
+# run in build/cross/<triplet>-run, with its own build/tests (and a link to fuzz/, whose seed files
+# test_io reads): under make -j the three run at once, and one test's scratch files
+# (build/tests/inference.rlm, ...) must not be another's.
 CROSS ?= s390x-linux-gnu aarch64-linux-gnu arm-linux-gnueabihf
 CROSS_QUICK ?= core eval io kernels losses model oom ralm train tokenizer bm25
 ALL_TESTS = $(patsubst tests/test_%.c,%,$(wildcard tests/test_*.c))
@@ -157,14 +160,17 @@ cross-arch-%:
 	@t=$*; fail=0; \
 	command -v $$t-gcc >/dev/null || { echo "$$t-gcc missing: apt-get install -y gcc-$$t qemu-user"; exit 1; }; \
 	command -v qemu-$${t%%-*} >/dev/null || { echo "qemu-$${t%%-*} missing: apt-get install -y qemu-user"; exit 1; }; \
-	mkdir -p build/cross build/tests; impl=build/cross/$$t-impl.o; \
+	run=build/cross/$$t-run; mkdir -p build/cross build/tests $$run/build/tests; ln -sfn "$(CURDIR)/fuzz" $$run/fuzz; \
+	impl=build/cross/$$t-impl.o; \
+	data=$${RETRLM_DATA:-../shared/data}; case "$$data" in /*) ;; *) data="$(CURDIR)/$$data" ;; esac; \
 	$$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -c tests/impl.c -o $$impl || exit 1; \
 	for name in $(ALL_TESTS); do \
 	  src=tests/test_$$name.c; bin=build/cross/$$t-test_$$name; \
 	  grep -q '^#define RETRLM_IMPLEMENTATION' $$src && objs="" || objs=$$impl; \
 	  $$t-gcc -std=c99 -O2 -Wall -Wextra -pedantic -Werror -I. -I$(STB_INC) -Itests $$src $$objs -lm -o $$bin || { echo "$$t $$src: does not build"; fail=1; continue; }; \
 	  case " $(CROSS_RUN) " in *" $$name "*) ;; *) echo "$$t $$src: built"; continue ;; esac; \
-	  last=$$(QEMU_LD_PREFIX=/usr/$$t qemu-$${t%%-*} $$bin 2>&1 | tail -n 1); echo "$$t $$src: $$last"; \
+	  last=$$(cd $$run && RETRLM_DATA="$$data" QEMU_LD_PREFIX=/usr/$$t qemu-$${t%%-*} "$(CURDIR)/$$bin" 2>&1 | tail -n 1); \
+	  echo "$$t $$src: $$last"; \
 	  case "$$last" in *" 0 failed"*) ;; *) fail=1 ;; esac; \
 	done; exit $$fail
 
