@@ -4090,6 +4090,53 @@ RETRLM__PRIVATE float retrlm__softmax_lse(float *out, const float *x, int n) {
     return m + logf(s);
 }
 
+// s[i] = 1 / (1 + e^-x[i]), i < n (s may be x): the sigmoid, from t = e^-|x|, which is never
+// over 1 (no overflow): 1 / (1 + t) where x >= 0, t / (1 + t) below. With the compiler's vector
+// types, t is retrlm__exp4's (SwiGLU takes a sigmoid an element of its hidden layer, forward and
+// backward: glibc's expf a call each was a tenth of a small model's 2-thread step, on one thread).
+#if defined(__GNUC__) || defined(__clang__)
+static RETRLM__ALWAYS_INLINE void retrlm__sigmoid4(retrlm__v4 *pv) { // in place
+    static const retrlm__v4 one = RETRLM__V4(1.0f), zero = {0};
+    static const retrlm__v4i sign = {INT_MIN, INT_MIN, INT_MIN, INT_MIN};
+    const retrlm__v4 v = *pv;
+    retrlm__v4 t = (retrlm__v4)((retrlm__v4i)v | sign); // -|x|
+    retrlm__exp4(&t);
+    *pv = RETRLM__V4_SEL(v >= zero, one, t) / (one + t);
+}
+#endif
+
+RETRLM__PRIVATE void retrlm__sigmoid(float *s, const float *x, size_t n) {
+    size_t i = 0;
+#if defined(__GNUC__) || defined(__clang__)
+    // 16 at a time: four independent exponentials in flight (one is a chain of 15 dependent
+    // operations, which alone left the core idle two thirds of the time)
+    float tail[16] = {0};
+    retrlm__v4 v[4];
+    int j;
+    for (;; i += 16) {
+        const float *src = x + i;
+        if (i + 16 > n) { // the last few, through tail
+            if (i >= n) break;
+            memcpy(tail, x + i, (n - i) * sizeof(float));
+            src = tail;
+        }
+        memcpy(v, src, sizeof v);
+        for (j = 0; j < 4; j++) retrlm__sigmoid4(&v[j]);
+        if (src == tail) {
+            memcpy(tail, v, sizeof v);
+            memcpy(s + i, tail, (n - i) * sizeof(float));
+        } else {
+            memcpy(s + i, v, sizeof v);
+        }
+    }
+#else
+    for (; i < n; i++) {
+        const float t = expf(-fabsf(x[i]));
+        s[i] = (x[i] >= 0.0f ? 1.0f : t) / (1.0f + t);
+    }
+#endif
+}
+
 RETRLM_API void retrlm_softmax(float *out, const float *x, int n) {
     (void)retrlm__softmax_lse(out, x, n);
 }
@@ -13272,17 +13319,10 @@ static retrlm_result retrlm__attention_forward(float *y, float *att, const float
             retrlm__matmul_strided(pb, (size_t)Tk, q + oq + (size_t)t0 * D, (size_t)D, 1, k + ok,
                                    (size_t)D, 1, t1 - t0, kend, hd, 0, tws, nws);
             for (t = t0; t < t1; t++) {
-                float *p = pbh + (size_t)t * Tk, mx = -FLT_MAX, sum = 0.0f;
+                float *p = pbh + (size_t)t * Tk;
                 const int nk = off + retrlm__att_keys(t, len[b], causal);
-                for (j = 0; j < nk; j++) {
-                    p[j] *= scale;
-                    if (p[j] > mx) mx = p[j];
-                }
-                for (j = 0; j < nk; j++) {
-                    p[j] = expf(p[j] - mx);
-                    sum += p[j];
-                }
-                for (j = 0; j < nk; j++) p[j] /= sum;
+                for (j = 0; j < nk; j++) p[j] *= scale;
+                retrlm_softmax(p, p, nk);
                 for (j = nk; j < Tk; j++) p[j] = 0.0f;
             }
             retrlm__matmul_strided(y + oq + (size_t)t0 * D, (size_t)D, pb, (size_t)Tk, 1, v + ok, 1,
@@ -13522,26 +13562,38 @@ static void retrlm__cca_backward(float *dq, float *dk, float *dv, float *datt, c
     }
 }
 
-// act = silu(gate) * up, n elements
-static void retrlm__swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
-    ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_CHUNK_IF(16384, n > RETRLM__PAR_ELEMS / 2)
-    for (i = 0; i < nn; i++) {
-        float g = gate[i];
-        act[i] = g / (1.0f + expf(-g)) * up[i];
+// SwiGLU, forward (dact NULL): out = silu(gate) * up = gate * sigmoid(gate) * up (out may be
+// gate); backward: out = dgate and dup (set, dup may be dact) from dact. n elements, in blocks
+// of 256: the block's sigmoids first (retrlm__sigmoid, in vectors), then the products.
+static void retrlm__swiglu(float *out, float *dup, const float *dact, const float *gate,
+                           const float *up, size_t n) {
+    enum { BLOCK = 256 };
+    ptrdiff_t b, nb = (ptrdiff_t)((n + BLOCK - 1) / BLOCK);
+    RETRLM__PARALLEL_FOR_CHUNK_IF(64, n > RETRLM__PAR_ELEMS / 2)
+    for (b = 0; b < nb; b++) {
+        const size_t i0 = (size_t)b * BLOCK, m = RETRLM__MIN((size_t)BLOCK, n - i0);
+        float sg[BLOCK];
+        size_t i;
+        retrlm__sigmoid(sg, gate + i0, m);
+        if (!dact) {
+            for (i = i0; i < i0 + m; i++) out[i] = gate[i] * sg[i - i0] * up[i];
+            continue;
+        }
+        for (i = i0; i < i0 + m; i++) {
+            const float g = gate[i], da = dact[i], sgi = sg[i - i0];
+            out[i] = da * up[i] * sgi * (1.0f + g * (1.0f - sgi));
+            dup[i] = da * g * sgi;
+        }
     }
 }
 
-// dgate, dup (set) from dact; dup may be dact
+static void retrlm__swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
+    retrlm__swiglu(act, NULL, NULL, gate, up, n);
+}
+
 static void retrlm__swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
                                     const float *up, size_t n) {
-    ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_CHUNK_IF(16384, n > RETRLM__PAR_ELEMS / 2)
-    for (i = 0; i < nn; i++) {
-        float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), da = dact[i];
-        dgate[i] = da * up[i] * sg * (1.0f + g * (1.0f - sg));
-        dup[i] = da * g * sg;
-    }
+    retrlm__swiglu(dgate, dup, dact, gate, up, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -14536,22 +14588,16 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
         retrlm__rope(kc + (size_t)pos * D, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         RETRLM__PARALLEL_FOR_IF(H > 1 && (size_t)pos * D > 65536)
         for (h = 0; h < H; h++) {
-            float *p = w.att + (size_t)h * c->max_seq_len, mx = -FLT_MAX, sum = 0.0f;
+            float *p = w.att + (size_t)h * c->max_seq_len;
             const float *qh = w.q + (size_t)h * hd;
             float *yh = w.y + (size_t)h * hd;
             int j, d;
-            for (j = 0; j <= pos; j++) {
-                p[j] = retrlm_dot(qh, kc + (size_t)j * D + (size_t)h * hd, hd) * scale;
-                if (p[j] > mx) mx = p[j];
-            }
-            for (j = 0; j <= pos; j++) {
-                p[j] = expf(p[j] - mx);
-                sum += p[j];
-            }
+            for (j = 0; j <= pos; j++) p[j] = retrlm_dot(qh, kc + (size_t)j * D + (size_t)h * hd, hd) * scale;
+            retrlm_softmax(p, p, pos + 1);
             for (d = 0; d < hd; d++) yh[d] = 0.0f;
             for (j = 0; j <= pos; j++) {
                 const float *vj = vc + (size_t)j * D + (size_t)h * hd;
-                float pj = p[j] / sum;
+                const float pj = p[j];
                 for (d = 0; d < hd; d++) yh[d] += pj * vj[d];
             }
         }

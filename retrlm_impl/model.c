@@ -836,17 +836,10 @@ static retrlm_result retrlm__attention_forward(float *y, float *att, const float
             retrlm__matmul_strided(pb, (size_t)Tk, q + oq + (size_t)t0 * D, (size_t)D, 1, k + ok,
                                    (size_t)D, 1, t1 - t0, kend, hd, 0, tws, nws);
             for (t = t0; t < t1; t++) {
-                float *p = pbh + (size_t)t * Tk, mx = -FLT_MAX, sum = 0.0f;
+                float *p = pbh + (size_t)t * Tk;
                 const int nk = off + retrlm__att_keys(t, len[b], causal);
-                for (j = 0; j < nk; j++) {
-                    p[j] *= scale;
-                    if (p[j] > mx) mx = p[j];
-                }
-                for (j = 0; j < nk; j++) {
-                    p[j] = expf(p[j] - mx);
-                    sum += p[j];
-                }
-                for (j = 0; j < nk; j++) p[j] /= sum;
+                for (j = 0; j < nk; j++) p[j] *= scale;
+                retrlm_softmax(p, p, nk);
                 for (j = nk; j < Tk; j++) p[j] = 0.0f;
             }
             retrlm__matmul_strided(y + oq + (size_t)t0 * D, (size_t)D, pb, (size_t)Tk, 1, v + ok, 1,
@@ -1086,26 +1079,38 @@ static void retrlm__cca_backward(float *dq, float *dk, float *dv, float *datt, c
     }
 }
 
-// act = silu(gate) * up, n elements
-static void retrlm__swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
-    ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_CHUNK_IF(16384, n > RETRLM__PAR_ELEMS / 2)
-    for (i = 0; i < nn; i++) {
-        float g = gate[i];
-        act[i] = g / (1.0f + expf(-g)) * up[i];
+// SwiGLU, forward (dact NULL): out = silu(gate) * up = gate * sigmoid(gate) * up (out may be
+// gate); backward: out = dgate and dup (set, dup may be dact) from dact. n elements, in blocks
+// of 256: the block's sigmoids first (retrlm__sigmoid, in vectors), then the products.
+static void retrlm__swiglu(float *out, float *dup, const float *dact, const float *gate,
+                           const float *up, size_t n) {
+    enum { BLOCK = 256 };
+    ptrdiff_t b, nb = (ptrdiff_t)((n + BLOCK - 1) / BLOCK);
+    RETRLM__PARALLEL_FOR_CHUNK_IF(64, n > RETRLM__PAR_ELEMS / 2)
+    for (b = 0; b < nb; b++) {
+        const size_t i0 = (size_t)b * BLOCK, m = RETRLM__MIN((size_t)BLOCK, n - i0);
+        float sg[BLOCK];
+        size_t i;
+        retrlm__sigmoid(sg, gate + i0, m);
+        if (!dact) {
+            for (i = i0; i < i0 + m; i++) out[i] = gate[i] * sg[i - i0] * up[i];
+            continue;
+        }
+        for (i = i0; i < i0 + m; i++) {
+            const float g = gate[i], da = dact[i], sgi = sg[i - i0];
+            out[i] = da * up[i] * sgi * (1.0f + g * (1.0f - sgi));
+            dup[i] = da * g * sgi;
+        }
     }
 }
 
-// dgate, dup (set) from dact; dup may be dact
+static void retrlm__swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
+    retrlm__swiglu(act, NULL, NULL, gate, up, n);
+}
+
 static void retrlm__swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
                                     const float *up, size_t n) {
-    ptrdiff_t i, nn = (ptrdiff_t)n;
-    RETRLM__PARALLEL_FOR_CHUNK_IF(16384, n > RETRLM__PAR_ELEMS / 2)
-    for (i = 0; i < nn; i++) {
-        float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), da = dact[i];
-        dgate[i] = da * up[i] * sg * (1.0f + g * (1.0f - sg));
-        dup[i] = da * g * sg;
-    }
+    retrlm__swiglu(dgate, dup, dact, gate, up, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2100,22 +2105,16 @@ RETRLM_API retrlm_result retrlm_model_decode(retrlm_model *m, int token, int pos
         retrlm__rope(kc + (size_t)pos * D, 1, 1, pos, H, hd, retrlm__rope_cos(m), retrlm__rope_sin(m), 0);
         RETRLM__PARALLEL_FOR_IF(H > 1 && (size_t)pos * D > 65536)
         for (h = 0; h < H; h++) {
-            float *p = w.att + (size_t)h * c->max_seq_len, mx = -FLT_MAX, sum = 0.0f;
+            float *p = w.att + (size_t)h * c->max_seq_len;
             const float *qh = w.q + (size_t)h * hd;
             float *yh = w.y + (size_t)h * hd;
             int j, d;
-            for (j = 0; j <= pos; j++) {
-                p[j] = retrlm_dot(qh, kc + (size_t)j * D + (size_t)h * hd, hd) * scale;
-                if (p[j] > mx) mx = p[j];
-            }
-            for (j = 0; j <= pos; j++) {
-                p[j] = expf(p[j] - mx);
-                sum += p[j];
-            }
+            for (j = 0; j <= pos; j++) p[j] = retrlm_dot(qh, kc + (size_t)j * D + (size_t)h * hd, hd) * scale;
+            retrlm_softmax(p, p, pos + 1);
             for (d = 0; d < hd; d++) yh[d] = 0.0f;
             for (j = 0; j <= pos; j++) {
                 const float *vj = vc + (size_t)j * D + (size_t)h * hd;
-                float pj = p[j] / sum;
+                const float pj = p[j];
                 for (d = 0; d < hd; d++) yh[d] += pj * vj[d];
             }
         }

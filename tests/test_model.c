@@ -37,6 +37,44 @@ static double layer_loss(void *p) {
     return dotd(c->r, c->y, n);
 }
 
+// SwiGLU's sigmoid (retrlm__sigmoid: 16 at a time, the last few through a padded block) against
+// double over [-100, 100]: every length 0..40 (each tail), in place, signed zeros, where e^-|x|
+// is under a normal float (0 or 1 then), infinities and NaN
+static void test_sigmoid(void) {
+    enum { N = 4000 };
+    float *x = (float *)malloc(sizeof(float) * N), *s = (float *)malloc(sizeof(float) * N);
+    float *all = (float *)malloc(sizeof(float) * N);
+    double worst = 0.0;
+    int i, n;
+    for (i = 0; i < N; i++) x[i] = -100.0f + 200.0f * (float)((i * 7919) % N) / (float)N;
+    x[5] = 0.0f, x[6] = -0.0f, x[7] = 87.5f, x[8] = -87.5f, x[9] = 1e-30f, x[10] = -1e-30f;
+    retrlm__sigmoid(s, x, N);
+    for (i = 0; i < N; i++) {
+        const double want = 1.0 / (1.0 + exp(-(double)x[i]));
+        if (want < 1e-37) { // e^-|x| below e^-87.3: taken as 0
+            CHECK(s[i] >= 0.0f && s[i] <= 1e-37f);
+            continue;
+        }
+        if (fabs(s[i] - want) / want > worst) worst = fabs(s[i] - want) / want;
+    }
+    if (!(worst < 4e-7)) fprintf(stderr, "sigmoid: worst relative error %g\n", worst);
+    CHECK(worst < 4e-7); // the exponential's ulp, the sum's and the quotient's
+    CHECK(s[5] == 0.5f && s[6] == 0.5f && s[7] == 1.0f && s[9] == 0.5f && s[10] == 0.5f);
+    memcpy(all, s, sizeof(float) * N);
+    for (n = 0; n <= 40; n++) { // every tail, in place: each the same bits; nothing past n written
+        memcpy(s, x, sizeof(float) * (size_t)(n + 1));
+        retrlm__sigmoid(s, s, (size_t)n);
+        for (i = 0; i < n; i++) CHECK(s[i] == all[i]);
+        CHECK(s[n] == x[n]);
+    }
+    x[0] = INFINITY, x[1] = -INFINITY, x[2] = NAN;
+    retrlm__sigmoid(s, x, 3);
+    CHECK(s[0] == 1.0f && s[1] == 0.0f && s[2] != s[2]);
+    free(x);
+    free(s);
+    free(all);
+}
+
 // attention against a double-precision reference at a length of several blocks
 // (RETRLM__ATT_BLOCK), causal and not, one sequence padded, with carried keys (off) in the
 // forward; the same bits on 1 and 2 threads
@@ -1090,6 +1128,7 @@ static void test_tokenizer_fingerprint(void) {
 
 int main(void) {
     RUN(test_tokenizer_fingerprint);
+    RUN(test_sigmoid);
     RUN(test_layer_grads);
     RUN(test_attention_blocks);
     RUN(test_model_grads_causal);
