@@ -692,7 +692,15 @@ RETRLM_API retrlm_result retrlm_model_quantize(retrlm_model *dst, const retrlm_m
 }
 
 RETRLM_API void retrlm_model_zero_grad(retrlm_model *m) {
-    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+    // in 1 MB pieces, on the team when there are many: one thread's memset of a small model's
+    // 21 MB was 4% of its 2-thread training step, with the other thread waiting
+    const size_t piece = (size_t)1 << 18, n = m->grads ? m->n_params : 0;
+    ptrdiff_t i, np = (ptrdiff_t)((n + piece - 1) / piece);
+    RETRLM__PARALLEL_FOR_IF(n > RETRLM__PAR_ELEMS)
+    for (i = 0; i < np; i++) {
+        const size_t i0 = (size_t)i * piece;
+        memset(m->grads + i0, 0, RETRLM__MIN(piece, n - i0) * sizeof(float));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
