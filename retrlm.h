@@ -14261,7 +14261,7 @@ RETRLM_API float retrlm_adamw_lr_scale(const retrlm_adamw_config *cfg, int64_t s
 RETRLM_API void retrlm_adamw_step(retrlm_adamw *o) {
     const retrlm_adamw_config *c = &o->config;
     double sumsq = 0.0, norm;
-    float clip = 1.0f, scale, b1 = c->beta1, b2 = c->beta2;
+    float clip = 1.0f, scale, b1 = c->beta1, b2 = c->beta2, ib1, isb2;
     size_t base = 0;
     int gi;
     for (gi = 0; gi < o->n_groups; gi++) {
@@ -14284,14 +14284,14 @@ RETRLM_API void retrlm_adamw_step(retrlm_adamw *o) {
     scale = retrlm_adamw_lr_scale(c, o->step);
     o->last_lr_scale = scale;
     o->step++;
+    // the bias corrections: m / bc1 and sqrt(v / bc2) are taken as m * ib1 and sqrt(v) * isb2,
+    // two divisions a parameter fewer (5.2M parameters on 1 thread: 5.6 -> 4.3 ms; the
+    // divisions' throughput, more than memory, had bound the update)
+    ib1 = (float)(1.0 / (1.0 - pow(b1, (double)o->step)));
+    isb2 = (float)(1.0 / sqrt(1.0 - pow(b2, (double)o->step)));
     for (gi = 0; gi < o->n_groups; gi++) {
         retrlm_adamw_group *g = &o->groups[gi];
-        // m / bc1 and sqrt(v / bc2) as m * ib1 and sqrt(v) * isb2: two divisions a parameter
-        // fewer (5.2M parameters on 1 thread: 5.6 -> 4.3 ms; the divisions' throughput, more
-        // than memory, had bound it)
         float lr = g->lr * scale, wd = g->weight_decay, eps = c->eps;
-        const float ib1 = (float)(1.0 / (1.0 - pow(b1, (double)o->step)));
-        const float isb2 = (float)(1.0 / sqrt(1.0 - pow(b2, (double)o->step)));
         float *mm = o->m + base, *vv = o->v + base, *p = g->params;
         const float *gr = g->grads;
         size_t n = g->n;
