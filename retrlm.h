@@ -4291,14 +4291,18 @@ typedef struct retrlm__mat { // element (r, c) is p[r * sr + c * sc]
 // reads are sequential whichever way the operand is stored.
 static void retrlm__matmul_pack(float *dst, retrlm__mat X, int R, int r0, int rc, int k0, int kc, int W) {
     int q = 0, l, p;
-    // lanes contiguous (B stored K x N, dinp's weights): whole panels four at a time, 4 W floats
-    // of a step read at once, so that one pass down the kc rows (a page or more apart) serves four
-    // panels; one a pass took 16% of the AVX2 kernel's time at dinp 1024 x 768 x 3072 on a Zen 3
-    // (pack share 16% -> 10%, the product 1.07x; eight a pass was slower: 0.92x)
+    // lanes contiguous (B stored K x N, dinp's weights; A stored K x M, the LM head's dW): whole
+    // panels G lanes (64 floats or more) at a time, a step's G floats read at once, so that one
+    // pass down the kc rows (a page or more apart) serves G / W panels. One panel a pass read 6
+    // floats of A's rows 32 KB apart (one L1 set for all) at the 8192-row dW: each a miss. On an
+    // AVX2 Zen 3: that dW 1.50x (1 thread), 1.46x (2), the small training step 1.03x and 1.10x;
+    // dinp 1024 x 768 x 3072 1.07x (its pack 16% of the time -> 10%); 128 lanes a pass 0.92x
+    // (dinp), 96 at W 6 0.92-0.95x (dW).
     if (!X.q && X.sr == 1 && X.sc != 1) {
         const int full = RETRLM__MAX(0, RETRLM__MIN(rc, R - r0)) / W * W; // rows of whole panels
-        for (; q < full; q += 4 * W) {
-            const int g = RETRLM__MIN(4 * W, full - q);
+        const int G = (64 + W - 1) / W * W;
+        for (; q < full; q += G) {
+            const int g = RETRLM__MIN(G, full - q);
             const float *base = X.p + (size_t)(r0 + q) + (size_t)k0 * X.sc;
             float *d = dst + (size_t)q * kc;
             for (p = 0; p < kc; p++) {
