@@ -4678,10 +4678,11 @@ static retrlm_result retrlm__gemm_views(float *C, size_t ldc, retrlm__mat a, ret
     void *owned = NULL;
     // tasks as large as leave 4 a thread (the results do not depend on them; a thread slowed by
     // another process hands its last ones over); with A read in place, cutting N costs nothing
-    // and cutting M packs B once more. B stored K x N: 2 a thread, as each N cut narrows the
-    // window its packing reads of B's rows (the LM head's dX 256 x 256 x 8192 ran 8 tasks of 64
-    // columns, 256 bytes of each 1 KB row, and packed all 8 MB of B twice: 40% of its time; 4
-    // tasks on an AVX2 Zen 3, 2 threads: 1.29x, the small training step 1.05x)
+    // and cutting M packs B once more. B stored K x N: 2 a thread, as its packing is the slow
+    // kind (passes down rows a page or more apart) and an M cut repeats it all: the LM head's dX
+    // 256 x 256 x 8192 ran 8 tasks (2 M cuts x 4 N cuts) and packed all 8 MB of B twice, 40% of
+    // its time; now 4 tasks, B packed once: 1.29x on an AVX2 Zen 3, 2 threads (the small
+    // training step 1.05x). By K alone (2 a thread at K >= 2048) cost ffn down 256x768x3072 11%.
     const int per_thread_tasks = bt.sr == 1 && bt.sc != 1 ? 2 : 4;
     nthreads = max_threads;
     for (;;) {
