@@ -102,7 +102,11 @@ static void run_blas(const shape *s, const float *A, const float *B, float *C) {
 }
 #endif
 
-static double gflops(const shape *s, double sec) { return 2.0 * s->M * s->N * s->K / sec / 1e9; }
+// the speed of one call taking sec seconds: GFLOP/s, or for a one-row case GB/s of B read (0: none)
+static double speed(const shape *s, int one_row, double sec) {
+    if (sec <= 0) return 0.0;
+    return one_row ? 4.0 * s->N * s->K / sec / 1e9 : 2.0 * s->M * s->N * s->K / sec / 1e9;
+}
 
 static const shape gemv[NGEMV] = {{1, 768, 768, 0, "gemv 768x768"},
                                   {1, 3072, 768, 0, "gemv ffn 3072x768"},
@@ -185,7 +189,6 @@ int main(int argc, char **argv) {
     for (c = 0; c < NCASES; c++) {
         const shape *s = case_shape(c, &th);
         const int one_row = c >= NSHAPES * 2;
-        const double bytes = 4.0 * s->N * s->K;
         double rm, bm[2], ratio[2];
         for (r = 0; r < rounds; r++) {
             set_threads(th);
@@ -211,18 +214,16 @@ int main(int argc, char **argv) {
             bm[k] = median_of(bt[k][c], rounds);
             ratio[k] = median_ratio(bt[k][c], rt[c], rounds);
         }
+        printf("%-21s %5d %5d %5d | %3d | %8.1f %8.1f %6.2f | %8.1f %6.2f\n", s->what, s->M, s->N, s->K, th,
+               speed(s, one_row, rm), speed(s, one_row, bm[0]), ratio[0], speed(s, one_row, bm[1]), ratio[1]);
         if (one_row) {
-            printf("%-21s %5d %5d %5d | %3d | %8.1f %8.1f %6.2f | %8.1f %6.2f\n", s->what, s->M, s->N, s->K, th,
-                   bytes / rm / 1e9, bm[0] > 0 ? bytes / bm[0] / 1e9 : 0, ratio[0], bm[1] > 0 ? bytes / bm[1] / 1e9 : 0, ratio[1]);
-            printf("gemv.%dx%d.t%d.retrlm_gbs=%.2f\n", s->N, s->K, th, bytes / rm / 1e9);
+            printf("gemv.%dx%d.t%d.retrlm_gbs=%.2f\n", s->N, s->K, th, speed(s, 1, rm));
             if (ratio[0] > 0) printf("gemv.%dx%d.t%d.ratio_vs_openblas=%.2f\n", s->N, s->K, th, ratio[0]);
             continue;
         }
-        printf("%-21s %5d %5d %5d | %3d | %8.1f %8.1f %6.2f | %8.1f %6.2f\n", s->what, s->M, s->N, s->K, th,
-               gflops(s, rm), bm[0] > 0 ? gflops(s, bm[0]) : 0, ratio[0], bm[1] > 0 ? gflops(s, bm[1]) : 0, ratio[1]);
-        printf("matmul.%dx%dx%d.f%d.t%d.retrlm_gflops=%.1f\n", s->M, s->N, s->K, s->flags, th, gflops(s, rm));
+        printf("matmul.%dx%dx%d.f%d.t%d.retrlm_gflops=%.1f\n", s->M, s->N, s->K, s->flags, th, speed(s, 0, rm));
         if (ratio[0] > 0) {
-            printf("matmul.%dx%dx%d.f%d.t%d.openblas_gflops=%.1f\n", s->M, s->N, s->K, s->flags, th, gflops(s, bm[0]));
+            printf("matmul.%dx%dx%d.f%d.t%d.openblas_gflops=%.1f\n", s->M, s->N, s->K, s->flags, th, speed(s, 0, bm[0]));
             printf("matmul.%dx%dx%d.f%d.t%d.ratio_vs_openblas=%.2f\n", s->M, s->N, s->K, s->flags, th, ratio[0]);
             ratio_sum[th] += ratio[0];
             ratio_n[th]++;

@@ -203,6 +203,7 @@ int main(int argc, char **argv) {
                     tgt[i] = (i * 104729 + 1) % mc.vocab_size;
                 }
                 memset(&gin, 0, sizeof gin);
+                fl = train_flops(&m, B, T);
                 // ROUNDS rounds, each the best of reps steps (round 0 after one warm-up step) and
                 // then OpenBLAS's and retrlm_matmul's GFLOP/s; the figures are the rounds' medians
                 for (r = 0; r < ROUNDS; r++) {
@@ -221,13 +222,12 @@ int main(int argc, char **argv) {
                     rbest[r] = best;
                     rblas[r] = sgemm_child(argv[0], th); // right after the steps
                     rmine[r] = retrlm_gflops(th);
-                    rpct[r] = rblas[r] > 0 ? 100.0 * train_flops(&m, B, T) / best / 1e9 / rblas[r] : 0.0;
+                    rpct[r] = rblas[r] > 0 ? 100.0 * fl / best / 1e9 / rblas[r] : 0.0;
                 }
                 best = bench_median(rbest, ROUNDS);
                 blas = bench_median(rblas, ROUNDS);
                 mine = bench_median(rmine, ROUNDS);
                 pct = bench_median(rpct, ROUNDS);
-                fl = train_flops(&m, B, T);
                 gf = fl / best / 1e9;
                 printf("| %s | %d x %d | %d | %.1f | %.0f | %.1f | %.1f | %.1f | %.0f%% |\n",
                        shapes[s].name, B, T, th, best * 1e3, B * T / best, gf, blas, mine, pct);
